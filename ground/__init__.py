@@ -1,0 +1,1 @@
+"""orbitpost's ground service: verify, store and publish what the crew signed."""

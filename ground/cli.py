@@ -1,0 +1,157 @@
+"""`ground`: the ground operator's command line."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from . import enroll as enroll_mod
+from .errors import BundleRejected, GroundError
+from .home import GroundHome
+from .ingest import Outcome, check_bundle, ingest_bytes
+from .publish import publish_due
+
+app = typer.Typer(
+    help="orbitpost ground service: verify, store and publish what the crew signed.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class _State:
+    home: GroundHome
+
+
+state = _State()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@app.callback()
+def _root(
+    home: Annotated[Path, typer.Option("--home", envvar="ORBITPOST_HOME", help="Ground data folder.")] = Path(
+        "orbitpost-ground"
+    ),
+) -> None:
+    state.home = GroundHome(home)
+
+
+@app.command()
+def enroll(
+    name: str,
+    key: Annotated[str, typer.Option("--key", help="The line `onboard keys show NAME` prints.")],
+    account: Annotated[
+        list[str], typer.Option("--account", help="platform:account NAME may publish to; repeat.")
+    ] = [],  # noqa: B006
+) -> None:
+    """Trust an astronaut's public key and the accounts they publish to."""
+    fp = enroll_mod.enroll(state.home.conn, name, key, account, _now_ms())
+    console.print(f"enrolled {name} key {fp}" + (f" for {', '.join(account)}" if account else ""))
+
+
+@app.command()
+def revoke(fingerprint: str) -> None:
+    """Revoke an astronaut key by fingerprint; bundles signed with it are rejected from now on."""
+    name = enroll_mod.revoke(state.home.conn, fingerprint, _now_ms())
+    console.print(f"revoked key {fingerprint} of {name}")
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise GroundError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+@app.command()
+def verify(bundle: Path) -> None:
+    """Verify a bundle file without storing or publishing anything."""
+    vb = check_bundle(state.home, _read(bundle))
+    authors = sorted({v.astronaut for v in vb.items})
+    console.print(
+        f"OK {bundle.name}: bundle {vb.header.bundle_id}, {len(vb.items)} item(s) by {', '.join(authors)}, "
+        f"{len(vb.blobs)} blob(s), {vb.header.total_bytes:,} bytes, signatures and hashes valid"
+    )
+
+
+@app.command()
+def ingest(path: Path) -> None:
+    """Verify, store and publish a bundle file or every *.opb in a folder."""
+    files = sorted(path.glob("*.opb")) if path.is_dir() else [path]
+    if not files:
+        raise GroundError(f"no bundle files (*.opb) in {path}")
+    failures = 0
+    for f in files:
+        try:
+            r = ingest_bytes(state.home, _read(f), source=f"file:{f}", now_ms=_now_ms())
+        except BundleRejected as exc:
+            failures += 1
+            err_console.print(f"REJECTED {f.name}: [{exc.code}] {exc.message}", markup=False)
+            continue
+        if r.outcome is Outcome.DUPLICATE:
+            console.print(f"skipped {f.name}: bundle {r.bundle_id} already ingested, nothing changed")
+        else:
+            console.print(
+                f"accepted {f.name}: {len(r.post_ids)} post(s), {r.publications} publication(s) queued"
+            )
+    for o in asyncio.run(publish_due(state.home, _now_ms())):
+        if o.state == "published":
+            console.print(f"published {o.item_id} → {o.account}: {o.url}")
+        else:
+            err_console.print(f"FAILED {o.item_id} → {o.account}: {o.error}", markup=False)
+    if failures:
+        raise GroundError(f"{failures} of {len(files)} bundle(s) rejected; see messages above")
+
+
+@app.command()
+def posts() -> None:
+    """List every accepted post and its per-account publication state."""
+    rows = state.home.conn.execute(
+        "SELECT p.item_id, i.author, p.account, p.state, COALESCE(p.url, p.last_error, '') "
+        "FROM publications p JOIN items i ON i.id = p.item_id ORDER BY p.item_id, p.account"
+    ).fetchall()
+    if not rows:
+        console.print("no posts yet")
+    for r in rows:
+        console.print("\t".join(str(x) for x in r))
+
+
+@app.command()
+def rejections() -> None:
+    """List rejected bundles with their reasons."""
+    for ts, source, code, msg in state.home.conn.execute(
+        "SELECT received_ms, source, code, message FROM rejections ORDER BY id"
+    ):
+        console.print(
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(ts / 1000))}Z {source} [{code}] {msg}"
+        )
+
+
+@app.command()
+def demo(
+    root: Annotated[Path, typer.Option("--dir", help="Where the demo keeps its homes.")] = Path(
+        "orbitpost-demo"
+    ),
+) -> None:
+    """Run the whole path locally: keys, posts with a real photo, bundles, verification, publishing."""
+    from .demo import run_demo
+
+    run_demo(root)
+
+
+def main() -> None:
+    """Entry point: operator mistakes print one line and exit 1, never a traceback."""
+    try:
+        app()
+    except GroundError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        raise SystemExit(1) from None

@@ -1,0 +1,118 @@
+"""Ground's SQLite database: schema, connection settings and the transaction helper.
+
+Every state change that matters (a bundle accepted, a publication's state) is one
+transaction, so a crash leaves the database either before or after it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS astronauts (
+    name        TEXT PRIMARY KEY,
+    created_ms  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS keys (
+    key_id      BLOB PRIMARY KEY,
+    astronaut   TEXT NOT NULL REFERENCES astronauts(name),
+    public_key  BLOB NOT NULL UNIQUE,
+    enrolled_ms INTEGER NOT NULL,
+    revoked_ms  INTEGER
+);
+CREATE TABLE IF NOT EXISTS accounts (
+    astronaut   TEXT NOT NULL REFERENCES astronauts(name),
+    account     TEXT NOT NULL,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (astronaut, account)
+);
+CREATE TABLE IF NOT EXISTS bundles (
+    bundle_id   TEXT PRIMARY KEY,
+    sha256      TEXT NOT NULL UNIQUE,
+    received_ms INTEGER NOT NULL,
+    source      TEXT NOT NULL,
+    size_bytes  INTEGER NOT NULL,
+    item_count  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    id            TEXT PRIMARY KEY,
+    bundle_id     TEXT NOT NULL REFERENCES bundles(bundle_id),
+    kind          TEXT NOT NULL,
+    author        TEXT NOT NULL,
+    key_id        BLOB NOT NULL,
+    body          BLOB NOT NULL,
+    signature     BLOB NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    publish_at_ms INTEGER,
+    target_id     TEXT,
+    received_ms   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS publications (
+    item_id         TEXT NOT NULL REFERENCES items(id),
+    account         TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    url             TEXT,
+    remote_id       TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    retryable       INTEGER,
+    next_attempt_ms INTEGER,
+    updated_ms      INTEGER NOT NULL,
+    published_ms    INTEGER,
+    PRIMARY KEY (item_id, account)
+);
+CREATE INDEX IF NOT EXISTS publications_state ON publications(state, next_attempt_ms);
+CREATE TABLE IF NOT EXISTS rejections (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ms INTEGER NOT NULL,
+    source      TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    size_bytes  INTEGER NOT NULL,
+    code        TEXT NOT NULL,
+    message     TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_ms   INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+-- The audit trail is append-only: the database itself refuses edits and deletes.
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+"""
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open ground's database with WAL and full fsync; creates the schema if new."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def audit(conn: sqlite3.Connection, now_ms: int, actor: str, kind: str, detail: str) -> None:
+    """Append one line to the audit trail (call inside the transaction it describes)."""
+    conn.execute(
+        "INSERT INTO events (ts_ms, actor, kind, detail) VALUES (?, ?, ?, ?)", (now_ms, actor, kind, detail)
+    )

@@ -1,0 +1,33 @@
+"""Ground's exception hierarchy.
+
+GroundError
+├── EnrollError      bad key line, name clash, unknown astronaut
+├── BundleRejected   a bundle failed verification or policy; carries the protocol code
+└── PublishError     a platform refused or failed; says whether a retry can help
+"""
+
+from __future__ import annotations
+
+from protocol import ErrorCode
+
+
+class GroundError(Exception):
+    """Base of ground errors; the CLI prints the message and exits 1."""
+
+
+class EnrollError(GroundError):
+    pass
+
+
+class BundleRejected(GroundError):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class PublishError(GroundError):
+    def __init__(self, message: str, *, retryable: bool, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,188 @@
+"""Where bundles are verified and accepted: the only way content enters ground.
+
+Accepting is all or nothing: blobs are fsynced into the store first (harmless if we
+crash: content-addressed, unreferenced), then one transaction records the bundle, its
+items and one pending publication per (post, account). A rejected bundle is recorded
+with its reason and its file is left untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass
+from enum import StrEnum
+
+from protocol import ErrorCode, Post, RemoteProtocolError, VerifiedBundle, verify_bundle
+from protocol.codecs import DEFAULT_DECODERS, Decoder
+from protocol.limits import DEFAULT_LIMITS, Limits
+from protocol.model import Cancel, Retract
+
+from .db import audit, transaction
+from .enroll import accounts_of, keyring
+from .errors import BundleRejected
+from .home import GroundHome
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"  # the very same bundle again: nothing to do, not an error
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IngestResult:
+    outcome: Outcome
+    bundle_id: str
+    sha256: str
+    post_ids: tuple[str, ...]
+    command_ids: tuple[str, ...]
+    publications: int
+    size_bytes: int
+
+
+def decoders() -> dict[int, Decoder]:
+    """Blob decoders this ground has; transport codecs register themselves here."""
+    found: dict[int, Decoder] = dict(DEFAULT_DECODERS)
+    try:
+        from protocol.dictionary import DECODERS as dict_decoders  # type: ignore[import-not-found,unused-ignore]
+
+        found.update(dict_decoders)
+    except ImportError:
+        pass
+    try:
+        from ground.jxl import DECODERS as jxl_decoders  # type: ignore[import-not-found,unused-ignore]
+
+        found.update(jxl_decoders)
+    except ImportError:
+        pass
+    return found
+
+
+def check_bundle(home: GroundHome, data: bytes, limits: Limits = DEFAULT_LIMITS) -> VerifiedBundle:
+    """Verify signatures, hashes and ground policy without changing anything."""
+    conn = home.conn
+    try:
+        vb = verify_bundle(data, keyring(conn), limits=limits, decoders=decoders(), have_blob=home.blobs.has)
+    except RemoteProtocolError as exc:
+        raise BundleRejected(exc.code, str(exc)) from exc
+    _check_policy(conn, vb)
+    return vb
+
+
+def _check_policy(conn: sqlite3.Connection, vb: VerifiedBundle) -> None:
+    """Rules that need ground's state: replays and accounts the signer may not use."""
+    if conn.execute("SELECT 1 FROM bundles WHERE sha256 = ?", (vb.sha256,)).fetchone():
+        return  # an identical re-delivery; the caller reports it as a duplicate
+    same_id = conn.execute(
+        "SELECT sha256 FROM bundles WHERE bundle_id = ?", (vb.header.bundle_id,)
+    ).fetchone()
+    if same_id:
+        raise BundleRejected(
+            ErrorCode.REPLAY, f"bundle id {vb.header.bundle_id} was already used by a different bundle"
+        )
+    for v in vb.items:
+        row = conn.execute(
+            "SELECT i.bundle_id, COALESCE(group_concat(p.state), i.kind) FROM items i "
+            "LEFT JOIN publications p ON p.item_id = i.id WHERE i.id = ? GROUP BY i.id",
+            (v.item.id,),
+        ).fetchone()
+        if row:
+            state = "already published" if "published" in (row[1] or "") else "already accepted"
+            raise BundleRejected(
+                ErrorCode.REPLAY, f"post {v.item.id} {state} (from bundle {row[0]}); replay refused"
+            )
+        if isinstance(v.item, Post):
+            allowed = accounts_of(conn, v.astronaut)
+            for t in v.item.targets:
+                if t not in allowed:
+                    raise BundleRejected(
+                        ErrorCode.UNKNOWN_ACCOUNT,
+                        f"post {v.item.id}: {v.astronaut} is not enrolled for account {t} "
+                        f"(ground enroll {v.astronaut} --key … --account {t})",
+                    )
+
+
+def record_rejection(home: GroundHome, data: bytes, source: str, exc: BundleRejected, now_ms: int) -> None:
+    conn = home.conn
+    sha = hashlib.sha256(data).hexdigest()
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO rejections (received_ms, source, sha256, size_bytes, code, message) VALUES (?,?,?,?,?,?)",
+            (now_ms, source, sha, len(data), str(exc.code), exc.message),
+        )
+        audit(conn, now_ms, "ingest", "reject", f"{source}: {exc.code}: {exc.message}")
+
+
+def ingest_bytes(
+    home: GroundHome, data: bytes, *, source: str, now_ms: int, limits: Limits = DEFAULT_LIMITS
+) -> IngestResult:
+    """Verify and durably accept one bundle; raises BundleRejected (and records it) on failure."""
+    try:
+        vb = check_bundle(home, data, limits)
+    except BundleRejected as exc:
+        record_rejection(home, data, source, exc, now_ms)
+        raise
+    conn = home.conn
+    posts = [v.item for v in vb.items if isinstance(v.item, Post)]
+    commands = [v.item for v in vb.items if isinstance(v.item, Cancel | Retract)]
+    if conn.execute("SELECT 1 FROM bundles WHERE sha256 = ?", (vb.sha256,)).fetchone():
+        return IngestResult(
+            outcome=Outcome.DUPLICATE,
+            bundle_id=vb.header.bundle_id,
+            sha256=vb.sha256,
+            post_ids=tuple(p.id for p in posts),
+            command_ids=tuple(c.id for c in commands),
+            publications=0,
+            size_bytes=len(data),
+        )
+    for raw in vb.blobs.values():
+        home.blobs.put(raw)
+    n_pubs = 0
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO bundles (bundle_id, sha256, received_ms, source, size_bytes, item_count) VALUES (?,?,?,?,?,?)",
+            (vb.header.bundle_id, vb.sha256, now_ms, source, len(data), len(vb.items)),
+        )
+        for v in vb.items:
+            it = v.item
+            conn.execute(
+                "INSERT INTO items (id, bundle_id, kind, author, key_id, body, signature, created_ms, "
+                "publish_at_ms, target_id, received_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    it.id,
+                    vb.header.bundle_id,
+                    it.kind.name.lower(),
+                    it.author,
+                    v.signed.key_id,
+                    v.signed.body,
+                    v.signed.signature,
+                    it.created_ms,
+                    it.publish_at_ms if isinstance(it, Post) else None,
+                    None if isinstance(it, Post) else it.target_id,
+                    now_ms,
+                ),
+            )
+            if isinstance(it, Post):
+                for account in it.targets:
+                    conn.execute(
+                        "INSERT INTO publications (item_id, account, state, updated_ms, next_attempt_ms) "
+                        "VALUES (?, ?, 'pending', ?, ?)",
+                        (it.id, account, now_ms, it.publish_at_ms),
+                    )
+                    n_pubs += 1
+        audit(
+            conn,
+            now_ms,
+            "ingest",
+            "accept",
+            f"bundle {vb.header.bundle_id} from {source}: {len(posts)} post(s), {len(commands)} command(s)",
+        )
+    return IngestResult(
+        outcome=Outcome.ACCEPTED,
+        bundle_id=vb.header.bundle_id,
+        sha256=vb.sha256,
+        post_ids=tuple(p.id for p in posts),
+        command_ids=tuple(c.id for c in commands),
+        publications=n_pubs,
+        size_bytes=len(data),
+    )

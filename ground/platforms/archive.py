@@ -1,0 +1,80 @@
+"""The `archive` platform: posts published to folders on local disk.
+
+Layout: ``<root>/<account>/<post id>/`` holding ``text.txt`` (exact UTF-8 bytes), the
+media files (exact bytes) and ``record.json`` (post id, author, signer fingerprint,
+signature and the sha256 of every published byte). A post folder appears atomically
+(built beside it, then renamed), so its presence is the proof it was published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from onboard.files import fsync_dir, write_atomic
+from protocol.mediatype import EXTENSIONS
+
+from ..errors import PublishError
+from .base import Published, PublishRequest
+
+
+class ArchivePlatform:
+    name = "archive"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _dir(self, account: str, post_id: str) -> Path:
+        if "/" in account or account.startswith(".") or "\\" in account:
+            raise PublishError(f"archive account {account!r} is not a valid folder name", retryable=False)
+        return self.root / account / post_id
+
+    async def publish(self, req: PublishRequest, session: Any = None) -> Published:
+        existing = await self.lookup(req, session)
+        if existing is not None:
+            return existing
+        final = self._dir(req.account, req.post.id)
+        tmp = final.with_name(f".{final.name}.partial")
+        try:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            text = req.post.text.encode("utf-8")
+            files = {"text.txt": text}
+            for i, (ref, data) in enumerate(req.media, start=1):
+                files[f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}"] = data
+            for name, data in files.items():
+                write_atomic(tmp / name, data)
+            record = {
+                "post_id": req.post.id,
+                "author": req.post.author,
+                "account": req.account,
+                "signer_fingerprint": req.signer_fingerprint,
+                "signature": req.signature.hex(),
+                "signed_body_sha256": hashlib.sha256(req.body).hexdigest(),
+                "created_ms": req.post.created_ms,
+                "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+                "alt": [ref.alt for ref, _ in req.media],
+            }
+            write_atomic(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
+            tmp.rename(final)
+            fsync_dir(final.parent)
+        except OSError as exc:
+            raise PublishError(f"archive write failed: {exc}", retryable=True) from exc
+        return Published(url=final.resolve().as_uri(), remote_id=req.post.id)
+
+    async def lookup(self, req: PublishRequest, session: Any = None) -> Published | None:
+        final = self._dir(req.account, req.post.id)
+        if (final / "record.json").exists():
+            return Published(url=final.resolve().as_uri(), remote_id=req.post.id)
+        return None
+
+    async def delete(self, account: str, remote_id: str, session: Any = None) -> None:
+        final = self.root / account / remote_id
+        if final.exists():
+            gone = final.with_name(f".{final.name}.retracted")
+            final.rename(gone)
+            shutil.rmtree(gone)

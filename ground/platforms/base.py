@@ -1,0 +1,44 @@
+"""The adapter interface every platform implements.
+
+Adapters are given the exact signed post and the exact media bytes; they never build
+content of their own. An adapter raises ``PublishError(retryable=...)`` on failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from protocol import MediaRef, Post
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublishRequest:
+    post: Post
+    account: str  # the part after "platform:"
+    media: tuple[tuple[MediaRef, bytes], ...]
+    signer_fingerprint: str
+    signature: bytes
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Published:
+    url: str
+    remote_id: str
+
+
+class Platform(Protocol):
+    name: str
+
+    async def publish(self, req: PublishRequest, session: Any) -> Published:
+        """Publish once; must be safe to call again for the same post (idempotent or reconciled)."""
+        ...
+
+    async def lookup(self, req: PublishRequest, session: Any) -> Published | None:
+        """Find an earlier publication of this post (after a crash or ambiguous timeout)."""
+        ...
+
+    async def delete(self, account: str, remote_id: str, session: Any) -> None:
+        """Remove a published post (retract)."""
+        ...

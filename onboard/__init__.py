@@ -1,0 +1,1 @@
+"""orbitpost's station-laptop client: queue, sign, bundle and send posts."""

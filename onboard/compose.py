@@ -1,0 +1,142 @@
+"""Turning an astronaut's command into a signed, queued post (or a clear refusal)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import LocalProtocolError, MediaRef, Post, sign_item
+from protocol.ids import new_ulid
+from protocol.limits import DEFAULT_LIMITS
+from protocol.mediatype import sniff_media_type
+from protocol.model import Cancel, Item, Retract, check_item, parse_target
+
+from . import queue
+from .errors import PostRejected, QueueError
+from .files import BlobStore
+from .home import Home
+from .keystore import load_key
+
+# One photo larger than this is refused onboard: no platform we publish to takes more,
+# and on a 10 kbit/s link it would block the queue for hours.
+DEFAULT_MAX_MEDIA_BYTES = 40 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhotoInput:
+    path: Path
+    alt: str = ""
+
+
+def _read_photo(photo: PhotoInput, max_bytes: int) -> tuple[bytes, str]:
+    p = photo.path
+    try:
+        size = p.stat().st_size
+    except OSError as exc:
+        raise PostRejected(f"cannot read photo {p}: {exc.strerror or exc}") from exc
+    if not p.is_file():
+        raise PostRejected(f"photo {p} is not a regular file")
+    if size > max_bytes:
+        raise PostRejected(f"photo {p} is {size:,} bytes; the limit is {max_bytes:,} bytes")
+    if size == 0:
+        raise PostRejected(f"photo {p} is empty")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise PostRejected(f"cannot read photo {p}: {exc.strerror or exc}") from exc
+    media_type = sniff_media_type(data[:64])
+    if media_type is None:
+        raise PostRejected(
+            f"{p} is not an image we can publish (JPEG, PNG, GIF, WebP, HEIC or AVIF expected)"
+        )
+    return data, media_type
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _new_id(now_ms: int) -> str:
+    return new_ulid(now_ms, os.urandom(10))
+
+
+def compose_post(
+    home: Home,
+    conn: sqlite3.Connection,
+    *,
+    author: str,
+    text: str,
+    targets: list[str],
+    photos: list[PhotoInput],
+    publish_at_ms: int | None = None,
+    max_media_bytes: int = DEFAULT_MAX_MEDIA_BYTES,
+) -> Post:
+    """Validate, copy photos into the content store, sign and queue one post."""
+    key = load_key(home, author)
+    if not text and not photos:
+        raise PostRejected("nothing to post: give some text or at least one --photo")
+    if not targets:
+        raise PostRejected("no target account: add --to platform:account (e.g. --to archive:alice)")
+    for t in targets:
+        try:
+            parse_target(t)
+        except LocalProtocolError as exc:
+            raise PostRejected(str(exc)) from exc
+    if len(set(targets)) != len(targets):
+        raise PostRejected("the same target account is given twice")
+    loaded = [(_read_photo(p, min(max_media_bytes, DEFAULT_LIMITS.max_blob_bytes)), p) for p in photos]
+    now = _now_ms()
+    media = tuple(
+        MediaRef(sha256=hashlib.sha256(data).digest(), size_bytes=len(data), media_type=mt, alt=p.alt)
+        for (data, mt), p in loaded
+    )
+    post = Post(
+        id=_new_id(now),
+        author=author,
+        created_ms=now,
+        text=text,
+        media=media,
+        targets=tuple(targets),
+        publish_at_ms=publish_at_ms,
+    )
+    check_rules(post)
+    try:
+        check_item(post)
+    except LocalProtocolError as exc:
+        raise PostRejected(str(exc)) from exc
+    store = BlobStore(home.blobs_dir)
+    # Copy first, queue second: a queued post never points at a blob we do not hold.
+    for (data, _), _p in loaded:
+        store.put(data)
+    signed = sign_item(key, post)
+    queue.add_item(conn, signed, post)
+    return post
+
+
+def check_rules(post: Post) -> None:
+    """Platform rules hook: refuse onboard what a target platform would refuse (issue: publishing)."""
+    try:
+        from protocol.rules import violations  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return
+    problems = violations(post)
+    if problems:
+        raise PostRejected("; ".join(str(p) for p in problems))
+
+
+def compose_command(
+    home: Home, conn: sqlite3.Connection, *, kind: type[Cancel] | type[Retract], target_id: str
+) -> Item:
+    """Sign and queue a cancel or retract of one of the astronaut's own posts."""
+    target = queue.get(conn, target_id)
+    if target is None or not isinstance(target.item, Post):
+        raise QueueError(f"no post {target_id} in this queue (see `onboard queue`)")
+    key = load_key(home, target.item.author)
+    now = _now_ms()
+    cmd = kind(id=_new_id(now), author=target.item.author, created_ms=now, target_id=target.item.id)
+    queue.add_item(conn, sign_item(key, cmd), cmd)
+    return cmd

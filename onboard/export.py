@@ -1,0 +1,83 @@
+"""File hand-off: pack queued items into bundle files another system carries down."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import BlobPayload, Post, build_bundle
+from protocol.bundle import choose_blob_encoding
+from protocol.ids import new_ulid
+
+from . import queue
+from .files import BlobStore, write_atomic
+from .home import Home
+
+BUNDLE_SUFFIX = ".opb"
+# Keep each file small enough that a failed hand-off wastes little; a single larger photo
+# still gets a bundle of its own.
+DEFAULT_TARGET_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExportedBundle:
+    path: Path
+    bundle_id: str
+    item_ids: tuple[str, ...]
+    size_bytes: int
+
+
+def plan_batches(items: list[queue.QueuedItem], target_bytes: int) -> list[list[queue.QueuedItem]]:
+    """Group items so each batch's media stays under ``target_bytes`` (text-only items first)."""
+    ordered = sorted(items, key=lambda q: (bool(isinstance(q.item, Post) and q.item.media), q.item.id))
+    batches: list[list[queue.QueuedItem]] = []
+    current: list[queue.QueuedItem] = []
+    size = 0
+    for q in ordered:
+        media = q.item.media if isinstance(q.item, Post) else ()
+        n = sum(m.size_bytes for m in media) + len(q.signed.body)
+        if current and size + n > target_bytes:
+            batches.append(current)
+            current, size = [], 0
+        current.append(q)
+        size += n
+    if current:
+        batches.append(current)
+    return batches
+
+
+def build_batch_bundle(home: Home, batch: list[queue.QueuedItem], now_ms: int) -> tuple[str, bytes]:
+    """Bundle bytes for one batch: each referenced blob stored once."""
+    store = BlobStore(home.blobs_dir)
+    blobs: dict[bytes, BlobPayload] = {}
+    for q in batch:
+        if isinstance(q.item, Post):
+            for m in q.item.media:
+                if m.sha256 not in blobs:
+                    raw = store.get(m.sha256)
+                    codec, stored = choose_blob_encoding(raw)
+                    blobs[m.sha256] = BlobPayload(sha256=m.sha256, raw=raw, codec=codec, stored=stored)
+    bundle_id = new_ulid(now_ms, os.urandom(10))
+    data = build_bundle(
+        bundle_id=bundle_id, created_ms=now_ms, items=[q.signed for q in batch], blobs=blobs.values()
+    )
+    return bundle_id, data
+
+
+def export_queue(
+    home: Home, conn: sqlite3.Connection, outdir: Path, target_bytes: int = DEFAULT_TARGET_BYTES
+) -> list[ExportedBundle]:
+    """Write every queued item into bundle files in ``outdir`` and mark them exported."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    out: list[ExportedBundle] = []
+    for batch in plan_batches(queue.items(conn, status="queued"), target_bytes):
+        bundle_id, data = build_batch_bundle(home, batch, int(time.time() * 1000))
+        path = outdir / f"{bundle_id}{BUNDLE_SUFFIX}"
+        write_atomic(path, data)
+        ids = [q.item.id for q in batch]
+        queue.mark_exported(conn, ids, bundle_id, str(path))
+        out.append(ExportedBundle(path=path, bundle_id=bundle_id, item_ids=tuple(ids), size_bytes=len(data)))
+    return out

@@ -1,0 +1,148 @@
+"""The onboard queue: signed items waiting to leave, and what became of them (SQLite).
+
+Each item is stored already signed, so what leaves the laptop is exactly what the astronaut
+approved; status moves queued → exported/sending → received → published/failed per target.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import Item, Post, SignedItem, decode_item
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    author      TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    key_id      BLOB NOT NULL,
+    signature   BLOB NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'queued',
+    bundle_id   TEXT,
+    exported_to TEXT,
+    detail      TEXT
+);
+CREATE TABLE IF NOT EXISTS item_media (
+    item_id TEXT NOT NULL REFERENCES items(id),
+    sha256  BLOB NOT NULL,
+    PRIMARY KEY (item_id, sha256)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    item_id TEXT NOT NULL REFERENCES items(id),
+    target  TEXT NOT NULL,
+    state   TEXT NOT NULL DEFAULT 'queued',
+    url     TEXT,
+    detail  TEXT,
+    updated_ms INTEGER,
+    PRIMARY KEY (item_id, target)
+);
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueuedItem:
+    item: Item
+    signed: SignedItem
+    status: str
+    bundle_id: str | None
+    exported_to: str | None
+    detail: str | None
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the queue database (WAL, full sync: an accepted post must survive power loss)."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def add_item(conn: sqlite3.Connection, signed: SignedItem, item: Item) -> None:
+    with transaction(conn):
+        conn.execute(
+            "INSERT INTO items (id, kind, author, body, key_id, signature, created_ms) VALUES (?,?,?,?,?,?,?)",
+            (
+                item.id,
+                item.kind.name.lower(),
+                item.author,
+                signed.body,
+                signed.key_id,
+                signed.signature,
+                item.created_ms,
+            ),
+        )
+        if isinstance(item, Post):
+            for m in item.media:
+                conn.execute("INSERT OR IGNORE INTO item_media VALUES (?, ?)", (item.id, m.sha256))
+            for t in item.targets:
+                conn.execute(
+                    "INSERT INTO deliveries (item_id, target, updated_ms) VALUES (?, ?, ?)",
+                    (item.id, t, int(time.time() * 1000)),
+                )
+
+
+def _row_to_item(row: sqlite3.Row | tuple) -> QueuedItem:  # type: ignore[type-arg]
+    body, key_id, sig, status, bundle_id, exported_to, detail = row
+    return QueuedItem(
+        item=decode_item(body),
+        signed=SignedItem(body=body, key_id=key_id, signature=sig),
+        status=status,
+        bundle_id=bundle_id,
+        exported_to=exported_to,
+        detail=detail,
+    )
+
+
+_COLS = "body, key_id, signature, status, bundle_id, exported_to, detail"
+
+
+def items(conn: sqlite3.Connection, *, status: str | None = None) -> list[QueuedItem]:
+    if status is None:
+        rows = conn.execute(f"SELECT {_COLS} FROM items ORDER BY id").fetchall()
+    else:
+        rows = conn.execute(f"SELECT {_COLS} FROM items WHERE status = ? ORDER BY id", (status,)).fetchall()
+    return [_row_to_item(r) for r in rows]
+
+
+def get(conn: sqlite3.Connection, item_id: str) -> QueuedItem | None:
+    row = conn.execute(f"SELECT {_COLS} FROM items WHERE id = ?", (item_id.upper(),)).fetchone()
+    return None if row is None else _row_to_item(row)
+
+
+def deliveries(conn: sqlite3.Connection, item_id: str) -> list[tuple[str, str, str | None, str | None]]:
+    return conn.execute(
+        "SELECT target, state, url, detail FROM deliveries WHERE item_id = ? ORDER BY target", (item_id,)
+    ).fetchall()
+
+
+def mark_exported(conn: sqlite3.Connection, item_ids: list[str], bundle_id: str, path: str) -> None:
+    with transaction(conn):
+        for i in item_ids:
+            conn.execute(
+                "UPDATE items SET status = 'exported', bundle_id = ?, exported_to = ? WHERE id = ?",
+                (bundle_id, path, i),
+            )
+            conn.execute(
+                "UPDATE deliveries SET state = 'exported', updated_ms = ? WHERE item_id = ? AND state = 'queued'",
+                (int(time.time() * 1000), i),
+            )

@@ -1,0 +1,327 @@
+"""The bundle: a self-contained file of signed items and the media they reference.
+
+Layout (docs/PROTOCOL.md §6), all integers big-endian::
+
+    magic "ORBP" | version u16 | total_length u64 | header_length u32 | header
+    | items section | blob sections in header order | sha256 of everything before
+
+Verification order is chosen so nothing large is decoded before it is known to be
+intact: length, checksum, small header, items (each signature before its body), then
+every blob bounded by its signed size and checked against its signed sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .canonical import expect, expect_list, pack, unpack
+from .codecs import DEFAULT_DECODERS, Codec, Decoder, decode_section, zstd_compress
+from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from .ids import ulid_from_bytes, ulid_to_bytes
+from .keys import KnownKey
+from .limits import DEFAULT_LIMITS, Limits
+from .model import Post
+from .signing import SignedItem, VerifiedItem, signed_item_from_wire, verify_item
+
+MAGIC = b"ORBP"
+FORMAT_VERSION = 1
+_PREFIX = struct.Struct(">4sHQI")
+PREFIX_BYTES = _PREFIX.size  # 18
+TRAILER_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlobEntry:
+    """Where one blob sits in the bundle and how it is stored."""
+
+    sha256: bytes
+    codec: int
+    stored_bytes: int
+    raw_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BundleHeader:
+    bundle_id: str
+    created_ms: int
+    items_codec: int
+    items_stored_bytes: int
+    items_raw_bytes: int
+    item_count: int
+    blobs: tuple[BlobEntry, ...]
+    total_bytes: int
+    header_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifiedBundle:
+    """A bundle whose every byte, signature and media hash checked out."""
+
+    header: BundleHeader
+    sha256: str
+    items: tuple[VerifiedItem, ...]
+    blobs: Mapping[bytes, bytes] = field(default_factory=dict)
+
+    @property
+    def posts(self) -> list[Post]:
+        return [v.item for v in self.items if isinstance(v.item, Post)]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlobPayload:
+    """A blob ready to pack: the original bytes, or an alternative stored form."""
+
+    sha256: bytes
+    raw: bytes
+    codec: int = Codec.IDENTITY
+    stored: bytes | None = None
+
+
+def choose_blob_encoding(raw: bytes, *, min_saving: float = 0.02) -> tuple[int, bytes]:
+    """Zstd when it saves at least ``min_saving`` (photos rarely shrink), else identity."""
+    packed = zstd_compress(raw, level=9)
+    if len(packed) <= len(raw) * (1 - min_saving):
+        return Codec.ZSTD, packed
+    return Codec.IDENTITY, raw
+
+
+def build_bundle(
+    *,
+    bundle_id: str,
+    created_ms: int,
+    items: Iterable[SignedItem],
+    blobs: Iterable[BlobPayload] = (),
+    items_codec: int = Codec.ZSTD,
+    encode_items: Callable[[bytes], bytes] | None = None,
+) -> bytes:
+    """Pack signed items and their blobs into bundle bytes.
+
+    ``blobs`` must hold each referenced media blob at most once (by sha256). The caller
+    picks blob codecs (``choose_blob_encoding`` or a transport codec such as JPEG XL).
+    """
+    items_list = [s.to_wire() for s in items]
+    if not items_list:
+        raise LocalProtocolError("a bundle needs at least one item")
+    items_raw = pack(items_list)
+    if encode_items is not None:
+        items_stored = encode_items(items_raw)
+    elif items_codec == Codec.ZSTD:
+        items_stored = zstd_compress(items_raw)
+    elif items_codec == Codec.IDENTITY:
+        items_stored = items_raw
+    else:
+        raise LocalProtocolError(f"pass encode_items for items codec {items_codec}")
+    blob_list = list(blobs)
+    seen: set[bytes] = set()
+    entries: list[list[Any]] = []
+    for b in blob_list:
+        if b.sha256 in seen:
+            raise LocalProtocolError(f"blob {b.sha256.hex()[:12]} listed twice; a bundle holds each once")
+        seen.add(b.sha256)
+        stored = b.raw if b.stored is None else b.stored
+        entries.append([b.sha256, int(b.codec), len(stored), len(b.raw)])
+    header = pack(
+        [
+            ulid_to_bytes(bundle_id),
+            created_ms,
+            [int(items_codec), len(items_stored), len(items_raw), len(items_list)],
+            entries,
+        ]
+    )
+    body_len = len(header) + len(items_stored) + sum(e[2] for e in entries)
+    total = PREFIX_BYTES + body_len + TRAILER_BYTES
+    h = hashlib.sha256()
+    parts = [_PREFIX.pack(MAGIC, FORMAT_VERSION, total, len(header)), header, items_stored]
+    parts += [b.raw if b.stored is None else b.stored for b in blob_list]
+    for p in parts:
+        h.update(p)
+    return b"".join(parts) + h.digest()
+
+
+def read_header(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> BundleHeader:
+    """Check prefix, length and checksum, then decode the small header.
+
+    Cheap relative to full verification: hashes once, decodes nothing large.
+    """
+    view = memoryview(data)
+    n = len(view)
+    if n < 4 or bytes(view[:4]) != MAGIC:
+        raise RemoteProtocolError(
+            ErrorCode.NOT_A_BUNDLE,
+            f"not an orbitpost bundle: it starts with {bytes(view[:4])!r}, expected {MAGIC!r}",
+        )
+    if n < PREFIX_BYTES:
+        raise RemoteProtocolError(
+            ErrorCode.TRUNCATED,
+            f"bundle truncated at byte {n}: even the {PREFIX_BYTES}-byte prefix is incomplete",
+        )
+    _, version, total, header_len = _PREFIX.unpack(view[:PREFIX_BYTES])
+    if version > FORMAT_VERSION:
+        raise RemoteProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"bundle format version {version} is newer than this side reads ({FORMAT_VERSION}); upgrade orbitpost",
+        )
+    if version < 1:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"bundle format version {version} does not exist")
+    if total > limits.max_bundle_bytes:
+        raise RemoteProtocolError(
+            ErrorCode.LIMIT_EXCEEDED, f"bundle declares {total} bytes, limit {limits.max_bundle_bytes}"
+        )
+    if n < total:
+        raise RemoteProtocolError(ErrorCode.TRUNCATED, f"bundle truncated at byte {n} of {total}")
+    if n > total:
+        raise RemoteProtocolError(
+            ErrorCode.TRAILING_DATA,
+            f"bundle has {n - total} unexpected bytes after its declared end at byte {total}",
+        )
+    if total < PREFIX_BYTES + TRAILER_BYTES + header_len:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"bundle length {total} is too small for its header")
+    if hashlib.sha256(view[: total - TRAILER_BYTES]).digest() != bytes(view[total - TRAILER_BYTES :]):
+        raise RemoteProtocolError(
+            ErrorCode.CHECKSUM_MISMATCH,
+            "bundle checksum mismatch: its bytes changed after it was written (damaged in transit or on disk)",
+        )
+    if header_len > limits.max_header_bytes:
+        raise RemoteProtocolError(
+            ErrorCode.LIMIT_EXCEEDED, f"bundle header is {header_len} bytes, limit {limits.max_header_bytes}"
+        )
+    raw = bytes(view[PREFIX_BYTES : PREFIX_BYTES + header_len])
+    h = expect_list(
+        unpack(raw, what="bundle header", max_bytes=limits.max_header_bytes),
+        what="bundle header",
+        min_len=4,
+        max_len=4,
+    )
+    bid = expect(h[0], bytes, what="bundle id")
+    if len(bid) != 16:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, "bundle id must be 16 bytes")
+    created = expect(h[1], int, what="bundle created time")
+    it = expect_list(h[2], what="items descriptor", min_len=4, max_len=4)
+    codec, stored, raw_n, count = (expect(x, int, what="items descriptor field") for x in it)
+    if raw_n > limits.max_items_bytes:
+        raise RemoteProtocolError(
+            ErrorCode.LIMIT_EXCEEDED, f"items section declares {raw_n} bytes, limit {limits.max_items_bytes}"
+        )
+    if not 0 < count <= limits.max_items:
+        raise RemoteProtocolError(
+            ErrorCode.LIMIT_EXCEEDED, f"bundle declares {count} items, allowed 1..{limits.max_items}"
+        )
+    blobs_v = expect_list(h[3], what="blob list", min_len=0, max_len=limits.max_blobs)
+    blobs: list[BlobEntry] = []
+    for e in blobs_v:
+        ev = expect_list(e, what="blob entry", min_len=4, max_len=4)
+        sha = expect(ev[0], bytes, what="blob sha256")
+        if len(sha) != 32:
+            raise RemoteProtocolError(ErrorCode.MALFORMED, "blob sha256 must be 32 bytes")
+        b_codec, b_stored, b_raw = (expect(x, int, what="blob entry field") for x in ev[1:])
+        if b_raw > limits.max_blob_bytes or b_raw <= 0 or b_stored < 0:
+            raise RemoteProtocolError(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"blob {sha.hex()[:12]} declares {b_raw} bytes, limit {limits.max_blob_bytes}",
+            )
+        blobs.append(BlobEntry(sha256=sha, codec=b_codec, stored_bytes=b_stored, raw_bytes=b_raw))
+    if (
+        stored < 0
+        or PREFIX_BYTES + header_len + stored + sum(b.stored_bytes for b in blobs) + TRAILER_BYTES != total
+    ):
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, "section sizes in the header do not add up to the bundle length"
+        )
+    return BundleHeader(
+        bundle_id=ulid_from_bytes(bid),
+        created_ms=created,
+        items_codec=codec,
+        items_stored_bytes=stored,
+        items_raw_bytes=raw_n,
+        item_count=count,
+        blobs=tuple(blobs),
+        total_bytes=total,
+        header_bytes=header_len,
+    )
+
+
+def verify_bundle(
+    data: bytes | memoryview,
+    keyring: Mapping[bytes, KnownKey],
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    decoders: Mapping[int, Decoder] = DEFAULT_DECODERS,
+    have_blob: Callable[[bytes], bool] = lambda _sha: False,
+) -> VerifiedBundle:
+    """Verify everything in a bundle and return its items and decoded blobs.
+
+    ``have_blob(sha256)`` says whether the receiver already holds a blob, so a photo sent
+    in an earlier bundle need not travel again. Raises RemoteProtocolError on any fault.
+    """
+    header = read_header(data, limits)
+    view = memoryview(data)
+    pos = PREFIX_BYTES + header.header_bytes
+    items_stored = bytes(view[pos : pos + header.items_stored_bytes])
+    pos += header.items_stored_bytes
+    items_raw = decode_section(
+        header.items_codec, items_stored, header.items_raw_bytes, decoders, "items section"
+    )
+    items_v = expect_list(
+        unpack(items_raw, what="items section", max_bytes=limits.max_items_bytes),
+        what="items section",
+        min_len=header.item_count,
+        max_len=header.item_count,
+    )
+    verified: list[VerifiedItem] = []
+    seen_ids: set[str] = set()
+    for raw_item in items_v:
+        v = verify_item(signed_item_from_wire(raw_item), keyring, limits)
+        if v.item.id in seen_ids:
+            raise RemoteProtocolError(
+                ErrorCode.DUPLICATE_ITEM, f"item {v.item.id} appears twice in the bundle"
+            )
+        seen_ids.add(v.item.id)
+        verified.append(v)
+
+    wanted: dict[bytes, int] = {}
+    for v in verified:
+        if isinstance(v.item, Post):
+            for m in v.item.media:
+                if wanted.setdefault(m.sha256, m.size_bytes) != m.size_bytes:
+                    raise RemoteProtocolError(
+                        ErrorCode.MEDIA_SIZE_MISMATCH,
+                        f"media {m.sha256.hex()[:12]} is signed with two different sizes",
+                    )
+    blobs: dict[bytes, bytes] = {}
+    for entry in header.blobs:
+        stored = bytes(view[pos : pos + entry.stored_bytes])
+        pos += entry.stored_bytes
+        short = entry.sha256.hex()[:12]
+        if entry.sha256 in blobs:
+            raise RemoteProtocolError(ErrorCode.DUPLICATE_ITEM, f"blob {short} appears twice in the bundle")
+        if entry.sha256 not in wanted:
+            raise RemoteProtocolError(
+                ErrorCode.MALFORMED, f"blob {short} is not referenced by any signed post"
+            )
+        if entry.raw_bytes != wanted[entry.sha256]:
+            raise RemoteProtocolError(
+                ErrorCode.MEDIA_SIZE_MISMATCH,
+                f"blob {short} is {entry.raw_bytes} bytes but its post signed {wanted[entry.sha256]}",
+            )
+        raw = decode_section(entry.codec, stored, entry.raw_bytes, decoders, f"blob {short}")
+        if hashlib.sha256(raw).digest() != entry.sha256:
+            raise RemoteProtocolError(
+                ErrorCode.MEDIA_HASH_MISMATCH, f"blob {short} does not match the sha256 its post signed"
+            )
+        blobs[entry.sha256] = raw
+    for sha in wanted:
+        if sha not in blobs and not have_blob(sha):
+            raise RemoteProtocolError(
+                ErrorCode.MEDIA_MISSING,
+                f"media {sha.hex()[:12]} is neither in the bundle nor already on ground",
+            )
+    return VerifiedBundle(
+        header=header,
+        sha256=hashlib.sha256(view).hexdigest(),
+        items=tuple(verified),
+        blobs=blobs,
+    )

@@ -1,0 +1,61 @@
+"""Canonical msgpack: the one byte form every value has (docs/PROTOCOL.md §2).
+
+Values are positional arrays, strings are UTF-8 ``str``, bytes are ``bin``, integers use
+msgpack's shortest form. The decoder rejects anything that would not re-encode to the very
+same bytes, so one post has exactly one signed form (no malleability).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from .errors import ErrorCode, RemoteProtocolError
+
+
+def pack(value: Any) -> bytes:
+    """Encode ``value`` canonically."""
+    return msgpack.packb(value, use_bin_type=True, strict_types=False)  # type: ignore[no-any-return]
+
+
+def unpack(data: bytes, *, what: str, max_bytes: int) -> Any:
+    """Decode one canonical value or raise RemoteProtocolError naming ``what``."""
+    if len(data) > max_bytes:
+        raise RemoteProtocolError(ErrorCode.LIMIT_EXCEEDED, f"{what} is {len(data)} bytes, limit {max_bytes}")
+    try:
+        value = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+        )
+    except msgpack.ExtraData as exc:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"{what} has trailing bytes after its value") from exc
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        # msgpack raises UnicodeDecodeError (a ValueError), FormatError, StackError...
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"{what} is not valid msgpack: {exc}") from exc
+    if pack(value) != bytes(data):
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"{what} is not in canonical form")
+    return value
+
+
+def expect_list(value: Any, *, what: str, min_len: int, max_len: int | None = None) -> list[Any]:
+    """Check ``value`` is an array of the allowed length."""
+    if not isinstance(value, list) or len(value) < min_len or (max_len is not None and len(value) > max_len):
+        n = len(value) if isinstance(value, list) else type(value).__name__
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, f"{what} must be an array of {min_len}..{max_len} fields, got {n}"
+        )
+    return value
+
+
+def expect(value: Any, kind: type | tuple[type, ...], *, what: str) -> Any:
+    """Check ``value`` has Python type ``kind`` (bool is not an int here)."""
+    if isinstance(value, bool) and kind is not bool:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"{what} must not be a boolean")
+    if not isinstance(value, kind):
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, f"{what} has type {type(value).__name__}, expected {kind}"
+        )
+    return value

@@ -1,0 +1,47 @@
+"""Post ids: ULIDs (48-bit ms timestamp + 80 random bits), sortable by creation time.
+
+Randomness and time come in as arguments so this module stays pure.
+"""
+
+from __future__ import annotations
+
+from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_INDEX = {c: i for i, c in enumerate(_ALPHABET)}
+
+
+def new_ulid(now_ms: int, entropy: bytes) -> str:
+    """Return a ULID string for ``now_ms`` (ms since epoch) and 10 bytes of ``entropy``."""
+    if len(entropy) != 10:
+        raise LocalProtocolError("ULID entropy must be exactly 10 bytes")
+    if not 0 <= now_ms < 2**48:
+        raise LocalProtocolError(f"ULID time {now_ms} out of range")
+    return ulid_from_bytes(now_ms.to_bytes(6, "big") + entropy)
+
+
+def ulid_from_bytes(raw: bytes) -> str:
+    """Encode 16 bytes as the 26-character Crockford base32 ULID text."""
+    if len(raw) != 16:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"an id must be 16 bytes, got {len(raw)}")
+    n = int.from_bytes(raw, "big")
+    return "".join(_ALPHABET[(n >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+def ulid_to_bytes(text: str) -> bytes:
+    """Decode a ULID string to its 16 bytes; accepts lower case."""
+    if len(text) != 26:
+        raise LocalProtocolError(f"{text!r} is not a post id (26 characters, like 01J...)")
+    n = 0
+    for ch in text.upper():
+        if ch not in _INDEX:
+            raise LocalProtocolError(f"{text!r} is not a post id: {ch!r} is not base32")
+        n = (n << 5) | _INDEX[ch]
+    if n >= 2**128:
+        raise LocalProtocolError(f"{text!r} is not a post id: out of range")
+    return n.to_bytes(16, "big")
+
+
+def ulid_time_ms(text: str) -> int:
+    """The creation time (ms since epoch) embedded in a ULID."""
+    return int.from_bytes(ulid_to_bytes(text)[:6], "big")

@@ -1,0 +1,215 @@
+"""Post, Cancel and Retract: what an astronaut signs, and their canonical byte form.
+
+Body layout (docs/PROTOCOL.md §3): a msgpack array
+``[version, kind, id(16), author, created_ms, ...kind fields]``.
+New fields may only be appended, with defaults; nothing is ever reordered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from .canonical import expect, expect_list, pack, unpack
+from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from .ids import ulid_from_bytes, ulid_to_bytes
+from .limits import DEFAULT_LIMITS, Limits
+
+BODY_VERSION = 1
+
+# Formats we carry; platforms accept these and nothing in them needs re-encoding.
+MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/avif"})
+
+
+class ItemKind(IntEnum):
+    POST = 1
+    CANCEL = 2
+    RETRACT = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaRef:
+    """A photo as the astronaut signed it: its sha256, exact size, type and alt text."""
+
+    sha256: bytes
+    size_bytes: int
+    media_type: str
+    alt: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Post:
+    """One post: byte-exact text, photos by hash, target accounts, optional publish time."""
+
+    id: str
+    author: str
+    created_ms: int
+    text: str
+    media: tuple[MediaRef, ...] = ()
+    targets: tuple[str, ...] = ()
+    publish_at_ms: int | None = None
+
+    kind = ItemKind.POST
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Cancel:
+    """Withdraw ``target_id`` before it is published (no effect on what is already out)."""
+
+    id: str
+    author: str
+    created_ms: int
+    target_id: str
+
+    kind = ItemKind.CANCEL
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Retract:
+    """Delete ``target_id`` from every platform it was published to."""
+
+    id: str
+    author: str
+    created_ms: int
+    target_id: str
+
+    kind = ItemKind.RETRACT
+
+
+Item = Post | Cancel | Retract
+
+
+def parse_target(target: str) -> tuple[str, str]:
+    """Split ``platform:account`` (e.g. ``bluesky:alice.test``) or raise LocalProtocolError."""
+    platform, sep, account = target.partition(":")
+    if not sep or not platform or not account or not platform.isascii() or not platform.isalnum():
+        raise LocalProtocolError(f"target {target!r} must look like platform:account, e.g. archive:alice")
+    return platform.lower(), account
+
+
+def check_item(item: Item, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise LocalProtocolError if ``item`` could never be a valid post on the wire."""
+    _check_common(item.author, item.created_ms, limits, LocalProtocolError)
+    if isinstance(item, Post):
+        if not item.text and not item.media:
+            raise LocalProtocolError("a post needs text or at least one photo")
+        if len(item.text.encode("utf-8", "surrogatepass")) > limits.max_text_bytes:
+            raise LocalProtocolError(f"text is longer than {limits.max_text_bytes} bytes")
+        if len(item.media) > limits.max_media_per_post:
+            raise LocalProtocolError(f"at most {limits.max_media_per_post} photos per post")
+        if not item.targets:
+            raise LocalProtocolError("a post needs at least one target account")
+        if len(item.targets) > limits.max_targets_per_post:
+            raise LocalProtocolError(f"at most {limits.max_targets_per_post} targets per post")
+        for t in item.targets:
+            parse_target(t)
+        for m in item.media:
+            if len(m.sha256) != 32:
+                raise LocalProtocolError("media sha256 must be 32 bytes")
+            if m.media_type not in MEDIA_TYPES:
+                raise LocalProtocolError(f"media type {m.media_type} is not one we can publish")
+            if len(m.alt.encode()) > limits.max_alt_bytes:
+                raise LocalProtocolError(f"alt text is longer than {limits.max_alt_bytes} bytes")
+            if m.size_bytes > limits.max_blob_bytes:
+                raise LocalProtocolError(
+                    f"photo is {m.size_bytes} bytes, the limit is {limits.max_blob_bytes}"
+                )
+
+
+def _check_common(author: str, created_ms: int, limits: Limits, err: Callable[[str], Exception]) -> None:
+    if not author or len(author.encode()) > limits.max_name_bytes:
+        raise err(f"author name must be 1..{limits.max_name_bytes} bytes")
+    if created_ms < 0:
+        raise err("created time must not be negative")
+
+
+def encode_item(item: Item) -> bytes:
+    """The canonical body bytes of ``item`` (what gets signed)."""
+    check_item(item)
+    head: list[Any] = [BODY_VERSION, int(item.kind), ulid_to_bytes(item.id), item.author, item.created_ms]
+    if isinstance(item, Post):
+        media = [[m.sha256, m.size_bytes, m.media_type, m.alt] for m in item.media]
+        return pack([*head, item.text, media, list(item.targets), item.publish_at_ms])
+    return pack([*head, ulid_to_bytes(item.target_id)])
+
+
+def decode_item(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Item:
+    """Decode canonical body bytes, or raise RemoteProtocolError saying what is wrong."""
+    v = expect_list(
+        unpack(body, what="item body", max_bytes=limits.max_items_bytes), what="item body", min_len=5
+    )
+    version = expect(v[0], int, what="item version")
+    if version != BODY_VERSION:
+        raise RemoteProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"item body version {version} is not supported (this ground reads version {BODY_VERSION}); upgrade ground",
+        )
+    kind = expect(v[1], int, what="item kind")
+    item_id = _id(v[2], "item id")
+    author = expect(v[3], str, what="author")
+    created_ms = expect(v[4], int, what="created time")
+    _check_common(author, created_ms, limits, lambda m: RemoteProtocolError(ErrorCode.MALFORMED, m))
+    if kind == ItemKind.POST:
+        expect_list(v, what="post body", min_len=9, max_len=9)
+        text = expect(v[5], str, what="post text")
+        if len(text.encode()) > limits.max_text_bytes:
+            raise RemoteProtocolError(
+                ErrorCode.LIMIT_EXCEEDED, f"post {item_id} text exceeds {limits.max_text_bytes} bytes"
+            )
+        media_v = expect_list(v[6], what="media list", min_len=0, max_len=limits.max_media_per_post)
+        media = tuple(_media(m, limits) for m in media_v)
+        targets_v = expect_list(v[7], what="target list", min_len=1, max_len=limits.max_targets_per_post)
+        targets = tuple(expect(t, str, what="target") for t in targets_v)
+        for t in targets:
+            try:
+                parse_target(t)
+            except LocalProtocolError as exc:
+                raise RemoteProtocolError(ErrorCode.MALFORMED, str(exc)) from exc
+        publish_at = v[8]
+        if publish_at is not None:
+            expect(publish_at, int, what="publish time")
+        if not text and not media:
+            raise RemoteProtocolError(ErrorCode.MALFORMED, f"post {item_id} has neither text nor media")
+        return Post(
+            id=item_id,
+            author=author,
+            created_ms=created_ms,
+            text=text,
+            media=media,
+            targets=targets,
+            publish_at_ms=publish_at,
+        )
+    if kind in (ItemKind.CANCEL, ItemKind.RETRACT):
+        expect_list(v, what="command body", min_len=6, max_len=6)
+        target_id = _id(v[5], "command target id")
+        cls = Cancel if kind == ItemKind.CANCEL else Retract
+        return cls(id=item_id, author=author, created_ms=created_ms, target_id=target_id)
+    raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown item kind {kind}")
+
+
+def _id(value: Any, what: str) -> str:
+    raw = expect(value, bytes, what=what)
+    if len(raw) != 16:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"{what} must be 16 bytes, got {len(raw)}")
+    return ulid_from_bytes(raw)
+
+
+def _media(value: Any, limits: Limits) -> MediaRef:
+    m = expect_list(value, what="media entry", min_len=4, max_len=4)
+    sha = expect(m[0], bytes, what="media sha256")
+    if len(sha) != 32:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, "media sha256 must be 32 bytes")
+    size = expect(m[1], int, what="media size")
+    if not 0 < size <= limits.max_blob_bytes:
+        raise RemoteProtocolError(
+            ErrorCode.LIMIT_EXCEEDED, f"media size {size} outside 1..{limits.max_blob_bytes}"
+        )
+    media_type = expect(m[2], str, what="media type")
+    if media_type not in MEDIA_TYPES:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"media type {media_type!r} is not allowed")
+    alt = expect(m[3], str, what="alt text")
+    if len(alt.encode()) > limits.max_alt_bytes:
+        raise RemoteProtocolError(ErrorCode.LIMIT_EXCEEDED, f"alt text exceeds {limits.max_alt_bytes} bytes")
+    return MediaRef(sha256=sha, size_bytes=size, media_type=media_type, alt=alt)

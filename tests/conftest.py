@@ -1,0 +1,145 @@
+"""Shared fixtures: real sample photos, homes, CLI runners and a deterministic keypair."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from protocol import BlobPayload, KnownKey, MediaRef, Post, SigningKey, build_bundle, key_id, sign_item
+from protocol.ids import new_ulid
+
+SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
+SAMPLE_JPEGS = ("rocket.jpg", "retina.jpg", "hubble_deep_field.jpg")
+SAMPLE_PNGS = ("coffee.png", "astronaut.png")
+BASE_MS = 1_790_000_000_000
+
+
+@pytest.fixture(scope="session")
+def sample_jpegs() -> list[Path]:
+    """Real photos shipped with scikit-image (public-domain NASA/SpaceX images among them)."""
+    return [SKIMAGE_DATA / n for n in SAMPLE_JPEGS]
+
+
+@pytest.fixture(scope="session")
+def sample_pngs() -> list[Path]:
+    return [SKIMAGE_DATA / n for n in SAMPLE_PNGS]
+
+
+@pytest.fixture
+def photo(tmp_path: Path, sample_jpegs: list[Path]) -> Path:
+    """A copy of a real JPEG the test may edit without touching the sample."""
+    p = tmp_path / "pacific.jpg"
+    shutil.copy(sample_jpegs[0], p)
+    return p
+
+
+@dataclass
+class Cli:
+    """Runs `onboard` / `ground` commands in-process, like a user would type them."""
+
+    runner: CliRunner
+    onboard_home: Path
+    ground_home: Path
+
+    def onboard(self, *args: str, ok: bool = True):  # type: ignore[no-untyped-def]
+        from onboard.cli import app
+
+        return self._run(app, ["--home", str(self.onboard_home), *args], ok)
+
+    def ground(self, *args: str, ok: bool = True):  # type: ignore[no-untyped-def]
+        from ground.cli import app
+
+        return self._run(app, ["--home", str(self.ground_home), *args], ok)
+
+    def _run(self, app, args, ok):  # type: ignore[no-untyped-def]
+        result = self.runner.invoke(app, args, catch_exceptions=True)
+        if ok and result.exit_code != 0:
+            raise AssertionError(f"{args} exited {result.exit_code}: {result.output}\n{result.exception!r}")
+        return result
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(runner=CliRunner(), onboard_home=tmp_path / "A", ground_home=tmp_path / "G")
+
+
+@pytest.fixture
+def enrolled(cli: Cli) -> Cli:
+    """alice has a key onboard and is enrolled on ground for archive:alice."""
+    cli.onboard("keys", "new", "alice")
+    line = cli.onboard("keys", "show", "alice").output.strip()
+    cli.ground("enroll", "alice", "--key", line, "--account", "archive:alice")
+    return cli
+
+
+@pytest.fixture(scope="session")
+def alice_key() -> SigningKey:
+    """Deterministic key, so golden vectors stay stable."""
+    return SigningKey.from_seed(hashlib.sha256(b"orbitpost test key alice").digest())
+
+
+@pytest.fixture(scope="session")
+def bob_key() -> SigningKey:
+    return SigningKey.from_seed(hashlib.sha256(b"orbitpost test key bob").digest())
+
+
+@pytest.fixture(scope="session")
+def keyring(alice_key: SigningKey, bob_key: SigningKey) -> dict[bytes, KnownKey]:
+    return {
+        key_id(alice_key.public_key): KnownKey(astronaut="alice", public_key=alice_key.public_key),
+        key_id(bob_key.public_key): KnownKey(astronaut="bob", public_key=bob_key.public_key),
+    }
+
+
+MakeBundle = Callable[..., bytes]
+
+
+@pytest.fixture
+def make_bundle(alice_key: SigningKey, sample_jpegs: list[Path]) -> MakeBundle:
+    """Build a signed bundle of ``n`` alice posts, the first carrying a real photo."""
+
+    def make(
+        n: int = 1, *, key: SigningKey = alice_key, author: str = "alice", seed: int = 0, photo: bool = True
+    ) -> bytes:
+        img = sample_jpegs[0].read_bytes()
+        sha = hashlib.sha256(img).digest()
+        items, blobs = [], []
+        for i in range(n):
+            media = (
+                (MediaRef(sha256=sha, size_bytes=len(img), media_type="image/jpeg", alt="launch"),)
+                if (photo and i == 0)
+                else ()
+            )
+            post = Post(
+                id=new_ulid(BASE_MS + i, bytes([seed, i]) + b"\x00" * 8),
+                author=author,
+                created_ms=BASE_MS + i,
+                text=f"post {i} from orbit 🌏",
+                media=media,
+                targets=(f"archive:{author}",),
+            )
+            items.append(sign_item(key, post))
+        if photo:
+            blobs.append(BlobPayload(sha256=sha, raw=img))
+        return build_bundle(
+            bundle_id=new_ulid(BASE_MS, bytes([seed]) + b"\x01" * 9),
+            created_ms=BASE_MS,
+            items=items,
+            blobs=blobs,
+        )
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A developer's ORBITPOST_HOME must never leak into a test.
+    monkeypatch.delenv("ORBITPOST_HOME", raising=False)
+    os.environ.pop("ORBITPOST_HOME", None)
