@@ -7,7 +7,9 @@ the platform (``lookup``) before trying again — never a blind second post.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,3 +116,20 @@ def _fail(
         )
         audit(conn, now_ms, "publisher", "failed", f"{item_id} → {account}: {reason}")
     return PublishOutcome(item_id=item_id, account=account, state="failed", error=reason)
+
+
+async def run_forever(
+    home: GroundHome,
+    stop: asyncio.Event,
+    *,
+    interval_s: float = 1.0,
+    platforms: dict[str, Platform] | None = None,
+    session: Any = None,
+) -> None:
+    """Publish due posts until ``stop`` is set; what `ground serve` runs beside the HTTP server."""
+    while not stop.is_set():
+        await publish_due(home, int(time.time() * 1000), platforms, session)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        except TimeoutError:
+            pass

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from protocol import BlobPayload, KnownKey, MediaRef, Post, SigningKey, build_bundle, key_id, sign_item
 from protocol.ids import new_ulid
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 SAMPLE_JPEGS = ("rocket.jpg", "retina.jpg", "hubble_deep_field.jpg")
 SAMPLE_PNGS = ("coffee.png", "astronaut.png")
@@ -143,3 +144,12 @@ def _no_ambient_home(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's ORBITPOST_HOME must never leak into a test.
     monkeypatch.delenv("ORBITPOST_HOME", raising=False)
     os.environ.pop("ORBITPOST_HOME", None)
+
+
+@pytest.fixture
+def subprocess_env() -> dict[str, str]:
+    """Environment for child processes (`python -m ground ...`) that runs *this* checkout's code."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("ORBITPOST_HOME", None)
+    return env
