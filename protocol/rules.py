@@ -1,0 +1,240 @@
+"""Every platform's hard limits, in one place, and the check both sides run.
+
+Onboard calls :func:`violations` before a byte is sent (so no bandwidth is spent on a post
+that cannot go out unchanged); ground calls it again before publishing, with limits it
+learned from the platform (a Mastodon instance's own configuration). Pure: values in,
+values out.
+
+Each platform counts text its own way:
+
+- Bluesky: grapheme clusters (``maxGraphemes: 300``) and UTF-8 bytes (``maxLength: 3000``)
+  of ``app.bsky.feed.post#text`` (lexicon ``app/bsky/feed/post.json``).
+- Mastodon: grapheme clusters, where every URL counts as ``characters_reserved_per_url``
+  (23) and a mention ``@user@domain`` counts as ``@user`` (``StatusLengthValidator``).
+- X: twitter-text v3 weighting: code points in the Latin/general-punctuation ranges weigh
+  1, everything else (CJK…) 2, an emoji sequence 2, a URL 23; after NFC normalisation.
+
+Grapheme clusters come from the ``regex`` module's ``\\X`` (Unicode UAX #29, kept current
+with each Unicode release); the standard library has no grapheme segmentation.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+import regex
+
+from .model import Post, parse_target
+
+_GRAPHEME = regex.compile(r"\X")
+# What the platforms link: an http(s) URL up to whitespace, without trailing punctuation
+# (so "see https://x.org." links "https://x.org"). Bare domains are not counted as URLs.
+URL_RE = regex.compile(r"https?://[^\s<>\"]+[^\s<>\".,;:!?)\]}'*]")
+# Mastodon's account mention: @user or @user@domain, not inside a word.
+_MASTODON_MENTION = regex.compile(r"(?<![\w/@])@(\w+)(?:@[\w.-]+\w)?", regex.ASCII)
+_EMOJI = regex.compile(r"\p{Extended_Pictographic}|\p{Regional_Indicator}")
+# twitter-text v3 (config/v3.json): these code point ranges weigh 100, the rest 200.
+_X_LIGHT_RANGES = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
+
+
+class TextCount(StrEnum):
+    """How a platform measures text length."""
+
+    GRAPHEMES = "graphemes"
+    MASTODON = "characters"
+    X_WEIGHTED = "weighted characters"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlatformRules:
+    """One platform's hard limits; ``None`` means the platform sets no such limit."""
+
+    platform: str
+    title: str
+    max_text: int | None = None
+    text_count: TextCount = TextCount.GRAPHEMES
+    max_text_bytes: int | None = None
+    max_media: int | None = None
+    max_media_bytes: int | None = None
+    media_types: frozenset[str] | None = None
+    max_alt: int | None = None  # grapheme clusters
+    url_length: int = 23
+    needs_text: bool = False
+
+
+_COMMON_IMAGES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+BLUESKY = PlatformRules(
+    platform="bluesky",
+    title="Bluesky",
+    max_text=300,
+    max_text_bytes=3000,
+    max_media=4,
+    # Blob limit for app.bsky.embed.images images.
+    max_media_bytes=2_000_000,
+    media_types=_COMMON_IMAGES,
+    # The Bluesky app's alt-text limit; the lexicon itself sets none.
+    max_alt=2000,
+)
+# Mastodon's defaults; ground replaces them with what the instance's /api/v2/instance says.
+MASTODON = PlatformRules(
+    platform="mastodon",
+    title="Mastodon",
+    max_text=500,
+    text_count=TextCount.MASTODON,
+    max_media=4,
+    max_media_bytes=16 * 1024 * 1024,
+    media_types=frozenset({*_COMMON_IMAGES, "image/heic", "image/avif"}),
+    max_alt=1500,
+)
+X = PlatformRules(
+    platform="x",
+    title="X",
+    max_text=280,
+    text_count=TextCount.X_WEIGHTED,
+    max_media=4,
+    max_media_bytes=5 * 1024 * 1024,
+    media_types=_COMMON_IMAGES,
+    max_alt=1000,
+)
+# Our own outputs take anything the bundle format carries.
+ARCHIVE = PlatformRules(platform="archive", title="archive")
+WEBHOOK = PlatformRules(platform="webhook", title="webhook")
+
+DEFAULT_RULES: Mapping[str, PlatformRules] = {r.platform: r for r in (BLUESKY, MASTODON, X, ARCHIVE, WEBHOOK)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Violation:
+    """One broken rule: which account, which rule (a stable id) and what to change."""
+
+    target: str
+    rule: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.target}: {self.message} [{self.rule}]"
+
+
+def graphemes(text: str) -> int:
+    """Number of extended grapheme clusters (what a reader sees as characters)."""
+    return len(_clusters(text))
+
+
+def _clusters(text: str) -> list[str]:
+    found: list[str] = _GRAPHEME.findall(text)
+    return found
+
+
+def mastodon_length(text: str, url_length: int = 23) -> int:
+    """Mastodon's count: graphemes, each URL as ``url_length``, ``@user@domain`` as ``@user``."""
+    replaced = URL_RE.sub("x" * url_length, text)
+    replaced = _MASTODON_MENTION.sub(lambda m: "@" + str(m.group(1)), replaced)
+    return graphemes(replaced)
+
+
+def x_weighted_length(text: str, url_length: int = 23) -> int:
+    """twitter-text v3 weighted length (a limit of 280 means 280 light characters)."""
+    text = unicodedata.normalize("NFC", text)
+    total = 0
+    pos = 0
+    for m in URL_RE.finditer(text):
+        total += _x_plain_weight(text[pos : m.start()])
+        total += url_length * 100
+        pos = m.end()
+    total += _x_plain_weight(text[pos:])
+    return (total + 99) // 100
+
+
+def _x_plain_weight(text: str) -> int:
+    weight = 0
+    for cluster in _clusters(text):
+        if _EMOJI.search(cluster):
+            weight += 200  # a whole emoji sequence (ZWJ, flags, skin tones) counts as 2
+            continue
+        for ch in cluster:
+            cp = ord(ch)
+            weight += 100 if any(lo <= cp <= hi for lo, hi in _X_LIGHT_RANGES) else 200
+    return weight
+
+
+def text_length(text: str, rules: PlatformRules) -> int:
+    """``text``'s length as ``rules.platform`` counts it."""
+    if rules.text_count is TextCount.MASTODON:
+        return mastodon_length(text, rules.url_length)
+    if rules.text_count is TextCount.X_WEIGHTED:
+        return x_weighted_length(text, rules.url_length)
+    return graphemes(text)
+
+
+def rules_for(target: str, overrides: Mapping[str, PlatformRules] | None = None) -> PlatformRules | None:
+    """The rules for ``platform:account``: an exact-target override, a platform override, the default."""
+    platform, _ = parse_target(target)
+    if overrides:
+        for key in (target, platform):
+            if key in overrides:
+                return overrides[key]
+    return DEFAULT_RULES.get(platform)
+
+
+def check_target(post: Post, target: str, rules: PlatformRules) -> list[Violation]:
+    """Every rule of ``rules`` that ``post`` breaks when published to ``target``."""
+    out: list[Violation] = []
+    p = rules.platform
+    title = rules.title
+
+    def bad(rule: str, message: str) -> None:
+        out.append(Violation(target=target, rule=f"{p}.{rule}", message=message))
+
+    if rules.needs_text and not post.text:
+        bad("text_required", f"{title} needs some text")
+    if rules.max_text is not None:
+        n = text_length(post.text, rules)
+        if n > rules.max_text:
+            bad(
+                "text_length",
+                f"text is {n} {rules.text_count.value}; {title} allows {rules.max_text} "
+                f"(shorten it by {n - rules.max_text})",
+            )
+    if rules.max_text_bytes is not None:
+        n = len(post.text.encode("utf-8", "surrogatepass"))
+        if n > rules.max_text_bytes:
+            bad("text_bytes", f"text is {n} UTF-8 bytes; {title} allows {rules.max_text_bytes}")
+    if rules.max_media is not None and len(post.media) > rules.max_media:
+        bad("media_count", f"{len(post.media)} photos; {title} allows {rules.max_media} per post")
+    for i, m in enumerate(post.media, start=1):
+        if rules.media_types is not None and m.media_type not in rules.media_types:
+            allowed = ", ".join(sorted(t.removeprefix("image/").upper() for t in rules.media_types))
+            bad("media_type", f"photo {i} is {m.media_type}; {title} takes {allowed}")
+        if rules.max_media_bytes is not None and m.size_bytes > rules.max_media_bytes:
+            bad(
+                "media_bytes",
+                f"photo {i} is {m.size_bytes:,} bytes; {title} allows {rules.max_media_bytes:,}",
+            )
+        if rules.max_alt is not None:
+            n = graphemes(m.alt)
+            if n > rules.max_alt:
+                bad("alt_length", f"alt text of photo {i} is {n} characters; {title} allows {rules.max_alt}")
+    return out
+
+
+def violations(post: Post, overrides: Mapping[str, PlatformRules] | None = None) -> list[Violation]:
+    """Every rule ``post`` breaks on any of its targets; empty means it can go out unchanged.
+
+    ``overrides`` maps a target (``mastodon:alice@example.social``) or a platform name to
+    rules learned at run time; platforms with no known rules are not checked here.
+    """
+    out: list[Violation] = []
+    for target in post.targets:
+        rules = rules_for(target, overrides)
+        if rules is not None:
+            out.extend(check_target(post, target, rules))
+    return out
+
+
+def with_limits(rules: PlatformRules, **changes: int | frozenset[str] | None) -> PlatformRules:
+    """A copy of ``rules`` with some limits replaced (e.g. from an instance's configuration)."""
+    return replace(rules, **changes)  # type: ignore[arg-type]
