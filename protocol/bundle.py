@@ -149,6 +149,10 @@ def read_header(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> Bu
     """
     view = memoryview(data)
     n = len(view)
+    if 0 < n < len(MAGIC) and MAGIC.startswith(bytes(view)):
+        raise RemoteProtocolError(
+            ErrorCode.TRUNCATED, f"bundle truncated at byte {n}: only part of the magic"
+        )
     if n < 4 or bytes(view[:4]) != MAGIC:
         raise RemoteProtocolError(
             ErrorCode.NOT_A_BUNDLE,
@@ -202,6 +206,8 @@ def read_header(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> Bu
     created = expect(h[1], int, what="bundle created time")
     it = expect_list(h[2], what="items descriptor", min_len=4, max_len=4)
     codec, stored, raw_n, count = (expect(x, int, what="items descriptor field") for x in it)
+    if codec < 0 or stored < 0 or raw_n < 0:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, "items descriptor has a negative field")
     if raw_n > limits.max_items_bytes:
         raise RemoteProtocolError(
             ErrorCode.LIMIT_EXCEEDED, f"items section declares {raw_n} bytes, limit {limits.max_items_bytes}"
@@ -218,16 +224,17 @@ def read_header(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> Bu
         if len(sha) != 32:
             raise RemoteProtocolError(ErrorCode.MALFORMED, "blob sha256 must be 32 bytes")
         b_codec, b_stored, b_raw = (expect(x, int, what="blob entry field") for x in ev[1:])
-        if b_raw > limits.max_blob_bytes or b_raw <= 0 or b_stored < 0:
+        if b_codec < 0 or b_stored < 0:
+            raise RemoteProtocolError(
+                ErrorCode.MALFORMED, f"blob {sha.hex()[:12]} entry has a negative field"
+            )
+        if not 0 < b_raw <= limits.max_blob_bytes:
             raise RemoteProtocolError(
                 ErrorCode.LIMIT_EXCEEDED,
                 f"blob {sha.hex()[:12]} declares {b_raw} bytes, limit {limits.max_blob_bytes}",
             )
         blobs.append(BlobEntry(sha256=sha, codec=b_codec, stored_bytes=b_stored, raw_bytes=b_raw))
-    if (
-        stored < 0
-        or PREFIX_BYTES + header_len + stored + sum(b.stored_bytes for b in blobs) + TRAILER_BYTES != total
-    ):
+    if PREFIX_BYTES + header_len + stored + sum(b.stored_bytes for b in blobs) + TRAILER_BYTES != total:
         raise RemoteProtocolError(
             ErrorCode.MALFORMED, "section sizes in the header do not add up to the bundle length"
         )

@@ -35,19 +35,42 @@ def zstd_compress(data: bytes, level: int = 19) -> bytes:
 def bounded_zstd_decode(
     stored: bytes, raw_size: int, dict_data: zstandard.ZstdCompressionDict | None = None
 ) -> bytes:
-    """Decompress at most ``raw_size`` bytes; more, or fewer, is a protocol error."""
+    """Decompress exactly one whole zstd frame of ``raw_size`` bytes; anything else is a protocol error.
+
+    Never produces more than ``raw_size`` bytes; a truncated frame, a bad checksum or bytes
+    after the frame are refused so each section has one stored form.
+    """
+    if raw_size < 0:
+        # read(-1) would mean "read everything": an unbounded decompression.
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"section declares a negative raw size {raw_size}")
     dctx = zstandard.ZstdDecompressor(dict_data=dict_data) if dict_data else zstandard.ZstdDecompressor()
     try:
-        with dctx.stream_reader(io.BytesIO(stored), read_across_frames=False) as reader:
-            out = reader.read(raw_size + 1)
+        declared = zstandard.get_frame_parameters(stored).content_size
     except zstandard.ZstdError as exc:
         raise RemoteProtocolError(ErrorCode.MALFORMED, f"zstd data is corrupt: {exc}") from exc
-    if len(out) > raw_size:
+    if declared == zstandard.CONTENTSIZE_UNKNOWN:
+        # No size in the frame: stream at most raw_size + 1 bytes to tell a bomb from a short frame.
+        try:
+            with dctx.stream_reader(io.BytesIO(stored), read_across_frames=False) as reader:
+                out = reader.read(raw_size + 1)
+        except zstandard.ZstdError as exc:
+            raise RemoteProtocolError(ErrorCode.MALFORMED, f"zstd data is corrupt: {exc}") from exc
+        declared = len(out)
+    if declared > raw_size:
         raise RemoteProtocolError(
             ErrorCode.DECOMPRESSION_BOMB,
             f"section decompresses beyond its declared {raw_size} bytes (decompression bomb?)",
         )
-    if len(out) < raw_size:
+    if declared < raw_size:
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, f"section decompresses to {declared} bytes, header says {raw_size}"
+        )
+    try:
+        # Bounded: the frame's own size (or what we streamed) is raw_size at most.
+        out = dctx.decompress(stored, max_output_size=max(raw_size, 1), allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"zstd data is corrupt: {exc}") from exc
+    if len(out) != raw_size:
         raise RemoteProtocolError(
             ErrorCode.MALFORMED, f"section decompresses to {len(out)} bytes, header says {raw_size}"
         )
