@@ -34,7 +34,9 @@ def unpack(data: bytes, *, what: str, max_bytes: int) -> Any:
         raise RemoteProtocolError(ErrorCode.MALFORMED, f"{what} has trailing bytes after its value") from exc
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
         # msgpack raises UnicodeDecodeError (a ValueError), FormatError, StackError...
-        raise RemoteProtocolError(ErrorCode.MALFORMED, f"{what} is not valid msgpack: {exc}") from exc
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, f"{what} is not valid msgpack: {exc or type(exc).__name__}"
+        ) from exc
     if pack(value) != bytes(data):
         raise RemoteProtocolError(ErrorCode.MALFORMED, f"{what} is not in canonical form")
     return value

@@ -19,6 +19,10 @@ from .limits import DEFAULT_LIMITS, Limits
 
 BODY_VERSION = 1
 
+# Times are ms since the epoch in the ULID range (48 bits, until year 10889): anything larger
+# is nonsense, and would not fit the signed 64-bit integers ground stores times in.
+MAX_TIME_MS = 2**48 - 1
+
 # Formats we carry; platforms accept these and nothing in them needs re-encoding.
 MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/avif"})
 
@@ -93,6 +97,13 @@ def check_item(item: Item, limits: Limits = DEFAULT_LIMITS) -> None:
     """Raise LocalProtocolError if ``item`` could never be a valid post on the wire."""
     _check_common(item.author, item.created_ms, limits, LocalProtocolError)
     if isinstance(item, Post):
+        _check_utf8(item.text, "post text")
+        for t in item.targets:
+            _check_utf8(t, "target")
+        for m in item.media:
+            _check_utf8(m.alt, "alt text")
+        if item.publish_at_ms is not None and not 0 <= item.publish_at_ms <= MAX_TIME_MS:
+            raise LocalProtocolError(f"publish time {item.publish_at_ms} is outside 0..{MAX_TIME_MS} ms")
         if not item.text and not item.media:
             raise LocalProtocolError("a post needs text or at least one photo")
         if len(item.text.encode("utf-8", "surrogatepass")) > limits.max_text_bytes:
@@ -112,17 +123,28 @@ def check_item(item: Item, limits: Limits = DEFAULT_LIMITS) -> None:
                 raise LocalProtocolError(f"media type {m.media_type} is not one we can publish")
             if len(m.alt.encode()) > limits.max_alt_bytes:
                 raise LocalProtocolError(f"alt text is longer than {limits.max_alt_bytes} bytes")
-            if m.size_bytes > limits.max_blob_bytes:
+            if not 0 < m.size_bytes <= limits.max_blob_bytes:
                 raise LocalProtocolError(
                     f"photo is {m.size_bytes} bytes, the limit is {limits.max_blob_bytes}"
                 )
 
 
+def _check_utf8(value: str, what: str) -> None:
+    # A lone surrogate (e.g. an undecodable byte from the command line) has no UTF-8 form,
+    # so it could never be signed byte-exactly.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(f"{what} is not valid Unicode text ({exc.reason} at {exc.start})") from exc
+
+
 def _check_common(author: str, created_ms: int, limits: Limits, err: Callable[[str], Exception]) -> None:
-    if not author or len(author.encode()) > limits.max_name_bytes:
+    if not author or len(author.encode("utf-8", "surrogatepass")) > limits.max_name_bytes:
         raise err(f"author name must be 1..{limits.max_name_bytes} bytes")
-    if created_ms < 0:
-        raise err("created time must not be negative")
+    if err is LocalProtocolError:
+        _check_utf8(author, "author name")
+    if not 0 <= created_ms <= MAX_TIME_MS:
+        raise err(f"created time {created_ms} is outside 0..{MAX_TIME_MS} ms")
 
 
 def encode_item(item: Item) -> bytes:
@@ -168,8 +190,11 @@ def decode_item(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Item:
             except LocalProtocolError as exc:
                 raise RemoteProtocolError(ErrorCode.MALFORMED, str(exc)) from exc
         publish_at = v[8]
-        if publish_at is not None:
-            expect(publish_at, int, what="publish time")
+        if publish_at is not None and not 0 <= expect(publish_at, int, what="publish time") <= MAX_TIME_MS:
+            raise RemoteProtocolError(
+                ErrorCode.MALFORMED,
+                f"post {item_id} publish time {publish_at} is outside 0..{MAX_TIME_MS} ms",
+            )
         if not text and not media:
             raise RemoteProtocolError(ErrorCode.MALFORMED, f"post {item_id} has neither text nor media")
         return Post(
