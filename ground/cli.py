@@ -14,6 +14,7 @@ from . import enroll as enroll_mod
 from .errors import BundleRejected, GroundError
 from .home import GroundHome
 from .ingest import Outcome, check_bundle, ingest_bytes
+from .operator_cli import operator_app
 from .publish import publish_due
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.add_typer(operator_app, name="operator")
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 

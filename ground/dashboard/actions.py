@@ -1,0 +1,105 @@
+"""What an operator may do: retry a publication, pause/resume a platform or account, revoke a key.
+
+Each action is one transaction that changes state *and* appends who did it to the audit
+log, so the log cannot miss an action that happened. There is deliberately no action
+that edits an item's content or creates a post: the operator surface cannot speak for
+an astronaut.
+
+Errors: ``ActionError`` (a ``GroundError``) with ``status`` 404 (no such thing) or 409
+(not possible in its current state); the API turns it into a JSON error.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..db import audit, transaction
+from ..enroll import revoke as enroll_revoke
+from ..errors import EnrollError, GroundError
+
+PLATFORM_SCHEMA = """
+CREATE TABLE IF NOT EXISTS platform_pauses (
+    platform   TEXT PRIMARY KEY,
+    paused_ms  INTEGER NOT NULL,
+    actor      TEXT NOT NULL
+);
+"""
+
+
+class ActionError(GroundError):
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    # executescript would COMMIT an open transaction, so only run it when the table is missing.
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'platform_pauses'").fetchone() is None:
+        conn.executescript(PLATFORM_SCHEMA)
+
+
+def paused_platforms(conn: sqlite3.Connection) -> set[str]:
+    ensure_schema(conn)
+    return {p for (p,) in conn.execute("SELECT platform FROM platform_pauses")}
+
+
+def retry_publication(conn: sqlite3.Connection, item_id: str, account: str, now_ms: int, actor: str) -> None:
+    """Put a failed publication back in the queue, due now (the engine re-checks the platform first)."""
+    with transaction(conn):
+        row = conn.execute(
+            "SELECT state FROM publications WHERE item_id = ? AND account = ?", (item_id, account)
+        ).fetchone()
+        if row is None:
+            raise ActionError(f"no publication of post {item_id} to {account}", status=404)
+        if row[0] != "failed":
+            raise ActionError(f"publication of {item_id} to {account} is {row[0]}, only failed ones can be retried", status=409)
+        conn.execute(
+            "UPDATE publications SET state = 'pending', next_attempt_ms = NULL, updated_ms = ? "
+            "WHERE item_id = ? AND account = ?",
+            (now_ms, item_id, account),
+        )
+        audit(conn, now_ms, actor, "retry", f"{item_id} → {account}")
+
+
+def set_platform_paused(conn: sqlite3.Connection, platform: str, paused: bool, now_ms: int, actor: str) -> None:
+    """Pause or resume every publication to ``platform`` (must be one ground publishes to)."""
+    ensure_schema(conn)
+    with transaction(conn):
+        known = conn.execute(
+            "SELECT 1 FROM accounts WHERE account LIKE ? || ':%' UNION SELECT 1 FROM platform_pauses WHERE platform = ?",
+            (platform, platform),
+        ).fetchone()
+        if known is None:
+            raise ActionError(f"no account on platform {platform!r} is enrolled", status=404)
+        if paused:
+            conn.execute(
+                "INSERT OR IGNORE INTO platform_pauses (platform, paused_ms, actor) VALUES (?, ?, ?)",
+                (platform, now_ms, actor),
+            )
+        else:
+            conn.execute("DELETE FROM platform_pauses WHERE platform = ?", (platform,))
+        audit(conn, now_ms, actor, "pause-platform" if paused else "resume-platform", platform)
+
+
+def set_account_paused(conn: sqlite3.Connection, account: str, paused: bool, now_ms: int, actor: str) -> None:
+    """Pause or resume publishing to one ``platform:account``."""
+    with transaction(conn):
+        n = conn.execute("UPDATE accounts SET paused = ? WHERE account = ?", (int(paused), account)).rowcount
+        if n == 0:
+            raise ActionError(f"no enrolled account {account!r}", status=404)
+        audit(conn, now_ms, actor, "pause-account" if paused else "resume-account", account)
+
+
+def revoke_key(conn: sqlite3.Connection, fingerprint: str, now_ms: int, actor: str) -> str:
+    """Revoke an astronaut key; returns the astronaut's name."""
+    row = conn.execute(
+        "SELECT revoked_ms FROM keys WHERE lower(hex(key_id)) = lower(?)", (fingerprint,)
+    ).fetchone()
+    if row is None:
+        raise ActionError(f"no enrolled key with fingerprint {fingerprint}", status=404)
+    if row[0] is not None:
+        raise ActionError(f"key {fingerprint} is already revoked", status=409)
+    try:
+        return enroll_revoke(conn, fingerprint, now_ms, actor=actor)
+    except EnrollError as exc:
+        raise ActionError(str(exc), status=404) from exc

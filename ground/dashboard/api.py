@@ -1,0 +1,310 @@
+"""The operators' JSON API: read views, the live change stream, login/logout and the four actions.
+
+Routes are listed once in ``ROUTES`` (method, path, handler); ``setup`` registers them and
+the tests check each one against the OpenAPI document and the auth rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .. import operators
+from ..db import audit, transaction
+from . import actions, queries
+from .auth import (
+    COOKIE,
+    HOME_KEY,
+    LIMITER_KEY,
+    actor,
+    client_address,
+    current,
+    json_error,
+    now_ms,
+    require,
+)
+from .openapi import openapi_document
+
+MAX_BODY_BYTES = 4096  # a login is two short strings; nothing else here takes a body
+MAX_STREAMS = 64  # live dashboards at once; more would only be a way to tie up the server
+STREAM_POLL_S = 1.0
+STREAM_HEARTBEAT_S = 15.0
+
+STOP_KEY = web.AppKey("orbitpost_dashboard_stop", asyncio.Event)
+STREAMS_KEY = web.AppKey("orbitpost_dashboard_streams", set)
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, headers={"Cache-Control": "no-store"})
+
+
+def _int_param(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"query parameter {name!r} must be an integer, got {raw!r}"}),
+            content_type="application/json",
+        ) from None
+    if not lo <= v <= hi:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"query parameter {name!r} must be between {lo} and {hi}, got {v}"}),
+            content_type="application/json",
+        )
+    return v
+
+
+def _conn(request: web.Request):  # type: ignore[no-untyped-def]
+    return request.app[HOME_KEY].conn
+
+
+# --- login / logout / me ---------------------------------------------------------------
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    if request.content_type != "application/json":
+        return json_error(415, "send the login as JSON: {\"name\": ..., \"password\": ...}")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return json_error(413, f"login body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        raw = await request.content.read(MAX_BODY_BYTES + 1)
+        body = json.loads(raw) if len(raw) <= MAX_BODY_BYTES else None
+    except (ValueError, UnicodeDecodeError):
+        return json_error(400, "login body is not valid JSON")
+    if body is None:
+        return json_error(413, f"login body larger than {MAX_BODY_BYTES} bytes")
+    name, password = (body.get("name"), body.get("password")) if isinstance(body, dict) else (None, None)
+    if not isinstance(name, str) or not isinstance(password, str) or not name or not password:
+        return json_error(400, "login needs string fields 'name' and 'password'")
+    ip = client_address(request)
+    limiter = request.app[LIMITER_KEY]
+    keys = (f"ip:{ip}", f"name:{name[:64]}")
+    wait = limiter.retry_after_s(*keys)
+    if wait > 0:
+        return json_error(429, f"too many failed logins; try again in {int(wait) + 1} s", **{"Retry-After": str(int(wait) + 1)})
+    conn = _conn(request)
+    op, stored = operators.login_record(conn, name[:64])
+    ok = await asyncio.get_running_loop().run_in_executor(None, operators.check_password, password, stored)
+    ts = now_ms()
+    if not ok or op is None:
+        limiter.failed(*keys)
+        locked = limiter.retry_after_s(*keys) > 0
+        with transaction(conn):
+            audit(conn, ts, "login", "login-failed", f"operator {name[:64]!r} from {ip}: wrong name or password")
+            if locked:
+                audit(conn, ts, "login", "login-limited", f"logins for {name[:64]!r} / {ip} paused for {int(limiter.window_s)} s")
+        return json_error(401, "wrong operator name or password")
+    limiter.succeeded(f"name:{name[:64]}")
+    token, session = operators.open_session(conn, op, ts)
+    with transaction(conn):
+        audit(conn, ts, f"operator:{op.name}", "login", f"from {ip}")
+    resp = _json(_me(session))
+    resp.set_cookie(
+        COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+        path="/",
+        max_age=operators.SESSION_TTL_MS // 1000,
+    )
+    return resp
+
+
+def _me(session: operators.Session) -> dict[str, Any]:
+    return {
+        "operator": session.operator.name,
+        "role": str(session.operator.role),
+        "can_act": session.operator.can_act,
+        "csrf_token": session.csrf,
+        "expires_ms": session.expires_ms,
+    }
+
+
+@require()
+async def logout(request: web.Request) -> web.StreamResponse:
+    operators.end_session(_conn(request), current(request), now_ms())
+    resp = _json({"ok": True})
+    resp.del_cookie(COOKIE, path="/")
+    return resp
+
+
+@require()
+async def me(request: web.Request) -> web.StreamResponse:
+    return _json(_me(current(request)))
+
+
+# --- read views ------------------------------------------------------------------------
+
+
+@require()
+async def summary(request: web.Request) -> web.StreamResponse:
+    return _json(queries.summary(_conn(request), now_ms()))
+
+
+@require()
+async def transfers(request: web.Request) -> web.StreamResponse:
+    limit = _int_param(request, "limit", 50, 1, 500)
+    conn, now = _conn(request), now_ms()
+    return _json(
+        {
+            "link": queries.link_status(conn, now),
+            "transfers": queries.link_transfers(conn, now, limit=limit or 50),
+            "bundles": queries.bundles(conn, now, limit=limit or 50),
+        }
+    )
+
+
+@require()
+async def posts(request: web.Request) -> web.StreamResponse:
+    limit = _int_param(request, "limit", 100, 1, 500)
+    astronaut = request.query.get("astronaut") or None
+    return _json({"posts": queries.posts(_conn(request), now_ms(), astronaut=astronaut, limit=limit or 100)})
+
+
+@require()
+async def security(request: web.Request) -> web.StreamResponse:
+    limit = _int_param(request, "limit", 100, 1, 500)
+    return _json({"events": queries.security_events(_conn(request), limit=limit or 100)})
+
+
+@require()
+async def platforms(request: web.Request) -> web.StreamResponse:
+    return _json({"platforms": queries.platforms(_conn(request), now_ms())})
+
+
+@require()
+async def astronauts(request: web.Request) -> web.StreamResponse:
+    return _json({"astronauts": queries.astronauts(_conn(request))})
+
+
+@require()
+async def audit_log(request: web.Request) -> web.StreamResponse:
+    limit = _int_param(request, "limit", 100, 1, 500)
+    before = _int_param(request, "before_id", None, 1, 2**62)
+    only = request.query.get("operators_only", "") in ("1", "true", "yes")
+    return _json({"events": queries.audit_log(_conn(request), before_id=before, operators_only=only, limit=limit or 100)})
+
+
+@require()
+async def stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: 'change' whenever anything the dashboard shows changed."""
+    streams = request.app[STREAMS_KEY]
+    if len(streams) >= MAX_STREAMS:
+        return json_error(503, f"too many live dashboards open (max {MAX_STREAMS}); close one or poll the API")
+    stop = request.app[STOP_KEY]
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+    await resp.prepare(request)
+    streams.add(resp)
+    session = current(request)
+    conn = _conn(request)
+    last: tuple[Any, ...] | None = None
+    last_sent = time.monotonic()
+    try:
+        await resp.write(b"retry: 2000\n\n")
+        while not stop.is_set():
+            if operators.session_for_hash(conn, session.token_sha256, now_ms()) is None:
+                await resp.write(b"event: logout\ndata: {}\n\n")
+                break
+            marker = queries.change_marker(conn)
+            if marker != last:
+                last = marker
+                await resp.write(f"event: change\ndata: {json.dumps({'ts_ms': now_ms()})}\n\n".encode())
+                last_sent = time.monotonic()
+            elif time.monotonic() - last_sent > STREAM_HEARTBEAT_S:
+                await resp.write(b": keepalive\n\n")
+                last_sent = time.monotonic()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=STREAM_POLL_S)
+            except TimeoutError:
+                pass
+    except (ConnectionResetError, ConnectionError):
+        pass  # the browser went away
+    finally:
+        streams.discard(resp)
+    return resp
+
+
+@require()
+async def metrics(request: web.Request) -> web.StreamResponse:
+    from ..metrics import render
+
+    body, content_type = render(_conn(request), now_ms())
+    return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
+
+
+async def openapi(request: web.Request) -> web.StreamResponse:
+    # Public on purpose: it describes the API and holds no data.
+    return _json(openapi_document())
+
+
+# --- actions (admin only; each one audited inside its transaction) --------------------
+
+
+def _act(fn: Any, *args: Any) -> web.Response | None:
+    try:
+        fn(*args)
+    except actions.ActionError as exc:
+        return json_error(exc.status, str(exc))
+    return None
+
+
+@require(admin=True)
+async def retry(request: web.Request) -> web.StreamResponse:
+    item_id, account = request.match_info["item_id"], request.match_info["account"]
+    err = _act(actions.retry_publication, _conn(request), item_id, account, now_ms(), actor(request))
+    return err or _json({"ok": True, "item_id": item_id, "account": account, "state": "pending"})
+
+
+def _pause_handler(kind: str, paused: bool) -> Any:
+    @require(admin=True)
+    async def handler(request: web.Request) -> web.StreamResponse:
+        name = request.match_info[kind]
+        fn = actions.set_platform_paused if kind == "platform" else actions.set_account_paused
+        err = _act(fn, _conn(request), name, paused, now_ms(), actor(request))
+        return err or _json({"ok": True, kind: name, "paused": paused})
+
+    handler.__name__ = f"{'pause' if paused else 'resume'}_{kind}"
+    return handler
+
+
+@require(admin=True)
+async def revoke(request: web.Request) -> web.StreamResponse:
+    fp = request.match_info["fingerprint"]
+    try:
+        name = actions.revoke_key(_conn(request), fp, now_ms(), actor(request))
+    except actions.ActionError as exc:
+        return json_error(exc.status, str(exc))
+    return _json({"ok": True, "fingerprint": fp.lower(), "astronaut": name})
+
+
+ROUTES: list[tuple[str, str, Any]] = [
+    ("POST", "/api/login", login),
+    ("POST", "/api/logout", logout),
+    ("GET", "/api/me", me),
+    ("GET", "/api/summary", summary),
+    ("GET", "/api/transfers", transfers),
+    ("GET", "/api/posts", posts),
+    ("GET", "/api/security", security),
+    ("GET", "/api/platforms", platforms),
+    ("GET", "/api/astronauts", astronauts),
+    ("GET", "/api/audit", audit_log),
+    ("GET", "/api/stream", stream),
+    ("GET", "/api/openapi.json", openapi),
+    ("GET", "/metrics", metrics),
+    ("POST", "/api/publications/{item_id}/{account}/retry", retry),
+    ("POST", "/api/platforms/{platform}/pause", _pause_handler("platform", True)),
+    ("POST", "/api/platforms/{platform}/resume", _pause_handler("platform", False)),
+    ("POST", "/api/accounts/{account}/pause", _pause_handler("account", True)),
+    ("POST", "/api/accounts/{account}/resume", _pause_handler("account", False)),
+    ("POST", "/api/keys/{fingerprint}/revoke", revoke),
+]

@@ -1,0 +1,79 @@
+"""`ground operator ...`: manage the people who may watch and act on the dashboard."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from . import operators
+from .operators import OperatorError, Role
+
+operator_app = typer.Typer(
+    help="Dashboard operators: accounts, roles (admin / read-only) and API tokens.", no_args_is_help=True
+)
+
+
+def _home():  # type: ignore[no-untyped-def]
+    from .cli import state  # late: cli imports this module
+
+    return state.home
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@operator_app.command("add")
+def add(
+    name: str,
+    role: Annotated[Role, typer.Option("--role", help="admin may act; read-only may only watch.")] = Role.READ_ONLY,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input instead of generating one.")
+    ] = False,
+) -> None:
+    """Create an operator; prints a generated password unless --password-stdin is given."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        generated = False
+    else:
+        password, generated = operators.generate_password(), True
+    op = operators.add_operator(_home().conn, name, password, role, _now_ms())
+    typer.echo(f"added operator {op.name} ({op.role})")
+    if generated:
+        typer.echo(f"password: {password}")
+        typer.echo("(shown once; only its scrypt hash is stored)")
+
+
+@operator_app.command("list")
+def list_() -> None:
+    """List operators, their roles and whether they are disabled."""
+    ops = operators.list_operators(_home().conn)
+    if not ops:
+        typer.echo("no operators yet (ground operator add NAME --role admin)")
+    for op in ops:
+        status = "disabled" if op.disabled_ms is not None else "active"
+        typer.echo(f"{op.name}\t{op.role}\t{status}")
+
+
+@operator_app.command("remove")
+def remove(name: str) -> None:
+    """Disable an operator and end all their sessions and tokens."""
+    operators.remove_operator(_home().conn, name, _now_ms())
+    typer.echo(f"disabled operator {name}; their sessions and tokens no longer work")
+
+
+@operator_app.command("token")
+def token(
+    name: str,
+    days: Annotated[int, typer.Option("--days", min=1, max=366, help="Lifetime of the token.")] = 90,
+) -> None:
+    """Issue a bearer token for NAME (for scripts and Prometheus: Authorization: Bearer TOKEN)."""
+    conn = _home().conn
+    op = operators.get_operator(conn, name)
+    if op is None or op.disabled_ms is not None:
+        raise OperatorError(f"no active operator named {name!r}")
+    secret, _ = operators.open_session(conn, op, _now_ms(), kind="api", ttl_ms=days * 86400 * 1000)
+    typer.echo(secret)
