@@ -31,7 +31,9 @@ class GroundCollector(Collector):
         received = CounterMetricFamily(
             "orbitpost_received_bytes", "Bundle bytes received, by verification outcome.", labels=["outcome"]
         )
-        received.add_metric(["accepted"], conn.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM bundles").fetchone()[0])
+        received.add_metric(
+            ["accepted"], conn.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM bundles").fetchone()[0]
+        )
         received.add_metric(
             ["rejected"], conn.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM rejections").fetchone()[0]
         )
@@ -49,14 +51,20 @@ class GroundCollector(Collector):
         yield rejected
 
         pubs = GaugeMetricFamily(
-            "orbitpost_publications", "Publications (post × account) by platform and state.", labels=["platform", "state"]
+            "orbitpost_publications",
+            "Publications (post × account) by platform and state.",
+            labels=["platform", "state"],
         )
         depth = GaugeMetricFamily(
-            "orbitpost_publish_queue_depth", "Publications waiting to be published (pending or in flight).", labels=["platform"]
+            "orbitpost_publish_queue_depth",
+            "Publications waiting to be published (pending or in flight).",
+            labels=["platform"],
         )
         per_platform_depth: dict[str, int] = {}
         counts: dict[tuple[str, str], int] = {}
-        for account, state, n in conn.execute("SELECT account, state, COUNT(*) FROM publications GROUP BY account, state"):
+        for account, state, n in conn.execute(
+            "SELECT account, state, COUNT(*) FROM publications GROUP BY account, state"
+        ):
             platform = queries.platform_of(account)
             counts[(platform, state)] = counts.get((platform, state), 0) + n
             if state in ("pending", "publishing"):
@@ -71,14 +79,17 @@ class GroundCollector(Collector):
 
         yield self._latency()
 
-        paused = GaugeMetricFamily("orbitpost_platform_paused", "1 if an operator paused the platform.", labels=["platform"])
+        paused = GaugeMetricFamily(
+            "orbitpost_platform_paused", "1 if an operator paused the platform.", labels=["platform"]
+        )
         for platform in sorted(actions.paused_platforms(conn)):
             paused.add_metric([platform], 1)
         yield paused
 
         link = queries.link_status(conn, self.now_ms)
         since = GaugeMetricFamily(
-            "orbitpost_seconds_since_last_contact", "Seconds since ground last heard from the station (absent if never)."
+            "orbitpost_seconds_since_last_contact",
+            "Seconds since ground last heard from the station (absent if never).",
         )
         if link["seconds_since_contact"] is not None:
             since.add_metric([], link["seconds_since_contact"])

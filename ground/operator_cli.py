@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from . import operators
+from .home import GroundHome
 from .operators import OperatorError, Role
 
 operator_app = typer.Typer(
@@ -16,7 +17,7 @@ operator_app = typer.Typer(
 )
 
 
-def _home():  # type: ignore[no-untyped-def]
+def _home() -> GroundHome:
     from .cli import state  # late: cli imports this module
 
     return state.home
@@ -29,9 +30,14 @@ def _now_ms() -> int:
 @operator_app.command("add")
 def add(
     name: str,
-    role: Annotated[Role, typer.Option("--role", help="admin may act; read-only may only watch.")] = Role.READ_ONLY,
+    role: Annotated[
+        Role, typer.Option("--role", help="admin may act; read-only may only watch.")
+    ] = Role.READ_ONLY,
     password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input instead of generating one.")
+        bool,
+        typer.Option(
+            "--password-stdin", help="Read the password from standard input instead of generating one."
+        ),
     ] = False,
 ) -> None:
     """Create an operator; prints a generated password unless --password-stdin is given."""

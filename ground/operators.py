@@ -89,7 +89,12 @@ class Session:
 def ensure_schema(conn: sqlite3.Connection) -> None:
     """Create the operator tables if this database predates them (idempotent, cheap when done)."""
     # executescript would COMMIT an open transaction, so only run it when something is missing.
-    if conn.execute("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('operators', 'operator_sessions')").fetchone()[0] < 2:
+    if (
+        conn.execute(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('operators', 'operator_sessions')"
+        ).fetchone()[0]
+        < 2
+    ):
         conn.executescript(SCHEMA)
 
 
@@ -133,7 +138,9 @@ def add_operator(
     """Create operator ``name``; refuses a taken name or a short password."""
     ensure_schema(conn)
     if not _NAME.match(name):
-        raise OperatorError(f"operator name {name!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
+        raise OperatorError(
+            f"operator name {name!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'"
+        )
     if len(password) < MIN_PASSWORD_CHARS:
         raise OperatorError(f"password must be at least {MIN_PASSWORD_CHARS} characters")
     hashed = hash_password(password)
@@ -155,9 +162,12 @@ def remove_operator(conn: sqlite3.Connection, name: str, now_ms: int, actor: str
         row = conn.execute("SELECT disabled_ms FROM operators WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise OperatorError(f"no operator named {name!r}")
-        conn.execute("UPDATE operators SET disabled_ms = ? WHERE name = ? AND disabled_ms IS NULL", (now_ms, name))
         conn.execute(
-            "UPDATE operator_sessions SET ended_ms = ? WHERE operator = ? AND ended_ms IS NULL", (now_ms, name)
+            "UPDATE operators SET disabled_ms = ? WHERE name = ? AND disabled_ms IS NULL", (now_ms, name)
+        )
+        conn.execute(
+            "UPDATE operator_sessions SET ended_ms = ? WHERE operator = ? AND ended_ms IS NULL",
+            (now_ms, name),
         )
         audit(conn, now_ms, actor, "operator-remove", name)
 
@@ -205,7 +215,12 @@ def _token_hash(token: str) -> str:
 
 
 def open_session(
-    conn: sqlite3.Connection, operator: Operator, now_ms: int, *, kind: str = "session", ttl_ms: int | None = None
+    conn: sqlite3.Connection,
+    operator: Operator,
+    now_ms: int,
+    *,
+    kind: str = "session",
+    ttl_ms: int | None = None,
 ) -> tuple[str, Session]:
     """Start a session (or API token) for ``operator``; returns the secret token, shown once."""
     ensure_schema(conn)
@@ -220,7 +235,13 @@ def open_session(
             (th, operator.name, kind, csrf, now_ms, now_ms + ttl),
         )
         if kind == "api":
-            audit(conn, now_ms, "cli", "token-issue", f"API token for {operator.name}, expires in {ttl // 86400000} d")
+            audit(
+                conn,
+                now_ms,
+                "cli",
+                "token-issue",
+                f"API token for {operator.name}, expires in {ttl // 86400000} d",
+            )
     return token, Session(operator=operator, kind=kind, csrf=csrf, expires_ms=now_ms + ttl, token_sha256=th)
 
 

@@ -52,7 +52,10 @@ def retry_publication(conn: sqlite3.Connection, item_id: str, account: str, now_
         if row is None:
             raise ActionError(f"no publication of post {item_id} to {account}", status=404)
         if row[0] != "failed":
-            raise ActionError(f"publication of {item_id} to {account} is {row[0]}, only failed ones can be retried", status=409)
+            raise ActionError(
+                f"publication of {item_id} to {account} is {row[0]}, only failed ones can be retried",
+                status=409,
+            )
         conn.execute(
             "UPDATE publications SET state = 'pending', next_attempt_ms = NULL, updated_ms = ? "
             "WHERE item_id = ? AND account = ?",
@@ -61,7 +64,9 @@ def retry_publication(conn: sqlite3.Connection, item_id: str, account: str, now_
         audit(conn, now_ms, actor, "retry", f"{item_id} → {account}")
 
 
-def set_platform_paused(conn: sqlite3.Connection, platform: str, paused: bool, now_ms: int, actor: str) -> None:
+def set_platform_paused(
+    conn: sqlite3.Connection, platform: str, paused: bool, now_ms: int, actor: str
+) -> None:
     """Pause or resume every publication to ``platform`` (must be one ground publishes to)."""
     ensure_schema(conn)
     with transaction(conn):

@@ -70,7 +70,7 @@ def _conn(request: web.Request):  # type: ignore[no-untyped-def]
 
 async def login(request: web.Request) -> web.StreamResponse:
     if request.content_type != "application/json":
-        return json_error(415, "send the login as JSON: {\"name\": ..., \"password\": ...}")
+        return json_error(415, 'send the login as JSON: {"name": ..., "password": ...}')
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return json_error(413, f"login body larger than {MAX_BODY_BYTES} bytes")
     try:
@@ -88,7 +88,11 @@ async def login(request: web.Request) -> web.StreamResponse:
     keys = (f"ip:{ip}", f"name:{name[:64]}")
     wait = limiter.retry_after_s(*keys)
     if wait > 0:
-        return json_error(429, f"too many failed logins; try again in {int(wait) + 1} s", **{"Retry-After": str(int(wait) + 1)})
+        return json_error(
+            429,
+            f"too many failed logins; try again in {int(wait) + 1} s",
+            **{"Retry-After": str(int(wait) + 1)},
+        )
     conn = _conn(request)
     op, stored = operators.login_record(conn, name[:64])
     ok = await asyncio.get_running_loop().run_in_executor(None, operators.check_password, password, stored)
@@ -97,9 +101,17 @@ async def login(request: web.Request) -> web.StreamResponse:
         limiter.failed(*keys)
         locked = limiter.retry_after_s(*keys) > 0
         with transaction(conn):
-            audit(conn, ts, "login", "login-failed", f"operator {name[:64]!r} from {ip}: wrong name or password")
+            audit(
+                conn, ts, "login", "login-failed", f"operator {name[:64]!r} from {ip}: wrong name or password"
+            )
             if locked:
-                audit(conn, ts, "login", "login-limited", f"logins for {name[:64]!r} / {ip} paused for {int(limiter.window_s)} s")
+                audit(
+                    conn,
+                    ts,
+                    "login",
+                    "login-limited",
+                    f"logins for {name[:64]!r} / {ip} paused for {int(limiter.window_s)} s",
+                )
         return json_error(401, "wrong operator name or password")
     limiter.succeeded(f"name:{name[:64]}")
     token, session = operators.open_session(conn, op, ts)
@@ -190,7 +202,13 @@ async def audit_log(request: web.Request) -> web.StreamResponse:
     limit = _int_param(request, "limit", 100, 1, 500)
     before = _int_param(request, "before_id", None, 1, 2**62)
     only = request.query.get("operators_only", "") in ("1", "true", "yes")
-    return _json({"events": queries.audit_log(_conn(request), before_id=before, operators_only=only, limit=limit or 100)})
+    return _json(
+        {
+            "events": queries.audit_log(
+                _conn(request), before_id=before, operators_only=only, limit=limit or 100
+            )
+        }
+    )
 
 
 @require()
@@ -198,7 +216,9 @@ async def stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: 'change' whenever anything the dashboard shows changed."""
     streams = request.app[STREAMS_KEY]
     if len(streams) >= MAX_STREAMS:
-        return json_error(503, f"too many live dashboards open (max {MAX_STREAMS}); close one or poll the API")
+        return json_error(
+            503, f"too many live dashboards open (max {MAX_STREAMS}); close one or poll the API"
+        )
     stop = request.app[STOP_KEY]
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}

@@ -31,7 +31,9 @@ HOME_KEY = web.AppKey("orbitpost_dashboard_home", GroundHome)
 
 def json_error(status: int, message: str, **headers: str) -> web.Response:
     """Every refusal is JSON naming the problem; never a stack trace, never data."""
-    return web.json_response({"error": message}, status=status, headers={"Cache-Control": "no-store", **headers})
+    return web.json_response(
+        {"error": message}, status=status, headers={"Cache-Control": "no-store", **headers}
+    )
 
 
 def now_ms() -> int:
@@ -87,7 +89,9 @@ class LoginLimiter:
 LIMITER_KEY = web.AppKey("orbitpost_dashboard_limiter", LoginLimiter)
 # Typed request-scoped key where aiohttp has them (3.13+), else the plain string it accepted before.
 SESSION_KEY: Any = (
-    web.RequestKey("orbitpost_session", operators.Session) if hasattr(web, "RequestKey") else "orbitpost_session"
+    web.RequestKey("orbitpost_session", operators.Session)
+    if hasattr(web, "RequestKey")
+    else "orbitpost_session"
 )
 
 
@@ -143,7 +147,9 @@ def require(*, admin: bool = False) -> Callable[[Handler], Handler]:
                 if why:
                     return json_error(403, why)
             if admin and not session.operator.can_act:
-                return json_error(403, f"operator {session.operator.name} is read-only; this action needs an admin")
+                return json_error(
+                    403, f"operator {session.operator.name} is read-only; this action needs an admin"
+                )
             request[SESSION_KEY] = session
             return await handler(request)
 

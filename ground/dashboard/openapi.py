@@ -274,7 +274,9 @@ def openapi_document() -> dict[str, Any]:
             },
             "/api/me": _get("The logged-in operator, role and CSRF token", "Me"),
             "/api/summary": _get("Status strip: link, queue depth, counts", "Summary"),
-            "/api/transfers": _get("Link status, transfers in progress and recent bundles", "Transfers", [_LIMIT]),
+            "/api/transfers": _get(
+                "Link status, transfers in progress and recent bundles", "Transfers", [_LIMIT]
+            ),
             "/api/posts": _get(
                 "Posts with per-account publication state",
                 "Posts",
@@ -283,7 +285,9 @@ def openapi_document() -> dict[str, Any]:
                     {"name": "astronaut", "in": "query", "required": False, "schema": {"type": "string"}},
                 ],
             ),
-            "/api/security": _get("Security events: rejected bundles and failed logins", "SecurityEvents", [_LIMIT]),
+            "/api/security": _get(
+                "Security events: rejected bundles and failed logins", "SecurityEvents", [_LIMIT]
+            ),
             "/api/platforms": _get("Health per platform and account", "Platforms"),
             "/api/astronauts": _get("Astronauts, their keys and accounts", "Astronauts"),
             "/api/audit": _get(
@@ -292,14 +296,22 @@ def openapi_document() -> dict[str, Any]:
                 [
                     _LIMIT,
                     {"name": "before_id", "in": "query", "required": False, "schema": {"type": "integer"}},
-                    {"name": "operators_only", "in": "query", "required": False, "schema": {"type": "boolean"}},
+                    {
+                        "name": "operators_only",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "boolean"},
+                    },
                 ],
             ),
             "/api/stream": {
                 "get": {
                     "summary": "Server-sent events: `change` whenever anything shown changes, `logout` when the session ends",
                     "responses": {
-                        "200": {"description": "An event stream", "content": {"text/event-stream": {"schema": _STR}}},
+                        "200": {
+                            "description": "An event stream",
+                            "content": {"text/event-stream": {"schema": _STR}},
+                        },
                         **_ERR,
                         "503": _json_resp("Too many open streams", "Error"),
                     },
@@ -309,7 +321,9 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "This document",
                     "security": [],
-                    "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {}}}},
+                    "responses": {
+                        "200": {"description": "OpenAPI document", "content": {"application/json": {}}}
+                    },
                 }
             },
             "/metrics": {
@@ -327,7 +341,9 @@ def openapi_document() -> dict[str, Any]:
             "/api/platforms/{platform}/pause": _action("Pause publishing to a platform", ["platform"]),
             "/api/platforms/{platform}/resume": _action("Resume publishing to a platform", ["platform"]),
             "/api/accounts/{account}/pause": _action("Pause publishing to one platform:account", ["account"]),
-            "/api/accounts/{account}/resume": _action("Resume publishing to one platform:account", ["account"]),
+            "/api/accounts/{account}/resume": _action(
+                "Resume publishing to one platform:account", ["account"]
+            ),
             "/api/keys/{fingerprint}/revoke": _action("Revoke an astronaut key", ["fingerprint"]),
         },
     }

@@ -19,7 +19,10 @@ TEXT_PREVIEW_CHARS = 280  # enough to recognise a post; the archive holds the ex
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+    return (
+        conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+        is not None
+    )
 
 
 def platform_of(account: str) -> str:
@@ -85,7 +88,9 @@ def _link_bytes(conn: sqlite3.Connection, day_start: int) -> tuple[int, int] | N
     return int(today), int(total)
 
 
-def link_transfers(conn: sqlite3.Connection, now_ms: int, *, active_only: bool = False, limit: int = 50) -> list[JSON]:
+def link_transfers(
+    conn: sqlite3.Connection, now_ms: int, *, active_only: bool = False, limit: int = 50
+) -> list[JSON]:
     """Transfers the live link is receiving or has received (empty without the link)."""
     if not _has_table(conn, "transfers"):
         return []
@@ -125,11 +130,23 @@ def bundles(conn: sqlite3.Connection, now_ms: int, limit: int = 50) -> list[JSON
         ") ORDER BY received_ms DESC LIMIT ?",
         (limit,),
     ).fetchall()
-    keys = ("received_ms", "bundle_id", "source", "size_bytes", "item_count", "status", "code", "message", "sha256")
+    keys = (
+        "received_ms",
+        "bundle_id",
+        "source",
+        "size_bytes",
+        "item_count",
+        "status",
+        "code",
+        "message",
+        "sha256",
+    )
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
 
-def posts(conn: sqlite3.Connection, now_ms: int, *, astronaut: str | None = None, limit: int = 100) -> list[JSON]:
+def posts(
+    conn: sqlite3.Connection, now_ms: int, *, astronaut: str | None = None, limit: int = 100
+) -> list[JSON]:
     """Posts newest first, each with its per-account publication state."""
     args: list[Any] = []
     where = "WHERE i.kind = 'post'"
@@ -205,7 +222,7 @@ def platforms(conn: sqlite3.Connection, now_ms: int) -> list[JSON]:
     """Per platform and account: last success, failure rate, paused flags."""
     paused_platforms = actions.paused_platforms(conn)
     stats: dict[str, dict[str, JSON]] = {}
-    for acct, state, n, last_ok, failed_attempts, attempts in conn.execute(
+    for acct, state, n, last_ok, _failed, attempts in conn.execute(
         "SELECT account, state, COUNT(*), MAX(published_ms), SUM(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), "
         "SUM(attempts) FROM publications GROUP BY account, state"
     ):
@@ -259,7 +276,8 @@ def astronauts(conn: sqlite3.Connection) -> list[JSON]:
         keys = [
             {"fingerprint": kid.hex(), "enrolled_ms": enrolled, "revoked_ms": revoked}
             for kid, enrolled, revoked in conn.execute(
-                "SELECT key_id, enrolled_ms, revoked_ms FROM keys WHERE astronaut = ? ORDER BY enrolled_ms", (name,)
+                "SELECT key_id, enrolled_ms, revoked_ms FROM keys WHERE astronaut = ? ORDER BY enrolled_ms",
+                (name,),
             )
         ]
         accts = [
@@ -272,7 +290,9 @@ def astronauts(conn: sqlite3.Connection) -> list[JSON]:
     return out
 
 
-def audit_log(conn: sqlite3.Connection, *, before_id: int | None = None, operators_only: bool = False, limit: int = 100) -> list[JSON]:
+def audit_log(
+    conn: sqlite3.Connection, *, before_id: int | None = None, operators_only: bool = False, limit: int = 100
+) -> list[JSON]:
     """The append-only audit trail, newest first."""
     where, args = [], []
     if before_id is not None:

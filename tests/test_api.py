@@ -1,0 +1,382 @@
+"""The operators' JSON API: auth on every route, roles, CSRF, rate limits, actions, OpenAPI, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from dashboard_support import ADMIN, READER, make_app, make_home
+from openapi_spec_validator import validate
+from prometheus_client.parser import text_string_to_metric_families
+
+from ground import operators
+from ground.dashboard.api import ROUTES
+from ground.dashboard.auth import LoginLimiter
+from ground.dashboard.openapi import openapi_document
+from ground.errors import BundleRejected
+from ground.home import GroundHome
+from ground.ingest import ingest_bytes
+from ground.publish import publish_due
+from protocol import SigningKey, key_id
+
+PUBLIC = {("POST", "/api/login"), ("GET", "/api/openapi.json")}
+ACTIONS = {(m, p) for m, p, h in ROUTES if getattr(h, "auth_required", None) == "admin"}
+
+
+@pytest.fixture
+def home(tmp_path: Path, alice_key: SigningKey) -> GroundHome:
+    h = make_home(tmp_path / "G", alice_key)
+    yield h
+    h.close()
+
+
+@pytest.fixture
+async def client(home: GroundHome) -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(make_app(home, LoginLimiter(max_failures=3, window_s=60)))) as c:
+        yield c
+
+
+async def login(c: TestClient, who: tuple[str, str]) -> dict[str, Any]:
+    r = await c.post("/api/login", json={"name": who[0], "password": who[1]})
+    assert r.status == 200, await r.text()
+    return await r.json()  # type: ignore[no-any-return]
+
+
+def fill(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "x", path)
+
+
+def schema_validate(doc: dict[str, Any], name: str, data: Any) -> None:
+    schema = {"$ref": f"#/components/schemas/{name}", "components": doc["components"]}
+    jsonschema.Draft202012Validator(schema).validate(data)
+
+
+# --- the document ------------------------------------------------------------------------
+
+
+def test_openapi_document_is_valid_openapi() -> None:
+    validate(openapi_document())  # raises on any structural error
+
+
+def test_every_route_is_documented_and_nothing_else() -> None:
+    doc = openapi_document()["paths"]
+    routes = {(m.lower(), p) for m, p, _ in ROUTES}
+    documented = {(m, p) for p, ops in doc.items() for m in ops}
+    assert routes == documented
+
+
+def test_no_route_can_change_content_or_post() -> None:
+    # The operator surface may only retry, pause/resume and revoke: never edit or create content.
+    unsafe = {(m, p) for m, p, _ in ROUTES if m != "GET"}
+    allowed = {
+        ("POST", "/api/login"),
+        ("POST", "/api/logout"),
+        ("POST", "/api/publications/{item_id}/{account}/retry"),
+        ("POST", "/api/platforms/{platform}/pause"),
+        ("POST", "/api/platforms/{platform}/resume"),
+        ("POST", "/api/accounts/{account}/pause"),
+        ("POST", "/api/accounts/{account}/resume"),
+        ("POST", "/api/keys/{fingerprint}/revoke"),
+    }
+    assert unsafe == allowed
+
+
+async def test_openapi_served_without_login(client: TestClient) -> None:
+    r = await client.get("/api/openapi.json")
+    assert r.status == 200
+    validate(await r.json())
+
+
+# --- authentication and roles ---------------------------------------------------------------
+
+
+async def test_every_endpoint_refuses_unauthenticated_calls_without_data(client: TestClient) -> None:
+    for method, path, _ in ROUTES:
+        if (method, path) in PUBLIC:
+            continue
+        r = await client.request(method, fill(path))
+        assert r.status == 401, (method, path, r.status)
+        assert r.headers["Content-Type"].startswith("application/json")
+        assert set(await r.json()) == {"error"}, (method, path)
+        # A forged or expired token is no better than none.
+        r = await client.request(method, fill(path), headers={"Authorization": "Bearer forged"})
+        assert r.status == 401, (method, path)
+
+
+async def test_read_only_operator_can_watch_but_not_act(client: TestClient) -> None:
+    me = await login(client, READER)
+    assert me["role"] == "read-only" and me["can_act"] is False
+    for method, path, _ in ROUTES:
+        if method == "GET" and path != "/api/stream":
+            r = await client.get(fill(path))
+            assert r.status == 200, (path, await r.text())
+    for method, path in ACTIONS:
+        r = await client.request(method, fill(path), headers={"X-CSRF-Token": me["csrf_token"]})
+        assert r.status == 403, (path, r.status)
+        assert "read-only" in (await r.json())["error"]
+
+
+async def test_bearer_token_works_and_read_only_token_cannot_act(
+    client: TestClient, home: GroundHome
+) -> None:
+    op = operators.get_operator(home.conn, READER[0])
+    assert op is not None
+    token, _ = operators.open_session(home.conn, op, operators_now(), kind="api")
+    h = {"Authorization": f"Bearer {token}"}
+    assert (await client.get("/api/summary", headers=h)).status == 200
+    r = await client.post("/api/platforms/archive/pause", headers=h)
+    assert r.status == 403
+    operators.remove_operator(home.conn, READER[0], operators_now())
+    assert (await client.get("/api/summary", headers=h)).status == 401
+
+
+def operators_now() -> int:
+    import time
+
+    return int(time.time() * 1000)
+
+
+async def test_cookie_actions_need_the_csrf_token(client: TestClient) -> None:
+    me = await login(client, ADMIN)
+    r = await client.post("/api/platforms/archive/pause")
+    assert r.status == 403 and "X-CSRF-Token" in (await r.json())["error"]
+    r = await client.post("/api/platforms/archive/pause", headers={"X-CSRF-Token": "wrong"})
+    assert r.status == 403
+    r = await client.post(
+        "/api/platforms/archive/pause",
+        headers={"X-CSRF-Token": me["csrf_token"], "Origin": "http://evil.example"},
+    )
+    assert r.status == 403 and "cross-origin" in (await r.json())["error"]
+    r = await client.post("/api/platforms/archive/pause", headers={"X-CSRF-Token": me["csrf_token"]})
+    assert r.status == 200, await r.text()
+
+
+async def test_logout_ends_the_session(client: TestClient) -> None:
+    me = await login(client, ADMIN)
+    assert (await client.get("/api/me")).status == 200
+    r = await client.post("/api/logout", headers={"X-CSRF-Token": me["csrf_token"]})
+    assert r.status == 200
+    assert (await client.get("/api/me")).status == 401
+
+
+async def test_login_is_rate_limited_and_failures_are_audited(client: TestClient) -> None:
+    for _ in range(3):
+        r = await client.post("/api/login", json={"name": ADMIN[0], "password": "wrong guess 1234"})
+        assert r.status == 401
+    r = await client.post("/api/login", json={"name": ADMIN[0], "password": ADMIN[1]})
+    assert r.status == 429 and int(r.headers["Retry-After"]) > 0
+    # Another name from the same address is limited too (the address is over its budget).
+    r = await client.post("/api/login", json={"name": READER[0], "password": READER[1]})
+    assert r.status == 429
+
+
+async def test_login_rejects_bad_bodies_with_json_errors(client: TestClient) -> None:
+    r = await client.post(
+        "/api/login", data=b"name=ada", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status == 415
+    r = await client.post("/api/login", data=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status == 400 and "JSON" in (await r.json())["error"]
+    r = await client.post("/api/login", json={"name": "ada"})
+    assert r.status == 400
+    r = await client.post("/api/login", json=["ada", "pw"])
+    assert r.status == 400
+    r = await client.post(
+        "/api/login", data=b"{" + b" " * 10_000 + b"}", headers={"Content-Type": "application/json"}
+    )
+    assert r.status == 413
+    r = await client.post("/api/login", json={"name": "nobody", "password": "whatever it is"})
+    assert r.status == 401 and (await r.json()) == {"error": "wrong operator name or password"}
+
+
+async def test_bad_query_parameters_get_400_naming_the_problem(client: TestClient) -> None:
+    await login(client, READER)
+    for q in ("limit=abc", "limit=0", "limit=100000"):
+        r = await client.get(f"/api/posts?{q}")
+        assert r.status == 400
+        assert "limit" in (await r.json())["error"]
+    r = await client.get("/api/audit?before_id=-3")
+    assert r.status == 400
+
+
+# --- views, actions and the audit trail --------------------------------------------------
+
+
+async def test_views_validate_against_the_document(
+    client: TestClient, home: GroundHome, make_bundle: Any, bob_key: SigningKey
+) -> None:
+    ingest_bytes(home, make_bundle(2), source="test", now_ms=operators_now())
+    with pytest.raises(BundleRejected):
+        ingest_bytes(
+            home, make_bundle(1, key=bob_key, author="bob", seed=9), source="evil", now_ms=operators_now()
+        )
+    await publish_due(home, operators_now())
+    await login(client, READER)
+    doc = openapi_document()
+    for path, name in [
+        ("/api/me", "Me"),
+        ("/api/summary", "Summary"),
+        ("/api/transfers", "Transfers"),
+        ("/api/posts", "Posts"),
+        ("/api/security", "SecurityEvents"),
+        ("/api/platforms", "Platforms"),
+        ("/api/astronauts", "Astronauts"),
+        ("/api/audit", "AuditEvents"),
+    ]:
+        r = await client.get(path)
+        assert r.status == 200
+        schema_validate(doc, name, await r.json())
+    posts = (await (await client.get("/api/posts")).json())["posts"]
+    assert len(posts) == 2 and all(p["publications"][0]["state"] == "published" for p in posts)
+    assert posts[0]["publications"][0]["url"].startswith("file://")
+    sec = (await (await client.get("/api/security")).json())["events"]
+    assert sec[0]["kind"] == "bundle-rejected" and sec[0]["source"] == "evil" and sec[0]["code"]
+
+
+async def test_retry_a_failed_publication(client: TestClient, home: GroundHome, make_bundle: Any) -> None:
+    # The archive's folder is a file: publishing fails for real, with the platform's reason.
+    home.archive_dir.parent.mkdir(parents=True, exist_ok=True)
+    home.archive_dir.write_text("in the way")
+    r = ingest_bytes(home, make_bundle(1), source="test", now_ms=operators_now())
+    (outcome,) = await publish_due(home, operators_now())
+    assert outcome.state == "failed"
+    me = await login(client, ADMIN)
+    csrf = {"X-CSRF-Token": me["csrf_token"]}
+    post_id = r.post_ids[0]
+    (pub,) = (await (await client.get("/api/posts")).json())["posts"][0]["publications"]
+    assert pub["state"] == "failed" and "archive write failed" in pub["last_error"]
+    home.archive_dir.unlink()
+    resp = await client.post(f"/api/publications/{post_id}/archive:alice/retry", headers=csrf)
+    assert resp.status == 200, await resp.text()
+    # Retrying again before the engine ran: it is pending now, not failed.
+    resp = await client.post(f"/api/publications/{post_id}/archive:alice/retry", headers=csrf)
+    assert resp.status == 409
+    resp = await client.post("/api/publications/nope/archive:alice/retry", headers=csrf)
+    assert resp.status == 404
+    (outcome,) = await publish_due(home, operators_now())
+    assert outcome.state == "published"
+    audit = (await (await client.get("/api/audit?operators_only=1")).json())["events"]
+    assert any(
+        e["kind"] == "retry" and e["actor"] == f"operator:{ADMIN[0]}" and post_id in e["detail"]
+        for e in audit
+    )
+
+
+async def test_pause_resume_and_revoke_are_recorded(
+    client: TestClient, home: GroundHome, make_bundle: Any, alice_key: SigningKey
+) -> None:
+    me = await login(client, ADMIN)
+    csrf = {"X-CSRF-Token": me["csrf_token"]}
+    for path in (
+        "/api/platforms/archive/pause",
+        "/api/accounts/archive:alice/pause",
+    ):
+        assert (await client.post(path, headers=csrf)).status == 200
+    plats = (await (await client.get("/api/platforms")).json())["platforms"]
+    assert plats[0]["paused"] is True and plats[0]["accounts"][0]["paused"] is True
+    for path in ("/api/platforms/archive/resume", "/api/accounts/archive:alice/resume"):
+        assert (await client.post(path, headers=csrf)).status == 200
+    plats = (await (await client.get("/api/platforms")).json())["platforms"]
+    assert plats[0]["paused"] is False and plats[0]["accounts"][0]["paused"] is False
+    assert (await client.post("/api/platforms/myspace/pause", headers=csrf)).status == 404
+    assert (await client.post("/api/accounts/archive:nobody/pause", headers=csrf)).status == 404
+
+    fp = key_id(alice_key.public_key).hex()
+    r = await client.post(f"/api/keys/{fp}/revoke", headers=csrf)
+    assert r.status == 200 and (await r.json())["astronaut"] == "alice"
+    assert (await client.post(f"/api/keys/{fp}/revoke", headers=csrf)).status == 409
+    assert (await client.post("/api/keys/00/revoke", headers=csrf)).status == 404
+    with pytest.raises(BundleRejected, match="revoked"):
+        ingest_bytes(home, make_bundle(1), source="after-revoke", now_ms=operators_now())
+    kinds = [e["kind"] for e in (await (await client.get("/api/audit?operators_only=1")).json())["events"]]
+    for k in ("pause-platform", "pause-account", "resume-platform", "resume-account", "revoke", "login"):
+        assert k in kinds
+    # The audit trail stays append-only under the dashboard too.
+    with pytest.raises(Exception, match="append-only"):
+        home.conn.execute("DELETE FROM events")
+
+
+async def test_stream_pushes_a_change_when_something_happens(
+    client: TestClient, home: GroundHome, make_bundle: Any
+) -> None:
+    await login(client, READER)
+    async with client.get("/api/stream") as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+
+        async def next_event() -> str:
+            while True:
+                line = (await r.content.readline()).decode()
+                if line.startswith("event: "):
+                    return line[7:].strip()
+
+        assert await asyncio.wait_for(next_event(), 5) == "change"
+        ingest_bytes(home, make_bundle(1), source="test", now_ms=operators_now())
+        assert await asyncio.wait_for(next_event(), 5) == "change"
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+async def test_metrics_report_bytes_bundles_publications_latency_and_contact(
+    client: TestClient, home: GroundHome, make_bundle: Any, bob_key: SigningKey
+) -> None:
+    now = operators_now()
+    data = make_bundle(2)
+    ingest_bytes(home, data, source="test", now_ms=now)
+    with pytest.raises(BundleRejected):
+        ingest_bytes(home, b"not a bundle at all", source="junk", now_ms=now)
+    await publish_due(home, now + 1500)
+    await login(client, READER)
+    r = await client.get("/metrics")
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(await r.text())
+        for s in fam.samples
+    }
+    assert samples[("orbitpost_received_bytes_total", (("outcome", "accepted"),))] == len(data)
+    assert samples[("orbitpost_bundles_accepted_total", ())] == 1
+    rejected = [k for k in samples if k[0] == "orbitpost_bundles_rejected_total"]
+    assert len(rejected) == 1 and samples[rejected[0]] == 1
+    assert samples[("orbitpost_publications", (("platform", "archive"), ("state", "published")))] == 2
+    assert samples[("orbitpost_publish_queue_depth", (("platform", "archive"),))] == 0
+    assert samples[("orbitpost_publish_latency_seconds_count", ())] == 2
+    assert samples[("orbitpost_publish_latency_seconds_bucket", (("le", "1.0"),))] == 0
+    assert samples[("orbitpost_publish_latency_seconds_bucket", (("le", "2.5"),))] == 2
+    assert samples[("orbitpost_seconds_since_last_contact", ())] >= 0
+
+
+# --- the operator CLI ------------------------------------------------------------------------
+
+
+def test_operator_cli(cli: Any) -> None:
+    out = cli.ground("operator", "add", "olga", "--role", "admin").output
+    assert "added operator olga (admin)" in out
+    password = re.search(r"password: (\S+)", out).group(1)  # type: ignore[union-attr]
+    home = GroundHome(cli.ground_home)
+    assert operators.authenticate(home.conn, "olga", password) is not None
+    assert operators.authenticate(home.conn, "olga", password + "x") is None
+    stored = home.conn.execute("SELECT password_hash FROM operators WHERE name = 'olga'").fetchone()[0]
+    assert stored.startswith("scrypt$") and password not in stored
+    r = cli.runner.invoke(
+        __import__("ground.cli", fromlist=["app"]).app,
+        ["--home", str(cli.ground_home), "operator", "add", "pat", "--password-stdin"],
+        input="a long enough password\n",
+    )
+    assert r.exit_code == 0 and "password:" not in r.output
+    assert operators.authenticate(home.conn, "pat", "a long enough password") is not None
+    assert "pat\tread-only\tactive" in cli.ground("operator", "list").output
+    dup = cli.ground("operator", "add", "olga", ok=False)
+    assert dup.exit_code != 0 and "already exists" in str(dup.exception)
+    token = cli.ground("operator", "token", "pat").output.strip()
+    assert operators.session_for(home.conn, token, operators_now()) is not None
+    cli.ground("operator", "remove", "pat")
+    assert operators.session_for(home.conn, token, operators_now()) is None
+    assert operators.authenticate(home.conn, "pat", "a long enough password") is None
+    home.close()
