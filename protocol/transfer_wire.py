@@ -1,0 +1,276 @@
+"""Transfer frames: the request and response bytes the two transfer machines exchange.
+
+Every frame is one canonical msgpack array ``[version, type, seq, ...fields]``
+(docs/PROTOCOL.md §8). Requests go from the station (sender) to ground (receiver); each
+response echoes the request's ``seq``. New fields are only ever appended.
+
+    OPEN      [1, 1, seq, kind, sha256, size_bytes, owner]         open or query an upload
+    CHUNK     [1, 2, seq, kind, sha256, offset, data]              bytes at an offset
+    RECEIPTS  [1, 3, seq, since_ms]                                signed receipts since a time
+    STATUS    [1, 16, seq, kind, sha256, state, ranges, code, msg] what ground durably has
+    RECEIPTS_BATCH [1, 17, seq, document, next_since_ms, more]
+    ERROR     [1, 18, seq, code, message, retryable]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from .canonical import expect, expect_list, pack, unpack
+from .errors import ErrorCode, RemoteProtocolError
+from .rangeset import RangeSet
+
+WIRE_VERSION = 1
+# A chunk frame is the chunk plus ~60 bytes of framing; 4 MiB bounds what one request can
+# make either side buffer, well above the largest chunk the sender uses (docs §8.4).
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+# Ground merges ranges as they arrive; more than this many holes means a broken sender.
+MAX_RANGES = 4096
+# An owner (astronaut name) is a fairness label only.
+MAX_OWNER_BYTES = 256
+
+
+class FrameType(IntEnum):
+    OPEN = 1
+    CHUNK = 2
+    RECEIPTS = 3
+    STATUS = 16
+    RECEIPTS_BATCH = 17
+    ERROR = 18
+
+
+class TransferKind(IntEnum):
+    BLOB = 1  # one photo's exact bytes, named by its sha256
+    BUNDLE = 2  # a bundle file (docs §6), named by the sha256 of its bytes
+
+
+class UploadState(IntEnum):
+    RECEIVING = 0  # ranges say what ground has; send the rest
+    COMMITTED = 1  # whole, verified and stored: nothing more to send
+    REJECTED = 2  # whole but refused; ``code``/``message`` say why (final)
+
+
+class LinkErrorCode(StrEnum):
+    """Stable codes of ERROR frames; ground's HTTP driver maps each to a 4xx status."""
+
+    BAD_FRAME = "bad_frame"
+    UNAUTHORIZED = "unauthorized"
+    UNKNOWN_UPLOAD = "unknown_upload"
+    SIZE_CONFLICT = "size_conflict"
+    BAD_OFFSET = "bad_offset"
+    CHUNK_TOO_LARGE = "chunk_too_large"
+    UPLOAD_TOO_LARGE = "upload_too_large"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    STORAGE = "storage"  # ground could not write; retry later
+    BUSY = "busy"
+
+
+# HTTP status for each code (ground/server.py); none is ever a 500.
+HTTP_STATUS: dict[str, int] = {
+    LinkErrorCode.BAD_FRAME: 400,
+    LinkErrorCode.UNAUTHORIZED: 401,
+    LinkErrorCode.UNKNOWN_UPLOAD: 404,
+    LinkErrorCode.SIZE_CONFLICT: 409,
+    LinkErrorCode.BAD_OFFSET: 416,
+    LinkErrorCode.CHUNK_TOO_LARGE: 413,
+    LinkErrorCode.UPLOAD_TOO_LARGE: 413,
+    LinkErrorCode.QUOTA_EXCEEDED: 429,
+    LinkErrorCode.STORAGE: 503,
+    LinkErrorCode.BUSY: 503,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferKey:
+    """What is being moved: a kind and the sha256 of its exact bytes."""
+
+    kind: TransferKind
+    sha256: bytes
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind.name.lower()}:{self.sha256.hex()}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Open:
+    seq: int
+    key: TransferKey
+    size_bytes: int
+    owner: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chunk:
+    seq: int
+    key: TransferKey
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiptsRequest:
+    seq: int
+    since_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Status:
+    seq: int
+    key: TransferKey
+    state: UploadState
+    ranges: RangeSet
+    size_bytes: int
+    code: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiptsBatch:
+    seq: int
+    document: bytes
+    next_since_ms: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorFrame:
+    seq: int
+    code: str
+    message: str
+    retryable: bool
+
+
+Request = Open | Chunk | ReceiptsRequest
+Response = Status | ReceiptsBatch | ErrorFrame
+
+
+def _key_fields(key: TransferKey) -> list[Any]:
+    return [int(key.kind), key.sha256]
+
+
+def encode_request(req: Request) -> bytes:
+    """The frame bytes of one request."""
+    if isinstance(req, Open):
+        return pack([WIRE_VERSION, FrameType.OPEN, req.seq, *_key_fields(req.key), req.size_bytes, req.owner])
+    if isinstance(req, Chunk):
+        return pack([WIRE_VERSION, FrameType.CHUNK, req.seq, *_key_fields(req.key), req.offset, req.data])
+    return pack([WIRE_VERSION, FrameType.RECEIPTS, req.seq, req.since_ms])
+
+
+def encode_response(resp: Response) -> bytes:
+    """The frame bytes of one response."""
+    if isinstance(resp, Status):
+        return pack(
+            [
+                WIRE_VERSION,
+                FrameType.STATUS,
+                resp.seq,
+                *_key_fields(resp.key),
+                int(resp.state),
+                resp.ranges.to_wire(),
+                resp.code,
+                resp.message,
+                resp.size_bytes,
+            ]
+        )
+    if isinstance(resp, ReceiptsBatch):
+        return pack(
+            [WIRE_VERSION, FrameType.RECEIPTS_BATCH, resp.seq, resp.document, resp.next_since_ms, resp.more]
+        )
+    return pack([WIRE_VERSION, FrameType.ERROR, resp.seq, resp.code, resp.message, resp.retryable])
+
+
+def _head(data: bytes, what: str) -> list[Any]:
+    v = expect_list(unpack(data, what=what, max_bytes=MAX_FRAME_BYTES), what=what, min_len=3)
+    version = expect(v[0], int, what=f"{what} version")
+    if version != WIRE_VERSION:
+        raise RemoteProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"{what} version {version} is not {WIRE_VERSION}; upgrade orbitpost",
+        )
+    expect(v[1], int, what=f"{what} type")
+    seq = expect(v[2], int, what=f"{what} seq")
+    if not 0 <= seq < 2**63:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"{what} seq {seq} out of range")
+    return v
+
+
+def _key(v: list[Any], i: int) -> TransferKey:
+    kind = expect(v[i], int, what="transfer kind")
+    if kind not in (TransferKind.BLOB, TransferKind.BUNDLE):
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown transfer kind {kind}")
+    sha = expect(v[i + 1], bytes, what="transfer sha256")
+    if len(sha) != 32:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"transfer sha256 must be 32 bytes, got {len(sha)}")
+    return TransferKey(kind=TransferKind(kind), sha256=sha)
+
+
+def _nonneg(value: Any, what: str) -> int:
+    n = expect(value, int, what=what)
+    if not 0 <= n < 2**63:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"{what} {n} out of range")
+    return int(n)
+
+
+def decode_request(data: bytes) -> Request:
+    """Decode one request frame or raise RemoteProtocolError saying what is wrong."""
+    v = _head(data, "request frame")
+    t, seq = v[1], v[2]
+    if t == FrameType.OPEN:
+        expect_list(v, what="OPEN frame", min_len=7, max_len=7)
+        owner = expect(v[6], str, what="owner")
+        if len(owner.encode()) > MAX_OWNER_BYTES:
+            raise RemoteProtocolError(
+                ErrorCode.LIMIT_EXCEEDED, f"owner is longer than {MAX_OWNER_BYTES} bytes"
+            )
+        return Open(seq=seq, key=_key(v, 3), size_bytes=_nonneg(v[5], "upload size"), owner=owner)
+    if t == FrameType.CHUNK:
+        expect_list(v, what="CHUNK frame", min_len=7, max_len=7)
+        data_ = expect(v[6], bytes, what="chunk data")
+        return Chunk(seq=seq, key=_key(v, 3), offset=_nonneg(v[5], "chunk offset"), data=data_)
+    if t == FrameType.RECEIPTS:
+        expect_list(v, what="RECEIPTS frame", min_len=4, max_len=4)
+        return ReceiptsRequest(seq=seq, since_ms=_nonneg(v[3], "receipts since"))
+    raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown request frame type {t}")
+
+
+def decode_response(data: bytes) -> Response:
+    """Decode one response frame or raise RemoteProtocolError saying what is wrong."""
+    v = _head(data, "response frame")
+    t, seq = v[1], v[2]
+    if t == FrameType.STATUS:
+        expect_list(v, what="STATUS frame", min_len=10, max_len=10)
+        key = _key(v, 3)
+        state = expect(v[5], int, what="upload state")
+        if state not in tuple(UploadState):
+            raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown upload state {state}")
+        size = _nonneg(v[9], "upload size")
+        return Status(
+            seq=seq,
+            key=key,
+            state=UploadState(state),
+            ranges=RangeSet.from_wire(v[6], size_bytes=size, max_ranges=MAX_RANGES),
+            code=expect(v[7], str, what="status code"),
+            message=expect(v[8], str, what="status message"),
+            size_bytes=size,
+        )
+    if t == FrameType.RECEIPTS_BATCH:
+        expect_list(v, what="RECEIPTS_BATCH frame", min_len=6, max_len=6)
+        return ReceiptsBatch(
+            seq=seq,
+            document=expect(v[3], bytes, what="receipts document"),
+            next_since_ms=_nonneg(v[4], "receipts cursor"),
+            more=expect(v[5], bool, what="more flag"),
+        )
+    if t == FrameType.ERROR:
+        expect_list(v, what="ERROR frame", min_len=6, max_len=6)
+        return ErrorFrame(
+            seq=seq,
+            code=expect(v[3], str, what="error code"),
+            message=expect(v[4], str, what="error message"),
+            retryable=expect(v[5], bool, what="retryable flag"),
+        )
+    raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown response frame type {t}")
