@@ -13,7 +13,7 @@ from rich.console import Console
 from . import enroll as enroll_mod
 from .errors import BundleRejected, GroundError
 from .home import GroundHome
-from .ingest import Outcome, check_bundle, ingest_bytes
+from .ingest import Outcome, check_bundle, ingest_bytes, record_rejection
 from .operator_cli import operator_app
 from .publish import publish_due
 
@@ -76,8 +76,15 @@ def _read(path: Path) -> bytes:
 
 @app.command()
 def verify(bundle: Path) -> None:
-    """Verify a bundle file without storing or publishing anything."""
-    vb = check_bundle(state.home, _read(bundle))
+    """Verify a bundle file without storing or publishing anything (a rejection is still logged)."""
+    data = _read(bundle)
+    try:
+        vb = check_bundle(state.home, data)
+    except BundleRejected as exc:
+        # A hostile or damaged bundle is a security event even when only checked.
+        record_rejection(state.home, data, f"verify:{bundle}", exc, _now_ms())
+        err_console.print(f"REJECTED {bundle.name}: [{exc.code}] {exc.message}", markup=False)
+        raise typer.Exit(1) from None
     authors = sorted({v.astronaut for v in vb.items})
     console.print(
         f"OK {bundle.name}: bundle {vb.header.bundle_id}, {len(vb.items)} item(s) by {', '.join(authors)}, "
