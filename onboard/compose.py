@@ -48,6 +48,8 @@ def _read_photo(photo: PhotoInput, max_bytes: int) -> tuple[bytes, str]:
         data = p.read_bytes()
     except OSError as exc:
         raise PostRejected(f"cannot read photo {p}: {exc.strerror or exc}") from exc
+    if len(data) > max_bytes:  # it grew between stat and read
+        raise PostRejected(f"photo {p} is {len(data):,} bytes; the limit is {max_bytes:,} bytes")
     media_type = sniff_media_type(data[:64])
     if media_type is None:
         raise PostRejected(
@@ -73,9 +75,14 @@ def compose_post(
     targets: list[str],
     photos: list[PhotoInput],
     publish_at_ms: int | None = None,
-    max_media_bytes: int = DEFAULT_MAX_MEDIA_BYTES,
+    max_media_bytes: int | None = None,
 ) -> Post:
-    """Validate, copy photos into the content store, sign and queue one post."""
+    """Validate, copy photos into the content store, sign and queue one post.
+
+    ``max_media_bytes`` defaults to DEFAULT_MAX_MEDIA_BYTES, read at call time so tests can lower it.
+    """
+    if max_media_bytes is None:
+        max_media_bytes = DEFAULT_MAX_MEDIA_BYTES
     key = load_key(home, author)
     if not text and not photos:
         raise PostRejected("nothing to post: give some text or at least one --photo")
