@@ -1,0 +1,199 @@
+"""The dashboard in a real headless browser (Debian's chromium driven by playwright).
+
+Logs in with the keyboard only, watches a post sent by the real onboard client appear and
+get published, retries a failed publication, sees a tampered bundle among the security
+events, and saves a screenshot to artifacts/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+from dashboard_support import ADMIN, make_app
+
+from ground import operators
+from ground.enroll import enroll
+from ground.home import GroundHome
+from ground.publish import run_forever
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+# Flags Debian's chromium needs on this closed network, as root, without a GPU.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+playwright_api = pytest.importorskip(
+    "playwright.async_api", reason="playwright is not installed (pip install -e '.[test]')"
+)
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=(
+        "BROWSER TEST SKIPPED: /usr/bin/chromium is missing; "
+        "install Debian's browser with `apt-get install -y chromium chromium-driver` (.ci/run does)"
+    ),
+)
+
+
+async def run(tool: str, home: Path, *args: str, env: dict[str, str], ok: bool = True) -> str:
+    """Run the real `onboard`/`ground` CLI as a child process without blocking the server's loop."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        tool,
+        "--home",
+        str(home),
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    if ok and proc.returncode != 0:
+        raise AssertionError(f"{tool} {args} exited {proc.returncode}: {out.decode()}{err.decode()}")
+    return out.decode() + err.decode()
+
+
+@pytest.fixture
+async def served(tmp_path: Path, subprocess_env: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
+    """A ground home served on loopback with its publisher running, and an onboard home for alice."""
+    onboard_home, ground_dir = tmp_path / "A", tmp_path / "G"
+    await run("onboard", onboard_home, "keys", "new", "alice", env=subprocess_env)
+    line = (await run("onboard", onboard_home, "keys", "show", "alice", env=subprocess_env)).strip()
+    home = GroundHome(ground_dir)
+    enroll(home.conn, "alice", line, ["archive:alice", "archive:backup"], int(time.time() * 1000))
+    operators.add_operator(home.conn, ADMIN[0], ADMIN[1], operators.Role.ADMIN, int(time.time() * 1000))
+    server = TestServer(make_app(home), host="127.0.0.1")
+    await server.start_server()
+    stop = asyncio.Event()
+    publisher = asyncio.create_task(run_forever(home, stop, interval_s=0.2))
+    try:
+        yield {
+            "url": str(server.make_url("/")),
+            "home": home,
+            "onboard": onboard_home,
+            "ground": ground_dir,
+            "env": subprocess_env,
+            "tmp": tmp_path,
+        }
+    finally:
+        stop.set()
+        await publisher
+        await server.close()
+        home.close()
+
+
+@pytest.fixture
+async def page(tmp_path: Path) -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as pw:
+        ctx = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),  # a fresh, empty profile every run
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1366, "height": 900},  # a laptop screen
+        )
+        try:
+            p = ctx.pages[0] if ctx.pages else await ctx.new_page()
+            p.set_default_timeout(20_000)
+            yield p
+        finally:
+            await ctx.close()
+
+
+async def test_operator_watches_posts_flow_retries_and_sees_tampering(
+    served: dict[str, Any], page: Any
+) -> None:
+    env, onboard_home, ground_home, tmp = served["env"], served["onboard"], served["ground"], served["tmp"]
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # 1. Log in with the keyboard only: the name field has focus, Tab to the password, Enter.
+    await page.goto(served["url"])
+    await page.wait_for_selector("#login-name:focus")
+    await page.keyboard.type(ADMIN[0])
+    await page.keyboard.press("Tab")
+    await page.keyboard.type(ADMIN[1])
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#main:not([hidden])")
+    assert await page.text_content("#who-name") == ADMIN[0]
+
+    # 2. A post from the real onboard client, scheduled a few seconds ahead, carried down as a file.
+    at = datetime.fromtimestamp(time.time() + 6, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    text = "Hello from the dashboard test 🌍"
+    out = await run(
+        "onboard", onboard_home, "post", "--as", "alice", "--to", "archive:alice", "--at", at, text, env=env
+    )
+    post_id = out.split()[1]
+    outbox = tmp / "outbox"
+    await run("onboard", onboard_home, "export", str(outbox), env=env)
+    await run("ground", ground_home, "ingest", str(outbox), env=env)
+    row = f'tr[data-post="{post_id}"]'
+    await page.wait_for_selector(f'{row} li[data-account="archive:alice"]')
+    assert text in (await page.text_content(row) or "")
+    # Not yet due: shown as scheduled, then the publisher publishes it and the link appears.
+    await page.wait_for_selector(f'{row} li[data-account="archive:alice"] .badge:has-text("scheduled")')
+    await page.wait_for_selector(
+        f'{row} li[data-account="archive:alice"][data-state="published"] a[href^="file://"]'
+    )
+
+    # 3. A publication that fails for real (the archive account's folder is blocked by a file)…
+    (ground_home / "archive").mkdir(exist_ok=True)
+    blocker = ground_home / "archive" / "backup"
+    blocker.write_text("in the way")
+    out = await run(
+        "onboard", onboard_home, "post", "--as", "alice", "--to", "archive:backup", "Second post", env=env
+    )
+    failing_id = out.split()[1]
+    shutil.rmtree(outbox)
+    await run("onboard", onboard_home, "export", str(outbox), env=env)
+    await run("ground", ground_home, "ingest", str(outbox), env=env, ok=False)
+    failed_li = f'tr[data-post="{failing_id}"] li[data-account="archive:backup"][data-state="failed"]'
+    await page.wait_for_selector(failed_li)
+    assert "archive write failed" in (await page.text_content(failed_li) or "")
+    # …is retried by the operator once the cause is fixed: focus the button, press Enter.
+    blocker.unlink()
+    await page.focus(f"{failed_li} button")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector(
+        f'tr[data-post="{failing_id}"] li[data-account="archive:backup"][data-state="published"]'
+    )
+    await page.wait_for_selector('#audit-table tr.op:has-text("retry")')
+
+    # 4. A tampered bundle: one byte flipped in transit is rejected and shown as a security event.
+    await run(
+        "onboard", onboard_home, "post", "--as", "alice", "--to", "archive:alice", "Tamper with me", env=env
+    )
+    shutil.rmtree(outbox)
+    await run("onboard", onboard_home, "export", str(outbox), env=env)
+    (bundle,) = outbox.glob("*.opb")
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    tampered = tmp / "tampered" / "evil.opb"
+    tampered.parent.mkdir()
+    tampered.write_bytes(bytes(data))
+    out = await run("ground", ground_home, "ingest", str(tampered), env=env, ok=False)
+    assert "REJECTED" in out
+    sec = await page.wait_for_selector('#security-table tbody tr:has-text("evil.opb")')
+    assert "bundle-rejected" in (await sec.text_content() or "")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    assert not errors, errors
