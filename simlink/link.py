@@ -1,0 +1,437 @@
+"""The space link in virtual time: serialisation at rate, propagation delay, segment loss,
+dark windows, cuts, and a TCP-like transport on top (what the real drivers run over).
+
+Why model TCP at all: packet loss *inside* TCP cannot be produced by a userspace proxy (it
+only sees bytes TCP already repaired), yet on a 600 ms, lossy link it sets the goodput. So
+each direction carries MSS-sized segments, one at a time at the link rate, each lost with
+the profile's probability (or when sent into a dark window); the sender keeps a congestion
+window (slow start, halve on loss: NewReno with SACK), retransmits what was lost (RACK:
+as soon as a later-sent segment is acknowledged, else on its RTO, which backs off while dark), and
+restarts slow start after idle. The receiver delivers bytes in order. Simplifications, said
+plainly: one ACK per segment (40 bytes), no receive-window limit below 4 MB, no ECN, no
+Nagle/delayed-ACK timing.
+
+Cuts follow the real-time proxy (``linkemu/proxy.py``): a dark window stalls everything and
+cuts every connection ``cut_after_s`` into it; random cuts hit while the link is up. A cut
+tells both ends at once (the proxy resets both sockets) and loses what was in flight.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import random
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .clock import EventLoop, Timer
+from .profile import LinkProfile
+
+TCP_IP_HEADER_BYTES = 40
+HANDSHAKE_PACKET_BYTES = 60
+INITIAL_WINDOW_SEGMENTS = 10  # Linux default (RFC 6928)
+MAX_WINDOW_BYTES = 4 * 1024**2  # receive-window cap: far above any BDP in the shipped profiles
+MIN_RTO_S = 0.2  # Linux's floor
+MAX_RTO_S = 120.0
+SYN_RETRIES_S = (1, 2, 4, 8, 16, 32)  # Linux tcp_syn_retries=6: gives up ~63 s after the first SYN
+
+
+class Endpoint(Protocol):
+    """What sits at either end of a simulated connection (an HTTP client or server driver)."""
+
+    def connection_made(self, conn: SimConnection) -> None: ...
+    def data_received(self, conn: SimConnection, data: bytes) -> None: ...
+    def connection_lost(self, conn: SimConnection, reason: str) -> None: ...
+
+
+@dataclass(slots=True)
+class WayStats:
+    stream_bytes: int = 0  # application bytes carried, first transmission (what a proxy sees)
+    retransmitted_bytes: int = 0  # application bytes TCP sent again after a loss
+    ip_bytes: int = 0  # everything on the radio: segments with headers, ACKs, handshakes
+    segments: int = 0
+    lost_segments: int = 0
+    busy_s: float = 0.0  # time spent serialising
+    per_minute: dict[int, int] = field(default_factory=dict)  # ip bytes by minute of the run
+
+
+class Way:
+    """One direction of the physical link: a FIFO that serialises packets at the rate."""
+
+    def __init__(self, name: str, rate_bps: float, delay_s: float, mss: int) -> None:
+        self.name = name
+        self.rate_bps = rate_bps
+        self.delay_s = delay_s
+        self.busy_until = 0.0
+        self.stats = WayStats()
+        # A bottleneck buffer of two bandwidth-delay products (at least 16 segments): beyond it
+        # packets are dropped, which is what makes TCP back off instead of queueing forever.
+        bdp = rate_bps / 8 * max(2 * delay_s, 0.05)
+        self.queue_limit_s = max(16 * (mss + TCP_IP_HEADER_BYTES), 2 * bdp) * 8 / rate_bps
+
+    def transmit(self, now: float, ip_bytes: int) -> tuple[float, float] | None:
+        """Queue a packet: (start, arrival) times, or None if the bottleneck buffer is full."""
+        start = max(now, self.busy_until)
+        if start - now > self.queue_limit_s:
+            return None
+        dur = ip_bytes * 8 / self.rate_bps
+        self.busy_until = start + dur
+        s = self.stats
+        s.ip_bytes += ip_bytes
+        s.busy_s += dur
+        minute = int(start // 60)
+        s.per_minute[minute] = s.per_minute.get(minute, 0) + ip_bytes
+        return start, start + dur + self.delay_s
+
+
+class SimLink:
+    """The link for one run: both directions, dark windows, cuts, and the live connections."""
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        profile: LinkProfile,
+        *,
+        duration_s: float,
+        seed: int,
+        orbit_offset_s: float = 0.0,
+    ) -> None:
+        self.loop = loop
+        self.profile = profile
+        self.rng = random.Random(f"link-{seed}")
+        mss = profile.mss_bytes
+        self.to_ground = Way("to_ground", profile.to_ground_bps, profile.one_way_delay_s, mss)
+        self.to_station = Way("to_station", profile.to_station_bps, profile.one_way_delay_s, mss)
+        # Windows well past the end, so traffic still in flight at the end meets the right sky.
+        self.dark = profile.dark_windows(duration_s + 3 * 3600, orbit_offset_s)
+        self._starts = [s for s, _ in self.dark]
+        self.conns: list[SimConnection] = []
+        self.cuts_random = 0
+        self.cuts_dark = 0
+        for s, e in self.dark:
+            if s + profile.cut_after_s < e:
+                loop.at(s + profile.cut_after_s, self._cut_all, "loss of signal")
+        if profile.cuts_per_hour > 0:
+            crng = random.Random(f"cuts-{seed}")
+            t = crng.expovariate(profile.cuts_per_hour / 3600)
+            while t < duration_s:
+                if not self.is_dark(t):
+                    loop.at(t, self._cut_all, "random cut")
+                t += crng.expovariate(profile.cuts_per_hour / 3600)
+
+    def is_dark(self, t: float) -> bool:
+        i = bisect.bisect_right(self._starts, t) - 1
+        return i >= 0 and t < self.dark[i][1]
+
+    def lost(self, start: float, arrive: float) -> bool:
+        """Is a packet sent at ``start`` and due at ``arrive`` lost (dark at either end, or at random)?"""
+        return self.is_dark(start) or self.is_dark(arrive) or self.rng.random() < self.profile.loss
+
+    def _cut_all(self, reason: str) -> None:
+        live = [c for c in self.conns if not c.closed]
+        if live:
+            if reason == "random cut":
+                self.cuts_random += 1
+            else:
+                self.cuts_dark += 1
+        for c in live:
+            c.abort(reason)
+
+    def connect(self, client: Endpoint, server: Endpoint) -> SimConnection:
+        """Open a connection from the station (client) to ground (server); the client is told
+        ``connection_made`` or, after the SYN retries, ``connection_lost``."""
+        conn = SimConnection(self, client, server)
+        self.conns = [c for c in self.conns if not c.closed]
+        self.conns.append(conn)
+        conn._send_syn(0)
+        return conn
+
+
+class SimConnection:
+    """A TCP connection across the simulated link; ``send`` from either side, ``abort`` to cut."""
+
+    def __init__(self, link: SimLink, client: Endpoint, server: Endpoint) -> None:
+        self.link = link
+        self.loop = link.loop
+        self.client = client
+        self.server = server
+        self.established = False
+        self.server_knows = False
+        self.closed = False
+        self.up = _Half(self, link.to_ground, link.to_station, server)  # station → ground
+        self.down = _Half(self, link.to_station, link.to_ground, client)  # ground → station
+        self._syn_timer: Timer | None = None
+        self._syn_attempts = 0
+        self._syn_first_at = 0.0
+
+    # -- handshake ---------------------------------------------------------------------
+    def _send_syn(self, attempt: int) -> None:
+        if self.closed or self.established:
+            return
+        if attempt >= len(SYN_RETRIES_S):
+            self.abort("connect timed out (no answer to SYN)")
+            return
+        self._syn_timer = self.loop.after(SYN_RETRIES_S[attempt], self._send_syn, attempt + 1)
+        self._syn_attempts = attempt + 1
+        if attempt == 0:
+            self._syn_first_at = self.loop.now
+        r = self.link.to_ground.transmit(self.loop.now, HANDSHAKE_PACKET_BYTES)
+        if r and not self.link.lost(*r):
+            self.loop.at(r[1], self._syn_arrived)
+
+    def _syn_arrived(self) -> None:
+        if self.closed:
+            return
+        if not self.server_knows:
+            self.server_knows = True
+            self.server.connection_made(self)
+        r = self.link.to_station.transmit(self.loop.now, HANDSHAKE_PACKET_BYTES)
+        if r and not self.link.lost(*r):
+            self.loop.at(r[1], self._synack_arrived)
+
+    def _synack_arrived(self) -> None:
+        if self.closed or self.established:
+            return
+        self.established = True
+        if self._syn_timer:
+            self._syn_timer.cancel()
+        # Like Linux, the handshake's round trip seeds both directions' RTO, so a 2.6 s lunar
+        # round trip does not fire the 1 s initial RTO on the first data.
+        # Karn: a retransmitted SYN gives no sample; RFC 6298 §5.7 then says start at 3 s.
+        for half in (self.up, self.down):
+            if self._syn_attempts == 1:
+                half._rtt_sample(self.loop.now - self._syn_first_at)
+            else:
+                half.rto = 3.0
+        self.client.connection_made(self)
+        self.up.pump()
+
+    # -- data --------------------------------------------------------------------------
+    def send(self, from_client: bool, data: bytes) -> None:
+        if self.closed or not data:
+            return
+        (self.up if from_client else self.down).write(data)
+
+    def abort(self, reason: str) -> None:
+        """Cut both ways now; what is in flight is lost; both ends are told."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._syn_timer:
+            self._syn_timer.cancel()
+        self.up.stop()
+        self.down.stop()
+        if self.server_knows:
+            self.server.connection_lost(self, reason)
+        self.client.connection_lost(self, reason)
+
+
+@dataclass(slots=True)
+class _Seg:
+    seq: int
+    length: int
+    payload: bytes
+    sent_at: float = 0.0
+    sends: int = 0
+    sacked: bool = False
+    lost: bool = False  # marked lost by the sender (queued for retransmission)
+
+
+class _Half:
+    """One direction of a connection: a NewReno/SACK sender and an in-order receiver."""
+
+    def __init__(self, conn: SimConnection, fwd: Way, rev: Way, receiver: Endpoint) -> None:
+        self.conn = conn
+        self.loop = conn.loop
+        self.link = conn.link
+        self.fwd = fwd
+        self.rev = rev
+        self.receiver = receiver
+        self.mss = conn.link.profile.mss_bytes
+        self.data = bytearray()  # bytes from ``una`` onwards
+        self.una = 0
+        self.nxt = 0
+        self.end = 0
+        self.segs: dict[int, _Seg] = {}  # outstanding, in seq order (insertion order)
+        self.retx: list[int] = []
+        self.pipe = 0
+        self.cwnd = float(INITIAL_WINDOW_SEGMENTS * self.mss)
+        self.ssthresh = math.inf
+        self.recover = -1
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = 1.0
+        self.backoff = 1
+        self.rto_timer: Timer | None = None
+        self.last_send = -math.inf
+        self.rack_sent_at = -math.inf
+        self.rcv_nxt = 0
+        self.ooo: dict[int, bytes] = {}
+
+    def stop(self) -> None:
+        if self.rto_timer:
+            self.rto_timer.cancel()
+            self.rto_timer = None
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+        self.end += len(data)
+        self.pump()
+
+    def pump(self) -> None:
+        if self.conn.closed or not self.conn.established:
+            return
+        now = self.loop.now
+        if not self.segs and now - self.last_send > self.rto:
+            # RFC 2861 / Linux tcp_slow_start_after_idle: an idle connection starts slow again.
+            self.cwnd = min(self.cwnd, float(INITIAL_WINDOW_SEGMENTS * self.mss))
+        while self.pipe == 0 or self.pipe + self.mss <= self.cwnd:
+            if self.retx:
+                seg = self.segs.get(self.retx.pop(0))
+                if seg is None or seg.sacked or not seg.lost:
+                    continue
+                seg.lost = False
+            elif self.nxt < self.end:
+                n = min(self.mss, self.end - self.nxt)
+                off = self.nxt - self.una
+                seg = _Seg(seq=self.nxt, length=n, payload=bytes(self.data[off : off + n]))
+                self.segs[seg.seq] = seg
+                self.nxt += n
+            else:
+                break
+            self._transmit(seg)
+        if self.segs and self.rto_timer is None:
+            self._arm_rto()
+
+    def _transmit(self, seg: _Seg) -> None:
+        now = self.loop.now
+        st = self.fwd.stats
+        if seg.sends:
+            st.retransmitted_bytes += seg.length
+        else:
+            st.stream_bytes += seg.length
+        st.segments += 1
+        seg.sends += 1
+        seg.sent_at = now
+        self.pipe += seg.length
+        self.last_send = now
+        r = self.fwd.transmit(now, seg.length + TCP_IP_HEADER_BYTES)
+        if r is None or self.link.lost(*r):
+            st.lost_segments += 1
+            return
+        self.loop.at(r[1], self._arrive, seg.seq, seg.payload, now)
+
+    # -- receiver side -------------------------------------------------------------------
+    def _arrive(self, seq: int, payload: bytes, sent_at: float) -> None:
+        if self.conn.closed:
+            return
+        if seq >= self.rcv_nxt and seq not in self.ooo:
+            self.ooo[seq] = payload
+        chunks = []
+        while self.rcv_nxt in self.ooo:
+            chunk = self.ooo.pop(self.rcv_nxt)
+            chunks.append(chunk)
+            self.rcv_nxt += len(chunk)
+        r = self.rev.transmit(self.loop.now, TCP_IP_HEADER_BYTES)
+        if r is not None and not self.link.lost(*r):
+            self.loop.at(r[1], self._on_ack, self.rcv_nxt, seq, sent_at)
+        if chunks:
+            self.receiver.data_received(self.conn, b"".join(chunks))
+
+    # -- sender side: acks, loss recovery, timers ----------------------------------------
+    def _on_ack(self, cum: int, sack_seq: int, sent_at: float) -> None:
+        if self.conn.closed:
+            return
+        # RACK (RFC 8985): this ack proves delivery of a copy sent at ``sent_at``; the link keeps
+        # order, so anything still unacked that was sent before it is lost.
+        self.rack_sent_at = max(self.rack_sent_at, sent_at)
+        newly = 0
+        seg = self.segs.get(sack_seq)
+        if seg is not None and not seg.sacked:
+            seg.sacked = True
+            if not seg.lost:
+                self.pipe -= seg.length
+            newly += seg.length
+            if seg.sends == 1:
+                self._rtt_sample(self.loop.now - seg.sent_at)
+        if cum > self.una:
+            for s in list(self.segs):
+                if s >= cum:
+                    break
+                done = self.segs.pop(s)
+                if not done.sacked:
+                    if not done.lost:
+                        self.pipe -= done.length
+                    newly += done.length
+            del self.data[: cum - self.una]
+            self.una = cum
+            self.backoff = 1
+            self.stop()
+        if newly and self.una > self.recover:
+            if self.cwnd < self.ssthresh:
+                self.cwnd += newly
+            else:
+                self.cwnd += self.mss * newly / self.cwnd
+            self.cwnd = min(self.cwnd, float(MAX_WINDOW_BYTES))
+        self._detect_loss()
+        self.pump()
+        if not self.segs:
+            self.stop()
+
+    def _detect_loss(self) -> None:
+        newly_lost = [
+            s for s in self.segs.values() if not s.sacked and not s.lost and s.sent_at < self.rack_sent_at
+        ]
+        if not newly_lost:
+            return
+        if self.una > self.recover:  # one window reduction per loss episode
+            self.ssthresh = max(self.cwnd / 2, 2.0 * self.mss)
+            self.cwnd = self.ssthresh
+            self.recover = self.nxt
+        for s in newly_lost:
+            s.lost = True
+            self.pipe -= s.length
+            self.retx.append(s.seq)
+        self.retx.sort()
+
+    def _rtt_sample(self, r: float) -> None:
+        if self.srtt is None:
+            self.srtt, self.rttvar = r, r / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
+            self.srtt = 0.875 * self.srtt + 0.125 * r
+        self.rto = min(MAX_RTO_S, max(MIN_RTO_S, self.srtt + max(4 * self.rttvar, MIN_RTO_S)))
+
+    def _arm_rto(self) -> None:
+        self.rto_timer = self.loop.after(min(MAX_RTO_S, self.rto * self.backoff), self._on_rto)
+
+    def _on_rto(self) -> None:
+        self.rto_timer = None
+        if self.conn.closed or not self.segs:
+            return
+        self.backoff = min(self.backoff * 2, 64)
+        self.ssthresh = max(self.cwnd / 2, 2.0 * self.mss)
+        self.cwnd = float(self.mss)
+        self.recover = self.nxt
+        for s in self.segs.values():
+            if not s.sacked and not s.lost:
+                s.lost = True
+                self.pipe -= s.length
+                self.retx.append(s.seq)
+        self.retx.sort()
+        self.pump()
+        if self.rto_timer is None and self.segs:
+            self._arm_rto()
+
+
+def total_stats(link: SimLink) -> dict[str, int | float]:
+    """Totals over both directions, for the report."""
+    a, b = link.to_ground.stats, link.to_station.stats
+    return {
+        "stream_bytes": a.stream_bytes + b.stream_bytes,
+        "retransmitted_bytes": a.retransmitted_bytes + b.retransmitted_bytes,
+        "ip_bytes": a.ip_bytes + b.ip_bytes,
+    }
+
+
+__all__ = ["Endpoint", "EventLoop", "SimConnection", "SimLink", "Way", "WayStats", "total_stats"]

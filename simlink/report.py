@@ -1,0 +1,211 @@
+"""The report: figures as JSON, a PNG of queue depth and link use, and a short summary.
+
+Definitions (also in the README):
+- latency: a post's queued → published on every one of its accounts, in seconds.
+- bytes on the wire: application bytes carried by TCP both ways (HTTP headers and bodies,
+  what a proxy or a packet capture's TCP payload shows). ``ip_bytes`` adds TCP/IP headers,
+  ACKs, handshakes and TCP retransmissions (virtual time only).
+- payload: the text and photo bytes of the posts that reached ground.
+- goodput / link rate while up: payload bits delivered / (seconds the link was up × rate).
+  "while backlogged" divides by the up-seconds during which something was waiting onboard,
+  which is what the protocol controls.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .result import PostOutcome, RunResult
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    if not values:
+        return None
+    v = sorted(values)
+    k = max(1, math.ceil(q / 100 * len(v)))
+    return v[k - 1]
+
+
+def _r(x: float | None, nd: int = 3) -> float | None:
+    return None if x is None else round(x, nd)
+
+
+def _latency(posts: list[PostOutcome]) -> dict[str, Any]:
+    lat = [p.published_s - p.queued_s for p in posts if p.published_s is not None]
+    return {
+        "count": len(lat),
+        "p50": _r(percentile(lat, 50)),
+        "p90": _r(percentile(lat, 90)),
+        "p99": _r(percentile(lat, 99)),
+        "max": _r(max(lat) if lat else None),
+        "mean": _r(sum(lat) / len(lat) if lat else None),
+    }
+
+
+def build_report(r: RunResult) -> dict[str, Any]:
+    """Every figure of a run as plain JSON-able values (deterministic for a virtual run)."""
+    posts = list(r.posts)
+    received = [p for p in posts if p.received_s is not None]
+    payload = sum(p.payload_bytes for p in received)
+    wire = r.wire_to_ground_bytes + r.wire_to_station_bytes
+    rate = float(r.profile["to_ground_bps"])  # type: ignore[arg-type]
+    goodput_bps = payload * 8 / r.up_s if r.up_s else 0.0
+    backlog_bps = payload * 8 / r.backlogged_up_s if r.backlogged_up_s else None
+    return {
+        "mode": r.mode,
+        "transfer": r.transfer,
+        "profile": r.profile,
+        "workload": r.workload,
+        "astronauts": r.astronauts,
+        "seed": r.seed,
+        "duration_s": r.duration_s,
+        "posts": {
+            "queued": len(posts),
+            "with_photos": sum(1 for p in posts if p.photos),
+            "received_by_ground": len(received),
+            "published": sum(1 for p in posts if p.published_s is not None),
+            "still_queued_onboard": sum(1 for p in posts if p.received_s is None),
+            "awaiting_publication": sum(
+                1 for p in posts if p.received_s is not None and p.published_s is None
+            ),
+            "refused_onboard": r.refused_onboard,
+            "rejected_by_ground": r.rejected,
+        },
+        "latency_s": {
+            "all": _latency(posts),
+            "text_only": _latency([p for p in posts if not p.photos]),
+            "with_photos": _latency([p for p in posts if p.photos]),
+        },
+        "bytes": {
+            "payload": payload,
+            "on_wire": wire,
+            "on_wire_to_ground": r.wire_to_ground_bytes,
+            "on_wire_to_station": r.wire_to_station_bytes,
+            "wire_per_payload": _r(wire / payload if payload else None, 4),
+            "resent_by_application": r.app_resent_bytes,
+            "retransmitted_by_tcp": r.tcp_retransmitted_bytes,
+            "ip_total": r.ip_bytes,
+            "ip_per_payload": _r(r.ip_bytes / payload if payload and r.ip_bytes else None, 4),
+        },
+        "link": {
+            "up_s": _r(r.up_s, 1),
+            "dark_s": _r(r.duration_s - r.up_s, 1),
+            "backlogged_up_s": _r(r.backlogged_up_s, 1),
+            "cuts_loss_of_signal": r.cuts_dark,
+            "cuts_random": r.cuts_random,
+            "http_requests": r.requests,
+            "goodput_while_up_bps": _r(goodput_bps, 1),
+            "goodput_per_rate_while_up": _r(goodput_bps / rate, 4),
+            "goodput_per_rate_while_backlogged": _r(backlog_bps / rate if backlog_bps else None, 4),
+            "utilisation_to_ground_while_up": _r(
+                r.wire_to_ground_bytes * 8 / (r.up_s * rate) if r.up_s else None, 4
+            ),
+        },
+        "notes": list(r.notes),
+        "timeline": {
+            "t_s": [s.t_s for s in r.samples],
+            "waiting_onboard": [s.waiting for s in r.samples],
+            "awaiting_publication": [s.awaiting_publication for s in r.samples],
+            "published": [s.published for s in r.samples],
+            "to_ground_bytes_per_min": [s.to_ground_bytes for s in r.samples],
+            "dark_windows_s": [[_r(a, 1), _r(b, 1)] for a, b in r.dark_windows],
+        },
+    }
+
+
+def _fmt_s(x: float | None) -> str:
+    if x is None:
+        return "–"
+    if x < 120:
+        return f"{x:.1f} s"
+    if x < 7200:
+        return f"{x / 60:.1f} min"
+    return f"{x / 3600:.1f} h"
+
+
+def summary(rep: dict[str, Any]) -> str:
+    """A few lines a person reads at the end of a run."""
+    p, b, lk, lat = rep["posts"], rep["bytes"], rep["link"], rep["latency_s"]
+    prof = rep["profile"]
+    hours = rep["duration_s"] / 3600
+    lines = [
+        f"{rep['mode']} run: profile {prof['name']}, {rep['astronauts']} astronauts, {hours:g} h, "
+        f"workload {rep['workload']['name']}, transfer {rep['transfer'].split(':')[0]}",
+        f"posts: {p['queued']} queued ({p['with_photos']} with photos), {p['published']} published, "
+        f"{p['still_queued_onboard']} still onboard, {p['awaiting_publication']} awaiting publication"
+        + (f", {p['refused_onboard']} refused onboard" if p["refused_onboard"] else "")
+        + (f", {p['rejected_by_ground']} rejected" if p["rejected_by_ground"] else ""),
+        f"latency queued→published: p50 {_fmt_s(lat['all']['p50'])}, p90 {_fmt_s(lat['all']['p90'])}, "
+        f"p99 {_fmt_s(lat['all']['p99'])}, max {_fmt_s(lat['all']['max'])} "
+        f"(text-only p50 {_fmt_s(lat['text_only']['p50'])}, with photos p50 {_fmt_s(lat['with_photos']['p50'])})",
+        f"bytes: payload {b['payload']:,}, on the wire {b['on_wire']:,} "
+        f"(×{b['wire_per_payload'] or 0:.3f} payload), resent by the application {b['resent_by_application']:,}"
+        + (
+            f", TCP retransmitted {b['retransmitted_by_tcp']:,}, IP total ×{b['ip_per_payload'] or 0:.3f}"
+            if b["retransmitted_by_tcp"] is not None
+            else ""
+        ),
+        f"link: up {_fmt_s(lk['up_s'])}, dark {_fmt_s(lk['dark_s'])}, cuts {lk['cuts_loss_of_signal']} at loss of "
+        f"signal + {lk['cuts_random']} random; goodput/rate {lk['goodput_per_rate_while_up']:.2%} while up, "
+        + (
+            f"{lk['goodput_per_rate_while_backlogged']:.2%} while posts were waiting"
+            if lk["goodput_per_rate_while_backlogged"] is not None
+            else "never backlogged"
+        ),
+    ]
+    return "\n".join(lines + [f"note: {n}" for n in rep["notes"]])
+
+
+def write_json(rep: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(rep, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def plot(rep: dict[str, Any], path: Path) -> None:
+    """Queue depth and link use over time, dark windows shaded, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tl = rep["timeline"]
+    scale, unit = (3600.0, "h") if rep["duration_s"] > 3 * 3600 else (60.0, "min")
+    t = [x / scale for x in tl["t_s"]]
+    rate = float(rep["profile"]["to_ground_bps"])
+    use = [100 * b * 8 / (rate * 60) for b in tl["to_ground_bytes_per_min"]]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, constrained_layout=True)
+    for ax in (ax1, ax2):
+        for i, (a, b) in enumerate(tl["dark_windows_s"]):
+            ax.axvspan(
+                a / scale,
+                b / scale,
+                color="0.2",
+                alpha=0.18,
+                lw=0,
+                label="loss of signal" if i == 0 else None,
+            )
+    ax1.step(t, tl["waiting_onboard"], where="post", label="waiting onboard", color="tab:red")
+    ax1.step(
+        t, tl["awaiting_publication"], where="post", label="on ground, not yet published", color="tab:orange"
+    )
+    ax1.set_ylabel("posts")
+    ax1.legend(loc="upper right", fontsize=8)
+    p = rep["posts"]
+    lat = rep["latency_s"]["all"]
+    ax1.set_title(
+        f"{rep['profile']['name']} · {rep['astronauts']} astronauts · {rep['workload']['name']} · {rep['mode']} — "
+        f"{p['published']}/{p['queued']} published, p50 {_fmt_s(lat['p50'])}, p90 {_fmt_s(lat['p90'])}",
+        fontsize=10,
+    )
+    ax2.fill_between(
+        t, use, step="pre", color="tab:blue", alpha=0.6, label="station → ground, % of rate (per minute)"
+    )
+    ax2.set_ylabel("link use %")
+    ax2.set_ylim(0, 105)
+    ax2.set_xlabel(f"time ({unit})")
+    ax2.legend(loc="upper right", fontsize=8)
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)

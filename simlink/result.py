@@ -1,0 +1,54 @@
+"""What a run (virtual or real time) hands to the report: plain values, no live objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PostOutcome:
+    author: str
+    queued_s: float
+    payload_bytes: int
+    photos: int
+    received_s: float | None
+    published_s: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sample:
+    """The state at ``t_s``: posts waiting onboard, received but unpublished, published;
+    bytes sent to ground during the minute that ended at ``t_s``."""
+
+    t_s: float
+    waiting: int
+    awaiting_publication: int
+    published: int
+    to_ground_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResult:
+    mode: str  # "virtual" or "realtime"
+    profile: dict[str, object]
+    workload: dict[str, object]
+    astronauts: int
+    seed: int
+    duration_s: float
+    transfer: str
+    posts: tuple[PostOutcome, ...]
+    refused_onboard: int
+    rejected: int
+    wire_to_ground_bytes: int  # application bytes carried by TCP (what a proxy counts)
+    wire_to_station_bytes: int
+    tcp_retransmitted_bytes: int | None  # virtual time only
+    ip_bytes: int | None  # virtual time only: headers, acks, handshakes, retransmissions
+    app_resent_bytes: int
+    requests: int
+    cuts_dark: int
+    cuts_random: int
+    dark_windows: tuple[tuple[float, float], ...]
+    up_s: float
+    backlogged_up_s: float  # link up and something waiting to be sent
+    samples: tuple[Sample, ...]
+    notes: tuple[str, ...] = field(default=())

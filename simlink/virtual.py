@@ -1,0 +1,169 @@
+"""The virtual-time run: real onboard and ground code over the simulated link, on a virtual clock."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from .bundle_driver import BundlePostDriver
+from .clock import EventLoop
+from .link import SimLink
+from .profile import LinkProfile
+from .result import PostOutcome, RunResult, Sample
+from .system import Ground, Station, Tracker
+from .workload import NAMES, Workload, accounts_for, plan_posts
+
+SAMPLE_S = 60.0
+BACKLOG_SAMPLE_S = 10.0
+PUBLISH_INTERVAL_S = 1.0  # `ground serve` runs its publisher every second
+
+Progress = Callable[[float, int, int], None]  # (virtual seconds done, posts queued so far, posts published)
+
+
+def _scratch_dir() -> str | None:
+    # RAM-backed when available: the run fsyncs like the real thing, and tmpfs makes that cheap.
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() else None
+
+
+def profile_summary(p: LinkProfile) -> dict[str, object]:
+    d = asdict(p)
+    d["dark"] = [[w.start_s, w.duration_s] for w in p.dark]
+    return d
+
+
+def workload_summary(w: Workload) -> dict[str, object]:
+    return {
+        "name": w.name,
+        "description": w.description,
+        "posts_per_astronaut_per_hour": w.posts_per_astronaut_per_hour,
+        "backlog_posts_per_astronaut": w.backlog_posts_per_astronaut,
+        "photo_post_fraction": w.photo_post_fraction,
+        "accounts_per_post": w.accounts_per_post,
+        "photos": [p.name for p in w.photos],
+    }
+
+
+def run_virtual(
+    profile: LinkProfile,
+    workload: Workload,
+    *,
+    astronauts: int,
+    duration_s: float,
+    seed: int,
+    orbit_offset_s: float = 0.0,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Simulate ``duration_s`` of the whole system; same arguments, same result."""
+    plan = plan_posts(workload, astronauts, duration_s, seed)
+    names = list(NAMES[:astronauts])
+    loop = EventLoop()
+    link = SimLink(loop, profile, duration_s=duration_s, seed=seed, orbit_offset_s=orbit_offset_s)
+    tracker = Tracker()
+    with tempfile.TemporaryDirectory(prefix="orbitpost-sim-", dir=_scratch_dir()) as tmp:
+        station = Station(Path(tmp) / "onboard", names, seed, tracker)
+        ground = Ground(
+            Path(tmp) / "ground",
+            station,
+            {n: accounts_for(n, workload.accounts_per_post) for n in names},
+            tracker,
+        )
+        publish_timer = None
+
+        def publish_tick() -> None:
+            nonlocal publish_timer
+            publish_timer = None
+            ground.publish(loop.now)
+
+        def schedule_publish() -> None:
+            nonlocal publish_timer
+            if publish_timer is None:
+                publish_timer = loop.after(PUBLISH_INTERVAL_S, publish_tick)
+
+        driver = BundlePostDriver(loop, link, station, ground, tracker, schedule_publish)
+
+        def on_post(p: object) -> None:
+            station.post(p, loop.now)  # type: ignore[arg-type]
+            driver.kick()
+
+        for p in plan:
+            loop.at(p.at_s, on_post, p)
+
+        samples: list[Sample] = []
+        backlogged = 0
+
+        def sample() -> None:
+            waiting, awaiting, done = tracker.counts()
+            minute = int(loop.now // 60) - 1
+            samples.append(
+                Sample(
+                    t_s=loop.now,
+                    waiting=waiting,
+                    awaiting_publication=awaiting,
+                    published=done,
+                    to_ground_bytes=link.to_ground.stats.per_minute.get(minute, 0),
+                )
+            )
+            if loop.now + SAMPLE_S <= duration_s:
+                loop.after(SAMPLE_S, sample)
+
+        def sample_backlog() -> None:
+            nonlocal backlogged
+            if not link.is_dark(loop.now) and tracker.counts()[0] > 0:
+                backlogged += 1
+            if loop.now + BACKLOG_SAMPLE_S < duration_s:
+                loop.after(BACKLOG_SAMPLE_S, sample_backlog)
+
+        loop.at(SAMPLE_S, sample)
+        loop.at(BACKLOG_SAMPLE_S / 2, sample_backlog)
+        step = 600.0
+        t = 0.0
+        while t < duration_s:
+            t = min(duration_s, t + step)
+            loop.run_until(t)
+            if progress:
+                _, _, done = tracker.counts()
+                progress(t, len(tracker.posts), done)
+        station.close()
+        ground.close()
+
+    dark = tuple((s, min(e, duration_s)) for s, e in link.dark if s < duration_s)
+    dark_s = sum(e - s for s, e in dark)
+    outcomes = tuple(
+        PostOutcome(
+            author=r.author,
+            queued_s=r.queued_s,
+            payload_bytes=r.payload_bytes,
+            photos=r.photos,
+            received_s=r.received_s,
+            published_s=r.published_s,
+        )
+        for r in sorted(tracker.posts.values(), key=lambda r: (r.queued_s, r.post_id))
+    )
+    up, down = link.to_ground.stats, link.to_station.stats
+    return RunResult(
+        mode="virtual",
+        profile=profile_summary(profile),
+        workload=workload_summary(workload),
+        astronauts=astronauts,
+        seed=seed,
+        duration_s=duration_s,
+        transfer=f"{driver.name}: {driver.description}",
+        posts=outcomes,
+        refused_onboard=len(tracker.refused),
+        rejected=len(tracker.rejected),
+        wire_to_ground_bytes=up.stream_bytes,
+        wire_to_station_bytes=down.stream_bytes,
+        tcp_retransmitted_bytes=up.retransmitted_bytes + down.retransmitted_bytes,
+        ip_bytes=up.ip_bytes + down.ip_bytes,
+        app_resent_bytes=driver.stats()["app_resent_bytes"],
+        requests=driver.stats()["requests"],
+        cuts_dark=link.cuts_dark,
+        cuts_random=link.cuts_random,
+        dark_windows=dark,
+        up_s=duration_s - dark_s,
+        backlogged_up_s=backlogged * BACKLOG_SAMPLE_S,
+        samples=tuple(samples),
+    )

@@ -1,0 +1,118 @@
+"""The virtual-time link: rate, delay, loss recovery, dark windows and cuts behave as modelled."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from simlink.clock import EventLoop
+from simlink.link import SimConnection, SimLink
+from simlink.profile import LinkProfile, load_profile
+
+
+class Sink:
+    def __init__(self, payload: bytes = b"") -> None:
+        self.payload = payload
+        self.got = bytearray()
+        self.done_at: float | None = None
+        self.lost: list[tuple[float, str]] = []
+
+    def connection_made(self, conn: SimConnection) -> None:
+        if self.payload:
+            conn.send(True, self.payload)
+
+    def data_received(self, conn: SimConnection, data: bytes) -> None:
+        self.got += data
+        self.done_at = conn.loop.now
+
+    def connection_lost(self, conn: SimConnection, reason: str) -> None:
+        self.lost.append((conn.loop.now, reason))
+
+
+def _profile(name: str = "iss-ku", **kw: object) -> LinkProfile:
+    base = dict(dark=(), orbit_s=0.0, cuts_per_hour=0.0)
+    base.update(kw)
+    return dataclasses.replace(load_profile(name), **base)  # type: ignore[arg-type]
+
+
+def _send(p: LinkProfile, size: int, seed: int = 1, until: float = 3600.0) -> tuple[Sink, SimLink]:
+    loop = EventLoop()
+    link = SimLink(loop, p, duration_s=until, seed=seed)
+    data = (bytes(range(256)) * (size // 256 + 1))[:size]
+    client, server = Sink(data), Sink()
+    link.connect(client, server)
+    loop.run_until(until)
+    assert bytes(server.got) == data  # in order, complete, exact
+    return server, link
+
+
+@pytest.mark.parametrize("name", ["iss-ku", "degraded", "lunar", "dialup"])
+def test_lossless_bulk_transfer_fills_the_link(name: str) -> None:
+    p = _profile(name, loss=0.0)
+    size = max(50_000, int(p.to_ground_bps / 8 * 30))  # ~30 s worth at the rate
+    server, link = _send(p, size)
+    assert server.done_at is not None
+    ideal = size * 8 / p.to_ground_bps + 1.5 * p.rtt_s  # serialisation + handshake + last segment
+    assert server.done_at < ideal * 1.6, (server.done_at, ideal)
+    assert link.to_ground.stats.stream_bytes == size
+
+
+def test_loss_costs_retransmissions_and_time() -> None:
+    clean, _ = _send(_profile(loss=0.0), 1_000_000)
+    lossy, link = _send(_profile(loss=0.02), 1_000_000)
+    st = link.to_ground.stats
+    assert st.lost_segments > 0 and st.retransmitted_bytes >= st.lost_segments * 500
+    assert lossy.done_at is not None and clean.done_at is not None and lossy.done_at > clean.done_at
+
+
+def test_same_seed_same_run() -> None:
+    a, la = _send(_profile(loss=0.03), 300_000, seed=5)
+    b, lb = _send(_profile(loss=0.03), 300_000, seed=5)
+    assert a.done_at == b.done_at and la.to_ground.stats == lb.to_ground.stats
+
+
+def test_dark_window_stalls_then_cuts_both_ends() -> None:
+    p = dataclasses.replace(load_profile("iss-ku"), cuts_per_hour=0.0, loss=0.0)
+    start = p.dark[0].start_s
+    loop = EventLoop()
+    link = SimLink(loop, p, duration_s=start + 600, seed=1)
+    client, server = Sink(), Sink()
+    loop.run_until(start - 5)
+    conn = link.connect(client, server)
+    loop.run_until(start - 1)
+    assert conn.established
+    conn.send(True, b"x" * 10_000_000)  # far more than fits before the gap
+    loop.run_until(start + p.cut_after_s + 1)
+    assert conn.closed and link.cuts_dark == 1
+    assert client.lost and client.lost[0][0] == pytest.approx(start + p.cut_after_s)
+    assert server.lost and len(server.got) < 10_000_000
+
+
+def test_connect_while_dark_times_out() -> None:
+    p = dataclasses.replace(load_profile("lunar"), cuts_per_hour=0.0)
+    start = p.dark[0].start_s
+    loop = EventLoop()
+    link = SimLink(loop, p, duration_s=start + 7200, seed=1)
+    loop.run_until(start + 60)
+    client, server = Sink(), Sink()
+    link.connect(client, server)
+    loop.run_until(start + 300)
+    assert client.lost and "timed out" in client.lost[0][1]
+
+
+def test_random_cuts_follow_the_profile_rate() -> None:
+    p = _profile(cuts_per_hour=10.0)
+    loop = EventLoop()
+    link = SimLink(loop, p, duration_s=10 * 3600, seed=2)
+    holder: list[Sink] = []
+
+    def reconnect() -> None:
+        s = Sink()
+        holder.append(s)
+        link.connect(s, Sink())
+        loop.after(60, reconnect)
+
+    reconnect()
+    loop.run_until(10 * 3600)
+    assert 60 <= link.cuts_random <= 140  # ~100 expected (Poisson)
