@@ -74,6 +74,57 @@ CREATE TABLE IF NOT EXISTS rejections (
     code        TEXT NOT NULL,
     message     TEXT NOT NULL
 );
+-- The live link (ground/server.py, issue 3). Stations authenticate with a bearer token;
+-- only its sha256 is stored.
+CREATE TABLE IF NOT EXISTS stations (
+    name          TEXT PRIMARY KEY,
+    token_sha256  BLOB NOT NULL UNIQUE,
+    created_ms    INTEGER NOT NULL,
+    revoked_ms    INTEGER,
+    quota_bytes   INTEGER  -- staged bytes allowed at once; NULL = the server default
+);
+-- One row per station: when it was last heard from and how much it moved (dashboard:
+-- "last contact").
+CREATE TABLE IF NOT EXISTS link_contacts (
+    station       TEXT PRIMARY KEY,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    requests      INTEGER NOT NULL DEFAULT 0,
+    bytes_in      INTEGER NOT NULL DEFAULT 0,
+    bytes_out     INTEGER NOT NULL DEFAULT 0,
+    last_addr     TEXT
+);
+-- One row per upload a station opened (dashboard: per-transfer progress). transfer_id is
+-- "<station>/<kind>:<sha256 hex>"; kind is 'blob' (a photo) or 'bundle'; state is
+-- 'receiving' → 'complete' | 'failed' (code/message say why). ranges is the durable
+-- received ranges as msgpack [start, stop, ...]; received_bytes is their total.
+CREATE TABLE IF NOT EXISTS transfers (
+    transfer_id    TEXT PRIMARY KEY,
+    station        TEXT NOT NULL,
+    kind           TEXT NOT NULL,
+    sha256         BLOB NOT NULL,
+    source         TEXT NOT NULL,
+    owner          TEXT NOT NULL,
+    state          TEXT NOT NULL,
+    total_bytes    INTEGER NOT NULL,
+    received_bytes INTEGER NOT NULL DEFAULT 0,
+    ranges         BLOB NOT NULL,
+    code           TEXT,
+    message        TEXT,
+    started_ms     INTEGER NOT NULL,
+    updated_ms     INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transfers_state ON transfers(state, updated_ms);
+-- Traffic per station per minute (dashboard: bytes per day = SUM over the day; current
+-- bytes/s = the last full minutes). bytes_in counts request bodies, bytes_out responses.
+CREATE TABLE IF NOT EXISTS link_traffic (
+    station     TEXT NOT NULL,
+    minute_ms   INTEGER NOT NULL,
+    bytes_in    INTEGER NOT NULL DEFAULT 0,
+    bytes_out   INTEGER NOT NULL DEFAULT 0,
+    requests    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (station, minute_ms)
+);
 CREATE TABLE IF NOT EXISTS events (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     ts_ms   INTEGER NOT NULL,

@@ -1,0 +1,239 @@
+"""`ground serve`: the aiohttp service — the station link endpoint, the dashboard, the publisher.
+
+Routes (docs/PROTOCOL.md §8.5):
+
+    POST /v1/link     one transfer request frame in the body (Authorization: Bearer <token>);
+                      200 with the response frame, or a 4xx JSON error
+                      ``{"error": code, "message": ..., "retryable": bool}`` — never a 500.
+    GET  /v1/health   ``{"ok": true}`` (no auth; lets a station tell "ground down" from "link down")
+
+The transfer receiver (protocol/transfer.py) decides; this module only does its I/O:
+fsynced chunk writes, the ``transfers``/``link_contacts``/``link_traffic`` tables
+(ground/db.py) and commits through ``ingest_bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from typing import Any
+
+from aiohttp import web
+
+from protocol.transfer import (
+    BadRequest,
+    CommitUpload,
+    ReceiptsWanted,
+    ReceiverConfig,
+    TransferReceiver,
+    UploadChanged,
+    UploadExpired,
+    WriteChunk,
+)
+from protocol.transfer_wire import HTTP_STATUS, MAX_FRAME_BYTES, ErrorFrame, LinkErrorCode, decode_response
+
+from . import publish
+from .db import audit, transaction
+from .home import GroundHome
+from .receipts import build_document
+from .stations import authenticate
+from .uploads import UploadStore
+
+FRAME_TYPE = "application/x-orbitpost-frame"
+# How often abandoned partial uploads are looked for.
+EXPIRY_CHECK_S = 60.0
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def json_error(status: int, code: str, message: str, retryable: bool = False) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps({"error": code, "message": message, "retryable": retryable}),
+        content_type="application/json",
+    )
+
+
+class LinkService:
+    """One receiver for the whole ground, its storage, and the link activity records."""
+
+    def __init__(self, home: GroundHome, config: ReceiverConfig | None = None) -> None:
+        self.home = home
+        self.store = UploadStore(home)
+        self.receiver = TransferReceiver(config, have=self.store.have, uploads=self.store.load_records())
+        # One request at a time through the receiver: chunk writes are fsync-bound and the
+        # link is far slower than the disk, so serialising costs nothing and keeps the
+        # receiver's events unambiguous.
+        self.lock = asyncio.Lock()
+
+    async def handle(self, request: web.Request) -> web.Response:
+        auth = request.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        station = authenticate(self.home.conn, token)
+        if station is None:
+            self._security(request, "link-unauthorized", "bad or missing station token")
+            return json_error(401, LinkErrorCode.UNAUTHORIZED, "missing or unknown station token (Authorization: Bearer …)")
+        if request.content_length is not None and request.content_length > MAX_FRAME_BYTES:
+            return json_error(413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes")
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return json_error(413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes")
+        now = time.time()
+        async with self.lock:
+            rid = self.receiver.receive(body, now, station=station.name)
+            await self._drain(now)
+            resp = self.receiver.response_for(rid)
+        if resp is None:  # pragma: no cover - the receiver always answers once drained
+            return json_error(503, LinkErrorCode.BUSY, "no answer from the receiver; retry", True)
+        self._record_traffic(station.name, request, len(body), len(resp))
+        frame = decode_response(resp)
+        if isinstance(frame, ErrorFrame):
+            return json_error(HTTP_STATUS.get(frame.code, 400), frame.code, frame.message, frame.retryable)
+        return web.Response(body=resp, content_type=FRAME_TYPE)
+
+    async def _drain(self, now: float) -> None:
+        r = self.receiver
+        while True:
+            written: dict[int, str | None] = {}
+            while (ev := r.next_event()) is not None:
+                if isinstance(ev, WriteChunk):
+                    if written.get(ev.rid, None) is not None:
+                        continue
+                    try:
+                        await asyncio.to_thread(self.store.write, ev.station, ev.key, ev.offset, ev.data)
+                        written.setdefault(ev.rid, None)
+                    except OSError as exc:
+                        written[ev.rid] = exc.strerror or str(exc)
+                elif isinstance(ev, UploadChanged):
+                    self.store.persist(ev.record)
+                elif isinstance(ev, CommitUpload):
+                    try:
+                        state, code, msg = self.store.commit(ev.station, ev.key, ev.size_bytes, int(now * 1000))
+                    except OSError as exc:
+                        r.commit_done(ev.rid, now, state=r.upload(ev.station, ev.key).state, message=str(exc), retry=True)  # type: ignore[union-attr]
+                    else:
+                        r.commit_done(ev.rid, now, state=state, code=code, message=msg)
+                elif isinstance(ev, ReceiptsWanted):
+                    doc, nxt, more = build_document(self.home, ev.since_ms, _now_ms(), ev.limit)
+                    r.receipts_ready(ev.rid, doc, nxt, more)
+                elif isinstance(ev, UploadExpired):
+                    self.store.expire(ev.station, ev.key)
+                elif isinstance(ev, BadRequest):
+                    if ev.code == LinkErrorCode.BAD_FRAME:
+                        self._audit("link-bad-request", f"{ev.station}: {ev.code}: {ev.message}")
+            if not written:
+                return
+            for rid, err in written.items():
+                if err is None:
+                    r.chunk_stored(rid, now)
+                else:
+                    r.store_failed(rid, err)
+
+    def _audit(self, kind: str, detail: str) -> None:
+        conn = self.home.conn
+        with transaction(conn):
+            audit(conn, _now_ms(), "link", kind, detail)
+
+    def _security(self, request: web.Request, kind: str, detail: str) -> None:
+        self._audit(kind, f"{request.remote or '?'}: {detail}")
+
+    def _record_traffic(self, station: str, request: web.Request, n_in: int, n_out: int) -> None:
+        now_ms = _now_ms()
+        minute = now_ms - now_ms % 60_000
+        conn = self.home.conn
+        with transaction(conn):
+            conn.execute(
+                "INSERT INTO link_contacts (station, first_seen_ms, last_seen_ms, requests, bytes_in, bytes_out, "
+                "last_addr) VALUES (?, ?, ?, 1, ?, ?, ?) ON CONFLICT(station) DO UPDATE SET "
+                "last_seen_ms = excluded.last_seen_ms, requests = requests + 1, "
+                "bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out, "
+                "last_addr = excluded.last_addr",
+                (station, now_ms, now_ms, n_in, n_out, request.remote),
+            )
+            conn.execute(
+                "INSERT INTO link_traffic (station, minute_ms, bytes_in, bytes_out, requests) VALUES (?, ?, ?, ?, 1) "
+                "ON CONFLICT(station, minute_ms) DO UPDATE SET bytes_in = bytes_in + excluded.bytes_in, "
+                "bytes_out = bytes_out + excluded.bytes_out, requests = requests + 1",
+                (station, minute, n_in, n_out),
+            )
+
+    async def expire_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            async with self.lock:
+                self.receiver.handle_timeout(time.time())
+                await self._drain(time.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), EXPIRY_CHECK_S)
+
+
+LINK_KEY: web.AppKey[LinkService] = web.AppKey("link", LinkService)
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error answer on /v1/ is JSON naming the problem; nothing escapes as a bare 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if not request.path.startswith("/v1/") or exc.status < 400:
+            raise
+        return json_error(exc.status, "http_" + str(exc.status), exc.reason)
+
+
+def create_app(home: GroundHome, *, receiver_config: ReceiverConfig | None = None) -> web.Application:
+    """The ground web application: link endpoint, health, and the dashboard when installed."""
+    app = web.Application(client_max_size=MAX_FRAME_BYTES + 1024, middlewares=[_json_errors])
+    app[LINK_KEY] = LinkService(home, receiver_config)
+    app.router.add_post("/v1/link", app[LINK_KEY].handle)
+    app.router.add_get("/v1/health", _health)
+    try:
+        from . import dashboard
+    except ImportError:
+        dashboard = None  # type: ignore[assignment]
+    if dashboard is not None:
+        dashboard.setup(app, home)
+    return app
+
+
+async def serve(
+    home: GroundHome,
+    host: str,
+    port: int,
+    *,
+    stop: asyncio.Event | None = None,
+    ready: asyncio.Event | None = None,
+    publish_interval_s: float = 1.0,
+) -> None:
+    """Run the HTTP service and the publisher until ``stop`` is set (or SIGINT/SIGTERM)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+    app = create_app(home)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    if ready is not None:
+        ready.set()
+    tasks = [
+        asyncio.ensure_future(publish.run_forever(home, stop, interval_s=publish_interval_s)),
+        asyncio.ensure_future(app[LINK_KEY].expire_loop(stop)),
+    ]
+    try:
+        await stop.wait()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.cleanup()

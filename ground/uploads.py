@@ -1,0 +1,168 @@
+"""Where link uploads are staged on ground, made durable and committed.
+
+Staged bytes live in ``<home>/uploads/<station>/<kind>-<sha256>.part``; each chunk is
+written with pwrite and fsynced before the receiver may acknowledge it (§8.3). The
+``transfers`` table (ground/db.py) holds each upload's durable ranges. Committing verifies
+the whole: a blob must hash to its name, a bundle goes through ``ingest_bytes`` like a
+file hand-off (atomic, idempotent); only then does it become visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import msgpack
+
+from onboard.files import fsync_dir
+from protocol.rangeset import RangeSet
+from protocol.transfer import UploadRecord
+from protocol.transfer_wire import TransferKey, TransferKind, UploadState
+
+from .db import transaction
+from .errors import BundleRejected
+from .home import GroundHome
+from .ingest import ingest_bytes
+
+_STATE_TO_DB = {
+    UploadState.RECEIVING: "receiving",
+    UploadState.COMMITTED: "complete",
+    UploadState.REJECTED: "failed",
+}
+_STATE_FROM_DB = {v: k for k, v in _STATE_TO_DB.items()}
+
+
+def transfer_id(station: str, key: TransferKey) -> str:
+    return f"{station}/{key.name}"
+
+
+class UploadStore:
+    """The ground driver's storage for the transfer receiver."""
+
+    def __init__(self, home: GroundHome) -> None:
+        self.home = home
+        self.root = home.root / "uploads"
+
+    def path(self, station: str, key: TransferKey) -> Path:
+        return self.root / station / f"{key.kind.name.lower()}-{key.sha256.hex()}.part"
+
+    def have(self, key: TransferKey) -> bool:
+        """Does ground already hold this, whole and verified (from any station or a file)?"""
+        if key.kind is TransferKind.BLOB:
+            return self.home.blobs.has(key.sha256)
+        row = self.home.conn.execute("SELECT 1 FROM bundles WHERE sha256 = ?", (key.sha256.hex(),)).fetchone()
+        return row is not None
+
+    def load_records(self) -> list[UploadRecord]:
+        """Uploads still receiving, and refused ones (so a re-send hears the same reason)."""
+        out = []
+        for (
+            station,
+            kind,
+            sha,
+            owner,
+            state,
+            total,
+            ranges,
+            code,
+            msg,
+            started,
+            updated,
+        ) in self.home.conn.execute(
+            "SELECT station, kind, sha256, owner, state, total_bytes, ranges, code, message, started_ms, updated_ms "
+            "FROM transfers WHERE state IN ('receiving', 'failed')"
+        ):
+            flat = msgpack.unpackb(ranges)
+            out.append(
+                UploadRecord(
+                    station=station,
+                    key=TransferKey(kind=TransferKind[kind.upper()], sha256=sha),
+                    size_bytes=total,
+                    owner=owner,
+                    ranges=RangeSet(zip(flat[::2], flat[1::2], strict=True)),
+                    state=_STATE_FROM_DB[state],
+                    code=code or "",
+                    message=msg or "",
+                    created=started / 1000,
+                    updated=updated / 1000,
+                )
+            )
+        return out
+
+    def write(self, station: str, key: TransferKey, offset: int, data: bytes) -> None:
+        """Write ``data`` at ``offset`` and fsync: when this returns, the bytes survive a crash."""
+        path = self.path(station, key)
+        new = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            view = memoryview(data)
+            pos = offset
+            while view:
+                n = os.pwrite(fd, view, pos)
+                view, pos = view[n:], pos + n
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new:
+            fsync_dir(path.parent)  # the file's name must survive a crash too
+
+    def persist(self, rec: UploadRecord) -> None:
+        """Record an upload's state and durable ranges (one transaction)."""
+        conn = self.home.conn
+        with transaction(conn):
+            conn.execute(
+                "INSERT INTO transfers (transfer_id, station, kind, sha256, source, owner, state, total_bytes, "
+                "received_bytes, ranges, code, message, started_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(transfer_id) DO UPDATE SET state = excluded.state, received_bytes = excluded.received_bytes, "
+                "ranges = excluded.ranges, code = excluded.code, message = excluded.message, "
+                "updated_ms = excluded.updated_ms",
+                (
+                    transfer_id(rec.station, rec.key),
+                    rec.station,
+                    rec.key.kind.name.lower(),
+                    rec.key.sha256,
+                    f"link:{rec.station}",
+                    rec.owner,
+                    _STATE_TO_DB[rec.state],
+                    rec.size_bytes,
+                    rec.ranges.total,
+                    msgpack.packb(rec.ranges.to_wire()),
+                    rec.code or None,
+                    rec.message or None,
+                    int(rec.created * 1000),
+                    int(rec.updated * 1000),
+                ),
+            )
+
+    def commit(
+        self, station: str, key: TransferKey, size_bytes: int, now_ms: int
+    ) -> tuple[UploadState, str, str]:
+        """Verify the staged upload and make it visible; returns (state, code, message)."""
+        path = self.path(station, key)
+        data = path.read_bytes()[:size_bytes]
+        if key.kind is TransferKind.BLOB:
+            if hashlib.sha256(data).digest() != key.sha256:
+                result = (
+                    UploadState.REJECTED,
+                    "media_hash_mismatch",
+                    f"photo {key.sha256.hex()[:12]} arrived with different bytes (sha256 mismatch)",
+                )
+            else:
+                self.home.blobs.put(data)
+                result = (UploadState.COMMITTED, "", "")
+        else:
+            try:
+                ingest_bytes(self.home, data, source=f"link:{station}", now_ms=now_ms)
+                result = (UploadState.COMMITTED, "", "")
+            except BundleRejected as exc:
+                result = (UploadState.REJECTED, str(exc.code), exc.message)
+        path.unlink(missing_ok=True)
+        return result
+
+    def expire(self, station: str, key: TransferKey) -> None:
+        self.path(station, key).unlink(missing_ok=True)
+        conn = self.home.conn
+        with transaction(conn):
+            conn.execute("DELETE FROM transfers WHERE transfer_id = ?", (transfer_id(station, key),))

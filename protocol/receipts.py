@@ -1,0 +1,183 @@
+"""Receipts: ground's signed account of what became of each post (docs/PROTOCOL.md §9).
+
+A receipts document is ``[body, key_id(8), signature(64)]`` where the signature is
+ground's Ed25519 signature over ``RECEIPTS_DOMAIN + body`` and body is canonical msgpack::
+
+    [version=1, issued_ms, [entry, ...]]
+    entry = [1, item_id(16), account, state, url|nil, error|nil, updated_ms]          publication
+          | [2, bundle_sha256(32), bundle_id(16)|nil, accepted, code, message,
+             [item_id(16), ...], updated_ms]                                             bundle
+
+The station pins ground's public key when the link is set up and refuses documents signed
+by anything else, so receipts read from a file hand-off are as trustworthy as live ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from .canonical import expect, expect_list, pack, unpack
+from .errors import ErrorCode, RemoteProtocolError
+from .ids import ulid_from_bytes, ulid_to_bytes
+from .keys import KEY_ID_BYTES, SigningKey, key_id, verify_signature
+
+RECEIPTS_DOMAIN = b"orbitpost/receipts/v1\x00"
+RECEIPTS_VERSION = 1
+# A document carries at most a few thousand entries; 8 MiB is far above that.
+MAX_RECEIPTS_BYTES = 8 * 1024 * 1024
+MAX_ENTRIES = 10_000
+
+
+class EntryKind(IntEnum):
+    PUBLICATION = 1
+    BUNDLE = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PublicationReceipt:
+    """One (post, account): ground's publication state, the URL or the exact error."""
+
+    item_id: str
+    account: str
+    state: str
+    url: str | None
+    error: str | None
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BundleReceipt:
+    """A bundle ground accepted (with its item ids) or rejected (with the protocol code)."""
+
+    bundle_sha256: bytes
+    bundle_id: str | None
+    accepted: bool
+    code: str
+    message: str
+    item_ids: tuple[str, ...]
+    updated_ms: int
+
+
+Receipt = PublicationReceipt | BundleReceipt
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiptDocument:
+    issued_ms: int
+    receipts: tuple[Receipt, ...]
+
+
+def _entry(r: Receipt) -> list[Any]:
+    if isinstance(r, PublicationReceipt):
+        return [
+            EntryKind.PUBLICATION,
+            ulid_to_bytes(r.item_id),
+            r.account,
+            r.state,
+            r.url,
+            r.error,
+            r.updated_ms,
+        ]
+    return [
+        EntryKind.BUNDLE,
+        r.bundle_sha256,
+        None if r.bundle_id is None else ulid_to_bytes(r.bundle_id),
+        r.accepted,
+        r.code,
+        r.message,
+        [ulid_to_bytes(i) for i in r.item_ids],
+        r.updated_ms,
+    ]
+
+
+def sign_receipts(key: SigningKey, issued_ms: int, receipts: Iterable[Receipt]) -> bytes:
+    """Encode and sign a receipts document with ground's key."""
+    body = pack([RECEIPTS_VERSION, issued_ms, [_entry(r) for r in receipts]])
+    return pack([body, key_id(key.public_key), key.sign(RECEIPTS_DOMAIN + body)])
+
+
+def _opt_str(v: Any, what: str) -> str | None:
+    return None if v is None else str(expect(v, str, what=what))
+
+
+def _id(v: Any, what: str) -> str:
+    raw = expect(v, bytes, what=what)
+    if len(raw) != 16:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"{what} must be 16 bytes")
+    return ulid_from_bytes(raw)
+
+
+def _decode_entry(v: Any) -> Receipt:
+    e = expect_list(v, what="receipt entry", min_len=1)
+    kind = expect(e[0], int, what="receipt kind")
+    if kind == EntryKind.PUBLICATION:
+        expect_list(e, what="publication receipt", min_len=7, max_len=7)
+        return PublicationReceipt(
+            item_id=_id(e[1], "receipt item id"),
+            account=expect(e[2], str, what="receipt account"),
+            state=expect(e[3], str, what="receipt state"),
+            url=_opt_str(e[4], "receipt url"),
+            error=_opt_str(e[5], "receipt error"),
+            updated_ms=expect(e[6], int, what="receipt time"),
+        )
+    if kind == EntryKind.BUNDLE:
+        expect_list(e, what="bundle receipt", min_len=8, max_len=8)
+        sha = expect(e[1], bytes, what="bundle sha256")
+        if len(sha) != 32:
+            raise RemoteProtocolError(ErrorCode.MALFORMED, "bundle sha256 must be 32 bytes")
+        ids = expect_list(e[6], what="bundle item ids", min_len=0, max_len=MAX_ENTRIES)
+        return BundleReceipt(
+            bundle_sha256=sha,
+            bundle_id=None if e[2] is None else _id(e[2], "bundle id"),
+            accepted=expect(e[3], bool, what="accepted flag"),
+            code=expect(e[4], str, what="rejection code"),
+            message=expect(e[5], str, what="rejection message"),
+            item_ids=tuple(_id(i, "bundle item id") for i in ids),
+            updated_ms=expect(e[7], int, what="receipt time"),
+        )
+    raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown receipt kind {kind}")
+
+
+def verify_receipts(
+    data: bytes, ground_public_key: bytes, *, max_bytes: int = MAX_RECEIPTS_BYTES
+) -> ReceiptDocument:
+    """Check the signature by the pinned ground key first, then decode the entries.
+
+    Raises RemoteProtocolError (BAD_SIGNATURE, UNKNOWN_KEY or a decoding code).
+    """
+    outer = expect_list(
+        unpack(data, what="receipts document", max_bytes=max_bytes),
+        what="receipts document",
+        min_len=3,
+        max_len=3,
+    )
+    body = expect(outer[0], bytes, what="receipts body")
+    kid = expect(outer[1], bytes, what="receipts key id")
+    sig = expect(outer[2], bytes, what="receipts signature")
+    if len(kid) != KEY_ID_BYTES or len(sig) != 64:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, "receipts key id must be 8 bytes and signature 64")
+    if kid != key_id(ground_public_key):
+        raise RemoteProtocolError(
+            ErrorCode.UNKNOWN_KEY,
+            f"receipts signed by key {kid.hex()}, not the pinned ground key {key_id(ground_public_key).hex()}; "
+            "re-run `onboard link add` with a token file from this ground",
+        )
+    if not verify_signature(ground_public_key, sig, RECEIPTS_DOMAIN + body):
+        raise RemoteProtocolError(
+            ErrorCode.BAD_SIGNATURE, "receipts signature is invalid: the document was altered"
+        )
+    v = expect_list(
+        unpack(body, what="receipts body", max_bytes=max_bytes), what="receipts body", min_len=3, max_len=3
+    )
+    version = expect(v[0], int, what="receipts version")
+    if version != RECEIPTS_VERSION:
+        raise RemoteProtocolError(
+            ErrorCode.UNSUPPORTED_VERSION, f"receipts version {version} is not supported"
+        )
+    entries = expect_list(v[2], what="receipt entries", min_len=0, max_len=MAX_ENTRIES)
+    return ReceiptDocument(
+        issued_ms=expect(v[1], int, what="issued time"), receipts=tuple(_decode_entry(e) for e in entries)
+    )
