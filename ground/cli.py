@@ -23,6 +23,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(operator_app, name="operator")
+station_app = typer.Typer(help="Stations allowed to use the live link (issue 3).", no_args_is_help=True)
+app.add_typer(station_app, name="station")
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -143,6 +145,66 @@ def rejections() -> None:
         console.print(
             f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(ts / 1000))}Z {source} [{code}] {msg}"
         )
+
+
+@station_app.command("add")
+def station_add(
+    name: str,
+    token_out: Annotated[
+        Path, typer.Option("--token-out", help="Write the station's credential here (0600).")
+    ],
+) -> None:
+    """Register station NAME and write its upload token and ground's receipt key to a file."""
+    from .receipts import ground_key_line
+    from .stations import add_station, write_token_file
+
+    if token_out.exists():
+        raise GroundError(f"{token_out} already exists; refusing to overwrite a credential")
+    key_line = ground_key_line(state.home)
+    token = add_station(state.home.conn, name, _now_ms())
+    write_token_file(token_out, station=name, token=token, ground_key_line=key_line)
+    console.print(f"station {name} added; give {token_out} to the station (onboard link add --token-file …)")
+
+
+@station_app.command("revoke")
+def station_revoke(name: str) -> None:
+    """Revoke station NAME's token: its requests are refused from now on."""
+    from .stations import revoke_station
+
+    revoke_station(state.home.conn, name, _now_ms())
+    console.print(f"station {name} revoked")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8470,
+) -> None:
+    """Run the ground service: the station link endpoint, the dashboard and the publisher."""
+    from .server import serve as run
+
+    console.print(f"ground serving on http://{host}:{port} (Ctrl-C to stop)")
+    try:
+        asyncio.run(run(state.home, host, port))
+    except OSError as exc:
+        raise GroundError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+@app.command()
+def receipts(
+    out: Annotated[Path, typer.Option("--out", help="Write the signed receipts document here.")],
+    since: Annotated[int, typer.Option("--since", help="Only changes at or after this time (ms).")] = 0,
+) -> None:
+    """Write signed receipts for a file hand-off back up to the station (`onboard receipts import`)."""
+    from onboard.files import write_atomic
+
+    from .receipts import build_document
+
+    doc, _next, more = build_document(state.home, since, _now_ms(), limit=10_000)
+    write_atomic(out, doc)
+    console.print(
+        f"wrote {out} ({len(doc):,} bytes)" + (" — more remain; run again with --since" if more else "")
+    )
 
 
 @app.command()

@@ -33,7 +33,14 @@ from protocol.transfer import (
     UploadExpired,
     WriteChunk,
 )
-from protocol.transfer_wire import HTTP_STATUS, MAX_FRAME_BYTES, ErrorFrame, LinkErrorCode, decode_response
+from protocol.transfer_wire import (
+    HTTP_STATUS,
+    MAX_FRAME_BYTES,
+    ErrorFrame,
+    LinkErrorCode,
+    UploadState,
+    decode_response,
+)
 
 from . import publish
 from .db import audit, transaction
@@ -77,13 +84,19 @@ class LinkService:
         station = authenticate(self.home.conn, token)
         if station is None:
             self._security(request, "link-unauthorized", "bad or missing station token")
-            return json_error(401, LinkErrorCode.UNAUTHORIZED, "missing or unknown station token (Authorization: Bearer …)")
+            return json_error(
+                401, LinkErrorCode.UNAUTHORIZED, "missing or unknown station token (Authorization: Bearer …)"
+            )
         if request.content_length is not None and request.content_length > MAX_FRAME_BYTES:
-            return json_error(413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes")
+            return json_error(
+                413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
+            )
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return json_error(413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes")
+            return json_error(
+                413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
+            )
         now = time.time()
         async with self.lock:
             rid = self.receiver.receive(body, now, station=station.name)
@@ -114,9 +127,12 @@ class LinkService:
                     self.store.persist(ev.record)
                 elif isinstance(ev, CommitUpload):
                     try:
-                        state, code, msg = self.store.commit(ev.station, ev.key, ev.size_bytes, int(now * 1000))
+                        state, code, msg = self.store.commit(
+                            ev.station, ev.key, ev.size_bytes, int(now * 1000)
+                        )
                     except OSError as exc:
-                        r.commit_done(ev.rid, now, state=r.upload(ev.station, ev.key).state, message=str(exc), retry=True)  # type: ignore[union-attr]
+                        # Disk trouble is ours, not the station's: stay RECEIVING, retry later.
+                        r.commit_done(ev.rid, now, state=UploadState.RECEIVING, message=str(exc), retry=True)
                     else:
                         r.commit_done(ev.rid, now, state=state, code=code, message=msg)
                 elif isinstance(ev, ReceiptsWanted):
@@ -183,7 +199,8 @@ async def _health(request: web.Request) -> web.Response:
 async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every error answer on /v1/ is JSON naming the problem; nothing escapes as a bare 500."""
     try:
-        return await handler(request)
+        resp: web.StreamResponse = await handler(request)
+        return resp
     except web.HTTPException as exc:
         if not request.path.startswith("/v1/") or exc.status < 400:
             raise

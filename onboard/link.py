@@ -1,0 +1,317 @@
+"""The station's side of the live link: its configuration and what it has to move.
+
+``onboard link add`` pins the ground URL, the station token and ground's receipt key in
+``<home>/link.json`` (mode 0600). Planning turns queued items into transfers (docs §8.1):
+
+- every photo is one BLOB transfer named by its sha256 — shared by several posts, it
+  crosses once; one ground already holds is never sent;
+- text-only items and commands go together in one small bundle (priority 0, first);
+- each photo post gets its own items-only bundle that waits for its photos, so text never
+  waits behind a photo.
+
+Bundles are written to ``<home>/outbox`` before anything is sent, so a resumed sync sends
+the very same bytes (the same sha256, hence the same upload on ground).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from protocol import LocalProtocolError, Post, build_bundle, parse_public_key
+from protocol.ids import new_ulid
+from protocol.transfer import TransferSpec
+from protocol.transfer_wire import TransferKey, TransferKind
+
+from . import queue
+from .errors import OnboardError
+from .files import BlobStore, write_atomic
+from .home import Home
+
+LINK_FILE = "link.json"
+TOKEN_FILE_FORMAT = "orbitpost-station-token/1"
+# Text items per bundle: keeps one bundle (one upload) small on a 10 kbit/s link.
+MAX_TEXT_BUNDLE_ITEMS = 200
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS link_transfers (
+    name        TEXT PRIMARY KEY,         -- 'blob:<sha256 hex>' or 'bundle:<sha256 hex>'
+    kind        TEXT NOT NULL,
+    sha256      BLOB NOT NULL,
+    size_bytes  INTEGER NOT NULL,
+    owner       TEXT NOT NULL,
+    path        TEXT,                     -- bundle spool file; blobs are read from the blob store
+    bundle_id   TEXT,
+    state       TEXT NOT NULL DEFAULT 'sending',   -- sending | committed | rejected
+    acked_bytes INTEGER NOT NULL DEFAULT 0,
+    code        TEXT,
+    message     TEXT,
+    created_ms  INTEGER NOT NULL,
+    updated_ms  INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS link_transfer_items (
+    name    TEXT NOT NULL REFERENCES link_transfers(name),
+    item_id TEXT NOT NULL,
+    PRIMARY KEY (name, item_id)
+);
+CREATE TABLE IF NOT EXISTS link_state (
+    k TEXT PRIMARY KEY,
+    v TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkConfig:
+    ground_url: str
+    station: str
+    token: str
+    ground_key: bytes  # ground's receipt public key, pinned
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def add_link(home: Home, ground_url: str, token_file: Path) -> LinkConfig:
+    """Check and store the link settings; refuses a token file that is not ground's."""
+    parts = urlsplit(ground_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise OnboardError(f"--ground {ground_url!r} must be an http(s) URL like http://127.0.0.1:8470")
+    try:
+        doc = json.loads(token_file.read_text())
+    except OSError as exc:
+        raise OnboardError(f"cannot read token file {token_file}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise OnboardError(f"{token_file} is not a station token file (from `ground station add`)") from exc
+    if not isinstance(doc, dict) or doc.get("format") != TOKEN_FILE_FORMAT:
+        raise OnboardError(f"{token_file} is not a station token file (from `ground station add`)")
+    try:
+        key = parse_public_key(str(doc["ground_receipt_key"]))
+        station, token = str(doc["station"]), str(doc["token"])
+    except (KeyError, LocalProtocolError) as exc:
+        raise OnboardError(f"{token_file} is incomplete or damaged: {exc}") from exc
+    cfg = LinkConfig(ground_url=ground_url.rstrip("/"), station=station, token=token, ground_key=key)
+    home.ensure()
+    data = json.dumps(
+        {
+            "ground": cfg.ground_url,
+            "station": station,
+            "token": token,
+            "ground_receipt_key": str(doc["ground_receipt_key"]),
+        },
+        indent=2,
+    ).encode()
+    write_atomic(home.root / LINK_FILE, data, 0o600)
+    return cfg
+
+
+def load_link(home: Home) -> LinkConfig:
+    path = home.root / LINK_FILE
+    if not path.exists():
+        raise OnboardError(
+            "no link to ground configured: run `onboard link add --ground URL --token-file T` first"
+        )
+    try:
+        doc = json.loads(path.read_text())
+        return LinkConfig(
+            ground_url=doc["ground"],
+            station=doc["station"],
+            token=doc["token"],
+            ground_key=parse_public_key(doc["ground_receipt_key"]),
+        )
+    except (OSError, ValueError, KeyError, LocalProtocolError) as exc:
+        raise OnboardError(f"{path} is damaged ({exc}); run `onboard link add` again") from exc
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+
+
+def get_state(conn: sqlite3.Connection, k: str, default: str) -> str:
+    row = conn.execute("SELECT v FROM link_state WHERE k = ?", (k,)).fetchone()
+    return str(row[0]) if row else default
+
+
+def set_state(conn: sqlite3.Connection, k: str, v: str) -> None:
+    conn.execute("INSERT INTO link_state (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v", (k, v))
+
+
+# -- planning ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Planned:
+    spec: TransferSpec
+    source: Callable[[int, int], bytes]
+
+
+def _file_source(path: Path) -> Callable[[int, int], bytes]:
+    """Read ``length`` bytes at ``offset`` straight from disk: memory stays flat however much is queued."""
+
+    def read(offset: int, length: int) -> bytes:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
+    return read
+
+
+def _outbox(home: Home) -> Path:
+    p = home.root / "outbox"
+    p.mkdir(exist_ok=True)
+    return p
+
+
+def plan(home: Home, conn: sqlite3.Connection) -> None:
+    """Turn every queued item into transfers (durably), and mark those items 'sending'."""
+    ensure_schema(conn)
+    pending = queue.items(conn, status="queued")
+    if not pending:
+        return
+    store = BlobStore(home.blobs_dir)
+    now = _now_ms()
+    text = [q for q in pending if not (isinstance(q.item, Post) and q.item.media)]
+    photo_posts = [q for q in pending if isinstance(q.item, Post) and q.item.media]
+    batches: list[list[queue.QueuedItem]] = [
+        text[i : i + MAX_TEXT_BUNDLE_ITEMS] for i in range(0, len(text), MAX_TEXT_BUNDLE_ITEMS)
+    ]
+    batches += [[q] for q in photo_posts]
+    for batch in batches:
+        bundle_id = new_ulid(now, os.urandom(10))
+        data = build_bundle(bundle_id=bundle_id, created_ms=now, items=[q.signed for q in batch])
+        sha = hashlib.sha256(data).digest()
+        path = _outbox(home) / f"{sha.hex()}.opb"
+        write_atomic(path, data)  # durable before it is named in the database
+        owner = batch[0].item.author
+        with queue.transaction(conn):
+            for q in batch:
+                if isinstance(q.item, Post):
+                    for m in q.item.media:
+                        if not store.has(m.sha256):
+                            raise OnboardError(f"photo {m.sha256.hex()[:12]} of post {q.item.id} is missing from {store.root}")
+                        conn.execute(
+                            "INSERT OR IGNORE INTO link_transfers (name, kind, sha256, size_bytes, owner, created_ms, "
+                            "updated_ms) VALUES (?, 'blob', ?, ?, ?, ?, ?)",
+                            (f"blob:{m.sha256.hex()}", m.sha256, m.size_bytes, q.item.author, now, now),
+                        )
+                        conn.execute(
+                            "INSERT OR IGNORE INTO link_transfer_items (name, item_id) VALUES (?, ?)",
+                            (f"blob:{m.sha256.hex()}", q.item.id),
+                        )
+            name = f"bundle:{sha.hex()}"
+            conn.execute(
+                "INSERT OR IGNORE INTO link_transfers (name, kind, sha256, size_bytes, owner, path, bundle_id, "
+                "created_ms, updated_ms) VALUES (?, 'bundle', ?, ?, ?, ?, ?, ?, ?)",
+                (name, sha, len(data), owner, str(path), bundle_id, now, now),
+            )
+            for q in batch:
+                conn.execute("INSERT OR IGNORE INTO link_transfer_items (name, item_id) VALUES (?, ?)", (name, q.item.id))
+                conn.execute(
+                    "UPDATE items SET status = 'sending', bundle_id = ? WHERE id = ? AND status = 'queued'",
+                    (bundle_id, q.item.id),
+                )
+                conn.execute(
+                    "UPDATE deliveries SET state = 'sending', updated_ms = ? WHERE item_id = ? AND state = 'queued'",
+                    (now, q.item.id),
+                )
+
+
+def active_transfers(home: Home, conn: sqlite3.Connection) -> list[Planned]:
+    """Every transfer still to move, with its dependencies, ready to add to the sender."""
+    ensure_schema(conn)
+    store = BlobStore(home.blobs_dir)
+    out: list[Planned] = []
+    rows = conn.execute(
+        "SELECT name, kind, sha256, size_bytes, owner, path FROM link_transfers WHERE state = 'sending' "
+        "ORDER BY created_ms, name"
+    ).fetchall()
+    for name, kind, sha, size, owner, path in rows:
+        if kind == "blob":
+            key = TransferKey(kind=TransferKind.BLOB, sha256=sha)
+            out.append(
+                Planned(
+                    spec=TransferSpec(key=key, size_bytes=size, owner=owner, priority=1),
+                    source=_file_source(store.path(sha)),
+                )
+            )
+            continue
+        deps = tuple(
+            TransferKey(kind=TransferKind.BLOB, sha256=bsha)
+            for (bsha,) in conn.execute(
+                "SELECT DISTINCT b.sha256 FROM link_transfer_items i JOIN link_transfer_items bi ON bi.item_id = i.item_id "
+                "JOIN link_transfers b ON b.name = bi.name AND b.kind = 'blob' AND b.state = 'sending' "
+                "WHERE i.name = ?",
+                (name,),
+            )
+        )
+        key = TransferKey(kind=TransferKind.BUNDLE, sha256=sha)
+        out.append(
+            Planned(
+                spec=TransferSpec(key=key, size_bytes=size, owner=owner, priority=0, depends_on=deps),
+                source=_file_source(Path(path)),
+            )
+        )
+    return out
+
+
+def committed_blobs(conn: sqlite3.Connection) -> list[TransferKey]:
+    return [
+        TransferKey(kind=TransferKind.BLOB, sha256=sha)
+        for (sha,) in conn.execute("SELECT sha256 FROM link_transfers WHERE kind = 'blob' AND state = 'committed'")
+    ]
+
+
+def record_progress(conn: sqlite3.Connection, key: TransferKey, acked_bytes: int) -> None:
+    conn.execute(
+        "UPDATE link_transfers SET acked_bytes = MAX(acked_bytes, ?), updated_ms = ? WHERE name = ?",
+        (acked_bytes, _now_ms(), key.name),
+    )
+
+
+def record_done(conn: sqlite3.Connection, key: TransferKey, committed: bool, code: str, message: str) -> None:
+    """A transfer finished: committed (ground has it, verified) or rejected with ground's reason."""
+    now = _now_ms()
+    with queue.transaction(conn):
+        conn.execute(
+            "UPDATE link_transfers SET state = ?, code = ?, message = ?, updated_ms = ?, "
+            "acked_bytes = CASE WHEN ? THEN size_bytes ELSE acked_bytes END WHERE name = ?",
+            ("committed" if committed else "rejected", code or None, message or None, now, committed, key.name),
+        )
+        ids = [i for (i,) in conn.execute("SELECT item_id FROM link_transfer_items WHERE name = ?", (key.name,))]
+        if key.kind is TransferKind.BUNDLE and committed:
+            for i in ids:
+                conn.execute("UPDATE items SET status = 'received' WHERE id = ? AND status = 'sending'", (i,))
+                conn.execute(
+                    "UPDATE deliveries SET state = 'received', updated_ms = ? WHERE item_id = ? AND state = 'sending'",
+                    (now, i),
+                )
+        elif not committed:
+            what = "photo" if key.kind is TransferKind.BLOB else "bundle"
+            reason = f"ground rejected the {what}: [{code}] {message}"
+            for i in ids:
+                conn.execute("UPDATE items SET status = 'failed', detail = ? WHERE id = ?", (reason, i))
+                conn.execute(
+                    "UPDATE deliveries SET state = 'failed', detail = ?, updated_ms = ? WHERE item_id = ? "
+                    "AND state IN ('queued', 'sending', 'exported')",
+                    (reason, now, i),
+                )
+
+
+def progress_by_item(conn: sqlite3.Connection) -> dict[str, float]:
+    """For each item being sent, the fraction of its bytes (bundle and photos) ground holds."""
+    ensure_schema(conn)
+    out: dict[str, float] = {}
+    for item_id, acked, size in conn.execute(
+        "SELECT i.item_id, SUM(t.acked_bytes), SUM(t.size_bytes) FROM link_transfer_items i "
+        "JOIN link_transfers t ON t.name = i.name GROUP BY i.item_id"
+    ):
+        out[item_id] = (acked or 0) / size if size else 0.0
+    return out

@@ -1,0 +1,143 @@
+"""Applying ground's signed receipts to the queue (live over the link, or from a file).
+
+A receipt only moves a delivery forward (queued → sending → received → published/failed);
+applying the same document twice changes nothing. Documents not signed by the pinned
+ground key are refused before anything is read from them (docs/PROTOCOL.md §9).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import RemoteProtocolError
+from protocol.receipts import BundleReceipt, PublicationReceipt, ReceiptDocument, verify_receipts
+
+from . import link, queue
+from .errors import OnboardError
+
+# How far along a delivery is; a receipt never moves one backwards. 'failed' ranks with
+# 'received' so an operator's retry (failed → pending) shows as received again.
+_RANK = {"queued": 0, "exported": 1, "sending": 1, "received": 2, "failed": 2, "published": 3}
+_GROUND_TO_ONBOARD = {"pending": "received", "publishing": "received", "scheduled": "received"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Applied:
+    receipts: int
+    changed: int
+
+
+def verify_document(conn: sqlite3.Connection, data: bytes, ground_key: bytes) -> ReceiptDocument:
+    try:
+        return verify_receipts(data, ground_key)
+    except RemoteProtocolError as exc:
+        raise OnboardError(f"receipts refused: {exc}") from exc
+
+
+def apply_document(conn: sqlite3.Connection, doc: ReceiptDocument) -> Applied:
+    """Update deliveries and items from a verified document; returns how many rows changed."""
+    link.ensure_schema(conn)
+    changed = 0
+    now = int(time.time() * 1000)
+    with queue.transaction(conn):
+        for r in doc.receipts:
+            if isinstance(r, PublicationReceipt):
+                changed += _apply_publication(conn, r, now)
+            else:
+                changed += _apply_bundle(conn, r, now)
+    return Applied(receipts=len(doc.receipts), changed=changed)
+
+
+def _apply_publication(conn: sqlite3.Connection, r: PublicationReceipt, now: int) -> int:
+    state = _GROUND_TO_ONBOARD.get(r.state, r.state)
+    row = conn.execute("SELECT state, url, detail FROM deliveries WHERE item_id = ? AND target = ?", (r.item_id, r.account)).fetchone()
+    if row is None:
+        return 0  # a post from another station or laptop
+    old = row[0]
+    if _RANK.get(state, 4) < _RANK.get(old, 0):
+        return 0
+    detail = r.error if state == "failed" else None
+    if (old, row[1], row[2]) == (state, r.url, detail):
+        return 0
+    conn.execute(
+        "UPDATE deliveries SET state = ?, url = ?, detail = ?, updated_ms = ? WHERE item_id = ? AND target = ?",
+        (state, r.url, detail, now, r.item_id, r.account),
+    )
+    _roll_up(conn, r.item_id)
+    return 1
+
+
+def _roll_up(conn: sqlite3.Connection, item_id: str) -> None:
+    """An item's own status summarises its deliveries once ground has it."""
+    states = {s for (s,) in conn.execute("SELECT state FROM deliveries WHERE item_id = ?", (item_id,))}
+    if states == {"published"}:
+        status = "published"
+    elif "failed" in states and not states & {"queued", "sending", "exported", "received"}:
+        status = "failed"
+    else:
+        status = "received"
+    conn.execute(
+        "UPDATE items SET status = ? WHERE id = ? AND status IN ('queued', 'sending', 'exported', 'received', "
+        "'published', 'failed')",
+        (status, item_id),
+    )
+
+
+def _apply_bundle(conn: sqlite3.Connection, r: BundleReceipt, now: int) -> int:
+    changed = 0
+    if r.accepted:
+        for i in r.item_ids:
+            cur = conn.execute(
+                "UPDATE items SET status = 'received' WHERE id = ? AND status IN ('queued', 'sending', 'exported')",
+                (i,),
+            )
+            cur2 = conn.execute(
+                "UPDATE deliveries SET state = 'received', updated_ms = ? WHERE item_id = ? "
+                "AND state IN ('queued', 'sending', 'exported')",
+                (now, i),
+            )
+            changed += cur.rowcount + cur2.rowcount
+        return changed
+    ids = [i for (i,) in conn.execute(
+        "SELECT i.item_id FROM link_transfer_items i JOIN link_transfers t ON t.name = i.name WHERE t.sha256 = ?",
+        (r.bundle_sha256,),
+    )]
+    ids += _exported_items_with_sha(conn, r.bundle_sha256)
+    reason = f"ground rejected the bundle: [{r.code}] {r.message}"
+    for i in ids:
+        cur = conn.execute(
+            "UPDATE deliveries SET state = 'failed', detail = ?, updated_ms = ? WHERE item_id = ? "
+            "AND state IN ('queued', 'sending', 'exported')",
+            (reason, now, i),
+        )
+        if cur.rowcount:
+            conn.execute("UPDATE items SET status = 'failed', detail = ? WHERE id = ?", (reason, i))
+            changed += cur.rowcount
+    return changed
+
+
+def _exported_items_with_sha(conn: sqlite3.Connection, sha: bytes) -> list[str]:
+    """Items handed off in a bundle file whose bytes hash to ``sha`` (file hand-off rejections)."""
+    out: list[str] = []
+    paths = {p for (p,) in conn.execute("SELECT DISTINCT exported_to FROM items WHERE status = 'exported'") if p}
+    for p in paths:
+        try:
+            digest = hashlib.sha256(Path(p).read_bytes()).digest()
+        except OSError:
+            continue
+        if digest == sha:
+            out += [i for (i,) in conn.execute("SELECT id FROM items WHERE exported_to = ?", (p,))]
+    return out
+
+
+def import_file(conn: sqlite3.Connection, path: Path, ground_key: bytes) -> Applied:
+    """`onboard receipts import F`: verify a receipts file against the pinned key and apply it."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise OnboardError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return apply_document(conn, verify_document(conn, data, ground_key))

@@ -1,0 +1,260 @@
+"""`onboard sync`: drives the transfer sender over HTTP (aiohttp) until the queue is across.
+
+Each request frame is one ``POST /v1/link``; up to ``window`` run at once on separate
+connections so a 1.4 s round trip does not idle the link. The sender machine decides what
+to send, when to give up on a request and how long to back off; this module carries bytes,
+keeps the queue's tables up to date and fetches receipts.
+
+``sync`` never hangs forever: without ``watch`` it stops with an error once the link has
+been down for ``give_up_after_s``; with ``watch`` it keeps probing (every few seconds at
+most) until stopped, re-reading the queue so new posts leave at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from protocol.transfer import (
+    LinkDown,
+    LinkFatal,
+    LinkUp,
+    ReceiptsReceived,
+    SenderConfig,
+    TransferDone,
+    TransferProgress,
+    TransferSender,
+)
+from protocol.transfer_wire import TransferKind, UploadState
+
+from . import link, queue
+from .errors import OnboardError
+from .home import Home
+from .receipts import apply_document, verify_document
+
+FRAME_TYPE = "application/x-orbitpost-frame"
+RECEIPTS_CURSOR = "receipts_since_ms"
+
+
+class SyncError(OnboardError):
+    """The sync could not finish (link down too long, credential refused)."""
+
+
+@dataclass(slots=True)
+class SyncStatus:
+    """What a progress display shows; updated as the sync runs."""
+
+    link_up: bool = True
+    reason: str = ""
+    total_bytes: int = 0
+    acked_bytes: int = 0
+    transfers_left: int = 0
+    committed: int = 0
+    rejected: int = 0
+    receipts: int = 0
+    items_received: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncResult:
+    committed: int
+    rejected: int
+    receipts: int
+    requests: int
+    request_bytes: int
+    chunk_bytes: int
+    max_chunk_bytes: int
+    failures: int
+    duration_s: float
+    pending_items: int
+
+
+def _pending_items(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT COUNT(*) FROM items WHERE status IN ('queued', 'sending')").fetchone()
+    return int(row[0])
+
+
+def _unsettled_deliveries(conn: sqlite3.Connection) -> int:
+    row = conn.execute(
+        "SELECT COUNT(*) FROM deliveries d JOIN items i ON i.id = d.item_id WHERE d.state IN ('sending', 'received')"
+    ).fetchone()
+    return int(row[0])
+
+
+async def sync(
+    home: Home,
+    *,
+    watch: bool = False,
+    stop: asyncio.Event | None = None,
+    config: SenderConfig | None = None,
+    give_up_after_s: float = 120.0,
+    wait_published_s: float = 0.0,
+    rescan_s: float = 1.0,
+    receipts_every_s: float = 20.0,
+    on_status: Callable[[SyncStatus], None] | None = None,
+) -> SyncResult:
+    """Send everything queued, resume what was cut, and bring receipts back."""
+    cfg = link.load_link(home)
+    home.ensure()
+    conn = queue.connect(home.db_path)
+    link.ensure_schema(conn)
+    stop = stop or asyncio.Event()
+    sender = TransferSender(config or SenderConfig(), time.monotonic())
+    status = SyncStatus()
+    wake = asyncio.Event()
+    tasks: dict[int, asyncio.Task[None]] = {}
+    added: set[str] = set()
+    sizes: dict[str, int] = {}
+    acked: dict[str, int] = {}
+    down_since: float | None = None
+    next_scan = 0.0
+    next_receipts = 0.0
+    receipts_pending = False
+    receipts_done_once = False
+    publish_deadline = time.monotonic() + wait_published_s
+    fatal: LinkFatal | None = None
+    url = cfg.ground_url + "/v1/link"
+    headers = {"Authorization": f"Bearer {cfg.token}", "Content-Type": FRAME_TYPE}
+
+    def scan(now: float) -> None:
+        link.plan(home, conn)
+        for p in link.active_transfers(home, conn):
+            name = p.spec.key.name
+            if name in added:
+                continue
+            added.add(name)
+            sizes[name] = p.spec.size_bytes
+            sender.add(p.spec, p.source, now)
+
+    async def carry(session: aiohttp.ClientSession, seq: int, data: bytes, deadline: float) -> None:
+        try:
+            timeout = aiohttp.ClientTimeout(total=max(0.5, deadline - time.monotonic()))
+            async with session.post(url, data=data, headers=headers, timeout=timeout) as resp:
+                body = await resp.read()
+                now = time.monotonic()
+                if resp.status == 200:
+                    sender.receive(body, now)
+                elif resp.content_type == "application/json":
+                    try:
+                        j = json.loads(body)
+                        sender.receive_error(
+                            seq, str(j["error"]), str(j.get("message", "")), bool(j.get("retryable", True)), now
+                        )
+                    except (ValueError, KeyError, TypeError):
+                        sender.request_failed(seq, now, f"HTTP {resp.status} with an unreadable body")
+                else:
+                    sender.request_failed(seq, now, f"HTTP {resp.status}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            sender.request_failed(seq, time.monotonic(), f"{type(exc).__name__}: {exc}".rstrip(": "))
+        finally:
+            tasks.pop(seq, None)
+            wake.set()
+
+    def handle_events() -> None:
+        nonlocal down_since, fatal, receipts_pending, receipts_done_once, next_receipts
+        while (ev := sender.next_event()) is not None:
+            if isinstance(ev, TransferProgress):
+                acked[ev.key.name] = ev.acked_bytes
+                link.record_progress(conn, ev.key, ev.acked_bytes)
+            elif isinstance(ev, TransferDone):
+                ok = ev.state is UploadState.COMMITTED
+                link.record_done(conn, ev.key, ok, ev.code, ev.message)
+                acked[ev.key.name] = sizes.get(ev.key.name, 0) if ok else acked.get(ev.key.name, 0)
+                status.committed += ok
+                status.rejected += not ok
+                if ev.key.kind is TransferKind.BUNDLE:
+                    next_receipts = 0.0  # ground has new posts: their receipts are worth asking for
+            elif isinstance(ev, ReceiptsReceived):
+                doc = verify_document(conn, ev.document, cfg.ground_key)
+                applied = apply_document(conn, doc)
+                status.receipts += applied.receipts
+                link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since_ms))
+                if ev.more:
+                    sender.request_receipts(ev.next_since_ms)
+                else:
+                    receipts_pending = False
+                    receipts_done_once = True
+            elif isinstance(ev, LinkDown):
+                status.link_up, status.reason = False, ev.reason
+                if down_since is None:
+                    down_since = ev.at
+            elif isinstance(ev, LinkUp):
+                status.link_up, status.reason = True, ""
+                down_since = None
+            elif isinstance(ev, LinkFatal):
+                fatal = ev
+
+    connector = aiohttp.TCPConnector(limit=sender.config.window + 2, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= next_scan:
+                    scan(now)
+                    next_scan = now + rescan_s
+                if not receipts_pending and now >= next_receipts:
+                    sender.request_receipts(int(link.get_state(conn, RECEIPTS_CURSOR, "0")))
+                    receipts_pending = True
+                    next_receipts = now + receipts_every_s
+                deadline = sender.next_deadline()
+                if deadline is not None and deadline <= now:
+                    sender.handle_timeout(now)
+                for out in sender.data_to_send(now):
+                    tasks[out.seq] = asyncio.ensure_future(carry(session, out.seq, out.data, out.deadline))
+                handle_events()
+                if fatal is not None:
+                    raise SyncError(f"ground refused the link: [{fatal.code}] {fatal.message}")
+                status.transfers_left = sender.pending
+                status.total_bytes = sum(sizes.values())
+                status.acked_bytes = sum(acked.values())
+                if on_status is not None:
+                    on_status(status)
+                if not watch:
+                    finished = sender.pending == 0 and not tasks and receipts_done_once and not receipts_pending
+                    if finished and _pending_items(conn) == 0:
+                        if time.monotonic() >= publish_deadline or _unsettled_deliveries(conn) == 0:
+                            break
+                        next_receipts = min(next_receipts, now + 1.0)  # waiting to see them published
+                    if down_since is not None and now - down_since > give_up_after_s:
+                        raise SyncError(
+                            f"the link to {cfg.ground_url} has been down for {now - down_since:.0f} s "
+                            f"({status.reason}); {_pending_items(conn)} item(s) still to send — "
+                            "run `onboard sync` again later, or `onboard sync --watch`"
+                        )
+                # Sleep until something happens: an answer, a deadline, a rescan.
+                wake.clear()
+                times = [next_scan, next_receipts]
+                d = sender.next_deadline()
+                if d is not None:
+                    times.append(d)
+                delay = max(0.01, min(times) - time.monotonic())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), min(delay, 1.0))
+        finally:
+            for t in list(tasks.values()):
+                t.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            handle_events()
+            left = _pending_items(conn)
+            conn.close()
+    s = sender.stats
+    return SyncResult(
+        committed=status.committed,
+        rejected=status.rejected,
+        receipts=status.receipts,
+        requests=s.requests,
+        request_bytes=s.request_bytes,
+        chunk_bytes=s.chunk_bytes,
+        max_chunk_bytes=s.max_chunk_bytes,
+        failures=s.failures,
+        duration_s=time.monotonic() - status.started,
+        pending_items=left,
+    )
