@@ -27,6 +27,10 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Astronaut identities (Ed25519 keys kept on this laptop).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+link_app = typer.Typer(help="The live link to ground (issue 3).", no_args_is_help=True)
+app.add_typer(link_app, name="link")
+receipts_app = typer.Typer(help="Ground's signed receipts.", no_args_is_help=True)
+app.add_typer(receipts_app, name="receipts")
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -153,6 +157,13 @@ def show_queue() -> None:
     table.add_column("id", no_wrap=True, min_width=26)
     for col in ("author", "status", "what", "accounts"):
         table.add_column(col, overflow="fold")
+    from .link import progress_by_item
+
+    progress = progress_by_item(conn)
+
+    def show(st: str, item_id: str) -> str:
+        return f"sending {int(progress.get(item_id, 0.0) * 100)}%" if st == "sending" else st
+
     for q in rows:
         it = q.item
         if isinstance(it, Post):
@@ -164,10 +175,10 @@ def show_queue() -> None:
         else:
             what = f"{it.kind.name.lower()} {it.target_id}"
         accounts = "\n".join(
-            f"{t}: {st}" + (f" {url}" if url else "") + (f" ({det})" if det else "")
+            f"{t}: {show(st, it.id)}" + (f" {url}" if url else "") + (f" ({det})" if det else "")
             for t, st, url, det in queue.deliveries(conn, it.id)
         )
-        status = q.status + (f" → {Path(q.exported_to).name}" if q.exported_to else "")
+        status = show(q.status, it.id) + (f" → {Path(q.exported_to).name}" if q.exported_to else "")
         table.add_row(it.id, it.author, status, what, accounts)
     console.print(table)
 
@@ -180,6 +191,88 @@ def export(outdir: Path) -> None:
         console.print("nothing queued to export")
     for b in done:
         console.print(f"wrote {b.path} ({b.size_bytes:,} bytes, {len(b.item_ids)} item(s))")
+
+
+@link_app.command("add")
+def link_add(
+    ground: Annotated[str, typer.Option("--ground", help="Ground's URL, e.g. http://127.0.0.1:8470")],
+    token_file: Annotated[Path, typer.Option("--token-file", help="The file `ground station add` wrote.")],
+) -> None:
+    """Configure the link: ground URL, station token, and ground's receipt key (pinned)."""
+    from .link import add_link
+
+    cfg = add_link(state.home, ground, token_file)
+    console.print(f"link to {cfg.ground_url} as station {cfg.station}; ground receipt key pinned")
+
+
+@app.command()
+def sync(
+    watch: Annotated[bool, typer.Option("--watch", help="Keep going across outages until Ctrl-C.")] = False,
+    give_up_after: Annotated[
+        float,
+        typer.Option("--give-up-after", help="Without --watch: stop after the link is down this long (s)."),
+    ] = 120.0,
+    wait_published: Annotated[
+        float,
+        typer.Option("--wait-published", help="Keep fetching receipts up to this long (s) until published."),
+    ] = 0.0,
+) -> None:
+    """Send everything queued to ground, resuming where the last cut stopped; fetch receipts."""
+    import asyncio
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from .sync import SyncStatus
+    from .sync import sync as run_sync
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console,
+        transient=False,
+    )
+    task = progress.add_task("sending", total=None)
+
+    def on_status(s: SyncStatus) -> None:
+        link_txt = "link up" if s.link_up else f"link down ({s.reason[:40]})"
+        progress.update(
+            task,
+            total=s.total_bytes or None,
+            completed=s.acked_bytes,
+            description=f"{link_txt} · {s.transfers_left} transfer(s) left",
+        )
+
+    with progress:
+        try:
+            result = asyncio.run(
+                run_sync(
+                    state.home,
+                    watch=watch,
+                    give_up_after_s=give_up_after,
+                    wait_published_s=wait_published,
+                    on_status=on_status,
+                )
+            )
+        except KeyboardInterrupt:
+            console.print("stopped; run `onboard sync` again to resume where it left off")
+            return
+    console.print(
+        f"sync done: {result.committed} transfer(s) committed, {result.rejected} rejected, "
+        f"{result.receipts} receipt(s); {result.request_bytes:,} bytes sent in {result.requests} request(s), "
+        f"{result.failures} retried"
+    )
+
+
+@receipts_app.command("import")
+def receipts_import(path: Path) -> None:
+    """Apply a receipts file from ground (`ground receipts --out F`), verified against the pinned key."""
+    from .link import load_link
+    from .receipts import import_file
+
+    applied = import_file(_conn(), path, load_link(state.home).ground_key)
+    console.print(f"applied {applied.receipts} receipt(s), {applied.changed} change(s)")
 
 
 def main() -> None:

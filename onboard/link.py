@@ -141,7 +141,9 @@ def get_state(conn: sqlite3.Connection, k: str, default: str) -> str:
 
 
 def set_state(conn: sqlite3.Connection, k: str, v: str) -> None:
-    conn.execute("INSERT INTO link_state (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v", (k, v))
+    conn.execute(
+        "INSERT INTO link_state (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v", (k, v)
+    )
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -196,7 +198,9 @@ def plan(home: Home, conn: sqlite3.Connection) -> None:
                 if isinstance(q.item, Post):
                     for m in q.item.media:
                         if not store.has(m.sha256):
-                            raise OnboardError(f"photo {m.sha256.hex()[:12]} of post {q.item.id} is missing from {store.root}")
+                            raise OnboardError(
+                                f"photo {m.sha256.hex()[:12]} of post {q.item.id} is missing from {store.root}"
+                            )
                         conn.execute(
                             "INSERT OR IGNORE INTO link_transfers (name, kind, sha256, size_bytes, owner, created_ms, "
                             "updated_ms) VALUES (?, 'blob', ?, ?, ?, ?, ?)",
@@ -213,7 +217,10 @@ def plan(home: Home, conn: sqlite3.Connection) -> None:
                 (name, sha, len(data), owner, str(path), bundle_id, now, now),
             )
             for q in batch:
-                conn.execute("INSERT OR IGNORE INTO link_transfer_items (name, item_id) VALUES (?, ?)", (name, q.item.id))
+                conn.execute(
+                    "INSERT OR IGNORE INTO link_transfer_items (name, item_id) VALUES (?, ?)",
+                    (name, q.item.id),
+                )
                 conn.execute(
                     "UPDATE items SET status = 'sending', bundle_id = ? WHERE id = ? AND status = 'queued'",
                     (bundle_id, q.item.id),
@@ -265,7 +272,9 @@ def active_transfers(home: Home, conn: sqlite3.Connection) -> list[Planned]:
 def committed_blobs(conn: sqlite3.Connection) -> list[TransferKey]:
     return [
         TransferKey(kind=TransferKind.BLOB, sha256=sha)
-        for (sha,) in conn.execute("SELECT sha256 FROM link_transfers WHERE kind = 'blob' AND state = 'committed'")
+        for (sha,) in conn.execute(
+            "SELECT sha256 FROM link_transfers WHERE kind = 'blob' AND state = 'committed'"
+        )
     ]
 
 
@@ -283,9 +292,18 @@ def record_done(conn: sqlite3.Connection, key: TransferKey, committed: bool, cod
         conn.execute(
             "UPDATE link_transfers SET state = ?, code = ?, message = ?, updated_ms = ?, "
             "acked_bytes = CASE WHEN ? THEN size_bytes ELSE acked_bytes END WHERE name = ?",
-            ("committed" if committed else "rejected", code or None, message or None, now, committed, key.name),
+            (
+                "committed" if committed else "rejected",
+                code or None,
+                message or None,
+                now,
+                committed,
+                key.name,
+            ),
         )
-        ids = [i for (i,) in conn.execute("SELECT item_id FROM link_transfer_items WHERE name = ?", (key.name,))]
+        ids = [
+            i for (i,) in conn.execute("SELECT item_id FROM link_transfer_items WHERE name = ?", (key.name,))
+        ]
         if key.kind is TransferKind.BUNDLE and committed:
             for i in ids:
                 conn.execute("UPDATE items SET status = 'received' WHERE id = ? AND status = 'sending'", (i,))

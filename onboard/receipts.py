@@ -54,7 +54,9 @@ def apply_document(conn: sqlite3.Connection, doc: ReceiptDocument) -> Applied:
 
 def _apply_publication(conn: sqlite3.Connection, r: PublicationReceipt, now: int) -> int:
     state = _GROUND_TO_ONBOARD.get(r.state, r.state)
-    row = conn.execute("SELECT state, url, detail FROM deliveries WHERE item_id = ? AND target = ?", (r.item_id, r.account)).fetchone()
+    row = conn.execute(
+        "SELECT state, url, detail FROM deliveries WHERE item_id = ? AND target = ?", (r.item_id, r.account)
+    ).fetchone()
     if row is None:
         return 0  # a post from another station or laptop
     old = row[0]
@@ -102,10 +104,13 @@ def _apply_bundle(conn: sqlite3.Connection, r: BundleReceipt, now: int) -> int:
             )
             changed += cur.rowcount + cur2.rowcount
         return changed
-    ids = [i for (i,) in conn.execute(
-        "SELECT i.item_id FROM link_transfer_items i JOIN link_transfers t ON t.name = i.name WHERE t.sha256 = ?",
-        (r.bundle_sha256,),
-    )]
+    ids = [
+        i
+        for (i,) in conn.execute(
+            "SELECT i.item_id FROM link_transfer_items i JOIN link_transfers t ON t.name = i.name WHERE t.sha256 = ?",
+            (r.bundle_sha256,),
+        )
+    ]
     ids += _exported_items_with_sha(conn, r.bundle_sha256)
     reason = f"ground rejected the bundle: [{r.code}] {r.message}"
     for i in ids:
@@ -123,7 +128,9 @@ def _apply_bundle(conn: sqlite3.Connection, r: BundleReceipt, now: int) -> int:
 def _exported_items_with_sha(conn: sqlite3.Connection, sha: bytes) -> list[str]:
     """Items handed off in a bundle file whose bytes hash to ``sha`` (file hand-off rejections)."""
     out: list[str] = []
-    paths = {p for (p,) in conn.execute("SELECT DISTINCT exported_to FROM items WHERE status = 'exported'") if p}
+    paths = {
+        p for (p,) in conn.execute("SELECT DISTINCT exported_to FROM items WHERE status = 'exported'") if p
+    }
     for p in paths:
         try:
             digest = hashlib.sha256(Path(p).read_bytes()).digest()

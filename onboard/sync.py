@@ -146,7 +146,11 @@ async def sync(
                     try:
                         j = json.loads(body)
                         sender.receive_error(
-                            seq, str(j["error"]), str(j.get("message", "")), bool(j.get("retryable", True)), now
+                            seq,
+                            str(j["error"]),
+                            str(j.get("message", "")),
+                            bool(j.get("retryable", True)),
+                            now,
                         )
                     except (ValueError, KeyError, TypeError):
                         sender.request_failed(seq, now, f"HTTP {resp.status} with an unreadable body")
@@ -218,7 +222,9 @@ async def sync(
                 if on_status is not None:
                     on_status(status)
                 if not watch:
-                    finished = sender.pending == 0 and not tasks and receipts_done_once and not receipts_pending
+                    finished = (
+                        sender.pending == 0 and not tasks and receipts_done_once and not receipts_pending
+                    )
                     if finished and _pending_items(conn) == 0:
                         if time.monotonic() >= publish_deadline or _unsettled_deliveries(conn) == 0:
                             break

@@ -1,0 +1,54 @@
+"""Helpers for live-link tests: a ground server in the test's event loop, station setup."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from conftest import Cli
+
+from ground.home import GroundHome
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def running_ground(home: Path, *, publish_interval_s: float = 0.2) -> AsyncIterator[str]:
+    """`ground serve` in this event loop on a free loopback port; yields its URL."""
+    from ground.server import serve
+
+    port = free_port()
+    stop, ready = asyncio.Event(), asyncio.Event()
+    gh = GroundHome(home)
+    task = asyncio.ensure_future(
+        serve(gh, "127.0.0.1", port, stop=stop, ready=ready, publish_interval_s=publish_interval_s)
+    )
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        gh.close()
+
+
+def setup_station(cli: Cli, tmp_path: Path, *, astronauts: tuple[str, ...] = ("alice",)) -> Path:
+    """Keys onboard, enrolment on ground, a station token; returns the token file."""
+    for name in astronauts:
+        cli.onboard("keys", "new", name)
+        line = cli.onboard("keys", "show", name).output.strip()
+        cli.ground("enroll", name, "--key", line, "--account", f"archive:{name}")
+    token = tmp_path / "T"
+    cli.ground("station", "add", "iss", "--token-out", str(token))
+    return token
+
+
+def link_to(cli: Cli, url: str, token: Path) -> None:
+    cli.onboard("link", "add", "--ground", url, "--token-file", str(token))

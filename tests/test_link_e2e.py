@@ -1,0 +1,365 @@
+"""The live link end to end: real ground server on loopback, real onboard client, the proxy."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from conftest import Cli
+from link_support import free_port, link_to, running_ground, setup_station
+
+from linkemu import Direction, LinkProxy, LossWindow
+from onboard.home import Home
+from onboard.sync import SyncError, sync
+from protocol.transfer import SenderConfig
+from protocol.transfer_wire import Chunk, Open, TransferKey, TransferKind, encode_request
+
+FAST = SenderConfig(backoff_initial_s=0.05, backoff_max_s=0.5, min_timeout_s=5.0)
+
+
+def _archive_posts(ground_home: Path) -> list[Path]:
+    root = ground_home / "archive"
+    return sorted(p for p in root.glob("*/*") if p.is_dir() and not p.name.startswith("."))
+
+
+def _publications(ground_home: Path) -> list[tuple[str, str, str, int]]:
+    conn = sqlite3.connect(ground_home / "ground.db")
+    try:
+        return conn.execute(
+            "SELECT item_id, account, state, attempts FROM publications ORDER BY 1, 2"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+async def test_everything_arrives_once_through_random_cuts_and_a_loss_of_signal(
+    cli: Cli, tmp_path: Path, sample_jpegs: list[Path]
+) -> None:
+    token = setup_station(cli, tmp_path, astronauts=("alice", "bob"))
+    rocket, retina, hubble = sample_jpegs
+    posts = []
+    for i in range(6):
+        posts.append(
+            cli.onboard(
+                "post",
+                "--as",
+                "alice" if i % 2 else "bob",
+                "--to",
+                "archive:alice" if i % 2 else "archive:bob",
+                f"text post {i} 🌍",
+            ).output
+        )
+    # The same photo in two posts (and two astronauts' accounts) must cross once.
+    cli.onboard(
+        "post", "--as", "alice", "--to", "archive:alice", "--photo", str(rocket), "--alt", "launch", "a"
+    )
+    cli.onboard(
+        "post", "--as", "bob", "--to", "archive:bob", "--photo", str(rocket), "--alt", "same launch", "b"
+    )
+    cli.onboard(
+        "post", "--as", "alice", "--to", "archive:alice", "--photo", str(retina), "--photo", str(hubble), "c"
+    )
+    photos = {p.read_bytes() for p in (rocket, retina, hubble)}
+    payload_photos = sum(len(b) for b in photos)
+
+    async with running_ground(cli.ground_home) as url:
+        port = int(url.rsplit(":", 1)[1])
+        proxy = LinkProxy(
+            "127.0.0.1",
+            port,
+            up=Direction(rate_bps=8_000_000, delay_s=0.02),
+            down=Direction(rate_bps=8_000_000, delay_s=0.02),
+            cut_every_bytes=(15_000, 45_000),
+            max_cuts=25,
+            seed=3,
+        )
+        async with proxy:
+            link_to(cli, proxy.url, token)
+            proxy.schedule_loss([LossWindow(start_s=0.6, duration_s=1.5)])
+            result = await sync(Home(cli.onboard_home), config=FAST, give_up_after_s=60, wait_published_s=30)
+        stats = proxy.stats
+
+    conn = sqlite3.connect(cli.onboard_home / "onboard.db")
+    sizes = conn.execute(
+        "SELECT kind, SUM(size_bytes), COUNT(*) FROM link_transfers GROUP BY kind"
+    ).fetchall()
+    conn.close()
+    payload = sum(s for _, s, _ in sizes)
+    framing = result.request_bytes - result.chunk_bytes
+    http_header_bound = 400  # request line + headers of one aiohttp POST (measured ~260)
+    print(
+        f"\npayload {payload:,} B ({payload_photos:,} B of photos, {dict((k, n) for k, _, n in sizes)}); "
+        f"wire up {stats.bytes_up:,} B, down {stats.bytes_down:,} B; chunk bytes sent {result.chunk_bytes:,}; "
+        f"frame overhead {framing:,} B in {result.requests} requests; cuts {stats.random_cuts} random + "
+        f"{stats.loss_cuts} loss-of-signal; failed requests {result.failures}; max chunk {result.max_chunk_bytes:,} B; "
+        f"wire/payload {stats.bytes_up / payload:.3f}"
+    )
+    assert stats.random_cuts >= 20
+    assert result.rejected == 0 and result.pending_items == 0
+    # The photo shared by two posts crossed once: photos on the link = the distinct photos.
+    assert sum(s for k, s, _ in sizes if k == "blob") == payload_photos
+    # Accounting: no byte sent twice except one chunk per failed request (cuts, dark).
+    assert result.chunk_bytes <= payload + result.failures * result.max_chunk_bytes
+    cuts = stats.cuts
+    assert result.failures >= cuts - 1  # every cut was seen as a failed request
+    assert (
+        stats.bytes_up
+        <= payload + framing + result.requests * http_header_bound + cuts * result.max_chunk_bytes
+    )
+    # Everything published exactly once, byte-identical.
+    pubs = _publications(cli.ground_home)
+    assert len(pubs) == 9 and {p[2] for p in pubs} == {"published"}
+    folders = _archive_posts(cli.ground_home)
+    assert len(folders) == 9
+    published_media = {f.read_bytes() for d in folders for f in d.glob("media-*")}
+    assert published_media == photos
+    q = cli.onboard("queue").output
+    assert "published" in q and "sending" not in q and "failed" not in q
+
+
+async def test_cli_session_verbatim(
+    cli: Cli, tmp_path: Path, photo: Path, subprocess_env: dict[str, str]
+) -> None:
+    """The issue's commands, as typed: ground serve in its own process, onboard via the CLI."""
+    cli.onboard("keys", "new", "alice")
+    line = cli.onboard("keys", "show", "alice").output.strip()
+    cli.ground("enroll", "alice", "--key", line, "--account", "archive:alice")
+    token = tmp_path / "T"
+    cli.ground("station", "add", "iss", "--token-out", str(token))
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ground",
+            "--home",
+            str(cli.ground_home),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=subprocess_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as s:
+            for _ in range(100):
+                try:
+                    async with s.get(url + "/v1/health") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    time.sleep(0.1)
+        cli.onboard("link", "add", "--ground", url, "--token-file", str(token))
+        text = "Sunrise over the Pacific 🌏"
+        cli.onboard(
+            "post", "--as", "alice", "--to", "archive:alice", "--photo", str(photo), "--alt", "sun", text
+        )
+        cli.onboard("post", "--as", "alice", "--to", "archive:alice", "just text")
+        assert cli.onboard("queue").output.count("queued") >= 2
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "onboard",
+                "--home",
+                str(cli.onboard_home),
+                "sync",
+                "--wait-published",
+                "20",
+            ],
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "sync done" in out.stdout
+        q = cli.onboard("queue").output
+        assert q.count("published") >= 4 and "file://" in q
+        # A second sync has nothing to send and changes nothing.
+        again = subprocess.run(
+            [sys.executable, "-m", "onboard", "--home", str(cli.onboard_home), "sync"],
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 0 and "0 transfer(s) committed" in again.stdout
+        assert len(_archive_posts(cli.ground_home)) == 2
+    finally:
+        server.terminate()
+        server.wait(10)
+        assert server.stdout is not None
+        server.stdout.close()
+    # Receipts over a file hand-off, verified against the pinned key.
+    rfile = tmp_path / "receipts.bin"
+    cli.ground("receipts", "--out", str(rfile))
+    r = cli.onboard("receipts", "import", str(rfile))
+    assert "applied" in r.output
+    tampered = bytearray(rfile.read_bytes())
+    tampered[-70] ^= 1
+    rfile.write_bytes(bytes(tampered))
+    bad = cli.onboard("receipts", "import", str(rfile), ok=False)
+    assert bad.exit_code != 0
+
+
+async def test_text_first_while_a_photo_is_half_sent(
+    cli: Cli, tmp_path: Path, sample_jpegs: list[Path]
+) -> None:
+    """A text post queued while a big photo is being sent is committed before the photo."""
+    import asyncio
+
+    token = setup_station(cli, tmp_path)
+    hubble = sample_jpegs[2]
+    cli.onboard("post", "--as", "alice", "--to", "archive:alice", "--photo", str(hubble), "big photo")
+    async with running_ground(cli.ground_home) as url:
+        port = int(url.rsplit(":", 1)[1])
+        async with LinkProxy("127.0.0.1", port, up=Direction(rate_bps=1_000_000, delay_s=0.05)) as proxy:
+            link_to(cli, proxy.url, token)
+            home = Home(cli.onboard_home)
+            task = asyncio.ensure_future(sync(home, config=FAST, wait_published_s=20, rescan_s=0.2))
+            while proxy.stats.bytes_up < 100_000:
+                await asyncio.sleep(0.05)
+            cli.onboard("post", "--as", "alice", "--to", "archive:alice", "urgent text")
+            await asyncio.wait_for(task, 60)
+    conn = sqlite3.connect(cli.onboard_home / "onboard.db")
+    rows = conn.execute(
+        "SELECT kind, updated_ms, size_bytes FROM link_transfers ORDER BY updated_ms"
+    ).fetchall()
+    conn.close()
+    order = [(k, s) for k, _, s in rows]
+    # The urgent text's bundle finished before the photo did.
+    first_bundle = next(i for i, (k, s) in enumerate(order) if k == "bundle")
+    blob = next(i for i, (k, _) in enumerate(order) if k == "blob")
+    assert first_bundle < blob, order
+
+
+async def test_sync_gives_up_loudly_when_ground_is_unreachable(cli: Cli, tmp_path: Path) -> None:
+    token = setup_station(cli, tmp_path)
+    link_to(cli, f"http://127.0.0.1:{free_port()}", token)
+    cli.onboard("post", "--as", "alice", "--to", "archive:alice", "hello")
+    with pytest.raises(SyncError, match="down for"):
+        await sync(Home(cli.onboard_home), config=FAST, give_up_after_s=1.0)
+    assert "sending" in cli.onboard("queue").output  # nothing lost, still to send
+
+
+async def test_bad_requests_get_json_4xx_and_change_nothing(cli: Cli, tmp_path: Path) -> None:
+    token_file = setup_station(cli, tmp_path)
+    token = json.loads(token_file.read_text())["token"]
+    sha = hashlib.sha256(b"x" * 100).digest()
+    key = TransferKey(kind=TransferKind.BLOB, sha256=sha)
+    async with running_ground(cli.ground_home) as url, aiohttp.ClientSession() as s:
+        auth = {"Authorization": f"Bearer {token}"}
+
+        async def post(body: bytes, headers: dict[str, str] | None = None) -> tuple[int, dict[str, object]]:
+            async with s.post(url + "/v1/link", data=body, headers=auth if headers is None else headers) as r:
+                assert r.content_type == "application/json"
+                return r.status, await r.json()
+
+        cases = [
+            (b"", {}, 401, "unauthorized"),
+            (b"", {"Authorization": "Bearer nope"}, 401, "unauthorized"),
+            (b"garbage", None, 400, "bad_frame"),
+            (encode_request(Chunk(seq=1, key=key, offset=0, data=b"x")), None, 404, "unknown_upload"),
+        ]
+        for body, headers, want_status, code in cases:
+            status, j = await post(body, headers)
+            assert (status, j["error"]) == (want_status, code), j
+            assert j["message"]
+        async with s.post(
+            url + "/v1/link",
+            data=encode_request(Open(seq=2, key=key, size_bytes=100, owner="a")),
+            headers=auth,
+        ) as r:
+            assert r.status == 200
+        for body, want_status, code in [
+            (encode_request(Chunk(seq=3, key=key, offset=99, data=b"xy")), 416, "bad_offset"),
+            (encode_request(Open(seq=4, key=key, size_bytes=5, owner="a")), 409, "size_conflict"),
+            (
+                encode_request(
+                    Open(
+                        seq=5,
+                        key=TransferKey(kind=TransferKind.BLOB, sha256=b"\1" * 32),
+                        size_bytes=10**12,
+                        owner="a",
+                    )
+                ),
+                413,
+                "upload_too_large",
+            ),
+        ]:
+            status, j = await post(body)
+            assert (status, j["error"]) == (want_status, code), j
+        # An oversized body is refused before it is read.
+        status, j = await post(io.BytesIO(b"\0" * (5 * 1024 * 1024)))  # type: ignore[arg-type]
+        assert status == 413
+        async with s.get(url + "/v1/nothing-here") as r:
+            assert r.status == 404
+    conn = sqlite3.connect(cli.ground_home / "ground.db")
+    (received,) = conn.execute("SELECT received_bytes FROM transfers").fetchone()
+    conn.close()
+    assert received == 0
+
+
+async def test_resume_after_ground_restart_keeps_stored_ranges(
+    cli: Cli, tmp_path: Path, sample_jpegs: list[Path]
+) -> None:
+    """Stop ground mid-photo; after restart the station resumes from ground's durable ranges."""
+    import asyncio
+
+    token = setup_station(cli, tmp_path)
+    cli.onboard("post", "--as", "alice", "--to", "archive:alice", "--photo", str(sample_jpegs[2]), "big")
+    home = Home(cli.onboard_home)
+    async with running_ground(cli.ground_home) as url:
+        port = int(url.rsplit(":", 1)[1])
+        async with LinkProxy("127.0.0.1", port, up=Direction(rate_bps=2_000_000)) as proxy:
+            link_to(cli, proxy.url, token)
+            task = asyncio.ensure_future(sync(home, config=FAST, give_up_after_s=60))
+            while proxy.stats.bytes_up < 200_000:
+                await asyncio.sleep(0.05)
+        # proxy and ground are gone mid-transfer
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    conn = sqlite3.connect(cli.ground_home / "ground.db")
+    (stored,) = conn.execute("SELECT received_bytes FROM transfers WHERE kind = 'blob'").fetchone()
+    conn.close()
+    assert stored > 0
+    async with running_ground(cli.ground_home) as url:
+        link_to(cli, url, token)
+        result = await sync(home, config=FAST, wait_published_s=20)
+    size = sample_jpegs[2].stat().st_size
+    assert result.chunk_bytes <= size - stored + 64 * 1024
+    assert len(_archive_posts(cli.ground_home)) == 1
+    media = next(_archive_posts(cli.ground_home)[0].glob("media-*")).read_bytes()
+    assert media == sample_jpegs[2].read_bytes()
+
+
+def test_token_file_is_private_and_link_add_checks_it(cli: Cli, tmp_path: Path) -> None:
+    token = setup_station(cli, tmp_path)
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    again = cli.ground("station", "add", "iss", "--token-out", str(tmp_path / "T2"), ok=False)
+    assert again.exit_code != 0
+    bogus = tmp_path / "bogus"
+    bogus.write_text("{}")
+    r = cli.onboard("link", "add", "--ground", "http://127.0.0.1:1", "--token-file", str(bogus), ok=False)
+    assert r.exit_code != 0 and "token file" in str(r.exception)
+    r = cli.onboard("link", "add", "--ground", "ftp://x", "--token-file", str(token), ok=False)
+    assert r.exit_code != 0
+    cli.onboard("link", "add", "--ground", "http://127.0.0.1:1", "--token-file", str(token))
+    assert stat.S_IMODE((cli.onboard_home / "link.json").stat().st_mode) == 0o600
