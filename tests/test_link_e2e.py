@@ -363,3 +363,18 @@ def test_token_file_is_private_and_link_add_checks_it(cli: Cli, tmp_path: Path) 
     assert r.exit_code != 0
     cli.onboard("link", "add", "--ground", "http://127.0.0.1:1", "--token-file", str(token))
     assert stat.S_IMODE((cli.onboard_home / "link.json").stat().st_mode) == 0o600
+
+
+def test_ground_demo_runs_the_live_link(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "ground", "demo", "--dir", str(tmp_path / "demo")],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ground --home" in out.stdout and " serve --host 127.0.0.1" in out.stdout
+    assert "sync done" in out.stdout
+    assert out.stdout.count("published") >= 2
+    assert len(list((tmp_path / "demo" / "ground" / "archive" / "alice").iterdir())) == 2
