@@ -47,14 +47,28 @@ SCHEMAS: dict[str, Any] = {
     "Transfer": _obj(
         {
             "transfer_id": _STR,
+            "station": _STR,
+            "kind": {"type": "string", "description": "blob (a photo) or bundle"},
             "source": _NSTR,
-            "state": _STR,
+            "state": {"type": "string", "description": "receiving, complete or failed"},
             "total_bytes": _NINT,
             "received_bytes": _INT,
             "progress": _NNUM,
             "bytes_per_s": {"type": "number"},
+            "code": _NSTR,
+            "message": _NSTR,
             "started_ms": _INT,
             "updated_ms": _INT,
+        }
+    ),
+    "Station": _obj(
+        {
+            "station": _STR,
+            "last_seen_ms": _INT,
+            "requests": _INT,
+            "bytes_in": _INT,
+            "bytes_out": _INT,
+            "last_addr": _NSTR,
         }
     ),
     "Link": _obj(
@@ -63,6 +77,11 @@ SCHEMAS: dict[str, Any] = {
             "seconds_since_contact": _NNUM,
             "bytes_today": _INT,
             "bytes_total": _INT,
+            "bytes_per_s": {
+                "type": ["number", "null"],
+                "description": "Link rate over the last one to two minutes",
+            },
+            "stations": {"type": "array", "items": _ref("Station")},
             "active_transfers": {"type": "array", "items": _ref("Transfer")},
         }
     ),
@@ -130,7 +149,11 @@ SCHEMAS: dict[str, Any] = {
     "SecurityEvent": _obj(
         {
             "ts_ms": _INT,
-            "kind": {"enum": ["bundle-rejected", "login-failed", "login-limited"]},
+            "kind": {
+                "type": "string",
+                "description": "bundle-rejected, transfer-failed, link-unauthorized, link-bad-request, "
+                "security (a refused command), login-failed, login-limited",
+            },
             "code": _NSTR,
             "message": _STR,
             "source": _STR,

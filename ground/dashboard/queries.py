@@ -7,6 +7,7 @@ run beside the server shows up on the dashboard at the next refresh.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from typing import Any
 
@@ -37,81 +38,102 @@ def display_state(state: str, next_attempt_ms: int | None, attempts: int, now_ms
 
 
 def link_status(conn: sqlite3.Connection, now_ms: int) -> JSON:
-    """Last contact and today's traffic; the live link's own records when present."""
+    """Last contact, traffic today and now, stations and transfers in progress.
+
+    Uses the live link's tables (ground/db.py: link_contacts, link_traffic, transfers) when
+    this database has them; bundles and rejections alone (file hand-off) otherwise.
+    """
     day_start = now_ms - now_ms % 86_400_000
-    last_bundle = conn.execute(
+    last_contact = conn.execute(
         "SELECT MAX(t) FROM (SELECT MAX(received_ms) AS t FROM bundles UNION ALL "
         "SELECT MAX(received_ms) FROM rejections)"
     ).fetchone()[0]
     bytes_today = conn.execute(
-        "SELECT COALESCE(SUM(size_bytes), 0) FROM bundles WHERE received_ms >= ?", (day_start,)
+        "SELECT COALESCE(SUM(size_bytes), 0) FROM (SELECT size_bytes, received_ms FROM bundles "
+        "UNION ALL SELECT size_bytes, received_ms FROM rejections) WHERE received_ms >= ?",
+        (day_start,),
     ).fetchone()[0]
-    bytes_total = conn.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM bundles").fetchone()[0]
-    last_contact = last_bundle
-    transfers: list[JSON] = []
-    for t in link_transfers(conn, now_ms, active_only=True):
-        transfers.append(t)
-    link_last = _link_last_contact(conn)
-    if link_last is not None and (last_contact is None or link_last > last_contact):
-        last_contact = link_last
-    link_bytes = _link_bytes(conn, day_start)
-    if link_bytes is not None:
-        bytes_today, bytes_total = max(bytes_today, link_bytes[0]), max(bytes_total, link_bytes[1])
+    bytes_total = conn.execute(
+        "SELECT (SELECT COALESCE(SUM(size_bytes), 0) FROM bundles) + (SELECT COALESCE(SUM(size_bytes), 0) FROM rejections)"
+    ).fetchone()[0]
+    bytes_per_s: float | None = None
+    stations: list[JSON] = []
+    if _has_table(conn, "link_contacts") and _has_table(conn, "link_traffic"):
+        try:
+            stations = [
+                dict(
+                    zip(
+                        ("station", "last_seen_ms", "requests", "bytes_in", "bytes_out", "last_addr"),
+                        r,
+                        strict=True,
+                    )
+                )
+                for r in conn.execute(
+                    "SELECT station, last_seen_ms, requests, bytes_in, bytes_out, last_addr FROM link_contacts "
+                    "ORDER BY last_seen_ms DESC"
+                )
+            ]
+            seen = max((st["last_seen_ms"] for st in stations), default=None)
+            if seen is not None and (last_contact is None or seen > last_contact):
+                last_contact = seen
+            # Everything that crossed the link (photos too), not only committed bundles.
+            bytes_today = max(
+                bytes_today,
+                conn.execute(
+                    "SELECT COALESCE(SUM(bytes_in), 0) FROM link_traffic WHERE minute_ms >= ?", (day_start,)
+                ).fetchone()[0],
+            )
+            bytes_total = max(bytes_total, sum(st["bytes_in"] for st in stations))
+            # Rate over the current and the previous whole minute.
+            since = now_ms - now_ms % 60_000 - 60_000
+            recent = conn.execute(
+                "SELECT COALESCE(SUM(bytes_in), 0) FROM link_traffic WHERE minute_ms >= ?", (since,)
+            ).fetchone()[0]
+            bytes_per_s = recent / max((now_ms - since) / 1000, 1.0)
+        except sqlite3.OperationalError:  # an older or newer link schema: show what bundles say
+            stations = []
     return {
         "last_contact_ms": last_contact,
         "seconds_since_contact": None if last_contact is None else max(0.0, (now_ms - last_contact) / 1000),
         "bytes_today": bytes_today,
         "bytes_total": bytes_total,
-        "active_transfers": transfers,
+        "bytes_per_s": bytes_per_s,
+        "stations": stations,
+        "active_transfers": link_transfers(conn, now_ms, active_only=True),
     }
-
-
-def _link_last_contact(conn: sqlite3.Connection) -> int | None:
-    # The live link records contacts; until it exists here, bundles are the only sign of life.
-    try:
-        if _has_table(conn, "link_contacts"):
-            row = conn.execute("SELECT MAX(last_seen_ms) FROM link_contacts").fetchone()
-            return row[0] if row else None
-    except sqlite3.OperationalError:  # the link's schema moved on; show what bundles say
-        pass
-    return None
-
-
-def _link_bytes(conn: sqlite3.Connection, day_start: int) -> tuple[int, int] | None:
-    if not _has_table(conn, "transfers"):
-        return None
-    today, total = conn.execute(
-        "SELECT COALESCE(SUM(CASE WHEN updated_ms >= ? THEN received_bytes END), 0), "
-        "COALESCE(SUM(received_bytes), 0) FROM transfers",
-        (day_start,),
-    ).fetchone()
-    return int(today), int(total)
 
 
 def link_transfers(
     conn: sqlite3.Connection, now_ms: int, *, active_only: bool = False, limit: int = 50
 ) -> list[JSON]:
-    """Transfers the live link is receiving or has received (empty without the link)."""
+    """Uploads the live link is receiving or has received, newest first (empty without the link)."""
     if not _has_table(conn, "transfers"):
         return []
-    where = "WHERE state NOT IN ('complete', 'failed')" if active_only else ""
-    rows = conn.execute(
-        f"SELECT transfer_id, source, state, total_bytes, received_bytes, started_ms, updated_ms "
-        f"FROM transfers {where} ORDER BY updated_ms DESC LIMIT ?",
-        (limit,),
-    ).fetchall()
+    where = "WHERE state = 'receiving'" if active_only else ""
+    try:
+        rows = conn.execute(
+            f"SELECT transfer_id, station, kind, source, state, total_bytes, received_bytes, code, message, "
+            f"started_ms, updated_ms FROM transfers {where} ORDER BY updated_ms DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+    except sqlite3.OperationalError:  # a link schema this dashboard does not know
+        return []
     out = []
-    for tid, source, state, total, received, started, updated in rows:
+    for tid, station, kind, source, state, total, received, code, message, started, updated in rows:
         elapsed_s = max((updated - started) / 1000, 0.001)
         out.append(
             {
                 "transfer_id": tid,
+                "station": station,
+                "kind": kind,
                 "source": source,
                 "state": state,
                 "total_bytes": total,
                 "received_bytes": received,
                 "progress": (received / total) if total else None,
                 "bytes_per_s": received / elapsed_s,
+                "code": code,
+                "message": message,
                 "started_ms": started,
                 "updated_ms": updated,
             }
@@ -203,17 +225,33 @@ def posts(
     return out
 
 
+SECURITY_KINDS = ("login-failed", "login-limited", "link-unauthorized", "link-bad-request", "security")
+
+
 def security_events(conn: sqlite3.Connection, limit: int = 100) -> list[JSON]:
-    """Rejected bundles (bad signature, unknown/revoked key, replay, malformed) and failed logins."""
-    rows = conn.execute(
-        "SELECT * FROM ("
-        " SELECT received_ms AS ts, 'bundle-rejected' AS kind, code, message, source, sha256, size_bytes "
-        " FROM rejections"
-        " UNION ALL"
-        " SELECT ts_ms, kind, NULL, detail, actor, NULL, NULL FROM events WHERE kind IN ('login-failed', 'login-limited')"
-        ") ORDER BY ts DESC LIMIT ?",
-        (limit,),
-    ).fetchall()
+    """Rejected bundles (bad signature, unknown/revoked key, replay, malformed), failed uploads,
+    refused station tokens, refused commands and failed operator logins; newest first."""
+    marks = ",".join("?" * len(SECURITY_KINDS))
+    parts = [
+        "SELECT received_ms AS ts, 'bundle-rejected' AS kind, code, message, source, sha256, size_bytes "
+        "FROM rejections",
+        f"SELECT ts_ms, kind, NULL, detail, actor, NULL, NULL FROM events WHERE kind IN ({marks})",
+    ]
+    if _has_table(conn, "transfers"):
+        parts.append(
+            "SELECT updated_ms, 'transfer-failed', code, COALESCE(message, ''), station || ' ' || source, "
+            "lower(hex(sha256)), total_bytes FROM transfers WHERE state = 'failed'"
+        )
+    try:
+        rows = conn.execute(
+            "SELECT * FROM (" + " UNION ALL ".join(parts) + ") ORDER BY ts DESC LIMIT ?",
+            (*SECURITY_KINDS, limit),
+        ).fetchall()
+    except sqlite3.OperationalError:  # a link schema this dashboard does not know
+        rows = conn.execute(
+            "SELECT * FROM (" + " UNION ALL ".join(parts[:2]) + ") ORDER BY ts DESC LIMIT ?",
+            (*SECURITY_KINDS, limit),
+        ).fetchall()
     keys = ("ts_ms", "kind", "code", "message", "source", "sha256", "size_bytes")
     return [dict(zip(keys, r, strict=True)) for r in rows]
 
@@ -333,6 +371,12 @@ def change_marker(conn: sqlite3.Connection) -> tuple[Any, ...]:
         "(SELECT COUNT(*) FROM publications), (SELECT MAX(id) FROM rejections), (SELECT COUNT(*) FROM bundles)"
     ).fetchone()
     extra: tuple[Any, ...] = ()
-    if _has_table(conn, "transfers"):
-        extra = tuple(conn.execute("SELECT MAX(updated_ms), SUM(received_bytes) FROM transfers").fetchone())
+    if _has_table(conn, "transfers") and _has_table(conn, "link_contacts"):
+        with contextlib.suppress(sqlite3.OperationalError):
+            extra = tuple(
+                conn.execute(
+                    "SELECT (SELECT MAX(updated_ms) FROM transfers), (SELECT SUM(received_bytes) FROM transfers), "
+                    "(SELECT MAX(last_seen_ms) FROM link_contacts)"
+                ).fetchone()
+            )
     return tuple(row) + extra

@@ -110,6 +110,10 @@ function renderSummary(s) {
   c.dataset.ms = link.last_contact_ms || "";
   c.classList.toggle("stale", link.seconds_since_contact === null || link.seconds_since_contact > 600);
   $("#s-bytes").textContent = bytes(link.bytes_today);
+  $("#s-rate").textContent = link.bytes_per_s === null ? "–" : `${bytes(Math.round(link.bytes_per_s))}/s`;
+  $("#stations").replaceChildren(...link.stations.map((st) => el("p", { class: "muted" },
+    `Station ${st.station}: last heard ${ago(st.last_seen_ms)}${st.last_addr ? ` from ${st.last_addr}` : ""}, `
+    + `${bytes(st.bytes_in)} in / ${bytes(st.bytes_out)} out over ${st.requests} requests`)));
   $("#s-queue").textContent = s.queue_depth;
   $("#s-scheduled").textContent = s.scheduled;
   $("#s-published").textContent = s.publications.published || 0;
@@ -117,7 +121,7 @@ function renderSummary(s) {
   $("#s-bundles").textContent = `${s.bundles_accepted} / ${s.bundles_rejected}`;
   const box = $("#active-transfers");
   box.replaceChildren(...link.active_transfers.map((t) => el("div", { class: "transfer" },
-    "Receiving ", el("span", { class: "mono" }, t.transfer_id), " ",
+    `Receiving ${t.kind === "blob" ? "photo" : t.kind} from ${t.station} `, el("span", { class: "mono" }, t.transfer_id.split(":").pop().slice(0, 16)), " ",
     el("progress", { max: t.total_bytes || 1, value: t.received_bytes, "aria-label": `transfer ${t.transfer_id} progress` }),
     ` ${bytes(t.received_bytes)} of ${bytes(t.total_bytes)} · ${bytes(Math.round(t.bytes_per_s))}/s`)));
   if (!link.active_transfers.length) box.replaceChildren(el("p", { class: "muted" }, "No transfer in progress."));
@@ -125,11 +129,15 @@ function renderSummary(s) {
 
 function renderTransfers(d) {
   const rows = [];
-  for (const t of d.transfers.filter((t) => !d.link.active_transfers.some((a) => a.transfer_id === t.transfer_id))) {
+  // In-progress uploads are in the Link strip; a completed bundle upload is listed as its bundle.
+  const shown = d.transfers.filter((t) => t.state !== "receiving" && !(t.kind === "bundle" && t.state === "complete"));
+  for (const t of shown) {
     rows.push(el("tr", {},
-      el("td", { class: "time" }, fmtTime(t.updated_ms)), el("td", {}, badge(t.state === "complete" ? "verified" : t.state, `transfer ${t.state}`)),
-      el("td", { class: "mono" }, t.transfer_id), el("td", {}, t.source || ""),
-      el("td", { class: "num" }, `${bytes(t.received_bytes)} / ${bytes(t.total_bytes)}`), el("td", {}, pct(t.progress))));
+      el("td", { class: "time" }, fmtTime(t.updated_ms)),
+      el("td", {}, badge(t.state === "complete" ? "verified" : t.state === "failed" ? "rejected" : "pending", `${t.kind === "blob" ? "photo" : t.kind} ${t.state}`)),
+      el("td", { class: "mono" }, t.transfer_id.split(":").pop().slice(0, 16) + "…"), el("td", {}, `${t.station} ${t.source || ""}`),
+      el("td", { class: "num" }, `${bytes(t.received_bytes)} / ${bytes(t.total_bytes)}`),
+      el("td", {}, t.state === "failed" ? el("span", { class: "reason" }, `[${t.code}] ${t.message}`) : pct(t.progress))));
   }
   for (const b of d.bundles) {
     rows.push(el("tr", {},
