@@ -43,7 +43,9 @@ class RangeSet:
         self._ranges = out
 
     def subtract(self, start: int, stop: int) -> None:
-        """Remove ``[start, stop)``."""
+        """Remove ``[start, stop)``; an empty range changes nothing."""
+        if start >= stop:
+            return
         out: list[tuple[int, int]] = []
         for s, e in self._ranges:
             if e <= start or stop <= s:
