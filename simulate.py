@@ -53,6 +53,12 @@ def main(
     orbit_offset_min: Annotated[
         float, typer.Option(help="Start this many minutes into the orbit (e.g. just before a gap).")
     ] = 0.0,
+    transfer: Annotated[
+        str,
+        typer.Option(
+            help="Virtual time: 'transfer' (resumable, issue #3), 'bundle-post' (one POST per bundle) or auto."
+        ),
+    ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,
 ) -> None:
     """Run one simulation and write its report."""
@@ -106,6 +112,7 @@ def main(
                 duration_s=duration_s,
                 seed=seed,
                 orbit_offset_s=orbit_offset_min * 60,
+                transfer=transfer,
                 progress=progress,
             )
     rep = build_report(result)

@@ -62,9 +62,16 @@ class HttpClient:
         self.body = bytearray()
         self.idle_timer: Timer | None = None
         self.total_timer: Timer | None = None
-        self.idle_timeout_s = 60.0
+        self.idle_timeout_s: float | None = 60.0
         self.total_timeout_s = 600.0
         self.bytes_sent = 0
+        self.close_timer: Timer | None = None
+        # aiohttp's connector closes a keep-alive connection idle this long (keepalive_timeout).
+        self.keepalive_s = 15.0
+
+    @property
+    def busy(self) -> bool:
+        return self.pending is not None
 
     def request(
         self,
@@ -74,6 +81,8 @@ class HttpClient:
         headers: list[tuple[str, str]],
         on_done: Callable[[HttpResponse], None],
         on_error: Callable[[str], None],
+        *,
+        total_timeout_s: float | None = None,
     ) -> None:
         assert self.pending is None, "one request at a time"
         h = h11.Connection(h11.CLIENT)
@@ -84,10 +93,15 @@ class HttpClient:
         self.h = h
         self.resp = None
         self.body = bytearray()
-        self.total_timer = self.loop.after(self.total_timeout_s, self._fail, "request timed out")
+        self.total_timer = self.loop.after(
+            total_timeout_s or self.total_timeout_s, self._fail, "request timed out"
+        )
+        if self.close_timer:
+            self.close_timer.cancel()
+            self.close_timer = None
         if self.conn is None or self.conn.closed:
             self.conn = self.link.connect(self, self.server_factory())
-            self._arm_idle(max(self.idle_timeout_s, 70.0))  # the connect itself may take ~63 s of SYNs
+            self._arm_idle(None if self.idle_timeout_s is None else max(self.idle_timeout_s, 70.0))
         elif self.conn.established:
             self._write()
 
@@ -98,10 +112,18 @@ class HttpClient:
         self._arm_idle(self.idle_timeout_s)
         self.conn.send(True, raw)
 
-    def _arm_idle(self, s: float) -> None:
+    def _arm_idle(self, s: float | None) -> None:
         if self.idle_timer:
             self.idle_timer.cancel()
-        self.idle_timer = self.loop.after(s, self._fail, "no response (read timeout)")
+            self.idle_timer = None
+        if s is not None:
+            self.idle_timer = self.loop.after(s, self._fail, "no response (read timeout)")
+
+    def _close_idle(self) -> None:
+        self.close_timer = None
+        if self.pending is None and self.conn is not None and not self.conn.closed:
+            self.conn.abort("keep-alive timeout")
+        self.conn = None
 
     def _finish(self) -> tuple[Callable[[HttpResponse], None], Callable[[str], None]] | None:
         for t in (self.idle_timer, self.total_timer):
@@ -147,6 +169,7 @@ class HttpClient:
             elif isinstance(ev, h11.EndOfMessage):
                 resp = self.resp
                 cbs = self._finish()
+                self.close_timer = self.loop.after(self.keepalive_s, self._close_idle)
                 if cbs and resp is not None:
                     hdrs = tuple((k.decode(), v.decode()) for k, v in resp.headers)
                     cbs[0](HttpResponse(status=resp.status_code, headers=hdrs, body=bytes(self.body)))

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from .bundle_driver import BundlePostDriver
 from .clock import EventLoop
 from .link import SimLink
 from .profile import LinkProfile
 from .result import PostOutcome, RunResult, Sample
-from .system import Ground, Station, Tracker
+from .errors import SimError
+from .system import EPOCH_MS, Ground, Station, Tracker
 from .workload import NAMES, Workload, accounts_for, plan_posts
 
 SAMPLE_S = 60.0
@@ -26,6 +32,55 @@ def _scratch_dir() -> str | None:
     # RAM-backed when available: the run fsyncs like the real thing, and tmpfs makes that cheap.
     shm = Path("/dev/shm")
     return str(shm) if shm.is_dir() else None
+
+
+def transfer_available() -> bool:
+    """Is the resumable transfer (protocol/transfer.py and its drivers) in this checkout?"""
+    return importlib.util.find_spec("protocol.transfer") is not None and (
+        importlib.util.find_spec("ground.server") is not None
+    )
+
+
+class _OsWithEntropy:
+    """``os`` as seen by one module, with ``urandom`` drawn from the run's seeded RNG."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+
+    def urandom(self, n: int) -> bytes:
+        return self._rng.randbytes(n)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+
+@contextmanager
+def virtual_wall_clock(loop: EventLoop, seed: int) -> Iterator[None]:
+    """Give the real code the virtual clock where it reads the wall clock itself.
+
+    onboard/link.py stamps bundles with ``_now_ms()`` and ``os.urandom`` ids, and ground/server.py
+    stamps receipt documents with ``_now_ms()``. Sizes would not change, but transfer order (by
+    time, then by sha256) would, so a seed would no longer fix the report. Restored on exit.
+    """
+    patches: list[tuple[Any, str, Any]] = []
+    now_ms = lambda: EPOCH_MS + round(loop.now * 1000)  # noqa: E731
+    if transfer_available():
+        import ground.server
+        import onboard.link
+
+        patches += [
+            (onboard.link, "_now_ms", now_ms),
+            (onboard.link, "os", _OsWithEntropy(random.Random(f"bundle-ids-{seed}"))),
+            (ground.server, "_now_ms", now_ms),
+        ]
+    saved = [(m, name, getattr(m, name)) for m, name, _ in patches]
+    try:
+        for m, name, value in patches:
+            setattr(m, name, value)
+        yield
+    finally:
+        for m, name, value in saved:
+            setattr(m, name, value)
 
 
 def profile_summary(p: LinkProfile) -> dict[str, object]:
@@ -54,6 +109,7 @@ def run_virtual(
     duration_s: float,
     seed: int,
     orbit_offset_s: float = 0.0,
+    transfer: str = "auto",
     progress: Progress | None = None,
 ) -> RunResult:
     """Simulate ``duration_s`` of the whole system; same arguments, same result."""
@@ -62,7 +118,16 @@ def run_virtual(
     loop = EventLoop()
     link = SimLink(loop, profile, duration_s=duration_s, seed=seed, orbit_offset_s=orbit_offset_s)
     tracker = Tracker()
-    with tempfile.TemporaryDirectory(prefix="orbitpost-sim-", dir=_scratch_dir()) as tmp:
+    if transfer == "auto":
+        transfer = "transfer" if transfer_available() else "bundle-post"
+    if transfer == "transfer" and not transfer_available():
+        raise SimError("--transfer transfer needs protocol/transfer.py and ground/server.py (issue #3)")
+    if transfer not in ("transfer", "bundle-post"):
+        raise SimError(f"--transfer must be auto, transfer or bundle-post, not {transfer!r}")
+    with (
+        tempfile.TemporaryDirectory(prefix="orbitpost-sim-", dir=_scratch_dir()) as tmp,
+        virtual_wall_clock(loop, seed),
+    ):
         station = Station(Path(tmp) / "onboard", names, seed, tracker)
         ground = Ground(
             Path(tmp) / "ground",
@@ -82,7 +147,13 @@ def run_virtual(
             if publish_timer is None:
                 publish_timer = loop.after(PUBLISH_INTERVAL_S, publish_tick)
 
-        driver = BundlePostDriver(loop, link, station, ground, tracker, schedule_publish)
+        driver: Any
+        if transfer == "transfer":
+            from .transfer_driver import TransferDriver
+
+            driver = TransferDriver(loop, link, station, ground, tracker, schedule_publish, Path(tmp))
+        else:
+            driver = BundlePostDriver(loop, link, station, ground, tracker, schedule_publish)
 
         def on_post(p: object) -> None:
             station.post(p, loop.now)  # type: ignore[arg-type]

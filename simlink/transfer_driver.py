@@ -1,0 +1,277 @@
+"""The live link in virtual time: the project's transfer machines, driven like `onboard sync
+--watch` and `ground serve` drive them, over simulated HTTP connections.
+
+Station side: ``onboard.link.plan``/``active_transfers`` turn the queue into transfers, the
+sans-IO ``TransferSender`` decides every request, deadline and backoff, and each request
+frame is one ``POST /v1/link`` on a pool of keep-alive connections (as aiohttp does);
+receipts are fetched every ``receipts_every_s`` and verified and applied with onboard's code.
+Ground side: the ``TransferReceiver`` and ground's own ``LinkService`` drain (fsynced chunk
+writes, ``ingest_bytes`` on commit, signed receipt documents). This module carries bytes and
+the clock; it decides nothing the real drivers would not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+from ground.receipts import ground_key_line
+from ground.server import FRAME_TYPE, LinkService
+from ground.stations import add_station, authenticate, write_token_file
+from onboard import link as onboard_link
+from onboard.receipts import apply_document, verify_document
+from onboard.sync import RECEIPTS_CURSOR
+from protocol.transfer import (
+    LinkFatal,
+    ReceiptsReceived,
+    SenderConfig,
+    TransferDone,
+    TransferProgress,
+    TransferSender,
+)
+from protocol.rangeset import RangeSet
+from protocol.transfer_wire import HTTP_STATUS, Chunk, ErrorFrame, decode_request, decode_response
+
+from .clock import EventLoop, Timer
+from .link import SimLink
+from .system import EPOCH_MS, Ground, Station, Tracker
+from .vhttp import HttpClient, HttpResponse, ServerConn
+
+STATION = "iss"
+GROUND_URL = "http://127.0.0.1:8470"
+# onboard/sync.py's defaults for `onboard sync --watch`.
+RESCAN_S = 1.0
+RECEIPTS_EVERY_S = 20.0
+
+
+class TransferDriver:
+    """`onboard sync --watch` on the station and `ground serve`'s link endpoint, in virtual time."""
+
+    name = "transfer"
+    description = "protocol/transfer.py sender and receiver, one POST /v1/link per frame (resumable)"
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        link: SimLink,
+        station: Station,
+        ground: Ground,
+        tracker: Tracker,
+        schedule_publish: Callable[[], None],
+        workdir: Path,
+    ) -> None:
+        self.loop = loop
+        self.link = link
+        self.station = station
+        self.ground = ground
+        self.tracker = tracker
+        self.schedule_publish = schedule_publish
+        # -- the real setup path: `ground station add` then `onboard link add` --
+        token = add_station(ground.home.conn, STATION, EPOCH_MS)
+        token_file = workdir / "station.token"
+        write_token_file(
+            token_file, station=STATION, token=token, ground_key_line=ground_key_line(ground.home)
+        )
+        self.cfg = onboard_link.add_link(station.home, GROUND_URL, token_file)
+        onboard_link.ensure_schema(station.conn)
+        self.headers = [("Authorization", f"Bearer {self.cfg.token}"), ("Content-Type", FRAME_TYPE)]
+        # -- station side --
+        self.sender = TransferSender(SenderConfig(), 0.0)
+        self.pool: list[HttpClient] = []
+        self.limit = self.sender.config.window + 2  # aiohttp TCPConnector(limit=window + 2)
+        self.added: set[str] = set()
+        self.dirty = True
+        self.next_scan = 0.0
+        self.next_receipts = 0.0
+        self.receipts_pending = False
+        self.wake: Timer | None = None
+        self.fatal: str | None = None
+        self.requests = 0
+        self.inflight: dict[int, HttpClient] = {}
+        self.sent: dict[str, RangeSet] = {}
+        self.resent_bytes = 0
+        # -- ground side --
+        self.service = LinkService(ground.home)
+        self.aio: asyncio.AbstractEventLoop = ground.aio
+        self.seen_items = 0
+
+    # ------------------------------------------------------------------ station side
+    def kick(self) -> None:
+        """A post was queued: the next rescan (within RESCAN_S, like sync's loop) picks it up."""
+        self.dirty = True
+        self._schedule(max(self.loop.now, self.next_scan))
+
+    def _schedule(self, when: float) -> None:
+        if self.wake is not None and self.wake.when <= when and not self.wake.cancelled:
+            return
+        if self.wake is not None:
+            self.wake.cancel()
+        self.wake = self.loop.at(when, self._wake)
+
+    def _wake(self) -> None:
+        self.wake = None
+        self.step()
+
+    def step(self) -> None:
+        """One turn of onboard/sync.py's loop, at the virtual now."""
+        now = self.loop.now
+        if self.dirty and now >= self.next_scan:
+            # Scanning is event-driven here (sync rescans every second whether or not a post
+            # arrived); the result is the same, minus 86,400 empty scans a day.
+            self.dirty = False
+            self.next_scan = now + RESCAN_S
+            onboard_link.plan(self.station.home, self.station.conn)
+            for p in onboard_link.active_transfers(self.station.home, self.station.conn):
+                if p.spec.key.name not in self.added:
+                    self.added.add(p.spec.key.name)
+                    self.sender.add(p.spec, p.source, now)
+        if not self.receipts_pending and now >= self.next_receipts:
+            cursor = int(onboard_link.get_state(self.station.conn, RECEIPTS_CURSOR, "0"))
+            self.sender.request_receipts(cursor)
+            self.receipts_pending = True
+            self.next_receipts = now + RECEIPTS_EVERY_S
+        d = self.sender.next_deadline()
+        if d is not None and d <= now:
+            self.sender.handle_timeout(now)
+        for out in self.sender.data_to_send(now):
+            self._carry(out.seq, out.data, out.deadline)
+        self._events()
+        times = [self.next_receipts]
+        if self.dirty:
+            times.append(self.next_scan)
+        d = self.sender.next_deadline()
+        if d is not None:
+            times.append(d)
+        self._schedule(max(now + 0.01, min(times)))
+
+    def _client(self) -> HttpClient | None:
+        for c in self.pool:
+            if not c.busy and c.conn is not None and not c.conn.closed:
+                return c  # a live keep-alive connection first, as aiohttp's pool does
+        for c in self.pool:
+            if not c.busy:
+                return c
+        if len(self.pool) < self.limit:
+            c = HttpClient(self.loop, self.link, lambda: ServerConn(self.handle))
+            c.idle_timeout_s = None  # sync sets only ClientTimeout(total=deadline - now)
+            self.pool.append(c)
+            return c
+        return None  # pragma: no cover - the sender's window is below the pool limit
+
+    def _carry(self, seq: int, data: bytes, deadline: float) -> None:
+        req = decode_request(data)
+        if isinstance(req, Chunk):
+            # Chunk bytes of a transfer handed to the link a second time (after a cut or a timeout).
+            sent = self.sent.setdefault(req.key.name, RangeSet())
+            end = req.offset + len(req.data)
+            self.resent_bytes += len(req.data) - sum(b - a for a, b in sent.gaps(req.offset, end))
+            sent.add(req.offset, end)
+        c = self._client()
+        if c is None:
+            self.sender.request_failed(seq, self.loop.now, "no connection available")
+            return
+        self.requests += 1
+        self.inflight[seq] = c
+        c.request(
+            "POST",
+            "/v1/link",
+            data,
+            self.headers,
+            lambda resp: self._answered(seq, resp),
+            lambda reason: self._failed(seq, reason),
+            total_timeout_s=max(0.5, deadline - self.loop.now),
+        )
+
+    def _answered(self, seq: int, resp: HttpResponse) -> None:
+        self.inflight.pop(seq, None)
+        now = self.loop.now
+        ctype = dict((k.lower(), v) for k, v in resp.headers).get("content-type", "")
+        if resp.status == 200:
+            self.sender.receive(resp.body, now)
+        elif ctype.startswith("application/json"):
+            try:
+                j = json.loads(resp.body)
+                self.sender.receive_error(
+                    seq, str(j["error"]), str(j.get("message", "")), bool(j.get("retryable", True)), now
+                )
+            except (ValueError, KeyError, TypeError):
+                self.sender.request_failed(seq, now, f"HTTP {resp.status} with an unreadable body")
+        else:
+            self.sender.request_failed(seq, now, f"HTTP {resp.status}")
+        self.step()
+
+    def _failed(self, seq: int, reason: str) -> None:
+        self.inflight.pop(seq, None)
+        self.sender.request_failed(seq, self.loop.now, reason)
+        self.step()
+
+    def _events(self) -> None:
+        conn = self.station.conn
+        while (ev := self.sender.next_event()) is not None:
+            if isinstance(ev, TransferProgress):
+                onboard_link.record_progress(conn, ev.key, ev.acked_bytes)
+            elif isinstance(ev, TransferDone):
+                onboard_link.record_done(conn, ev.key, ev.state.name == "COMMITTED", ev.code, ev.message)
+                if ev.state.name != "COMMITTED":
+                    self.tracker.rejected.append(f"{ev.key.name}: [{ev.code}] {ev.message}")
+                if ev.key.kind.name == "BUNDLE":
+                    self.next_receipts = self.loop.now  # new posts on ground: ask for their receipts
+            elif isinstance(ev, ReceiptsReceived):
+                doc = verify_document(conn, ev.document, self.cfg.ground_key)
+                apply_document(conn, doc)
+                onboard_link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since_ms))
+                if ev.more:
+                    self.sender.request_receipts(ev.next_since_ms)
+                else:
+                    self.receipts_pending = False
+            elif isinstance(ev, LinkFatal):
+                self.fatal = f"[{ev.code}] {ev.message}"
+
+    # ------------------------------------------------------------------ ground side
+    def handle(
+        self, method: str, target: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, str, bytes]:
+        """`ground serve`'s POST /v1/link, as ground/server.py answers it."""
+        if method != "POST" or target != "/v1/link":
+            return 404, "application/json", json.dumps({"error": "http_404", "message": "Not Found"}).encode()
+        auth = headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        station = authenticate(self.ground.home.conn, token)
+        if station is None:
+            return (
+                401,
+                "application/json",
+                b'{"error": "unauthorized", "message": "bad token", "retryable": false}',
+            )
+        now = EPOCH_MS / 1000 + self.loop.now
+        rid = self.service.receiver.receive(body, now, station=station.name)
+        self.aio.run_until_complete(self._drain(now))
+        resp = self.service.receiver.response_for(rid)
+        if resp is None:  # pragma: no cover - the receiver always answers once drained
+            return 503, "application/json", b'{"error": "busy", "message": "no answer", "retryable": true}'
+        self.service._record_traffic(station.name, SimpleNamespace(remote="sim"), len(body), len(resp))  # type: ignore[arg-type]
+        self._note_new_items()
+        frame = decode_response(resp)
+        if isinstance(frame, ErrorFrame):
+            err = {"error": frame.code, "message": frame.message, "retryable": frame.retryable}
+            return HTTP_STATUS.get(frame.code, 400), "application/json", json.dumps(err).encode()
+        return 200, FRAME_TYPE, resp
+
+    async def _drain(self, now: float) -> None:
+        async with self.service.lock:
+            await self.service._drain(now)
+
+    def _note_new_items(self) -> None:
+        rows = self.ground.home.conn.execute(
+            "SELECT rowid, id FROM items WHERE rowid > ? ORDER BY rowid", (self.seen_items,)
+        ).fetchall()
+        if rows:
+            self.seen_items = rows[-1][0]
+            self.tracker.received(tuple(r[1] for r in rows), self.loop.now)
+            self.schedule_publish()
+
+    def stats(self) -> dict[str, int]:
+        return {"requests": self.requests, "app_resent_bytes": self.resent_bytes}
