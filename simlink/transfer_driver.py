@@ -21,9 +21,11 @@ from types import SimpleNamespace
 from ground.receipts import ground_key_line
 from ground.server import FRAME_TYPE, LinkService
 from ground.stations import add_station, authenticate, write_token_file
-from onboard import link as onboard_link
 from onboard.receipts import apply_document, verify_document
 from onboard.sync import RECEIPTS_CURSOR
+
+from onboard import link as onboard_link
+from protocol.rangeset import RangeSet
 from protocol.transfer import (
     LinkFatal,
     ReceiptsReceived,
@@ -32,7 +34,6 @@ from protocol.transfer import (
     TransferProgress,
     TransferSender,
 )
-from protocol.rangeset import RangeSet
 from protocol.transfer_wire import HTTP_STATUS, Chunk, ErrorFrame, decode_request, decode_response
 
 from .clock import EventLoop, Timer
@@ -252,7 +253,7 @@ class TransferDriver:
         resp = self.service.receiver.response_for(rid)
         if resp is None:  # pragma: no cover - the receiver always answers once drained
             return 503, "application/json", b'{"error": "busy", "message": "no answer", "retryable": true}'
-        self.service._record_traffic(station.name, SimpleNamespace(remote="sim"), len(body), len(resp))  # type: ignore[arg-type]
+        self.service._record_traffic(station.name, SimpleNamespace(remote="sim"), len(body), len(resp))  # type: ignore[arg-type,unused-ignore]
         self._note_new_items()
         frame = decode_response(resp)
         if isinstance(frame, ErrorFrame):

@@ -14,10 +14,10 @@ from typing import Any
 
 from .bundle_driver import BundlePostDriver
 from .clock import EventLoop
+from .errors import SimError
 from .link import SimLink
 from .profile import LinkProfile
 from .result import PostOutcome, RunResult, Sample
-from .errors import SimError
 from .system import EPOCH_MS, Ground, Station, Tracker
 from .workload import NAMES, Workload, accounts_for, plan_posts
 
