@@ -61,10 +61,16 @@ class Direction:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LossWindow:
-    """A loss-of-signal window ``start_s`` after scheduling, lasting ``duration_s``."""
+    """A loss-of-signal window ``start_s`` after scheduling, lasting ``duration_s``.
+
+    ``cut_after_s`` (simulate.py's profiles): cut every connection that long into the window
+    instead of at its end, as a real link's state is lost while the station is still dark;
+    connections opened later in the window stall and are cut when it ends.
+    """
 
     start_s: float
     duration_s: float
+    cut_after_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -249,9 +255,21 @@ class LinkProxy:
         await asyncio.sleep(w.start_s)
         self.start_loss()
         try:
-            await asyncio.sleep(w.duration_s)
+            if w.cut_after_s is not None and w.cut_after_s < w.duration_s:
+                await asyncio.sleep(w.cut_after_s)
+                self.cut_in_loss()
+                await asyncio.sleep(w.duration_s - w.cut_after_s)
+            else:
+                await asyncio.sleep(w.duration_s)
         finally:
             self.end_loss()
+
+    def cut_in_loss(self) -> None:
+        """Abort every live connection while still dark (counted as loss-of-signal cuts)."""
+        for c in list(self._conns.values()):
+            if not c.cut:
+                self.stats.loss_cuts += 1
+                c.abort()
 
     def cut_all(self) -> None:
         """Abort every live connection now (counted as random cuts)."""

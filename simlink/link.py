@@ -84,6 +84,18 @@ class Way:
         return start, start + dur + self.delay_s
 
 
+def random_cut_times(profile: LinkProfile, duration_s: float, seed: int) -> list[float]:
+    """When random cuts strike (Poisson at ``cuts_per_hour``); the same in virtual and real time."""
+    out: list[float] = []
+    if profile.cuts_per_hour > 0:
+        rng = random.Random(f"cuts-{seed}")
+        t = rng.expovariate(profile.cuts_per_hour / 3600)
+        while t < duration_s:
+            out.append(t)
+            t += rng.expovariate(profile.cuts_per_hour / 3600)
+    return out
+
+
 class SimLink:
     """The link for one run: both directions, dark windows, cuts, and the live connections."""
 
@@ -111,13 +123,9 @@ class SimLink:
         for s, e in self.dark:
             if s + profile.cut_after_s < e:
                 loop.at(s + profile.cut_after_s, self._cut_all, "loss of signal")
-        if profile.cuts_per_hour > 0:
-            crng = random.Random(f"cuts-{seed}")
-            t = crng.expovariate(profile.cuts_per_hour / 3600)
-            while t < duration_s:
-                if not self.is_dark(t):
-                    loop.at(t, self._cut_all, "random cut")
-                t += crng.expovariate(profile.cuts_per_hour / 3600)
+        for t in random_cut_times(profile, duration_s, seed):
+            if not self.is_dark(t):
+                loop.at(t, self._cut_all, "random cut")
 
     def is_dark(self, t: float) -> bool:
         i = bisect.bisect_right(self._starts, t) - 1
@@ -128,12 +136,12 @@ class SimLink:
         return self.is_dark(start) or self.is_dark(arrive) or self.rng.random() < self.profile.loss
 
     def _cut_all(self, reason: str) -> None:
+        """Cut every live connection; counted per connection, as the proxy counts them."""
         live = [c for c in self.conns if not c.closed]
-        if live:
-            if reason == "random cut":
-                self.cuts_random += 1
-            else:
-                self.cuts_dark += 1
+        if reason == "random cut":
+            self.cuts_random += len(live)
+        else:
+            self.cuts_dark += len(live)
         for c in live:
             c.abort(reason)
 

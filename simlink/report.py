@@ -111,7 +111,8 @@ def build_report(r: RunResult) -> dict[str, Any]:
             "waiting_onboard": [s.waiting for s in r.samples],
             "awaiting_publication": [s.awaiting_publication for s in r.samples],
             "published": [s.published for s in r.samples],
-            "to_ground_bytes_per_min": [s.to_ground_bytes for s in r.samples],
+            "sample_s": r.sample_s,
+            "to_ground_bytes": [s.to_ground_bytes for s in r.samples],
             "dark_windows_s": [[_r(a, 1), _r(b, 1)] for a, b in r.dark_windows],
         },
     }
@@ -143,7 +144,12 @@ def summary(rep: dict[str, Any]) -> str:
         f"p99 {_fmt_s(lat['all']['p99'])}, max {_fmt_s(lat['all']['max'])} "
         f"(text-only p50 {_fmt_s(lat['text_only']['p50'])}, with photos p50 {_fmt_s(lat['with_photos']['p50'])})",
         f"bytes: payload {b['payload']:,}, on the wire {b['on_wire']:,} "
-        f"(×{b['wire_per_payload'] or 0:.3f} payload), resent by the application {b['resent_by_application']:,}"
+        f"(×{b['wire_per_payload'] or 0:.3f} payload)"
+        + (
+            f", resent by the application {b['resent_by_application']:,}"
+            if b["resent_by_application"] is not None
+            else ""
+        )
         + (
             f", TCP retransmitted {b['retransmitted_by_tcp']:,}, IP total ×{b['ip_per_payload'] or 0:.3f}"
             if b["retransmitted_by_tcp"] is not None
@@ -175,7 +181,7 @@ def plot(rep: dict[str, Any], path: Path) -> None:
     scale, unit = (3600.0, "h") if rep["duration_s"] > 3 * 3600 else (60.0, "min")
     t = [x / scale for x in tl["t_s"]]
     rate = float(rep["profile"]["to_ground_bps"])
-    use = [100 * b * 8 / (rate * 60) for b in tl["to_ground_bytes_per_min"]]
+    use = [100 * b * 8 / (rate * tl["sample_s"]) for b in tl["to_ground_bytes"]]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, constrained_layout=True)
     for ax in (ax1, ax2):
         for i, (a, b) in enumerate(tl["dark_windows_s"]):

@@ -18,7 +18,7 @@ class PostOutcome:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sample:
     """The state at ``t_s``: posts waiting onboard, received but unpublished, published;
-    bytes sent to ground during the minute that ended at ``t_s``."""
+    bytes sent to ground during the sample interval that ended at ``t_s``."""
 
     t_s: float
     waiting: int
@@ -43,12 +43,13 @@ class RunResult:
     wire_to_station_bytes: int
     tcp_retransmitted_bytes: int | None  # virtual time only
     ip_bytes: int | None  # virtual time only: headers, acks, handshakes, retransmissions
-    app_resent_bytes: int
+    app_resent_bytes: int | None  # chunk bytes handed to the link again (virtual time only)
     requests: int
     cuts_dark: int
     cuts_random: int
     dark_windows: tuple[tuple[float, float], ...]
     up_s: float
     backlogged_up_s: float  # link up and something waiting to be sent
+    sample_s: float
     samples: tuple[Sample, ...]
     notes: tuple[str, ...] = field(default=())

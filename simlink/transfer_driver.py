@@ -21,10 +21,9 @@ from types import SimpleNamespace
 from ground.receipts import ground_key_line
 from ground.server import FRAME_TYPE, LinkService
 from ground.stations import add_station, authenticate, write_token_file
+from onboard import link as onboard_link
 from onboard.receipts import apply_document, verify_document
 from onboard.sync import RECEIPTS_CURSOR
-
-from onboard import link as onboard_link
 from protocol.rangeset import RangeSet
 from protocol.transfer import (
     LinkFatal,

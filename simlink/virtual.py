@@ -236,5 +236,6 @@ def run_virtual(
         dark_windows=dark,
         up_s=duration_s - dark_s,
         backlogged_up_s=backlogged * BACKLOG_SAMPLE_S,
+        sample_s=SAMPLE_S,
         samples=tuple(samples),
     )

@@ -105,12 +105,12 @@ def test_random_cuts_follow_the_profile_rate() -> None:
     p = _profile(cuts_per_hour=10.0)
     loop = EventLoop()
     link = SimLink(loop, p, duration_s=10 * 3600, seed=2)
-    holder: list[Sink] = []
+    holder: list[SimConnection] = []
 
     def reconnect() -> None:
-        s = Sink()
-        holder.append(s)
-        link.connect(s, Sink())
+        if holder:
+            holder[-1].abort("replaced")  # one live connection at a time: cuts count connections
+        holder.append(link.connect(Sink(), Sink()))
         loop.after(60, reconnect)
 
     reconnect()

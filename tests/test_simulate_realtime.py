@@ -1,0 +1,101 @@
+"""Real time against virtual time, and the proxy's loss-of-signal cut that real time relies on."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from linkemu.proxy import LinkProxy, LossWindow
+from simlink.profile import load_profile
+from simlink.report import build_report
+from simlink.virtual import run_virtual, transfer_available
+from simlink.workload import load_workload
+
+needs_live_link = pytest.mark.skipif(
+    not transfer_available(), reason="needs ground serve / onboard sync (issue #3) in this checkout"
+)
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+async def test_loss_window_cuts_while_still_dark() -> None:
+    server = await asyncio.start_server(_echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    proxy = await LinkProxy("127.0.0.1", port).start()
+    try:
+        r, w = await asyncio.open_connection("127.0.0.1", proxy.port)
+        w.write(b"ping")
+        assert await asyncio.wait_for(r.readexactly(4), 5) == b"ping"
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        proxy.schedule_loss([LossWindow(start_s=0.1, duration_s=2.0, cut_after_s=0.4)])
+        await asyncio.sleep(0.2)
+        assert proxy.dark
+        w.write(b"lost?")
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            await asyncio.wait_for(r.readexactly(5), 5)
+        cut_at = loop.time() - t0
+        assert 0.4 <= cut_at < 1.5, cut_at  # cut ~0.5 s in, well before the window ends at 2.1 s
+        assert proxy.stats.loss_cuts == 1 and proxy.dark
+        w.close()
+        await asyncio.sleep(2.0)
+        assert not proxy.dark
+        r2, w2 = await asyncio.open_connection("127.0.0.1", proxy.port)
+        w2.write(b"back")
+        assert await asyncio.wait_for(r2.readexactly(4), 5) == b"back"
+        w2.close()
+    finally:
+        await proxy.close()
+        server.close()
+        await server.wait_closed()
+
+
+def _agreement(tmp_path: Path, minutes: float, offset_min: float, profile_name: str = "iss-ku") -> None:
+    from simlink.realtime import run_realtime
+
+    prof = load_profile(profile_name)
+    if offset_min == 0:
+        prof = dataclasses.replace(prof, dark=(), orbit_s=0.0, cuts_per_hour=0.0)
+    wl = load_workload("burst")
+    kw = dict(astronauts=4, duration_s=minutes * 60, seed=3, orbit_offset_s=offset_min * 60)
+    real = build_report(run_realtime(prof, wl, workdir=tmp_path / "rt", **kw))  # type: ignore[arg-type]
+    virt = build_report(run_virtual(prof, wl, **kw))  # type: ignore[arg-type]
+    rb, vb = real["bytes"], virt["bytes"]
+    print(
+        f"\non the wire: real {rb['on_wire']:,} B, virtual {vb['on_wire']:,} B "
+        f"({vb['on_wire'] / rb['on_wire'] - 1:+.2%}); payload {rb['payload']:,} / {vb['payload']:,}; "
+        f"requests {real['link']['http_requests']} / {virt['link']['http_requests']}; "
+        f"p50 {real['latency_s']['all']['p50']} / {virt['latency_s']['all']['p50']} s"
+    )
+    assert real["posts"]["queued"] == virt["posts"]["queued"]
+    assert real["posts"]["published"] == real["posts"]["queued"]
+    assert virt["posts"]["published"] == virt["posts"]["queued"]
+    assert rb["payload"] == vb["payload"]
+    assert vb["on_wire"] == pytest.approx(rb["on_wire"], rel=0.03)
+    assert vb["on_wire_to_ground"] == pytest.approx(rb["on_wire_to_ground"], rel=0.03)
+
+
+@needs_live_link
+def test_realtime_and_virtual_agree_on_bytes(tmp_path: Path) -> None:
+    """Same profile, workload and seed: the real processes and the virtual run put the same
+    bytes on the wire (30 s; the profile's dark windows are left out to keep it short)."""
+    _agreement(tmp_path, minutes=0.5, offset_min=0)
+
+
+@needs_live_link
+@pytest.mark.slow
+def test_realtime_and_virtual_agree_across_loss_of_signal(tmp_path: Path) -> None:
+    """Three minutes starting 1 min before iss-ku's first gap: stall, cut, resume in both modes."""
+    _agreement(tmp_path, minutes=3.0, offset_min=24.0)
