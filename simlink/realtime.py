@@ -165,10 +165,11 @@ async def _run(
     port = _free_port()
     env = _env()
     glog, slog = workdir / "ground.log", workdir / "sync.log"
-    ground = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "ground", "--home", str(g), "serve", "--host", "127.0.0.1", "--port", str(port),
-        stdout=glog.open("wb"), stderr=asyncio.subprocess.STDOUT, env=env, cwd=str(workdir),
-    )  # fmt: skip
+    with glog.open("wb") as out:  # the child keeps its own copy of the descriptor
+        ground = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ground", "--home", str(g), "serve", "--host", "127.0.0.1", "--port", str(port),
+            stdout=out, stderr=asyncio.subprocess.STDOUT, env=env, cwd=str(workdir),
+        )  # fmt: skip
     sync: asyncio.subprocess.Process | None = None
     proxy = LinkProxy(
         "127.0.0.1",
@@ -181,10 +182,11 @@ async def _run(
         await _wait_port(port, ground, glog)
         await proxy.start()
         add_link(Home(a), proxy.url, token)
-        sync = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "onboard", "--home", str(a), "sync", "--watch",
-            stdout=slog.open("wb"), stderr=asyncio.subprocess.STDOUT, env=env, cwd=str(workdir),
-        )  # fmt: skip
+        with slog.open("wb") as out:
+            sync = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "onboard", "--home", str(a), "sync", "--watch",
+                stdout=out, stderr=asyncio.subprocess.STDOUT, env=env, cwd=str(workdir),
+            )  # fmt: skip
         t0 = time.monotonic()
         wall0 = time.time()
         dark = profile.dark_windows(duration_s, orbit_offset_s)
@@ -254,6 +256,8 @@ async def _run(
             await _stop(sync, signal.SIGINT)
         await _stop(ground, signal.SIGTERM)
         await proxy.close()
+        # Let the proxy's per-connection handlers finish before asyncio.run cancels them.
+        await asyncio.sleep(0.2)
 
     state = _ground_state(g / "ground.db")
     requests = 0
