@@ -1,0 +1,478 @@
+"""Generate the golden bundles in tests/vectors/ and manifest.json (docs/PROTOCOL.md §12).
+
+    python tests/vectors/make_vectors.py          # rewrite the files from the code
+    python tests/vectors/make_vectors.py --check  # exit 1 if the files differ from the code
+
+Everything is deterministic: keys come from fixed seeds (the same as tests/conftest.py),
+ids and times are fixed, Ed25519 signatures are deterministic. Only zstd output could
+change with a different libzstd, so vectors that use zstd are marked ``"uses_zstd": true``
+and are compared by content, not bytes, by tests/test_protocol_vectors.py.
+
+A second implementation reads manifest.json: the keyring (which keys are enrolled, which
+revoked), then for each file either the verified content or the error code to expect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent))  # run from anywhere in a checkout
+
+from protocol import (  # noqa: E402
+    BlobPayload,
+    Cancel,
+    KnownKey,
+    MediaRef,
+    Post,
+    Retract,
+    SigningKey,
+    build_bundle,
+    format_public_key,
+    key_id,
+    sign_item,
+)
+from protocol.bundle import FORMAT_VERSION  # noqa: E402
+from protocol.canonical import pack  # noqa: E402
+from protocol.codecs import Codec, zstd_compress  # noqa: E402
+from protocol.ids import new_ulid, ulid_to_bytes  # noqa: E402
+from protocol.model import BODY_VERSION, Item  # noqa: E402
+from protocol.signing import SIGNATURE_DOMAIN, SignedItem  # noqa: E402
+
+T0 = 1_790_000_000_000  # 2026-09-21T12:53:20Z
+MANIFEST = HERE / "manifest.json"
+
+# Who is who: name -> (seed text, enrolled on ground, revoked). alice and bob match tests/conftest.py.
+KEYS = {
+    "alice": (b"orbitpost test key alice", True, False),
+    "bob": (b"orbitpost test key bob", True, False),
+    "carol": (b"orbitpost test key carol", False, False),
+    "dave": (b"orbitpost test key dave", True, True),
+}
+
+# Two real, tiny images: a 1x1 GIF (43 bytes) and a 2x2 PNG (73 bytes).
+GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a73000000104944415478da63f8cf00"
+    "04ff192014001bf203fd3e975da40000000049454e44ae426082"
+)
+
+
+def key(name: str) -> SigningKey:
+    return SigningKey.from_seed(hashlib.sha256(KEYS[name][0]).digest())
+
+
+def keyring() -> dict[bytes, KnownKey]:
+    """The keys a ground checking these vectors has enrolled (carol is not one of them)."""
+    return {
+        key_id(key(n).public_key): KnownKey(astronaut=n, public_key=key(n).public_key, revoked=revoked)
+        for n, (_, enrolled, revoked) in KEYS.items()
+        if enrolled
+    }
+
+
+def sha(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def uid(n: int) -> str:
+    return new_ulid(T0 + n, bytes([n]) * 10)
+
+
+def media(data: bytes, media_type: str, alt: str) -> MediaRef:
+    return MediaRef(sha256=sha(data), size_bytes=len(data), media_type=media_type, alt=alt)
+
+
+def post(n: int, author: str, text: str, **kw: Any) -> Post:
+    return Post(id=uid(n), author=author, created_ms=T0 + n, text=text, targets=(f"archive:{author}",), **kw)
+
+
+def bundle(n: int, items: list[SignedItem], blobs: list[BlobPayload] = (), **kw: Any) -> bytes:  # type: ignore[assignment]
+    return build_bundle(bundle_id=uid(100 + n), created_ms=T0 + 100 + n, items=items, blobs=blobs, **kw)
+
+
+def reseal(data: bytes) -> bytes:
+    """Recompute the trailing checksum (a deliberate change, not line damage)."""
+    return data[:-32] + sha(data[:-32])
+
+
+def assemble(header: bytes, sections: list[bytes]) -> bytes:
+    """Bundle bytes around an already-encoded header (to write what build_bundle never would)."""
+    total = 18 + len(header) + sum(map(len, sections)) + 32
+    data = struct.pack(">4sHQI", b"ORBP", FORMAT_VERSION, total, len(header)) + header + b"".join(sections)
+    return data + sha(data)
+
+
+def item_json(item: Item) -> dict[str, Any]:
+    """The decoded item as JSON: what a verifier must get out of the body bytes."""
+    out: dict[str, Any] = {"kind": item.kind.name.lower(), "id": item.id, "author": item.author}
+    out["created_ms"] = item.created_ms
+    if isinstance(item, Post):
+        out["text"] = item.text
+        out["text_utf8_hex"] = item.text.encode().hex()
+        out["media"] = [
+            {"sha256": m.sha256.hex(), "size_bytes": m.size_bytes, "media_type": m.media_type, "alt": m.alt}
+            for m in item.media
+        ]
+        out["targets"] = list(item.targets)
+        out["publish_at_ms"] = item.publish_at_ms
+    else:
+        out["target_id"] = item.target_id
+    return out
+
+
+@dataclass
+class Vector:
+    name: str
+    description: str
+    data: bytes
+    uses_zstd: bool
+    error: str | None = None  # the ErrorCode value, or None when the bundle verifies
+    items: list[tuple[Item, SignedItem]] = field(default_factory=list)
+    blobs: list[bytes] = field(default_factory=list)
+
+    def manifest_entry(self) -> dict[str, Any]:
+        e: dict[str, Any] = {
+            "file": f"{self.name}.opb",
+            "description": self.description,
+            "size_bytes": len(self.data),
+            "sha256": sha(self.data).hex(),
+            "uses_zstd": self.uses_zstd,
+        }
+        if self.error is not None:
+            e["expect"] = {"ok": False, "code": self.error}
+            return e
+        e["expect"] = {
+            "ok": True,
+            "bundle_id": _bundle_id(self.data),
+            "items": [
+                {
+                    **item_json(it),
+                    "key_id": s.key_id.hex(),
+                    "body_hex": s.body.hex(),
+                    "signature_hex": s.signature.hex(),
+                }
+                for it, s in self.items
+            ],
+            "blobs": {sha(b).hex(): len(b) for b in self.blobs},
+        }
+        return e
+
+
+def _bundle_id(data: bytes) -> str:
+    from protocol import read_header
+
+    return read_header(data).bundle_id
+
+
+def build_vectors() -> list[Vector]:
+    """Every vector, good ones first; error vectors are derived from them."""
+    alice, bob = key("alice"), key("bob")
+    out: list[Vector] = []
+
+    # -- bundles that verify -------------------------------------------------------------
+    p1 = post(1, "alice", "Hello from orbit")
+    s1 = sign_item(alice, p1)
+    out.append(
+        Vector(
+            "ok-text-only",
+            "one text post by alice; items section stored uncompressed (codec 0), no blobs",
+            bundle(1, [s1], items_codec=Codec.IDENTITY),
+            uses_zstd=False,
+            items=[(p1, s1)],
+        )
+    )
+
+    p2 = post(2, "alice", "First light over the Pacific 🌏", media=(media(GIF, "image/gif", "A dot"),))
+    s2 = sign_item(alice, p2)
+    ok_photo = bundle(2, [s2], [BlobPayload(sha256=sha(GIF), raw=GIF)])
+    out.append(
+        Vector(
+            "ok-photo",
+            "alice's post with one photo; items section zstd (codec 1), the blob stored as is (codec 0)",
+            ok_photo,
+            uses_zstd=True,
+            items=[(p2, s2)],
+            blobs=[GIF],
+        )
+    )
+
+    shared = media(PNG, "image/png", "Two red and two blue pixels")
+    p3a = post(3, "alice", "Same view, two accounts", media=(shared,), publish_at_ms=T0 + 3_600_000)
+    p3b = Post(
+        id=uid(4),
+        author="bob",
+        created_ms=T0 + 4,
+        text="Bob's take",
+        media=(shared, media(GIF, "image/gif", "")),
+        targets=("archive:bob", "mastodon:bob@example.social"),
+    )
+    c3 = Cancel(id=uid(5), author="alice", created_ms=T0 + 5, target_id=uid(1))
+    r3 = Retract(id=uid(6), author="bob", created_ms=T0 + 6, target_id=uid(7))
+    items3: list[tuple[Item, SignedItem]] = [
+        (p3a, sign_item(alice, p3a)),
+        (p3b, sign_item(bob, p3b)),
+        (c3, sign_item(alice, c3)),
+        (r3, sign_item(bob, r3)),
+    ]
+    out.append(
+        Vector(
+            "ok-two-astronauts-shared-photo",
+            "posts by alice and bob sharing one PNG stored once (zstd blob, codec 1), a GIF stored "
+            "as is, a scheduled post, two targets, a cancel and a retract",
+            bundle(
+                3,
+                [s for _, s in items3],
+                [
+                    BlobPayload(sha256=sha(PNG), raw=PNG, codec=Codec.ZSTD, stored=zstd_compress(PNG)),
+                    BlobPayload(sha256=sha(GIF), raw=GIF),
+                ],
+            ),
+            uses_zstd=True,
+            items=items3,
+            blobs=[PNG, GIF],
+        )
+    )
+
+    text4 = (
+        "Cafe\u0301 (NFD) \u2260 Caf\u00e9 (NFC)\r\n"
+        "CRLF above, lone CR here:\rthen LF\n"
+        "👩🏽\u200d🚀 🇯🇵 🏳️\u200d🌈 \ufeff\u200b zero-width, BOM, astral 𝕳"
+    )
+    p4 = Post(
+        id=uid(8),
+        author="alice",
+        created_ms=T0 + 8,
+        text=text4,
+        media=(media(GIF, "image/gif", "Alt with emoji 🌍 and NFD e\u0301"),),
+        targets=("archive:alice",),
+    )
+    s4 = sign_item(alice, p4)
+    out.append(
+        Vector(
+            "ok-unicode-exact",
+            "text that must arrive byte-exact: NFD vs NFC, CRLF and lone CR, emoji ZWJ sequences, "
+            "a BOM and zero-width space; everything uncompressed",
+            bundle(4, [s4], [BlobPayload(sha256=sha(GIF), raw=GIF)], items_codec=Codec.IDENTITY),
+            uses_zstd=False,
+            items=[(p4, s4)],
+            blobs=[GIF],
+        )
+    )
+
+    # -- bundles that must be rejected, with the code --------------------------------------
+    def bad(name: str, code: str, description: str, data: bytes, uses_zstd: bool = False) -> None:
+        out.append(Vector(name, description, data, uses_zstd=uses_zstd, error=code))
+
+    text_only = out[0].data
+    bad("err-truncated", "truncated", "ok-photo cut to its first 100 bytes", ok_photo[:100], True)
+    flipped = bytearray(text_only)
+    flipped[len(flipped) // 2] ^= 0x01
+    bad("err-flipped-byte", "checksum_mismatch", "ok-text-only with one bit flipped mid-file", bytes(flipped))
+    bad(
+        "err-trailing-data", "trailing_data", "ok-text-only followed by 7 extra bytes", text_only + b"garbage"
+    )
+    bad("err-not-a-bundle", "not_a_bundle", "a GIF image, not a bundle", GIF)
+    newer = bytearray(text_only)
+    newer[4:6] = struct.pack(">H", FORMAT_VERSION + 1)
+    bad(
+        "err-newer-format-version",
+        "unsupported_version",
+        "ok-text-only claiming format version 2 (checksum recomputed)",
+        reseal(bytes(newer)),
+    )
+    bad(
+        "err-unknown-key",
+        "unknown_key",
+        "a post signed by carol, whose key ground never enrolled",
+        bundle(10, [sign_item(key("carol"), post(10, "carol", "who am I?"))], items_codec=Codec.IDENTITY),
+    )
+    bad(
+        "err-revoked-key",
+        "revoked_key",
+        "a post signed by dave, whose key is enrolled but revoked",
+        bundle(11, [sign_item(key("dave"), post(11, "dave", "still me"))], items_codec=Codec.IDENTITY),
+    )
+    bad(
+        "err-author-mismatch",
+        "author_mismatch",
+        "a post claiming author bob, validly signed by alice's key",
+        bundle(12, [sign_item(alice, post(12, "bob", "I am bob, honest"))], items_codec=Codec.IDENTITY),
+    )
+    altered = bytearray(s1.body)
+    altered[altered.index(b"Hello")] = ord("J")  # "Jello from orbit": still a valid body
+    bad(
+        "err-bad-signature",
+        "bad_signature",
+        "ok-text-only's post with one letter of its text changed after signing",
+        bundle(
+            13, [SignedItem(body=bytes(altered), key_id=s1.key_id, signature=s1.signature)], items_codec=0
+        ),
+    )
+    forged = SignedItem(body=s1.body, key_id=key_id(bob.public_key), signature=s1.signature)
+    bad(
+        "err-wrong-key-id",
+        "bad_signature",
+        "alice's signed post presented under bob's key id",
+        bundle(14, [forged], items_codec=Codec.IDENTITY),
+    )
+    v2_body = pack(
+        [
+            BODY_VERSION + 1,
+            1,
+            ulid_to_bytes(uid(15)),
+            "alice",
+            T0 + 15,
+            "from the future",
+            [],
+            ["archive:alice"],
+            None,
+        ]
+    )
+    v2 = SignedItem(body=v2_body, key_id=s1.key_id, signature=alice.sign(SIGNATURE_DOMAIN + v2_body))
+    bad(
+        "err-item-body-version-2",
+        "unsupported_version",
+        "a validly signed item body of version 2",
+        bundle(15, [v2], items_codec=Codec.IDENTITY),
+    )
+    bad(
+        "err-items-decompression-bomb",
+        "decompression_bomb",
+        "items section declares its true size but its zstd frame expands by 1 MB more",
+        bundle(16, [s1], encode_items=lambda raw: zstd_compress(raw + bytes(1_000_000))),
+        True,
+    )
+    bad(
+        "err-blob-decompression-bomb",
+        "decompression_bomb",
+        "ok-photo's blob declares 43 bytes but its zstd frame expands to 1 MB",
+        bundle(
+            17,
+            [s2],
+            [
+                BlobPayload(
+                    sha256=sha(GIF), raw=GIF, codec=Codec.ZSTD, stored=zstd_compress(GIF + bytes(1_000_000))
+                )
+            ],
+            items_codec=Codec.IDENTITY,
+        ),
+        True,
+    )
+    png_as_gif = BlobPayload(sha256=sha(GIF), raw=PNG[: len(GIF)])
+    bad(
+        "err-media-hash-mismatch",
+        "media_hash_mismatch",
+        "ok-photo's post with a different 43-byte blob under the GIF's hash",
+        bundle(18, [s2], [png_as_gif], items_codec=Codec.IDENTITY),
+    )
+    bad(
+        "err-media-size-mismatch",
+        "media_size_mismatch",
+        "the GIF's blob entry declares 44 bytes where the post signed 43",
+        bundle(19, [s2], [BlobPayload(sha256=sha(GIF), raw=GIF + b"\x00")], items_codec=Codec.IDENTITY),
+    )
+    bad(
+        "err-media-missing",
+        "media_missing",
+        "ok-photo's post without its blob (and ground does not hold it)",
+        bundle(20, [s2], items_codec=Codec.IDENTITY),
+    )
+    bad(
+        "err-unreferenced-blob",
+        "malformed",
+        "a text-only post carrying a blob no signed post references",
+        bundle(21, [s1], [BlobPayload(sha256=sha(GIF), raw=GIF)], items_codec=Codec.IDENTITY),
+    )
+    bad(
+        "err-duplicate-item",
+        "duplicate_item",
+        "the same signed post twice in one bundle",
+        bundle(22, [s1, s1], items_codec=Codec.IDENTITY),
+    )
+    bad(
+        "err-unknown-codec",
+        "unknown_codec",
+        "ok-photo's blob stored under codec 99",
+        bundle(23, [s2], [BlobPayload(sha256=sha(GIF), raw=GIF, codec=99, stored=GIF)], items_codec=0),
+    )
+    items_raw = pack([s1.to_wire()])
+    head = [ulid_to_bytes(uid(124)), T0, [Codec.IDENTITY, len(items_raw), len(items_raw), 1], []]
+    canonical_head = pack(head)
+    # The item count 1 written as uint8 (cc 01) instead of a positive fixint (01).
+    loose_head = canonical_head[:-2] + b"\xcc\x01\x90"
+    assert canonical_head.endswith(b"\x01\x90")
+    bad(
+        "err-non-canonical-header",
+        "malformed",
+        "a header whose item count is encoded in a longer form than canonical msgpack allows",
+        assemble(loose_head, [items_raw]),
+    )
+    bomb = zstd_compress(bytes(1_000_000))
+    neg = pack([ulid_to_bytes(uid(125)), T0, [Codec.ZSTD, len(bomb), -2, 1], []])
+    bad(
+        "err-negative-size",
+        "malformed",
+        "items descriptor declaring raw size -2 (once an unbounded decompression)",
+        assemble(neg, [bomb]),
+        True,
+    )
+    return out
+
+
+def write(vectors: list[Vector]) -> None:
+    for v in vectors:
+        (HERE / f"{v.name}.opb").write_bytes(v.data)
+    MANIFEST.write_text(json.dumps(manifest(vectors), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def manifest(vectors: list[Vector]) -> dict[str, Any]:
+    return {
+        "about": "orbitpost golden bundles; docs/PROTOCOL.md §12. Verify each file with the keyring below "
+        "and the default limits; expect either the items and blobs listed or the error code.",
+        "format_version": FORMAT_VERSION,
+        "body_version": BODY_VERSION,
+        "signature_domain_hex": SIGNATURE_DOMAIN.hex(),
+        "keys": [
+            {
+                "name": n,
+                "seed_hex": key(n).seed.hex(),
+                "seed_is_sha256_of": seed.decode(),
+                "public_key": format_public_key(key(n).public_key),
+                "public_key_hex": key(n).public_key.hex(),
+                "key_id_hex": key_id(key(n).public_key).hex(),
+                "enrolled": enrolled,
+                "revoked": revoked,
+            }
+            for n, (seed, enrolled, revoked) in KEYS.items()
+        ],
+        "vectors": [v.manifest_entry() for v in vectors],
+    }
+
+
+def main(argv: list[str]) -> int:
+    vectors = build_vectors()
+    if "--check" not in argv:
+        write(vectors)
+        print(f"wrote {len(vectors)} vectors and {MANIFEST.name} to {HERE}")
+        return 0
+    stale: list[str] = []
+    for v in vectors:
+        p = HERE / f"{v.name}.opb"
+        if not p.exists() or (not v.uses_zstd and p.read_bytes() != v.data):
+            stale.append(p.name)
+    on_disk = json.loads(MANIFEST.read_text(encoding="utf-8"))
+    if on_disk["keys"] != manifest(vectors)["keys"]:
+        stale.append(MANIFEST.name)
+    print("stale: " + ", ".join(stale) if stale else "vectors match the code")
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
