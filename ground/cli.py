@@ -124,6 +124,14 @@ def ingest(path: Path) -> None:
 
 
 @app.command()
+def capabilities() -> None:
+    """Print what this ground decodes, for `onboard export --ground-decodes`."""
+    from .jxl import capabilities as caps
+
+    console.print(caps().to_token())
+
+
+@app.command()
 def posts() -> None:
     """List every accepted post and its per-account publication state."""
     rows = state.home.conn.execute(

@@ -12,12 +12,13 @@ from rich.console import Console
 from rich.table import Table
 
 from protocol import Post, ProtocolError
+from protocol.capabilities import Capabilities
 from protocol.model import Cancel, Retract
 
 from . import keystore, queue
 from .compose import PhotoInput, compose_command, compose_post
 from .errors import OnboardError
-from .export import export_queue
+from .export import CURRENT_GROUND, export_queue
 from .home import Home
 
 app = typer.Typer(
@@ -184,9 +185,20 @@ def show_queue() -> None:
 
 
 @app.command()
-def export(outdir: Path) -> None:
+def export(
+    outdir: Path,
+    ground_decodes: Annotated[
+        str | None,
+        typer.Option(
+            "--ground-decodes",
+            help="What the receiving ground decodes: the token `ground capabilities` prints "
+            "(default: everything this release knows, JPEG XL photos and the text dictionary).",
+        ),
+    ] = None,
+) -> None:
     """Write all queued items as bundle files into OUTDIR for a file hand-off."""
-    done = export_queue(state.home, _conn(), outdir)
+    peer = CURRENT_GROUND if ground_decodes is None else Capabilities.from_token(ground_decodes)
+    done = export_queue(state.home, _conn(), outdir, peer=peer)
     if not done:
         console.print("nothing queued to export")
     for b in done:

@@ -9,10 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from protocol import BlobPayload, Post, build_bundle
-from protocol.bundle import choose_blob_encoding
+from protocol.bundle import choose_blob_encoding as choose_generic_encoding
+from protocol.capabilities import Capabilities
+from protocol.codecs import Codec
+from protocol.dictionary import CURRENT_DICT_ID, compress_items, shipped_ids
 from protocol.ids import new_ulid
 
-from . import queue
+from . import jxl, queue
 from .files import BlobStore, write_atomic
 from .home import Home
 
@@ -49,8 +52,38 @@ def plan_batches(items: list[queue.QueuedItem], target_bytes: int) -> list[list[
     return batches
 
 
-def build_batch_bundle(home: Home, batch: list[queue.QueuedItem], now_ms: int) -> tuple[str, bytes]:
-    """Bundle bytes for one batch: each referenced blob stored once."""
+# What a ground of this release decodes: every codec, the shipped text dictionaries, and
+# JPEG XL (imagecodecs is a dependency). A file hand-off to an older or codec-less ground
+# passes that ground's own token (`ground capabilities`) as `onboard export --ground-decodes`.
+CURRENT_GROUND = Capabilities(
+    codecs=frozenset({Codec.IDENTITY, Codec.ZSTD, Codec.ZSTD_DICT, Codec.JPEG_XL}),
+    dictionaries=shipped_ids(),
+)
+
+
+def choose_blob_encoding(
+    raw: bytes, media_type: str, peer: Capabilities = CURRENT_GROUND
+) -> tuple[int, bytes]:
+    """How one blob travels: JPEG XL when the peer decodes it and the round trip proved
+    byte-exact here (docs/PROTOCOL.md §10), else zstd if that saves, else as-is."""
+    if media_type == "image/jpeg" and peer.decodes(Codec.JPEG_XL):
+        coded = jxl.transcode(raw)
+        if coded is not None:
+            return Codec.JPEG_XL, coded
+    codec, stored = choose_generic_encoding(raw)
+    if not peer.decodes(codec):
+        return Codec.IDENTITY, raw
+    return codec, stored
+
+
+def build_batch_bundle(
+    home: Home, batch: list[queue.QueuedItem], now_ms: int, peer: Capabilities = CURRENT_GROUND
+) -> tuple[str, bytes]:
+    """Bundle bytes for one batch: each referenced blob stored once, in a form ``peer`` decodes.
+
+    The items of the whole batch share one zstd frame with the shipped text dictionary
+    (docs/PROTOCOL.md §5) when the peer has it, so short posts share context.
+    """
     store = BlobStore(home.blobs_dir)
     blobs: dict[bytes, BlobPayload] = {}
     for q in batch:
@@ -58,23 +91,36 @@ def build_batch_bundle(home: Home, batch: list[queue.QueuedItem], now_ms: int) -
             for m in q.item.media:
                 if m.sha256 not in blobs:
                     raw = store.get(m.sha256)
-                    codec, stored = choose_blob_encoding(raw)
+                    codec, stored = choose_blob_encoding(raw, m.media_type, peer)
                     blobs[m.sha256] = BlobPayload(sha256=m.sha256, raw=raw, codec=codec, stored=stored)
     bundle_id = new_ulid(now_ms, os.urandom(10))
+    if peer.has_dictionary(CURRENT_DICT_ID):
+        items_codec, encode_items = Codec.ZSTD_DICT, compress_items
+    else:
+        items_codec, encode_items = Codec.ZSTD, None
     data = build_bundle(
-        bundle_id=bundle_id, created_ms=now_ms, items=[q.signed for q in batch], blobs=blobs.values()
+        bundle_id=bundle_id,
+        created_ms=now_ms,
+        items=[q.signed for q in batch],
+        blobs=blobs.values(),
+        items_codec=items_codec,
+        encode_items=encode_items,
     )
     return bundle_id, data
 
 
 def export_queue(
-    home: Home, conn: sqlite3.Connection, outdir: Path, target_bytes: int = DEFAULT_TARGET_BYTES
+    home: Home,
+    conn: sqlite3.Connection,
+    outdir: Path,
+    target_bytes: int = DEFAULT_TARGET_BYTES,
+    peer: Capabilities = CURRENT_GROUND,
 ) -> list[ExportedBundle]:
     """Write every queued item into bundle files in ``outdir`` and mark them exported."""
     outdir.mkdir(parents=True, exist_ok=True)
     out: list[ExportedBundle] = []
     for batch in plan_batches(queue.items(conn, status="queued"), target_bytes):
-        bundle_id, data = build_batch_bundle(home, batch, int(time.time() * 1000))
+        bundle_id, data = build_batch_bundle(home, batch, int(time.time() * 1000), peer)
         path = outdir / f"{bundle_id}{BUNDLE_SUFFIX}"
         write_atomic(path, data)
         ids = [q.item.id for q in batch]

@@ -153,3 +153,52 @@ def subprocess_env() -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.pop("ORBITPOST_HOME", None)
     return env
+
+
+@pytest.fixture(scope="session")
+def progressive_jpeg(tmp_path_factory: pytest.TempPathFactory, sample_jpegs: list[Path]) -> Path:
+    """A real photo (rocket.jpg) re-saved as a progressive JPEG."""
+    from PIL import Image
+
+    p = tmp_path_factory.mktemp("jpegs") / "progressive.jpg"
+    with Image.open(sample_jpegs[0]) as im:
+        im.save(p, "JPEG", progressive=True, quality=88)
+    return p
+
+
+@pytest.fixture(scope="session")
+def exif_jpeg(tmp_path_factory: pytest.TempPathFactory, sample_jpegs: list[Path]) -> Path:
+    """A real photo (retina.jpg) with a camera's worth of EXIF tags and an ICC profile."""
+    from PIL import Image, ImageCms
+
+    p = tmp_path_factory.mktemp("jpegs") / "exif.jpg"
+    exif = Image.Exif()
+    exif[0x010F] = "Orbital Camera Co"  # Make
+    exif[0x0110] = "ISS-CAM 1"  # Model
+    exif[0x0131] = "orbitpost tests"  # Software
+    exif[0x0132] = "2026:11:27 00:00:00"  # DateTime
+    exif[0x8298] = "Public domain"  # Copyright
+    exif[0x010E] = "Retina, from the station — a test photo 🌏"  # ImageDescription
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    with Image.open(sample_jpegs[1]) as im:
+        im.save(p, "JPEG", exif=exif, icc_profile=icc, quality=90)
+    return p
+
+
+@pytest.fixture(scope="session")
+def corrupt_jpeg(tmp_path_factory: pytest.TempPathFactory, sample_jpegs: list[Path]) -> Path:
+    """A real JPEG cut off halfway (a failed copy): still published exactly as chosen."""
+    p = tmp_path_factory.mktemp("jpegs") / "truncated.jpg"
+    data = sample_jpegs[0].read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    return p
+
+
+@pytest.fixture(scope="session")
+def test_jpegs(
+    sample_jpegs: list[Path], progressive_jpeg: Path, exif_jpeg: Path, corrupt_jpeg: Path
+) -> dict[str, Path]:
+    """Every JPEG the photo codec is tested on, by name."""
+    named = {p.name: p for p in sample_jpegs}
+    named.update({"progressive.jpg": progressive_jpeg, "exif.jpg": exif_jpeg, "truncated.jpg": corrupt_jpeg})
+    return named

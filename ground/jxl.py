@@ -1,0 +1,157 @@
+"""Rebuild JPEGs from JPEG XL on ground, bounded in memory, time and output (docs/PROTOCOL.md §10).
+
+The stored JPEG XL bytes are not signed (only the original JPEG's sha256 is), so they are
+hostile until rebuilt and hashed. libjxl's own memory use grows with the image it is told
+about, so decoding runs in a child process that caps
+its own address space and CPU time before loading the codec, is killed at a wall-clock
+deadline, and may write at most the declared raw size.
+
+``python -m ground.jxl RAW_SIZE MEMORY_BYTES CPU_S`` is that child; nothing else runs it. verify_bundle then checks the
+result against the signed size and sha256, so nothing but the original bytes gets through.
+
+Exit codes of the child: 0 rebuilt; 2 not a valid JPEG XL JPEG; 3 no codec on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+
+from protocol.capabilities import Capabilities
+from protocol.codecs import DEFAULT_DECODERS, Codec, Decoder
+from protocol.errors import ErrorCode, RemoteProtocolError
+
+# Address-space cap for the child: Python + numpy + libjxl need ~0.5 GiB of mappings; a
+# 100 MP photo (onboard's ceiling, onboard/jxl.py MAX_PIXELS) needs ~1.5 GiB more.
+CHILD_MEMORY_BYTES = 3 * 1024**3
+# Wall clock: start-up (~0.2 s) plus a generous 2 s per MiB (libjxl does ~30 MiB/s here).
+BASE_TIMEOUT_S = 10.0
+TIMEOUT_S_PER_MIB = 2.0
+
+_EXIT_CORRUPT = 2
+_EXIT_NO_CODEC = 3
+
+
+def timeout_for(raw_size: int) -> float:
+    return BASE_TIMEOUT_S + TIMEOUT_S_PER_MIB * raw_size / 1024**2
+
+
+def decode_jpeg(
+    stored: bytes, raw_size: int, *, memory_bytes: int = CHILD_MEMORY_BYTES, timeout_s: float | None = None
+) -> bytes:
+    """Decoder for Codec.JPEG_XL: exactly ``raw_size`` bytes rebuilt in a limited child.
+
+    Raises RemoteProtocolError: MALFORMED for data that is not a JPEG XL JPEG,
+    DECOMPRESSION_BOMB for a child that ran out of time or memory or overshot the size,
+    UNKNOWN_CODEC if this ground has no JPEG XL codec.
+    """
+    timeout_s = timeout_for(raw_size) if timeout_s is None else timeout_s
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "ground.jxl", str(raw_size), str(memory_bytes), str(int(timeout_s) + 1)],
+            input=stored,
+            capture_output=True,
+            timeout=timeout_s,
+            check=False,
+            env=_child_env(),
+        )
+    except subprocess.TimeoutExpired as exc:  # run() has killed and reaped the child
+        raise RemoteProtocolError(
+            ErrorCode.DECOMPRESSION_BOMB,
+            f"JPEG XL data did not rebuild within {timeout_s:.0f} s; refusing it",
+        ) from exc
+    except OSError as exc:
+        raise RemoteProtocolError(
+            ErrorCode.UNKNOWN_CODEC, f"this ground cannot start its JPEG XL decoder: {exc}"
+        ) from exc
+    why = r.stderr.decode("utf-8", "replace").strip()[-300:]
+    if r.returncode == _EXIT_CORRUPT:
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED,
+            f"JPEG XL data is corrupt (or needs more than the decoder's memory limit): {why}",
+        )
+    if r.returncode == _EXIT_NO_CODEC:
+        raise RemoteProtocolError(ErrorCode.UNKNOWN_CODEC, f"this ground cannot decode JPEG XL: {why}")
+    if r.returncode != 0:
+        # Killed by its limits (negative: signal; MemoryError in Python: 1) or crashed.
+        raise RemoteProtocolError(
+            ErrorCode.DECOMPRESSION_BOMB,
+            f"JPEG XL decoder stopped (exit {r.returncode}) rebuilding a {raw_size}-byte JPEG: "
+            f"{why or 'killed by its memory or CPU limit'}",
+        )
+    if len(r.stdout) != raw_size:
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, f"JPEG XL data rebuilt {len(r.stdout)} bytes, header says {raw_size}"
+        )
+    return r.stdout
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The child must import this very checkout's code, whatever the working directory.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def available() -> bool:
+    """Whether this machine has a JPEG XL codec (backends are probed once per process)."""
+    from onboard.jxl import default_backend
+
+    return default_backend() is not None
+
+
+def capabilities() -> Capabilities:
+    """What this ground decodes: tell onboard (``ground capabilities``; the HTTP link later)."""
+    from protocol.dictionary import shipped_ids
+
+    codecs = set(DEFAULT_DECODERS) | {Codec.ZSTD_DICT}
+    if available():
+        codecs.add(Codec.JPEG_XL)
+    return Capabilities(codecs=frozenset(codecs), dictionaries=shipped_ids())
+
+
+def _decoders() -> Mapping[int, Decoder]:
+    return {Codec.JPEG_XL: decode_jpeg} if available() else {}
+
+
+def __getattr__(name: str) -> Mapping[int, Decoder]:
+    # ``DECODERS`` (merged in by ground/ingest.py) is computed on first use, not at import,
+    # so the decoder child does not probe for codecs before it has capped itself. It is
+    # empty when the codec is missing, so a JPEG XL blob is then refused as UNKNOWN_CODEC.
+    if name == "DECODERS":
+        return _decoders()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _child_main(argv: list[str]) -> int:
+    """The limited child: argv RAW_SIZE MEMORY_BYTES CPU_S; stdin JPEG XL, stdout the JPEG."""
+    import resource
+
+    raw_size, memory_bytes, cpu_s = (int(a) for a in argv[:3])
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    from onboard.jxl import JxlError, default_backend, rebuild
+
+    # One thread: predictable memory and CPU; ground decodes bundles one blob at a time.
+    backend = default_backend(threads=1)
+    if backend is None:
+        sys.stderr.write("no JPEG XL codec here: install imagecodecs (pip) or libjxl-tools (apt)\n")
+        return _EXIT_NO_CODEC
+    stored = sys.stdin.buffer.read()
+    try:
+        out = rebuild(stored, raw_size, backend)
+    except JxlError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return _EXIT_CORRUPT
+    sys.stdout.buffer.write(out[: raw_size + 1])
+    sys.stdout.buffer.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_child_main(sys.argv[1:]))

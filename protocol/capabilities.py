@@ -1,0 +1,85 @@
+"""What a side can decode, as one short token both a file hand-off and HTTP can carry.
+
+Onboard only writes a codec (and a text dictionary) the receiving ground says it decodes;
+anything else travels in a form every side reads (zstd or as-is). The codec of every
+section is also marked in the bundle header, so a bundle is self-describing either way
+(docs/PROTOCOL.md §5, §10).
+
+Token form: ``codecs=0,1,2,3;dicts=6f700001`` — codec ids in decimal, dictionary ids in hex.
+Unknown ``key=value`` parts are ignored so later versions can add keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .codecs import Codec
+from .errors import ErrorCode, RemoteProtocolError
+
+# The longest token we parse; a peer's token is tiny, and anything bigger is not one.
+MAX_TOKEN_CHARS = 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Capabilities:
+    """Codec ids a side decodes and the text dictionary ids it has."""
+
+    codecs: frozenset[int]
+    dictionaries: frozenset[int] = frozenset()
+
+    def decodes(self, codec: int) -> bool:
+        return codec in self.codecs
+
+    def has_dictionary(self, dict_id: int) -> bool:
+        return Codec.ZSTD_DICT in self.codecs and dict_id in self.dictionaries
+
+    def to_token(self) -> str:
+        """The one-line form, e.g. for an HTTP header or a file next to the bundles."""
+        codecs = ",".join(str(c) for c in sorted(self.codecs))
+        dicts = ",".join(f"{d:x}" for d in sorted(self.dictionaries))
+        return f"codecs={codecs};dicts={dicts}"
+
+    @classmethod
+    def from_token(cls, token: str) -> Capabilities:
+        """Parse a peer's token; RemoteProtocolError (MALFORMED) saying what is wrong."""
+        if len(token) > MAX_TOKEN_CHARS:
+            raise RemoteProtocolError(
+                ErrorCode.MALFORMED, f"capability token is {len(token)} characters, limit {MAX_TOKEN_CHARS}"
+            )
+        fields: dict[str, str] = {}
+        for part in token.strip().split(";"):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep:
+                raise RemoteProtocolError(
+                    ErrorCode.MALFORMED, f"capability token part {part!r} is not key=value"
+                )
+            fields[key.strip()] = value.strip()
+        if "codecs" not in fields:
+            raise RemoteProtocolError(ErrorCode.MALFORMED, "capability token has no codecs=… part")
+        return cls(
+            codecs=_ints(fields["codecs"], 10, "codec id"),
+            dictionaries=_ints(fields.get("dicts", ""), 16, "dictionary id"),
+        )
+
+
+def _ints(text: str, base: int, what: str) -> frozenset[int]:
+    out = set()
+    for piece in text.split(","):
+        piece = piece.strip()
+        if not piece:
+            continue
+        if len(piece) > 10 or not piece.isascii() or not piece.isalnum():
+            raise RemoteProtocolError(ErrorCode.MALFORMED, f"capability {what} {piece!r} is not a number")
+        try:
+            out.add(int(piece, base))
+        except ValueError:
+            raise RemoteProtocolError(
+                ErrorCode.MALFORMED, f"capability {what} {piece!r} is not a number"
+            ) from None
+    return frozenset(out)
+
+
+# What every orbitpost side has always decoded: assume no more of a peer that says nothing.
+BASELINE = Capabilities(codecs=frozenset({Codec.IDENTITY, Codec.ZSTD}))

@@ -1,0 +1,205 @@
+"""The shipped text dictionary (codec ZSTD_DICT, docs/PROTOCOL.md §5) and capability tokens."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from benchmarks.corpus import make_items, split
+from protocol import RemoteProtocolError, build_bundle, read_header, verify_bundle
+from protocol.canonical import pack
+from protocol.capabilities import BASELINE, Capabilities
+from protocol.codecs import Codec, zstd_compress
+from protocol.dictionary import (
+    CURRENT_DICT_ID,
+    DECODERS,
+    DICT_V1_ID,
+    compress_items,
+    decode_items,
+    dictionary,
+    frame_dict_id,
+    shipped_ids,
+)
+from protocol.errors import ErrorCode
+from protocol.ids import new_ulid
+
+HELD_OUT = split()[1]
+
+
+def _items_section(n: int, seed: int = 3) -> bytes:
+    return pack([s.to_wire() for s in make_items(HELD_OUT[:n], seed=seed)])
+
+
+def test_shipped_dictionary_is_v1_and_pinned() -> None:
+    d = dictionary(DICT_V1_ID)
+    assert d.dict_id() == DICT_V1_ID == CURRENT_DICT_ID
+    assert len(d) == 32 * 1024
+    assert shipped_ids() == {DICT_V1_ID}
+
+
+def test_round_trip_and_frame_names_its_dictionary() -> None:
+    raw = _items_section(20)
+    stored = compress_items(raw)
+    assert frame_dict_id(stored) == DICT_V1_ID
+    assert decode_items(stored, len(raw)) == raw
+
+
+def test_dictionary_beats_plain_zstd_on_held_out_posts() -> None:
+    # Text the dictionary never saw: one post alone, and a batch of 20.
+    for n in (1, 20):
+        raw = _items_section(n)
+        assert len(compress_items(raw)) < len(zstd_compress(raw)) * (0.75 if n == 1 else 0.95)
+
+
+def test_a_dictionary_this_side_lacks_is_refused_by_id() -> None:
+    other = zstandard.train_dictionary(
+        4096, [t.encode() for t in HELD_OUT[:600]], dict_id=0x6F700002, k=64, d=8
+    )
+    raw = _items_section(3)
+    stored = zstandard.ZstdCompressor(dict_data=other, write_dict_id=True).compress(raw)
+    with pytest.raises(RemoteProtocolError) as e:
+        decode_items(stored, len(raw))
+    assert e.value.code == ErrorCode.UNKNOWN_CODEC and "0x6f700002" in str(e.value)
+
+
+def test_a_frame_without_dictionary_is_malformed() -> None:
+    raw = _items_section(2)
+    with pytest.raises(RemoteProtocolError) as e:
+        decode_items(zstd_compress(raw), len(raw))
+    assert e.value.code == ErrorCode.MALFORMED
+
+
+def test_declared_size_bounds_the_output() -> None:
+    raw = _items_section(5)
+    stored = compress_items(raw)
+    with pytest.raises(RemoteProtocolError) as e:
+        decode_items(stored, len(raw) - 1)
+    assert e.value.code == ErrorCode.DECOMPRESSION_BOMB
+    with pytest.raises(RemoteProtocolError) as e:
+        decode_items(stored, len(raw) + 1)
+    assert e.value.code == ErrorCode.MALFORMED
+
+
+def test_every_truncation_and_every_single_byte_flip_is_rejected() -> None:
+    raw = _items_section(2)
+    stored = compress_items(raw)
+    for cut in range(len(stored)):
+        with pytest.raises(RemoteProtocolError):
+            decode_items(stored[:cut], len(raw))
+    for i in range(len(stored)):
+        for flip in (0x01, 0xFF):
+            bad = bytearray(stored)
+            bad[i] ^= flip
+            with pytest.raises(RemoteProtocolError):
+                decode_items(bytes(bad), len(raw))
+
+
+@given(st.binary(min_size=1, max_size=4000))
+def test_round_trip_any_bytes(raw: bytes) -> None:
+    assert decode_items(compress_items(raw), len(raw)) == raw
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=10_000))
+def test_garbage_decodes_or_raises_remote_error(data: bytes, raw_size: int) -> None:
+    try:
+        out = decode_items(data, raw_size)
+    except RemoteProtocolError:
+        return
+    assert len(out) == raw_size
+
+
+@given(st.data())
+def test_random_corruption_never_yields_other_bytes(data: st.DataObject) -> None:
+    raw = _items_section(3, seed=5)
+    stored = bytearray(compress_items(raw))
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(stored) - 1))
+        stored[i] = data.draw(st.integers(0, 255))
+    try:
+        out = decode_items(bytes(stored), len(raw))
+    except RemoteProtocolError:
+        return
+    assert out == raw  # only a no-op "corruption" may decode
+
+
+def test_bundle_with_dictionary_items_verifies(keyring) -> None:  # type: ignore[no-untyped-def]
+    from conftest import BASE_MS
+
+    from ground.ingest import decoders
+
+    items = make_items(HELD_OUT[:10], seed=9, astronauts=("alice",))
+    # make_items signs with corpus keys; enrol them under the names they sign as.
+    from benchmarks.corpus import astronaut_key
+    from protocol import KnownKey, key_id
+
+    ring = {
+        key_id(astronaut_key("alice").public_key): KnownKey(
+            astronaut="alice", public_key=astronaut_key("alice").public_key
+        )
+    }
+    data = build_bundle(
+        bundle_id=new_ulid(BASE_MS, b"\x07" * 10),
+        created_ms=BASE_MS,
+        items=items,
+        items_codec=Codec.ZSTD_DICT,
+        encode_items=compress_items,
+    )
+    assert read_header(data).items_codec == Codec.ZSTD_DICT
+    vb = verify_bundle(data, ring, decoders=decoders())
+    assert [v.signed for v in vb.items] == items
+    # A side without the dictionary codec says exactly that.
+    with pytest.raises(RemoteProtocolError) as e:
+        verify_bundle(data, ring)
+    assert e.value.code == ErrorCode.UNKNOWN_CODEC
+    assert Codec.ZSTD_DICT in DECODERS
+
+
+# Capability tokens -------------------------------------------------------------------
+
+
+def test_capability_token_round_trip_and_form() -> None:
+    c = Capabilities(codecs=frozenset({0, 1, 2, 3}), dictionaries=frozenset({DICT_V1_ID}))
+    assert c.to_token() == "codecs=0,1,2,3;dicts=6f700001"
+    assert Capabilities.from_token(c.to_token()) == c
+    assert c.has_dictionary(DICT_V1_ID) and c.decodes(Codec.JPEG_XL)
+    assert not BASELINE.decodes(Codec.JPEG_XL) and not BASELINE.has_dictionary(DICT_V1_ID)
+    # Later versions may add keys; this one ignores them.
+    assert Capabilities.from_token(" codecs=0, 1 ; future=x ;") == Capabilities(codecs=frozenset({0, 1}))
+
+
+@pytest.mark.parametrize(
+    "token", ["", "dicts=1", "codecs=zero", "codecs=1;dicts=xyz", "codecs", "codecs=" + "9" * 11, "x" * 2000]
+)
+def test_bad_capability_tokens_are_refused(token: str) -> None:
+    with pytest.raises(RemoteProtocolError) as e:
+        Capabilities.from_token(token)
+    assert e.value.code == ErrorCode.MALFORMED
+
+
+@given(
+    st.frozensets(st.integers(0, 255), max_size=8),
+    st.frozensets(st.integers(0, 2**31 - 1), max_size=4),
+)
+def test_capability_round_trip_property(codecs: frozenset[int], dicts: frozenset[int]) -> None:
+    c = Capabilities(codecs=codecs, dictionaries=dicts)
+    assert Capabilities.from_token(c.to_token()) == c
+
+
+@given(st.text(max_size=200))
+def test_any_token_parses_or_raises_remote_error(token: str) -> None:
+    try:
+        Capabilities.from_token(token)
+    except RemoteProtocolError:
+        pass
+
+
+def test_pinned_dictionary_file_matches() -> None:
+    from importlib import resources
+
+    data = resources.files("protocol").joinpath("data", "posts-v1.zdict").read_bytes()
+    assert hashlib.sha256(data).hexdigest().startswith("a73ff910")
