@@ -20,6 +20,7 @@ from typing import Any
 
 from .canonical import expect, expect_list, pack, unpack
 from .codecs import DEFAULT_DECODERS, Codec, Decoder, decode_section, zstd_compress
+from .dictionary import DECODERS as DICTIONARY_DECODERS
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from .ids import ulid_from_bytes, ulid_to_bytes
 from .keys import KnownKey
@@ -251,12 +252,18 @@ def read_header(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> Bu
     )
 
 
+# Every codec that is pure protocol (no I/O): identity, zstd, and zstd with a shipped text
+# dictionary (docs/PROTOCOL.md §5). Transport codecs with I/O, such as JPEG XL, are added by
+# the caller (ground/ingest.py decoders()).
+PROTOCOL_DECODERS: Mapping[int, Decoder] = {**DEFAULT_DECODERS, **DICTIONARY_DECODERS}
+
+
 def verify_bundle(
     data: bytes | memoryview,
     keyring: Mapping[bytes, KnownKey],
     *,
     limits: Limits = DEFAULT_LIMITS,
-    decoders: Mapping[int, Decoder] = DEFAULT_DECODERS,
+    decoders: Mapping[int, Decoder] = PROTOCOL_DECODERS,
     have_blob: Callable[[bytes], bool] = lambda _sha: False,
 ) -> VerifiedBundle:
     """Verify everything in a bundle and return its items and decoded blobs.

@@ -152,9 +152,12 @@ def test_bundle_with_dictionary_items_verifies(keyring) -> None:  # type: ignore
     assert read_header(data).items_codec == Codec.ZSTD_DICT
     vb = verify_bundle(data, ring, decoders=decoders())
     assert [v.signed for v in vb.items] == items
+    assert verify_bundle(data, ring).items == vb.items  # pure protocol: decoded by default
     # A side without the dictionary codec says exactly that.
+    from protocol.codecs import DEFAULT_DECODERS
+
     with pytest.raises(RemoteProtocolError) as e:
-        verify_bundle(data, ring)
+        verify_bundle(data, ring, decoders=DEFAULT_DECODERS)
     assert e.value.code == ErrorCode.UNKNOWN_CODEC
     assert Codec.ZSTD_DICT in DECODERS
 

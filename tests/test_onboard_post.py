@@ -162,7 +162,9 @@ def test_edit_after_post_changes_nothing_queued(alice: Cli, photo: Path, tmp_pat
     (bundle,) = (tmp_path / "OUT").glob("*.opb")
     key = load_key(Home(alice.onboard_home), "alice")
     ring = {key_id(key.public_key): KnownKey(astronaut="alice", public_key=key.public_key)}
-    vb = verify_bundle(bundle.read_bytes(), ring)
+    from ground.ingest import decoders  # photos may cross as JPEG XL (docs/PROTOCOL.md §10)
+
+    vb = verify_bundle(bundle.read_bytes(), ring, decoders=decoders())
     assert vb.blobs == {sha: original}
 
 
