@@ -27,7 +27,19 @@ class BundleRejected(GroundError):
 
 
 class PublishError(GroundError):
-    def __init__(self, message: str, *, retryable: bool, retry_after_s: float | None = None) -> None:
+    """``retryable``: trying again may help. ``ambiguous``: the platform may have acted on the
+    request (timeout after sending), so look it up before any retry. ``retry_after_s``: what
+    the platform asked us to wait (429/503 Retry-After)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        retry_after_s: float | None = None,
+        ambiguous: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+        self.ambiguous = ambiguous

@@ -1,7 +1,13 @@
 """The adapter interface every platform implements.
 
 Adapters are given the exact signed post and the exact media bytes; they never build
-content of their own. An adapter raises ``PublishError(retryable=...)`` on failure.
+content of their own. An adapter raises ``PublishError(retryable=..., ambiguous=...)`` on
+failure. Optional extras the engine uses when present:
+
+- ``async rules(target, session) -> PlatformRules | None``: limits learned from the
+  platform (a Mastodon instance's configuration), re-checked before publishing;
+- ``idempotency_window_s: float``: how long the platform remembers an idempotency key; a
+  post left ambiguous for longer cannot be retried blindly and is failed for an operator.
 """
 
 from __future__ import annotations

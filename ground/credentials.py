@@ -1,0 +1,149 @@
+"""Platform credentials, per account, on ground only: one file of mode 0600 per account.
+
+A credential never travels in a bundle, is never written to the database or the audit
+trail, and its ``repr`` hides the secret so it cannot leak into a log line or traceback.
+Layout: ``<home>/credentials/<quoted platform:account>.json`` holding
+``{"target", "service_url", "identifier", "secret"}``; the folder is mode 0700.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from protocol import LocalProtocolError
+from protocol.model import parse_target
+
+from .errors import GroundError
+
+# Where an account lives when the operator does not say; a Mastodon account
+# "alice@example.social" lives on https://example.social.
+DEFAULT_SERVICE = {"bluesky": "https://bsky.social"}
+SECRET_MAX_BYTES = 4096  # app passwords and tokens are tens of bytes; refuse a pasted file
+
+
+class CredentialError(GroundError):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credential:
+    """How ground logs in as one account. ``secret`` is an app password, token or HMAC key."""
+
+    target: str
+    service_url: str
+    identifier: str
+    secret: str = field(repr=False)
+
+    @property
+    def platform(self) -> str:
+        return parse_target(self.target)[0]
+
+
+def default_service_url(target: str) -> str | None:
+    platform, account = parse_target(target)
+    if platform == "mastodon" and "@" in account:
+        return "https://" + account.rsplit("@", 1)[1]
+    return DEFAULT_SERVICE.get(platform)
+
+
+class CredentialStore:
+    """The credential files under ``root`` (``<ground home>/credentials``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, target: str) -> Path:
+        return self.root / (urllib.parse.quote(target, safe="") + ".json")
+
+    def add(
+        self,
+        target: str,
+        secret: str,
+        *,
+        service_url: str | None = None,
+        identifier: str | None = None,
+    ) -> Credential:
+        """Store (or replace) ``target``'s credential in a new 0600 file; returns it."""
+        try:
+            platform, account = parse_target(target)
+        except LocalProtocolError as exc:
+            raise CredentialError(str(exc)) from exc
+        target = f"{platform}:{account}"
+        secret = secret.strip()
+        if not secret:
+            raise CredentialError(f"the secret for {target} is empty")
+        if len(secret.encode()) > SECRET_MAX_BYTES or "\n" in secret:
+            raise CredentialError(f"the secret for {target} must be one line of at most {SECRET_MAX_BYTES} bytes")
+        url = (service_url or default_service_url(target) or "").rstrip("/")
+        parsed = urllib.parse.urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise CredentialError(
+                f"{target} needs --service-url (the PDS, instance or webhook URL, e.g. https://bsky.social)"
+            )
+        cred = Credential(target=target, service_url=url, identifier=identifier or account, secret=secret)
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        final = self._path(target)
+        tmp = final.with_name(final.name + ".tmp")
+        data = json.dumps(
+            {"target": target, "service_url": url, "identifier": cred.identifier, "secret": secret}
+        ).encode()
+        # Created 0600 from the first byte (never world-readable, even for an instant).
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+        return cred
+
+    def get(self, target: str) -> Credential | None:
+        """``target``'s credential, or None if the operator has not added one."""
+        path = self._path(target)
+        try:
+            raw = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise CredentialError(f"credential file {path} is unreadable: {exc}") from exc
+        return Credential(
+            target=raw["target"],
+            service_url=raw["service_url"],
+            identifier=raw.get("identifier") or parse_target(raw["target"])[1],
+            secret=raw["secret"],
+        )
+
+    def require(self, target: str) -> Credential:
+        cred = self.get(target)
+        if cred is None:
+            raise CredentialError(
+                f"no credentials for {target}: run `ground account add {target} --app-password-file FILE`"
+            )
+        return cred
+
+    def remove(self, target: str) -> bool:
+        try:
+            self._path(target).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def all(self) -> list[Credential]:
+        if not self.root.exists():
+            return []
+        out = []
+        for p in sorted(self.root.glob("*.json")):
+            cred = self.get(urllib.parse.unquote(p.name[: -len(".json")]))
+            if cred is not None:
+                out.append(cred)
+        return out
+
+
+def store_for(home_root: Path) -> CredentialStore:
+    return CredentialStore(home_root / "credentials")

@@ -1,0 +1,160 @@
+"""Pure AT Protocol helpers for the Bluesky adapter: record keys, facets, the post record.
+
+- Record key: a TID (atproto.com/specs/tid): 64 bits, top bit 0, 53 bits of microseconds
+  since the epoch, 10 bits of clock id, written as 13 characters of base32-sortable. Ours is
+  derived from the post id (a ULID: its millisecond time and random bits), so every attempt
+  for one post writes the same key and a retry can never make a second record.
+- Facets (app.bsky.richtext.facet): links, mentions and hashtags, located by UTF-8 *byte*
+  offsets into the unchanged text. Facets annotate; they never alter a byte of the text.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import regex
+
+from protocol.ids import ulid_to_bytes
+from protocol.rules import URL_RE, graphemes
+
+TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
+TID_RE = regex.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
+POST_COLLECTION = "app.bsky.feed.post"
+
+# Handle syntax (atproto.com/specs/handle), after an '@' that starts a word.
+MENTION_RE = regex.compile(
+    r"(?<=^|[\s(])@((?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)"
+)
+# A hashtag: '#' starting a word, then a tag that is not only digits; trailing
+# punctuation is not part of it (same rules as the Bluesky app's detectFacets).
+HASHTAG_RE = regex.compile(r"(?<=^|\s)[#＃]((?!\ufe0f)[^\s\u00ad\u2060\u200a\u200b\u200c\u200d\u20e2]+)")
+_TRAILING_PUNCT = regex.compile(r"\p{P}+$")
+MAX_TAG_GRAPHEMES = 64
+MAX_TAG_BYTES = 640
+
+
+def tid_from_int(n: int) -> str:
+    """Encode a 64-bit TID value (top bit clear) as 13 base32-sortable characters."""
+    if not 0 <= n < 2**63:
+        raise ValueError("a TID value must fit in 63 bits")
+    chars = []
+    for _ in range(13):
+        chars.append(TID_ALPHABET[n & 31])
+        n >>= 5
+    return "".join(reversed(chars))
+
+
+def tid_for_post(post_id: str) -> str:
+    """The record key of ``post_id`` on Bluesky: a valid TID, the same on every call."""
+    raw = ulid_to_bytes(post_id)
+    ms = int.from_bytes(raw[:6], "big")
+    rand = int.from_bytes(raw[6:], "big")
+    micros = ms * 1000 + rand % 1000  # sub-millisecond part from the id's random bits
+    clock_id = (rand >> 10) & 0x3FF
+    return tid_from_int((micros << 10) | clock_id)
+
+
+def datetime_ms(ms: int) -> str:
+    """RFC 3339 with milliseconds and 'Z', the lexicon's datetime format."""
+    dt = datetime.fromtimestamp(ms / 1000, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Span:
+    kind: str  # 'link' | 'mention' | 'tag'
+    value: str  # uri, handle or tag
+    byte_start: int
+    byte_end: int
+
+
+def _byte_offset(text: str, index: int) -> int:
+    return len(text[:index].encode("utf-8"))
+
+
+def find_spans(text: str) -> list[Span]:
+    """Links, @mentions and #hashtags in ``text`` with UTF-8 byte offsets, in text order."""
+    spans: list[Span] = []
+    taken: list[tuple[int, int]] = []
+
+    def add(kind: str, value: str, start: int, end: int) -> None:
+        if any(s < end and start < e for s, e in taken):
+            return  # inside a link already (e.g. a '#fragment')
+        taken.append((start, end))
+        spans.append(Span(kind=kind, value=value, byte_start=_byte_offset(text, start), byte_end=_byte_offset(text, end)))
+
+    for m in URL_RE.finditer(text):
+        add("link", m.group(0), m.start(), m.end())
+    for m in MENTION_RE.finditer(text):
+        add("mention", m.group(1).lower(), m.start(), m.end())
+    for m in HASHTAG_RE.finditer(text):
+        tag = _TRAILING_PUNCT.sub("", m.group(1))
+        if not tag or tag.isdigit() or graphemes(tag) > MAX_TAG_GRAPHEMES or len(tag.encode()) > MAX_TAG_BYTES:
+            continue
+        add("tag", tag, m.start(), m.start() + 1 + len(tag))
+    spans.sort(key=lambda s: s.byte_start)
+    return spans
+
+
+def facets(spans: list[Span], dids: dict[str, str]) -> list[dict[str, Any]]:
+    """app.bsky.richtext.facet objects; mentions whose handle did not resolve are left plain."""
+    out: list[dict[str, Any]] = []
+    for s in spans:
+        if s.kind == "link":
+            feature = {"$type": "app.bsky.richtext.facet#link", "uri": s.value}
+        elif s.kind == "tag":
+            feature = {"$type": "app.bsky.richtext.facet#tag", "tag": s.value}
+        elif s.value in dids:
+            feature = {"$type": "app.bsky.richtext.facet#mention", "did": dids[s.value]}
+        else:
+            continue
+        out.append({"index": {"byteStart": s.byte_start, "byteEnd": s.byte_end}, "features": [feature]})
+    return out
+
+
+def aspect_ratio(data: bytes) -> dict[str, int] | None:
+    """``{"width", "height"}`` as displayed (EXIF rotation applied), or None if unreadable.
+
+    Pillow only reads the header here; the photo bytes are never re-encoded.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                orientation = img.getexif().get(0x0112, 1)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    if orientation in (5, 6, 7, 8):  # rotated 90°: the displayed picture is transposed
+        width, height = height, width
+    if width <= 0 or height <= 0:
+        return None
+    return {"width": width, "height": height}
+
+
+def post_record(
+    text: str,
+    created_ms: int,
+    *,
+    facet_list: list[dict[str, Any]],
+    images: list[tuple[dict[str, Any], str, dict[str, int] | None]],
+) -> dict[str, Any]:
+    """The app.bsky.feed.post record; ``images`` is (blob ref, alt text, aspect ratio) each."""
+    record: dict[str, Any] = {"$type": POST_COLLECTION, "text": text, "createdAt": datetime_ms(created_ms)}
+    if facet_list:
+        record["facets"] = facet_list
+    if images:
+        embedded = []
+        for blob, alt, ratio in images:
+            img: dict[str, Any] = {"alt": alt, "image": blob}
+            if ratio:
+                img["aspectRatio"] = ratio
+            embedded.append(img)
+        record["embed"] = {"$type": "app.bsky.embed.images", "images": embedded}
+    return record

@@ -1,0 +1,199 @@
+"""The `bluesky` platform: AT Protocol XRPC against the account's PDS.
+
+1. ``com.atproto.server.createSession`` with the handle and an *app password* (kept per
+   account on ground, ``ground account add bluesky:alice.test --app-password-file F``);
+   the session is reused until the PDS says the token expired.
+2. ``com.atproto.repo.uploadBlob`` for each photo (exact bytes, its own media type).
+3. ``com.atproto.repo.putRecord`` of an ``app.bsky.feed.post`` at a record key derived from
+   the post id (``atproto.tid_for_post``) with ``swapRecord: null`` — "create only if absent" —
+   so a retry can never produce a second record; if one is already there we return it.
+4. Retract: ``com.atproto.repo.deleteRecord``. Lookup: ``com.atproto.repo.getRecord``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from ..credentials import Credential, CredentialStore
+from ..errors import PublishError
+from . import atproto
+from .base import Published, PublishRequest
+from .http import Response, error_text, raise_for_status, request
+
+_EXPIRED = {"ExpiredToken", "InvalidToken"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    did: str
+    handle: str
+    access_jwt: str
+
+
+class BlueskyPlatform:
+    name = "bluesky"
+
+    def __init__(self, credentials: CredentialStore) -> None:
+        self.credentials = credentials
+        self._sessions: dict[str, _Session] = {}
+
+    def _cred(self, account: str) -> Credential:
+        try:
+            return self.credentials.require(f"bluesky:{account}")
+        except Exception as exc:
+            raise PublishError(str(exc), retryable=False) from exc
+
+    async def _login(self, http: aiohttp.ClientSession, cred: Credential) -> _Session:
+        cached = self._sessions.get(cred.target)
+        if cached is not None:
+            return cached
+        resp = await request(
+            http,
+            "POST",
+            f"{cred.service_url}/xrpc/com.atproto.server.createSession",
+            what=f"log in to {cred.service_url} as {cred.identifier}",
+            json={"identifier": cred.identifier, "password": cred.secret},
+        )
+        if resp.status in (400, 401):
+            raise PublishError(
+                f"log in as {cred.identifier} at {cred.service_url} refused: {error_text(resp)} "
+                f"(check the app password: ground account add {cred.target} --app-password-file F)",
+                retryable=False,
+            )
+        raise_for_status(resp, "log in")
+        body = resp.json() or {}
+        sess = _Session(did=body["did"], handle=body.get("handle", cred.identifier), access_jwt=body["accessJwt"])
+        self._sessions[cred.target] = sess
+        return sess
+
+    async def _xrpc(
+        self,
+        http: aiohttp.ClientSession,
+        cred: Credential,
+        method: str,
+        nsid: str,
+        *,
+        what: str,
+        **kwargs: Any,
+    ) -> tuple[_Session, Response]:
+        """Call ``nsid`` with the account's session, logging in again once if it expired."""
+        for attempt in range(2):
+            sess = await self._login(http, cred)
+            headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {sess.access_jwt}"}
+            resp = await request(http, method, f"{cred.service_url}/xrpc/{nsid}", what=what, headers=headers, **kwargs)
+            data = resp.json()
+            expired = resp.status in (400, 401) and isinstance(data, dict) and data.get("error") in _EXPIRED
+            if expired and attempt == 0:
+                self._sessions.pop(cred.target, None)
+                kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+                continue
+            return sess, resp
+        raise AssertionError("unreachable")
+
+    async def _resolve_handles(self, http: aiohttp.ClientSession, cred: Credential, handles: set[str]) -> dict[str, str]:
+        dids = {}
+        for handle in sorted(handles):
+            resp = await request(
+                http,
+                "GET",
+                f"{cred.service_url}/xrpc/com.atproto.identity.resolveHandle?handle={quote(handle)}",
+                what=f"resolve @{handle}",
+            )
+            data = resp.json()
+            if resp.status == 200 and isinstance(data, dict) and str(data.get("did", "")).startswith("did:"):
+                dids[handle] = data["did"]
+            elif resp.status == 429 or resp.status >= 500:
+                raise_for_status(resp, f"resolve @{handle}")
+            # Unknown handle: the mention stays plain text (the text itself is never changed).
+        return dids
+
+    def _url(self, sess: _Session, rkey: str) -> str:
+        return f"https://bsky.app/profile/{sess.handle}/post/{rkey}"
+
+    async def publish(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published:
+        cred = self._cred(req.account)
+        rkey = atproto.tid_for_post(req.post.id)
+        images = []
+        for i, (ref, data) in enumerate(req.media, start=1):
+            _, resp = await self._xrpc(
+                session,
+                cred,
+                "POST",
+                "com.atproto.repo.uploadBlob",
+                what=f"upload photo {i}",
+                data=data,
+                headers={"Content-Type": ref.media_type},
+            )
+            raise_for_status(resp, f"upload photo {i}")
+            blob = (resp.json() or {}).get("blob")
+            if not isinstance(blob, dict):
+                raise PublishError(f"upload photo {i}: the PDS returned no blob reference", retryable=True)
+            images.append((blob, ref.alt, atproto.aspect_ratio(data)))
+        spans = atproto.find_spans(req.post.text)
+        dids = await self._resolve_handles(session, cred, {s.value for s in spans if s.kind == "mention"})
+        record = atproto.post_record(
+            req.post.text, req.post.created_ms, facet_list=atproto.facets(spans, dids), images=images
+        )
+        sess, resp = await self._xrpc(
+            session,
+            cred,
+            "POST",
+            "com.atproto.repo.putRecord",
+            what="put post record",
+            json={
+                "repo": (await self._login(session, cred)).did,
+                "collection": atproto.POST_COLLECTION,
+                "rkey": rkey,
+                "record": record,
+                "swapRecord": None,  # create only: never overwrite, never duplicate
+            },
+        )
+        data = resp.json()
+        if resp.status == 400 and isinstance(data, dict) and data.get("error") == "InvalidSwap":
+            existing = await self.lookup(req, session)
+            if existing is not None:
+                return existing
+        raise_for_status(resp, "put post record")
+        uri = str((data or {}).get("uri", f"at://{sess.did}/{atproto.POST_COLLECTION}/{rkey}"))
+        return Published(url=self._url(sess, rkey), remote_id=uri)
+
+    async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:
+        cred = self._cred(req.account)
+        rkey = atproto.tid_for_post(req.post.id)
+        sess = await self._login(session, cred)
+        resp = await request(
+            session,
+            "GET",
+            f"{cred.service_url}/xrpc/com.atproto.repo.getRecord?repo={quote(sess.did)}"
+            f"&collection={atproto.POST_COLLECTION}&rkey={rkey}",
+            what="look up post record",
+        )
+        data = resp.json()
+        if resp.status in (400, 404) and isinstance(data, dict) and data.get("error") == "RecordNotFound":
+            return None
+        raise_for_status(resp, "look up post record")
+        value = (data or {}).get("value") or {}
+        if value.get("text") != req.post.text:
+            raise PublishError(
+                f"record {rkey} exists on {cred.service_url} with different text; not overwriting it",
+                retryable=False,
+            )
+        return Published(url=self._url(sess, rkey), remote_id=str(data["uri"]))
+
+    async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:
+        cred = self._cred(account)
+        rkey = remote_id.rstrip("/").rsplit("/", 1)[-1]
+        sess = await self._login(session, cred)
+        _, resp = await self._xrpc(
+            session,
+            cred,
+            "POST",
+            "com.atproto.repo.deleteRecord",
+            what="delete post record",
+            json={"repo": sess.did, "collection": atproto.POST_COLLECTION, "rkey": rkey},
+        )
+        raise_for_status(resp, "delete post record")

@@ -1,0 +1,159 @@
+"""The `mastodon` platform: Mastodon's REST API (docs.joinmastodon.org/methods/).
+
+- media: ``POST /api/v2/media`` (multipart ``file`` + ``description`` = alt text). A 202
+  means the server is still processing it: poll ``GET /api/v1/media/:id`` (206 while
+  processing, 200 when ready) before attaching it.
+- status: ``POST /api/v1/statuses`` with an ``Idempotency-Key`` derived from post id and
+  account, so a repeated request (retry after a timeout, restart after a crash) returns the
+  status created the first time instead of a second one. Mastodon remembers a key for one
+  hour (``idempotency_window_s``); the engine refuses a blind retry after that.
+- limits: ``GET /api/v2/instance`` → ``configuration.statuses`` / ``media_attachments``.
+- retract: ``DELETE /api/v1/statuses/:id`` (404 = already gone).
+
+Credentials: an access token with ``write:statuses write:media`` (``ground account add
+mastodon:alice@example.social --token-file F``); the instance URL defaults from the account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from typing import Any
+
+import aiohttp
+
+from protocol.mediatype import EXTENSIONS
+from protocol.rules import MASTODON, PlatformRules, with_limits
+
+from ..credentials import Credential, CredentialStore
+from ..errors import PublishError
+from .base import Published, PublishRequest
+from .http import raise_for_status, request
+
+# Media processing normally takes seconds; past this we give up and retry later.
+MEDIA_POLL_LIMIT_S = 120.0
+INSTANCE_CACHE_S = 3600.0
+
+
+def idempotency_key(post_id: str, target: str) -> str:
+    """Stable per (post, account): the same request always carries the same key."""
+    return hashlib.sha256(f"orbitpost:{post_id}:{target}".encode()).hexdigest()
+
+
+class MastodonPlatform:
+    name = "mastodon"
+    idempotency_window_s = 3600.0
+
+    def __init__(self, credentials: CredentialStore, *, poll_interval_s: float = 0.5) -> None:
+        self.credentials = credentials
+        self.poll_interval_s = poll_interval_s
+        self._instances: dict[str, tuple[float, PlatformRules]] = {}
+
+    def _cred(self, account: str) -> Credential:
+        try:
+            return self.credentials.require(f"mastodon:{account}")
+        except PublishError:
+            raise
+        except Exception as exc:
+            raise PublishError(str(exc), retryable=False) from exc
+
+    @staticmethod
+    def _auth(cred: Credential) -> dict[str, str]:
+        return {"Authorization": f"Bearer {cred.secret}"}
+
+    async def rules(self, target: str, session: aiohttp.ClientSession) -> PlatformRules | None:
+        """This instance's limits, from ``/api/v2/instance`` (cached for an hour)."""
+        cred = self._cred(target.partition(":")[2])
+        cached = self._instances.get(cred.service_url)
+        if cached and time.monotonic() - cached[0] < INSTANCE_CACHE_S:
+            return cached[1]
+        resp = await request(session, "GET", f"{cred.service_url}/api/v2/instance", what="instance limits")
+        raise_for_status(resp, "instance limits")
+        data = resp.json() or {}
+        conf = data.get("configuration") or {}
+        st = conf.get("statuses") or {}
+        media = conf.get("media_attachments") or {}
+        types = media.get("supported_mime_types")
+        rules = with_limits(
+            MASTODON,
+            max_text=int(st.get("max_characters", MASTODON.max_text)),
+            max_media=int(st.get("max_media_attachments", MASTODON.max_media)),
+            url_length=int(st.get("characters_reserved_per_url", MASTODON.url_length)),
+            max_media_bytes=int(media.get("image_size_limit", MASTODON.max_media_bytes)),
+            media_types=frozenset(t for t in types if t.startswith("image/")) if types else MASTODON.media_types,
+            max_alt=int(media.get("description_limit", MASTODON.max_alt)),
+        )
+        self._instances[cred.service_url] = (time.monotonic(), rules)
+        return rules
+
+    async def _upload(
+        self, session: aiohttp.ClientSession, cred: Credential, index: int, media_type: str, data: bytes, alt: str
+    ) -> str:
+        form = aiohttp.FormData()
+        form.add_field(
+            "file", data, filename=f"photo-{index}.{EXTENSIONS.get(media_type, 'bin')}", content_type=media_type
+        )
+        if alt:
+            form.add_field("description", alt)
+        what = f"upload photo {index}"
+        resp = await request(
+            session, "POST", f"{cred.service_url}/api/v2/media", what=what, data=form, headers=self._auth(cred)
+        )
+        raise_for_status(resp, what)
+        body = resp.json() or {}
+        media_id = str(body.get("id", ""))
+        if not media_id:
+            raise PublishError(f"{what}: the instance returned no media id", retryable=True)
+        if resp.status == 200 and body.get("url"):
+            return media_id
+        # 202 Accepted: processing continues asynchronously; poll until 200.
+        deadline = time.monotonic() + MEDIA_POLL_LIMIT_S
+        delay = self.poll_interval_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(delay)
+            poll = await request(
+                session, "GET", f"{cred.service_url}/api/v1/media/{media_id}", what=what, headers=self._auth(cred)
+            )
+            if poll.status == 200:
+                return media_id
+            if poll.status != 206:
+                raise_for_status(poll, what)
+            delay = min(delay * 1.5, 5.0)
+        raise PublishError(f"{what}: still processing after {MEDIA_POLL_LIMIT_S:.0f} s", retryable=True)
+
+    async def publish(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published:
+        cred = self._cred(req.account)
+        media_ids = [
+            await self._upload(session, cred, i, ref.media_type, data, ref.alt)
+            for i, (ref, data) in enumerate(req.media, start=1)
+        ]
+        payload: dict[str, Any] = {"status": req.post.text}
+        if media_ids:
+            payload["media_ids"] = media_ids
+        headers = {**self._auth(cred), "Idempotency-Key": idempotency_key(req.post.id, cred.target)}
+        resp = await request(
+            session, "POST", f"{cred.service_url}/api/v1/statuses", what="post status", json=payload, headers=headers
+        )
+        raise_for_status(resp, "post status")
+        status = resp.json() or {}
+        if not status.get("id"):
+            raise PublishError("post status: the instance returned no status id", retryable=True, ambiguous=True)
+        return Published(url=str(status.get("url") or status.get("uri") or ""), remote_id=str(status["id"]))
+
+    async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:
+        # Nothing to look up: re-sending with the same Idempotency-Key returns the first status.
+        return None
+
+    async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:
+        cred = self._cred(account)
+        resp = await request(
+            session,
+            "DELETE",
+            f"{cred.service_url}/api/v1/statuses/{remote_id}",
+            what="delete status",
+            headers=self._auth(cred),
+        )
+        if resp.status == 404:
+            return
+        raise_for_status(resp, "delete status")
