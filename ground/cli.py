@@ -16,6 +16,7 @@ from .home import GroundHome
 from .ingest import Outcome, check_bundle, ingest_bytes, record_rejection
 from .operator_cli import operator_app
 from .publish import publish_due
+from .publish_cli import register as register_publishing
 
 app = typer.Typer(
     help="orbitpost ground service: verify, store and publish what the crew signed.",
@@ -25,6 +26,7 @@ app = typer.Typer(
 app.add_typer(operator_app, name="operator")
 station_app = typer.Typer(help="Stations allowed to use the live link (issue 3).", no_args_is_help=True)
 app.add_typer(station_app, name="station")
+register_publishing(app)  # account add/list/remove, retry, publish
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 

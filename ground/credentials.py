@@ -77,7 +77,9 @@ class CredentialStore:
         if not secret:
             raise CredentialError(f"the secret for {target} is empty")
         if len(secret.encode()) > SECRET_MAX_BYTES or "\n" in secret:
-            raise CredentialError(f"the secret for {target} must be one line of at most {SECRET_MAX_BYTES} bytes")
+            raise CredentialError(
+                f"the secret for {target} must be one line of at most {SECRET_MAX_BYTES} bytes"
+            )
         url = (service_url or default_service_url(target) or "").rstrip("/")
         parsed = urllib.parse.urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:

@@ -85,7 +85,7 @@ class RetryPolicy:
 
     def delay_s(self, attempts: int, retry_after_s: float | None, rand: float) -> float:
         """Wait before try ``attempts + 1``; ``rand`` in [0, 1) gives the jitter."""
-        exp = min(self.cap_s, self.base_s * 2 ** max(0, attempts - 1))
+        exp = min(self.cap_s, self.base_s * 2.0 ** max(0, attempts - 1))
         jittered = exp * (0.5 + rand / 2)
         return max(jittered, retry_after_s or 0.0)
 
@@ -236,7 +236,9 @@ def retry(conn: sqlite3.Connection, item_id: str, now_ms: int, account: str | No
         rows = conn.execute(f"SELECT account, state FROM publications WHERE {where}", args).fetchall()
         if not rows:
             raise GroundError(
-                f"no publication of {item_id}" + (f" to {account}" if account else "") + " (see `ground posts`)"
+                f"no publication of {item_id}"
+                + (f" to {account}" if account else "")
+                + " (see `ground posts`)"
             )
         failed = [a for a, s in rows if s in ("failed", "retract_failed")]
         if not failed:
@@ -363,7 +365,9 @@ class _Job:
         except Exception as exc:  # an adapter bug must not stop the loop, nor repost blindly
             log.exception("adapter %s crashed publishing %s", platform_name, self.item_id)
             return self._error(
-                PublishError(f"internal error in {platform_name} adapter: {exc!r}", retryable=True, ambiguous=True),
+                PublishError(
+                    f"internal error in {platform_name} adapter: {exc!r}", retryable=True, ambiguous=True
+                ),
                 True,
             )
         with transaction(self.conn):
@@ -373,7 +377,13 @@ class _Job:
                 "WHERE item_id = ? AND account = ?",
                 (result.url, result.remote_id, self.now_ms, self.now_ms, self.item_id, self.account),
             )
-            audit(self.conn, self.now_ms, "publisher", "published", f"{self.item_id} → {self.account}: {result.url}")
+            audit(
+                self.conn,
+                self.now_ms,
+                "publisher",
+                "published",
+                f"{self.item_id} → {self.account}: {result.url}",
+            )
         return PublishOutcome(item_id=self.item_id, account=self.account, state="published", url=result.url)
 
     async def _rules_problems(self, platform: Platform, req: PublishRequest, session: Any) -> list[str]:
@@ -429,7 +439,11 @@ class _Job:
                 f"{self.item_id} → {self.account}: {exc}; next try in {delay_ms / 1000:.1f} s",
             )
         return PublishOutcome(
-            item_id=self.item_id, account=self.account, state=str(new_state), error=str(exc), next_attempt_ms=when
+            item_id=self.item_id,
+            account=self.account,
+            state=str(new_state),
+            error=str(exc),
+            next_attempt_ms=when,
         )
 
     def _failed(self, reason: str, *, retryable: bool, state: PubState = PubState.FAILED) -> PublishOutcome:
@@ -439,15 +453,21 @@ class _Job:
                 "updated_ms = ? WHERE item_id = ? AND account = ?",
                 (str(state), reason, int(retryable), self.now_ms, self.item_id, self.account),
             )
-            audit(self.conn, self.now_ms, "publisher", str(state), f"{self.item_id} → {self.account}: {reason}")
+            audit(
+                self.conn, self.now_ms, "publisher", str(state), f"{self.item_id} → {self.account}: {reason}"
+            )
         return PublishOutcome(item_id=self.item_id, account=self.account, state=str(state), error=reason)
 
-    async def retract(self, platforms: dict[str, Platform], session: Any, remote_id: str | None) -> PublishOutcome:
+    async def retract(
+        self, platforms: dict[str, Platform], session: Any, remote_id: str | None
+    ) -> PublishOutcome:
         platform_name, acct = parse_target(self.account)
         platform = platforms.get(platform_name)
         try:
             if platform is None:
-                raise PublishError(f"no adapter for platform {platform_name!r} on this ground", retryable=False)
+                raise PublishError(
+                    f"no adapter for platform {platform_name!r} on this ground", retryable=False
+                )
             with transaction(self.conn):
                 self.conn.execute(
                     "UPDATE publications SET attempts = attempts + 1 WHERE item_id = ? AND account = ?",
@@ -457,16 +477,24 @@ class _Job:
             await platform.delete(acct, remote_id or self.item_id, session)
         except PublishError as exc:
             if exc.retryable and self.attempts < self.policy.max_attempts:
-                when = self.now_ms + int(1000 * self.policy.delay_s(self.attempts, exc.retry_after_s, self.rng.random()))
+                when = self.now_ms + int(
+                    1000 * self.policy.delay_s(self.attempts, exc.retry_after_s, self.rng.random())
+                )
                 with transaction(self.conn):
                     self.conn.execute(
                         "UPDATE publications SET last_error = ?, next_attempt_ms = ? WHERE item_id = ? AND account = ?",
                         (str(exc), when, self.item_id, self.account),
                     )
                 return PublishOutcome(
-                    item_id=self.item_id, account=self.account, state="retracting", error=str(exc), next_attempt_ms=when
+                    item_id=self.item_id,
+                    account=self.account,
+                    state="retracting",
+                    error=str(exc),
+                    next_attempt_ms=when,
                 )
-            return self._failed(f"retract failed: {exc}", retryable=exc.retryable, state=PubState.RETRACT_FAILED)
+            return self._failed(
+                f"retract failed: {exc}", retryable=exc.retryable, state=PubState.RETRACT_FAILED
+            )
         with transaction(self.conn):
             self.conn.execute(
                 "UPDATE publications SET state = 'retracted', last_error = NULL, next_attempt_ms = NULL, "

@@ -85,7 +85,11 @@ def find_spans(text: str) -> list[Span]:
         if any(s < end and start < e for s, e in taken):
             return  # inside a link already (e.g. a '#fragment')
         taken.append((start, end))
-        spans.append(Span(kind=kind, value=value, byte_start=_byte_offset(text, start), byte_end=_byte_offset(text, end)))
+        spans.append(
+            Span(
+                kind=kind, value=value, byte_start=_byte_offset(text, start), byte_end=_byte_offset(text, end)
+            )
+        )
 
     for m in URL_RE.finditer(text):
         add("link", m.group(0), m.start(), m.end())
@@ -93,7 +97,12 @@ def find_spans(text: str) -> list[Span]:
         add("mention", m.group(1).lower(), m.start(), m.end())
     for m in HASHTAG_RE.finditer(text):
         tag = _TRAILING_PUNCT.sub("", m.group(1))
-        if not tag or tag.isdigit() or graphemes(tag) > MAX_TAG_GRAPHEMES or len(tag.encode()) > MAX_TAG_BYTES:
+        if (
+            not tag
+            or tag.isdigit()
+            or graphemes(tag) > MAX_TAG_GRAPHEMES
+            or len(tag.encode()) > MAX_TAG_BYTES
+        ):
             continue
         add("tag", tag, m.start(), m.start() + 1 + len(tag))
     spans.sort(key=lambda s: s.byte_start)

@@ -66,7 +66,9 @@ class BlueskyPlatform:
             )
         raise_for_status(resp, "log in")
         body = resp.json() or {}
-        sess = _Session(did=body["did"], handle=body.get("handle", cred.identifier), access_jwt=body["accessJwt"])
+        sess = _Session(
+            did=body["did"], handle=body.get("handle", cred.identifier), access_jwt=body["accessJwt"]
+        )
         self._sessions[cred.target] = sess
         return sess
 
@@ -84,7 +86,9 @@ class BlueskyPlatform:
         for attempt in range(2):
             sess = await self._login(http, cred)
             headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {sess.access_jwt}"}
-            resp = await request(http, method, f"{cred.service_url}/xrpc/{nsid}", what=what, headers=headers, **kwargs)
+            resp = await request(
+                http, method, f"{cred.service_url}/xrpc/{nsid}", what=what, headers=headers, **kwargs
+            )
             data = resp.json()
             expired = resp.status in (400, 401) and isinstance(data, dict) and data.get("error") in _EXPIRED
             if expired and attempt == 0:
@@ -94,7 +98,9 @@ class BlueskyPlatform:
             return sess, resp
         raise AssertionError("unreachable")
 
-    async def _resolve_handles(self, http: aiohttp.ClientSession, cred: Credential, handles: set[str]) -> dict[str, str]:
+    async def _resolve_handles(
+        self, http: aiohttp.ClientSession, cred: Credential, handles: set[str]
+    ) -> dict[str, str]:
         dids = {}
         for handle in sorted(handles):
             resp = await request(

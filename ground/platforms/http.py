@@ -75,7 +75,9 @@ async def request(
     except TimeoutError as exc:
         raise PublishError(f"{what}: no answer from {url} in time", retryable=True, ambiguous=True) from exc
     except aiohttp.ClientError as exc:
-        raise PublishError(f"{what}: connection to {url} failed: {exc}", retryable=True, ambiguous=True) from exc
+        raise PublishError(
+            f"{what}: connection to {url} failed: {exc}", retryable=True, ambiguous=True
+        ) from exc
 
 
 def raise_for_status(resp: Response, what: str) -> None:

@@ -36,6 +36,12 @@ MEDIA_POLL_LIMIT_S = 120.0
 INSTANCE_CACHE_S = 3600.0
 
 
+def _int(d: dict[str, Any], key: str, default: int | None) -> int | None:
+    """A positive integer setting from the instance, or our default if absent or malformed."""
+    v = d.get(key)
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else default
+
+
 def idempotency_key(post_id: str, target: str) -> str:
     """Stable per (post, account): the same request always carries the same key."""
     return hashlib.sha256(f"orbitpost:{post_id}:{target}".encode()).hexdigest()
@@ -77,28 +83,44 @@ class MastodonPlatform:
         types = media.get("supported_mime_types")
         rules = with_limits(
             MASTODON,
-            max_text=int(st.get("max_characters", MASTODON.max_text)),
-            max_media=int(st.get("max_media_attachments", MASTODON.max_media)),
-            url_length=int(st.get("characters_reserved_per_url", MASTODON.url_length)),
-            max_media_bytes=int(media.get("image_size_limit", MASTODON.max_media_bytes)),
-            media_types=frozenset(t for t in types if t.startswith("image/")) if types else MASTODON.media_types,
-            max_alt=int(media.get("description_limit", MASTODON.max_alt)),
+            max_text=_int(st, "max_characters", MASTODON.max_text),
+            max_media=_int(st, "max_media_attachments", MASTODON.max_media),
+            url_length=_int(st, "characters_reserved_per_url", MASTODON.url_length) or MASTODON.url_length,
+            max_media_bytes=_int(media, "image_size_limit", MASTODON.max_media_bytes),
+            media_types=frozenset(t for t in types if str(t).startswith("image/"))
+            if isinstance(types, list) and types
+            else MASTODON.media_types,
+            max_alt=_int(media, "description_limit", MASTODON.max_alt),
         )
         self._instances[cred.service_url] = (time.monotonic(), rules)
         return rules
 
     async def _upload(
-        self, session: aiohttp.ClientSession, cred: Credential, index: int, media_type: str, data: bytes, alt: str
+        self,
+        session: aiohttp.ClientSession,
+        cred: Credential,
+        index: int,
+        media_type: str,
+        data: bytes,
+        alt: str,
     ) -> str:
         form = aiohttp.FormData()
         form.add_field(
-            "file", data, filename=f"photo-{index}.{EXTENSIONS.get(media_type, 'bin')}", content_type=media_type
+            "file",
+            data,
+            filename=f"photo-{index}.{EXTENSIONS.get(media_type, 'bin')}",
+            content_type=media_type,
         )
         if alt:
             form.add_field("description", alt)
         what = f"upload photo {index}"
         resp = await request(
-            session, "POST", f"{cred.service_url}/api/v2/media", what=what, data=form, headers=self._auth(cred)
+            session,
+            "POST",
+            f"{cred.service_url}/api/v2/media",
+            what=what,
+            data=form,
+            headers=self._auth(cred),
         )
         raise_for_status(resp, what)
         body = resp.json() or {}
@@ -113,7 +135,11 @@ class MastodonPlatform:
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
             poll = await request(
-                session, "GET", f"{cred.service_url}/api/v1/media/{media_id}", what=what, headers=self._auth(cred)
+                session,
+                "GET",
+                f"{cred.service_url}/api/v1/media/{media_id}",
+                what=what,
+                headers=self._auth(cred),
             )
             if poll.status == 200:
                 return media_id
@@ -133,12 +159,19 @@ class MastodonPlatform:
             payload["media_ids"] = media_ids
         headers = {**self._auth(cred), "Idempotency-Key": idempotency_key(req.post.id, cred.target)}
         resp = await request(
-            session, "POST", f"{cred.service_url}/api/v1/statuses", what="post status", json=payload, headers=headers
+            session,
+            "POST",
+            f"{cred.service_url}/api/v1/statuses",
+            what="post status",
+            json=payload,
+            headers=headers,
         )
         raise_for_status(resp, "post status")
         status = resp.json() or {}
         if not status.get("id"):
-            raise PublishError("post status: the instance returned no status id", retryable=True, ambiguous=True)
+            raise PublishError(
+                "post status: the instance returned no status id", retryable=True, ambiguous=True
+            )
         return Published(url=str(status.get("url") or status.get("uri") or ""), remote_id=str(status["id"]))
 
     async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:

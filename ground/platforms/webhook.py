@@ -99,7 +99,9 @@ class WebhookPlatform:
         }
         answer = await self._send(session, cred, f"{p.id}:{req.account}", doc, "webhook publish")
         answer = answer if isinstance(answer, dict) else {}
-        return Published(url=str(answer.get("url") or cred.service_url), remote_id=str(answer.get("id") or p.id))
+        return Published(
+            url=str(answer.get("url") or cred.service_url), remote_id=str(answer.get("id") or p.id)
+        )
 
     async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:
         # Receivers deduplicate on X-Orbitpost-Delivery, so sending again is the lookup.

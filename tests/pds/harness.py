@@ -113,7 +113,11 @@ class Pds:
 
     def get_record(self, did: str, rkey: str, collection: str = "app.bsky.feed.post") -> dict[str, Any]:
         return dict(
-            xrpc(self.url, "com.atproto.repo.getRecord", query=f"repo={did}&collection={collection}&rkey={rkey}")
+            xrpc(
+                self.url,
+                "com.atproto.repo.getRecord",
+                query=f"repo={did}&collection={collection}&rkey={rkey}",
+            )
         )
 
     def get_blob(self, did: str, cid: str) -> bytes:
@@ -141,9 +145,7 @@ def start(data_dir: Path) -> Pds:
         "ORBITPOST_PDS_PORT": str(_free_port()),
     }
     log = open(data_dir / "launcher.log", "wb")  # noqa: SIM115 - lives as long as the process
-    proc = subprocess.Popen(
-        [str(NODE), str(LAUNCHER)], cwd=APP, env=env, stdout=subprocess.PIPE, stderr=log
-    )
+    proc = subprocess.Popen([str(NODE), str(LAUNCHER)], cwd=APP, env=env, stdout=subprocess.PIPE, stderr=log)
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)

@@ -1,0 +1,139 @@
+"""`ground account …`, `ground retry` and `ground publish`: the operator's publishing commands.
+
+Credentials are read from a file (never a command-line argument, which other users can see
+in the process list) and are never printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from .credentials import CredentialStore, store_for
+from .db import audit, transaction
+from .errors import GroundError
+from .home import GroundHome
+from .publish import publish_due, remaining, retry
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+account_app = typer.Typer(
+    help="Platform credentials per account (kept on ground only, files of mode 0600).", no_args_is_help=True
+)
+
+
+def _home() -> GroundHome:
+    from .cli import state  # the root callback has parsed --home by now
+
+    return state.home
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _store() -> CredentialStore:
+    return store_for(_home().root)
+
+
+@account_app.command("add")
+def account_add(
+    target: Annotated[str, typer.Argument(help="platform:account, e.g. bluesky:alice.test")],
+    secret_file: Annotated[
+        Path,
+        typer.Option(
+            "--app-password-file",
+            "--token-file",
+            "--secret-file",
+            help="File holding the app password (Bluesky), access token (Mastodon) or HMAC key (webhook).",
+        ),
+    ],
+    service_url: Annotated[
+        str | None,
+        typer.Option(
+            "--service-url",
+            help="PDS, instance or webhook URL (default: bsky.social / the account's instance).",
+        ),
+    ] = None,
+    identifier: Annotated[
+        str | None, typer.Option("--identifier", help="Login name if it differs from the account (Bluesky).")
+    ] = None,
+) -> None:
+    """Store the credentials ground uses to publish as TARGET."""
+    try:
+        secret = secret_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GroundError(f"cannot read {secret_file}: {getattr(exc, 'strerror', None) or exc}") from exc
+    cred = _store().add(target, secret, service_url=service_url, identifier=identifier)
+    conn = _home().conn
+    with transaction(conn):
+        audit(conn, _now_ms(), "cli", "account_add", f"{cred.target} at {cred.service_url}")
+    console.print(f"stored credentials for {cred.target} ({cred.service_url}); the secret is not shown")
+
+
+@account_app.command("list")
+def account_list() -> None:
+    """List accounts with stored credentials (never the secrets)."""
+    creds = _store().all()
+    if not creds:
+        console.print("no accounts yet: ground account add PLATFORM:ACCOUNT --app-password-file FILE")
+    for c in creds:
+        console.print(f"{c.target}\t{c.service_url}\tlogin {c.identifier}\tsecret: stored (0600)")
+
+
+@account_app.command("remove")
+def account_remove(target: str) -> None:
+    """Delete TARGET's stored credentials."""
+    if not _store().remove(target):
+        raise GroundError(f"no credentials stored for {target} (see `ground account list`)")
+    conn = _home().conn
+    with transaction(conn):
+        audit(conn, _now_ms(), "cli", "account_remove", target)
+    console.print(f"removed credentials for {target}")
+
+
+def retry_cmd(
+    post_id: Annotated[str, typer.Argument(help="The post id (see `ground posts`).")],
+    account: Annotated[
+        str | None, typer.Option("--account", help="Only this platform:account (default: every failed one).")
+    ] = None,
+) -> None:
+    """Queue a failed publication again (per account); published ones are never touched."""
+    done = retry(_home().conn, post_id, _now_ms(), account)
+    console.print(f"queued again: {post_id.upper()} → {', '.join(done)}")
+
+
+def publish_cmd(
+    loop: Annotated[
+        bool, typer.Option("--loop", help="Keep going until nothing due is left (retries included).")
+    ] = False,
+    interval_s: Annotated[
+        float, typer.Option("--interval", help="Seconds between passes with --loop.")
+    ] = 1.0,
+) -> None:
+    """Publish everything that is due now (what `ground serve` does continuously)."""
+    home = _home()
+    while True:
+        for o in asyncio.run(publish_due(home, _now_ms())):
+            if o.state == "published":
+                console.print(f"published {o.item_id} → {o.account}: {o.url}")
+            elif o.state == "retracted":
+                console.print(f"retracted {o.item_id} → {o.account}")
+            else:
+                err_console.print(f"{o.state.upper()} {o.item_id} → {o.account}: {o.error}", markup=False)
+        if not loop or remaining(home, _now_ms()) == 0:
+            return
+        time.sleep(interval_s)
+
+
+def register(app: typer.Typer) -> None:
+    """Add these commands to the `ground` CLI."""
+    app.add_typer(account_app, name="account")
+    app.command("retry")(retry_cmd)
+    app.command("publish")(publish_cmd)
