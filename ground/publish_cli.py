@@ -84,7 +84,7 @@ def account_list() -> None:
     if not creds:
         console.print("no accounts yet: ground account add PLATFORM:ACCOUNT --app-password-file FILE")
     for c in creds:
-        console.print(f"{c.target}\t{c.service_url}\tlogin {c.identifier}\tsecret: stored (0600)")
+        print(f"{c.target}\t{c.service_url}\tlogin {c.identifier}\tsecret: stored (0600)")
 
 
 @account_app.command("remove")

@@ -1,0 +1,165 @@
+"""The mastodon adapter through the engine, against a local server written to Mastodon's API
+(tests/fake_mastodon.py): async media (202 + polling), Idempotency-Key, 429 + Retry-After,
+ambiguous 5xx, instance limits, retract."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from fake_mastodon import FakeMastodon, Fault
+from publish_support import T0, command, ingest, make_home, make_post, states
+
+from ground.credentials import store_for
+from ground.home import GroundHome
+from ground.platforms.mastodon import MastodonPlatform, idempotency_key
+from ground.publish import publish_due
+from protocol import SigningKey
+from protocol.model import Retract
+
+TARGET = "mastodon:alice@fake.example"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[tuple[FakeMastodon, str]]:
+    m = FakeMastodon()
+    server = TestServer(m.app(), host="127.0.0.1")
+    await server.start_server()
+    m.base_url = str(server.make_url("")).rstrip("/")
+    yield m, m.base_url
+    await server.close()
+
+
+@pytest.fixture
+def home(tmp_path: Path, alice_key: SigningKey, fake: tuple[FakeMastodon, str]) -> GroundHome:
+    h = make_home(tmp_path / "G", alice_key, [TARGET])
+    store_for(h.root).add(TARGET, "token-alice", service_url=fake[1])
+    yield h
+    h.close()
+
+
+async def run(home: GroundHome, now: int):  # type: ignore[no-untyped-def]
+    plat = MastodonPlatform(store_for(home.root), poll_interval_s=0.01)
+    async with aiohttp.ClientSession() as s:
+        return await publish_due(home, now, {"mastodon": plat}, s, rng=random.Random(0))  # type: ignore[dict-item]
+
+
+async def test_publishes_text_and_photos_exactly_with_async_media(
+    home: GroundHome, fake: tuple[FakeMastodon, str], alice_key: SigningKey, sample_jpegs: list[Path]
+) -> None:
+    m, _ = fake
+    imgs = [p.read_bytes() for p in sample_jpegs[:2]]
+    text = "Cafe\u0301 at 400 km 👩‍🚀🇯🇵\r\nline two  "
+    post, blobs = make_post(
+        text, [TARGET], photos=[(imgs[0], "image/jpeg", "Rocket"), (imgs[1], "image/jpeg", "")]
+    )
+    ingest(home, alice_key, [post], blobs)
+    (o,) = await run(home, T0)
+    assert o.state == "published", o.error
+    (status,) = m.statuses.values()
+    assert status["text"].encode() == text.encode()
+    assert [m.media[i]["data"] for i in status["media_ids"]] == imgs
+    assert [m.media[i]["description"] for i in status["media_ids"]] == ["Rocket", None]
+    assert status["key"] == idempotency_key(post.id, TARGET)
+    # Both uploads answered 202 and were polled (206) until ready before the status was posted.
+    assert [s for meth, path, s in m.log if path.startswith("/api/v1/media/")] == [
+        206,
+        206,
+        200,
+        206,
+        206,
+        200,
+    ]
+    assert o.url == f"{m.base_url}/@alice/{status['id']}"
+    row = home.conn.execute("SELECT remote_id, url FROM publications").fetchone()
+    assert row == (status["id"], o.url)
+
+
+async def test_idempotency_key_makes_a_repeat_return_the_same_status(
+    home: GroundHome, fake: tuple[FakeMastodon, str], alice_key: SigningKey
+) -> None:
+    m, _ = fake
+    post, _ = make_post("once only", [TARGET])
+    ingest(home, alice_key, [post])
+    # The status is created, then the answer is lost (502): ambiguous.
+    m.faults.append(Fault(method="POST", path="/api/v1/statuses", status=502, after=True))
+    (o,) = await run(home, T0)
+    assert o.state == "publishing" and len(m.statuses) == 1
+    (o,) = await run(home, o.next_attempt_ms or 0)
+    assert o.state == "published"
+    assert len(m.statuses) == 1 and o.url and o.url.endswith("/" + next(iter(m.statuses)))
+
+
+async def test_429_with_retry_after_is_honoured(
+    home: GroundHome, fake: tuple[FakeMastodon, str], alice_key: SigningKey
+) -> None:
+    m, _ = fake
+    post, _ = make_post("slow down", [TARGET])
+    ingest(home, alice_key, [post])
+    m.faults.append(Fault(method="POST", path="/api/v1/statuses", status=429, headers={"Retry-After": "120"}))
+    (o,) = await run(home, T0)
+    assert o.state == "pending" and "429" in (o.error or "")
+    assert o.next_attempt_ms is not None and o.next_attempt_ms >= T0 + 120_000
+    assert await run(home, T0 + 119_000) == []
+    (o,) = await run(home, T0 + 120_000)
+    assert o.state == "published" and len(m.statuses) == 1
+
+
+async def test_instance_limits_are_rechecked_on_ground(
+    home: GroundHome, fake: tuple[FakeMastodon, str], alice_key: SigningKey
+) -> None:
+    m, _ = fake
+    m.max_characters = 100  # this instance is stricter than Mastodon's default 500
+    post, _ = make_post("x" * 150, [TARGET])
+    ingest(home, alice_key, [post])
+    (o,) = await run(home, T0)
+    assert (
+        o.state == "failed" and "mastodon.text_length" in (o.error or "") and "allows 100" in (o.error or "")
+    )
+    assert m.statuses == {}
+    assert home.conn.execute("SELECT retryable FROM publications").fetchone() == (0,)
+
+
+async def test_permanent_refusal_is_not_retried(
+    home: GroundHome, fake: tuple[FakeMastodon, str], alice_key: SigningKey
+) -> None:
+    m, _ = fake
+    m.tokens = {"another": "bob"}  # the stored token was revoked on the instance
+    post, _ = make_post("hi", [TARGET])
+    ingest(home, alice_key, [post])
+    (o,) = await run(home, T0)
+    assert o.state == "failed" and "401" in (o.error or "")
+    assert await run(home, T0 + 10**9) == []
+
+
+async def test_retract_deletes_the_status(
+    home: GroundHome, fake: tuple[FakeMastodon, str], alice_key: SigningKey
+) -> None:
+    m, _ = fake
+    post, _ = make_post("oops", [TARGET])
+    ingest(home, alice_key, [post])
+    await run(home, T0)
+    assert len(m.statuses) == 1
+    ingest(home, alice_key, [command(Retract, post.id)])
+    (o,) = await run(home, T0 + 1)
+    assert o.state == "retracted" and m.statuses == {}
+    assert states(home, post.id) == {TARGET: "retracted"}
+
+
+async def test_ambiguous_beyond_the_idempotency_window_goes_to_an_operator(
+    home: GroundHome, fake: tuple[FakeMastodon, str], alice_key: SigningKey
+) -> None:
+    m, _ = fake
+    post, _ = make_post("lost", [TARGET])
+    ingest(home, alice_key, [post])
+    m.faults.append(Fault(method="POST", path="/api/v1/statuses", status=504, after=True))
+    (o,) = await run(home, T0)
+    assert o.state == "publishing"
+    # Ground was down for two hours: the instance has forgotten the key; no blind repost.
+    (o,) = await run(home, T0 + 2 * 3600_000)
+    assert o.state == "failed" and "idempotency window" in (o.error or "")
+    assert len(m.statuses) == 1
