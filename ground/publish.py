@@ -126,7 +126,8 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
 def publisher_lock(home: GroundHome) -> Iterator[bool]:
     """Yield True if this process may publish now (no other publisher holds the home)."""
     home.root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(home.root / "publisher.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    # Beside the database it guards, like SQLite's own -wal and -shm files.
+    fd = os.open(home.root / "ground.db-publisher.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -22,7 +22,7 @@ from ground.dashboard.openapi import openapi_document
 from ground.errors import BundleRejected
 from ground.home import GroundHome
 from ground.ingest import ingest_bytes
-from ground.publish import RetryPolicy, publish_due
+from ground.publish import publish_due
 from protocol import SigningKey, key_id
 
 PUBLIC = {("POST", "/api/login"), ("GET", "/api/openapi.json")}
@@ -244,8 +244,7 @@ async def test_retry_a_failed_publication(client: TestClient, home: GroundHome, 
     home.archive_dir.parent.mkdir(parents=True, exist_ok=True)
     home.archive_dir.write_text("in the way")
     r = ingest_bytes(home, make_bundle(1), source="test", now_ms=operators_now())
-    # One attempt only: the engine would otherwise back off and retry a retryable error itself.
-    (outcome,) = await publish_due(home, operators_now(), policy=RetryPolicy(max_attempts=1))
+    (outcome,) = await publish_due(home, operators_now())
     assert outcome.state == "failed"
     me = await login(client, ADMIN)
     csrf = {"X-CSRF-Token": me["csrf_token"]}

@@ -62,7 +62,10 @@ class ArchivePlatform:
             write_atomic(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
             tmp.rename(final)
             fsync_dir(final.parent)
-        except OSError as exc:
+        except (NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError) as exc:
+            # The folder layout is wrong: waiting will not fix it, an operator will (then retry).
+            raise PublishError(f"archive write failed: {exc}", retryable=False) from exc
+        except OSError as exc:  # e.g. disk full: may clear up by itself
             raise PublishError(f"archive write failed: {exc}", retryable=True) from exc
         return Published(url=final.resolve().as_uri(), remote_id=req.post.id)
 
