@@ -222,11 +222,18 @@ def demo(
     root: Annotated[Path, typer.Option("--dir", help="Where the demo keeps its homes.")] = Path(
         "orbitpost-demo"
     ),
+    serve: Annotated[
+        bool,
+        typer.Option("--serve", help="Keep serving afterwards and print the dashboard URL and a login."),
+    ] = False,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port for ground serve (default: a free one).")
+    ] = None,
 ) -> None:
     """Run the whole path locally: keys, posts with a real photo, bundles, verification, publishing."""
     from .demo import run_demo
 
-    run_demo(root)
+    run_demo(root, keep_serving=serve, port=port)
 
 
 def main() -> None:

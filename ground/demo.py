@@ -3,6 +3,8 @@ link and a real archive — every step printed as the command a person would typ
 
 from __future__ import annotations
 
+import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -38,16 +40,21 @@ def start_server(ground_home: Path, port: int | None = None) -> tuple[subprocess
     url = f"http://127.0.0.1:{port}"
     args = ["serve", "--host", "127.0.0.1", "--port", str(port)]
     print(f"$ ground --home {ground_home} {' '.join(args)} &")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ground", "--home", str(ground_home), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # The server's messages go to a file, not a pipe: a pipe nobody reads would fill up and
+    # stall a server that keeps running (`ground demo --serve`).
+    ground_home.mkdir(parents=True, exist_ok=True)
+    log = ground_home / "serve.log"
+    with log.open("ab") as log_fd:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ground", "--home", str(ground_home), *args],
+            stdout=subprocess.DEVNULL,
+            stderr=log_fd,
+        )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise GroundError(f"ground serve exited at start: {err.strip()}")
+            err = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise GroundError(f"ground serve exited at start: {' '.join(err)}")
         try:
             with urllib.request.urlopen(url + "/v1/health", timeout=1) as r:
                 if r.status == 200:
@@ -69,8 +76,13 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.stderr.close()
 
 
-def run_demo(root: Path) -> None:
-    """Create an astronaut and a station, serve ground, sync posts over the link, publish them."""
+def run_demo(root: Path, *, keep_serving: bool = False, port: int | None = None) -> None:
+    """Create an astronaut and a station, serve ground, sync posts over the link, publish them.
+
+    With ``keep_serving`` an admin operator is created first and the dashboard URL and login
+    are printed before anything is sent, so the posts can be watched arriving; ground keeps
+    serving (and a scheduled post keeps one publication due) until Ctrl-C.
+    """
     onboard_home, ground_home = root / "onboard", root / "ground"
     root.mkdir(parents=True, exist_ok=True)
     photo = root / "launch.jpg"
@@ -82,7 +94,10 @@ def run_demo(root: Path) -> None:
     token = root / "station.token"
     if not token.exists():
         _run(["station", "add", "iss", "--token-out", str(token)], ground_home, "ground")
-    server, url = start_server(ground_home)
+    login = _ensure_operator(ground_home, root) if keep_serving else None
+    server, url = start_server(ground_home, port)
+    if login is not None:
+        _print_dashboard(url, *login)
     try:
         _run(["link", "add", "--ground", url, "--token-file", str(token)], onboard_home, "onboard")
         _run(
@@ -109,8 +124,98 @@ def run_demo(root: Path) -> None:
         _run(["sync", "--wait-published", "30"], onboard_home, "onboard")
         _run(["queue"], onboard_home, "onboard")
         _run(["posts"], ground_home, "ground")
+        if login is not None:
+            _schedule_one(onboard_home)
+            _print_dashboard(url, *login)
+            print("ground keeps serving; press Ctrl-C to stop.", flush=True)
+            _wait_for_interrupt(server)
     finally:
         stop_server(server)
     print(
         f"\nPublished posts are under {ground_home / 'archive'}; every file's sha256 is in its record.json."
     )
+
+
+DEMO_OPERATOR = "demo"
+
+
+def _ensure_operator(ground_home: Path, root: Path) -> tuple[str, str]:
+    """An admin operator for the dashboard; its password is kept in ``root`` (mode 0600) for re-runs."""
+    pw_file = root / "operator.password"
+    listed = subprocess.run(
+        [sys.executable, "-m", "ground", "--home", str(ground_home), "operator", "list"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    active = {line.split("\t")[0] for line in listed.splitlines() if line.endswith("\tactive")}
+    if pw_file.exists() and DEMO_OPERATOR in active:
+        return DEMO_OPERATOR, pw_file.read_text().strip()
+    taken = {line.split("\t")[0] for line in listed.splitlines()}
+    name = next(
+        n for n in (DEMO_OPERATOR, *(f"{DEMO_OPERATOR}-{i}" for i in range(2, 1000))) if n not in taken
+    )
+    password = secrets.token_urlsafe(12)
+    print(f"$ ground --home {ground_home} operator add {name} --role admin --password-stdin")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ground",
+            "--home",
+            str(ground_home),
+            "operator",
+            "add",
+            name,
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise GroundError(f"`ground operator add` failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    print(proc.stdout.rstrip())
+    pw_file.write_text(password + "\n")
+    pw_file.chmod(0o600)
+    return name, password
+
+
+def _print_dashboard(url: str, name: str, password: str) -> None:
+    print(f"\n  Dashboard: {url}/\n  Log in as: {name}\n  Password:  {password}\n", flush=True)
+
+
+def _schedule_one(onboard_home: Path) -> None:
+    """One more post, due a minute from now, so the dashboard shows it go from scheduled to published."""
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
+    _run(
+        [
+            "post",
+            "--as",
+            "alice",
+            "--to",
+            "archive:alice",
+            "--at",
+            at,
+            "Scheduled from orbit: watch me publish.",
+        ],
+        onboard_home,
+        "onboard",
+    )
+    _run(["sync"], onboard_home, "onboard")
+
+
+def _wait_for_interrupt(server: subprocess.Popen[bytes]) -> None:
+    # SIGTERM ends the demo like Ctrl-C does, so the server child is always stopped with it.
+    def _term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, _term)
+    try:
+        server.wait()
+        raise GroundError("ground serve stopped unexpectedly")
+    except KeyboardInterrupt:
+        print("\nstopping ground serve", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

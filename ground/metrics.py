@@ -57,18 +57,21 @@ class GroundCollector(Collector):
         )
         depth = GaugeMetricFamily(
             "orbitpost_publish_queue_depth",
-            "Publications waiting to be published (pending or in flight).",
+            "Publications due now or in flight (scheduled ones excluded).",
             labels=["platform"],
         )
         per_platform_depth: dict[str, int] = {}
         counts: dict[tuple[str, str], int] = {}
-        for account, state, n in conn.execute(
-            "SELECT account, state, COUNT(*) FROM publications GROUP BY account, state"
+        # Queue depth counts what is due (or in flight), not posts waiting for their publish time.
+        for account, state, n, due in conn.execute(
+            "SELECT account, state, COUNT(*), SUM(CASE WHEN state = 'publishing' OR next_attempt_ms IS NULL "
+            "OR next_attempt_ms <= ? THEN 1 ELSE 0 END) FROM publications GROUP BY account, state",
+            (self.now_ms,),
         ):
             platform = queries.platform_of(account)
             counts[(platform, state)] = counts.get((platform, state), 0) + n
             if state in ("pending", "publishing"):
-                per_platform_depth[platform] = per_platform_depth.get(platform, 0) + n
+                per_platform_depth[platform] = per_platform_depth.get(platform, 0) + due
             per_platform_depth.setdefault(platform, 0)
         for (platform, state), n in sorted(counts.items()):
             pubs.add_metric([platform, state], n)

@@ -348,14 +348,16 @@ def audit_log(
 def summary(conn: sqlite3.Connection, now_ms: int) -> JSON:
     """The status strip: link, queue and counts, in one cheap call."""
     by_state = dict(conn.execute("SELECT state, COUNT(*) FROM publications GROUP BY state").fetchall())
+    # Waiting for its publish time (or a backoff) is not a backlog: count it apart.
     scheduled = conn.execute(
         "SELECT COUNT(*) FROM publications WHERE state = 'pending' AND next_attempt_ms > ?", (now_ms,)
     ).fetchone()[0]
+    due = by_state.get("pending", 0) - scheduled + by_state.get("publishing", 0)
     return {
         "now_ms": now_ms,
         "link": link_status(conn, now_ms),
         "publications": by_state,
-        "queue_depth": by_state.get("pending", 0) + by_state.get("publishing", 0),
+        "queue_depth": due,
         "scheduled": scheduled,
         "bundles_accepted": conn.execute("SELECT COUNT(*) FROM bundles").fetchone()[0],
         "bundles_rejected": conn.execute("SELECT COUNT(*) FROM rejections").fetchone()[0],

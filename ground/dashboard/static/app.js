@@ -135,7 +135,7 @@ function renderTransfers(d) {
     rows.push(el("tr", {},
       el("td", { class: "time" }, fmtTime(t.updated_ms)),
       el("td", {}, badge(t.state === "complete" ? "verified" : t.state === "failed" ? "rejected" : "pending", `${t.kind === "blob" ? "photo" : t.kind} ${t.state}`)),
-      el("td", { class: "mono" }, t.transfer_id.split(":").pop().slice(0, 16) + "…"), el("td", {}, `${t.station} ${t.source || ""}`),
+      el("td", { class: "mono" }, t.transfer_id.split(":").pop().slice(0, 16) + "…"), el("td", {}, t.source || t.station),
       el("td", { class: "num" }, `${bytes(t.received_bytes)} / ${bytes(t.total_bytes)}`),
       el("td", {}, t.state === "failed" ? el("span", { class: "reason" }, `[${t.code}] ${t.message}`) : pct(t.progress))));
   }
@@ -304,7 +304,7 @@ $("#login-form").addEventListener("submit", async (ev) => {
     });
     $("#login-password").value = "";
     showDashboard();
-    $("#main").focus();
+    $("#main").focus({ preventScroll: true });
   } catch (e) { me = null; $("#login-error").textContent = e.message; }
 });
 $("#logout").addEventListener("click", async () => {
