@@ -29,6 +29,12 @@ CREATE TABLE IF NOT EXISTS accounts (
     paused      INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (astronaut, account)
 );
+-- Platforms an operator paused (dashboard): the publisher skips every account on them.
+CREATE TABLE IF NOT EXISTS platform_pauses (
+    platform   TEXT PRIMARY KEY,
+    paused_ms  INTEGER NOT NULL,
+    actor      TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS bundles (
     bundle_id   TEXT PRIMARY KEY,
     sha256      TEXT NOT NULL UNIQUE,

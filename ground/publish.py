@@ -228,8 +228,18 @@ def _accounts(rows: list[Any]) -> str:
 # --- operator actions ----------------------------------------------------------------------------
 
 
-def retry(conn: sqlite3.Connection, item_id: str, now_ms: int, account: str | None = None) -> list[str]:
-    """Put failed publications of ``item_id`` (one account, or all) back in the queue."""
+def retry(
+    conn: sqlite3.Connection,
+    item_id: str,
+    now_ms: int,
+    account: str | None = None,
+    *,
+    actor: str = "operator",
+) -> list[str]:
+    """Put failed publications of ``item_id`` (one account, or all) back in the queue.
+
+    ``actor`` names who asked, for the audit log (the dashboard passes ``operator:NAME``).
+    """
     item_id = item_id.strip().upper()
     where = "item_id = ?" + (" AND account = ?" if account else "")
     args: tuple[Any, ...] = (item_id, account) if account else (item_id,)
@@ -252,7 +262,7 @@ def retry(conn: sqlite3.Connection, item_id: str, now_ms: int, account: str | No
                 "attempts = 0, next_attempt_ms = ?, updated_ms = ? WHERE item_id = ? AND account = ?",
                 (publish_at, now_ms, item_id, a),
             )
-        audit(conn, now_ms, "operator", "retry", f"{item_id} → {', '.join(failed)}")
+        audit(conn, now_ms, actor, "retry", f"{item_id} → {', '.join(failed)}")
     return failed
 
 
@@ -300,6 +310,7 @@ async def _pass(
         "AND (i.publish_at_ms IS NULL OR i.publish_at_ms <= ? OR p.state = 'retracting') "
         "AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.astronaut = i.author AND a.account = p.account "
         "AND a.paused = 1) "
+        "AND NOT EXISTS (SELECT 1 FROM platform_pauses pp WHERE p.account LIKE pp.platform || ':%') "
         "ORDER BY COALESCE(p.next_attempt_ms, i.publish_at_ms, 0), p.item_id, p.account",
         (now_ms, now_ms),
     ).fetchall()

@@ -380,3 +380,21 @@ def test_operator_cli(cli: Any) -> None:
     assert operators.session_for(home.conn, token, operators_now()) is None
     assert operators.authenticate(home.conn, "pat", "a long enough password") is None
     home.close()
+
+
+async def test_the_engine_honours_platform_and_account_pauses(
+    client: TestClient, home: GroundHome, make_bundle: Any
+) -> None:
+    me = await login(client, ADMIN)
+    csrf = {"X-CSRF-Token": me["csrf_token"]}
+    assert (await client.post("/api/platforms/archive/pause", headers=csrf)).status == 200
+    ingest_bytes(home, make_bundle(1, photo=False), source="test", now_ms=operators_now())
+    assert await publish_due(home, operators_now()) == []
+    assert (await client.post("/api/platforms/archive/resume", headers=csrf)).status == 200
+    assert (await client.post("/api/accounts/archive:alice/pause", headers=csrf)).status == 200
+    assert await publish_due(home, operators_now()) == []
+    summary = await (await client.get("/api/summary")).json()
+    assert summary["queue_depth"] == 1 and summary["publications"] == {"pending": 1}
+    assert (await client.post("/api/accounts/archive:alice/resume", headers=csrf)).status == 200
+    (outcome,) = await publish_due(home, operators_now())
+    assert outcome.state == "published"

@@ -13,7 +13,6 @@ from aiohttp import web
 
 from .. import operators
 from ..home import GroundHome
-from . import actions
 from .api import ROUTES, STOP_KEY, STREAMS_KEY
 from .auth import HOME_KEY, LIMITER_KEY, LoginLimiter
 
@@ -53,7 +52,6 @@ def setup(app: web.Application, home: GroundHome, *, limiter: LoginLimiter | Non
     """Register the dashboard page, its static files, the JSON API, /metrics and login/logout."""
     conn = home.conn
     operators.ensure_schema(conn)
-    actions.ensure_schema(conn)
     app[HOME_KEY] = home
     app[LIMITER_KEY] = limiter or LoginLimiter()
     app[STOP_KEY] = asyncio.Event()

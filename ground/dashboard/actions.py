@@ -13,17 +13,10 @@ from __future__ import annotations
 
 import sqlite3
 
+from .. import publish
 from ..db import audit, transaction
 from ..enroll import revoke as enroll_revoke
 from ..errors import EnrollError, GroundError
-
-PLATFORM_SCHEMA = """
-CREATE TABLE IF NOT EXISTS platform_pauses (
-    platform   TEXT PRIMARY KEY,
-    paused_ms  INTEGER NOT NULL,
-    actor      TEXT NOT NULL
-);
-"""
 
 
 class ActionError(GroundError):
@@ -32,43 +25,29 @@ class ActionError(GroundError):
         self.status = status
 
 
-def ensure_schema(conn: sqlite3.Connection) -> None:
-    # executescript would COMMIT an open transaction, so only run it when the table is missing.
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'platform_pauses'").fetchone() is None:
-        conn.executescript(PLATFORM_SCHEMA)
-
-
 def paused_platforms(conn: sqlite3.Connection) -> set[str]:
-    ensure_schema(conn)
+    """Platforms paused by an operator (``platform_pauses`` in ground/db.py; the engine skips them)."""
     return {p for (p,) in conn.execute("SELECT platform FROM platform_pauses")}
 
 
 def retry_publication(conn: sqlite3.Connection, item_id: str, account: str, now_ms: int, actor: str) -> None:
-    """Put a failed publication back in the queue, due now (the engine re-checks the platform first)."""
-    with transaction(conn):
-        row = conn.execute(
-            "SELECT state FROM publications WHERE item_id = ? AND account = ?", (item_id, account)
-        ).fetchone()
-        if row is None:
-            raise ActionError(f"no publication of post {item_id} to {account}", status=404)
-        if row[0] != "failed":
-            raise ActionError(
-                f"publication of {item_id} to {account} is {row[0]}, only failed ones can be retried",
-                status=409,
-            )
-        conn.execute(
-            "UPDATE publications SET state = 'pending', next_attempt_ms = NULL, updated_ms = ? "
-            "WHERE item_id = ? AND account = ?",
-            (now_ms, item_id, account),
-        )
-        audit(conn, now_ms, actor, "retry", f"{item_id} → {account}")
+    """Put a failed publication (or failed retraction) back in the engine's queue."""
+    row = conn.execute(
+        "SELECT state FROM publications WHERE item_id = ? AND account = ?", (item_id, account)
+    ).fetchone()
+    if row is None:
+        raise ActionError(f"no publication of post {item_id} to {account}", status=404)
+    try:
+        # The engine owns the state machine (ground/publish.py); this is `ground retry`'s path.
+        publish.retry(conn, item_id, now_ms, account, actor=actor)
+    except GroundError as exc:
+        raise ActionError(f"{exc}; only failed publications can be retried", status=409) from exc
 
 
 def set_platform_paused(
     conn: sqlite3.Connection, platform: str, paused: bool, now_ms: int, actor: str
 ) -> None:
     """Pause or resume every publication to ``platform`` (must be one ground publishes to)."""
-    ensure_schema(conn)
     with transaction(conn):
         known = conn.execute(
             "SELECT 1 FROM accounts WHERE account LIKE ? || ':%' UNION SELECT 1 FROM platform_pauses WHERE platform = ?",

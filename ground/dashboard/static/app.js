@@ -156,9 +156,9 @@ function pubLine(p, post) {
   if (p.url) parts.push(" ", el("a", { href: p.url, target: "_blank", rel: "noopener noreferrer" }, "link"));
   if (p.display_state === "scheduled" && p.next_attempt_ms) parts.push(" ", el("span", { class: "muted" }, `publishes ${until(p.next_attempt_ms)}`));
   if (p.last_error && p.state !== "published") parts.push(el("div", { class: "reason" }, p.last_error));
-  if (p.state === "failed" && p.next_attempt_ms) parts.push(el("div", { class: "muted" }, `next retry ${until(p.next_attempt_ms)} (${fmtTime(p.next_attempt_ms)})`));
+  if ((p.display_state === "retry-wait" || p.state === "publishing") && p.next_attempt_ms > nowMs()) parts.push(el("div", { class: "muted" }, `next retry ${until(p.next_attempt_ms)} (${fmtTime(p.next_attempt_ms)})`));
   if (p.attempts > 1) parts.push(" ", el("span", { class: "muted" }, `${p.attempts} attempts`));
-  if (p.state === "failed") {
+  if (p.state === "failed" || p.state === "retract_failed") {
     const b = actionButton("Retry", `retry:${post.id}:${p.account}`, `Retry post ${post.id} to ${p.account}`,
       () => act(`/api/publications/${encodeURIComponent(post.id)}/${encodeURIComponent(p.account)}/retry`, `Retry queued for ${p.account}`));
     if (b) parts.push(" ", b);
