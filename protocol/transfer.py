@@ -100,6 +100,9 @@ class SenderConfig:
     backoff_max_s: float = 4.0
     # While every byte is acked but ground has not committed yet, ask again this often.
     commit_poll_s: float = 1.0
+    # Uploads up to this size go whole inside their first OPEN (a text bundle is ~1 KiB);
+    # if ground already had it, at most this much was sent for nothing.
+    inline_bytes: int = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -190,6 +193,7 @@ class _Transfer:
     inflight: dict[int, tuple[int, int]] = field(default_factory=dict)
     open_seq: int | None = None
     poll_at: float = 0.0
+    opened: bool = False  # an OPEN was sent at least once
 
 
 @dataclass(slots=True)
@@ -234,6 +238,7 @@ class TransferSender:
         self.srtt_s = self.config.initial_rtt_s
         self.rate_bytes_s = self.config.initial_rate_bytes_s
         self._delivered = 0  # chunk bytes acked so far (delivery-rate samples)
+        self._rate_samples = 0
         self._cut_scale = 1.0
         self.stats = SenderStats()
         self._done: dict[TransferKey, UploadState] = {}
@@ -279,8 +284,8 @@ class TransferSender:
     def chunk_bytes(self) -> int:
         """The chunk size the next CHUNK will use: rate × chunk_time, shrunk after cuts."""
         c = self.config
-        target = self.rate_bytes_s * c.chunk_time_s * self._cut_scale
-        return int(max(c.min_chunk_bytes, min(c.max_chunk_bytes, target)))
+        base = self.rate_bytes_s * c.chunk_time_s if self._rate_samples else c.initial_chunk_bytes
+        return int(max(c.min_chunk_bytes, min(c.max_chunk_bytes, base * self._cut_scale)))
 
     def progress(self, key: TransferKey) -> tuple[int, int] | None:
         t = self._transfers.get(key)
@@ -319,7 +324,19 @@ class TransferSender:
         seq = self._seq()
         if t.state in (TState.OPENING, TState.SETTLING):
             t.open_seq = seq
-            req: Request = Open(seq=seq, key=t.spec.key, size_bytes=t.spec.size_bytes, owner=t.spec.owner)
+            size = t.spec.size_bytes
+            if not t.opened and size <= self.config.inline_bytes:
+                # A small upload rides inside its first OPEN: one round trip instead of two.
+                t.opened = True
+                data = t.source(0, size)
+                t.inflight[seq] = (0, size)
+                self.stats.chunk_bytes += size
+                self.stats.max_chunk_bytes = max(self.stats.max_chunk_bytes, size)
+                self._served[t.spec.owner] = self._served.get(t.spec.owner, 0) + size
+                req_: Request = Open(seq=seq, key=t.spec.key, size_bytes=size, owner=t.spec.owner, data=data)
+                return self._emit(req_, now, t.spec.key, (0, size))
+            t.opened = True
+            req: Request = Open(seq=seq, key=t.spec.key, size_bytes=size, owner=t.spec.owner)
             return self._emit(req, now, t.spec.key, None)
         start, stop = self._next_gap(t)
         data = t.source(start, stop - start)
@@ -352,7 +369,11 @@ class TransferSender:
 
     def _next_gap(self, t: _Transfer) -> tuple[int, int]:
         start, stop = self._gaps(t)[0]
-        return start, min(stop, start + self.chunk_bytes)
+        n = self.chunk_bytes
+        # A tail under a quarter chunk rides with this chunk rather than costing a request.
+        if stop - start <= n + n // 4:
+            return start, stop
+        return start, start + n
 
     def _blocked(self, spec: TransferSpec) -> bool:
         return any(d not in self._done for d in spec.depends_on)
@@ -441,11 +462,18 @@ class TransferSender:
             dt = now - req.sent_at
             if dt > 0:
                 sample = (self._delivered - req.delivered_at_send) / dt
-                self.rate_bytes_s = 0.7 * self.rate_bytes_s + 0.3 * sample
-        else:
+                # Rise fast (at most doubling per sample), fall smoothly: a link that got
+                # faster is used at once, one slow sample does not shrink every chunk.
+                smooth = 0.7 * self.rate_bytes_s + 0.3 * sample
+                if not self._rate_samples:
+                    self.rate_bytes_s = max(sample, self.rate_bytes_s)
+                else:
+                    self.rate_bytes_s = max(smooth, min(sample, 2 * self.rate_bytes_s))
+                self._rate_samples += 1
+        elif now > req.sent_at:
+            self.srtt_s = 0.8 * self.srtt_s + 0.2 * (now - req.sent_at)
+        if t.open_seq == req.seq:
             t.open_seq = None
-            if now > req.sent_at:
-                self.srtt_s = 0.8 * self.srtt_s + 0.2 * (now - req.sent_at)
         if resp.size_bytes != t.spec.size_bytes:
             self._finish(t, UploadState.REJECTED, "size_conflict", "ground reports a different size")
             return
@@ -767,6 +795,19 @@ class TransferReceiver:
             )
             self._uploads[k] = rec
             self._events.append(UploadChanged(record=_snapshot(rec)))
+        if req.data and rec.state is UploadState.RECEIVING:
+            if len(req.data) != rec.size_bytes:
+                self._error(
+                    rid,
+                    station,
+                    req.seq,
+                    LinkErrorCode.BAD_OFFSET,
+                    f"OPEN inline data is {len(req.data)} bytes; it must be the whole upload ({rec.size_bytes})",
+                    False,
+                )
+                return
+            self._chunk(rid, station, Chunk(seq=req.seq, key=req.key, offset=0, data=req.data), now)
+            return
         self._pending[rid] = _Pending(rid=rid, station=station, seq=req.seq, key=req.key, writes=[])
         self._maybe_commit(rid, rec)
 

@@ -4,7 +4,7 @@ Every frame is one canonical msgpack array ``[version, type, seq, ...fields]``
 (docs/PROTOCOL.md §8). Requests go from the station (sender) to ground (receiver); each
 response echoes the request's ``seq``. New fields are only ever appended.
 
-    OPEN      [1, 1, seq, kind, sha256, size_bytes, owner]         open or query an upload
+    OPEN      [1, 1, seq, kind, sha256, size_bytes, owner, data?]  open or query an upload
     CHUNK     [1, 2, seq, kind, sha256, offset, data]              bytes at an offset
     RECEIPTS  [1, 3, seq, since_ms]                                signed receipts since a time
     STATUS    [1, 16, seq, kind, sha256, state, ranges, code, msg] what ground durably has
@@ -100,6 +100,8 @@ class Open:
     key: TransferKey
     size_bytes: int
     owner: str
+    # The whole upload inline (small uploads only): saves a round trip for a text bundle.
+    data: bytes = b""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,7 +156,9 @@ def _key_fields(key: TransferKey) -> list[Any]:
 def encode_request(req: Request) -> bytes:
     """The frame bytes of one request."""
     if isinstance(req, Open):
-        return pack([WIRE_VERSION, FrameType.OPEN, req.seq, *_key_fields(req.key), req.size_bytes, req.owner])
+        head = [WIRE_VERSION, FrameType.OPEN, req.seq, *_key_fields(req.key), req.size_bytes, req.owner]
+        # The optional field is only present when used, so a plain OPEN has one byte form.
+        return pack(head + [req.data] if req.data else head)
     if isinstance(req, Chunk):
         return pack([WIRE_VERSION, FrameType.CHUNK, req.seq, *_key_fields(req.key), req.offset, req.data])
     return pack([WIRE_VERSION, FrameType.RECEIPTS, req.seq, req.since_ms])
@@ -220,13 +224,18 @@ def decode_request(data: bytes) -> Request:
     v = _head(data, "request frame")
     t, seq = v[1], v[2]
     if t == FrameType.OPEN:
-        expect_list(v, what="OPEN frame", min_len=7, max_len=7)
+        expect_list(v, what="OPEN frame", min_len=7, max_len=8)
         owner = expect(v[6], str, what="owner")
         if len(owner.encode()) > MAX_OWNER_BYTES:
             raise RemoteProtocolError(
                 ErrorCode.LIMIT_EXCEEDED, f"owner is longer than {MAX_OWNER_BYTES} bytes"
             )
-        return Open(seq=seq, key=_key(v, 3), size_bytes=_nonneg(v[5], "upload size"), owner=owner)
+        inline = expect(v[7], bytes, what="inline data") if len(v) == 8 else b""
+        if len(v) == 8 and not inline:
+            raise RemoteProtocolError(ErrorCode.MALFORMED, "OPEN inline data, when present, is not empty")
+        return Open(
+            seq=seq, key=_key(v, 3), size_bytes=_nonneg(v[5], "upload size"), owner=owner, data=inline
+        )
     if t == FrameType.CHUNK:
         expect_list(v, what="CHUNK frame", min_len=7, max_len=7)
         data_ = expect(v[6], bytes, what="chunk data")

@@ -497,3 +497,24 @@ def test_every_single_byte_flip_decodes_or_raises_remote_error(seed: int, data: 
         decode_request(bytes(flipped))
     except RemoteProtocolError:
         pass
+
+
+def test_small_upload_rides_inside_its_open() -> None:
+    pair = make_pair()
+    k = add(pair, b"a small text bundle", kind=TransferKind.BUNDLE)
+    pair.run()
+    assert pair.done() == {k: UploadState.COMMITTED}
+    assert pair.sent == 1  # one request, one round trip
+    frame = encode_request(Open(seq=1, key=k, size_bytes=3, owner="a", data=b"abc"))
+    assert decode_request(frame) == Open(seq=1, key=k, size_bytes=3, owner="a", data=b"abc")
+    # Inline data must be the whole upload; anything else is refused and stores nothing.
+    ground = Ground(TransferReceiver())
+    err = _err(ground, encode_request(Open(seq=2, key=k, size_bytes=10, owner="a", data=b"abc")))
+    assert err.code == LinkErrorCode.BAD_OFFSET and ground.writes == 0
+
+
+def test_lost_inline_open_resumes() -> None:
+    pair = make_pair(drop_requests={1})
+    k = add(pair, b"a small text bundle", kind=TransferKind.BUNDLE)
+    pair.run()
+    assert pair.ground.committed[k] == b"a small text bundle"
