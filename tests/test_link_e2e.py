@@ -378,3 +378,47 @@ def test_ground_demo_runs_the_live_link(tmp_path: Path, subprocess_env: dict[str
     assert "sync done" in out.stdout
     assert out.stdout.count("published") >= 2
     assert len(list((tmp_path / "demo" / "ground" / "archive" / "alice").iterdir())) == 2
+
+
+async def test_watch_backs_off_in_the_dark_and_resumes_when_the_link_returns(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """`sync --watch` across a loss of signal: a post queued in the dark leaves soon after it ends."""
+    import asyncio
+
+    token = setup_station(cli, tmp_path)
+    home = Home(cli.onboard_home)
+    stop = asyncio.Event()
+    async with running_ground(cli.ground_home) as url:
+        port = int(url.rsplit(":", 1)[1])
+        async with LinkProxy("127.0.0.1", port, up=Direction(rate_bps=2_000_000, delay_s=0.1)) as proxy:
+            link_to(cli, proxy.url, token)
+            cli.onboard("post", "--as", "alice", "--to", "archive:alice", "before the dark")
+            task = asyncio.ensure_future(
+                sync(home, watch=True, stop=stop, rescan_s=0.2, receipts_every_s=0.5)
+            )
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                if len(_archive_posts(cli.ground_home)) == 1:
+                    break
+            assert len(_archive_posts(cli.ground_home)) == 1
+            proxy.start_loss()
+            cli.onboard("post", "--as", "alice", "--to", "archive:alice", "queued in the dark")
+            await asyncio.sleep(6)  # several backoff rounds; nothing crosses
+            assert len(_archive_posts(cli.ground_home)) == 1
+            up_in_dark = proxy.stats.bytes_up
+            proxy.end_loss()
+            back = time.monotonic()
+            for _ in range(400):
+                await asyncio.sleep(0.05)
+                if len(_archive_posts(cli.ground_home)) == 2:
+                    break
+            resumed_s = time.monotonic() - back
+            print(f"\npublished {resumed_s:.1f} s after the link returned")
+            assert len(_archive_posts(cli.ground_home)) == 2
+            # Generous: backoff is capped at 4 s, plus a publish cycle; never minutes.
+            assert resumed_s < 15
+            assert proxy.stats.bytes_up > up_in_dark
+            stop.set()
+            result = await asyncio.wait_for(task, 20)
+    assert result.failures >= 1 and not task.exception()
