@@ -179,7 +179,10 @@ async def run_baseline(posts: list[PostSpec], p: Profile) -> Run:
     received: dict[str, int] = {}
 
     async def accept(request: web.Request) -> web.Response:
-        doc = await request.json()
+        try:
+            doc = await request.json()
+        except ConnectionError:  # cut mid-body: the client will retry the whole post
+            return web.json_response({"ok": False}, status=400)
         received[doc["id"]] = len(doc["text"]) + sum(
             len(base64.b64decode(ph["data"])) for ph in doc["photos"]
         )
