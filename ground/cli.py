@@ -16,6 +16,7 @@ from .home import GroundHome
 from .ingest import Outcome, check_bundle, ingest_bytes, record_rejection
 from .operator_cli import operator_app
 from .publish import publish_due
+from .publish_cli import print_outcomes
 from .publish_cli import register as register_publishing
 
 app = typer.Typer(
@@ -116,11 +117,7 @@ def ingest(path: Path) -> None:
             console.print(
                 f"accepted {f.name}: {len(r.post_ids)} post(s), {r.publications} publication(s) queued"
             )
-    for o in asyncio.run(publish_due(state.home, _now_ms())):
-        if o.state == "published":
-            console.print(f"published {o.item_id} → {o.account}: {o.url}")
-        else:
-            err_console.print(f"FAILED {o.item_id} → {o.account}: {o.error}", markup=False)
+    print_outcomes(asyncio.run(publish_due(state.home, _now_ms())))
     if failures:
         raise GroundError(f"{failures} of {len(files)} bundle(s) rejected; see messages above")
 

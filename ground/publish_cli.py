@@ -18,7 +18,7 @@ from .credentials import CredentialStore, store_for
 from .db import audit, transaction
 from .errors import GroundError
 from .home import GroundHome
-from .publish import publish_due, remaining, retry
+from .publish import PublishOutcome, publish_due, remaining, retry
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -109,6 +109,22 @@ def retry_cmd(
     console.print(f"queued again: {post_id.upper()} → {', '.join(done)}")
 
 
+def print_outcomes(outcomes: list[PublishOutcome]) -> None:
+    """One line per publication that moved: successes on stdout, the rest on stderr."""
+    for o in outcomes:
+        if o.state == "published":
+            console.print(f"published {o.item_id} → {o.account}: {o.url}")
+        elif o.state == "retracted":
+            console.print(f"retracted {o.item_id} → {o.account}")
+        elif o.state == "failed":
+            err_console.print(f"FAILED {o.item_id} → {o.account}: {o.error}", markup=False)
+        else:
+            when = time.strftime("%H:%M:%SZ", time.gmtime((o.next_attempt_ms or 0) / 1000))
+            err_console.print(
+                f"{o.state} {o.item_id} → {o.account}: {o.error}; next try at {when}", markup=False
+            )
+
+
 def publish_cmd(
     loop: Annotated[
         bool, typer.Option("--loop", help="Keep going until nothing due is left (retries included).")
@@ -120,13 +136,7 @@ def publish_cmd(
     """Publish everything that is due now (what `ground serve` does continuously)."""
     home = _home()
     while True:
-        for o in asyncio.run(publish_due(home, _now_ms())):
-            if o.state == "published":
-                console.print(f"published {o.item_id} → {o.account}: {o.url}")
-            elif o.state == "retracted":
-                console.print(f"retracted {o.item_id} → {o.account}")
-            else:
-                err_console.print(f"{o.state.upper()} {o.item_id} → {o.account}: {o.error}", markup=False)
+        print_outcomes(asyncio.run(publish_due(home, _now_ms())))
         if not loop or remaining(home, _now_ms()) == 0:
             return
         time.sleep(interval_s)

@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CACHE = REPO_ROOT / ".cache" / "pds"
@@ -79,6 +79,7 @@ class Account:
 class Pds:
     url: str
     process: subprocess.Popen[bytes]
+    log: IO[bytes]
     accounts: dict[str, Account] = field(default_factory=dict)
 
     def create_account(self, handle: str) -> Account:
@@ -131,6 +132,9 @@ class Pds:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.log.close()
 
 
 def start(data_dir: Path) -> Pds:
@@ -163,12 +167,13 @@ def start(data_dir: Path) -> Pds:
     if not line.endswith(b"\n"):
         proc.kill()
         proc.wait()
+        proc.stdout.close()
         log.close()
         raise RuntimeError(
             f"PDS did not start within {START_TIMEOUT_S:.0f} s; see {data_dir / 'launcher.log'}: "
             + (data_dir / "launcher.log").read_text(errors="replace")[-2000:]
         )
     info = json.loads(line)
-    pds = Pds(url=info["pds"], process=proc)
+    pds = Pds(url=info["pds"], process=proc, log=log)
     xrpc(pds.url, "com.atproto.server.describeServer")
     return pds
