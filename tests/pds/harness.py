@@ -107,10 +107,16 @@ class Pds:
         return acct
 
     def records(self, did: str, collection: str = "app.bsky.feed.post") -> list[dict[str, Any]]:
-        out = xrpc(
-            self.url, "com.atproto.repo.listRecords", query=f"repo={did}&collection={collection}&limit=100"
-        )
-        return list(out["records"])
+        """Every record in ``collection`` (all pages)."""
+        found: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            query = f"repo={did}&collection={collection}&limit=100" + (f"&cursor={cursor}" if cursor else "")
+            out = xrpc(self.url, "com.atproto.repo.listRecords", query=query)
+            found.extend(out["records"])
+            cursor = out.get("cursor") or ""
+            if not cursor or not out["records"]:
+                return found
 
     def get_record(self, did: str, rkey: str, collection: str = "app.bsky.feed.post") -> dict[str, Any]:
         return dict(
