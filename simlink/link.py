@@ -5,11 +5,12 @@ Why model TCP at all: packet loss *inside* TCP cannot be produced by a userspace
 only sees bytes TCP already repaired), yet on a 600 ms, lossy link it sets the goodput. So
 each direction carries MSS-sized segments, one at a time at the link rate, each lost with
 the profile's probability (or when sent into a dark window); the sender keeps a congestion
-window (slow start, halve on loss: NewReno with SACK), retransmits what was lost (RACK:
+window (slow start with HyStart's delay exit, halve on loss: NewReno with SACK), retransmits what was lost (RACK:
 as soon as a later-sent segment is acknowledged, else on its RTO, which backs off while dark), and
 restarts slow start after idle. The receiver delivers bytes in order. Simplifications, said
 plainly: one ACK per segment (40 bytes), no receive-window limit below 4 MB, no ECN, no
-Nagle/delayed-ACK timing.
+Nagle/delayed-ACK timing, and NewReno's growth rather than Linux's CUBIC (which recovers faster
+after a loss on a long round trip, so loss costs are, if anything, overstated here).
 
 Cuts follow the real-time proxy (``linkemu/proxy.py``): a dark window stalls everything and
 cuts every connection ``cut_after_s`` into it; random cuts hit while the link is up. A cut
@@ -273,6 +274,10 @@ class _Half:
         self.rto_timer: Timer | None = None
         self.last_send = -math.inf
         self.rack_sent_at = -math.inf
+        self.round_end = 0
+        self.round_min = math.inf
+        self.last_round_min = math.inf
+        self.round_samples = 0
         self.rcv_nxt = 0
         self.ooo: dict[int, bytes] = {}
 
@@ -402,7 +407,30 @@ class _Half:
             self.retx.append(s.seq)
         self.retx.sort()
 
+    def _hystart(self, r: float) -> None:
+        """HyStart's delay test (on by default with Linux CUBIC): when a round's smallest RTT
+        grows past the last round's, the queue is filling, so leave slow start before it overflows."""
+        if self.cwnd >= self.ssthresh:
+            return
+        if self.una >= self.round_end:  # a new round of the window begins
+            self.last_round_min = self.round_min
+            self.round_min = math.inf
+            self.round_samples = 0
+            self.round_end = self.nxt
+        if self.round_samples < 8:
+            self.round_samples += 1
+            self.round_min = min(self.round_min, r)
+            last = self.last_round_min
+            if (
+                self.round_samples == 8
+                and self.cwnd >= 16 * self.mss
+                and math.isfinite(last)
+                and self.round_min >= last + min(max(last / 8, 0.004), 0.016)
+            ):
+                self.ssthresh = self.cwnd
+
     def _rtt_sample(self, r: float) -> None:
+        self._hystart(r)
         if self.srtt is None:
             self.srtt, self.rttvar = r, r / 2
         else:

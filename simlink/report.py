@@ -105,6 +105,7 @@ def build_report(r: RunResult) -> dict[str, Any]:
                 r.wire_to_ground_bytes * 8 / (r.up_s * rate) if r.up_s else None, 4
             ),
         },
+        "traffic_by_kind": r.traffic_by_kind,
         "notes": list(r.notes),
         "timeline": {
             "t_s": [s.t_s for s in r.samples],
@@ -163,6 +164,13 @@ def summary(rep: dict[str, Any]) -> str:
             else "never backlogged"
         ),
     ]
+    tr = rep.get("traffic_by_kind")
+    if tr:
+        parts = [
+            f"{k} {v['requests']:,} req {(v['request_bytes'] + v['response_bytes']) / 1e6:.2f} MB"
+            for k, v in sorted(tr.items())
+        ]
+        lines.append("HTTP by request kind (both ways): " + ", ".join(parts))
     return "\n".join(lines + [f"note: {n}" for n in rep["notes"]])
 
 

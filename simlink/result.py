@@ -53,3 +53,5 @@ class RunResult:
     sample_s: float
     samples: tuple[Sample, ...]
     notes: tuple[str, ...] = field(default=())
+    # HTTP request/response bytes by request kind (virtual time with the transfer machines).
+    traffic_by_kind: dict[str, dict[str, int]] | None = None

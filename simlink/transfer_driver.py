@@ -33,7 +33,7 @@ from protocol.transfer import (
     TransferProgress,
     TransferSender,
 )
-from protocol.transfer_wire import HTTP_STATUS, Chunk, ErrorFrame, decode_request, decode_response
+from protocol.transfer_wire import HTTP_STATUS, Chunk, ErrorFrame, Open, decode_request, decode_response
 
 from .clock import EventLoop, Timer
 from .link import SimLink
@@ -92,6 +92,8 @@ class TransferDriver:
         self.requests = 0
         self.inflight: dict[int, HttpClient] = {}
         self.sent: dict[str, RangeSet] = {}
+        # HTTP bytes by request kind (open / chunk / receipts), requests handed to the link.
+        self.traffic: dict[str, dict[str, int]] = {}
         self.resent_bytes = 0
         # -- ground side --
         self.service = LinkService(ground.home)
@@ -163,6 +165,7 @@ class TransferDriver:
 
     def _carry(self, seq: int, data: bytes, deadline: float) -> None:
         req = decode_request(data)
+        kind = "chunk" if isinstance(req, Chunk) else "open" if isinstance(req, Open) else "receipts"
         if isinstance(req, Chunk):
             # Chunk bytes of a transfer handed to the link a second time (after a cut or a timeout).
             sent = self.sent.setdefault(req.key.name, RangeSet())
@@ -180,13 +183,20 @@ class TransferDriver:
             "/v1/link",
             data,
             self.headers,
-            lambda resp: self._answered(seq, resp),
+            lambda resp: self._answered(seq, resp, kind),
             lambda reason: self._failed(seq, reason),
             total_timeout_s=max(0.5, deadline - self.loop.now),
         )
+        t = self.traffic.setdefault(
+            kind, {"requests": 0, "answered": 0, "request_bytes": 0, "response_bytes": 0}
+        )
+        t["requests"] += 1
+        t["request_bytes"] += c.request_wire_bytes
 
-    def _answered(self, seq: int, resp: HttpResponse) -> None:
+    def _answered(self, seq: int, resp: HttpResponse, kind: str) -> None:
         self.inflight.pop(seq, None)
+        self.traffic[kind]["answered"] += 1
+        self.traffic[kind]["response_bytes"] += resp.wire_bytes
         now = self.loop.now
         ctype = dict((k.lower(), v) for k, v in resp.headers).get("content-type", "")
         if resp.status == 200:

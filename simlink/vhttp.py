@@ -41,6 +41,7 @@ class HttpResponse:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    wire_bytes: int = 0  # the whole response as it crossed: status line, headers, body
 
 
 class HttpClient:
@@ -65,6 +66,8 @@ class HttpClient:
         self.idle_timeout_s: float | None = 60.0
         self.total_timeout_s = 600.0
         self.bytes_sent = 0
+        self.request_wire_bytes = 0
+        self.rx = 0
         self.close_timer: Timer | None = None
         # aiohttp's connector closes a keep-alive connection idle this long (keepalive_timeout).
         self.keepalive_s = 15.0
@@ -90,6 +93,8 @@ class HttpClient:
         raw = h.send(h11.Request(method=method, target=target, headers=hdrs)) or b""
         raw += (h.send(h11.Data(data=body)) or b"") + (h.send(h11.EndOfMessage()) or b"")
         self.pending = (raw, on_done, on_error)
+        self.request_wire_bytes = len(raw)
+        self.rx = 0
         self.h = h
         self.resp = None
         self.body = bytearray()
@@ -153,6 +158,7 @@ class HttpClient:
         if conn is not self.conn or self.h is None:
             return
         self._arm_idle(self.idle_timeout_s)
+        self.rx += len(data)
         self.h.receive_data(data)
         while True:
             try:
@@ -172,7 +178,11 @@ class HttpClient:
                 self.close_timer = self.loop.after(self.keepalive_s, self._close_idle)
                 if cbs and resp is not None:
                     hdrs = tuple((k.decode(), v.decode()) for k, v in resp.headers)
-                    cbs[0](HttpResponse(status=resp.status_code, headers=hdrs, body=bytes(self.body)))
+                    cbs[0](
+                        HttpResponse(
+                            status=resp.status_code, headers=hdrs, body=bytes(self.body), wire_bytes=self.rx
+                        )
+                    )
                 return
 
     def connection_lost(self, conn: SimConnection, reason: str) -> None:

@@ -22,6 +22,10 @@ from .system import EPOCH_MS, Ground, Station, Tracker
 from .workload import NAMES, Workload, accounts_for, plan_posts
 
 SAMPLE_S = 60.0
+NOTES = (
+    "virtual time: TCP is modelled (NewReno with SACK/RACK loss recovery, HyStart, slow start after idle; CUBIC would recover faster on long round trips); "
+    "CPU time on either side is not (ground verifies and stores instantly on the virtual clock)",
+)
 BACKLOG_SAMPLE_S = 10.0
 PUBLISH_INTERVAL_S = 1.0  # `ground serve` runs its publisher every second
 
@@ -238,4 +242,6 @@ def run_virtual(
         backlogged_up_s=backlogged * BACKLOG_SAMPLE_S,
         sample_s=SAMPLE_S,
         samples=tuple(samples),
+        traffic_by_kind=getattr(driver, "traffic", None),
+        notes=NOTES,
     )
