@@ -80,6 +80,7 @@ class FakeMastodon:
         app.router.add_get("/api/v1/statuses/{id}", self.get_status)
         app.router.add_delete("/api/v1/statuses/{id}", self.delete_status)
         app.router.add_get("/_fake/statuses", self.dump)
+        app.router.add_get("/_fake/media/{id}", self.media_bytes)
         return app
 
     @web.middleware
@@ -247,6 +248,12 @@ class FakeMastodon:
                 "log": self.log[-50:],
             }
         )
+
+    async def media_bytes(self, request: web.Request) -> web.Response:
+        m = self.media.get(request.match_info["id"])
+        if m is None:
+            return web.json_response({"error": "Record not found"}, status=404)
+        return web.Response(body=m["data"], content_type=m["content_type"])
 
 
 async def _serve(args: argparse.Namespace) -> None:

@@ -54,6 +54,7 @@ def tid_for_post(post_id: str) -> str:
     ms = int.from_bytes(raw[:6], "big")
     rand = int.from_bytes(raw[6:], "big")
     micros = ms * 1000 + rand % 1000  # sub-millisecond part from the id's random bits
+    micros %= 2**53  # a TID holds 53 bits of microseconds (until year 2255); ids may go further
     clock_id = (rand >> 10) & 0x3FF
     return tid_from_int((micros << 10) | clock_id)
 
