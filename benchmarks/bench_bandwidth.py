@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.corpus import BASE_MS, astronaut_key, split, targets_for  # noqa: E402
 from ground.ingest import decoders  # noqa: E402
-from onboard.export import CURRENT_GROUND, choose_blob_encoding  # noqa: E402
+from onboard.export import CURRENT_GROUND, choose_blob_encoding, items_encoding  # noqa: E402
 from protocol import (  # noqa: E402
     BlobPayload,
     KnownKey,
@@ -58,7 +58,6 @@ from protocol import (  # noqa: E402
 )
 from protocol.canonical import pack  # noqa: E402
 from protocol.capabilities import BASELINE, Capabilities  # noqa: E402
-from protocol.codecs import Codec  # noqa: E402
 from protocol.dictionary import compress_items  # noqa: E402
 from protocol.ids import new_ulid  # noqa: E402
 
@@ -150,15 +149,15 @@ def orbitpost_bundles(batches: Sequence[Sequence[Sample]], peer: Capabilities) -
                 if sha not in blobs:
                     codec, stored = choose_blob_encoding(raw, "image/jpeg", peer)
                     blobs[sha] = BlobPayload(sha256=sha, raw=raw, codec=codec, stored=stored)
-        dict_on = peer.has_dictionary(0x6F700001)
+        items_codec, encode_items = items_encoding(peer)
         out.append(
             build_bundle(
                 bundle_id=new_ulid(BASE_MS + i, bytes(10)),
                 created_ms=BASE_MS + i,
                 items=[s.signed for s in batch],
                 blobs=blobs.values(),
-                items_codec=Codec.ZSTD_DICT if dict_on else Codec.ZSTD,
-                encode_items=compress_items if dict_on else None,
+                items_codec=items_codec,
+                encode_items=encode_items,
             )
         )
     return out

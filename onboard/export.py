@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,14 @@ def choose_blob_encoding(
     return codec, stored
 
 
+def items_encoding(peer: Capabilities = CURRENT_GROUND) -> tuple[int, Callable[[bytes], bytes] | None]:
+    """``(items_codec, encode_items)`` for build_bundle: the text dictionary if ``peer`` has it
+    (docs/PROTOCOL.md §5), else plain zstd. Any bundle writer (file hand-off, live link) uses this."""
+    if peer.has_dictionary(CURRENT_DICT_ID):
+        return Codec.ZSTD_DICT, compress_items
+    return Codec.ZSTD, None
+
+
 def build_batch_bundle(
     home: Home, batch: list[queue.QueuedItem], now_ms: int, peer: Capabilities = CURRENT_GROUND
 ) -> tuple[str, bytes]:
@@ -94,10 +103,7 @@ def build_batch_bundle(
                     codec, stored = choose_blob_encoding(raw, m.media_type, peer)
                     blobs[m.sha256] = BlobPayload(sha256=m.sha256, raw=raw, codec=codec, stored=stored)
     bundle_id = new_ulid(now_ms, os.urandom(10))
-    if peer.has_dictionary(CURRENT_DICT_ID):
-        items_codec, encode_items = Codec.ZSTD_DICT, compress_items
-    else:
-        items_codec, encode_items = Codec.ZSTD, None
+    items_codec, encode_items = items_encoding(peer)
     data = build_bundle(
         bundle_id=bundle_id,
         created_ms=now_ms,

@@ -84,6 +84,16 @@ def test_declared_size_bounds_the_output() -> None:
     assert e.value.code == ErrorCode.MALFORMED
 
 
+@pytest.mark.parametrize("extra", [b"\x00", b"garbage", None])
+def test_trailing_bytes_after_the_frame_are_refused(extra: bytes | None) -> None:
+    raw = _items_section(2)
+    stored = compress_items(raw)
+    tail = stored if extra is None else extra  # a whole second frame, too
+    with pytest.raises(RemoteProtocolError) as e:
+        decode_items(stored + tail, len(raw))
+    assert e.value.code == ErrorCode.MALFORMED and "after its zstd frame" in str(e.value)
+
+
 def test_every_truncation_and_every_single_byte_flip_is_rejected() -> None:
     raw = _items_section(2)
     stored = compress_items(raw)
