@@ -54,6 +54,21 @@ def test_real_photos_shrink_and_rebuild_byte_identical(
     assert jxl.rebuild(coded, len(raw), backend) == raw
 
 
+@pytest.mark.parametrize(
+    "variant",
+    [
+        lambda raw: raw + b"\x00" * 64 + b"vendor data after EOI",  # phones append data after EOI
+        lambda raw: raw + raw,  # a second JPEG after the first (MPF-style preview)
+    ],
+)
+def test_data_after_the_image_survives_exactly(
+    variant, test_jpegs: dict[str, Path], backend: jxl.Backend
+) -> None:  # type: ignore[no-untyped-def]
+    raw = variant(test_jpegs["rocket.jpg"].read_bytes())
+    coded = jxl.transcode(raw, backend)
+    assert coded is not None and jxl.rebuild(coded, len(raw), backend) == raw
+
+
 def test_exif_and_progressive_fixtures_are_what_they_claim(test_jpegs: dict[str, Path]) -> None:
     with Image.open(test_jpegs["exif.jpg"]) as im:
         assert im.getexif()[0x010F] == "Orbital Camera Co" and im.info.get("icc_profile")
