@@ -308,8 +308,10 @@ async def _pass(
         "WHERE p.state IN ('pending', 'publishing', 'retracting') "
         "AND (p.next_attempt_ms IS NULL OR p.next_attempt_ms <= ?) "
         "AND (i.publish_at_ms IS NULL OR i.publish_at_ms <= ? OR p.state = 'retracting') "
+        # An operator paused this account or its whole platform (dashboard): leave it alone.
         "AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.astronaut = i.author AND a.account = p.account "
         "AND a.paused = 1) "
+        "AND NOT EXISTS (SELECT 1 FROM platform_pauses pp WHERE p.account LIKE pp.platform || ':%') "
         "AND NOT EXISTS (SELECT 1 FROM platform_pauses pp WHERE p.account LIKE pp.platform || ':%') "
         "ORDER BY COALESCE(p.next_attempt_ms, i.publish_at_ms, 0), p.item_id, p.account",
         (now_ms, now_ms),
@@ -545,7 +547,7 @@ async def run_forever(
         while not stop.is_set():
             try:
                 await publish_due(home, int(time.time() * 1000), platforms, session)
-            except (sqlite3.Error, GroundError):
+            except Exception:  # a publisher that dies quietly is worse than one that logs and goes on
                 log.exception("publishing pass failed; trying again in %.1f s", interval_s)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=interval_s)

@@ -161,11 +161,18 @@ def test_over_limit_posts_refused_onboard(ready: Cli, pds: harness.Pds, tmp_path
         r = cli.onboard("post", "--as", "alice", "--to", TARGET, *args[1:], args[0], ok=False)
         assert r.exit_code == 1 and rule in str(r.exception) and TARGET in str(r.exception), (rule, r.output)
     assert "queue is empty" in cli.onboard("queue").output
-    # Exactly at the limit goes through and is published unchanged.
-    post_id = queue_post(cli, "é" * 300)
+    # Exactly at the limits goes through and is published unchanged: 300 graphemes, and a
+    # photo of exactly 2,000,000 bytes (a JPEG padded after its end marker).
+    exact = tmp_path / "exact.jpg"
+    jpeg = photo.read_bytes()
+    exact.write_bytes(jpeg + b"\0" * (2_000_000 - len(jpeg)))
+    post_id = queue_post(cli, "é" * 300, "--photo", str(exact))
     carry_down(cli, tmp_path)
     (rec,) = records_at(pds, post_id)
     assert rec["value"]["text"] == "é" * 300
+    (img,) = rec["value"]["embed"]["images"]
+    assert img["image"]["size"] == 2_000_000
+    assert pds.get_blob(pds.accounts["alice.test"].did, img["image"]["ref"]["$link"]) == exact.read_bytes()
 
 
 @pytest.fixture

@@ -263,3 +263,42 @@ async def test_only_one_publisher_per_home(
         assert mine
         assert await run(home, fake, T0) == []  # another publisher is busy: do nothing
     assert [o.state for o in await run(home, fake, T0)] == ["published"]
+
+
+async def test_paused_platform_or_account_is_left_alone(
+    home: GroundHome, fake: ScriptedPlatform, alice_key: SigningKey
+) -> None:
+    from ground.dashboard.actions import set_account_paused, set_platform_paused
+
+    post, _ = make_post("wait", ["fake:a", "archive:alice"])
+    ingest(home, alice_key, [post])
+    set_platform_paused(home.conn, "fake", True, T0, "operator:ada")
+    set_account_paused(home.conn, "archive:alice", True, T0, "operator:ada")
+    assert await run(home, fake, T0) == []
+    set_platform_paused(home.conn, "fake", False, T0, "operator:ada")
+    assert [(o.account, o.state) for o in await run(home, fake, T0)] == [("fake:a", "published")]
+    set_account_paused(home.conn, "archive:alice", False, T0, "operator:ada")
+    assert [(o.account, o.state) for o in await run(home, fake, T0)] == [("archive:alice", "published")]
+
+
+def test_http_error_mapping() -> None:
+    from ground.platforms.http import Response, raise_for_status, retry_after_s
+
+    def err(status: int, headers: dict[str, str] | None = None, body: bytes = b"{}") -> PublishError:
+        with pytest.raises(PublishError) as info:
+            raise_for_status(Response(status=status, headers=headers or {}, body=body), "post")
+        return info.value
+
+    raise_for_status(Response(status=200, headers={}, body=b""), "post")
+    e = err(429, {"Retry-After": "17"})
+    assert e.retryable and not e.ambiguous and e.retry_after_s == 17
+    e = err(429, {"RateLimit-Reset": "4102444800"})  # 2100-01-01: a Bluesky PDS's reset time
+    assert e.retry_after_s is not None and e.retry_after_s > 0
+    e = err(503, {"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"})
+    assert e.retryable and e.ambiguous and (e.retry_after_s or 0) > 0
+    e = err(
+        400,
+        body=b'{"error": "InvalidRequest", "message": "Record/text must not be longer than 300 graphemes"}',
+    )
+    assert not e.retryable and "InvalidRequest: Record/text must not be longer" in str(e)
+    assert retry_after_s("soon") is None and retry_after_s(None) is None

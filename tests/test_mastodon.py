@@ -53,6 +53,7 @@ async def test_publishes_text_and_photos_exactly_with_async_media(
 ) -> None:
     m, _ = fake
     imgs = [p.read_bytes() for p in sample_jpegs[:2]]
+    imgs[1] += b"\0" * (3_000_000 - len(imgs[1]))  # a large photo is streamed, byte-exact
     text = "Cafe\u0301 at 400 km 👩‍🚀🇯🇵\r\nline two  "
     post, blobs = make_post(
         text, [TARGET], photos=[(imgs[0], "image/jpeg", "Rocket"), (imgs[1], "image/jpeg", "")]

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -84,6 +85,8 @@ class BlueskyPlatform:
     ) -> tuple[_Session, Response]:
         """Call ``nsid`` with the account's session, logging in again once if it expired."""
         for attempt in range(2):
+            if isinstance(kwargs.get("data"), io.BytesIO):
+                kwargs["data"].seek(0)  # the same body again after logging in anew
             sess = await self._login(http, cred)
             headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {sess.access_jwt}"}
             resp = await request(
@@ -131,7 +134,8 @@ class BlueskyPlatform:
                 "POST",
                 "com.atproto.repo.uploadBlob",
                 what=f"upload photo {i}",
-                data=data,
+                # A file-like body is streamed; raw bytes over ~1 MB would block the event loop.
+                data=io.BytesIO(data),
                 headers={"Content-Type": ref.media_type},
             )
             raise_for_status(resp, f"upload photo {i}")

@@ -3,7 +3,8 @@
 - could not connect (nothing was sent): retryable, not ambiguous;
 - timeout or connection lost after sending, 5xx: retryable and *ambiguous* (the platform
   may have acted), so the engine looks the post up before trying again;
-- 429 (and 503 with Retry-After): retryable, honouring Retry-After (RFC 9110 §10.2.3);
+- 429 (and 503 with Retry-After): retryable, honouring Retry-After (RFC 9110 §10.2.3) or,
+  from a Bluesky PDS, RateLimit-Reset (a Unix time);
 - other 4xx: permanent, with the platform's own error message.
 """
 
@@ -51,6 +52,13 @@ def retry_after_s(value: str | None, now_s: float | None = None) -> float | None
     return max(0.0, when.timestamp() - (time.time() if now_s is None else now_s))
 
 
+def ratelimit_reset_s(value: str | None, now_s: float | None = None) -> float | None:
+    """Seconds until a ``RateLimit-Reset`` (Unix time, as Bluesky's PDS sends it) passes."""
+    if not value or not value.strip().isdigit():
+        return None
+    return max(0.0, int(value) - (time.time() if now_s is None else now_s))
+
+
 def error_text(resp: Response) -> str:
     """The platform's own words for an error (XRPC ``error``/``message``, Mastodon ``error``)."""
     data = resp.json()
@@ -86,6 +94,8 @@ def raise_for_status(resp: Response, what: str) -> None:
         return
     detail = error_text(resp)
     wait = retry_after_s(resp.headers.get("Retry-After"))
+    if wait is None and resp.status == 429:
+        wait = ratelimit_reset_s(resp.headers.get("RateLimit-Reset"))
     if resp.status == 429:
         raise PublishError(f"{what}: rate limited (HTTP 429): {detail}", retryable=True, retry_after_s=wait)
     if resp.status >= 500:

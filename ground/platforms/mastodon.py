@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import time
 from typing import Any
 
@@ -107,7 +108,7 @@ class MastodonPlatform:
         form = aiohttp.FormData()
         form.add_field(
             "file",
-            data,
+            io.BytesIO(data),  # streamed: raw bytes over ~1 MB would block the event loop
             filename=f"photo-{index}.{EXTENSIONS.get(media_type, 'bin')}",
             content_type=media_type,
         )

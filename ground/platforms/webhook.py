@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import time
 from typing import Any
@@ -65,7 +66,10 @@ class WebhookPlatform:
             "X-Orbitpost-Timestamp": ts,
             "X-Orbitpost-Signature": sign(cred.secret, ts, body),
         }
-        resp = await request(session, "POST", cred.service_url, what=what, data=body, headers=headers)
+        # A file-like body is streamed; raw bytes over ~1 MB would block the event loop.
+        resp = await request(
+            session, "POST", cred.service_url, what=what, data=io.BytesIO(body), headers=headers
+        )
         raise_for_status(resp, what)
         return resp.json()
 
