@@ -299,6 +299,31 @@ def framing_report(texts: Sequence[str]) -> list[str]:
     return lines
 
 
+def by_length(texts: Sequence[str], lengths: Sequence[int] = (0, 140, 280, 500, 1000)) -> list[str]:
+    """Text-only ratio when the same real text comes as longer posts (tweets joined in order)."""
+    lines = ["Text-only vs post length (the same held-out tweets joined into longer posts, batches of 50):"]
+    lines.append(
+        f"  {'post ≥':>7} {'posts':>6} {'avg text B':>11} {'wire B/post':>12} {'× raw UTF-8':>12} {'minus 64 B sig':>15}"
+    )
+    for n in lengths:
+        posts: list[str] = []
+        cur = ""
+        for t in texts:
+            cur = f"{cur} {t}".strip() if n else t
+            if len(cur.encode()) >= n:
+                posts.append(cur)
+                cur = ""
+        samples = make_samples(posts, [], [""])
+        batches = [samples[i : i + TEXT_BATCH] for i in range(0, len(samples), TEXT_BATCH)]
+        wire = sum(len(b) for b in orbitpost_bundles(batches, CURRENT_GROUND))
+        raw = sum(len(x.post.text.encode()) for x in samples)
+        k = len(samples)
+        lines.append(
+            f"  {n:>7} {k:>6} {raw / k:>11.0f} {wire / k:>12.1f} {wire / raw:>12.3f} {(wire - 64 * k) / raw:>15.3f}"
+        )
+    return lines
+
+
 def _cell(v: int, raw: int, width: int = 16) -> str:
     return f"{v:>9,} {v / raw:5.3f}x".rjust(width)
 
@@ -353,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     for line in framing_report(texts):
+        print(line)
+    print()
+    for line in by_length(texts):
         print(line)
     print()
     mix, text_utf8 = rows[2], rows[0]
