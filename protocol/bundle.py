@@ -217,7 +217,11 @@ def read_header(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> Bu
         raise RemoteProtocolError(
             ErrorCode.LIMIT_EXCEEDED, f"bundle declares {count} items, allowed 1..{limits.max_items}"
         )
-    blobs_v = expect_list(h[3], what="blob list", min_len=0, max_len=limits.max_blobs)
+    blobs_v = expect_list(h[3], what="blob list", min_len=0)
+    if len(blobs_v) > limits.max_blobs:
+        raise RemoteProtocolError(
+            ErrorCode.LIMIT_EXCEEDED, f"bundle declares {len(blobs_v)} blobs, limit {limits.max_blobs}"
+        )
     blobs: list[BlobEntry] = []
     for e in blobs_v:
         ev = expect_list(e, what="blob entry", min_len=4, max_len=4)
