@@ -160,6 +160,12 @@ def station_add(
     token_out: Annotated[
         Path, typer.Option("--token-out", help="Write the station's credential here (0600).")
     ],
+    quota_mb: Annotated[
+        int | None,
+        typer.Option(
+            "--quota-mb", help="Unfinished uploads may hold at most this much on ground (default 2048)."
+        ),
+    ] = None,
 ) -> None:
     """Register station NAME and write its upload token and ground's receipt key to a file."""
     from .receipts import ground_key_line
@@ -168,7 +174,8 @@ def station_add(
     if token_out.exists():
         raise GroundError(f"{token_out} already exists; refusing to overwrite a credential")
     key_line = ground_key_line(state.home)
-    token = add_station(state.home.conn, name, _now_ms())
+    quota = None if quota_mb is None else quota_mb * 1024 * 1024
+    token = add_station(state.home.conn, name, _now_ms(), quota_bytes=quota)
     write_token_file(token_out, station=name, token=token, ground_key_line=key_line)
     console.print(f"station {name} added; give {token_out} to the station (onboard link add --token-file …)")
 

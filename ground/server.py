@@ -72,11 +72,17 @@ class LinkService:
     def __init__(self, home: GroundHome, config: ReceiverConfig | None = None) -> None:
         self.home = home
         self.store = UploadStore(home)
-        self.receiver = TransferReceiver(config, have=self.store.have, uploads=self.store.load_records())
+        self.receiver = TransferReceiver(
+            config, have=self.store.have, quota_for=self._quota, uploads=self.store.load_records()
+        )
         # One request at a time through the receiver: chunk writes are fsync-bound and the
         # link is far slower than the disk, so serialising costs nothing and keeps the
         # receiver's events unambiguous.
         self.lock = asyncio.Lock()
+
+    def _quota(self, station: str) -> int | None:
+        row = self.home.conn.execute("SELECT quota_bytes FROM stations WHERE name = ?", (station,)).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     async def handle(self, request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")

@@ -38,8 +38,15 @@ def _hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def add_station(conn: sqlite3.Connection, name: str, now_ms: int, actor: str = "cli") -> str:
-    """Register station ``name`` and return its new token (shown once, never stored)."""
+def add_station(
+    conn: sqlite3.Connection, name: str, now_ms: int, actor: str = "cli", quota_bytes: int | None = None
+) -> str:
+    """Register station ``name`` and return its new token (shown once, never stored).
+
+    ``quota_bytes`` caps the bytes its unfinished uploads may hold on ground (None: server default).
+    """
+    if quota_bytes is not None and quota_bytes <= 0:
+        raise StationError("a station quota must be a positive number of bytes")
     if not _NAME.match(name):
         raise StationError(f"station name {name!r} must be 1-64 lower-case letters, digits, '.', '_' or '-'")
     token = secrets.token_urlsafe(32)
@@ -47,8 +54,8 @@ def add_station(conn: sqlite3.Connection, name: str, now_ms: int, actor: str = "
         if conn.execute("SELECT 1 FROM stations WHERE name = ?", (name,)).fetchone():
             raise StationError(f"station {name!r} already exists; revoke it first to issue a new token")
         conn.execute(
-            "INSERT INTO stations (name, token_sha256, created_ms) VALUES (?, ?, ?)",
-            (name, _hash(token), now_ms),
+            "INSERT INTO stations (name, token_sha256, created_ms, quota_bytes) VALUES (?, ?, ?, ?)",
+            (name, _hash(token), now_ms, quota_bytes),
         )
         audit(conn, now_ms, actor, "station-add", name)
     return token

@@ -687,10 +687,12 @@ class TransferReceiver:
         config: ReceiverConfig | None = None,
         *,
         have: Callable[[TransferKey], bool] = lambda _k: False,
+        quota_for: Callable[[str], int | None] = lambda _s: None,
         uploads: Iterable[UploadRecord] = (),
     ) -> None:
         self.config = config or ReceiverConfig()
         self._have = have
+        self._quota_for = quota_for  # a station's own quota, or None for the config default
         self._uploads: dict[tuple[str, TransferKey], UploadRecord] = {(u.station, u.key): u for u in uploads}
         self._events: deque[ReceiverEvent] = deque()
         self._pending: dict[int, _Pending] = {}
@@ -773,14 +775,16 @@ class TransferReceiver:
                 for (s, _), u in self._uploads.items()
                 if s == station and u.state is UploadState.RECEIVING
             )
-            if staged + req.size_bytes > self.config.station_quota_bytes:
+            quota = self._quota_for(station)
+            quota = self.config.station_quota_bytes if quota is None else quota
+            if staged + req.size_bytes > quota:
                 self._error(
                     rid,
                     station,
                     req.seq,
                     LinkErrorCode.QUOTA_EXCEEDED,
                     f"station {station} would stage {staged + req.size_bytes} bytes, quota "
-                    f"{self.config.station_quota_bytes}; finish or drop other uploads first",
+                    f"{quota}; finish or drop other uploads first",
                     True,
                 )
                 return

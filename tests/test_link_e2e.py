@@ -422,3 +422,29 @@ async def test_watch_backs_off_in_the_dark_and_resumes_when_the_link_returns(
             stop.set()
             result = await asyncio.wait_for(task, 20)
     assert result.failures >= 1 and not task.exception()
+
+
+async def test_station_quota_limits_staged_bytes(cli: Cli, tmp_path: Path) -> None:
+    """A station's own quota (ground station add --quota-mb) refuses uploads past it with a 429."""
+    for name in ("alice",):
+        cli.onboard("keys", "new", name)
+    token_file = tmp_path / "T"
+    cli.ground("station", "add", "iss", "--token-out", str(token_file), "--quota-mb", "1")
+    token = json.loads(token_file.read_text())["token"]
+    async with running_ground(cli.ground_home) as url, aiohttp.ClientSession() as s:
+        auth = {"Authorization": f"Bearer {token}"}
+        a = TransferKey(kind=TransferKind.BLOB, sha256=b"\1" * 32)
+        b = TransferKey(kind=TransferKind.BLOB, sha256=b"\2" * 32)
+        async with s.post(
+            url + "/v1/link",
+            data=encode_request(Open(seq=1, key=a, size_bytes=900_000, owner="x")),
+            headers=auth,
+        ) as r:
+            assert r.status == 200
+        async with s.post(
+            url + "/v1/link",
+            data=encode_request(Open(seq=2, key=b, size_bytes=900_000, owner="x")),
+            headers=auth,
+        ) as r:
+            j = await r.json()
+            assert r.status == 429 and j["error"] == "quota_exceeded" and j["retryable"] is True

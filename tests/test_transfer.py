@@ -518,3 +518,21 @@ def test_lost_inline_open_resumes() -> None:
     k = add(pair, b"a small text bundle", kind=TransferKind.BUNDLE)
     pair.run()
     assert pair.ground.committed[k] == b"a small text bundle"
+
+
+def test_sources_are_read_a_chunk_at_a_time() -> None:
+    """Media is streamed: the sender never asks its source for more than one chunk."""
+    pair = make_pair()
+    big = PHOTO * 40  # 2 MB
+    asked: list[int] = []
+
+    def source(off: int, n: int) -> bytes:
+        asked.append(n)
+        return big[off : off + n]
+
+    k = key_of(big)
+    pair.sender.add(TransferSpec(key=k, size_bytes=len(big), owner="a"), source, 0.0)
+    pair.run()
+    assert pair.ground.committed[k] == big
+    cap = pair.sender.config.max_chunk_bytes
+    assert max(asked) <= cap + cap // 4 and sum(asked) == len(big)
