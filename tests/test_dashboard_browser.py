@@ -8,7 +8,6 @@ events, and saves a screenshot to artifacts/dashboard.png.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -16,14 +15,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
-from dashboard_support import ADMIN, make_app
+from dashboard_support import ADMIN
 
 from ground import operators
-from ground.enroll import enroll
+from ground.demo import start_server, stop_server
 from ground.home import GroundHome
-from ground.publish import run_forever
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -73,31 +71,37 @@ async def run(tool: str, home: Path, *args: str, env: dict[str, str], ok: bool =
 
 @pytest.fixture
 async def served(tmp_path: Path, subprocess_env: dict[str, str]) -> AsyncIterator[dict[str, Any]]:
-    """A ground home served on loopback with its publisher running, and an onboard home for alice."""
+    """A real `ground serve` process on loopback, alice enrolled, and alice's laptop linked to it."""
     onboard_home, ground_dir = tmp_path / "A", tmp_path / "G"
-    await run("onboard", onboard_home, "keys", "new", "alice", env=subprocess_env)
-    line = (await run("onboard", onboard_home, "keys", "show", "alice", env=subprocess_env)).strip()
+    env = subprocess_env
+    await run("onboard", onboard_home, "keys", "new", "alice", env=env)
+    line = (await run("onboard", onboard_home, "keys", "show", "alice", env=env)).strip()
+    await run(
+        "ground",
+        ground_dir,
+        "enroll",
+        "alice",
+        "--key",
+        line,
+        "--account",
+        "archive:alice",
+        "--account",
+        "archive:backup",
+        env=env,
+    )
+    token = tmp_path / "station.token"
+    await run("ground", ground_dir, "station", "add", "iss", "--token-out", str(token), env=env)
     home = GroundHome(ground_dir)
-    enroll(home.conn, "alice", line, ["archive:alice", "archive:backup"], int(time.time() * 1000))
     operators.add_operator(home.conn, ADMIN[0], ADMIN[1], operators.Role.ADMIN, int(time.time() * 1000))
-    server = TestServer(make_app(home), host="127.0.0.1")
-    await server.start_server()
-    stop = asyncio.Event()
-    publisher = asyncio.create_task(run_forever(home, stop, interval_s=0.2))
+    home.close()
+    server, url = await asyncio.to_thread(start_server, ground_dir)
     try:
-        yield {
-            "url": str(server.make_url("/")),
-            "home": home,
-            "onboard": onboard_home,
-            "ground": ground_dir,
-            "env": subprocess_env,
-            "tmp": tmp_path,
-        }
+        await run(
+            "onboard", onboard_home, "link", "add", "--ground", url, "--token-file", str(token), env=env
+        )
+        yield {"url": url + "/", "onboard": onboard_home, "ground": ground_dir, "env": env, "tmp": tmp_path}
     finally:
-        stop.set()
-        await publisher
-        await server.close()
-        home.close()
+        await asyncio.to_thread(stop_server, server)
 
 
 @pytest.fixture
@@ -119,7 +123,7 @@ async def page(tmp_path: Path) -> AsyncIterator[Any]:
 
 
 async def test_operator_watches_posts_flow_retries_and_sees_tampering(
-    served: dict[str, Any], page: Any
+    served: dict[str, Any], page: Any, photo: Path
 ) -> None:
     env, onboard_home, ground_home, tmp = served["env"], served["onboard"], served["ground"], served["tmp"]
     errors: list[str] = []
@@ -135,16 +139,29 @@ async def test_operator_watches_posts_flow_retries_and_sees_tampering(
     await page.wait_for_selector("#main:not([hidden])")
     assert await page.text_content("#who-name") == ADMIN[0]
 
-    # 2. A post from the real onboard client, scheduled a few seconds ahead, carried down as a file.
-    at = datetime.fromtimestamp(time.time() + 6, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    # 2. A post with a photo from the real onboard client, scheduled a few seconds ahead, sent
+    #    over the live link by `onboard sync`.
+    at = datetime.fromtimestamp(time.time() + 8, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     text = "Hello from the dashboard test 🌍"
     out = await run(
-        "onboard", onboard_home, "post", "--as", "alice", "--to", "archive:alice", "--at", at, text, env=env
+        "onboard",
+        onboard_home,
+        "post",
+        "--as",
+        "alice",
+        "--to",
+        "archive:alice",
+        "--at",
+        at,
+        "--photo",
+        str(photo),
+        "--alt",
+        "A rocket",
+        text,
+        env=env,
     )
     post_id = out.split()[1]
-    outbox = tmp / "outbox"
-    await run("onboard", onboard_home, "export", str(outbox), env=env)
-    await run("ground", ground_home, "ingest", str(outbox), env=env)
+    await run("onboard", onboard_home, "sync", env=env)
     row = f'tr[data-post="{post_id}"]'
     await page.wait_for_selector(f'{row} li[data-account="archive:alice"]')
     assert text in (await page.text_content(row) or "")
@@ -153,6 +170,9 @@ async def test_operator_watches_posts_flow_retries_and_sees_tampering(
     await page.wait_for_selector(
         f'{row} li[data-account="archive:alice"][data-state="published"] a[href^="file://"]'
     )
+    # The link strip saw the station and the photo crossing.
+    assert "Station iss" in (await page.text_content("#stations") or "")
+    await page.wait_for_selector('#bundles-table tbody tr:has-text("photo complete")')
 
     # 3. A publication that fails for real (the archive account's folder is blocked by a file)…
     (ground_home / "archive").mkdir(exist_ok=True)
@@ -162,12 +182,10 @@ async def test_operator_watches_posts_flow_retries_and_sees_tampering(
         "onboard", onboard_home, "post", "--as", "alice", "--to", "archive:backup", "Second post", env=env
     )
     failing_id = out.split()[1]
-    shutil.rmtree(outbox)
-    await run("onboard", onboard_home, "export", str(outbox), env=env)
-    await run("ground", ground_home, "ingest", str(outbox), env=env, ok=False)
+    await run("onboard", onboard_home, "sync", env=env)
     failed_li = f'tr[data-post="{failing_id}"] li[data-account="archive:backup"][data-state="failed"]'
     await page.wait_for_selector(failed_li)
-    assert "archive write failed" in (await page.text_content(failed_li) or "")
+    assert "archive" in (await page.text_content(failed_li) or "")
     # …is retried by the operator once the cause is fixed: focus the button, press Enter.
     blocker.unlink()
     await page.focus(f"{failed_li} button")
@@ -177,11 +195,12 @@ async def test_operator_watches_posts_flow_retries_and_sees_tampering(
     )
     await page.wait_for_selector('#audit-table tr.op:has-text("retry")')
 
-    # 4. A tampered bundle: one byte flipped in transit is rejected and shown as a security event.
+    # 4. A tampered bundle: one byte flipped in a file hand-off is rejected and shown as a
+    #    security event; so is a request on the link with a forged station token.
     await run(
         "onboard", onboard_home, "post", "--as", "alice", "--to", "archive:alice", "Tamper with me", env=env
     )
-    shutil.rmtree(outbox)
+    outbox = tmp / "outbox"
     await run("onboard", onboard_home, "export", str(outbox), env=env)
     (bundle,) = outbox.glob("*.opb")
     data = bytearray(bundle.read_bytes())
@@ -193,6 +212,12 @@ async def test_operator_watches_posts_flow_retries_and_sees_tampering(
     assert "REJECTED" in out
     sec = await page.wait_for_selector('#security-table tbody tr:has-text("evil.opb")')
     assert "bundle-rejected" in (await sec.text_content() or "")
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            served["url"] + "v1/link", data=b"x", headers={"Authorization": "Bearer forged"}
+        ) as r:
+            assert r.status == 401
+    await page.wait_for_selector('#security-table tbody tr:has-text("link-unauthorized")')
 
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
