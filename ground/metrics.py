@@ -8,6 +8,7 @@ Counters are therefore totals over the database's lifetime, which is what Promet
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 
@@ -38,6 +39,30 @@ class GroundCollector(Collector):
             ["rejected"], conn.execute("SELECT COALESCE(SUM(size_bytes), 0) FROM rejections").fetchone()[0]
         )
         yield received
+
+        # Everything the live link carried (photos, bundles, protocol frames), per station.
+        link_bytes = CounterMetricFamily(
+            "orbitpost_link_received_bytes",
+            "Request bytes received on the live link, per station.",
+            labels=["station"],
+        )
+        transfers = GaugeMetricFamily(
+            "orbitpost_link_transfers",
+            "Uploads on the live link by kind and state.",
+            labels=["kind", "state"],
+        )
+        if queries.has_link_tables(conn):
+            with contextlib.suppress(sqlite3.OperationalError):  # a link schema this module does not know
+                for station, n in conn.execute(
+                    "SELECT station, bytes_in FROM link_contacts ORDER BY station"
+                ):
+                    link_bytes.add_metric([station], n)
+                for kind, state, n in conn.execute(
+                    "SELECT kind, state, COUNT(*) FROM transfers GROUP BY kind, state ORDER BY kind, state"
+                ):
+                    transfers.add_metric([kind, state], n)
+        yield link_bytes
+        yield transfers
 
         accepted = CounterMetricFamily("orbitpost_bundles_accepted", "Bundles verified and stored.")
         accepted.add_metric([], conn.execute("SELECT COUNT(*) FROM bundles").fetchone()[0])

@@ -73,6 +73,11 @@ async def test_demo_serve_prints_a_working_dashboard_login(
                 summary = await r.json()
             assert summary["link"]["stations"][0]["station"] == "iss"
             assert summary["link"]["bytes_today"] > 100_000  # the photo crossed the link
+            async with http.get(url + "metrics") as r:
+                metrics = await r.text()
+            link_bytes = re.search(r'orbitpost_link_received_bytes_total\{station="iss"\} (\S+)', metrics)
+            assert link_bytes and float(link_bytes.group(1)) > 100_000
+            assert 'orbitpost_link_transfers{kind="blob",state="complete"} 1.0' in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=30)

@@ -26,6 +26,11 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     )
 
 
+def has_link_tables(conn: sqlite3.Connection) -> bool:
+    """True once the live link's tables exist in this database."""
+    return all(_has_table(conn, t) for t in ("link_contacts", "link_traffic", "transfers"))
+
+
 def platform_of(account: str) -> str:
     return account.split(":", 1)[0]
 
