@@ -146,12 +146,16 @@ def is_jpeg(data: bytes) -> bool:
 def _pixels(jpeg: bytes) -> int | None:
     """Width × height from the JPEG header (Pillow reads only the header), or None."""
     import io
+    import warnings
 
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(jpeg)) as im:
-            w, h = im.size
+        with warnings.catch_warnings():
+            # Pillow warns past ~89 MP; we only read the header and apply MAX_PIXELS ourselves.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(jpeg)) as im:
+                w, h = im.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None
     return int(w) * int(h)

@@ -104,6 +104,12 @@ def test_export_choice_follows_the_peer(test_jpegs: dict[str, Path]) -> None:
     assert choose_blob_encoding(bad, "image/jpeg", CURRENT_GROUND)[0] != Codec.JPEG_XL
 
 
+def test_huge_photos_travel_as_is(monkeypatch: pytest.MonkeyPatch, test_jpegs: dict[str, Path]) -> None:
+    # Past MAX_PIXELS ground's memory-capped decoder might fail, so onboard never tries.
+    monkeypatch.setattr(jxl, "MAX_PIXELS", 1000)
+    assert jxl.transcode(test_jpegs["rocket.jpg"].read_bytes()) is None
+
+
 def test_codec_switched_off_means_as_is(test_jpegs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORBITPOST_JXL", "none")
     raw = test_jpegs["rocket.jpg"].read_bytes()

@@ -57,6 +57,21 @@ def test_real_photos_cross_as_jpeg_xl_and_publish_byte_identical(
         assert _published(cli, post_id) == test_jpegs[name].read_bytes(), name
 
 
+def test_png_passes_through_unchanged(enrolled: Cli, sample_pngs: list[Path], tmp_path: Path) -> None:
+    cli = enrolled
+    png = sample_pngs[0]
+    out = cli.onboard(
+        "post", "--as", "alice", "--to", "archive:alice", "--photo", str(png), "--alt", "a", "coffee"
+    )
+    post_id = out.output.split()[1]
+    outdir = tmp_path / "OUT"
+    cli.onboard("export", str(outdir))
+    (bundle,) = sorted(outdir.glob("*.opb"))
+    assert all(b.codec in (Codec.IDENTITY, Codec.ZSTD) for b in read_header(bundle.read_bytes()).blobs)
+    cli.ground("ingest", str(outdir))
+    assert _published(cli, post_id) == png.read_bytes()
+
+
 def test_older_ground_gets_what_it_decodes(
     enrolled: Cli, test_jpegs: dict[str, Path], tmp_path: Path
 ) -> None:
