@@ -15,6 +15,7 @@ Exit codes of the child: 0 rebuilt; 2 not a valid JPEG XL JPEG; 3 no codec on th
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -48,24 +49,34 @@ def decode_jpeg(
     UNKNOWN_CODEC if this ground has no JPEG XL codec.
     """
     timeout_s = timeout_for(raw_size) if timeout_s is None else timeout_s
+    argv = [sys.executable, "-m", "ground.jxl", str(raw_size), str(memory_bytes), str(int(timeout_s) + 1)]
     try:
-        r = subprocess.run(
-            [sys.executable, "-m", "ground.jxl", str(raw_size), str(memory_bytes), str(int(timeout_s) + 1)],
-            input=stored,
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
+        # A session of its own, so a timeout kills the child's whole group (the CLI backend
+        # runs djxl as a grandchild), not just the Python process.
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             env=_child_env(),
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired as exc:  # run() has killed and reaped the child
-        raise RemoteProtocolError(
-            ErrorCode.DECOMPRESSION_BOMB,
-            f"JPEG XL data did not rebuild within {timeout_s:.0f} s; refusing it",
-        ) from exc
     except OSError as exc:
         raise RemoteProtocolError(
             ErrorCode.UNKNOWN_CODEC, f"this ground cannot start its JPEG XL decoder: {exc}"
         ) from exc
+    try:
+        stdout, stderr = proc.communicate(stored, timeout=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        _kill_group(proc)
+        raise RemoteProtocolError(
+            ErrorCode.DECOMPRESSION_BOMB,
+            f"JPEG XL data did not rebuild within {timeout_s:.1f} s; refusing it",
+        ) from exc
+    except BaseException:
+        _kill_group(proc)
+        raise
+    r = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
     why = r.stderr.decode("utf-8", "replace").strip()[-300:]
     if r.returncode == _EXIT_CORRUPT:
         raise RemoteProtocolError(
@@ -86,6 +97,14 @@ def decode_jpeg(
             ErrorCode.MALFORMED, f"JPEG XL data rebuilt {len(r.stdout)} bytes, header says {raw_size}"
         )
     return r.stdout
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()  # reap it and close the pipes
 
 
 def _child_env() -> dict[str, str]:
