@@ -164,6 +164,7 @@ def test_ground_serve_publishes_a_scheduled_post_to_the_pds_and_mastodon(
         log = serve.stderr.read().decode(errors="replace")
         serve.stderr.close()
     assert "Traceback" not in log, log
+    assert pds.accounts["alice.test"].app_password not in log and "token-alice" not in log
     did = pds.accounts["alice.test"].did
     rec = pds.get_record(did, tid_for_post(post_id))
     assert rec["value"]["text"].encode() == text.encode()
