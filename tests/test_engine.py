@@ -302,3 +302,25 @@ def test_http_error_mapping() -> None:
     )
     assert not e.retryable and "InvalidRequest: Record/text must not be longer" in str(e)
     assert retry_after_s("soon") is None and retry_after_s(None) is None
+
+
+def test_cli_schedule_cancel_and_retract_end_to_end(enrolled, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cli = enrolled
+    later = cli.onboard(
+        "post", "--as", "alice", "--to", "archive:alice", "--at", "2099-01-01T00:00Z", "later"
+    )
+    later_id = later.output.split()[1]
+    now = cli.onboard("post", "--as", "alice", "--to", "archive:alice", "now")
+    now_id = now.output.split()[1]
+    cli.onboard("export", str(tmp_path / "OUT1"))
+    out = cli.ground("ingest", str(tmp_path / "OUT1")).output
+    assert f"published {now_id}" in out and later_id not in out.split("queued")[-1]
+    cli.onboard("cancel", later_id)
+    cli.onboard("retract", now_id)
+    cli.onboard("export", str(tmp_path / "OUT2"))
+    out = cli.ground("ingest", str(tmp_path / "OUT2")).output
+    assert f"retracted {now_id} → archive:alice" in out
+    posts = [line.split() for line in cli.ground("posts").output.splitlines()]
+    assert [later_id, "alice", "archive:alice", "cancelled"] in posts
+    assert [now_id, "alice", "archive:alice", "retracted"] == [p[:4] for p in posts if p[0] == now_id][0]
+    assert not (cli.ground_home / "archive" / "alice" / now_id).exists()
