@@ -23,12 +23,22 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from simlink.errors import SimError
-from simlink.profile import load_profile
+from simlink.profile import LinkProfile, load_profile
 from simlink.report import build_report, plot, summary, write_json
 from simlink.workload import load_workload
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def realtime_offset_s(prof: LinkProfile, duration_s: float) -> float:
+    """Where in the orbit a real-time run starts: its shortest gap begins 5 % into the run,
+    if that gap ends before the run does (a short run should show a cut and the recovery)."""
+    fits = [w for w in prof.dark if w.duration_s <= 0.85 * duration_s]
+    if not fits:
+        return 0.0
+    w = min(fits, key=lambda w: w.duration_s)
+    return max(0.0, w.start_s - 0.05 * duration_s)
 
 
 @app.command()
@@ -51,8 +61,12 @@ def main(
         bool, typer.Option("--realtime", help="Run the real processes over the proxy.")
     ] = False,
     orbit_offset_min: Annotated[
-        float, typer.Option(help="Start this many minutes into the orbit (e.g. just before a gap).")
-    ] = 0.0,
+        float | None,
+        typer.Option(
+            help="Start this many minutes into the orbit [default: 0; with --realtime, so the run "
+            "crosses the profile's shortest gap and sees the link come back]."
+        ),
+    ] = None,
     transfer: Annotated[
         str,
         typer.Option(
@@ -73,6 +87,8 @@ def main(
         raise SimError("the duration must be positive")
     prof = load_profile(profile)
     wl = load_workload(workload or ("burst" if realtime else "crew-day"))
+    if orbit_offset_min is None:
+        orbit_offset_min = realtime_offset_s(prof, duration_s) / 60 if realtime else 0.0
     report.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with Progress(

@@ -215,7 +215,12 @@ def plot(rep: dict[str, Any], path: Path) -> None:
         fontsize=10,
     )
     ax2.fill_between(
-        t, use, step="pre", color="tab:blue", alpha=0.6, label="station → ground, % of rate (per minute)"
+        t,
+        use,
+        step="pre",
+        color="tab:blue",
+        alpha=0.6,
+        label=f"station → ground, % of rate (per {tl['sample_s']:g} s)",
     )
     ax2.set_ylabel("link use %")
     ax2.set_ylim(0, 105)
