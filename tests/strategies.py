@@ -1,4 +1,8 @@
-"""Hypothesis strategies for protocol values, shared by the tests/test_protocol_*.py files."""
+"""Hypothesis strategies for protocol values, shared by the tests/test_protocol_*.py files.
+
+Those tests run with ``deadline=None``: CI machines are shared and slow, and speed is shown
+by benchmarks, never by timed assertions.
+"""
 
 from __future__ import annotations
 

@@ -186,6 +186,7 @@ def test_truncated_at_every_length(small_bundle: bytes, keyring: dict[bytes, Kno
             assert str(e.value) == f"bundle truncated at byte {n} of {len(small_bundle)}"
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=1, max_size=100))
 def test_trailing_garbage_refused(small_bundle: bytes, keyring: dict[bytes, KnownKey], extra: bytes) -> None:
     with pytest.raises(RemoteProtocolError) as e:
@@ -194,6 +195,7 @@ def test_trailing_garbage_refused(small_bundle: bytes, keyring: dict[bytes, Know
     assert f"{len(extra)} unexpected bytes" in str(e.value)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=400))
 def test_arbitrary_bytes_raise_only_remote_errors(keyring: dict[bytes, KnownKey], data: bytes) -> None:
     for candidate in (data, b"ORBP" + data, b"ORBP\x00\x01" + struct.pack(">Q", len(data) + 6) + data):
@@ -201,7 +203,7 @@ def test_arbitrary_bytes_raise_only_remote_errors(keyring: dict[bytes, KnownKey]
             verify_bundle(candidate, keyring)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(msgpack_values, st.lists(st.binary(max_size=50), max_size=3))
 def test_arbitrary_headers_raise_only_remote_errors(
     keyring: dict[bytes, KnownKey], header: object, sections: list[bytes]
@@ -211,7 +213,7 @@ def test_arbitrary_headers_raise_only_remote_errors(
         verify_bundle(assemble(header, sections), keyring)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_mutated_header_fields_raise_only_remote_errors(
     small_bundle: bytes, keyring: dict[bytes, KnownKey], data: st.DataObject

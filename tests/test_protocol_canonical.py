@@ -6,7 +6,7 @@ import math
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import msgpack_values
 
@@ -17,6 +17,7 @@ from protocol.errors import ErrorCode
 BIG = 10**6
 
 
+@settings(deadline=None)
 @given(msgpack_values)
 def test_round_trip(value: object) -> None:
     data = pack(value)
@@ -24,6 +25,7 @@ def test_round_trip(value: object) -> None:
     assert pack(unpack(data, what="v", max_bytes=BIG)) == data
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_decode_or_raise_remote_error(data: bytes) -> None:
     try:
@@ -34,12 +36,14 @@ def test_arbitrary_bytes_decode_or_raise_remote_error(data: bytes) -> None:
     assert pack(value) == data  # whatever decodes is canonical
 
 
+@settings(deadline=None)
 @given(msgpack_values, st.binary(min_size=1, max_size=8))
 def test_trailing_bytes_refused(value: object, extra: bytes) -> None:
     with pytest.raises(RemoteProtocolError, match="trailing bytes|not valid|not in canonical"):
         unpack(pack(value) + extra, what="v", max_bytes=BIG)
 
 
+@settings(deadline=None)
 @given(msgpack_values)
 def test_every_truncation_refused(value: object) -> None:
     data = pack(value)
@@ -83,6 +87,7 @@ def test_nan_is_canonical_too() -> None:
     assert math.isnan(unpack(pack(float("nan")), what="v", max_bytes=BIG))
 
 
+@settings(deadline=None)
 @given(msgpack_values)
 def test_expect_helpers_raise_only_remote_errors(value: object) -> None:
     for kind in (int, str, bytes, list, bool):

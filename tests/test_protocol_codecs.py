@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import zstandard
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import RemoteProtocolError
@@ -12,6 +12,7 @@ from protocol.codecs import DEFAULT_DECODERS, Codec, bounded_zstd_decode, decode
 from protocol.errors import ErrorCode
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=5000))
 def test_zstd_round_trip(data: bytes) -> None:
     assert bounded_zstd_decode(zstd_compress(data), len(data)) == data
@@ -19,6 +20,7 @@ def test_zstd_round_trip(data: bytes) -> None:
     assert decode_section(Codec.IDENTITY, data, len(data), DEFAULT_DECODERS, "s") == data
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=300), st.integers(min_value=-3, max_value=10_000))
 def test_arbitrary_bytes_decode_or_raise_remote_error(stored: bytes, raw_size: int) -> None:
     for codec in (Codec.IDENTITY, Codec.ZSTD):
@@ -29,6 +31,7 @@ def test_arbitrary_bytes_decode_or_raise_remote_error(stored: bytes, raw_size: i
         assert len(out) == raw_size
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=1, max_size=2000))
 def test_zstd_truncations_refused(data: bytes) -> None:
     frame = zstd_compress(data)
@@ -50,6 +53,7 @@ def test_decompression_bomb_stops_at_the_declared_size() -> None:
         assert "beyond its declared 1000 bytes" in str(e.value)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=2000))
 def test_frames_without_content_size(data: bytes) -> None:
     frame = zstandard.ZstdCompressor(write_content_size=False, write_checksum=True).compress(data)

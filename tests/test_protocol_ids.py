@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import LocalProtocolError, RemoteProtocolError
@@ -23,6 +23,7 @@ def test_known_value() -> None:
     assert ulid_time_ms("01ARYZ6S41TSV4RRFFQ69G5FAV") == 1469918176385
 
 
+@settings(deadline=None)
 @given(ms, entropy)
 def test_round_trip_and_time(now_ms: int, rnd: bytes) -> None:
     u = new_ulid(now_ms, rnd)
@@ -32,17 +33,20 @@ def test_round_trip_and_time(now_ms: int, rnd: bytes) -> None:
     assert ulid_time_ms(u) == now_ms
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=16, max_size=16))
 def test_every_16_bytes_round_trip(raw: bytes) -> None:
     assert ulid_to_bytes(ulid_from_bytes(raw)) == raw
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=16, max_size=16), st.binary(min_size=16, max_size=16))
 def test_text_order_is_byte_order(a: bytes, b: bytes) -> None:
     # Sorting ids as text (SQLite, file names) sorts them by creation time.
     assert (ulid_from_bytes(a) < ulid_from_bytes(b)) == (a < b)
 
 
+@settings(deadline=None)
 @given(st.binary().filter(lambda b: len(b) != 16))
 def test_wrong_length_bytes_are_remote_errors(raw: bytes) -> None:
     with pytest.raises(RemoteProtocolError) as e:
@@ -50,6 +54,7 @@ def test_wrong_length_bytes_are_remote_errors(raw: bytes) -> None:
     assert e.value.code is ErrorCode.MALFORMED
 
 
+@settings(deadline=None)
 @given(st.text(max_size=30))
 def test_text_decodes_or_raises_local_error(text: str) -> None:
     # ulid_to_bytes parses ids typed by a person (`onboard cancel ID`): a local error.

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import LocalProtocolError, SigningKey, fingerprint, format_public_key, key_id, parse_public_key
 from protocol.keys import verify_signature
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=32, max_size=32))
 def test_public_key_line_round_trip(raw: bytes) -> None:
     line = format_public_key(raw)
@@ -20,12 +21,14 @@ def test_public_key_line_round_trip(raw: bytes) -> None:
     assert parse_public_key(f"  {line}\n") == raw  # pasted with whitespace
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=32, max_size=32))
 def test_key_id_and_fingerprint(raw: bytes) -> None:
     assert key_id(raw) == hashlib.sha256(raw).digest()[:8]
     assert fingerprint(raw) == key_id(raw).hex()
 
 
+@settings(deadline=None)
 @given(st.text(max_size=80))
 def test_parse_is_total(text: str) -> None:
     # The line comes from an operator (`ground enroll --key`): a local error, never a crash.
@@ -35,6 +38,7 @@ def test_parse_is_total(text: str) -> None:
         pass
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=60).filter(lambda b: len(b) != 32))
 def test_wrong_length_keys_refused(raw: bytes) -> None:
     with pytest.raises(LocalProtocolError, match="32 bytes"):
@@ -56,6 +60,7 @@ def test_deterministic_test_keys(alice_key: SigningKey, bob_key: SigningKey) -> 
     assert fingerprint(alice_key.public_key) != fingerprint(bob_key.public_key)
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=32, max_size=32), st.binary(max_size=100))
 def test_sign_verify(seed: bytes, message: bytes) -> None:
     k = SigningKey.from_seed(seed)
@@ -64,6 +69,7 @@ def test_sign_verify(seed: bytes, message: bytes) -> None:
     assert not verify_signature(k.public_key, sig, message + b"x")
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=40), st.binary(max_size=70), st.binary(max_size=10))
 def test_verify_signature_is_total(public: bytes, sig: bytes, message: bytes) -> None:
     # Garbage keys and signatures are "not valid", never an exception.

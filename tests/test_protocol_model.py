@@ -5,7 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import TRICKY_TEXT, items, msgpack_values, posts
 
@@ -32,6 +32,7 @@ def post(**kw: object) -> Post:
     return Post(**fields)  # type: ignore[arg-type]
 
 
+@settings(deadline=None)
 @given(items())
 def test_round_trip(item: Post | Cancel | Retract) -> None:
     body = encode_item(item)
@@ -69,6 +70,7 @@ def test_known_body_bytes() -> None:
     assert cancel == pack([1, 2, ulid_to_bytes(ID), "alice", 5, ulid_to_bytes(TARGET)])
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_decode_or_raise_remote_error(data: bytes) -> None:
     try:
@@ -77,6 +79,7 @@ def test_arbitrary_bytes_decode_or_raise_remote_error(data: bytes) -> None:
         pass
 
 
+@settings(deadline=None)
 @given(st.lists(msgpack_values, max_size=10))
 def test_arbitrary_arrays_decode_or_raise_remote_error(fields: list[object]) -> None:
     try:
@@ -85,6 +88,7 @@ def test_arbitrary_arrays_decode_or_raise_remote_error(fields: list[object]) -> 
         pass
 
 
+@settings(deadline=None)
 @given(posts(), st.integers(min_value=0, max_value=8), msgpack_values)
 def test_any_field_replaced_decodes_or_raises_remote_error(p: Post, index: int, value: object) -> None:
     from protocol.canonical import unpack
@@ -97,6 +101,7 @@ def test_any_field_replaced_decodes_or_raises_remote_error(p: Post, index: int, 
         pass
 
 
+@settings(deadline=None)
 @given(items())
 def test_every_truncation_refused(item: Post | Cancel | Retract) -> None:
     body = encode_item(item)
@@ -105,6 +110,7 @@ def test_every_truncation_refused(item: Post | Cancel | Retract) -> None:
             decode_item(body[:n])
 
 
+@settings(deadline=None)
 @given(items(), st.binary(min_size=1, max_size=5))
 def test_trailing_garbage_refused(item: Post | Cancel | Retract, extra: bytes) -> None:
     with pytest.raises(RemoteProtocolError):

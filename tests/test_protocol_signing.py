@@ -32,6 +32,7 @@ def _post(author: str = "alice", text: str = "hi") -> Post:
     )
 
 
+@settings(deadline=None)
 @given(items(author="alice"))
 def test_sign_then_verify(alice_key: SigningKey, keyring: dict[bytes, KnownKey], item: Post) -> None:
     signed = sign_item(alice_key, item)
@@ -50,7 +51,7 @@ def test_signature_is_over_domain_tag_and_body(alice_key: SigningKey) -> None:
     assert not verify_signature(alice_key.public_key, signed.signature, signed.body)
 
 
-@settings(max_examples=20)
+@settings(max_examples=20, deadline=None)
 @given(items(author="alice"), st.data())
 def test_every_body_byte_flip_is_a_bad_signature(
     alice_key: SigningKey, keyring: dict[bytes, KnownKey], item: Post, data: st.DataObject
@@ -129,6 +130,7 @@ def test_valid_signature_over_a_bad_body_is_a_decoding_error(
     assert e.value.code is ErrorCode.MALFORMED
 
 
+@settings(deadline=None)
 @given(msgpack_values)
 def test_wire_shape_checks_raise_only_remote_errors(value: object) -> None:
     try:
@@ -137,6 +139,7 @@ def test_wire_shape_checks_raise_only_remote_errors(value: object) -> None:
         pass
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=200), st.binary(min_size=64, max_size=64))
 def test_random_bodies_and_signatures_rejected(
     alice_key: SigningKey, keyring: dict[bytes, KnownKey], body: bytes, sig: bytes
