@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS publications (
     PRIMARY KEY (item_id, account)
 );
 CREATE INDEX IF NOT EXISTS publications_state ON publications(state, next_attempt_ms);
+-- The dashboard lists posts newest first, for everyone or one astronaut (ground/dashboard/queries.py).
+CREATE INDEX IF NOT EXISTS items_received ON items(received_ms, id);
+CREATE INDEX IF NOT EXISTS items_author_received ON items(author, received_ms, id);
 CREATE TABLE IF NOT EXISTS rejections (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     received_ms INTEGER NOT NULL,
