@@ -116,3 +116,19 @@ def test_random_cuts_follow_the_profile_rate() -> None:
     reconnect()
     loop.run_until(10 * 3600)
     assert 60 <= link.cuts_random <= 140  # ~100 expected (Poisson)
+
+
+def test_parallel_flows_share_a_lossless_link_without_collapse() -> None:
+    """Four connections slow-starting together (the sender's window of 4 requests) must not
+    overflow the bottleneck into timeouts: HyStart leaves slow start as the queue builds."""
+    p = _profile(loss=0.0)
+    loop = EventLoop()
+    link = SimLink(loop, p, duration_s=600, seed=1)
+    servers = [Sink() for _ in range(4)]
+    for s in servers:
+        link.connect(Sink(b"x" * 400_000), s)
+    loop.run_until(600)
+    ideal = 4 * 400_000 * 8 / p.to_ground_bps
+    done = [s.done_at for s in servers]
+    assert all(t is not None for t in done) and max(done) < 1.5 * ideal + 2 * p.rtt_s, (done, ideal)  # type: ignore[operator,type-var]
+    assert link.to_ground.stats.retransmitted_bytes < 0.02 * 1_600_000
