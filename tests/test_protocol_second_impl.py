@@ -1,0 +1,285 @@
+"""A second, independent bundle verifier written from docs/PROTOCOL.md alone, run on every vector.
+
+It imports nothing from protocol/: only hashlib, struct, msgpack, zstandard and cryptography.
+If it and the manifest disagree, either the document or the vectors are wrong (§12).
+Codec 2 (shipped dictionary) and 3 (JPEG XL) are out of its scope: it answers unknown_codec.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import zstandard
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+VECTORS = Path(__file__).parent / "vectors"
+MANIFEST = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
+TAG = b"orbitpost/item/v1\x00"  # §4
+MAX_TIME = 2**48 - 1  # §1
+MEDIA_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/avif"}  # §3
+# §11 defaults
+MAX_BUNDLE, MAX_HEADER, MAX_ITEMS_BYTES, MAX_ITEMS, MAX_BLOBS, MAX_BLOB = (
+    2**31,
+    2**16,
+    2**24,
+    10_000,
+    1000,
+    2**26,
+)
+
+
+class Reject(Exception):
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def canonical(data: bytes) -> Any:
+    """§2: the whole input, and re-encoding gives the same bytes."""
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise Reject("malformed") from exc
+    if msgpack.packb(value, use_bin_type=True) != data:
+        raise Reject("malformed")
+    return value
+
+
+def arr(v: Any, n: int | None = None) -> list[Any]:
+    if not isinstance(v, list) or (n is not None and len(v) != n):
+        raise Reject("malformed")
+    return v
+
+
+def uint(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise Reject("malformed")
+    return v
+
+
+def b(v: Any, n: int | None = None) -> bytes:
+    if not isinstance(v, bytes) or (n is not None and len(v) != n):
+        raise Reject("malformed")
+    return v
+
+
+def s(v: Any) -> str:
+    if not isinstance(v, str):
+        raise Reject("malformed")
+    return v
+
+
+def decode(codec: int, stored: bytes, raw: int) -> bytes:
+    """§5, codecs 0 and 1."""
+    if codec == 0:
+        if len(stored) != raw:
+            raise Reject("malformed")
+        return stored
+    if codec != 1:
+        raise Reject("unknown_codec")
+    try:
+        size = zstandard.get_frame_parameters(stored).content_size
+    except zstandard.ZstdError as exc:
+        raise Reject("malformed") from exc
+    if size != zstandard.CONTENTSIZE_UNKNOWN and size > raw:
+        raise Reject("decompression_bomb")
+    try:
+        # Stream at most raw + 1 bytes: a bomb is caught without decompressing it.
+        with zstandard.ZstdDecompressor().stream_reader(stored, read_across_frames=False) as reader:
+            out = reader.read(raw + 1)
+    except zstandard.ZstdError as exc:
+        raise Reject("malformed") from exc
+    if len(out) > raw:
+        raise Reject("decompression_bomb")
+    if len(out) != raw:
+        raise Reject("malformed")
+    try:  # exactly one whole frame: no cut checksum, nothing after it
+        zstandard.ZstdDecompressor().decompress(stored, max_output_size=max(raw, 1), allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise Reject("malformed") from exc
+    return out
+
+
+def verify(data: bytes, keyring: dict[bytes, tuple[str, bytes, bool]]) -> dict[str, Any]:
+    """§6.3, step by step; returns {"bundle_id", "items": [(kid, body, sig)], "blobs": {sha: raw}}."""
+    if 0 < len(data) < 4 and b"ORBP".startswith(data):
+        raise Reject("truncated")
+    if data[:4] != b"ORBP":
+        raise Reject("not_a_bundle")
+    if len(data) < 18:
+        raise Reject("truncated")
+    _, version, total, hlen = struct.unpack(">4sHQI", data[:18])
+    if version > 1:
+        raise Reject("unsupported_version")
+    if version == 0:
+        raise Reject("malformed")
+    if total > MAX_BUNDLE:
+        raise Reject("limit_exceeded")
+    if len(data) < total:
+        raise Reject("truncated")
+    if len(data) > total:
+        raise Reject("trailing_data")
+    if total < 18 + hlen + 32:
+        raise Reject("malformed")
+    if hashlib.sha256(data[:-32]).digest() != data[-32:]:
+        raise Reject("checksum_mismatch")
+    if hlen > MAX_HEADER:
+        raise Reject("limit_exceeded")
+    h = arr(canonical(data[18 : 18 + hlen]), 4)
+    bundle_id = b(h[0], 16)
+    if isinstance(h[1], bool) or not isinstance(h[1], int):
+        raise Reject("malformed")
+    codec, stored_n, raw_n, count = (uint(x) for x in arr(h[2], 4))
+    if raw_n > MAX_ITEMS_BYTES or not 0 < count <= MAX_ITEMS:
+        raise Reject("limit_exceeded")
+    entries = []
+    for e in arr(h[3]):
+        e = arr(e, 4)
+        sha, (bc, bs, br) = b(e[0], 32), (uint(x) for x in e[1:])
+        if not 0 < br <= MAX_BLOB:
+            raise Reject("limit_exceeded")
+        entries.append((sha, bc, bs, br))
+    if len(entries) > MAX_BLOBS:
+        raise Reject("limit_exceeded")
+    if 18 + hlen + stored_n + sum(e[2] for e in entries) + 32 != total:
+        raise Reject("malformed")
+    pos = 18 + hlen
+    items_raw = decode(codec, data[pos : pos + stored_n], raw_n)
+    pos += stored_n
+    items = arr(canonical(items_raw), count)
+    ids, out_items, wanted = set(), [], {}
+    for it in items:
+        it = arr(it, 3)
+        body, kid, sig = b(it[0]), b(it[1], 8), b(it[2], 64)
+        if kid not in keyring:
+            raise Reject("unknown_key")
+        name, public, revoked = keyring[kid]
+        try:
+            Ed25519PublicKey.from_public_bytes(public).verify(sig, TAG + body)
+        except InvalidSignature as exc:
+            raise Reject("bad_signature") from exc
+        f = arr(canonical(body))
+        if len(f) < 5:
+            raise Reject("malformed")
+        if uint(f[0]) != 1:
+            raise Reject("unsupported_version")
+        kind, item_id, author, created = uint(f[1]), b(f[2], 16), s(f[3]), uint(f[4])
+        if not 1 <= len(author.encode()) <= 256 or created > MAX_TIME:
+            raise Reject("malformed")
+        if kind == 1:
+            f = arr(f, 9)
+            text, media, targets = s(f[5]), arr(f[6]), arr(f[7])
+            if len(text.encode()) > 65536:
+                raise Reject("limit_exceeded")
+            if not 1 <= len(targets) <= 64 or len(media) > 16 or (not text and not media):
+                raise Reject("malformed")
+            for t in targets:
+                platform, sep, account = s(t).partition(":")
+                if not (sep and account and platform.isascii() and platform.isalnum()):
+                    raise Reject("malformed")
+            if f[8] is not None and uint(f[8]) > MAX_TIME:
+                raise Reject("malformed")
+            for m in media:
+                m = arr(m, 4)
+                sha, size, mt, _alt = b(m[0], 32), uint(m[1]), s(m[2]), s(m[3])
+                if mt not in MEDIA_TYPES:
+                    raise Reject("malformed")
+                if not 0 < size <= MAX_BLOB:
+                    raise Reject("limit_exceeded")
+                if wanted.setdefault(sha, size) != size:
+                    raise Reject("media_size_mismatch")
+        elif kind in (2, 3):
+            b(arr(f, 6)[5], 16)
+        else:
+            raise Reject("malformed")
+        if revoked:
+            raise Reject("revoked_key")
+        if author != name:
+            raise Reject("author_mismatch")
+        if item_id in ids:
+            raise Reject("duplicate_item")
+        ids.add(item_id)
+        out_items.append((kid, body, sig))
+    blobs: dict[bytes, bytes] = {}
+    for sha, bc, bs, br in entries:
+        stored = data[pos : pos + bs]
+        pos += bs
+        if sha in blobs:
+            raise Reject("duplicate_item")
+        if sha not in wanted:
+            raise Reject("malformed")
+        if br != wanted[sha]:
+            raise Reject("media_size_mismatch")
+        raw = decode(bc, stored, br)
+        if hashlib.sha256(raw).digest() != sha:
+            raise Reject("media_hash_mismatch")
+        blobs[sha] = raw
+    if set(wanted) - set(blobs):
+        raise Reject("media_missing")
+    return {"bundle_id": bundle_id, "items": out_items, "blobs": blobs}
+
+
+def keyring_from_manifest() -> dict[bytes, tuple[str, bytes, bool]]:
+    ring = {}
+    for k in MANIFEST["keys"]:
+        line = k["public_key"]
+        assert line.startswith("ed25519:")
+        public = base64.urlsafe_b64decode(line[8:] + "=")
+        assert hashlib.sha256(public).digest()[:8].hex() == k["key_id_hex"]  # §3 key id
+        if k["enrolled"]:
+            ring[hashlib.sha256(public).digest()[:8]] = (k["name"], public, k["revoked"])
+    return ring
+
+
+@pytest.mark.parametrize("vector", MANIFEST["vectors"], ids=lambda v: v["file"])
+def test_second_implementation_agrees(vector: dict[str, Any]) -> None:
+    data = (VECTORS / vector["file"]).read_bytes()
+    expect = vector["expect"]
+    try:
+        got = verify(data, keyring_from_manifest())
+    except Reject as r:
+        assert not expect["ok"], f"refused with {r.code}"
+        assert r.code == expect["code"]
+        return
+    assert expect["ok"], f"accepted, expected {expect.get('code')}"
+    assert [(k.hex(), body.hex(), sig.hex()) for k, body, sig in got["items"]] == [
+        (i["key_id"], i["body_hex"], i["signature_hex"]) for i in expect["items"]
+    ]
+    assert {sha.hex(): len(raw) for sha, raw in got["blobs"].items()} == expect["blobs"]
+
+
+@pytest.mark.parametrize("name", ["ok-text-only.opb", "ok-photo.opb", "ok-unicode-exact.opb"])
+def test_both_implementations_agree_on_every_flip_and_truncation(name: str) -> None:
+    """Differential check: every single-byte flip (checksum recomputed, so the fault reaches the
+    header, items and blobs) and every truncation gets the same verdict and code from both."""
+    from protocol import KnownKey, RemoteProtocolError, verify_bundle
+
+    ring = keyring_from_manifest()
+    ref_ring = {k: KnownKey(astronaut=n, public_key=p, revoked=r) for k, (n, p, r) in ring.items()}
+    good = (VECTORS / name).read_bytes()
+    cases = [good[:n] for n in range(len(good))]
+    for i in range(len(good) - 32):
+        for mask in (0x01, 0x80):
+            bad = bytearray(good)
+            bad[i] ^= mask
+            cases.append(bytes(bad[:-32]) + hashlib.sha256(bytes(bad[:-32])).digest())
+    for data in cases:
+        try:
+            verify_bundle(data, ref_ring)
+            ref = "ok"
+        except RemoteProtocolError as exc:
+            ref = str(exc.code)
+        try:
+            verify(data, ring)
+            mine = "ok"
+        except Reject as r:
+            mine = r.code
+        assert mine == ref, (len(data), data.hex())
