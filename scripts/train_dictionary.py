@@ -31,8 +31,18 @@ SIZES = (8 * 1024, 16 * 1024, 32 * 1024, 64 * 1024, 112 * 1024)
 DEFAULT_SIZE = 32 * 1024
 
 
+# Training authors and accounts are disjoint from the ones benchmarks and tests use
+# (benchmarks/corpus.py ASTRONAUTS), so held-out figures are not flattered by a dictionary
+# that memorised the very names it is measured on. It learns the shape ("mastodon:",
+# ".bsky.social", msgpack framing) and English short-post text instead.
+TRAINING_ASTRONAUTS = (
+    "nova", "kai", "mira", "tomas", "yuki", "ade", "lena", "omar", "sofia", "ravi", "ines", "jonas",
+    "mei", "pavel", "zara", "luca", "anya", "femi", "hugo", "noor", "ivan", "keiko", "sam", "elif",
+)  # fmt: skip
+
+
 def samples(texts: list[str], seed: int) -> list[bytes]:
-    items = make_items(texts, seed=seed, photo_every=5, alts=texts[::-1])
+    items = make_items(texts, seed=seed, photo_every=5, alts=texts[::-1], astronauts=TRAINING_ASTRONAUTS)
     return [pack(s.to_wire()) for s in items]
 
 
@@ -43,7 +53,8 @@ def train(size: int, train_texts: list[str]) -> zstandard.ZstdCompressionDict:
 
 
 def evaluate(d: zstandard.ZstdCompressionDict | None, held_out: list[str], batch: int) -> float:
-    """Average stored bytes per post for items sections of ``batch`` held-out posts."""
+    """Average stored bytes per post for items sections of ``batch`` held-out posts
+    (by the benchmark's astronauts, whom training never saw)."""
     items = make_items(held_out, seed=7, photo_every=5, alts=held_out[::-1])
     total = 0
     for i in range(0, len(items) - batch + 1, batch):
