@@ -1,13 +1,12 @@
 """Rebuild JPEGs from JPEG XL on ground, bounded in memory, time and output (docs/PROTOCOL.md §10).
 
 The stored JPEG XL bytes are not signed (only the original JPEG's sha256 is), so they are
-hostile until rebuilt and hashed. libjxl's own memory use grows with the image it is told
-about, so decoding runs in a child process that caps
-its own address space and CPU time before loading the codec, is killed at a wall-clock
-deadline, and may write at most the declared raw size.
-
-``python -m ground.jxl RAW_SIZE MEMORY_BYTES CPU_S`` is that child; nothing else runs it. verify_bundle then checks the
-result against the signed size and sha256, so nothing but the original bytes gets through.
+hostile until rebuilt and hashed. libjxl's memory use grows with the image it is told about,
+so decoding runs in a child process, ``python -m ground.jxl RAW_SIZE MEMORY_BYTES CPU_S``
+(nothing else runs it), that caps its own address space and CPU time before loading the
+codec, may write at most the declared raw size, and is killed with its process group at a
+wall-clock deadline. verify_bundle (or the live link's commit) then checks the result against
+the signed size and sha256, so nothing but the original bytes gets through.
 
 Exit codes of the child: 0 rebuilt; 2 not a valid JPEG XL JPEG; 3 no codec on this machine.
 """
@@ -123,7 +122,7 @@ def available() -> bool:
 
 
 def capabilities() -> Capabilities:
-    """What this ground decodes: tell onboard (``ground capabilities``; the HTTP link later)."""
+    """What this ground decodes, for onboard (``ground capabilities``, the live link's token)."""
     from protocol.dictionary import shipped_ids
 
     codecs = set(DEFAULT_DECODERS) | {Codec.ZSTD_DICT}
