@@ -46,7 +46,10 @@ def pds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Pds]:
 @pytest.fixture
 def mastodon(subprocess_env: dict[str, str]) -> Iterator[str]:
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "fake_mastodon.py")], stdout=subprocess.PIPE, env=subprocess_env
+        [sys.executable, str(REPO / "tests" / "fake_mastodon.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=subprocess_env,
     )
     assert proc.stdout is not None
     yield json.loads(proc.stdout.readline())["url"]
