@@ -3,7 +3,8 @@
 A credential never travels in a bundle, is never written to the database or the audit
 trail, and its ``repr`` hides the secret so it cannot leak into a log line or traceback.
 Layout: ``<home>/credentials/<quoted platform:account>.json`` holding
-``{"target", "service_url", "identifier", "secret"}``; the folder is mode 0700.
+``{"target", "service_url", "identifier", "secret"}``, and ``….session`` holding a platform
+session's tokens (Bluesky) so a restart does not log in again; the folder is mode 0700.
 """
 
 from __future__ import annotations
@@ -89,21 +90,31 @@ class CredentialStore:
         cred = Credential(target=target, service_url=url, identifier=identifier or account, secret=secret)
         self.root.mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
-        final = self._path(target)
-        tmp = final.with_name(final.name + ".tmp")
         data = json.dumps(
             {"target": target, "service_url": url, "identifier": cred.identifier, "secret": secret}
         ).encode()
-        # Created 0600 from the first byte (never world-readable, even for an instant).
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
+        _write_private(self._path(target), data)
+        self.drop_session(target)  # a session of the old credentials must not outlive them
         return cred
+
+    def _session_path(self, target: str) -> Path:
+        return self.root / (urllib.parse.quote(target, safe="") + ".session")
+
+    def load_session(self, target: str) -> dict[str, str] | None:
+        """Tokens of a platform session saved by :meth:`save_session`, or None."""
+        try:
+            data = json.loads(self._session_path(target).read_bytes())
+        except (OSError, ValueError):
+            return None
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else None
+
+    def save_session(self, target: str, tokens: dict[str, str]) -> None:
+        """Keep session tokens (as secret as the password: same 0600 file rules) across restarts."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        _write_private(self._session_path(target), json.dumps(tokens).encode())
+
+    def drop_session(self, target: str) -> None:
+        self._session_path(target).unlink(missing_ok=True)
 
     def get(self, target: str) -> Credential | None:
         """``target``'s credential, or None if the operator has not added one."""
@@ -130,6 +141,7 @@ class CredentialStore:
         return cred
 
     def remove(self, target: str) -> bool:
+        self.drop_session(target)
         try:
             self._path(target).unlink()
         except FileNotFoundError:
@@ -145,6 +157,19 @@ class CredentialStore:
             if cred is not None:
                 out.append(cred)
         return out
+
+
+def _write_private(final: Path, data: bytes) -> None:
+    """Atomically write ``data`` to a file created 0600 from its first byte."""
+    tmp = final.with_name(final.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # also if the temp file existed with looser bits
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
 
 
 def store_for(home_root: Path) -> CredentialStore:

@@ -179,10 +179,11 @@ def test_over_limit_posts_refused_onboard(ready: Cli, pds: harness.Pds, tmp_path
 async def faulty_proxy(pds: harness.Pds) -> AsyncIterator[tuple[str, dict[str, Any]]]:
     """A loopback proxy to the PDS that can lose the answer to one putRecord after forwarding
     it (the ambiguous failure), or refuse one without forwarding; chosen by the post's text."""
-    ctl: dict[str, Any] = {"lose_answer": b"", "refuse": b"", "puts": 0}
+    ctl: dict[str, Any] = {"lose_answer": b"", "refuse": b"", "puts": 0, "paths": []}
 
     async def forward(request: web.Request) -> web.StreamResponse:
         body = await request.read()
+        ctl["paths"].append(request.path)
         is_put = request.path.endswith("com.atproto.repo.putRecord")
         if is_put and ctl["refuse"] and ctl["refuse"] in body:
             ctl["refuse"] = b""
@@ -266,4 +267,52 @@ def test_retract_deletes_the_record(ready: Cli, pds: harness.Pds, tmp_path: Path
     assert home.conn.execute("SELECT state FROM publications WHERE item_id = ?", (post_id,)).fetchone() == (
         "retracted",
     )
+    home.close()
+
+
+async def test_session_is_kept_across_restarts_and_refreshed_when_expired(
+    ready: Cli, pds: harness.Pds, tmp_path: Path, faulty_proxy: tuple[str, dict[str, Any]]
+) -> None:
+    import json
+
+    from ground.ingest import ingest_bytes
+
+    cli = ready
+    proxy_url, ctl = faulty_proxy
+    pw = tmp_path / "pw3"
+    pw.write_text(pds.accounts["alice.test"].app_password)
+    cli.ground("account", "add", TARGET, "--app-password-file", str(pw), "--service-url", proxy_url)
+    ids = [queue_post(cli, f"session test {i}") for i in range(3)]
+    cli.onboard("export", str(tmp_path / "OUT"))
+    home = GroundHome(cli.ground_home)
+    for f in sorted((tmp_path / "OUT").glob("*.opb")):
+        ingest_bytes(home, f.read_bytes(), source="test", now_ms=0)
+    store = store_for(home.root)
+
+    async def one_process(post_id: str) -> None:
+        # A fresh adapter, as after a restart; publish only this post.
+        home.conn.execute("UPDATE publications SET next_attempt_ms = 9e15 WHERE item_id != ?", (post_id,))
+        home.conn.execute("UPDATE publications SET next_attempt_ms = NULL WHERE item_id = ?", (post_id,))
+        async with aiohttp.ClientSession() as s:
+            (o,) = await publish_due(home, 1, {"bluesky": BlueskyPlatform(store)}, s)  # type: ignore[dict-item]
+        assert o.state == "published", o.error
+
+    def logins() -> int:
+        return sum(p.endswith("createSession") for p in ctl["paths"])
+
+    await one_process(ids[0])
+    assert logins() == 1
+    session_file = next(store.root.glob("*.session"))
+    assert session_file.stat().st_mode & 0o777 == 0o600
+    await one_process(ids[1])
+    assert logins() == 1  # the saved session was used: no second login
+    saved = json.loads(session_file.read_text())
+    session_file.write_text(json.dumps({**saved, "accessJwt": "expired-or-garbage"}))
+    await one_process(ids[2])
+    assert logins() == 1 and sum(p.endswith("refreshSession") for p in ctl["paths"]) == 1
+    for post_id in ids:
+        assert len(records_at(pds, post_id)) == 1
+    # New credentials discard the old session.
+    cli.ground("account", "add", TARGET, "--app-password-file", str(pw), "--service-url", proxy_url)
+    assert not list(store.root.glob("*.session"))
     home.close()

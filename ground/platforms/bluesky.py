@@ -33,6 +33,8 @@ class _Session:
     did: str
     handle: str
     access_jwt: str
+    refresh_jwt: str
+    service_url: str
 
 
 class BlueskyPlatform:
@@ -48,10 +50,40 @@ class BlueskyPlatform:
         except Exception as exc:
             raise PublishError(str(exc), retryable=False) from exc
 
+    def _keep(self, cred: Credential, body: dict[str, Any]) -> _Session:
+        sess = _Session(
+            did=str(body["did"]),
+            handle=str(body.get("handle") or cred.identifier),
+            access_jwt=str(body["accessJwt"]),
+            refresh_jwt=str(body.get("refreshJwt", "")),
+            service_url=cred.service_url,
+        )
+        self._sessions[cred.target] = sess
+        # Saved so a restart (or `ground publish` run by hand) does not log in again: PDSes
+        # rate-limit createSession hard (bsky.social: 30 per 5 minutes per account).
+        self.credentials.save_session(
+            cred.target,
+            {"did": sess.did, "handle": sess.handle, "accessJwt": sess.access_jwt,
+             "refreshJwt": sess.refresh_jwt, "service_url": sess.service_url},
+        )  # fmt: skip
+        return sess
+
     async def _login(self, http: aiohttp.ClientSession, cred: Credential) -> _Session:
+        """The account's session: from memory, from its saved file, or a new createSession."""
         cached = self._sessions.get(cred.target)
-        if cached is not None:
+        if cached is not None and cached.service_url == cred.service_url:
             return cached
+        saved = self.credentials.load_session(cred.target)
+        if saved and saved.get("service_url") == cred.service_url and saved.get("accessJwt"):
+            sess = _Session(
+                did=saved["did"],
+                handle=saved.get("handle", cred.identifier),
+                access_jwt=saved["accessJwt"],
+                refresh_jwt=saved.get("refreshJwt", ""),
+                service_url=cred.service_url,
+            )
+            self._sessions[cred.target] = sess
+            return sess
         resp = await request(
             http,
             "POST",
@@ -66,12 +98,23 @@ class BlueskyPlatform:
                 retryable=False,
             )
         raise_for_status(resp, "log in")
-        body = resp.json() or {}
-        sess = _Session(
-            did=body["did"], handle=body.get("handle", cred.identifier), access_jwt=body["accessJwt"]
-        )
-        self._sessions[cred.target] = sess
-        return sess
+        return self._keep(cred, resp.json() or {})
+
+    async def _renew(self, http: aiohttp.ClientSession, cred: Credential, old: _Session) -> _Session:
+        """After ExpiredToken: refreshSession with the refresh token, else log in afresh."""
+        self._sessions.pop(cred.target, None)
+        self.credentials.drop_session(cred.target)
+        if old.refresh_jwt:
+            resp = await request(
+                http,
+                "POST",
+                f"{cred.service_url}/xrpc/com.atproto.server.refreshSession",
+                what="refresh session",
+                headers={"Authorization": f"Bearer {old.refresh_jwt}"},
+            )
+            if resp.status == 200 and isinstance(resp.json(), dict):
+                return self._keep(cred, resp.json())
+        return await self._login(http, cred)
 
     async def _xrpc(
         self,
@@ -83,20 +126,20 @@ class BlueskyPlatform:
         what: str,
         **kwargs: Any,
     ) -> tuple[_Session, Response]:
-        """Call ``nsid`` with the account's session, logging in again once if it expired."""
+        """Call ``nsid`` with the account's session, renewing it once if it expired."""
+        extra_headers = kwargs.pop("headers", {})
+        sess = await self._login(http, cred)
         for attempt in range(2):
             if isinstance(kwargs.get("data"), io.BytesIO):
-                kwargs["data"].seek(0)  # the same body again after logging in anew
-            sess = await self._login(http, cred)
-            headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {sess.access_jwt}"}
+                kwargs["data"].seek(0)  # the same body again after renewing the session
+            headers = {**extra_headers, "Authorization": f"Bearer {sess.access_jwt}"}
             resp = await request(
                 http, method, f"{cred.service_url}/xrpc/{nsid}", what=what, headers=headers, **kwargs
             )
             data = resp.json()
             expired = resp.status in (400, 401) and isinstance(data, dict) and data.get("error") in _EXPIRED
             if expired and attempt == 0:
-                self._sessions.pop(cred.target, None)
-                kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
+                sess = await self._renew(http, cred, sess)
                 continue
             return sess, resp
         raise AssertionError("unreachable")
