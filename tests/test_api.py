@@ -400,3 +400,58 @@ async def test_the_engine_honours_platform_and_account_pauses(
     assert (await client.post("/api/accounts/archive:alice/resume", headers=csrf)).status == 200
     (outcome,) = await publish_due(home, operators_now())
     assert outcome.state == "published"
+
+
+async def test_partial_and_failed_uploads_are_shown(client: TestClient, home: GroundHome) -> None:
+    # Rows as the live link writes them (ground/db.py `transfers`): one photo half received,
+    # one bundle whose bytes did not match the hash the station announced.
+    now = operators_now()
+    with home.conn:
+        home.conn.executemany(
+            "INSERT INTO transfers (transfer_id, station, kind, sha256, source, owner, state, total_bytes, "
+            "received_bytes, ranges, code, message, started_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    "iss/blob:aa",
+                    "iss",
+                    "blob",
+                    b"\xaa" * 32,
+                    "link:iss",
+                    "iss",
+                    "receiving",
+                    200_000,
+                    100_000,
+                    b"",
+                    None,
+                    None,
+                    now - 10_000,
+                    now,
+                ),
+                (
+                    "iss/bundle:bb",
+                    "iss",
+                    "bundle",
+                    b"\xbb" * 32,
+                    "link:iss",
+                    "iss",
+                    "failed",
+                    5_000,
+                    5_000,
+                    b"",
+                    "hash_mismatch",
+                    "bytes do not match the announced sha256",
+                    now - 5_000,
+                    now - 4_000,
+                ),
+            ],
+        )
+    await login(client, READER)
+    link = (await (await client.get("/api/summary")).json())["link"]
+    (active,) = link["active_transfers"]
+    assert active["transfer_id"] == "iss/blob:aa" and active["progress"] == 0.5
+    assert 9_000 < active["bytes_per_s"] < 11_000
+    transfers = (await (await client.get("/api/transfers")).json())["transfers"]
+    assert {t["state"] for t in transfers} == {"receiving", "failed"}
+    sec = (await (await client.get("/api/security")).json())["events"]
+    assert any(e["kind"] == "transfer-failed" and e["code"] == "hash_mismatch" for e in sec)
+    schema_validate(openapi_document(), "SecurityEvents", {"events": sec})

@@ -219,6 +219,16 @@ async def test_operator_watches_posts_flow_retries_and_sees_tampering(
             assert r.status == 401
     await page.wait_for_selector('#security-table tbody tr:has-text("link-unauthorized")')
 
+    # 5. Revoke alice's key with the keyboard: Revoke, then a confirmation dialog (Cancel has
+    #    focus, so Enter alone cannot revoke by accident; Tab to Confirm).
+    await page.focus("#astronauts-table button.danger")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("#confirm[open]")
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector('#astronauts-table .badge:has-text("revoked")')
+    await page.wait_for_selector('#audit-table tr.op:has-text("revoke")')
+
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert not errors, errors
