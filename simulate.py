@@ -49,7 +49,7 @@ def main(
     workload: Annotated[
         str | None,
         typer.Option(
-            help="Workload: a name in workloads/ or a .toml path [default: crew-day; burst with --realtime]."
+            help="Workload: a name in workloads/ or a .toml path (default: crew-day; burst with --realtime)."
         ),
     ] = None,
     astronauts: Annotated[int, typer.Option(min=1, max=10, help="Astronauts sharing the link.")] = 4,
@@ -63,8 +63,8 @@ def main(
     orbit_offset_min: Annotated[
         float | None,
         typer.Option(
-            help="Start this many minutes into the orbit [default: 0; with --realtime, so the run "
-            "crosses the profile's shortest gap and sees the link come back]."
+            help="Start this many minutes into the orbit (default: 0; with --realtime, so the run "
+            "crosses the profile's shortest gap and sees the link come back)."
         ),
     ] = None,
     transfer: Annotated[

@@ -15,8 +15,8 @@ class SimError(Exception):
 class ConfigError(SimError):
     """A profile or workload file has a missing, mistyped or out-of-range field."""
 
-    def __init__(self, source: str, field: str, problem: str) -> None:
-        super().__init__(f"{source}: field '{field}' {problem}")
+    def __init__(self, source: str, field: str, problem: str, *, message: str | None = None) -> None:
+        super().__init__(message or f"{source}: field '{field}' {problem}")
         self.source = source
         self.field = field
         self.problem = problem

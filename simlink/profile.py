@@ -73,7 +73,8 @@ def resolve(name_or_path: str, folder: Path, what: str) -> Path:
     candidate = folder / f"{name_or_path}.toml"
     if not candidate.exists():
         shipped = ", ".join(sorted(x.stem for x in folder.glob("*.toml")))
-        raise ConfigError(name_or_path, "(name)", f"is not a shipped {what} ({shipped}) nor a .toml file")
+        problem = f"is not a shipped {what} ({shipped}) nor a .toml file"
+        raise ConfigError(name_or_path, "(name)", problem, message=f"{what} {name_or_path!r} {problem}")
     return candidate
 
 
