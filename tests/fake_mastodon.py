@@ -78,6 +78,9 @@ class FakeMastodon:
         app.router.add_get("/api/v1/media/{id}", self.get_media)
         app.router.add_post("/api/v1/statuses", self.create_status)
         app.router.add_get("/api/v1/statuses/{id}", self.get_status)
+        app.router.add_get("/api/v1/statuses/{id}/source", self.status_source)
+        app.router.add_get("/api/v1/accounts/verify_credentials", self.verify_credentials)
+        app.router.add_get("/api/v1/accounts/{id}/statuses", self.account_statuses)
         app.router.add_delete("/api/v1/statuses/{id}", self.delete_status)
         app.router.add_get("/_fake/statuses", self.dump)
         app.router.add_get("/_fake/media/{id}", self.media_bytes)
@@ -210,7 +213,14 @@ class FakeMastodon:
                     status=422,
                 )
         sid = self.new_id()
-        self.statuses[sid] = {"id": sid, "account": user, "text": text, "media_ids": media_ids, "key": key}
+        self.statuses[sid] = {
+            "id": sid,
+            "account": user,
+            "text": text,
+            "media_ids": media_ids,
+            "key": key,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        }
         if key:
             self.idempotency[(user, key)] = (time.monotonic(), sid)
         return web.json_response(self._status_json(sid))
@@ -221,7 +231,8 @@ class FakeMastodon:
             "id": sid,
             "uri": f"{self.base_url}/users/{s['account']}/statuses/{sid}",
             "url": f"{self.base_url}/@{s['account']}/{sid}",
-            "content": f"<p>{s['text']}</p>",
+            "content": f"<p>{s['text']}</p>",  # rendered HTML: not the text as sent
+            "created_at": s["created_at"],
             "media_attachments": [self._media_json(m, ready=True) for m in s["media_ids"]],
         }
 
@@ -230,6 +241,28 @@ class FakeMastodon:
         if sid not in self.statuses:
             return web.json_response({"error": "Record not found"}, status=404)
         return web.json_response(self._status_json(sid))
+
+    async def status_source(self, request: web.Request) -> web.Response:
+        user = self._account(request)
+        s = self.statuses.get(request.match_info["id"])
+        if s is None or s["account"] != user:
+            return web.json_response({"error": "Record not found"}, status=404)
+        return web.json_response({"id": s["id"], "text": s["text"], "spoiler_text": ""})
+
+    async def verify_credentials(self, request: web.Request) -> web.Response:
+        user = self._account(request)
+        return web.json_response({"id": f"id-{user}", "username": user, "acct": user})
+
+    async def account_statuses(self, request: web.Request) -> web.Response:
+        user = request.match_info["id"].removeprefix("id-")
+        limit = min(40, int(request.query.get("limit", "20")))
+        max_id = request.query.get("max_id")
+        mine = sorted(
+            (s for s in self.statuses.values() if s["account"] == user), key=lambda s: -int(s["id"])
+        )
+        if max_id:
+            mine = [s for s in mine if int(s["id"]) < int(max_id)]
+        return web.json_response([self._status_json(s["id"]) for s in mine[:limit]])
 
     async def delete_status(self, request: web.Request) -> web.Response:
         user = self._account(request)

@@ -324,3 +324,25 @@ def test_cli_schedule_cancel_and_retract_end_to_end(enrolled, tmp_path: Path) ->
     assert [later_id, "alice", "archive:alice", "cancelled"] in posts
     assert [now_id, "alice", "archive:alice", "retracted"] == [p[:4] for p in posts if p[0] == now_id][0]
     assert not (cli.ground_home / "archive" / "alice" / now_id).exists()
+
+
+async def test_idempotent_only_platform_past_its_window_goes_to_an_operator(
+    home: GroundHome, alice_key: SigningKey
+) -> None:
+    # A platform that can only re-send with an idempotency key (no lookup of its own) must
+    # not re-send once the platform has forgotten the key.
+    class KeyOnly(ScriptedPlatform):
+        idempotency_window_s = 3600.0
+
+        async def lookup(self, req, session):  # type: ignore[no-untyped-def]
+            return None
+
+    fake = KeyOnly()
+    post, _ = make_post("maybe out", ["fake:a"])
+    ingest(home, alice_key, [post])
+    fake.script = [("after", PublishError("timeout", retryable=True, ambiguous=True))]
+    (o,) = await run(home, fake, T0)
+    assert o.state == "publishing"
+    (o,) = await run(home, fake, T0 + 2 * 3600_000)
+    assert o.state == "failed" and "idempotency window" in (o.error or "")
+    assert fake.posts == {"a": [post.id]}

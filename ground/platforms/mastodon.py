@@ -5,12 +5,14 @@
   processing, 200 when ready) before attaching it.
 - status: ``POST /api/v1/statuses`` with an ``Idempotency-Key`` derived from post id and
   account, so a repeated request (retry after a timeout, restart after a crash) returns the
-  status created the first time instead of a second one. Mastodon remembers a key for one
-  hour (``idempotency_window_s``); the engine refuses a blind retry after that.
+  status created the first time instead of a second one. Mastodon remembers a key for only
+  one hour, so after a crash or timeout ``lookup`` first searches the account's own statuses
+  newer than the post (``GET /api/v1/accounts/:id/statuses``, then each candidate's exact text
+  from ``GET /api/v1/statuses/:id/source`` — the rendered HTML is not the text we sent).
 - limits: ``GET /api/v2/instance`` → ``configuration.statuses`` / ``media_attachments``.
 - retract: ``DELETE /api/v1/statuses/:id`` (404 = already gone).
 
-Credentials: an access token with ``write:statuses write:media`` (``ground account add
+Credentials: an access token with ``read:accounts read:statuses write:statuses write:media`` (``ground account add
 mastodon:alice@example.social --token-file F``); the instance URL defaults from the account.
 """
 
@@ -20,6 +22,7 @@ import asyncio
 import hashlib
 import io
 import time
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -32,9 +35,24 @@ from ..errors import PublishError
 from .base import Published, PublishRequest
 from .http import raise_for_status, request
 
+# How far back a lookup reads the account's statuses (40 per page); an account that posted
+# more than this since the post was written needs an operator to check by hand.
+LOOKUP_MAX_PAGES = 5
+# Instance and ground clocks may disagree a little; look this much further back.
+CLOCK_SKEW_MS = 10 * 60 * 1000
 # Media processing normally takes seconds; past this we give up and retry later.
 MEDIA_POLL_LIMIT_S = 120.0
 INSTANCE_CACHE_S = 3600.0
+
+
+def _created_ms(status: dict[str, Any]) -> int:
+    """A status's ``created_at`` (ISO 8601) in ms; unparseable counts as new (keep looking)."""
+    try:
+        return int(
+            datetime.fromisoformat(str(status["created_at"]).replace("Z", "+00:00")).timestamp() * 1000
+        )
+    except (KeyError, ValueError):
+        return 2**62
 
 
 def _int(d: dict[str, Any], key: str, default: int | None) -> int | None:
@@ -50,7 +68,6 @@ def idempotency_key(post_id: str, target: str) -> str:
 
 class MastodonPlatform:
     name = "mastodon"
-    idempotency_window_s = 3600.0
 
     def __init__(self, credentials: CredentialStore, *, poll_interval_s: float = 0.5) -> None:
         self.credentials = credentials
@@ -176,8 +193,54 @@ class MastodonPlatform:
         return Published(url=str(status.get("url") or status.get("uri") or ""), remote_id=str(status["id"]))
 
     async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:
-        # Nothing to look up: re-sending with the same Idempotency-Key returns the first status.
-        return None
+        """Find this post among the account's statuses newer than it (exact text and photo count).
+
+        Returns None only after reading back to before the post was written; raises a
+        permanent PublishError if it could not look that far (an operator checks by hand).
+        """
+        cred = self._cred(req.account)
+        auth = self._auth(cred)
+        me = await request(
+            session,
+            "GET",
+            f"{cred.service_url}/api/v1/accounts/verify_credentials",
+            what="look up",
+            headers=auth,
+        )
+        raise_for_status(me, "look up: verify credentials")
+        account_id = str((me.json() or {}).get("id", ""))
+        oldest_ms = req.post.created_ms - CLOCK_SKEW_MS
+        max_id = ""
+        for _ in range(LOOKUP_MAX_PAGES):
+            url = f"{cred.service_url}/api/v1/accounts/{account_id}/statuses?limit=40" + (
+                f"&max_id={max_id}" if max_id else ""
+            )
+            page = await request(session, "GET", url, what="look up: recent statuses", headers=auth)
+            raise_for_status(page, "look up: recent statuses")
+            statuses = page.json()
+            if not isinstance(statuses, list) or not statuses:
+                return None
+            for st in statuses:
+                if _created_ms(st) < oldest_ms:
+                    return None  # newest first: everything further is older than the post
+                if len(st.get("media_attachments") or []) != len(req.media):
+                    continue
+                src = await request(
+                    session,
+                    "GET",
+                    f"{cred.service_url}/api/v1/statuses/{st['id']}/source",
+                    what="look up: status source",
+                    headers=auth,
+                )
+                raise_for_status(src, "look up: status source")
+                if (src.json() or {}).get("text") == req.post.text:
+                    return Published(url=str(st.get("url") or st.get("uri") or ""), remote_id=str(st["id"]))
+            max_id = str(statuses[-1]["id"])
+        raise PublishError(
+            f"cannot tell whether post {req.post.id} reached {cred.target}: more than "
+            f"{LOOKUP_MAX_PAGES * 40} newer statuses; check the account, then `ground retry`",
+            retryable=False,
+        )
 
     async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:
         cred = self._cred(account)
