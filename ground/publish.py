@@ -101,6 +101,8 @@ class PublishOutcome:
     url: str | None = None
     error: str | None = None
     next_attempt_ms: int | None = None
+    # The platform asked this account to wait (Retry-After): hold its other posts too.
+    hold_account: bool = False
 
 
 def default_platforms(home: GroundHome) -> dict[str, Platform]:
@@ -326,7 +328,7 @@ async def _pass(
             outcome = await job.retract(platforms, session, remote_id)
         else:
             outcome = await job.publish(platforms, session)
-        if outcome.next_attempt_ms and outcome.error and "429" in outcome.error:
+        if outcome.hold_account and outcome.next_attempt_ms:
             held[account] = outcome.next_attempt_ms
         out.append(outcome)
     if any(o.state in ("published", "retracted") for o in out):
@@ -458,6 +460,7 @@ class _Job:
             state=str(new_state),
             error=str(exc),
             next_attempt_ms=when,
+            hold_account=exc.retry_after_s is not None,
         )
 
     def _failed(self, reason: str, *, retryable: bool, state: PubState = PubState.FAILED) -> PublishOutcome:
