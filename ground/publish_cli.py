@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import aiohttp
 import typer
 from rich.console import Console
 
@@ -96,6 +97,30 @@ def account_remove(target: str) -> None:
     with transaction(conn):
         audit(conn, _now_ms(), "cli", "account_remove", target)
     console.print(f"removed credentials for {target}")
+
+
+@account_app.command("check")
+def account_check(target: str) -> None:
+    """Log in to TARGET's platform with the stored credentials and say whether it worked."""
+    from protocol.model import parse_target
+
+    from .errors import PublishError
+    from .publish import default_platforms
+
+    platform = default_platforms(_home()).get(parse_target(target)[0])
+    check = getattr(platform, "check", None)
+    if check is None:
+        console.print(f"{target}: nothing to check for this platform (credentials are used as stored)")
+        return
+
+    async def run() -> str:
+        async with aiohttp.ClientSession() as session:
+            return str(await check(target.partition(":")[2], session))
+
+    try:
+        console.print(f"{target}: {asyncio.run(run())}")
+    except PublishError as exc:
+        raise GroundError(f"{target}: {exc}") from exc
 
 
 def retry_cmd(

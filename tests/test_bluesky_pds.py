@@ -254,6 +254,17 @@ async def test_failure_mid_publish_then_retry_leaves_exactly_one_record(
     home.close()
 
 
+def test_account_check_logs_in_for_real(ready: Cli, pds: harness.Pds, tmp_path: Path) -> None:
+    cli = ready
+    out = cli.ground("account", "check", TARGET).output
+    assert f"logged in to {pds.url} as alice.test ({pds.accounts['alice.test'].did})" in out
+    bad = tmp_path / "bad"
+    bad.write_text("xxxx-xxxx-xxxx-xxxx")
+    cli.ground("account", "add", TARGET, "--app-password-file", str(bad), "--service-url", pds.url)
+    r = cli.ground("account", "check", TARGET, ok=False)
+    assert r.exit_code == 1 and "refused" in str(r.exception) and "xxxx" not in str(r.exception)
+
+
 def test_retract_deletes_the_record(ready: Cli, pds: harness.Pds, tmp_path: Path) -> None:
     cli = ready
     post_id = queue_post(cli, "this will be retracted")

@@ -197,3 +197,21 @@ async def test_lookup_that_cannot_see_far_enough_asks_an_operator(
     (o,) = await run(home, o.next_attempt_ms or 0)
     assert o.state == "failed" and "cannot tell whether" in (o.error or "")
     assert not any(s["text"] == "buried" for s in m.statuses.values())
+
+
+async def test_ground_account_check(cli, fake: tuple[FakeMastodon, str], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    m, url = fake
+    tok = tmp_path / "tok"
+    tok.write_text("token-alice")
+    cli.ground("account", "add", TARGET, "--token-file", str(tok), "--service-url", url)
+    # The CLI runs its own event loop in a thread; the fake keeps serving on this one.
+    r = await asyncio.to_thread(cli.ground, "account", "check", TARGET)
+    assert f"token works on {url} for @alice; 500 characters, 4 media" in r.output
+    tok.write_text("revoked")
+    cli.ground("account", "add", TARGET, "--token-file", str(tok), "--service-url", url)
+    r = await asyncio.to_thread(cli.ground, "account", "check", TARGET, ok=False)
+    assert r.exit_code == 1 and "401" in str(r.exception) and "revoked" not in str(r.exception)
+    r = await asyncio.to_thread(cli.ground, "account", "check", "archive:alice")
+    assert "nothing to check" in r.output

@@ -100,6 +100,14 @@ class BlueskyPlatform:
         raise_for_status(resp, "log in")
         return self._keep(cred, resp.json() or {})
 
+    async def check(self, account: str, session: aiohttp.ClientSession) -> str:
+        """Log in with the stored app password now (not a saved session): does it work?"""
+        cred = self._cred(account)
+        self._sessions.pop(cred.target, None)
+        self.credentials.drop_session(cred.target)
+        sess = await self._login(session, cred)
+        return f"logged in to {cred.service_url} as {sess.handle} ({sess.did})"
+
     async def _renew(self, http: aiohttp.ClientSession, cred: Credential, old: _Session) -> _Session:
         """After ExpiredToken: refreshSession with the refresh token, else log in afresh."""
         self._sessions.pop(cred.target, None)

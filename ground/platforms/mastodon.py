@@ -192,6 +192,21 @@ class MastodonPlatform:
             )
         return Published(url=str(status.get("url") or status.get("uri") or ""), remote_id=str(status["id"]))
 
+    async def check(self, account: str, session: aiohttp.ClientSession) -> str:
+        """Ask the instance who the stored token belongs to, and its limits."""
+        cred = self._cred(account)
+        me = await request(
+            session,
+            "GET",
+            f"{cred.service_url}/api/v1/accounts/verify_credentials",
+            what="check token",
+            headers=self._auth(cred),
+        )
+        raise_for_status(me, "check token")
+        rules = await self.rules(cred.target, session)
+        limits = f"{rules.max_text} characters, {rules.max_media} media" if rules else "default limits"
+        return f"token works on {cred.service_url} for @{(me.json() or {}).get('acct', '?')}; {limits}"
+
     async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:
         """Find this post among the account's statuses newer than it (exact text and photo count).
 
