@@ -3,7 +3,9 @@
 GroundError
 ├── EnrollError      bad key line, name clash, unknown astronaut
 ├── BundleRejected   a bundle failed verification or policy; carries the protocol code
-└── PublishError     a platform refused or failed; says whether a retry can help
+├── PublishError     a platform refused or failed; says whether a retry can help
+├── OperatorError    (ground/operators.py) bad operator name, role or password
+└── ActionError      (ground/dashboard/actions.py) an operator action not possible: 404 / 409
 """
 
 from __future__ import annotations

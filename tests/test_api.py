@@ -455,3 +455,14 @@ async def test_partial_and_failed_uploads_are_shown(client: TestClient, home: Gr
     sec = (await (await client.get("/api/security")).json())["events"]
     assert any(e["kind"] == "transfer-failed" and e["code"] == "hash_mismatch" for e in sec)
     schema_validate(openapi_document(), "SecurityEvents", {"events": sec})
+
+
+async def test_unknown_api_paths_and_methods_get_json_404(client: TestClient) -> None:
+    for method, path in [
+        ("GET", "/api/nope"),
+        ("DELETE", "/api/posts"),
+        ("PUT", "/api/publications/x/y/retry"),
+    ]:
+        r = await client.request(method, path)
+        assert r.status == 404, (method, path)
+        assert path in (await r.json())["error"]

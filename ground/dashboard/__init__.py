@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .. import operators
 from ..home import GroundHome
-from .api import ROUTES, STOP_KEY, STREAMS_KEY
+from .api import ROUTES, STOP_KEY, STREAMS_KEY, not_found
 from .auth import HOME_KEY, LIMITER_KEY, LoginLimiter
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -61,6 +61,7 @@ def setup(app: web.Application, home: GroundHome, *, limiter: LoginLimiter | Non
     app.router.add_static(STATIC_PREFIX, STATIC_DIR, name="dashboard_static")
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+    app.router.add_route("*", "/api/{tail:.*}", not_found)
     app.on_response_prepare.append(_on_prepare)
     app.on_shutdown.append(_on_shutdown)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
 from typing import Any
 
@@ -61,7 +62,7 @@ def _int_param(request: web.Request, name: str, default: int | None, lo: int, hi
     return v
 
 
-def _conn(request: web.Request):  # type: ignore[no-untyped-def]
+def _conn(request: web.Request) -> sqlite3.Connection:
     return request.app[HOME_KEY].conn
 
 
@@ -305,6 +306,11 @@ async def revoke(request: web.Request) -> web.StreamResponse:
     except actions.ActionError as exc:
         return json_error(exc.status, str(exc))
     return _json({"ok": True, "fingerprint": fp.lower(), "astronaut": name})
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    """Any other /api/ path or method: a JSON 404 naming it (registered after ROUTES)."""
+    return json_error(404, f"no API endpoint {request.method} {request.path}; see /api/openapi.json")
 
 
 ROUTES: list[tuple[str, str, Any]] = [
