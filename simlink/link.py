@@ -47,8 +47,8 @@ class Endpoint(Protocol):
 
 @dataclass(slots=True)
 class WayStats:
-    stream_bytes: int = 0  # application bytes carried, first transmission (what a proxy sees)
-    retransmitted_bytes: int = 0  # application bytes TCP sent again after a loss
+    stream_bytes: int = 0  # application bytes that started across, once each (what a proxy counts)
+    retransmitted_bytes: int = 0  # application bytes that crossed again (TCP retransmissions)
     ip_bytes: int = 0  # everything on the radio: segments with headers, ACKs, handshakes
     segments: int = 0
     lost_segments: int = 0
@@ -59,30 +59,54 @@ class WayStats:
 class Way:
     """One direction of the physical link: a FIFO that serialises packets at the rate."""
 
-    def __init__(self, name: str, rate_bps: float, delay_s: float, mss: int) -> None:
+    def __init__(
+        self, loop: EventLoop, name: str, rate_bps: float, delay_s: float, mss: int, buffer_bytes: int = 0
+    ) -> None:
+        self.loop = loop
         self.name = name
         self.rate_bps = rate_bps
         self.delay_s = delay_s
         self.busy_until = 0.0
         self.stats = WayStats()
-        # A bottleneck buffer of two bandwidth-delay products (at least 16 segments): beyond it
-        # packets are dropped, which is what makes TCP back off instead of queueing forever.
-        bdp = rate_bps / 8 * max(2 * delay_s, 0.05)
-        self.queue_limit_s = max(16 * (mss + TCP_IP_HEADER_BYTES), 2 * bdp) * 8 / rate_bps
+        if not buffer_bytes:
+            # Default bottleneck buffer: two bandwidth-delay products, at least 64 full packets
+            # (a modem's queue; four connections' initial windows must fit in it). Beyond it
+            # packets are dropped, which is what makes TCP back off instead of queueing forever.
+            bdp = rate_bps / 8 * max(2 * delay_s, 0.05)
+            buffer_bytes = int(max(64 * (mss + TCP_IP_HEADER_BYTES), 2 * bdp))
+        self.buffer_bytes = buffer_bytes
+        self.queue_limit_s = buffer_bytes * 8 / rate_bps
 
-    def transmit(self, now: float, ip_bytes: int) -> tuple[float, float] | None:
-        """Queue a packet: (start, arrival) times, or None if the bottleneck buffer is full."""
+    def transmit(
+        self, now: float, ip_bytes: int, app_bytes: int = 0, first: bool = True
+    ) -> tuple[float, float] | None:
+        """Queue a packet: (start, arrival) times, or None if the bottleneck buffer is full.
+
+        It is counted when it starts to cross (a packet still queued when the run ends has not
+        crossed, as with the proxy's counters); ``app_bytes`` are stream bytes it carries, a
+        first crossing or (``first=False``) a retransmission.
+        """
         start = max(now, self.busy_until)
         if start - now > self.queue_limit_s:
             return None
         dur = ip_bytes * 8 / self.rate_bps
         self.busy_until = start + dur
+        if start <= now:
+            self._count(start, dur, ip_bytes, app_bytes, first)
+        else:
+            self.loop.at(start, self._count, start, dur, ip_bytes, app_bytes, first)
+        return start, start + dur + self.delay_s
+
+    def _count(self, start: float, dur: float, ip_bytes: int, app_bytes: int, first: bool) -> None:
         s = self.stats
         s.ip_bytes += ip_bytes
         s.busy_s += dur
+        if first:
+            s.stream_bytes += app_bytes
+        else:
+            s.retransmitted_bytes += app_bytes
         minute = int(start // 60)
         s.per_minute[minute] = s.per_minute.get(minute, 0) + ip_bytes
-        return start, start + dur + self.delay_s
 
 
 def random_cut_times(profile: LinkProfile, duration_s: float, seed: int) -> list[float]:
@@ -113,8 +137,9 @@ class SimLink:
         self.profile = profile
         self.rng = random.Random(f"link-{seed}")
         mss = profile.mss_bytes
-        self.to_ground = Way("to_ground", profile.to_ground_bps, profile.one_way_delay_s, mss)
-        self.to_station = Way("to_station", profile.to_station_bps, profile.one_way_delay_s, mss)
+        buf = profile.buffer_bytes
+        self.to_ground = Way(loop, "to_ground", profile.to_ground_bps, profile.one_way_delay_s, mss, buf)
+        self.to_station = Way(loop, "to_station", profile.to_station_bps, profile.one_way_delay_s, mss, buf)
         # Windows well past the end, so traffic still in flight at the end meets the right sky.
         self.dark = profile.dark_windows(duration_s + 3 * 3600, orbit_offset_s)
         self._starts = [s for s, _ in self.dark]
@@ -242,6 +267,7 @@ class _Seg:
     payload: bytes
     sent_at: float = 0.0
     sends: int = 0
+    crossed: bool = False  # has started across the link once (a queue drop does not count)
     sacked: bool = False
     lost: bool = False  # marked lost by the sender (queued for retransmission)
 
@@ -274,6 +300,8 @@ class _Half:
         self.rto_timer: Timer | None = None
         self.last_send = -math.inf
         self.rack_sent_at = -math.inf
+        self.frto_at: float | None = None
+        self.frto_saved: tuple[float, float] | None = None
         self.round_end = 0
         self.round_min = math.inf
         self.last_round_min = math.inf
@@ -319,16 +347,14 @@ class _Half:
     def _transmit(self, seg: _Seg) -> None:
         now = self.loop.now
         st = self.fwd.stats
-        if seg.sends:
-            st.retransmitted_bytes += seg.length
-        else:
-            st.stream_bytes += seg.length
         st.segments += 1
         seg.sends += 1
         seg.sent_at = now
         self.pipe += seg.length
         self.last_send = now
-        r = self.fwd.transmit(now, seg.length + TCP_IP_HEADER_BYTES)
+        r = self.fwd.transmit(now, seg.length + TCP_IP_HEADER_BYTES, seg.length, first=not seg.crossed)
+        if r is not None:
+            seg.crossed = True
         if r is None or self.link.lost(*r):
             st.lost_segments += 1
             return
@@ -358,6 +384,13 @@ class _Half:
         # RACK (RFC 8985): this ack proves delivery of a copy sent at ``sent_at``; the link keeps
         # order, so anything still unacked that was sent before it is lost.
         self.rack_sent_at = max(self.rack_sent_at, sent_at)
+        if self.frto_at is not None:
+            if sent_at < self.frto_at and self.frto_saved is not None:
+                # An original sent before the timeout was delivered: the timeout was spurious.
+                self.cwnd, self.ssthresh = self.frto_saved
+                self.backoff = 1
+            self.frto_at = None
+            self.frto_saved = None
         newly = 0
         seg = self.segs.get(sack_seq)
         if seg is not None and not seg.sacked:
@@ -446,15 +479,23 @@ class _Half:
         if self.conn.closed or not self.segs:
             return
         self.backoff = min(self.backoff * 2, 64)
+        if self.frto_at is None:  # remember the window, in case this timeout proves spurious
+            self.frto_saved = (self.cwnd, self.ssthresh)
+        self.frto_at = self.loop.now
         self.ssthresh = max(self.cwnd / 2, 2.0 * self.mss)
         self.cwnd = float(self.mss)
         self.recover = self.nxt
-        for s in self.segs.values():
-            if not s.sacked and not s.lost:
-                s.lost = True
-                self.pipe -= s.length
-                self.retx.append(s.seq)
-        self.retx.sort()
+        # Retransmit the oldest segment only: if it was truly lost (a dark window), its ack
+        # will show RACK that everything sent before the retransmission is lost too; if it was
+        # only queued behind a long bottleneck queue, acks of the originals arrive first and
+        # F-RTO (RFC 5682) undoes the window cut, instead of resending a whole queue's worth.
+        for seg in self.segs.values():
+            if not seg.sacked:
+                if not seg.lost:
+                    seg.lost = True
+                    self.pipe -= seg.length
+                    self.retx.insert(0, seg.seq)
+                break
         self.pump()
         if self.rto_timer is None and self.segs:
             self._arm_rto()

@@ -33,6 +33,7 @@ class LinkProfile:
     one_way_delay_s: float
     loss: float  # probability that one TCP segment (or ACK) is lost, each direction
     mss_bytes: int
+    buffer_bytes: int  # bottleneck queue each way; 0: two BDPs, at least 64 packets
     orbit_s: float  # 0: no loss-of-signal schedule
     dark: tuple[DarkWindow, ...]
     cut_after_s: float  # how long into a dark window connections stall before they are cut
@@ -94,6 +95,11 @@ def parse_profile(data: object, source: str) -> LinkProfile:
     delay_ms = link.number("one_way_delay_ms", min=0, max=60_000)
     loss_pct = link.number("loss_percent", 0.0, min=0, max=50)
     mss = link.integer("mss_bytes", 1400, min=200, max=65_000)
+    buffer_kb = link.number("buffer_kb", 0.0, min=0, max=1_000_000)
+    if buffer_kb and buffer_kb * 1000 < 2 * (mss + 40):
+        raise link.error(
+            "buffer_kb", f"must hold at least two packets ({2 * (mss + 40) / 1000:g} kB), got {buffer_kb:g}"
+        )
     link.done()
 
     los = top.table("loss_of_signal")
@@ -129,6 +135,7 @@ def parse_profile(data: object, source: str) -> LinkProfile:
         one_way_delay_s=delay_ms / 1000,
         loss=loss_pct / 100,
         mss_bytes=mss,
+        buffer_bytes=int(buffer_kb * 1000),
         orbit_s=orbit_min * 60,
         dark=tuple(windows),
         cut_after_s=cut_after_s,
