@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ground import enroll as ground_enroll  # noqa: E402
 from ground.home import GroundHome  # noqa: E402
+from ground.jxl import capabilities as ground_capabilities  # noqa: E402
 from ground.receipts import ground_key_line  # noqa: E402
 from ground.server import serve  # noqa: E402
 from ground.stations import add_station, write_token_file  # noqa: E402
@@ -134,7 +135,13 @@ async def run_orbitpost(root: Path, posts: list[PostSpec], p: Profile) -> Run:
         key = keystore.new_key(onboard_home, name)
         ground_enroll.enroll(ground.conn, name, keystore.public_line(key), [f"archive:{name}"], now_ms)
     token = add_station(ground.conn, "iss", now_ms)
-    write_token_file(root / "T", station="iss", token=token, ground_key_line=ground_key_line(ground))
+    write_token_file(
+        root / "T",
+        station="iss",
+        token=token,
+        ground_key_line=ground_key_line(ground),
+        ground_decodes=ground_capabilities().to_token(),
+    )
     for post in posts:
         compose_post(
             onboard_home,

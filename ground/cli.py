@@ -176,7 +176,15 @@ def station_add(
     key_line = ground_key_line(state.home)
     quota = None if quota_mb is None else quota_mb * 1024 * 1024
     token = add_station(state.home.conn, name, _now_ms(), quota_bytes=quota)
-    write_token_file(token_out, station=name, token=token, ground_key_line=key_line)
+    from .jxl import capabilities as ground_capabilities
+
+    write_token_file(
+        token_out,
+        station=name,
+        token=token,
+        ground_key_line=key_line,
+        ground_decodes=ground_capabilities().to_token(),
+    )
     console.print(f"station {name} added; give {token_out} to the station (onboard link add --token-file …)")
 
 

@@ -103,6 +103,9 @@ class LinkService:
             return json_error(
                 413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
             )
+        except ConnectionError:
+            # The link was cut mid-request: nothing was processed, nobody is left to answer.
+            return json_error(400, LinkErrorCode.BAD_FRAME, "connection lost before the request was whole")
         now = time.time()
         async with self.lock:
             rid = self.receiver.receive(body, now, station=station.name)

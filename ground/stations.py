@@ -86,14 +86,21 @@ def authenticate(conn: sqlite3.Connection, token: str) -> Station | None:
     return Station(name=row[0], quota_bytes=row[2])
 
 
-def write_token_file(path: Path, *, station: str, token: str, ground_key_line: str) -> None:
-    """Write the station's credential file, mode 0600 from the first byte."""
+def write_token_file(
+    path: Path, *, station: str, token: str, ground_key_line: str, ground_decodes: str | None = None
+) -> None:
+    """Write the station's credential file, mode 0600 from the first byte.
+
+    ``ground_decodes`` is ground's capability token (docs §5.3): which codecs the station may use.
+    """
     doc = {
         "format": TOKEN_FILE_FORMAT,
         "station": station,
         "token": token,
         "ground_receipt_key": ground_key_line,
     }
+    if ground_decodes is not None:
+        doc["ground_decodes"] = ground_decodes
     data = (json.dumps(doc, indent=2) + "\n").encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

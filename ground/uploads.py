@@ -16,14 +16,17 @@ from pathlib import Path
 import msgpack
 
 from onboard.files import fsync_dir
+from protocol import RemoteProtocolError
+from protocol.codecs import decode_section
+from protocol.limits import DEFAULT_LIMITS
 from protocol.rangeset import RangeSet
 from protocol.transfer import UploadRecord
-from protocol.transfer_wire import TransferKey, TransferKind, UploadState
+from protocol.transfer_wire import TransferKey, TransferKind, UploadState, unpack_coded_blob
 
 from .db import transaction
 from .errors import BundleRejected
 from .home import GroundHome
-from .ingest import ingest_bytes
+from .ingest import decoders, ingest_bytes
 
 _STATE_TO_DB = {
     UploadState.RECEIVING: "receiving",
@@ -49,7 +52,7 @@ class UploadStore:
 
     def have(self, key: TransferKey) -> bool:
         """Does ground already hold this, whole and verified (from any station or a file)?"""
-        if key.kind is TransferKind.BLOB:
+        if key.kind in (TransferKind.BLOB, TransferKind.CODED_BLOB):
             return self.home.blobs.has(key.sha256)
         row = self.home.conn.execute("SELECT 1 FROM bundles WHERE sha256 = ?", (key.sha256.hex(),)).fetchone()
         return row is not None
@@ -142,7 +145,13 @@ class UploadStore:
         """Verify the staged upload and make it visible; returns (state, code, message)."""
         path = self.path(station, key)
         data = path.read_bytes()[:size_bytes]
-        if key.kind is TransferKind.BLOB:
+        if key.kind is TransferKind.CODED_BLOB:
+            try:
+                data = self._decode(data)
+            except RemoteProtocolError as exc:
+                path.unlink(missing_ok=True)
+                return UploadState.REJECTED, str(exc.code), f"coded photo {key.sha256.hex()[:12]}: {exc}"
+        if key.kind in (TransferKind.BLOB, TransferKind.CODED_BLOB):
             if hashlib.sha256(data).digest() != key.sha256:
                 result = (
                     UploadState.REJECTED,
@@ -160,6 +169,11 @@ class UploadStore:
                 result = (UploadState.REJECTED, str(exc.code), exc.message)
         path.unlink(missing_ok=True)
         return result
+
+    def _decode(self, data: bytes) -> bytes:
+        """Rebuild the original photo from its transport codec, bounded by its declared size."""
+        codec, raw_size, stored = unpack_coded_blob(data, max_raw_bytes=DEFAULT_LIMITS.max_blob_bytes)
+        return decode_section(codec, stored, raw_size, decoders(), "coded photo")
 
     def expire(self, station: str, key: TransferKey) -> None:
         self.path(station, key).unlink(missing_ok=True)

@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from protocol import LocalProtocolError, Post, build_bundle, parse_public_key
+from protocol import LocalProtocolError, Post, RemoteProtocolError, build_bundle, parse_public_key
+from protocol.capabilities import Capabilities
+from protocol.codecs import Codec
 from protocol.ids import new_ulid
 from protocol.transfer import TransferSpec
-from protocol.transfer_wire import TransferKey, TransferKind
+from protocol.transfer_wire import TransferKey, TransferKind, pack_coded_blob
 
 from . import queue
 from .errors import OnboardError
@@ -68,12 +70,24 @@ CREATE TABLE IF NOT EXISTS link_state (
 """
 
 
+# Without ground's capability token, only what every ground decodes: as-is and zstd.
+BASELINE_DECODES = "codecs=0,1"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LinkConfig:
     ground_url: str
     station: str
     token: str
     ground_key: bytes  # ground's receipt public key, pinned
+    ground_decodes: str = BASELINE_DECODES  # capability token (docs §5.3)
+
+    @property
+    def peer(self) -> Capabilities:
+        try:
+            return Capabilities.from_token(self.ground_decodes)
+        except RemoteProtocolError:
+            return Capabilities.from_token(BASELINE_DECODES)
 
 
 def _now_ms() -> int:
@@ -98,7 +112,18 @@ def add_link(home: Home, ground_url: str, token_file: Path) -> LinkConfig:
         station, token = str(doc["station"]), str(doc["token"])
     except (KeyError, LocalProtocolError) as exc:
         raise OnboardError(f"{token_file} is incomplete or damaged: {exc}") from exc
-    cfg = LinkConfig(ground_url=ground_url.rstrip("/"), station=station, token=token, ground_key=key)
+    decodes = str(doc.get("ground_decodes", BASELINE_DECODES))
+    try:
+        Capabilities.from_token(decodes)
+    except RemoteProtocolError as exc:
+        raise OnboardError(f"{token_file} has a damaged ground_decodes entry: {exc}") from exc
+    cfg = LinkConfig(
+        ground_url=ground_url.rstrip("/"),
+        station=station,
+        token=token,
+        ground_key=key,
+        ground_decodes=decodes,
+    )
     home.ensure()
     data = json.dumps(
         {
@@ -106,6 +131,7 @@ def add_link(home: Home, ground_url: str, token_file: Path) -> LinkConfig:
             "station": station,
             "token": token,
             "ground_receipt_key": str(doc["ground_receipt_key"]),
+            "ground_decodes": decodes,
         },
         indent=2,
     ).encode()
@@ -126,6 +152,7 @@ def load_link(home: Home) -> LinkConfig:
             station=doc["station"],
             token=doc["token"],
             ground_key=parse_public_key(doc["ground_receipt_key"]),
+            ground_decodes=str(doc.get("ground_decodes", BASELINE_DECODES)),
         )
     except (OSError, ValueError, KeyError, LocalProtocolError) as exc:
         raise OnboardError(f"{path} is damaged ({exc}); run `onboard link add` again") from exc
@@ -172,8 +199,44 @@ def _outbox(home: Home) -> Path:
     return p
 
 
-def plan(home: Home, conn: sqlite3.Connection) -> None:
-    """Turn every queued item into transfers (durably), and mark those items 'sending'."""
+def _blob_transfer(
+    home: Home, conn: sqlite3.Connection, sha: bytes, media_type: str, peer: Capabilities
+) -> tuple[str, str, int, str | None]:
+    """(name, kind, size, spool path) for one photo: reuse a planned one, else choose its form.
+
+    A JPEG travels as JPEG XL when ground decodes it and the rebuild here was byte-exact
+    (docs §10); otherwise the original bytes are read straight from the blob store.
+    """
+    row = conn.execute(
+        "SELECT name, kind, size_bytes, path FROM link_transfers WHERE sha256 = ? AND kind IN ('blob', 'coded_blob')",
+        (sha,),
+    ).fetchone()
+    if row is not None:
+        return row[0], row[1], row[2], row[3]
+    store = BlobStore(home.blobs_dir)
+    if media_type == "image/jpeg" and peer.decodes(Codec.JPEG_XL):
+        from . import jxl
+
+        raw = store.get(sha)
+        coded = jxl.transcode(raw)
+        if coded is not None:
+            data = pack_coded_blob(Codec.JPEG_XL, len(raw), coded)
+            path = _outbox(home) / f"{sha.hex()}.cblob"
+            write_atomic(path, data)
+            return f"coded_blob:{sha.hex()}", "coded_blob", len(data), str(path)
+    return f"blob:{sha.hex()}", "blob", store.path(sha).stat().st_size, None
+
+
+def plan(home: Home, conn: sqlite3.Connection, peer: Capabilities | None = None) -> None:
+    """Turn every queued item into transfers (durably), and mark those items 'sending'.
+
+    ``peer`` is what ground decodes (the link's capability token): it picks the items codec
+    (the shipped text dictionary) and whether photos travel as JPEG XL.
+    """
+    from .export import items_encoding
+
+    peer = peer or Capabilities.from_token(BASELINE_DECODES)
+    items_codec, encode_items = items_encoding(peer)
     ensure_schema(conn)
     pending = queue.items(conn, status="queued")
     if not pending:
@@ -188,28 +251,37 @@ def plan(home: Home, conn: sqlite3.Connection) -> None:
     batches += [[q] for q in photo_posts]
     for batch in batches:
         bundle_id = new_ulid(now, os.urandom(10))
-        data = build_bundle(bundle_id=bundle_id, created_ms=now, items=[q.signed for q in batch])
+        data = build_bundle(
+            bundle_id=bundle_id,
+            created_ms=now,
+            items=[q.signed for q in batch],
+            items_codec=items_codec,
+            encode_items=encode_items,
+        )
+        blob_rows = []
+        for q in batch:
+            if isinstance(q.item, Post):
+                for m in q.item.media:
+                    if not store.has(m.sha256):
+                        raise OnboardError(
+                            f"photo {m.sha256.hex()[:12]} of post {q.item.id} is missing from {store.root}"
+                        )
+                    blob_rows.append((q.item, m, _blob_transfer(home, conn, m.sha256, m.media_type, peer)))
         sha = hashlib.sha256(data).digest()
         path = _outbox(home) / f"{sha.hex()}.opb"
         write_atomic(path, data)  # durable before it is named in the database
         owner = batch[0].item.author
         with queue.transaction(conn):
-            for q in batch:
-                if isinstance(q.item, Post):
-                    for m in q.item.media:
-                        if not store.has(m.sha256):
-                            raise OnboardError(
-                                f"photo {m.sha256.hex()[:12]} of post {q.item.id} is missing from {store.root}"
-                            )
-                        conn.execute(
-                            "INSERT OR IGNORE INTO link_transfers (name, kind, sha256, size_bytes, owner, created_ms, "
-                            "updated_ms) VALUES (?, 'blob', ?, ?, ?, ?, ?)",
-                            (f"blob:{m.sha256.hex()}", m.sha256, m.size_bytes, q.item.author, now, now),
-                        )
-                        conn.execute(
-                            "INSERT OR IGNORE INTO link_transfer_items (name, item_id) VALUES (?, ?)",
-                            (f"blob:{m.sha256.hex()}", q.item.id),
-                        )
+            for item, m, (bname, bkind, bsize, bpath) in blob_rows:
+                conn.execute(
+                    "INSERT OR IGNORE INTO link_transfers (name, kind, sha256, size_bytes, owner, path, created_ms, "
+                    "updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (bname, bkind, m.sha256, bsize, item.author, bpath, now, now),
+                )
+                conn.execute(
+                    "INSERT OR IGNORE INTO link_transfer_items (name, item_id) VALUES (?, ?)",
+                    (bname, item.id),
+                )
             name = f"bundle:{sha.hex()}"
             conn.execute(
                 "INSERT OR IGNORE INTO link_transfers (name, kind, sha256, size_bytes, owner, path, bundle_id, "
@@ -241,20 +313,23 @@ def active_transfers(home: Home, conn: sqlite3.Connection) -> list[Planned]:
         "ORDER BY created_ms, name"
     ).fetchall()
     for name, kind, sha, size, owner, path in rows:
-        if kind == "blob":
-            key = TransferKey(kind=TransferKind.BLOB, sha256=sha)
+        if kind in ("blob", "coded_blob"):
+            coded = kind == "coded_blob"
+            key = TransferKey(kind=TransferKind.CODED_BLOB if coded else TransferKind.BLOB, sha256=sha)
             out.append(
                 Planned(
                     spec=TransferSpec(key=key, size_bytes=size, owner=owner, priority=1),
-                    source=_file_source(store.path(sha)),
+                    source=_file_source(Path(path) if coded else store.path(sha)),
                 )
             )
             continue
         deps = tuple(
-            TransferKey(kind=TransferKind.BLOB, sha256=bsha)
-            for (bsha,) in conn.execute(
-                "SELECT DISTINCT b.sha256 FROM link_transfer_items i JOIN link_transfer_items bi ON bi.item_id = i.item_id "
-                "JOIN link_transfers b ON b.name = bi.name AND b.kind = 'blob' AND b.state = 'sending' "
+            TransferKey(
+                kind=TransferKind.CODED_BLOB if bkind == "coded_blob" else TransferKind.BLOB, sha256=bsha
+            )
+            for (bsha, bkind) in conn.execute(
+                "SELECT DISTINCT b.sha256, b.kind FROM link_transfer_items i JOIN link_transfer_items bi ON bi.item_id = i.item_id "
+                "JOIN link_transfers b ON b.name = bi.name AND b.kind IN ('blob', 'coded_blob') AND b.state = 'sending' "
                 "WHERE i.name = ?",
                 (name,),
             )
@@ -267,15 +342,6 @@ def active_transfers(home: Home, conn: sqlite3.Connection) -> list[Planned]:
             )
         )
     return out
-
-
-def committed_blobs(conn: sqlite3.Connection) -> list[TransferKey]:
-    return [
-        TransferKey(kind=TransferKind.BLOB, sha256=sha)
-        for (sha,) in conn.execute(
-            "SELECT sha256 FROM link_transfers WHERE kind = 'blob' AND state = 'committed'"
-        )
-    ]
 
 
 def record_progress(conn: sqlite3.Connection, key: TransferKey, acked_bytes: int) -> None:
@@ -312,7 +378,7 @@ def record_done(conn: sqlite3.Connection, key: TransferKey, committed: bool, cod
                     (now, i),
                 )
         elif not committed:
-            what = "photo" if key.kind is TransferKind.BLOB else "bundle"
+            what = "bundle" if key.kind is TransferKind.BUNDLE else "photo"
             reason = f"ground rejected the {what}: [{code}] {message}"
             for i in ids:
                 conn.execute("UPDATE items SET status = 'failed', detail = ? WHERE id = ?", (reason, i))

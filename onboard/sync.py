@@ -125,7 +125,7 @@ async def sync(
     headers = {"Authorization": f"Bearer {cfg.token}", "Content-Type": FRAME_TYPE}
 
     def scan(now: float) -> None:
-        link.plan(home, conn)
+        link.plan(home, conn, cfg.peer)
         for p in link.active_transfers(home, conn):
             name = p.spec.key.name
             if name in added:

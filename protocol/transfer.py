@@ -43,6 +43,7 @@ from enum import Enum
 from .errors import RemoteProtocolError
 from .rangeset import RangeSet
 from .transfer_wire import (
+    CODED_HEADER,
     MAX_RANGES,
     Chunk,
     ErrorFrame,
@@ -730,7 +731,11 @@ class TransferReceiver:
 
     def _max_size(self, key: TransferKey) -> int:
         c = self.config
-        return c.max_blob_bytes if key.kind is TransferKind.BLOB else c.max_bundle_bytes
+        if key.kind is TransferKind.BLOB:
+            return c.max_blob_bytes
+        if key.kind is TransferKind.CODED_BLOB:
+            return c.max_blob_bytes + CODED_HEADER.size
+        return c.max_bundle_bytes
 
     def _open(self, rid: int, station: str, req: Open, now: float) -> None:
         k = (station, req.key)

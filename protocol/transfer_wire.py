@@ -14,6 +14,7 @@ response echoes the request's ``seq``. New fields are only ever appended.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -44,6 +45,29 @@ class FrameType(IntEnum):
 class TransferKind(IntEnum):
     BLOB = 1  # one photo's exact bytes, named by its sha256
     BUNDLE = 2  # a bundle file (docs §6), named by the sha256 of its bytes
+    # A photo in a transport codec (docs §8.1, §10): ``codec u8 | raw_size u64 | stored``,
+    # named by the sha256 of the *original* photo, which ground rebuilds and checks.
+    CODED_BLOB = 3
+
+
+CODED_HEADER = struct.Struct(">BQ")
+
+
+def pack_coded_blob(codec: int, raw_size: int, stored: bytes) -> bytes:
+    """The bytes of a CODED_BLOB upload."""
+    return CODED_HEADER.pack(codec, raw_size) + stored
+
+
+def unpack_coded_blob(data: bytes, *, max_raw_bytes: int) -> tuple[int, int, bytes]:
+    """(codec, raw_size, stored) of a CODED_BLOB upload, or RemoteProtocolError."""
+    if len(data) < CODED_HEADER.size:
+        raise RemoteProtocolError(ErrorCode.TRUNCATED, "coded photo is shorter than its 9-byte header")
+    codec, raw_size = CODED_HEADER.unpack_from(data)
+    if not 0 < raw_size <= max_raw_bytes:
+        raise RemoteProtocolError(
+            ErrorCode.LIMIT_EXCEEDED, f"coded photo declares {raw_size} bytes, allowed 1..{max_raw_bytes}"
+        )
+    return codec, raw_size, data[CODED_HEADER.size :]
 
 
 class UploadState(IntEnum):
@@ -204,7 +228,7 @@ def _head(data: bytes, what: str) -> list[Any]:
 
 def _key(v: list[Any], i: int) -> TransferKey:
     kind = expect(v[i], int, what="transfer kind")
-    if kind not in (TransferKind.BLOB, TransferKind.BUNDLE):
+    if kind not in tuple(TransferKind):
         raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown transfer kind {kind}")
     sha = expect(v[i + 1], bytes, what="transfer sha256")
     if len(sha) != 32:
