@@ -452,3 +452,51 @@ async def test_station_quota_limits_staged_bytes(cli: Cli, tmp_path: Path) -> No
         ) as r:
             j = await r.json()
             assert r.status == 429 and j["error"] == "quota_exceeded" and j["retryable"] is True
+
+
+async def test_coded_photo_is_rebuilt_and_checked_before_it_counts(cli: Cli, tmp_path: Path) -> None:
+    """A CODED_BLOB is committed only if it rebuilds to the bytes its name promises."""
+    from protocol.codecs import Codec, zstd_compress
+    from protocol.transfer_wire import Status, UploadState, decode_response, pack_coded_blob
+
+    token_file = setup_station(cli, tmp_path)
+    token = json.loads(token_file.read_text())["token"]
+    raw = b"not really a photo, but bytes are bytes " * 50
+    good = pack_coded_blob(Codec.ZSTD, len(raw), zstd_compress(raw))
+    sha = hashlib.sha256(raw).digest()
+    cases = [
+        (TransferKey(kind=TransferKind.CODED_BLOB, sha256=sha), good, UploadState.COMMITTED, ""),
+        (
+            TransferKey(kind=TransferKind.CODED_BLOB, sha256=b"\7" * 32),
+            good,
+            UploadState.REJECTED,
+            "media_hash_mismatch",
+        ),
+        (
+            TransferKey(kind=TransferKind.CODED_BLOB, sha256=b"\10" * 32),
+            pack_coded_blob(99, 10, b"x" * 10),
+            UploadState.REJECTED,
+            "unknown_codec",
+        ),
+        (
+            TransferKey(kind=TransferKind.CODED_BLOB, sha256=b"\11" * 32),
+            pack_coded_blob(Codec.ZSTD, 10, b"garbage!"),
+            UploadState.REJECTED,
+            "malformed",
+        ),
+    ]
+    async with running_ground(cli.ground_home) as url, aiohttp.ClientSession() as s:
+        for i, (key, data, state, code) in enumerate(cases):
+            req = encode_request(Open(seq=i, key=key, size_bytes=len(data), owner="a", data=data))
+            async with s.post(url + "/v1/link", data=req, headers={"Authorization": f"Bearer {token}"}) as r:
+                assert r.status == 200
+                st = decode_response(await r.read())
+            assert isinstance(st, Status) and (st.state, st.code) == (state, code), st
+        # The rebuilt original is now on ground: the same photo as a plain BLOB never crosses.
+        plain = encode_request(
+            Open(seq=9, key=TransferKey(kind=TransferKind.BLOB, sha256=sha), size_bytes=len(raw), owner="a")
+        )
+        async with s.post(url + "/v1/link", data=plain, headers={"Authorization": f"Bearer {token}"}) as r:
+            st = decode_response(await r.read())
+            assert isinstance(st, Status) and st.state is UploadState.COMMITTED
+    assert (cli.ground_home / "blobs" / sha.hex()[:2] / sha.hex()).read_bytes() == raw
