@@ -104,7 +104,8 @@ CREATE TABLE IF NOT EXISTS link_contacts (
     last_addr     TEXT
 );
 -- One row per upload a station opened (dashboard: per-transfer progress). transfer_id is
--- "<station>/<kind>:<sha256 hex>"; kind is 'blob' (a photo) or 'bundle'; state is
+-- "<station>/<kind>:<sha256 hex>" (kind blob, coded_blob or bundle); the kind column is 'blob'
+-- (a photo, as-is or JPEG XL) or 'bundle'; state is
 -- 'receiving' → 'complete' | 'failed' (code/message say why). ranges is the durable
 -- received ranges as msgpack [start, stop, ...]; received_bytes is their total.
 CREATE TABLE IF NOT EXISTS transfers (

@@ -36,6 +36,11 @@ _STATE_TO_DB = {
 _STATE_FROM_DB = {v: k for k, v in _STATE_TO_DB.items()}
 
 
+def _db_kind(key: TransferKey) -> str:
+    """The ``transfers.kind`` column: 'blob' for a photo in any form, 'bundle' for a bundle."""
+    return "bundle" if key.kind is TransferKind.BUNDLE else "blob"
+
+
 def transfer_id(station: str, key: TransferKey) -> str:
     return f"{station}/{key.name}"
 
@@ -62,7 +67,7 @@ class UploadStore:
         out = []
         for (
             station,
-            kind,
+            tid,
             sha,
             owner,
             state,
@@ -73,14 +78,18 @@ class UploadStore:
             started,
             updated,
         ) in self.home.conn.execute(
-            "SELECT station, kind, sha256, owner, state, total_bytes, ranges, code, message, started_ms, updated_ms "
+            "SELECT station, transfer_id, sha256, owner, state, total_bytes, ranges, code, message, started_ms, "
+            "updated_ms "
             "FROM transfers WHERE state IN ('receiving', 'failed')"
         ):
             flat = msgpack.unpackb(ranges)
             out.append(
                 UploadRecord(
                     station=station,
-                    key=TransferKey(kind=TransferKind[kind.upper()], sha256=sha),
+                    # transfer_id is "<station>/<kind>:<sha>"; the kind column says 'blob' for both photo forms.
+                    key=TransferKey(
+                        kind=TransferKind[tid.split("/", 1)[1].split(":")[0].upper()], sha256=sha
+                    ),
                     size_bytes=total,
                     owner=owner,
                     ranges=RangeSet(zip(flat[::2], flat[1::2], strict=True)),
@@ -124,7 +133,7 @@ class UploadStore:
                 (
                     transfer_id(rec.station, rec.key),
                     rec.station,
-                    rec.key.kind.name.lower(),
+                    _db_kind(rec.key),
                     rec.key.sha256,
                     f"link:{rec.station}",
                     rec.owner,

@@ -72,11 +72,11 @@ async def test_demo_serve_prints_a_working_dashboard_login(
             async with http.get(url + "api/summary") as r:
                 summary = await r.json()
             assert summary["link"]["stations"][0]["station"] == "iss"
-            assert summary["link"]["bytes_today"] > 100_000  # the photo crossed the link
+            assert summary["link"]["bytes_today"] > 80_000  # the photo crossed the link (as JPEG XL: ~93 KB)
             async with http.get(url + "metrics") as r:
                 metrics = await r.text()
             link_bytes = re.search(r'orbitpost_link_received_bytes_total\{station="iss"\} (\S+)', metrics)
-            assert link_bytes and float(link_bytes.group(1)) > 100_000
+            assert link_bytes and float(link_bytes.group(1)) > 80_000
             assert 'orbitpost_link_transfers{kind="blob",state="complete"} 1.0' in metrics
     finally:
         proc.send_signal(signal.SIGTERM)
