@@ -35,7 +35,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -359,6 +359,7 @@ class _Job:
         except (OSError, KeyError, ValueError) as exc:
             return self._failed(f"cannot load the post or its media: {exc}", retryable=False)
         was_publishing = self.state == PubState.PUBLISHING
+        req = replace(req, ambiguous_since_ms=self.updated_ms if was_publishing else None, now_ms=self.now_ms)
         window = getattr(platform, "idempotency_window_s", None)
         if was_publishing and window is not None and self.now_ms - self.updated_ms > window * 1000:
             return self._failed(

@@ -169,7 +169,10 @@ def _assert_archives_exact(home: GroundHome, texts: dict[str, str]) -> None:
 
 def _assert_all_published(home: GroundHome, texts: dict[str, str], n_targets: int) -> None:
     states = Counter(s for (s,) in home.conn.execute("SELECT state FROM publications"))
-    assert states == {"published": len(texts) * n_targets}, states
+    why = home.conn.execute(
+        "SELECT item_id, account, state, last_error FROM publications WHERE state != 'published'"
+    ).fetchall()
+    assert states == {"published": len(texts) * n_targets}, (states, why)
 
 
 def _crash_test(

@@ -194,7 +194,7 @@ async def test_lookup_that_cannot_see_far_enough_asks_an_operator(
             "id": sid, "account": "alice", "text": f"other {i}", "media_ids": [], "key": None,
             "created_at": "2099-01-01T00:00:00.000Z",
         }  # fmt: skip
-    (o,) = await run(home, o.next_attempt_ms or 0)
+    (o,) = await run(home, T0 + 2 * 3600_000)  # past the key's hour: a real search
     assert o.state == "failed" and "cannot tell whether" in (o.error or "")
     assert not any(s["text"] == "buried" for s in m.statuses.values())
 
@@ -215,3 +215,24 @@ async def test_ground_account_check(cli, fake: tuple[FakeMastodon, str], tmp_pat
     assert r.exit_code == 1 and "401" in str(r.exception) and "revoked" not in str(r.exception)
     r = await asyncio.to_thread(cli.ground, "account", "check", "archive:alice")
     assert "nothing to check" in r.output
+
+
+async def test_lookup_reads_every_page_down_to_a_short_last_one(
+    home: GroundHome, fake: tuple[FakeMastodon, str], alice_key: SigningKey
+) -> None:
+    m, _ = fake
+    post, _ = make_post("needle", [TARGET])
+    ingest(home, alice_key, [post])
+    m.faults.append(Fault(method="POST", path="/api/v1/statuses", status=504))
+    (o,) = await run(home, T0)
+    for i in range(170):  # 4 full pages and a short one, none of them ours
+        sid = m.new_id()
+        m.statuses[sid] = {
+            "id": sid, "account": "alice", "text": f"hay {i}", "media_ids": [], "key": None,
+            "created_at": "2099-01-01T00:00:00.000Z",
+        }  # fmt: skip
+    (o,) = await run(home, T0 + 2 * 3600_000)
+    assert o.state == "published"
+    assert sum(s["text"] == "needle" for s in m.statuses.values()) == 1
+    pages = [p for meth, p, _ in m.log if p.startswith("/api/v1/accounts/id-alice/statuses")]
+    assert len(pages) == 5

@@ -26,6 +26,11 @@ class PublishRequest:
     signer_fingerprint: str
     signature: bytes
     body: bytes
+    # Set when an earlier attempt may have reached the platform (crash, timeout): when that
+    # attempt began, and the engine's clock now — so ``lookup`` knows how far back to look
+    # and whether an idempotency key is still remembered.
+    ambiguous_since_ms: int | None = None
+    now_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

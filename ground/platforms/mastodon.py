@@ -35,9 +35,12 @@ from ..errors import PublishError
 from .base import Published, PublishRequest
 from .http import raise_for_status, request
 
-# How far back a lookup reads the account's statuses (40 per page); an account that posted
-# more than this since the post was written needs an operator to check by hand.
+# How far back a lookup reads the account's statuses (40 per page, Mastodon's maximum); an
+# account that posted more than this since the uncertain attempt needs an operator's eye.
+LOOKUP_PAGE = 40
 LOOKUP_MAX_PAGES = 5
+# Mastodon remembers an Idempotency-Key for an hour; trust it for a little less.
+KEY_TRUSTED_MS = 50 * 60 * 1000
 # Instance and ground clocks may disagree a little; look this much further back.
 CLOCK_SKEW_MS = 10 * 60 * 1000
 # Media processing normally takes seconds; past this we give up and retry later.
@@ -208,12 +211,19 @@ class MastodonPlatform:
         return f"token works on {cred.service_url} for @{(me.json() or {}).get('acct', '?')}; {limits}"
 
     async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:
-        """Find this post among the account's statuses newer than it (exact text and photo count).
+        """Find this post among the account's recent statuses (exact text and photo count).
 
-        Returns None only after reading back to before the post was written; raises a
-        permanent PublishError if it could not look that far (an operator checks by hand).
+        Within the key's hour, returns None: re-sending with the same Idempotency-Key is the
+        exact lookup. Later, reads the statuses made since the uncertain attempt; returns None
+        only after reading back past it, and raises a permanent PublishError if it could not
+        look that far (an operator checks by hand).
         """
         cred = self._cred(req.account)
+        since = req.ambiguous_since_ms
+        if since is not None and req.now_ms is not None and req.now_ms - since < KEY_TRUSTED_MS:
+            # The instance still remembers the Idempotency-Key: sending the same request again
+            # returns the status if it exists — an exact lookup that costs one request.
+            return None
         auth = self._auth(cred)
         me = await request(
             session,
@@ -224,10 +234,11 @@ class MastodonPlatform:
         )
         raise_for_status(me, "look up: verify credentials")
         account_id = str((me.json() or {}).get("id", ""))
-        oldest_ms = req.post.created_ms - CLOCK_SKEW_MS
+        # Only statuses made since the uncertain attempt began can be it.
+        oldest_ms = (since if since is not None else req.post.created_ms) - CLOCK_SKEW_MS
         max_id = ""
         for _ in range(LOOKUP_MAX_PAGES):
-            url = f"{cred.service_url}/api/v1/accounts/{account_id}/statuses?limit=40" + (
+            url = f"{cred.service_url}/api/v1/accounts/{account_id}/statuses?limit={LOOKUP_PAGE}" + (
                 f"&max_id={max_id}" if max_id else ""
             )
             page = await request(session, "GET", url, what="look up: recent statuses", headers=auth)
@@ -250,10 +261,12 @@ class MastodonPlatform:
                 raise_for_status(src, "look up: status source")
                 if (src.json() or {}).get("text") == req.post.text:
                     return Published(url=str(st.get("url") or st.get("uri") or ""), remote_id=str(st["id"]))
+            if len(statuses) < LOOKUP_PAGE:
+                return None  # a short page is the last one: the account holds nothing older
             max_id = str(statuses[-1]["id"])
         raise PublishError(
             f"cannot tell whether post {req.post.id} reached {cred.target}: more than "
-            f"{LOOKUP_MAX_PAGES * 40} newer statuses; check the account, then `ground retry`",
+            f"{LOOKUP_MAX_PAGES * LOOKUP_PAGE} newer statuses; check the account, then `ground retry`",
             retryable=False,
         )
 
