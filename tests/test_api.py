@@ -397,6 +397,8 @@ async def test_the_engine_honours_platform_and_account_pauses(
     assert await publish_due(home, operators_now()) == []
     summary = await (await client.get("/api/summary")).json()
     assert summary["queue_depth"] == 1 and summary["publications"] == {"pending": 1}
+    (post,) = (await (await client.get("/api/posts")).json())["posts"]
+    assert post["publications"][0]["display_state"] == "paused"
     assert (await client.post("/api/accounts/archive:alice/resume", headers=csrf)).status == 200
     (outcome,) = await publish_due(home, operators_now())
     assert outcome.state == "published"

@@ -186,6 +186,10 @@ def posts(
         (*args, limit),
     ).fetchall()
     out = []
+    paused_accounts = {
+        (a, acct) for a, acct in conn.execute("SELECT astronaut, account FROM accounts WHERE paused = 1")
+    }
+    paused_platforms = actions.paused_platforms(conn)
     for item_id, author, created, received, publish_at, body, bundle_id in items:
         text, media = "", 0
         try:
@@ -199,7 +203,12 @@ def posts(
                 "account": acct,
                 "platform": platform_of(acct),
                 "state": state,
-                "display_state": display_state(state, nxt, attempts, now_ms),
+                "display_state": (
+                    "paused"
+                    if state == "pending"
+                    and ((author, acct) in paused_accounts or platform_of(acct) in paused_platforms)
+                    else display_state(state, nxt, attempts, now_ms)
+                ),
                 "url": url,
                 "attempts": attempts,
                 "last_error": err,
