@@ -500,3 +500,21 @@ async def test_coded_photo_is_rebuilt_and_checked_before_it_counts(cli: Cli, tmp
             st = decode_response(await r.read())
             assert isinstance(st, Status) and st.state is UploadState.COMMITTED
     assert (cli.ground_home / "blobs" / sha.hex()[:2] / sha.hex()).read_bytes() == raw
+
+
+async def test_rejected_bundle_comes_back_as_the_exact_reason(cli: Cli, tmp_path: Path) -> None:
+    """A post ground refuses (revoked key) is shown failed with ground's code and message."""
+    token = setup_station(cli, tmp_path)
+    fp = cli.onboard("keys", "list").output.split()[1]
+    cli.ground("revoke", fp)
+    cli.onboard("post", "--as", "alice", "--to", "archive:alice", "signed by a revoked key")
+    async with running_ground(cli.ground_home) as url:
+        link_to(cli, url, token)
+        result = await sync(Home(cli.onboard_home), config=FAST, wait_published_s=5)
+    assert result.rejected == 1
+    conn = sqlite3.connect(cli.onboard_home / "onboard.db")
+    state, detail = conn.execute("SELECT state, detail FROM deliveries").fetchone()
+    conn.close()
+    assert state == "failed" and "[revoked_key]" in detail and fp in detail
+    assert "failed" in cli.onboard("queue").output
+    assert _archive_posts(cli.ground_home) == []
