@@ -145,7 +145,12 @@ def _crash_loop(
             ingested = home.conn.execute("SELECT count(*) FROM items").fetchone()[0]
             if ingested == len(texts):
                 pending_batch = None
-    # Restart one last time and let it finish.
+    # Restart one last time and let it finish (a bundle whose ingest was killed is still in
+    # the outbox: the station would carry it again).
+    if pending_batch is not None:
+        subprocess.run(
+            [*ground, "ingest", str(pending_batch)], env=env, check=True, capture_output=True, timeout=300
+        )
     subprocess.run(
         [*ground, "publish", "--loop", "--interval", "0.05"],
         env=env,
