@@ -62,10 +62,17 @@ async def test_loss_window_cuts_while_still_dark() -> None:
         await server.wait_closed()
 
 
-def _agreement(tmp_path: Path, minutes: float, offset_min: float, profile_name: str = "iss-ku") -> None:
+def _agreement(
+    tmp_path: Path,
+    minutes: float,
+    offset_min: float,
+    profile_name: str = "iss-ku",
+    rel: float = 0.03,
+    **change: float,
+) -> tuple[dict, dict]:  # type: ignore[type-arg]
     from simlink.realtime import run_realtime
 
-    prof = load_profile(profile_name)
+    prof = dataclasses.replace(load_profile(profile_name), **change)  # type: ignore[arg-type]
     if offset_min == 0:
         prof = dataclasses.replace(prof, dark=(), orbit_s=0.0, cuts_per_hour=0.0)
     wl = load_workload("burst")
@@ -80,18 +87,19 @@ def _agreement(tmp_path: Path, minutes: float, offset_min: float, profile_name: 
         f"p50 {real['latency_s']['all']['p50']} / {virt['latency_s']['all']['p50']} s"
     )
     assert real["posts"]["queued"] == virt["posts"]["queued"]
-    assert real["posts"]["published"] == real["posts"]["queued"]
-    assert virt["posts"]["published"] == virt["posts"]["queued"]
-    assert rb["payload"] == vb["payload"]
-    assert vb["on_wire"] == pytest.approx(rb["on_wire"], rel=0.03)
-    assert vb["on_wire_to_ground"] == pytest.approx(rb["on_wire_to_ground"], rel=0.03)
+    assert vb["on_wire"] == pytest.approx(rb["on_wire"], rel=rel)
+    assert vb["on_wire_to_ground"] == pytest.approx(rb["on_wire_to_ground"], rel=rel)
+    return real, virt
 
 
 @needs_live_link
 def test_realtime_and_virtual_agree_on_bytes(tmp_path: Path) -> None:
     """Same profile, workload and seed: the real processes and the virtual run put the same
     bytes on the wire (30 s; the profile's dark windows are left out to keep it short)."""
-    _agreement(tmp_path, minutes=0.5, offset_min=0)
+    real, virt = _agreement(tmp_path, minutes=0.5, offset_min=0)
+    for rep in (real, virt):
+        assert rep["posts"]["published"] == rep["posts"]["queued"]
+    assert real["bytes"]["payload"] == virt["bytes"]["payload"]
 
 
 @needs_live_link
@@ -99,3 +107,12 @@ def test_realtime_and_virtual_agree_on_bytes(tmp_path: Path) -> None:
 def test_realtime_and_virtual_agree_across_loss_of_signal(tmp_path: Path) -> None:
     """Three minutes starting 1 min before iss-ku's first gap: stall, cut, resume in both modes."""
     _agreement(tmp_path, minutes=3.0, offset_min=24.0)
+
+
+@needs_live_link
+@pytest.mark.slow
+def test_realtime_and_virtual_agree_on_a_narrow_link_mid_transfer(tmp_path: Path) -> None:
+    """degraded (64 kbit/s, 1.3 s RTT) for one minute, stopped while photos are still crossing:
+    the bytes that crossed agree too, with TCP dynamics in play (lossless: the proxy cannot
+    drop packets, so the comparison leaves loss out)."""
+    _agreement(tmp_path, minutes=1.0, offset_min=0, profile_name="degraded", rel=0.05, loss=0.0)
