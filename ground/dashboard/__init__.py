@@ -13,8 +13,9 @@ from aiohttp import web
 
 from .. import operators
 from ..home import GroundHome
-from .api import ROUTES, STOP_KEY, STREAMS_KEY, not_found
+from .api import READER_KEY, ROUTES, STOP_KEY, STREAMS_KEY, not_found
 from .auth import HOME_KEY, LIMITER_KEY, LoginLimiter
+from .reader import Reader
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_PREFIX = "/dashboard/static"
@@ -48,6 +49,10 @@ async def _on_shutdown(app: web.Application) -> None:
     await asyncio.sleep(0)
 
 
+async def _on_cleanup(app: web.Application) -> None:
+    await app[READER_KEY].close()
+
+
 def setup(app: web.Application, home: GroundHome, *, limiter: LoginLimiter | None = None) -> None:
     """Register the dashboard page, its static files, the JSON API, /metrics and login/logout."""
     conn = home.conn
@@ -56,6 +61,7 @@ def setup(app: web.Application, home: GroundHome, *, limiter: LoginLimiter | Non
     app[LIMITER_KEY] = limiter or LoginLimiter()
     app[STOP_KEY] = asyncio.Event()
     app[STREAMS_KEY] = set()
+    app[READER_KEY] = Reader(home.db_path)
     app.router.add_get("/", _page, name="dashboard")
     app.router.add_get("/dashboard", _page)
     app.router.add_static(STATIC_PREFIX, STATIC_DIR, name="dashboard_static")
@@ -64,6 +70,7 @@ def setup(app: web.Application, home: GroundHome, *, limiter: LoginLimiter | Non
     app.router.add_route("*", "/api/{tail:.*}", not_found)
     app.on_response_prepare.append(_on_prepare)
     app.on_shutdown.append(_on_shutdown)
+    app.on_cleanup.append(_on_cleanup)
 
 
 __all__ = ["setup"]

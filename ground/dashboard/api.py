@@ -29,6 +29,7 @@ from .auth import (
     require,
 )
 from .openapi import openapi_document
+from .reader import Reader
 
 MAX_BODY_BYTES = 4096  # a login is two short strings; nothing else here takes a body
 MAX_STREAMS = 64  # live dashboards at once; more would only be a way to tie up the server
@@ -36,6 +37,7 @@ STREAM_POLL_S = 1.0
 STREAM_HEARTBEAT_S = 15.0
 
 STOP_KEY = web.AppKey("orbitpost_dashboard_stop", asyncio.Event)
+READER_KEY = web.AppKey("orbitpost_dashboard_reader", Reader)
 STREAMS_KEY = web.AppKey("orbitpost_dashboard_streams", set)
 
 
@@ -63,7 +65,13 @@ def _int_param(request: web.Request, name: str, default: int | None, lo: int, hi
 
 
 def _conn(request: web.Request) -> sqlite3.Connection:
+    """The server's connection: writes (actions, sessions) and quick lookups, on the loop."""
     return request.app[HOME_KEY].conn
+
+
+async def _read(request: web.Request, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """A read-only view, computed in the reader thread (see reader.py)."""
+    return await request.app[READER_KEY].run(fn, *args, **kwargs)
 
 
 # --- login / logout / me ---------------------------------------------------------------
@@ -159,43 +167,47 @@ async def me(request: web.Request) -> web.StreamResponse:
 
 @require()
 async def summary(request: web.Request) -> web.StreamResponse:
-    return _json(queries.summary(_conn(request), now_ms()))
+    return _json(await _read(request, queries.summary, now_ms()))
 
 
 @require()
 async def transfers(request: web.Request) -> web.StreamResponse:
-    limit = _int_param(request, "limit", 50, 1, 500)
-    conn, now = _conn(request), now_ms()
-    return _json(
-        {
+    limit = _int_param(request, "limit", 50, 1, 500) or 50
+    now = now_ms()
+
+    def view(conn: sqlite3.Connection) -> dict[str, Any]:
+        return {
             "link": queries.link_status(conn, now),
-            "transfers": queries.link_transfers(conn, now, limit=limit or 50),
-            "bundles": queries.bundles(conn, now, limit=limit or 50),
+            "transfers": queries.link_transfers(conn, now, limit=limit),
+            "bundles": queries.bundles(conn, now, limit=limit),
         }
-    )
+
+    return _json(await _read(request, view))
 
 
 @require()
 async def posts(request: web.Request) -> web.StreamResponse:
     limit = _int_param(request, "limit", 100, 1, 500)
     astronaut = request.query.get("astronaut") or None
-    return _json({"posts": queries.posts(_conn(request), now_ms(), astronaut=astronaut, limit=limit or 100)})
+    return _json(
+        {"posts": await _read(request, queries.posts, now_ms(), astronaut=astronaut, limit=limit or 100)}
+    )
 
 
 @require()
 async def security(request: web.Request) -> web.StreamResponse:
     limit = _int_param(request, "limit", 100, 1, 500)
-    return _json({"events": queries.security_events(_conn(request), limit=limit or 100)})
+    return _json({"events": await _read(request, queries.security_events, limit=limit or 100)})
 
 
 @require()
 async def platforms(request: web.Request) -> web.StreamResponse:
-    return _json({"platforms": queries.platforms(_conn(request), now_ms())})
+    return _json({"platforms": await _read(request, queries.platforms, now_ms())})
 
 
 @require()
 async def astronauts(request: web.Request) -> web.StreamResponse:
-    return _json({"astronauts": queries.astronauts(_conn(request))})
+    return _json({"astronauts": await _read(request, queries.astronauts)})
 
 
 @require()
@@ -203,13 +215,10 @@ async def audit_log(request: web.Request) -> web.StreamResponse:
     limit = _int_param(request, "limit", 100, 1, 500)
     before = _int_param(request, "before_id", None, 1, 2**62)
     only = request.query.get("operators_only", "") in ("1", "true", "yes")
-    return _json(
-        {
-            "events": queries.audit_log(
-                _conn(request), before_id=before, operators_only=only, limit=limit or 100
-            )
-        }
+    events = await _read(
+        request, queries.audit_log, before_id=before, operators_only=only, limit=limit or 100
     )
+    return _json({"events": events})
 
 
 @require()
@@ -227,7 +236,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
     await resp.prepare(request)
     streams.add(resp)
     session = current(request)
-    conn = _conn(request)
+    conn = _conn(request)  # session checks: quick primary-key lookups
     last: tuple[Any, ...] | None = None
     last_sent = time.monotonic()
     try:
@@ -236,7 +245,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
             if operators.session_for_hash(conn, session.token_sha256, now_ms()) is None:
                 await resp.write(b"event: logout\ndata: {}\n\n")
                 break
-            marker = queries.change_marker(conn)
+            marker = await _read(request, queries.change_marker)
             if marker != last:
                 last = marker
                 await resp.write(f"event: change\ndata: {json.dumps({'ts_ms': now_ms()})}\n\n".encode())
@@ -259,7 +268,7 @@ async def stream(request: web.Request) -> web.StreamResponse:
 async def metrics(request: web.Request) -> web.StreamResponse:
     from ..metrics import render
 
-    body, content_type = render(_conn(request), now_ms())
+    body, content_type = await _read(request, render, now_ms())
     return web.Response(body=body, headers={"Content-Type": content_type, "Cache-Control": "no-store"})
 
 
