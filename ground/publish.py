@@ -314,7 +314,6 @@ async def _pass(
         "AND NOT EXISTS (SELECT 1 FROM accounts a WHERE a.astronaut = i.author AND a.account = p.account "
         "AND a.paused = 1) "
         "AND NOT EXISTS (SELECT 1 FROM platform_pauses pp WHERE p.account LIKE pp.platform || ':%') "
-        "AND NOT EXISTS (SELECT 1 FROM platform_pauses pp WHERE p.account LIKE pp.platform || ':%') "
         "ORDER BY COALESCE(p.next_attempt_ms, i.publish_at_ms, 0), p.item_id, p.account",
         (now_ms, now_ms),
     ).fetchall()
