@@ -383,10 +383,10 @@ def summary(conn: sqlite3.Connection, now_ms: int) -> JSON:
 def change_marker(conn: sqlite3.Connection) -> tuple[Any, ...]:
     """Cheap fingerprint of everything the dashboard shows; SSE pushes when it changes.
 
-    O(1) on purpose (it runs every second per open dashboard): ``data_version`` moves when
-    another process commits (CLI ingest, retry); in this process, every state change the
-    dashboard shows is audited (events) or is link traffic (link_contacts), except the short
-    'publishing' step, which the page's 10 s poll covers.
+    O(1) on purpose (it runs every second per open dashboard). Called on the dashboard's own
+    reader connection (reader.py), ``data_version`` moves whenever any other connection
+    commits: the server's, the publisher's, a CLI command's. The audit and link columns keep
+    it useful on a shared connection too, short of the brief 'publishing' step.
     """
     row = conn.execute("SELECT (SELECT MAX(id) FROM events), (SELECT MAX(id) FROM rejections)").fetchone()
     version = conn.execute("PRAGMA data_version").fetchone()[0]
