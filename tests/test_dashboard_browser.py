@@ -132,6 +132,7 @@ async def test_operator_watches_posts_flow_retries_and_sees_tampering(
     # 1. Log in with the keyboard only: the name field has focus, Tab to the password, Enter.
     await page.goto(served["url"])
     await page.wait_for_selector("#login-name:focus")
+    assert not await page.is_visible("#who") and not await page.is_visible("#main")  # nothing before login
     await page.keyboard.type(ADMIN[0])
     await page.keyboard.press("Tab")
     await page.keyboard.type(ADMIN[1])
