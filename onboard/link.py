@@ -214,20 +214,62 @@ def _blob_transfer(
     if row is not None:
         return row[0], row[1], row[2], row[3]
     store = BlobStore(home.blobs_dir)
-    if media_type == "image/jpeg" and peer.decodes(Codec.JPEG_XL):
-        from . import jxl
-
-        raw = store.get(sha)
-        coded = jxl.transcode(raw)
-        if coded is not None:
-            data = pack_coded_blob(Codec.JPEG_XL, len(raw), coded)
-            path = _outbox(home) / f"{sha.hex()}.cblob"
-            write_atomic(path, data)
-            return f"coded_blob:{sha.hex()}", "coded_blob", len(data), str(path)
+    if _codable(media_type, peer):
+        coded, plain = _prepared_paths(home, sha)
+        if not coded.exists() and not plain.exists():
+            prepare_photo(home, sha)
+        if coded.exists():
+            return f"coded_blob:{sha.hex()}", "coded_blob", coded.stat().st_size, str(coded)
     return f"blob:{sha.hex()}", "blob", store.path(sha).stat().st_size, None
 
 
-def plan(home: Home, conn: sqlite3.Connection, peer: Capabilities | None = None) -> None:
+def _codable(media_type: str, peer: Capabilities) -> bool:
+    return media_type == "image/jpeg" and peer.decodes(Codec.JPEG_XL)
+
+
+def _prepared_paths(home: Home, sha: bytes) -> tuple[Path, Path]:
+    """Where a photo's JPEG XL form goes, and the marker saying it has none (travels as-is)."""
+    out = _outbox(home)
+    return out / f"{sha.hex()}.cblob", out / f"{sha.hex()}.plain"
+
+
+def prepare_photo(home: Home, sha: bytes) -> None:
+    """Transcode one JPEG to its JPEG XL upload form (or mark it as-is); touches files only,
+    so a driver can run it in a thread while the link keeps moving text."""
+    from . import jxl
+
+    raw = BlobStore(home.blobs_dir).get(sha)
+    coded_path, plain_path = _prepared_paths(home, sha)
+    coded = jxl.transcode(raw)
+    if coded is not None:
+        write_atomic(coded_path, pack_coded_blob(Codec.JPEG_XL, len(raw), coded))
+    else:
+        write_atomic(plain_path, b"")
+
+
+def photos_to_prepare(home: Home, conn: sqlite3.Connection, peer: Capabilities) -> list[bytes]:
+    """JPEGs of queued posts that still need their transport form worked out."""
+    out: list[bytes] = []
+    for q in queue.items(conn, status="queued"):
+        if isinstance(q.item, Post):
+            for m in q.item.media:
+                if _codable(m.media_type, peer) and m.sha256 not in out:
+                    coded, plain = _prepared_paths(home, m.sha256)
+                    known = conn.execute(
+                        "SELECT 1 FROM link_transfers WHERE sha256 = ?", (m.sha256,)
+                    ).fetchone()
+                    if not known and not coded.exists() and not plain.exists():
+                        out.append(m.sha256)
+    return out
+
+
+def plan(
+    home: Home,
+    conn: sqlite3.Connection,
+    peer: Capabilities | None = None,
+    *,
+    defer: frozenset[bytes] = frozenset(),
+) -> None:
     """Turn every queued item into transfers (durably), and mark those items 'sending'.
 
     ``peer`` is what ground decodes (the link's capability token): it picks the items codec
@@ -244,7 +286,13 @@ def plan(home: Home, conn: sqlite3.Connection, peer: Capabilities | None = None)
     store = BlobStore(home.blobs_dir)
     now = _now_ms()
     text = [q for q in pending if not (isinstance(q.item, Post) and q.item.media)]
-    photo_posts = [q for q in pending if isinstance(q.item, Post) and q.item.media]
+    # A photo post whose JPEG is still being transcoded (``defer``) waits for the next pass;
+    # text never waits for it.
+    photo_posts = [
+        q
+        for q in pending
+        if isinstance(q.item, Post) and q.item.media and not any(m.sha256 in defer for m in q.item.media)
+    ]
     batches: list[list[queue.QueuedItem]] = [
         text[i : i + MAX_TEXT_BUNDLE_ITEMS] for i in range(0, len(text), MAX_TEXT_BUNDLE_ITEMS)
     ]

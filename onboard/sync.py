@@ -124,8 +124,27 @@ async def sync(
     url = cfg.ground_url + "/v1/link"
     headers = {"Authorization": f"Bearer {cfg.token}", "Content-Type": FRAME_TYPE}
 
+    prep: asyncio.Future[None] | None = None
+    preparing: frozenset[bytes] = frozenset()
+
+    def prepare_all(shas: list[bytes]) -> None:
+        for sha in shas:
+            link.prepare_photo(home, sha)
+
     def scan(now: float) -> None:
-        link.plan(home, conn, cfg.peer)
+        nonlocal prep, preparing
+        if prep is not None and prep.done():
+            prep.result()  # a failure to read a photo is the astronaut's to see
+            prep, preparing = None, frozenset()
+        if prep is None:
+            todo = link.photos_to_prepare(home, conn, cfg.peer)
+            if todo:
+                # Transcoding takes ~0.5 s a photo: off the event loop, so text and
+                # answers keep moving meanwhile.
+                preparing = frozenset(todo)
+                prep = asyncio.ensure_future(asyncio.to_thread(prepare_all, todo))
+                prep.add_done_callback(lambda _f: wake.set())
+        link.plan(home, conn, cfg.peer, defer=preparing)
         for p in link.active_transfers(home, conn):
             name = p.spec.key.name
             if name in added:
@@ -201,6 +220,8 @@ async def sync(
         try:
             while not stop.is_set():
                 now = time.monotonic()
+                if prep is not None and prep.done():
+                    next_scan = now  # photos are ready: plan them at once
                 if now >= next_scan:
                     scan(now)
                     next_scan = now + rescan_s
@@ -245,6 +266,10 @@ async def sync(
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), min(delay, 1.0))
         finally:
+            if prep is not None:
+                # Let a transcode in progress finish writing its file (bounded wait).
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait([prep], timeout=30)
             for t in list(tasks.values()):
                 t.cancel()
             await asyncio.gather(*tasks.values(), return_exceptions=True)
