@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import sqlite3
 import stat
 import subprocess
@@ -518,3 +519,73 @@ async def test_rejected_bundle_comes_back_as_the_exact_reason(cli: Cli, tmp_path
     assert state == "failed" and "[revoked_key]" in detail and fp in detail
     assert "failed" in cli.onboard("queue").output
     assert _archive_posts(cli.ground_home) == []
+
+
+async def test_cut_at_any_byte_of_a_request_or_its_answer_resumes_exactly_once(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """Sweep the cut point across the whole HTTP request (headers, frame, body) and its answer."""
+    token = setup_station(cli, tmp_path)
+    home = Home(cli.onboard_home)
+    # A run moves ~840 bytes up (receipts query, the post inline in its OPEN) and ~750 down.
+    offsets = [("up", n) for n in range(1, 800, 35)] + [("down", n) for n in range(1, 700, 70)]
+    async with running_ground(cli.ground_home) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for i, (way, n) in enumerate(offsets):
+            cli.onboard("post", "--as", "alice", "--to", "archive:alice", f"post {i} " + "x" * 900)
+            proxy = LinkProxy("127.0.0.1", port, cut_every_bytes=(n, n), max_cuts=1, cut_direction=way)
+            async with proxy:
+                link_to(cli, proxy.url, token)
+                result = await sync(home, config=FAST, give_up_after_s=30, receipts_every_s=3600)
+            assert proxy.stats.random_cuts == 1, (way, n)  # the cut happened, at byte n
+            assert result.pending_items == 0 and result.rejected == 0 and result.failures >= 1
+        cli.onboard("link", "add", "--ground", url, "--token-file", str(token))
+        await sync(home, config=FAST, wait_published_s=20)
+    assert len(_archive_posts(cli.ground_home)) == len(offsets)
+    pubs = _publications(cli.ground_home)
+    assert len(pubs) == len(offsets) and all(p[2] == "published" and p[3] == 1 for p in pubs)
+
+
+async def test_chunk_is_fsynced_before_it_is_acknowledged(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Order of effects on ground for one chunk: write, fsync, record ranges, then the answer."""
+    import ground.uploads as uploads
+
+    log: list[str] = []
+    real_fsync, real_persist = os.fsync, uploads.UploadStore.persist
+
+    def fsync(fd: int) -> None:
+        log.append("fsync")
+        real_fsync(fd)
+
+    def persist(self: uploads.UploadStore, rec) -> None:  # type: ignore[no-untyped-def]
+        log.append(f"persist {rec.ranges.total}")
+        real_persist(self, rec)
+
+    monkeypatch.setattr(uploads.os, "fsync", fsync)
+    monkeypatch.setattr(uploads.UploadStore, "persist", persist)
+    token = json.loads(setup_station(cli, tmp_path).read_text())["token"]
+    data = b"y" * 50_000
+    key = TransferKey(kind=TransferKind.BLOB, sha256=hashlib.sha256(data).digest())
+    async with running_ground(cli.ground_home) as url, aiohttp.ClientSession() as s:
+        auth = {"Authorization": f"Bearer {token}"}
+        async with s.post(
+            url + "/v1/link",
+            data=encode_request(Open(seq=1, key=key, size_bytes=len(data), owner="a")),
+            headers=auth,
+        ) as r:
+            assert r.status == 200
+        log.clear()
+        async with s.post(
+            url + "/v1/link",
+            data=encode_request(Chunk(seq=2, key=key, offset=0, data=data[:1000])),
+            headers=auth,
+        ) as r:
+            log.append(f"answer {r.status}")
+    assert log[:3] == ["fsync", "persist 1000", "answer 200"] or log[:4] == [
+        "fsync",
+        "fsync",
+        "persist 1000",
+        "answer 200",
+    ], log
