@@ -159,6 +159,7 @@ async def _run(
 
     names = list(NAMES[:astronauts])
     plan = plan_posts(wl, astronauts, duration_s, seed)
+    workdir = workdir.resolve()  # the children run with cwd=workdir: hand them absolute paths
     a, g, token = _setup(workdir, names, wl)
     photos_dir = workdir / "photos"
     photos_dir.mkdir()

@@ -116,3 +116,30 @@ def test_realtime_and_virtual_agree_on_a_narrow_link_mid_transfer(tmp_path: Path
     the bytes that crossed agree too, with TCP dynamics in play (lossless: the proxy cannot
     drop packets, so the comparison leaves loss out)."""
     _agreement(tmp_path, minutes=1.0, offset_min=0, profile_name="degraded", rel=0.05, loss=0.0)
+
+
+@needs_live_link
+def test_documented_realtime_command_with_a_relative_report_folder(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """`python simulate.py --profile iss-ku --realtime --minutes N --report out/`, run from
+    another folder with a relative report path (the children run elsewhere: paths must hold)."""
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, str(repo / "simulate.py"), "--profile", "iss-ku", "--realtime", "--minutes", "0.3"]
+    res = subprocess.run(
+        [*cmd, "--report", "out/", "--quiet"],
+        cwd=tmp_path,
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "realtime run: profile iss-ku" in res.stdout
+    rep = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rep["mode"] == "realtime" and rep["posts"]["published"] > 0
+    assert (tmp_path / "out" / "report.png").exists()
