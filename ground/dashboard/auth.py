@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -118,7 +119,9 @@ def _csrf_ok(request: web.Request, session: operators.Session) -> str | None:
     if request.headers.get("Authorization", "")[:7].lower() == "bearer ":
         return None  # browsers never attach bearer tokens on their own
     origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
+    # Host only, not scheme: behind a TLS-terminating proxy the browser says https while
+    # aiohttp sees http; a forging site can never present our host.
+    if origin is not None and urlsplit(origin).netloc != request.host:
         return f"cross-origin request from {origin} refused"
     sent = request.headers.get(CSRF_HEADER, "")
     if not sent or not hmac.compare_digest(sent.encode(), session.csrf.encode()):
