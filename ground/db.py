@@ -7,9 +7,10 @@ transaction, so a crash leaves the database either before or after it.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+from onboard.sqlitedb import open_db
+from onboard.sqlitedb import transaction as transaction  # re-exported: ground modules use db.transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS astronauts (
@@ -152,24 +153,7 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open ground's database with WAL and full fsync; creates the schema if new."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.executescript(SCHEMA)
-    return conn
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    return open_db(path, SCHEMA, check_same_thread=False)
 
 
 def audit(conn: sqlite3.Connection, now_ms: int, actor: str, kind: str, detail: str) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from protocol import Item, Post, SignedItem, decode_item
+
+from .sqlitedb import open_db
+from .sqlitedb import transaction as transaction  # re-exported: callers use queue.transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -58,23 +59,7 @@ class QueuedItem:
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open the queue database (WAL, full sync: an accepted post must survive power loss)."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.executescript(SCHEMA)
-    return conn
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    return open_db(path, SCHEMA)
 
 
 def add_item(conn: sqlite3.Connection, signed: SignedItem, item: Item) -> None:
