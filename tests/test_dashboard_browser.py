@@ -142,7 +142,7 @@ async def test_operator_watches_posts_flow_retries_and_sees_tampering(
 
     # 2. A post with a photo from the real onboard client, scheduled a few seconds ahead, sent
     #    over the live link by `onboard sync`.
-    at = datetime.fromtimestamp(time.time() + 8, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    at = datetime.fromtimestamp(time.time() + 12, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     text = "Hello from the dashboard test 🌍"
     out = await run(
         "onboard",
