@@ -35,6 +35,14 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 # with a memory cap, and libjxl holds every DCT coefficient (~6 bytes a pixel for 4:4:4).
 # 100 MP is several times what any platform accepts.
 MAX_PIXELS = 100_000_000
+# Bytes read from a photo's start to judge it before loading it whole: room for EXIF, ICC
+# and thumbnails (several 64 KiB segments) ahead of the frame header that gives its size.
+HEAD_BYTES = 1024 * 1024
+# A JPEG is entropy-coded samples: even quality 100 with no chroma subsampling stays well
+# under this many bytes a pixel (~1 typical). A file far larger than its pixels could fill
+# carries something else (trailing data, or not a photo at all); it travels as-is rather
+# than being loaded whole for a transcode that cannot gain.
+MAX_BYTES_PER_PIXEL = 8
 # A CLI backend call that takes longer than this is stuck (a 64 MiB JPEG takes seconds).
 CLI_TIMEOUT_S = 120.0
 
@@ -159,6 +167,20 @@ def _pixels(jpeg: bytes) -> int | None:
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
         return None
     return int(w) * int(h)
+
+
+def worth_transcoding(head: bytes, size_bytes: int) -> bool:
+    """From a photo's first ``HEAD_BYTES`` and its size: is a transcode attempt worthwhile?
+
+    False (send as-is, without reading the whole file) for anything that is not a JPEG,
+    whose frame header is unreadable, too many pixels, or far more bytes than its pixels.
+    """
+    if default_backend() is None or not is_jpeg(head):
+        return False
+    pixels = _pixels(head)
+    if pixels is None or pixels > MAX_PIXELS:
+        return False
+    return size_bytes <= pixels * MAX_BYTES_PER_PIXEL + HEAD_BYTES
 
 
 def transcode(jpeg: bytes, backend: Backend | None = None) -> bytes | None:

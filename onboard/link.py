@@ -238,8 +238,17 @@ def prepare_photo(home: Home, sha: bytes) -> None:
     so a driver can run it in a thread while the link keeps moving text."""
     from . import jxl
 
-    raw = BlobStore(home.blobs_dir).get(sha)
+    store = BlobStore(home.blobs_dir)
     coded_path, plain_path = _prepared_paths(home, sha)
+    with store.path(sha).open("rb") as f:
+        head = f.read(jxl.HEAD_BYTES)
+        size = os.fstat(f.fileno()).st_size
+    # Judge the photo by its header first: one that cannot gain travels as-is and is never
+    # read whole here (the sender streams it from disk, chunk by chunk).
+    if not jxl.worth_transcoding(head, size):
+        write_atomic(plain_path, b"")
+        return
+    raw = store.get(sha)
     coded = jxl.transcode(raw)
     if coded is not None:
         write_atomic(coded_path, pack_coded_blob(Codec.JPEG_XL, len(raw), coded))

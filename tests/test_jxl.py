@@ -110,6 +110,23 @@ def test_huge_photos_travel_as_is(monkeypatch: pytest.MonkeyPatch, test_jpegs: d
     assert jxl.transcode(test_jpegs["rocket.jpg"].read_bytes()) is None
 
 
+def test_header_decides_before_a_photo_is_read_whole(
+    monkeypatch: pytest.MonkeyPatch, test_jpegs: dict[str, Path], sample_pngs: list[Path]
+) -> None:
+    raw = test_jpegs["rocket.jpg"].read_bytes()
+    head = raw[: raw.index(b"\xff\xda")]  # the header segments, up to the first scan
+    assert jxl.worth_transcoding(head, len(raw))
+    # The same header over far more bytes than its 640×427 pixels could fill: as-is.
+    assert not jxl.worth_transcoding(head, 640 * 427 * jxl.MAX_BYTES_PER_PIXEL + jxl.HEAD_BYTES + 1)
+    assert not jxl.worth_transcoding(raw[:20], len(raw))  # no frame header: unreadable
+    assert not jxl.worth_transcoding(sample_pngs[0].read_bytes(), 1000)
+    monkeypatch.setattr(jxl, "MAX_PIXELS", 1000)
+    assert not jxl.worth_transcoding(head, len(raw))
+    monkeypatch.undo()
+    monkeypatch.setenv("ORBITPOST_JXL", "none")
+    assert not jxl.worth_transcoding(head, len(raw))
+
+
 def test_codec_switched_off_means_as_is(test_jpegs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORBITPOST_JXL", "none")
     raw = test_jpegs["rocket.jpg"].read_bytes()
