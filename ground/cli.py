@@ -216,13 +216,22 @@ def serve(
 def receipts(
     out: Annotated[Path, typer.Option("--out", help="Write the signed receipts document here.")],
     since: Annotated[int, typer.Option("--since", help="Only changes at or after this time (ms).")] = 0,
+    station: Annotated[
+        str | None,
+        typer.Option("--station", help="Only what this station uploaded over the live link (default: all)."),
+    ] = None,
 ) -> None:
     """Write signed receipts for a file hand-off back up to the station (`onboard receipts import`)."""
     from onboard.files import write_atomic
 
     from .receipts import build_document
 
-    doc, _next, more = build_document(state.home, since, _now_ms(), limit=10_000)
+    if (
+        station is not None
+        and not state.home.conn.execute("SELECT 1 FROM stations WHERE name = ?", (station,)).fetchone()
+    ):
+        raise GroundError(f"no station {station!r} (`ground station add` registers one)")
+    doc, _next, more = build_document(state.home, since, _now_ms(), limit=10_000, station=station)
     write_atomic(out, doc)
     console.print(
         f"wrote {out} ({len(doc):,} bytes)" + (" — more remain; run again with --since" if more else "")

@@ -50,19 +50,29 @@ def ground_key_line(home: GroundHome) -> str:
     return format_public_key(ground_key(home).public_key)
 
 
+def station_source(station: str) -> str:
+    """The ``source`` ground records for bundles a station uploads over the live link."""
+    return f"link:{station}"
+
+
 def collect(
-    conn: sqlite3.Connection, since_ms: int, limit: int = DEFAULT_LIMIT
+    conn: sqlite3.Connection, since_ms: int, limit: int = DEFAULT_LIMIT, *, station: str | None = None
 ) -> tuple[list[Receipt], int, bool]:
     """Receipts for everything that changed at or after ``since_ms``, oldest first.
 
+    With ``station``, only what that station uploaded over the live link: its bundles, and
+    the publications of the posts they carried (one station never learns of another's posts).
     Returns (receipts, next_since_ms, more). Entries at exactly next_since_ms may come
     again in the next document; applying a receipt twice changes nothing.
     """
+    # "?2 IS NULL OR ..." keeps one query for both cases; NULL means every source.
+    source = None if station is None else station_source(station)
     out: list[Receipt] = []
     for item_id, account, state, url, err, updated in conn.execute(
-        "SELECT item_id, account, state, url, last_error, updated_ms FROM publications "
-        "WHERE updated_ms >= ? ORDER BY updated_ms LIMIT ?",
-        (since_ms, limit + 1),
+        "SELECT p.item_id, p.account, p.state, p.url, p.last_error, p.updated_ms FROM publications p "
+        "JOIN items i ON i.id = p.item_id JOIN bundles b ON b.bundle_id = i.bundle_id "
+        "WHERE p.updated_ms >= ?1 AND (?2 IS NULL OR b.source = ?2) ORDER BY p.updated_ms LIMIT ?3",
+        (since_ms, source, limit + 1),
     ):
         out.append(
             PublicationReceipt(
@@ -70,8 +80,9 @@ def collect(
             )
         )
     for bundle_id, sha_hex, received in conn.execute(
-        "SELECT bundle_id, sha256, received_ms FROM bundles WHERE received_ms >= ? ORDER BY received_ms LIMIT ?",
-        (since_ms, limit + 1),
+        "SELECT bundle_id, sha256, received_ms FROM bundles WHERE received_ms >= ?1 "
+        "AND (?2 IS NULL OR source = ?2) ORDER BY received_ms LIMIT ?3",
+        (since_ms, source, limit + 1),
     ):
         ids = tuple(
             i for (i,) in conn.execute("SELECT id FROM items WHERE bundle_id = ? ORDER BY id", (bundle_id,))
@@ -88,9 +99,9 @@ def collect(
             )
         )
     for sha_hex, received, code, message in conn.execute(
-        "SELECT sha256, received_ms, code, message FROM rejections WHERE received_ms >= ? "
-        "ORDER BY received_ms LIMIT ?",
-        (since_ms, limit + 1),
+        "SELECT sha256, received_ms, code, message FROM rejections WHERE received_ms >= ?1 "
+        "AND (?2 IS NULL OR source = ?2) ORDER BY received_ms LIMIT ?3",
+        (since_ms, source, limit + 1),
     ):
         out.append(
             BundleReceipt(
@@ -113,10 +124,13 @@ def collect(
 
 
 def build_document(
-    home: GroundHome, since_ms: int, now_ms: int, limit: int = DEFAULT_LIMIT
+    home: GroundHome, since_ms: int, now_ms: int, limit: int = DEFAULT_LIMIT, *, station: str | None = None
 ) -> tuple[bytes, int, bool]:
-    """A signed receipts document (bytes), the cursor for the next one, and whether more remain."""
-    receipts, next_since, more = collect(home.conn, since_ms, limit)
+    """A signed receipts document (bytes), the cursor for the next one, and whether more remain.
+
+    ``station`` scopes it to what that station uploaded (see ``collect``); None: everything.
+    """
+    receipts, next_since, more = collect(home.conn, since_ms, limit, station=station)
     return sign_receipts(ground_key(home), now_ms, receipts), next_since, more
 
 

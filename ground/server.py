@@ -145,7 +145,10 @@ class LinkService:
                     else:
                         r.commit_done(ev.rid, now, state=state, code=code, message=msg)
                 elif isinstance(ev, ReceiptsWanted):
-                    doc, nxt, more = build_document(self.home, ev.since_ms, _now_ms(), ev.limit)
+                    # A station hears only of what it uploaded itself (docs §9).
+                    doc, nxt, more = build_document(
+                        self.home, ev.since_ms, _now_ms(), ev.limit, station=ev.station
+                    )
                     r.receipts_ready(ev.rid, doc, nxt, more)
                 elif isinstance(ev, UploadExpired):
                     self.store.expire(ev.station, ev.key)

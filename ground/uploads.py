@@ -27,6 +27,7 @@ from .db import transaction
 from .errors import BundleRejected
 from .home import GroundHome
 from .ingest import decoders, ingest_bytes
+from .receipts import station_source
 
 _STATE_TO_DB = {
     UploadState.RECEIVING: "receiving",
@@ -172,7 +173,7 @@ class UploadStore:
                 result = (UploadState.COMMITTED, "", "")
         else:
             try:
-                ingest_bytes(self.home, data, source=f"link:{station}", now_ms=now_ms)
+                ingest_bytes(self.home, data, source=station_source(station), now_ms=now_ms)
                 result = (UploadState.COMMITTED, "", "")
             except BundleRejected as exc:
                 result = (UploadState.REJECTED, str(exc.code), exc.message)
