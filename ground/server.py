@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import signal
 import time
 from typing import Any
@@ -45,6 +46,7 @@ from protocol.transfer_wire import (
 from . import publish
 from .db import audit, transaction
 from .home import GroundHome
+from .ratelimit import AuthFailureLimiter
 from .receipts import build_document
 from .stations import authenticate
 from .uploads import UploadStore
@@ -58,19 +60,28 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def json_error(status: int, code: str, message: str, retryable: bool = False) -> web.Response:
+def json_error(
+    status: int, code: str, message: str, retryable: bool = False, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         status=status,
         text=json.dumps({"error": code, "message": message, "retryable": retryable}),
         content_type="application/json",
+        headers=headers,
     )
 
 
 class LinkService:
     """One receiver for the whole ground, its storage, and the link activity records."""
 
-    def __init__(self, home: GroundHome, config: ReceiverConfig | None = None) -> None:
+    def __init__(
+        self,
+        home: GroundHome,
+        config: ReceiverConfig | None = None,
+        limiter: AuthFailureLimiter | None = None,
+    ) -> None:
         self.home = home
+        self.limiter = limiter or AuthFailureLimiter()
         self.store = UploadStore(home)
         self.receiver = TransferReceiver(
             config, have=self.store.have, quota_for=self._quota, uploads=self.store.load_records()
@@ -89,10 +100,7 @@ class LinkService:
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
         station = authenticate(self.home.conn, token)
         if station is None:
-            self._security(request, "link-unauthorized", "bad or missing station token")
-            return json_error(
-                401, LinkErrorCode.UNAUTHORIZED, "missing or unknown station token (Authorization: Bearer …)"
-            )
+            return self._refuse(request)
         if request.content_length is not None and request.content_length > MAX_FRAME_BYTES:
             return json_error(
                 413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
@@ -163,6 +171,42 @@ class LinkService:
                 else:
                     r.store_failed(rid, err)
 
+    def _refuse(self, request: web.Request) -> web.Response:
+        """A bad or missing token: 401, or 429 once its address has failed too often (ground/ratelimit.py).
+
+        Only failures are limited: a valid token always gets through, so a station never
+        loses its link to a neighbour behind the same address that keeps getting it wrong.
+        """
+        addr, now = request.remote or "?", time.monotonic()
+        lim = self.limiter
+        verdict = lim.blocked(addr, now)
+        if verdict is not None:
+            if verdict.log:  # 1st, 2nd, 4th, 8th... refusal: a flood adds log2(n) rows, not n
+                self._security(
+                    request,
+                    "link-rate-limited",
+                    f"bad station token refused ({verdict.refused} in this block)",
+                )
+            wait = math.ceil(verdict.retry_after_s)
+            return json_error(
+                429,
+                LinkErrorCode.RATE_LIMITED,
+                f"too many bad station tokens from this address; try again in {wait} s",
+                True,
+                headers={"Retry-After": str(wait)},
+            )
+        self._security(request, "link-unauthorized", "bad or missing station token")
+        if lim.failed(addr, now):
+            self._security(
+                request,
+                "link-rate-limited",
+                f"{lim.max_failures} bad station tokens within {lim.window_s:.0f} s: "
+                f"refused for {lim.block_s:.0f} s",
+            )
+        return json_error(
+            401, LinkErrorCode.UNAUTHORIZED, "missing or unknown station token (Authorization: Bearer …)"
+        )
+
     def _audit(self, kind: str, detail: str) -> None:
         conn = self.home.conn
         with transaction(conn):
@@ -219,10 +263,15 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
         return json_error(exc.status, "http_" + str(exc.status), exc.reason)
 
 
-def create_app(home: GroundHome, *, receiver_config: ReceiverConfig | None = None) -> web.Application:
+def create_app(
+    home: GroundHome,
+    *,
+    receiver_config: ReceiverConfig | None = None,
+    auth_limiter: AuthFailureLimiter | None = None,
+) -> web.Application:
     """The ground web application: link endpoint, health, and the dashboard when installed."""
     app = web.Application(client_max_size=MAX_FRAME_BYTES + 1024, middlewares=[_json_errors])
-    app[LINK_KEY] = LinkService(home, receiver_config)
+    app[LINK_KEY] = LinkService(home, receiver_config, auth_limiter)
     app.router.add_post("/v1/link", app[LINK_KEY].handle)
     app.router.add_get("/v1/health", _health)
     try:

@@ -89,6 +89,7 @@ class LinkErrorCode(StrEnum):
     QUOTA_EXCEEDED = "quota_exceeded"
     STORAGE = "storage"  # ground could not write; retry later
     BUSY = "busy"
+    RATE_LIMITED = "rate_limited"  # ground/server.py only: too many bad tokens from one address
 
 
 # HTTP status for each code (ground/server.py); none is ever a 500.
@@ -103,6 +104,7 @@ HTTP_STATUS: dict[str, int] = {
     LinkErrorCode.QUOTA_EXCEEDED: 429,
     LinkErrorCode.STORAGE: 503,
     LinkErrorCode.BUSY: 503,
+    LinkErrorCode.RATE_LIMITED: 429,
 }
 
 

@@ -151,7 +151,8 @@ SCHEMAS: dict[str, Any] = {
             "ts_ms": _INT,
             "kind": {
                 "type": "string",
-                "description": "bundle-rejected, transfer-failed, link-unauthorized, link-bad-request, "
+                "description": "bundle-rejected, transfer-failed, link-unauthorized, link-rate-limited, "
+                "link-bad-request, "
                 "security (a refused command), login-failed, login-limited",
             },
             "code": _NSTR,

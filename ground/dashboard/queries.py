@@ -239,7 +239,14 @@ def posts(
     return out
 
 
-SECURITY_KINDS = ("login-failed", "login-limited", "link-unauthorized", "link-bad-request", "security")
+SECURITY_KINDS = (
+    "login-failed",
+    "login-limited",
+    "link-unauthorized",
+    "link-rate-limited",
+    "link-bad-request",
+    "security",
+)
 
 
 def security_events(conn: sqlite3.Connection, limit: int = 100) -> list[JSON]:
