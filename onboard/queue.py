@@ -101,11 +101,14 @@ def _row_to_item(row: sqlite3.Row | tuple) -> QueuedItem:  # type: ignore[type-a
 _COLS = "body, key_id, signature, status, bundle_id, exported_to, detail"
 
 
-def items(conn: sqlite3.Connection, *, status: str | None = None) -> list[QueuedItem]:
-    if status is None:
-        rows = conn.execute(f"SELECT {_COLS} FROM items ORDER BY id").fetchall()
-    else:
-        rows = conn.execute(f"SELECT {_COLS} FROM items WHERE status = ? ORDER BY id", (status,)).fetchall()
+def items(
+    conn: sqlite3.Connection, *, status: str | None = None, kind: str | None = None
+) -> list[QueuedItem]:
+    """Queued items, oldest first; ``status`` and ``kind`` ('post', 'cancel', 'retract') filter."""
+    rows = conn.execute(
+        f"SELECT {_COLS} FROM items WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2) ORDER BY id",
+        (status, kind),
+    ).fetchall()
     return [_row_to_item(r) for r in rows]
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol import RemoteProtocolError
+from protocol import RemoteProtocolError, Retract
 from protocol.receipts import BundleReceipt, PublicationReceipt, ReceiptDocument, verify_receipts
 
 from . import link, queue
@@ -23,6 +23,62 @@ from .errors import OnboardError
 # 'received' so an operator's retry (failed → pending) shows as received again.
 _RANK = {"queued": 0, "exported": 1, "sending": 1, "received": 2, "failed": 2, "published": 3}
 _GROUND_TO_ONBOARD = {"pending": "received", "publishing": "received", "scheduled": "received"}
+
+
+# Delivery states after which ground has nothing more to say (ground/publish.py's diagram);
+# 'queued' and 'exported' ones are not on the live link at all.
+FINAL_STATES = ("published", "failed", "cancelled", "retracted", "retract_failed")
+
+
+def awaiting_receipts(conn: sqlite3.Connection) -> int:
+    """How many of this station's deliveries ground has yet to settle: sent over the link and
+    not in a final state, plus published ones whose retract is on its way."""
+    marks = ", ".join("?" * len(FINAL_STATES))
+    (n,) = conn.execute(
+        f"SELECT COUNT(*) FROM deliveries WHERE state NOT IN ('queued', 'exported', {marks})", FINAL_STATES
+    ).fetchone()
+    for status in ("sending", "received"):
+        for q in queue.items(conn, status=status, kind="retract"):
+            if isinstance(q.item, Retract):
+                (k,) = conn.execute(
+                    "SELECT COUNT(*) FROM deliveries WHERE item_id = ? AND state = 'published'",
+                    (q.item.target_id,),
+                ).fetchone()
+                n += k
+    return int(n)
+
+
+@dataclass(slots=True, kw_only=True)
+class ReceiptsPoll:
+    """When `onboard sync` asks ground for receipts: only while something awaits them
+    (``awaiting_receipts``), every ``every_s`` while answers bring news, doubling up to
+    ``max_s`` while they bring none. A quiet station sends no receipt requests at all."""
+
+    every_s: float = 20.0
+    # Five minutes: a post's fate still shows within minutes, and a day of waiting on a
+    # scheduled post costs ~300 small requests instead of ~4,000.
+    max_s: float = 320.0
+    interval_s: float = field(default=0.0)
+    next_at: float = 0.0  # 0: as soon as something awaits
+
+    def __post_init__(self) -> None:
+        self.interval_s = self.every_s
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
+
+    def idle(self, now: float) -> None:
+        """Nothing awaits receipts: look again in a second (the check is a local query)."""
+        self.next_at = now + 1.0
+
+    def answered(self, now: float, changed: int) -> None:
+        """A receipts exchange finished; ``changed`` deliveries moved."""
+        self.interval_s = self.every_s if changed else min(self.interval_s * 2, self.max_s)
+        self.next_at = now + self.interval_s
+
+    def kick(self) -> None:
+        """Ground has new posts from us: ask soon, at the base interval."""
+        self.interval_s, self.next_at = self.every_s, 0.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

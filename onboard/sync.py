@@ -37,7 +37,7 @@ from protocol.transfer_wire import TransferKind, UploadState
 from . import link, queue
 from .errors import OnboardError
 from .home import Home
-from .receipts import apply_document, verify_document
+from .receipts import ReceiptsPoll, apply_document, awaiting_receipts, verify_document
 
 FRAME_TYPE = "application/x-orbitpost-frame"
 RECEIPTS_CURSOR = "receipts_since_ms"
@@ -99,9 +99,15 @@ async def sync(
     wait_published_s: float = 0.0,
     rescan_s: float = 1.0,
     receipts_every_s: float = 20.0,
+    receipts_max_s: float = 320.0,
     on_status: Callable[[SyncStatus], None] | None = None,
 ) -> SyncResult:
-    """Send everything queued, resume what was cut, and bring receipts back."""
+    """Send everything queued, resume what was cut, and bring receipts back.
+
+    Receipts are asked for only while this station has deliveries ground has not settled
+    (``ReceiptsPoll``): every ``receipts_every_s`` while they change, backing off to
+    ``receipts_max_s`` while they do not, and not at all on a quiet day.
+    """
     cfg = link.load_link(home)
     home.ensure()
     conn = queue.connect(home.db_path)
@@ -116,7 +122,8 @@ async def sync(
     acked: dict[str, int] = {}
     down_since: float | None = None
     next_scan = 0.0
-    next_receipts = 0.0
+    poll = ReceiptsPoll(every_s=receipts_every_s, max_s=max(receipts_max_s, receipts_every_s))
+    receipts_changed = 0  # deliveries moved by the pages of the current receipts exchange
     receipts_pending = False
     receipts_done_once = False
     publish_deadline = time.monotonic() + wait_published_s
@@ -182,7 +189,7 @@ async def sync(
             wake.set()
 
     def handle_events() -> None:
-        nonlocal down_since, fatal, receipts_pending, receipts_done_once, next_receipts
+        nonlocal down_since, fatal, receipts_pending, receipts_done_once, receipts_changed
         while (ev := sender.next_event()) is not None:
             if isinstance(ev, TransferProgress):
                 acked[ev.key.name] = ev.acked_bytes
@@ -194,17 +201,19 @@ async def sync(
                 status.committed += ok
                 status.rejected += not ok
                 if ev.key.kind is TransferKind.BUNDLE:
-                    next_receipts = 0.0  # ground has new posts: their receipts are worth asking for
+                    poll.kick()  # ground has new posts: their receipts are worth asking for
             elif isinstance(ev, ReceiptsReceived):
                 doc = verify_document(conn, ev.document, cfg.ground_key)
                 applied = apply_document(conn, doc)
                 status.receipts += applied.receipts
+                receipts_changed += applied.changed
                 link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since_ms))
                 if ev.more:
                     sender.request_receipts(ev.next_since_ms)
                 else:
                     receipts_pending = False
                     receipts_done_once = True
+                    poll.answered(time.monotonic(), receipts_changed)
             elif isinstance(ev, LinkDown):
                 status.link_up, status.reason = False, ev.reason
                 if down_since is None:
@@ -225,10 +234,13 @@ async def sync(
                 if now >= next_scan:
                     scan(now)
                     next_scan = now + rescan_s
-                if not receipts_pending and now >= next_receipts:
-                    sender.request_receipts(int(link.get_state(conn, RECEIPTS_CURSOR, "0")))
-                    receipts_pending = True
-                    next_receipts = now + receipts_every_s
+                if not receipts_pending and poll.due(now):
+                    if awaiting_receipts(conn):
+                        sender.request_receipts(int(link.get_state(conn, RECEIPTS_CURSOR, "0")))
+                        receipts_pending, receipts_changed = True, 0
+                        poll.next_at = now + poll.interval_s  # if the answer never comes
+                    else:
+                        poll.idle(now)
                 deadline = sender.next_deadline()
                 if deadline is not None and deadline <= now:
                     sender.handle_timeout(now)
@@ -244,12 +256,15 @@ async def sync(
                     on_status(status)
                 if not watch:
                     finished = (
-                        sender.pending == 0 and not tasks and receipts_done_once and not receipts_pending
+                        sender.pending == 0
+                        and not tasks
+                        and not receipts_pending
+                        and (receipts_done_once or not awaiting_receipts(conn))
                     )
                     if finished and _pending_items(conn) == 0:
                         if time.monotonic() >= publish_deadline or _unsettled_deliveries(conn) == 0:
                             break
-                        next_receipts = min(next_receipts, now + 1.0)  # waiting to see them published
+                        poll.next_at = min(poll.next_at, now + 1.0)  # waiting to see them published
                     if down_since is not None and now - down_since > give_up_after_s:
                         raise SyncError(
                             f"the link to {cfg.ground_url} has been down for {now - down_since:.0f} s "
@@ -258,7 +273,7 @@ async def sync(
                         )
                 # Sleep until something happens: an answer, a deadline, a rescan.
                 wake.clear()
-                times = [next_scan, next_receipts]
+                times = [next_scan, poll.next_at]
                 d = sender.next_deadline()
                 if d is not None:
                     times.append(d)
