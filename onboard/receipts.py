@@ -67,9 +67,9 @@ class ReceiptsPoll:
     def due(self, now: float) -> bool:
         return now >= self.next_at
 
-    def idle(self, now: float) -> None:
-        """Nothing awaits receipts: look again in a second (the check is a local query)."""
-        self.next_at = now + 1.0
+    def idle(self, now: float, recheck_s: float = 1.0) -> None:
+        """Nothing awaits receipts: look again in ``recheck_s`` (the check is a local query)."""
+        self.next_at = now + recheck_s
 
     def answered(self, now: float, changed: int) -> None:
         """A receipts exchange finished; ``changed`` deliveries moved."""

@@ -4,7 +4,8 @@
 Station side: ``onboard.link.plan``/``active_transfers`` turn the queue into transfers, the
 sans-IO ``TransferSender`` decides every request, deadline and backoff, and each request
 frame is one ``POST /v1/link`` on a pool of keep-alive connections (as aiohttp does);
-receipts are fetched every ``receipts_every_s`` and verified and applied with onboard's code.
+receipts are fetched on onboard's schedule (``ReceiptsPoll``: only while deliveries await
+ground's word, backing off while nothing changes), verified and applied with onboard's code.
 Ground side: the ``TransferReceiver`` and ground's own ``LinkService`` drain (fsynced chunk
 writes, ``ingest_bytes`` on commit, signed receipt documents). This module carries bytes and
 the clock; it decides nothing the real drivers would not.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +24,7 @@ from ground.receipts import ground_key_line
 from ground.server import FRAME_TYPE, LinkService
 from ground.stations import add_station, authenticate, write_token_file
 from onboard import link as onboard_link
-from onboard.receipts import apply_document, verify_document
+from onboard.receipts import ReceiptsPoll, apply_document, awaiting_receipts, verify_document
 from onboard.sync import RECEIPTS_CURSOR
 from protocol.rangeset import RangeSet
 from protocol.transfer import (
@@ -45,6 +47,7 @@ GROUND_URL = "http://127.0.0.1:8470"
 # onboard/sync.py's defaults for `onboard sync --watch`.
 RESCAN_S = 1.0
 RECEIPTS_EVERY_S = 20.0
+RECEIPTS_MAX_S = 320.0
 
 
 class TransferDriver:
@@ -85,7 +88,8 @@ class TransferDriver:
         self.added: set[str] = set()
         self.dirty = True
         self.next_scan = 0.0
-        self.next_receipts = 0.0
+        self.poll = ReceiptsPoll(every_s=RECEIPTS_EVERY_S, max_s=RECEIPTS_MAX_S)
+        self.receipts_changed = 0
         self.receipts_pending = False
         self.wake: Timer | None = None
         self.fatal: str | None = None
@@ -130,24 +134,31 @@ class TransferDriver:
                 if p.spec.key.name not in self.added:
                     self.added.add(p.spec.key.name)
                     self.sender.add(p.spec, p.source, now)
-        if not self.receipts_pending and now >= self.next_receipts:
-            cursor = int(onboard_link.get_state(self.station.conn, RECEIPTS_CURSOR, "0"))
-            self.sender.request_receipts(cursor)
-            self.receipts_pending = True
-            self.next_receipts = now + RECEIPTS_EVERY_S
+        if not self.receipts_pending and self.poll.due(now):
+            if awaiting_receipts(self.station.conn):
+                cursor = int(onboard_link.get_state(self.station.conn, RECEIPTS_CURSOR, "0"))
+                self.sender.request_receipts(cursor)
+                self.receipts_pending, self.receipts_changed = True, 0
+                self.poll.next_at = now + self.poll.interval_s
+            else:
+                # Sync re-checks every second; only a bundle commit (a kick) can make something
+                # await receipts, so virtual time need not wake for it.
+                self.poll.idle(now, math.inf)
         d = self.sender.next_deadline()
         if d is not None and d <= now:
             self.sender.handle_timeout(now)
         for out in self.sender.data_to_send(now):
             self._carry(out.seq, out.data, out.deadline)
         self._events()
-        times = [self.next_receipts]
+        times = [self.poll.next_at]
         if self.dirty:
             times.append(self.next_scan)
         d = self.sender.next_deadline()
         if d is not None:
             times.append(d)
-        self._schedule(max(now + 0.01, min(times)))
+        when = max(now + 0.01, min(times))
+        if math.isfinite(when):  # nothing to wait for: the next post or answer wakes it
+            self._schedule(when)
 
     def _client(self) -> HttpClient | None:
         for c in self.pool:
@@ -228,15 +239,16 @@ class TransferDriver:
                 if ev.state.name != "COMMITTED":
                     self.tracker.rejected.append(f"{ev.key.name}: [{ev.code}] {ev.message}")
                 if ev.key.kind.name == "BUNDLE":
-                    self.next_receipts = self.loop.now  # new posts on ground: ask for their receipts
+                    self.poll.kick()  # new posts on ground: ask for their receipts
             elif isinstance(ev, ReceiptsReceived):
                 doc = verify_document(conn, ev.document, self.cfg.ground_key)
-                apply_document(conn, doc)
+                self.receipts_changed += apply_document(conn, doc).changed
                 onboard_link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since_ms))
                 if ev.more:
                     self.sender.request_receipts(ev.next_since_ms)
                 else:
                     self.receipts_pending = False
+                    self.poll.answered(self.loop.now, self.receipts_changed)
             elif isinstance(ev, LinkFatal):
                 self.fatal = f"[{ev.code}] {ev.message}"
 
