@@ -268,6 +268,37 @@ def retry(
     return failed
 
 
+def retry_now(conn: sqlite3.Connection, item_id: str, account: str, now_ms: int, *, actor: str) -> str:
+    """Make a publication that is waiting out a backoff due now; returns its state.
+
+    Only the wait is cut: the row keeps its state, so an ambiguous failure (still
+    'publishing') is looked up on the platform before any second attempt, and a post
+    scheduled for later still waits for its ``publish_at``.
+    """
+    item_id = item_id.strip().upper()
+    with transaction(conn):
+        row = conn.execute(
+            "SELECT state, attempts, next_attempt_ms FROM publications WHERE item_id = ? AND account = ?",
+            (item_id, account),
+        ).fetchone()
+        if row is None:
+            raise GroundError(f"no publication of {item_id} to {account} (see `ground posts`)")
+        state, attempts, next_ms = row
+        waiting = state in ("pending", "publishing", "retracting") and attempts > 0
+        if not waiting or next_ms is None or next_ms <= now_ms:
+            raise GroundError(
+                f"{item_id} → {account} is not waiting for a retry (state {state}"
+                + (", already due" if next_ms is not None and next_ms <= now_ms and waiting else "")
+                + ")"
+            )
+        conn.execute(
+            "UPDATE publications SET next_attempt_ms = ? WHERE item_id = ? AND account = ?",
+            (now_ms, item_id, account),
+        )
+        audit(conn, now_ms, actor, "retry-now", f"{item_id} → {account} ({state}; was due at {next_ms})")
+    return str(state)
+
+
 # --- the publishing pass --------------------------------------------------------------------------
 
 

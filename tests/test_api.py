@@ -19,9 +19,10 @@ from ground import operators
 from ground.dashboard.api import ROUTES
 from ground.dashboard.auth import LoginLimiter
 from ground.dashboard.openapi import openapi_document
-from ground.errors import BundleRejected
+from ground.errors import BundleRejected, PublishError
 from ground.home import GroundHome
 from ground.ingest import ingest_bytes
+from ground.platforms import Published, PublishRequest
 from ground.publish import publish_due
 from protocol import SigningKey, key_id
 
@@ -78,6 +79,7 @@ def test_no_route_can_change_content_or_post() -> None:
         ("POST", "/api/login"),
         ("POST", "/api/logout"),
         ("POST", "/api/publications/{item_id}/{account}/retry"),
+        ("POST", "/api/publications/{item_id}/{account}/retry-now"),
         ("POST", "/api/platforms/{platform}/pause"),
         ("POST", "/api/platforms/{platform}/resume"),
         ("POST", "/api/accounts/{account}/pause"),
@@ -266,6 +268,92 @@ async def test_retry_a_failed_publication(client: TestClient, home: GroundHome, 
         e["kind"] == "retry" and e["actor"] == f"operator:{ADMIN[0]}" and post_id in e["detail"]
         for e in audit
     )
+
+
+class _Flaky:
+    """An archive stand-in that fails as told, and counts lookups (reconciliation)."""
+
+    name = "archive"
+
+    def __init__(self) -> None:
+        self.errors: list[PublishError] = []
+        self.lookups = 0
+        self.publishes = 0
+
+    async def publish(self, req: PublishRequest, session: Any) -> Published:
+        self.publishes += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return Published(url=f"https://example.test/{self.publishes}", remote_id=str(self.publishes))
+
+    async def lookup(self, req: PublishRequest, session: Any) -> Published | None:
+        self.lookups += 1
+        return Published(url="https://example.test/found", remote_id="found")
+
+    async def delete(self, account: str, remote_id: str, session: Any) -> None:
+        return None
+
+
+async def test_retry_now_cuts_a_backoff_but_never_the_lookup(
+    client: TestClient, home: GroundHome, make_bundle: Any
+) -> None:
+    flaky = _Flaky()
+    flaky.errors = [
+        PublishError("429 slow down", retryable=True),
+        PublishError("timed out after sending", retryable=True, ambiguous=True),
+    ]
+    platforms: dict[str, Any] = {"archive": flaky}
+    r = ingest_bytes(home, make_bundle(1, photo=False), source="test", now_ms=operators_now())
+    post_id = r.post_ids[0]
+    url = f"/api/publications/{post_id}/archive:alice/retry-now"
+    (outcome,) = await publish_due(home, operators_now(), platforms)
+    assert outcome.state == "pending" and outcome.next_attempt_ms > operators_now() + 500
+    # Not logged in / read-only / no CSRF token: refused, nothing changes.
+    assert (await client.post(url)).status == 401
+    reader = await login(client, READER)
+    (pub,) = (await (await client.get("/api/posts")).json())["posts"][0]["publications"]
+    assert pub["display_state"] == "retry-wait"
+    assert (await client.post(url, headers={"X-CSRF-Token": reader["csrf_token"]})).status == 403
+    me = await login(client, ADMIN)
+    assert (await client.post(url)).status == 403
+    assert await publish_due(home, operators_now(), platforms) == []  # still waiting
+    csrf = {"X-CSRF-Token": me["csrf_token"]}
+    resp = await client.post(url, headers=csrf)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["state"] == "pending"
+    assert (await client.post(url, headers=csrf)).status == 409  # already due
+    # Due now: the engine tries again; this time the request may have gone out (ambiguous).
+    (outcome,) = await publish_due(home, operators_now(), platforms)
+    assert outcome.state == "publishing" and flaky.publishes == 2
+    resp = await client.post(url, headers=csrf)
+    assert resp.status == 200 and (await resp.json())["state"] == "publishing"
+    # The retry looks the post up first and finds it: no second post.
+    (outcome,) = await publish_due(home, operators_now(), platforms)
+    assert outcome.state == "published" and flaky.lookups == 1 and flaky.publishes == 2
+    assert outcome.url == "https://example.test/found"
+    # Published: nothing to retry now; unknown publication: 404.
+    assert (await client.post(url, headers=csrf)).status == 409
+    assert (await client.post("/api/publications/NOPE/archive:alice/retry-now", headers=csrf)).status == 404
+    audit = (await (await client.get("/api/audit?operators_only=1")).json())["events"]
+    mine = [e for e in audit if e["kind"] == "retry-now"]
+    assert len(mine) == 2 and all(
+        e["actor"] == f"operator:{ADMIN[0]}" and post_id in e["detail"] for e in mine
+    )
+
+
+async def test_retry_now_leaves_a_scheduled_post_alone(
+    client: TestClient, home: GroundHome, make_bundle: Any
+) -> None:
+    me = await login(client, ADMIN)
+    csrf = {"X-CSRF-Token": me["csrf_token"]}
+    r = ingest_bytes(home, make_bundle(1, photo=False), source="test", now_ms=operators_now())
+    home.conn.execute(
+        "UPDATE publications SET next_attempt_ms = ? WHERE item_id = ?",
+        (operators_now() + 3_600_000, r.post_ids[0]),
+    )
+    home.conn.commit()
+    resp = await client.post(f"/api/publications/{r.post_ids[0]}/archive:alice/retry-now", headers=csrf)
+    assert resp.status == 409 and "not waiting for a retry" in (await resp.json())["error"]
 
 
 async def test_pause_resume_and_revoke_are_recorded(

@@ -1,4 +1,4 @@
-"""What an operator may do: retry a publication, pause/resume a platform or account, revoke a key.
+"""What an operator may do: retry a publication (or cut its backoff wait), pause/resume a platform or account, revoke a key.
 
 Each action is one transaction that changes state *and* appends who did it to the audit
 log, so the log cannot miss an action that happened. There is deliberately no action
@@ -42,6 +42,23 @@ def retry_publication(conn: sqlite3.Connection, item_id: str, account: str, now_
         publish.retry(conn, item_id, now_ms, account, actor=actor)
     except GroundError as exc:
         raise ActionError(f"{exc}; only failed publications can be retried", status=409) from exc
+
+
+def retry_publication_now(
+    conn: sqlite3.Connection, item_id: str, account: str, now_ms: int, actor: str
+) -> str:
+    """Cut the backoff wait of a publication due to be retried; returns its (unchanged) state."""
+    exists = conn.execute(
+        "SELECT 1 FROM publications WHERE item_id = ? AND account = ?", (item_id.strip().upper(), account)
+    ).fetchone()
+    if exists is None:
+        raise ActionError(f"no publication of post {item_id} to {account}", status=404)
+    try:
+        return publish.retry_now(conn, item_id, account, now_ms, actor=actor)
+    except GroundError as exc:
+        raise ActionError(
+            f"{exc}; only a publication waiting out a backoff can be retried now", status=409
+        ) from exc
 
 
 def set_platform_paused(

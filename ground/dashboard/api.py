@@ -295,6 +295,16 @@ async def retry(request: web.Request) -> web.StreamResponse:
     return err or _json({"ok": True, "item_id": item_id, "account": account, "state": "pending"})
 
 
+@require(admin=True)
+async def retry_now(request: web.Request) -> web.StreamResponse:
+    item_id, account = request.match_info["item_id"], request.match_info["account"]
+    try:
+        state = actions.retry_publication_now(_conn(request), item_id, account, now_ms(), actor(request))
+    except actions.ActionError as exc:
+        return json_error(exc.status, str(exc))
+    return _json({"ok": True, "item_id": item_id, "account": account, "state": state})
+
+
 def _pause_handler(kind: str, paused: bool) -> Any:
     @require(admin=True)
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -337,6 +347,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/api/openapi.json", openapi),
     ("GET", "/metrics", metrics),
     ("POST", "/api/publications/{item_id}/{account}/retry", retry),
+    ("POST", "/api/publications/{item_id}/{account}/retry-now", retry_now),
     ("POST", "/api/platforms/{platform}/pause", _pause_handler("platform", True)),
     ("POST", "/api/platforms/{platform}/resume", _pause_handler("platform", False)),
     ("POST", "/api/accounts/{account}/pause", _pause_handler("account", True)),

@@ -362,6 +362,11 @@ def openapi_document() -> dict[str, Any]:
             "/api/publications/{item_id}/{account}/retry": _action(
                 "Retry a failed publication", ["item_id", "account"]
             ),
+            "/api/publications/{item_id}/{account}/retry-now": _action(
+                "Retry now a publication waiting out a backoff (an ambiguous failure is still looked up "
+                "on the platform first; a scheduled post still waits for its time)",
+                ["item_id", "account"],
+            ),
             "/api/platforms/{platform}/pause": _action("Pause publishing to a platform", ["platform"]),
             "/api/platforms/{platform}/resume": _action("Resume publishing to a platform", ["platform"]),
             "/api/accounts/{account}/pause": _action("Pause publishing to one platform:account", ["account"]),

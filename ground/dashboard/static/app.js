@@ -158,6 +158,11 @@ function pubLine(p, post) {
   if (p.last_error && p.state !== "published") parts.push(el("div", { class: "reason" }, p.last_error));
   if ((p.display_state === "retry-wait" || p.state === "publishing") && p.next_attempt_ms > nowMs()) parts.push(el("div", { class: "muted" }, `next retry ${until(p.next_attempt_ms)} (${fmtTime(p.next_attempt_ms)})`));
   if (p.attempts > 1) parts.push(" ", el("span", { class: "muted" }, `${p.attempts} attempts`));
+  if ((p.display_state === "retry-wait" || p.state === "publishing" || p.state === "retracting") && p.attempts > 0 && p.next_attempt_ms > nowMs()) {
+    const b = actionButton("Retry now", `retry-now:${post.id}:${p.account}`, `Retry post ${post.id} to ${p.account} now`,
+      () => act(`/api/publications/${encodeURIComponent(post.id)}/${encodeURIComponent(p.account)}/retry-now`, `Retry of ${p.account} due now`));
+    if (b) parts.push(" ", b);
+  }
   if (p.state === "failed" || p.state === "retract_failed") {
     const b = actionButton("Retry", `retry:${post.id}:${p.account}`, `Retry post ${post.id} to ${p.account}`,
       () => act(`/api/publications/${encodeURIComponent(post.id)}/${encodeURIComponent(p.account)}/retry`, `Retry queued for ${p.account}`));
