@@ -136,6 +136,19 @@ CREATE TABLE IF NOT EXISTS link_traffic (
     requests    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (station, minute_ms)
 );
+-- Limits learned from a platform for one account (a Mastodon instance's /api/v2/instance),
+-- sent to stations in signed receipts so onboard checks posts against the same numbers
+-- ground will (ground/account_limits.py). NULL: the platform default.
+CREATE TABLE IF NOT EXISTS account_limits (
+    account         TEXT PRIMARY KEY,   -- platform:account
+    max_text        INTEGER,
+    max_media       INTEGER,
+    max_media_bytes INTEGER,
+    url_length      INTEGER,
+    max_alt         INTEGER,
+    media_types     TEXT,               -- space-separated, or NULL
+    updated_ms      INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     ts_ms   INTEGER NOT NULL,

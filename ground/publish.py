@@ -45,6 +45,7 @@ from protocol import Post, decode_item
 from protocol.model import parse_target
 from protocol.rules import check_target, rules_for
 
+from . import account_limits
 from .credentials import store_for
 from .db import audit, transaction
 from .errors import GroundError, PublishError
@@ -439,6 +440,9 @@ class _Job:
         fetch = getattr(platform, "rules", None)
         if fetch is not None:
             learned = await fetch(self.account, session)
+            if learned is not None:
+                # Stations learn these with the next receipts (onboard then checks the same).
+                account_limits.record(self.conn, self.account, learned, self.now_ms)
         rules = learned or rules_for(self.account)
         if rules is None:
             return []

@@ -115,7 +115,15 @@ def account_check(target: str) -> None:
 
     async def run() -> str:
         async with aiohttp.ClientSession() as session:
-            return str(await check(target.partition(":")[2], session))
+            said = str(await check(target.partition(":")[2], session))
+            fetch = getattr(platform, "rules", None)
+            learned = await fetch(target, session) if fetch is not None else None
+            if learned is not None:
+                # Stations get these with their next receipts; onboard then checks the same limits.
+                from . import account_limits
+
+                account_limits.record(_home().conn, target, learned, _now_ms())
+            return said
 
     try:
         console.print(f"{target}: {asyncio.run(run())}")

@@ -14,6 +14,7 @@ from protocol import SigningKey, format_public_key
 from protocol.ids import ulid_to_bytes
 from protocol.receipts import BundleReceipt, PublicationReceipt, Receipt, sign_receipts
 
+from . import account_limits
 from .errors import GroundError
 from .home import GroundHome
 
@@ -114,6 +115,7 @@ def collect(
                 updated_ms=received,
             )
         )
+    out.extend(account_limits.changed_since(conn, since_ms, limit + 1))
     out.sort(key=lambda r: r.updated_ms)
     more = len(out) > limit
     out = out[:limit]

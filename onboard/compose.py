@@ -14,12 +14,14 @@ from protocol.ids import new_ulid
 from protocol.limits import DEFAULT_LIMITS
 from protocol.mediatype import sniff_media_type
 from protocol.model import Cancel, Item, Retract, check_item, parse_target
+from protocol.rules import violations
 
 from . import queue
 from .errors import PostRejected, QueueError
 from .files import BlobStore
 from .home import Home
 from .keystore import load_key
+from .receipts import known_rules
 
 # One photo larger than this is refused onboard: no platform we publish to takes more,
 # and on a 10 kbit/s link it would block the queue for hours.
@@ -110,7 +112,7 @@ def compose_post(
         targets=tuple(targets),
         publish_at_ms=publish_at_ms,
     )
-    check_rules(post)
+    check_rules(post, conn)
     try:
         check_item(post)
     except LocalProtocolError as exc:
@@ -124,13 +126,10 @@ def compose_post(
     return post
 
 
-def check_rules(post: Post) -> None:
-    """Platform rules hook: refuse onboard what a target platform would refuse (issue: publishing)."""
-    try:
-        from protocol.rules import violations  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        return
-    problems = violations(post)
+def check_rules(post: Post, conn: sqlite3.Connection | None = None) -> None:
+    """Refuse onboard what a target platform would refuse, with the per-account limits ground
+    sent in signed receipts (a Mastodon instance's own) where known, else the defaults."""
+    problems = violations(post, known_rules(conn) if conn is not None else None)
     if problems:
         raise PostRejected("; ".join(str(p) for p in problems))
 

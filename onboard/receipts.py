@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol import RemoteProtocolError, Retract
-from protocol.receipts import BundleReceipt, PublicationReceipt, ReceiptDocument, verify_receipts
+from protocol.receipts import (
+    AccountLimitsReceipt,
+    BundleReceipt,
+    PublicationReceipt,
+    ReceiptDocument,
+    verify_receipts,
+)
+from protocol.rules import PlatformRules, rules_for, with_limits
 
 from . import link, queue
 from .errors import OnboardError
@@ -81,6 +88,22 @@ class ReceiptsPoll:
         self.interval_s, self.next_at = self.every_s, 0.0
 
 
+# Limits ground learned for an account (a Mastodon instance's own), from signed receipts:
+# compose checks that account's posts against these instead of the platform defaults.
+LIMITS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS account_limits (
+    account         TEXT PRIMARY KEY,
+    max_text        INTEGER,
+    max_media       INTEGER,
+    max_media_bytes INTEGER,
+    url_length      INTEGER,
+    max_alt         INTEGER,
+    media_types     TEXT,
+    updated_ms      INTEGER NOT NULL
+);
+"""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Applied:
     receipts: int
@@ -97,12 +120,15 @@ def verify_document(conn: sqlite3.Connection, data: bytes, ground_key: bytes) ->
 def apply_document(conn: sqlite3.Connection, doc: ReceiptDocument) -> Applied:
     """Update deliveries and items from a verified document; returns how many rows changed."""
     link.ensure_schema(conn)
+    conn.executescript(LIMITS_SCHEMA)
     changed = 0
     now = int(time.time() * 1000)
     with queue.transaction(conn):
         for r in doc.receipts:
             if isinstance(r, PublicationReceipt):
                 changed += _apply_publication(conn, r, now)
+            elif isinstance(r, AccountLimitsReceipt):
+                changed += _apply_limits(conn, r)
             else:
                 changed += _apply_bundle(conn, r, now)
     return Applied(receipts=len(doc.receipts), changed=changed)
@@ -127,6 +153,55 @@ def _apply_publication(conn: sqlite3.Connection, r: PublicationReceipt, now: int
     )
     _roll_up(conn, r.item_id)
     return 1
+
+
+def _apply_limits(conn: sqlite3.Connection, r: AccountLimitsReceipt) -> int:
+    """Keep the newest limits per account (an older document never overwrites a newer one)."""
+    cur = conn.execute(
+        "INSERT INTO account_limits (account, max_text, max_media, max_media_bytes, url_length, max_alt, "
+        "media_types, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(account) DO UPDATE SET max_text = excluded.max_text, max_media = excluded.max_media, "
+        "max_media_bytes = excluded.max_media_bytes, url_length = excluded.url_length, "
+        "max_alt = excluded.max_alt, media_types = excluded.media_types, updated_ms = excluded.updated_ms "
+        "WHERE excluded.updated_ms > account_limits.updated_ms",
+        (
+            r.account,
+            r.max_text,
+            r.max_media,
+            r.max_media_bytes,
+            r.url_length,
+            r.max_alt,
+            None if r.media_types is None else "\n".join(r.media_types),
+            r.updated_ms,
+        ),
+    )
+    return cur.rowcount
+
+
+def known_rules(conn: sqlite3.Connection) -> dict[str, PlatformRules]:
+    """Rules per ``platform:account`` from the limits ground sent (for protocol.rules.violations)."""
+    try:
+        rows = conn.execute(
+            "SELECT account, max_text, max_media, max_media_bytes, url_length, max_alt, media_types "
+            "FROM account_limits"
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return {}  # no receipts applied yet on this laptop
+    out: dict[str, PlatformRules] = {}
+    for account, mt, mm, mb, ul, ma, types in rows:
+        base = rules_for(account)
+        if base is None:
+            continue  # a platform this laptop has no rules for: nothing to refine
+        out[account] = with_limits(
+            base,
+            max_text=base.max_text if mt is None else mt,
+            max_media=base.max_media if mm is None else mm,
+            max_media_bytes=base.max_media_bytes if mb is None else mb,
+            url_length=base.url_length if ul is None else ul,
+            max_alt=base.max_alt if ma is None else ma,
+            media_types=base.media_types if types is None else frozenset(types.split("\n")),
+        )
+    return out
 
 
 def _roll_up(conn: sqlite3.Connection, item_id: str) -> None:

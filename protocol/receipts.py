@@ -7,6 +7,13 @@ ground's Ed25519 signature over ``RECEIPTS_DOMAIN + body`` and body is canonical
     entry = [1, item_id(16), account, state, url|nil, error|nil, updated_ms]          publication
           | [2, bundle_sha256(32), bundle_id(16)|nil, accepted, code, message,
              [item_id(16), ...], updated_ms]                                             bundle
+          | [3, account, max_text|nil, max_media|nil, max_media_bytes|nil,
+             url_length|nil, max_alt|nil, [media_type, ...]|nil, updated_ms, ...]         account limits
+
+An account-limits entry carries what ground learned from the platform about one account
+(a Mastodon instance's ``/api/v2/instance``), so onboard refuses exactly what ground
+would; nil means "the platform's default". Fields may be appended to it later: a
+decoder reads the ones it knows and ignores the rest (still covered by the signature).
 
 The station pins ground's public key when the link is set up and refuses documents signed
 by anything else, so receipts read from a file hand-off are as trustworthy as live ones.
@@ -34,6 +41,13 @@ MAX_ENTRIES = 10_000
 class EntryKind(IntEnum):
     PUBLICATION = 1
     BUNDLE = 2
+    ACCOUNT_LIMITS = 3
+
+
+# Sanity bounds for learned limits: a hostile or broken instance cannot make onboard
+# accept anything absurd, and a value outside them is a malformed document.
+MAX_LIMIT_VALUE = 2**40
+MAX_MEDIA_TYPES = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,7 +75,21 @@ class BundleReceipt:
     updated_ms: int
 
 
-Receipt = PublicationReceipt | BundleReceipt
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountLimitsReceipt:
+    """Limits ground knows for one ``platform:account``; ``None`` keeps the platform default."""
+
+    account: str
+    max_text: int | None = None
+    max_media: int | None = None
+    max_media_bytes: int | None = None
+    url_length: int | None = None
+    max_alt: int | None = None
+    media_types: tuple[str, ...] | None = None
+    updated_ms: int
+
+
+Receipt = PublicationReceipt | BundleReceipt | AccountLimitsReceipt
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,6 +107,18 @@ def _entry(r: Receipt) -> list[Any]:
             r.state,
             r.url,
             r.error,
+            r.updated_ms,
+        ]
+    if isinstance(r, AccountLimitsReceipt):
+        return [
+            EntryKind.ACCOUNT_LIMITS,
+            r.account,
+            r.max_text,
+            r.max_media,
+            r.max_media_bytes,
+            r.url_length,
+            r.max_alt,
+            None if r.media_types is None else list(r.media_types),
             r.updated_ms,
         ]
     return [
@@ -138,7 +178,33 @@ def _decode_entry(v: Any) -> Receipt:
             item_ids=tuple(_id(i, "bundle item id") for i in ids),
             updated_ms=expect(e[7], int, what="receipt time"),
         )
+    if kind == EntryKind.ACCOUNT_LIMITS:
+        # min_len only: fields appended by a later ground are ignored (see the module doc).
+        expect_list(e, what="account limits receipt", min_len=9)
+        types = None
+        if e[7] is not None:
+            raw = expect_list(e[7], what="account media types", min_len=0, max_len=MAX_MEDIA_TYPES)
+            types = tuple(expect(t, str, what="account media type") for t in raw)
+        return AccountLimitsReceipt(
+            account=expect(e[1], str, what="limits account"),
+            max_text=_opt_limit(e[2], "max_text"),
+            max_media=_opt_limit(e[3], "max_media"),
+            max_media_bytes=_opt_limit(e[4], "max_media_bytes"),
+            url_length=_opt_limit(e[5], "url_length"),
+            max_alt=_opt_limit(e[6], "max_alt"),
+            media_types=types,
+            updated_ms=expect(e[8], int, what="receipt time"),
+        )
     raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown receipt kind {kind}")
+
+
+def _opt_limit(v: Any, what: str) -> int | None:
+    if v is None:
+        return None
+    n = expect(v, int, what=f"account limit {what}")
+    if not 0 <= n <= MAX_LIMIT_VALUE:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"account limit {what} {n} is out of range")
+    return int(n)
 
 
 def verify_receipts(

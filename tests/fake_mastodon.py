@@ -290,7 +290,12 @@ class FakeMastodon:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeMastodon(tokens={args.token: args.user}, latency_s=(0.0, args.max_latency), processing_polls=1)
+    fake = FakeMastodon(
+        tokens={args.token: args.user},
+        latency_s=(0.0, args.max_latency),
+        processing_polls=1,
+        max_characters=args.max_characters,
+    )
     runner = web.AppRunner(fake.app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port)
@@ -307,4 +312,5 @@ if __name__ == "__main__":
     p.add_argument("--token", default="token-alice")
     p.add_argument("--user", default="alice")
     p.add_argument("--max-latency", type=float, default=0.0)
+    p.add_argument("--max-characters", type=int, default=500)
     asyncio.run(_serve(p.parse_args()))

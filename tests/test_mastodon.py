@@ -18,8 +18,10 @@ from ground.credentials import store_for
 from ground.home import GroundHome
 from ground.platforms.mastodon import MastodonPlatform, idempotency_key
 from ground.publish import publish_due
+from ground.receipts import collect
 from protocol import SigningKey
 from protocol.model import Retract
+from protocol.receipts import AccountLimitsReceipt
 
 TARGET = "mastodon:alice@fake.example"
 
@@ -123,6 +125,10 @@ async def test_instance_limits_are_rechecked_on_ground(
     )
     assert m.statuses == {}
     assert home.conn.execute("SELECT retryable FROM publications").fetchone() == (0,)
+    # Learned limits are kept and go to the station in the next signed receipts.
+    receipts, _, _ = collect(home.conn, 0)
+    (limits,) = [r for r in receipts if isinstance(r, AccountLimitsReceipt)]
+    assert limits.account == TARGET and limits.max_text == 100
 
 
 async def test_permanent_refusal_is_not_retried(
