@@ -87,6 +87,22 @@ async def served(tmp_path: Path, subprocess_env: dict[str, str]) -> AsyncIterato
         "archive:alice",
         "--account",
         "archive:backup",
+        "--account",
+        "webhook:down",
+        env=env,
+    )
+    # A webhook receiver that is down (nothing listens on port 1): publishing to it backs off.
+    (tmp_path / "hook.secret").write_text("hook secret")
+    await run(
+        "ground",
+        ground_dir,
+        "account",
+        "add",
+        "webhook:down",
+        "--secret-file",
+        str(tmp_path / "hook.secret"),
+        "--service-url",
+        "http://127.0.0.1:1/hook",
         env=env,
     )
     token = tmp_path / "station.token"
@@ -195,6 +211,20 @@ async def test_operator_watches_posts_flow_retries_and_sees_tampering(
         f'tr[data-post="{failing_id}"] li[data-account="archive:backup"][data-state="published"]'
     )
     await page.wait_for_selector('#audit-table tr.op:has-text("retry")')
+
+    # 3b. A publication waiting out a backoff (its receiver refuses connections) is retried
+    #     now from the keyboard: the engine tries again at once and backs off again.
+    out = await run(
+        "onboard", onboard_home, "post", "--as", "alice", "--to", "webhook:down", "Third", env=env
+    )
+    waiting_id = out.split()[1]
+    await run("onboard", onboard_home, "sync", env=env)
+    waiting_li = f'tr[data-post="{waiting_id}"] li[data-account="webhook:down"]'
+    await page.wait_for_selector(f'{waiting_li} .badge:has-text("retry-wait")')
+    await page.focus(f'{waiting_li} button[aria-label^="Retry post"]')
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector('#audit-table tr.op:has-text("retry-now")')
+    await page.wait_for_selector(f'{waiting_li}:has-text("2 attempts")')
 
     # 4. A tampered bundle: one byte flipped in a file hand-off is rejected and shown as a
     #    security event; so is a request on the link with a forged station token.
