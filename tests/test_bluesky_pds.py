@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -32,12 +31,7 @@ from ground.publish import publish_due
 
 @pytest.fixture(scope="module")
 def pds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Pds]:
-    reason = harness.missing_reason()
-    if reason is not None:
-        message = f"REAL BLUESKY PDS NOT INSTALLED ({reason}): run `bash tests/pds/install.sh`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " — .ci/run must install it")
-        pytest.skip(message)
+    harness.require_installed()
     server = harness.start(tmp_path_factory.mktemp("pds"))
     try:
         server.create_account("alice.test")

@@ -4,7 +4,6 @@ not before its time, to a real local Bluesky PDS and to a Mastodon-API server, w
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -29,12 +28,7 @@ MASTO = "mastodon:alice@fake.example"
 
 @pytest.fixture(scope="module")
 def pds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Pds]:
-    reason = harness.missing_reason()
-    if reason is not None:
-        message = f"REAL BLUESKY PDS NOT INSTALLED ({reason}): run `bash tests/pds/install.sh`"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message + " — .ci/run must install it")
-        pytest.skip(message)
+    harness.require_installed()
     server = harness.start(tmp_path_factory.mktemp("pds-serve"))
     try:
         server.create_account("alice.test")

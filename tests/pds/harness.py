@@ -38,6 +38,18 @@ def missing_reason() -> str | None:
     return None
 
 
+def require_installed() -> None:
+    """Skip the calling test loudly when the PDS is missing; under CI=true, fail instead."""
+    import pytest
+
+    reason = missing_reason()
+    if reason is not None:
+        message = f"REAL BLUESKY PDS NOT INSTALLED ({reason}): run `bash tests/pds/install.sh`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " — .ci/run must install it")
+        pytest.skip(message)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
