@@ -123,12 +123,13 @@ def available() -> bool:
 
 def capabilities() -> Capabilities:
     """What this ground decodes, for onboard (``ground capabilities``, the live link's token)."""
+    from protocol.bundle import FORMATS
     from protocol.dictionary import shipped_ids
 
     codecs = set(DEFAULT_DECODERS) | {Codec.ZSTD_DICT}
     if available():
         codecs.add(Codec.JPEG_XL)
-    return Capabilities(codecs=frozenset(codecs), dictionaries=shipped_ids())
+    return Capabilities(codecs=frozenset(codecs), dictionaries=shipped_ids(), formats=FORMATS)
 
 
 def _decoders() -> Mapping[int, Decoder]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from protocol import LocalProtocolError, MediaRef, Post, sign_item
 from protocol.ids import new_ulid
 from protocol.limits import DEFAULT_LIMITS
 from protocol.mediatype import sniff_media_type
-from protocol.model import Cancel, Item, Retract, check_item, parse_target
+from protocol.model import Cancel, Item, Retract, check_item, parse_target, with_derived_id
 from protocol.rules import violations
 
 from . import queue
@@ -64,8 +63,15 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _new_id(now_ms: int) -> str:
-    return new_ulid(now_ms, os.urandom(10))
+def _created_ms(conn: sqlite3.Connection, author: str) -> int:
+    """Now, but after the author's last queued item: ids are derived from content and time
+    (docs/PROTOCOL.md §14), so two identical posts by one astronaut still get two ids."""
+    row = conn.execute("SELECT MAX(created_ms) FROM items WHERE author = ?", (author,)).fetchone()
+    return max(_now_ms(), (row[0] or 0) + 1)
+
+
+def _placeholder_id(now_ms: int) -> str:
+    return new_ulid(now_ms, bytes(10))
 
 
 def compose_post(
@@ -98,13 +104,13 @@ def compose_post(
     if len(set(targets)) != len(targets):
         raise PostRejected("the same target account is given twice")
     loaded = [(_read_photo(p, min(max_media_bytes, DEFAULT_LIMITS.max_blob_bytes)), p) for p in photos]
-    now = _now_ms()
+    now = _created_ms(conn, author)
     media = tuple(
         MediaRef(sha256=hashlib.sha256(data).digest(), size_bytes=len(data), media_type=mt, alt=p.alt)
         for (data, mt), p in loaded
     )
     post = Post(
-        id=_new_id(now),
+        id=_placeholder_id(now),
         author=author,
         created_ms=now,
         text=text,
@@ -117,6 +123,7 @@ def compose_post(
         check_item(post)
     except LocalProtocolError as exc:
         raise PostRejected(str(exc)) from exc
+    post = with_derived_id(post)
     store = BlobStore(home.blobs_dir)
     # Copy first, queue second: a queued post never points at a blob we do not hold.
     for (data, _), _p in loaded:
@@ -142,7 +149,9 @@ def compose_command(
     if target is None or not isinstance(target.item, Post):
         raise QueueError(f"no post {target_id} in this queue (see `onboard queue`)")
     key = load_key(home, target.item.author)
-    now = _now_ms()
-    cmd = kind(id=_new_id(now), author=target.item.author, created_ms=now, target_id=target.item.id)
+    now = _created_ms(conn, target.item.author)
+    cmd = with_derived_id(
+        kind(id=_placeholder_id(now), author=target.item.author, created_ms=now, target_id=target.item.id)
+    )
     queue.add_item(conn, sign_item(key, cmd), cmd)
     return cmd

@@ -9,16 +9,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol import BlobPayload, Post, build_bundle
+from protocol import BlobPayload, Post, SignedItem, SigningKey, build_bundle, key_id
+from protocol.bundle import FORMATS, CompactItems
 from protocol.bundle import choose_blob_encoding as choose_generic_encoding
 from protocol.capabilities import Capabilities
 from protocol.codecs import Codec
+from protocol.compact_items import encode_compact_items
 from protocol.dictionary import CURRENT_DICT_ID, compress_items, shipped_ids
 from protocol.ids import new_ulid
 
 from . import jxl, queue
+from .errors import IdentityError
 from .files import BlobStore, write_atomic
 from .home import Home
+from .keystore import load_key
 
 BUNDLE_SUFFIX = ".opb"
 # Keep each file small enough that a failed hand-off wastes little; a single larger photo
@@ -59,6 +63,7 @@ def plan_batches(items: list[queue.QueuedItem], target_bytes: int) -> list[list[
 CURRENT_GROUND = Capabilities(
     codecs=frozenset({Codec.IDENTITY, Codec.ZSTD, Codec.ZSTD_DICT, Codec.JPEG_XL}),
     dictionaries=shipped_ids(),
+    formats=FORMATS,
 )
 
 
@@ -85,6 +90,28 @@ def items_encoding(peer: Capabilities = CURRENT_GROUND) -> tuple[int, Callable[[
     return Codec.ZSTD, None
 
 
+def batch_items(
+    home: Home, batch: list[queue.QueuedItem], peer: Capabilities = CURRENT_GROUND
+) -> list[SignedItem] | CompactItems:
+    """The items of one bundle: format 2 (one signature per astronaut over the batch, compact
+    columns, docs/PROTOCOL.md §14) when ``peer`` reads it and every author's key is here and
+    is the one that signed their queued items; else format 1, the per-item signatures made
+    when each item was queued."""
+    if not peer.reads_format(2):
+        return [q.signed for q in batch]
+    keys: dict[str, SigningKey] = {}
+    for q in batch:
+        author = q.item.author
+        if author not in keys:
+            try:
+                keys[author] = load_key(home, author)
+            except IdentityError:
+                return [q.signed for q in batch]
+        if key_id(keys[author].public_key) != q.signed.key_id:
+            return [q.signed for q in batch]
+    return CompactItems(raw=encode_compact_items([q.item for q in batch], keys), count=len(batch))
+
+
 def build_batch_bundle(
     home: Home, batch: list[queue.QueuedItem], now_ms: int, peer: Capabilities = CURRENT_GROUND
 ) -> tuple[str, bytes]:
@@ -107,7 +134,7 @@ def build_batch_bundle(
     data = build_bundle(
         bundle_id=bundle_id,
         created_ms=now_ms,
-        items=[q.signed for q in batch],
+        items=batch_items(home, batch, peer),
         blobs=blobs.values(),
         items_codec=items_codec,
         encode_items=encode_items,

@@ -284,7 +284,7 @@ def plan(
     ``peer`` is what ground decodes (the link's capability token): it picks the items codec
     (the shipped text dictionary) and whether photos travel as JPEG XL.
     """
-    from .export import items_encoding
+    from .export import batch_items, items_encoding
 
     peer = peer or Capabilities.from_token(BASELINE_DECODES)
     items_codec, encode_items = items_encoding(peer)
@@ -311,7 +311,7 @@ def plan(
         data = build_bundle(
             bundle_id=bundle_id,
             created_ms=now,
-            items=[q.signed for q in batch],
+            items=batch_items(home, batch, peer),
             items_codec=items_codec,
             encode_items=encode_items,
         )

@@ -2,7 +2,7 @@
 
 Layout (docs/PROTOCOL.md §6), all integers big-endian::
 
-    magic "ORBP" | version u16 | total_length u64 | header_length u32 | header
+    magic "ORBP" | version u16 (1: per-item signatures; 2: compact batch-signed items, §14) | total_length u64 | header_length u32 | header
     | items section | blob sections in header order | sha256 of everything before
 
 Verification order is chosen so nothing large is decoded before it is known to be
@@ -20,6 +20,7 @@ from typing import Any
 
 from .canonical import expect, expect_list, pack, unpack
 from .codecs import DEFAULT_DECODERS, Codec, Decoder, decode_section, zstd_compress
+from .compact_items import decode_compact_items
 from .dictionary import DECODERS as DICTIONARY_DECODERS
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from .ids import ulid_from_bytes, ulid_to_bytes
@@ -29,7 +30,10 @@ from .model import Post
 from .signing import SignedItem, VerifiedItem, signed_item_from_wire, verify_item
 
 MAGIC = b"ORBP"
-FORMAT_VERSION = 1
+# Format 1: items are [body, key_id, signature] arrays. Format 2: the compact, batch-signed
+# items section of compact_items.py. Everything else is the same in both.
+FORMAT_VERSION = 2
+FORMATS = frozenset({1, 2})
 _PREFIX = struct.Struct(">4sHQI")
 PREFIX_BYTES = _PREFIX.size  # 18
 TRAILER_BYTES = 32
@@ -56,6 +60,7 @@ class BundleHeader:
     blobs: tuple[BlobEntry, ...]
     total_bytes: int
     header_bytes: int
+    format_version: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,24 +95,35 @@ def choose_blob_encoding(raw: bytes, *, min_saving: float = 0.02) -> tuple[int, 
     return Codec.IDENTITY, raw
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompactItems:
+    """A format-2 items section (``compact_items.encode_compact_items``) and its item count."""
+
+    raw: bytes
+    count: int
+
+
 def build_bundle(
     *,
     bundle_id: str,
     created_ms: int,
-    items: Iterable[SignedItem],
+    items: Iterable[SignedItem] | CompactItems,
     blobs: Iterable[BlobPayload] = (),
     items_codec: int = Codec.ZSTD,
     encode_items: Callable[[bytes], bytes] | None = None,
 ) -> bytes:
-    """Pack signed items and their blobs into bundle bytes.
+    """Pack signed items (format 1) or a compact items section (format 2) and their blobs.
 
     ``blobs`` must hold each referenced media blob at most once (by sha256). The caller
     picks blob codecs (``choose_blob_encoding`` or a transport codec such as JPEG XL).
     """
-    items_list = [s.to_wire() for s in items]
-    if not items_list:
+    if isinstance(items, CompactItems):
+        version, items_raw, count = 2, items.raw, items.count
+    else:
+        items_list = [s.to_wire() for s in items]
+        version, items_raw, count = 1, pack(items_list), len(items_list)
+    if not count:
         raise LocalProtocolError("a bundle needs at least one item")
-    items_raw = pack(items_list)
     if encode_items is not None:
         items_stored = encode_items(items_raw)
     elif items_codec == Codec.ZSTD:
@@ -129,14 +145,14 @@ def build_bundle(
         [
             ulid_to_bytes(bundle_id),
             created_ms,
-            [int(items_codec), len(items_stored), len(items_raw), len(items_list)],
+            [int(items_codec), len(items_stored), len(items_raw), count],
             entries,
         ]
     )
     body_len = len(header) + len(items_stored) + sum(e[2] for e in entries)
     total = PREFIX_BYTES + body_len + TRAILER_BYTES
     h = hashlib.sha256()
-    parts = [_PREFIX.pack(MAGIC, FORMAT_VERSION, total, len(header)), header, items_stored]
+    parts = [_PREFIX.pack(MAGIC, version, total, len(header)), header, items_stored]
     parts += [b.raw if b.stored is None else b.stored for b in blob_list]
     for p in parts:
         h.update(p)
@@ -253,6 +269,7 @@ def read_header(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> Bu
         blobs=tuple(blobs),
         total_bytes=total,
         header_bytes=header_len,
+        format_version=version,
     )
 
 
@@ -283,16 +300,19 @@ def verify_bundle(
     items_raw = decode_section(
         header.items_codec, items_stored, header.items_raw_bytes, decoders, "items section"
     )
-    items_v = expect_list(
-        unpack(items_raw, what="items section", max_bytes=limits.max_items_bytes),
-        what="items section",
-        min_len=header.item_count,
-        max_len=header.item_count,
-    )
+    if header.format_version == 2:
+        items = decode_compact_items(items_raw, header.item_count, keyring, limits)
+    else:
+        items_v = expect_list(
+            unpack(items_raw, what="items section", max_bytes=limits.max_items_bytes),
+            what="items section",
+            min_len=header.item_count,
+            max_len=header.item_count,
+        )
+        items = [verify_item(signed_item_from_wire(raw_item), keyring, limits) for raw_item in items_v]
     verified: list[VerifiedItem] = []
     seen_ids: set[str] = set()
-    for raw_item in items_v:
-        v = verify_item(signed_item_from_wire(raw_item), keyring, limits)
+    for v in items:
         if v.item.id in seen_ids:
             raise RemoteProtocolError(
                 ErrorCode.DUPLICATE_ITEM, f"item {v.item.id} appears twice in the bundle"

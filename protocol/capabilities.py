@@ -5,7 +5,8 @@ anything else travels in a form every side reads (zstd or as-is). The codec of e
 section is also marked in the bundle header, so a bundle is self-describing either way
 (docs/PROTOCOL.md §5, §10).
 
-Token form: ``codecs=0,1,2,3;dicts=6f700001`` — codec ids in decimal, dictionary ids in hex.
+Token form: ``codecs=0,1,2,3;dicts=6f700001;formats=1,2`` — codec ids in decimal, dictionary
+ids in hex, bundle format versions in decimal (a token without ``formats`` means format 1 only).
 Unknown ``key=value`` parts are ignored so later versions can add keys.
 """
 
@@ -26,9 +27,13 @@ class Capabilities:
 
     codecs: frozenset[int]
     dictionaries: frozenset[int] = frozenset()
+    formats: frozenset[int] = frozenset({1})
 
     def decodes(self, codec: int) -> bool:
         return codec in self.codecs
+
+    def reads_format(self, version: int) -> bool:
+        return version in self.formats
 
     def has_dictionary(self, dict_id: int) -> bool:
         return Codec.ZSTD_DICT in self.codecs and dict_id in self.dictionaries
@@ -37,7 +42,8 @@ class Capabilities:
         """The one-line form, e.g. for an HTTP header or a file next to the bundles."""
         codecs = ",".join(str(c) for c in sorted(self.codecs))
         dicts = ",".join(f"{d:x}" for d in sorted(self.dictionaries))
-        return f"codecs={codecs};dicts={dicts}"
+        formats = ",".join(str(f) for f in sorted(self.formats))
+        return f"codecs={codecs};dicts={dicts};formats={formats}"
 
     @classmethod
     def from_token(cls, token: str) -> Capabilities:
@@ -61,6 +67,7 @@ class Capabilities:
         return cls(
             codecs=_ints(fields["codecs"], 10, "codec id"),
             dictionaries=_ints(fields.get("dicts", ""), 16, "dictionary id"),
+            formats=_ints(fields.get("formats", "1"), 10, "bundle format") or frozenset({1}),
         )
 
 

@@ -45,3 +45,12 @@ def ulid_to_bytes(text: str) -> bytes:
 def ulid_time_ms(text: str) -> int:
     """The creation time (ms since epoch) embedded in a ULID."""
     return int.from_bytes(ulid_to_bytes(text)[:6], "big")
+
+
+def derived_ulid(time_ms: int, digest: bytes) -> str:
+    """A ULID whose 80 "random" bits are the first 10 bytes of ``digest`` (a content hash).
+
+    Bundle format 2 leaves such ids off the wire: the receiver recomputes them
+    (docs/PROTOCOL.md §14), which saves 10 incompressible bytes per post.
+    """
+    return new_ulid(time_ms, digest[:10])

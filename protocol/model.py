@@ -7,14 +7,15 @@ New fields may only be appended, with defaults; nothing is ever reordered.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from .canonical import expect, expect_list, pack, unpack
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from .ids import ulid_from_bytes, ulid_to_bytes
+from .ids import derived_ulid, new_ulid, ulid_from_bytes, ulid_to_bytes
 from .limits import DEFAULT_LIMITS, Limits
 
 BODY_VERSION = 1
@@ -157,6 +158,25 @@ def encode_item(item: Item) -> bytes:
     return pack([*head, ulid_to_bytes(item.target_id)])
 
 
+# Domain tag for derived ids, so the id hash can never collide with a signature's input.
+ID_DOMAIN = b"orbitpost/id/v1\x00"
+
+
+def derived_id(item: Item) -> str:
+    """The content-derived id of ``item``: its created time, then 80 bits of the sha256 of
+    its body written with an all-zero id (docs/PROTOCOL.md §14). Ignores ``item.id``."""
+    blank = replace(item, id=new_ulid(item.created_ms, bytes(10)))
+    return derived_ulid(item.created_ms, hashlib.sha256(ID_DOMAIN + encode_item(blank)).digest())
+
+
+ItemT = TypeVar("ItemT", bound=Item)
+
+
+def with_derived_id(item: ItemT) -> ItemT:
+    """``item`` with its id replaced by :func:`derived_id` (what onboard composes)."""
+    return replace(item, id=derived_id(item))
+
+
 def decode_item(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Item:
     """Decode canonical body bytes, or raise RemoteProtocolError saying what is wrong."""
     v = expect_list(
@@ -181,7 +201,7 @@ def decode_item(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Item:
                 ErrorCode.LIMIT_EXCEEDED, f"post {item_id} text exceeds {limits.max_text_bytes} bytes"
             )
         media_v = expect_list(v[6], what="media list", min_len=0, max_len=limits.max_media_per_post)
-        media = tuple(_media(m, limits) for m in media_v)
+        media = tuple(media_from_wire(m, limits) for m in media_v)
         targets_v = expect_list(v[7], what="target list", min_len=1, max_len=limits.max_targets_per_post)
         targets = tuple(expect(t, str, what="target") for t in targets_v)
         for t in targets:
@@ -221,7 +241,8 @@ def _id(value: Any, what: str) -> str:
     return ulid_from_bytes(raw)
 
 
-def _media(value: Any, limits: Limits) -> MediaRef:
+def media_from_wire(value: Any, limits: Limits) -> MediaRef:
+    """Shape- and limit-check one ``[sha256, size, type, alt]`` media entry."""
     m = expect_list(value, what="media entry", min_len=4, max_len=4)
     sha = expect(m[0], bytes, what="media sha256")
     if len(sha) != 32:

@@ -2,22 +2,30 @@
 
 An astronaut signs the exact body bytes prefixed with a domain tag, so a signature over a
 post can never be replayed as a signature over anything else (docs/PROTOCOL.md §4).
-On the wire a signed item is ``[body(bin), key_id(bin 8), signature(bin 64)]``.
+On the wire (bundle format 1) a signed item is ``[body(bin), key_id(bin 8), signature(bin 64)]``.
+
+Bundle format 2 signs in batches instead (§14): the astronaut signs one *statement*, the
+sha256 of each of their item bodies in the bundle, so 64 signature bytes are shared by
+every post of theirs in it. A body is then proven by the statement's signature plus its
+hash being one of the statement's entries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .canonical import expect, expect_list
-from .errors import ErrorCode, RemoteProtocolError
+from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from .keys import KEY_ID_BYTES, KnownKey, SigningKey, key_id, verify_signature
 from .limits import DEFAULT_LIMITS, Limits
 from .model import Item, decode_item, encode_item
 
 SIGNATURE_DOMAIN = b"orbitpost/item/v1\x00"
+BATCH_DOMAIN = b"orbitpost/batch/v1\x00"
+HASH_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,8 +35,15 @@ class SignedItem:
     body: bytes
     key_id: bytes
     signature: bytes
+    # Empty: ``signature`` is over this body alone. Otherwise the batch statement that
+    # ``signature`` covers, which lists this body's sha256 (docs/PROTOCOL.md §14).
+    statement: bytes = b""
 
     def to_wire(self) -> list[bytes]:
+        if self.statement:
+            raise LocalProtocolError(
+                "a batch-signed item travels in bundle format 2, not as [body, key, sig]"
+            )
         return [self.body, self.key_id, self.signature]
 
 
@@ -43,6 +58,51 @@ class VerifiedItem:
     @property
     def fingerprint(self) -> str:
         return self.signed.key_id.hex()
+
+
+def batch_statement(bodies: Sequence[bytes]) -> bytes:
+    """What a batch signature covers (after BATCH_DOMAIN): each body's sha256, in order."""
+    return b"".join(hashlib.sha256(b).digest() for b in bodies)
+
+
+def sign_batch(key: SigningKey, bodies: Sequence[bytes]) -> SignedBatch:
+    """One signature by ``key`` over the statement of ``bodies``."""
+    statement = batch_statement(bodies)
+    return SignedBatch(
+        key_id=key_id(key.public_key), signature=key.sign(BATCH_DOMAIN + statement), statement=statement
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SignedBatch:
+    """A batch statement and its signer's signature."""
+
+    key_id: bytes
+    signature: bytes
+    statement: bytes
+
+    def item(self, body: bytes) -> SignedItem:
+        """The proof for one body of this batch (LocalProtocolError if it is not in it)."""
+        if not statement_lists(self.statement, body):
+            raise LocalProtocolError("that body is not in this batch statement")
+        return SignedItem(body=body, key_id=self.key_id, signature=self.signature, statement=self.statement)
+
+
+def statement_lists(statement: bytes, body: bytes) -> bool:
+    """Whether ``statement`` lists the sha256 of ``body`` as one of its entries."""
+    digest = hashlib.sha256(body).digest()
+    return len(statement) % HASH_BYTES == 0 and any(
+        statement[i : i + HASH_BYTES] == digest for i in range(0, len(statement), HASH_BYTES)
+    )
+
+
+def check_signature(signed: SignedItem, public_key: bytes) -> bool:
+    """Whether ``signed`` proves its body: its own signature, or a batch statement's that lists it."""
+    if not signed.statement:
+        return verify_signature(public_key, signed.signature, SIGNATURE_DOMAIN + signed.body)
+    return statement_lists(signed.statement, signed.body) and verify_signature(
+        public_key, signed.signature, BATCH_DOMAIN + signed.statement
+    )
 
 
 def sign_item(key: SigningKey, item: Item) -> SignedItem:
@@ -76,7 +136,7 @@ def verify_item(
             ErrorCode.UNKNOWN_KEY,
             f"signature by unknown key {signed.key_id.hex()}: enroll it with `ground enroll`",
         )
-    if not verify_signature(known.public_key, signed.signature, SIGNATURE_DOMAIN + signed.body):
+    if not check_signature(signed, known.public_key):
         raise RemoteProtocolError(
             ErrorCode.BAD_SIGNATURE,
             f"bad signature by key {signed.key_id.hex()} ({known.astronaut}): the item was altered",

@@ -181,7 +181,7 @@ def test_bundle_with_dictionary_items_verifies(keyring) -> None:  # type: ignore
 
 def test_capability_token_round_trip_and_form() -> None:
     c = Capabilities(codecs=frozenset({0, 1, 2, 3}), dictionaries=frozenset({DICT_V1_ID}))
-    assert c.to_token() == "codecs=0,1,2,3;dicts=6f700001"
+    assert c.to_token() == "codecs=0,1,2,3;dicts=6f700001;formats=1"
     assert Capabilities.from_token(c.to_token()) == c
     assert c.has_dictionary(DICT_V1_ID) and c.decodes(Codec.JPEG_XL)
     assert not BASELINE.decodes(Codec.JPEG_XL) and not BASELINE.has_dictionary(DICT_V1_ID)

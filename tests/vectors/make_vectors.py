@@ -38,7 +38,7 @@ from protocol import (  # noqa: E402
     key_id,
     sign_item,
 )
-from protocol.bundle import FORMAT_VERSION  # noqa: E402
+from protocol.bundle import FORMAT_VERSION as LATEST_FORMAT  # noqa: E402
 from protocol.canonical import pack  # noqa: E402
 from protocol.codecs import Codec, zstd_compress  # noqa: E402
 from protocol.ids import new_ulid, ulid_to_bytes  # noqa: E402
@@ -91,6 +91,10 @@ def media(data: bytes, media_type: str, alt: str) -> MediaRef:
 
 def post(n: int, author: str, text: str, **kw: Any) -> Post:
     return Post(id=uid(n), author=author, created_ms=T0 + n, text=text, targets=(f"archive:{author}",), **kw)
+
+
+# The vectors below (bar err-newer-format-version) are bundle format 1: per-item signatures.
+FORMAT_VERSION = 1
 
 
 def bundle(n: int, items: list[SignedItem], blobs: list[BlobPayload] = (), **kw: Any) -> bytes:  # type: ignore[assignment]
@@ -280,11 +284,11 @@ def build_vectors() -> list[Vector]:
     )
     bad("err-not-a-bundle", "not_a_bundle", "a GIF image, not a bundle", GIF)
     newer = bytearray(text_only)
-    newer[4:6] = struct.pack(">H", FORMAT_VERSION + 1)
+    newer[4:6] = struct.pack(">H", LATEST_FORMAT + 1)
     bad(
         "err-newer-format-version",
         "unsupported_version",
-        "ok-text-only claiming format version 2 (checksum recomputed)",
+        f"ok-text-only claiming format version {LATEST_FORMAT + 1} (checksum recomputed)",
         reseal(bytes(newer)),
     )
     bad(

@@ -1,0 +1,361 @@
+"""The compact, batch-signed items section of bundle format 2 (docs/PROTOCOL.md §14).
+
+A tweet-length post is ~70 bytes of text; format 1 sends ~180 bytes of framing with it
+(a 64-byte signature, a 16-byte id with 80 random bits, the author, the targets, ...).
+Format 2 sends what the receiver cannot work out for itself, laid out in columns so zstd
+sees all texts back to back:
+
+- one signature per astronaut per bundle, over a statement of their item bodies' sha256;
+- no author (the signing key names the astronaut), no id when it is the content-derived
+  one (``model.derived_id``), times as deltas, each distinct target list once.
+
+The receiver rebuilds every canonical format-1 body byte for byte, so what is stored,
+audited and published is exactly what format 1 carries; only the proof differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from .canonical import expect, expect_list, pack, unpack
+from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
+from .ids import ulid_from_bytes, ulid_to_bytes
+from .keys import KEY_ID_BYTES, KnownKey, SigningKey, verify_signature
+from .limits import DEFAULT_LIMITS, Limits
+from .model import (
+    MAX_TIME_MS,
+    Cancel,
+    Item,
+    ItemKind,
+    MediaRef,
+    Post,
+    Retract,
+    decode_item,
+    derived_id,
+    encode_item,
+    media_from_wire,
+)
+from .signing import BATCH_DOMAIN, SignedItem, VerifiedItem, batch_statement, sign_batch
+
+FIELDS = 13
+MAX_SIGNERS = 255
+
+
+def encode_compact_items(items: Sequence[Item], keys: Mapping[str, SigningKey]) -> bytes:
+    """The raw (uncompressed) format-2 items section for ``items``, each author's items
+    signed as one batch with ``keys[author]``."""
+    if not items:
+        raise LocalProtocolError("a bundle needs at least one item")
+    authors: list[str] = []
+    for it in items:
+        if it.author not in authors:
+            authors.append(it.author)
+        if it.author not in keys:
+            raise LocalProtocolError(f"no signing key for {it.author!r}, who wrote item {it.id}")
+    if len(authors) > MAX_SIGNERS:
+        raise LocalProtocolError(f"at most {MAX_SIGNERS} astronauts per bundle")
+    bodies = [encode_item(it) for it in items]
+    signers = []
+    for a in authors:
+        batch = sign_batch(keys[a], [b for it, b in zip(items, bodies, strict=True) if it.author == a])
+        signers.append([batch.key_id, batch.signature])
+    target_sets: list[list[str]] = []
+    kinds = bytearray()
+    signer_of = bytearray()
+    created = bytearray()
+    targets_of = bytearray()
+    text_lengths = bytearray()
+    texts: list[str] = []
+    ids: list[list[Any]] = []
+    media: list[list[Any]] = []
+    publish_at: list[list[int]] = []
+    command_targets = bytearray()
+    prev = items[0].created_ms
+    for i, it in enumerate(items):
+        kinds.append(int(it.kind))
+        signer_of.append(authors.index(it.author))
+        created += _zigzag_varint(it.created_ms - prev)
+        prev = it.created_ms
+        if it.id != derived_id(it):
+            ids.append([i, ulid_to_bytes(it.id)])
+        if isinstance(it, Post):
+            tset = list(it.targets)
+            if tset not in target_sets:
+                target_sets.append(tset)
+            targets_of += _varint(target_sets.index(tset))
+            text_lengths += _varint(len(it.text.encode()))
+            texts.append(it.text)
+            if it.media:
+                media.append([i, [[m.sha256, m.size_bytes, m.media_type, m.alt] for m in it.media]])
+            if it.publish_at_ms is not None:
+                publish_at.append([i, it.publish_at_ms])
+        else:
+            command_targets += ulid_to_bytes(it.target_id)
+    return pack(
+        [
+            items[0].created_ms,
+            signers,
+            target_sets,
+            bytes(kinds),
+            bytes(signer_of),
+            bytes(created),
+            bytes(targets_of),
+            bytes(text_lengths),
+            "".join(texts),
+            ids,
+            media,
+            publish_at,
+            bytes(command_targets),
+        ]
+    )
+
+
+def decode_compact_items(
+    raw: bytes, count: int, keyring: Mapping[bytes, KnownKey], limits: Limits = DEFAULT_LIMITS
+) -> list[VerifiedItem]:
+    """Rebuild and verify every item of a format-2 items section, or raise RemoteProtocolError.
+
+    Checks, in order: shape and canonical form, every signer is an enrolled key, each rebuilt
+    body, each signer's batch signature, then revocation (as format 1 does per item).
+    """
+    v = expect_list(
+        unpack(raw, what="items section", max_bytes=limits.max_items_bytes),
+        what="items section",
+        min_len=FIELDS,
+        max_len=FIELDS,
+    )
+    base_ms = expect(v[0], int, what="base time")
+    signers = _signers(v[1], count, keyring)
+    target_sets = _target_sets(v[2], limits)
+    kinds = _column(v[3], count, "kinds")
+    signer_of = _column(v[4], count, "signer column")
+    created = _varints(expect(v[5], bytes, what="created column"), count, "created column", signed=True)
+    posts = [i for i, k in enumerate(kinds) if k == ItemKind.POST]
+    commands = [i for i, k in enumerate(kinds) if k != ItemKind.POST]
+    targets_of = _varints(expect(v[6], bytes, what="targets column"), len(posts), "targets column")
+    text_lengths = _varints(expect(v[7], bytes, what="text lengths"), len(posts), "text lengths")
+    texts = expect(v[8], str, what="texts").encode()
+    explicit_ids = dict(_sparse(v[9], count, "id list", lambda x: expect(x, bytes, what="item id")))
+    post_set = frozenset(posts)
+    media = dict(_sparse(v[10], count, "media list", lambda x: _media_list(x, limits), only=post_set))
+    publish_at = dict(
+        _sparse(
+            v[11], count, "publish time list", lambda x: expect(x, int, what="publish time"), only=post_set
+        )
+    )
+    cmd_targets = expect(v[12], bytes, what="command targets")
+    if len(cmd_targets) != 16 * len(commands):
+        raise _malformed(
+            f"command targets are {len(cmd_targets)} bytes, expected 16 × {len(commands)} commands"
+        )
+
+    for i, k in enumerate(kinds):
+        if k not in (ItemKind.POST, ItemKind.CANCEL, ItemKind.RETRACT):
+            raise _malformed(f"item {i} has unknown kind {k}")
+    for i, s in enumerate(signer_of):
+        if s >= len(signers):
+            raise _malformed(f"item {i} names signer {s}, but the bundle has {len(signers)}")
+    first_use = list(dict.fromkeys(signer_of))
+    if first_use != list(range(len(signers))):
+        raise _malformed("signers must be listed in the order their first item appears, each used")
+    if sum(text_lengths) != len(texts):
+        raise _malformed(f"text lengths add up to {sum(text_lengths)} bytes, the texts are {len(texts)}")
+    for i, t in enumerate(targets_of):
+        if t >= len(target_sets):
+            raise _malformed(f"post {posts[i]} names target list {t}, but the bundle has {len(target_sets)}")
+    if list(dict.fromkeys(targets_of)) != list(range(len(target_sets))):
+        raise _malformed("target lists must be listed in the order they are first used, each used")
+    if created and created[0] != 0 or base_ms < 0:
+        raise _malformed("the first item's created time must equal the base time")
+
+    items: list[Item] = []
+    now = base_ms
+    pos = 0
+    post_no = 0
+    cmd_no = 0
+    for i in range(count):
+        now += created[i]
+        if not 0 <= now <= MAX_TIME_MS:
+            raise _malformed(f"item {i} created time {now} is outside 0..{MAX_TIME_MS} ms")
+        author = signers[signer_of[i]][2].astronaut
+        placeholder = ulid_from_bytes(now.to_bytes(6, "big") + bytes(10))
+        it: Item
+        if kinds[i] == ItemKind.POST:
+            n = text_lengths[post_no]
+            try:
+                text = texts[pos : pos + n].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise _malformed(f"post {i} text is not valid UTF-8 ({exc.reason})") from exc
+            pos += n
+            it = Post(
+                id=placeholder,
+                author=author,
+                created_ms=now,
+                text=text,
+                media=media.get(i, ()),
+                targets=tuple(target_sets[targets_of[post_no]]),
+                publish_at_ms=publish_at.get(i),
+            )
+            post_no += 1
+        else:
+            target_id = ulid_from_bytes(cmd_targets[16 * cmd_no : 16 * cmd_no + 16])
+            cmd_no += 1
+            cls = Cancel if kinds[i] == ItemKind.CANCEL else Retract
+            it = cls(id=placeholder, author=author, created_ms=now, target_id=target_id)
+        try:
+            derived = derived_id(it)
+        except LocalProtocolError as exc:
+            raise _malformed(f"item {i}: {exc}") from exc
+        if i in explicit_ids:
+            if len(explicit_ids[i]) != 16:
+                raise _malformed(f"item {i} id must be 16 bytes, got {len(explicit_ids[i])}")
+            item_id = ulid_from_bytes(explicit_ids[i])
+            if item_id == derived:
+                raise _malformed(f"item {i} carries the id the receiver derives; leave it out")
+        else:
+            item_id = derived
+        items.append(replace(it, id=item_id))
+
+    bodies = [encode_item(it) for it in items]
+    for body in bodies:
+        decode_item(body, limits)  # the same limits and rules as a format-1 body
+    statements: list[bytes] = []
+    for s, (kid, sig, known) in enumerate(signers):
+        mine = [b for b, who in zip(bodies, signer_of, strict=True) if who == s]
+        statement = batch_statement(mine)
+        if not verify_signature(known.public_key, sig, BATCH_DOMAIN + statement):
+            raise RemoteProtocolError(
+                ErrorCode.BAD_SIGNATURE,
+                f"bad batch signature by key {kid.hex()} ({known.astronaut}) over {len(mine)} item(s): "
+                f"they were altered, or written under another author name than {known.astronaut!r}",
+            )
+        if known.revoked:
+            raise RemoteProtocolError(
+                ErrorCode.REVOKED_KEY,
+                f"{len(mine)} item(s) signed by revoked key {kid.hex()} ({known.astronaut})",
+            )
+        statements.append(statement)
+    return [
+        VerifiedItem(
+            item=it,
+            signed=SignedItem(
+                body=body, key_id=signers[s][0], signature=signers[s][1], statement=statements[s]
+            ),
+            astronaut=signers[s][2].astronaut,
+        )
+        for it, body, s in zip(items, bodies, signer_of, strict=True)
+    ]
+
+
+def _malformed(message: str) -> RemoteProtocolError:
+    return RemoteProtocolError(ErrorCode.MALFORMED, message)
+
+
+def _signers(
+    value: Any, count: int, keyring: Mapping[bytes, KnownKey]
+) -> list[tuple[bytes, bytes, KnownKey]]:
+    rows = expect_list(value, what="signer list", min_len=1, max_len=min(count, MAX_SIGNERS))
+    out = []
+    seen: set[bytes] = set()
+    for row in rows:
+        r = expect_list(row, what="signer", min_len=2, max_len=2)
+        kid = expect(r[0], bytes, what="signer key id")
+        sig = expect(r[1], bytes, what="batch signature")
+        if len(kid) != KEY_ID_BYTES or len(sig) != 64:
+            raise _malformed("a signer's key id must be 8 bytes and its signature 64 bytes")
+        if kid in seen:
+            raise _malformed(f"key {kid.hex()} is listed twice as a signer")
+        seen.add(kid)
+        known = keyring.get(kid)
+        if known is None:
+            raise RemoteProtocolError(
+                ErrorCode.UNKNOWN_KEY, f"signature by unknown key {kid.hex()}: enroll it with `ground enroll`"
+            )
+        out.append((kid, sig, known))
+    return out
+
+
+def _target_sets(value: Any, limits: Limits) -> list[list[str]]:
+    rows = expect_list(value, what="target lists", min_len=0)
+    out: list[list[str]] = []
+    for row in rows:
+        ts = expect_list(row, what="target list", min_len=1, max_len=limits.max_targets_per_post)
+        t = [expect(x, str, what="target") for x in ts]
+        if t in out:
+            raise _malformed("a target list appears twice")
+        out.append(t)
+    return out
+
+
+def _column(value: Any, count: int, what: str) -> bytes:
+    col: bytes = expect(value, bytes, what=what)
+    if len(col) != count:
+        raise _malformed(f"{what} has {len(col)} entries, the bundle has {count} items")
+    return col
+
+
+def _sparse(
+    value: Any, count: int, what: str, conv: Callable[[Any], Any], only: frozenset[int] | None = None
+) -> list[tuple[int, Any]]:
+    rows = expect_list(value, what=what, min_len=0, max_len=count)
+    out = []
+    last = -1
+    for row in rows:
+        r = expect_list(row, what=f"{what} entry", min_len=2, max_len=2)
+        i = expect(r[0], int, what=f"{what} index")
+        if not last < i < count:
+            raise _malformed(f"{what} indexes must increase and be below {count}, got {i} after {last}")
+        if only is not None and i not in only:
+            raise _malformed(f"{what} entry {i} is not a post")
+        last = i
+        out.append((i, conv(r[1])))
+    return out
+
+
+def _media_list(value: Any, limits: Limits) -> tuple[MediaRef, ...]:
+    rows = expect_list(value, what="media list", min_len=1, max_len=limits.max_media_per_post)
+    return tuple(media_from_wire(m, limits) for m in rows)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _zigzag_varint(n: int) -> bytes:
+    return _varint(n * 2 if n >= 0 else -n * 2 - 1)
+
+
+def _varints(data: bytes, count: int, what: str, *, signed: bool = False) -> list[int]:
+    """Exactly ``count`` minimal LEB128 varints (at most 8 bytes each) filling ``data``."""
+    out: list[int] = []
+    pos = 0
+    for k in range(count):
+        n = shift = 0
+        start = pos
+        while True:
+            if pos >= len(data):
+                raise _malformed(f"{what} ends inside entry {k} of {count}")
+            b = data[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+            if pos - start >= 8:
+                raise _malformed(f"{what} entry {k} is longer than 8 bytes")
+        if pos - start > 1 and data[pos - 1] == 0:
+            raise _malformed(f"{what} entry {k} is not in its shortest form")
+        out.append((n >> 1) ^ -(n & 1) if signed else n)
+    if pos != len(data):
+        raise _malformed(f"{what} has {len(data) - pos} bytes after its {count} entries")
+    return out
