@@ -52,6 +52,9 @@ CREATE TABLE IF NOT EXISTS items (
     key_id        BLOB NOT NULL,
     body          BLOB NOT NULL,
     signature     BLOB NOT NULL,
+    -- NULL: signature is over this body alone (bundle format 1). Otherwise the batch
+    -- statement the signature covers; it lists sha256(body) (format 2, docs/PROTOCOL.md §14).
+    statement     BLOB,
     created_ms    INTEGER NOT NULL,
     publish_at_ms INTEGER,
     target_id     TEXT,
@@ -166,7 +169,16 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open ground's database with WAL and full fsync; creates the schema if new."""
-    return open_db(path, SCHEMA, check_same_thread=False)
+    conn = open_db(path, SCHEMA, check_same_thread=False)
+    _migrate(conn)
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an earlier release up to this schema (additive changes only)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+    if "statement" not in columns:
+        conn.execute("ALTER TABLE items ADD COLUMN statement BLOB")
 
 
 def audit(conn: sqlite3.Connection, now_ms: int, actor: str, kind: str, detail: str) -> None:

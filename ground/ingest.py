@@ -146,8 +146,8 @@ def ingest_bytes(
         for v in vb.items:
             it = v.item
             conn.execute(
-                "INSERT INTO items (id, bundle_id, kind, author, key_id, body, signature, created_ms, "
-                "publish_at_ms, target_id, received_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO items (id, bundle_id, kind, author, key_id, body, signature, statement, "
+                "created_ms, publish_at_ms, target_id, received_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     it.id,
                     vb.header.bundle_id,
@@ -156,6 +156,7 @@ def ingest_bytes(
                     v.signed.key_id,
                     v.signed.body,
                     v.signed.signature,
+                    v.signed.statement or None,
                     it.created_ms,
                     it.publish_at_ms if isinstance(it, Post) else None,
                     None if isinstance(it, Post) else it.target_id,

@@ -143,15 +143,21 @@ def publisher_lock(home: GroundHome) -> Iterator[bool]:
 
 
 def build_request(home: GroundHome, conn: sqlite3.Connection, item_id: str, account: str) -> PublishRequest:
-    body, sig, key_id = conn.execute(
-        "SELECT body, signature, key_id FROM items WHERE id = ?", (item_id,)
+    body, sig, statement, key_id = conn.execute(
+        "SELECT body, signature, statement, key_id FROM items WHERE id = ?", (item_id,)
     ).fetchone()
     post = decode_item(body)
     assert isinstance(post, Post)
     _, acct = parse_target(account)
     media = tuple((m, home.blobs.get(m.sha256)) for m in post.media)
     return PublishRequest(
-        post=post, account=acct, media=media, signer_fingerprint=key_id.hex(), signature=sig, body=body
+        post=post,
+        account=acct,
+        media=media,
+        signer_fingerprint=key_id.hex(),
+        signature=sig,
+        body=body,
+        statement=statement or b"",
     )
 
 

@@ -8,6 +8,7 @@ signature and the sha256 of every published byte). A post folder appears atomica
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shutil
@@ -55,6 +56,11 @@ class ArchivePlatform:
                 "signer_fingerprint": req.signer_fingerprint,
                 "signature": req.signature.hex(),
                 "signed_body_sha256": hashlib.sha256(req.body).hexdigest(),
+                "signed_body": base64.b64encode(req.body).decode(),
+                # Set when the signature covers a batch (docs/PROTOCOL.md §14): it is then over
+                # "orbitpost/batch/v1\0" + this statement, one of whose 32-byte entries is the
+                # body's sha256.
+                "batch_statement": req.statement.hex() or None,
                 "created_ms": req.post.created_ms,
                 "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
                 "alt": [ref.alt for ref, _ in req.media],

@@ -26,6 +26,9 @@ class PublishRequest:
     signer_fingerprint: str
     signature: bytes
     body: bytes
+    # Empty: ``signature`` is over ``body`` alone. Otherwise the astronaut's batch statement
+    # that ``signature`` covers, listing sha256(body) (docs/PROTOCOL.md §14).
+    statement: bytes = b""
     # Set when an earlier attempt may have reached the platform (crash, timeout): when that
     # attempt began, and the engine's clock now — so ``lookup`` knows how far back to look
     # and whether an idempotency key is still remembered.

@@ -1,0 +1,119 @@
+"""Bundle format 2 end to end through the real CLIs: one signature per astronaut per bundle,
+and every published post still carries a proof anyone can check (docs/PROTOCOL.md §14)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+
+from conftest import Cli
+
+from ground.db import connect
+from protocol import SignedItem, parse_public_key, read_header
+from protocol.keys import verify_signature
+from protocol.model import decode_item, derived_id
+from protocol.signing import BATCH_DOMAIN, check_signature, statement_lists
+
+FORMAT_1_TOKEN = "codecs=0,1,2;dicts=6f700001"
+
+
+def _crew(cli: Cli) -> dict[str, bytes]:
+    """alice (already enrolled) and bob, both publishing to the archive; their public keys."""
+    cli.onboard("keys", "new", "bob")
+    line = cli.onboard("keys", "show", "bob").output.strip()
+    cli.ground("enroll", "bob", "--key", line, "--account", "archive:bob")
+    return {n: parse_public_key(cli.onboard("keys", "show", n).output.strip()) for n in ("alice", "bob")}
+
+
+def _post(cli: Cli, who: str, text: str) -> str:
+    return str(cli.onboard("post", "--as", who, "--to", f"archive:{who}", text).output.split()[1])
+
+
+def _ground_items(cli: Cli) -> list[tuple[str, bytes, bytes, bytes | None, str]]:
+    db = sqlite3.connect(cli.ground_home / "ground.db")
+    try:
+        return db.execute("SELECT id, body, signature, statement, author FROM items ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def test_format_2_bundle_one_signature_per_astronaut_and_proofs_hold(enrolled: Cli, tmp_path: Path) -> None:
+    cli = enrolled
+    keys = _crew(cli)
+    texts = {("alice", "Hello from orbit"), ("bob", "Hello from orbit"), ("alice", "Same words twice"),
+             ("alice", "Same words twice"), ("bob", "Ünïcode ✓ 🚀")}  # fmt: skip
+    ids = {_post(cli, who, text) for who, text in sorted(texts)} | {_post(cli, "alice", "Same words twice")}
+    assert len(ids) == len(texts) + 1, "two identical posts by one astronaut still get two ids"
+    out = tmp_path / "OUT"
+    cli.onboard("export", str(out))
+    (bundle,) = out.glob("*.opb")
+    assert read_header(bundle.read_bytes()).format_version == 2
+    cli.ground("ingest", str(out))
+
+    rows = _ground_items(cli)
+    assert {r[0] for r in rows} == ids
+    statements = {r[4]: r[3] for r in rows}
+    assert len({r[2] for r in rows}) == 2, "one batch signature per astronaut"
+    for item_id, body, sig, statement, author in rows:
+        assert statement is not None and statements[author] == statement
+        proof = SignedItem(body=body, key_id=b"", signature=sig, statement=statement)
+        assert check_signature(proof, keys[author])
+        assert not check_signature(proof, keys["bob" if author == "alice" else "alice"])
+        item = decode_item(body)
+        assert item.id == item_id == derived_id(item)
+
+        # The archive record proves the post on its own: body, statement and signature.
+        record = json.loads((cli.ground_home / "archive" / author / item_id / "record.json").read_text())
+        signed_body = base64.b64decode(record["signed_body"])
+        assert signed_body == body and record["signed_body_sha256"] == hashlib.sha256(body).hexdigest()
+        st = bytes.fromhex(record["batch_statement"])
+        assert statement_lists(st, signed_body)
+        assert verify_signature(keys[author], bytes.fromhex(record["signature"]), BATCH_DOMAIN + st)
+        text = (cli.ground_home / "archive" / author / item_id / "text.txt").read_text()
+        assert (author, text) in texts
+
+
+def test_format_1_for_a_ground_that_does_not_read_format_2(enrolled: Cli, tmp_path: Path) -> None:
+    cli = enrolled
+    post_id = _post(cli, "alice", "Older ground, older format")
+    out = tmp_path / "OUT"
+    cli.onboard("export", "--ground-decodes", FORMAT_1_TOKEN, str(out))
+    (bundle,) = out.glob("*.opb")
+    assert read_header(bundle.read_bytes()).format_version == 1
+    cli.ground("ingest", str(out))
+    ((item_id, _body, _sig, statement, _author),) = _ground_items(cli)
+    assert item_id == post_id and statement is None
+    record = json.loads((cli.ground_home / "archive" / "alice" / post_id / "record.json").read_text())
+    assert record["batch_statement"] is None
+
+
+def test_format_1_when_the_key_that_signed_the_queue_is_gone(enrolled: Cli, tmp_path: Path) -> None:
+    cli = enrolled
+    _post(cli, "alice", "Signed before the key file went missing")
+    (cli.onboard_home / "keys" / "alice.key").rename(tmp_path / "elsewhere.key")
+    out = tmp_path / "OUT"
+    cli.onboard("export", str(out))
+    (bundle,) = out.glob("*.opb")
+    assert read_header(bundle.read_bytes()).format_version == 1
+    cli.ground("ingest", str(out))
+    assert len(_ground_items(cli)) == 1
+
+
+def test_a_database_from_before_format_2_gains_the_statement_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE TABLE items (id TEXT PRIMARY KEY, bundle_id TEXT NOT NULL, kind TEXT NOT NULL, "
+        "author TEXT NOT NULL, key_id BLOB NOT NULL, body BLOB NOT NULL, signature BLOB NOT NULL, "
+        "created_ms INTEGER NOT NULL, publish_at_ms INTEGER, target_id TEXT, received_ms INTEGER NOT NULL)"
+    )
+    old.execute("INSERT INTO items VALUES ('X', 'B', 'post', 'alice', x'00', x'01', x'02', 1, NULL, NULL, 2)")
+    old.commit()
+    old.close()
+    conn = connect(path)
+    assert conn.execute("SELECT id, statement FROM items").fetchall() == [("X", None)]
+    conn.close()
+    assert connect(path).execute("SELECT COUNT(*) FROM items").fetchone() == (1,)
