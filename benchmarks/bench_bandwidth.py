@@ -5,19 +5,23 @@
 
 Workloads (all real content):
 - text-only: 1,050 held-out real tweets (never seen by the dictionary) from 3 astronauts,
-  in batches of 50 posts per bundle;
+  in bundles of 200 posts (the live link's largest text bundle, onboard/link.py; a file
+  export puts a whole backlog in one); a second table shows bundles of 1 to 200 posts;
 - photo-only: 5 photo posts (skimage's rocket, retina and hubble_deep_field JPEGs, plus a
   progressive and an EXIF+ICC-rich JPEG made from them), alt text, no caption;
 - mix: 100 text posts and the 5 photo posts with captions, in one bundle.
 
 Raw payload = UTF-8 of every text and alt text + the photo files' bytes.
 Contenders:
-- orbitpost: the bundles onboard writes (JPEG XL photos, text dictionary), per-post Ed25519;
+- orbitpost: the bundles onboard writes today: format 2 (one Ed25519 signature per astronaut
+  per bundle, compact columns, docs/PROTOCOL.md §14), JPEG XL photos, text dictionary v2;
 - (a) one HTTP/1.1 POST per post: JSON body, photo and signature in base64, request line and
   usual headers counted, responses and TCP/TLS not counted;
 - (b) tar of the same text and photo files, zstd -19 (no signatures, no ids: a floor for a
   generic archiver, not a protocol);
-- (c) orbitpost with the photo codec and the dictionary off (plain zstd items, zstd/as-is photos).
+- (c) orbitpost with the photo codec and the dictionary off (plain zstd items, zstd/as-is photos);
+- (d) orbitpost format 1 (the previous release: a signature, id and author per post; JPEG XL
+  and dictionary v1 on), to show what the format-2 framing saves.
 Targets (issue 7): mix ≤ 0.85 × raw payload; text-only ≤ 0.5 × raw UTF-8.
 """
 
@@ -56,14 +60,18 @@ from protocol import (  # noqa: E402
     sign_item,
     verify_bundle,
 )
-from protocol.canonical import pack  # noqa: E402
-from protocol.capabilities import BASELINE, Capabilities  # noqa: E402
-from protocol.dictionary import compress_items  # noqa: E402
+from protocol.bundle import CompactItems  # noqa: E402
+from protocol.capabilities import Capabilities  # noqa: E402
+from protocol.codecs import Codec  # noqa: E402
+from protocol.compact_items import encode_compact_items  # noqa: E402
+from protocol.dictionary import DICT_V1_ID, compress_items  # noqa: E402
 from protocol.ids import new_ulid  # noqa: E402
+from protocol.model import with_derived_id  # noqa: E402
 
 T = TypeVar("T")
 ASTRONAUTS = ("alice", "bob", "chiara")
-TEXT_BATCH = 50
+TEXT_BATCH = 200
+BATCH_SIZES = (1, 10, 50, 100, 200)
 MIX_TARGET = 0.85
 TEXT_TARGET = 0.5
 
@@ -123,13 +131,15 @@ def make_samples(
             )
             pics = ((raw, alt),)
             text = alts[(n + 1) % len(alts)] if texts else ""
-        post = Post(
-            id=new_ulid(t, hashlib.sha256(f"id{n}".encode()).digest()[:10]),
-            author=name,
-            created_ms=t,
-            text=text,
-            media=media,
-            targets=targets_for(name),
+        post = with_derived_id(
+            Post(
+                id=new_ulid(t, bytes(10)),
+                author=name,
+                created_ms=t,
+                text=text,
+                media=media,
+                targets=targets_for(name),
+            )
         )
         out.append(Sample(post=post, signed=sign_item(astronaut_key(name), post), photos=pics))
     return out
@@ -150,11 +160,15 @@ def orbitpost_bundles(batches: Sequence[Sequence[Sample]], peer: Capabilities) -
                     codec, stored = choose_blob_encoding(raw, "image/jpeg", peer)
                     blobs[sha] = BlobPayload(sha256=sha, raw=raw, codec=codec, stored=stored)
         items_codec, encode_items = items_encoding(peer)
+        items: list[SignedItem] | CompactItems = [s.signed for s in batch]
+        if peer.reads_format(2):
+            keys = {s.post.author: astronaut_key(s.post.author) for s in batch}
+            items = CompactItems(raw=encode_compact_items([s.post for s in batch], keys), count=len(batch))
         out.append(
             build_bundle(
                 bundle_id=new_ulid(BASE_MS + i, bytes(10)),
                 created_ms=BASE_MS + i,
-                items=[s.signed for s in batch],
+                items=items,
                 blobs=blobs.values(),
                 items_codec=items_codec,
                 encode_items=encode_items,
@@ -216,6 +230,15 @@ def tar_zstd(samples: Sequence[Sample]) -> int:
 # -- measuring -------------------------------------------------------------------------------
 
 
+# What the other contenders' grounds read: codec and dictionary off (format 2), and the
+# previous release (format 1, dictionary v1).
+PLAIN = Capabilities(codecs=frozenset({Codec.IDENTITY, Codec.ZSTD}), formats=frozenset({1, 2}))
+FORMAT_1 = Capabilities(
+    codecs=frozenset({Codec.IDENTITY, Codec.ZSTD, Codec.ZSTD_DICT, Codec.JPEG_XL}),
+    dictionaries=frozenset({DICT_V1_ID}),
+)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Row:
     workload: str
@@ -224,6 +247,7 @@ class Row:
     http_json: int
     tar_zstd: int
     plain: int
+    format1: int
     enc_s: float
     dec_s: float
     plain_enc_s: float
@@ -236,17 +260,24 @@ def _timed(fn: Callable[[], T]) -> tuple[T, float]:
     return out, time.perf_counter() - t
 
 
-def measure(name: str, batches: Sequence[Sequence[Sample]]) -> Row:
-    samples = [s for b in batches for s in b]
-    ring = {
+def _keyring() -> dict[bytes, KnownKey]:
+    return {
         key_id(astronaut_key(a).public_key): KnownKey(astronaut=a, public_key=astronaut_key(a).public_key)
         for a in ASTRONAUTS
     }
+
+
+def measure(name: str, batches: Sequence[Sequence[Sample]]) -> Row:
+    samples = [s for b in batches for s in b]
+    ring = _keyring()
     decs = decoders()
     full, enc_s = _timed(lambda: orbitpost_bundles(batches, CURRENT_GROUND))
-    plain, plain_enc_s = _timed(lambda: orbitpost_bundles(batches, BASELINE))
+    plain, plain_enc_s = _timed(lambda: orbitpost_bundles(batches, PLAIN))
+    old = orbitpost_bundles(batches, FORMAT_1)
     _, dec_s = _timed(lambda: [verify_bundle(b, ring, decoders=decs) for b in full])
     _, plain_dec_s = _timed(lambda: [verify_bundle(b, ring, decoders=decs) for b in plain])
+    for b in old:
+        verify_bundle(b, ring, decoders=decs)
     return Row(
         workload=name,
         raw=sum(s.raw_bytes for s in samples),
@@ -254,6 +285,7 @@ def measure(name: str, batches: Sequence[Sequence[Sample]]) -> Row:
         http_json=http_json_posts(samples),
         tar_zstd=tar_zstd(samples),
         plain=sum(len(b) for b in plain),
+        format1=sum(len(b) for b in old),
         enc_s=enc_s,
         dec_s=dec_s,
         plain_enc_s=plain_enc_s,
@@ -261,50 +293,58 @@ def measure(name: str, batches: Sequence[Sequence[Sample]]) -> Row:
     )
 
 
+def by_batch_size(samples: Sequence[Sample], sizes: Sequence[int] = BATCH_SIZES) -> list[str]:
+    """Text-only bytes per post and ratio to raw UTF-8 for bundles of each size, both formats."""
+    raw = sum(s.raw_bytes for s in samples)
+    n = len(samples)
+    lines = [
+        f"Text-only by bundle size ({n} held-out tweets, {raw / n:.1f} B of UTF-8 each on average, 3 astronauts):",
+        f"  {'posts/bundle':>12} {'format 2 B/post':>16} {'× raw UTF-8':>12} {'format 1 B/post':>16} {'× raw':>7}  target ≤ {TEXT_TARGET}",
+    ]
+    for size in sizes:
+        batches = [samples[i : i + size] for i in range(0, n, size)]
+        new = sum(len(b) for b in orbitpost_bundles(batches, CURRENT_GROUND))
+        old = sum(len(b) for b in orbitpost_bundles(batches, FORMAT_1))
+        verdict = "PASS" if new <= TEXT_TARGET * raw else "FAIL"
+        lines.append(
+            f"  {size:>12} {new / n:>16.1f} {new / raw:>12.3f} {old / n:>16.1f} {old / raw:>7.3f}  {verdict}"
+        )
+    return lines
+
+
 def framing_report(texts: Sequence[str]) -> list[str]:
-    """Per-post bytes in a text-only batch, raw and after compression, by field."""
+    """Where the bytes of a format-2 text bundle go, per post: each part compressed alone
+    with the same dictionary, so the figures show what each field costs on the wire."""
     samples = make_samples(texts[:TEXT_BATCH], [], [""])
     n = len(samples)
-    raw_items = pack([s.signed.to_wire() for s in samples])
-    text_bytes = sum(len(s.post.text.encode()) for s in samples)
-    stored = len(compress_items(raw_items))
-    texts_alone = len(compress_items("".join(s.post.text for s in samples).encode()))
-    p = samples[0].post
-    author, targets = len(p.author.encode()), sum(len(t.encode()) + 1 for t in p.targets)
-    fields = [
-        ("Ed25519 signature", 64 + 2),
-        ("key id (8) ", 8 + 2),
-        ("item id (ULID: 6 time + 10 random)", 16 + 2),
-        ("created_ms (msgpack uint64)", 9),
-        ("author", author + 1),
-        (f"targets ({len(p.targets)})", targets + 1),
-        ("version, kind, media [], publish_at nil", 4),
-        ("array + body headers", 1 + 1 + 2),
+    posts = [s.post for s in samples]
+    keys = {a: astronaut_key(a) for a in ASTRONAUTS}
+    section = encode_compact_items(posts, keys)
+    stored = len(compress_items(section))
+    text_bytes = sum(len(p.text.encode()) for p in posts)
+    texts_alone = len(compress_items("".join(p.text for p in posts).encode()))
+    bundle = orbitpost_bundles([samples], CURRENT_GROUND)[0]
+    signers = len({p.author for p in posts})
+    lines = [
+        f"Where a format-2 text bundle's bytes go ({n} posts by {signers} astronauts, {text_bytes / n:.1f} B of text each):",
+        f"  {'texts alone, zstd + dictionary v2':46} {texts_alone / n:6.1f} B/post",
+        f"  {'Ed25519 batch signatures (64 B × astronauts)':46} {64 * signers / n:6.1f} B/post",
+        f"  {'everything else in the items section':46} {(stored - texts_alone - 64 * signers) / n:6.1f} B/post"
+        "  (time deltas, lengths, kinds, signer and target-list indexes, zstd frame)",
+        f"  {'bundle prefix, header and checksum':46} {(len(bundle) - stored) / n:6.1f} B/post",
+        f"  {'total on the wire':46} {len(bundle) / n:6.1f} B/post = {len(bundle) / text_bytes:.3f} × raw UTF-8",
+        "  Not sent at all (rebuilt by ground): the author (the key names the astronaut), the 16-byte id",
+        "  (derived from content and time), per-post key ids and signatures, repeated target lists.",
     ]
-    lines = [f"Per-post framing in a batch of {n} text posts (raw msgpack, before compression):"]
-    for label, size in fields:
-        lines.append(f"  {label:40} {size:4} B")
-    lines.append(f"  {'text (average)':40} {text_bytes / n:6.1f} B")
-    lines.append(f"  {'whole item (average, measured)':40} {len(raw_items) / n:6.1f} B")
-    lines.append(
-        f"After zstd + dictionary: {stored / n:.1f} B/post on the wire, of which the texts alone "
-        f"compress to {texts_alone / n:.1f} B;\n  framing costs {(stored - texts_alone) / n:.1f} B/post, "
-        f"{64 + 10:.0f} B of it incompressible (signature 64 + random id bits 10)."
-    )
-    floor = (64 + 10 + texts_alone / n) / (text_bytes / n)
-    lines.append(
-        f"  Floor with per-post signatures: ≥ {floor:.2f} × raw UTF-8 for these posts "
-        f"(average {text_bytes / n:.0f} B of text)."
-    )
     return lines
 
 
 def by_length(texts: Sequence[str], lengths: Sequence[int] = (0, 140, 280, 500, 1000)) -> list[str]:
     """Text-only ratio when the same real text comes as longer posts (tweets joined in order)."""
-    lines = ["Text-only vs post length (the same held-out tweets joined into longer posts, batches of 50):"]
-    lines.append(
-        f"  {'post ≥':>7} {'posts':>6} {'avg text B':>11} {'wire B/post':>12} {'× raw UTF-8':>12} {'minus 64 B sig':>15}"
-    )
+    lines = [
+        f"Text-only vs post length (the same held-out tweets joined into longer posts, bundles of {TEXT_BATCH}):"
+    ]
+    lines.append(f"  {'post ≥':>7} {'posts':>6} {'avg text B':>11} {'wire B/post':>12} {'× raw UTF-8':>12}")
     for n in lengths:
         posts: list[str] = []
         cur = ""
@@ -318,9 +358,7 @@ def by_length(texts: Sequence[str], lengths: Sequence[int] = (0, 140, 280, 500, 
         wire = sum(len(b) for b in orbitpost_bundles(batches, CURRENT_GROUND))
         raw = sum(len(x.post.text.encode()) for x in samples)
         k = len(samples)
-        lines.append(
-            f"  {n:>7} {k:>6} {raw / k:>11.0f} {wire / k:>12.1f} {wire / raw:>12.3f} {(wire - 64 * k) / raw:>15.3f}"
-        )
+        lines.append(f"  {n:>7} {k:>6} {raw / k:>11.0f} {wire / k:>12.1f} {wire / raw:>12.3f}")
     return lines
 
 
@@ -330,10 +368,10 @@ def _cell(v: int, raw: int, width: int = 16) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="150 text posts instead of 1,050 (same table)")
+    ap.add_argument("--quick", action="store_true", help="200 text posts instead of 1,050 (same table)")
     args = ap.parse_args(argv)
     _train, held_out = split()
-    texts = held_out[:150] if args.quick else held_out
+    texts = held_out[:200] if args.quick else held_out
     photos = real_photos()
     text_samples = make_samples(texts, [], [""])
     photo_samples = make_samples([], photos, held_out[-50:])
@@ -347,15 +385,18 @@ def main(argv: list[str] | None = None) -> int:
     ]
     print(f"orbitpost bandwidth benchmark — {len(texts)} held-out real tweets, {len(photos)} real JPEGs")
     print()
-    hdr = f"{'workload':11} {'raw B':>10} | {'orbitpost':>16} | {'(a) HTTP+JSON':>16} | {'(b) tar+zstd19':>16} | {'(c) codec+dict off':>18}"
+    hdr = (
+        f"{'workload':11} {'raw B':>10} | {'orbitpost':>16} | {'(a) HTTP+JSON':>16} | {'(b) tar+zstd19':>16} "
+        f"| {'(c) codec+dict off':>18} | {'(d) format 1':>16}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         print(
             f"{r.workload:11} {r.raw:>10,} | {_cell(r.orbitpost, r.raw)} | {_cell(r.http_json, r.raw)} | "
-            f"{_cell(r.tar_zstd, r.raw)} | {_cell(r.plain, r.raw, 18)}"
+            f"{_cell(r.tar_zstd, r.raw)} | {_cell(r.plain, r.raw, 18)} | {_cell(r.format1, r.raw)}"
         )
-    print("  (each cell: bytes on the wire, and that over the raw payload)")
+    print(f"  (each cell: bytes on the wire, and that over the raw payload; text in bundles of {TEXT_BATCH})")
     print()
     print(
         "Time per MB of raw payload on this machine (encode = bundle building incl. JPEG XL round-trip proof;"
@@ -374,8 +415,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = rows[0]
     print(
-        f"Text: the dictionary saves {1 - text.orbitpost / text.plain:.1%} over plain zstd ({text.plain:,} → {text.orbitpost:,})."
+        f"Text: the dictionary saves {1 - text.orbitpost / text.plain:.1%} over plain zstd ({text.plain:,} → {text.orbitpost:,}); "
+        f"format 2 saves {1 - text.orbitpost / text.format1:.1%} over format 1 ({text.format1:,} → {text.orbitpost:,})."
     )
+    print()
+    for line in by_batch_size(text_samples):
+        print(line)
     print()
     for line in framing_report(texts):
         print(line)
@@ -390,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         f"TARGET mix ≤ {MIX_TARGET} × raw payload:       {mix.orbitpost / mix.raw:.3f}  {'PASS' if ok_mix else 'FAIL'}"
     )
     print(
-        f"TARGET text-only ≤ {TEXT_TARGET} × raw UTF-8:     {text_utf8.orbitpost / text_utf8.raw:.3f}  {'PASS' if ok_text else 'FAIL'}"
+        f"TARGET text-only ≤ {TEXT_TARGET} × raw UTF-8:     {text_utf8.orbitpost / text_utf8.raw:.3f}  "
+        f"{'PASS' if ok_text else 'FAIL'} (bundles of {TEXT_BATCH}; smaller bundles: see the table by bundle size)"
     )
     return 0
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from protocol import MediaRef, Post, SignedItem, SigningKey, sign_item
 from protocol.ids import new_ulid
+from protocol.model import with_derived_id
 
 DATA = Path(__file__).resolve().parent / "data"
 CORPUS = DATA / "vader_tweets.tsv"
@@ -55,15 +56,16 @@ def targets_for(name: str) -> tuple[str, ...]:
     return (f"mastodon:{name}@esa.social", f"bluesky:{name}.bsky.social", f"x:{name}_iss")
 
 
-def make_items(
+def make_posts(
     texts: Sequence[str],
     *,
     seed: int = 0,
     photo_every: int = 0,
     alts: Sequence[str] = (),
     astronauts: Sequence[str] = ASTRONAUTS,
-) -> list[SignedItem]:
-    """Sign one post per text, round-robin over ``astronauts``, times a few minutes apart.
+) -> list[Post]:
+    """One post per text, round-robin over ``astronauts``, times a few minutes apart, with
+    the content-derived ids onboard gives them.
 
     With ``photo_every`` = n, every n-th post also references a (fake) photo whose alt text
     comes from ``alts``: the items section then carries media references like real batches.
@@ -86,12 +88,25 @@ def make_items(
                 ),
             )
         post = Post(
-            id=new_ulid(t, rng.randbytes(10)),
+            id=new_ulid(t, bytes(10)),
             author=name,
             created_ms=t,
             text=text,
             media=media,
             targets=targets_for(name),
         )
-        out.append(sign_item(astronaut_key(name), post))
+        out.append(with_derived_id(post))
     return out
+
+
+def make_items(
+    texts: Sequence[str],
+    *,
+    seed: int = 0,
+    photo_every: int = 0,
+    alts: Sequence[str] = (),
+    astronauts: Sequence[str] = ASTRONAUTS,
+) -> list[SignedItem]:
+    """:func:`make_posts`, each signed on its own (bundle format 1)."""
+    posts = make_posts(texts, seed=seed, photo_every=photo_every, alts=alts, astronauts=astronauts)
+    return [sign_item(astronaut_key(p.author), p) for p in posts]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import time
@@ -15,7 +16,7 @@ from protocol.bundle import choose_blob_encoding as choose_generic_encoding
 from protocol.capabilities import Capabilities
 from protocol.codecs import Codec
 from protocol.compact_items import encode_compact_items
-from protocol.dictionary import CURRENT_DICT_ID, compress_items, shipped_ids
+from protocol.dictionary import compress_items, shipped_ids
 from protocol.ids import new_ulid
 
 from . import jxl, queue
@@ -85,8 +86,10 @@ def choose_blob_encoding(
 def items_encoding(peer: Capabilities = CURRENT_GROUND) -> tuple[int, Callable[[bytes], bytes] | None]:
     """``(items_codec, encode_items)`` for build_bundle: the text dictionary if ``peer`` has it
     (docs/PROTOCOL.md §5), else plain zstd. Any bundle writer (file hand-off, live link) uses this."""
-    if peer.has_dictionary(CURRENT_DICT_ID):
-        return Codec.ZSTD_DICT, compress_items
+    # The newest dictionary the peer has: a ground of the previous release has only v1.
+    for dict_id in sorted(shipped_ids(), reverse=True):
+        if peer.has_dictionary(dict_id):
+            return Codec.ZSTD_DICT, functools.partial(compress_items, dict_id=dict_id)
     return Codec.ZSTD, None
 
 

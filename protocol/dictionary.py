@@ -28,15 +28,19 @@ from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 
 # Ids below 32768 and at or above 2**31 are reserved by the zstd format; "op" + version.
 DICT_V1_ID = 0x6F700001
+DICT_V2_ID = 0x6F700002
 
 
 # id -> (file in protocol/data, sha256 of that file). Append new versions; never edit one.
 _SHIPPED: Mapping[int, tuple[str, str]] = {
     DICT_V1_ID: ("posts-v1.zdict", "8ca0fa152917e666d4a00977e01dab758345ff643378933ed9932d943b02b571"),
+    DICT_V2_ID: ("posts-v2.zdict", "3ce5a3b45a32ac87d2386982eed4baabf1ec97ff3fede3d4774a3fcf10523888"),
 }
 
-# The dictionary new bundles are written with.
-CURRENT_DICT_ID = DICT_V1_ID
+# The dictionary new bundles are written with: v2 (110 KiB, trained on format-2 sections,
+# docs/PROTOCOL.md §14); v1 (32 KiB, format-1 items) stays for reading, and for a peer
+# that has only v1 (onboard/export.py items_encoding).
+CURRENT_DICT_ID = DICT_V2_ID
 
 # Level 19: the items section is small (kilobytes), so even zstd's slow levels cost
 # milliseconds, and every byte saved crosses a ~10 kbit/s link.

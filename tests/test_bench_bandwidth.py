@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks.bench_bandwidth import framing_report, make_samples, measure, real_photos
+from benchmarks.bench_bandwidth import by_batch_size, framing_report, make_samples, measure, real_photos
 from benchmarks.corpus import split
 
 
@@ -13,4 +13,13 @@ def test_benchmark_measures_a_small_mix() -> None:
     # Byte counts only (deterministic): the photo codec makes orbitpost beat "codec off".
     assert row.orbitpost < row.plain < row.http_json
     assert row.raw > 100_000
-    assert any("Ed25519 signature" in line for line in framing_report(texts))
+    assert any("Ed25519 batch signatures" in line for line in framing_report(texts))
+
+
+def test_format_2_framing_beats_format_1_on_text() -> None:
+    texts = split()[1][:60]
+    row = measure("text-only", [make_samples(texts, [], [""])])
+    # Byte counts only: one signature per astronaut and no per-post id/author framing.
+    assert row.orbitpost < 0.5 * row.format1
+    lines = by_batch_size(make_samples(texts, [], [""]), sizes=(1, 60))
+    assert len(lines) == 4 and lines[-1].split()[0] == "60"

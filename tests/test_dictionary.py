@@ -9,15 +9,17 @@ import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from benchmarks.corpus import make_items, split
+from benchmarks.corpus import astronaut_key, make_items, make_posts, split
 from protocol import RemoteProtocolError, build_bundle, read_header, verify_bundle
 from protocol.canonical import pack
+from protocol.compact_items import encode_compact_items
 from protocol.capabilities import BASELINE, Capabilities
 from protocol.codecs import Codec, zstd_compress
 from protocol.dictionary import (
     CURRENT_DICT_ID,
     DECODERS,
     DICT_V1_ID,
+    DICT_V2_ID,
     compress_items,
     decode_items,
     dictionary,
@@ -34,18 +36,25 @@ def _items_section(n: int, seed: int = 3) -> bytes:
     return pack([s.to_wire() for s in make_items(HELD_OUT[:n], seed=seed)])
 
 
-def test_shipped_dictionary_is_v1_and_pinned() -> None:
-    d = dictionary(DICT_V1_ID)
-    assert d.dict_id() == DICT_V1_ID == CURRENT_DICT_ID
-    assert len(d) == 32 * 1024
-    assert shipped_ids() == {DICT_V1_ID}
+def test_shipped_dictionaries_are_pinned_and_v2_is_current() -> None:
+    assert dictionary(DICT_V1_ID).dict_id() == DICT_V1_ID and len(dictionary(DICT_V1_ID)) == 32 * 1024
+    assert dictionary(DICT_V2_ID).dict_id() == DICT_V2_ID == CURRENT_DICT_ID
+    assert len(dictionary(DICT_V2_ID)) == 110 * 1024
+    assert shipped_ids() == {DICT_V1_ID, DICT_V2_ID}
 
 
-def test_round_trip_and_frame_names_its_dictionary() -> None:
+@pytest.mark.parametrize("dict_id", [DICT_V1_ID, DICT_V2_ID])
+def test_round_trip_and_frame_names_its_dictionary(dict_id: int) -> None:
     raw = _items_section(20)
-    stored = compress_items(raw)
-    assert frame_dict_id(stored) == DICT_V1_ID
+    stored = compress_items(raw, dict_id)
+    assert frame_dict_id(stored) == dict_id
     assert decode_items(stored, len(raw)) == raw
+
+
+def test_v2_beats_v1_on_held_out_format_2_sections() -> None:
+    posts = make_posts(HELD_OUT[:100], seed=5)
+    raw = encode_compact_items(posts, {p.author: astronaut_key(p.author) for p in posts})
+    assert len(compress_items(raw, DICT_V2_ID)) < 0.95 * len(compress_items(raw, DICT_V1_ID))
 
 
 def test_dictionary_beats_plain_zstd_on_held_out_posts() -> None:
@@ -59,13 +68,13 @@ def test_dictionary_beats_plain_zstd_on_held_out_posts() -> None:
 
 def test_a_dictionary_this_side_lacks_is_refused_by_id() -> None:
     other = zstandard.train_dictionary(
-        4096, [t.encode() for t in HELD_OUT[:600]], dict_id=0x6F700002, k=64, d=8
+        4096, [t.encode() for t in HELD_OUT[:600]], dict_id=0x6F700003, k=64, d=8
     )
     raw = _items_section(3)
     stored = zstandard.ZstdCompressor(dict_data=other, write_dict_id=True).compress(raw)
     with pytest.raises(RemoteProtocolError) as e:
         decode_items(stored, len(raw))
-    assert e.value.code == ErrorCode.UNKNOWN_CODEC and "0x6f700002" in str(e.value)
+    assert e.value.code == ErrorCode.UNKNOWN_CODEC and "0x6f700003" in str(e.value)
 
 
 def test_a_frame_without_dictionary_is_malformed() -> None:
