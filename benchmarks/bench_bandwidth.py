@@ -116,7 +116,8 @@ def make_samples(
     out: list[Sample] = []
     t = BASE_MS
     for n, text in enumerate([*texts, *[""] * len(photos)]):
-        t += 60_000 + (n * 7919) % 600_000
+        # Minutes apart, in whole seconds as onboard composes them (onboard/compose.py).
+        t += 60_000 + (n * 7919) % 600_000 // 1000 * 1000
         name = ASTRONAUTS[n % len(ASTRONAUTS)]
         photo = photos[n - len(texts)] if n >= len(texts) else None
         media: tuple[MediaRef, ...] = ()

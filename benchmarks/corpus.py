@@ -74,7 +74,7 @@ def make_posts(
     out = []
     t = BASE_MS + seed * 86_400_000
     for n, text in enumerate(texts):
-        t += rng.randrange(30_000, 900_000)
+        t += rng.randrange(30, 900) * 1000  # whole seconds, as onboard composes them
         name = astronauts[n % len(astronauts)]
         media: tuple[MediaRef, ...] = ()
         if photo_every and n % photo_every == 0:

@@ -64,10 +64,16 @@ def _now_ms() -> int:
 
 
 def _created_ms(conn: sqlite3.Connection, author: str) -> int:
-    """Now, but after the author's last queued item: ids are derived from content and time
-    (docs/PROTOCOL.md §14), so two identical posts by one astronaut still get two ids."""
+    """Now in whole seconds, and after the author's last queued item.
+
+    Whole seconds: nobody reads a post's time to the millisecond, and bundle format 2 then
+    carries a time in 1-2 bytes instead of 3 (docs/PROTOCOL.md §14). After the last item:
+    ids are derived from content and time, so two identical posts still get two ids.
+    """
     row = conn.execute("SELECT MAX(created_ms) FROM items WHERE author = ?", (author,)).fetchone()
-    return max(_now_ms(), (row[0] or 0) + 1)
+    now = _now_ms() // 1000 * 1000
+    last = row[0]
+    return now if last is None or now > last else (last // 1000 + 1) * 1000
 
 
 def _placeholder_id(now_ms: int) -> str:

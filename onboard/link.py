@@ -283,6 +283,12 @@ def plan(
 
     ``peer`` is what ground decodes (the link's capability token): it picks the items codec
     (the shipped text dictionary) and whether photos travel as JPEG XL.
+
+    Text posts wait while an earlier text bundle is still on its way (Nagle's rule): posts
+    written during a loss of signal, or while a bundle crosses, then leave together as one
+    bundle, which shares one signature per astronaut and one compression context (§14) —
+    on real tweets 0.47 × their UTF-8 in a bundle of 200 against 3.3 × alone. The cost is
+    at most one bundle's transfer time of extra latency for the waiting posts.
     """
     from .export import batch_items, items_encoding
 
@@ -294,7 +300,11 @@ def plan(
         return
     store = BlobStore(home.blobs_dir)
     now = _now_ms()
-    text = [q for q in pending if not (isinstance(q.item, Post) and q.item.media)]
+    text = (
+        []
+        if text_in_flight(conn)
+        else [q for q in pending if not (isinstance(q.item, Post) and q.item.media)]
+    )
     # A photo post whose JPEG is still being transcoded (``defer``) waits for the next pass;
     # text never waits for it.
     photo_posts = [
@@ -358,6 +368,16 @@ def plan(
                     "UPDATE deliveries SET state = 'sending', updated_ms = ? WHERE item_id = ? AND state = 'queued'",
                     (now, q.item.id),
                 )
+
+
+def text_in_flight(conn: sqlite3.Connection) -> bool:
+    """Whether a bundle of text posts only (no photos to wait for) is still being sent."""
+    row = conn.execute(
+        "SELECT 1 FROM link_transfers t WHERE t.kind = 'bundle' AND t.state = 'sending' AND NOT EXISTS "
+        "(SELECT 1 FROM link_transfer_items ti JOIN item_media m ON m.item_id = ti.item_id WHERE ti.name = t.name) "
+        "LIMIT 1"
+    ).fetchone()
+    return row is not None
 
 
 def active_transfers(home: Home, conn: sqlite3.Connection) -> list[Planned]:

@@ -189,7 +189,7 @@ async def sync(
             wake.set()
 
     def handle_events() -> None:
-        nonlocal down_since, fatal, receipts_pending, receipts_done_once, receipts_changed
+        nonlocal down_since, fatal, receipts_pending, receipts_done_once, receipts_changed, next_scan
         while (ev := sender.next_event()) is not None:
             if isinstance(ev, TransferProgress):
                 acked[ev.key.name] = ev.acked_bytes
@@ -202,6 +202,7 @@ async def sync(
                 status.rejected += not ok
                 if ev.key.kind is TransferKind.BUNDLE:
                     poll.kick()  # ground has new posts: their receipts are worth asking for
+                    next_scan = 0.0  # text that waited for this bundle (link.plan) goes now
             elif isinstance(ev, ReceiptsReceived):
                 doc = verify_document(conn, ev.document, cfg.ground_key)
                 applied = apply_document(conn, doc)

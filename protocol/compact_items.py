@@ -7,7 +7,8 @@ sees all texts back to back:
 
 - one signature per astronaut per bundle, over a statement of their item bodies' sha256;
 - no author (the signing key names the astronaut), no id when it is the content-derived
-  one (``model.derived_id``), times as deltas, each distinct target list once.
+  one (``model.derived_id``), times as whole-second deltas (milliseconds only where an
+  item has them), each distinct target list once.
 
 The receiver rebuilds every canonical format-1 body byte for byte, so what is stored,
 audited and published is exactly what format 1 carries; only the proof differs.
@@ -39,7 +40,7 @@ from .model import (
 )
 from .signing import BATCH_DOMAIN, SignedItem, VerifiedItem, batch_statement, sign_batch
 
-FIELDS = 13
+FIELDS = 14
 MAX_SIGNERS = 255
 
 
@@ -72,12 +73,17 @@ def encode_compact_items(items: Sequence[Item], keys: Mapping[str, SigningKey]) 
     media: list[list[Any]] = []
     publish_at: list[list[int]] = []
     command_targets = bytearray()
-    prev = items[0].created_ms
+    # Times travel as whole seconds (onboard composes whole-second times, §14): a delta of a
+    # few minutes is then 2 varint bytes, not 3, and the rare millisecond part goes sparse.
+    prev = items[0].created_ms // 1000
+    millis: list[list[int]] = []
     for i, it in enumerate(items):
         kinds.append(int(it.kind))
         signer_of.append(authors.index(it.author))
-        created += _zigzag_varint(it.created_ms - prev)
-        prev = it.created_ms
+        created += _zigzag_varint(it.created_ms // 1000 - prev)
+        prev = it.created_ms // 1000
+        if it.created_ms % 1000:
+            millis.append([i, it.created_ms % 1000])
         if it.id != derived_id(it):
             ids.append([i, ulid_to_bytes(it.id)])
         if isinstance(it, Post):
@@ -95,7 +101,7 @@ def encode_compact_items(items: Sequence[Item], keys: Mapping[str, SigningKey]) 
             command_targets += ulid_to_bytes(it.target_id)
     return pack(
         [
-            items[0].created_ms,
+            items[0].created_ms // 1000,
             signers,
             target_sets,
             bytes(kinds),
@@ -108,6 +114,7 @@ def encode_compact_items(items: Sequence[Item], keys: Mapping[str, SigningKey]) 
             media,
             publish_at,
             bytes(command_targets),
+            millis,
         ]
     )
 
@@ -126,7 +133,7 @@ def decode_compact_items(
         min_len=FIELDS,
         max_len=FIELDS,
     )
-    base_ms = expect(v[0], int, what="base time")
+    base_s = expect(v[0], int, what="base time")
     signers = _signers(v[1], count, keyring)
     target_sets = _target_sets(v[2], limits)
     kinds = _column(v[3], count, "kinds")
@@ -146,6 +153,10 @@ def decode_compact_items(
         )
     )
     cmd_targets = expect(v[12], bytes, what="command targets")
+    millis = dict(_sparse(v[13], count, "millisecond list", lambda x: expect(x, int, what="milliseconds")))
+    for i, ms in millis.items():
+        if not 0 < ms < 1000:
+            raise _malformed(f"item {i} milliseconds {ms} must be 1..999 (whole seconds are left out)")
     if len(cmd_targets) != 16 * len(commands):
         raise _malformed(
             f"command targets are {len(cmd_targets)} bytes, expected 16 × {len(commands)} commands"
@@ -167,16 +178,17 @@ def decode_compact_items(
             raise _malformed(f"post {posts[i]} names target list {t}, but the bundle has {len(target_sets)}")
     if list(dict.fromkeys(targets_of)) != list(range(len(target_sets))):
         raise _malformed("target lists must be listed in the order they are first used, each used")
-    if created and created[0] != 0 or base_ms < 0:
-        raise _malformed("the first item's created time must equal the base time")
+    if created and created[0] != 0 or base_s < 0:
+        raise _malformed("the first item's created second must equal the base time")
 
     items: list[Item] = []
-    now = base_ms
+    second = base_s
     pos = 0
     post_no = 0
     cmd_no = 0
     for i in range(count):
-        now += created[i]
+        second += created[i]
+        now = second * 1000 + millis.get(i, 0)
         if not 0 <= now <= MAX_TIME_MS:
             raise _malformed(f"item {i} created time {now} is outside 0..{MAX_TIME_MS} ms")
         author = signers[signer_of[i]][2].astronaut

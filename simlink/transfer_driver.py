@@ -26,6 +26,10 @@ from ground.stations import add_station, authenticate, write_token_file
 from onboard import link as onboard_link
 from onboard.receipts import ReceiptsPoll, apply_document, awaiting_receipts, verify_document
 from onboard.sync import RECEIPTS_CURSOR
+from protocol.bundle import FORMATS
+from protocol.capabilities import Capabilities
+from protocol.codecs import Codec
+from protocol.dictionary import shipped_ids
 from protocol.rangeset import RangeSet
 from protocol.transfer import (
     LinkFatal,
@@ -75,8 +79,20 @@ class TransferDriver:
         # -- the real setup path: `ground station add` then `onboard link add` --
         token = add_station(ground.home.conn, STATION, EPOCH_MS)
         token_file = workdir / "station.token"
+        # What the simulated ground decodes: bundle format 2 and the text dictionaries, as a real
+        # ground does; not JPEG XL (transcoding costs real seconds a photo, and virtual time
+        # would hide them; the photo codec is measured in benchmarks/bench_bandwidth.py).
+        decodes = Capabilities(
+            codecs=frozenset({Codec.IDENTITY, Codec.ZSTD, Codec.ZSTD_DICT}),
+            dictionaries=shipped_ids(),
+            formats=FORMATS,
+        )
         write_token_file(
-            token_file, station=STATION, token=token, ground_key_line=ground_key_line(ground.home)
+            token_file,
+            station=STATION,
+            token=token,
+            ground_key_line=ground_key_line(ground.home),
+            ground_decodes=decodes.to_token(),
         )
         self.cfg = onboard_link.add_link(station.home, GROUND_URL, token_file)
         onboard_link.ensure_schema(station.conn)
@@ -129,7 +145,7 @@ class TransferDriver:
             # arrived); the result is the same, minus 86,400 empty scans a day.
             self.dirty = False
             self.next_scan = now + RESCAN_S
-            onboard_link.plan(self.station.home, self.station.conn)
+            onboard_link.plan(self.station.home, self.station.conn, self.cfg.peer)
             for p in onboard_link.active_transfers(self.station.home, self.station.conn):
                 if p.spec.key.name not in self.added:
                     self.added.add(p.spec.key.name)
@@ -240,6 +256,8 @@ class TransferDriver:
                     self.tracker.rejected.append(f"{ev.key.name}: [{ev.code}] {ev.message}")
                 if ev.key.kind.name == "BUNDLE":
                     self.poll.kick()  # new posts on ground: ask for their receipts
+                    # Text that waited for this bundle (onboard link.plan) goes at once, as in sync.
+                    self.dirty, self.next_scan = True, self.loop.now
             elif isinstance(ev, ReceiptsReceived):
                 doc = verify_document(conn, ev.document, self.cfg.ground_key)
                 self.receipts_changed += apply_document(conn, doc).changed

@@ -64,6 +64,7 @@ def test_format_2_bundle_one_signature_per_astronaut_and_proofs_hold(enrolled: C
         assert not check_signature(proof, keys["bob" if author == "alice" else "alice"])
         item = decode_item(body)
         assert item.id == item_id == derived_id(item)
+        assert item.created_ms % 1000 == 0, "onboard composes whole-second times"
 
         # The archive record proves the post on its own: body, statement and signature.
         record = json.loads((cli.ground_home / "archive" / author / item_id / "record.json").read_text())

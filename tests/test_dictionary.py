@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from benchmarks.corpus import astronaut_key, make_items, make_posts, split
 from protocol import RemoteProtocolError, build_bundle, read_header, verify_bundle
 from protocol.canonical import pack
-from protocol.compact_items import encode_compact_items
 from protocol.capabilities import BASELINE, Capabilities
 from protocol.codecs import Codec, zstd_compress
+from protocol.compact_items import encode_compact_items
 from protocol.dictionary import (
     CURRENT_DICT_ID,
     DECODERS,

@@ -388,7 +388,8 @@ def test_ground_demo_runs_the_live_link(tmp_path: Path, subprocess_env: dict[str
 async def test_watch_backs_off_in_the_dark_and_resumes_when_the_link_returns(
     cli: Cli, tmp_path: Path
 ) -> None:
-    """`sync --watch` across a loss of signal: a post queued in the dark leaves soon after it ends."""
+    """`sync --watch` across a loss of signal: a post queued in the dark leaves soon after it ends,
+    and posts queued once the link is known to be down leave together, as one bundle."""
     import asyncio
 
     token = setup_station(cli, tmp_path)
@@ -410,17 +411,24 @@ async def test_watch_backs_off_in_the_dark_and_resumes_when_the_link_returns(
             proxy.start_loss()
             cli.onboard("post", "--as", "alice", "--to", "archive:alice", "queued in the dark")
             await asyncio.sleep(6)  # several backoff rounds; nothing crosses
+            for n in range(3):
+                cli.onboard("post", "--as", "alice", "--to", "archive:alice", f"held in the dark {n}")
+                await asyncio.sleep(0.6)  # several rescans (every 0.2 s) between posts
             assert len(_archive_posts(cli.ground_home)) == 1
             up_in_dark = proxy.stats.bytes_up
             proxy.end_loss()
             back = time.monotonic()
             for _ in range(400):
                 await asyncio.sleep(0.05)
-                if len(_archive_posts(cli.ground_home)) == 2:
+                if len(_archive_posts(cli.ground_home)) == 5:
                     break
             resumed_s = time.monotonic() - back
             print(f"\npublished {resumed_s:.1f} s after the link returned")
-            assert len(_archive_posts(cli.ground_home)) == 2
+            assert len(_archive_posts(cli.ground_home)) == 5
+            db = sqlite3.connect(cli.ground_home / "ground.db")
+            counts = [r[0] for r in db.execute("SELECT item_count FROM bundles ORDER BY received_ms, rowid")]
+            db.close()
+            assert counts == [1, 1, 3], counts
             # Generous: backoff is capped at 4 s, plus a publish cycle; never minutes.
             assert resumed_s < 15
             assert proxy.stats.bytes_up > up_in_dark
