@@ -302,7 +302,7 @@ def plan(
     now = _now_ms()
     text = (
         []
-        if text_in_flight(conn)
+        if text_in_flight(conn, now)
         else [q for q in pending if not (isinstance(q.item, Post) and q.item.media)]
     )
     # A photo post whose JPEG is still being transcoded (``defer``) waits for the next pass;
@@ -370,12 +370,19 @@ def plan(
                 )
 
 
-def text_in_flight(conn: sqlite3.Connection) -> bool:
-    """Whether a bundle of text posts only (no photos to wait for) is still being sent."""
+# Text waits for an earlier text bundle planned at most this long ago: a bundle that cannot
+# finish (ground down for hours, a bug) must not hold every later post with it.
+TEXT_HOLD_MAX_MS = 30 * 60 * 1000
+
+
+def text_in_flight(conn: sqlite3.Connection, now_ms: int) -> bool:
+    """Whether a bundle of text posts only (no photos to wait for), planned within the last
+    TEXT_HOLD_MAX_MS, is still being sent."""
     row = conn.execute(
-        "SELECT 1 FROM link_transfers t WHERE t.kind = 'bundle' AND t.state = 'sending' AND NOT EXISTS "
-        "(SELECT 1 FROM link_transfer_items ti JOIN item_media m ON m.item_id = ti.item_id WHERE ti.name = t.name) "
-        "LIMIT 1"
+        "SELECT 1 FROM link_transfers t WHERE t.kind = 'bundle' AND t.state = 'sending' AND t.created_ms > ? "
+        "AND NOT EXISTS (SELECT 1 FROM link_transfer_items ti JOIN item_media m ON m.item_id = ti.item_id "
+        "WHERE ti.name = t.name) LIMIT 1",
+        (now_ms - TEXT_HOLD_MAX_MS,),
     ).fetchone()
     return row is not None
 
