@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from protocol import VerifiedBundle
+
 from . import enroll as enroll_mod
 from .errors import BundleRejected, GroundError
 from .home import GroundHome
@@ -93,8 +95,14 @@ def verify(bundle: Path) -> None:
     authors = sorted({v.astronaut for v in vb.items})
     console.print(
         f"OK {bundle.name}: bundle {vb.header.bundle_id}, {len(vb.items)} item(s) by {', '.join(authors)}, "
-        f"{len(vb.blobs)} blob(s), {vb.header.total_bytes:,} bytes, signatures and hashes valid"
+        f"{len(vb.blobs)} blob(s), {vb.header.total_bytes:,} bytes, format {vb.header.format_version}, "
+        f"{_signature_count(vb)} signature(s) and every hash valid"
     )
+
+
+def _signature_count(vb: VerifiedBundle) -> int:
+    # Format 2 shares one batch signature among an astronaut's items (docs/PROTOCOL.md §14).
+    return len({v.signed.signature for v in vb.items})
 
 
 @app.command()
