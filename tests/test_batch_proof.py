@@ -51,6 +51,7 @@ def test_format_2_bundle_one_signature_per_astronaut_and_proofs_hold(enrolled: C
     cli.onboard("export", str(out))
     (bundle,) = out.glob("*.opb")
     assert read_header(bundle.read_bytes()).format_version == 2
+    assert "format 2, 2 signature(s) and every hash valid" in cli.ground("verify", str(bundle)).output
     cli.ground("ingest", str(out))
 
     rows = _ground_items(cli)
