@@ -196,6 +196,10 @@ def decode_compact_items(
         it: Item
         if kinds[i] == ItemKind.POST:
             n = text_lengths[post_no]
+            if n > limits.max_text_bytes:  # the code format 1 gives (§3), not check_item's malformed
+                raise RemoteProtocolError(
+                    ErrorCode.LIMIT_EXCEEDED, f"post {i} text exceeds {limits.max_text_bytes} bytes"
+                )
             try:
                 text = texts[pos : pos + n].decode("utf-8")
             except UnicodeDecodeError as exc:
