@@ -2,7 +2,8 @@
 
 It imports nothing from protocol/: only hashlib, struct, msgpack, zstandard and cryptography.
 If it and the manifest disagree, either the document or the vectors are wrong (§12).
-Codec 2 (shipped dictionary) and 3 (JPEG XL) are out of its scope: it answers unknown_codec.
+Bundle formats 1 (§4, §6) and 2 (§14). Codec 2 (shipped dictionary) and 3 (JPEG XL) are out
+of its scope: it answers unknown_codec.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 VECTORS = Path(__file__).parent / "vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
 TAG = b"orbitpost/item/v1\x00"  # §4
+BATCH_TAG = b"orbitpost/batch/v1\x00"  # §14.3
+ID_TAG = b"orbitpost/id/v1\x00"  # §14.2
 MAX_TIME = 2**48 - 1  # §1
 MEDIA_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/avif"}  # §3
 # §11 defaults
@@ -117,7 +120,7 @@ def verify(data: bytes, keyring: dict[bytes, tuple[str, bytes, bool]]) -> dict[s
     if len(data) < 18:
         raise Reject("truncated")
     _, version, total, hlen = struct.unpack(">4sHQI", data[:18])
-    if version > 1:
+    if version > 2:
         raise Reject("unsupported_version")
     if version == 0:
         raise Reject("malformed")
@@ -154,8 +157,40 @@ def verify(data: bytes, keyring: dict[bytes, tuple[str, bytes, bool]]) -> dict[s
     pos = 18 + hlen
     items_raw = decode(codec, data[pos : pos + stored_n], raw_n)
     pos += stored_n
+    if version == 2:
+        out_items, wanted = verify_format2(items_raw, count, keyring)
+    else:
+        out_items, wanted = verify_format1(items_raw, count, keyring)
+    blobs: dict[bytes, bytes] = {}
+    for sha, bc, bs, br in entries:
+        stored = data[pos : pos + bs]
+        pos += bs
+        if sha in blobs:
+            raise Reject("duplicate_item")
+        if sha not in wanted:
+            raise Reject("malformed")
+        if br != wanted[sha]:
+            raise Reject("media_size_mismatch")
+        raw = decode(bc, stored, br)
+        if hashlib.sha256(raw).digest() != sha:
+            raise Reject("media_hash_mismatch")
+        blobs[sha] = raw
+    if set(wanted) - set(blobs):
+        raise Reject("media_missing")
+    return {"bundle_id": bundle_id, "items": out_items, "blobs": blobs}
+
+
+Proof = tuple[bytes, bytes, bytes, bytes]  # key id, body, signature, statement (b"" in format 1)
+
+
+def verify_format1(
+    items_raw: bytes, count: int, keyring: dict[bytes, tuple[str, bytes, bool]]
+) -> tuple[list[Proof], dict[bytes, int]]:
+    """§6.3 steps 10-11 and 12 for format 1: per-item signatures (§4)."""
     items = arr(canonical(items_raw), count)
-    ids, out_items, wanted = set(), [], {}
+    ids: set[bytes] = set()
+    out_items: list[Proof] = []
+    wanted: dict[bytes, int] = {}
     for it in items:
         it = arr(it, 3)
         body, kid, sig = b(it[0]), b(it[1], 8), b(it[2], 64)
@@ -207,24 +242,201 @@ def verify(data: bytes, keyring: dict[bytes, tuple[str, bytes, bool]]) -> dict[s
         if item_id in ids:
             raise Reject("duplicate_item")
         ids.add(item_id)
-        out_items.append((kid, body, sig))
-    blobs: dict[bytes, bytes] = {}
-    for sha, bc, bs, br in entries:
-        stored = data[pos : pos + bs]
-        pos += bs
-        if sha in blobs:
-            raise Reject("duplicate_item")
-        if sha not in wanted:
+        out_items.append((kid, body, sig, b""))
+    return out_items, wanted
+
+
+def varints(col: bytes, n: int, *, signed: bool = False) -> list[int]:
+    """§14.1: exactly n shortest-form LEB128 varints of at most 8 bytes fill col."""
+    out, pos = [], 0
+    for _ in range(n):
+        value = shift = 0
+        start = pos
+        while True:
+            if pos >= len(col):
+                raise Reject("malformed")
+            byte = col[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+            if pos - start == 8:
+                raise Reject("malformed")
+        if pos - start > 1 and byte == 0:
             raise Reject("malformed")
-        if br != wanted[sha]:
-            raise Reject("media_size_mismatch")
-        raw = decode(bc, stored, br)
-        if hashlib.sha256(raw).digest() != sha:
-            raise Reject("media_hash_mismatch")
-        blobs[sha] = raw
-    if set(wanted) - set(blobs):
-        raise Reject("media_missing")
-    return {"bundle_id": bundle_id, "items": out_items, "blobs": blobs}
+        if signed:  # zigzag: 0, 1, 2, 3 ... are 0, -1, 1, -2 ...
+            value = -(value + 1) // 2 if value & 1 else value // 2
+        out.append(value)
+    if pos != len(col):
+        raise Reject("malformed")
+    return out
+
+
+def integer(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise Reject("malformed")
+    return v
+
+
+def sparse(v: Any, n: int, posts: set[int] | None, conv: Any) -> dict[int, Any]:
+    """§14.4 fields 9-11: [[index, value], ...], indexes strictly increasing below n."""
+    out: dict[int, Any] = {}
+    last = -1
+    for e in arr(v):
+        e = arr(e, 2)
+        i = integer(e[0])
+        if not last < i < n or (posts is not None and i not in posts):
+            raise Reject("malformed")
+        last = i
+        out[i] = conv(e[1])
+    return out
+
+
+def media_entry(v: Any) -> list[Any]:
+    """§3 media entry, in the order §14.5 step 4 checks it."""
+    m = arr(v, 4)
+    sha = b(m[0], 32)
+    size = integer(m[1])
+    if not 0 < size <= MAX_BLOB:
+        raise Reject("limit_exceeded")
+    if s(m[2]) not in MEDIA_TYPES:
+        raise Reject("malformed")
+    if len(s(m[3]).encode()) > 8192:
+        raise Reject("limit_exceeded")
+    return [sha, size, m[2], m[3]]
+
+
+def media_list(v: Any) -> list[list[Any]]:
+    entries = arr(v)
+    if not 1 <= len(entries) <= 16:
+        raise Reject("malformed")
+    return [media_entry(m) for m in entries]
+
+
+def first_use_order(column: list[int], n: int) -> None:
+    """Every index below n used, and first used in the order 0, 1, 2, ..."""
+    if any(x >= n for x in column) or list(dict.fromkeys(column)) != list(range(n)):
+        raise Reject("malformed")
+
+
+def verify_format2(
+    items_raw: bytes, count: int, keyring: dict[bytes, tuple[str, bytes, bool]]
+) -> tuple[list[Proof], dict[bytes, int]]:
+    """§14.5 steps 1-9 (and §6.3 step 12): rebuild every body, then one signature per astronaut."""
+    f = arr(canonical(items_raw), 14)
+    base_s = integer(f[0])
+    rows = arr(f[1])
+    if not 1 <= len(rows) <= min(count, 255):
+        raise Reject("malformed")
+    signers: list[tuple[bytes, bytes, str, bytes, bool]] = []
+    for row in rows:
+        row = arr(row, 2)
+        kid, sig = b(row[0], 8), b(row[1], 64)
+        if any(kid == x[0] for x in signers):
+            raise Reject("malformed")
+        if kid not in keyring:
+            raise Reject("unknown_key")
+        name, public, revoked = keyring[kid]
+        signers.append((kid, sig, name, public, revoked))
+    target_sets: list[list[str]] = []
+    for t in arr(f[2]):
+        t = [s(x) for x in arr(t)]
+        if not 1 <= len(t) <= 64 or t in target_sets:
+            raise Reject("malformed")
+        target_sets.append(t)
+    kinds, signer_of = b(f[3]), b(f[4])
+    if len(kinds) != count or len(signer_of) != count:
+        raise Reject("malformed")
+    deltas = varints(b(f[5]), count, signed=True)
+    posts = [i for i in range(count) if kinds[i] == 1]
+    targets_of = varints(b(f[6]), len(posts))
+    lengths = varints(b(f[7]), len(posts))
+    texts = s(f[8]).encode()
+    explicit = sparse(f[9], count, None, b)
+    media = sparse(f[10], count, set(posts), media_list)
+    publish_at = sparse(f[11], count, set(posts), integer)
+    cmd_targets = b(f[12], 16 * (count - len(posts)))
+    millis = sparse(f[13], count, None, integer)
+    if any(not 0 < ms < 1000 for ms in millis.values()):
+        raise Reject("malformed")
+    if any(k not in (1, 2, 3) for k in kinds):
+        raise Reject("malformed")
+    first_use_order(list(signer_of), len(signers))
+    if sum(lengths) != len(texts):
+        raise Reject("malformed")
+    first_use_order(targets_of, len(target_sets))
+    if deltas[0] != 0 or base_s < 0:
+        raise Reject("malformed")
+
+    bodies: list[bytes] = []
+    ids: list[bytes] = []
+    second, text_pos, post_no, cmd_no = base_s, 0, 0, 0
+    for i in range(count):
+        second += deltas[i]
+        now = second * 1000 + millis.get(i, 0)
+        if not 0 <= now <= MAX_TIME:
+            raise Reject("malformed")
+        author = signers[signer_of[i]][2]
+        if kinds[i] == 1:
+            n = lengths[post_no]
+            if n > 65536:
+                raise Reject("limit_exceeded")
+            try:
+                text = texts[text_pos : text_pos + n].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise Reject("malformed") from exc
+            text_pos += n
+            targets = target_sets[targets_of[post_no]]
+            post_no += 1
+            photos = media.get(i, [])
+            when = publish_at.get(i)
+            if not text and not photos:
+                raise Reject("malformed")
+            for t in targets:
+                platform, sep, account = t.partition(":")
+                if not (sep and account and platform.isascii() and platform.isalnum()):
+                    raise Reject("malformed")
+            if when is not None and not 0 <= when <= MAX_TIME:
+                raise Reject("malformed")
+            tail: list[Any] = [text, photos, targets, when]
+        else:
+            tail = [cmd_targets[16 * cmd_no : 16 * cmd_no + 16]]
+            cmd_no += 1
+        head = [1, kinds[i]]
+        blank = msgpack.packb(
+            [*head, now.to_bytes(6, "big") + bytes(10), author, now, *tail], use_bin_type=True
+        )
+        derived = now.to_bytes(6, "big") + hashlib.sha256(ID_TAG + blank).digest()[:10]  # §14.2
+        item_id = explicit.get(i, derived)
+        if i in explicit and (len(item_id) != 16 or item_id == derived):
+            raise Reject("malformed")
+        ids.append(item_id)
+        bodies.append(msgpack.packb([*head, item_id, author, now, *tail], use_bin_type=True))
+
+    statements = []
+    for k, (_kid, sig, _name, public, revoked) in enumerate(signers):
+        statement = b"".join(
+            hashlib.sha256(body).digest() for body, w in zip(bodies, signer_of, strict=True) if w == k
+        )
+        try:
+            Ed25519PublicKey.from_public_bytes(public).verify(sig, BATCH_TAG + statement)
+        except InvalidSignature as exc:
+            raise Reject("bad_signature") from exc
+        if revoked:
+            raise Reject("revoked_key")
+        statements.append(statement)
+    if len(set(ids)) != len(ids):
+        raise Reject("duplicate_item")
+    wanted: dict[bytes, int] = {}
+    for photos in media.values():
+        for sha, size, _type, _alt in photos:
+            if wanted.setdefault(sha, size) != size:
+                raise Reject("media_size_mismatch")
+    out = [
+        (signers[w][0], body, signers[w][1], statements[w]) for body, w in zip(bodies, signer_of, strict=True)
+    ]
+    return out, wanted
 
 
 def keyring_from_manifest() -> dict[bytes, tuple[str, bytes, bool]]:
@@ -250,13 +462,22 @@ def test_second_implementation_agrees(vector: dict[str, Any]) -> None:
         assert r.code == expect["code"]
         return
     assert expect["ok"], f"accepted, expected {expect.get('code')}"
-    assert [(k.hex(), body.hex(), sig.hex()) for k, body, sig in got["items"]] == [
-        (i["key_id"], i["body_hex"], i["signature_hex"]) for i in expect["items"]
+    assert [(k.hex(), body.hex(), sig.hex(), st.hex()) for k, body, sig, st in got["items"]] == [
+        (i["key_id"], i["body_hex"], i["signature_hex"], i.get("statement_hex", "")) for i in expect["items"]
     ]
     assert {sha.hex(): len(raw) for sha, raw in got["blobs"].items()} == expect["blobs"]
 
 
-@pytest.mark.parametrize("name", ["ok-text-only.opb", "ok-photo.opb", "ok-unicode-exact.opb"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ok-text-only.opb",
+        "ok-photo.opb",
+        "ok-unicode-exact.opb",
+        "ok-f2-text-two-astronauts.opb",
+        "ok-f2-photo-commands.opb",
+    ],
+)
 def test_both_implementations_agree_on_every_flip_and_truncation(name: str) -> None:
     """Differential check: every single-byte flip (checksum recomputed, so the fault reaches the
     header, items and blobs) and every truncation gets the same verdict and code from both."""

@@ -15,7 +15,8 @@ import pytest
 
 from protocol import KnownKey, RemoteProtocolError, SigningKey, parse_public_key, verify_bundle
 from protocol.keys import format_public_key, key_id, verify_signature
-from protocol.signing import SIGNATURE_DOMAIN
+from protocol.model import ID_DOMAIN, derived_id
+from protocol.signing import BATCH_DOMAIN, SIGNATURE_DOMAIN
 
 VECTORS = Path(__file__).parent / "vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
@@ -50,6 +51,8 @@ def test_manifest_keys_are_the_conftest_keys(alice_key: SigningKey, bob_key: Sig
     assert by_name["alice"]["seed_hex"] == alice_key.seed.hex()
     assert by_name["bob"]["seed_hex"] == bob_key.seed.hex()
     assert bytes.fromhex(MANIFEST["signature_domain_hex"]) == SIGNATURE_DOMAIN
+    assert bytes.fromhex(MANIFEST["batch_domain_hex"]) == BATCH_DOMAIN
+    assert bytes.fromhex(MANIFEST["id_domain_hex"]) == ID_DOMAIN
 
 
 def test_every_file_is_in_the_manifest() -> None:
@@ -59,16 +62,31 @@ def test_every_file_is_in_the_manifest() -> None:
     # The bad-input list, as protocol-level vectors (replay needs ground's state: see test_bad_input).
     assert {"truncated", "checksum_mismatch", "unknown_key", "author_mismatch", "decompression_bomb"} <= codes
     assert {"not_a_bundle", "unsupported_version", "bad_signature", "revoked_key"} <= codes
+    # Both bundle formats are covered, each with accepted and refused files.
+    for fmt in (1, 2):
+        mine = [v for v in MANIFEST["vectors"] if v["format"] == fmt]
+        assert {v["expect"]["ok"] for v in mine} == {True, False}
+        data = [(VECTORS / v["file"]).read_bytes() for v in mine]
+        if fmt == 2:
+            assert all(d[4:6] == b"\x00\x02" for d in data)
+    f2_codes = {
+        v["expect"]["code"] for v in MANIFEST["vectors"] if v["format"] == 2 and not v["expect"]["ok"]
+    }
+    assert {"bad_signature", "unknown_key", "revoked_key", "malformed", "duplicate_item"} <= f2_codes
 
 
-def _item_json(v: Any) -> dict[str, Any]:
+def _item_json(v: Any, fmt: int) -> dict[str, Any]:
     gen = _generator()
-    return {
+    out = {
         **gen.item_json(v.item),
         "key_id": v.signed.key_id.hex(),
         "body_hex": v.signed.body.hex(),
         "signature_hex": v.signed.signature.hex(),
     }
+    if fmt == 2:
+        out["statement_hex"] = v.signed.statement.hex()
+        out["id_is_derived"] = v.item.id == derived_id(v.item)
+    return out
 
 
 @pytest.mark.parametrize("vector", MANIFEST["vectors"], ids=lambda v: v["file"])
@@ -83,19 +101,27 @@ def test_vector_verifies_as_stated(vector: dict[str, Any]) -> None:
         assert e.value.code == expect["code"], str(e.value)
         return
     vb = verify_bundle(data, ring)
+    assert vb.header.format_version == vector["format"]
     assert vb.header.bundle_id == expect["bundle_id"]
-    assert [_item_json(v) for v in vb.items] == expect["items"]
+    assert [_item_json(v, vector["format"]) for v in vb.items] == expect["items"]
     assert {sha.hex(): len(raw) for sha, raw in vb.blobs.items()} == expect["blobs"]
     for sha, raw in vb.blobs.items():
         assert hashlib.sha256(raw).digest() == sha
     for it in expect["items"]:
         # What is signed, spelled out: domain tag + exact body bytes, by the key the id names.
-        public = next(k["public_key_hex"] for k in MANIFEST["keys"] if k["key_id_hex"] == it["key_id"])
-        assert verify_signature(
-            bytes.fromhex(public),
-            bytes.fromhex(it["signature_hex"]),
-            SIGNATURE_DOMAIN + bytes.fromhex(it["body_hex"]),
+        public = bytes.fromhex(
+            next(k["public_key_hex"] for k in MANIFEST["keys"] if k["key_id_hex"] == it["key_id"])
         )
+        body, signature = bytes.fromhex(it["body_hex"]), bytes.fromhex(it["signature_hex"])
+        if vector["format"] == 1:
+            assert verify_signature(public, signature, SIGNATURE_DOMAIN + body)
+        else:
+            # §14.3: the batch signature covers tag + statement; the statement lists sha256(body).
+            statement = bytes.fromhex(it["statement_hex"])
+            assert verify_signature(public, signature, BATCH_DOMAIN + statement)
+            entries = [statement[i : i + 32] for i in range(0, len(statement), 32)]
+            assert hashlib.sha256(body).digest() in entries
+            assert not verify_signature(public, signature, SIGNATURE_DOMAIN + body)
         if it["kind"] == "post":
             assert it["text"].encode() == bytes.fromhex(it["text_utf8_hex"])
 

@@ -18,7 +18,7 @@ import hashlib
 import json
 import struct
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +39,13 @@ from protocol import (  # noqa: E402
     sign_item,
 )
 from protocol.bundle import FORMAT_VERSION as LATEST_FORMAT  # noqa: E402
-from protocol.canonical import pack  # noqa: E402
+from protocol.bundle import CompactItems  # noqa: E402
+from protocol.canonical import pack, unpack  # noqa: E402
 from protocol.codecs import Codec, zstd_compress  # noqa: E402
+from protocol.compact_items import encode_compact_items  # noqa: E402
 from protocol.ids import new_ulid, ulid_to_bytes  # noqa: E402
-from protocol.model import BODY_VERSION, Item  # noqa: E402
-from protocol.signing import SIGNATURE_DOMAIN, SignedItem  # noqa: E402
+from protocol.model import BODY_VERSION, ID_DOMAIN, Item, derived_id, encode_item, with_derived_id  # noqa: E402
+from protocol.signing import BATCH_DOMAIN, SIGNATURE_DOMAIN, SignedItem, batch_statement  # noqa: E402
 
 T0 = 1_790_000_000_000  # 2026-09-21T12:53:20Z
 MANIFEST = HERE / "manifest.json"
@@ -93,11 +95,13 @@ def post(n: int, author: str, text: str, **kw: Any) -> Post:
     return Post(id=uid(n), author=author, created_ms=T0 + n, text=text, targets=(f"archive:{author}",), **kw)
 
 
-# The vectors below (bar err-newer-format-version) are bundle format 1: per-item signatures.
+# The vectors up to err-negative-size (bar err-newer-format-version) are bundle format 1:
+# per-item signatures, written by assemble() and build_bundle(items=[SignedItem...]).
+# The f2 vectors after them are bundle format 2 (docs/PROTOCOL.md §14).
 FORMAT_VERSION = 1
 
 
-def bundle(n: int, items: list[SignedItem], blobs: list[BlobPayload] = (), **kw: Any) -> bytes:  # type: ignore[assignment]
+def bundle(n: int, items: list[SignedItem] | CompactItems, blobs: list[BlobPayload] = (), **kw: Any) -> bytes:  # type: ignore[assignment]
     return build_bundle(bundle_id=uid(100 + n), created_ms=T0 + 100 + n, items=items, blobs=blobs, **kw)
 
 
@@ -111,6 +115,42 @@ def assemble(header: bytes, sections: list[bytes]) -> bytes:
     total = 18 + len(header) + sum(map(len, sections)) + 32
     data = struct.pack(">4sHQI", b"ORBP", FORMAT_VERSION, total, len(header)) + header + b"".join(sections)
     return data + sha(data)
+
+
+def compact(items: list[Item]) -> CompactItems:
+    """A format-2 items section for ``items``, each author's items signed as one batch."""
+    return CompactItems(
+        raw=encode_compact_items(items, {it.author: key(it.author) for it in items}), count=len(items)
+    )
+
+
+def f2_proofs(items: list[Item]) -> list[tuple[Item, SignedItem]]:
+    """What verifying a format-2 section yields per item: body, batch signature, statement."""
+    out = []
+    for it in items:
+        mine = [encode_item(x) for x in items if x.author == it.author]
+        statement = batch_statement(mine)
+        sig = key(it.author).sign(BATCH_DOMAIN + statement)
+        out.append(
+            (
+                it,
+                SignedItem(
+                    body=encode_item(it),
+                    key_id=key_id(key(it.author).public_key),
+                    signature=sig,
+                    statement=statement,
+                ),
+            )
+        )
+    return out
+
+
+def recompact(raw: bytes, change: Any) -> CompactItems:
+    """A format-2 section decoded to its 13 fields, changed by ``change(fields)`` and re-packed
+    canonically (the signatures are left as they were)."""
+    fields = unpack(raw, what="items section", max_bytes=1 << 24)
+    change(fields)
+    return CompactItems(raw=pack(fields), count=len(fields[3]))
 
 
 def item_json(item: Item) -> dict[str, Any]:
@@ -138,6 +178,7 @@ class Vector:
     data: bytes
     uses_zstd: bool
     error: str | None = None  # the ErrorCode value, or None when the bundle verifies
+    format: int = 1  # the bundle format version written in the file
     items: list[tuple[Item, SignedItem]] = field(default_factory=list)
     blobs: list[bytes] = field(default_factory=list)
 
@@ -148,6 +189,7 @@ class Vector:
             "size_bytes": len(self.data),
             "sha256": sha(self.data).hex(),
             "uses_zstd": self.uses_zstd,
+            "format": self.format,
         }
         if self.error is not None:
             e["expect"] = {"ok": False, "code": self.error}
@@ -161,6 +203,11 @@ class Vector:
                     "key_id": s.key_id.hex(),
                     "body_hex": s.body.hex(),
                     "signature_hex": s.signature.hex(),
+                    **(
+                        {"statement_hex": s.statement.hex(), "id_is_derived": it.id == derived_id(it)}
+                        if self.format == 2
+                        else {}
+                    ),
                 }
                 for it, s in self.items
             ],
@@ -427,6 +474,176 @@ def build_vectors() -> list[Vector]:
         assemble(neg, [bomb]),
         True,
     )
+    out.extend(format2_vectors())
+    return out
+
+
+def format2_vectors() -> list[Vector]:
+    """Bundle format 2 (docs/PROTOCOL.md §14): batch signatures and compact items."""
+    out: list[Vector] = []
+
+    def ok(name: str, description: str, n: int, items: list[Item], blobs: list[bytes], codec: int) -> bytes:
+        data = bundle(
+            n,
+            compact(items),
+            [BlobPayload(sha256=sha(b), raw=b) for b in blobs],
+            items_codec=codec,
+        )
+        out.append(
+            Vector(
+                name,
+                description,
+                data,
+                uses_zstd=codec != Codec.IDENTITY,
+                format=2,
+                items=f2_proofs(items),
+                blobs=blobs,
+            )
+        )
+        return data
+
+    def bad(name: str, code: str, description: str, n: int, section: CompactItems) -> None:
+        data = bundle(n, section, items_codec=Codec.IDENTITY)
+        out.append(Vector(name, description, data, uses_zstd=False, error=code, format=2))
+
+    # Onboard composes whole-second times; format 2 sends seconds, and milliseconds only for
+    # an item that has them (a2 here).
+    def sec(n: int, item: Item, ms: int = 0) -> Item:
+        return with_derived_id(replace(item, created_ms=T0 + 1000 * n + ms))
+
+    a1 = sec(31, post(31, "alice", "Hello from orbit 🌍"))
+    b1 = with_derived_id(
+        Post(
+            id=uid(0),
+            author="bob",
+            created_ms=T0 + 29_000,  # before alice's: a negative time delta
+            text="Bonjour d'orbite, Café\u0301 🚀",
+            targets=("archive:bob", "mastodon:bob@example.social"),
+        )
+    )
+    # uid(33) is an explicit id on the wire, 250 ms a millisecond entry.
+    a2 = replace(post(33, "alice", "An id chosen onboard, not derived"), created_ms=T0 + 33_250)
+    text_items: list[Item] = [a1, b1, a2]
+    ok(
+        "ok-f2-text-two-astronauts",
+        "format 2: text posts by alice, bob, alice (two batch signatures, two target lists, a negative "
+        "time delta, an explicit id that is not the derived one, a time with milliseconds); items "
+        "uncompressed (codec 0)",
+        31,
+        text_items,
+        [],
+        Codec.IDENTITY,
+    )
+    shared = media(PNG, "image/png", "Two red and two blue pixels")
+    photo = sec(
+        41,
+        post(41, "alice", "", media=(media(GIF, "image/gif", "A dot"), shared), publish_at_ms=T0 + 3_600_000),
+    )
+    cancel = with_derived_id(Cancel(id=uid(0), author="alice", created_ms=T0 + 42_000, target_id=uid(1)))
+    bobs = with_derived_id(
+        Post(
+            id=uid(0),
+            author="bob",
+            created_ms=T0 + 43_000,
+            text="Same PNG, mine too",
+            media=(shared,),
+            targets=("archive:bob",),
+        )
+    )
+    retract = with_derived_id(Retract(id=uid(0), author="bob", created_ms=T0 + 44_000, target_id=uid(7)))
+    ok(
+        "ok-f2-photo-commands",
+        "format 2: alice's scheduled photo post (a GIF and a PNG, no text) and a cancel, bob's post sharing "
+        "the PNG and a retract; items zstd (codec 1), blobs as is",
+        40,
+        [photo, cancel, bobs, retract],
+        [GIF, PNG],
+        Codec.ZSTD,
+    )
+
+    raw = compact(text_items).raw
+
+    def alter_text(f: list[Any]) -> None:
+        f[8] = f[8].replace("Hello", "Jello")
+
+    bad(
+        "err-f2-bad-signature",
+        "bad_signature",
+        "ok-f2-text-two-astronauts with one letter of alice's first text changed after signing",
+        51,
+        recompact(raw, alter_text),
+    )
+    bad(
+        "err-f2-unknown-key",
+        "unknown_key",
+        "format 2: a post batch-signed by carol, whose key ground never enrolled",
+        52,
+        compact([sec(52, post(52, "carol", "who am I?"))]),
+    )
+    bad(
+        "err-f2-revoked-key",
+        "revoked_key",
+        "format 2: a post batch-signed by dave, whose key is enrolled but revoked",
+        53,
+        compact([sec(53, post(53, "dave", "still me"))]),
+    )
+
+    def overlong_length(f: list[Any]) -> None:
+        assert f[7][0] < 0x80
+        f[7] = bytes([f[7][0] | 0x80, 0x00]) + f[7][1:]  # the same number in 2 bytes
+
+    bad(
+        "err-f2-non-canonical-varint",
+        "malformed",
+        "ok-f2-text-two-astronauts with the first text length written as a 2-byte varint (not shortest)",
+        54,
+        recompact(raw, overlong_length),
+    )
+
+    def swap_signers(f: list[Any]) -> None:
+        f[1] = [f[1][1], f[1][0]]
+        f[4] = bytes(1 - s for s in f[4])
+
+    bad(
+        "err-f2-signer-order",
+        "malformed",
+        "ok-f2-text-two-astronauts with its two signers listed bob first (each item still names its "
+        "right signer): not the order of first use",
+        55,
+        recompact(raw, swap_signers),
+    )
+
+    def spell_out_id(f: list[Any]) -> None:
+        f[9] = [[0, ulid_to_bytes(a1.id)], *f[9]]
+
+    bad(
+        "err-f2-explicit-derived-id",
+        "malformed",
+        "ok-f2-text-two-astronauts with the first item's derived id also sent explicitly",
+        56,
+        recompact(raw, spell_out_id),
+    )
+
+    def split_inside_char(f: list[Any]) -> None:
+        first = f[7][0]
+        assert first < 0x7F and f[7][1] < 0x7F  # both lengths are 1-byte varints
+        f[7] = bytes([first - 1, f[7][1] + 1]) + f[7][2:]  # same total, cut inside alice's 🌍
+
+    bad(
+        "err-f2-utf8-split",
+        "malformed",
+        "ok-f2-text-two-astronauts with the text lengths moved by one byte (same total), so alice's text "
+        "ends inside the 4-byte UTF-8 of 🌍",
+        57,
+        recompact(raw, split_inside_char),
+    )
+    bad(
+        "err-f2-duplicate-item",
+        "duplicate_item",
+        "format 2: the same post twice, so both rebuild with the same derived id",
+        58,
+        compact([a1, a1]),
+    )
     return out
 
 
@@ -441,8 +658,11 @@ def manifest(vectors: list[Vector]) -> dict[str, Any]:
         "about": "orbitpost golden bundles; docs/PROTOCOL.md §12. Verify each file with the keyring below "
         "and the default limits; expect either the items and blobs listed or the error code.",
         "format_version": FORMAT_VERSION,
+        "format_versions": [1, 2],
         "body_version": BODY_VERSION,
         "signature_domain_hex": SIGNATURE_DOMAIN.hex(),
+        "batch_domain_hex": BATCH_DOMAIN.hex(),
+        "id_domain_hex": ID_DOMAIN.hex(),
         "keys": [
             {
                 "name": n,
