@@ -44,7 +44,9 @@ FIELDS = 14
 MAX_SIGNERS = 255
 
 
-def encode_compact_items(items: Sequence[Item], keys: Mapping[str, SigningKey]) -> bytes:
+def encode_compact_items(
+    items: Sequence[Item], keys: Mapping[str, SigningKey], limits: Limits = DEFAULT_LIMITS
+) -> bytes:
     """The raw (uncompressed) format-2 items section for ``items``, each author's items
     signed as one batch with ``keys[author]``."""
     if not items:
@@ -57,7 +59,7 @@ def encode_compact_items(items: Sequence[Item], keys: Mapping[str, SigningKey]) 
             raise LocalProtocolError(f"no signing key for {it.author!r}, who wrote item {it.id}")
     if len(authors) > MAX_SIGNERS:
         raise LocalProtocolError(f"at most {MAX_SIGNERS} astronauts per bundle")
-    bodies = [encode_item(it) for it in items]
+    bodies = [encode_item(it, limits) for it in items]
     signers = []
     for a in authors:
         batch = sign_batch(keys[a], [b for it, b in zip(items, bodies, strict=True) if it.author == a])
@@ -84,7 +86,7 @@ def encode_compact_items(items: Sequence[Item], keys: Mapping[str, SigningKey]) 
         prev = it.created_ms // 1000
         if it.created_ms % 1000:
             millis.append([i, it.created_ms % 1000])
-        if it.id != derived_id(it):
+        if it.id != derived_id(it, limits):
             ids.append([i, ulid_to_bytes(it.id)])
         if isinstance(it, Post):
             tset = list(it.targets)
@@ -221,7 +223,7 @@ def decode_compact_items(
             cls = Cancel if kinds[i] == ItemKind.CANCEL else Retract
             it = cls(id=placeholder, author=author, created_ms=now, target_id=target_id)
         try:
-            derived = derived_id(it)
+            derived = derived_id(it, limits)
         except LocalProtocolError as exc:
             raise _malformed(f"item {i}: {exc}") from exc
         if i in explicit_ids:
@@ -234,7 +236,7 @@ def decode_compact_items(
             item_id = derived
         items.append(replace(it, id=item_id))
 
-    bodies = [encode_item(it) for it in items]
+    bodies = [encode_item(it, limits) for it in items]
     for body in bodies:
         decode_item(body, limits)  # the same limits and rules as a format-1 body
     statements: list[bytes] = []

@@ -148,9 +148,9 @@ def _check_common(author: str, created_ms: int, limits: Limits, err: Callable[[s
         raise err(f"created time {created_ms} is outside 0..{MAX_TIME_MS} ms")
 
 
-def encode_item(item: Item) -> bytes:
-    """The canonical body bytes of ``item`` (what gets signed)."""
-    check_item(item)
+def encode_item(item: Item, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """The canonical body bytes of ``item`` (what gets signed), checked against ``limits``."""
+    check_item(item, limits)
     head: list[Any] = [BODY_VERSION, int(item.kind), ulid_to_bytes(item.id), item.author, item.created_ms]
     if isinstance(item, Post):
         media = [[m.sha256, m.size_bytes, m.media_type, m.alt] for m in item.media]
@@ -162,11 +162,11 @@ def encode_item(item: Item) -> bytes:
 ID_DOMAIN = b"orbitpost/id/v1\x00"
 
 
-def derived_id(item: Item) -> str:
+def derived_id(item: Item, limits: Limits = DEFAULT_LIMITS) -> str:
     """The content-derived id of ``item``: its created time, then 80 bits of the sha256 of
     its body written with an all-zero id (docs/PROTOCOL.md §14). Ignores ``item.id``."""
     blank = replace(item, id=new_ulid(item.created_ms, bytes(10)))
-    return derived_ulid(item.created_ms, hashlib.sha256(ID_DOMAIN + encode_item(blank)).digest())
+    return derived_ulid(item.created_ms, hashlib.sha256(ID_DOMAIN + encode_item(blank, limits)).digest())
 
 
 ItemT = TypeVar("ItemT", bound=Item)

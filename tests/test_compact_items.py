@@ -277,6 +277,26 @@ def test_text_over_the_limit_is_limit_exceeded_as_in_format_1() -> None:
     refused(pack(f), 1, ErrorCode.LIMIT_EXCEEDED)
 
 
+def test_a_receiver_that_raised_a_limit_reads_format_2_as_it_reads_format_1() -> None:
+    raised = replace(DEFAULT_LIMITS, max_alt_bytes=16 * 1024)
+    photo = replace(PHOTO, alt="a" * 10 * 1024)  # over the default 8 KiB, under the raised one
+    item = Post(
+        id=new_ulid(T0, bytes(10)),
+        author="alice",
+        created_ms=T0,
+        text="",
+        media=(photo,),
+        targets=("archive:alice",),
+    )
+    item = replace(item, id=derived_id(item, raised))
+    raw = encode_compact_items([item], KEYS, raised)
+    (v,) = decode_compact_items(raw, 1, RING, raised)
+    assert v.item == item
+    with pytest.raises(RemoteProtocolError) as e:
+        decode_compact_items(raw, 1, RING)
+    assert e.value.code is ErrorCode.LIMIT_EXCEEDED
+
+
 def test_every_single_byte_corruption_is_refused() -> None:
     """Exhaustive on a small section: every position, every other byte value."""
     items = example()[:2] + example()[3:4]  # two astronauts, a photo, a command
