@@ -17,7 +17,7 @@ audited and published is exactly what format 1 carries; only the proof differs.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .canonical import expect, expect_list, pack, unpack
@@ -129,6 +129,33 @@ def decode_compact_items(
     Checks, in order: shape and canonical form, every signer is an enrolled key, each rebuilt
     body, each signer's batch signature, then revocation (as format 1 does per item).
     """
+    section = _parse(raw, count, keyring, limits)
+    items = _rebuild(section, count, limits)
+    return _verify_batches(section, items, limits)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Section:
+    """A format-2 items section whose shape and canonical form checked out; nothing rebuilt yet."""
+
+    base_s: int
+    signers: list[tuple[bytes, bytes, KnownKey]]
+    target_sets: list[list[str]]
+    kinds: bytes
+    signer_of: bytes
+    created: list[int]
+    targets_of: list[int]
+    text_lengths: list[int]
+    texts: bytes
+    explicit_ids: dict[int, bytes]
+    media: dict[int, tuple[MediaRef, ...]]
+    publish_at: dict[int, int]
+    command_targets: bytes
+    millis: dict[int, int]
+
+
+def _parse(raw: bytes, count: int, keyring: Mapping[bytes, KnownKey], limits: Limits) -> _Section:
+    """Decode the 14 fields and enforce every canonical-form rule (docs/PROTOCOL.md §14.4)."""
     v = expect_list(
         unpack(raw, what="items section", max_bytes=limits.max_items_bytes),
         what="items section",
@@ -154,14 +181,14 @@ def decode_compact_items(
             v[11], count, "publish time list", lambda x: expect(x, int, what="publish time"), only=post_set
         )
     )
-    cmd_targets = expect(v[12], bytes, what="command targets")
+    command_targets = expect(v[12], bytes, what="command targets")
     millis = dict(_sparse(v[13], count, "millisecond list", lambda x: expect(x, int, what="milliseconds")))
     for i, ms in millis.items():
         if not 0 < ms < 1000:
             raise _malformed(f"item {i} milliseconds {ms} must be 1..999 (whole seconds are left out)")
-    if len(cmd_targets) != 16 * len(commands):
+    if len(command_targets) != 16 * len(commands):
         raise _malformed(
-            f"command targets are {len(cmd_targets)} bytes, expected 16 × {len(commands)} commands"
+            f"command targets are {len(command_targets)} bytes, expected 16 × {len(commands)} commands"
         )
 
     for i, k in enumerate(kinds):
@@ -183,27 +210,47 @@ def decode_compact_items(
     if created and created[0] != 0 or base_s < 0:
         raise _malformed("the first item's created second must equal the base time")
 
+    return _Section(
+        base_s=base_s,
+        signers=signers,
+        target_sets=target_sets,
+        kinds=kinds,
+        signer_of=signer_of,
+        created=created,
+        targets_of=targets_of,
+        text_lengths=text_lengths,
+        texts=texts,
+        explicit_ids=explicit_ids,
+        media=media,
+        publish_at=publish_at,
+        command_targets=command_targets,
+        millis=millis,
+    )
+
+
+def _rebuild(sec: _Section, count: int, limits: Limits) -> list[Item]:
+    """Every item as the astronaut wrote it: author from the signer, id derived unless given."""
     items: list[Item] = []
-    second = base_s
+    second = sec.base_s
     pos = 0
     post_no = 0
     cmd_no = 0
     for i in range(count):
-        second += created[i]
-        now = second * 1000 + millis.get(i, 0)
+        second += sec.created[i]
+        now = second * 1000 + sec.millis.get(i, 0)
         if not 0 <= now <= MAX_TIME_MS:
             raise _malformed(f"item {i} created time {now} is outside 0..{MAX_TIME_MS} ms")
-        author = signers[signer_of[i]][2].astronaut
+        author = sec.signers[sec.signer_of[i]][2].astronaut
         placeholder = ulid_from_bytes(now.to_bytes(6, "big") + bytes(10))
         it: Item
-        if kinds[i] == ItemKind.POST:
-            n = text_lengths[post_no]
+        if sec.kinds[i] == ItemKind.POST:
+            n = sec.text_lengths[post_no]
             if n > limits.max_text_bytes:  # the code format 1 gives (§3), not check_item's malformed
                 raise RemoteProtocolError(
                     ErrorCode.LIMIT_EXCEEDED, f"post {i} text exceeds {limits.max_text_bytes} bytes"
                 )
             try:
-                text = texts[pos : pos + n].decode("utf-8")
+                text = sec.texts[pos : pos + n].decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise _malformed(f"post {i} text is not valid UTF-8 ({exc.reason})") from exc
             pos += n
@@ -212,30 +259,36 @@ def decode_compact_items(
                 author=author,
                 created_ms=now,
                 text=text,
-                media=media.get(i, ()),
-                targets=tuple(target_sets[targets_of[post_no]]),
-                publish_at_ms=publish_at.get(i),
+                media=sec.media.get(i, ()),
+                targets=tuple(sec.target_sets[sec.targets_of[post_no]]),
+                publish_at_ms=sec.publish_at.get(i),
             )
             post_no += 1
         else:
-            target_id = ulid_from_bytes(cmd_targets[16 * cmd_no : 16 * cmd_no + 16])
+            target_id = ulid_from_bytes(sec.command_targets[16 * cmd_no : 16 * cmd_no + 16])
             cmd_no += 1
-            cls = Cancel if kinds[i] == ItemKind.CANCEL else Retract
+            cls = Cancel if sec.kinds[i] == ItemKind.CANCEL else Retract
             it = cls(id=placeholder, author=author, created_ms=now, target_id=target_id)
         try:
             derived = derived_id(it, limits)
         except LocalProtocolError as exc:
             raise _malformed(f"item {i}: {exc}") from exc
-        if i in explicit_ids:
-            if len(explicit_ids[i]) != 16:
-                raise _malformed(f"item {i} id must be 16 bytes, got {len(explicit_ids[i])}")
-            item_id = ulid_from_bytes(explicit_ids[i])
+        explicit = sec.explicit_ids.get(i)
+        if explicit is not None:
+            if len(explicit) != 16:
+                raise _malformed(f"item {i} id must be 16 bytes, got {len(explicit)}")
+            item_id = ulid_from_bytes(explicit)
             if item_id == derived:
                 raise _malformed(f"item {i} carries the id the receiver derives; leave it out")
         else:
             item_id = derived
         items.append(replace(it, id=item_id))
+    return items
 
+
+def _verify_batches(sec: _Section, items: list[Item], limits: Limits) -> list[VerifiedItem]:
+    """Each signer's batch signature over its items' rebuilt bodies, then revocation."""
+    signers, signer_of = sec.signers, sec.signer_of
     bodies = [encode_item(it, limits) for it in items]
     for body in bodies:
         decode_item(body, limits)  # the same limits and rules as a format-1 body
