@@ -39,6 +39,7 @@ from .model import (
     media_from_wire,
 )
 from .signing import BATCH_DOMAIN, SignedItem, VerifiedItem, batch_statement, sign_batch
+from .varints import read_varints, varint, zigzag_varint
 
 FIELDS = 14
 MAX_SIGNERS = 255
@@ -82,7 +83,7 @@ def encode_compact_items(
     for i, it in enumerate(items):
         kinds.append(int(it.kind))
         signer_of.append(authors.index(it.author))
-        created += _zigzag_varint(it.created_ms // 1000 - prev)
+        created += zigzag_varint(it.created_ms // 1000 - prev)
         prev = it.created_ms // 1000
         if it.created_ms % 1000:
             millis.append([i, it.created_ms % 1000])
@@ -92,8 +93,8 @@ def encode_compact_items(
             tset = list(it.targets)
             if tset not in target_sets:
                 target_sets.append(tset)
-            targets_of += _varint(target_sets.index(tset))
-            text_lengths += _varint(len(it.text.encode()))
+            targets_of += varint(target_sets.index(tset))
+            text_lengths += varint(len(it.text.encode()))
             texts.append(it.text)
             if it.media:
                 media.append([i, [[m.sha256, m.size_bytes, m.media_type, m.alt] for m in it.media]])
@@ -167,11 +168,11 @@ def _parse(raw: bytes, count: int, keyring: Mapping[bytes, KnownKey], limits: Li
     target_sets = _target_sets(v[2], limits)
     kinds = _column(v[3], count, "kinds")
     signer_of = _column(v[4], count, "signer column")
-    created = _varints(expect(v[5], bytes, what="created column"), count, "created column", signed=True)
+    created = read_varints(expect(v[5], bytes, what="created column"), count, "created column", signed=True)
     posts = [i for i, k in enumerate(kinds) if k == ItemKind.POST]
     commands = [i for i, k in enumerate(kinds) if k != ItemKind.POST]
-    targets_of = _varints(expect(v[6], bytes, what="targets column"), len(posts), "targets column")
-    text_lengths = _varints(expect(v[7], bytes, what="text lengths"), len(posts), "text lengths")
+    targets_of = read_varints(expect(v[6], bytes, what="targets column"), len(posts), "targets column")
+    text_lengths = read_varints(expect(v[7], bytes, what="text lengths"), len(posts), "text lengths")
     texts = expect(v[8], str, what="texts").encode()
     explicit_ids = dict(_sparse(v[9], count, "id list", lambda x: expect(x, bytes, what="item id")))
     post_set = frozenset(posts)
@@ -388,45 +389,3 @@ def _sparse(
 def _media_list(value: Any, limits: Limits) -> tuple[MediaRef, ...]:
     rows = expect_list(value, what="media list", min_len=1, max_len=limits.max_media_per_post)
     return tuple(media_from_wire(m, limits) for m in rows)
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _zigzag_varint(n: int) -> bytes:
-    return _varint(n * 2 if n >= 0 else -n * 2 - 1)
-
-
-def _varints(data: bytes, count: int, what: str, *, signed: bool = False) -> list[int]:
-    """Exactly ``count`` minimal LEB128 varints (at most 8 bytes each) filling ``data``."""
-    out: list[int] = []
-    pos = 0
-    for k in range(count):
-        n = shift = 0
-        start = pos
-        while True:
-            if pos >= len(data):
-                raise _malformed(f"{what} ends inside entry {k} of {count}")
-            b = data[pos]
-            pos += 1
-            n |= (b & 0x7F) << shift
-            shift += 7
-            if not b & 0x80:
-                break
-            if pos - start >= 8:
-                raise _malformed(f"{what} entry {k} is longer than 8 bytes")
-        if pos - start > 1 and data[pos - 1] == 0:
-            raise _malformed(f"{what} entry {k} is not in its shortest form")
-        out.append((n >> 1) ^ -(n & 1) if signed else n)
-    if pos != len(data):
-        raise _malformed(f"{what} has {len(data) - pos} bytes after its {count} entries")
-    return out
