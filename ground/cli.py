@@ -209,13 +209,22 @@ def station_revoke(name: str) -> None:
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8470,
+    session_idle_min: Annotated[
+        int,
+        typer.Option(
+            "--session-idle-min",
+            envvar="ORBITPOST_SESSION_IDLE_MIN",
+            min=0,
+            help="End an operator's browser session after this many minutes unused (0: never).",
+        ),
+    ] = 30,  # operators.SESSION_IDLE_MS (not imported here: it costs an scrypt hash at import)
 ) -> None:
     """Run the ground service: the station link endpoint, the dashboard and the publisher."""
     from .server import serve as run
 
     console.print(f"ground serving on http://{host}:{port} (Ctrl-C to stop)")
     try:
-        asyncio.run(run(state.home, host, port))
+        asyncio.run(run(state.home, host, port, session_idle_ms=session_idle_min * 60_000))
     except OSError as exc:
         raise GroundError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 

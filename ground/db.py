@@ -152,6 +152,18 @@ CREATE TABLE IF NOT EXISTS account_limits (
     media_types     TEXT,               -- space-separated, or NULL
     updated_ms      INTEGER NOT NULL
 );
+-- Failed operator logins (ground/login_limits.py): kept here, not in memory, so a restart
+-- does not hand an attacker a fresh budget. Rows older than the limiter's window are pruned
+-- on each failure, and the table is capped, so it stays small.
+CREATE TABLE IF NOT EXISTS login_failures (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_ms  INTEGER NOT NULL,
+    name   TEXT NOT NULL,
+    addr   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS login_failures_name ON login_failures(name, ts_ms);
+CREATE INDEX IF NOT EXISTS login_failures_addr ON login_failures(addr, ts_ms);
+CREATE INDEX IF NOT EXISTS login_failures_ts ON login_failures(ts_ms);
 CREATE TABLE IF NOT EXISTS events (
     id      INTEGER PRIMARY KEY AUTOINCREMENT,
     ts_ms   INTEGER NOT NULL,
@@ -179,6 +191,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
     if "statement" not in columns:
         conn.execute("ALTER TABLE items ADD COLUMN statement BLOB")
+    # Operator sessions gained an idle timeout (ground/operators.py): when each was last used,
+    # and why it ended. The table itself is created by operators.ensure_schema, with them.
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(operator_sessions)")}
+    if columns and "last_used_ms" not in columns:
+        conn.execute("ALTER TABLE operator_sessions ADD COLUMN last_used_ms INTEGER")
+    if columns and "end_reason" not in columns:
+        conn.execute("ALTER TABLE operator_sessions ADD COLUMN end_reason TEXT")
 
 
 def audit(conn: sqlite3.Connection, now_ms: int, actor: str, kind: str, detail: str) -> None:

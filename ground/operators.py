@@ -6,6 +6,11 @@ they can be raised later without breaking old accounts. A session or API token i
 random bytes handed to the client once; only its sha256 is stored, so a leaked database
 cannot be replayed as a login.
 
+A browser session ends at the first of: logout, its absolute lifetime (``SESSION_TTL_MS``),
+or ``SESSION_IDLE_MS`` without use (an unattended browser); API tokens have no idle limit
+(a scraper calls on its own schedule). ``check_session`` says which, so the caller can
+tell the operator why they must log in again.
+
 Errors: ``OperatorError`` (a ``GroundError``) for every operator-management mistake.
 """
 
@@ -40,7 +45,9 @@ CREATE TABLE IF NOT EXISTS operator_sessions (
     csrf         TEXT NOT NULL,
     created_ms   INTEGER NOT NULL,
     expires_ms   INTEGER NOT NULL,
-    ended_ms     INTEGER
+    ended_ms     INTEGER,
+    last_used_ms INTEGER,  -- NULL: not used since created_ms (added later: ground/db.py _migrate)
+    end_reason   TEXT      -- why ended_ms was set: logout, idle, operator-removed (NULL: logout)
 );
 """
 
@@ -52,12 +59,29 @@ SCRYPT_P = 1
 MIN_PASSWORD_CHARS = 12
 SESSION_TTL_MS = 12 * 3600 * 1000  # one shift
 API_TOKEN_TTL_MS = 90 * 86400 * 1000  # a scraper's token, rotated quarterly
+# A browser left logged in on a console nobody watches ends after this long without use.
+SESSION_IDLE_MS = 30 * 60 * 1000
+# Last use is written at most once a minute per session: a durable write (WAL + fsync) on
+# every request would cost more than the lookup it guards, and a minute is nothing against
+# a 30-minute limit. The stored value lags by under a minute, so a session may end up to a
+# minute early, never late.
+LAST_USE_GRANULARITY_MS = 60 * 1000
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 class OperatorError(GroundError):
     """Bad operator name, role or password; unknown or disabled operator."""
+
+
+class SessionEnd(StrEnum):
+    """Why a presented token does not (or no longer) open a session."""
+
+    UNKNOWN = "unknown"  # never issued here (forged, or from another ground)
+    LOGGED_OUT = "logged-out"
+    IDLE = "idle"
+    EXPIRED = "expired"
+    OPERATOR_REMOVED = "operator-removed"
 
 
 class Role(StrEnum):
@@ -84,6 +108,15 @@ class Session:
     csrf: str
     expires_ms: int
     token_sha256: str
+    last_used_ms: int | None = None  # as stored (may lag by LAST_USE_GRANULARITY_MS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refused:
+    """A token that opens no session, and why (``SessionEnd``)."""
+
+    reason: SessionEnd
+    ended_ms: int | None = None  # when it ended, if it was ever live
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
@@ -166,8 +199,8 @@ def remove_operator(conn: sqlite3.Connection, name: str, now_ms: int, actor: str
             "UPDATE operators SET disabled_ms = ? WHERE name = ? AND disabled_ms IS NULL", (now_ms, name)
         )
         conn.execute(
-            "UPDATE operator_sessions SET ended_ms = ? WHERE operator = ? AND ended_ms IS NULL",
-            (now_ms, name),
+            "UPDATE operator_sessions SET ended_ms = ?, end_reason = ? WHERE operator = ? AND ended_ms IS NULL",
+            (now_ms, str(SessionEnd.OPERATOR_REMOVED), name),
         )
         audit(conn, now_ms, actor, "operator-remove", name)
 
@@ -245,31 +278,124 @@ def open_session(
     return token, Session(operator=operator, kind=kind, csrf=csrf, expires_ms=now_ms + ttl, token_sha256=th)
 
 
-def session_for(conn: sqlite3.Connection, token: str, now_ms: int) -> Session | None:
-    """The live session behind ``token``, or None if unknown, ended, expired or its operator disabled."""
-    return session_for_hash(conn, _token_hash(token), now_ms)
+def session_for(
+    conn: sqlite3.Connection, token: str, now_ms: int, *, idle_ms: int = SESSION_IDLE_MS
+) -> Session | None:
+    """The live session behind ``token``, or None if unknown, ended, expired, idle or its operator disabled."""
+    return session_for_hash(conn, _token_hash(token), now_ms, idle_ms=idle_ms)
 
 
-def session_for_hash(conn: sqlite3.Connection, token_sha256: str, now_ms: int) -> Session | None:
+def session_for_hash(
+    conn: sqlite3.Connection, token_sha256: str, now_ms: int, *, idle_ms: int = SESSION_IDLE_MS
+) -> Session | None:
     """As ``session_for``, by the stored hash (to re-check a session a long request holds)."""
+    found = check_session(conn, token_sha256, now_ms, idle_ms=idle_ms, touch=False)
+    return found if isinstance(found, Session) else None
+
+
+def token_hash(token: str) -> str:
+    """What is stored for ``token`` (its sha256, hex): pass it to ``check_session``."""
+    return _token_hash(token)
+
+
+def check_session(
+    conn: sqlite3.Connection,
+    token_sha256: str,
+    now_ms: int,
+    *,
+    idle_ms: int = SESSION_IDLE_MS,
+    touch: bool = True,
+) -> Session | Refused:
+    """The live session behind ``token_sha256``, or why there is none.
+
+    A browser session found idle for ``idle_ms`` (0: no idle limit) is ended here and the
+    end audited, so it stays refused with the same reason. With ``touch`` this counts as a
+    use: the stored last use moves to ``now_ms`` if it is a minute or more behind.
+    """
     ensure_schema(conn)
     row = conn.execute(
-        "SELECT o.name, o.role, o.created_ms, o.disabled_ms, s.kind, s.csrf, s.expires_ms, s.token_sha256 "
-        "FROM operator_sessions s JOIN operators o ON o.name = s.operator "
-        "WHERE s.token_sha256 = ? AND s.ended_ms IS NULL AND s.expires_ms > ? AND o.disabled_ms IS NULL",
-        (token_sha256, now_ms),
+        "SELECT o.name, o.role, o.created_ms, o.disabled_ms, s.kind, s.csrf, s.expires_ms, "
+        "s.created_ms, s.ended_ms, s.end_reason, s.last_used_ms "
+        "FROM operator_sessions s JOIN operators o ON o.name = s.operator WHERE s.token_sha256 = ?",
+        (token_sha256,),
     ).fetchone()
     if row is None:
-        return None
+        return Refused(reason=SessionEnd.UNKNOWN)
+    op = _row_to_operator(row[:4])
+    kind, csrf, expires_ms, created_ms, ended_ms, end_reason, last_used_ms = row[4:]
+    if ended_ms is not None:
+        known = {str(r) for r in SessionEnd}
+        reason = SessionEnd(end_reason) if end_reason in known else SessionEnd.LOGGED_OUT
+        return Refused(reason=reason, ended_ms=ended_ms)
+    if op.disabled_ms is not None:
+        return Refused(reason=SessionEnd.OPERATOR_REMOVED, ended_ms=op.disabled_ms)
+    if expires_ms <= now_ms:
+        return Refused(reason=SessionEnd.EXPIRED, ended_ms=expires_ms)
+    last_use = last_used_ms if last_used_ms is not None else created_ms
+    if kind == "session" and idle_ms > 0 and last_use + idle_ms <= now_ms:
+        _end_idle(conn, token_sha256, op.name, last_use, idle_ms, now_ms)
+        return Refused(reason=SessionEnd.IDLE, ended_ms=last_use + idle_ms)
+    if touch and kind == "session" and now_ms - last_use >= LAST_USE_GRANULARITY_MS:
+        # Autocommit, one row by primary key: no transaction needed, and no audit line (a use
+        # is not an event; the login that started the session is).
+        conn.execute(
+            "UPDATE operator_sessions SET last_used_ms = ? WHERE token_sha256 = ? AND ended_ms IS NULL",
+            (now_ms, token_sha256),
+        )
+        last_use = now_ms
     return Session(
-        operator=_row_to_operator(row[:4]), kind=row[4], csrf=row[5], expires_ms=row[6], token_sha256=row[7]
+        operator=op,
+        kind=kind,
+        csrf=csrf,
+        expires_ms=expires_ms,
+        token_sha256=token_sha256,
+        last_used_ms=last_use,
     )
+
+
+def _end_idle(
+    conn: sqlite3.Connection, token_sha256: str, name: str, last_use_ms: int, idle_ms: int, now_ms: int
+) -> bool:
+    """End one idle browser session (ended_ms: when it went idle) and audit it; False if already ended."""
+    with transaction(conn):
+        cur = conn.execute(
+            "UPDATE operator_sessions SET ended_ms = ?, end_reason = ? "
+            "WHERE token_sha256 = ? AND ended_ms IS NULL",
+            (last_use_ms + idle_ms, str(SessionEnd.IDLE), token_sha256),
+        )
+        if cur.rowcount:
+            audit(
+                conn,
+                now_ms,
+                f"operator:{name}",
+                "session-idle",
+                f"browser session ended after {idle_ms // 60000} min without use",
+            )
+    return bool(cur.rowcount)
+
+
+def end_idle_sessions(conn: sqlite3.Connection, now_ms: int, *, idle_ms: int = SESSION_IDLE_MS) -> int:
+    """End (and audit) every live browser session unused for ``idle_ms``; returns how many.
+
+    ``check_session`` ends an idle session when its token comes back; this sweep ends the
+    ones that never do, so the audit log shows when each one ended either way.
+    """
+    ensure_schema(conn)
+    if idle_ms <= 0:
+        return 0
+    rows = conn.execute(
+        "SELECT s.token_sha256, s.operator, COALESCE(s.last_used_ms, s.created_ms) AS last_use "
+        "FROM operator_sessions s WHERE s.kind = 'session' AND s.ended_ms IS NULL AND s.expires_ms > ? "
+        "AND COALESCE(s.last_used_ms, s.created_ms) <= ?",
+        (now_ms, now_ms - idle_ms),
+    ).fetchall()
+    return sum(_end_idle(conn, th, name, last_use, idle_ms, now_ms) for th, name, last_use in rows)
 
 
 def end_session(conn: sqlite3.Connection, session: Session, now_ms: int) -> None:
     with transaction(conn):
         conn.execute(
-            "UPDATE operator_sessions SET ended_ms = ? WHERE token_sha256 = ? AND ended_ms IS NULL",
-            (now_ms, session.token_sha256),
+            "UPDATE operator_sessions SET ended_ms = ?, end_reason = ? WHERE token_sha256 = ? AND ended_ms IS NULL",
+            (now_ms, str(SessionEnd.LOGGED_OUT), session.token_sha256),
         )
         audit(conn, now_ms, f"operator:{session.operator.name}", "logout", f"{session.kind} ended")

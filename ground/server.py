@@ -268,8 +268,12 @@ def create_app(
     *,
     receiver_config: ReceiverConfig | None = None,
     auth_limiter: AuthFailureLimiter | None = None,
+    session_idle_ms: int | None = None,
 ) -> web.Application:
-    """The ground web application: link endpoint, health, and the dashboard when installed."""
+    """The ground web application: link endpoint, health, and the dashboard when installed.
+
+    ``session_idle_ms``: operators' browser sessions end after this long unused (None: the default).
+    """
     app = web.Application(client_max_size=MAX_FRAME_BYTES + 1024, middlewares=[_json_errors])
     app[LINK_KEY] = LinkService(home, receiver_config, auth_limiter)
     app.router.add_post("/v1/link", app[LINK_KEY].handle)
@@ -279,7 +283,10 @@ def create_app(
     except ImportError:
         dashboard = None  # type: ignore[assignment]
     if dashboard is not None:
-        dashboard.setup(app, home)
+        if session_idle_ms is None:
+            dashboard.setup(app, home)
+        else:
+            dashboard.setup(app, home, session_idle_ms=session_idle_ms)
     return app
 
 
@@ -291,6 +298,7 @@ async def serve(
     stop: asyncio.Event | None = None,
     ready: asyncio.Event | None = None,
     publish_interval_s: float = 1.0,
+    session_idle_ms: int | None = None,
 ) -> None:
     """Run the HTTP service and the publisher until ``stop`` is set (or SIGINT/SIGTERM)."""
     stop = stop or asyncio.Event()
@@ -298,7 +306,7 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
-    app = create_app(home)
+    app = create_app(home, session_idle_ms=session_idle_ms)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -7,6 +7,10 @@ calls it. No build step: the page is plain HTML/CSS/JS under ``static/``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
@@ -14,11 +18,16 @@ from aiohttp import web
 from .. import operators
 from ..home import GroundHome
 from .api import READER_KEY, ROUTES, STOP_KEY, STREAMS_KEY, not_found
-from .auth import HOME_KEY, LIMITER_KEY, LoginLimiter
+from .auth import HOME_KEY, IDLE_KEY, LIMITER_KEY, LoginLimiter, now_ms
 from .reader import Reader
+
+log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 STATIC_PREFIX = "/dashboard/static"
+# How often idle browser sessions nobody comes back to are ended (and audited); a session
+# that does come back is refused on the spot whatever this says.
+IDLE_SWEEP_S = 60.0
 
 # The page runs only our own script and styles; nothing may frame it (clickjacking).
 PAGE_HEADERS = {
@@ -53,11 +62,37 @@ async def _on_cleanup(app: web.Application) -> None:
     await app[READER_KEY].close()
 
 
-def setup(app: web.Application, home: GroundHome, *, limiter: LoginLimiter | None = None) -> None:
-    """Register the dashboard page, its static files, the JSON API, /metrics and login/logout."""
+async def _idle_sweeper(app: web.Application) -> AsyncIterator[None]:
+    async def sweep() -> None:
+        while True:
+            try:
+                operators.end_idle_sessions(app[HOME_KEY].conn, now_ms(), idle_ms=app[IDLE_KEY])
+            except sqlite3.Error as exc:  # busy database: the next sweep catches up
+                log.warning("ending idle operator sessions failed: %s", exc)
+            await asyncio.sleep(IDLE_SWEEP_S)
+
+    task = asyncio.ensure_future(sweep())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def setup(
+    app: web.Application,
+    home: GroundHome,
+    *,
+    limiter: LoginLimiter | None = None,
+    session_idle_ms: int = operators.SESSION_IDLE_MS,
+) -> None:
+    """Register the dashboard page, its static files, the JSON API, /metrics and login/logout.
+
+    ``session_idle_ms``: a browser session unused this long ends (0: only the absolute limit).
+    """
     conn = home.conn
     operators.ensure_schema(conn)
     app[HOME_KEY] = home
+    app[IDLE_KEY] = session_idle_ms
     app[LIMITER_KEY] = limiter or LoginLimiter()
     app[STOP_KEY] = asyncio.Event()
     app[STREAMS_KEY] = set()
@@ -71,6 +106,8 @@ def setup(app: web.Application, home: GroundHome, *, limiter: LoginLimiter | Non
     app.on_response_prepare.append(_on_prepare)
     app.on_shutdown.append(_on_shutdown)
     app.on_cleanup.append(_on_cleanup)
+    if session_idle_ms > 0:
+        app.cleanup_ctx.append(_idle_sweeper)
 
 
 __all__ = ["setup"]

@@ -20,12 +20,14 @@ from . import actions, queries
 from .auth import (
     COOKIE,
     HOME_KEY,
+    IDLE_KEY,
     LIMITER_KEY,
     actor,
     client_address,
     current,
     json_error,
     now_ms,
+    refusal_message,
     require,
 )
 from .openapi import openapi_document
@@ -94,35 +96,39 @@ async def login(request: web.Request) -> web.StreamResponse:
         return json_error(400, "login needs string fields 'name' and 'password'")
     ip = client_address(request)
     limiter = request.app[LIMITER_KEY]
-    keys = (f"ip:{ip}", f"name:{name[:64]}")
-    wait = limiter.retry_after_s(*keys)
-    if wait > 0:
-        return json_error(
-            429,
-            f"too many failed logins; try again in {int(wait) + 1} s",
-            **{"Retry-After": str(int(wait) + 1)},
-        )
+    name = name[:64]
     conn = _conn(request)
-    op, stored = operators.login_record(conn, name[:64])
+    wait = limiter.retry_after_s(conn, name, ip, now_ms())
+    if wait > 0:
+        return _too_many(wait)
+    op, stored = operators.login_record(conn, name)
     ok = await asyncio.get_running_loop().run_in_executor(None, operators.check_password, password, stored)
     ts = now_ms()
+    # Checked again after the KDF: parallel guesses all pass the first check, and once the
+    # budget is full, right and wrong passwords alike get 429 (a 401 next to a 429 would
+    # tell a racing guesser which guess was right).
     if not ok or op is None:
-        limiter.failed(*keys)
-        locked = limiter.retry_after_s(*keys) > 0
         with transaction(conn):
-            audit(
-                conn, ts, "login", "login-failed", f"operator {name[:64]!r} from {ip}: wrong name or password"
-            )
-            if locked:
+            full_s = limiter.retry_after_s(conn, name, ip, ts)
+            limiter.failed(conn, name, ip, ts)
+            audit(conn, ts, "login", "login-failed", f"operator {name!r} from {ip}: wrong name or password")
+            locked_s = limiter.retry_after_s(conn, name, ip, ts)
+            if locked_s > 0 and full_s <= 0:  # this failure started the pause
                 audit(
                     conn,
                     ts,
                     "login",
                     "login-limited",
-                    f"logins for {name[:64]!r} / {ip} paused for {int(limiter.window_s)} s",
+                    f"logins for {name!r} / {ip} paused for {int(locked_s) + 1} s "
+                    f"({limiter.max_failures} failures within {int(limiter.window_s)} s)",
                 )
-        return json_error(401, "wrong operator name or password")
-    limiter.succeeded(f"name:{name[:64]}")
+        return _too_many(locked_s) if full_s > 0 else json_error(401, "wrong operator name or password")
+    with transaction(conn):
+        wait = limiter.retry_after_s(conn, name, ip, ts)
+        if wait <= 0:
+            limiter.succeeded(conn, name, ip)
+    if wait > 0:
+        return _too_many(wait)
     token, session = operators.open_session(conn, op, ts)
     with transaction(conn):
         audit(conn, ts, f"operator:{op.name}", "login", f"from {ip}")
@@ -137,6 +143,14 @@ async def login(request: web.Request) -> web.StreamResponse:
         max_age=operators.SESSION_TTL_MS // 1000,
     )
     return resp
+
+
+def _too_many(wait_s: float) -> web.Response:
+    return json_error(
+        429,
+        f"too many failed logins; try again in {int(wait_s) + 1} s",
+        **{"Retry-After": str(int(wait_s) + 1)},
+    )
 
 
 def _me(session: operators.Session) -> dict[str, Any]:
@@ -221,7 +235,7 @@ async def audit_log(request: web.Request) -> web.StreamResponse:
     return _json({"events": events})
 
 
-@require()
+@require(use=False)  # the browser reopens a dropped stream by itself: not a sign anyone is there
 async def stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: 'change' whenever anything the dashboard shows changed."""
     streams = request.app[STREAMS_KEY]
@@ -237,13 +251,18 @@ async def stream(request: web.Request) -> web.StreamResponse:
     streams.add(resp)
     session = current(request)
     conn = _conn(request)  # session checks: quick primary-key lookups
+    idle_ms = request.app[IDLE_KEY]
     last: tuple[Any, ...] | None = None
     last_sent = time.monotonic()
     try:
         await resp.write(b"retry: 2000\n\n")
         while not stop.is_set():
-            if operators.session_for_hash(conn, session.token_sha256, now_ms()) is None:
-                await resp.write(b"event: logout\ndata: {}\n\n")
+            found = operators.check_session(
+                conn, session.token_sha256, now_ms(), idle_ms=idle_ms, touch=False
+            )
+            if isinstance(found, operators.Refused):
+                why = {"error": refusal_message(found, idle_ms), "reason": str(found.reason)}
+                await resp.write(f"event: logout\ndata: {json.dumps(why)}\n\n".encode())
                 break
             marker = await _read(request, queries.change_marker)
             if marker != last:

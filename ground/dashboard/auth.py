@@ -5,15 +5,19 @@ a CSRF token it must echo in ``X-CSRF-Token`` on every state-changing request; s
 Prometheus use ``Authorization: Bearer <token>`` from ``ground operator token`` (not
 sent automatically by browsers, so not subject to CSRF). Unauthenticated → 401 with no
 data; a read-only operator attempting an action → 403.
+
+A browser session also ends after ``operators.SESSION_IDLE_MS`` without use. Every
+authenticated request is a use, except those the page marks ``X-Orbitpost-Background: 1``
+(its own polling, sent while nobody has touched the page) and the event stream (the
+browser reopens it by itself): otherwise an open, unattended dashboard would never idle.
+A session that ended (idle, expired, logged out) gets 401 with ``reason`` naming why.
 """
 
 from __future__ import annotations
 
 import hmac
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from functools import wraps
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,12 +26,15 @@ from aiohttp import web
 
 from .. import operators
 from ..home import GroundHome
+from ..login_limits import LoginLimiter as LoginLimiter  # re-exported: setup(limiter=...) takes one
 
 COOKIE = "orbitpost_session"
 CSRF_HEADER = "X-CSRF-Token"
+BACKGROUND_HEADER = "X-Orbitpost-Background"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 HOME_KEY = web.AppKey("orbitpost_dashboard_home", GroundHome)
+IDLE_KEY = web.AppKey("orbitpost_dashboard_session_idle_ms", int)
 
 
 def json_error(status: int, message: str, **headers: str) -> web.Response:
@@ -39,52 +46,6 @@ def json_error(status: int, message: str, **headers: str) -> web.Response:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-@dataclass
-class LoginLimiter:
-    """At most ``max_failures`` failed logins per ``window_s``, per client address and per name.
-
-    In memory on purpose: a restart forgets lockouts, which costs an attacker a restart
-    they cannot cause; the audit log keeps every failure anyway.
-    """
-
-    max_failures: int = 5
-    window_s: float = 60.0
-    max_keys: int = 10_000  # bounded memory under a spray of names/addresses
-    clock: Callable[[], float] = time.monotonic
-    _failures: dict[str, deque[float]] = field(default_factory=dict)
-
-    def _recent(self, key: str) -> deque[float]:
-        q = self._failures.get(key)
-        if q is None:
-            return deque()
-        cutoff = self.clock() - self.window_s
-        while q and q[0] <= cutoff:
-            q.popleft()
-        return q
-
-    def retry_after_s(self, *keys: str) -> float:
-        """Seconds until a login for these keys may be tried again (0 = now)."""
-        wait = 0.0
-        for k in keys:
-            q = self._recent(k)
-            if len(q) >= self.max_failures:
-                wait = max(wait, q[0] + self.window_s - self.clock())
-        return wait
-
-    def failed(self, *keys: str) -> None:
-        if len(self._failures) >= self.max_keys:
-            cutoff = self.clock() - self.window_s
-            for k in [k for k, q in self._failures.items() if not q or q[-1] <= cutoff]:
-                del self._failures[k]
-            if len(self._failures) >= self.max_keys:
-                self._failures.clear()
-        for k in keys:
-            self._failures.setdefault(k, deque(maxlen=self.max_failures)).append(self.clock())
-
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
 
 
 LIMITER_KEY = web.AppKey("orbitpost_dashboard_limiter", LoginLimiter)
@@ -100,18 +61,55 @@ def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
-def session_of(request: web.Request) -> operators.Session | None:
-    """The live session behind the request's bearer token or cookie, if any."""
+def session_of(request: web.Request, *, touch: bool = True) -> operators.Session | operators.Refused:
+    """The live session behind the request's bearer token or cookie, or why there is none.
+
+    With ``touch`` (and no background header) the request counts as a use of a browser session.
+    """
     conn = request.app[HOME_KEY].conn
+    idle_ms = request.app[IDLE_KEY]
+    touch = touch and request.headers.get(BACKGROUND_HEADER, "") != "1"
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
-        return operators.session_for(conn, auth[7:].strip(), now_ms())
+        token_sha256 = operators.token_hash(auth[7:].strip())
+        return operators.check_session(conn, token_sha256, now_ms(), idle_ms=idle_ms, touch=touch)
     token = request.cookies.get(COOKIE)
     if token:
-        s = operators.session_for(conn, token, now_ms())
-        if s is not None and s.kind == "session":
-            return s
-    return None
+        found = operators.check_session(
+            conn, operators.token_hash(token), now_ms(), idle_ms=idle_ms, touch=touch
+        )
+        if isinstance(found, operators.Refused) or found.kind == "session":
+            return found
+    return operators.Refused(reason=operators.SessionEnd.UNKNOWN)
+
+
+_NOT_LOGGED_IN = "not logged in: POST /api/login or send Authorization: Bearer <token>"
+
+
+def refusal_message(refused: operators.Refused, idle_ms: int) -> str:
+    """What a person reads when their token stops working: why, and what to do."""
+    match refused.reason:
+        case operators.SessionEnd.IDLE:
+            # idle_ms is today's setting; a session ended under another reads "without use".
+            after = f" after {idle_ms // 60000} min" if idle_ms >= 60000 else ""
+            return f"session ended{after} without use; log in again"
+        case operators.SessionEnd.EXPIRED:
+            return "session expired; log in again"
+        case operators.SessionEnd.LOGGED_OUT:
+            return "session ended by logout; log in again"
+        case operators.SessionEnd.OPERATOR_REMOVED:
+            return "this operator was removed; ask an admin"
+        case _:
+            return _NOT_LOGGED_IN
+
+
+def unauthorized(request: web.Request, refused: operators.Refused) -> web.Response:
+    """401 naming why: no ``reason`` for a token never seen here (nothing to tell a forger)."""
+    headers = {"Cache-Control": "no-store", "WWW-Authenticate": 'Bearer realm="orbitpost"'}
+    body: dict[str, str] = {"error": refusal_message(refused, request.app[IDLE_KEY])}
+    if refused.reason is not operators.SessionEnd.UNKNOWN:
+        body["reason"] = str(refused.reason)
+    return web.json_response(body, status=401, headers=headers)
 
 
 def _csrf_ok(request: web.Request, session: operators.Session) -> str | None:
@@ -132,19 +130,18 @@ def _csrf_ok(request: web.Request, session: operators.Session) -> str | None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def require(*, admin: bool = False) -> Callable[[Handler], Handler]:
-    """Decorate a handler: 401 without a live session, 403 for read-only on actions or bad CSRF."""
+def require(*, admin: bool = False, use: bool = True) -> Callable[[Handler], Handler]:
+    """Decorate a handler: 401 without a live session, 403 for read-only on actions or bad CSRF.
+
+    ``use=False``: calling this route does not keep a browser session from going idle.
+    """
 
     def deco(handler: Handler) -> Handler:
         @wraps(handler)
         async def wrapped(request: web.Request) -> web.StreamResponse:
-            session = session_of(request)
-            if session is None:
-                return json_error(
-                    401,
-                    "not logged in: POST /api/login or send Authorization: Bearer <token>",
-                    **{"WWW-Authenticate": 'Bearer realm="orbitpost"'},
-                )
+            session = session_of(request, touch=use)
+            if isinstance(session, operators.Refused):
+                return unauthorized(request, session)
             if request.method not in SAFE_METHODS:
                 why = _csrf_ok(request, session)
                 if why:

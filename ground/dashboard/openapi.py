@@ -33,6 +33,16 @@ def _list_of(key: str, item: str) -> dict[str, Any]:
 
 SCHEMAS: dict[str, Any] = {
     "Error": _obj({"error": _STR}),
+    "AuthError": _obj(
+        {
+            "error": _STR,
+            "reason": {
+                "enum": ["idle", "expired", "logged-out", "operator-removed"],
+                "description": "Why a session that was live no longer is (absent for a token never issued)",
+            },
+        },
+        required=["error"],
+    ),
     "Ok": {"type": "object", "properties": {"ok": {"const": True}}, "required": ["ok"]},
     "Login": _obj({"name": _STR, "password": {"type": "string", "format": "password"}}),
     "Me": _obj(
@@ -208,7 +218,9 @@ def _json_resp(desc: str, schema: str) -> dict[str, Any]:
 
 
 _ERR = {
-    "401": _json_resp("Not logged in (no data is returned)", "Error"),
+    "401": _json_resp(
+        "Not logged in (no data is returned); for a session that ended, `reason` says why", "AuthError"
+    ),
 }
 _ACT_ERR = {
     **_ERR,
@@ -260,7 +272,11 @@ def openapi_document() -> dict[str, Any]:
                 "Watch the link, bundles, publications and security events; retry, pause/resume, revoke. "
                 "No endpoint edits a post or publishes on an astronaut's behalf. Authenticate with the session "
                 "cookie from POST /api/login (and send X-CSRF-Token on POST) or with "
-                "`Authorization: Bearer <token>` from `ground operator token NAME`."
+                "`Authorization: Bearer <token>` from `ground operator token NAME`. A browser session ends "
+                "after 12 h, or sooner after 30 min without use (`ground serve --session-idle-min`); a request "
+                "sent with `X-Orbitpost-Background: 1` (the page's own polling) does not count as use. "
+                "Failed logins are limited per name and per address (10 within 15 min, then 429), "
+                "across restarts."
             ),
         },
         "security": [{"cookie": []}, {"bearer": []}],

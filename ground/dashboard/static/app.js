@@ -8,6 +8,13 @@ let serverOffsetMs = 0;   // server clock − browser clock, so "N s ago" is rig
 let stream = null;
 let pollTimer = null;
 let refreshQueued = false;
+// Ground ends a browser session after a while without use. The page's own polling must not
+// count as use (an open, unattended dashboard would never end), so a request goes out marked
+// "background" unless the operator has touched the page since the last one that was not.
+let touchedSinceLastUse = true;
+for (const ev of ["keydown", "pointerdown", "pointermove", "wheel", "touchstart"]) {
+  document.addEventListener(ev, () => { touchedSinceLastUse = true; }, { capture: true, passive: true });
+}
 
 // ---------- helpers ----------
 function el(tag, attrs = {}, ...children) {
@@ -60,10 +67,15 @@ function toast(msg, bad = false) {
 async function api(path, opts = {}) {
   const headers = { Accept: "application/json", ...(opts.headers || {}) };
   if (opts.method && opts.method !== "GET" && me) headers["X-CSRF-Token"] = me.csrf_token;
+  if (touchedSinceLastUse) touchedSinceLastUse = false; else headers["X-Orbitpost-Background"] = "1";
   const r = await fetch(path, { credentials: "same-origin", ...opts, headers });
   let body = null;
   try { body = await r.json(); } catch (_) { body = null; }
-  if (r.status === 401 && path !== "/api/login") { showLogin(); throw new Error("logged out"); }
+  if (r.status === 401 && path !== "/api/login") {
+    // An ended session (idle, expired) says why; tell the operator on the login form.
+    showLogin(body && body.reason ? body.error : "");
+    throw new Error("logged out");
+  }
   if (!r.ok) throw new Error((body && body.error) || `${r.status} ${r.statusText}`);
   return body;
 }
@@ -275,7 +287,11 @@ function startLive() {
   if (window.EventSource) {
     stream = new EventSource("/api/stream");
     stream.addEventListener("change", queueRefresh);
-    stream.addEventListener("logout", () => showLogin());
+    stream.addEventListener("logout", (ev) => {
+      let why = "";
+      try { why = JSON.parse(ev.data).error || ""; } catch (_) { why = ""; }
+      showLogin(why);
+    });
     stream.onopen = () => $("#live").classList.remove("off");
     stream.onerror = () => $("#live").classList.add("off");
   }
@@ -288,8 +304,9 @@ function stopLive() {
 }
 
 // ---------- login ----------
-function showLogin() {
+function showLogin(message = "") {
   me = null; stopLive();
+  $("#login-error").textContent = message;
   $("#main").hidden = true; $("#who").hidden = true; $("#login").hidden = false;
   $("#login-name").focus();
 }
@@ -322,6 +339,9 @@ $("#audit-operators").addEventListener("change", refresh);
 (async () => {
   try {
     const r = await fetch("/api/me", { credentials: "same-origin" });
-    if (r.ok) { me = await r.json(); showDashboard(); } else showLogin();
+    if (r.ok) { me = await r.json(); showDashboard(); return; }
+    let body = null;
+    try { body = await r.json(); } catch (_) { body = null; }
+    showLogin(body && body.reason ? body.error : "");
   } catch (_) { showLogin(); }
 })();
