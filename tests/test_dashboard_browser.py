@@ -2,12 +2,14 @@
 
 Logs in with the keyboard only, watches a post sent by the real onboard client appear and
 get published, retries a failed publication, sees a tampered bundle among the security
-events, and saves a screenshot to artifacts/dashboard.png.
+events, saves a screenshot to artifacts/dashboard.png, and is sent back to the login form,
+told why, once its session has gone unused for 30 minutes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -144,6 +146,11 @@ async def test_operator_watches_posts_flow_retries_and_sees_tampering(
     env, onboard_home, ground_home, tmp = served["env"], served["onboard"], served["ground"], served["tmp"]
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    background: list[str] = []  # API requests the page sent as its own polling, not a use
+    page.on(
+        "request",
+        lambda req: background.append(req.url) if req.headers.get("x-orbitpost-background") == "1" else None,
+    )
 
     # 1. Log in with the keyboard only: the name field has focus, Tab to the password, Enter.
     await page.goto(served["url"])
@@ -262,4 +269,23 @@ async def test_operator_watches_posts_flow_retries_and_sees_tampering(
 
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+    # 6. Left alone, the page's own polling is marked as background (not a use), and a session
+    #    unused for 30 min ends: the page goes back to the login form and says why. The
+    #    session's last use is moved back 31 min in ground's database instead of waiting.
+    deadline = time.monotonic() + 20  # the page polls every 10 s
+    while not background and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert background, "the page's polling never said it was background"
+    conn = sqlite3.connect(ground_home / "ground.db", timeout=30)
+    with conn:
+        conn.execute(
+            "UPDATE operator_sessions SET created_ms = created_ms - ?, "
+            "last_used_ms = COALESCE(last_used_ms, created_ms) - ? WHERE ended_ms IS NULL",
+            (31 * 60_000, 31 * 60_000),
+        )
+    conn.close()
+    await page.wait_for_selector("#login:not([hidden])")
+    await page.wait_for_selector('#login-error:has-text("session ended after 30 min without use")')
+    assert not await page.is_visible("#main")
     assert not errors, errors
