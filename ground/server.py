@@ -307,7 +307,10 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
     app = create_app(home, session_idle_ms=session_idle_ms)
-    runner = web.AppRunner(app, access_log=None)
+    # Idle keep-alive connections are held an hour, pinned rather than left to the aiohttp
+    # release (older ones closed after 75 s): `onboard sync --watch` keeps one connection open
+    # (onboard/sync.py KEEPALIVE_S, below this, so the client closes first and never races us).
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=3630.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -19,6 +19,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -41,6 +42,17 @@ from .receipts import ReceiptsPoll, apply_document, awaiting_receipts, verify_do
 
 FRAME_TYPE = "application/x-orbitpost-frame"
 RECEIPTS_CURSOR = "receipts_since_ms"
+# A post after a quiet spell should not wait a round trip for a TCP handshake (0.6 s through
+# a GEO relay), so `sync --watch` keeps one connection to ground open: idle, it costs no bytes.
+# aiohttp's default keep-alive is 15 s; an hour stays under ground's keepalive_timeout
+# (ground/server.py, so the client, not ground, closes an idle connection). When the connection
+# is lost (a cut, loss of signal, that hour), a GET /v1/health (~300 bytes) opens another;
+# while the link is down its SYNs are retried after WARM_RETRY_S, doubling to WARM_RETRY_MAX_S
+# (a 45-minute lunar gap costs ~10 attempts, not 90; a post never waits for a warm connection).
+KEEPALIVE_S = 3600.0
+WARM_TIMEOUT_S = 60.0
+WARM_RETRY_S = 30.0
+WARM_RETRY_MAX_S = 300.0
 
 
 class SyncError(OnboardError):
@@ -75,6 +87,28 @@ class SyncResult:
     failures: int
     duration_s: float
     pending_items: int
+
+
+class _WatchedConnector(aiohttp.TCPConnector):
+    """aiohttp's pool, remembering the transports it hands out, so sync can tell whether a
+    connection to ground is still open (a response releases its connection before sync sees it)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._transports: list[asyncio.BaseTransport] = []
+
+    async def connect(self, *args: Any, **kwargs: Any) -> aiohttp.connector.Connection:
+        conn = await super().connect(*args, **kwargs)
+        t = conn.transport
+        self._transports = [x for x in self._transports if not x.is_closing()]
+        if t is not None and t not in self._transports:
+            self._transports.append(t)
+        return conn
+
+    def open(self) -> bool:
+        """Is a connection still open (cut, expired and closed ones are closing)?"""
+        self._transports = [x for x in self._transports if not x.is_closing()]
+        return bool(self._transports)
 
 
 def _pending_items(conn: sqlite3.Connection) -> int:
@@ -133,6 +167,24 @@ async def sync(
 
     prep: asyncio.Future[None] | None = None
     preparing: frozenset[bytes] = frozenset()
+    warm_task: asyncio.Task[None] | None = None
+    warm_next = 0.0
+    warm_retry_s = WARM_RETRY_S
+
+    async def warm(session: aiohttp.ClientSession) -> None:
+        """Open a connection for the next post: GET /v1/health, kept alive by the pool."""
+        nonlocal warm_task, warm_next, warm_retry_s
+        try:
+            timeout = aiohttp.ClientTimeout(total=WARM_TIMEOUT_S)
+            async with session.get(cfg.ground_url + "/v1/health", timeout=timeout) as resp:
+                await resp.read()
+            warm_retry_s = WARM_RETRY_S
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            warm_next = time.monotonic() + warm_retry_s  # link down: try again later
+            warm_retry_s = min(warm_retry_s * 2, WARM_RETRY_MAX_S)
+        finally:
+            warm_task = None
+            wake.set()
 
     def prepare_all(shas: list[bytes]) -> None:
         for sha in shas:
@@ -225,7 +277,7 @@ async def sync(
             elif isinstance(ev, LinkFatal):
                 fatal = ev
 
-    connector = aiohttp.TCPConnector(limit=sender.config.window + 2, force_close=False)
+    connector = _WatchedConnector(limit=sender.config.window + 2, keepalive_timeout=KEEPALIVE_S)
     async with aiohttp.ClientSession(connector=connector) as session:
         try:
             while not stop.is_set():
@@ -248,6 +300,8 @@ async def sync(
                 for out in sender.data_to_send(now):
                     tasks[out.seq] = asyncio.ensure_future(carry(session, out.seq, out.data, out.deadline))
                 handle_events()
+                if watch and warm_task is None and not tasks and now >= warm_next and not connector.open():
+                    warm_task = asyncio.ensure_future(warm(session))
                 if fatal is not None:
                     raise SyncError(f"ground refused the link: [{fatal.code}] {fatal.message}")
                 status.transfers_left = sender.pending
@@ -286,6 +340,10 @@ async def sync(
                 # Let a transcode in progress finish writing its file (bounded wait).
                 with contextlib.suppress(BaseException):
                     await asyncio.wait([prep], timeout=30)
+            if warm_task is not None:
+                warm_task.cancel()
+                with contextlib.suppress(BaseException):
+                    await warm_task
             for t in list(tasks.values()):
                 t.cancel()
             await asyncio.gather(*tasks.values(), return_exceptions=True)

@@ -5,7 +5,9 @@ Station side: ``onboard.link.plan``/``active_transfers`` turn the queue into tra
 sans-IO ``TransferSender`` decides every request, deadline and backoff, and each request
 frame is one ``POST /v1/link`` on a pool of keep-alive connections (as aiohttp does);
 receipts are fetched on onboard's schedule (``ReceiptsPoll``: only while deliveries await
-ground's word, backing off while nothing changes), verified and applied with onboard's code.
+ground's word, backing off while nothing changes), verified and applied with onboard's code;
+like sync, it keeps one idle connection open (``GET /v1/health`` when the last one was lost)
+so a post after a quiet spell does not wait for a TCP handshake.
 Ground side: the ``TransferReceiver`` and ground's own ``LinkService`` drain (fsynced chunk
 writes, ``ingest_bytes`` on commit, signed receipt documents). This module carries bytes and
 the clock; it decides nothing the real drivers would not.
@@ -25,7 +27,13 @@ from ground.server import FRAME_TYPE, LinkService
 from ground.stations import add_station, authenticate, write_token_file
 from onboard import link as onboard_link
 from onboard.receipts import ReceiptsPoll, apply_document, awaiting_receipts, verify_document
-from onboard.sync import RECEIPTS_CURSOR
+from onboard.sync import (
+    KEEPALIVE_S,
+    RECEIPTS_CURSOR,
+    WARM_RETRY_MAX_S,
+    WARM_RETRY_S,
+    WARM_TIMEOUT_S,
+)
 from protocol.bundle import FORMATS
 from protocol.capabilities import Capabilities
 from protocol.codecs import Codec
@@ -52,6 +60,9 @@ GROUND_URL = "http://127.0.0.1:8470"
 RESCAN_S = 1.0
 RECEIPTS_EVERY_S = 20.0
 RECEIPTS_MAX_S = 320.0
+# Sync notices a lost connection on its next turn (its loop wakes at least every second).
+NOTICE_S = 1.0
+HEALTH = b'{"ok": true}'  # ground's GET /v1/health answer, byte for byte (web.json_response)
 
 
 class TransferDriver:
@@ -111,8 +122,12 @@ class TransferDriver:
         self.fatal: str | None = None
         self.requests = 0
         self.inflight: dict[int, HttpClient] = {}
+        self.warming = False
+        self.warm_next = 0.0
+        self.warm_retry_s = WARM_RETRY_S
+        self.warm_request_bytes = 0
         self.sent: dict[str, RangeSet] = {}
-        # HTTP bytes by request kind (open / chunk / receipts), requests handed to the link.
+        # HTTP bytes by request kind (open / chunk / receipts / health), requests handed to the link.
         self.traffic: dict[str, dict[str, int]] = {}
         self.resent_bytes = 0
         # -- ground side --
@@ -166,9 +181,12 @@ class TransferDriver:
         for out in self.sender.data_to_send(now):
             self._carry(out.seq, out.data, out.deadline)
         self._events()
+        self._warm(now)
         times = [self.poll.next_at]
         if self.dirty:
             times.append(self.next_scan)
+        if not self.warming and self.warm_next > now:
+            times.append(self.warm_next)
         d = self.sender.next_deadline()
         if d is not None:
             times.append(d)
@@ -186,9 +204,51 @@ class TransferDriver:
         if len(self.pool) < self.limit:
             c = HttpClient(self.loop, self.link, lambda: ServerConn(self.handle))
             c.idle_timeout_s = None  # sync sets only ClientTimeout(total=deadline - now)
+            c.keepalive_s = KEEPALIVE_S  # sync's TCPConnector(keepalive_timeout=KEEPALIVE_S)
+            c.on_idle_lost = self._idle_lost
             self.pool.append(c)
             return c
         return None  # pragma: no cover - the sender's window is below the pool limit
+
+    def _connected(self) -> bool:
+        return any(c.conn is not None and not c.conn.closed for c in self.pool)
+
+    def _idle_lost(self) -> None:
+        """A pooled connection went while idle: sync's next turn may open another."""
+        self._schedule(self.loop.now + NOTICE_S)
+
+    def _warm(self, now: float) -> None:
+        """onboard/sync.py's ``warm``: nothing in flight and no connection open, so open one
+        with ``GET /v1/health`` (the next post's OPEN then skips the TCP handshake)."""
+        if self.warming or self.inflight or now < self.warm_next or self._connected():
+            return
+        c = self._client()
+        if c is None:  # pragma: no cover - nothing is in flight, so the pool has room
+            return
+        self.warming = True
+        c.request(
+            "GET", "/v1/health", b"", [], self._warmed, self._warm_failed, total_timeout_s=WARM_TIMEOUT_S
+        )
+        t = self.traffic.setdefault(
+            "health", {"requests": 0, "answered": 0, "request_bytes": 0, "response_bytes": 0}
+        )
+        t["requests"] += 1
+        self.warm_request_bytes = c.request_wire_bytes
+
+    def _warmed(self, resp: HttpResponse) -> None:
+        self.warming = False
+        self.warm_retry_s = WARM_RETRY_S
+        t = self.traffic["health"]
+        t["answered"] += 1
+        # Bytes counted once answered: an attempt into a dark sky sends SYNs, not the request.
+        t["request_bytes"] += self.warm_request_bytes
+        t["response_bytes"] += resp.wire_bytes
+
+    def _warm_failed(self, reason: str) -> None:
+        self.warming = False
+        self.warm_next = self.loop.now + self.warm_retry_s
+        self.warm_retry_s = min(self.warm_retry_s * 2, WARM_RETRY_MAX_S)
+        self._schedule(self.warm_next)
 
     def _carry(self, seq: int, data: bytes, deadline: float) -> None:
         req = decode_request(data)
@@ -274,7 +334,9 @@ class TransferDriver:
     def handle(
         self, method: str, target: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, str, bytes]:
-        """`ground serve`'s POST /v1/link, as ground/server.py answers it."""
+        """`ground serve`'s POST /v1/link (and GET /v1/health), as ground/server.py answers them."""
+        if method == "GET" and target == "/v1/health":
+            return 200, "application/json; charset=utf-8", HEALTH
         if method != "POST" or target != "/v1/link":
             return 404, "application/json", json.dumps({"error": "http_404", "message": "Not Found"}).encode()
         auth = headers.get("authorization", "")

@@ -71,6 +71,8 @@ class HttpClient:
         self.close_timer: Timer | None = None
         # aiohttp's connector closes a keep-alive connection idle this long (keepalive_timeout).
         self.keepalive_s = 15.0
+        # Told when an idle connection goes (cut, keep-alive expiry): a driver that keeps one open.
+        self.on_idle_lost: Callable[[], None] | None = None
 
     @property
     def busy(self) -> bool:
@@ -89,7 +91,9 @@ class HttpClient:
     ) -> None:
         assert self.pending is None, "one request at a time"
         h = h11.Connection(h11.CLIENT)
-        hdrs = [*CLIENT_HEADERS, *headers, ("Content-Length", str(len(body)))]
+        hdrs = [*CLIENT_HEADERS, *headers]
+        if body or method != "GET":  # aiohttp sends no Content-Length on a bodiless GET
+            hdrs.append(("Content-Length", str(len(body))))
         raw = h.send(h11.Request(method=method, target=target, headers=hdrs)) or b""
         raw += (h.send(h11.Data(data=body)) or b"") + (h.send(h11.EndOfMessage()) or b"")
         self.pending = (raw, on_done, on_error)
@@ -127,7 +131,7 @@ class HttpClient:
     def _close_idle(self) -> None:
         self.close_timer = None
         if self.pending is None and self.conn is not None and not self.conn.closed:
-            self.conn.abort("keep-alive timeout")
+            self.conn.abort("keep-alive timeout")  # connection_lost tells on_idle_lost
         self.conn = None
 
     def _finish(self) -> tuple[Callable[[HttpResponse], None], Callable[[str], None]] | None:
@@ -143,9 +147,9 @@ class HttpClient:
 
     def _fail(self, reason: str) -> None:
         cbs = self._finish()
-        if self.conn and not self.conn.closed:
-            self.conn.abort(reason)  # aiohttp drops a connection whose request failed
-        self.conn = None
+        conn, self.conn = self.conn, None  # (so connection_lost does not report it as idle)
+        if conn and not conn.closed:
+            conn.abort(reason)  # aiohttp drops a connection whose request failed
         if cbs:
             cbs[1](reason)
 
@@ -192,6 +196,8 @@ class HttpClient:
         cbs = self._finish()
         if cbs:
             cbs[1](reason)
+        elif self.on_idle_lost is not None:
+            self.on_idle_lost()
 
 
 Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, str, bytes]]

@@ -1,0 +1,111 @@
+"""`sync --watch` keeps one connection to ground open, so a post after a quiet spell or a cut
+does not wait a round trip for a TCP handshake; idle, it sends nothing (onboard/sync.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sqlite3
+import time
+from pathlib import Path
+
+from conftest import Cli
+from link_support import link_to, running_ground, setup_station
+
+from linkemu import LinkProxy
+from onboard.home import Home
+from onboard.sync import sync
+from simlink.profile import load_profile
+from simlink.report import build_report
+from simlink.virtual import run_virtual
+from simlink.workload import load_workload
+
+
+def _published(home: Home) -> int:
+    conn = sqlite3.connect(home.db_path)
+    try:
+        return int(conn.execute("SELECT COUNT(*) FROM items WHERE status = 'published'").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _link_requests(ground_home: Path) -> int:
+    conn = sqlite3.connect(ground_home / "ground.db")
+    try:
+        row = conn.execute("SELECT requests FROM link_contacts WHERE station = 'iss'").fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
+async def _until(check, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(check())
+
+
+async def test_watch_keeps_one_connection_open_and_reopens_it_after_a_cut(cli: Cli, tmp_path: Path) -> None:
+    token = setup_station(cli, tmp_path)
+    home = Home(cli.onboard_home)
+    stop = asyncio.Event()
+    async with running_ground(cli.ground_home, publish_interval_s=0.05) as url:
+        port = int(url.rsplit(":", 1)[1])
+        async with LinkProxy("127.0.0.1", port) as proxy:
+            link_to(cli, proxy.url, token)
+            task = asyncio.ensure_future(
+                sync(home, watch=True, stop=stop, rescan_s=0.1, receipts_every_s=0.2, receipts_max_s=0.8)
+            )
+            try:
+                # Nothing queued: one connection opened by GET /v1/health, no link request.
+                assert await _until(lambda: proxy.stats.connections == 1, 10)
+                await asyncio.sleep(1.0)
+                assert proxy.stats.connections == 1 and _link_requests(cli.ground_home) == 0
+
+                # A post leaves on that connection: no new handshake.
+                cli.onboard("post", "--as", "alice", "--to", "archive:alice", "first light")
+                assert await _until(lambda: _published(home) == 1, 15)
+                assert proxy.stats.connections == 1
+                sent = _link_requests(cli.ground_home)
+                assert sent >= 1
+
+                # A cut: sync opens another within a second or two, then stays quiet.
+                proxy.cut_all()
+                assert await _until(lambda: proxy.stats.connections >= 2, 10)
+                await asyncio.sleep(0.5)
+                up, opened = proxy.stats.bytes_up, proxy.stats.connections
+                await asyncio.sleep(2.0)
+                assert (proxy.stats.bytes_up, proxy.stats.connections) == (up, opened)
+                assert _link_requests(cli.ground_home) == sent
+
+                # The next post rides the reopened connection.
+                cli.onboard("post", "--as", "alice", "--to", "archive:alice", "second light")
+                assert await _until(lambda: _published(home) == 2, 15)
+                assert proxy.stats.connections == opened, (opened, proxy.stats)
+            finally:
+                stop.set()
+                result = await asyncio.wait_for(task, 20)
+    assert result.pending_items == 0
+
+
+def test_simulated_text_post_skips_the_handshake() -> None:
+    """Virtual time mirrors it: with no gaps or cuts, a text post is published one way plus
+    ground's 1 s publishing tick after it is queued (0.3 + 1.0 s on iss-ku), not a round trip
+    later, and one GET /v1/health opened the connection for the whole run."""
+    prof = dataclasses.replace(load_profile("iss-ku"), dark=(), orbit_s=0.0, cuts_per_hour=0.0, loss=0.0)
+    rep = build_report(
+        run_virtual(prof, load_workload("crew-day"), astronauts=4, duration_s=3 * 3600, seed=3)
+    )
+    assert rep["latency_s"]["text_only"]["p50"] < 1.35
+    assert rep["traffic_by_kind"]["health"]["answered"] == 1
+
+
+def test_simulated_cuts_each_cost_one_health_request() -> None:
+    prof = dataclasses.replace(load_profile("dialup"), cuts_per_hour=4.0, loss=0.0)
+    r = run_virtual(prof, load_workload("crew-day"), astronauts=2, duration_s=3 * 3600, seed=5)
+    health = build_report(r)["traffic_by_kind"]["health"]
+    # The first connection plus at most one per cut (a cut mid-transfer leaves posts' own).
+    assert 1 < health["answered"] <= 1 + r.cuts_random
+    assert health["answered"] == health["requests"]  # never dark: every attempt got through
