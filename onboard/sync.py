@@ -46,9 +46,11 @@ RECEIPTS_CURSOR = "receipts_since_ms"
 # a GEO relay), so `sync --watch` keeps one connection to ground open: idle, it costs no bytes.
 # aiohttp's default keep-alive is 15 s; an hour stays under ground's keepalive_timeout
 # (ground/server.py, so the client, not ground, closes an idle connection). When the connection
-# is lost (a cut, loss of signal, that hour), a GET /v1/health (~300 bytes) opens another;
-# while the link is down its SYNs are retried after WARM_RETRY_S, doubling to WARM_RETRY_MAX_S
-# (a 45-minute lunar gap costs ~10 attempts, not 90; a post never waits for a warm connection).
+# is lost (a cut, loss of signal, that hour), a GET /v1/health (~300 bytes) opens another.
+# Attempts are spaced WARM_RETRY_S, doubling to WARM_RETRY_MAX_S, and start again from
+# WARM_RETRY_S only once ground has answered a transfer request or a warm connection has lasted
+# twice that: a 45-minute lunar gap costs ~10 attempts, not 90, and a proxy that closes every
+# connection after one answer gets a GET every 5 minutes, not a loop. A post never waits for it.
 KEEPALIVE_S = 3600.0
 WARM_TIMEOUT_S = 60.0
 WARM_RETRY_S = 30.0
@@ -168,21 +170,25 @@ async def sync(
     prep: asyncio.Future[None] | None = None
     preparing: frozenset[bytes] = frozenset()
     warm_task: asyncio.Task[None] | None = None
+    warm_at = 0.0  # when the last warm-up started
+    warm_ok_at: float | None = None  # when the last one succeeded (None: it failed)
+    answered_at = 0.0  # when ground last answered a transfer request
     warm_next = 0.0
     warm_retry_s = WARM_RETRY_S
 
     async def warm(session: aiohttp.ClientSession) -> None:
         """Open a connection for the next post: GET /v1/health, kept alive by the pool."""
-        nonlocal warm_task, warm_next, warm_retry_s
+        nonlocal warm_task, warm_next, warm_retry_s, warm_ok_at
         try:
             timeout = aiohttp.ClientTimeout(total=WARM_TIMEOUT_S)
             async with session.get(cfg.ground_url + "/v1/health", timeout=timeout) as resp:
                 await resp.read()
-            warm_retry_s = WARM_RETRY_S
+            warm_ok_at = time.monotonic()
         except (aiohttp.ClientError, TimeoutError, OSError):
-            warm_next = time.monotonic() + warm_retry_s  # link down: try again later
-            warm_retry_s = min(warm_retry_s * 2, WARM_RETRY_MAX_S)
+            warm_ok_at = None  # link down: the next attempt comes after the backoff
         finally:
+            warm_next = time.monotonic() + warm_retry_s
+            warm_retry_s = min(warm_retry_s * 2, WARM_RETRY_MAX_S)
             warm_task = None
             wake.set()
 
@@ -213,11 +219,12 @@ async def sync(
             sender.add(p.spec, p.source, now)
 
     async def carry(session: aiohttp.ClientSession, seq: int, data: bytes, deadline: float) -> None:
+        nonlocal answered_at
         try:
             timeout = aiohttp.ClientTimeout(total=max(0.5, deadline - time.monotonic()))
             async with session.post(url, data=data, headers=headers, timeout=timeout) as resp:
                 body = await resp.read()
-                now = time.monotonic()
+                now = answered_at = time.monotonic()
                 if resp.status == 200:
                     sender.receive(body, now)
                 elif resp.content_type == "application/json":
@@ -300,8 +307,16 @@ async def sync(
                 for out in sender.data_to_send(now):
                     tasks[out.seq] = asyncio.ensure_future(carry(session, out.seq, out.data, out.deadline))
                 handle_events()
-                if watch and warm_task is None and not tasks and now >= warm_next and not connector.open():
-                    warm_task = asyncio.ensure_future(warm(session))
+                if watch and warm_task is None and not tasks and not connector.open():
+                    # The link worked since the last attempt: the connection was lost to a cut.
+                    fresh = answered_at > warm_at or (
+                        warm_ok_at is not None and now - warm_ok_at > 2 * WARM_RETRY_MAX_S
+                    )
+                    if fresh or now >= warm_next:
+                        if fresh:
+                            warm_retry_s = WARM_RETRY_S
+                        warm_at = now
+                        warm_task = asyncio.ensure_future(warm(session))
                 if fatal is not None:
                     raise SyncError(f"ground refused the link: [{fatal.code}] {fatal.message}")
                 status.transfers_left = sender.pending

@@ -125,6 +125,9 @@ class TransferDriver:
         self.warming = False
         self.warm_next = 0.0
         self.warm_retry_s = WARM_RETRY_S
+        self.warm_at = 0.0
+        self.warm_ok_at: float | None = None
+        self.answered_at = 0.0
         self.warm_request_bytes = 0
         self.sent: dict[str, RangeSet] = {}
         # HTTP bytes by request kind (open / chunk / receipts / health), requests handed to the link.
@@ -220,11 +223,20 @@ class TransferDriver:
     def _warm(self, now: float) -> None:
         """onboard/sync.py's ``warm``: nothing in flight and no connection open, so open one
         with ``GET /v1/health`` (the next post's OPEN then skips the TCP handshake)."""
-        if self.warming or self.inflight or now < self.warm_next or self._connected():
+        if self.warming or self.inflight or self._connected():
+            return
+        # The link worked since the last attempt: the connection was lost to a cut.
+        fresh = self.answered_at > self.warm_at or (
+            self.warm_ok_at is not None and now - self.warm_ok_at > 2 * WARM_RETRY_MAX_S
+        )
+        if not fresh and now < self.warm_next:
             return
         c = self._client()
         if c is None:  # pragma: no cover - nothing is in flight, so the pool has room
             return
+        if fresh:
+            self.warm_retry_s = WARM_RETRY_S
+        self.warm_at = now
         self.warming = True
         c.request(
             "GET", "/v1/health", b"", [], self._warmed, self._warm_failed, total_timeout_s=WARM_TIMEOUT_S
@@ -236,8 +248,8 @@ class TransferDriver:
         self.warm_request_bytes = c.request_wire_bytes
 
     def _warmed(self, resp: HttpResponse) -> None:
-        self.warming = False
-        self.warm_retry_s = WARM_RETRY_S
+        self.warm_ok_at = self.loop.now
+        self._warm_done()
         t = self.traffic["health"]
         t["answered"] += 1
         # Bytes counted once answered: an attempt into a dark sky sends SYNs, not the request.
@@ -245,10 +257,14 @@ class TransferDriver:
         t["response_bytes"] += resp.wire_bytes
 
     def _warm_failed(self, reason: str) -> None:
+        self.warm_ok_at = None
+        self._warm_done()
+        self._schedule(self.warm_next)
+
+    def _warm_done(self) -> None:
         self.warming = False
         self.warm_next = self.loop.now + self.warm_retry_s
         self.warm_retry_s = min(self.warm_retry_s * 2, WARM_RETRY_MAX_S)
-        self._schedule(self.warm_next)
 
     def _carry(self, seq: int, data: bytes, deadline: float) -> None:
         req = decode_request(data)
@@ -284,7 +300,7 @@ class TransferDriver:
         self.inflight.pop(seq, None)
         self.traffic[kind]["answered"] += 1
         self.traffic[kind]["response_bytes"] += resp.wire_bytes
-        now = self.loop.now
+        now = self.answered_at = self.loop.now
         ctype = dict((k.lower(), v) for k, v in resp.headers).get("content-type", "")
         if resp.status == 200:
             self.sender.receive(resp.body, now)

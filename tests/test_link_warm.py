@@ -9,12 +9,13 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
 from conftest import Cli
 from link_support import link_to, running_ground, setup_station
 
 from linkemu import LinkProxy
 from onboard.home import Home
-from onboard.sync import sync
+from onboard.sync import WARM_RETRY_MAX_S, sync
 from simlink.profile import load_profile
 from simlink.report import build_report
 from simlink.virtual import run_virtual
@@ -108,3 +109,19 @@ def test_simulated_cuts_each_cost_one_health_request() -> None:
     # The first connection plus at most one per cut (a cut mid-transfer leaves posts' own).
     assert 1 < health["answered"] <= 1 + r.cuts_random
     assert health["answered"] == health["requests"]  # never dark: every attempt got through
+
+
+def test_a_ground_that_closes_every_connection_gets_a_spaced_health_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If something between closes each connection after its answer, the warm-up does not loop:
+    attempts are spaced out to WARM_RETRY_MAX_S, and start again only after a post's answer."""
+    from simlink import transfer_driver
+
+    monkeypatch.setattr(transfer_driver, "KEEPALIVE_S", 0.001)  # closed right after each answer
+    prof = dataclasses.replace(load_profile("iss-ku"), dark=(), orbit_s=0.0, cuts_per_hour=0.0, loss=0.0)
+    hours = 3
+    r = run_virtual(prof, load_workload("crew-day"), astronauts=2, duration_s=hours * 3600, seed=3)
+    health = build_report(r)["traffic_by_kind"]["health"]
+    # ~36 spaced attempts in 3 h, plus a few after each post's answers; not one per loop turn.
+    assert health["requests"] <= hours * 3600 / WARM_RETRY_MAX_S + 6 * len(r.posts), health
