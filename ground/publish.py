@@ -574,6 +574,20 @@ def remaining(home: GroundHome, now_ms: int) -> int:
     return int(row[0])
 
 
+async def _sleep(stop: asyncio.Event, wake: asyncio.Event | None, interval_s: float) -> None:
+    """Until ``stop`` or ``wake`` is set, or ``interval_s`` passes; clears ``wake``."""
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=interval_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+    if wake is not None:
+        wake.clear()
+
+
 async def run_forever(
     home: GroundHome,
     stop: asyncio.Event,
@@ -581,8 +595,13 @@ async def run_forever(
     interval_s: float = 1.0,
     platforms: dict[str, Platform] | None = None,
     session: Any = None,
+    wake: asyncio.Event | None = None,
 ) -> None:
-    """Publish due posts until ``stop`` is set; what `ground serve` runs beside the HTTP server."""
+    """Publish due posts until ``stop`` is set; what `ground serve` runs beside the HTTP server.
+
+    A pass runs every ``interval_s`` (retries, scheduled posts) and at once when ``wake`` is
+    set (a bundle just committed over the link), so a fresh post does not wait for the tick.
+    """
     own = None
     if session is None:
         own = session = aiohttp.ClientSession()
@@ -593,10 +612,7 @@ async def run_forever(
                 await publish_due(home, int(time.time() * 1000), platforms, session)
             except Exception:  # a publisher that dies quietly is worse than one that logs and goes on
                 log.exception("publishing pass failed; trying again in %.1f s", interval_s)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval_s)
-            except TimeoutError:
-                pass
+            await _sleep(stop, wake, interval_s)
     finally:
         if own is not None:
             await own.close()

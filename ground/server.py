@@ -39,6 +39,7 @@ from protocol.transfer_wire import (
     MAX_FRAME_BYTES,
     ErrorFrame,
     LinkErrorCode,
+    TransferKind,
     UploadState,
     decode_response,
 )
@@ -86,6 +87,9 @@ class LinkService:
         self.receiver = TransferReceiver(
             config, have=self.store.have, quota_for=self._quota, uploads=self.store.load_records()
         )
+        # Set when a bundle is committed: `ground serve`'s publisher runs at once instead of at
+        # its next tick (publish.run_forever), which is most of a text post's time on ground.
+        self.bundle_committed = asyncio.Event()
         # One request at a time through the receiver: chunk writes are fsync-bound and the
         # link is far slower than the disk, so serialising costs nothing and keeps the
         # receiver's events unambiguous.
@@ -152,6 +156,8 @@ class LinkService:
                         r.commit_done(ev.rid, now, state=UploadState.RECEIVING, message=str(exc), retry=True)
                     else:
                         r.commit_done(ev.rid, now, state=state, code=code, message=msg)
+                        if state is UploadState.COMMITTED and ev.key.kind is TransferKind.BUNDLE:
+                            self.bundle_committed.set()
                 elif isinstance(ev, ReceiptsWanted):
                     # A station hears only of what it uploaded itself (docs §9).
                     doc, nxt, more = build_document(
@@ -317,7 +323,11 @@ async def serve(
     if ready is not None:
         ready.set()
     tasks = [
-        asyncio.ensure_future(publish.run_forever(home, stop, interval_s=publish_interval_s)),
+        asyncio.ensure_future(
+            publish.run_forever(
+                home, stop, interval_s=publish_interval_s, wake=app[LINK_KEY].bundle_committed
+            )
+        ),
         asyncio.ensure_future(app[LINK_KEY].expire_loop(stop)),
     ]
     try:

@@ -27,7 +27,9 @@ NOTES = (
     "CPU time on either side is not (ground verifies and stores instantly on the virtual clock)",
 )
 BACKLOG_SAMPLE_S = 10.0
-PUBLISH_INTERVAL_S = 1.0  # `ground serve` runs its publisher every second
+# `ground serve` runs its publisher every second, and at once when a bundle commits over the
+# link (ground/server.py bundle_committed): new posts are published without waiting the tick.
+PUBLISH_WAKE_S = 0.0
 
 Progress = Callable[[float, int, int], None]  # (virtual seconds done, posts queued so far, posts published)
 
@@ -149,7 +151,7 @@ def run_virtual(
         def schedule_publish() -> None:
             nonlocal publish_timer
             if publish_timer is None:
-                publish_timer = loop.after(PUBLISH_INTERVAL_S, publish_tick)
+                publish_timer = loop.after(PUBLISH_WAKE_S, publish_tick)
 
         driver: Any
         if transfer == "transfer":
