@@ -7,7 +7,7 @@ Routes (docs/PROTOCOL.md §8.5):
                       ``{"error": code, "message": ..., "retryable": bool}`` — never a 500.
     GET  /v1/health   ``{"ok": true}`` (no auth; lets a station tell "ground down" from "link down")
 
-The transfer receiver (protocol/transfer.py) decides; this module only does its I/O:
+The transfer receiver (protocol/transfer_receiver.py) decides; this module only does its I/O:
 fsynced chunk writes, the ``transfers``/``link_contacts``/``link_traffic`` tables
 (ground/db.py) and commits through ``ingest_bytes``.
 """

@@ -1,0 +1,555 @@
+"""The station side of the live link: ``TransferSender`` (sans-IO), its config and events.
+
+What it decides: which transfer goes next (priority, then fair bytes per owner), how many
+requests fly at once (the window), how big a chunk is (rate × chunk time, shrunk after cuts),
+how a transfer resumes after a cut (OPEN again and send only ground's gaps), how long to back
+off while the link is down, and when to ask for receipts. Frames are in
+protocol/transfer_wire.py; the ground side is protocol/transfer_receiver.py (docs/PROTOCOL.md §8).
+
+Sender (station side), one per link::
+
+    s = TransferSender(SenderConfig(), now)
+    s.add(spec, source, now)              # source(offset, length) -> bytes, read lazily
+    s.request_receipts(since_ms)
+    for out in s.data_to_send(now):       # Outgoing(seq, data, deadline, ...)
+        ...carry out.data; later either
+        s.receive(response_bytes, now)    # a response frame (it names its seq)
+        s.request_failed(out.seq, now, reason)   # connection cut / timeout / HTTP error
+    s.next_event()                        # TransferProgress, TransferDone, ReceiptsReceived,
+                                          # LinkUp, LinkDown, LinkFatal
+    s.next_deadline(); s.handle_timeout(now)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .errors import RemoteProtocolError
+from .rangeset import RangeSet
+from .transfer_wire import (
+    Chunk,
+    ErrorFrame,
+    LinkErrorCode,
+    Open,
+    ReceiptsBatch,
+    ReceiptsRequest,
+    Request,
+    Status,
+    TransferKey,
+    UploadState,
+    decode_response,
+    encode_request,
+)
+
+ChunkSource = Callable[[int, int], bytes]
+
+# Codes after which retrying cannot help the whole link (the driver should stop and say so).
+FATAL_CODES = frozenset({LinkErrorCode.UNAUTHORIZED})
+# Codes that end one transfer but leave the link usable.
+TRANSFER_FATAL_CODES = frozenset(
+    {LinkErrorCode.UPLOAD_TOO_LARGE, LinkErrorCode.SIZE_CONFLICT, LinkErrorCode.BAD_OFFSET}
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderConfig:
+    # Requests in flight at once: enough to keep a 2 Mbit/s, 1.4 s RTT link busy with
+    # 64 KiB chunks, few enough that a loss of signal wastes little.
+    window: int = 4
+    # Chunk bounds: 1 KiB keeps framing under 10 % at 10 kbit/s; 512 KiB caps what one cut
+    # can waste on a fast link.
+    min_chunk_bytes: int = 1024
+    max_chunk_bytes: int = 512 * 1024
+    initial_chunk_bytes: int = 16 * 1024
+    # Aim for chunks that take this long to cross at the estimated rate.
+    chunk_time_s: float = 2.0
+    # A geostationary relay: 500–1400 ms RTT; start pessimistic.
+    initial_rtt_s: float = 1.5
+    initial_rate_bytes_s: float = 4000.0
+    # No request is given less than this before it is declared lost.
+    min_timeout_s: float = 10.0
+    max_timeout_s: float = 300.0
+    # Backoff while the link is down: probes are tiny, so keep the ceiling low enough to
+    # notice a returning link within a few seconds.
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 4.0
+    # While every byte is acked but ground has not committed yet, ask again this often.
+    commit_poll_s: float = 1.0
+    # Uploads up to this size go whole inside their first OPEN (a text bundle is ~1 KiB);
+    # if ground already had it, at most this much was sent for nothing.
+    inline_bytes: int = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferSpec:
+    """One thing to move: its key and size, who it is for (fairness) and its urgency."""
+
+    key: TransferKey
+    size_bytes: int
+    owner: str
+    # Lower goes first: 0 for text (bundles), 1 for photos (blobs).
+    priority: int = 1
+    # Keys that must be committed on ground before this one may start (a bundle waits for
+    # the photos it references).
+    depends_on: tuple[TransferKey, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outgoing:
+    """One request to carry: its frame bytes and when to give up waiting for the answer."""
+
+    seq: int
+    data: bytes
+    deadline: float
+    key: TransferKey | None
+    payload_bytes: int  # chunk bytes inside (0 for OPEN/RECEIPTS)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferProgress:
+    key: TransferKey
+    acked_bytes: int
+    size_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TransferDone:
+    key: TransferKey
+    state: UploadState  # COMMITTED or REJECTED
+    code: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiptsReceived:
+    document: bytes
+    next_since_ms: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkUp:
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkDown:
+    at: float
+    reason: str
+    retry_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkFatal:
+    code: str
+    message: str
+
+
+SenderEvent = TransferProgress | TransferDone | ReceiptsReceived | LinkUp | LinkDown | LinkFatal
+
+
+class TState(Enum):
+    """A transfer's state; every transition is in ``TransferSender._on_status``/``_fail``."""
+
+    BLOCKED = "blocked"  # waits for depends_on
+    OPENING = "opening"  # must (re)learn what ground has before sending
+    SENDING = "sending"  # gaps remain; chunks flow
+    SETTLING = "settling"  # every byte acked; waiting for ground to commit
+    DONE = "done"
+
+
+@dataclass(slots=True)
+class _Transfer:
+    spec: TransferSpec
+    source: ChunkSource
+    order: int
+    state: TState = TState.OPENING
+    acked: RangeSet = field(default_factory=RangeSet)
+    inflight: dict[int, tuple[int, int]] = field(default_factory=dict)
+    open_seq: int | None = None
+    poll_at: float = 0.0
+    opened: bool = False  # an OPEN was sent at least once
+
+
+@dataclass(slots=True)
+class _Req:
+    seq: int
+    sent_at: float
+    deadline: float
+    key: TransferKey | None
+    span: tuple[int, int] | None  # chunk range
+    delivered_at_send: int
+    is_receipts: bool = False
+
+
+@dataclass(slots=True)
+class SenderStats:
+    requests: int = 0
+    request_bytes: int = 0  # frame bytes handed to the driver
+    chunk_bytes: int = 0  # payload bytes inside CHUNK frames
+    failures: int = 0
+    max_chunk_bytes: int = 0
+    chunks_resent_bytes: int = 0
+
+
+class TransferSender:
+    """Moves every added transfer to ground, resuming from what ground has stored."""
+
+    def __init__(self, config: SenderConfig | None = None, now: float = 0.0) -> None:
+        self.config = config or SenderConfig()
+        self._transfers: dict[TransferKey, _Transfer] = {}
+        self._requests: dict[int, _Req] = {}
+        self._events: deque[SenderEvent] = deque()
+        self._next_seq = 1
+        self._order = 0
+        self._served: dict[str, int] = {}  # bytes sent per owner: fair queueing
+        self._receipts_since: int | None = None
+        self._up = True
+        self._fatal = False
+        self._backoff_s = 0.0
+        self._retry_at = now
+        self._last_fail_at = -1e18
+        self._now = now
+        self.srtt_s = self.config.initial_rtt_s
+        self.rate_bytes_s = self.config.initial_rate_bytes_s
+        self._delivered = 0  # chunk bytes acked so far (delivery-rate samples)
+        self._rate_samples = 0
+        self._cut_scale = 1.0
+        self.stats = SenderStats()
+        self._done: dict[TransferKey, UploadState] = {}
+
+    # -- what the driver asks ----------------------------------------------------------
+
+    def add(self, spec: TransferSpec, source: ChunkSource, now: float) -> None:
+        """Start moving ``spec``; adding a key already known does nothing."""
+        if spec.key in self._transfers or spec.key in self._done:
+            return
+        if spec.size_bytes <= 0:
+            raise ValueError("a transfer has at least one byte")
+        # An owner returning from idle starts level with the others, not with saved credit.
+        floor = min((self._served.get(o, 0) for o in self._active_owners()), default=0)
+        self._served[spec.owner] = max(self._served.get(spec.owner, 0), floor)
+        t = _Transfer(spec=spec, source=source, order=self._order)
+        self._order += 1
+        t.state = TState.BLOCKED if self._blocked(spec) else TState.OPENING
+        self._transfers[spec.key] = t
+
+    def request_receipts(self, since_ms: int) -> None:
+        """Ask ground for signed receipts of everything that changed since ``since_ms``."""
+        self._receipts_since = since_ms
+
+    def done_state(self, key: TransferKey) -> UploadState | None:
+        return self._done.get(key)
+
+    @property
+    def pending(self) -> int:
+        """Transfers not finished yet."""
+        return len(self._transfers)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to send and nothing in flight."""
+        return not self._transfers and not self._requests and self._receipts_since is None
+
+    @property
+    def link_up(self) -> bool:
+        return self._up
+
+    @property
+    def chunk_bytes(self) -> int:
+        """The chunk size the next CHUNK will use: rate × chunk_time, shrunk after cuts."""
+        c = self.config
+        base = self.rate_bytes_s * c.chunk_time_s if self._rate_samples else c.initial_chunk_bytes
+        return int(max(c.min_chunk_bytes, min(c.max_chunk_bytes, base * self._cut_scale)))
+
+    def progress(self, key: TransferKey) -> tuple[int, int] | None:
+        t = self._transfers.get(key)
+        return None if t is None else (t.acked.total, t.spec.size_bytes)
+
+    # -- outgoing ----------------------------------------------------------------------
+
+    def data_to_send(self, now: float) -> list[Outgoing]:
+        """Requests to carry now (possibly none: window full, backing off or nothing to do)."""
+        self._now = max(self._now, now)
+        if self._fatal or now < self._retry_at:
+            return []
+        window = self.config.window if self._up else 1  # one probe at a time while down
+        out: list[Outgoing] = []
+        while len(self._requests) < window:
+            o = self._next_request(now)
+            if o is None:
+                break
+            out.append(o)
+        return out
+
+    def _next_request(self, now: float) -> Outgoing | None:
+        if self._receipts_since is not None and not any(r.is_receipts for r in self._requests.values()):
+            seq = self._seq()
+            return self._emit(ReceiptsRequest(seq=seq, since_ms=self._receipts_since), now, None, None)
+        best: tuple[tuple[int, int, int], _Transfer] | None = None
+        for t in self._transfers.values():
+            if not self._sendable(t, now):
+                continue
+            rank = (t.spec.priority, self._served.get(t.spec.owner, 0), t.order)
+            if best is None or rank < best[0]:
+                best = (rank, t)
+        if best is None:
+            return None
+        t = best[1]
+        seq = self._seq()
+        if t.state in (TState.OPENING, TState.SETTLING):
+            t.open_seq = seq
+            size = t.spec.size_bytes
+            if not t.opened and size <= self.config.inline_bytes:
+                # A small upload rides inside its first OPEN: one round trip instead of two.
+                t.opened = True
+                data = t.source(0, size)
+                t.inflight[seq] = (0, size)
+                self.stats.chunk_bytes += size
+                self.stats.max_chunk_bytes = max(self.stats.max_chunk_bytes, size)
+                self._served[t.spec.owner] = self._served.get(t.spec.owner, 0) + size
+                req_: Request = Open(seq=seq, key=t.spec.key, size_bytes=size, owner=t.spec.owner, data=data)
+                return self._emit(req_, now, t.spec.key, (0, size))
+            t.opened = True
+            req: Request = Open(seq=seq, key=t.spec.key, size_bytes=size, owner=t.spec.owner)
+            return self._emit(req, now, t.spec.key, None)
+        start, stop = self._next_gap(t)
+        data = t.source(start, stop - start)
+        if len(data) != stop - start:
+            raise ValueError(f"source for {t.spec.key.name} gave {len(data)} bytes, wanted {stop - start}")
+        t.inflight[seq] = (start, stop)
+        self._served[t.spec.owner] = self._served.get(t.spec.owner, 0) + (stop - start)
+        self.stats.chunk_bytes += stop - start
+        self.stats.max_chunk_bytes = max(self.stats.max_chunk_bytes, stop - start)
+        return self._emit(
+            Chunk(seq=seq, key=t.spec.key, offset=start, data=data), now, t.spec.key, (start, stop)
+        )
+
+    def _sendable(self, t: _Transfer, now: float) -> bool:
+        if t.state is TState.BLOCKED:
+            if self._blocked(t.spec):
+                return False
+            t.state = TState.OPENING
+        if t.open_seq is not None:
+            return False  # wait for what ground says before sending more of it
+        if t.state is TState.OPENING:
+            return True
+        if t.state is TState.SETTLING:
+            return now >= t.poll_at and not t.inflight
+        return t.state is TState.SENDING and bool(self._gaps(t))
+
+    def _gaps(self, t: _Transfer) -> list[tuple[int, int]]:
+        busy = RangeSet(t.inflight.values()).union(t.acked)
+        return busy.gaps(0, t.spec.size_bytes)
+
+    def _next_gap(self, t: _Transfer) -> tuple[int, int]:
+        start, stop = self._gaps(t)[0]
+        n = self.chunk_bytes
+        # A tail under a quarter chunk rides with this chunk rather than costing a request.
+        if stop - start <= n + n // 4:
+            return start, stop
+        return start, start + n
+
+    def _blocked(self, spec: TransferSpec) -> bool:
+        return any(d not in self._done for d in spec.depends_on)
+
+    def _active_owners(self) -> set[str]:
+        return {t.spec.owner for t in self._transfers.values()}
+
+    def _seq(self) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def _timeout_s(self, payload: int) -> float:
+        c = self.config
+        ahead = sum((r.span[1] - r.span[0]) for r in self._requests.values() if r.span) + payload
+        t = 4 * self.srtt_s + 3 * ahead / max(self.rate_bytes_s, 100.0)
+        return max(c.min_timeout_s, min(c.max_timeout_s, t))
+
+    def _emit(
+        self, req: Request, now: float, key: TransferKey | None, span: tuple[int, int] | None
+    ) -> Outgoing:
+        data = encode_request(req)
+        payload = 0 if span is None else span[1] - span[0]
+        deadline = now + self._timeout_s(payload)
+        self._requests[req.seq] = _Req(
+            seq=req.seq,
+            sent_at=now,
+            deadline=deadline,
+            key=key,
+            span=span,
+            delivered_at_send=self._delivered,
+            is_receipts=isinstance(req, ReceiptsRequest),
+        )
+        self.stats.requests += 1
+        self.stats.request_bytes += len(data)
+        return Outgoing(seq=req.seq, data=data, deadline=deadline, key=key, payload_bytes=payload)
+
+    # -- incoming ----------------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> None:
+        """Feed one response frame. A frame that cannot be decoded counts as a failed request
+        only if it names a known seq; otherwise it is ignored (it cannot be attributed)."""
+        self._now = max(self._now, now)
+        try:
+            resp = decode_response(data)
+        except RemoteProtocolError:
+            return
+        req = self._requests.pop(resp.seq, None)
+        if req is None:
+            return  # late answer to a request already given up on
+        if isinstance(resp, ErrorFrame):
+            self._on_error(req, resp, now)
+            return
+        self._on_success(req, now)
+        if isinstance(resp, ReceiptsBatch):
+            self._receipts_since = None
+            self._events.append(
+                ReceiptsReceived(document=resp.document, next_since_ms=resp.next_since_ms, more=resp.more)
+            )
+            return
+        t = self._transfers.get(resp.key) if req.key == resp.key else None
+        if req.key is not None and req.key != resp.key:
+            self._fail(req, now, f"ground answered about {resp.key.name}, not {req.key.name}")
+            return
+        if t is None:
+            return
+        self._on_status(t, req, resp, now)
+
+    def receive_error(self, seq: int, code: str, message: str, retryable: bool, now: float) -> None:
+        """An error the driver learned outside a frame (e.g. an HTTP 4xx with a JSON body)."""
+        req = self._requests.pop(seq, None)
+        if req is not None:
+            self._on_error(req, ErrorFrame(seq=seq, code=code, message=message, retryable=retryable), now)
+
+    def request_failed(self, seq: int, now: float, reason: str) -> None:
+        """The request got no answer: connection cut, refused or timed out."""
+        self._now = max(self._now, now)
+        req = self._requests.pop(seq, None)
+        if req is not None:
+            self._fail(req, now, reason)
+
+    def _on_status(self, t: _Transfer, req: _Req, resp: Status, now: float) -> None:
+        if req.span is not None:
+            t.inflight.pop(req.seq, None)
+            self._delivered += req.span[1] - req.span[0]
+            dt = now - req.sent_at
+            if dt > 0:
+                sample = (self._delivered - req.delivered_at_send) / dt
+                # Rise fast (at most doubling per sample), fall smoothly: a link that got
+                # faster is used at once, one slow sample does not shrink every chunk.
+                smooth = 0.7 * self.rate_bytes_s + 0.3 * sample
+                if not self._rate_samples:
+                    self.rate_bytes_s = max(sample, self.rate_bytes_s)
+                else:
+                    self.rate_bytes_s = max(smooth, min(sample, 2 * self.rate_bytes_s))
+                self._rate_samples += 1
+        elif now > req.sent_at:
+            self.srtt_s = 0.8 * self.srtt_s + 0.2 * (now - req.sent_at)
+        if t.open_seq == req.seq:
+            t.open_seq = None
+        if resp.size_bytes != t.spec.size_bytes:
+            self._finish(t, UploadState.REJECTED, "size_conflict", "ground reports a different size")
+            return
+        if resp.state is not UploadState.RECEIVING:
+            self._finish(t, resp.state, resp.code, resp.message)
+            return
+        # Ground's durable ranges only grow; answers may arrive out of order, so merge.
+        t.acked = t.acked.union(resp.ranges)
+        self._events.append(
+            TransferProgress(key=t.spec.key, acked_bytes=t.acked.total, size_bytes=t.spec.size_bytes)
+        )
+        if t.acked.covers(0, t.spec.size_bytes):
+            t.state = TState.SETTLING
+            t.poll_at = now + self.config.commit_poll_s
+        elif t.state is not TState.SETTLING or req.span is None:
+            t.state = TState.SENDING
+
+    def _finish(self, t: _Transfer, state: UploadState, code: str, message: str) -> None:
+        t.state = TState.DONE
+        del self._transfers[t.spec.key]
+        self._done[t.spec.key] = state
+        if state is UploadState.COMMITTED:
+            self._events.append(
+                TransferProgress(key=t.spec.key, acked_bytes=t.spec.size_bytes, size_bytes=t.spec.size_bytes)
+            )
+        self._events.append(TransferDone(key=t.spec.key, state=state, code=code, message=message))
+
+    def _on_error(self, req: _Req, err: ErrorFrame, now: float) -> None:
+        t = self._transfers.get(req.key) if req.key else None
+        if err.code in FATAL_CODES:
+            self._fatal = True
+            self._events.append(LinkFatal(code=err.code, message=err.message))
+            return
+        if t is not None and err.code in TRANSFER_FATAL_CODES:
+            self._finish(t, UploadState.REJECTED, err.code, err.message)
+            return
+        if err.code == LinkErrorCode.UNKNOWN_UPLOAD and t is not None:
+            # Ground forgot a partial upload (expired): reopen and start over from its ranges.
+            self._on_success(req, now)
+            t.inflight.pop(req.seq, None)
+            t.acked = RangeSet()
+            t.state = TState.OPENING
+            return
+        if not err.retryable and t is not None:
+            self._finish(t, UploadState.REJECTED, err.code, err.message)
+            return
+        if req.is_receipts and not err.retryable:
+            self._receipts_since = None
+            self._events.append(LinkFatal(code=err.code, message=err.message))
+            return
+        self._fail(req, now, f"{err.code}: {err.message}")
+
+    def _on_success(self, req: _Req, now: float) -> None:
+        if not self._up:
+            self._up = True
+            self._events.append(LinkUp(at=now))
+        self._backoff_s = 0.0
+        self._cut_scale = min(1.0, self._cut_scale * 1.1)
+
+    def _fail(self, req: _Req, now: float, reason: str) -> None:
+        self.stats.failures += 1
+        t = self._transfers.get(req.key) if req.key else None
+        if t is not None:
+            t.inflight.pop(req.seq, None)
+            if t.open_seq == req.seq:
+                t.open_seq = None
+            # What ground stored of a cut chunk is unknown: ask before sending more of it.
+            if t.state in (TState.SENDING, TState.SETTLING):
+                t.state = TState.OPENING
+        # Frequent cuts → smaller chunks, so each cut wastes less (floor: min_chunk_bytes).
+        self._cut_scale = max(1 / 64, self._cut_scale / 2)
+        c = self.config
+        # Several requests die together in one cut: only a request sent after the previous
+        # failure says the link is still bad, so only that escalates the backoff.
+        if req.sent_at >= self._last_fail_at or self._backoff_s == 0:
+            self._backoff_s = min(c.backoff_max_s, max(c.backoff_initial_s, self._backoff_s * 2))
+        self._last_fail_at = now
+        self._retry_at = max(self._retry_at, now + self._backoff_s)
+        if self._up:
+            self._up = False
+            self._events.append(LinkDown(at=now, reason=reason, retry_at=self._retry_at))
+
+    # -- events and time ---------------------------------------------------------------
+
+    def next_event(self) -> SenderEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def next_deadline(self) -> float | None:
+        """When to call handle_timeout/data_to_send next: a request deadline, the end of a
+        backoff or a commit poll. Times already passed are left out (nothing would change)."""
+        times = [r.deadline for r in self._requests.values()]
+        times += [t.poll_at for t in self._transfers.values() if t.state is TState.SETTLING]
+        times.append(self._retry_at)
+        future = [x for x in times if x > self._now]
+        return min(future) if future else None
+
+    def handle_timeout(self, now: float) -> None:
+        """Give up on requests past their deadline (the driver should abandon them too)."""
+        self._now = max(self._now, now)
+        for seq in [s for s, r in self._requests.items() if r.deadline <= now]:
+            self.request_failed(seq, now, "no answer before the deadline")
