@@ -5,12 +5,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from conftest import Cli
 
 from ground.home import GroundHome
+
+
+async def until(check, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
+    """Poll ``check()`` every 50 ms without blocking the loop (ground may run in it)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(check())
+
+
+def link_requests(ground_home: Path, station: str = "iss") -> int:
+    """Link requests ground has counted from ``station`` (its link_contacts row)."""
+    conn = sqlite3.connect(ground_home / "ground.db")
+    try:
+        row = conn.execute("SELECT requests FROM link_contacts WHERE station = ?", (station,)).fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        conn.close()
+
+
+def archive_posts(ground_home: Path) -> list[Path]:
+    """Every published post folder in ground's archive platform, in order."""
+    root = ground_home / "archive"
+    return sorted(p for p in root.glob("*/*") if p.is_dir() and not p.name.startswith("."))
 
 
 def free_port() -> int:

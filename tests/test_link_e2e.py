@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from conftest import Cli
-from link_support import free_port, link_to, running_ground, setup_station
+from link_support import archive_posts, free_port, link_to, running_ground, setup_station
 
 from linkemu import Direction, LinkProxy, LossWindow
 from onboard.home import Home
@@ -25,11 +25,6 @@ from protocol.transfer import SenderConfig
 from protocol.transfer_wire import Chunk, Open, TransferKey, TransferKind, encode_request
 
 FAST = SenderConfig(backoff_initial_s=0.05, backoff_max_s=0.5, min_timeout_s=5.0)
-
-
-def _archive_posts(ground_home: Path) -> list[Path]:
-    root = ground_home / "archive"
-    return sorted(p for p in root.glob("*/*") if p.is_dir() and not p.name.startswith("."))
 
 
 def _publications(ground_home: Path) -> list[tuple[str, str, str, int]]:
@@ -121,7 +116,7 @@ async def test_everything_arrives_once_through_random_cuts_and_a_loss_of_signal(
     # Everything published exactly once, byte-identical.
     pubs = _publications(cli.ground_home)
     assert len(pubs) == 9 and {p[2] for p in pubs} == {"published"}
-    folders = _archive_posts(cli.ground_home)
+    folders = archive_posts(cli.ground_home)
     assert len(folders) == 9
     published_media = {f.read_bytes() for d in folders for f in d.glob("media-*")}
     assert published_media == photos
@@ -203,7 +198,7 @@ async def test_cli_session_verbatim(
             timeout=60,
         )
         assert again.returncode == 0 and "0 transfer(s) committed" in again.stdout
-        assert len(_archive_posts(cli.ground_home)) == 2
+        assert len(archive_posts(cli.ground_home)) == 2
     finally:
         server.terminate()
         server.wait(10)
@@ -350,8 +345,8 @@ async def test_resume_after_ground_restart_keeps_stored_ranges(
         result = await sync(home, config=FAST, wait_published_s=20)
     size = sample_jpegs[2].stat().st_size
     assert result.chunk_bytes <= size - stored + 64 * 1024
-    assert len(_archive_posts(cli.ground_home)) == 1
-    media = next(_archive_posts(cli.ground_home)[0].glob("media-*")).read_bytes()
+    assert len(archive_posts(cli.ground_home)) == 1
+    media = next(archive_posts(cli.ground_home)[0].glob("media-*")).read_bytes()
     assert media == sample_jpegs[2].read_bytes()
 
 
@@ -405,26 +400,26 @@ async def test_watch_backs_off_in_the_dark_and_resumes_when_the_link_returns(
             )
             for _ in range(200):
                 await asyncio.sleep(0.05)
-                if len(_archive_posts(cli.ground_home)) == 1:
+                if len(archive_posts(cli.ground_home)) == 1:
                     break
-            assert len(_archive_posts(cli.ground_home)) == 1
+            assert len(archive_posts(cli.ground_home)) == 1
             proxy.start_loss()
             cli.onboard("post", "--as", "alice", "--to", "archive:alice", "queued in the dark")
             await asyncio.sleep(6)  # several backoff rounds; nothing crosses
             for n in range(3):
                 cli.onboard("post", "--as", "alice", "--to", "archive:alice", f"held in the dark {n}")
                 await asyncio.sleep(0.6)  # several rescans (every 0.2 s) between posts
-            assert len(_archive_posts(cli.ground_home)) == 1
+            assert len(archive_posts(cli.ground_home)) == 1
             up_in_dark = proxy.stats.bytes_up
             proxy.end_loss()
             back = time.monotonic()
             for _ in range(400):
                 await asyncio.sleep(0.05)
-                if len(_archive_posts(cli.ground_home)) == 5:
+                if len(archive_posts(cli.ground_home)) == 5:
                     break
             resumed_s = time.monotonic() - back
             print(f"\npublished {resumed_s:.1f} s after the link returned")
-            assert len(_archive_posts(cli.ground_home)) == 5
+            assert len(archive_posts(cli.ground_home)) == 5
             db = sqlite3.connect(cli.ground_home / "ground.db")
             counts = [r[0] for r in db.execute("SELECT item_count FROM bundles ORDER BY received_ms, rowid")]
             db.close()
@@ -526,7 +521,7 @@ async def test_rejected_bundle_comes_back_as_the_exact_reason(cli: Cli, tmp_path
     conn.close()
     assert state == "failed" and "[revoked_key]" in detail and fp in detail
     assert "failed" in cli.onboard("queue").output
-    assert _archive_posts(cli.ground_home) == []
+    assert archive_posts(cli.ground_home) == []
 
 
 async def test_cut_at_any_byte_of_a_request_or_its_answer_resumes_exactly_once(
@@ -549,7 +544,7 @@ async def test_cut_at_any_byte_of_a_request_or_its_answer_resumes_exactly_once(
             assert result.pending_items == 0 and result.rejected == 0 and result.failures >= 1
         cli.onboard("link", "add", "--ground", url, "--token-file", str(token))
         await sync(home, config=FAST, wait_published_s=20)
-    assert len(_archive_posts(cli.ground_home)) == len(offsets)
+    assert len(archive_posts(cli.ground_home)) == len(offsets)
     pubs = _publications(cli.ground_home)
     assert len(pubs) == len(offsets) and all(p[2] == "published" and p[3] == 1 for p in pubs)
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from conftest import Cli
-from link_support import link_to, running_ground, setup_station
+from link_support import link_requests, link_to, running_ground, setup_station, until
 
 from onboard import queue
 from onboard.home import Home
@@ -60,24 +58,6 @@ def test_awaiting_counts_unsettled_deliveries_and_retracts_in_flight(cli: Cli) -
         conn.close()
 
 
-def _requests(ground_home: Path) -> int:
-    conn = sqlite3.connect(ground_home / "ground.db")
-    try:
-        row = conn.execute("SELECT requests FROM link_contacts WHERE station = 'iss'").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        conn.close()
-
-
-async def _until(check, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(check())
-
-
 async def test_watch_is_silent_on_a_quiet_day_and_backs_off_while_waiting(cli: Cli, tmp_path: Path) -> None:
     token = setup_station(cli, tmp_path)
     home = Home(cli.onboard_home)
@@ -89,23 +69,23 @@ async def test_watch_is_silent_on_a_quiet_day_and_backs_off_while_waiting(cli: C
             sync(home, watch=True, stop=stop, rescan_s=0.1, receipts_every_s=0.2, receipts_max_s=0.8)
         )
         try:
-            assert await _until(lambda: "published" in cli.onboard("queue").output, 15)
+            assert await until(lambda: "published" in cli.onboard("queue").output, 15)
             # Quiet: everything settled, so not one request crosses the link.
             await asyncio.sleep(0.5)
-            quiet_from = _requests(cli.ground_home)
+            quiet_from = link_requests(cli.ground_home)
             await asyncio.sleep(3.0)
-            quiet = _requests(cli.ground_home) - quiet_from
+            quiet = link_requests(cli.ground_home) - quiet_from
             assert quiet == 0
 
             # A post scheduled for tomorrow is received but not settled: polls continue, backing off.
             at = (datetime.now(UTC) + timedelta(days=1)).strftime("%Y-%m-%dT%H:%MZ")
             out = cli.onboard("post", "--as", "alice", "--to", "archive:alice", "--at", at, "later").output
             later_id = out.split()[1]
-            assert await _until(lambda: "received" in cli.onboard("queue").output, 15)
+            assert await until(lambda: "received" in cli.onboard("queue").output, 15)
             await asyncio.sleep(0.5)
-            waiting_from = _requests(cli.ground_home)
+            waiting_from = link_requests(cli.ground_home)
             await asyncio.sleep(4.0)
-            waiting = _requests(cli.ground_home) - waiting_from
+            waiting = link_requests(cli.ground_home) - waiting_from
             # Every 0.2 s without backoff would be ~20; doubling to 0.8 s gives ~5-7.
             assert 2 <= waiting <= 10, waiting
 
@@ -117,11 +97,11 @@ async def test_watch_is_silent_on_a_quiet_day_and_backs_off_while_waiting(cli: C
                 q = cli.onboard("queue").output
                 return q.count("published") >= 2 and "cancelled" in q
 
-            assert await _until(settled, 15)
+            assert await until(settled, 15)
             await asyncio.sleep(0.5)
-            again_from = _requests(cli.ground_home)
+            again_from = link_requests(cli.ground_home)
             await asyncio.sleep(2.0)
-            assert _requests(cli.ground_home) == again_from
+            assert link_requests(cli.ground_home) == again_from
         finally:
             stop.set()
             result = await asyncio.wait_for(task, 20)

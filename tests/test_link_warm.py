@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 from conftest import Cli
-from link_support import link_to, running_ground, setup_station
+from link_support import link_requests, link_to, running_ground, setup_station, until
 
 from linkemu import LinkProxy
 from onboard.home import Home
@@ -30,24 +29,6 @@ def _published(home: Home) -> int:
         conn.close()
 
 
-def _link_requests(ground_home: Path) -> int:
-    conn = sqlite3.connect(ground_home / "ground.db")
-    try:
-        row = conn.execute("SELECT requests FROM link_contacts WHERE station = 'iss'").fetchone()
-        return int(row[0]) if row else 0
-    finally:
-        conn.close()
-
-
-async def _until(check, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(check())
-
-
 async def test_watch_keeps_one_connection_open_and_reopens_it_after_a_cut(cli: Cli, tmp_path: Path) -> None:
     token = setup_station(cli, tmp_path)
     home = Home(cli.onboard_home)
@@ -61,29 +42,29 @@ async def test_watch_keeps_one_connection_open_and_reopens_it_after_a_cut(cli: C
             )
             try:
                 # Nothing queued: one connection opened by GET /v1/health, no link request.
-                assert await _until(lambda: proxy.stats.connections == 1, 10)
+                assert await until(lambda: proxy.stats.connections == 1, 10)
                 await asyncio.sleep(1.0)
-                assert proxy.stats.connections == 1 and _link_requests(cli.ground_home) == 0
+                assert proxy.stats.connections == 1 and link_requests(cli.ground_home) == 0
 
                 # A post leaves on that connection: no new handshake.
                 cli.onboard("post", "--as", "alice", "--to", "archive:alice", "first light")
-                assert await _until(lambda: _published(home) == 1, 15)
+                assert await until(lambda: _published(home) == 1, 15)
                 assert proxy.stats.connections == 1
-                sent = _link_requests(cli.ground_home)
+                sent = link_requests(cli.ground_home)
                 assert sent >= 1
 
                 # A cut: sync opens another within a second or two, then stays quiet.
                 proxy.cut_all()
-                assert await _until(lambda: proxy.stats.connections >= 2, 10)
+                assert await until(lambda: proxy.stats.connections >= 2, 10)
                 await asyncio.sleep(0.5)
                 up, opened = proxy.stats.bytes_up, proxy.stats.connections
                 await asyncio.sleep(2.0)
                 assert (proxy.stats.bytes_up, proxy.stats.connections) == (up, opened)
-                assert _link_requests(cli.ground_home) == sent
+                assert link_requests(cli.ground_home) == sent
 
                 # The next post rides the reopened connection.
                 cli.onboard("post", "--as", "alice", "--to", "archive:alice", "second light")
-                assert await _until(lambda: _published(home) == 2, 15)
+                assert await until(lambda: _published(home) == 2, 15)
                 assert proxy.stats.connections == opened, (opened, proxy.stats)
             finally:
                 stop.set()

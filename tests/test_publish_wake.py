@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
 from conftest import Cli
-from link_support import link_to, running_ground, setup_station
+from link_support import archive_posts, link_to, running_ground, setup_station, until
 
 from ground.home import GroundHome
 from onboard.home import Home
 from onboard.sync import sync
-
-
-def _archive_posts(ground_home: Path) -> int:
-    root = ground_home / "archive" / "alice"
-    return len(list(root.iterdir())) if root.exists() else 0
 
 
 async def test_a_committed_bundle_wakes_the_publisher(cli: Cli, tmp_path: Path) -> None:
@@ -29,12 +23,9 @@ async def test_a_committed_bundle_wakes_the_publisher(cli: Cli, tmp_path: Path) 
         start = time.monotonic()
         result = await sync(Home(cli.onboard_home), give_up_after_s=30, wait_published_s=0)
         assert result.pending_items == 0
-        for _ in range(100):
-            if _archive_posts(cli.ground_home) == 1:
-                break
-            await asyncio.sleep(0.05)
+        await until(lambda: len(archive_posts(cli.ground_home)) == 1, 5)
         took = time.monotonic() - start
-    assert _archive_posts(cli.ground_home) == 1, "the post waited for the 120 s tick"
+    assert len(archive_posts(cli.ground_home)) == 1, "the post waited for the 120 s tick"
     print(f"\ncommitted and published {took:.2f} s after sync started")
     gh = GroundHome(cli.ground_home)
     try:
