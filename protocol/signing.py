@@ -65,14 +65,6 @@ def batch_statement(bodies: Sequence[bytes]) -> bytes:
     return b"".join(hashlib.sha256(b).digest() for b in bodies)
 
 
-def sign_batch(key: SigningKey, bodies: Sequence[bytes]) -> SignedBatch:
-    """One signature by ``key`` over the statement of ``bodies``."""
-    statement = batch_statement(bodies)
-    return SignedBatch(
-        key_id=key_id(key.public_key), signature=key.sign(BATCH_DOMAIN + statement), statement=statement
-    )
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SignedBatch:
     """A batch statement and its signer's signature."""
@@ -81,11 +73,13 @@ class SignedBatch:
     signature: bytes
     statement: bytes
 
-    def item(self, body: bytes) -> SignedItem:
-        """The proof for one body of this batch (LocalProtocolError if it is not in it)."""
-        if not statement_lists(self.statement, body):
-            raise LocalProtocolError("that body is not in this batch statement")
-        return SignedItem(body=body, key_id=self.key_id, signature=self.signature, statement=self.statement)
+
+def sign_batch(key: SigningKey, bodies: Sequence[bytes]) -> SignedBatch:
+    """One signature by ``key`` over the statement of ``bodies``."""
+    statement = batch_statement(bodies)
+    return SignedBatch(
+        key_id=key_id(key.public_key), signature=key.sign(BATCH_DOMAIN + statement), statement=statement
+    )
 
 
 def statement_lists(statement: bytes, body: bytes) -> bool:
