@@ -22,7 +22,7 @@ from typing import Any
 
 from .canonical import expect, expect_list, pack, unpack
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from .ids import ulid_from_bytes, ulid_to_bytes
+from .ids import new_ulid, ulid_from_bytes, ulid_to_bytes
 from .keys import KEY_ID_BYTES, KnownKey, SigningKey, verify_signature
 from .limits import DEFAULT_LIMITS, Limits
 from .model import (
@@ -242,7 +242,7 @@ def _rebuild(sec: _Section, count: int, limits: Limits) -> list[Item]:
         if not 0 <= now <= MAX_TIME_MS:
             raise _malformed(f"item {i} created time {now} is outside 0..{MAX_TIME_MS} ms")
         author = sec.signers[sec.signer_of[i]][2].astronaut
-        placeholder = ulid_from_bytes(now.to_bytes(6, "big") + bytes(10))
+        placeholder = new_ulid(now, bytes(10))  # any id: derived_id replaces it
         it: Item
         if sec.kinds[i] == ItemKind.POST:
             n = sec.text_lengths[post_no]
