@@ -239,7 +239,7 @@ def receipts(
     ] = None,
 ) -> None:
     """Write signed receipts for a file hand-off back up to the station (`onboard receipts import`)."""
-    from onboard.files import write_atomic
+    from durable.files import write_atomic
 
     from .receipts import build_document
 

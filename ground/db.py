@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from onboard.sqlitedb import open_db
-from onboard.sqlitedb import transaction as transaction  # re-exported: ground modules use db.transaction
+from durable.sqlitedb import open_db
+from durable.sqlitedb import transaction as transaction  # re-exported: ground modules use db.transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS astronauts (

@@ -6,7 +6,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onboard.files import BlobStore
+from durable.files import BlobStore
 
 from . import db
 

@@ -24,7 +24,7 @@ from protocol.codecs import DEFAULT_DECODERS, Codec, Decoder
 from protocol.errors import ErrorCode, RemoteProtocolError
 
 # Address-space cap for the child: Python + numpy + libjxl need ~0.5 GiB of mappings; a
-# 100 MP photo (onboard's ceiling, onboard/jxl.py MAX_PIXELS) needs ~1.5 GiB more.
+# 100 MP photo (onboard's ceiling, photocodec/jxl.py MAX_PIXELS) needs ~1.5 GiB more.
 CHILD_MEMORY_BYTES = 3 * 1024**3
 # Wall clock: start-up (~0.2 s) plus a generous 2 s per MiB (libjxl does ~30 MiB/s here).
 BASE_TIMEOUT_S = 10.0
@@ -116,7 +116,7 @@ def _child_env() -> dict[str, str]:
 
 def available() -> bool:
     """Whether this machine has a JPEG XL codec (backends are probed once per process)."""
-    from onboard.jxl import default_backend
+    from photocodec.jxl import default_backend
 
     return default_backend() is not None
 
@@ -154,7 +154,7 @@ def _child_main(argv: list[str]) -> int:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-    from onboard.jxl import JxlError, default_backend, rebuild
+    from photocodec.jxl import JxlError, default_backend, rebuild
 
     # One thread: predictable memory and CPU; ground decodes bundles one blob at a time.
     backend = default_backend(threads=1)

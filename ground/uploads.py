@@ -15,7 +15,7 @@ from pathlib import Path
 
 import msgpack
 
-from onboard.files import fsync_dir
+from durable.files import fsync_dir
 from protocol import RemoteProtocolError
 from protocol.codecs import decode_section
 from protocol.limits import DEFAULT_LIMITS

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from durable.files import BlobStore
 from protocol import LocalProtocolError, MediaRef, Post, sign_item
 from protocol.ids import new_ulid
 from protocol.limits import DEFAULT_LIMITS
@@ -17,7 +18,6 @@ from protocol.rules import violations
 
 from . import queue
 from .errors import PostRejected, QueueError
-from .files import BlobStore
 from .home import Home
 from .keystore import load_key
 from .receipts import known_rules

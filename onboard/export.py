@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from durable.files import BlobStore, write_atomic
+from photocodec import jxl
 from protocol import BlobPayload, Post, SignedItem, SigningKey, build_bundle, key_id
 from protocol.bundle import FORMATS, CompactItems
 from protocol.bundle import choose_blob_encoding as choose_generic_encoding
@@ -19,9 +21,8 @@ from protocol.compact_items import encode_compact_items
 from protocol.dictionary import compress_items, shipped_ids
 from protocol.ids import new_ulid
 
-from . import jxl, queue
+from . import queue
 from .errors import IdentityError
-from .files import BlobStore, write_atomic
 from .home import Home
 from .keystore import load_key
 

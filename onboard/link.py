@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from durable.files import BlobStore, write_atomic
 from protocol import LocalProtocolError, Post, RemoteProtocolError, build_bundle, parse_public_key
 from protocol.capabilities import Capabilities
 from protocol.codecs import Codec
@@ -34,7 +35,6 @@ from protocol.transfer_wire import TransferKey, TransferKind, pack_coded_blob
 
 from . import queue
 from .errors import OnboardError
-from .files import BlobStore, write_atomic
 from .home import Home
 
 LINK_FILE = "link.json"
@@ -236,7 +236,7 @@ def _prepared_paths(home: Home, sha: bytes) -> tuple[Path, Path]:
 def prepare_photo(home: Home, sha: bytes) -> None:
     """Transcode one JPEG to its JPEG XL upload form (or mark it as-is); touches files only,
     so a driver can run it in a thread while the link keeps moving text."""
-    from . import jxl
+    from photocodec import jxl
 
     store = BlobStore(home.blobs_dir)
     coded_path, plain_path = _prepared_paths(home, sha)

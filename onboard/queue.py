@@ -11,10 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from durable.sqlitedb import open_db
+from durable.sqlitedb import transaction as transaction  # re-exported: callers use queue.transaction
 from protocol import Item, Post, SignedItem, decode_item
-
-from .sqlitedb import open_db
-from .sqlitedb import transaction as transaction  # re-exported: callers use queue.transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (

@@ -15,13 +15,13 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from durable.files import BlobStore
 from ground.enroll import enroll
 from ground.home import GroundHome
 from ground.publish import publish_due
 from onboard import queue
 from onboard.compose import check_rules
 from onboard.errors import OnboardError
-from onboard.files import BlobStore
 from onboard.home import Home
 from protocol import MediaRef, Post, ProtocolError, SigningKey, format_public_key, sign_item
 from protocol.ids import new_ulid

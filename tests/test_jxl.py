@@ -14,8 +14,8 @@ from PIL import Image
 
 from ground import jxl as ground_jxl
 from ground.ingest import decoders
-from onboard import jxl
 from onboard.export import CURRENT_GROUND, choose_blob_encoding
+from photocodec import jxl
 from protocol import BlobPayload, MediaRef, Post, RemoteProtocolError, build_bundle, sign_item, verify_bundle
 from protocol.bundle import PREFIX_BYTES, TRAILER_BYTES, read_header
 from protocol.capabilities import BASELINE

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import Cli
 
-from onboard import jxl
+from photocodec import jxl
 from protocol import read_header
 from protocol.codecs import Codec
 

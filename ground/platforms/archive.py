@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from onboard.files import fsync_dir, write_atomic
+from durable.files import fsync_dir, write_atomic
 from protocol.mediatype import EXTENSIONS
 
 from ..errors import PublishError
