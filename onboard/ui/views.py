@@ -319,4 +319,5 @@ def drafts_view(store: DraftStore) -> list[dict[str, Any]]:
             "updated_ms": d.updated_ms,
         }
         for d in store.all()
+        if d.text or d.photos or d.targets
     ]

@@ -291,7 +291,7 @@ function renderCheck() {
   }));
   $("problems").replaceChildren(...c.problems.map((p) => el("li", { text: p })));
   $("warnings").replaceChildren(...c.warnings.map((p) => el("li", { text: "⚠ " + p })));
-  $("queue-btn").setAttribute("aria-disabled", String(!c.ok));
+  $("queue-btn").classList.toggle("blocked", !c.ok); // still clickable: a click says why
 }
 
 function collect() {
@@ -327,14 +327,18 @@ function save() {
   return saving;
 }
 
+const isEmpty = (d) => d && !d.text && !d.photos.length && !d.targets.length && !d.publish_at;
+
 async function openDraft(id) {
   if (saveTimer) await save();
+  if (isEmpty(draft)) await api("DELETE", `/api/drafts/${draft.id}`); // nothing worth keeping
   showDraft(await api("GET", `/api/drafts/${id}`));
   $("text").focus();
 }
 
 async function newDraft() {
   if (saveTimer) await save();
+  if (isEmpty(draft)) { $("text").focus(); return; } // already a blank one
   showDraft(await api("POST", "/api/drafts"));
   $("text").focus();
 }
