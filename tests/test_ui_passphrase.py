@@ -82,7 +82,9 @@ def test_cli_protects_keys_and_posts_with_a_passphrase(
     assert r.exit_code != 0 and "--passphrase-file" in str(r.exception)
     wrong = tmp_path / "wrong"
     wrong.write_text("not it at all\n")
-    r = cli.onboard("--passphrase-file", str(wrong), "post", "--as", "alice", "--to", "archive:a", "x", ok=False)
+    r = cli.onboard(
+        "--passphrase-file", str(wrong), "post", "--as", "alice", "--to", "archive:a", "x", ok=False
+    )
     assert "wrong passphrase" in str(r.exception)
     conn = queue.connect(cli.onboard_home / "onboard.db")
     assert queue.items(conn) == []
