@@ -300,3 +300,31 @@ def test_draft_survives_sigkill_of_onboard_ui(
         assert d["photos"][0]["name"] == "rocket.jpg" and d["photos"][0]["thumb"]
         status, thumb, _ = c.request("GET", f"/api/photos/{d['photos'][0]['sha']}/thumb")
         assert status == 200 and thumb[:3] == b"\xff\xd8\xff"
+
+
+def test_polling_is_cheap_and_sees_what_other_processes_commit(
+    ui: Ui, laptop: tuple[Path, dict[str, str]]
+) -> None:
+    home, _ = laptop
+    c = Client(ui)
+    c.login()
+    status, state, resp = c.request("GET", "/api/state")
+    etag = resp.getheader("ETag") or ""
+    assert status == 200 and etag and state["queue"] == []
+    # Nothing changed: 304, no body (the page polls every 2 s).
+    for _ in range(3):
+        assert c.request("GET", "/api/state", headers={"If-None-Match": etag})[0] == 304
+    # `onboard post` in another process (a CLI in a terminal, or `onboard sync` applying
+    # receipts) commits to the queue: the next poll shows it.
+    from onboard.compose import compose_post
+
+    conn = queue.connect(home / "onboard.db")
+    try:
+        post = compose_post(
+            Home(home), conn, author="bob", text="from the CLI", targets=["archive:bob"], photos=[]
+        )
+    finally:
+        conn.close()
+    status, state, resp = c.request("GET", "/api/state", headers={"If-None-Match": etag})
+    assert status == 200 and [q["id"] for q in state["queue"]] == [post.id]
+    assert resp.getheader("ETag") != etag

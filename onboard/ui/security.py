@@ -38,6 +38,8 @@ class Session:
     keys: KeyRing
     astronaut: str | None = None
     created: float = field(default_factory=time.monotonic)
+    # (change token, ETag, body) of the last /api/state built for this session.
+    state_cache: tuple[str, str, bytes] | None = None
 
 
 @dataclass(slots=True, kw_only=True)

@@ -17,7 +17,7 @@ from .. import queue
 from ..errors import OnboardError
 from ..home import Home
 from .drafts import DraftStore
-from .routes import CONN_KEY, DRAFTS_KEY, HOME_KEY, MAX_BODY_BYTES, errors, routes
+from .routes import ACTIONS_KEY, CONN_KEY, DRAFTS_KEY, HOME_KEY, MAX_BODY_BYTES, errors, routes
 from .security import GATE_KEY, Gate, guard
 
 
@@ -46,6 +46,7 @@ def make_app(home: Home, gate: Gate) -> web.Application:
     app[HOME_KEY] = home
     app[CONN_KEY] = queue.connect(home.db_path)
     app[DRAFTS_KEY] = DraftStore(home)
+    app[ACTIONS_KEY] = [0]
     app.add_routes(routes)
 
     async def close(app: web.Application) -> None:

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from photocodec import jxl
-from protocol import MediaRef, Post
+from protocol import Item, MediaRef, Post, decode_item
 from protocol import rules as platform_rules
 from protocol.capabilities import Capabilities
 from protocol.codecs import Codec
 from protocol.model import parse_target
 
-from .. import keystore, link, link_status, queue, receipts
+from .. import keystore, link, link_status, receipts
 from ..errors import OnboardError
 from ..export import CURRENT_GROUND
 from ..home import Home
@@ -51,10 +52,44 @@ def wire_size(raw: bytes, media_type: str, ground: Capabilities) -> tuple[str, i
     return "as chosen", len(raw)
 
 
+# -- the queue, read cheaply ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row:
+    item: Item
+    status: str
+    detail: str | None
+    body_bytes: int
+
+
+# A queued item's signed body never changes, so each is decoded once per process: the page
+# polls every 2 s, and decoding a thousand bodies each time would cost most of a core.
+_decoded: dict[str, Item] = {}
+_MAX_DECODED = 100_000
+
+
+def rows(conn: sqlite3.Connection) -> list[Row]:
+    """Every queued item, oldest first (onboard.queue's table, bodies decoded once)."""
+    out = []
+    for item_id, body, status, detail in conn.execute(
+        "SELECT id, body, status, detail FROM items ORDER BY id"
+    ):
+        it = _decoded.get(item_id)
+        if it is None:
+            it = decode_item(body)
+            if len(_decoded) < _MAX_DECODED:
+                _decoded[item_id] = it
+        out.append(Row(item=it, status=status, detail=detail, body_bytes=len(body)))
+    return out
+
+
 # -- accounts ------------------------------------------------------------------------------
 
 
-def accounts_for(conn: sqlite3.Connection, astronaut: str) -> tuple[list[str], bool]:
+def accounts_for(
+    conn: sqlite3.Connection, astronaut: str, all_rows: list[Row] | None = None
+) -> tuple[list[str], bool]:
     """The accounts the picker offers ``astronaut`` and whether ground confirmed them.
 
     Ground's enrolment, from signed receipts, when this laptop has learned it; until then the
@@ -69,7 +104,7 @@ def accounts_for(conn: sqlite3.Connection, astronaut: str) -> tuple[list[str], b
         if got is not None:
             return sorted(got), True
     seen: set[str] = set()
-    for q in queue.items(conn, kind="post"):
+    for q in rows(conn) if all_rows is None else all_rows:
         if q.item.author == astronaut and isinstance(q.item, Post):
             seen.update(q.item.targets)
     seen.update(receipts.known_rules(conn))
@@ -216,23 +251,28 @@ def _state_word(state: str, pct: float | None) -> str:
     return state
 
 
-def queue_view(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def queue_view(conn: sqlite3.Connection, all_rows: list[Row] | None = None) -> list[dict[str, Any]]:
     """Every item, newest first, with per-account states as the page words them."""
     progress = link.progress_by_item(conn)
-    rows = queue.items(conn)
+    items = rows(conn) if all_rows is None else all_rows
+    deliveries: dict[str, list[tuple[str, str, str | None, str | None]]] = {}
+    for item_id, target, state, url, detail in conn.execute(
+        "SELECT item_id, target, state, url, detail FROM deliveries ORDER BY item_id, target"
+    ):
+        deliveries.setdefault(item_id, []).append((target, state, url, detail))
     commands: dict[str, list[dict[str, str]]] = {}
-    for q in rows:
+    for q in items:
         if not isinstance(q.item, Post):
             commands.setdefault(q.item.target_id, []).append(
                 {"id": q.item.id, "kind": q.item.kind.name.lower(), "status": q.status}
             )
     out = []
-    for q in reversed(rows):
+    for q in reversed(items):
         it = q.item
         if not isinstance(it, Post):
             continue
         accounts = []
-        for target, state, url, detail in queue.deliveries(conn, it.id):
+        for target, state, url, detail in deliveries.get(it.id, []):
             a: dict[str, Any] = {
                 "target": target,
                 "state": state,
@@ -266,14 +306,14 @@ def queue_view(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return out
 
 
-def link_view(home: Home, conn: sqlite3.Connection) -> dict[str, Any]:
+def link_view(home: Home, conn: sqlite3.Connection, all_rows: list[Row] | None = None) -> dict[str, Any]:
     """Up or down, last contact, bytes waiting and how long they need at the measured rate."""
     st = link_status.read(conn)
     try:
         cfg: Any = link.load_link(home)
     except OnboardError:
         cfg = None
-    waiting = _bytes_waiting(conn)
+    waiting = _bytes_waiting(conn, rows(conn) if all_rows is None else all_rows)
     eta = waiting / st.rate_bps if st.rate_bps and waiting else None
     return {
         "configured": cfg is not None,
@@ -287,7 +327,7 @@ def link_view(home: Home, conn: sqlite3.Connection) -> dict[str, Any]:
     }
 
 
-def _bytes_waiting(conn: sqlite3.Connection) -> int:
+def _bytes_waiting(conn: sqlite3.Connection, all_rows: list[Row]) -> int:
     """Bytes still to cross: queued items (bodies, and each photo once unless already on its
     way) plus what ground has not acknowledged of transfers under way. Photos count as chosen:
     an upper bound, JPEG XL usually saves a fifth."""
@@ -300,8 +340,10 @@ def _bytes_waiting(conn: sqlite3.Connection) -> int:
     }
     total = sum(max(0, v) for v in sending.values())
     photos: dict[bytes, int] = {}
-    for q in queue.items(conn, status="queued"):
-        total += len(q.signed.body)
+    for q in all_rows:
+        if q.status != "queued":
+            continue
+        total += q.body_bytes
         if isinstance(q.item, Post):
             for m in q.item.media:
                 if m.sha256 not in sending:
