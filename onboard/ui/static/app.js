@@ -280,6 +280,8 @@ function renderCheck() {
     const li = el("li", { "data-target": t.target, class: t.ok ? "ok" : "over" });
     li.append(el("span", { text: t.target + " " }));
     if (t.limits && t.limits.max_text != null) li.append(el("span", { class: "count", text: `${t.count} / ${t.limits.max_text} ${t.limits.unit}` }));
+    else if (t.limits) li.append(el("span", { class: "limits", text: "no length limit" }));
+    else if (t.ok) li.append(el("span", { class: "limits", text: "no limits known on this laptop: ground checks them" }));
     if (t.limits) {
       const L = t.limits;
       const img = [L.max_media != null ? `up to ${L.max_media} photos` : "", L.max_media_bytes != null ? `${fmtBytes(L.max_media_bytes)} each` : "", L.media_types ? L.media_types.join("/") : ""].filter(Boolean).join(", ");
@@ -355,6 +357,7 @@ async function addPhotos(files) {
     draft.check = d.check;
     renderPhotos();
     renderCheck();
+    save(); // an autosave that crossed the upload must not leave the photos out on disk
     say(`${files.length} photo(s) added — write alt text for each`);
   } catch (e) { say(e.message, true); }
 }
@@ -448,6 +451,7 @@ $("discard-btn").addEventListener("click", async () => {
 });
 $("search").addEventListener("input", () => st && renderItems());
 document.addEventListener("keydown", (ev) => {
+  if ($("confirm").open) return; // the dialog has the keyboard
   if ((ev.ctrlKey || ev.metaKey) && ev.key === "Enter") { ev.preventDefault(); queuePost(); }
   else if (ev.key === "/" && !["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement.tagName)) { ev.preventDefault(); $("search").focus(); }
 });
