@@ -89,3 +89,42 @@ def test_counters_are_protocol_rules_counts(home: Home) -> None:
     assert not got["bluesky:a.test"]["ok"] and not got["x:a"]["ok"]
     assert not got["nope"]["ok"] and "platform:account" in got["nope"]["problems"][0]
     conn.close()
+
+
+def test_queue_words_each_accounts_state_with_progress_reason_and_what_to_do(home: Home) -> None:
+    conn = queue.connect(home.db_path)
+    p = compose_post(
+        home, conn, author="alice", text="hi", targets=["archive:alice", "bluesky:a.test"], photos=[]
+    )
+    from onboard import link
+
+    link.ensure_schema(conn)
+    conn.execute(
+        "INSERT INTO link_transfers (name, kind, sha256, size_bytes, owner, state, acked_bytes, created_ms, "
+        "updated_ms) VALUES ('bundle:x', 'bundle', x'00', 1000, 'alice', 'sending', 420, 0, 0)"
+    )
+    conn.execute("INSERT INTO link_transfer_items VALUES ('bundle:x', ?)", (p.id,))
+    conn.execute("UPDATE deliveries SET state = 'sending' WHERE target = 'archive:alice'")
+    conn.execute(
+        "UPDATE deliveries SET state = 'failed', detail = 'Bluesky said: rate limited' "
+        "WHERE target = 'bluesky:a.test'"
+    )
+    (item,) = views.queue_view(conn)
+    got = {a["target"]: a for a in item["accounts"]}
+    assert got["archive:alice"]["label"] == "sending 42 %"
+    assert got["bluesky:a.test"]["reason"] == "Bluesky said: rate limited"
+    assert "retry" in got["bluesky:a.test"]["hint"]
+    conn.execute(
+        "UPDATE deliveries SET state = 'published', url = 'https://bsky.app/profile/a.test/post/1' "
+        "WHERE target = 'bluesky:a.test'"
+    )
+    conn.execute(
+        "UPDATE deliveries SET state = 'published', url = 'javascript:alert(1)' WHERE target = 'archive:alice'"
+    )
+    (item,) = views.queue_view(conn)
+    got = {a["target"]: a for a in item["accounts"]}
+    assert got["bluesky:a.test"]["url"].startswith("https://")
+    assert (
+        "url" not in got["archive:alice"] and got["archive:alice"]["where"] == "javascript:alert(1)"
+    )  # never a link
+    conn.close()
