@@ -378,6 +378,12 @@ async def test_astronaut_composes_sends_cancels_and_retracts_from_the_page(
     await page.select_option("#astronaut", "alice")
     await page.wait_for_selector("#unlock-form:not([hidden])")
 
+    # 11. Legible on a small screen: one column, nothing wider than the window.
+    await page.set_viewport_size({"width": 760, "height": 700})
+    await page.keyboard.press("Escape")
+    assert await page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth")
+    await page.screenshot(path=str(ARTIFACTS / "ui-narrow.png"), full_page=False)
+
     assert errors == []
     assert outside == [], f"the page fetched from outside: {outside}"
     assert os.environ.get("ORBITPOST_HOME") is None

@@ -65,6 +65,10 @@ def test_accounts_come_from_ground_when_known_else_past_posts_unconfirmed(
     assert views.accounts_for(conn, "alice") == (["archive:alice", "x:alice"], False)
     monkeypatch.setattr(receipts, "enrolled_accounts", lambda c, who: ("bluesky:alice.test",), raising=False)
     assert views.accounts_for(conn, "alice") == (["bluesky:alice.test"], True)
+    # An account typed by hand that ground did not enroll is refused before anything is queued.
+    d = draft_from_json("0123456789abcdef", {"author": "alice", "text": "hi", "targets": ["archive:alice"]})
+    (t,) = views.check(conn, DraftStore(home), d)["targets"]
+    assert not t["ok"] and "has not enrolled archive:alice" in t["problems"][0]
     conn.close()
 
 

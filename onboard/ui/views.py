@@ -189,8 +189,13 @@ def check(conn: sqlite3.Connection, store: DraftStore, d: Draft) -> dict[str, An
     post = Post(
         id="0" * 26, author=d.author or "x", created_ms=0, text=d.text, media=tuple(media), targets=()
     )
+    enrolled, confirmed = accounts_for(conn, d.author) if d.author else ([], False)
     targets = []
     for t in d.targets:
+        if confirmed and t not in enrolled:
+            msg = f"ground has not enrolled {t} for {d.author}: it would be refused (ask ground to enroll it)"
+            targets.append({"target": t, "ok": False, "problems": [msg]})
+            continue
         try:
             parse_target(t)
         except Exception as exc:  # LocalProtocolError: the page shows it beside the account
