@@ -60,11 +60,21 @@ class Recorder:
     _window_start: float | None = None
     _window_bytes: int = 0
     _written_at: float = 0.0
-    _dirty: bool = field(default=True)
+    _dirty: bool = field(default=False)
+
+    def __post_init__(self) -> None:
+        # Carry on from what the last sync saw: a sync that never reaches ground must not
+        # erase the last contact, nor claim the link is up.
+        prev = read(self.conn)
+        self.last_contact_ms, self.rate_bps = prev.last_contact_ms, prev.rate_bps
+        if prev.up is not None:
+            self.up, self.reason = prev.up, prev.reason
 
     def contact(self) -> None:
-        """Ground answered a request."""
+        """Ground answered a request: the link is up."""
         self.last_contact_ms = int(time.time() * 1000)
+        if not self.up:
+            self.link(True)
         self._dirty = True
 
     def link(self, up: bool, reason: str = "") -> None:

@@ -185,6 +185,7 @@ async def sync(
             async with session.get(cfg.ground_url + "/v1/health", timeout=timeout) as resp:
                 await resp.read()
             warm_ok_at = time.monotonic()
+            seen.contact()
         except (aiohttp.ClientError, TimeoutError, OSError):
             warm_ok_at = None  # link down: the next attempt comes after the backoff
         finally:

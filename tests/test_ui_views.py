@@ -49,6 +49,14 @@ def test_link_status_recorded_by_sync_gives_the_page_an_estimate(
     photo = sample_jpegs[1].stat().st_size
     assert photo < v["bytes_waiting"] < photo + 1_000  # the photo once, plus the signed body
     assert v["eta_s"] == pytest.approx(v["bytes_waiting"] / v["rate_bps"])
+    # The next sync starts from what this one saw: until it reaches ground, nothing is erased.
+    again = link_status.Recorder(conn)
+    again.flush(force=True)
+    assert views.link_view(home, conn)["last_contact_ms"] == v["last_contact_ms"]
+    assert again.up is False and again.rate_bps == v["rate_bps"]
+    again.contact()
+    again.flush(force=True)
+    assert views.link_view(home, conn)["up"] is True
     conn.close()
 
 

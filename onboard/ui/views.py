@@ -327,6 +327,7 @@ def link_view(home: Home, conn: sqlite3.Connection, all_rows: list[Row] | None =
         "reason": st.reason,
         "last_contact_ms": st.last_contact_ms,
         "rate_bps": st.rate_bps,
+        "seen_ms": st.updated_ms,
         "bytes_waiting": waiting,
         "eta_s": eta,
     }

@@ -125,6 +125,7 @@ function renderLink() {
   badge.className = "badge " + state;
   const parts = [detail.trim()];
   if (l.configured) parts.push(`last contact with ground ${ago(l.last_contact_ms)}`);
+  if (l.seen_ms) parts.push(`as onboard sync saw it ${ago(l.seen_ms)}`);
   parts.push(`${fmtBytes(l.bytes_waiting)} waiting`);
   if (l.bytes_waiting && l.eta_s != null) parts.push(`about ${fmtDuration(l.eta_s)} at ${(l.rate_bps * 8 / 1000).toFixed(1)} kbit/s measured`);
   else if (l.bytes_waiting) parts.push("rate not measured yet");
