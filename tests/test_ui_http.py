@@ -254,6 +254,17 @@ def test_bad_input_gets_a_clear_error(ui: Ui) -> None:
         status, answer, _ = c.request("PUT", f"/api/drafts/{did}", body)
         assert status == 400 and answer["error"], body
     assert c.request("PUT", f"/api/drafts/{did}", raw=b"{not json")[0] == 400
+    form = (
+        b'--b\r\nContent-Disposition: form-data; name="photo"; filename="notes.txt"\r\n\r\n'
+        b"not a photo\r\n--b--\r\n"
+    )
+    status, answer, _ = c.request(
+        "POST",
+        f"/api/drafts/{did}/photos",
+        raw=form,
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )
+    assert status == 400 and "notes.txt is not a photo" in answer["error"]
     assert c.request("GET", "/api/drafts/..%2f..%2fkeys")[0] in (400, 404)
     assert c.request("GET", "/static/..%2findex.html")[0] == 404
     assert c.request("GET", f"/api/drafts/{did}")[1]["text"] == "x"

@@ -20,7 +20,7 @@ from ..compose import DEFAULT_MAX_MEDIA_BYTES, PhotoInput, compose_command, comp
 from ..errors import OnboardError
 from ..home import Home
 from . import views
-from .drafts import Draft, DraftError, DraftStore, draft_from_json
+from .drafts import MAX_PHOTOS_PER_DRAFT, Draft, DraftError, DraftStore, draft_from_json
 from .security import GATE_KEY, SESSION_KEY, Session, refuse
 
 STATIC = Path(__file__).parent / "static"
@@ -242,17 +242,26 @@ async def add_photos(request: web.Request) -> web.StreamResponse:
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader) or part.name != "photo":
             continue
-        data = bytes(await part.read(decode=False))
-        if len(data) > DEFAULT_MAX_MEDIA_BYTES:
-            raise DraftError(
-                f"{part.filename} is {len(data):,} bytes; the limit is {DEFAULT_MAX_MEDIA_BYTES:,}"
-            )
+        if len(d.photos) >= MAX_PHOTOS_PER_DRAFT:
+            raise DraftError(f"at most {MAX_PHOTOS_PER_DRAFT} photos in a draft")
+        data = await _read_limited(part, DEFAULT_MAX_MEDIA_BYTES)
         name = part.filename or "photo"
         meta = await asyncio.to_thread(_stage, store, data, name, ground)
         if not any(p.sha == meta["sha"] for p in d.photos):
             d.photos.append(_photo(meta["sha"], meta["name"]))
     store.save(d)
     return web.json_response(_draft_doc(request, d))
+
+
+async def _read_limited(part: BodyPartReader, limit: int) -> bytes:
+    """One photo, refused as soon as it passes ``limit`` (multipart parts are streamed: the
+    request's client_max_size does not bound them)."""
+    buf = bytearray()
+    while chunk := await part.read_chunk(256 * 1024):
+        buf += chunk
+        if len(buf) > limit:
+            raise DraftError(f"{part.filename or 'a photo'} is over {limit:,} bytes, the most a photo may be")
+    return bytes(buf)
 
 
 def _stage(store: DraftStore, data: bytes, name: str, ground: Any) -> dict[str, Any]:

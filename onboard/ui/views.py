@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from photocodec import jxl
-from protocol import Item, MediaRef, Post, decode_item
+from protocol import Item, LocalProtocolError, MediaRef, Post, decode_item
 from protocol import rules as platform_rules
 from protocol.capabilities import Capabilities
 from protocol.codecs import Codec
@@ -198,7 +198,7 @@ def check(conn: sqlite3.Connection, store: DraftStore, d: Draft) -> dict[str, An
             continue
         try:
             parse_target(t)
-        except Exception as exc:  # LocalProtocolError: the page shows it beside the account
+        except LocalProtocolError as exc:  # the page shows it beside the account
             targets.append({"target": t, "ok": False, "problems": [str(exc)]})
             continue
         rules = platform_rules.rules_for(t, known)
