@@ -122,9 +122,11 @@ function parseNote(note) {
 
 class Checks {
   constructor() { this.failed = []; }
-  add(ok, text) {
+  // `text` says what holds; `failed` what it means when it does not.
+  add(ok, text, failed = "check failed: " + text) {
     const li = document.createElement("li");
     li.className = ok === null ? "note" : ok ? "ok" : "bad";
+    text = ok === false ? failed : text;
     li.textContent = text;
     $("checks").append(li);
     if (ok === false) this.failed.push(text);
@@ -133,17 +135,16 @@ class Checks {
 }
 
 async function checkLeaf(checks, leaf, cp, what, expect) {
-  if (!leaf) return checks.add(false, `${what}: not in the log checkpoint`);
+  if (!leaf) return checks.add(false, `${what}: not in the log checkpoint`, `${what}: not in the log checkpoint`);
   const entry = JSON.parse(leaf.entry);
   for (const [k, v] of Object.entries(expect)) {
-    if (entry[k] !== v) return checks.add(false, `${what}: the log says ${k} = ${JSON.stringify(entry[k])}, not ${JSON.stringify(v)}`);
+    if (entry[k] !== v) return checks.add(false, `${what}: the log says ${k} = ${JSON.stringify(entry[k])}, not ${JSON.stringify(v)}`, `${what}: the log says ${k} = ${JSON.stringify(entry[k])}, not ${JSON.stringify(v)}`);
   }
   const leafHash = await sha256(concat(Uint8Array.of(0), enc.encode(leaf.entry)));
-  if (!equal(unhex(leaf.inclusion.path[0] || ""), leafHash)) return checks.add(false, `${what}: inclusion proof is for another leaf`);
+  if (!equal(unhex(leaf.inclusion.path[0] || ""), leafHash)) return checks.add(false, `${what}: inclusion proof is for another leaf`, `${what}: inclusion proof is for another leaf`);
   const root = await rootFromInclusion(leafHash, leaf.index, cp.size, leaf.inclusion.path.slice(1).map(unhex));
-  return checks.add(equal(root, cp.root), equal(root, cp.root)
-    ? `${what} is leaf ${leaf.index} of the log (${cp.size} leaves)`
-    : `${what}: inclusion proof does not lead to the checkpoint's root`);
+  return checks.add(equal(root, cp.root), `${what} is leaf ${leaf.index} of the log (${cp.size} leaves)`,
+    `${what}: inclusion proof does not lead to the checkpoint's root`);
 }
 
 function showPost(item, proof) {
@@ -193,35 +194,40 @@ async function verify(proof) {
   const item = { id: ulid(v[2]), author: v[3], created_ms: v[4], text: v[5],
     media: v[6].map(([sha256, size, type, alt]) => ({ sha256, size, type, alt })) };
   showPost(item, proof);
-  checks.add(item.id === proof.item_id, `the signed body is post ${item.id}`);
+  checks.add(item.id === proof.item_id, `the signed body is post ${item.id}`,
+    `the signed body is post ${item.id}, not ${proof.item_id}`);
 
   // 2. The astronaut's signature over it.
   const bodyHash = await sha256(body);
-  checks.add(equal((await sha256(pk)).slice(0, 8), unhex(proof.key_id)), `key ${proof.key_id} is ${proof.public_key}`);
+  checks.add(equal((await sha256(pk)).slice(0, 8), unhex(proof.key_id)), `key ${proof.key_id} is ${proof.public_key}`,
+    `key id ${proof.key_id} does not name ${proof.public_key}`);
   let message = concat(enc.encode("orbitpost/item/v1\0"), body);
   if (proof.statement) {
     const st = b64(proof.statement);
     let listed = false;
     for (let i = 0; i + 32 <= st.length; i += 32) listed = listed || equal(st.subarray(i, i + 32), bodyHash);
-    checks.add(listed, "the signed batch statement lists this body's SHA-256");
+    checks.add(listed, "the signed batch statement lists this body's SHA-256",
+      "the astronaut's signature does not cover this body: its SHA-256 is not in the signed statement");
     message = concat(enc.encode("orbitpost/batch/v1\0"), st);
   }
-  checks.add(await ed25519Verify(pk, sig, message), `${item.author}'s Ed25519 signature is valid`);
+  checks.add(await ed25519Verify(pk, sig, message), `${item.author}'s Ed25519 signature is valid`,
+    `${item.author}'s Ed25519 signature is INVALID for these bytes`);
 
   // 3. Ground's signed checkpoint, and the post, key and outcomes in it.
   const cp = parseNote(proof.checkpoint);
   const ours = cp.signatures.find((s) => s.name === proof.origin);
   const kh = (await sha256(concat(enc.encode(proof.origin + "\n"), Uint8Array.of(1), groundKey))).slice(0, 4);
   checks.add(!!ours && equal(ours.raw.slice(0, 4), kh) && await ed25519Verify(groundKey, ours.raw.slice(4), enc.encode(cp.text)),
-    `ground's checkpoint of ${cp.size} leaves is signed by its log key`);
+    `ground's checkpoint of ${cp.size} leaves is signed by its log key`,
+    "ground's checkpoint is not signed by the log key it names");
   await checkLeaf(checks, proof.leaves.item, cp, "the post", { kind: "item", item_id: item.id, body_sha256: hex(bodyHash) });
   await checkLeaf(checks, proof.leaves.key, cp, "the key's enrolment",
     { kind: "key-enrolled", key_id: proof.key_id, public_key: proof.public_key, astronaut: item.author });
   const rev = proof.leaves.revocation;
   if (rev) {
     const before = proof.leaves.item && rev.index < proof.leaves.item.index;
-    checks.add(!before, before ? "the key was revoked BEFORE this post entered the log"
-      : `the key was revoked later (leaf ${rev.index}); this post predates it`);
+    checks.add(!before, `the key was revoked later (leaf ${rev.index}); this post predates it`,
+      "the key was revoked BEFORE this post entered the log");
   }
   for (const p of proof.publications) {
     showPublication(p);
@@ -234,7 +240,8 @@ async function verify(proof) {
   for (const m of item.media) {
     const resp = await fetch(`/p/${encodeURIComponent(proof.item_id)}/media/${hex(m.sha256)}`);
     const got = await sha256(new Uint8Array(await resp.arrayBuffer()));
-    checks.add(equal(got, m.sha256), `photo ${hex(m.sha256).slice(0, 12)}… is byte-identical to the signed one`);
+    checks.add(equal(got, m.sha256), `photo ${hex(m.sha256).slice(0, 12)}… is byte-identical to the signed one`,
+      `photo ${hex(m.sha256).slice(0, 12)}… served here differs from the signed one`);
   }
 
   // 5. Witnesses (keys as this ground lists them: pin them yourself with orbitpost-verify).
@@ -244,7 +251,7 @@ async function verify(proof) {
     if (!key) continue;
     const msg = enc.encode(`cosignature/v1\ntime ${c.time_s}\n${cp.text}`);
     const ok = await ed25519Verify(publicKeyBytes(key), unhex(c.signature), msg);
-    checks.add(ok, `witness ${c.witness} cosigned this checkpoint`);
+    checks.add(ok, `witness ${c.witness} cosigned this checkpoint`, `witness ${c.witness}'s cosignature is invalid`);
     if (ok) wit.push(c.witness);
   }
   $("witnesses").textContent = wit.length ? `Cosigned by ${wit.join(", ")}.` : "No witness has cosigned this checkpoint yet.";
