@@ -14,6 +14,7 @@ from conftest import Cli
 from hypothesis import given
 from hypothesis import strategies as st
 from link_support import running_ground
+from test_bluesky_pds import pds  # noqa: F401 (the real local PDS, module-scoped)
 from typer.testing import CliRunner
 
 from ground import translog
@@ -350,3 +351,69 @@ async def test_witness_cosigns_a_growing_log_and_detects_a_split_view(
         ["--home", str(enrolled.ground_home), "log", "witness", "http://127.0.0.1:9", "--state", str(state)],
     )
     assert result.exit_code == 2 and "REFUSED" in result.output
+
+
+async def test_a_post_on_a_real_bluesky_pds_and_the_archive_verifies_byte_for_byte(
+    enrolled: Cli,
+    tmp_path: Path,
+    photo: Path,
+    pds: Any,  # noqa: F811 (the imported fixture)
+) -> None:
+    """The verifier resolves the account's DID through the PLC directory and reads the record
+    and its photo blob back from the PDS: both byte-identical to what alice signed."""
+    line = enrolled.onboard("keys", "show", "alice").output.strip()
+    enrolled.ground("enroll", "alice", "--key", line, "--account", "bluesky:alice.test")
+    pw = tmp_path / "app-password"
+    pw.write_text(pds.accounts["alice.test"].app_password)
+    enrolled.ground(
+        "account", "add", "bluesky:alice.test", "--app-password-file", str(pw), "--service-url", pds.url
+    )
+
+    def publish() -> str:
+        out = enrolled.onboard(
+            "post",
+            "--as",
+            "alice",
+            "--to",
+            "archive:alice,bluesky:alice.test",
+            "--photo",
+            str(photo),
+            "--alt",
+            "launch pad",
+            "Orbit 42: see https://en.wikipedia.org/wiki/Mercury_(planet)",
+        )
+        enrolled.onboard("export", str(tmp_path / "OUT"))
+        enrolled.ground("ingest", str(tmp_path / "OUT"))
+        enrolled.ground("publish")
+        enrolled.ground("log", "sync")
+        return str(out.output.split()[1])
+
+    post_id = await asyncio.to_thread(publish)
+    gkey = enrolled.ground("log", "checkpoint").output.split()[2]
+    async with running_ground(enrolled.ground_home) as url:
+        ok = await _verify(f"{url}/p/{post_id}", "--ground-key", gkey, "--plc", pds.plc_url)
+        assert ok.exit_code == 0, ok.output
+        assert "Bluesky record at://" in ok.output and "1 photo blob(s) byte-identical" in ok.output
+        assert "archive copy" in ok.output
+        # The record on the PDS edited behind ground's back: named precisely.
+        did = pds.accounts["alice.test"].did
+        from ground.platforms.atproto import tid_for_post
+
+        rkey = tid_for_post(post_id)
+        record = pds.get_record(did, rkey)["value"]
+        record["text"] = record["text"] + "!"
+        from pds import harness
+
+        token = harness.xrpc(
+            pds.url,
+            "com.atproto.server.createSession",
+            body={"identifier": "alice.test", "password": pds.accounts["alice.test"].app_password},
+        )["accessJwt"]
+        harness.xrpc(
+            pds.url,
+            "com.atproto.repo.putRecord",
+            token=token,
+            body={"repo": did, "collection": "app.bsky.feed.post", "rkey": rkey, "record": record},
+        )
+        bad = await _verify(f"{url}/p/{post_id}", "--ground-key", gkey, "--plc", pds.plc_url)
+        assert bad.exit_code == 1 and "text differs from the signed text" in bad.output, bad.output
