@@ -417,3 +417,43 @@ async def test_a_post_on_a_real_bluesky_pds_and_the_archive_verifies_byte_for_by
         )
         bad = await _verify(f"{url}/p/{post_id}", "--ground-key", gkey, "--plc", pds.plc_url)
         assert bad.exit_code == 1 and "text differs from the signed text" in bad.output, bad.output
+
+
+async def test_public_routes_are_cacheable_rate_limited_and_hold_no_secret(
+    enrolled: Cli, tmp_path: Path, photo: Path
+) -> None:
+    import aiohttp
+
+    post_id = await asyncio.to_thread(_publish_one, enrolled, tmp_path, photo, "public words")
+    enrolled.ground("station", "add", "iss-secretname", "--token-out", str(tmp_path / "T"))
+    secrets = [json.loads((tmp_path / "T").read_text())["token"]]
+    out = enrolled.ground("operator", "add", "opsname-unique", "--role", "admin").output
+    secrets.append(out.split("password: ")[1].split()[0])
+    secrets += ["opsname-unique", "iss-secretname", "scrypt"]
+    sha = json.loads(translog.leaves(GroundHome(enrolled.ground_home), 4, 5)[0][1])["original_media_sha256"][
+        0
+    ]
+    async with running_ground(enrolled.ground_home) as url, aiohttp.ClientSession() as s:
+        paths = [
+            f"/p/{post_id}",
+            f"/p/{post_id}.json",
+            "/log/checkpoint",
+            "/log/leaves?start=1&end=100",
+            f"/p/{post_id}/media/{sha}",
+            "/p/lookup?url=nothing",
+            "/log/proof/consistency?old=1&new=4",
+        ]
+        for path in paths:
+            async with s.get(url + path, allow_redirects=False) as r:
+                body = (await r.read()).decode("latin-1")
+                assert r.status < 500, path
+                assert not [x for x in secrets if x in body], path
+                if r.status == 200:
+                    assert "max-age" in r.headers["Cache-Control"], path
+        statuses = []
+        for _ in range(100):
+            async with s.get(f"{url}/log/checkpoint") as r:
+                statuses.append(r.status)
+                if r.status == 429:
+                    assert r.headers["Retry-After"]
+        assert 429 in statuses and statuses[0] == 200

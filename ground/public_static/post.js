@@ -194,6 +194,10 @@ async function verify(proof) {
   const item = { id: ulid(v[2]), author: v[3], created_ms: v[4], text: v[5],
     media: v[6].map(([sha256, size, type, alt]) => ({ sha256, size, type, alt })) };
   showPost(item, proof);
+  // Shown exactly as signed; invisible direction and zero-width controls are counted aloud,
+  // so a reversed or hidden word cannot pass unnoticed.
+  const hidden = (item.text.match(/[\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g) || []).length;
+  if (hidden) checks.add(null, `the text contains ${hidden} invisible direction or zero-width control character(s), shown as signed`);
   checks.add(item.id === proof.item_id, `the signed body is post ${item.id}`,
     `the signed body is post ${item.id}, not ${proof.item_id}`);
 
