@@ -218,9 +218,24 @@ def serve(
             help="End an operator's browser session after this many minutes unused (0: never).",
         ),
     ] = 30,  # operators.SESSION_IDLE_MS (not imported here: it costs an scrypt hash at import)
+    public_base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-base-url",
+            envvar="ORBITPOST_PUBLIC_BASE_URL",
+            help="Public URL reaching this server's /public/media/ (Instagram and Threads fetch photos there).",
+        ),
+    ] = None,
 ) -> None:
     """Run the ground service: the station link endpoint, the dashboard and the publisher."""
     from .server import serve as run
+
+    if public_base_url is not None:
+        from .public_media import set_base_url
+
+        console.print(
+            f"photos for Instagram/Threads served under {set_base_url(state.home.root, public_base_url)}/public/media/"
+        )
 
     console.print(f"ground serving on http://{host}:{port} (Ctrl-C to stop)")
     try:

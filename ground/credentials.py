@@ -23,6 +23,12 @@ from .errors import GroundError
 # Where an account lives when the operator does not say; a Mastodon account
 # "alice@example.social" lives on https://example.social.
 DEFAULT_SERVICE = {"bluesky": "https://bsky.social"}
+# Meta's Graph API hosts (issue 13: ground/platforms/instagram.py, threads.py, facebook.py).
+DEFAULT_SERVICE.update(
+    instagram="https://graph.instagram.com",
+    threads="https://graph.threads.net",
+    facebook="https://graph.facebook.com",
+)
 SECRET_MAX_BYTES = 4096  # app passwords and tokens are tens of bytes; refuse a pasted file
 
 

@@ -118,6 +118,21 @@ def default_platforms(home: GroundHome) -> dict[str, Platform]:
         "bluesky": BlueskyPlatform(creds),
         "mastodon": MastodonPlatform(creds),
         "webhook": WebhookPlatform(creds),
+        **_meta_platforms(home),
+    }
+
+
+def _meta_platforms(home: GroundHome) -> dict[str, Platform]:
+    """Instagram, Threads and Facebook Pages (issue 13; ground/platforms/meta_graph.py)."""
+    from .platforms.facebook import FacebookPlatform
+    from .platforms.instagram import InstagramPlatform
+    from .platforms.threads import ThreadsPlatform
+
+    creds = store_for(home.root)
+    return {
+        "instagram": InstagramPlatform(creds, home.root),
+        "threads": ThreadsPlatform(creds, home.root),
+        "facebook": FacebookPlatform(creds, home.root),
     }
 
 

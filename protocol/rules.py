@@ -100,11 +100,42 @@ X = PlatformRules(
     media_types=_COMMON_IMAGES,
     max_alt=1000,
 )
+# --- Meta platforms (issue 13; ground/platforms/instagram.py, threads.py, facebook.py) -------
+# Placeholders until the shared per-platform rules and fidelity table land (wt/platx): the
+# limits come from Meta's docs cited in those modules. All three re-encode every photo.
+INSTAGRAM = PlatformRules(
+    platform="instagram",
+    title="Instagram",
+    max_text=2200,  # caption
+    max_media=10,  # carousel
+    max_media_bytes=8 * 1024 * 1024,
+    media_types=frozenset({"image/jpeg"}),  # "JPEG is the only image format supported"
+)
+THREADS = PlatformRules(
+    platform="threads",
+    title="Threads",
+    max_text=500,
+    max_media=20,
+    max_media_bytes=8 * 1024 * 1024,
+    media_types=frozenset({"image/jpeg", "image/png"}),
+    max_alt=1000,
+)
+FACEBOOK = PlatformRules(
+    platform="facebook",
+    title="Facebook",
+    max_text=63206,
+    max_media=10,
+    max_media_bytes=10 * 1024 * 1024,
+    media_types=frozenset({"image/jpeg", "image/png", "image/gif", "image/bmp", "image/tiff"}),
+)
+# --- end of the Meta block -------------------------------------------------------------------
 # Our own outputs take anything the bundle format carries.
 ARCHIVE = PlatformRules(platform="archive", title="archive")
 WEBHOOK = PlatformRules(platform="webhook", title="webhook")
 
-DEFAULT_RULES: Mapping[str, PlatformRules] = {r.platform: r for r in (BLUESKY, MASTODON, X, ARCHIVE, WEBHOOK)}
+DEFAULT_RULES: Mapping[str, PlatformRules] = {
+    r.platform: r for r in (BLUESKY, MASTODON, X, ARCHIVE, WEBHOOK, INSTAGRAM, THREADS, FACEBOOK)
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
