@@ -77,6 +77,7 @@ class Fault:
     after: bool = False  # do the work, then answer the error
     delay_s: float = 0.0  # sleep first (longer than the client's timeout: an ambiguous timeout)
     times: int = 1
+    then: Fault | None = None  # armed once this one fires (e.g. the read right after a publish)
 
 
 @dataclass
@@ -142,6 +143,8 @@ class FakeMeta:
         for f in self.faults:
             if f.method == method and path.endswith(f.path) and f.times > 0:
                 f.times -= 1
+                if f.then is not None:
+                    self.faults.append(f.then)
                 return f
         return None
 

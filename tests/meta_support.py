@@ -90,7 +90,9 @@ async def meta_rig(kind: str, tmp_path: Path, key: SigningKey, **fake_kw: Any) -
     if kind != "facebook":
         kw["poll_interval_s"] = 0.01
     platform = PLATFORMS[kind](store_for(home.root), home.root, **kw)
-    rig = MetaRig(kind=kind, home=home, fake=fake, ground_url=ground_url, clock=clock, target=target, platform=platform)
+    rig = MetaRig(
+        kind=kind, home=home, fake=fake, ground_url=ground_url, clock=clock, target=target, platform=platform
+    )
     try:
         yield rig
     finally:

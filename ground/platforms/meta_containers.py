@@ -342,7 +342,7 @@ class ContainerPlatform:
         times = sorted(
             (t for p in out.get("data") or [] if (t := parse_time_ms(p.get("timestamp")))), reverse=True
         )
-        if len(times) < total:
+        if total <= 0 or len(times) < total:
             return 3600.0
         return max(60.0, (times[total - 1] + duration * 1000 - self._now()) / 1000 + 60)
 

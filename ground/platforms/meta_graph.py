@@ -100,8 +100,13 @@ def _detail(resp: Response, err: dict[str, Any]) -> str:
 
 
 def usage_wait_s(headers: dict[str, str]) -> float | None:
-    """Seconds to hold back according to Graph API usage headers, or None if below the limits."""
-    wait: float | None = None
+    """Seconds to hold back according to Graph API usage headers, or None if below the limits.
+
+    Meta's own estimate (``estimated_time_to_regain_access``) wins; a header at 100 % without
+    one means ``THROTTLE_DEFAULT_S``.
+    """
+    estimate: float | None = None
+    over = False
     buc = headers.get("X-Business-Use-Case-Usage")
     if buc:
         try:
@@ -113,18 +118,18 @@ def usage_wait_s(headers: dict[str, str]) -> float | None:
                 continue
             regain = e.get("estimated_time_to_regain_access")
             if isinstance(regain, int | float) and regain > 0:
-                wait = max(wait or 0.0, float(regain) * 60)
-            elif _over(e):
-                wait = max(wait or 0.0, THROTTLE_DEFAULT_S)
+                estimate = max(estimate or 0.0, float(regain) * 60)
+            over = over or _over(e)
     for name in ("X-App-Usage", "X-Page-Usage"):
         raw = headers.get(name)
         if raw:
             try:
-                if _over(json.loads(raw)):
-                    wait = max(wait or 0.0, THROTTLE_DEFAULT_S)
+                over = over or _over(json.loads(raw))
             except (ValueError, TypeError):
                 pass
-    return wait
+    if estimate is not None:
+        return estimate
+    return THROTTLE_DEFAULT_S if over else None
 
 
 def _over(usage: Any) -> bool:
