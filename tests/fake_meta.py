@@ -593,7 +593,7 @@ class FakeMeta:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeMeta(kind=args.kind, processing_polls=1)
+    fake = FakeMeta(kind=args.kind, processing_polls=1, quota_total=args.quota)
     fake.tokens = {args.token: Token("alice", fake.now(), fake.now() + LONG_LIVED_S)}
     runner = web.AppRunner(fake.app())
     await runner.setup()
@@ -609,4 +609,7 @@ if __name__ == "__main__":
     p.add_argument("--kind", choices=["instagram", "threads", "facebook"], default="instagram")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--token", default="token-alice")
+    p.add_argument(
+        "--quota", type=int, default=0, help="posts per 24 h (0: the platform's documented default)"
+    )
     asyncio.run(_serve(p.parse_args()))

@@ -88,7 +88,8 @@ class ContainerPlatform:
         credentials: CredentialStore,
         home_root: Path,
         *,
-        poll_interval_s: float = 1.0,
+        # First re-read soon (a photo is often processed in well under a second), then back off.
+        poll_interval_s: float = 0.25,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = self.api.platform
