@@ -72,7 +72,9 @@ def account_add(
         secret = secret_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise GroundError(f"cannot read {secret_file}: {getattr(exc, 'strerror', None) or exc}") from exc
-    cred = _add_credential(target, secret, service_url, identifier)
+    cred = add_credential(
+        _store(), target, secret, service_url=service_url, identifier=identifier, now_ms=_now_ms()
+    )
     conn = _home().conn
     with transaction(conn):
         audit(conn, _now_ms(), "cli", "account_add", f"{cred.target} at {cred.service_url}")
@@ -83,18 +85,25 @@ def account_add(
 OAUTH2_PLATFORMS = frozenset({"x", "linkedin", "instagram", "threads", "facebook"})
 
 
-def _add_credential(target: str, secret: str, service_url: str | None, identifier: str | None) -> Credential:
+def add_credential(
+    store: CredentialStore,
+    target: str,
+    secret: str,
+    *,
+    service_url: str | None,
+    identifier: str | None,
+    now_ms: int,
+) -> Credential:
     """Store TARGET's credential; an OAuth 2.0 grant is split into app (secret) and tokens (rotating)."""
     from protocol.model import parse_target
 
-    store = _store()
     platform = parse_target(target.strip())[0] if ":" in target else ""
     if platform not in OAUTH2_PLATFORMS:
         return store.add(target, secret, service_url=service_url, identifier=identifier)
     from .platforms.oauth2 import split_token_file
 
     try:
-        app, tokens = split_token_file(secret, _now_ms())
+        app, tokens = split_token_file(secret, now_ms)
     except ValueError as exc:
         raise GroundError(f"{target}: {exc}") from exc
     cred = store.add(target, app, service_url=service_url, identifier=identifier)

@@ -51,11 +51,18 @@ def _webhook(ctx: AdapterContext) -> Platform:
     return WebhookPlatform(ctx.credentials)
 
 
+def _x(ctx: AdapterContext) -> Platform:
+    from .x import XPlatform
+
+    return XPlatform(ctx.credentials, ctx.handles, ctx.quotas)
+
+
 ADAPTERS: dict[str, Callable[[AdapterContext], Platform]] = {
     "archive": _archive,
     "bluesky": _bluesky,
     "mastodon": _mastodon,
     "webhook": _webhook,
+    "x": _x,
 }
 
 
