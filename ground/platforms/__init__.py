@@ -57,12 +57,19 @@ def _x(ctx: AdapterContext) -> Platform:
     return XPlatform(ctx.credentials, ctx.handles, ctx.quotas)
 
 
+def _linkedin(ctx: AdapterContext) -> Platform:
+    from .linkedin import LinkedInPlatform
+
+    return LinkedInPlatform(ctx.credentials, ctx.handles, ctx.quotas)
+
+
 ADAPTERS: dict[str, Callable[[AdapterContext], Platform]] = {
     "archive": _archive,
     "bluesky": _bluesky,
     "mastodon": _mastodon,
     "webhook": _webhook,
     "x": _x,
+    "linkedin": _linkedin,
 }
 
 
