@@ -63,6 +63,12 @@ def _linkedin(ctx: AdapterContext) -> Platform:
     return LinkedInPlatform(ctx.credentials, ctx.handles, ctx.quotas)
 
 
+def _flickr(ctx: AdapterContext) -> Platform:
+    from .flickr import FlickrPlatform
+
+    return FlickrPlatform(ctx.credentials, ctx.handles, ctx.quotas)
+
+
 ADAPTERS: dict[str, Callable[[AdapterContext], Platform]] = {
     "archive": _archive,
     "bluesky": _bluesky,
@@ -70,6 +76,7 @@ ADAPTERS: dict[str, Callable[[AdapterContext], Platform]] = {
     "webhook": _webhook,
     "x": _x,
     "linkedin": _linkedin,
+    "flickr": _flickr,
 }
 
 
