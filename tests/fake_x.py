@@ -311,7 +311,7 @@ class FakeX:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeX(processing_polls=1)
+    fake = FakeX(processing_polls=1, daily_posts=100_000)
     runner = web.AppRunner(fake.app())
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port)
