@@ -46,7 +46,7 @@ import aiohttp
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from protocol.rules import graphemes  # noqa: E402
+from protocol.rules import graphemes, threads_length  # noqa: E402
 
 DAY_S = 86400.0
 LONG_LIVED_S = 60 * DAY_S
@@ -312,7 +312,8 @@ class FakeMeta:
         text = str(params.get(self._text_key()) or "")
         media_type = str(params.get("media_type") or ("IMAGE" if self.kind == "instagram" else ""))
         limit = 2200 if self.kind == "instagram" else 500
-        if graphemes(text) > limit:
+        # Threads: "Emojis are counted as the number of UTF-8 bytes" (Threads Posts, Limitations).
+        if (graphemes(text) if self.kind == "instagram" else threads_length(text)) > limit:
             return self.error(
                 400, f"The {self._text_key()} is too long (max {limit} characters)", 100, 2207010
             )

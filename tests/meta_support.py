@@ -18,6 +18,7 @@ from publish_support import make_home
 
 from ground.credentials import store_for
 from ground.home import GroundHome
+from ground.platforms import context_for
 from ground.platforms.facebook import FacebookPlatform
 from ground.platforms.instagram import InstagramPlatform
 from ground.platforms.threads import ThreadsPlatform
@@ -26,7 +27,7 @@ from ground.publish import PublishOutcome, publish_due
 from ground.server import create_app
 from protocol import SigningKey
 
-PLATFORMS = {"instagram": InstagramPlatform, "threads": ThreadsPlatform, "facebook": FacebookPlatform}
+PLATFORMS = {"instagram": InstagramPlatform, "threads": ThreadsPlatform}
 
 
 @dataclass
@@ -86,10 +87,14 @@ async def meta_rig(kind: str, tmp_path: Path, key: SigningKey, **fake_kw: Any) -
     fake.base_url = str(server.make_url("")).rstrip("/")
     store_for(home.root).add(target, "token-alice", service_url=fake.base_url)
     clock = Clock()
-    kw: dict[str, Any] = {"clock": clock}
-    if kind != "facebook":
-        kw["poll_interval_s"] = 0.01
-    platform = PLATFORMS[kind](store_for(home.root), home.root, **kw)
+    ctx = context_for(home.root, home.archive_dir)
+    platform: Any
+    if kind == "facebook":
+        platform = FacebookPlatform(ctx.credentials, ctx.handles, ctx.quotas, clock=clock)
+    else:
+        platform = PLATFORMS[kind](
+            ctx.credentials, ctx.handles, ctx.quotas, home.root, poll_interval_s=0.01, clock=clock
+        )
     rig = MetaRig(
         kind=kind, home=home, fake=fake, ground_url=ground_url, clock=clock, target=target, platform=platform
     )

@@ -12,7 +12,8 @@ Default: 50 kills over the fast local fake platforms (well under a minute on 2 c
 
 The same loop runs against Instagram, Threads and Facebook Pages (tests/fake_meta.py, one
 process each), every post with a photo that Instagram and Threads fetch from ground's public
-media route: 12 kills by default (each `python -m ground` start costs seconds on a busy machine), 100 with `-m slow`.
+media route: 12 kills by default (each `python -m ground` start costs seconds on a busy
+machine), 100 with `-m slow`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from ground.credentials import store_for
 from ground.home import GroundHome
 from ground.platforms.atproto import tid_for_post
 from ground.public_media import set_base_url
-from protocol import BlobPayload, SigningKey, build_bundle, sign_item
+from protocol import SigningKey, build_bundle, sign_item
 
 REPO = Path(__file__).resolve().parent.parent
 BATCH = 6  # posts per bundle
@@ -108,9 +109,9 @@ def _crash_loop(
     targets: list[str],
     kills_wanted: int,
     seed: int,
-    photos: Sequence[tuple[bytes, str, str]] = (),
+    photo: bytes | None = None,
 ) -> tuple[GroundHome, dict[str, str], int, int]:
-    """Ingest batches (each post with ``photos``) and publish them under random SIGKILLs.
+    """Ingest batches and publish them under random SIGKILLs (each post with ``photo`` if given).
 
     Returns (home, post texts by id, kills, kills that left a publication in flight)."""
     rng = random.Random(seed)
@@ -131,13 +132,15 @@ def _crash_loop(
             # More posts arrive as a bundle file, like a file hand-off from the station.
             batch_no += 1
             posts = []
-            blobs: dict[bytes, BlobPayload] = {}
+            blobs = []
             for i in range(BATCH):
                 post, post_blobs = make_post(
-                    f"crash test post {batch_no}.{i} 🛰\r\nline two", targets, photos=photos
+                    f"crash test post {batch_no}.{i} 🛰\r\nline two",
+                    targets,
+                    photos=[(photo, "image/jpeg", "")] if photo else [],
                 )
                 posts.append(post)
-                blobs.update((b.sha256, b) for b in post_blobs)
+                blobs = blobs or post_blobs  # the same photo crosses once per bundle
                 texts[post.id] = post.text
             pending_batch = tmp_path / "outbox" / f"batch-{batch_no}"
             pending_batch.mkdir(parents=True)
@@ -145,7 +148,7 @@ def _crash_loop(
                 bundle_id=new_id(),
                 created_ms=posts[0].created_ms,
                 items=[sign_item(key, p) for p in posts],
-                blobs=list(blobs.values()),
+                blobs=blobs,
             )
             (pending_batch / "b.opb").write_bytes(data)
         if pending_batch is not None:
@@ -277,6 +280,104 @@ def test_sigkill_against_the_real_pds(
         pds.stop()
 
 
+# --- the adapters of issue 13: X, LinkedIn and Flickr, each against its fake in its own process ---
+
+
+def _start_fake(name: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / f"fake_{name}.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())
+
+
+def _fake_dump(url: str, what: str) -> list[dict[str, object]]:
+    with urllib.request.urlopen(f"{url}/_fake/{what}", timeout=10) as r:
+        return list(json.loads(r.read()))
+
+
+def test_sigkill_loop_over_x_linkedin_flickr(
+    tmp_path: Path, alice_key: SigningKey, subprocess_env: dict[str, str], sample_jpegs: list[Path]
+) -> None:
+    """Posts with a photo to X, LinkedIn and Flickr under random SIGKILLs: each once, photo included."""
+    _new_platforms_crash_test(tmp_path, alice_key, subprocess_env, sample_jpegs, kills=20)
+
+
+@pytest.mark.slow
+def test_sigkill_soak_x_linkedin_flickr(
+    tmp_path: Path, alice_key: SigningKey, subprocess_env: dict[str, str], sample_jpegs: list[Path]
+) -> None:
+    _new_platforms_crash_test(tmp_path, alice_key, subprocess_env, sample_jpegs, kills=100)
+
+
+def _new_platforms_crash_test(
+    tmp_path: Path,
+    alice_key: SigningKey,
+    subprocess_env: dict[str, str],
+    sample_jpegs: list[Path],
+    kills: int,
+) -> None:
+    from ground.publish_cli import add_credential
+
+    env = {**subprocess_env, "PYTHONUNBUFFERED": "1"}
+    photo = min((p.read_bytes() for p in sample_jpegs), key=len)
+    fakes = {name: _start_fake(name, env) for name in ("x", "linkedin", "flickr")}
+    try:
+        targets = ["x:alice", "linkedin:alice", "flickr:alice"]
+        home = make_home(tmp_path / "G", alice_key, targets)
+        store = store_for(home.root)
+        now_ms = int(time.time() * 1000)
+        for name in ("x", "linkedin"):
+            info = fakes[name][1]
+            add_credential(
+                store,
+                f"{name}:alice",
+                json.dumps(info["grant"]),
+                service_url=str(info["url"]),
+                identifier="alice",
+                now_ms=now_ms,
+            )
+        store.add(
+            "flickr:alice",
+            json.dumps(fakes["flickr"][1]["secret"]),
+            service_url=str(fakes["flickr"][1]["url"]),
+        )
+        home.close()
+        seed = int(os.environ.get("ORBITPOST_CRASH_SEED", random.randrange(2**32)))
+        home, texts, done, in_flight = _crash_loop(
+            tmp_path, alice_key, env, targets, kills, seed, photo=photo
+        )
+        _assert_all_published(home, texts, len(targets))
+        tweets = _fake_dump(str(fakes["x"][1]["url"]), "tweets")
+        posts = _fake_dump(str(fakes["linkedin"][1]["url"]), "posts")
+        photos = _fake_dump(str(fakes["flickr"][1]["url"]), "photos")
+        for platform, shown in (
+            ("x", [str(t["text"]) for t in tweets]),
+            ("linkedin", [str(p["shown"]) for p in posts]),
+            ("flickr", [str(p["description"]) for p in photos]),
+        ):
+            counts = Counter(shown)
+            assert sorted(counts) == sorted(texts.values()), f"a post is missing on {platform}"
+            assert max(counts.values()) == 1, (
+                f"duplicates on {platform}: {[t for t, n in counts.items() if n > 1]}"
+            )
+        assert all(t["media_ids"] for t in tweets) and all(p["images"] for p in posts)
+        print(
+            f"\nX/LinkedIn/Flickr crash test (seed {seed}): {done} SIGKILLs ({in_flight} in flight), "
+            f"{len(texts)} posts with a photo × 3 accounts, 0 lost, 0 duplicated"
+        )
+        home.close()
+    finally:
+        for proc, _ in fakes.values():
+            proc.kill()
+            proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()
+
+
 # --- Instagram, Threads and Facebook Pages (issue 13) -------------------------------------------
 
 META = {"instagram": "instagram:alice", "threads": "threads:alice", "facebook": "facebook:alice"}
@@ -339,9 +440,7 @@ def _meta_crash_test(
             home.close()
             started = time.monotonic()
             # Instagram needs a photo: every post carries one (Threads and Facebook take it too).
-            home, texts, done, in_flight = _crash_loop(
-                tmp_path, key, env, targets, kills, seed, photos=[(photo, "image/jpeg", "crash photo")]
-            )
+            home, texts, done, in_flight = _crash_loop(tmp_path, key, env, targets, kills, seed, photo=photo)
             elapsed = time.monotonic() - started
         _assert_all_published(home, texts, len(targets))
         digest = hashlib.sha256(photo).hexdigest()

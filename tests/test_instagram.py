@@ -13,7 +13,7 @@ from fake_meta import Fault
 from meta_support import meta_rig
 from publish_support import ingest, make_post
 
-from ground.credentials import store_for
+from ground.credentials import TokenSet, expiry_text, store_for
 from protocol import SigningKey
 
 TEXT = "Cafe\u0301 over the Pacific 👩‍🚀🇯🇵\r\nline two  #ISS"
@@ -155,16 +155,19 @@ async def test_tokens_are_refreshed_when_a_day_old_and_persisted(
             said = await rig.platform.check("alice", s)
         assert "@alice" in said and "quota 0 of 50" in said and "not known yet" in said
         # Too young to refresh (Meta's 24 h rule): the token in use is still the one added.
-        assert (store.load_session(rig.target) or {}).get("access_token") is None
+        assert store.load_tokens(rig.target) is None
         rig.advance(2 * 86400)
         async with aiohttp.ClientSession() as s:
             said = await rig.platform.check("alice", s)
-        assert "expires in 60 days" in said
-        st = store.load_session(rig.target) or {}
-        new = st["access_token"]
+        assert "expires in 59 days" in said
+        tokens = store.load_tokens(rig.target)
+        assert tokens is not None
+        new = tokens.access_token
         assert new.startswith("tok-") and new in rig.fake.tokens
-        session_file = next(store.root.glob("*.session"))
-        assert session_file.stat().st_mode & 0o777 == 0o600 and json.loads(session_file.read_bytes())
+        assert tokens.expires_at_ms is not None and tokens.expires_at_ms > rig.now_ms() + 59 * 86_400_000
+        assert expiry_text(tokens, rig.now_ms()) == "expires in 59 days"  # what `ground account list` shows
+        token_file = next(store.root.glob("*.tokens"))
+        assert token_file.stat().st_mode & 0o777 == 0o600 and json.loads(token_file.read_bytes())
         # The old token dies; ground carries on with the refreshed one.
         rig.fake.tokens["token-alice"].expires_s = 0
         post, blobs = make_post(TEXT, [rig.target], photos=[(sample_jpegs[0].read_bytes(), "image/jpeg", "")])
@@ -187,7 +190,9 @@ async def test_an_expired_token_fails_with_reconnect_this_account(
         )
         assert "token-alice" not in str(o.error)
         # A token ground knows to be past its expiry fails before any call.
-        store_for(rig.home.root).save_session(rig.target, {"expires_ms": str(rig.now_ms() - 1000)})
+        store_for(rig.home.root).save_tokens(
+            rig.target, TokenSet(access_token="token-alice", expires_at_ms=rig.now_ms() - 1000)
+        )
         calls = len(rig.fake.log)
         async with aiohttp.ClientSession() as s:
             try:

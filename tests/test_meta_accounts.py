@@ -42,14 +42,24 @@ def fakes(subprocess_env: dict[str, str]) -> Iterator[dict[str, str]]:
 def test_add_and_check_each_meta_account(cli: Cli, tmp_path: Path, fakes: dict[str, str]) -> None:
     tok = tmp_path / "tok"
     tok.write_text("secret-tok\n")
+    # What Meta's long-lived token exchange answers: the expiry is known from the start.
+    grant = tmp_path / "grant.json"
+    grant.write_text(
+        json.dumps({"access_token": "secret-tok", "token_type": "bearer", "expires_in": 5_184_000})
+    )
     expected = {
         "instagram": ["token works for @alice", "quota 0 of 50 used", "expiry not known yet"],
-        "threads": ["token works for @alice", "quota 0 of 250 used"],
+        "threads": [
+            "token works for @alice",
+            "quota 0 of 250 used",
+            "token expires in 59 days (refreshed automatically)",
+        ],
         "facebook": ["Page token works for 'Alice in Orbit'", "do not expire"],
     }
     for kind, url in fakes.items():
+        token_file = grant if kind == "threads" else tok
         out = cli.ground(
-            "account", "add", f"{kind}:alice", "--token-file", str(tok), "--service-url", url
+            "account", "add", f"{kind}:alice", "--token-file", str(token_file), "--service-url", url
         ).output
         assert "secret-tok" not in out
         out = cli.ground("account", "check", f"{kind}:alice").output
@@ -58,6 +68,9 @@ def test_add_and_check_each_meta_account(cli: Cli, tmp_path: Path, fakes: dict[s
         assert "secret-tok" not in out
     listed = cli.ground("account", "list").output
     assert "secret-tok" not in listed and "instagram:alice" in listed
+    rows = {line.split("\t")[0]: line for line in listed.splitlines()}
+    assert rows["threads:alice"].endswith("expires in 59 days")
+    assert rows["instagram:alice"].endswith("no expiry known")
 
 
 def test_a_dead_token_says_reconnect_and_the_defaults_point_at_meta(

@@ -98,7 +98,7 @@ async def test_refresh_uses_the_threads_grant_and_check_reports_quota(
         rig.advance(3 * 86400)
         async with aiohttp.ClientSession() as s:
             said = await rig.platform.check("alice", s)
-        assert "@alice" in said and "expires in 60 days" in said and "quota 0 of 250" in said
+        assert "@alice" in said and "expires in 59 days" in said and "quota 0 of 250" in said
         assert any(path == "/refresh_access_token" and st == 200 for _, path, st in rig.fake.log)
 
 

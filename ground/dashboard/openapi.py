@@ -181,6 +181,8 @@ SCHEMAS: dict[str, Any] = {
             "error_rate": _NNUM,
             "paused": {"type": "boolean"},
             "astronauts": {"type": "array", "items": _STR},
+            # OAuth accounts: "expires in N days" / "EXPIRED: reconnect this account"; null otherwise.
+            "token": _NSTR,
         }
     ),
     "Platform": _obj(

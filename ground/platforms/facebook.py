@@ -30,7 +30,6 @@ import io
 import json
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -40,21 +39,22 @@ from protocol.mediatype import EXTENSIONS
 from ..credentials import CredentialStore
 from ..errors import PublishError
 from .base import Published, PublishRequest
+from .handles import HandleStore
 from .http import request
 from .meta_graph import (
-    HandleStore,
-    RateGate,
-    TokenKeeper,
+    MetaTokens,
     bearer,
+    check_usage,
+    note_usage,
     now_ms_from,
     parse_time_ms,
     raise_for_graph,
 )
+from .quota import QuotaBook
 
 VERSION = "v21.0"
 CLOCK_SKEW_MS = 10 * 60 * 1000
 LIST_PAGE = 25
-MAX_PHOTOS = 10  # what we attach to one post; onboard's rules say the same
 
 
 def _attached_ids(post: dict[str, Any]) -> set[str]:
@@ -74,11 +74,16 @@ class FacebookPlatform:
     name = "facebook"
 
     def __init__(
-        self, credentials: CredentialStore, home_root: Path, *, clock: Callable[[], float] = time.time
+        self,
+        credentials: CredentialStore,
+        handles: HandleStore,
+        quotas: QuotaBook,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        self.tokens = TokenKeeper(credentials, refresh_grant=None, clock=clock)
-        self.handles = HandleStore(home_root)
-        self.gate = RateGate(clock)
+        self.tokens = MetaTokens(credentials, refresh_grant=None, clock=clock)
+        self.handles = handles
+        self.quotas = quotas
         self.clock = clock
 
     def _now(self) -> int:
@@ -98,7 +103,7 @@ class FacebookPlatform:
         **kw: Any,
     ) -> dict[str, Any]:
         resp = await request(session, method, self._url(target, path), what=what, headers=bearer(token), **kw)
-        self.gate.note(target, resp)
+        note_usage(self.quotas, target, resp, self.clock())
         raise_for_graph(resp, what, target)
         data = resp.json()
         return data if isinstance(data, dict) else {}
@@ -115,9 +120,7 @@ class FacebookPlatform:
 
     async def publish(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published:
         target = f"facebook:{req.account}"
-        self.gate.check(target)
-        if len(req.media) > MAX_PHOTOS:
-            raise PublishError(f"Facebook posts attach at most {MAX_PHOTOS} photos here", retryable=False)
+        check_usage(self.quotas, target, "Facebook", self.clock())
         token = await self.tokens.token(target, session)
         page = await self._page_id(session, target, token)
         h = self.handles.get(target, req.post.id)
@@ -133,14 +136,14 @@ class FacebookPlatform:
                 continue  # uploaded by an earlier attempt (unpublished: invisible until attached)
             photos.append(await self._upload(session, target, token, page, i, ref.media_type, data, ref.alt))
             h["photos"] = photos
-            self.handles.put(target, req.post.id, h, self._now())
+            self.handles.put(target, req.post.id, **h)
         form: dict[str, str] = {}
         if req.post.text:
             form["message"] = req.post.text
         for i, pid in enumerate(photos):
             form[f"attached_media[{i}]"] = json.dumps({"media_fbid": pid})
         h["feed_started_ms"] = self._now()
-        self.handles.put(target, req.post.id, h, self._now())  # before the post can exist
+        self.handles.put(target, req.post.id, **h)  # before the post can exist
         out = await self._call(session, target, "POST", f"{page}/feed", "post to the Page", token, data=form)
         post_id = str(out.get("id") or "")
         if not post_id:
@@ -148,7 +151,7 @@ class FacebookPlatform:
                 f"{target}: the Page post was answered without an id", retryable=True, ambiguous=True
             )
         h["published_id"] = post_id
-        self.handles.put(target, req.post.id, h, self._now())
+        self.handles.put(target, req.post.id, **h)
         return await self._published(session, target, token, post_id)
 
     async def _upload(
@@ -220,7 +223,7 @@ class FacebookPlatform:
             same = _attached_ids(p) == photos if photos else (p.get("message") or "") == req.post.text
             if same and (not photos or (p.get("message") or "") == req.post.text):
                 h["published_id"] = str(p["id"])
-                self.handles.put(target, req.post.id, h, self._now())
+                self.handles.put(target, req.post.id, **h)
                 return Published(url=str(p.get("permalink_url") or ""), remote_id=str(p["id"]))
         return None
 

@@ -30,20 +30,22 @@ from typing import Any
 
 import aiohttp
 
-from ..credentials import CredentialStore
-from ..errors import PublishError
+from ..credentials import CredentialStore, expiry_text
+from ..errors import PublishError, QuotaWait
 from ..public_media import PublicMedia, PublicMediaError
 from .base import Published, PublishRequest
+from .handles import HandleStore
 from .http import Response, request
 from .meta_graph import (
-    HandleStore,
-    RateGate,
-    TokenKeeper,
+    MetaTokens,
     bearer,
+    check_usage,
+    note_usage,
     now_ms_from,
     parse_time_ms,
     raise_for_graph,
 )
+from .quota import QuotaBook
 
 # Container processing takes seconds for a photo; past this we stop polling and retry later
 # with the same container (its id is stored).
@@ -86,6 +88,8 @@ class ContainerPlatform:
     def __init__(
         self,
         credentials: CredentialStore,
+        handles: HandleStore,
+        quotas: QuotaBook,
         home_root: Path,
         *,
         # First re-read soon (a photo is often processed in well under a second), then back off.
@@ -93,10 +97,10 @@ class ContainerPlatform:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = self.api.platform
-        self.tokens = TokenKeeper(credentials, refresh_grant=self.api.refresh_grant, clock=clock)
-        self.handles = HandleStore(home_root)
+        self.tokens = MetaTokens(credentials, refresh_grant=self.api.refresh_grant, clock=clock)
+        self.handles = handles
+        self.quotas = quotas
         self.public = PublicMedia(home_root)
-        self.gate = RateGate(clock)
         self.poll_interval_s = poll_interval_s
         self.clock = clock
 
@@ -121,7 +125,7 @@ class ContainerPlatform:
         resp: Response = await request(
             session, method, self._url(target, path), what=what, headers=bearer(token), **kwargs
         )
-        self.gate.note(target, resp)
+        note_usage(self.quotas, target, resp, self.clock())
         raise_for_graph(resp, what, target)
         data = resp.json()
         return data if isinstance(data, dict) else {}
@@ -145,7 +149,7 @@ class ContainerPlatform:
 
     async def publish(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published:
         target = self._target(req.account)
-        self.gate.check(target)
+        check_usage(self.quotas, target, self.api.title, self.clock())
         if not req.media and self.api.text_type is None:
             raise PublishError(f"{self.api.title} posts need at least one photo", retryable=False)
         if len(req.media) > self.api.max_items:
@@ -171,11 +175,11 @@ class ContainerPlatform:
                 h = {}
         if not h.get("container"):
             h = {"container": await self._create(session, target, token, uid, req)}
-            self.handles.put(target, req.post.id, h, self._now())  # before anything can publish it
+            self.handles.put(target, req.post.id, **h)  # before anything can publish it
         await self._wait_finished(session, target, token, req, str(h["container"]))
         await self._check_quota(session, target, token, uid)
         h["publish_started_ms"] = self._now()
-        self.handles.put(target, req.post.id, h, self._now())
+        self.handles.put(target, req.post.id, **h)
         try:
             out = await self._call(
                 session,
@@ -197,7 +201,7 @@ class ContainerPlatform:
         if not pid:
             raise PublishError(f"{target}: publish answered without an id", retryable=True, ambiguous=True)
         h["published_id"] = pid
-        self.handles.put(target, req.post.id, h, self._now())
+        self.handles.put(target, req.post.id, **h)
         return await self._published(session, target, token, pid)
 
     def _now(self) -> int:
@@ -320,10 +324,9 @@ class ContainerPlatform:
         if not isinstance(usage, int) or not isinstance(total, int) or usage < total:
             return
         wait = await self._quota_wait_s(session, target, token, uid, total, int(duration))
-        raise PublishError(
+        raise QuotaWait(
             f"{target}: publishing quota reached ({usage} of {total} posts in {int(duration) // 3600} h); "
             f"this post waits {wait / 60:.0f} min for a slot, then is published",
-            retryable=True,
             retry_after_s=wait,
         )
 
@@ -384,7 +387,7 @@ class ContainerPlatform:
                 break  # newest first: the rest is older than the attempt
             if (p.get(self.api.list_text_field) or "") == req.post.text:
                 h["published_id"] = str(p["id"])
-                self.handles.put(target, req.post.id, h, self._now())
+                self.handles.put(target, req.post.id, **h)
                 return Published(url=str(p.get("permalink") or ""), remote_id=str(p["id"]))
         return None
 
@@ -444,10 +447,10 @@ class ContainerPlatform:
         )
         entry = (quota.get("data") or [{}])[0]
         conf = entry.get("config") or {}
-        days = self.tokens.expires_in_days(target)
+        tokens = self.tokens.tokens(target)
         life = (
-            f"token expires in {days:.0f} days (refreshed automatically)"
-            if days is not None
+            f"token {expiry_text(tokens, self._now())} (refreshed automatically)"
+            if tokens.expires_at_ms is not None
             else "token expiry not known yet (learned at its first refresh, once it is a day old)"
         )
         return (

@@ -220,7 +220,8 @@ function renderPlatforms(d) {
       el("td", {}, pauseButton("platform", p.platform, p.paused))));
     for (const a of p.accounts) {
       rows.push(el("tr", {},
-        el("td", { class: "mono" }, `  ${a.account}`, a.astronauts.length ? el("span", { class: "muted" }, ` (${a.astronauts.join(", ")})`) : null),
+        el("td", { class: "mono" }, `  ${a.account}`, a.astronauts.length ? el("span", { class: "muted" }, ` (${a.astronauts.join(", ")})`) : null,
+          a.token ? el("span", { class: a.token.includes("reconnect") ? "bad" : "muted" }, ` · token ${a.token}`) : null),
         el("td", {}, badge(a.paused ? "paused" : "active", a.paused ? "paused" : "active")),
         el("td", { class: "time" }, a.last_success_ms ? ago(a.last_success_ms) : "never"),
         el("td", { class: "num" }, `${a.by_state.published || 0} / ${a.by_state.failed || 0}`),
