@@ -36,6 +36,10 @@ async def test_one_photo_goes_out_byte_exact_through_the_public_link(
         ((url, status, ctype),) = rig.fake.fetches
         assert url.startswith(rig.ground_url + "/public/media/") and (status, ctype) == (200, "image/jpeg")
         assert o.url == f"https://www.instagram.com/p/{p['id'][-8:]}/"
+        fidelity, note = rig.home.conn.execute(
+            "SELECT fidelity, fidelity_note FROM publications WHERE item_id = ?", (post.id,)
+        ).fetchone()
+        assert fidelity == "re-encoded" and "sent byte-exact" in note
         # The link ended once Instagram had the photo.
         assert rig.live_links() == 0
         async with aiohttp.ClientSession() as s, s.get(url) as r:

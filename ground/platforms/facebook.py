@@ -30,6 +30,7 @@ import io
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -119,6 +120,15 @@ class FacebookPlatform:
         return str(me["id"])
 
     async def publish(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published:
+        """Publish ``req`` once: photos (ids kept), then one feed post; a retry looks first."""
+        out = await self._publish(req, session)
+        if not req.media:
+            return out
+        return replace(
+            out, fidelity="re-encoded", fidelity_note="uploaded byte-exact; Facebook re-encodes every photo"
+        )
+
+    async def _publish(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published:
         target = f"facebook:{req.account}"
         check_usage(self.quotas, target, "Facebook", self.clock())
         token = await self.tokens.token(target, session)
