@@ -4,12 +4,16 @@ Page's posts are read back), Page token revoked, retract, Business Use Case head
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import aiohttp
+import pytest
 from fake_meta import Fault
 from meta_support import meta_rig
 from publish_support import command, ingest, make_post
 
+from ground.platforms import http
 from protocol import SigningKey
 from protocol.model import Retract
 
@@ -119,3 +123,19 @@ async def test_business_use_case_throttling_waits_meta_s_estimate(
         assert o.hold_account and o.next_attempt_ms is not None
         assert abs((o.next_attempt_ms - rig.now_ms()) / 60_000 - 12) < 0.2
         assert not rig.fake.posts
+
+
+async def test_a_client_timeout_on_the_feed_post_is_resolved_by_lookup(
+    tmp_path: Path, alice_key: SigningKey, sample_jpegs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http, "DEFAULT_TIMEOUT", aiohttp.ClientTimeout(total=0.5))
+    async with meta_rig("facebook", tmp_path, alice_key) as rig:
+        rig.fake.faults.append(Fault("POST", "/feed", after=True, delay_s=1.0))
+        post, blobs = make_post(TEXT, [rig.target], photos=[(sample_jpegs[0].read_bytes(), "image/jpeg", "")])
+        ingest(rig.home, alice_key, [post], blobs)
+        (o,) = await rig.run()
+        assert o.state == "publishing" and "no answer" in str(o.error)
+        await asyncio.sleep(1.5)
+        (o,) = await rig.run(o.next_attempt_ms)
+        assert o.state == "published", o.error
+        assert len(rig.fake.posts) == 1

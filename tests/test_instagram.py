@@ -5,16 +5,20 @@ rate-limit headers."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import aiohttp
+import pytest
 from fake_meta import Fault
 from meta_support import meta_rig
-from publish_support import ingest, make_post
+from publish_support import command, ingest, make_post
 
 from ground.credentials import TokenSet, expiry_text, store_for
+from ground.platforms import http
 from protocol import SigningKey
+from protocol.model import Retract
 
 TEXT = "Cafe\u0301 over the Pacific 👩‍🚀🇯🇵\r\nline two  #ISS"
 
@@ -227,4 +231,35 @@ async def test_rate_limit_headers_hold_the_account(
         rig.advance(8 * 60)
         (o3,) = await rig.run(o2.next_attempt_ms)
         assert o3.state == "published", o3.error
+        assert len(rig.fake.posts) == 1
+
+
+async def test_a_client_timeout_during_publish_is_resolved_by_lookup(
+    tmp_path: Path, alice_key: SigningKey, sample_jpegs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ground stops waiting after 0.5 s; Instagram publishes the container a second later.
+    monkeypatch.setattr(http, "DEFAULT_TIMEOUT", aiohttp.ClientTimeout(total=0.5))
+    async with meta_rig("instagram", tmp_path, alice_key) as rig:
+        rig.fake.faults.append(Fault("POST", "/media_publish", after=True, delay_s=1.0))
+        post, blobs = make_post(TEXT, [rig.target], photos=[(sample_jpegs[0].read_bytes(), "image/jpeg", "")])
+        ingest(rig.home, alice_key, [post], blobs)
+        (o,) = await rig.run()
+        assert o.state == "publishing" and "no answer" in str(o.error)
+        await asyncio.sleep(1.5)  # the platform finishes what it was asked
+        (o,) = await rig.run(o.next_attempt_ms)
+        assert o.state == "published", o.error
+        assert len(rig.fake.posts) == 1
+        assert sum(1 for m, path, _ in rig.fake.log if path.endswith("/media_publish")) == 1
+
+
+async def test_retract_on_instagram_says_to_delete_in_the_app(
+    tmp_path: Path, alice_key: SigningKey, sample_jpegs: list[Path]
+) -> None:
+    async with meta_rig("instagram", tmp_path, alice_key) as rig:
+        post, blobs = make_post(TEXT, [rig.target], photos=[(sample_jpegs[0].read_bytes(), "image/jpeg", "")])
+        ingest(rig.home, alice_key, [post], blobs)
+        assert [o.state for o in await rig.run()] == ["published"]
+        ingest(rig.home, alice_key, [command(Retract, post.id)])
+        (o,) = await rig.run()
+        assert o.state == "retract_failed" and "delete" in str(o.error) and "in the app" in str(o.error)
         assert len(rig.fake.posts) == 1
