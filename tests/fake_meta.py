@@ -7,9 +7,10 @@ meta_graph.py) are what this models; one ``FakeMeta(kind=...)`` per platform:
   error code 190; expired → code 190 / subcode 463. ``GET /refresh_access_token``
   (``ig_refresh_token`` / ``th_refresh_token``) refuses a token younger than 24 h or expired,
   otherwise issues a new 60-day token (``expires_in``); the old one keeps its own expiry.
-- **containers** (Instagram ``/media``, Threads ``/threads``): created ``IN_PROGRESS``; the
-  fake then *downloads* ``image_url`` over HTTP like Meta's crawler (the test proves ground's
-  public URL works: bytes and Content-Type are kept for comparison) and answers
+- **containers** (Instagram ``/media``, Threads ``/threads``): the fake *downloads*
+  ``image_url`` over HTTP like Meta's crawler — Instagram while creating the container (a URL
+  it cannot fetch: code 9004 / 2207052), Threads in the background — so the tests prove
+  ground's public URL works (bytes and Content-Type are kept for comparison); it answers
   ``IN_PROGRESS`` for ``processing_polls`` status reads before ``FINISHED``; a failed
   download or a wrong type → ``ERROR``; 24 h unpublished → ``EXPIRED``; published →
   ``PUBLISHED``. Publishing an unfinished container: code 9007 / 2207027; a container twice:
@@ -353,9 +354,18 @@ class FakeMeta:
             url = str(params.get("image_url") or "")
             if not url:
                 return self.error(400, "The parameter image_url is required", 100)
-            task = asyncio.ensure_future(self._fetch(c, url))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if self.kind == "instagram":
+                # Instagram downloads the image while the container is created: a URL it cannot
+                # fetch is refused at once (code 9004, subcode 2207052).
+                await self._fetch(c, url)
+                if c["state"] == "ERROR":
+                    return self.error(
+                        400, f"The media could not be fetched from this URI: {url}", 9004, 2207052
+                    )
+            else:
+                task = asyncio.ensure_future(self._fetch(c, url))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         else:
             return self.error(400, f"Unsupported media_type {media_type!r}", 100)
         self.containers[c["id"]] = c

@@ -17,6 +17,7 @@ from publish_support import command, ingest, make_post
 
 from ground.credentials import TokenSet, expiry_text, store_for
 from ground.platforms import http
+from ground.public_media import set_base_url
 from protocol import SigningKey
 from protocol.model import Retract
 
@@ -263,3 +264,21 @@ async def test_retract_on_instagram_says_to_delete_in_the_app(
         (o,) = await rig.run()
         assert o.state == "retract_failed" and "delete" in str(o.error) and "in the app" in str(o.error)
         assert len(rig.fake.posts) == 1
+
+
+async def test_an_unreachable_public_url_is_retried_with_a_hint(
+    tmp_path: Path, alice_key: SigningKey, sample_jpegs: list[Path]
+) -> None:
+    async with meta_rig("instagram", tmp_path, alice_key) as rig:
+        set_base_url(rig.home.root, "http://127.0.0.1:9")  # nothing listens there
+        post, blobs = make_post(TEXT, [rig.target], photos=[(sample_jpegs[0].read_bytes(), "image/jpeg", "")])
+        ingest(rig.home, alice_key, [post], blobs)
+        (o,) = await rig.run()
+        assert o.state == "pending", o  # nothing was published: a plain retry later
+        assert "could not fetch the photo" in str(o.error) and "--public-base-url" in str(o.error)
+        assert rig.live_links() == 0  # the failed attempt's link was revoked
+        set_base_url(rig.home.root, rig.ground_url)
+        (o,) = await rig.run(o.next_attempt_ms)
+        assert o.state == "published", o.error
+        (p,) = rig.fake.posts.values()
+        assert p["media"] == [sample_jpegs[0].read_bytes()]

@@ -14,6 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
+from conftest import Cli
 from publish_support import make_home
 
 from ground.home import GroundHome
@@ -129,3 +130,9 @@ def test_no_base_url_is_a_clear_error_and_bad_urls_are_refused(tmp_path: Path) -
         "https://media.example.org/ground/public/media/"
     )
     pm.close()
+
+
+def test_serve_refuses_a_bad_public_base_url_before_listening(cli: Cli) -> None:
+    r = cli.ground("serve", "--port", "0", "--public-base-url", "ftp://media.example.org", ok=False)
+    assert isinstance(r.exception, PublicMediaError) and "--public-base-url" in str(r.exception)
+    assert base_url(cli.ground_home) is None

@@ -182,7 +182,11 @@ class ContainerPlatform:
                 self.handles.drop(target, req.post.id)
                 h = {}
         if not h.get("container"):
-            h = {"container": await self._create(session, target, token, uid, req)}
+            try:
+                h = {"container": await self._create(session, target, token, uid, req)}
+            except PublishError:
+                self.public.revoke(self._purpose(target, req))  # no link outlives a failed attempt
+                raise
             self.handles.put(target, req.post.id, **h)  # before anything can publish it
         await self._wait_finished(session, target, token, req, str(h["container"]))
         await self._check_quota(session, target, token, uid)

@@ -51,6 +51,10 @@ from .quota import QuotaBook, meta_usage_wait_s
 RATE_CODES = frozenset({4, 17, 32, 613, *range(80001, 80015)})
 TOKEN_SUBCODES = frozenset({458, 459, 460, 463, 464, 467})
 QUOTA = (9, 2207042)  # IG: "reached the maximum number of posts ... within 24 hours"
+# IG media fetch failures (the platform could not download ground's public URL in time) and
+# "not ready yet": worth another try, with a hint at the public URL.
+FETCH_SUBCODES = frozenset({2207003, 2207052})
+NOT_READY = (9007, 2207027)
 DAY_MS = 24 * 3600 * 1000
 # Refresh a 60-day token once it has less than this left (and is a day old: Meta's rule).
 REFRESH_WHEN_LEFT_MS = 30 * DAY_MS
@@ -101,6 +105,15 @@ def raise_for_graph(resp: Response, what: str, target: str) -> None:
             retryable=True,
             retry_after_s=3600.0,
         )
+    if sub in FETCH_SUBCODES or code == 9004:
+        raise PublishError(
+            f"{what}: the platform could not fetch the photo from ground's public URL: {detail}; "
+            "check that `ground serve --public-base-url` is reachable from the internet",
+            retryable=True,
+            retry_after_s=300.0,
+        )
+    if (code, sub) == NOT_READY:
+        raise PublishError(f"{what}: {detail}", retryable=True, retry_after_s=30.0)
     if code == 506:
         # "Duplicate post": the platform may already hold it; the engine looks it up first.
         raise PublishError(f"{what}: {detail}", retryable=True, ambiguous=True)
