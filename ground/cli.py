@@ -282,11 +282,18 @@ def demo(
     port: Annotated[
         int | None, typer.Option("--port", help="Port for ground serve (default: a free one).")
     ] = None,
+    with_fakes: Annotated[
+        bool,
+        typer.Option(
+            "--with-fakes",
+            help="Also publish the photo post to X, LinkedIn, Flickr… on local fakes written from their docs.",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole path locally: keys, posts with a real photo, bundles, verification, publishing."""
     from .demo import run_demo
 
-    run_demo(root, keep_serving=serve, port=port)
+    run_demo(root, keep_serving=serve, port=port, with_fakes=with_fakes)
 
 
 def main() -> None:

@@ -611,7 +611,11 @@ async def _serve(args: argparse.Namespace) -> None:
     site = web.TCPSite(runner, "127.0.0.1", args.port)
     await site.start()
     fake.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    print(json.dumps({"url": fake.base_url}), flush=True)
+    # "grant": what `ground account add --token-file` takes (Meta's long-lived token answer).
+    grant: dict[str, Any] = {"access_token": args.token, "token_type": "bearer"}
+    if args.kind != "facebook":  # Page tokens from a long-lived user token do not expire
+        grant["expires_in"] = int(LONG_LIVED_S)
+    print(json.dumps({"url": fake.base_url, "grant": grant}), flush=True)
     await asyncio.Event().wait()
 
 

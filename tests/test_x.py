@@ -15,6 +15,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from fake_x import FakeX, Fault
+from hypothesis import given
+from hypothesis import strategies as st
 from publish_support import T0, command, ingest, make_home, make_post, states
 
 from ground.credentials import store_for
@@ -210,3 +212,13 @@ def test_text_matches_undoes_tco_and_entities() -> None:
     assert text_matches(ours, FakeX.rendered(ours))
     assert not text_matches(ours, FakeX.rendered(ours + "!"))
     assert text_matches("plain", "plain")
+
+
+@given(
+    st.text(max_size=60),
+    st.lists(st.sampled_from(["https://a.example/x?y=1&z=2", "http://b.example"]), max_size=3),
+)
+def test_text_matches_any_text_as_x_renders_it(text: str, urls: list[str]) -> None:
+    ours = " ".join([text, *urls])
+    assert text_matches(ours, FakeX.rendered(ours))
+    assert not text_matches("x" + ours, FakeX.rendered(ours))

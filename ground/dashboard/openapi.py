@@ -141,6 +141,11 @@ SCHEMAS: dict[str, Any] = {
             "next_attempt_ms": _NINT,
             "published_ms": _NINT,
             "updated_ms": _INT,
+            "fidelity": {
+                "type": ["string", "null"],
+                "description": "photos: exact or re-encoded (null: no photos)",
+            },
+            "fidelity_note": _NSTR,
         }
     ),
     "Post": _obj(
