@@ -15,6 +15,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import Cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from publish_support import make_home
 
 from ground.home import GroundHome
@@ -136,3 +138,23 @@ def test_serve_refuses_a_bad_public_base_url_before_listening(cli: Cli) -> None:
     r = cli.ground("serve", "--port", "0", "--public-base-url", "ftp://media.example.org", ok=False)
     assert isinstance(r.exception, PublicMediaError) and "--public-base-url" in str(r.exception)
     assert base_url(cli.ground_home) is None
+
+
+_HYPO: dict[str, object] = {}  # one grant shared by every example (a grant costs an fsync)
+
+
+@settings(max_examples=300, deadline=None)
+@given(probe=st.text(min_size=0, max_size=80) | st.from_regex(r"[A-Za-z0-9_-]{43}", fullmatch=True))
+def test_no_string_but_the_token_opens_a_grant(tmp_path_factory: pytest.TempPathFactory, probe: str) -> None:
+    if not _HYPO:
+        root = tmp_path_factory.mktemp("pm")
+        set_base_url(root, "https://media.example.org")
+        pm = PublicMedia(root)
+        link = pm.grant(b"\1" * 32, "image/jpeg", purpose="p", now_ms=_now_ms())
+        _HYPO.update(pm=pm, token=link.rsplit("/", 1)[1])
+    pm, token = _HYPO["pm"], _HYPO["token"]
+    assert isinstance(pm, PublicMedia) and isinstance(token, str)
+    assert pm.resolve(token, _now_ms()) == (b"\1" * 32, "image/jpeg")
+    if probe != token:
+        assert pm.resolve(probe, _now_ms()) is None
+    assert pm.resolve(token, _now_ms() + 3_600_001) is None  # expired
