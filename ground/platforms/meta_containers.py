@@ -202,8 +202,11 @@ class ContainerPlatform:
                 token,
                 data={"creation_id": str(h["container"])},
             )
-        except PublishError:
-            status, _ = await self._status(session, target, token, str(h["container"]))
+        except PublishError as exc:
+            try:
+                status, _ = await self._status(session, target, token, str(h["container"]))
+            except PublishError:
+                raise exc from None  # the publish's own error says more (and whether it is ambiguous)
             if status == "PUBLISHED":  # it went out; the error was about the answer
                 found = await self._find(session, target, token, uid, req, h)
                 if found is not None:
