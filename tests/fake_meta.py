@@ -487,9 +487,11 @@ class FakeMeta:
     def post_fields(self, pid: str) -> web.Response:
         p = self.posts[pid]
         key = "permalink_url" if self.kind == "facebook" else "permalink"
-        return web.json_response(
-            {"id": pid, key: self._permalink(pid), "timestamp": self._stamp(p["created_s"])}
-        )
+        text_key = {"instagram": "caption", "threads": "text", "facebook": "message"}[self.kind]
+        out = {"id": pid, key: self._permalink(pid), "timestamp": self._stamp(p["created_s"])}
+        if p["text"]:
+            out[text_key] = p["text"]
+        return web.json_response(out)
 
     async def list_posts(self, params: dict[str, Any]) -> web.Response:
         limit = min(100, int(params.get("limit") or 25))

@@ -139,3 +139,24 @@ async def test_a_client_timeout_on_the_feed_post_is_resolved_by_lookup(
         (o,) = await rig.run(o.next_attempt_ms)
         assert o.state == "published", o.error
         assert len(rig.fake.posts) == 1
+
+
+async def test_the_message_is_read_back_and_a_difference_is_recorded(
+    tmp_path: Path, alice_key: SigningKey
+) -> None:
+    async with meta_rig("facebook", tmp_path, alice_key) as rig:
+        post, _ = make_post(TEXT, [rig.target])
+        ingest(rig.home, alice_key, [post])
+        original = rig.fake.post_fields
+
+        def altered(pid: str):  # type: ignore[no-untyped-def]
+            rig.fake.posts[pid]["text"] = TEXT.replace("\r\n", "\n")  # a platform normalising newlines
+            return original(pid)
+
+        rig.fake.post_fields = altered  # type: ignore[method-assign]
+        (o,) = await rig.run()
+        assert o.state == "published"  # it happened; the record says what the Page shows
+        (note,) = rig.home.conn.execute(
+            "SELECT fidelity_note FROM publications WHERE item_id = ?", (post.id,)
+        ).fetchone()
+        assert note.startswith("text read back DIFFERS: Facebook shows")

@@ -44,7 +44,8 @@ async def test_one_photo_goes_out_byte_exact_through_the_public_link(
         fidelity, note = rig.home.conn.execute(
             "SELECT fidelity, fidelity_note FROM publications WHERE item_id = ?", (post.id,)
         ).fetchone()
-        assert fidelity == "re-encoded" and "sent byte-exact" in note
+        assert fidelity == "re-encoded" and "photos sent byte-exact" in note
+        assert note.startswith("text read back: exact; ")
         # The link ended once Instagram had the photo.
         assert rig.live_links() == 0
         async with aiohttp.ClientSession() as s, s.get(url) as r:

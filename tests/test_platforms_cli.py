@@ -110,8 +110,8 @@ def test_demo_with_fakes_publishes_everywhere_and_says_how_faithfully(
         "x:alice: re-encoded",
         "linkedin:alice: re-encoded",
         "flickr:alice: exact (photo 1: original read back",
-        "instagram:alice: re-encoded (sent byte-exact (fetched from ground's public link)",
-        "threads:alice: re-encoded (sent byte-exact (fetched from ground's public link)",
-        "facebook:alice: re-encoded (uploaded byte-exact",
+        "instagram:alice: re-encoded (text read back: exact; photos sent byte-exact (fetched from ground's",
+        "threads:alice: re-encoded (text read back: exact; photos sent byte-exact (fetched from ground's",
+        "facebook:alice: re-encoded (text read back: exact; photos uploaded byte-exact",
     ):
         assert line in out

@@ -50,6 +50,7 @@ from .meta_graph import (
     now_ms_from,
     parse_time_ms,
     raise_for_graph,
+    read_back_note,
 )
 from .quota import QuotaBook
 
@@ -124,8 +125,9 @@ class FacebookPlatform:
         out = await self._publish(req, session)
         if not req.media:
             return out
+        note = "photos uploaded byte-exact; Facebook re-encodes every photo"
         return replace(
-            out, fidelity="re-encoded", fidelity_note="uploaded byte-exact; Facebook re-encodes every photo"
+            out, fidelity="re-encoded", fidelity_note="; ".join(n for n in (out.fidelity_note, note) if n)
         )
 
     async def _publish(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published:
@@ -135,7 +137,7 @@ class FacebookPlatform:
         page = await self._page_id(session, target, token)
         h = self.handles.get(target, req.post.id)
         if h.get("published_id"):
-            return await self._published(session, target, token, str(h["published_id"]))
+            return await self._published(session, target, token, str(h["published_id"]), req.post.text)
         if h.get("feed_started_ms"):
             found = await self._find(session, target, token, page, req, h)
             if found is not None:
@@ -162,7 +164,7 @@ class FacebookPlatform:
             )
         h["published_id"] = post_id
         self.handles.put(target, req.post.id, **h)
-        return await self._published(session, target, token, post_id)
+        return await self._published(session, target, token, post_id, req.post.text)
 
     async def _upload(
         self,
@@ -193,15 +195,26 @@ class FacebookPlatform:
         return str(out["id"])
 
     async def _published(
-        self, session: aiohttp.ClientSession, target: str, token: str, post_id: str
+        self, session: aiohttp.ClientSession, target: str, token: str, post_id: str, text: str
     ) -> Published:
+        """The Page post's link, and its message read back and compared with what was signed."""
         try:
             out = await self._call(
-                session, target, "GET", post_id, "permalink", token, params={"fields": "id,permalink_url"}
+                session,
+                target,
+                "GET",
+                post_id,
+                "read back",
+                token,
+                params={"fields": "id,permalink_url,message"},
             )
-        except PublishError:
-            out = {}
-        return Published(url=str(out.get("permalink_url") or ""), remote_id=post_id)
+        except PublishError as exc:
+            return Published(url="", remote_id=post_id, fidelity_note=f"text not read back ({exc})")
+        return Published(
+            url=str(out.get("permalink_url") or ""),
+            remote_id=post_id,
+            fidelity_note=read_back_note("Facebook", text, out.get("message")),
+        )
 
     async def _find(
         self,
@@ -245,7 +258,7 @@ class FacebookPlatform:
             return None  # the feed post was never sent: unpublished photos are invisible
         token = await self.tokens.token(target, session)
         if h.get("published_id"):
-            return await self._published(session, target, token, str(h["published_id"]))
+            return await self._published(session, target, token, str(h["published_id"]), req.post.text)
         return await self._find(session, target, token, await self._page_id(session, target, token), req, h)
 
     async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:

@@ -44,6 +44,7 @@ from .meta_graph import (
     now_ms_from,
     parse_time_ms,
     raise_for_graph,
+    read_back_note,
 )
 from .quota import QuotaBook
 
@@ -152,8 +153,9 @@ class ContainerPlatform:
         out = await self._publish(req, session)
         if not req.media:
             return out
-        note = f"sent byte-exact (fetched from ground's public link); {self.api.title} re-encodes every photo"
-        return replace(out, fidelity="re-encoded", fidelity_note=note)
+        note = f"photos sent byte-exact (fetched from ground's public link); {self.api.title} re-encodes every photo"
+        notes = "; ".join(n for n in (out.fidelity_note, note) if n)
+        return replace(out, fidelity="re-encoded", fidelity_note=notes)
 
     async def _publish(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published:
         target = self._target(req.account)
@@ -166,7 +168,7 @@ class ContainerPlatform:
         uid = await self._user_id(session, target, token)
         h = self.handles.get(target, req.post.id)
         if h.get("published_id"):
-            return await self._published(session, target, token, str(h["published_id"]))
+            return await self._published(session, target, token, str(h["published_id"]), req.post.text)
         if h.get("container"):
             status, _ = await self._status(session, target, token, str(h["container"]))
             if status == "PUBLISHED":
@@ -217,7 +219,7 @@ class ContainerPlatform:
             raise PublishError(f"{target}: publish answered without an id", retryable=True, ambiguous=True)
         h["published_id"] = pid
         self.handles.put(target, req.post.id, **h)
-        return await self._published(session, target, token, pid)
+        return await self._published(session, target, token, pid, req.post.text)
 
     def _now(self) -> int:
         return now_ms_from(self.clock)
@@ -366,15 +368,22 @@ class ContainerPlatform:
         return max(60.0, (times[total - 1] + duration * 1000 - self._now()) / 1000 + 60)
 
     async def _published(
-        self, session: aiohttp.ClientSession, target: str, token: str, pid: str
+        self, session: aiohttp.ClientSession, target: str, token: str, pid: str, text: str
     ) -> Published:
+        """The published post's link, and its text read back and compared with what was signed."""
+        field = self.api.list_text_field
         try:
             out = await self._call(
-                session, target, "GET", pid, "permalink", token, params={"fields": "id,permalink"}
+                session, target, "GET", pid, "read back", token, params={"fields": f"id,permalink,{field}"}
             )
-        except PublishError:
-            out = {}  # published all the same; the link can be read later
-        return Published(url=str(out.get("permalink") or ""), remote_id=pid)
+        except PublishError as exc:
+            # Published all the same: the link and the read-back can wait.
+            return Published(url="", remote_id=pid, fidelity_note=f"text not read back ({exc})")
+        return Published(
+            url=str(out.get("permalink") or ""),
+            remote_id=pid,
+            fidelity_note=read_back_note(self.api.title, text, out.get(field)),
+        )
 
     async def _find(
         self,
@@ -416,7 +425,7 @@ class ContainerPlatform:
             return None  # no container was ever stored: nothing could have been published
         token = await self.tokens.token(target, session)
         if h.get("published_id"):
-            return await self._published(session, target, token, str(h["published_id"]))
+            return await self._published(session, target, token, str(h["published_id"]), req.post.text)
         status, _ = await self._status(session, target, token, str(h["container"]))
         if status != "PUBLISHED":
             return None  # publish() resumes with the same container: still at most one post
