@@ -101,6 +101,7 @@ class FakeLinkedIn:
         app.router.add_post("/rest/posts", self.create)
         app.router.add_get("/rest/posts", self.by_author)
         app.router.add_delete("/rest/posts/{urn}", self.delete)
+        app.router.add_get("/rest/posts/{urn}", self.get_post)
         app.router.add_get("/_fake/posts", self.dump)
         return app
 
@@ -265,6 +266,20 @@ class FakeLinkedIn:
                     }
                     for p in els
                 ]
+            }
+        )
+
+    async def get_post(self, request: web.Request) -> web.Response:
+        p = self.posts.get(urllib.parse.unquote(request.match_info["urn"]))
+        if p is None or p.get("deleted"):
+            return self.error(404, "Not Found")
+        return web.json_response(
+            {
+                "id": p["id"],
+                "author": p["author"],
+                "commentary": p["commentary"],
+                "content": p["content"],
+                "lifecycleState": "PUBLISHED",
             }
         )
 

@@ -115,6 +115,7 @@ class FakeX:
         app.router.add_post("/2/media/metadata", self.metadata)
         app.router.add_post("/2/tweets", self.create)
         app.router.add_delete("/2/tweets/{id}", self.delete)
+        app.router.add_get("/2/tweets/{id}", self.get_tweet)
         app.router.add_get("/2/users/me", self.me)
         app.router.add_get("/2/users/{id}/tweets", self.timeline)
         app.router.add_get("/_fake/tweets", self.dump)
@@ -278,6 +279,14 @@ class FakeX:
             return self.problem(404, "Not Found Error", "Could not find tweet")
         t["deleted"] = True
         return web.json_response({"data": {"deleted": True}})
+
+    async def get_tweet(self, request: web.Request) -> web.Response:
+        t = self.tweets.get(request.match_info["id"])
+        if t is None or t.get("deleted"):
+            return web.json_response(
+                {"errors": [{"message": "Could not find tweet", "title": "Not Found Error"}]}, status=200
+            )
+        return web.json_response({"data": {"id": t["id"], "text": self.rendered(t["text"])}})
 
     async def me(self, request: web.Request) -> web.Response:
         return web.json_response({"data": {"id": self.user_id, "name": "Alice", "username": self.username}})

@@ -90,8 +90,10 @@ async def test_exact_text_with_reserved_characters_and_photos(
     assert [fake.images[u]["data"] for u in p["images"]] == imgs
     assert p["alts"] == ["Earth", None]
     assert o.url == f"https://www.linkedin.com/feed/update/{p['id']}/"
-    fid = home.conn.execute("SELECT fidelity FROM publications WHERE item_id = ?", (post.id,)).fetchone()[0]
-    assert fid == "re-encoded"
+    fid, note = home.conn.execute(
+        "SELECT fidelity, fidelity_note FROM publications WHERE item_id = ?", (post.id,)
+    ).fetchone()
+    assert fid == "re-encoded" and "text read back: exact" in note
 
 
 async def test_expired_access_token_is_refreshed_then_dead_refresh_token_says_reconnect(

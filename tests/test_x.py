@@ -96,6 +96,7 @@ async def test_publishes_text_exactly_and_photos_byte_exact_after_processing(
     assert o.url == f"https://x.com/alice/status/{tw['id']}"
     state, _, _, fidelity, note = row(home, post.id)
     assert (state, fidelity) == ("published", "re-encoded") and "X re-encodes" in note
+    assert "text read back: exact" in note
 
 
 async def test_refreshes_ahead_of_expiry_and_persists_the_rotated_token(

@@ -26,6 +26,9 @@ before its bytes are sent and reused while LinkedIn keeps it; after a crash or a
 timeout ``lookup`` reads the author's newest posts and recognises ours by those image URNs, or
 for a text-only post by its exact (unescaped) commentary.
 
+Read back: after publishing, ``GET /rest/posts/{urn}``; its commentary, unescaped, must be the
+signed text — the result goes in the record's ``fidelity_note``.
+
 Fidelity (protocol/rules.py): text byte-exact; photos RE_ENCODED — LinkedIn re-encodes images.
 
 Credentials: ``ground account add linkedin:NAME --token-file grant.json`` (``client_id``,
@@ -255,15 +258,33 @@ class LinkedInPlatform:
             raise PublishError("post: LinkedIn returned no post URN", retryable=True, ambiguous=True)
         self.quotas.record_post(cred.target, self.clock())
         self.handles.drop(cred.target, req.post.id)
-        return self._published(post_urn, bool(urns))
+        checked = await self._read_back(session, cred, post_urn, req.post.text)
+        return self._published(post_urn, bool(urns), checked)
+
+    async def _read_back(self, session: aiohttp.ClientSession, cred: Credential, urn: str, text: str) -> str:
+        """``GET /rest/posts/{urn}``: is the commentary, unescaped, our exact text? Never fails a publication."""
+        try:
+            resp = await self._call(
+                session, cred, "GET", f"/rest/posts/{urllib.parse.quote(urn, safe='')}", what="read back"
+            )
+            raise_for_status(resp, "read back")
+        except PublishError as exc:
+            return f"text not read back ({exc})"
+        theirs = unescape_little(str((resp.json() or {}).get("commentary", "")))
+        if theirs == text:
+            return "text read back: exact"
+        return f"text read back DIFFERS: LinkedIn holds {theirs[:200]!r}"
 
     @staticmethod
-    def _published(urn: str, has_media: bool) -> Published:
+    def _published(urn: str, has_media: bool, checked: str = "") -> Published:
+        notes = [checked] if checked else []
+        if has_media:
+            notes.append("photos sent byte-exact; LinkedIn re-encodes every photo it receives")
         return Published(
             url=f"https://www.linkedin.com/feed/update/{urn}/",
             remote_id=urn,
             fidelity="re-encoded",
-            fidelity_note="sent byte-exact; LinkedIn re-encodes every photo it receives" if has_media else "",
+            fidelity_note="; ".join(notes),
         )
 
     async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:

@@ -28,6 +28,9 @@ a text-only post by its text (X answers with URLs as t.co links and ``&amp;``-es
 entities, so both are undone before comparing). X also refuses an exact duplicate with a
 403 "duplicate content": we then look it up rather than fail.
 
+Read back: after publishing, ``GET /2/tweets/:id`` and compare its text with ours (t.co links and
+entities undone); the result goes in the record's ``fidelity_note``.
+
 Fidelity (protocol/rules.py): text byte-exact; photos RE_ENCODED — X re-encodes every image
 (JPEG recompression, resizing). We send the signed bytes unchanged; the record says X
 re-encodes them.
@@ -328,14 +331,32 @@ class XPlatform:
             raise PublishError("post: X returned no post id", retryable=True, ambiguous=True)
         self.quotas.record_post(cred.target, self.clock())
         self.handles.drop(cred.target, req.post.id)
-        return self._published(cred, str(data["id"]), bool(media_ids))
+        checked = await self._read_back(session, cred, str(data["id"]), req.post.text)
+        return self._published(cred, str(data["id"]), bool(media_ids), checked)
 
-    def _published(self, cred: Credential, post_id: str, has_media: bool) -> Published:
+    async def _read_back(
+        self, session: aiohttp.ClientSession, cred: Credential, post_id: str, text: str
+    ) -> str:
+        """``GET /2/tweets/:id`` and compare its text with ours; never fails a publication that happened."""
+        try:
+            resp = await self._call(session, cred, "GET", f"/2/tweets/{post_id}", what="read back")
+            raise_for_status(resp, "read back")
+        except PublishError as exc:
+            return f"text not read back ({exc})"
+        theirs = str(((resp.json() or {}).get("data") or {}).get("text", ""))
+        if text_matches(text, theirs):
+            return "text read back: exact (links shown as t.co)"
+        return f"text read back DIFFERS: X shows {theirs[:200]!r}"
+
+    def _published(self, cred: Credential, post_id: str, has_media: bool, checked: str = "") -> Published:
+        notes = [checked] if checked else []
+        if has_media:
+            notes.append("photos sent byte-exact; X re-encodes every photo it receives")
         return Published(
             url=f"https://x.com/{cred.identifier}/status/{post_id}",
             remote_id=post_id,
             fidelity="re-encoded",
-            fidelity_note="sent byte-exact; X re-encodes every photo it receives" if has_media else "",
+            fidelity_note="; ".join(notes),
         )
 
     async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:
