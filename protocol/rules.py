@@ -324,14 +324,15 @@ def text_length(text: str, rules: PlatformRules) -> int:
     return graphemes(text)
 
 
-# What Threads counts as an emoji (merge fix: main's issue 11 §4 rewrite of X counting dropped
-# this shared pattern; threads_length from the platform work still needs it).
-_EMOJI = regex.compile(r"\p{Extended_Pictographic}|\p{Regional_Indicator}")
+# What Threads calls an emoji: a grapheme cluster holding a pictograph or a flag's regional indicators.
+_THREADS_EMOJI = regex.compile(r"\p{Extended_Pictographic}|\p{Regional_Indicator}")
 
 
 def threads_length(text: str) -> int:
     """Threads' count: characters, an emoji counting as its UTF-8 bytes (a flag is 8)."""
-    return sum(len(c.encode("utf-8", "surrogatepass")) if _EMOJI.search(c) else 1 for c in _clusters(text))
+    return sum(
+        len(c.encode("utf-8", "surrogatepass")) if _THREADS_EMOJI.search(c) else 1 for c in _clusters(text)
+    )
 
 
 def rules_for(target: str, overrides: Mapping[str, PlatformRules] | None = None) -> PlatformRules | None:
