@@ -90,7 +90,7 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
 
 
-class _SqlTree(BaseMerkleTree):  # type: ignore[misc]
+class _SqlTree(BaseMerkleTree):
     """pymerkle's tree over ``tlog_leaves``: it reads leaf hashes, we do the appending."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
