@@ -100,6 +100,8 @@ def test_counters_are_protocol_rules_counts(home: Home) -> None:
     assert got["mastodon:a@m.social"]["count"] == text_length(text, MASTODON)
     assert not got["bluesky:a.test"]["ok"] and not got["x:a"]["ok"]
     assert not got["nope"]["ok"] and "platform:account" in got["nope"]["problems"][0]
+    assert got["bluesky:a.test"]["photo_fidelity"] == "photos kept byte for byte"  # protocol.rules says
+    assert got["x:a"]["photo_fidelity"] == "photos re-encoded by X"
     conn.close()
 
 

@@ -135,19 +135,11 @@ def astronauts(home: Home, unlocked: str | None, selected: str | None) -> list[d
 # -- counters ------------------------------------------------------------------------------
 
 
-def _fidelity(rules: platform_rules.PlatformRules, target: str) -> str | None:
-    """Whether the platform re-encodes photos, if protocol.rules says (another change adds it)."""
-    fn = getattr(platform_rules, "photo_fidelity", None)
-    if not callable(fn):
-        return None
-    for arg in (rules, target, rules.platform):
-        try:
-            value = fn(arg)
-        except (TypeError, ValueError, KeyError, AttributeError):
-            continue
-        if value is not None:
-            return str(getattr(value, "value", value))
-    return None
+def _fidelity(rules: platform_rules.PlatformRules) -> str:
+    """What the platform does to photo bytes (protocol.rules.media_fidelity), in words."""
+    if platform_rules.media_fidelity(rules.platform) is platform_rules.MediaFidelity.EXACT:
+        return "photos kept byte for byte"
+    return f"photos re-encoded by {rules.title}"
 
 
 def _limits(rules: platform_rules.PlatformRules) -> dict[str, Any]:
@@ -215,10 +207,13 @@ def check(conn: sqlite3.Connection, store: DraftStore, d: Draft) -> dict[str, An
             "limits": _limits(rules),
             "learned": t in known,
         }
-        fid = _fidelity(rules, t)
-        if fid is not None:
-            entry["photo_fidelity"] = fid
+        entry["photo_fidelity"] = _fidelity(rules)
         targets.append(entry)
+    valid = [str(t["target"]) for t in targets if "title" in t]
+    if d.photos and valid:
+        said = platform_rules.fidelity_summary(valid, len(d.photos))
+        if said:
+            warnings.append(said)
     if not d.text and not d.photos:
         problems.append("nothing to post yet: write some text or add a photo")
     if not d.targets:

@@ -287,7 +287,7 @@ function renderCheck() {
       const L = t.limits;
       const img = [L.max_media != null ? `up to ${L.max_media} photos` : "", L.max_media_bytes != null ? `${fmtBytes(L.max_media_bytes)} each` : "", L.media_types ? L.media_types.join("/") : ""].filter(Boolean).join(", ");
       if (img) li.append(el("span", { class: "limits", text: " · " + img + (t.learned ? " (limits from ground)" : "") }));
-      if (t.photo_fidelity) li.append(el("span", { class: "limits", text: " · photos: " + t.photo_fidelity }));
+      if (t.photo_fidelity) li.append(el("span", { class: "limits", text: " · " + t.photo_fidelity }));
     }
     for (const p of t.problems) li.append(el("div", { class: "why", text: "✗ " + p }));
     return li;
