@@ -35,7 +35,7 @@ from protocol.transfer import (
 )
 from protocol.transfer_wire import TransferKind, UploadState
 
-from . import link, queue
+from . import link, link_status, queue
 from .errors import OnboardError
 from .home import Home
 from .receipts import ReceiptsPoll, apply_document, awaiting_receipts, verify_document
@@ -148,6 +148,7 @@ async def sync(
     home.ensure()
     conn = queue.connect(home.db_path)
     link.ensure_schema(conn)
+    seen = link_status.Recorder(conn)  # what the compose page shows of the link
     stop = stop or asyncio.Event()
     sender = TransferSender(config or SenderConfig(), time.monotonic())
     status = SyncStatus()
@@ -184,6 +185,7 @@ async def sync(
             async with session.get(cfg.ground_url + "/v1/health", timeout=timeout) as resp:
                 await resp.read()
             warm_ok_at = time.monotonic()
+            seen.contact()
         except (aiohttp.ClientError, TimeoutError, OSError):
             warm_ok_at = None  # link down: the next attempt comes after the backoff
         finally:
@@ -225,6 +227,7 @@ async def sync(
             async with session.post(url, data=data, headers=headers, timeout=timeout) as resp:
                 body = await resp.read()
                 now = answered_at = time.monotonic()
+                seen.contact()
                 if resp.status == 200:
                     sender.receive(body, now)
                 elif resp.content_type == "application/json":
@@ -251,6 +254,7 @@ async def sync(
         nonlocal down_since, fatal, receipts_pending, receipts_done_once, receipts_changed, next_scan
         while (ev := sender.next_event()) is not None:
             if isinstance(ev, TransferProgress):
+                seen.acked(max(0, ev.acked_bytes - acked.get(ev.key.name, 0)))
                 acked[ev.key.name] = ev.acked_bytes
                 link.record_progress(conn, ev.key, ev.acked_bytes)
             elif isinstance(ev, TransferDone):
@@ -275,10 +279,12 @@ async def sync(
                     receipts_done_once = True
                     poll.answered(time.monotonic(), receipts_changed)
             elif isinstance(ev, LinkDown):
+                seen.link(False, ev.reason)
                 status.link_up, status.reason = False, ev.reason
                 if down_since is None:
                     down_since = ev.at
             elif isinstance(ev, LinkUp):
+                seen.link(True)
                 status.link_up, status.reason = True, ""
                 down_since = None
             elif isinstance(ev, LinkFatal):
@@ -320,6 +326,9 @@ async def sync(
                 if fatal is not None:
                     raise SyncError(f"ground refused the link: [{fatal.code}] {fatal.message}")
                 status.transfers_left = sender.pending
+                if not sender.pending:
+                    seen.idle()
+                seen.flush()
                 status.total_bytes = sum(sizes.values())
                 status.acked_bytes = sum(acked.values())
                 if on_status is not None:
@@ -363,6 +372,7 @@ async def sync(
                 t.cancel()
             await asyncio.gather(*tasks.values(), return_exceptions=True)
             handle_events()
+            seen.flush(force=True)
             left = _pending_items(conn)
             conn.close()
     s = sender.stats
