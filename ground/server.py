@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from protocol import RemoteProtocolError
 from protocol.transfer import (
     BadRequest,
     CommitUpload,
@@ -126,7 +127,10 @@ class LinkService:
         if resp is None:  # pragma: no cover - the receiver always answers once drained
             return json_error(503, LinkErrorCode.BUSY, "no answer from the receiver; retry", True)
         self._record_traffic(station.name, request, len(body), len(resp))
-        frame = decode_response(resp)
+        try:
+            frame = decode_response(resp)
+        except RemoteProtocolError:  # our own reply: send it as is rather than a 500
+            frame = None
         if isinstance(frame, ErrorFrame):
             return json_error(HTTP_STATUS.get(frame.code, 400), frame.code, frame.message, frame.retryable)
         return web.Response(body=resp, content_type=FRAME_TYPE)
