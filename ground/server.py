@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import signal
+import ssl
 import time
 from typing import Any
 
@@ -47,6 +48,7 @@ from protocol.transfer_wire import (
 
 from . import publish
 from .db import audit, transaction
+from .edge import Edge, EdgeLimits, EdgeSite, refusal_middleware
 from .home import GroundHome
 from .ratelimit import AuthFailureLimiter
 from .receipts import build_document
@@ -262,6 +264,29 @@ async def _health(request: web.Request) -> web.Response:
 
 
 @web.middleware
+async def _no_content_coding(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refuse any content coding before a byte of the body is read (issue 16 items 2, 3).
+
+    Link frames are already compressed and the API's bodies are tiny: inflating what an
+    unauthenticated client sends would only be CPU for an attacker. The edge (ground/edge.py)
+    refuses these before aiohttp sees them; this covers an app run without it.
+    """
+    coding = request.headers.get("Content-Encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        return web.json_response(
+            {
+                "error": "content_encoding_refused",
+                "message": "ground takes no Content-Encoding; send the body as is",
+                "retryable": False,
+            },
+            status=415,
+            headers={"Connection": "close"},
+        )
+    resp: web.StreamResponse = await handler(request)
+    return resp
+
+
+@web.middleware
 async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every error answer on /v1/ is JSON naming the problem; nothing escapes as a bare 500."""
     try:
@@ -284,7 +309,10 @@ def create_app(
 
     ``session_idle_ms``: operators' browser sessions end after this long unused (None: the default).
     """
-    app = web.Application(client_max_size=MAX_FRAME_BYTES + 1024, middlewares=[_json_errors])
+    app = web.Application(
+        client_max_size=MAX_FRAME_BYTES + 1024,
+        middlewares=[refusal_middleware, _no_content_coding, _json_errors],
+    )
     app[LINK_KEY] = LinkService(home, receiver_config, auth_limiter)
     app.router.add_post("/v1/link", app[LINK_KEY].handle)
     app.router.add_get("/v1/health", _health)
@@ -309,8 +337,15 @@ async def serve(
     ready: asyncio.Event | None = None,
     publish_interval_s: float = 1.0,
     session_idle_ms: int | None = None,
+    edge_limits: EdgeLimits | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    edge_out: list[Edge] | None = None,
 ) -> None:
-    """Run the HTTP service and the publisher until ``stop`` is set (or SIGINT/SIGTERM)."""
+    """Run the HTTP service and the publisher until ``stop`` is set (or SIGINT/SIGTERM).
+
+    Every connection goes through ground/edge.py (caps, deadlines, refusals before a body is
+    read); ``ssl_context`` serves HTTPS (ground/tls.py). ``edge_out`` receives the Edge (tests).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -320,9 +355,13 @@ async def serve(
     # Idle keep-alive connections are held an hour, pinned rather than left to the aiohttp
     # release (older ones closed after 75 s): `onboard sync --watch` keeps one connection open
     # (onboard/sync.py KEEPALIVE_S, below this, so the client closes first and never races us).
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=3630.0)
+    # auto_decompress off: nothing compressed is ever inflated, whatever gets past the edge.
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=3630.0, auto_decompress=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    edge = Edge(limits=edge_limits or EdgeLimits())
+    if edge_out is not None:
+        edge_out.append(edge)
+    site = EdgeSite(runner, host, port, edge=edge, ssl_context=ssl_context)
     await site.start()
     if ready is not None:
         ready.set()
