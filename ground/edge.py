@@ -167,6 +167,13 @@ class Edge:
 class _Transport(asyncio.Transport):
     """The real transport as aiohttp sees it: notes when aiohttp pauses reading."""
 
+    @property
+    def _sendfile_compatible(self) -> Any:
+        # loop.sendfile reads this first; NotImplementedError makes aiohttp's FileResponse copy
+        # the file through write() (its own fallback), as asyncio's fallback needs the real
+        # transport class and the native path would bypass this wrapper.
+        raise NotImplementedError("sendfile through the edge")
+
     def __init__(self, real: asyncio.Transport, owner: EdgeProtocol) -> None:
         super().__init__()
         self._real, self._owner = real, owner
@@ -463,11 +470,13 @@ async def refusal_middleware(request: web.Request, handler: Any) -> web.StreamRe
         refusal = getattr(request.transport, "refusal", None)
         if refusal is not None and secrets.compare_digest(refusal[0], request.path):
             _, status, code, message = refusal
-            return web.json_response(
+            refused = web.json_response(
                 {"error": code, "message": message, "retryable": status in (408, 503)},
                 status=status,
-                headers={"Connection": "close", "Cache-Control": "no-store"},
+                headers={"Cache-Control": "no-store"},
             )
+            refused.force_close()
+            return refused
     resp: web.StreamResponse = await handler(request)
     return resp
 

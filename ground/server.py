@@ -47,6 +47,7 @@ from protocol.transfer_wire import (
 )
 
 from . import publish
+from .body_limits import BodyGate
 from .db import audit, transaction
 from .edge import Edge, EdgeLimits, EdgeSite, refusal_middleware
 from .home import GroundHome
@@ -87,6 +88,7 @@ class LinkService:
         self.home = home
         self.limiter = limiter or AuthFailureLimiter()
         self.store = UploadStore(home)
+        self.bodies = BodyGate()
         self.receiver = TransferReceiver(
             config, have=self.store.have, quota_for=self._quota, uploads=self.store.load_records()
         )
@@ -112,6 +114,19 @@ class LinkService:
             return json_error(
                 413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
             )
+        with self.bodies.slot(station.name) as admitted:
+            if not admitted:
+                return json_error(
+                    503,
+                    LinkErrorCode.BUSY,
+                    "ground is holding as many request bodies as it allows; retry shortly",
+                    True,
+                    headers={"Retry-After": "1", "Connection": "close"},
+                )
+            return await self._handle_body(request, station.name)
+
+    async def _handle_body(self, request: web.Request, station_name: str) -> web.Response:
+        """Read and process one admitted request body (a BodyGate slot is held)."""
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -123,12 +138,12 @@ class LinkService:
             return json_error(400, LinkErrorCode.BAD_FRAME, "connection lost before the request was whole")
         now = time.time()
         async with self.lock:
-            rid = self.receiver.receive(body, now, station=station.name)
+            rid = self.receiver.receive(body, now, station=station_name)
             await self._drain(now)
             resp = self.receiver.response_for(rid)
         if resp is None:  # pragma: no cover - the receiver always answers once drained
             return json_error(503, LinkErrorCode.BUSY, "no answer from the receiver; retry", True)
-        self._record_traffic(station.name, request, len(body), len(resp))
+        self._record_traffic(station_name, request, len(body), len(resp))
         try:
             frame = decode_response(resp)
         except RemoteProtocolError:  # our own reply: send it as is rather than a 500
