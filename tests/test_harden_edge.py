@@ -50,6 +50,7 @@ async def test_slowloris_heads_time_out_and_one_address_cannot_hold_more_than_it
         elapsed = time.monotonic() - t0
         probe.stop()
         await ptask
+    print(f"\nslowloris: /v1/health worst {probe.worst * 1000:.0f} ms over {probe.n} probes")
     statuses = [status_of(a) for a in answers]
     assert statuses.count(503) == 40 and statuses.count(408) == 20, statuses
     assert all(json_of(a)["error"] in ("busy", "request_timeout") for a in answers)
@@ -120,6 +121,7 @@ async def test_compressed_bodies_are_refused_before_a_byte_is_inflated(cli: Cli,
         probe.stop()
         await ptask
     assert all(st == 415 and body["error"] == "content_encoding_refused" for st, body in results), results
+    print(f"\n10 gzip bombs refused in {took:.2f} s; /v1/health worst {probe.worst * 1000:.0f} ms")
     assert edge.stats.refused_requests == len(results)  # refused at the edge, before aiohttp parsed them
     assert took < 5.0, took  # 10 bombs refused, none inflated (the probe: 12.6 s for 5 of 1 GiB)
     assert probe.worst < 0.5 and probe.failures == 0, (probe.worst, probe.failures)
@@ -219,5 +221,72 @@ async def test_concurrent_link_bodies_are_capped_per_station(cli: Cli, tmp_path:
                 line = await asyncio.wait_for(r.readline(), 0.2)
                 busy += b" 503 " in line
             w.close()
+    print(f"\n40 held 4 MiB bodies: {busy} refused busy, RSS grew {grown:.0f} MiB")
     assert busy >= 40 - 8, busy  # past the station's 8 slots: 503 busy without reading the body
     assert grown < 150, grown  # 8 bodies of 4 MiB, not 40 (generous: allocator and test noise)
+
+
+async def test_a_connection_flood_never_exhausts_descriptors_at_a_low_limit(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """The probe's 20,000 idle connections, scaled to a 512-descriptor `ground serve`: 1,000 from
+    20 addresses. Ground stays inside its budget, never fails an accept(), and still answers."""
+    import subprocess
+    import sys
+
+    from link_support import free_port
+
+    port = free_port()
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ground", "--home", str(tmp_path / "G"), "serve", "--port", str(port)],
+        env=subprocess_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=low_limit,
+    )
+    mine = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(mine[0], min(mine[1], 4096)), mine[1]))
+    held: list[asyncio.StreamWriter] = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as s:
+            for _ in range(200):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with s.get(url + "/v1/health") as r:
+                        if r.status == 200:
+                            break
+                await asyncio.sleep(0.1)
+        for i in range(1000):
+            with contextlib.suppress(OSError):
+                _, w = await asyncio.open_connection(
+                    "127.0.0.1", port, local_addr=(f"127.0.3.{i % 20 + 1}", 0)
+                )
+                held.append(w)
+        await asyncio.sleep(0.5)
+        probe = Probe(url)
+        ptask = asyncio.ensure_future(probe.run())
+        await asyncio.sleep(1.5)
+        probe.stop()
+        await ptask
+        print(f"\n1,000 idle connections at 512 fds: /v1/health worst {probe.worst * 1000:.0f} ms")
+        assert probe.failures == 0 and probe.n >= 5, (probe.failures, probe.n)
+        assert probe.worst < 0.5, probe.worst
+    finally:
+        for w in held:
+            w.close()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        resource.setrlimit(resource.RLIMIT_NOFILE, mine)
+    assert proc.stderr is not None
+    log = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert "accept" not in log and "Too many open files" not in log, log[-2000:]
+    assert "edge: at 256 connections: dropped an idle one" in log
