@@ -46,7 +46,7 @@ from protocol.transfer_wire import (
     decode_response,
 )
 
-from . import publish
+from . import public, publish
 from .body_limits import BodyGate
 from .db import audit, transaction
 from .edge import Edge, EdgeLimits, EdgeSite, refusal_middleware
@@ -335,6 +335,7 @@ def create_app(
         from . import dashboard
     except ImportError:
         dashboard = None  # type: ignore[assignment]
+    public.setup(app, home)
     if dashboard is not None:
         if session_idle_ms is None:
             dashboard.setup(app, home)
