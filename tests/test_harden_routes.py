@@ -69,7 +69,7 @@ async def test_every_route_answers_malformed_oversized_and_slow_input_with_a_4xx
                 seen.append((method, path, status))
                 # Static files and the page are public: a GET of them may be a 200.
                 public = method == "GET" and (
-                    not path.startswith(("/api/", "/metrics", "/log/", "/p/")) or path == "/api/openapi.json"
+                    not path.startswith(("/api/", "/metrics")) or path == "/api/openapi.json"
                 )
                 ok = 400 <= status < 500 or (public and status in (200, 304))
                 assert ok, (method, path, request[:80], answer[:300])
