@@ -233,8 +233,17 @@ def serve(
         Path | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate chain (PEM).")
     ] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="The private key for --tls-cert.")] = None,
+    conns_per_address: Annotated[
+        int,
+        typer.Option(
+            "--conns-per-address",
+            min=1,
+            help="Open connections allowed from one client address (raise it behind a proxy or a large NAT).",
+        ),
+    ] = 64,
 ) -> None:
     """Run the ground service: the station link endpoint, the dashboard and the publisher."""
+    from .edge import EdgeLimits
     from .server import serve as run
     from .tls import TlsFiles, home_files, make_self_signed, server_context
 
@@ -253,7 +262,16 @@ def serve(
     scheme = "https" if ctx is not None else "http"
     console.print(f"ground serving on {scheme}://{host}:{port} (Ctrl-C to stop)")
     try:
-        asyncio.run(run(state.home, host, port, session_idle_ms=session_idle_min * 60_000, ssl_context=ctx))
+        asyncio.run(
+            run(
+                state.home,
+                host,
+                port,
+                session_idle_ms=session_idle_min * 60_000,
+                ssl_context=ctx,
+                edge_limits=EdgeLimits(max_conns_per_addr=conns_per_address),
+            )
+        )
     except OSError as exc:
         raise GroundError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 

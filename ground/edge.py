@@ -29,6 +29,7 @@ connection closes. Counters are in ``Edge.stats`` (tests and the log read them).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 import resource
@@ -145,7 +146,7 @@ class Edge:
 
     def _evict(self) -> bool:
         """Close the oldest connection waiting for a head from the address holding the most."""
-        for addr in sorted(self.by_addr, key=lambda a: len(self.by_addr[a]), reverse=True)[:8]:
+        for addr in heapq.nlargest(8, self.by_addr, key=lambda a: len(self.by_addr[a])):
             idle = [c for c in self.by_addr[addr] if c.evictable]
             if idle:
                 victim = min(idle, key=lambda c: c.opened)
@@ -393,7 +394,10 @@ class EdgeProtocol(asyncio.Protocol):
             if not raw.isdigit() or len(raw) > 15:
                 return 400, "bad_request", "Content-Length is not a number"
             n = int(raw)
-        limit = self.edge.limits.max_body_bytes(parts[1])
+        target = parts[1]
+        if target[:7].lower() in (b"http://", b"https:/"):  # absolute form (RFC 9112 §3.2.2)
+            target = b"/" + target.split(b"/", 3)[-1] if target.count(b"/") >= 3 else b"/"
+        limit = self.edge.limits.max_body_bytes(target)
         if n > limit:
             return 413, "body_too_large", f"request body of {n} bytes; this path takes at most {limit}"
         self.body_left = n

@@ -180,6 +180,9 @@ async def test_pipelined_split_and_keepalive_requests_still_work(tmp_path: Path)
             await asyncio.sleep(0.005)
         assert (await asyncio.wait_for(r.read(), 5)).startswith(b"HTTP/1.1 200")
         w.close()
+        # An absolute-form target is the same path: a 100 kB link frame is not "too large".
+        big = b"POST http://x/v1/link HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 100000\r\n\r\n"
+        assert status_of(await raw(port, big + b"\0" * 100_000)) == 401
         async with aiohttp.ClientSession() as s:
             for _ in range(5):  # one kept-alive connection, several requests
                 async with s.get(url + "/v1/health") as resp:
