@@ -138,7 +138,7 @@ async def test_fragmenting_an_upload_over_the_link_never_stalls_or_500s(cli: Cli
             worst = max(worst, time.perf_counter() - t0)
         print(f"\nat {MAX_RANGES} holes: /v1/health worst {worst * 1000:.0f} ms")
         # The probe saw /v1/health at 0.9 s here; generous regression bound.
-        assert worst < 0.3, worst
+        assert worst < 0.6, worst
         for _ in range(3):
             status, body = await link(encode_request(Open(seq=9, key=key, size_bytes=size, owner="alice")))
             assert status == 200 and isinstance(decode_response(body), Status)

@@ -96,7 +96,7 @@ async def test_every_route_answers_malformed_oversized_and_slow_input_with_a_4xx
     assert all(status_of(a) == 408 for a in answers), [a[:60] for a in answers if status_of(a) != 408]
     assert time.monotonic() - t0 < 5
     assert not [s for s in seen if s[2] >= 500]
-    assert probe.failures == 0 and probe.worst < 0.5, (probe.failures, probe.worst)
+    assert probe.failures == 0 and probe.worst < 1.5, (probe.failures, probe.worst)
     assert edge.stats.head_timeouts == len(EVERY)
 
 
