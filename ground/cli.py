@@ -241,11 +241,26 @@ def serve(
             help="Open connections allowed from one client address (raise it behind a proxy or a large NAT).",
         ),
     ] = 64,
+    public_base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-base-url",
+            envvar="ORBITPOST_PUBLIC_BASE_URL",
+            help="Public URL reaching this server's /public/media/ (Instagram and Threads fetch photos there).",
+        ),
+    ] = None,
 ) -> None:
     """Run the ground service: the station link endpoint, the dashboard and the publisher."""
     from .edge import EdgeLimits
     from .server import serve as run
     from .tls import TlsFiles, home_files, make_self_signed, server_context
+
+    if public_base_url is not None:
+        from .public_media import set_base_url
+
+        console.print(
+            f"photos for Instagram/Threads served under {set_base_url(state.home.root, public_base_url)}/public/media/"
+        )
 
     ctx = None
     if tls_cert is not None or tls_key is not None:
@@ -314,11 +329,18 @@ def demo(
     port: Annotated[
         int | None, typer.Option("--port", help="Port for ground serve (default: a free one).")
     ] = None,
+    with_fakes: Annotated[
+        bool,
+        typer.Option(
+            "--with-fakes",
+            help="Also publish the photo post to X, LinkedIn, Flickr… on local fakes written from their docs.",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole path locally: keys, posts with a real photo, bundles, verification, publishing."""
     from .demo import run_demo
 
-    run_demo(root, keep_serving=serve, port=port)
+    run_demo(root, keep_serving=serve, port=port, with_fakes=with_fakes)
 
 
 def main() -> None:
