@@ -290,7 +290,9 @@ async def sync(
             elif isinstance(ev, LinkFatal):
                 fatal = ev
 
-    connector = _WatchedConnector(limit=sender.config.window + 2, keepalive_timeout=KEEPALIVE_S)
+    connector = _WatchedConnector(
+        limit=sender.config.window + 2, keepalive_timeout=KEEPALIVE_S, ssl=cfg.ssl()
+    )
     async with aiohttp.ClientSession(connector=connector) as session:
         try:
             while not stop.is_set():

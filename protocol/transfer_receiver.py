@@ -321,6 +321,21 @@ class TransferReceiver:
         if rec.state is not UploadState.RECEIVING:
             self._status(p, rec)  # already whole: a late duplicate changes nothing
             return
+        pieces = rec.ranges.count_after_add(req.offset, req.offset + n)
+        if pieces > MAX_RANGES and pieces > len(rec.ranges):
+            # Checked before a byte is written or acknowledged, so the upload's ranges never
+            # grow past what a STATUS can carry (issue 16: they did, and every later OPEN
+            # of that upload failed).
+            self._error(
+                rid,
+                station,
+                req.seq,
+                LinkErrorCode.BAD_OFFSET,
+                f"chunk [{req.offset}, {req.offset + n}) would leave {req.key.name} in more than "
+                f"{MAX_RANGES} pieces; send the chunks that fill its holes first",
+                False,
+            )
+            return
         rec.updated = now
         # Only the bytes ground lacks are written: a duplicate chunk never rewrites stored data.
         for s, e in rec.ranges.gaps(req.offset, req.offset + n):
@@ -347,16 +362,20 @@ class TransferReceiver:
         rec = self._uploads.get((p.station, p.key))
         if rec is None:
             return
+        grown = RangeSet(rec.ranges)
         for s, e in p.writes:
-            rec.ranges.add(s, e)
+            grown.add(s, e)
         p.writes = []
-        rec.updated = now
-        if len(rec.ranges) > MAX_RANGES:
-            # Pathological fragmentation: refuse to grow further rather than bloat replies.
+        if len(grown) > MAX_RANGES:
+            # Another request fragmented the upload between the check in _chunk and now (a
+            # driver that does not serialise requests): the bytes are stored but not
+            # acknowledged, so the sender sends them again later; the ranges stay bounded.
             self._error(
                 rid, p.station, p.seq, LinkErrorCode.BAD_OFFSET, "too many holes in this upload", False
             )
             return
+        rec.ranges = grown
+        rec.updated = now
         self._events.append(UploadChanged(record=_snapshot(rec)))
         self._maybe_commit(rid, rec)
 
@@ -427,6 +446,11 @@ class TransferReceiver:
 
     def _status(self, p: _Pending, rec: UploadRecord) -> None:
         ranges = RangeSet(rec.ranges)
+        if len(ranges) > MAX_RANGES:
+            # Only a record stored before the limit was enforced can get here. Reporting less
+            # than ground holds is safe (the sender resends, ground writes only its gaps);
+            # a STATUS the sender cannot decode is not.
+            ranges = RangeSet(list(ranges)[: MAX_RANGES - 1])
         self._reply(
             p.rid,
             Status(
