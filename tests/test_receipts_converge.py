@@ -60,7 +60,9 @@ def assert_converged(gconn: sqlite3.Connection, qconn: sqlite3.Connection) -> No
     for item_id, account, state in gconn.execute("SELECT item_id, account, state FROM publications"):
         ground.setdefault(item_id, {})[account] = onboard_state(state)
     for item_id, accounts in ground.items():
-        mine = dict(qconn.execute("SELECT target, state FROM deliveries WHERE item_id = ?", (item_id,)).fetchall())
+        mine = dict(
+            qconn.execute("SELECT target, state FROM deliveries WHERE item_id = ?", (item_id,)).fetchall()
+        )
         assert mine == accounts, item_id
         (status,) = qconn.execute("SELECT status FROM items WHERE id = ?", (item_id,)).fetchone()
         assert status == post_status(set(accounts.values())), item_id
@@ -171,7 +173,9 @@ async def test_clock_stepping_back_through_the_real_publisher(cli: Cli, tmp_path
     since = 0
     for step, now in enumerate((5_000, 3_000, 3_000, 4_000)):
         for k in range(3):
-            cli.onboard("post", "--as", "alice", "--to", "archive:alice,archive:alice2", f"step {step} post {k}")
+            cli.onboard(
+                "post", "--as", "alice", "--to", "archive:alice,archive:alice2", f"step {step} post {k}"
+            )
         out = tmp_path / f"out{step}"
         cli.onboard("export", str(out))
         for f in sorted(out.iterdir()):
