@@ -182,6 +182,8 @@ def show_queue() -> None:
                 what += f" (at {_fmt_time(it.publish_at_ms)})"
         else:
             what = f"{it.kind.name.lower()} {it.target_id}"
+            if q.detail:  # what ground did with it, in its words (docs/PROTOCOL.md §9.2)
+                what += f": {q.detail}"
         accounts = "\n".join(
             f"{t}: {show(st, it.id)}" + (f" {url}" if url else "") + (f" ({det})" if det else "")
             for t, st, url, det in queue.deliveries(conn, it.id)

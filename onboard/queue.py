@@ -1,7 +1,11 @@
 """The onboard queue: signed items waiting to leave, and what became of them (SQLite).
 
 Each item is stored already signed, so what leaves the laptop is exactly what the astronaut
-approved; status moves queued → exported/sending → received → published/failed per target.
+approved. Per target, a delivery moves queued → exported/sending → received → what ground
+says (published, failed, rejected, cancelled, retracting → retracted | retract_failed), from
+signed receipts (onboard/receipts.py); a post's status sums its deliveries up
+(``receipts.post_status``). A cancel or retract item ends 'done' or 'refused' with ground's
+words in ``detail``.
 """
 
 from __future__ import annotations
@@ -135,7 +139,12 @@ def deliveries(conn: sqlite3.Connection, item_id: str) -> list[tuple[str, str, s
     """(target, state, url, detail) per account; for Bluesky the url is followed by the post's
     at:// URI (its web address depends on the service, the URI does not)."""
     return [
-        (t, st, url if not rid or not rid.startswith("at://") else f"{url or ''} {rid}".strip(), det)
+        (
+            t,
+            st,
+            url if not rid or not rid.startswith("at://") or url == rid else f"{url or ''} {rid}".strip(),
+            det,
+        )
         for t, st, url, det, rid in conn.execute(
             "SELECT target, state, url, detail, remote_id FROM deliveries WHERE item_id = ? ORDER BY target",
             (item_id,),

@@ -277,3 +277,60 @@ def test_bad_receipts_requests_are_refused(bad: list[object]) -> None:
 
     with pytest.raises(RemoteProtocolError):
         decode_request(pack(bad))
+
+
+# --- Bluesky: the at:// URI is kept, the web URL comes from a per-service setting ---------------
+
+
+def test_bluesky_web_url_per_service(cli: Cli) -> None:
+    from ground.platforms.bluesky import post_url, web_apps
+
+    root = cli.ground_home
+    uri = "at://did:plc:abc/app.bsky.feed.post/3kxyz"
+    apps = web_apps(root)
+    assert apps == {"https://bsky.social": "https://bsky.app"}  # the default, and only that
+    assert post_url(apps.get("https://bsky.social"), "a.bsky.social", "3kxyz", uri) == (
+        "https://bsky.app/profile/a.bsky.social/post/3kxyz"
+    )
+    # Another PDS has no web app: the post's URL is its at:// URI, never a bsky.app link.
+    assert post_url(apps.get("https://pds.example.org"), "a.example.org", "3kxyz", uri) == uri
+    cli.ground("account", "bluesky-web", "https://pds.example.org/", "https://social.example.org/")
+    assert web_apps(root)["https://pds.example.org"] == "https://social.example.org"
+    cli.ground("account", "bluesky-web", "https://bsky.social")  # none: at:// URIs only
+    assert "https://bsky.social" not in web_apps(root)
+    bad = cli.ground("account", "bluesky-web", "pds.example.org", ok=False)
+    assert bad.exit_code == 1
+
+
+def test_onboard_shows_the_at_uri_beside_the_url(tmp_path: Path) -> None:
+    q = queue.connect(tmp_path / "q.db")
+    i = new_ulid(1_790_000_000_000, b"\x05" * 10)
+    q.execute(
+        "INSERT INTO items (id, kind, author, body, key_id, signature, created_ms, status) "
+        "VALUES (?, 'post', 'alice', x'00', x'00', x'00', 0, 'sending')",
+        (i,),
+    )
+    q.execute(
+        "INSERT INTO deliveries (item_id, target, state) VALUES (?, 'bluesky:a.example.org', 'sending')", (i,)
+    )
+    uri = "at://did:plc:abc/app.bsky.feed.post/3kxyz"
+    doc = sign_receipts(
+        GROUND,
+        1,
+        [
+            PublicationReceipt(
+                item_id=i,
+                account="bluesky:a.example.org",
+                state="published",
+                url=uri,
+                error=None,
+                seq=3,
+                remote_id=uri,
+            )
+        ],
+    )
+    apply_document(q, verify_receipts(doc, GROUND.public_key))
+    assert queue.deliveries(q, i) == [("bluesky:a.example.org", "published", uri, None)]
+    q.execute("UPDATE deliveries SET url = 'https://bsky.app/profile/a/post/3kxyz'")
+    assert queue.deliveries(q, i)[0][2] == f"https://bsky.app/profile/a/post/3kxyz {uri}"
+    q.close()

@@ -73,6 +73,7 @@ def set_web_app(home_root: Path, service_url: str, web_url: str | None) -> None:
     if not isinstance(saved, dict):
         saved = {}
     saved[service_url.rstrip("/")] = None if web_url is None else web_url.rstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(saved, indent=1, sort_keys=True).encode())
 
 
