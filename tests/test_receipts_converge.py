@@ -334,3 +334,19 @@ def test_onboard_shows_the_at_uri_beside_the_url(tmp_path: Path) -> None:
     q.execute("UPDATE deliveries SET url = 'https://bsky.app/profile/a/post/3kxyz'")
     assert queue.deliveries(q, i)[0][2] == f"https://bsky.app/profile/a/post/3kxyz {uri}"
     q.close()
+
+
+def test_a_database_from_before_the_change_log_gets_every_row_stamped(tmp_path: Path) -> None:
+    g, ids = _pair(tmp_path, 3, ("archive:alice",))
+    g.execute("UPDATE publications SET state = 'published'")
+    for (name,) in g.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'changes_%'"
+    ).fetchall():
+        g.execute(f"DROP TRIGGER {name}")
+    g.execute("DROP TABLE changes")  # as an earlier release left it
+    g.close()
+    g = ground_db.connect(tmp_path / "ground.db")
+    q = queue.connect(tmp_path / "q.db")
+    drain(g, q, 0, station="iss")
+    assert_converged(g, q)
+    assert {s for (s,) in q.execute("SELECT status FROM items")} == {"published"}
