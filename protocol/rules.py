@@ -32,10 +32,19 @@ from .model import Post, parse_target
 _GRAPHEME = regex.compile(r"\X")
 # What the platforms link: an http(s) URL up to whitespace, without trailing punctuation
 # (so "see https://x.org." links "https://x.org"). Bare domains are not counted as URLs.
-URL_RE = regex.compile(r"https?://[^\s<>\"]+[^\s<>\".,;:!?)\]}'*]")
+URL_RE = regex.compile(r"https?://[^\s<>\"]+[^\s<>\".,;:!?)\]}'*]", regex.IGNORECASE)
 # Mastodon's account mention: @user or @user@domain, not inside a word.
 _MASTODON_MENTION = regex.compile(r"(?<![\w/@])@(\w+)(?:@[\w.-]+\w)?", regex.ASCII)
-_EMOJI = regex.compile(r"\p{Extended_Pictographic}|\p{Regional_Indicator}")
+# An emoji as twitter-text's parser (twemoji) finds one: a flag, a keycap, a tag sequence, or
+# pictographs (each with its variation selector or skin tone) joined by ZWJ. It weighs 200
+# whole; every code point outside one weighs by _X_LIGHT_RANGES, a stray ZWJ or U+FE0F too.
+_X_EMOJI = regex.compile(
+    r"\p{Regional_Indicator}{2}"
+    r"|[#*0-9]\ufe0f?\u20e3"
+    r"|\U0001F3F4[\U000E0020-\U000E007E]+\U000E007F"
+    r"|\p{Extended_Pictographic}(?:\ufe0f|\p{Emoji_Modifier})?"
+    r"(?:\u200d\p{Extended_Pictographic}(?:\ufe0f|\p{Emoji_Modifier})?)*"
+)
 # twitter-text v3 (config/v3.json): these code point ranges weigh 100, the rest 200.
 _X_LIGHT_RANGES = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
 
@@ -131,7 +140,11 @@ def _clusters(text: str) -> list[str]:
 
 def mastodon_length(text: str, url_length: int = 23) -> int:
     """Mastodon's count: graphemes, each URL as ``url_length``, ``@user@domain`` as ``@user``."""
-    replaced = URL_RE.sub("x" * url_length, text)
+    pieces, pos = [], 0
+    for start, end in _url_spans(text):
+        pieces += [text[pos:start], "x" * url_length]
+        pos = end
+    replaced = "".join(pieces) + text[pos:]
     replaced = _MASTODON_MENTION.sub(lambda m: "@" + str(m.group(1)), replaced)
     return graphemes(replaced)
 
@@ -141,24 +154,38 @@ def x_weighted_length(text: str, url_length: int = 23) -> int:
     text = unicodedata.normalize("NFC", text)
     total = 0
     pos = 0
-    for m in URL_RE.finditer(text):
-        total += _x_plain_weight(text[pos : m.start()])
+    for start, end in _url_spans(text):
+        total += _x_plain_weight(text[pos:start])
         total += url_length * 100
-        pos = m.end()
+        pos = end
     total += _x_plain_weight(text[pos:])
     return (total + 99) // 100
 
 
+def _url_spans(text: str) -> list[tuple[int, int]]:
+    """Where the URLs are, as twitter-text (and Mastodon, which uses it) delimits them: a
+    closing parenthesis that balances one inside the URL belongs to it (…/Mercury_(planet))."""
+    out = []
+    for m in URL_RE.finditer(text):
+        end = m.end()
+        url = m.group(0)
+        while end < len(text) and text[end] == ")" and url.count("(") > url.count(")"):
+            url += ")"
+            end += 1
+        out.append((m.start(), end))
+    return out
+
+
 def _x_plain_weight(text: str) -> int:
-    weight = 0
-    for cluster in _clusters(text):
-        if _EMOJI.search(cluster):
-            weight += 200  # a whole emoji sequence (ZWJ, flags, skin tones) counts as 2
-            continue
-        for ch in cluster:
-            cp = ord(ch)
-            weight += 100 if any(lo <= cp <= hi for lo, hi in _X_LIGHT_RANGES) else 200
-    return weight
+    weight, pos = 0, 0
+    for m in _X_EMOJI.finditer(text):
+        weight += _x_code_points(text[pos : m.start()]) + 200
+        pos = m.end()
+    return weight + _x_code_points(text[pos:])
+
+
+def _x_code_points(text: str) -> int:
+    return sum(100 if any(lo <= ord(ch) <= hi for lo, hi in _X_LIGHT_RANGES) else 200 for ch in text)
 
 
 def text_length(text: str, rules: PlatformRules) -> int:
