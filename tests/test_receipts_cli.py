@@ -319,9 +319,8 @@ def _converge_through_linkemu(
     states = g.execute("SELECT state, COUNT(*) FROM publications GROUP BY state").fetchall()
     (last_ms,) = g.execute("SELECT MAX(published_ms) FROM publications").fetchone()
     g.close()
-    print(
-        f"ground published the last one {last_ms / 1000 - (time.time() - (done - los_end) - (time.monotonic() - done)):.1f} s after the link returned"
-    )
+    link_back = time.time() - (time.monotonic() - los_end)  # the same moment, by the wall clock
+    print(f"\nground published the last one {last_ms / 1000 - link_back:.1f} s after the link returned")
     assert states == [("published", posts * 2)], states  # all of them, exactly once each
     return done - los_end
 
