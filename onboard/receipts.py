@@ -61,12 +61,6 @@ def awaiting_receipts(conn: sqlite3.Connection) -> int:
     return int(n) + int(k)
 
 
-def receipts_wanted(conn: sqlite3.Connection) -> bool:
-    """Worth a receipts request: something awaits one, or this laptop has never had one (it
-    learns the astronauts' enrolled accounts from it)."""
-    return awaiting_receipts(conn) > 0 or link.get_state(conn, CURSOR_KEY, "") == ""
-
-
 def cursor(conn: sqlite3.Connection) -> int:
     link.ensure_schema(conn)
     return int(link.get_state(conn, CURSOR_KEY, "0") or 0)

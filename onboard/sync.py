@@ -45,7 +45,6 @@ from .receipts import (
     awaiting_receipts,
     claims,
     cursor,
-    receipts_wanted,
     verify_document,
 )
 
@@ -306,7 +305,7 @@ async def sync(
                     scan(now)
                     next_scan = now + rescan_s
                 if not receipts_pending and poll.due(now):
-                    if receipts_wanted(conn):
+                    if awaiting_receipts(conn):
                         sender.request_receipts(cursor(conn), claims(conn))
                         receipts_pending, receipts_changed = True, 0
                         poll.next_at = now + poll.interval_s  # if the answer never comes
