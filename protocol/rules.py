@@ -42,9 +42,11 @@ _X_EMOJI = regex.compile(
     r"\p{Regional_Indicator}{2}"
     r"|[#*0-9]\ufe0f?\u20e3"
     r"|\U0001F3F4[\U000E0020-\U000E007E]+\U000E007F"
-    r"|\p{Extended_Pictographic}(?:\ufe0f|\p{Emoji_Modifier})?"
-    r"(?:\u200d\p{Extended_Pictographic}(?:\ufe0f|\p{Emoji_Modifier})?)*"
+    r"|\p{Extended_Pictographic}(?:\p{Emoji_Modifier}|(?<=[\u0000-\uffff])\ufe0f|\ufe0f(?=\u200d))?"
+    r"(?:\u200d\p{Extended_Pictographic}(?:\p{Emoji_Modifier}|(?<=[\u0000-\uffff])\ufe0f|\ufe0f(?=\u200d))?)*"
 )
+# (A U+FE0F after an astral pictograph that already shows as emoji, 🚀️, is its own character
+# for twitter-text unless a ZWJ sequence goes on; after a BMP one, ☕️, it belongs to it.)
 # twitter-text v3 (config/v3.json): these code point ranges weigh 100, the rest 200.
 _X_LIGHT_RANGES = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
 
