@@ -8,7 +8,7 @@ reason and its file is left untouched.
 A bundle is refused whole only for what makes all of it untrustworthy (signatures, hashes,
 format, replay). A policy failure of one post, an account its author is not enrolled for,
 refuses that (post, account) alone: its publication is recorded 'rejected' with the code
-and reason, and every other one goes on (docs/PROTOCOL.md §15).
+and reason, and every other one goes on (docs/PROTOCOL.md §16).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from protocol.codecs import DEFAULT_DECODERS, Decoder
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.model import Cancel, Retract
 
+from . import db
 from .db import audit, transaction
 from .enroll import accounts_of, keyring
 from .errors import BundleRejected
@@ -99,7 +100,7 @@ def _check_policy(conn: sqlite3.Connection, vb: VerifiedBundle) -> None:
 
 
 def refusal(conn: sqlite3.Connection, author: str, account: str) -> str | None:
-    """Why ``author`` may not publish to ``account`` here (code and reason), or None (§15)."""
+    """Why ``author`` may not publish to ``account`` here (code and reason), or None (§16)."""
     if account in accounts_of(conn, author):
         return None
     return (
@@ -152,7 +153,7 @@ def ingest_bytes(
         for v in vb.items:
             it = v.item
             conn.execute(
-                "INSERT INTO items (id, bundle_id, kind, author, key_id, body, signature, statement, "
+                "INSERT INTO items (id, bundle_id, kind, author, key_id, body, signature, statement_sha256, "
                 "created_ms, publish_at_ms, target_id, received_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     it.id,
@@ -162,7 +163,7 @@ def ingest_bytes(
                     v.signed.key_id,
                     v.signed.body,
                     v.signed.signature,
-                    v.signed.statement or None,
+                    db.store_statement(conn, v.signed.statement),
                     it.created_ms,
                     it.publish_at_ms if isinstance(it, Post) else None,
                     None if isinstance(it, Post) else it.target_id,

@@ -44,7 +44,7 @@ from protocol.transfer_wire import (
     decode_response,
 )
 
-from . import publish
+from . import public, publish
 from .db import audit, transaction
 from .home import GroundHome
 from .ratelimit import AuthFailureLimiter
@@ -284,10 +284,14 @@ def create_app(
     app[LINK_KEY] = LinkService(home, receiver_config, auth_limiter)
     app.router.add_post("/v1/link", app[LINK_KEY].handle)
     app.router.add_get("/v1/health", _health)
+    from . import public_media  # photos Instagram/Threads fetch (issue 13)
+
+    public_media.setup(app, home)
     try:
         from . import dashboard
     except ImportError:
         dashboard = None  # type: ignore[assignment]
+    public.setup(app, home)
     if dashboard is not None:
         if session_idle_ms is None:
             dashboard.setup(app, home)

@@ -14,6 +14,7 @@ from rich.table import Table
 from protocol import Post, ProtocolError
 from protocol.capabilities import Capabilities
 from protocol.model import Cancel, Retract
+from protocol.rules import fidelity_summary
 
 from . import keystore, queue
 from .compose import PhotoInput, compose_command, compose_post, targets_note
@@ -125,6 +126,10 @@ def post(
         publish_at_ms=_parse_at(at),
     )
     console.print(f"queued {p.id} for {', '.join(p.targets)}")
+    # Said before a byte is sent: which platforms publish the photo bytes as signed (issue 13).
+    said = fidelity_summary(p.targets, len(p.media))
+    if said:
+        console.print(said, markup=False)
     note = targets_note(conn, author)
     if note:
         err_console.print(note, markup=False)

@@ -98,7 +98,7 @@ class SyncResult:
     failures: int
     duration_s: float
     pending_items: int
-    # "ITEM → account: reason" for each delivery ground refused (per-item rejection, §15).
+    # "ITEM → account: reason" for each delivery ground refused (per-item rejection, §16).
     refused: tuple[str, ...] = ()
 
 

@@ -12,45 +12,19 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import regex
 
 from protocol.ids import ulid_to_bytes
-from protocol.rules import graphemes
+
+from . import richtext
+from .richtext import Span
 
 TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 TID_RE = regex.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
 POST_COLLECTION = "app.bsky.feed.post"
-
-# Handle syntax (atproto.com/specs/handle), after an '@' that starts a word.
-MENTION_RE = regex.compile(
-    r"(?<=^|[\s(])@((?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)"
-)
-# The rules below are those of Bluesky's own client library, @atproto/api 0.21's
-# RichText.detectFacets (rich-text/util.js and detection.js), checked against it by
-# tests/test_official_clients.py. A link: http(s):// after a start, a space or '(', up to
-# the next space; one trailing [.,;:!?] is dropped, then a ')' when the URL has no '('
-# (so `…/Mercury_(planet)` keeps its ')' and `(see https://x.org/a)` does not).
-# JavaScript's \s and \S (ECMAScript WhiteSpace and LineTerminator, with U+FEFF), not Python's;
-# JavaScript's \d is ASCII only.
-_WS = r"\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
-LINK_RE = regex.compile(rf"(?:^|(?<=[{_WS}(]))(https?://[^{_WS}]+)", regex.IGNORECASE)
-# A hashtag: '#' starting a word, then a tag that is not only digits and punctuation;
-# trailing punctuation is not part of it.
-_TAG_SKIP = r"\u00ad\u2060\u200a\u200b\u200c\u200d\u20e2"
-HASHTAG_RE = regex.compile(
-    rf"(?:^|(?<=[{_WS}]))[#＃]((?!\ufe0f)[^{_WS}{_TAG_SKIP}]*[^0-9{_WS}\p{{P}}{_TAG_SKIP}]+[^{_WS}{_TAG_SKIP}]*)?"
-)
-# A cashtag: '$' and 1-5 letters/digits starting with a letter, tagged as "$TICKER".
-CASHTAG_RE = regex.compile(
-    rf"(?:^|(?<=[{_WS}(]))\$([A-Za-z][A-Za-z0-9]{{0,4}})(?=[{_WS}]|\Z|[.,;:!?)\"'\u2019])"
-)
-_TRAILING_PUNCT = regex.compile(r"\p{P}+\Z")
-MAX_TAG_GRAPHEMES = 64
-MAX_TAG_BYTES = 640
 
 
 def tid_from_int(n: int) -> str:
@@ -81,55 +55,9 @@ def datetime_ms(ms: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Span:
-    kind: str  # 'link' | 'mention' | 'tag'
-    value: str  # uri, handle or tag
-    byte_start: int
-    byte_end: int
-
-
-def _byte_offset(text: str, index: int) -> int:
-    return len(text[:index].encode("utf-8"))
-
-
 def find_spans(text: str) -> list[Span]:
-    """Links, @mentions and #hashtags in ``text`` with UTF-8 byte offsets, in text order."""
-    spans: list[Span] = []
-    taken: list[tuple[int, int]] = []
-
-    def add(kind: str, value: str, start: int, end: int) -> None:
-        if any(s < end and start < e for s, e in taken):
-            return  # inside a link already (e.g. a '#fragment')
-        taken.append((start, end))
-        spans.append(
-            Span(
-                kind=kind, value=value, byte_start=_byte_offset(text, start), byte_end=_byte_offset(text, end)
-            )
-        )
-
-    for m in LINK_RE.finditer(text):
-        uri, end = m.group(1), m.end()
-        if not uri.startswith("http"):
-            continue  # HTTPS:// in capitals: the official library links none (it checks case)
-        if uri[-1] in ".,;:!?":
-            uri, end = uri[:-1], end - 1
-        if uri.endswith(")") and "(" not in uri:
-            uri, end = uri[:-1], end - 1
-        add("link", uri, m.start(), end)
-    for m in MENTION_RE.finditer(text):
-        add("mention", m.group(1).lower(), m.start(), m.end())
-    for m in HASHTAG_RE.finditer(text):
-        tag = _TRAILING_PUNCT.sub("", (m.group(1) or "").strip())
-        # The byte limit is the lexicon's (maxLength 640): the official library does not check
-        # it and its record would be refused; here such a tag stays plain text.
-        if not tag or graphemes(tag) > MAX_TAG_GRAPHEMES or len(tag.encode()) > MAX_TAG_BYTES:
-            continue
-        add("tag", tag, m.start(), m.start() + 1 + len(tag))
-    for m in CASHTAG_RE.finditer(text):
-        add("tag", "$" + m.group(1).upper(), m.start(), m.end())
-    spans.sort(key=lambda s: s.byte_start)
-    return spans
+    """Links, @mentions and #hashtags in ``text`` with UTF-8 byte offsets, as the Bluesky app finds them."""
+    return richtext.detect(text)
 
 
 def facets(spans: list[Span], dids: dict[str, str]) -> list[dict[str, Any]]:
