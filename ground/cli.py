@@ -294,7 +294,9 @@ def serve(
 @app.command()
 def receipts(
     out: Annotated[Path, typer.Option("--out", help="Write the signed receipts document here.")],
-    since: Annotated[int, typer.Option("--since", help="Only changes at or after this time (ms).")] = 0,
+    since: Annotated[
+        int, typer.Option("--since", help="Only changes after this change number (docs/PROTOCOL.md §9).")
+    ] = 0,
     station: Annotated[
         str | None,
         typer.Option("--station", help="Only what this station uploaded over the live link (default: all)."),

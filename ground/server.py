@@ -182,7 +182,7 @@ class LinkService:
                 elif isinstance(ev, ReceiptsWanted):
                     # A station hears only of what it uploaded itself (docs §9).
                     doc, nxt, more = build_document(
-                        self.home, ev.since_ms, _now_ms(), ev.limit, station=ev.station
+                        self.home, ev.since, _now_ms(), ev.limit, station=ev.station, claims=ev.claims
                     )
                     r.receipts_ready(ev.rid, doc, nxt, more)
                 elif isinstance(ev, UploadExpired):

@@ -17,7 +17,7 @@ from protocol.model import Cancel, Retract
 from protocol.rules import fidelity_summary
 
 from . import keystore, queue
-from .compose import PhotoInput, compose_command, compose_post
+from .compose import PhotoInput, compose_command, compose_post, targets_note
 from .errors import OnboardError
 from .export import CURRENT_GROUND, export_queue
 from .home import Home
@@ -185,9 +185,10 @@ def post(
         )
     targets = [t.strip() for chunk in to for t in chunk.split(",") if t.strip()]
     photos = [PhotoInput(path=p, alt=alt[i] if i < len(alt) else "") for i, p in enumerate(photo)]
+    conn = _conn()
     p = compose_post(
         state.home,
-        _conn(),
+        conn,
         author=author,
         text=text,
         targets=targets,
@@ -199,12 +200,18 @@ def post(
     said = fidelity_summary(p.targets, len(p.media))
     if said:
         console.print(said, markup=False)
+    note = targets_note(conn, author)
+    if note:
+        err_console.print(note, markup=False)
 
 
 @app.command()
 def cancel(post_id: str) -> None:
     """Cancel a queued or scheduled post before it is published (signed, carried like a post)."""
     cmd = compose_command(state.home, _conn(), kind=Cancel, target_id=post_id)
+    if isinstance(cmd, Post):  # ground never accepted it (its bundle was refused): cleared here
+        console.print(f"cancelled {cmd.id} on this laptop; ground never had it")
+        return
     console.print(f"queued cancel {cmd.id} of {post_id.upper()}")
 
 
@@ -250,6 +257,8 @@ def show_queue() -> None:
                 what += f" (at {_fmt_time(it.publish_at_ms)})"
         else:
             what = f"{it.kind.name.lower()} {it.target_id}"
+            if q.detail:  # what ground did with it, in its words (docs/PROTOCOL.md §9.2)
+                what += f": {q.detail}"
         accounts = "\n".join(
             f"{t}: {show(st, it.id)}" + (f" {url}" if url else "") + (f" ({det})" if det else "")
             for t, st, url, det in queue.deliveries(conn, it.id)
@@ -350,6 +359,18 @@ def sync(
         f"{result.receipts} receipt(s); {result.request_bytes:,} bytes sent in {result.requests} request(s), "
         f"{result.failures} retried"
     )
+    if result.refused or result.rejected:
+        # One line the astronaut can act on; `onboard queue` has each reason and its remedy.
+        what = "; ".join(result.refused[:3]) + (
+            f"; and {len(result.refused) - 3} more" if len(result.refused) > 3 else ""
+        )
+        err_console.print(
+            f"error: ground refused {len(result.refused) + result.rejected} thing(s) sent: "
+            f"{what or 'see onboard queue'} — see `onboard queue` for what resolves each",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise SystemExit(1)
 
 
 @app.command()

@@ -20,7 +20,7 @@ from . import queue
 from .errors import PostRejected, QueueError
 from .home import Home
 from .keystore import load_key
-from .receipts import known_rules
+from .receipts import enrolled_accounts, known_rules
 
 # One photo larger than this is refused onboard: no platform we publish to takes more,
 # and on a 10 kbit/s link it would block the queue for hours.
@@ -113,6 +113,7 @@ def compose_post(
             raise PostRejected(str(exc)) from exc
     if len(set(targets)) != len(targets):
         raise PostRejected("the same target account is given twice")
+    check_enrolled(conn, author, targets)
     loaded = [(_read_photo(p, min(max_media_bytes, DEFAULT_LIMITS.max_blob_bytes)), p) for p in photos]
     now = _created_ms(conn, author)
     media = tuple(
@@ -143,6 +144,31 @@ def compose_post(
     return post
 
 
+def check_enrolled(conn: sqlite3.Connection, author: str, targets: list[str]) -> None:
+    """Refuse a target ``author`` is not enrolled for on ground, as the last signed receipts
+    said (``enrolled_accounts``); before any said, nothing is refused (see ``targets_note``)."""
+    known = enrolled_accounts(conn, author)
+    if known is None:
+        return
+    unknown = [t for t in targets if t not in known]
+    if unknown:
+        valid = ", ".join(known) if known else "none"
+        raise PostRejected(
+            f"{author} is not enrolled on ground for {', '.join(unknown)}; enrolled accounts: {valid} "
+            f"(as ground last said in receipts; an operator adds one with `ground enroll {author} --account …`)"
+        )
+
+
+def targets_note(conn: sqlite3.Connection, author: str) -> str | None:
+    """What to tell the astronaut when the targets could not be checked, or None."""
+    if enrolled_accounts(conn, author) is None:
+        return (
+            f"note: ground has not yet said which accounts {author} is enrolled for (it will in the next "
+            "receipts), so the targets are unchecked; ground refuses any it does not know, alone"
+        )
+    return None
+
+
 def check_rules(post: Post, conn: sqlite3.Connection | None = None) -> None:
     """Refuse onboard what a target platform would refuse, with the per-account limits ground
     sent in signed receipts (a Mastodon instance's own) where known, else the defaults."""
@@ -164,6 +190,10 @@ def compose_command(
     target = queue.get(conn, target_id)
     if target is None or not isinstance(target.item, Post):
         raise QueueError(f"no post {target_id} in this queue (see `onboard queue`)")
+    if target.status == "rejected" and not _ground_has(conn, target.item.id):
+        # Its whole bundle was refused: ground has nothing to cancel, so clear it here.
+        queue.cancel_locally(conn, target.item.id)
+        return target.item
     if key is None:
         key = load_key(home, target.item.author)
     now = _created_ms(conn, target.item.author)
@@ -172,3 +202,11 @@ def compose_command(
     )
     queue.add_item(conn, sign_item(key, cmd), cmd)
     return cmd
+
+
+def _ground_has(conn: sqlite3.Connection, item_id: str) -> bool:
+    """Whether any receipt ever showed ground holding this post."""
+    row = conn.execute(
+        "SELECT 1 FROM deliveries WHERE item_id = ? AND ground_seq IS NOT NULL", (item_id,)
+    ).fetchone()
+    return row is not None

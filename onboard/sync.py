@@ -38,10 +38,18 @@ from protocol.transfer_wire import TransferKind, UploadState
 from . import link, link_status, queue
 from .errors import OnboardError
 from .home import Home
-from .receipts import ReceiptsPoll, apply_document, awaiting_receipts, verify_document
+from .receipts import (
+    CURSOR_KEY,
+    ReceiptsPoll,
+    apply_document,
+    awaiting_receipts,
+    claims,
+    cursor,
+    verify_document,
+)
 
 FRAME_TYPE = "application/x-orbitpost-frame"
-RECEIPTS_CURSOR = "receipts_since_ms"
+RECEIPTS_CURSOR = CURSOR_KEY  # a change seq (docs/PROTOCOL.md §9)
 # A post after a quiet spell should not wait a round trip for a TCP handshake (0.6 s through
 # a GEO relay), so `sync --watch` keeps one connection to ground open: idle, it costs no bytes.
 # aiohttp's default keep-alive is 15 s; an hour stays under ground's keepalive_timeout
@@ -74,6 +82,7 @@ class SyncStatus:
     rejected: int = 0
     receipts: int = 0
     items_received: int = 0
+    refused: list[str] = field(default_factory=list)  # deliveries ground refused, from receipts
     started: float = field(default_factory=time.monotonic)
 
 
@@ -89,6 +98,8 @@ class SyncResult:
     failures: int
     duration_s: float
     pending_items: int
+    # "ITEM → account: reason" for each delivery ground refused (per-item rejection, §16).
+    refused: tuple[str, ...] = ()
 
 
 class _WatchedConnector(aiohttp.TCPConnector):
@@ -119,10 +130,8 @@ def _pending_items(conn: sqlite3.Connection) -> int:
 
 
 def _unsettled_deliveries(conn: sqlite3.Connection) -> int:
-    row = conn.execute(
-        "SELECT COUNT(*) FROM deliveries d JOIN items i ON i.id = d.item_id WHERE d.state IN ('sending', 'received')"
-    ).fetchone()
-    return int(row[0])
+    """Deliveries ground has not settled, and cancels/retracts without an outcome yet (§9)."""
+    return awaiting_receipts(conn)
 
 
 async def sync(
@@ -271,9 +280,10 @@ async def sync(
                 applied = apply_document(conn, doc)
                 status.receipts += applied.receipts
                 receipts_changed += applied.changed
-                link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since_ms))
+                status.refused += applied.refused
+                link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since))
                 if ev.more:
-                    sender.request_receipts(ev.next_since_ms)
+                    sender.request_receipts(ev.next_since, claims(conn))
                 else:
                     receipts_pending = False
                     receipts_done_once = True
@@ -304,7 +314,7 @@ async def sync(
                     next_scan = now + rescan_s
                 if not receipts_pending and poll.due(now):
                     if awaiting_receipts(conn):
-                        sender.request_receipts(int(link.get_state(conn, RECEIPTS_CURSOR, "0")))
+                        sender.request_receipts(cursor(conn), claims(conn))
                         receipts_pending, receipts_changed = True, 0
                         poll.next_at = now + poll.interval_s  # if the answer never comes
                     else:
@@ -389,4 +399,5 @@ async def sync(
         failures=s.failures,
         duration_s=time.monotonic() - status.started,
         pending_items=left,
+        refused=tuple(status.refused),
     )

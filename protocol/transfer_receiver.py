@@ -36,6 +36,7 @@ from .transfer_wire import (
     LinkErrorCode,
     Open,
     ReceiptsBatch,
+    ReceiptsCursor,
     ReceiptsRequest,
     Status,
     TransferKey,
@@ -43,6 +44,11 @@ from .transfer_wire import (
     UploadState,
     decode_request,
     encode_response,
+)
+
+OLD_CURSOR_MESSAGE = (
+    "this onboard asks for receipts by time, which can skip a change (docs/PROTOCOL.md §9); "
+    "upgrade onboard, or carry receipts by hand: `ground receipts --out F` then `onboard receipts import F`"
 )
 
 
@@ -102,8 +108,9 @@ class CommitUpload:
 class ReceiptsWanted:
     rid: int
     station: str
-    since_ms: int
+    since: int  # a change seq (§9)
     limit: int
+    claims: tuple[bytes, ...] = ()  # sha256 of bundles the station handed off as files
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,9 +187,17 @@ class TransferReceiver:
             return rid
         if isinstance(req, ReceiptsRequest):
             self._pending[rid] = _Pending(rid=rid, station=station, seq=req.seq, key=None, writes=[])
+            if req.cursor is ReceiptsCursor.TIME:
+                # A time cursor can skip changes (§9): refuse it plainly rather than answer wrongly.
+                self._error(rid, station, req.seq, LinkErrorCode.BAD_FRAME, OLD_CURSOR_MESSAGE, False)
+                return rid
             self._events.append(
                 ReceiptsWanted(
-                    rid=rid, station=station, since_ms=req.since_ms, limit=self.config.max_receipts
+                    rid=rid,
+                    station=station,
+                    since=req.since,
+                    limit=self.config.max_receipts,
+                    claims=req.claims,
                 )
             )
             return rid
@@ -422,12 +437,10 @@ class TransferReceiver:
         self._events.append(UploadChanged(record=_snapshot(rec)))
         self._status(p, rec)
 
-    def receipts_ready(self, rid: int, document: bytes, next_since_ms: int, more: bool) -> None:
+    def receipts_ready(self, rid: int, document: bytes, next_since: int, more: bool) -> None:
         p = self._pending.get(rid)
         if p is not None:
-            self._reply(
-                rid, ReceiptsBatch(seq=p.seq, document=document, next_since_ms=next_since_ms, more=more)
-            )
+            self._reply(rid, ReceiptsBatch(seq=p.seq, document=document, next_since=next_since, more=more))
 
     def _maybe_commit(self, rid: int, rec: UploadRecord) -> None:
         p = self._pending[rid]
