@@ -14,6 +14,12 @@ where payload = the bytes the astronauts wrote (text + each distinct photo once)
 
     python benchmarks/bench_link.py            # ~1 minute: 1 Mbit/s, 300 ms one way, no cuts
     python benchmarks/bench_link.py --long     # 256 kbit/s, 600 ms, random cuts, a loss of signal
+    python benchmarks/bench_link.py --virtual  # issue 14's matrix in virtual time (simlink), ~15 min
+
+``--virtual`` runs the simulator (its TCP model, with random segment loss a real-time proxy
+cannot produce) on ``profiles/fill-rtt*-loss*.toml`` with the ``photo-backlog`` workload, the
+transfer before issue 14 (``transfer-v1``) beside today's, and prints goodput / link rate while
+posts wait next to one TCP stream's Mathis bound and the physical ceiling (docs/link.md).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -282,12 +289,106 @@ async def main_async(p: Profile) -> None:
     )
 
 
+MATRIX_RTTS = ("0.6", "1.4", "2.6")
+MATRIX_LOSSES = ("0", "0.1", "1", "3")
+TCP_IP_HEADER_BYTES = 40
+
+
+def _virtual_one(args: tuple[str, str, float, int]) -> dict[str, Any]:
+    """One simulator run (in a worker process): its report's figures."""
+    from simlink.profile import load_profile
+    from simlink.report import build_report
+    from simlink.virtual import run_virtual
+    from simlink.workload import load_workload
+
+    profile_name, transfer, minutes, seed = args
+    prof = load_profile(profile_name)
+    r = run_virtual(
+        prof,
+        load_workload("photo-backlog"),
+        astronauts=4,
+        duration_s=minutes * 60,
+        seed=seed,
+        transfer=transfer,
+    )
+    rep = build_report(r)
+    lk, by = rep["link"], rep["bytes"]
+    cuts = lk["cuts_random"] + lk["cuts_loss_of_signal"]
+    return {
+        "profile": profile_name,
+        "transfer": transfer,
+        "goodput": lk["goodput_per_rate_while_backlogged"],
+        "cuts": cuts,
+        "resent_per_cut": by["resent_by_application"] / cuts if cuts else None,
+        "left": rep["posts"]["still_queued_onboard"],
+    }
+
+
+def bounds(prof_name: str) -> tuple[float, float, float]:
+    """(one TCP stream's Mathis bound / rate, physical ceiling / rate, BDP bytes) for a profile."""
+    from simlink.profile import load_profile
+
+    prof = load_profile(prof_name)
+    rate_Bps = prof.to_ground_bps / 8
+    rtt_s = prof.rtt_s
+    p = prof.loss
+    mss = prof.mss_bytes
+    mathis = (mss / rtt_s * 1.22 / p**0.5) / rate_Bps if p else float("inf")
+    ceiling = (1 - p) * mss / (mss + TCP_IP_HEADER_BYTES)
+    return mathis, ceiling, rate_Bps * rtt_s
+
+
+def virtual_matrix(minutes: float, seed: int, jobs: int, profiles: list[str]) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from simlink.workload import load_workload
+
+    work = [(pr, tr, minutes, seed) for pr in profiles for tr in ("transfer-v1", "transfer")]
+    with ProcessPoolExecutor(max_workers=jobs) as ex:
+        results = list(ex.map(_virtual_one, work))
+    got = {(r["profile"], r["transfer"]): r for r in results}
+    print(
+        f"virtual time, photo-backlog workload ({load_workload('photo-backlog').description}), 4 astronauts, "
+        f"{minutes:g} min, seed {seed}; goodput / link rate while posts wait\n"
+    )
+    print(
+        "| profile | RTT | loss | 1 TCP stream (Mathis) | ceiling | before (v1) | now | left onboard v1/now "
+        "| cuts | resent per cut now (v1), in BDP |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for pr in profiles:
+        from simlink.profile import load_profile
+
+        prof = load_profile(pr)
+        mathis, ceiling, bdp = bounds(pr)
+        old, new = got[(pr, "transfer-v1")], got[(pr, "transfer")]
+        per_cut = (
+            f"{new['resent_per_cut'] / bdp:.2f} ({old['resent_per_cut'] / bdp:.2f}); BDP {bdp / 1000:,.0f} kB"
+            if new["resent_per_cut"] is not None and old["resent_per_cut"] is not None
+            else "–"
+        )
+        print(
+            f"| {prof.name} | {prof.rtt_s:g} s | {prof.loss * 100:g} % "
+            f"| {min(mathis, 9.99):.2f} | {ceiling:.2f} | {old['goodput'] or 0:.2f} | {new['goodput'] or 0:.2f} "
+            f"| {old['left']}/{new['left']} | {new['cuts']} | {per_cut} |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "--long", action="store_true", help="slower link, cuts and a loss of signal (several minutes)"
     )
+    ap.add_argument("--virtual", action="store_true", help="issue 14's loss × RTT matrix in virtual time")
+    ap.add_argument("--minutes", type=float, default=30.0, help="virtual minutes per run (--virtual)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--jobs", type=int, default=2, help="simulator runs at once (--virtual)")
+    ap.add_argument("--profiles", nargs="*", help="profiles to run (--virtual; default: the matrix)")
     args = ap.parse_args()
+    if args.virtual:
+        names = args.profiles or [f"fill-rtt{r}-loss{p}" for r in MATRIX_RTTS for p in MATRIX_LOSSES]
+        virtual_matrix(args.minutes, args.seed, args.jobs, names)
+        return
     asyncio.run(main_async(LONG if args.long else QUICK))
 
 

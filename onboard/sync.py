@@ -1,7 +1,8 @@
 """`onboard sync`: drives the transfer sender over HTTP (aiohttp) until the queue is across.
 
-Each request frame is one ``POST /v1/link``; up to ``window`` run at once on separate
-connections so a 1.4 s round trip does not idle the link. The sender machine decides what
+Each request frame is one ``POST /v1/link``; up to the sender's ``streams`` run at once on
+separate connections (parallel TCP streams: more of them while TCP_INFO shows the link has
+room, docs/link.md) so a 1.4 s round trip and random loss do not idle the link. The sender machine decides what
 to send, when to give up on a request and how long to back off; this module carries bytes,
 keeps the queue's tables up to date and fetches receipts.
 
@@ -15,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import sqlite3
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,8 +113,70 @@ class _WatchedConnector(aiohttp.TCPConnector):
 
     def open(self) -> bool:
         """Is a connection still open (cut, expired and closed ones are closing)?"""
+        return bool(self.transports())
+
+    def transports(self) -> list[asyncio.BaseTransport]:
+        """The connections still open."""
         self._transports = [x for x in self._transports if not x.is_closing()]
-        return bool(self._transports)
+        return list(self._transports)
+
+
+# Linux's struct tcp_info (include/uapi/linux/tcp.h) up to tcpi_segs_in: 8 u8 fields, 24 u32
+# (tcpi_rto … tcpi_total_retrans), 4 u64 (pacing rates, bytes acked/received), segs_out/in.
+_TCP_INFO = struct.Struct("=8B24I4Q2I")
+_SND_MSS, _RTT_US, _TOTAL_RETRANS, _SEGS_OUT = 10, 23, 31, 36
+PATH_EVERY_S = 0.5  # how often TCP's view of the link is read (simlink: OBSERVE_S)
+
+
+def tcp_info(transport: asyncio.BaseTransport) -> tuple[int, float, int, int] | None:
+    """(segs_out, rtt_s, total_retrans, mss) of a TCP connection, from Linux TCP_INFO; None
+    where the platform has no TCP_INFO."""
+    sock = transport.get_extra_info("socket")
+    opt = getattr(socket, "TCP_INFO", None)
+    if sock is None or opt is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, opt, _TCP_INFO.size)
+    except OSError:
+        return None
+    if len(raw) < _TCP_INFO.size:
+        return None
+    v = _TCP_INFO.unpack(raw)
+    return v[_SEGS_OUT], v[_RTT_US] / 1e6, v[_TOTAL_RETRANS], v[_SND_MSS]
+
+
+class _PathWatch:
+    """TCP's own view of the link for the sender's stream count (``observe_path``): segments
+    sent and retransmitted on every open connection since the last look, their mean RTT."""
+
+    def __init__(self, sender: TransferSender, connector: _WatchedConnector) -> None:
+        self._sender = sender
+        self._connector = connector
+        self._seen: dict[asyncio.BaseTransport, tuple[int, int]] = {}
+        self._at = 0.0
+
+    def step(self, now: float) -> None:
+        if now - self._at < PATH_EVERY_S:
+            return
+        self._at = now
+        segs = retrans = mss = 0
+        rtts: list[float] = []
+        live = self._connector.transports()
+        for t in live:
+            info = tcp_info(t)
+            if info is None:
+                continue
+            out, rtt_s, total_retrans, mss = info
+            s0, r0 = self._seen.get(t, (0, 0))
+            segs, retrans = segs + out - s0, retrans + total_retrans - r0
+            self._seen[t] = (out, total_retrans)
+            if rtt_s > 0:
+                rtts.append(rtt_s)
+        self._seen = {t: v for t, v in self._seen.items() if t in live}
+        if rtts and mss:
+            self._sender.observe_path(
+                now, rtt_s=sum(rtts) / len(rtts), segments=segs, retransmits=retrans, mss_bytes=mss
+            )
 
 
 def _pending_items(conn: sqlite3.Connection) -> int:
@@ -402,7 +467,11 @@ class _Sync:
         poll = ReceiptsPoll(every_s=receipts_every_s, max_s=max(receipts_max_s, receipts_every_s))
         self.receipts = _ReceiptsExchange(self.conn, self.sender, poll, self.cfg.ground_key)
         self.planner = _Planner(home, self.conn, self.cfg.peer, self.sender, self.progress, self.wake)
-        self.connector = _WatchedConnector(limit=self.sender.config.window + 2, keepalive_timeout=KEEPALIVE_S)
+        # One connection per stream (parallel streams, docs/link.md), plus the warm-up's.
+        self.connector = _WatchedConnector(
+            limit=self.sender.config.max_window + 2, keepalive_timeout=KEEPALIVE_S
+        )
+        self.path = _PathWatch(self.sender, self.connector)
         self.keeper = _ConnectionKeeper(self.cfg.ground_url + "/v1/health", self.connector, self.wake)
         self.down_since: float | None = None
         self.next_scan = 0.0
@@ -449,6 +518,7 @@ class _Sync:
         deadline = self.sender.next_deadline()
         if deadline is not None and deadline <= now:
             self.sender.handle_timeout(now)
+        self.path.step(now)
         self.requests.send_due(session, now)
         self._handle_events()
         if self.watch:

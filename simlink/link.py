@@ -308,6 +308,9 @@ class _Half:
         self.round_samples = 0
         self.rcv_nxt = 0
         self.ooo: dict[int, bytes] = {}
+        # What Linux's TCP_INFO reports (tcpi_segs_out, tcpi_total_retrans): the sender reads them.
+        self.segs_out = 0
+        self.total_retrans = 0
 
     def stop(self) -> None:
         if self.rto_timer:
@@ -349,6 +352,8 @@ class _Half:
         st = self.fwd.stats
         st.segments += 1
         seg.sends += 1
+        self.segs_out += 1
+        self.total_retrans += seg.sends > 1
         seg.sent_at = now
         self.pipe += seg.length
         self.last_send = now

@@ -47,10 +47,19 @@ from protocol.transfer import (
     TransferProgress,
     TransferSender,
 )
-from protocol.transfer_wire import HTTP_STATUS, Chunk, ErrorFrame, Open, decode_request, decode_response
+from protocol.transfer_wire import (
+    HTTP_STATUS,
+    Chunk,
+    ErrorFrame,
+    Open,
+    decode_request,
+    decode_response,
+    encode_request,
+    salvage_chunk,
+)
 
 from .clock import EventLoop, Timer
-from .link import SimLink
+from .link import SimConnection, SimLink
 from .system import EPOCH_MS, Ground, Station, Tracker
 from .vhttp import HttpClient, HttpResponse, ServerConn
 
@@ -62,6 +71,10 @@ RECEIPTS_EVERY_S = 20.0
 RECEIPTS_MAX_S = 320.0
 # Sync notices a lost connection on its next turn (its loop wakes at least every second).
 NOTICE_S = 1.0
+# The transfer as it was before issue 14 (a fixed window of 4, each chunk 2 s of the whole
+# link's rate, ground dropping what arrived of a cut chunk), kept to measure the new one against.
+V1_CONFIG = SenderConfig(window=4, max_window=4, chunk_time_s=8.0, initial_chunk_bytes=16 * 1024)
+OBSERVE_S = 0.5  # onboard/sync.py's PATH_EVERY_S
 HEALTH = b'{"ok": true}'  # ground's GET /v1/health answer, byte for byte (web.json_response)
 
 
@@ -80,8 +93,16 @@ class TransferDriver:
         tracker: Tracker,
         schedule_publish: Callable[[], None],
         workdir: Path,
+        *,
+        v1: bool = False,
     ) -> None:
         self.loop = loop
+        self.v1 = v1
+        if v1:
+            self.name = "transfer-v1"
+            self.description = (
+                "the transfer before issue 14: 4 streams, chunks of 2 s, partial chunks dropped"
+            )
         self.link = link
         self.station = station
         self.ground = ground
@@ -109,9 +130,9 @@ class TransferDriver:
         onboard_link.ensure_schema(station.conn)
         self.headers = [("Authorization", f"Bearer {self.cfg.token}"), ("Content-Type", FRAME_TYPE)]
         # -- station side --
-        self.sender = TransferSender(SenderConfig(), 0.0)
+        self.sender = TransferSender(V1_CONFIG if v1 else SenderConfig(), 0.0)
         self.pool: list[HttpClient] = []
-        self.limit = self.sender.config.window + 2  # aiohttp TCPConnector(limit=window + 2)
+        self.limit = self.sender.config.max_window + 2  # aiohttp TCPConnector(limit=max_window + 2)
         self.added: set[str] = set()
         self.dirty = True
         self.next_scan = 0.0
@@ -130,6 +151,8 @@ class TransferDriver:
         self.answered_at = 0.0
         self.warm_request_bytes = 0
         self.sent: dict[str, RangeSet] = {}
+        self.tcp_seen: dict[SimConnection, tuple[int, int]] = {}  # (segs_out, retrans) read so far
+        self.observed_at = 0.0
         # HTTP bytes by request kind (open / chunk / receipts / health), requests handed to the link.
         self.traffic: dict[str, dict[str, int]] = {}
         self.resent_bytes = 0
@@ -137,6 +160,7 @@ class TransferDriver:
         self.service = LinkService(ground.home)
         self.aio: asyncio.AbstractEventLoop = ground.aio
         self.seen_items = 0
+        self.kept_partial_bytes = 0
 
     # ------------------------------------------------------------------ station side
     def kick(self) -> None:
@@ -181,6 +205,8 @@ class TransferDriver:
         d = self.sender.next_deadline()
         if d is not None and d <= now:
             self.sender.handle_timeout(now)
+        if now - self.observed_at >= OBSERVE_S:
+            self._observe_path(now)
         for out in self.sender.data_to_send(now):
             self._carry(out.seq, out.data, out.deadline)
         self._events()
@@ -197,6 +223,30 @@ class TransferDriver:
         if math.isfinite(when):  # nothing to wait for: the next post or answer wakes it
             self._schedule(when)
 
+    def _observe_path(self, now: float) -> None:
+        """onboard/sync.py's ``_PathWatch``: TCP_INFO of the open connections, summed, handed
+        to the sender (which sizes its parallel streams from loss and RTT)."""
+        self.observed_at = now
+        segs = retrans = 0
+        rtts: list[float] = []
+        for c in self.pool:
+            if c.conn is None or c.conn.closed:
+                continue
+            half = c.conn.up
+            s0, r0 = self.tcp_seen.get(c.conn, (0, 0))
+            segs, retrans = segs + half.segs_out - s0, retrans + half.total_retrans - r0
+            self.tcp_seen[c.conn] = (half.segs_out, half.total_retrans)
+            if half.srtt is not None and half.segs:
+                rtts.append(half.srtt)
+        if rtts:
+            self.sender.observe_path(
+                now,
+                rtt_s=sum(rtts) / len(rtts),
+                segments=segs,
+                retransmits=retrans,
+                mss_bytes=self.link.profile.mss_bytes,
+            )
+
     def _client(self) -> HttpClient | None:
         for c in self.pool:
             if not c.busy and c.conn is not None and not c.conn.closed:
@@ -205,7 +255,9 @@ class TransferDriver:
             if not c.busy:
                 return c
         if len(self.pool) < self.limit:
-            c = HttpClient(self.loop, self.link, lambda: ServerConn(self.handle))
+            c = HttpClient(
+                self.loop, self.link, lambda: ServerConn(self.handle, None if self.v1 else self.keep_partial)
+            )
             c.idle_timeout_s = None  # sync sets only ClientTimeout(total=deadline - now)
             c.keepalive_s = KEEPALIVE_S  # sync's TCPConnector(keepalive_timeout=KEEPALIVE_S)
             c.on_idle_lost = self._idle_lost
@@ -377,6 +429,18 @@ class TransferDriver:
             err = {"error": frame.code, "message": frame.message, "retryable": frame.retryable}
             return HTTP_STATUS.get(frame.code, 400), "application/json", json.dumps(err).encode()
         return 200, FRAME_TYPE, resp
+
+    def keep_partial(self, prefix: bytes) -> None:
+        """ground/server.py ``_keep_partial``: store what arrived of a CHUNK cut short. The
+        station's token was checked when the request began (ground reads headers first)."""
+        chunk = salvage_chunk(prefix)
+        if chunk is None:
+            return
+        now = EPOCH_MS / 1000 + self.loop.now
+        rid = self.service.receiver.receive(encode_request(chunk), now, station=STATION)
+        self.aio.run_until_complete(self._drain(now))
+        self.service.receiver.response_for(rid)
+        self.kept_partial_bytes += len(chunk.data)
 
     async def _drain(self, now: float) -> None:
         async with self.service.lock:

@@ -206,8 +206,11 @@ Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, str, bytes]]
 class ServerConn:
     """Ground's side of one connection: parses requests with h11 and answers with ``handler``."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, on_cut_body: Callable[[bytes], None] | None = None) -> None:
         self.handler = handler
+        # Given what arrived of a request body cut short (aiohttp's ConnectionResetError while
+        # ground/server.py reads it), as ground keeps the bytes of a cut chunk.
+        self.on_cut_body = on_cut_body
         self.h = h11.Connection(h11.SERVER)
         self.req: h11.Request | None = None
         self.body = bytearray()
@@ -216,6 +219,9 @@ class ServerConn:
         pass
 
     def connection_lost(self, conn: SimConnection, reason: str) -> None:
+        if self.req is not None and self.on_cut_body is not None and self.h.their_state is h11.SEND_BODY:
+            self.on_cut_body(bytes(self.body))
+        self.req = None
         self.h = h11.Connection(h11.SERVER)
 
     def data_received(self, conn: SimConnection, data: bytes) -> None:
@@ -238,9 +244,10 @@ class ServerConn:
                 self.body += ev.data
             elif isinstance(ev, h11.EndOfMessage):
                 assert self.req is not None
-                headers = {k.decode().lower(): v.decode() for k, v in self.req.headers}
+                req, self.req = self.req, None
+                headers = {k.decode().lower(): v.decode() for k, v in req.headers}
                 status, ctype, body = self.handler(
-                    self.req.method.decode(), self.req.target.decode(), headers, bytes(self.body)
+                    req.method.decode(), req.target.decode(), headers, bytes(self.body)
                 )
                 hdrs = [("Content-Type", ctype), ("Content-Length", str(len(body))), *SERVER_HEADERS]
                 raw = self.h.send(h11.Response(status_code=status, headers=hdrs)) or b""
