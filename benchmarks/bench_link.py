@@ -313,11 +313,12 @@ def _virtual_one(args: tuple[str, str, float, int]) -> dict[str, Any]:
     )
     rep = build_report(r)
     lk, by = rep["link"], rep["bytes"]
-    cuts = lk["cuts_random"] + lk["cuts_loss_of_signal"]
+    cuts = lk["cut_events"]
     return {
         "profile": profile_name,
         "transfer": transfer,
-        "goodput": lk["goodput_per_rate_while_backlogged"],
+        "goodput": lk["transfer_goodput_per_rate_while_backlogged"],
+        "post_goodput": lk["goodput_per_rate_while_backlogged"],
         "cuts": cuts,
         "resent_per_cut": by["resent_by_application"] / cuts if cuts else None,
         "left": rep["posts"]["still_queued_onboard"],
@@ -344,9 +345,11 @@ def virtual_matrix(minutes: float, seed: int, jobs: int, profiles: list[str]) ->
     from simlink.workload import load_workload
 
     work = [(pr, tr, minutes, seed) for pr in profiles for tr in ("transfer-v1", "transfer")]
+    got: dict[tuple[str, str], dict[str, Any]] = {}
     with ProcessPoolExecutor(max_workers=jobs) as ex:
-        results = list(ex.map(_virtual_one, work))
-    got = {(r["profile"], r["transfer"]): r for r in results}
+        for r in ex.map(_virtual_one, work):
+            got[(r["profile"], r["transfer"])] = r
+            print(json.dumps(r), flush=True)  # each run as it ends: a long matrix keeps what it did
     print(
         f"virtual time, photo-backlog workload ({load_workload('photo-backlog').description}), 4 astronauts, "
         f"{minutes:g} min, seed {seed}; goodput / link rate while posts wait\n"

@@ -56,6 +56,9 @@ RECEIPTS_CURSOR = "receipts_since_ms"
 # twice that: a 45-minute lunar gap costs ~10 attempts, not 90, and a proxy that closes every
 # connection after one answer gets a GET every 5 minutes, not a loop. A post never waits for it.
 KEEPALIVE_S = 3600.0
+# aiohttp's default request headers ground never reads: ~90 bytes of every request, a third of
+# a lone text post's bundle (issue 14). Host and Authorization stay.
+LINK_SKIP_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 WARM_TIMEOUT_S = 60.0
 WARM_RETRY_S = 30.0
 WARM_RETRY_MAX_S = 300.0
@@ -253,7 +256,8 @@ class _Requests:
     def __init__(self, sender: TransferSender, url: str, token: str, wake: asyncio.Event) -> None:
         self._sender = sender
         self._url = url
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": FRAME_TYPE}
+        # Only what ground reads (no Content-Type: a frame says what it is): see LINK_SKIP_HEADERS.
+        self._headers = {"Authorization": f"Bearer {token}"}
         self._wake = wake
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.answered_at = 0.0  # when ground last answered a transfer request
@@ -478,7 +482,9 @@ class _Sync:
         self.fatal: LinkFatal | None = None
 
     async def run(self) -> SyncResult:
-        async with aiohttp.ClientSession(connector=self.connector) as session:
+        async with aiohttp.ClientSession(
+            connector=self.connector, skip_auto_headers=LINK_SKIP_HEADERS
+        ) as session:
             try:
                 while not self.stop.is_set():
                     if self._step(session):

@@ -146,6 +146,7 @@ class SimLink:
         self.conns: list[SimConnection] = []
         self.cuts_random = 0
         self.cuts_dark = 0
+        self.cut_events = 0
         for s, e in self.dark:
             if s + profile.cut_after_s < e:
                 loop.at(s + profile.cut_after_s, self._cut_all, "loss of signal")
@@ -164,6 +165,7 @@ class SimLink:
     def _cut_all(self, reason: str) -> None:
         """Cut every live connection; counted per connection, as the proxy counts them."""
         live = [c for c in self.conns if not c.closed]
+        self.cut_events += bool(live)  # one cut of the link, however many connections it drops
         if reason == "random cut":
             self.cuts_random += len(live)
         else:

@@ -52,6 +52,7 @@ from protocol.transfer_wire import (
     Chunk,
     ErrorFrame,
     Open,
+    TransferKey,
     decode_request,
     decode_response,
     encode_request,
@@ -61,7 +62,7 @@ from protocol.transfer_wire import (
 from .clock import EventLoop, Timer
 from .link import SimConnection, SimLink
 from .system import EPOCH_MS, Ground, Station, Tracker
-from .vhttp import HttpClient, HttpResponse, ServerConn
+from .vhttp import LINK_CLIENT_HEADERS, HttpClient, HttpResponse, ServerConn
 
 STATION = "iss"
 GROUND_URL = "http://127.0.0.1:8470"
@@ -128,7 +129,9 @@ class TransferDriver:
         )
         self.cfg = onboard_link.add_link(station.home, GROUND_URL, token_file)
         onboard_link.ensure_schema(station.conn)
-        self.headers = [("Authorization", f"Bearer {self.cfg.token}"), ("Content-Type", FRAME_TYPE)]
+        self.headers = [("Authorization", f"Bearer {self.cfg.token}")]
+        if v1:
+            self.headers.append(("Content-Type", FRAME_TYPE))
         # -- station side --
         self.sender = TransferSender(V1_CONFIG if v1 else SenderConfig(), 0.0)
         self.pool: list[HttpClient] = []
@@ -161,6 +164,9 @@ class TransferDriver:
         self.aio: asyncio.AbstractEventLoop = ground.aio
         self.seen_items = 0
         self.kept_partial_bytes = 0
+        self.keys: dict[str, TransferKey] = {}  # transfers under way, by name
+        self.sizes: dict[str, int] = {}
+        self.committed_bytes = 0
 
     # ------------------------------------------------------------------ station side
     def kick(self) -> None:
@@ -191,6 +197,8 @@ class TransferDriver:
             for p in onboard_link.active_transfers(self.station.home, self.station.conn):
                 if p.spec.key.name not in self.added:
                     self.added.add(p.spec.key.name)
+                    self.keys[p.spec.key.name] = p.spec.key
+                    self.sizes[p.spec.key.name] = p.spec.size_bytes
                     self.sender.add(p.spec, p.source, now)
         if not self.receipts_pending and self.poll.due(now):
             if awaiting_receipts(self.station.conn):
@@ -259,6 +267,8 @@ class TransferDriver:
                 self.loop, self.link, lambda: ServerConn(self.handle, None if self.v1 else self.keep_partial)
             )
             c.idle_timeout_s = None  # sync sets only ClientTimeout(total=deadline - now)
+            if not self.v1:
+                c.auto_headers = LINK_CLIENT_HEADERS  # sync's skip_auto_headers
             c.keepalive_s = KEEPALIVE_S  # sync's TCPConnector(keepalive_timeout=KEEPALIVE_S)
             c.on_idle_lost = self._idle_lost
             self.pool.append(c)
@@ -380,6 +390,9 @@ class TransferDriver:
                 onboard_link.record_progress(conn, ev.key, ev.acked_bytes)
             elif isinstance(ev, TransferDone):
                 onboard_link.record_done(conn, ev.key, ev.state.name == "COMMITTED", ev.code, ev.message)
+                self.keys.pop(ev.key.name, None)
+                if ev.state.name == "COMMITTED":
+                    self.committed_bytes += self.sizes.get(ev.key.name, 0)
                 if ev.state.name != "COMMITTED":
                     self.tracker.rejected.append(f"{ev.key.name}: [{ev.code}] {ev.message}")
                 if ev.key.kind.name == "BUNDLE":
@@ -456,4 +469,8 @@ class TransferDriver:
             self.schedule_publish()
 
     def stats(self) -> dict[str, int]:
-        return {"requests": self.requests, "app_resent_bytes": self.resent_bytes}
+        acked = self.committed_bytes
+        for key in self.keys.values():
+            got = self.sender.progress(key)
+            acked += got[0] if got is not None else 0
+        return {"requests": self.requests, "app_resent_bytes": self.resent_bytes, "acked_bytes": acked}

@@ -30,6 +30,8 @@ CLIENT_HEADERS = [
     ("Accept-Encoding", "gzip, deflate"),
     ("User-Agent", f"Python/3.11 aiohttp/{AIOHTTP_VERSION}"),
 ]
+# onboard/sync.py's session skips aiohttp's other defaults (LINK_SKIP_HEADERS).
+LINK_CLIENT_HEADERS = CLIENT_HEADERS[:1]
 SERVER_HEADERS = [
     ("Date", "Tue, 01 Dec 2026 00:00:00 GMT"),
     ("Server", f"Python/3.11 aiohttp/{AIOHTTP_VERSION}"),
@@ -71,6 +73,7 @@ class HttpClient:
         self.close_timer: Timer | None = None
         # aiohttp's connector closes a keep-alive connection idle this long (keepalive_timeout).
         self.keepalive_s = 15.0
+        self.auto_headers = CLIENT_HEADERS  # what aiohttp adds to every request
         # Told when an idle connection goes (cut, keep-alive expiry): a driver that keeps one open.
         self.on_idle_lost: Callable[[], None] | None = None
 
@@ -91,7 +94,7 @@ class HttpClient:
     ) -> None:
         assert self.pending is None, "one request at a time"
         h = h11.Connection(h11.CLIENT)
-        hdrs = [*CLIENT_HEADERS, *headers]
+        hdrs = [*self.auto_headers, *headers]
         if body or method != "GET":  # aiohttp sends no Content-Length on a bodiless GET
             hdrs.append(("Content-Length", str(len(body))))
         raw = h.send(h11.Request(method=method, target=target, headers=hdrs)) or b""

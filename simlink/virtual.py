@@ -248,6 +248,8 @@ def run_virtual(
         ip_bytes=up.ip_bytes + down.ip_bytes,
         app_resent_bytes=driver.stats()["app_resent_bytes"],
         requests=driver.stats()["requests"],
+        transfer_acked_bytes=driver.stats().get("acked_bytes"),
+        cut_events=link.cut_events,
         cuts_dark=link.cuts_dark,
         cuts_random=link.cuts_random,
         dark_windows=dark,
