@@ -147,6 +147,7 @@ class SimLink:
         self.cuts_random = 0
         self.cuts_dark = 0
         self.cut_events = 0
+        self.cut_in_network_bytes = 0
         for s, e in self.dark:
             if s + profile.cut_after_s < e:
                 loop.at(s + profile.cut_after_s, self._cut_all, "loss of signal")
@@ -255,6 +256,9 @@ class SimConnection:
         self.closed = True
         if self._syn_timer:
             self._syn_timer.cancel()
+        # Station → ground bytes sent but not delivered to ground in order: what this cut threw
+        # away of the link's work (bytes still in the station's send buffer cost no link time).
+        self.link.cut_in_network_bytes += max(0, self.up.nxt - self.up.rcv_nxt)
         self.up.stop()
         self.down.stop()
         if self.server_knows:

@@ -59,3 +59,4 @@ class RunResult:
     # goodput even when a backlog is not cleared by the end (posts count only once whole).
     transfer_acked_bytes: int | None = None
     cut_events: int = 0  # cuts of the link that dropped at least one connection
+    cut_in_network_bytes: int = 0  # station → ground bytes sent but not delivered when cut

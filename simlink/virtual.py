@@ -250,6 +250,7 @@ def run_virtual(
         requests=driver.stats()["requests"],
         transfer_acked_bytes=driver.stats().get("acked_bytes"),
         cut_events=link.cut_events,
+        cut_in_network_bytes=link.cut_in_network_bytes,
         cuts_dark=link.cuts_dark,
         cuts_random=link.cuts_random,
         dark_windows=dark,
