@@ -59,12 +59,13 @@ class SenderConfig:
     # Requests in flight at once, each on its own TCP connection (parallel streams, as
     # GridFTP/bbcp do): at least ``window``; up to ``max_window`` while TCP's measured loss
     # holds each connection to its Mathis bound (``observe_path``, docs/link.md). 4 keeps a
-    # clean 2 Mbit/s, 1.4 s RTT link busy; at 1 % loss a 1.5 Mbit/s, 1.4 s link needs ~30,
-    # at 2.6 s ~60 (each stream idles a round trip between its requests). Starting at 8 fills a clean link
+    # clean 2 Mbit/s, 1.4 s RTT link busy; at 1 % loss a 1.5 Mbit/s, 1.4 s link needs ~30
+    # (each stream idles a round trip between its requests). Starting at 8 fills a clean link
     # sooner after a loss of signal (8 initial TCP windows: 112 kB in the first round trip).
     window: int = 8
-    # 64: at 2.6 s RTT and 1 % loss 32 streams held goodput to 0.67 of 1.5 Mbit/s (docs/link.md).
-    max_window: int = 64
+    # 32: 64 lifted 2.6 s RTT, 1 % loss from 0.67 to 0.82 of 1.5 Mbit/s but cost 1.4 s
+    # (0.91 -> 0.85: more, smaller requests); docs/link.md.
+    max_window: int = 32
     # The base RTT is the least seen this long (a route or relay change moves it).
     rtt_window_s: float = 300.0
     # Loss is measured over this long: at 1 % loss, ~1,500 segments (a few retransmits per
