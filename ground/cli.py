@@ -220,9 +220,24 @@ def serve(
             help="End an operator's browser session after this many minutes unused (0: never).",
         ),
     ] = 30,  # operators.SESSION_IDLE_MS (not imported here: it costs an scrypt hash at import)
+    public_base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-base-url",
+            envvar="ORBITPOST_PUBLIC_BASE_URL",
+            help="Public URL reaching this server's /public/media/ (Instagram and Threads fetch photos there).",
+        ),
+    ] = None,
 ) -> None:
     """Run the ground service: the station link endpoint, the dashboard and the publisher."""
     from .server import serve as run
+
+    if public_base_url is not None:
+        from .public_media import set_base_url
+
+        console.print(
+            f"photos for Instagram/Threads served under {set_base_url(state.home.root, public_base_url)}/public/media/"
+        )
 
     console.print(f"ground serving on http://{host}:{port} (Ctrl-C to stop)")
     try:
@@ -269,11 +284,18 @@ def demo(
     port: Annotated[
         int | None, typer.Option("--port", help="Port for ground serve (default: a free one).")
     ] = None,
+    with_fakes: Annotated[
+        bool,
+        typer.Option(
+            "--with-fakes",
+            help="Also publish the photo post to X, LinkedIn, Flickr… on local fakes written from their docs.",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole path locally: keys, posts with a real photo, bundles, verification, publishing."""
     from .demo import run_demo
 
-    run_demo(root, keep_serving=serve, port=port)
+    run_demo(root, keep_serving=serve, port=port, with_fakes=with_fakes)
 
 
 def main() -> None:

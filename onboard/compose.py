@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from durable.files import BlobStore
-from protocol import LocalProtocolError, MediaRef, Post, sign_item
+from protocol import LocalProtocolError, MediaRef, Post, SigningKey, sign_item
 from protocol.ids import new_ulid
 from protocol.limits import DEFAULT_LIMITS
 from protocol.mediatype import sniff_media_type
@@ -90,14 +90,18 @@ def compose_post(
     photos: list[PhotoInput],
     publish_at_ms: int | None = None,
     max_media_bytes: int | None = None,
+    key: SigningKey | None = None,
 ) -> Post:
     """Validate, copy photos into the content store, sign and queue one post.
 
     ``max_media_bytes`` defaults to DEFAULT_MAX_MEDIA_BYTES, read at call time so tests can lower it.
+    ``key`` is ``author``'s key when the caller already unlocked it (the compose page), else
+    it is loaded here (asking the passphrase source for a protected key).
     """
     if max_media_bytes is None:
         max_media_bytes = DEFAULT_MAX_MEDIA_BYTES
-    key = load_key(home, author)
+    if key is None:
+        key = load_key(home, author)
     if not text and not photos:
         raise PostRejected("nothing to post: give some text or at least one --photo")
     if not targets:
@@ -148,13 +152,20 @@ def check_rules(post: Post, conn: sqlite3.Connection | None = None) -> None:
 
 
 def compose_command(
-    home: Home, conn: sqlite3.Connection, *, kind: type[Cancel] | type[Retract], target_id: str
+    home: Home,
+    conn: sqlite3.Connection,
+    *,
+    kind: type[Cancel] | type[Retract],
+    target_id: str,
+    key: SigningKey | None = None,
 ) -> Item:
-    """Sign and queue a cancel or retract of one of the astronaut's own posts."""
+    """Sign and queue a cancel or retract of one of the astronaut's own posts (``key``: the
+    author's key if the caller already unlocked it)."""
     target = queue.get(conn, target_id)
     if target is None or not isinstance(target.item, Post):
         raise QueueError(f"no post {target_id} in this queue (see `onboard queue`)")
-    key = load_key(home, target.item.author)
+    if key is None:
+        key = load_key(home, target.item.author)
     now = _created_ms(conn, target.item.author)
     cmd = with_derived_id(
         kind(id=_placeholder_id(now), author=target.item.author, created_ms=now, target_id=target.item.id)

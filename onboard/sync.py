@@ -39,7 +39,7 @@ from protocol.transfer import (
 )
 from protocol.transfer_wire import TransferKind, UploadState
 
-from . import link, queue
+from . import link, link_status, queue
 from .errors import OnboardError
 from .home import Home
 from .receipts import ReceiptsPoll, apply_document, awaiting_receipts, verify_document
@@ -199,8 +199,15 @@ class _ConnectionKeeper:
     never waits a TCP handshake; when it is lost, a GET /v1/health opens another, attempts
     spaced as the module docstring's WARM_* constants say."""
 
-    def __init__(self, health_url: str, connector: _WatchedConnector, wake: asyncio.Event) -> None:
+    def __init__(
+        self,
+        health_url: str,
+        connector: _WatchedConnector,
+        wake: asyncio.Event,
+        on_contact: Callable[[], None] = lambda: None,
+    ) -> None:
         self._health_url = health_url
+        self._on_contact = on_contact  # ground answered (the compose page's link status)
         self._connector = connector
         self._wake = wake
         self._task: asyncio.Task[None] | None = None
@@ -234,6 +241,7 @@ class _ConnectionKeeper:
             async with session.get(self._health_url, timeout=timeout) as resp:
                 await resp.read()
             self._ok_at = time.monotonic()
+            self._on_contact()
         except (aiohttp.ClientError, TimeoutError, OSError):
             self._ok_at = None  # link down: the next attempt comes after the backoff
         finally:
@@ -253,8 +261,16 @@ class _Requests:
     """The request loop's I/O: each frame the sender emits is one ``POST /v1/link`` on its own
     task; answers, errors and failures go back into the sender."""
 
-    def __init__(self, sender: TransferSender, url: str, token: str, wake: asyncio.Event) -> None:
+    def __init__(
+        self,
+        sender: TransferSender,
+        url: str,
+        token: str,
+        wake: asyncio.Event,
+        on_contact: Callable[[], None] = lambda: None,
+    ) -> None:
         self._sender = sender
+        self._on_contact = on_contact  # ground answered (the compose page's link status)
         self._url = url
         # Only what ground reads (no Content-Type: a frame says what it is): see LINK_SKIP_HEADERS.
         self._headers = {"Authorization": f"Bearer {token}"}
@@ -274,6 +290,7 @@ class _Requests:
             async with session.post(self._url, data=data, headers=self._headers, timeout=timeout) as resp:
                 body = await resp.read()
                 now = self.answered_at = time.monotonic()
+                self._on_contact()
                 if resp.status == 200:
                     sender.receive(body, now)
                 elif resp.content_type == "application/json":
@@ -358,8 +375,11 @@ class _Progress:
     def added(self, name: str, size_bytes: int) -> None:
         self._sizes[name] = size_bytes
 
-    def acked(self, name: str, acked_bytes: int) -> None:
+    def acked(self, name: str, acked_bytes: int) -> int:
+        """Record a transfer's acked bytes; returns how many more than before."""
+        more = max(0, acked_bytes - self._acked.get(name, 0))
         self._acked[name] = acked_bytes
+        return more
 
     def done(self, name: str, ok: bool) -> None:
         self._acked[name] = self._sizes.get(name, 0) if ok else self._acked.get(name, 0)
@@ -460,6 +480,7 @@ class _Sync:
         home.ensure()
         self.conn = queue.connect(home.db_path)
         link.ensure_schema(self.conn)
+        self.seen = link_status.Recorder(self.conn)  # what the compose page shows of the link
         self.watch, self.stop, self.rescan_s, self.on_status = watch, stop, rescan_s, on_status
         self.stop_rules = _StopRules(
             give_up_after_s=give_up_after_s, publish_deadline=time.monotonic() + wait_published_s
@@ -467,7 +488,9 @@ class _Sync:
         self.sender = TransferSender(config, time.monotonic())
         self.wake = asyncio.Event()
         self.progress = _Progress(SyncStatus())
-        self.requests = _Requests(self.sender, self.cfg.ground_url + "/v1/link", self.cfg.token, self.wake)
+        self.requests = _Requests(
+            self.sender, self.cfg.ground_url + "/v1/link", self.cfg.token, self.wake, self.seen.contact
+        )
         poll = ReceiptsPoll(every_s=receipts_every_s, max_s=max(receipts_max_s, receipts_every_s))
         self.receipts = _ReceiptsExchange(self.conn, self.sender, poll, self.cfg.ground_key)
         self.planner = _Planner(home, self.conn, self.cfg.peer, self.sender, self.progress, self.wake)
@@ -476,7 +499,9 @@ class _Sync:
             limit=self.sender.config.max_window + 2, keepalive_timeout=KEEPALIVE_S
         )
         self.path = _PathWatch(self.sender, self.connector)
-        self.keeper = _ConnectionKeeper(self.cfg.ground_url + "/v1/health", self.connector, self.wake)
+        self.keeper = _ConnectionKeeper(
+            self.cfg.ground_url + "/v1/health", self.connector, self.wake, self.seen.contact
+        )
         self.down_since: float | None = None
         self.next_scan = 0.0
         self.fatal: LinkFatal | None = None
@@ -495,6 +520,7 @@ class _Sync:
                 await self.keeper.close()
                 await self.requests.close()
                 self._handle_events()
+                self.seen.flush(force=True)
                 left = _pending_items(self.conn)
                 self.conn.close()
         s = self.sender.stats
@@ -534,6 +560,9 @@ class _Sync:
         if self.fatal is not None:
             raise SyncError(f"ground refused the link: [{self.fatal.code}] {self.fatal.message}")
         status = self.progress.update(self.sender.pending)
+        if not self.sender.pending:
+            self.seen.idle()
+        self.seen.flush()
         if self.on_status is not None:
             self.on_status(status)
         return not self.watch and self._one_shot_done(now)
@@ -569,7 +598,7 @@ class _Sync:
     def _handle_events(self) -> None:
         while (ev := self.sender.next_event()) is not None:
             if isinstance(ev, TransferProgress):
-                self.progress.acked(ev.key.name, ev.acked_bytes)
+                self.seen.acked(self.progress.acked(ev.key.name, ev.acked_bytes))
                 link.record_progress(self.conn, ev.key, ev.acked_bytes)
             elif isinstance(ev, TransferDone):
                 ok = ev.state is UploadState.COMMITTED
@@ -581,10 +610,12 @@ class _Sync:
             elif isinstance(ev, ReceiptsReceived):
                 self.progress.status.receipts += self.receipts.received(ev)
             elif isinstance(ev, LinkDown):
+                self.seen.link(False, ev.reason)
                 self.progress.link(False, ev.reason)
                 if self.down_since is None:
                     self.down_since = ev.at
             elif isinstance(ev, LinkUp):
+                self.seen.link(True)
                 self.progress.link(True, "")
                 self.down_since = None
             elif isinstance(ev, LinkFatal):
