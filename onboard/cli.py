@@ -334,6 +334,10 @@ def _what(it: Any) -> str:
     return what
 
 
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
 @app.command("queue")
 def show_queue(json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
     """Show every post: its id, status and per-account fate (published URL or the reason it failed).
@@ -372,7 +376,7 @@ def show_queue(json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)]
         ]
         status = show(q.status, it.id) + (f" → {visible(Path(q.exported_to).name)}" if q.exported_to else "")
         lines.append((it.id, visible(it.author), status, _what(it), accounts))
-    if not sys.stdout.isatty():
+    if not _stdout_is_terminal():
         for item_id, author, status, what, accounts in lines:
             print("\t".join((item_id, author, status, what)))
             for a in accounts:
