@@ -480,6 +480,7 @@ def sync(
     """
     import asyncio
 
+    home = state.home  # a missing home is refused before any progress is drawn
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -518,7 +519,7 @@ def sync(
         try:
             result = asyncio.run(
                 run_sync(
-                    state.home,
+                    home,
                     watch=watch,
                     give_up_after_s=give_up_after,
                     wait_published_s=wait_published,
