@@ -168,6 +168,9 @@ def setup(fmt: str = "text", stream: TextIO | None = None, level: int = logging.
     """
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # The formatter redacts the finished line; the filter too, so a formatter swapped in
+    # later (or a handler sharing these records) still never sees a credential.
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_orbitpost", False):
