@@ -1,6 +1,6 @@
 """The report: figures as JSON, a PNG of queue depth and link use, and a short summary.
 
-Definitions (also in the README):
+Definitions (also in docs/simulation.md, "Reading a report"):
 - latency: a post's queued → published on every one of its accounts, in seconds.
 - bytes on the wire: application bytes carried by TCP both ways (HTTP headers and bodies,
   what a proxy or a packet capture's TCP payload shows). ``ip_bytes`` adds TCP/IP headers,
