@@ -145,7 +145,7 @@ def summary(rep: dict[str, Any]) -> str:
     # rep["transfer"] is "<driver name>: <description>"; the name alone says how posts moved.
     driver = rep["transfer"].split(":")[0]
     lines = [
-        f"{rep['mode']} run: profile {prof['name']}, {rep['astronauts']} astronauts, "
+        f"{rep['mode']} run: profile {prof['name']}, {rep['astronauts']} astronaut{'' if rep['astronauts'] == 1 else 's'}, "
         f"{fmt_duration(rep['duration_s'])}, workload {rep['workload']['name']}, sent by the {driver} driver",
         f"posts: {p['queued']} queued ({p['with_photos']} with photos), {p['published']} published, "
         f"{p['still_queued_onboard']} still onboard, {p['awaiting_publication']} awaiting publication"
