@@ -168,6 +168,9 @@ async def test_dashboard_api_returns_every_text_verbatim(
     cli.onboard("export", str(tmp_path / "OUT"))
     # In a thread: ingest publishes with asyncio.run(), and this test's loop is running.
     await asyncio.to_thread(cli.ground, "ingest", str(tmp_path / "OUT"))
+    evil = tmp_path / "x[red]\x1b[31m\u202eevil[b].opb"
+    evil.write_bytes(b"not a bundle")
+    await asyncio.to_thread(cli.ground, "verify", str(evil), ok=False)
     home = GroundHome(cli.ground_home)
     operators.add_operator(home.conn, ADMIN[0], ADMIN[1], operators.Role.ADMIN, 1_000)
     try:
@@ -178,9 +181,13 @@ async def test_dashboard_api_returns_every_text_verbatim(
             assert r.status == 200
             body: dict[str, Any] = await r.json()
             raw = await r.text()
+            r = await c.get("/api/security")
+            security = await r.json()
+            raw += await r.text()
     finally:
         home.close()
     shown = json.dumps(body)
     for t in texts:
         assert json.dumps(t)[1:-1] in shown, t  # every text present, exactly
     assert "\x1b" not in raw and "\u202e" not in raw  # JSON escapes controls: nothing raw on the wire
+    assert any(e["source"] == f"verify:{evil}" for e in security["events"])  # the hostile name, exactly
