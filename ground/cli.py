@@ -55,7 +55,7 @@ class _State:
     @property
     def home(self) -> GroundHome:
         h = self._home
-        if not self.may_create and h._conn is None and not h.db_path.exists():
+        if not self.may_create and not h.db_path.exists():
             raise GroundError(
                 f"no ground home at {h.root} (check --home / ORBITPOST_HOME; "
                 f"`ground --home {h.root} init` creates an empty one)"
