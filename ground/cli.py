@@ -18,6 +18,7 @@ from . import enroll as enroll_mod
 from .errors import BundleRejected, GroundError
 from .home import GroundHome
 from .ingest import Outcome, check_bundle, ingest_bytes, record_rejection
+from .log_cli import log_app
 from .operator_cli import operator_app
 from .publish import publish_due
 from .publish_cli import print_outcomes
@@ -38,6 +39,7 @@ station_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(station_app, name="station")
+app.add_typer(log_app, name="log")
 register_publishing(app)  # account add/list/remove, retry, publish
 # Never markup, never wrapped: user text goes through visible() (termtext).
 console = Console(highlight=False, markup=False, soft_wrap=True)
