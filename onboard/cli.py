@@ -514,8 +514,7 @@ def sync(
             description=f"{link_txt} · {s.transfers_left} transfer(s) left",
         )
 
-    stop_on_sigterm()
-    with progress:
+    with stop_on_sigterm(), progress:
         try:
             result = asyncio.run(
                 run_sync(

@@ -7,7 +7,9 @@ Help is click's plain text (typer's rich panels cut long option names such as
 
 from __future__ import annotations
 
+import contextlib
 import signal
+from collections.abc import Iterator
 from importlib import metadata
 from types import FrameType
 from typing import Any
@@ -60,13 +62,18 @@ class Stopped(KeyboardInterrupt):
         self.signame = signame
 
 
-def stop_on_sigterm() -> None:
-    """Turn SIGTERM into :class:`Stopped`, so a long command can say why it ended."""
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`Stopped`, so a long command can say why it ended."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
         raise Stopped(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def stop_reason(exc: KeyboardInterrupt) -> str:
