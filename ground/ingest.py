@@ -18,6 +18,7 @@ from protocol.codecs import DEFAULT_DECODERS, Decoder
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.model import Cancel, Retract
 
+from . import db
 from .db import audit, transaction
 from .enroll import accounts_of, keyring
 from .errors import BundleRejected
@@ -146,7 +147,7 @@ def ingest_bytes(
         for v in vb.items:
             it = v.item
             conn.execute(
-                "INSERT INTO items (id, bundle_id, kind, author, key_id, body, signature, statement, "
+                "INSERT INTO items (id, bundle_id, kind, author, key_id, body, signature, statement_sha256, "
                 "created_ms, publish_at_ms, target_id, received_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     it.id,
@@ -156,7 +157,7 @@ def ingest_bytes(
                     v.signed.key_id,
                     v.signed.body,
                     v.signed.signature,
-                    v.signed.statement or None,
+                    db.store_statement(conn, v.signed.statement),
                     it.created_ms,
                     it.publish_at_ms if isinstance(it, Post) else None,
                     None if isinstance(it, Post) else it.target_id,

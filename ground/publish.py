@@ -45,7 +45,7 @@ from protocol import Post, decode_item
 from protocol.model import parse_target
 from protocol.rules import check_target, rules_for
 
-from . import account_limits
+from . import account_limits, db
 from .credentials import store_for
 from .db import audit, transaction
 from .errors import GroundError, PublishError
@@ -144,7 +144,7 @@ def publisher_lock(home: GroundHome) -> Iterator[bool]:
 
 def build_request(home: GroundHome, conn: sqlite3.Connection, item_id: str, account: str) -> PublishRequest:
     body, sig, statement, key_id = conn.execute(
-        "SELECT body, signature, statement, key_id FROM items WHERE id = ?", (item_id,)
+        f"SELECT body, signature, {db.ITEM_STATEMENT}, key_id FROM items i WHERE id = ?", (item_id,)
     ).fetchone()
     post = decode_item(body)
     assert isinstance(post, Post)

@@ -14,6 +14,7 @@ and proofs over them through ``_SqlTree`` (docs/TRANSPARENCY.md says why pymerkl
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -157,10 +158,9 @@ def _accounts(conn: sqlite3.Connection) -> Iterator[Fact]:
 
 
 def _items(conn: sqlite3.Connection) -> Iterator[Fact]:
-    import hashlib
-
-    for item_id, kind, author, kid, body, statement, target, bundle_sha, received in conn.execute(
-        "SELECT i.id, i.kind, i.author, i.key_id, i.body, i.statement, i.target_id, b.sha256, i.received_ms "
+    for item_id, kind, author, kid, body, st_sha, statement, target, bundle_sha, received in conn.execute(
+        "SELECT i.id, i.kind, i.author, i.key_id, i.body, i.statement_sha256, i.statement, "
+        "i.target_id, b.sha256, i.received_ms "
         "FROM items i JOIN bundles b ON b.bundle_id = i.bundle_id "
         "WHERE NOT EXISTS (SELECT 1 FROM tlog_leaves l WHERE l.fact = 'item:' || i.id) "
         "ORDER BY i.received_ms, i.id"
@@ -175,14 +175,19 @@ def _items(conn: sqlite3.Connection) -> Iterator[Fact]:
                 "astronaut": author,
                 "key_id": bytes(kid).hex(),
                 "body_sha256": hashlib.sha256(bytes(body)).hexdigest(),
-                "statement_sha256": None
-                if statement is None
-                else hashlib.sha256(bytes(statement)).hexdigest(),
+                "statement_sha256": _statement_sha(st_sha, statement),
                 "target_id": target,
                 "bundle_sha256": bundle_sha,
                 "received_ms": received,
             },
         )
+
+
+def _statement_sha(st_sha: bytes | None, statement: bytes | None) -> str | None:
+    """Hex sha256 of an item's batch statement (kept by hash from this release, whole before)."""
+    if st_sha is not None:
+        return bytes(st_sha).hex()
+    return None if statement is None else hashlib.sha256(bytes(statement)).hexdigest()
 
 
 def _media_hashes(conn: sqlite3.Connection, item_id: str) -> list[str]:

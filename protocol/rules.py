@@ -26,6 +26,8 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import regex
+from twitter_text.extract_emojis import extract_emojis_with_indices
+from twitter_text.extract_urls import extract_urls_with_indices
 
 from .model import Post, parse_target
 
@@ -35,9 +37,11 @@ _GRAPHEME = regex.compile(r"\X")
 URL_RE = regex.compile(r"https?://[^\s<>\"]+[^\s<>\".,;:!?)\]}'*]")
 # Mastodon's account mention: @user or @user@domain, not inside a word.
 _MASTODON_MENTION = regex.compile(r"(?<![\w/@])@(\w+)(?:@[\w.-]+\w)?", regex.ASCII)
-_EMOJI = regex.compile(r"\p{Extended_Pictographic}|\p{Regional_Indicator}")
 # twitter-text v3 (config/v3.json): these code point ranges weigh 100, the rest 200.
+# twitter-text v3's weights (config/v3.json): these ranges weigh 1, everything else 2.
 _X_LIGHT_RANGES = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
+# Characters twemoji-parser reads as text unless U+FE0F follows (the port counts them as emoji).
+_X_TEXT_DEFAULT = frozenset({"\u00a9", "\u00ae"})
 
 
 class TextCount(StrEnum):
@@ -137,28 +141,34 @@ def mastodon_length(text: str, url_length: int = 23) -> int:
 
 
 def x_weighted_length(text: str, url_length: int = 23) -> int:
-    """twitter-text v3 weighted length (a limit of 280 means 280 light characters)."""
+    """twitter-text v3's ``parseTweet`` weighted length (a limit of 280 means 280 light characters).
+
+    The loop is parseTweet's (NFC text; a URL weighs ``url_length``, an emoji sequence 2, other
+    characters by the v3 ranges). Finding URLs and emoji is the hard part; it is done by
+    twitter-text-parser (a Python port of twitter-text) with two corrections where that port
+    strays from the official library: line endings are not rewritten, and an emoji is only an
+    emoji where twemoji-parser says so (© and ® need U+FE0F; a following U+FE0F belongs to the
+    emoji). tests/test_official_clients.py checks the result against the official library.
+    """
     text = unicodedata.normalize("NFC", text)
-    total = 0
-    pos = 0
-    for m in URL_RE.finditer(text):
-        total += _x_plain_weight(text[pos : m.start()])
-        total += url_length * 100
-        pos = m.end()
-    total += _x_plain_weight(text[pos:])
-    return (total + 99) // 100
-
-
-def _x_plain_weight(text: str) -> int:
-    weight = 0
-    for cluster in _clusters(text):
-        if _EMOJI.search(cluster):
-            weight += 200  # a whole emoji sequence (ZWJ, flags, skin tones) counts as 2
+    entities = {e["indices"][0]: (e["indices"][1], url_length * 100) for e in extract_urls_with_indices(text)}
+    for e in extract_emojis_with_indices(text):
+        start, end = e["indices"]
+        if end < len(text) and text[end] == "\ufe0f":
+            end += 1
+        elif e["emoji"] in _X_TEXT_DEFAULT:
             continue
-        for ch in cluster:
-            cp = ord(ch)
-            weight += 100 if any(lo <= cp <= hi for lo, hi in _X_LIGHT_RANGES) else 200
-    return weight
+        entities.setdefault(start, (end, 200))
+    total, i = 0, 0
+    while i < len(text):
+        if i in entities:
+            i, weight = entities[i]
+            total += weight
+            continue
+        cp = ord(text[i])
+        total += 100 if any(lo <= cp <= hi for lo, hi in _X_LIGHT_RANGES) else 200
+        i += 1
+    return (total + 99) // 100
 
 
 def text_length(text: str, rules: PlatformRules) -> int:

@@ -2,7 +2,8 @@
 
 Layout: ``<root>/<account>/<post id>/`` holding ``text.txt`` (exact UTF-8 bytes), the
 media files (exact bytes) and ``record.json`` (post id, author, signer fingerprint,
-signature and the sha256 of every published byte). A post folder appears atomically
+signature and the sha256 of every published byte). A format-2 post's batch statement is kept
+once per bundle and signer in ``<root>/.statements/<sha256>.bin``, named by the record. A post folder appears atomically
 (built beside it, then renamed), so its presence is the proof it was published.
 """
 
@@ -20,6 +21,9 @@ from protocol.mediatype import EXTENSIONS
 
 from ..errors import PublishError
 from .base import Published, PublishRequest
+
+# Batch statements, one file each, beside the account folders (no account may start with '.').
+STATEMENTS = ".statements"
 
 
 class ArchivePlatform:
@@ -58,9 +62,15 @@ class ArchivePlatform:
                 "signed_body_sha256": hashlib.sha256(req.body).hexdigest(),
                 "signed_body": base64.b64encode(req.body).decode(),
                 # Set when the signature covers a batch (docs/PROTOCOL.md §14): it is then over
-                # "orbitpost/batch/v1\0" + this statement, one of whose 32-byte entries is the
-                # body's sha256.
-                "batch_statement": req.statement.hex() or None,
+                # "orbitpost/batch/v1\0" + that statement, one of whose 32-byte entries is the
+                # body's sha256. The statement lists every post of its signer in the bundle, so
+                # it is kept once, in <archive>/.statements/, not copied into each record.
+                "batch_statement_sha256": self._keep_statement(req.statement),
+                "batch_statement_file": (
+                    f"../../{STATEMENTS}/{hashlib.sha256(req.statement).hexdigest()}.bin"
+                    if req.statement
+                    else None
+                ),
                 "created_ms": req.post.created_ms,
                 "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
                 "alt": [ref.alt for ref, _ in req.media],
@@ -74,6 +84,17 @@ class ArchivePlatform:
         except OSError as exc:  # e.g. disk full: may clear up by itself
             raise PublishError(f"archive write failed: {exc}", retryable=True) from exc
         return Published(url=final.resolve().as_uri(), remote_id=req.post.id)
+
+    def _keep_statement(self, statement: bytes) -> str | None:
+        """Write a batch statement once under the archive root; returns its sha256 (hex)."""
+        if not statement:
+            return None
+        sha = hashlib.sha256(statement).hexdigest()
+        path = self.root / STATEMENTS / f"{sha}.bin"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, statement, 0o444)
+        return sha
 
     async def lookup(self, req: PublishRequest, session: Any = None) -> Published | None:
         final = self._dir(req.account, req.post.id)
