@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -494,6 +495,15 @@ def serve(
             help="Log lines on stderr as text, or one JSON object per line for log shippers.",
         ),
     ] = "text",
+    public_base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-base-url",
+            envvar="ORBITPOST_PUBLIC_BASE_URL",
+            metavar="URL",
+            help="Public URL reaching this server's /public/media/ (Instagram and Threads fetch photos there).",
+        ),
+    ] = None,
 ) -> None:
     """Run the ground service: the station link endpoint, the dashboard and the publisher.
 
@@ -519,9 +529,24 @@ def serve(
     logs.setup(log_format)
     # Whatever a library prints straight to stderr goes through the same redaction.
     sys.stderr = logs.RedactingStream(sys.stderr)
-    for cred in store_for(home.root).all():
+    store = store_for(home.root)
+    for cred in store.all():
         logs.register_secret(cred.secret)
+        with contextlib.suppress(
+            GroundError
+        ):  # OAuth tokens at start (they rotate; the shapes catch later ones)
+            tokens = store.load_tokens(cred.target)
+            if tokens is not None:
+                logs.register_secret(tokens.access_token)
+                logs.register_secret(tokens.refresh_token)
     _warn_without_operators(home, logs, logging.WARNING)
+    if public_base_url is not None:
+        from .public_media import set_base_url
+
+        logs.event(
+            "public_media",
+            f"photos for Instagram/Threads served under {set_base_url(home.root, public_base_url)}/public/media/",
+        )
     try:
         asyncio.run(run(home, host, port, session_idle_ms=session_idle_min * 60_000))
     except OSError as exc:
@@ -594,6 +619,13 @@ def demo(
         int | None,
         typer.Option("--port", metavar="PORT", help="Port for ground serve (default: a free one)."),
     ] = None,
+    with_fakes: Annotated[
+        bool,
+        typer.Option(
+            "--with-fakes",
+            help="Also publish the photo post to X, LinkedIn, Flickr… on local fakes written from their docs.",
+        ),
+    ] = False,
 ) -> None:
     """Run the whole path locally: keys, posts with a real photo, bundles, verification, publishing.
 
@@ -604,7 +636,7 @@ def demo(
     """
     from .demo import run_demo
 
-    run_demo(root, keep_serving=serve, port=port)
+    run_demo(root, keep_serving=serve, port=port, with_fakes=with_fakes)
 
 
 def command() -> Any:

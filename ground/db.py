@@ -209,6 +209,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE operator_sessions ADD COLUMN last_used_ms INTEGER")
     if columns and "end_reason" not in columns:
         conn.execute("ALTER TABLE operator_sessions ADD COLUMN end_reason TEXT")
+    # What "unchanged" meant for each publication (issue 13): the platform's declared media
+    # fidelity ('exact' / 're-encoded', protocol/rules.py) and what a read-back found.
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(publications)")}
+    if "fidelity" not in columns:
+        conn.execute("ALTER TABLE publications ADD COLUMN fidelity TEXT")
+    if "fidelity_note" not in columns:
+        conn.execute("ALTER TABLE publications ADD COLUMN fidelity_note TEXT")
 
 
 # An item's batch statement, wherever this release or an earlier one kept it (``i`` is items).

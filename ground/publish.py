@@ -43,14 +43,13 @@ import aiohttp
 
 from protocol import Post, decode_item
 from protocol.model import parse_target
-from protocol.rules import check_target, rules_for
+from protocol.rules import check_target, media_fidelity, rules_for
 
 from . import account_limits, db
-from .credentials import store_for
 from .db import audit, transaction
-from .errors import GroundError, PublishError
+from .errors import GroundError, PublishError, QuotaWait
 from .home import GroundHome
-from .platforms import ArchivePlatform, Platform, PublishRequest
+from .platforms import Platform, PublishRequest
 
 log = logging.getLogger(__name__)
 
@@ -107,18 +106,10 @@ class PublishOutcome:
 
 
 def default_platforms(home: GroundHome) -> dict[str, Platform]:
-    """Every adapter this ground has, wired to the home's credential files."""
-    from .platforms.bluesky import BlueskyPlatform
-    from .platforms.mastodon import MastodonPlatform
-    from .platforms.webhook import WebhookPlatform
+    """Every adapter this ground has (ground/platforms registry), wired to the home's files."""
+    from .platforms import build_platforms
 
-    creds = store_for(home.root)
-    return {
-        "archive": ArchivePlatform(home.archive_dir),
-        "bluesky": BlueskyPlatform(creds),
-        "mastodon": MastodonPlatform(creds),
-        "webhook": WebhookPlatform(creds),
-    }
+    return build_platforms(home.root, home.archive_dir)
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
@@ -424,19 +415,31 @@ class _Job:
                 ),
                 True,
             )
+        fidelity = result.fidelity or str(media_fidelity(platform_name))
+        note = result.fidelity_note
         with transaction(self.conn):
             self.conn.execute(
                 "UPDATE publications SET state = 'published', url = ?, remote_id = ?, last_error = NULL, "
-                "retryable = NULL, next_attempt_ms = NULL, updated_ms = ?, published_ms = ? "
-                "WHERE item_id = ? AND account = ?",
-                (result.url, result.remote_id, self.now_ms, self.now_ms, self.item_id, self.account),
+                "retryable = NULL, next_attempt_ms = NULL, updated_ms = ?, published_ms = ?, "
+                "fidelity = ?, fidelity_note = ? WHERE item_id = ? AND account = ?",
+                (
+                    result.url,
+                    result.remote_id,
+                    self.now_ms,
+                    self.now_ms,
+                    fidelity if req.media else None,
+                    note or None,
+                    self.item_id,
+                    self.account,
+                ),
             )
+            photos = f"; photos {fidelity}" + (f" ({note})" if note else "") if req.media else ""
             audit(
                 self.conn,
                 self.now_ms,
                 "publisher",
                 "published",
-                f"{self.item_id} → {self.account}: {result.url}",
+                f"{self.item_id} → {self.account}: {result.url}{photos}",
             )
         return PublishOutcome(item_id=self.item_id, account=self.account, state="published", url=result.url)
 
@@ -466,6 +469,8 @@ class _Job:
         self.attempts += 1
 
     def _error(self, exc: PublishError, claimed_before: bool) -> PublishOutcome:
+        if isinstance(exc, QuotaWait):
+            return self._wait_for_quota(exc, claimed_before)
         if not exc.retryable:
             return self._failed(str(exc), retryable=False)
         if self.attempts >= self.policy.max_attempts:
@@ -502,6 +507,35 @@ class _Job:
             error=str(exc),
             next_attempt_ms=when,
             hold_account=exc.retry_after_s is not None,
+        )
+
+    def _wait_for_quota(self, exc: QuotaWait, claimed_before: bool) -> PublishOutcome:
+        """Nothing was sent: keep the post queued until the quota resets, not counted as a try."""
+        when = self.now_ms + max(1, int(1000 * (exc.retry_after_s or 1.0)))
+        new_state = PubState.PUBLISHING if claimed_before else PubState.PENDING
+        with transaction(self.conn):
+            self.conn.execute(
+                "UPDATE publications SET state = ?, last_error = ?, retryable = 1, next_attempt_ms = ?, "
+                "attempts = max(0, attempts - 1) WHERE item_id = ? AND account = ?",
+                (str(new_state), str(exc), when, self.item_id, self.account),
+            )
+            # The whole account waits: its other posts would meet the same quota.
+            self.conn.execute(
+                "UPDATE publications SET next_attempt_ms = max(COALESCE(next_attempt_ms, 0), ?) "
+                "WHERE account = ? AND state IN ('pending', 'publishing')",
+                (when, self.account),
+            )
+            audit(
+                self.conn, self.now_ms, "publisher", "quota_wait", f"{self.item_id} → {self.account}: {exc}"
+            )
+        self.attempts = max(0, self.attempts - 1)
+        return PublishOutcome(
+            item_id=self.item_id,
+            account=self.account,
+            state=str(new_state),
+            error=str(exc),
+            next_attempt_ms=when,
+            hold_account=True,
         )
 
     def _failed(self, reason: str, *, retryable: bool, state: PubState = PubState.FAILED) -> PublishOutcome:

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from termtext import dump_json, row, visible, write_lines
 
-from .credentials import CredentialStore, store_for
+from .credentials import Credential, CredentialStore, expiry_text, store_for
 from .db import audit, transaction
 from .errors import GroundError
 from .home import GroundHome
@@ -58,8 +58,9 @@ def account_add(
             "--token-file",
             "--secret-file",
             metavar="FILE",
-            help="File holding the app password (Bluesky), access token (Mastodon) or HMAC key "
-            "(webhook); the three names are the same option.",
+            help="File holding the app password (Bluesky), access token (Mastodon), HMAC key (webhook), "
+            "or for X/LinkedIn a JSON OAuth 2.0 grant with client_id (docs/platforms.md); "
+            "the three names are the same option.",
         ),
     ],
     service_url: Annotated[
@@ -92,7 +93,9 @@ def account_add(
         secret = secret_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise GroundError(f"cannot read {secret_file}: {getattr(exc, 'strerror', None) or exc}") from exc
-    cred = _store().add(target, secret, service_url=service_url, identifier=identifier)
+    cred = add_credential(
+        _store(), target, secret, service_url=service_url, identifier=identifier, now_ms=_now_ms()
+    )
     conn = _home().conn
     with transaction(conn):
         audit(conn, _now_ms(), "cli", "account_add", f"{cred.target} at {cred.service_url}")
@@ -101,34 +104,93 @@ def account_add(
     )
 
 
+# Platforms whose --token-file is an OAuth 2.0 grant (JSON) whose tokens rotate.
+OAUTH2_PLATFORMS = frozenset({"x", "linkedin"})
+# A long-lived token (one line, or JSON with access_token/expires_in): ground/platforms/meta_graph.py.
+META_PLATFORMS = frozenset({"instagram", "threads", "facebook"})
+
+
+def add_credential(
+    store: CredentialStore,
+    target: str,
+    secret: str,
+    *,
+    service_url: str | None,
+    identifier: str | None,
+    now_ms: int,
+) -> Credential:
+    """Store TARGET's credential; an OAuth 2.0 grant is split into app (secret) and tokens (rotating)."""
+    from protocol.model import parse_target
+
+    platform = parse_target(target.strip())[0] if ":" in target else ""
+    if platform in META_PLATFORMS:
+        # Meta's long-lived tokens refresh themselves (no client id, no refresh token).
+        from .platforms.meta_graph import meta_token_file
+
+        try:
+            token, meta_tokens = meta_token_file(secret, now_ms)
+        except ValueError as exc:
+            raise GroundError(f"{target}: {exc}") from exc
+        cred = store.add(target, token, service_url=service_url, identifier=identifier)
+        store.save_tokens(cred.target, meta_tokens)
+        return cred
+    if platform not in OAUTH2_PLATFORMS:
+        return store.add(target, secret, service_url=service_url, identifier=identifier)
+    from .platforms.oauth2 import split_token_file
+
+    try:
+        app, tokens = split_token_file(secret, now_ms)
+    except ValueError as exc:
+        raise GroundError(f"{target}: {exc}") from exc
+    cred = store.add(target, app, service_url=service_url, identifier=identifier)
+    store.save_tokens(cred.target, tokens)
+    return cred
+
+
+def account_rows(store: CredentialStore, now_ms: int) -> list[tuple[str, str, str, str]]:
+    """(target, service URL, login, token expiry) per account, never a secret; also for the dashboard."""
+    rows = []
+    for c in store.all():
+        try:
+            expiry = expiry_text(store.load_tokens(c.target), now_ms)
+        except GroundError as exc:
+            expiry = f"reconnect this account ({exc})"
+        rows.append((c.target, c.service_url, c.identifier, expiry))
+    return rows
+
+
 @account_app.command("list")
 def account_list(
     json_out: Annotated[
         bool, typer.Option("--json", help="Print one JSON document instead of text (docs/cli-json.md).")
     ] = False,
 ) -> None:
-    """List accounts with stored credentials (never the secrets).
+    """List accounts with stored credentials (never the secrets) and when their tokens expire.
 
     Example:
 
     \b
         ground --home G account list --json
     """
-    creds = _store().all()
+    rows = account_rows(_store(), _now_ms())
     if json_out:
         dump_json(
             "orbitpost.ground.accounts",
             1,
             {
                 "accounts": [
-                    {"account": c.target, "service_url": c.service_url, "login": c.identifier} for c in creds
+                    {"account": target, "service_url": url, "login": login, "token_expiry": expiry or None}
+                    for target, url, login, expiry in rows
                 ]
             },
         )
         return
-    if not creds:
+    if not rows:
         console.print("no accounts yet: ground account add PLATFORM:ACCOUNT --app-password-file FILE")
-    write_lines(row(c.target, c.service_url, f"login {c.identifier}", "secret: stored (0600)") for c in creds)
+    write_lines(
+        row(target, url, f"login {login}", "secret: stored (0600)", *([expiry] if expiry else []))
+        for target, url, login, expiry in rows
+    )
 
 
 @account_app.command("remove")

@@ -328,6 +328,9 @@ def create_app(
     app[LINK_KEY] = LinkService(home, receiver_config, auth_limiter)
     app.router.add_post("/v1/link", app[LINK_KEY].handle)
     app.router.add_get("/v1/health", _health)
+    from . import public_media  # photos Instagram/Threads fetch (issue 13)
+
+    public_media.setup(app, home)
     try:
         from . import dashboard
     except ImportError:

@@ -22,7 +22,7 @@ from typing import Any
 
 from pymerkle import BaseMerkleTree
 
-from protocol import format_public_key
+from protocol import format_public_key, rules
 from protocol.tlog import Checkpoint, SignedCheckpoint, canonical_entry, leaf_hash, sign_checkpoint
 
 from .db import transaction
@@ -66,19 +66,9 @@ LOGGED_STATES = ("published", "cancelled", "retracted", "failed")
 BATCH = 2_000
 
 
-# What each platform keeps of a photo, for platforms whose rules do not say (protocol/rules.py
-# states it where it knows); text is published byte-exact everywhere.
-_EXACT_MEDIA = {"archive", "bluesky", "webhook", "flickr"}
-
-
 def media_fidelity(platform: str) -> str:
-    """'exact' where the platform keeps the photo's bytes, else 're-encoded'."""
-    try:
-        from protocol.rules import media_fidelity as declared  # type: ignore[attr-defined]
-    except ImportError:
-        return "exact" if platform in _EXACT_MEDIA else "re-encoded"
-    value = declared(platform)
-    return str(getattr(value, "value", value))
+    """'exact' where the platform keeps the photo's bytes, else 're-encoded' (protocol/rules.py)."""
+    return "exact" if rules.media_fidelity(platform) is rules.MediaFidelity.EXACT else "re-encoded"
 
 
 def origin(home: GroundHome) -> str:

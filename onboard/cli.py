@@ -16,6 +16,7 @@ from rich.text import Text
 from protocol import Post, ProtocolError
 from protocol.capabilities import Capabilities
 from protocol.model import Cancel, Retract
+from protocol.rules import fidelity_summary
 from termtext import dump_json, row, visible, write_lines
 from termtext.cli import CONTEXT_SETTINGS, plain_help, stop_on_sigterm, stop_reason, version
 
@@ -249,6 +250,10 @@ def post(
         publish_at_ms=_parse_at(at),
     )
     console.print(f"queued {p.id} for {visible(', '.join(p.targets))}")
+    # Said before a byte is sent: which platforms publish the photo bytes as signed (issue 13).
+    said = fidelity_summary(p.targets, len(p.media))
+    if said:
+        console.print(visible(said))
 
 
 POST_ID_HELP = "The post's id (see `onboard queue`)."

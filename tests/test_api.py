@@ -556,3 +556,27 @@ async def test_unknown_api_paths_and_methods_get_json_404(client: TestClient) ->
         r = await client.request(method, path)
         assert r.status == 404, (method, path)
         assert path in (await r.json())["error"]
+
+
+async def test_platforms_view_shows_token_expiry_per_account(client: TestClient, home: GroundHome) -> None:
+    import time
+
+    from ground.credentials import TokenSet, store_for
+
+    home.conn.execute("INSERT INTO accounts (astronaut, account) VALUES ('alice', 'x:alice')")
+    home.conn.execute("INSERT INTO accounts (astronaut, account) VALUES ('alice', 'linkedin:alice')")
+    store = store_for(home.root)
+    now = int(time.time() * 1000)
+    store.add("x:alice", '{"client_id":"c"}', service_url="http://127.0.0.1:9")
+    store.save_tokens("x:alice", TokenSet(access_token="a", expires_at_ms=now + 12 * 86_400_000 + 3_600_000))
+    store.add("linkedin:alice", '{"client_id":"c"}', service_url="http://127.0.0.1:9")
+    store.save_tokens(
+        "linkedin:alice", TokenSet(access_token="a", refresh_token="r", refresh_expires_at_ms=now - 1)
+    )
+    await login(client, READER)
+    data = await (await client.get("/api/platforms")).json()
+    schema_validate(openapi_document(), "Platforms", data)
+    tokens = {a["account"]: a["token"] for p in data["platforms"] for a in p["accounts"]}
+    assert tokens["x:alice"] == "expires in 12 days"
+    assert tokens["linkedin:alice"] == "EXPIRED: reconnect this account"
+    assert tokens["archive:alice"] is None

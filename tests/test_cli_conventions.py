@@ -242,7 +242,12 @@ def test_json_shapes(enrolled: Cli, photo: Path, tmp_path: Path) -> None:
     cli.ground("account", "add", "bluesky:alice.test", "--app-password-file", str(tmp_path / "pw"))
     acc = _json(cli.ground("account", "list", "--json"), "orbitpost.ground.accounts")
     assert acc["accounts"] == [
-        {"account": "bluesky:alice.test", "service_url": "https://bsky.social", "login": "alice.test"}
+        {
+            "account": "bluesky:alice.test",
+            "service_url": "https://bsky.social",
+            "login": "alice.test",
+            "token_expiry": None,
+        }
     ]
     assert "app-password-1234" not in json.dumps(acc)
 

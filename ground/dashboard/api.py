@@ -224,7 +224,30 @@ async def security(request: web.Request) -> web.StreamResponse:
 
 @require()
 async def platforms(request: web.Request) -> web.StreamResponse:
-    return _json({"platforms": await _read(request, queries.platforms, now_ms())})
+    data = await _read(request, queries.platforms, now_ms())
+    # Token lifetimes live in the credential files, not the database (ground/credentials.py).
+    expiry = token_expiry(request.app[HOME_KEY].root, now_ms())
+    for p in data:
+        for a in p["accounts"]:
+            a["token"] = expiry.get(a["account"])
+    return _json({"platforms": data})
+
+
+def token_expiry(home_root: Any, now: int) -> dict[str, str]:
+    """``platform:account`` → "expires in N days" for accounts with OAuth tokens (never a secret)."""
+    from ..credentials import expiry_text, store_for
+    from ..errors import GroundError
+
+    store = store_for(home_root)
+    out = {}
+    for cred in store.all():
+        try:
+            text = expiry_text(store.load_tokens(cred.target), now)
+        except GroundError as exc:
+            text = f"reconnect this account ({exc})"
+        if text:
+            out[cred.target] = text
+    return out
 
 
 @require()

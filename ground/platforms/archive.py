@@ -74,6 +74,12 @@ class ArchivePlatform:
                 "created_ms": req.post.created_ms,
                 "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
                 "alt": [ref.alt for ref, _ in req.media],
+                # What "unchanged" means here (protocol/rules.py): the archive keeps the exact
+                # bytes, so each photo file's sha256 equals the signed original's.
+                "media": [
+                    {"sha256": ref.sha256.hex(), "media_type": ref.media_type, "fidelity": "exact"}
+                    for ref, _ in req.media
+                ],
             }
             write_atomic(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
             tmp.rename(final)
@@ -83,7 +89,12 @@ class ArchivePlatform:
             raise PublishError(f"archive write failed: {exc}", retryable=False) from exc
         except OSError as exc:  # e.g. disk full: may clear up by itself
             raise PublishError(f"archive write failed: {exc}", retryable=True) from exc
-        return Published(url=final.resolve().as_uri(), remote_id=req.post.id)
+        return Published(
+            url=final.resolve().as_uri(),
+            remote_id=req.post.id,
+            fidelity="exact",
+            fidelity_note="files written as signed; sha256 in record.json" if req.media else "",
+        )
 
     def _keep_statement(self, statement: bytes) -> str | None:
         """Write a batch statement once under the archive root; returns its sha256 (hex)."""
