@@ -41,6 +41,8 @@ station_app = typer.Typer(
 )
 app.add_typer(station_app, name="station")
 app.add_typer(log_app, name="log")
+tls_app = typer.Typer(help="HTTPS for the link and the dashboard (docs/DEPLOY.md).", no_args_is_help=True)
+app.add_typer(tls_app, name="tls")
 register_publishing(app)  # account add/list/remove, retry, publish
 # Never markup, never wrapped: user text goes through visible() (termtext).
 console = Console(highlight=False, markup=False, soft_wrap=True)
@@ -406,13 +408,17 @@ def station_add(
     quota = None if quota_mb is None else quota_mb * 1024 * 1024
     token = add_station(state.home.conn, name, _now_ms(), quota_bytes=quota)
     from .jxl import capabilities as ground_capabilities
+    from .tls import home_files
 
+    tls = home_files(state.home.root)
     write_token_file(
         token_out,
         station=name,
         token=token,
         ground_key_line=key_line,
         ground_decodes=ground_capabilities().to_token(),
+        # The station pins ground's own certificate when ground has one (ground tls init).
+        tls_sha256=tls.sha256 if tls.cert.exists() else None,
     )
     console.print(
         f"station {visible(name)} added; give {visible(token_out)} to the station "
@@ -495,6 +501,25 @@ def serve(
             help="Log lines on stderr as text, or one JSON object per line for log shippers.",
         ),
     ] = "text",
+    tls: Annotated[
+        bool, typer.Option("--tls", help="Serve HTTPS with <home>/tls (made by `ground tls init` or now).")
+    ] = False,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", metavar="FILE", help="Serve HTTPS with this certificate chain (PEM)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", metavar="FILE", help="The private key for --tls-cert.")
+    ] = None,
+    conns_per_address: Annotated[
+        int,
+        typer.Option(
+            "--conns-per-address",
+            metavar="N",
+            min=1,
+            help="Open connections allowed from one client address (raise it behind a proxy or a large NAT).",
+        ),
+    ] = 64,
     public_base_url: Annotated[
         str | None,
         typer.Option(
@@ -521,7 +546,9 @@ def serve(
 
     from . import logs
     from .credentials import store_for
+    from .edge import EdgeLimits
     from .server import serve as run
+    from .tls import TlsFiles, home_files, make_self_signed, server_context
 
     if log_format not in ("text", "json"):
         raise GroundError(f"--log-format must be text or json, not {log_format!r}")
@@ -547,8 +574,33 @@ def serve(
             "public_media",
             f"photos for Instagram/Threads served under {set_base_url(home.root, public_base_url)}/public/media/",
         )
+
+    ctx = None
+    if tls_cert is not None or tls_key is not None:
+        if tls_cert is None or tls_key is None:
+            raise GroundError("--tls-cert and --tls-key go together")
+        ctx = server_context(TlsFiles(cert=tls_cert, key=tls_key))
+    elif tls:
+        files = home_files(home.root)
+        if not files.cert.exists():
+            files = make_self_signed(home.root, [host, "localhost", "127.0.0.1"])
+            logs.event(
+                "tls_certificate",
+                f"made a self-signed certificate {files.cert}; re-issue station tokens to pin it",
+            )
+        ctx = server_context(files)
+        logs.event("tls_certificate", f"TLS certificate SHA-256 {files.sha256}", sha256=files.sha256)
     try:
-        asyncio.run(run(home, host, port, session_idle_ms=session_idle_min * 60_000))
+        asyncio.run(
+            run(
+                home,
+                host,
+                port,
+                session_idle_ms=session_idle_min * 60_000,
+                ssl_context=ctx,
+                edge_limits=EdgeLimits(max_conns_per_addr=conns_per_address),
+            )
+        )
     except OSError as exc:
         raise GroundError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
@@ -571,7 +623,10 @@ def receipts(
         Path, typer.Option("--out", metavar="FILE", help="Write the signed receipts document here.")
     ],
     since: Annotated[
-        int, typer.Option("--since", metavar="MS", help="Only changes at or after this time (ms).")
+        int,
+        typer.Option(
+            "--since", metavar="N", help="Only changes after this change number (docs/PROTOCOL.md §9)."
+        ),
     ] = 0,
     station: Annotated[
         str | None,
@@ -651,3 +706,31 @@ def main() -> None:
     except GroundError as exc:
         err_console.print(f"error: {visible(exc)}")
         raise SystemExit(1) from None
+
+
+@tls_app.command("init")
+def tls_init(
+    host: Annotated[
+        list[str], typer.Option("--host", help="A name or address stations and browsers use (repeatable).")
+    ],
+) -> None:
+    """Make ground's self-signed TLS certificate; stations added afterwards pin it."""
+    from .tls import make_self_signed
+
+    files = make_self_signed(state.home.root, host)
+    console.print(f"certificate {files.cert} (key {files.key}, 0600)")
+    console.print(f"SHA-256 {files.sha256}")
+    console.print(
+        "serve it with `ground serve --tls`; `ground station add` now writes this pin into token files"
+    )
+
+
+@tls_app.command("show")
+def tls_show() -> None:
+    """Print the SHA-256 of ground's TLS certificate (what stations pin, what browsers show)."""
+    from .tls import home_files
+
+    files = home_files(state.home.root)
+    if not files.cert.exists():
+        raise GroundError("no TLS certificate yet: run `ground tls init --host NAME`")
+    console.print(files.sha256)

@@ -21,7 +21,7 @@ from termtext import dump_json, row, visible, write_lines
 from termtext.cli import CONTEXT_SETTINGS, plain_help, stop_on_sigterm, stop_reason, version
 
 from . import keystore, queue
-from .compose import PhotoInput, compose_command, compose_post
+from .compose import PhotoInput, compose_command, compose_post, targets_note
 from .errors import OnboardError
 from .export import CURRENT_GROUND, export_queue
 from .home import Home
@@ -102,8 +102,56 @@ def _root(
         bool,
         typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
     ] = False,
+    passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--passphrase-file",
+            help="For scripts: read the passphrase of protected keys from this file's first line "
+            "(or set ORBITPOST_PASSPHRASE); otherwise it is asked on the terminal.",
+        ),
+    ] = None,
 ) -> None:
     state.home = Home(home)
+    keystore.set_passphrase_source(_passphrase_source(passphrase_file))
+
+
+def _passphrase_source(path: Path | None) -> keystore.PassphraseSource:
+    """Passphrases for protected keys: --passphrase-file, ORBITPOST_PASSPHRASE, else a prompt."""
+    asked: dict[str, bytes | None] = {}
+
+    def source(name: str) -> bytes | None:
+        if name not in asked:
+            asked[name] = _read_passphrase(path, f"passphrase for {name}'s key: ")
+        return asked[name]
+
+    return source
+
+
+def _read_passphrase(path: Path | None, prompt: str) -> bytes | None:
+    import getpass
+    import os
+    import sys
+
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8").splitlines()[0].encode() if path.stat().st_size else b""
+        except OSError as exc:
+            raise OnboardError(f"cannot read --passphrase-file {path}: {exc.strerror or exc}") from exc
+    if os.environ.get("ORBITPOST_PASSPHRASE"):
+        return os.environ["ORBITPOST_PASSPHRASE"].encode()
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt).encode()
+    return None
+
+
+def _new_passphrase(name: str) -> bytes:
+    """A new passphrase: ORBITPOST_NEW_PASSPHRASE for scripts, else typed twice."""
+    import os
+
+    if os.environ.get("ORBITPOST_NEW_PASSPHRASE"):
+        return os.environ["ORBITPOST_NEW_PASSPHRASE"].encode()
+    value: str = typer.prompt(f"new passphrase for {name}'s key", hide_input=True, confirmation_prompt=True)
+    return value.encode()
 
 
 def _conn() -> sqlite3.Connection:
@@ -128,6 +176,13 @@ def init() -> None:
 @keys_app.command("new")
 def keys_new(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Astronaut name: a-z, 0-9, '.', '_', '-'.")],
+    passphrase: Annotated[
+        bool,
+        typer.Option(
+            "--passphrase",
+            help="Encrypt the key under a passphrase (asked twice; ORBITPOST_NEW_PASSPHRASE for scripts).",
+        ),
+    ] = False,
 ) -> None:
     """Create an Ed25519 identity for astronaut NAME (private key file mode 0600).
 
@@ -136,12 +191,30 @@ def keys_new(
     Example:
 
     \b
-        onboard --home A keys new alice
+        onboard --home A keys new alice --passphrase
     """
     state.may_create = True
-    key = keystore.new_key(state.home.ensure(), name)
+    key = keystore.new_key(state.home.ensure(), name, _new_passphrase(name) if passphrase else None)
     console.print(f"created key for {visible(name)} (fingerprint {keystore.key_fingerprint(key)})")
     console.print("give ground this line:  " + keystore.public_line(key))
+
+
+@keys_app.command("protect")
+def keys_protect(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Astronaut name (see `onboard keys list`).")],
+    remove: Annotated[
+        bool, typer.Option("--remove", help="Store the key unencrypted again (anyone here could sign).")
+    ] = False,
+) -> None:
+    """Encrypt NAME's key under a (new) passphrase, so reading the file is not enough to sign.
+
+    Example:
+
+    \b
+        onboard --home A keys protect alice
+    """
+    keystore.protect(state.home, name, None if remove else _new_passphrase(name))
+    console.print(f"{visible(name)}'s key is {'no longer' if remove else 'now'} protected by a passphrase")
 
 
 @keys_app.command("show")
@@ -155,19 +228,22 @@ def keys_show(
     \b
         onboard --home A keys show alice
     """
-    print(keystore.public_line(keystore.load_key(state.home, name)))
+    print(keystore.public_line_of(keystore.public_key(state.home, name)))
 
 
 @keys_app.command("list")
 def keys_list(json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
-    """List the identities on this laptop: name, fingerprint, public key line.
+    """List the identities on this laptop: name, fingerprint, public key, passphrase or not.
 
     Example:
 
     \b
         onboard --home A keys list --json
     """
-    keys = [(n, keystore.load_key(state.home, n)) for n in keystore.list_names(state.home)]
+    home = state.home
+    keys = [
+        (n, keystore.public_key(home, n), keystore.is_protected(home, n)) for n in keystore.list_names(home)
+    ]
     if json_out:
         dump_json(
             "orbitpost.onboard.keys",
@@ -176,17 +252,26 @@ def keys_list(json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] 
                 "keys": [
                     {
                         "name": n,
-                        "fingerprint": keystore.key_fingerprint(k),
-                        "public_key": keystore.public_line(k),
+                        "fingerprint": keystore.fingerprint_of(pub),
+                        "public_key": keystore.public_line_of(pub),
+                        "protected": protected,
                     }
-                    for n, k in keys
+                    for n, pub, protected in keys
                 ]
             },
         )
         return
     if not keys:
         console.print("no keys yet (onboard keys new NAME)")
-    write_lines(row(n, keystore.key_fingerprint(k), keystore.public_line(k)) for n, k in keys)
+    write_lines(
+        row(
+            n,
+            keystore.fingerprint_of(pub),
+            keystore.public_line_of(pub),
+            "passphrase" if p else "no passphrase",
+        )
+        for n, pub, p in keys
+    )
 
 
 def _parse_at(value: str | None) -> int | None:
@@ -240,9 +325,10 @@ def post(
         )
     targets = [t.strip() for chunk in to for t in chunk.split(",") if t.strip()]
     photos = [PhotoInput(path=p, alt=alt[i] if i < len(alt) else "") for i, p in enumerate(photo)]
+    conn = _conn()
     p = compose_post(
         state.home,
-        _conn(),
+        conn,
         author=author,
         text=text,
         targets=targets,
@@ -254,6 +340,9 @@ def post(
     said = fidelity_summary(p.targets, len(p.media))
     if said:
         console.print(visible(said))
+    note = targets_note(conn, author)
+    if note:
+        err_console.print(visible(note))
 
 
 POST_ID_HELP = "The post's id (see `onboard queue`)."
@@ -271,6 +360,9 @@ def cancel(
         onboard cancel 01JD3Q8Z6Y4W9E2R5T7U1I0O9P
     """
     cmd = compose_command(state.home, _conn(), kind=Cancel, target_id=post_id)
+    if isinstance(cmd, Post):  # ground never accepted it (its bundle was refused): cleared here
+        console.print(f"cancelled {cmd.id} on this laptop; ground never had it")
+        return
     console.print(f"queued cancel {cmd.id} of {visible(post_id.upper())}")
 
 
@@ -328,9 +420,10 @@ def _iso(ms: int | None) -> str | None:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _what(it: Any) -> str:
+def _what(it: Any, detail: str | None = None) -> str:
     if not isinstance(it, Post):
-        return f"{it.kind.name.lower()} {it.target_id}"
+        # What ground did with a cancel or retract, in its words (docs/PROTOCOL.md §9.2).
+        return f"{it.kind.name.lower()} {it.target_id}" + (f": {visible(detail)}" if detail else "")
     what = visible(it.text[:40]) + ("…" if len(it.text) > 40 else "")
     if it.media:
         what += f" [{len(it.media)} photo{'s' if len(it.media) > 1 else ''}]"
@@ -380,7 +473,7 @@ def show_queue(json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)]
             for t, st, url, det in queue.deliveries(conn, it.id)
         ]
         status = show(q.status, it.id) + (f" → {visible(Path(q.exported_to).name)}" if q.exported_to else "")
-        lines.append((it.id, visible(it.author), status, _what(it), accounts))
+        lines.append((it.id, visible(it.author), status, _what(it, q.detail), accounts))
     if not _stdout_is_terminal():
         for item_id, author, status, what, accounts in lines:
             print("\t".join((item_id, author, status, what)))
@@ -559,6 +652,37 @@ def sync(
         f"{result.receipts} receipt(s); {result.request_bytes:,} bytes sent in {result.requests} request(s), "
         f"{result.failures} retried"
     )
+    if result.refused or result.rejected:
+        # One line the astronaut can act on; `onboard queue` has each reason and its remedy.
+        what = "; ".join(result.refused[:3]) + (
+            f"; and {len(result.refused) - 3} more" if len(result.refused) > 3 else ""
+        )
+        err_console.print(
+            f"error: ground refused {len(result.refused) + result.rejected} thing(s) sent: "
+            f"{what or 'see onboard queue'} — see `onboard queue` for what resolves each",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise SystemExit(1)
+
+
+@app.command()
+def ui(
+    host: Annotated[
+        str, typer.Option("--host", help="Loopback address to listen on (never another).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0: any free one).")] = 0,
+    open_browser: Annotated[
+        bool, typer.Option("--open/--no-open", help="Open the page in this laptop's browser.")
+    ] = True,
+    lock_after: Annotated[
+        float, typer.Option("--lock-after", help="Forget unlocked keys after this many idle minutes.")
+    ] = 10.0,
+) -> None:
+    """The compose page: write, attach photos, send and follow posts in a browser on this laptop."""
+    from .ui.server import run_ui
+
+    run_ui(state.home, host=host, port=port, open_browser=open_browser, lock_after_s=lock_after * 60)
 
 
 @receipts_app.command("import")

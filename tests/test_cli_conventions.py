@@ -172,7 +172,8 @@ def test_json_shapes(enrolled: Cli, photo: Path, tmp_path: Path) -> None:
     ).output.split()[1]
 
     keys = _json(cli.onboard("keys", "list", "--json"), "orbitpost.onboard.keys")
-    assert [_keys(k) for k in keys["keys"]] == [{"name", "fingerprint", "public_key"}]
+    assert [_keys(k) for k in keys["keys"]] == [{"name", "fingerprint", "public_key", "protected"}]
+    assert keys["keys"][0]["protected"] is False
     assert keys["keys"][0]["name"] == "alice"
 
     q = _json(cli.onboard("queue", "--json"), "orbitpost.onboard.queue")
