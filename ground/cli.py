@@ -41,7 +41,11 @@ station_app = typer.Typer(
 )
 app.add_typer(station_app, name="station")
 app.add_typer(log_app, name="log")
-tls_app = typer.Typer(help="HTTPS for the link and the dashboard (docs/DEPLOY.md).", no_args_is_help=True)
+tls_app = typer.Typer(
+    help="HTTPS for the link and the dashboard (docs/DEPLOY.md).\n\nExample:\n\n\b\n"
+    "    ground tls init --host ground.example --host 127.0.0.1",
+    no_args_is_help=True,
+)
 app.add_typer(tls_app, name="tls")
 register_publishing(app)  # account add/list/remove, retry, publish
 # Never markup, never wrapped: user text goes through visible() (termtext).
@@ -714,7 +718,13 @@ def tls_init(
         list[str], typer.Option("--host", help="A name or address stations and browsers use (repeatable).")
     ],
 ) -> None:
-    """Make ground's self-signed TLS certificate; stations added afterwards pin it."""
+    """Make ground's self-signed TLS certificate; stations added afterwards pin it.
+
+    Example:
+
+    \b
+        ground --home G tls init --host ground.example --host 127.0.0.1
+    """
     from .tls import make_self_signed
 
     files = make_self_signed(state.home.root, host)
@@ -727,7 +737,13 @@ def tls_init(
 
 @tls_app.command("show")
 def tls_show() -> None:
-    """Print the SHA-256 of ground's TLS certificate (what stations pin, what browsers show)."""
+    """Print the SHA-256 of ground's TLS certificate (what stations pin, what browsers show).
+
+    Example:
+
+    \b
+        ground --home G tls show
+    """
     from .tls import home_files
 
     files = home_files(state.home.root)

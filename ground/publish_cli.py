@@ -111,7 +111,13 @@ def account_bluesky_web(
         str | None, typer.Argument(help="Web app showing its posts, e.g. https://bsky.app; omit for none.")
     ] = None,
 ) -> None:
-    """Set which web app links to posts on a Bluesky service (without one: the at:// URI)."""
+    """Set which web app links to posts on a Bluesky service (without one: the at:// URI).
+
+    Example:
+
+    \b
+        ground --home G account bluesky-web https://pds.example.org https://bsky.app
+    """
     from .platforms.bluesky import set_web_app
 
     for u in (service_url, web_url):

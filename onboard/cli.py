@@ -679,7 +679,13 @@ def ui(
         float, typer.Option("--lock-after", help="Forget unlocked keys after this many idle minutes.")
     ] = 10.0,
 ) -> None:
-    """The compose page: write, attach photos, send and follow posts in a browser on this laptop."""
+    """The compose page: write, attach photos, send and follow posts in a browser on this laptop.
+
+    Example:
+
+    \b
+        onboard --home A ui
+    """
     from .ui.server import run_ui
 
     run_ui(state.home, host=host, port=port, open_browser=open_browser, lock_after_s=lock_after * 60)
