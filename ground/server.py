@@ -45,6 +45,8 @@ from protocol.transfer_wire import (
     TransferKind,
     UploadState,
     decode_response,
+    encode_request,
+    salvage_chunk,
 )
 
 from . import logs, public, publish
@@ -128,15 +130,20 @@ class LinkService:
 
     async def _handle_body(self, request: web.Request, station_name: str) -> web.Response:
         """Read and process one admitted request body (a BodyGate slot is held)."""
+        buf = bytearray()
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return json_error(
-                413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
-            )
+            async for piece in request.content.iter_any():
+                buf += piece
+                if len(buf) > MAX_FRAME_BYTES:
+                    return json_error(
+                        413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
+                    )
         except ConnectionError:
-            # The link was cut mid-request: nothing was processed, nobody is left to answer.
+            # The link was cut mid-request: keep what arrived of a chunk (issue 14, like tus),
+            # so the station resends only what was still in the network. Nobody is left to answer.
+            await self._keep_partial(bytes(buf), station_name)
             return json_error(400, LinkErrorCode.BAD_FRAME, "connection lost before the request was whole")
+        body = bytes(buf)
         now = time.time()
         async with self.lock:
             rid = self.receiver.receive(body, now, station=station_name)
@@ -152,6 +159,17 @@ class LinkService:
         if isinstance(frame, ErrorFrame):
             return json_error(HTTP_STATUS.get(frame.code, 400), frame.code, frame.message, frame.retryable)
         return web.Response(body=resp, content_type=FRAME_TYPE)
+
+    async def _keep_partial(self, prefix: bytes, station: str) -> None:
+        """Store the data bytes of a CHUNK request cut short (protocol salvage_chunk)."""
+        chunk = salvage_chunk(prefix)
+        if chunk is None:
+            return
+        now = time.time()
+        async with self.lock:
+            rid = self.receiver.receive(encode_request(chunk), now, station=station)
+            await self._drain(now)
+            self.receiver.response_for(rid)  # its answer has nobody to go to
 
     async def _drain(self, now: float) -> None:
         r = self.receiver

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
 
+import msgpack
+
 from .canonical import expect, expect_list, pack, unpack
 from .errors import ErrorCode, RemoteProtocolError
 from .rangeset import RangeSet
@@ -298,6 +300,45 @@ def decode_request(data: bytes) -> Request:
             raise RemoteProtocolError(ErrorCode.MALFORMED, "a claimed bundle sha256 must be 32 bytes")
         return ReceiptsRequest(seq=seq, since=since, cursor=ReceiptsCursor(cursor), claims=claims)
     raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown request frame type {t}")
+
+
+# A CHUNK frame's data is a msgpack bin, the frame's last field: bin 8/16/32 length bytes.
+_BIN_LENGTH_BYTES = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+_FIXARRAY_7 = 0x97
+
+
+def salvage_chunk(prefix: bytes) -> Chunk | None:
+    """What arrived of a CHUNK frame cut short (the link dropped mid-request): the chunk with
+    the data bytes that made it, or None if the prefix is not a CHUNK frame's, holds no data
+    byte yet, or is the whole frame (decode that with ``decode_request``).
+
+    Like tus keeping every byte of an interrupted PATCH, ground stores what reached it, so a
+    cut costs only what was still in the network. Nothing here is trusted more than a whole
+    chunk: the upload's sha256, signed in its bundle, is checked at commit (docs §8.4)."""
+    if len(prefix) < 2 or prefix[0] != _FIXARRAY_7:
+        return None
+    unpacker = msgpack.Unpacker(raw=False, use_list=True, max_buffer_size=MAX_FRAME_BYTES)
+    unpacker.feed(prefix[1:])
+    head: list[Any] = []
+    try:
+        for _ in range(6):
+            head.append(unpacker.unpack())
+    except (msgpack.OutOfData, ValueError):
+        return None
+    pos = 1 + unpacker.tell()
+    n = _BIN_LENGTH_BYTES.get(prefix[pos]) if pos < len(prefix) else None
+    if n is None or len(prefix) < pos + 1 + n:
+        return None
+    declared = int.from_bytes(prefix[pos + 1 : pos + 1 + n], "big")
+    data = prefix[pos + 1 + n : pos + 1 + n + declared]
+    if not data or len(data) >= declared:
+        return None
+    try:
+        # The header passes every check a whole frame's would (version, type, key, offset).
+        req = decode_request(pack([*head, bytes(data)]))
+    except RemoteProtocolError:
+        return None
+    return req if isinstance(req, Chunk) else None
 
 
 def decode_response(data: bytes) -> Response:
