@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import signal
 import ssl
@@ -48,7 +49,7 @@ from protocol.transfer_wire import (
     salvage_chunk,
 )
 
-from . import public, publish
+from . import logs, public, publish
 from .body_limits import BodyGate
 from .db import audit, transaction
 from .edge import Edge, EdgeLimits, EdgeSite, refusal_middleware
@@ -195,6 +196,9 @@ class LinkService:
                         r.commit_done(ev.rid, now, state=UploadState.RECEIVING, message=str(exc), retry=True)
                     else:
                         r.commit_done(ev.rid, now, state=state, code=code, message=msg)
+                        _log_commit(
+                            ev.station, ev.key.kind, ev.key.sha256.hex(), ev.size_bytes, state, code, msg
+                        )
                         if state is UploadState.COMMITTED and ev.key.kind is TransferKind.BUNDLE:
                             self.bundle_committed.set()
                 elif isinstance(ev, ReceiptsWanted):
@@ -227,6 +231,13 @@ class LinkService:
         verdict = lim.blocked(addr, now)
         if verdict is not None:
             if verdict.log:  # 1st, 2nd, 4th, 8th... refusal: a flood adds log2(n) rows, not n
+                logs.event(
+                    "credential_refused",
+                    f"station token refused from {addr}: rate-limited ({verdict.refused} in this block)",
+                    level=logging.WARNING,
+                    credential="station_token",
+                    addr=addr,
+                )
                 self._security(
                     request,
                     "link-rate-limited",
@@ -241,6 +252,13 @@ class LinkService:
                 headers={"Retry-After": str(wait)},
             )
         self._security(request, "link-unauthorized", "bad or missing station token")
+        logs.event(
+            "credential_refused",
+            f"station token refused from {request.remote or '?'}",
+            level=logging.WARNING,
+            credential="station_token",
+            addr=request.remote or "?",
+        )
         if lim.failed(addr, now):
             self._security(
                 request,
@@ -287,6 +305,32 @@ class LinkService:
                 await self._drain(time.time())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), EXPIRY_CHECK_S)
+
+
+def _log_commit(
+    station: str, kind: TransferKind, sha_hex: str, size: int, state: UploadState, code: str, msg: str
+) -> None:
+    what = "bundle" if kind is TransferKind.BUNDLE else "photo"
+    if state is UploadState.COMMITTED:
+        if kind is TransferKind.BUNDLE:
+            logs.event(
+                "bundle_accepted",
+                f"bundle {sha_hex[:12]} from station {station} accepted ({size:,} bytes)",
+                station=station,
+                sha256=sha_hex,
+                size_bytes=size,
+            )
+        return
+    logs.event(
+        f"{what}_rejected",
+        f"{what} {sha_hex[:12]} from station {station} rejected: [{code}] {msg}",
+        level=logging.WARNING,
+        station=station,
+        sha256=sha_hex,
+        size_bytes=size,
+        code=code,
+        reason=msg,
+    )
 
 
 LINK_KEY: web.AppKey[LinkService] = web.AppKey("link", LinkService)
@@ -385,9 +429,15 @@ async def serve(
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    stopped_by: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        stopped_by.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     app = create_app(home, session_idle_ms=session_idle_ms)
     # Idle keep-alive connections are held an hour, pinned rather than left to the aiohttp
     # release (older ones closed after 75 s): `onboard sync --watch` keeps one connection open
@@ -399,7 +449,15 @@ async def serve(
     if edge_out is not None:
         edge_out.append(edge)
     site = EdgeSite(runner, host, port, edge=edge, ssl_context=ssl_context)
-    await site.start()
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    # Only now, after the bind succeeded (a failed bind must never read "serving on").
+    bound = runner.addresses[0] if runner.addresses else (host, port)
+    url = f"{'https' if ssl_context is not None else 'http'}://{host}:{bound[1]}"
+    logs.event("listening", f"serving on {url} (dashboard {url}/, station link {url}/v1/link)", url=url)
     if ready is not None:
         ready.set()
     tasks = [
@@ -416,3 +474,5 @@ async def serve(
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
+        why = stopped_by[0] if stopped_by else "stop requested"
+        logs.event("shutdown", f"stopped ({why}); everything accepted is on disk", reason=why)

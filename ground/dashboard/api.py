@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from typing import Any
 
 from aiohttp import web
 
-from .. import operators
+from .. import logs, operators
 from ..db import audit, transaction
 from . import actions, queries
 from .auth import (
@@ -112,6 +113,13 @@ async def login(request: web.Request) -> web.StreamResponse:
             full_s = limiter.retry_after_s(conn, name, ip, ts)
             limiter.failed(conn, name, ip, ts)
             audit(conn, ts, "login", "login-failed", f"operator {name!r} from {ip}: wrong name or password")
+            logs.event(
+                "credential_refused",
+                f"operator login refused for {name!r} from {ip}",
+                level=logging.WARNING,
+                credential="operator_password",
+                addr=ip,
+            )
             locked_s = limiter.retry_after_s(conn, name, ip, ts)
             if locked_s > 0 and full_s <= 0:  # this failure started the pause
                 n = conn.execute(
