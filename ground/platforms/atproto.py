@@ -148,7 +148,7 @@ def image_size(data: bytes) -> tuple[int, int] | None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                with factory(io.BytesIO(data), None) as img:
+                with factory(io.BytesIO(data), "") as img:
                     width, height = img.size
                     orientation = img.getexif().get(0x0112, 1)
         except Exception:  # any parser failure on these bytes means "unreadable"
