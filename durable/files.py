@@ -53,7 +53,8 @@ class BlobStore:
         sha = hashlib.sha256(data).digest()
         p = self.path(sha)
         if not p.exists():
-            p.parent.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            p.parent.mkdir(mode=0o700, exist_ok=True)
             # Read-only (content-addressed, never rewritten) and private like everything here.
             write_atomic(p, data, 0o400)
         return sha

@@ -117,7 +117,8 @@ class UploadStore:
         """Write ``data`` at ``offset`` and fsync: when this returns, the bytes survive a crash."""
         path = self.path(station, key)
         new = not path.exists()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, exist_ok=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             view = memoryview(data)

@@ -148,6 +148,7 @@ async def sync(
     home.ensure()
     conn = queue.connect(home.db_path)
     link.ensure_schema(conn)
+    link.prune_outbox(home, conn)  # what an earlier run settled but a crash kept
     stop = stop or asyncio.Event()
     sender = TransferSender(config or SenderConfig(), time.monotonic())
     status = SyncStatus()

@@ -8,6 +8,7 @@ signature and the sha256 of every published byte). A post folder appears atomica
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -38,42 +39,51 @@ class ArchivePlatform:
         if existing is not None:
             return existing
         final = self._dir(req.account, req.post.id)
-        tmp = final.with_name(f".{final.name}.partial")
+        text = req.post.text.encode("utf-8")
+        files = {"text.txt": text}
+        for i, (ref, data) in enumerate(req.media, start=1):
+            files[f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}"] = data
+        record = {
+            "post_id": req.post.id,
+            "author": req.post.author,
+            "account": req.account,
+            "signer_fingerprint": req.signer_fingerprint,
+            "signature": req.signature.hex(),
+            "signed_body_sha256": hashlib.sha256(req.body).hexdigest(),
+            "signed_body": base64.b64encode(req.body).decode(),
+            # Set when the signature covers a batch (docs/PROTOCOL.md §14): it is then over
+            # "orbitpost/batch/v1\0" + this statement, one of whose 32-byte entries is the
+            # body's sha256.
+            "batch_statement": req.statement.hex() or None,
+            "created_ms": req.post.created_ms,
+            "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+            "alt": [ref.alt for ref, _ in req.media],
+        }
         try:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-            text = req.post.text.encode("utf-8")
-            files = {"text.txt": text}
-            for i, (ref, data) in enumerate(req.media, start=1):
-                files[f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}"] = data
-            for name, data in files.items():
-                write_atomic(tmp / name, data)
-            record = {
-                "post_id": req.post.id,
-                "author": req.post.author,
-                "account": req.account,
-                "signer_fingerprint": req.signer_fingerprint,
-                "signature": req.signature.hex(),
-                "signed_body_sha256": hashlib.sha256(req.body).hexdigest(),
-                "signed_body": base64.b64encode(req.body).decode(),
-                # Set when the signature covers a batch (docs/PROTOCOL.md §14): it is then over
-                # "orbitpost/batch/v1\0" + this statement, one of whose 32-byte entries is the
-                # body's sha256.
-                "batch_statement": req.statement.hex() or None,
-                "created_ms": req.post.created_ms,
-                "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
-                "alt": [ref.alt for ref, _ in req.media],
-            }
-            write_atomic(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
-            tmp.rename(final)
-            fsync_dir(final.parent)
+            # fsync-bound writes of whole photos: off the event loop, awaited, so the order of
+            # publications is unchanged.
+            await asyncio.to_thread(self._write, final, files, record)
         except (NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError) as exc:
             # The folder layout is wrong: waiting will not fix it, an operator will (then retry).
             raise PublishError(f"archive write failed: {exc}", retryable=False) from exc
         except OSError as exc:  # e.g. disk full: may clear up by itself
             raise PublishError(f"archive write failed: {exc}", retryable=True) from exc
         return Published(url=final.resolve().as_uri(), remote_id=req.post.id)
+
+    def _write(self, final: Path, files: dict[str, bytes], record: dict[str, Any]) -> None:
+        """Write the post's folder under a temporary name, then rename it into place."""
+        tmp = final.with_name(f".{final.name}.partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        # Private like the rest of ground's home: embargoed posts and their signatures.
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        final.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp.mkdir(mode=0o700)
+        for name, data in files.items():
+            write_atomic(tmp / name, data)
+        write_atomic(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
+        tmp.rename(final)
+        fsync_dir(final.parent)
 
     async def lookup(self, req: PublishRequest, session: Any = None) -> Published | None:
         final = self._dir(req.account, req.post.id)
