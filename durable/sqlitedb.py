@@ -51,4 +51,11 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        # A COMMIT that failed (busy, disk full) may leave the transaction open, holding the
+        # write lock and showing this connection writes that never became durable.
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
