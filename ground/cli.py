@@ -16,6 +16,7 @@ from . import enroll as enroll_mod
 from .errors import BundleRejected, GroundError
 from .home import GroundHome
 from .ingest import Outcome, check_bundle, ingest_bytes, record_rejection
+from .log_cli import log_app
 from .operator_cli import operator_app
 from .publish import publish_due
 from .publish_cli import print_outcomes
@@ -29,6 +30,7 @@ app = typer.Typer(
 app.add_typer(operator_app, name="operator")
 station_app = typer.Typer(help="Stations allowed to use the live link (issue 3).", no_args_is_help=True)
 app.add_typer(station_app, name="station")
+app.add_typer(log_app, name="log")
 register_publishing(app)  # account add/list/remove, retry, publish
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)

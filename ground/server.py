@@ -48,7 +48,7 @@ from protocol.transfer_wire import (
     decode_response,
 )
 
-from . import publish
+from . import public, publish
 from .db import audit, transaction
 from .home import GroundHome
 from .ratelimit import AuthFailureLimiter
@@ -401,6 +401,7 @@ def create_app(
         from . import dashboard
     except ImportError:
         dashboard = None  # type: ignore[assignment]
+    public.setup(app, home)
     if dashboard is not None:
         if session_idle_ms is None:
             dashboard.setup(app, home)

@@ -17,6 +17,7 @@ FORBIDDEN = {
     "onboard": {"ground"},
     "protocol": {"onboard", "ground", "durable", "photocodec", "asyncio", "socket", "aiohttp"},
     "durable": {"onboard", "ground"},
+    "verifier": {"onboard", "ground"},
     "photocodec": {"onboard", "ground"},
 }
 

@@ -93,6 +93,7 @@ class Pds:
     process: subprocess.Popen[bytes]
     log: IO[bytes]
     accounts: dict[str, Account] = field(default_factory=dict)
+    plc_url: str = ""  # the did:plc directory the PDS registers its accounts' DIDs with
 
     def create_account(self, handle: str) -> Account:
         """A new account with an app password (what an operator would give ground)."""
@@ -192,6 +193,6 @@ def start(data_dir: Path) -> Pds:
             + (data_dir / "launcher.log").read_text(errors="replace")[-2000:]
         )
     info = json.loads(line)
-    pds = Pds(url=info["pds"], process=proc, log=log)
+    pds = Pds(url=info["pds"], process=proc, log=log, plc_url=info["plc"])
     xrpc(pds.url, "com.atproto.server.describeServer")
     return pds

@@ -1,0 +1,343 @@
+"""Ground's transparency log: an append-only Merkle log of keys, items and outcomes (§15).
+
+The log *follows* the database rather than being written by every code path that changes
+it: ``catch_up`` appends a leaf for each fact not logged yet (a key enrolled or revoked, an
+account enrolled, an item accepted, a publication reaching published / failed for good /
+cancelled / retracted), in one transaction, then signs a new checkpoint. Facts are keyed
+(``tlog_leaves.fact``, UNIQUE), so running it twice, or after a crash, adds nothing twice.
+A revocation is as old as the checkpoint that first contains it: it cannot be back-dated
+past checkpoints already signed, whatever ``revoked_ms`` says.
+
+Leaves live in ground.db (``tlog_leaves``, append-only by trigger); pymerkle computes roots
+and proofs over them through ``_SqlTree`` (docs/TRANSPARENCY.md says why pymerkle).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pymerkle import BaseMerkleTree
+
+from protocol import format_public_key
+from protocol.tlog import Checkpoint, SignedCheckpoint, canonical_entry, leaf_hash, sign_checkpoint
+
+from .db import transaction
+from .home import GroundHome
+from .receipts import ground_key
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tlog_leaves (
+    idx     INTEGER PRIMARY KEY,       -- 1-based leaf index, as pymerkle counts
+    fact    TEXT NOT NULL UNIQUE,      -- what the leaf records, so it is logged once
+    entry   BLOB NOT NULL,             -- canonical JSON (protocol/tlog.py)
+    digest  BLOB NOT NULL,             -- RFC 9162 leaf hash of entry
+    ts_ms   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tlog_checkpoints (
+    size    INTEGER PRIMARY KEY,
+    note    TEXT NOT NULL,             -- the signed note, exactly as served
+    ts_ms   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tlog_witnesses (
+    name        TEXT PRIMARY KEY,
+    public_key  BLOB NOT NULL,
+    added_ms    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tlog_cosignatures (
+    size        INTEGER NOT NULL,
+    witness     TEXT NOT NULL,
+    time_s      INTEGER NOT NULL,
+    signature   BLOB NOT NULL,
+    PRIMARY KEY (size, witness)
+);
+CREATE TRIGGER IF NOT EXISTS tlog_leaves_no_update BEFORE UPDATE ON tlog_leaves
+BEGIN SELECT RAISE(ABORT, 'the transparency log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS tlog_leaves_no_delete BEFORE DELETE ON tlog_leaves
+BEGIN SELECT RAISE(ABORT, 'the transparency log is append-only'); END;
+"""
+
+# Outcomes a reader cares about; 'failed' only once ground gave up (retryable = 0).
+LOGGED_STATES = ("published", "cancelled", "retracted", "failed")
+# Leaves appended per transaction: a huge backlog is logged in steps, never one long write lock.
+BATCH = 2_000
+
+
+# What each platform keeps of a photo, for platforms whose rules do not say (protocol/rules.py
+# states it where it knows); text is published byte-exact everywhere.
+_EXACT_MEDIA = {"archive", "bluesky", "webhook", "flickr"}
+
+
+def media_fidelity(platform: str) -> str:
+    """'exact' where the platform keeps the photo's bytes, else 're-encoded'."""
+    try:
+        from protocol.rules import media_fidelity as declared  # type: ignore[attr-defined]
+    except ImportError:
+        return "exact" if platform in _EXACT_MEDIA else "re-encoded"
+    value = declared(platform)
+    return str(getattr(value, "value", value))
+
+
+def origin(home: GroundHome) -> str:
+    """The log's name in its checkpoints: stable for a ground, different between grounds."""
+    return f"orbitpost/{ground_key(home).public_key[:8].hex()}"
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+
+
+class _SqlTree(BaseMerkleTree):  # type: ignore[misc]
+    """pymerkle's tree over ``tlog_leaves``: it reads leaf hashes, we do the appending."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        super().__init__("sha256")
+
+    def _encode_entry(self, data: bytes) -> bytes:
+        return data
+
+    def _store_leaf(self, data: bytes, digest: bytes) -> int:
+        raise NotImplementedError("leaves are appended by translog.catch_up only")
+
+    def _get_leaf(self, index: int) -> bytes:
+        row = self.conn.execute("SELECT digest FROM tlog_leaves WHERE idx = ?", (index,)).fetchone()
+        return bytes(row[0])
+
+    def _get_leaves(self, offset: int, width: int) -> list[bytes]:
+        rows = self.conn.execute(
+            "SELECT digest FROM tlog_leaves WHERE idx > ? AND idx <= ? ORDER BY idx", (offset, offset + width)
+        )
+        return [bytes(d) for (d,) in rows]
+
+    def _get_size(self) -> int:
+        return int(self.conn.execute("SELECT COALESCE(MAX(idx), 0) FROM tlog_leaves").fetchone()[0])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fact:
+    key: str
+    entry: dict[str, Any]
+
+
+def _keys(conn: sqlite3.Connection) -> Iterator[Fact]:
+    for kid, name, pub, enrolled, revoked in conn.execute(
+        "SELECT key_id, astronaut, public_key, enrolled_ms, revoked_ms FROM keys ORDER BY enrolled_ms, key_id"
+    ):
+        yield Fact(
+            key=f"key:{bytes(kid).hex()}",
+            entry={
+                "kind": "key-enrolled",
+                "astronaut": name,
+                "key_id": bytes(kid).hex(),
+                "public_key": format_public_key(bytes(pub)),
+                "enrolled_ms": enrolled,
+            },
+        )
+        if revoked is not None:
+            yield Fact(
+                key=f"revoke:{bytes(kid).hex()}",
+                entry={
+                    "kind": "key-revoked",
+                    "astronaut": name,
+                    "key_id": bytes(kid).hex(),
+                    "revoked_ms": revoked,
+                },
+            )
+
+
+def _accounts(conn: sqlite3.Connection) -> Iterator[Fact]:
+    for name, account in conn.execute("SELECT astronaut, account FROM accounts ORDER BY astronaut, account"):
+        yield Fact(
+            key=f"account:{name}:{account}",
+            entry={"kind": "account-enrolled", "astronaut": name, "account": account},
+        )
+
+
+def _items(conn: sqlite3.Connection) -> Iterator[Fact]:
+    import hashlib
+
+    for item_id, kind, author, kid, body, statement, target, bundle_sha, received in conn.execute(
+        "SELECT i.id, i.kind, i.author, i.key_id, i.body, i.statement, i.target_id, b.sha256, i.received_ms "
+        "FROM items i JOIN bundles b ON b.bundle_id = i.bundle_id "
+        "WHERE NOT EXISTS (SELECT 1 FROM tlog_leaves l WHERE l.fact = 'item:' || i.id) "
+        "ORDER BY i.received_ms, i.id"
+    ):
+        # Hashes only, never text: an embargoed post must not be readable from the log.
+        yield Fact(
+            key=f"item:{item_id}",
+            entry={
+                "kind": "item",
+                "item_id": item_id,
+                "item_kind": kind,
+                "astronaut": author,
+                "key_id": bytes(kid).hex(),
+                "body_sha256": hashlib.sha256(bytes(body)).hexdigest(),
+                "statement_sha256": None
+                if statement is None
+                else hashlib.sha256(bytes(statement)).hexdigest(),
+                "target_id": target,
+                "bundle_sha256": bundle_sha,
+                "received_ms": received,
+            },
+        )
+
+
+def _media_hashes(conn: sqlite3.Connection, item_id: str) -> list[str]:
+    from protocol import decode_item
+    from protocol.model import Post
+
+    row = conn.execute("SELECT body FROM items WHERE id = ?", (item_id,)).fetchone()
+    item = decode_item(bytes(row[0]))
+    return [m.sha256.hex() for m in item.media] if isinstance(item, Post) else []
+
+
+def _publications(conn: sqlite3.Connection) -> Iterator[Fact]:
+    marks = ",".join("?" * len(LOGGED_STATES))
+    for item_id, account, state, url, published in conn.execute(
+        "SELECT item_id, account, state, url, published_ms FROM publications "
+        f"WHERE state IN ({marks}) AND (state != 'failed' OR retryable = 0) "
+        "AND NOT EXISTS (SELECT 1 FROM tlog_leaves l WHERE l.fact = "
+        "'pub:' || item_id || ':' || account || ':' || state) ORDER BY updated_ms, item_id, account",
+        LOGGED_STATES,
+    ):
+        platform = account.partition(":")[0]
+        entry: dict[str, Any] = {
+            "kind": "publication",
+            "item_id": item_id,
+            "account": account,
+            "state": state,
+            "url": url,
+            "published_ms": published,
+            "text_fidelity": "exact",
+            "media_fidelity": media_fidelity(platform),
+        }
+        if state == "published":
+            entry["original_media_sha256"] = _media_hashes(conn, item_id)
+        yield Fact(key=f"pub:{item_id}:{account}:{state}", entry=entry)
+
+
+def pending_facts(conn: sqlite3.Connection) -> Iterator[Fact]:
+    """Every fact not in the log yet, in the order they are appended."""
+    logged = {
+        f
+        for (f,) in conn.execute(
+            "SELECT fact FROM tlog_leaves WHERE fact LIKE 'key:%' "
+            "OR fact LIKE 'revoke:%' OR fact LIKE 'account:%'"
+        )
+    }
+    for fact in (*_keys(conn), *_accounts(conn)):
+        if fact.key not in logged:
+            yield fact
+    yield from _items(conn)
+    yield from _publications(conn)
+
+
+def catch_up(home: GroundHome, now_ms: int) -> int:
+    """Append every fact not logged yet and sign a checkpoint if the tree grew; returns leaves added."""
+    conn = home.conn
+    ensure_schema(conn)
+    added = 0
+    while True:
+        with transaction(conn):
+            size = int(conn.execute("SELECT COALESCE(MAX(idx), 0) FROM tlog_leaves").fetchone()[0])
+            batch = []
+            for fact in pending_facts(conn):
+                batch.append(fact)
+                if len(batch) == BATCH:
+                    break
+            for n, fact in enumerate(batch, start=size + 1):
+                data = canonical_entry(fact.entry)
+                conn.execute(
+                    "INSERT INTO tlog_leaves (idx, fact, entry, digest, ts_ms) VALUES (?, ?, ?, ?, ?)",
+                    (n, fact.key, data, leaf_hash(data), now_ms),
+                )
+        added += len(batch)
+        if len(batch) < BATCH:
+            break
+    if added or latest(home) is None:
+        _sign_head(home, now_ms)
+    return added
+
+
+def _sign_head(home: GroundHome, now_ms: int) -> SignedCheckpoint:
+    tree = _SqlTree(home.conn)
+    size = tree.get_size()
+    cp = Checkpoint(origin=origin(home), size=size, root=tree.get_root(size), time_ms=now_ms)
+    signed = sign_checkpoint(ground_key(home), origin(home), cp)
+    with transaction(home.conn):
+        home.conn.execute(
+            "INSERT OR IGNORE INTO tlog_checkpoints (size, note, ts_ms) VALUES (?, ?, ?)",
+            (size, signed.note(), now_ms),
+        )
+    return signed
+
+
+def latest(home: GroundHome) -> str | None:
+    """The newest signed checkpoint (a C2SP signed note), or None before the first."""
+    ensure_schema(home.conn)
+    row = home.conn.execute("SELECT note FROM tlog_checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+    return None if row is None else str(row[0])
+
+
+def checkpoint_at(home: GroundHome, size: int) -> str | None:
+    row = home.conn.execute("SELECT note FROM tlog_checkpoints WHERE size = ?", (size,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def inclusion_proof(home: GroundHome, index: int, size: int) -> dict[str, Any]:
+    """pymerkle's serialised inclusion proof of leaf ``index`` (1-based) in the tree of ``size``."""
+    return dict(_SqlTree(home.conn).prove_inclusion(index, size).serialize())
+
+
+def consistency_proof(home: GroundHome, old_size: int, new_size: int) -> dict[str, Any]:
+    return dict(_SqlTree(home.conn).prove_consistency(old_size, new_size).serialize())
+
+
+def leaf(home: GroundHome, fact: str) -> tuple[int, bytes] | None:
+    """(index, entry bytes) of the leaf recording ``fact`` (e.g. ``item:<id>``), if logged."""
+    ensure_schema(home.conn)
+    row = home.conn.execute("SELECT idx, entry FROM tlog_leaves WHERE fact = ?", (fact,)).fetchone()
+    return None if row is None else (int(row[0]), bytes(row[1]))
+
+
+def leaves(home: GroundHome, start: int, end: int) -> list[tuple[int, bytes]]:
+    """Leaves ``start`` .. ``end - 1`` (1-based), for auditors replaying the log."""
+    rows = home.conn.execute(
+        "SELECT idx, entry FROM tlog_leaves WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+    )
+    return [(int(i), bytes(e)) for i, e in rows]
+
+
+def add_witness(home: GroundHome, name: str, public_key: bytes, now_ms: int) -> None:
+    ensure_schema(home.conn)
+    with transaction(home.conn):
+        home.conn.execute(
+            "INSERT OR REPLACE INTO tlog_witnesses (name, public_key, added_ms) VALUES (?, ?, ?)",
+            (name, public_key, now_ms),
+        )
+
+
+def witnesses(home: GroundHome) -> dict[str, bytes]:
+    ensure_schema(home.conn)
+    return {n: bytes(k) for n, k in home.conn.execute("SELECT name, public_key FROM tlog_witnesses")}
+
+
+def add_cosignature(home: GroundHome, size: int, witness: str, time_s: int, signature: bytes) -> None:
+    with transaction(home.conn):
+        home.conn.execute(
+            "INSERT OR REPLACE INTO tlog_cosignatures (size, witness, time_s, signature) VALUES (?, ?, ?, ?)",
+            (size, witness, time_s, signature),
+        )
+
+
+def cosignatures(home: GroundHome, size: int) -> list[dict[str, Any]]:
+    return [
+        {"witness": w, "time_s": t, "signature": bytes(s).hex()}
+        for w, t, s in home.conn.execute(
+            "SELECT witness, time_s, signature FROM tlog_cosignatures WHERE size = ? ORDER BY witness",
+            (size,),
+        )
+    ]
