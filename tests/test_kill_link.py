@@ -57,7 +57,7 @@ class Proc:
         return was
 
 
-def _wait_health(url: str, timeout_s: float = 30) -> None:
+def _wait_health(url: str, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
