@@ -6,11 +6,14 @@ transaction, so a crash leaves the database either before or after it.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 
 from durable.sqlitedb import open_db
 from durable.sqlitedb import transaction as transaction  # re-exported: ground modules use db.transaction
+
+from . import changes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS astronauts (
@@ -55,10 +58,18 @@ CREATE TABLE IF NOT EXISTS items (
     -- NULL: signature is over this body alone (bundle format 1). Otherwise the batch
     -- statement the signature covers; it lists sha256(body) (format 2, docs/PROTOCOL.md §14).
     statement     BLOB,
+    -- Format 2 from this release on: sha256 of the statement, kept once in `statements`
+    -- (a statement lists every post of its signer in the bundle: one copy per post was
+    -- quadratic in the bundle size). `statement` above stays NULL for these rows.
+    statement_sha256 BLOB,
     created_ms    INTEGER NOT NULL,
     publish_at_ms INTEGER,
     target_id     TEXT,
     received_ms   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS statements (
+    sha256     BLOB PRIMARY KEY,
+    statement  BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS publications (
     item_id         TEXT NOT NULL REFERENCES items(id),
@@ -183,6 +194,7 @@ def connect(path: Path) -> sqlite3.Connection:
     """Open ground's database with WAL and full fsync; creates the schema if new."""
     conn = open_db(path, SCHEMA, check_same_thread=False)
     _migrate(conn)
+    changes.ensure_schema(conn)  # the receipts' change log and its triggers (docs/PROTOCOL.md §9)
     return conn
 
 
@@ -191,6 +203,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
     columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
     if "statement" not in columns:
         conn.execute("ALTER TABLE items ADD COLUMN statement BLOB")
+    if "statement_sha256" not in columns:
+        conn.execute("ALTER TABLE items ADD COLUMN statement_sha256 BLOB")
     # Operator sessions gained an idle timeout (ground/operators.py): when each was last used,
     # and why it ended. The table itself is created by operators.ensure_schema, with them.
     columns = {row[1] for row in conn.execute("PRAGMA table_info(operator_sessions)")}
@@ -198,6 +212,28 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE operator_sessions ADD COLUMN last_used_ms INTEGER")
     if columns and "end_reason" not in columns:
         conn.execute("ALTER TABLE operator_sessions ADD COLUMN end_reason TEXT")
+    # What "unchanged" meant for each publication (issue 13): the platform's declared media
+    # fidelity ('exact' / 're-encoded', protocol/rules.py) and what a read-back found.
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(publications)")}
+    if "fidelity" not in columns:
+        conn.execute("ALTER TABLE publications ADD COLUMN fidelity TEXT")
+    if "fidelity_note" not in columns:
+        conn.execute("ALTER TABLE publications ADD COLUMN fidelity_note TEXT")
+
+
+# An item's batch statement, wherever this release or an earlier one kept it (``i`` is items).
+ITEM_STATEMENT = (
+    "COALESCE(i.statement, (SELECT s.statement FROM statements s WHERE s.sha256 = i.statement_sha256))"
+)
+
+
+def store_statement(conn: sqlite3.Connection, statement: bytes) -> bytes | None:
+    """Keep ``statement`` once (inside the caller's transaction); returns its sha256, None if empty."""
+    if not statement:
+        return None
+    sha = hashlib.sha256(statement).digest()
+    conn.execute("INSERT OR IGNORE INTO statements (sha256, statement) VALUES (?, ?)", (sha, statement))
+    return sha
 
 
 def audit(conn: sqlite3.Connection, now_ms: int, actor: str, kind: str, detail: str) -> None:

@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .demo_fakes import RunningFake, start_fakes, stop_fakes
 from .errors import GroundError
 
 
@@ -38,7 +39,8 @@ def start_server(ground_home: Path, port: int | None = None) -> tuple[subprocess
     """Start `ground serve` on a free loopback port and wait until it answers."""
     port = port or _free_port()
     url = f"http://127.0.0.1:{port}"
-    args = ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    # Instagram and Threads (their local fakes with --with-fakes) fetch photos from here.
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port), "--public-base-url", url]
     print(f"$ ground --home {ground_home} {' '.join(args)} &")
     # The server's messages go to a file, not a pipe: a pipe nobody reads would fill up and
     # stall a server that keeps running (`ground demo --serve`).
@@ -76,8 +78,14 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.stderr.close()
 
 
-def run_demo(root: Path, *, keep_serving: bool = False, port: int | None = None) -> None:
+def run_demo(
+    root: Path, *, keep_serving: bool = False, port: int | None = None, with_fakes: bool = False
+) -> None:
     """Create an astronaut and a station, serve ground, sync posts over the link, publish them.
+
+    With ``with_fakes`` the photo post also goes to every platform in ground/demo_fakes.py,
+    each against its local fake (X, LinkedIn, Flickr, …), and the record shows per account
+    how faithfully the photo was published.
 
     With ``keep_serving`` an admin operator is created first and the dashboard URL and login
     are printed before anything is sent, so the posts can be watched arriving; ground keeps
@@ -90,7 +98,41 @@ def run_demo(root: Path, *, keep_serving: bool = False, port: int | None = None)
     if not (onboard_home / "keys" / "alice.key").exists():
         _run(["keys", "new", "alice"], onboard_home, "onboard")
     line = _run(["keys", "show", "alice"], onboard_home, "onboard").strip()
-    _run(["enroll", "alice", "--key", line, "--account", "archive:alice"], ground_home, "ground")
+    fakes = start_fakes(root) if with_fakes else []
+    try:
+        _demo(root, onboard_home, ground_home, photo, line, fakes, keep_serving, port)
+    finally:
+        stop_fakes(fakes)
+
+
+def _demo(
+    root: Path,
+    onboard_home: Path,
+    ground_home: Path,
+    photo: Path,
+    line: str,
+    fakes: list[RunningFake],
+    keep_serving: bool,
+    port: int | None,
+) -> None:
+    fake_accounts = [f"{f.platform}:alice" for f in fakes]
+    accounts = ["archive:alice", *fake_accounts]
+    enroll_args = [a for acct in accounts for a in ("--account", acct)]
+    _run(["enroll", "alice", "--key", line, *enroll_args], ground_home, "ground")
+    for f in fakes:
+        _run(
+            [
+                "account",
+                "add",
+                f"{f.platform}:alice",
+                "--token-file",
+                str(f.credential_file),
+                "--service-url",
+                f.url,
+            ],
+            ground_home,
+            "ground",
+        )
     token = root / "station.token"
     if not token.exists():
         _run(["station", "add", "iss", "--token-out", str(token)], ground_home, "ground")
@@ -111,7 +153,7 @@ def run_demo(root: Path, *, keep_serving: bool = False, port: int | None = None)
                 "--as",
                 "alice",
                 "--to",
-                "archive:alice",
+                ",".join(accounts),
                 "--photo",
                 str(photo),
                 "--alt",
@@ -124,6 +166,9 @@ def run_demo(root: Path, *, keep_serving: bool = False, port: int | None = None)
         _run(["sync", "--wait-published", "30"], onboard_home, "onboard")
         _run(["queue"], onboard_home, "onboard")
         _run(["posts"], ground_home, "ground")
+        if fakes:
+            _run(["account", "list"], ground_home, "ground")
+            _print_fidelity(ground_home)
         if login is not None:
             _schedule_one(onboard_home)
             _print_dashboard(url, *login)
@@ -134,6 +179,23 @@ def run_demo(root: Path, *, keep_serving: bool = False, port: int | None = None)
     print(
         f"\nPublished posts are under {ground_home / 'archive'}; every file's sha256 is in its record.json."
     )
+
+
+def _print_fidelity(ground_home: Path) -> None:
+    """Per account: how faithfully the photo was published (what ground recorded)."""
+    import sqlite3
+
+    conn = sqlite3.connect(ground_home / "ground.db")
+    try:
+        rows = conn.execute(
+            "SELECT account, fidelity, COALESCE(fidelity_note, '') FROM publications "
+            "WHERE fidelity IS NOT NULL ORDER BY account"
+        ).fetchall()
+    finally:
+        conn.close()
+    print("\nphoto fidelity per account (recorded with the post):")
+    for account, fidelity, note in rows:
+        print(f"  {account}: {fidelity}" + (f" ({note})" if note else ""))
 
 
 DEMO_OPERATOR = "demo"

@@ -2,8 +2,13 @@
 
 Accepting is all or nothing: blobs are fsynced into the store first (harmless if we
 crash: content-addressed, unreferenced), then one transaction records the bundle, its
-items and one pending publication per (post, account). A rejected bundle is recorded
-with its reason and its file is left untouched.
+items and one publication per (post, account). A rejected bundle is recorded with its
+reason and its file is left untouched.
+
+A bundle is refused whole only for what makes all of it untrustworthy (signatures, hashes,
+format, replay). A policy failure of one post, an account its author is not enrolled for,
+refuses that (post, account) alone: its publication is recorded 'rejected' with the code
+and reason, and every other one goes on (docs/PROTOCOL.md §16).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from protocol.codecs import DEFAULT_DECODERS, Decoder
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.model import Cancel, Retract
 
+from . import db
 from .db import audit, transaction
 from .enroll import accounts_of, keyring
 from .errors import BundleRejected
@@ -110,15 +116,16 @@ def _check_policy(conn: sqlite3.Connection, vb: VerifiedBundle) -> None:
             raise BundleRejected(
                 ErrorCode.REPLAY, f"post {v.item.id} {state} (from bundle {row[0]}); replay refused"
             )
-        if isinstance(v.item, Post):
-            allowed = accounts_of(conn, v.astronaut)
-            for t in v.item.targets:
-                if t not in allowed:
-                    raise BundleRejected(
-                        ErrorCode.UNKNOWN_ACCOUNT,
-                        f"post {v.item.id}: {v.astronaut} is not enrolled for account {t} "
-                        f"(ground enroll {v.astronaut} --key … --account {t})",
-                    )
+
+
+def refusal(conn: sqlite3.Connection, author: str, account: str) -> str | None:
+    """Why ``author`` may not publish to ``account`` here (code and reason), or None (§16)."""
+    if account in accounts_of(conn, author):
+        return None
+    return (
+        f"[{ErrorCode.UNKNOWN_ACCOUNT}] {author} is not enrolled for account {account} "
+        f"(ground enroll {author} --account {account})"
+    )
 
 
 def record_rejection(home: GroundHome, data: bytes, source: str, exc: BundleRejected, now_ms: int) -> None:
@@ -165,7 +172,7 @@ def ingest_bytes(
         for v in vb.items:
             it = v.item
             conn.execute(
-                "INSERT INTO items (id, bundle_id, kind, author, key_id, body, signature, statement, "
+                "INSERT INTO items (id, bundle_id, kind, author, key_id, body, signature, statement_sha256, "
                 "created_ms, publish_at_ms, target_id, received_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     it.id,
@@ -175,7 +182,7 @@ def ingest_bytes(
                     v.signed.key_id,
                     v.signed.body,
                     v.signed.signature,
-                    v.signed.statement or None,
+                    db.store_statement(conn, v.signed.statement),
                     it.created_ms,
                     it.publish_at_ms if isinstance(it, Post) else None,
                     None if isinstance(it, Post) else it.target_id,
@@ -184,12 +191,24 @@ def ingest_bytes(
             )
             if isinstance(it, Post):
                 for account in it.targets:
+                    why = refusal(conn, it.author, account)
                     conn.execute(
-                        "INSERT INTO publications (item_id, account, state, updated_ms, next_attempt_ms) "
-                        "VALUES (?, ?, 'pending', ?, ?)",
-                        (it.id, account, now_ms, it.publish_at_ms),
+                        "INSERT INTO publications (item_id, account, state, updated_ms, next_attempt_ms, "
+                        "last_error, retryable) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            it.id,
+                            account,
+                            "pending" if why is None else "rejected",
+                            now_ms,
+                            it.publish_at_ms if why is None else None,
+                            why,
+                            None if why is None else 0,
+                        ),
                     )
-                    n_pubs += 1
+                    if why is None:
+                        n_pubs += 1
+                    else:
+                        audit(conn, now_ms, "ingest", "reject-item", f"{it.id} → {account}: {why}")
         audit(
             conn,
             now_ms,

@@ -31,7 +31,7 @@ from protocol.model import Post
 from protocol.signing import BATCH_DOMAIN, SIGNATURE_DOMAIN
 from protocol.tlog import parse_note, verify_cosignature
 
-from . import translog
+from . import db, translog
 from .home import GroundHome
 from .receipts import ground_key
 
@@ -130,7 +130,7 @@ def _leaf_with_proof(home: GroundHome, fact: str, size: int) -> dict[str, Any] |
 def post_proof(home: GroundHome, item_id: str) -> dict[str, Any] | None:
     """Everything a reader needs to check ``item_id`` alone, or None if it is not public."""
     row = home.conn.execute(
-        "SELECT i.author, i.key_id, i.body, i.signature, i.statement, k.public_key FROM items i "
+        f"SELECT i.author, i.key_id, i.body, i.signature, {db.ITEM_STATEMENT}, k.public_key FROM items i "
         "JOIN keys k ON k.key_id = i.key_id WHERE i.id = ? AND i.kind = 'post'",
         (item_id,),
     ).fetchone()

@@ -10,6 +10,14 @@ Everything that moves a publication between states lives in this module. States,
        └──retryable, not ambiguous (429, refused connection): back off─┘
                            └─ambiguous (timeout, 5xx): stays publishing, backs off, looks up first
 
+    (ingest) rejected ──ground retry, once the account is enrolled──▶ pending
+                 └──cancel──▶ cancelled
+
+'rejected' is a (post, account) ground refused at ingest (an account its author is not
+enrolled for, docs/PROTOCOL.md §16); the post's other accounts go on. Every change of state,
+url or error is stamped in the change log by a trigger (ground/changes.py), so receipts
+report each one exactly (§9).
+
 'publishing' is committed *before* the platform is called, so after a crash or an ambiguous
 error we ask the platform (``lookup``; for idempotent APIs, the same request again) before
 any second attempt — never a blind repost. Partial success is normal: each account moves
@@ -43,25 +51,16 @@ import aiohttp
 
 from protocol import Post, decode_item
 from protocol.model import parse_target
-from protocol.rules import check_target, rules_for
+from protocol.rules import check_target, media_fidelity, rules_for
 
-from . import account_limits
-from .credentials import store_for
+from . import account_limits, changes, db
 from .db import audit, transaction
-from .errors import GroundError, PublishError
+from .errors import GroundError, PublishError, QuotaWait
 from .home import GroundHome
-from .platforms import ArchivePlatform, Platform, PublishRequest
+from .ingest import refusal
+from .platforms import Platform, PublishRequest
 
 log = logging.getLogger(__name__)
-
-ENGINE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS commands (
-    item_id     TEXT PRIMARY KEY REFERENCES items(id),
-    state       TEXT NOT NULL,      -- 'done' or 'refused'
-    detail      TEXT NOT NULL,
-    applied_ms  INTEGER NOT NULL
-);
-"""
 
 
 class PubState(StrEnum):
@@ -73,6 +72,7 @@ class PubState(StrEnum):
     RETRACTING = "retracting"
     RETRACTED = "retracted"
     RETRACT_FAILED = "retract_failed"
+    REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,22 +107,15 @@ class PublishOutcome:
 
 
 def default_platforms(home: GroundHome) -> dict[str, Platform]:
-    """Every adapter this ground has, wired to the home's credential files."""
-    from .platforms.bluesky import BlueskyPlatform
-    from .platforms.mastodon import MastodonPlatform
-    from .platforms.webhook import WebhookPlatform
+    """Every adapter this ground has (ground/platforms registry), wired to the home's files."""
+    from .platforms import build_platforms
 
-    creds = store_for(home.root)
-    return {
-        "archive": ArchivePlatform(home.archive_dir),
-        "bluesky": BlueskyPlatform(creds),
-        "mastodon": MastodonPlatform(creds),
-        "webhook": WebhookPlatform(creds),
-    }
+    return build_platforms(home.root, home.archive_dir)
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(ENGINE_SCHEMA)
+    """The ``commands`` table (cancel/retract outcomes) lives with the change log that stamps it."""
+    changes.ensure_schema(conn)
 
 
 @contextmanager
@@ -144,7 +137,7 @@ def publisher_lock(home: GroundHome) -> Iterator[bool]:
 
 def build_request(home: GroundHome, conn: sqlite3.Connection, item_id: str, account: str) -> PublishRequest:
     body, sig, statement, key_id = conn.execute(
-        "SELECT body, signature, statement, key_id FROM items WHERE id = ?", (item_id,)
+        f"SELECT body, signature, {db.ITEM_STATEMENT}, key_id FROM items i WHERE id = ?", (item_id,)
     ).fetchone()
     post = decode_item(body)
     assert isinstance(post, Post)
@@ -196,7 +189,7 @@ def _apply_command(
             return detail
         cancelled = conn.execute(
             "UPDATE publications SET state = 'cancelled', next_attempt_ms = NULL, updated_ms = ? "
-            "WHERE item_id = ? AND state IN ('pending', 'failed') RETURNING account",
+            "WHERE item_id = ? AND state IN ('pending', 'failed', 'rejected') RETURNING account",
             (now_ms, target_id),
         ).fetchall()
         if kind == "retract":
@@ -260,15 +253,19 @@ def retry(
                 + (f" to {account}" if account else "")
                 + " (see `ground posts`)"
             )
-        failed = [a for a, s in rows if s in ("failed", "retract_failed")]
+        author = conn.execute("SELECT author FROM items WHERE id = ?", (item_id,)).fetchone()[0]
+        still = [a for a, s in rows if s == "rejected" and refusal(conn, author, a)]
+        if still and account:
+            raise GroundError(f"{item_id} → {account} stays rejected: {refusal(conn, author, account)}")
+        failed = [a for a, s in rows if s in ("failed", "retract_failed", "rejected") and a not in still]
         if not failed:
             states = ", ".join(f"{a}: {s}" for a, s in rows)
             raise GroundError(f"nothing to retry for {item_id}: {states}")
         publish_at = conn.execute("SELECT publish_at_ms FROM items WHERE id = ?", (item_id,)).fetchone()[0]
         for a in failed:
             conn.execute(
-                "UPDATE publications SET state = CASE state WHEN 'failed' THEN 'pending' ELSE 'retracting' END, "
-                "attempts = 0, next_attempt_ms = ?, updated_ms = ? WHERE item_id = ? AND account = ?",
+                "UPDATE publications SET state = CASE state WHEN 'retract_failed' THEN 'retracting' ELSE 'pending' "
+                "END, attempts = 0, next_attempt_ms = ?, updated_ms = ? WHERE item_id = ? AND account = ?",
                 (publish_at, now_ms, item_id, a),
             )
         audit(conn, now_ms, actor, "retry", f"{item_id} → {', '.join(failed)}")
@@ -424,19 +421,31 @@ class _Job:
                 ),
                 True,
             )
+        fidelity = result.fidelity or str(media_fidelity(platform_name))
+        note = result.fidelity_note
         with transaction(self.conn):
             self.conn.execute(
                 "UPDATE publications SET state = 'published', url = ?, remote_id = ?, last_error = NULL, "
-                "retryable = NULL, next_attempt_ms = NULL, updated_ms = ?, published_ms = ? "
-                "WHERE item_id = ? AND account = ?",
-                (result.url, result.remote_id, self.now_ms, self.now_ms, self.item_id, self.account),
+                "retryable = NULL, next_attempt_ms = NULL, updated_ms = ?, published_ms = ?, "
+                "fidelity = ?, fidelity_note = ? WHERE item_id = ? AND account = ?",
+                (
+                    result.url,
+                    result.remote_id,
+                    self.now_ms,
+                    self.now_ms,
+                    fidelity if req.media else None,
+                    note or None,
+                    self.item_id,
+                    self.account,
+                ),
             )
+            photos = f"; photos {fidelity}" + (f" ({note})" if note else "") if req.media else ""
             audit(
                 self.conn,
                 self.now_ms,
                 "publisher",
                 "published",
-                f"{self.item_id} → {self.account}: {result.url}",
+                f"{self.item_id} → {self.account}: {result.url}{photos}",
             )
         return PublishOutcome(item_id=self.item_id, account=self.account, state="published", url=result.url)
 
@@ -466,6 +475,8 @@ class _Job:
         self.attempts += 1
 
     def _error(self, exc: PublishError, claimed_before: bool) -> PublishOutcome:
+        if isinstance(exc, QuotaWait):
+            return self._wait_for_quota(exc, claimed_before)
         if not exc.retryable:
             return self._failed(str(exc), retryable=False)
         if self.attempts >= self.policy.max_attempts:
@@ -502,6 +513,35 @@ class _Job:
             error=str(exc),
             next_attempt_ms=when,
             hold_account=exc.retry_after_s is not None,
+        )
+
+    def _wait_for_quota(self, exc: QuotaWait, claimed_before: bool) -> PublishOutcome:
+        """Nothing was sent: keep the post queued until the quota resets, not counted as a try."""
+        when = self.now_ms + max(1, int(1000 * (exc.retry_after_s or 1.0)))
+        new_state = PubState.PUBLISHING if claimed_before else PubState.PENDING
+        with transaction(self.conn):
+            self.conn.execute(
+                "UPDATE publications SET state = ?, last_error = ?, retryable = 1, next_attempt_ms = ?, "
+                "attempts = max(0, attempts - 1) WHERE item_id = ? AND account = ?",
+                (str(new_state), str(exc), when, self.item_id, self.account),
+            )
+            # The whole account waits: its other posts would meet the same quota.
+            self.conn.execute(
+                "UPDATE publications SET next_attempt_ms = max(COALESCE(next_attempt_ms, 0), ?) "
+                "WHERE account = ? AND state IN ('pending', 'publishing')",
+                (when, self.account),
+            )
+            audit(
+                self.conn, self.now_ms, "publisher", "quota_wait", f"{self.item_id} → {self.account}: {exc}"
+            )
+        self.attempts = max(0, self.attempts - 1)
+        return PublishOutcome(
+            item_id=self.item_id,
+            account=self.account,
+            state=str(new_state),
+            error=str(exc),
+            next_attempt_ms=when,
+            hold_account=True,
         )
 
     def _failed(self, reason: str, *, retryable: bool, state: PubState = PubState.FAILED) -> PublishOutcome:

@@ -15,7 +15,7 @@ import aiohttp
 import typer
 from rich.console import Console
 
-from .credentials import CredentialStore, store_for
+from .credentials import Credential, CredentialStore, expiry_text, store_for
 from .db import audit, transaction
 from .errors import GroundError
 from .home import GroundHome
@@ -52,7 +52,8 @@ def account_add(
             "--app-password-file",
             "--token-file",
             "--secret-file",
-            help="File holding the app password (Bluesky), access token (Mastodon) or HMAC key (webhook).",
+            help="File holding the app password (Bluesky), access token (Mastodon), HMAC key (webhook), "
+            "or for X/LinkedIn a JSON OAuth 2.0 grant with client_id (docs/platforms.md).",
         ),
     ],
     service_url: Annotated[
@@ -71,21 +72,96 @@ def account_add(
         secret = secret_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise GroundError(f"cannot read {secret_file}: {getattr(exc, 'strerror', None) or exc}") from exc
-    cred = _store().add(target, secret, service_url=service_url, identifier=identifier)
+    cred = add_credential(
+        _store(), target, secret, service_url=service_url, identifier=identifier, now_ms=_now_ms()
+    )
     conn = _home().conn
     with transaction(conn):
         audit(conn, _now_ms(), "cli", "account_add", f"{cred.target} at {cred.service_url}")
     console.print(f"stored credentials for {cred.target} ({cred.service_url}); the secret is not shown")
 
 
+@account_app.command("bluesky-web")
+def account_bluesky_web(
+    service_url: Annotated[str, typer.Argument(help="The PDS, e.g. https://pds.example.org")],
+    web_url: Annotated[
+        str | None, typer.Argument(help="Web app showing its posts, e.g. https://bsky.app; omit for none.")
+    ] = None,
+) -> None:
+    """Set which web app links to posts on a Bluesky service (without one: the at:// URI)."""
+    from .platforms.bluesky import set_web_app
+
+    for u in (service_url, web_url):
+        if u is not None and not u.startswith(("https://", "http://")):
+            raise GroundError(f"{u!r} is not an http(s) URL")
+    set_web_app(_home().root, service_url, web_url)
+    shown = f"{web_url}/profile/HANDLE/post/RKEY" if web_url else "the post's at:// URI"
+    console.print(f"posts on {service_url} now link to {shown} (new publications)", markup=False)
+
+
+# Platforms whose --token-file is an OAuth 2.0 grant (JSON) whose tokens rotate.
+OAUTH2_PLATFORMS = frozenset({"x", "linkedin"})
+# A long-lived token (one line, or JSON with access_token/expires_in): ground/platforms/meta_graph.py.
+META_PLATFORMS = frozenset({"instagram", "threads", "facebook"})
+
+
+def add_credential(
+    store: CredentialStore,
+    target: str,
+    secret: str,
+    *,
+    service_url: str | None,
+    identifier: str | None,
+    now_ms: int,
+) -> Credential:
+    """Store TARGET's credential; an OAuth 2.0 grant is split into app (secret) and tokens (rotating)."""
+    from protocol.model import parse_target
+
+    platform = parse_target(target.strip())[0] if ":" in target else ""
+    if platform in META_PLATFORMS:
+        # Meta's long-lived tokens refresh themselves (no client id, no refresh token).
+        from .platforms.meta_graph import meta_token_file
+
+        try:
+            token, meta_tokens = meta_token_file(secret, now_ms)
+        except ValueError as exc:
+            raise GroundError(f"{target}: {exc}") from exc
+        cred = store.add(target, token, service_url=service_url, identifier=identifier)
+        store.save_tokens(cred.target, meta_tokens)
+        return cred
+    if platform not in OAUTH2_PLATFORMS:
+        return store.add(target, secret, service_url=service_url, identifier=identifier)
+    from .platforms.oauth2 import split_token_file
+
+    try:
+        app, tokens = split_token_file(secret, now_ms)
+    except ValueError as exc:
+        raise GroundError(f"{target}: {exc}") from exc
+    cred = store.add(target, app, service_url=service_url, identifier=identifier)
+    store.save_tokens(cred.target, tokens)
+    return cred
+
+
+def account_rows(store: CredentialStore, now_ms: int) -> list[tuple[str, str, str, str]]:
+    """(target, service URL, login, token expiry) per account, never a secret; also for the dashboard."""
+    rows = []
+    for c in store.all():
+        try:
+            expiry = expiry_text(store.load_tokens(c.target), now_ms)
+        except GroundError as exc:
+            expiry = f"reconnect this account ({exc})"
+        rows.append((c.target, c.service_url, c.identifier, expiry))
+    return rows
+
+
 @account_app.command("list")
 def account_list() -> None:
-    """List accounts with stored credentials (never the secrets)."""
-    creds = _store().all()
-    if not creds:
+    """List accounts with stored credentials (never the secrets) and when their tokens expire."""
+    rows = account_rows(_store(), _now_ms())
+    if not rows:
         console.print("no accounts yet: ground account add PLATFORM:ACCOUNT --app-password-file FILE")
-    for c in creds:
-        print(f"{c.target}\t{c.service_url}\tlogin {c.identifier}\tsecret: stored (0600)")
+    for target, url, login, expiry in rows:
+        print(f"{target}\t{url}\tlogin {login}\tsecret: stored (0600)" + (f"\t{expiry}" if expiry else ""))
 
 
 @account_app.command("remove")

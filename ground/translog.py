@@ -14,6 +14,7 @@ and proofs over them through ``_SqlTree`` (docs/TRANSPARENCY.md says why pymerkl
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 
 from pymerkle import BaseMerkleTree
 
-from protocol import format_public_key
+from protocol import format_public_key, rules
 from protocol.tlog import Checkpoint, SignedCheckpoint, canonical_entry, leaf_hash, sign_checkpoint
 
 from .db import transaction
@@ -65,19 +66,9 @@ LOGGED_STATES = ("published", "cancelled", "retracted", "failed")
 BATCH = 2_000
 
 
-# What each platform keeps of a photo, for platforms whose rules do not say (protocol/rules.py
-# states it where it knows); text is published byte-exact everywhere.
-_EXACT_MEDIA = {"archive", "bluesky", "webhook", "flickr"}
-
-
 def media_fidelity(platform: str) -> str:
-    """'exact' where the platform keeps the photo's bytes, else 're-encoded'."""
-    try:
-        from protocol.rules import media_fidelity as declared  # type: ignore[attr-defined]
-    except ImportError:
-        return "exact" if platform in _EXACT_MEDIA else "re-encoded"
-    value = declared(platform)
-    return str(getattr(value, "value", value))
+    """'exact' where the platform keeps the photo's bytes, else 're-encoded' (protocol/rules.py)."""
+    return "exact" if rules.media_fidelity(platform) is rules.MediaFidelity.EXACT else "re-encoded"
 
 
 def origin(home: GroundHome) -> str:
@@ -157,10 +148,9 @@ def _accounts(conn: sqlite3.Connection) -> Iterator[Fact]:
 
 
 def _items(conn: sqlite3.Connection) -> Iterator[Fact]:
-    import hashlib
-
-    for item_id, kind, author, kid, body, statement, target, bundle_sha, received in conn.execute(
-        "SELECT i.id, i.kind, i.author, i.key_id, i.body, i.statement, i.target_id, b.sha256, i.received_ms "
+    for item_id, kind, author, kid, body, st_sha, statement, target, bundle_sha, received in conn.execute(
+        "SELECT i.id, i.kind, i.author, i.key_id, i.body, i.statement_sha256, i.statement, "
+        "i.target_id, b.sha256, i.received_ms "
         "FROM items i JOIN bundles b ON b.bundle_id = i.bundle_id "
         "WHERE NOT EXISTS (SELECT 1 FROM tlog_leaves l WHERE l.fact = 'item:' || i.id) "
         "ORDER BY i.received_ms, i.id"
@@ -175,14 +165,19 @@ def _items(conn: sqlite3.Connection) -> Iterator[Fact]:
                 "astronaut": author,
                 "key_id": bytes(kid).hex(),
                 "body_sha256": hashlib.sha256(bytes(body)).hexdigest(),
-                "statement_sha256": None
-                if statement is None
-                else hashlib.sha256(bytes(statement)).hexdigest(),
+                "statement_sha256": _statement_sha(st_sha, statement),
                 "target_id": target,
                 "bundle_sha256": bundle_sha,
                 "received_ms": received,
             },
         )
+
+
+def _statement_sha(st_sha: bytes | None, statement: bytes | None) -> str | None:
+    """Hex sha256 of an item's batch statement (kept by hash from this release, whole before)."""
+    if st_sha is not None:
+        return bytes(st_sha).hex()
+    return None if statement is None else hashlib.sha256(bytes(statement)).hexdigest()
 
 
 def _media_hashes(conn: sqlite3.Connection, item_id: str) -> list[str]:

@@ -35,13 +35,21 @@ from protocol.transfer import (
 )
 from protocol.transfer_wire import TransferKind, UploadState
 
-from . import link, queue
+from . import link, link_status, queue
 from .errors import OnboardError
 from .home import Home
-from .receipts import ReceiptsPoll, apply_document, awaiting_receipts, verify_document
+from .receipts import (
+    CURSOR_KEY,
+    ReceiptsPoll,
+    apply_document,
+    awaiting_receipts,
+    claims,
+    cursor,
+    verify_document,
+)
 
 FRAME_TYPE = "application/x-orbitpost-frame"
-RECEIPTS_CURSOR = "receipts_since_ms"
+RECEIPTS_CURSOR = CURSOR_KEY  # a change seq (docs/PROTOCOL.md §9)
 # A post after a quiet spell should not wait a round trip for a TCP handshake (0.6 s through
 # a GEO relay), so `sync --watch` keeps one connection to ground open: idle, it costs no bytes.
 # aiohttp's default keep-alive is 15 s; an hour stays under ground's keepalive_timeout
@@ -74,6 +82,7 @@ class SyncStatus:
     rejected: int = 0
     receipts: int = 0
     items_received: int = 0
+    refused: list[str] = field(default_factory=list)  # deliveries ground refused, from receipts
     started: float = field(default_factory=time.monotonic)
 
 
@@ -89,6 +98,8 @@ class SyncResult:
     failures: int
     duration_s: float
     pending_items: int
+    # "ITEM → account: reason" for each delivery ground refused (per-item rejection, §16).
+    refused: tuple[str, ...] = ()
 
 
 class _WatchedConnector(aiohttp.TCPConnector):
@@ -119,10 +130,8 @@ def _pending_items(conn: sqlite3.Connection) -> int:
 
 
 def _unsettled_deliveries(conn: sqlite3.Connection) -> int:
-    row = conn.execute(
-        "SELECT COUNT(*) FROM deliveries d JOIN items i ON i.id = d.item_id WHERE d.state IN ('sending', 'received')"
-    ).fetchone()
-    return int(row[0])
+    """Deliveries ground has not settled, and cancels/retracts without an outcome yet (§9)."""
+    return awaiting_receipts(conn)
 
 
 async def sync(
@@ -149,6 +158,7 @@ async def sync(
     conn = queue.connect(home.db_path)
     link.ensure_schema(conn)
     link.prune_outbox(home, conn)  # what an earlier run settled but a crash kept
+    seen = link_status.Recorder(conn)  # what the compose page shows of the link
     stop = stop or asyncio.Event()
     sender = TransferSender(config or SenderConfig(), time.monotonic())
     status = SyncStatus()
@@ -185,6 +195,7 @@ async def sync(
             async with session.get(cfg.ground_url + "/v1/health", timeout=timeout) as resp:
                 await resp.read()
             warm_ok_at = time.monotonic()
+            seen.contact()
         except (aiohttp.ClientError, TimeoutError, OSError):
             warm_ok_at = None  # link down: the next attempt comes after the backoff
         finally:
@@ -226,6 +237,7 @@ async def sync(
             async with session.post(url, data=data, headers=headers, timeout=timeout) as resp:
                 body = await resp.read()
                 now = answered_at = time.monotonic()
+                seen.contact()
                 if resp.status == 200:
                     sender.receive(body, now)
                 elif resp.content_type == "application/json":
@@ -252,6 +264,7 @@ async def sync(
         nonlocal down_since, fatal, receipts_pending, receipts_done_once, receipts_changed, next_scan
         while (ev := sender.next_event()) is not None:
             if isinstance(ev, TransferProgress):
+                seen.acked(max(0, ev.acked_bytes - acked.get(ev.key.name, 0)))
                 acked[ev.key.name] = ev.acked_bytes
                 link.record_progress(conn, ev.key, ev.acked_bytes)
             elif isinstance(ev, TransferDone):
@@ -268,24 +281,29 @@ async def sync(
                 applied = apply_document(conn, doc)
                 status.receipts += applied.receipts
                 receipts_changed += applied.changed
-                link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since_ms))
+                status.refused += applied.refused
+                link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since))
                 if ev.more:
-                    sender.request_receipts(ev.next_since_ms)
+                    sender.request_receipts(ev.next_since, claims(conn))
                 else:
                     receipts_pending = False
                     receipts_done_once = True
                     poll.answered(time.monotonic(), receipts_changed)
             elif isinstance(ev, LinkDown):
+                seen.link(False, ev.reason)
                 status.link_up, status.reason = False, ev.reason
                 if down_since is None:
                     down_since = ev.at
             elif isinstance(ev, LinkUp):
+                seen.link(True)
                 status.link_up, status.reason = True, ""
                 down_since = None
             elif isinstance(ev, LinkFatal):
                 fatal = ev
 
-    connector = _WatchedConnector(limit=sender.config.window + 2, keepalive_timeout=KEEPALIVE_S)
+    connector = _WatchedConnector(
+        limit=sender.config.window + 2, keepalive_timeout=KEEPALIVE_S, ssl=cfg.ssl()
+    )
     async with aiohttp.ClientSession(connector=connector) as session:
         try:
             while not stop.is_set():
@@ -297,7 +315,7 @@ async def sync(
                     next_scan = now + rescan_s
                 if not receipts_pending and poll.due(now):
                     if awaiting_receipts(conn):
-                        sender.request_receipts(int(link.get_state(conn, RECEIPTS_CURSOR, "0")))
+                        sender.request_receipts(cursor(conn), claims(conn))
                         receipts_pending, receipts_changed = True, 0
                         poll.next_at = now + poll.interval_s  # if the answer never comes
                     else:
@@ -321,6 +339,9 @@ async def sync(
                 if fatal is not None:
                     raise SyncError(f"ground refused the link: [{fatal.code}] {fatal.message}")
                 status.transfers_left = sender.pending
+                if not sender.pending:
+                    seen.idle()
+                seen.flush()
                 status.total_bytes = sum(sizes.values())
                 status.acked_bytes = sum(acked.values())
                 if on_status is not None:
@@ -364,6 +385,7 @@ async def sync(
                 t.cancel()
             await asyncio.gather(*tasks.values(), return_exceptions=True)
             handle_events()
+            seen.flush(force=True)
             left = _pending_items(conn)
             conn.close()
     s = sender.stats
@@ -378,4 +400,5 @@ async def sync(
         failures=s.failures,
         duration_s=time.monotonic() - status.started,
         pending_items=left,
+        refused=tuple(status.refused),
     )

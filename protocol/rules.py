@@ -13,6 +13,15 @@ Each platform counts text its own way:
   (23) and a mention ``@user@domain`` counts as ``@user`` (``StatusLengthValidator``).
 - X: twitter-text v3 weighting: code points in the Latin/general-punctuation ranges weigh
   1, everything else (CJK…) 2, an emoji sequence 2, a URL 23; after NFC normalisation.
+- Threads: characters, where "emojis are counted as the number of UTF-8 bytes"
+  (developers.facebook.com/docs/threads/posts, Limitations).
+- Instagram, Facebook, LinkedIn, Flickr: characters (grapheme clusters here; their docs give a
+  number, not a counting rule).
+
+What "unchanged" means differs per platform (docs/platforms.md): text is published byte-exact
+everywhere, but most platforms re-encode every photo they receive. Each platform's
+:class:`MediaFidelity` is declared here, never assumed, so onboard can say it before a byte is
+sent and ground can record it beside the original's sha256.
 
 Grapheme clusters come from the ``regex`` module's ``\\X`` (Unicode UAX #29, kept current
 with each Unicode release); the standard library has no grapheme segmentation.
@@ -21,11 +30,13 @@ with each Unicode release); the standard library has no grapheme segmentation.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import regex
+from twitter_text.extract_emojis import extract_emojis_with_indices
+from twitter_text.extract_urls import extract_urls_with_indices
 
 from .model import Post, parse_target
 
@@ -35,9 +46,11 @@ _GRAPHEME = regex.compile(r"\X")
 URL_RE = regex.compile(r"https?://[^\s<>\"]+[^\s<>\".,;:!?)\]}'*]")
 # Mastodon's account mention: @user or @user@domain, not inside a word.
 _MASTODON_MENTION = regex.compile(r"(?<![\w/@])@(\w+)(?:@[\w.-]+\w)?", regex.ASCII)
-_EMOJI = regex.compile(r"\p{Extended_Pictographic}|\p{Regional_Indicator}")
 # twitter-text v3 (config/v3.json): these code point ranges weigh 100, the rest 200.
+# twitter-text v3's weights (config/v3.json): these ranges weigh 1, everything else 2.
 _X_LIGHT_RANGES = ((0, 4351), (8192, 8205), (8208, 8223), (8242, 8247))
+# Characters twemoji-parser reads as text unless U+FE0F follows (the port counts them as emoji).
+_X_TEXT_DEFAULT = frozenset({"\u00a9", "\u00ae"})
 
 
 class TextCount(StrEnum):
@@ -46,6 +59,20 @@ class TextCount(StrEnum):
     GRAPHEMES = "graphemes"
     MASTODON = "characters"
     X_WEIGHTED = "weighted characters"
+    THREADS = "characters (emoji as UTF-8 bytes)"
+
+
+class MediaFidelity(StrEnum):
+    """What a platform does to the photo bytes it is given.
+
+    EXACT: the platform keeps and serves the astronaut's exact file (a content-addressed blob,
+    an original kept for download, our own archive/webhook). RE_ENCODED: the platform
+    re-encodes or resizes every photo it receives; the published pixels are the platform's
+    rendition of the signed original, whose sha256 the record keeps.
+    """
+
+    EXACT = "exact"
+    RE_ENCODED = "re-encoded"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,6 +90,11 @@ class PlatformRules:
     max_alt: int | None = None  # grapheme clusters
     url_length: int = 23
     needs_text: bool = False
+    # Appended fields (issue 13); defaults keep every existing construction unchanged.
+    media_fidelity: MediaFidelity = MediaFidelity.EXACT
+    needs_media: bool = False
+    # Where the numbers come from (the platform's documentation page).
+    source: str = ""
 
 
 _COMMON_IMAGES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
@@ -78,6 +110,9 @@ BLUESKY = PlatformRules(
     media_types=_COMMON_IMAGES,
     # The Bluesky app's alt-text limit; the lexicon itself sets none.
     max_alt=2000,
+    # Blobs are content-addressed (a CID of the exact bytes): the file served is the file sent.
+    media_fidelity=MediaFidelity.EXACT,
+    source="https://atproto.com/specs/blob; lexicon app/bsky/embed/images.json",
 )
 # Mastodon's defaults; ground replaces them with what the instance's /api/v2/instance says.
 MASTODON = PlatformRules(
@@ -89,6 +124,9 @@ MASTODON = PlatformRules(
     max_media_bytes=16 * 1024 * 1024,
     media_types=frozenset({*_COMMON_IMAGES, "image/heic", "image/avif"}),
     max_alt=1500,
+    # Mastodon strips metadata and re-encodes/resizes images on upload (media processing).
+    media_fidelity=MediaFidelity.RE_ENCODED,
+    source="https://docs.joinmastodon.org/methods/media/; /api/v2/instance configuration",
 )
 X = PlatformRules(
     platform="x",
@@ -96,15 +134,123 @@ X = PlatformRules(
     max_text=280,
     text_count=TextCount.X_WEIGHTED,
     max_media=4,
+    # Images up to 5 MB (JPEG, PNG, WEBP, GIF); animated GIFs 15 MB are not carried by orbitpost.
     max_media_bytes=5 * 1024 * 1024,
     media_types=_COMMON_IMAGES,
     max_alt=1000,
+    media_fidelity=MediaFidelity.RE_ENCODED,
+    source="https://docs.x.com/x-api/media/quickstart/media-upload-chunked; "
+    "https://developer.x.com/en/docs/twitter-api/v1/media/upload-media/uploading-media/media-best-practices",
 )
-# Our own outputs take anything the bundle format carries.
+# Flickr keeps the uploaded file as the photo's "Original" size (flickr.photos.getSizes), so the
+# astronaut's exact bytes stay downloadable; ground reads the original back to check.
+FLICKR = PlatformRules(
+    platform="flickr",
+    title="Flickr",
+    # Flickr's description is free text; 300 graphemes would be a Bluesky figure, Flickr sets none
+    # that its API documents. Photo files up to 200 MB (free and Pro accounts).
+    max_media_bytes=200 * 1024 * 1024,
+    media_types=frozenset({"image/jpeg", "image/png", "image/gif"}),
+    needs_media=True,
+    media_fidelity=MediaFidelity.EXACT,
+    source="https://www.flickr.com/services/api/upload.api.html; "
+    "https://www.flickr.com/services/api/flickr.photos.getSizes.html",
+)
+LINKEDIN = PlatformRules(
+    platform="linkedin",
+    title="LinkedIn",
+    max_text=3000,
+    # Posts API multi-image posts take 2-20 images; Images API: JPG, GIF, PNG.
+    max_media=20,
+    max_media_bytes=5 * 1024 * 1024,
+    media_types=frozenset({"image/jpeg", "image/png", "image/gif"}),
+    # altText on an image in a Posts API post: 4,086 characters.
+    max_alt=4086,
+    media_fidelity=MediaFidelity.RE_ENCODED,
+    source="https://learn.microsoft.com/en-us/linkedin/marketing/community-management/shares/posts-api; "
+    "https://learn.microsoft.com/en-us/linkedin/marketing/community-management/shares/images-api",
+)
+# Meta platforms: the other platform engineer writes the adapters; the rules live here.
+INSTAGRAM = PlatformRules(
+    platform="instagram",
+    title="Instagram",
+    max_text=2200,
+    # A carousel holds up to 10 images; every Instagram post needs at least one.
+    max_media=10,
+    max_media_bytes=8 * 1024 * 1024,
+    # Image posts: JPEG only ("Format: JPEG" in the image specifications).
+    media_types=frozenset({"image/jpeg"}),
+    needs_media=True,
+    media_fidelity=MediaFidelity.RE_ENCODED,
+    source="https://developers.facebook.com/docs/instagram-platform/content-publishing/; "
+    "https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/ig-user/media",
+)
+THREADS = PlatformRules(
+    platform="threads",
+    title="Threads",
+    max_text=500,
+    text_count=TextCount.THREADS,
+    # Carousel posts: up to 20 images or videos.
+    max_media=20,
+    max_media_bytes=8 * 1024 * 1024,
+    media_types=frozenset({"image/jpeg", "image/png"}),
+    media_fidelity=MediaFidelity.RE_ENCODED,
+    source="https://developers.facebook.com/docs/threads/posts/ (Limitations; Media Specifications)",
+)
+FACEBOOK = PlatformRules(
+    platform="facebook",
+    title="Facebook",
+    # A Page feed post's message: 63,206 characters.
+    max_text=63_206,
+    max_media_bytes=10 * 1024 * 1024,
+    media_types=frozenset({"image/jpeg", "image/png", "image/gif"}),
+    media_fidelity=MediaFidelity.RE_ENCODED,
+    source="https://developers.facebook.com/docs/graph-api/reference/page/photos/; "
+    "https://developers.facebook.com/docs/pages-api/posts/",
+)
+# Our own outputs take anything the bundle format carries, and keep the exact bytes.
 ARCHIVE = PlatformRules(platform="archive", title="archive")
 WEBHOOK = PlatformRules(platform="webhook", title="webhook")
 
-DEFAULT_RULES: Mapping[str, PlatformRules] = {r.platform: r for r in (BLUESKY, MASTODON, X, ARCHIVE, WEBHOOK)}
+DEFAULT_RULES: Mapping[str, PlatformRules] = {
+    r.platform: r
+    for r in (BLUESKY, MASTODON, X, FLICKR, LINKEDIN, INSTAGRAM, THREADS, FACEBOOK, ARCHIVE, WEBHOOK)
+}
+
+
+def media_fidelity(platform: str) -> MediaFidelity:
+    """What ``platform`` does to photo bytes; an unknown platform is assumed to re-encode.
+
+    Assuming the worse case means onboard never promises exact bytes it cannot vouch for.
+    """
+    rules = DEFAULT_RULES.get(platform)
+    return rules.media_fidelity if rules is not None else MediaFidelity.RE_ENCODED
+
+
+def fidelity_summary(targets: Iterable[str], photos: int = 1) -> str:
+    """One sentence for the astronaut: which targets re-encode photos and which keep them.
+
+    ``"x and mastodon will re-encode this photo; flickr and bluesky keep it exactly"``.
+    Empty when there are no photos or every target keeps the exact bytes (nothing to warn about).
+    """
+    platforms: list[str] = []
+    for t in targets:
+        p = parse_target(t)[0]
+        if p not in platforms:
+            platforms.append(p)
+    changed = [p for p in platforms if media_fidelity(p) is MediaFidelity.RE_ENCODED]
+    exact = [p for p in platforms if media_fidelity(p) is MediaFidelity.EXACT]
+    if not changed or photos < 1:
+        return ""
+    what, it = ("this photo", "it") if photos == 1 else ("these photos", "them")
+    out = f"{_join(changed)} will re-encode {what}"
+    if exact:
+        out += f"; {_join(exact)} {'keeps' if len(exact) == 1 else 'keep'} {it} exactly"
+    return out
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -137,28 +283,34 @@ def mastodon_length(text: str, url_length: int = 23) -> int:
 
 
 def x_weighted_length(text: str, url_length: int = 23) -> int:
-    """twitter-text v3 weighted length (a limit of 280 means 280 light characters)."""
+    """twitter-text v3's ``parseTweet`` weighted length (a limit of 280 means 280 light characters).
+
+    The loop is parseTweet's (NFC text; a URL weighs ``url_length``, an emoji sequence 2, other
+    characters by the v3 ranges). Finding URLs and emoji is the hard part; it is done by
+    twitter-text-parser (a Python port of twitter-text) with two corrections where that port
+    strays from the official library: line endings are not rewritten, and an emoji is only an
+    emoji where twemoji-parser says so (© and ® need U+FE0F; a following U+FE0F belongs to the
+    emoji). tests/test_official_clients.py checks the result against the official library.
+    """
     text = unicodedata.normalize("NFC", text)
-    total = 0
-    pos = 0
-    for m in URL_RE.finditer(text):
-        total += _x_plain_weight(text[pos : m.start()])
-        total += url_length * 100
-        pos = m.end()
-    total += _x_plain_weight(text[pos:])
-    return (total + 99) // 100
-
-
-def _x_plain_weight(text: str) -> int:
-    weight = 0
-    for cluster in _clusters(text):
-        if _EMOJI.search(cluster):
-            weight += 200  # a whole emoji sequence (ZWJ, flags, skin tones) counts as 2
+    entities = {e["indices"][0]: (e["indices"][1], url_length * 100) for e in extract_urls_with_indices(text)}
+    for e in extract_emojis_with_indices(text):
+        start, end = e["indices"]
+        if end < len(text) and text[end] == "\ufe0f":
+            end += 1
+        elif e["emoji"] in _X_TEXT_DEFAULT:
             continue
-        for ch in cluster:
-            cp = ord(ch)
-            weight += 100 if any(lo <= cp <= hi for lo, hi in _X_LIGHT_RANGES) else 200
-    return weight
+        entities.setdefault(start, (end, 200))
+    total, i = 0, 0
+    while i < len(text):
+        if i in entities:
+            i, weight = entities[i]
+            total += weight
+            continue
+        cp = ord(text[i])
+        total += 100 if any(lo <= cp <= hi for lo, hi in _X_LIGHT_RANGES) else 200
+        i += 1
+    return (total + 99) // 100
 
 
 def text_length(text: str, rules: PlatformRules) -> int:
@@ -167,7 +319,20 @@ def text_length(text: str, rules: PlatformRules) -> int:
         return mastodon_length(text, rules.url_length)
     if rules.text_count is TextCount.X_WEIGHTED:
         return x_weighted_length(text, rules.url_length)
+    if rules.text_count is TextCount.THREADS:
+        return threads_length(text)
     return graphemes(text)
+
+
+# What Threads calls an emoji: a grapheme cluster holding a pictograph or a flag's regional indicators.
+_THREADS_EMOJI = regex.compile(r"\p{Extended_Pictographic}|\p{Regional_Indicator}")
+
+
+def threads_length(text: str) -> int:
+    """Threads' count: characters, an emoji counting as its UTF-8 bytes (a flag is 8)."""
+    return sum(
+        len(c.encode("utf-8", "surrogatepass")) if _THREADS_EMOJI.search(c) else 1 for c in _clusters(text)
+    )
 
 
 def rules_for(target: str, overrides: Mapping[str, PlatformRules] | None = None) -> PlatformRules | None:
@@ -191,6 +356,8 @@ def check_target(post: Post, target: str, rules: PlatformRules) -> list[Violatio
 
     if rules.needs_text and not post.text:
         bad("text_required", f"{title} needs some text")
+    if rules.needs_media and not post.media:
+        bad("media_required", f"{title} needs at least one photo")
     if rules.max_text is not None:
         n = text_length(post.text, rules)
         if n > rules.max_text:

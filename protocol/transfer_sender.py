@@ -10,7 +10,7 @@ Sender (station side), one per link::
 
     s = TransferSender(SenderConfig(), now)
     s.add(spec, source, now)              # source(offset, length) -> bytes, read lazily
-    s.request_receipts(since_ms)
+    s.request_receipts(since, claims)
     for out in s.data_to_send(now):       # Outgoing(seq, data, deadline, ...)
         ...carry out.data; later either
         s.receive(response_bytes, now)    # a response frame (it names its seq)
@@ -126,7 +126,7 @@ class TransferDone:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReceiptsReceived:
     document: bytes
-    next_since_ms: int
+    next_since: int
     more: bool
 
 
@@ -207,6 +207,7 @@ class TransferSender:
         self._order = 0
         self._served: dict[str, int] = {}  # bytes sent per owner: fair queueing
         self._receipts_since: int | None = None
+        self._receipts_claims: tuple[bytes, ...] = ()
         self._up = True
         self._fatal = False
         self._backoff_s = 0.0
@@ -237,9 +238,11 @@ class TransferSender:
         t.state = TState.BLOCKED if self._blocked(spec) else TState.OPENING
         self._transfers[spec.key] = t
 
-    def request_receipts(self, since_ms: int) -> None:
-        """Ask ground for signed receipts of everything that changed since ``since_ms``."""
-        self._receipts_since = since_ms
+    def request_receipts(self, since: int, claims: tuple[bytes, ...] = ()) -> None:
+        """Ask ground for signed receipts of every change after seq ``since`` (§9), claiming the
+        bundles with these sha256 (handed off as files) as this station's."""
+        self._receipts_since = since
+        self._receipts_claims = claims
 
     def done_state(self, key: TransferKey) -> UploadState | None:
         return self._done.get(key)
@@ -288,7 +291,12 @@ class TransferSender:
     def _next_request(self, now: float) -> Outgoing | None:
         if self._receipts_since is not None and not any(r.is_receipts for r in self._requests.values()):
             seq = self._seq()
-            return self._emit(ReceiptsRequest(seq=seq, since_ms=self._receipts_since), now, None, None)
+            return self._emit(
+                ReceiptsRequest(seq=seq, since=self._receipts_since, claims=self._receipts_claims),
+                now,
+                None,
+                None,
+            )
         best: tuple[tuple[int, int, int], _Transfer] | None = None
         for t in self._transfers.values():
             if not self._sendable(t, now):
@@ -409,7 +417,7 @@ class TransferSender:
         if isinstance(resp, ReceiptsBatch):
             self._receipts_since = None
             self._events.append(
-                ReceiptsReceived(document=resp.document, next_since_ms=resp.next_since_ms, more=resp.more)
+                ReceiptsReceived(document=resp.document, next_since=resp.next_since, more=resp.more)
             )
             return
         t = self._transfers.get(resp.key) if req.key == resp.key else None

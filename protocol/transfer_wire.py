@@ -6,9 +6,9 @@ response echoes the request's ``seq``. New fields are only ever appended.
 
     OPEN      [1, 1, seq, kind, sha256, size_bytes, owner, data?]  open or query an upload
     CHUNK     [1, 2, seq, kind, sha256, offset, data]              bytes at an offset
-    RECEIPTS  [1, 3, seq, since_ms]                                signed receipts since a time
+    RECEIPTS  [1, 3, seq, since, cursor=2, [claim sha256, ...]]    signed receipts after change `since`
     STATUS    [1, 16, seq, kind, sha256, state, ranges, code, msg] what ground durably has
-    RECEIPTS_BATCH [1, 17, seq, document, next_since_ms, more]
+    RECEIPTS_BATCH [1, 17, seq, document, next_since, more]
     ERROR     [1, 18, seq, code, message, retryable]
 """
 
@@ -138,10 +138,24 @@ class Chunk:
     data: bytes
 
 
+class ReceiptsCursor(IntEnum):
+    """What a RECEIPTS request's ``since`` counts (docs/PROTOCOL.md §9)."""
+
+    TIME = 1  # wall-clock ms: could skip a change committed late with an older time; refused
+    SEQ = 2  # ground's change sequence number: exact
+
+
+# Bundles one request may claim (file hand-off, §9); a station has a few files awaiting at most.
+MAX_RECEIPT_CLAIMS = 256
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReceiptsRequest:
     seq: int
-    since_ms: int
+    since: int
+    cursor: ReceiptsCursor = ReceiptsCursor.SEQ
+    # sha256 of bundles this station handed off as files, so it may read their receipts (§9).
+    claims: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,7 +173,7 @@ class Status:
 class ReceiptsBatch:
     seq: int
     document: bytes
-    next_since_ms: int
+    next_since: int
     more: bool
 
 
@@ -187,7 +201,9 @@ def encode_request(req: Request) -> bytes:
         return pack(head + [req.data] if req.data else head)
     if isinstance(req, Chunk):
         return pack([WIRE_VERSION, FrameType.CHUNK, req.seq, *_key_fields(req.key), req.offset, req.data])
-    return pack([WIRE_VERSION, FrameType.RECEIPTS, req.seq, req.since_ms])
+    if req.cursor is ReceiptsCursor.TIME:  # the form releases before the change log sent
+        return pack([WIRE_VERSION, FrameType.RECEIPTS, req.seq, req.since])
+    return pack([WIRE_VERSION, FrameType.RECEIPTS, req.seq, req.since, int(req.cursor), list(req.claims)])
 
 
 def encode_response(resp: Response) -> bytes:
@@ -208,7 +224,7 @@ def encode_response(resp: Response) -> bytes:
         )
     if isinstance(resp, ReceiptsBatch):
         return pack(
-            [WIRE_VERSION, FrameType.RECEIPTS_BATCH, resp.seq, resp.document, resp.next_since_ms, resp.more]
+            [WIRE_VERSION, FrameType.RECEIPTS_BATCH, resp.seq, resp.document, resp.next_since, resp.more]
         )
     return pack([WIRE_VERSION, FrameType.ERROR, resp.seq, resp.code, resp.message, resp.retryable])
 
@@ -273,8 +289,20 @@ def decode_request(data: bytes) -> Request:
         data_ = expect(v[6], bytes, what="chunk data")
         return Chunk(seq=seq, key=_key(v, 3), offset=_nonneg(v[5], "chunk offset"), data=data_)
     if t == FrameType.RECEIPTS:
-        expect_list(v, what="RECEIPTS frame", min_len=4, max_len=4)
-        return ReceiptsRequest(seq=seq, since_ms=_nonneg(v[3], "receipts since"))
+        expect_list(v, what="RECEIPTS frame", min_len=4, max_len=6)
+        since = _nonneg(v[3], "receipts since")
+        if len(v) == 4:
+            return ReceiptsRequest(seq=seq, since=since, cursor=ReceiptsCursor.TIME)
+        cursor = expect(v[4], int, what="receipts cursor kind")
+        if cursor not in tuple(ReceiptsCursor):
+            raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown receipts cursor kind {cursor}")
+        raw = expect_list(
+            v[5] if len(v) == 6 else [], what="receipts claims", min_len=0, max_len=MAX_RECEIPT_CLAIMS
+        )
+        claims = tuple(expect(c, bytes, what="claimed bundle sha256") for c in raw)
+        if any(len(c) != 32 for c in claims):
+            raise RemoteProtocolError(ErrorCode.MALFORMED, "a claimed bundle sha256 must be 32 bytes")
+        return ReceiptsRequest(seq=seq, since=since, cursor=ReceiptsCursor(cursor), claims=claims)
     raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown request frame type {t}")
 
 
@@ -303,7 +331,7 @@ def decode_response(data: bytes) -> Response:
         return ReceiptsBatch(
             seq=seq,
             document=expect(v[3], bytes, what="receipts document"),
-            next_since_ms=_nonneg(v[4], "receipts cursor"),
+            next_since=_nonneg(v[4], "receipts cursor"),
             more=expect(v[5], bool, what="more flag"),
         )
     if t == FrameType.ERROR:

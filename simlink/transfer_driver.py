@@ -337,9 +337,9 @@ class TransferDriver:
             elif isinstance(ev, ReceiptsReceived):
                 doc = verify_document(conn, ev.document, self.cfg.ground_key)
                 self.receipts_changed += apply_document(conn, doc).changed
-                onboard_link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since_ms))
+                onboard_link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since))
                 if ev.more:
-                    self.sender.request_receipts(ev.next_since_ms)
+                    self.sender.request_receipts(ev.next_since)
                 else:
                     self.receipts_pending = False
                     self.poll.answered(self.loop.now, self.receipts_changed)

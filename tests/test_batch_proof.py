@@ -35,7 +35,10 @@ def _post(cli: Cli, who: str, text: str) -> str:
 def _ground_items(cli: Cli) -> list[tuple[str, bytes, bytes, bytes | None, str]]:
     db = sqlite3.connect(cli.ground_home / "ground.db")
     try:
-        return db.execute("SELECT id, body, signature, statement, author FROM items ORDER BY id").fetchall()
+        return db.execute(
+            "SELECT id, body, signature, COALESCE(i.statement, s.statement), author FROM items i "
+            "LEFT JOIN statements s ON s.sha256 = i.statement_sha256 ORDER BY id"
+        ).fetchall()
     finally:
         db.close()
 
@@ -71,7 +74,9 @@ def test_format_2_bundle_one_signature_per_astronaut_and_proofs_hold(enrolled: C
         record = json.loads((cli.ground_home / "archive" / author / item_id / "record.json").read_text())
         signed_body = base64.b64decode(record["signed_body"])
         assert signed_body == body and record["signed_body_sha256"] == hashlib.sha256(body).hexdigest()
-        st = bytes.fromhex(record["batch_statement"])
+        folder = cli.ground_home / "archive" / author / item_id
+        st = (folder / record["batch_statement_file"]).read_bytes()
+        assert hashlib.sha256(st).hexdigest() == record["batch_statement_sha256"]
         assert statement_lists(st, signed_body)
         assert verify_signature(keys[author], bytes.fromhex(record["signature"]), BATCH_DOMAIN + st)
         text = (cli.ground_home / "archive" / author / item_id / "text.txt").read_text()
@@ -89,7 +94,7 @@ def test_format_1_for_a_ground_that_does_not_read_format_2(enrolled: Cli, tmp_pa
     ((item_id, _body, _sig, statement, _author),) = _ground_items(cli)
     assert item_id == post_id and statement is None
     record = json.loads((cli.ground_home / "archive" / "alice" / post_id / "record.json").read_text())
-    assert record["batch_statement"] is None
+    assert record["batch_statement_sha256"] is None and record["batch_statement_file"] is None
 
 
 def test_format_1_when_the_key_that_signed_the_queue_is_gone(enrolled: Cli, tmp_path: Path) -> None:
@@ -116,6 +121,27 @@ def test_a_database_from_before_format_2_gains_the_statement_column(tmp_path: Pa
     old.commit()
     old.close()
     conn = connect(path)
-    assert conn.execute("SELECT id, statement FROM items").fetchall() == [("X", None)]
+    assert conn.execute("SELECT id, statement, statement_sha256 FROM items").fetchall() == [("X", None, None)]
     conn.close()
     assert connect(path).execute("SELECT COUNT(*) FROM items").fetchone() == (1,)
+
+
+def test_storage_is_linear_in_the_bundle_size(enrolled: Cli, tmp_path: Path) -> None:
+    """Each signer's statement is kept once (ground.db and archive), not once per post (issue 18)."""
+    cli = enrolled
+    _crew(cli)
+    n = 120
+    for i in range(n):
+        _post(cli, "alice" if i % 3 else "bob", f"post number {i}")
+    cli.onboard("export", str(tmp_path / "OUT"))
+    cli.ground("ingest", str(tmp_path / "OUT"))
+    db = sqlite3.connect(cli.ground_home / "ground.db")
+    try:
+        assert db.execute("SELECT COUNT(*) FROM items WHERE statement IS NOT NULL").fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*), SUM(length(statement)) FROM statements").fetchone() == (2, 32 * n)
+    finally:
+        db.close()
+    kept = list((cli.ground_home / "archive" / ".statements").iterdir())
+    assert len(kept) == 2 and sum(p.stat().st_size for p in kept) == 32 * n
+    records = list((cli.ground_home / "archive").glob("*/*/record.json"))
+    assert len(records) == n and max(p.stat().st_size for p in records) < 4096

@@ -346,3 +346,32 @@ async def test_idempotent_only_platform_past_its_window_goes_to_an_operator(
     (o,) = await run(home, fake, T0 + 2 * 3600_000)
     assert o.state == "failed" and "idempotency window" in (o.error or "")
     assert fake.posts == {"a": [post.id]}
+
+
+async def test_quota_wait_keeps_the_post_queued_says_why_and_counts_no_attempt(
+    home: GroundHome, fake: ScriptedPlatform, alice_key: SigningKey
+) -> None:
+    from ground.errors import QuotaWait
+
+    p1, _ = make_post("one", ["fake:a"])
+    p2, _ = make_post("two", ["fake:a"])
+    ingest(home, alice_key, [p1, p2])
+    fake.script = [
+        QuotaWait("waiting for Fake's 24-hour post limit: 0 left; resets at noon", retry_after_s=3600)
+    ]
+    out = await run(home, fake, T0)
+    assert [(o.item_id, o.state) for o in out] == [(p1.id, "pending")]  # p2 held with its account
+    rows = home.conn.execute(
+        "SELECT state, attempts, last_error, next_attempt_ms FROM publications WHERE account = 'fake:a' "
+        "ORDER BY item_id"
+    ).fetchall()
+    assert rows[0][:2] == ("pending", 0) and "waiting for Fake's 24-hour post limit" in rows[0][2]
+    assert all(r[3] >= T0 + 3_600_000 for r in rows)
+    # Even far more waits than max_attempts never fail the post.
+    for i in range(12):
+        fake.script = [QuotaWait("still waiting", retry_after_s=1)]
+        await run(home, fake, T0 + 3_600_000 + i * 10_000)
+    assert states(home, p1.id) == {"fake:a": "pending"}
+    out = await run(home, fake, T0 + 10**8)
+    assert {o.state for o in out} == {"published"}
+    assert fake.posts == {"a": [p1.id, p2.id]}

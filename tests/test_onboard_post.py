@@ -199,3 +199,20 @@ def test_real_cli_prints_the_reason(cli: Cli, subprocess_env: dict[str, str]) ->
     )
     assert r.returncode == 1
     assert r.stderr.startswith("error: unknown astronaut 'carol'") and "Traceback" not in r.stderr
+
+
+def test_post_says_which_platforms_reencode_the_photo(alice: Cli, photo: Path) -> None:
+    r = alice.onboard(
+        "post",
+        "--as",
+        "alice",
+        "--to",
+        "x:alice,flickr:alice,bluesky:alice.test",
+        "--photo",
+        str(photo),
+        "hi",
+    )
+    assert "x will re-encode this photo; flickr and bluesky keep it exactly" in r.output
+    # Text only, or only exact targets: nothing to warn about.
+    r = alice.onboard("post", "--as", "alice", "--to", "x:alice", "just words")
+    assert "re-encode" not in r.output

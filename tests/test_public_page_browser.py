@@ -52,7 +52,9 @@ async def test_reader_sees_the_check_pass_then_fail_on_a_tampered_post(
     async with running_ground(enrolled.ground_home) as url:
         await page.goto(f"{url}/p/{post_id}")
         verdict = page.locator("#verdict")
-        await page.wait_for_function("document.querySelector('#verdict').className !== 'verdict pending'", timeout=60_000)
+        await page.wait_for_function(
+            "document.querySelector('#verdict').className !== 'verdict pending'", timeout=60_000
+        )
         assert await verdict.get_attribute("class") == "verdict ok", await verdict.text_content()
         assert await page.locator("#text").text_content() == HOSTILE  # verbatim, never markup
         checks = await page.locator("#checks li").all_text_contents()
@@ -66,7 +68,9 @@ async def test_reader_sees_the_check_pass_then_fail_on_a_tampered_post(
     home.conn.execute("UPDATE items SET body = ? WHERE id = ?", (body.replace(b"planet", b"planes"), post_id))
     async with running_ground(enrolled.ground_home) as url:
         await page.goto(f"{url}/p/{post_id}")
-        await page.wait_for_function("document.querySelector('#verdict').className !== 'verdict pending'", timeout=60_000)
+        await page.wait_for_function(
+            "document.querySelector('#verdict').className !== 'verdict pending'", timeout=60_000
+        )
         assert await page.locator("#verdict").get_attribute("class") == "verdict bad"
         text = await page.locator("#verdict").text_content()
         assert text.startswith("NOT verified") and "signature" in text, text

@@ -139,3 +139,68 @@ def test_onboard_refuses_over_limit_post_naming_rule_and_account(cli: Cli, photo
     assert "queue is empty" in cli.onboard("queue").output
     ok = cli.onboard("post", "--as", "alice", "--to", "bluesky:alice.test", "x" * 300)
     assert ok.output.startswith("queued ")
+
+
+# --- fidelity and the platforms of issue 13 ------------------------------------------------
+
+
+def test_every_platform_declares_its_media_fidelity() -> None:
+    from protocol.rules import DEFAULT_RULES, MediaFidelity, media_fidelity
+
+    exact = {"bluesky", "archive", "webhook", "flickr"}
+    reencoded = {"mastodon", "x", "instagram", "threads", "facebook", "linkedin"}
+    assert set(DEFAULT_RULES) == exact | reencoded
+    for p in exact:
+        assert media_fidelity(p) is MediaFidelity.EXACT, p
+    for p in reencoded:
+        assert media_fidelity(p) is MediaFidelity.RE_ENCODED, p
+    # Unknown platforms: never promise exact bytes we cannot vouch for.
+    assert media_fidelity("myspace") is MediaFidelity.RE_ENCODED
+    for r in DEFAULT_RULES.values():
+        assert r.source or r.platform in ("archive", "webhook"), f"{r.platform} cites no documentation"
+
+
+def test_fidelity_summary_says_who_reencodes() -> None:
+    from protocol.rules import fidelity_summary
+
+    said = fidelity_summary(["x:a", "flickr:b", "bluesky:c.test"], photos=1)
+    assert said == "x will re-encode this photo; flickr and bluesky keep it exactly"
+    assert fidelity_summary(["x:a", "linkedin:b"], photos=2) == "x and linkedin will re-encode these photos"
+    assert fidelity_summary(["bluesky:a.test", "archive:a"], photos=1) == ""
+    assert fidelity_summary(["x:a"], photos=0) == ""
+
+
+def test_meta_linkedin_flickr_limits() -> None:
+    long = "a" * 2201
+    assert "instagram.text_length" in rules_hit(post(long, targets=("instagram:a",), media=[photo()]))
+    assert "instagram.media_required" in rules_hit(post("hi", targets=("instagram:a",)))
+    assert "instagram.media_type" in rules_hit(
+        post("hi", targets=("instagram:a",), media=[photo(media_type="image/png")])
+    )
+    assert "instagram.media_count" in rules_hit(post("hi", targets=("instagram:a",), media=[photo()] * 11))
+    assert "instagram.media_bytes" in rules_hit(
+        post("hi", targets=("instagram:a",), media=[photo(8 * 1024 * 1024 + 1)])
+    )
+    assert rules_hit(post("a" * 3000, targets=("linkedin:a",))) == []
+    assert "linkedin.text_length" in rules_hit(post("a" * 3001, targets=("linkedin:a",)))
+    assert "flickr.media_required" in rules_hit(post("hi", targets=("flickr:a",)))
+    assert rules_hit(post("hi", targets=("flickr:a",), media=[photo(50 * 1024 * 1024)])) == []
+    assert "threads.media_count" in rules_hit(post("hi", targets=("threads:a",), media=[photo()] * 21))
+
+
+def test_threads_counts_emoji_as_utf8_bytes() -> None:
+    from protocol.rules import THREADS, text_length, threads_length
+
+    assert threads_length("hello") == 5
+    assert threads_length("🚀") == 4
+    assert threads_length("🇫🇷") == 8  # a flag: two regional indicators, 4 bytes each
+    assert text_length("é" * 500, THREADS) == 500
+    assert "threads.text_length" in rules_hit(post("🚀" * 126, targets=("threads:a",)))
+    assert rules_hit(post("🚀" * 125, targets=("threads:a",))) == []
+
+
+@given(st.text(max_size=60))
+def test_threads_length_is_at_least_graphemes(text: str) -> None:
+    from protocol.rules import threads_length
+
+    assert threads_length(text) >= graphemes(text)

@@ -141,6 +141,11 @@ SCHEMAS: dict[str, Any] = {
             "next_attempt_ms": _NINT,
             "published_ms": _NINT,
             "updated_ms": _INT,
+            "fidelity": {
+                "type": ["string", "null"],
+                "description": "photos: exact or re-encoded (null: no photos)",
+            },
+            "fidelity_note": _NSTR,
         }
     ),
     "Post": _obj(
@@ -181,6 +186,8 @@ SCHEMAS: dict[str, Any] = {
             "error_rate": _NNUM,
             "paused": {"type": "boolean"},
             "astronauts": {"type": "array", "items": _STR},
+            # OAuth accounts: "expires in N days" / "EXPIRED: reconnect this account"; null otherwise.
+            "token": _NSTR,
         }
     ),
     "Platform": _obj(

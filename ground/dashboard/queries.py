@@ -216,11 +216,16 @@ def posts(
                 "next_attempt_ms": nxt,
                 "published_ms": published,
                 "updated_ms": updated,
+                # How faithfully the photos went out (protocol/rules.py MediaFidelity; issue 13).
+                "fidelity": fidelity,
+                "fidelity_note": fidelity_note,
             }
-            for acct, state, url, attempts, err, retryable, nxt, published, updated in conn.execute(
-                "SELECT account, state, url, attempts, last_error, retryable, next_attempt_ms, published_ms, "
-                "updated_ms FROM publications WHERE item_id = ? ORDER BY account",
-                (item_id,),
+            for acct, state, url, attempts, err, retryable, nxt, published, updated, fidelity, fidelity_note in (
+                conn.execute(
+                    "SELECT account, state, url, attempts, last_error, retryable, next_attempt_ms, published_ms, "
+                    "updated_ms, fidelity, fidelity_note FROM publications WHERE item_id = ? ORDER BY account",
+                    (item_id,),
+                )
             )
         ]
         out.append(

@@ -2,7 +2,8 @@
 
 Layout: ``<root>/<account>/<post id>/`` holding ``text.txt`` (exact UTF-8 bytes), the
 media files (exact bytes) and ``record.json`` (post id, author, signer fingerprint,
-signature and the sha256 of every published byte). A post folder appears atomically
+signature and the sha256 of every published byte). A format-2 post's batch statement is kept
+once per bundle and signer in ``<root>/.statements/<sha256>.bin``, named by the record. A post folder appears atomically
 (built beside it, then renamed), so its presence is the proof it was published.
 """
 
@@ -22,6 +23,9 @@ from protocol.mediatype import EXTENSIONS
 from ..errors import PublishError
 from .base import Published, PublishRequest
 
+# Batch statements, one file each, beside the account folders (no account may start with '.').
+STATEMENTS = ".statements"
+
 
 class ArchivePlatform:
     name = "archive"
@@ -39,10 +43,48 @@ class ArchivePlatform:
         if existing is not None:
             return existing
         final = self._dir(req.account, req.post.id)
+        try:
+            # fsync-bound writes of whole photos: off the event loop, awaited, so the order of
+            # publications is unchanged.
+            await asyncio.to_thread(self._write_post, req, final)
+        except (NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError) as exc:
+            # The folder layout is wrong: waiting will not fix it, an operator will (then retry).
+            raise PublishError(f"archive write failed: {exc}", retryable=False) from exc
+        except OSError as exc:  # e.g. disk full: may clear up by itself
+            raise PublishError(f"archive write failed: {exc}", retryable=True) from exc
+        return Published(
+            url=final.resolve().as_uri(),
+            remote_id=req.post.id,
+            fidelity="exact",
+            fidelity_note="files written as signed; sha256 in record.json" if req.media else "",
+        )
+
+    def _keep_statement(self, statement: bytes) -> str | None:
+        """Write a batch statement once under the archive root; returns its sha256 (hex)."""
+        if not statement:
+            return None
+        sha = hashlib.sha256(statement).hexdigest()
+        path = self.root / STATEMENTS / f"{sha}.bin"
+        if not path.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomic(path, statement, 0o400)
+        return sha
+
+    def _write_post(self, req: PublishRequest, final: Path) -> None:
+        """Write the post's folder under a temporary name, then rename it into place."""
+        tmp = final.with_name(f".{final.name}.partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        # Private like the rest of ground's home: embargoed posts and their signatures.
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        final.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp.mkdir(mode=0o700)
         text = req.post.text.encode("utf-8")
         files = {"text.txt": text}
         for i, (ref, data) in enumerate(req.media, start=1):
             files[f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}"] = data
+        for name, data in files.items():
+            write_atomic(tmp / name, data)
         record = {
             "post_id": req.post.id,
             "author": req.post.author,
@@ -52,35 +94,25 @@ class ArchivePlatform:
             "signed_body_sha256": hashlib.sha256(req.body).hexdigest(),
             "signed_body": base64.b64encode(req.body).decode(),
             # Set when the signature covers a batch (docs/PROTOCOL.md §14): it is then over
-            # "orbitpost/batch/v1\0" + this statement, one of whose 32-byte entries is the
-            # body's sha256.
-            "batch_statement": req.statement.hex() or None,
+            # "orbitpost/batch/v1\0" + that statement, one of whose 32-byte entries is the
+            # body's sha256. The statement lists every post of its signer in the bundle, so
+            # it is kept once, in <archive>/.statements/, not copied into each record.
+            "batch_statement_sha256": self._keep_statement(req.statement),
+            "batch_statement_file": (
+                f"../../{STATEMENTS}/{hashlib.sha256(req.statement).hexdigest()}.bin"
+                if req.statement
+                else None
+            ),
             "created_ms": req.post.created_ms,
             "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
             "alt": [ref.alt for ref, _ in req.media],
+            # What "unchanged" means here (protocol/rules.py): the archive keeps the exact
+            # bytes, so each photo file's sha256 equals the signed original's.
+            "media": [
+                {"sha256": ref.sha256.hex(), "media_type": ref.media_type, "fidelity": "exact"}
+                for ref, _ in req.media
+            ],
         }
-        try:
-            # fsync-bound writes of whole photos: off the event loop, awaited, so the order of
-            # publications is unchanged.
-            await asyncio.to_thread(self._write, final, files, record)
-        except (NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError) as exc:
-            # The folder layout is wrong: waiting will not fix it, an operator will (then retry).
-            raise PublishError(f"archive write failed: {exc}", retryable=False) from exc
-        except OSError as exc:  # e.g. disk full: may clear up by itself
-            raise PublishError(f"archive write failed: {exc}", retryable=True) from exc
-        return Published(url=final.resolve().as_uri(), remote_id=req.post.id)
-
-    def _write(self, final: Path, files: dict[str, bytes], record: dict[str, Any]) -> None:
-        """Write the post's folder under a temporary name, then rename it into place."""
-        tmp = final.with_name(f".{final.name}.partial")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        # Private like the rest of ground's home: embargoed posts and their signatures.
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        final.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp.mkdir(mode=0o700)
-        for name, data in files.items():
-            write_atomic(tmp / name, data)
         write_atomic(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
         tmp.rename(final)
         fsync_dir(final.parent)

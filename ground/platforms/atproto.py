@@ -12,29 +12,19 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import regex
 
 from protocol.ids import ulid_to_bytes
-from protocol.rules import URL_RE, graphemes
+
+from . import richtext
+from .richtext import Span
 
 TID_ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"
 TID_RE = regex.compile(r"^[234567abcdefghij][234567abcdefghijklmnopqrstuvwxyz]{12}$")
 POST_COLLECTION = "app.bsky.feed.post"
-
-# Handle syntax (atproto.com/specs/handle), after an '@' that starts a word.
-MENTION_RE = regex.compile(
-    r"(?<=^|[\s(])@((?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)"
-)
-# A hashtag: '#' starting a word, then a tag that is not only digits; trailing
-# punctuation is not part of it (same rules as the Bluesky app's detectFacets).
-HASHTAG_RE = regex.compile(r"(?<=^|\s)[#＃]((?!\ufe0f)[^\s\u00ad\u2060\u200a\u200b\u200c\u200d\u20e2]+)")
-_TRAILING_PUNCT = regex.compile(r"\p{P}+$")
-MAX_TAG_GRAPHEMES = 64
-MAX_TAG_BYTES = 640
 
 
 def tid_from_int(n: int) -> str:
@@ -65,49 +55,9 @@ def datetime_ms(ms: int) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Span:
-    kind: str  # 'link' | 'mention' | 'tag'
-    value: str  # uri, handle or tag
-    byte_start: int
-    byte_end: int
-
-
-def _byte_offset(text: str, index: int) -> int:
-    return len(text[:index].encode("utf-8"))
-
-
 def find_spans(text: str) -> list[Span]:
-    """Links, @mentions and #hashtags in ``text`` with UTF-8 byte offsets, in text order."""
-    spans: list[Span] = []
-    taken: list[tuple[int, int]] = []
-
-    def add(kind: str, value: str, start: int, end: int) -> None:
-        if any(s < end and start < e for s, e in taken):
-            return  # inside a link already (e.g. a '#fragment')
-        taken.append((start, end))
-        spans.append(
-            Span(
-                kind=kind, value=value, byte_start=_byte_offset(text, start), byte_end=_byte_offset(text, end)
-            )
-        )
-
-    for m in URL_RE.finditer(text):
-        add("link", m.group(0), m.start(), m.end())
-    for m in MENTION_RE.finditer(text):
-        add("mention", m.group(1).lower(), m.start(), m.end())
-    for m in HASHTAG_RE.finditer(text):
-        tag = _TRAILING_PUNCT.sub("", m.group(1))
-        if (
-            not tag
-            or tag.isdigit()
-            or graphemes(tag) > MAX_TAG_GRAPHEMES
-            or len(tag.encode()) > MAX_TAG_BYTES
-        ):
-            continue
-        add("tag", tag, m.start(), m.start() + 1 + len(tag))
-    spans.sort(key=lambda s: s.byte_start)
-    return spans
+    """Links, @mentions and #hashtags in ``text`` with UTF-8 byte offsets, as the Bluesky app finds them."""
+    return richtext.detect(text)
 
 
 def facets(spans: list[Span], dids: dict[str, str]) -> list[dict[str, Any]]:

@@ -40,6 +40,11 @@ class PublishRequest:
 class Published:
     url: str
     remote_id: str
+    # Appended (issue 13): what became of the photo bytes on this platform. ``fidelity`` is a
+    # protocol.rules.MediaFidelity value ('' = the platform's declared one); ``fidelity_note``
+    # what a read-back found, e.g. "original read back: sha256 matches".
+    fidelity: str = ""
+    fidelity_note: str = ""
 
 
 class Platform(Protocol):

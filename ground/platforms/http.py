@@ -60,10 +60,16 @@ def ratelimit_reset_s(value: str | None, now_s: float | None = None) -> float | 
 
 
 def error_text(resp: Response) -> str:
-    """The platform's own words for an error (XRPC ``error``/``message``, Mastodon ``error``)."""
+    """The platform's own words for an error (XRPC ``error``/``message``, Mastodon ``error``,
+    X's RFC 7807 ``title``/``detail`` or ``errors[].message``, LinkedIn's ``message``)."""
     data = resp.json()
     if isinstance(data, dict):
-        parts = [str(data[k]) for k in ("error", "message", "error_description") if data.get(k)]
+        parts = [
+            str(data[k]) for k in ("error", "message", "error_description", "title", "detail") if data.get(k)
+        ]
+        errors = data.get("errors")
+        if not parts and isinstance(errors, list):
+            parts = [str(e.get("message")) for e in errors if isinstance(e, dict) and e.get("message")]
         if parts:
             return ": ".join(parts)[:MAX_ERROR_TEXT]
     return resp.body[:MAX_ERROR_TEXT].decode("utf-8", "replace") or f"HTTP {resp.status}"
@@ -95,7 +101,9 @@ def raise_for_status(resp: Response, what: str) -> None:
     detail = error_text(resp)
     wait = retry_after_s(resp.headers.get("Retry-After"))
     if wait is None and resp.status == 429:
-        wait = ratelimit_reset_s(resp.headers.get("RateLimit-Reset"))
+        low = {k.lower(): v for k, v in resp.headers.items()}
+        # Bluesky's PDS: RateLimit-Reset; X: x-rate-limit-reset (both a Unix time in seconds).
+        wait = ratelimit_reset_s(low.get("ratelimit-reset") or low.get("x-rate-limit-reset"))
     if resp.status == 429:
         raise PublishError(f"{what}: rate limited (HTTP 429): {detail}", retryable=True, retry_after_s=wait)
     if resp.status >= 500:

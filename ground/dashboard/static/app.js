@@ -167,6 +167,7 @@ function pubLine(p, post) {
   const parts = [el("span", { class: "mono" }, p.account), " ", badge(p.display_state)];
   if (p.url) parts.push(" ", el("a", { href: p.url, target: "_blank", rel: "noopener noreferrer" }, "link"));
   if (p.display_state === "scheduled" && p.next_attempt_ms) parts.push(" ", el("span", { class: "muted" }, `publishes ${until(p.next_attempt_ms)}`));
+  if (p.fidelity) parts.push(" ", el("span", { class: "muted", title: p.fidelity_note || "" }, `photos ${p.fidelity}`));
   if (p.last_error && p.state !== "published") parts.push(el("div", { class: "reason" }, p.last_error));
   if ((p.display_state === "retry-wait" || p.state === "publishing") && p.next_attempt_ms > nowMs()) parts.push(el("div", { class: "muted" }, `next retry ${until(p.next_attempt_ms)} (${fmtTime(p.next_attempt_ms)})`));
   if (p.attempts > 1) parts.push(" ", el("span", { class: "muted" }, `${p.attempts} attempts`));
@@ -220,7 +221,8 @@ function renderPlatforms(d) {
       el("td", {}, pauseButton("platform", p.platform, p.paused))));
     for (const a of p.accounts) {
       rows.push(el("tr", {},
-        el("td", { class: "mono" }, `  ${a.account}`, a.astronauts.length ? el("span", { class: "muted" }, ` (${a.astronauts.join(", ")})`) : null),
+        el("td", { class: "mono" }, `  ${a.account}`, a.astronauts.length ? el("span", { class: "muted" }, ` (${a.astronauts.join(", ")})`) : null,
+          a.token ? el("span", { class: a.token.includes("reconnect") ? "bad" : "muted" }, ` · token ${a.token}`) : null),
         el("td", {}, badge(a.paused ? "paused" : "active", a.paused ? "paused" : "active")),
         el("td", { class: "time" }, a.last_success_ms ? ago(a.last_success_ms) : "never"),
         el("td", { class: "num" }, `${a.by_state.published || 0} / ${a.by_state.failed || 0}`),
