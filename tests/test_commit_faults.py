@@ -153,7 +153,7 @@ async def _expect_storage_then_recover(
     assert status == 503 and body["error"] == "storage" and body["retryable"], (status, body)
     assert _accepted(service) == (0, 0, 0)
     # Receipts and other requests are still answered while the fault lasts.
-    status, _ = await station.send(encode_request(ReceiptsRequest(seq=99, since_ms=0)))
+    status, _ = await station.send(encode_request(ReceiptsRequest(seq=99, since=0)))
     assert status in (200, 503)
     heal()
     if by_timer:

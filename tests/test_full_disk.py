@@ -132,7 +132,7 @@ def ground_on_tmpfs(cli: Cli, tmp_path: Path, subprocess_env: dict[str, str]) ->
 def _raw_receipts_request(url: str, token: str) -> int:
     req = urllib.request.Request(
         url + "/v1/link",
-        data=encode_request(ReceiptsRequest(seq=1, since_ms=0)),
+        data=encode_request(ReceiptsRequest(seq=1, since=0)),
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/x-orbitpost-frame"},
     )
     try:
