@@ -174,12 +174,21 @@ def _kill_loop(cli: Cli, tmp_path: Path, env: dict[str, str], kills_each: int, s
         assert (d / "media-1.jpg").read_bytes() == data, text
 
 
+def _run(cli: Cli, tmp_path: Path, env: dict[str, str], kills_each: int, seed: int) -> None:
+    try:
+        _kill_loop(cli, tmp_path, env, kills_each, seed)
+    finally:
+        # Never leave a ground or sync behind, even when an assertion stopped the loop.
+        subprocess.run(["pkill", "-9", "-f", f"--home {cli.ground_home} serve"], check=False)
+        subprocess.run(["pkill", "-9", "-f", f"--home {cli.onboard_home} sync"], check=False)
+
+
 def test_kill_ground_and_sync_during_a_photo_backlog(
     cli: Cli, tmp_path: Path, subprocess_env: dict[str, str]
 ) -> None:
-    _kill_loop(cli, tmp_path, subprocess_env, kills_each=4, seed=1)
+    _run(cli, tmp_path, subprocess_env, kills_each=4, seed=1)
 
 
 @pytest.mark.slow
 def test_kill_ground_and_sync_50_times_each(cli: Cli, tmp_path: Path, subprocess_env: dict[str, str]) -> None:
-    _kill_loop(cli, tmp_path, subprocess_env, kills_each=50, seed=2)
+    _run(cli, tmp_path, subprocess_env, kills_each=50, seed=2)
