@@ -68,7 +68,9 @@ def _wait_health(url: str, timeout_s: float = 120) -> None:
     raise AssertionError("ground did not come back")
 
 
-def _kill_loop(cli: Cli, tmp_path: Path, env: dict[str, str], kills_each: int, seed: int) -> None:
+def _kill_loop(
+    cli: Cli, tmp_path: Path, env: dict[str, str], kills_each: int, seed: int, procs: list[Proc]
+) -> None:
     rng = random.Random(seed)
     token = setup_station(cli, tmp_path)
     port = free_port()
@@ -98,6 +100,7 @@ def _kill_loop(cli: Cli, tmp_path: Path, env: dict[str, str], kills_each: int, s
         env,
         tmp_path / "sync.log",
     )
+    procs += [ground, sync]
     killed = {"ground": 0, "sync": 0}
     ground.start()
     _wait_health(url)
@@ -175,12 +178,12 @@ def _kill_loop(cli: Cli, tmp_path: Path, env: dict[str, str], kills_each: int, s
 
 
 def _run(cli: Cli, tmp_path: Path, env: dict[str, str], kills_each: int, seed: int) -> None:
+    procs: list[Proc] = []
     try:
-        _kill_loop(cli, tmp_path, env, kills_each, seed)
+        _kill_loop(cli, tmp_path, env, kills_each, seed, procs)
     finally:
-        # Never leave a ground or sync behind, even when an assertion stopped the loop.
-        subprocess.run(["pkill", "-9", "-f", f"--home {cli.ground_home} serve"], check=False)
-        subprocess.run(["pkill", "-9", "-f", f"--home {cli.onboard_home} sync"], check=False)
+        for p in procs:  # never leave a ground or sync behind, even when an assertion stopped the loop
+            p.kill()
 
 
 def test_kill_ground_and_sync_during_a_photo_backlog(
