@@ -33,12 +33,18 @@ def open_db(path: Path, schema: str, *, check_same_thread: bool = True) -> sqlit
 
 
 def make_private(path: Path) -> None:
-    """Create ``path`` (empty) if missing, and make it readable and writable by its owner only."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    """Create ``path`` (empty, 0600) if missing, else narrow it to owner-only.
+
+    An existing file is changed by path (chmod), never opened: closing any descriptor of a
+    SQLite file drops every POSIX lock this process holds on it, so another connection here
+    would silently lose its locks (and another process could rebuild the -shm under it).
+    """
     try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    finally:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o600)
+    else:
         os.close(fd)
 
 
