@@ -81,6 +81,7 @@ def _check_policy(conn: sqlite3.Connection, vb: VerifiedBundle) -> None:
         raise BundleRejected(
             ErrorCode.REPLAY, f"bundle id {vb.header.bundle_id} was already used by a different bundle"
         )
+    allowed_by_astronaut: dict[str, set[str]] = {}  # one query per signer, not per post
     for v in vb.items:
         row = conn.execute(
             "SELECT i.bundle_id, COALESCE(group_concat(p.state), i.kind) FROM items i "
@@ -93,7 +94,9 @@ def _check_policy(conn: sqlite3.Connection, vb: VerifiedBundle) -> None:
                 ErrorCode.REPLAY, f"post {v.item.id} {state} (from bundle {row[0]}); replay refused"
             )
         if isinstance(v.item, Post):
-            allowed = accounts_of(conn, v.astronaut)
+            allowed = allowed_by_astronaut.get(v.astronaut)
+            if allowed is None:
+                allowed = allowed_by_astronaut[v.astronaut] = accounts_of(conn, v.astronaut)
             for t in v.item.targets:
                 if t not in allowed:
                     raise BundleRejected(
@@ -139,6 +142,9 @@ def ingest_bytes(
     for raw in vb.blobs.values():
         home.blobs.put(raw)
     n_pubs = 0
+    # A format-2 signer's statement is one object shared by all their items: hash and store it
+    # once per bundle, not once per item (that was quadratic in the bundle size; issue 18).
+    statement_sha: dict[bytes, bytes | None] = {}
     with transaction(conn):
         conn.execute(
             "INSERT INTO bundles (bundle_id, sha256, received_ms, source, size_bytes, item_count) VALUES (?,?,?,?,?,?)",
@@ -157,7 +163,7 @@ def ingest_bytes(
                     v.signed.key_id,
                     v.signed.body,
                     v.signed.signature,
-                    db.store_statement(conn, v.signed.statement),
+                    _statement_sha(conn, statement_sha, v.signed.statement),
                     it.created_ms,
                     it.publish_at_ms if isinstance(it, Post) else None,
                     None if isinstance(it, Post) else it.target_id,
@@ -188,3 +194,12 @@ def ingest_bytes(
         publications=n_pubs,
         size_bytes=len(data),
     )
+
+
+def _statement_sha(
+    conn: sqlite3.Connection, seen: dict[bytes, bytes | None], statement: bytes
+) -> bytes | None:
+    """:func:`db.store_statement` once per distinct statement of the bundle being accepted."""
+    if statement not in seen:
+        seen[statement] = db.store_statement(conn, statement)
+    return seen[statement]
