@@ -14,6 +14,12 @@ where payload = the bytes the astronauts wrote (text + each distinct photo once)
 
     python benchmarks/bench_link.py            # ~1 minute: 1 Mbit/s, 300 ms one way, no cuts
     python benchmarks/bench_link.py --long     # 256 kbit/s, 600 ms, random cuts, a loss of signal
+    python benchmarks/bench_link.py --virtual  # issue 14's matrix in virtual time (simlink), ~15 min
+
+``--virtual`` runs the simulator (its TCP model, with random segment loss a real-time proxy
+cannot produce) on ``profiles/fill-rtt*-loss*.toml`` with the ``photo-backlog`` workload, the
+transfer before issue 14 (``transfer-v1``) beside today's, and prints goodput / link rate while
+posts wait next to one TCP stream's Mathis bound and the physical ceiling (docs/link.md).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -127,7 +134,15 @@ def _proxy(port: int, p: Profile, seed: int) -> LinkProxy:
     )
 
 
-async def run_orbitpost(root: Path, posts: list[PostSpec], p: Profile) -> Run:
+# The transfer before issue 14: a fixed window of 4 streams, chunks of 2 s of the link's rate.
+# (In real time ground keeps a cut chunk's bytes and the request headers are trimmed for both.)
+V1_CONFIG = SenderConfig(window=4, max_window=4, chunk_time_s=8.0, initial_chunk_bytes=16 * 1024)
+
+
+async def run_orbitpost(
+    root: Path, posts: list[PostSpec], p: Profile, config: SenderConfig, label: str
+) -> Run:
+    root.mkdir(parents=True, exist_ok=True)
     onboard_home, ground = Home(root / "A").ensure(), GroundHome(root / "G")
     conn = queue.connect(onboard_home.db_path)
     now_ms = int(time.time() * 1000)
@@ -161,21 +176,17 @@ async def run_orbitpost(root: Path, posts: list[PostSpec], p: Profile) -> Run:
             add_link(onboard_home, proxy.url, root / "T")
             proxy.schedule_loss(p.loss)
             t0 = time.monotonic()
-            result = await sync(
-                onboard_home, config=SenderConfig(), give_up_after_s=300, receipts_every_s=3600
-            )
+            result = await sync(onboard_home, config=config, give_up_after_s=300, receipts_every_s=3600)
             elapsed = time.monotonic() - t0
             s = proxy.stats
             print(
-                f"  orbitpost: {result.requests} requests, {result.chunk_bytes:,} chunk bytes, "
+                f"  {label}: {result.requests} requests, {result.chunk_bytes:,} chunk bytes, "
                 f"{result.failures} failed requests, max chunk {result.max_chunk_bytes:,} B, "
                 f"HTTP+frame overhead ≈ {(s.bytes_up - result.chunk_bytes) / max(result.requests, 1):.0f} B/request"
                 if p.cuts is None
-                else f"  orbitpost: {result.requests} requests, {result.failures} failed, {result.chunk_bytes:,} chunk bytes"
+                else f"  {label}: {result.requests} requests, {result.failures} failed, {result.chunk_bytes:,} chunk bytes"
             )
-            return Run(
-                name="orbitpost", wire_up=s.bytes_up, wire_down=s.bytes_down, elapsed_s=elapsed, cuts=s.cuts
-            )
+            return Run(name=label, wire_up=s.bytes_up, wire_down=s.bytes_down, elapsed_s=elapsed, cuts=s.cuts)
     finally:
         stop.set()
         await server
@@ -266,7 +277,11 @@ async def main_async(p: Profile) -> None:
         f"shared by two posts); payload {payload:,} B"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        runs = [await run_orbitpost(Path(tmp), posts, p), await run_baseline(posts, p)]
+        runs = [
+            await run_orbitpost(Path(tmp) / "v1", posts, p, V1_CONFIG, "orbitpost v1 (4 streams)"),
+            await run_orbitpost(Path(tmp) / "now", posts, p, SenderConfig(), "orbitpost (streams from TCP)"),
+            await run_baseline(posts, p),
+        ]
     print(
         f"\n{'run':32} {'wire up B':>12} {'wire/payload':>13} {'time s':>8} {'goodput B/s':>12} {'goodput/link':>13} {'cuts':>5}"
     )
@@ -276,10 +291,101 @@ async def main_async(p: Profile) -> None:
             f"{r.name:32} {r.wire_up:>12,} {r.wire_up / payload:>13.3f} {r.elapsed_s:>8.1f} {goodput:>12,.0f} "
             f"{goodput / link_Bps:>13.3f} {r.cuts:>5}"
         )
-    o, b = runs
+    _, o, b = runs
     print(
         f"\norbitpost / baseline: wire bytes {o.wire_up / b.wire_up:.3f}, time {o.elapsed_s / b.elapsed_s:.3f}"
     )
+
+
+MATRIX_RTTS = ("0.6", "1.4", "2.6")
+MATRIX_LOSSES = ("0", "0.1", "1", "3")
+TCP_IP_HEADER_BYTES = 40
+
+
+def _virtual_one(args: tuple[str, str, float, int]) -> dict[str, Any]:
+    """One simulator run (in a worker process): its report's figures."""
+    from simlink.profile import load_profile
+    from simlink.report import build_report
+    from simlink.virtual import run_virtual
+    from simlink.workload import load_workload
+
+    profile_name, transfer, minutes, seed = args
+    prof = load_profile(profile_name)
+    r = run_virtual(
+        prof,
+        load_workload("photo-backlog"),
+        astronauts=4,
+        duration_s=minutes * 60,
+        seed=seed,
+        transfer=transfer,
+    )
+    rep = build_report(r)
+    lk, by = rep["link"], rep["bytes"]
+    cuts = lk["cut_events"]
+    return {
+        "profile": profile_name,
+        "transfer": transfer,
+        "goodput": lk["transfer_goodput_per_rate_while_backlogged"],
+        "post_goodput": lk["goodput_per_rate_while_backlogged"],
+        "cuts": cuts,
+        "resent_per_cut": by["resent_by_application"] / cuts if cuts else None,
+        # Station → ground bytes a cut threw away in the network (sent, not delivered).
+        "in_network_per_cut": lk["cut_in_network_bytes"] / cuts if cuts else None,
+        "left": rep["posts"]["still_queued_onboard"],
+    }
+
+
+def bounds(prof_name: str) -> tuple[float, float, float]:
+    """(one TCP stream's Mathis bound / rate, physical ceiling / rate, BDP bytes) for a profile."""
+    from simlink.profile import load_profile
+
+    prof = load_profile(prof_name)
+    rate_Bps = prof.to_ground_bps / 8
+    rtt_s = prof.rtt_s
+    p = prof.loss
+    mss = prof.mss_bytes
+    mathis = (mss / rtt_s * 1.22 / p**0.5) / rate_Bps if p else float("inf")
+    ceiling = (1 - p) * mss / (mss + TCP_IP_HEADER_BYTES)
+    return mathis, ceiling, rate_Bps * rtt_s
+
+
+def virtual_matrix(minutes: float, seed: int, jobs: int, profiles: list[str]) -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    from simlink.workload import load_workload
+
+    work = [(pr, tr, minutes, seed) for pr in profiles for tr in ("transfer-v1", "transfer")]
+    got: dict[tuple[str, str], dict[str, Any]] = {}
+    with ProcessPoolExecutor(max_workers=jobs) as ex:
+        for r in ex.map(_virtual_one, work):
+            got[(r["profile"], r["transfer"])] = r
+            print(json.dumps(r), flush=True)  # each run as it ends: a long matrix keeps what it did
+    print(
+        f"virtual time, photo-backlog workload ({load_workload('photo-backlog').description}), 4 astronauts, "
+        f"{minutes:g} min, seed {seed}; goodput / link rate while posts wait\n"
+    )
+    print(
+        "| profile | RTT | loss | 1 TCP stream (Mathis) | ceiling | before (v1) | now | left onboard v1/now "
+        "| cuts | per cut, in BDP: resent now (v1); lost in the network now |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for pr in profiles:
+        from simlink.profile import load_profile
+
+        prof = load_profile(pr)
+        mathis, ceiling, bdp = bounds(pr)
+        old, new = got[(pr, "transfer-v1")], got[(pr, "transfer")]
+        per_cut = (
+            f"{new['resent_per_cut'] / bdp:.2f} ({old['resent_per_cut'] / bdp:.2f}); "
+            f"in the network {new.get('in_network_per_cut', 0) / bdp:.2f}; BDP {bdp / 1000:,.0f} kB"
+            if new["resent_per_cut"] is not None and old["resent_per_cut"] is not None
+            else "–"
+        )
+        print(
+            f"| {prof.name} | {prof.rtt_s:g} s | {prof.loss * 100:g} % "
+            f"| {min(mathis, 9.99):.2f} | {ceiling:.2f} | {old['goodput'] or 0:.2f} | {new['goodput'] or 0:.2f} "
+            f"| {old['left']}/{new['left']} | {new['cuts']} | {per_cut} |"
+        )
 
 
 def main() -> None:
@@ -287,7 +393,16 @@ def main() -> None:
     ap.add_argument(
         "--long", action="store_true", help="slower link, cuts and a loss of signal (several minutes)"
     )
+    ap.add_argument("--virtual", action="store_true", help="issue 14's loss × RTT matrix in virtual time")
+    ap.add_argument("--minutes", type=float, default=30.0, help="virtual minutes per run (--virtual)")
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--jobs", type=int, default=2, help="simulator runs at once (--virtual)")
+    ap.add_argument("--profiles", nargs="*", help="profiles to run (--virtual; default: the matrix)")
     args = ap.parse_args()
+    if args.virtual:
+        names = args.profiles or [f"fill-rtt{r}-loss{p}" for r in MATRIX_RTTS for p in MATRIX_LOSSES]
+        virtual_matrix(args.minutes, args.seed, args.jobs, names)
+        return
     asyncio.run(main_async(LONG if args.long else QUICK))
 
 

@@ -2,8 +2,9 @@
 
 The engine and `ground account check` record what a Mastodon instance's
 ``/api/v2/instance`` says; receipts (ground/receipts.py) carry each changed row to the
-station, signed by ground's key, and onboard checks posts for that account against the
-same numbers ground will (protocol/rules.py).
+station (a trigger stamps it in the change log, ground/changes.py), signed by ground's key,
+and onboard checks posts for that account against the same numbers ground will
+(protocol/rules.py).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def record(conn: sqlite3.Connection, target: str, rules: PlatformRules, now_ms: 
             (target,),
         ).fetchone()
         if old is not None and tuple(old) == row:
-            return False  # unchanged: keep updated_ms, so receipts do not resend it
+            return False  # unchanged: no write, so no new change stamp and nothing resent
         conn.execute(
             "INSERT OR REPLACE INTO account_limits (account, max_text, max_media, max_media_bytes, url_length, "
             "max_alt, media_types, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -42,24 +43,23 @@ def record(conn: sqlite3.Connection, target: str, rules: PlatformRules, now_ms: 
     return True
 
 
-def changed_since(conn: sqlite3.Connection, since_ms: int, limit: int) -> list[AccountLimitsReceipt]:
-    """Account-limits receipts for rows recorded at or after ``since_ms``, oldest first."""
-    out = []
-    for account, mt, mm, mb, ul, ma, types, updated in conn.execute(
-        "SELECT account, max_text, max_media, max_media_bytes, url_length, max_alt, media_types, updated_ms "
-        "FROM account_limits WHERE updated_ms >= ? ORDER BY updated_ms LIMIT ?",
-        (since_ms, limit),
-    ):
-        out.append(
-            AccountLimitsReceipt(
-                account=account,
-                max_text=mt,
-                max_media=mm,
-                max_media_bytes=mb,
-                url_length=ul,
-                max_alt=ma,
-                media_types=None if types is None else tuple(types.split()),
-                updated_ms=updated,
-            )
-        )
-    return out
+def receipt(conn: sqlite3.Connection, account: str, seq: int) -> AccountLimitsReceipt | None:
+    """The account-limits receipt for ``account`` as it stands, stamped ``seq`` (ground/changes.py)."""
+    row = conn.execute(
+        "SELECT max_text, max_media, max_media_bytes, url_length, max_alt, media_types "
+        "FROM account_limits WHERE account = ?",
+        (account,),
+    ).fetchone()
+    if row is None:
+        return None
+    mt, mm, mb, ul, ma, types = row
+    return AccountLimitsReceipt(
+        account=account,
+        max_text=mt,
+        max_media=mm,
+        max_media_bytes=mb,
+        url_length=ul,
+        max_alt=ma,
+        media_types=None if types is None else tuple(types.split()),
+        seq=seq,
+    )

@@ -31,6 +31,8 @@ app.add_typer(operator_app, name="operator")
 station_app = typer.Typer(help="Stations allowed to use the live link (issue 3).", no_args_is_help=True)
 app.add_typer(station_app, name="station")
 app.add_typer(log_app, name="log")
+tls_app = typer.Typer(help="HTTPS for the link and the dashboard (docs/DEPLOY.md).", no_args_is_help=True)
+app.add_typer(tls_app, name="tls")
 register_publishing(app)  # account add/list/remove, retry, publish
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -187,13 +189,17 @@ def station_add(
     quota = None if quota_mb is None else quota_mb * 1024 * 1024
     token = add_station(state.home.conn, name, _now_ms(), quota_bytes=quota)
     from .jxl import capabilities as ground_capabilities
+    from .tls import home_files
 
+    tls = home_files(state.home.root)
     write_token_file(
         token_out,
         station=name,
         token=token,
         ground_key_line=key_line,
         ground_decodes=ground_capabilities().to_token(),
+        # The station pins ground's own certificate when ground has one (ground tls init).
+        tls_sha256=tls.sha256 if tls.cert.exists() else None,
     )
     console.print(f"station {name} added; give {token_out} to the station (onboard link add --token-file …)")
 
@@ -220,6 +226,21 @@ def serve(
             help="End an operator's browser session after this many minutes unused (0: never).",
         ),
     ] = 30,  # operators.SESSION_IDLE_MS (not imported here: it costs an scrypt hash at import)
+    tls: Annotated[
+        bool, typer.Option("--tls", help="Serve HTTPS with <home>/tls (made by `ground tls init` or now).")
+    ] = False,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="Serve HTTPS with this certificate chain (PEM).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="The private key for --tls-cert.")] = None,
+    conns_per_address: Annotated[
+        int,
+        typer.Option(
+            "--conns-per-address",
+            min=1,
+            help="Open connections allowed from one client address (raise it behind a proxy or a large NAT).",
+        ),
+    ] = 64,
     public_base_url: Annotated[
         str | None,
         typer.Option(
@@ -230,7 +251,9 @@ def serve(
     ] = None,
 ) -> None:
     """Run the ground service: the station link endpoint, the dashboard and the publisher."""
+    from .edge import EdgeLimits
     from .server import serve as run
+    from .tls import TlsFiles, home_files, make_self_signed, server_context
 
     if public_base_url is not None:
         from .public_media import set_base_url
@@ -239,9 +262,31 @@ def serve(
             f"photos for Instagram/Threads served under {set_base_url(state.home.root, public_base_url)}/public/media/"
         )
 
-    console.print(f"ground serving on http://{host}:{port} (Ctrl-C to stop)")
+    ctx = None
+    if tls_cert is not None or tls_key is not None:
+        if tls_cert is None or tls_key is None:
+            raise GroundError("--tls-cert and --tls-key go together")
+        ctx = server_context(TlsFiles(cert=tls_cert, key=tls_key))
+    elif tls:
+        files = home_files(state.home.root)
+        if not files.cert.exists():
+            files = make_self_signed(state.home.root, [host, "localhost", "127.0.0.1"])
+            console.print(f"made a self-signed certificate {files.cert}; re-issue station tokens to pin it")
+        ctx = server_context(files)
+        console.print(f"TLS certificate SHA-256 {files.sha256}")
+    scheme = "https" if ctx is not None else "http"
+    console.print(f"ground serving on {scheme}://{host}:{port} (Ctrl-C to stop)")
     try:
-        asyncio.run(run(state.home, host, port, session_idle_ms=session_idle_min * 60_000))
+        asyncio.run(
+            run(
+                state.home,
+                host,
+                port,
+                session_idle_ms=session_idle_min * 60_000,
+                ssl_context=ctx,
+                edge_limits=EdgeLimits(max_conns_per_addr=conns_per_address),
+            )
+        )
     except OSError as exc:
         raise GroundError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
@@ -249,7 +294,9 @@ def serve(
 @app.command()
 def receipts(
     out: Annotated[Path, typer.Option("--out", help="Write the signed receipts document here.")],
-    since: Annotated[int, typer.Option("--since", help="Only changes at or after this time (ms).")] = 0,
+    since: Annotated[
+        int, typer.Option("--since", help="Only changes after this change number (docs/PROTOCOL.md §9).")
+    ] = 0,
     station: Annotated[
         str | None,
         typer.Option("--station", help="Only what this station uploaded over the live link (default: all)."),
@@ -305,3 +352,31 @@ def main() -> None:
     except GroundError as exc:
         err_console.print(f"error: {exc}", markup=False)
         raise SystemExit(1) from None
+
+
+@tls_app.command("init")
+def tls_init(
+    host: Annotated[
+        list[str], typer.Option("--host", help="A name or address stations and browsers use (repeatable).")
+    ],
+) -> None:
+    """Make ground's self-signed TLS certificate; stations added afterwards pin it."""
+    from .tls import make_self_signed
+
+    files = make_self_signed(state.home.root, host)
+    console.print(f"certificate {files.cert} (key {files.key}, 0600)")
+    console.print(f"SHA-256 {files.sha256}")
+    console.print(
+        "serve it with `ground serve --tls`; `ground station add` now writes this pin into token files"
+    )
+
+
+@tls_app.command("show")
+def tls_show() -> None:
+    """Print the SHA-256 of ground's TLS certificate (what stations pin, what browsers show)."""
+    from .tls import home_files
+
+    files = home_files(state.home.root)
+    if not files.cert.exists():
+        raise GroundError("no TLS certificate yet: run `ground tls init --host NAME`")
+    console.print(files.sha256)

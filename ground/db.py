@@ -13,6 +13,8 @@ from pathlib import Path
 from durable.sqlitedb import open_db
 from durable.sqlitedb import transaction as transaction  # re-exported: ground modules use db.transaction
 
+from . import changes
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS astronauts (
     name        TEXT PRIMARY KEY,
@@ -192,6 +194,7 @@ def connect(path: Path) -> sqlite3.Connection:
     """Open ground's database with WAL and full fsync; creates the schema if new."""
     conn = open_db(path, SCHEMA, check_same_thread=False)
     _migrate(conn)
+    changes.ensure_schema(conn)  # the receipts' change log and its triggers (docs/PROTOCOL.md §9)
     return conn
 
 

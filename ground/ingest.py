@@ -2,8 +2,13 @@
 
 Accepting is all or nothing: blobs are fsynced into the store first (harmless if we
 crash: content-addressed, unreferenced), then one transaction records the bundle, its
-items and one pending publication per (post, account). A rejected bundle is recorded
-with its reason and its file is left untouched.
+items and one publication per (post, account). A rejected bundle is recorded with its
+reason and its file is left untouched.
+
+A bundle is refused whole only for what makes all of it untrustworthy (signatures, hashes,
+format, replay). A policy failure of one post, an account its author is not enrolled for,
+refuses that (post, account) alone: its publication is recorded 'rejected' with the code
+and reason, and every other one goes on (docs/PROTOCOL.md §16).
 """
 
 from __future__ import annotations
@@ -81,7 +86,6 @@ def _check_policy(conn: sqlite3.Connection, vb: VerifiedBundle) -> None:
         raise BundleRejected(
             ErrorCode.REPLAY, f"bundle id {vb.header.bundle_id} was already used by a different bundle"
         )
-    allowed_by_astronaut: dict[str, set[str]] = {}  # one query per signer, not per post
     for v in vb.items:
         row = conn.execute(
             "SELECT i.bundle_id, COALESCE(group_concat(p.state), i.kind) FROM items i "
@@ -93,17 +97,16 @@ def _check_policy(conn: sqlite3.Connection, vb: VerifiedBundle) -> None:
             raise BundleRejected(
                 ErrorCode.REPLAY, f"post {v.item.id} {state} (from bundle {row[0]}); replay refused"
             )
-        if isinstance(v.item, Post):
-            allowed = allowed_by_astronaut.get(v.astronaut)
-            if allowed is None:
-                allowed = allowed_by_astronaut[v.astronaut] = accounts_of(conn, v.astronaut)
-            for t in v.item.targets:
-                if t not in allowed:
-                    raise BundleRejected(
-                        ErrorCode.UNKNOWN_ACCOUNT,
-                        f"post {v.item.id}: {v.astronaut} is not enrolled for account {t} "
-                        f"(ground enroll {v.astronaut} --key … --account {t})",
-                    )
+
+
+def refusal(conn: sqlite3.Connection, author: str, account: str) -> str | None:
+    """Why ``author`` may not publish to ``account`` here (code and reason), or None (§16)."""
+    if account in accounts_of(conn, author):
+        return None
+    return (
+        f"[{ErrorCode.UNKNOWN_ACCOUNT}] {author} is not enrolled for account {account} "
+        f"(ground enroll {author} --account {account})"
+    )
 
 
 def record_rejection(home: GroundHome, data: bytes, source: str, exc: BundleRejected, now_ms: int) -> None:
@@ -145,6 +148,7 @@ def ingest_bytes(
     # A format-2 signer's statement is one object shared by all their items: hash and store it
     # once per bundle, not once per item (that was quadratic in the bundle size; issue 18).
     statement_sha: dict[bytes, bytes | None] = {}
+    refusals: dict[tuple[str, str], str | None] = {}
     with transaction(conn):
         conn.execute(
             "INSERT INTO bundles (bundle_id, sha256, received_ms, source, size_bytes, item_count) VALUES (?,?,?,?,?,?)",
@@ -172,12 +176,26 @@ def ingest_bytes(
             )
             if isinstance(it, Post):
                 for account in it.targets:
+                    if (it.author, account) not in refusals:  # one query per signer and account
+                        refusals[it.author, account] = refusal(conn, it.author, account)
+                    why = refusals[it.author, account]
                     conn.execute(
-                        "INSERT INTO publications (item_id, account, state, updated_ms, next_attempt_ms) "
-                        "VALUES (?, ?, 'pending', ?, ?)",
-                        (it.id, account, now_ms, it.publish_at_ms),
+                        "INSERT INTO publications (item_id, account, state, updated_ms, next_attempt_ms, "
+                        "last_error, retryable) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            it.id,
+                            account,
+                            "pending" if why is None else "rejected",
+                            now_ms,
+                            it.publish_at_ms if why is None else None,
+                            why,
+                            None if why is None else 0,
+                        ),
                     )
-                    n_pubs += 1
+                    if why is None:
+                        n_pubs += 1
+                    else:
+                        audit(conn, now_ms, "ingest", "reject-item", f"{it.id} → {account}: {why}")
         audit(
             conn,
             now_ms,

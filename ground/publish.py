@@ -10,6 +10,14 @@ Everything that moves a publication between states lives in this module. States,
        └──retryable, not ambiguous (429, refused connection): back off─┘
                            └─ambiguous (timeout, 5xx): stays publishing, backs off, looks up first
 
+    (ingest) rejected ──ground retry, once the account is enrolled──▶ pending
+                 └──cancel──▶ cancelled
+
+'rejected' is a (post, account) ground refused at ingest (an account its author is not
+enrolled for, docs/PROTOCOL.md §16); the post's other accounts go on. Every change of state,
+url or error is stamped in the change log by a trigger (ground/changes.py), so receipts
+report each one exactly (§9).
+
 'publishing' is committed *before* the platform is called, so after a crash or an ambiguous
 error we ask the platform (``lookup``; for idempotent APIs, the same request again) before
 any second attempt — never a blind repost. Partial success is normal: each account moves
@@ -45,22 +53,14 @@ from protocol import Post, decode_item
 from protocol.model import parse_target
 from protocol.rules import check_target, media_fidelity, rules_for
 
-from . import account_limits, db
+from . import account_limits, changes, db
 from .db import audit, transaction
 from .errors import GroundError, PublishError, QuotaWait
 from .home import GroundHome
+from .ingest import refusal
 from .platforms import Platform, PublishRequest
 
 log = logging.getLogger(__name__)
-
-ENGINE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS commands (
-    item_id     TEXT PRIMARY KEY REFERENCES items(id),
-    state       TEXT NOT NULL,      -- 'done' or 'refused'
-    detail      TEXT NOT NULL,
-    applied_ms  INTEGER NOT NULL
-);
-"""
 
 
 class PubState(StrEnum):
@@ -72,6 +72,7 @@ class PubState(StrEnum):
     RETRACTING = "retracting"
     RETRACTED = "retracted"
     RETRACT_FAILED = "retract_failed"
+    REJECTED = "rejected"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,7 +114,8 @@ def default_platforms(home: GroundHome) -> dict[str, Platform]:
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    conn.executescript(ENGINE_SCHEMA)
+    """The ``commands`` table (cancel/retract outcomes) lives with the change log that stamps it."""
+    changes.ensure_schema(conn)
 
 
 @contextmanager
@@ -187,7 +189,7 @@ def _apply_command(
             return detail
         cancelled = conn.execute(
             "UPDATE publications SET state = 'cancelled', next_attempt_ms = NULL, updated_ms = ? "
-            "WHERE item_id = ? AND state IN ('pending', 'failed') RETURNING account",
+            "WHERE item_id = ? AND state IN ('pending', 'failed', 'rejected') RETURNING account",
             (now_ms, target_id),
         ).fetchall()
         if kind == "retract":
@@ -251,15 +253,19 @@ def retry(
                 + (f" to {account}" if account else "")
                 + " (see `ground posts`)"
             )
-        failed = [a for a, s in rows if s in ("failed", "retract_failed")]
+        author = conn.execute("SELECT author FROM items WHERE id = ?", (item_id,)).fetchone()[0]
+        still = [a for a, s in rows if s == "rejected" and refusal(conn, author, a)]
+        if still and account:
+            raise GroundError(f"{item_id} → {account} stays rejected: {refusal(conn, author, account)}")
+        failed = [a for a, s in rows if s in ("failed", "retract_failed", "rejected") and a not in still]
         if not failed:
             states = ", ".join(f"{a}: {s}" for a, s in rows)
             raise GroundError(f"nothing to retry for {item_id}: {states}")
         publish_at = conn.execute("SELECT publish_at_ms FROM items WHERE id = ?", (item_id,)).fetchone()[0]
         for a in failed:
             conn.execute(
-                "UPDATE publications SET state = CASE state WHEN 'failed' THEN 'pending' ELSE 'retracting' END, "
-                "attempts = 0, next_attempt_ms = ?, updated_ms = ? WHERE item_id = ? AND account = ?",
+                "UPDATE publications SET state = CASE state WHEN 'retract_failed' THEN 'retracting' ELSE 'pending' "
+                "END, attempts = 0, next_attempt_ms = ?, updated_ms = ? WHERE item_id = ? AND account = ?",
                 (publish_at, now_ms, item_id, a),
             )
         audit(conn, now_ms, actor, "retry", f"{item_id} → {', '.join(failed)}")

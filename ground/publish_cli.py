@@ -81,6 +81,24 @@ def account_add(
     console.print(f"stored credentials for {cred.target} ({cred.service_url}); the secret is not shown")
 
 
+@account_app.command("bluesky-web")
+def account_bluesky_web(
+    service_url: Annotated[str, typer.Argument(help="The PDS, e.g. https://pds.example.org")],
+    web_url: Annotated[
+        str | None, typer.Argument(help="Web app showing its posts, e.g. https://bsky.app; omit for none.")
+    ] = None,
+) -> None:
+    """Set which web app links to posts on a Bluesky service (without one: the at:// URI)."""
+    from .platforms.bluesky import set_web_app
+
+    for u in (service_url, web_url):
+        if u is not None and not u.startswith(("https://", "http://")):
+            raise GroundError(f"{u!r} is not an http(s) URL")
+    set_web_app(_home().root, service_url, web_url)
+    shown = f"{web_url}/profile/HANDLE/post/RKEY" if web_url else "the post's at:// URI"
+    console.print(f"posts on {service_url} now link to {shown} (new publications)", markup=False)
+
+
 # Platforms whose --token-file is an OAuth 2.0 grant (JSON) whose tokens rotate.
 OAUTH2_PLATFORMS = frozenset({"x", "linkedin"})
 # A long-lived token (one line, or JSON with access_token/expires_in): ground/platforms/meta_graph.py.

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 
 from protocol import SigningKey, format_public_key
 from protocol.ids import ulid_to_bytes
-from protocol.receipts import BundleReceipt, PublicationReceipt, Receipt, sign_receipts
+from protocol.receipts import (
+    BundleReceipt,
+    CommandOutcome,
+    CommandReceipt,
+    EnrolledReceipt,
+    PublicationReceipt,
+    Receipt,
+    sign_receipts,
+)
 
-from . import account_limits
+from . import account_limits, changes
 from .errors import GroundError
 from .home import GroundHome
 
@@ -56,83 +65,128 @@ def station_source(station: str) -> str:
     return f"link:{station}"
 
 
-def collect(
-    conn: sqlite3.Connection, since_ms: int, limit: int = DEFAULT_LIMIT, *, station: str | None = None
-) -> tuple[list[Receipt], int, bool]:
-    """Receipts for everything that changed at or after ``since_ms``, oldest first.
+# Which changes a station may read (docs/PROTOCOL.md §9): its own bundles (uploaded over the
+# link, or claimed by sha256 after a file hand-off) and what they carried; enrolled accounts and
+# account limits (ground's configuration, no post in them) go to every station.
+_MINE = "(b.source = :source OR b.sha256 IN (SELECT sha256 FROM station_claims WHERE station = :station))"
+_VISIBLE = (
+    ":source IS NULL OR c.kind IN ('limits', 'enrolled') "
+    f"OR (c.kind = 'bundle' AND EXISTS (SELECT 1 FROM bundles b WHERE b.bundle_id = c.k1 AND {_MINE})) "
+    "OR (c.kind IN ('pub', 'command') AND EXISTS (SELECT 1 FROM items i JOIN bundles b "
+    f"ON b.bundle_id = i.bundle_id WHERE i.id = c.k1 AND {_MINE})) "
+    "OR (c.kind = 'rejection' AND EXISTS (SELECT 1 FROM rejections b WHERE CAST(b.id AS TEXT) = c.k1 "
+    f"AND {_MINE}))"
+)
 
-    With ``station``, only what that station uploaded over the live link: its bundles, and
-    the publications of the posts they carried (one station never learns of another's posts).
-    Returns (receipts, next_since_ms, more). Entries at exactly next_since_ms may come
-    again in the next document; applying a receipt twice changes nothing.
+
+def collect(
+    conn: sqlite3.Connection, since: int, limit: int = DEFAULT_LIMIT, *, station: str | None = None
+) -> tuple[list[Receipt], int, bool]:
+    """Receipts for every change stamped after ``since`` (a change seq, §9), oldest first.
+
+    With ``station``, only what that station may read (``_VISIBLE``). Returns (receipts,
+    next_since, more). All reads share one snapshot, so the cursor returned covers exactly
+    the changes read: nothing committed later can carry a stamp at or below it.
     """
-    # "?2 IS NULL OR ..." keeps one query for both cases; NULL means every source.
     source = None if station is None else station_source(station)
-    out: list[Receipt] = []
-    for item_id, account, state, url, err, updated in conn.execute(
-        "SELECT p.item_id, p.account, p.state, p.url, p.last_error, p.updated_ms FROM publications p "
-        "JOIN items i ON i.id = p.item_id JOIN bundles b ON b.bundle_id = i.bundle_id "
-        "WHERE p.updated_ms >= ?1 AND (?2 IS NULL OR b.source = ?2) ORDER BY p.updated_ms LIMIT ?3",
-        (since_ms, source, limit + 1),
-    ):
-        out.append(
-            PublicationReceipt(
-                item_id=item_id, account=account, state=state, url=url, error=err, updated_ms=updated
-            )
-        )
-    for bundle_id, sha_hex, received in conn.execute(
-        "SELECT bundle_id, sha256, received_ms FROM bundles WHERE received_ms >= ?1 "
-        "AND (?2 IS NULL OR source = ?2) ORDER BY received_ms LIMIT ?3",
-        (since_ms, source, limit + 1),
-    ):
-        ids = tuple(
-            i for (i,) in conn.execute("SELECT id FROM items WHERE bundle_id = ? ORDER BY id", (bundle_id,))
-        )
-        out.append(
-            BundleReceipt(
-                bundle_sha256=bytes.fromhex(sha_hex),
-                bundle_id=bundle_id,
-                accepted=True,
-                code="",
-                message="",
-                item_ids=ids,
-                updated_ms=received,
-            )
-        )
-    for sha_hex, received, code, message in conn.execute(
-        "SELECT sha256, received_ms, code, message FROM rejections WHERE received_ms >= ?1 "
-        "AND (?2 IS NULL OR source = ?2) ORDER BY received_ms LIMIT ?3",
-        (since_ms, source, limit + 1),
-    ):
-        out.append(
-            BundleReceipt(
-                bundle_sha256=bytes.fromhex(sha_hex),
-                bundle_id=None,
-                accepted=False,
-                code=code,
-                message=message,
-                item_ids=(),
-                updated_ms=received,
-            )
-        )
-    out.extend(account_limits.changed_since(conn, since_ms, limit + 1))
-    out.sort(key=lambda r: r.updated_ms)
-    more = len(out) > limit
-    out = out[:limit]
-    next_since = out[-1].updated_ms if out else since_ms
-    if more and next_since == since_ms:
-        next_since += 1  # more than `limit` changes in one millisecond: move on regardless
+    conn.execute("BEGIN")  # deferred: a read snapshot, no lock against writers (WAL)
+    try:
+        rows = conn.execute(
+            f"SELECT c.seq, c.kind, c.k1, c.k2 FROM changes c WHERE c.seq > :since AND ({_VISIBLE}) "
+            "ORDER BY c.seq LIMIT :limit",
+            {"since": since, "source": source, "station": station, "limit": limit + 1},
+        ).fetchall()
+        (top,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
+        out = [r for r in (_receipt(conn, *row) for row in rows[:limit]) if r is not None]
+    finally:
+        conn.execute("COMMIT")
+    more = len(rows) > limit
+    # Not more: every change up to `top` was in this snapshot and looked at, visible or not,
+    # so the next request need not scan the other stations' changes again.
+    next_since = rows[limit - 1][0] if more else max(since, top)
     return out, next_since, more
 
 
-def build_document(
-    home: GroundHome, since_ms: int, now_ms: int, limit: int = DEFAULT_LIMIT, *, station: str | None = None
-) -> tuple[bytes, int, bool]:
-    """A signed receipts document (bytes), the cursor for the next one, and whether more remain.
+def _receipt(conn: sqlite3.Connection, seq: int, kind: str, k1: str, k2: str) -> Receipt | None:
+    """The current state of what one change row describes."""
+    if kind == "pub":
+        row = conn.execute(
+            "SELECT state, url, last_error, remote_id FROM publications WHERE item_id = ? AND account = ?",
+            (k1, k2),
+        ).fetchone()
+        if row is None:
+            return None
+        state, url, err, remote = row
+        return PublicationReceipt(
+            item_id=k1, account=k2, state=state, url=url, error=err, seq=seq, remote_id=remote
+        )
+    if kind == "bundle":
+        (sha_hex,) = conn.execute("SELECT sha256 FROM bundles WHERE bundle_id = ?", (k1,)).fetchone()
+        ids = tuple(i for (i,) in conn.execute("SELECT id FROM items WHERE bundle_id = ? ORDER BY id", (k1,)))
+        return BundleReceipt(
+            bundle_sha256=bytes.fromhex(sha_hex),
+            bundle_id=k1,
+            accepted=True,
+            code="",
+            message="",
+            item_ids=ids,
+            seq=seq,
+        )
+    if kind == "rejection":
+        sha_hex, code, message = conn.execute(
+            "SELECT sha256, code, message FROM rejections WHERE id = ?", (int(k1),)
+        ).fetchone()
+        return BundleReceipt(
+            bundle_sha256=bytes.fromhex(sha_hex),
+            bundle_id=None,
+            accepted=False,
+            code=code,
+            message=message,
+            item_ids=(),
+            seq=seq,
+        )
+    if kind == "limits":
+        return account_limits.receipt(conn, k1, seq)
+    if kind == "enrolled":
+        accounts = tuple(
+            a
+            for (a,) in conn.execute(
+                "SELECT account FROM accounts WHERE astronaut = ? ORDER BY account", (k1,)
+            )
+        )
+        return EnrolledReceipt(astronaut=k1, accounts=accounts, seq=seq)
+    if kind == "command":
+        row = conn.execute(
+            "SELECT c.state, c.detail, i.target_id FROM commands c JOIN items i ON i.id = c.item_id "
+            "WHERE c.item_id = ?",
+            (k1,),
+        ).fetchone()
+        if row is None:
+            return None
+        return CommandReceipt(
+            command_id=k1, target_id=row[2], outcome=CommandOutcome(row[0]), detail=row[1], seq=seq
+        )
+    return None  # a kind a later release added: this one has nothing to say about it
 
-    ``station`` scopes it to what that station uploaded (see ``collect``); None: everything.
+
+def build_document(
+    home: GroundHome,
+    since: int,
+    now_ms: int,
+    limit: int = DEFAULT_LIMIT,
+    *,
+    station: str | None = None,
+    claims: Iterable[bytes] = (),
+) -> tuple[bytes, int, bool]:
+    """A signed receipts document (bytes), the cursor (change seq) for the next one, and whether
+    more remain.
+
+    ``station`` scopes it to what that station may read (see ``collect``), after recording
+    its ``claims`` (sha256 of bundles it handed off as files, §9); None: everything.
     """
-    receipts, next_since, more = collect(home.conn, since_ms, limit, station=station)
+    if station is not None:
+        changes.claim(home.conn, station, claims, now_ms)
+    receipts, next_since, more = collect(home.conn, since, limit, station=station)
     return sign_receipts(ground_key(home), now_ms, receipts), next_since, more
 
 

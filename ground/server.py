@@ -19,11 +19,13 @@ import contextlib
 import json
 import math
 import signal
+import ssl
 import time
 from typing import Any
 
 from aiohttp import web
 
+from protocol import RemoteProtocolError
 from protocol.transfer import (
     BadRequest,
     CommitUpload,
@@ -42,10 +44,14 @@ from protocol.transfer_wire import (
     TransferKind,
     UploadState,
     decode_response,
+    encode_request,
+    salvage_chunk,
 )
 
 from . import public, publish
+from .body_limits import BodyGate
 from .db import audit, transaction
+from .edge import Edge, EdgeLimits, EdgeSite, refusal_middleware
 from .home import GroundHome
 from .ratelimit import AuthFailureLimiter
 from .receipts import build_document
@@ -84,6 +90,7 @@ class LinkService:
         self.home = home
         self.limiter = limiter or AuthFailureLimiter()
         self.store = UploadStore(home)
+        self.bodies = BodyGate()
         self.receiver = TransferReceiver(
             config, have=self.store.have, quota_for=self._quota, uploads=self.store.load_records()
         )
@@ -109,27 +116,59 @@ class LinkService:
             return json_error(
                 413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
             )
+        with self.bodies.slot(station.name) as admitted:
+            if not admitted:
+                return json_error(
+                    503,
+                    LinkErrorCode.BUSY,
+                    "ground is holding as many request bodies as it allows; retry shortly",
+                    True,
+                    headers={"Retry-After": "1", "Connection": "close"},
+                )
+            return await self._handle_body(request, station.name)
+
+    async def _handle_body(self, request: web.Request, station_name: str) -> web.Response:
+        """Read and process one admitted request body (a BodyGate slot is held)."""
+        buf = bytearray()
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return json_error(
-                413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
-            )
+            async for piece in request.content.iter_any():
+                buf += piece
+                if len(buf) > MAX_FRAME_BYTES:
+                    return json_error(
+                        413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
+                    )
         except ConnectionError:
-            # The link was cut mid-request: nothing was processed, nobody is left to answer.
+            # The link was cut mid-request: keep what arrived of a chunk (issue 14, like tus),
+            # so the station resends only what was still in the network. Nobody is left to answer.
+            await self._keep_partial(bytes(buf), station_name)
             return json_error(400, LinkErrorCode.BAD_FRAME, "connection lost before the request was whole")
+        body = bytes(buf)
         now = time.time()
         async with self.lock:
-            rid = self.receiver.receive(body, now, station=station.name)
+            rid = self.receiver.receive(body, now, station=station_name)
             await self._drain(now)
             resp = self.receiver.response_for(rid)
         if resp is None:  # pragma: no cover - the receiver always answers once drained
             return json_error(503, LinkErrorCode.BUSY, "no answer from the receiver; retry", True)
-        self._record_traffic(station.name, request, len(body), len(resp))
-        frame = decode_response(resp)
+        self._record_traffic(station_name, request, len(body), len(resp))
+        try:
+            frame = decode_response(resp)
+        except RemoteProtocolError:  # our own reply: send it as is rather than a 500
+            frame = None
         if isinstance(frame, ErrorFrame):
             return json_error(HTTP_STATUS.get(frame.code, 400), frame.code, frame.message, frame.retryable)
         return web.Response(body=resp, content_type=FRAME_TYPE)
+
+    async def _keep_partial(self, prefix: bytes, station: str) -> None:
+        """Store the data bytes of a CHUNK request cut short (protocol salvage_chunk)."""
+        chunk = salvage_chunk(prefix)
+        if chunk is None:
+            return
+        now = time.time()
+        async with self.lock:
+            rid = self.receiver.receive(encode_request(chunk), now, station=station)
+            await self._drain(now)
+            self.receiver.response_for(rid)  # its answer has nobody to go to
 
     async def _drain(self, now: float) -> None:
         r = self.receiver
@@ -161,7 +200,7 @@ class LinkService:
                 elif isinstance(ev, ReceiptsWanted):
                     # A station hears only of what it uploaded itself (docs §9).
                     doc, nxt, more = build_document(
-                        self.home, ev.since_ms, _now_ms(), ev.limit, station=ev.station
+                        self.home, ev.since, _now_ms(), ev.limit, station=ev.station, claims=ev.claims
                     )
                     r.receipts_ready(ev.rid, doc, nxt, more)
                 elif isinstance(ev, UploadExpired):
@@ -258,6 +297,29 @@ async def _health(request: web.Request) -> web.Response:
 
 
 @web.middleware
+async def _no_content_coding(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refuse any content coding before a byte of the body is read (issue 16 items 2, 3).
+
+    Link frames are already compressed and the API's bodies are tiny: inflating what an
+    unauthenticated client sends would only be CPU for an attacker. The edge (ground/edge.py)
+    refuses these before aiohttp sees them; this covers an app run without it.
+    """
+    coding = request.headers.get("Content-Encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        return web.json_response(
+            {
+                "error": "content_encoding_refused",
+                "message": "ground takes no Content-Encoding; send the body as is",
+                "retryable": False,
+            },
+            status=415,
+            headers={"Connection": "close"},
+        )
+    resp: web.StreamResponse = await handler(request)
+    return resp
+
+
+@web.middleware
 async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every error answer on /v1/ is JSON naming the problem; nothing escapes as a bare 500."""
     try:
@@ -280,7 +342,10 @@ def create_app(
 
     ``session_idle_ms``: operators' browser sessions end after this long unused (None: the default).
     """
-    app = web.Application(client_max_size=MAX_FRAME_BYTES + 1024, middlewares=[_json_errors])
+    app = web.Application(
+        client_max_size=MAX_FRAME_BYTES + 1024,
+        middlewares=[refusal_middleware, _no_content_coding, _json_errors],
+    )
     app[LINK_KEY] = LinkService(home, receiver_config, auth_limiter)
     app.router.add_post("/v1/link", app[LINK_KEY].handle)
     app.router.add_get("/v1/health", _health)
@@ -309,8 +374,15 @@ async def serve(
     ready: asyncio.Event | None = None,
     publish_interval_s: float = 1.0,
     session_idle_ms: int | None = None,
+    edge_limits: EdgeLimits | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    edge_out: list[Edge] | None = None,
 ) -> None:
-    """Run the HTTP service and the publisher until ``stop`` is set (or SIGINT/SIGTERM)."""
+    """Run the HTTP service and the publisher until ``stop`` is set (or SIGINT/SIGTERM).
+
+    Every connection goes through ground/edge.py (caps, deadlines, refusals before a body is
+    read); ``ssl_context`` serves HTTPS (ground/tls.py). ``edge_out`` receives the Edge (tests).
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -320,9 +392,13 @@ async def serve(
     # Idle keep-alive connections are held an hour, pinned rather than left to the aiohttp
     # release (older ones closed after 75 s): `onboard sync --watch` keeps one connection open
     # (onboard/sync.py KEEPALIVE_S, below this, so the client closes first and never races us).
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=3630.0)
+    # auto_decompress off: nothing compressed is ever inflated, whatever gets past the edge.
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=3630.0, auto_decompress=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    edge = Edge(limits=edge_limits or EdgeLimits())
+    if edge_out is not None:
+        edge_out.append(edge)
+    site = EdgeSite(runner, host, port, edge=edge, ssl_context=ssl_context)
     await site.start()
     if ready is not None:
         ready.set()

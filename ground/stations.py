@@ -87,7 +87,13 @@ def authenticate(conn: sqlite3.Connection, token: str) -> Station | None:
 
 
 def write_token_file(
-    path: Path, *, station: str, token: str, ground_key_line: str, ground_decodes: str | None = None
+    path: Path,
+    *,
+    station: str,
+    token: str,
+    ground_key_line: str,
+    ground_decodes: str | None = None,
+    tls_sha256: str | None = None,
 ) -> None:
     """Write the station's credential file, mode 0600 from the first byte.
 
@@ -101,6 +107,8 @@ def write_token_file(
     }
     if ground_decodes is not None:
         doc["ground_decodes"] = ground_decodes
+    if tls_sha256 is not None:
+        doc["ground_tls_sha256"] = tls_sha256  # the station pins ground's certificate (ground/tls.py)
     data = (json.dumps(doc, indent=2) + "\n").encode()
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -17,7 +17,7 @@ from protocol.model import Cancel, Retract
 from protocol.rules import fidelity_summary
 
 from . import keystore, queue
-from .compose import PhotoInput, compose_command, compose_post
+from .compose import PhotoInput, compose_command, compose_post, targets_note
 from .errors import OnboardError
 from .export import CURRENT_GROUND, export_queue
 from .home import Home
@@ -50,8 +50,56 @@ def _root(
     home: Annotated[
         Path, typer.Option("--home", envvar="ORBITPOST_HOME", help="Onboard data folder.")
     ] = Path("orbitpost-onboard"),
+    passphrase_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--passphrase-file",
+            help="For scripts: read the passphrase of protected keys from this file's first line "
+            "(or set ORBITPOST_PASSPHRASE); otherwise it is asked on the terminal.",
+        ),
+    ] = None,
 ) -> None:
     state.home = Home(home)
+    keystore.set_passphrase_source(_passphrase_source(passphrase_file))
+
+
+def _passphrase_source(path: Path | None) -> keystore.PassphraseSource:
+    """Passphrases for protected keys: --passphrase-file, ORBITPOST_PASSPHRASE, else a prompt."""
+    asked: dict[str, bytes | None] = {}
+
+    def source(name: str) -> bytes | None:
+        if name not in asked:
+            asked[name] = _read_passphrase(path, f"passphrase for {name}'s key: ")
+        return asked[name]
+
+    return source
+
+
+def _read_passphrase(path: Path | None, prompt: str) -> bytes | None:
+    import getpass
+    import os
+    import sys
+
+    if path is not None:
+        try:
+            return path.read_text(encoding="utf-8").splitlines()[0].encode() if path.stat().st_size else b""
+        except OSError as exc:
+            raise OnboardError(f"cannot read --passphrase-file {path}: {exc.strerror or exc}") from exc
+    if os.environ.get("ORBITPOST_PASSPHRASE"):
+        return os.environ["ORBITPOST_PASSPHRASE"].encode()
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt).encode()
+    return None
+
+
+def _new_passphrase(name: str) -> bytes:
+    """A new passphrase: ORBITPOST_NEW_PASSPHRASE for scripts, else typed twice."""
+    import os
+
+    if os.environ.get("ORBITPOST_NEW_PASSPHRASE"):
+        return os.environ["ORBITPOST_NEW_PASSPHRASE"].encode()
+    value: str = typer.prompt(f"new passphrase for {name}'s key", hide_input=True, confirmation_prompt=True)
+    return value.encode()
 
 
 def _conn() -> sqlite3.Connection:
@@ -60,25 +108,47 @@ def _conn() -> sqlite3.Connection:
 
 
 @keys_app.command("new")
-def keys_new(name: str) -> None:
+def keys_new(
+    name: str,
+    passphrase: Annotated[
+        bool,
+        typer.Option(
+            "--passphrase",
+            help="Encrypt the key under a passphrase (asked twice; ORBITPOST_NEW_PASSPHRASE for scripts).",
+        ),
+    ] = False,
+) -> None:
     """Create an Ed25519 identity for astronaut NAME (private key file mode 0600)."""
-    key = keystore.new_key(state.home, name)
+    key = keystore.new_key(state.home, name, _new_passphrase(name) if passphrase else None)
     console.print(f"created key for {name} (fingerprint {keystore.key_fingerprint(key)})")
     console.print("give ground this line:  " + keystore.public_line(key))
+
+
+@keys_app.command("protect")
+def keys_protect(
+    name: str,
+    remove: Annotated[
+        bool, typer.Option("--remove", help="Store the key unencrypted again (anyone here could sign).")
+    ] = False,
+) -> None:
+    """Encrypt NAME's key under a (new) passphrase, so reading the file is not enough to sign."""
+    keystore.protect(state.home, name, None if remove else _new_passphrase(name))
+    console.print(f"{name}'s key is {'no longer' if remove else 'now'} protected by a passphrase")
 
 
 @keys_app.command("show")
 def keys_show(name: str) -> None:
     """Print NAME's public key as one copyable line."""
-    print(keystore.public_line(keystore.load_key(state.home, name)))
+    print(keystore.public_line_of(keystore.public_key(state.home, name)))
 
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """List the identities on this laptop."""
+    """List the identities on this laptop (and whether each is protected by a passphrase)."""
     for name in keystore.list_names(state.home):
-        key = keystore.load_key(state.home, name)
-        print(f"{name}\t{keystore.key_fingerprint(key)}\t{keystore.public_line(key)}")
+        pub = keystore.public_key(state.home, name)
+        lock = "passphrase" if keystore.is_protected(state.home, name) else "no passphrase"
+        print(f"{name}\t{keystore.fingerprint_of(pub)}\t{keystore.public_line_of(pub)}\t{lock}")
 
 
 def _parse_at(value: str | None) -> int | None:
@@ -115,9 +185,10 @@ def post(
         )
     targets = [t.strip() for chunk in to for t in chunk.split(",") if t.strip()]
     photos = [PhotoInput(path=p, alt=alt[i] if i < len(alt) else "") for i, p in enumerate(photo)]
+    conn = _conn()
     p = compose_post(
         state.home,
-        _conn(),
+        conn,
         author=author,
         text=text,
         targets=targets,
@@ -129,12 +200,18 @@ def post(
     said = fidelity_summary(p.targets, len(p.media))
     if said:
         console.print(said, markup=False)
+    note = targets_note(conn, author)
+    if note:
+        err_console.print(note, markup=False)
 
 
 @app.command()
 def cancel(post_id: str) -> None:
     """Cancel a queued or scheduled post before it is published (signed, carried like a post)."""
     cmd = compose_command(state.home, _conn(), kind=Cancel, target_id=post_id)
+    if isinstance(cmd, Post):  # ground never accepted it (its bundle was refused): cleared here
+        console.print(f"cancelled {cmd.id} on this laptop; ground never had it")
+        return
     console.print(f"queued cancel {cmd.id} of {post_id.upper()}")
 
 
@@ -180,6 +257,8 @@ def show_queue() -> None:
                 what += f" (at {_fmt_time(it.publish_at_ms)})"
         else:
             what = f"{it.kind.name.lower()} {it.target_id}"
+            if q.detail:  # what ground did with it, in its words (docs/PROTOCOL.md §9.2)
+                what += f": {q.detail}"
         accounts = "\n".join(
             f"{t}: {show(st, it.id)}" + (f" {url}" if url else "") + (f" ({det})" if det else "")
             for t, st, url, det in queue.deliveries(conn, it.id)
@@ -280,6 +359,37 @@ def sync(
         f"{result.receipts} receipt(s); {result.request_bytes:,} bytes sent in {result.requests} request(s), "
         f"{result.failures} retried"
     )
+    if result.refused or result.rejected:
+        # One line the astronaut can act on; `onboard queue` has each reason and its remedy.
+        what = "; ".join(result.refused[:3]) + (
+            f"; and {len(result.refused) - 3} more" if len(result.refused) > 3 else ""
+        )
+        err_console.print(
+            f"error: ground refused {len(result.refused) + result.rejected} thing(s) sent: "
+            f"{what or 'see onboard queue'} — see `onboard queue` for what resolves each",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise SystemExit(1)
+
+
+@app.command()
+def ui(
+    host: Annotated[
+        str, typer.Option("--host", help="Loopback address to listen on (never another).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port (0: any free one).")] = 0,
+    open_browser: Annotated[
+        bool, typer.Option("--open/--no-open", help="Open the page in this laptop's browser.")
+    ] = True,
+    lock_after: Annotated[
+        float, typer.Option("--lock-after", help="Forget unlocked keys after this many idle minutes.")
+    ] = 10.0,
+) -> None:
+    """The compose page: write, attach photos, send and follow posts in a browser on this laptop."""
+    from .ui.server import run_ui
+
+    run_ui(state.home, host=host, port=port, open_browser=open_browser, lock_after_s=lock_after * 60)
 
 
 @receipts_app.command("import")

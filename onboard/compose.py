@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from durable.files import BlobStore
-from protocol import LocalProtocolError, MediaRef, Post, sign_item
+from protocol import LocalProtocolError, MediaRef, Post, SigningKey, sign_item
 from protocol.ids import new_ulid
 from protocol.limits import DEFAULT_LIMITS
 from protocol.mediatype import sniff_media_type
@@ -20,7 +20,7 @@ from . import queue
 from .errors import PostRejected, QueueError
 from .home import Home
 from .keystore import load_key
-from .receipts import known_rules
+from .receipts import enrolled_accounts, known_rules
 
 # One photo larger than this is refused onboard: no platform we publish to takes more,
 # and on a 10 kbit/s link it would block the queue for hours.
@@ -90,14 +90,18 @@ def compose_post(
     photos: list[PhotoInput],
     publish_at_ms: int | None = None,
     max_media_bytes: int | None = None,
+    key: SigningKey | None = None,
 ) -> Post:
     """Validate, copy photos into the content store, sign and queue one post.
 
     ``max_media_bytes`` defaults to DEFAULT_MAX_MEDIA_BYTES, read at call time so tests can lower it.
+    ``key`` is ``author``'s key when the caller already unlocked it (the compose page), else
+    it is loaded here (asking the passphrase source for a protected key).
     """
     if max_media_bytes is None:
         max_media_bytes = DEFAULT_MAX_MEDIA_BYTES
-    key = load_key(home, author)
+    if key is None:
+        key = load_key(home, author)
     if not text and not photos:
         raise PostRejected("nothing to post: give some text or at least one --photo")
     if not targets:
@@ -109,6 +113,7 @@ def compose_post(
             raise PostRejected(str(exc)) from exc
     if len(set(targets)) != len(targets):
         raise PostRejected("the same target account is given twice")
+    check_enrolled(conn, author, targets)
     loaded = [(_read_photo(p, min(max_media_bytes, DEFAULT_LIMITS.max_blob_bytes)), p) for p in photos]
     now = _created_ms(conn, author)
     media = tuple(
@@ -139,6 +144,31 @@ def compose_post(
     return post
 
 
+def check_enrolled(conn: sqlite3.Connection, author: str, targets: list[str]) -> None:
+    """Refuse a target ``author`` is not enrolled for on ground, as the last signed receipts
+    said (``enrolled_accounts``); before any said, nothing is refused (see ``targets_note``)."""
+    known = enrolled_accounts(conn, author)
+    if known is None:
+        return
+    unknown = [t for t in targets if t not in known]
+    if unknown:
+        valid = ", ".join(known) if known else "none"
+        raise PostRejected(
+            f"{author} is not enrolled on ground for {', '.join(unknown)}; enrolled accounts: {valid} "
+            f"(as ground last said in receipts; an operator adds one with `ground enroll {author} --account …`)"
+        )
+
+
+def targets_note(conn: sqlite3.Connection, author: str) -> str | None:
+    """What to tell the astronaut when the targets could not be checked, or None."""
+    if enrolled_accounts(conn, author) is None:
+        return (
+            f"note: ground has not yet said which accounts {author} is enrolled for (it will in the next "
+            "receipts), so the targets are unchecked; ground refuses any it does not know, alone"
+        )
+    return None
+
+
 def check_rules(post: Post, conn: sqlite3.Connection | None = None) -> None:
     """Refuse onboard what a target platform would refuse, with the per-account limits ground
     sent in signed receipts (a Mastodon instance's own) where known, else the defaults."""
@@ -148,16 +178,35 @@ def check_rules(post: Post, conn: sqlite3.Connection | None = None) -> None:
 
 
 def compose_command(
-    home: Home, conn: sqlite3.Connection, *, kind: type[Cancel] | type[Retract], target_id: str
+    home: Home,
+    conn: sqlite3.Connection,
+    *,
+    kind: type[Cancel] | type[Retract],
+    target_id: str,
+    key: SigningKey | None = None,
 ) -> Item:
-    """Sign and queue a cancel or retract of one of the astronaut's own posts."""
+    """Sign and queue a cancel or retract of one of the astronaut's own posts (``key``: the
+    author's key if the caller already unlocked it)."""
     target = queue.get(conn, target_id)
     if target is None or not isinstance(target.item, Post):
         raise QueueError(f"no post {target_id} in this queue (see `onboard queue`)")
-    key = load_key(home, target.item.author)
+    if target.status == "rejected" and not _ground_has(conn, target.item.id):
+        # Its whole bundle was refused: ground has nothing to cancel, so clear it here.
+        queue.cancel_locally(conn, target.item.id)
+        return target.item
+    if key is None:
+        key = load_key(home, target.item.author)
     now = _created_ms(conn, target.item.author)
     cmd = with_derived_id(
         kind(id=_placeholder_id(now), author=target.item.author, created_ms=now, target_id=target.item.id)
     )
     queue.add_item(conn, sign_item(key, cmd), cmd)
     return cmd
+
+
+def _ground_has(conn: sqlite3.Connection, item_id: str) -> bool:
+    """Whether any receipt ever showed ground holding this post."""
+    row = conn.execute(
+        "SELECT 1 FROM deliveries WHERE item_id = ? AND ground_seq IS NOT NULL", (item_id,)
+    ).fetchone()
+    return row is not None

@@ -16,6 +16,7 @@ the very same bytes (the same sha256, hence the same upload on ground).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import sqlite3
@@ -24,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import aiohttp
 
 from durable.files import BlobStore, write_atomic
 from protocol import LocalProtocolError, Post, RemoteProtocolError, build_bundle, parse_public_key
@@ -81,6 +84,14 @@ class LinkConfig:
     token: str
     ground_key: bytes  # ground's receipt public key, pinned
     ground_decodes: str = BASELINE_DECODES  # capability token (docs §5.3)
+    # SHA-256 (hex) of ground's TLS certificate, pinned from the token file ('' : none).
+    tls_sha256: str = ""
+
+    def ssl(self) -> aiohttp.Fingerprint | bool:
+        """What the HTTP client checks ground's certificate with: the pin, else the system's CAs."""
+        if self.tls_sha256 and self.ground_url.startswith("https:"):
+            return aiohttp.Fingerprint(bytes.fromhex(self.tls_sha256))
+        return True
 
     @property
     def peer(self) -> Capabilities:
@@ -92,6 +103,15 @@ class LinkConfig:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def add_link(home: Home, ground_url: str, token_file: Path) -> LinkConfig:
@@ -117,12 +137,20 @@ def add_link(home: Home, ground_url: str, token_file: Path) -> LinkConfig:
         Capabilities.from_token(decodes)
     except RemoteProtocolError as exc:
         raise OnboardError(f"{token_file} has a damaged ground_decodes entry: {exc}") from exc
+    pin = str(doc.get("ground_tls_sha256", "")).lower()
+    if pin and (len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin)):
+        raise OnboardError(f"{token_file} has a damaged ground_tls_sha256 entry")
+    if pin and parts.scheme == "http" and not _loopback(parts.hostname):
+        raise OnboardError(
+            f"ground serves TLS (its token file pins a certificate): use --ground https://{parts.netloc}"
+        )
     cfg = LinkConfig(
         ground_url=ground_url.rstrip("/"),
         station=station,
         token=token,
         ground_key=key,
         ground_decodes=decodes,
+        tls_sha256=pin,
     )
     home.ensure()
     data = json.dumps(
@@ -132,6 +160,7 @@ def add_link(home: Home, ground_url: str, token_file: Path) -> LinkConfig:
             "token": token,
             "ground_receipt_key": str(doc["ground_receipt_key"]),
             "ground_decodes": decodes,
+            "ground_tls_sha256": pin,
         },
         indent=2,
     ).encode()
@@ -153,6 +182,7 @@ def load_link(home: Home) -> LinkConfig:
             token=doc["token"],
             ground_key=parse_public_key(doc["ground_receipt_key"]),
             ground_decodes=str(doc.get("ground_decodes", BASELINE_DECODES)),
+            tls_sha256=str(doc.get("ground_tls_sha256", "")),
         )
     except (OSError, ValueError, KeyError, LocalProtocolError) as exc:
         raise OnboardError(f"{path} is damaged ({exc}); run `onboard link add` again") from exc

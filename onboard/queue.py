@@ -1,11 +1,16 @@
 """The onboard queue: signed items waiting to leave, and what became of them (SQLite).
 
 Each item is stored already signed, so what leaves the laptop is exactly what the astronaut
-approved; status moves queued → exported/sending → received → published/failed per target.
+approved. Per target, a delivery moves queued → exported/sending → received → what ground
+says (published, failed, rejected, cancelled, retracting → retracted | retract_failed), from
+signed receipts (onboard/receipts.py); a post's status sums its deliveries up
+(``receipts.post_status``). A cancel or retract item ends 'done' or 'refused' with ground's
+words in ``detail``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -27,7 +32,8 @@ CREATE TABLE IF NOT EXISTS items (
     status      TEXT NOT NULL DEFAULT 'queued',
     bundle_id   TEXT,
     exported_to TEXT,
-    detail      TEXT
+    detail      TEXT,
+    exported_sha256 BLOB    -- sha256 of the bundle file it was exported in (receipt claims, §9)
 );
 CREATE TABLE IF NOT EXISTS item_media (
     item_id TEXT NOT NULL REFERENCES items(id),
@@ -41,9 +47,18 @@ CREATE TABLE IF NOT EXISTS deliveries (
     url     TEXT,
     detail  TEXT,
     updated_ms INTEGER,
+    remote_id  TEXT,     -- the platform's id of the published post (Bluesky: its at:// URI)
+    ground_seq INTEGER,  -- change seq of the last receipt applied (§9); NULL: none yet
     PRIMARY KEY (item_id, target)
 );
 """
+
+# Columns added after the first release: (table, column, type).
+_ADDED = (
+    ("items", "exported_sha256", "BLOB"),
+    ("deliveries", "remote_id", "TEXT"),
+    ("deliveries", "ground_seq", "INTEGER"),
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,7 +73,11 @@ class QueuedItem:
 
 def connect(path: Path) -> sqlite3.Connection:
     """Open the queue database (WAL, full sync: an accepted post must survive power loss)."""
-    return open_db(path, SCHEMA)
+    conn = open_db(path, SCHEMA)
+    for table, column, kind in _ADDED:
+        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    return conn
 
 
 def add_item(conn: sqlite3.Connection, signed: SignedItem, item: Item) -> None:
@@ -117,19 +136,46 @@ def get(conn: sqlite3.Connection, item_id: str) -> QueuedItem | None:
 
 
 def deliveries(conn: sqlite3.Connection, item_id: str) -> list[tuple[str, str, str | None, str | None]]:
-    return conn.execute(
-        "SELECT target, state, url, detail FROM deliveries WHERE item_id = ? ORDER BY target", (item_id,)
-    ).fetchall()
+    """(target, state, url, detail) per account; for Bluesky the url is followed by the post's
+    at:// URI (its web address depends on the service, the URI does not)."""
+    return [
+        (
+            t,
+            st,
+            url if not rid or not rid.startswith("at://") or url == rid else f"{url or ''} {rid}".strip(),
+            det,
+        )
+        for t, st, url, det, rid in conn.execute(
+            "SELECT target, state, url, detail, remote_id FROM deliveries WHERE item_id = ? ORDER BY target",
+            (item_id,),
+        )
+    ]
 
 
 def mark_exported(conn: sqlite3.Connection, item_ids: list[str], bundle_id: str, path: str) -> None:
+    """The items left in the bundle file at ``path`` (written already: its hash is kept, §9)."""
+    sha = hashlib.sha256(Path(path).read_bytes()).digest()
     with transaction(conn):
         for i in item_ids:
             conn.execute(
-                "UPDATE items SET status = 'exported', bundle_id = ?, exported_to = ? WHERE id = ?",
-                (bundle_id, path, i),
+                "UPDATE items SET status = 'exported', bundle_id = ?, exported_to = ?, exported_sha256 = ? "
+                "WHERE id = ?",
+                (bundle_id, path, sha, i),
             )
             conn.execute(
                 "UPDATE deliveries SET state = 'exported', updated_ms = ? WHERE item_id = ? AND state = 'queued'",
                 (int(time.time() * 1000), i),
             )
+
+
+def cancel_locally(conn: sqlite3.Connection, item_id: str) -> None:
+    """Mark a post ground never accepted (its bundle was refused) cancelled, here only."""
+    with transaction(conn):
+        conn.execute(
+            "UPDATE items SET status = 'cancelled', detail = 'cancelled on this laptop' WHERE id = ?",
+            (item_id,),
+        )
+        conn.execute(
+            "UPDATE deliveries SET state = 'cancelled', detail = NULL, updated_ms = ? WHERE item_id = ?",
+            (int(time.time() * 1000), item_id),
+        )

@@ -1,8 +1,10 @@
 """Applying ground's signed receipts to the queue (live over the link, or from a file).
 
-A receipt only moves a delivery forward (queued → sending → received → published/failed);
-applying the same document twice changes nothing. Documents not signed by the pinned
-ground key are refused before anything is read from them (docs/PROTOCOL.md §9).
+Receipts carry ground's change sequence number (docs/PROTOCOL.md §9): each delivery keeps the
+seq of the last receipt applied to it, and an entry with an older or equal seq changes
+nothing, so documents may come twice or out of order (a file carried by hand after a live
+sync) and the queue still ends equal to ground. Documents not signed by the pinned ground key
+are refused before anything is read from them.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from protocol import RemoteProtocolError, Retract
+from protocol import RemoteProtocolError
 from protocol.receipts import (
     AccountLimitsReceipt,
     BundleReceipt,
+    CommandReceipt,
+    EnrolledReceipt,
     PublicationReceipt,
     ReceiptDocument,
     verify_receipts,
@@ -26,33 +30,49 @@ from protocol.rules import PlatformRules, rules_for, with_limits
 from . import link, queue
 from .errors import OnboardError
 
-# How far along a delivery is; a receipt never moves one backwards. 'failed' ranks with
-# 'received' so an operator's retry (failed → pending) shows as received again.
-_RANK = {"queued": 0, "exported": 1, "sending": 1, "received": 2, "failed": 2, "published": 3}
+# Ground's publication states that mean "ground has it, not settled yet" (ground/publish.py).
 _GROUND_TO_ONBOARD = {"pending": "received", "publishing": "received", "scheduled": "received"}
+# Delivery states only onboard has: the item has not reached ground (as far as we know).
+LOCAL_STATES = ("queued", "exported", "sending")
+# Delivery states after which ground has nothing more to say (ground/publish.py's diagram).
+FINAL_STATES = ("published", "failed", "rejected", "cancelled", "retracted", "retract_failed")
+# Where onboard keeps its receipts cursor (a change seq, §9). The key is new with the seq
+# cursor, so a laptop upgraded from the time cursor starts again at 0: receipts are idempotent.
+CURSOR_KEY = "receipts_since_seq"
 
 
-# Delivery states after which ground has nothing more to say (ground/publish.py's diagram);
-# 'queued' and 'exported' ones are not on the live link at all.
-FINAL_STATES = ("published", "failed", "cancelled", "retracted", "retract_failed")
+def onboard_state(ground_state: str) -> str:
+    """The delivery state onboard shows for a publication ground has in ``ground_state``."""
+    return _GROUND_TO_ONBOARD.get(ground_state, ground_state)
 
 
 def awaiting_receipts(conn: sqlite3.Connection) -> int:
-    """How many of this station's deliveries ground has yet to settle: sent over the link and
-    not in a final state, plus published ones whose retract is on its way."""
+    """How many things ground has yet to settle for this station: deliveries sent (over the
+    link or as a file) and not final, and cancels/retracts whose outcome has not come back."""
+    link.ensure_schema(conn)
     marks = ", ".join("?" * len(FINAL_STATES))
     (n,) = conn.execute(
-        f"SELECT COUNT(*) FROM deliveries WHERE state NOT IN ('queued', 'exported', {marks})", FINAL_STATES
+        f"SELECT COUNT(*) FROM deliveries WHERE state NOT IN ('queued', {marks})", FINAL_STATES
     ).fetchone()
-    for status in ("sending", "received"):
-        for q in queue.items(conn, status=status, kind="retract"):
-            if isinstance(q.item, Retract):
-                (k,) = conn.execute(
-                    "SELECT COUNT(*) FROM deliveries WHERE item_id = ? AND state = 'published'",
-                    (q.item.target_id,),
-                ).fetchone()
-                n += k
-    return int(n)
+    (k,) = conn.execute(
+        "SELECT COUNT(*) FROM items WHERE kind IN ('cancel', 'retract') AND status IN ('sending', 'exported', "
+        "'received')"
+    ).fetchone()
+    return int(n) + int(k)
+
+
+def cursor(conn: sqlite3.Connection) -> int:
+    link.ensure_schema(conn)
+    return int(link.get_state(conn, CURSOR_KEY, "0") or 0)
+
+
+def claims(conn: sqlite3.Connection) -> tuple[bytes, ...]:
+    """sha256 of the bundle files handed off whose items still await their first receipt (§9)."""
+    rows = conn.execute(
+        "SELECT DISTINCT exported_sha256 FROM items WHERE status = 'exported' AND exported_sha256 IS NOT NULL "
+        "ORDER BY exported_sha256 LIMIT 256"
+    ).fetchall()
+    return tuple(bytes(r[0]) for r in rows)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -90,6 +110,7 @@ class ReceiptsPoll:
 
 # Limits ground learned for an account (a Mastodon instance's own), from signed receipts:
 # compose checks that account's posts against these instead of the platform defaults.
+# Enrolled accounts per astronaut, likewise: `onboard post` refuses any other target.
 LIMITS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS account_limits (
     account         TEXT PRIMARY KEY,
@@ -99,7 +120,12 @@ CREATE TABLE IF NOT EXISTS account_limits (
     url_length      INTEGER,
     max_alt         INTEGER,
     media_types     TEXT,
-    updated_ms      INTEGER NOT NULL
+    updated_ms      INTEGER NOT NULL      -- ground's change seq since receipts v2 (§9)
+);
+CREATE TABLE IF NOT EXISTS enrolled_accounts (
+    astronaut   TEXT PRIMARY KEY,
+    accounts    TEXT NOT NULL,            -- newline-separated platform:account
+    seq         INTEGER NOT NULL
 );
 """
 
@@ -108,6 +134,13 @@ CREATE TABLE IF NOT EXISTS account_limits (
 class Applied:
     receipts: int
     changed: int
+    # "ITEM → account: reason" for each delivery this document newly showed refused by ground.
+    refused: tuple[str, ...] = ()
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    link.ensure_schema(conn)
+    conn.executescript(LIMITS_SCHEMA)
 
 
 def verify_document(conn: sqlite3.Connection, data: bytes, ground_key: bytes) -> ReceiptDocument:
@@ -119,39 +152,60 @@ def verify_document(conn: sqlite3.Connection, data: bytes, ground_key: bytes) ->
 
 def apply_document(conn: sqlite3.Connection, doc: ReceiptDocument) -> Applied:
     """Update deliveries and items from a verified document; returns how many rows changed."""
-    link.ensure_schema(conn)
-    conn.executescript(LIMITS_SCHEMA)
+    ensure_schema(conn)
     changed = 0
+    refused: list[str] = []
     now = int(time.time() * 1000)
     with queue.transaction(conn):
         for r in doc.receipts:
             if isinstance(r, PublicationReceipt):
-                changed += _apply_publication(conn, r, now)
+                changed += _apply_publication(conn, r, now, refused)
             elif isinstance(r, AccountLimitsReceipt):
                 changed += _apply_limits(conn, r)
+            elif isinstance(r, EnrolledReceipt):
+                changed += _apply_enrolled(conn, r)
+            elif isinstance(r, CommandReceipt):
+                changed += _apply_command(conn, r)
             else:
-                changed += _apply_bundle(conn, r, now)
-    return Applied(receipts=len(doc.receipts), changed=changed)
+                changed += _apply_bundle(conn, r, now, refused)
+    return Applied(receipts=len(doc.receipts), changed=changed, refused=tuple(refused))
 
 
-def _apply_publication(conn: sqlite3.Connection, r: PublicationReceipt, now: int) -> int:
-    state = _GROUND_TO_ONBOARD.get(r.state, r.state)
+def remedy(item_id: str, account: str, state: str) -> str:
+    """The commands that move a refused or failed delivery on (shown by `onboard queue`)."""
+    if state == "rejected":
+        return (
+            f"to resolve: `onboard cancel {item_id}` and post again to an enrolled account, or have ground "
+            f"enroll {account} and run `ground retry {item_id} --account {account}`"
+        )
+    if state == "failed":
+        return f"to resolve: ground can `ground retry {item_id} --account {account}`, or `onboard cancel {item_id}`"
+    if state == "retract_failed":
+        return f"to resolve: ground can `ground retry {item_id} --account {account}` to delete it again"
+    return ""
+
+
+def _apply_publication(conn: sqlite3.Connection, r: PublicationReceipt, now: int, refused: list[str]) -> int:
+    state = onboard_state(r.state)
     row = conn.execute(
-        "SELECT state, url, detail FROM deliveries WHERE item_id = ? AND target = ?", (r.item_id, r.account)
+        "SELECT state, ground_seq FROM deliveries WHERE item_id = ? AND target = ?", (r.item_id, r.account)
     ).fetchone()
     if row is None:
-        return 0  # a post from another station or laptop
-    old = row[0]
-    if _RANK.get(state, 4) < _RANK.get(old, 0):
-        return 0
-    detail = r.error if state == "failed" else None
-    if (old, row[1], row[2]) == (state, r.url, detail):
-        return 0
+        return 0  # a post from another laptop (a full `ground receipts` file)
+    old, seen = row
+    if seen is not None and r.seq <= seen:
+        return 0  # this or a newer state is already here
+    detail = None
+    if state in ("failed", "rejected", "retract_failed"):
+        detail = f"{r.error or state}; {remedy(r.item_id, r.account, state)}"
     conn.execute(
-        "UPDATE deliveries SET state = ?, url = ?, detail = ?, updated_ms = ? WHERE item_id = ? AND target = ?",
-        (state, r.url, detail, now, r.item_id, r.account),
+        "UPDATE deliveries SET state = ?, url = ?, detail = ?, remote_id = ?, ground_seq = ?, updated_ms = ? "
+        "WHERE item_id = ? AND target = ?",
+        (state, r.url, detail, r.remote_id, r.seq, now, r.item_id, r.account),
     )
-    _roll_up(conn, r.item_id)
+    if state == "rejected" and old != "rejected":
+        refused.append(f"{r.item_id} → {r.account}: {r.error or 'refused'}")
+    roll_up(conn, r.item_id)
     return 1
 
 
@@ -172,8 +226,42 @@ def _apply_limits(conn: sqlite3.Connection, r: AccountLimitsReceipt) -> int:
             r.url_length,
             r.max_alt,
             None if r.media_types is None else "\n".join(r.media_types),
-            r.updated_ms,
+            r.seq,
         ),
+    )
+    return cur.rowcount
+
+
+def _apply_enrolled(conn: sqlite3.Connection, r: EnrolledReceipt) -> int:
+    cur = conn.execute(
+        "INSERT INTO enrolled_accounts (astronaut, accounts, seq) VALUES (?, ?, ?) "
+        "ON CONFLICT(astronaut) DO UPDATE SET accounts = excluded.accounts, seq = excluded.seq "
+        "WHERE excluded.seq > enrolled_accounts.seq",
+        (r.astronaut, "\n".join(r.accounts), r.seq),
+    )
+    return cur.rowcount
+
+
+def enrolled_accounts(conn: sqlite3.Connection, astronaut: str) -> tuple[str, ...] | None:
+    """The accounts ground has ``astronaut`` enrolled for, as of the last receipts applied;
+    None if no receipt has said yet (then compose cannot check targets and says so)."""
+    try:
+        row = conn.execute(
+            "SELECT accounts FROM enrolled_accounts WHERE astronaut = ?", (astronaut,)
+        ).fetchone()
+    except sqlite3.OperationalError:
+        return None  # no receipts applied yet on this laptop
+    if row is None:
+        return None
+    return tuple(a for a in str(row[0]).split("\n") if a)
+
+
+def _apply_command(conn: sqlite3.Connection, r: CommandReceipt) -> int:
+    """A cancel or retract came back: say what ground did with it, in words (§9)."""
+    cur = conn.execute(
+        "UPDATE items SET status = ?, detail = ? WHERE id = ? AND kind IN ('cancel', 'retract') "
+        "AND (status != ? OR detail IS NOT ?)",
+        (str(r.outcome), r.detail, r.command_id, str(r.outcome), r.detail),
     )
     return cur.rowcount
 
@@ -204,23 +292,30 @@ def known_rules(conn: sqlite3.Connection) -> dict[str, PlatformRules]:
     return out
 
 
-def _roll_up(conn: sqlite3.Connection, item_id: str) -> None:
+def post_status(states: set[str]) -> str:
+    """A post's one-word status from its deliveries' states (onboard's, or ground's mapped by
+    ``onboard_state``): the worst news first, so nothing that needs the astronaut hides."""
+    if states & {"received", *LOCAL_STATES}:
+        return "received"
+    if "retracting" in states:
+        return "retracting"
+    for bad in ("retract_failed", "failed", "rejected"):
+        if bad in states:
+            return bad
+    if "published" in states:
+        return "published"  # with any cancelled/retracted ones beside it
+    return "retracted" if "retracted" in states else "cancelled"
+
+
+def roll_up(conn: sqlite3.Connection, item_id: str) -> None:
     """An item's own status summarises its deliveries once ground has it."""
     states = {s for (s,) in conn.execute("SELECT state FROM deliveries WHERE item_id = ?", (item_id,))}
-    if states == {"published"}:
-        status = "published"
-    elif "failed" in states and not states & {"queued", "sending", "exported", "received"}:
-        status = "failed"
-    else:
-        status = "received"
-    conn.execute(
-        "UPDATE items SET status = ? WHERE id = ? AND status IN ('queued', 'sending', 'exported', 'received', "
-        "'published', 'failed')",
-        (status, item_id),
-    )
+    if not states or states <= set(LOCAL_STATES):
+        return
+    conn.execute("UPDATE items SET status = ? WHERE id = ? AND kind = 'post'", (post_status(states), item_id))
 
 
-def _apply_bundle(conn: sqlite3.Connection, r: BundleReceipt, now: int) -> int:
+def _apply_bundle(conn: sqlite3.Connection, r: BundleReceipt, now: int, refused: list[str]) -> int:
     changed = 0
     if r.accepted:
         for i in r.item_ids:
@@ -243,24 +338,40 @@ def _apply_bundle(conn: sqlite3.Connection, r: BundleReceipt, now: int) -> int:
         )
     ]
     ids += _exported_items_with_sha(conn, r.bundle_sha256)
-    reason = f"ground rejected the bundle: [{r.code}] {r.message}"
     for i in ids:
+        reason = (
+            f"ground rejected the whole bundle: [{r.code}] {r.message}; it never reached ground: "
+            f"`onboard cancel {i}` clears it, then post again"
+        )
         cur = conn.execute(
-            "UPDATE deliveries SET state = 'failed', detail = ?, updated_ms = ? WHERE item_id = ? "
+            "UPDATE deliveries SET state = 'rejected', detail = ?, updated_ms = ? WHERE item_id = ? "
             "AND state IN ('queued', 'sending', 'exported')",
             (reason, now, i),
         )
-        if cur.rowcount:
-            conn.execute("UPDATE items SET status = 'failed', detail = ? WHERE id = ?", (reason, i))
-            changed += cur.rowcount
+        cur2 = conn.execute(
+            "UPDATE items SET status = 'rejected', detail = ? WHERE id = ? AND status IN ('queued', 'sending', "
+            "'exported')",
+            (reason, i),
+        )
+        if cur.rowcount or cur2.rowcount:
+            refused.append(f"{i}: [{r.code}] {r.message}")
+            changed += cur.rowcount + cur2.rowcount
     return changed
 
 
 def _exported_items_with_sha(conn: sqlite3.Connection, sha: bytes) -> list[str]:
     """Items handed off in a bundle file whose bytes hash to ``sha`` (file hand-off rejections)."""
     out: list[str] = []
+    known = [i for (i,) in conn.execute("SELECT id FROM items WHERE exported_sha256 = ?", (sha,))]
+    if known:
+        return known
+    # Exported before onboard kept each file's hash: hash the files still on disk.
     paths = {
-        p for (p,) in conn.execute("SELECT DISTINCT exported_to FROM items WHERE status = 'exported'") if p
+        p
+        for (p,) in conn.execute(
+            "SELECT DISTINCT exported_to FROM items WHERE status = 'exported' AND exported_sha256 IS NULL"
+        )
+        if p
     }
     for p in paths:
         try:

@@ -1,7 +1,8 @@
 """`onboard sync`: drives the transfer sender over HTTP (aiohttp) until the queue is across.
 
-Each request frame is one ``POST /v1/link``; up to ``window`` run at once on separate
-connections so a 1.4 s round trip does not idle the link. The sender machine decides what
+Each request frame is one ``POST /v1/link``; up to the sender's ``streams`` run at once on
+separate connections (parallel TCP streams: more of them while TCP_INFO shows the link has
+room, docs/link.md) so a 1.4 s round trip and random loss do not idle the link. The sender machine decides what
 to send, when to give up on a request and how long to back off; this module carries bytes,
 keeps the queue's tables up to date and fetches receipts.
 
@@ -15,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import sqlite3
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +26,7 @@ from typing import Any
 
 import aiohttp
 
+from protocol.capabilities import Capabilities
 from protocol.transfer import (
     LinkDown,
     LinkFatal,
@@ -35,13 +39,21 @@ from protocol.transfer import (
 )
 from protocol.transfer_wire import TransferKind, UploadState
 
-from . import link, queue
+from . import link, link_status, queue
 from .errors import OnboardError
 from .home import Home
-from .receipts import ReceiptsPoll, apply_document, awaiting_receipts, verify_document
+from .receipts import (
+    CURSOR_KEY,
+    ReceiptsPoll,
+    apply_document,
+    awaiting_receipts,
+    claims,
+    cursor,
+    verify_document,
+)
 
 FRAME_TYPE = "application/x-orbitpost-frame"
-RECEIPTS_CURSOR = "receipts_since_ms"
+RECEIPTS_CURSOR = CURSOR_KEY  # a change seq (docs/PROTOCOL.md §9)
 # A post after a quiet spell should not wait a round trip for a TCP handshake (0.6 s through
 # a GEO relay), so `sync --watch` keeps one connection to ground open: idle, it costs no bytes.
 # aiohttp's default keep-alive is 15 s; an hour stays under ground's keepalive_timeout
@@ -52,6 +64,9 @@ RECEIPTS_CURSOR = "receipts_since_ms"
 # twice that: a 45-minute lunar gap costs ~10 attempts, not 90, and a proxy that closes every
 # connection after one answer gets a GET every 5 minutes, not a loop. A post never waits for it.
 KEEPALIVE_S = 3600.0
+# aiohttp's default request headers ground never reads: ~90 bytes of every request, a third of
+# a lone text post's bundle (issue 14). Host and Authorization stay.
+LINK_SKIP_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 WARM_TIMEOUT_S = 60.0
 WARM_RETRY_S = 30.0
 WARM_RETRY_MAX_S = 300.0
@@ -89,6 +104,8 @@ class SyncResult:
     failures: int
     duration_s: float
     pending_items: int
+    # "ITEM → account: reason" for each delivery ground refused (per-item rejection, §16).
+    refused: tuple[str, ...] = ()
 
 
 class _WatchedConnector(aiohttp.TCPConnector):
@@ -109,8 +126,70 @@ class _WatchedConnector(aiohttp.TCPConnector):
 
     def open(self) -> bool:
         """Is a connection still open (cut, expired and closed ones are closing)?"""
+        return bool(self.transports())
+
+    def transports(self) -> list[asyncio.BaseTransport]:
+        """The connections still open."""
         self._transports = [x for x in self._transports if not x.is_closing()]
-        return bool(self._transports)
+        return list(self._transports)
+
+
+# Linux's struct tcp_info (include/uapi/linux/tcp.h) up to tcpi_segs_in: 8 u8 fields, 24 u32
+# (tcpi_rto … tcpi_total_retrans), 4 u64 (pacing rates, bytes acked/received), segs_out/in.
+_TCP_INFO = struct.Struct("=8B24I4Q2I")
+_SND_MSS, _RTT_US, _TOTAL_RETRANS, _SEGS_OUT = 10, 23, 31, 36
+PATH_EVERY_S = 0.5  # how often TCP's view of the link is read (simlink: OBSERVE_S)
+
+
+def tcp_info(transport: asyncio.BaseTransport) -> tuple[int, float, int, int] | None:
+    """(segs_out, rtt_s, total_retrans, mss) of a TCP connection, from Linux TCP_INFO; None
+    where the platform has no TCP_INFO."""
+    sock = transport.get_extra_info("socket")
+    opt = getattr(socket, "TCP_INFO", None)
+    if sock is None or opt is None:
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, opt, _TCP_INFO.size)
+    except OSError:
+        return None
+    if len(raw) < _TCP_INFO.size:
+        return None
+    v = _TCP_INFO.unpack(raw)
+    return v[_SEGS_OUT], v[_RTT_US] / 1e6, v[_TOTAL_RETRANS], v[_SND_MSS]
+
+
+class _PathWatch:
+    """TCP's own view of the link for the sender's stream count (``observe_path``): segments
+    sent and retransmitted on every open connection since the last look, their mean RTT."""
+
+    def __init__(self, sender: TransferSender, connector: _WatchedConnector) -> None:
+        self._sender = sender
+        self._connector = connector
+        self._seen: dict[asyncio.BaseTransport, tuple[int, int]] = {}
+        self._at = 0.0
+
+    def step(self, now: float) -> None:
+        if now - self._at < PATH_EVERY_S:
+            return
+        self._at = now
+        segs = retrans = mss = 0
+        rtts: list[float] = []
+        live = self._connector.transports()
+        for t in live:
+            info = tcp_info(t)
+            if info is None:
+                continue
+            out, rtt_s, total_retrans, mss = info
+            s0, r0 = self._seen.get(t, (0, 0))
+            segs, retrans = segs + out - s0, retrans + total_retrans - r0
+            self._seen[t] = (out, total_retrans)
+            if rtt_s > 0:
+                rtts.append(rtt_s)
+        self._seen = {t: v for t, v in self._seen.items() if t in live}
+        if rtts and mss:
+            self._sender.observe_path(
+                now, rtt_s=sum(rtts) / len(rtts), segments=segs, retransmits=retrans, mss_bytes=mss
+            )
 
 
 def _pending_items(conn: sqlite3.Connection) -> int:
@@ -119,10 +198,439 @@ def _pending_items(conn: sqlite3.Connection) -> int:
 
 
 def _unsettled_deliveries(conn: sqlite3.Connection) -> int:
-    row = conn.execute(
-        "SELECT COUNT(*) FROM deliveries d JOIN items i ON i.id = d.item_id WHERE d.state IN ('sending', 'received')"
-    ).fetchone()
-    return int(row[0])
+    """Deliveries ground has not settled, and cancels/retracts without an outcome yet (§9)."""
+    return awaiting_receipts(conn)
+
+
+class _ConnectionKeeper:
+    """Connection keeping for `sync --watch`: one connection to ground stays open so a post
+    never waits a TCP handshake; when it is lost, a GET /v1/health opens another, attempts
+    spaced as the module docstring's WARM_* constants say."""
+
+    def __init__(
+        self,
+        health_url: str,
+        connector: _WatchedConnector,
+        wake: asyncio.Event,
+        on_contact: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._health_url = health_url
+        self._on_contact = on_contact  # ground answered (the compose page's link status)
+        self._connector = connector
+        self._wake = wake
+        self._task: asyncio.Task[None] | None = None
+        self._started_at = 0.0  # when the last warm-up started
+        self._ok_at: float | None = None  # when the last one succeeded (None: it failed)
+        self._next_at = 0.0
+        self._retry_s = WARM_RETRY_S
+
+    def step(
+        self, session: aiohttp.ClientSession, now: float, *, requests_open: bool, answered_at: float
+    ) -> None:
+        """Start a warm-up if no request and no connection is open and one is due.
+
+        ``answered_at``: when ground last answered a transfer request."""
+        if self._task is not None or requests_open or self._connector.open():
+            return
+        # The link worked since the last attempt: the connection was lost to a cut.
+        fresh = answered_at > self._started_at or (
+            self._ok_at is not None and now - self._ok_at > 2 * WARM_RETRY_MAX_S
+        )
+        if fresh or now >= self._next_at:
+            if fresh:
+                self._retry_s = WARM_RETRY_S
+            self._started_at = now
+            self._task = asyncio.ensure_future(self._warm(session))
+
+    async def _warm(self, session: aiohttp.ClientSession) -> None:
+        """Open a connection for the next post: GET /v1/health, kept alive by the pool."""
+        try:
+            timeout = aiohttp.ClientTimeout(total=WARM_TIMEOUT_S)
+            async with session.get(self._health_url, timeout=timeout) as resp:
+                await resp.read()
+            self._ok_at = time.monotonic()
+            self._on_contact()
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            self._ok_at = None  # link down: the next attempt comes after the backoff
+        finally:
+            self._next_at = time.monotonic() + self._retry_s
+            self._retry_s = min(self._retry_s * 2, WARM_RETRY_MAX_S)
+            self._task = None
+            self._wake.set()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+
+
+class _Requests:
+    """The request loop's I/O: each frame the sender emits is one ``POST /v1/link`` on its own
+    task; answers, errors and failures go back into the sender."""
+
+    def __init__(
+        self,
+        sender: TransferSender,
+        url: str,
+        token: str,
+        wake: asyncio.Event,
+        on_contact: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._sender = sender
+        self._on_contact = on_contact  # ground answered (the compose page's link status)
+        self._url = url
+        # Only what ground reads (no Content-Type: a frame says what it is): see LINK_SKIP_HEADERS.
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._wake = wake
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.answered_at = 0.0  # when ground last answered a transfer request
+
+    def send_due(self, session: aiohttp.ClientSession, now: float) -> None:
+        """Start a request for every frame the sender has ready."""
+        for out in self._sender.data_to_send(now):
+            self.tasks[out.seq] = asyncio.ensure_future(self._carry(session, out.seq, out.data, out.deadline))
+
+    async def _carry(self, session: aiohttp.ClientSession, seq: int, data: bytes, deadline: float) -> None:
+        sender = self._sender
+        try:
+            timeout = aiohttp.ClientTimeout(total=max(0.5, deadline - time.monotonic()))
+            async with session.post(self._url, data=data, headers=self._headers, timeout=timeout) as resp:
+                body = await resp.read()
+                now = self.answered_at = time.monotonic()
+                self._on_contact()
+                if resp.status == 200:
+                    sender.receive(body, now)
+                elif resp.content_type == "application/json":
+                    try:
+                        j = json.loads(body)
+                        sender.receive_error(
+                            seq,
+                            str(j["error"]),
+                            str(j.get("message", "")),
+                            bool(j.get("retryable", True)),
+                            now,
+                        )
+                    except (ValueError, KeyError, TypeError):
+                        sender.request_failed(seq, now, f"HTTP {resp.status} with an unreadable body")
+                else:
+                    sender.request_failed(seq, now, f"HTTP {resp.status}")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            sender.request_failed(seq, time.monotonic(), f"{type(exc).__name__}: {exc}".rstrip(": "))
+        finally:
+            self.tasks.pop(seq, None)
+            self._wake.set()
+
+    async def close(self) -> None:
+        for t in list(self.tasks.values()):
+            t.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+class _ReceiptsExchange:
+    """Receipts polling: asks ground only while deliveries await receipts (``ReceiptsPoll``
+    says when), follows ``more`` pages, applies each verified document to the queue."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, sender: TransferSender, poll: ReceiptsPoll, ground_key: bytes
+    ) -> None:
+        self._conn = conn
+        self._sender = sender
+        self._ground_key = ground_key
+        self.poll = poll
+        self.pending = False  # a request (or its further pages) is on its way
+        self.done_once = False  # one exchange has finished in this sync
+        self._changed = 0  # deliveries moved by the pages of the current exchange
+        self.refused: list[str] = []  # "ITEM → account: reason" ground refused, for the summary
+
+    def step(self, now: float) -> None:
+        """Ask for receipts if due and something awaits them."""
+        if self.pending or not self.poll.due(now):
+            return
+        if awaiting_receipts(self._conn):
+            self._sender.request_receipts(cursor(self._conn), claims(self._conn))
+            self.pending, self._changed = True, 0
+            self.poll.next_at = now + self.poll.interval_s  # if the answer never comes
+        else:
+            self.poll.idle(now)
+
+    def received(self, ev: ReceiptsReceived) -> int:
+        """Apply one page; returns how many receipts it held."""
+        doc = verify_document(self._conn, ev.document, self._ground_key)
+        applied = apply_document(self._conn, doc)
+        self._changed += applied.changed
+        self.refused += applied.refused
+        link.set_state(self._conn, RECEIPTS_CURSOR, str(ev.next_since))
+        if ev.more:
+            self._sender.request_receipts(ev.next_since, claims(self._conn))
+        else:
+            self.pending = False
+            self.done_once = True
+            self.poll.answered(time.monotonic(), self._changed)
+        return applied.receipts
+
+    def settled(self) -> bool:
+        """Nothing more to ask ground for now (the one-shot sync may stop)."""
+        return not self.pending and (self.done_once or not awaiting_receipts(self._conn))
+
+
+class _Progress:
+    """Progress: bytes acknowledged per transfer, summed into the ``SyncStatus`` shown."""
+
+    def __init__(self, status: SyncStatus) -> None:
+        self.status = status
+        self._sizes: dict[str, int] = {}
+        self._acked: dict[str, int] = {}
+
+    def added(self, name: str, size_bytes: int) -> None:
+        self._sizes[name] = size_bytes
+
+    def acked(self, name: str, acked_bytes: int) -> int:
+        """Record a transfer's acked bytes; returns how many more than before."""
+        more = max(0, acked_bytes - self._acked.get(name, 0))
+        self._acked[name] = acked_bytes
+        return more
+
+    def done(self, name: str, ok: bool) -> None:
+        self._acked[name] = self._sizes.get(name, 0) if ok else self._acked.get(name, 0)
+        self.status.committed += ok
+        self.status.rejected += not ok
+
+    def link(self, up: bool, reason: str) -> None:
+        self.status.link_up, self.status.reason = up, reason
+
+    def update(self, transfers_left: int) -> SyncStatus:
+        s = self.status
+        s.transfers_left = transfers_left
+        s.total_bytes = sum(self._sizes.values())
+        s.acked_bytes = sum(self._acked.values())
+        return s
+
+
+class _Planner:
+    """What to send: transcodes photos off the event loop, plans transfers (link.plan) and
+    hands new ones to the sender."""
+
+    def __init__(
+        self,
+        home: Home,
+        conn: sqlite3.Connection,
+        peer: Capabilities,
+        sender: TransferSender,
+        progress: _Progress,
+        wake: asyncio.Event,
+    ) -> None:
+        self._home, self._conn, self._peer = home, conn, peer
+        self._sender, self._progress, self._wake = sender, progress, wake
+        self._added: set[str] = set()
+        self.prep: asyncio.Future[None] | None = None
+        self._preparing: frozenset[bytes] = frozenset()
+
+    def photos_ready(self) -> bool:
+        return self.prep is not None and self.prep.done()
+
+    def _prepare_all(self, shas: list[bytes]) -> None:
+        for sha in shas:
+            link.prepare_photo(self._home, sha)
+
+    def scan(self, now: float) -> None:
+        if self.prep is not None and self.prep.done():
+            self.prep.result()  # a failure to read a photo is the astronaut's to see
+            self.prep, self._preparing = None, frozenset()
+        if self.prep is None:
+            todo = link.photos_to_prepare(self._home, self._conn, self._peer)
+            if todo:
+                # Transcoding takes ~0.5 s a photo: off the event loop, so text and
+                # answers keep moving meanwhile.
+                self._preparing = frozenset(todo)
+                self.prep = asyncio.ensure_future(asyncio.to_thread(self._prepare_all, todo))
+                self.prep.add_done_callback(lambda _f: self._wake.set())
+        link.plan(self._home, self._conn, self._peer, defer=self._preparing)
+        for p in link.active_transfers(self._home, self._conn):
+            name = p.spec.key.name
+            if name in self._added:
+                continue
+            self._added.add(name)
+            self._progress.added(name, p.spec.size_bytes)
+            self._sender.add(p.spec, p.source, now)
+
+    async def close(self) -> None:
+        if self.prep is not None:
+            # Let a transcode in progress finish writing its file (bounded wait).
+            with contextlib.suppress(BaseException):
+                await asyncio.wait([self.prep], timeout=30)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _StopRules:
+    """When a one-shot sync (no ``watch``) stops: done, or the link down too long."""
+
+    give_up_after_s: float
+    publish_deadline: float
+
+
+class _Sync:
+    """One run of ``sync``: the request loop tying the parts above to the sender machine."""
+
+    def __init__(
+        self,
+        home: Home,
+        *,
+        watch: bool,
+        stop: asyncio.Event,
+        config: SenderConfig,
+        give_up_after_s: float,
+        wait_published_s: float,
+        rescan_s: float,
+        receipts_every_s: float,
+        receipts_max_s: float,
+        on_status: Callable[[SyncStatus], None] | None,
+    ) -> None:
+        self.cfg = link.load_link(home)
+        home.ensure()
+        self.conn = queue.connect(home.db_path)
+        link.ensure_schema(self.conn)
+        self.seen = link_status.Recorder(self.conn)  # what the compose page shows of the link
+        self.watch, self.stop, self.rescan_s, self.on_status = watch, stop, rescan_s, on_status
+        self.stop_rules = _StopRules(
+            give_up_after_s=give_up_after_s, publish_deadline=time.monotonic() + wait_published_s
+        )
+        self.sender = TransferSender(config, time.monotonic())
+        self.wake = asyncio.Event()
+        self.progress = _Progress(SyncStatus())
+        self.requests = _Requests(
+            self.sender, self.cfg.ground_url + "/v1/link", self.cfg.token, self.wake, self.seen.contact
+        )
+        poll = ReceiptsPoll(every_s=receipts_every_s, max_s=max(receipts_max_s, receipts_every_s))
+        self.receipts = _ReceiptsExchange(self.conn, self.sender, poll, self.cfg.ground_key)
+        self.planner = _Planner(home, self.conn, self.cfg.peer, self.sender, self.progress, self.wake)
+        # One connection per stream (parallel streams, docs/link.md), plus the warm-up's.
+        self.connector = _WatchedConnector(
+            limit=self.sender.config.max_window + 2, keepalive_timeout=KEEPALIVE_S, ssl=self.cfg.ssl()
+        )
+        self.path = _PathWatch(self.sender, self.connector)
+        self.keeper = _ConnectionKeeper(
+            self.cfg.ground_url + "/v1/health", self.connector, self.wake, self.seen.contact
+        )
+        self.down_since: float | None = None
+        self.next_scan = 0.0
+        self.fatal: LinkFatal | None = None
+
+    async def run(self) -> SyncResult:
+        async with aiohttp.ClientSession(
+            connector=self.connector, skip_auto_headers=LINK_SKIP_HEADERS
+        ) as session:
+            try:
+                while not self.stop.is_set():
+                    if self._step(session):
+                        break
+                    await self._sleep()
+            finally:
+                await self.planner.close()
+                await self.keeper.close()
+                await self.requests.close()
+                self._handle_events()
+                self.seen.flush(force=True)
+                left = _pending_items(self.conn)
+                self.conn.close()
+        s = self.sender.stats
+        status = self.progress.status
+        return SyncResult(
+            committed=status.committed,
+            rejected=status.rejected,
+            receipts=status.receipts,
+            requests=s.requests,
+            request_bytes=s.request_bytes,
+            chunk_bytes=s.chunk_bytes,
+            max_chunk_bytes=s.max_chunk_bytes,
+            failures=s.failures,
+            duration_s=time.monotonic() - status.started,
+            pending_items=left,
+            refused=tuple(self.receipts.refused),
+        )
+
+    def _step(self, session: aiohttp.ClientSession) -> bool:
+        """One turn of the request loop; True when a one-shot sync is finished."""
+        now = time.monotonic()
+        if self.planner.photos_ready():
+            self.next_scan = now  # photos are ready: plan them at once
+        if now >= self.next_scan:
+            self.planner.scan(now)
+            self.next_scan = now + self.rescan_s
+        self.receipts.step(now)
+        deadline = self.sender.next_deadline()
+        if deadline is not None and deadline <= now:
+            self.sender.handle_timeout(now)
+        self.path.step(now)
+        self.requests.send_due(session, now)
+        self._handle_events()
+        if self.watch:
+            self.keeper.step(
+                session, now, requests_open=bool(self.requests.tasks), answered_at=self.requests.answered_at
+            )
+        if self.fatal is not None:
+            raise SyncError(f"ground refused the link: [{self.fatal.code}] {self.fatal.message}")
+        status = self.progress.update(self.sender.pending)
+        if not self.sender.pending:
+            self.seen.idle()
+        self.seen.flush()
+        if self.on_status is not None:
+            self.on_status(status)
+        return not self.watch and self._one_shot_done(now)
+
+    def _one_shot_done(self, now: float) -> bool:
+        """Stopping a sync without ``watch``: True once everything is across (and, within
+        ``wait_published_s``, settled); SyncError once the link is down too long."""
+        finished = self.sender.pending == 0 and not self.requests.tasks and self.receipts.settled()
+        if finished and _pending_items(self.conn) == 0:
+            if time.monotonic() >= self.stop_rules.publish_deadline or _unsettled_deliveries(self.conn) == 0:
+                return True
+            poll = self.receipts.poll
+            poll.next_at = min(poll.next_at, now + 1.0)  # waiting to see them published
+        if self.down_since is not None and now - self.down_since > self.stop_rules.give_up_after_s:
+            raise SyncError(
+                f"the link to {self.cfg.ground_url} has been down for {now - self.down_since:.0f} s "
+                f"({self.progress.status.reason}); {_pending_items(self.conn)} item(s) still to send — "
+                "run `onboard sync` again later, or `onboard sync --watch`"
+            )
+        return False
+
+    async def _sleep(self) -> None:
+        """Sleep until something happens: an answer, a deadline, a rescan."""
+        self.wake.clear()
+        times = [self.next_scan, self.receipts.poll.next_at]
+        d = self.sender.next_deadline()
+        if d is not None:
+            times.append(d)
+        delay = max(0.01, min(times) - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), min(delay, 1.0))
+
+    def _handle_events(self) -> None:
+        while (ev := self.sender.next_event()) is not None:
+            if isinstance(ev, TransferProgress):
+                self.seen.acked(self.progress.acked(ev.key.name, ev.acked_bytes))
+                link.record_progress(self.conn, ev.key, ev.acked_bytes)
+            elif isinstance(ev, TransferDone):
+                ok = ev.state is UploadState.COMMITTED
+                link.record_done(self.conn, ev.key, ok, ev.code, ev.message)
+                self.progress.done(ev.key.name, ok)
+                if ev.key.kind is TransferKind.BUNDLE:
+                    self.receipts.poll.kick()  # ground has new posts: their receipts are worth asking for
+                    self.next_scan = 0.0  # text that waited for this bundle (link.plan) goes now
+            elif isinstance(ev, ReceiptsReceived):
+                self.progress.status.receipts += self.receipts.received(ev)
+            elif isinstance(ev, LinkDown):
+                self.seen.link(False, ev.reason)
+                self.progress.link(False, ev.reason)
+                if self.down_since is None:
+                    self.down_since = ev.at
+            elif isinstance(ev, LinkUp):
+                self.seen.link(True)
+                self.progress.link(True, "")
+                self.down_since = None
+            elif isinstance(ev, LinkFatal):
+                self.fatal = ev
 
 
 async def sync(
@@ -144,237 +652,16 @@ async def sync(
     (``ReceiptsPoll``): every ``receipts_every_s`` while they change, backing off to
     ``receipts_max_s`` while they do not, and not at all on a quiet day.
     """
-    cfg = link.load_link(home)
-    home.ensure()
-    conn = queue.connect(home.db_path)
-    link.ensure_schema(conn)
-    stop = stop or asyncio.Event()
-    sender = TransferSender(config or SenderConfig(), time.monotonic())
-    status = SyncStatus()
-    wake = asyncio.Event()
-    tasks: dict[int, asyncio.Task[None]] = {}
-    added: set[str] = set()
-    sizes: dict[str, int] = {}
-    acked: dict[str, int] = {}
-    down_since: float | None = None
-    next_scan = 0.0
-    poll = ReceiptsPoll(every_s=receipts_every_s, max_s=max(receipts_max_s, receipts_every_s))
-    receipts_changed = 0  # deliveries moved by the pages of the current receipts exchange
-    receipts_pending = False
-    receipts_done_once = False
-    publish_deadline = time.monotonic() + wait_published_s
-    fatal: LinkFatal | None = None
-    url = cfg.ground_url + "/v1/link"
-    headers = {"Authorization": f"Bearer {cfg.token}", "Content-Type": FRAME_TYPE}
-
-    prep: asyncio.Future[None] | None = None
-    preparing: frozenset[bytes] = frozenset()
-    warm_task: asyncio.Task[None] | None = None
-    warm_at = 0.0  # when the last warm-up started
-    warm_ok_at: float | None = None  # when the last one succeeded (None: it failed)
-    answered_at = 0.0  # when ground last answered a transfer request
-    warm_next = 0.0
-    warm_retry_s = WARM_RETRY_S
-
-    async def warm(session: aiohttp.ClientSession) -> None:
-        """Open a connection for the next post: GET /v1/health, kept alive by the pool."""
-        nonlocal warm_task, warm_next, warm_retry_s, warm_ok_at
-        try:
-            timeout = aiohttp.ClientTimeout(total=WARM_TIMEOUT_S)
-            async with session.get(cfg.ground_url + "/v1/health", timeout=timeout) as resp:
-                await resp.read()
-            warm_ok_at = time.monotonic()
-        except (aiohttp.ClientError, TimeoutError, OSError):
-            warm_ok_at = None  # link down: the next attempt comes after the backoff
-        finally:
-            warm_next = time.monotonic() + warm_retry_s
-            warm_retry_s = min(warm_retry_s * 2, WARM_RETRY_MAX_S)
-            warm_task = None
-            wake.set()
-
-    def prepare_all(shas: list[bytes]) -> None:
-        for sha in shas:
-            link.prepare_photo(home, sha)
-
-    def scan(now: float) -> None:
-        nonlocal prep, preparing
-        if prep is not None and prep.done():
-            prep.result()  # a failure to read a photo is the astronaut's to see
-            prep, preparing = None, frozenset()
-        if prep is None:
-            todo = link.photos_to_prepare(home, conn, cfg.peer)
-            if todo:
-                # Transcoding takes ~0.5 s a photo: off the event loop, so text and
-                # answers keep moving meanwhile.
-                preparing = frozenset(todo)
-                prep = asyncio.ensure_future(asyncio.to_thread(prepare_all, todo))
-                prep.add_done_callback(lambda _f: wake.set())
-        link.plan(home, conn, cfg.peer, defer=preparing)
-        for p in link.active_transfers(home, conn):
-            name = p.spec.key.name
-            if name in added:
-                continue
-            added.add(name)
-            sizes[name] = p.spec.size_bytes
-            sender.add(p.spec, p.source, now)
-
-    async def carry(session: aiohttp.ClientSession, seq: int, data: bytes, deadline: float) -> None:
-        nonlocal answered_at
-        try:
-            timeout = aiohttp.ClientTimeout(total=max(0.5, deadline - time.monotonic()))
-            async with session.post(url, data=data, headers=headers, timeout=timeout) as resp:
-                body = await resp.read()
-                now = answered_at = time.monotonic()
-                if resp.status == 200:
-                    sender.receive(body, now)
-                elif resp.content_type == "application/json":
-                    try:
-                        j = json.loads(body)
-                        sender.receive_error(
-                            seq,
-                            str(j["error"]),
-                            str(j.get("message", "")),
-                            bool(j.get("retryable", True)),
-                            now,
-                        )
-                    except (ValueError, KeyError, TypeError):
-                        sender.request_failed(seq, now, f"HTTP {resp.status} with an unreadable body")
-                else:
-                    sender.request_failed(seq, now, f"HTTP {resp.status}")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            sender.request_failed(seq, time.monotonic(), f"{type(exc).__name__}: {exc}".rstrip(": "))
-        finally:
-            tasks.pop(seq, None)
-            wake.set()
-
-    def handle_events() -> None:
-        nonlocal down_since, fatal, receipts_pending, receipts_done_once, receipts_changed, next_scan
-        while (ev := sender.next_event()) is not None:
-            if isinstance(ev, TransferProgress):
-                acked[ev.key.name] = ev.acked_bytes
-                link.record_progress(conn, ev.key, ev.acked_bytes)
-            elif isinstance(ev, TransferDone):
-                ok = ev.state is UploadState.COMMITTED
-                link.record_done(conn, ev.key, ok, ev.code, ev.message)
-                acked[ev.key.name] = sizes.get(ev.key.name, 0) if ok else acked.get(ev.key.name, 0)
-                status.committed += ok
-                status.rejected += not ok
-                if ev.key.kind is TransferKind.BUNDLE:
-                    poll.kick()  # ground has new posts: their receipts are worth asking for
-                    next_scan = 0.0  # text that waited for this bundle (link.plan) goes now
-            elif isinstance(ev, ReceiptsReceived):
-                doc = verify_document(conn, ev.document, cfg.ground_key)
-                applied = apply_document(conn, doc)
-                status.receipts += applied.receipts
-                receipts_changed += applied.changed
-                link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since_ms))
-                if ev.more:
-                    sender.request_receipts(ev.next_since_ms)
-                else:
-                    receipts_pending = False
-                    receipts_done_once = True
-                    poll.answered(time.monotonic(), receipts_changed)
-            elif isinstance(ev, LinkDown):
-                status.link_up, status.reason = False, ev.reason
-                if down_since is None:
-                    down_since = ev.at
-            elif isinstance(ev, LinkUp):
-                status.link_up, status.reason = True, ""
-                down_since = None
-            elif isinstance(ev, LinkFatal):
-                fatal = ev
-
-    connector = _WatchedConnector(limit=sender.config.window + 2, keepalive_timeout=KEEPALIVE_S)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        try:
-            while not stop.is_set():
-                now = time.monotonic()
-                if prep is not None and prep.done():
-                    next_scan = now  # photos are ready: plan them at once
-                if now >= next_scan:
-                    scan(now)
-                    next_scan = now + rescan_s
-                if not receipts_pending and poll.due(now):
-                    if awaiting_receipts(conn):
-                        sender.request_receipts(int(link.get_state(conn, RECEIPTS_CURSOR, "0")))
-                        receipts_pending, receipts_changed = True, 0
-                        poll.next_at = now + poll.interval_s  # if the answer never comes
-                    else:
-                        poll.idle(now)
-                deadline = sender.next_deadline()
-                if deadline is not None and deadline <= now:
-                    sender.handle_timeout(now)
-                for out in sender.data_to_send(now):
-                    tasks[out.seq] = asyncio.ensure_future(carry(session, out.seq, out.data, out.deadline))
-                handle_events()
-                if watch and warm_task is None and not tasks and not connector.open():
-                    # The link worked since the last attempt: the connection was lost to a cut.
-                    fresh = answered_at > warm_at or (
-                        warm_ok_at is not None and now - warm_ok_at > 2 * WARM_RETRY_MAX_S
-                    )
-                    if fresh or now >= warm_next:
-                        if fresh:
-                            warm_retry_s = WARM_RETRY_S
-                        warm_at = now
-                        warm_task = asyncio.ensure_future(warm(session))
-                if fatal is not None:
-                    raise SyncError(f"ground refused the link: [{fatal.code}] {fatal.message}")
-                status.transfers_left = sender.pending
-                status.total_bytes = sum(sizes.values())
-                status.acked_bytes = sum(acked.values())
-                if on_status is not None:
-                    on_status(status)
-                if not watch:
-                    finished = (
-                        sender.pending == 0
-                        and not tasks
-                        and not receipts_pending
-                        and (receipts_done_once or not awaiting_receipts(conn))
-                    )
-                    if finished and _pending_items(conn) == 0:
-                        if time.monotonic() >= publish_deadline or _unsettled_deliveries(conn) == 0:
-                            break
-                        poll.next_at = min(poll.next_at, now + 1.0)  # waiting to see them published
-                    if down_since is not None and now - down_since > give_up_after_s:
-                        raise SyncError(
-                            f"the link to {cfg.ground_url} has been down for {now - down_since:.0f} s "
-                            f"({status.reason}); {_pending_items(conn)} item(s) still to send — "
-                            "run `onboard sync` again later, or `onboard sync --watch`"
-                        )
-                # Sleep until something happens: an answer, a deadline, a rescan.
-                wake.clear()
-                times = [next_scan, poll.next_at]
-                d = sender.next_deadline()
-                if d is not None:
-                    times.append(d)
-                delay = max(0.01, min(times) - time.monotonic())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), min(delay, 1.0))
-        finally:
-            if prep is not None:
-                # Let a transcode in progress finish writing its file (bounded wait).
-                with contextlib.suppress(BaseException):
-                    await asyncio.wait([prep], timeout=30)
-            if warm_task is not None:
-                warm_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await warm_task
-            for t in list(tasks.values()):
-                t.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
-            handle_events()
-            left = _pending_items(conn)
-            conn.close()
-    s = sender.stats
-    return SyncResult(
-        committed=status.committed,
-        rejected=status.rejected,
-        receipts=status.receipts,
-        requests=s.requests,
-        request_bytes=s.request_bytes,
-        chunk_bytes=s.chunk_bytes,
-        max_chunk_bytes=s.max_chunk_bytes,
-        failures=s.failures,
-        duration_s=time.monotonic() - status.started,
-        pending_items=left,
+    run = _Sync(
+        home,
+        watch=watch,
+        stop=stop or asyncio.Event(),
+        config=config or SenderConfig(),
+        give_up_after_s=give_up_after_s,
+        wait_published_s=wait_published_s,
+        rescan_s=rescan_s,
+        receipts_every_s=receipts_every_s,
+        receipts_max_s=receipts_max_s,
+        on_status=on_status,
     )
+    return await run.run()

@@ -6,10 +6,19 @@ only the gaps. On the wire a RangeSet is a flat list ``[start0, stop0, start1, s
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from .errors import ErrorCode, RemoteProtocolError
+
+
+def _start_of(r: tuple[int, int]) -> int:
+    return r[0]
+
+
+def _stop_of(r: tuple[int, int]) -> int:
+    return r[1]
 
 
 class RangeSet:
@@ -18,58 +27,75 @@ class RangeSet:
     __slots__ = ("_ranges",)
 
     def __init__(self, ranges: Iterable[tuple[int, int]] = ()) -> None:
-        self._ranges: list[tuple[int, int]] = []
-        for start, stop in ranges:
-            self.add(start, stop)
+        if isinstance(ranges, RangeSet):
+            # Already sorted and merged: a copy is one list copy, O(n) (issue 16: copying a
+            # fragmented upload's ranges through add() was O(n²) on ground's event loop).
+            self._ranges: list[tuple[int, int]] = list(ranges._ranges)
+            return
+        self._ranges = []
+        for start, stop in sorted(ranges):
+            self._append(start, stop)
 
-    def add(self, start: int, stop: int) -> None:
-        """Add ``[start, stop)``, merging with any range it touches."""
+    def _append(self, start: int, stop: int) -> None:
+        """Add a range starting at or after every range already held (O(1))."""
         if start >= stop:
             return
-        out: list[tuple[int, int]] = []
-        placed = False
-        for s, e in self._ranges:
-            if e < start:
-                out.append((s, e))
-            elif stop < s:
-                if not placed:
-                    out.append((start, stop))
-                    placed = True
-                out.append((s, e))
-            else:
-                start, stop = min(s, start), max(e, stop)
-        if not placed:
-            out.append((start, stop))
-        self._ranges = out
+        if self._ranges and start <= self._ranges[-1][1]:
+            s, e = self._ranges[-1]
+            self._ranges[-1] = (s, max(e, stop))
+        else:
+            self._ranges.append((start, stop))
+
+    def _touching(self, start: int, stop: int) -> tuple[int, int]:
+        """Indices ``i, j``: ranges[i:j] are those ``[start, stop)`` overlaps or is adjacent to."""
+        i = bisect_left(self._ranges, start, key=_stop_of)  # first range ending at or after start
+        j = bisect_right(self._ranges, stop, key=_start_of)  # first range starting after stop
+        return i, j
+
+    def add(self, start: int, stop: int) -> None:
+        """Add ``[start, stop)``, merging with any range it touches (O(log n) search)."""
+        if start >= stop:
+            return
+        i, j = self._touching(start, stop)
+        if i < j:
+            start, stop = min(start, self._ranges[i][0]), max(stop, self._ranges[j - 1][1])
+        self._ranges[i:j] = [(start, stop)]
+
+    def count_after_add(self, start: int, stop: int) -> int:
+        """How many ranges the set would hold after ``add(start, stop)`` (the set is unchanged)."""
+        if start >= stop:
+            return len(self._ranges)
+        i, j = self._touching(start, stop)
+        return len(self._ranges) + 1 - (j - i)
 
     def subtract(self, start: int, stop: int) -> None:
         """Remove ``[start, stop)``; an empty range changes nothing."""
         if start >= stop:
             return
-        out: list[tuple[int, int]] = []
-        for s, e in self._ranges:
-            if e <= start or stop <= s:
-                out.append((s, e))
-                continue
+        i = bisect_right(self._ranges, start, key=_stop_of)  # first range ending after start
+        j = bisect_left(self._ranges, stop, key=_start_of)  # first range starting at or after stop
+        keep: list[tuple[int, int]] = []
+        if i < j:
+            s, e = self._ranges[i][0], self._ranges[j - 1][1]
             if s < start:
-                out.append((s, start))
+                keep.append((s, start))
             if stop < e:
-                out.append((stop, e))
-        self._ranges = out
+                keep.append((stop, e))
+        self._ranges[i:j] = keep
 
     def covers(self, start: int, stop: int) -> bool:
         """True when every byte of ``[start, stop)`` is in the set."""
         if start >= stop:
             return True
-        return any(s <= start and stop <= e for s, e in self._ranges)
+        i = bisect_right(self._ranges, start, key=_start_of) - 1
+        return i >= 0 and stop <= self._ranges[i][1]
 
     def gaps(self, start: int, stop: int) -> list[tuple[int, int]]:
         """The parts of ``[start, stop)`` not in the set, in order."""
         out: list[tuple[int, int]] = []
         pos = start
-        for s, e in self._ranges:
-            if e <= pos:
-                continue
+        for k in range(bisect_right(self._ranges, start, key=_stop_of), len(self._ranges)):
+            s, e = self._ranges[k]
             if s >= stop:
                 break
             if s > pos:
@@ -82,10 +108,7 @@ class RangeSet:
         return out
 
     def union(self, other: RangeSet) -> RangeSet:
-        out = RangeSet(self._ranges)
-        for s, e in other:
-            out.add(s, e)
-        return out
+        return RangeSet([*self._ranges, *other._ranges])
 
     @property
     def total(self) -> int:

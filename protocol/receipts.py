@@ -3,12 +3,19 @@
 A receipts document is ``[body, key_id(8), signature(64)]`` where the signature is
 ground's Ed25519 signature over ``RECEIPTS_DOMAIN + body`` and body is canonical msgpack::
 
-    [version=1, issued_ms, [entry, ...]]
-    entry = [1, item_id(16), account, state, url|nil, error|nil, updated_ms]          publication
+    [version=2, issued_ms, [entry, ...]]
+    entry = [1, item_id(16), account, state, url|nil, error|nil, seq, remote_id|nil]  publication
           | [2, bundle_sha256(32), bundle_id(16)|nil, accepted, code, message,
-             [item_id(16), ...], updated_ms]                                             bundle
+             [item_id(16), ...], seq]                                                  bundle
           | [3, account, max_text|nil, max_media|nil, max_media_bytes|nil,
-             url_length|nil, max_alt|nil, [media_type, ...]|nil, updated_ms, ...]         account limits
+             url_length|nil, max_alt|nil, [media_type, ...]|nil, seq, ...]            account limits
+          | [4, astronaut, [account, ...], seq]                                       enrolled accounts
+          | [5, command_id(16), target_id(16), outcome, detail, seq]                 cancel/retract
+
+``seq`` is ground's change sequence number (§9): every entry is the *current* state of what
+it describes, stamped with the change that last touched it, and a document holds entries in
+increasing ``seq``. Version 1 carried a wall-clock ``updated_ms`` there instead, which could
+skip a change committed late with an older time; it is no longer produced nor read.
 
 An account-limits entry carries what ground learned from the platform about one account
 (a Mastodon instance's ``/api/v2/instance``), so onboard refuses exactly what ground
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 from .canonical import expect, expect_list, pack, unpack
@@ -32,7 +39,9 @@ from .ids import ulid_from_bytes, ulid_to_bytes
 from .keys import KEY_ID_BYTES, SigningKey, key_id, verify_signature
 
 RECEIPTS_DOMAIN = b"orbitpost/receipts/v1\x00"
-RECEIPTS_VERSION = 1
+RECEIPTS_VERSION = 2
+# Accounts per astronaut in one enrolled-accounts entry (one agency runs 500+ accounts in all).
+MAX_ACCOUNTS = 4096
 # A document carries at most a few thousand entries; 8 MiB is far above that.
 MAX_RECEIPTS_BYTES = 8 * 1024 * 1024
 MAX_ENTRIES = 10_000
@@ -42,6 +51,15 @@ class EntryKind(IntEnum):
     PUBLICATION = 1
     BUNDLE = 2
     ACCOUNT_LIMITS = 3
+    ENROLLED = 4
+    COMMAND = 5
+
+
+class CommandOutcome(StrEnum):
+    """What ground did with a signed cancel or retract (ground/publish.py applies them)."""
+
+    DONE = "done"  # applied: the publications it names moved (their own entries say where)
+    REFUSED = "refused"  # not the author's post, or not a post: nothing changed
 
 
 # Sanity bounds for learned limits: a hostile or broken instance cannot make onboard
@@ -59,7 +77,9 @@ class PublicationReceipt:
     state: str
     url: str | None
     error: str | None
-    updated_ms: int
+    seq: int
+    # The platform's own id for the published post (Bluesky: its at:// URI), or None.
+    remote_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,7 +92,7 @@ class BundleReceipt:
     code: str
     message: str
     item_ids: tuple[str, ...]
-    updated_ms: int
+    seq: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,10 +106,30 @@ class AccountLimitsReceipt:
     url_length: int | None = None
     max_alt: int | None = None
     media_types: tuple[str, ...] | None = None
-    updated_ms: int
+    seq: int
 
 
-Receipt = PublicationReceipt | BundleReceipt | AccountLimitsReceipt
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnrolledReceipt:
+    """The accounts an astronaut may post to, as ground has them enrolled (all of them)."""
+
+    astronaut: str
+    accounts: tuple[str, ...]
+    seq: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandReceipt:
+    """What ground did with a cancel or retract item: ``outcome`` and a plain-words ``detail``."""
+
+    command_id: str
+    target_id: str
+    outcome: CommandOutcome
+    detail: str
+    seq: int
+
+
+Receipt = PublicationReceipt | BundleReceipt | AccountLimitsReceipt | EnrolledReceipt | CommandReceipt
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,7 +147,8 @@ def _entry(r: Receipt) -> list[Any]:
             r.state,
             r.url,
             r.error,
-            r.updated_ms,
+            r.seq,
+            r.remote_id,
         ]
     if isinstance(r, AccountLimitsReceipt):
         return [
@@ -119,7 +160,18 @@ def _entry(r: Receipt) -> list[Any]:
             r.url_length,
             r.max_alt,
             None if r.media_types is None else list(r.media_types),
-            r.updated_ms,
+            r.seq,
+        ]
+    if isinstance(r, EnrolledReceipt):
+        return [EntryKind.ENROLLED, r.astronaut, list(r.accounts), r.seq]
+    if isinstance(r, CommandReceipt):
+        return [
+            EntryKind.COMMAND,
+            ulid_to_bytes(r.command_id),
+            ulid_to_bytes(r.target_id),
+            str(r.outcome),
+            r.detail,
+            r.seq,
         ]
     return [
         EntryKind.BUNDLE,
@@ -129,7 +181,7 @@ def _entry(r: Receipt) -> list[Any]:
         r.code,
         r.message,
         [ulid_to_bytes(i) for i in r.item_ids],
-        r.updated_ms,
+        r.seq,
     ]
 
 
@@ -154,14 +206,15 @@ def _decode_entry(v: Any) -> Receipt:
     e = expect_list(v, what="receipt entry", min_len=1)
     kind = expect(e[0], int, what="receipt kind")
     if kind == EntryKind.PUBLICATION:
-        expect_list(e, what="publication receipt", min_len=7, max_len=7)
+        expect_list(e, what="publication receipt", min_len=8, max_len=8)
         return PublicationReceipt(
             item_id=_id(e[1], "receipt item id"),
             account=expect(e[2], str, what="receipt account"),
             state=expect(e[3], str, what="receipt state"),
             url=_opt_str(e[4], "receipt url"),
             error=_opt_str(e[5], "receipt error"),
-            updated_ms=expect(e[6], int, what="receipt time"),
+            seq=_seq(e[6]),
+            remote_id=_opt_str(e[7], "receipt remote id"),
         )
     if kind == EntryKind.BUNDLE:
         expect_list(e, what="bundle receipt", min_len=8, max_len=8)
@@ -176,7 +229,7 @@ def _decode_entry(v: Any) -> Receipt:
             code=expect(e[4], str, what="rejection code"),
             message=expect(e[5], str, what="rejection message"),
             item_ids=tuple(_id(i, "bundle item id") for i in ids),
-            updated_ms=expect(e[7], int, what="receipt time"),
+            seq=_seq(e[7]),
         )
     if kind == EntryKind.ACCOUNT_LIMITS:
         # min_len only: fields appended by a later ground are ignored (see the module doc).
@@ -193,9 +246,36 @@ def _decode_entry(v: Any) -> Receipt:
             url_length=_opt_limit(e[5], "url_length"),
             max_alt=_opt_limit(e[6], "max_alt"),
             media_types=types,
-            updated_ms=expect(e[8], int, what="receipt time"),
+            seq=_seq(e[8]),
+        )
+    if kind == EntryKind.ENROLLED:
+        expect_list(e, what="enrolled accounts receipt", min_len=4, max_len=4)
+        accounts = expect_list(e[2], what="enrolled accounts", min_len=0, max_len=MAX_ACCOUNTS)
+        return EnrolledReceipt(
+            astronaut=expect(e[1], str, what="enrolled astronaut"),
+            accounts=tuple(expect(a, str, what="enrolled account") for a in accounts),
+            seq=_seq(e[3]),
+        )
+    if kind == EntryKind.COMMAND:
+        expect_list(e, what="command receipt", min_len=6, max_len=6)
+        outcome = expect(e[3], str, what="command outcome")
+        if outcome not in {str(o) for o in CommandOutcome}:
+            raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown command outcome {outcome!r}")
+        return CommandReceipt(
+            command_id=_id(e[1], "command id"),
+            target_id=_id(e[2], "command target id"),
+            outcome=CommandOutcome(outcome),
+            detail=expect(e[4], str, what="command detail"),
+            seq=_seq(e[5]),
         )
     raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown receipt kind {kind}")
+
+
+def _seq(v: Any) -> int:
+    n = expect(v, int, what="receipt seq")
+    if n < 0:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"receipt seq {n} is negative")
+    return int(n)
 
 
 def _opt_limit(v: Any, what: str) -> int | None:
@@ -241,7 +321,9 @@ def verify_receipts(
     version = expect(v[0], int, what="receipts version")
     if version != RECEIPTS_VERSION:
         raise RemoteProtocolError(
-            ErrorCode.UNSUPPORTED_VERSION, f"receipts version {version} is not supported"
+            ErrorCode.UNSUPPORTED_VERSION,
+            f"receipts version {version} is not supported (this onboard reads version {RECEIPTS_VERSION}; "
+            "ask ground for a new document with `ground receipts --out F`, or upgrade the side that is older)",
         )
     entries = expect_list(v[2], what="receipt entries", min_len=0, max_len=MAX_ENTRIES)
     return ReceiptDocument(

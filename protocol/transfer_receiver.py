@@ -36,6 +36,7 @@ from .transfer_wire import (
     LinkErrorCode,
     Open,
     ReceiptsBatch,
+    ReceiptsCursor,
     ReceiptsRequest,
     Status,
     TransferKey,
@@ -43,6 +44,11 @@ from .transfer_wire import (
     UploadState,
     decode_request,
     encode_response,
+)
+
+OLD_CURSOR_MESSAGE = (
+    "this onboard asks for receipts by time, which can skip a change (docs/PROTOCOL.md §9); "
+    "upgrade onboard, or carry receipts by hand: `ground receipts --out F` then `onboard receipts import F`"
 )
 
 
@@ -102,8 +108,9 @@ class CommitUpload:
 class ReceiptsWanted:
     rid: int
     station: str
-    since_ms: int
+    since: int  # a change seq (§9)
     limit: int
+    claims: tuple[bytes, ...] = ()  # sha256 of bundles the station handed off as files
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,9 +187,17 @@ class TransferReceiver:
             return rid
         if isinstance(req, ReceiptsRequest):
             self._pending[rid] = _Pending(rid=rid, station=station, seq=req.seq, key=None, writes=[])
+            if req.cursor is ReceiptsCursor.TIME:
+                # A time cursor can skip changes (§9): refuse it plainly rather than answer wrongly.
+                self._error(rid, station, req.seq, LinkErrorCode.BAD_FRAME, OLD_CURSOR_MESSAGE, False)
+                return rid
             self._events.append(
                 ReceiptsWanted(
-                    rid=rid, station=station, since_ms=req.since_ms, limit=self.config.max_receipts
+                    rid=rid,
+                    station=station,
+                    since=req.since,
+                    limit=self.config.max_receipts,
+                    claims=req.claims,
                 )
             )
             return rid
@@ -321,6 +336,21 @@ class TransferReceiver:
         if rec.state is not UploadState.RECEIVING:
             self._status(p, rec)  # already whole: a late duplicate changes nothing
             return
+        pieces = rec.ranges.count_after_add(req.offset, req.offset + n)
+        if pieces > MAX_RANGES and pieces > len(rec.ranges):
+            # Checked before a byte is written or acknowledged, so the upload's ranges never
+            # grow past what a STATUS can carry (issue 16: they did, and every later OPEN
+            # of that upload failed).
+            self._error(
+                rid,
+                station,
+                req.seq,
+                LinkErrorCode.BAD_OFFSET,
+                f"chunk [{req.offset}, {req.offset + n}) would leave {req.key.name} in more than "
+                f"{MAX_RANGES} pieces; send the chunks that fill its holes first",
+                False,
+            )
+            return
         rec.updated = now
         # Only the bytes ground lacks are written: a duplicate chunk never rewrites stored data.
         for s, e in rec.ranges.gaps(req.offset, req.offset + n):
@@ -347,16 +377,20 @@ class TransferReceiver:
         rec = self._uploads.get((p.station, p.key))
         if rec is None:
             return
+        grown = RangeSet(rec.ranges)
         for s, e in p.writes:
-            rec.ranges.add(s, e)
+            grown.add(s, e)
         p.writes = []
-        rec.updated = now
-        if len(rec.ranges) > MAX_RANGES:
-            # Pathological fragmentation: refuse to grow further rather than bloat replies.
+        if len(grown) > MAX_RANGES:
+            # Another request fragmented the upload between the check in _chunk and now (a
+            # driver that does not serialise requests): the bytes are stored but not
+            # acknowledged, so the sender sends them again later; the ranges stay bounded.
             self._error(
                 rid, p.station, p.seq, LinkErrorCode.BAD_OFFSET, "too many holes in this upload", False
             )
             return
+        rec.ranges = grown
+        rec.updated = now
         self._events.append(UploadChanged(record=_snapshot(rec)))
         self._maybe_commit(rid, rec)
 
@@ -403,12 +437,10 @@ class TransferReceiver:
         self._events.append(UploadChanged(record=_snapshot(rec)))
         self._status(p, rec)
 
-    def receipts_ready(self, rid: int, document: bytes, next_since_ms: int, more: bool) -> None:
+    def receipts_ready(self, rid: int, document: bytes, next_since: int, more: bool) -> None:
         p = self._pending.get(rid)
         if p is not None:
-            self._reply(
-                rid, ReceiptsBatch(seq=p.seq, document=document, next_since_ms=next_since_ms, more=more)
-            )
+            self._reply(rid, ReceiptsBatch(seq=p.seq, document=document, next_since=next_since, more=more))
 
     def _maybe_commit(self, rid: int, rec: UploadRecord) -> None:
         p = self._pending[rid]
@@ -427,6 +459,11 @@ class TransferReceiver:
 
     def _status(self, p: _Pending, rec: UploadRecord) -> None:
         ranges = RangeSet(rec.ranges)
+        if len(ranges) > MAX_RANGES:
+            # Only a record stored before the limit was enforced can get here. Reporting less
+            # than ground holds is safe (the sender resends, ground writes only its gaps);
+            # a STATUS the sender cannot decode is not.
+            ranges = RangeSet(list(ranges)[: MAX_RANGES - 1])
         self._reply(
             p.rid,
             Status(

@@ -10,7 +10,7 @@ Sender (station side), one per link::
 
     s = TransferSender(SenderConfig(), now)
     s.add(spec, source, now)              # source(offset, length) -> bytes, read lazily
-    s.request_receipts(since_ms)
+    s.request_receipts(since, claims)
     for out in s.data_to_send(now):       # Outgoing(seq, data, deadline, ...)
         ...carry out.data; later either
         s.receive(response_bytes, now)    # a response frame (it names its seq)
@@ -56,16 +56,33 @@ TRANSFER_FATAL_CODES = frozenset(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SenderConfig:
-    # Requests in flight at once: enough to keep a 2 Mbit/s, 1.4 s RTT link busy with
-    # 64 KiB chunks, few enough that a loss of signal wastes little.
-    window: int = 4
+    # Requests in flight at once, each on its own TCP connection (parallel streams, as
+    # GridFTP/bbcp do): at least ``window``; up to ``max_window`` while TCP's measured loss
+    # holds each connection to its Mathis bound (``observe_path``, docs/link.md). 4 keeps a
+    # clean 2 Mbit/s, 1.4 s RTT link busy; at 1 % loss a 1.5 Mbit/s, 1.4 s link needs ~30
+    # (each stream idles a round trip between its requests). Starting at 8 fills a clean link
+    # sooner after a loss of signal (8 initial TCP windows: 112 kB in the first round trip).
+    window: int = 8
+    # 32: 64 lifted 2.6 s RTT, 1 % loss from 0.67 to 0.82 of 1.5 Mbit/s but cost 1.4 s
+    # (0.91 -> 0.85: more, smaller requests); docs/link.md.
+    max_window: int = 32
+    # The base RTT is the least seen this long (a route or relay change moves it).
+    rtt_window_s: float = 300.0
+    # Loss is measured over this long: at 1 % loss, ~1,500 segments (a few retransmits per
+    # second would make a shorter window's estimate jump between 0 and 3 %).
+    loss_window_s: float = 15.0
+    # RTT this far above the base: the link's queue is filling (the link is the limit).
+    queue_rtt_ratio: float = 1.5
     # Chunk bounds: 1 KiB keeps framing under 10 % at 10 kbit/s; 512 KiB caps what one cut
     # can waste on a fast link.
     min_chunk_bytes: int = 1024
     max_chunk_bytes: int = 512 * 1024
-    initial_chunk_bytes: int = 16 * 1024
-    # Aim for chunks that take this long to cross at the estimated rate.
-    chunk_time_s: float = 2.0
+    # Before the first rate sample: 8 × 64 KiB ≈ one bandwidth-delay product of 1.5 Mbit/s × 0.6 s.
+    initial_chunk_bytes: int = 64 * 1024
+    # Aim for chunks that take this long to cross on one of ``streams`` at the estimated rate.
+    # 8 s: a loss-limited stream spends most of its time sending, not idle a round trip
+    # between requests; a cut costs only what is in the network (ground keeps the rest).
+    chunk_time_s: float = 8.0
     # A geostationary relay: 500–1400 ms RTT; start pessimistic.
     initial_rtt_s: float = 1.5
     initial_rate_bytes_s: float = 4000.0
@@ -126,7 +143,7 @@ class TransferDone:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReceiptsReceived:
     document: bytes
-    next_since_ms: int
+    next_since: int
     more: bool
 
 
@@ -207,6 +224,7 @@ class TransferSender:
         self._order = 0
         self._served: dict[str, int] = {}  # bytes sent per owner: fair queueing
         self._receipts_since: int | None = None
+        self._receipts_claims: tuple[bytes, ...] = ()
         self._up = True
         self._fatal = False
         self._backoff_s = 0.0
@@ -220,6 +238,13 @@ class TransferSender:
         self._cut_scale = 1.0
         self.stats = SenderStats()
         self._done: dict[TransferKey, UploadState] = {}
+        self.streams = self.config.window  # requests in flight at once while the link is up
+        self.loss = 0.0  # share of TCP segments retransmitted (observe_path)
+        self._epoch_at = now  # observe_path's measuring interval: start, bytes acked then
+        self._epoch_delivered = 0
+        self._window_limited = False  # the window, not the queue, held requests back
+        self._rtts: deque[tuple[float, float]] = deque()  # (when, TCP's smoothed RTT)
+        self._segs: deque[tuple[float, int, int]] = deque()  # (when, segments, retransmits)
 
     # -- what the driver asks ----------------------------------------------------------
 
@@ -237,9 +262,11 @@ class TransferSender:
         t.state = TState.BLOCKED if self._blocked(spec) else TState.OPENING
         self._transfers[spec.key] = t
 
-    def request_receipts(self, since_ms: int) -> None:
-        """Ask ground for signed receipts of everything that changed since ``since_ms``."""
-        self._receipts_since = since_ms
+    def request_receipts(self, since: int, claims: tuple[bytes, ...] = ()) -> None:
+        """Ask ground for signed receipts of every change after seq ``since`` (§9), claiming the
+        bundles with these sha256 (handed off as files) as this station's."""
+        self._receipts_since = since
+        self._receipts_claims = claims
 
     def done_state(self, key: TransferKey) -> UploadState | None:
         return self._done.get(key)
@@ -260,9 +287,13 @@ class TransferSender:
 
     @property
     def chunk_bytes(self) -> int:
-        """The chunk size the next CHUNK will use: rate × chunk_time, shrunk after cuts."""
+        """The chunk size the next CHUNK will use: rate × chunk_time shared by the streams,
+        shrunk after cuts. Shared, so each of many loss-limited streams carries a small chunk
+        and a transfer's tail spreads over them instead of crawling along one stream."""
         c = self.config
-        base = self.rate_bytes_s * c.chunk_time_s if self._rate_samples else c.initial_chunk_bytes
+        base = (
+            self.rate_bytes_s * c.chunk_time_s / self.streams if self._rate_samples else c.initial_chunk_bytes
+        )
         return int(max(c.min_chunk_bytes, min(c.max_chunk_bytes, base * self._cut_scale)))
 
     def progress(self, key: TransferKey) -> tuple[int, int] | None:
@@ -276,19 +307,71 @@ class TransferSender:
         self._now = max(self._now, now)
         if self._fatal or now < self._retry_at:
             return []
-        window = self.config.window if self._up else 1  # one probe at a time while down
+        window = self.streams if self._up else 1  # one probe at a time while down
         out: list[Outgoing] = []
         while len(self._requests) < window:
             o = self._next_request(now)
             if o is None:
                 break
             out.append(o)
+        if len(self._requests) >= window and self._up:
+            self._window_limited = self._window_limited or any(
+                t.state is TState.SENDING and t.open_seq is None and self._gaps(t)
+                for t in self._transfers.values()
+            )
         return out
+
+    def observe_path(
+        self, now: float, *, rtt_s: float, segments: int, retransmits: int, mss_bytes: int
+    ) -> None:
+        """TCP's own view of the connections carrying the requests (Linux TCP_INFO in
+        onboard/sync.py, the simulated TCP in simlink/): smoothed RTT, segments sent and
+        retransmitted since the last call (summed over connections), the segment size. Call
+        every second or so while requests flow. Loss is their ratio over ``loss_window_s``.
+
+        Sets ``streams`` (within ``window``..``max_window``). One TCP connection carries at
+        most MSS/RTT · 1.22/√p (Mathis et al. 1997): at 1 % loss and 1.4 s, ~12 kB/s, so a
+        lossy link needs many. Loss alone cannot say how many (the link rate is unknown
+        here, and a stream's own congestion losses look like random ones); the RTT can. While
+        the window holds requests back and the RTT stays near the path's base (least seen
+        in ``rtt_window_s``), the link has room the streams do not use: add half. Once the
+        RTT rises ``queue_rtt_ratio`` × the base, the link's queue is filling: the link is
+        the limit, so shed an eighth. The count settles where the queue holds about half a
+        bandwidth-delay product (docs/link.md has the measurements)."""
+        c = self.config
+        self._rtts.append((now, rtt_s))
+        while self._rtts and self._rtts[0][0] < now - c.rtt_window_s:
+            self._rtts.popleft()
+        self._segs.append((now, segments, retransmits))
+        while self._segs and self._segs[0][0] < now - c.loss_window_s:
+            self._segs.popleft()
+        span = now - self._epoch_at
+        if span < max(1.0, 2 * rtt_s):
+            return
+        base = min(r for _, r in self._rtts)
+        sent = sum(x[1] for x in self._segs)
+        self.loss = sum(x[2] for x in self._segs) / sent if sent else 0.0
+        if self._window_limited and base > 0:
+            if rtt_s > c.queue_rtt_ratio * base:
+                # The link's queue is filling: the link, not random loss, is the limit now.
+                self.streams = max(c.window, self.streams - max(1, self.streams // 8))
+            else:
+                # The queue is near empty yet requests wait: the streams, not the link, are the
+                # limit (each held to its Mathis bound by loss, or idle a round trip between
+                # its requests). Grow by half (at least one) per interval.
+                self.streams = min(c.max_window, self.streams + max(1, self.streams // 2))
+        self._epoch_at, self._epoch_delivered = now, self._delivered
+        self._window_limited = False
 
     def _next_request(self, now: float) -> Outgoing | None:
         if self._receipts_since is not None and not any(r.is_receipts for r in self._requests.values()):
             seq = self._seq()
-            return self._emit(ReceiptsRequest(seq=seq, since_ms=self._receipts_since), now, None, None)
+            return self._emit(
+                ReceiptsRequest(seq=seq, since=self._receipts_since, claims=self._receipts_claims),
+                now,
+                None,
+                None,
+            )
         best: tuple[tuple[int, int, int], _Transfer] | None = None
         for t in self._transfers.values():
             if not self._sendable(t, now):
@@ -409,7 +492,7 @@ class TransferSender:
         if isinstance(resp, ReceiptsBatch):
             self._receipts_since = None
             self._events.append(
-                ReceiptsReceived(document=resp.document, next_since_ms=resp.next_since_ms, more=resp.more)
+                ReceiptsReceived(document=resp.document, next_since=resp.next_since, more=resp.more)
             )
             return
         t = self._transfers.get(resp.key) if req.key == resp.key else None

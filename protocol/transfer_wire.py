@@ -6,9 +6,9 @@ response echoes the request's ``seq``. New fields are only ever appended.
 
     OPEN      [1, 1, seq, kind, sha256, size_bytes, owner, data?]  open or query an upload
     CHUNK     [1, 2, seq, kind, sha256, offset, data]              bytes at an offset
-    RECEIPTS  [1, 3, seq, since_ms]                                signed receipts since a time
+    RECEIPTS  [1, 3, seq, since, cursor=2, [claim sha256, ...]]    signed receipts after change `since`
     STATUS    [1, 16, seq, kind, sha256, state, ranges, code, msg] what ground durably has
-    RECEIPTS_BATCH [1, 17, seq, document, next_since_ms, more]
+    RECEIPTS_BATCH [1, 17, seq, document, next_since, more]
     ERROR     [1, 18, seq, code, message, retryable]
 """
 
@@ -18,6 +18,8 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
+
+import msgpack
 
 from .canonical import expect, expect_list, pack, unpack
 from .errors import ErrorCode, RemoteProtocolError
@@ -138,10 +140,24 @@ class Chunk:
     data: bytes
 
 
+class ReceiptsCursor(IntEnum):
+    """What a RECEIPTS request's ``since`` counts (docs/PROTOCOL.md §9)."""
+
+    TIME = 1  # wall-clock ms: could skip a change committed late with an older time; refused
+    SEQ = 2  # ground's change sequence number: exact
+
+
+# Bundles one request may claim (file hand-off, §9); a station has a few files awaiting at most.
+MAX_RECEIPT_CLAIMS = 256
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReceiptsRequest:
     seq: int
-    since_ms: int
+    since: int
+    cursor: ReceiptsCursor = ReceiptsCursor.SEQ
+    # sha256 of bundles this station handed off as files, so it may read their receipts (§9).
+    claims: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,7 +175,7 @@ class Status:
 class ReceiptsBatch:
     seq: int
     document: bytes
-    next_since_ms: int
+    next_since: int
     more: bool
 
 
@@ -187,7 +203,9 @@ def encode_request(req: Request) -> bytes:
         return pack(head + [req.data] if req.data else head)
     if isinstance(req, Chunk):
         return pack([WIRE_VERSION, FrameType.CHUNK, req.seq, *_key_fields(req.key), req.offset, req.data])
-    return pack([WIRE_VERSION, FrameType.RECEIPTS, req.seq, req.since_ms])
+    if req.cursor is ReceiptsCursor.TIME:  # the form releases before the change log sent
+        return pack([WIRE_VERSION, FrameType.RECEIPTS, req.seq, req.since])
+    return pack([WIRE_VERSION, FrameType.RECEIPTS, req.seq, req.since, int(req.cursor), list(req.claims)])
 
 
 def encode_response(resp: Response) -> bytes:
@@ -208,7 +226,7 @@ def encode_response(resp: Response) -> bytes:
         )
     if isinstance(resp, ReceiptsBatch):
         return pack(
-            [WIRE_VERSION, FrameType.RECEIPTS_BATCH, resp.seq, resp.document, resp.next_since_ms, resp.more]
+            [WIRE_VERSION, FrameType.RECEIPTS_BATCH, resp.seq, resp.document, resp.next_since, resp.more]
         )
     return pack([WIRE_VERSION, FrameType.ERROR, resp.seq, resp.code, resp.message, resp.retryable])
 
@@ -267,9 +285,60 @@ def decode_request(data: bytes) -> Request:
         data_ = expect(v[6], bytes, what="chunk data")
         return Chunk(seq=seq, key=_key(v, 3), offset=_nonneg(v[5], "chunk offset"), data=data_)
     if t == FrameType.RECEIPTS:
-        expect_list(v, what="RECEIPTS frame", min_len=4, max_len=4)
-        return ReceiptsRequest(seq=seq, since_ms=_nonneg(v[3], "receipts since"))
+        expect_list(v, what="RECEIPTS frame", min_len=4, max_len=6)
+        since = _nonneg(v[3], "receipts since")
+        if len(v) == 4:
+            return ReceiptsRequest(seq=seq, since=since, cursor=ReceiptsCursor.TIME)
+        cursor = expect(v[4], int, what="receipts cursor kind")
+        if cursor not in tuple(ReceiptsCursor):
+            raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown receipts cursor kind {cursor}")
+        raw = expect_list(
+            v[5] if len(v) == 6 else [], what="receipts claims", min_len=0, max_len=MAX_RECEIPT_CLAIMS
+        )
+        claims = tuple(expect(c, bytes, what="claimed bundle sha256") for c in raw)
+        if any(len(c) != 32 for c in claims):
+            raise RemoteProtocolError(ErrorCode.MALFORMED, "a claimed bundle sha256 must be 32 bytes")
+        return ReceiptsRequest(seq=seq, since=since, cursor=ReceiptsCursor(cursor), claims=claims)
     raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown request frame type {t}")
+
+
+# A CHUNK frame's data is a msgpack bin, the frame's last field: bin 8/16/32 length bytes.
+_BIN_LENGTH_BYTES = {0xC4: 1, 0xC5: 2, 0xC6: 4}
+_FIXARRAY_7 = 0x97
+
+
+def salvage_chunk(prefix: bytes) -> Chunk | None:
+    """What arrived of a CHUNK frame cut short (the link dropped mid-request): the chunk with
+    the data bytes that made it, or None if the prefix is not a CHUNK frame's, holds no data
+    byte yet, or is the whole frame (decode that with ``decode_request``).
+
+    Like tus keeping every byte of an interrupted PATCH, ground stores what reached it, so a
+    cut costs only what was still in the network. Nothing here is trusted more than a whole
+    chunk: the upload's sha256, signed in its bundle, is checked at commit (docs §8.4)."""
+    if len(prefix) < 2 or prefix[0] != _FIXARRAY_7:
+        return None
+    unpacker = msgpack.Unpacker(raw=False, use_list=True, max_buffer_size=MAX_FRAME_BYTES)
+    unpacker.feed(prefix[1:])
+    head: list[Any] = []
+    try:
+        for _ in range(6):
+            head.append(unpacker.unpack())
+    except (msgpack.OutOfData, ValueError):
+        return None
+    pos = 1 + unpacker.tell()
+    n = _BIN_LENGTH_BYTES.get(prefix[pos]) if pos < len(prefix) else None
+    if n is None or len(prefix) < pos + 1 + n:
+        return None
+    declared = int.from_bytes(prefix[pos + 1 : pos + 1 + n], "big")
+    data = prefix[pos + 1 + n : pos + 1 + n + declared]
+    if not data or len(data) >= declared:
+        return None
+    try:
+        # The header passes every check a whole frame's would (version, type, key, offset).
+        req = decode_request(pack([*head, bytes(data)]))
+    except RemoteProtocolError:
+        return None
+    return req if isinstance(req, Chunk) else None
 
 
 def decode_response(data: bytes) -> Response:
@@ -297,7 +366,7 @@ def decode_response(data: bytes) -> Response:
         return ReceiptsBatch(
             seq=seq,
             document=expect(v[3], bytes, what="receipts document"),
-            next_since_ms=_nonneg(v[4], "receipts cursor"),
+            next_since=_nonneg(v[4], "receipts cursor"),
             more=expect(v[5], bool, what="more flag"),
         )
     if t == FrameType.ERROR:

@@ -146,6 +146,8 @@ class SimLink:
         self.conns: list[SimConnection] = []
         self.cuts_random = 0
         self.cuts_dark = 0
+        self.cut_events = 0
+        self.cut_in_network_bytes = 0
         for s, e in self.dark:
             if s + profile.cut_after_s < e:
                 loop.at(s + profile.cut_after_s, self._cut_all, "loss of signal")
@@ -164,6 +166,7 @@ class SimLink:
     def _cut_all(self, reason: str) -> None:
         """Cut every live connection; counted per connection, as the proxy counts them."""
         live = [c for c in self.conns if not c.closed]
+        self.cut_events += bool(live)  # one cut of the link, however many connections it drops
         if reason == "random cut":
             self.cuts_random += len(live)
         else:
@@ -253,6 +256,9 @@ class SimConnection:
         self.closed = True
         if self._syn_timer:
             self._syn_timer.cancel()
+        # Station → ground bytes sent but not delivered to ground in order: what this cut threw
+        # away of the link's work (bytes still in the station's send buffer cost no link time).
+        self.link.cut_in_network_bytes += max(0, self.up.nxt - self.up.rcv_nxt)
         self.up.stop()
         self.down.stop()
         if self.server_knows:
@@ -308,6 +314,9 @@ class _Half:
         self.round_samples = 0
         self.rcv_nxt = 0
         self.ooo: dict[int, bytes] = {}
+        # What Linux's TCP_INFO reports (tcpi_segs_out, tcpi_total_retrans): the sender reads them.
+        self.segs_out = 0
+        self.total_retrans = 0
 
     def stop(self) -> None:
         if self.rto_timer:
@@ -349,6 +358,8 @@ class _Half:
         st = self.fwd.stats
         st.segments += 1
         seg.sends += 1
+        self.segs_out += 1
+        self.total_retrans += seg.sends > 1
         seg.sent_at = now
         self.pipe += seg.length
         self.last_send = now

@@ -101,6 +101,15 @@ def build_report(r: RunResult) -> dict[str, Any]:
             "goodput_while_up_bps": _r(goodput_bps, 1),
             "goodput_per_rate_while_up": _r(goodput_bps / rate, 4),
             "goodput_per_rate_while_backlogged": _r(backlog_bps / rate if backlog_bps else None, 4),
+            # Transfer bytes stored by ground per backlogged second: counts a backlog not yet cleared.
+            "cut_events": r.cut_events,
+            "cut_in_network_bytes": r.cut_in_network_bytes,
+            "transfer_goodput_per_rate_while_backlogged": _r(
+                r.transfer_acked_bytes * 8 / r.backlogged_up_s / rate
+                if r.transfer_acked_bytes is not None and r.backlogged_up_s
+                else None,
+                4,
+            ),
             "utilisation_to_ground_while_up": _r(
                 r.wire_to_ground_bytes * 8 / (r.up_s * rate) if r.up_s else None, 4
             ),

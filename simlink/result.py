@@ -55,3 +55,8 @@ class RunResult:
     notes: tuple[str, ...] = field(default=())
     # HTTP request/response bytes by request kind (virtual time with the transfer machines).
     traffic_by_kind: dict[str, dict[str, int]] | None = None
+    # Upload bytes ground has stored (committed transfers whole, the rest as acked): the link's
+    # goodput even when a backlog is not cleared by the end (posts count only once whole).
+    transfer_acked_bytes: int | None = None
+    cut_events: int = 0  # cuts of the link that dropped at least one connection
+    cut_in_network_bytes: int = 0  # station → ground bytes sent but not delivered when cut

@@ -47,12 +47,22 @@ from protocol.transfer import (
     TransferProgress,
     TransferSender,
 )
-from protocol.transfer_wire import HTTP_STATUS, Chunk, ErrorFrame, Open, decode_request, decode_response
+from protocol.transfer_wire import (
+    HTTP_STATUS,
+    Chunk,
+    ErrorFrame,
+    Open,
+    TransferKey,
+    decode_request,
+    decode_response,
+    encode_request,
+    salvage_chunk,
+)
 
 from .clock import EventLoop, Timer
-from .link import SimLink
+from .link import SimConnection, SimLink
 from .system import EPOCH_MS, Ground, Station, Tracker
-from .vhttp import HttpClient, HttpResponse, ServerConn
+from .vhttp import LINK_CLIENT_HEADERS, HttpClient, HttpResponse, ServerConn
 
 STATION = "iss"
 GROUND_URL = "http://127.0.0.1:8470"
@@ -62,6 +72,10 @@ RECEIPTS_EVERY_S = 20.0
 RECEIPTS_MAX_S = 320.0
 # Sync notices a lost connection on its next turn (its loop wakes at least every second).
 NOTICE_S = 1.0
+# The transfer as it was before issue 14 (a fixed window of 4, each chunk 2 s of the whole
+# link's rate, ground dropping what arrived of a cut chunk), kept to measure the new one against.
+V1_CONFIG = SenderConfig(window=4, max_window=4, chunk_time_s=8.0, initial_chunk_bytes=16 * 1024)
+OBSERVE_S = 0.5  # onboard/sync.py's PATH_EVERY_S
 HEALTH = b'{"ok": true}'  # ground's GET /v1/health answer, byte for byte (web.json_response)
 
 
@@ -80,8 +94,16 @@ class TransferDriver:
         tracker: Tracker,
         schedule_publish: Callable[[], None],
         workdir: Path,
+        *,
+        v1: bool = False,
     ) -> None:
         self.loop = loop
+        self.v1 = v1
+        if v1:
+            self.name = "transfer-v1"
+            self.description = (
+                "the transfer before issue 14: 4 streams, chunks of 2 s, partial chunks dropped"
+            )
         self.link = link
         self.station = station
         self.ground = ground
@@ -107,11 +129,13 @@ class TransferDriver:
         )
         self.cfg = onboard_link.add_link(station.home, GROUND_URL, token_file)
         onboard_link.ensure_schema(station.conn)
-        self.headers = [("Authorization", f"Bearer {self.cfg.token}"), ("Content-Type", FRAME_TYPE)]
+        self.headers = [("Authorization", f"Bearer {self.cfg.token}")]
+        if v1:
+            self.headers.append(("Content-Type", FRAME_TYPE))
         # -- station side --
-        self.sender = TransferSender(SenderConfig(), 0.0)
+        self.sender = TransferSender(V1_CONFIG if v1 else SenderConfig(), 0.0)
         self.pool: list[HttpClient] = []
-        self.limit = self.sender.config.window + 2  # aiohttp TCPConnector(limit=window + 2)
+        self.limit = self.sender.config.max_window + 2  # aiohttp TCPConnector(limit=max_window + 2)
         self.added: set[str] = set()
         self.dirty = True
         self.next_scan = 0.0
@@ -130,6 +154,8 @@ class TransferDriver:
         self.answered_at = 0.0
         self.warm_request_bytes = 0
         self.sent: dict[str, RangeSet] = {}
+        self.tcp_seen: dict[SimConnection, tuple[int, int]] = {}  # (segs_out, retrans) read so far
+        self.observed_at = 0.0
         # HTTP bytes by request kind (open / chunk / receipts / health), requests handed to the link.
         self.traffic: dict[str, dict[str, int]] = {}
         self.resent_bytes = 0
@@ -137,6 +163,10 @@ class TransferDriver:
         self.service = LinkService(ground.home)
         self.aio: asyncio.AbstractEventLoop = ground.aio
         self.seen_items = 0
+        self.kept_partial_bytes = 0
+        self.keys: dict[str, TransferKey] = {}  # transfers under way, by name
+        self.sizes: dict[str, int] = {}
+        self.committed_bytes = 0
 
     # ------------------------------------------------------------------ station side
     def kick(self) -> None:
@@ -167,6 +197,8 @@ class TransferDriver:
             for p in onboard_link.active_transfers(self.station.home, self.station.conn):
                 if p.spec.key.name not in self.added:
                     self.added.add(p.spec.key.name)
+                    self.keys[p.spec.key.name] = p.spec.key
+                    self.sizes[p.spec.key.name] = p.spec.size_bytes
                     self.sender.add(p.spec, p.source, now)
         if not self.receipts_pending and self.poll.due(now):
             if awaiting_receipts(self.station.conn):
@@ -181,6 +213,8 @@ class TransferDriver:
         d = self.sender.next_deadline()
         if d is not None and d <= now:
             self.sender.handle_timeout(now)
+        if now - self.observed_at >= OBSERVE_S:
+            self._observe_path(now)
         for out in self.sender.data_to_send(now):
             self._carry(out.seq, out.data, out.deadline)
         self._events()
@@ -197,6 +231,30 @@ class TransferDriver:
         if math.isfinite(when):  # nothing to wait for: the next post or answer wakes it
             self._schedule(when)
 
+    def _observe_path(self, now: float) -> None:
+        """onboard/sync.py's ``_PathWatch``: TCP_INFO of the open connections, summed, handed
+        to the sender (which sizes its parallel streams from loss and RTT)."""
+        self.observed_at = now
+        segs = retrans = 0
+        rtts: list[float] = []
+        for c in self.pool:
+            if c.conn is None or c.conn.closed:
+                continue
+            half = c.conn.up
+            s0, r0 = self.tcp_seen.get(c.conn, (0, 0))
+            segs, retrans = segs + half.segs_out - s0, retrans + half.total_retrans - r0
+            self.tcp_seen[c.conn] = (half.segs_out, half.total_retrans)
+            if half.srtt is not None and half.segs:
+                rtts.append(half.srtt)
+        if rtts:
+            self.sender.observe_path(
+                now,
+                rtt_s=sum(rtts) / len(rtts),
+                segments=segs,
+                retransmits=retrans,
+                mss_bytes=self.link.profile.mss_bytes,
+            )
+
     def _client(self) -> HttpClient | None:
         for c in self.pool:
             if not c.busy and c.conn is not None and not c.conn.closed:
@@ -205,8 +263,12 @@ class TransferDriver:
             if not c.busy:
                 return c
         if len(self.pool) < self.limit:
-            c = HttpClient(self.loop, self.link, lambda: ServerConn(self.handle))
+            c = HttpClient(
+                self.loop, self.link, lambda: ServerConn(self.handle, None if self.v1 else self.keep_partial)
+            )
             c.idle_timeout_s = None  # sync sets only ClientTimeout(total=deadline - now)
+            if not self.v1:
+                c.auto_headers = LINK_CLIENT_HEADERS  # sync's skip_auto_headers
             c.keepalive_s = KEEPALIVE_S  # sync's TCPConnector(keepalive_timeout=KEEPALIVE_S)
             c.on_idle_lost = self._idle_lost
             self.pool.append(c)
@@ -328,6 +390,9 @@ class TransferDriver:
                 onboard_link.record_progress(conn, ev.key, ev.acked_bytes)
             elif isinstance(ev, TransferDone):
                 onboard_link.record_done(conn, ev.key, ev.state.name == "COMMITTED", ev.code, ev.message)
+                self.keys.pop(ev.key.name, None)
+                if ev.state.name == "COMMITTED":
+                    self.committed_bytes += self.sizes.get(ev.key.name, 0)
                 if ev.state.name != "COMMITTED":
                     self.tracker.rejected.append(f"{ev.key.name}: [{ev.code}] {ev.message}")
                 if ev.key.kind.name == "BUNDLE":
@@ -337,9 +402,9 @@ class TransferDriver:
             elif isinstance(ev, ReceiptsReceived):
                 doc = verify_document(conn, ev.document, self.cfg.ground_key)
                 self.receipts_changed += apply_document(conn, doc).changed
-                onboard_link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since_ms))
+                onboard_link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since))
                 if ev.more:
-                    self.sender.request_receipts(ev.next_since_ms)
+                    self.sender.request_receipts(ev.next_since)
                 else:
                     self.receipts_pending = False
                     self.poll.answered(self.loop.now, self.receipts_changed)
@@ -378,6 +443,18 @@ class TransferDriver:
             return HTTP_STATUS.get(frame.code, 400), "application/json", json.dumps(err).encode()
         return 200, FRAME_TYPE, resp
 
+    def keep_partial(self, prefix: bytes) -> None:
+        """ground/server.py ``_keep_partial``: store what arrived of a CHUNK cut short. The
+        station's token was checked when the request began (ground reads headers first)."""
+        chunk = salvage_chunk(prefix)
+        if chunk is None:
+            return
+        now = EPOCH_MS / 1000 + self.loop.now
+        rid = self.service.receiver.receive(encode_request(chunk), now, station=STATION)
+        self.aio.run_until_complete(self._drain(now))
+        self.service.receiver.response_for(rid)
+        self.kept_partial_bytes += len(chunk.data)
+
     async def _drain(self, now: float) -> None:
         async with self.service.lock:
             await self.service._drain(now)
@@ -392,4 +469,8 @@ class TransferDriver:
             self.schedule_publish()
 
     def stats(self) -> dict[str, int]:
-        return {"requests": self.requests, "app_resent_bytes": self.resent_bytes}
+        acked = self.committed_bytes
+        for key in self.keys.values():
+            got = self.sender.progress(key)
+            acked += got[0] if got is not None else 0
+        return {"requests": self.requests, "app_resent_bytes": self.resent_bytes, "acked_bytes": acked}

@@ -30,6 +30,8 @@ CLIENT_HEADERS = [
     ("Accept-Encoding", "gzip, deflate"),
     ("User-Agent", f"Python/3.11 aiohttp/{AIOHTTP_VERSION}"),
 ]
+# onboard/sync.py's session skips aiohttp's other defaults (LINK_SKIP_HEADERS).
+LINK_CLIENT_HEADERS = CLIENT_HEADERS[:1]
 SERVER_HEADERS = [
     ("Date", "Tue, 01 Dec 2026 00:00:00 GMT"),
     ("Server", f"Python/3.11 aiohttp/{AIOHTTP_VERSION}"),
@@ -71,6 +73,7 @@ class HttpClient:
         self.close_timer: Timer | None = None
         # aiohttp's connector closes a keep-alive connection idle this long (keepalive_timeout).
         self.keepalive_s = 15.0
+        self.auto_headers = CLIENT_HEADERS  # what aiohttp adds to every request
         # Told when an idle connection goes (cut, keep-alive expiry): a driver that keeps one open.
         self.on_idle_lost: Callable[[], None] | None = None
 
@@ -91,7 +94,7 @@ class HttpClient:
     ) -> None:
         assert self.pending is None, "one request at a time"
         h = h11.Connection(h11.CLIENT)
-        hdrs = [*CLIENT_HEADERS, *headers]
+        hdrs = [*self.auto_headers, *headers]
         if body or method != "GET":  # aiohttp sends no Content-Length on a bodiless GET
             hdrs.append(("Content-Length", str(len(body))))
         raw = h.send(h11.Request(method=method, target=target, headers=hdrs)) or b""
@@ -206,8 +209,11 @@ Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, str, bytes]]
 class ServerConn:
     """Ground's side of one connection: parses requests with h11 and answers with ``handler``."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, on_cut_body: Callable[[bytes], None] | None = None) -> None:
         self.handler = handler
+        # Given what arrived of a request body cut short (aiohttp's ConnectionResetError while
+        # ground/server.py reads it), as ground keeps the bytes of a cut chunk.
+        self.on_cut_body = on_cut_body
         self.h = h11.Connection(h11.SERVER)
         self.req: h11.Request | None = None
         self.body = bytearray()
@@ -216,6 +222,9 @@ class ServerConn:
         pass
 
     def connection_lost(self, conn: SimConnection, reason: str) -> None:
+        if self.req is not None and self.on_cut_body is not None and self.h.their_state is h11.SEND_BODY:
+            self.on_cut_body(bytes(self.body))
+        self.req = None
         self.h = h11.Connection(h11.SERVER)
 
     def data_received(self, conn: SimConnection, data: bytes) -> None:
@@ -238,9 +247,10 @@ class ServerConn:
                 self.body += ev.data
             elif isinstance(ev, h11.EndOfMessage):
                 assert self.req is not None
-                headers = {k.decode().lower(): v.decode() for k, v in self.req.headers}
+                req, self.req = self.req, None
+                headers = {k.decode().lower(): v.decode() for k, v in req.headers}
                 status, ctype, body = self.handler(
-                    self.req.method.decode(), self.req.target.decode(), headers, bytes(self.body)
+                    req.method.decode(), req.target.decode(), headers, bytes(self.body)
                 )
                 hdrs = [("Content-Type", ctype), ("Content-Length", str(len(body))), *SERVER_HEADERS]
                 raw = self.h.send(h11.Response(status_code=status, headers=hdrs)) or b""

@@ -26,7 +26,7 @@ NOTES = (
     "virtual time: TCP is modelled (NewReno with SACK/RACK loss recovery, HyStart, slow start after idle; CUBIC would recover faster on long round trips); "
     "CPU time on either side is not (ground verifies and stores instantly on the virtual clock)",
 )
-BACKLOG_SAMPLE_S = 10.0
+BACKLOG_SAMPLE_S = 1.0
 # `ground serve` runs its publisher every second, and at once when a bundle commits over the
 # link (ground/server.py bundle_committed): new posts are published without waiting the tick.
 PUBLISH_WAKE_S = 0.0
@@ -128,8 +128,10 @@ def run_virtual(
         transfer = "transfer" if transfer_available() else "bundle-post"
     if transfer == "transfer" and not transfer_available():
         raise SimError("--transfer transfer needs protocol/transfer.py and ground/server.py (issue #3)")
-    if transfer not in ("transfer", "bundle-post"):
-        raise SimError(f"--transfer must be auto, transfer or bundle-post, not {transfer!r}")
+    if transfer == "transfer-v1" and not transfer_available():
+        raise SimError("--transfer transfer-v1 needs protocol/transfer.py and ground/server.py (issue #3)")
+    if transfer not in ("transfer", "transfer-v1", "bundle-post"):
+        raise SimError(f"--transfer must be auto, transfer, transfer-v1 or bundle-post, not {transfer!r}")
     with (
         tempfile.TemporaryDirectory(prefix="orbitpost-sim-", dir=_scratch_dir()) as tmp,
         virtual_wall_clock(loop, seed),
@@ -154,10 +156,19 @@ def run_virtual(
                 publish_timer = loop.after(PUBLISH_WAKE_S, publish_tick)
 
         driver: Any
-        if transfer == "transfer":
+        if transfer in ("transfer", "transfer-v1"):
             from .transfer_driver import TransferDriver
 
-            driver = TransferDriver(loop, link, station, ground, tracker, schedule_publish, Path(tmp))
+            driver = TransferDriver(
+                loop,
+                link,
+                station,
+                ground,
+                tracker,
+                schedule_publish,
+                Path(tmp),
+                v1=transfer == "transfer-v1",
+            )
         else:
             driver = BundlePostDriver(loop, link, station, ground, tracker, schedule_publish)
 
@@ -237,6 +248,9 @@ def run_virtual(
         ip_bytes=up.ip_bytes + down.ip_bytes,
         app_resent_bytes=driver.stats()["app_resent_bytes"],
         requests=driver.stats()["requests"],
+        transfer_acked_bytes=driver.stats().get("acked_bytes"),
+        cut_events=link.cut_events,
+        cut_in_network_bytes=link.cut_in_network_bytes,
         cuts_dark=link.cuts_dark,
         cuts_random=link.cuts_random,
         dark_windows=dark,

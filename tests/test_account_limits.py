@@ -31,7 +31,7 @@ LIMITS = AccountLimitsReceipt(
     url_length=23,
     max_alt=1500,
     media_types=("image/jpeg", "image/png"),
-    updated_ms=42,
+    seq=42,
 )
 
 
@@ -39,9 +39,9 @@ LIMITS = AccountLimitsReceipt(
 
 
 def test_limits_entry_round_trips_and_every_byte_flip_is_rejected() -> None:
-    doc = sign_receipts(GROUND, 50, [LIMITS, AccountLimitsReceipt(account="mastodon:b@x.y", updated_ms=1)])
+    doc = sign_receipts(GROUND, 50, [LIMITS, AccountLimitsReceipt(account="mastodon:b@x.y", seq=1)])
     got = verify_receipts(doc, GROUND.public_key)
-    assert got.receipts == (LIMITS, AccountLimitsReceipt(account="mastodon:b@x.y", updated_ms=1))
+    assert got.receipts == (LIMITS, AccountLimitsReceipt(account="mastodon:b@x.y", seq=1))
     for i in range(len(doc)):
         bad = bytearray(doc)
         bad[i] ^= 0x01
@@ -50,14 +50,14 @@ def test_limits_entry_round_trips_and_every_byte_flip_is_rejected() -> None:
 
 
 def _resign(entries: list[object]) -> bytes:
-    body = pack([1, 7, entries])
+    body = pack([2, 7, entries])
     return pack([body, key_id(GROUND.public_key), GROUND.sign(RECEIPTS_DOMAIN + body)])
 
 
 def test_fields_appended_later_are_ignored_and_bad_values_refused() -> None:
     entry = [3, TARGET, 1000, None, None, None, None, None, 9]
     (r,) = verify_receipts(_resign([[*entry, "a later field", 5]]), GROUND.public_key).receipts
-    assert r == AccountLimitsReceipt(account=TARGET, max_text=1000, updated_ms=9)
+    assert r == AccountLimitsReceipt(account=TARGET, max_text=1000, seq=9)
     for bad in (
         [3, TARGET, -1, *entry[3:]],
         [3, TARGET, "1000", *entry[3:]],
@@ -79,7 +79,7 @@ def test_fields_appended_later_are_ignored_and_bad_values_refused() -> None:
         url_length=st.none() | st.integers(0, 100),
         max_alt=st.none() | st.integers(0, 10_000),
         media_types=st.none() | st.lists(st.text(max_size=20), max_size=8).map(tuple),
-        updated_ms=st.integers(0, 2**53),
+        seq=st.integers(0, 2**53),
     )
 )
 def test_any_limits_entry_round_trips(r: AccountLimitsReceipt) -> None:
@@ -109,7 +109,10 @@ def _linked(cli: Cli, tmp_path: Path) -> None:
     """alice onboard, enrolled on ground for TARGET, and the station's link pinning ground's key."""
     cli.onboard("keys", "new", "alice")
     line = cli.onboard("keys", "show", "alice").output.strip()
-    cli.ground("enroll", "alice", "--key", line, "--account", TARGET)
+    # The second account has no learned limits: posts to it get the platform defaults.
+    cli.ground(
+        "enroll", "alice", "--key", line, "--account", TARGET, "--account", "mastodon:alice@other.example"
+    )
     cli.ground("station", "add", "laptop", "--token-out", str(tmp_path / "station.json"))
     cli.onboard(
         "link", "add", "--ground", "http://127.0.0.1:9", "--token-file", str(tmp_path / "station.json")

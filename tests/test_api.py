@@ -159,6 +159,39 @@ async def test_cookie_actions_need_the_csrf_token(client: TestClient) -> None:
     assert r.status == 200, await r.text()
 
 
+async def test_every_state_changing_route_checks_csrf_origin_and_role(client: TestClient) -> None:
+    """Issue 16: the CSRF, Origin and role checks on *every* route that changes state, not one."""
+    changing = [(m, p) for m, p, _ in ROUTES if m not in ("GET", "HEAD") and (m, p) not in PUBLIC]
+    assert len(changing) >= 8  # logout and the seven actions
+    rita = await login(client, READER)
+    for method, path in changing:
+        url = fill(path)
+        for headers in (
+            {},  # no token at all
+            {"X-CSRF-Token": "wrong"},
+            {"X-CSRF-Token": rita["csrf_token"] + "x"},
+            {"X-CSRF-Token": rita["csrf_token"], "Origin": "http://evil.example"},
+            {"X-CSRF-Token": rita["csrf_token"], "Origin": "null"},
+        ):
+            r = await client.request(method, url, headers=headers)
+            assert r.status == 403, (method, path, headers, r.status)
+            assert set(await r.json()) == {"error"}
+        r = await client.request(method, url, headers={"X-CSRF-Token": rita["csrf_token"]})
+        if (method, path) in ACTIONS:
+            assert r.status == 403 and "read-only" in (await r.json())["error"], (method, path)
+        else:  # logout: any operator may end her own session
+            assert r.status == 200, (method, path)
+            rita = await login(client, READER)
+    # An admin's session with the right token and no Origin gets past every check (404/409/200,
+    # never 401/403): the checks refuse the request, not the route.
+    ada = await login(client, ADMIN)
+    for method, path in changing:
+        if path == "/api/logout":
+            continue
+        r = await client.request(method, fill(path), headers={"X-CSRF-Token": ada["csrf_token"]})
+        assert r.status not in (401, 403, 500), (method, path, r.status)
+
+
 async def test_logout_ends_the_session(client: TestClient) -> None:
     me = await login(client, ADMIN)
     assert (await client.get("/api/me")).status == 200
@@ -195,6 +228,11 @@ async def test_login_rejects_bad_bodies_with_json_errors(client: TestClient) -> 
     assert r.status == 413
     r = await client.post("/api/login", json={"name": "nobody", "password": "whatever it is"})
     assert r.status == 401 and (await r.json()) == {"error": "wrong operator name or password"}
+    # Issue 16 item 10: 2,000 nested arrays raised RecursionError, a 500.
+    for deep in (b"[" * 2000 + b"]" * 2000, b'{"a":' * 1300 + b"1" + b"}" * 1300, b"[" * 4000):
+        r = await client.post("/api/login", data=deep, headers={"Content-Type": "application/json"})
+        assert r.status in (400, 413), r.status
+        assert "error" in await r.json()
 
 
 async def test_bad_query_parameters_get_400_naming_the_problem(client: TestClient) -> None:

@@ -47,7 +47,7 @@ def _events(ground_home: Path, kind: str) -> list[str]:
 
 async def test_bad_tokens_get_429_with_retry_after_and_are_audited(cli: Cli, tmp_path: Path) -> None:
     token = json.loads(setup_station(cli, tmp_path).read_text())["token"]
-    frame = encode_request(ReceiptsRequest(seq=1, since_ms=0))
+    frame = encode_request(ReceiptsRequest(seq=1, since=0))
     async with running_ground(cli.ground_home) as url, aiohttp.ClientSession() as s:
 
         async def post(tok: str) -> tuple[int, str | None, dict[str, object] | bytes]:

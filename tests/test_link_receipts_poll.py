@@ -48,11 +48,13 @@ def test_awaiting_counts_unsettled_deliveries_and_retracts_in_flight(cli: Cli) -
         cli.onboard("retract", post_id)
         assert awaiting_receipts(conn) == 0  # the retract is still queued here
         conn.execute("UPDATE items SET status = 'received' WHERE kind = 'retract'")
-        assert awaiting_receipts(conn) == 2  # ground will retract both: their fate is news
+        assert awaiting_receipts(conn) == 1  # the retract's outcome is news (§9)
         conn.execute("UPDATE deliveries SET state = 'retracting' WHERE target LIKE 'archive:%'")
         conn.execute("UPDATE deliveries SET state = 'retract_failed' WHERE target LIKE 'webhook:%'")
-        assert awaiting_receipts(conn) == 1
+        assert awaiting_receipts(conn) == 2  # one delivery still being deleted, and the outcome
         conn.execute("UPDATE deliveries SET state = 'retracted' WHERE target LIKE 'archive:%'")
+        assert awaiting_receipts(conn) == 1  # every delivery settled; the retract's outcome is not back
+        conn.execute("UPDATE items SET status = 'done' WHERE kind = 'retract'")
         assert awaiting_receipts(conn) == 0
     finally:
         conn.close()

@@ -80,7 +80,7 @@ async def test_each_station_receives_only_its_own_receipts(cli: Cli, tmp_path: P
                 token = json.loads(tfile.read_text())["token"]
                 async with s.post(
                     url + "/v1/link",
-                    data=encode_request(ReceiptsRequest(seq=1, since_ms=0)),
+                    data=encode_request(ReceiptsRequest(seq=1, since=0)),
                     headers={"Authorization": f"Bearer {token}"},
                 ) as resp:
                     assert resp.status == 200

@@ -210,25 +210,33 @@ def fail(lim: LoginLimiter, conn: sqlite3.Connection, name: str, addr: str, now:
         lim.failed(conn, name, addr, now)
 
 
-def test_ten_failures_in_fifteen_minutes_refuse_until_the_window_passes(home: GroundHome) -> None:
+def test_an_address_gets_three_free_failures_then_growing_delays_then_a_pause(home: GroundHome) -> None:
     lim, conn = LoginLimiter(), home.conn
     for i in range(9):
         fail(lim, conn, "ada", "198.51.100.7", T0 + i * MIN)
-        assert lim.retry_after_s(conn, "ada", "198.51.100.7", T0 + i * MIN) == 0
+        n = i + 1
+        delay_s = 0 if n < 3 else 2 ** (n - 3)  # 0, 0, 1, 2, 4 ... 64 s after the latest failure
+        assert lim.retry_after_s(conn, "ada", "198.51.100.7", T0 + i * MIN) == delay_s
+        assert lim.retry_after_s(conn, "ada", "198.51.100.7", T0 + i * MIN + delay_s * 1000) == 0
     fail(lim, conn, "ada", "198.51.100.7", T0 + 9 * MIN)
     assert (
         lim.retry_after_s(conn, "ada", "198.51.100.7", T0 + 9 * MIN) == 6 * 60
-    )  # until the first is 15 min old
+    )  # ten: until the first is 15 min old
     assert lim.retry_after_s(conn, "ada", "198.51.100.7", T0 + 15 * MIN - 1) == 0.001
     assert lim.retry_after_s(conn, "ada", "198.51.100.7", T0 + 15 * MIN) == 0
+    # The same address is paused for every name; another address is not.
+    assert lim.retry_after_s(conn, "rita", "198.51.100.7", T0 + 9 * MIN) == 6 * 60
+    assert lim.retry_after_s(conn, "ada", "198.51.100.8", T0 + 9 * MIN) == 0
 
 
-def test_limits_apply_per_name_and_per_address(home: GroundHome) -> None:
+def test_a_name_guessed_from_many_addresses_still_lets_its_owner_in(home: GroundHome) -> None:
     lim, conn = LoginLimiter(), home.conn
     for i in range(10):  # one name guessed from ten addresses
         fail(lim, conn, "ada", f"203.0.113.{i}", T0)
-    assert lim.retry_after_s(conn, "ada", "192.0.2.1", T0 + 1) > 0
-    assert lim.retry_after_s(conn, "rita", "203.0.113.0", T0 + 1) == 0
+    assert lim.name_under_attack_ms(conn, "ada", T0 + 1) > 0
+    assert lim.retry_after_s(conn, "ada", "192.0.2.1", T0 + 1) == 0  # ada at her desk: not locked out
+    assert lim.retry_after_s(conn, "ada", "203.0.113.0", T0 + 1) > 14 * 60  # a guesser: no second try
+    assert lim.retry_after_s(conn, "rita", "203.0.113.0", T0 + 1) == 0  # one failure is no block elsewhere
     for i in range(10):  # ten names sprayed from one address
         fail(lim, conn, f"user{i}", "192.0.2.50", T0)
     assert lim.retry_after_s(conn, "rita", "192.0.2.50", T0 + 1) > 0
@@ -243,9 +251,12 @@ def test_a_success_forgets_only_its_own_address_failures(home: GroundHome) -> No
     with db.transaction(conn):
         lim.succeeded(conn, "ada", "192.0.2.10")
     assert lim.retry_after_s(conn, "ada", "192.0.2.10", T0 + 1) == 0
-    for _ in range(5):  # the attacker's five still count against the name
+    for _ in range(5):  # the attacker's five still count against the name...
         fail(lim, conn, "ada", "203.0.113.67", T0 + 1)
-    assert lim.retry_after_s(conn, "ada", "192.0.2.10", T0 + 2) > 0
+    assert lim.name_under_attack_ms(conn, "ada", T0 + 2) > 0
+    assert lim.retry_after_s(conn, "ada", "203.0.113.66", T0 + 2) > 14 * 60
+    # ...but not against ada's own address, whose failures her success forgave.
+    assert lim.retry_after_s(conn, "ada", "192.0.2.10", T0 + 2) == 0
 
 
 def test_the_table_stays_small(home: GroundHome) -> None:
@@ -374,8 +385,9 @@ async def test_once_the_budget_is_full_a_right_password_gets_429_too(
         other = sqlite3.connect(home.db_path, timeout=30)
         with other:
             for _ in range(3):
+                # The guesser's own parallel guesses (the same address as this request).
                 LoginLimiter(max_failures=3, window_s=60).failed(
-                    other, ADMIN[0], "203.0.113.5", int(time.time() * 1000)
+                    other, ADMIN[0], "127.0.0.1", int(time.time() * 1000)
                 )
         other.close()
         return real_check(password, stored)
@@ -480,13 +492,22 @@ async def test_real_server_ends_idle_sessions_and_keeps_the_limiter_across_a_res
             }
             assert (await busy_http.get(url + "/api/me")).status == 200
 
-            # Ten wrong passwords for ada (the tenth still a plain 401), then 429 even for the right one.
+            # Three wrong passwords for ada are free (plain 401s); the next try at once waits.
             async with aiohttp.ClientSession() as anon:
-                for _ in range(10):
+                for _ in range(3):
                     r = await anon.post(
                         url + "/api/login", json={"name": "ada", "password": "not the password"}
                     )
                     assert r.status == 401
+                r = await anon.post(url + "/api/login", json={"name": "ada", "password": "not the password"})
+                assert r.status == 429 and int(r.headers["Retry-After"]) <= 2
+                # Seven more (as if the guesser had waited out each growing delay): ten in all,
+                # and this address is refused even the right password until the window passes.
+                conn = sqlite3.connect(g / "ground.db")
+                with conn:
+                    for _ in range(7):
+                        LoginLimiter().failed(conn, "ada", "127.0.0.1", int(time.time() * 1000))
+                conn.close()
                 r = await anon.post(url + "/api/login", json={"name": "ada", "password": ADMIN[1]})
                 assert r.status == 429 and int(r.headers["Retry-After"]) > 14 * 60
     finally:
@@ -513,7 +534,7 @@ async def test_real_server_ends_idle_sessions_and_keeps_the_limiter_across_a_res
         for (k,) in conn.execute("SELECT kind FROM events WHERE kind LIKE 'login%' OR kind = 'session-idle'")
     ]
     conn.close()
-    assert kinds.count("login-failed") == 10 and kinds.count("login-limited") == 1
+    assert kinds.count("login-failed") == 3 and kinds.count("login-limited") == 1
     assert kinds.count("session-idle") == 1
 
 

@@ -23,10 +23,10 @@ ID2 = new_ulid(1_790_000_000_001, b"\x02" * 10)
 
 RECEIPTS = (
     PublicationReceipt(
-        item_id=ID1, account="archive:alice", state="published", url="https://x/1", error=None, updated_ms=5
+        item_id=ID1, account="archive:alice", state="published", url="https://x/1", error=None, seq=5
     ),
     PublicationReceipt(
-        item_id=ID2, account="archive:alice", state="failed", url=None, error="text too long", updated_ms=6
+        item_id=ID2, account="archive:alice", state="failed", url=None, error="text too long", seq=6
     ),
     BundleReceipt(
         bundle_sha256=b"\3" * 32,
@@ -35,7 +35,7 @@ RECEIPTS = (
         code="",
         message="",
         item_ids=(ID1,),
-        updated_ms=4,
+        seq=4,
     ),
     BundleReceipt(
         bundle_sha256=b"\4" * 32,
@@ -44,7 +44,7 @@ RECEIPTS = (
         code="bad_signature",
         message="altered",
         item_ids=(),
-        updated_ms=7,
+        seq=7,
     ),
 )
 DOC = sign_receipts(GROUND, 10, RECEIPTS)
@@ -105,7 +105,9 @@ def test_apply_is_idempotent_and_never_moves_backwards(tmp_path: Path) -> None:
     first = apply_document(conn, doc)
     assert first.changed > 0
     rows = conn.execute("SELECT item_id, state, url, detail FROM deliveries ORDER BY item_id").fetchall()
-    assert rows == [(ID1, "published", "https://x/1", None), (ID2, "failed", None, "text too long")]
+    assert rows[0] == (ID1, "published", "https://x/1", None)
+    assert rows[1][:3] == (ID2, "failed", None)
+    assert rows[1][3].startswith("text too long; to resolve: ") and f"onboard cancel {ID2}" in rows[1][3]
     assert apply_document(conn, doc).changed == 0
     older = verify_receipts(
         sign_receipts(
@@ -113,7 +115,7 @@ def test_apply_is_idempotent_and_never_moves_backwards(tmp_path: Path) -> None:
             11,
             [
                 PublicationReceipt(
-                    item_id=ID1, account="archive:alice", state="pending", url=None, error=None, updated_ms=1
+                    item_id=ID1, account="archive:alice", state="pending", url=None, error=None, seq=1
                 )
             ],
         ),

@@ -87,7 +87,7 @@ class Ground:
                         ev.rid, now, state=UploadState.REJECTED, code="media_hash_mismatch", message="hash"
                     )
             elif isinstance(ev, ReceiptsWanted):
-                self.receiver.receipts_ready(ev.rid, b"doc", ev.since_ms + 1, False)
+                self.receiver.receipts_ready(ev.rid, b"doc", ev.since + 1, False)
             elif isinstance(ev, UploadChanged):
                 self.durable.append(ev)
 
@@ -417,7 +417,7 @@ def test_receipts_request_round_trip() -> None:
     pair.sender.request_receipts(5)
     pair.run()
     (ev,) = [e for e in pair.events if isinstance(e, ReceiptsReceived)]
-    assert ev.document == b"doc" and ev.next_since_ms == 6
+    assert ev.document == b"doc" and ev.next_since == 6
 
 
 def test_expired_partial_upload_is_forgotten() -> None:

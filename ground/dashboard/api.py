@@ -87,7 +87,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     try:
         raw = await request.content.read(MAX_BODY_BYTES + 1)
         body = json.loads(raw) if len(raw) <= MAX_BODY_BYTES else None
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]] (issue 16)
         return json_error(400, "login body is not valid JSON")
     if body is None:
         return json_error(413, f"login body larger than {MAX_BODY_BYTES} bytes")
@@ -114,13 +114,17 @@ async def login(request: web.Request) -> web.StreamResponse:
             audit(conn, ts, "login", "login-failed", f"operator {name!r} from {ip}: wrong name or password")
             locked_s = limiter.retry_after_s(conn, name, ip, ts)
             if locked_s > 0 and full_s <= 0:  # this failure started the pause
+                n = conn.execute(
+                    "SELECT COUNT(*) FROM login_failures WHERE addr = ? AND ts_ms > ?",
+                    (ip, ts - limiter.window_ms),
+                ).fetchone()[0]
                 audit(
                     conn,
                     ts,
                     "login",
                     "login-limited",
                     f"logins for {name!r} / {ip} paused for {int(locked_s) + 1} s "
-                    f"({limiter.max_failures} failures within {int(limiter.window_s)} s)",
+                    f"({n} failures within {int(limiter.window_s)} s)",
                 )
         return _too_many(locked_s) if full_s > 0 else json_error(401, "wrong operator name or password")
     with transaction(conn):
@@ -130,8 +134,11 @@ async def login(request: web.Request) -> web.StreamResponse:
     if wait > 0:
         return _too_many(wait)
     token, session = operators.open_session(conn, op, ts)
+    guessed = limiter.name_under_attack_ms(conn, name, ts) > 0
     with transaction(conn):
-        audit(conn, ts, f"operator:{op.name}", "login", f"from {ip}")
+        # Logged in from a clean address while others guess this name: say so (issue 16 item 12).
+        note = " while this name is being guessed from other addresses" if guessed else ""
+        audit(conn, ts, f"operator:{op.name}", "login", f"from {ip}{note}")
     resp = _json(_me(session))
     resp.set_cookie(
         COOKIE,

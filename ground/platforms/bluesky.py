@@ -8,12 +8,21 @@
    the post id (``atproto.tid_for_post``) with ``swapRecord: null`` — "create only if absent" —
    so a retry can never produce a second record; if one is already there we return it.
 4. Retract: ``com.atproto.repo.deleteRecord``. Lookup: ``com.atproto.repo.getRecord``.
+
+A post's lasting name is its ``at://`` URI (the remote id, kept and shown everywhere). Its web
+address depends on which app shows the PDS's posts: a per-service setting
+(``ground account bluesky-web SERVICE_URL WEB_URL``, kept in ``<home>/bluesky-web-apps.json``);
+only https://bsky.social maps to https://bsky.app by default. A service with no web app gets
+the at:// URI as its URL: a bsky.app link to a post on another PDS would not work.
 """
 
 from __future__ import annotations
 
 import io
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +35,51 @@ from .base import Published, PublishRequest
 from .http import Response, error_text, raise_for_status, request
 
 _EXPIRED = {"ExpiredToken", "InvalidToken"}
+# The web app that shows each service's posts; anything else has none unless configured.
+DEFAULT_WEB_APPS = {"https://bsky.social": "https://bsky.app"}
+WEB_APPS_FILE = "bluesky-web-apps.json"
+
+
+def _web_apps_path(home_root: Path) -> Path:
+    return home_root / WEB_APPS_FILE
+
+
+def web_apps(home_root: Path) -> dict[str, str]:
+    """Service URL → web app URL: the defaults, then what ``set_web_app`` stored."""
+    out = dict(DEFAULT_WEB_APPS)
+    try:
+        saved = json.loads(_web_apps_path(home_root).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return out
+    if isinstance(saved, dict):
+        for k, v in saved.items():
+            if isinstance(k, str):
+                if v is None:
+                    out.pop(k.rstrip("/"), None)
+                elif isinstance(v, str):
+                    out[k.rstrip("/")] = v.rstrip("/")
+    return out
+
+
+def set_web_app(home_root: Path, service_url: str, web_url: str | None) -> None:
+    """Remember (or with None, forget: at:// URIs only) the web app for ``service_url``."""
+    from durable.files import write_atomic
+
+    path = _web_apps_path(home_root)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        saved = {}
+    if not isinstance(saved, dict):
+        saved = {}
+    saved[service_url.rstrip("/")] = None if web_url is None else web_url.rstrip("/")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(saved, indent=1, sort_keys=True).encode())
+
+
+def post_url(web_app: str | None, handle: str, rkey: str, uri: str) -> str:
+    """The post's web address on ``web_app``, or its at:// URI when the service has none."""
+    return f"{web_app}/profile/{handle}/post/{rkey}" if web_app else uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +94,11 @@ class _Session:
 class BlueskyPlatform:
     name = "bluesky"
 
-    def __init__(self, credentials: CredentialStore) -> None:
+    def __init__(self, credentials: CredentialStore, web_apps: Mapping[str, str] | None = None) -> None:
         self.credentials = credentials
         self._sessions: dict[str, _Session] = {}
+        # None: read the home's setting each time (an operator may change it while serving).
+        self._web_apps = web_apps
 
     def _cred(self, account: str) -> Credential:
         try:
@@ -171,8 +227,9 @@ class BlueskyPlatform:
             # Unknown handle: the mention stays plain text (the text itself is never changed).
         return dids
 
-    def _url(self, sess: _Session, rkey: str) -> str:
-        return f"https://bsky.app/profile/{sess.handle}/post/{rkey}"
+    def _url(self, sess: _Session, rkey: str, uri: str) -> str:
+        apps = self._web_apps if self._web_apps is not None else web_apps(self.credentials.root.parent)
+        return post_url(apps.get(sess.service_url.rstrip("/")), sess.handle, rkey, uri)
 
     async def publish(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published:
         cred = self._cred(req.account)
@@ -220,7 +277,7 @@ class BlueskyPlatform:
                 return existing
         raise_for_status(resp, "put post record")
         uri = str((data or {}).get("uri", f"at://{sess.did}/{atproto.POST_COLLECTION}/{rkey}"))
-        return Published(url=self._url(sess, rkey), remote_id=uri)
+        return Published(url=self._url(sess, rkey, uri), remote_id=uri)
 
     async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:
         cred = self._cred(req.account)
@@ -243,7 +300,7 @@ class BlueskyPlatform:
                 f"record {rkey} exists on {cred.service_url} with different text; not overwriting it",
                 retryable=False,
             )
-        return Published(url=self._url(sess, rkey), remote_id=str(data["uri"]))
+        return Published(url=self._url(sess, rkey, str(data["uri"])), remote_id=str(data["uri"]))
 
     async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:
         cred = self._cred(account)

@@ -1,0 +1,158 @@
+"""The change log: one gap-free, ordered sequence number per change a receipt reports (§9).
+
+Every row a receipt describes (a publication, a bundle, a rejected bundle, an account's
+limits, an astronaut's enrolled accounts, a cancel/retract outcome) has one row in
+``changes``, stamped by SQLite triggers *inside the transaction that made the change*. The
+stamp is an AUTOINCREMENT key, and SQLite lets one writer at a time hold the database, so
+stamps are committed in the order they are handed out: a reader that has seen stamp N has
+seen every change stamped at or below N. "Everything after N" is therefore exact, whatever
+the wall clock does (steps back, equal milliseconds) and whoever writes (the publisher,
+`ground ingest`, the dashboard, `ground retry`), which a time cursor could not promise.
+
+A row that changes again is stamped again (its old stamp is deleted), so the log holds one
+row per thing described, not one per change, and a reader always gets the current state.
+
+Stations see only their own posts: those in bundles they uploaded over the link, or in
+bundles they *claim* by sha256 (a file hand-off: only a holder of the bundle's bytes knows
+its hash). A first claim re-stamps that bundle's rows so a station whose cursor is already
+past them still gets them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+
+from durable.sqlitedb import transaction
+
+# (kind, table, key columns as SQL over NEW/OLD, trigger events). One place for all of them.
+_STAMPED = (
+    ("pub", "publications", ("item_id", "account"), "INSERT", None),
+    (
+        "pub",
+        "publications",
+        ("item_id", "account"),
+        "UPDATE OF state, url, last_error, remote_id",
+        "OLD.state IS NOT NEW.state OR OLD.url IS NOT NEW.url OR OLD.last_error IS NOT NEW.last_error "
+        "OR OLD.remote_id IS NOT NEW.remote_id",
+    ),
+    ("bundle", "bundles", ("bundle_id",), "INSERT", None),
+    ("rejection", "rejections", ("id",), "INSERT", None),
+    ("limits", "account_limits", ("account",), "INSERT", None),
+    ("limits", "account_limits", ("account",), "UPDATE", None),
+    ("enrolled", "accounts", ("astronaut",), "INSERT", None),
+    ("enrolled", "accounts", ("astronaut",), "UPDATE OF account, astronaut", None),
+    ("enrolled", "accounts", ("astronaut",), "DELETE", None),
+    ("command", "commands", ("item_id",), "INSERT", None),
+    ("command", "commands", ("item_id",), "UPDATE", None),
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS changes (
+    seq   INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused, only grows (docs/PROTOCOL.md §9)
+    kind  TEXT NOT NULL,                       -- pub | bundle | rejection | limits | enrolled | command
+    k1    TEXT NOT NULL,
+    k2    TEXT NOT NULL DEFAULT '',
+    UNIQUE (kind, k1, k2)
+);
+-- Bundles a station claimed by sha256 (file hand-off): it may read their receipts.
+CREATE TABLE IF NOT EXISTS station_claims (
+    station     TEXT NOT NULL,
+    sha256      TEXT NOT NULL,
+    claimed_ms  INTEGER NOT NULL,
+    PRIMARY KEY (station, sha256)
+);
+-- Cancel/retract outcomes (ground/publish.py); created here too because its triggers need it.
+CREATE TABLE IF NOT EXISTS commands (
+    item_id     TEXT PRIMARY KEY REFERENCES items(id),
+    state       TEXT NOT NULL,      -- 'done' or 'refused'
+    detail      TEXT NOT NULL,
+    applied_ms  INTEGER NOT NULL
+);
+"""
+
+# A claim list longer than this is cut: a station has at most a few hand-off files awaiting.
+MAX_CLAIMS = 256
+
+
+def _trigger(n: int, kind: str, table: str, keys: tuple[str, ...], event: str, when: str | None) -> str:
+    row = "OLD" if event == "DELETE" else "NEW"
+    k = [f"CAST({row}.{c} AS TEXT)" for c in keys] + ["''"] * (2 - len(keys))
+    return (
+        f"CREATE TRIGGER IF NOT EXISTS changes_{table}_{n} AFTER {event} ON {table} "
+        + (f"WHEN {when} " if when else "")
+        + f"BEGIN DELETE FROM changes WHERE kind = '{kind}' AND k1 = {k[0]} AND k2 = {k[1]}; "
+        f"INSERT INTO changes (kind, k1, k2) VALUES ('{kind}', {k[0]}, {k[1]}); END;"
+    )
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    """Create the log and its triggers; a database from before them gets every row stamped once."""
+    fresh = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'changes'").fetchone() is None
+    conn.executescript(SCHEMA)
+    for n, (kind, table, keys, event, when) in enumerate(_STAMPED):
+        conn.execute(_trigger(n, kind, table, keys, event, when))
+    if fresh:
+        _backfill(conn)
+
+
+def _backfill(conn: sqlite3.Connection) -> None:
+    """Stamp what an earlier release recorded, oldest first (its order by time is the best known)."""
+    with transaction(conn):
+        conn.execute(
+            "INSERT OR IGNORE INTO changes (kind, k1, k2) SELECT kind, k1, k2 FROM ("
+            "SELECT 'bundle' AS kind, bundle_id AS k1, '' AS k2, received_ms AS t FROM bundles "
+            "UNION ALL SELECT 'rejection', CAST(id AS TEXT), '', received_ms FROM rejections "
+            "UNION ALL SELECT 'pub', item_id, account, updated_ms FROM publications "
+            "UNION ALL SELECT 'limits', account, '', updated_ms FROM account_limits "
+            "UNION ALL SELECT 'command', item_id, '', applied_ms FROM commands "
+            "UNION ALL SELECT DISTINCT 'enrolled', astronaut, '', 0 FROM accounts) ORDER BY t"
+        )
+
+
+def restamp(conn: sqlite3.Connection, rows: Iterable[tuple[str, str, str]]) -> None:
+    """Give these (kind, k1, k2) fresh stamps (call inside a write transaction)."""
+    for kind, k1, k2 in rows:
+        conn.execute("DELETE FROM changes WHERE kind = ? AND k1 = ? AND k2 = ?", (kind, k1, k2))
+        conn.execute("INSERT INTO changes (kind, k1, k2) VALUES (?, ?, ?)", (kind, k1, k2))
+
+
+def claim(conn: sqlite3.Connection, station: str, shas: Iterable[bytes], now_ms: int) -> int:
+    """Let ``station`` read the receipts of the bundles (accepted or rejected) with these hashes.
+
+    Only bundles ground has count; a first claim re-stamps their rows so a cursor already
+    past them picks them up. Returns how many bundles were newly claimed.
+    """
+    wanted = [s.hex() for s in list(shas)[:MAX_CLAIMS] if len(s) == 32]
+    if not wanted:
+        return 0
+    new = 0
+    with transaction(conn):
+        for sha in wanted:
+            bundle = conn.execute("SELECT bundle_id FROM bundles WHERE sha256 = ?", (sha,)).fetchone()
+            rejected = conn.execute("SELECT id FROM rejections WHERE sha256 = ?", (sha,)).fetchall()
+            if bundle is None and not rejected:
+                continue  # not here (yet): claim again later
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO station_claims (station, sha256, claimed_ms) VALUES (?, ?, ?)",
+                (station, sha, now_ms),
+            )
+            if not cur.rowcount:
+                continue
+            new += 1
+            rows: list[tuple[str, str, str]] = [("rejection", str(r), "") for (r,) in rejected]
+            if bundle is not None:
+                rows.append(("bundle", bundle[0], ""))
+                for item_id, account in conn.execute(
+                    "SELECT p.item_id, p.account FROM publications p JOIN items i ON i.id = p.item_id "
+                    "WHERE i.bundle_id = ?",
+                    (bundle[0],),
+                ):
+                    rows.append(("pub", item_id, account))
+                for (cmd,) in conn.execute(
+                    "SELECT c.item_id FROM commands c JOIN items i ON i.id = c.item_id WHERE i.bundle_id = ?",
+                    (bundle[0],),
+                ):
+                    rows.append(("command", cmd, ""))
+            restamp(conn, rows)
+    return new
