@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
 """simulate.py: the whole orbitpost system over an emulated space link, for capacity planning.
 
-    python simulate.py --profile iss-ku --astronauts 4 --hours 24 --seed 7 --report out/   # virtual time
-    python simulate.py --profile iss-ku --realtime --minutes 5 --report out/              # real processes
+    python simulate.py --profile iss-ku --astronauts 4 --hours 24 --seed 7 --report out/virtual   # virtual time
+    python simulate.py --profile iss-ku --realtime --minutes 5 --report out/realtime             # real processes
 
 Virtual time drives the project's real code (onboard queue and bundler, ground verifier,
 ingest and publisher) over a simulated link with a virtual clock: deterministic for a seed.
 Real time runs the real `ground serve` and `onboard sync` processes through linkemu's proxy.
 Profiles: profiles/*.toml; workloads: workloads/*.toml; the report: REPORT/report.json,
-REPORT/report.png and a summary printed at the end. See README.md, "Simulation".
+REPORT/report.png and a summary printed at the end. See docs/simulation.md.
 """
 
 from __future__ import annotations

@@ -15,11 +15,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so a crash leaves the old file or the new one, never half."""
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so a crash leaves the old file or the new one, never half.
+
+    The file gets exactly ``mode`` whatever the umask; the default is private (0600): what
+    both sides write (bundles, posts, photos, receipts) may be embargoed or personal.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        os.fchmod(fd, mode)  # a umask of 0 must not widen it, nor a stale .tmp keep its old mode
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
@@ -48,8 +53,10 @@ class BlobStore:
         sha = hashlib.sha256(data).digest()
         p = self.path(sha)
         if not p.exists():
-            p.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(p, data, 0o444)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            p.parent.mkdir(mode=0o700, exist_ok=True)
+            # Read-only (content-addressed, never rewritten) and private like everything here.
+            write_atomic(p, data, 0o400)
         return sha
 
     def get(self, sha256: bytes) -> bytes:

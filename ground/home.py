@@ -31,7 +31,7 @@ class GroundHome:
     @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._conn = db.connect(self.db_path)
         return self._conn
 

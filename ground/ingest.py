@@ -64,11 +64,30 @@ def decoders() -> dict[int, Decoder]:
     return found
 
 
-def check_bundle(home: GroundHome, data: bytes, limits: Limits = DEFAULT_LIMITS) -> VerifiedBundle:
-    """Verify signatures, hashes and ground policy without changing anything."""
+def check_bundle(
+    home: GroundHome, data: bytes, limits: Limits = DEFAULT_LIMITS, *, store_blobs: bool = False
+) -> VerifiedBundle:
+    """Verify signatures, hashes and ground policy without changing anything.
+
+    ``store_blobs``: put each blob into the blob store as soon as it is verified instead of
+    returning it (``ingest_bytes``), so memory holds one decoded photo at a time. A bundle
+    refused later leaves those blobs stored but unreferenced (content-addressed, harmless).
+    """
     conn = home.conn
+    store = home.blobs
+
+    def put(_sha: bytes, raw: bytes) -> None:
+        store.put(raw)  # fsynced; its name is the sha256 verify_bundle just checked
+
     try:
-        vb = verify_bundle(data, keyring(conn), limits=limits, decoders=decoders(), have_blob=home.blobs.has)
+        vb = verify_bundle(
+            data,
+            keyring(conn),
+            limits=limits,
+            decoders=decoders(),
+            have_blob=store.has,
+            store_blob=put if store_blobs else None,
+        )
     except RemoteProtocolError as exc:
         raise BundleRejected(exc.code, str(exc)) from exc
     _check_policy(conn, vb)
@@ -125,7 +144,7 @@ def ingest_bytes(
 ) -> IngestResult:
     """Verify and durably accept one bundle; raises BundleRejected (and records it) on failure."""
     try:
-        vb = check_bundle(home, data, limits)
+        vb = check_bundle(home, data, limits, store_blobs=True)
     except BundleRejected as exc:
         record_rejection(home, data, source, exc, now_ms)
         raise

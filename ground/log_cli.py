@@ -18,7 +18,8 @@ from .home import GroundHome
 from .receipts import ground_key
 
 log_app = typer.Typer(
-    help="The public transparency log: every key, post and outcome, with signed checkpoints.",
+    help="The public transparency log: every key, post and outcome, with signed checkpoints.\n\n"
+    "Example:\n\n\b\n    ground --home G log checkpoint",
     no_args_is_help=True,
 )
 

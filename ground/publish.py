@@ -628,6 +628,24 @@ async def _sleep(stop: asyncio.Event, wake: asyncio.Event | None, interval_s: fl
         wake.clear()
 
 
+def log_outcomes(outcomes: list[PublishOutcome]) -> None:
+    """One log line per publication that moved (ground/logs.py: event ``publication``)."""
+    from . import logs
+
+    for o in outcomes:
+        detail = o.url if o.state == "published" else o.error
+        logs.event(
+            "publication",
+            f"{o.state} {o.item_id} → {o.account}" + (f": {detail}" if detail else ""),
+            level=logging.INFO if o.state in ("published", "retracted") else logging.WARNING,
+            post_id=o.item_id,
+            account=o.account,
+            state=o.state,
+            url=o.url,
+            error=o.error,
+        )
+
+
 async def run_forever(
     home: GroundHome,
     stop: asyncio.Event,
@@ -649,7 +667,7 @@ async def run_forever(
         platforms = platforms if platforms is not None else default_platforms(home)
         while not stop.is_set():
             try:
-                await publish_due(home, int(time.time() * 1000), platforms, session)
+                log_outcomes(await publish_due(home, int(time.time() * 1000), platforms, session))
             except Exception:  # a publisher that dies quietly is worse than one that logs and goes on
                 log.exception("publishing pass failed; trying again in %.1f s", interval_s)
             await _sleep(stop, wake, interval_s)

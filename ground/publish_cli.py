@@ -15,18 +15,23 @@ import aiohttp
 import typer
 from rich.console import Console
 
+from termtext import dump_json, row, visible, write_lines
+
 from .credentials import Credential, CredentialStore, expiry_text, store_for
 from .db import audit, transaction
 from .errors import GroundError
 from .home import GroundHome
 from .publish import PublishOutcome, publish_due, remaining, retry
 
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+console = Console(highlight=False, markup=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
 
 account_app = typer.Typer(
-    help="Platform credentials per account (kept on ground only, files of mode 0600).", no_args_is_help=True
+    help="Platform credentials per account (kept on ground only, files of mode 0600).\n\n"
+    "Example:\n\n\b\n    ground account add bluesky:alice.bsky.social --app-password-file pw",
+    no_args_is_help=True,
 )
+TARGET_HELP = "platform:account, e.g. bluesky:alice.bsky.social"
 
 
 def _home() -> GroundHome:
@@ -45,29 +50,45 @@ def _store() -> CredentialStore:
 
 @account_app.command("add")
 def account_add(
-    target: Annotated[str, typer.Argument(help="platform:account, e.g. bluesky:alice.test")],
+    target: Annotated[str, typer.Argument(metavar="PLATFORM:ACCOUNT", help=TARGET_HELP)],
     secret_file: Annotated[
         Path,
         typer.Option(
             "--app-password-file",
             "--token-file",
             "--secret-file",
+            metavar="FILE",
             help="File holding the app password (Bluesky), access token (Mastodon), HMAC key (webhook), "
-            "or for X/LinkedIn a JSON OAuth 2.0 grant with client_id (docs/platforms.md).",
+            "or for X/LinkedIn a JSON OAuth 2.0 grant with client_id (docs/platforms.md); "
+            "the three names are the same option.",
         ),
     ],
     service_url: Annotated[
         str | None,
         typer.Option(
             "--service-url",
+            metavar="URL",
             help="PDS, instance or webhook URL (default: bsky.social / the account's instance).",
         ),
     ] = None,
     identifier: Annotated[
-        str | None, typer.Option("--identifier", help="Login name if it differs from the account (Bluesky).")
+        str | None,
+        typer.Option(
+            "--identifier", metavar="LOGIN", help="Login name if it differs from the account (Bluesky)."
+        ),
     ] = None,
 ) -> None:
-    """Store the credentials ground uses to publish as TARGET."""
+    """Store the credentials ground uses to publish as TARGET.
+
+    The secret is read from a file (never the command line, which other users can see) and
+    never printed.
+
+    Example:
+
+    \b
+        ground --home G account add bluesky:alice.bsky.social --app-password-file pw
+        ground --home G account add webhook:intranet --secret-file key --service-url https://intranet.example/hook
+    """
     try:
         secret = secret_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -78,7 +99,9 @@ def account_add(
     conn = _home().conn
     with transaction(conn):
         audit(conn, _now_ms(), "cli", "account_add", f"{cred.target} at {cred.service_url}")
-    console.print(f"stored credentials for {cred.target} ({cred.service_url}); the secret is not shown")
+    console.print(
+        f"stored credentials for {visible(cred.target)} ({visible(cred.service_url)}); the secret is not shown"
+    )
 
 
 @account_app.command("bluesky-web")
@@ -88,7 +111,13 @@ def account_bluesky_web(
         str | None, typer.Argument(help="Web app showing its posts, e.g. https://bsky.app; omit for none.")
     ] = None,
 ) -> None:
-    """Set which web app links to posts on a Bluesky service (without one: the at:// URI)."""
+    """Set which web app links to posts on a Bluesky service (without one: the at:// URI).
+
+    Example:
+
+    \b
+        ground --home G account bluesky-web https://pds.example.org https://bsky.app
+    """
     from .platforms.bluesky import set_web_app
 
     for u in (service_url, web_url):
@@ -155,29 +184,69 @@ def account_rows(store: CredentialStore, now_ms: int) -> list[tuple[str, str, st
 
 
 @account_app.command("list")
-def account_list() -> None:
-    """List accounts with stored credentials (never the secrets) and when their tokens expire."""
+def account_list(
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Print one JSON document instead of text (docs/cli-json.md).")
+    ] = False,
+) -> None:
+    """List accounts with stored credentials (never the secrets) and when their tokens expire.
+
+    Example:
+
+    \b
+        ground --home G account list --json
+    """
     rows = account_rows(_store(), _now_ms())
+    if json_out:
+        dump_json(
+            "orbitpost.ground.accounts",
+            1,
+            {
+                "accounts": [
+                    {"account": target, "service_url": url, "login": login, "token_expiry": expiry or None}
+                    for target, url, login, expiry in rows
+                ]
+            },
+        )
+        return
     if not rows:
         console.print("no accounts yet: ground account add PLATFORM:ACCOUNT --app-password-file FILE")
-    for target, url, login, expiry in rows:
-        print(f"{target}\t{url}\tlogin {login}\tsecret: stored (0600)" + (f"\t{expiry}" if expiry else ""))
+    write_lines(
+        row(target, url, f"login {login}", "secret: stored (0600)", *([expiry] if expiry else []))
+        for target, url, login, expiry in rows
+    )
 
 
 @account_app.command("remove")
-def account_remove(target: str) -> None:
-    """Delete TARGET's stored credentials."""
+def account_remove(
+    target: Annotated[str, typer.Argument(metavar="PLATFORM:ACCOUNT", help=TARGET_HELP)],
+) -> None:
+    """Delete TARGET's stored credentials.
+
+    Example:
+
+    \b
+        ground --home G account remove mastodon:alice@example.social
+    """
     if not _store().remove(target):
         raise GroundError(f"no credentials stored for {target} (see `ground account list`)")
     conn = _home().conn
     with transaction(conn):
         audit(conn, _now_ms(), "cli", "account_remove", target)
-    console.print(f"removed credentials for {target}")
+    console.print(f"removed credentials for {visible(target)}")
 
 
 @account_app.command("check")
-def account_check(target: str) -> None:
-    """Log in to TARGET's platform with the stored credentials and say whether it worked."""
+def account_check(
+    target: Annotated[str, typer.Argument(metavar="PLATFORM:ACCOUNT", help=TARGET_HELP)],
+) -> None:
+    """Log in to TARGET's platform with the stored credentials and say whether it worked.
+
+    Example:
+
+    \b
+        ground --home G account check bluesky:alice.bsky.social
+    """
     from protocol.model import parse_target
 
     from .errors import PublishError
@@ -186,7 +255,9 @@ def account_check(target: str) -> None:
     platform = default_platforms(_home()).get(parse_target(target)[0])
     check = getattr(platform, "check", None)
     if check is None:
-        console.print(f"{target}: nothing to check for this platform (credentials are used as stored)")
+        console.print(
+            f"{visible(target)}: nothing to check for this platform (credentials are used as stored)"
+        )
         return
 
     async def run() -> str:
@@ -202,36 +273,46 @@ def account_check(target: str) -> None:
             return said
 
     try:
-        console.print(f"{target}: {asyncio.run(run())}")
+        console.print(f"{visible(target)}: {visible(asyncio.run(run()))}")
     except PublishError as exc:
         raise GroundError(f"{target}: {exc}") from exc
 
 
 def retry_cmd(
-    post_id: Annotated[str, typer.Argument(help="The post id (see `ground posts`).")],
+    post_id: Annotated[str, typer.Argument(metavar="POST_ID", help="The post id (see `ground posts`).")],
     account: Annotated[
-        str | None, typer.Option("--account", help="Only this platform:account (default: every failed one).")
+        str | None,
+        typer.Option(
+            "--account",
+            metavar="PLATFORM:ACCOUNT",
+            help="Only this account (default: every failed one).",
+        ),
     ] = None,
 ) -> None:
-    """Queue a failed publication again (per account); published ones are never touched."""
+    """Queue a failed publication again (per account); published ones are never touched.
+
+    Example:
+
+    \b
+        ground --home G retry 01JD3Q8Z6Y4W9E2R5T7U1I0O9P --account bluesky:alice.bsky.social
+    """
     done = retry(_home().conn, post_id, _now_ms(), account)
-    console.print(f"queued again: {post_id.upper()} → {', '.join(done)}")
+    console.print(f"queued again: {visible(post_id.upper())} → {visible(', '.join(done))}")
 
 
 def print_outcomes(outcomes: list[PublishOutcome]) -> None:
     """One line per publication that moved: successes on stdout, the rest on stderr."""
     for o in outcomes:
+        acct = visible(o.account)
         if o.state == "published":
-            console.print(f"published {o.item_id} → {o.account}: {o.url}")
+            console.print(f"published {o.item_id} → {acct}: {visible(o.url)}")
         elif o.state == "retracted":
-            console.print(f"retracted {o.item_id} → {o.account}")
+            console.print(f"retracted {o.item_id} → {acct}")
         elif o.state == "failed":
-            err_console.print(f"FAILED {o.item_id} → {o.account}: {o.error}", markup=False)
+            err_console.print(f"FAILED {o.item_id} → {acct}: {visible(o.error)}")
         else:
             when = time.strftime("%H:%M:%SZ", time.gmtime((o.next_attempt_ms or 0) / 1000))
-            err_console.print(
-                f"{o.state} {o.item_id} → {o.account}: {o.error}; next try at {when}", markup=False
-            )
+            err_console.print(f"{o.state} {o.item_id} → {acct}: {visible(o.error)}; next try at {when}")
 
 
 def publish_cmd(
@@ -239,16 +320,36 @@ def publish_cmd(
         bool, typer.Option("--loop", help="Keep going until nothing due is left (retries included).")
     ] = False,
     interval_s: Annotated[
-        float, typer.Option("--interval", help="Seconds between passes with --loop.")
+        float, typer.Option("--interval", metavar="SECONDS", help="Seconds between passes with --loop.")
     ] = 1.0,
 ) -> None:
-    """Publish everything that is due now (what `ground serve` does continuously)."""
+    """Publish everything that is due now (what `ground serve` does continuously).
+
+    Prints one line per publication that moved, then what is left; "nothing due" when there
+    was nothing to do.
+
+    Example:
+
+    \b
+        ground --home G publish --loop
+    """
     home = _home()
+    moved = 0
     while True:
-        print_outcomes(asyncio.run(publish_due(home, _now_ms())))
-        if not loop or remaining(home, _now_ms()) == 0:
-            return
+        outcomes = asyncio.run(publish_due(home, _now_ms()))
+        print_outcomes(outcomes)
+        moved += len(outcomes)
+        left = remaining(home, _now_ms())
+        if not loop or left == 0:
+            break
         time.sleep(interval_s)
+    if moved == 0:
+        console.print("nothing due" + (f"; {left} publication(s) waiting for a later time" if left else ""))
+    else:
+        console.print(
+            f"{moved} publication(s) attempted; "
+            + (f"{left} still to do (retries or scheduled)" if left else "nothing left to do")
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import signal
+import sqlite3
 import ssl
 import time
 from typing import Any
@@ -34,6 +36,7 @@ from protocol.transfer import (
     TransferReceiver,
     UploadChanged,
     UploadExpired,
+    UploadRecord,
     WriteChunk,
 )
 from protocol.transfer_wire import (
@@ -41,6 +44,7 @@ from protocol.transfer_wire import (
     MAX_FRAME_BYTES,
     ErrorFrame,
     LinkErrorCode,
+    TransferKey,
     TransferKind,
     UploadState,
     decode_response,
@@ -48,7 +52,7 @@ from protocol.transfer_wire import (
     salvage_chunk,
 )
 
-from . import public, publish
+from . import logs, public, publish
 from .body_limits import BodyGate
 from .db import audit, transaction
 from .edge import Edge, EdgeLimits, EdgeSite, refusal_middleware
@@ -61,10 +65,33 @@ from .uploads import UploadStore
 FRAME_TYPE = "application/x-orbitpost-frame"
 # How often abandoned partial uploads are looked for.
 EXPIRY_CHECK_S = 60.0
+# How often a commit that failed for a local reason (disk full, database locked) is tried
+# again without waiting for the station's next request.
+COMMIT_RETRY_S = 5.0
+
+# Ground's own storage failing: the disk (OSError) or the database (full, locked, I/O error:
+# sqlite3.Error, which is not an OSError). The station's bytes are not at fault: 503 storage,
+# retryable (docs/PROTOCOL.md §8.5).
+STORAGE_ERRORS = (OSError, sqlite3.Error)
+
+log = logging.getLogger(__name__)
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def storage_error(exc: BaseException) -> web.Response:
+    """503 storage: ground could not read or write its own disk or database; retry later."""
+    return json_error(
+        503, LinkErrorCode.STORAGE, f"ground storage trouble, retry later: {_describe(exc)}", True
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def json_error(
@@ -101,6 +128,8 @@ class LinkService:
         # link is far slower than the disk, so serialising costs nothing and keeps the
         # receiver's events unambiguous.
         self.lock = asyncio.Lock()
+        # Upload records a storage failure kept from the database; written before the next request.
+        self._dirty: dict[tuple[str, TransferKey], UploadRecord] = {}
 
     def _quota(self, station: str) -> int | None:
         row = self.home.conn.execute("SELECT quota_bytes FROM stations WHERE name = ?", (station,)).fetchone()
@@ -109,7 +138,10 @@ class LinkService:
     async def handle(self, request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")
         token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        station = authenticate(self.home.conn, token)
+        try:
+            station = authenticate(self.home.conn, token)
+        except STORAGE_ERRORS as exc:
+            return storage_error(exc)
         if station is None:
             return self._refuse(request)
         if request.content_length is not None and request.content_length > MAX_FRAME_BYTES:
@@ -171,7 +203,11 @@ class LinkService:
             self.receiver.response_for(rid)  # its answer has nobody to go to
 
     async def _drain(self, now: float) -> None:
+        """Carry out the receiver's events. Never raises for storage trouble: a request whose
+        write, commit or receipts failed that way gets ``503 storage`` (retryable), and the
+        receiver stays consistent (a failed commit is retried; see ``_commit``)."""
         r = self.receiver
+        self._persist_dirty()
         while True:
             written: dict[int, str | None] = {}
             while (ev := r.next_event()) is not None:
@@ -184,27 +220,25 @@ class LinkService:
                     except OSError as exc:
                         written[ev.rid] = exc.strerror or str(exc)
                 elif isinstance(ev, UploadChanged):
-                    self.store.persist(ev.record)
+                    self._persist(ev.record)
                 elif isinstance(ev, CommitUpload):
-                    try:
-                        state, code, msg = self.store.commit(
-                            ev.station, ev.key, ev.size_bytes, int(now * 1000)
-                        )
-                    except OSError as exc:
-                        # Disk trouble is ours, not the station's: stay RECEIVING, retry later.
-                        r.commit_done(ev.rid, now, state=UploadState.RECEIVING, message=str(exc), retry=True)
-                    else:
-                        r.commit_done(ev.rid, now, state=state, code=code, message=msg)
-                        if state is UploadState.COMMITTED and ev.key.kind is TransferKind.BUNDLE:
-                            self.bundle_committed.set()
+                    await self._commit(ev, now)
                 elif isinstance(ev, ReceiptsWanted):
-                    # A station hears only of what it uploaded itself (docs §9).
-                    doc, nxt, more = build_document(
-                        self.home, ev.since, _now_ms(), ev.limit, station=ev.station, claims=ev.claims
-                    )
-                    r.receipts_ready(ev.rid, doc, nxt, more)
+                    try:
+                        # A station hears only of what it uploaded itself (docs §9).
+                        doc, nxt, more = build_document(
+                            self.home, ev.since, _now_ms(), ev.limit, station=ev.station, claims=ev.claims
+                        )
+                    except STORAGE_ERRORS as exc:
+                        r.store_failed(ev.rid, f"receipts unavailable: {_describe(exc)}")
+                    else:
+                        r.receipts_ready(ev.rid, doc, nxt, more)
                 elif isinstance(ev, UploadExpired):
-                    self.store.expire(ev.station, ev.key)
+                    try:
+                        self.store.expire(ev.station, ev.key)
+                    except STORAGE_ERRORS as exc:
+                        # Its record stays in the database: the next start expires it again.
+                        log.warning("could not drop expired upload %s: %s", ev.key.name, _describe(exc))
                 elif isinstance(ev, BadRequest):
                     if ev.code == LinkErrorCode.BAD_FRAME:
                         self._audit("link-bad-request", f"{ev.station}: {ev.code}: {ev.message}")
@@ -215,6 +249,66 @@ class LinkService:
                     r.chunk_stored(rid, now)
                 else:
                     r.store_failed(rid, err)
+
+    async def _commit(self, ev: CommitUpload, now: float) -> None:
+        """Verify and accept a whole upload off the event loop (decoding, JPEG XL rebuilds,
+        ingest), still inside the link lock, so requests keep their order.
+
+        Any storage failure (disk full, database locked or full) leaves the upload RECEIVING
+        and out of the committing set: the next request for it, or ``retry_commits`` within
+        COMMIT_RETRY_S, commits it again. Commit is idempotent (uploads.py), so a failure after
+        the bundle was accepted is harmless.
+        """
+        r = self.receiver
+        try:
+            state, code, msg = await asyncio.to_thread(
+                self.store.commit, ev.station, ev.key, ev.size_bytes, int(now * 1000)
+            )
+        except STORAGE_ERRORS as exc:
+            # Disk or database trouble is ours, not the station's: stay RECEIVING, retry later.
+            log.warning(
+                "commit of %s from %s failed, will retry: %s", ev.key.name, ev.station, _describe(exc)
+            )
+            r.commit_done(
+                ev.rid,
+                now,
+                state=UploadState.RECEIVING,
+                message=f"commit failed: {_describe(exc)}",
+                retry=True,
+            )
+        else:
+            r.commit_done(ev.rid, now, state=state, code=code, message=msg)
+            _log_commit(ev.station, ev.key.kind, ev.key.sha256.hex(), ev.size_bytes, state, code, msg)
+            if state is UploadState.COMMITTED and ev.key.kind is TransferKind.BUNDLE:
+                self.bundle_committed.set()
+
+    def _persist(self, record: UploadRecord) -> None:
+        """Record an upload's state; on storage trouble keep it to write again before the next request.
+
+        The chunk bytes themselves are already fsynced, so a record that lags only means a
+        station re-sends those bytes if ground also restarts before the record is written.
+        """
+        k = (record.station, record.key)
+        try:
+            self.store.persist(record)
+        except STORAGE_ERRORS as exc:
+            self._dirty[k] = record
+            log.warning("could not record upload %s: %s", record.key.name, _describe(exc))
+        else:
+            self._dirty.pop(k, None)
+
+    def _persist_dirty(self) -> None:
+        for rec in list(self._dirty.values()):
+            self._persist(rec)
+
+    async def retry_commits(self, now: float) -> None:
+        """Commit again every whole upload whose commit failed (the timer half of the retry)."""
+        async with self.lock:
+            rids = self.receiver.retry_commits(now)
+            if rids:
+                await self._drain(now)
+            for rid in rids:
+                self.receiver.response_for(rid)  # nobody is waiting for this answer
 
     def _refuse(self, request: web.Request) -> web.Response:
         """A bad or missing token: 401, or 429 once its address has failed too often (ground/ratelimit.py).
@@ -227,6 +321,13 @@ class LinkService:
         verdict = lim.blocked(addr, now)
         if verdict is not None:
             if verdict.log:  # 1st, 2nd, 4th, 8th... refusal: a flood adds log2(n) rows, not n
+                logs.event(
+                    "credential_refused",
+                    f"station token refused from {addr}: rate-limited ({verdict.refused} in this block)",
+                    level=logging.WARNING,
+                    credential="station_token",
+                    addr=addr,
+                )
                 self._security(
                     request,
                     "link-rate-limited",
@@ -241,6 +342,13 @@ class LinkService:
                 headers={"Retry-After": str(wait)},
             )
         self._security(request, "link-unauthorized", "bad or missing station token")
+        logs.event(
+            "credential_refused",
+            f"station token refused from {request.remote or '?'}",
+            level=logging.WARNING,
+            credential="station_token",
+            addr=request.remote or "?",
+        )
         if lim.failed(addr, now):
             self._security(
                 request,
@@ -254,13 +362,24 @@ class LinkService:
 
     def _audit(self, kind: str, detail: str) -> None:
         conn = self.home.conn
-        with transaction(conn):
-            audit(conn, _now_ms(), "link", kind, detail)
+        try:
+            with transaction(conn):
+                audit(conn, _now_ms(), "link", kind, detail)
+        except STORAGE_ERRORS as exc:
+            # The answer to the request matters more than its audit line (disk full, locked).
+            log.warning("could not audit %s (%s): %s", kind, detail, _describe(exc))
 
     def _security(self, request: web.Request, kind: str, detail: str) -> None:
         self._audit(kind, f"{request.remote or '?'}: {detail}")
 
     def _record_traffic(self, station: str, request: web.Request, n_in: int, n_out: int) -> None:
+        """Count the request for the dashboard: best-effort bookkeeping, never why a request fails."""
+        try:
+            self._count_traffic(station, request.remote, n_in, n_out)
+        except STORAGE_ERRORS as exc:
+            log.warning("link traffic of %s not counted: %s", station, _describe(exc))
+
+    def _count_traffic(self, station: str, remote: str | None, n_in: int, n_out: int) -> None:
         now_ms = _now_ms()
         minute = now_ms - now_ms % 60_000
         conn = self.home.conn
@@ -271,7 +390,7 @@ class LinkService:
                 "last_seen_ms = excluded.last_seen_ms, requests = requests + 1, "
                 "bytes_in = bytes_in + excluded.bytes_in, bytes_out = bytes_out + excluded.bytes_out, "
                 "last_addr = excluded.last_addr",
-                (station, now_ms, now_ms, n_in, n_out, request.remote),
+                (station, now_ms, now_ms, n_in, n_out, remote),
             )
             conn.execute(
                 "INSERT INTO link_traffic (station, minute_ms, bytes_in, bytes_out, requests) VALUES (?, ?, ?, ?, 1) "
@@ -281,12 +400,47 @@ class LinkService:
             )
 
     async def expire_loop(self, stop: asyncio.Event) -> None:
+        """Expire abandoned uploads every EXPIRY_CHECK_S; retry failed commits every COMMIT_RETRY_S."""
+        next_expiry = 0.0
         while not stop.is_set():
-            async with self.lock:
-                self.receiver.handle_timeout(time.time())
-                await self._drain(time.time())
+            now = time.time()
+            if now >= next_expiry:
+                next_expiry = now + EXPIRY_CHECK_S
+                async with self.lock:
+                    self.receiver.handle_timeout(now)
+                    await self._drain(now)
+            await self.retry_commits(now)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), EXPIRY_CHECK_S)
+                await asyncio.wait_for(stop.wait(), COMMIT_RETRY_S)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def _log_commit(
+    station: str, kind: TransferKind, sha_hex: str, size: int, state: UploadState, code: str, msg: str
+) -> None:
+    what = "bundle" if kind is TransferKind.BUNDLE else "photo"
+    if state is UploadState.COMMITTED:
+        if kind is TransferKind.BUNDLE:
+            logs.event(
+                "bundle_accepted",
+                f"bundle {sha_hex[:12]} from station {station} accepted ({size:,} bytes)",
+                station=station,
+                sha256=sha_hex,
+                size_bytes=size,
+            )
+        return
+    logs.event(
+        f"{what}_rejected",
+        f"{what} {sha_hex[:12]} from station {station} rejected: [{code}] {msg}",
+        level=logging.WARNING,
+        station=station,
+        sha256=sha_hex,
+        size_bytes=size,
+        code=code,
+        reason=msg,
+    )
 
 
 LINK_KEY: web.AppKey[LinkService] = web.AppKey("link", LinkService)
@@ -385,9 +539,15 @@ async def serve(
     """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    stopped_by: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        stopped_by.append(sig.name)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
     app = create_app(home, session_idle_ms=session_idle_ms)
     # Idle keep-alive connections are held an hour, pinned rather than left to the aiohttp
     # release (older ones closed after 75 s): `onboard sync --watch` keeps one connection open
@@ -399,7 +559,15 @@ async def serve(
     if edge_out is not None:
         edge_out.append(edge)
     site = EdgeSite(runner, host, port, edge=edge, ssl_context=ssl_context)
-    await site.start()
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    # Only now, after the bind succeeded (a failed bind must never read "serving on").
+    bound = runner.addresses[0] if runner.addresses else (host, port)
+    url = f"{'https' if ssl_context is not None else 'http'}://{host}:{bound[1]}"
+    logs.event("listening", f"serving on {url} (dashboard {url}/, station link {url}/v1/link)", url=url)
     if ready is not None:
         ready.set()
     tasks = [
@@ -416,3 +584,6 @@ async def serve(
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         await runner.cleanup()
+        app[LINK_KEY].close()
+        why = stopped_by[0] if stopped_by else "stop requested"
+        logs.event("shutdown", f"stopped ({why}); everything accepted is on disk", reason=why)

@@ -47,20 +47,30 @@ def transfer_id(station: str, key: TransferKey) -> str:
 
 
 class UploadStore:
-    """The ground driver's storage for the transfer receiver."""
+    """The ground driver's storage for the transfer receiver.
+
+    ``commit`` runs in a worker thread (ground/server.py) with a database connection of its
+    own (``worker``), so a long verification never holds the event loop's connection or
+    interleaves with its transactions; SQLite's locking orders the two writers.
+    """
 
     def __init__(self, home: GroundHome) -> None:
         self.home = home
         self.root = home.root / "uploads"
+        self.worker = GroundHome(home.root)
+
+    def close(self) -> None:
+        self.worker.close()
 
     def path(self, station: str, key: TransferKey) -> Path:
         return self.root / station / f"{key.kind.name.lower()}-{key.sha256.hex()}.part"
 
-    def have(self, key: TransferKey) -> bool:
+    def have(self, key: TransferKey, home: GroundHome | None = None) -> bool:
         """Does ground already hold this, whole and verified (from any station or a file)?"""
+        home = home or self.home
         if key.kind in (TransferKind.BLOB, TransferKind.CODED_BLOB):
-            return self.home.blobs.has(key.sha256)
-        row = self.home.conn.execute("SELECT 1 FROM bundles WHERE sha256 = ?", (key.sha256.hex(),)).fetchone()
+            return home.blobs.has(key.sha256)
+        row = home.conn.execute("SELECT 1 FROM bundles WHERE sha256 = ?", (key.sha256.hex(),)).fetchone()
         return row is not None
 
     def load_records(self) -> list[UploadRecord]:
@@ -107,7 +117,8 @@ class UploadStore:
         """Write ``data`` at ``offset`` and fsync: when this returns, the bytes survive a crash."""
         path = self.path(station, key)
         new = not path.exists()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, exist_ok=True)
+        path.parent.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             view = memoryview(data)
@@ -152,8 +163,17 @@ class UploadStore:
     def commit(
         self, station: str, key: TransferKey, size_bytes: int, now_ms: int
     ) -> tuple[UploadState, str, str]:
-        """Verify the staged upload and make it visible; returns (state, code, message)."""
+        """Verify the staged upload and make it visible; returns (state, code, message).
+
+        Idempotent, so a commit that failed at any step (disk full, database locked: the
+        OSError or sqlite3.Error propagates to the caller) is simply run again: what an earlier
+        attempt already made durable (the blob, the accepted bundle) is found, not redone.
+        """
         path = self.path(station, key)
+        home = self.worker
+        if self.have(key, home):
+            path.unlink(missing_ok=True)
+            return UploadState.COMMITTED, "", ""
         data = path.read_bytes()[:size_bytes]
         if key.kind is TransferKind.CODED_BLOB:
             try:
@@ -169,11 +189,11 @@ class UploadStore:
                     f"photo {key.sha256.hex()[:12]} arrived with different bytes (sha256 mismatch)",
                 )
             else:
-                self.home.blobs.put(data)
+                home.blobs.put(data)
                 result = (UploadState.COMMITTED, "", "")
         else:
             try:
-                ingest_bytes(self.home, data, source=station_source(station), now_ms=now_ms)
+                ingest_bytes(home, data, source=station_source(station), now_ms=now_ms)
                 result = (UploadState.COMMITTED, "", "")
             except BundleRejected as exc:
                 result = (UploadState.REJECTED, str(exc.code), exc.message)

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from protocol import Post, ProtocolError
 from protocol.capabilities import Capabilities
 from protocol.model import Cancel, Retract
 from protocol.rules import fidelity_summary
+from termtext import dump_json, row, visible, write_lines
+from termtext.cli import CONTEXT_SETTINGS, plain_help, stop_on_sigterm, stop_reason, version
 
 from . import keystore, queue
 from .compose import PhotoInput, compose_command, compose_post, targets_note
@@ -23,33 +27,81 @@ from .export import CURRENT_GROUND, export_queue
 from .home import Home
 
 app = typer.Typer(
-    help="orbitpost onboard client: queue, sign and send posts from the station.",
+    help="orbitpost onboard client: queue, sign and send posts from the station.\n\n"
+    "Example:\n\n\b\n"
+    '    onboard --home A post --as alice --to bluesky:alice.bsky.social "Hello from orbit"',
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings=CONTEXT_SETTINGS,
 )
-keys_app = typer.Typer(help="Astronaut identities (Ed25519 keys kept on this laptop).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Astronaut identities (Ed25519 keys kept on this laptop).\n\nExample:\n\n\b\n    onboard keys list",
+    no_args_is_help=True,
+)
 app.add_typer(keys_app, name="keys")
-link_app = typer.Typer(help="The live link to ground (issue 3).", no_args_is_help=True)
+link_app = typer.Typer(
+    help="The live link to ground.\n\nExample:\n\n\b\n"
+    "    onboard link add --ground http://127.0.0.1:8470 --token-file T",
+    no_args_is_help=True,
+)
 app.add_typer(link_app, name="link")
-receipts_app = typer.Typer(help="Ground's signed receipts.", no_args_is_help=True)
+receipts_app = typer.Typer(
+    help="Ground's signed receipts.\n\nExample:\n\n\b\n    onboard receipts import receipts.bin",
+    no_args_is_help=True,
+)
 app.add_typer(receipts_app, name="receipts")
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Console output never interprets markup and never wraps: user text goes through visible().
+console = Console(highlight=False, markup=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
+
+JSON_HELP = "Print one JSON document instead of text (shape in docs/cli-json.md)."
 
 
 class _State:
-    home: Home
+    """The home chosen by --home; only commands that create a home may use a missing one."""
+
+    _home: Home
+    may_create: bool = False
+
+    @property
+    def home(self) -> Home:
+        root = self._home.root
+        if not self.may_create and not (root / "onboard.db").exists() and not (root / "keys").is_dir():
+            raise OnboardError(
+                f"no onboard home at {root} (check --home / ORBITPOST_HOME; "
+                f"`onboard --home {root} init` creates an empty one)"
+            )
+        return self._home
+
+    @home.setter
+    def home(self, value: Home) -> None:
+        self._home = value
+        self.may_create = False
 
 
 state = _State()
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"onboard (orbitpost) {version()}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     home: Annotated[
-        Path, typer.Option("--home", envvar="ORBITPOST_HOME", help="Onboard data folder.")
+        Path,
+        typer.Option(
+            "--home", envvar="ORBITPOST_HOME", metavar="DIR", help="Onboard data folder (made by `keys new`)."
+        ),
     ] = Path("orbitpost-onboard"),
+    _version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
     passphrase_file: Annotated[
         Path | None,
         typer.Option(
@@ -103,13 +155,27 @@ def _new_passphrase(name: str) -> bytes:
 
 
 def _conn() -> sqlite3.Connection:
-    state.home.ensure()
-    return queue.connect(state.home.db_path)
+    home = state.home.ensure()
+    return queue.connect(home.db_path)
+
+
+@app.command()
+def init() -> None:
+    """Create an empty onboard home (folders and queue database) at --home.
+
+    Example:
+
+    \b
+        onboard --home A init
+    """
+    state.may_create = True
+    _conn().close()
+    console.print(f"onboard home ready at {visible(state.home.root)}")
 
 
 @keys_app.command("new")
 def keys_new(
-    name: str,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Astronaut name: a-z, 0-9, '.', '_', '-'.")],
     passphrase: Annotated[
         bool,
         typer.Option(
@@ -118,37 +184,94 @@ def keys_new(
         ),
     ] = False,
 ) -> None:
-    """Create an Ed25519 identity for astronaut NAME (private key file mode 0600)."""
-    key = keystore.new_key(state.home, name, _new_passphrase(name) if passphrase else None)
-    console.print(f"created key for {name} (fingerprint {keystore.key_fingerprint(key)})")
+    """Create an Ed25519 identity for astronaut NAME (private key file mode 0600).
+
+    Creates the onboard home if it does not exist yet.
+
+    Example:
+
+    \b
+        onboard --home A keys new alice --passphrase
+    """
+    state.may_create = True
+    key = keystore.new_key(state.home.ensure(), name, _new_passphrase(name) if passphrase else None)
+    console.print(f"created key for {visible(name)} (fingerprint {keystore.key_fingerprint(key)})")
     console.print("give ground this line:  " + keystore.public_line(key))
 
 
 @keys_app.command("protect")
 def keys_protect(
-    name: str,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Astronaut name (see `onboard keys list`).")],
     remove: Annotated[
         bool, typer.Option("--remove", help="Store the key unencrypted again (anyone here could sign).")
     ] = False,
 ) -> None:
-    """Encrypt NAME's key under a (new) passphrase, so reading the file is not enough to sign."""
+    """Encrypt NAME's key under a (new) passphrase, so reading the file is not enough to sign.
+
+    Example:
+
+    \b
+        onboard --home A keys protect alice
+    """
     keystore.protect(state.home, name, None if remove else _new_passphrase(name))
-    console.print(f"{name}'s key is {'no longer' if remove else 'now'} protected by a passphrase")
+    console.print(f"{visible(name)}'s key is {'no longer' if remove else 'now'} protected by a passphrase")
 
 
 @keys_app.command("show")
-def keys_show(name: str) -> None:
-    """Print NAME's public key as one copyable line."""
+def keys_show(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Astronaut name (see `onboard keys list`).")],
+) -> None:
+    """Print NAME's public key as one copyable line (for `ground enroll --key`).
+
+    Example:
+
+    \b
+        onboard --home A keys show alice
+    """
     print(keystore.public_line_of(keystore.public_key(state.home, name)))
 
 
 @keys_app.command("list")
-def keys_list() -> None:
-    """List the identities on this laptop (and whether each is protected by a passphrase)."""
-    for name in keystore.list_names(state.home):
-        pub = keystore.public_key(state.home, name)
-        lock = "passphrase" if keystore.is_protected(state.home, name) else "no passphrase"
-        print(f"{name}\t{keystore.fingerprint_of(pub)}\t{keystore.public_line_of(pub)}\t{lock}")
+def keys_list(json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
+    """List the identities on this laptop: name, fingerprint, public key, passphrase or not.
+
+    Example:
+
+    \b
+        onboard --home A keys list --json
+    """
+    home = state.home
+    keys = [
+        (n, keystore.public_key(home, n), keystore.is_protected(home, n)) for n in keystore.list_names(home)
+    ]
+    if json_out:
+        dump_json(
+            "orbitpost.onboard.keys",
+            1,
+            {
+                "keys": [
+                    {
+                        "name": n,
+                        "fingerprint": keystore.fingerprint_of(pub),
+                        "public_key": keystore.public_line_of(pub),
+                        "protected": protected,
+                    }
+                    for n, pub, protected in keys
+                ]
+            },
+        )
+        return
+    if not keys:
+        console.print("no keys yet (onboard keys new NAME)")
+    write_lines(
+        row(
+            n,
+            keystore.fingerprint_of(pub),
+            keystore.public_line_of(pub),
+            "passphrase" if p else "no passphrase",
+        )
+        for n, pub, p in keys
+    )
 
 
 def _parse_at(value: str | None) -> int | None:
@@ -165,20 +288,37 @@ def _parse_at(value: str | None) -> int | None:
 
 @app.command()
 def post(
-    text: Annotated[str, typer.Argument(help="The post's text, published byte for byte.")] = "",
-    author: Annotated[str, typer.Option("--as", help="Astronaut whose key signs the post.")] = ...,  # type: ignore[assignment]
+    text: Annotated[
+        str, typer.Argument(metavar="TEXT", help="The post's text, published byte for byte.")
+    ] = "",
+    author: Annotated[
+        str, typer.Option("--as", metavar="NAME", help="Astronaut whose key signs the post.")
+    ] = ...,  # type: ignore[assignment]
     to: Annotated[
-        list[str], typer.Option("--to", help="Target account platform:account; repeat or comma-separate.")
+        list[str],
+        typer.Option("--to", metavar="PLATFORM:ACCOUNT", help="Target account; repeat or comma-separate."),
     ] = [],  # noqa: B006
-    photo: Annotated[list[Path], typer.Option("--photo", help="A photo file; repeat for several.")] = [],  # noqa: B006
+    photo: Annotated[
+        list[Path], typer.Option("--photo", metavar="FILE", help="A photo file; repeat for several.")
+    ] = [],  # noqa: B006
     alt: Annotated[
-        list[str], typer.Option("--alt", help="Alt text for the photo in the same position.")
+        list[str],
+        typer.Option("--alt", metavar="TEXT", help="Alt text for the photo in the same position."),
     ] = [],  # noqa: B006
     at: Annotated[
-        str | None, typer.Option("--at", help="Publish not before this UTC time (ISO 8601).")
+        str | None,
+        typer.Option("--at", metavar="TIME", help="Publish not before this UTC time (ISO 8601)."),
     ] = None,
 ) -> None:
-    """Queue a signed post (text and/or photos) for one or more accounts."""
+    """Queue a signed post (text and/or photos) for one or more accounts.
+
+    Nothing is sent yet: `onboard sync` (live link) or `onboard export` (file hand-off) does that.
+
+    Example:
+
+    \b
+        onboard post --as alice --to bluesky:alice.bsky.social --photo earth.jpg --alt "Earth at dawn" "Good morning"
+    """
     if len(alt) > len(photo):
         raise OnboardError(
             f"{len(alt)} --alt given for {len(photo)} --photo; give one alt per photo, in order"
@@ -195,31 +335,50 @@ def post(
         photos=photos,
         publish_at_ms=_parse_at(at),
     )
-    console.print(f"queued {p.id} for {', '.join(p.targets)}")
+    console.print(f"queued {p.id} for {visible(', '.join(p.targets))}")
     # Said before a byte is sent: which platforms publish the photo bytes as signed (issue 13).
     said = fidelity_summary(p.targets, len(p.media))
     if said:
-        console.print(said, markup=False)
+        console.print(visible(said))
     note = targets_note(conn, author)
     if note:
-        err_console.print(note, markup=False)
+        err_console.print(visible(note))
+
+
+POST_ID_HELP = "The post's id (see `onboard queue`)."
 
 
 @app.command()
-def cancel(post_id: str) -> None:
-    """Cancel a queued or scheduled post before it is published (signed, carried like a post)."""
+def cancel(
+    post_id: Annotated[str, typer.Argument(metavar="POST_ID", help=POST_ID_HELP)],
+) -> None:
+    """Cancel a queued or scheduled post before it is published (signed, carried like a post).
+
+    Example:
+
+    \b
+        onboard cancel 01JD3Q8Z6Y4W9E2R5T7U1I0O9P
+    """
     cmd = compose_command(state.home, _conn(), kind=Cancel, target_id=post_id)
     if isinstance(cmd, Post):  # ground never accepted it (its bundle was refused): cleared here
         console.print(f"cancelled {cmd.id} on this laptop; ground never had it")
         return
-    console.print(f"queued cancel {cmd.id} of {post_id.upper()}")
+    console.print(f"queued cancel {cmd.id} of {visible(post_id.upper())}")
 
 
 @app.command()
-def retract(post_id: str) -> None:
-    """Delete a published post from every platform (signed, carried like a post)."""
+def retract(
+    post_id: Annotated[str, typer.Argument(metavar="POST_ID", help=POST_ID_HELP)],
+) -> None:
+    """Delete a published post from every platform (signed, carried like a post).
+
+    Example:
+
+    \b
+        onboard retract 01JD3Q8Z6Y4W9E2R5T7U1I0O9P
+    """
     cmd = compose_command(state.home, _conn(), kind=Retract, target_id=post_id)
-    console.print(f"queued retract {cmd.id} of {post_id.upper()}")
+    console.print(f"queued retract {cmd.id} of {visible(post_id.upper())}")
 
 
 def _fmt_time(ms: int | None) -> str:
@@ -228,95 +387,206 @@ def _fmt_time(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%MZ")
 
 
+def _queue_json(q: queue.QueuedItem, progress: dict[str, float], conn: sqlite3.Connection) -> dict[str, Any]:
+    it = q.item
+    entry: dict[str, Any] = {
+        "id": it.id,
+        "kind": it.kind.name.lower(),
+        "author": it.author,
+        "status": q.status,
+        "progress": progress.get(it.id) if q.status == "sending" else None,
+        "detail": q.detail,
+        "exported_to": q.exported_to,
+    }
+    if isinstance(it, Post):
+        entry["text"] = it.text
+        entry["photos"] = [
+            {"sha256": m.sha256.hex(), "size_bytes": m.size_bytes, "media_type": m.media_type, "alt": m.alt}
+            for m in it.media
+        ]
+        entry["publish_at"] = _iso(it.publish_at_ms)
+    else:
+        entry["target_id"] = it.target_id
+    entry["accounts"] = [
+        {"account": t, "state": st, "url": url, "detail": det}
+        for t, st, url, det in queue.deliveries(conn, it.id)
+    ]
+    return entry
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _what(it: Any, detail: str | None = None) -> str:
+    if not isinstance(it, Post):
+        # What ground did with a cancel or retract, in its words (docs/PROTOCOL.md §9.2).
+        return f"{it.kind.name.lower()} {it.target_id}" + (f": {visible(detail)}" if detail else "")
+    what = visible(it.text[:40]) + ("…" if len(it.text) > 40 else "")
+    if it.media:
+        what += f" [{len(it.media)} photo{'s' if len(it.media) > 1 else ''}]"
+    if it.publish_at_ms:
+        what += f" (at {_fmt_time(it.publish_at_ms)})"
+    return what
+
+
+def _stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
 @app.command("queue")
-def show_queue() -> None:
-    """Show every post: its id, status and per-account fate."""
+def show_queue(json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)] = False) -> None:
+    """Show every post: its id, status and per-account fate (published URL or the reason it failed).
+
+    On a terminal: a table. Piped: one tab-separated line per item, then one indented line per
+    account; nothing is wrapped or cut, so ids and URLs stay whole.
+
+    Example:
+
+    \b
+        onboard --home A queue --json | jq '.items[] | {id, status}'
+    """
     conn = _conn()
     rows = queue.items(conn)
+    from .link import progress_by_item
+
+    progress = progress_by_item(conn)
+    if json_out:
+        dump_json("orbitpost.onboard.queue", 1, {"items": [_queue_json(q, progress, conn) for q in rows]})
+        return
     if not rows:
         console.print("queue is empty")
+        return
+
+    def show(st: str, item_id: str) -> str:
+        return f"sending {int(progress.get(item_id, 0.0) * 100)}%" if st == "sending" else st
+
+    lines: list[tuple[str, str, str, str, list[str]]] = []
+    for q in rows:
+        it = q.item
+        accounts = [
+            f"{visible(t)}: {show(st, it.id)}"
+            + (f" {visible(url)}" if url else "")
+            + (f" ({visible(det)})" if det else "")
+            for t, st, url, det in queue.deliveries(conn, it.id)
+        ]
+        status = show(q.status, it.id) + (f" → {visible(Path(q.exported_to).name)}" if q.exported_to else "")
+        lines.append((it.id, visible(it.author), status, _what(it, q.detail), accounts))
+    if not _stdout_is_terminal():
+        for item_id, author, status, what, accounts in lines:
+            print("\t".join((item_id, author, status, what)))
+            for a in accounts:
+                print("  " + a)
         return
     table = Table(show_lines=False)
     table.add_column("id", no_wrap=True, min_width=26)
     for col in ("author", "status", "what", "accounts"):
         table.add_column(col, overflow="fold")
-    from .link import progress_by_item
-
-    progress = progress_by_item(conn)
-
-    def show(st: str, item_id: str) -> str:
-        return f"sending {int(progress.get(item_id, 0.0) * 100)}%" if st == "sending" else st
-
-    for q in rows:
-        it = q.item
-        if isinstance(it, Post):
-            what = (it.text[:40] + ("…" if len(it.text) > 40 else "")).replace("\n", " ")
-            if it.media:
-                what += f" [{len(it.media)} photo{'s' if len(it.media) > 1 else ''}]"
-            if it.publish_at_ms:
-                what += f" (at {_fmt_time(it.publish_at_ms)})"
-        else:
-            what = f"{it.kind.name.lower()} {it.target_id}"
-            if q.detail:  # what ground did with it, in its words (docs/PROTOCOL.md §9.2)
-                what += f": {q.detail}"
-        accounts = "\n".join(
-            f"{t}: {show(st, it.id)}" + (f" {url}" if url else "") + (f" ({det})" if det else "")
-            for t, st, url, det in queue.deliveries(conn, it.id)
-        )
-        status = show(q.status, it.id) + (f" → {Path(q.exported_to).name}" if q.exported_to else "")
-        table.add_row(it.id, it.author, status, what, accounts)
+    for item_id, author, status, what, accounts in lines:
+        # Text(): cells are shown as written, never parsed as rich markup.
+        table.add_row(item_id, Text(author), Text(status), Text(what), Text("\n".join(accounts)))
     console.print(table)
 
 
 @app.command()
 def export(
-    outdir: Path,
+    outdir: Annotated[
+        Path, typer.Argument(metavar="OUTDIR", help="Folder to write bundle files (*.opb) into.")
+    ],
     ground_decodes: Annotated[
         str | None,
         typer.Option(
             "--ground-decodes",
+            metavar="TOKEN",
             help="What the receiving ground decodes: the token `ground capabilities` prints "
             "(default: everything this release knows, JPEG XL photos and the text dictionary).",
         ),
     ] = None,
 ) -> None:
-    """Write all queued items as bundle files into OUTDIR for a file hand-off."""
+    """Write all queued items as bundle files into OUTDIR for a file hand-off.
+
+    Example:
+
+    \b
+        onboard --home A export /media/usb/down
+    """
     peer = CURRENT_GROUND if ground_decodes is None else Capabilities.from_token(ground_decodes)
     done = export_queue(state.home, _conn(), outdir, peer=peer)
     if not done:
         console.print("nothing queued to export")
     for b in done:
-        console.print(f"wrote {b.path} ({b.size_bytes:,} bytes, {len(b.item_ids)} item(s))")
+        console.print(f"wrote {visible(b.path)} ({b.size_bytes:,} bytes, {len(b.item_ids)} item(s))")
 
 
 @link_app.command("add")
 def link_add(
-    ground: Annotated[str, typer.Option("--ground", help="Ground's URL, e.g. http://127.0.0.1:8470")],
-    token_file: Annotated[Path, typer.Option("--token-file", help="The file `ground station add` wrote.")],
+    ground: Annotated[
+        str, typer.Option("--ground", metavar="URL", help="Ground's URL, e.g. http://127.0.0.1:8470")
+    ],
+    token_file: Annotated[
+        Path, typer.Option("--token-file", metavar="FILE", help="The file `ground station add` wrote.")
+    ],
 ) -> None:
-    """Configure the link: ground URL, station token, and ground's receipt key (pinned)."""
+    """Configure the link: ground URL, station token, and ground's receipt key (pinned).
+
+    Example:
+
+    \b
+        onboard --home A link add --ground http://127.0.0.1:8470 --token-file T
+    """
     from .link import add_link
 
     cfg = add_link(state.home, ground, token_file)
-    console.print(f"link to {cfg.ground_url} as station {cfg.station}; ground receipt key pinned")
+    console.print(
+        f"link to {visible(cfg.ground_url)} as station {visible(cfg.station)}; ground receipt key pinned"
+    )
 
 
 @app.command()
 def sync(
-    watch: Annotated[bool, typer.Option("--watch", help="Keep going across outages until Ctrl-C.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Keep going across outages until Ctrl-C or SIGTERM.")
+    ] = False,
     give_up_after: Annotated[
         float,
-        typer.Option("--give-up-after", help="Without --watch: stop after the link is down this long (s)."),
+        typer.Option(
+            "--give-up-after",
+            metavar="SECONDS",
+            help="Without --watch: stop after the link is down this long.",
+        ),
     ] = 120.0,
     wait_published: Annotated[
         float,
-        typer.Option("--wait-published", help="Keep fetching receipts up to this long (s) until published."),
+        typer.Option(
+            "--wait-published",
+            metavar="SECONDS",
+            help="Keep fetching receipts up to this long until everything sent is published.",
+        ),
     ] = 0.0,
+    json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP + " Progress stays on stderr.")] = False,
 ) -> None:
-    """Send everything queued to ground, resuming where the last cut stopped; fetch receipts."""
+    """Send everything queued to ground, resuming where the last cut stopped; fetch receipts.
+
+    The progress bar (stderr) shows bytes sent, the rate and the time left at that rate.
+
+    Example:
+
+    \b
+        onboard --home A sync --wait-published 60
+    """
     import asyncio
 
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    home = state.home  # a missing home is refused before any progress is drawn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     from .sync import SyncStatus
     from .sync import sync as run_sync
@@ -326,13 +596,15 @@ def sync(
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=err_console,
         transient=False,
     )
     task = progress.add_task("sending", total=None)
 
     def on_status(s: SyncStatus) -> None:
-        link_txt = "link up" if s.link_up else f"link down ({s.reason[:40]})"
+        link_txt = "link up" if s.link_up else f"link down ({visible(s.reason[:40])})"
         progress.update(
             task,
             total=s.total_bytes or None,
@@ -340,20 +612,41 @@ def sync(
             description=f"{link_txt} · {s.transfers_left} transfer(s) left",
         )
 
-    with progress:
+    with stop_on_sigterm(), progress:
         try:
             result = asyncio.run(
                 run_sync(
-                    state.home,
+                    home,
                     watch=watch,
                     give_up_after_s=give_up_after,
                     wait_published_s=wait_published,
                     on_status=on_status,
                 )
             )
-        except KeyboardInterrupt:
-            console.print("stopped; run `onboard sync` again to resume where it left off")
+        except KeyboardInterrupt as exc:
+            progress.stop()
+            err_console.print(
+                f"sync stopped by {stop_reason(exc)}; nothing is lost: "
+                "run `onboard sync` again to resume where it left off"
+            )
             return
+    if json_out:
+        dump_json(
+            "orbitpost.onboard.sync",
+            1,
+            {
+                "committed": result.committed,
+                "rejected": result.rejected,
+                "receipts": result.receipts,
+                "requests": result.requests,
+                "request_bytes": result.request_bytes,
+                "chunk_bytes": result.chunk_bytes,
+                "retried": result.failures,
+                "duration_s": round(result.duration_s, 3),
+                "pending_items": result.pending_items,
+            },
+        )
+        return
     console.print(
         f"sync done: {result.committed} transfer(s) committed, {result.rejected} rejected, "
         f"{result.receipts} receipt(s); {result.request_bytes:,} bytes sent in {result.requests} request(s), "
@@ -386,15 +679,29 @@ def ui(
         float, typer.Option("--lock-after", help="Forget unlocked keys after this many idle minutes.")
     ] = 10.0,
 ) -> None:
-    """The compose page: write, attach photos, send and follow posts in a browser on this laptop."""
+    """The compose page: write, attach photos, send and follow posts in a browser on this laptop.
+
+    Example:
+
+    \b
+        onboard --home A ui
+    """
     from .ui.server import run_ui
 
     run_ui(state.home, host=host, port=port, open_browser=open_browser, lock_after_s=lock_after * 60)
 
 
 @receipts_app.command("import")
-def receipts_import(path: Path) -> None:
-    """Apply a receipts file from ground (`ground receipts --out F`), verified against the pinned key."""
+def receipts_import(
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="The file `ground receipts --out` wrote.")],
+) -> None:
+    """Apply a receipts file from ground (`ground receipts --out F`), verified against the pinned key.
+
+    Example:
+
+    \b
+        onboard --home A receipts import /media/usb/up/receipts.bin
+    """
     from .link import load_link
     from .receipts import import_file
 
@@ -402,10 +709,15 @@ def receipts_import(path: Path) -> None:
     console.print(f"applied {applied.receipts} receipt(s), {applied.changed} change(s)")
 
 
+def command() -> Any:
+    """The `onboard` command tree as click runs it, with plain help (termtext/cli.py)."""
+    return plain_help(typer.main.get_command(app))
+
+
 def main() -> None:
     """Entry point: user mistakes print one line and exit 1, never a traceback."""
     try:
-        app()
+        command()(prog_name="onboard")
     except (OnboardError, ProtocolError) as exc:
-        err_console.print(f"error: {exc}", markup=False, soft_wrap=True)
+        err_console.print(f"error: {visible(exc)}")
         raise SystemExit(1) from None

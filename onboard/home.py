@@ -23,7 +23,7 @@ class Home:
         return self.root / "onboard.db"
 
     def ensure(self) -> Home:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.keys_dir.mkdir(mode=0o700, exist_ok=True)
-        self.blobs_dir.mkdir(exist_ok=True)
+        self.blobs_dir.mkdir(mode=0o700, exist_ok=True)
         return self

@@ -10,7 +10,10 @@
   waits behind a photo.
 
 Bundles are written to ``<home>/outbox`` before anything is sent, so a resumed sync sends
-the very same bytes (the same sha256, hence the same upload on ground).
+the very same bytes (the same sha256, hence the same upload on ground). A spool file stays
+exactly as long as it may be sent again: once ground has answered its transfer for good
+(committed, or rejected with a reason) it is deleted (``record_done``, and ``prune_outbox``
+for what a crash left behind). docs/faults.md lists what stays on the laptop.
 """
 
 from __future__ import annotations
@@ -225,7 +228,7 @@ def _file_source(path: Path) -> Callable[[int, int], bytes]:
 
 def _outbox(home: Home) -> Path:
     p = home.root / "outbox"
-    p.mkdir(exist_ok=True)
+    p.mkdir(mode=0o700, exist_ok=True)
     return p
 
 
@@ -501,6 +504,57 @@ def record_done(conn: sqlite3.Connection, key: TransferKey, committed: bool, cod
                     "AND state IN ('queued', 'sending', 'exported')",
                     (reason, now, i),
                 )
+    _drop_spool(conn, key)  # after the commit: a crash before it keeps the file, prune_outbox drops it
+
+
+def _drop_spool(conn: sqlite3.Connection, key: TransferKey) -> None:
+    """Delete a finished transfer's spool file: ground answered it for good, it is never resent."""
+    row = conn.execute("SELECT path FROM link_transfers WHERE name = ?", (key.name,)).fetchone()
+    if row is not None and row[0]:
+        Path(row[0]).unlink(missing_ok=True)
+
+
+# A write_atomic temporary this old belongs to a process that died mid-write.
+STALE_TMP_S = 3600.0
+
+
+def prune_outbox(home: Home, conn: sqlite3.Connection) -> int:
+    """Delete outbox files no transfer will read again; returns how many.
+
+    Kept: every file of a transfer still 'sending', and the prepared form (or as-is marker)
+    of any photo not yet settled by ground. Deleted: bundles and photo forms of transfers
+    ground committed or rejected (a crash between ``record_done``'s commit and its delete
+    leaves them), bundle files a crash left unnamed in the database, stale temporaries.
+    """
+    ensure_schema(conn)
+    out = _outbox(home)
+    # By file name: the stored path may spell the home differently (relative, a symlink).
+    sending = {
+        Path(p).name for (p,) in conn.execute("SELECT path FROM link_transfers WHERE state = 'sending'") if p
+    }
+    settled = {
+        bytes(sha).hex()
+        for (sha,) in conn.execute(
+            "SELECT sha256 FROM link_transfers WHERE kind IN ('blob', 'coded_blob') AND state != 'sending' "
+            "AND sha256 NOT IN (SELECT sha256 FROM link_transfers WHERE state = 'sending')"
+        )
+    }
+    removed = 0
+    now = time.time()
+    for f in out.iterdir():
+        if f.name.endswith(".tmp"):
+            drop = now - f.stat().st_mtime > STALE_TMP_S
+        elif f.suffix == ".opb":
+            # plan() writes the file just before naming it; prune runs before plan in sync.
+            drop = f.name not in sending
+        elif f.suffix in (".cblob", ".plain"):
+            drop = f.stem in settled and f.name not in sending
+        else:
+            drop = False
+        if drop:
+            f.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def progress_by_item(conn: sqlite3.Connection) -> dict[str, float]:

@@ -490,6 +490,7 @@ class _Sync:
         home.ensure()
         self.conn = queue.connect(home.db_path)
         link.ensure_schema(self.conn)
+        link.prune_outbox(home, self.conn)  # what an earlier run settled but a crash kept
         self.seen = link_status.Recorder(self.conn)  # what the compose page shows of the link
         self.watch, self.stop, self.rescan_s, self.on_status = watch, stop, rescan_s, on_status
         self.stop_rules = _StopRules(

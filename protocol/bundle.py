@@ -211,8 +211,15 @@ def read_header(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> Bu
             ErrorCode.LIMIT_EXCEEDED, f"bundle header is {header_len} bytes, limit {limits.max_header_bytes}"
         )
     raw = bytes(view[PREFIX_BYTES : PREFIX_BYTES + header_len])
+    # Four fields, the items descriptor's four, up to max_blobs entries of four.
     h = expect_list(
-        unpack(raw, what="bundle header", max_bytes=limits.max_header_bytes),
+        unpack(
+            raw,
+            what="bundle header",
+            max_bytes=limits.max_header_bytes,
+            max_array_len=max(4, limits.max_blobs),
+            max_values=8 + 5 * limits.max_blobs,
+        ),
         what="bundle header",
         min_len=4,
         max_len=4,
@@ -255,6 +262,13 @@ def read_header(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> Bu
                 f"blob {sha.hex()[:12]} declares {b_raw} bytes, limit {limits.max_blob_bytes}",
             )
         blobs.append(BlobEntry(sha256=sha, codec=b_codec, stored_bytes=b_stored, raw_bytes=b_raw))
+    decoded = raw_n + sum(b.raw_bytes for b in blobs)
+    if decoded > limits.max_decoded_bytes:
+        raise RemoteProtocolError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"bundle decodes to {decoded} bytes (items and blobs), limit {limits.max_decoded_bytes}; "
+            "split it into several bundles",
+        )
     if PREFIX_BYTES + header_len + stored + sum(b.stored_bytes for b in blobs) + TRAILER_BYTES != total:
         raise RemoteProtocolError(
             ErrorCode.MALFORMED, "section sizes in the header do not add up to the bundle length"
@@ -286,11 +300,15 @@ def verify_bundle(
     limits: Limits = DEFAULT_LIMITS,
     decoders: Mapping[int, Decoder] = PROTOCOL_DECODERS,
     have_blob: Callable[[bytes], bool] = lambda _sha: False,
+    store_blob: Callable[[bytes, bytes], None] | None = None,
 ) -> VerifiedBundle:
     """Verify everything in a bundle and return its items and decoded blobs.
 
     ``have_blob(sha256)`` says whether the receiver already holds a blob, so a photo sent
-    in an earlier bundle need not travel again. Raises RemoteProtocolError on any fault.
+    in an earlier bundle need not travel again. ``store_blob(sha256, raw)``, if given, takes
+    each blob as soon as it is verified and the result's ``blobs`` stays empty, so memory
+    holds one decoded blob at a time, not the whole bundle's. Raises RemoteProtocolError on
+    any fault (blobs handed to ``store_blob`` before it are intact, merely unreferenced).
     """
     header = read_header(data, limits)
     view = memoryview(data)
@@ -303,8 +321,15 @@ def verify_bundle(
     if header.format_version == 2:
         items = decode_compact_items(items_raw, header.item_count, keyring, limits)
     else:
+        # One [body, key id, signature] array per declared item, nothing else.
         items_v = expect_list(
-            unpack(items_raw, what="items section", max_bytes=limits.max_items_bytes),
+            unpack(
+                items_raw,
+                what="items section",
+                max_bytes=limits.max_items_bytes,
+                max_array_len=max(3, header.item_count),
+                max_values=4 * header.item_count,
+            ),
             what="items section",
             min_len=header.item_count,
             max_len=header.item_count,
@@ -330,11 +355,12 @@ def verify_bundle(
                         f"media {m.sha256.hex()[:12]} is signed with two different sizes",
                     )
     blobs: dict[bytes, bytes] = {}
+    seen_blobs: set[bytes] = set()
     for entry in header.blobs:
         stored = bytes(view[pos : pos + entry.stored_bytes])
         pos += entry.stored_bytes
         short = entry.sha256.hex()[:12]
-        if entry.sha256 in blobs:
+        if entry.sha256 in seen_blobs:
             raise RemoteProtocolError(ErrorCode.DUPLICATE_ITEM, f"blob {short} appears twice in the bundle")
         if entry.sha256 not in wanted:
             raise RemoteProtocolError(
@@ -350,9 +376,14 @@ def verify_bundle(
             raise RemoteProtocolError(
                 ErrorCode.MEDIA_HASH_MISMATCH, f"blob {short} does not match the sha256 its post signed"
             )
-        blobs[entry.sha256] = raw
+        seen_blobs.add(entry.sha256)
+        if store_blob is None:
+            blobs[entry.sha256] = raw
+        else:
+            store_blob(entry.sha256, raw)
+        del raw, stored
     for sha in wanted:
-        if sha not in blobs and not have_blob(sha):
+        if sha not in seen_blobs and not have_blob(sha):
             raise RemoteProtocolError(
                 ErrorCode.MEDIA_MISSING,
                 f"media {sha.hex()[:12]} is neither in the bundle nor already on ground",

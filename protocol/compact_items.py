@@ -154,10 +154,32 @@ class _Section:
     millis: dict[int, int]
 
 
+def section_bounds(count: int, limits: Limits) -> tuple[int, int]:
+    """(longest array, most values) a format-2 items section of ``count`` items can hold.
+
+    From the layout (§14.4): the 14 fields; a [key id, signature] row per signer; at most one
+    target list per post, each of max_targets_per_post; an [index, value] row per item in the
+    sparse id, publish time and millisecond lists, and an [index, media list] row per post
+    with up to max_media_per_post 4-field entries. canonical.unpack refuses anything bigger
+    before building it, so a small compressed section cannot unpack into millions of values.
+    """
+    longest = max(FIELDS, count, limits.max_targets_per_post, limits.max_media_per_post)
+    signers = 3 * min(count, MAX_SIGNERS)
+    per_item = (1 + limits.max_targets_per_post) + 3 * 3 + (3 + 5 * limits.max_media_per_post)
+    return longest, FIELDS + signers + count * per_item
+
+
 def _parse(raw: bytes, count: int, keyring: Mapping[bytes, KnownKey], limits: Limits) -> _Section:
     """Decode the 14 fields and enforce every canonical-form rule (docs/PROTOCOL.md §14.4)."""
+    longest, values = section_bounds(count, limits)
     v = expect_list(
-        unpack(raw, what="items section", max_bytes=limits.max_items_bytes),
+        unpack(
+            raw,
+            what="items section",
+            max_bytes=limits.max_items_bytes,
+            max_array_len=longest,
+            max_values=values,
+        ),
         what="items section",
         min_len=FIELDS,
         max_len=FIELDS,

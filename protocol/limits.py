@@ -24,6 +24,10 @@ class Limits:
     max_targets_per_post: int = 64
     max_alt_bytes: int = 8 * 1024
     max_name_bytes: int = 256
+    # Everything a bundle decodes to (items section plus every blob), checked from the header
+    # before anything is inflated: 8 × onboard's 64 MiB export batch (onboard/export.py).
+    # Without it, 1,000 blobs of 64 MiB each could be asked of ground by a ~2 MB bundle.
+    max_decoded_bytes: int = 512 * 1024**2
 
 
 DEFAULT_LIMITS = Limits()

@@ -177,10 +177,23 @@ def with_derived_id(item: ItemT) -> ItemT:
     return replace(item, id=derived_id(item))
 
 
+def body_bounds(limits: Limits) -> tuple[int, int]:
+    """(longest array, most values) canonical.unpack lets an item body hold: nine fields, a
+    media list and a target list no longer than the longest array, each media entry four
+    fields. Loose enough that a body over a limit gets the precise error of its own check."""
+    longest = max(9, limits.max_media_per_post, limits.max_targets_per_post)
+    return longest, 9 + 6 * longest
+
+
 def decode_item(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Item:
     """Decode canonical body bytes, or raise RemoteProtocolError saying what is wrong."""
+    longest, values = body_bounds(limits)
     v = expect_list(
-        unpack(body, what="item body", max_bytes=limits.max_items_bytes), what="item body", min_len=5
+        unpack(
+            body, what="item body", max_bytes=limits.max_items_bytes, max_array_len=longest, max_values=values
+        ),
+        what="item body",
+        min_len=5,
     )
     version = expect(v[0], int, what="item version")
     if version != BODY_VERSION:

@@ -510,6 +510,26 @@ class TransferReceiver:
         ]
         return min(partial) if partial else None
 
+    def retry_commits(self, now: float) -> list[int]:
+        """Commit again every whole upload still RECEIVING (its last commit failed for a local
+        reason, ``commit_done(retry=True)``), without waiting for its station's next request.
+
+        Returns the rids of the CommitUpload events it queued; their answers go to nobody.
+        """
+        rids = []
+        for k, rec in self._uploads.items():
+            if (
+                rec.state is UploadState.RECEIVING
+                and k not in self._committing
+                and rec.ranges.covers(0, rec.size_bytes)
+            ):
+                rid = self._next_rid
+                self._next_rid += 1
+                self._pending[rid] = _Pending(rid=rid, station=rec.station, seq=0, key=rec.key, writes=[])
+                self._maybe_commit(rid, rec)
+                rids.append(rid)
+        return rids
+
     def handle_timeout(self, now: float) -> None:
         """Drop partial uploads nobody touched for upload_ttl_s."""
         for k, u in list(self._uploads.items()):

@@ -232,7 +232,13 @@ def encode_response(resp: Response) -> bytes:
 
 
 def _head(data: bytes, what: str) -> list[Any]:
-    v = expect_list(unpack(data, what=what, max_bytes=MAX_FRAME_BYTES), what=what, min_len=3)
+    # The largest frame is a STATUS with MAX_RANGES ranges; a request is a handful of fields.
+    bound = 2 * MAX_RANGES + 16
+    v = expect_list(
+        unpack(data, what=what, max_bytes=MAX_FRAME_BYTES, max_array_len=bound, max_values=2 * bound),
+        what=what,
+        min_len=3,
+    )
     version = expect(v[0], int, what=f"{what} version")
     if version != WIRE_VERSION:
         raise RemoteProtocolError(

@@ -1,6 +1,6 @@
 """The report: figures as JSON, a PNG of queue depth and link use, and a short summary.
 
-Definitions (also in the README):
+Definitions (also in docs/simulation.md, "Reading a report"):
 - latency: a post's queued → published on every one of its accounts, in seconds.
 - bytes on the wire: application bytes carried by TCP both ways (HTTP headers and bodies,
   what a proxy or a packet capture's TCP payload shows). ``ip_bytes`` adds TCP/IP headers,
@@ -138,14 +138,24 @@ def _fmt_s(x: float | None) -> str:
     return f"{x / 3600:.1f} h"
 
 
+def fmt_duration(seconds: float) -> str:
+    """A run's length as a person says it: "30 s", "5 min", "1.5 h", "24 h"."""
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 2 * 3600:
+        return f"{round(seconds / 60, 1):g} min"
+    return f"{round(seconds / 3600, 2):g} h"
+
+
 def summary(rep: dict[str, Any]) -> str:
     """A few lines a person reads at the end of a run."""
     p, b, lk, lat = rep["posts"], rep["bytes"], rep["link"], rep["latency_s"]
     prof = rep["profile"]
-    hours = rep["duration_s"] / 3600
+    # rep["transfer"] is "<driver name>: <description>"; the name alone says how posts moved.
+    driver = rep["transfer"].split(":")[0]
     lines = [
-        f"{rep['mode']} run: profile {prof['name']}, {rep['astronauts']} astronauts, {hours:g} h, "
-        f"workload {rep['workload']['name']}, transfer {rep['transfer'].split(':')[0]}",
+        f"{rep['mode']} run: profile {prof['name']}, {rep['astronauts']} astronaut{'' if rep['astronauts'] == 1 else 's'}, "
+        f"{fmt_duration(rep['duration_s'])}, workload {rep['workload']['name']}, sent by the {driver} driver",
         f"posts: {p['queued']} queued ({p['with_photos']} with photos), {p['published']} published, "
         f"{p['still_queued_onboard']} still onboard, {p['awaiting_publication']} awaiting publication"
         + (f", {p['refused_onboard']} refused onboard" if p["refused_onboard"] else "")

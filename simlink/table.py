@@ -1,4 +1,4 @@
-"""Print a Markdown table of results from report.json files (the README's table).
+"""Print a Markdown table of results from report.json files (docs/performance.md's table).
 
 python -m simlink.table out-iss-ku/report.json out-degraded/report.json ...
 """

@@ -68,7 +68,11 @@ class Cli:
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
-    return Cli(runner=CliRunner(), onboard_home=tmp_path / "A", ground_home=tmp_path / "G")
+    """Both homes made with `init`: commands other than keys new / enroll / init refuse a missing one."""
+    c = Cli(runner=CliRunner(), onboard_home=tmp_path / "A", ground_home=tmp_path / "G")
+    c.onboard("init")
+    c.ground("init")
+    return c
 
 
 @pytest.fixture

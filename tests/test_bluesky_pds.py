@@ -324,3 +324,44 @@ async def test_session_is_kept_across_restarts_and_refreshed_when_expired(
     cli.ground("account", "add", TARGET, "--app-password-file", str(pw), "--service-url", proxy_url)
     assert not list(store.root.glob("*.session"))
     home.close()
+
+
+def _with_dimensions(jpeg: bytes, width: int, height: int) -> bytes:
+    """``jpeg`` with its frame header (SOF0/SOF2) claiming ``width`` × ``height``."""
+    for marker in (b"\xff\xc0", b"\xff\xc2"):
+        at = jpeg.find(marker)
+        if at >= 0:
+            sof = at + 5  # marker (2), length (2), precision (1), then height and width
+            return jpeg[:sof] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + jpeg[sof + 4 :]
+    raise AssertionError("no frame header in the sample JPEG")
+
+
+def test_huge_and_unreadable_photos_fail_cleanly_or_publish_with_their_true_size(
+    ready: Cli, pds: harness.Pds, tmp_path: Path, sample_jpegs: list[Path]
+) -> None:
+    """Issue 19 §4: a photo past Pillow's ~179 MP bomb guard crashed the adapter after upload.
+
+    Its size now comes from the header alone: a 200 MP photo is published byte-identical with
+    its true aspect ratio; one whose header cannot be read fails permanently, with a reason,
+    and nothing is put on the PDS.
+    """
+    cli = ready
+    huge = tmp_path / "huge.jpg"
+    huge.write_bytes(_with_dimensions(sample_jpegs[0].read_bytes(), 20_000, 10_000))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8)  # JPEG magic, then no frame
+    huge_id = queue_post(cli, "two hundred megapixels", "--photo", str(huge), "--alt", "a wide view")
+    broken_id = queue_post(cli, "a damaged photo", "--photo", str(broken), "--alt", "damaged")
+    carry_down(cli, tmp_path)
+    did = pds.accounts["alice.test"].did
+    rec = pds.get_record(did, tid_for_post(huge_id))
+    img = rec["value"]["embed"]["images"][0]
+    assert img["aspectRatio"] == {"width": 20_000, "height": 10_000}
+    assert pds.get_blob(did, img["image"]["ref"]["$link"]) == huge.read_bytes()
+    assert records_at(pds, broken_id) == []
+    home = GroundHome(cli.ground_home)
+    state, error, retryable = home.conn.execute(
+        "SELECT state, last_error, retryable FROM publications WHERE item_id = ?", (broken_id,)
+    ).fetchone()
+    home.close()
+    assert state == "failed" and not retryable and "no readable image header" in error

@@ -1,6 +1,6 @@
 """Each side stands alone: ground never imports the laptop client, nor onboard ground.
 
-What both need lives in packages named for what they hold (durable/, photocodec/, protocol/);
+What both need lives in packages named for what they hold (durable/, photocodec/, termtext/, protocol/);
 protocol/ stays sans-IO and imports neither side.
 """
 
@@ -19,6 +19,7 @@ FORBIDDEN = {
     "durable": {"onboard", "ground"},
     "verifier": {"onboard", "ground"},
     "photocodec": {"onboard", "ground"},
+    "termtext": {"onboard", "ground"},
 }
 
 

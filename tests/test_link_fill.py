@@ -110,7 +110,7 @@ def test_salvage_gives_every_data_byte_that_arrived() -> None:
 def test_salvage_refuses_what_is_not_a_chunk() -> None:
     for req in (
         Open(seq=1, key=KEY, size_bytes=10_000, owner="a", data=b"y" * 5000),
-        ReceiptsRequest(seq=2, since_ms=5),
+        ReceiptsRequest(seq=2, since=5),
     ):
         frame = encode_request(req)
         assert all(salvage_chunk(frame[:n]) is None for n in range(len(frame) + 1))

@@ -103,3 +103,21 @@ def test_bad_profile_file_one_line_error(tmp_path: Path, subprocess_env: dict[st
     assert res.stderr.strip().splitlines() == [
         f"error: {bad}: field 'link.to_ground_kbit_s' must be >= 0.1, got 0"
     ]
+
+
+def test_summary_header_says_the_duration_as_a_person_would() -> None:
+    from simlink.report import fmt_duration, summary
+
+    assert [fmt_duration(s) for s in (30, 300, 5400, 86_400, 21_600)] == [
+        "30 s",
+        "5 min",
+        "90 min",
+        "24 h",
+        "6 h",
+    ]
+    r = run_virtual(load_profile("iss-ku"), load_workload("crew-day"), astronauts=1, duration_s=300, seed=7)
+    head = summary(build_report(r)).splitlines()[0]
+    assert (
+        head
+        == "virtual run: profile iss-ku, 1 astronaut, 5 min, workload crew-day, sent by the transfer driver"
+    )

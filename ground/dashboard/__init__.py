@@ -95,7 +95,7 @@ def setup(
     app[IDLE_KEY] = session_idle_ms
     app[LIMITER_KEY] = limiter or LoginLimiter()
     app[STOP_KEY] = asyncio.Event()
-    app[STREAMS_KEY] = set()
+    app[STREAMS_KEY] = {}
     app[READER_KEY] = Reader(home.db_path)
     app.router.add_get("/", _page, name="dashboard")
     app.router.add_get("/dashboard", _page)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from typing import Any
 
 from aiohttp import web
 
-from .. import operators
+from .. import logs, operators
 from ..db import audit, transaction
 from . import actions, queries
 from .auth import (
@@ -35,12 +36,19 @@ from .reader import Reader
 
 MAX_BODY_BYTES = 4096  # a login is two short strings; nothing else here takes a body
 MAX_STREAMS = 64  # live dashboards at once; more would only be a way to tie up the server
+# One operator or one address may hold only a few (a browser with a few tabs), so no single
+# viewer can take them all; the last ADMIN_RESERVED_STREAMS are kept for admins, so an admin
+# can always watch what the read-only viewers are doing.
+MAX_STREAMS_PER_OPERATOR = 8
+MAX_STREAMS_PER_ADDRESS = 16
+ADMIN_RESERVED_STREAMS = 8
 STREAM_POLL_S = 1.0
 STREAM_HEARTBEAT_S = 15.0
 
 STOP_KEY = web.AppKey("orbitpost_dashboard_stop", asyncio.Event)
 READER_KEY = web.AppKey("orbitpost_dashboard_reader", Reader)
-STREAMS_KEY = web.AppKey("orbitpost_dashboard_streams", set)
+# Each open stream and who holds it: (operator name, client address).
+STREAMS_KEY = web.AppKey("orbitpost_dashboard_streams", dict)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -112,6 +120,13 @@ async def login(request: web.Request) -> web.StreamResponse:
             full_s = limiter.retry_after_s(conn, name, ip, ts)
             limiter.failed(conn, name, ip, ts)
             audit(conn, ts, "login", "login-failed", f"operator {name!r} from {ip}: wrong name or password")
+            logs.event(
+                "credential_refused",
+                f"operator login refused for {name!r} from {ip}",
+                level=logging.WARNING,
+                credential="operator_password",
+                addr=ip,
+            )
             locked_s = limiter.retry_after_s(conn, name, ip, ts)
             if locked_s > 0 and full_s <= 0:  # this failure started the pause
                 n = conn.execute(
@@ -269,17 +284,16 @@ async def audit_log(request: web.Request) -> web.StreamResponse:
 async def stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: 'change' whenever anything the dashboard shows changed."""
     streams = request.app[STREAMS_KEY]
-    if len(streams) >= MAX_STREAMS:
-        return json_error(
-            503, f"too many live dashboards open (max {MAX_STREAMS}); close one or poll the API"
-        )
+    session = current(request)
+    refusal = _stream_refusal(streams, session, client_address(request))
+    if refusal is not None:
+        return json_error(503, refusal)
     stop = request.app[STOP_KEY]
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
     await resp.prepare(request)
-    streams.add(resp)
-    session = current(request)
+    streams[resp] = (session.operator.name, client_address(request))
     conn = _conn(request)  # session checks: quick primary-key lookups
     idle_ms = request.app[IDLE_KEY]
     last: tuple[Any, ...] | None = None
@@ -309,8 +323,27 @@ async def stream(request: web.Request) -> web.StreamResponse:
     except (ConnectionResetError, ConnectionError):
         pass  # the browser went away
     finally:
-        streams.discard(resp)
+        streams.pop(resp, None)
     return resp
+
+
+def _stream_refusal(
+    streams: dict[web.StreamResponse, tuple[str, str]], session: operators.Session, addr: str
+) -> str | None:
+    """Why a new live stream is refused (per operator, per address, overall), or None."""
+    name = session.operator.name
+    if sum(1 for who, _ in streams.values() if who == name) >= MAX_STREAMS_PER_OPERATOR:
+        return (
+            f"operator {name} already has {MAX_STREAMS_PER_OPERATOR} live dashboards open; "
+            "close one (another tab or browser) or poll the API"
+        )
+    if sum(1 for _, a in streams.values() if a == addr) >= MAX_STREAMS_PER_ADDRESS:
+        return f"{MAX_STREAMS_PER_ADDRESS} live dashboards are already open from {addr}; close one"
+    admin = session.operator.role is operators.Role.ADMIN
+    cap = MAX_STREAMS if admin else MAX_STREAMS - ADMIN_RESERVED_STREAMS
+    if len(streams) >= cap:
+        return f"too many live dashboards open (max {cap}); close one or poll the API"
+    return None
 
 
 @require()

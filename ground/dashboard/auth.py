@@ -16,6 +16,7 @@ A session that ended (idle, expired, logged out) gets 401 with ``reason`` naming
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from .. import operators
+from .. import logs, operators
 from ..home import GroundHome
 from ..login_limits import LoginLimiter as LoginLimiter  # re-exported: setup(limiter=...) takes one
 
@@ -107,6 +108,15 @@ def unauthorized(request: web.Request, refused: operators.Refused) -> web.Respon
     """401 naming why: no ``reason`` for a token never seen here (nothing to tell a forger)."""
     headers = {"Cache-Control": "no-store", "WWW-Authenticate": 'Bearer realm="orbitpost"'}
     body: dict[str, str] = {"error": refusal_message(refused, request.app[IDLE_KEY])}
+    if request.headers.get("Authorization") or request.cookies.get(COOKIE):
+        kind = "api_token" if request.headers.get("Authorization") else "session_cookie"
+        logs.event(
+            "credential_refused",
+            f"operator {kind.replace('_', ' ')} refused ({refused.reason}) from {request.remote or '?'}",
+            level=logging.WARNING,
+            credential=kind,
+            addr=request.remote or "?",
+        )
     if refused.reason is not operators.SessionEnd.UNKNOWN:
         body["reason"] = str(refused.reason)
     return web.json_response(body, status=401, headers=headers)

@@ -9,6 +9,7 @@ once per bundle and signer in ``<root>/.statements/<sha256>.bin``, named by the 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -43,52 +44,10 @@ class ArchivePlatform:
         if existing is not None:
             return existing
         final = self._dir(req.account, req.post.id)
-        tmp = final.with_name(f".{final.name}.partial")
         try:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-            text = req.post.text.encode("utf-8")
-            files = {"text.txt": text}
-            for i, (ref, data) in enumerate(req.media, start=1):
-                files[f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}"] = data
-            # The .partial folder is private until renamed, so its files need no atomic
-            # replace of their own: each is written and fsynced, the folder fsynced once (issue 18:
-            # 2 fsyncs per file and per record were most of `ground ingest`'s time).
-            for name, data in files.items():
-                _write_synced(tmp / name, data)
-            record = {
-                "post_id": req.post.id,
-                "author": req.post.author,
-                "account": req.account,
-                "signer_fingerprint": req.signer_fingerprint,
-                "signature": req.signature.hex(),
-                "signed_body_sha256": hashlib.sha256(req.body).hexdigest(),
-                "signed_body": base64.b64encode(req.body).decode(),
-                # Set when the signature covers a batch (docs/PROTOCOL.md §14): it is then over
-                # "orbitpost/batch/v1\0" + that statement, one of whose 32-byte entries is the
-                # body's sha256. The statement lists every post of its signer in the bundle, so
-                # it is kept once, in <archive>/.statements/, not copied into each record.
-                "batch_statement_sha256": self._keep_statement(req.statement),
-                "batch_statement_file": (
-                    f"../../{STATEMENTS}/{hashlib.sha256(req.statement).hexdigest()}.bin"
-                    if req.statement
-                    else None
-                ),
-                "created_ms": req.post.created_ms,
-                "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
-                "alt": [ref.alt for ref, _ in req.media],
-                # What "unchanged" means here (protocol/rules.py): the archive keeps the exact
-                # bytes, so each photo file's sha256 equals the signed original's.
-                "media": [
-                    {"sha256": ref.sha256.hex(), "media_type": ref.media_type, "fidelity": "exact"}
-                    for ref, _ in req.media
-                ],
-            }
-            _write_synced(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
-            fsync_dir(tmp)
-            tmp.rename(final)
-            fsync_dir(final.parent)
+            # fsync-bound writes of whole photos: off the event loop, awaited, so the order of
+            # publications is unchanged.
+            await asyncio.to_thread(self._write_post, req, final)
         except (NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError) as exc:
             # The folder layout is wrong: waiting will not fix it, an operator will (then retry).
             raise PublishError(f"archive write failed: {exc}", retryable=False) from exc
@@ -108,9 +67,60 @@ class ArchivePlatform:
         sha = hashlib.sha256(statement).hexdigest()
         path = self.root / STATEMENTS / f"{sha}.bin"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(path, statement, 0o444)
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            write_atomic(path, statement, 0o400)
         return sha
+
+    def _write_post(self, req: PublishRequest, final: Path) -> None:
+        """Write the post's folder under a temporary name, then rename it into place."""
+        tmp = final.with_name(f".{final.name}.partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        # Private like the rest of ground's home: embargoed posts and their signatures.
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        final.parent.mkdir(mode=0o700, exist_ok=True)
+        tmp.mkdir(mode=0o700)
+        text = req.post.text.encode("utf-8")
+        files = {"text.txt": text}
+        for i, (ref, data) in enumerate(req.media, start=1):
+            files[f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}"] = data
+        # The .partial folder is private until renamed, so its files need no atomic replace of
+        # their own: each is written and fsynced, the folder fsynced once before the rename
+        # (issue 18: a temporary file and a directory fsync per file were most of `ground ingest`).
+        for name, data in files.items():
+            _write_synced(tmp / name, data)
+        record = {
+            "post_id": req.post.id,
+            "author": req.post.author,
+            "account": req.account,
+            "signer_fingerprint": req.signer_fingerprint,
+            "signature": req.signature.hex(),
+            "signed_body_sha256": hashlib.sha256(req.body).hexdigest(),
+            "signed_body": base64.b64encode(req.body).decode(),
+            # Set when the signature covers a batch (docs/PROTOCOL.md §14): it is then over
+            # "orbitpost/batch/v1\0" + that statement, one of whose 32-byte entries is the
+            # body's sha256. The statement lists every post of its signer in the bundle, so
+            # it is kept once, in <archive>/.statements/, not copied into each record.
+            "batch_statement_sha256": self._keep_statement(req.statement),
+            "batch_statement_file": (
+                f"../../{STATEMENTS}/{hashlib.sha256(req.statement).hexdigest()}.bin"
+                if req.statement
+                else None
+            ),
+            "created_ms": req.post.created_ms,
+            "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+            "alt": [ref.alt for ref, _ in req.media],
+            # What "unchanged" means here (protocol/rules.py): the archive keeps the exact
+            # bytes, so each photo file's sha256 equals the signed original's.
+            "media": [
+                {"sha256": ref.sha256.hex(), "media_type": ref.media_type, "fidelity": "exact"}
+                for ref, _ in req.media
+            ],
+        }
+        _write_synced(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
+        fsync_dir(tmp)
+        tmp.rename(final)
+        fsync_dir(final.parent)
 
     async def lookup(self, req: PublishRequest, session: Any = None) -> Published | None:
         final = self._dir(req.account, req.post.id)
@@ -126,9 +136,15 @@ class ArchivePlatform:
             shutil.rmtree(gone)
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    """Create ``path`` (in a folder nobody reads yet) with ``data``, fsynced; the caller fsyncs the folder."""
-    with open(path, "xb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+def _write_synced(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Create ``path`` (in a folder nobody reads yet) with ``data`` and exactly ``mode``
+    (private, as durable.files.write_atomic), fsynced; the caller fsyncs the folder."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)  # whatever the umask
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -76,26 +76,44 @@ def facets(spans: list[Span], dids: dict[str, str]) -> list[dict[str, Any]]:
     return out
 
 
-def aspect_ratio(data: bytes) -> dict[str, int] | None:
-    """``{"width", "height"}`` as displayed (EXIF rotation applied), or None if unreadable.
+# The formats Bluesky takes (protocol/rules.py BLUESKY.media_types), as Pillow's plugins name them.
+_HEADER_FORMATS = ("JPEG", "PNG", "GIF", "WEBP")
 
-    Pillow only reads the header here; the photo bytes are never re-encoded.
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as displayed (EXIF rotation applied), from the header alone; None if
+    the bytes are no readable JPEG, PNG, GIF or WebP header.
+
+    The format's Pillow plugin parses the header and decodes no pixel. ``Image.open`` is not
+    used: its decompression-bomb guard raises for ~179 MP and more, which is a question for
+    whoever decodes pixels — nothing here does, and the photo is published unchanged.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                orientation = img.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return None
-    if orientation in (5, 6, 7, 8):  # rotated 90°: the displayed picture is transposed
-        width, height = height, width
-    if width <= 0 or height <= 0:
-        return None
-    return {"width": width, "height": height}
+    Image.init()
+    for fmt in _HEADER_FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and not accept(data[:16]):
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with factory(io.BytesIO(data), "") as img:
+                    width, height = img.size
+                    orientation = img.getexif().get(0x0112, 1)
+        except Exception:  # any parser failure on these bytes means "unreadable"
+            return None
+        if orientation in (5, 6, 7, 8):  # rotated 90°: the displayed picture is transposed
+            width, height = height, width
+        return (width, height) if width > 0 and height > 0 else None
+    return None
+
+
+def aspect_ratio(data: bytes) -> dict[str, int] | None:
+    """``{"width", "height"}`` for app.bsky.embed.defs#aspectRatio, or None if unreadable
+    (``image_size``: header only, the photo bytes are never decoded or re-encoded)."""
+    size = image_size(data)
+    return None if size is None else {"width": size[0], "height": size[1]}
 
 
 def post_record(

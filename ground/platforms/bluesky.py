@@ -235,6 +235,17 @@ class BlueskyPlatform:
         cred = self._cred(req.account)
         rkey = atproto.tid_for_post(req.post.id)
         images = []
+        # Every photo's size first, from its header: a photo that cannot be read fails the
+        # publication before anything is uploaded, with a reason, never an exception.
+        ratios = [atproto.aspect_ratio(data) for _ref, data in req.media]
+        for i, ((ref, _data), ratio) in enumerate(zip(req.media, ratios, strict=True), start=1):
+            if ratio is None:
+                raise PublishError(
+                    f"photo {i} ({ref.media_type}, {ref.sha256.hex()[:12]}) has no readable image header "
+                    "(width and height); Bluesky shows only images it can read. Publish it elsewhere, "
+                    "or re-send the post with the photo saved again by a camera or editor",
+                    retryable=False,
+                )
         for i, (ref, data) in enumerate(req.media, start=1):
             _, resp = await self._xrpc(
                 session,
@@ -250,7 +261,7 @@ class BlueskyPlatform:
             blob = (resp.json() or {}).get("blob")
             if not isinstance(blob, dict):
                 raise PublishError(f"upload photo {i}: the PDS returned no blob reference", retryable=True)
-            images.append((blob, ref.alt, atproto.aspect_ratio(data)))
+            images.append((blob, ref.alt, ratios[i - 1]))
         spans = atproto.find_spans(req.post.text)
         dids = await self._resolve_handles(session, cred, {s.value for s in spans if s.kind == "mention"})
         record = atproto.post_record(
