@@ -164,6 +164,10 @@ def ingest_bytes(
     for raw in vb.blobs.values():
         home.blobs.put(raw)
     n_pubs = 0
+    # A format-2 signer's statement is one object shared by all their items: hash and store it
+    # once per bundle, not once per item (that was quadratic in the bundle size; issue 18).
+    statement_sha: dict[bytes, bytes | None] = {}
+    refusals: dict[tuple[str, str], str | None] = {}
     with transaction(conn):
         conn.execute(
             "INSERT INTO bundles (bundle_id, sha256, received_ms, source, size_bytes, item_count) VALUES (?,?,?,?,?,?)",
@@ -182,7 +186,7 @@ def ingest_bytes(
                     v.signed.key_id,
                     v.signed.body,
                     v.signed.signature,
-                    db.store_statement(conn, v.signed.statement),
+                    _statement_sha(conn, statement_sha, v.signed.statement),
                     it.created_ms,
                     it.publish_at_ms if isinstance(it, Post) else None,
                     None if isinstance(it, Post) else it.target_id,
@@ -191,7 +195,9 @@ def ingest_bytes(
             )
             if isinstance(it, Post):
                 for account in it.targets:
-                    why = refusal(conn, it.author, account)
+                    if (it.author, account) not in refusals:  # one query per signer and account
+                        refusals[it.author, account] = refusal(conn, it.author, account)
+                    why = refusals[it.author, account]
                     conn.execute(
                         "INSERT INTO publications (item_id, account, state, updated_ms, next_attempt_ms, "
                         "last_error, retryable) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -225,3 +231,12 @@ def ingest_bytes(
         publications=n_pubs,
         size_bytes=len(data),
     )
+
+
+def _statement_sha(
+    conn: sqlite3.Connection, seen: dict[bytes, bytes | None], statement: bytes
+) -> bytes | None:
+    """:func:`db.store_statement` once per distinct statement of the bundle being accepted."""
+    if statement not in seen:
+        seen[statement] = db.store_statement(conn, statement)
+    return seen[statement]

@@ -187,7 +187,10 @@ def build_document(
     if station is not None:
         changes.claim(home.conn, station, claims, now_ms)
     receipts, next_since, more = collect(home.conn, since, limit, station=station)
-    return sign_receipts(ground_key(home), now_ms, receipts), next_since, more
+    from . import translog  # late: translog imports this module for ground's key
+
+    checkpoint = translog.latest(home) or ""
+    return sign_receipts(ground_key(home), now_ms, receipts, checkpoint=checkpoint), next_since, more
 
 
 def item_id_bytes(item_id: str) -> bytes:

@@ -544,6 +544,30 @@ def link_add(
     )
 
 
+@link_app.command("check-log")
+def link_check_log() -> None:
+    """Check ground's public transparency log against what ground told this station.
+
+    Every receipt carried ground's log checkpoint at the time; this fetches the public log's
+    newest checkpoint, checks it extends every one the station kept, and checks the public
+    proof of every post published from here holds the very body signed here.
+
+    Example:
+
+    \b
+        onboard --home A link check-log
+    """
+    from .link import load_link
+    from .logcheck import check
+
+    cfg = load_link(state.home)
+    result = check(_conn(), cfg.ground_url, cfg.ground_key)
+    console.print(
+        f"ground's public log ({result.public.size} leaves) extends the {result.heads_checked} checkpoint(s) "
+        f"it sent this station and proves the {result.posts_checked} post(s) published from here"
+    )
+
+
 @app.command()
 def sync(
     watch: Annotated[

@@ -27,7 +27,7 @@ from protocol.receipts import (
 )
 from protocol.rules import PlatformRules, rules_for, with_limits
 
-from . import link, queue
+from . import link, logcheck, queue
 from .errors import OnboardError
 
 # Ground's publication states that mean "ground has it, not settled yet" (ground/publish.py).
@@ -144,10 +144,14 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
 
 
 def verify_document(conn: sqlite3.Connection, data: bytes, ground_key: bytes) -> ReceiptDocument:
+    """Check a receipts document's signature and decode it; keeps the log checkpoint it carries."""
     try:
-        return verify_receipts(data, ground_key)
+        doc = verify_receipts(data, ground_key)
     except RemoteProtocolError as exc:
         raise OnboardError(f"receipts refused: {exc}") from exc
+    logcheck.ensure_schema(conn)
+    logcheck.keep(conn, doc.checkpoint, ground_key, int(time.time() * 1000))
+    return doc
 
 
 def apply_document(conn: sqlite3.Connection, doc: ReceiptDocument) -> Applied:

@@ -45,6 +45,8 @@ MAX_ACCOUNTS = 4096
 # A document carries at most a few thousand entries; 8 MiB is far above that.
 MAX_RECEIPTS_BYTES = 8 * 1024 * 1024
 MAX_ENTRIES = 10_000
+# A signed checkpoint note is a few hundred characters (protocol/tlog.py).
+MAX_CHECKPOINT_CHARS = 16 * 1024
 
 
 class EntryKind(IntEnum):
@@ -136,6 +138,9 @@ Receipt = PublicationReceipt | BundleReceipt | AccountLimitsReceipt | EnrolledRe
 class ReceiptDocument:
     issued_ms: int
     receipts: tuple[Receipt, ...]
+    # Ground's latest signed transparency-log checkpoint (§15) when the document was made, or "":
+    # the crew keeps it to check later that what ground shows the public is what it told them.
+    checkpoint: str = ""
 
 
 def _entry(r: Receipt) -> list[Any]:
@@ -185,9 +190,14 @@ def _entry(r: Receipt) -> list[Any]:
     ]
 
 
-def sign_receipts(key: SigningKey, issued_ms: int, receipts: Iterable[Receipt]) -> bytes:
-    """Encode and sign a receipts document with ground's key."""
-    body = pack([RECEIPTS_VERSION, issued_ms, [_entry(r) for r in receipts]])
+def sign_receipts(
+    key: SigningKey, issued_ms: int, receipts: Iterable[Receipt], *, checkpoint: str = ""
+) -> bytes:
+    """Encode and sign a receipts document with ground's key (``checkpoint``: its latest log head)."""
+    fields: list[Any] = [RECEIPTS_VERSION, issued_ms, [_entry(r) for r in receipts]]
+    if checkpoint:
+        fields.append(checkpoint)
+    body = pack(fields)
     return pack([body, key_id(key.public_key), key.sign(RECEIPTS_DOMAIN + body)])
 
 
@@ -316,7 +326,7 @@ def verify_receipts(
             ErrorCode.BAD_SIGNATURE, "receipts signature is invalid: the document was altered"
         )
     v = expect_list(
-        unpack(body, what="receipts body", max_bytes=max_bytes), what="receipts body", min_len=3, max_len=3
+        unpack(body, what="receipts body", max_bytes=max_bytes), what="receipts body", min_len=3, max_len=4
     )
     version = expect(v[0], int, what="receipts version")
     if version != RECEIPTS_VERSION:
@@ -326,6 +336,11 @@ def verify_receipts(
             "ask ground for a new document with `ground receipts --out F`, or upgrade the side that is older)",
         )
     entries = expect_list(v[2], what="receipt entries", min_len=0, max_len=MAX_ENTRIES)
+    checkpoint = expect(v[3], str, what="log checkpoint") if len(v) == 4 else ""
+    if len(checkpoint) > MAX_CHECKPOINT_CHARS:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, "log checkpoint in receipts is too long")
     return ReceiptDocument(
-        issued_ms=expect(v[1], int, what="issued time"), receipts=tuple(_decode_entry(e) for e in entries)
+        issued_ms=expect(v[1], int, what="issued time"),
+        receipts=tuple(_decode_entry(e) for e in entries),
+        checkpoint=checkpoint,
     )

@@ -457,3 +457,39 @@ async def test_public_routes_are_cacheable_rate_limited_and_hold_no_secret(
                 if r.status == 429:
                     assert r.headers["Retry-After"]
         assert 429 in statuses and statuses[0] == 200
+
+
+async def test_receipts_carry_tree_heads_and_the_crew_checks_the_public_log(cli: Cli, tmp_path: Path) -> None:
+    """Each receipt brings ground's signed checkpoint; `onboard link check-log` later proves the
+    public log extends every one of them and holds the bodies signed on the laptop — and names a
+    fork made after the fact."""
+    from link_support import archive_posts, link_to, setup_station
+
+    token = setup_station(cli, tmp_path)
+    for text in ("first light", "second orbit"):
+        cli.onboard("post", "--as", "alice", "--to", "archive:alice", text)
+    async with running_ground(cli.ground_home) as url:
+        link_to(cli, url, token)
+        from onboard.home import Home
+        from onboard.sync import sync
+
+        await sync(Home(cli.onboard_home), wait_published_s=60, receipts_every_s=0.5)
+        assert len(archive_posts(cli.ground_home)) == 2
+        heads = sqlite3.connect(cli.onboard_home / "onboard.db").execute("SELECT COUNT(*) FROM tree_heads")
+        assert heads.fetchone()[0] >= 1
+        translog.catch_up(GroundHome(cli.ground_home), 1_800_000_000_000)
+        out = (await asyncio.to_thread(cli.onboard, "link", "check-log")).output
+        assert "proves the 2 post(s) published from here" in out, out
+    # The operator rewrites history: a leaf changed, the checkpoint of that size signed again.
+    home = GroundHome(cli.ground_home)
+    home.conn.execute("DROP TRIGGER tlog_leaves_no_update")
+    data = canonical_entry({"kind": "item", "forged": True})
+    home.conn.execute("UPDATE tlog_leaves SET entry = ?, digest = ? WHERE idx = 3", (data, leaf_hash(data)))
+    home.conn.execute("DELETE FROM tlog_checkpoints")
+    translog._sign_head(home, 1_800_000_100_000)
+    home.close()
+    async with running_ground(cli.ground_home) as url:
+        cli.onboard("link", "add", "--ground", url, "--token-file", str(token))
+        bad = await asyncio.to_thread(cli.onboard, "link", "check-log", ok=False)
+        said = bad.output + str(bad.exception)
+        assert bad.exit_code != 0 and "disagrees with what it told this station" in said, said

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -83,8 +84,11 @@ class ArchivePlatform:
         files = {"text.txt": text}
         for i, (ref, data) in enumerate(req.media, start=1):
             files[f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}"] = data
+        # The .partial folder is private until renamed, so its files need no atomic replace of
+        # their own: each is written and fsynced, the folder fsynced once before the rename
+        # (issue 18: a temporary file and a directory fsync per file were most of `ground ingest`).
         for name, data in files.items():
-            write_atomic(tmp / name, data)
+            _write_synced(tmp / name, data)
         record = {
             "post_id": req.post.id,
             "author": req.post.author,
@@ -113,7 +117,8 @@ class ArchivePlatform:
                 for ref, _ in req.media
             ],
         }
-        write_atomic(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
+        _write_synced(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
+        fsync_dir(tmp)
         tmp.rename(final)
         fsync_dir(final.parent)
 
@@ -129,3 +134,17 @@ class ArchivePlatform:
             gone = final.with_name(f".{final.name}.retracted")
             final.rename(gone)
             shutil.rmtree(gone)
+
+
+def _write_synced(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Create ``path`` (in a folder nobody reads yet) with ``data`` and exactly ``mode``
+    (private, as durable.files.write_atomic), fsynced; the caller fsyncs the folder."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)  # whatever the umask
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)

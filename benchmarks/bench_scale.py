@@ -1,0 +1,247 @@
+"""Ground at scale (issue 18): accept rate and bytes on disk per post, beside their floor.
+
+    python benchmarks/bench_scale.py             # bundles of 200, 2,000 and 10,000 posts
+    python benchmarks/bench_scale.py --quick     # 200 and 2,000 (a smoke test)
+    python benchmarks/bench_scale.py --sizes 50  # any sizes (≤ 10,000: Limits.max_items)
+
+Workload: one bundle of N text posts by 3 astronauts (round-robin), format 2 (one Ed25519
+signature per astronaut over the batch, compact columns, text dictionary), encoded with the
+functions onboard's file export uses (onboard/export.py: CURRENT_GROUND, items_encoding and
+encode_compact_items). Texts are the 1,050 held-out tweets of benchmarks/corpus.py (real, but
+English only: ids divisible by 4, never seen by the dictionary), cycled when N is larger; each
+post has its own time and so its own id.
+
+Measured on a fresh ground home per row:
+- accept: ``ground.ingest.ingest_bytes`` alone (verify + policy + one transaction), posts/s;
+- ingest: the whole ``ground ingest FILE`` command in-process (accept, then publishing each post
+  to its ``archive`` account: a folder with text.txt and record.json), posts/s;
+- disk: every file of the ground home afterwards (ground.db with its WAL, blobs, archive), per
+  post, as allocated blocks (what `du` counts) and as apparent bytes;
+- floors, in the same run: Ed25519 verify + sha256 of the signed body per post (one signature
+  per post, format 1's cost), and format 2's: sha256 per post + one verify per astronaut.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.corpus import ASTRONAUTS, BASE_MS, astronaut_key, split  # noqa: E402
+from ground import enroll as enroll_mod  # noqa: E402
+from ground.home import GroundHome  # noqa: E402
+from ground.ingest import decoders, ingest_bytes  # noqa: E402
+from onboard.export import CURRENT_GROUND, items_encoding  # noqa: E402
+from protocol import Post, build_bundle, sign_item  # noqa: E402
+from protocol.bundle import CompactItems  # noqa: E402
+from protocol.compact_items import encode_compact_items  # noqa: E402
+from protocol.ids import new_ulid  # noqa: E402
+from protocol.keys import format_public_key, verify_signature  # noqa: E402
+from protocol.model import with_derived_id  # noqa: E402
+from protocol.signing import BATCH_DOMAIN, SIGNATURE_DOMAIN, sign_batch  # noqa: E402
+
+SIZES = (200, 2_000, 10_000)
+QUICK_SIZES = (200, 2_000)
+GOAL_POSTS_S = 2_000
+GOAL_BYTES_PER_POST = 4096
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Row:
+    posts: int
+    bundle_bytes: int
+    accept_s: float
+    ingest_s: float
+    disk_blocks: int
+    disk_apparent: int
+    floor1_s: float
+    floor2_s: float
+
+
+def make_posts(n: int, texts: Sequence[str]) -> list[Post]:
+    """``n`` posts, round-robin over the 3 astronauts, each published to its archive account."""
+    out = []
+    t = BASE_MS
+    for i in range(n):
+        t += 1000 + (i * 7919) % 600 * 1000  # whole seconds apart, as onboard composes them
+        name = ASTRONAUTS[i % len(ASTRONAUTS)]
+        post = Post(
+            id=new_ulid(t, bytes(10)),
+            author=name,
+            created_ms=t,
+            text=texts[i % len(texts)],
+            targets=(f"archive:{name}",),
+        )
+        out.append(with_derived_id(post))
+    return out
+
+
+def make_bundle(posts: Sequence[Post], seq: int) -> bytes:
+    """The format-2 bundle onboard's export writes for a ground of this release."""
+    keys = {name: astronaut_key(name) for name in ASTRONAUTS}
+    items_codec, encode_items = items_encoding(CURRENT_GROUND)
+    items = CompactItems(raw=encode_compact_items(list(posts), keys), count=len(posts))
+    return build_bundle(
+        bundle_id=new_ulid(BASE_MS + seq, bytes(10)),
+        created_ms=BASE_MS + seq,
+        items=items,
+        blobs=(),
+        items_codec=items_codec,
+        encode_items=encode_items,
+    )
+
+
+def new_home(root: Path) -> GroundHome:
+    home = GroundHome(root)
+    for name in ASTRONAUTS:
+        key = format_public_key(astronaut_key(name).public_key)
+        enroll_mod.enroll(home.conn, name, key, [f"archive:{name}"], BASE_MS)
+    return home
+
+
+def disk_usage(root: Path) -> tuple[int, int]:
+    """(allocated bytes, apparent bytes) of every file and folder under ``root``."""
+    blocks = apparent = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [*filenames, *dirnames]:
+            st = os.lstat(os.path.join(dirpath, name))
+            blocks += st.st_blocks * 512
+            apparent += st.st_size if name in filenames else 0
+    return blocks, apparent
+
+
+def floors(posts: Sequence[Post]) -> tuple[float, float]:
+    """Seconds for (a) Ed25519 verify + sha256 per post, (b) sha256 per post + one verify per astronaut."""
+    signed = [sign_item(astronaut_key(p.author), p) for p in posts]
+    publics = {n: astronaut_key(n).public_key for n in ASTRONAUTS}
+    t0 = time.perf_counter()
+    for p, s in zip(posts, signed, strict=True):
+        hashlib.sha256(s.body).digest()
+        if not verify_signature(publics[p.author], s.signature, SIGNATURE_DOMAIN + s.body):
+            raise AssertionError("floor: signature did not verify")
+    per_post = time.perf_counter() - t0
+    batches = {
+        n: sign_batch(astronaut_key(n), [s.body for p, s in zip(posts, signed, strict=True) if p.author == n])
+        for n in ASTRONAUTS
+    }
+    t0 = time.perf_counter()
+    for s in signed:
+        hashlib.sha256(s.body).digest()
+    for n, b in batches.items():
+        if not verify_signature(publics[n], b.signature, BATCH_DOMAIN + b.statement):
+            raise AssertionError("floor: batch signature did not verify")
+    return per_post, time.perf_counter() - t0
+
+
+def run_cli_ingest(home: Path, bundle: Path) -> float:
+    """Seconds for ``ground --home HOME ingest BUNDLE``, run in-process (no interpreter start-up)."""
+    from ground.cli import app
+
+    out = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            app(["--home", str(home), "ingest", str(bundle)], standalone_mode=False)
+        except SystemExit as exc:  # pragma: no cover - a failure, reported below
+            if exc.code:
+                raise RuntimeError(f"ground ingest failed: {out.getvalue()[-2000:]}") from exc
+    elapsed = time.perf_counter() - t0
+    if f"{bundle.name}: " not in out.getvalue() or "REJECTED" in out.getvalue():
+        raise RuntimeError(f"ground ingest did not accept the bundle: {out.getvalue()[-2000:]}")
+    return elapsed
+
+
+def measure(n: int, texts: Sequence[str], workdir: Path) -> Row:
+    posts = make_posts(n, texts)
+    data = make_bundle(posts, n)
+    bundle = workdir / f"scale-{n}.opb"
+    bundle.write_bytes(data)
+
+    home = new_home(workdir / f"accept-{n}")
+    decoders()  # imports numpy/imagecodecs once per process (~0.6 s): not a per-bundle cost
+    t0 = time.perf_counter()
+    result = ingest_bytes(home, data, source="bench", now_ms=BASE_MS)
+    accept_s = time.perf_counter() - t0
+    home.close()
+    if len(result.post_ids) != n:
+        raise RuntimeError(f"accepted {len(result.post_ids)} of {n} posts")
+
+    whole = workdir / f"ingest-{n}"
+    new_home(whole).close()
+    ingest_s = run_cli_ingest(whole, bundle)
+    published = sum(1 for _ in (whole / "archive").glob("*/*/record.json"))
+    if published != n:
+        raise RuntimeError(f"published {published} of {n} posts to the archive")
+    blocks, apparent = disk_usage(whole)
+    f1, f2 = floors(posts)
+    return Row(
+        posts=n,
+        bundle_bytes=len(data),
+        accept_s=accept_s,
+        ingest_s=ingest_s,
+        disk_blocks=blocks,
+        disk_apparent=apparent,
+        floor1_s=f1,
+        floor2_s=f2,
+    )
+
+
+def table(rows: Sequence[Row]) -> list[str]:
+    lines = [
+        "| posts | bundle | accept (posts/s) | `ground ingest` (posts/s) | disk per post: allocated / apparent "
+        "| floor: verify+sha256 per post (posts/s) | floor: format 2 (posts/s) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.posts:,} | {r.bundle_bytes:,} B | {r.posts / r.accept_s:,.0f} | {r.posts / r.ingest_s:,.0f} "
+            f"| {r.disk_blocks / r.posts:,.0f} B / {r.disk_apparent / r.posts:,.0f} B "
+            f"| {r.posts / r.floor1_s:,.0f} | {r.posts / r.floor2_s:,.0f} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="bundles of 200 and 2,000 posts only")
+    ap.add_argument("--sizes", type=int, nargs="+", help="bundle sizes (posts), overrides --quick")
+    ap.add_argument("--dir", type=Path, help="work folder (default: a temporary one, removed)")
+    args = ap.parse_args(argv)
+    sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
+    _train, held_out = split()
+    print(
+        f"{len(held_out):,} held-out real tweets (benchmarks/corpus.py), 3 astronauts, format 2, one bundle",
+        flush=True,
+    )
+    rows = []
+    with contextlib.ExitStack() as stack:
+        workdir = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-scale-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        for n in sizes:
+            rows.append(measure(n, held_out, workdir))
+            print(f"  {n:,} posts done", flush=True)
+    print("\n".join(table(rows)))
+    slow = [r.posts for r in rows if r.posts / r.accept_s < GOAL_POSTS_S]
+    big = [r.posts for r in rows if r.disk_apparent / r.posts > GOAL_BYTES_PER_POST]
+    print(f"goal: accept ≥ {GOAL_POSTS_S:,} posts/s" + (f" — MISSED at {slow}" if slow else " — met"))
+    print(
+        f"goal: ≤ {GOAL_BYTES_PER_POST:,} apparent bytes per post"
+        + (f" — MISSED at {big}" if big else " — met")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
