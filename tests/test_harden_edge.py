@@ -114,9 +114,7 @@ async def test_compressed_bodies_are_refused_before_a_byte_is_inflated(cli: Cli,
         results = await asyncio.gather(*(post("/v1/link", bomb, "gzip", None) for _ in range(10)))
         took = time.perf_counter() - t0
         # Item 3: a valid token with a gzip header and a body that is not gzip.
-        results.append(
-            await post("/v1/link", encode_request(ReceiptsRequest(seq=1, since=0)), "gzip", token)
-        )
+        results.append(await post("/v1/link", encode_request(ReceiptsRequest(seq=1, since=0)), "gzip", token))
         for coding in ("deflate", "br", "zstd", "gzip, identity", "x-unknown"):
             results.append(await post("/v1/link", b"not compressed", coding, token))
         results.append(await post("/api/login", bomb, "gzip", None))
