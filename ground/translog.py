@@ -68,7 +68,7 @@ BATCH = 2_000
 
 def media_fidelity(platform: str) -> str:
     """'exact' where the platform keeps the photo's bytes, else 're-encoded' (protocol/rules.py)."""
-    return "exact" if rules.media_fidelity(platform) is rules.MediaFidelity.EXACT else "re-encoded"
+    return str(rules.media_fidelity(platform).value)
 
 
 def origin(home: GroundHome) -> str:

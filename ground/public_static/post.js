@@ -135,13 +135,14 @@ class Checks {
 }
 
 async function checkLeaf(checks, leaf, cp, what, expect) {
-  if (!leaf) return checks.add(false, `${what}: not in the log checkpoint`, `${what}: not in the log checkpoint`);
+  const fail = (message) => checks.add(false, message, message);
+  if (!leaf) return fail(`${what}: not in the log checkpoint`);
   const entry = JSON.parse(leaf.entry);
   for (const [k, v] of Object.entries(expect)) {
-    if (entry[k] !== v) return checks.add(false, `${what}: the log says ${k} = ${JSON.stringify(entry[k])}, not ${JSON.stringify(v)}`, `${what}: the log says ${k} = ${JSON.stringify(entry[k])}, not ${JSON.stringify(v)}`);
+    if (entry[k] !== v) return fail(`${what}: the log says ${k} = ${JSON.stringify(entry[k])}, not ${JSON.stringify(v)}`);
   }
   const leafHash = await sha256(concat(Uint8Array.of(0), enc.encode(leaf.entry)));
-  if (!equal(unhex(leaf.inclusion.path[0] || ""), leafHash)) return checks.add(false, `${what}: inclusion proof is for another leaf`, `${what}: inclusion proof is for another leaf`);
+  if (!equal(unhex(leaf.inclusion.path[0] || ""), leafHash)) return fail(`${what}: inclusion proof is for another leaf`);
   const root = await rootFromInclusion(leafHash, leaf.index, cp.size, leaf.inclusion.path.slice(1).map(unhex));
   return checks.add(equal(root, cp.root), `${what} is leaf ${leaf.index} of the log (${cp.size} leaves)`,
     `${what}: inclusion proof does not lead to the checkpoint's root`);
