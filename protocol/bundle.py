@@ -2,7 +2,8 @@
 
 Layout (docs/PROTOCOL.md §6), all integers big-endian::
 
-    magic "ORBP" | version u16 (1: per-item signatures; 2: compact batch-signed items, §14) | total_length u64 | header_length u32 | header
+    magic "ORBP" | version u16 (1: per-item signatures; 2: compact batch-signed items, §14;
+    3: the same compact items, each batch signed over a Merkle root, §17) | total_length u64 | header_length u32 | header
     | items section | blob sections in header order | sha256 of everything before
 
 Verification order is chosen so nothing large is decoded before it is known to be
@@ -20,7 +21,7 @@ from typing import Any
 
 from .canonical import expect, expect_list, pack, unpack
 from .codecs import DEFAULT_DECODERS, Codec, Decoder, decode_section, zstd_compress
-from .compact_items import decode_compact_items
+from .compact_items import COMPACT_FORMATS, decode_compact_items
 from .dictionary import DECODERS as DICTIONARY_DECODERS
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from .ids import ulid_from_bytes, ulid_to_bytes
@@ -31,9 +32,10 @@ from .signing import SignedItem, VerifiedItem, signed_item_from_wire, verify_ite
 
 MAGIC = b"ORBP"
 # Format 1: items are [body, key_id, signature] arrays. Format 2: the compact, batch-signed
-# items section of compact_items.py. Everything else is the same in both.
-FORMAT_VERSION = 2
-FORMATS = frozenset({1, 2})
+# items section of compact_items.py. Format 3: that section, each batch signed over a Merkle
+# root (batch_tree.py) so one post's proof is log₂ n hashes. Everything else is the same.
+FORMAT_VERSION = 3
+FORMATS = frozenset({1, 2, 3})
 _PREFIX = struct.Struct(">4sHQI")
 PREFIX_BYTES = _PREFIX.size  # 18
 TRAILER_BYTES = 32
@@ -97,10 +99,11 @@ def choose_blob_encoding(raw: bytes, *, min_saving: float = 0.02) -> tuple[int, 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CompactItems:
-    """A format-2 items section (``compact_items.encode_compact_items``) and its item count."""
+    """A format-2 or -3 items section (``compact_items.encode_compact_items``) and its item count."""
 
     raw: bytes
     count: int
+    format_version: int = 2
 
 
 def build_bundle(
@@ -112,13 +115,15 @@ def build_bundle(
     items_codec: int = Codec.ZSTD,
     encode_items: Callable[[bytes], bytes] | None = None,
 ) -> bytes:
-    """Pack signed items (format 1) or a compact items section (format 2) and their blobs.
+    """Pack signed items (format 1) or a compact items section (format 2 or 3) and their blobs.
 
     ``blobs`` must hold each referenced media blob at most once (by sha256). The caller
     picks blob codecs (``choose_blob_encoding`` or a transport codec such as JPEG XL).
     """
     if isinstance(items, CompactItems):
-        version, items_raw, count = 2, items.raw, items.count
+        version, items_raw, count = items.format_version, items.raw, items.count
+        if version not in COMPACT_FORMATS:
+            raise LocalProtocolError(f"bundle format {version} has no compact items section")
     else:
         items_list = [s.to_wire() for s in items]
         version, items_raw, count = 1, pack(items_list), len(items_list)
@@ -318,8 +323,10 @@ def verify_bundle(
     items_raw = decode_section(
         header.items_codec, items_stored, header.items_raw_bytes, decoders, "items section"
     )
-    if header.format_version == 2:
-        items = decode_compact_items(items_raw, header.item_count, keyring, limits)
+    if header.format_version in COMPACT_FORMATS:
+        items = decode_compact_items(
+            items_raw, header.item_count, keyring, limits, format_version=header.format_version
+        )
     else:
         # One [body, key id, signature] array per declared item, nothing else.
         items_v = expect_list(

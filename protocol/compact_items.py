@@ -12,6 +12,10 @@ sees all texts back to back:
 
 The receiver rebuilds every canonical format-1 body byte for byte, so what is stored,
 audited and published is exactly what format 1 carries; only the proof differs.
+
+Format 3 (§17) is this same section; only what each signer's signature covers differs: a
+Merkle tree root over their body hashes (``batch_tree.py``) instead of the list of them, so
+each item's proof is an audit path of ⌈log₂ n⌉ hashes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .batch_tree import BatchTree, sign_tree, verify_tree_signature
 from .canonical import expect, expect_list, pack, unpack
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from .ids import new_ulid, ulid_from_bytes, ulid_to_bytes
@@ -42,13 +47,21 @@ from .varints import read_varints, varint, zigzag_varint
 
 FIELDS = 14
 MAX_SIGNERS = 255
+# The bundle formats whose items section this is: 2 signs statements (§14.3), 3 tree roots (§17).
+COMPACT_FORMATS = frozenset({2, 3})
 
 
 def encode_compact_items(
-    items: Sequence[Item], keys: Mapping[str, SigningKey], limits: Limits = DEFAULT_LIMITS
+    items: Sequence[Item],
+    keys: Mapping[str, SigningKey],
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    format_version: int = 2,
 ) -> bytes:
-    """The raw (uncompressed) format-2 items section for ``items``, each author's items
-    signed as one batch with ``keys[author]``."""
+    """The raw (uncompressed) format-2 or format-3 items section for ``items``, each author's
+    items signed as one batch with ``keys[author]``."""
+    if format_version not in COMPACT_FORMATS:
+        raise LocalProtocolError(f"bundle format {format_version} has no compact items section")
     if not items:
         raise LocalProtocolError("a bundle needs at least one item")
     authors: list[str] = []
@@ -62,7 +75,8 @@ def encode_compact_items(
     bodies = [encode_item(it, limits) for it in items]
     signers = []
     for a in authors:
-        batch = sign_batch(keys[a], [b for it, b in zip(items, bodies, strict=True) if it.author == a])
+        mine = [b for it, b in zip(items, bodies, strict=True) if it.author == a]
+        batch = sign_batch(keys[a], mine) if format_version == 2 else sign_tree(keys[a], mine)
         signers.append([batch.key_id, batch.signature])
     target_sets: list[list[str]] = []
     kinds = bytearray()
@@ -122,15 +136,25 @@ def encode_compact_items(
 
 
 def decode_compact_items(
-    raw: bytes, count: int, keyring: Mapping[bytes, KnownKey], limits: Limits = DEFAULT_LIMITS
+    raw: bytes,
+    count: int,
+    keyring: Mapping[bytes, KnownKey],
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    format_version: int = 2,
 ) -> list[VerifiedItem]:
-    """Rebuild and verify every item of a format-2 items section, or raise RemoteProtocolError.
+    """Rebuild and verify every item of a format-2 or -3 items section, or raise RemoteProtocolError.
 
     Checks, in order: shape and canonical form, every signer is an enrolled key, each rebuilt
-    body, each signer's batch signature, then revocation (as format 1 does per item).
+    body, each signer's batch signature, then revocation (as format 1 does per item). A
+    format-3 item comes back with its inclusion proof (``SignedItem.inclusion``).
     """
+    if format_version not in COMPACT_FORMATS:
+        raise LocalProtocolError(f"bundle format {format_version} has no compact items section")
     section = _parse(raw, count, keyring, limits)
     items = _rebuild(section, count, limits)
+    if format_version == 3:
+        return _verify_trees(section, items, limits)
     return _verify_batches(section, items, limits)
 
 
@@ -339,6 +363,35 @@ def _verify_batches(sec: _Section, items: list[Item], limits: Limits) -> list[Ve
             astronaut=signers[s][2].astronaut,
         )
         for it, body, s in zip(items, bodies, signer_of, strict=True)
+    ]
+
+
+def _verify_trees(sec: _Section, items: list[Item], limits: Limits) -> list[VerifiedItem]:
+    """Format 3: each signer's signature over the Merkle root of its items' rebuilt bodies
+    (docs/PROTOCOL.md §17), then revocation; every item gets its audit path."""
+    bodies = [encode_item(it, limits) for it in items]  # cannot fail: see _verify_batches
+    proofs: list[SignedItem | None] = [None] * len(items)
+    for s, (kid, sig, known) in enumerate(sec.signers):
+        mine = [i for i, who in enumerate(sec.signer_of) if who == s]
+        tree = BatchTree.of([bodies[i] for i in mine])
+        if not verify_tree_signature(known.public_key, sig, tree.size, tree.root):
+            raise RemoteProtocolError(
+                ErrorCode.BAD_SIGNATURE,
+                f"bad batch signature by key {kid.hex()} ({known.astronaut}) over the tree of "
+                f"{len(mine)} item(s): they were altered, or written under another author name "
+                f"than {known.astronaut!r}",
+            )
+        if known.revoked:
+            raise RemoteProtocolError(
+                ErrorCode.REVOKED_KEY,
+                f"{len(mine)} item(s) signed by revoked key {kid.hex()} ({known.astronaut})",
+            )
+        for leaf, i in enumerate(mine):
+            proofs[i] = SignedItem(body=bodies[i], key_id=kid, signature=sig, inclusion=tree.inclusion(leaf))
+    return [
+        VerifiedItem(item=it, signed=signed, astronaut=sec.signers[s][2].astronaut)
+        for it, signed, s in zip(items, proofs, sec.signer_of, strict=True)
+        if signed is not None
     ]
 
 

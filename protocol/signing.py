@@ -8,6 +8,9 @@ Bundle format 2 signs in batches instead (§14): the astronaut signs one *statem
 sha256 of each of their item bodies in the bundle, so 64 signature bytes are shared by
 every post of theirs in it. A body is then proven by the statement's signature plus its
 hash being one of the statement's entries.
+
+Bundle format 3 (§17) signs a Merkle tree root over those hashes instead (``batch_tree.py``):
+a body is proven by the signature plus its audit path of ⌈log₂ n⌉ hashes, not n hashes.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .batch_tree import BatchInclusion, check_inclusion
 from .canonical import expect, expect_list
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from .keys import KEY_ID_BYTES, KnownKey, SigningKey, key_id, verify_signature
@@ -38,11 +42,19 @@ class SignedItem:
     # Empty: ``signature`` is over this body alone. Otherwise the batch statement that
     # ``signature`` covers, which lists this body's sha256 (docs/PROTOCOL.md §14).
     statement: bytes = b""
+    # Set for format 3 (docs/PROTOCOL.md §17): ``signature`` is over a Merkle root of the
+    # signer's body hashes, and this is the body's tree size, leaf index and audit path.
+    inclusion: BatchInclusion | None = None
+
+    @property
+    def format_version(self) -> int:
+        """The bundle format whose signature this is: 1 per item, 2 statement, 3 tree."""
+        return 3 if self.inclusion is not None else 2 if self.statement else 1
 
     def to_wire(self) -> list[bytes]:
-        if self.statement:
+        if self.statement or self.inclusion is not None:
             raise LocalProtocolError(
-                "a batch-signed item travels in bundle format 2, not as [body, key, sig]"
+                "a batch-signed item travels in bundle format 2 or 3, not as [body, key, sig]"
             )
         return [self.body, self.key_id, self.signature]
 
@@ -91,7 +103,10 @@ def statement_lists(statement: bytes, body: bytes) -> bool:
 
 
 def check_signature(signed: SignedItem, public_key: bytes) -> bool:
-    """Whether ``signed`` proves its body: its own signature, or a batch statement's that lists it."""
+    """Whether ``signed`` proves its body: its own signature, a batch statement's that lists it,
+    or a batch tree root's that its audit path leads to."""
+    if signed.inclusion is not None:
+        return check_inclusion(public_key, signed.signature, signed.body, signed.inclusion)
     if not signed.statement:
         return verify_signature(public_key, signed.signature, SIGNATURE_DOMAIN + signed.body)
     return statement_lists(signed.statement, signed.body) and verify_signature(

@@ -239,11 +239,11 @@ def test_mutated_header_fields_raise_only_remote_errors(
 
 
 def test_version_and_magic(small_bundle: bytes, keyring: dict[bytes, KnownKey]) -> None:
-    newer = reseal(small_bundle[:4] + b"\x00\x03" + small_bundle[6:])
+    newer = reseal(small_bundle[:4] + b"\x00\x04" + small_bundle[6:])
     with pytest.raises(RemoteProtocolError) as e:
         verify_bundle(newer, keyring)
     assert e.value.code is ErrorCode.UNSUPPORTED_VERSION
-    assert "version 3 is newer than this side reads (2); upgrade orbitpost" in str(e.value)
+    assert "version 4 is newer than this side reads (3); upgrade orbitpost" in str(e.value)
     with pytest.raises(RemoteProtocolError) as e:
         verify_bundle(reseal(small_bundle[:4] + b"\x00\x00" + small_bundle[6:]), keyring)
     assert e.value.code is ErrorCode.MALFORMED

@@ -2,7 +2,8 @@
 
 It imports nothing from protocol/: only hashlib, struct, msgpack, zstandard and cryptography.
 If it and the manifest disagree, either the document or the vectors are wrong (§12).
-Bundle formats 1 (§4, §6) and 2 (§14). Codec 2 (shipped dictionary) and 3 (JPEG XL) are out
+Bundle formats 1 (§4, §6), 2 (§14) and 3 (§17, its RFC 9162 Merkle tree hashing and audit
+paths written out here from the RFC, not taken from pymerkle). Codec 2 (shipped dictionary) and 3 (JPEG XL) are out
 of its scope: it answers unknown_codec.
 """
 
@@ -25,6 +26,7 @@ VECTORS = Path(__file__).parent / "vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
 TAG = b"orbitpost/item/v1\x00"  # §4
 BATCH_TAG = b"orbitpost/batch/v1\x00"  # §14.3
+TREE_TAG = b"orbitpost/batch/v2\x00"  # §17
 ID_TAG = b"orbitpost/id/v1\x00"  # §14.2
 MAX_TIME = 2**48 - 1  # §1
 MEDIA_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/avif"}  # §3
@@ -120,7 +122,7 @@ def verify(data: bytes, keyring: dict[bytes, tuple[str, bytes, bool]]) -> dict[s
     if len(data) < 18:
         raise Reject("truncated")
     _, version, total, hlen = struct.unpack(">4sHQI", data[:18])
-    if version > 2:
+    if version > 3:
         raise Reject("unsupported_version")
     if version == 0:
         raise Reject("malformed")
@@ -157,8 +159,8 @@ def verify(data: bytes, keyring: dict[bytes, tuple[str, bytes, bool]]) -> dict[s
     pos = 18 + hlen
     items_raw = decode(codec, data[pos : pos + stored_n], raw_n)
     pos += stored_n
-    if version == 2:
-        out_items, wanted = verify_format2(items_raw, count, keyring)
+    if version in (2, 3):
+        out_items, wanted = verify_format2(items_raw, count, keyring, tree=version == 3)
     else:
         out_items, wanted = verify_format1(items_raw, count, keyring)
     blobs: dict[bytes, bytes] = {}
@@ -180,7 +182,35 @@ def verify(data: bytes, keyring: dict[bytes, tuple[str, bytes, bool]]) -> dict[s
     return {"bundle_id": bundle_id, "items": out_items, "blobs": blobs}
 
 
-Proof = tuple[bytes, bytes, bytes, bytes]  # key id, body, signature, statement (b"" in format 1)
+# key id, body, signature, and what else proves the body: b"" in format 1, the statement in
+# format 2, in format 3 the tree size and leaf index (8 bytes each, big-endian) and audit path.
+Proof = tuple[bytes, bytes, bytes, bytes]
+
+
+def _split(n: int) -> int:
+    """RFC 9162 §2.1.1: the largest power of two smaller than n."""
+    k = 1
+    while k * 2 < n:
+        k *= 2
+    return k
+
+
+def mth(entries: list[bytes]) -> bytes:
+    """RFC 9162 §2.1.1 Merkle Tree Hash of a non-empty list of entries."""
+    if len(entries) == 1:
+        return hashlib.sha256(b"\x00" + entries[0]).digest()
+    k = _split(len(entries))
+    return hashlib.sha256(b"\x01" + mth(entries[:k]) + mth(entries[k:])).digest()
+
+
+def audit_path(m: int, entries: list[bytes]) -> list[bytes]:
+    """RFC 9162 §2.1.3.1 PATH(m, D[n]), bottom up."""
+    if len(entries) == 1:
+        return []
+    k = _split(len(entries))
+    if m < k:
+        return audit_path(m, entries[:k]) + [mth(entries[k:])]
+    return audit_path(m - k, entries[k:]) + [mth(entries[:k])]
 
 
 def verify_format1(
@@ -321,9 +351,10 @@ def first_use_order(column: list[int], n: int) -> None:
 
 
 def verify_format2(
-    items_raw: bytes, count: int, keyring: dict[bytes, tuple[str, bytes, bool]]
+    items_raw: bytes, count: int, keyring: dict[bytes, tuple[str, bytes, bool]], *, tree: bool = False
 ) -> tuple[list[Proof], dict[bytes, int]]:
-    """§14.5 steps 1-9 (and §6.3 step 12): rebuild every body, then one signature per astronaut."""
+    """§14.5 steps 1-9 (and §6.3 step 12): rebuild every body, then one signature per astronaut,
+    over the statement (format 2) or the Merkle tree head (format 3, §17)."""
     f = arr(canonical(items_raw), 14)
     base_s = integer(f[0])
     rows = arr(f[1])
@@ -414,18 +445,26 @@ def verify_format2(
         ids.append(item_id)
         bodies.append(msgpack.packb([*head, item_id, author, now, *tail], use_bin_type=True))
 
-    statements = []
+    proofs: list[bytes] = [b""] * count
     for k, (_kid, sig, _name, public, revoked) in enumerate(signers):
-        statement = b"".join(
-            hashlib.sha256(body).digest() for body, w in zip(bodies, signer_of, strict=True) if w == k
-        )
+        mine = [i for i in range(count) if signer_of[i] == k]
+        hashes = [hashlib.sha256(bodies[i]).digest() for i in mine]
+        if tree:
+            message = TREE_TAG + struct.pack(">Q", len(hashes)) + mth(hashes)
+        else:
+            message = BATCH_TAG + b"".join(hashes)
         try:
-            Ed25519PublicKey.from_public_bytes(public).verify(sig, BATCH_TAG + statement)
+            Ed25519PublicKey.from_public_bytes(public).verify(sig, message)
         except InvalidSignature as exc:
             raise Reject("bad_signature") from exc
         if revoked:
             raise Reject("revoked_key")
-        statements.append(statement)
+        for leaf, i in enumerate(mine):
+            proofs[i] = (
+                struct.pack(">QQ", len(hashes), leaf) + b"".join(audit_path(leaf, hashes))
+                if tree
+                else b"".join(hashes)
+            )
     if len(set(ids)) != len(ids):
         raise Reject("duplicate_item")
     wanted: dict[bytes, int] = {}
@@ -434,7 +473,8 @@ def verify_format2(
             if wanted.setdefault(sha, size) != size:
                 raise Reject("media_size_mismatch")
     out = [
-        (signers[w][0], body, signers[w][1], statements[w]) for body, w in zip(bodies, signer_of, strict=True)
+        (signers[w][0], body, signers[w][1], proof)
+        for body, w, proof in zip(bodies, signer_of, proofs, strict=True)
     ]
     return out, wanted
 
@@ -451,6 +491,38 @@ def keyring_from_manifest() -> dict[bytes, tuple[str, bytes, bool]]:
     return ring
 
 
+def _proof_hex(item: dict[str, Any]) -> str:
+    """The manifest's proof of one item in the form verify_format2 returns it."""
+    if "tree_size" not in item:
+        return str(item.get("statement_hex", ""))
+    head = struct.pack(">QQ", item["tree_size"], item["leaf_index"])
+    return head.hex() + "".join(item["audit_path_hex"])
+
+
+def test_audit_paths_lead_to_the_signed_root() -> None:
+    """§17 from the other side: each format-3 item's path, folded by RFC 9162 §2.1.3.2, gives
+    the root of its tree, and that root is what the manifest says the signature covers."""
+    checked = 0
+    for vector in MANIFEST["vectors"]:
+        for it in vector["expect"].get("items", []) if vector["format"] == 3 else []:
+            fn, sn = it["leaf_index"], it["tree_size"] - 1
+            r = hashlib.sha256(b"\x00" + hashlib.sha256(bytes.fromhex(it["body_hex"])).digest()).digest()
+            for p in map(bytes.fromhex, it["audit_path_hex"]):
+                assert sn > 0
+                if fn % 2 or fn == sn:
+                    r = hashlib.sha256(b"\x01" + p + r).digest()
+                    while fn % 2 == 0 and fn:
+                        fn, sn = fn >> 1, sn >> 1
+                else:
+                    r = hashlib.sha256(b"\x01" + r + p).digest()
+                fn, sn = fn >> 1, sn >> 1
+            assert sn == 0 and r.hex() == it["tree_root_hex"]
+            head = struct.pack(">Q", it["tree_size"]) + r
+            assert head.hex() == it["batch_head_hex"]
+            checked += 1
+    assert checked >= 10
+
+
 @pytest.mark.parametrize("vector", MANIFEST["vectors"], ids=lambda v: v["file"])
 def test_second_implementation_agrees(vector: dict[str, Any]) -> None:
     data = (VECTORS / vector["file"]).read_bytes()
@@ -463,7 +535,7 @@ def test_second_implementation_agrees(vector: dict[str, Any]) -> None:
         return
     assert expect["ok"], f"accepted, expected {expect.get('code')}"
     assert [(k.hex(), body.hex(), sig.hex(), st.hex()) for k, body, sig, st in got["items"]] == [
-        (i["key_id"], i["body_hex"], i["signature_hex"], i.get("statement_hex", "")) for i in expect["items"]
+        (i["key_id"], i["body_hex"], i["signature_hex"], _proof_hex(i)) for i in expect["items"]
     ]
     assert {sha.hex(): len(raw) for sha, raw in got["blobs"].items()} == expect["blobs"]
 
@@ -476,6 +548,7 @@ def test_second_implementation_agrees(vector: dict[str, Any]) -> None:
         "ok-unicode-exact.opb",
         "ok-f2-text-two-astronauts.opb",
         "ok-f2-photo-commands.opb",
+        "ok-f3-text-two-astronauts.opb",
     ],
 )
 def test_both_implementations_agree_on_every_flip_and_truncation(name: str) -> None:

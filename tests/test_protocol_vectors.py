@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from protocol import KnownKey, RemoteProtocolError, SigningKey, parse_public_key, verify_bundle
+from protocol.batch_tree import TREE_DOMAIN, BatchInclusion, batch_head, root_from_inclusion
 from protocol.keys import format_public_key, key_id, verify_signature
 from protocol.model import ID_DOMAIN, derived_id
 from protocol.signing import BATCH_DOMAIN, SIGNATURE_DOMAIN
@@ -53,6 +54,7 @@ def test_manifest_keys_are_the_conftest_keys(alice_key: SigningKey, bob_key: Sig
     assert bytes.fromhex(MANIFEST["signature_domain_hex"]) == SIGNATURE_DOMAIN
     assert bytes.fromhex(MANIFEST["batch_domain_hex"]) == BATCH_DOMAIN
     assert bytes.fromhex(MANIFEST["id_domain_hex"]) == ID_DOMAIN
+    assert bytes.fromhex(MANIFEST["tree_domain_hex"]) == TREE_DOMAIN
 
 
 def test_every_file_is_in_the_manifest() -> None:
@@ -62,13 +64,13 @@ def test_every_file_is_in_the_manifest() -> None:
     # The bad-input list, as protocol-level vectors (replay needs ground's state: see test_bad_input).
     assert {"truncated", "checksum_mismatch", "unknown_key", "author_mismatch", "decompression_bomb"} <= codes
     assert {"not_a_bundle", "unsupported_version", "bad_signature", "revoked_key"} <= codes
-    # Both bundle formats are covered, each with accepted and refused files.
-    for fmt in (1, 2):
+    # Every bundle format is covered, each with accepted and refused files.
+    for fmt in (1, 2, 3):
         mine = [v for v in MANIFEST["vectors"] if v["format"] == fmt]
         assert {v["expect"]["ok"] for v in mine} == {True, False}
         data = [(VECTORS / v["file"]).read_bytes() for v in mine]
-        if fmt == 2:
-            assert all(d[4:6] == b"\x00\x02" for d in data)
+        if fmt > 1:
+            assert all(d[4:6] == bytes([0, fmt]) for d in data)
     f2_codes = {
         v["expect"]["code"] for v in MANIFEST["vectors"] if v["format"] == 2 and not v["expect"]["ok"]
     }
@@ -86,6 +88,8 @@ def _item_json(v: Any, fmt: int) -> dict[str, Any]:
     if fmt == 2:
         out["statement_hex"] = v.signed.statement.hex()
         out["id_is_derived"] = v.item.id == derived_id(v.item)
+    if fmt == 3:
+        out.update(gen._tree_json(v.item, v.signed))
     return out
 
 
@@ -115,6 +119,16 @@ def test_vector_verifies_as_stated(vector: dict[str, Any]) -> None:
         body, signature = bytes.fromhex(it["body_hex"]), bytes.fromhex(it["signature_hex"])
         if vector["format"] == 1:
             assert verify_signature(public, signature, SIGNATURE_DOMAIN + body)
+        elif vector["format"] == 3:
+            # §17: the batch signature covers tag + tree size + root; the audit path leads there.
+            inc = BatchInclusion.make(
+                it["tree_size"], it["leaf_index"], [bytes.fromhex(h) for h in it["audit_path_hex"]]
+            )
+            root = root_from_inclusion(body, inc)
+            assert root.hex() == it["tree_root_hex"]
+            assert batch_head(inc.tree_size, root).hex() == it["batch_head_hex"]
+            assert verify_signature(public, signature, TREE_DOMAIN + bytes.fromhex(it["batch_head_hex"]))
+            assert not verify_signature(public, signature, BATCH_DOMAIN + bytes.fromhex(it["batch_head_hex"]))
         else:
             # §14.3: the batch signature covers tag + statement; the statement lists sha256(body).
             statement = bytes.fromhex(it["statement_hex"])

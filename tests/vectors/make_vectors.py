@@ -38,6 +38,7 @@ from protocol import (  # noqa: E402
     key_id,
     sign_item,
 )
+from protocol.batch_tree import TREE_DOMAIN, BatchTree, batch_head, root_from_inclusion  # noqa: E402
 from protocol.bundle import FORMAT_VERSION as LATEST_FORMAT  # noqa: E402
 from protocol.bundle import CompactItems  # noqa: E402
 from protocol.canonical import pack, unpack  # noqa: E402
@@ -97,7 +98,7 @@ def post(n: int, author: str, text: str, **kw: Any) -> Post:
 
 # The vectors up to err-negative-size (bar err-newer-format-version) are bundle format 1:
 # per-item signatures, written by assemble() and build_bundle(items=[SignedItem...]).
-# The f2 vectors after them are bundle format 2 (docs/PROTOCOL.md §14).
+# The f2 vectors after them are bundle format 2 (docs/PROTOCOL.md §14), the f3 ones format 3 (§17).
 FORMAT_VERSION = 1
 
 
@@ -117,11 +118,28 @@ def assemble(header: bytes, sections: list[bytes]) -> bytes:
     return data + sha(data)
 
 
-def compact(items: list[Item]) -> CompactItems:
-    """A format-2 items section for ``items``, each author's items signed as one batch."""
+def compact(items: list[Item], fmt: int = 2) -> CompactItems:
+    """A format-2 (or 3) items section for ``items``, each author's items signed as one batch."""
+    keys = {it.author: key(it.author) for it in items}
     return CompactItems(
-        raw=encode_compact_items(items, {it.author: key(it.author) for it in items}), count=len(items)
+        raw=encode_compact_items(items, keys, format_version=fmt), count=len(items), format_version=fmt
     )
+
+
+def f3_proofs(items: list[Item]) -> list[tuple[Item, SignedItem]]:
+    """What verifying a format-3 section yields per item: body, tree signature, inclusion proof."""
+    out = []
+    for it in items:
+        mine = [x for x in items if x.author == it.author]
+        tree = BatchTree.of([encode_item(x) for x in mine])
+        signed = SignedItem(
+            body=encode_item(it),
+            key_id=key_id(key(it.author).public_key),
+            signature=key(it.author).sign(TREE_DOMAIN + batch_head(tree.size, tree.root)),
+            inclusion=tree.inclusion(mine.index(it)),
+        )
+        out.append((it, signed))
+    return out
 
 
 def f2_proofs(items: list[Item]) -> list[tuple[Item, SignedItem]]:
@@ -145,12 +163,12 @@ def f2_proofs(items: list[Item]) -> list[tuple[Item, SignedItem]]:
     return out
 
 
-def recompact(raw: bytes, change: Any) -> CompactItems:
+def recompact(raw: bytes, change: Any, fmt: int = 2) -> CompactItems:
     """A format-2 section decoded to its 13 fields, changed by ``change(fields)`` and re-packed
     canonically (the signatures are left as they were)."""
     fields = unpack(raw, what="items section", max_bytes=1 << 24)
     change(fields)
-    return CompactItems(raw=pack(fields), count=len(fields[3]))
+    return CompactItems(raw=pack(fields), count=len(fields[3]), format_version=fmt)
 
 
 def item_json(item: Item) -> dict[str, Any]:
@@ -208,12 +226,27 @@ class Vector:
                         if self.format == 2
                         else {}
                     ),
+                    **(_tree_json(it, s) if self.format == 3 else {}),
                 }
                 for it, s in self.items
             ],
             "blobs": {sha(b).hex(): len(b) for b in self.blobs},
         }
         return e
+
+
+def _tree_json(it: Item, s: SignedItem) -> dict[str, Any]:
+    assert s.inclusion is not None
+    inc = s.inclusion
+    tree_root = root_from_inclusion(s.body, inc)
+    return {
+        "id_is_derived": it.id == derived_id(it),
+        "tree_size": inc.tree_size,
+        "leaf_index": inc.leaf_index,
+        "audit_path_hex": [h.hex() for h in inc.path],
+        "tree_root_hex": tree_root.hex(),
+        "batch_head_hex": batch_head(inc.tree_size, tree_root).hex(),
+    }
 
 
 def _bundle_id(data: bytes) -> str:
@@ -475,6 +508,7 @@ def build_vectors() -> list[Vector]:
         True,
     )
     out.extend(format2_vectors())
+    out.extend(format3_vectors())
     return out
 
 
@@ -647,6 +681,93 @@ def format2_vectors() -> list[Vector]:
     return out
 
 
+def format3_vectors() -> list[Vector]:
+    """Bundle format 3 (docs/PROTOCOL.md §17): format 2's section, each batch signed over the
+    Merkle root of the signer's body hashes."""
+    out: list[Vector] = []
+
+    def ok(name: str, description: str, n: int, items: list[Item], codec: int) -> None:
+        data = bundle(n, compact(items, 3), items_codec=codec)
+        out.append(
+            Vector(
+                name, description, data, uses_zstd=codec != Codec.IDENTITY, format=3, items=f3_proofs(items)
+            )
+        )
+
+    def bad(name: str, code: str, description: str, n: int, section: CompactItems) -> None:
+        data = bundle(n, section, items_codec=Codec.IDENTITY)
+        out.append(Vector(name, description, data, uses_zstd=False, error=code, format=3))
+
+    def sec(n: int, item: Item) -> Item:
+        return with_derived_id(replace(item, created_ms=T0 + 1000 * n))
+
+    a1 = sec(61, post(61, "alice", "Hello from orbit 🌍"))
+    b1 = sec(60, Post(id=uid(0), author="bob", created_ms=0, text="Bonjour d'orbite, Café́ 🚀",
+                      targets=("archive:bob", "mastodon:bob@example.social")))  # fmt: skip
+    a2 = replace(post(63, "alice", "An id chosen onboard, not derived"), created_ms=T0 + 63_250)
+    pair: list[Item] = [a1, b1, a2]
+    ok(
+        "ok-f3-text-two-astronauts",
+        "format 3: text posts by alice, bob, alice: alice's tree has 2 leaves (audit paths of 1 hash), "
+        "bob's 1 (an empty path, the root is the leaf hash); an explicit id, a time with milliseconds; "
+        "items uncompressed (codec 0)",
+        61,
+        pair,
+        Codec.IDENTITY,
+    )
+    crew: list[Item] = [sec(70 + i, post(70 + i, "alice", f"Orbit {i}: {'☀🌙'[i % 2]} over the ocean"))
+                        for i in range(6)]  # fmt: skip
+    crew.insert(3, sec(69, post(69, "bob", "One from bob in the middle")))
+    crew.append(with_derived_id(Cancel(id=uid(0), author="alice", created_ms=T0 + 80_000, target_id=uid(1))))
+    ok(
+        "ok-f3-seven-leaves",
+        "format 3: six posts and a cancel by alice (a tree of 7 leaves: audit paths of 2 and 3 hashes) "
+        "around one post by bob; items zstd (codec 1)",
+        70,
+        crew,
+        Codec.ZSTD,
+    )
+
+    raw = compact(pair, 3).raw
+
+    def alter_text(f: list[Any]) -> None:
+        f[8] = f[8].replace("Hello", "Jello")
+
+    bad(
+        "err-f3-bad-signature",
+        "bad_signature",
+        "ok-f3-text-two-astronauts with one letter of alice's first text changed after signing",
+        81,
+        recompact(raw, alter_text, 3),
+    )
+    f2_raw = compact(pair, 2).raw
+    bad(
+        "err-f3-statement-signature",
+        "bad_signature",
+        "ok-f3-text-two-astronauts's items with format-2 statement signatures, in a format-3 file",
+        82,
+        CompactItems(raw=f2_raw, count=len(pair), format_version=3),
+    )
+    out.append(
+        Vector(
+            "err-f2-tree-signature",
+            "ok-f3-text-two-astronauts's section, tree-root signatures and all, in a format-2 file",
+            bundle(83, CompactItems(raw=raw, count=len(pair), format_version=2), items_codec=Codec.IDENTITY),
+            uses_zstd=False,
+            error="bad_signature",
+            format=2,
+        )
+    )
+    bad(
+        "err-f3-revoked-key",
+        "revoked_key",
+        "format 3: a post batch-signed by dave, whose key is enrolled but revoked",
+        84,
+        compact([sec(84, post(84, "dave", "still me"))], 3),
+    )
+    return out
+
+
 def write(vectors: list[Vector]) -> None:
     for v in vectors:
         (HERE / f"{v.name}.opb").write_bytes(v.data)
@@ -658,10 +779,11 @@ def manifest(vectors: list[Vector]) -> dict[str, Any]:
         "about": "orbitpost golden bundles; docs/PROTOCOL.md §12. Verify each file with the keyring below "
         "and the default limits; expect either the items and blobs listed or the error code.",
         "format_version": FORMAT_VERSION,
-        "format_versions": [1, 2],
+        "format_versions": [1, 2, 3],
         "body_version": BODY_VERSION,
         "signature_domain_hex": SIGNATURE_DOMAIN.hex(),
         "batch_domain_hex": BATCH_DOMAIN.hex(),
+        "tree_domain_hex": TREE_DOMAIN.hex(),
         "id_domain_hex": ID_DOMAIN.hex(),
         "keys": [
             {
