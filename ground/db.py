@@ -65,7 +65,10 @@ CREATE TABLE IF NOT EXISTS items (
     created_ms    INTEGER NOT NULL,
     publish_at_ms INTEGER,
     target_id     TEXT,
-    received_ms   INTEGER NOT NULL
+    received_ms   INTEGER NOT NULL,
+    -- Bundle format 3: BatchInclusion.to_bytes() of this item (its tree size, leaf index and
+    -- audit path: ⌈log₂ n⌉ hashes); with `signature` and `body` it proves the item alone.
+    batch_proof   BLOB
 );
 CREATE TABLE IF NOT EXISTS statements (
     sha256     BLOB PRIMARY KEY,
@@ -205,6 +208,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE items ADD COLUMN statement BLOB")
     if "statement_sha256" not in columns:
         conn.execute("ALTER TABLE items ADD COLUMN statement_sha256 BLOB")
+    # Format 3 (docs/PROTOCOL.md §17): the item's own proof, a few hundred bytes whatever the
+    # bundle size (tree size, leaf index, audit path; protocol.batch_tree.BatchInclusion).
+    if "batch_proof" not in columns:
+        conn.execute("ALTER TABLE items ADD COLUMN batch_proof BLOB")
     # Operator sessions gained an idle timeout (ground/operators.py): when each was last used,
     # and why it ended. The table itself is created by operators.ensure_schema, with them.
     columns = {row[1] for row in conn.execute("PRAGMA table_info(operator_sessions)")}

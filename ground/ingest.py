@@ -177,7 +177,8 @@ def ingest_bytes(
             it = v.item
             conn.execute(
                 "INSERT INTO items (id, bundle_id, kind, author, key_id, body, signature, statement_sha256, "
-                "created_ms, publish_at_ms, target_id, received_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "created_ms, publish_at_ms, target_id, received_ms, batch_proof) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     it.id,
                     vb.header.bundle_id,
@@ -191,6 +192,8 @@ def ingest_bytes(
                     it.publish_at_ms if isinstance(it, Post) else None,
                     None if isinstance(it, Post) else it.target_id,
                     now_ms,
+                    # Format 3: this item's own proof, bounded (docs/PROTOCOL.md §17).
+                    None if v.signed.inclusion is None else v.signed.inclusion.to_bytes(),
                 ),
             )
             if isinstance(it, Post):

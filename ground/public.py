@@ -26,6 +26,7 @@ from typing import Any
 from aiohttp import web
 
 from protocol import decode_item, format_public_key
+from protocol.batch_tree import TREE_DOMAIN, BatchInclusion
 from protocol.mediatype import sniff_media_type
 from protocol.model import Post
 from protocol.signing import BATCH_DOMAIN, SIGNATURE_DOMAIN
@@ -130,14 +131,15 @@ def _leaf_with_proof(home: GroundHome, fact: str, size: int) -> dict[str, Any] |
 def post_proof(home: GroundHome, item_id: str) -> dict[str, Any] | None:
     """Everything a reader needs to check ``item_id`` alone, or None if it is not public."""
     row = home.conn.execute(
-        f"SELECT i.author, i.key_id, i.body, i.signature, {db.ITEM_STATEMENT}, k.public_key FROM items i "
+        f"SELECT i.author, i.key_id, i.body, i.signature, {db.ITEM_STATEMENT}, k.public_key, i.batch_proof "
+        "FROM items i "
         "JOIN keys k ON k.key_id = i.key_id WHERE i.id = ? AND i.kind = 'post'",
         (item_id,),
     ).fetchone()
     pubs = _published(home, item_id)
     if row is None or not _visible(pubs):
         return None
-    author, kid, body, signature, statement, public_key = row
+    author, kid, body, signature, statement, public_key, batch_proof = row
     note = translog.latest(home)
     if note is None:
         return None
@@ -152,7 +154,18 @@ def post_proof(home: GroundHome, item_id: str) -> dict[str, Any] | None:
         "body": base64.b64encode(bytes(body)).decode(),
         "signature": base64.b64encode(bytes(signature)).decode(),
         "statement": None if statement is None else base64.b64encode(bytes(statement)).decode(),
-        "domain": (BATCH_DOMAIN if statement is not None else SIGNATURE_DOMAIN).decode("latin-1"),
+        # Format 3 (docs/PROTOCOL.md §17): the signature is over TREE_DOMAIN + tree size +
+        # the Merkle root this audit path leads to from sha256(body).
+        "batch_proof": None
+        if batch_proof is None
+        else BatchInclusion.from_bytes(bytes(batch_proof)).to_json(),
+        "domain": (
+            TREE_DOMAIN
+            if batch_proof is not None
+            else BATCH_DOMAIN
+            if statement is not None
+            else SIGNATURE_DOMAIN
+        ).decode("latin-1"),
         "public_key": format_public_key(bytes(public_key)),
         "key_id": kid_hex,
         "text": post.text,

@@ -50,6 +50,7 @@ from typing import Any
 import aiohttp
 
 from protocol import Post, decode_item
+from protocol.batch_tree import BatchInclusion
 from protocol.model import parse_target
 from protocol.rules import check_target, media_fidelity, rules_for
 
@@ -136,8 +137,9 @@ def publisher_lock(home: GroundHome) -> Iterator[bool]:
 
 
 def build_request(home: GroundHome, conn: sqlite3.Connection, item_id: str, account: str) -> PublishRequest:
-    body, sig, statement, key_id = conn.execute(
-        f"SELECT body, signature, {db.ITEM_STATEMENT}, key_id FROM items i WHERE id = ?", (item_id,)
+    body, sig, statement, key_id, batch_proof = conn.execute(
+        f"SELECT body, signature, {db.ITEM_STATEMENT}, key_id, batch_proof FROM items i WHERE id = ?",
+        (item_id,),
     ).fetchone()
     post = decode_item(body)
     assert isinstance(post, Post)
@@ -151,6 +153,7 @@ def build_request(home: GroundHome, conn: sqlite3.Connection, item_id: str, acco
         signature=sig,
         body=body,
         statement=statement or b"",
+        inclusion=None if batch_proof is None else BatchInclusion.from_bytes(bytes(batch_proof)),
     )
 
 

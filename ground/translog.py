@@ -148,9 +148,21 @@ def _accounts(conn: sqlite3.Connection) -> Iterator[Fact]:
 
 
 def _items(conn: sqlite3.Connection) -> Iterator[Fact]:
-    for item_id, kind, author, kid, body, st_sha, statement, target, bundle_sha, received in conn.execute(
+    for (
+        item_id,
+        kind,
+        author,
+        kid,
+        body,
+        st_sha,
+        statement,
+        target,
+        bundle_sha,
+        received,
+        proof,
+    ) in conn.execute(
         "SELECT i.id, i.kind, i.author, i.key_id, i.body, i.statement_sha256, i.statement, "
-        "i.target_id, b.sha256, i.received_ms "
+        "i.target_id, b.sha256, i.received_ms, i.batch_proof "
         "FROM items i JOIN bundles b ON b.bundle_id = i.bundle_id "
         "WHERE NOT EXISTS (SELECT 1 FROM tlog_leaves l WHERE l.fact = 'item:' || i.id) "
         "ORDER BY i.received_ms, i.id"
@@ -169,8 +181,17 @@ def _items(conn: sqlite3.Connection) -> Iterator[Fact]:
                 "target_id": target,
                 "bundle_sha256": bundle_sha,
                 "received_ms": received,
+                # Format 3 only (older entries keep their exact bytes): the Merkle root the
+                # astronaut signed, which this body's audit path leads to (§17).
+                **({} if proof is None else {"batch_root": _batch_root(bytes(body), bytes(proof))}),
             },
         )
+
+
+def _batch_root(body: bytes, proof: bytes) -> str:
+    from protocol.batch_tree import BatchInclusion, root_from_inclusion
+
+    return root_from_inclusion(body, BatchInclusion.from_bytes(proof)).hex()
 
 
 def _statement_sha(st_sha: bytes | None, statement: bytes | None) -> str | None:

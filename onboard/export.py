@@ -97,11 +97,13 @@ def items_encoding(peer: Capabilities = CURRENT_GROUND) -> tuple[int, Callable[[
 def batch_items(
     home: Home, batch: list[queue.QueuedItem], peer: Capabilities = CURRENT_GROUND
 ) -> list[SignedItem] | CompactItems:
-    """The items of one bundle: format 2 (one signature per astronaut over the batch, compact
-    columns, docs/PROTOCOL.md §14) when ``peer`` reads it and every author's key is here and
-    is the one that signed their queued items; else format 1, the per-item signatures made
-    when each item was queued."""
-    if not peer.reads_format(2):
+    """The items of one bundle: format 3 (one signature per astronaut over a Merkle root of the
+    batch, compact columns, docs/PROTOCOL.md §17) when ``peer`` reads it, else format 2 (one
+    signature over the list of hashes, §14), provided every author's key is here and is the one
+    that signed their queued items; else format 1, the per-item signatures made when each item
+    was queued."""
+    fmt = next((f for f in (3, 2) if peer.reads_format(f)), 1)
+    if fmt == 1:
         return [q.signed for q in batch]
     keys: dict[str, SigningKey] = {}
     for q in batch:
@@ -113,7 +115,8 @@ def batch_items(
                 return [q.signed for q in batch]
         if key_id(keys[author].public_key) != q.signed.key_id:
             return [q.signed for q in batch]
-    return CompactItems(raw=encode_compact_items([q.item for q in batch], keys), count=len(batch))
+    raw = encode_compact_items([q.item for q in batch], keys, format_version=fmt)
+    return CompactItems(raw=raw, count=len(batch), format_version=fmt)
 
 
 def build_batch_bundle(

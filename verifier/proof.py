@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol import ProtocolError, decode_item, key_id, parse_public_key
+from protocol.batch_tree import BatchInclusion
 from protocol.model import Post
 from protocol.signing import SignedItem, check_signature
 from protocol.tlog import (
@@ -96,6 +97,9 @@ def check_proof(
     steps: list[str] = []
     try:
         body, sig, statement = _b64(proof["body"]), _b64(proof["signature"]), _b64(proof.get("statement"))
+        # Format 3 (docs/PROTOCOL.md §17): tree size, leaf index and audit path to the signed root.
+        tree = proof.get("batch_proof")
+        inclusion = None if tree is None else BatchInclusion.from_json(tree)
         public_key = parse_public_key(str(proof["public_key"]))
         post = decode_item(body)
     except (KeyError, ValueError, ProtocolError) as exc:
@@ -105,10 +109,16 @@ def check_proof(
     kid = key_id(public_key)
     if kid.hex() != proof.get("key_id"):
         raise VerificationFailed("the key id does not name the public key given")
-    if not check_signature(SignedItem(body=body, key_id=kid, signature=sig, statement=statement), public_key):
+    signed = SignedItem(body=body, key_id=kid, signature=sig, statement=statement, inclusion=inclusion)
+    if not check_signature(signed, public_key):
         raise VerificationFailed(f"the astronaut's signature does not cover this body (key {kid.hex()})")
+    how = (
+        f", through an audit path of {len(inclusion.path)} hash(es) to the root of a batch of {inclusion.tree_size}"
+        if inclusion is not None
+        else ""
+    )
     steps.append(
-        f"{post.author}'s Ed25519 signature (key {kid.hex()}) covers the body: text and photo hashes"
+        f"{post.author}'s Ed25519 signature (key {kid.hex()}) covers the body: text and photo hashes{how}"
     )
     pinned = ground_key is not None
     gk = ground_key if ground_key is not None else parse_public_key(str(proof["ground_key"]))

@@ -107,6 +107,10 @@ class ArchivePlatform:
                 if req.statement
                 else None
             ),
+            # Set when the signature covers a Merkle root (bundle format 3, docs/PROTOCOL.md §17):
+            # it is then over "orbitpost/batch/v2\0" + tree size (u64) + the root this audit
+            # path leads to from sha256(body): ⌈log₂ n⌉ hashes, so every record stays small.
+            "batch_proof": None if req.inclusion is None else req.inclusion.to_json(),
             "created_ms": req.post.created_ms,
             "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
             "alt": [ref.alt for ref, _ in req.media],

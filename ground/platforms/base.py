@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from protocol import MediaRef, Post
+from protocol.batch_tree import BatchInclusion
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -29,6 +30,9 @@ class PublishRequest:
     # Empty: ``signature`` is over ``body`` alone. Otherwise the astronaut's batch statement
     # that ``signature`` covers, listing sha256(body) (docs/PROTOCOL.md §14).
     statement: bytes = b""
+    # Set (bundle format 3, docs/PROTOCOL.md §17) when ``signature`` is over a Merkle root of
+    # the signer's body hashes: this body's tree size, leaf index and audit path.
+    inclusion: BatchInclusion | None = None
     # Set when an earlier attempt may have reached the platform (crash, timeout): when that
     # attempt began, and the engine's clock now — so ``lookup`` knows how far back to look
     # and whether an idempotency key is still remembered.

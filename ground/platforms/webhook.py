@@ -5,15 +5,16 @@ Request: ``POST <service_url>`` with a JSON body::
     {"event": "publish", "account": ..., "post": {id, author, created_ms, text, targets,
      publish_at_ms}, "media": [{sha256, media_type, size_bytes, alt, data (base64)}],
      "signed_body": base64, "signature": base64, "batch_statement": base64 or null,
-     "signer_fingerprint": hex}
+     "signer_fingerprint": hex, "batch_proof": {tree_size, leaf_index, path: [hex]} or null}
 
 Headers: ``X-Orbitpost-Delivery`` (stable per post and account: receivers deduplicate on it,
 which makes a retry safe), ``X-Orbitpost-Timestamp`` (Unix seconds) and
 ``X-Orbitpost-Signature: sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>``.
 The astronaut's own Ed25519 signature over ``signed_body`` travels too, so the receiver
-can check the words are the astronaut's: over the body itself when ``batch_statement`` is
-null, else over ``orbitpost/batch/v1\0`` + the statement, which lists sha256(body) among its
-32-byte entries (docs/PROTOCOL.md §14). A 2xx answer may carry ``{"url", "id"}``.
+can check the words are the astronaut's: over the body itself when ``batch_statement`` and
+``batch_proof`` are null; over ``orbitpost/batch/v1\0`` + the statement, which lists
+sha256(body) among its 32-byte entries (docs/PROTOCOL.md §14); or over ``orbitpost/batch/v2\0``
++ tree size (u64 big-endian) + the Merkle root the audit path leads to from sha256(body) (§17). A 2xx answer may carry ``{"url", "id"}``.
 Retract sends ``{"event": "retract", "account", "post_id", "remote_id"}`` the same way.
 """
 
@@ -104,6 +105,7 @@ class WebhookPlatform:
             "signature": base64.b64encode(req.signature).decode(),
             "batch_statement": base64.b64encode(req.statement).decode() if req.statement else None,
             "signer_fingerprint": req.signer_fingerprint,
+            "batch_proof": None if req.inclusion is None else req.inclusion.to_json(),
         }
         answer = await self._send(session, cred, f"{p.id}:{req.account}", doc, "webhook publish")
         answer = answer if isinstance(answer, dict) else {}

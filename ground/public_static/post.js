@@ -215,6 +215,22 @@ async function verify(proof) {
       "the astronaut's signature does not cover this body: its SHA-256 is not in the signed statement");
     message = concat(enc.encode("orbitpost/batch/v1\0"), st);
   }
+  if (proof.batch_proof) {
+    // Bundle format 3 (docs/PROTOCOL.md §17): the signature covers the Merkle root of the
+    // astronaut's batch, reached from sha256(body) by RFC 9162's audit path, as the log's is.
+    const { tree_size: size, leaf_index: index, path } = proof.batch_proof;
+    const leaf = await sha256(concat(Uint8Array.of(0), bodyHash));
+    let root = null;
+    try {
+      root = await rootFromInclusion(leaf, index + 1, size, path.map(unhex));
+    } catch (e) { /* a path of the wrong length: reported below */ }
+    checks.add(root !== null && Number.isSafeInteger(size) && index >= 0 && index < size,
+      `this body is leaf ${index + 1} of the ${size} in the astronaut's signed batch (${path.length} hash path)`,
+      "the astronaut's signature does not cover this body: its audit path does not fit the batch tree");
+    const head = new Uint8Array(8);
+    new DataView(head.buffer).setBigUint64(0, BigInt(size));
+    message = concat(enc.encode("orbitpost/batch/v2\0"), head, root || new Uint8Array(32));
+  }
   checks.add(await ed25519Verify(pk, sig, message), `${item.author}'s Ed25519 signature is valid`,
     `${item.author}'s Ed25519 signature is INVALID for these bytes`);
 
