@@ -1,5 +1,6 @@
-"""Bundle format 2 end to end through the real CLIs: one signature per astronaut per bundle,
-and every published post still carries a proof anyone can check (docs/PROTOCOL.md §14)."""
+"""Bundle formats 2 and 3 end to end through the real CLIs: one signature per astronaut per
+bundle, and every published post still carries a proof anyone can check (docs/PROTOCOL.md §14,
+§17). Format 3's proof of one post stays a few hundred bytes however large its bundle."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ from conftest import Cli
 
 from ground.db import connect
 from protocol import SignedItem, parse_public_key, read_header
+from protocol.batch_tree import BatchInclusion, check_inclusion
 from protocol.keys import verify_signature
 from protocol.model import decode_item, derived_id
 from protocol.signing import BATCH_DOMAIN, check_signature, statement_lists
 
 FORMAT_1_TOKEN = "codecs=0,1,2;dicts=6f700001"
+# A ground of the release before format 3: it reads formats 1 and 2 only.
+FORMAT_2_TOKEN = "codecs=0,1,2;dicts=6f700001,6f700002;formats=1,2"
 
 
 def _crew(cli: Cli) -> dict[str, bytes]:
@@ -51,7 +55,7 @@ def test_format_2_bundle_one_signature_per_astronaut_and_proofs_hold(enrolled: C
     ids = {_post(cli, who, text) for who, text in sorted(texts)} | {_post(cli, "alice", "Same words twice")}
     assert len(ids) == len(texts) + 1, "two identical posts by one astronaut still get two ids"
     out = tmp_path / "OUT"
-    cli.onboard("export", str(out))
+    cli.onboard("export", "--ground-decodes", FORMAT_2_TOKEN, str(out))
     (bundle,) = out.glob("*.opb")
     assert read_header(bundle.read_bytes()).format_version == 2
     assert "format 2, 2 signature(s) and every hash valid" in cli.ground("verify", str(bundle)).output
@@ -133,7 +137,7 @@ def test_storage_is_linear_in_the_bundle_size(enrolled: Cli, tmp_path: Path) -> 
     n = 120
     for i in range(n):
         _post(cli, "alice" if i % 3 else "bob", f"post number {i}")
-    cli.onboard("export", str(tmp_path / "OUT"))
+    cli.onboard("export", "--ground-decodes", FORMAT_2_TOKEN, str(tmp_path / "OUT"))
     cli.ground("ingest", str(tmp_path / "OUT"))
     db = sqlite3.connect(cli.ground_home / "ground.db")
     try:
@@ -145,3 +149,69 @@ def test_storage_is_linear_in_the_bundle_size(enrolled: Cli, tmp_path: Path) -> 
     assert len(kept) == 2 and sum(p.stat().st_size for p in kept) == 32 * n
     records = list((cli.ground_home / "archive").glob("*/*/record.json"))
     assert len(records) == n and max(p.stat().st_size for p in records) < 4096
+
+
+def _ground_proofs(cli: Cli) -> list[tuple[str, bytes, bytes, bytes | None, str]]:
+    db = sqlite3.connect(cli.ground_home / "ground.db")
+    try:
+        return db.execute("SELECT id, body, signature, batch_proof, author FROM items ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def test_format_3_bundle_one_signature_per_astronaut_and_each_post_has_its_own_path(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    cli = enrolled
+    keys = _crew(cli)
+    texts = [("alice", f"Sunrise number {i}") for i in range(5)] + [("bob", "Bonjour ✓"), ("bob", "Encore")]
+    ids = {_post(cli, who, text) for who, text in texts}
+    out = tmp_path / "OUT"
+    cli.onboard("export", str(out))  # this ground announces formats=1,2,3
+    (bundle,) = out.glob("*.opb")
+    assert read_header(bundle.read_bytes()).format_version == 3
+    assert "format 3, 2 signature(s) and every hash valid" in cli.ground("verify", str(bundle)).output
+    cli.ground("ingest", str(out))
+    cli.ground("publish")
+
+    rows = _ground_proofs(cli)
+    assert {r[0] for r in rows} == ids and len({r[2] for r in rows}) == 2
+    sizes = {"alice": 5, "bob": 2}
+    for item_id, body, sig, raw, author in rows:
+        assert raw is not None
+        inclusion = BatchInclusion.from_bytes(raw)
+        assert inclusion.tree_size == sizes[author] and len(inclusion.path) <= 3
+        proof = SignedItem(body=body, key_id=b"", signature=sig, inclusion=inclusion)
+        assert check_signature(proof, keys[author])
+        assert not check_signature(proof, keys["bob" if author == "alice" else "alice"])
+        other = next(r for r in rows if r[4] == author and r[0] != item_id)
+        assert not check_signature(
+            SignedItem(body=other[1], key_id=b"", signature=sig, inclusion=inclusion), keys[author]
+        )
+
+        # The archive record proves the post on its own: body, signature and audit path; no
+        # statement file (nothing in it grows with the bundle).
+        record = json.loads((cli.ground_home / "archive" / author / item_id / "record.json").read_text())
+        assert record["batch_statement_file"] is None and record["batch_statement_sha256"] is None
+        signed_body = base64.b64decode(record["signed_body"])
+        kept = BatchInclusion.from_json(record["batch_proof"])
+        assert signed_body == body and kept == inclusion
+        assert check_inclusion(keys[author], bytes.fromhex(record["signature"]), signed_body, kept)
+    assert not (cli.ground_home / "archive" / ".statements").exists()
+
+
+def test_format_3_storage_per_post_is_bounded_by_the_path(enrolled: Cli, tmp_path: Path) -> None:
+    """Each post's stored proof is its audit path (32 B × ⌈log₂ n⌉ + a few bytes), not n hashes."""
+    cli = enrolled
+    n = 120
+    for i in range(n):
+        _post(cli, "alice", f"post number {i}")
+    cli.onboard("export", str(tmp_path / "OUT"))
+    cli.ground("ingest", str(tmp_path / "OUT"))
+    db = sqlite3.connect(cli.ground_home / "ground.db")
+    try:
+        assert db.execute("SELECT COUNT(*) FROM statements").fetchone() == (0,)
+        lengths = [r[0] for r in db.execute("SELECT length(batch_proof) FROM items")]
+    finally:
+        db.close()
+    assert len(lengths) == n and max(lengths) <= 32 * 7 + 12  # ⌈log₂ 120⌉ = 7
