@@ -3,9 +3,11 @@
     python benchmarks/bench_scale.py             # bundles of 200, 2,000 and 10,000 posts
     python benchmarks/bench_scale.py --quick     # 200 and 2,000 (a smoke test)
     python benchmarks/bench_scale.py --sizes 50  # any sizes (≤ 10,000: Limits.max_items)
+    python benchmarks/bench_scale.py --proofs-only  # format 3 vs 2 proofs only (benchmarks/batch_proofs.py)
 
-Workload: one bundle of N text posts by 3 astronauts (round-robin), format 2 (one Ed25519
-signature per astronaut over the batch, compact columns, text dictionary), encoded with the
+Workload: one bundle of N text posts by 3 astronauts (round-robin), format 3 (one Ed25519
+signature per astronaut over a Merkle root of the batch, compact columns, text dictionary;
+format 2 signed the list of hashes instead, see batch_proofs.py), encoded with the
 functions onboard's file export uses (onboard/export.py: CURRENT_GROUND, items_encoding and
 encode_compact_items). Texts are the 1,050 held-out tweets of benchmarks/corpus.py (real, but
 English only: ids divisible by 4, never seen by the dictionary), cycled when N is larger; each
@@ -39,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.batch_proofs import measure_proofs, proof_table  # noqa: E402
 from benchmarks.corpus import ASTRONAUTS, BASE_MS, astronaut_key, split  # noqa: E402
 from ground import enroll as enroll_mod  # noqa: E402
 from ground.home import GroundHome  # noqa: E402
@@ -89,10 +92,11 @@ def make_posts(n: int, texts: Sequence[str]) -> list[Post]:
 
 
 def make_bundle(posts: Sequence[Post], seq: int) -> bytes:
-    """The format-2 bundle onboard's export writes for a ground of this release."""
+    """The format-3 bundle onboard's export writes for a ground of this release."""
     keys = {name: astronaut_key(name) for name in ASTRONAUTS}
     items_codec, encode_items = items_encoding(CURRENT_GROUND)
-    items = CompactItems(raw=encode_compact_items(list(posts), keys), count=len(posts))
+    raw = encode_compact_items(list(posts), keys, format_version=3)
+    items = CompactItems(raw=raw, count=len(posts), format_version=3)
     return build_bundle(
         bundle_id=new_ulid(BASE_MS + seq, bytes(10)),
         created_ms=BASE_MS + seq,
@@ -218,11 +222,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="bundles of 200 and 2,000 posts only")
     ap.add_argument("--sizes", type=int, nargs="+", help="bundle sizes (posts), overrides --quick")
     ap.add_argument("--dir", type=Path, help="work folder (default: a temporary one, removed)")
+    ap.add_argument("--proofs-only", action="store_true", help="only the format 3 vs 2 proof table")
     args = ap.parse_args(argv)
     sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     _train, held_out = split()
+    proofs = [measure_proofs(make_posts(n, held_out), fmt) for n in sizes for fmt in (2, 3)]
+    print("\n".join(proof_table(proofs)), flush=True)
+    if args.proofs_only:
+        return 0
     print(
-        f"{len(held_out):,} held-out real tweets (benchmarks/corpus.py), 3 astronauts, format 2, one bundle",
+        f"{len(held_out):,} held-out real tweets (benchmarks/corpus.py), 3 astronauts, format 3, one bundle",
         flush=True,
     )
     rows = []
