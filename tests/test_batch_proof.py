@@ -4,20 +4,26 @@ bundle, and every published post still carries a proof anyone can check (docs/PR
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from conftest import Cli
+from link_support import running_ground
+from typer.testing import CliRunner
 
 from ground.db import connect
+from ground.home import GroundHome
 from protocol import SignedItem, parse_public_key, read_header
 from protocol.batch_tree import BatchInclusion, check_inclusion
 from protocol.keys import verify_signature
 from protocol.model import decode_item, derived_id
 from protocol.signing import BATCH_DOMAIN, check_signature, statement_lists
+from verifier.cli import app as verify_app
 
 FORMAT_1_TOKEN = "codecs=0,1,2;dicts=6f700001"
 # A ground of the release before format 3: it reads formats 1 and 2 only.
@@ -215,3 +221,47 @@ def test_format_3_storage_per_post_is_bounded_by_the_path(enrolled: Cli, tmp_pat
     finally:
         db.close()
     assert len(lengths) == n and max(lengths) <= 32 * 7 + 12  # ⌈log₂ 120⌉ = 7
+
+
+async def test_orbitpost_verify_checks_a_format_3_post_through_its_path(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """The independent verifier folds the public page's audit path to the signed root; a changed
+    path hash, leaf index or tree size is named as the signature not covering the body."""
+    cli = enrolled
+
+    def publish() -> tuple[list[str], str]:  # the CLIs run their own event loop: not in this one
+        ids = [_post(cli, "alice", f"Sunrise number {i}") for i in range(6)]
+        cli.onboard("export", str(tmp_path / "OUT"))
+        cli.ground("ingest", str(tmp_path / "OUT"))
+        cli.ground("publish")
+        cli.ground("log", "sync")
+        return ids, cli.ground("log", "checkpoint").output.split()[2]
+
+    ids, gkey = await asyncio.to_thread(publish)
+    home = GroundHome(cli.ground_home)
+    target = sorted(ids)[4]
+    raw = bytes(home.conn.execute("SELECT batch_proof FROM items WHERE id = ?", (target,)).fetchone()[0])
+    good = BatchInclusion.from_bytes(raw)
+    assert good.tree_size == 6 and good.leaf_index == 4
+
+    async def verify() -> Any:
+        async with running_ground(cli.ground_home) as url:
+            return await asyncio.to_thread(
+                CliRunner().invoke, verify_app, [f"{url}/p/{target}", "--ground-key", gkey]
+            )
+
+    ok = await verify()
+    assert ok.exit_code == 0 and "VERIFIED" in ok.output, ok.output
+    assert "audit path of 2 hash(es) to the root of a batch of 6" in ok.output, ok.output
+    path0 = bytes([good.path[0][0] ^ 0x80]) + good.path[0][1:]
+    for forged in (
+        BatchInclusion.make(6, 4, [path0, *good.path[1:]]),
+        BatchInclusion.make(6, 5, good.path),
+        BatchInclusion.make(7, 4, good.path),
+    ):
+        home.conn.execute("UPDATE items SET batch_proof = ? WHERE id = ?", (forged.to_bytes(), target))
+        bad = await verify()
+        assert bad.exit_code == 1 and "signature does not cover this body" in bad.output, bad.output
+    home.conn.execute("UPDATE items SET batch_proof = ? WHERE id = ?", (raw, target))
+    assert (await verify()).exit_code == 0
