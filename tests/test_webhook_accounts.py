@@ -9,6 +9,7 @@ import json
 import random
 import stat
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,39 @@ def test_ground_retry_cli(cli: Cli, tmp_path: Path, alice_key: SigningKey) -> No
     )
     r = cli.ground("retry", post.id, ok=False)
     assert "nothing to retry" in str(r.exception)
+
+
+async def test_webhook_carries_a_format_3_posts_own_proof(
+    tmp_path: Path, alice_key: SigningKey, receiver: tuple[list[dict[str, Any]], str]
+) -> None:
+    """A post from a format-3 bundle arrives with its audit path (docs/PROTOCOL.md §17): the
+    receiver checks it against the astronaut's key alone, whatever the bundle's size."""
+    from protocol import build_bundle
+    from protocol.batch_tree import BatchInclusion, check_inclusion
+    from protocol.bundle import CompactItems as Compact
+    from protocol.compact_items import encode_compact_items
+    from protocol.ids import new_ulid
+    from protocol.model import with_derived_id
+
+    got, url = receiver
+    home = make_home(tmp_path / "G", alice_key, ["webhook:intranet"])
+    store_for(home.root).add("webhook:intranet", SECRET, service_url=url)
+    posts = [with_derived_id(make_post(f"batch post {i}", ["webhook:intranet"])[0]) for i in range(5)]
+    posts = [with_derived_id(replace(p, created_ms=T0 + 1000 * i)) for i, p in enumerate(posts)]
+    raw = encode_compact_items(posts, {"alice": alice_key}, format_version=3)
+    data = build_bundle(
+        bundle_id=new_ulid(T0, bytes(10)), created_ms=T0, items=Compact(raw=raw, count=5, format_version=3)
+    )
+    from ground.ingest import ingest_bytes
+
+    ingest_bytes(home, data, source="test", now_ms=T0)
+    async with aiohttp.ClientSession() as s:
+        outcomes = await publish_due(home, T0 + 10_000, {"webhook": WebhookPlatform(store_for(home.root))}, s)  # type: ignore[dict-item]
+    assert len(outcomes) == 5 and len(got) == 5
+    for doc in got:
+        assert doc["batch_statement"] is None
+        inclusion = BatchInclusion.from_json(doc["batch_proof"])
+        assert inclusion.tree_size == 5 and len(inclusion.path) <= 3
+        body, sig = base64.b64decode(doc["signed_body"]), base64.b64decode(doc["signature"])
+        assert check_inclusion(alice_key.public_key, sig, body, inclusion)
+        assert not check_inclusion(alice_key.public_key, sig, body + b" ", inclusion)
