@@ -164,13 +164,13 @@ def not_a_bundle(w: World) -> tuple[Path, str, str]:
 
 def newer_version(w: World) -> tuple[Path, str, str]:
     data = bytearray(w.good.read_bytes())
-    data[4:6] = (3).to_bytes(2, "big")
+    data[4:6] = (4).to_bytes(2, "big")
     # A real newer bundle would have a valid checksum of its own.
     data[-32:] = hashlib.sha256(bytes(data[:-32])).digest()
     return (
-        w.write("v3.opb", bytes(data)),
+        w.write("v4.opb", bytes(data)),
         "unsupported_version",
-        "bundle format version 3 is newer than this side reads (2); upgrade orbitpost",
+        "bundle format version 4 is newer than this side reads (3); upgrade orbitpost",
     )
 
 

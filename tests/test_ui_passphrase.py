@@ -119,10 +119,12 @@ def test_export_signs_format_2_batches_once_the_key_is_unlocked(
     keystore.set_passphrase_source(None)
     assert isinstance(batch_items(home, batch), list)
     keystore.set_passphrase_source(lambda name: PASSPHRASE)
-    assert isinstance(batch_items(home, batch), CompactItems)
+    compact = batch_items(home, batch)
+    assert isinstance(compact, CompactItems) and compact.format_version == 3  # batch-signed: §14, §17
     conn.close()
-    # And through the CLI: `onboard export` with the passphrase writes a format-2 bundle.
+    # And through the CLI: `onboard export` with the passphrase writes a batch-signed bundle
+    # (format 3 for a ground of this release, docs/PROTOCOL.md §17).
     out = tmp_path / "OUT"
     cli.onboard("export", str(out))
     (bundle,) = out.glob("*.opb")
-    assert read_header(bundle.read_bytes()).format_version == 2
+    assert read_header(bundle.read_bytes()).format_version == 3
