@@ -171,6 +171,11 @@ def recompact(raw: bytes, change: Any, fmt: int = 2) -> CompactItems:
     return CompactItems(raw=pack(fields), count=len(fields[3]), format_version=fmt)
 
 
+def alter_text(f: list[Any]) -> None:
+    """One letter of the first text of a compact section changed after signing."""
+    f[8] = f[8].replace("Hello", "Jello")
+
+
 def item_json(item: Item) -> dict[str, Any]:
     """The decoded item as JSON: what a verifier must get out of the body bytes."""
     out: dict[str, Any] = {"kind": item.kind.name.lower(), "id": item.id, "author": item.author}
@@ -597,9 +602,6 @@ def format2_vectors() -> list[Vector]:
 
     raw = compact(text_items).raw
 
-    def alter_text(f: list[Any]) -> None:
-        f[8] = f[8].replace("Hello", "Jello")
-
     bad(
         "err-f2-bad-signature",
         "bad_signature",
@@ -729,9 +731,6 @@ def format3_vectors() -> list[Vector]:
     )
 
     raw = compact(pair, 3).raw
-
-    def alter_text(f: list[Any]) -> None:
-        f[8] = f[8].replace("Hello", "Jello")
 
     bad(
         "err-f3-bad-signature",
