@@ -5,7 +5,7 @@ Request: ``POST <service_url>`` with a JSON body::
     {"event": "publish", "account": ..., "post": {id, author, created_ms, text, targets,
      publish_at_ms}, "media": [{sha256, media_type, size_bytes, alt, data (base64)}],
      "signed_body": base64, "signature": base64, "batch_statement": base64 or null,
-     "signer_fingerprint": hex, "batch_proof": {tree_size, leaf_index, path: [hex]} or null}
+     "signer_fingerprint": hex, "batch_proof": {tree_size, leaf_index, path (base64)} or null}
 
 Headers: ``X-Orbitpost-Delivery`` (stable per post and account: receivers deduplicate on it,
 which makes a retry safe), ``X-Orbitpost-Timestamp`` (Unix seconds) and

@@ -218,11 +218,14 @@ async function verify(proof) {
   if (proof.batch_proof) {
     // Bundle format 3 (docs/PROTOCOL.md §17): the signature covers the Merkle root of the
     // astronaut's batch, reached from sha256(body) by RFC 9162's audit path, as the log's is.
-    const { tree_size: size, leaf_index: index, path } = proof.batch_proof;
+    const { tree_size: size, leaf_index: index } = proof.batch_proof;
+    const raw = b64(proof.batch_proof.path);
+    const path = [];
+    for (let i = 0; i + 32 <= raw.length; i += 32) path.push(raw.slice(i, i + 32));
     const leaf = await sha256(concat(Uint8Array.of(0), bodyHash));
     let root = null;
     try {
-      root = await rootFromInclusion(leaf, index + 1, size, path.map(unhex));
+      if (raw.length % 32 === 0) root = await rootFromInclusion(leaf, index + 1, size, path);
     } catch (e) { /* a path of the wrong length: reported below */ }
     checks.add(root !== null && Number.isSafeInteger(size) && index >= 0 && index < size,
       `this body is leaf ${index + 1} of the ${size} in the astronaut's signed batch (${path.length} hash path)`,
