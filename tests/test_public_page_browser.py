@@ -91,7 +91,7 @@ def _publish_batch(cli: Cli, tmp_path: Path, texts: list[str], token: str | None
 
 async def _verdict(page: Any, url: str) -> tuple[str, str, list[str]]:
     await page.wait_for_function(
-        "document.querySelector('#verdict').className !== 'verdict pending'", timeout=60_000
+        "() => document.querySelector('#verdict').className !== 'verdict pending'", timeout=60_000
     )
     verdict = page.locator("#verdict")
     checks = await page.locator("#checks li").all_text_contents()
