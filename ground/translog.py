@@ -23,6 +23,7 @@ from typing import Any
 from pymerkle import BaseMerkleTree
 
 from protocol import format_public_key, rules
+from protocol.batch_tree import BatchInclusion, root_from_inclusion
 from protocol.tlog import Checkpoint, SignedCheckpoint, canonical_entry, leaf_hash, sign_checkpoint
 
 from .db import transaction
@@ -189,8 +190,6 @@ def _items(conn: sqlite3.Connection) -> Iterator[Fact]:
 
 
 def _batch_root(body: bytes, proof: bytes) -> str:
-    from protocol.batch_tree import BatchInclusion, root_from_inclusion
-
     return root_from_inclusion(body, BatchInclusion.from_bytes(proof)).hex()
 
 
