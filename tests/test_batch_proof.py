@@ -16,10 +16,11 @@ from conftest import Cli
 from link_support import running_ground
 from typer.testing import CliRunner
 
+from ground import translog
 from ground.db import connect
 from ground.home import GroundHome
 from protocol import SignedItem, parse_public_key, read_header
-from protocol.batch_tree import BatchInclusion, check_inclusion
+from protocol.batch_tree import BatchInclusion, check_inclusion, root_from_inclusion
 from protocol.keys import verify_signature
 from protocol.model import decode_item, derived_id
 from protocol.signing import BATCH_DOMAIN, check_signature, statement_lists
@@ -244,6 +245,13 @@ async def test_orbitpost_verify_checks_a_format_3_post_through_its_path(
     raw = bytes(home.conn.execute("SELECT batch_proof FROM items WHERE id = ?", (target,)).fetchone()[0])
     good = BatchInclusion.from_bytes(raw)
     assert good.tree_size == 6 and good.leaf_index == 4
+    # The log's item entry names the root the astronaut signed (docs/PROTOCOL.md §15, §17).
+    body = bytes(home.conn.execute("SELECT body FROM items WHERE id = ?", (target,)).fetchone()[0])
+    _index, entry = translog.leaf(home, f"item:{target}") or (0, b"{}")
+    logged = json.loads(entry)
+    assert (
+        logged["batch_root"] == root_from_inclusion(body, good).hex() and logged["statement_sha256"] is None
+    )
 
     async def verify() -> Any:
         async with running_ground(cli.ground_home) as url:
