@@ -273,3 +273,20 @@ async def test_orbitpost_verify_checks_a_format_3_post_through_its_path(
         assert bad.exit_code == 1 and "signature does not cover this body" in bad.output, bad.output
     home.conn.execute("UPDATE items SET batch_proof = ? WHERE id = ?", (raw, target))
     assert (await verify()).exit_code == 0
+
+
+def test_ground_announces_format_3_and_onboard_follows_the_token(enrolled: Cli, tmp_path: Path) -> None:
+    """Negotiation as for formats 1 and 2 (docs/PROTOCOL.md §5.3): this ground's token lists 3;
+    onboard writes the newest format a token lists."""
+    cli = enrolled
+    token = cli.ground("capabilities").output.strip()
+    assert token.split("formats=")[1].split(";")[0] == "1,2,3"
+    for n, (given, expect) in enumerate(
+        [(token, 3), (FORMAT_2_TOKEN, 2), (FORMAT_1_TOKEN, 1), ("codecs=0,1;formats=1,3", 3)]
+    ):
+        _post(cli, "alice", f"negotiated {n}")
+        out = tmp_path / f"OUT{n}"
+        cli.onboard("export", "--ground-decodes", given, str(out))
+        (bundle,) = out.glob("*.opb")
+        assert read_header(bundle.read_bytes()).format_version == expect, given
+        cli.ground("ingest", str(out))
