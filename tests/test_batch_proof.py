@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import Cli
 from link_support import running_ground
 from typer.testing import CliRunner
@@ -290,3 +291,27 @@ def test_ground_announces_format_3_and_onboard_follows_the_token(enrolled: Cli, 
         (bundle,) = out.glob("*.opb")
         assert read_header(bundle.read_bytes()).format_version == expect, given
         cli.ground("ingest", str(out))
+
+
+@pytest.mark.parametrize("token", [FORMAT_1_TOKEN, FORMAT_2_TOKEN], ids=["format-1", "format-2"])
+async def test_orbitpost_verify_still_checks_older_formats(enrolled: Cli, tmp_path: Path, token: str) -> None:
+    """Posts from format-1 and format-2 bundles keep verifying end to end (their own signature,
+    or the statement that lists the body), beside format 3's paths."""
+    cli = enrolled
+
+    def publish() -> tuple[list[str], str]:
+        ids = [_post(cli, "alice", f"Older format, post {i}") for i in range(3)]
+        cli.onboard("export", "--ground-decodes", token, str(tmp_path / "OUT"))
+        cli.ground("ingest", str(tmp_path / "OUT"))
+        cli.ground("publish")
+        cli.ground("log", "sync")
+        return ids, cli.ground("log", "checkpoint").output.split()[2]
+
+    ids, gkey = await asyncio.to_thread(publish)
+    async with running_ground(cli.ground_home) as url:
+        for item_id in ids:
+            ok = await asyncio.to_thread(
+                CliRunner().invoke, verify_app, [f"{url}/p/{item_id}", "--ground-key", gkey]
+            )
+            assert ok.exit_code == 0 and "VERIFIED" in ok.output, ok.output
+            assert "audit path" not in ok.output
