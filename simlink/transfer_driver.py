@@ -112,7 +112,7 @@ class TransferDriver:
         # -- the real setup path: `ground station add` then `onboard link add` --
         token = add_station(ground.home.conn, STATION, EPOCH_MS)
         token_file = workdir / "station.token"
-        # What the simulated ground decodes: bundle format 2 and the text dictionaries, as a real
+        # What the simulated ground decodes: bundle formats up to 3 and the text dictionaries, as a real
         # ground does; not JPEG XL (transcoding costs real seconds a photo, and virtual time
         # would hide them; the photo codec is measured in benchmarks/bench_bandwidth.py).
         decodes = Capabilities(
