@@ -213,3 +213,20 @@ def test_every_resealed_byte_flip_of_a_format_3_bundle_is_refused() -> None:
         sealed = bytes(bad[:-32]) + hashlib.sha256(bytes(bad[:-32])).digest()
         with pytest.raises(RemoteProtocolError):
             verify_bundle(sealed, RING, have_blob=held)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_changed_format_3_section_decodes_or_raises_the_remote_error(data: st.DataObject) -> None:
+    """Random byte changes of a format-3 items section: verified items (each with a proof that
+    checks) or the protocol's remote error, never anything else."""
+    raw = bytearray(encode_compact_items(example(), KEYS, format_version=3))
+    for _ in range(data.draw(st.integers(1, 4), label="changes")):
+        at = data.draw(st.integers(0, len(raw) - 1), label="position")
+        raw[at] = data.draw(st.integers(0, 255), label="byte")
+    try:
+        verified = decode_compact_items(bytes(raw), 5, RING, format_version=3)
+    except RemoteProtocolError:
+        return
+    for v in verified:
+        assert check_signature(v.signed, KEYS[v.astronaut].public_key)
