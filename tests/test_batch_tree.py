@@ -50,7 +50,9 @@ KEY_ID_AND_SIGNATURE = 8 + 64
 # msgpack framing of [tree_size, leaf_index, path]: array 1 + two uint16 3 + 3 + bin16 header 3.
 INCLUSION_OVERHEAD = 10
 
-bodies = st.lists(st.binary(min_size=1, max_size=64), min_size=1, max_size=300)
+# Distinct bodies, as in a bundle (item ids are unique): with two equal bodies, claiming the
+# other's position with the same path is a true statement, not a forgery.
+bodies = st.lists(st.binary(min_size=1, max_size=64), min_size=1, max_size=300, unique=True)
 
 
 def _batch(bs: list[bytes]) -> tuple[bytes, BatchTree]:
