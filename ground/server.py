@@ -148,7 +148,7 @@ class LinkService:
             return json_error(
                 413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
             )
-        with self.bodies.slot(station.name) as admitted:
+        with self.bodies.slot(station.name, request.content_length) as admitted:
             if not admitted:
                 return json_error(
                     503,

@@ -1,10 +1,11 @@
 """`onboard sync`: drives the transfer sender over HTTP (aiohttp) until the queue is across.
 
 Each request frame is one ``POST /v1/link``; up to the sender's ``streams`` run at once on
-separate connections (parallel TCP streams: more of them while TCP_INFO shows the link has
-room, docs/link.md) so a 1.4 s round trip and random loss do not idle the link. The sender machine decides what
-to send, when to give up on a request and how long to back off; this module carries bytes,
-keeps the queue's tables up to date and fetches receipts.
+separate connections (parallel TCP streams: more of them while the round trips of its own
+small requests show the link has room, docs/link.md) so a 1.4 s round trip and random loss do
+not idle the link. The sender machine decides what to send, when to give up on a request and
+how long to back off; this module carries bytes, measures each request's round trip, keeps the
+queue's tables up to date and fetches receipts.
 
 ``sync`` never hangs forever: without ``watch`` it stops with an error once the link has
 been down for ``give_up_after_s``; with ``watch`` it keeps probing (every few seconds at
@@ -16,12 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import sqlite3
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -134,62 +134,26 @@ class _WatchedConnector(aiohttp.TCPConnector):
         return list(self._transports)
 
 
-# Linux's struct tcp_info (include/uapi/linux/tcp.h) up to tcpi_segs_in: 8 u8 fields, 24 u32
-# (tcpi_rto … tcpi_total_retrans), 4 u64 (pacing rates, bytes acked/received), segs_out/in.
-_TCP_INFO = struct.Struct("=8B24I4Q2I")
-_SND_MSS, _RTT_US, _TOTAL_RETRANS, _SEGS_OUT = 10, 23, 31, 36
-PATH_EVERY_S = 0.5  # how often TCP's view of the link is read (simlink: OBSERVE_S)
+@dataclass(slots=True)
+class _Timing:
+    """When a request began on an open connection (aiohttp's trace context)."""
+
+    started_at: float | None = None
 
 
-def tcp_info(transport: asyncio.BaseTransport) -> tuple[int, float, int, int] | None:
-    """(segs_out, rtt_s, total_retrans, mss) of a TCP connection, from Linux TCP_INFO; None
-    where the platform has no TCP_INFO."""
-    sock = transport.get_extra_info("socket")
-    opt = getattr(socket, "TCP_INFO", None)
-    if sock is None or opt is None:
-        return None
-    try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, opt, _TCP_INFO.size)
-    except OSError:
-        return None
-    if len(raw) < _TCP_INFO.size:
-        return None
-    v = _TCP_INFO.unpack(raw)
-    return v[_SEGS_OUT], v[_RTT_US] / 1e6, v[_TOTAL_RETRANS], v[_SND_MSS]
+async def _headers_sent(
+    _session: aiohttp.ClientSession, ctx: SimpleNamespace, _params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    """A request began on an open connection: its round trip is measured from here, so a TCP
+    handshake does not count as path delay (the sender sizes its streams from these)."""
+    if isinstance(ctx.trace_request_ctx, _Timing):
+        ctx.trace_request_ctx.started_at = time.monotonic()
 
 
-class _PathWatch:
-    """TCP's own view of the link for the sender's stream count (``observe_path``): segments
-    sent and retransmitted on every open connection since the last look, their mean RTT."""
-
-    def __init__(self, sender: TransferSender, connector: _WatchedConnector) -> None:
-        self._sender = sender
-        self._connector = connector
-        self._seen: dict[asyncio.BaseTransport, tuple[int, int]] = {}
-        self._at = 0.0
-
-    def step(self, now: float) -> None:
-        if now - self._at < PATH_EVERY_S:
-            return
-        self._at = now
-        segs = retrans = mss = 0
-        rtts: list[float] = []
-        live = self._connector.transports()
-        for t in live:
-            info = tcp_info(t)
-            if info is None:
-                continue
-            out, rtt_s, total_retrans, mss = info
-            s0, r0 = self._seen.get(t, (0, 0))
-            segs, retrans = segs + out - s0, retrans + total_retrans - r0
-            self._seen[t] = (out, total_retrans)
-            if rtt_s > 0:
-                rtts.append(rtt_s)
-        self._seen = {t: v for t, v in self._seen.items() if t in live}
-        if rtts and mss:
-            self._sender.observe_path(
-                now, rtt_s=sum(rtts) / len(rtts), segments=segs, retransmits=retrans, mss_bytes=mss
-            )
+def _trace_config() -> aiohttp.TraceConfig:
+    tc = aiohttp.TraceConfig()
+    tc.on_request_headers_sent.append(_headers_sent)
+    return tc
 
 
 def _pending_items(conn: sqlite3.Connection) -> int:
@@ -295,12 +259,15 @@ class _Requests:
         sender = self._sender
         try:
             timeout = aiohttp.ClientTimeout(total=max(0.5, deadline - time.monotonic()))
-            async with session.post(self._url, data=data, headers=self._headers, timeout=timeout) as resp:
+            timing = _Timing()
+            async with session.post(
+                self._url, data=data, headers=self._headers, timeout=timeout, trace_request_ctx=timing
+            ) as resp:
                 body = await resp.read()
                 now = self.answered_at = time.monotonic()
                 self._on_contact()
                 if resp.status == 200:
-                    sender.receive(body, now)
+                    sender.receive(body, now, started_at=timing.started_at)
                 elif resp.content_type == "application/json":
                     try:
                         j = json.loads(body)
@@ -509,7 +476,6 @@ class _Sync:
         self.connector = _WatchedConnector(
             limit=self.sender.config.max_window + 2, keepalive_timeout=KEEPALIVE_S, ssl=self.cfg.ssl()
         )
-        self.path = _PathWatch(self.sender, self.connector)
         self.keeper = _ConnectionKeeper(
             self.cfg.ground_url + "/v1/health", self.connector, self.wake, self.seen.contact
         )
@@ -519,7 +485,7 @@ class _Sync:
 
     async def run(self) -> SyncResult:
         async with aiohttp.ClientSession(
-            connector=self.connector, skip_auto_headers=LINK_SKIP_HEADERS
+            connector=self.connector, skip_auto_headers=LINK_SKIP_HEADERS, trace_configs=[_trace_config()]
         ) as session:
             try:
                 while not self.stop.is_set():
@@ -562,7 +528,6 @@ class _Sync:
         deadline = self.sender.next_deadline()
         if deadline is not None and deadline <= now:
             self.sender.handle_timeout(now)
-        self.path.step(now)
         self.requests.send_due(session, now)
         self._handle_events()
         if self.watch:

@@ -60,7 +60,7 @@ from protocol.transfer_wire import (
 )
 
 from .clock import EventLoop, Timer
-from .link import SimConnection, SimLink
+from .link import SimLink
 from .system import EPOCH_MS, Ground, Station, Tracker
 from .vhttp import LINK_CLIENT_HEADERS, HttpClient, HttpResponse, ServerConn
 
@@ -75,7 +75,6 @@ NOTICE_S = 1.0
 # The transfer as it was before issue 14 (a fixed window of 4, each chunk 2 s of the whole
 # link's rate, ground dropping what arrived of a cut chunk), kept to measure the new one against.
 V1_CONFIG = SenderConfig(window=4, max_window=4, chunk_time_s=8.0, initial_chunk_bytes=16 * 1024)
-OBSERVE_S = 0.5  # onboard/sync.py's PATH_EVERY_S
 HEALTH = b'{"ok": true}'  # ground's GET /v1/health answer, byte for byte (web.json_response)
 
 
@@ -154,8 +153,6 @@ class TransferDriver:
         self.answered_at = 0.0
         self.warm_request_bytes = 0
         self.sent: dict[str, RangeSet] = {}
-        self.tcp_seen: dict[SimConnection, tuple[int, int]] = {}  # (segs_out, retrans) read so far
-        self.observed_at = 0.0
         # HTTP bytes by request kind (open / chunk / receipts / health), requests handed to the link.
         self.traffic: dict[str, dict[str, int]] = {}
         self.resent_bytes = 0
@@ -213,8 +210,6 @@ class TransferDriver:
         d = self.sender.next_deadline()
         if d is not None and d <= now:
             self.sender.handle_timeout(now)
-        if now - self.observed_at >= OBSERVE_S:
-            self._observe_path(now)
         for out in self.sender.data_to_send(now):
             self._carry(out.seq, out.data, out.deadline)
         self._events()
@@ -230,30 +225,6 @@ class TransferDriver:
         when = max(now + 0.01, min(times))
         if math.isfinite(when):  # nothing to wait for: the next post or answer wakes it
             self._schedule(when)
-
-    def _observe_path(self, now: float) -> None:
-        """onboard/sync.py's ``_PathWatch``: TCP_INFO of the open connections, summed, handed
-        to the sender (which sizes its parallel streams from loss and RTT)."""
-        self.observed_at = now
-        segs = retrans = 0
-        rtts: list[float] = []
-        for c in self.pool:
-            if c.conn is None or c.conn.closed:
-                continue
-            half = c.conn.up
-            s0, r0 = self.tcp_seen.get(c.conn, (0, 0))
-            segs, retrans = segs + half.segs_out - s0, retrans + half.total_retrans - r0
-            self.tcp_seen[c.conn] = (half.segs_out, half.total_retrans)
-            if half.srtt is not None and half.segs:
-                rtts.append(half.srtt)
-        if rtts:
-            self.sender.observe_path(
-                now,
-                rtt_s=sum(rtts) / len(rtts),
-                segments=segs,
-                retransmits=retrans,
-                mss_bytes=self.link.profile.mss_bytes,
-            )
 
     def _client(self) -> HttpClient | None:
         for c in self.pool:
@@ -365,7 +336,7 @@ class TransferDriver:
         now = self.answered_at = self.loop.now
         ctype = dict((k.lower(), v) for k, v in resp.headers).get("content-type", "")
         if resp.status == 200:
-            self.sender.receive(resp.body, now)
+            self.sender.receive(resp.body, now, started_at=resp.started_at)
         elif ctype.startswith("application/json"):
             try:
                 j = json.loads(resp.body)

@@ -44,6 +44,8 @@ class HttpResponse:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     wire_bytes: int = 0  # the whole response as it crossed: status line, headers, body
+    # When the request began on an open connection (aiohttp's on_request_headers_sent).
+    started_at: float | None = None
 
 
 class HttpClient:
@@ -70,6 +72,7 @@ class HttpClient:
         self.bytes_sent = 0
         self.request_wire_bytes = 0
         self.rx = 0
+        self.started_at: float | None = None
         self.close_timer: Timer | None = None
         # aiohttp's connector closes a keep-alive connection idle this long (keepalive_timeout).
         self.keepalive_s = 15.0
@@ -120,6 +123,7 @@ class HttpClient:
     def _write(self) -> None:
         assert self.pending and self.conn
         raw = self.pending[0]
+        self.started_at = self.loop.now
         self.bytes_sent += len(raw)
         self._arm_idle(self.idle_timeout_s)
         self.conn.send(True, raw)
@@ -187,7 +191,11 @@ class HttpClient:
                     hdrs = tuple((k.decode(), v.decode()) for k, v in resp.headers)
                     cbs[0](
                         HttpResponse(
-                            status=resp.status_code, headers=hdrs, body=bytes(self.body), wire_bytes=self.rx
+                            status=resp.status_code,
+                            headers=hdrs,
+                            body=bytes(self.body),
+                            wire_bytes=self.rx,
+                            started_at=self.started_at,
                         )
                     )
                 return
