@@ -63,9 +63,14 @@ class SenderConfig:
     # its Mathis bound and idles a round trip between requests). Starting at 8 fills a clean
     # link sooner after a loss of signal (8 initial TCP windows: 112 kB in the first round trip).
     window: int = 8
-    # 32: 64 lifted 2.6 s RTT, 1 % loss from 0.67 to 0.82 of 1.5 Mbit/s but cost 1.4 s
-    # (0.91 -> 0.85: more, smaller requests); docs/link.md.
-    max_window: int = 32
+    # 64 at most, and ...
+    max_window: int = 64
+    # ... at most this many per second of base RTT (at least ``streams_floor_max``): one
+    # stream's Mathis bound falls as 1/RTT, so a longer path needs more for the same loss. A
+    # flat 32 held 2.6 s RTT, 1 % loss to 0.68 of 1.5 Mbit/s; this (62 there) reaches 0.85,
+    # and 1.4 s keeps 32, where a flat 64 had cost 0.91 -> 0.85 (docs/link.md).
+    streams_per_rtt_s: float = 24.0
+    streams_floor_max: int = 32
     # The base RTT is the least seen this long (a route or relay change moves it).
     rtt_window_s: float = 300.0
     # RTT this far above the base: the link's queue is filling (the link is the limit).
@@ -98,6 +103,22 @@ class SenderConfig:
     # notice a returning link within a few seconds.
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 4.0
+    # New connections race (Happy Eyeballs' connection attempt delay, RFC 8305 §5, for one
+    # address): another SYN this many RTTs after the last while none has been answered. Down,
+    # 0.4 RTT: a post written during a loss of signal leaves within 0.4 RTT of the link's
+    # return and reaches ground 1.5 RTT later (handshake, then the request): under 2 RTT, where
+    # the kernel's SYN retries (1, 2, 4 s … apart) took 3-12 RTT (measured, docs/link.md). Up, a
+    # SYN unanswered after 1.25 RTTs was lost.
+    race_down_rtts: float = 0.4
+    race_up_rtts: float = 1.25
+    race_min_s: float = 0.1
+    # While down, a request (the probe) waits this long: its connection keeps racing all the
+    # while, so the link's return is seen within 0.4 RTT. A probe giving up loses the
+    # attempt then under way, so the link's return must not fall in its last RTT: at 300 s
+    # that is ~1 % of returns on a 2.6 s path (at 60 s it was 4 %, measured).
+    down_probe_timeout_s: float = 300.0
+    # While down, small uploads (text) probing at once besides the first (``_small_probes``).
+    down_small_probes: int = 15
     # While every byte is acked but ground has not committed yet, ask again this often.
     commit_poll_s: float = 1.0
     # Uploads up to this size go whole inside their first OPEN (a text bundle is ~1 KiB);
@@ -128,6 +149,9 @@ class Outgoing:
     deadline: float
     key: TransferKey | None
     payload_bytes: int  # chunk bytes inside (0 for OPEN/RECEIPTS)
+    # If the request needs a new connection: start another attempt this often until one
+    # connects (the first to connect carries the request; close the others).
+    race_every_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -299,10 +323,18 @@ class TransferSender:
         and a transfer's tail spreads over them instead of crawling along one stream."""
         c = self.config
         base = (
-            self.rate_bytes_s * c.chunk_time_s / self.streams if self._rate_samples else c.initial_chunk_bytes
+            self.rate_bytes_s * self._chunk_time_s() / self.streams
+            if self._rate_samples
+            else c.initial_chunk_bytes
         )
         top = min(c.max_chunk_bytes, c.max_inflight_bytes // self.streams)
         return int(max(c.min_chunk_bytes, min(top, base * self._cut_scale)))
+
+    def _chunk_time_s(self) -> float:
+        """``chunk_time_s``, or 4 base RTTs if longer: a stream idles a round trip between its
+        requests, so on a long path a chunk must last longer to keep it busy."""
+        base = self.base_rtt_s or 0.0
+        return max(self.config.chunk_time_s, 4 * base)
 
     def progress(self, key: TransferKey) -> tuple[int, int] | None:
         t = self._transfers.get(key)
@@ -315,7 +347,7 @@ class TransferSender:
         self._now = max(self._now, now)
         if self._fatal or now < self._retry_at:
             return []
-        window = self.streams if self._up else 1  # one probe at a time while down
+        window = self.streams if self._up else 1 + self._small_probes()
         out: list[Outgoing] = []
         while len(self._requests) < window:
             o = self._next_request(now)
@@ -331,6 +363,24 @@ class TransferSender:
                 for t in self._transfers.values()
             )
         return out
+
+    def _small_probes(self) -> int:
+        """While down, one probe at a time, plus one for each small upload waiting to open
+        (text bundles, each whole inside its OPEN): posts written during a loss of signal all
+        race for the link's return instead of queueing behind one another (≤ down_small_probes)."""
+        n = sum(
+            1
+            for t in self._transfers.values()
+            if t.state is TState.OPENING and t.spec.size_bytes <= self.config.inline_bytes
+        )
+        return min(self.config.down_small_probes, max(0, n - 1))
+
+    @property
+    def race_every_s(self) -> float:
+        """How far apart a new connection's attempts start (``race_down_rtts`` while down)."""
+        c = self.config
+        rtt = self.base_rtt_s or self.srtt_s
+        return max(c.race_min_s, rtt * (c.race_up_rtts if self._up else c.race_down_rtts))
 
     @property
     def base_rtt_s(self) -> float | None:
@@ -376,7 +426,8 @@ class TransferSender:
         standing = self._standing_rtt
         if base is None or standing is None or now - self._epoch_at < max(1.0, 2 * base):
             return
-        cap = c.max_window if now >= self._busy_until else self._busy_cap
+        top = min(c.max_window, max(c.streams_floor_max, round(c.streams_per_rtt_s * base)))
+        cap = top if now >= self._busy_until else min(top, self._busy_cap)
         if self._window_limited:
             if standing > c.queue_rtt_ratio * base:
                 self.streams = max(min(c.window, cap), self.streams - max(1, self.streams // 8))
@@ -412,8 +463,10 @@ class TransferSender:
         if t.state in (TState.OPENING, TState.SETTLING):
             t.open_seq = seq
             size = t.spec.size_bytes
-            if not t.opened and size <= self.config.inline_bytes:
-                # A small upload rides inside its first OPEN: one round trip instead of two.
+            if t.state is TState.OPENING and t.acked.total == 0 and size <= self.config.inline_bytes:
+                # A small upload rides inside its OPEN: one round trip instead of two. Again
+                # after a cut or a probe into the dark (ground said nothing of it yet), so a
+                # text post leaves in the first request after a loss of signal.
                 t.opened = True
                 data = t.source(0, size)
                 t.inflight[seq] = (0, size)
@@ -484,7 +537,8 @@ class TransferSender:
     ) -> Outgoing:
         data = encode_request(req)
         payload = 0 if span is None else span[1] - span[0]
-        deadline = now + self._timeout_s(payload)
+        timeout = self._timeout_s(payload)
+        deadline = now + (timeout if self._up else max(timeout, self.config.down_probe_timeout_s))
         self._requests[req.seq] = _Req(
             seq=req.seq,
             sent_at=now,
@@ -497,7 +551,14 @@ class TransferSender:
         )
         self.stats.requests += 1
         self.stats.request_bytes += len(data)
-        return Outgoing(seq=req.seq, data=data, deadline=deadline, key=key, payload_bytes=payload)
+        return Outgoing(
+            seq=req.seq,
+            data=data,
+            deadline=deadline,
+            key=key,
+            payload_bytes=payload,
+            race_every_s=self.race_every_s,
+        )
 
     # -- incoming ----------------------------------------------------------------------
 
@@ -665,7 +726,10 @@ class TransferSender:
         if req.sent_at >= self._last_fail_at or self._backoff_s == 0:
             self._backoff_s = min(c.backoff_max_s, max(c.backoff_initial_s, self._backoff_s * 2))
         self._last_fail_at = now
-        self._retry_at = max(self._retry_at, now + self._backoff_s)
+        # The backoff counts from when the failed request left: one that waited out its
+        # deadline in the dark (its connection racing all along) is followed at once, so the
+        # link is never left unprobed; one refused at once waits the backoff.
+        self._retry_at = max(self._retry_at, min(now, req.sent_at) + self._backoff_s)
         if self._up:
             self._up = False
             self._events.append(LinkDown(at=now, reason=reason, retry_at=self._retry_at))

@@ -26,13 +26,14 @@ from ground.receipts import ground_key_line
 from ground.server import FRAME_TYPE, LinkService
 from ground.stations import add_station, authenticate, write_token_file
 from onboard import link as onboard_link
-from onboard.receipts import ReceiptsPoll, apply_document, awaiting_receipts, verify_document
+from onboard.receipts import ReceiptsPoll, apply_document, verify_document
 from onboard.sync import (
     KEEPALIVE_S,
     RECEIPTS_CURSOR,
     WARM_RETRY_MAX_S,
     WARM_RETRY_S,
     WARM_TIMEOUT_S,
+    awaiting_news,
 )
 from protocol.bundle import FORMATS
 from protocol.capabilities import Capabilities
@@ -62,7 +63,14 @@ from protocol.transfer_wire import (
 from .clock import EventLoop, Timer
 from .link import SimLink
 from .system import EPOCH_MS, Ground, Station, Tracker
-from .vhttp import LINK_CLIENT_HEADERS, HttpClient, HttpResponse, ServerConn
+from .vhttp import (
+    LINK_CLIENT_HEADERS,
+    LINK_SERVER_HEADERS,
+    SERVER_HEADERS,
+    HttpClient,
+    HttpResponse,
+    ServerConn,
+)
 
 STATION = "iss"
 GROUND_URL = "http://127.0.0.1:8470"
@@ -190,7 +198,9 @@ class TransferDriver:
             # arrived); the result is the same, minus 86,400 empty scans a day.
             self.dirty = False
             self.next_scan = now + RESCAN_S
-            onboard_link.plan(self.station.home, self.station.conn, self.cfg.peer)
+            onboard_link.plan(
+                self.station.home, self.station.conn, self.cfg.peer, hold_text=self.sender.link_up
+            )
             for p in onboard_link.active_transfers(self.station.home, self.station.conn):
                 if p.spec.key.name not in self.added:
                     self.added.add(p.spec.key.name)
@@ -198,7 +208,7 @@ class TransferDriver:
                     self.sizes[p.spec.key.name] = p.spec.size_bytes
                     self.sender.add(p.spec, p.source, now)
         if not self.receipts_pending and self.poll.due(now):
-            if awaiting_receipts(self.station.conn):
+            if awaiting_news(self.station.conn):
                 cursor = int(onboard_link.get_state(self.station.conn, RECEIPTS_CURSOR, "0"))
                 self.sender.request_receipts(cursor)
                 self.receipts_pending, self.receipts_changed = True, 0
@@ -211,7 +221,7 @@ class TransferDriver:
         if d is not None and d <= now:
             self.sender.handle_timeout(now)
         for out in self.sender.data_to_send(now):
-            self._carry(out.seq, out.data, out.deadline)
+            self._carry(out.seq, out.data, out.deadline, out.race_every_s)
         self._events()
         self._warm(now)
         times = [self.poll.next_at]
@@ -235,7 +245,13 @@ class TransferDriver:
                 return c
         if len(self.pool) < self.limit:
             c = HttpClient(
-                self.loop, self.link, lambda: ServerConn(self.handle, None if self.v1 else self.keep_partial)
+                self.loop,
+                self.link,
+                lambda: ServerConn(
+                    self.handle,
+                    None if self.v1 else self.keep_partial,
+                    SERVER_HEADERS if self.v1 else LINK_SERVER_HEADERS,
+                ),
             )
             c.idle_timeout_s = None  # sync sets only ClientTimeout(total=deadline - now)
             if not self.v1:
@@ -299,7 +315,7 @@ class TransferDriver:
         self.warm_next = self.loop.now + self.warm_retry_s
         self.warm_retry_s = min(self.warm_retry_s * 2, WARM_RETRY_MAX_S)
 
-    def _carry(self, seq: int, data: bytes, deadline: float) -> None:
+    def _carry(self, seq: int, data: bytes, deadline: float, race_every_s: float | None = None) -> None:
         req = decode_request(data)
         kind = "chunk" if isinstance(req, Chunk) else "open" if isinstance(req, Open) else "receipts"
         if isinstance(req, Chunk):
@@ -322,6 +338,7 @@ class TransferDriver:
             lambda resp: self._answered(seq, resp, kind),
             lambda reason: self._failed(seq, reason),
             total_timeout_s=max(0.5, deadline - self.loop.now),
+            race_every_s=None if self.v1 else race_every_s,
         )
         t = self.traffic.setdefault(
             kind, {"requests": 0, "answered": 0, "request_bytes": 0, "response_bytes": 0}
@@ -412,7 +429,7 @@ class TransferDriver:
         if isinstance(frame, ErrorFrame):
             err = {"error": frame.code, "message": frame.message, "retryable": frame.retryable}
             return HTTP_STATUS.get(frame.code, 400), "application/json", json.dumps(err).encode()
-        return 200, FRAME_TYPE, resp
+        return 200, "" if not self.v1 else FRAME_TYPE, resp  # ground sends a frame untyped
 
     def keep_partial(self, prefix: bytes) -> None:
         """ground/server.py ``_keep_partial``: store what arrived of a CHUNK cut short. The
