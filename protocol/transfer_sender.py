@@ -103,14 +103,13 @@ class SenderConfig:
     # notice a returning link within a few seconds.
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 4.0
-    # New connections race (Happy Eyeballs' connection attempt delay, RFC 8305 §5, for one
-    # address): another SYN this many RTTs after the last while none has been answered. Down,
-    # 0.4 RTT: a post written during a loss of signal leaves within 0.4 RTT of the link's
-    # return and reaches ground 1.5 RTT later (handshake, then the request): under 2 RTT, where
-    # the kernel's SYN retries (1, 2, 4 s … apart) took 3-12 RTT (measured, docs/link.md). Up, a
-    # SYN unanswered after 1.25 RTTs was lost.
+    # While the link is down, new connections race (Happy Eyeballs' connection attempt delay,
+    # RFC 8305 §5, for one address): another SYN this many RTTs after the last while none has
+    # been answered. 0.4 RTT: a post written during a loss of signal leaves within 0.4 RTT of
+    # the link's return and reaches ground 1.5 RTT later (handshake, then the request): under
+    # 2 RTT, where the kernel's SYN retries (1, 2, 4 s … apart) took 3-12 RTT (measured,
+    # docs/link.md). While up, no race: the kernel's SYN retry is enough for a lost SYN.
     race_down_rtts: float = 0.4
-    race_up_rtts: float = 1.25
     race_min_s: float = 0.1
     # While down, a request (the probe) waits this long: its connection keeps racing all the
     # while, so the link's return is seen within 0.4 RTT. A probe giving up loses the
@@ -376,11 +375,12 @@ class TransferSender:
         return min(self.config.down_small_probes, max(0, n - 1))
 
     @property
-    def race_every_s(self) -> float:
-        """How far apart a new connection's attempts start (``race_down_rtts`` while down)."""
+    def race_every_s(self) -> float | None:
+        """How far apart a new connection's attempts start while the link is down (None: up)."""
+        if self._up:
+            return None
         c = self.config
-        rtt = self.base_rtt_s or self.srtt_s
-        return max(c.race_min_s, rtt * (c.race_up_rtts if self._up else c.race_down_rtts))
+        return max(c.race_min_s, (self.base_rtt_s or self.srtt_s) * c.race_down_rtts)
 
     @property
     def base_rtt_s(self) -> float | None:
