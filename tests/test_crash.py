@@ -378,8 +378,9 @@ def _new_platforms_crash_test(
         )
         home.close()
         seed = int(os.environ.get("ORBITPOST_CRASH_SEED", random.randrange(2**32)))
+        # Aimed at the moment a publication is claimed: the platform call is then in flight.
         home, texts, done, in_flight = _crash_loop(
-            tmp_path, alice_key, env, targets, kills, seed, photo=photo
+            tmp_path, alice_key, env, targets, kills, seed, photo=photo, aim_in_flight=True
         )
         _assert_all_published(home, texts, len(targets))
         tweets = _fake_dump(str(fakes["x"][1]["url"]), "tweets")

@@ -35,7 +35,6 @@ Credentials: ``ground account add flickr:NAME --secret-file flickr.json`` with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import urllib.parse
@@ -53,8 +52,8 @@ from ..errors import PublishError, ReconnectNeeded
 from .base import Published, PublishRequest
 from .handles import HandleStore
 from .http import Response, raise_for_status, request
-from .meta_graph import read_back_note
 from .quota import QuotaBook
+from .readback import bytes_note, read_back_note
 
 AUTH_ERRORS = {96, 97, 98, 99}  # invalid signature, missing signature, invalid token, no permission
 CLOCK_SKEW_S = 600
@@ -257,10 +256,8 @@ class FlickrPlatform:
             return False, "Flickr lists no Original size"
         got = await request(session, "GET", str(original["source"]), what="read back original")
         raise_for_status(got, "read back original")
-        want_hex, got_hex = hashlib.sha256(want).hexdigest(), hashlib.sha256(got.body).hexdigest()
-        if want_hex == got_hex:
-            return True, f"original read back: sha256 {got_hex[:16]}… matches"
-        return False, f"original read back differs: signed sha256 {want_hex}, Flickr serves {got_hex}"
+        same, note = bytes_note("Flickr", want, got.body)
+        return same, f"original {note}"
 
     # --- publish, lookup, delete ---------------------------------------------------------------
 
