@@ -52,6 +52,9 @@ def hmac_sha1_signature(method: str, url: str, params: list[tuple[str, str]], cs
     return base64.b64encode(digest).decode()
 
 
+PUBLIC_METHODS = {"flickr.photos.getInfo", "flickr.photos.getSizes"}
+
+
 def _strip_html(text: str, strip: bool) -> str:
     return re.sub(r"<[^>]*>", "", text) if strip else text
 
@@ -82,6 +85,9 @@ class FakeFlickr:
     # The Nth upload (1-based) is stored, then its answer fails with this status (0: dropped).
     lost_answers: dict[int, int] = field(default_factory=dict)
     uploads: int = 0
+    # API keys of readers: the public read methods (getInfo, getSizes: "This method does not
+    # require authentication") answer with ``api_key`` alone.
+    api_keys: set[str] = field(default_factory=set)
     _n: int = 53000000000
 
     def secret(self) -> dict[str, str]:
@@ -197,7 +203,10 @@ class FakeFlickr:
         args = list(request.query.items())
         if request.method == "POST":
             args += [(k, str(v)) for k, v in (await request.post()).items()]
-        code = self._check_oauth(request, args)
+        public = dict(args).get("method") in PUBLIC_METHODS and "Authorization" not in request.headers
+        if public and dict(args).get("api_key") not in self.api_keys:
+            return self.fail(100, "Invalid API Key (Key not found)")
+        code = None if public else self._check_oauth(request, args)
         if code is not None:
             return self.fail(
                 code,

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import json
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,6 +44,34 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     after: bool = False
     times: int = 1
+
+
+_URL = re.compile(r"https?://[^\s<>\"]+[^\s<>\".,;:!?)\]}'*]")
+
+
+def _link(url: str) -> str:
+    """A link as Mastodon's TextFormatter writes it: scheme hidden, the rest cut at 30 characters."""
+    scheme, _, rest = url.partition("://")
+    shown, hidden = rest[:30], rest[30:]
+    return (
+        f'<a href="{html.escape(url)}" target="_blank" rel="nofollow noopener" translate="no">'
+        f'<span class="invisible">{html.escape(scheme)}://</span>'
+        f'<span class="{"ellipsis" if hidden else ""}">{html.escape(shown)}</span>'
+        f'<span class="invisible">{html.escape(hidden)}</span></a>'
+    )
+
+
+def render_html(text: str) -> str:
+    """Mastodon's HTML ``content`` for a status (app/lib/text_formatter.rb + Rails simple_format):
+    the text stripped, escaped, links wrapped, CR LF as LF, ``<p>`` per paragraph, ``<br />``."""
+    text = text.strip().replace("\r\n", "\n").replace("\r", "\n")
+    pos, parts = 0, []
+    for m in _URL.finditer(text):
+        parts += [html.escape(text[pos : m.start()], quote=False), _link(m.group(0))]
+        pos = m.end()
+    escaped = "".join([*parts, html.escape(text[pos:], quote=False)])
+    paragraphs = re.split(r"\n\n+", escaped)
+    return "".join(f"<p>{p.replace(chr(10), '<br />')}</p>" for p in paragraphs)
 
 
 @dataclass
@@ -231,7 +261,7 @@ class FakeMastodon:
             "id": sid,
             "uri": f"{self.base_url}/users/{s['account']}/statuses/{sid}",
             "url": f"{self.base_url}/@{s['account']}/{sid}",
-            "content": f"<p>{s['text']}</p>",  # rendered HTML: not the text as sent
+            "content": render_html(s["text"]),  # rendered HTML: not the text as sent
             "created_at": s["created_at"],
             "media_attachments": [self._media_json(m, ready=True) for m in s["media_ids"]],
         }

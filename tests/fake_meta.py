@@ -96,6 +96,8 @@ class FakeMeta:
     clock_offset_s: float = 0.0
     containers: dict[str, dict[str, Any]] = field(default_factory=dict)
     posts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Tokens a reader holds (orbitpost-verify --read-token): GET a post's fields, nothing else.
+    readers: set[str] = field(default_factory=set)
     photos: dict[str, dict[str, Any]] = field(default_factory=dict)
     fetches: list[tuple[str, int, str]] = field(default_factory=list)  # url, status, content type
     faults: list[Fault] = field(default_factory=list)
@@ -239,6 +241,13 @@ class FakeMeta:
 
     async def node(self, request: web.Request) -> web.Response:
         params = await self._params(request)
+        auth = request.headers.get("Authorization", "")
+        if (
+            request.method == "GET"
+            and auth[7:].strip() in self.readers
+            and request.match_info["node"] in self.posts
+        ):
+            return self.post_fields(request.match_info["node"])  # a reader's token: read a post, nothing else
         user = self._user(request, params)
         if isinstance(user, web.Response):
             return user

@@ -30,6 +30,7 @@ import asyncio
 import base64
 import html
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ class FakeX:
     faults: list[Fault] = field(default_factory=list)
     log: list[tuple[str, str, int]] = field(default_factory=list)
     refreshes: int = 0
+    # A reader's own bearer tokens (app-only): they may read a post (GET /2/tweets/:id), nothing else.
+    readers: set[str] = field(default_factory=set)
     posts_today: list[float] = field(default_factory=list)
     _next: int = 1880000000000000000
 
@@ -142,7 +145,10 @@ class FakeX:
         if request.path not in ("/2/oauth2/token",) and not request.path.startswith("/_fake"):
             auth = request.headers.get("Authorization", "")
             token = auth.removeprefix("Bearer ")
-            if not auth.startswith("Bearer ") or self.access.get(token, 0) <= self.clock():
+            reading = request.method == "GET" and re.fullmatch(r"/2/tweets/\d+", request.path) is not None
+            if not (reading and token in self.readers) and (
+                not auth.startswith("Bearer ") or self.access.get(token, 0) <= self.clock()
+            ):
                 self.log.append((request.method, request.path, 401))
                 return self.problem(401, "Unauthorized", "Unauthorized")
         resp = await handler(request)
@@ -286,7 +292,10 @@ class FakeX:
             return web.json_response(
                 {"errors": [{"message": "Could not find tweet", "title": "Not Found Error"}]}, status=200
             )
-        return web.json_response({"data": {"id": t["id"], "text": self.rendered(t["text"])}})
+        data: dict[str, Any] = {"id": t["id"], "text": self.rendered(t["text"])}
+        if "attachments" in request.query.get("tweet.fields", "") and t["media_ids"]:
+            data["attachments"] = {"media_keys": [f"3_{i}" for i in t["media_ids"]]}
+        return web.json_response({"data": data})
 
     async def me(self, request: web.Request) -> web.Response:
         return web.json_response({"data": {"id": self.user_id, "name": "Alice", "username": self.username}})
