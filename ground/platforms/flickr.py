@@ -3,31 +3,39 @@
 Pages read (search tool, docs corpus):
 - Upload: https://www.flickr.com/services/api/upload.api.html — ``POST
   https://up.flickr.com/services/upload/`` multipart with ``photo`` plus ``title``,
-  ``description``, ``is_public``…; every argument but ``photo`` is part of the OAuth signature.
-  Answers XML: ``<rsp stat="ok"><photoid>…</photoid></rsp>`` or ``<rsp stat="fail"><err code=…
-  msg=…/></rsp>``.
+  ``description`` ("may contain some limited HTML"), ``tags`` ("a space-separated list"),
+  ``is_public``…; every argument but ``photo`` is part of the OAuth signature. Answers XML:
+  ``<rsp stat="ok"><photoid>…</photoid></rsp>`` or ``<rsp stat="fail"><err code=… msg=…/></rsp>``.
+  (upload.async.html: ``async=1`` answers a ticket for ``flickr.photos.upload.checkTickets``
+  instead; we upload synchronously, the photo id in the answer is the handle we keep.)
 - REST (``https://api.flickr.com/services/rest/?method=…&format=json&nojsoncallback=1``):
   ``flickr.test.login``; ``flickr.photos.getSizes`` (the ``Original`` size's ``source`` is the
-  file as uploaded); ``flickr.people.getPhotos`` (``user_id=me``, ``min_upload_date``,
-  ``extras=description``) for the lookup; ``flickr.photos.delete``. Errors are
-  ``{"stat": "fail", "code": N, "message": …}``; code 98 "Invalid auth token" / 99 "User not
-  logged in / insufficient permissions" mean the account must be reconnected.
+  file as uploaded); ``flickr.photos.getInfo`` (description, owner); ``flickr.people.getPhotos``
+  (``user_id=me``, ``min_upload_date``, ``extras=machine_tags``, ``per_page`` ≤ 500, ``page``)
+  for the lookup; ``flickr.photos.delete``. Errors are ``{"stat": "fail", "code": N, "message":
+  …}``; code 98 "Invalid auth token" / 99 "User not logged in / insufficient permissions" mean
+  the account must be reconnected.
+- Machine tags (``namespace:predicate=value``, flickr.com/groups/api/discuss/72157594497877875):
+  Flickr parses, keeps and lists them (``extras=machine_tags``, search ``machine_tags=``).
 - Authentication: https://www.flickr.com/services/api/auth.oauth.html (OAuth 1.0a, HMAC-SHA1;
   tokens do not expire until revoked). Signing is oauthlib's (RFC 5849), never ours.
 
-One post → one Flickr photo per image, each with the post's text as its description (byte-exact)
-and no title (we do not invent one). Alt text has no field in Flickr's upload API: it is not
-published there (docs/platforms.md says so).
+One post → one Flickr photo per image, each with the post's text as its description and no
+title (we do not invent one), tagged ``orbitpost:post=<post id> orbitpost:photo=<n>``. Alt text
+has no field in Flickr's upload API: it is not published there (docs/platforms.md says so).
 
 Fidelity (protocol/rules.py): EXACT — Flickr keeps the uploaded file as the photo's Original.
-Verified, not assumed: after upload ground reads the Original back and compares its sha256
-with the signed photo's; the result is recorded (``fidelity_note``), and a mismatch is recorded
-as RE_ENCODED with both hashes.
+Verified, not assumed: after upload ground reads every Original back and compares its sha256
+with the signed photo's, and reads the description back; the result is recorded
+(``fidelity_note``), and a mismatch is recorded as RE_ENCODED with both hashes.
 
 No duplicates: uploads have no idempotency key. Each photo id is saved (handles.py) as soon as
-Flickr answers, and the index of the upload in flight before it is sent; after a crash or an
-ambiguous timeout the in-flight photo is looked for among the account's uploads since the
-attempt (same description, not already one of ours) and adopted instead of uploaded again.
+Flickr answers, and the index of the upload in flight before it is sent. After a crash or an
+ambiguous timeout the account's uploads since the attempt are read and this post's photos
+recognised by their machine tags — not by description: another post may carry the same words,
+and Flickr may change a description's HTML — then adopted instead of uploaded again. The
+lookup does not depend on the handles, which are dropped just before the engine records the
+publication (a crash in that gap once doubled a photo when it did).
 
 Credentials: ``ground account add flickr:NAME --secret-file flickr.json`` with
 ``consumer_key``, ``consumer_secret``, ``oauth_token``, ``oauth_token_secret``.
