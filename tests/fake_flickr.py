@@ -21,7 +21,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
 import re
 import sys
 import time
@@ -33,7 +32,7 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_x import Fault  # noqa: E402
+from fake_server import Fault, serve_standalone  # noqa: E402
 
 
 def _enc(s: str) -> str:
@@ -330,14 +329,7 @@ class FakeFlickr:
 
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeFlickr()
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.base_url = f"http://127.0.0.1:{port}"
-    print(json.dumps({"url": fake.base_url, "secret": fake.secret()}), flush=True)
-    await asyncio.Event().wait()
+    await serve_standalone(fake, args.port, secret=fake.secret())
 
 
 if __name__ == "__main__":

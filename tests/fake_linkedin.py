@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 import urllib.parse
@@ -32,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_x import Fault  # noqa: E402
+from fake_server import Fault, serve_standalone  # noqa: E402
 
 _RESERVED = set("\\|{}@[]()<>#*_~")
 
@@ -302,14 +301,7 @@ class FakeLinkedIn:
 
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeLinkedIn()
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.base_url = f"http://127.0.0.1:{port}"
-    print(json.dumps({"url": fake.base_url, "grant": fake.grant()}), flush=True)
-    await asyncio.Event().wait()
+    await serve_standalone(fake, args.port, grant=fake.grant())
 
 
 if __name__ == "__main__":

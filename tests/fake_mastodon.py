@@ -31,20 +31,9 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fake_server import Fault, serve_standalone, take_fault  # noqa: E402
+
 from protocol.rules import mastodon_length  # noqa: E402
-
-
-@dataclass
-class Fault:
-    """Answer ``status`` to the next ``times`` matching requests; ``after`` = act first, then fail."""
-
-    method: str
-    path: str
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    after: bool = False
-    times: int = 1
-
 
 _URL = re.compile(r"https?://[^\s<>\"]+[^\s<>\".,;:!?)\]}'*]")
 
@@ -95,11 +84,7 @@ class FakeMastodon:
         return str(self._next_id)
 
     def fault_for(self, method: str, path: str) -> Fault | None:
-        for f in self.faults:
-            if f.method == method and path.startswith(f.path) and f.times > 0:
-                f.times -= 1
-                return f
-        return None
+        return take_fault(self.faults, method, path)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._middleware])
@@ -326,14 +311,7 @@ async def _serve(args: argparse.Namespace) -> None:
         processing_polls=1,
         max_characters=args.max_characters,
     )
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    port = runner.addresses[0][1]
-    fake.base_url = f"http://127.0.0.1:{port}"
-    print(json.dumps({"url": fake.base_url}), flush=True)
-    await asyncio.Event().wait()
+    await serve_standalone(fake, args.port)
 
 
 if __name__ == "__main__":

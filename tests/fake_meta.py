@@ -47,6 +47,8 @@ import aiohttp
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fake_server import serve_standalone  # noqa: E402
+
 from protocol.rules import graphemes, threads_length  # noqa: E402
 
 DAY_S = 86400.0
@@ -617,17 +619,11 @@ class FakeMeta:
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeMeta(kind=args.kind, processing_polls=1, quota_total=args.quota)
     fake.tokens = {args.token: Token("alice", fake.now(), fake.now() + LONG_LIVED_S)}
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    fake.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     # "grant": what `ground account add --token-file` takes (Meta's long-lived token answer).
     grant: dict[str, Any] = {"access_token": args.token, "token_type": "bearer"}
     if args.kind != "facebook":  # Page tokens from a long-lived user token do not expire
         grant["expires_in"] = int(LONG_LIVED_S)
-    print(json.dumps({"url": fake.base_url, "grant": grant}), flush=True)
-    await asyncio.Event().wait()
+    await serve_standalone(fake, args.port, grant=grant)
 
 
 if __name__ == "__main__":

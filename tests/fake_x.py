@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import base64
 import html
-import json
 import re
 import sys
 import time
@@ -41,22 +40,11 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fake_server import Fault, serve_standalone, take_fault  # noqa: E402
+
 from protocol.rules import URL_RE, x_weighted_length  # noqa: E402
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
-
-
-@dataclass
-class Fault:
-    """Answer ``status`` to the next ``times`` matching requests; ``after`` = act first, then fail
-    (``status=0`` drops the connection without an answer)."""
-
-    method: str
-    path: str
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    after: bool = False
-    times: int = 1
 
 
 @dataclass
@@ -104,11 +92,7 @@ class FakeX:
         return str(self._next)
 
     def fault_for(self, method: str, path: str) -> Fault | None:
-        for f in self.faults:
-            if f.method == method and path.startswith(f.path) and f.times > 0:
-                f.times -= 1
-                return f
-        return None
+        return take_fault(self.faults, method, path)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._middleware])
@@ -330,13 +314,7 @@ class FakeX:
 
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeX(processing_polls=1, daily_posts=100_000)
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    print(json.dumps({"url": f"http://127.0.0.1:{port}", "grant": fake.grant()}), flush=True)
-    await asyncio.Event().wait()
+    await serve_standalone(fake, args.port, grant=fake.grant())
 
 
 if __name__ == "__main__":
