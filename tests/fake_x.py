@@ -105,6 +105,7 @@ class FakeX:
         app.router.add_get("/2/tweets/{id}", self.get_tweet)
         app.router.add_get("/2/users/me", self.me)
         app.router.add_get("/2/users/{id}/tweets", self.timeline)
+        app.router.add_get("/oembed", self.oembed)  # publish.twitter.com's, here on the same address
         app.router.add_get("/_fake/tweets", self.dump)
         return app
 
@@ -126,7 +127,7 @@ class FakeX:
         if fault is not None and not fault.after:
             self.log.append((request.method, request.path, fault.status))
             return self.problem(fault.status, "Fault", "scripted", fault.headers)
-        if request.path not in ("/2/oauth2/token",) and not request.path.startswith("/_fake"):
+        if request.path not in ("/2/oauth2/token", "/oembed") and not request.path.startswith("/_fake"):
             auth = request.headers.get("Authorization", "")
             token = auth.removeprefix("Bearer ")
             reading = request.method == "GET" and re.fullmatch(r"/2/tweets/\d+", request.path) is not None
@@ -290,6 +291,46 @@ class FakeX:
         n = iter(range(10**6))
         linked = URL_RE.sub(lambda m: f"https://t.co/Ab{next(n)}Cd", text)
         return html.escape(linked, quote=False)
+
+    async def oembed(self, request: web.Request) -> web.Response:
+        """``GET https://publish.twitter.com/oembed?url=…`` (no authentication; GET statuses/oembed):
+        the post as an embeddable ``<blockquote class="twitter-tweet">``: its text in ``<p>``, each
+        link an ``<a>`` showing its t.co URL, line ends ``<br>``, each photo a ``pic.x.com`` link."""
+        tid = request.query.get("url", "").rstrip("/").rsplit("/", 1)[-1]
+        t = self.tweets.get(tid)
+        if t is None or t.get("deleted"):
+            return web.Response(status=404, text="")
+        body = self.embed_html(t)
+        return web.json_response(
+            {
+                "url": f"https://twitter.com/{self.username}/status/{tid}",
+                "author_name": "Alice",
+                "author_url": f"https://twitter.com/{self.username}",
+                "html": body,
+                "type": "rich",
+                "version": "1.0",
+                "provider_name": "Twitter",
+                "provider_url": "https://twitter.com",
+                "cache_age": "3153600000",
+                "width": 550,
+                "height": None,
+            }
+        )
+
+    def embed_html(self, t: dict[str, Any]) -> str:
+        """The oEmbed ``html`` of tweet ``t``."""
+        shown = re.sub(
+            r"https://t\.co/\w+",
+            lambda m: f'<a href="{m.group(0)}">{m.group(0)}</a>',
+            self.rendered(t["text"]),
+        ).replace("\n", "<br>")
+        pics = "".join(f' <a href="https://t.co/P{i}">pic.x.com/P{i}</a>' for i in t["media_ids"])
+        when = datetime.fromtimestamp(t["created"], UTC).strftime("%B %d, %Y")
+        return (
+            f'<blockquote class="twitter-tweet"><p lang="en" dir="ltr">{shown}{pics}</p>&mdash; Alice '
+            f'(@{self.username}) <a href="https://twitter.com/{self.username}/status/{t["id"]}?ref_src=twsrc%5Etfw">'
+            f"{when}</a></blockquote>\n"
+        )
 
     async def timeline(self, request: web.Request) -> web.Response:
         if request.match_info["id"] != self.user_id:

@@ -8,7 +8,13 @@ from fake_x import FakeX
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol.rendering import mastodon_html_text, mastodon_shown_form, x_text_matches
+from protocol.rendering import (
+    mastodon_html_text,
+    mastodon_shown_form,
+    x_embed_matches,
+    x_embed_text,
+    x_text_matches,
+)
 
 
 def test_mastodon_shows_lf_paragraphs_and_no_outer_spaces() -> None:
@@ -46,3 +52,12 @@ def test_x_rendering_matches_its_own_text_only(text: str, other: str) -> None:
     assert x_text_matches(text, FakeX.rendered(text))
     if other != text and "http" not in text + other:
         assert not x_text_matches(other, FakeX.rendered(text))
+
+
+@given(TEXT, st.integers(0, 4))
+def test_x_embed_shows_its_own_text_and_photo_count(text: str, photos: int) -> None:
+    tweet = {"id": "1", "text": text, "media_ids": [str(i) for i in range(photos)], "created": 0}
+    shown, n = x_embed_text(FakeX().embed_html(tweet))
+    assert n == photos
+    assert x_embed_matches(text, shown)
+    assert not x_embed_matches(text + "!", shown)

@@ -154,21 +154,37 @@ async def test_every_copy_is_read_back_and_verified(rig: Rig) -> None:
     for title in ("Instagram", "Threads", "Facebook"):
         assert f"ok  {title} post" in out and "text byte-identical; 1 photo(s) re-encoded" in out
     assert "Flickr copy" in out and "text and 1 original photo(s) byte-identical" in out
+    # What ground found reading each copy back is in the log, and so in the public proof.
+    async with aiohttp.ClientSession() as s, s.get(f"{rig.ground_url}/p/{rig.post_id}.json") as r:
+        proof = await r.json()
+    read_back = {p["account"]: p["read_back"] for p in proof["publications"]}
+    assert read_back["flickr:alice"].startswith("text read back: exact; photo 1: original read back: sha256")
+    assert all(note and "text read back: exact" in note for note in read_back.values()), read_back
     as_json = json.loads(
         (await _verify(f"{rig.ground_url}/p/{rig.post_id}", *rig.reader_args(), "--json")).output
     )
     assert as_json["verified"] and as_json["unchecked"] == []
 
 
+def _no_tokens(rig: Rig) -> list[str]:
+    """Only the public reads: Mastodon's instance (from the logged URL) and X's oEmbed, on loopback."""
+    return ["--ground-key", rig.gkey, "--api", f"x-oembed={rig.x.base_url}"]
+
+
 async def test_without_a_readers_token_nothing_is_claimed(rig: Rig) -> None:
-    res = await _verify(f"{rig.ground_url}/p/{rig.post_id}", "--ground-key", rig.gkey)
+    res = await _verify(f"{rig.ground_url}/p/{rig.post_id}", *_no_tokens(rig))
     assert res.exit_code == 0, res.output
-    assert "cannot read back from X without a reader's token (--read-token x=…)" in res.output
     assert "cannot read back from Flickr without an API key (--read-token flickr=…)" in res.output
     for title in ("Instagram", "Threads", "Facebook"):
-        assert f"cannot read back from {title} without" in res.output
-    assert res.output.count("  --  ") == 5  # Mastodon needs no token: it is read and checked
+        assert (
+            f"cannot read back from {title} without a reader's token (--read-token {title.lower()}=…)"
+            in res.output
+        )
+    assert res.output.count("  --  ") == 4
+    # Mastodon and X need no token: read from their public pages and checked.
     assert "ok  Mastodon status" in res.output
+    assert "ok  X post" in res.output and "as X's public embed shows it" in res.output
+    assert "1 photo(s) re-encoded by X" in res.output
 
 
 def _one(d: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -189,9 +205,12 @@ async def test_one_changed_character_on_any_platform_is_named(rig: Rig) -> None:
         original = record[key]
         record[key] = original.replace("dawn", "dawm")
         bad = await _verify(page, *rig.reader_args())
+        public = await _verify(page, *_no_tokens(rig))  # X and Mastodon: from their public pages too
         record[key] = original
         assert bad.exit_code == 1, (named, bad.output)
         assert "NOT VERIFIED" in bad.output and named in bad.output and "text differs" in bad.output
+        if named in ("X post", "Mastodon status"):
+            assert public.exit_code == 1 and named in public.output, public.output
     # One byte of Flickr's original: the photo Flickr promises to keep exactly.
     data = flickr_photo["data"]
     flickr_photo["data"] = data[:-1] + bytes([data[-1] ^ 1])

@@ -7,8 +7,8 @@ What each platform lets a reader (not the astronaut) read, and so what is checke
   compared byte for byte where the rendering can show it, else as Mastodon shows it
   (protocol/rendering.py says exactly what that drops). Photos: re-encoded, counted.
 - **X**: API v2 ``GET /2/tweets/:id`` with a reader's own bearer token (app-only works;
-  docs.x.com/x-api/posts/lookup); without one, nothing is claimed. The text must be ours with
-  links shown as t.co and ``& < >`` as entities.
+  docs.x.com/x-api/posts/lookup); without one, the public oEmbed (``publish.twitter.com/oembed``,
+  no authentication). The text must be ours with links shown as t.co; photos are counted.
 - **Instagram, Threads, Facebook Pages**: ``GET /<version>/<id>?fields=…`` on the Graph API with
   a token the reader holds for it; the object's permalink must be the logged URL, and its
   caption/text/message our exact text.
@@ -30,12 +30,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.model import Post
-from protocol.rendering import mastodon_html_text, mastodon_shown_form, x_text_matches
+from protocol.rendering import (
+    mastodon_html_text,
+    mastodon_shown_form,
+    x_embed_matches,
+    x_embed_text,
+    x_text_matches,
+)
 
 from .proof import VerificationFailed
 
 DEFAULT_APIS = {
     "x": "https://api.x.com",
+    "x-oembed": "https://publish.twitter.com",
     "instagram": "https://graph.instagram.com",
     "threads": "https://graph.threads.net",
     "facebook": "https://graph.facebook.com",
@@ -133,7 +140,7 @@ def x(post: Post, pub: Mapping[str, Any], readers: Readers, fetch: Any) -> CopyC
     url = str(pub.get("url") or "")
     token = readers.tokens.get("x")
     if not token:
-        return _need_token("x", url)
+        return x_embed(post, url, readers, fetch)
     body = _get_json(
         f"{readers.api('x')}/2/tweets/{urllib.parse.quote(_last_segment(url))}?tweet.fields=attachments",
         fetch,
@@ -152,6 +159,22 @@ def x(post: Post, pub: Mapping[str, Any], readers: Readers, fetch: Any) -> CopyC
         checked=True,
         detail=f"X post {url}: text matches (links shown as t.co; their targets not compared)"
         + _photos_note(post, count, "X"),
+    )
+
+
+def x_embed(post: Post, url: str, readers: Readers, fetch: Any) -> CopyCheck:
+    """X without a token: the public oEmbed of the post's URL."""
+    q = urllib.parse.urlencode({"url": url, "omit_script": "1", "hide_thread": "1"})
+    embed = _get_json(f"{readers.api('x-oembed')}/oembed?{q}", fetch)
+    shown, photos = x_embed_text(str(embed.get("html") or ""))
+    if not x_embed_matches(post.text, shown):
+        raise VerificationFailed(
+            f"X post {url}: text differs from the signed text: X's embed shows {shown[:200]!r}"
+        )
+    return CopyCheck(
+        checked=True,
+        detail=f"X post {url}: text matches as X's public embed shows it (links as t.co; their "
+        "targets not compared)" + _photos_note(post, photos, "X"),
     )
 
 
