@@ -247,11 +247,12 @@ class FakeLinkedIn:
         if request.query.get("q") != "author":
             return self.error(400, "q=author required")
         author = request.query.get("author")
-        count = int(request.query.get("count", "10"))
-        els = sorted(
+        count, start = int(request.query.get("count", "10")), int(request.query.get("start", "0"))
+        mine = sorted(
             (p for p in self.posts.values() if p["author"] == author and not p.get("deleted")),
             key=lambda p: -p["created"],
-        )[:count]
+        )
+        els = mine[start : start + count]  # Rest.li paging: start, count; paging.total
         return web.json_response(
             {
                 "elements": [
@@ -264,7 +265,8 @@ class FakeLinkedIn:
                         "lifecycleState": "PUBLISHED",
                     }
                     for p in els
-                ]
+                ],
+                "paging": {"start": start, "count": count, "total": len(mine)},
             }
         )
 
