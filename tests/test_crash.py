@@ -355,8 +355,10 @@ def _new_platforms_crash_test(
 
     env = {**subprocess_env, "PYTHONUNBUFFERED": "1"}
     photo = min((p.read_bytes() for p in sample_jpegs), key=len)
-    fakes = {name: _start_fake(name, env) for name in ("x", "linkedin", "flickr")}
+    fakes: dict[str, tuple[subprocess.Popen[bytes], dict[str, object]]] = {}
     try:
+        for name in ("x", "linkedin", "flickr"):  # one by one: a fake that fails leaves none running
+            fakes[name] = _start_fake(name, env)
         targets = ["x:alice", "linkedin:alice", "flickr:alice"]
         home = make_home(tmp_path / "G", alice_key, targets)
         store = store_for(home.root)
