@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
+import sqlite3
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -293,12 +295,17 @@ async def _cosign(request: web.Request) -> web.Response:
 
 
 async def _catch_up_loop(app: web.Application) -> Any:
-    home = app[HOME]
+    # Off the event loop, with a connection of its own (as uploads commit): a pass that
+    # logs a burst of thousands of posts never delays a request.
+    worker = GroundHome(app[HOME].root)
     stop = asyncio.Event()
 
     async def loop() -> None:
         while not stop.is_set():
-            translog.catch_up(home, int(time.time() * 1000))
+            try:
+                await asyncio.to_thread(translog.catch_up, worker, int(time.time() * 1000))
+            except (sqlite3.Error, OSError) as exc:  # a locked or full database: next pass
+                logging.getLogger(__name__).warning("transparency log catch-up failed, will retry: %s", exc)
             with_timeout = asyncio.wait_for(stop.wait(), CATCH_UP_S)
             try:
                 await with_timeout
@@ -309,6 +316,7 @@ async def _catch_up_loop(app: web.Application) -> Any:
     yield
     stop.set()
     await asyncio.gather(task, return_exceptions=True)
+    worker.close()
 
 
 def setup(app: web.Application, home: GroundHome, *, catch_up: bool = True) -> None:

@@ -35,8 +35,6 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import regex
-from twitter_text.extract_emojis import extract_emojis_with_indices
-from twitter_text.extract_urls import extract_urls_with_indices
 
 from .model import Post, parse_target
 
@@ -292,6 +290,11 @@ def x_weighted_length(text: str, url_length: int = 23) -> int:
     emoji where twemoji-parser says so (© and ® need U+FE0F; a following U+FE0F belongs to the
     emoji). tests/test_official_clients.py checks the result against the official library.
     """
+    # Imported here: twitter-text-parser takes ~1 s to import (pkg_resources, emoji tables), a
+    # cost every `ground` and `onboard` start paid though only X's posts need it.
+    from twitter_text.extract_emojis import extract_emojis_with_indices
+    from twitter_text.extract_urls import extract_urls_with_indices
+
     text = unicodedata.normalize("NFC", text)
     entities = {e["indices"][0]: (e["indices"][1], url_length * 100) for e in extract_urls_with_indices(text)}
     for e in extract_emojis_with_indices(text):
