@@ -4,10 +4,14 @@ thread reaches the log exactly once, and after a restart catch-up resumes from i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from pathlib import Path
 
+import aiohttp
+import pytest
+from harden_support import Probe, ground
 from publish_support import T0, ingest, make_home, make_post
 
 from ground import translog
@@ -105,3 +109,41 @@ def test_catch_up_after_a_restart_resumes_from_the_stored_cursor(
     assert translog.cursor(home.conn) > at
     assert translog.catch_up(home, T0 + 2) == 0
     home.close()
+
+
+async def test_ground_serve_logs_a_backlog_without_holding_its_event_loop(
+    tmp_path: Path, alice_key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ground serve`'s passes run in a worker thread, never on the event loop: the first one,
+    over 5,000 unlogged posts, while health checks keep being answered."""
+    home = make_home(tmp_path / "G", alice_key, ["archive:alice"])
+    for b in range(BURST // PER_BUNDLE):
+        ingest(home, alice_key, [make_post(f"{b}.{n}", ["archive:alice"])[0] for n in range(PER_BUNDLE)])
+    # Paused: the publisher leaves them alone, so what the probe measures is the log's pass.
+    home.conn.execute("UPDATE accounts SET paused = 1")
+    home.close()
+    threads: set[int] = set()
+    real = translog.catch_up
+
+    def recording(home: GroundHome, now_ms: int) -> int:
+        threads.add(threading.get_ident())
+        return real(home, now_ms)
+
+    monkeypatch.setattr(translog, "catch_up", recording)
+    async with ground(tmp_path / "G") as (url, _edge):
+        probe = Probe(url)
+        task = asyncio.ensure_future(probe.run())
+        size = 0
+        async with aiohttp.ClientSession() as s:
+            for _ in range(600):
+                async with s.get(url + "/log/checkpoint") as r:
+                    if r.status == 200:
+                        size = int((await r.json())["checkpoint"].split("\n")[1])
+                if size >= BURST:
+                    break
+                await asyncio.sleep(0.1)
+        probe.stop()
+        await task
+    assert size >= BURST  # keys, the account and the 5,000 posts
+    assert threads and threading.get_ident() not in threads  # never the event loop's thread
+    assert probe.failures == 0 and probe.worst < 1.5, (probe.n, probe.failures, probe.worst)
