@@ -22,8 +22,8 @@ the listening socket (or TLS) and aiohttp's protocol:
 
 aiohttp's own refusals — its HTTP parser's 400 for a bad request line, header bytes, an
 oversized line or a NUL, and the 500 for anything a handler let escape — are JSON too: each
-connection's ``RequestHandler.handle_error`` is replaced (:func:`json_errors`) by one that
-keeps aiohttp's logging (redacted by ground/logs.py like every line) and answers
+connection's request handler is a :class:`JsonErrorHandler` (:func:`json_errors`), whose
+``handle_error`` keeps aiohttp's logging (redacted by ground/logs.py like every line) and answers
 ``{"error": "bad_request" | "internal", "message", "retryable": false}`` with no credential
 and no traceback in it.
 
@@ -48,8 +48,6 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
 
 from protocol.transfer_wire import MAX_FRAME_BYTES
 from termtext import visible
@@ -502,7 +500,7 @@ async def refusal_middleware(request: web.Request, handler: Any) -> web.StreamRe
 MAX_ERROR_MESSAGE_CHARS = 200
 
 
-def json_errors(server: Callable[[], RequestHandler]) -> Callable[[], RequestHandler]:
+def json_errors(server: Callable[[], web.RequestHandler]) -> Callable[[], web.RequestHandler]:
     """``server`` (aiohttp's protocol factory) with JSON instead of aiohttp's plain-text errors.
 
     aiohttp answers a request its parser refused, and a handler's escaped exception, through
@@ -511,7 +509,7 @@ def json_errors(server: Callable[[], RequestHandler]) -> Callable[[], RequestHan
     that adds no state and overrides only that method.
     """
 
-    def make() -> RequestHandler:
+    def make() -> web.RequestHandler:
         handler = server()
         handler.__class__ = JsonErrorHandler
         return handler
@@ -519,14 +517,14 @@ def json_errors(server: Callable[[], RequestHandler]) -> Callable[[], RequestHan
     return make
 
 
-class JsonErrorHandler(RequestHandler):
+class JsonErrorHandler(web.RequestHandler):
     """aiohttp's request handler, answering its error responses as ground's JSON."""
 
     __slots__ = ()
 
     def handle_error(
         self,
-        request: BaseRequest,
+        request: web.BaseRequest,
         status: int = 500,
         exc: BaseException | None = None,
         message: str | None = None,
