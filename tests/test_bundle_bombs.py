@@ -41,7 +41,15 @@ from protocol.bundle import CompactItems
 from protocol.canonical import pack
 from protocol.codecs import Codec
 from protocol.errors import ErrorCode, RemoteProtocolError
-from protocol.transfer_wire import Open, Status, TransferKey, TransferKind, decode_response, encode_request
+from protocol.transfer_wire import (
+    Open,
+    Status,
+    TransferKey,
+    TransferKind,
+    decode_response,
+    encode_request,
+    pack_coded_blob,
+)
 
 MiB = 1024 * 1024
 # Ground's resident-memory high-water mark may grow this much over its idle size, whatever it is sent.
@@ -85,7 +93,11 @@ class Ground:
         return time.monotonic() - t
 
     def send_bundle(self, token: str, data: bytes) -> Status:
-        key = TransferKey(kind=TransferKind.BUNDLE, sha256=hashlib.sha256(data).digest())
+        return self.send(
+            token, TransferKey(kind=TransferKind.BUNDLE, sha256=hashlib.sha256(data).digest()), data
+        )
+
+    def send(self, token: str, key: TransferKey, data: bytes) -> Status:
         frame = encode_request(Open(seq=1, key=key, size_bytes=len(data), owner="alice", data=data))
         req = urllib.request.Request(
             self.url + "/v1/link", data=frame, headers={"Authorization": f"Bearer {token}"}
@@ -172,7 +184,7 @@ def _undeclared_gigabyte(key: SigningKey) -> bytes:
         media=(MediaRef(sha256=sha, size_bytes=size, media_type="image/png", alt="zeros"),),
         targets=("archive:alice",),
     )
-    blob = BlobPayload(sha256=sha, raw=_Sized(size), codec=Codec.ZSTD, stored=frame)  # type: ignore[arg-type]
+    blob = BlobPayload(sha256=sha, raw=_Sized(size), codec=Codec.ZSTD, stored=frame)
     return build_bundle(bundle_id=new_id(), created_ms=1, items=[sign_item(key, post)], blobs=[blob])
 
 
@@ -386,3 +398,19 @@ def _processes_with(env_entry: bytes) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+@needs_jxl
+def test_a_coded_photo_upload_declaring_a_huge_image_is_refused_from_its_header(
+    ground: tuple[Ground, str],
+) -> None:
+    """The photo path of the live link (a CODED_BLOB upload: the uploader declares the raw size)
+    goes through the same check: 65535×65535 declared for a 64 MiB JPEG is past 100 MP."""
+    g, token = ground
+    stored = jxl_size_header(65535, 65535)
+    key = TransferKey(kind=TransferKind.CODED_BLOB, sha256=hashlib.sha256(b"a photo").digest())
+    t = time.monotonic()
+    st = g.send(token, key, pack_coded_blob(Codec.JPEG_XL, 64 * MiB, stored))
+    assert st.code == "decompression_bomb", (st.code, st.message)
+    assert "declares 65535×65535" in st.message, st.message
+    assert time.monotonic() - t < 15
