@@ -130,7 +130,9 @@ def capabilities() -> Capabilities:
     codecs = set(DEFAULT_DECODERS) | {Codec.ZSTD_DICT}
     if available():
         codecs.add(Codec.JPEG_XL)
-    return Capabilities(codecs=frozenset(codecs), dictionaries=shipped_ids(), formats=FORMATS, bodies=BODY_VERSIONS)
+    return Capabilities(
+        codecs=frozenset(codecs), dictionaries=shipped_ids(), formats=FORMATS, bodies=BODY_VERSIONS
+    )
 
 
 def _decoders() -> Mapping[int, Decoder]:

@@ -75,7 +75,18 @@ def test_consent_changes_the_derived_id(p: Post) -> None:
 def test_known_v2_bytes() -> None:
     body = encode_item(post(renditions=("x:alice",)))
     assert body == pack(
-        [2, 1, RAW_ID, "alice", 1_790_000_000_000, "hi", [], ["x:alice", "bluesky:alice.test"], None, ["x:alice"]]
+        [
+            2,
+            1,
+            RAW_ID,
+            "alice",
+            1_790_000_000_000,
+            "hi",
+            [],
+            ["x:alice", "bluesky:alice.test"],
+            None,
+            ["x:alice"],
+        ]
     )
     assert body[:3] == bytes([0x9A, 0x02, 0x01])  # array of 10, version 2, kind post
 
