@@ -30,7 +30,7 @@ with each Unicode release); the standard library has no grapheme segmentation.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -460,6 +460,24 @@ def _ratio(r: float) -> str:
                 return f"{round(r * den)}:{den}"
         return f"{r:g}:1"
     return f"{r:g}:1"
+
+
+def size_violations(
+    post: Post,
+    sizes: Sequence[tuple[int, int] | None],
+    overrides: Mapping[str, PlatformRules] | None = None,
+) -> list[Violation]:
+    """:func:`check_photo_size` for every target and photo; ``sizes[i]`` is photo i+1's
+    displayed (width, height), None where the caller could not read it."""
+    out: list[Violation] = []
+    for target in post.targets:
+        rules = rules_for(target, overrides)
+        if rules is None:
+            continue
+        for i, size in enumerate(sizes, start=1):
+            if size is not None:
+                out.extend(check_photo_size(target, rules, i, *size))
+    return out
 
 
 def split_renditions(post: Post, found: Iterable[Violation]) -> tuple[list[Violation], list[Violation]]:

@@ -1,0 +1,136 @@
+"""`onboard post --allow-rendition`: refusals with the limit and the remedy, the plan said
+before sending, the consent signed into a version-2 body, and only for a ground that reads it."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import pytest
+import skimage
+from conftest import Cli
+from PIL import Image
+
+import onboard.compose
+from onboard import queue
+from onboard.home import Home
+from protocol import Post, verify_bundle
+from protocol.capabilities import Capabilities
+from protocol.canonical import unpack
+
+DATA = Path(os.path.dirname(skimage.__file__)) / "data"
+
+
+def panorama(size: tuple[int, int] = (9000, 1200)) -> bytes:
+    """A real photo stretched to a panorama wider than X's 8192-pixel side, under Bluesky's 2 MB."""
+    with Image.open(DATA / "coffee.png") as src:
+        big = src.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=80)
+    assert len(buf.getvalue()) < 2_000_000
+    return buf.getvalue()
+
+
+@pytest.fixture
+def alice(cli: Cli) -> Cli:
+    cli.onboard("keys", "new", "alice")
+    return cli
+
+
+@pytest.fixture
+def wide(tmp_path: Path) -> Path:
+    p = tmp_path / "wide.jpg"
+    p.write_bytes(panorama())
+    return p
+
+
+def queued(cli: Cli) -> list[queue.QueuedItem]:
+    conn = queue.connect(Home(cli.onboard_home).db_path)
+    try:
+        return queue.items(conn)
+    finally:
+        conn.close()
+
+
+def post(cli: Cli, photo: Path, *extra: str, ok: bool = True):  # type: ignore[no-untyped-def]
+    return cli.onboard(
+        "post", "--as", "alice", "--to", "x:alice,bluesky:alice.test,archive:alice", "--photo", str(photo),
+        *extra, "Coffee, very wide", ok=ok,
+    )  # fmt: skip
+
+
+def message(result) -> str:  # type: ignore[no-untyped-def]
+    return result.output + (str(result.exception) if result.exception else "")
+
+
+def test_over_limit_refused_with_the_limit_and_the_remedy(alice: Cli, wide: Path) -> None:
+    r = post(alice, wide, ok=False)
+    assert r.exit_code == 1
+    m = message(r)
+    assert "x:alice: photo 1 is 9000×1200; X allows at most 8192 pixels a side [x.media_side]" in m
+    assert "add --allow-rendition x:alice to let ground make a JPEG within X's limits" in m
+    assert "bluesky" not in m  # within Bluesky's limits: nothing to say about it
+    assert not queued(alice)
+
+
+def test_consent_queues_a_v2_body_and_says_what_will_happen(alice: Cli, wide: Path) -> None:
+    r = post(alice, wide, "--allow-rendition", "x:alice")
+    assert (
+        "X (x:alice) will receive a rendition of photo 1 (9000×1200 → 8192×1092 JPEG, rendition/v1, "
+        "at most 5,242,880 bytes); Bluesky and archive keep the photos exactly" in r.output
+    )
+    [q] = queued(alice)
+    assert isinstance(q.item, Post) and q.item.renditions == ("x:alice",)
+    assert unpack(q.signed.body, what="body", max_bytes=10**6)[0] == 2
+
+
+def test_consent_for_another_account_still_refuses(alice: Cli, wide: Path) -> None:
+    # Consent is per account: allowing one for Bluesky does not let X's limit pass.
+    r = post(alice, wide, "--allow-rendition", "bluesky:alice.test", ok=False)
+    assert "add --allow-rendition x:alice" in message(r)
+
+
+@pytest.mark.parametrize(
+    ("consent", "words"),
+    [
+        ("mastodon:alice", "--allow-rendition mastodon:alice is not one of the post's targets"),
+        ("x:alice,x:alice", "the same --allow-rendition account is given twice"),
+    ],
+)
+def test_bad_consents(alice: Cli, wide: Path, consent: str, words: str) -> None:
+    r = post(alice, wide, "--allow-rendition", consent, ok=False)
+    assert r.exit_code == 1 and words in message(r)
+    assert not queued(alice)
+
+
+def test_refused_when_the_linked_ground_does_not_read_body_2(
+    alice: Cli, wide: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class OldLink:
+        peer = Capabilities.from_token("codecs=0,1;dicts=;formats=1,2")
+
+    monkeypatch.setattr(onboard.compose, "load_link", lambda home: OldLink())
+    r = post(alice, wide, "--allow-rendition", "x:alice", ok=False)
+    assert "does not read posts that allow a rendition (item body version 2)" in message(r)
+    assert not queued(alice)
+
+
+def test_export_writes_format_1_for_a_consent_and_refuses_an_old_ground(
+    alice: Cli, wide: Path, tmp_path: Path
+) -> None:
+    post(alice, wide, "--allow-rendition", "x:alice")
+    r = alice.onboard("export", str(tmp_path / "old"), "--ground-decodes", "codecs=0,1;formats=1,2", ok=False)
+    assert "which needs item body version 2, but this ground reads body version 1 only" in message(r)
+    # A ground that reads formats 1 and 2 and body 2, without JPEG XL (so verify_bundle here reads it).
+    alice.onboard("export", str(tmp_path / "out"), "--ground-decodes", "codecs=0,1;formats=1,2;bodies=1,2")
+    [bundle] = (tmp_path / "out").glob("*.opb")
+    data = bundle.read_bytes()
+    assert data[4:6] == b"\x00\x01"  # format 1: format 2 has no column for the consent
+    from onboard.keystore import load_key
+    from protocol import KnownKey, key_id
+
+    pub = load_key(Home(alice.onboard_home), "alice").public_key
+    vb = verify_bundle(data, {key_id(pub): KnownKey(astronaut="alice", public_key=pub)})
+    [item] = vb.items
+    assert isinstance(item.item, Post) and item.item.renditions == ("x:alice",)
