@@ -16,8 +16,8 @@ import onboard.compose
 from onboard import queue
 from onboard.home import Home
 from protocol import Post, verify_bundle
-from protocol.capabilities import Capabilities
 from protocol.canonical import unpack
+from protocol.capabilities import Capabilities
 
 DATA = Path(os.path.dirname(skimage.__file__)) / "data"
 
