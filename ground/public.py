@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -115,6 +116,18 @@ def _published(home: GroundHome, item_id: str) -> list[tuple[str, str, str | Non
     )
 
 
+def _renditions(home: GroundHome, item_id: str) -> dict[str, list[dict[str, Any]]]:
+    """account → the renditions published there (ground/renditions.py records), if any."""
+    return {
+        account: json.loads(made)
+        for account, made in home.conn.execute(
+            "SELECT account, renditions FROM publications WHERE item_id = ? AND state = 'published' "
+            "AND renditions IS NOT NULL",
+            (item_id,),
+        )
+    }
+
+
 def _visible(pubs: list[tuple[str, str, str | None, str | None, int | None]]) -> bool:
     return any(state == "published" for _, state, _, _, _ in pubs)
 
@@ -145,6 +158,7 @@ def post_proof(home: GroundHome, item_id: str) -> dict[str, Any] | None:
     post = decode_item(bytes(body))
     assert isinstance(post, Post)
     kid_hex = bytes(kid).hex()
+    made = _renditions(home, item_id)
     return {
         "version": 1,
         "item_id": item_id,
@@ -175,6 +189,11 @@ def post_proof(home: GroundHome, item_id: str) -> dict[str, Any] | None:
                 "published_ms": published_ms,
                 "text_fidelity": "exact",
                 "media_fidelity": translog.media_fidelity(account.partition(":")[0]),
+                # Photos ground sent to this account as a rendition the signed post allowed:
+                # both hashes, the recipe, and where to fetch the rendition (docs/platforms.md).
+                "renditions": [
+                    {**r, "url": f"/p/{item_id}/media/{r['sha256']}"} for r in made.get(account, [])
+                ],
                 "leaf": _leaf_with_proof(home, f"pub:{item_id}:{account}:{state}", size),
             }
             for account, state, url, remote_id, published_ms in pubs
@@ -217,12 +236,13 @@ async def _media(request: web.Request) -> web.StreamResponse:
     post = decode_item(bytes(row[0]))
     assert isinstance(post, Post)
     ref = next((m for m in post.media if m.sha256.hex() == sha_hex), None)
-    if ref is None:
+    sent = [r for rs in _renditions(home, item_id).values() for r in rs if r.get("sha256") == sha_hex]
+    if ref is None and not sent:
         return _error(404, "no such published photo")
-    data = await asyncio.to_thread(home.blobs.get, ref.sha256)
+    data = await asyncio.to_thread(home.blobs.get, bytes.fromhex(sha_hex))
     return web.Response(
         body=data,
-        content_type=sniff_media_type(data) or ref.media_type,
+        content_type=sniff_media_type(data) or (ref.media_type if ref else "image/jpeg"),
         headers={"Cache-Control": "public, max-age=31536000, immutable", **PAGE_HEADERS},
     )
 

@@ -15,6 +15,7 @@ and proofs over them through ``_SqlTree`` (docs/TRANSPARENCY.md says why pymerkl
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -191,8 +192,8 @@ def _media_hashes(conn: sqlite3.Connection, item_id: str) -> list[str]:
 
 def _publications(conn: sqlite3.Connection) -> Iterator[Fact]:
     marks = ",".join("?" * len(LOGGED_STATES))
-    for item_id, account, state, url, published in conn.execute(
-        "SELECT item_id, account, state, url, published_ms FROM publications "
+    for item_id, account, state, url, published, made in conn.execute(
+        "SELECT item_id, account, state, url, published_ms, renditions FROM publications "
         f"WHERE state IN ({marks}) AND (state != 'failed' OR retryable = 0) "
         "AND NOT EXISTS (SELECT 1 FROM tlog_leaves l WHERE l.fact = "
         "'pub:' || item_id || ':' || account || ':' || state) ORDER BY updated_ms, item_id, account",
@@ -211,6 +212,13 @@ def _publications(conn: sqlite3.Connection) -> Iterator[Fact]:
         }
         if state == "published":
             entry["original_media_sha256"] = _media_hashes(conn, item_id)
+            if made:
+                # Photos sent as a rendition the signed post allowed (docs/PROTOCOL.md §15):
+                # both hashes and the recipe, so the log says exactly what was changed.
+                entry["renditions"] = [
+                    {k: r[k] for k in ("photo", "original_sha256", "sha256", "recipe")}
+                    for r in json.loads(made)
+                ]
         yield Fact(key=f"pub:{item_id}:{account}:{state}", entry=entry)
 
 
