@@ -206,3 +206,37 @@ async def test_without_consent_ground_refuses_x_alone(
         assert all(r is None for _, _, r in rows(home, post.id).values())
     finally:
         home.close()
+
+
+async def test_instagram_fetches_the_rendition_from_the_public_link(
+    tmp_path: Path, alice_key: SigningKey, sample_pngs: list[Path]
+) -> None:
+    # Instagram takes JPEG only, between 4:5 and 1.91:1: a tall PNG needs both a new format and
+    # padding. Meta's fake fetches the photo from ground's expiring public URL: the rendition.
+    from dataclasses import replace
+
+    from meta_support import meta_rig
+
+    with Image.open(sample_pngs[0]) as src:
+        tall = src.convert("RGB").resize((300, 900))
+    buf = io.BytesIO()
+    tall.save(buf, "PNG")
+    original = buf.getvalue()
+    async with meta_rig("instagram", tmp_path, alice_key) as rig:
+        post, blobs = make_post("Tall and PNG", [rig.target], photos=[(original, "image/png", "Tall")])
+        post = replace(post, renditions=(rig.target,))
+        ingest(rig.home, alice_key, [post], blobs)
+        (o,) = await rig.run()
+        assert o.state == "published", o.error
+        (p,) = rig.fake.posts.values()
+        (fetched,) = p["media"]
+        assert p["content_types"] == ["image/jpeg"] and p["alts"] == ["Tall"]
+        assert Image.open(io.BytesIO(fetched)).size == (720, 900)  # padded to 4:5, never cropped
+        (made,) = json.loads(
+            rig.home.conn.execute(
+                "SELECT renditions FROM publications WHERE item_id = ?", (post.id,)
+            ).fetchone()[0]
+        )
+        assert made["sha256"] == hashlib.sha256(fetched).hexdigest()
+        assert made["original_sha256"] == hashlib.sha256(original).hexdigest()
+        assert rig.live_links() == 0
