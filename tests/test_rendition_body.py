@@ -29,6 +29,7 @@ from protocol.model import (
     derived_id,
     encode_item,
 )
+from protocol.receipts import PublicationReceipt, RenditionNote, sign_receipts, verify_receipts
 
 ID = new_ulid(1_790_000_000_000, bytes(10))
 RAW_ID = ulid_to_bytes(ID)
@@ -179,3 +180,61 @@ def test_capability_token_carries_body_versions() -> None:
     assert Capabilities(codecs=frozenset({0, 1})).to_token() == "codecs=0,1;dicts=;formats=1"
     with pytest.raises(RemoteProtocolError, match="body version"):
         Capabilities.from_token("codecs=0,1;bodies=two")
+
+
+# -- the publication receipt's renditions (docs/PROTOCOL.md §9.2) ------------------------------
+
+notes = st.builds(
+    RenditionNote,
+    photo=st.integers(min_value=1, max_value=16),
+    original_sha256=st.binary(min_size=32, max_size=32),
+    sha256=st.binary(min_size=32, max_size=32),
+    recipe=st.sampled_from(["rendition/v1", "rendition/v2"]),
+    width=st.integers(min_value=1, max_value=2**40),
+    height=st.integers(min_value=1, max_value=2**40),
+)
+GROUND = SigningKey.from_seed(bytes(range(32)))
+
+
+def receipt(renditions: tuple[RenditionNote, ...]) -> PublicationReceipt:
+    return PublicationReceipt(
+        item_id=ID, account="x:alice", state="published", url="https://x.com/a/status/1", error=None,
+        seq=7, remote_id="1", renditions=renditions,
+    )  # fmt: skip
+
+
+@settings(deadline=None)
+@given(st.lists(notes, min_size=0, max_size=16))
+def test_receipt_renditions_round_trip(made: list[RenditionNote]) -> None:
+    doc = verify_receipts(sign_receipts(GROUND, 1, [receipt(tuple(made))]), GROUND.public_key)
+    assert doc.receipts == (receipt(tuple(made)),)
+
+
+def test_receipt_without_renditions_is_the_8_field_entry_of_before() -> None:
+    doc = sign_receipts(GROUND, 1, [receipt(())])
+    body = unpack(unpack(doc, what="doc", max_bytes=10**6)[0], what="body", max_bytes=10**6)
+    assert len(body[2][0]) == 8
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [],  # present means at least one
+        [[0, bytes(32), bytes(32), "rendition/v1", 1, 1]],  # photo numbers start at 1
+        [[1, bytes(31), bytes(32), "rendition/v1", 1, 1]],
+        [[1, bytes(32), bytes(32), "rendition/v1", 0, 1]],
+        [[1, bytes(32), bytes(32), 7, 1, 1]],
+        [[1, bytes(32), bytes(32), "rendition/v1", 1]],
+    ],
+)
+def test_bad_receipt_renditions_are_malformed(bad: list[object]) -> None:
+    from protocol.canonical import pack as pk
+    from protocol.keys import key_id
+    from protocol.receipts import RECEIPTS_DOMAIN
+
+    entry = [1, RAW_ID, "x:alice", "published", None, None, 7, None, bad]
+    body = pk([2, 1, [entry]])
+    doc = pk([body, key_id(GROUND.public_key), GROUND.sign(RECEIPTS_DOMAIN + body)])
+    with pytest.raises(RemoteProtocolError) as err:
+        verify_receipts(doc, GROUND.public_key)
+    assert err.value.code == ErrorCode.MALFORMED

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 import skimage
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageCms
 
 from photocodec.rendition import RECIPE, RenditionError, make_rendition, photo_size, plan_size
@@ -148,3 +150,43 @@ def test_impossible_and_unreadable_are_clear_errors() -> None:
         make_rendition(data, PlatformRules(platform="p", title="P", max_media_bytes=200))
     with pytest.raises(RenditionError, match="cannot decode"):
         make_rendition(b"\xff\xd8\xff\xe0 not really a jpeg", TIGHT)
+
+
+@settings(deadline=None, max_examples=300)
+@given(
+    st.integers(min_value=1, max_value=200_000),
+    st.integers(min_value=1, max_value=200_000),
+    st.none() | st.integers(min_value=16, max_value=20_000),
+    st.none() | st.integers(min_value=256, max_value=100_000_000),
+    st.none() | st.tuples(st.floats(min_value=0.05, max_value=1.0), st.floats(min_value=1.0, max_value=20.0)),
+)
+def test_planned_size_always_meets_the_pixel_limits(
+    w: int, h: int, side: int | None, pixels: int | None, aspect: tuple[float, float] | None
+) -> None:
+    # The geometry alone, for any photo and any limits: within every pixel rule, never larger
+    # than the padded source (only scaled down), never zero.
+    rules = PlatformRules(platform="p", title="P", max_side_px=side, max_pixels=pixels, aspect_range=aspect)
+    pw, ph = plan_size(w, h, rules)
+    assert pw >= 1 and ph >= 1
+    if side is not None:
+        assert max(pw, ph) <= max(side, 1)
+    if pixels is not None:
+        assert pw * ph <= pixels or (pw == 1 or ph == 1)
+    if aspect is not None and pw > 1 and ph > 1:
+        assert aspect[0] - 1e-9 <= pw / ph <= aspect[1] + 1e-9 or min(pw, ph) <= 2
+
+
+def test_the_same_bytes_in_another_process(subprocess_env: dict[str, str]) -> None:
+    # Deterministic across runs, not only within one: a fresh interpreter makes the same bytes.
+    import subprocess
+    import sys
+
+    src = DATA / "chelsea.png"
+    code = (
+        "import sys, hashlib; from photocodec.rendition import make_rendition; from protocol.rules import INSTAGRAM;"
+        f"print(hashlib.sha256(make_rendition(open({str(src)!r}, 'rb').read(), INSTAGRAM).data).hexdigest())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == hashlib.sha256(make_rendition(src.read_bytes(), INSTAGRAM).data).hexdigest()
