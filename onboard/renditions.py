@@ -91,7 +91,11 @@ def plan_text(
             how = f"{MEDIA_TYPE.removeprefix('image/').upper()}, {RECIPE}"
         else:
             w, h = plan_size(*size, rules)
-            how = f"{size[0]}×{size[1]} → {w}×{h} JPEG, {RECIPE}"
+            # Over the byte limit the recipe may also shrink (docs/platforms.md): say "at most".
+            by_bytes = any(
+                c.target == v.target and c.photo == v.photo and c.rule.endswith(".media_bytes") for c in cured
+            )
+            how = f"{size[0]}×{size[1]} → {'at most ' if by_bytes else ''}{w}×{h} JPEG, {RECIPE}"
         if rules.max_media_bytes is not None:
             how += f", at most {rules.max_media_bytes:,} bytes"
         parts.append(f"{rules.title} ({v.target}) will receive a rendition of photo {v.photo} ({how})")

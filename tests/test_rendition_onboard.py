@@ -134,3 +134,24 @@ def test_export_writes_format_1_for_a_consent_and_refuses_an_old_ground(
     vb = verify_bundle(data, {key_id(pub): KnownKey(astronaut="alice", public_key=pub)})
     [item] = vb.items
     assert isinstance(item.item, Post) and item.item.renditions == ("x:alice",)
+
+
+def test_over_bytes_says_at_most(alice: Cli, tmp_path: Path) -> None:
+    # Over Bluesky's 2,000,000 bytes (a noisy photo): the recipe may also shrink it, so "at most".
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    noisy = Image.fromarray(rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8))
+    p = tmp_path / "noisy.jpg"
+    noisy.save(p, "JPEG", quality=95)
+    assert p.stat().st_size > 2_000_000
+    args = ("post", "--as", "alice", "--to", "bluesky:alice.test,archive:alice", "--photo", str(p), "noise")
+    refused = alice.onboard(*args, ok=False)
+    assert "bluesky:alice.test: photo 1 is" in message(refused) and "Bluesky allows 2,000,000" in message(
+        refused
+    )
+    out = alice.onboard(*args, "--allow-rendition", "bluesky:alice.test").output
+    assert (
+        "Bluesky (bluesky:alice.test) will receive a rendition of photo 1 (2000×1500 → at most 2000×1500 JPEG, "
+        "rendition/v1, at most 2,000,000 bytes); archive keeps the photos exactly" in " ".join(out.split())
+    )
