@@ -28,7 +28,7 @@ from durable.files import BlobStore
 from photocodec.rendition import RenditionError, make_rendition, photo_size
 from protocol import MediaRef
 from protocol.errors import ErrorCode
-from protocol.rules import PlatformRules, Violation, check_photo_size, check_target, split_renditions
+from protocol.rules import PlatformRules, Violation, check_target_photos, split_renditions
 
 from .platforms import PublishRequest
 
@@ -73,11 +73,7 @@ def problems_and_cures(
 ) -> tuple[list[Violation], list[Violation]]:
     """``(refusals, renditions)`` for ``target``: its rules, pixel limits included, split by
     the post's signed consents (protocol.rules.split_renditions)."""
-    found = check_target(req.post, target, rules)
-    for i, size in enumerate(sizes, start=1):
-        if size is not None:
-            found.extend(check_photo_size(target, rules, i, *size))
-    return split_renditions(req.post, found)
+    return split_renditions(req.post, check_target_photos(req.post, target, rules, sizes))
 
 
 def _size(data: bytes) -> tuple[int, int] | None:

@@ -462,6 +462,18 @@ def _ratio(r: float) -> str:
     return f"{r:g}:1"
 
 
+def check_target_photos(
+    post: Post, target: str, rules: PlatformRules, sizes: Sequence[tuple[int, int] | None]
+) -> list[Violation]:
+    """:func:`check_target` plus the pixel rules for every photo whose size is known
+    (``sizes[i]``: photo i+1's displayed size, None where it could not be read)."""
+    found = check_target(post, target, rules)
+    for i, size in enumerate(sizes, start=1):
+        if size is not None:
+            found.extend(check_photo_size(target, rules, i, *size))
+    return found
+
+
 def size_violations(
     post: Post,
     sizes: Sequence[tuple[int, int] | None],

@@ -266,10 +266,7 @@ def _target_problems(
     """(what refuses the draft for ``target``, what a rendition there will cure): the checks of
     ``onboard post``, pixel limits included, split by the page's rendition box for the account."""
     one = replace(post, targets=(target,), renditions=(target,) if consent else ())
-    found = platform_rules.check_target(one, target, rules)
-    for i, size in enumerate(sizes, start=1):
-        if size is not None:
-            found.extend(platform_rules.check_photo_size(target, rules, i, *size))
+    found = platform_rules.check_target_photos(one, target, rules, sizes)
     refusals, cured = platform_rules.split_renditions(one, found)
     bad = [
         v.message
