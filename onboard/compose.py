@@ -195,7 +195,7 @@ def check_rules(
     overrides = known_rules(conn) if conn is not None else None
     refusals, _ = renditions_mod.check(post, sizes, overrides)
     if refusals:
-        raise PostRejected(renditions_mod.refusal_text(refusals, overrides))
+        raise PostRejected(renditions_mod.refusal_text(post, refusals, sizes, overrides))
 
 
 def check_consents(home: Home, renditions: list[str], targets: list[str]) -> tuple[str, ...]:

@@ -48,17 +48,35 @@ def check(
     post: Post, sizes: Sequence[Size], overrides: Mapping[str, PlatformRules] | None = None
 ) -> tuple[list[Violation], list[Violation]]:
     """``(refusals, renditions)`` for ``post``: every rule broken on any target (text, count,
-    bytes, pixels, aspect, format), split by the post's signed rendition consents."""
+    bytes, pixels, aspect, format), split by the post's signed rendition consents. A consent
+    cannot cure a photo the recipe cannot read (no decoder, e.g. HEIC): that stays refused."""
     found = violations(post, overrides) + size_violations(post, sizes, overrides)
-    return split_renditions(post, found)
+    refusals, cured = split_renditions(post, found)
+    unreadable = [v for v in cured if not readable(v.photo, sizes)]
+    return refusals + unreadable, [v for v in cured if readable(v.photo, sizes)]
 
 
-def refusal_text(refusals: Sequence[Violation], overrides: Mapping[str, PlatformRules] | None = None) -> str:
+def readable(photo: int, sizes: Sequence[Size]) -> bool:
+    """Whether the recipe can read photo number ``photo`` (its size was read from its header)."""
+    return 0 < photo <= len(sizes) and sizes[photo - 1] is not None
+
+
+def refusal_text(
+    post: Post,
+    refusals: Sequence[Violation],
+    sizes: Sequence[Size],
+    overrides: Mapping[str, PlatformRules] | None = None,
+) -> str:
     """The refusals, one per line; a photo a rendition could cure names the remedy."""
     lines = []
     for v in refusals:
         line = str(v)
-        if v.renditionable:
+        if v.renditionable and not readable(v.photo, sizes):
+            line += (
+                f" — ground cannot make a rendition of photo {v.photo}: {RECIPE} cannot read its pixels "
+                "(convert it to JPEG and post it again)"
+            )
+        elif v.renditionable and v.target not in post.renditions:
             rules = rules_for(v.target, overrides)
             title = rules.title if rules is not None else v.target
             line += f" — add --allow-rendition {v.target} to let ground make a JPEG within {title}'s limits"

@@ -155,3 +155,19 @@ def test_over_bytes_says_at_most(alice: Cli, tmp_path: Path) -> None:
         "Bluesky (bluesky:alice.test) will receive a rendition of photo 1 (2000×1500 → at most 2000×1500 JPEG, "
         "rendition/v1, at most 2,000,000 bytes); archive keeps the photos exactly" in " ".join(out.split())
     )
+
+
+@pytest.mark.parametrize("consent", [(), ("--allow-rendition", "x:alice")])
+def test_a_photo_the_recipe_cannot_read_is_never_promised_a_rendition(
+    alice: Cli, tmp_path: Path, consent: tuple[str, ...]
+) -> None:
+    # HEIC: carried exactly where a platform takes it, but X does not, and Pillow cannot decode it
+    # here, so neither the remedy nor the consent can help: say so instead.
+    p = tmp_path / "photo.heic"
+    p.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200))
+    r = alice.onboard("post", "--as", "alice", "--to", "x:alice", "--photo", str(p), *consent, "hi", ok=False)
+    m = message(r)
+    assert "x:alice: photo 1 is image/heic; X takes GIF, JPEG, PNG, WEBP [x.media_type]" in m
+    assert "ground cannot make a rendition of photo 1: rendition/v1 cannot read its pixels" in m
+    assert "--allow-rendition" not in m
+    assert not queued(alice)

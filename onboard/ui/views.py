@@ -268,16 +268,17 @@ def _target_problems(
     one = replace(post, targets=(target,), renditions=(target,) if consent else ())
     found = platform_rules.check_target_photos(one, target, rules, sizes)
     refusals, cured = platform_rules.split_renditions(one, found)
-    bad = [
-        v.message
-        + (
-            f" — tick “allow a rendition” for {target} to let ground make a JPEG within {rules.title}'s limits"
-            if v.renditionable
-            else ""
-        )
-        for v in refusals
-    ]
-    return bad, cured
+    unreadable = [v for v in cured if not onboard_renditions.readable(v.photo, sizes)]
+    bad = []
+    for v in refusals + unreadable:
+        if v.renditionable and not onboard_renditions.readable(v.photo, sizes):
+            hint = f" — ground cannot make a rendition of photo {v.photo} (its pixels cannot be read here): convert it to JPEG"
+        elif v.renditionable:
+            hint = f" — tick “allow a rendition” for {target} to let ground make a JPEG within {rules.title}'s limits"
+        else:
+            hint = ""
+        bad.append(v.message + hint)
+    return bad, [v for v in cured if v not in unreadable]
 
 
 def parse_publish_at(value: str) -> int:
