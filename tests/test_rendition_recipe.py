@@ -190,3 +190,34 @@ def test_the_same_bytes_in_another_process(subprocess_env: dict[str, str]) -> No
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.strip() == hashlib.sha256(make_rendition(src.read_bytes(), INSTAGRAM).data).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("rules", "size", "words"),
+    [
+        (X, (8193, 10), "photo 1 is 8193×10; X allows at most 8192 pixels a side [x.media_side]"),
+        (
+            LINKEDIN,
+            (7000, 6000),
+            "photo 1 is 7000×6000 (42,000,000 pixels); LinkedIn allows 36,152,320 [linkedin.media_pixels]",
+        ),
+        (
+            INSTAGRAM,
+            (300, 900),
+            "photo 1 is 300×900 (aspect 0.333:1); Instagram takes 4:5 to 1.91:1 [instagram.media_aspect]",
+        ),
+        (
+            THREADS,
+            (12000, 40),
+            "photo 1 is 12000×40 (aspect 300:1); Threads takes 1:10 to 10:1 [threads.media_aspect]",
+        ),
+    ],
+)
+def test_pixel_limits_say_the_exact_limit(rules: PlatformRules, size: tuple[int, int], words: str) -> None:
+    (v,) = check_photo_size(f"{rules.platform}:a", rules, 1, *size)
+    assert words in str(v) and v.renditionable and v.photo == 1
+
+
+def test_within_every_limit_nothing_to_say() -> None:
+    for rules in (X, LINKEDIN, INSTAGRAM, THREADS):
+        assert check_photo_size("t:a", rules, 1, 1080, 1080) == []
