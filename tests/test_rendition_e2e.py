@@ -166,6 +166,20 @@ async def test_one_post_rendition_to_x_exact_elsewhere_every_record_has_both_has
         assert pubs[X]["renditions"][0]["sha256"] == sent_sha
         assert pubs[X]["renditions"][0]["original_sha256"] == signed
         assert pubs[BSKY]["renditions"] == [] and proof["media"][0]["sha256"] == signed
+        # …and the public routes serve both: the signed original and the rendition X received.
+        from aiohttp import web
+        from aiohttp.test_utils import TestClient
+
+        from ground import public
+
+        app = web.Application()
+        public.setup(app, home, catch_up=False)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            for sha, want in ((signed, original), (sent_sha, sent)):
+                async with client.get(f"/p/{post_id}/media/{sha}") as resp:
+                    assert resp.status == 200 and await resp.read() == want
+            async with client.get(f"/p/{post_id}/media/{'0' * 64}") as resp:
+                assert resp.status == 404
 
         # 6. The receipt to the station, and what onboard shows.
         doc, _, _ = build_document(home, 0, int(time.time() * 1000), limit=1000)
