@@ -140,6 +140,36 @@ def _leaf_with_proof(home: GroundHome, fact: str, size: int) -> dict[str, Any] |
     return {"index": index, "entry": entry.decode(), "inclusion": translog.inclusion_proof(home, index, size)}
 
 
+def _publication(
+    home: GroundHome,
+    item_id: str,
+    size: int,
+    account: str,
+    state: str,
+    url: str | None,
+    remote_id: str | None,
+    published_ms: int | None,
+) -> dict[str, Any]:
+    """One publication as the proof shows it; fidelity and read-back as logged, where logged."""
+    leaf = _leaf_with_proof(home, f"pub:{item_id}:{account}:{state}", size)
+    logged = json.loads(leaf["entry"]) if leaf else {}
+    return {
+        "account": account,
+        "state": state,
+        "url": url,
+        "uri": remote_id if (remote_id or "").startswith("at://") else None,
+        "published_ms": published_ms,
+        "text_fidelity": "exact",
+        "media_fidelity": logged.get("media_fidelity") or translog.media_fidelity(account.partition(":")[0]),
+        "leaf": leaf,
+        # Appended (issue 13): what ground found reading the copy back, as logged.
+        "read_back": logged.get("read_back"),
+        # The platform's public id of the copy (in its URL for most platforms), so a reader's
+        # verifier can fetch it; what it fetches is still compared with the signed body.
+        "remote_id": remote_id,
+    }
+
+
 def post_proof(home: GroundHome, item_id: str) -> dict[str, Any] | None:
     """Everything a reader needs to check ``item_id`` alone, or None if it is not public."""
     row = home.conn.execute(
@@ -182,19 +212,12 @@ def post_proof(home: GroundHome, item_id: str) -> dict[str, Any] | None:
         ],
         "publications": [
             {
-                "account": account,
-                "state": state,
-                "url": url,
-                "uri": remote_id if (remote_id or "").startswith("at://") else None,
-                "published_ms": published_ms,
-                "text_fidelity": "exact",
-                "media_fidelity": translog.media_fidelity(account.partition(":")[0]),
+                **_publication(home, item_id, size, account, state, url, remote_id, published_ms),
                 # Photos ground sent to this account as a rendition the signed post allowed:
                 # both hashes, the recipe, and where to fetch the rendition (docs/platforms.md).
                 "renditions": [
                     {**r, "url": f"/p/{item_id}/media/{r['sha256']}"} for r in made.get(account, [])
                 ],
-                "leaf": _leaf_with_proof(home, f"pub:{item_id}:{account}:{state}", size),
             }
             for account, state, url, remote_id, published_ms in pubs
         ],

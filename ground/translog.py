@@ -192,8 +192,8 @@ def _media_hashes(conn: sqlite3.Connection, item_id: str) -> list[str]:
 
 def _publications(conn: sqlite3.Connection) -> Iterator[Fact]:
     marks = ",".join("?" * len(LOGGED_STATES))
-    for item_id, account, state, url, published, made in conn.execute(
-        "SELECT item_id, account, state, url, published_ms, renditions FROM publications "
+    for item_id, account, state, url, published, fidelity, note, made in conn.execute(
+        "SELECT item_id, account, state, url, published_ms, fidelity, fidelity_note, renditions FROM publications "
         f"WHERE state IN ({marks}) AND (state != 'failed' OR retryable = 0) "
         "AND NOT EXISTS (SELECT 1 FROM tlog_leaves l WHERE l.fact = "
         "'pub:' || item_id || ':' || account || ':' || state) ORDER BY updated_ms, item_id, account",
@@ -212,6 +212,12 @@ def _publications(conn: sqlite3.Connection) -> Iterator[Fact]:
         }
         if state == "published":
             entry["original_media_sha256"] = _media_hashes(conn, item_id)
+            # What the adapter found reading the copy back (issue 13): the fidelity it observed
+            # (a Flickr original that came back different is re-encoded) and its words.
+            if fidelity:
+                entry["media_fidelity"] = fidelity
+            if note:
+                entry["read_back"] = note
             if made:
                 # Photos sent as a rendition the signed post allowed (docs/PROTOCOL.md §15):
                 # both hashes and the recipe, so the log says exactly what was changed.
