@@ -254,3 +254,54 @@ async def test_instagram_fetches_the_rendition_from_the_public_link(
         assert made["sha256"] == hashlib.sha256(fetched).hexdigest()
         assert made["original_sha256"] == hashlib.sha256(original).hexdigest()
         assert rig.live_links() == 0
+
+
+async def test_over_the_live_link_the_consent_travels_in_format_1_and_x_gets_the_rendition(
+    cli: Cli,
+    fake: FakeX,
+    tmp_path: Path,
+) -> None:
+    # The same post over the real live link (`onboard sync` against `ground serve`): the bundle
+    # with the version-2 body goes as format 1, ground publishes, the receipt comes back.
+    from link_support import link_to, running_ground, setup_station
+
+    from onboard.sync import sync
+    from protocol.transfer import SenderConfig
+
+    token = setup_station(cli, tmp_path)
+    line = cli.onboard("keys", "show", "alice").output.strip()
+    cli.ground("enroll", "alice", "--key", line, "--account", X)
+    add_credential(
+        store_for(cli.ground_home),
+        X,
+        json.dumps(fake.grant()),
+        service_url=fake.base_url,  # type: ignore[attr-defined]
+        identifier="alice",
+        now_ms=int(time.time() * 1000),
+    )
+    photo = tmp_path / "wide.jpg"
+    photo.write_bytes(panorama())
+    async with running_ground(cli.ground_home) as url:
+        link_to(cli, url, token)
+        out = cli.onboard(
+            "post", "--as", "alice", "--to", f"{X},{ARCHIVE}", "--photo", str(photo),
+            "--allow-rendition", X, "Over the link",
+        ).output  # fmt: skip
+        post_id = out.split()[1]
+        fast = SenderConfig(backoff_initial_s=0.05, backoff_max_s=0.5, min_timeout_s=5.0)
+        await sync(Home(cli.onboard_home), config=fast, give_up_after_s=60, wait_published_s=60)
+    (tw,) = fake.tweets.values()
+    (sent,) = [fake.media[i]["data"] for i in tw["media_ids"]]
+    assert Image.open(io.BytesIO(sent)).size == (8192, 1092)
+    shown = cli.onboard("queue").output
+    assert f"{X}: published" in shown and "photo 1 sent as a rendition (rendition/v1, 8192×1092 JPEG" in shown
+    # Format 1: the item carries its own signature, no batch statement (format 2 has no column
+    # for the consent, docs/PROTOCOL.md §3.1).
+    home = GroundHome(cli.ground_home)
+    try:
+        row = home.conn.execute(
+            "SELECT statement, statement_sha256 FROM items WHERE id = ?", (post_id,)
+        ).fetchone()
+    finally:
+        home.close()
+    assert row == (None, None)
