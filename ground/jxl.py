@@ -204,11 +204,14 @@ def capabilities() -> Capabilities:
     """What this ground decodes, for onboard (``ground capabilities``, the live link's token)."""
     from protocol.bundle import FORMATS
     from protocol.dictionary import shipped_ids
+    from protocol.model import BODY_VERSIONS
 
     codecs = set(DEFAULT_DECODERS) | {Codec.ZSTD_DICT}
     if available():
         codecs.add(Codec.JPEG_XL)
-    return Capabilities(codecs=frozenset(codecs), dictionaries=shipped_ids(), formats=FORMATS)
+    return Capabilities(
+        codecs=frozenset(codecs), dictionaries=shipped_ids(), formats=FORMATS, bodies=BODY_VERSIONS
+    )
 
 
 def _decoders() -> Mapping[int, Decoder]:

@@ -17,6 +17,7 @@ and proofs over them through ``_SqlTree`` (docs/TRANSPARENCY.md says why pymerkl
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -219,7 +220,7 @@ def _publication(conn: sqlite3.Connection, item_id: str, account: str) -> Iterat
     """The outcome of one (post, account), if it is one the log records and not logged yet."""
     marks = ",".join("?" * len(LOGGED_STATES))
     row = conn.execute(
-        "SELECT state, url, published_ms FROM publications "
+        "SELECT state, url, published_ms, fidelity, fidelity_note, renditions FROM publications "
         f"WHERE item_id = ? AND account = ? AND state IN ({marks}) AND (state != 'failed' OR retryable = 0) "
         "AND NOT EXISTS (SELECT 1 FROM tlog_leaves l WHERE l.fact = "
         "'pub:' || item_id || ':' || account || ':' || state)",
@@ -227,7 +228,7 @@ def _publication(conn: sqlite3.Connection, item_id: str, account: str) -> Iterat
     ).fetchone()
     if row is None:
         return
-    state, url, published = row
+    state, url, published, fidelity, note, made = row
     # An outcome's item is logged before it, even when its bundle's change is stamped later
     # (a station's claim re-stamps a bundle after its publications).
     yield from _items(conn, "i.id = ?", item_id)
@@ -243,6 +244,18 @@ def _publication(conn: sqlite3.Connection, item_id: str, account: str) -> Iterat
     }
     if state == "published":
         entry["original_media_sha256"] = _media_hashes(conn, item_id)
+        # What the adapter found reading the copy back (issue 13): the fidelity it observed
+        # (a Flickr original that came back different is re-encoded) and its words.
+        if fidelity:
+            entry["media_fidelity"] = fidelity
+        if note:
+            entry["read_back"] = note
+        if made:
+            # Photos sent as a rendition the signed post allowed (docs/PROTOCOL.md §15):
+            # both hashes and the recipe, so the log says exactly what was changed.
+            entry["renditions"] = [
+                {k: r[k] for k in ("photo", "original_sha256", "sha256", "recipe")} for r in json.loads(made)
+            ]
     yield Fact(key=f"pub:{item_id}:{account}:{state}", entry=entry)
 
 

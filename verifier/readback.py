@@ -16,6 +16,8 @@ from typing import Any
 
 from protocol.model import Post
 
+from . import platforms
+from .platforms import CopyCheck, Readers
 from .proof import VerificationFailed
 
 # A published record or photo is far below this; a hostile server cannot make us read more.
@@ -23,10 +25,11 @@ MAX_FETCH_BYTES = 64 * 1024 * 1024
 TIMEOUT_S = 20.0
 
 
-def fetch(url: str, *, limit: int = MAX_FETCH_BYTES) -> bytes:
+def fetch(url: str, *, limit: int = MAX_FETCH_BYTES, headers: dict[str, str] | None = None) -> bytes:
     """GET ``url`` (http, https or file) with a size limit; VerificationFailed on any error."""
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:  # noqa: S310 (schemes checked by callers)
+        req = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:  # noqa: S310 (schemes checked by callers)
             data: bytes = resp.read(limit + 1)
     except (OSError, ValueError) as exc:
         raise VerificationFailed(f"could not fetch {url}: {exc}") from exc
@@ -79,14 +82,27 @@ def _bluesky(post: Post, uri: str, pds: str | None, plc: str) -> str:
     return f"Bluesky record {uri}: text and {len(got)} photo blob(s) byte-identical"
 
 
-def read_back(post: Post, publication: dict[str, Any], *, pds: str | None, plc: str) -> str:
-    """Compare one publication with ``post``; returns what was established, raises if it differs."""
+def read_back(
+    post: Post, publication: dict[str, Any], *, pds: str | None, plc: str, readers: Readers | None = None
+) -> CopyCheck:
+    """Compare one publication with ``post``: what was established, or what could not be checked.
+
+    Raises VerificationFailed if the copy read back differs from what the astronaut signed."""
+    readers = readers or Readers()
     platform = str(publication["account"]).partition(":")[0]
     url = str(publication.get("url") or "")
     if platform == "archive" and url.startswith("file:"):
-        return _archive(post, url)
+        return CopyCheck(checked=True, detail=_archive(post, url))
     if platform == "bluesky" and publication.get("uri"):
-        return _bluesky(post, str(publication["uri"]), pds, plc)
+        return CopyCheck(checked=True, detail=_bluesky(post, str(publication["uri"]), pds, plc))
+    if platform == "mastodon" and url.startswith(("http://", "https://")):
+        return platforms.mastodon(post, publication, readers, fetch)
+    if platform == "x":
+        return platforms.x(post, publication, readers, fetch)
+    if platform in platforms.GRAPH:
+        return platforms.graph(platform, post, publication, readers, fetch)
+    if platform == "flickr":
+        return platforms.flickr(post, publication, readers, fetch)
     fidelity = publication.get("media_fidelity")
     photos = (
         ""
@@ -97,4 +113,7 @@ def read_back(post: Post, publication: dict[str, Any], *, pds: str | None, plc: 
             else "; photos re-encoded by the platform"
         )
     )
-    return f"{publication['account']}: not read back (no public read this verifier uses){photos}"
+    return CopyCheck(
+        checked=False,
+        detail=f"{publication['account']}: not read back (no public read this verifier uses){photos}",
+    )
