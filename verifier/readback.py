@@ -38,7 +38,25 @@ def fetch(url: str, *, limit: int = MAX_FETCH_BYTES, headers: dict[str, str] | N
     return data
 
 
-def _archive(post: Post, url: str) -> str:
+def expected_photos(post: Post, publication: dict[str, Any]) -> list[bytes]:
+    """The sha256 of each photo this copy should hold: the signed one, or the rendition ground
+    recorded for it — accepted only where the signed post allows a rendition to this account and
+    the record names the signed original (docs/platforms.md, "Renditions")."""
+    want = [m.sha256 for m in post.media]
+    account = str(publication.get("account", ""))
+    for r in publication.get("renditions") or []:
+        n = int(r.get("photo", 0))
+        if not 1 <= n <= len(want) or r.get("original_sha256") != want[n - 1].hex():
+            raise VerificationFailed(f"{account}: a rendition is recorded for a photo the post does not sign")
+        if account not in post.renditions:
+            raise VerificationFailed(
+                f"{account}: ground sent a rendition of photo {n}, but the signed post allows none there"
+            )
+        want[n - 1] = bytes.fromhex(str(r["sha256"]))
+    return want
+
+
+def _archive(post: Post, url: str, want: list[bytes]) -> str:
     folder = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
     try:
         text = (folder / "text.txt").read_bytes()
@@ -48,7 +66,7 @@ def _archive(post: Post, url: str) -> str:
         raise VerificationFailed(f"archive copy at {url}: text differs from the signed text")
     files = sorted(p for p in folder.glob("media-*"))
     got = [hashlib.sha256(p.read_bytes()).digest() for p in files]
-    if got != [m.sha256 for m in post.media]:
+    if got != want:
         raise VerificationFailed(f"archive copy at {url}: photo bytes differ from the signed photos")
     return f"archive copy at {url}: text and {len(got)} photo(s) byte-identical"
 
@@ -61,7 +79,7 @@ def _pds_of(did: str, plc: str) -> str:
     raise VerificationFailed(f"{did} names no PDS in its DID document")
 
 
-def _bluesky(post: Post, uri: str, pds: str | None, plc: str) -> str:
+def _bluesky(post: Post, uri: str, pds: str | None, plc: str, want: list[bytes]) -> str:
     parts = uri.removeprefix("at://").split("/")
     if len(parts) != 3:
         raise VerificationFailed(f"{uri} is not an at:// record URI")
@@ -77,7 +95,7 @@ def _bluesky(post: Post, uri: str, pds: str | None, plc: str) -> str:
         cid = img["image"]["ref"]["$link"]
         q = urllib.parse.urlencode({"did": did, "cid": cid})
         got.append(hashlib.sha256(fetch(f"{base}/xrpc/com.atproto.sync.getBlob?{q}")).digest())
-    if got != [m.sha256 for m in post.media]:
+    if got != want:
         raise VerificationFailed(f"Bluesky record {uri}: photo blobs differ from the signed photos")
     return f"Bluesky record {uri}: text and {len(got)} photo blob(s) byte-identical"
 
@@ -91,10 +109,15 @@ def read_back(
     readers = readers or Readers()
     platform = str(publication["account"]).partition(":")[0]
     url = str(publication.get("url") or "")
+    want = expected_photos(post, publication)
+    sent = [str(n) for n, (w, m) in enumerate(zip(want, post.media, strict=True), 1) if w != m.sha256]
+    as_rendition = f" (photo {', '.join(sent)} as the rendition the post allows here)" if sent else ""
     if platform == "archive" and url.startswith("file:"):
-        return CopyCheck(checked=True, detail=_archive(post, url))
+        return CopyCheck(checked=True, detail=_archive(post, url, want) + as_rendition)
     if platform == "bluesky" and publication.get("uri"):
-        return CopyCheck(checked=True, detail=_bluesky(post, str(publication["uri"]), pds, plc))
+        return CopyCheck(
+            checked=True, detail=_bluesky(post, str(publication["uri"]), pds, plc, want) + as_rendition
+        )
     if platform == "mastodon" and url.startswith(("http://", "https://")):
         return platforms.mastodon(post, publication, readers, fetch)
     if platform == "x":

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ class ArchivePlatform:
         # (issue 18: a temporary file and a directory fsync per file were most of `ground ingest`).
         for name, data in files.items():
             _write_synced(tmp / name, data)
-        record = {
+        record: dict[str, Any] = {
             "post_id": req.post.id,
             "author": req.post.author,
             "account": req.account,
@@ -121,6 +122,13 @@ class ArchivePlatform:
                 for ref, _ in req.media
             ],
         }
+        # The astronaut's signed rendition consents (docs/PROTOCOL.md §3.1), and, should a
+        # photo have been sent here as a rendition, both hashes and the recipe for it.
+        if req.post.renditions:
+            record["renditions_allowed"] = list(req.post.renditions)
+        for r in req.renditions:
+            entry = record["media"][r.photo - 1]
+            entry.update(fidelity="rendition", original_sha256=r.original_sha256, rendition=asdict(r))
         _write_synced(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
         fsync_dir(tmp)
         tmp.rename(final)
