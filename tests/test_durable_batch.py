@@ -155,3 +155,48 @@ def test_a_group_that_cannot_be_written_goes_one_by_one(
     # The one-by-one path looked each up and published it (only the group write was broken).
     assert Counter(o.state for o in outcomes) == {"published": len(texts) * len(ACCOUNTS)}
     _assert_exactly_once(home, texts)
+
+
+def _allocated_bytes(root: Path) -> int:
+    """Bytes the files under ``root`` take on disk, each inode counted once (as `du` does)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for p in root.rglob("*"):
+        st = p.lstat()
+        if p.is_file() and (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
+
+
+@pytest.mark.parametrize("group", [True, False], ids=["group", "one-by-one"])
+def test_ground_keeps_one_copy_of_each_photo(
+    tmp_path: Path, alice_key: SigningKey, monkeypatch: pytest.MonkeyPatch, group: bool
+) -> None:
+    """The store and two archive accounts share one copy of a photo (hard links), byte-exact."""
+    if not group:
+        monkeypatch.setattr(ArchivePlatform, "publish_batch", None)  # the one-by-one path
+    photo = os.urandom(3 * 1024 * 1024)
+    home, texts = _hand_off(tmp_path, alice_key, 3, photo=photo)  # one post carries it
+    asyncio.run(publish_due(home, 2**50))
+    _assert_exactly_once(home, texts)
+    copies = list(home.archive_dir.glob("*/*/media-1.jpg"))
+    assert len(copies) == 2 and all(c.read_bytes() == photo for c in copies)
+    used = _allocated_bytes(home.root)
+    assert len(photo) <= used < len(photo) + 2 * 1024 * 1024, (
+        f"{used:,} bytes on disk for one {len(photo):,}-byte photo"
+    )
+
+
+def test_the_archive_copies_a_photo_it_cannot_link(
+    tmp_path: Path, alice_key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_links)
+    photo = os.urandom(100_000)
+    home, texts = _hand_off(tmp_path, alice_key, 1, photo=photo)
+    asyncio.run(publish_due(home, 2**50))
+    copies = list(home.archive_dir.glob("*/*/media-1.jpg"))
+    assert len(copies) == 2 and all(c.read_bytes() == photo and c.stat().st_nlink == 1 for c in copies)

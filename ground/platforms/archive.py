@@ -13,11 +13,12 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from durable.files import FileBatch
+from durable.files import BlobStore, FileBatch
 from protocol.mediatype import EXTENSIONS
 
 from ..errors import PublishError
@@ -30,8 +31,11 @@ STATEMENTS = ".statements"
 class ArchivePlatform:
     name = "archive"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, blobs: BlobStore | None = None) -> None:
+        """``blobs``: ground's store; a photo file is then a hard link to the stored original
+        (one copy on disk, issue 18) where both are on one filesystem, else a copy."""
         self.root = root
+        self.blobs = blobs
 
     def _dir(self, account: str, post_id: str) -> Path:
         if "/" in account or account.startswith(".") or "\\" in account:
@@ -97,13 +101,15 @@ class ArchivePlatform:
         batch.mkdir(tmp)
         text = req.post.text.encode("utf-8")
         files = {"text.txt": text}
-        for i, (ref, data) in enumerate(req.media, start=1):
-            files[f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}"] = data
         # The .partial folder is private until renamed, so its files need no atomic replace of
         # their own; the batch makes them durable together before any rename (issue 18: one
         # fsync per file was most of `ground ingest`).
         for name, data in files.items():
             batch.create(tmp / name, data)
+        for i, (ref, _data) in enumerate(req.media, start=1):
+            self._put_media(
+                batch, tmp / f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}", ref.sha256, _data
+            )
         statement_sha = self._keep_statement(req.statement, batch, known)
         record = {
             "post_id": req.post.id,
@@ -120,7 +126,13 @@ class ArchivePlatform:
             "batch_statement_sha256": statement_sha,
             "batch_statement_file": f"../../{STATEMENTS}/{statement_sha}.bin" if statement_sha else None,
             "created_ms": req.post.created_ms,
-            "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+            "files": {
+                **{name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+                **{
+                    f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}": ref.sha256.hex()
+                    for i, (ref, _) in enumerate(req.media, start=1)
+                },
+            },
             "alt": [ref.alt for ref, _ in req.media],
             # What "unchanged" means here (protocol/rules.py): the archive keeps the exact
             # bytes, so each photo file's sha256 equals the signed original's.
@@ -131,6 +143,23 @@ class ArchivePlatform:
         }
         batch.create(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
         batch.rename(tmp, final)
+
+    def _put_media(self, batch: FileBatch, path: Path, sha256: bytes, data: bytes) -> None:
+        """The photo file: a hard link to the stored original if possible, else a copy.
+
+        The stored blob is read-only (0400) and named by its sha256, which equals the signed
+        one (checked at ingest and by BlobStore.get when the request was built), so the
+        link is the exact bytes; retracting the post unlinks the archive's name only.
+        """
+        if self.blobs is not None:
+            try:
+                os.link(self.blobs.path(sha256), path)
+            except OSError:  # another filesystem (EXDEV), no hard links, blob gone: copy
+                pass
+            else:
+                batch.written(path)
+                return
+        batch.create(path, data)
 
     async def publish_batch(self, reqs: list[PublishRequest], session: Any = None) -> list[Published]:
         """Publish many posts with durability paid once for the group (issue 18).
