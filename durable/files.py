@@ -75,6 +75,19 @@ class BlobStore:
             batch.put(p, data, 0o400)
         return sha
 
+    def check(self, sha256: bytes) -> int:
+        """Size of the stored blob after hashing it in 1 MiB pieces (never whole in memory);
+        OSError if it is missing or damaged, as :meth:`get`."""
+        h = hashlib.sha256()
+        size = 0
+        with self.path(sha256).open("rb") as f:
+            while piece := f.read(1024 * 1024):
+                h.update(piece)
+                size += len(piece)
+        if h.digest() != sha256:
+            raise OSError(f"stored blob {sha256.hex()[:12]} is damaged (hash mismatch)")
+        return size
+
     def get(self, sha256: bytes) -> bytes:
         data = self.path(sha256).read_bytes()
         if hashlib.sha256(data).digest() != sha256:
