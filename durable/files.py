@@ -173,6 +173,7 @@ class FileBatch:
         """Create a folder now; its entries are durable at :meth:`sync`."""
         path.mkdir(mode=mode)
         self._written.append(path)
+        self._dests.add(path)  # will_create() answers for it too
 
     def put(self, path: Path, data: bytes, mode: int = 0o600) -> None:
         """Write ``data`` under a temporary name now; it becomes ``path`` at :meth:`sync`."""
@@ -187,7 +188,7 @@ class FileBatch:
         self._written.append(path)
 
     def will_create(self, path: Path) -> bool:
-        """Whether :meth:`sync` will move something to ``path``."""
+        """Whether this batch made the folder ``path`` or will move something there at :meth:`sync`."""
         return path in self._dests
 
     def rename(self, src: Path, dst: Path) -> None:

@@ -292,6 +292,17 @@ def prepare_photo(home: Home, sha: bytes) -> None:
         write_atomic(plain_path, b"")
 
 
+# JPEG XL forms are made this many photos ahead of the sender, not for the whole queue: each
+# is a second copy of its photo on the laptop until ground has it (then it is deleted), so a
+# gigabyte queued costs its originals plus a few photos, not 1.77× (issue 18, docs/scale.md).
+PREPARE_AHEAD = 3
+
+
+def prepared_waiting(home: Home) -> int:
+    """JPEG XL forms on disk now (made, not yet committed by ground)."""
+    return sum(1 for f in _outbox(home).iterdir() if f.suffix == ".cblob")
+
+
 def photos_to_prepare(home: Home, conn: sqlite3.Connection, peer: Capabilities) -> list[bytes]:
     """JPEGs of queued posts that still need their transport form worked out."""
     out: list[bytes] = []

@@ -96,7 +96,7 @@ class ArchivePlatform:
         if tmp.exists():
             shutil.rmtree(tmp)
         # Private like the rest of ground's home: embargoed posts and their signatures.
-        if not final.parent.exists():
+        if not final.parent.exists() and not batch.will_create(final.parent):
             batch.mkdir(final.parent)
         batch.mkdir(tmp)
         text = req.post.text.encode("utf-8")
@@ -169,6 +169,8 @@ class ArchivePlatform:
         be made durable (some folders may then exist; a later lookup finds them).
         """
         finals = [self._dir(r.account, r.post.id) for r in reqs]
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        root = self.root.resolve()  # once, not per post (a realpath is a stat per component)
         try:
             await asyncio.to_thread(self._write_posts, reqs, finals)
         except (NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError) as exc:
@@ -177,7 +179,7 @@ class ArchivePlatform:
             raise PublishError(f"archive write failed: {exc}", retryable=True) from exc
         return [
             Published(
-                url=final.resolve().as_uri(),
+                url=(root / final.relative_to(self.root)).as_uri(),
                 remote_id=req.post.id,
                 fidelity="exact",
                 fidelity_note="files written as signed; sha256 in record.json" if req.media else "",
