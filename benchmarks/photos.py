@@ -1,7 +1,7 @@
 """12-megapixel test photos made from scikit-image's sample images (never committed).
 
 Each photo is one of scikit-image's ``data/`` colour images (astronaut, coffee, chelsea, rocket,
-motorcycle_left, retina, hubble_deep_field) upscaled to 4,000 × 3,000, shifted by a random
+retina, hubble_deep_field, immunohistochemistry) upscaled to 4,000 × 3,000, shifted by a random
 offset, with sensor-like grain, saved as a baseline JPEG at quality 92 (~3–5 MB, like a phone's
 12-MP photo). Every photo differs from every other (its own offset and grain), so none is
 shared between posts and each one crosses the link.
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 WIDTH, HEIGHT = 4000, 3000
-SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "retina", "hubble_deep_field")
+SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "retina", "hubble_deep_field", "immunohistochemistry")
 QUALITY = 92
 
 
