@@ -121,6 +121,18 @@ def _syncfs(fd: int) -> bool:
     return True
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it (os.umask would, racing other threads);
+    0o777 where it cannot be read, so every mode is then set explicitly."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o777
+
+
 def _fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -152,6 +164,7 @@ class FileBatch:
     def __init__(self, anchor: Path) -> None:
         """``anchor``: an existing folder on the filesystem every path of the batch is on."""
         self._anchor_fd = os.open(anchor, os.O_RDONLY)
+        self._umask = _umask()  # a file whose mode it would narrow gets an fchmod (a journal write)
         self._written: list[Path] = []  # files and folders whose content must be durable
         self._moves: list[tuple[Path, Path]] = []
         self._dests: set[Path] = set()
@@ -161,7 +174,8 @@ class FileBatch:
         """Write a new file ``path`` (exactly ``mode``) now; durable at :meth:`sync`."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            os.fchmod(fd, mode)  # whatever the umask
+            if mode & self._umask:
+                os.fchmod(fd, mode)  # the umask took bits of ``mode`` away: give them back
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]

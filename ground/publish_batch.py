@@ -18,6 +18,8 @@ one-by-one path, which looks up, retries and reports each on its own.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +30,7 @@ from protocol.rules import check_target, media_fidelity, rules_for
 from .db import audit, transaction
 from .errors import PublishError
 from .home import GroundHome
-from .platforms import Platform, PublishRequest
+from .platforms import Platform, Published, PublishRequest
 from .publish import PublishOutcome, PubState
 
 # Publications per group: bounds how long one transaction holds the database's write lock
@@ -62,43 +64,85 @@ async def publish_in_batches(
             left.append(row)
     out: list[PublishOutcome] = []
     for name, todo in groups.items():
-        while todo:
-            done, rest, todo = await _publish_group(home, todo, platforms[name], session, now_ms)
-            out.extend(done)
-            left.extend(rest)
+        done, rest = await _publish_groups(home, todo, platforms[name], session, now_ms)
+        out.extend(done)
+        left.extend(rest)
     return out, left
 
 
-async def _publish_group(
+Group = list[tuple[Row, PublishRequest]]
+
+
+async def _publish_groups(
     home: GroundHome, rows: list[Row], platform: Any, session: Any, now_ms: int
-) -> tuple[list[PublishOutcome], list[Row], list[Row]]:
-    """Publish one group from the head of ``rows``: (outcomes, rows for one-by-one, rows not reached)."""
+) -> tuple[list[PublishOutcome], list[Row]]:
+    """Publish ``rows`` group by group, pipelined: the next group is read and claimed while the
+    platform writes the current one, and the current one recorded while it writes the next.
+
+    Each group keeps its own order — claimed, written durably, then recorded — so a crash at
+    any point leaves every row either as it was, 'publishing' (looked up again), or recorded.
+    """
     conn = home.conn
-    reqs, left, later = _requests(home, rows, now_ms)
-    if not reqs:
-        return [], left, later
-    claimed = [r for r, _ in reqs]
+    out: list[PublishOutcome] = []
+    left: list[Row] = []
+    writing: tuple[Group, asyncio.Future[list[Published]]] | None = None
+    try:
+        while rows or writing is not None:
+            group: Group = []
+            if rows:
+                group, rest, rows = _requests(home, rows, now_ms)
+                left.extend(rest)
+                if group:
+                    _claim(conn, group, now_ms)
+            if writing is not None:
+                done_group, task = writing
+                writing = None
+                try:
+                    results = await task
+                except PublishError:
+                    # Each goes the one-by-one way, which looks up what the group managed first.
+                    left.extend(
+                        (r[0], r[1], str(PubState.PUBLISHING), r[3] + 1, r[4], r[5]) for r, _ in done_group
+                    )
+                    results = None
+                if group:
+                    writing = (group, _start(platform, group, session))
+                if results is not None:
+                    out.extend(_record(conn, platform.name, done_group, results, now_ms))
+            elif group:
+                writing = (group, _start(platform, group, session))
+    finally:
+        if writing is not None:  # an exception above: let the write in flight finish (its rows stay claimed)
+            await asyncio.gather(writing[1], return_exceptions=True)
+    return out, left
+
+
+def _start(platform: Any, group: Group, session: Any) -> asyncio.Future[list[Published]]:
+    task: asyncio.Future[list[Published]] = asyncio.ensure_future(
+        platform.publish_batch([q for _, q in group], session)
+    )
+    return task
+
+
+def _claim(conn: sqlite3.Connection, group: Group, now_ms: int) -> None:
+    """As _Job._claim, for a whole group: committed before the platform is called; a row
+    already 'publishing' keeps its first attempt's start (updated_ms)."""
     with transaction(conn):
-        # As _Job._claim: committed before the platform is called; a row already 'publishing'
-        # keeps its first attempt's start (updated_ms).
         conn.executemany(
             "UPDATE publications SET state = 'publishing', attempts = attempts + 1, "
             "updated_ms = CASE WHEN state = 'publishing' THEN updated_ms ELSE ? END "
             "WHERE item_id = ? AND account = ?",
-            [(now_ms, r[0], r[1]) for r in claimed],
+            [(now_ms, r[0], r[1]) for r, _ in group],
         )
-    try:
-        results = await platform.publish_batch([q for _, q in reqs], session)
-    except PublishError:
-        # Each goes the one-by-one way, which looks up what the group managed first.
-        return (
-            [],
-            left + [(r[0], r[1], str(PubState.PUBLISHING), r[3] + 1, r[4], r[5]) for r in claimed],
-            later,
-        )
-    fidelity = str(media_fidelity(platform.name))
+
+
+def _record(
+    conn: sqlite3.Connection, platform_name: str, group: Group, results: list[Published], now_ms: int
+) -> list[PublishOutcome]:
+    """One transaction: every publication of a durably written group 'published', audited."""
+    fidelity = str(media_fidelity(platform_name))
     with transaction(conn):
-        for (row, req), result in zip(reqs, results, strict=True):
+        for (row, req), result in zip(group, results, strict=True):
             item_id, account = row[0], row[1]
             fid = result.fidelity or fidelity
             note = result.fidelity_note
@@ -119,11 +163,10 @@ async def _publish_group(
             )
             photos = f"; photos {fid}" + (f" ({note})" if note else "") if req.media else ""
             audit(conn, now_ms, "publisher", "published", f"{item_id} → {account}: {result.url}{photos}")
-    outcomes = [
+    return [
         PublishOutcome(item_id=row[0], account=row[1], state="published", url=result.url)
-        for (row, _), result in zip(reqs, results, strict=True)
+        for (row, _), result in zip(group, results, strict=True)
     ]
-    return outcomes, left, later
 
 
 def _requests(

@@ -200,3 +200,17 @@ def test_the_archive_copies_a_photo_it_cannot_link(
     asyncio.run(publish_due(home, 2**50))
     copies = list(home.archive_dir.glob("*/*/media-1.jpg"))
     assert len(copies) == 2 and all(c.read_bytes() == photo and c.stat().st_nlink == 1 for c in copies)
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277])
+def test_batch_files_get_exactly_their_mode_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    old = os.umask(umask)
+    try:
+        with FileBatch(tmp_path) as batch:
+            batch.create(tmp_path / "private", b"x")
+            batch.put(tmp_path / "read-only", b"y", 0o400)
+            batch.sync()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "read-only").stat().st_mode) == 0o400
