@@ -27,7 +27,7 @@ from protocol import Post, decode_item
 from protocol.model import parse_target
 from protocol.rules import check_target, media_fidelity, rules_for
 
-from .db import audit, transaction
+from .db import transaction
 from .errors import PublishError
 from .home import GroundHome
 from .platforms import Platform, Published, PublishRequest
@@ -141,28 +141,34 @@ def _record(
 ) -> list[PublishOutcome]:
     """One transaction: every publication of a durably written group 'published', audited."""
     fidelity = str(media_fidelity(platform_name))
-    with transaction(conn):
-        for (row, req), result in zip(group, results, strict=True):
-            item_id, account = row[0], row[1]
-            fid = result.fidelity or fidelity
-            note = result.fidelity_note
-            conn.execute(
-                "UPDATE publications SET state = 'published', url = ?, remote_id = ?, last_error = NULL, "
-                "retryable = NULL, next_attempt_ms = NULL, updated_ms = ?, published_ms = ?, "
-                "fidelity = ?, fidelity_note = ? WHERE item_id = ? AND account = ?",
-                (
-                    result.url,
-                    result.remote_id,
-                    now_ms,
-                    now_ms,
-                    fid if req.media else None,
-                    note or None,
-                    item_id,
-                    account,
-                ),
+    updates, lines = [], []
+    for (row, req), result in zip(group, results, strict=True):
+        item_id, account = row[0], row[1]
+        fid = result.fidelity or fidelity
+        note = result.fidelity_note
+        updates.append(
+            (
+                result.url,
+                result.remote_id,
+                now_ms,
+                now_ms,
+                fid if req.media else None,
+                note or None,
+                item_id,
+                account,
             )
-            photos = f"; photos {fid}" + (f" ({note})" if note else "") if req.media else ""
-            audit(conn, now_ms, "publisher", "published", f"{item_id} → {account}: {result.url}{photos}")
+        )
+        photos = f"; photos {fid}" + (f" ({note})" if note else "") if req.media else ""
+        lines.append((now_ms, "publisher", "published", f"{item_id} → {account}: {result.url}{photos}"))
+    with transaction(conn):
+        conn.executemany(
+            "UPDATE publications SET state = 'published', url = ?, remote_id = ?, last_error = NULL, "
+            "retryable = NULL, next_attempt_ms = NULL, updated_ms = ?, published_ms = ?, "
+            "fidelity = ?, fidelity_note = ? WHERE item_id = ? AND account = ?",
+            updates,
+        )
+        # db.audit's row, one per publication, in the same transaction.
+        conn.executemany("INSERT INTO events (ts_ms, actor, kind, detail) VALUES (?, ?, ?, ?)", lines)
     return [
         PublishOutcome(item_id=row[0], account=row[1], state="published", url=result.url)
         for (row, _), result in zip(group, results, strict=True)

@@ -177,9 +177,13 @@ class ArchivePlatform:
             raise PublishError(f"archive write failed: {exc}", retryable=False) from exc
         except OSError as exc:
             raise PublishError(f"archive write failed: {exc}", retryable=True) from exc
+        account_uris: dict[str, str] = {}  # Path.as_uri once per account, not per post
+        for req in reqs:
+            if req.account not in account_uris:
+                account_uris[req.account] = (root / req.account).as_uri()
         return [
             Published(
-                url=(root / final.relative_to(self.root)).as_uri(),
+                url=f"{account_uris[req.account]}/{req.post.id}",  # a post id is a ULID: URL-safe
                 remote_id=req.post.id,
                 fidelity="exact",
                 fidelity_note="files written as signed; sha256 in record.json" if req.media else "",
