@@ -97,7 +97,10 @@ def test_onboard_queue_shows_every_text_as_written_piped_and_in_a_table(
     import onboard.cli
 
     monkeypatch.setattr(onboard.cli, "_stdout_is_terminal", lambda: True)
-    monkeypatch.setenv("COLUMNS", "250")  # wide enough that the table folds no cell
+    # Wide enough that the table folds no cell. The console is made once at import, so its width
+    # is set on it: COLUMNS alone loses to a width fixed when the module was first imported.
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setattr(onboard.cli.console, "_width", 250)
     table = cli.onboard("queue").output
     _no_raw_controls(table)
     assert "[/b]" in table and "[unknown_account]" in table and "\\x1b[31mred" in table

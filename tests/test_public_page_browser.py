@@ -53,7 +53,7 @@ async def test_reader_sees_the_check_pass_then_fail_on_a_tampered_post(
         await page.goto(f"{url}/p/{post_id}")
         verdict = page.locator("#verdict")
         await page.wait_for_function(
-            "document.querySelector('#verdict').className !== 'verdict pending'", timeout=60_000
+            "() => document.querySelector('#verdict').className !== 'verdict pending'", timeout=60_000
         )
         assert await verdict.get_attribute("class") == "verdict ok", await verdict.text_content()
         assert await page.locator("#text").text_content() == HOSTILE  # verbatim, never markup
@@ -69,7 +69,7 @@ async def test_reader_sees_the_check_pass_then_fail_on_a_tampered_post(
     async with running_ground(enrolled.ground_home) as url:
         await page.goto(f"{url}/p/{post_id}")
         await page.wait_for_function(
-            "document.querySelector('#verdict').className !== 'verdict pending'", timeout=60_000
+            "() => document.querySelector('#verdict').className !== 'verdict pending'", timeout=60_000
         )
         assert await page.locator("#verdict").get_attribute("class") == "verdict bad"
         text = await page.locator("#verdict").text_content()

@@ -170,7 +170,7 @@ async def text_of(page: Any, selector: str) -> str:
 
 async def new_draft_with(page: Any, text: str, *accounts: str) -> None:
     await page.click("#new-draft")
-    await page.wait_for_function("document.getElementById('text').value === ''")
+    await page.wait_for_function("() => document.getElementById('text').value === ''")
     await page.fill("#text", text)
     for a in accounts:
         esc = await page.evaluate("a => CSS.escape(a)", a)
@@ -273,14 +273,14 @@ async def test_astronaut_composes_sends_cancels_and_retracts_from_the_page(
     )
     await page.wait_for_selector("#photo-list li:nth-child(2) img")
     await page.wait_for_function(
-        "[...document.querySelectorAll('#photo-list img')].every(i => i.complete && i.naturalWidth > 0)"
+        "() => [...document.querySelectorAll('#photo-list img')].every(i => i.complete && i.naturalWidth > 0)"
     )
     assert "on the wire (JPEG XL" in await text_of(page, "#photo-list li:nth-child(1)")
     assert "photo 1 has no alt text" in await text_of(page, "#warnings")
     assert "up to 4 photos" in await text_of(page, '#counters li[data-target="bluesky:alice.test"]')
     await page.fill('[data-photo-alt="0"]', "The rocket on its pad, seen from the gantry")
     await page.fill('[data-photo-alt="1"]', "A retina photographed through an ophthalmoscope")
-    await page.wait_for_function("document.querySelectorAll('#warnings li').length === 0")
+    await page.wait_for_function("() => document.querySelectorAll('#warnings li').length === 0")
     await page.click('button[aria-label="Move photo 2 up"]')
     await page.wait_for_selector("#draft-saved:has-text('draft saved')")
     retina_sha = hashlib.sha256(retina.read_bytes()).hexdigest()
@@ -357,7 +357,7 @@ async def test_astronaut_composes_sends_cancels_and_retracts_from_the_page(
     await page.wait_for_selector("#drafts li:has-text('draft: <img')")
     assert ("draft: " + HOSTILE)[:80] in await text_of(page, "#drafts")  # the list shows 80 characters
     await page.click("#drafts li:has-text('draft: <img') button")
-    await page.wait_for_function("document.getElementById('text').value.startsWith('draft: <img')")
+    await page.wait_for_function("() => document.getElementById('text').value.startsWith('draft: <img')")
     await page.click("#discard-btn")
     await page.wait_for_selector("#confirm[open]")
     assert "draft: " + HOSTILE in await text_of(page, "#confirm-list")
@@ -376,7 +376,7 @@ async def test_astronaut_composes_sends_cancels_and_retracts_from_the_page(
     await page.keyboard.press("/")
     await page.wait_for_selector("#search:focus")
     await page.keyboard.type("next year")
-    await page.wait_for_function("document.querySelectorAll('#items li[data-post]').length === 1")
+    await page.wait_for_function("() => document.querySelectorAll('#items li[data-post]').length === 1")
     await page.select_option("#astronaut", "bob")
     await page.wait_for_selector("#key-state:has-text('has no passphrase')")
     await page.select_option("#astronaut", "alice")
