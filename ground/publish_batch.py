@@ -19,6 +19,7 @@ one-by-one path, which looks up, retries and reports each on its own.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -32,6 +33,8 @@ from .errors import PublishError
 from .home import GroundHome
 from .platforms import Platform, Published, PublishRequest
 from .publish import PublishOutcome, PubState
+
+log = logging.getLogger(__name__)
 
 # Publications per group: bounds how long one transaction holds the database's write lock
 # (the link's accept waits for it) and the work lost to a crash.
@@ -99,7 +102,9 @@ async def _publish_groups(
                 writing = None
                 try:
                     results = await task
-                except PublishError:
+                except Exception as exc:  # PublishError, or an adapter bug: never a stuck group
+                    if not isinstance(exc, PublishError):
+                        log.exception("%s crashed writing a group of %d", platform.name, len(done_group))
                     # Each goes the one-by-one way, which looks up what the group managed first.
                     left.extend(
                         (r[0], r[1], str(PubState.PUBLISHING), r[3] + 1, r[4], r[5]) for r, _ in done_group

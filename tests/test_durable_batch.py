@@ -214,3 +214,17 @@ def test_batch_files_get_exactly_their_mode_whatever_the_umask(tmp_path: Path, u
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "read-only").stat().st_mode) == 0o400
+
+
+def test_a_group_write_that_crashes_goes_one_by_one(
+    tmp_path: Path, alice_key: SigningKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An adapter bug in the group path must not leave a group 'publishing' pass after pass."""
+    home, texts = _hand_off(tmp_path, alice_key, 5)
+
+    async def bug(self: ArchivePlatform, reqs: list, session: object = None) -> list:  # type: ignore[type-arg]
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(ArchivePlatform, "publish_batch", bug)
+    asyncio.run(publish_due(home, 2**50))
+    _assert_exactly_once(home, texts)
