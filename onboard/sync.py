@@ -431,6 +431,9 @@ class _Planner:
 
     def _prepare_all(self, shas: list[bytes]) -> None:
         for sha in shas:
+            # Only JPEG XL forms count (a photo that travels as-is costs no second copy).
+            if link.prepared_waiting(self._home) >= link.PREPARE_AHEAD:
+                break
             link.prepare_photo(self._home, sha)
 
     def scan(self, now: float) -> None:
@@ -446,7 +449,7 @@ class _Planner:
             if todo and room > 0:
                 # Transcoding takes ~0.5 s a photo: off the event loop, so text and
                 # answers keep moving meanwhile.
-                self.prep = asyncio.ensure_future(asyncio.to_thread(self._prepare_all, todo[:room]))
+                self.prep = asyncio.ensure_future(asyncio.to_thread(self._prepare_all, todo))
                 self.prep.add_done_callback(lambda _f: self._wake.set())
         link.plan(self._home, self._conn, self._peer, defer=self._preparing)
         for p in link.active_transfers(self._home, self._conn):
