@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +104,8 @@ _libc: Any = None
 
 def _syncfs(fd: int) -> bool:
     """syncfs(2) on ``fd``'s filesystem; False where the call does not exist (not Linux)."""
+    import ctypes  # here, not at import: onboard loads this module and never batches
+
     global _libc
     if _libc is None:
         try:
@@ -233,6 +233,8 @@ class FileBatch:
             _fsync_path(paths[0])
             _fsync_path(paths[0].parent)
             return
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(self.FSYNC_THREADS) as pool:
             list(pool.map(_fsync_path, paths))
         for parent in sorted({p.parent for p in paths}):
