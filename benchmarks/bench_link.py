@@ -279,7 +279,9 @@ async def main_async(p: Profile) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         runs = [
             await run_orbitpost(Path(tmp) / "v1", posts, p, V1_CONFIG, "orbitpost v1 (4 streams)"),
-            await run_orbitpost(Path(tmp) / "now", posts, p, SenderConfig(), "orbitpost (streams from TCP)"),
+            await run_orbitpost(
+                Path(tmp) / "now", posts, p, SenderConfig(), "orbitpost (streams from request RTTs)"
+            ),
             await run_baseline(posts, p),
         ]
     print(

@@ -4,8 +4,11 @@ aiohttp reads a body into memory when the handler asks for it; with 200 connecti
 holding a 4 MiB frame ground grew by 1 GiB. A request takes a slot *after* its token is checked
 and *before* its body is read, and keeps it until answered; with no free slot it gets
 ``503 busy`` (retryable) at once, without a byte of its body read, so a station backs off
-instead of ground buffering. Bounds: ``per_station × MAX_FRAME_BYTES`` for one station's
-bodies, ``total × MAX_FRAME_BYTES`` for all.
+instead of ground buffering. A slot is counted in bytes (the declared Content-Length, at least
+``min_cost_bytes``; ``MAX_FRAME_BYTES`` when undeclared), so a station's parallel streams of
+small chunks (issue 14: up to 32 of ≤ 512 KiB) fit where eight 4 MiB frames did. Bounds as
+before: ``per_station_bytes`` (8 × MAX_FRAME_BYTES) for one station's bodies, ``total_bytes``
+(32 × MAX_FRAME_BYTES) for all.
 """
 
 from __future__ import annotations
@@ -14,29 +17,37 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from protocol.transfer_wire import MAX_FRAME_BYTES
+
 
 @dataclass(slots=True)
 class BodyGate:
-    # A station's sender keeps `window` (4) requests in flight plus a receipts poll: 8 leaves room.
-    per_station: int = 8
+    # A station's sender keeps up to 32 requests in flight plus a receipts poll, each well under
+    # a frame: 8 frames' worth of bytes holds them; 8 × 4 MiB is what one station may pin.
+    per_station_bytes: int = 8 * MAX_FRAME_BYTES
     # 32 × 4 MiB = 128 MiB of request bodies at most, whatever the number of stations.
-    total: int = 32
+    total_bytes: int = 32 * MAX_FRAME_BYTES
+    # What the smallest request costs (so a flood of tiny ones is bounded too).
+    min_cost_bytes: int = 64 * 1024
     _held: dict[str, int] = field(default_factory=dict)
     _all: int = 0
 
     @contextlib.contextmanager
-    def slot(self, station: str) -> Iterator[bool]:
-        """Yield True holding a slot for one request of ``station``, or False if none is free."""
-        if self._all >= self.total or self._held.get(station, 0) >= self.per_station:
+    def slot(self, station: str, size_bytes: int | None = None) -> Iterator[bool]:
+        """Yield True holding room for one request of ``station`` whose body declares
+        ``size_bytes`` (None: undeclared, counted as a whole frame), or False if there is none."""
+        cost = MAX_FRAME_BYTES if size_bytes is None else max(self.min_cost_bytes, size_bytes)
+        held = self._held.get(station, 0)
+        if self._all + cost > self.total_bytes or held + cost > self.per_station_bytes:
             yield False
             return
-        self._held[station] = self._held.get(station, 0) + 1
-        self._all += 1
+        self._held[station] = held + cost
+        self._all += cost
         try:
             yield True
         finally:
-            self._all -= 1
-            left = self._held[station] - 1
+            self._all -= cost
+            left = self._held[station] - cost
             if left:
                 self._held[station] = left
             else:

@@ -219,6 +219,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE publications ADD COLUMN fidelity TEXT")
     if "fidelity_note" not in columns:
         conn.execute("ALTER TABLE publications ADD COLUMN fidelity_note TEXT")
+    # Renditions ground made with the astronaut's signed consent (ground/renditions.py): a JSON
+    # list naming, per photo, the signed original's sha256, the rendition's and the recipe.
+    if "renditions" not in columns:
+        conn.execute("ALTER TABLE publications ADD COLUMN renditions TEXT")
 
 
 # An item's batch statement, wherever this release or an earlier one kept it (``i`` is items).

@@ -20,6 +20,13 @@ the listening socket (or TLS) and aiohttp's protocol:
   ``Transfer-Encoding`` (411: ground's clients send Content-Length), protocol upgrades (501),
   a head over ``max_head_bytes`` (431) or a ``Content-Length`` over the path's limit (413).
 
+aiohttp's own refusals — its HTTP parser's 400 for a bad request line, header bytes, an
+oversized line or a NUL, and the 500 for anything a handler let escape — are JSON too: each
+connection's request handler is a :class:`JsonErrorHandler` (:func:`json_errors`), whose
+``handle_error`` keeps aiohttp's logging (redacted by ground/logs.py like every line) and answers
+``{"error": "bad_request" | "internal", "message", "retryable": false}`` with no credential
+and no traceback in it.
+
 Refusals travel through aiohttp as a synthetic request on the same connection (its path holds
 a per-connection secret, answered by :func:`refusal_middleware`), so they come out in order
 after any earlier pipelined response, as JSON ``{"error", "message", "retryable"}``, and the
@@ -37,11 +44,15 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 
 from protocol.transfer_wire import MAX_FRAME_BYTES
+from termtext import visible
+
+from .logs import redact
 
 log = logging.getLogger(__name__)
 
@@ -485,6 +496,59 @@ async def refusal_middleware(request: web.Request, handler: Any) -> web.StreamRe
     return resp
 
 
+# Enough of a parser's complaint to act on; the offending line can be 8 KiB.
+MAX_ERROR_MESSAGE_CHARS = 200
+
+
+def json_errors(server: Callable[[], web.RequestHandler]) -> Callable[[], web.RequestHandler]:
+    """``server`` (aiohttp's protocol factory) with JSON instead of aiohttp's plain-text errors.
+
+    aiohttp answers a request its parser refused, and a handler's escaped exception, through
+    the connection's ``handle_error``. web.Server builds its handlers itself (with the
+    runner's settings), so each new one is given :class:`JsonErrorHandler`'s class: a subclass
+    that adds no state and overrides only that method.
+    """
+
+    def make() -> web.RequestHandler:
+        handler = server()
+        handler.__class__ = JsonErrorHandler
+        return handler
+
+    return make
+
+
+class JsonErrorHandler(web.RequestHandler):
+    """aiohttp's request handler, answering its error responses as ground's JSON."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp's own method logs the error (through ground's redacting handler) and raises
+        # ConnectionError when a response has already begun; its text body is dropped.
+        super().handle_error(request, status, exc, message)
+        if status >= 500:
+            code, text = "internal", "ground failed to answer this request; the failure is in ground's log"
+        else:
+            code = "bad_request" if status == 400 else HTTPStatus(status).phrase.lower().replace(" ", "_")
+            said = visible(redact(message or HTTPStatus(status).phrase))
+            if len(said) > MAX_ERROR_MESSAGE_CHARS:
+                said = said[:MAX_ERROR_MESSAGE_CHARS] + "…"
+            text = f"malformed HTTP request: {said}"
+        resp = web.json_response(
+            {"error": code, "message": text, "retryable": False},
+            status=status,
+            headers={"Cache-Control": "no-store"},
+        )
+        resp.force_close()
+        return resp
+
+
 class EdgeSite(web.BaseSite):
     """A TCP site whose connections go through an :class:`Edge` (optionally over TLS)."""
 
@@ -523,7 +587,7 @@ class EdgeSite(web.BaseSite):
             # A TLS handshake that never finishes is a slowloris too.
             kw["ssl_handshake_timeout"] = self._edge.limits.header_timeout_s
         self._server = await loop.create_server(
-            self._edge.factory(server),
+            self._edge.factory(json_errors(server)),
             self._host,
             self._port,
             ssl=self._ssl_context,

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import logging
+import sqlite3
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -115,6 +118,18 @@ def _published(home: GroundHome, item_id: str) -> list[tuple[str, str, str | Non
     )
 
 
+def _renditions(home: GroundHome, item_id: str) -> dict[str, list[dict[str, Any]]]:
+    """account → the renditions published there (ground/renditions.py records), if any."""
+    return {
+        account: json.loads(made)
+        for account, made in home.conn.execute(
+            "SELECT account, renditions FROM publications WHERE item_id = ? AND state = 'published' "
+            "AND renditions IS NOT NULL",
+            (item_id,),
+        )
+    }
+
+
 def _visible(pubs: list[tuple[str, str, str | None, str | None, int | None]]) -> bool:
     return any(state == "published" for _, state, _, _, _ in pubs)
 
@@ -125,6 +140,36 @@ def _leaf_with_proof(home: GroundHome, fact: str, size: int) -> dict[str, Any] |
         return None
     index, entry = found
     return {"index": index, "entry": entry.decode(), "inclusion": translog.inclusion_proof(home, index, size)}
+
+
+def _publication(
+    home: GroundHome,
+    item_id: str,
+    size: int,
+    account: str,
+    state: str,
+    url: str | None,
+    remote_id: str | None,
+    published_ms: int | None,
+) -> dict[str, Any]:
+    """One publication as the proof shows it; fidelity and read-back as logged, where logged."""
+    leaf = _leaf_with_proof(home, f"pub:{item_id}:{account}:{state}", size)
+    logged = json.loads(leaf["entry"]) if leaf else {}
+    return {
+        "account": account,
+        "state": state,
+        "url": url,
+        "uri": remote_id if (remote_id or "").startswith("at://") else None,
+        "published_ms": published_ms,
+        "text_fidelity": "exact",
+        "media_fidelity": logged.get("media_fidelity") or translog.media_fidelity(account.partition(":")[0]),
+        "leaf": leaf,
+        # Appended (issue 13): what ground found reading the copy back, as logged.
+        "read_back": logged.get("read_back"),
+        # The platform's public id of the copy (in its URL for most platforms), so a reader's
+        # verifier can fetch it; what it fetches is still compared with the signed body.
+        "remote_id": remote_id,
+    }
 
 
 def post_proof(home: GroundHome, item_id: str) -> dict[str, Any] | None:
@@ -145,6 +190,7 @@ def post_proof(home: GroundHome, item_id: str) -> dict[str, Any] | None:
     post = decode_item(bytes(body))
     assert isinstance(post, Post)
     kid_hex = bytes(kid).hex()
+    made = _renditions(home, item_id)
     return {
         "version": 1,
         "item_id": item_id,
@@ -168,14 +214,12 @@ def post_proof(home: GroundHome, item_id: str) -> dict[str, Any] | None:
         ],
         "publications": [
             {
-                "account": account,
-                "state": state,
-                "url": url,
-                "uri": remote_id if (remote_id or "").startswith("at://") else None,
-                "published_ms": published_ms,
-                "text_fidelity": "exact",
-                "media_fidelity": translog.media_fidelity(account.partition(":")[0]),
-                "leaf": _leaf_with_proof(home, f"pub:{item_id}:{account}:{state}", size),
+                **_publication(home, item_id, size, account, state, url, remote_id, published_ms),
+                # Photos ground sent to this account as a rendition the signed post allowed:
+                # both hashes, the recipe, and where to fetch the rendition (docs/platforms.md).
+                "renditions": [
+                    {**r, "url": f"/p/{item_id}/media/{r['sha256']}"} for r in made.get(account, [])
+                ],
             }
             for account, state, url, remote_id, published_ms in pubs
         ],
@@ -217,12 +261,13 @@ async def _media(request: web.Request) -> web.StreamResponse:
     post = decode_item(bytes(row[0]))
     assert isinstance(post, Post)
     ref = next((m for m in post.media if m.sha256.hex() == sha_hex), None)
-    if ref is None:
+    sent = [r for rs in _renditions(home, item_id).values() for r in rs if r.get("sha256") == sha_hex]
+    if ref is None and not sent:
         return _error(404, "no such published photo")
-    data = await asyncio.to_thread(home.blobs.get, ref.sha256)
+    data = await asyncio.to_thread(home.blobs.get, bytes.fromhex(sha_hex))
     return web.Response(
         body=data,
-        content_type=sniff_media_type(data) or ref.media_type,
+        content_type=sniff_media_type(data) or (ref.media_type if ref else "image/jpeg"),
         headers={"Cache-Control": "public, max-age=31536000, immutable", **PAGE_HEADERS},
     )
 
@@ -293,12 +338,17 @@ async def _cosign(request: web.Request) -> web.Response:
 
 
 async def _catch_up_loop(app: web.Application) -> Any:
-    home = app[HOME]
+    # Off the event loop, with a connection of its own (as uploads commit): a pass that
+    # logs a burst of thousands of posts never delays a request.
+    worker = GroundHome(app[HOME].root)
     stop = asyncio.Event()
 
     async def loop() -> None:
         while not stop.is_set():
-            translog.catch_up(home, int(time.time() * 1000))
+            try:
+                await asyncio.to_thread(translog.catch_up, worker, int(time.time() * 1000))
+            except (sqlite3.Error, OSError) as exc:  # a locked or full database: next pass
+                logging.getLogger(__name__).warning("transparency log catch-up failed, will retry: %s", exc)
             with_timeout = asyncio.wait_for(stop.wait(), CATCH_UP_S)
             try:
                 await with_timeout
@@ -309,6 +359,7 @@ async def _catch_up_loop(app: web.Application) -> Any:
     yield
     stop.set()
     await asyncio.gather(task, return_exceptions=True)
+    worker.close()
 
 
 def setup(app: web.Application, home: GroundHome, *, catch_up: bool = True) -> None:

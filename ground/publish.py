@@ -51,9 +51,9 @@ import aiohttp
 
 from protocol import Post, decode_item
 from protocol.model import parse_target
-from protocol.rules import check_target, media_fidelity, rules_for
+from protocol.rules import PlatformRules, media_fidelity, rules_for
 
-from . import account_limits, changes, db
+from . import account_limits, changes, db, renditions
 from .db import audit, transaction
 from .errors import GroundError, PublishError, QuotaWait
 from .home import GroundHome
@@ -407,7 +407,12 @@ class _Job:
             )
         try:
             self._claim(keep_started=was_publishing)
-            problems = await self._rules_problems(platform, req, session)
+            # The account's limits, and the renditions the signed post allows for it (made and
+            # stored here, then handed to the adapter in place of those photos).
+            prepared = await renditions.prepare(
+                self.home.blobs, req, self.account, await self._rules(platform, session)
+            )
+            problems, req = list(prepared.problems), prepared.request
             # A row left 'publishing' (crash, timeout) may already be out there: ask first.
             result = await platform.lookup(req, session) if was_publishing else None
             if result is None:
@@ -430,7 +435,7 @@ class _Job:
             self.conn.execute(
                 "UPDATE publications SET state = 'published', url = ?, remote_id = ?, last_error = NULL, "
                 "retryable = NULL, next_attempt_ms = NULL, updated_ms = ?, published_ms = ?, "
-                "fidelity = ?, fidelity_note = ? WHERE item_id = ? AND account = ?",
+                "fidelity = ?, fidelity_note = ?, renditions = ? WHERE item_id = ? AND account = ?",
                 (
                     result.url,
                     result.remote_id,
@@ -438,11 +443,13 @@ class _Job:
                     self.now_ms,
                     fidelity if req.media else None,
                     note or None,
+                    renditions.to_json(prepared.records),
                     self.item_id,
                     self.account,
                 ),
             )
             photos = f"; photos {fidelity}" + (f" ({note})" if note else "") if req.media else ""
+            photos += "".join(f"; {r.summary()}" for r in prepared.records)
             audit(
                 self.conn,
                 self.now_ms,
@@ -452,8 +459,9 @@ class _Job:
             )
         return PublishOutcome(item_id=self.item_id, account=self.account, state="published", url=result.url)
 
-    async def _rules_problems(self, platform: Platform, req: PublishRequest, session: Any) -> list[str]:
-        """Re-check the platform's rules (with limits learned from it) before publishing."""
+    async def _rules(self, platform: Platform, session: Any) -> PlatformRules | None:
+        """The account's rules for the re-check before publishing: limits learned from the
+        platform (recorded for stations), else the platform's defaults."""
         learned = None
         fetch = getattr(platform, "rules", None)
         if fetch is not None:
@@ -461,10 +469,7 @@ class _Job:
             if learned is not None:
                 # Stations learn these with the next receipts (onboard then checks the same).
                 account_limits.record(self.conn, self.account, learned, self.now_ms)
-        rules = learned or rules_for(self.account)
-        if rules is None:
-            return []
-        return [str(v) for v in check_target(req.post, self.account, rules)]
+        return learned or rules_for(self.account)
 
     def _claim(self, *, keep_started: bool) -> None:
         # Committed before the platform call: after a crash this row says "ask first".

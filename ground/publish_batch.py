@@ -216,8 +216,13 @@ def _requests(
             if not isinstance(post, Post):
                 raise ValueError(f"{item_id} is not a post")
             rules = rules_for(account)
-            if rules is not None and check_target(post, account, rules):
-                raise ValueError("the platform's rules refuse it")
+            if rules is not None and (
+                check_target(post, account, rules)
+                # Pixel limits need each photo's size and may call for a rendition (ground/
+                # renditions.py): the one-by-one path handles those.
+                or (post.media and (rules.max_side_px or rules.max_pixels))
+            ):
+                raise ValueError("the platform's rules refuse it or call for a rendition")
             size = sum(m.size_bytes for m in post.media)
             if out and media_bytes + size > MAX_GROUP_MEDIA_BYTES:
                 return out, left, rows[n:] + later

@@ -6,6 +6,7 @@ its public half goes into every station token file so the station can pin it.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 from collections.abc import Iterable
@@ -20,6 +21,7 @@ from protocol.receipts import (
     EnrolledReceipt,
     PublicationReceipt,
     Receipt,
+    RenditionNote,
     sign_receipts,
 )
 
@@ -107,18 +109,41 @@ def collect(
     return out, next_since, more
 
 
+def _rendition_notes(made: str | None) -> tuple[RenditionNote, ...]:
+    """publications.renditions (ground/renditions.py) as receipt notes (docs/PROTOCOL.md §9.2)."""
+    return tuple(
+        RenditionNote(
+            photo=int(r["photo"]),
+            original_sha256=bytes.fromhex(r["original_sha256"]),
+            sha256=bytes.fromhex(r["sha256"]),
+            recipe=str(r["recipe"]),
+            width=int(r["width"]),
+            height=int(r["height"]),
+        )
+        for r in (json.loads(made) if made else [])
+    )
+
+
 def _receipt(conn: sqlite3.Connection, seq: int, kind: str, k1: str, k2: str) -> Receipt | None:
     """The current state of what one change row describes."""
     if kind == "pub":
         row = conn.execute(
-            "SELECT state, url, last_error, remote_id FROM publications WHERE item_id = ? AND account = ?",
+            "SELECT state, url, last_error, remote_id, renditions FROM publications "
+            "WHERE item_id = ? AND account = ?",
             (k1, k2),
         ).fetchone()
         if row is None:
             return None
-        state, url, err, remote = row
+        state, url, err, remote, made = row
         return PublicationReceipt(
-            item_id=k1, account=k2, state=state, url=url, error=err, seq=seq, remote_id=remote
+            item_id=k1,
+            account=k2,
+            state=state,
+            url=url,
+            error=err,
+            seq=seq,
+            remote_id=remote,
+            renditions=_rendition_notes(made) if state == "published" else (),
         )
     if kind == "bundle":
         (sha_hex,) = conn.execute("SELECT sha256 FROM bundles WHERE bundle_id = ?", (k1,)).fetchone()

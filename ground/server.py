@@ -148,7 +148,7 @@ class LinkService:
             return json_error(
                 413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
             )
-        with self.bodies.slot(station.name) as admitted:
+        with self.bodies.slot(station.name, request.content_length) as admitted:
             if not admitted:
                 return json_error(
                     503,
@@ -450,6 +450,19 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
+LINK_PATHS = frozenset({"/v1/link", "/v1/health"})
+
+
+async def _trim_link_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The station pays for every byte of the link (issue 14): its answers carry no Server
+    header, and a frame (200 on /v1/link) no Content-Type: the station reads the frame, which
+    says what it is. Date stays (RFC 9110 §6.6.1: an origin server with a clock sends it)."""
+    if request.path in LINK_PATHS:
+        response.headers.popall("Server", None)
+        if request.path == "/v1/link" and response.status == 200:
+            response.headers.popall("Content-Type", None)
+
+
 @web.middleware
 async def _no_content_coding(request: web.Request, handler: Any) -> web.StreamResponse:
     """Refuse any content coding before a byte of the body is read (issue 16 items 2, 3).
@@ -503,6 +516,7 @@ def create_app(
     app[LINK_KEY] = LinkService(home, receiver_config, auth_limiter)
     app.router.add_post("/v1/link", app[LINK_KEY].handle)
     app.router.add_get("/v1/health", _health)
+    app.on_response_prepare.append(_trim_link_headers)
     from . import public_media  # photos Instagram/Threads fetch (issue 13)
 
     public_media.setup(app, home)

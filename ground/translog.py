@@ -3,8 +3,10 @@
 The log *follows* the database rather than being written by every code path that changes
 it: ``catch_up`` appends a leaf for each fact not logged yet (a key enrolled or revoked, an
 account enrolled, an item accepted, a publication reaching published / failed for good /
-cancelled / retracted), in one transaction, then signs a new checkpoint. Facts are keyed
-(``tlog_leaves.fact``, UNIQUE), so running it twice, or after a crash, adds nothing twice.
+cancelled / retracted), in one transaction, then signs a new checkpoint. It follows the
+receipts' change sequence (ground/changes.py, docs/PROTOCOL.md §9.1) from a stored cursor, so
+each pass reads only what changed since the last. Facts are keyed (``tlog_leaves.fact``,
+UNIQUE), so running it twice, or after a crash, adds nothing twice.
 A revocation is as old as the checkpoint that first contains it: it cannot be back-dated
 past checkpoints already signed, whatever ``revoked_ms`` says.
 
@@ -15,6 +17,7 @@ and proofs over them through ``_SqlTree`` (docs/TRANSPARENCY.md says why pymerkl
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,6 +57,11 @@ CREATE TABLE IF NOT EXISTS tlog_cosignatures (
     signature   BLOB NOT NULL,
     PRIMARY KEY (size, witness)
 );
+-- How far catch_up has followed the change log (ground/changes.py, docs/PROTOCOL.md §9.1).
+CREATE TABLE IF NOT EXISTS tlog_cursor (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    seq     INTEGER NOT NULL
+);
 CREATE TRIGGER IF NOT EXISTS tlog_leaves_no_update BEFORE UPDATE ON tlog_leaves
 BEGIN SELECT RAISE(ABORT, 'the transparency log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS tlog_leaves_no_delete BEFORE DELETE ON tlog_leaves
@@ -62,7 +70,7 @@ BEGIN SELECT RAISE(ABORT, 'the transparency log is append-only'); END;
 
 # Outcomes a reader cares about; 'failed' only once ground gave up (retryable = 0).
 LOGGED_STATES = ("published", "cancelled", "retracted", "failed")
-# Leaves appended per transaction: a huge backlog is logged in steps, never one long write lock.
+# Changes followed per transaction: a huge backlog is logged in steps, never one long write lock.
 BATCH = 2_000
 
 
@@ -78,6 +86,9 @@ def origin(home: GroundHome) -> str:
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(SCHEMA)
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'items'").fetchone():
+        # catch_up finds a changed bundle's items by it (a bare log, as in tests, has no items).
+        conn.execute("CREATE INDEX IF NOT EXISTS items_bundle ON items(bundle_id)")
 
 
 class _SqlTree(BaseMerkleTree):  # type: ignore[misc]
@@ -114,20 +125,26 @@ class Fact:
 
 
 def _keys(conn: sqlite3.Connection) -> Iterator[Fact]:
-    for kid, name, pub, enrolled, revoked in conn.execute(
-        "SELECT key_id, astronaut, public_key, enrolled_ms, revoked_ms FROM keys ORDER BY enrolled_ms, key_id"
+    # Keys are not in the change log; their table holds a row or two per astronaut, and each
+    # check below is one lookup in tlog_leaves' fact index, so every pass reads them all.
+    for kid, name, pub, enrolled, revoked, enrolled_logged, revoked_logged in conn.execute(
+        "SELECT key_id, astronaut, public_key, enrolled_ms, revoked_ms, "
+        "EXISTS (SELECT 1 FROM tlog_leaves WHERE fact = 'key:' || lower(hex(key_id))), "
+        "EXISTS (SELECT 1 FROM tlog_leaves WHERE fact = 'revoke:' || lower(hex(key_id))) "
+        "FROM keys ORDER BY enrolled_ms, key_id"
     ):
-        yield Fact(
-            key=f"key:{bytes(kid).hex()}",
-            entry={
-                "kind": "key-enrolled",
-                "astronaut": name,
-                "key_id": bytes(kid).hex(),
-                "public_key": format_public_key(bytes(pub)),
-                "enrolled_ms": enrolled,
-            },
-        )
-        if revoked is not None:
+        if not enrolled_logged:
+            yield Fact(
+                key=f"key:{bytes(kid).hex()}",
+                entry={
+                    "kind": "key-enrolled",
+                    "astronaut": name,
+                    "key_id": bytes(kid).hex(),
+                    "public_key": format_public_key(bytes(pub)),
+                    "enrolled_ms": enrolled,
+                },
+            )
+        if revoked is not None and not revoked_logged:
             yield Fact(
                 key=f"revoke:{bytes(kid).hex()}",
                 entry={
@@ -139,21 +156,31 @@ def _keys(conn: sqlite3.Connection) -> Iterator[Fact]:
             )
 
 
-def _accounts(conn: sqlite3.Connection) -> Iterator[Fact]:
-    for name, account in conn.execute("SELECT astronaut, account FROM accounts ORDER BY astronaut, account"):
+def _accounts(conn: sqlite3.Connection, astronaut: str) -> Iterator[Fact]:
+    for (account,) in conn.execute(
+        "SELECT account FROM accounts WHERE astronaut = ? AND NOT EXISTS "
+        "(SELECT 1 FROM tlog_leaves l WHERE l.fact = 'account:' || astronaut || ':' || account) ORDER BY account",
+        (astronaut,),
+    ):
         yield Fact(
-            key=f"account:{name}:{account}",
-            entry={"kind": "account-enrolled", "astronaut": name, "account": account},
+            key=f"account:{astronaut}:{account}",
+            entry={"kind": "account-enrolled", "astronaut": astronaut, "account": account},
         )
 
 
-def _items(conn: sqlite3.Connection) -> Iterator[Fact]:
+_ITEMS = (
+    "SELECT i.id, i.kind, i.author, i.key_id, i.body, i.statement_sha256, i.statement, "
+    "i.target_id, b.sha256, i.received_ms "
+    "FROM items i JOIN bundles b ON b.bundle_id = i.bundle_id "
+    "WHERE {where} AND NOT EXISTS (SELECT 1 FROM tlog_leaves l WHERE l.fact = 'item:' || i.id) "
+    "ORDER BY i.received_ms, i.id"
+)
+
+
+def _items(conn: sqlite3.Connection, where: str, arg: str) -> Iterator[Fact]:
+    """Items not logged yet among those ``where`` (SQL over ``i``, one ``?``) selects."""
     for item_id, kind, author, kid, body, st_sha, statement, target, bundle_sha, received in conn.execute(
-        "SELECT i.id, i.kind, i.author, i.key_id, i.body, i.statement_sha256, i.statement, "
-        "i.target_id, b.sha256, i.received_ms "
-        "FROM items i JOIN bundles b ON b.bundle_id = i.bundle_id "
-        "WHERE NOT EXISTS (SELECT 1 FROM tlog_leaves l WHERE l.fact = 'item:' || i.id) "
-        "ORDER BY i.received_ms, i.id"
+        _ITEMS.format(where=where), (arg,)
     ):
         # Hashes only, never text: an embargoed post must not be readable from the log.
         yield Fact(
@@ -189,72 +216,119 @@ def _media_hashes(conn: sqlite3.Connection, item_id: str) -> list[str]:
     return [m.sha256.hex() for m in item.media] if isinstance(item, Post) else []
 
 
-def _publications(conn: sqlite3.Connection) -> Iterator[Fact]:
+def _publication(conn: sqlite3.Connection, item_id: str, account: str) -> Iterator[Fact]:
+    """The outcome of one (post, account), if it is one the log records and not logged yet."""
     marks = ",".join("?" * len(LOGGED_STATES))
-    for item_id, account, state, url, published in conn.execute(
-        "SELECT item_id, account, state, url, published_ms FROM publications "
-        f"WHERE state IN ({marks}) AND (state != 'failed' OR retryable = 0) "
+    row = conn.execute(
+        "SELECT state, url, published_ms, fidelity, fidelity_note, renditions FROM publications "
+        f"WHERE item_id = ? AND account = ? AND state IN ({marks}) AND (state != 'failed' OR retryable = 0) "
         "AND NOT EXISTS (SELECT 1 FROM tlog_leaves l WHERE l.fact = "
-        "'pub:' || item_id || ':' || account || ':' || state) ORDER BY updated_ms, item_id, account",
-        LOGGED_STATES,
-    ):
-        platform = account.partition(":")[0]
-        entry: dict[str, Any] = {
-            "kind": "publication",
-            "item_id": item_id,
-            "account": account,
-            "state": state,
-            "url": url,
-            "published_ms": published,
-            "text_fidelity": "exact",
-            "media_fidelity": media_fidelity(platform),
-        }
-        if state == "published":
-            entry["original_media_sha256"] = _media_hashes(conn, item_id)
-        yield Fact(key=f"pub:{item_id}:{account}:{state}", entry=entry)
-
-
-def pending_facts(conn: sqlite3.Connection) -> Iterator[Fact]:
-    """Every fact not in the log yet, in the order they are appended."""
-    logged = {
-        f
-        for (f,) in conn.execute(
-            "SELECT fact FROM tlog_leaves WHERE fact LIKE 'key:%' "
-            "OR fact LIKE 'revoke:%' OR fact LIKE 'account:%'"
-        )
+        "'pub:' || item_id || ':' || account || ':' || state)",
+        (item_id, account, *LOGGED_STATES),
+    ).fetchone()
+    if row is None:
+        return
+    state, url, published, fidelity, note, made = row
+    # An outcome's item is logged before it, even when its bundle's change is stamped later
+    # (a station's claim re-stamps a bundle after its publications).
+    yield from _items(conn, "i.id = ?", item_id)
+    entry: dict[str, Any] = {
+        "kind": "publication",
+        "item_id": item_id,
+        "account": account,
+        "state": state,
+        "url": url,
+        "published_ms": published,
+        "text_fidelity": "exact",
+        "media_fidelity": media_fidelity(account.partition(":")[0]),
     }
-    for fact in (*_keys(conn), *_accounts(conn)):
-        if fact.key not in logged:
-            yield fact
-    yield from _items(conn)
-    yield from _publications(conn)
+    if state == "published":
+        entry["original_media_sha256"] = _media_hashes(conn, item_id)
+        # What the adapter found reading the copy back (issue 13): the fidelity it observed
+        # (a Flickr original that came back different is re-encoded) and its words.
+        if fidelity:
+            entry["media_fidelity"] = fidelity
+        if note:
+            entry["read_back"] = note
+        if made:
+            # Photos sent as a rendition the signed post allowed (docs/PROTOCOL.md §15):
+            # both hashes and the recipe, so the log says exactly what was changed.
+            entry["renditions"] = [
+                {k: r[k] for k in ("photo", "original_sha256", "sha256", "recipe")} for r in json.loads(made)
+            ]
+    yield Fact(key=f"pub:{item_id}:{account}:{state}", entry=entry)
+
+
+def _facts_of(conn: sqlite3.Connection, kind: str, k1: str, k2: str) -> Iterator[Fact]:
+    """What one change of ground/changes.py may add to the log (other kinds add nothing)."""
+    if kind == "bundle":
+        yield from _items(conn, "i.bundle_id = ?", k1)
+    elif kind == "pub":
+        yield from _publication(conn, k1, k2)
+    elif kind == "enrolled":
+        yield from _accounts(conn, k1)
+
+
+def cursor(conn: sqlite3.Connection) -> int:
+    """The change sequence number (ground/changes.py) up to which every fact is logged."""
+    row = conn.execute("SELECT seq FROM tlog_cursor WHERE id = 1").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _append(conn: sqlite3.Connection, facts: list[Fact], now_ms: int) -> None:
+    size = int(conn.execute("SELECT COALESCE(MAX(idx), 0) FROM tlog_leaves").fetchone()[0])
+    seen: set[str] = set()
+    for fact in facts:
+        if fact.key in seen:  # an item reached twice in one batch (its bundle and an outcome)
+            continue
+        seen.add(fact.key)
+        size += 1
+        data = canonical_entry(fact.entry)
+        conn.execute(
+            "INSERT INTO tlog_leaves (idx, fact, entry, digest, ts_ms) VALUES (?, ?, ?, ?, ?)",
+            (size, fact.key, data, leaf_hash(data), now_ms),
+        )
 
 
 def catch_up(home: GroundHome, now_ms: int) -> int:
-    """Append every fact not logged yet and sign a checkpoint if the tree grew; returns leaves added."""
+    """Log every fact changed since the stored cursor, sign a checkpoint if the tree grew.
+
+    Each pass reads the keys (a few rows) and the changes (docs/PROTOCOL.md §9.1) numbered
+    above ``tlog_cursor``, at most ``BATCH`` per transaction; the leaves and the new cursor
+    commit together, so a crash repeats nothing and skips nothing. Facts are unique, so a row
+    stamped again (it changed again, or a station claimed its bundle) is never logged twice.
+    Blocking: ``ground serve`` runs it in a worker thread with a connection of its own.
+    Returns the leaves added.
+    """
     conn = home.conn
     ensure_schema(conn)
-    added = 0
+    before = _size(conn)
     while True:
         with transaction(conn):
-            size = int(conn.execute("SELECT COALESCE(MAX(idx), 0) FROM tlog_leaves").fetchone()[0])
-            batch = []
-            for fact in pending_facts(conn):
-                batch.append(fact)
-                if len(batch) == BATCH:
-                    break
-            for n, fact in enumerate(batch, start=size + 1):
-                data = canonical_entry(fact.entry)
+            since = cursor(conn)
+            rows = conn.execute(
+                "SELECT seq, kind, k1, k2 FROM changes WHERE seq > ? ORDER BY seq LIMIT ?", (since, BATCH)
+            ).fetchall()
+            facts = list(_keys(conn))
+            for _seq, kind, k1, k2 in rows:
+                facts.extend(_facts_of(conn, kind, k1, k2))
+            _append(conn, facts, now_ms)
+            if rows:
                 conn.execute(
-                    "INSERT INTO tlog_leaves (idx, fact, entry, digest, ts_ms) VALUES (?, ?, ?, ?, ?)",
-                    (n, fact.key, data, leaf_hash(data), now_ms),
+                    "INSERT INTO tlog_cursor (id, seq) VALUES (1, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET seq = excluded.seq",
+                    (rows[-1][0],),
                 )
-        added += len(batch)
-        if len(batch) < BATCH:
+        if len(rows) < BATCH:
             break
+    added = _size(conn) - before
     if added or latest(home) is None:
         _sign_head(home, now_ms)
     return added
+
+
+def _size(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COALESCE(MAX(idx), 0) FROM tlog_leaves").fetchone()[0])
 
 
 def _sign_head(home: GroundHome, now_ms: int) -> SignedCheckpoint:

@@ -25,6 +25,7 @@ from .compose import PhotoInput, compose_command, compose_post, targets_note
 from .errors import OnboardError
 from .export import CURRENT_GROUND, export_queue
 from .home import Home
+from .renditions import plan_for as rendition_plan
 
 app = typer.Typer(
     help="orbitpost onboard client: queue, sign and send posts from the station.\n\n"
@@ -309,6 +310,15 @@ def post(
         str | None,
         typer.Option("--at", metavar="TIME", help="Publish not before this UTC time (ISO 8601)."),
     ] = None,
+    allow_rendition: Annotated[
+        list[str],
+        typer.Option(
+            "--allow-rendition",
+            metavar="PLATFORM:ACCOUNT",
+            help="Let ground publish a JPEG rendition (recipe rendition/v1) of a photo over this account's "
+            "limits instead of refusing it; signed into the post. Repeat or comma-separate.",
+        ),
+    ] = [],  # noqa: B006
 ) -> None:
     """Queue a signed post (text and/or photos) for one or more accounts.
 
@@ -334,8 +344,13 @@ def post(
         targets=targets,
         photos=photos,
         publish_at_ms=_parse_at(at),
+        renditions=[t.strip() for chunk in allow_rendition for t in chunk.split(",") if t.strip()],
     )
     console.print(f"queued {p.id} for {visible(', '.join(p.targets))}")
+    # Said before a byte is sent: which accounts get a rendition, of what (docs/platforms.md).
+    planned = rendition_plan(state.home, conn, p)
+    if planned:
+        console.print(visible(planned))
     # Said before a byte is sent: which platforms publish the photo bytes as signed (issue 13).
     said = fidelity_summary(p.targets, len(p.media))
     if said:

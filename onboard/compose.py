@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,13 +14,22 @@ from protocol import LocalProtocolError, MediaRef, Post, SigningKey, sign_item
 from protocol.ids import new_ulid
 from protocol.limits import DEFAULT_LIMITS
 from protocol.mediatype import sniff_media_type
-from protocol.model import Cancel, Item, Retract, check_item, parse_target, with_derived_id
-from protocol.rules import violations
+from protocol.model import (
+    BODY_VERSION_RENDITIONS,
+    Cancel,
+    Item,
+    Retract,
+    check_item,
+    parse_target,
+    with_derived_id,
+)
 
 from . import queue
-from .errors import PostRejected, QueueError
+from . import renditions as renditions_mod
+from .errors import OnboardError, PostRejected, QueueError
 from .home import Home
 from .keystore import load_key
+from .link import load_link
 from .receipts import enrolled_accounts, known_rules
 
 # One photo larger than this is refused onboard: no platform we publish to takes more,
@@ -91,8 +101,12 @@ def compose_post(
     publish_at_ms: int | None = None,
     max_media_bytes: int | None = None,
     key: SigningKey | None = None,
+    renditions: list[str] | None = None,
 ) -> Post:
     """Validate, copy photos into the content store, sign and queue one post.
+
+    ``renditions``: targets for which the astronaut allows ground to publish a rendition of a
+    photo over that platform's limits (signed into the post, docs/PROTOCOL.md §3.1).
 
     ``max_media_bytes`` defaults to DEFAULT_MAX_MEDIA_BYTES, read at call time so tests can lower it.
     ``key`` is ``author``'s key when the caller already unlocked it (the compose page), else
@@ -114,6 +128,7 @@ def compose_post(
     if len(set(targets)) != len(targets):
         raise PostRejected("the same target account is given twice")
     check_enrolled(conn, author, targets)
+    allowed = check_consents(home, renditions or [], targets)
     loaded = [(_read_photo(p, min(max_media_bytes, DEFAULT_LIMITS.max_blob_bytes)), p) for p in photos]
     now = _created_ms(conn, author)
     media = tuple(
@@ -128,8 +143,9 @@ def compose_post(
         media=media,
         targets=tuple(targets),
         publish_at_ms=publish_at_ms,
+        renditions=allowed,
     )
-    check_rules(post, conn)
+    check_rules(post, conn, renditions_mod.photo_sizes([data for (data, _), _p in loaded]))
     try:
         check_item(post)
     except LocalProtocolError as exc:
@@ -169,12 +185,42 @@ def targets_note(conn: sqlite3.Connection, author: str) -> str | None:
     return None
 
 
-def check_rules(post: Post, conn: sqlite3.Connection | None = None) -> None:
+def check_rules(
+    post: Post, conn: sqlite3.Connection | None = None, sizes: Sequence[tuple[int, int] | None] = ()
+) -> None:
     """Refuse onboard what a target platform would refuse, with the per-account limits ground
-    sent in signed receipts (a Mastodon instance's own) where known, else the defaults."""
-    problems = violations(post, known_rules(conn) if conn is not None else None)
-    if problems:
-        raise PostRejected("; ".join(str(p) for p in problems))
+    sent in signed receipts (a Mastodon instance's own) where known, else the defaults.
+    ``sizes``: each photo's displayed size, for the pixel limits; a photo over a limit is
+    refused unless the post allows a rendition for that account (docs/platforms.md)."""
+    overrides = known_rules(conn) if conn is not None else None
+    refusals, _ = renditions_mod.check(post, sizes, overrides)
+    if refusals:
+        raise PostRejected(renditions_mod.refusal_text(post, refusals, sizes, overrides))
+
+
+def check_consents(home: Home, renditions: list[str], targets: list[str]) -> tuple[str, ...]:
+    """The rendition consents as signed: each one of ``targets``, once, and only for a ground
+    that reads body version 2 (when a link is configured, its capability token says)."""
+    for r in renditions:
+        if r not in targets:
+            raise PostRejected(
+                f"--allow-rendition {r} is not one of the post's targets ({', '.join(targets)}); "
+                "name an account given with --to"
+            )
+    if len(set(renditions)) != len(renditions):
+        raise PostRejected("the same --allow-rendition account is given twice")
+    if renditions:
+        try:
+            peer = load_link(home).peer
+        except OnboardError:
+            peer = None  # no live link: `onboard export` checks the receiving ground's token
+        if peer is not None and not peer.reads_body(BODY_VERSION_RENDITIONS):
+            raise PostRejected(
+                f"ground (as its capability token says: {peer.to_token()}) does not read posts that allow "
+                "a rendition (item body version 2); upgrade ground and run `onboard link add` again, "
+                "or post without --allow-rendition"
+            )
+    return tuple(renditions)
 
 
 def compose_command(

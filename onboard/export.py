@@ -21,9 +21,10 @@ from protocol.codecs import Codec
 from protocol.compact_items import encode_compact_items
 from protocol.dictionary import compress_items, shipped_ids
 from protocol.ids import new_ulid
+from protocol.model import BODY_VERSIONS
 
 from . import queue
-from .errors import IdentityError
+from .errors import IdentityError, OnboardError
 from .home import Home
 from .keystore import load_key
 
@@ -68,6 +69,7 @@ CURRENT_GROUND = Capabilities(
     codecs=frozenset({Codec.IDENTITY, Codec.ZSTD, Codec.ZSTD_DICT, Codec.JPEG_XL}),
     dictionaries=shipped_ids(),
     formats=FORMATS,
+    bodies=BODY_VERSIONS,
 )
 
 
@@ -110,7 +112,11 @@ def batch_items(
     columns, docs/PROTOCOL.md §14) when ``peer`` reads it and every author's key is here and
     is the one that signed their queued items; else format 1, the per-item signatures made
     when each item was queued."""
+    check_bodies(batch, peer)
     if not peer.reads_format(2):
+        return [q.signed for q in batch]
+    if any(isinstance(q.item, Post) and q.item.renditions for q in batch):
+        # A version-2 body (rendition consent) has no column in format 2 (docs/PROTOCOL.md §3.1).
         return [q.signed for q in batch]
     keys: dict[str, SigningKey] = {}
     for q in batch:
@@ -123,6 +129,28 @@ def batch_items(
         if key_id(keys[author].public_key) != q.signed.key_id:
             return [q.signed for q in batch]
     return CompactItems(raw=encode_compact_items([q.item for q in batch], keys), count=len(batch))
+
+
+def body_refusal(post: Post, peer: Capabilities) -> str | None:
+    """Why ``peer`` cannot be sent ``post``'s body, or None: a version-2 body (a rendition
+    consent, docs/PROTOCOL.md §3.1) goes only to a ground that announced it reads it (§5.3)."""
+    if peer.reads_body(post.body_version):
+        return None
+    versions = ", ".join(str(v) for v in sorted(peer.bodies))
+    return (
+        f"post {post.id} allows a rendition ({', '.join(post.renditions)}), which needs item body version "
+        f"{post.body_version}, but this ground reads body version {versions} only (its capability token); "
+        f"upgrade ground, or `onboard cancel {post.id}` and post it again without --allow-rendition"
+    )
+
+
+def check_bodies(batch: list[queue.QueuedItem], peer: Capabilities) -> None:
+    """Raise OnboardError naming the first post ``peer`` cannot read (see body_refusal)."""
+    for q in batch:
+        if isinstance(q.item, Post):
+            why = body_refusal(q.item, peer)
+            if why:
+                raise OnboardError(why)
 
 
 def build_batch_bundle(

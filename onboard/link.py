@@ -325,6 +325,7 @@ def plan(
     peer: Capabilities | None = None,
     *,
     defer: frozenset[bytes] = frozenset(),
+    hold_text: bool = True,
 ) -> None:
     """Turn every queued item into transfers (durably), and mark those items 'sending'.
 
@@ -335,7 +336,10 @@ def plan(
     written during a loss of signal, or while a bundle crosses, then leave together as one
     bundle, which shares one signature per astronaut and one compression context (§14) —
     on real tweets 0.47 × their UTF-8 in a bundle of 200 against 3.3 × alone. The cost is
-    at most one bundle's transfer time of extra latency for the waiting posts.
+    at most one bundle's transfer time of extra latency for the waiting posts. While the link
+    is down (``hold_text`` False, sync's sender says so) text is not held: a bundle stuck in the
+    dark would cost the posts behind it a round trip after the link returns (issue 14: a post
+    written during a loss of signal is published within 2 RTT of its return).
     """
     from .export import batch_items, items_encoding
 
@@ -349,7 +353,7 @@ def plan(
     now = _now_ms()
     text = (
         []
-        if text_in_flight(conn, now)
+        if hold_text and text_in_flight(conn, now)
         else [q for q in pending if not (isinstance(q.item, Post) and q.item.media)]
     )
     # A photo post whose JPEG is still being transcoded (``defer``) waits for the next pass;

@@ -202,6 +202,9 @@ def _apply_publication(conn: sqlite3.Connection, r: PublicationReceipt, now: int
     detail = None
     if state in ("failed", "rejected", "retract_failed"):
         detail = f"{r.error or state}; {remedy(r.item_id, r.account, state)}"
+    elif r.renditions:
+        # Never silently: a published rendition is named with both hashes (docs/platforms.md).
+        detail = "; ".join(n.describe() for n in r.renditions)
     conn.execute(
         "UPDATE deliveries SET state = ?, url = ?, detail = ?, remote_id = ?, ground_seq = ?, updated_ms = ? "
         "WHERE item_id = ? AND target = ?",

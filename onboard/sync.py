@@ -1,10 +1,11 @@
 """`onboard sync`: drives the transfer sender over HTTP (aiohttp) until the queue is across.
 
 Each request frame is one ``POST /v1/link``; up to the sender's ``streams`` run at once on
-separate connections (parallel TCP streams: more of them while TCP_INFO shows the link has
-room, docs/link.md) so a 1.4 s round trip and random loss do not idle the link. The sender machine decides what
-to send, when to give up on a request and how long to back off; this module carries bytes,
-keeps the queue's tables up to date and fetches receipts.
+separate connections (parallel TCP streams: more of them while the round trips of its own
+small requests show the link has room, docs/link.md) so a 1.4 s round trip and random loss do
+not idle the link. The sender machine decides what to send, when to give up on a request and
+how long to back off; this module carries bytes, measures each request's round trip, keeps the
+queue's tables up to date and fetches receipts.
 
 ``sync`` never hangs forever: without ``watch`` it stops with an error once the link has
 been down for ``give_up_after_s``; with ``watch`` it keeps probing (every few seconds at
@@ -16,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import socket
 import sqlite3
-import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -68,6 +70,12 @@ KEEPALIVE_S = 3600.0
 # a lone text post's bundle (issue 14). Host and Authorization stay.
 LINK_SKIP_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 WARM_TIMEOUT_S = 60.0
+# Connection attempts raced for one request (``_WatchedConnector``): enough to span its
+# deadline (a probe's 300 s while the link is down: 1,000 steps of 0.4 RTT on a 0.6 s path), at
+# most RACE_ATTEMPTS. Each attempt gives up after a SYN and one retry (TCP_SYNCNT=1, 3 s), so
+# ~10 are open at once. simlink/vhttp.py races alike.
+RACE_ATTEMPTS = 1024
+RACE_SYN_RETRIES = 1
 WARM_RETRY_S = 30.0
 WARM_RETRY_MAX_S = 300.0
 
@@ -110,11 +118,30 @@ class SyncResult:
 
 class _WatchedConnector(aiohttp.TCPConnector):
     """aiohttp's pool, remembering the transports it hands out, so sync can tell whether a
-    connection to ground is still open (a response releases its connection before sync sees it)."""
+    connection to ground is still open (a response releases its connection before sync sees it).
+
+    New connections race: with ``race_every_s`` set (the sender's ``race_every_s``), ground's
+    address is tried ``race_attempts`` times, a new attempt every ``race_every_s`` while
+    none has connected; the first to connect carries the request and aiohappyeyeballs closes
+    the others. This is Happy Eyeballs' staggered race (RFC 8305 §5, which aiohttp runs over a
+    host's addresses) over one address: after a loss of signal, a SYN leaves within 0.4 RTT
+    of the link's return instead of at the kernel's next SYN retry (1, 2, 4 s … after the first)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._transports: list[asyncio.BaseTransport] = []
+        self.race_every_s: float | None = None
+        self.race_attempts = 1
+
+    def _convert_hosts_to_addr_infos(self, hosts: list[Any]) -> list[Any]:
+        infos = super()._convert_hosts_to_addr_infos(hosts)
+        if self.race_every_s is None or not infos:
+            return infos
+        # aiohttp hands these to aiohappyeyeballs.start_connection with this delay; after a
+        # failed race it drops ``interleave`` addresses per family, so the repeats go together.
+        self._happy_eyeballs_delay = self.race_every_s
+        self._interleave = self.race_attempts
+        return infos[:1] * self.race_attempts
 
     async def connect(self, *args: Any, **kwargs: Any) -> aiohttp.connector.Connection:
         conn = await super().connect(*args, **kwargs)
@@ -134,67 +161,51 @@ class _WatchedConnector(aiohttp.TCPConnector):
         return list(self._transports)
 
 
-# Linux's struct tcp_info (include/uapi/linux/tcp.h) up to tcpi_segs_in: 8 u8 fields, 24 u32
-# (tcpi_rto … tcpi_total_retrans), 4 u64 (pacing rates, bytes acked/received), segs_out/in.
-_TCP_INFO = struct.Struct("=8B24I4Q2I")
-_SND_MSS, _RTT_US, _TOTAL_RETRANS, _SEGS_OUT = 10, 23, 31, 36
-PATH_EVERY_S = 0.5  # how often TCP's view of the link is read (simlink: OBSERVE_S)
+def _racing_socket(addr_info: Any) -> socket.socket:
+    """A connection attempt's socket: one SYN retry (Linux TCP_SYNCNT), so each raced attempt
+    ends after 3 s and the next ones carry on probing (aiohttp's socket_factory)."""
+    family, type_, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=type_, proto=proto)
+    syncnt = getattr(socket, "TCP_SYNCNT", None)
+    if syncnt is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, syncnt, RACE_SYN_RETRIES)
+    return sock
 
 
-def tcp_info(transport: asyncio.BaseTransport) -> tuple[int, float, int, int] | None:
-    """(segs_out, rtt_s, total_retrans, mss) of a TCP connection, from Linux TCP_INFO; None
-    where the platform has no TCP_INFO."""
-    sock = transport.get_extra_info("socket")
-    opt = getattr(socket, "TCP_INFO", None)
-    if sock is None or opt is None:
-        return None
-    try:
-        raw = sock.getsockopt(socket.IPPROTO_TCP, opt, _TCP_INFO.size)
-    except OSError:
-        return None
-    if len(raw) < _TCP_INFO.size:
-        return None
-    v = _TCP_INFO.unpack(raw)
-    return v[_SEGS_OUT], v[_RTT_US] / 1e6, v[_TOTAL_RETRANS], v[_SND_MSS]
+@dataclass(slots=True)
+class _Timing:
+    """When a request began on an open connection (aiohttp's trace context)."""
+
+    started_at: float | None = None
 
 
-class _PathWatch:
-    """TCP's own view of the link for the sender's stream count (``observe_path``): segments
-    sent and retransmitted on every open connection since the last look, their mean RTT."""
+async def _headers_sent(
+    _session: aiohttp.ClientSession, ctx: SimpleNamespace, _params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    """A request began on an open connection: its round trip is measured from here, so a TCP
+    handshake does not count as path delay (the sender sizes its streams from these)."""
+    if isinstance(ctx.trace_request_ctx, _Timing):
+        ctx.trace_request_ctx.started_at = time.monotonic()
 
-    def __init__(self, sender: TransferSender, connector: _WatchedConnector) -> None:
-        self._sender = sender
-        self._connector = connector
-        self._seen: dict[asyncio.BaseTransport, tuple[int, int]] = {}
-        self._at = 0.0
 
-    def step(self, now: float) -> None:
-        if now - self._at < PATH_EVERY_S:
-            return
-        self._at = now
-        segs = retrans = mss = 0
-        rtts: list[float] = []
-        live = self._connector.transports()
-        for t in live:
-            info = tcp_info(t)
-            if info is None:
-                continue
-            out, rtt_s, total_retrans, mss = info
-            s0, r0 = self._seen.get(t, (0, 0))
-            segs, retrans = segs + out - s0, retrans + total_retrans - r0
-            self._seen[t] = (out, total_retrans)
-            if rtt_s > 0:
-                rtts.append(rtt_s)
-        self._seen = {t: v for t, v in self._seen.items() if t in live}
-        if rtts and mss:
-            self._sender.observe_path(
-                now, rtt_s=sum(rtts) / len(rtts), segments=segs, retransmits=retrans, mss_bytes=mss
-            )
+def _trace_config() -> aiohttp.TraceConfig:
+    tc = aiohttp.TraceConfig()
+    tc.on_request_headers_sent.append(_headers_sent)
+    return tc
 
 
 def _pending_items(conn: sqlite3.Connection) -> int:
     row = conn.execute("SELECT COUNT(*) FROM items WHERE status IN ('queued', 'sending')").fetchone()
     return int(row[0])
+
+
+def awaiting_news(conn: sqlite3.Connection) -> int:
+    """What ground may have news of: ``awaiting_receipts`` less the deliveries still 'sending'
+    (their bundle is not committed on ground yet, so a receipts request could only come back
+    empty: ~400 bytes of a lone text post's downlink, issue 14). Its commit kicks the poll."""
+    (sending,) = conn.execute("SELECT COUNT(*) FROM deliveries WHERE state = 'sending'").fetchone()
+    return max(0, awaiting_receipts(conn) - int(sending))
 
 
 def _unsettled_deliveries(conn: sqlite3.Connection) -> int:
@@ -289,18 +300,27 @@ class _Requests:
     def send_due(self, session: aiohttp.ClientSession, now: float) -> None:
         """Start a request for every frame the sender has ready."""
         for out in self._sender.data_to_send(now):
+            connector = session.connector
+            if isinstance(connector, _WatchedConnector):
+                connector.race_every_s = out.race_every_s
+                if out.race_every_s:
+                    span = max(0.0, out.deadline - now) / out.race_every_s
+                    connector.race_attempts = max(1, min(RACE_ATTEMPTS, math.ceil(span)))
             self.tasks[out.seq] = asyncio.ensure_future(self._carry(session, out.seq, out.data, out.deadline))
 
     async def _carry(self, session: aiohttp.ClientSession, seq: int, data: bytes, deadline: float) -> None:
         sender = self._sender
         try:
             timeout = aiohttp.ClientTimeout(total=max(0.5, deadline - time.monotonic()))
-            async with session.post(self._url, data=data, headers=self._headers, timeout=timeout) as resp:
+            timing = _Timing()
+            async with session.post(
+                self._url, data=data, headers=self._headers, timeout=timeout, trace_request_ctx=timing
+            ) as resp:
                 body = await resp.read()
                 now = self.answered_at = time.monotonic()
                 self._on_contact()
                 if resp.status == 200:
-                    sender.receive(body, now)
+                    sender.receive(body, now, started_at=timing.started_at)
                 elif resp.content_type == "application/json":
                     try:
                         j = json.loads(body)
@@ -347,7 +367,7 @@ class _ReceiptsExchange:
         """Ask for receipts if due and something awaits them."""
         if self.pending or not self.poll.due(now):
             return
-        if awaiting_receipts(self._conn):
+        if awaiting_news(self._conn):
             self._sender.request_receipts(cursor(self._conn), claims(self._conn))
             self.pending, self._changed = True, 0
             self.poll.next_at = now + self.poll.interval_s  # if the answer never comes
@@ -451,7 +471,7 @@ class _Planner:
                 # answers keep moving meanwhile.
                 self.prep = asyncio.ensure_future(asyncio.to_thread(self._prepare_all, todo))
                 self.prep.add_done_callback(lambda _f: self._wake.set())
-        link.plan(self._home, self._conn, self._peer, defer=self._preparing)
+        link.plan(self._home, self._conn, self._peer, defer=self._preparing, hold_text=self._sender.link_up)
         for p in link.active_transfers(self._home, self._conn):
             name = p.spec.key.name
             if name in self._added:
@@ -513,9 +533,11 @@ class _Sync:
         self.planner = _Planner(home, self.conn, self.cfg.peer, self.sender, self.progress, self.wake)
         # One connection per stream (parallel streams, docs/link.md), plus the warm-up's.
         self.connector = _WatchedConnector(
-            limit=self.sender.config.max_window + 2, keepalive_timeout=KEEPALIVE_S, ssl=self.cfg.ssl()
+            limit=self.sender.config.max_window + 2,
+            keepalive_timeout=KEEPALIVE_S,
+            ssl=self.cfg.ssl(),
+            socket_factory=_racing_socket,
         )
-        self.path = _PathWatch(self.sender, self.connector)
         self.keeper = _ConnectionKeeper(
             self.cfg.ground_url + "/v1/health", self.connector, self.wake, self.seen.contact
         )
@@ -525,7 +547,7 @@ class _Sync:
 
     async def run(self) -> SyncResult:
         async with aiohttp.ClientSession(
-            connector=self.connector, skip_auto_headers=LINK_SKIP_HEADERS
+            connector=self.connector, skip_auto_headers=LINK_SKIP_HEADERS, trace_configs=[_trace_config()]
         ) as session:
             try:
                 while not self.stop.is_set():
@@ -568,7 +590,6 @@ class _Sync:
         deadline = self.sender.next_deadline()
         if deadline is not None and deadline <= now:
             self.sender.handle_timeout(now)
-        self.path.step(now)
         self.requests.send_due(session, now)
         self._handle_events()
         if self.watch:

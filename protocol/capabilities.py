@@ -5,8 +5,9 @@ anything else travels in a form every side reads (zstd or as-is). The codec of e
 section is also marked in the bundle header, so a bundle is self-describing either way
 (docs/PROTOCOL.md §5, §10).
 
-Token form: ``codecs=0,1,2,3;dicts=6f700001;formats=1,2`` — codec ids in decimal, dictionary
-ids in hex, bundle format versions in decimal (a token without ``formats`` means format 1 only).
+Token form: ``codecs=0,1,2,3;dicts=6f700001;formats=1,2;bodies=1,2`` — codec ids in decimal,
+dictionary ids in hex, bundle format versions and item body versions in decimal (a token
+without ``formats`` means format 1 only, without ``bodies`` body version 1 only).
 Unknown ``key=value`` parts are ignored so later versions can add keys.
 """
 
@@ -28,6 +29,12 @@ class Capabilities:
     codecs: frozenset[int]
     dictionaries: frozenset[int] = frozenset()
     formats: frozenset[int] = frozenset({1})
+    # Item body versions (docs/PROTOCOL.md §3, §3.1): onboard writes a version-2 body (a
+    # rendition consent) only to a ground that lists 2 here.
+    bodies: frozenset[int] = frozenset({1})
+
+    def reads_body(self, version: int) -> bool:
+        return version in self.bodies
 
     def decodes(self, codec: int) -> bool:
         return codec in self.codecs
@@ -43,7 +50,11 @@ class Capabilities:
         codecs = ",".join(str(c) for c in sorted(self.codecs))
         dicts = ",".join(f"{d:x}" for d in sorted(self.dictionaries))
         formats = ",".join(str(f) for f in sorted(self.formats))
-        return f"codecs={codecs};dicts={dicts};formats={formats}"
+        token = f"codecs={codecs};dicts={dicts};formats={formats}"
+        if self.bodies != {1}:
+            # Left out when it says nothing new, so a token stays what older grounds compared.
+            token += ";bodies=" + ",".join(str(b) for b in sorted(self.bodies))
+        return token
 
     @classmethod
     def from_token(cls, token: str) -> Capabilities:
@@ -68,6 +79,7 @@ class Capabilities:
             codecs=_ints(fields["codecs"], 10, "codec id"),
             dictionaries=_ints(fields.get("dicts", ""), 16, "dictionary id"),
             formats=_ints(fields.get("formats", "1"), 10, "bundle format") or frozenset({1}),
+            bodies=_ints(fields.get("bodies", "1"), 10, "body version") or frozenset({1}),
         )
 
 

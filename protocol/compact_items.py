@@ -57,6 +57,10 @@ def encode_compact_items(
             authors.append(it.author)
         if it.author not in keys:
             raise LocalProtocolError(f"no signing key for {it.author!r}, who wrote item {it.id}")
+        if isinstance(it, Post) and it.renditions:
+            # The 14 columns have no place for a version-2 body's rendition list (§3.1, §14):
+            # such a post travels in format 1 with its own signature.
+            raise LocalProtocolError(f"post {it.id} allows a rendition: it travels in bundle format 1, not 2")
     if len(authors) > MAX_SIGNERS:
         raise LocalProtocolError(f"at most {MAX_SIGNERS} astronauts per bundle")
     bodies = [encode_item(it, limits) for it in items]

@@ -35,6 +35,9 @@ class ErrorCode(StrEnum):
     RULE_VIOLATION = "rule_violation"
     UNKNOWN_ACCOUNT = "unknown_account"
     TRANSFER = "transfer"
+    # Body version 2's rendition consents (docs/PROTOCOL.md §3.1).
+    RENDITION_NOT_A_TARGET = "rendition_not_a_target"
+    RENDITION_DUPLICATE = "rendition_duplicate"
 
 
 class ProtocolError(Exception):

@@ -18,7 +18,12 @@ from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from .ids import derived_ulid, new_ulid, ulid_from_bytes, ulid_to_bytes
 from .limits import DEFAULT_LIMITS, Limits
 
+# Version 1 is what every post without a rendition consent is written as (docs/PROTOCOL.md §3);
+# version 2 appends field 9, ``renditions`` (§3.1), and is written only when that list is not
+# empty, so a post has exactly one body and every version-1 body, vector and derived id stays.
 BODY_VERSION = 1
+BODY_VERSION_RENDITIONS = 2
+BODY_VERSIONS = frozenset({BODY_VERSION, BODY_VERSION_RENDITIONS})
 
 # Times are ms since the epoch in the ULID range (48 bits, until year 10889): anything larger
 # is nonsense, and would not fit the signed 64-bit integers ground stores times in.
@@ -55,8 +60,17 @@ class Post:
     media: tuple[MediaRef, ...] = ()
     targets: tuple[str, ...] = ()
     publish_at_ms: int | None = None
+    # Targets (each one of ``targets``) for which the astronaut allows ground to publish a
+    # rendition of a photo that is over that platform's limits (docs/PROTOCOL.md §3.1).
+    # Empty: every photo goes out exactly as signed, or not at all.
+    renditions: tuple[str, ...] = ()
 
     kind = ItemKind.POST
+
+    @property
+    def body_version(self) -> int:
+        """The body version this post is written as: 2 only if it allows a rendition."""
+        return BODY_VERSION_RENDITIONS if self.renditions else BODY_VERSION
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +131,7 @@ def check_item(item: Item, limits: Limits = DEFAULT_LIMITS) -> None:
             raise LocalProtocolError(f"at most {limits.max_targets_per_post} targets per post")
         for t in item.targets:
             parse_target(t)
+        _check_renditions(item.renditions, item.targets, lambda _code, m: LocalProtocolError(m))
         for m in item.media:
             if len(m.sha256) != 32:
                 raise LocalProtocolError("media sha256 must be 32 bytes")
@@ -128,6 +143,20 @@ def check_item(item: Item, limits: Limits = DEFAULT_LIMITS) -> None:
                 raise LocalProtocolError(
                     f"photo is {m.size_bytes} bytes, the limit is {limits.max_blob_bytes}"
                 )
+
+
+def _check_renditions(
+    renditions: tuple[str, ...], targets: tuple[str, ...], err: Callable[[ErrorCode, str], Exception]
+) -> None:
+    """Each rendition consent names one of the post's own targets, once (§3.1)."""
+    for i, t in enumerate(renditions):
+        if t not in targets:
+            raise err(
+                ErrorCode.RENDITION_NOT_A_TARGET,
+                f"rendition allowed for {t!r}, which is not one of the post's targets ({', '.join(targets)})",
+            )
+        if t in renditions[:i]:
+            raise err(ErrorCode.RENDITION_DUPLICATE, f"rendition allowed for {t!r} twice")
 
 
 def _check_utf8(value: str, what: str) -> None:
@@ -151,10 +180,14 @@ def _check_common(author: str, created_ms: int, limits: Limits, err: Callable[[s
 def encode_item(item: Item, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """The canonical body bytes of ``item`` (what gets signed), checked against ``limits``."""
     check_item(item, limits)
-    head: list[Any] = [BODY_VERSION, int(item.kind), ulid_to_bytes(item.id), item.author, item.created_ms]
+    version = item.body_version if isinstance(item, Post) else BODY_VERSION
+    head: list[Any] = [version, int(item.kind), ulid_to_bytes(item.id), item.author, item.created_ms]
     if isinstance(item, Post):
         media = [[m.sha256, m.size_bytes, m.media_type, m.alt] for m in item.media]
-        return pack([*head, item.text, media, list(item.targets), item.publish_at_ms])
+        fields = [*head, item.text, media, list(item.targets), item.publish_at_ms]
+        if item.renditions:
+            fields.append(list(item.renditions))
+        return pack(fields)
     return pack([*head, ulid_to_bytes(item.target_id)])
 
 
@@ -178,11 +211,12 @@ def with_derived_id(item: ItemT) -> ItemT:
 
 
 def body_bounds(limits: Limits) -> tuple[int, int]:
-    """(longest array, most values) canonical.unpack lets an item body hold: nine fields, a
-    media list and a target list no longer than the longest array, each media entry four
-    fields. Loose enough that a body over a limit gets the precise error of its own check."""
-    longest = max(9, limits.max_media_per_post, limits.max_targets_per_post)
-    return longest, 9 + 6 * longest
+    """(longest array, most values) canonical.unpack lets an item body hold: ten fields, a
+    media list, a target list and a rendition list no longer than the longest array, each
+    media entry four fields. Loose enough that a body over a limit gets the precise error of
+    its own check."""
+    longest = max(10, limits.max_media_per_post, limits.max_targets_per_post)
+    return longest, 10 + 7 * longest
 
 
 def decode_item(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Item:
@@ -196,10 +230,11 @@ def decode_item(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Item:
         min_len=5,
     )
     version = expect(v[0], int, what="item version")
-    if version != BODY_VERSION:
+    if version not in BODY_VERSIONS:
         raise RemoteProtocolError(
             ErrorCode.UNSUPPORTED_VERSION,
-            f"item body version {version} is not supported (this ground reads version {BODY_VERSION}); upgrade ground",
+            f"item body version {version} is not supported (this ground reads versions "
+            f"{', '.join(map(str, sorted(BODY_VERSIONS)))}); upgrade ground",
         )
     kind = expect(v[1], int, what="item kind")
     item_id = _id(v[2], "item id")
@@ -207,7 +242,8 @@ def decode_item(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Item:
     created_ms = expect(v[4], int, what="created time")
     _check_common(author, created_ms, limits, lambda m: RemoteProtocolError(ErrorCode.MALFORMED, m))
     if kind == ItemKind.POST:
-        expect_list(v, what="post body", min_len=9, max_len=9)
+        n_fields = 10 if version == BODY_VERSION_RENDITIONS else 9
+        expect_list(v, what=f"version-{version} post body", min_len=n_fields, max_len=n_fields)
         text = expect(v[5], str, what="post text")
         if len(text.encode()) > limits.max_text_bytes:
             raise RemoteProtocolError(
@@ -230,6 +266,7 @@ def decode_item(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Item:
             )
         if not text and not media:
             raise RemoteProtocolError(ErrorCode.MALFORMED, f"post {item_id} has neither text nor media")
+        renditions = _renditions_from_wire(v[9], targets, item_id, limits) if n_fields == 10 else ()
         return Post(
             id=item_id,
             author=author,
@@ -238,13 +275,36 @@ def decode_item(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Item:
             media=media,
             targets=targets,
             publish_at_ms=publish_at,
+            renditions=renditions,
         )
     if kind in (ItemKind.CANCEL, ItemKind.RETRACT):
+        if version != BODY_VERSION:
+            # Version 2 only appends a post field: a command is always written as version 1.
+            raise RemoteProtocolError(
+                ErrorCode.MALFORMED, f"a command body is version {BODY_VERSION}, not {version}"
+            )
         expect_list(v, what="command body", min_len=6, max_len=6)
         target_id = _id(v[5], "command target id")
         cls = Cancel if kind == ItemKind.CANCEL else Retract
         return cls(id=item_id, author=author, created_ms=created_ms, target_id=target_id)
     raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown item kind {kind}")
+
+
+def _renditions_from_wire(
+    value: Any, targets: tuple[str, ...], item_id: str, limits: Limits
+) -> tuple[str, ...]:
+    """Field 9 of a version-2 post: 1..targets strings, each one of ``targets``, no repeats."""
+    v = expect_list(value, what="rendition list", min_len=0, max_len=limits.max_targets_per_post)
+    if not v:
+        # An empty list means "no rendition", which is what a version-1 body says: one post,
+        # one body (a format-2 bundle rebuilds bodies, so two spellings would not verify).
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED,
+            f"post {item_id} is a version-2 body with no rendition; write it as version 1",
+        )
+    out = tuple(expect(t, str, what="rendition target") for t in v)
+    _check_renditions(out, targets, lambda code, m: RemoteProtocolError(code, f"post {item_id}: {m}"))
+    return out
 
 
 def _id(value: Any, what: str) -> str:

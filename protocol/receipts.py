@@ -4,7 +4,8 @@ A receipts document is ``[body, key_id(8), signature(64)]`` where the signature 
 ground's Ed25519 signature over ``RECEIPTS_DOMAIN + body`` and body is canonical msgpack::
 
     [version=2, issued_ms, [entry, ...]]
-    entry = [1, item_id(16), account, state, url|nil, error|nil, seq, remote_id|nil]  publication
+    entry = [1, item_id(16), account, state, url|nil, error|nil, seq, remote_id|nil,
+             [rendition, ...]?]                                                       publication
           | [2, bundle_sha256(32), bundle_id(16)|nil, accepted, code, message,
              [item_id(16), ...], seq]                                                  bundle
           | [3, account, max_text|nil, max_media|nil, max_media_bytes|nil,
@@ -21,6 +22,11 @@ An account-limits entry carries what ground learned from the platform about one 
 (a Mastodon instance's ``/api/v2/instance``), so onboard refuses exactly what ground
 would; nil means "the platform's default". Fields may be appended to it later: a
 decoder reads the ones it knows and ignores the rest (still covered by the signature).
+
+A publication entry gains a 9th field only when ground published a rendition the signed post
+allowed (docs/PROTOCOL.md §3.1): ``rendition = [photo, original_sha256(32), sha256(32), recipe,
+width, height]``. Only an onboard that can sign such a consent ever receives one (a station
+sees its own posts only), so older stations never meet the longer entry.
 
 The station pins ground's public key when the link is set up and refuses documents signed
 by anything else, so receipts read from a file hand-off are as trustworthy as live ones.
@@ -82,6 +88,26 @@ class PublicationReceipt:
     seq: int
     # The platform's own id for the published post (Bluesky: its at:// URI), or None.
     remote_id: str | None = None
+    # Appended: photos sent to this account as a rendition (docs/platforms.md "Renditions").
+    renditions: tuple[RenditionNote, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RenditionNote:
+    """One photo ground published as a rendition: both hashes, the recipe, the size sent."""
+
+    photo: int  # 1-based
+    original_sha256: bytes
+    sha256: bytes
+    recipe: str
+    width: int
+    height: int
+
+    def describe(self) -> str:
+        return (
+            f"photo {self.photo} sent as a rendition ({self.recipe}, {self.width}×{self.height} JPEG, "
+            f"sha256 {self.sha256.hex()[:16]}…; signed original {self.original_sha256.hex()[:16]}…), as allowed"
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -154,6 +180,11 @@ def _entry(r: Receipt) -> list[Any]:
             r.error,
             r.seq,
             r.remote_id,
+            *(
+                [[[n.photo, n.original_sha256, n.sha256, n.recipe, n.width, n.height] for n in r.renditions]]
+                if r.renditions
+                else []
+            ),
         ]
     if isinstance(r, AccountLimitsReceipt):
         return [
@@ -216,7 +247,7 @@ def _decode_entry(v: Any) -> Receipt:
     e = expect_list(v, what="receipt entry", min_len=1)
     kind = expect(e[0], int, what="receipt kind")
     if kind == EntryKind.PUBLICATION:
-        expect_list(e, what="publication receipt", min_len=8, max_len=8)
+        expect_list(e, what="publication receipt", min_len=8, max_len=9)
         return PublicationReceipt(
             item_id=_id(e[1], "receipt item id"),
             account=expect(e[2], str, what="receipt account"),
@@ -225,6 +256,7 @@ def _decode_entry(v: Any) -> Receipt:
             error=_opt_str(e[5], "receipt error"),
             seq=_seq(e[6]),
             remote_id=_opt_str(e[7], "receipt remote id"),
+            renditions=_renditions(e[8]) if len(e) == 9 else (),
         )
     if kind == EntryKind.BUNDLE:
         expect_list(e, what="bundle receipt", min_len=8, max_len=8)
@@ -279,6 +311,32 @@ def _decode_entry(v: Any) -> Receipt:
             seq=_seq(e[5]),
         )
     raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown receipt kind {kind}")
+
+
+# A post has at most 16 photos (docs/PROTOCOL.md §11).
+MAX_RENDITIONS = 16
+
+
+def _renditions(v: Any) -> tuple[RenditionNote, ...]:
+    notes = []
+    for n in expect_list(v, what="receipt renditions", min_len=1, max_len=MAX_RENDITIONS):
+        f = expect_list(n, what="receipt rendition", min_len=6, max_len=6)
+        orig, sha = (
+            expect(f[1], bytes, what="rendition original"),
+            expect(f[2], bytes, what="rendition sha256"),
+        )
+        photo, width, height = (expect(f[i], int, what="rendition size") for i in (0, 4, 5))
+        if len(orig) != 32 or len(sha) != 32 or not 1 <= photo <= MAX_RENDITIONS:
+            raise RemoteProtocolError(ErrorCode.MALFORMED, "receipt rendition: bad photo number or sha256")
+        if not (0 < width <= MAX_LIMIT_VALUE and 0 < height <= MAX_LIMIT_VALUE):
+            raise RemoteProtocolError(ErrorCode.MALFORMED, "receipt rendition: bad size")
+        recipe = expect(f[3], str, what="rendition recipe")
+        notes.append(
+            RenditionNote(
+                photo=photo, original_sha256=orig, sha256=sha, recipe=recipe, width=width, height=height
+            )
+        )
+    return tuple(notes)
 
 
 def _seq(v: Any) -> int:

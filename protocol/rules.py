@@ -30,13 +30,11 @@ with each Unicode release); the standard library has no grapheme segmentation.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import regex
-from twitter_text.extract_emojis import extract_emojis_with_indices
-from twitter_text.extract_urls import extract_urls_with_indices
 
 from .model import Post, parse_target
 
@@ -95,6 +93,12 @@ class PlatformRules:
     needs_media: bool = False
     # Where the numbers come from (the platform's documentation page).
     source: str = ""
+    # Appended (issue 13, renditions): pixel limits of one photo as displayed (EXIF rotation
+    # applied). ``max_side_px``: longest side; ``max_pixels``: width × height;
+    # ``aspect_range``: (narrowest, widest) width / height. None: no such limit.
+    max_side_px: int | None = None
+    max_pixels: int | None = None
+    aspect_range: tuple[float, float] | None = None
 
 
 _COMMON_IMAGES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
@@ -139,6 +143,8 @@ X = PlatformRules(
     media_types=_COMMON_IMAGES,
     max_alt=1000,
     media_fidelity=MediaFidelity.RE_ENCODED,
+    # Image dimensions 4×4 up to 8192×8192.
+    max_side_px=8192,
     source="https://docs.x.com/x-api/media/quickstart/media-upload-chunked; "
     "https://developer.x.com/en/docs/twitter-api/v1/media/upload-media/uploading-media/media-best-practices",
 )
@@ -167,6 +173,8 @@ LINKEDIN = PlatformRules(
     # altText on an image in a Posts API post: 4,086 characters.
     max_alt=4086,
     media_fidelity=MediaFidelity.RE_ENCODED,
+    # Images API: "Maximum pixel count: 36,152,320" (6012 × 6012).
+    max_pixels=36_152_320,
     source="https://learn.microsoft.com/en-us/linkedin/marketing/community-management/shares/posts-api; "
     "https://learn.microsoft.com/en-us/linkedin/marketing/community-management/shares/images-api",
 )
@@ -182,6 +190,8 @@ INSTAGRAM = PlatformRules(
     media_types=frozenset({"image/jpeg"}),
     needs_media=True,
     media_fidelity=MediaFidelity.RE_ENCODED,
+    # "Aspect ratio: must be within a 4:5 to 1.91:1 range" (wider ones are scaled, not refused).
+    aspect_range=(0.8, 1.91),
     source="https://developers.facebook.com/docs/instagram-platform/content-publishing/; "
     "https://developers.facebook.com/docs/instagram-platform/instagram-graph-api/reference/ig-user/media",
 )
@@ -195,6 +205,8 @@ THREADS = PlatformRules(
     max_media_bytes=8 * 1024 * 1024,
     media_types=frozenset({"image/jpeg", "image/png"}),
     media_fidelity=MediaFidelity.RE_ENCODED,
+    # Image specifications: "Aspect ratio limit: 10:1".
+    aspect_range=(0.1, 10.0),
     source="https://developers.facebook.com/docs/threads/posts/ (Limitations; Media Specifications)",
 )
 FACEBOOK = PlatformRules(
@@ -260,9 +272,21 @@ class Violation:
     target: str
     rule: str
     message: str
+    # Appended (renditions): the photo (1-based) this is about, 0 if none.
+    photo: int = 0
 
     def __str__(self) -> str:
         return f"{self.target}: {self.message} [{self.rule}]"
+
+    @property
+    def renditionable(self) -> bool:
+        """Whether a rendition (docs/platforms.md, rendition/v1) can cure this: a photo over
+        the platform's bytes, pixels or aspect ratio, or in a format it does not take."""
+        return self.photo > 0 and self.rule.rpartition(".")[2] in RENDITION_RULES
+
+
+# The photo rules a rendition cures; every other rule (text, counts, alt text) it cannot.
+RENDITION_RULES = frozenset({"media_type", "media_bytes", "media_side", "media_pixels", "media_aspect"})
 
 
 def graphemes(text: str) -> int:
@@ -292,6 +316,11 @@ def x_weighted_length(text: str, url_length: int = 23) -> int:
     emoji where twemoji-parser says so (© and ® need U+FE0F; a following U+FE0F belongs to the
     emoji). tests/test_official_clients.py checks the result against the official library.
     """
+    # Imported here: twitter-text-parser takes ~1 s to import (pkg_resources, emoji tables), a
+    # cost every `ground` and `onboard` start paid though only X's posts need it.
+    from twitter_text.extract_emojis import extract_emojis_with_indices
+    from twitter_text.extract_urls import extract_urls_with_indices
+
     text = unicodedata.normalize("NFC", text)
     entities = {e["indices"][0]: (e["indices"][1], url_length * 100) for e in extract_urls_with_indices(text)}
     for e in extract_emojis_with_indices(text):
@@ -375,17 +404,105 @@ def check_target(post: Post, target: str, rules: PlatformRules) -> list[Violatio
     for i, m in enumerate(post.media, start=1):
         if rules.media_types is not None and m.media_type not in rules.media_types:
             allowed = ", ".join(sorted(t.removeprefix("image/").upper() for t in rules.media_types))
-            bad("media_type", f"photo {i} is {m.media_type}; {title} takes {allowed}")
+            out.append(
+                Violation(
+                    target=target,
+                    rule=f"{p}.media_type",
+                    message=f"photo {i} is {m.media_type}; {title} takes {allowed}",
+                    photo=i,
+                )
+            )
         if rules.max_media_bytes is not None and m.size_bytes > rules.max_media_bytes:
-            bad(
-                "media_bytes",
-                f"photo {i} is {m.size_bytes:,} bytes; {title} allows {rules.max_media_bytes:,}",
+            out.append(
+                Violation(
+                    target=target,
+                    rule=f"{p}.media_bytes",
+                    message=f"photo {i} is {m.size_bytes:,} bytes; {title} allows {rules.max_media_bytes:,}",
+                    photo=i,
+                )
             )
         if rules.max_alt is not None:
             n = graphemes(m.alt)
             if n > rules.max_alt:
                 bad("alt_length", f"alt text of photo {i} is {n} characters; {title} allows {rules.max_alt}")
     return out
+
+
+def check_photo_size(
+    target: str, rules: PlatformRules, photo: int, width: int, height: int
+) -> list[Violation]:
+    """The pixel rules of ``rules`` that photo number ``photo`` (1-based), ``width`` × ``height``
+    as displayed, breaks on ``target``. Separate from :func:`check_target` because a post
+    carries photo hashes, not pixels: the caller reads the size from the bytes it holds."""
+    out: list[Violation] = []
+    p, title = rules.platform, rules.title
+
+    def bad(rule: str, message: str) -> None:
+        out.append(Violation(target=target, rule=f"{p}.{rule}", message=message, photo=photo))
+
+    size = f"photo {photo} is {width}×{height}"
+    if rules.max_side_px is not None and max(width, height) > rules.max_side_px:
+        bad("media_side", f"{size}; {title} allows at most {rules.max_side_px} pixels a side")
+    if rules.max_pixels is not None and width * height > rules.max_pixels:
+        bad("media_pixels", f"{size} ({width * height:,} pixels); {title} allows {rules.max_pixels:,}")
+    if rules.aspect_range is not None and height > 0:
+        lo, hi = rules.aspect_range
+        if not lo <= width / height <= hi:
+            bad(
+                "media_aspect",
+                f"{size} (aspect {width / height:.3g}:1); {title} takes {_ratio(lo)} to {_ratio(hi)}",
+            )
+    return out
+
+
+def _ratio(r: float) -> str:
+    """0.8 → '4:5', 1.91 → '1.91:1', 0.1 → '1:10' (how the platforms write them)."""
+    if r < 1:
+        for den in range(1, 11):
+            if abs(r * den - round(r * den)) < 1e-9:
+                return f"{round(r * den)}:{den}"
+        return f"{r:g}:1"
+    return f"{r:g}:1"
+
+
+def check_target_photos(
+    post: Post, target: str, rules: PlatformRules, sizes: Sequence[tuple[int, int] | None]
+) -> list[Violation]:
+    """:func:`check_target` plus the pixel rules for every photo whose size is known
+    (``sizes[i]``: photo i+1's displayed size, None where it could not be read)."""
+    found = check_target(post, target, rules)
+    for i, size in enumerate(sizes, start=1):
+        if size is not None:
+            found.extend(check_photo_size(target, rules, i, *size))
+    return found
+
+
+def size_violations(
+    post: Post,
+    sizes: Sequence[tuple[int, int] | None],
+    overrides: Mapping[str, PlatformRules] | None = None,
+) -> list[Violation]:
+    """:func:`check_photo_size` for every target and photo; ``sizes[i]`` is photo i+1's
+    displayed (width, height), None where the caller could not read it."""
+    out: list[Violation] = []
+    for target in post.targets:
+        rules = rules_for(target, overrides)
+        if rules is None:
+            continue
+        for i, size in enumerate(sizes, start=1):
+            if size is not None:
+                out.extend(check_photo_size(target, rules, i, *size))
+    return out
+
+
+def split_renditions(post: Post, found: Iterable[Violation]) -> tuple[list[Violation], list[Violation]]:
+    """``(refusals, renditions)``: the violations a signed rendition consent (``post.renditions``,
+    docs/PROTOCOL.md §3.1) cures, and all the others, which still refuse the (post, account)."""
+    refusals: list[Violation] = []
+    cured: list[Violation] = []
+    for v in found:
+        (cured if v.renditionable and v.target in post.renditions else refusals).append(v)
+    return refusals, cured
 
 
 def violations(post: Post, overrides: Mapping[str, PlatformRules] | None = None) -> list[Violation]:

@@ -57,26 +57,36 @@ TRANSFER_FATAL_CODES = frozenset(
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SenderConfig:
     # Requests in flight at once, each on its own TCP connection (parallel streams, as
-    # GridFTP/bbcp do): at least ``window``; up to ``max_window`` while TCP's measured loss
-    # holds each connection to its Mathis bound (``observe_path``, docs/link.md). 4 keeps a
-    # clean 2 Mbit/s, 1.4 s RTT link busy; at 1 % loss a 1.5 Mbit/s, 1.4 s link needs ~30
-    # (each stream idles a round trip between its requests). Starting at 8 fills a clean link
-    # sooner after a loss of signal (8 initial TCP windows: 112 kB in the first round trip).
+    # GridFTP/bbcp do): at least ``window``; up to ``max_window`` while the link has room the
+    # streams do not use (``_size_streams``, docs/link.md). 4 keeps a clean 2 Mbit/s, 1.4 s
+    # RTT link busy; at 1 % loss a 1.5 Mbit/s, 1.4 s link needs ~30 (each stream is held to
+    # its Mathis bound and idles a round trip between requests). Starting at 8 fills a clean
+    # link sooner after a loss of signal (8 initial TCP windows: 112 kB in the first round trip).
     window: int = 8
-    # 32: 64 lifted 2.6 s RTT, 1 % loss from 0.67 to 0.82 of 1.5 Mbit/s but cost 1.4 s
-    # (0.91 -> 0.85: more, smaller requests); docs/link.md.
-    max_window: int = 32
+    # 64 at most, and ...
+    max_window: int = 64
+    # ... at most this many per second of base RTT (at least ``streams_floor_max``): one
+    # stream's Mathis bound falls as 1/RTT, so a longer path needs more for the same loss. A
+    # flat 32 held 2.6 s RTT, 1 % loss to 0.68 of 1.5 Mbit/s; this (62 there) reaches 0.85,
+    # and 1.4 s keeps 32, where a flat 64 had cost 0.91 -> 0.85 (docs/link.md).
+    streams_per_rtt_s: float = 24.0
+    streams_floor_max: int = 32
     # The base RTT is the least seen this long (a route or relay change moves it).
     rtt_window_s: float = 300.0
-    # Loss is measured over this long: at 1 % loss, ~1,500 segments (a few retransmits per
-    # second would make a shorter window's estimate jump between 0 and 3 %).
-    loss_window_s: float = 15.0
     # RTT this far above the base: the link's queue is filling (the link is the limit).
     queue_rtt_ratio: float = 1.5
+    # A request carrying at most this much (an OPEN, a commit poll, receipts, a small bundle
+    # inline) crosses in a few segments, so its round trip is the path's RTT plus the queue
+    # ahead of it at the link: the end-to-end sample the stream count is sized from.
+    small_request_bytes: int = 4096
     # Chunk bounds: 1 KiB keeps framing under 10 % at 10 kbit/s; 512 KiB caps what one cut
     # can waste on a fast link.
     min_chunk_bytes: int = 1024
     max_chunk_bytes: int = 512 * 1024
+    # All chunks in flight together stay under this (chunks shrink as streams grow): a fast
+    # link gives 32 streams 64 KiB each, not 512 KiB, so the station's memory and ground's
+    # held request bodies (ground/body_limits.py) stay small; at 1.5 Mbit/s × 8 s it never binds.
+    max_inflight_bytes: int = 2 * 1024 * 1024
     # Before the first rate sample: 8 × 64 KiB ≈ one bandwidth-delay product of 1.5 Mbit/s × 0.6 s.
     initial_chunk_bytes: int = 64 * 1024
     # Aim for chunks that take this long to cross on one of ``streams`` at the estimated rate.
@@ -93,6 +103,21 @@ class SenderConfig:
     # notice a returning link within a few seconds.
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 4.0
+    # While the link is down, new connections race (Happy Eyeballs' connection attempt delay,
+    # RFC 8305 §5, for one address): another SYN this many RTTs after the last while none has
+    # been answered. 0.4 RTT: a post written during a loss of signal leaves within 0.4 RTT of
+    # the link's return and reaches ground 1.5 RTT later (handshake, then the request): under
+    # 2 RTT, where the kernel's SYN retries (1, 2, 4 s … apart) took 3-12 RTT (measured,
+    # docs/link.md). While up, no race: the kernel's SYN retry is enough for a lost SYN.
+    race_down_rtts: float = 0.4
+    race_min_s: float = 0.1
+    # While down, a request (the probe) waits this long: its connection keeps racing all the
+    # while, so the link's return is seen within 0.4 RTT. A probe giving up loses the
+    # attempt then under way, so the link's return must not fall in its last RTT: at 300 s
+    # that is ~1 % of returns on a 2.6 s path (at 60 s it was 4 %, measured).
+    down_probe_timeout_s: float = 300.0
+    # While down, small uploads (text) probing at once besides the first (``_small_probes``).
+    down_small_probes: int = 15
     # While every byte is acked but ground has not committed yet, ask again this often.
     commit_poll_s: float = 1.0
     # Uploads up to this size go whole inside their first OPEN (a text bundle is ~1 KiB);
@@ -123,6 +148,9 @@ class Outgoing:
     deadline: float
     key: TransferKey | None
     payload_bytes: int  # chunk bytes inside (0 for OPEN/RECEIPTS)
+    # If the request needs a new connection: start another attempt this often until one
+    # connects (the first to connect carries the request; close the others).
+    race_every_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,6 +228,7 @@ class _Req:
     span: tuple[int, int] | None  # chunk range
     delivered_at_send: int
     is_receipts: bool = False
+    ahead: int = 0  # requests already in flight when this one was handed out
 
 
 @dataclass(slots=True)
@@ -239,12 +268,13 @@ class TransferSender:
         self.stats = SenderStats()
         self._done: dict[TransferKey, UploadState] = {}
         self.streams = self.config.window  # requests in flight at once while the link is up
-        self.loss = 0.0  # share of TCP segments retransmitted (observe_path)
-        self._epoch_at = now  # observe_path's measuring interval: start, bytes acked then
-        self._epoch_delivered = 0
+        self._epoch_at = now  # the stream rule's measuring interval began here
         self._window_limited = False  # the window, not the queue, held requests back
-        self._rtts: deque[tuple[float, float]] = deque()  # (when, TCP's smoothed RTT)
-        self._segs: deque[tuple[float, int, int]] = deque()  # (when, segments, retransmits)
+        self._rtts: deque[tuple[float, float]] = deque()  # (when, a small request's round trip)
+        self._standing_rtt: float | None = None  # least small-request round trip this interval
+        self._found_queue = False  # the stream count has once filled the link's queue
+        self._busy_cap = self.config.max_window  # requests ground last held when it said busy
+        self._busy_until = now  # ... a cap kept until then
 
     # -- what the driver asks ----------------------------------------------------------
 
@@ -292,9 +322,18 @@ class TransferSender:
         and a transfer's tail spreads over them instead of crawling along one stream."""
         c = self.config
         base = (
-            self.rate_bytes_s * c.chunk_time_s / self.streams if self._rate_samples else c.initial_chunk_bytes
+            self.rate_bytes_s * self._chunk_time_s() / self.streams
+            if self._rate_samples
+            else c.initial_chunk_bytes
         )
-        return int(max(c.min_chunk_bytes, min(c.max_chunk_bytes, base * self._cut_scale)))
+        top = min(c.max_chunk_bytes, c.max_inflight_bytes // self.streams)
+        return int(max(c.min_chunk_bytes, min(top, base * self._cut_scale)))
+
+    def _chunk_time_s(self) -> float:
+        """``chunk_time_s``, or 4 base RTTs if longer: a stream idles a round trip between its
+        requests, so on a long path a chunk must last longer to keep it busy."""
+        base = self.base_rtt_s or 0.0
+        return max(self.config.chunk_time_s, 4 * base)
 
     def progress(self, key: TransferKey) -> tuple[int, int] | None:
         t = self._transfers.get(key)
@@ -307,7 +346,7 @@ class TransferSender:
         self._now = max(self._now, now)
         if self._fatal or now < self._retry_at:
             return []
-        window = self.streams if self._up else 1  # one probe at a time while down
+        window = self.streams if self._up else 1 + self._small_probes()
         out: list[Outgoing] = []
         while len(self._requests) < window:
             o = self._next_request(now)
@@ -315,53 +354,91 @@ class TransferSender:
                 break
             out.append(o)
         if len(self._requests) >= window and self._up:
+            # Something could go now but the window holds it back (an OPEN counts: a backlog of
+            # photos smaller than a chunk is all OPENs and single chunks).
             self._window_limited = self._window_limited or any(
-                t.state is TState.SENDING and t.open_seq is None and self._gaps(t)
+                t.open_seq is None
+                and (t.state is TState.OPENING or (t.state is TState.SENDING and self._gaps(t)))
                 for t in self._transfers.values()
             )
         return out
 
-    def observe_path(
-        self, now: float, *, rtt_s: float, segments: int, retransmits: int, mss_bytes: int
-    ) -> None:
-        """TCP's own view of the connections carrying the requests (Linux TCP_INFO in
-        onboard/sync.py, the simulated TCP in simlink/): smoothed RTT, segments sent and
-        retransmitted since the last call (summed over connections), the segment size. Call
-        every second or so while requests flow. Loss is their ratio over ``loss_window_s``.
+    def _small_probes(self) -> int:
+        """While down, one probe at a time, plus one for each small upload waiting to open
+        (text bundles, each whole inside its OPEN): posts written during a loss of signal all
+        race for the link's return instead of queueing behind one another (≤ down_small_probes)."""
+        n = sum(
+            1
+            for t in self._transfers.values()
+            if t.state is TState.OPENING and t.spec.size_bytes <= self.config.inline_bytes
+        )
+        return min(self.config.down_small_probes, max(0, n - 1))
 
-        Sets ``streams`` (within ``window``..``max_window``). One TCP connection carries at
-        most MSS/RTT · 1.22/√p (Mathis et al. 1997): at 1 % loss and 1.4 s, ~12 kB/s, so a
-        lossy link needs many. Loss alone cannot say how many (the link rate is unknown
-        here, and a stream's own congestion losses look like random ones); the RTT can. While
-        the window holds requests back and the RTT stays near the path's base (least seen
-        in ``rtt_window_s``), the link has room the streams do not use: add half. Once the
-        RTT rises ``queue_rtt_ratio`` × the base, the link's queue is filling: the link is
-        the limit, so shed an eighth. The count settles where the queue holds about half a
-        bandwidth-delay product (docs/link.md has the measurements)."""
+    @property
+    def race_every_s(self) -> float | None:
+        """How far apart a new connection's attempts start while the link is down (None: up)."""
+        if self._up:
+            return None
         c = self.config
-        self._rtts.append((now, rtt_s))
-        while self._rtts and self._rtts[0][0] < now - c.rtt_window_s:
-            self._rtts.popleft()
-        self._segs.append((now, segments, retransmits))
-        while self._segs and self._segs[0][0] < now - c.loss_window_s:
-            self._segs.popleft()
-        span = now - self._epoch_at
-        if span < max(1.0, 2 * rtt_s):
+        return max(c.race_min_s, (self.base_rtt_s or self.srtt_s) * c.race_down_rtts)
+
+    @property
+    def base_rtt_s(self) -> float | None:
+        """The least round trip of a small request in ``rtt_window_s`` (None before one)."""
+        return min((r for _, r in self._rtts), default=None)
+
+    def _observe_rtt(self, req: _Req, now: float, started_at: float | None) -> None:
+        """Take a small request's round trip as a sample of the path's RTT plus its queue.
+
+        Measured end to end from the station's own requests, not from the kernel's view of
+        its first hop (TCP_INFO behind a proxy or a VPN sees only the local hop). From
+        ``started_at`` when the driver gives it (the request began on an open connection, so
+        a TCP handshake is left out), else from when ``data_to_send`` handed it out."""
+        payload = 0 if req.span is None else req.span[1] - req.span[0]
+        if payload > self.config.small_request_bytes:
+            return  # its own bytes, not the path, set how long it took
+        begun = req.sent_at if started_at is None else max(req.sent_at, started_at)
+        rtt = now - begun
+        if rtt <= 0:
             return
-        base = min(r for _, r in self._rtts)
-        sent = sum(x[1] for x in self._segs)
-        self.loss = sum(x[2] for x in self._segs) / sent if sent else 0.0
-        if self._window_limited and base > 0:
-            if rtt_s > c.queue_rtt_ratio * base:
-                # The link's queue is filling: the link, not random loss, is the limit now.
-                self.streams = max(c.window, self.streams - max(1, self.streams // 8))
+        self._rtts.append((now, rtt))
+        while self._rtts[0][0] < now - self.config.rtt_window_s:
+            self._rtts.popleft()
+        self._standing_rtt = rtt if self._standing_rtt is None else min(self._standing_rtt, rtt)
+        self._size_streams(now)
+
+    def _size_streams(self, now: float) -> None:
+        """Set ``streams`` (within ``window``..``max_window``) once per interval of 2 base RTTs.
+
+        One TCP connection carries at most MSS/RTT · 1.22/√p (Mathis et al. 1997): at 1 % loss
+        and 1.4 s, ~12 kB/s, so a lossy link needs many. Loss alone cannot say how many (the
+        link rate is unknown here, and a stream's own congestion losses look like random
+        ones); the queue can. The standing RTT (the least small-request round trip of the
+        interval, as Copa's: a retransmitted or slow sample does not move it) against the
+        base: while the window holds requests back and the standing RTT stays near the base,
+        the link has room the streams do not use: add half (an eighth once the queue has been
+        seen, so the count does not swing about where it fills the link). Once it rises ``queue_rtt_ratio``
+        × the base, the link's queue is filling: the link is the limit, so shed an eighth.
+        The count settles where the queue holds about half a bandwidth-delay product
+        (docs/link.md has the measurements). An interval without a sample decides nothing."""
+        c = self.config
+        base = self.base_rtt_s
+        standing = self._standing_rtt
+        if base is None or standing is None or now - self._epoch_at < max(1.0, 2 * base):
+            return
+        top = min(c.max_window, max(c.streams_floor_max, round(c.streams_per_rtt_s * base)))
+        cap = top if now >= self._busy_until else min(top, self._busy_cap)
+        if self._window_limited:
+            if standing > c.queue_rtt_ratio * base:
+                self.streams = max(min(c.window, cap), self.streams - max(1, self.streams // 8))
+                self._found_queue = True
             else:
-                # The queue is near empty yet requests wait: the streams, not the link, are the
-                # limit (each held to its Mathis bound by loss, or idle a round trip between
-                # its requests). Grow by half (at least one) per interval.
-                self.streams = min(c.max_window, self.streams + max(1, self.streams // 2))
-        self._epoch_at, self._epoch_delivered = now, self._delivered
+                # Half more until the queue is first seen (as slow start), then an eighth.
+                grow = self.streams // 8 if self._found_queue else self.streams // 2
+                self.streams = min(cap, self.streams + max(1, grow))
+        self._epoch_at = now
         self._window_limited = False
+        self._standing_rtt = None
 
     def _next_request(self, now: float) -> Outgoing | None:
         if self._receipts_since is not None and not any(r.is_receipts for r in self._requests.values()):
@@ -386,8 +463,10 @@ class TransferSender:
         if t.state in (TState.OPENING, TState.SETTLING):
             t.open_seq = seq
             size = t.spec.size_bytes
-            if not t.opened and size <= self.config.inline_bytes:
-                # A small upload rides inside its first OPEN: one round trip instead of two.
+            if t.state is TState.OPENING and t.acked.total == 0 and size <= self.config.inline_bytes:
+                # A small upload rides inside its OPEN: one round trip instead of two. Again
+                # after a cut or a probe into the dark (ground said nothing of it yet), so a
+                # text post leaves in the first request after a loss of signal.
                 t.opened = True
                 data = t.source(0, size)
                 t.inflight[seq] = (0, size)
@@ -458,7 +537,8 @@ class TransferSender:
     ) -> Outgoing:
         data = encode_request(req)
         payload = 0 if span is None else span[1] - span[0]
-        deadline = now + self._timeout_s(payload)
+        timeout = self._timeout_s(payload)
+        deadline = now + (timeout if self._up else max(timeout, self.config.down_probe_timeout_s))
         self._requests[req.seq] = _Req(
             seq=req.seq,
             sent_at=now,
@@ -467,16 +547,27 @@ class TransferSender:
             span=span,
             delivered_at_send=self._delivered,
             is_receipts=isinstance(req, ReceiptsRequest),
+            ahead=len(self._requests),
         )
         self.stats.requests += 1
         self.stats.request_bytes += len(data)
-        return Outgoing(seq=req.seq, data=data, deadline=deadline, key=key, payload_bytes=payload)
+        return Outgoing(
+            seq=req.seq,
+            data=data,
+            deadline=deadline,
+            key=key,
+            payload_bytes=payload,
+            race_every_s=self.race_every_s,
+        )
 
     # -- incoming ----------------------------------------------------------------------
 
-    def receive(self, data: bytes, now: float) -> None:
+    def receive(self, data: bytes, now: float, *, started_at: float | None = None) -> None:
         """Feed one response frame. A frame that cannot be decoded counts as a failed request
-        only if it names a known seq; otherwise it is ignored (it cannot be attributed)."""
+        only if it names a known seq; otherwise it is ignored (it cannot be attributed).
+
+        ``started_at``: when the request began on an open connection (the driver's measure:
+        its round trip then leaves out a TCP handshake); None: when it was handed out."""
         self._now = max(self._now, now)
         try:
             resp = decode_response(data)
@@ -489,6 +580,7 @@ class TransferSender:
             self._on_error(req, resp, now)
             return
         self._on_success(req, now)
+        self._observe_rtt(req, now, started_at)
         if isinstance(resp, ReceiptsBatch):
             self._receipts_since = None
             self._events.append(
@@ -581,11 +673,33 @@ class TransferSender:
         if not err.retryable and t is not None:
             self._finish(t, UploadState.REJECTED, err.code, err.message)
             return
+        if err.code == LinkErrorCode.BUSY:
+            self._ground_busy(req, now)
+            return
         if req.is_receipts and not err.retryable:
             self._receipts_since = None
             self._events.append(LinkFatal(code=err.code, message=err.message))
             return
         self._fail(req, now, f"{err.code}: {err.message}")
+
+    def _ground_busy(self, req: _Req, now: float) -> None:
+        """Ground holds as many of this station's requests as it allows (503 busy): the link
+        works, ground is the limit. Hold ``streams`` to what ground took (for ``rtt_window_s``)
+        and send the request again after a short pause, without declaring the link down."""
+        self._on_success(req, now)
+        t = self._transfers.get(req.key) if req.key else None
+        if t is not None:
+            t.inflight.pop(req.seq, None)
+            if t.open_seq == req.seq:
+                t.open_seq = None
+            if t.state in (TState.SENDING, TState.SETTLING):
+                t.state = TState.OPENING  # ask what ground stored before sending more of it
+        # Ground held those when this one found it full (the least of a burst of refusals).
+        held = max(1, req.ahead)
+        self._busy_cap = min(self._busy_cap, held) if now < self._busy_until else held
+        self._busy_until = now + self.config.rtt_window_s
+        self.streams = min(self.streams, self._busy_cap)
+        self._retry_at = max(self._retry_at, now + self.config.backoff_initial_s)
 
     def _on_success(self, req: _Req, now: float) -> None:
         if not self._up:
@@ -612,7 +726,10 @@ class TransferSender:
         if req.sent_at >= self._last_fail_at or self._backoff_s == 0:
             self._backoff_s = min(c.backoff_max_s, max(c.backoff_initial_s, self._backoff_s * 2))
         self._last_fail_at = now
-        self._retry_at = max(self._retry_at, now + self._backoff_s)
+        # The backoff counts from when the failed request left: one that waited out its
+        # deadline in the dark (its connection racing all along) is followed at once, so the
+        # link is never left unprobed; one refused at once waits the backoff.
+        self._retry_at = max(self._retry_at, min(now, req.sent_at) + self._backoff_s)
         if self._up:
             self._up = False
             self._events.append(LinkDown(at=now, reason=reason, retry_at=self._retry_at))

@@ -174,10 +174,12 @@ class SimLink:
         for c in live:
             c.abort(reason)
 
-    def connect(self, client: Endpoint, server: Endpoint) -> SimConnection:
+    def connect(self, client: Endpoint, server: Endpoint, *, syns: int = len(SYN_RETRIES_S)) -> SimConnection:
         """Open a connection from the station (client) to ground (server); the client is told
-        ``connection_made`` or, after the SYN retries, ``connection_lost``."""
+        ``connection_made`` or, after ``syns`` SYNs unanswered, ``connection_lost`` (2: a
+        racing attempt, onboard/sync.py's TCP_SYNCNT=1)."""
         conn = SimConnection(self, client, server)
+        conn.max_syns = syns
         self.conns = [c for c in self.conns if not c.closed]
         self.conns.append(conn)
         conn._send_syn(0)
@@ -198,6 +200,7 @@ class SimConnection:
         self.up = _Half(self, link.to_ground, link.to_station, server)  # station → ground
         self.down = _Half(self, link.to_station, link.to_ground, client)  # ground → station
         self._syn_timer: Timer | None = None
+        self.max_syns = len(SYN_RETRIES_S)
         self._syn_attempts = 0
         self._syn_first_at = 0.0
 
@@ -205,7 +208,7 @@ class SimConnection:
     def _send_syn(self, attempt: int) -> None:
         if self.closed or self.established:
             return
-        if attempt >= len(SYN_RETRIES_S):
+        if attempt >= self.max_syns:
             self.abort("connect timed out (no answer to SYN)")
             return
         self._syn_timer = self.loop.after(SYN_RETRIES_S[attempt], self._send_syn, attempt + 1)
@@ -314,7 +317,7 @@ class _Half:
         self.round_samples = 0
         self.rcv_nxt = 0
         self.ooo: dict[int, bytes] = {}
-        # What Linux's TCP_INFO reports (tcpi_segs_out, tcpi_total_retrans): the sender reads them.
+        # What Linux's TCP_INFO would report (tcpi_segs_out, tcpi_total_retrans).
         self.segs_out = 0
         self.total_retrans = 0
 
@@ -502,10 +505,16 @@ class _Half:
         # F-RTO (RFC 5682) undoes the window cut, instead of resending a whole queue's worth.
         for seg in self.segs.values():
             if not seg.sacked:
-                if not seg.lost:
-                    seg.lost = True
+                if seg.lost:
+                    self.retx.remove(seg.seq)
+                else:
                     self.pipe -= seg.length
-                    self.retx.insert(0, seg.seq)
+                # RFC 6298 §5.4: the timeout retransmits the earliest unacknowledged segment
+                # whatever the window holds. (Queued for pump() instead, it waited for a pipe
+                # that segments never marked lost kept above the 1-MSS window: a retransmission
+                # lost twice stalled the connection for good; issue 14.)
+                seg.lost = False
+                self._transmit(seg)
                 break
         self.pump()
         if self.rto_timer is None and self.segs:

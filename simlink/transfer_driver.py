@@ -26,13 +26,14 @@ from ground.receipts import ground_key_line
 from ground.server import FRAME_TYPE, LinkService
 from ground.stations import add_station, authenticate, write_token_file
 from onboard import link as onboard_link
-from onboard.receipts import ReceiptsPoll, apply_document, awaiting_receipts, verify_document
+from onboard.receipts import ReceiptsPoll, apply_document, verify_document
 from onboard.sync import (
     KEEPALIVE_S,
     RECEIPTS_CURSOR,
     WARM_RETRY_MAX_S,
     WARM_RETRY_S,
     WARM_TIMEOUT_S,
+    awaiting_news,
 )
 from protocol.bundle import FORMATS
 from protocol.capabilities import Capabilities
@@ -60,9 +61,16 @@ from protocol.transfer_wire import (
 )
 
 from .clock import EventLoop, Timer
-from .link import SimConnection, SimLink
+from .link import SimLink
 from .system import EPOCH_MS, Ground, Station, Tracker
-from .vhttp import LINK_CLIENT_HEADERS, HttpClient, HttpResponse, ServerConn
+from .vhttp import (
+    LINK_CLIENT_HEADERS,
+    LINK_SERVER_HEADERS,
+    SERVER_HEADERS,
+    HttpClient,
+    HttpResponse,
+    ServerConn,
+)
 
 STATION = "iss"
 GROUND_URL = "http://127.0.0.1:8470"
@@ -75,7 +83,6 @@ NOTICE_S = 1.0
 # The transfer as it was before issue 14 (a fixed window of 4, each chunk 2 s of the whole
 # link's rate, ground dropping what arrived of a cut chunk), kept to measure the new one against.
 V1_CONFIG = SenderConfig(window=4, max_window=4, chunk_time_s=8.0, initial_chunk_bytes=16 * 1024)
-OBSERVE_S = 0.5  # onboard/sync.py's PATH_EVERY_S
 HEALTH = b'{"ok": true}'  # ground's GET /v1/health answer, byte for byte (web.json_response)
 
 
@@ -154,8 +161,6 @@ class TransferDriver:
         self.answered_at = 0.0
         self.warm_request_bytes = 0
         self.sent: dict[str, RangeSet] = {}
-        self.tcp_seen: dict[SimConnection, tuple[int, int]] = {}  # (segs_out, retrans) read so far
-        self.observed_at = 0.0
         # HTTP bytes by request kind (open / chunk / receipts / health), requests handed to the link.
         self.traffic: dict[str, dict[str, int]] = {}
         self.resent_bytes = 0
@@ -193,7 +198,9 @@ class TransferDriver:
             # arrived); the result is the same, minus 86,400 empty scans a day.
             self.dirty = False
             self.next_scan = now + RESCAN_S
-            onboard_link.plan(self.station.home, self.station.conn, self.cfg.peer)
+            onboard_link.plan(
+                self.station.home, self.station.conn, self.cfg.peer, hold_text=self.sender.link_up
+            )
             for p in onboard_link.active_transfers(self.station.home, self.station.conn):
                 if p.spec.key.name not in self.added:
                     self.added.add(p.spec.key.name)
@@ -201,7 +208,7 @@ class TransferDriver:
                     self.sizes[p.spec.key.name] = p.spec.size_bytes
                     self.sender.add(p.spec, p.source, now)
         if not self.receipts_pending and self.poll.due(now):
-            if awaiting_receipts(self.station.conn):
+            if awaiting_news(self.station.conn):
                 cursor = int(onboard_link.get_state(self.station.conn, RECEIPTS_CURSOR, "0"))
                 self.sender.request_receipts(cursor)
                 self.receipts_pending, self.receipts_changed = True, 0
@@ -213,10 +220,8 @@ class TransferDriver:
         d = self.sender.next_deadline()
         if d is not None and d <= now:
             self.sender.handle_timeout(now)
-        if now - self.observed_at >= OBSERVE_S:
-            self._observe_path(now)
         for out in self.sender.data_to_send(now):
-            self._carry(out.seq, out.data, out.deadline)
+            self._carry(out.seq, out.data, out.deadline, out.race_every_s)
         self._events()
         self._warm(now)
         times = [self.poll.next_at]
@@ -231,30 +236,6 @@ class TransferDriver:
         if math.isfinite(when):  # nothing to wait for: the next post or answer wakes it
             self._schedule(when)
 
-    def _observe_path(self, now: float) -> None:
-        """onboard/sync.py's ``_PathWatch``: TCP_INFO of the open connections, summed, handed
-        to the sender (which sizes its parallel streams from loss and RTT)."""
-        self.observed_at = now
-        segs = retrans = 0
-        rtts: list[float] = []
-        for c in self.pool:
-            if c.conn is None or c.conn.closed:
-                continue
-            half = c.conn.up
-            s0, r0 = self.tcp_seen.get(c.conn, (0, 0))
-            segs, retrans = segs + half.segs_out - s0, retrans + half.total_retrans - r0
-            self.tcp_seen[c.conn] = (half.segs_out, half.total_retrans)
-            if half.srtt is not None and half.segs:
-                rtts.append(half.srtt)
-        if rtts:
-            self.sender.observe_path(
-                now,
-                rtt_s=sum(rtts) / len(rtts),
-                segments=segs,
-                retransmits=retrans,
-                mss_bytes=self.link.profile.mss_bytes,
-            )
-
     def _client(self) -> HttpClient | None:
         for c in self.pool:
             if not c.busy and c.conn is not None and not c.conn.closed:
@@ -264,7 +245,13 @@ class TransferDriver:
                 return c
         if len(self.pool) < self.limit:
             c = HttpClient(
-                self.loop, self.link, lambda: ServerConn(self.handle, None if self.v1 else self.keep_partial)
+                self.loop,
+                self.link,
+                lambda: ServerConn(
+                    self.handle,
+                    None if self.v1 else self.keep_partial,
+                    SERVER_HEADERS if self.v1 else LINK_SERVER_HEADERS,
+                ),
             )
             c.idle_timeout_s = None  # sync sets only ClientTimeout(total=deadline - now)
             if not self.v1:
@@ -328,7 +315,7 @@ class TransferDriver:
         self.warm_next = self.loop.now + self.warm_retry_s
         self.warm_retry_s = min(self.warm_retry_s * 2, WARM_RETRY_MAX_S)
 
-    def _carry(self, seq: int, data: bytes, deadline: float) -> None:
+    def _carry(self, seq: int, data: bytes, deadline: float, race_every_s: float | None = None) -> None:
         req = decode_request(data)
         kind = "chunk" if isinstance(req, Chunk) else "open" if isinstance(req, Open) else "receipts"
         if isinstance(req, Chunk):
@@ -351,6 +338,7 @@ class TransferDriver:
             lambda resp: self._answered(seq, resp, kind),
             lambda reason: self._failed(seq, reason),
             total_timeout_s=max(0.5, deadline - self.loop.now),
+            race_every_s=None if self.v1 else race_every_s,
         )
         t = self.traffic.setdefault(
             kind, {"requests": 0, "answered": 0, "request_bytes": 0, "response_bytes": 0}
@@ -365,7 +353,7 @@ class TransferDriver:
         now = self.answered_at = self.loop.now
         ctype = dict((k.lower(), v) for k, v in resp.headers).get("content-type", "")
         if resp.status == 200:
-            self.sender.receive(resp.body, now)
+            self.sender.receive(resp.body, now, started_at=resp.started_at)
         elif ctype.startswith("application/json"):
             try:
                 j = json.loads(resp.body)
@@ -441,7 +429,7 @@ class TransferDriver:
         if isinstance(frame, ErrorFrame):
             err = {"error": frame.code, "message": frame.message, "retryable": frame.retryable}
             return HTTP_STATUS.get(frame.code, 400), "application/json", json.dumps(err).encode()
-        return 200, FRAME_TYPE, resp
+        return 200, "" if not self.v1 else FRAME_TYPE, resp  # ground sends a frame untyped
 
     def keep_partial(self, prefix: bytes) -> None:
         """ground/server.py ``_keep_partial``: store what arrived of a CHUNK cut short. The

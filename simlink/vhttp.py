@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import h11
 
 from .clock import EventLoop, Timer
-from .link import SimConnection, SimLink
+from .link import SYN_RETRIES_S, SimConnection, SimLink
 
 AIOHTTP_VERSION = "3.13"
 try:  # the real version string aiohttp puts in User-Agent / Server, when installed
@@ -36,6 +36,14 @@ SERVER_HEADERS = [
     ("Date", "Tue, 01 Dec 2026 00:00:00 GMT"),
     ("Server", f"Python/3.11 aiohttp/{AIOHTTP_VERSION}"),
 ]
+# ground/server.py's answers on the link (/v1/link, /v1/health): no Server header.
+LINK_SERVER_HEADERS = SERVER_HEADERS[:1]
+
+
+# onboard/sync.py's connector: at most this many raced attempts for one request, each giving
+# up after 2 SYNs (TCP_SYNCNT=1: a SYN and one retry, 3 s).
+MAX_RACE_ATTEMPTS = 1024
+RACE_SYNS = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +52,8 @@ class HttpResponse:
     headers: tuple[tuple[str, str], ...]
     body: bytes
     wire_bytes: int = 0  # the whole response as it crossed: status line, headers, body
+    # When the request began on an open connection (aiohttp's on_request_headers_sent).
+    started_at: float | None = None
 
 
 class HttpClient:
@@ -70,6 +80,9 @@ class HttpClient:
         self.bytes_sent = 0
         self.request_wire_bytes = 0
         self.rx = 0
+        self.started_at: float | None = None
+        self.attempts: list[SimConnection] = []  # connections racing to carry the request
+        self.race_timer: Timer | None = None
         self.close_timer: Timer | None = None
         # aiohttp's connector closes a keep-alive connection idle this long (keepalive_timeout).
         self.keepalive_s = 15.0
@@ -91,6 +104,7 @@ class HttpClient:
         on_error: Callable[[str], None],
         *,
         total_timeout_s: float | None = None,
+        race_every_s: float | None = None,
     ) -> None:
         assert self.pending is None, "one request at a time"
         h = h11.Connection(h11.CLIENT)
@@ -112,14 +126,39 @@ class HttpClient:
             self.close_timer.cancel()
             self.close_timer = None
         if self.conn is None or self.conn.closed:
-            self.conn = self.link.connect(self, self.server_factory())
+            syns = len(SYN_RETRIES_S) if race_every_s is None else RACE_SYNS
+            self.conn = self.link.connect(self, self.server_factory(), syns=syns)
+            self.attempts = [self.conn]
             self._arm_idle(None if self.idle_timeout_s is None else max(self.idle_timeout_s, 70.0))
+            if race_every_s is not None:
+                self.race_timer = self.loop.after(race_every_s, self._race, race_every_s)
         elif self.conn.established:
             self._write()
+
+    def _race(self, every_s: float) -> None:
+        """Another connection attempt while none has connected (onboard/sync.py's connector:
+        Happy Eyeballs' staggered attempts to one address); the first to connect wins."""
+        self.race_timer = None
+        if self.pending is None or self.conn is None or self.conn.established:
+            return
+        if len(self.attempts) >= MAX_RACE_ATTEMPTS:
+            return
+        self.attempts.append(self.link.connect(self, self.server_factory(), syns=RACE_SYNS))
+        self.race_timer = self.loop.after(every_s, self._race, every_s)
+
+    def _end_race(self, winner: SimConnection | None) -> None:
+        if self.race_timer is not None:
+            self.race_timer.cancel()
+            self.race_timer = None
+        losers, self.attempts = [c for c in self.attempts if c is not winner], []
+        for c in losers:
+            if not c.closed:
+                c.abort("lost the connection race")
 
     def _write(self) -> None:
         assert self.pending and self.conn
         raw = self.pending[0]
+        self.started_at = self.loop.now
         self.bytes_sent += len(raw)
         self._arm_idle(self.idle_timeout_s)
         self.conn.send(True, raw)
@@ -151,6 +190,7 @@ class HttpClient:
     def _fail(self, reason: str) -> None:
         cbs = self._finish()
         conn, self.conn = self.conn, None  # (so connection_lost does not report it as idle)
+        self._end_race(None)
         if conn and not conn.closed:
             conn.abort(reason)  # aiohttp drops a connection whose request failed
         if cbs:
@@ -158,6 +198,9 @@ class HttpClient:
 
     # Endpoint interface -------------------------------------------------------------
     def connection_made(self, conn: SimConnection) -> None:
+        if conn in self.attempts:
+            self.conn = conn
+            self._end_race(conn)
         if conn is self.conn and self.pending:
             self._write()
 
@@ -187,12 +230,22 @@ class HttpClient:
                     hdrs = tuple((k.decode(), v.decode()) for k, v in resp.headers)
                     cbs[0](
                         HttpResponse(
-                            status=resp.status_code, headers=hdrs, body=bytes(self.body), wire_bytes=self.rx
+                            status=resp.status_code,
+                            headers=hdrs,
+                            body=bytes(self.body),
+                            wire_bytes=self.rx,
+                            started_at=self.started_at,
                         )
                     )
                 return
 
     def connection_lost(self, conn: SimConnection, reason: str) -> None:
+        if conn in self.attempts:
+            self.attempts.remove(conn)
+            if self.attempts:  # others still racing: the request waits for them
+                if conn is self.conn:
+                    self.conn = self.attempts[-1]
+                return
         if conn is not self.conn:
             return
         self.conn = None
@@ -209,11 +262,17 @@ Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, str, bytes]]
 class ServerConn:
     """Ground's side of one connection: parses requests with h11 and answers with ``handler``."""
 
-    def __init__(self, handler: Handler, on_cut_body: Callable[[bytes], None] | None = None) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        on_cut_body: Callable[[bytes], None] | None = None,
+        server_headers: list[tuple[str, str]] = SERVER_HEADERS,
+    ) -> None:
         self.handler = handler
         # Given what arrived of a request body cut short (aiohttp's ConnectionResetError while
         # ground/server.py reads it), as ground keeps the bytes of a cut chunk.
         self.on_cut_body = on_cut_body
+        self.server_headers = server_headers
         self.h = h11.Connection(h11.SERVER)
         self.req: h11.Request | None = None
         self.body = bytearray()
@@ -252,7 +311,9 @@ class ServerConn:
                 status, ctype, body = self.handler(
                     req.method.decode(), req.target.decode(), headers, bytes(self.body)
                 )
-                hdrs = [("Content-Type", ctype), ("Content-Length", str(len(body))), *SERVER_HEADERS]
+                # An empty ctype: ground sends none (a frame on /v1/link, _trim_link_headers).
+                typed = [("Content-Type", ctype)] if ctype else []
+                hdrs = [*typed, ("Content-Length", str(len(body))), *self.server_headers]
                 raw = self.h.send(h11.Response(status_code=status, headers=hdrs)) or b""
                 raw += (self.h.send(h11.Data(data=body)) or b"") + (self.h.send(h11.EndOfMessage()) or b"")
                 conn.send(False, raw)

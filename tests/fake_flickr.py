@@ -21,7 +21,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import json
+import re
 import sys
 import time
 import urllib.parse
@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_x import Fault  # noqa: E402
+from fake_server import Fault, serve_standalone  # noqa: E402
 
 
 def _enc(s: str) -> str:
@@ -51,6 +51,20 @@ def hmac_sha1_signature(method: str, url: str, params: list[tuple[str, str]], cs
     return base64.b64encode(digest).decode()
 
 
+PUBLIC_METHODS = {"flickr.photos.getInfo", "flickr.photos.getSizes"}
+
+
+def _strip_html(text: str, strip: bool) -> str:
+    return re.sub(r"<[^>]*>", "", text) if strip else text
+
+
+def _is_machine_tag(tag: str) -> bool:
+    """namespace:predicate=value, each part non-empty."""
+    ns, _, rest = tag.partition(":")
+    pred, _, value = rest.partition("=")
+    return bool(ns and pred and value)
+
+
 @dataclass
 class FakeFlickr:
     consumer_key: str = "flickr-key"
@@ -59,6 +73,9 @@ class FakeFlickr:
     nsid: str = "12345678@N00"
     username: str = "alice_in_orbit"
     reencode: bool = False
+    # Flickr's description "may contain some limited HTML" (upload.api.html): True makes the fake
+    # drop anything that looks like a tag, to test that we notice and still find our uploads.
+    strip_html: bool = False
     base_url: str = "http://127.0.0.1"
     photos: dict[str, dict[str, Any]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
@@ -67,6 +84,9 @@ class FakeFlickr:
     # The Nth upload (1-based) is stored, then its answer fails with this status (0: dropped).
     lost_answers: dict[int, int] = field(default_factory=dict)
     uploads: int = 0
+    # API keys of readers: the public read methods (getInfo, getSizes: "This method does not
+    # require authentication") answer with ``api_key`` alone.
+    api_keys: set[str] = field(default_factory=set)
     _n: int = 53000000000
 
     def secret(self) -> dict[str, str]:
@@ -160,7 +180,9 @@ class FakeFlickr:
             "id": pid,
             "data": data,
             "title": str(form.get("title", "")),
-            "description": str(form.get("description", "")),
+            "description": _strip_html(str(form.get("description", "")), self.strip_html),
+            # upload.api.html: "A space-seperated list of tags"; Flickr lists each in its clean form.
+            "tags": [t.lower() for t in str(form.get("tags", "")).split()],
             "uploaded": int(time.time()),
         }
         self.uploads += 1
@@ -180,7 +202,10 @@ class FakeFlickr:
         args = list(request.query.items())
         if request.method == "POST":
             args += [(k, str(v)) for k, v in (await request.post()).items()]
-        code = self._check_oauth(request, args)
+        public = dict(args).get("method") in PUBLIC_METHODS and "Authorization" not in request.headers
+        if public and dict(args).get("api_key") not in self.api_keys:
+            return self.fail(100, "Invalid API Key (Key not found)")
+        code = None if public else self._check_oauth(request, args)
         if code is not None:
             return self.fail(
                 code,
@@ -218,35 +243,12 @@ class FakeFlickr:
                 {"sizes": {"canblog": 1, "canprint": 1, "candownload": 1, "size": sizes}, "stat": "ok"}
             )
         if method == "flickr.people.getPhotos":
-            since = int(a.get("min_upload_date", "0"))
-            per = int(a.get("per_page", "100"))
-            found = [
-                p
-                for p in sorted(self.photos.values(), key=lambda p: -p["uploaded"])
-                if p["uploaded"] >= since
-            ][:per]
-            return web.json_response(
-                {
-                    "photos": {
-                        "page": 1,
-                        "pages": 1,
-                        "perpage": per,
-                        "total": len(found),
-                        "photo": [
-                            {
-                                "id": p["id"],
-                                "owner": self.nsid,
-                                "title": p["title"],
-                                "description": {"_content": p["description"]},
-                                "dateupload": str(p["uploaded"]),
-                                "ispublic": 1,
-                            }
-                            for p in found
-                        ],
-                    },
-                    "stat": "ok",
-                }
-            )
+            return self._get_photos(a)
+        if method == "flickr.photos.getInfo":
+            p = self.photos.get(a.get("photo_id", ""))
+            if p is None:
+                return self.fail(1, "Photo not found")
+            return web.json_response({"photo": self._info(p), "stat": "ok"})
         if method == "flickr.photos.delete":
             if request.method != "POST":
                 return self.fail(99, "Insufficient permissions: delete requires POST")
@@ -254,6 +256,61 @@ class FakeFlickr:
                 return self.fail(1, "Photo not found")
             return web.json_response({"stat": "ok"})
         return self.fail(112, f'Method "{method}" not found')
+
+    def _get_photos(self, a: dict[str, str]) -> web.Response:
+        """flickr.people.getPhotos: newest first, ``min_upload_date``, pages of ``per_page`` (max 500),
+        only the ``extras`` asked for (description, date_upload, tags, machine_tags)."""
+        since = int(a.get("min_upload_date", "0"))
+        per = min(500, int(a.get("per_page", "100")))
+        page = max(1, int(a.get("page", "1")))
+        extras = set(a.get("extras", "").split(","))
+        match = [
+            p
+            for p in sorted(self.photos.values(), key=lambda p: (-p["uploaded"], -int(p["id"])))
+            if p["uploaded"] >= since
+        ]
+        rows = []
+        for p in match[(page - 1) * per : page * per]:
+            row: dict[str, Any] = {"id": p["id"], "owner": self.nsid, "title": p["title"], "ispublic": 1}
+            if "description" in extras:
+                row["description"] = {"_content": p["description"]}
+            if "date_upload" in extras:
+                row["dateupload"] = str(p["uploaded"])
+            if "tags" in extras:
+                row["tags"] = " ".join(t for t in p["tags"] if not _is_machine_tag(t))
+            if "machine_tags" in extras:
+                row["machine_tags"] = " ".join(t for t in p["tags"] if _is_machine_tag(t))
+            rows.append(row)
+        pages = max(1, -(-len(match) // per))
+        return web.json_response(
+            {
+                "photos": {"page": page, "pages": pages, "perpage": per, "total": len(match), "photo": rows},
+                "stat": "ok",
+            }
+        )
+
+    def _info(self, p: dict[str, Any]) -> dict[str, Any]:
+        """flickr.photos.getInfo's ``photo`` (the fields a reader or the adapter uses)."""
+        return {
+            "id": p["id"],
+            "owner": {"nsid": self.nsid, "username": self.username},
+            "title": {"_content": p["title"]},
+            "description": {"_content": p["description"]},
+            "visibility": {"ispublic": 1, "isfriend": 0, "isfamily": 0},
+            "dates": {"posted": str(p["uploaded"])},
+            "tags": {
+                "tag": [
+                    {"id": f"{p['id']}-{i}", "raw": t, "_content": t, "machine_tag": int(_is_machine_tag(t))}
+                    for i, t in enumerate(p["tags"])
+                ]
+            },
+            "urls": {
+                "url": [
+                    {"type": "photopage", "_content": f"https://www.flickr.com/photos/{self.nsid}/{p['id']}/"}
+                ]
+            },
+            "media": "photo",
+        }
 
     async def original(self, request: web.Request) -> web.Response:
         p = self.photos.get(request.match_info["id"])
@@ -272,14 +329,7 @@ class FakeFlickr:
 
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeFlickr()
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.base_url = f"http://127.0.0.1:{port}"
-    print(json.dumps({"url": fake.base_url, "secret": fake.secret()}), flush=True)
-    await asyncio.Event().wait()
+    await serve_standalone(fake, args.port, secret=fake.secret())
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 import urllib.parse
@@ -32,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_x import Fault  # noqa: E402
+from fake_server import Fault, serve_standalone  # noqa: E402
 
 _RESERVED = set("\\|{}@[]()<>#*_~")
 
@@ -248,11 +247,12 @@ class FakeLinkedIn:
         if request.query.get("q") != "author":
             return self.error(400, "q=author required")
         author = request.query.get("author")
-        count = int(request.query.get("count", "10"))
-        els = sorted(
+        count, start = int(request.query.get("count", "10")), int(request.query.get("start", "0"))
+        mine = sorted(
             (p for p in self.posts.values() if p["author"] == author and not p.get("deleted")),
             key=lambda p: -p["created"],
-        )[:count]
+        )
+        els = mine[start : start + count]  # Rest.li paging: start, count; paging.total
         return web.json_response(
             {
                 "elements": [
@@ -265,7 +265,8 @@ class FakeLinkedIn:
                         "lifecycleState": "PUBLISHED",
                     }
                     for p in els
-                ]
+                ],
+                "paging": {"start": start, "count": count, "total": len(mine)},
             }
         )
 
@@ -302,14 +303,7 @@ class FakeLinkedIn:
 
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeLinkedIn()
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    fake.base_url = f"http://127.0.0.1:{port}"
-    print(json.dumps({"url": fake.base_url, "grant": fake.grant()}), flush=True)
-    await asyncio.Event().wait()
+    await serve_standalone(fake, args.port, grant=fake.grant())
 
 
 if __name__ == "__main__":

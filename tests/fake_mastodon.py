@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import json
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,19 +31,36 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fake_server import Fault, serve_standalone, take_fault  # noqa: E402
+
 from protocol.rules import mastodon_length  # noqa: E402
 
+_URL = re.compile(r"https?://[^\s<>\"]+[^\s<>\".,;:!?)\]}'*]")
 
-@dataclass
-class Fault:
-    """Answer ``status`` to the next ``times`` matching requests; ``after`` = act first, then fail."""
 
-    method: str
-    path: str
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    after: bool = False
-    times: int = 1
+def _link(url: str) -> str:
+    """A link as Mastodon's TextFormatter writes it: scheme hidden, the rest cut at 30 characters."""
+    scheme, _, rest = url.partition("://")
+    shown, hidden = rest[:30], rest[30:]
+    return (
+        f'<a href="{html.escape(url)}" target="_blank" rel="nofollow noopener" translate="no">'
+        f'<span class="invisible">{html.escape(scheme)}://</span>'
+        f'<span class="{"ellipsis" if hidden else ""}">{html.escape(shown)}</span>'
+        f'<span class="invisible">{html.escape(hidden)}</span></a>'
+    )
+
+
+def render_html(text: str) -> str:
+    """Mastodon's HTML ``content`` for a status (app/lib/text_formatter.rb + Rails simple_format):
+    the text stripped, escaped, links wrapped, CR LF as LF, ``<p>`` per paragraph, ``<br />``."""
+    text = text.strip().replace("\r\n", "\n").replace("\r", "\n")
+    pos, parts = 0, []
+    for m in _URL.finditer(text):
+        parts += [html.escape(text[pos : m.start()], quote=False), _link(m.group(0))]
+        pos = m.end()
+    escaped = "".join([*parts, html.escape(text[pos:], quote=False)])
+    paragraphs = re.split(r"\n\n+", escaped)
+    return "".join(f"<p>{p.replace(chr(10), '<br />')}</p>" for p in paragraphs)
 
 
 @dataclass
@@ -65,11 +84,7 @@ class FakeMastodon:
         return str(self._next_id)
 
     def fault_for(self, method: str, path: str) -> Fault | None:
-        for f in self.faults:
-            if f.method == method and path.startswith(f.path) and f.times > 0:
-                f.times -= 1
-                return f
-        return None
+        return take_fault(self.faults, method, path)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._middleware])
@@ -231,7 +246,7 @@ class FakeMastodon:
             "id": sid,
             "uri": f"{self.base_url}/users/{s['account']}/statuses/{sid}",
             "url": f"{self.base_url}/@{s['account']}/{sid}",
-            "content": f"<p>{s['text']}</p>",  # rendered HTML: not the text as sent
+            "content": render_html(s["text"]),  # rendered HTML: not the text as sent
             "created_at": s["created_at"],
             "media_attachments": [self._media_json(m, ready=True) for m in s["media_ids"]],
         }
@@ -296,14 +311,7 @@ async def _serve(args: argparse.Namespace) -> None:
         processing_polls=1,
         max_characters=args.max_characters,
     )
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    port = runner.addresses[0][1]
-    fake.base_url = f"http://127.0.0.1:{port}"
-    print(json.dumps({"url": fake.base_url}), flush=True)
-    await asyncio.Event().wait()
+    await serve_standalone(fake, args.port)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ import aiohttp
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fake_server import serve_standalone  # noqa: E402
+
 from protocol.rules import graphemes, threads_length  # noqa: E402
 
 DAY_S = 86400.0
@@ -96,6 +98,8 @@ class FakeMeta:
     clock_offset_s: float = 0.0
     containers: dict[str, dict[str, Any]] = field(default_factory=dict)
     posts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Tokens a reader holds (orbitpost-verify --read-token): GET a post's fields, nothing else.
+    readers: set[str] = field(default_factory=set)
     photos: dict[str, dict[str, Any]] = field(default_factory=dict)
     fetches: list[tuple[str, int, str]] = field(default_factory=list)  # url, status, content type
     faults: list[Fault] = field(default_factory=list)
@@ -239,6 +243,13 @@ class FakeMeta:
 
     async def node(self, request: web.Request) -> web.Response:
         params = await self._params(request)
+        auth = request.headers.get("Authorization", "")
+        if (
+            request.method == "GET"
+            and auth[7:].strip() in self.readers
+            and request.match_info["node"] in self.posts
+        ):
+            return self.post_fields(request.match_info["node"])  # a reader's token: read a post, nothing else
         user = self._user(request, params)
         if isinstance(user, web.Response):
             return user
@@ -608,17 +619,11 @@ class FakeMeta:
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeMeta(kind=args.kind, processing_polls=1, quota_total=args.quota)
     fake.tokens = {args.token: Token("alice", fake.now(), fake.now() + LONG_LIVED_S)}
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    fake.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     # "grant": what `ground account add --token-file` takes (Meta's long-lived token answer).
     grant: dict[str, Any] = {"access_token": args.token, "token_type": "bearer"}
     if args.kind != "facebook":  # Page tokens from a long-lived user token do not expire
         grant["expires_in"] = int(LONG_LIVED_S)
-    print(json.dumps({"url": fake.base_url, "grant": grant}), flush=True)
-    await asyncio.Event().wait()
+    await serve_standalone(fake, args.port, grant=grant)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import argparse
 import asyncio
 import base64
 import html
-import json
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,22 +40,11 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fake_server import Fault, serve_standalone, take_fault  # noqa: E402
+
 from protocol.rules import URL_RE, x_weighted_length  # noqa: E402
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
-
-
-@dataclass
-class Fault:
-    """Answer ``status`` to the next ``times`` matching requests; ``after`` = act first, then fail
-    (``status=0`` drops the connection without an answer)."""
-
-    method: str
-    path: str
-    status: int
-    headers: dict[str, str] = field(default_factory=dict)
-    after: bool = False
-    times: int = 1
 
 
 @dataclass
@@ -75,6 +64,8 @@ class FakeX:
     faults: list[Fault] = field(default_factory=list)
     log: list[tuple[str, str, int]] = field(default_factory=list)
     refreshes: int = 0
+    # A reader's own bearer tokens (app-only): they may read a post (GET /2/tweets/:id), nothing else.
+    readers: set[str] = field(default_factory=set)
     posts_today: list[float] = field(default_factory=list)
     _next: int = 1880000000000000000
 
@@ -101,11 +92,7 @@ class FakeX:
         return str(self._next)
 
     def fault_for(self, method: str, path: str) -> Fault | None:
-        for f in self.faults:
-            if f.method == method and path.startswith(f.path) and f.times > 0:
-                f.times -= 1
-                return f
-        return None
+        return take_fault(self.faults, method, path)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._middleware])
@@ -118,6 +105,7 @@ class FakeX:
         app.router.add_get("/2/tweets/{id}", self.get_tweet)
         app.router.add_get("/2/users/me", self.me)
         app.router.add_get("/2/users/{id}/tweets", self.timeline)
+        app.router.add_get("/oembed", self.oembed)  # publish.twitter.com's, here on the same address
         app.router.add_get("/_fake/tweets", self.dump)
         return app
 
@@ -139,10 +127,13 @@ class FakeX:
         if fault is not None and not fault.after:
             self.log.append((request.method, request.path, fault.status))
             return self.problem(fault.status, "Fault", "scripted", fault.headers)
-        if request.path not in ("/2/oauth2/token",) and not request.path.startswith("/_fake"):
+        if request.path not in ("/2/oauth2/token", "/oembed") and not request.path.startswith("/_fake"):
             auth = request.headers.get("Authorization", "")
             token = auth.removeprefix("Bearer ")
-            if not auth.startswith("Bearer ") or self.access.get(token, 0) <= self.clock():
+            reading = request.method == "GET" and re.fullmatch(r"/2/tweets/\d+", request.path) is not None
+            if not (reading and token in self.readers) and (
+                not auth.startswith("Bearer ") or self.access.get(token, 0) <= self.clock()
+            ):
                 self.log.append((request.method, request.path, 401))
                 return self.problem(401, "Unauthorized", "Unauthorized")
         resp = await handler(request)
@@ -286,7 +277,10 @@ class FakeX:
             return web.json_response(
                 {"errors": [{"message": "Could not find tweet", "title": "Not Found Error"}]}, status=200
             )
-        return web.json_response({"data": {"id": t["id"], "text": self.rendered(t["text"])}})
+        data: dict[str, Any] = {"id": t["id"], "text": self.rendered(t["text"])}
+        if "attachments" in request.query.get("tweet.fields", "") and t["media_ids"]:
+            data["attachments"] = {"media_keys": [f"3_{i}" for i in t["media_ids"]]}
+        return web.json_response({"data": data})
 
     async def me(self, request: web.Request) -> web.Response:
         return web.json_response({"data": {"id": self.user_id, "name": "Alice", "username": self.username}})
@@ -297,6 +291,46 @@ class FakeX:
         n = iter(range(10**6))
         linked = URL_RE.sub(lambda m: f"https://t.co/Ab{next(n)}Cd", text)
         return html.escape(linked, quote=False)
+
+    async def oembed(self, request: web.Request) -> web.Response:
+        """``GET https://publish.twitter.com/oembed?url=…`` (no authentication; GET statuses/oembed):
+        the post as an embeddable ``<blockquote class="twitter-tweet">``: its text in ``<p>``, each
+        link an ``<a>`` showing its t.co URL, line ends ``<br>``, each photo a ``pic.x.com`` link."""
+        tid = request.query.get("url", "").rstrip("/").rsplit("/", 1)[-1]
+        t = self.tweets.get(tid)
+        if t is None or t.get("deleted"):
+            return web.Response(status=404, text="")
+        body = self.embed_html(t)
+        return web.json_response(
+            {
+                "url": f"https://twitter.com/{self.username}/status/{tid}",
+                "author_name": "Alice",
+                "author_url": f"https://twitter.com/{self.username}",
+                "html": body,
+                "type": "rich",
+                "version": "1.0",
+                "provider_name": "Twitter",
+                "provider_url": "https://twitter.com",
+                "cache_age": "3153600000",
+                "width": 550,
+                "height": None,
+            }
+        )
+
+    def embed_html(self, t: dict[str, Any]) -> str:
+        """The oEmbed ``html`` of tweet ``t``."""
+        shown = re.sub(
+            r"https://t\.co/\w+",
+            lambda m: f'<a href="{m.group(0)}">{m.group(0)}</a>',
+            self.rendered(t["text"]),
+        ).replace("\n", "<br>")
+        pics = "".join(f' <a href="https://t.co/P{i}">pic.x.com/P{i}</a>' for i in t["media_ids"])
+        when = datetime.fromtimestamp(t["created"], UTC).strftime("%B %d, %Y")
+        return (
+            f'<blockquote class="twitter-tweet"><p lang="en" dir="ltr">{shown}{pics}</p>&mdash; Alice '
+            f'(@{self.username}) <a href="https://twitter.com/{self.username}/status/{t["id"]}?ref_src=twsrc%5Etfw">'
+            f"{when}</a></blockquote>\n"
+        )
 
     async def timeline(self, request: web.Request) -> web.Response:
         if request.match_info["id"] != self.user_id:
@@ -321,13 +355,7 @@ class FakeX:
 
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeX(processing_polls=1, daily_posts=100_000)
-    runner = web.AppRunner(fake.app())
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", args.port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    print(json.dumps({"url": f"http://127.0.0.1:{port}", "grant": fake.grant()}), flush=True)
-    await asyncio.Event().wait()
+    await serve_standalone(fake, args.port, grant=fake.grant())
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ by benchmarks, never by timed assertions.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 from hypothesis import strategies as st
 
@@ -113,3 +114,12 @@ def assemble(header: object, sections: list[bytes], *, version: int = 1, magic: 
     total = 18 + len(body) + 32
     data = struct.pack(">4sHQI", magic, version, total, len(head)) + body
     return data + hashlib.sha256(data).digest()
+
+
+@st.composite
+def rendition_posts(draw: st.DrawFn, author: str | None = None) -> Post:
+    """A post that allows a rendition for a non-empty subset of its distinct targets (body v2)."""
+    p = draw(posts(author))
+    distinct = list(dict.fromkeys(p.targets))
+    chosen = draw(st.lists(st.sampled_from(distinct), min_size=1, max_size=len(distinct), unique=True))
+    return replace(p, renditions=tuple(chosen))

@@ -139,6 +139,12 @@ def test_tricky_text_and_photos_read_back_byte_identical(
     # This PDS is not bsky.social and no web app is set for it: a bsky.app link would not work,
     # so the post's URL is its at:// URI (ground/platforms/bluesky.py).
     assert url == remote_id
+    # Read back after publishing (issue 13): the text and each blob, recorded.
+    fid, note = home.conn.execute(
+        "SELECT fidelity, fidelity_note FROM publications WHERE item_id = ?", (with_photos,)
+    ).fetchone()
+    assert fid == "exact" and note.startswith("text read back: exact; photo 1: blob read back: sha256")
+    assert note.count("matches") == 2
     home.close()
 
 

@@ -19,37 +19,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from browser_support import ARTIFACTS, needs_chromium, open_page
 from dashboard_support import ADMIN
 
 from ground import operators
 from ground.demo import start_server, stop_server
 from ground.home import GroundHome
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-# Flags Debian's chromium needs on this closed network, as root, without a GPU.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-playwright_api = pytest.importorskip(
-    "playwright.async_api", reason="playwright is not installed (pip install -e '.[test]')"
-)
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=(
-        "BROWSER TEST SKIPPED: /usr/bin/chromium is missing; "
-        "install Debian's browser with `apt-get install -y chromium chromium-driver` (.ci/run does)"
-    ),
-)
+pytestmark = needs_chromium
 
 
 async def run(tool: str, home: Path, *args: str, env: dict[str, str], ok: bool = True) -> str:
@@ -124,20 +101,8 @@ async def served(tmp_path: Path, subprocess_env: dict[str, str]) -> AsyncIterato
 
 @pytest.fixture
 async def page(tmp_path: Path) -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as pw:
-        ctx = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),  # a fresh, empty profile every run
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1366, "height": 900},  # a laptop screen
-        )
-        try:
-            p = ctx.pages[0] if ctx.pages else await ctx.new_page()
-            p.set_default_timeout(20_000)
-            yield p
-        finally:
-            await ctx.close()
+    async with open_page(tmp_path, width=1366, height=900) as p:  # a laptop screen
+        yield p
 
 
 async def test_operator_watches_posts_flow_retries_and_sees_tampering(

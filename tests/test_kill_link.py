@@ -2,8 +2,9 @@
 (issue 16 "go further"): every post is published once, byte-identical.
 
 Both run as real processes over loopback; each round SIGKILLs one of them at a random moment
-(start-up, mid-upload, mid-commit, mid-publish) and starts it again. At the end both run
-cleanly and the archive platform must hold every post exactly once, its photo byte for byte.
+(start-up, mid-upload, mid-commit, mid-publish, mid-log catch-up) and starts it again. At the
+end both run cleanly and the archive platform must hold every post exactly once, its photo byte
+for byte, and the transparency log each post and each publication exactly once.
 
 Default: 4 kills of each (a few seconds a round on 2 busy cores). `-m slow`: 50 of each.
 """
@@ -24,6 +25,9 @@ import pytest
 from conftest import Cli
 from link_support import free_port, link_to, setup_station
 from PIL import Image
+
+from ground import translog
+from ground.home import GroundHome
 
 
 def _photo(rng: random.Random, n: int) -> bytes:
@@ -175,6 +179,24 @@ def _kill_loop(
     for text, data in photos.items():
         (d,) = published[text]
         assert (d / "media-1.jpg").read_bytes() == data, text
+    # The public log followed all of it, through every kill of its catch-up: each accepted
+    # post and each publication once (ground/translog.py; ground is stopped, so catch up here).
+    home = GroundHome(cli.ground_home)
+    try:
+        translog.catch_up(home, int(time.time() * 1000))
+        facts = [f for (f,) in home.conn.execute("SELECT fact FROM tlog_leaves")]
+        items = {f"item:{i}" for (i,) in home.conn.execute("SELECT id FROM items")}
+        pubs = {
+            f"pub:{i}:{a}:published"
+            for i, a in home.conn.execute(
+                "SELECT item_id, account FROM publications WHERE state = 'published'"
+            )
+        }
+    finally:
+        home.close()
+    assert len(items) == len(want) and len(facts) == len(set(facts))
+    assert {f for f in facts if f.startswith("item:")} == items
+    assert {f for f in facts if f.startswith("pub:")} == pubs
 
 
 def _run(cli: Cli, tmp_path: Path, env: dict[str, str], kills_each: int, seed: int) -> None:

@@ -135,6 +135,28 @@ async def test_ambiguous_post_is_found_not_doubled(
     assert len(fake.posts) == 2 and len(fake.images) == 1  # nothing posted or uploaded twice
 
 
+async def test_an_ambiguous_post_behind_a_burst_of_newer_posts_is_found_by_paging(
+    home: GroundHome, fake: FakeLinkedIn, alice_key: SigningKey
+) -> None:
+    """More newer posts than one page (a burst after the uncertain attempt) is not "cannot tell"."""
+    post, _ = make_post("lost in the burst", [TARGET])
+    ingest(home, alice_key, [post])
+    fake.faults = [Fault("POST", "/rest/posts", 502, after=True)]
+    (o,) = await run(home, T0)
+    assert o.state == "publishing"
+    ours = next(iter(fake.posts.values()))
+    for i in range(120):  # later posts by the same member, newest first in the listing
+        fake.posts[f"urn:li:share:burst{i}"] = {
+            **ours,
+            "id": f"urn:li:share:burst{i}",
+            "commentary": f"burst {i}",
+            "created": ours["created"] + 1 + i,
+        }
+    (o,) = await run(home, T0 + 10**8)
+    assert o.state == "published", o.error
+    assert len(fake.posts) == 121  # found on the third page, not posted again
+
+
 async def test_image_uploaded_before_a_crash_is_reused(
     home: GroundHome, fake: FakeLinkedIn, alice_key: SigningKey, sample_jpegs: list[Path]
 ) -> None:

@@ -242,3 +242,15 @@ async def test_lookup_reads_every_page_down_to_a_short_last_one(
     assert sum(s["text"] == "needle" for s in m.statuses.values()) == 1
     pages = [p for meth, p, _ in m.log if p.startswith("/api/v1/accounts/id-alice/statuses")]
     assert len(pages) == 5
+
+
+async def test_text_is_read_back_after_posting_and_recorded(
+    home: GroundHome, fake: tuple[FakeMastodon, str], alice_key: SigningKey
+) -> None:
+    m, _ = fake
+    post, _ = make_post("read me back \u2014 exactly", [TARGET])
+    ingest(home, alice_key, [post])
+    (o,) = await run(home, T0)
+    assert o.state == "published" and m.statuses
+    (note,) = home.conn.execute("SELECT fidelity_note FROM publications").fetchone()
+    assert note == "text read back: exact"

@@ -128,7 +128,7 @@ GOOD = [BODY_VERSION, 1, RAW_ID, "alice", 1, "hi", [], ["archive:alice"], None]
 @pytest.mark.parametrize(
     ("fields", "code", "words"),
     [
-        ([2, *GOOD[1:]], ErrorCode.UNSUPPORTED_VERSION, "item body version 2 is not supported"),
+        ([3, *GOOD[1:]], ErrorCode.UNSUPPORTED_VERSION, "item body version 3 is not supported"),
         ([1, 9, *GOOD[2:]], ErrorCode.MALFORMED, "unknown item kind 9"),
         ([*GOOD[:2], b"short", *GOOD[3:]], ErrorCode.MALFORMED, "item id must be 16 bytes"),
         ([*GOOD[:3], "", *GOOD[4:]], ErrorCode.MALFORMED, "author name"),

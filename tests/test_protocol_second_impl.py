@@ -204,13 +204,14 @@ def verify_format1(
         f = arr(canonical(body))
         if len(f) < 5:
             raise Reject("malformed")
-        if uint(f[0]) != 1:
+        version = uint(f[0])
+        if version not in (1, 2):
             raise Reject("unsupported_version")
         kind, item_id, author, created = uint(f[1]), b(f[2], 16), s(f[3]), uint(f[4])
         if not 1 <= len(author.encode()) <= 256 or created > MAX_TIME:
             raise Reject("malformed")
         if kind == 1:
-            f = arr(f, 9)
+            f = arr(f, 9 if version == 1 else 10)
             text, media, targets = s(f[5]), arr(f[6]), arr(f[7])
             if len(text.encode()) > 65536:
                 raise Reject("limit_exceeded")
@@ -231,7 +232,16 @@ def verify_format1(
                     raise Reject("limit_exceeded")
                 if wanted.setdefault(sha, size) != size:
                     raise Reject("media_size_mismatch")
-        elif kind in (2, 3):
+            if version == 2:  # §3.1: 1-64 of the post's own targets, each once
+                consents = [s(t) for t in arr(f[9])]
+                if not 1 <= len(consents) <= 64:
+                    raise Reject("malformed")
+                for i, t in enumerate(consents):
+                    if t not in targets:
+                        raise Reject("rendition_not_a_target")
+                    if t in consents[:i]:
+                        raise Reject("rendition_duplicate")
+        elif kind in (2, 3) and version == 1:
             b(arr(f, 6)[5], 16)
         else:
             raise Reject("malformed")

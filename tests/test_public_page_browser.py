@@ -8,36 +8,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import ARTIFACTS, needs_chromium, open_page
 from conftest import Cli
 from link_support import running_ground
-from test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, playwright_api
 from test_translog import _publish_one
 
 from ground.home import GroundHome
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="BROWSER TEST SKIPPED: /usr/bin/chromium is missing"
-)
+pytestmark = needs_chromium
 
 HOSTILE = 'Mercury_(planet) <script>alert(1)</script><img src=x onerror="alert(2)"> [b]bold[/b] \u202eevil\u202c 👩🏽‍🚀'
 
 
 @pytest.fixture
 async def page(tmp_path: Path) -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as pw:
-        ctx = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1100, "height": 900},
-        )
-        try:
-            p = ctx.pages[0] if ctx.pages else await ctx.new_page()
-            p.set_default_timeout(20_000)
-            yield p
-        finally:
-            await ctx.close()
+    async with open_page(tmp_path, width=1100, height=900) as p:
+        yield p
 
 
 async def test_reader_sees_the_check_pass_then_fail_on_a_tampered_post(

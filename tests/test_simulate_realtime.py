@@ -93,14 +93,6 @@ def _agreement(
 
 
 @needs_live_link
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "since parallel streams (issue 14) the real run behind linkemu sends ~3x the requests and "
-        "~45 % more bytes than the virtual model: TCP_INFO measures the proxy's local hop, so the "
-        "stream count grows to 32 there; open in issue 14"
-    ),
-)
 def test_realtime_and_virtual_agree_on_bytes(tmp_path: Path) -> None:
     """Same profile, workload and seed: the real processes and the virtual run put the same
     bytes on the wire (30 s; the profile's dark windows are left out to keep it short)."""

@@ -382,17 +382,20 @@ def test_silence_times_out_backs_off_and_probes() -> None:
     assert s.next_deadline() == o.deadline and o.deadline >= 10
     s.handle_timeout(o.deadline)
     assert isinstance(s.next_event(), LinkDown)
-    assert s.data_to_send(o.deadline) == []  # backing off
-    retry = s.next_deadline()
-    assert retry is not None and 0 < retry - o.deadline <= 4
-    probes = s.data_to_send(retry)
+    # It waited out its deadline, longer than any backoff: the probe leaves at once, racing its
+    # connection for the link's return (issue 14), with the long deadline of a probe.
+    probes = s.data_to_send(o.deadline)
     assert len(probes) == 1  # one probe at a time while the link is down
-    # Backoff never exceeds its ceiling however long the dark lasts.
-    now = retry
+    assert probes[0].deadline - o.deadline >= s.config.down_probe_timeout_s
+    assert probes[0].race_every_s is not None and probes[0].race_every_s < s.srtt_s
+    # A probe refused at once waits the backoff, which never exceeds its ceiling however long
+    # the dark lasts.
+    now = o.deadline
     for _ in range(20):
         s.request_failed(probes[0].seq, now, "refused")
+        assert s.data_to_send(now) == []  # backing off
         nxt = s.next_deadline()
-        assert nxt is not None and nxt - now <= 4.0 + 1e-9
+        assert nxt is not None and 0 < nxt - now <= 4.0 + 1e-9
         now = nxt
         probes = s.data_to_send(now)
         assert len(probes) == 1

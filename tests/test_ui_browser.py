@@ -24,42 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import ARTIFACTS, needs_chromium, open_page, playwright_api
 from pds import harness
 from ui_support import Ui, start_ui, stop_ui
 
 from ground.demo import start_server, stop_server
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parent.parent
-ARTIFACTS = REPO / "artifacts"
-# Flags Debian's chromium needs on this closed network, as root, without a GPU
-# (the same as tests/test_dashboard_browser.py).
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PASSPHRASE = "correct horse battery staple"
 BSKY = "bluesky:alice.test"
 HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script> **bold** &amp; <b>b</b>'
 RED = "rgb(176, 0, 32)"
 
-playwright_api = pytest.importorskip(
-    "playwright.async_api", reason="playwright is not installed (pip install -e '.[test]')"
-)
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason=(
-        "BROWSER TEST SKIPPED: /usr/bin/chromium is missing; "
-        "install Debian's browser with `apt-get install -y chromium chromium-driver` (.ci/run does)"
-    ),
-)
+pytestmark = needs_chromium
 
 
 def cli(tool: str, home: Path, *args: str, env: dict[str, str]) -> str:
@@ -137,24 +114,11 @@ def world(tmp_path: Path, subprocess_env: dict[str, str], pds: harness.Pds) -> I
 
 @pytest.fixture
 async def page(tmp_path: Path) -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as pw:
-        ctx = await pw.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),  # a fresh, empty profile every run
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 800},  # a small laptop screen
-            # playwright's waiting predicates are strings the page's CSP (script-src 'self') would
-            # refuse to eval; bypassing it also means hostile text is kept inert by textContent
-            # alone, not by the CSP (which tests/test_ui_http.py checks on its own).
-            bypass_csp=True,
-        )
-        try:
-            p = ctx.pages[0] if ctx.pages else await ctx.new_page()
-            p.set_default_timeout(20_000)
-            yield p
-        finally:
-            await ctx.close()
+    # playwright's waiting predicates are strings the page's CSP (script-src 'self') would
+    # refuse to eval; bypassing it also means hostile text is kept inert by textContent
+    # alone, not by the CSP (which tests/test_ui_http.py checks on its own).
+    async with open_page(tmp_path, width=1280, height=800, bypass_csp=True) as p:  # a small laptop screen
+        yield p
 
 
 async def sync(w: World, *extra: str) -> None:

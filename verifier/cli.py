@@ -11,6 +11,7 @@ import typer
 
 from protocol import LocalProtocolError, parse_public_key
 
+from .platforms import Readers
 from .proof import VerificationFailed, check_proof, load
 from .readback import fetch, read_back
 
@@ -26,6 +27,16 @@ def proof_url(target: str, ground: str | None) -> str:
     if ground is None:
         raise VerificationFailed("that is not a proof page URL: give --ground URL to look a platform URL up")
     return f"{ground.rstrip('/')}/p/lookup?json=1&url={urllib.parse.quote(target, safe='')}"
+
+
+def _pairs(values: list[str], option: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        name, sep, value = v.partition("=")
+        if not sep or not name or not value:
+            raise VerificationFailed(f"{option} wants PLATFORM=VALUE, got {v!r}")
+        out[name.strip().lower()] = value.strip()
+    return out
 
 
 def _witness_keys(values: list[str]) -> dict[str, bytes]:
@@ -51,6 +62,16 @@ def verify(
         str | None, typer.Option(help="Read Bluesky records from this PDS instead of resolving the DID.")
     ] = None,
     plc: Annotated[str, typer.Option(help="PLC directory for resolving did:plc.")] = "https://plc.directory",
+    read_token: Annotated[
+        list[str],
+        typer.Option(
+            help="PLATFORM=TOKEN: your token to read copies back (x, instagram, threads, facebook; flickr=API key)."
+        ),
+    ] = [],  # noqa: B006
+    api: Annotated[
+        list[str],
+        typer.Option(help="PLATFORM=URL: read that platform's API at URL instead of its public host."),
+    ] = [],  # noqa: B006
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Check a post: the astronaut's signature, the log, and the copies the platforms hold.
@@ -65,7 +86,8 @@ def verify(
             witnesses=_witness_keys(witness),
             min_witnesses=min_witnesses,
         )
-        copies = [read_back(result.post, p, pds=pds, plc=plc) for p in result.publications]
+        readers = Readers(tokens=_pairs(read_token, "--read-token"), apis=_pairs(api, "--api"))
+        copies = [read_back(result.post, p, pds=pds, plc=plc, readers=readers) for p in result.publications]
     except (VerificationFailed, LocalProtocolError) as exc:
         if as_json:
             print(json.dumps({"version": 1, "verified": False, "reason": str(exc)}))
@@ -80,15 +102,18 @@ def verify(
                     "verified": True,
                     "item_id": result.post.id,
                     "author": result.post.author,
-                    "steps": [*result.steps, *copies],
+                    "steps": [*result.steps, *(c.detail for c in copies if c.checked)],
+                    "unchecked": [c.detail for c in copies if not c.checked],
                     "witnesses": list(result.witnesses),
                 }
             )
         )
         return
     print(f"VERIFIED: post {result.post.id} by {result.post.author}")
-    for step in (*result.steps, *copies):
+    for step in result.steps:
         print(f"  ok  {step}")
+    for c in copies:
+        print(f"  {'ok' if c.checked else '--'}  {c.detail}")
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 from protocol.model import Post
 
+from . import platforms
+from .platforms import CopyCheck, Readers
 from .proof import VerificationFailed
 
 # A published record or photo is far below this; a hostile server cannot make us read more.
@@ -23,10 +25,11 @@ MAX_FETCH_BYTES = 64 * 1024 * 1024
 TIMEOUT_S = 20.0
 
 
-def fetch(url: str, *, limit: int = MAX_FETCH_BYTES) -> bytes:
+def fetch(url: str, *, limit: int = MAX_FETCH_BYTES, headers: dict[str, str] | None = None) -> bytes:
     """GET ``url`` (http, https or file) with a size limit; VerificationFailed on any error."""
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:  # noqa: S310 (schemes checked by callers)
+        req = urllib.request.Request(url, headers=headers or {})
+        with urllib.request.urlopen(req, timeout=TIMEOUT_S) as resp:  # noqa: S310 (schemes checked by callers)
             data: bytes = resp.read(limit + 1)
     except (OSError, ValueError) as exc:
         raise VerificationFailed(f"could not fetch {url}: {exc}") from exc
@@ -35,7 +38,25 @@ def fetch(url: str, *, limit: int = MAX_FETCH_BYTES) -> bytes:
     return data
 
 
-def _archive(post: Post, url: str) -> str:
+def expected_photos(post: Post, publication: dict[str, Any]) -> list[bytes]:
+    """The sha256 of each photo this copy should hold: the signed one, or the rendition ground
+    recorded for it — accepted only where the signed post allows a rendition to this account and
+    the record names the signed original (docs/platforms.md, "Renditions")."""
+    want = [m.sha256 for m in post.media]
+    account = str(publication.get("account", ""))
+    for r in publication.get("renditions") or []:
+        n = int(r.get("photo", 0))
+        if not 1 <= n <= len(want) or r.get("original_sha256") != want[n - 1].hex():
+            raise VerificationFailed(f"{account}: a rendition is recorded for a photo the post does not sign")
+        if account not in post.renditions:
+            raise VerificationFailed(
+                f"{account}: ground sent a rendition of photo {n}, but the signed post allows none there"
+            )
+        want[n - 1] = bytes.fromhex(str(r["sha256"]))
+    return want
+
+
+def _archive(post: Post, url: str, want: list[bytes]) -> str:
     folder = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
     try:
         text = (folder / "text.txt").read_bytes()
@@ -45,7 +66,7 @@ def _archive(post: Post, url: str) -> str:
         raise VerificationFailed(f"archive copy at {url}: text differs from the signed text")
     files = sorted(p for p in folder.glob("media-*"))
     got = [hashlib.sha256(p.read_bytes()).digest() for p in files]
-    if got != [m.sha256 for m in post.media]:
+    if got != want:
         raise VerificationFailed(f"archive copy at {url}: photo bytes differ from the signed photos")
     return f"archive copy at {url}: text and {len(got)} photo(s) byte-identical"
 
@@ -58,7 +79,7 @@ def _pds_of(did: str, plc: str) -> str:
     raise VerificationFailed(f"{did} names no PDS in its DID document")
 
 
-def _bluesky(post: Post, uri: str, pds: str | None, plc: str) -> str:
+def _bluesky(post: Post, uri: str, pds: str | None, plc: str, want: list[bytes]) -> str:
     parts = uri.removeprefix("at://").split("/")
     if len(parts) != 3:
         raise VerificationFailed(f"{uri} is not an at:// record URI")
@@ -74,19 +95,37 @@ def _bluesky(post: Post, uri: str, pds: str | None, plc: str) -> str:
         cid = img["image"]["ref"]["$link"]
         q = urllib.parse.urlencode({"did": did, "cid": cid})
         got.append(hashlib.sha256(fetch(f"{base}/xrpc/com.atproto.sync.getBlob?{q}")).digest())
-    if got != [m.sha256 for m in post.media]:
+    if got != want:
         raise VerificationFailed(f"Bluesky record {uri}: photo blobs differ from the signed photos")
     return f"Bluesky record {uri}: text and {len(got)} photo blob(s) byte-identical"
 
 
-def read_back(post: Post, publication: dict[str, Any], *, pds: str | None, plc: str) -> str:
-    """Compare one publication with ``post``; returns what was established, raises if it differs."""
+def read_back(
+    post: Post, publication: dict[str, Any], *, pds: str | None, plc: str, readers: Readers | None = None
+) -> CopyCheck:
+    """Compare one publication with ``post``: what was established, or what could not be checked.
+
+    Raises VerificationFailed if the copy read back differs from what the astronaut signed."""
+    readers = readers or Readers()
     platform = str(publication["account"]).partition(":")[0]
     url = str(publication.get("url") or "")
+    want = expected_photos(post, publication)
+    sent = [str(n) for n, (w, m) in enumerate(zip(want, post.media, strict=True), 1) if w != m.sha256]
+    as_rendition = f" (photo {', '.join(sent)} as the rendition the post allows here)" if sent else ""
     if platform == "archive" and url.startswith("file:"):
-        return _archive(post, url)
+        return CopyCheck(checked=True, detail=_archive(post, url, want) + as_rendition)
     if platform == "bluesky" and publication.get("uri"):
-        return _bluesky(post, str(publication["uri"]), pds, plc)
+        return CopyCheck(
+            checked=True, detail=_bluesky(post, str(publication["uri"]), pds, plc, want) + as_rendition
+        )
+    if platform == "mastodon" and url.startswith(("http://", "https://")):
+        return platforms.mastodon(post, publication, readers, fetch)
+    if platform == "x":
+        return platforms.x(post, publication, readers, fetch)
+    if platform in platforms.GRAPH:
+        return platforms.graph(platform, post, publication, readers, fetch)
+    if platform == "flickr":
+        return platforms.flickr(post, publication, readers, fetch)
     fidelity = publication.get("media_fidelity")
     photos = (
         ""
@@ -97,4 +136,7 @@ def read_back(post: Post, publication: dict[str, Any], *, pds: str | None, plc: 
             else "; photos re-encoded by the platform"
         )
     )
-    return f"{publication['account']}: not read back (no public read this verifier uses){photos}"
+    return CopyCheck(
+        checked=False,
+        detail=f"{publication['account']}: not read back (no public read this verifier uses){photos}",
+    )

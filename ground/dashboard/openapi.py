@@ -146,6 +146,12 @@ SCHEMAS: dict[str, Any] = {
                 "description": "photos: exact or re-encoded (null: no photos)",
             },
             "fidelity_note": _NSTR,
+            "renditions": {
+                "type": "array",
+                "description": "photos sent as a rendition the signed post allowed: photo, original_sha256, "
+                "sha256, recipe, width, height, … (docs/platforms.md)",
+                "items": {"type": "object"},
+            },
         }
     ),
     "Post": _obj(

@@ -8,6 +8,7 @@ run beside the server shows up on the dashboard at the next refresh.
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from typing import Any
 
@@ -219,11 +220,14 @@ def posts(
                 # How faithfully the photos went out (protocol/rules.py MediaFidelity; issue 13).
                 "fidelity": fidelity,
                 "fidelity_note": fidelity_note,
+                # Photos sent as a rendition the signed post allowed (ground/renditions.py).
+                "renditions": json.loads(made) if made else [],
             }
-            for acct, state, url, attempts, err, retryable, nxt, published, updated, fidelity, fidelity_note in (
+            for acct, state, url, attempts, err, retryable, nxt, published, updated, fidelity, fidelity_note, made in (
                 conn.execute(
                     "SELECT account, state, url, attempts, last_error, retryable, next_attempt_ms, published_ms, "
-                    "updated_ms, fidelity, fidelity_note FROM publications WHERE item_id = ? ORDER BY account",
+                    "updated_ms, fidelity, fidelity_note, renditions FROM publications WHERE item_id = ? "
+                    "ORDER BY account",
                     (item_id,),
                 )
             )

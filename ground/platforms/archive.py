@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -106,12 +107,16 @@ class ArchivePlatform:
         # fsync per file was most of `ground ingest`).
         for name, data in files.items():
             batch.create(tmp / name, data)
+        # A photo sent here as a rendition (main's renditions) is not the stored original: copy it.
+        made = {r.photo for r in req.renditions}
         for i, (ref, _data) in enumerate(req.media, start=1):
-            self._put_media(
-                batch, tmp / f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}", ref.sha256, _data
-            )
+            path = tmp / f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}"
+            if i in made:
+                batch.create(path, _data)
+            else:
+                self._put_media(batch, path, ref.sha256, _data)
         statement_sha = self._keep_statement(req.statement, batch, known)
-        record = {
+        record: dict[str, Any] = {
             "post_id": req.post.id,
             "author": req.post.author,
             "account": req.account,
@@ -129,8 +134,10 @@ class ArchivePlatform:
             "files": {
                 **{name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
                 **{
-                    f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}": ref.sha256.hex()
-                    for i, (ref, _) in enumerate(req.media, start=1)
+                    f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}": (
+                        hashlib.sha256(data).hexdigest() if i in made else ref.sha256.hex()
+                    )
+                    for i, (ref, data) in enumerate(req.media, start=1)
                 },
             },
             "alt": [ref.alt for ref, _ in req.media],
@@ -141,6 +148,13 @@ class ArchivePlatform:
                 for ref, _ in req.media
             ],
         }
+        # The astronaut's signed rendition consents (docs/PROTOCOL.md §3.1), and, should a
+        # photo have been sent here as a rendition, both hashes and the recipe for it.
+        if req.post.renditions:
+            record["renditions_allowed"] = list(req.post.renditions)
+        for r in req.renditions:
+            entry = record["media"][r.photo - 1]
+            entry.update(fidelity="rendition", original_sha256=r.original_sha256, rendition=asdict(r))
         batch.create(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
         batch.rename(tmp, final)
 

@@ -34,6 +34,10 @@ class PublishRequest:
     # and whether an idempotency key is still remembered.
     ambiguous_since_ms: int | None = None
     now_ms: int | None = None
+    # Appended (renditions, docs/platforms.md): ``media`` holds, for these photos, the rendition
+    # ground made with the astronaut's signed consent instead of the signed original (each a
+    # ground.renditions.Record: photo number, both sha256, recipe). Empty: every photo as signed.
+    renditions: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

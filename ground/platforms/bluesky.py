@@ -8,6 +8,9 @@
    the post id (``atproto.tid_for_post``) with ``swapRecord: null`` — "create only if absent" —
    so a retry can never produce a second record; if one is already there we return it.
 4. Retract: ``com.atproto.repo.deleteRecord``. Lookup: ``com.atproto.repo.getRecord``.
+5. Read back after publishing: ``getRecord`` (the text) and ``com.atproto.sync.getBlob`` for
+   each photo (sha256 against the signed photo's); what was found is recorded (``fidelity_note``;
+   a blob that differs makes the record's fidelity re-encoded).
 
 A post's lasting name is its ``at://`` URI (the remote id, kept and shown everywhere). Its web
 address depends on which app shows the PDS's posts: a per-service setting
@@ -21,7 +24,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -33,6 +36,7 @@ from ..errors import PublishError
 from . import atproto
 from .base import Published, PublishRequest
 from .http import Response, error_text, raise_for_status, request
+from .readback import bytes_note, read_back_note
 
 _EXPIRED = {"ExpiredToken", "InvalidToken"}
 # The web app that shows each service's posts; anything else has none unless configured.
@@ -288,7 +292,52 @@ class BlueskyPlatform:
                 return existing
         raise_for_status(resp, "put post record")
         uri = str((data or {}).get("uri", f"at://{sess.did}/{atproto.POST_COLLECTION}/{rkey}"))
-        return Published(url=self._url(sess, rkey, uri), remote_id=uri)
+        published = Published(url=self._url(sess, rkey, uri), remote_id=uri)
+        return await self._read_back(session, cred, sess.did, rkey, req, published)
+
+    async def _read_back(
+        self,
+        session: aiohttp.ClientSession,
+        cred: Credential,
+        did: str,
+        rkey: str,
+        req: PublishRequest,
+        published: Published,
+    ) -> Published:
+        """Read the record (``getRecord``) and each photo blob (``sync.getBlob``) back; record what was found.
+
+        Never fails a publication that happened: an unreadable copy is noted as not read back."""
+        base = f"{cred.service_url}/xrpc"
+        try:
+            got = await request(
+                session,
+                "GET",
+                f"{base}/com.atproto.repo.getRecord?repo={quote(did)}"
+                f"&collection={atproto.POST_COLLECTION}&rkey={rkey}",
+                what="read back record",
+            )
+            raise_for_status(got, "read back record")
+            value = (got.json() or {}).get("value") or {}
+            notes = [read_back_note("Bluesky", req.post.text, value.get("text"))]
+            images = (value.get("embed") or {}).get("images") or []
+            exact = len(images) == len(req.media)
+            for i, ((_, data), img) in enumerate(zip(req.media, images, strict=False), start=1):
+                cid = str(((img.get("image") or {}).get("ref") or {}).get("$link") or "")
+                blob = await request(
+                    session,
+                    "GET",
+                    f"{base}/com.atproto.sync.getBlob?did={quote(did)}&cid={quote(cid)}",
+                    what=f"read back photo {i}",
+                )
+                raise_for_status(blob, f"read back photo {i}")
+                same, note = bytes_note("the PDS", data, blob.body)
+                exact = exact and same
+                notes.append(f"photo {i}: blob {note}")
+        except PublishError as exc:
+            return replace(published, fidelity_note=f"not read back ({exc})")
+        if req.media and not exact:
+            return replace(published, fidelity="re-encoded", fidelity_note="; ".join(notes))
+        return replace(published, fidelity_note="; ".join(notes))
 
     async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:
         cred = self._cred(req.account)
@@ -311,7 +360,8 @@ class BlueskyPlatform:
                 f"record {rkey} exists on {cred.service_url} with different text; not overwriting it",
                 retryable=False,
             )
-        return Published(url=self._url(sess, rkey, str(data["uri"])), remote_id=str(data["uri"]))
+        found = Published(url=self._url(sess, rkey, str(data["uri"])), remote_id=str(data["uri"]))
+        return await self._read_back(session, cred, sess.did, rkey, req, found)
 
     async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:
         cred = self._cred(account)

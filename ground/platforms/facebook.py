@@ -50,9 +50,9 @@ from .meta_graph import (
     now_ms_from,
     parse_time_ms,
     raise_for_graph,
-    read_back_note,
 )
 from .quota import QuotaBook
+from .readback import read_back_note
 
 VERSION = "v21.0"
 CLOCK_SKEW_MS = 10 * 60 * 1000

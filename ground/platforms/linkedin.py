@@ -61,6 +61,9 @@ TOKEN_URL = "https://www.linkedin.com/oauth/v2/accessToken"
 DAILY_POSTS = 150
 MEDIA_POLL_LIMIT_S = 300.0
 LOOKUP_COUNT = 50
+# Pages of LOOKUP_COUNT read (Rest.li ``start``) before an operator must look: a burst of posts
+# since the uncertain attempt must not read as "cannot tell".
+LOOKUP_PAGES = 10
 _RESERVED = re.compile(r"([\\|{}@\[\]()<>#*_~])")
 _ESCAPED = re.compile(r"\\([\\|{}@\[\]()<>#*_~])")
 
@@ -293,34 +296,36 @@ class LinkedInPlatform:
         saved = self.handles.get(cred.target, req.post.id)
         ours = set(saved.get("image_urns") or [])
         owner = await self._person(session, cred)
-        page = await self._call(
-            session,
-            cred,
-            "GET",
-            f"/rest/posts?q=author&author={urllib.parse.quote(owner, safe='')}&count={LOOKUP_COUNT}&sortBy=CREATED",
-            what="look up: recent posts",
-        )
-        raise_for_status(page, "look up: recent posts")
         since = int(saved.get("post_started_ms") or req.ambiguous_since_ms or req.post.created_ms) - 600_000
-        elements = (page.json() or {}).get("elements") or []
-        for el in elements:
-            content = el.get("content") or {}
-            images = [content.get("media", {}).get("id")] if "media" in content else []
-            images += [i.get("id") for i in (content.get("multiImage") or {}).get("images") or []]
-            if (ours and ours & set(images)) or (
-                len(images) == len(req.media)
-                and unescape_little(str(el.get("commentary", ""))) == req.post.text
-            ):
-                self.handles.drop(cred.target, req.post.id)
-                return self._published(str(el["id"]), bool(req.media))
-        oldest = min((int(el.get("createdAt") or 0) for el in elements), default=0)
-        if len(elements) >= LOOKUP_COUNT and oldest > since:
-            raise PublishError(
-                f"cannot tell whether post {req.post.id} reached {cred.target}: more than {LOOKUP_COUNT} newer "
-                "posts; check the account, then `ground retry`",
-                retryable=False,
+        for n in range(LOOKUP_PAGES):
+            page = await self._call(
+                session,
+                cred,
+                "GET",
+                f"/rest/posts?q=author&author={urllib.parse.quote(owner, safe='')}&count={LOOKUP_COUNT}"
+                f"&start={n * LOOKUP_COUNT}&sortBy=CREATED",
+                what="look up: recent posts",
             )
-        return None
+            raise_for_status(page, "look up: recent posts")
+            elements = (page.json() or {}).get("elements") or []
+            for el in elements:
+                content = el.get("content") or {}
+                images = [content.get("media", {}).get("id")] if "media" in content else []
+                images += [i.get("id") for i in (content.get("multiImage") or {}).get("images") or []]
+                if (ours and ours & set(images)) or (
+                    len(images) == len(req.media)
+                    and unescape_little(str(el.get("commentary", ""))) == req.post.text
+                ):
+                    self.handles.drop(cred.target, req.post.id)
+                    return self._published(str(el["id"]), bool(req.media))
+            oldest = min((int(el.get("createdAt") or 0) for el in elements), default=0)
+            if len(elements) < LOOKUP_COUNT or oldest <= since:
+                return None  # read back past the attempt: it is not there
+        raise PublishError(
+            f"cannot tell whether post {req.post.id} reached {cred.target}: more than "
+            f"{LOOKUP_PAGES * LOOKUP_COUNT} newer posts; check the account, then `ground retry`",
+            retryable=False,
+        )
 
     async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:
         cred = self._cred(account)

@@ -9,6 +9,8 @@
   one hour, so after a crash or timeout ``lookup`` first searches the account's own statuses
   newer than the post (``GET /api/v1/accounts/:id/statuses``, then each candidate's exact text
   from ``GET /api/v1/statuses/:id/source`` — the rendered HTML is not the text we sent).
+- read back: after posting, ``GET /api/v1/statuses/:id/source`` again, compared with the
+  signed text and recorded (``fidelity_note``); photos are re-encoded by every instance.
 - limits: ``GET /api/v2/instance`` → ``configuration.statuses`` / ``media_attachments``.
 - retract: ``DELETE /api/v1/statuses/:id`` (404 = already gone).
 
@@ -34,6 +36,7 @@ from ..credentials import Credential, CredentialStore
 from ..errors import PublishError
 from .base import Published, PublishRequest
 from .http import raise_for_status, request
+from .readback import read_back_note
 
 # How far back a lookup reads the account's statuses (40 per page, Mastodon's maximum); an
 # account that posted more than this since the uncertain attempt needs an operator's eye.
@@ -193,7 +196,29 @@ class MastodonPlatform:
             raise PublishError(
                 "post status: the instance returned no status id", retryable=True, ambiguous=True
             )
-        return Published(url=str(status.get("url") or status.get("uri") or ""), remote_id=str(status["id"]))
+        note = await self._read_back(session, cred, str(status["id"]), req.post.text)
+        return Published(
+            url=str(status.get("url") or status.get("uri") or ""),
+            remote_id=str(status["id"]),
+            fidelity_note=note + ("; photos re-encoded by the instance" if req.media else ""),
+        )
+
+    async def _read_back(
+        self, session: aiohttp.ClientSession, cred: Credential, status_id: str, text: str
+    ) -> str:
+        """``GET /api/v1/statuses/:id/source``: the text as stored (the rendered HTML is not it)."""
+        try:
+            src = await request(
+                session,
+                "GET",
+                f"{cred.service_url}/api/v1/statuses/{status_id}/source",
+                what="read back",
+                headers=self._auth(cred),
+            )
+            raise_for_status(src, "read back")
+        except PublishError as exc:
+            return f"text not read back ({exc})"
+        return read_back_note("the instance", text, (src.json() or {}).get("text"))
 
     async def check(self, account: str, session: aiohttp.ClientSession) -> str:
         """Ask the instance who the stored token belongs to, and its limits."""
@@ -260,7 +285,12 @@ class MastodonPlatform:
                 )
                 raise_for_status(src, "look up: status source")
                 if (src.json() or {}).get("text") == req.post.text:
-                    return Published(url=str(st.get("url") or st.get("uri") or ""), remote_id=str(st["id"]))
+                    return Published(
+                        url=str(st.get("url") or st.get("uri") or ""),
+                        remote_id=str(st["id"]),
+                        fidelity_note="text read back: exact"
+                        + ("; photos re-encoded by the instance" if req.media else ""),
+                    )
             if len(statuses) < LOOKUP_PAGE:
                 return None  # a short page is the last one: the account holds nothing older
             max_id = str(statuses[-1]["id"])

@@ -44,9 +44,9 @@ from .meta_graph import (
     now_ms_from,
     parse_time_ms,
     raise_for_graph,
-    read_back_note,
 )
 from .quota import QuotaBook
+from .readback import read_back_note
 
 # Container processing takes seconds for a photo; past this we stop polling and retry later
 # with the same container (its id is stored).

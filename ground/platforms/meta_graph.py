@@ -263,14 +263,5 @@ def parse_time_ms(value: Any) -> int | None:
         return None
 
 
-def read_back_note(title: str, sent: str, shown: Any) -> str:
-    """What reading a published post's text back found, for the record's ``fidelity_note``."""
-    if not isinstance(shown, str):
-        return "text not read back (the platform did not return it)"
-    if shown == sent:
-        return "text read back: exact"
-    return f"text read back DIFFERS: {title} shows {shown[:200]!r}"
-
-
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}

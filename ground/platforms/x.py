@@ -43,16 +43,14 @@ Credentials: ``ground account add x:NAME --token-file grant.json`` with the app'
 from __future__ import annotations
 
 import asyncio
-import html
 import json
-import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
-from protocol.rules import URL_RE
+from protocol.rendering import x_text_matches
 
 from ..credentials import Credential, CredentialStore
 from ..errors import PublishError, QuotaWait, ReconnectNeeded
@@ -79,21 +77,8 @@ def _media_key_id(key: str) -> str:
     return key.rpartition("_")[2]
 
 
-def text_matches(ours: str, theirs: str) -> bool:
-    """Whether X's rendering ``theirs`` (t.co links, HTML entities) is our exact ``ours``."""
-    theirs = html.unescape(theirs)
-    pattern = "".join(
-        re.escape(part) if i % 2 == 0 else r"https://t\.co/\w+" for i, part in enumerate(_split_urls(ours))
-    )
-    return re.fullmatch(pattern, theirs, flags=re.DOTALL) is not None or theirs == ours
-
-
-def _split_urls(text: str) -> list[str]:
-    out, pos = [], 0
-    for m in URL_RE.finditer(text):
-        out += [text[pos : m.start()], m.group(0)]
-        pos = m.end()
-    return [*out, text[pos:]]
+# X's rendering compared with our text: one rule for ground and the reader's verifier.
+text_matches = x_text_matches
 
 
 class XPlatform:

@@ -170,7 +170,14 @@ function showPublication(p) {
   const link = document.createElement("a");
   if (p.url && /^https?:|^file:/.test(p.url)) link.href = p.url;
   link.textContent = p.url || "—";
-  const cells = [p.account, link, p.text_fidelity, p.media_fidelity === "exact" ? "exact bytes" : "re-encoded by the platform",
+  let photos = p.media_fidelity === "exact" ? "exact bytes" : "re-encoded by the platform";
+  // A rendition the astronaut's signed post allowed: say so, with both hashes (never silently).
+  for (const r of p.renditions || []) {
+    photos += `; photo ${r.photo} sent as a rendition (${r.recipe}, ${r.source_width}×${r.source_height} → ` +
+      `${r.width}×${r.height} JPEG, sha256 ${String(r.sha256).slice(0, 16)}…; signed original ` +
+      `${String(r.original_sha256).slice(0, 16)}…), allowed in the signed post`;
+  }
+  const cells = [p.account, link, p.text_fidelity, photos,
     p.published_ms ? new Date(p.published_ms).toISOString() : p.state];
   for (const c of cells) {
     const td = document.createElement("td");
@@ -191,9 +198,13 @@ async function verify(proof) {
 
   // 1. The body: decode it here, and show what it says (not what the server says).
   const v = unpack(body);
-  if (!Array.isArray(v) || v[0] !== 1 || v[1] !== 1) throw new Error("not a version-1 post body");
+  // Version 1, or version 2: a post whose field 9 lists the accounts where the astronaut allows
+  // a rendition (docs/PROTOCOL.md §3.1).
+  const fields = { 1: 9, 2: 10 }[Array.isArray(v) ? v[0] : 0];
+  if (!fields || v[1] !== 1 || v.length !== fields) throw new Error("not a version-1 or version-2 post body");
   const item = { id: ulid(v[2]), author: v[3], created_ms: v[4], text: v[5],
-    media: v[6].map(([sha256, size, type, alt]) => ({ sha256, size, type, alt })) };
+    media: v[6].map(([sha256, size, type, alt]) => ({ sha256, size, type, alt })),
+    renditions: v[0] === 2 ? v[9] : [] };
   showPost(item, proof);
   // Shown exactly as signed; invisible direction and zero-width controls are counted aloud,
   // so a reversed or hidden word cannot pass unnoticed.
@@ -247,6 +258,22 @@ async function verify(proof) {
     const got = await sha256(new Uint8Array(await resp.arrayBuffer()));
     checks.add(equal(got, m.sha256), `photo ${hex(m.sha256).slice(0, 12)}… is byte-identical to the signed one`,
       `photo ${hex(m.sha256).slice(0, 12)}… served here differs from the signed one`);
+  }
+
+  // 4b. Renditions (allowed in the signed post): the bytes served are the ones the log names.
+  for (const p of proof.publications) {
+    for (const r of p.renditions || []) {
+      checks.add(item.renditions.includes(p.account), `the signed post allows a rendition for ${p.account}`,
+        `a rendition was sent to ${p.account} but the signed post does not allow one there`);
+      const logged = p.leaf ? (JSON.parse(p.leaf.entry).renditions || []) : [];
+      checks.add(logged.some((l) => l.sha256 === r.sha256 && l.original_sha256 === r.original_sha256),
+        `the log records the rendition sent to ${p.account} (photo ${r.photo}, ${r.recipe}) with both hashes`,
+        `the rendition sent to ${p.account} is not in its log leaf`);
+      const resp = await fetch(r.url);
+      const got = await sha256(new Uint8Array(await resp.arrayBuffer()));
+      checks.add(equal(got, unhex(r.sha256)), `the rendition sent to ${p.account} is the one served here`,
+        `the rendition served for ${p.account} differs from the one recorded`);
+    }
   }
 
   // 5. Witnesses (keys as this ground lists them: pin them yourself with orbitpost-verify).

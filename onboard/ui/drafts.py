@@ -53,6 +53,9 @@ class Draft:
     photos: list[DraftPhoto] = field(default_factory=list)
     publish_at: str = ""  # "YYYY-MM-DDTHH:MM" in UTC, or empty
     updated_ms: int = 0
+    # Accounts (each one of ``targets``) where ground may publish a rendition of a photo over
+    # the platform's limits: signed into the post (docs/platforms.md "Renditions").
+    renditions: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,8 +75,9 @@ def draft_from_json(draft_id: str, d: Any) -> Draft:
         raise DraftError("a draft is a JSON object")
     targets = d.get("targets", [])
     photos = d.get("photos", [])
-    if not isinstance(targets, list) or not isinstance(photos, list):
-        raise DraftError("targets and photos must be lists")
+    renditions = d.get("renditions", [])
+    if not isinstance(targets, list) or not isinstance(photos, list) or not isinstance(renditions, list):
+        raise DraftError("targets, renditions and photos must be lists")
     if len(photos) > MAX_PHOTOS_PER_DRAFT:
         raise DraftError(f"at most {MAX_PHOTOS_PER_DRAFT} photos in a draft")
     out_photos = []
@@ -95,6 +99,7 @@ def draft_from_json(draft_id: str, d: Any) -> Draft:
         photos=out_photos,
         publish_at=_str(d.get("publish_at", ""), "publish time", 32),
         updated_ms=int(time.time() * 1000),
+        renditions=[_str(t, "rendition account", 300) for t in renditions][:64],
     )
 
 

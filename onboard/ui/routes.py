@@ -302,6 +302,8 @@ async def queue_draft(request: web.Request) -> web.StreamResponse:
         photos=[PhotoInput(path=store.photo_path(p.sha), alt=p.alt) for p in d.photos],
         publish_at_ms=views.parse_publish_at(d.publish_at) if d.publish_at else None,
         key=key,
+        # Only consents for accounts still ticked: unticking an account drops its consent.
+        renditions=[t for t in d.renditions if t in d.targets],
     )
     store.delete(d.id)
     return web.json_response({"queued": post.id, "targets": list(post.targets)})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from protocol.codecs import Codec
 from protocol.model import parse_target
 
 from .. import keystore, link, link_status, receipts
+from .. import renditions as onboard_renditions
 from ..errors import OnboardError
 from ..export import CURRENT_GROUND
 from ..home import Home
@@ -181,6 +182,9 @@ def check(conn: sqlite3.Connection, store: DraftStore, d: Draft) -> dict[str, An
     post = Post(
         id="0" * 26, author=d.author or "x", created_ms=0, text=d.text, media=tuple(media), targets=()
     )
+    sizes = _photo_sizes(store, d)
+    consents = tuple(t for t in d.renditions if t in d.targets)
+    cured_all: list[platform_rules.Violation] = []
     enrolled, confirmed = accounts_for(conn, d.author) if d.author else ([], False)
     targets = []
     for t in d.targets:
@@ -197,7 +201,8 @@ def check(conn: sqlite3.Connection, store: DraftStore, d: Draft) -> dict[str, An
         if rules is None:
             targets.append({"target": t, "ok": True, "title": t.split(":", 1)[0], "problems": []})
             continue
-        bad = [v.message for v in platform_rules.check_target(post, t, rules)]
+        bad, cured = _target_problems(post, t, rules, sizes, t in consents)
+        cured_all.extend(cured)
         entry: dict[str, Any] = {
             "target": t,
             "title": rules.title,
@@ -208,12 +213,21 @@ def check(conn: sqlite3.Connection, store: DraftStore, d: Draft) -> dict[str, An
             "learned": t in known,
         }
         entry["photo_fidelity"] = _fidelity(rules)
+        entry["rendition_allowed"] = t in consents
         targets.append(entry)
     valid = [str(t["target"]) for t in targets if "title" in t]
     if d.photos and valid:
         said = platform_rules.fidelity_summary(valid, len(d.photos))
         if said:
             warnings.append(said)
+        planned = onboard_renditions.plan_text(
+            replace(post, targets=tuple(valid), renditions=tuple(t for t in consents if t in valid)),
+            cured_all,
+            sizes,
+            known,
+        )
+        if planned:
+            warnings.append(planned)
     if not d.text and not d.photos:
         problems.append("nothing to post yet: write some text or add a photo")
     if not d.targets:
@@ -227,6 +241,44 @@ def check(conn: sqlite3.Connection, store: DraftStore, d: Draft) -> dict[str, An
             problems.append(str(exc))
     ok = not problems and all(t["ok"] for t in targets)
     return {"ok": ok, "targets": targets, "problems": problems, "warnings": warnings}
+
+
+def _photo_sizes(store: DraftStore, d: Draft) -> list[tuple[int, int] | None]:
+    """Each staged photo's displayed size, from its first MiB (headers, EXIF): enough for the
+    pixel limits, cheap on every autosave."""
+    heads = []
+    for p in d.photos:
+        try:
+            with store.photo_path(p.sha).open("rb") as f:
+                heads.append(f.read(1024 * 1024))
+        except OSError:
+            heads.append(b"")
+    return onboard_renditions.photo_sizes(heads)
+
+
+def _target_problems(
+    post: Post,
+    target: str,
+    rules: platform_rules.PlatformRules,
+    sizes: list[tuple[int, int] | None],
+    consent: bool,
+) -> tuple[list[str], list[platform_rules.Violation]]:
+    """(what refuses the draft for ``target``, what a rendition there will cure): the checks of
+    ``onboard post``, pixel limits included, split by the page's rendition box for the account."""
+    one = replace(post, targets=(target,), renditions=(target,) if consent else ())
+    found = platform_rules.check_target_photos(one, target, rules, sizes)
+    refusals, cured = platform_rules.split_renditions(one, found)
+    unreadable = [v for v in cured if not onboard_renditions.readable(v.photo, sizes)]
+    bad = []
+    for v in refusals + unreadable:
+        if v.renditionable and not onboard_renditions.readable(v.photo, sizes):
+            hint = f" — ground cannot make a rendition of photo {v.photo} (its pixels cannot be read here): convert it to JPEG"
+        elif v.renditionable:
+            hint = f" — tick “allow a rendition” for {target} to let ground make a JPEG within {rules.title}'s limits"
+        else:
+            hint = ""
+        bad.append(v.message + hint)
+    return bad, [v for v in cured if v not in unreadable]
 
 
 def parse_publish_at(value: str) -> int:

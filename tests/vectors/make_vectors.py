@@ -44,7 +44,16 @@ from protocol.canonical import pack, unpack  # noqa: E402
 from protocol.codecs import Codec, zstd_compress  # noqa: E402
 from protocol.compact_items import encode_compact_items  # noqa: E402
 from protocol.ids import new_ulid, ulid_to_bytes  # noqa: E402
-from protocol.model import BODY_VERSION, ID_DOMAIN, Item, derived_id, encode_item, with_derived_id  # noqa: E402
+from protocol.model import (  # noqa: E402
+    BODY_VERSION,
+    BODY_VERSION_RENDITIONS,
+    BODY_VERSIONS,
+    ID_DOMAIN,
+    Item,
+    derived_id,
+    encode_item,
+    with_derived_id,
+)
 from protocol.signing import BATCH_DOMAIN, SIGNATURE_DOMAIN, SignedItem, batch_statement  # noqa: E402
 
 T0 = 1_790_000_000_000  # 2026-09-21T12:53:20Z
@@ -166,6 +175,8 @@ def item_json(item: Item) -> dict[str, Any]:
         ]
         out["targets"] = list(item.targets)
         out["publish_at_ms"] = item.publish_at_ms
+        if item.renditions:  # body version 2 only (§3.1); absent means none
+            out["renditions"] = list(item.renditions)
     else:
         out["target_id"] = item.target_id
     return out
@@ -373,9 +384,9 @@ def build_vectors() -> list[Vector]:
         "alice's signed post presented under bob's key id",
         bundle(14, [forged], items_codec=Codec.IDENTITY),
     )
-    v2_body = pack(
+    v3_body = pack(
         [
-            BODY_VERSION + 1,
+            BODY_VERSION_RENDITIONS + 1,
             1,
             ulid_to_bytes(uid(15)),
             "alice",
@@ -386,12 +397,12 @@ def build_vectors() -> list[Vector]:
             None,
         ]
     )
-    v2 = SignedItem(body=v2_body, key_id=s1.key_id, signature=alice.sign(SIGNATURE_DOMAIN + v2_body))
+    v3 = SignedItem(body=v3_body, key_id=s1.key_id, signature=alice.sign(SIGNATURE_DOMAIN + v3_body))
     bad(
-        "err-item-body-version-2",
+        "err-item-body-version-3",
         "unsupported_version",
-        "a validly signed item body of version 2",
-        bundle(15, [v2], items_codec=Codec.IDENTITY),
+        "a validly signed item body of version 3 (version 2 is the rendition consent, §3.1)",
+        bundle(15, [v3], items_codec=Codec.IDENTITY),
     )
     bad(
         "err-items-decompression-bomb",
@@ -475,6 +486,60 @@ def build_vectors() -> list[Vector]:
         True,
     )
     out.extend(format2_vectors())
+    out.extend(rendition_vectors())
+    return out
+
+
+def rendition_vectors() -> list[Vector]:
+    """Item body version 2 (docs/PROTOCOL.md §3.1): a post that allows a rendition for one of
+    its targets, in bundle format 1 (format 2 has no column for it), and the two refusals."""
+    alice = key("alice")
+    photo = media(PNG, "image/png", "Two red and two blue pixels")
+    p = Post(
+        id=uid(80),
+        author="alice",
+        created_ms=T0 + 80,
+        text="Whole Earth, for every account",
+        media=(photo,),
+        targets=("x:alice", "bluesky:alice.test", "archive:alice"),
+        renditions=("x:alice",),
+    )
+    signed = sign_item(alice, p)
+    out = [
+        Vector(
+            "ok-rendition-consent",
+            "alice's photo post to three accounts, allowing a rendition for x:alice only: an item body "
+            "of version 2 (10 fields, field 9 the rendition list); everything uncompressed",
+            bundle(80, [signed], [BlobPayload(sha256=sha(PNG), raw=PNG)], items_codec=Codec.IDENTITY),
+            uses_zstd=False,
+            items=[(p, signed)],
+            blobs=[PNG],
+        )
+    ]
+    fields = unpack(encode_item(p), what="body", max_bytes=1 << 20)
+
+    def resigned(n: int, renditions: list[str]) -> bytes:
+        body = pack([*fields[:9], renditions])
+        item = SignedItem(body=body, key_id=signed.key_id, signature=alice.sign(SIGNATURE_DOMAIN + body))
+        return bundle(n, [item], [BlobPayload(sha256=sha(PNG), raw=PNG)], items_codec=Codec.IDENTITY)
+
+    for name, code, description, n, renditions in (
+        (
+            "err-rendition-not-a-target",
+            "rendition_not_a_target",
+            "ok-rendition-consent re-signed with a rendition allowed for mastodon:alice, not a target of the post",
+            81,
+            ["x:alice", "mastodon:alice"],
+        ),
+        (
+            "err-rendition-duplicate",
+            "rendition_duplicate",
+            "ok-rendition-consent re-signed with x:alice listed twice in its rendition list",
+            82,
+            ["x:alice", "x:alice"],
+        ),
+    ):
+        out.append(Vector(name, description, resigned(n, renditions), uses_zstd=False, error=code))
     return out
 
 
@@ -660,6 +725,7 @@ def manifest(vectors: list[Vector]) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "format_versions": [1, 2],
         "body_version": BODY_VERSION,
+        "body_versions": sorted(BODY_VERSIONS),
         "signature_domain_hex": SIGNATURE_DOMAIN.hex(),
         "batch_domain_hex": BATCH_DOMAIN.hex(),
         "id_domain_hex": ID_DOMAIN.hex(),

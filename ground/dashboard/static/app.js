@@ -168,6 +168,10 @@ function pubLine(p, post) {
   if (p.url) parts.push(" ", el("a", { href: p.url, target: "_blank", rel: "noopener noreferrer" }, "link"));
   if (p.display_state === "scheduled" && p.next_attempt_ms) parts.push(" ", el("span", { class: "muted" }, `publishes ${until(p.next_attempt_ms)}`));
   if (p.fidelity) parts.push(" ", el("span", { class: "muted", title: p.fidelity_note || "" }, `photos ${p.fidelity}`));
+  for (const r of p.renditions || []) {
+    parts.push(el("div", { class: "muted" }, `photo ${r.photo} sent as a rendition (${r.recipe}, ${r.source_width}×${r.source_height} → ` +
+      `${r.width}×${r.height} JPEG, sha256 ${String(r.sha256).slice(0, 12)}…; signed original ${String(r.original_sha256).slice(0, 12)}…), allowed by the astronaut`));
+  }
   if (p.last_error && p.state !== "published") parts.push(el("div", { class: "reason" }, p.last_error));
   if ((p.display_state === "retry-wait" || p.state === "publishing") && p.next_attempt_ms > nowMs()) parts.push(el("div", { class: "muted" }, `next retry ${until(p.next_attempt_ms)} (${fmtTime(p.next_attempt_ms)})`));
   if (p.attempts > 1) parts.push(" ", el("span", { class: "muted" }, `${p.attempts} attempts`));

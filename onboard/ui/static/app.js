@@ -143,9 +143,22 @@ function renderAccounts() {
       const set = new Set(draft.targets);
       if (box.checked) set.add(t); else set.delete(t);
       draft.targets = names.filter((n) => set.has(n));
+      draft.renditions = (draft.renditions || []).filter((r) => set.has(r));
+      renderAccounts();
       changed();
     });
-    return el("label", {}, box, " " + t);
+    // Signed consent for this account only: ground may publish a rendition (rendition/v1) of a
+    // photo over its limits instead of refusing the post there (docs/platforms.md).
+    const allow = el("input", { type: "checkbox", checked: (draft.renditions || []).includes(t), "data-rendition": t });
+    allow.disabled = !draft.targets.includes(t);
+    allow.addEventListener("change", () => {
+      const set = new Set(draft.renditions || []);
+      if (allow.checked) set.add(t); else set.delete(t);
+      draft.renditions = names.filter((n) => set.has(n));
+      changed();
+    });
+    return el("span", { class: "account" }, el("label", {}, box, " " + t),
+      el("label", { class: "rendition", title: "If a photo is over this account's limits, let ground publish a JPEG rendition of it there (recorded with both hashes) instead of refusing the post" }, allow, " allow a rendition"));
   }));
   if (focused) { const b = list.querySelector(`input[data-account="${CSS.escape(focused)}"]`); if (b) b.focus(); }
   $("accounts-note").textContent = st.accounts_confirmed
@@ -301,7 +314,7 @@ function collect() {
   draft.text = $("text").value;
   draft.publish_at = $("publish-at").value;
   draft.author = st && st.selected ? st.selected : draft.author;
-  return { author: draft.author, text: draft.text, targets: draft.targets, publish_at: draft.publish_at, photos: draft.photos.map((p) => ({ sha: p.sha, alt: p.alt || "", name: p.name || "" })) };
+  return { author: draft.author, text: draft.text, targets: draft.targets, renditions: (draft.renditions || []).filter((r) => draft.targets.includes(r)), publish_at: draft.publish_at, photos: draft.photos.map((p) => ({ sha: p.sha, alt: p.alt || "", name: p.name || "" })) };
 }
 
 function changed() {
@@ -372,7 +385,9 @@ async function queuePost() {
     return;
   }
   const when = draft.publish_at ? `at ${draft.publish_at.replace("T", " ")}Z` : "as soon as ground has it";
-  const rows = draft.targets.map((t) => `${t}: published ${when}, unchanged`);
+  const rendered = new Set(draft.renditions || []);
+  const rows = draft.targets.map((t) => `${t}: published ${when}, ` +
+    (rendered.has(t) ? "unchanged, or a rendition of a photo over its limits (you allowed it)" : "unchanged"));
   if (draft.photos.length) rows.push(`${draft.photos.length} photo(s), ${fmtBytes(draft.photos.reduce((n, p) => n + (p.wire_bytes || 0), 0))} on the wire`);
   const ok = await confirmAction(`Sign and queue this post as ${draft.author}?`, rows, "It leaves with the next sync; you can cancel it until it is published.", draft.publish_at ? "Schedule the post" : "Queue the post", true);
   if (!ok) return;
