@@ -18,6 +18,7 @@ import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 
+from durable.files import FileBatch
 from protocol import ErrorCode, Post, RemoteProtocolError, VerifiedBundle, verify_bundle
 from protocol.codecs import DEFAULT_DECODERS, Decoder
 from protocol.limits import DEFAULT_LIMITS, Limits
@@ -65,19 +66,30 @@ def decoders() -> dict[int, Decoder]:
 
 
 def check_bundle(
-    home: GroundHome, data: bytes, limits: Limits = DEFAULT_LIMITS, *, store_blobs: bool = False
+    home: GroundHome,
+    data: bytes,
+    limits: Limits = DEFAULT_LIMITS,
+    *,
+    store_blobs: bool = False,
+    batch: FileBatch | None = None,
 ) -> VerifiedBundle:
     """Verify signatures, hashes and ground policy without changing anything.
 
     ``store_blobs``: put each blob into the blob store as soon as it is verified instead of
     returning it (``ingest_bytes``), so memory holds one decoded photo at a time. A bundle
     refused later leaves those blobs stored but unreferenced (content-addressed, harmless).
+    With ``batch``, each blob is written at once but durable and visible only when the
+    caller syncs the batch (one flush for the bundle's photos, not one per photo).
     """
     conn = home.conn
     store = home.blobs
 
     def put(_sha: bytes, raw: bytes) -> None:
-        store.put(raw)  # fsynced; its name is the sha256 verify_bundle just checked
+        # Its name is the sha256 verify_bundle just checked.
+        if batch is None:
+            store.put(raw)  # fsynced
+        else:
+            store.put_in(batch, raw)
 
     try:
         vb = verify_bundle(
@@ -142,12 +154,26 @@ def record_rejection(home: GroundHome, data: bytes, source: str, exc: BundleReje
 def ingest_bytes(
     home: GroundHome, data: bytes, *, source: str, now_ms: int, limits: Limits = DEFAULT_LIMITS
 ) -> IngestResult:
-    """Verify and durably accept one bundle; raises BundleRejected (and records it) on failure."""
-    try:
-        vb = check_bundle(home, data, limits, store_blobs=True)
-    except BundleRejected as exc:
-        record_rejection(home, data, source, exc, now_ms)
-        raise
+    """Verify and durably accept one bundle; raises BundleRejected (and records it) on failure.
+
+    Durability is paid once per bundle (issue 18): the bundle's photos are written as they
+    are verified and made durable together, then one transaction records everything.
+    """
+    home.root.mkdir(mode=0o700, parents=True, exist_ok=True)  # anchors the file batch
+    with FileBatch(home.root) as batch:
+        try:
+            vb = check_bundle(home, data, limits, store_blobs=True, batch=batch)
+        except BundleRejected as exc:
+            record_rejection(home, data, source, exc, now_ms)
+            raise
+        for raw in vb.blobs.values():
+            home.blobs.put_in(batch, raw)
+        batch.sync()  # before the transaction that references them
+        return _accept(home, vb, data, source=source, now_ms=now_ms)
+
+
+def _accept(home: GroundHome, vb: VerifiedBundle, data: bytes, *, source: str, now_ms: int) -> IngestResult:
+    """The one transaction that accepts a verified bundle whose photos are stored."""
     conn = home.conn
     posts = [v.item for v in vb.items if isinstance(v.item, Post)]
     commands = [v.item for v in vb.items if isinstance(v.item, Cancel | Retract)]
@@ -161,8 +187,6 @@ def ingest_bytes(
             publications=0,
             size_bytes=len(data),
         )
-    for raw in vb.blobs.values():
-        home.blobs.put(raw)
     n_pubs = 0
     # A format-2 signer's statement is one object shared by all their items: hash and store it
     # once per bundle, not once per item (that was quadratic in the bundle size; issue 18).

@@ -355,7 +355,10 @@ async def _pass(
         "ORDER BY COALESCE(p.next_attempt_ms, i.publish_at_ms, 0), p.item_id, p.account",
         (now_ms, now_ms),
     ).fetchall()
-    out: list[PublishOutcome] = []
+    # Platforms that take posts in groups (the archive) pay durability per group (issue 18).
+    from .publish_batch import publish_in_batches  # builds on this module
+
+    out, rows = await publish_in_batches(home, rows, platforms, session, now_ms)
     held: dict[str, int] = {}  # account → rate-limited until (ms), within this pass
     for item_id, account, state, attempts, updated_ms, remote_id in rows:
         if held.get(account, 0) > now_ms:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from durable.files import BlobStore, write_atomic
 from photocodec import jxl
+from photocodec.child import transcode_file
 from protocol import BlobPayload, Post, SignedItem, SigningKey, build_bundle, key_id
 from protocol.bundle import FORMATS, CompactItems
 from protocol.bundle import choose_blob_encoding as choose_generic_encoding
@@ -29,8 +30,9 @@ from .keystore import load_key
 
 BUNDLE_SUFFIX = ".opb"
 # Keep each file small enough that a failed hand-off wastes little; a single larger photo
-# still gets a bundle of its own.
-DEFAULT_TARGET_BYTES = 64 * 1024 * 1024
+# still gets a bundle of its own. A bundle is built in memory (its photos, their JPEG XL
+# forms and the bundle bytes: ~3× this), so this also bounds export's memory (issue 18).
+DEFAULT_TARGET_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -72,12 +74,19 @@ CURRENT_GROUND = Capabilities(
 
 
 def choose_blob_encoding(
-    raw: bytes, media_type: str, peer: Capabilities = CURRENT_GROUND
+    raw: bytes, media_type: str, peer: Capabilities = CURRENT_GROUND, *, path: Path | None = None
 ) -> tuple[int, bytes]:
     """How one blob travels: JPEG XL when the peer decodes it and the round trip proved
-    byte-exact here (docs/PROTOCOL.md §10), else zstd if that saves, else as-is."""
+    byte-exact here (docs/PROTOCOL.md §10), else zstd if that saves, else as-is.
+
+    ``path``: the stored file holding ``raw``; the JPEG XL encode then runs in a child
+    process (photocodec/child.py), so libjxl's memory is not this process's (issue 18).
+    """
     if media_type == "image/jpeg" and peer.decodes(Codec.JPEG_XL):
-        coded = jxl.transcode(raw)
+        if path is not None and jxl.worth_transcoding(raw[: jxl.HEAD_BYTES], len(raw)):
+            coded = transcode_file(path)
+        else:
+            coded = jxl.transcode(raw) if path is None else None
         if coded is not None:
             return Codec.JPEG_XL, coded
     codec, stored = choose_generic_encoding(raw)
@@ -162,7 +171,7 @@ def build_batch_bundle(
             for m in q.item.media:
                 if m.sha256 not in blobs:
                     raw = store.get(m.sha256)
-                    codec, stored = choose_blob_encoding(raw, m.media_type, peer)
+                    codec, stored = choose_blob_encoding(raw, m.media_type, peer, path=store.path(m.sha256))
                     blobs[m.sha256] = BlobPayload(sha256=m.sha256, raw=raw, codec=codec, stored=stored)
     bundle_id = new_ulid(now_ms, os.urandom(10))
     items_codec, encode_items = items_encoding(peer)

@@ -270,6 +270,7 @@ def prepare_photo(home: Home, sha: bytes) -> None:
     """Transcode one JPEG to its JPEG XL upload form (or mark it as-is); touches files only,
     so a driver can run it in a thread while the link keeps moving text."""
     from photocodec import jxl
+    from photocodec.child import transcode_file
 
     store = BlobStore(home.blobs_dir)
     coded_path, plain_path = _prepared_paths(home, sha)
@@ -281,12 +282,25 @@ def prepare_photo(home: Home, sha: bytes) -> None:
     if not jxl.worth_transcoding(head, size):
         write_atomic(plain_path, b"")
         return
-    raw = store.get(sha)
-    coded = jxl.transcode(raw)
+    # Checked in pieces and transcoded in a child process (photocodec/child.py): this process
+    # never holds the photo nor libjxl's ~280 MB for a 12-MP encode (issue 18).
+    raw_size = store.check(sha)
+    coded = transcode_file(store.path(sha))
     if coded is not None:
-        write_atomic(coded_path, pack_coded_blob(Codec.JPEG_XL, len(raw), coded))
+        write_atomic(coded_path, pack_coded_blob(Codec.JPEG_XL, raw_size, coded))
     else:
         write_atomic(plain_path, b"")
+
+
+# JPEG XL forms are made this many photos ahead of the sender, not for the whole queue: each
+# is a second copy of its photo on the laptop until ground has it (then it is deleted), so a
+# gigabyte queued costs its originals plus a few photos, not 1.77× (issue 18, docs/scale.md).
+PREPARE_AHEAD = 3
+
+
+def prepared_waiting(home: Home) -> int:
+    """JPEG XL forms on disk now (made, not yet committed by ground)."""
+    return sum(1 for f in _outbox(home).iterdir() if f.suffix == ".cblob")
 
 
 def photos_to_prepare(home: Home, conn: sqlite3.Connection, peer: Capabilities) -> list[bytes]:

@@ -451,6 +451,9 @@ class _Planner:
 
     def _prepare_all(self, shas: list[bytes]) -> None:
         for sha in shas:
+            # Only JPEG XL forms count (a photo that travels as-is costs no second copy).
+            if link.prepared_waiting(self._home) >= link.PREPARE_AHEAD:
+                break
             link.prepare_photo(self._home, sha)
 
     def scan(self, now: float) -> None:
@@ -459,10 +462,13 @@ class _Planner:
             self.prep, self._preparing = None, frozenset()
         if self.prep is None:
             todo = link.photos_to_prepare(self._home, self._conn, self._peer)
-            if todo:
+            # Every photo not prepared yet waits (plan must not transcode on the loop), and
+            # only a few are prepared ahead of the sender (link.PREPARE_AHEAD, issue 18).
+            self._preparing = frozenset(todo)
+            room = link.PREPARE_AHEAD - link.prepared_waiting(self._home)
+            if todo and room > 0:
                 # Transcoding takes ~0.5 s a photo: off the event loop, so text and
                 # answers keep moving meanwhile.
-                self._preparing = frozenset(todo)
                 self.prep = asyncio.ensure_future(asyncio.to_thread(self._prepare_all, todo))
                 self.prep.add_done_callback(lambda _f: self._wake.set())
         link.plan(self._home, self._conn, self._peer, defer=self._preparing, hold_text=self._sender.link_up)
@@ -640,6 +646,8 @@ class _Sync:
                 if ev.key.kind is TransferKind.BUNDLE:
                     self.receipts.poll.kick()  # ground has new posts: their receipts are worth asking for
                     self.next_scan = 0.0  # text that waited for this bundle (link.plan) goes now
+                elif ev.key.kind is TransferKind.CODED_BLOB:
+                    self.next_scan = 0.0  # room to prepare the next photo (link.PREPARE_AHEAD)
             elif isinstance(ev, ReceiptsReceived):
                 self.progress.status.receipts += self.receipts.received(ev)
             elif isinstance(ev, LinkDown):

@@ -204,6 +204,8 @@ async def test_a_disk_failure_in_a_commit_is_retried(
 
     if where == "blob":
         monkeypatch.setattr(BlobStore, "put", failing(BlobStore.put))
+        # Ingest writes a bundle's photos as one durable group (issue 18).
+        monkeypatch.setattr(BlobStore, "put_in", failing(BlobStore.put_in))
     elif where == "staged-read":
         monkeypatch.setattr(Path, "read_bytes", failing(Path.read_bytes))
     elif where == "staged-unlink":

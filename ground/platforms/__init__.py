@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from durable.files import BlobStore
+
 from ..credentials import CredentialStore, store_for
 from .archive import ArchivePlatform
 from .base import Platform, Published, PublishRequest
@@ -31,7 +33,7 @@ class AdapterContext:
 
 
 def _archive(ctx: AdapterContext) -> Platform:
-    return ArchivePlatform(ctx.archive_dir)
+    return ArchivePlatform(ctx.archive_dir, BlobStore(ctx.home_root / "blobs"))
 
 
 def _bluesky(ctx: AdapterContext) -> Platform:

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from durable.files import fsync_dir, write_atomic
+from durable.files import BlobStore, FileBatch
 from protocol.mediatype import EXTENSIONS
 
 from ..errors import PublishError
@@ -32,8 +32,11 @@ STATEMENTS = ".statements"
 class ArchivePlatform:
     name = "archive"
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, blobs: BlobStore | None = None) -> None:
+        """``blobs``: ground's store; a photo file is then a hard link to the stored original
+        (one copy on disk, issue 18) where both are on one filesystem, else a copy."""
         self.root = root
+        self.blobs = blobs
 
     def _dir(self, account: str, post_id: str) -> Path:
         if "/" in account or account.startswith(".") or "\\" in account:
@@ -61,35 +64,58 @@ class ArchivePlatform:
             fidelity_note="files written as signed; sha256 in record.json" if req.media else "",
         )
 
-    def _keep_statement(self, statement: bytes) -> str | None:
-        """Write a batch statement once under the archive root; returns its sha256 (hex)."""
+    def _keep_statement(self, statement: bytes, batch: FileBatch, known: dict[bytes, str]) -> str | None:
+        """Write a batch statement once under the archive root; returns its sha256 (hex).
+
+        ``known``: statements already handled in this batch (a 10,000-post bundle shares three).
+        """
         if not statement:
             return None
+        if statement in known:
+            return known[statement]
         sha = hashlib.sha256(statement).hexdigest()
         path = self.root / STATEMENTS / f"{sha}.bin"
-        if not path.exists():
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_atomic(path, statement, 0o400)
+        if not path.exists() and not batch.will_create(path):
+            if not path.parent.exists():
+                batch.mkdir(path.parent)
+            batch.put(path, statement, 0o400)
+        known[statement] = sha
         return sha
 
     def _write_post(self, req: PublishRequest, final: Path) -> None:
-        """Write the post's folder under a temporary name, then rename it into place."""
+        """Write one post's folder and make it durable (see :meth:`_stage_post`)."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with FileBatch(self.root) as batch:
+            self._stage_post(req, final, batch, {})
+            batch.sync()
+
+    def _stage_post(
+        self, req: PublishRequest, final: Path, batch: FileBatch, known: dict[bytes, str]
+    ) -> None:
+        """Write the post's folder under a temporary name; ``batch.sync()`` renames it into place."""
         tmp = final.with_name(f".{final.name}.partial")
         if tmp.exists():
             shutil.rmtree(tmp)
         # Private like the rest of ground's home: embargoed posts and their signatures.
-        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        final.parent.mkdir(mode=0o700, exist_ok=True)
-        tmp.mkdir(mode=0o700)
+        if not final.parent.exists() and not batch.will_create(final.parent):
+            batch.mkdir(final.parent)
+        batch.mkdir(tmp)
         text = req.post.text.encode("utf-8")
         files = {"text.txt": text}
-        for i, (ref, data) in enumerate(req.media, start=1):
-            files[f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}"] = data
         # The .partial folder is private until renamed, so its files need no atomic replace of
-        # their own: each is written and fsynced, the folder fsynced once before the rename
-        # (issue 18: a temporary file and a directory fsync per file were most of `ground ingest`).
+        # their own; the batch makes them durable together before any rename (issue 18: one
+        # fsync per file was most of `ground ingest`).
         for name, data in files.items():
-            _write_synced(tmp / name, data)
+            batch.create(tmp / name, data)
+        # A photo sent here as a rendition (main's renditions) is not the stored original: copy it.
+        made = {r.photo for r in req.renditions}
+        for i, (ref, _data) in enumerate(req.media, start=1):
+            path = tmp / f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}"
+            if i in made:
+                batch.create(path, _data)
+            else:
+                self._put_media(batch, path, ref.sha256, _data)
+        statement_sha = self._keep_statement(req.statement, batch, known)
         record: dict[str, Any] = {
             "post_id": req.post.id,
             "author": req.post.author,
@@ -102,18 +128,22 @@ class ArchivePlatform:
             # "orbitpost/batch/v1\0" + that statement, one of whose 32-byte entries is the
             # body's sha256. The statement lists every post of its signer in the bundle, so
             # it is kept once, in <archive>/.statements/, not copied into each record.
-            "batch_statement_sha256": self._keep_statement(req.statement),
-            "batch_statement_file": (
-                f"../../{STATEMENTS}/{hashlib.sha256(req.statement).hexdigest()}.bin"
-                if req.statement
-                else None
-            ),
+            "batch_statement_sha256": statement_sha,
+            "batch_statement_file": f"../../{STATEMENTS}/{statement_sha}.bin" if statement_sha else None,
             # Set when the signature covers a Merkle root (bundle format 3, docs/PROTOCOL.md §17):
             # it is then over "orbitpost/batch/v2\0" + tree size (u64) + the root this audit
             # path leads to from sha256(body): ⌈log₂ n⌉ hashes, so every record stays small.
             "batch_proof": None if req.inclusion is None else req.inclusion.to_json(),
             "created_ms": req.post.created_ms,
-            "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+            "files": {
+                **{name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+                **{
+                    f"media-{i}.{EXTENSIONS.get(ref.media_type, 'bin')}": (
+                        hashlib.sha256(data).hexdigest() if i in made else ref.sha256.hex()
+                    )
+                    for i, (ref, data) in enumerate(req.media, start=1)
+                },
+            },
             "alt": [ref.alt for ref, _ in req.media],
             # What "unchanged" means here (protocol/rules.py): the archive keeps the exact
             # bytes, so each photo file's sha256 equals the signed original's.
@@ -129,10 +159,64 @@ class ArchivePlatform:
         for r in req.renditions:
             entry = record["media"][r.photo - 1]
             entry.update(fidelity="rendition", original_sha256=r.original_sha256, rendition=asdict(r))
-        _write_synced(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
-        fsync_dir(tmp)
-        tmp.rename(final)
-        fsync_dir(final.parent)
+        batch.create(tmp / "record.json", json.dumps(record, indent=2, ensure_ascii=False).encode())
+        batch.rename(tmp, final)
+
+    def _put_media(self, batch: FileBatch, path: Path, sha256: bytes, data: bytes) -> None:
+        """The photo file: a hard link to the stored original if possible, else a copy.
+
+        The stored blob is read-only (0400) and named by its sha256, which equals the signed
+        one (checked at ingest and by BlobStore.get when the request was built), so the
+        link is the exact bytes; retracting the post unlinks the archive's name only.
+        """
+        if self.blobs is not None:
+            try:
+                os.link(self.blobs.path(sha256), path)
+            except OSError:  # another filesystem (EXDEV), no hard links, blob gone: copy
+                pass
+            else:
+                batch.written(path)
+                return
+        batch.create(path, data)
+
+    async def publish_batch(self, reqs: list[PublishRequest], session: Any = None) -> list[Published]:
+        """Publish many posts with durability paid once for the group (issue 18).
+
+        Idempotent like :meth:`publish`: a post already in the archive is returned as it is.
+        All or nothing as far as the caller knows: raises PublishError if the group could not
+        be made durable (some folders may then exist; a later lookup finds them).
+        """
+        finals = [self._dir(r.account, r.post.id) for r in reqs]
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        root = self.root.resolve()  # once, not per post (a realpath is a stat per component)
+        try:
+            await asyncio.to_thread(self._write_posts, reqs, finals)
+        except (NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError) as exc:
+            raise PublishError(f"archive write failed: {exc}", retryable=False) from exc
+        except OSError as exc:
+            raise PublishError(f"archive write failed: {exc}", retryable=True) from exc
+        account_uris: dict[str, str] = {}  # Path.as_uri once per account, not per post
+        for req in reqs:
+            if req.account not in account_uris:
+                account_uris[req.account] = (root / req.account).as_uri()
+        return [
+            Published(
+                url=f"{account_uris[req.account]}/{req.post.id}",  # a post id is a ULID: URL-safe
+                remote_id=req.post.id,
+                fidelity="exact",
+                fidelity_note="files written as signed; sha256 in record.json" if req.media else "",
+            )
+            for req, final in zip(reqs, finals, strict=True)
+        ]
+
+    def _write_posts(self, reqs: list[PublishRequest], finals: list[Path]) -> None:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        known: dict[bytes, str] = {}
+        with FileBatch(self.root) as batch:
+            for req, final in zip(reqs, finals, strict=True):
+                if not (final / "record.json").exists() and not batch.will_create(final):
+                    self._stage_post(req, final, batch, known)
+            batch.sync()
 
     async def lookup(self, req: PublishRequest, session: Any = None) -> Published | None:
         final = self._dir(req.account, req.post.id)
@@ -146,17 +230,3 @@ class ArchivePlatform:
             gone = final.with_name(f".{final.name}.retracted")
             final.rename(gone)
             shutil.rmtree(gone)
-
-
-def _write_synced(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Create ``path`` (in a folder nobody reads yet) with ``data`` and exactly ``mode``
-    (private, as durable.files.write_atomic), fsynced; the caller fsyncs the folder."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # whatever the umask
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -1,0 +1,315 @@
+"""Peak memory of onboard and ground while syncing 12-MP photos over the live link (issue 18).
+
+    python benchmarks/bench_memory.py                  # 1 GB of photos (~250 photos; long)
+    python benchmarks/bench_memory.py --total-mb 100   # a shorter run
+    python benchmarks/bench_memory.py --dir /tmp/mem   # keep the homes and photos
+
+Workload: distinct 12-MP JPEGs made from scikit-image's sample images (benchmarks/photos.py,
+never committed), one photo post each by one astronaut to its archive account, queued on a
+fresh onboard home; a real `ground serve` on loopback; then one `onboard sync` (a child
+process) sends everything (photos as JPEG XL, rebuilt on ground) and waits until published.
+
+Sampled every 50 ms from /proc (VmHWM: a process's own peak resident set; VmRSS summed over a
+process and its children for the tree): the `onboard sync` process itself, its JPEG XL encoder
+children (photocodec/child.py, one photo at a time), the two together at any moment, and the
+same for `ground serve` and its JPEG XL decoder children (ground/jxl.py). Floors in the same
+run: an idle `onboard` start (the interpreter and its imports) and one 12-MP JPEG XL encode
+alone in a fresh process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.photos import write_photos  # noqa: E402
+
+MIB = 1024 * 1024
+GOAL_RSS_BYTES = 256 * MIB
+
+
+def _status_kib(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    """Every live descendant of ``pid``."""
+    parents: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                stat = (d / "stat").read_text()
+                parents[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
+@dataclass
+class Peaks:
+    """Peaks of one process and its children, sampled until stopped (KiB)."""
+
+    pid: int
+    own_kib: int = 0
+    child_kib: int = 0
+    tree_kib: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Peaks:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.own_kib = max(self.own_kib, _status_kib(self.pid, "VmHWM"))
+            tree = _status_kib(self.pid, "VmRSS")
+            for c in _children(self.pid):
+                self.child_kib = max(self.child_kib, _status_kib(c, "VmHWM"))
+                tree += _status_kib(c, "VmRSS")
+            self.tree_kib = max(self.tree_kib, tree)
+
+    def stop(self) -> Peaks:
+        self.own_kib = max(self.own_kib, _status_kib(self.pid, "VmHWM"))
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        return self
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("ORBITPOST_HOME", None)
+    return env
+
+
+def _cli(app_module: str, home: Path, *args: str) -> str:
+    r = subprocess.run(
+        [sys.executable, "-m", app_module, "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
+    )
+    if r.returncode != 0:
+        raise RuntimeError(f"{app_module} {' '.join(args)} exited {r.returncode}: {r.stderr[-2000:]}")
+    return r.stdout
+
+
+def _setup(work: Path, photos: list[Path]) -> tuple[Path, Path, Path]:
+    """Onboard and ground homes, alice enrolled, a station token, every photo queued."""
+    a, g, token = work / "A", work / "G", work / "T"
+    _cli("onboard", a, "init")
+    _cli("ground", g, "init")
+    _cli("onboard", a, "keys", "new", "alice")
+    key = _cli("onboard", a, "keys", "show", "alice").strip()
+    _cli("ground", g, "enroll", "alice", "--key", key, "--account", "archive:alice")
+    _cli("ground", g, "station", "add", "iss", "--token-out", str(token))
+    # One `onboard post` per photo would start an interpreter each; queue them in-process.
+    from typer.testing import CliRunner
+
+    from onboard.cli import app
+
+    runner = CliRunner()
+    for i, p in enumerate(photos):
+        r = runner.invoke(app, ["--home", str(a), "post", "--as", "alice", "--to", "archive:alice",
+                                "--photo", str(p), "--alt", f"photo {i}", f"12-MP photo {i}"])  # fmt: skip
+        if r.exit_code != 0:
+            raise RuntimeError(f"onboard post failed: {r.output}")
+    return a, g, token
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("ground serve exited early")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url + "/v1/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        time.sleep(0.2)
+    raise RuntimeError("ground serve did not come up within 60 s")
+
+
+def _floor_idle() -> int:
+    """Peak KiB of `onboard --version` (interpreter, CLI and its imports)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onboard", "--version"], env=_env(), stdout=subprocess.DEVNULL
+    )
+    peaks = Peaks(proc.pid).start()
+    proc.wait(60)
+    return peaks.stop().own_kib
+
+
+def _floor_encode(photo: Path) -> int:
+    """Peak KiB of one JPEG XL transcode of ``photo`` alone (photocodec/child.py)."""
+    with tempfile.TemporaryDirectory() as d:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "photocodec.child", str(photo), str(Path(d) / "o.jxl")], env=_env()
+        )
+        peaks = Peaks(proc.pid).start()
+        proc.wait(600)
+        return peaks.stop().own_kib
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Result:
+    photos: int
+    photo_bytes: int
+    sync_s: float
+    onboard: Peaks
+    ground: Peaks
+    idle_kib: int
+    encode_kib: int
+    published: int
+
+
+def run(work: Path, total_bytes: int) -> Result:
+    print(f"making {total_bytes / MIB:,.0f} MiB of 12-MP photos from scikit-image's samples…", flush=True)
+    photos = list(write_photos(work / "photos", total_bytes))
+    photo_bytes = sum(p.stat().st_size for p in photos)
+    print(f"  {len(photos)} photos, {photo_bytes / MIB:,.0f} MiB; queueing them", flush=True)
+    a, g, token = _setup(work, photos)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ground",
+            "--home",
+            str(g),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_healthy(url, server)
+        ground = Peaks(server.pid).start()
+        _cli("onboard", a, "link", "add", "--ground", url, "--token-file", str(token))
+        print("  syncing…", flush=True)
+        t0 = time.monotonic()
+        sync = subprocess.Popen(
+            [sys.executable, "-m", "onboard", "--home", str(a), "sync"],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        onboard = Peaks(sync.pid).start()
+        _, err = sync.communicate(timeout=4 * 3600)
+        onboard.stop()
+        sync_s = time.monotonic() - t0
+        if sync.returncode != 0:
+            raise RuntimeError(f"onboard sync exited {sync.returncode}: {err.decode()[-2000:]}")
+        ground.stop()
+    finally:
+        server.terminate()
+        server.wait(30)
+    published = sum(1 for _ in (g / "archive" / "alice").glob("*/media-1.jpg"))
+    return Result(
+        photos=len(photos),
+        photo_bytes=photo_bytes,
+        sync_s=sync_s,
+        onboard=onboard,
+        ground=ground,
+        idle_kib=_floor_idle(),
+        encode_kib=_floor_encode(photos[0]),
+        published=published,
+    )
+
+
+def report(r: Result) -> list[str]:
+    def mib(kib: int) -> str:
+        return f"{kib / 1024:,.0f} MiB"
+
+    return [
+        "| photos | synced | `onboard sync` own peak | its encoder child (peak) | onboard tree (peak) "
+        "| `ground serve` own peak | its decoder children (peak) | ground tree (peak) "
+        "| floor: idle `onboard` | floor: one 12-MP encode alone |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {r.photos} ({r.photo_bytes / MIB:,.0f} MiB) | {r.published} in {r.sync_s:,.0f} s "
+        f"| {mib(r.onboard.own_kib)} | {mib(r.onboard.child_kib)} | {mib(r.onboard.tree_kib)} "
+        f"| {mib(r.ground.own_kib)} | {mib(r.ground.child_kib)} | {mib(r.ground.tree_kib)} "
+        f"| {mib(r.idle_kib)} | {mib(r.encode_kib)} |",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--total-mb", type=float, default=1024.0, help="MiB of photos to sync (default 1024)")
+    ap.add_argument("--dir", type=Path, help="work folder (default: a temporary one, removed)")
+    ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    args = ap.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        work = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-memory-")))
+        work.mkdir(parents=True, exist_ok=True)
+        r = run(work, int(args.total_mb * MIB))
+    print("\n".join(report(r)))
+    ok = r.onboard.own_kib * 1024 <= GOAL_RSS_BYTES
+    print(f"goal: `onboard sync` peak ≤ {GOAL_RSS_BYTES // MIB} MiB — " + ("met" if ok else "MISSED"))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "photos": r.photos,
+                    "photo_bytes": r.photo_bytes,
+                    "published": r.published,
+                    "onboard_kib": r.onboard.own_kib,
+                    "onboard_child_kib": r.onboard.child_kib,
+                    "onboard_tree_kib": r.onboard.tree_kib,
+                    "ground_kib": r.ground.own_kib,
+                    "ground_child_kib": r.ground.child_kib,
+                    "ground_tree_kib": r.ground.tree_kib,
+                    "idle_kib": r.idle_kib,
+                    "encode_kib": r.encode_kib,
+                }
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
