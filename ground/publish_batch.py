@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from protocol import Post, decode_item
+from protocol.batch_tree import BatchInclusion
 from protocol.model import parse_target
 from protocol.rules import check_target, media_fidelity, rules_for
 
@@ -199,7 +200,7 @@ def _requests(
         r[0]: r[1:]
         for r in conn.execute(
             # ``statement``: where a release before issue 18 kept it, in the row itself.
-            "SELECT id, body, signature, key_id, statement_sha256, statement FROM items "
+            "SELECT id, body, signature, key_id, statement_sha256, statement, batch_proof FROM items "
             f"WHERE id IN ({marks})",
             ids,
         )
@@ -211,7 +212,7 @@ def _requests(
     for n, row in enumerate(rows):
         item_id, account, state, _attempts, updated_ms, _remote = row
         try:
-            body, sig, key_id, statement_sha, inline_statement = items[item_id]
+            body, sig, key_id, statement_sha, inline_statement, batch_proof = items[item_id]
             post = decode_item(body)
             if not isinstance(post, Post):
                 raise ValueError(f"{item_id} is not a post")
@@ -243,6 +244,9 @@ def _requests(
             signature=sig,
             body=body,
             statement=statements[statement_sha] if statement_sha is not None else (inline_statement or b""),
+            # Format 3 (docs/PROTOCOL.md §17): the post's own audit path, as the one-by-one path
+            # (publish.build_request) gives it.
+            inclusion=None if batch_proof is None else BatchInclusion.from_bytes(bytes(batch_proof)),
             ambiguous_since_ms=updated_ms if state == PubState.PUBLISHING else None,
             now_ms=now_ms,
         )
