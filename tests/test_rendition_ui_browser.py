@@ -12,17 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_support import ARTIFACTS, needs_chromium
 from test_rendition_onboard import panorama
-from test_ui_browser import ARTIFACTS, CHROMIUM, page, queue_from_page, text_of  # noqa: F401
+from test_ui_browser import page, queue_from_page, text_of  # noqa: F401
 from ui_support import Ui, start_ui, stop_ui
 
 from onboard import queue
 from onboard.home import Home
 from protocol import Post
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="BROWSER TEST SKIPPED: /usr/bin/chromium is missing"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
