@@ -46,7 +46,7 @@ from .meta_graph import (
     MetaTokens,
     bearer,
     check_usage,
-    note_usage,
+    graph_call,
     now_ms_from,
     parse_time_ms,
     raise_for_graph,
@@ -104,11 +104,17 @@ class FacebookPlatform:
         token: str,
         **kw: Any,
     ) -> dict[str, Any]:
-        resp = await request(session, method, self._url(target, path), what=what, headers=bearer(token), **kw)
-        note_usage(self.quotas, target, resp, self.clock())
-        raise_for_graph(resp, what, target)
-        data = resp.json()
-        return data if isinstance(data, dict) else {}
+        return await graph_call(
+            session,
+            method,
+            self._url(target, path),
+            what=what,
+            target=target,
+            token=token,
+            quotas=self.quotas,
+            now_s=self.clock(),
+            **kw,
+        )
 
     async def _page_id(self, session: aiohttp.ClientSession, target: str, token: str) -> str:
         st = self.tokens.state(target)

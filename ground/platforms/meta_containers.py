@@ -35,12 +35,12 @@ from ..errors import PublishError, QuotaWait
 from ..public_media import PublicMedia, PublicMediaError
 from .base import Published, PublishRequest
 from .handles import HandleStore
-from .http import Response, request
+from .http import request
 from .meta_graph import (
     MetaTokens,
     bearer,
     check_usage,
-    note_usage,
+    graph_call,
     now_ms_from,
     parse_time_ms,
     raise_for_graph,
@@ -123,13 +123,17 @@ class ContainerPlatform:
         token: str,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        resp: Response = await request(
-            session, method, self._url(target, path), what=what, headers=bearer(token), **kwargs
+        return await graph_call(
+            session,
+            method,
+            self._url(target, path),
+            what=what,
+            target=target,
+            token=token,
+            quotas=self.quotas,
+            now_s=self.clock(),
+            **kwargs,
         )
-        note_usage(self.quotas, target, resp, self.clock())
-        raise_for_graph(resp, what, target)
-        data = resp.json()
-        return data if isinstance(data, dict) else {}
 
     async def _user_id(self, session: aiohttp.ClientSession, target: str, token: str) -> str:
         st = self.tokens.state(target)

@@ -131,6 +131,26 @@ def note_usage(quotas: QuotaBook, target: str, resp: Response, now_s: float) -> 
         quotas.hold(target, "Graph API rate limit (usage headers)", now_s + wait)
 
 
+async def graph_call(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    what: str,
+    target: str,
+    token: str,
+    quotas: QuotaBook,
+    now_s: float,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """One Graph API call: the usage headers noted, an error raised as a PublishError, the JSON object."""
+    resp = await request(session, method, url, what=what, headers=bearer(token), **kwargs)
+    note_usage(quotas, target, resp, now_s)
+    raise_for_graph(resp, what, target)
+    data = resp.json()
+    return data if isinstance(data, dict) else {}
+
+
 def check_usage(quotas: QuotaBook, target: str, title: str, now_s: float) -> None:
     """Raise QuotaWait (nothing sent, no attempt counted) while the account is held."""
     quotas.check(target, title, now_s)
