@@ -39,7 +39,6 @@ Credentials: ``ground account add linkedin:NAME --token-file grant.json`` (``cli
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 import urllib.parse
@@ -52,7 +51,7 @@ from ..errors import PublishError, QuotaWait, ReconnectNeeded
 from .base import Published, PublishRequest
 from .handles import HandleStore
 from .http import Response, error_text, raise_for_status, request
-from .oauth2 import TokenEndpoint, TokenKeeper, standard_refresher
+from .oauth2 import TokenEndpoint, TokenKeeper, cached_keeper, require_credential
 from .quota import QuotaBook
 
 API_VERSION = "202411"
@@ -100,36 +99,24 @@ class LinkedInPlatform:
         self._keepers: dict[str, TokenKeeper] = {}
 
     def _cred(self, account: str) -> Credential:
-        try:
-            return self.credentials.require(f"linkedin:{account}")
-        except PublishError:
-            raise
-        except Exception as exc:
-            raise PublishError(str(exc), retryable=False) from exc
+        return require_credential(self.credentials, f"linkedin:{account}")
 
     def _keeper(self, cred: Credential) -> TokenKeeper:
-        keeper = self._keepers.get(cred.target)
-        if keeper is None:
-            try:
-                app = json.loads(cred.secret)
-            except ValueError:
-                app = {}
-            # A service URL on loopback is a local fake, which also serves the token endpoint.
-            default = (
-                TOKEN_URL
-                if "linkedin.com" in cred.service_url
-                else f"{cred.service_url}/oauth/v2/accessToken"
-            )
-            endpoint = TokenEndpoint(
+        # A service URL on loopback is a local fake, which also serves the token endpoint.
+        default = (
+            TOKEN_URL if "linkedin.com" in cred.service_url else f"{cred.service_url}/oauth/v2/accessToken"
+        )
+        return cached_keeper(
+            self._keepers,
+            self.credentials,
+            cred,
+            self.clock,
+            lambda app: TokenEndpoint(
                 url=self.token_url or default,
                 client_id=str(app.get("client_id", "")),
                 client_secret=str(app.get("client_secret", "")),
-            )
-            keeper = TokenKeeper(
-                self.credentials, cred.target, standard_refresher(endpoint, cred.target), clock=self.clock
-            )
-            self._keepers[cred.target] = keeper
-        return keeper
+            ),
+        )
 
     async def _call(
         self, session: aiohttp.ClientSession, cred: Credential, method: str, url: str, *, what: str, **kw: Any

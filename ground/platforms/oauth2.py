@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import fcntl
+import json
 import os
 import time
 import urllib.parse
@@ -39,7 +40,7 @@ from typing import Any
 
 import aiohttp
 
-from ..credentials import CredentialStore, TokenSet
+from ..credentials import Credential, CredentialStore, TokenSet
 from ..errors import PublishError, ReconnectNeeded
 from .http import error_text, request
 
@@ -196,6 +197,36 @@ class TokenKeeper:
 
     def _lock_name(self) -> str:
         return urllib.parse.quote(self.target, safe="")
+
+
+def require_credential(credentials: CredentialStore, target: str) -> Credential:
+    """The stored credential for ``target``; any failure but a PublishError becomes a permanent one."""
+    try:
+        return credentials.require(target)
+    except PublishError:
+        raise
+    except Exception as exc:
+        raise PublishError(str(exc), retryable=False) from exc
+
+
+def cached_keeper(
+    keepers: dict[str, TokenKeeper],
+    credentials: CredentialStore,
+    cred: Credential,
+    clock: Callable[[], float],
+    endpoint: Callable[[dict[str, Any]], TokenEndpoint],
+) -> TokenKeeper:
+    """The one TokenKeeper of ``cred``'s account, made on first use from its app keys (the
+    credential's secret: JSON with client_id / client_secret; anything else counts as none)."""
+    keeper = keepers.get(cred.target)
+    if keeper is None:
+        try:
+            app = json.loads(cred.secret)
+        except ValueError:
+            app = {}
+        refresher = standard_refresher(endpoint(app), cred.target)
+        keeper = keepers[cred.target] = TokenKeeper(credentials, cred.target, refresher, clock=clock)
+    return keeper
 
 
 class _FileLock:

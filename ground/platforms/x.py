@@ -43,7 +43,6 @@ Credentials: ``ground account add x:NAME --token-file grant.json`` with the app'
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -57,7 +56,7 @@ from ..errors import PublishError, QuotaWait, ReconnectNeeded
 from .base import Published, PublishRequest
 from .handles import HandleStore
 from .http import Response, error_text, raise_for_status, request
-from .oauth2 import TokenEndpoint, TokenKeeper, standard_refresher
+from .oauth2 import TokenEndpoint, TokenKeeper, cached_keeper, require_credential
 from .quota import QuotaBook, x_windows
 
 # APPEND chunk size: X accepts up to 5 MB per chunk; 1 MB keeps a retry after a cut cheap.
@@ -104,31 +103,21 @@ class XPlatform:
     # --- auth and requests ---------------------------------------------------------------------
 
     def _cred(self, account: str) -> Credential:
-        try:
-            return self.credentials.require(f"x:{account}")
-        except PublishError:
-            raise
-        except Exception as exc:
-            raise PublishError(str(exc), retryable=False) from exc
+        return require_credential(self.credentials, f"x:{account}")
 
     def _keeper(self, cred: Credential) -> TokenKeeper:
-        keeper = self._keepers.get(cred.target)
-        if keeper is None:
-            try:
-                app = json.loads(cred.secret)
-            except ValueError:
-                app = {}
-            endpoint = TokenEndpoint(
+        return cached_keeper(
+            self._keepers,
+            self.credentials,
+            cred,
+            self.clock,
+            lambda app: TokenEndpoint(
                 url=f"{cred.service_url}/2/oauth2/token",
                 client_id=str(app.get("client_id", "")),
                 client_secret=str(app.get("client_secret", "")),
                 basic_auth=bool(app.get("client_secret")),
-            )
-            keeper = TokenKeeper(
-                self.credentials, cred.target, standard_refresher(endpoint, cred.target), clock=self.clock
-            )
-            self._keepers[cred.target] = keeper
-        return keeper
+            ),
+        )
 
     async def _call(
         self,
