@@ -640,6 +640,15 @@ def receipts(
             help="Only what this station uploaded over the live link (default: all).",
         ),
     ] = None,
+    version: Annotated[
+        int,
+        typer.Option(
+            "--version",
+            metavar="V",
+            help="Receipts version: 2 (every onboard reads it) or 3 (adds each account's photo fidelity; "
+            "an onboard of this release or later; docs/PROTOCOL.md §9.4).",
+        ),
+    ] = 2,
 ) -> None:
     """Write signed receipts for a file hand-off back up to the station (`onboard receipts import`).
 
@@ -657,7 +666,13 @@ def receipts(
         and not state.home.conn.execute("SELECT 1 FROM stations WHERE name = ?", (station,)).fetchone()
     ):
         raise GroundError(f"no station {station!r} (`ground station add` registers one)")
-    doc, _next, more = build_document(state.home, since, _now_ms(), limit=10_000, station=station)
+    from protocol.receipts import RECEIPTS_VERSIONS
+
+    if version not in RECEIPTS_VERSIONS:
+        raise GroundError(f"--version {version}: this ground writes receipts versions 2 and 3")
+    doc, _next, more = build_document(
+        state.home, since, _now_ms(), limit=10_000, station=station, versions=(version,)
+    )
     write_atomic(out, doc)
     console.print(
         f"wrote {visible(out)} ({len(doc):,} bytes)"

@@ -203,14 +203,21 @@ def check_dimensions(width: int, height: int, raw_size: int, max_pixels: int) ->
 def capabilities() -> Capabilities:
     """What this ground decodes, for onboard (``ground capabilities``, the live link's token)."""
     from protocol.bundle import FORMATS
+    from protocol.compact_items import COMPACT_BODY_VERSIONS
     from protocol.dictionary import shipped_ids
     from protocol.model import BODY_VERSIONS
+    from protocol.receipts import RECEIPTS_VERSIONS
 
     codecs = set(DEFAULT_DECODERS) | {Codec.ZSTD_DICT}
     if available():
         codecs.add(Codec.JPEG_XL)
     return Capabilities(
-        codecs=frozenset(codecs), dictionaries=shipped_ids(), formats=FORMATS, bodies=BODY_VERSIONS
+        codecs=frozenset(codecs),
+        dictionaries=shipped_ids(),
+        formats=FORMATS,
+        bodies=BODY_VERSIONS,
+        compact_bodies=COMPACT_BODY_VERSIONS,
+        receipts=RECEIPTS_VERSIONS,
     )
 
 

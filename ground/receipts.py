@@ -19,9 +19,12 @@ from protocol.receipts import (
     CommandOutcome,
     CommandReceipt,
     EnrolledReceipt,
+    PhotoFidelity,
+    PhotoNote,
     PublicationReceipt,
     Receipt,
     RenditionNote,
+    answer_version,
     sign_receipts,
 )
 
@@ -124,17 +127,43 @@ def _rendition_notes(made: str | None) -> tuple[RenditionNote, ...]:
     )
 
 
+def photo_notes(
+    conn: sqlite3.Connection, item_id: str, fidelity: str | None, notes: tuple[RenditionNote, ...]
+) -> tuple[PhotoNote, ...]:
+    """How faithfully each photo of ``item_id`` reached one account (docs/PROTOCOL.md §9.4):
+    a rendition where one was sent, else the publication's recorded fidelity (the platform's
+    declared one, or what the adapter found reading the copy back), with the signed sha256."""
+    if not fidelity:
+        return ()  # not published, or a post without photos
+    from protocol import decode_item
+    from protocol.model import Post
+
+    row = conn.execute("SELECT body FROM items WHERE id = ?", (item_id,)).fetchone()
+    item = decode_item(bytes(row[0])) if row is not None else None
+    if not isinstance(item, Post):
+        return ()
+    sent_as_rendition = {n.photo for n in notes}
+    whole = PhotoFidelity(fidelity)
+    return tuple(
+        PhotoNote(
+            fidelity=PhotoFidelity.RENDITION if n in sent_as_rendition else whole, original_sha256=m.sha256
+        )
+        for n, m in enumerate(item.media, start=1)
+    )
+
+
 def _receipt(conn: sqlite3.Connection, seq: int, kind: str, k1: str, k2: str) -> Receipt | None:
     """The current state of what one change row describes."""
     if kind == "pub":
         row = conn.execute(
-            "SELECT state, url, last_error, remote_id, renditions FROM publications "
+            "SELECT state, url, last_error, remote_id, renditions, fidelity, fidelity_note FROM publications "
             "WHERE item_id = ? AND account = ?",
             (k1, k2),
         ).fetchone()
         if row is None:
             return None
-        state, url, err, remote, made = row
+        state, url, err, remote, made, fidelity, note = row
+        notes = _rendition_notes(made) if state == "published" else ()
         return PublicationReceipt(
             item_id=k1,
             account=k2,
@@ -143,7 +172,9 @@ def _receipt(conn: sqlite3.Connection, seq: int, kind: str, k1: str, k2: str) ->
             error=err,
             seq=seq,
             remote_id=remote,
-            renditions=_rendition_notes(made) if state == "published" else (),
+            renditions=notes,
+            photos=photo_notes(conn, k1, fidelity, notes) if state == "published" else (),
+            read_back=(note or "") if state == "published" else "",
         )
     if kind == "bundle":
         (sha_hex,) = conn.execute("SELECT sha256 FROM bundles WHERE bundle_id = ?", (k1,)).fetchone()
@@ -202,12 +233,15 @@ def build_document(
     *,
     station: str | None = None,
     claims: Iterable[bytes] = (),
+    versions: Iterable[int] = (),
 ) -> tuple[bytes, int, bool]:
     """A signed receipts document (bytes), the cursor (change seq) for the next one, and whether
     more remain.
 
     ``station`` scopes it to what that station may read (see ``collect``), after recording
     its ``claims`` (sha256 of bundles it handed off as files, §9); None: everything.
+    ``versions``: the receipts versions the reader asked for (§9.3); written in the newest
+    of them this ground knows, version 2 (no photo fidelity) when it asked for none.
     """
     if station is not None:
         changes.claim(home.conn, station, claims, now_ms)
@@ -215,7 +249,10 @@ def build_document(
     from . import translog  # late: translog imports this module for ground's key
 
     checkpoint = translog.latest(home) or ""
-    return sign_receipts(ground_key(home), now_ms, receipts, checkpoint=checkpoint), next_since, more
+    doc = sign_receipts(
+        ground_key(home), now_ms, receipts, checkpoint=checkpoint, version=answer_version(versions)
+    )
+    return doc, next_since, more
 
 
 def item_id_bytes(item_id: str) -> bytes:

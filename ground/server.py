@@ -227,7 +227,13 @@ class LinkService:
                     try:
                         # A station hears only of what it uploaded itself (docs §9).
                         doc, nxt, more = build_document(
-                            self.home, ev.since, _now_ms(), ev.limit, station=ev.station, claims=ev.claims
+                            self.home,
+                            ev.since,
+                            _now_ms(),
+                            ev.limit,
+                            station=ev.station,
+                            claims=ev.claims,
+                            versions=ev.versions,
                         )
                     except STORAGE_ERRORS as exc:
                         r.store_failed(ev.rid, f"receipts unavailable: {_describe(exc)}")

@@ -25,6 +25,7 @@ from .compose import PhotoInput, compose_command, compose_post, targets_note
 from .errors import OnboardError
 from .export import CURRENT_GROUND, export_queue
 from .home import Home
+from .receipts import Photos, account_words, fidelity_sentence, photo_fidelity
 from .renditions import plan_for as rendition_plan
 
 app = typer.Typer(
@@ -422,11 +423,27 @@ def _queue_json(q: queue.QueuedItem, progress: dict[str, float], conn: sqlite3.C
         entry["publish_at"] = _iso(it.publish_at_ms)
     else:
         entry["target_id"] = it.target_id
+    # Per account, how faithfully ground says each photo went out (receipts version 3, §9.4).
+    fidelity = photo_fidelity(conn, it.id)
     entry["accounts"] = [
-        {"account": t, "state": st, "url": url, "detail": det}
+        {"account": t, "state": st, "url": url, "detail": det} | _photos_json(fidelity.get(t))
         for t, st, url, det in queue.deliveries(conn, it.id)
     ]
+    if isinstance(it, Post):
+        entry["fidelity"] = fidelity_sentence({a: p for a, (p, _) in fidelity.items()}) or None
     return entry
+
+
+def _photos_json(reported: tuple[Photos, str] | None) -> dict[str, Any]:
+    if reported is None:
+        return {}
+    photos, read_back = reported
+    return {
+        "photos": [
+            {"photo": n, "fidelity": f, "original_sha256": h} for n, (f, h) in enumerate(photos, start=1)
+        ],
+        "read_back": read_back or None,
+    }
 
 
 def _iso(ms: int | None) -> str | None:
@@ -481,12 +498,17 @@ def show_queue(json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP)]
     lines: list[tuple[str, str, str, str, list[str]]] = []
     for q in rows:
         it = q.item
+        fidelity = photo_fidelity(conn, it.id)
         accounts = [
             f"{visible(t)}: {show(st, it.id)}"
             + (f" {visible(url)}" if url else "")
             + (f" ({visible(det)})" if det else "")
+            + (f" [{account_words(fidelity[t][0])}]" if st == "published" and t in fidelity else "")
             for t, st, url, det in queue.deliveries(conn, it.id)
         ]
+        summary = fidelity_sentence({a: p for a, (p, _) in fidelity.items()})
+        if summary:
+            accounts.append("photos: " + visible(summary))
         status = show(q.status, it.id) + (f" → {visible(Path(q.exported_to).name)}" if q.exported_to else "")
         lines.append((it.id, visible(it.author), status, _what(it, q.detail), accounts))
     if not _stdout_is_terminal():

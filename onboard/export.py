@@ -18,10 +18,11 @@ from protocol.bundle import FORMATS, CompactItems
 from protocol.bundle import choose_blob_encoding as choose_generic_encoding
 from protocol.capabilities import Capabilities
 from protocol.codecs import Codec
-from protocol.compact_items import encode_compact_items
+from protocol.compact_items import COMPACT_BODY_VERSIONS, encode_compact_items
 from protocol.dictionary import compress_items, shipped_ids
 from protocol.ids import new_ulid
 from protocol.model import BODY_VERSIONS
+from protocol.receipts import RECEIPTS_VERSIONS
 
 from . import queue
 from .errors import IdentityError, OnboardError
@@ -70,6 +71,8 @@ CURRENT_GROUND = Capabilities(
     dictionaries=shipped_ids(),
     formats=FORMATS,
     bodies=BODY_VERSIONS,
+    compact_bodies=COMPACT_BODY_VERSIONS,
+    receipts=RECEIPTS_VERSIONS,
 )
 
 
@@ -117,8 +120,9 @@ def batch_items(
     fmt = next((f for f in (3, 2) if peer.reads_format(f)), 1)
     if fmt == 1:
         return [q.signed for q in batch]
-    if any(isinstance(q.item, Post) and q.item.renditions for q in batch):
-        # A version-2 body (rendition consent) has no column in formats 2 and 3 (docs/PROTOCOL.md §3.1).
+    if not peer.compact_carries(2) and any(isinstance(q.item, Post) and q.item.renditions for q in batch):
+        # A ground before the rendition field (docs/PROTOCOL.md §14.8) refuses a 15-field
+        # section: a version-2 body (rendition consent) travels to it in format 1.
         return [q.signed for q in batch]
     keys: dict[str, SigningKey] = {}
     for q in batch:

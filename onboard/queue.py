@@ -58,6 +58,10 @@ _ADDED = (
     ("items", "exported_sha256", "BLOB"),
     ("deliveries", "remote_id", "TEXT"),
     ("deliveries", "ground_seq", "INTEGER"),
+    # Receipts version 3 (docs/PROTOCOL.md §9.4): per photo [fidelity, original sha256 hex] as
+    # JSON, and ground's words on reading the copy back. NULL: no receipt has said.
+    ("deliveries", "photos", "TEXT"),
+    ("deliveries", "read_back", "TEXT"),
 )
 
 

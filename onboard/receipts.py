@@ -10,8 +10,10 @@ are refused before anything is read from them.
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from protocol.receipts import (
     BundleReceipt,
     CommandReceipt,
     EnrolledReceipt,
+    PhotoFidelity,
     PublicationReceipt,
     ReceiptDocument,
     verify_receipts,
@@ -163,7 +166,7 @@ def apply_document(conn: sqlite3.Connection, doc: ReceiptDocument) -> Applied:
     with queue.transaction(conn):
         for r in doc.receipts:
             if isinstance(r, PublicationReceipt):
-                changed += _apply_publication(conn, r, now, refused)
+                changed += _apply_publication(conn, r, now, refused, fidelity=doc.version >= 3)
             elif isinstance(r, AccountLimitsReceipt):
                 changed += _apply_limits(conn, r)
             elif isinstance(r, EnrolledReceipt):
@@ -189,7 +192,11 @@ def remedy(item_id: str, account: str, state: str) -> str:
     return ""
 
 
-def _apply_publication(conn: sqlite3.Connection, r: PublicationReceipt, now: int, refused: list[str]) -> int:
+def _apply_publication(
+    conn: sqlite3.Connection, r: PublicationReceipt, now: int, refused: list[str], *, fidelity: bool = False
+) -> int:
+    """One (post, account) as ground has it. ``fidelity``: the document is version 3, so its
+    photo fidelity and read-back replace what was kept; a version-2 one says nothing of them."""
     state = onboard_state(r.state)
     row = conn.execute(
         "SELECT state, ground_seq FROM deliveries WHERE item_id = ? AND target = ?", (r.item_id, r.account)
@@ -210,10 +217,92 @@ def _apply_publication(conn: sqlite3.Connection, r: PublicationReceipt, now: int
         "WHERE item_id = ? AND target = ?",
         (state, r.url, detail, r.remote_id, r.seq, now, r.item_id, r.account),
     )
+    if fidelity:
+        photos = [[str(p.fidelity), p.original_sha256.hex()] for p in r.photos]
+        conn.execute(
+            "UPDATE deliveries SET photos = ?, read_back = ? WHERE item_id = ? AND target = ?",
+            (json.dumps(photos) if photos else None, r.read_back or None, r.item_id, r.account),
+        )
     if state == "rejected" and old != "rejected":
         refused.append(f"{r.item_id} → {r.account}: {r.error or 'refused'}")
     roll_up(conn, r.item_id)
     return 1
+
+
+# --- photo fidelity per account, as ground's receipts said (docs/PROTOCOL.md §9.4) ---------------
+
+Photos = tuple[tuple[str, str], ...]  # per photo (fidelity, original sha256 hex)
+
+
+def photo_fidelity(conn: sqlite3.Connection, item_id: str) -> dict[str, tuple[Photos, str]]:
+    """Per account of ``item_id`` that ground reported photos for: ((fidelity, sha256 hex) per
+    photo, ground's read-back words or ""). Empty before a version-3 receipt said anything."""
+    try:
+        rows = conn.execute(
+            "SELECT target, photos, read_back FROM deliveries WHERE item_id = ? AND photos IS NOT NULL "
+            "ORDER BY target",
+            (item_id,),
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return {}  # a queue from before the columns (they are added on connect)
+    return {t: (tuple((str(f), str(h)) for f, h in json.loads(p)), rb or "") for t, p, rb in rows}
+
+
+_WORDS = {
+    str(PhotoFidelity.EXACT): "kept exactly",
+    str(PhotoFidelity.RE_ENCODED): "re-encoded by the platform",
+    str(PhotoFidelity.RENDITION): "sent as a rendition (allowed)",
+}
+
+
+def account_words(photos: Photos) -> str:
+    """One account's photos in words: ``photo kept exactly``, ``photo 2 re-encoded by the platform; …``."""
+    kinds = {f for f, _ in photos}
+    if not photos:
+        return ""
+    if len(kinds) == 1:
+        (only,) = kinds
+        return f"{'photo' if len(photos) == 1 else 'photos'} {_WORDS.get(only, only)}"
+    return ", ".join(f"photo {n} {_WORDS.get(f, f)}" for n, (f, _) in enumerate(photos, start=1))
+
+
+def _names(accounts: Sequence[str]) -> str:
+    return accounts[0] if len(accounts) == 1 else ", ".join(accounts[:-1]) + " and " + accounts[-1]
+
+
+def fidelity_sentence(per_account: Mapping[str, Photos]) -> str:
+    """One sentence from what ground did, e.g. ``x:alice re-encoded this photo; flickr:alice and
+    bluesky:alice.test kept it exactly (sha256 3f2a…)``. "" when no account reported photos."""
+    groups: dict[str, list[str]] = {}
+    originals: list[str] = []
+    n = 0
+    for account, photos in sorted(per_account.items()):
+        if not photos:
+            continue
+        n = max(n, len(photos))
+        for _, sha in photos:
+            if sha not in originals:
+                originals.append(sha)
+        kinds = {f for f, _ in photos}
+        groups.setdefault(next(iter(kinds)) if len(kinds) == 1 else "mixed", []).append(account)
+    if not groups:
+        return ""
+    this, it = ("this photo", "it") if n == 1 else ("these photos", "them")
+    parts = []
+    if str(PhotoFidelity.RE_ENCODED) in groups:
+        parts.append(f"{_names(groups[str(PhotoFidelity.RE_ENCODED)])} re-encoded {this}")
+    if str(PhotoFidelity.RENDITION) in groups:
+        parts.append(f"{_names(groups[str(PhotoFidelity.RENDITION)])} got a rendition of {this} (as allowed)")
+    for account in groups.get("mixed", []):
+        parts.append(f"{account}: {account_words(per_account[account])}")
+    if str(PhotoFidelity.EXACT) in groups:
+        parts.append(f"{_names(groups[str(PhotoFidelity.EXACT)])} kept {it} exactly")
+    known = {str(f) for f in PhotoFidelity} | {"mixed"}
+    for kind, accounts in groups.items():
+        if kind not in known:  # a fidelity a later ground names: shown as it says
+            parts.append(f"{_names(accounts)}: {kind}")
+    hashes = ", ".join(h[:16] + "…" for h in originals)
+    return "; ".join(parts) + f" (sha256 {hashes})"
 
 
 def _apply_limits(conn: sqlite3.Connection, r: AccountLimitsReceipt) -> int:

@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 
 from protocol.capabilities import Capabilities
+from protocol.receipts import RECEIPTS_VERSION, RECEIPTS_VERSIONS
 from protocol.transfer import (
     LinkDown,
     LinkFatal,
@@ -347,16 +348,30 @@ class _Requests:
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
 
+def receipt_versions(ground: Capabilities) -> tuple[int, ...]:
+    """The receipts versions to ask ``ground`` for (docs/PROTOCOL.md §9.3): those both sides know,
+    when its token lists any beyond 2; () otherwise, so an older ground gets the frame it reads."""
+    both = sorted(ground.receipts & RECEIPTS_VERSIONS)
+    return tuple(both) if any(v != RECEIPTS_VERSION for v in both) else ()
+
+
 class _ReceiptsExchange:
     """Receipts polling: asks ground only while deliveries await receipts (``ReceiptsPoll``
     says when), follows ``more`` pages, applies each verified document to the queue."""
 
     def __init__(
-        self, conn: sqlite3.Connection, sender: TransferSender, poll: ReceiptsPoll, ground_key: bytes
+        self,
+        conn: sqlite3.Connection,
+        sender: TransferSender,
+        poll: ReceiptsPoll,
+        ground_key: bytes,
+        versions: tuple[int, ...] = (),
     ) -> None:
         self._conn = conn
         self._sender = sender
         self._ground_key = ground_key
+        # Receipts versions to ask for (docs/PROTOCOL.md §9.3): () keeps the frame of before.
+        self._versions = versions
         self.poll = poll
         self.pending = False  # a request (or its further pages) is on its way
         self.done_once = False  # one exchange has finished in this sync
@@ -368,7 +383,7 @@ class _ReceiptsExchange:
         if self.pending or not self.poll.due(now):
             return
         if awaiting_news(self._conn):
-            self._sender.request_receipts(cursor(self._conn), claims(self._conn))
+            self._sender.request_receipts(cursor(self._conn), claims(self._conn), self._versions)
             self.pending, self._changed = True, 0
             self.poll.next_at = now + self.poll.interval_s  # if the answer never comes
         else:
@@ -382,7 +397,7 @@ class _ReceiptsExchange:
         self.refused += applied.refused
         link.set_state(self._conn, RECEIPTS_CURSOR, str(ev.next_since))
         if ev.more:
-            self._sender.request_receipts(ev.next_since, claims(self._conn))
+            self._sender.request_receipts(ev.next_since, claims(self._conn), self._versions)
         else:
             self.pending = False
             self.done_once = True
@@ -529,7 +544,9 @@ class _Sync:
             self.sender, self.cfg.ground_url + "/v1/link", self.cfg.token, self.wake, self.seen.contact
         )
         poll = ReceiptsPoll(every_s=receipts_every_s, max_s=max(receipts_max_s, receipts_every_s))
-        self.receipts = _ReceiptsExchange(self.conn, self.sender, poll, self.cfg.ground_key)
+        self.receipts = _ReceiptsExchange(
+            self.conn, self.sender, poll, self.cfg.ground_key, receipt_versions(self.cfg.peer)
+        )
         self.planner = _Planner(home, self.conn, self.cfg.peer, self.sender, self.progress, self.wake)
         # One connection per stream (parallel streams, docs/link.md), plus the warm-up's.
         self.connector = _WatchedConnector(

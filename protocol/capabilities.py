@@ -5,9 +5,11 @@ anything else travels in a form every side reads (zstd or as-is). The codec of e
 section is also marked in the bundle header, so a bundle is self-describing either way
 (docs/PROTOCOL.md §5, §10).
 
-Token form: ``codecs=0,1,2,3;dicts=6f700001;formats=1,2;bodies=1,2`` — codec ids in decimal,
-dictionary ids in hex, bundle format versions and item body versions in decimal (a token
-without ``formats`` means format 1 only, without ``bodies`` body version 1 only).
+Token form: ``codecs=0,1,2,3;dicts=6f700001;formats=1,2;bodies=1,2;compact_bodies=1,2;receipts=2,3``
+— codec ids in decimal, dictionary ids in hex, bundle format versions and item body versions in
+decimal (a token without ``formats`` means format 1 only, without ``bodies`` body version 1
+only, without ``compact_bodies`` that the compact items section of formats 2 and 3 carries
+body version 1 only, without ``receipts`` receipts version 2 only).
 Unknown ``key=value`` parts are ignored so later versions can add keys.
 """
 
@@ -32,6 +34,18 @@ class Capabilities:
     # Item body versions (docs/PROTOCOL.md §3, §3.1): onboard writes a version-2 body (a
     # rendition consent) only to a ground that lists 2 here.
     bodies: frozenset[int] = frozenset({1})
+    # Item body versions the compact items section (formats 2 and 3) may carry (docs §14.8): a
+    # ground of the release that added the rendition column lists 2; an older one refuses it.
+    compact_bodies: frozenset[int] = frozenset({1})
+    # Receipts document versions ground writes on request (docs §9.4): with 3 listed, onboard
+    # asks for version 3 (photo fidelity per account); otherwise it asks as before, for 2.
+    receipts: frozenset[int] = frozenset({2})
+
+    def compact_carries(self, version: int) -> bool:
+        return version in self.compact_bodies
+
+    def writes_receipts(self, version: int) -> bool:
+        return version in self.receipts
 
     def reads_body(self, version: int) -> bool:
         return version in self.bodies
@@ -54,6 +68,10 @@ class Capabilities:
         if self.bodies != {1}:
             # Left out when it says nothing new, so a token stays what older grounds compared.
             token += ";bodies=" + ",".join(str(b) for b in sorted(self.bodies))
+        if self.compact_bodies != {1}:
+            token += ";compact_bodies=" + ",".join(str(b) for b in sorted(self.compact_bodies))
+        if self.receipts != {2}:
+            token += ";receipts=" + ",".join(str(b) for b in sorted(self.receipts))
         return token
 
     @classmethod
@@ -80,6 +98,9 @@ class Capabilities:
             dictionaries=_ints(fields.get("dicts", ""), 16, "dictionary id"),
             formats=_ints(fields.get("formats", "1"), 10, "bundle format") or frozenset({1}),
             bodies=_ints(fields.get("bodies", "1"), 10, "body version") or frozenset({1}),
+            compact_bodies=_ints(fields.get("compact_bodies", "1"), 10, "compact body version")
+            or frozenset({1}),
+            receipts=_ints(fields.get("receipts", "2"), 10, "receipts version") or frozenset({2}),
         )
 
 

@@ -16,10 +16,16 @@ audited and published is exactly what format 1 carries; only the proof differs.
 Format 3 (§17) is this same section; only what each signer's signature covers differs: a
 Merkle tree root over their body hashes (``batch_tree.py``) instead of the list of them, so
 each item's proof is an audit path of ⌈log₂ n⌉ hashes.
+
+A post with a rendition consent (body version 2, §3.1) has its list in a 15th field, a sparse
+``[index, [target, ...]]`` list (§14.8). The field is present only when some post has one, so
+every section without one is the 14 fields of before, byte for byte; a writer adds it only for
+a receiver whose capability token lists ``compact_bodies=…,2`` (older ones refuse 15 fields).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,6 +44,7 @@ from .model import (
     MediaRef,
     Post,
     Retract,
+    check_renditions,
     derived_id,
     encode_item,
     media_from_wire,
@@ -46,7 +53,11 @@ from .signing import BATCH_DOMAIN, SignedItem, VerifiedItem, batch_statement, si
 from .varints import read_varints, varint, zigzag_varint
 
 FIELDS = 14
+# The 15th field, present only when some post allows a rendition (§14.8).
+RENDITIONS_FIELD = 14
 MAX_SIGNERS = 255
+# Item body versions this section carries: 2 in the rendition field (capability ``compact_bodies``).
+COMPACT_BODY_VERSIONS = frozenset({1, 2})
 # The bundle formats whose items section this is: 2 signs statements (§14.3), 3 tree roots (§17).
 COMPACT_FORMATS = frozenset({2, 3})
 
@@ -70,10 +81,6 @@ def encode_compact_items(
             authors.append(it.author)
         if it.author not in keys:
             raise LocalProtocolError(f"no signing key for {it.author!r}, who wrote item {it.id}")
-        if isinstance(it, Post) and it.renditions:
-            # The 14 columns have no place for a version-2 body's rendition list (§3.1, §14):
-            # such a post travels in format 1 with its own signature.
-            raise LocalProtocolError(f"post {it.id} allows a rendition: it travels in bundle format 1, not 2")
     if len(authors) > MAX_SIGNERS:
         raise LocalProtocolError(f"at most {MAX_SIGNERS} astronauts per bundle")
     bodies = [encode_item(it, limits) for it in items]
@@ -92,6 +99,7 @@ def encode_compact_items(
     ids: list[list[Any]] = []
     media: list[list[Any]] = []
     publish_at: list[list[int]] = []
+    renditions: list[list[Any]] = []
     command_targets = bytearray()
     # Times travel as whole seconds (onboard composes whole-second times, §14): a delta of a
     # few minutes is then 2 varint bytes, not 3, and the rare millisecond part goes sparse.
@@ -117,8 +125,12 @@ def encode_compact_items(
                 media.append([i, [[m.sha256, m.size_bytes, m.media_type, m.alt] for m in it.media]])
             if it.publish_at_ms is not None:
                 publish_at.append([i, it.publish_at_ms])
+            if it.renditions:
+                renditions.append([i, list(it.renditions)])
         else:
             command_targets += ulid_to_bytes(it.target_id)
+    # Left out when empty: a section without consents is the 14 fields every reader knows.
+    tail: list[Any] = [renditions] if renditions else []
     return pack(
         [
             items[0].created_ms // 1000,
@@ -135,6 +147,7 @@ def encode_compact_items(
             publish_at,
             bytes(command_targets),
             millis,
+            *tail,
         ]
     )
 
@@ -180,6 +193,7 @@ class _Section:
     publish_at: dict[int, int]
     command_targets: bytes
     millis: dict[int, int]
+    renditions: dict[int, tuple[str, ...]]
 
 
 def section_bounds(count: int, limits: Limits) -> tuple[int, int]:
@@ -187,14 +201,20 @@ def section_bounds(count: int, limits: Limits) -> tuple[int, int]:
 
     From the layout (§14.4): the 14 fields; a [key id, signature] row per signer; at most one
     target list per post, each of max_targets_per_post; an [index, value] row per item in the
-    sparse id, publish time and millisecond lists, and an [index, media list] row per post
-    with up to max_media_per_post 4-field entries. canonical.unpack refuses anything bigger
-    before building it, so a small compressed section cannot unpack into millions of values.
+    sparse id, publish time and millisecond lists, an [index, media list] row per post
+    with up to max_media_per_post 4-field entries, and an [index, target list] row per post in
+    the rendition field (§14.8). canonical.unpack refuses anything bigger before building it,
+    so a small compressed section cannot unpack into millions of values.
     """
-    longest = max(FIELDS, count, limits.max_targets_per_post, limits.max_media_per_post)
+    longest = max(FIELDS + 1, count, limits.max_targets_per_post, limits.max_media_per_post)
     signers = 3 * min(count, MAX_SIGNERS)
-    per_item = (1 + limits.max_targets_per_post) + 3 * 3 + (3 + 5 * limits.max_media_per_post)
-    return longest, FIELDS + signers + count * per_item
+    per_item = (
+        (1 + limits.max_targets_per_post)
+        + 3 * 3
+        + (3 + 5 * limits.max_media_per_post)
+        + (3 + limits.max_targets_per_post)
+    )
+    return longest, FIELDS + 2 + signers + count * per_item
 
 
 def _parse(raw: bytes, count: int, keyring: Mapping[bytes, KnownKey], limits: Limits) -> _Section:
@@ -210,7 +230,7 @@ def _parse(raw: bytes, count: int, keyring: Mapping[bytes, KnownKey], limits: Li
         ),
         what="items section",
         min_len=FIELDS,
-        max_len=FIELDS,
+        max_len=FIELDS + 1,
     )
     base_s = expect(v[0], int, what="base time")
     signers = _signers(v[1], count, keyring)
@@ -233,6 +253,19 @@ def _parse(raw: bytes, count: int, keyring: Mapping[bytes, KnownKey], limits: Li
     )
     command_targets = expect(v[12], bytes, what="command targets")
     millis = dict(_sparse(v[13], count, "millisecond list", lambda x: expect(x, int, what="milliseconds")))
+    renditions: dict[int, tuple[str, ...]] = {}
+    if len(v) > RENDITIONS_FIELD:
+        renditions = dict(
+            _sparse(
+                v[RENDITIONS_FIELD],
+                count,
+                "rendition list",
+                lambda x: _rendition_list(x, limits),
+                only=post_set,
+            )
+        )
+        if not renditions:
+            raise _malformed("the rendition field is present but empty; leave it out (§14.8)")
     for i, ms in millis.items():
         if not 0 < ms < 1000:
             raise _malformed(f"item {i} milliseconds {ms} must be 1..999 (whole seconds are left out)")
@@ -275,6 +308,7 @@ def _parse(raw: bytes, count: int, keyring: Mapping[bytes, KnownKey], limits: Li
         publish_at=publish_at,
         command_targets=command_targets,
         millis=millis,
+        renditions=renditions,
     )
 
 
@@ -312,7 +346,10 @@ def _rebuild(sec: _Section, count: int, limits: Limits) -> list[Item]:
                 media=sec.media.get(i, ()),
                 targets=tuple(sec.target_sets[sec.targets_of[post_no]]),
                 publish_at_ms=sec.publish_at.get(i),
+                renditions=sec.renditions.get(i, ()),
             )
+            # The codes format 1 gives a bad consent (§3.1), not derived_id's malformed.
+            check_renditions(it.renditions, it.targets, functools.partial(_post_error, i))
             post_no += 1
         else:
             target_id = ulid_from_bytes(sec.command_targets[16 * cmd_no : 16 * cmd_no + 16])
@@ -399,6 +436,10 @@ def _verify_trees(sec: _Section, items: list[Item], limits: Limits) -> list[Veri
     ]
 
 
+def _post_error(index: int, code: ErrorCode, message: str) -> RemoteProtocolError:
+    return RemoteProtocolError(code, f"post {index}: {message}")
+
+
 def _malformed(message: str) -> RemoteProtocolError:
     return RemoteProtocolError(ErrorCode.MALFORMED, message)
 
@@ -462,6 +503,11 @@ def _sparse(
         last = i
         out.append((i, conv(r[1])))
     return out
+
+
+def _rendition_list(value: Any, limits: Limits) -> tuple[str, ...]:
+    rows = expect_list(value, what="rendition list", min_len=1, max_len=limits.max_targets_per_post)
+    return tuple(expect(t, str, what="rendition target") for t in rows)
 
 
 def _media_list(value: Any, limits: Limits) -> tuple[MediaRef, ...]:

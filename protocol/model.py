@@ -159,6 +159,10 @@ def _check_renditions(
             raise err(ErrorCode.RENDITION_DUPLICATE, f"rendition allowed for {t!r} twice")
 
 
+# Public name: the compact items section (compact_items.py, §14.8) checks consents the same way.
+check_renditions = _check_renditions
+
+
 def _check_utf8(value: str, what: str) -> None:
     # A lone surrogate (e.g. an undecodable byte from the command line) has no UTF-8 form,
     # so it could never be signed byte-exactly.

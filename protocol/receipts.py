@@ -3,9 +3,11 @@
 A receipts document is ``[body, key_id(8), signature(64)]`` where the signature is
 ground's Ed25519 signature over ``RECEIPTS_DOMAIN + body`` and body is canonical msgpack::
 
-    [version=2, issued_ms, [entry, ...]]
+    [version=2|3, issued_ms, [entry, ...]]
     entry = [1, item_id(16), account, state, url|nil, error|nil, seq, remote_id|nil,
-             [rendition, ...]?]                                                       publication
+             [rendition, ...]?]                                        publication (version 2)
+          | [1, item_id(16), account, state, url|nil, error|nil, seq, remote_id|nil,
+             [rendition, ...]|nil, [photo, ...]|nil, read_back|nil, ...]  publication (version 3)
           | [2, bundle_sha256(32), bundle_id(16)|nil, accepted, code, message,
              [item_id(16), ...], seq]                                                  bundle
           | [3, account, max_text|nil, max_media|nil, max_media_bytes|nil,
@@ -28,6 +30,15 @@ allowed (docs/PROTOCOL.md §3.1): ``rendition = [photo, original_sha256(32), sha
 width, height]``. Only an onboard that can sign such a consent ever receives one (a station
 sees its own posts only), so older stations never meet the longer entry.
 
+Version 3 (docs/PROTOCOL.md §9.4) gives every publication entry at least 11 fields: the 9th is
+nil without renditions, the 10th says per photo how faithfully the account got it —
+``photo = [fidelity, original_sha256(32)]`` with fidelity ``exact``, ``re-encoded`` (by the
+platform) or ``rendition`` (the 9th field has both hashes) — and the 11th is what ground found
+reading the copy back, in words. Both are nil until the account holds the post, and the 10th
+for a post without photos. Fields after the 11th are ignored (still signed). Ground writes
+version 3 only to a station that asked for it (``versions`` in its RECEIPTS request, §9.3, or
+``ground receipts --version 3``), so an older onboard still gets version 2, which it reads.
+
 The station pins ground's public key when the link is set up and refuses documents signed
 by anything else, so receipts read from a file hand-off are as trustworthy as live ones.
 """
@@ -40,12 +51,17 @@ from enum import IntEnum, StrEnum
 from typing import Any
 
 from .canonical import expect, expect_list, pack, unpack
-from .errors import ErrorCode, RemoteProtocolError
+from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from .ids import ulid_from_bytes, ulid_to_bytes
 from .keys import KEY_ID_BYTES, SigningKey, key_id, verify_signature
 
 RECEIPTS_DOMAIN = b"orbitpost/receipts/v1\x00"
 RECEIPTS_VERSION = 2
+# Version 3 adds photo fidelity to publication entries; written only to a station asking for it.
+RECEIPTS_VERSION_FIDELITY = 3
+RECEIPTS_VERSIONS = frozenset({RECEIPTS_VERSION, RECEIPTS_VERSION_FIDELITY})
+# Ground's words on a read-back are a sentence or two; more is not a read-back note.
+MAX_READ_BACK_CHARS = 4096
 # Accounts per astronaut in one enrolled-accounts entry (one agency runs 500+ accounts in all).
 MAX_ACCOUNTS = 4096
 # A document carries at most a few thousand entries; 8 MiB is far above that.
@@ -90,6 +106,26 @@ class PublicationReceipt:
     remote_id: str | None = None
     # Appended: photos sent to this account as a rendition (docs/platforms.md "Renditions").
     renditions: tuple[RenditionNote, ...] = ()
+    # Appended (version 3 only; a version-2 document leaves them out): how faithfully each photo
+    # reached the account, and what ground found reading the copy back ("" : nothing read).
+    photos: tuple[PhotoNote, ...] = ()
+    read_back: str = ""
+
+
+class PhotoFidelity(StrEnum):
+    """What the account holds of one photo (protocol.rules.MediaFidelity, plus renditions)."""
+
+    EXACT = "exact"  # the astronaut's exact bytes (Bluesky blob, Flickr original, archive)
+    RE_ENCODED = "re-encoded"  # the platform re-encoded the signed original it was given
+    RENDITION = "rendition"  # ground sent a rendition the signed post allowed (see renditions)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PhotoNote:
+    """One photo of a published post on one account: its fidelity and the signed original's sha256."""
+
+    fidelity: PhotoFidelity
+    original_sha256: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,9 +203,29 @@ class ReceiptDocument:
     # Ground's latest signed transparency-log checkpoint (§15) when the document was made, or "":
     # the crew keeps it to check later that what ground shows the public is what it told them.
     checkpoint: str = ""
+    # The body's version: 3 carries photo fidelity (§9.4); a version-2 document has none.
+    version: int = RECEIPTS_VERSION
 
 
-def _entry(r: Receipt) -> list[Any]:
+def _renditions_wire(r: PublicationReceipt) -> list[list[Any]]:
+    return [[n.photo, n.original_sha256, n.sha256, n.recipe, n.width, n.height] for n in r.renditions]
+
+
+def _entry(r: Receipt, version: int) -> list[Any]:
+    if isinstance(r, PublicationReceipt) and version >= RECEIPTS_VERSION_FIDELITY:
+        return [
+            EntryKind.PUBLICATION,
+            ulid_to_bytes(r.item_id),
+            r.account,
+            r.state,
+            r.url,
+            r.error,
+            r.seq,
+            r.remote_id,
+            _renditions_wire(r) or None,
+            [[str(p.fidelity), p.original_sha256] for p in r.photos] or None,
+            r.read_back or None,
+        ]
     if isinstance(r, PublicationReceipt):
         return [
             EntryKind.PUBLICATION,
@@ -180,11 +236,7 @@ def _entry(r: Receipt) -> list[Any]:
             r.error,
             r.seq,
             r.remote_id,
-            *(
-                [[[n.photo, n.original_sha256, n.sha256, n.recipe, n.width, n.height] for n in r.renditions]]
-                if r.renditions
-                else []
-            ),
+            *([_renditions_wire(r)] if r.renditions else []),
         ]
     if isinstance(r, AccountLimitsReceipt):
         return [
@@ -221,11 +273,28 @@ def _entry(r: Receipt) -> list[Any]:
     ]
 
 
+def answer_version(asked: Iterable[int]) -> int:
+    """The version to write for a station that listed ``asked`` (§9.3): the newest both sides
+    know, else 2 (a station that listed nothing is one that reads only 2)."""
+    return max(set(asked) & RECEIPTS_VERSIONS, default=RECEIPTS_VERSION)
+
+
 def sign_receipts(
-    key: SigningKey, issued_ms: int, receipts: Iterable[Receipt], *, checkpoint: str = ""
+    key: SigningKey,
+    issued_ms: int,
+    receipts: Iterable[Receipt],
+    *,
+    checkpoint: str = "",
+    version: int = RECEIPTS_VERSION,
 ) -> bytes:
-    """Encode and sign a receipts document with ground's key (``checkpoint``: its latest log head)."""
-    fields: list[Any] = [RECEIPTS_VERSION, issued_ms, [_entry(r) for r in receipts]]
+    """Encode and sign a receipts document with ground's key (``checkpoint``: its latest log head).
+
+    ``version`` 2 (what every onboard reads) leaves out each publication's ``photos`` and
+    ``read_back``; 3 carries them — write it only to a station that asked for it (§9.3).
+    """
+    if version not in RECEIPTS_VERSIONS:
+        raise LocalProtocolError(f"receipts version {version} is not one this side writes")
+    fields: list[Any] = [version, issued_ms, [_entry(r, version) for r in receipts]]
     if checkpoint:
         fields.append(checkpoint)
     body = pack(fields)
@@ -243,9 +312,24 @@ def _id(v: Any, what: str) -> str:
     return ulid_from_bytes(raw)
 
 
-def _decode_entry(v: Any) -> Receipt:
+def _decode_entry(v: Any, version: int) -> Receipt:
     e = expect_list(v, what="receipt entry", min_len=1)
     kind = expect(e[0], int, what="receipt kind")
+    if kind == EntryKind.PUBLICATION and version >= RECEIPTS_VERSION_FIDELITY:
+        # min_len only: fields appended by a later ground are ignored (see the module doc).
+        expect_list(e, what="publication receipt", min_len=11)
+        return PublicationReceipt(
+            item_id=_id(e[1], "receipt item id"),
+            account=expect(e[2], str, what="receipt account"),
+            state=expect(e[3], str, what="receipt state"),
+            url=_opt_str(e[4], "receipt url"),
+            error=_opt_str(e[5], "receipt error"),
+            seq=_seq(e[6]),
+            remote_id=_opt_str(e[7], "receipt remote id"),
+            renditions=() if e[8] is None else _renditions(e[8]),
+            photos=() if e[9] is None else _photos(e[9]),
+            read_back=_read_back(e[10]),
+        )
     if kind == EntryKind.PUBLICATION:
         expect_list(e, what="publication receipt", min_len=8, max_len=9)
         return PublicationReceipt(
@@ -339,6 +423,36 @@ def _renditions(v: Any) -> tuple[RenditionNote, ...]:
     return tuple(notes)
 
 
+_FIDELITIES = {str(f): f for f in PhotoFidelity}
+
+
+def _photos(v: Any) -> tuple[PhotoNote, ...]:
+    notes = []
+    for n in expect_list(v, what="receipt photos", min_len=1, max_len=MAX_RENDITIONS):
+        f = expect_list(n, what="receipt photo", min_len=2, max_len=2)
+        fidelity = _FIDELITIES.get(expect(f[0], str, what="photo fidelity"))
+        if fidelity is None:
+            raise RemoteProtocolError(
+                ErrorCode.MALFORMED, f"receipt photo fidelity {f[0]!r} is not one of {', '.join(_FIDELITIES)}"
+            )
+        sha = expect(f[1], bytes, what="photo original sha256")
+        if len(sha) != 32:
+            raise RemoteProtocolError(ErrorCode.MALFORMED, "receipt photo: original sha256 must be 32 bytes")
+        notes.append(PhotoNote(fidelity=fidelity, original_sha256=sha))
+    return tuple(notes)
+
+
+def _read_back(v: Any) -> str:
+    if v is None:
+        return ""
+    text = str(expect(v, str, what="read-back note"))
+    if not text or len(text) > MAX_READ_BACK_CHARS:
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, f"read-back note must be 1..{MAX_READ_BACK_CHARS} characters (nil for none)"
+        )
+    return text
+
+
 def _seq(v: Any) -> int:
     n = expect(v, int, what="receipt seq")
     if n < 0:
@@ -387,10 +501,11 @@ def verify_receipts(
         unpack(body, what="receipts body", max_bytes=max_bytes), what="receipts body", min_len=3, max_len=4
     )
     version = expect(v[0], int, what="receipts version")
-    if version != RECEIPTS_VERSION:
+    if version not in RECEIPTS_VERSIONS:
         raise RemoteProtocolError(
             ErrorCode.UNSUPPORTED_VERSION,
-            f"receipts version {version} is not supported (this onboard reads version {RECEIPTS_VERSION}; "
+            f"receipts version {version} is not supported (this onboard reads versions "
+            f"{', '.join(map(str, sorted(RECEIPTS_VERSIONS)))}; "
             "ask ground for a new document with `ground receipts --out F`, or upgrade the side that is older)",
         )
     entries = expect_list(v[2], what="receipt entries", min_len=0, max_len=MAX_ENTRIES)
@@ -399,6 +514,7 @@ def verify_receipts(
         raise RemoteProtocolError(ErrorCode.MALFORMED, "log checkpoint in receipts is too long")
     return ReceiptDocument(
         issued_ms=expect(v[1], int, what="issued time"),
-        receipts=tuple(_decode_entry(e) for e in entries),
+        receipts=tuple(_decode_entry(e, version) for e in entries),
         checkpoint=checkpoint,
+        version=version,
     )

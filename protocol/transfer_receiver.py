@@ -111,6 +111,8 @@ class ReceiptsWanted:
     since: int  # a change seq (§9)
     limit: int
     claims: tuple[bytes, ...] = ()  # sha256 of bundles the station handed off as files
+    # The receipts versions the station reads (§9.3); empty: version 2 only.
+    versions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,6 +200,7 @@ class TransferReceiver:
                     since=req.since,
                     limit=self.config.max_receipts,
                     claims=req.claims,
+                    versions=req.versions,
                 )
             )
             return rid

@@ -254,6 +254,7 @@ class TransferSender:
         self._served: dict[str, int] = {}  # bytes sent per owner: fair queueing
         self._receipts_since: int | None = None
         self._receipts_claims: tuple[bytes, ...] = ()
+        self._receipts_versions: tuple[int, ...] = ()
         self._up = True
         self._fatal = False
         self._backoff_s = 0.0
@@ -292,11 +293,15 @@ class TransferSender:
         t.state = TState.BLOCKED if self._blocked(spec) else TState.OPENING
         self._transfers[spec.key] = t
 
-    def request_receipts(self, since: int, claims: tuple[bytes, ...] = ()) -> None:
+    def request_receipts(
+        self, since: int, claims: tuple[bytes, ...] = (), versions: tuple[int, ...] = ()
+    ) -> None:
         """Ask ground for signed receipts of every change after seq ``since`` (§9), claiming the
-        bundles with these sha256 (handed off as files) as this station's."""
+        bundles with these sha256 (handed off as files) as this station's. ``versions``: the
+        receipts versions to ask for (§9.3); only to a ground whose token lists them."""
         self._receipts_since = since
         self._receipts_claims = claims
+        self._receipts_versions = versions
 
     def done_state(self, key: TransferKey) -> UploadState | None:
         return self._done.get(key)
@@ -444,7 +449,12 @@ class TransferSender:
         if self._receipts_since is not None and not any(r.is_receipts for r in self._requests.values()):
             seq = self._seq()
             return self._emit(
-                ReceiptsRequest(seq=seq, since=self._receipts_since, claims=self._receipts_claims),
+                ReceiptsRequest(
+                    seq=seq,
+                    since=self._receipts_since,
+                    claims=self._receipts_claims,
+                    versions=self._receipts_versions,
+                ),
                 now,
                 None,
                 None,

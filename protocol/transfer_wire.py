@@ -6,7 +6,8 @@ response echoes the request's ``seq``. New fields are only ever appended.
 
     OPEN      [1, 1, seq, kind, sha256, size_bytes, owner, data?]  open or query an upload
     CHUNK     [1, 2, seq, kind, sha256, offset, data]              bytes at an offset
-    RECEIPTS  [1, 3, seq, since, cursor=2, [claim sha256, ...]]    signed receipts after change `since`
+    RECEIPTS  [1, 3, seq, since, cursor=2, [claim sha256, ...], [version, ...]?]
+                                                                   signed receipts after change `since`
     STATUS    [1, 16, seq, kind, sha256, state, ranges, code, msg] what ground durably has
     RECEIPTS_BATCH [1, 17, seq, document, next_since, more]
     ERROR     [1, 18, seq, code, message, retryable]
@@ -149,6 +150,8 @@ class ReceiptsCursor(IntEnum):
 
 # Bundles one request may claim (file hand-off, §9); a station has a few files awaiting at most.
 MAX_RECEIPT_CLAIMS = 256
+# Receipts document versions one request may list (there are two today).
+MAX_RECEIPT_VERSIONS = 16
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +161,9 @@ class ReceiptsRequest:
     cursor: ReceiptsCursor = ReceiptsCursor.SEQ
     # sha256 of bundles this station handed off as files, so it may read their receipts (§9).
     claims: tuple[bytes, ...] = ()
+    # Appended: receipts document versions the station reads (§9.3). Empty: version 2 only, and
+    # the frame is the 6 fields of before (a ground that lists no ``receipts=`` refuses a 7th).
+    versions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -205,7 +211,10 @@ def encode_request(req: Request) -> bytes:
         return pack([WIRE_VERSION, FrameType.CHUNK, req.seq, *_key_fields(req.key), req.offset, req.data])
     if req.cursor is ReceiptsCursor.TIME:  # the form releases before the change log sent
         return pack([WIRE_VERSION, FrameType.RECEIPTS, req.seq, req.since])
-    return pack([WIRE_VERSION, FrameType.RECEIPTS, req.seq, req.since, int(req.cursor), list(req.claims)])
+    fields = [WIRE_VERSION, FrameType.RECEIPTS, req.seq, req.since, int(req.cursor), list(req.claims)]
+    if req.versions:
+        fields.append(list(req.versions))
+    return pack(fields)
 
 
 def encode_response(resp: Response) -> bytes:
@@ -291,7 +300,7 @@ def decode_request(data: bytes) -> Request:
         data_ = expect(v[6], bytes, what="chunk data")
         return Chunk(seq=seq, key=_key(v, 3), offset=_nonneg(v[5], "chunk offset"), data=data_)
     if t == FrameType.RECEIPTS:
-        expect_list(v, what="RECEIPTS frame", min_len=4, max_len=6)
+        expect_list(v, what="RECEIPTS frame", min_len=4, max_len=7)
         since = _nonneg(v[3], "receipts since")
         if len(v) == 4:
             return ReceiptsRequest(seq=seq, since=since, cursor=ReceiptsCursor.TIME)
@@ -299,12 +308,18 @@ def decode_request(data: bytes) -> Request:
         if cursor not in tuple(ReceiptsCursor):
             raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown receipts cursor kind {cursor}")
         raw = expect_list(
-            v[5] if len(v) == 6 else [], what="receipts claims", min_len=0, max_len=MAX_RECEIPT_CLAIMS
+            v[5] if len(v) >= 6 else [], what="receipts claims", min_len=0, max_len=MAX_RECEIPT_CLAIMS
         )
         claims = tuple(expect(c, bytes, what="claimed bundle sha256") for c in raw)
         if any(len(c) != 32 for c in claims):
             raise RemoteProtocolError(ErrorCode.MALFORMED, "a claimed bundle sha256 must be 32 bytes")
-        return ReceiptsRequest(seq=seq, since=since, cursor=ReceiptsCursor(cursor), claims=claims)
+        versions: tuple[int, ...] = ()
+        if len(v) == 7:
+            listed = expect_list(v[6], what="receipts versions", min_len=1, max_len=MAX_RECEIPT_VERSIONS)
+            versions = tuple(_nonneg(x, "receipts version") for x in listed)
+        return ReceiptsRequest(
+            seq=seq, since=since, cursor=ReceiptsCursor(cursor), claims=claims, versions=versions
+        )
     raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown request frame type {t}")
 
 

@@ -17,9 +17,10 @@ from strategies import msgpack_values, posts, rendition_posts
 from protocol import LocalProtocolError, Post, RemoteProtocolError, SigningKey
 from protocol.canonical import pack, unpack
 from protocol.capabilities import Capabilities
-from protocol.compact_items import encode_compact_items
+from protocol.compact_items import decode_compact_items, encode_compact_items
 from protocol.errors import ErrorCode
 from protocol.ids import new_ulid, ulid_to_bytes
+from protocol.keys import KnownKey, key_id
 from protocol.model import (
     BODY_VERSION,
     BODY_VERSION_RENDITIONS,
@@ -28,6 +29,7 @@ from protocol.model import (
     decode_item,
     derived_id,
     encode_item,
+    with_derived_id,
 )
 from protocol.receipts import PublicationReceipt, RenditionNote, sign_receipts, verify_receipts
 
@@ -161,12 +163,16 @@ def test_commands_are_never_version_2() -> None:
     assert body[1] == 1
 
 
-def test_format_2_refuses_a_consent() -> None:
-    # Format 2 rebuilds bodies from 14 columns, none of which holds the list (§14): such a
-    # post travels in format 1, never silently without its consent.
+def test_formats_2_and_3_carry_a_consent_in_their_15th_field() -> None:
+    # The list travels in the rendition field (§14.8), never dropped: the rebuilt body is the
+    # signed version-2 body. More in tests/test_rendition_compact.py.
     key = SigningKey.from_seed(bytes(32))
-    with pytest.raises(LocalProtocolError, match="bundle format 1"):
-        encode_compact_items([post(renditions=("x:alice",))], {"alice": key})
+    it = with_derived_id(post(renditions=("x:alice",)))
+    ring = {key_id(key.public_key): KnownKey(astronaut="alice", public_key=key.public_key, revoked=False)}
+    for fmt in (2, 3):
+        raw = encode_compact_items([it], {"alice": key}, format_version=fmt)
+        (got,) = decode_compact_items(raw, 1, ring, format_version=fmt)
+        assert got.item == it and got.signed.body == encode_item(it)
 
 
 def test_capability_token_carries_body_versions() -> None:

@@ -324,6 +324,8 @@ def queue_view(conn: sqlite3.Connection, all_rows: list[Row] | None = None) -> l
         if not isinstance(it, Post):
             continue
         accounts = []
+        # How faithfully ground says each photo went out, per account (receipts v3, §9.4).
+        fidelity = receipts.photo_fidelity(conn, it.id) if it.media else {}
         for target, state, url, detail in deliveries.get(it.id, []):
             a: dict[str, Any] = {
                 "target": target,
@@ -338,6 +340,12 @@ def queue_view(conn: sqlite3.Connection, all_rows: list[Row] | None = None) -> l
                 a["reason"] = detail
             if state == "failed":
                 a["hint"] = REJECTED_HINT if detail and "rejected" in detail else FAILED_HINT
+            if state == "published" and target in fidelity:
+                photos, read_back = fidelity[target]
+                a["fidelity"] = receipts.account_words(photos)
+                a["photos"] = [{"fidelity": f, "original_sha256": h} for f, h in photos]
+                if read_back:
+                    a["read_back"] = read_back
             accounts.append(a)
         out.append(
             {
@@ -352,6 +360,7 @@ def queue_view(conn: sqlite3.Connection, all_rows: list[Row] | None = None) -> l
                 "status": q.status,
                 "detail": q.detail,
                 "accounts": accounts,
+                "fidelity": receipts.fidelity_sentence({t: p for t, (p, _) in fidelity.items()}),
                 "commands": commands.get(it.id, []),
             }
         )

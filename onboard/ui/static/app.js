@@ -199,10 +199,12 @@ function renderItem(it) {
     if (a.url) row.append(" ", el("a", { href: a.url, text: a.url, target: "_blank", rel: "noopener noreferrer" }));
     else if (a.where) row.append(" ", el("span", { class: "meta", text: a.where }));
     if (a.reason) row.append(" ", el("span", { class: "reason", text: a.reason }));
+    if (a.fidelity) row.append(" ", el("span", { class: "fidelity", title: a.read_back || "", text: a.fidelity }));
     if (a.hint) row.append(el("span", { class: "hint", text: "What to do: " + a.hint }));
     ul.append(row);
   }
   li.append(ul);
+  if (it.fidelity) li.append(el("p", { class: "meta fidelity", "data-fidelity": "", text: "Photos, as ground published them: " + it.fidelity }));
   for (const c of it.commands) li.append(el("p", { class: "meta", text: `${c.kind} ${c.id}: ${c.status === "queued" ? "waiting for the next sync" : c.status}` }));
   const acts = el("div", { class: "actions" });
   const kinds = new Set(it.commands.map((c) => c.kind));
