@@ -44,6 +44,7 @@ from .model import (
     MediaRef,
     Post,
     Retract,
+    check_item,
     check_renditions,
     derived_id,
     encode_item,
@@ -348,8 +349,14 @@ def _rebuild(sec: _Section, count: int, limits: Limits) -> list[Item]:
                 publish_at_ms=sec.publish_at.get(i),
                 renditions=sec.renditions.get(i, ()),
             )
-            # The codes format 1 gives a bad consent (§3.1), not derived_id's malformed.
-            check_renditions(it.renditions, it.targets, functools.partial(_post_error, i))
+            if it.renditions:
+                # The codes format 1 gives a bad consent (§3.1), not derived_id's malformed, and
+                # in format 1's order: the rest of the post first, then its rendition list.
+                try:
+                    check_item(replace(it, renditions=()), limits)
+                except LocalProtocolError as exc:
+                    raise _malformed(f"item {i}: {exc}") from exc
+                check_renditions(it.renditions, it.targets, functools.partial(_post_error, i))
             post_no += 1
         else:
             target_id = ulid_from_bytes(sec.command_targets[16 * cmd_no : 16 * cmd_no + 16])

@@ -3,7 +3,8 @@
 It imports nothing from protocol/: only hashlib, struct, msgpack, zstandard and cryptography.
 If it and the manifest disagree, either the document or the vectors are wrong (§12).
 Bundle formats 1 (§4, §6), 2 (§14) and 3 (§17, its RFC 9162 Merkle tree hashing and audit
-paths written out here from the RFC, not taken from pymerkle). Codec 2 (shipped dictionary) and 3 (JPEG XL) are out
+paths written out here from the RFC, not taken from pymerkle), with rendition consents (item
+body version 2, §3.1) in format 1 and in the compact section's 15th field (§14.8). Codec 2 (shipped dictionary) and 3 (JPEG XL) are out
 of its scope: it answers unknown_codec.
 """
 
@@ -354,6 +355,14 @@ def media_list(v: Any) -> list[list[Any]]:
     return [media_entry(m) for m in entries]
 
 
+def rendition_list(v: Any) -> list[str]:
+    """§14.8: a post's rendition list, 1-64 str."""
+    out = [s(x) for x in arr(v)]
+    if not 1 <= len(out) <= 64:
+        raise Reject("malformed")
+    return out
+
+
 def first_use_order(column: list[int], n: int) -> None:
     """Every index below n used, and first used in the order 0, 1, 2, ..."""
     if any(x >= n for x in column) or list(dict.fromkeys(column)) != list(range(n)):
@@ -365,7 +374,9 @@ def verify_format2(
 ) -> tuple[list[Proof], dict[bytes, int]]:
     """§14.5 steps 1-9 (and §6.3 step 12): rebuild every body, then one signature per astronaut,
     over the statement (format 2) or the Merkle tree head (format 3, §17)."""
-    f = arr(canonical(items_raw), 14)
+    f = arr(canonical(items_raw))
+    if len(f) not in (14, 15):  # §14.8: a 15th field only when some post allows a rendition
+        raise Reject("malformed")
     base_s = integer(f[0])
     rows = arr(f[1])
     if not 1 <= len(rows) <= min(count, 255):
@@ -399,6 +410,9 @@ def verify_format2(
     publish_at = sparse(f[11], count, set(posts), integer)
     cmd_targets = b(f[12], 16 * (count - len(posts)))
     millis = sparse(f[13], count, None, integer)
+    consents = sparse(f[14], count, set(posts), rendition_list) if len(f) == 15 else {}
+    if len(f) == 15 and not consents:
+        raise Reject("malformed")
     if any(not 0 < ms < 1000 for ms in millis.values()):
         raise Reject("malformed")
     if any(k not in (1, 2, 3) for k in kinds):
@@ -441,10 +455,17 @@ def verify_format2(
             if when is not None and not 0 <= when <= MAX_TIME:
                 raise Reject("malformed")
             tail: list[Any] = [text, photos, targets, when]
+            if i in consents:  # §3.1: body version 2, field 9 the list, each a target once
+                for k, t in enumerate(consents[i]):
+                    if t not in targets:
+                        raise Reject("rendition_not_a_target")
+                    if t in consents[i][:k]:
+                        raise Reject("rendition_duplicate")
+                tail.append(consents[i])
         else:
             tail = [cmd_targets[16 * cmd_no : 16 * cmd_no + 16]]
             cmd_no += 1
-        head = [1, kinds[i]]
+        head = [2 if i in consents else 1, kinds[i]]
         blank = msgpack.packb(
             [*head, now.to_bytes(6, "big") + bytes(10), author, now, *tail], use_bin_type=True
         )
@@ -559,6 +580,8 @@ def test_second_implementation_agrees(vector: dict[str, Any]) -> None:
         "ok-f2-text-two-astronauts.opb",
         "ok-f2-photo-commands.opb",
         "ok-f3-text-two-astronauts.opb",
+        "ok-rendition-consent.opb",
+        "ok-f3-rendition-consent.opb",
     ],
 )
 def test_both_implementations_agree_on_every_flip_and_truncation(name: str) -> None:

@@ -526,6 +526,101 @@ def build_vectors() -> list[Vector]:
     out.extend(format2_vectors())
     out.extend(rendition_vectors())
     out.extend(format3_vectors())
+    out.extend(compact_rendition_vectors())
+    return out
+
+
+def compact_rendition_vectors() -> list[Vector]:
+    """A rendition consent (body version 2, §3.1) in formats 2 and 3: the 15th field of the
+    compact section (docs/PROTOCOL.md §14.8), and its refusals."""
+    out: list[Vector] = []
+    photo = media(PNG, "image/png", "Two red and two blue pixels")
+    consent = with_derived_id(
+        Post(
+            id=uid(0),
+            author="alice",
+            created_ms=T0 + 90_000,
+            text="Whole Earth, for every account",
+            media=(photo,),
+            targets=("x:alice", "bluesky:alice.test", "archive:alice"),
+            renditions=("x:alice",),
+        )
+    )
+    plain = with_derived_id(
+        Post(id=uid(0), author="bob", created_ms=T0 + 91_000, text="No rendition here", targets=("archive:bob",))
+    )
+    later = with_derived_id(
+        Post(
+            id=uid(0),
+            author="alice",
+            created_ms=T0 + 92_000,
+            text="Two accounts may get a rendition",
+            media=(photo,),
+            targets=("x:alice", "archive:alice", "instagram:alice"),
+            renditions=("instagram:alice", "x:alice"),
+        )
+    )
+    items: list[Item] = [consent, plain, later]
+    blobs = [BlobPayload(sha256=sha(PNG), raw=PNG)]
+    for fmt, proofs in ((2, f2_proofs), (3, f3_proofs)):
+        out.append(
+            Vector(
+                f"ok-f{fmt}-rendition-consent",
+                f"format {fmt}: alice's photo post allowing a rendition for x:alice, bob's text post, alice's "
+                "post allowing renditions for instagram:alice and x:alice (in that order): the rendition "
+                "field (15th) holds entries for items 0 and 2; the rebuilt bodies are version 2, 1, 2; "
+                "everything uncompressed",
+                bundle(90 + fmt, compact(items, fmt), blobs, items_codec=Codec.IDENTITY),
+                uses_zstd=False,
+                format=fmt,
+                items=proofs(items),
+                blobs=[PNG],
+            )
+        )
+    raw = compact(items, 3).raw
+
+    def bad(name: str, code: str, description: str, n: int, change: Any) -> None:
+        data = bundle(n, recompact(raw, change, 3), blobs, items_codec=Codec.IDENTITY)
+        out.append(Vector(name, description, data, uses_zstd=False, error=code, format=3))
+
+    bad(
+        "err-f3-rendition-not-a-target",
+        "rendition_not_a_target",
+        "ok-f3-rendition-consent with item 0's rendition list changed to mastodon:alice (not a target); "
+        "refused while rebuilding, before the signature",
+        96,
+        lambda f: f[14].__setitem__(0, [0, ["mastodon:alice"]]),
+    )
+    bad(
+        "err-f3-rendition-duplicate",
+        "rendition_duplicate",
+        "ok-f3-rendition-consent with item 0's rendition list x:alice, x:alice",
+        97,
+        lambda f: f[14].__setitem__(0, [0, ["x:alice", "x:alice"]]),
+    )
+    bad(
+        "err-f3-rendition-dropped",
+        "bad_signature",
+        "ok-f3-rendition-consent without item 2's rendition entry: it rebuilds as a version-1 body, "
+        "which is not what alice signed (a consent cannot be removed in transit)",
+        98,
+        lambda f: f[14].pop(),
+    )
+    bad(
+        "err-f3-rendition-field-empty",
+        "malformed",
+        "ok-f3-rendition-consent with an empty rendition field (absent is the only way to say none)",
+        99,
+        lambda f: f.__setitem__(14, []),
+    )
+    bad(
+        "err-f3-rendition-order",
+        "malformed",
+        "ok-f3-rendition-consent with its two rendition entries in reverse order (indexes 2, 0): a "
+        "sparse list's indexes must increase",
+        100,
+        lambda f: f.__setitem__(14, f[14][::-1]),
+    )
     return out
 
 
