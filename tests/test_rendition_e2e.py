@@ -256,17 +256,21 @@ async def test_instagram_fetches_the_rendition_from_the_public_link(
         assert rig.live_links() == 0
 
 
-async def test_over_the_live_link_the_consent_travels_in_format_1_and_x_gets_the_rendition(
+async def test_over_the_live_link_the_consent_travels_in_format_3_and_x_gets_the_rendition(
     cli: Cli,
     fake: FakeX,
     tmp_path: Path,
 ) -> None:
-    # The same post over the real live link (`onboard sync` against `ground serve`): the bundle
-    # with the version-2 body goes as format 1, ground publishes, the receipt comes back.
+    # The same post over the real live link (`onboard sync` against `ground serve`): ground's
+    # token lists compact_bodies=1,2, so the version-2 body travels in bundle format 3 (its list
+    # in the compact section's 15th field, docs/PROTOCOL.md §14.8), with a Merkle audit path;
+    # ground publishes the rendition, the post's proof verifies, the receipt comes back.
     from link_support import link_to, running_ground, setup_station
 
     from onboard.sync import sync
+    from protocol import decode_item
     from protocol.transfer import SenderConfig
+    from verifier.proof import check_proof
 
     token = setup_station(cli, tmp_path)
     line = cli.onboard("keys", "show", "alice").output.strip()
@@ -280,7 +284,8 @@ async def test_over_the_live_link_the_consent_travels_in_format_1_and_x_gets_the
         now_ms=int(time.time() * 1000),
     )
     photo = tmp_path / "wide.jpg"
-    photo.write_bytes(panorama())
+    original = panorama()
+    photo.write_bytes(original)
     async with running_ground(cli.ground_home) as url:
         link_to(cli, url, token)
         out = cli.onboard(
@@ -295,13 +300,28 @@ async def test_over_the_live_link_the_consent_travels_in_format_1_and_x_gets_the
     assert Image.open(io.BytesIO(sent)).size == (8192, 1092)
     shown = cli.onboard("queue").output
     assert f"{X}: published" in shown and "photo 1 sent as a rendition (rendition/v1, 8192×1092 JPEG" in shown
-    # Format 1: the item carries its own signature, no batch statement (format 2 has no column
-    # for the consent, docs/PROTOCOL.md §3.1).
+    # The receipt (version 3) says it per account: a rendition on X, the exact bytes on the archive.
+    signed = hashlib.sha256(original).hexdigest()
+    assert (
+        f"{X} got a rendition of this photo (as allowed); {ARCHIVE} kept it exactly (sha256 {signed[:16]}…)"
+        in (shown.replace("\n", " "))
+    )
     home = GroundHome(cli.ground_home)
     try:
-        row = home.conn.execute(
-            "SELECT statement, statement_sha256 FROM items WHERE id = ?", (post_id,)
+        body, statement, batch_proof = home.conn.execute(
+            "SELECT body, statement_sha256, batch_proof FROM items WHERE id = ?", (post_id,)
         ).fetchone()
+        # Format 3: no statement, an audit path; the rebuilt body is the signed version-2 body.
+        assert statement is None and batch_proof is not None
+        item = decode_item(bytes(body))
+        assert item.renditions == (X,) and bytes(body)[:2] == b"\x9a\x02"  # type: ignore[union-attr]
+        translog.catch_up(home, int(time.time() * 1000))
+        proof = post_proof(home, post_id)
+        assert proof is not None and proof["batch_proof"] is not None
+        verified = check_proof(proof, ground_key=ground_key(home).public_key)
+        assert verified.post.renditions == (X,)
+        pubs = {p["account"]: p for p in proof["publications"]}
+        assert pubs[X]["renditions"][0]["sha256"] == hashlib.sha256(sent).hexdigest()
+        assert pubs[X]["renditions"][0]["original_sha256"] == signed
     finally:
         home.close()
-    assert row == (None, None)
