@@ -547,7 +547,13 @@ def compact_rendition_vectors() -> list[Vector]:
         )
     )
     plain = with_derived_id(
-        Post(id=uid(0), author="bob", created_ms=T0 + 91_000, text="No rendition here", targets=("archive:bob",))
+        Post(
+            id=uid(0),
+            author="bob",
+            created_ms=T0 + 91_000,
+            text="No rendition here",
+            targets=("archive:bob",),
+        )
     )
     later = with_derived_id(
         Post(
