@@ -45,6 +45,16 @@ _STAMPED = (
     ("enrolled", "accounts", ("astronaut",), "DELETE", None),
     ("command", "commands", ("item_id",), "INSERT", None),
     ("command", "commands", ("item_id",), "UPDATE", None),
+    # Appended (receipts version 3, docs/PROTOCOL.md §9.4): the photo fidelity a receipt carries.
+    # A new entry, not an edit of the one above, so an existing database gains it too.
+    (
+        "pub",
+        "publications",
+        ("item_id", "account"),
+        "UPDATE OF fidelity, fidelity_note, renditions",
+        "OLD.fidelity IS NOT NEW.fidelity OR OLD.fidelity_note IS NOT NEW.fidelity_note "
+        "OR OLD.renditions IS NOT NEW.renditions",
+    ),
 )
 
 SCHEMA = """
