@@ -204,6 +204,10 @@ def _apply_publication(
     if row is None:
         return 0  # a post from another laptop (a full `ground receipts` file)
     old, seen = row
+    if seen is not None and r.seq == seen and fidelity:
+        # The same change, told again by a version-3 document (a version-2 one came first, e.g.
+        # a file): it adds the photo fidelity that one left out, and changes nothing else.
+        return _apply_photos(conn, r)
     if seen is not None and r.seq <= seen:
         return 0  # this or a newer state is already here
     detail = None
@@ -218,15 +222,22 @@ def _apply_publication(
         (state, r.url, detail, r.remote_id, r.seq, now, r.item_id, r.account),
     )
     if fidelity:
-        photos = [[str(p.fidelity), p.original_sha256.hex()] for p in r.photos]
-        conn.execute(
-            "UPDATE deliveries SET photos = ?, read_back = ? WHERE item_id = ? AND target = ?",
-            (json.dumps(photos) if photos else None, r.read_back or None, r.item_id, r.account),
-        )
+        _apply_photos(conn, r)
     if state == "rejected" and old != "rejected":
         refused.append(f"{r.item_id} → {r.account}: {r.error or 'refused'}")
     roll_up(conn, r.item_id)
     return 1
+
+
+def _apply_photos(conn: sqlite3.Connection, r: PublicationReceipt) -> int:
+    """Keep what a version-3 receipt says of the photos (NULL: nothing published, or no photos)."""
+    photos = json.dumps([[str(p.fidelity), p.original_sha256.hex()] for p in r.photos]) if r.photos else None
+    cur = conn.execute(
+        "UPDATE deliveries SET photos = ?, read_back = ? WHERE item_id = ? AND target = ? "
+        "AND (photos IS NOT ? OR read_back IS NOT ?)",
+        (photos, r.read_back or None, r.item_id, r.account, photos, r.read_back or None),
+    )
+    return cur.rowcount
 
 
 # --- photo fidelity per account, as ground's receipts said (docs/PROTOCOL.md §9.4) ---------------
