@@ -436,7 +436,7 @@ def _queue_json(q: queue.QueuedItem, progress: dict[str, float], conn: sqlite3.C
 
 def _photos_json(reported: tuple[Photos, str] | None) -> dict[str, Any]:
     if reported is None:
-        return {}
+        return {"photos": None, "read_back": None}  # no receipt has said (absent is null, docs/cli-json.md)
     photos, read_back = reported
     return {
         "photos": [

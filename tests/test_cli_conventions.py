@@ -180,11 +180,21 @@ def test_json_shapes(enrolled: Cli, photo: Path, tmp_path: Path) -> None:
     (item,) = q["items"]
     assert _keys(item) == {
         "id", "kind", "author", "status", "progress", "detail", "exported_to", "text", "photos", "publish_at",
-        "accounts",
+        "accounts", "fidelity",
     }  # fmt: skip
     assert (item["id"], item["kind"], item["status"], item["text"]) == (post_id, "post", "queued", text)
     assert item["photos"][0]["alt"] == "Sunrise" and len(item["photos"][0]["sha256"]) == 64
-    assert item["accounts"] == [{"account": "archive:alice", "state": "queued", "url": None, "detail": None}]
+    assert item["accounts"] == [
+        {
+            "account": "archive:alice",
+            "state": "queued",
+            "url": None,
+            "detail": None,
+            "photos": None,
+            "read_back": None,
+        }
+    ]
+    assert item["fidelity"] is None  # no receipt has said how faithfully (docs/RECEIPTS.md)
 
     out = tmp_path / "OUT"
     cli.onboard("export", str(out))
