@@ -2,7 +2,8 @@
 
 A panorama over X's 8192-pixel side: the page refuses it for X with the limit and the remedy;
 ticking "allow a rendition" beside x:bob turns X green and says what ground will make; the
-queued post carries the signed consent (body version 2) for x:bob only.
+queued post carries the signed consent (body version 2) for x:bob only. When ground's receipt
+comes back, the post says per account how faithfully its photo went out.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from ui_support import Ui, start_ui, stop_ui
 
 from onboard import queue
 from onboard.home import Home
+from onboard.receipts import apply_document
 from protocol import Post
+from protocol.receipts import PhotoFidelity, PhotoNote, PublicationReceipt, ReceiptDocument, RenditionNote
 
 pytestmark = needs_chromium
 
@@ -94,4 +97,43 @@ async def test_allow_a_rendition_from_the_page(ui: tuple[Path, Ui], page: Any, t
         conn.close()
     assert q is not None and isinstance(q.item, Post)
     assert q.item.renditions == ("x:bob",) and q.signed.body[1] == 2  # body version 2
+
+    # Ground's version-3 receipt comes back (docs/PROTOCOL.md §9.4): the post's view says, per
+    # account, how faithfully the photo went out — from what ground did, not from the rules.
+    sha = q.item.media[0].sha256
+    made = RenditionNote(
+        photo=1, original_sha256=sha, sha256=b"\x01" * 32, recipe="rendition/v1", width=8192, height=1092
+    )
+    doc = ReceiptDocument(
+        issued_ms=1,
+        version=3,
+        receipts=(
+            PublicationReceipt(
+                item_id=queued_id, account="x:bob", state="published", url="https://x.com/bob/status/1",
+                error=None, seq=5, renditions=(made,),
+                photos=(PhotoNote(fidelity=PhotoFidelity.RENDITION, original_sha256=sha),),
+            ),
+            PublicationReceipt(
+                item_id=queued_id, account="archive:bob", state="published", url="file:///archive/bob/1",
+                error=None, seq=6, photos=(PhotoNote(fidelity=PhotoFidelity.EXACT, original_sha256=sha),),
+                read_back="files written as signed <b>not bold</b>",
+            ),
+        ),
+    )  # fmt: skip
+    conn = queue.connect(Home(home).db_path)
+    try:
+        apply_document(conn, doc)
+    finally:
+        conn.close()
+    await page.wait_for_selector("[data-fidelity]")
+    said = await text_of(page, "[data-fidelity]")
+    assert (
+        f"x:bob got a rendition of this photo (as allowed); archive:bob kept it exactly (sha256 {sha.hex()[:16]}…)"
+        in said
+    )
+    assert await text_of(page, 'li[data-account="archive:bob"] .fidelity') == "photo kept exactly"
+    assert await text_of(page, 'li[data-account="x:bob"] .fidelity') == "photo sent as a rendition (allowed)"
+    title = await page.get_attribute('li[data-account="archive:bob"] .fidelity', "title")
+    assert title == "files written as signed <b>not bold</b>"  # text, never markup
+    assert await page.locator("b").count() == 0
     assert not errors
