@@ -22,6 +22,8 @@ import pytest
 import zstandard
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 VECTORS = Path(__file__).parent / "vectors"
 MANIFEST = json.loads((VECTORS / "manifest.json").read_text(encoding="utf-8"))
@@ -610,3 +612,248 @@ def test_both_implementations_agree_on_every_flip_and_truncation(name: str) -> N
         except Reject as r:
             mine = r.code
         assert mine == ref, (len(data), data.hex())
+
+
+# --- receipts (§9, §9.4), from the document alone ------------------------------------------------
+
+RECEIPTS_TAG = b"orbitpost/receipts/v1\x00"  # §9
+FIDELITIES = {"exact", "re-encoded", "rendition"}  # §9.4
+
+
+def _ulid_text(raw: bytes) -> str:
+    """§3: 16 bytes as 26 characters of Crockford base32 (the first holds the top 3 bits)."""
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    n = int.from_bytes(b(raw, 16), "big")
+    return "".join(alphabet[(n >> (5 * (25 - i))) & 31] for i in range(26))
+
+
+def _opt(v: Any, conv: Any) -> Any:
+    return None if v is None else conv(v)
+
+
+def _seq(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise Reject("malformed")
+    return v
+
+
+def _rendition(v: Any) -> dict[str, Any]:
+    photo, orig, sha, recipe, width, height = arr(v, 6)
+    photo, width, height = uint(photo), uint(width), uint(height)
+    if not 1 <= photo <= 16 or not (0 < width <= 2**40 and 0 < height <= 2**40):
+        raise Reject("malformed")
+    return {
+        "photo": photo,
+        "original_sha256": b(orig, 32).hex(),
+        "sha256": b(sha, 32).hex(),
+        "recipe": s(recipe),
+        "width": width,
+        "height": height,
+    }
+
+
+def _list_1_16(v: Any) -> list[Any]:
+    if not 1 <= len(arr(v)) <= 16:
+        raise Reject("malformed")
+    return list(v)
+
+
+def _photo(v: Any) -> dict[str, Any]:
+    fidelity, sha = arr(v, 2)
+    if s(fidelity) not in FIDELITIES:
+        raise Reject("malformed")
+    return {"fidelity": fidelity, "original_sha256": b(sha, 32).hex()}
+
+
+def _publication(e: list[Any], version: int) -> dict[str, Any]:
+    if version == 2 and len(e) not in (8, 9) or version == 3 and len(e) < 11:
+        raise Reject("malformed")
+    out: dict[str, Any] = {
+        "kind": "publication",
+        "item_id": _ulid_text(e[1]),
+        "account": s(e[2]),
+        "state": s(e[3]),
+        "url": _opt(e[4], s),
+        "error": _opt(e[5], s),
+        "seq": _seq(e[6]),
+        "remote_id": _opt(e[7], s),
+        "renditions": [],
+        "photos": [],
+        "read_back": None,
+    }
+    if version == 2 and len(e) == 9 or version == 3 and e[8] is not None:
+        out["renditions"] = [_rendition(n) for n in _list_1_16(e[8])]
+    if version == 3:
+        if e[9] is not None:
+            out["photos"] = [_photo(p) for p in _list_1_16(e[9])]
+        if e[10] is not None:
+            if not 1 <= len(s(e[10])) <= 4096:
+                raise Reject("malformed")
+            out["read_back"] = e[10]
+    return out
+
+
+def _receipt_entry(v: Any, version: int) -> dict[str, Any]:
+    e = arr(v)
+    if not e:
+        raise Reject("malformed")
+    kind = uint(e[0])
+    if kind == 1:
+        return _publication(e, version)
+    if kind == 2:
+        sha, bundle_id, accepted, code, message, ids, seq = arr(e, 8)[1:]
+        if not isinstance(accepted, bool):
+            raise Reject("malformed")
+        return {
+            "kind": "bundle",
+            "bundle_sha256": b(sha, 32).hex(),
+            "bundle_id": _opt(bundle_id, _ulid_text),
+            "accepted": accepted,
+            "code": s(code),
+            "message": s(message),
+            "item_ids": [_ulid_text(i) for i in arr(ids)],
+            "seq": _seq(seq),
+        }
+    if kind == 4:
+        astronaut, accounts, seq = arr(e, 4)[1:]
+        return {
+            "kind": "enrolled",
+            "astronaut": s(astronaut),
+            "accounts": [s(a) for a in arr(accounts)],
+            "seq": _seq(seq),
+        }
+    if kind == 3:  # account limits: at least 9 fields, later ones read past
+        if len(e) < 9:
+            raise Reject("malformed")
+        return {"kind": "limits", "account": s(e[1]), "seq": _seq(e[8])}
+    if kind == 5:
+        command_id, target_id, outcome, detail, seq = arr(e, 6)[1:]
+        if s(outcome) not in ("done", "refused"):
+            raise Reject("malformed")
+        return {"kind": "command", "command_id": _ulid_text(command_id), "target_id": _ulid_text(target_id),
+                "outcome": outcome, "detail": s(detail), "seq": _seq(seq)}  # fmt: skip
+    raise Reject("malformed")
+
+
+def verify_receipts_doc(data: bytes, ground_public: bytes) -> dict[str, Any]:
+    """§9: [body, key_id, signature]; the pinned key first, then the signature, then decoding."""
+    body, kid, sig = arr(canonical(data), 3)
+    body, kid, sig = b(body), b(kid), b(sig)
+    if len(kid) != 8 or len(sig) != 64:
+        raise Reject("malformed")
+    if kid != hashlib.sha256(ground_public).digest()[:8]:
+        raise Reject("unknown_key")
+    try:
+        Ed25519PublicKey.from_public_bytes(ground_public).verify(sig, RECEIPTS_TAG + body)
+    except InvalidSignature as exc:
+        raise Reject("bad_signature") from exc
+    v = arr(canonical(body))
+    if len(v) not in (3, 4):
+        raise Reject("malformed")
+    if isinstance(v[0], bool) or not isinstance(v[0], int):
+        raise Reject("malformed")
+    version = v[0]
+    if version not in (2, 3):
+        raise Reject("unsupported_version")
+    entries = arr(v[2])
+    if len(v) == 4 and len(s(v[3])) > 16 * 1024:
+        raise Reject("malformed")
+    if isinstance(v[1], bool) or not isinstance(v[1], int):
+        raise Reject("malformed")
+    return {"version": version, "issued_ms": v[1], "entries": [_receipt_entry(e, version) for e in entries]}
+
+
+def _receipts_key() -> bytes:
+    line = MANIFEST["receipts_key"]["public_key"]
+    public = base64.urlsafe_b64decode(line[8:] + "=")
+    assert hashlib.sha256(public).digest()[:8].hex() == MANIFEST["receipts_key"]["key_id_hex"]
+    assert bytes.fromhex(MANIFEST["receipts_domain_hex"]) == RECEIPTS_TAG
+    return public
+
+
+@pytest.mark.parametrize("vector", MANIFEST["receipts"], ids=lambda v: v["file"])
+def test_second_implementation_reads_the_receipts_vectors(vector: dict[str, Any]) -> None:
+    data = (VECTORS / vector["file"]).read_bytes()
+    expect = vector["expect"]
+    try:
+        got = verify_receipts_doc(data, _receipts_key())
+    except Reject as r:
+        assert not expect["ok"], f"refused with {r.code}"
+        assert r.code == expect["code"]
+        return
+    assert expect["ok"], f"accepted, expected {expect.get('code')}"
+    assert got == {k: expect[k] for k in ("version", "issued_ms", "entries")}
+
+
+@pytest.mark.parametrize("name", ["receipts-v2.bin", "receipts-v3.bin"])
+def test_both_implementations_agree_on_every_receipts_flip_and_truncation(name: str) -> None:
+    """Every single-byte flip and truncation of a receipts document: the same verdict and code."""
+    from protocol import RemoteProtocolError
+    from protocol.receipts import verify_receipts
+
+    key = _receipts_key()
+    good = (VECTORS / name).read_bytes()
+    cases = [good[:n] for n in range(len(good))]
+    for i in range(len(good)):
+        for mask in (0x01, 0x80):
+            bad = bytearray(good)
+            bad[i] ^= mask
+            cases.append(bytes(bad))
+    for data in cases:
+        try:
+            verify_receipts(data, key)
+            ref = "ok"
+        except RemoteProtocolError as exc:
+            ref = str(exc.code)
+        try:
+            verify_receipts_doc(data, key)
+            mine = "ok"
+        except Reject as r:
+            mine = r.code
+        assert mine == ref, data.hex()
+
+
+_receipt_field = st.one_of(
+    st.none(),
+    st.integers(-2, 2**41),
+    st.binary(min_size=15, max_size=33),
+    st.sampled_from(["exact", "re-encoded", "rendition", "resized", "", "x:alice", "rendition/v1"]),
+    st.booleans(),
+    st.lists(
+        st.one_of(
+            st.lists(
+                st.sampled_from(["exact", "re-encoded", "x"]) | st.binary(min_size=31, max_size=32),
+                max_size=3,
+            ),
+            st.lists(
+                st.integers(0, 17) | st.binary(min_size=32, max_size=32) | st.just("rendition/v1"), max_size=7
+            ),
+        ),
+        max_size=3,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([2, 3]), st.lists(_receipt_field, min_size=6, max_size=12))
+def test_both_implementations_agree_on_any_signed_publication_entry(version: int, fields: list[Any]) -> None:
+    """Differential: a correctly signed document whose one publication entry is anything."""
+    from protocol import RemoteProtocolError, SigningKey
+    from protocol.receipts import verify_receipts
+
+    ground = SigningKey.from_seed(hashlib.sha256(b"differential receipts").digest())
+    entry = [1, b"\x01" * 16, "x:alice", "published", *fields]
+    body = msgpack.packb([version, 1, [entry]], use_bin_type=True)
+    kid = hashlib.sha256(ground.public_key).digest()[:8]
+    data = msgpack.packb([body, kid, ground.sign(RECEIPTS_TAG + body)], use_bin_type=True)
+    try:
+        verify_receipts(data, ground.public_key)
+        ref = "ok"
+    except RemoteProtocolError as exc:
+        ref = str(exc.code)
+    try:
+        verify_receipts_doc(data, ground.public_key)
+        mine = "ok"
+    except Reject as r:
+        mine = r.code
+    assert mine == ref, entry

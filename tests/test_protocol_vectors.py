@@ -175,3 +175,34 @@ def test_rfc8032_ed25519_through_protocol_keys(vector: dict[str, str]) -> None:
 def test_rfc8032_has_all_five_section_7_1_vectors() -> None:
     assert [v["name"] for v in RFC8032] == ["TEST 1", "TEST 2", "TEST 3", "TEST 1024", "TEST SHA(abc)"]
     assert len(bytes.fromhex(RFC8032[3]["message"])) == 1023
+
+
+# --- signed receipts documents (docs/PROTOCOL.md §9, §9.4; tests/vectors/receipt_vectors.py) ----
+
+
+def test_every_receipts_file_is_in_the_manifest() -> None:
+    assert {p.name for p in VECTORS.glob("receipts-*.bin")} == {v["file"] for v in MANIFEST["receipts"]}
+    assert {v["expect"]["version"] for v in MANIFEST["receipts"] if v["expect"]["ok"]} == {2, 3}
+
+
+@pytest.mark.parametrize("vector", MANIFEST["receipts"], ids=lambda v: v["file"])
+def test_receipts_vector_decodes_as_stated(vector: dict[str, Any]) -> None:
+    from protocol import RemoteProtocolError
+    from protocol.keys import parse_public_key
+    from protocol.receipts import RECEIPTS_DOMAIN, verify_receipts
+
+    assert bytes.fromhex(MANIFEST["receipts_domain_hex"]) == RECEIPTS_DOMAIN
+    ground = parse_public_key(MANIFEST["receipts_key"]["public_key"])
+    data = (VECTORS / vector["file"]).read_bytes()
+    assert len(data) == vector["size_bytes"] and hashlib.sha256(data).hexdigest() == vector["sha256"]
+    expect = vector["expect"]
+    if not expect["ok"]:
+        with pytest.raises(RemoteProtocolError) as err:
+            verify_receipts(data, ground)
+        assert str(err.value.code) == expect["code"]
+        return
+    doc = verify_receipts(data, ground)
+    _generator()  # puts tests/vectors on the path, where receipt_vectors.py is
+    gen = importlib.import_module("receipt_vectors")
+    assert (doc.version, doc.issued_ms) == (expect["version"], expect["issued_ms"])
+    assert [gen.entry_json(r, doc.version) for r in doc.receipts] == expect["entries"]

@@ -24,6 +24,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # run from anywhere in a checkout
+sys.path.insert(0, str(HERE))  # receipt_vectors.py beside this file, also when imported by a test
+
+from receipt_vectors import manifest_part as receipts_manifest  # noqa: E402
+from receipt_vectors import receipt_vectors  # noqa: E402
 
 from protocol import (  # noqa: E402
     BlobPayload,
@@ -936,6 +940,8 @@ def format3_vectors() -> list[Vector]:
 def write(vectors: list[Vector]) -> None:
     for v in vectors:
         (HERE / f"{v.name}.opb").write_bytes(v.data)
+    for r in receipt_vectors():
+        (HERE / f"{r.name}.bin").write_bytes(r.data)
     MANIFEST.write_text(json.dumps(manifest(vectors), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -965,6 +971,8 @@ def manifest(vectors: list[Vector]) -> dict[str, Any]:
             for n, (seed, enrolled, revoked) in KEYS.items()
         ],
         "vectors": [v.manifest_entry() for v in vectors],
+        # Signed receipts documents (docs/PROTOCOL.md §9, §9.4): receipt_vectors.py.
+        **receipts_manifest(receipt_vectors()),
     }
 
 
@@ -978,6 +986,10 @@ def main(argv: list[str]) -> int:
     for v in vectors:
         p = HERE / f"{v.name}.opb"
         if not p.exists() or (not v.uses_zstd and p.read_bytes() != v.data):
+            stale.append(p.name)
+    for r in receipt_vectors():
+        p = HERE / f"{r.name}.bin"
+        if not p.exists() or p.read_bytes() != r.data:
             stale.append(p.name)
     on_disk = json.loads(MANIFEST.read_text(encoding="utf-8"))
     if on_disk["keys"] != manifest(vectors)["keys"]:

@@ -1,0 +1,251 @@
+"""Golden receipts documents (docs/PROTOCOL.md §9, §9.4), written by make_vectors.py.
+
+The same receipts as a version-2 and a version-3 document (only version 3 carries each
+account's photo fidelity and read-back), and five refusals. Each manifest entry (``receipts``)
+gives the file, its sha256 and what a decoder must get out of it: the version, issue time and
+every entry as JSON, or the error code. Ground's key is the seed ``sha256("orbitpost test
+ground receipt key")`` (``receipts_key`` in the manifest).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from protocol import SigningKey, format_public_key, key_id
+from protocol.canonical import pack, unpack
+from protocol.ids import new_ulid
+from protocol.receipts import (
+    RECEIPTS_DOMAIN,
+    BundleReceipt,
+    EnrolledReceipt,
+    PhotoFidelity,
+    PhotoNote,
+    PublicationReceipt,
+    Receipt,
+    RenditionNote,
+    sign_receipts,
+)
+
+SEED_TEXT = b"orbitpost test ground receipt key"
+GROUND = SigningKey.from_seed(hashlib.sha256(SEED_TEXT).digest())
+T0 = 1_790_000_000_000
+ISSUED = T0 + 600_000
+POST = new_ulid(T0 + 80, b"\x08" * 10)
+BUNDLE = new_ulid(T0 + 90, b"\x09" * 10)
+PHOTO_1 = hashlib.sha256(b"photo 1 as the astronaut chose it").digest()
+PHOTO_2 = hashlib.sha256(b"photo 2 as the astronaut chose it").digest()
+SENT = hashlib.sha256(b"rendition/v1 of photo 2").digest()
+
+
+@dataclass(frozen=True)
+class ReceiptVector:
+    name: str
+    description: str
+    data: bytes
+    expect: dict[str, Any]
+
+    def manifest_entry(self) -> dict[str, Any]:
+        return {
+            "file": f"{self.name}.bin",
+            "description": self.description,
+            "size_bytes": len(self.data),
+            "sha256": hashlib.sha256(self.data).hexdigest(),
+            "expect": self.expect,
+        }
+
+
+def receipts() -> list[Receipt]:
+    """A bundle accepted, alice's two-photo post published on X (photo 2 as a rendition), on
+    Bluesky (kept exactly, read back) and failed on Mastodon, and her enrolled accounts."""
+    photos_x = (
+        PhotoNote(fidelity=PhotoFidelity.RE_ENCODED, original_sha256=PHOTO_1),
+        PhotoNote(fidelity=PhotoFidelity.RENDITION, original_sha256=PHOTO_2),
+    )
+    exact = tuple(PhotoNote(fidelity=PhotoFidelity.EXACT, original_sha256=s) for s in (PHOTO_1, PHOTO_2))
+    return [
+        BundleReceipt(
+            bundle_sha256=hashlib.sha256(b"the bundle").digest(),
+            bundle_id=BUNDLE,
+            accepted=True,
+            code="",
+            message="",
+            item_ids=(POST,),
+            seq=11,
+        ),
+        PublicationReceipt(
+            item_id=POST,
+            account="x:alice",
+            state="published",
+            url="https://x.com/alice/status/1790000000000000001",
+            error=None,
+            seq=12,
+            remote_id="1790000000000000001",
+            renditions=(
+                RenditionNote(
+                    photo=2,
+                    original_sha256=PHOTO_2,
+                    sha256=SENT,
+                    recipe="rendition/v1",
+                    width=8192,
+                    height=1092,
+                ),
+            ),
+            photos=photos_x,
+        ),
+        PublicationReceipt(
+            item_id=POST,
+            account="bluesky:alice.test",
+            state="published",
+            url="https://bsky.app/profile/alice.test/post/3kabc",
+            error=None,
+            seq=13,
+            remote_id="at://did:plc:abc/app.bsky.feed.post/3kabc",
+            photos=exact,
+            read_back="photos read back: 2 blob(s), sha256 match",
+        ),
+        PublicationReceipt(
+            item_id=POST,
+            account="mastodon:alice@example.social",
+            state="failed",
+            url=None,
+            error="[rule_violation] text too long",
+            seq=14,
+        ),
+        EnrolledReceipt(
+            astronaut="alice",
+            accounts=("bluesky:alice.test", "mastodon:alice@example.social", "x:alice"),
+            seq=15,
+        ),
+    ]
+
+
+def entry_json(r: Receipt, version: int) -> dict[str, Any]:
+    """What a decoder must get out of one entry (hex for bytes, text ids)."""
+    if isinstance(r, PublicationReceipt):
+        return {
+            "kind": "publication",
+            "item_id": r.item_id,
+            "account": r.account,
+            "state": r.state,
+            "url": r.url,
+            "error": r.error,
+            "seq": r.seq,
+            "remote_id": r.remote_id,
+            "renditions": [
+                {
+                    "photo": n.photo,
+                    "original_sha256": n.original_sha256.hex(),
+                    "sha256": n.sha256.hex(),
+                    "recipe": n.recipe,
+                    "width": n.width,
+                    "height": n.height,
+                }
+                for n in r.renditions
+            ],
+            # Version 2 carries neither (docs/PROTOCOL.md §9.4).
+            "photos": [
+                {"fidelity": str(p.fidelity), "original_sha256": p.original_sha256.hex()}
+                for p in (r.photos if version >= 3 else ())
+            ],
+            "read_back": (r.read_back or None) if version >= 3 else None,
+        }
+    if isinstance(r, BundleReceipt):
+        return {
+            "kind": "bundle",
+            "bundle_sha256": r.bundle_sha256.hex(),
+            "bundle_id": r.bundle_id,
+            "accepted": r.accepted,
+            "code": r.code,
+            "message": r.message,
+            "item_ids": list(r.item_ids),
+            "seq": r.seq,
+        }
+    assert isinstance(r, EnrolledReceipt)
+    return {"kind": "enrolled", "astronaut": r.astronaut, "accounts": list(r.accounts), "seq": r.seq}
+
+
+def _resigned(body: list[Any]) -> bytes:
+    raw = pack(body)
+    return pack([raw, key_id(GROUND.public_key), GROUND.sign(RECEIPTS_DOMAIN + raw)])
+
+
+def receipt_vectors() -> list[ReceiptVector]:
+    rs = receipts()
+    out = []
+    for version in (2, 3):
+        out.append(
+            ReceiptVector(
+                f"receipts-v{version}",
+                f"receipts version {version}: a bundle, one post on three accounts (X with a rendition of "
+                "photo 2, Bluesky exact and read back, Mastodon failed), enrolled accounts"
+                + ("; each publication with its photo fidelity and read-back" if version == 3 else ""),
+                sign_receipts(GROUND, ISSUED, rs, version=version),
+                {
+                    "ok": True,
+                    "version": version,
+                    "issued_ms": ISSUED,
+                    "entries": [entry_json(r, version) for r in rs],
+                },
+            )
+        )
+    good = unpack(unpack(out[1].data, what="doc", max_bytes=1 << 20)[0], what="body", max_bytes=1 << 20)
+
+    def changed(change: Any) -> list[Any]:
+        body = unpack(pack(good), what="body", max_bytes=1 << 20)  # a deep copy
+        change(body)
+        return body  # type: ignore[no-any-return]
+
+    x = 1  # the X publication entry
+    for name, code, description, change in (
+        (
+            "receipts-err-v3-unknown-fidelity",
+            "malformed",
+            "receipts-v3 re-signed with X's photo 1 fidelity 'resized' (not one of exact, re-encoded, rendition)",
+            lambda b: b[2][x][9][0].__setitem__(0, "resized"),
+        ),
+        (
+            "receipts-err-v3-ten-fields",
+            "malformed",
+            "receipts-v3 re-signed without the X entry's 11th field (version 3 has at least 11)",
+            lambda b: b[2][x].pop(),
+        ),
+        (
+            "receipts-err-v2-photos",
+            "malformed",
+            "receipts-v3's entries re-signed as version 2: a version-2 publication has 8 or 9 fields",
+            lambda b: b.__setitem__(0, 2),
+        ),
+        (
+            "receipts-err-version-4",
+            "unsupported_version",
+            "receipts-v3 re-signed as version 4",
+            lambda b: b.__setitem__(0, 4),
+        ),
+    ):
+        out.append(ReceiptVector(name, description, _resigned(changed(change)), {"ok": False, "code": code}))
+    doc = unpack(out[1].data, what="doc", max_bytes=1 << 20)
+    body = doc[0].replace(b"re-encoded", b"re-encodeD")
+    out.append(
+        ReceiptVector(
+            "receipts-err-altered",
+            "receipts-v3 with one letter of a fidelity changed after signing",
+            pack([body, doc[1], doc[2]]),
+            {"ok": False, "code": "bad_signature"},
+        )
+    )
+    return out
+
+
+def manifest_part(vectors: list[ReceiptVector]) -> dict[str, Any]:
+    return {
+        "receipts_domain_hex": RECEIPTS_DOMAIN.hex(),
+        "receipts_key": {
+            "seed_is_sha256_of": SEED_TEXT.decode(),
+            "public_key": format_public_key(GROUND.public_key),
+            "public_key_hex": GROUND.public_key.hex(),
+            "key_id_hex": key_id(GROUND.public_key).hex(),
+        },
+        "receipts": [v.manifest_entry() for v in vectors],
+    }
