@@ -102,7 +102,8 @@ def collect(
             {"since": since, "source": source, "station": station, "limit": limit + 1},
         ).fetchall()
         (top,) = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()
-        out = [r for r in (_receipt(conn, *row) for row in rows[:limit]) if r is not None]
+        cache: dict[str, tuple[bytes, ...]] = {}
+        out = [r for r in (_receipt(conn, *row, cache=cache) for row in rows[:limit]) if r is not None]
     finally:
         conn.execute("COMMIT")
     more = len(rows) > limit
@@ -127,32 +128,47 @@ def _rendition_notes(made: str | None) -> tuple[RenditionNote, ...]:
     )
 
 
+def _photo_hashes(
+    conn: sqlite3.Connection, item_id: str, cache: dict[str, tuple[bytes, ...]]
+) -> tuple[bytes, ...]:
+    """The signed sha256 of each photo of ``item_id`` (one decode per item per document)."""
+    if item_id not in cache:
+        from protocol import decode_item
+        from protocol.model import Post
+
+        row = conn.execute("SELECT body FROM items WHERE id = ?", (item_id,)).fetchone()
+        item = decode_item(bytes(row[0])) if row is not None else None
+        cache[item_id] = tuple(m.sha256 for m in item.media) if isinstance(item, Post) else ()
+    return cache[item_id]
+
+
 def photo_notes(
-    conn: sqlite3.Connection, item_id: str, fidelity: str | None, notes: tuple[RenditionNote, ...]
+    conn: sqlite3.Connection,
+    item_id: str,
+    fidelity: str | None,
+    notes: tuple[RenditionNote, ...],
+    cache: dict[str, tuple[bytes, ...]] | None = None,
 ) -> tuple[PhotoNote, ...]:
     """How faithfully each photo of ``item_id`` reached one account (docs/PROTOCOL.md §9.4):
     a rendition where one was sent, else the publication's recorded fidelity (the platform's
     declared one, or what the adapter found reading the copy back), with the signed sha256."""
     if not fidelity:
         return ()  # not published, or a post without photos
-    from protocol import decode_item
-    from protocol.model import Post
-
-    row = conn.execute("SELECT body FROM items WHERE id = ?", (item_id,)).fetchone()
-    item = decode_item(bytes(row[0])) if row is not None else None
-    if not isinstance(item, Post):
-        return ()
     sent_as_rendition = {n.photo for n in notes}
-    whole = PhotoFidelity(fidelity)
+    # A value this release does not know is never passed on as "exact": assume the worse case.
+    whole = PhotoFidelity(fidelity) if fidelity in _WHOLE else PhotoFidelity.RE_ENCODED
     return tuple(
-        PhotoNote(
-            fidelity=PhotoFidelity.RENDITION if n in sent_as_rendition else whole, original_sha256=m.sha256
-        )
-        for n, m in enumerate(item.media, start=1)
+        PhotoNote(fidelity=PhotoFidelity.RENDITION if n in sent_as_rendition else whole, original_sha256=sha)
+        for n, sha in enumerate(_photo_hashes(conn, item_id, {} if cache is None else cache), start=1)
     )
 
 
-def _receipt(conn: sqlite3.Connection, seq: int, kind: str, k1: str, k2: str) -> Receipt | None:
+_WHOLE = {str(PhotoFidelity.EXACT), str(PhotoFidelity.RE_ENCODED)}
+
+
+def _receipt(
+    conn: sqlite3.Connection, seq: int, kind: str, k1: str, k2: str, *, cache: dict[str, tuple[bytes, ...]]
+) -> Receipt | None:
     """The current state of what one change row describes."""
     if kind == "pub":
         row = conn.execute(
@@ -173,7 +189,7 @@ def _receipt(conn: sqlite3.Connection, seq: int, kind: str, k1: str, k2: str) ->
             seq=seq,
             remote_id=remote,
             renditions=notes,
-            photos=photo_notes(conn, k1, fidelity, notes) if state == "published" else (),
+            photos=photo_notes(conn, k1, fidelity, notes, cache) if state == "published" else (),
             read_back=(note or "") if state == "published" else "",
         )
     if kind == "bundle":
