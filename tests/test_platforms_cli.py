@@ -115,3 +115,12 @@ def test_demo_with_fakes_publishes_everywhere_and_says_how_faithfully(
         "facebook:alice: re-encoded (text read back: exact; photos uploaded byte-exact",
     ):
         assert line in out
+    # …and onboard shows the same per account, from ground's receipts (version 3, PROTOCOL §9.4).
+    assert (
+        "photos: facebook:alice, instagram:alice, linkedin:alice, threads:alice and x:alice re-encoded this "
+        "photo; archive:alice and flickr:alice kept it exactly (sha256 "
+    ) in out
+    assert (
+        "x:alice: published https://x.com/alice/status/" in out
+        and "[photo re-encoded by the platform]" in out
+    )
