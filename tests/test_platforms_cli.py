@@ -109,7 +109,7 @@ def test_demo_with_fakes_publishes_everywhere_and_says_how_faithfully(
     for line in (
         "x:alice: re-encoded",
         "linkedin:alice: re-encoded",
-        "flickr:alice: exact (photo 1: original read back",
+        "flickr:alice: exact (text read back: exact; photo 1: original read back",
         "instagram:alice: re-encoded (text read back: exact; photos sent byte-exact (fetched from ground's",
         "threads:alice: re-encoded (text read back: exact; photos sent byte-exact (fetched from ground's",
         "facebook:alice: re-encoded (text read back: exact; photos uploaded byte-exact",
