@@ -15,6 +15,7 @@ from pathlib import Path
 from protocol import SigningKey, format_public_key
 from protocol.ids import ulid_to_bytes
 from protocol.receipts import (
+    MAX_READ_BACK_CHARS,
     BundleReceipt,
     CommandOutcome,
     CommandReceipt,
@@ -166,6 +167,14 @@ def photo_notes(
 _WHOLE = {str(PhotoFidelity.EXACT), str(PhotoFidelity.RE_ENCODED)}
 
 
+def _read_back(note: str | None) -> str:
+    """The adapter's read-back words, cut to what a receipt carries (a longer one would make the
+    station refuse the whole document); the dashboard and the log keep them whole."""
+    if not note or len(note) <= MAX_READ_BACK_CHARS:
+        return note or ""
+    return note[: MAX_READ_BACK_CHARS - 1] + "…"
+
+
 def _receipt(
     conn: sqlite3.Connection, seq: int, kind: str, k1: str, k2: str, *, cache: dict[str, tuple[bytes, ...]]
 ) -> Receipt | None:
@@ -190,7 +199,7 @@ def _receipt(
             remote_id=remote,
             renditions=notes,
             photos=photo_notes(conn, k1, fidelity, notes, cache) if state == "published" else (),
-            read_back=(note or "") if state == "published" else "",
+            read_back=_read_back(note) if state == "published" else "",
         )
     if kind == "bundle":
         (sha_hex,) = conn.execute("SELECT sha256 FROM bundles WHERE bundle_id = ?", (k1,)).fetchone()

@@ -391,3 +391,21 @@ def test_file_hand_off_version_3(cli: Cli, tmp_path: Path, photo: Path) -> None:
     # A version-2 document applied later (a newer seq or not) never erases what version 3 said.
     cli.onboard("receipts", "import", str(tmp_path / "r2.bin"))
     assert _onboard_photos(cli, post_id)
+
+
+def test_a_very_long_read_back_note_is_cut_not_a_refused_document(tmp_path: Path) -> None:
+    """An adapter's note over 4,096 characters would make the station refuse the whole document
+    (§9.4): ground cuts it for the receipt; its database keeps it whole."""
+    from test_receipts_converge import _pair
+
+    from ground.receipts import collect
+
+    g, (item,) = _pair(tmp_path, 1, ("archive:alice",))
+    g.execute(
+        "UPDATE publications SET state = 'published', fidelity_note = ? WHERE item_id = ?",
+        ("n" * 10_000, item),
+    )
+    receipts, _, _ = collect(g, 0, station="iss")
+    doc = verify_receipts(sign_receipts(GROUND, 1, receipts, version=3), GROUND.public_key)
+    (pub,) = [r for r in doc.receipts if isinstance(r, PublicationReceipt)]
+    assert len(pub.read_back) == 4096 and pub.read_back.endswith("…")
