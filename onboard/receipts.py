@@ -246,12 +246,14 @@ Photos = tuple[tuple[str, str], ...]  # per photo (fidelity, original sha256 hex
 
 
 def photo_fidelity(conn: sqlite3.Connection, item_id: str) -> dict[str, tuple[Photos, str]]:
-    """Per account of ``item_id`` that ground reported photos for: ((fidelity, sha256 hex) per
-    photo, ground's read-back words or ""). Empty before a version-3 receipt said anything."""
+    """Per published account of ``item_id`` that ground reported photos for: ((fidelity, sha256
+    hex) per photo, ground's read-back words or ""). Empty before a version-3 receipt said anything."""
     try:
         rows = conn.execute(
+            # Published only: what a version-2 receipt moved on since (a retract) keeps its old
+            # photos column, which no longer describes anything the account holds.
             "SELECT target, photos, read_back FROM deliveries WHERE item_id = ? AND photos IS NOT NULL "
-            "ORDER BY target",
+            "AND state = 'published' ORDER BY target",
             (item_id,),
         ).fetchall()
     except sqlite3.OperationalError:
@@ -267,7 +269,8 @@ _WORDS = {
 
 
 def account_words(photos: Photos) -> str:
-    """One account's photos in words: ``photo kept exactly``, ``photo 2 re-encoded by the platform; …``."""
+    """One account's photos in words: ``photo kept exactly``, or per photo when they differ
+    (``photo 1 re-encoded by the platform, photo 2 sent as a rendition (allowed)``)."""
     kinds = {f for f, _ in photos}
     if not photos:
         return ""

@@ -409,3 +409,31 @@ def test_a_very_long_read_back_note_is_cut_not_a_refused_document(tmp_path: Path
     doc = verify_receipts(sign_receipts(GROUND, 1, receipts, version=3), GROUND.public_key)
     (pub,) = [r for r in doc.receipts if isinstance(r, PublicationReceipt)]
     assert len(pub.read_back) == 4096 and pub.read_back.endswith("…")
+
+
+def test_the_sentence_the_astronaut_reads() -> None:
+    from onboard.receipts import account_words, fidelity_sentence
+
+    a, b = "ab" * 32, "cd" * 32
+    one = {
+        "x:alice": (("re-encoded", a),),
+        "flickr:alice": (("exact", a),),
+        "bluesky:alice.test": (("exact", a),),
+    }
+    assert fidelity_sentence(one) == (
+        f"x:alice re-encoded this photo; bluesky:alice.test and flickr:alice kept it exactly (sha256 {a[:16]}…)"
+    )
+    two = {
+        "x:alice": (("re-encoded", a), ("rendition", b)),
+        "instagram:alice": (("re-encoded", a), ("re-encoded", b)),
+        "archive:alice": (("exact", a), ("exact", b)),
+    }
+    assert fidelity_sentence(two) == (
+        "instagram:alice re-encoded these photos; x:alice: photo 1 re-encoded by the platform, photo 2 sent "
+        f"as a rendition (allowed); archive:alice kept them exactly (sha256 {a[:16]}…, {b[:16]}…)"
+    )
+    assert fidelity_sentence({}) == "" and fidelity_sentence({"x:alice": ()}) == ""
+    assert account_words((("exact", a), ("exact", b))) == "photos kept exactly"
+    assert fidelity_sentence({"x:alice": (("rendition", a),)}) == (
+        f"x:alice got a rendition of this photo (as allowed) (sha256 {a[:16]}…)"
+    )
