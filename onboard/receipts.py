@@ -223,6 +223,13 @@ def _apply_publication(
     )
     if fidelity:
         _apply_photos(conn, r)
+    else:
+        # A version-2 entry moved it on and says nothing of photos: what was kept may be out of
+        # date, so nothing is claimed until a version-3 entry for this change fills it in.
+        conn.execute(
+            "UPDATE deliveries SET photos = NULL, read_back = NULL WHERE item_id = ? AND target = ?",
+            (r.item_id, r.account),
+        )
     if state == "rejected" and old != "rejected":
         refused.append(f"{r.item_id} → {r.account}: {r.error or 'refused'}")
     roll_up(conn, r.item_id)
