@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+RequestLog = list[tuple[str, str, int]]  # (method, path, status answered), in order
 
 
 @dataclass
@@ -39,6 +43,45 @@ def take_fault(faults: list[Fault], method: str, path: str) -> Fault | None:
             f.times -= 1
             return f
     return None
+
+
+def drop_connection(request: web.Request) -> NoReturn:
+    """Close the connection without an answer: what a client sees when the answer is lost."""
+    assert request.transport is not None
+    request.transport.close()
+    raise ConnectionResetError
+
+
+async def play_fault(
+    faults: list[Fault],
+    log: RequestLog,
+    request: web.Request,
+    handler: Handler,
+    error: Callable[[int, str], web.StreamResponse],
+) -> web.StreamResponse | None:
+    """Play the first scripted fault matching ``request`` and log it, or None if none does.
+
+    Before acting: ``error(status, "scripted fault")``. After acting (``handler`` has run):
+    ``error(status, "scripted after acting")``, or the connection dropped for ``status=0``.
+    """
+    fault = take_fault(faults, request.method, request.path)
+    if fault is None:
+        return None
+    if not fault.after:
+        log.append((request.method, request.path, fault.status))
+        return error(fault.status, "scripted fault")
+    await handler(request)
+    log.append((request.method, request.path, fault.status))
+    if fault.status == 0:
+        drop_connection(request)
+    return error(fault.status, "scripted after acting")
+
+
+async def logged(log: RequestLog, request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer ``request`` with ``handler`` and log the status answered."""
+    resp = await handler(request)
+    log.append((request.method, request.path, resp.status))
+    return resp
 
 
 async def serve_standalone(fake: Any, port: int, **given: Any) -> None:

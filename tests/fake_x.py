@@ -40,7 +40,7 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fake_server import Fault, serve_standalone, take_fault  # noqa: E402
+from fake_server import Fault, drop_connection, serve_standalone, take_fault  # noqa: E402
 
 from protocol.rules import URL_RE, x_weighted_length  # noqa: E402
 
@@ -140,9 +140,7 @@ class FakeX:
         if fault is not None:
             self.log.append((request.method, request.path, fault.status))
             if fault.status == 0:
-                assert request.transport is not None
-                request.transport.close()  # acted, then the answer is lost
-                raise ConnectionResetError
+                drop_connection(request)  # acted, then the answer is lost
             return self.problem(fault.status, "Service Unavailable", "scripted after acting", fault.headers)
         resp.headers.update(self._rate_headers())
         self.log.append((request.method, request.path, resp.status))
