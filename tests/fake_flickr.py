@@ -16,8 +16,6 @@ checked by an independent implementation; a bad signature gets Flickr's error 96
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -32,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_server import Fault, drop_connection, logged, play_fault, serve_standalone  # noqa: E402
+from fake_server import Fault, drop_connection, logged, play_fault, serve_main  # noqa: E402
 
 
 def _enc(s: str) -> str:
@@ -317,12 +315,6 @@ class FakeFlickr:
         return web.json_response([{k: v for k, v in p.items() if k != "data"} for p in self.photos.values()])
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeFlickr()
-    await serve_standalone(fake, args.port, secret=fake.secret())
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    asyncio.run(_serve(parser.parse_args()))
+    fake = FakeFlickr()
+    serve_main(__doc__, fake, secret=fake.secret())

@@ -19,8 +19,6 @@ images-api, little-text-format; shared/authentication/programmatic-refresh-token
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
 import time
 import urllib.parse
@@ -31,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_server import Fault, logged, play_fault, serve_standalone  # noqa: E402
+from fake_server import Fault, logged, play_fault, serve_main  # noqa: E402
 
 _RESERVED = set("\\|{}@[]()<>#*_~")
 
@@ -289,12 +287,6 @@ class FakeLinkedIn:
         )
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeLinkedIn()
-    await serve_standalone(fake, args.port, grant=fake.grant())
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    asyncio.run(_serve(parser.parse_args()))
+    fake = FakeLinkedIn()
+    serve_main(__doc__, fake, grant=fake.grant())

@@ -11,6 +11,7 @@ an operator would be given (a grant, a secret) — and serves until killed.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
@@ -92,3 +93,10 @@ async def serve_standalone(fake: Any, port: int, **given: Any) -> None:
     fake.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     print(json.dumps({"url": fake.base_url, **given}), flush=True)
     await asyncio.Event().wait()
+
+
+def serve_main(doc: str | None, fake: Any, **given: Any) -> None:
+    """A fake's ``__main__``: takes ``--port`` (default 0: any free port), then serve_standalone."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--port", type=int, default=0)
+    asyncio.run(serve_standalone(fake, parser.parse_args().port, **given))
