@@ -10,9 +10,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from fake_mastodon import FakeMastodon, Fault
-from publish_support import T0, command, ingest, make_home, make_post, states
+from publish_support import T0, command, ingest, make_home, make_post, serving, states
 
 from ground.credentials import store_for
 from ground.home import GroundHome
@@ -28,12 +27,8 @@ TARGET = "mastodon:alice@fake.example"
 
 @pytest.fixture
 async def fake() -> AsyncIterator[tuple[FakeMastodon, str]]:
-    m = FakeMastodon()
-    server = TestServer(m.app(), host="127.0.0.1")
-    await server.start_server()
-    m.base_url = str(server.make_url("")).rstrip("/")
-    yield m, m.base_url
-    await server.close()
+    async with serving(FakeMastodon()) as m:
+        yield m, m.base_url
 
 
 @pytest.fixture
