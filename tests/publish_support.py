@@ -8,7 +8,7 @@ import itertools
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +125,14 @@ def add_oauth2_account(ground_root: Path, target: str, fake: Any, identifier: st
     )
 
 
+def oauth2_home(root: Path, key: SigningKey, target: str, fake: Any) -> Iterator[GroundHome]:
+    """A home fixture's body: alice enrolled for ``target``, connected with a grant from ``fake``."""
+    home = make_home(root, key, [target])
+    add_oauth2_account(home.root, target, fake)
+    yield home
+    home.close()
+
+
 async def publish_run(home: GroundHome, now: int, quick_poll: str | None = None) -> list[PublishOutcome]:
     """One publish_due pass over the home's platforms (``quick_poll``: that one polls every 10 ms)."""
     plats = build_platforms(home.root, home.archive_dir)
@@ -132,6 +140,21 @@ async def publish_run(home: GroundHome, now: int, quick_poll: str | None = None)
         plats[quick_poll].poll_interval_s = 0.01  # type: ignore[attr-defined]
     async with aiohttp.ClientSession() as s:
         return await publish_due(home, now, plats, s, rng=random.Random(0))
+
+
+async def publish_then_retract(
+    home: GroundHome,
+    key: SigningKey,
+    post: Post,
+    blobs: Sequence[BlobPayload] = (),
+    quick_poll: str | None = None,
+) -> dict[str, str]:
+    """Publish ``post`` (at T0), then retract it (at T0 + 1); its publications' states after."""
+    ingest(home, key, [post], blobs)
+    await publish_run(home, T0, quick_poll)
+    ingest(home, key, [command(Retract, post.id)])
+    await publish_run(home, T0 + 1, quick_poll)
+    return states(home, post.id)
 
 
 async def fails_asking_to_reconnect(home: GroundHome, key: SigningKey, post: Post, now: int) -> None:

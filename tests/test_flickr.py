@@ -12,13 +12,21 @@ from pathlib import Path
 
 import pytest
 from fake_flickr import FakeFlickr
-from publish_support import T0, command, ingest, make_home, make_post, publish_run, serving, states
+from publish_support import (
+    T0,
+    ingest,
+    make_home,
+    make_post,
+    publish_run,
+    publish_then_retract,
+    serving,
+    states,
+)
 
 from ground.credentials import store_for
 from ground.home import GroundHome
 from ground.publish import PublishOutcome
 from protocol import SigningKey
-from protocol.model import Retract
 
 TARGET = "flickr:alice"
 
@@ -165,11 +173,8 @@ async def test_retract_deletes_every_photo(
     post, blobs = make_post(
         "x", [TARGET], photos=[(p.read_bytes(), "image/jpeg", "") for p in sample_jpegs[:2]]
     )
-    ingest(home, alice_key, [post], blobs)
-    await run(home, T0)
-    ingest(home, alice_key, [command(Retract, post.id)])
-    await run(home, T0 + 1)
-    assert states(home, post.id) == {TARGET: "retracted"} and not fake.photos
+    assert await publish_then_retract(home, alice_key, post, blobs) == {TARGET: "retracted"}
+    assert not fake.photos
 
 
 # --- every dangerous point: a crash (or an ambiguous timeout) at each step, then recovery ------

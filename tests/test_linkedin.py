@@ -4,7 +4,7 @@ escaping, images uploaded once, refresh and reconnect, daily cap waits, ambiguou
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,23 +14,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 from publish_support import (
     T0,
-    add_oauth2_account,
-    command,
     fails_asking_to_reconnect,
     ingest,
-    make_home,
     make_post,
+    oauth2_home,
     publish_run,
+    publish_then_retract,
     reconnect_and_retry,
     serving,
-    states,
 )
 
 from ground.home import GroundHome
 from ground.platforms.linkedin import escape_little, unescape_little
 from ground.publish import PublishOutcome
 from protocol import SigningKey
-from protocol.model import Retract
 
 TARGET = "linkedin:alice"
 
@@ -42,11 +39,8 @@ async def fake() -> AsyncIterator[FakeLinkedIn]:
 
 
 @pytest.fixture
-def home(tmp_path: Path, alice_key: SigningKey, fake: FakeLinkedIn) -> GroundHome:
-    h = make_home(tmp_path / "G", alice_key, [TARGET])
-    add_oauth2_account(h.root, TARGET, fake)
-    yield h
-    h.close()
+def home(tmp_path: Path, alice_key: SigningKey, fake: FakeLinkedIn) -> Iterator[GroundHome]:
+    yield from oauth2_home(tmp_path / "G", alice_key, TARGET, fake)
 
 
 async def run(home: GroundHome, now: int) -> list[PublishOutcome]:
@@ -172,8 +166,4 @@ async def test_daily_cap_waits(home: GroundHome, fake: FakeLinkedIn, alice_key: 
 
 async def test_retract(home: GroundHome, fake: FakeLinkedIn, alice_key: SigningKey) -> None:
     p, _ = make_post("bye", [TARGET])
-    ingest(home, alice_key, [p])
-    await run(home, T0)
-    ingest(home, alice_key, [command(Retract, p.id)])
-    await run(home, T0 + 1)
-    assert states(home, p.id) == {TARGET: "retracted"}
+    assert await publish_then_retract(home, alice_key, p, quick_poll="linkedin") == {TARGET: "retracted"}

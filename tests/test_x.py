@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,16 +15,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from publish_support import (
     T0,
-    add_oauth2_account,
-    command,
     fails_asking_to_reconnect,
     ingest,
-    make_home,
     make_post,
+    oauth2_home,
     publish_run,
+    publish_then_retract,
     reconnect_and_retry,
     serving,
-    states,
 )
 
 from ground.credentials import store_for
@@ -32,7 +30,6 @@ from ground.home import GroundHome
 from ground.platforms.x import text_matches
 from ground.publish import PublishOutcome
 from protocol import SigningKey
-from protocol.model import Retract
 
 TARGET = "x:alice"
 
@@ -44,11 +41,8 @@ async def fake() -> AsyncIterator[FakeX]:
 
 
 @pytest.fixture
-def home(tmp_path: Path, alice_key: SigningKey, fake: FakeX) -> GroundHome:
-    h = make_home(tmp_path / "G", alice_key, [TARGET])
-    add_oauth2_account(h.root, TARGET, fake)
-    yield h
-    h.close()
+def home(tmp_path: Path, alice_key: SigningKey, fake: FakeX) -> Iterator[GroundHome]:
+    yield from oauth2_home(tmp_path / "G", alice_key, TARGET, fake)
 
 
 async def run(home: GroundHome, now: int) -> list[PublishOutcome]:
@@ -181,11 +175,7 @@ async def test_limits_and_error_bodies(home: GroundHome, fake: FakeX, alice_key:
 
 async def test_retract_deletes(home: GroundHome, fake: FakeX, alice_key: SigningKey) -> None:
     p, _ = make_post("bye", [TARGET])
-    ingest(home, alice_key, [p])
-    await run(home, T0)
-    ingest(home, alice_key, [command(Retract, p.id)])
-    await run(home, T0 + 1)
-    assert states(home, p.id) == {TARGET: "retracted"}
+    assert await publish_then_retract(home, alice_key, p, quick_poll="x") == {TARGET: "retracted"}
     assert all(t.get("deleted") for t in fake.tweets.values())
 
 
