@@ -276,63 +276,6 @@ def _linkemu(
     return proc
 
 
-def _converge_through_linkemu(
-    cli: Cli,
-    tmp_path: Path,
-    ground_proc: GroundProcess,
-    env: dict[str, str],
-    *,
-    posts: int,
-    photos: int,
-    kills: int,
-    rate_kbps: int,
-    delay_ms: int,
-    los: tuple[float, float],
-) -> float:
-    """Post, sync through the emulated link while ground is killed, and check §9's property.
-    Returns seconds from the end of the loss of signal to sync's successful exit."""
-    rng = random.Random(posts)
-    astronauts = ("alice", "bob", "carol")
-    token = _setup_many(cli, tmp_path, astronauts)
-    _post_many(cli, posts, astronauts, photos, rng)
-    ground_proc.start()
-    listen = free_port()
-    proxy = _linkemu(
-        ground_proc.port,
-        listen,
-        env,
-        rate_kbps=rate_kbps,
-        delay_ms=delay_ms,
-        seed=posts,
-        los=f"{los[0]}:{los[1]}",
-    )
-    los_end = time.monotonic() - 0.5 + los[0] + los[1]
-    try:
-        cli.onboard("link", "add", "--ground", f"http://127.0.0.1:{listen}", "--token-file", str(token))
-        sync = _sync_proc(cli, env, 300)
-        for _ in range(kills):
-            time.sleep(rng.uniform(1.0, 4.0))
-            ground_proc.kill()
-            time.sleep(rng.uniform(0.2, 1.5))
-            ground_proc.start()
-        out = sync.communicate(timeout=400)[0].decode()
-        done = time.monotonic()
-    finally:
-        proxy.send_signal(signal.SIGTERM)
-        proxy.wait(10)
-    assert sync.returncode == 0, out
-    print(out.strip().splitlines()[-1])
-    _check_converged(cli)
-    g = _ground_db(cli)
-    states = g.execute("SELECT state, COUNT(*) FROM publications GROUP BY state").fetchall()
-    (last_ms,) = g.execute("SELECT MAX(published_ms) FROM publications").fetchone()
-    g.close()
-    link_back = time.time() - (time.monotonic() - los_end)  # the same moment, by the wall clock
-    print(f"\nground published the last one {last_ms / 1000 - link_back:.1f} s after the link returned")
-    assert states == [("published", posts * 2)], states  # all of them, exactly once each
-    return done - los_end
-
-
 @pytest.mark.parametrize(
     ("posts", "photos", "kills", "rate_kbps", "delay_ms", "los"),
     [
@@ -353,19 +296,48 @@ def test_posts_through_linkemu_with_cuts_a_loss_of_signal_and_ground_kills_conve
     delay_ms: int,
     los: tuple[float, float],
 ) -> None:
-    took = _converge_through_linkemu(
-        cli,
-        tmp_path,
-        ground_proc,
+    """Post, sync through the emulated link while ground is killed, and check §9's property;
+    prints the seconds from the end of the loss of signal to sync's successful exit."""
+    rng = random.Random(posts)
+    astronauts = ("alice", "bob", "carol")
+    token = _setup_many(cli, tmp_path, astronauts)
+    _post_many(cli, posts, astronauts, photos, rng)
+    ground_proc.start()
+    listen = free_port()
+    proxy = _linkemu(
+        ground_proc.port,
+        listen,
         subprocess_env,
-        posts=posts,
-        photos=photos,
-        kills=kills,
         rate_kbps=rate_kbps,
         delay_ms=delay_ms,
-        los=los,
+        seed=posts,
+        los=f"{los[0]}:{los[1]}",
     )
+    los_end = time.monotonic() - 0.5 + los[0] + los[1]
+    try:
+        cli.onboard("link", "add", "--ground", f"http://127.0.0.1:{listen}", "--token-file", str(token))
+        sync = _sync_proc(cli, subprocess_env, 300)
+        for _ in range(kills):
+            time.sleep(rng.uniform(1.0, 4.0))
+            ground_proc.kill()
+            time.sleep(rng.uniform(0.2, 1.5))
+            ground_proc.start()
+        out = sync.communicate(timeout=400)[0].decode()
+        done = time.monotonic()
+    finally:
+        proxy.send_signal(signal.SIGTERM)
+        proxy.wait(10)
+    assert sync.returncode == 0, out
+    print(out.strip().splitlines()[-1])
+    _check_converged(cli)
+    g = _ground_db(cli)
+    states = g.execute("SELECT state, COUNT(*) FROM publications GROUP BY state").fetchall()
+    (last_ms,) = g.execute("SELECT MAX(published_ms) FROM publications").fetchone()
+    g.close()
+    link_back = time.time() - (time.monotonic() - los_end)  # the same moment, by the wall clock
+    print(f"\nground published the last one {last_ms / 1000 - link_back:.1f} s after the link returned")
+    assert states == [("published", posts * 2)], states  # all of them, exactly once each
     print(
-        f"\nconverged {took:.1f} s after the link returned "
+        f"\nconverged {done - los_end:.1f} s after the link returned "
         f"({posts} posts, {kills} ground kills, {rate_kbps} kbit/s)"
     )
