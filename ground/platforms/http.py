@@ -94,6 +94,12 @@ async def request(
         ) from exc
 
 
+def raise_unless_gone(resp: Response, what: str) -> None:
+    """For a delete: 404 means the post is already gone (done); any other error as raise_for_status."""
+    if resp.status != 404:
+        raise_for_status(resp, what)
+
+
 def raise_for_status(resp: Response, what: str) -> None:
     """Raise the PublishError an HTTP error status means; return quietly on 2xx."""
     if 200 <= resp.status < 300:

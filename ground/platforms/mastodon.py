@@ -35,7 +35,7 @@ from protocol.rules import MASTODON, PlatformRules, with_limits
 from ..credentials import Credential, CredentialStore
 from ..errors import PublishError
 from .base import Published, PublishRequest
-from .http import raise_for_status, request
+from .http import raise_for_status, raise_unless_gone, request
 from .readback import read_back_note
 
 # How far back a lookup reads the account's statuses (40 per page, Mastodon's maximum); an
@@ -309,6 +309,4 @@ class MastodonPlatform:
             what="delete status",
             headers=self._auth(cred),
         )
-        if resp.status == 404:
-            return
-        raise_for_status(resp, "delete status")
+        raise_unless_gone(resp, "delete status")
