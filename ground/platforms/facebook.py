@@ -26,7 +26,6 @@ with "reconnect this account". Credentials: ``ground account add facebook:PAGE -
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Callable
@@ -34,12 +33,11 @@ from typing import Any
 
 import aiohttp
 
-from protocol.mediatype import EXTENSIONS
-
 from ..credentials import CredentialStore
 from ..errors import PublishError
 from .base import Published, PublishRequest
 from .handles import HandleStore
+from .http import photo_form
 from .meta_graph import GraphAdapter, check_usage, parse_time_ms, reencoded
 from .quota import QuotaBook
 
@@ -141,13 +139,7 @@ class FacebookPlatform(GraphAdapter):
         data: bytes,
         alt: str,
     ) -> str:
-        form = aiohttp.FormData()
-        form.add_field(
-            "source",
-            io.BytesIO(data),
-            filename=f"photo-{index + 1}.{EXTENSIONS.get(media_type, 'bin')}",
-            content_type=media_type,
-        )
+        form = photo_form("source", data, media_type, index + 1)
         form.add_field("published", "false")
         if alt:
             form.add_field("alt_text_custom", alt)

@@ -22,20 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import time
 from datetime import datetime
 from typing import Any
 
 import aiohttp
 
-from protocol.mediatype import EXTENSIONS
 from protocol.rules import MASTODON, PlatformRules, with_limits
 
 from ..credentials import Credential, CredentialStore
 from ..errors import PublishError
 from .base import Published, PublishRequest
-from .http import Response, raise_for_status, raise_unless_gone, request
+from .http import Response, photo_form, raise_for_status, raise_unless_gone, request
 from .readback import read_back_note
 
 # How far back a lookup reads the account's statuses (40 per page, Mastodon's maximum); an
@@ -143,13 +141,7 @@ class MastodonPlatform:
         data: bytes,
         alt: str,
     ) -> str:
-        form = aiohttp.FormData()
-        form.add_field(
-            "file",
-            io.BytesIO(data),  # streamed: raw bytes over ~1 MB would block the event loop
-            filename=f"photo-{index}.{EXTENSIONS.get(media_type, 'bin')}",
-            content_type=media_type,
-        )
+        form = photo_form("file", data, media_type, index)
         if alt:
             form.add_field("description", alt)
         what = f"upload photo {index}"
