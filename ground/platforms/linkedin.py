@@ -48,7 +48,7 @@ import aiohttp
 
 from ..credentials import Credential, CredentialStore, expiry_text
 from ..errors import PublishError, QuotaWait, ReconnectNeeded
-from .base import Published, PublishRequest
+from .base import Published, PublishRequest, lookup_exhausted
 from .handles import HandleStore
 from .http import Response, error_text, raise_for_status, raise_unless_gone, request
 from .oauth2 import TokenEndpoint, TokenKeeper, cached_keeper, require_credential
@@ -307,11 +307,7 @@ class LinkedInPlatform:
             oldest = min((int(el.get("createdAt") or 0) for el in elements), default=0)
             if len(elements) < LOOKUP_COUNT or oldest <= since:
                 return None  # read back past the attempt: it is not there
-        raise PublishError(
-            f"cannot tell whether post {req.post.id} reached {cred.target}: more than "
-            f"{LOOKUP_PAGES * LOOKUP_COUNT} newer posts; check the account, then `ground retry`",
-            retryable=False,
-        )
+        raise lookup_exhausted(req.post.id, cred.target, f"{LOOKUP_PAGES * LOOKUP_COUNT} newer posts")
 
     async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:
         cred = self._cred(account)

@@ -32,7 +32,7 @@ from protocol.rules import MASTODON, PlatformRules, with_limits
 
 from ..credentials import Credential, CredentialStore
 from ..errors import PublishError
-from .base import Published, PublishRequest
+from .base import Published, PublishRequest, lookup_exhausted
 from .http import Response, photo_form, raise_for_status, raise_unless_gone, request
 from .readback import read_back_note
 
@@ -267,11 +267,7 @@ class MastodonPlatform:
             if len(statuses) < LOOKUP_PAGE:
                 return None  # a short page is the last one: the account holds nothing older
             max_id = str(statuses[-1]["id"])
-        raise PublishError(
-            f"cannot tell whether post {req.post.id} reached {cred.target}: more than "
-            f"{LOOKUP_MAX_PAGES * LOOKUP_PAGE} newer statuses; check the account, then `ground retry`",
-            retryable=False,
-        )
+        raise lookup_exhausted(req.post.id, cred.target, f"{LOOKUP_MAX_PAGES * LOOKUP_PAGE} newer statuses")
 
     async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:
         cred = self._cred(account)

@@ -53,7 +53,7 @@ from protocol.rendering import x_text_matches
 
 from ..credentials import Credential, CredentialStore
 from ..errors import PublishError, QuotaWait, ReconnectNeeded
-from .base import Published, PublishRequest
+from .base import Published, PublishRequest, lookup_exhausted
 from .handles import HandleStore
 from .http import Response, error_text, raise_for_status, raise_unless_gone, request
 from .oauth2 import TokenEndpoint, TokenKeeper, cached_keeper, require_credential
@@ -369,11 +369,7 @@ class XPlatform:
             token = str((body.get("meta") or {}).get("next_token") or "")
             if not token:
                 return None
-        raise PublishError(
-            f"cannot tell whether post {req.post.id} reached {cred.target}: more than "
-            f"{LOOKUP_PAGES * 100} newer posts; check the account, then `ground retry`",
-            retryable=False,
-        )
+        raise lookup_exhausted(req.post.id, cred.target, f"{LOOKUP_PAGES * 100} newer posts")
 
     async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:
         cred = self._cred(account)
