@@ -44,13 +44,8 @@ TARGETS = f"{X},{BSKY},{ARCHIVE}"
 
 @pytest.fixture(scope="module")
 def pds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Pds]:
-    harness.require_installed()
-    server = harness.start(tmp_path_factory.mktemp("pds"))
-    try:
-        server.create_account("alice.test")
+    with harness.running(tmp_path_factory.mktemp("pds"), "alice.test") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

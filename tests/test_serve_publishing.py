@@ -28,13 +28,8 @@ MASTO = "mastodon:alice@fake.example"
 
 @pytest.fixture(scope="module")
 def pds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Pds]:
-    harness.require_installed()
-    server = harness.start(tmp_path_factory.mktemp("pds-serve"))
-    try:
-        server.create_account("alice.test")
+    with harness.running(tmp_path_factory.mktemp("pds-serve"), "alice.test") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
