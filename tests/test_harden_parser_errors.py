@@ -14,7 +14,6 @@ import asyncio
 import json
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -67,8 +66,7 @@ def test_parser_refusals_are_json_4xx_without_the_credential(
     log = tmp_path / "ground.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ground", "--home", str(cli.ground_home), "serve", "--port", str(port)]
-            + ["--log-format", "json"],
+            cli.ground_argv("serve", "--port", str(port)) + ["--log-format", "json"],
             env=subprocess_env,
             stdout=subprocess.DEVNULL,
             stderr=err,

@@ -222,16 +222,7 @@ def _setup_many(cli: Cli, tmp_path: Path, astronauts: tuple[str, ...]) -> Path:
 
 def _sync_proc(cli: Cli, env: dict[str, str], wait_s: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "onboard",
-            "--home",
-            str(cli.onboard_home),
-            "sync",
-            "--wait-published",
-            str(wait_s),
-        ],
+        cli.onboard_argv("sync", "--wait-published", str(wait_s)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,

@@ -142,7 +142,7 @@ def test_serve_logs_every_event_as_json_and_never_a_credential(
     cli.onboard("link", "add", "--ground", f"http://127.0.0.1:{port}", "--token-file", str(token_file))
     cli.onboard("post", "--as", "alice", "--to", "archive:alice", "logged, not leaked")
     sync = subprocess.run(
-        [sys.executable, "-m", "onboard", "--home", str(cli.onboard_home), "sync", "--wait-published", "20", "--json"],
+        cli.onboard_argv("sync", "--wait-published", "20", "--json"),
         env=subprocess_env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert sync.returncode == 0, sync.stderr
@@ -221,7 +221,7 @@ def test_sync_watch_says_why_it_stopped_on_sigterm(
     err = tmp_path / "sync.err"
     with err.open("wb") as f:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "onboard", "--home", str(cli.onboard_home), "sync", "--watch"],
+            cli.onboard_argv("sync", "--watch"),
             env=subprocess_env, stdout=subprocess.DEVNULL, stderr=f,
         )  # fmt: skip
     stopper.append(proc)
