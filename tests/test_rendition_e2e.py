@@ -26,12 +26,10 @@ from publish_support import add_oauth2_account, ingest, make_post, publish_run, 
 from test_rendition_onboard import panorama
 
 from ground import translog
-from ground.credentials import store_for
 from ground.home import GroundHome
 from ground.ingest import ingest_bytes
 from ground.platforms.atproto import tid_for_post
 from ground.public import post_proof
-from ground.publish_cli import add_credential
 from ground.receipts import build_document, ground_key
 from onboard import queue
 from onboard.home import Home
@@ -248,14 +246,7 @@ async def test_over_the_live_link_the_consent_travels_in_format_1_and_x_gets_the
     token = setup_station(cli, tmp_path)
     line = cli.onboard("keys", "show", "alice").output.strip()
     cli.ground("enroll", "alice", "--key", line, "--account", X)
-    add_credential(
-        store_for(cli.ground_home),
-        X,
-        json.dumps(fake.grant()),
-        service_url=fake.base_url,  # type: ignore[attr-defined]
-        identifier="alice",
-        now_ms=int(time.time() * 1000),
-    )
+    add_oauth2_account(cli.ground_home, X, fake)
     photo = tmp_path / "wide.jpg"
     photo.write_bytes(panorama())
     async with running_ground(cli.ground_home) as url:
