@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
 
 from aiohttp import web
@@ -100,3 +104,36 @@ def serve_main(doc: str | None, fake: Any, **given: Any) -> None:
     parser = argparse.ArgumentParser(description=doc)
     parser.add_argument("--port", type=int, default=0)
     asyncio.run(serve_standalone(fake, parser.parse_args().port, **given))
+
+
+def start_fake(
+    name: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """``tests/fake_NAME.py ARGS`` in its own process; returns it and the JSON line it printed
+    (``url`` and a grant or secret). Its stderr is dropped: a client killed mid-request is
+    logged there, which is expected noise in the crash tests."""
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name(f"fake_{name}.py")), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    assert proc.stdout is not None
+    return proc, json.loads(proc.stdout.readline())
+
+
+def stop_fake(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    proc.wait()
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
+@contextlib.contextmanager
+def fake_process(name: str, *args: str, env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """start_fake for the block: what the fake printed; killed when the block ends."""
+    proc, info = start_fake(name, *args, env=env)
+    try:
+        yield info
+    finally:
+        stop_fake(proc)
