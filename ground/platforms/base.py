@@ -18,7 +18,18 @@ from typing import Any, Protocol
 from protocol import MediaRef, Post
 from protocol.batch_tree import BatchInclusion
 
+from ..credentials import Credential, CredentialStore
 from ..errors import PublishError
+
+
+def require_credential(credentials: CredentialStore, target: str) -> Credential:
+    """The stored credential for ``target``; any failure but a PublishError becomes a permanent one."""
+    try:
+        return credentials.require(target)
+    except PublishError:
+        raise
+    except Exception as exc:
+        raise PublishError(str(exc), retryable=False) from exc
 
 
 def lookup_exhausted(post_id: str, target: str, newer: str) -> PublishError:

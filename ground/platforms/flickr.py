@@ -57,7 +57,7 @@ from protocol.model import Post
 
 from ..credentials import Credential, CredentialStore
 from ..errors import PublishError, ReconnectNeeded
-from .base import Published, PublishRequest, lookup_exhausted
+from .base import Published, PublishRequest, lookup_exhausted, require_credential
 from .handles import HandleStore
 from .http import Response, raise_for_status, request
 from .quota import QuotaBook
@@ -108,12 +108,7 @@ class FlickrPlatform:
     # --- credentials, signing, calls -------------------------------------------------------------
 
     def _cred(self, account: str) -> tuple[Credential, Client]:
-        try:
-            cred = self.credentials.require(f"flickr:{account}")
-        except PublishError:
-            raise
-        except Exception as exc:
-            raise PublishError(str(exc), retryable=False) from exc
+        cred = require_credential(self.credentials, f"flickr:{account}")
         try:
             keys = json.loads(cred.secret)
             client = Client(

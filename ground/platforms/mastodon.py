@@ -32,7 +32,7 @@ from protocol.rules import MASTODON, PlatformRules, with_limits
 
 from ..credentials import Credential, CredentialStore
 from ..errors import PublishError
-from .base import Published, PublishRequest, lookup_exhausted
+from .base import Published, PublishRequest, lookup_exhausted, require_credential
 from .http import Response, photo_form, raise_for_status, raise_unless_gone, request
 from .readback import read_back_note
 
@@ -79,12 +79,7 @@ class MastodonPlatform:
         self._instances: dict[str, tuple[float, PlatformRules]] = {}
 
     def _cred(self, account: str) -> Credential:
-        try:
-            return self.credentials.require(f"mastodon:{account}")
-        except PublishError:
-            raise
-        except Exception as exc:
-            raise PublishError(str(exc), retryable=False) from exc
+        return require_credential(self.credentials, f"mastodon:{account}")
 
     @staticmethod
     def _auth(cred: Credential) -> dict[str, str]:

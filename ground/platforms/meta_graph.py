@@ -45,7 +45,7 @@ import aiohttp
 
 from ..credentials import Credential, CredentialStore, TokenSet
 from ..errors import PublishError, ReconnectNeeded
-from .base import Published
+from .base import Published, require_credential
 from .handles import HandleStore
 from .http import MAX_ERROR_TEXT, Response, request
 from .quota import QuotaBook, meta_usage_wait_s
@@ -183,12 +183,7 @@ class MetaTokens:
         self.clock = clock
 
     def cred(self, target: str) -> Credential:
-        try:
-            return self.credentials.require(target)
-        except PublishError:
-            raise
-        except Exception as exc:
-            raise PublishError(str(exc), retryable=False) from exc
+        return require_credential(self.credentials, target)
 
     def state(self, target: str) -> dict[str, str]:
         return self.credentials.load_session(target) or {}

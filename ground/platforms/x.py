@@ -53,10 +53,10 @@ from protocol.rendering import x_text_matches
 
 from ..credentials import Credential, CredentialStore
 from ..errors import PublishError, QuotaWait, ReconnectNeeded
-from .base import Published, PublishRequest, lookup_exhausted
+from .base import Published, PublishRequest, lookup_exhausted, require_credential
 from .handles import HandleStore
 from .http import Response, error_text, raise_for_status, raise_unless_gone, request
-from .oauth2 import TokenEndpoint, TokenKeeper, cached_keeper, require_credential
+from .oauth2 import TokenEndpoint, TokenKeeper, cached_keeper
 from .quota import QuotaBook, x_windows
 from .readback import reencoded_post
 
