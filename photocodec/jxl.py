@@ -151,7 +151,7 @@ def is_jpeg(data: bytes) -> bool:
     return data.startswith(JPEG_MAGIC)
 
 
-def _pixels(jpeg: bytes) -> int | None:
+def pixel_count(jpeg: bytes) -> int | None:
     """Width × height from the JPEG header (Pillow reads only the header), or None."""
     import io
     import warnings
@@ -177,7 +177,7 @@ def worth_transcoding(head: bytes, size_bytes: int) -> bool:
     """
     if default_backend() is None or not is_jpeg(head):
         return False
-    pixels = _pixels(head)
+    pixels = pixel_count(head)
     if pixels is None or pixels > MAX_PIXELS:
         return False
     return size_bytes <= pixels * MAX_BYTES_PER_PIXEL + HEAD_BYTES
@@ -191,7 +191,7 @@ def transcode(jpeg: bytes, backend: Backend | None = None) -> bytes | None:
     b = backend if backend is not None else default_backend()
     if b is None or not is_jpeg(jpeg):
         return None
-    pixels = _pixels(jpeg)
+    pixels = pixel_count(jpeg)
     if pixels is None or pixels > MAX_PIXELS:
         return None
     try:
