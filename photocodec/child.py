@@ -184,9 +184,11 @@ def _run_child(src: Path, dst: Path, prefix: bytes, memory_bytes: int, timeout_s
             )  # fmt: skip
         except OSError as exc:
             return _as_is(f"cannot start the encoder: {exc}", memory_bytes)
-        over, peak = _watch(proc, memory_bytes, timeout_s)
+        over, sampled = _watch(proc, memory_bytes, timeout_s)
         err.seek(0)
-        detail = err.read().decode("utf-8", "replace").strip()[-300:]
+        said = err.read().decode("utf-8", "replace")
+    peak = max(sampled, _reported_peak(said))
+    detail = "\n".join(line for line in said.strip().splitlines() if not line.startswith("peak_kib "))[-300:]
     if over is not None or proc.returncode != 0:
         dst.unlink(missing_ok=True)
         why = over or _exit_reason(proc.returncode, detail)
@@ -207,16 +209,15 @@ def _exit_reason(code: int | None, detail: str) -> str:
 def _watch(proc: subprocess.Popen[bytes], memory_bytes: int, timeout_s: float) -> tuple[str | None, int]:
     """Sample the child's group until it exits; kill it past the bound or the deadline.
 
-    Returns (why it was stopped, or None; its peak resident bytes — the kernel's own figure
-    from wait4, not a sample). Reaps the child and sets ``proc.returncode``.
+    Returns (why it was stopped, or None; the highest resident set sampled). Reaps the child.
     """
     deadline = time.monotonic() + timeout_s
     why: str | None = None
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if _group_rss(proc.pid) > memory_bytes:
+    peak = 0
+    while proc.poll() is None:
+        rss = _group_rss(proc.pid)
+        peak = max(peak, rss)
+        if rss > memory_bytes:
             why = (
                 f"the encoder went over its {_mib(memory_bytes)} bound ({ENV_MEMORY}) and was stopped; "
                 "the photo travels as it is"
@@ -225,11 +226,25 @@ def _watch(proc: subprocess.Popen[bytes], memory_bytes: int, timeout_s: float) -
             why = f"the encoder took more than {timeout_s:.0f} s and was stopped; the photo travels as it is"
         if why is not None:
             _kill_group(proc)
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
             break
         time.sleep(POLL_S)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return why, int(usage.ru_maxrss) * 1024
+    return why, peak
+
+
+def _reported_peak(stderr: str) -> int:
+    """The child's own peak resident set (VmHWM), from its last ``peak_kib N`` line; 0 if none.
+
+    Not wait4's ru_maxrss: for a child started by vfork (as subprocess does) that figure also
+    counts the parent's resident set at the moment of exec.
+    """
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("peak_kib "):
+            try:
+                return int(line.split()[1]) * 1024
+            except (IndexError, ValueError):
+                return 0
+    return 0
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -280,7 +295,21 @@ def _child_env() -> dict[str, str]:
     return env
 
 
+def _own_peak_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
 def _main(argv: list[str]) -> int:
+    try:
+        return _encode(argv)
+    finally:
+        sys.stderr.write(f"peak_kib {_own_peak_kib()}\n")
+
+
+def _encode(argv: list[str]) -> int:
     src, dst = Path(argv[0]), Path(argv[1])
     memory_bytes = int(argv[2]) if len(argv) > 2 else DEFAULT_MEMORY_MIB * MIB
     prefix = bytes.fromhex(argv[3]) if len(argv) > 3 else b""
