@@ -49,21 +49,22 @@ TIMEOUT_S = 300.0
 
 MIB = 1024 * 1024
 ENV_MEMORY = "ORBITPOST_ENCODER_MEMORY_MIB"
-# 256 MiB for the laptop client, less `onboard sync`'s own peak (108 MiB syncing 1 GB of
-# photos, docs/scale.md) and a little room: photos up to ~4.5 MP are encoded, a 12-MP photo
+# 256 MiB for the laptop client, less `onboard sync`'s own peak (at most 108 MiB in every
+# run, docs/scale.md): photos up to ~4 MP (quality 92) are encoded, a 12-MP photo
 # (which needs ~330 MiB) travels as-is. A laptop with memory to spare sets 352 to encode
 # 12-MP photos again (22 % fewer bytes on the link); docs/scale.md has the trade-off.
 DEFAULT_MEMORY_MIB = 144
 # Below this the interpreter and codec alone (~27 MiB resident) leave nothing to encode with.
 MIN_MEMORY_MIB = 48
-# How often the parent samples the child's resident set. libjxl touches at most ~1.5 GiB/s
-# here, so a kill lands within ~10 MiB of the bound on an idle machine (docs/scale.md).
+# How often the parent samples the child's resident set: measured here, a kill lands 0.5-4 MiB
+# past the bound (docs/scale.md); reading two small /proc files 200 times a second costs little.
 POLL_S = 0.005
 
-# The encoder's measured peak (docs/scale.md, 16 photos of 2-24 MP, libjxl 0.11.2): a fixed
+# The encoder's measured peak (docs/scale.md: one photo resized to 2-24 MP and seven 12-MP
+# photos, libjxl 0.11.2 through imagecodecs): a fixed
 # part (interpreter, imagecodecs, numpy), the coefficient planes (int32, every pixel), and
 # the tokens and buffers that grow with the JPEG's entropy-coded size. Fitted, then rounded
-# up so it over-predicts every measured photo (by 2-15 MiB).
+# up so it over-predicts every measured photo (by 3-15 MiB, held-out ones included).
 _PEAK_FIXED_BYTES = 48 * MIB
 _PEAK_BYTES_PER_PIXEL = 15
 _PEAK_BYTES_PER_JPEG_BYTE = 34
