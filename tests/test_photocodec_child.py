@@ -162,3 +162,18 @@ def test_the_live_link_keeps_the_reason_and_writes_the_upload_form_in_the_child(
     (coded,) = (tmp_path / "home" / "outbox").iterdir()
     codec, raw_size, stored = unpack_coded_blob(coded.read_bytes(), max_raw_bytes=len(raw))
     assert (codec, raw_size) == (Codec.JPEG_XL, len(raw)) and jxl.rebuild(stored, raw_size) == raw
+
+
+def test_the_compose_page_says_before_sending_why_a_photo_travels_as_is(
+    two_mp_jpeg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onboard.export import CURRENT_GROUND
+    from onboard.ui.views import wire_size
+
+    raw = two_mp_jpeg.read_bytes()
+    monkeypatch.setenv(child.ENV_MEMORY, "48")
+    how, size = wire_size(raw, "image/jpeg", CURRENT_GROUND)
+    assert size == len(raw) and how.startswith("as chosen — a 2.0-megapixel photo needs about")
+    monkeypatch.setenv(child.ENV_MEMORY, "128")
+    how, size = wire_size(raw, "image/jpeg", CURRENT_GROUND)
+    assert how.startswith("JPEG XL") and size < len(raw) * 0.9
