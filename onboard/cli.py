@@ -688,6 +688,7 @@ def sync(
                 "retried": result.failures,
                 "duration_s": round(result.duration_s, 3),
                 "pending_items": result.pending_items,
+                "photos_as_is": list(result.photos_as_is),
             },
         )
         return
@@ -696,6 +697,13 @@ def sync(
         f"{result.receipts} receipt(s); {result.request_bytes:,} bytes sent in {result.requests} request(s), "
         f"{result.failures} retried"
     )
+    if result.photos_as_is:
+        # Not an error (each photo still arrives byte for byte), but bandwidth the astronaut may want back.
+        err_console.print(
+            f"note: {len(result.photos_as_is)} photo(s) sent as they are, not smaller as JPEG XL:"
+        )
+        for line in result.photos_as_is[:5]:
+            err_console.print(f"  {visible(line)}")
     if result.refused or result.rejected:
         # One line the astronaut can act on; `onboard queue` has each reason and its remedy.
         what = "; ".join(result.refused[:3]) + (

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from durable.files import BlobStore, write_atomic
+from durable.files import BlobStore, fsync_dir, write_atomic
 from protocol import LocalProtocolError, Post, RemoteProtocolError, build_bundle, parse_public_key
 from protocol.capabilities import Capabilities
 from protocol.codecs import Codec
@@ -266,11 +266,16 @@ def _prepared_paths(home: Home, sha: bytes) -> tuple[Path, Path]:
     return out / f"{sha.hex()}.cblob", out / f"{sha.hex()}.plain"
 
 
-def prepare_photo(home: Home, sha: bytes) -> None:
+def prepare_photo(home: Home, sha: bytes) -> str | None:
     """Transcode one JPEG to its JPEG XL upload form (or mark it as-is); touches files only,
-    so a driver can run it in a thread while the link keeps moving text."""
+    so a driver can run it in a thread while the link keeps moving text.
+
+    Returns None when the photo gets a JPEG XL form (or is simply not a JPEG that can gain),
+    else why a JPEG that could have gained travels as-is (too large for the encoder's memory
+    bound, ...): the astronaut is told (docs/scale.md). The reason is also kept in its marker.
+    """
     from photocodec import jxl
-    from photocodec.child import transcode_file
+    from photocodec.child import encode_file
 
     store = BlobStore(home.blobs_dir)
     coded_path, plain_path = _prepared_paths(home, sha)
@@ -281,15 +286,28 @@ def prepare_photo(home: Home, sha: bytes) -> None:
     # read whole here (the sender streams it from disk, chunk by chunk).
     if not jxl.worth_transcoding(head, size):
         write_atomic(plain_path, b"")
-        return
-    # Checked in pieces and transcoded in a child process (photocodec/child.py): this process
-    # never holds the photo nor libjxl's ~280 MB for a 12-MP encode (issue 18).
+        return None
+    # Checked in pieces and transcoded in a bounded child process (photocodec/child.py),
+    # which writes the upload form itself: this process never holds the photo, its JPEG XL
+    # form, nor libjxl's memory (issue 18).
     raw_size = store.check(sha)
-    coded = transcode_file(store.path(sha))
-    if coded is not None:
-        write_atomic(coded_path, pack_coded_blob(Codec.JPEG_XL, raw_size, coded))
-    else:
-        write_atomic(plain_path, b"")
+    tmp = coded_path.with_name(f"{coded_path.name}.{os.getpid()}.tmp")
+    done = encode_file(store.path(sha), tmp, prefix=pack_coded_blob(Codec.JPEG_XL, raw_size, b""))
+    if done.written:
+        os.replace(tmp, coded_path)
+        fsync_dir(coded_path.parent)
+        return None
+    write_atomic(plain_path, done.reason.encode())
+    return done.reason
+
+
+def as_is_reason(home: Home, sha: bytes) -> str:
+    """Why a prepared photo travels as-is ("" if it simply cannot gain, or has a JPEG XL form)."""
+    _, plain = _prepared_paths(home, sha)
+    try:
+        return plain.read_text("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 # JPEG XL forms are made this many photos ahead of the sender, not for the whole queue: each

@@ -115,6 +115,9 @@ class SyncResult:
     pending_items: int
     # "ITEM → account: reason" for each delivery ground refused (per-item rejection, §16).
     refused: tuple[str, ...] = ()
+    # Why each JPEG that could have been sent smaller travelled as it is (the encoder's memory
+    # bound, photocodec/child.py), one line per photo, for the summary.
+    photos_as_is: tuple[str, ...] = ()
 
 
 class _WatchedConnector(aiohttp.TCPConnector):
@@ -460,6 +463,7 @@ class _Planner:
         self._added: set[str] = set()
         self.prep: asyncio.Future[None] | None = None
         self._preparing: frozenset[bytes] = frozenset()
+        self.as_is: list[str] = []  # "photo <sha> travels as-is: <why>", for the summary
 
     def photos_ready(self) -> bool:
         return self.prep is not None and self.prep.done()
@@ -469,7 +473,9 @@ class _Planner:
             # Only JPEG XL forms count (a photo that travels as-is costs no second copy).
             if link.prepared_waiting(self._home) >= link.PREPARE_AHEAD:
                 break
-            link.prepare_photo(self._home, sha)
+            why = link.prepare_photo(self._home, sha)
+            if why is not None:
+                self.as_is.append(f"photo {sha.hex()[:12]}: {why}")
 
     def scan(self, now: float) -> None:
         if self.prep is not None and self.prep.done():
@@ -593,6 +599,7 @@ class _Sync:
             duration_s=time.monotonic() - status.started,
             pending_items=left,
             refused=tuple(self.receipts.refused),
+            photos_as_is=tuple(self.planner.as_is),
         )
 
     def _step(self, session: aiohttp.ClientSession) -> bool:

@@ -21,6 +21,7 @@ cannot represent, no backend, no gain) travels as-is.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -147,11 +148,26 @@ def default_backend(threads: int | None = None) -> Backend | None:
     return None
 
 
+def codec_present() -> bool:
+    """Whether a backend is installed (honouring ``ORBITPOST_JXL``), without loading it.
+
+    The laptop client asks this, not default_backend(): loading imagecodecs brings numpy and
+    libjxl into its process (~12 MiB resident for nothing, issue 18), while the encoder child
+    (photocodec/child.py) finds out for sure and sends the photo as-is if the codec fails.
+    """
+    want = os.environ.get("ORBITPOST_JXL", "").strip().lower()
+    if want == "none":
+        return False
+    wheel = importlib.util.find_spec("imagecodecs") is not None
+    tools = shutil.which("cjxl") is not None and shutil.which("djxl") is not None
+    return {"": wheel or tools, "imagecodecs": wheel, "cli": tools}.get(want, False)
+
+
 def is_jpeg(data: bytes) -> bool:
     return data.startswith(JPEG_MAGIC)
 
 
-def _pixels(jpeg: bytes) -> int | None:
+def pixel_count(jpeg: bytes) -> int | None:
     """Width × height from the JPEG header (Pillow reads only the header), or None."""
     import io
     import warnings
@@ -175,9 +191,9 @@ def worth_transcoding(head: bytes, size_bytes: int) -> bool:
     False (send as-is, without reading the whole file) for anything that is not a JPEG,
     whose frame header is unreadable, too many pixels, or far more bytes than its pixels.
     """
-    if default_backend() is None or not is_jpeg(head):
+    if not codec_present() or not is_jpeg(head):
         return False
-    pixels = _pixels(head)
+    pixels = pixel_count(head)
     if pixels is None or pixels > MAX_PIXELS:
         return False
     return size_bytes <= pixels * MAX_BYTES_PER_PIXEL + HEAD_BYTES
@@ -191,7 +207,7 @@ def transcode(jpeg: bytes, backend: Backend | None = None) -> bytes | None:
     b = backend if backend is not None else default_backend()
     if b is None or not is_jpeg(jpeg):
         return None
-    pixels = _pixels(jpeg)
+    pixels = pixel_count(jpeg)
     if pixels is None or pixels > MAX_PIXELS:
         return None
     try:

@@ -1,8 +1,9 @@
-"""The memory benchmark stays runnable on one 12-MP photo, and onboard's own peak stays bounded.
+"""The memory benchmark stays runnable on one 12-MP photo, and onboard stays within 256 MiB.
 
-The figures of a real run (1 GB of photos) are in docs/scale.md; here one photo crosses the real
-link and `onboard sync`'s own peak resident set must stay within the issue's 256 MiB (the JPEG
-XL encode runs in a child process, photocodec/child.py, whose peak is reported, not bounded).
+The figures of real runs are in docs/scale.md; here one photo crosses the real link and
+`onboard sync` together with its JPEG XL encoder child must stay within the issue's 256 MiB.
+Under the default encoder bound (photocodec/child.py) a 12-MP photo is not encoded (libjxl
+needs ~320 MiB for it): it travels as-is, so no encoder child runs at all.
 """
 
 from __future__ import annotations
@@ -23,5 +24,7 @@ def test_memory_benchmark_runs_on_one_photo(tmp_path: Path, capsys: pytest.Captu
     assert main(["--total-mb", "1", "--dir", str(tmp_path), "--json"]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["published"] == figures["photos"] == 1
-    assert 0 < figures["onboard_kib"] * 1024 <= GOAL_RSS_BYTES
-    assert figures["onboard_child_kib"] > 0 and figures["ground_kib"] > 0  # every column measured
+    assert 0 < figures["onboard_kib"] <= GOAL_RSS_BYTES // 1024
+    assert 0 < figures["onboard_tree_kib"] <= GOAL_RSS_BYTES // 1024
+    assert figures["onboard_child_kib"] == 0 and figures["sent_bytes"] >= figures["photo_bytes"]
+    assert figures["encode_kib"] > 0 and figures["ground_kib"] > 0  # every other column measured

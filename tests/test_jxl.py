@@ -127,6 +127,23 @@ def test_header_decides_before_a_photo_is_read_whole(
     assert not jxl.worth_transcoding(head, len(raw))
 
 
+def test_the_laptop_client_checks_for_a_codec_without_loading_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    # Loading imagecodecs would bring numpy and libjxl into onboard's own process (~12 MiB):
+    # only the encoder child loads them (issue 18).
+    probe = (
+        "import sys; from photocodec import jxl; "
+        "print(jxl.codec_present(), 'imagecodecs' in sys.modules, 'numpy' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False", "False"]
+    for want, present in (("none", False), ("cli", "cli" in BACKENDS), ("bogus", False)):
+        monkeypatch.setenv("ORBITPOST_JXL", want)
+        assert jxl.codec_present() is present
+
+
 def test_codec_switched_off_means_as_is(test_jpegs: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORBITPOST_JXL", "none")
     raw = test_jpegs["rocket.jpg"].read_bytes()

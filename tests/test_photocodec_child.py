@@ -1,18 +1,29 @@
-"""photocodec.child: a photo's JPEG XL form made in a child process (issue 18).
+"""photocodec.child: a photo's JPEG XL form made in a child process, under a memory bound (issue 18).
 
 The result must rebuild the file byte for byte (the same proof as photocodec.jxl.transcode);
-anything that cannot gain or cannot be read gives None (the photo travels as-is).
+anything that cannot gain or cannot be read gives None (the photo travels as-is). The child's
+resident set stays within ``ORBITPOST_ENCODER_MEMORY_MIB``: a photo predicted not to fit is
+never attempted, and a child that goes over is stopped; either way the photo travels as-is,
+with a reason the astronaut is shown (docs/scale.md).
 """
 
 from __future__ import annotations
 
+import io
+import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from durable.files import BlobStore
-from photocodec import jxl
-from photocodec.child import transcode_file
+from onboard import link
+from onboard.home import Home
+from photocodec import child, jxl
+from photocodec.child import MIB, encode_file, transcode_file
+from protocol.codecs import Codec
+from protocol.transfer_wire import unpack_coded_blob
 
 pytestmark = pytest.mark.skipif(not jxl.backends(), reason="no JPEG XL codec on this machine")
 
@@ -42,3 +53,127 @@ def test_a_stored_photo_is_checked_in_pieces(tmp_path: Path) -> None:
     path.write_bytes(data[:-1] + b"!")
     with pytest.raises(OSError, match="damaged"):
         store.check(sha)
+
+
+@pytest.fixture(scope="module")
+def two_mp_jpeg(tmp_path_factory: pytest.TempPathFactory, sample_jpegs: list[Path]) -> Path:
+    """A 1632×1224 photo never used to fit the memory model: a real sample upscaled, with grain."""
+    with Image.open(sample_jpegs[0]) as im:
+        big = np.asarray(im.convert("RGB").resize((1632, 1224), Image.Resampling.BICUBIC)).astype(np.int16)
+    big += np.random.default_rng(99).normal(0, 6, big.shape).astype(np.int16)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(big, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=92)
+    path = tmp_path_factory.mktemp("photos") / "two-mp.jpg"
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def _encoder_children() -> list[int]:
+    """Encoder children of this process still alive (there must be none after an attempt)."""
+    me = os.getpid()
+    kids = Path(f"/proc/{me}/task/{me}/children").read_text().split()
+    out = []
+    for k in kids:
+        try:
+            if b"photocodec.child" in Path(f"/proc/{k}/cmdline").read_bytes():
+                out.append(int(k))
+        except OSError:
+            continue
+    return out
+
+
+def test_the_encoder_runs_within_its_configured_bound(
+    two_mp_jpeg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(child.ENV_MEMORY, "128")
+    raw = two_mp_jpeg.read_bytes()
+    dst = tmp_path / "out.cblob"
+    prefix = b"\x03" + len(raw).to_bytes(8, "big")
+    done = encode_file(two_mp_jpeg, dst, prefix=prefix)
+    assert done.written and done.reason == "" and done.memory_bytes == 128 * MIB
+    # The kernel's own peak for the child (wait4), not a sample: within the bound, and
+    # within what the model predicted from the header (so no photo is attempted in vain).
+    assert 0 < done.peak_bytes <= 128 * MIB
+    assert done.peak_bytes <= child.predicted_peak_bytes(1632 * 1224, len(raw))
+    data = dst.read_bytes()
+    assert data.startswith(prefix) and oct(dst.stat().st_mode & 0o777) == "0o600"
+    assert jxl.rebuild(data[len(prefix) :], len(raw)) == raw
+
+
+def test_a_photo_predicted_over_the_bound_travels_as_is_without_an_attempt(
+    two_mp_jpeg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(child.ENV_MEMORY, str(child.MIN_MEMORY_MIB))
+    dst = tmp_path / "out.jxl"
+    done = encode_file(two_mp_jpeg, dst)
+    assert not done.written and done.peak_bytes == 0  # no child was started
+    assert "2.0-megapixel" in done.reason and child.ENV_MEMORY in done.reason and "48 MiB" in done.reason
+    assert not dst.exists() and transcode_file(two_mp_jpeg) is None
+
+
+def test_a_child_over_the_bound_is_stopped_and_the_photo_travels_as_is(
+    two_mp_jpeg: Path, tmp_path: Path
+) -> None:
+    # The model would refuse this photo at 64 MiB (it needs ~80); skip the model so the child
+    # really starts and grows past the bound, as a photo the model misjudged would.
+    dst = tmp_path / "out.jxl"
+    done = encode_file(two_mp_jpeg, dst, memory_bytes=64 * MIB, predict=False)
+    assert not done.written and "went over its 64 MiB bound" in done.reason
+    assert done.peak_bytes > 64 * MIB  # it did grow past the bound; then it was killed
+    assert not dst.exists() and not _encoder_children()
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_bad_bound_setting_is_said_and_photos_travel_as_is(
+    two_mp_jpeg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for bad, why in (("lots", "not a whole number"), ("10", "below the 48 MiB")):
+        monkeypatch.setenv(child.ENV_MEMORY, bad)
+        with pytest.raises(child.EncoderConfigError, match=why):
+            child.encoder_memory_bytes()
+        done = encode_file(two_mp_jpeg, tmp_path / "out.jxl")
+        assert not done.written and why in done.reason and child.ENV_MEMORY in done.reason
+    monkeypatch.delenv(child.ENV_MEMORY)
+    assert child.encoder_memory_bytes() == child.DEFAULT_MEMORY_MIB * MIB
+
+
+def test_the_default_bound_keeps_the_laptop_within_256_mib() -> None:
+    # onboard sync's own peak, measured syncing 1 GB of photos (docs/scale.md), plus the bound.
+    onboard_sync_peak = 108 * MIB
+    assert onboard_sync_peak + child.DEFAULT_MEMORY_MIB * MIB <= 256 * MIB
+    # A 12-MP photo (4000×3000, 3.3 MB) does not fit it; 352 MiB (the documented setting) does.
+    assert child.fits(12_000_000, 3_300_000, child.DEFAULT_MEMORY_MIB * MIB) is not None
+    assert child.fits(12_000_000, 3_300_000, 352 * MIB) is None
+
+
+def test_the_live_link_keeps_the_reason_and_writes_the_upload_form_in_the_child(
+    two_mp_jpeg: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = Home(tmp_path / "home")
+    raw = two_mp_jpeg.read_bytes()
+    sha = BlobStore(home.blobs_dir).put(raw)
+    monkeypatch.setenv(child.ENV_MEMORY, "48")
+    why = link.prepare_photo(home, sha)
+    assert why is not None and "megapixel" in why and link.as_is_reason(home, sha) == why
+    for f in (tmp_path / "home" / "outbox").iterdir():
+        f.unlink()
+    monkeypatch.setenv(child.ENV_MEMORY, "128")
+    assert link.prepare_photo(home, sha) is None
+    (coded,) = (tmp_path / "home" / "outbox").iterdir()
+    codec, raw_size, stored = unpack_coded_blob(coded.read_bytes(), max_raw_bytes=len(raw))
+    assert (codec, raw_size) == (Codec.JPEG_XL, len(raw)) and jxl.rebuild(stored, raw_size) == raw
+
+
+def test_the_compose_page_says_before_sending_why_a_photo_travels_as_is(
+    two_mp_jpeg: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onboard.export import CURRENT_GROUND
+    from onboard.ui.views import wire_size
+
+    raw = two_mp_jpeg.read_bytes()
+    monkeypatch.setenv(child.ENV_MEMORY, "48")
+    how, size = wire_size(raw, "image/jpeg", CURRENT_GROUND)
+    assert size == len(raw) and how.startswith("as chosen — a 2.0-megapixel photo needs about")
+    monkeypatch.setenv(child.ENV_MEMORY, "128")
+    how, size = wire_size(raw, "image/jpeg", CURRENT_GROUND)
+    assert how.startswith("JPEG XL") and size < len(raw) * 0.9

@@ -142,8 +142,9 @@ def test_serve_logs_every_event_as_json_and_never_a_credential(
     assert summary["schema"] == "orbitpost.onboard.sync" and summary["version"] == 1
     assert set(summary) == {
         "schema", "version", "committed", "rejected", "receipts", "requests", "request_bytes", "chunk_bytes",
-        "retried", "duration_s", "pending_items",
+        "retried", "duration_s", "pending_items", "photos_as_is",
     }  # fmt: skip
+    assert summary["photos_as_is"] == []  # a text post: no photo sent as-is
     assert summary["committed"] >= 1 and summary["rejected"] == 0
     _wait_for(log, '"publication"')
 

@@ -8,12 +8,15 @@ check ``onboard post`` runs, never a JavaScript copy of it.
 from __future__ import annotations
 
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from photocodec import jxl
+from photocodec.child import encode_file
 from protocol import Item, LocalProtocolError, MediaRef, Post, decode_item
 from protocol import rules as platform_rules
 from protocol.capabilities import Capabilities
@@ -45,11 +48,17 @@ def peer(home: Home) -> Capabilities:
 
 def wire_size(raw: bytes, media_type: str, ground: Capabilities) -> tuple[str, int]:
     """How a photo crosses the live link (onboard.link.prepare_photo's choice): JPEG XL when
-    ground decodes it and the lossless round trip works, else as chosen."""
+    ground decodes it and the lossless round trip works within the encoder's memory bound
+    (made in the same bounded child, photocodec/child.py), else as chosen — with the reason
+    when a JPEG that could have gained does not (e.g. too large for the bound)."""
     if media_type == "image/jpeg" and ground.decodes(Codec.JPEG_XL) and jxl.worth_transcoding(raw, len(raw)):
-        coded = jxl.transcode(raw)
-        if coded is not None:
-            return "JPEG XL (lossless, rebuilt byte for byte on ground)", len(coded)
+        with tempfile.TemporaryDirectory(prefix="orbitpost-wire-") as d:
+            src, dst = Path(d, "in.jpg"), Path(d, "out.jxl")
+            src.write_bytes(raw)
+            done = encode_file(src, dst)
+            if done.written:
+                return "JPEG XL (lossless, rebuilt byte for byte on ground)", dst.stat().st_size
+        return f"as chosen — {done.reason}", len(raw)
     return "as chosen", len(raw)
 
 
