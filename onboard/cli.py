@@ -24,6 +24,7 @@ from termtext.cli import (
     consoles,
     plain_help,
     run_main,
+    run_stoppable,
     stop_on_sigterm,
     stop_reason,
     version_option,
@@ -620,7 +621,6 @@ def sync(
     \b
         onboard --home A sync --wait-published 60
     """
-    import asyncio
 
     home = state.home  # a missing home is refused before any progress is drawn
     from rich.progress import (
@@ -658,7 +658,7 @@ def sync(
 
     with stop_on_sigterm(), progress:
         try:
-            result = asyncio.run(
+            result = run_stoppable(
                 run_sync(
                     home,
                     watch=watch,

@@ -8,9 +8,10 @@ Help is click's plain text (typer's rich panels cut long option names such as
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from importlib import metadata
 from types import FrameType
 from typing import Any, Generic, TypeVar
@@ -24,6 +25,7 @@ from . import visible
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 JSON_HELP = "Print one JSON document instead of text (shape in docs/cli-json.md)."
 H = TypeVar("H")
+T = TypeVar("T")
 
 
 def consoles() -> tuple[Console, Console]:
@@ -136,6 +138,39 @@ def stop_on_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_stoppable(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, where SIGTERM cancels ``main`` and then raises :class:`Stopped`.
+
+    Raising from a plain signal handler lands at any bytecode of the event loop, even inside
+    asyncio's own bookkeeping; cancelling the task lets every ``finally`` run and leaves no
+    pending task behind to be reported after the command's last line.
+    """
+
+    async def guarded() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        signals: list[str] = []
+
+        def on_term() -> None:
+            signals.append("SIGTERM")
+            task.cancel()
+
+        previous = signal.getsignal(signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGTERM, on_term)
+        try:
+            return await main
+        except asyncio.CancelledError:
+            if signals:
+                raise Stopped(signals[0]) from None
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, previous)  # remove_… leaves SIG_DFL, not the caller's
+
+    return asyncio.run(guarded())
 
 
 def stop_reason(exc: KeyboardInterrupt) -> str:
