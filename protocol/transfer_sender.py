@@ -63,14 +63,22 @@ class SenderConfig:
     # its Mathis bound and idles a round trip between requests). Starting at 8 fills a clean
     # link sooner after a loss of signal (8 initial TCP windows: 112 kB in the first round trip).
     window: int = 8
-    # 64 at most, and ...
-    max_window: int = 64
+    # 56 at most (with ``query_streams`` 64 requests: ground's edge allows 64 connections per
+    # address, `ground serve --conns-per-address`), and ...
+    max_window: int = 56
     # ... at most this many per second of base RTT (at least ``streams_floor_max``): one
     # stream's Mathis bound falls as 1/RTT, so a longer path needs more for the same loss. A
-    # flat 32 held 2.6 s RTT, 1 % loss to 0.68 of 1.5 Mbit/s; this (62 there) reaches 0.85,
-    # and 1.4 s keeps 32, where a flat 64 had cost 0.91 -> 0.85 (docs/link.md).
+    # flat 32 held 2.6 s RTT, 1 % loss to 0.68 of 1.5 Mbit/s; this (56 there) reaches 0.90 with
+    # ``query_streams``, and 1.4 s keeps 34, where a flat 64 had cost 0.91 -> 0.85 (docs/link.md).
     streams_per_rtt_s: float = 24.0
     streams_floor_max: int = 32
+    # Requests that carry no data (an OPEN asking what ground has, a commit poll, receipts)
+    # may be in flight this many beyond ``streams``, so a stream never idles a round trip
+    # behind a request that moves nothing: the next photos are opened while the last ones'
+    # chunks still fly, and every stream always has a chunk to carry. Before, a burst of
+    # OPENs held up to a quarter of the streams at 2.6 s RTT (0.87 of the link there; 0.90
+    # with 8 of these, 0.93 without loss, docs/link.md).
+    query_streams: int = 8
     # The base RTT is the least seen this long (a route or relay change moves it).
     rtt_window_s: float = 300.0
     # RTT this far above the base: the link's queue is filling (the link is the limit).
@@ -347,13 +355,14 @@ class TransferSender:
         if self._fatal or now < self._retry_at:
             return []
         window = self.streams if self._up else 1 + self._small_probes()
+        queries = self.config.query_streams if self._up else 0
         out: list[Outgoing] = []
-        while len(self._requests) < window:
-            o = self._next_request(now)
+        while len(self._requests) < window + queries:
+            o = self._next_request(now, data_ok=self._data_requests() < window)
             if o is None:
                 break
             out.append(o)
-        if len(self._requests) >= window and self._up:
+        if self._up and (len(self._requests) >= window + queries or self._data_requests() >= window):
             # Something could go now but the window holds it back (an OPEN counts: a backlog of
             # photos smaller than a chunk is all OPENs and single chunks).
             self._window_limited = self._window_limited or any(
@@ -440,7 +449,12 @@ class TransferSender:
         self._window_limited = False
         self._standing_rtt = None
 
-    def _next_request(self, now: float) -> Outgoing | None:
+    def _data_requests(self) -> int:
+        """Requests in flight that carry upload bytes (chunks, small uploads inside an OPEN)."""
+        return sum(1 for r in self._requests.values() if r.span is not None)
+
+    def _next_request(self, now: float, *, data_ok: bool = True) -> Outgoing | None:
+        """The next request by priority and fairness; only one carrying no data unless ``data_ok``."""
         if self._receipts_since is not None and not any(r.is_receipts for r in self._requests.values()):
             seq = self._seq()
             return self._emit(
@@ -451,7 +465,7 @@ class TransferSender:
             )
         best: tuple[tuple[int, int, int], _Transfer] | None = None
         for t in self._transfers.values():
-            if not self._sendable(t, now):
+            if not self._sendable(t, now) or not (data_ok or self._query_next(t)):
                 continue
             rank = (t.spec.priority, self._served.get(t.spec.owner, 0), t.order)
             if best is None or rank < best[0]:
@@ -489,6 +503,13 @@ class TransferSender:
         return self._emit(
             Chunk(seq=seq, key=t.spec.key, offset=start, data=data), now, t.spec.key, (start, stop)
         )
+
+    def _query_next(self, t: _Transfer) -> bool:
+        """Does ``t``'s next request carry no data (an OPEN that asks, a commit poll)?"""
+        if t.state is TState.SETTLING:
+            return True
+        inline = t.acked.total == 0 and t.spec.size_bytes <= self.config.inline_bytes
+        return t.state is TState.OPENING and not inline
 
     def _sendable(self, t: _Transfer, now: float) -> bool:
         if t.state is TState.BLOCKED:
