@@ -68,13 +68,18 @@ def test_opens_ride_beside_the_streams_and_never_take_a_chunk_slot() -> None:
     assert most_data >= CFG.window  # every stream carried a chunk at once
 
 
-def test_at_the_start_the_queries_open_more_photos_than_there_are_streams() -> None:
+def test_photos_are_opened_ahead_only_as_far_as_the_streams_need() -> None:
+    """OPENs go ahead while the open photos hold less than a chunk for every stream; opening
+    all of a backlog at once would hold state on ground and leave no OPENs to sample the
+    path's round trip by later (the stream count would freeze)."""
     pair = _pair(CFG)
     for i in range(12):
-        add(pair, bytes([i]) * 40_000)
-    outs = pair.sender.data_to_send(0.0)
-    assert len(outs) == CFG.window + CFG.query_streams
+        add(pair, bytes([i]) * 20_000)
+    s = pair.sender
+    outs = s.data_to_send(0.0)
     assert all(isinstance(decode_request(o.data), Open) for o in outs)
+    want = s.streams * s.chunk_bytes
+    assert 20_000 * (len(outs) - 1) < want <= 20_000 * len(outs) < 12 * 20_000
 
 
 def test_a_text_bundle_is_data_and_still_goes_first() -> None:
@@ -111,11 +116,11 @@ def test_while_down_no_query_slots() -> None:
     """While the link is down only the probe (and the small uploads racing it) go."""
     s = TransferSender(CFG, 0.0)
     for i in range(12):
-        data = bytes([i]) * 40_000
+        data = bytes([i]) * 20_000
         k = TransferKey(kind=TransferKind.BLOB, sha256=hashlib.sha256(data).digest())
         s.add(TransferSpec(key=k, size_bytes=len(data), owner="a"), lambda o, n, d=data: d[o : o + n], 0.0)
     out = s.data_to_send(0.0)
-    assert len(out) == CFG.window + CFG.query_streams
+    assert len(out) >= 2
     for o in out:  # one cut drops them all
         s.request_failed(o.seq, 1.0, "cut")
     assert not s.link_up
@@ -126,7 +131,7 @@ def test_the_station_stays_within_grounds_connections_per_address() -> None:
     """Every stream and query in flight is a connection: at most ground's default per address
     (beyond it ground answers 503 busy), the warm-up's and a spare being the pool's + 2."""
     c = SenderConfig()
-    assert c.max_window + c.query_streams <= EdgeLimits().max_conns_per_addr
+    assert c.max_window + c.query_streams + 2 <= EdgeLimits().max_conns_per_addr
 
 
 @settings(max_examples=25, deadline=None)
