@@ -80,6 +80,10 @@ class SenderConfig:
     # loss; ~0.895 with these, 0.92 without loss, docs/link.md). 16: 8 did as well on some
     # seeds, 1-2 points worse on others.
     query_streams: int = 16
+    # Photos are opened ahead while an astronaut's open ones hold less than its share of this
+    # many chunks for every stream (``_ready_enough``). 1 cost 1-2 points at 2.6 s / 1 % (an
+    # OPEN's round trip left streams without a chunk); 4 did as well as opening everything.
+    open_ahead_rounds: float = 4.0
     # The base RTT is the least seen this long (a route or relay change moves it).
     rtt_window_s: float = 300.0
     # RTT this far above the base: the link's queue is filling (the link is the limit).
@@ -523,11 +527,11 @@ class TransferSender:
         )
 
     def _ready_enough(self, owner: str, owners: int) -> bool:
-        """Does ``owner`` have its share of a chunk for every stream open already (bytes not yet
+        """Does ``owner`` have its share of ``open_ahead_rounds`` chunks for every stream open (bytes not yet
         sent, or behind an OPEN on its way)? Then nothing more of its is opened ahead: the
         queue of ready chunks is full, and the OPENs still to come keep sampling the path's
         round trip (``_size_streams``), as they did when each took a stream."""
-        want = self.streams * self.chunk_bytes // owners
+        want = int(self.config.open_ahead_rounds * self.streams * self.chunk_bytes) // owners
         have = 0
         for t in self._transfers.values():
             if t.spec.owner != owner:

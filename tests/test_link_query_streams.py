@@ -14,7 +14,7 @@ from ground.edge import EdgeLimits
 from protocol.transfer import Outgoing, SenderConfig, TransferSender, TransferSpec
 from protocol.transfer_wire import Chunk, Open, TransferKey, TransferKind, decode_request
 
-CFG = SenderConfig(window=4, max_window=8, query_streams=3, initial_chunk_bytes=8192)
+CFG = SenderConfig(window=4, max_window=8, query_streams=3, initial_chunk_bytes=8192, open_ahead_rounds=2.0)
 
 
 def _pair(cfg: SenderConfig) -> Pair:
@@ -78,7 +78,7 @@ def test_photos_are_opened_ahead_only_as_far_as_the_streams_need() -> None:
     s = pair.sender
     outs = s.data_to_send(0.0)
     assert all(isinstance(decode_request(o.data), Open) for o in outs)
-    want = s.streams * s.chunk_bytes
+    want = int(CFG.open_ahead_rounds * s.streams * s.chunk_bytes)
     assert 20_000 * (len(outs) - 1) < want <= 20_000 * len(outs) < 12 * 20_000
 
 
