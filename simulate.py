@@ -70,7 +70,7 @@ def main(
     transfer: Annotated[
         str,
         typer.Option(
-            help="Virtual time: 'transfer' (resumable, issue #3), 'transfer-v1' (the same before issue 14: 4 streams), 'bundle-post' (one POST per bundle) or auto."
+            help="Virtual time: 'transfer' (resumable, issue #3), 'transfer-v1' (the same before issue 14: 4 streams), 'transfer-shared' (before query streams), 'bundle-post' (one POST per bundle) or auto."
         ),
     ] = "auto",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display.")] = False,

@@ -14,11 +14,13 @@ where payload = the bytes the astronauts wrote (text + each distinct photo once)
 
     python benchmarks/bench_link.py            # ~1 minute: 1 Mbit/s, 300 ms one way, no cuts
     python benchmarks/bench_link.py --long     # 256 kbit/s, 600 ms, random cuts, a loss of signal
-    python benchmarks/bench_link.py --virtual  # issue 14's matrix in virtual time (simlink), ~15 min
+    python benchmarks/bench_link.py --virtual  # issue 14's matrix in virtual time (simlink), long:
+        # 13 profiles x 3 variants x 6 seeds; narrow it with --profiles/--transfers/--seeds
 
 ``--virtual`` runs the simulator (its TCP model, with random segment loss a real-time proxy
 cannot produce) on ``profiles/fill-rtt*-loss*.toml`` with the ``photo-backlog`` workload, the
-transfer before issue 14 (``transfer-v1``) beside today's, and prints goodput / link rate while
+transfer before issue 14 (``transfer-v1``) and before query streams (``transfer-shared``)
+beside today's, on tuned-on and held-out seeds, and prints goodput / link rate while
 posts wait next to one TCP stream's Mathis bound and the physical ceiling (docs/link.md).
 """
 
@@ -136,7 +138,9 @@ def _proxy(port: int, p: Profile, seed: int) -> LinkProxy:
 
 # The transfer before issue 14: a fixed window of 4 streams, chunks of 2 s of the link's rate.
 # (In real time ground keeps a cut chunk's bytes and the request headers are trimmed for both.)
-V1_CONFIG = SenderConfig(window=4, max_window=4, chunk_time_s=8.0, initial_chunk_bytes=16 * 1024)
+V1_CONFIG = SenderConfig(
+    window=4, max_window=4, chunk_time_s=8.0, initial_chunk_bytes=16 * 1024, query_streams=0
+)
 
 
 async def run_orbitpost(
@@ -334,6 +338,7 @@ def _virtual_one(args: tuple[str, str, float, int]) -> dict[str, Any]:
         # Station → ground bytes a cut threw away in the network (sent, not delivered).
         "in_network_per_cut": lk["cut_in_network_bytes"] / cuts if cuts else None,
         "left": rep["posts"]["still_queued_onboard"],
+        "seed": seed,
     }
 
 
@@ -351,43 +356,87 @@ def bounds(prof_name: str) -> tuple[float, float, float]:
     return mathis, ceiling, rate_Bps * rtt_s
 
 
-def virtual_matrix(minutes: float, seed: int, jobs: int, profiles: list[str]) -> None:
-    from concurrent.futures import ProcessPoolExecutor
+TRANSFERS = ("transfer-v1", "transfer-shared", "transfer")
+LABELS = {"transfer-v1": "v1", "transfer-shared": "before", "transfer": "now"}
 
+
+def virtual_matrix(
+    minutes: float,
+    seeds: list[int],
+    held_out: list[int],
+    jobs: int,
+    profiles: list[str],
+    transfers: list[str],
+) -> None:
+    """Run every (profile, transfer, seed) in worker processes, printing each run as one JSON
+    line as it ends (a long matrix keeps what it did), then the table."""
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    work = [(pr, tr, minutes, sd) for sd in [*seeds, *held_out] for pr in profiles for tr in transfers]
+    got: list[dict[str, Any]] = []
+    with ProcessPoolExecutor(max_workers=jobs) as ex:
+        for fut in as_completed([ex.submit(_virtual_one, w) for w in work]):
+            r = fut.result()
+            got.append(r)
+            print(json.dumps(r), flush=True)
+    print_table(got, minutes, seeds, held_out, profiles, transfers)
+
+
+def print_table(
+    runs: list[dict[str, Any]],
+    minutes: float,
+    seeds: list[int],
+    held_out: list[int],
+    profiles: list[str],
+    transfers: list[str],
+) -> None:
+    """The docs/link.md table: goodput / link rate while posts wait, per transfer and seed
+    (tuned-on seeds, then held-out ones), next to the Mathis bound and the ceiling."""
+    from simlink.profile import load_profile
     from simlink.workload import load_workload
 
-    work = [(pr, tr, minutes, seed) for pr in profiles for tr in ("transfer-v1", "transfer")]
-    got: dict[tuple[str, str], dict[str, Any]] = {}
-    with ProcessPoolExecutor(max_workers=jobs) as ex:
-        for r in ex.map(_virtual_one, work):
-            got[(r["profile"], r["transfer"])] = r
-            print(json.dumps(r), flush=True)  # each run as it ends: a long matrix keeps what it did
+    got = {(r["profile"], r["transfer"], r["seed"]): r for r in runs}
+
+    def cell(pr: str, tr: str, sds: list[int]) -> str:
+        vals = [got.get((pr, tr, sd)) for sd in sds]
+        return " / ".join("–" if v is None else f"{v['goodput'] or 0:.3f}" for v in vals)
+
     print(
         f"virtual time, photo-backlog workload ({load_workload('photo-backlog').description}), 4 astronauts, "
-        f"{minutes:g} min, seed {seed}; goodput / link rate while posts wait\n"
+        f"{minutes:g} min; goodput / link rate while posts wait; seeds {', '.join(map(str, seeds))}"
+        + (f" | held out {', '.join(map(str, held_out))}" if held_out else "")
+        + "\n"
     )
-    print(
-        "| profile | RTT | loss | 1 TCP stream (Mathis) | ceiling | before (v1) | now | left onboard v1/now "
-        "| cuts | per cut, in BDP: resent now (v1); lost in the network now |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    cols = [f"{LABELS.get(tr, tr)} {'/'.join(map(str, seeds))}" for tr in transfers]
+    cols += [f"{LABELS.get(tr, tr)} held out {'/'.join(map(str, held_out))}" for tr in transfers if held_out]
+    print("| profile | RTT | loss | 1 TCP stream (Mathis) | ceiling | " + " | ".join(cols) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(cols))
     for pr in profiles:
-        from simlink.profile import load_profile
-
         prof = load_profile(pr)
-        mathis, ceiling, bdp = bounds(pr)
-        old, new = got[(pr, "transfer-v1")], got[(pr, "transfer")]
-        per_cut = (
-            f"{new['resent_per_cut'] / bdp:.2f} ({old['resent_per_cut'] / bdp:.2f}); "
-            f"in the network {new.get('in_network_per_cut', 0) / bdp:.2f}; BDP {bdp / 1000:,.0f} kB"
-            if new["resent_per_cut"] is not None and old["resent_per_cut"] is not None
-            else "–"
-        )
+        mathis, ceiling, _ = bounds(pr)
+        cells = [cell(pr, tr, seeds) for tr in transfers]
+        cells += [cell(pr, tr, held_out) for tr in transfers if held_out]
         print(
-            f"| {prof.name} | {prof.rtt_s:g} s | {prof.loss * 100:g} % "
-            f"| {min(mathis, 9.99):.2f} | {ceiling:.2f} | {old['goodput'] or 0:.2f} | {new['goodput'] or 0:.2f} "
-            f"| {old['left']}/{new['left']} | {new['cuts']} | {per_cut} |"
+            f"| {prof.name} | {prof.rtt_s:g} s | {prof.loss * 100:g} % | {min(mathis, 9.99):.2f} | {ceiling:.2f} | "
+            + " | ".join(cells)
+            + " |"
         )
+    cut_rows = [
+        r
+        for r in runs
+        if r["resent_per_cut"] is not None and r["transfer"] in transfers and r["profile"] in profiles
+    ]
+    if cut_rows:
+        print(
+            "\nper cut, in BDP: chunk bytes handed to TCP again; station → ground bytes lost in the network"
+        )
+        for r in sorted(cut_rows, key=lambda r: (r["profile"], r["transfer"], r["seed"])):
+            bdp = bounds(r["profile"])[2]
+            print(
+                f"- {r['profile']} {LABELS.get(r['transfer'], r['transfer'])} seed {r['seed']}: {r['cuts']} cuts, "
+                f"resent {r['resent_per_cut'] / bdp:.2f}, in the network {(r['in_network_per_cut'] or 0) / bdp:.2f} "
+                f"(BDP {bdp / 1000:,.0f} kB)"
+            )
 
 
 def main() -> None:
@@ -396,14 +445,32 @@ def main() -> None:
         "--long", action="store_true", help="slower link, cuts and a loss of signal (several minutes)"
     )
     ap.add_argument("--virtual", action="store_true", help="issue 14's loss × RTT matrix in virtual time")
-    ap.add_argument("--minutes", type=float, default=30.0, help="virtual minutes per run (--virtual)")
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--minutes", type=float, default=14.0, help="virtual minutes per run (--virtual)")
+    ap.add_argument("--seeds", type=int, nargs="*", default=[7, 8, 9], help="seeds tuned on (--virtual)")
+    ap.add_argument(
+        "--held-out", type=int, nargs="*", default=[11, 12, 13], help="seeds never tuned on (--virtual)"
+    )
     ap.add_argument("--jobs", type=int, default=2, help="simulator runs at once (--virtual)")
     ap.add_argument("--profiles", nargs="*", help="profiles to run (--virtual; default: the matrix)")
+    ap.add_argument(
+        "--transfers",
+        nargs="*",
+        default=list(TRANSFERS),
+        choices=TRANSFERS,
+        help="variants side by side (--virtual)",
+    )
+    ap.add_argument("--table", type=Path, help="print the table from a file of the JSON lines a run printed")
     args = ap.parse_args()
+    names = args.profiles or [
+        *(f"fill-rtt{r}-loss{p}" for r in MATRIX_RTTS for p in MATRIX_LOSSES),
+        "fill-rtt1.4-loss1-cuts",
+    ]
+    if args.table:
+        runs = [json.loads(line) for line in args.table.read_text().splitlines() if line.startswith("{")]
+        print_table(runs, args.minutes, args.seeds, args.held_out, names, args.transfers)
+        return
     if args.virtual:
-        names = args.profiles or [f"fill-rtt{r}-loss{p}" for r in MATRIX_RTTS for p in MATRIX_LOSSES]
-        virtual_matrix(args.minutes, args.seed, args.jobs, names)
+        virtual_matrix(args.minutes, args.seeds, args.held_out, args.jobs, names, args.transfers)
         return
     asyncio.run(main_async(LONG if args.long else QUICK))
 

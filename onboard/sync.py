@@ -554,9 +554,10 @@ class _Sync:
             self.conn, self.sender, poll, self.cfg.ground_key, receipt_versions(self.cfg.peer)
         )
         self.planner = _Planner(home, self.conn, self.cfg.peer, self.sender, self.progress, self.wake)
-        # One connection per stream (parallel streams, docs/link.md), plus the warm-up's.
+        # One connection per stream (parallel streams, docs/link.md) and per request carrying
+        # no data (query_streams), plus the warm-up's.
         self.connector = _WatchedConnector(
-            limit=self.sender.config.max_window + 2,
+            limit=self.sender.config.max_window + self.sender.config.query_streams + 2,
             keepalive_timeout=KEEPALIVE_S,
             ssl=self.cfg.ssl(),
             socket_factory=_racing_socket,

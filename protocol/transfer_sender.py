@@ -63,14 +63,27 @@ class SenderConfig:
     # its Mathis bound and idles a round trip between requests). Starting at 8 fills a clean
     # link sooner after a loss of signal (8 initial TCP windows: 112 kB in the first round trip).
     window: int = 8
-    # 64 at most, and ...
+    # 64 at most (with ``query_streams``, 80 requests: ground's edge allows 96 connections per
+    # address, `ground serve --conns-per-address`), and ...
     max_window: int = 64
     # ... at most this many per second of base RTT (at least ``streams_floor_max``): one
     # stream's Mathis bound falls as 1/RTT, so a longer path needs more for the same loss. A
-    # flat 32 held 2.6 s RTT, 1 % loss to 0.68 of 1.5 Mbit/s; this (62 there) reaches 0.85,
-    # and 1.4 s keeps 32, where a flat 64 had cost 0.91 -> 0.85 (docs/link.md).
+    # flat 32 held 2.6 s RTT, 1 % loss to 0.68 of 1.5 Mbit/s; this (62 there) reaches ~0.89-0.90
+    # with ``query_streams``, and 1.4 s keeps 34, where a flat 64 had cost 0.91 -> 0.85 (docs/link.md).
     streams_per_rtt_s: float = 24.0
     streams_floor_max: int = 32
+    # Requests that carry no data (an OPEN asking what ground has, a commit poll, receipts)
+    # may be in flight this many beyond ``streams``, so a stream never idles a round trip
+    # behind a request that moves nothing: the next photos are opened while the last ones'
+    # chunks still fly, and every stream always has a chunk to carry. Before, a burst of
+    # OPENs held up to a quarter of the streams at 2.6 s RTT (0.87 of the link there at 1 %
+    # loss; ~0.895 with these, 0.92 without loss, docs/link.md). 16: 8 did as well on some
+    # seeds, 1-2 points worse on others.
+    query_streams: int = 16
+    # Photos are opened ahead while an astronaut's open ones hold less than its share of this
+    # many chunks for every stream (``_ready_enough``). 1 cost 1-2 points at 2.6 s / 1 % (an
+    # OPEN's round trip left streams without a chunk); 4 did as well as opening everything.
+    open_ahead_rounds: float = 4.0
     # The base RTT is the least seen this long (a route or relay change moves it).
     rtt_window_s: float = 300.0
     # RTT this far above the base: the link's queue is filling (the link is the limit).
@@ -352,13 +365,14 @@ class TransferSender:
         if self._fatal or now < self._retry_at:
             return []
         window = self.streams if self._up else 1 + self._small_probes()
+        queries = self.config.query_streams if self._up else 0
         out: list[Outgoing] = []
-        while len(self._requests) < window:
-            o = self._next_request(now)
+        while len(self._requests) < window + queries:
+            o = self._next_request(now, data_ok=self._data_requests() < window)
             if o is None:
                 break
             out.append(o)
-        if len(self._requests) >= window and self._up:
+        if self._up and (len(self._requests) >= window + queries or self._data_requests() >= window):
             # Something could go now but the window holds it back (an OPEN counts: a backlog of
             # photos smaller than a chunk is all OPENs and single chunks).
             self._window_limited = self._window_limited or any(
@@ -445,7 +459,12 @@ class TransferSender:
         self._window_limited = False
         self._standing_rtt = None
 
-    def _next_request(self, now: float) -> Outgoing | None:
+    def _data_requests(self) -> int:
+        """Requests in flight that carry upload bytes (chunks, small uploads inside an OPEN)."""
+        return sum(1 for r in self._requests.values() if r.span is not None)
+
+    def _next_request(self, now: float, *, data_ok: bool = True) -> Outgoing | None:
+        """The next request by priority and fairness; only one carrying no data unless ``data_ok``."""
         if self._receipts_since is not None and not any(r.is_receipts for r in self._requests.values()):
             seq = self._seq()
             return self._emit(
@@ -460,9 +479,17 @@ class TransferSender:
                 None,
             )
         best: tuple[tuple[int, int, int], _Transfer] | None = None
+        owners = max(1, len(self._active_owners()))
+        ready: dict[str, bool] = {}
         for t in self._transfers.values():
-            if not self._sendable(t, now):
+            if not self._sendable(t, now) or not (data_ok or self._query_next(t)):
                 continue
+            if self._opens_ahead(t):
+                o = t.spec.owner
+                if o not in ready:
+                    ready[o] = self._ready_enough(o, owners)
+                if ready[o]:
+                    continue  # enough of this owner is open: opening more now only costs state
             rank = (t.spec.priority, self._served.get(t.spec.owner, 0), t.order)
             if best is None or rank < best[0]:
                 best = (rank, t)
@@ -499,6 +526,40 @@ class TransferSender:
         return self._emit(
             Chunk(seq=seq, key=t.spec.key, offset=start, data=data), now, t.spec.key, (start, stop)
         )
+
+    def _opens_ahead(self, t: _Transfer) -> bool:
+        """Would ``t``'s next request open it for the first time, without data (not inline)?"""
+        return (
+            t.state is TState.OPENING
+            and not t.opened
+            and t.open_seq is None
+            and t.spec.size_bytes > self.config.inline_bytes
+        )
+
+    def _ready_enough(self, owner: str, owners: int) -> bool:
+        """Does ``owner`` have its share of ``open_ahead_rounds`` chunks for every stream open (bytes not yet
+        sent, or behind an OPEN on its way)? Then nothing more of its is opened ahead: the
+        queue of ready chunks is full, and the OPENs still to come keep sampling the path's
+        round trip (``_size_streams``), as they did when each took a stream."""
+        want = int(self.config.open_ahead_rounds * self.streams * self.chunk_bytes) // owners
+        have = 0
+        for t in self._transfers.values():
+            if t.spec.owner != owner:
+                continue
+            if t.state is TState.SENDING and t.open_seq is None:
+                have += sum(b - a for a, b in self._gaps(t))
+            elif t.state is TState.OPENING and t.open_seq is not None and t.acked.total == 0:
+                have += t.spec.size_bytes
+            if have >= want:
+                return True
+        return False
+
+    def _query_next(self, t: _Transfer) -> bool:
+        """Does ``t``'s next request carry no data (an OPEN that asks, a commit poll)?"""
+        if t.state is TState.SETTLING:
+            return True
+        inline = t.acked.total == 0 and t.spec.size_bytes <= self.config.inline_bytes
+        return t.state is TState.OPENING and not inline
 
     def _sendable(self, t: _Transfer, now: float) -> bool:
         if t.state is TState.BLOCKED:

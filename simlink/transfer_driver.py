@@ -82,7 +82,12 @@ RECEIPTS_MAX_S = 320.0
 NOTICE_S = 1.0
 # The transfer as it was before issue 14 (a fixed window of 4, each chunk 2 s of the whole
 # link's rate, ground dropping what arrived of a cut chunk), kept to measure the new one against.
-V1_CONFIG = SenderConfig(window=4, max_window=4, chunk_time_s=8.0, initial_chunk_bytes=16 * 1024)
+V1_CONFIG = SenderConfig(
+    window=4, max_window=4, chunk_time_s=8.0, initial_chunk_bytes=16 * 1024, query_streams=0
+)
+# The transfer before query streams (docs/link.md): an OPEN or a commit poll takes one of the
+# streams for its round trip, and up to 64 streams; kept to measure today's against.
+SHARED_CONFIG = SenderConfig(max_window=64, query_streams=0)
 HEALTH = b'{"ok": true}'  # ground's GET /v1/health answer, byte for byte (web.json_response)
 
 
@@ -103,6 +108,7 @@ class TransferDriver:
         workdir: Path,
         *,
         v1: bool = False,
+        shared: bool = False,
     ) -> None:
         self.loop = loop
         self.v1 = v1
@@ -111,6 +117,9 @@ class TransferDriver:
             self.description = (
                 "the transfer before issue 14: 4 streams, chunks of 2 s, partial chunks dropped"
             )
+        elif shared:
+            self.name = "transfer-shared"
+            self.description = "the transfer before query streams: OPENs and commit polls take a stream"
         self.link = link
         self.station = station
         self.ground = ground
@@ -140,9 +149,10 @@ class TransferDriver:
         if v1:
             self.headers.append(("Content-Type", FRAME_TYPE))
         # -- station side --
-        self.sender = TransferSender(V1_CONFIG if v1 else SenderConfig(), 0.0)
+        self.sender = TransferSender(V1_CONFIG if v1 else SHARED_CONFIG if shared else SenderConfig(), 0.0)
         self.pool: list[HttpClient] = []
-        self.limit = self.sender.config.max_window + 2  # aiohttp TCPConnector(limit=max_window + 2)
+        c = self.sender.config  # onboard/sync.py's TCPConnector(limit=max_window + query_streams + 2)
+        self.limit = c.max_window + c.query_streams + 2
         self.added: set[str] = set()
         self.dirty = True
         self.next_scan = 0.0

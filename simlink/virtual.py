@@ -130,8 +130,10 @@ def run_virtual(
         raise SimError("--transfer transfer needs protocol/transfer.py and ground/server.py (issue #3)")
     if transfer == "transfer-v1" and not transfer_available():
         raise SimError("--transfer transfer-v1 needs protocol/transfer.py and ground/server.py (issue #3)")
-    if transfer not in ("transfer", "transfer-v1", "bundle-post"):
-        raise SimError(f"--transfer must be auto, transfer, transfer-v1 or bundle-post, not {transfer!r}")
+    if transfer not in ("transfer", "transfer-v1", "transfer-shared", "bundle-post"):
+        raise SimError(
+            f"--transfer must be auto, transfer, transfer-v1, transfer-shared or bundle-post, not {transfer!r}"
+        )
     with (
         tempfile.TemporaryDirectory(prefix="orbitpost-sim-", dir=_scratch_dir()) as tmp,
         virtual_wall_clock(loop, seed),
@@ -156,7 +158,7 @@ def run_virtual(
                 publish_timer = loop.after(PUBLISH_WAKE_S, publish_tick)
 
         driver: Any
-        if transfer in ("transfer", "transfer-v1"):
+        if transfer in ("transfer", "transfer-v1", "transfer-shared"):
             from .transfer_driver import TransferDriver
 
             driver = TransferDriver(
@@ -168,6 +170,7 @@ def run_virtual(
                 schedule_publish,
                 Path(tmp),
                 v1=transfer == "transfer-v1",
+                shared=transfer == "transfer-shared",
             )
         else:
             driver = BundlePostDriver(loop, link, station, ground, tracker, schedule_publish)
