@@ -19,15 +19,14 @@ Texts are cycled when N is larger than a corpus; each post has its own time and 
 Measured on a fresh ground home per row:
 - accept: ``ground.ingest.ingest_bytes`` alone (verify + policy + one transaction), posts/s;
 - ingest: the whole ``ground ingest FILE`` command in-process (accept, then publishing each post
-  to its ``archive`` account: a folder with text.txt and record.json), posts/s;
+  to its ``archive`` account: a line of a pack per text post, ground/platforms/archive.py), posts/s;
 - disk: every file of the ground home afterwards (ground.db with its WAL, blobs, archive), per
   post, as allocated blocks (what `du` counts) and as apparent bytes;
 - floors, in the same run: Ed25519 verify + sha256 of the signed body per post (one signature
   per post, format 1's cost), and format 2's: sha256 per post + one verify per astronaut;
-  and the disk's: the file operations archiving a post needs (a folder, two small files, a
-  rename) for N posts, made durable as ground does, in groups of 500 (one syncfs before and
-  one after the renames) — what this disk allows at that moment, since other processes'
-  writes slow every metadata operation.
+  and the disk's: the disk operations archiving N text posts needs, in groups of 500 (an
+  index commit, then one pack file written, flushed, renamed and flushed) — what this disk
+  allows at that moment, since other processes' writes slow every metadata operation and fsync.
 """
 
 from __future__ import annotations
@@ -52,9 +51,11 @@ from benchmarks import multilingual  # noqa: E402
 from benchmarks.batch_proofs import measure_proofs, proof_table  # noqa: E402
 from benchmarks.corpus import ASTRONAUTS, BASE_MS, astronaut_key, split  # noqa: E402
 from durable.files import FileBatch  # noqa: E402
+from durable.sqlitedb import open_db, transaction  # noqa: E402
 from ground import enroll as enroll_mod  # noqa: E402
 from ground.home import GroundHome  # noqa: E402
 from ground.ingest import decoders, ingest_bytes  # noqa: E402
+from ground.platforms.archive import archived_posts  # noqa: E402
 from onboard.export import CURRENT_GROUND, items_encoding  # noqa: E402
 from protocol import Post, build_bundle, sign_item  # noqa: E402
 from protocol.bundle import CompactItems  # noqa: E402
@@ -161,20 +162,26 @@ def floors(posts: Sequence[Post]) -> tuple[float, float]:
 
 
 def disk_floor(n: int, workdir: Path) -> float:
-    """Seconds for the file operations of archiving ``n`` posts, durable in groups of 500."""
+    """Seconds for the disk operations of archiving ``n`` text posts as the archive does, in
+    groups of 500: an index commit (500 rows), then one pack of 500 ~1.2 kB records made
+    durable (FileBatch: written, flushed, renamed, flushed)."""
     root = workdir / f"disk-floor-{n}"
     root.mkdir()
+    index = open_db(
+        root / "index.db", "CREATE TABLE posts (id TEXT PRIMARY KEY, pack INTEGER) WITHOUT ROWID;"
+    )
+    record = b"y" * 1200 + b"\n"
     t0 = time.perf_counter()
     for start in range(0, n, 500):
+        ids = range(start, min(n, start + 500))
+        with transaction(index):
+            index.executemany("INSERT INTO posts VALUES (?, ?)", [(f"{i:026d}", start) for i in ids])
         with FileBatch(root) as batch:
-            for i in range(start, min(n, start + 500)):
-                tmp = root / f".{i}.partial"
-                batch.mkdir(tmp)
-                batch.create(tmp / "text.txt", b"x" * 120)
-                batch.create(tmp / "record.json", b"y" * 1400)
-                batch.rename(tmp, root / str(i))
+            batch.put(root / f"{start}.jsonl", record * len(ids))
             batch.sync()
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    index.close()
+    return elapsed
 
 
 def run_cli_ingest(home: Path, bundle: Path) -> float:
@@ -215,7 +222,7 @@ def measure(corpus: str, n: int, texts: Sequence[str], workdir: Path) -> Row:
     whole = workdir / f"ingest-{n}"
     new_home(whole).close()
     ingest_s = run_cli_ingest(whole, bundle)
-    published = sum(1 for _ in (whole / "archive").glob("*/*/record.json"))
+    published = len(archived_posts(whole / "archive"))
     if published != n:
         raise RuntimeError(f"published {published} of {n} posts to the archive")
     blocks, apparent = disk_usage(whole)
