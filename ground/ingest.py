@@ -24,7 +24,7 @@ from protocol.codecs import DEFAULT_DECODERS, Decoder
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.model import Cancel, Retract
 
-from . import db
+from . import db, decoded
 from .db import audit, transaction
 from .enroll import accounts_of, keyring
 from .errors import BundleRejected
@@ -209,6 +209,7 @@ def _accept(home: GroundHome, vb: VerifiedBundle, data: bytes, *, source: str, n
         item_rows, pub_rows = [], []
         for v in vb.items:
             it = v.item
+            proof = None if v.signed.inclusion is None else v.signed.inclusion.to_bytes()
             item_rows.append(
                 (
                     it.id,
@@ -224,10 +225,11 @@ def _accept(home: GroundHome, vb: VerifiedBundle, data: bytes, *, source: str, n
                     None if isinstance(it, Post) else it.target_id,
                     now_ms,
                     # Format 3: this item's own proof, bounded (docs/PROTOCOL.md §17).
-                    None if v.signed.inclusion is None else v.signed.inclusion.to_bytes(),
+                    proof,
                 )
             )
             if isinstance(it, Post):
+                decoded.remember(v.signed.body, it, proof, v.signed.inclusion)  # publishing reuses them
                 for account in it.targets:
                     if (it.author, account) not in refusals:  # one query per signer and account
                         refusals[it.author, account] = refusal(conn, it.author, account)
