@@ -354,10 +354,30 @@ async def _pass(
         "ORDER BY COALESCE(p.next_attempt_ms, i.publish_at_ms, 0), p.item_id, p.account",
         (now_ms, now_ms),
     ).fetchall()
-    if platforms is None:
-        # Only the adapters this pass needs: importing all of them (HTTP clients, OAuth,
-        # pydantic) took ~0.8 s, longer than archiving a 1,000-post hand-off.
-        platforms = default_platforms(home, {account.partition(":")[0].lower() for _, account, *_ in rows})
+    if platforms is not None:
+        return await _publish_rows(home, rows, platforms, session, now_ms, policy, rng)
+    # Only the adapters this pass needs: importing all of them (HTTP clients, OAuth,
+    # pydantic) took ~0.8 s, longer than archiving a 1,000-post hand-off.
+    own = default_platforms(home, {account.partition(":")[0].lower() for _, account, *_ in rows})
+    try:
+        return await _publish_rows(home, rows, own, session, now_ms, policy, rng)
+    finally:
+        for platform in own.values():  # e.g. the archive's index database
+            close = getattr(platform, "close", None)
+            if callable(close):
+                close()
+
+
+async def _publish_rows(
+    home: GroundHome,
+    rows: list[Any],
+    platforms: dict[str, Platform],
+    session: Any,
+    now_ms: int,
+    policy: RetryPolicy,
+    rng: random.Random,
+) -> list[PublishOutcome]:
+    conn = home.conn
     # Platforms that take posts in groups (the archive) pay durability per group (issue 18).
     from .publish_batch import publish_in_batches  # builds on this module
 

@@ -91,6 +91,13 @@ class ArchivePlatform:
         self._lock = threading.Lock()  # the index connection is shared by the writer thread
         self._swept = False
 
+    def close(self) -> None:
+        """Close the pack index (its -wal and -shm files go); it reopens when next needed."""
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
     # --- paths and the index ----------------------------------------------------------------
 
     def _dir(self, account: str, post_id: str) -> Path:
