@@ -22,11 +22,13 @@ Measured on a fresh ground home per row:
   (imports are paid once per process, like interpreter start-up): accept, then publishing each
   post to its ``archive`` account (a line of a pack per text post, ground/platforms/archive.py),
   posts/s;
+- ingest CPU: the CPU time (all of its threads) the same command took, as posts per CPU second:
+  on a machine shared with other work, what one free core would do;
 - disk: every file of the ground home afterwards (ground.db with its WAL, blobs, archive), per
   post, as allocated blocks (what `du` counts) and as apparent bytes;
 - floors, in the same run: Ed25519 verify + sha256 of the signed body per post (one signature
   per post, format 1's cost), and format 2's: sha256 per post + one verify per astronaut;
-  and the disk's: the disk operations archiving N text posts needs, in groups of 500 (an
+  and the disk's: the disk operations archiving N text posts needs, in groups of 1,000 (an
   index commit, then one pack file written, flushed, renamed and flushed) — what this disk
   allows at that moment, since other processes' writes slow every metadata operation and fsync.
 """
@@ -82,6 +84,7 @@ class Row:
     bundle_bytes: int
     accept_s: float
     ingest_s: float
+    ingest_cpu_s: float
     disk_blocks: int
     disk_apparent: int
     floor1_s: float
@@ -167,7 +170,7 @@ def floors(posts: Sequence[Post]) -> tuple[float, float]:
 
 def disk_floor(n: int, workdir: Path) -> float:
     """Seconds for the disk operations of archiving ``n`` text posts as the archive does, in
-    groups of 500: an index commit (500 rows), then one pack of 500 ~1.2 kB records made
+    groups of 1,000: an index commit (1,000 rows), then one pack of 1,000 ~1.2 kB records made
     durable (FileBatch: written, flushed, renamed, flushed)."""
     root = workdir / f"disk-floor-{n}"
     root.mkdir()
@@ -176,8 +179,8 @@ def disk_floor(n: int, workdir: Path) -> float:
     )
     record = b"y" * 1200 + b"\n"
     t0 = time.perf_counter()
-    for start in range(0, n, 500):
-        ids = range(start, min(n, start + 500))
+    for start in range(0, n, 1000):
+        ids = range(start, min(n, start + 1000))
         with transaction(index):
             index.executemany("INSERT INTO posts VALUES (?, ?)", [(f"{i:026d}", start) for i in ids])
         with FileBatch(root) as batch:
@@ -197,10 +200,12 @@ def _ground_command() -> Any:
     return command()
 
 
-def run_cli_ingest(home: Path, bundle: Path) -> float:
-    """Seconds for ``ground --home HOME ingest BUNDLE``, run in-process (no interpreter start-up)."""
+def run_cli_ingest(home: Path, bundle: Path) -> tuple[float, float]:
+    """Seconds for ``ground --home HOME ingest BUNDLE``, run in-process (no interpreter start-up):
+    (wall clock, CPU time of this process's threads)."""
     cmd = _ground_command()
     out = io.StringIO()
+    c0 = time.process_time()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try:
@@ -209,9 +214,10 @@ def run_cli_ingest(home: Path, bundle: Path) -> float:
             if exc.code:
                 raise RuntimeError(f"ground ingest failed: {out.getvalue()[-2000:]}") from exc
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     if f"{bundle.name}: " not in out.getvalue() or "REJECTED" in out.getvalue():
         raise RuntimeError(f"ground ingest did not accept the bundle: {out.getvalue()[-2000:]}")
-    return elapsed
+    return elapsed, cpu
 
 
 def warm_up(texts: Sequence[str], workdir: Path) -> None:
@@ -243,7 +249,7 @@ def measure(corpus: str, n: int, texts: Sequence[str], workdir: Path) -> Row:
 
     whole = workdir / f"ingest-{n}"
     new_home(whole).close()
-    ingest_s = run_cli_ingest(whole, bundle)
+    ingest_s, ingest_cpu_s = run_cli_ingest(whole, bundle)
     published = len(archived_posts(whole / "archive"))
     if published != n:
         raise RuntimeError(f"published {published} of {n} posts to the archive")
@@ -255,6 +261,7 @@ def measure(corpus: str, n: int, texts: Sequence[str], workdir: Path) -> Row:
         bundle_bytes=len(data),
         accept_s=accept_s,
         ingest_s=ingest_s,
+        ingest_cpu_s=ingest_cpu_s,
         disk_blocks=blocks,
         disk_apparent=apparent,
         floor1_s=f1,
@@ -265,14 +272,15 @@ def measure(corpus: str, n: int, texts: Sequence[str], workdir: Path) -> Row:
 
 def table(rows: Sequence[Row]) -> list[str]:
     lines = [
-        "| texts | posts | bundle | accept (posts/s) | `ground ingest` (posts/s) | disk per post: allocated / apparent "
+        "| texts | posts | bundle | accept (posts/s) | `ground ingest` (posts/s) "
+        "| `ground ingest` per CPU second (posts) | disk per post: allocated / apparent "
         "| floor: verify+sha256 per post (posts/s) | floor: format 2 (posts/s) | floor: archive files (posts/s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.corpus} | {r.posts:,} | {r.bundle_bytes:,} B | {r.posts / r.accept_s:,.0f} "
-            f"| {r.posts / r.ingest_s:,.0f} "
+            f"| {r.posts / r.ingest_s:,.0f} | {r.posts / r.ingest_cpu_s:,.0f} "
             f"| {r.disk_blocks / r.posts:,.0f} B / {r.disk_apparent / r.posts:,.0f} B "
             f"| {r.posts / r.floor1_s:,.0f} | {r.posts / r.floor2_s:,.0f} | {r.posts / r.floor_disk_s:,.0f} |"
         )
@@ -338,14 +346,14 @@ def main(argv: list[str] | None = None) -> int:
     print_proofs(sizes, next(iter(corpora.values())))
     slow = [r.posts for r in rows if r.posts / r.accept_s < GOAL_POSTS_S]
     slow_ingest = [r.posts for r in rows if r.posts / r.ingest_s < GOAL_POSTS_S]
-    big = [r.posts for r in rows if r.disk_apparent / r.posts > GOAL_BYTES_PER_POST]
+    big = [r.posts for r in rows if max(r.disk_apparent, r.disk_blocks) / r.posts > GOAL_BYTES_PER_POST]
     print(f"goal: accept ≥ {GOAL_POSTS_S:,} posts/s" + (f" — MISSED at {slow}" if slow else " — met"))
     print(
         f"goal: `ground ingest` ≥ {GOAL_POSTS_S:,} posts/s"
         + (f" — MISSED at {slow_ingest}" if slow_ingest else " — met")
     )
     print(
-        f"goal: ≤ {GOAL_BYTES_PER_POST:,} apparent bytes per post"
+        f"goal: ≤ {GOAL_BYTES_PER_POST:,} bytes per post, allocated and apparent"
         + (f" — MISSED at {big}" if big else " — met")
     )
     return 0
