@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from protocol import Post
+from protocol.batch_tree import BatchInclusion
 from protocol.model import parse_target
 from protocol.rules import PlatformRules, check_target, media_fidelity, rules_for
 
@@ -188,6 +189,13 @@ def _record(
     ]
 
 
+def _inclusion(proofs: dict[str, BatchInclusion], item_id: str, raw: bytes) -> BatchInclusion:
+    """The item's audit path, parsed once per group (a post to several accounts has one)."""
+    if item_id not in proofs:
+        proofs[item_id] = decoded.inclusion(raw)
+    return proofs[item_id]
+
+
 def _requests(
     home: GroundHome, rows: list[Row], now_ms: int
 ) -> tuple[list[tuple[Row, PublishRequest]], list[Row], list[Row]]:
@@ -213,6 +221,8 @@ def _requests(
         )
     }
     statements: dict[bytes, bytes] = {}
+    posts: dict[str, Any] = {}
+    proofs: dict[str, BatchInclusion] = {}
     accounts: dict[str, tuple[str, PlatformRules | None]] = {}  # parsed once per account
     out: list[tuple[Row, PublishRequest]] = []
     left: list[Row] = []
@@ -221,7 +231,9 @@ def _requests(
         item_id, account, state, _attempts, updated_ms, _remote = row
         try:
             body, sig, key_id, statement_sha, inline_statement, batch_proof = items[item_id]
-            post = decoded.item(body)
+            if item_id not in posts:  # a post to several accounts: decoded once per group
+                posts[item_id] = decoded.item(body)
+            post = posts[item_id]
             if not isinstance(post, Post):
                 raise ValueError(f"{item_id} is not a post")
             if account not in accounts:
@@ -256,7 +268,7 @@ def _requests(
             statement=statements[statement_sha] if statement_sha is not None else (inline_statement or b""),
             # Format 3 (docs/PROTOCOL.md §17): the post's own audit path, as the one-by-one path
             # (publish.build_request) gives it.
-            inclusion=None if batch_proof is None else decoded.inclusion(bytes(batch_proof)),
+            inclusion=None if batch_proof is None else _inclusion(proofs, item_id, bytes(batch_proof)),
             ambiguous_since_ms=updated_ms if state == PubState.PUBLISHING else None,
             now_ms=now_ms,
         )
