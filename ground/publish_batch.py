@@ -66,10 +66,13 @@ async def publish_in_batches(
     groups: dict[str, list[Row]] = {}
     platform_of: dict[str, str | None] = {}  # per account, not per row
     for row in rows:
-        account = row[1]
-        if row[2] in (PubState.PENDING, PubState.PUBLISHING) and account not in platform_of:
-            platform_of[account] = parse_target(account)[0] if _batch_platform(platforms, account) else None
-        name = platform_of.get(account) if row[2] in (PubState.PENDING, PubState.PUBLISHING) else None
+        account, name = row[1], None
+        if row[2] in (PubState.PENDING, PubState.PUBLISHING):
+            if account not in platform_of:
+                platform_of[account] = (
+                    parse_target(account)[0] if _batch_platform(platforms, account) else None
+                )
+            name = platform_of[account]
         if name is not None:
             groups.setdefault(name, []).append(row)
         else:
