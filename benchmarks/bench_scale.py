@@ -18,22 +18,26 @@ Texts are cycled when N is larger than a corpus; each post has its own time and 
 
 Measured on a fresh ground home per row:
 - accept: ``ground.ingest.ingest_bytes`` alone (verify + policy + one transaction), posts/s;
-- ingest: the whole ``ground ingest FILE`` command in-process (accept, then publishing each post
-  to its ``archive`` account: a folder with text.txt and record.json), posts/s;
+- ingest: the whole ``ground ingest FILE`` command in-process, after one untimed warm-up run
+  (imports are paid once per process, like interpreter start-up): accept, then publishing each
+  post to its ``archive`` account (a line of a pack per text post, ground/platforms/archive.py),
+  posts/s;
+- ingest CPU: the CPU time (all of its threads) the same command took, as posts per CPU second:
+  on a machine shared with other work, what one free core would do;
 - disk: every file of the ground home afterwards (ground.db with its WAL, blobs, archive), per
   post, as allocated blocks (what `du` counts) and as apparent bytes;
 - floors, in the same run: Ed25519 verify + sha256 of the signed body per post (one signature
   per post, format 1's cost), and format 2's: sha256 per post + one verify per astronaut;
-  and the disk's: the file operations archiving a post needs (a folder, two small files, a
-  rename) for N posts, made durable as ground does, in groups of 500 (one syncfs before and
-  one after the renames) — what this disk allows at that moment, since other processes'
-  writes slow every metadata operation.
+  and the disk's: the disk operations archiving N text posts needs, in groups of 1,000 (an
+  index commit, then one pack file written, flushed, renamed and flushed) — what this disk
+  allows at that moment, since other processes' writes slow every metadata operation and fsync.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -43,6 +47,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -52,9 +57,11 @@ from benchmarks import multilingual  # noqa: E402
 from benchmarks.batch_proofs import measure_proofs, proof_table  # noqa: E402
 from benchmarks.corpus import ASTRONAUTS, BASE_MS, astronaut_key, split  # noqa: E402
 from durable.files import FileBatch  # noqa: E402
+from durable.sqlitedb import open_db, transaction  # noqa: E402
 from ground import enroll as enroll_mod  # noqa: E402
 from ground.home import GroundHome  # noqa: E402
 from ground.ingest import decoders, ingest_bytes  # noqa: E402
+from ground.platforms.archive import archived_posts  # noqa: E402
 from onboard.export import CURRENT_GROUND, items_encoding  # noqa: E402
 from protocol import Post, build_bundle, sign_item  # noqa: E402
 from protocol.bundle import CompactItems  # noqa: E402
@@ -77,6 +84,7 @@ class Row:
     bundle_bytes: int
     accept_s: float
     ingest_s: float
+    ingest_cpu_s: float
     disk_blocks: int
     disk_apparent: int
     floor1_s: float
@@ -161,38 +169,65 @@ def floors(posts: Sequence[Post]) -> tuple[float, float]:
 
 
 def disk_floor(n: int, workdir: Path) -> float:
-    """Seconds for the file operations of archiving ``n`` posts, durable in groups of 500."""
+    """Seconds for the disk operations of archiving ``n`` text posts as the archive does, in
+    groups of 1,000: an index commit (1,000 rows), then one pack of 1,000 ~1.2 kB records made
+    durable (FileBatch: written, flushed, renamed, flushed)."""
     root = workdir / f"disk-floor-{n}"
     root.mkdir()
+    index = open_db(
+        root / "index.db", "CREATE TABLE posts (id TEXT PRIMARY KEY, pack INTEGER) WITHOUT ROWID;"
+    )
+    record = b"y" * 1200 + b"\n"
     t0 = time.perf_counter()
-    for start in range(0, n, 500):
+    for start in range(0, n, 1000):
+        ids = range(start, min(n, start + 1000))
+        with transaction(index):
+            index.executemany("INSERT INTO posts VALUES (?, ?)", [(f"{i:026d}", start) for i in ids])
         with FileBatch(root) as batch:
-            for i in range(start, min(n, start + 500)):
-                tmp = root / f".{i}.partial"
-                batch.mkdir(tmp)
-                batch.create(tmp / "text.txt", b"x" * 120)
-                batch.create(tmp / "record.json", b"y" * 1400)
-                batch.rename(tmp, root / str(i))
+            batch.put(root / f"{start}.jsonl", record * len(ids))
             batch.sync()
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    index.close()
+    return elapsed
 
 
-def run_cli_ingest(home: Path, bundle: Path) -> float:
-    """Seconds for ``ground --home HOME ingest BUNDLE``, run in-process (no interpreter start-up)."""
-    from ground.cli import app
+@functools.cache
+def _ground_command() -> Any:
+    """The `ground` command as its console script runs it, built once per process as there
+    (typer derives it from every command's signature: ~0.2 s, start-up like the imports)."""
+    from ground.cli import command
 
+    return command()
+
+
+def run_cli_ingest(home: Path, bundle: Path) -> tuple[float, float]:
+    """Seconds for ``ground --home HOME ingest BUNDLE``, run in-process (no interpreter start-up):
+    (wall clock, CPU time of this process's threads)."""
+    cmd = _ground_command()
     out = io.StringIO()
+    c0 = time.process_time()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
         try:
-            app(["--home", str(home), "ingest", str(bundle)], standalone_mode=False)
+            cmd(["--home", str(home), "ingest", str(bundle)], prog_name="ground", standalone_mode=False)
         except SystemExit as exc:  # pragma: no cover - a failure, reported below
             if exc.code:
                 raise RuntimeError(f"ground ingest failed: {out.getvalue()[-2000:]}") from exc
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     if f"{bundle.name}: " not in out.getvalue() or "REJECTED" in out.getvalue():
         raise RuntimeError(f"ground ingest did not accept the bundle: {out.getvalue()[-2000:]}")
-    return elapsed
+    return elapsed, cpu
+
+
+def warm_up(texts: Sequence[str], workdir: Path) -> None:
+    """One `ground ingest` of a 3-post bundle, untimed: what a process pays once (typer's
+    argument parsing imports pydantic, publishing imports its modules: ~0.5 s here) is not a
+    per-bundle cost, as interpreter start-up is not."""
+    bundle = workdir / "warm-up.opb"
+    bundle.write_bytes(make_bundle(make_posts(3, texts), 0))
+    new_home(workdir / "warm-up").close()
+    run_cli_ingest(workdir / "warm-up", bundle)
 
 
 def measure(corpus: str, n: int, texts: Sequence[str], workdir: Path) -> Row:
@@ -214,8 +249,8 @@ def measure(corpus: str, n: int, texts: Sequence[str], workdir: Path) -> Row:
 
     whole = workdir / f"ingest-{n}"
     new_home(whole).close()
-    ingest_s = run_cli_ingest(whole, bundle)
-    published = sum(1 for _ in (whole / "archive").glob("*/*/record.json"))
+    ingest_s, ingest_cpu_s = run_cli_ingest(whole, bundle)
+    published = len(archived_posts(whole / "archive"))
     if published != n:
         raise RuntimeError(f"published {published} of {n} posts to the archive")
     blocks, apparent = disk_usage(whole)
@@ -226,6 +261,7 @@ def measure(corpus: str, n: int, texts: Sequence[str], workdir: Path) -> Row:
         bundle_bytes=len(data),
         accept_s=accept_s,
         ingest_s=ingest_s,
+        ingest_cpu_s=ingest_cpu_s,
         disk_blocks=blocks,
         disk_apparent=apparent,
         floor1_s=f1,
@@ -236,14 +272,15 @@ def measure(corpus: str, n: int, texts: Sequence[str], workdir: Path) -> Row:
 
 def table(rows: Sequence[Row]) -> list[str]:
     lines = [
-        "| texts | posts | bundle | accept (posts/s) | `ground ingest` (posts/s) | disk per post: allocated / apparent "
+        "| texts | posts | bundle | accept (posts/s) | `ground ingest` (posts/s) "
+        "| `ground ingest` per CPU second (posts) | disk per post: allocated / apparent "
         "| floor: verify+sha256 per post (posts/s) | floor: format 2 (posts/s) | floor: archive files (posts/s) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.corpus} | {r.posts:,} | {r.bundle_bytes:,} B | {r.posts / r.accept_s:,.0f} "
-            f"| {r.posts / r.ingest_s:,.0f} "
+            f"| {r.posts / r.ingest_s:,.0f} | {r.posts / r.ingest_cpu_s:,.0f} "
             f"| {r.disk_blocks / r.posts:,.0f} B / {r.disk_apparent / r.posts:,.0f} B "
             f"| {r.posts / r.floor1_s:,.0f} | {r.posts / r.floor2_s:,.0f} | {r.posts / r.floor_disk_s:,.0f} |"
         )
@@ -299,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         workdir = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-scale-")))
         workdir.mkdir(parents=True, exist_ok=True)
+        decoders()  # imports numpy/imagecodecs once per process (~0.6 s): not a per-bundle cost
+        warm_up(next(iter(corpora.values())), workdir)
         for corpus, texts in corpora.items():
             for n in sizes:
                 rows.append(measure(corpus, n, texts, workdir))
@@ -307,14 +346,14 @@ def main(argv: list[str] | None = None) -> int:
     print_proofs(sizes, next(iter(corpora.values())))
     slow = [r.posts for r in rows if r.posts / r.accept_s < GOAL_POSTS_S]
     slow_ingest = [r.posts for r in rows if r.posts / r.ingest_s < GOAL_POSTS_S]
-    big = [r.posts for r in rows if r.disk_apparent / r.posts > GOAL_BYTES_PER_POST]
+    big = [r.posts for r in rows if max(r.disk_apparent, r.disk_blocks) / r.posts > GOAL_BYTES_PER_POST]
     print(f"goal: accept ≥ {GOAL_POSTS_S:,} posts/s" + (f" — MISSED at {slow}" if slow else " — met"))
     print(
         f"goal: `ground ingest` ≥ {GOAL_POSTS_S:,} posts/s"
         + (f" — MISSED at {slow_ingest}" if slow_ingest else " — met")
     )
     print(
-        f"goal: ≤ {GOAL_BYTES_PER_POST:,} apparent bytes per post"
+        f"goal: ≤ {GOAL_BYTES_PER_POST:,} bytes per post, allocated and apparent"
         + (f" — MISSED at {big}" if big else " — met")
     )
     return 0

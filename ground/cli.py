@@ -263,6 +263,15 @@ def ingest(
     \b
         ground --home G ingest /media/usb/down
     """
+    try:
+        _ingest_files(path)
+    finally:
+        # Closing checkpoints the database and removes its -wal file (a 10,000-post bundle's
+        # transaction leaves megabytes of it), as the process's exit would if it closed cleanly.
+        state.home.close()
+
+
+def _ingest_files(path: Path) -> None:
     files = sorted(path.glob("*.opb")) if path.is_dir() else [path]
     if not files:
         raise GroundError(f"no bundle files (*.opb) in {path}")

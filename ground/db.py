@@ -196,6 +196,10 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 def connect(path: Path) -> sqlite3.Connection:
     """Open ground's database with WAL and full fsync; creates the schema if new."""
     conn = open_db(path, SCHEMA, check_same_thread=False)
+    # Accepting a 10,000-post bundle is one transaction of ~12 MB of WAL; without a limit the
+    # -wal file keeps that size for good (issue 18: storage per post). Truncated to this at the
+    # next checkpoint that restarts it.
+    conn.execute("PRAGMA journal_size_limit = 4194304")
     _migrate(conn)
     changes.ensure_schema(conn)  # the receipts' change log and its triggers (docs/PROTOCOL.md §9)
     return conn

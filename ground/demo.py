@@ -182,7 +182,8 @@ def _demo(
     finally:
         stop_server(server)
     print(
-        f"\nPublished posts are under {ground_home / 'archive'}; every file's sha256 is in its record.json."
+        f"\nPublished posts are under {ground_home / 'archive'}: text posts as records in .packs/*.jsonl, "
+        "each post with photos as a folder whose record.json has every file's sha256."
     )
 
 

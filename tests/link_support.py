@@ -13,6 +13,7 @@ from pathlib import Path
 from conftest import Cli
 
 from ground.home import GroundHome
+from ground.platforms.archive import ArchivedPost, archived_posts
 
 
 async def until(check, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
@@ -35,10 +36,9 @@ def link_requests(ground_home: Path, station: str = "iss") -> int:
         conn.close()
 
 
-def archive_posts(ground_home: Path) -> list[Path]:
-    """Every published post folder in ground's archive platform, in order."""
-    root = ground_home / "archive"
-    return sorted(p for p in root.glob("*/*") if p.is_dir() and not p.name.startswith("."))
+def archive_posts(ground_home: Path) -> list[ArchivedPost]:
+    """Every post in ground's archive platform (text posts packed, photo posts in folders), in order."""
+    return archived_posts(ground_home / "archive") if (ground_home / "archive").is_dir() else []
 
 
 def free_port() -> int:

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from ground import translog
 from ground.db import connect
 from ground.home import GroundHome
+from ground.platforms.archive import archived_posts, read_post
 from protocol import SignedItem, parse_public_key, read_header
 from protocol.batch_tree import BatchInclusion, check_inclusion, root_from_inclusion
 from protocol.keys import verify_signature
@@ -83,16 +84,18 @@ def test_format_2_bundle_one_signature_per_astronaut_and_proofs_hold(enrolled: C
         assert item.created_ms % 1000 == 0, "onboard composes whole-second times"
 
         # The archive record proves the post on its own: body, statement and signature.
-        record = json.loads((cli.ground_home / "archive" / author / item_id / "record.json").read_text())
+        # (A text post is a line of a pack: archive layout 2, ground/platforms/archive.py.)
+        held = read_post(cli.ground_home / "archive", author, item_id)
+        assert held is not None and held.location.suffix == ".jsonl"
+        record = held.record
         signed_body = base64.b64decode(record["signed_body"])
-        assert signed_body == body and record["signed_body_sha256"] == hashlib.sha256(body).hexdigest()
-        folder = cli.ground_home / "archive" / author / item_id
-        st = (folder / record["batch_statement_file"]).read_bytes()
+        assert signed_body == body
+        # The statement file is named relative to the folder holding the record's file.
+        st = (held.location.parent / record["batch_statement_file"]).read_bytes()
         assert hashlib.sha256(st).hexdigest() == record["batch_statement_sha256"]
         assert statement_lists(st, signed_body)
         assert verify_signature(keys[author], bytes.fromhex(record["signature"]), BATCH_DOMAIN + st)
-        text = (cli.ground_home / "archive" / author / item_id / "text.txt").read_text()
-        assert (author, text) in texts
+        assert (author, held.text.decode()) in texts
 
 
 def test_format_1_for_a_ground_that_does_not_read_format_2(enrolled: Cli, tmp_path: Path) -> None:
@@ -105,8 +108,12 @@ def test_format_1_for_a_ground_that_does_not_read_format_2(enrolled: Cli, tmp_pa
     cli.ground("ingest", str(out))
     ((item_id, _body, _sig, statement, _author),) = _ground_items(cli)
     assert item_id == post_id and statement is None
-    record = json.loads((cli.ground_home / "archive" / "alice" / post_id / "record.json").read_text())
-    assert record["batch_statement_sha256"] is None and record["batch_statement_file"] is None
+    held = read_post(cli.ground_home / "archive", "alice", post_id)
+    assert held is not None
+    assert (
+        held.record.get("batch_statement_sha256") is None and held.record.get("batch_statement_file") is None
+    )
+    assert held.record.get("batch_proof") is None
 
 
 def test_format_1_when_the_key_that_signed_the_queue_is_gone(enrolled: Cli, tmp_path: Path) -> None:
@@ -155,8 +162,12 @@ def test_storage_is_linear_in_the_bundle_size(enrolled: Cli, tmp_path: Path) -> 
         db.close()
     kept = list((cli.ground_home / "archive" / ".statements").iterdir())
     assert len(kept) == 2 and sum(p.stat().st_size for p in kept) == 32 * n
-    records = list((cli.ground_home / "archive").glob("*/*/record.json"))
-    assert len(records) == n and max(p.stat().st_size for p in records) < 4096
+    held = archived_posts(cli.ground_home / "archive")
+    sizes = [len(json.dumps(p.record, ensure_ascii=False, separators=(",", ":")).encode()) for p in held]
+    assert len(held) == n and max(sizes) < 1024
+    # Text posts take no file or folder of their own: one pack per publishing group.
+    assert not (cli.ground_home / "archive" / "alice").exists()
+    assert len(list((cli.ground_home / "archive" / ".packs").glob("*.jsonl"))) == 1
 
 
 def _ground_proofs(cli: Cli) -> list[tuple[str, bytes, bytes, bytes | None, str]]:
@@ -199,8 +210,10 @@ def test_format_3_bundle_one_signature_per_astronaut_and_each_post_has_its_own_p
 
         # The archive record proves the post on its own: body, signature and audit path; no
         # statement file (nothing in it grows with the bundle).
-        record = json.loads((cli.ground_home / "archive" / author / item_id / "record.json").read_text())
-        assert record["batch_statement_file"] is None and record["batch_statement_sha256"] is None
+        held = read_post(cli.ground_home / "archive", author, item_id)
+        assert held is not None
+        record = held.record
+        assert record.get("batch_statement_file") is None and record.get("batch_statement_sha256") is None
         signed_body = base64.b64decode(record["signed_body"])
         kept = BatchInclusion.from_json(record["batch_proof"])
         assert signed_body == body and kept == inclusion

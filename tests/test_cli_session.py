@@ -10,6 +10,8 @@ from pathlib import Path
 
 from conftest import Cli
 
+from ground.platforms.archive import archived_posts
+
 
 def test_full_session_publishes_byte_identical(enrolled: Cli, photo: Path, tmp_path: Path) -> None:
     cli = enrolled
@@ -43,7 +45,7 @@ def test_full_session_publishes_byte_identical(enrolled: Cli, photo: Path, tmp_p
     # Ingesting the same folder again publishes nothing twice.
     again = cli.ground("ingest", str(outdir))
     assert "already ingested" in again.output
-    assert len(list((cli.ground_home / "archive" / "alice").iterdir())) == 1
+    assert len(archived_posts(cli.ground_home / "archive", "alice")) == 1
 
 
 def test_home_from_environment(cli: Cli, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -43,6 +43,7 @@ from publish_support import make_home, make_post, new_id
 
 from ground.credentials import store_for
 from ground.home import GroundHome
+from ground.platforms.archive import archived_posts
 from ground.platforms.atproto import tid_for_post
 from ground.public_media import set_base_url
 from protocol import SigningKey, build_bundle, sign_item
@@ -205,13 +206,13 @@ def _crash_loop(
 
 def _assert_archives_exact(home: GroundHome, texts: dict[str, str]) -> None:
     for account in ("alice", "backup"):
-        root = home.archive_dir / account
-        folders = sorted(p.name for p in root.iterdir())
-        assert folders == sorted(texts), (
-            f"archive:{account} holds {len(folders)} posts, expected {len(texts)}"
+        # Text posts are packed (archive layout 2): each must be held exactly once, whole.
+        held = archived_posts(home.archive_dir, account)
+        assert sorted(p.post_id for p in held) == sorted(texts), (
+            f"archive:{account} holds {len(held)} posts, expected {len(texts)}"
         )
-        for post_id, text in texts.items():
-            assert (root / post_id / "text.txt").read_bytes() == text.encode()
+        for p in held:
+            assert p.text == texts[p.post_id].encode()
 
 
 def _assert_all_published(home: GroundHome, texts: dict[str, str], n_targets: int) -> None:

@@ -25,7 +25,7 @@ from durable.files import BlobStore, FileBatch
 from ground.errors import PublishError
 from ground.home import GroundHome
 from ground.ingest import ingest_bytes
-from ground.platforms.archive import ArchivePlatform
+from ground.platforms.archive import ArchivePlatform, archived_posts
 from ground.publish import publish_due
 from protocol import SigningKey, build_bundle, sign_item
 
@@ -101,10 +101,12 @@ def _assert_exactly_once(home: GroundHome, texts: dict[str, str]) -> None:
     audited = _audited_publications(home)
     assert len(audited) == len(texts) * len(ACCOUNTS) and set(audited.values()) == {1}
     for account in ("alice", "backup"):
-        root = home.archive_dir / account
-        assert sorted(p.name for p in root.iterdir()) == sorted(texts)
-        for post_id, text in texts.items():
-            assert (root / post_id / "text.txt").read_bytes() == text.encode()
+        # Each post held once (text posts in packs, photo posts in folders), its exact text.
+        held = archived_posts(home.archive_dir, account)
+        assert sorted(p.post_id for p in held) == sorted(texts)
+        for p in held:
+            assert p.text == texts[p.post_id].encode()
+    assert not list(home.archive_dir.rglob("*.tmp")) and not list(home.archive_dir.rglob("*.partial"))
 
 
 def test_a_hand_off_is_published_in_groups_with_few_commits(

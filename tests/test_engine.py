@@ -14,6 +14,7 @@ from publish_support import T0, ScriptedPlatform, command, ingest, make_home, ma
 from ground.errors import GroundError, PublishError
 from ground.home import GroundHome
 from ground.platforms import ArchivePlatform
+from ground.platforms.archive import read_post
 from ground.publish import RetryPolicy, publish_due, retry
 from protocol import SigningKey
 from protocol.model import Cancel, Retract
@@ -197,8 +198,8 @@ async def test_retract_deletes_from_every_platform(
     post, _ = make_post("oops", ["fake:a", "fake:b", "archive:alice"])
     ingest(home, alice_key, [post])
     await run(home, fake, T0)
-    folder = home.archive_dir / "alice" / post.id
-    assert folder.exists()
+    held = read_post(home.archive_dir, "alice", post.id)
+    assert held is not None and held.text == b"oops"
     ingest(home, alice_key, [command(Retract, post.id)])
     fake.script = [PublishError("HTTP 503", retryable=True, ambiguous=True)]  # first delete fails
     out = await run(home, fake, T0 + 1)
@@ -210,7 +211,9 @@ async def test_retract_deletes_from_every_platform(
     (o,) = [o for o in out if o.state == "retracting"]
     await run(home, fake, o.next_attempt_ms or 0)
     assert set(states(home, post.id).values()) == {"retracted"}
-    assert not folder.exists() and fake.posts == {"a": [], "b": []}
+    assert read_post(home.archive_dir, "alice", post.id) is None and fake.posts == {"a": [], "b": []}
+    # Gone from its pack too, not only from the index.
+    assert b"oops" not in b"".join(p.read_bytes() for p in held.location.parent.glob("*.jsonl"))
 
 
 async def test_retract_waits_for_an_in_flight_publication(
@@ -323,7 +326,7 @@ def test_cli_schedule_cancel_and_retract_end_to_end(enrolled, tmp_path: Path) ->
     posts = [line.split() for line in cli.ground("posts").output.splitlines()]
     assert [later_id, "alice", "archive:alice", "cancelled"] in posts
     assert [now_id, "alice", "archive:alice", "retracted"] == [p[:4] for p in posts if p[0] == now_id][0]
-    assert not (cli.ground_home / "archive" / "alice" / now_id).exists()
+    assert read_post(cli.ground_home / "archive", "alice", now_id) is None
 
 
 async def test_idempotent_only_platform_past_its_window_goes_to_an_operator(

@@ -33,6 +33,7 @@ import pytest
 from conftest import Cli
 from link_support import free_port, link_to, setup_station
 
+from ground.platforms.archive import archived_posts
 from onboard.errors import OnboardError
 from onboard.home import Home
 from onboard.sync import sync
@@ -145,10 +146,11 @@ def _raw_receipts_request(url: str, token: str) -> int:
 
 
 def _published(home: Path) -> dict[str, list[Path]]:
+    """Where each text is held in the archive (text posts packed, photo posts in folders)."""
     out: dict[str, list[Path]] = {}
-    for d in sorted((home / "archive" / "alice").glob("*")):
-        if d.is_dir() and not d.name.startswith("."):
-            out.setdefault((d / "text.txt").read_text(), []).append(d)
+    if (home / "archive").is_dir():
+        for p in archived_posts(home / "archive", "alice"):
+            out.setdefault(p.text.decode(), []).append(p.location)
     return out
 
 

@@ -19,6 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from conftest import Cli
 
+from ground.platforms.archive import archived_posts
 from termtext import visible
 
 # (text, what must be seen verbatim in plain output)
@@ -118,9 +119,7 @@ def test_ground_commands_and_storage_keep_the_bytes(hostile: tuple[Cli, list[str
         assert v.startswith("OK ")
     ing = cli.ground("ingest", str(out)).output
     _no_raw_controls(ing)
-    published = {
-        p.name: (p / "text.txt").read_bytes() for p in (cli.ground_home / "archive" / "alice").iterdir()
-    }
+    published = {p.post_id: p.text for p in archived_posts(cli.ground_home / "archive", "alice")}
     assert sorted(published.values()) == sorted(t.encode() for t in texts)  # byte-exact on the platform
     posts = cli.ground("posts").output
     assert posts.count("\tpublished\t") == len(texts)

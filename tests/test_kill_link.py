@@ -27,6 +27,7 @@ from PIL import Image
 
 from ground import translog
 from ground.home import GroundHome
+from ground.platforms.archive import archived_posts
 
 
 def _photo(rng: random.Random, n: int) -> bytes:
@@ -156,9 +157,8 @@ def _kill_loop(
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         published = {}
-        for d in archive.glob("*"):
-            if d.is_dir() and not d.name.startswith("."):
-                published.setdefault((d / "text.txt").read_text(), []).append(d)
+        for p in archived_posts(archive.parent, "alice") if archive.is_dir() else []:
+            published.setdefault(p.text.decode(), []).append(p.location)
         if set(published) == want:
             break
         time.sleep(0.2)

@@ -18,6 +18,7 @@ import pytest
 from conftest import Cli
 from link_support import archive_posts, free_port, link_to, running_ground, setup_station
 
+from ground.platforms.archive import archived_posts
 from linkemu import Direction, LinkProxy, LossWindow
 from onboard.home import Home
 from onboard.sync import SyncError, sync
@@ -116,9 +117,9 @@ async def test_everything_arrives_once_through_random_cuts_and_a_loss_of_signal(
     # Everything published exactly once, byte-identical.
     pubs = _publications(cli.ground_home)
     assert len(pubs) == 9 and {p[2] for p in pubs} == {"published"}
-    folders = archive_posts(cli.ground_home)
-    assert len(folders) == 9
-    published_media = {f.read_bytes() for d in folders for f in d.glob("media-*")}
+    held = archive_posts(cli.ground_home)
+    assert len(held) == 9
+    published_media = {f.read_bytes() for d in held for f in d.media}
     assert published_media == photos
     q = cli.onboard("queue").output
     assert "published" in q and "sending" not in q and "failed" not in q
@@ -326,7 +327,7 @@ async def test_resume_after_ground_restart_keeps_stored_ranges(
     size = sample_jpegs[2].stat().st_size
     assert result.chunk_bytes <= size - stored + 64 * 1024
     assert len(archive_posts(cli.ground_home)) == 1
-    media = next(archive_posts(cli.ground_home)[0].glob("media-*")).read_bytes()
+    media = archive_posts(cli.ground_home)[0].media[0].read_bytes()
     assert media == sample_jpegs[2].read_bytes()
 
 
@@ -357,7 +358,7 @@ def test_ground_demo_runs_the_live_link(tmp_path: Path, subprocess_env: dict[str
     assert "ground --home" in out.stdout and " serve --host 127.0.0.1" in out.stdout
     assert "sync done" in out.stdout
     assert out.stdout.count("published") >= 2
-    assert len(list((tmp_path / "demo" / "ground" / "archive" / "alice").iterdir())) == 2
+    assert len(archived_posts(tmp_path / "demo" / "ground" / "archive", "alice")) == 2
 
 
 async def test_watch_backs_off_in_the_dark_and_resumes_when_the_link_returns(

@@ -90,5 +90,5 @@ async def test_onboard_keeps_one_copy_of_each_photo(
     assert not list(outbox.glob("*.cblob")), "a JPEG XL copy outlived its transfer"
     # The astronaut's originals, once each: the blob store holds exactly the queued photos.
     assert _bytes_under(cli.onboard_home / "blobs") == originals
-    published = {(d / "media-1.jpg").read_bytes() for d in archive_posts(cli.ground_home)}
+    published = {d.media[0].read_bytes() for d in archive_posts(cli.ground_home)}
     assert published == {p.read_bytes() for p in photos}

@@ -8,7 +8,7 @@ dependencies load only when ground uses it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -114,10 +114,12 @@ def context_for(home_root: Path, archive_dir: Path) -> AdapterContext:
     )
 
 
-def build_platforms(home_root: Path, archive_dir: Path) -> dict[str, Platform]:
-    """Every registered adapter, wired to one ground home's files."""
+def build_platforms(
+    home_root: Path, archive_dir: Path, only: Collection[str] | None = None
+) -> dict[str, Platform]:
+    """Every registered adapter (or those named in ``only``), wired to one ground home's files."""
     ctx = context_for(home_root, archive_dir)
-    return {name: factory(ctx) for name, factory in ADAPTERS.items()}
+    return {name: factory(ctx) for name, factory in ADAPTERS.items() if only is None or name in only}
 
 
 __all__ = [
