@@ -205,12 +205,17 @@ def capabilities() -> Capabilities:
     from protocol.bundle import FORMATS
     from protocol.dictionary import shipped_ids
     from protocol.model import BODY_VERSIONS
+    from protocol.transfer_wire import LINK_VERSIONS
 
     codecs = set(DEFAULT_DECODERS) | {Codec.ZSTD_DICT}
     if available():
         codecs.add(Codec.JPEG_XL)
     return Capabilities(
-        codecs=frozenset(codecs), dictionaries=shipped_ids(), formats=FORMATS, bodies=BODY_VERSIONS
+        codecs=frozenset(codecs),
+        dictionaries=shipped_ids(),
+        formats=FORMATS,
+        bodies=BODY_VERSIONS,
+        link=LINK_VERSIONS,
     )
 
 

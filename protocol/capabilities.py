@@ -5,9 +5,10 @@ anything else travels in a form every side reads (zstd or as-is). The codec of e
 section is also marked in the bundle header, so a bundle is self-describing either way
 (docs/PROTOCOL.md §5, §10).
 
-Token form: ``codecs=0,1,2,3;dicts=6f700001;formats=1,2;bodies=1,2`` — codec ids in decimal,
-dictionary ids in hex, bundle format versions and item body versions in decimal (a token
-without ``formats`` means format 1 only, without ``bodies`` body version 1 only).
+Token form: ``codecs=0,1,2,3;dicts=6f700001;formats=1,2;bodies=1,2;link=1,2`` — codec ids in
+decimal, dictionary ids in hex, bundle format versions, item body versions and live-link
+versions in decimal (a token without ``formats`` means format 1 only, without ``bodies`` body
+version 1 only, without ``link`` link version 1 only).
 Unknown ``key=value`` parts are ignored so later versions can add keys.
 """
 
@@ -32,6 +33,12 @@ class Capabilities:
     # Item body versions (docs/PROTOCOL.md §3, §3.1): onboard writes a version-2 body (a
     # rendition consent) only to a ground that lists 2 here.
     bodies: frozenset[int] = frozenset({1})
+    # Live-link versions (docs/PROTOCOL.md §8.2): 2 = an OPEN may carry a receipts cursor,
+    # answered with the receipts inside its STATUS. Onboard asks so only of a ground listing 2.
+    link: frozenset[int] = frozenset({1})
+
+    def speaks_link(self, version: int) -> bool:
+        return version in self.link
 
     def reads_body(self, version: int) -> bool:
         return version in self.bodies
@@ -54,6 +61,8 @@ class Capabilities:
         if self.bodies != {1}:
             # Left out when it says nothing new, so a token stays what older grounds compared.
             token += ";bodies=" + ",".join(str(b) for b in sorted(self.bodies))
+        if self.link != {1}:
+            token += ";link=" + ",".join(str(v) for v in sorted(self.link))
         return token
 
     @classmethod
@@ -80,6 +89,7 @@ class Capabilities:
             dictionaries=_ints(fields.get("dicts", ""), 16, "dictionary id"),
             formats=_ints(fields.get("formats", "1"), 10, "bundle format") or frozenset({1}),
             bodies=_ints(fields.get("bodies", "1"), 10, "body version") or frozenset({1}),
+            link=_ints(fields.get("link", "1"), 10, "link version") or frozenset({1}),
         )
 
 
