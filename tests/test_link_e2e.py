@@ -108,7 +108,7 @@ async def test_everything_arrives_once_through_random_cuts_and_a_loss_of_signal(
         f"\npayload {payload:,} B ({payload_photos:,} B of photos, {dict((k, n) for k, _, n in sizes)}); "
         f"wire up {stats.bytes_up:,} B, down {stats.bytes_down:,} B; chunk bytes sent {result.chunk_bytes:,}; "
         f"frame overhead {framing:,} B in {result.requests} requests; cuts {stats.random_cuts} random + "
-        f"{stats.loss_cuts} loss-of-signal; failed requests {result.failures}; max chunk {result.max_chunk_bytes:,} B; "
+        f"{stats.loss_cuts} loss-of-signal ({stats.loss_cuts_idle} idle); failed requests {result.failures}; max chunk {result.max_chunk_bytes:,} B; "
         f"wire/payload {stats.bytes_up / payload:.3f}"
     )
     assert stats.random_cuts >= 20
