@@ -202,20 +202,23 @@ def build_document(
     *,
     station: str | None = None,
     claims: Iterable[bytes] = (),
+    checkpoint: bool = True,
 ) -> tuple[bytes, int, bool]:
     """A signed receipts document (bytes), the cursor (change seq) for the next one, and whether
     more remain.
 
     ``station`` scopes it to what that station may read (see ``collect``), after recording
     its ``claims`` (sha256 of bundles it handed off as files, §9); None: everything.
+    ``checkpoint``: carry ground's latest log checkpoint (§15), as every document did before
+    link version 2 (whose OPEN answers carry it once a day, ground/server.py).
     """
     if station is not None:
         changes.claim(home.conn, station, claims, now_ms)
     receipts, next_since, more = collect(home.conn, since, limit, station=station)
     from . import translog  # late: translog imports this module for ground's key
 
-    checkpoint = translog.latest(home) or ""
-    return sign_receipts(ground_key(home), now_ms, receipts, checkpoint=checkpoint), next_since, more
+    note = (translog.latest(home) or "") if checkpoint else ""
+    return sign_receipts(ground_key(home), now_ms, receipts, checkpoint=note), next_since, more
 
 
 def item_id_bytes(item_id: str) -> bytes:

@@ -75,6 +75,11 @@ COMMIT_RETRY_S = 5.0
 OPEN_RECEIPTS_HOLD_S = 2.0
 # How often the hold looks at the publications (one indexed query).
 OPEN_RECEIPTS_POLL_S = 0.05
+# The receipts in an OPEN's answer carry ground's log checkpoint (§15, ~230 B: as much again as
+# a short post's bundle) at most this often per station: a station keeps a head a day to check
+# the public log against, and a lone post's answer stays within 2 × its bundle (issue 14).
+# Receipts asked for by RECEIPTS carry it every time, as before.
+OPEN_CHECKPOINT_EVERY_S = 24 * 3600.0
 
 # Ground's own storage failing: the disk (OSError) or the database (full, locked, I/O error:
 # sqlite3.Error, which is not an OSError). The station's bytes are not at fault: 503 storage,
@@ -142,6 +147,8 @@ class LinkService:
         # How long such an answer waits for publishing: `serve` sets OPEN_RECEIPTS_HOLD_S when
         # it runs the publisher; without one (an app in a test), nothing would publish: 0.
         self.receipts_hold_s = 0.0
+        # When each station was last given a log checkpoint (time.monotonic(); since this start).
+        self._checkpoint_at: dict[str, float] = {}
 
     def _quota(self, station: str) -> int | None:
         row = self.home.conn.execute("SELECT quota_bytes FROM stations WHERE name = ?", (station,)).fetchone()
@@ -245,6 +252,7 @@ class LinkService:
                         doc, nxt, more = build_document(
                             self.home, ev.since, _now_ms(), ev.limit, station=ev.station, claims=ev.claims
                         )
+                        self._checkpoint_at[ev.station] = time.monotonic()
                     except STORAGE_ERRORS as exc:
                         r.store_failed(ev.rid, f"receipts unavailable: {_describe(exc)}")
                     else:
@@ -287,8 +295,14 @@ class LinkService:
     def finish_receipts(self, ev: ReceiptsWanted, now_ms: int, *, held_ms: int = 0) -> None:
         """Build a deferred ReceiptsWanted's document and hand it to the receiver (the
         simulator calls this after its own publishing pass)."""
+        last = self._checkpoint_at.get(ev.station)
+        head = last is None or time.monotonic() - last >= OPEN_CHECKPOINT_EVERY_S
         try:
-            doc, nxt, more = build_document(self.home, ev.since, now_ms, ev.limit, station=ev.station)
+            doc, nxt, more = build_document(
+                self.home, ev.since, now_ms, ev.limit, station=ev.station, checkpoint=head
+            )
+            if head:
+                self._checkpoint_at[ev.station] = time.monotonic()
         except STORAGE_ERRORS as exc:
             self.receiver.store_failed(ev.rid, f"receipts unavailable: {_describe(exc)}")
         else:

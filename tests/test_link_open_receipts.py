@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from link_support import link_requests, link_to, running_ground, setup_station
 from test_transfer import add, make_pair
 
+from linkemu import LinkProxy
 from onboard.home import Home
 from onboard.sync import sync
 from protocol.capabilities import Capabilities
@@ -258,3 +260,37 @@ async def test_with_an_older_grounds_token_the_old_path_still_works(cli: Cli, tm
     n, queue = await _one_lone_post(cli, tmp_path, older_token=True)
     assert n == 2  # the OPEN, then a RECEIPTS request
     assert "published" in queue
+
+
+async def test_real_bytes_of_lone_posts_through_the_link_emulator(cli: Cli, tmp_path: Path) -> None:
+    """The real ground server and `onboard sync` through linkemu, bytes counted on the wire:
+    each lone post (after the station's first, which also brings the enrolled accounts and the
+    day's log checkpoint) costs ≤ 2 × its bundle up, the shortest texts included, and down too
+    but for the receipt's URL and platform id: they say where the post went, and beyond ~80
+    characters together (the archive's file:// URL under pytest's tmp is ~120; Mastodon's and
+    X's are ~65, Bluesky's web URL and at:// URI ~130) the shortest texts' answers exceed 2 ×."""
+    token = setup_station(cli, tmp_path)
+    rows = []
+    async with running_ground(cli.ground_home) as url:
+        port = int(url.rsplit(":", 1)[1])
+        for text in ("first post of the station", "a", "Hi!", "Привет, Земля! 🌍", "x" * 280):
+            cli.onboard("post", "--as", "alice", "--to", "archive:alice", text)
+            async with LinkProxy("127.0.0.1", port) as proxy:
+                link_to(cli, proxy.url, token)
+                result = await sync(Home(cli.onboard_home), wait_published_s=20)
+            assert result.requests == 1 and result.pending_items == 0
+            conn = sqlite3.connect(cli.onboard_home / "onboard.db")
+            (bundle,) = conn.execute(
+                "SELECT size_bytes FROM link_transfers WHERE kind = 'bundle' ORDER BY rowid DESC LIMIT 1"
+            ).fetchone()
+            conn.close()
+            names = sqlite3.connect(cli.ground_home / "ground.db").execute(
+                "SELECT LENGTH(url) + LENGTH(remote_id) FROM publications ORDER BY rowid DESC LIMIT 1"
+            )
+            (named,) = names.fetchone()
+            rows.append((len(text.encode()), bundle, proxy.stats.bytes_up, proxy.stats.bytes_down, named))
+    print("\n(text B, bundle B, up B, down B, URL + id chars):", rows)
+    for text_bytes, bundle, up, down, named in rows[1:]:
+        assert up <= 2 * bundle, (text_bytes, bundle, up)
+        assert down <= 2 * bundle + max(0, named - 80), (text_bytes, bundle, down, named)
+    assert "published" in cli.onboard("queue").output
