@@ -174,7 +174,7 @@ class TransferDone:
     state: UploadState  # COMMITTED or REJECTED
     code: str = ""
     message: str = ""
-    # Ground's answer carried receipts (a ReceiptsReceived just before this): no need to ask.
+    # Ground's answer carried receipts (a ReceiptsReceived follows this): no need to ask.
     with_receipts: bool = False
 
 
