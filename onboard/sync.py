@@ -71,11 +71,10 @@ KEEPALIVE_S = 3600.0
 LINK_SKIP_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 WARM_TIMEOUT_S = 60.0
 # Connection attempts raced for one request (``_WatchedConnector``): enough to span its
-# deadline (a probe's 300 s while the link is down: 2,500 steps of 0.2 RTT on a 0.6 s path; a
-# race that ran out would start again from scratch, losing the attempts in flight), at most
-# RACE_ATTEMPTS. Each attempt gives up after a SYN and one retry (TCP_SYNCNT=1, 3 s), so ~25
-# are open at once. simlink/vhttp.py races alike.
-RACE_ATTEMPTS = 4096
+# deadline (a probe's 300 s while the link is down: 1,000 steps of 0.4 RTT on a 0.6 s path), at
+# most RACE_ATTEMPTS. Each attempt gives up after a SYN and one retry (TCP_SYNCNT=1, 3 s), so
+# ~10 are open at once. simlink/vhttp.py races alike.
+RACE_ATTEMPTS = 1024
 RACE_SYN_RETRIES = 1
 WARM_RETRY_S = 30.0
 WARM_RETRY_MAX_S = 300.0
@@ -125,7 +124,7 @@ class _WatchedConnector(aiohttp.TCPConnector):
     address is tried ``race_attempts`` times, a new attempt every ``race_every_s`` while
     none has connected; the first to connect carries the request and aiohappyeyeballs closes
     the others. This is Happy Eyeballs' staggered race (RFC 8305 §5, which aiohttp runs over a
-    host's addresses) over one address: after a loss of signal, a SYN leaves within 0.2–0.4 RTT
+    host's addresses) over one address: after a loss of signal, a SYN leaves within 0.4 RTT
     of the link's return instead of at the kernel's next SYN retry (1, 2, 4 s … after the first)."""
 
     def __init__(self, **kwargs: Any) -> None:

@@ -111,16 +111,10 @@ class SenderConfig:
     # the link's return and reaches ground 1.5 RTT later (handshake, then the request): under
     # 2 RTT, where the kernel's SYN retries (1, 2, 4 s … apart) took 3-12 RTT (measured,
     # docs/link.md). While up, no race: the kernel's SYN retry is enough for a lost SYN.
-    # 0.2 while few requests race: a lost SYN or SYN-ACK then costs 0.2 RTT, not 0.4 (the
-    # commonest reason a post took over 2 RTT at 1 % loss, docs/link.md) ...
-    race_down_rtts: float = 0.2
+    race_down_rtts: float = 0.4
     race_min_s: float = 0.1
-    # ... but all racing requests together start at most this many attempts per RTT: each one
-    # that reaches ground holds a connection there until the station resets it (~1 RTT), and
-    # ground's edge allows 64 per address (EdgeLimits.max_conns_per_addr). With 16 probes: 0.4.
-    race_attempts_per_rtt: float = 40.0
     # While down, a request (the probe) waits this long: its connection keeps racing all the
-    # while, so the link's return is seen within one race step. A probe giving up loses the
+    # while, so the link's return is seen within 0.4 RTT. A probe giving up loses the
     # attempt then under way, so the link's return must not fall in its last RTT: at 300 s
     # that is ~1 % of returns on a 2.6 s path (at 60 s it was 4 %, measured).
     down_probe_timeout_s: float = 300.0
@@ -399,9 +393,7 @@ class TransferSender:
         if self._up:
             return None
         c = self.config
-        racing = 1 + self._small_probes()  # the requests that race while down (the window)
-        step = max(c.race_down_rtts, racing / c.race_attempts_per_rtt)
-        return max(c.race_min_s, (self.base_rtt_s or self.srtt_s) * step)
+        return max(c.race_min_s, (self.base_rtt_s or self.srtt_s) * c.race_down_rtts)
 
     @property
     def base_rtt_s(self) -> float | None:

@@ -42,7 +42,7 @@ LINK_SERVER_HEADERS = SERVER_HEADERS[:1]
 
 # onboard/sync.py's connector: at most this many raced attempts for one request, each giving
 # up after 2 SYNs (TCP_SYNCNT=1: a SYN and one retry, 3 s).
-MAX_RACE_ATTEMPTS = 4096
+MAX_RACE_ATTEMPTS = 1024
 RACE_SYNS = 2
 
 

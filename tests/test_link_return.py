@@ -1,7 +1,7 @@
 """Issue 14: a text post written during a loss of signal is published within 2 RTT of the
 link's return (virtual time: the simulator drives the shipped sender, planner and ground).
 
-Why it holds: while the link is down every new connection races (a SYN each 0.2–0.4 RTT, as
+Why it holds: while the link is down every new connection races (a SYN each 0.4 RTT, as
 onboard/sync.py's connector does), so one leaves within 0.4 RTT of the return; the text
 bundle rides inside its OPEN (again after a probe into the dark); and posts written in the dark
 are not held behind a bundle stuck there, each racing for the return. Handshake (1 RTT) plus
@@ -64,7 +64,7 @@ def test_on_the_lunar_link_too() -> None:
 @pytest.mark.slow
 def test_with_random_loss_the_late_posts_are_the_ones_physics_makes_late() -> None:
     """lunar with its 1 % loss, a held-out seed (docs/link.md states the bound): a lost SYN or
-    SYN-ACK costs the next raced attempt (0.2–0.4 RTT), a lost request segment TCP's RTO (≥ 3 s,
+    SYN-ACK costs the next raced attempt (0.4 RTT), a lost request segment TCP's RTO (≥ 3 s,
     1.14 RTT here), and a probe whose 300 s deadline falls just after the return starts again.
     Most posts still make 2 RTT; none takes longer than one of each of those."""
     lat = _after_return_rtts("lunar", 12.0, 11)
