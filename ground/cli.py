@@ -9,11 +9,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from protocol import VerifiedBundle
 from termtext import dump_json, row, visible, write_lines
-from termtext.cli import CONTEXT_SETTINGS, plain_help, version
+from termtext.cli import (
+    CONTEXT_SETTINGS,
+    JSON_HELP,
+    ChosenHome,
+    consoles,
+    plain_help,
+    run_main,
+    version_option,
+)
 
 from . import enroll as enroll_mod
 from .errors import BundleRejected, GroundError
@@ -48,46 +55,22 @@ tls_app = typer.Typer(
 )
 app.add_typer(tls_app, name="tls")
 register_publishing(app)  # account add/list/remove, retry, publish
-# Never markup, never wrapped: user text goes through visible() (termtext).
-console = Console(highlight=False, markup=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
-
-JSON_HELP = "Print one JSON document instead of text (shape in docs/cli-json.md)."
+console, err_console = consoles()
 
 
-class _State:
-    """The home chosen by --home; only commands that create a home may use a missing one."""
-
-    _home: GroundHome
-    may_create: bool = False
-
-    @property
-    def home(self) -> GroundHome:
-        h = self._home
-        if not self.may_create and not h.db_path.exists():
-            raise GroundError(
-                f"no ground home at {h.root} (check --home / ORBITPOST_HOME; "
-                f"`ground --home {h.root} init` creates an empty one)"
-            )
-        return h
-
-    @home.setter
-    def home(self, value: GroundHome) -> None:
-        self._home = value
-        self.may_create = False
+def _require_home(h: GroundHome) -> None:
+    if not h.db_path.exists():
+        raise GroundError(
+            f"no ground home at {h.root} (check --home / ORBITPOST_HOME; "
+            f"`ground --home {h.root} init` creates an empty one)"
+        )
 
 
-state = _State()
+state: ChosenHome[GroundHome] = ChosenHome(_require_home)
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _show_version(value: bool) -> None:
-    if value:
-        typer.echo(f"ground (orbitpost) {version()}")
-        raise typer.Exit()
 
 
 @app.callback()
@@ -101,10 +84,7 @@ def _root(
             help="Ground data folder (made by `init` or `enroll`).",
         ),
     ] = Path("orbitpost-ground"),
-    _version: Annotated[
-        bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
-    ] = False,
+    _version: Annotated[bool, version_option("ground")] = False,
 ) -> None:
     state.home = GroundHome(home)
 
@@ -705,11 +685,7 @@ def command() -> Any:
 
 def main() -> None:
     """Entry point: operator mistakes print one line and exit 1, never a traceback."""
-    try:
-        command()(prog_name="ground")
-    except GroundError as exc:
-        err_console.print(f"error: {visible(exc)}")
-        raise SystemExit(1) from None
+    run_main(command(), "ground", (GroundError,), err_console)
 
 
 @tls_app.command("init")

@@ -201,35 +201,36 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a database made by an earlier release up to this schema (additive changes only)."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
-    if "statement" not in columns:
-        conn.execute("ALTER TABLE items ADD COLUMN statement BLOB")
-    if "statement_sha256" not in columns:
-        conn.execute("ALTER TABLE items ADD COLUMN statement_sha256 BLOB")
+# Columns added since the first release: (table, column, type), in the order they came.
+_ADDED = (
+    ("items", "statement", "BLOB"),
+    ("items", "statement_sha256", "BLOB"),
     # Format 3 (docs/PROTOCOL.md §17): the item's own proof, a few hundred bytes whatever the
     # bundle size (tree size, leaf index, audit path; protocol.batch_tree.BatchInclusion).
-    if "batch_proof" not in columns:
-        conn.execute("ALTER TABLE items ADD COLUMN batch_proof BLOB")
+    ("items", "batch_proof", "BLOB"),
     # Operator sessions gained an idle timeout (ground/operators.py): when each was last used,
     # and why it ended. The table itself is created by operators.ensure_schema, with them.
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(operator_sessions)")}
-    if columns and "last_used_ms" not in columns:
-        conn.execute("ALTER TABLE operator_sessions ADD COLUMN last_used_ms INTEGER")
-    if columns and "end_reason" not in columns:
-        conn.execute("ALTER TABLE operator_sessions ADD COLUMN end_reason TEXT")
+    ("operator_sessions", "last_used_ms", "INTEGER"),
+    ("operator_sessions", "end_reason", "TEXT"),
     # What "unchanged" meant for each publication (issue 13): the platform's declared media
     # fidelity ('exact' / 're-encoded', protocol/rules.py) and what a read-back found.
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(publications)")}
-    if "fidelity" not in columns:
-        conn.execute("ALTER TABLE publications ADD COLUMN fidelity TEXT")
-    if "fidelity_note" not in columns:
-        conn.execute("ALTER TABLE publications ADD COLUMN fidelity_note TEXT")
+    ("publications", "fidelity", "TEXT"),
+    ("publications", "fidelity_note", "TEXT"),
     # Renditions ground made with the astronaut's signed consent (ground/renditions.py): a JSON
     # list naming, per photo, the signed original's sha256, the rendition's and the recipe.
-    if "renditions" not in columns:
-        conn.execute("ALTER TABLE publications ADD COLUMN renditions TEXT")
+    ("publications", "renditions", "TEXT"),
+)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an earlier release up to this schema (additive changes only).
+
+    A table that does not exist yet is left alone: whoever creates it creates it whole.
+    """
+    for table, column, kind in _ADDED:
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if columns and column not in columns:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 # An item's batch statement, wherever this release or an earlier one kept it (``i`` is items).

@@ -67,13 +67,18 @@ def start_server(ground_home: Path, port: int | None = None) -> tuple[subprocess
     raise GroundError(f"ground serve did not answer on {url} within 20 s")
 
 
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
+def end_process(proc: subprocess.Popen[bytes]) -> None:
+    """Ask ``proc`` to stop (SIGTERM); kill it if it has not within 10 s."""
     proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    end_process(proc)
     if proc.stderr is not None:
         proc.stderr.close()
 

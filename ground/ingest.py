@@ -177,16 +177,20 @@ def _accept(home: GroundHome, vb: VerifiedBundle, data: bytes, *, source: str, n
     conn = home.conn
     posts = [v.item for v in vb.items if isinstance(v.item, Post)]
     commands = [v.item for v in vb.items if isinstance(v.item, Cancel | Retract)]
-    if conn.execute("SELECT 1 FROM bundles WHERE sha256 = ?", (vb.sha256,)).fetchone():
+
+    def result(outcome: Outcome, publications: int) -> IngestResult:
         return IngestResult(
-            outcome=Outcome.DUPLICATE,
+            outcome=outcome,
             bundle_id=vb.header.bundle_id,
             sha256=vb.sha256,
             post_ids=tuple(p.id for p in posts),
             command_ids=tuple(c.id for c in commands),
-            publications=0,
+            publications=publications,
             size_bytes=len(data),
         )
+
+    if conn.execute("SELECT 1 FROM bundles WHERE sha256 = ?", (vb.sha256,)).fetchone():
+        return result(Outcome.DUPLICATE, 0)
     n_pubs = 0
     # A format-2 signer's statement is one object shared by all their items: hash and store it
     # once per bundle, not once per item (that was quadratic in the bundle size; issue 18).
@@ -249,15 +253,7 @@ def _accept(home: GroundHome, vb: VerifiedBundle, data: bytes, *, source: str, n
             "accept",
             f"bundle {vb.header.bundle_id} from {source}: {len(posts)} post(s), {len(commands)} command(s)",
         )
-    return IngestResult(
-        outcome=Outcome.ACCEPTED,
-        bundle_id=vb.header.bundle_id,
-        sha256=vb.sha256,
-        post_ids=tuple(p.id for p in posts),
-        command_ids=tuple(c.id for c in commands),
-        publications=n_pubs,
-        size_bytes=len(data),
-    )
+    return result(Outcome.ACCEPTED, n_pubs)
 
 
 def _statement_sha(

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -18,7 +17,17 @@ from protocol.capabilities import Capabilities
 from protocol.model import Cancel, Retract
 from protocol.rules import fidelity_summary
 from termtext import dump_json, row, visible, write_lines
-from termtext.cli import CONTEXT_SETTINGS, plain_help, stop_on_sigterm, stop_reason, version
+from termtext.cli import (
+    CONTEXT_SETTINGS,
+    JSON_HELP,
+    ChosenHome,
+    consoles,
+    plain_help,
+    run_main,
+    stop_on_sigterm,
+    stop_reason,
+    version_option,
+)
 
 from . import keystore, queue
 from .compose import PhotoInput, compose_command, compose_post, targets_note
@@ -53,42 +62,19 @@ receipts_app = typer.Typer(
 )
 app.add_typer(receipts_app, name="receipts")
 
-# Console output never interprets markup and never wraps: user text goes through visible().
-console = Console(highlight=False, markup=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, markup=False, soft_wrap=True)
-
-JSON_HELP = "Print one JSON document instead of text (shape in docs/cli-json.md)."
+console, err_console = consoles()
 
 
-class _State:
-    """The home chosen by --home; only commands that create a home may use a missing one."""
-
-    _home: Home
-    may_create: bool = False
-
-    @property
-    def home(self) -> Home:
-        root = self._home.root
-        if not self.may_create and not (root / "onboard.db").exists() and not (root / "keys").is_dir():
-            raise OnboardError(
-                f"no onboard home at {root} (check --home / ORBITPOST_HOME; "
-                f"`onboard --home {root} init` creates an empty one)"
-            )
-        return self._home
-
-    @home.setter
-    def home(self, value: Home) -> None:
-        self._home = value
-        self.may_create = False
+def _require_home(h: Home) -> None:
+    root = h.root
+    if not (root / "onboard.db").exists() and not (root / "keys").is_dir():
+        raise OnboardError(
+            f"no onboard home at {root} (check --home / ORBITPOST_HOME; "
+            f"`onboard --home {root} init` creates an empty one)"
+        )
 
 
-state = _State()
-
-
-def _show_version(value: bool) -> None:
-    if value:
-        typer.echo(f"onboard (orbitpost) {version()}")
-        raise typer.Exit()
+state: ChosenHome[Home] = ChosenHome(_require_home)
 
 
 @app.callback()
@@ -99,10 +85,7 @@ def _root(
             "--home", envvar="ORBITPOST_HOME", metavar="DIR", help="Onboard data folder (made by `keys new`)."
         ),
     ] = Path("orbitpost-onboard"),
-    _version: Annotated[
-        bool,
-        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
-    ] = False,
+    _version: Annotated[bool, version_option("onboard")] = False,
     passphrase_file: Annotated[
         Path | None,
         typer.Option(
@@ -755,8 +738,4 @@ def command() -> Any:
 
 def main() -> None:
     """Entry point: user mistakes print one line and exit 1, never a traceback."""
-    try:
-        command()(prog_name="onboard")
-    except (OnboardError, ProtocolError) as exc:
-        err_console.print(f"error: {visible(exc)}")
-        raise SystemExit(1) from None
+    run_main(command(), "onboard", (OnboardError, ProtocolError), err_console)

@@ -170,6 +170,63 @@ def read_header(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> Bu
     Cheap relative to full verification: hashes once, decodes nothing large.
     """
     view = memoryview(data)
+    version, total, header_len = _check_frame(view, limits)
+    raw = bytes(view[PREFIX_BYTES : PREFIX_BYTES + header_len])
+    # Four fields, the items descriptor's four, up to max_blobs entries of four.
+    h = expect_list(
+        unpack(
+            raw,
+            what="bundle header",
+            max_bytes=limits.max_header_bytes,
+            max_array_len=max(4, limits.max_blobs),
+            max_values=8 + 5 * limits.max_blobs,
+        ),
+        what="bundle header",
+        min_len=4,
+        max_len=4,
+    )
+    bid = expect(h[0], bytes, what="bundle id")
+    if len(bid) != 16:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, "bundle id must be 16 bytes")
+    created = expect(h[1], int, what="bundle created time")
+    codec, stored, raw_n, count = _items_descriptor(h[2], limits)
+    blobs_v = expect_list(h[3], what="blob list", min_len=0)
+    if len(blobs_v) > limits.max_blobs:
+        raise RemoteProtocolError(
+            ErrorCode.LIMIT_EXCEEDED, f"bundle declares {len(blobs_v)} blobs, limit {limits.max_blobs}"
+        )
+    blobs = [_blob_entry(e, limits) for e in blobs_v]
+    decoded = raw_n + sum(b.raw_bytes for b in blobs)
+    if decoded > limits.max_decoded_bytes:
+        raise RemoteProtocolError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"bundle decodes to {decoded} bytes (items and blobs), limit {limits.max_decoded_bytes}; "
+            "split it into several bundles",
+        )
+    if PREFIX_BYTES + header_len + stored + sum(b.stored_bytes for b in blobs) + TRAILER_BYTES != total:
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, "section sizes in the header do not add up to the bundle length"
+        )
+    return BundleHeader(
+        bundle_id=ulid_from_bytes(bid),
+        created_ms=created,
+        items_codec=codec,
+        items_stored_bytes=stored,
+        items_raw_bytes=raw_n,
+        item_count=count,
+        blobs=tuple(blobs),
+        total_bytes=total,
+        header_bytes=header_len,
+        format_version=version,
+    )
+
+
+def _check_frame(view: memoryview, limits: Limits) -> tuple[int, int, int]:
+    """The prefix, declared length and checksum of a whole bundle; (version, total, header length).
+
+    Raises RemoteProtocolError for anything that is not exactly one intact bundle of a version
+    this side reads, within ``limits``.
+    """
     n = len(view)
     if 0 < n < len(MAGIC) and MAGIC.startswith(bytes(view)):
         raise RemoteProtocolError(
@@ -215,25 +272,12 @@ def read_header(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> Bu
         raise RemoteProtocolError(
             ErrorCode.LIMIT_EXCEEDED, f"bundle header is {header_len} bytes, limit {limits.max_header_bytes}"
         )
-    raw = bytes(view[PREFIX_BYTES : PREFIX_BYTES + header_len])
-    # Four fields, the items descriptor's four, up to max_blobs entries of four.
-    h = expect_list(
-        unpack(
-            raw,
-            what="bundle header",
-            max_bytes=limits.max_header_bytes,
-            max_array_len=max(4, limits.max_blobs),
-            max_values=8 + 5 * limits.max_blobs,
-        ),
-        what="bundle header",
-        min_len=4,
-        max_len=4,
-    )
-    bid = expect(h[0], bytes, what="bundle id")
-    if len(bid) != 16:
-        raise RemoteProtocolError(ErrorCode.MALFORMED, "bundle id must be 16 bytes")
-    created = expect(h[1], int, what="bundle created time")
-    it = expect_list(h[2], what="items descriptor", min_len=4, max_len=4)
+    return version, total, header_len
+
+
+def _items_descriptor(value: object, limits: Limits) -> tuple[int, int, int, int]:
+    """The header's items descriptor: (codec, stored bytes, raw bytes, item count), checked."""
+    it = expect_list(value, what="items descriptor", min_len=4, max_len=4)
     codec, stored, raw_n, count = (expect(x, int, what="items descriptor field") for x in it)
     if codec < 0 or stored < 0 or raw_n < 0:
         raise RemoteProtocolError(ErrorCode.MALFORMED, "items descriptor has a negative field")
@@ -245,51 +289,24 @@ def read_header(data: bytes | memoryview, limits: Limits = DEFAULT_LIMITS) -> Bu
         raise RemoteProtocolError(
             ErrorCode.LIMIT_EXCEEDED, f"bundle declares {count} items, allowed 1..{limits.max_items}"
         )
-    blobs_v = expect_list(h[3], what="blob list", min_len=0)
-    if len(blobs_v) > limits.max_blobs:
-        raise RemoteProtocolError(
-            ErrorCode.LIMIT_EXCEEDED, f"bundle declares {len(blobs_v)} blobs, limit {limits.max_blobs}"
-        )
-    blobs: list[BlobEntry] = []
-    for e in blobs_v:
-        ev = expect_list(e, what="blob entry", min_len=4, max_len=4)
-        sha = expect(ev[0], bytes, what="blob sha256")
-        if len(sha) != 32:
-            raise RemoteProtocolError(ErrorCode.MALFORMED, "blob sha256 must be 32 bytes")
-        b_codec, b_stored, b_raw = (expect(x, int, what="blob entry field") for x in ev[1:])
-        if b_codec < 0 or b_stored < 0:
-            raise RemoteProtocolError(
-                ErrorCode.MALFORMED, f"blob {sha.hex()[:12]} entry has a negative field"
-            )
-        if not 0 < b_raw <= limits.max_blob_bytes:
-            raise RemoteProtocolError(
-                ErrorCode.LIMIT_EXCEEDED,
-                f"blob {sha.hex()[:12]} declares {b_raw} bytes, limit {limits.max_blob_bytes}",
-            )
-        blobs.append(BlobEntry(sha256=sha, codec=b_codec, stored_bytes=b_stored, raw_bytes=b_raw))
-    decoded = raw_n + sum(b.raw_bytes for b in blobs)
-    if decoded > limits.max_decoded_bytes:
+    return codec, stored, raw_n, count
+
+
+def _blob_entry(value: object, limits: Limits) -> BlobEntry:
+    """One entry of the header's blob list, checked."""
+    ev = expect_list(value, what="blob entry", min_len=4, max_len=4)
+    sha = expect(ev[0], bytes, what="blob sha256")
+    if len(sha) != 32:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, "blob sha256 must be 32 bytes")
+    b_codec, b_stored, b_raw = (expect(x, int, what="blob entry field") for x in ev[1:])
+    if b_codec < 0 or b_stored < 0:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"blob {sha.hex()[:12]} entry has a negative field")
+    if not 0 < b_raw <= limits.max_blob_bytes:
         raise RemoteProtocolError(
             ErrorCode.LIMIT_EXCEEDED,
-            f"bundle decodes to {decoded} bytes (items and blobs), limit {limits.max_decoded_bytes}; "
-            "split it into several bundles",
+            f"blob {sha.hex()[:12]} declares {b_raw} bytes, limit {limits.max_blob_bytes}",
         )
-    if PREFIX_BYTES + header_len + stored + sum(b.stored_bytes for b in blobs) + TRAILER_BYTES != total:
-        raise RemoteProtocolError(
-            ErrorCode.MALFORMED, "section sizes in the header do not add up to the bundle length"
-        )
-    return BundleHeader(
-        bundle_id=ulid_from_bytes(bid),
-        created_ms=created,
-        items_codec=codec,
-        items_stored_bytes=stored,
-        items_raw_bytes=raw_n,
-        item_count=count,
-        blobs=tuple(blobs),
-        total_bytes=total,
-        header_bytes=header_len,
-        format_version=version,
-    )
+    return BlobEntry(sha256=sha, codec=b_codec, stored_bytes=b_stored, raw_bytes=b_raw)
 
 
 # Every codec that is pure protocol (no I/O): identity, zstd, and zstd with a shipped text

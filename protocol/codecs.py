@@ -65,9 +65,19 @@ def bounded_zstd_decode(
         raise RemoteProtocolError(
             ErrorCode.MALFORMED, f"section decompresses to {declared} bytes, header says {raw_size}"
         )
+    # Bounded: the frame's own size (or what we streamed) is raw_size at most.
+    return exactly(
+        raw_size, lambda: dctx.decompress(stored, max_output_size=max(raw_size, 1), allow_extra_data=False)
+    )
+
+
+def exactly(raw_size: int, decompress: Callable[[], bytes]) -> bytes:
+    """What ``decompress()`` (a bounded zstd call) gives, which must be ``raw_size`` bytes.
+
+    Raises RemoteProtocolError MALFORMED for corrupt zstd data or any other size.
+    """
     try:
-        # Bounded: the frame's own size (or what we streamed) is raw_size at most.
-        out = dctx.decompress(stored, max_output_size=max(raw_size, 1), allow_extra_data=False)
+        out = decompress()
     except zstandard.ZstdError as exc:
         raise RemoteProtocolError(ErrorCode.MALFORMED, f"zstd data is corrupt: {exc}") from exc
     if len(out) != raw_size:

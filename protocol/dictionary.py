@@ -23,7 +23,7 @@ from importlib import resources
 
 import zstandard
 
-from .codecs import Codec, Decoder
+from .codecs import Codec, Decoder, exactly
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 
 # Ids below 32768 and at or above 2**31 are reserved by the zstd format; "op" + version.
@@ -117,17 +117,12 @@ def decode_items(stored: bytes, raw_size: int) -> bytes:
     # One-shot decompression into the declared raw_size bytes (already bounded by the
     # caller's limits): zstd itself fails on more, on less, on a cut block and on a
     # checksum mismatch.
-    try:
-        out = zstandard.ZstdDecompressor(dict_data=dictionary(dict_id)).decompress(
+    return exactly(
+        raw_size,
+        lambda: zstandard.ZstdDecompressor(dict_data=dictionary(dict_id)).decompress(
             stored, max_output_size=raw_size
-        )
-    except zstandard.ZstdError as exc:
-        raise RemoteProtocolError(ErrorCode.MALFORMED, f"zstd data is corrupt: {exc}") from exc
-    if len(out) != raw_size:
-        raise RemoteProtocolError(
-            ErrorCode.MALFORMED, f"section decompresses to {len(out)} bytes, header says {raw_size}"
-        )
-    return out
+        ),
+    )
 
 
 def _frame_end(stored: bytes, has_checksum: bool) -> int:

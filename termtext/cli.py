@@ -1,4 +1,5 @@
-"""What both command lines share: plain help, -h, --version, and stop signals.
+"""What both command lines share: plain help, -h, --version, --home, quiet consoles, the
+entry point's one-line errors, and stop signals.
 
 Help is click's plain text (typer's rich panels cut long option names such as
 ``--app-password-file, --token-file, --secret-file`` and show Python types like
@@ -9,13 +10,53 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from types import FrameType
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+import typer
+from rich.console import Console
+
+from . import visible
 
 # Passed to every typer.Typer(...): `-h` as well as `--help`, on every command.
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+JSON_HELP = "Print one JSON document instead of text (shape in docs/cli-json.md)."
+H = TypeVar("H")
+
+
+def consoles() -> tuple[Console, Console]:
+    """(stdout, stderr) consoles that never interpret markup and never wrap: user text goes
+    through visible() instead."""
+    return (
+        Console(highlight=False, markup=False, soft_wrap=True),
+        Console(stderr=True, highlight=False, markup=False, soft_wrap=True),
+    )
+
+
+class ChosenHome(Generic[H]):
+    """The home chosen by --home; only commands that create a home may use a missing one.
+
+    ``check`` raises the command line's own error, naming the folder and how to create it,
+    when the home is missing; a command that creates one sets ``may_create`` first.
+    """
+
+    def __init__(self, check: Callable[[H], None]) -> None:
+        self._check = check
+        self.may_create = False
+
+    @property
+    def home(self) -> H:
+        h = self._home
+        if not self.may_create:
+            self._check(h)
+        return h
+
+    @home.setter
+    def home(self, value: H) -> None:
+        self._home = value
+        self.may_create = False
 
 
 def version() -> str:
@@ -24,6 +65,27 @@ def version() -> str:
         return metadata.version("orbitpost")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def version_option(program: str) -> Any:
+    """The eager ``--version`` option: prints "``program`` (orbitpost) VERSION" and exits."""
+
+    def show(value: bool) -> None:
+        if value:
+            typer.echo(f"{program} (orbitpost) {version()}")
+            raise typer.Exit()
+
+    return typer.Option("--version", callback=show, is_eager=True, help="Print the version and exit.")
+
+
+def run_main(command: Any, prog_name: str, errors: tuple[type[Exception], ...], err_console: Console) -> None:
+    """Run ``command`` (click's); a user mistake (one of ``errors``) prints one line and exits 1,
+    never a traceback."""
+    try:
+        command(prog_name=prog_name)
+    except errors as exc:
+        err_console.print(f"error: {visible(exc)}")
+        raise SystemExit(1) from None
 
 
 def plain_help(command: Any) -> Any:

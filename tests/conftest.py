@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,14 @@ class Cli:
         from ground.cli import app
 
         return self._run(app, ["--home", str(self.ground_home), *args], ok)
+
+    def onboard_argv(self, *args: str) -> list[str]:
+        """The same `onboard` command as a real process's argv (for subprocess tests)."""
+        return [sys.executable, "-m", "onboard", "--home", str(self.onboard_home), *args]
+
+    def ground_argv(self, *args: str) -> list[str]:
+        """The same `ground` command as a real process's argv (for subprocess tests)."""
+        return [sys.executable, "-m", "ground", "--home", str(self.ground_home), *args]
 
     def _run(self, app, args, ok):  # type: ignore[no-untyped-def]
         result = self.runner.invoke(app, args, catch_exceptions=True)

@@ -16,8 +16,6 @@ checked by an independent implementation; a bad signature gets Flickr's error 96
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -32,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_server import Fault, serve_standalone  # noqa: E402
+from fake_server import Fault, drop_connection, logged, play_fault, serve_main  # noqa: E402
 
 
 def _enc(s: str) -> str:
@@ -49,6 +47,10 @@ def hmac_sha1_signature(method: str, url: str, params: list[tuple[str, str]], cs
     base = "&".join([method.upper(), _enc(base_uri), _enc(normalized)])
     digest = hmac.new(f"{_enc(cs)}&{_enc(ts)}".encode(), base.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
+
+
+def _text_error(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text)
 
 
 PUBLIC_METHODS = {"flickr.photos.getInfo", "flickr.photos.getSizes"}
@@ -109,22 +111,10 @@ class FakeFlickr:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        for f in self.faults:
-            if f.method == request.method and request.path.startswith(f.path) and f.times > 0:
-                f.times -= 1
-                if not f.after:
-                    self.log.append((request.method, request.path, f.status))
-                    return web.Response(status=f.status, text="scripted fault")
-                await handler(request)
-                self.log.append((request.method, request.path, f.status))
-                if f.status == 0:
-                    assert request.transport is not None
-                    request.transport.close()
-                    raise ConnectionResetError
-                return web.Response(status=f.status, text="scripted after acting")
-        resp = await handler(request)
-        self.log.append((request.method, request.path, resp.status))
-        return resp
+        faulted = await play_fault(self.faults, self.log, request, handler, _text_error)
+        if faulted is not None:
+            return faulted
+        return await logged(self.log, request, handler)
 
     def _check_oauth(self, request: web.Request, signed: list[tuple[str, str]]) -> int | None:
         """None if the OAuth 1.0a header is valid for these arguments, else Flickr's error code."""
@@ -188,9 +178,7 @@ class FakeFlickr:
         self.uploads += 1
         lost = self.lost_answers.pop(self.uploads, None)
         if lost == 0:
-            assert request.transport is not None
-            request.transport.close()
-            raise ConnectionResetError
+            drop_connection(request)
         if lost is not None:
             return web.Response(status=lost, text="Bad Gateway")
         return web.Response(
@@ -327,12 +315,6 @@ class FakeFlickr:
         return web.json_response([{k: v for k, v in p.items() if k != "data"} for p in self.photos.values()])
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeFlickr()
-    await serve_standalone(fake, args.port, secret=fake.secret())
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    asyncio.run(_serve(parser.parse_args()))
+    fake = FakeFlickr()
+    serve_main(__doc__, fake, secret=fake.secret())

@@ -19,8 +19,6 @@ images-api, little-text-format; shared/authentication/programmatic-refresh-token
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
 import time
 import urllib.parse
@@ -31,7 +29,7 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fake_server import Fault, serve_standalone  # noqa: E402
+from fake_server import Fault, logged, play_fault, serve_main  # noqa: E402
 
 _RESERVED = set("\\|{}@[]()<>#*_~")
 
@@ -111,19 +109,9 @@ class FakeLinkedIn:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        for f in self.faults:
-            if f.method == request.method and request.path.startswith(f.path) and f.times > 0:
-                f.times -= 1
-                if not f.after:
-                    self.log.append((request.method, request.path, f.status))
-                    return self.error(f.status, "scripted fault")
-                await handler(request)
-                self.log.append((request.method, request.path, f.status))
-                if f.status == 0:
-                    assert request.transport is not None
-                    request.transport.close()
-                    raise ConnectionResetError
-                return self.error(f.status, "scripted after acting")
+        faulted = await play_fault(self.faults, self.log, request, handler, self.error)
+        if faulted is not None:
+            return faulted
         if request.path != "/oauth/v2/accessToken" and not request.path.startswith("/_fake"):
             token = request.headers.get("Authorization", "").removeprefix("Bearer ")
             if self.access.get(token, 0) <= self.clock():
@@ -142,9 +130,7 @@ class FakeLinkedIn:
                     426,
                     "A version must be present. Please specify a version by adding the LinkedIn-Version header.",
                 )
-        resp = await handler(request)
-        self.log.append((request.method, request.path, resp.status))
-        return resp
+        return await logged(self.log, request, handler)
 
     async def token(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -301,12 +287,6 @@ class FakeLinkedIn:
         )
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeLinkedIn()
-    await serve_standalone(fake, args.port, grant=fake.grant())
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    asyncio.run(_serve(parser.parse_args()))
+    fake = FakeLinkedIn()
+    serve_main(__doc__, fake, grant=fake.grant())

@@ -25,8 +25,6 @@ Standalone (``ground demo --with-fakes``, the crash test): ``python tests/fake_x
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import base64
 import html
 import re
@@ -40,7 +38,7 @@ from typing import Any
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from fake_server import Fault, serve_standalone, take_fault  # noqa: E402
+from fake_server import Fault, drop_connection, serve_main, take_fault  # noqa: E402
 
 from protocol.rules import URL_RE, x_weighted_length  # noqa: E402
 
@@ -140,9 +138,7 @@ class FakeX:
         if fault is not None:
             self.log.append((request.method, request.path, fault.status))
             if fault.status == 0:
-                assert request.transport is not None
-                request.transport.close()  # acted, then the answer is lost
-                raise ConnectionResetError
+                drop_connection(request)  # acted, then the answer is lost
             return self.problem(fault.status, "Service Unavailable", "scripted after acting", fault.headers)
         resp.headers.update(self._rate_headers())
         self.log.append((request.method, request.path, resp.status))
@@ -353,12 +349,6 @@ class FakeX:
         return web.json_response([t for t in self.tweets.values() if not t.get("deleted")])
 
 
-async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeX(processing_polls=1, daily_posts=100_000)
-    await serve_standalone(fake, args.port, grant=fake.grant())
-
-
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=0)
-    asyncio.run(_serve(parser.parse_args()))
+    fake = FakeX(processing_polls=1, daily_posts=100_000)
+    serve_main(__doc__, fake, grant=fake.grant())

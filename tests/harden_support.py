@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -48,6 +49,16 @@ async def raw(port: int, data: bytes, *, src: str = "127.0.0.2", wait_s: float =
         return await asyncio.wait_for(r.read(), wait_s)
     finally:
         w.close()
+
+
+def raw_blocking(port: int, request: bytes) -> bytes:
+    """Send ``request`` to 127.0.0.1:``port`` from a plain socket; all it answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 async def read_all(r: asyncio.StreamReader) -> bytes:

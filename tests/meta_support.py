@@ -3,6 +3,7 @@ public media on loopback, and an engine pass with a controllable clock."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import AsyncIterator
@@ -13,8 +14,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestServer
-from fake_meta import FakeMeta
-from publish_support import make_home
+from fake_meta import FakeMeta, Fault
+from publish_support import ingest, make_home, make_post
 
 from ground.credentials import store_for
 from ground.home import GroundHome
@@ -104,3 +105,18 @@ async def meta_rig(kind: str, tmp_path: Path, key: SigningKey, **fake_kw: Any) -
         await server.close()
         await ground.close()
         home.close()
+
+
+async def timeout_then_lookup(rig: MetaRig, key: SigningKey, text: str, photo: bytes, path: str) -> None:
+    """Ground has stopped waiting after 0.5 s (the caller sets ``http.DEFAULT_TIMEOUT``) when the
+    platform acts on ``POST path``, a second later: the attempt is ambiguous, and the next pass
+    finds the post instead of making a second one."""
+    rig.fake.faults.append(Fault("POST", path, after=True, delay_s=1.0))
+    post, blobs = make_post(text, [rig.target], photos=[(photo, "image/jpeg", "")])
+    ingest(rig.home, key, [post], blobs)
+    (o,) = await rig.run()
+    assert o.state == "publishing" and "no answer" in str(o.error)
+    await asyncio.sleep(1.5)  # the platform finishes what it was asked
+    (o,) = await rig.run(o.next_attempt_ms)
+    assert o.state == "published", o.error
+    assert len(rig.fake.posts) == 1

@@ -4,14 +4,12 @@ and onboard then refuses exactly what ground would for that account (no more, no
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Cli
+from fake_server import fake_process
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +18,6 @@ from protocol.canonical import pack
 from protocol.keys import key_id
 from protocol.receipts import RECEIPTS_DOMAIN, AccountLimitsReceipt, sign_receipts, verify_receipts
 
-REPO = Path(__file__).resolve().parent.parent
 TARGET = "mastodon:alice@fake.example"
 GROUND = SigningKey.from_seed(hashlib.sha256(b"ground receipt key").digest())
 LIMITS = AccountLimitsReceipt(
@@ -91,18 +88,8 @@ def test_any_limits_entry_round_trips(r: AccountLimitsReceipt) -> None:
 
 @pytest.fixture
 def fake_mastodon(subprocess_env: dict[str, str], request: pytest.FixtureRequest) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "fake_mastodon.py"), "--max-characters", str(request.param)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=subprocess_env,
-    )
-    assert proc.stdout is not None
-    url = json.loads(proc.stdout.readline())["url"]
-    yield url
-    proc.kill()
-    proc.wait()
-    proc.stdout.close()
+    with fake_process("mastodon", "--max-characters", str(request.param), env=subprocess_env) as info:
+        yield info["url"]
 
 
 def _linked(cli: Cli, tmp_path: Path) -> None:

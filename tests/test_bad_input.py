@@ -11,7 +11,6 @@ import hashlib
 import os
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,7 +261,7 @@ def test_real_cli_prints_one_line_and_exits_1(
     path, code, words = truncated(world)
     for command in ("verify", "ingest"):
         r = subprocess.run(
-            [sys.executable, "-m", "ground", "--home", str(world.cli.ground_home), command, str(path)],
+            world.cli.ground_argv(command, str(path)),
             capture_output=True,
             text=True,
             env=subprocess_env,

@@ -31,14 +31,8 @@ from ground.publish import publish_due
 
 @pytest.fixture(scope="module")
 def pds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Pds]:
-    harness.require_installed()
-    server = harness.start(tmp_path_factory.mktemp("pds"))
-    try:
-        server.create_account("alice.test")
-        server.create_account("bob.test")
+    with harness.running(tmp_path_factory.mktemp("pds"), "alice.test", "bob.test") as server:
         yield server
-    finally:
-        server.stop()
 
 
 TARGET = "bluesky:alice.test"

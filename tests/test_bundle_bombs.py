@@ -176,16 +176,8 @@ def _undeclared_gigabyte(key: SigningKey) -> bytes:
     chunk = b"\0" * (16 * MiB)
     frame = b"".join(cobj.compress(chunk) for _ in range(64)) + cobj.flush()  # 1 GiB of zeros
     sha = hashlib.sha256(b"\0" * size).digest()
-    post = Post(
-        id=new_id(),
-        author="alice",
-        created_ms=1,
-        text="inflates to a GiB",
-        media=(MediaRef(sha256=sha, size_bytes=size, media_type="image/png", alt="zeros"),),
-        targets=("archive:alice",),
-    )
-    blob = BlobPayload(sha256=sha, raw=_Sized(size), codec=Codec.ZSTD, stored=frame)
-    return build_bundle(bundle_id=new_id(), created_ms=1, items=[sign_item(key, post)], blobs=[blob])
+    photo = MediaRef(sha256=sha, size_bytes=size, media_type="image/png", alt="zeros")
+    return _one_photo_bundle(key, "inflates to a GiB", photo, Codec.ZSTD, frame)
 
 
 def jxl_size_header(width: int, height: int) -> bytes:
@@ -236,15 +228,17 @@ def _flat_jpeg(side: int) -> bytes:
 def _jxl_bundle(key: SigningKey, stored: bytes, raw_size: int) -> bytes:
     """A signed post whose photo travels as JPEG XL ``stored``, signed as a ``raw_size``-byte JPEG."""
     sha = hashlib.sha256(b"the photo the astronaut signed").digest()
+    photo = MediaRef(sha256=sha, size_bytes=raw_size, media_type="image/jpeg", alt="a photo")
+    return _one_photo_bundle(key, "a photo", photo, Codec.JPEG_XL, stored)
+
+
+def _one_photo_bundle(key: SigningKey, text: str, photo: MediaRef, codec: Codec, stored: bytes) -> bytes:
+    """A signed post to archive:alice with ``photo``, which travels as ``stored`` (``codec``)
+    and declares its signed size without the bytes ever being held (``_Sized``)."""
     post = Post(
-        id=new_id(),
-        author="alice",
-        created_ms=1,
-        text="a photo",
-        media=(MediaRef(sha256=sha, size_bytes=raw_size, media_type="image/jpeg", alt="a photo"),),
-        targets=("archive:alice",),
+        id=new_id(), author="alice", created_ms=1, text=text, media=(photo,), targets=("archive:alice",)
     )
-    blob = BlobPayload(sha256=sha, raw=_Sized(raw_size), codec=Codec.JPEG_XL, stored=stored)
+    blob = BlobPayload(sha256=photo.sha256, raw=_Sized(photo.size_bytes), codec=codec, stored=stored)
     return build_bundle(bundle_id=new_id(), created_ms=1, items=[sign_item(key, post)], blobs=[blob])
 
 

@@ -35,8 +35,10 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from fake_server import fake_process, start_fake, stop_fake
 from publish_support import make_home, make_post, new_id
 
 from ground.credentials import store_for
@@ -45,7 +47,6 @@ from ground.platforms.atproto import tid_for_post
 from ground.public_media import set_base_url
 from protocol import SigningKey, build_bundle, sign_item
 
-REPO = Path(__file__).resolve().parent.parent
 BATCH = 6  # posts per bundle
 MASTODON = "mastodon:alice@fake.example"
 ARCHIVES = ("archive:alice", "archive:backup")
@@ -53,18 +54,8 @@ ARCHIVES = ("archive:alice", "archive:backup")
 
 @pytest.fixture
 def fake_mastodon(subprocess_env: dict[str, str]) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "fake_mastodon.py"), "--max-latency", "0.02"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,  # a client killed mid-request is logged there: expected noise
-        env=subprocess_env,
-    )
-    assert proc.stdout is not None
-    url = json.loads(proc.stdout.readline())["url"]
-    yield url
-    proc.kill()
-    proc.wait()
-    proc.stdout.close()
+    with fake_process("mastodon", "--max-latency", "0.02", env=subprocess_env) as info:
+        yield info["url"]
 
 
 def _claims(db: Path) -> int:
@@ -314,17 +305,6 @@ def test_sigkill_against_the_real_pds(
 # --- the adapters of issue 13: X, LinkedIn and Flickr, each against its fake in its own process ---
 
 
-def _start_fake(name: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[str, object]]:
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / f"fake_{name}.py")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    assert proc.stdout is not None
-    return proc, json.loads(proc.stdout.readline())
-
-
 def _fake_dump(url: str, what: str) -> list[dict[str, object]]:
     with urllib.request.urlopen(f"{url}/_fake/{what}", timeout=10) as r:
         return list(json.loads(r.read()))
@@ -355,10 +335,10 @@ def _new_platforms_crash_test(
 
     env = {**subprocess_env, "PYTHONUNBUFFERED": "1"}
     photo = min((p.read_bytes() for p in sample_jpegs), key=len)
-    fakes: dict[str, tuple[subprocess.Popen[bytes], dict[str, object]]] = {}
+    fakes: dict[str, tuple[subprocess.Popen[bytes], dict[str, Any]]] = {}
     try:
         for name in ("x", "linkedin", "flickr"):  # one by one: a fake that fails leaves none running
-            fakes[name] = _start_fake(name, env)
+            fakes[name] = start_fake(name, env=env)
         targets = ["x:alice", "linkedin:alice", "flickr:alice"]
         home = make_home(tmp_path / "G", alice_key, targets)
         store = store_for(home.root)
@@ -406,10 +386,7 @@ def _new_platforms_crash_test(
         home.close()
     finally:
         for proc, _ in fakes.values():
-            proc.kill()
-            proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
+            stop_fake(proc)
 
 
 # --- Instagram, Threads and Facebook Pages (issue 13) -------------------------------------------
@@ -418,15 +395,9 @@ META = {"instagram": "instagram:alice", "threads": "threads:alice", "facebook": 
 
 
 def _start_fake_meta(kind: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    proc = subprocess.Popen(
-        # A quota above what the loop posts: the quota wait has its own tests (test_instagram.py).
-        [sys.executable, str(REPO / "tests" / "fake_meta.py"), "--kind", kind, "--quota", "10000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    assert proc.stdout is not None
-    return proc, json.loads(proc.stdout.readline())["url"]
+    # A quota above what the loop posts: the quota wait has its own tests (test_instagram.py).
+    proc, info = start_fake("meta", "--kind", kind, "--quota", "10000", env=env)
+    return proc, str(info["url"])
 
 
 @contextmanager
@@ -501,10 +472,7 @@ def _meta_crash_test(
         home.close()
     finally:
         for proc, _ in fakes.values():
-            proc.kill()
-            proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
+            stop_fake(proc)
 
 
 def test_sigkill_meta_platforms_lose_and_double_nothing(

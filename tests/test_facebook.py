@@ -4,13 +4,12 @@ Page's posts are read back), Page token revoked, retract, Business Use Case head
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import aiohttp
 import pytest
 from fake_meta import Fault
-from meta_support import meta_rig
+from meta_support import meta_rig, timeout_then_lookup
 from publish_support import command, ingest, make_post
 
 from ground.platforms import http
@@ -130,15 +129,7 @@ async def test_a_client_timeout_on_the_feed_post_is_resolved_by_lookup(
 ) -> None:
     monkeypatch.setattr(http, "DEFAULT_TIMEOUT", aiohttp.ClientTimeout(total=0.5))
     async with meta_rig("facebook", tmp_path, alice_key) as rig:
-        rig.fake.faults.append(Fault("POST", "/feed", after=True, delay_s=1.0))
-        post, blobs = make_post(TEXT, [rig.target], photos=[(sample_jpegs[0].read_bytes(), "image/jpeg", "")])
-        ingest(rig.home, alice_key, [post], blobs)
-        (o,) = await rig.run()
-        assert o.state == "publishing" and "no answer" in str(o.error)
-        await asyncio.sleep(1.5)
-        (o,) = await rig.run(o.next_attempt_ms)
-        assert o.state == "published", o.error
-        assert len(rig.fake.posts) == 1
+        await timeout_then_lookup(rig, alice_key, TEXT, sample_jpegs[0].read_bytes(), "/feed")
 
 
 async def test_the_message_is_read_back_and_a_difference_is_recorded(

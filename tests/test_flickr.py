@@ -6,35 +6,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from fake_flickr import FakeFlickr
-from publish_support import T0, command, ingest, make_home, make_post, states
+from publish_support import (
+    T0,
+    ingest,
+    make_home,
+    make_post,
+    publish_run,
+    publish_then_retract,
+    serving,
+    states,
+)
 
 from ground.credentials import store_for
 from ground.home import GroundHome
-from ground.platforms import build_platforms
-from ground.publish import publish_due
+from ground.publish import PublishOutcome
 from protocol import SigningKey
-from protocol.model import Retract
 
 TARGET = "flickr:alice"
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeFlickr]:
-    f = FakeFlickr()
-    server = TestServer(f.app(), host="127.0.0.1")
-    await server.start_server()
-    f.base_url = str(server.make_url("")).rstrip("/")
-    yield f
-    await server.close()
+    async with serving(FakeFlickr()) as f:
+        yield f
 
 
 @pytest.fixture
@@ -45,11 +45,8 @@ def home(tmp_path: Path, alice_key: SigningKey, fake: FakeFlickr) -> GroundHome:
     h.close()
 
 
-async def run(home: GroundHome, now: int):  # type: ignore[no-untyped-def]
-    async with aiohttp.ClientSession() as s:
-        return await publish_due(
-            home, now, build_platforms(home.root, home.archive_dir), s, rng=random.Random(0)
-        )
+async def run(home: GroundHome, now: int) -> list[PublishOutcome]:
+    return await publish_run(home, now)
 
 
 def fidelity(home: GroundHome, item_id: str) -> tuple[str, str]:
@@ -176,11 +173,8 @@ async def test_retract_deletes_every_photo(
     post, blobs = make_post(
         "x", [TARGET], photos=[(p.read_bytes(), "image/jpeg", "") for p in sample_jpegs[:2]]
     )
-    ingest(home, alice_key, [post], blobs)
-    await run(home, T0)
-    ingest(home, alice_key, [command(Retract, post.id)])
-    await run(home, T0 + 1)
-    assert states(home, post.id) == {TARGET: "retracted"} and not fake.photos
+    assert await publish_then_retract(home, alice_key, post, blobs) == {TARGET: "retracted"}
+    assert not fake.photos
 
 
 # --- every dangerous point: a crash (or an ambiguous timeout) at each step, then recovery ------

@@ -23,6 +23,7 @@ from conftest import Cli
 from harden_support import Probe, ground, json_of, port_of, raw, read_all, status_of
 from link_support import free_port, setup_station
 
+from ground.demo import end_process
 from ground.edge import EdgeLimits
 from protocol.transfer_wire import ReceiptsRequest, encode_request
 
@@ -210,12 +211,7 @@ def _start_serve(home: Path, port: int, env: dict[str, str], **kw: object) -> su
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> str:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
+    end_process(proc)
     assert proc.stderr is not None
     log = proc.stderr.read().decode()
     proc.stderr.close()

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from conftest import Cli
-from harden_support import FAST, raw, status_of
+from harden_support import FAST, raw, raw_blocking, status_of
 from link_support import free_port
 
 from ground.edge import Edge, EdgeSite
@@ -67,8 +65,7 @@ def test_parser_refusals_are_json_4xx_without_the_credential(
     log = tmp_path / "ground.log"
     with log.open("wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ground", "--home", str(cli.ground_home), "serve", "--port", str(port)]
-            + ["--log-format", "json"],
+            cli.ground_argv("serve", "--port", str(port)) + ["--log-format", "json"],
             env=subprocess_env,
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -78,7 +75,7 @@ def test_parser_refusals_are_json_4xx_without_the_credential(
         while '"listening"' not in log.read_text(errors="replace"):
             assert time.monotonic() < deadline and proc.poll() is None, log.read_text(errors="replace")
             time.sleep(0.1)
-        answers = {name: _raw(port, request) for name, request in _requests(token).items()}
+        answers = {name: raw_blocking(port, request) for name, request in _requests(token).items()}
     finally:
         proc.terminate()
         proc.wait(20)
@@ -98,15 +95,6 @@ def test_parser_refusals_are_json_4xx_without_the_credential(
     assert sum("Error handling request" in e["message"] for e in events) >= len(answers) - 2
     assert token not in text
     assert token.encode("unicode_escape").decode() not in text
-
-
-def _raw(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(request)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
 
 
 async def test_an_escaped_exception_is_a_json_500_that_names_no_detail(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import unicodedata
 from pathlib import Path
 from typing import Any
@@ -144,7 +143,7 @@ def test_rejections_and_errors_quote_hostile_names_visibly(
 
     # An error quoting user text: one line, escaped, brackets kept, no traceback.
     p = subprocess.run(
-        [sys.executable, "-m", "onboard", "--home", str(cli.onboard_home), "post", "--as", "[/b]\x1b[31mx", "hi"],
+        cli.onboard_argv("post", "--as", "[/b]\x1b[31mx", "hi"),
         capture_output=True, text=True, env=subprocess_env, timeout=60,
     )  # fmt: skip
     assert p.returncode == 1 and "Traceback" not in p.stderr
@@ -152,7 +151,7 @@ def test_rejections_and_errors_quote_hostile_names_visibly(
     assert "[/b]\\x1b[31mx" in p.stderr
     _no_raw_controls(p.stderr)
     g = subprocess.run(
-        [sys.executable, "-m", "ground", "--home", str(cli.ground_home), "verify", str(evil)],
+        cli.ground_argv("verify", str(evil)),
         capture_output=True, text=True, env=subprocess_env, timeout=60,
     )  # fmt: skip
     assert g.returncode == 1 and g.stderr.startswith("REJECTED x[red]\\x1b[31m\\u202eevil[b].opb: [")

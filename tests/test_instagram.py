@@ -5,14 +5,13 @@ rate-limit headers."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
 import aiohttp
 import pytest
 from fake_meta import Fault
-from meta_support import meta_rig
+from meta_support import meta_rig, timeout_then_lookup
 from publish_support import command, ingest, make_post
 
 from ground.credentials import TokenSet, expiry_text, store_for
@@ -242,15 +241,7 @@ async def test_a_client_timeout_during_publish_is_resolved_by_lookup(
     # ground stops waiting after 0.5 s; Instagram publishes the container a second later.
     monkeypatch.setattr(http, "DEFAULT_TIMEOUT", aiohttp.ClientTimeout(total=0.5))
     async with meta_rig("instagram", tmp_path, alice_key) as rig:
-        rig.fake.faults.append(Fault("POST", "/media_publish", after=True, delay_s=1.0))
-        post, blobs = make_post(TEXT, [rig.target], photos=[(sample_jpegs[0].read_bytes(), "image/jpeg", "")])
-        ingest(rig.home, alice_key, [post], blobs)
-        (o,) = await rig.run()
-        assert o.state == "publishing" and "no answer" in str(o.error)
-        await asyncio.sleep(1.5)  # the platform finishes what it was asked
-        (o,) = await rig.run(o.next_attempt_ms)
-        assert o.state == "published", o.error
-        assert len(rig.fake.posts) == 1
+        await timeout_then_lookup(rig, alice_key, TEXT, sample_jpegs[0].read_bytes(), "/media_publish")
         assert sum(1 for m, path, _ in rig.fake.log if path.endswith("/media_publish")) == 1
 
 

@@ -16,7 +16,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -95,12 +94,12 @@ def _kill_loop(
         texts.append(f"text post {n} 🛰")
         cli.onboard("post", "--as", "alice", "--to", "archive:alice", texts[-1])
     ground = Proc(
-        [sys.executable, "-m", "ground", "--home", str(cli.ground_home), "serve", "--port", str(port)],
+        cli.ground_argv("serve", "--port", str(port)),
         env,
         tmp_path / "ground.log",
     )
     sync = Proc(
-        [sys.executable, "-m", "onboard", "--home", str(cli.onboard_home), "sync", "--give-up-after", "30"],
+        cli.onboard_argv("sync", "--give-up-after", "30"),
         env,
         tmp_path / "sync.log",
     )
@@ -145,16 +144,7 @@ def _kill_loop(
         ground.start()
         _wait_health(url)
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "onboard",
-            "--home",
-            str(cli.onboard_home),
-            "sync",
-            "--wait-published",
-            "60",
-        ],
+        cli.onboard_argv("sync", "--wait-published", "60"),
         env=env,
         check=True,
         capture_output=True,

@@ -152,18 +152,7 @@ async def test_cli_session_verbatim(
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     port = free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ground",
-            "--home",
-            str(cli.ground_home),
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        cli.ground_argv("serve", "--host", "127.0.0.1", "--port", str(port)),
         env=subprocess_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -186,16 +175,7 @@ async def test_cli_session_verbatim(
         cli.onboard("post", "--as", "alice", "--to", "archive:alice", "just text")
         assert cli.onboard("queue").output.count("queued") >= 2
         out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "onboard",
-                "--home",
-                str(cli.onboard_home),
-                "sync",
-                "--wait-published",
-                "20",
-            ],
+            cli.onboard_argv("sync", "--wait-published", "20"),
             env=subprocess_env,
             capture_output=True,
             text=True,
@@ -207,7 +187,7 @@ async def test_cli_session_verbatim(
         assert q.count("published") >= 4 and "file://" in q
         # A second sync has nothing to send and changes nothing.
         again = subprocess.run(
-            [sys.executable, "-m", "onboard", "--home", str(cli.onboard_home), "sync"],
+            cli.onboard_argv("sync"),
             env=subprocess_env,
             capture_output=True,
             text=True,

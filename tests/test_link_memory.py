@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -99,7 +98,7 @@ def _sync_child(cli: Cli, env: dict[str, str], timeout_s: float) -> int:
     Not wait4's ru_maxrss: a child started by vfork/exec inherits the parent's mark there.
     """
     child = subprocess.Popen(
-        [sys.executable, "-m", "onboard", "--home", str(cli.onboard_home), "sync"],
+        cli.onboard_argv("sync"),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -133,8 +132,7 @@ def _run(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "ground", "--home", str(cli.ground_home), "serve", "--host", "127.0.0.1"]
-        + ["--port", str(port)],
+        cli.ground_argv("serve", "--host", "127.0.0.1", "--port", str(port)),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -4,67 +4,47 @@ escaping, images uploaded once, refresh and reconnect, daily cap waits, ambiguou
 
 from __future__ import annotations
 
-import json
-import random
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from fake_linkedin import FakeLinkedIn, parse_little
 from fake_x import Fault
 from hypothesis import given
 from hypothesis import strategies as st
-from publish_support import T0, command, ingest, make_home, make_post, states
+from publish_support import (
+    T0,
+    fails_asking_to_reconnect,
+    ingest,
+    make_post,
+    oauth2_home,
+    publish_run,
+    publish_then_retract,
+    reconnect_and_retry,
+    serving,
+)
 
-from ground.credentials import store_for
 from ground.home import GroundHome
-from ground.platforms import build_platforms
 from ground.platforms.linkedin import escape_little, unescape_little
-from ground.publish import publish_due, retry
-from ground.publish_cli import add_credential
+from ground.publish import PublishOutcome
 from protocol import SigningKey
-from protocol.model import Retract
 
 TARGET = "linkedin:alice"
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeLinkedIn]:
-    li = FakeLinkedIn()
-    server = TestServer(li.app(), host="127.0.0.1")
-    await server.start_server()
-    li.base_url = str(server.make_url("")).rstrip("/")
-    yield li
-    await server.close()
-
-
-def add_account(home: GroundHome, fake: FakeLinkedIn) -> None:
-    add_credential(
-        store_for(home.root),
-        TARGET,
-        json.dumps(fake.grant()),
-        service_url=fake.base_url,
-        identifier="alice",
-        now_ms=int(time.time() * 1000),
-    )
+    async with serving(FakeLinkedIn()) as li:
+        yield li
 
 
 @pytest.fixture
-def home(tmp_path: Path, alice_key: SigningKey, fake: FakeLinkedIn) -> GroundHome:
-    h = make_home(tmp_path / "G", alice_key, [TARGET])
-    add_account(h, fake)
-    yield h
-    h.close()
+def home(tmp_path: Path, alice_key: SigningKey, fake: FakeLinkedIn) -> Iterator[GroundHome]:
+    yield from oauth2_home(tmp_path / "G", alice_key, TARGET, fake)
 
 
-async def run(home: GroundHome, now: int):  # type: ignore[no-untyped-def]
-    plats = build_platforms(home.root, home.archive_dir)
-    plats["linkedin"].poll_interval_s = 0.01  # type: ignore[attr-defined]
-    async with aiohttp.ClientSession() as s:
-        return await publish_due(home, now, plats, s, rng=random.Random(0))
+async def run(home: GroundHome, now: int) -> list[PublishOutcome]:
+    return await publish_run(home, now, quick_poll="linkedin")
 
 
 @given(st.text(max_size=80))
@@ -108,12 +88,8 @@ async def test_expired_access_token_is_refreshed_then_dead_refresh_token_says_re
     fake.access.clear()
     fake.refresh.clear()  # the 365-day refresh token lapsed too
     p2, _ = make_post("two", [TARGET])
-    ingest(home, alice_key, [p2])
-    (o2,) = await run(home, T0 + 1)
-    assert o2.state == "failed" and "reconnect this account: linkedin:alice" in (o2.error or "")
-    add_account(home, fake)
-    retry(home.conn, p2.id, T0 + 2)
-    (o3,) = await run(home, T0 + 3)
+    await fails_asking_to_reconnect(home, alice_key, p2, T0 + 1)
+    o3 = await reconnect_and_retry(home, fake, p2, T0 + 2)
     assert o3.state == "published"
     assert sorted(p["shown"] for p in fake.posts.values()) == ["one", "two"]
 
@@ -190,8 +166,4 @@ async def test_daily_cap_waits(home: GroundHome, fake: FakeLinkedIn, alice_key: 
 
 async def test_retract(home: GroundHome, fake: FakeLinkedIn, alice_key: SigningKey) -> None:
     p, _ = make_post("bye", [TARGET])
-    ingest(home, alice_key, [p])
-    await run(home, T0)
-    ingest(home, alice_key, [command(Retract, p.id)])
-    await run(home, T0 + 1)
-    assert states(home, p.id) == {TARGET: "retracted"}
+    assert await publish_then_retract(home, alice_key, p, quick_poll="linkedin") == {TARGET: "retracted"}

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from fake_mastodon import FakeMastodon, Fault
-from publish_support import T0, command, ingest, make_home, make_post, states
+from publish_support import T0, command, ingest, make_home, make_post, serving, states
 
 from ground.credentials import store_for
 from ground.home import GroundHome
 from ground.platforms.mastodon import MastodonPlatform, idempotency_key
-from ground.publish import publish_due
+from ground.publish import PublishOutcome, publish_due
 from ground.receipts import collect
 from protocol import SigningKey
 from protocol.model import Retract
@@ -28,12 +27,8 @@ TARGET = "mastodon:alice@fake.example"
 
 @pytest.fixture
 async def fake() -> AsyncIterator[tuple[FakeMastodon, str]]:
-    m = FakeMastodon()
-    server = TestServer(m.app(), host="127.0.0.1")
-    await server.start_server()
-    m.base_url = str(server.make_url("")).rstrip("/")
-    yield m, m.base_url
-    await server.close()
+    async with serving(FakeMastodon()) as m:
+        yield m, m.base_url
 
 
 @pytest.fixture
@@ -185,21 +180,31 @@ async def test_ambiguous_beyond_the_idempotency_window_is_reconciled_by_lookup(
     assert out[made.id].url and out[made.id].url.endswith("/" + made_status["id"])
 
 
-async def test_lookup_that_cannot_see_far_enough_asks_an_operator(
-    home: GroundHome, fake: tuple[FakeMastodon, str], alice_key: SigningKey
-) -> None:
-    m, _ = fake
-    post, _ = make_post("buried", [TARGET])
-    ingest(home, alice_key, [post])
+async def _lost_then_buried(
+    home: GroundHome, m: FakeMastodon, key: SigningKey, text: str, *, others: int
+) -> PublishOutcome:
+    """``text`` posted at T0 with its answer lost (a 504 before the instance acted), then
+    ``others`` newer statuses by another client, none of them ours; the T0 outcome."""
+    post, _ = make_post(text, [TARGET])
+    ingest(home, key, [post])
     m.faults.append(Fault(method="POST", path="/api/v1/statuses", status=504))
     (o,) = await run(home, T0)
-    assert o.state == "publishing"
-    for i in range(210):  # the account posted a lot since (another client)
+    for i in range(others):
         sid = m.new_id()
         m.statuses[sid] = {
             "id": sid, "account": "alice", "text": f"other {i}", "media_ids": [], "key": None,
             "created_at": "2099-01-01T00:00:00.000Z",
         }  # fmt: skip
+    return o
+
+
+async def test_lookup_that_cannot_see_far_enough_asks_an_operator(
+    home: GroundHome, fake: tuple[FakeMastodon, str], alice_key: SigningKey
+) -> None:
+    m, _ = fake
+    # The account posted a lot since (another client).
+    o = await _lost_then_buried(home, m, alice_key, "buried", others=210)
+    assert o.state == "publishing"
     (o,) = await run(home, T0 + 2 * 3600_000)  # past the key's hour: a real search
     assert o.state == "failed" and "cannot tell whether" in (o.error or "")
     assert not any(s["text"] == "buried" for s in m.statuses.values())
@@ -227,16 +232,7 @@ async def test_lookup_reads_every_page_down_to_a_short_last_one(
     home: GroundHome, fake: tuple[FakeMastodon, str], alice_key: SigningKey
 ) -> None:
     m, _ = fake
-    post, _ = make_post("needle", [TARGET])
-    ingest(home, alice_key, [post])
-    m.faults.append(Fault(method="POST", path="/api/v1/statuses", status=504))
-    (o,) = await run(home, T0)
-    for i in range(170):  # 4 full pages and a short one, none of them ours
-        sid = m.new_id()
-        m.statuses[sid] = {
-            "id": sid, "account": "alice", "text": f"hay {i}", "media_ids": [], "key": None,
-            "created_at": "2099-01-01T00:00:00.000Z",
-        }  # fmt: skip
+    await _lost_then_buried(home, m, alice_key, "needle", others=170)  # 4 full pages and a short one
     (o,) = await run(home, T0 + 2 * 3600_000)
     assert o.state == "published"
     assert sum(s["text"] == "needle" for s in m.statuses.values()) == 1

@@ -4,39 +4,27 @@ says "reconnect this account"; the secret is never printed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import Cli
+from fake_server import fake_process
 
 from ground.credentials import DEFAULT_SERVICE, store_for
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def fakes(subprocess_env: dict[str, str]) -> Iterator[dict[str, str]]:
-    procs, urls = [], {}
-    for kind in ("instagram", "threads", "facebook"):
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "tests" / "fake_meta.py"), "--kind", kind, "--token", "secret-tok"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=subprocess_env,
-        )
-        assert proc.stdout is not None
-        urls[kind] = json.loads(proc.stdout.readline())["url"]
-        procs.append(proc)
-    yield urls
-    for proc in procs:
-        proc.kill()
-        proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+    with contextlib.ExitStack() as stack:
+        yield {
+            kind: stack.enter_context(
+                fake_process("meta", "--kind", kind, "--token", "secret-tok", env=subprocess_env)
+            )["url"]
+            for kind in ("instagram", "threads", "facebook")
+        }
 
 
 def test_add_and_check_each_meta_account(cli: Cli, tmp_path: Path, fakes: dict[str, str]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -179,19 +178,7 @@ def test_accepted_post_is_queued_with_its_photo(alice: Cli, photo: Path) -> None
 
 def test_real_cli_prints_the_reason(cli: Cli, subprocess_env: dict[str, str]) -> None:
     r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "onboard",
-            "--home",
-            str(cli.onboard_home),
-            "post",
-            "--as",
-            "carol",
-            "--to",
-            "a:b",
-            "x",
-        ],
+        cli.onboard_argv("post", "--as", "carol", "--to", "a:b", "x"),
         capture_output=True,
         text=True,
         env=subprocess_env,

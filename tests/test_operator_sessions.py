@@ -32,6 +32,7 @@ import ground.dashboard.auth
 from ground import db, operators
 from ground.dashboard import setup
 from ground.dashboard.openapi import openapi_document
+from ground.demo import stop_server
 from ground.home import GroundHome
 from ground.login_limits import LoginLimiter
 from ground.operators import Refused, Session, SessionEnd
@@ -440,17 +441,6 @@ def start_serve(ground_home: Path, env: dict[str, str], *args: str) -> tuple[sub
     raise AssertionError("ground serve did not start within 20 s")
 
 
-def stop_serve(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-    if proc.stderr is not None:
-        proc.stderr.close()
-
-
 def back_date(db_path: Path, token: str, by_ms: int) -> None:
     """Make a live session look unused for ``by_ms`` (the server's clock is real; its data is not)."""
     conn = sqlite3.connect(db_path, timeout=30)
@@ -511,7 +501,7 @@ async def test_real_server_ends_idle_sessions_and_keeps_the_limiter_across_a_res
                 r = await anon.post(url + "/api/login", json={"name": "ada", "password": ADMIN[1]})
                 assert r.status == 429 and int(r.headers["Retry-After"]) > 14 * 60
     finally:
-        stop_serve(proc)
+        stop_server(proc)
 
     proc, url = start_serve(g, subprocess_env, "--session-idle-min", "5")
     try:
@@ -527,7 +517,7 @@ async def test_real_server_ends_idle_sessions_and_keeps_the_limiter_across_a_res
             r = await anon.post(url + "/api/login", json={"name": "rita", "password": READER[1]})
             assert r.status == 429
     finally:
-        stop_serve(proc)
+        stop_server(proc)
     conn = sqlite3.connect(g / "ground.db")
     kinds = [
         k

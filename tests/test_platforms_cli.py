@@ -3,6 +3,7 @@ process), and `ground demo --with-fakes` end to end."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -11,30 +12,13 @@ from pathlib import Path
 
 import pytest
 from conftest import Cli
-
-REPO = Path(__file__).resolve().parent.parent
+from fake_server import fake_process
 
 
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[dict[str, dict[str, object]]]:
-    procs, infos = [], {}
-    try:
-        for name in ("x", "linkedin", "flickr"):
-            proc = subprocess.Popen(
-                [sys.executable, str(REPO / "tests" / f"fake_{name}.py")],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-            )
-            procs.append(proc)
-            assert proc.stdout is not None
-            infos[name] = json.loads(proc.stdout.readline())
-        yield infos
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
+    with contextlib.ExitStack() as stack:
+        yield {name: stack.enter_context(fake_process(name)) for name in ("x", "linkedin", "flickr")}
 
 
 def test_account_add_check_list(cli: Cli, tmp_path: Path, fakes: dict[str, dict[str, object]]) -> None:

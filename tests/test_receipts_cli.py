@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -74,17 +75,35 @@ def ground_proc(cli: Cli, subprocess_env: dict[str, str]) -> Iterator[GroundProc
         g.stop()
 
 
-def _dbs(cli: Cli) -> tuple[sqlite3.Connection, sqlite3.Connection]:
-    return sqlite3.connect(cli.ground_home / "ground.db"), sqlite3.connect(Home(cli.onboard_home).db_path)
+def _ground_db(cli: Cli) -> sqlite3.Connection:
+    return sqlite3.connect(cli.ground_home / "ground.db")
 
 
 def _check_converged(cli: Cli) -> None:
-    g, q = _dbs(cli)
+    g, q = _ground_db(cli), sqlite3.connect(Home(cli.onboard_home).db_path)
     try:
         assert_converged(g, q)
     finally:
         g.close()
         q.close()
+
+
+@contextmanager
+def _queue_then_converged(cli: Cli) -> Iterator[sqlite3.Connection]:
+    """Onboard's queue database for the block's checks; after it (if they passed), §9's property:
+    onboard's view of every delivery equals ground's."""
+    q = sqlite3.connect(Home(cli.onboard_home).db_path)
+    try:
+        yield q
+    finally:
+        q.close()
+    _check_converged(cli)
+
+
+def _serve_and_link(cli: Cli, ground_proc: GroundProcess, token: Path) -> None:
+    """Start `ground serve` and point onboard's link at it with the station ``token``."""
+    ground_proc.start()
+    cli.onboard("link", "add", "--ground", ground_proc.url, "--token-file", str(token))
 
 
 def _posted_id(result) -> str:  # type: ignore[no-untyped-def]
@@ -94,9 +113,7 @@ def _posted_id(result) -> str:  # type: ignore[no-untyped-def]
 def test_one_bad_post_is_refused_alone_with_reason_remedy_and_a_failing_sync(
     cli: Cli, tmp_path: Path, ground_proc: GroundProcess
 ) -> None:
-    token = setup_station(cli, tmp_path)
-    ground_proc.start()
-    cli.onboard("link", "add", "--ground", ground_proc.url, "--token-file", str(token))
+    _serve_and_link(cli, ground_proc, setup_station(cli, tmp_path))
     first = cli.onboard("post", "--as", "alice", "--to", "twitter:alice", "to an account ground lacks")
     assert "has not yet said which accounts alice is enrolled for" in first.output  # queued anyway
     bad = _posted_id(first)
@@ -110,46 +127,41 @@ def test_one_bad_post_is_refused_alone_with_reason_remedy_and_a_failing_sync(
     assert posts[good] == ["alice", "archive:alice", "published"]
     assert posts[bad] == ["alice", "twitter:alice", "rejected"]
     _check_converged(cli)
-    _, q = _dbs(cli)
-    (detail,) = q.execute("SELECT detail FROM deliveries WHERE item_id = ?", (bad,)).fetchone()
-    assert "not enrolled for account twitter:alice" in detail and f"onboard cancel {bad}" in detail
-    assert f"ground retry {bad} --account twitter:alice" in detail
-    shown = cli.onboard("queue").output
-    assert "rejected" in shown and "published" in shown
-    # Onboard learned alice's accounts from the signed receipts: refused at once, naming them.
-    assert q.execute("SELECT accounts FROM enrolled_accounts WHERE astronaut = 'alice'").fetchone() == (
-        "archive:alice",
-    )
-    again = cli.onboard("post", "--as", "alice", "--to", "twitter:alice", "again", ok=False)
-    assert again.exit_code == 1 and "enrolled accounts: archive:alice" in str(again.exception)
-    # The remedy works: a signed cancel moves the rejected delivery on, and sync is happy.
-    cli.onboard("cancel", bad)
-    r = cli.onboard("sync", "--wait-published", "30")
-    assert "ground refused" not in r.output
-    assert q.execute("SELECT state FROM deliveries WHERE item_id = ?", (bad,)).fetchone() == ("cancelled",)
-    assert q.execute("SELECT status, detail FROM items WHERE kind = 'cancel'").fetchone()[0] == "done"
-    _check_converged(cli)
-    q.close()
+    with _queue_then_converged(cli) as q:
+        (detail,) = q.execute("SELECT detail FROM deliveries WHERE item_id = ?", (bad,)).fetchone()
+        assert "not enrolled for account twitter:alice" in detail and f"onboard cancel {bad}" in detail
+        assert f"ground retry {bad} --account twitter:alice" in detail
+        shown = cli.onboard("queue").output
+        assert "rejected" in shown and "published" in shown
+        # Onboard learned alice's accounts from the signed receipts: refused at once, naming them.
+        accounts = q.execute("SELECT accounts FROM enrolled_accounts WHERE astronaut = 'alice'").fetchone()
+        assert accounts == ("archive:alice",)
+        again = cli.onboard("post", "--as", "alice", "--to", "twitter:alice", "again", ok=False)
+        assert again.exit_code == 1 and "enrolled accounts: archive:alice" in str(again.exception)
+        # The remedy works: a signed cancel moves the rejected delivery on, and sync is happy.
+        cli.onboard("cancel", bad)
+        r = cli.onboard("sync", "--wait-published", "30")
+        assert "ground refused" not in r.output
+        delivery = q.execute("SELECT state FROM deliveries WHERE item_id = ?", (bad,)).fetchone()
+        assert delivery == ("cancelled",)
+        assert q.execute("SELECT status, detail FROM items WHERE kind = 'cancel'").fetchone()[0] == "done"
 
 
 def test_retract_and_cancel_outcomes_come_back_in_plain_words(
     cli: Cli, tmp_path: Path, ground_proc: GroundProcess
 ) -> None:
-    token = setup_station(cli, tmp_path)
-    ground_proc.start()
-    cli.onboard("link", "add", "--ground", ground_proc.url, "--token-file", str(token))
+    _serve_and_link(cli, ground_proc, setup_station(cli, tmp_path))
     post = _posted_id(cli.onboard("post", "--as", "alice", "--to", "archive:alice", "soon gone"))
     cli.onboard("sync", "--wait-published", "30")
     cli.onboard("retract", post)
     cli.onboard("sync", "--wait-published", "30")  # returns only once the retract's outcome is in
-    _, q = _dbs(cli)
-    status, detail = q.execute("SELECT status, detail FROM items WHERE kind = 'retract'").fetchone()
-    assert status == "done" and detail.startswith(f"retract {post}: deleting from archive:alice")
-    assert q.execute("SELECT status FROM items WHERE id = ?", (post,)).fetchone() == ("retracted",)
-    assert q.execute("SELECT state FROM deliveries WHERE item_id = ?", (post,)).fetchone() == ("retracted",)
-    assert "retracted" in cli.onboard("queue").output
-    _check_converged(cli)
-    q.close()
+    with _queue_then_converged(cli) as q:
+        status, detail = q.execute("SELECT status, detail FROM items WHERE kind = 'retract'").fetchone()
+        assert status == "done" and detail.startswith(f"retract {post}: deleting from archive:alice")
+        assert q.execute("SELECT status FROM items WHERE id = ?", (post,)).fetchone() == ("retracted",)
+        delivery = q.execute("SELECT state FROM deliveries WHERE item_id = ?", (post,)).fetchone()
+        assert delivery == ("retracted",)
+        assert "retracted" in cli.onboard("queue").output
 
 
 def test_file_hand_off_posts_get_receipts_over_a_later_live_sync(
@@ -163,17 +175,14 @@ def test_file_hand_off_posts_get_receipts_over_a_later_live_sync(
     cli.onboard("export", str(tmp_path / "out"))
     for f in sorted((tmp_path / "out").iterdir()):
         cli.ground("ingest", str(f))
-    ground_proc.start()
-    cli.onboard("link", "add", "--ground", ground_proc.url, "--token-file", str(token))
+    _serve_and_link(cli, ground_proc, token)
     cli.onboard("sync", "--wait-published", "30")
-    _, q = _dbs(cli)
-    marks = ",".join("?" * len(ids))
-    rows = q.execute(f"SELECT DISTINCT status FROM items WHERE id IN ({marks})", ids).fetchall()
-    assert rows == [("published",)]
-    _check_converged(cli)
-    q.close()
+    with _queue_then_converged(cli) as q:
+        marks = ",".join("?" * len(ids))
+        rows = q.execute(f"SELECT DISTINCT status FROM items WHERE id IN ({marks})", ids).fetchall()
+        assert rows == [("published",)]
     # Another station learns nothing of them: it cannot name the bundle's hash.
-    g = sqlite3.connect(cli.ground_home / "ground.db")
+    g = _ground_db(cli)
     receipts, _, _ = collect(g, 0, station="mars")
     assert not any(getattr(r, "item_id", None) in ids for r in receipts)
     g.close()
@@ -213,16 +222,7 @@ def _setup_many(cli: Cli, tmp_path: Path, astronauts: tuple[str, ...]) -> Path:
 
 def _sync_proc(cli: Cli, env: dict[str, str], wait_s: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "onboard",
-            "--home",
-            str(cli.onboard_home),
-            "sync",
-            "--wait-published",
-            str(wait_s),
-        ],
+        cli.onboard_argv("sync", "--wait-published", str(wait_s)),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -234,12 +234,11 @@ def test_sigkill_of_ground_between_publication_and_receipt(
 ) -> None:
     rng = random.Random(3)
     token = _setup_many(cli, tmp_path, ("alice",))
-    ground_proc.start()
-    cli.onboard("link", "add", "--ground", ground_proc.url, "--token-file", str(token))
+    _serve_and_link(cli, ground_proc, token)
     for round_ in range(3):
         _post_many(cli, 5, ("alice",), 0, rng)
         cli.onboard("sync")  # ground has them; their publication races the kill below
-        g = sqlite3.connect(cli.ground_home / "ground.db")
+        g = _ground_db(cli)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             (n,) = g.execute("SELECT COUNT(*) FROM publications WHERE state = 'published'").fetchone()
@@ -268,21 +267,28 @@ def _linkemu(
     return proc
 
 
-def _converge_through_linkemu(
+@pytest.mark.parametrize(
+    ("posts", "photos", "kills", "rate_kbps", "delay_ms", "los"),
+    [
+        pytest.param(40, 4, 2, 2000, 50, (2, 3), id="forty-posts-2-kills"),
+        # A slow link and a long loss of signal: minutes of work, so only in the slow run.
+        pytest.param(90, 12, 3, 512, 250, (5, 20), id="ninety-posts-slow-link", marks=pytest.mark.slow),
+    ],
+)
+def test_posts_through_linkemu_with_cuts_a_loss_of_signal_and_ground_kills_converge(
     cli: Cli,
     tmp_path: Path,
     ground_proc: GroundProcess,
-    env: dict[str, str],
-    *,
+    subprocess_env: dict[str, str],
     posts: int,
     photos: int,
     kills: int,
     rate_kbps: int,
     delay_ms: int,
     los: tuple[float, float],
-) -> float:
-    """Post, sync through the emulated link while ground is killed, and check §9's property.
-    Returns seconds from the end of the loss of signal to sync's successful exit."""
+) -> None:
+    """Post, sync through the emulated link while ground is killed, and check §9's property;
+    prints the seconds from the end of the loss of signal to sync's successful exit."""
     rng = random.Random(posts)
     astronauts = ("alice", "bob", "carol")
     token = _setup_many(cli, tmp_path, astronauts)
@@ -292,7 +298,7 @@ def _converge_through_linkemu(
     proxy = _linkemu(
         ground_proc.port,
         listen,
-        env,
+        subprocess_env,
         rate_kbps=rate_kbps,
         delay_ms=delay_ms,
         seed=posts,
@@ -301,7 +307,7 @@ def _converge_through_linkemu(
     los_end = time.monotonic() - 0.5 + los[0] + los[1]
     try:
         cli.onboard("link", "add", "--ground", f"http://127.0.0.1:{listen}", "--token-file", str(token))
-        sync = _sync_proc(cli, env, 300)
+        sync = _sync_proc(cli, subprocess_env, 300)
         for _ in range(kills):
             time.sleep(rng.uniform(1.0, 4.0))
             ground_proc.kill()
@@ -315,48 +321,14 @@ def _converge_through_linkemu(
     assert sync.returncode == 0, out
     print(out.strip().splitlines()[-1])
     _check_converged(cli)
-    g = sqlite3.connect(cli.ground_home / "ground.db")
+    g = _ground_db(cli)
     states = g.execute("SELECT state, COUNT(*) FROM publications GROUP BY state").fetchall()
     (last_ms,) = g.execute("SELECT MAX(published_ms) FROM publications").fetchone()
     g.close()
     link_back = time.time() - (time.monotonic() - los_end)  # the same moment, by the wall clock
     print(f"\nground published the last one {last_ms / 1000 - link_back:.1f} s after the link returned")
     assert states == [("published", posts * 2)], states  # all of them, exactly once each
-    return done - los_end
-
-
-def test_forty_posts_through_linkemu_with_cuts_and_ground_kills_converge(
-    cli: Cli, tmp_path: Path, ground_proc: GroundProcess, subprocess_env: dict[str, str]
-) -> None:
-    took = _converge_through_linkemu(
-        cli,
-        tmp_path,
-        ground_proc,
-        subprocess_env,
-        posts=40,
-        photos=4,
-        kills=2,
-        rate_kbps=2000,
-        delay_ms=50,
-        los=(2, 3),
+    print(
+        f"\nconverged {done - los_end:.1f} s after the link returned "
+        f"({posts} posts, {kills} ground kills, {rate_kbps} kbit/s)"
     )
-    print(f"\nconverged {took:.1f} s after the link returned (40 posts, 2 ground kills)")
-
-
-@pytest.mark.slow
-def test_many_posts_through_a_slow_linkemu_with_a_long_loss_of_signal_converge(
-    cli: Cli, tmp_path: Path, ground_proc: GroundProcess, subprocess_env: dict[str, str]
-) -> None:
-    took = _converge_through_linkemu(
-        cli,
-        tmp_path,
-        ground_proc,
-        subprocess_env,
-        posts=90,
-        photos=12,
-        kills=3,
-        rate_kbps=512,
-        delay_ms=250,
-        los=(5, 20),
-    )
-    print(f"\nconverged {took:.1f} s after the link returned (90 posts, 3 ground kills, 512 kbit/s)")

@@ -12,30 +12,24 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import random
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from conftest import Cli
 from fake_x import FakeX
 from pds import harness
 from PIL import Image
-from publish_support import ingest, make_post
+from publish_support import add_oauth2_account, ingest, make_post, publish_run, serving
 from test_rendition_onboard import panorama
 
 from ground import translog
-from ground.credentials import store_for
 from ground.home import GroundHome
 from ground.ingest import ingest_bytes
-from ground.platforms import build_platforms
 from ground.platforms.atproto import tid_for_post
 from ground.public import post_proof
-from ground.publish import publish_due
-from ground.publish_cli import add_credential
 from ground.receipts import build_document, ground_key
 from onboard import queue
 from onboard.home import Home
@@ -48,23 +42,14 @@ TARGETS = f"{X},{BSKY},{ARCHIVE}"
 
 @pytest.fixture(scope="module")
 def pds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Pds]:
-    harness.require_installed()
-    server = harness.start(tmp_path_factory.mktemp("pds"))
-    try:
-        server.create_account("alice.test")
+    with harness.running(tmp_path_factory.mktemp("pds"), "alice.test") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeX]:
-    x = FakeX()
-    server = TestServer(x.app(), host="127.0.0.1")
-    await server.start_server()
-    x.base_url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
-    yield x
-    await server.close()
+    async with serving(FakeX()) as x:
+        yield x
 
 
 @pytest.fixture
@@ -76,22 +61,12 @@ def ready(cli: Cli, pds: harness.Pds, fake: FakeX, tmp_path: Path) -> Cli:
     pw = tmp_path / "app-password"
     pw.write_text(pds.accounts["alice.test"].app_password)
     cli.ground("account", "add", BSKY, "--app-password-file", str(pw), "--service-url", pds.url)
-    add_credential(
-        store_for(cli.ground_home),
-        X,
-        json.dumps(fake.grant()),
-        service_url=fake.base_url,  # type: ignore[attr-defined]
-        identifier="alice",
-        now_ms=int(time.time() * 1000),
-    )
+    add_oauth2_account(cli.ground_home, X, fake)
     return cli
 
 
 async def publish(home: GroundHome) -> dict[str, str]:
-    plats = build_platforms(home.root, home.archive_dir)
-    plats["x"].poll_interval_s = 0.01  # type: ignore[attr-defined]
-    async with aiohttp.ClientSession() as s:
-        out = await publish_due(home, int(time.time() * 1000), plats, s, rng=random.Random(0))
+    out = await publish_run(home, int(time.time() * 1000), quick_poll="x")
     return {o.account: o.state if o.state == "published" else f"{o.state}: {o.error}" for o in out}
 
 
@@ -271,14 +246,7 @@ async def test_over_the_live_link_the_consent_travels_in_format_1_and_x_gets_the
     token = setup_station(cli, tmp_path)
     line = cli.onboard("keys", "show", "alice").output.strip()
     cli.ground("enroll", "alice", "--key", line, "--account", X)
-    add_credential(
-        store_for(cli.ground_home),
-        X,
-        json.dumps(fake.grant()),
-        service_url=fake.base_url,  # type: ignore[attr-defined]
-        identifier="alice",
-        now_ms=int(time.time() * 1000),
-    )
+    add_oauth2_account(cli.ground_home, X, fake)
     photo = tmp_path / "wide.jpg"
     photo.write_bytes(panorama())
     async with running_ground(cli.ground_home) as url:

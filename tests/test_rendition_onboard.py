@@ -11,9 +11,9 @@ import pytest
 import skimage
 from conftest import Cli
 from PIL import Image
+from test_onboard_post import queued
 
 import onboard.compose
-from onboard import queue
 from onboard.home import Home
 from protocol import Post, verify_bundle
 from protocol.canonical import unpack
@@ -43,14 +43,6 @@ def wide(tmp_path: Path) -> Path:
     p = tmp_path / "wide.jpg"
     p.write_bytes(panorama())
     return p
-
-
-def queued(cli: Cli) -> list[queue.QueuedItem]:
-    conn = queue.connect(Home(cli.onboard_home).db_path)
-    try:
-        return queue.items(conn)
-    finally:
-        conn.close()
 
 
 def post(cli: Cli, photo: Path, *extra: str, ok: bool = True):  # type: ignore[no-untyped-def]

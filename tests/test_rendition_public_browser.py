@@ -3,7 +3,6 @@ says so with both hashes, and its own checks find the rendition in the log leaf 
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -11,15 +10,14 @@ from typing import Any
 from conftest import Cli
 from fake_x import FakeX
 from link_support import running_ground
+from publish_support import add_oauth2_account
 from test_public_page_browser import page  # noqa: F401
 from test_rendition_e2e import X, fake, publish  # noqa: F401
 from test_rendition_onboard import panorama
 
 from ground import translog
-from ground.credentials import store_for
 from ground.home import GroundHome
 from ground.ingest import ingest_bytes
-from ground.publish_cli import add_credential
 
 
 async def test_public_page_shows_and_checks_the_rendition(
@@ -31,14 +29,7 @@ async def test_public_page_shows_and_checks_the_rendition(
     cli.onboard("keys", "new", "alice")
     line = cli.onboard("keys", "show", "alice").output.strip()
     cli.ground("enroll", "alice", "--key", line, "--account", X, "--account", "archive:alice")
-    add_credential(
-        store_for(cli.ground_home),
-        X,
-        json.dumps(fake.grant()),
-        service_url=fake.base_url,  # type: ignore[attr-defined]
-        identifier="alice",
-        now_ms=int(time.time() * 1000),
-    )
+    add_oauth2_account(cli.ground_home, X, fake)
     photo = tmp_path / "wide.jpg"
     photo.write_bytes(panorama())
     out = cli.onboard(

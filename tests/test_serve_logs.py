@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from conftest import Cli
+from harden_support import raw_blocking
 from link_support import free_port
 
 from ground import logs
@@ -61,19 +62,10 @@ def _wait_until_open(pid: int, name: str, timeout_s: float = 30.0) -> None:
     raise AssertionError(f"process {pid} never opened {name}")
 
 
-def _raw(port: int, request: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(request)
-        chunks = []
-        while chunk := s.recv(65536):
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-
 def _http(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> int:
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     req = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {len(body)}\r\n{head}\r\n"
-    answer = _raw(port, req.encode() + body)
+    answer = raw_blocking(port, req.encode() + body)
     return int(answer.split(b" ", 2)[1])
 
 
@@ -123,7 +115,7 @@ def test_serve_logs_every_event_as_json_and_never_a_credential(
 
     # aiohttp's parser refuses a NUL in a header and logs the offending line, whole.
     for secret in secrets:
-        answer = _raw(
+        answer = raw_blocking(
             port,
             b"POST /v1/link HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
             + secret.encode()
@@ -142,7 +134,7 @@ def test_serve_logs_every_event_as_json_and_never_a_credential(
     cli.onboard("link", "add", "--ground", f"http://127.0.0.1:{port}", "--token-file", str(token_file))
     cli.onboard("post", "--as", "alice", "--to", "archive:alice", "logged, not leaked")
     sync = subprocess.run(
-        [sys.executable, "-m", "onboard", "--home", str(cli.onboard_home), "sync", "--wait-published", "20", "--json"],
+        cli.onboard_argv("sync", "--wait-published", "20", "--json"),
         env=subprocess_env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert sync.returncode == 0, sync.stderr
@@ -221,7 +213,7 @@ def test_sync_watch_says_why_it_stopped_on_sigterm(
     err = tmp_path / "sync.err"
     with err.open("wb") as f:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "onboard", "--home", str(cli.onboard_home), "sync", "--watch"],
+            cli.onboard_argv("sync", "--watch"),
             env=subprocess_env, stdout=subprocess.DEVNULL, stderr=f,
         )  # fmt: skip
     stopper.append(proc)

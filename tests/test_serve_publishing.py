@@ -15,41 +15,27 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from fake_server import fake_process
 from pds import harness
 
 from ground.home import GroundHome
 from ground.ingest import ingest_bytes
 from ground.platforms.atproto import tid_for_post
 
-REPO = Path(__file__).resolve().parent.parent
 BSKY = "bluesky:alice.test"
 MASTO = "mastodon:alice@fake.example"
 
 
 @pytest.fixture(scope="module")
 def pds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Pds]:
-    harness.require_installed()
-    server = harness.start(tmp_path_factory.mktemp("pds-serve"))
-    try:
-        server.create_account("alice.test")
+    with harness.running(tmp_path_factory.mktemp("pds-serve"), "alice.test") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def mastodon(subprocess_env: dict[str, str]) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, str(REPO / "tests" / "fake_mastodon.py")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=subprocess_env,
-    )
-    assert proc.stdout is not None
-    yield json.loads(proc.stdout.readline())["url"]
-    proc.kill()
-    proc.wait()
-    proc.stdout.close()
+    with fake_process("mastodon", env=subprocess_env) as info:
+        yield info["url"]
 
 
 def _free_port() -> int:

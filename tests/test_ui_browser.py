@@ -50,13 +50,8 @@ def cli(tool: str, home: Path, *args: str, env: dict[str, str]) -> str:
 
 @pytest.fixture(scope="module")
 def pds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.Pds]:
-    harness.require_installed()
-    server = harness.start(tmp_path_factory.mktemp("pds"))
-    try:
-        server.create_account("alice.test")
+    with harness.running(tmp_path_factory.mktemp("pds"), "alice.test") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @dataclass

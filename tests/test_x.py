@@ -5,66 +5,48 @@ headers and the daily quota, ambiguous timeouts looked up, never a second post."
 from __future__ import annotations
 
 import dataclasses
-import json
-import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from fake_x import FakeX, Fault
 from hypothesis import given
 from hypothesis import strategies as st
-from publish_support import T0, command, ingest, make_home, make_post, states
+from publish_support import (
+    T0,
+    fails_asking_to_reconnect,
+    ingest,
+    make_post,
+    oauth2_home,
+    publish_run,
+    publish_then_retract,
+    reconnect_and_retry,
+    serving,
+)
 
 from ground.credentials import store_for
 from ground.home import GroundHome
-from ground.platforms import build_platforms
 from ground.platforms.x import text_matches
-from ground.publish import publish_due
-from ground.publish_cli import add_credential
+from ground.publish import PublishOutcome
 from protocol import SigningKey
-from protocol.model import Retract
 
 TARGET = "x:alice"
 
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeX]:
-    x = FakeX()
-    server = TestServer(x.app(), host="127.0.0.1")
-    await server.start_server()
-    x.base_url = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
-    yield x
-    await server.close()
-
-
-def add_account(home: GroundHome, fake: FakeX) -> None:
-    add_credential(
-        store_for(home.root),
-        TARGET,
-        json.dumps(fake.grant()),
-        service_url=fake.base_url,  # type: ignore[attr-defined]
-        identifier="alice",
-        now_ms=int(time.time() * 1000),
-    )
+    async with serving(FakeX()) as x:
+        yield x
 
 
 @pytest.fixture
-def home(tmp_path: Path, alice_key: SigningKey, fake: FakeX) -> GroundHome:
-    h = make_home(tmp_path / "G", alice_key, [TARGET])
-    add_account(h, fake)
-    yield h
-    h.close()
+def home(tmp_path: Path, alice_key: SigningKey, fake: FakeX) -> Iterator[GroundHome]:
+    yield from oauth2_home(tmp_path / "G", alice_key, TARGET, fake)
 
 
-async def run(home: GroundHome, now: int):  # type: ignore[no-untyped-def]
-    plats = build_platforms(home.root, home.archive_dir)
-    plats["x"].poll_interval_s = 0.01  # type: ignore[attr-defined]
-    async with aiohttp.ClientSession() as s:
-        return await publish_due(home, now, plats, s, rng=random.Random(0))
+async def run(home: GroundHome, now: int) -> list[PublishOutcome]:
+    return await publish_run(home, now, quick_poll="x")
 
 
 def row(home: GroundHome, item_id: str) -> tuple[str, ...]:
@@ -130,17 +112,10 @@ async def test_a_dead_refresh_token_fails_with_reconnect_this_account(
     fake.access.clear()
     fake.refresh.clear()  # revoked (or lost to a rotation whose answer never arrived)
     p, _ = make_post("hello", [TARGET])
-    ingest(home, alice_key, [p])
-    (o,) = await run(home, T0)
-    assert o.state == "failed"
-    assert "reconnect this account: x:alice" in (o.error or "")
+    await fails_asking_to_reconnect(home, alice_key, p, T0)
     assert not fake.tweets
     # After the operator reconnects (new grant) and retries, it goes out once.
-    from ground.publish import retry
-
-    add_account(home, fake)
-    retry(home.conn, p.id, T0 + 1)
-    (o2,) = await run(home, T0 + 2)
+    o2 = await reconnect_and_retry(home, fake, p, T0 + 1)
     assert o2.state == "published" and len(fake.tweets) == 1
 
 
@@ -200,11 +175,7 @@ async def test_limits_and_error_bodies(home: GroundHome, fake: FakeX, alice_key:
 
 async def test_retract_deletes(home: GroundHome, fake: FakeX, alice_key: SigningKey) -> None:
     p, _ = make_post("bye", [TARGET])
-    ingest(home, alice_key, [p])
-    await run(home, T0)
-    ingest(home, alice_key, [command(Retract, p.id)])
-    await run(home, T0 + 1)
-    assert states(home, p.id) == {TARGET: "retracted"}
+    assert await publish_then_retract(home, alice_key, p, quick_poll="x") == {TARGET: "retracted"}
     assert all(t.get("deleted") for t in fake.tweets.values())
 
 

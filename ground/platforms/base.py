@@ -18,6 +18,29 @@ from typing import Any, Protocol
 from protocol import MediaRef, Post
 from protocol.batch_tree import BatchInclusion
 
+from ..credentials import Credential, CredentialStore
+from ..errors import PublishError
+
+
+def require_credential(credentials: CredentialStore, target: str) -> Credential:
+    """The stored credential for ``target``; any failure but a PublishError becomes a permanent one."""
+    try:
+        return credentials.require(target)
+    except PublishError:
+        raise
+    except Exception as exc:
+        raise PublishError(str(exc), retryable=False) from exc
+
+
+def lookup_exhausted(post_id: str, target: str, newer: str) -> PublishError:
+    """The permanent error of a lookup that read ``newer`` (say "500 newer posts") without
+    getting back to the uncertain attempt: an operator checks the account by hand."""
+    return PublishError(
+        f"cannot tell whether post {post_id} reached {target}: more than {newer}; "
+        "check the account, then `ground retry`",
+        retryable=False,
+    )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PublishRequest:

@@ -34,7 +34,7 @@ import aiohttp
 from ..credentials import Credential, CredentialStore
 from ..errors import PublishError
 from . import atproto
-from .base import Published, PublishRequest
+from .base import Published, PublishRequest, require_credential
 from .http import Response, error_text, raise_for_status, request
 from .readback import bytes_note, read_back_note
 
@@ -105,10 +105,7 @@ class BlueskyPlatform:
         self._web_apps = web_apps
 
     def _cred(self, account: str) -> Credential:
-        try:
-            return self.credentials.require(f"bluesky:{account}")
-        except Exception as exc:
-            raise PublishError(str(exc), retryable=False) from exc
+        return require_credential(self.credentials, f"bluesky:{account}")
 
     def _keep(self, cred: Credential, body: dict[str, Any]) -> _Session:
         sess = _Session(

@@ -26,33 +26,20 @@ with "reconnect this account". Credentials: ``ground account add facebook:PAGE -
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import aiohttp
-
-from protocol.mediatype import EXTENSIONS
 
 from ..credentials import CredentialStore
 from ..errors import PublishError
 from .base import Published, PublishRequest
 from .handles import HandleStore
-from .http import request
-from .meta_graph import (
-    MetaTokens,
-    bearer,
-    check_usage,
-    graph_call,
-    now_ms_from,
-    parse_time_ms,
-    raise_for_graph,
-)
+from .http import photo_form
+from .meta_graph import GraphAdapter, check_usage, parse_time_ms, reencoded
 from .quota import QuotaBook
-from .readback import read_back_note
 
 VERSION = "v21.0"
 CLOCK_SKEW_MS = 10 * 60 * 1000
@@ -72,8 +59,10 @@ def _attached_ids(post: dict[str, Any]) -> set[str]:
     return out
 
 
-class FacebookPlatform:
+class FacebookPlatform(GraphAdapter):
     name = "facebook"
+    version = VERSION
+    gone_subcodes = frozenset({33})  # "object does not exist": deleted already
 
     def __init__(
         self,
@@ -83,38 +72,8 @@ class FacebookPlatform:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.tokens = MetaTokens(credentials, refresh_grant=None, clock=clock)
-        self.handles = handles
-        self.quotas = quotas
-        self.clock = clock
-
-    def _now(self) -> int:
-        return now_ms_from(self.clock)
-
-    def _url(self, target: str, path: str) -> str:
-        return f"{self.tokens.cred(target).service_url}/{VERSION}/{path}"
-
-    async def _call(
-        self,
-        session: aiohttp.ClientSession,
-        target: str,
-        method: str,
-        path: str,
-        what: str,
-        token: str,
-        **kw: Any,
-    ) -> dict[str, Any]:
-        return await graph_call(
-            session,
-            method,
-            self._url(target, path),
-            what=what,
-            target=target,
-            token=token,
-            quotas=self.quotas,
-            now_s=self.clock(),
-            **kw,
-        )
+        # Page tokens made from a long-lived user token do not expire: nothing to refresh.
+        super().__init__(credentials, handles, quotas, refresh_grant=None, clock=clock)
 
     async def _page_id(self, session: aiohttp.ClientSession, target: str, token: str) -> str:
         st = self.tokens.state(target)
@@ -131,10 +90,7 @@ class FacebookPlatform:
         out = await self._publish(req, session)
         if not req.media:
             return out
-        note = "photos uploaded byte-exact; Facebook re-encodes every photo"
-        return replace(
-            out, fidelity="re-encoded", fidelity_note="; ".join(n for n in (out.fidelity_note, note) if n)
-        )
+        return reencoded(out, "photos uploaded byte-exact; Facebook re-encodes every photo")
 
     async def _publish(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published:
         target = f"facebook:{req.account}"
@@ -183,13 +139,7 @@ class FacebookPlatform:
         data: bytes,
         alt: str,
     ) -> str:
-        form = aiohttp.FormData()
-        form.add_field(
-            "source",
-            io.BytesIO(data),
-            filename=f"photo-{index + 1}.{EXTENSIONS.get(media_type, 'bin')}",
-            content_type=media_type,
-        )
+        form = photo_form("source", data, media_type, index + 1)
         form.add_field("published", "false")
         if alt:
             form.add_field("alt_text_custom", alt)
@@ -204,22 +154,15 @@ class FacebookPlatform:
         self, session: aiohttp.ClientSession, target: str, token: str, post_id: str, text: str
     ) -> Published:
         """The Page post's link, and its message read back and compared with what was signed."""
-        try:
-            out = await self._call(
-                session,
-                target,
-                "GET",
-                post_id,
-                "read back",
-                token,
-                params={"fields": "id,permalink_url,message"},
-            )
-        except PublishError as exc:
-            return Published(url="", remote_id=post_id, fidelity_note=f"text not read back ({exc})")
-        return Published(
-            url=str(out.get("permalink_url") or ""),
-            remote_id=post_id,
-            fidelity_note=read_back_note("Facebook", text, out.get("message")),
+        return await self._read_back(
+            session,
+            target,
+            token,
+            post_id,
+            text,
+            title="Facebook",
+            link_field="permalink_url",
+            text_field="message",
         )
 
     async def _find(
@@ -268,15 +211,7 @@ class FacebookPlatform:
         return await self._find(session, target, token, await self._page_id(session, target, token), req, h)
 
     async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:
-        target = f"facebook:{account}"
-        token = await self.tokens.token(target, session)
-        resp = await request(
-            session, "DELETE", self._url(target, remote_id), what="delete", headers=bearer(token)
-        )
-        err = (resp.json() or {}).get("error") if isinstance(resp.json(), dict) else None
-        if resp.status == 404 or (isinstance(err, dict) and err.get("error_subcode") == 33):
-            return  # already gone
-        raise_for_graph(resp, "delete", target)
+        await self._delete(session, f"facebook:{account}", remote_id)
 
     async def check(self, account: str, session: aiohttp.ClientSession) -> str:
         target = f"facebook:{account}"

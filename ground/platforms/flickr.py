@@ -57,7 +57,7 @@ from protocol.model import Post
 
 from ..credentials import Credential, CredentialStore
 from ..errors import PublishError, ReconnectNeeded
-from .base import Published, PublishRequest
+from .base import Published, PublishRequest, lookup_exhausted, require_credential
 from .handles import HandleStore
 from .http import Response, raise_for_status, request
 from .quota import QuotaBook
@@ -108,12 +108,7 @@ class FlickrPlatform:
     # --- credentials, signing, calls -------------------------------------------------------------
 
     def _cred(self, account: str) -> tuple[Credential, Client]:
-        try:
-            cred = self.credentials.require(f"flickr:{account}")
-        except PublishError:
-            raise
-        except Exception as exc:
-            raise PublishError(str(exc), retryable=False) from exc
+        cred = require_credential(self.credentials, f"flickr:{account}")
         try:
             keys = json.loads(cred.secret)
             client = Client(
@@ -384,11 +379,7 @@ class FlickrPlatform:
                     found.setdefault(index, str(p["id"]))
             if page >= int(photos.get("pages") or 1):
                 return found
-        raise PublishError(
-            f"cannot tell whether post {req.post.id} reached {cred.target}: more than "
-            f"{LOOKUP_PAGES * LOOKUP_PER_PAGE} newer uploads; check the account, then `ground retry`",
-            retryable=False,
-        )
+        raise lookup_exhausted(req.post.id, cred.target, f"{LOOKUP_PAGES * LOOKUP_PER_PAGE} newer uploads")
 
     async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:
         """After a crash or ambiguous timeout: complete when every photo is on the account.

@@ -11,12 +11,15 @@
 from __future__ import annotations
 
 import email.utils
+import io
 import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+
+from protocol.mediatype import EXTENSIONS
 
 from ..errors import PublishError
 
@@ -92,6 +95,25 @@ async def request(
         raise PublishError(
             f"{what}: connection to {url} failed: {exc}", retryable=True, ambiguous=True
         ) from exc
+
+
+def photo_form(field: str, data: bytes, media_type: str, number: int) -> aiohttp.FormData:
+    """A multipart form holding one photo as ``field``, named ``photo-NUMBER.ext``; streamed
+    (raw bytes over ~1 MB would block the event loop). The caller adds the other fields."""
+    form = aiohttp.FormData()
+    form.add_field(
+        field,
+        io.BytesIO(data),
+        filename=f"photo-{number}.{EXTENSIONS.get(media_type, 'bin')}",
+        content_type=media_type,
+    )
+    return form
+
+
+def raise_unless_gone(resp: Response, what: str) -> None:
+    """For a delete: 404 means the post is already gone (done); any other error as raise_for_status."""
+    if resp.status != 404:
+        raise_for_status(resp, what)
 
 
 def raise_for_status(resp: Response, what: str) -> None:

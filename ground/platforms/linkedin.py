@@ -48,11 +48,12 @@ import aiohttp
 
 from ..credentials import Credential, CredentialStore, expiry_text
 from ..errors import PublishError, QuotaWait, ReconnectNeeded
-from .base import Published, PublishRequest
+from .base import Published, PublishRequest, lookup_exhausted, require_credential
 from .handles import HandleStore
-from .http import Response, error_text, raise_for_status, request
-from .oauth2 import TokenEndpoint, TokenKeeper, cached_keeper, require_credential
+from .http import Response, error_text, raise_for_status, raise_unless_gone, request
+from .oauth2 import TokenEndpoint, TokenKeeper, cached_keeper
 from .quota import QuotaBook
+from .readback import reencoded_post
 
 API_VERSION = "202411"
 # The oauth host is separate from the API host on LinkedIn; a fake serves both.
@@ -267,14 +268,12 @@ class LinkedInPlatform:
 
     @staticmethod
     def _published(urn: str, has_media: bool, checked: str = "") -> Published:
-        notes = [checked] if checked else []
-        if has_media:
-            notes.append("photos sent byte-exact; LinkedIn re-encodes every photo it receives")
-        return Published(
+        return reencoded_post(
             url=f"https://www.linkedin.com/feed/update/{urn}/",
             remote_id=urn,
-            fidelity="re-encoded",
-            fidelity_note="; ".join(notes),
+            title="LinkedIn",
+            checked=checked,
+            has_media=has_media,
         )
 
     async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:
@@ -308,11 +307,7 @@ class LinkedInPlatform:
             oldest = min((int(el.get("createdAt") or 0) for el in elements), default=0)
             if len(elements) < LOOKUP_COUNT or oldest <= since:
                 return None  # read back past the attempt: it is not there
-        raise PublishError(
-            f"cannot tell whether post {req.post.id} reached {cred.target}: more than "
-            f"{LOOKUP_PAGES * LOOKUP_COUNT} newer posts; check the account, then `ground retry`",
-            retryable=False,
-        )
+        raise lookup_exhausted(req.post.id, cred.target, f"{LOOKUP_PAGES * LOOKUP_COUNT} newer posts")
 
     async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:
         cred = self._cred(account)
@@ -323,9 +318,7 @@ class LinkedInPlatform:
             f"/rest/posts/{urllib.parse.quote(remote_id, safe='')}",
             what="delete post",
         )
-        if resp.status == 404:
-            return
-        raise_for_status(resp, "delete post")
+        raise_unless_gone(resp, "delete post")
 
     async def check(self, account: str, session: aiohttp.ClientSession) -> str:
         cred = self._cred(account)

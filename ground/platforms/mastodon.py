@@ -22,20 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import time
 from datetime import datetime
 from typing import Any
 
 import aiohttp
 
-from protocol.mediatype import EXTENSIONS
 from protocol.rules import MASTODON, PlatformRules, with_limits
 
 from ..credentials import Credential, CredentialStore
 from ..errors import PublishError
-from .base import Published, PublishRequest
-from .http import raise_for_status, request
+from .base import Published, PublishRequest, lookup_exhausted, require_credential
+from .http import Response, photo_form, raise_for_status, raise_unless_gone, request
 from .readback import read_back_note
 
 # How far back a lookup reads the account's statuses (40 per page, Mastodon's maximum); an
@@ -81,16 +79,26 @@ class MastodonPlatform:
         self._instances: dict[str, tuple[float, PlatformRules]] = {}
 
     def _cred(self, account: str) -> Credential:
-        try:
-            return self.credentials.require(f"mastodon:{account}")
-        except PublishError:
-            raise
-        except Exception as exc:
-            raise PublishError(str(exc), retryable=False) from exc
+        return require_credential(self.credentials, f"mastodon:{account}")
 
     @staticmethod
     def _auth(cred: Credential) -> dict[str, str]:
         return {"Authorization": f"Bearer {cred.secret}"}
+
+    async def _call(
+        self,
+        session: aiohttp.ClientSession,
+        cred: Credential,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        headers: dict[str, str] | None = None,
+        **kw: Any,
+    ) -> Response:
+        """One call to the instance's API (``path`` under its URL) with the account's token."""
+        auth = {**self._auth(cred), **(headers or {})}
+        return await request(session, method, f"{cred.service_url}{path}", what=what, headers=auth, **kw)
 
     async def rules(self, target: str, session: aiohttp.ClientSession) -> PlatformRules | None:
         """This instance's limits, from ``/api/v2/instance`` (cached for an hour)."""
@@ -128,24 +136,11 @@ class MastodonPlatform:
         data: bytes,
         alt: str,
     ) -> str:
-        form = aiohttp.FormData()
-        form.add_field(
-            "file",
-            io.BytesIO(data),  # streamed: raw bytes over ~1 MB would block the event loop
-            filename=f"photo-{index}.{EXTENSIONS.get(media_type, 'bin')}",
-            content_type=media_type,
-        )
+        form = photo_form("file", data, media_type, index)
         if alt:
             form.add_field("description", alt)
         what = f"upload photo {index}"
-        resp = await request(
-            session,
-            "POST",
-            f"{cred.service_url}/api/v2/media",
-            what=what,
-            data=form,
-            headers=self._auth(cred),
-        )
+        resp = await self._call(session, cred, "POST", "/api/v2/media", what=what, data=form)
         raise_for_status(resp, what)
         body = resp.json() or {}
         media_id = str(body.get("id", ""))
@@ -158,13 +153,7 @@ class MastodonPlatform:
         delay = self.poll_interval_s
         while time.monotonic() < deadline:
             await asyncio.sleep(delay)
-            poll = await request(
-                session,
-                "GET",
-                f"{cred.service_url}/api/v1/media/{media_id}",
-                what=what,
-                headers=self._auth(cred),
-            )
+            poll = await self._call(session, cred, "GET", f"/api/v1/media/{media_id}", what=what)
             if poll.status == 200:
                 return media_id
             if poll.status != 206:
@@ -181,14 +170,14 @@ class MastodonPlatform:
         payload: dict[str, Any] = {"status": req.post.text}
         if media_ids:
             payload["media_ids"] = media_ids
-        headers = {**self._auth(cred), "Idempotency-Key": idempotency_key(req.post.id, cred.target)}
-        resp = await request(
+        resp = await self._call(
             session,
+            cred,
             "POST",
-            f"{cred.service_url}/api/v1/statuses",
+            "/api/v1/statuses",
             what="post status",
             json=payload,
-            headers=headers,
+            headers={"Idempotency-Key": idempotency_key(req.post.id, cred.target)},
         )
         raise_for_status(resp, "post status")
         status = resp.json() or {}
@@ -208,12 +197,8 @@ class MastodonPlatform:
     ) -> str:
         """``GET /api/v1/statuses/:id/source``: the text as stored (the rendered HTML is not it)."""
         try:
-            src = await request(
-                session,
-                "GET",
-                f"{cred.service_url}/api/v1/statuses/{status_id}/source",
-                what="read back",
-                headers=self._auth(cred),
+            src = await self._call(
+                session, cred, "GET", f"/api/v1/statuses/{status_id}/source", what="read back"
             )
             raise_for_status(src, "read back")
         except PublishError as exc:
@@ -223,13 +208,7 @@ class MastodonPlatform:
     async def check(self, account: str, session: aiohttp.ClientSession) -> str:
         """Ask the instance who the stored token belongs to, and its limits."""
         cred = self._cred(account)
-        me = await request(
-            session,
-            "GET",
-            f"{cred.service_url}/api/v1/accounts/verify_credentials",
-            what="check token",
-            headers=self._auth(cred),
-        )
+        me = await self._call(session, cred, "GET", "/api/v1/accounts/verify_credentials", what="check token")
         raise_for_status(me, "check token")
         rules = await self.rules(cred.target, session)
         limits = f"{rules.max_text} characters, {rules.max_media} media" if rules else "default limits"
@@ -249,24 +228,17 @@ class MastodonPlatform:
             # The instance still remembers the Idempotency-Key: sending the same request again
             # returns the status if it exists — an exact lookup that costs one request.
             return None
-        auth = self._auth(cred)
-        me = await request(
-            session,
-            "GET",
-            f"{cred.service_url}/api/v1/accounts/verify_credentials",
-            what="look up",
-            headers=auth,
-        )
+        me = await self._call(session, cred, "GET", "/api/v1/accounts/verify_credentials", what="look up")
         raise_for_status(me, "look up: verify credentials")
         account_id = str((me.json() or {}).get("id", ""))
         # Only statuses made since the uncertain attempt began can be it.
         oldest_ms = (since if since is not None else req.post.created_ms) - CLOCK_SKEW_MS
         max_id = ""
         for _ in range(LOOKUP_MAX_PAGES):
-            url = f"{cred.service_url}/api/v1/accounts/{account_id}/statuses?limit={LOOKUP_PAGE}" + (
+            path = f"/api/v1/accounts/{account_id}/statuses?limit={LOOKUP_PAGE}" + (
                 f"&max_id={max_id}" if max_id else ""
             )
-            page = await request(session, "GET", url, what="look up: recent statuses", headers=auth)
+            page = await self._call(session, cred, "GET", path, what="look up: recent statuses")
             raise_for_status(page, "look up: recent statuses")
             statuses = page.json()
             if not isinstance(statuses, list) or not statuses:
@@ -276,12 +248,8 @@ class MastodonPlatform:
                     return None  # newest first: everything further is older than the post
                 if len(st.get("media_attachments") or []) != len(req.media):
                     continue
-                src = await request(
-                    session,
-                    "GET",
-                    f"{cred.service_url}/api/v1/statuses/{st['id']}/source",
-                    what="look up: status source",
-                    headers=auth,
+                src = await self._call(
+                    session, cred, "GET", f"/api/v1/statuses/{st['id']}/source", what="look up: status source"
                 )
                 raise_for_status(src, "look up: status source")
                 if (src.json() or {}).get("text") == req.post.text:
@@ -294,21 +262,11 @@ class MastodonPlatform:
             if len(statuses) < LOOKUP_PAGE:
                 return None  # a short page is the last one: the account holds nothing older
             max_id = str(statuses[-1]["id"])
-        raise PublishError(
-            f"cannot tell whether post {req.post.id} reached {cred.target}: more than "
-            f"{LOOKUP_MAX_PAGES * LOOKUP_PAGE} newer statuses; check the account, then `ground retry`",
-            retryable=False,
-        )
+        raise lookup_exhausted(req.post.id, cred.target, f"{LOOKUP_MAX_PAGES * LOOKUP_PAGE} newer statuses")
 
     async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:
         cred = self._cred(account)
-        resp = await request(
-            session,
-            "DELETE",
-            f"{cred.service_url}/api/v1/statuses/{remote_id}",
-            what="delete status",
-            headers=self._auth(cred),
+        resp = await self._call(
+            session, cred, "DELETE", f"/api/v1/statuses/{remote_id}", what="delete status"
         )
-        if resp.status == 404:
-            return
-        raise_for_status(resp, "delete status")
+        raise_unless_gone(resp, "delete status")

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +35,8 @@ from ..errors import PublishError, QuotaWait
 from ..public_media import PublicMedia, PublicMediaError
 from .base import Published, PublishRequest
 from .handles import HandleStore
-from .http import request
-from .meta_graph import (
-    MetaTokens,
-    bearer,
-    check_usage,
-    graph_call,
-    now_ms_from,
-    parse_time_ms,
-    raise_for_graph,
-)
+from .meta_graph import GraphAdapter, check_usage, parse_time_ms, reencoded
 from .quota import QuotaBook
-from .readback import read_back_note
 
 # Container processing takes seconds for a photo; past this we stop polling and retry later
 # with the same container (its id is stored).
@@ -81,7 +71,7 @@ class ContainerApi:
     can_delete: bool
 
 
-class ContainerPlatform:
+class ContainerPlatform(GraphAdapter):
     """An adapter for one ``ContainerApi`` (see ``instagram.py`` and ``threads.py``)."""
 
     api: ContainerApi
@@ -97,43 +87,16 @@ class ContainerPlatform:
         poll_interval_s: float = 0.25,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(credentials, handles, quotas, refresh_grant=self.api.refresh_grant, clock=clock)
         self.name = self.api.platform
-        self.tokens = MetaTokens(credentials, refresh_grant=self.api.refresh_grant, clock=clock)
-        self.handles = handles
-        self.quotas = quotas
+        self.version = self.api.version
         self.public = PublicMedia(home_root)
         self.poll_interval_s = poll_interval_s
-        self.clock = clock
 
     # --- plumbing ---------------------------------------------------------------------------
 
     def _target(self, account: str) -> str:
         return f"{self.api.platform}:{account}"
-
-    def _url(self, target: str, path: str) -> str:
-        return f"{self.tokens.cred(target).service_url}/{self.api.version}/{path}"
-
-    async def _call(
-        self,
-        session: aiohttp.ClientSession,
-        target: str,
-        method: str,
-        path: str,
-        what: str,
-        token: str,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
-        return await graph_call(
-            session,
-            method,
-            self._url(target, path),
-            what=what,
-            target=target,
-            token=token,
-            quotas=self.quotas,
-            now_s=self.clock(),
-            **kwargs,
-        )
 
     async def _user_id(self, session: aiohttp.ClientSession, target: str, token: str) -> str:
         st = self.tokens.state(target)
@@ -157,9 +120,10 @@ class ContainerPlatform:
         out = await self._publish(req, session)
         if not req.media:
             return out
-        note = f"photos sent byte-exact (fetched from ground's public link); {self.api.title} re-encodes every photo"
-        notes = "; ".join(n for n in (out.fidelity_note, note) if n)
-        return replace(out, fidelity="re-encoded", fidelity_note=notes)
+        return reencoded(
+            out,
+            f"photos sent byte-exact (fetched from ground's public link); {self.api.title} re-encodes every photo",
+        )
 
     async def _publish(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published:
         target = self._target(req.account)
@@ -224,9 +188,6 @@ class ContainerPlatform:
         h["published_id"] = pid
         self.handles.put(target, req.post.id, **h)
         return await self._published(session, target, token, pid, req.post.text)
-
-    def _now(self) -> int:
-        return now_ms_from(self.clock)
 
     def _purpose(self, target: str, req: PublishRequest) -> str:
         return f"{target}/{req.post.id}"
@@ -375,18 +336,15 @@ class ContainerPlatform:
         self, session: aiohttp.ClientSession, target: str, token: str, pid: str, text: str
     ) -> Published:
         """The published post's link, and its text read back and compared with what was signed."""
-        field = self.api.list_text_field
-        try:
-            out = await self._call(
-                session, target, "GET", pid, "read back", token, params={"fields": f"id,permalink,{field}"}
-            )
-        except PublishError as exc:
-            # Published all the same: the link and the read-back can wait.
-            return Published(url="", remote_id=pid, fidelity_note=f"text not read back ({exc})")
-        return Published(
-            url=str(out.get("permalink") or ""),
-            remote_id=pid,
-            fidelity_note=read_back_note(self.api.title, text, out.get(field)),
+        return await self._read_back(
+            session,
+            target,
+            token,
+            pid,
+            text,
+            title=self.api.title,
+            link_field="permalink",
+            text_field=self.api.list_text_field,
         )
 
     async def _find(
@@ -449,13 +407,7 @@ class ContainerPlatform:
             raise PublishError(
                 f"{self.api.title}'s API cannot delete posts: delete {remote_id} in the app", retryable=False
             )
-        token = await self.tokens.token(target, session)
-        resp = await request(
-            session, "DELETE", self._url(target, remote_id), what="delete", headers=bearer(token)
-        )
-        if resp.status == 404:
-            return
-        raise_for_graph(resp, "delete", target)
+        await self._delete(session, target, remote_id)
 
     async def check(self, account: str, session: aiohttp.ClientSession) -> str:
         """Who the token belongs to, how long it lives, and the publishing quota left."""

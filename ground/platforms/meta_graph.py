@@ -45,8 +45,11 @@ import aiohttp
 
 from ..credentials import Credential, CredentialStore, TokenSet
 from ..errors import PublishError, ReconnectNeeded
+from .base import Published, require_credential
+from .handles import HandleStore
 from .http import MAX_ERROR_TEXT, Response, request
 from .quota import QuotaBook, meta_usage_wait_s
+from .readback import read_back_note
 
 RATE_CODES = frozenset({4, 17, 32, 613, *range(80001, 80015)})
 TOKEN_SUBCODES = frozenset({458, 459, 460, 463, 464, 467})
@@ -180,12 +183,7 @@ class MetaTokens:
         self.clock = clock
 
     def cred(self, target: str) -> Credential:
-        try:
-            return self.credentials.require(target)
-        except PublishError:
-            raise
-        except Exception as exc:
-            raise PublishError(str(exc), retryable=False) from exc
+        return require_credential(self.credentials, target)
 
     def state(self, target: str) -> dict[str, str]:
         return self.credentials.load_session(target) or {}
@@ -242,6 +240,112 @@ class MetaTokens:
         )
         self.credentials.save_tokens(target, fresh)  # durable before the new token is used
         return fresh.access_token
+
+
+# --- what every Meta adapter does the same way ------------------------------------------------
+
+
+class GraphAdapter:
+    """The parts of a Meta adapter (Facebook Pages, the container platforms) that do not
+    depend on the platform: its tokens, handles, quota book and clock, and how it calls the
+    Graph API (``version`` in every path), reads a post back and deletes one."""
+
+    version: str  # the Graph API version in every path, e.g. "v21.0"
+    # Error subcodes that mean "that object does not exist" on delete (besides HTTP 404).
+    gone_subcodes: frozenset[int] = frozenset()
+
+    def __init__(
+        self,
+        credentials: CredentialStore,
+        handles: HandleStore,
+        quotas: QuotaBook,
+        *,
+        refresh_grant: str | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.tokens = MetaTokens(credentials, refresh_grant=refresh_grant, clock=clock)
+        self.handles = handles
+        self.quotas = quotas
+        self.clock = clock
+
+    def _now(self) -> int:
+        return now_ms_from(self.clock)
+
+    def _url(self, target: str, path: str) -> str:
+        return f"{self.tokens.cred(target).service_url}/{self.version}/{path}"
+
+    async def _call(
+        self,
+        session: aiohttp.ClientSession,
+        target: str,
+        method: str,
+        path: str,
+        what: str,
+        token: str,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        return await graph_call(
+            session,
+            method,
+            self._url(target, path),
+            what=what,
+            target=target,
+            token=token,
+            quotas=self.quotas,
+            now_s=self.clock(),
+            **kwargs,
+        )
+
+    async def _read_back(
+        self,
+        session: aiohttp.ClientSession,
+        target: str,
+        token: str,
+        post_id: str,
+        text: str,
+        *,
+        title: str,
+        link_field: str,
+        text_field: str,
+    ) -> Published:
+        """The published post's link (``link_field``), and its text (``text_field``) read back
+        and compared with what was signed. A failed read-back never fails the publication."""
+        try:
+            out = await self._call(
+                session,
+                target,
+                "GET",
+                post_id,
+                "read back",
+                token,
+                params={"fields": f"id,{link_field},{text_field}"},
+            )
+        except PublishError as exc:
+            # Published all the same: the link and the read-back can wait.
+            return Published(url="", remote_id=post_id, fidelity_note=f"text not read back ({exc})")
+        return Published(
+            url=str(out.get(link_field) or ""),
+            remote_id=post_id,
+            fidelity_note=read_back_note(title, text, out.get(text_field)),
+        )
+
+    async def _delete(self, session: aiohttp.ClientSession, target: str, remote_id: str) -> None:
+        """Delete ``remote_id``; one already gone (404, or a ``gone_subcodes`` error) is fine."""
+        token = await self.tokens.token(target, session)
+        resp = await request(
+            session, "DELETE", self._url(target, remote_id), what="delete", headers=bearer(token)
+        )
+        sub = graph_error(resp).get("error_subcode")
+        if resp.status == 404 or (isinstance(sub, int) and sub in self.gone_subcodes):
+            return  # already gone
+        raise_for_graph(resp, "delete", target)
+
+
+def reencoded(out: Published, note: str) -> Published:
+    """``out`` marked re-encoded by the platform, ``note`` added to its fidelity note."""
+    return replace(
+        out, fidelity="re-encoded", fidelity_note="; ".join(n for n in (out.fidelity_note, note) if n)
+    )
 
 
 def meta_token_file(text: str, now_ms: int) -> tuple[str, TokenSet]:

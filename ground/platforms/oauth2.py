@@ -199,16 +199,6 @@ class TokenKeeper:
         return urllib.parse.quote(self.target, safe="")
 
 
-def require_credential(credentials: CredentialStore, target: str) -> Credential:
-    """The stored credential for ``target``; any failure but a PublishError becomes a permanent one."""
-    try:
-        return credentials.require(target)
-    except PublishError:
-        raise
-    except Exception as exc:
-        raise PublishError(str(exc), retryable=False) from exc
-
-
 def cached_keeper(
     keepers: dict[str, TokenKeeper],
     credentials: CredentialStore,

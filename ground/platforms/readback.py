@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from .base import Published
+
 
 def read_back_note(title: str, sent: str, shown: Any) -> str:
     """Compare the text the platform shows with the exact text sent."""
@@ -18,6 +20,15 @@ def read_back_note(title: str, sent: str, shown: Any) -> str:
     if shown == sent:
         return "text read back: exact"
     return f"text read back DIFFERS: {title} shows {shown[:200]!r}"
+
+
+def reencoded_post(*, url: str, remote_id: str, title: str, checked: str, has_media: bool) -> Published:
+    """A post on a platform that re-encodes every photo: ``checked`` (the text read-back note,
+    or "") and, with photos, that they were sent byte-exact."""
+    notes = [checked] if checked else []
+    if has_media:
+        notes.append(f"photos sent byte-exact; {title} re-encodes every photo it receives")
+    return Published(url=url, remote_id=remote_id, fidelity="re-encoded", fidelity_note="; ".join(notes))
 
 
 def bytes_note(title: str, signed: bytes, served: bytes) -> tuple[bool, str]:

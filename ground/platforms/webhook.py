@@ -31,8 +31,7 @@ from typing import Any
 import aiohttp
 
 from ..credentials import Credential, CredentialStore
-from ..errors import PublishError
-from .base import Published, PublishRequest
+from .base import Published, PublishRequest, require_credential
 from .http import raise_for_status, request
 
 
@@ -54,10 +53,7 @@ class WebhookPlatform:
         self.credentials = credentials
 
     def _cred(self, account: str) -> Credential:
-        try:
-            return self.credentials.require(f"webhook:{account}")
-        except Exception as exc:
-            raise PublishError(str(exc), retryable=False) from exc
+        return require_credential(self.credentials, f"webhook:{account}")
 
     async def _send(
         self, session: aiohttp.ClientSession, cred: Credential, delivery: str, doc: dict[str, Any], what: str

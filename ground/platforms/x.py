@@ -53,11 +53,12 @@ from protocol.rendering import x_text_matches
 
 from ..credentials import Credential, CredentialStore
 from ..errors import PublishError, QuotaWait, ReconnectNeeded
-from .base import Published, PublishRequest
+from .base import Published, PublishRequest, lookup_exhausted, require_credential
 from .handles import HandleStore
-from .http import Response, error_text, raise_for_status, request
-from .oauth2 import TokenEndpoint, TokenKeeper, cached_keeper, require_credential
+from .http import Response, error_text, raise_for_status, raise_unless_gone, request
+from .oauth2 import TokenEndpoint, TokenKeeper, cached_keeper
 from .quota import QuotaBook, x_windows
+from .readback import reencoded_post
 
 # APPEND chunk size: X accepts up to 5 MB per chunk; 1 MB keeps a retry after a cut cheap.
 CHUNK_BYTES = 1024 * 1024
@@ -323,14 +324,12 @@ class XPlatform:
         return f"text read back DIFFERS: X shows {theirs[:200]!r}"
 
     def _published(self, cred: Credential, post_id: str, has_media: bool, checked: str = "") -> Published:
-        notes = [checked] if checked else []
-        if has_media:
-            notes.append("photos sent byte-exact; X re-encodes every photo it receives")
-        return Published(
+        return reencoded_post(
             url=f"https://x.com/{cred.identifier}/status/{post_id}",
             remote_id=post_id,
-            fidelity="re-encoded",
-            fidelity_note="; ".join(notes),
+            title="X",
+            checked=checked,
+            has_media=has_media,
         )
 
     async def lookup(self, req: PublishRequest, session: aiohttp.ClientSession) -> Published | None:
@@ -370,18 +369,12 @@ class XPlatform:
             token = str((body.get("meta") or {}).get("next_token") or "")
             if not token:
                 return None
-        raise PublishError(
-            f"cannot tell whether post {req.post.id} reached {cred.target}: more than "
-            f"{LOOKUP_PAGES * 100} newer posts; check the account, then `ground retry`",
-            retryable=False,
-        )
+        raise lookup_exhausted(req.post.id, cred.target, f"{LOOKUP_PAGES * 100} newer posts")
 
     async def delete(self, account: str, remote_id: str, session: aiohttp.ClientSession) -> None:
         cred = self._cred(account)
         resp = await self._call(session, cred, "DELETE", f"/2/tweets/{remote_id}", what="delete post")
-        if resp.status == 404:
-            return
-        raise_for_status(resp, "delete post")
+        raise_unless_gone(resp, "delete post")
 
     async def check(self, account: str, session: aiohttp.ClientSession) -> str:
         """Who the stored token belongs to (refreshing it if due), and when it must be reconnected."""

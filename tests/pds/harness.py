@@ -7,6 +7,7 @@ and helpers to create accounts and app passwords through the PDS's own XRPC API.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -15,6 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -196,3 +198,17 @@ def start(data_dir: Path) -> Pds:
     pds = Pds(url=info["pds"], process=proc, log=log, plc_url=info["plc"])
     xrpc(pds.url, "com.atproto.server.describeServer")
     return pds
+
+
+@contextlib.contextmanager
+def running(data_dir: Path, *handles: str) -> Iterator[Pds]:
+    """A PDS for a test fixture: skipped (or failed under CI) when not installed, started in
+    ``data_dir`` with an account for each of ``handles``, stopped when the block ends."""
+    require_installed()
+    server = start(data_dir)
+    try:
+        for handle in handles:
+            server.create_account(handle)
+        yield server
+    finally:
+        server.stop()
