@@ -207,6 +207,7 @@ def capabilities() -> Capabilities:
     from protocol.dictionary import shipped_ids
     from protocol.model import BODY_VERSIONS
     from protocol.receipts import RECEIPTS_VERSIONS
+    from protocol.transfer_wire import LINK_VERSIONS
 
     codecs = set(DEFAULT_DECODERS) | {Codec.ZSTD_DICT}
     if available():
@@ -218,6 +219,7 @@ def capabilities() -> Capabilities:
         bodies=BODY_VERSIONS,
         compact_bodies=COMPACT_BODY_VERSIONS,
         receipts=RECEIPTS_VERSIONS,
+        link=LINK_VERSIONS,
     )
 
 

@@ -259,6 +259,7 @@ def build_document(
     station: str | None = None,
     claims: Iterable[bytes] = (),
     versions: Iterable[int] = (),
+    checkpoint: bool = True,
 ) -> tuple[bytes, int, bool]:
     """A signed receipts document (bytes), the cursor (change seq) for the next one, and whether
     more remain.
@@ -267,16 +268,16 @@ def build_document(
     its ``claims`` (sha256 of bundles it handed off as files, §9); None: everything.
     ``versions``: the receipts versions the reader asked for (§9.3); written in the newest
     of them this ground knows, version 2 (no photo fidelity) when it asked for none.
+    ``checkpoint``: carry ground's latest log checkpoint (§15), as every document did before
+    link version 2 (whose OPEN answers carry it once a day, ground/server.py).
     """
     if station is not None:
         changes.claim(home.conn, station, claims, now_ms)
     receipts, next_since, more = collect(home.conn, since, limit, station=station)
     from . import translog  # late: translog imports this module for ground's key
 
-    checkpoint = translog.latest(home) or ""
-    doc = sign_receipts(
-        ground_key(home), now_ms, receipts, checkpoint=checkpoint, version=answer_version(versions)
-    )
+    note = (translog.latest(home) or "") if checkpoint else ""
+    doc = sign_receipts(ground_key(home), now_ms, receipts, checkpoint=note, version=answer_version(versions))
     return doc, next_since, more
 
 

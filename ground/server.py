@@ -68,6 +68,18 @@ EXPIRY_CHECK_S = 60.0
 # How often a commit that failed for a local reason (disk full, database locked) is tried
 # again without waiting for the station's next request.
 COMMIT_RETRY_S = 5.0
+# An OPEN asking for receipts (link version 2, docs/PROTOCOL.md §8.2) that commits a bundle is
+# answered once ground's publisher has made its first attempt at each of its posts due now, at
+# most this long after the commit: the answer then says where the post went, and a lone text
+# post needs no RECEIPTS request after it (issue 14). Posts still unsettled come by RECEIPTS.
+OPEN_RECEIPTS_HOLD_S = 2.0
+# How often the hold looks at the publications (one indexed query).
+OPEN_RECEIPTS_POLL_S = 0.05
+# The receipts in an OPEN's answer carry ground's log checkpoint (§15, ~230 B: as much again as
+# a short post's bundle) at most this often per station: a station keeps a head a day to check
+# the public log against, and a lone post's answer stays within 2 × its bundle (issue 14).
+# Receipts asked for by RECEIPTS carry it every time, as before.
+OPEN_CHECKPOINT_EVERY_S = 24 * 3600.0
 
 # Ground's own storage failing: the disk (OSError) or the database (full, locked, I/O error:
 # sqlite3.Error, which is not an OSError). The station's bytes are not at fault: 503 storage,
@@ -130,6 +142,13 @@ class LinkService:
         self.lock = asyncio.Lock()
         # Upload records a storage failure kept from the database; written before the next request.
         self._dirty: dict[tuple[str, TransferKey], UploadRecord] = {}
+        # Receipts an OPEN's answer waits for (ReceiptsWanted with a key), built outside the lock.
+        self.deferred: dict[int, ReceiptsWanted] = {}
+        # How long such an answer waits for publishing: `serve` sets OPEN_RECEIPTS_HOLD_S when
+        # it runs the publisher; without one (an app in a test), nothing would publish: 0.
+        self.receipts_hold_s = 0.0
+        # When each station was last given a log checkpoint (time.monotonic(); since this start).
+        self._checkpoint_at: dict[str, float] = {}
 
     def _quota(self, station: str) -> int | None:
         row = self.home.conn.execute("SELECT quota_bytes FROM stations WHERE name = ?", (station,)).fetchone()
@@ -180,6 +199,8 @@ class LinkService:
             rid = self.receiver.receive(body, now, station=station_name)
             await self._drain(now)
             resp = self.receiver.response_for(rid)
+        if resp is None and (wanted := self.deferred.pop(rid, None)) is not None:
+            resp = await self._answer_with_receipts(wanted)
         if resp is None:  # pragma: no cover - the receiver always answers once drained
             return json_error(503, LinkErrorCode.BUSY, "no answer from the receiver; retry", True)
         self._record_traffic(station_name, request, len(body), len(resp))
@@ -223,6 +244,8 @@ class LinkService:
                     self._persist(ev.record)
                 elif isinstance(ev, CommitUpload):
                     await self._commit(ev, now)
+                elif isinstance(ev, ReceiptsWanted) and ev.key is not None:
+                    self.deferred[ev.rid] = ev  # after the lock: it may wait for publishing
                 elif isinstance(ev, ReceiptsWanted):
                     try:
                         # A station hears only of what it uploaded itself (docs §9).
@@ -235,6 +258,7 @@ class LinkService:
                             claims=ev.claims,
                             versions=ev.versions,
                         )
+                        self._checkpoint_at[ev.station] = time.monotonic()
                     except STORAGE_ERRORS as exc:
                         r.store_failed(ev.rid, f"receipts unavailable: {_describe(exc)}")
                     else:
@@ -255,6 +279,46 @@ class LinkService:
                     r.chunk_stored(rid, now)
                 else:
                     r.store_failed(rid, err)
+
+    async def _answer_with_receipts(self, ev: ReceiptsWanted) -> bytes | None:
+        """An OPEN's STATUS with the receipts it asked for (link version 2), once ground has
+        tried to publish the bundle's posts due now (at most ``receipts_hold_s``)."""
+        began = time.monotonic()
+        try:
+            if ev.key is not None and ev.key.kind is TransferKind.BUNDLE and self.receipts_hold_s > 0:
+                while time.monotonic() - began < self.receipts_hold_s:
+                    try:
+                        if not first_attempts_due(self.home.conn, ev.key.sha256.hex(), _now_ms()):
+                            break
+                    except STORAGE_ERRORS:
+                        break  # the answer goes without waiting; building may fail too (below)
+                    await asyncio.sleep(OPEN_RECEIPTS_POLL_S)
+        finally:
+            # Also when the wait is cancelled: the receiver forgets the held answer.
+            self.finish_receipts(ev, _now_ms(), held_ms=round((time.monotonic() - began) * 1000))
+        return self.receiver.response_for(ev.rid)
+
+    def finish_receipts(self, ev: ReceiptsWanted, now_ms: int, *, held_ms: int = 0) -> None:
+        """Build a deferred ReceiptsWanted's document and hand it to the receiver (the
+        simulator calls this after its own publishing pass)."""
+        last = self._checkpoint_at.get(ev.station)
+        head = last is None or time.monotonic() - last >= OPEN_CHECKPOINT_EVERY_S
+        try:
+            doc, nxt, more = build_document(
+                self.home,
+                ev.since,
+                now_ms,
+                ev.limit,
+                station=ev.station,
+                versions=ev.versions,
+                checkpoint=head,
+            )
+            if head:
+                self._checkpoint_at[ev.station] = time.monotonic()
+        except STORAGE_ERRORS as exc:
+            self.receiver.store_failed(ev.rid, f"receipts unavailable: {_describe(exc)}")
+        else:
+            self.receiver.receipts_ready(ev.rid, doc, nxt, more, held_ms=held_ms)
 
     async def _commit(self, ev: CommitUpload, now: float) -> None:
         """Verify and accept a whole upload off the event loop (decoding, JPEG XL rebuilds,
@@ -421,6 +485,19 @@ class LinkService:
 
     def close(self) -> None:
         self.store.close()
+
+
+def first_attempts_due(conn: sqlite3.Connection, bundle_sha256_hex: str, now_ms: int) -> int:
+    """Posts of this bundle whose first publishing attempt is due now and not made yet, or
+    under way: what an OPEN's answer with receipts waits for (link version 2)."""
+    (n,) = conn.execute(
+        "SELECT COUNT(*) FROM publications p JOIN items i ON i.id = p.item_id "
+        "JOIN bundles b ON b.bundle_id = i.bundle_id WHERE b.sha256 = ? "
+        "AND (p.state = 'publishing' OR (p.state = 'pending' AND p.attempts = 0 "
+        "AND (i.publish_at_ms IS NULL OR i.publish_at_ms <= ?)))",
+        (bundle_sha256_hex, now_ms),
+    ).fetchone()
+    return int(n)
 
 
 def _log_commit(
@@ -590,6 +667,7 @@ async def serve(
     logs.event("listening", f"serving on {url} (dashboard {url}/, station link {url}/v1/link)", url=url)
     if ready is not None:
         ready.set()
+    app[LINK_KEY].receipts_hold_s = OPEN_RECEIPTS_HOLD_S  # the publisher below runs
     tasks = [
         asyncio.ensure_future(
             publish.run_forever(

@@ -80,6 +80,9 @@ class ProxyStats:
     connections: int = 0
     random_cuts: int = 0
     loss_cuts: int = 0  # connections aborted at the end of a loss-of-signal window
+    # ... of which the last bytes had gone server → client: a keep-alive connection between
+    # requests (or one whose answer was under way), where an HTTP client has no request to fail.
+    loss_cuts_idle: int = 0
     cut_offsets: list[int] = field(default_factory=list)  # wire offsets of the random cuts
 
     @property
@@ -122,6 +125,9 @@ class _Conn:
         self.writers: list[asyncio.StreamWriter] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.cut = False
+        # "up" once the client sent bytes (read by the proxy, even in the dark), "down" once an
+        # answer's bytes reached the client after them: "down" = idle between requests.
+        self.last_way: str | None = None
 
     def abort(self) -> None:
         """Cut the connection both ways (RST); whatever is still in flight is lost."""
@@ -243,6 +249,7 @@ class LinkProxy:
         for c in list(self._conns.values()):
             if not c.cut:
                 self.stats.loss_cuts += 1
+                self.stats.loss_cuts_idle += c.last_way == "down"
                 c.abort()
         self._flowing.set()
 
@@ -269,6 +276,7 @@ class LinkProxy:
         for c in list(self._conns.values()):
             if not c.cut:
                 self.stats.loss_cuts += 1
+                self.stats.loss_cuts_idle += c.last_way == "down"
                 c.abort()
 
     def cut_all(self) -> None:
@@ -310,15 +318,18 @@ class LinkProxy:
         d = self.up if way == "up" else self.down
         bucket = self._buckets[way]
         line: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
-        deliver = asyncio.ensure_future(self._deliver(conn, line, writer))
+        deliver = asyncio.ensure_future(self._deliver(conn, way, line, writer))
         conn.tasks.append(deliver)
         try:
             while True:
-                await self._flowing.wait()
+                # Read even while dark (what was read crosses only once the link is back), so
+                # a request sent into the dark marks its connection busy (loss_cuts_idle).
                 try:
                     data = await reader.read(bucket.burst)
                 except (ConnectionError, OSError):
                     data = b""
+                if data and way == "up":
+                    conn.last_way = "up"
                 if not data:
                     line.put_nowait((self.clock() + d.delay_s, None))
                     break
@@ -364,7 +375,11 @@ class LinkProxy:
             self.stats.bytes_down += n
 
     async def _deliver(
-        self, conn: _Conn, line: asyncio.Queue[tuple[float, bytes | None]], writer: asyncio.StreamWriter
+        self,
+        conn: _Conn,
+        way: str,
+        line: asyncio.Queue[tuple[float, bytes | None]],
+        writer: asyncio.StreamWriter,
     ) -> None:
         try:
             while True:
@@ -380,6 +395,8 @@ class LinkProxy:
                         writer.write_eof()
                     return
                 writer.write(data)
+                if way == "down":
+                    conn.last_way = "down"
                 await writer.drain()
         except asyncio.CancelledError:
             pass

@@ -369,12 +369,16 @@ class _ReceiptsExchange:
         poll: ReceiptsPoll,
         ground_key: bytes,
         versions: tuple[int, ...] = (),
+        *,
+        with_open: bool = False,
     ) -> None:
         self._conn = conn
         self._sender = sender
         self._ground_key = ground_key
         # Receipts versions to ask for (docs/PROTOCOL.md §9.3): () keeps the frame of before.
         self._versions = versions
+        # Ground speaks link version 2: a bundle's OPEN brings its receipts back (issue 14).
+        self._with_open = with_open
         self.poll = poll
         self.pending = False  # a request (or its further pages) is on its way
         self.done_once = False  # one exchange has finished in this sync
@@ -382,7 +386,11 @@ class _ReceiptsExchange:
         self.refused: list[str] = []  # "ITEM → account: reason" ground refused, for the summary
 
     def step(self, now: float) -> None:
-        """Ask for receipts if due and something awaits them."""
+        """Ask for receipts if due and something awaits them; let a bundle's OPEN ask for
+        them too (link version 2) unless a RECEIPTS exchange is under way."""
+        with_open = self._with_open and not self.pending
+        since = int(link.get_state(self._conn, RECEIPTS_CURSOR, "0") or 0) if with_open else None
+        self._sender.open_receipts_since = since
         if self.pending or not self.poll.due(now):
             return
         if awaiting_news(self._conn):
@@ -398,13 +406,19 @@ class _ReceiptsExchange:
         applied = apply_document(self._conn, doc)
         self._changed += applied.changed
         self.refused += applied.refused
-        link.set_state(self._conn, RECEIPTS_CURSOR, str(ev.next_since))
+        # Never backwards: a bundle's OPEN and a RECEIPTS request may both bring documents,
+        # each covering everything up to its own next_since from a cursor at most this one.
+        link.set_state(self._conn, RECEIPTS_CURSOR, str(max(cursor(self._conn), ev.next_since)))
+        if ev.with_open and self.pending:
+            return applied.receipts  # the exchange under way finishes as it would have
         if ev.more:
             self._sender.request_receipts(ev.next_since, claims(self._conn), self._versions)
+            self.pending = True
         else:
             self.pending = False
             self.done_once = True
             self.poll.answered(time.monotonic(), self._changed)
+            self._changed = 0
         return applied.receipts
 
     def settled(self) -> bool:
@@ -551,7 +565,12 @@ class _Sync:
         )
         poll = ReceiptsPoll(every_s=receipts_every_s, max_s=max(receipts_max_s, receipts_every_s))
         self.receipts = _ReceiptsExchange(
-            self.conn, self.sender, poll, self.cfg.ground_key, receipt_versions(self.cfg.peer)
+            self.conn,
+            self.sender,
+            poll,
+            self.cfg.ground_key,
+            receipt_versions(self.cfg.peer),
+            with_open=self.cfg.peer.speaks_link(2),
         )
         self.planner = _Planner(home, self.conn, self.cfg.peer, self.sender, self.progress, self.wake)
         # One connection per stream (parallel streams, docs/link.md) and per request carrying
@@ -668,8 +687,9 @@ class _Sync:
                 ok = ev.state is UploadState.COMMITTED
                 link.record_done(self.conn, ev.key, ok, ev.code, ev.message)
                 self.progress.done(ev.key.name, ok)
-                if ev.key.kind is TransferKind.BUNDLE:
+                if ev.key.kind is TransferKind.BUNDLE and not ev.with_receipts:
                     self.receipts.poll.kick()  # ground has new posts: their receipts are worth asking for
+                if ev.key.kind is TransferKind.BUNDLE:
                     self.next_scan = 0.0  # text that waited for this bundle (link.plan) goes now
                 elif ev.key.kind is TransferKind.CODED_BLOB:
                     self.next_scan = 0.0  # room to prepare the next photo (link.PREPARE_AHEAD)

@@ -5,11 +5,13 @@ anything else travels in a form every side reads (zstd or as-is). The codec of e
 section is also marked in the bundle header, so a bundle is self-describing either way
 (docs/PROTOCOL.md §5, §10).
 
-Token form: ``codecs=0,1,2,3;dicts=6f700001;formats=1,2;bodies=1,2;compact_bodies=1,2;receipts=2,3``
-— codec ids in decimal, dictionary ids in hex, bundle format versions and item body versions in
-decimal (a token without ``formats`` means format 1 only, without ``bodies`` body version 1
-only, without ``compact_bodies`` that the compact items section of formats 2 and 3 carries
-body version 1 only, without ``receipts`` receipts version 2 only).
+Token form:
+``codecs=0,1,2,3;dicts=6f700001;formats=1,2;bodies=1,2;compact_bodies=1,2;receipts=2,3;link=1,2``
+— codec ids in decimal, dictionary ids in hex, bundle format versions, item body versions,
+receipts versions and live-link versions in decimal (a token without ``formats`` means format 1
+only, without ``bodies`` body version 1 only, without ``compact_bodies`` that the compact items
+section of formats 2 and 3 carries body version 1 only, without ``receipts`` receipts version 2
+only, without ``link`` link version 1 only).
 Unknown ``key=value`` parts are ignored so later versions can add keys.
 """
 
@@ -40,12 +42,18 @@ class Capabilities:
     # Receipts document versions ground writes on request (docs §9.4): with 3 listed, onboard
     # asks for version 3 (photo fidelity per account); otherwise it asks as before, for 2.
     receipts: frozenset[int] = frozenset({2})
+    # Live-link versions (docs/PROTOCOL.md §8.2): 2 = an OPEN may carry a receipts cursor,
+    # answered with the receipts inside its STATUS. Onboard asks so only of a ground listing 2.
+    link: frozenset[int] = frozenset({1})
 
     def compact_carries(self, version: int) -> bool:
         return version in self.compact_bodies
 
     def writes_receipts(self, version: int) -> bool:
         return version in self.receipts
+
+    def speaks_link(self, version: int) -> bool:
+        return version in self.link
 
     def reads_body(self, version: int) -> bool:
         return version in self.bodies
@@ -72,6 +80,8 @@ class Capabilities:
             token += ";compact_bodies=" + ",".join(str(b) for b in sorted(self.compact_bodies))
         if self.receipts != {2}:
             token += ";receipts=" + ",".join(str(b) for b in sorted(self.receipts))
+        if self.link != {1}:
+            token += ";link=" + ",".join(str(v) for v in sorted(self.link))
         return token
 
     @classmethod
@@ -101,6 +111,7 @@ class Capabilities:
             compact_bodies=_ints(fields.get("compact_bodies", "1"), 10, "compact body version")
             or frozenset({1}),
             receipts=_ints(fields.get("receipts", "2"), 10, "receipts version") or frozenset({2}),
+            link=_ints(fields.get("link", "1"), 10, "link version") or frozenset({1}),
         )
 
 

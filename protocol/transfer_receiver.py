@@ -13,6 +13,7 @@ Receiver (ground side), one per ground, shared by every station::
     while (ev := r.next_event()):         # WriteChunk → store, fsync, r.chunk_stored(rid, now)
         ...                               # CommitUpload → verify, r.commit_done(rid, now, ...)
                                           # ReceiptsWanted → r.receipts_ready(rid, ...)
+                                          #   (also after an OPEN that asked, link version 2)
                                           # UploadChanged → persist the record (before replying)
     r.response_for(rid)                   # the response bytes, once ready
 
@@ -22,6 +23,7 @@ Durability rule: ground acknowledges a range only after the driver said it is st
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from .rangeset import RangeSet
 from .transfer_wire import (
     CODED_HEADER,
     MAX_RANGES,
+    OPEN_RECEIPTS_VERSIONS,
     Chunk,
     ErrorFrame,
     LinkErrorCode,
@@ -113,6 +116,11 @@ class ReceiptsWanted:
     claims: tuple[bytes, ...] = ()  # sha256 of bundles the station handed off as files
     # The receipts versions the station reads (§9.3); empty: version 2 only.
     versions: tuple[int, ...] = ()
+    # Set when these receipts ride in the STATUS answering an OPEN of this upload (it is
+    # COMMITTED or REJECTED): the driver may first let ground publish it (a bounded wait),
+    # so the answer says where the post went. If they cannot be built, call store_failed:
+    # the STATUS then goes without them.
+    key: TransferKey | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -150,6 +158,8 @@ class _Pending:
     seq: int
     key: TransferKey | None
     writes: list[tuple[int, int]]
+    receipts_since: int | None = None  # the OPEN asked for receipts with its answer
+    held: Status | None = None  # that answer, waiting for its receipts
 
 
 class TransferReceiver:
@@ -296,12 +306,17 @@ class TransferReceiver:
                     False,
                 )
                 return
-            self._chunk(rid, station, Chunk(seq=req.seq, key=req.key, offset=0, data=req.data), now)
+            chunk = Chunk(seq=req.seq, key=req.key, offset=0, data=req.data)
+            self._chunk(rid, station, chunk, now, receipts_since=req.receipts_since)
             return
-        self._pending[rid] = _Pending(rid=rid, station=station, seq=req.seq, key=req.key, writes=[])
+        self._pending[rid] = _Pending(
+            rid=rid, station=station, seq=req.seq, key=req.key, writes=[], receipts_since=req.receipts_since
+        )
         self._maybe_commit(rid, rec)
 
-    def _chunk(self, rid: int, station: str, req: Chunk, now: float) -> None:
+    def _chunk(
+        self, rid: int, station: str, req: Chunk, now: float, *, receipts_since: int | None = None
+    ) -> None:
         rec = self._uploads.get((station, req.key))
         n = len(req.data)
         if rec is None:
@@ -334,7 +349,9 @@ class TransferReceiver:
                 False,
             )
             return
-        p = _Pending(rid=rid, station=station, seq=req.seq, key=req.key, writes=[])
+        p = _Pending(
+            rid=rid, station=station, seq=req.seq, key=req.key, writes=[], receipts_since=receipts_since
+        )
         self._pending[rid] = p
         if rec.state is not UploadState.RECEIVING:
             self._status(p, rec)  # already whole: a late duplicate changes nothing
@@ -400,7 +417,9 @@ class TransferReceiver:
     def store_failed(self, rid: int, message: str) -> None:
         """The driver could not store a chunk: nothing is acknowledged, the sender retries."""
         p = self._pending.get(rid)
-        if p is not None:
+        if p is not None and p.held is not None:
+            self._reply(rid, p.held)  # the upload's state stands; its receipts come by RECEIPTS
+        elif p is not None:
             self._error(
                 rid,
                 p.station,
@@ -440,10 +459,19 @@ class TransferReceiver:
         self._events.append(UploadChanged(record=_snapshot(rec)))
         self._status(p, rec)
 
-    def receipts_ready(self, rid: int, document: bytes, next_since: int, more: bool) -> None:
+    def receipts_ready(
+        self, rid: int, document: bytes, next_since: int, more: bool, *, held_ms: int = 0
+    ) -> None:
+        """The receipts of a ReceiptsWanted are built; ``held_ms``: how long the driver held
+        an OPEN's answer for them (it waited for the upload's posts to be published)."""
         p = self._pending.get(rid)
-        if p is not None:
-            self._reply(rid, ReceiptsBatch(seq=p.seq, document=document, next_since=next_since, more=more))
+        if p is None:
+            return
+        batch = ReceiptsBatch(seq=p.seq, document=document, next_since=next_since, more=more)
+        if p.held is not None:
+            self._reply(rid, dataclasses.replace(p.held, receipts=batch, held_ms=max(0, held_ms)))
+        else:
+            self._reply(rid, batch)
 
     def _maybe_commit(self, rid: int, rec: UploadRecord) -> None:
         p = self._pending[rid]
@@ -467,18 +495,31 @@ class TransferReceiver:
             # than ground holds is safe (the sender resends, ground writes only its gaps);
             # a STATUS the sender cannot decode is not.
             ranges = RangeSet(list(ranges)[: MAX_RANGES - 1])
-        self._reply(
-            p.rid,
-            Status(
-                seq=p.seq,
-                key=rec.key,
-                state=rec.state,
-                ranges=ranges,
-                size_bytes=rec.size_bytes,
-                code=rec.code,
-                message=rec.message,
-            ),
+        status = Status(
+            seq=p.seq,
+            key=rec.key,
+            state=rec.state,
+            ranges=ranges,
+            size_bytes=rec.size_bytes,
+            code=rec.code,
+            message=rec.message,
         )
+        if p.receipts_since is not None and rec.state is not UploadState.RECEIVING:
+            # The OPEN asked for receipts (link version 2): the upload is final, so they can
+            # say what became of it. The answer waits for them (receipts_ready / store_failed).
+            p.held = status
+            self._events.append(
+                ReceiptsWanted(
+                    rid=p.rid,
+                    station=p.station,
+                    since=p.receipts_since,
+                    limit=self.config.max_receipts,
+                    versions=OPEN_RECEIPTS_VERSIONS,
+                    key=rec.key,
+                )
+            )
+            return
+        self._reply(p.rid, status)
 
     def _reply(self, rid: int, resp: Status | ReceiptsBatch | ErrorFrame) -> None:
         self._pending.pop(rid, None)

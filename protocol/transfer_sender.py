@@ -11,6 +11,7 @@ Sender (station side), one per link::
     s = TransferSender(SenderConfig(), now)
     s.add(spec, source, now)              # source(offset, length) -> bytes, read lazily
     s.request_receipts(since, claims)
+    s.open_receipts_since = since         # link version 2: a bundle's OPEN asks for them too
     for out in s.data_to_send(now):       # Outgoing(seq, data, deadline, ...)
         ...carry out.data; later either
         s.receive(response_bytes, now)    # a response frame (it names its seq)
@@ -39,6 +40,7 @@ from .transfer_wire import (
     Request,
     Status,
     TransferKey,
+    TransferKind,
     UploadState,
     decode_response,
     encode_request,
@@ -179,6 +181,8 @@ class TransferDone:
     state: UploadState  # COMMITTED or REJECTED
     code: str = ""
     message: str = ""
+    # Ground's answer carried receipts (a ReceiptsReceived follows this): no need to ask.
+    with_receipts: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,6 +190,9 @@ class ReceiptsReceived:
     document: bytes
     next_since: int
     more: bool
+    # They came in the answer to a bundle's OPEN (``open_receipts_since``), not to a RECEIPTS
+    # request of ``request_receipts``.
+    with_open: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,6 +249,7 @@ class _Req:
     delivered_at_send: int
     is_receipts: bool = False
     ahead: int = 0  # requests already in flight when this one was handed out
+    asks_receipts: bool = False  # an OPEN asking for receipts with its answer (link version 2)
 
 
 @dataclass(slots=True)
@@ -289,6 +297,11 @@ class TransferSender:
         self._found_queue = False  # the stream count has once filled the link's queue
         self._busy_cap = self.config.max_window  # requests ground last held when it said busy
         self._busy_until = now  # ... a cap kept until then
+        # Link version 2 (ground's capability token lists link=2): the driver sets this to its
+        # receipts cursor and every bundle's OPEN asks ground to answer with the receipts after
+        # it, so a lone text post costs one request (docs/PROTOCOL.md §8.2). None: never ask.
+        self.open_receipts_since: int | None = None
+        self._open_receipts_refused = False  # ground refused such an OPEN: an older ground
 
     # -- what the driver asks ----------------------------------------------------------
 
@@ -510,10 +523,23 @@ class TransferSender:
                 self.stats.chunk_bytes += size
                 self.stats.max_chunk_bytes = max(self.stats.max_chunk_bytes, size)
                 self._served[t.spec.owner] = self._served.get(t.spec.owner, 0) + size
-                req_: Request = Open(seq=seq, key=t.spec.key, size_bytes=size, owner=t.spec.owner, data=data)
+                req_: Request = Open(
+                    seq=seq,
+                    key=t.spec.key,
+                    size_bytes=size,
+                    owner=t.spec.owner,
+                    data=data,
+                    receipts_since=self._receipts_with(t),
+                )
                 return self._emit(req_, now, t.spec.key, (0, size))
             t.opened = True
-            req: Request = Open(seq=seq, key=t.spec.key, size_bytes=size, owner=t.spec.owner)
+            req: Request = Open(
+                seq=seq,
+                key=t.spec.key,
+                size_bytes=size,
+                owner=t.spec.owner,
+                receipts_since=self._receipts_with(t),
+            )
             return self._emit(req, now, t.spec.key, None)
         start, stop = self._next_gap(t)
         data = t.source(start, stop - start)
@@ -560,6 +586,12 @@ class TransferSender:
             return True
         inline = t.acked.total == 0 and t.spec.size_bytes <= self.config.inline_bytes
         return t.state is TState.OPENING and not inline
+
+    def _receipts_with(self, t: _Transfer) -> int | None:
+        """The receipts cursor a bundle's OPEN carries (link version 2), or None."""
+        if t.spec.key.kind is not TransferKind.BUNDLE or self._open_receipts_refused:
+            return None
+        return self.open_receipts_since
 
     def _sendable(self, t: _Transfer, now: float) -> bool:
         if t.state is TState.BLOCKED:
@@ -619,6 +651,7 @@ class TransferSender:
             delivered_at_send=self._delivered,
             is_receipts=isinstance(req, ReceiptsRequest),
             ahead=len(self._requests),
+            asks_receipts=isinstance(req, Open) and req.receipts_since is not None,
         )
         self.stats.requests += 1
         self.stats.request_bytes += len(data)
@@ -651,7 +684,8 @@ class TransferSender:
             self._on_error(req, resp, now)
             return
         self._on_success(req, now)
-        self._observe_rtt(req, now, started_at)
+        held_s = resp.held_ms / 1000 if isinstance(resp, Status) else 0.0
+        self._observe_rtt(req, now - held_s, started_at)
         if isinstance(resp, ReceiptsBatch):
             self._receipts_since = None
             self._events.append(
@@ -662,9 +696,15 @@ class TransferSender:
         if req.key is not None and req.key != resp.key:
             self._fail(req, now, f"ground answered about {resp.key.name}, not {req.key.name}")
             return
-        if t is None:
-            return
-        self._on_status(t, req, resp, now)
+        if t is not None:
+            self._on_status(t, req, resp, now, held_s)
+        if resp.receipts is not None and req.asks_receipts:
+            # After the transfer's own events: its TransferDone says with_receipts, so the driver
+            # does not ask again; the bundle's outcome is recorded before its receipts apply.
+            r = resp.receipts
+            self._events.append(
+                ReceiptsReceived(document=r.document, next_since=r.next_since, more=r.more, with_open=True)
+            )
 
     def receive_error(self, seq: int, code: str, message: str, retryable: bool, now: float) -> None:
         """An error the driver learned outside a frame (e.g. an HTTP 4xx with a JSON body)."""
@@ -679,11 +719,11 @@ class TransferSender:
         if req is not None:
             self._fail(req, now, reason)
 
-    def _on_status(self, t: _Transfer, req: _Req, resp: Status, now: float) -> None:
+    def _on_status(self, t: _Transfer, req: _Req, resp: Status, now: float, held_s: float = 0.0) -> None:
         if req.span is not None:
             t.inflight.pop(req.seq, None)
             self._delivered += req.span[1] - req.span[0]
-            dt = now - req.sent_at
+            dt = now - held_s - req.sent_at
             if dt > 0:
                 sample = (self._delivered - req.delivered_at_send) / dt
                 # Rise fast (at most doubling per sample), fall smoothly: a link that got
@@ -694,15 +734,16 @@ class TransferSender:
                 else:
                     self.rate_bytes_s = max(smooth, min(sample, 2 * self.rate_bytes_s))
                 self._rate_samples += 1
-        elif now > req.sent_at:
-            self.srtt_s = 0.8 * self.srtt_s + 0.2 * (now - req.sent_at)
+        elif now - held_s > req.sent_at:
+            self.srtt_s = 0.8 * self.srtt_s + 0.2 * (now - held_s - req.sent_at)
         if t.open_seq == req.seq:
             t.open_seq = None
         if resp.size_bytes != t.spec.size_bytes:
             self._finish(t, UploadState.REJECTED, "size_conflict", "ground reports a different size")
             return
         if resp.state is not UploadState.RECEIVING:
-            self._finish(t, resp.state, resp.code, resp.message)
+            with_receipts = resp.receipts is not None and req.asks_receipts
+            self._finish(t, resp.state, resp.code, resp.message, with_receipts=with_receipts)
             return
         # Ground's durable ranges only grow; answers may arrive out of order, so merge.
         t.acked = t.acked.union(resp.ranges)
@@ -715,7 +756,9 @@ class TransferSender:
         elif t.state is not TState.SETTLING or req.span is None:
             t.state = TState.SENDING
 
-    def _finish(self, t: _Transfer, state: UploadState, code: str, message: str) -> None:
+    def _finish(
+        self, t: _Transfer, state: UploadState, code: str, message: str, *, with_receipts: bool = False
+    ) -> None:
         t.state = TState.DONE
         del self._transfers[t.spec.key]
         self._done[t.spec.key] = state
@@ -723,13 +766,25 @@ class TransferSender:
             self._events.append(
                 TransferProgress(key=t.spec.key, acked_bytes=t.spec.size_bytes, size_bytes=t.spec.size_bytes)
             )
-        self._events.append(TransferDone(key=t.spec.key, state=state, code=code, message=message))
+        self._events.append(
+            TransferDone(key=t.spec.key, state=state, code=code, message=message, with_receipts=with_receipts)
+        )
 
     def _on_error(self, req: _Req, err: ErrorFrame, now: float) -> None:
         t = self._transfers.get(req.key) if req.key else None
         if err.code in FATAL_CODES:
             self._fatal = True
             self._events.append(LinkFatal(code=err.code, message=err.message))
+            return
+        if t is not None and req.asks_receipts and err.code == LinkErrorCode.BAD_FRAME and not err.retryable:
+            # A ground older than link version 2 refuses an OPEN with a receipts cursor
+            # (its token did not list link=2, or it was downgraded): open the old way.
+            self._open_receipts_refused = True
+            self._on_success(req, now)
+            t.inflight.pop(req.seq, None)
+            if t.open_seq == req.seq:
+                t.open_seq = None
+            t.state = TState.OPENING
             return
         if t is not None and err.code in TRANSFER_FATAL_CODES:
             self._finish(t, UploadState.REJECTED, err.code, err.message)

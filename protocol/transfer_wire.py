@@ -4,11 +4,13 @@ Every frame is one canonical msgpack array ``[version, type, seq, ...fields]``
 (docs/PROTOCOL.md §8). Requests go from the station (sender) to ground (receiver); each
 response echoes the request's ``seq``. New fields are only ever appended.
 
-    OPEN      [1, 1, seq, kind, sha256, size_bytes, owner, data?]  open or query an upload
+    OPEN      [1, 1, seq, kind, sha256, size_bytes, owner, data?, receipts_since?]
+                                                                   open or query an upload
     CHUNK     [1, 2, seq, kind, sha256, offset, data]              bytes at an offset
     RECEIPTS  [1, 3, seq, since, cursor=2, [claim sha256, ...], [version, ...]?]
                                                                    signed receipts after change `since`
-    STATUS    [1, 16, seq, kind, sha256, state, ranges, code, msg] what ground durably has
+    STATUS    [1, 16, seq, kind, sha256, state, ranges, code, msg, size_bytes,
+               document?, next_since?, more?, held_ms?]            what ground durably has
     RECEIPTS_BATCH [1, 17, seq, document, next_since, more]
     ERROR     [1, 18, seq, code, message, retryable]
 """
@@ -27,6 +29,14 @@ from .errors import ErrorCode, RemoteProtocolError
 from .rangeset import RangeSet
 
 WIRE_VERSION = 1
+# Live-link versions this code speaks (capability token ``link=``, docs §5.3): 1 is §8 as first
+# shipped; 2 adds an OPEN's receipts cursor answered inside its STATUS (issue 14). Frames keep
+# WIRE_VERSION 1: the new fields are appended, and sent only to a ground that lists 2.
+LINK_VERSIONS = frozenset({1, 2})
+# Receipts versions a station speaking link version 2 reads (the release that added it also
+# added version 3, §9.4): the receipts in an OPEN's answer are written in the newest of these
+# ground knows, as a RECEIPTS frame's appended versions would ask.
+OPEN_RECEIPTS_VERSIONS = (2, 3)
 # A chunk frame is the chunk plus ~60 bytes of framing; 4 MiB bounds what one request can
 # make either side buffer, well above the largest chunk the sender uses (docs §8.4).
 MAX_FRAME_BYTES = 4 * 1024 * 1024
@@ -131,6 +141,10 @@ class Open:
     owner: str
     # The whole upload inline (small uploads only): saves a round trip for a text bundle.
     data: bytes = b""
+    # Link version 2 (a ground whose capability token lists ``link=2``, docs §8.2): ground
+    # answers with the receipts after this change seq inside its STATUS, so a lone text post
+    # costs one request, not an OPEN and a RECEIPTS (issue 14). None: not asked.
+    receipts_since: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,6 +181,14 @@ class ReceiptsRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiptsBatch:
+    seq: int
+    document: bytes
+    next_since: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Status:
     seq: int
     key: TransferKey
@@ -175,14 +197,11 @@ class Status:
     size_bytes: int
     code: str = ""
     message: str = ""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReceiptsBatch:
-    seq: int
-    document: bytes
-    next_since: int
-    more: bool
+    # The receipts an OPEN asked for (``Open.receipts_since``), same seq; None: none carried.
+    receipts: ReceiptsBatch | None = None
+    # How long ground held this answer before sending it (it let the upload's posts be
+    # published first), as QUIC's ACK Delay: the sender takes it out of its round-trip sample.
+    held_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -205,7 +224,10 @@ def encode_request(req: Request) -> bytes:
     """The frame bytes of one request."""
     if isinstance(req, Open):
         head = [WIRE_VERSION, FrameType.OPEN, req.seq, *_key_fields(req.key), req.size_bytes, req.owner]
-        # The optional field is only present when used, so a plain OPEN has one byte form.
+        # The optional fields are only present when used, so a plain OPEN has one byte form;
+        # ``data`` is then empty when only ``receipts_since`` is wanted.
+        if req.receipts_since is not None:
+            return pack(head + [req.data, req.receipts_since])
         return pack(head + [req.data] if req.data else head)
     if isinstance(req, Chunk):
         return pack([WIRE_VERSION, FrameType.CHUNK, req.seq, *_key_fields(req.key), req.offset, req.data])
@@ -220,19 +242,19 @@ def encode_request(req: Request) -> bytes:
 def encode_response(resp: Response) -> bytes:
     """The frame bytes of one response."""
     if isinstance(resp, Status):
-        return pack(
-            [
-                WIRE_VERSION,
-                FrameType.STATUS,
-                resp.seq,
-                *_key_fields(resp.key),
-                int(resp.state),
-                resp.ranges.to_wire(),
-                resp.code,
-                resp.message,
-                resp.size_bytes,
-            ]
-        )
+        fields = [
+            WIRE_VERSION,
+            FrameType.STATUS,
+            resp.seq,
+            *_key_fields(resp.key),
+            int(resp.state),
+            resp.ranges.to_wire(),
+            resp.code,
+            resp.message,
+            resp.size_bytes,
+        ]
+        r = resp.receipts
+        return pack(fields if r is None else [*fields, r.document, r.next_since, r.more, resp.held_ms])
     if isinstance(resp, ReceiptsBatch):
         return pack(
             [WIRE_VERSION, FrameType.RECEIPTS_BATCH, resp.seq, resp.document, resp.next_since, resp.more]
@@ -283,17 +305,23 @@ def decode_request(data: bytes) -> Request:
     v = _head(data, "request frame")
     t, seq = v[1], v[2]
     if t == FrameType.OPEN:
-        expect_list(v, what="OPEN frame", min_len=7, max_len=8)
+        expect_list(v, what="OPEN frame", min_len=7, max_len=9)
         owner = expect(v[6], str, what="owner")
         if len(owner.encode()) > MAX_OWNER_BYTES:
             raise RemoteProtocolError(
                 ErrorCode.LIMIT_EXCEEDED, f"owner is longer than {MAX_OWNER_BYTES} bytes"
             )
-        inline = expect(v[7], bytes, what="inline data") if len(v) == 8 else b""
+        inline = expect(v[7], bytes, what="inline data") if len(v) >= 8 else b""
         if len(v) == 8 and not inline:
             raise RemoteProtocolError(ErrorCode.MALFORMED, "OPEN inline data, when present, is not empty")
+        since = _nonneg(v[8], "receipts since") if len(v) == 9 else None
         return Open(
-            seq=seq, key=_key(v, 3), size_bytes=_nonneg(v[5], "upload size"), owner=owner, data=inline
+            seq=seq,
+            key=_key(v, 3),
+            size_bytes=_nonneg(v[5], "upload size"),
+            owner=owner,
+            data=inline,
+            receipts_since=since,
         )
     if t == FrameType.CHUNK:
         expect_list(v, what="CHUNK frame", min_len=7, max_len=7)
@@ -362,12 +390,25 @@ def salvage_chunk(prefix: bytes) -> Chunk | None:
     return req if isinstance(req, Chunk) else None
 
 
+def _batch(seq: int, v: list[Any]) -> ReceiptsBatch:
+    return ReceiptsBatch(
+        seq=seq,
+        document=expect(v[0], bytes, what="receipts document"),
+        next_since=_nonneg(v[1], "receipts cursor"),
+        more=expect(v[2], bool, what="more flag"),
+    )
+
+
 def decode_response(data: bytes) -> Response:
     """Decode one response frame or raise RemoteProtocolError saying what is wrong."""
     v = _head(data, "response frame")
     t, seq = v[1], v[2]
     if t == FrameType.STATUS:
-        expect_list(v, what="STATUS frame", min_len=10, max_len=10)
+        expect_list(v, what="STATUS frame", min_len=10, max_len=14)
+        if len(v) not in (10, 14):
+            raise RemoteProtocolError(
+                ErrorCode.MALFORMED, "STATUS receipts need document, next_since, more and held_ms"
+            )
         key = _key(v, 3)
         state = expect(v[5], int, what="upload state")
         if state not in tuple(UploadState):
@@ -381,15 +422,12 @@ def decode_response(data: bytes) -> Response:
             code=expect(v[7], str, what="status code"),
             message=expect(v[8], str, what="status message"),
             size_bytes=size,
+            receipts=_batch(seq, v[10:13]) if len(v) == 14 else None,
+            held_ms=_nonneg(v[13], "held_ms") if len(v) == 14 else 0,
         )
     if t == FrameType.RECEIPTS_BATCH:
         expect_list(v, what="RECEIPTS_BATCH frame", min_len=6, max_len=6)
-        return ReceiptsBatch(
-            seq=seq,
-            document=expect(v[3], bytes, what="receipts document"),
-            next_since=_nonneg(v[4], "receipts cursor"),
-            more=expect(v[5], bool, what="more flag"),
-        )
+        return _batch(seq, v[3:])
     if t == FrameType.ERROR:
         expect_list(v, what="ERROR frame", min_len=6, max_len=6)
         return ErrorFrame(

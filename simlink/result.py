@@ -55,6 +55,9 @@ class RunResult:
     notes: tuple[str, ...] = field(default=())
     # HTTP request/response bytes by request kind (virtual time with the transfer machines).
     traffic_by_kind: dict[str, dict[str, int]] | None = None
+    # (bundle bytes, HTTP request bytes, HTTP response bytes) of each bundle OPEN ground
+    # answered with 200, in order: what one text post costs on the link (issue 14).
+    bundle_opens: tuple[tuple[int, int, int], ...] = ()
     # Upload bytes ground has stored (committed transfers whole, the rest as acked): the link's
     # goodput even when a backlog is not cleared by the end (posts count only once whole).
     transfer_acked_bytes: int | None = None

@@ -50,10 +50,12 @@ from protocol.transfer import (
 )
 from protocol.transfer_wire import (
     HTTP_STATUS,
+    LINK_VERSIONS,
     Chunk,
     ErrorFrame,
     Open,
     TransferKey,
+    TransferKind,
     decode_request,
     decode_response,
     encode_request,
@@ -135,6 +137,8 @@ class TransferDriver:
             codecs=frozenset({Codec.IDENTITY, Codec.ZSTD, Codec.ZSTD_DICT}),
             dictionaries=shipped_ids(),
             formats=FORMATS,
+            # A bundle's OPEN brings its receipts back (issue 14); not in the transfer before it.
+            link=frozenset({1}) if v1 else LINK_VERSIONS,
         )
         write_token_file(
             token_file,
@@ -173,6 +177,8 @@ class TransferDriver:
         self.sent: dict[str, RangeSet] = {}
         # HTTP bytes by request kind (open / chunk / receipts / health), requests handed to the link.
         self.traffic: dict[str, dict[str, int]] = {}
+        self.bundle_opens: list[tuple[int, int, int]] = []  # RunResult.bundle_opens
+        self._open_sizes: dict[int, tuple[int, int]] = {}  # seq → (bundle bytes, request bytes)
         self.resent_bytes = 0
         # -- ground side --
         self.service = LinkService(ground.home)
@@ -217,6 +223,10 @@ class TransferDriver:
                     self.keys[p.spec.key.name] = p.spec.key
                     self.sizes[p.spec.key.name] = p.spec.size_bytes
                     self.sender.add(p.spec, p.source, now)
+        # onboard/sync.py _ReceiptsExchange.step: a bundle's OPEN asks for receipts too.
+        with_open = self.cfg.peer.speaks_link(2) and not self.receipts_pending
+        since = int(onboard_link.get_state(self.station.conn, RECEIPTS_CURSOR, "0")) if with_open else None
+        self.sender.open_receipts_since = since
         if not self.receipts_pending and self.poll.due(now):
             if awaiting_news(self.station.conn):
                 cursor = int(onboard_link.get_state(self.station.conn, RECEIPTS_CURSOR, "0"))
@@ -355,9 +365,14 @@ class TransferDriver:
         )
         t["requests"] += 1
         t["request_bytes"] += c.request_wire_bytes
+        if isinstance(req, Open) and req.key.kind is TransferKind.BUNDLE:
+            self._open_sizes[seq] = (req.size_bytes, c.request_wire_bytes)
 
     def _answered(self, seq: int, resp: HttpResponse, kind: str) -> None:
         self.inflight.pop(seq, None)
+        sizes = self._open_sizes.pop(seq, None)
+        if sizes is not None and resp.status == 200:
+            self.bundle_opens.append((*sizes, resp.wire_bytes))
         self.traffic[kind]["answered"] += 1
         self.traffic[kind]["response_bytes"] += resp.wire_bytes
         now = self.answered_at = self.loop.now
@@ -378,6 +393,7 @@ class TransferDriver:
 
     def _failed(self, seq: int, reason: str) -> None:
         self.inflight.pop(seq, None)
+        self._open_sizes.pop(seq, None)
         self.sender.request_failed(seq, self.loop.now, reason)
         self.step()
 
@@ -393,19 +409,25 @@ class TransferDriver:
                     self.committed_bytes += self.sizes.get(ev.key.name, 0)
                 if ev.state.name != "COMMITTED":
                     self.tracker.rejected.append(f"{ev.key.name}: [{ev.code}] {ev.message}")
-                if ev.key.kind.name == "BUNDLE":
+                if ev.key.kind.name == "BUNDLE" and not ev.with_receipts:
                     self.poll.kick()  # new posts on ground: ask for their receipts
+                if ev.key.kind.name == "BUNDLE":
                     # Text that waited for this bundle (onboard link.plan) goes at once, as in sync.
                     self.dirty, self.next_scan = True, self.loop.now
             elif isinstance(ev, ReceiptsReceived):
                 doc = verify_document(conn, ev.document, self.cfg.ground_key)
                 self.receipts_changed += apply_document(conn, doc).changed
-                onboard_link.set_state(conn, RECEIPTS_CURSOR, str(ev.next_since))
+                was = int(onboard_link.get_state(conn, RECEIPTS_CURSOR, "0"))
+                onboard_link.set_state(conn, RECEIPTS_CURSOR, str(max(was, ev.next_since)))
+                if ev.with_open and self.receipts_pending:
+                    continue  # the exchange under way finishes as it would have
                 if ev.more:
                     self.sender.request_receipts(ev.next_since)
+                    self.receipts_pending = True
                 else:
                     self.receipts_pending = False
                     self.poll.answered(self.loop.now, self.receipts_changed)
+                    self.receipts_changed = 0
             elif isinstance(ev, LinkFatal):
                 self.fatal = f"[{ev.code}] {ev.message}"
 
@@ -431,6 +453,14 @@ class TransferDriver:
         rid = self.service.receiver.receive(body, now, station=station.name)
         self.aio.run_until_complete(self._drain(now))
         resp = self.service.receiver.response_for(rid)
+        wanted = self.service.deferred.pop(rid, None)
+        if resp is None and wanted is not None:
+            # ground/server.py holds an OPEN's answer with receipts until its publisher has
+            # tried the bundle's posts: here publishing takes no virtual time (PUBLISH_WAKE_S).
+            self._note_new_items()
+            self.ground.publish(self.loop.now)
+            self.service.finish_receipts(wanted, round(now * 1000))
+            resp = self.service.receiver.response_for(rid)
         if resp is None:  # pragma: no cover - the receiver always answers once drained
             return 503, "application/json", b'{"error": "busy", "message": "no answer", "retryable": true}'
         self.service._record_traffic(station.name, SimpleNamespace(remote="sim"), len(body), len(resp))  # type: ignore[arg-type,unused-ignore]

@@ -262,5 +262,6 @@ def run_virtual(
         sample_s=SAMPLE_S,
         samples=tuple(samples),
         traffic_by_kind=getattr(driver, "traffic", None),
+        bundle_opens=tuple(getattr(driver, "bundle_opens", ())),
         notes=NOTES,
     )

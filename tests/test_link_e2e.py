@@ -38,6 +38,18 @@ def _publications(ground_home: Path) -> list[tuple[str, str, str, int]]:
         conn.close()
 
 
+def _bundles_committed(onboard_home: Path) -> int:
+    """Bundles onboard knows ground committed (their OPEN or CHUNK was answered)."""
+    conn = sqlite3.connect(onboard_home / "onboard.db")
+    try:
+        row = conn.execute(
+            "SELECT COUNT(*) FROM link_transfers WHERE kind = 'bundle' AND state = 'committed'"
+        )
+        return int(row.fetchone()[0])
+    finally:
+        conn.close()
+
+
 async def test_everything_arrives_once_through_random_cuts_and_a_loss_of_signal(
     cli: Cli, tmp_path: Path, sample_jpegs: list[Path]
 ) -> None:
@@ -97,7 +109,7 @@ async def test_everything_arrives_once_through_random_cuts_and_a_loss_of_signal(
         f"\npayload {payload:,} B ({payload_photos:,} B of photos, {dict((k, n) for k, _, n in sizes)}); "
         f"wire up {stats.bytes_up:,} B, down {stats.bytes_down:,} B; chunk bytes sent {result.chunk_bytes:,}; "
         f"frame overhead {framing:,} B in {result.requests} requests; cuts {stats.random_cuts} random + "
-        f"{stats.loss_cuts} loss-of-signal; failed requests {result.failures}; max chunk {result.max_chunk_bytes:,} B; "
+        f"{stats.loss_cuts} loss-of-signal ({stats.loss_cuts_idle} idle); failed requests {result.failures}; max chunk {result.max_chunk_bytes:,} B; "
         f"wire/payload {stats.bytes_up / payload:.3f}"
     )
     assert stats.random_cuts >= 20
@@ -109,7 +121,11 @@ async def test_everything_arrives_once_through_random_cuts_and_a_loss_of_signal(
     # Accounting: no byte sent twice except one chunk per failed request (cuts, dark).
     assert result.chunk_bytes <= payload + result.failures * result.max_chunk_bytes
     cuts = stats.cuts
-    assert result.failures >= cuts - 1  # every cut was seen as a failed request
+    # Every cut of a connection carrying a request was seen as a failed request. The end of
+    # the loss of signal also cuts keep-alive connections idle between requests (their last
+    # bytes were an answer): nothing to fail there. Counting those as failures made this
+    # flaky: with two idle connections in the pool when the dark ended, failures = cuts - 2.
+    assert result.failures >= cuts - stats.loss_cuts_idle - 1
     assert (
         stats.bytes_up
         <= payload + framing + result.requests * http_header_bound + cuts * result.max_chunk_bytes
@@ -379,11 +395,14 @@ async def test_watch_backs_off_in_the_dark_and_resumes_when_the_link_returns(
             task = asyncio.ensure_future(
                 sync(home, watch=True, stop=stop, rescan_s=0.2, receipts_every_s=0.5)
             )
+            # The first bundle is across and its answer back (with link version 2 ground
+            # answers once the post is published, so the archive alone says too little).
             for _ in range(200):
                 await asyncio.sleep(0.05)
-                if len(archive_posts(cli.ground_home)) == 1:
+                if len(archive_posts(cli.ground_home)) == 1 and _bundles_committed(cli.onboard_home) == 1:
                     break
             assert len(archive_posts(cli.ground_home)) == 1
+            assert _bundles_committed(cli.onboard_home) == 1
             proxy.start_loss()
             cli.onboard("post", "--as", "alice", "--to", "archive:alice", "queued in the dark")
             await asyncio.sleep(6)  # several backoff rounds; nothing crosses
@@ -511,10 +530,12 @@ async def test_cut_at_any_byte_of_a_request_or_its_answer_resumes_exactly_once(
     """Sweep the cut point across the whole HTTP request (headers, frame, body) and its answer."""
     token = setup_station(cli, tmp_path)
     home = Home(cli.onboard_home)
-    # A run moves ~575 bytes up (receipts query, the post inline in its OPEN; ~840 before the
-    # link stopped sending aiohttp's unread default headers) and ~460 down (the receipts document
-    # holds only this post's changes after the exact cursor, §9).
-    offsets = [("up", n) for n in range(1, 570, 24)] + [("down", n) for n in range(1, 460, 46)]
+    # A run moves ~425 bytes up (one request: the post inline in its OPEN, which asks for the
+    # receipts too, link version 2; ~575 with a receipts request before it, ~840 before the link
+    # stopped sending aiohttp's unread default headers) and ~495 down (the STATUS with the signed
+    # receipts of this post's changes after the exact cursor, §9; the first answer of the day
+    # also brings ground's log checkpoint, ~730).
+    offsets = [("up", n) for n in range(1, 420, 24)] + [("down", n) for n in range(1, 490, 46)]
     async with running_ground(cli.ground_home) as url:
         port = int(url.rsplit(":", 1)[1])
         for i, (way, n) in enumerate(offsets):

@@ -90,6 +90,30 @@ async def test_loss_of_signal_stalls_then_cuts() -> None:
     server.close()
 
 
+async def test_loss_cuts_tell_idle_connections_from_busy_ones() -> None:
+    """The end of a loss of signal cuts every connection; those whose last bytes were an
+    answer (idle between requests) are counted apart, since an HTTP client has nothing to
+    fail there (tests/test_link_e2e.py's random-cuts test flaked on exactly that)."""
+    server = await _echo_server()
+    port = server.sockets[0].getsockname()[1]
+    async with LinkProxy("127.0.0.1", port) as proxy:
+        conns = [await asyncio.open_connection("127.0.0.1", proxy.port) for _ in range(3)]
+        for r, w in conns:  # each has had an exchange: all idle now
+            w.write(b"ping")
+            assert await asyncio.wait_for(r.readexactly(4), 5) == b"ping"
+        proxy.start_loss()
+        conns[0][1].write(b"a request into the dark")  # busy: sent, no answer
+        await conns[0][1].drain()
+        fresh = await asyncio.open_connection("127.0.0.1", proxy.port)  # opened, nothing sent yet
+        await asyncio.sleep(0.2)
+        proxy.end_loss()
+        assert proxy.stats.loss_cuts == 4
+        assert proxy.stats.loss_cuts_idle == 2  # conns 1 and 2; not the busy one, not the fresh one
+        for _, w in [*conns, fresh]:
+            w.close()
+    server.close()
+
+
 def test_refuses_non_loopback() -> None:
     with pytest.raises(ProxyError):
         LinkProxy("10.0.0.1", 80)
