@@ -163,13 +163,15 @@ async def test_operator_watches_posts_flow_retries_and_sees_tampering(
     assert "Station iss" in (await page.text_content("#stations") or "")
     await page.wait_for_selector('#bundles-table tbody tr:has-text("photo complete")')
 
-    # 3. A publication that fails for real (the archive account's folder is blocked by a file)…
+    # 3. A publication that fails for real (the archive account's folder, where a post with a
+    #    photo goes, is blocked by a file; text-only posts go into shared packs)…
     (ground_home / "archive").mkdir(exist_ok=True)
     blocker = ground_home / "archive" / "backup"
     blocker.write_text("in the way")
     out = await run(
-        "onboard", onboard_home, "post", "--as", "alice", "--to", "archive:backup", "Second post", env=env
-    )
+        "onboard", onboard_home, "post", "--as", "alice", "--to", "archive:backup",
+        "--photo", str(photo), "--alt", "the same photo", "Second post", env=env,
+    )  # fmt: skip
     failing_id = out.split()[1]
     await run("onboard", onboard_home, "sync", env=env)
     failed_li = f'tr[data-post="{failing_id}"] li[data-account="archive:backup"][data-state="failed"]'

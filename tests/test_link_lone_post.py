@@ -37,6 +37,12 @@ GAP_S = 600.0
 FIRST_POST = "first post of the station"
 # One more account's publication receipt in ground's answer, at most (measured ~165 B).
 RECEIPT_BYTES = 200
+# The simulator publishes to the archive, whose URL is a long local path; archive layout 2's
+# packed URL adds ".packs/<pack>.jsonl#<post id>" (~48 B) to it. That is the platform's
+# payload, not the link's overhead: it is allowed for here and stated in docs/link.md (with a
+# Mastodon or X URL of ~65 characters the bound holds without it; the shortest texts with the
+# archive's URL come to ~2.13x down).
+PACKED_URL_BYTES = 48
 
 
 def _lone_posts(texts: list[str], accounts: int = 1, seed: int = 7) -> RunResult:
@@ -74,7 +80,7 @@ def _check_each_post(r: RunResult, texts: list[str], accounts: int = 1) -> list[
     for text, (bundle, up, down) in zip(texts, r.bundle_opens[1:], strict=True):
         rows.append((len(text.encode()), bundle, up, down))
         assert up <= 2 * bundle, f"{len(text.encode())} B text: bundle {bundle} B, up {up} B"
-        assert down <= 2 * bundle + RECEIPT_BYTES * (accounts - 1), (
+        assert down <= 2 * bundle + PACKED_URL_BYTES * accounts + RECEIPT_BYTES * (accounts - 1), (
             f"{len(text.encode())} B text: bundle {bundle} B, down {down} B"
         )
     return rows

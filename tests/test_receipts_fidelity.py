@@ -307,7 +307,9 @@ async def test_live_link_new_onboard_new_ground_gets_fidelity(
         link_to(cli, url, token)
         post_id = _photo_post(cli, photo)
         await _sync(cli)
-    assert frames and set(frames) == {7}
+    # Any RECEIPTS frame asks with 7 fields; with link version 2 the receipts may all have come
+    # in the OPEN's answer instead (written in version 3 too: the fidelity below says so).
+    assert set(frames) <= {7}
     signed = hashlib.sha256(photo.read_bytes()).hexdigest()
     assert _onboard_photos(cli, post_id) == [{"photo": 1, "fidelity": "exact", "original_sha256": signed}]
     assert "[photo kept exactly]" in cli.onboard("queue").output
