@@ -299,12 +299,18 @@ async def test_a_connection_flood_never_exhausts_descriptors_at_a_low_limit(
         # Ground first works through the flood's backlog (dropping idle connections to stay in
         # budget); on a loaded machine that takes seconds. Then every newcomer must be answered.
         # Latency is reported, not asserted: speed belongs to benchmarks, not to this test.
+        # "Worked through" = three answers in a row: one early answer can slip in while ground
+        # is still closing the flood's connections (seen once in a fresh-clone CI run).
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            in_a_row = 0
             for _ in range(60):
+                ok = False
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with s.get(url + "/v1/health", timeout=aiohttp.ClientTimeout(total=5)) as r:
-                        if r.status == 200:
-                            break
+                        ok = r.status == 200
+                in_a_row = in_a_row + 1 if ok else 0
+                if in_a_row >= 3:
+                    break
         probe = Probe(url)
         ptask = asyncio.ensure_future(probe.run())
         await asyncio.sleep(1.5)
