@@ -212,22 +212,8 @@ def _renditions_wire(r: PublicationReceipt) -> list[list[Any]]:
 
 
 def _entry(r: Receipt, version: int) -> list[Any]:
-    if isinstance(r, PublicationReceipt) and version >= RECEIPTS_VERSION_FIDELITY:
-        return [
-            EntryKind.PUBLICATION,
-            ulid_to_bytes(r.item_id),
-            r.account,
-            r.state,
-            r.url,
-            r.error,
-            r.seq,
-            r.remote_id,
-            _renditions_wire(r) or None,
-            [[str(p.fidelity), p.original_sha256] for p in r.photos] or None,
-            r.read_back or None,
-        ]
     if isinstance(r, PublicationReceipt):
-        return [
+        head = [
             EntryKind.PUBLICATION,
             ulid_to_bytes(r.item_id),
             r.account,
@@ -236,8 +222,16 @@ def _entry(r: Receipt, version: int) -> list[Any]:
             r.error,
             r.seq,
             r.remote_id,
-            *([_renditions_wire(r)] if r.renditions else []),
         ]
+        if version >= RECEIPTS_VERSION_FIDELITY:
+            return [
+                *head,
+                _renditions_wire(r) or None,
+                [[str(p.fidelity), p.original_sha256] for p in r.photos] or None,
+                r.read_back or None,
+            ]
+        # Version 2 ends at the 8th field unless the 9th (renditions) has something to say.
+        return [*head, *([_renditions_wire(r)] if r.renditions else [])]
     if isinstance(r, AccountLimitsReceipt):
         return [
             EntryKind.ACCOUNT_LIMITS,
