@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import socket
 import sqlite3
 import time
@@ -45,6 +44,7 @@ from protocol.transfer_wire import TransferKind, UploadState
 from . import link, link_status, queue
 from .errors import OnboardError
 from .home import Home
+from .race import ConnectRace
 from .receipts import (
     CURSOR_KEY,
     ReceiptsPoll,
@@ -71,11 +71,8 @@ KEEPALIVE_S = 3600.0
 # a lone text post's bundle (issue 14). Host and Authorization stay.
 LINK_SKIP_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 WARM_TIMEOUT_S = 60.0
-# Connection attempts raced for one request (``_WatchedConnector``): enough to span its
-# deadline (a probe's 300 s while the link is down: 1,000 steps of 0.4 RTT on a 0.6 s path), at
-# most RACE_ATTEMPTS. Each attempt gives up after a SYN and one retry (TCP_SYNCNT=1, 3 s), so
-# ~10 are open at once. simlink/vhttp.py races alike.
-RACE_ATTEMPTS = 1024
+# While the link is down new connections race (onboard/race.py); each attempt's socket gives
+# up after a SYN and one retry (TCP_SYNCNT=1, ~3 s), so the next attempts carry on probing.
 RACE_SYN_RETRIES = 1
 WARM_RETRY_S = 30.0
 WARM_RETRY_MAX_S = 300.0
@@ -124,28 +121,47 @@ class _WatchedConnector(aiohttp.TCPConnector):
     """aiohttp's pool, remembering the transports it hands out, so sync can tell whether a
     connection to ground is still open (a response releases its connection before sync sees it).
 
-    New connections race: with ``race_every_s`` set (the sender's ``race_every_s``), ground's
-    address is tried ``race_attempts`` times, a new attempt every ``race_every_s`` while
-    none has connected; the first to connect carries the request and aiohappyeyeballs closes
-    the others. This is Happy Eyeballs' staggered race (RFC 8305 §5, which aiohttp runs over a
-    host's addresses) over one address: after a loss of signal, a SYN leaves within 0.4 RTT
-    of the link's return instead of at the kernel's next SYN retry (1, 2, 4 s … after the first)."""
+    With ``race_every_s`` set (the sender's, while the link is down) a new connection comes
+    from one race shared by every request waiting for one (onboard/race.py): an attempt each
+    ``race_every_s``, whichever connects serves the next waiting request, a refusal fails them
+    all at once. Otherwise aiohttp connects as usual."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._transports: list[asyncio.BaseTransport] = []
         self.race_every_s: float | None = None
-        self.race_attempts = 1
+        self.race = ConnectRace(kwargs.get("socket_factory") or _racing_socket)
 
-    def _convert_hosts_to_addr_infos(self, hosts: list[Any]) -> list[Any]:
-        infos = super()._convert_hosts_to_addr_infos(hosts)
-        if self.race_every_s is None or not infos:
-            return infos
-        # aiohttp hands these to aiohappyeyeballs.start_connection with this delay; after a
-        # failed race it drops ``interleave`` addresses per family, so the repeats go together.
-        self._happy_eyeballs_delay = self.race_every_s
-        self._interleave = self.race_attempts
-        return infos[:1] * self.race_attempts
+    async def _wrap_create_connection(
+        self,
+        *args: Any,
+        addr_infos: list[Any],
+        req: Any,
+        timeout: aiohttp.ClientTimeout,
+        client_error: type[Exception] = aiohttp.ClientConnectorError,
+        **kwargs: Any,
+    ) -> tuple[asyncio.Transport, Any]:
+        every_s = self.race_every_s
+        if every_s is None or not addr_infos:
+            return await super()._wrap_create_connection(
+                *args, addr_infos=addr_infos, req=req, timeout=timeout, client_error=client_error, **kwargs
+            )
+        try:
+            # Ground's one address (a name with several: the next after a refusal, as aiohttp).
+            sock = await self.race.connect(addr_infos[0], every_s)
+        except OSError as exc:
+            raise client_error(req.connection_key, exc) from exc
+        try:
+            return await self._wrap_existing_connection(
+                *args, req=req, timeout=timeout, client_error=client_error, sock=sock, **kwargs
+            )
+        except BaseException:
+            sock.close()
+            raise
+
+    def _close(self, *args: Any, **kwargs: Any) -> Any:
+        self.race.close()  # (both aiohttp's close() and the session's end come through here)
+        return super()._close(*args, **kwargs)
 
     async def connect(self, *args: Any, **kwargs: Any) -> aiohttp.connector.Connection:
         conn = await super().connect(*args, **kwargs)
@@ -307,9 +323,6 @@ class _Requests:
             connector = session.connector
             if isinstance(connector, _WatchedConnector):
                 connector.race_every_s = out.race_every_s
-                if out.race_every_s:
-                    span = max(0.0, out.deadline - now) / out.race_every_s
-                    connector.race_attempts = max(1, min(RACE_ATTEMPTS, math.ceil(span)))
             self.tasks[out.seq] = asyncio.ensure_future(self._carry(session, out.seq, out.data, out.deadline))
 
     async def _carry(self, session: aiohttp.ClientSession, seq: int, data: bytes, deadline: float) -> None:

@@ -119,13 +119,18 @@ class SenderConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 4.0
     # While the link is down, new connections race (Happy Eyeballs' connection attempt delay,
-    # RFC 8305 §5, for one address): another SYN this many RTTs after the last while none has
-    # been answered. 0.4 RTT: a post written during a loss of signal leaves within 0.4 RTT of
-    # the link's return and reaches ground 1.5 RTT later (handshake, then the request): under
-    # 2 RTT, where the kernel's SYN retries (1, 2, 4 s … apart) took 3-12 RTT (measured,
-    # docs/link.md). While up, no race: the kernel's SYN retry is enough for a lost SYN.
-    race_down_rtts: float = 0.4
-    race_min_s: float = 0.1
+    # RFC 8305 §5, for one address; onboard/race.py): one race shared by every request waiting
+    # for a connection starts another attempt each race step while any waits; whichever
+    # connects serves the next waiting request. The step is ``race_down_rtts`` RTT divided among
+    # the requests racing, so each waits ~0.2 RTT for its attempt after the link's return and a
+    # lost SYN or SYN-ACK costs one step, not a whole 0.4 RTT as with a race per request
+    # (measured, docs/link.md); but at most ``race_attempts_per_rtt`` attempts per RTT (each
+    # that reaches ground holds a connection there until claimed or closed; ground's edge
+    # allows 96 per address) and at most one per ``race_min_s`` (onboard/race.py enforces
+    # that floor whatever it is told). While up, no race: the kernel's SYN retry is enough.
+    race_down_rtts: float = 0.2
+    race_attempts_per_rtt: float = 40.0
+    race_min_s: float = 0.05
     # While down, a request (the probe) waits this long: its connection keeps racing all the
     # while, so the link's return is seen within 0.4 RTT. A probe giving up loses the
     # attempt then under way, so the link's return must not fall in its last RTT: at 300 s
@@ -163,8 +168,8 @@ class Outgoing:
     deadline: float
     key: TransferKey | None
     payload_bytes: int  # chunk bytes inside (0 for OPEN/RECEIPTS)
-    # If the request needs a new connection: start another attempt this often until one
-    # connects (the first to connect carries the request; close the others).
+    # If the request needs a new connection: the shared race's step (``race_every_s``): another
+    # attempt this often while any request waits; whichever connects serves the next one.
     race_every_s: float | None = None
 
 
@@ -408,11 +413,14 @@ class TransferSender:
 
     @property
     def race_every_s(self) -> float | None:
-        """How far apart a new connection's attempts start while the link is down (None: up)."""
+        """How far apart the shared race's connection attempts start while the link is down
+        (None: up, no race)."""
         if self._up:
             return None
         c = self.config
-        return max(c.race_min_s, (self.base_rtt_s or self.srtt_s) * c.race_down_rtts)
+        racing = 1 + self._small_probes()  # the requests racing while down (the window)
+        step = max(c.race_down_rtts / racing, 1 / c.race_attempts_per_rtt)
+        return max(c.race_min_s, (self.base_rtt_s or self.srtt_s) * step)
 
     @property
     def base_rtt_s(self) -> float | None:

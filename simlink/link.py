@@ -148,6 +148,8 @@ class SimLink:
         self.cuts_dark = 0
         self.cut_events = 0
         self.cut_in_network_bytes = 0
+        self.syns = 0  # SYNs the station sent (first and retried)
+        self.syns_dark = 0  # of them, sent while the link was dark (docs/link.md: their cost)
         for s, e in self.dark:
             if s + profile.cut_after_s < e:
                 loop.at(s + profile.cut_after_s, self._cut_all, "loss of signal")
@@ -215,6 +217,8 @@ class SimConnection:
         self._syn_attempts = attempt + 1
         if attempt == 0:
             self._syn_first_at = self.loop.now
+        self.link.syns += 1
+        self.link.syns_dark += self.link.is_dark(self.loop.now)
         r = self.link.to_ground.transmit(self.loop.now, HANDSHAKE_PACKET_BYTES)
         if r and not self.link.lost(*r):
             self.loop.at(r[1], self._syn_arrived)
@@ -245,6 +249,12 @@ class SimConnection:
                 half.rto = 3.0
         self.client.connection_made(self)
         self.up.pump()
+
+    def adopt(self, client: Endpoint) -> None:
+        """Hand the station's end to another endpoint (a raced connection to the request it
+        serves, simlink/vhttp.py SimRace)."""
+        self.client = client
+        self.down.receiver = client
 
     # -- data --------------------------------------------------------------------------
     def send(self, from_client: bool, data: bytes) -> None:

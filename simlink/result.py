@@ -63,3 +63,5 @@ class RunResult:
     transfer_acked_bytes: int | None = None
     cut_events: int = 0  # cuts of the link that dropped at least one connection
     cut_in_network_bytes: int = 0  # station → ground bytes sent but not delivered when cut
+    syns: int = 0  # SYNs the station sent (virtual time)
+    syns_dark: int = 0  # of them, into a dark link (the connection race's cost, docs/link.md)

@@ -72,6 +72,7 @@ from .vhttp import (
     HttpClient,
     HttpResponse,
     ServerConn,
+    SimRace,
 )
 
 STATION = "iss"
@@ -155,6 +156,8 @@ class TransferDriver:
         # -- station side --
         self.sender = TransferSender(V1_CONFIG if v1 else SHARED_CONFIG if shared else SenderConfig(), 0.0)
         self.pool: list[HttpClient] = []
+        # onboard/race.py: while the link is down, new connections come from one shared race.
+        self.race = SimRace(loop, link, self._server)
         c = self.sender.config  # onboard/sync.py's TCPConnector(limit=max_window + query_streams + 2)
         self.limit = c.max_window + c.query_streams + 2
         self.added: set[str] = set()
@@ -264,15 +267,7 @@ class TransferDriver:
             if not c.busy:
                 return c
         if len(self.pool) < self.limit:
-            c = HttpClient(
-                self.loop,
-                self.link,
-                lambda: ServerConn(
-                    self.handle,
-                    None if self.v1 else self.keep_partial,
-                    SERVER_HEADERS if self.v1 else LINK_SERVER_HEADERS,
-                ),
-            )
+            c = HttpClient(self.loop, self.link, self._server)
             c.idle_timeout_s = None  # sync sets only ClientTimeout(total=deadline - now)
             if not self.v1:
                 c.auto_headers = LINK_CLIENT_HEADERS  # sync's skip_auto_headers
@@ -281,6 +276,14 @@ class TransferDriver:
             self.pool.append(c)
             return c
         return None  # pragma: no cover - the sender's window is below the pool limit
+
+    def _server(self) -> ServerConn:
+        """Ground's end of a new connection."""
+        return ServerConn(
+            self.handle,
+            None if self.v1 else self.keep_partial,
+            SERVER_HEADERS if self.v1 else LINK_SERVER_HEADERS,
+        )
 
     def _connected(self) -> bool:
         return any(c.conn is not None and not c.conn.closed for c in self.pool)
@@ -359,6 +362,7 @@ class TransferDriver:
             lambda reason: self._failed(seq, reason),
             total_timeout_s=max(0.5, deadline - self.loop.now),
             race_every_s=None if self.v1 else race_every_s,
+            race=self.race,
         )
         t = self.traffic.setdefault(
             kind, {"requests": 0, "answered": 0, "request_bytes": 0, "response_bytes": 0}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import h11
 
 from .clock import EventLoop, Timer
-from .link import SYN_RETRIES_S, SimConnection, SimLink
+from .link import SimConnection, SimLink
 
 AIOHTTP_VERSION = "3.13"
 try:  # the real version string aiohttp puts in User-Agent / Server, when installed
@@ -40,10 +40,10 @@ SERVER_HEADERS = [
 LINK_SERVER_HEADERS = SERVER_HEADERS[:1]
 
 
-# onboard/sync.py's connector: at most this many raced attempts for one request, each giving
-# up after 2 SYNs (TCP_SYNCNT=1: a SYN and one retry, 3 s).
-MAX_RACE_ATTEMPTS = 1024
+# onboard/race.py's race: each attempt gives up after 2 SYNs (TCP_SYNCNT=1: a SYN and one
+# retry, 3 s); a connection no request took is closed after this long.
 RACE_SYNS = 2
+RACE_SPARE_KEEP_S = 2.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,8 +81,7 @@ class HttpClient:
         self.request_wire_bytes = 0
         self.rx = 0
         self.started_at: float | None = None
-        self.attempts: list[SimConnection] = []  # connections racing to carry the request
-        self.race_timer: Timer | None = None
+        self.racing: SimRace | None = None  # waiting on the shared race for a connection
         self.close_timer: Timer | None = None
         # aiohttp's connector closes a keep-alive connection idle this long (keepalive_timeout).
         self.keepalive_s = 15.0
@@ -105,7 +104,10 @@ class HttpClient:
         *,
         total_timeout_s: float | None = None,
         race_every_s: float | None = None,
+        race: SimRace | None = None,
     ) -> None:
+        """Send one request; with ``race_every_s`` and ``race`` a new connection comes from the
+        shared race (onboard/race.py) instead of one connect with the kernel's SYN retries."""
         assert self.pending is None, "one request at a time"
         h = h11.Connection(h11.CLIENT)
         hdrs = [*self.auto_headers, *headers]
@@ -126,34 +128,28 @@ class HttpClient:
             self.close_timer.cancel()
             self.close_timer = None
         if self.conn is None or self.conn.closed:
-            syns = len(SYN_RETRIES_S) if race_every_s is None else RACE_SYNS
-            self.conn = self.link.connect(self, self.server_factory(), syns=syns)
-            self.attempts = [self.conn]
             self._arm_idle(None if self.idle_timeout_s is None else max(self.idle_timeout_s, 70.0))
-            if race_every_s is not None:
-                self.race_timer = self.loop.after(race_every_s, self._race, race_every_s)
+            if race_every_s is not None and race is not None:
+                self.conn = None
+                self.racing = race
+                race.join(self, race_every_s)  # may hand over a connection at once
+            else:
+                self.conn = self.link.connect(self, self.server_factory())
         elif self.conn.established:
             self._write()
 
-    def _race(self, every_s: float) -> None:
-        """Another connection attempt while none has connected (onboard/sync.py's connector:
-        Happy Eyeballs' staggered attempts to one address); the first to connect wins."""
-        self.race_timer = None
-        if self.pending is None or self.conn is None or self.conn.established:
-            return
-        if len(self.attempts) >= MAX_RACE_ATTEMPTS:
-            return
-        self.attempts.append(self.link.connect(self, self.server_factory(), syns=RACE_SYNS))
-        self.race_timer = self.loop.after(every_s, self._race, every_s)
+    def adopt(self, conn: SimConnection) -> None:
+        """The race's connection carries this client's request from now on."""
+        self.racing = None
+        conn.adopt(self)
+        self.conn = conn
+        if self.pending:
+            self._write()
 
-    def _end_race(self, winner: SimConnection | None) -> None:
-        if self.race_timer is not None:
-            self.race_timer.cancel()
-            self.race_timer = None
-        losers, self.attempts = [c for c in self.attempts if c is not winner], []
-        for c in losers:
-            if not c.closed:
-                c.abort("lost the connection race")
+    def _leave_race(self) -> None:
+        if self.racing is not None:
+            self.racing.leave(self)
+            self.racing = None
 
     def _write(self) -> None:
         assert self.pending and self.conn
@@ -190,7 +186,7 @@ class HttpClient:
     def _fail(self, reason: str) -> None:
         cbs = self._finish()
         conn, self.conn = self.conn, None  # (so connection_lost does not report it as idle)
-        self._end_race(None)
+        self._leave_race()  # its attempts race on for the next request (onboard/race.py)
         if conn and not conn.closed:
             conn.abort(reason)  # aiohttp drops a connection whose request failed
         if cbs:
@@ -198,9 +194,6 @@ class HttpClient:
 
     # Endpoint interface -------------------------------------------------------------
     def connection_made(self, conn: SimConnection) -> None:
-        if conn in self.attempts:
-            self.conn = conn
-            self._end_race(conn)
         if conn is self.conn and self.pending:
             self._write()
 
@@ -240,12 +233,6 @@ class HttpClient:
                 return
 
     def connection_lost(self, conn: SimConnection, reason: str) -> None:
-        if conn in self.attempts:
-            self.attempts.remove(conn)
-            if self.attempts:  # others still racing: the request waits for them
-                if conn is self.conn:
-                    self.conn = self.attempts[-1]
-                return
         if conn is not self.conn:
             return
         self.conn = None
@@ -254,6 +241,72 @@ class HttpClient:
             cbs[1](reason)
         elif self.on_idle_lost is not None:
             self.on_idle_lost()
+
+
+class SimRace:
+    """onboard/race.py in virtual time: one connection race shared by every request waiting
+    for a new connection while the link is down. An attempt starts every ``every_s`` while
+    a request waits (a failed one does not bring the next forward); whichever connects serves
+    the first waiting request, and one no request waits for is kept ``RACE_SPARE_KEEP_S``
+    for the next (a probe that reached its deadline is followed at once and takes it)."""
+
+    def __init__(self, loop: EventLoop, link: SimLink, server_factory: Callable[[], ServerConn]) -> None:
+        self.loop = loop
+        self.link = link
+        self.server_factory = server_factory
+        self.waiting: list[HttpClient] = []
+        self.attempts: set[SimConnection] = set()
+        self.spare: list[SimConnection] = []
+        self.every_s = 1.0
+        self.next_at = 0.0
+        self.timer: Timer | None = None
+        self.started = 0  # attempts, for the tests
+
+    def join(self, client: HttpClient, every_s: float) -> None:
+        self.every_s = every_s
+        while self.spare:
+            conn = self.spare.pop(0)
+            if not conn.closed:
+                client.adopt(conn)
+                return
+        self.waiting.append(client)
+        if self.timer is None:
+            self.timer = self.loop.at(max(self.loop.now, self.next_at), self._attempt)
+
+    def leave(self, client: HttpClient) -> None:
+        if client in self.waiting:
+            self.waiting.remove(client)
+
+    def _attempt(self) -> None:
+        self.timer = None
+        if not self.waiting:
+            return
+        self.started += 1
+        self.attempts.add(self.link.connect(self, self.server_factory(), syns=RACE_SYNS))
+        self.next_at = self.loop.now + self.every_s
+        self.timer = self.loop.at(self.next_at, self._attempt)
+
+    # Endpoint interface, while connecting -------------------------------------------
+    def connection_made(self, conn: SimConnection) -> None:
+        self.attempts.discard(conn)
+        if self.waiting:
+            self.waiting.pop(0).adopt(conn)
+        else:
+            self.spare.append(conn)
+            self.loop.after(RACE_SPARE_KEEP_S, self._expire, conn)
+
+    def _expire(self, conn: SimConnection) -> None:
+        if conn in self.spare:
+            self.spare.remove(conn)
+            conn.abort("no request took the raced connection")
+
+    def data_received(self, conn: SimConnection, data: bytes) -> None:
+        pass
+
+    def connection_lost(self, conn: SimConnection, reason: str) -> None:
+        self.attempts.discard(conn)
+        if conn in self.spare:
+            self.spare.remove(conn)
 
 
 Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, str, bytes]]

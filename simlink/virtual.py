@@ -254,6 +254,8 @@ def run_virtual(
         transfer_acked_bytes=driver.stats().get("acked_bytes"),
         cut_events=link.cut_events,
         cut_in_network_bytes=link.cut_in_network_bytes,
+        syns=link.syns,
+        syns_dark=link.syns_dark,
         cuts_dark=link.cuts_dark,
         cuts_random=link.cuts_random,
         dark_windows=dark,

@@ -10,9 +10,17 @@ the request's way up (0.5 RTT) leave 0.5 RTT for the race, serialisation and gro
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import socket
+import time
+from pathlib import Path
+from typing import Any
 
 import pytest
+from conftest import Cli
+from link_support import free_port
 
 from simlink.profile import load_profile
 from simlink.virtual import run_virtual, transfer_available
@@ -74,40 +82,122 @@ def test_with_random_loss_the_late_posts_are_the_ones_physics_makes_late() -> No
     assert max(lat) <= 1.5 + 0.4 + 0.4 + 3.0 / 2.64 + 0.1  # ≈ 3.5 RTT
 
 
-async def test_sync_races_connection_attempts_to_ground() -> None:
-    """onboard sync's connector: with a race set, ground's one address is tried as many times
-    as asked, the attempts staggered by ``race_every_s`` (aiohttp's Happy Eyeballs race), each
-    attempt's socket giving up after one SYN retry; and a request still gets through."""
-    import socket
+def _dark_listener() -> tuple[socket.socket, tuple[Any, ...]]:
+    """A loopback listener whose accept queue is full: the kernel drops further SYNs, so a
+    connect to it waits as across a dark link, until the queue is emptied (the link returns)."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    port = lst.getsockname()[1]
+    for _ in range(2):
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", port))
+        _held.append(s)
+    return lst, (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))
 
-    import aiohttp
-    from aiohttp import web
 
-    from onboard.sync import RACE_SYN_RETRIES, _racing_socket, _WatchedConnector
+_held: list[socket.socket] = []
 
-    sock = _racing_socket((socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 0)))
-    with sock:
-        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT) == RACE_SYN_RETRIES
 
-    async def ok(_request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+def _return(lst: socket.socket) -> None:
+    """The dark listener's queue emptied: the next SYN (a raced attempt's retry) connects."""
+    lst.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            lst.accept()[0].close()
+    lst.listen(64)
 
-    app = web.Application()
-    app.router.add_get("/", ok)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    connector = _WatchedConnector(socket_factory=_racing_socket)
-    connector.race_every_s, connector.race_attempts = 0.3, 5
-    hosts = [{"hostname": "127.0.0.1", "host": "127.0.0.1", "port": port, "family": socket.AF_INET}]
+
+async def test_the_race_steps_while_dark_and_keeps_its_attempts_past_a_deadline() -> None:
+    """onboard/race.py: while no attempt connects, one starts each step (never faster than
+    MIN_STEP_S, whatever it is asked); a request that gives up (its deadline) leaves the
+    attempts racing, and the next request takes the one that connects, without a new race."""
+    from onboard.race import MIN_STEP_S, ConnectRace
+    from onboard.sync import _racing_socket
+
+    lst, info = _dark_listener()
+    race = ConnectRace(_racing_socket)
     try:
-        infos = connector._convert_hosts_to_addr_infos(hosts)  # type: ignore[arg-type]
-        assert [i[-1] for i in infos] == [("127.0.0.1", port)] * 5
-        assert connector._happy_eyeballs_delay == 0.3
-        async with aiohttp.ClientSession(connector=connector) as session:
-            async with session.get(f"http://127.0.0.1:{port}/") as r:
-                assert await r.text() == "ok"
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(race.connect(info, 0.1), 1.0)
+        assert 8 <= race.started <= 11  # a step of 0.1 s for 1 s
+        n = race.started
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(race.connect(info, 0.0001), 0.5)  # asked for 10,000 a second
+        assert race.started - n <= 0.5 / MIN_STEP_S + 1
+        _return(lst)
+        await asyncio.sleep(1.2)  # the attempts' SYN retries (1 s) connect, no request waiting
+        n = race.started
+        sock = await asyncio.wait_for(race.connect(info, 0.1), 1.0)
+        with sock:
+            assert sock.getpeername() == info[-1] and race.started == n  # a kept one, at once
     finally:
-        await runner.cleanup()
+        race.close()
+        lst.close()
+        for s in _held:
+            s.close()
+        _held.clear()
+
+
+async def test_a_refusal_stops_the_race_for_every_waiting_request() -> None:
+    """A closed port answers a SYN with a reset: ground's host is reachable, racing cannot
+    help. One attempt, and every request waiting on the race fails with the refusal at once."""
+    from onboard.race import ConnectRace
+    from onboard.sync import _racing_socket
+
+    info = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", free_port()))
+    race = ConnectRace(_racing_socket)
+    t0 = time.monotonic()
+    try:
+        results = await asyncio.gather(*(race.connect(info, 0.5) for _ in range(5)), return_exceptions=True)
+    finally:
+        race.close()
+    assert all(isinstance(r, ConnectionRefusedError) for r in results), results
+    assert race.started == 1 and time.monotonic() - t0 < 0.4
+
+
+async def test_sync_watch_against_a_closed_port_stays_calm(
+    enrolled: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`onboard sync --watch` while ground's port is closed (ground restarting): every request
+    is refused at once, so the race stops and the sender backs off (≤ 4 s): a few connection
+    attempts a second at first, never a busy loop; and it stops cleanly when told."""
+    import onboard.sync as sync_mod
+    from onboard.home import Home
+
+    enrolled.ground("station", "add", "iss", "--token-out", str(tmp_path / "T"))
+    enrolled.onboard(
+        "link", "add", "--ground", f"http://127.0.0.1:{free_port()}", "--token-file", str(tmp_path / "T")
+    )
+    for i in range(3):  # three posts: three requests probe at once while the link is down
+        enrolled.onboard("post", "--as", "alice", "--to", "archive:alice", f"written in the dark {i}")
+    attempts: list[float] = []
+    made = sync_mod._racing_socket
+
+    def counted(addr_info: Any) -> socket.socket:
+        attempts.append(time.monotonic())
+        return made(addr_info)
+
+    monkeypatch.setattr(sync_mod, "_racing_socket", counted)
+    raced: list[float] = []
+    race_connect = sync_mod.ConnectRace.connect
+
+    async def racing(self: Any, addr_info: Any, every_s: float) -> socket.socket:
+        raced.append(every_s)
+        return await race_connect(self, addr_info, every_s)
+
+    monkeypatch.setattr(sync_mod.ConnectRace, "connect", racing)
+    stop = asyncio.Event()
+    run = asyncio.ensure_future(sync_mod.sync(Home(enrolled.onboard_home), watch=True, stop=stop))
+    await asyncio.sleep(6.0)
+    stop.set()
+    result = await asyncio.wait_for(run, 10)
+    assert result.pending_items >= 1 and result.failures >= 1
+    assert raced, "the link was down, yet no request raced"
+    span = attempts[-1] - attempts[0] if len(attempts) > 1 else 1.0
+    print(f"\n{len(attempts)} connection attempts in {span:.1f} s")
+    # Backoff 0.5, 1, 2, 4 s: ~5 rounds of refused requests in 6 s, each a few attempts
+    # (the request, the warm-up); racing through a refusal made hundreds.
+    assert len(attempts) <= 30

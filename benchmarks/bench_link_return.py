@@ -1,0 +1,135 @@
+"""After a loss of signal: how soon a text post written in the dark is published once the link
+returns (issue 14: within 2 RTT), in virtual time (simlink drives the shipped sender, race and
+ground), and what the connection race costs in SYNs sent into the dark.
+
+    python benchmarks/bench_link_return.py --profiles lunar iss-ku degraded --seeds 7 8 9
+    python benchmarks/bench_link_return.py --profiles lunar --seeds 11 12 13 --hours 12
+
+Each run prints one JSON line (profile, seed, the posts' times in RTTs, SYNs); the table at the
+end pools the seeds of each profile: posts, median, 90th percentile, above 2 RTT, max. Tune on
+seeds 7–9; report 11–13 (held out) separately (docs/link.md "After a loss of signal").
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from simlink.profile import load_profile  # noqa: E402
+from simlink.result import RunResult  # noqa: E402
+from simlink.virtual import run_virtual  # noqa: E402
+from simlink.workload import load_workload  # noqa: E402
+
+
+def run_dark_posts(
+    profile_name: str, hours: float, seed: int, **change: float
+) -> tuple[list[float], RunResult, float]:
+    """Text posts only (3 an hour per astronaut, 4 astronauts), no random cuts: for each post
+    queued inside a dark window, (published − window end) / RTT, sorted; the run; the RTT."""
+    prof = dataclasses.replace(load_profile(profile_name), cuts_per_hour=0.0, **change)  # type: ignore[arg-type]
+    wl = dataclasses.replace(
+        load_workload("burst"),
+        photo_post_fraction=0.0,
+        backlog_posts_per_astronaut=0,
+        posts_per_astronaut_per_hour=3,
+    )
+    r = run_virtual(prof, wl, astronauts=4, duration_s=hours * 3600, seed=seed)
+    out = []
+    for p in r.posts:
+        for start, end in r.dark_windows:
+            if start <= p.queued_s < end:
+                if p.published_s is None:
+                    raise AssertionError(
+                        f"a post written in the dark at {p.queued_s:.0f} s was never published"
+                    )
+                out.append((p.published_s - end) / prof.rtt_s)
+    return sorted(out), r, prof.rtt_s
+
+
+def summary(lat: list[float]) -> dict[str, float | int]:
+    """Posts, median, 90th percentile, above 2 RTT, max (RTTs)."""
+    if not lat:
+        return {"posts": 0}
+    s = sorted(lat)
+    return {
+        "posts": len(s),
+        "median": round(statistics.median(s), 2),
+        "p90": round(s[min(len(s) - 1, int(0.9 * len(s)))], 2),
+        "above_2": sum(x > 2.0 for x in s),
+        "max": round(s[-1], 2),
+    }
+
+
+def _patch_sender(changes: dict[str, str]) -> None:
+    """The simulated station's SenderConfig with ``changes`` (numbers) as its defaults."""
+    import simlink.transfer_driver as td
+    from protocol.transfer import SenderConfig
+
+    def config(**kw: Any) -> SenderConfig:
+        numbers: dict[str, Any] = {k: float(v) for k, v in changes.items()}
+        return SenderConfig(**numbers, **kw)
+
+    setattr(td, "SenderConfig", config)  # noqa: B010 (the driver builds its config by this name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profiles", nargs="+", default=["lunar", "iss-ku", "degraded"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[7, 8, 9])
+    ap.add_argument("--hours", type=float, default=12.0)
+    ap.add_argument(
+        "--sender",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="SenderConfig fields to change for the simulated station (tuning), e.g. race_down_rtts=0.3",
+    )
+    args = ap.parse_args(argv)
+    if args.sender:
+        _patch_sender(dict(kv.split("=", 1) for kv in args.sender))
+    pooled: dict[str, list[float]] = {}
+    syns: dict[str, list[int]] = {}
+    for name in args.profiles:
+        for seed in args.seeds:
+            t0 = time.monotonic()
+            lat, r, rtt = run_dark_posts(name, args.hours, seed)
+            dark_s = sum(e - s for s, e in r.dark_windows)
+            line = {
+                "profile": name,
+                "seed": seed,
+                "hours": args.hours,
+                "rtt_s": rtt,
+                **summary(lat),
+                "syns": r.syns,
+                "syns_dark": r.syns_dark,
+                "syns_dark_per_min": round(r.syns_dark / max(dark_s / 60, 1e-9), 1),
+                "rtts": [round(x, 3) for x in lat],
+                "wall_s": round(time.monotonic() - t0, 1),
+            }
+            print(json.dumps(line), flush=True)
+            pooled.setdefault(name, []).extend(lat)
+            syns.setdefault(name, []).append(r.syns_dark)
+    seeds = ", ".join(map(str, args.seeds))
+    print(
+        f"\n| profile (seeds {seeds}) | posts | median | 90th pct | above 2 RTT | max | SYNs into the dark |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name, lat in pooled.items():
+        s = summary(lat)
+        print(
+            f"| `{name}` | {s['posts']} | {s.get('median')} | {s.get('p90')} | {s.get('above_2')} | "
+            f"{s.get('max')} | {sum(syns[name])} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,187 @@
+"""The connection race `onboard sync` runs while the link is down (docs/link.md "After a loss
+of signal"): one race shared by every request waiting for a new connection to ground.
+
+Happy Eyeballs' staggered attempts (RFC 8305 §5) over ground's one address: another attempt
+each ``every_s`` while any request waits, so a SYN leaves within one step of the link's return
+instead of at the kernel's next SYN retry (1, 2, 4 s … after the first). Unlike aiohttp's race
+(aiohappyeyeballs), which starts the next attempt at once when one fails:
+
+- a failed attempt does not bring the next one forward, and attempts are at least
+  ``MIN_STEP_S`` apart whatever the caller asks: at most 20 a second, whatever happens;
+- a refusal (ECONNREFUSED, or a reset) means ground's host is reachable but not listening
+  (port closed, ground restarting): racing cannot help, so every waiting request fails at
+  once and the sender backs off as after any refused probe;
+- whichever attempt connects serves the first request still waiting. One that connects after
+  its request gave up (a probe's deadline) is kept ``SPARE_KEEP_S`` for the next request,
+  which the sender sends at once: a deadline no longer restarts the race from scratch.
+
+simlink/vhttp.py ``SimRace`` models this race in virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+MIN_STEP_S = 0.05
+# A connection no request took is closed after this long (ground's edge closes one without a
+# request after 30 s, and keeps at most 96 a station; the sender's next probe comes at once).
+SPARE_KEEP_S = 2.0
+# Attempts open at once, at most (each ends after a SYN and one retry, ~3 s: TCP_SYNCNT=1).
+MAX_OPEN = 64
+REFUSALS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET})
+
+SocketFactory = Callable[[Any], socket.socket]
+AddrInfo = tuple[Any, ...]  # (family, type, proto, canonname, sockaddr), as getaddrinfo gives
+
+
+class ConnectRace:
+    """One connection race to one address, shared by every request that waits on ``connect``."""
+
+    def __init__(self, socket_factory: SocketFactory, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._factory = socket_factory
+        self._clock = clock
+        self._waiting: list[asyncio.Future[socket.socket]] = []
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._spare: list[tuple[socket.socket, float]] = []
+        self._addr: AddrInfo | None = None
+        self._every_s = 1.0
+        self._next_at = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self.started = 0  # attempts started (tests count them)
+
+    async def connect(self, addr_info: AddrInfo, every_s: float) -> socket.socket:
+        """A connected socket to ``addr_info``: a spare one, or the next the race connects.
+
+        Raises the refusal (ConnectionRefusedError, ConnectionResetError) when an attempt is
+        refused; cancelling leaves the attempts under way racing for the next request."""
+        loop = asyncio.get_running_loop()
+        if addr_info != self._addr:
+            self._drop_spares()
+            self._addr = addr_info
+        self._every_s = max(MIN_STEP_S, every_s)
+        sock = self._take_spare()
+        if sock is not None:
+            return sock
+        fut: asyncio.Future[socket.socket] = loop.create_future()
+        self._waiting.append(fut)
+        if self._timer is None:
+            self._timer = loop.call_at(max(loop.time(), self._next_at), self._attempt)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._keep(fut.result())  # it connected as the request gave up: the next takes it
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiting.remove(fut)
+
+    def close(self) -> None:
+        """Stop racing; close the attempts under way and the spare connections."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for t in list(self._attempts):
+            t.cancel()
+        self._drop_spares()
+
+    # -- the race --------------------------------------------------------------------------
+
+    def _attempt(self) -> None:
+        self._timer = None
+        if not self._waiting or self._addr is None:
+            return
+        loop = asyncio.get_running_loop()
+        if len(self._attempts) < MAX_OPEN:
+            task = loop.create_task(self._try(self._addr))
+            self._attempts.add(task)
+            task.add_done_callback(self._attempts.discard)
+            self.started += 1
+        self._next_at = loop.time() + self._every_s
+        self._timer = loop.call_at(self._next_at, self._attempt)
+
+    async def _try(self, addr_info: AddrInfo) -> None:
+        """One attempt: connect a socket; hand it over, or stop the race on a refusal."""
+        loop = asyncio.get_running_loop()
+        sock: socket.socket | None = None
+        try:
+            sock = self._factory(addr_info)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, addr_info[-1])
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            if exc.errno in REFUSALS or isinstance(exc, ConnectionRefusedError | ConnectionResetError):
+                self._refused(exc)
+            return  # no answer (the link is dark): the next attempt comes at its step
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            raise
+        self._connected(sock)
+
+    def _connected(self, sock: socket.socket) -> None:
+        while self._waiting:
+            fut = self._waiting.pop(0)
+            if not fut.done():
+                fut.set_result(sock)
+                return
+        self._keep(sock)
+
+    def _refused(self, exc: OSError) -> None:
+        """Ground's host answered with a refusal: every waiting request fails with it."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        waiting, self._waiting = self._waiting, []
+        for fut in waiting:
+            if not fut.done():
+                fut.set_exception(type(exc)(exc.errno, exc.strerror))
+        for t in list(self._attempts):
+            if t is not asyncio.current_task():
+                t.cancel()
+
+    # -- spare connections -----------------------------------------------------------------
+
+    def _keep(self, sock: socket.socket) -> None:
+        self._spare.append((sock, self._clock()))
+        asyncio.get_running_loop().call_later(SPARE_KEEP_S, self._expire)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        keep = []
+        for sock, at in self._spare:
+            if now - at >= SPARE_KEEP_S - 1e-3:
+                sock.close()
+            else:
+                keep.append((sock, at))
+        self._spare = keep
+
+    def _take_spare(self) -> socket.socket | None:
+        while self._spare:
+            sock, _ = self._spare.pop(0)
+            if _alive(sock):
+                return sock
+            sock.close()
+        return None
+
+    def _drop_spares(self) -> None:
+        for sock, _ in self._spare:
+            sock.close()
+        self._spare = []
+
+
+def _alive(sock: socket.socket) -> bool:
+    """Is a connected socket still open at the other end (nothing read, nothing closed)?"""
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True  # open, nothing to read
+    except OSError:
+        return False
