@@ -11,9 +11,10 @@ instead of at the kernel's next SYN retry (1, 2, 4 s … after the first). Unlik
 - a refusal (ECONNREFUSED, or a reset) means ground's host is reachable but not listening
   (port closed, ground restarting): racing cannot help, so every waiting request fails at
   once and the sender backs off as after any refused probe;
-- whichever attempt connects serves the first request still waiting. One that connects after
-  its request gave up (a probe's deadline) is kept ``SPARE_KEEP_S`` for the next request,
-  which the sender sends at once: a deadline no longer restarts the race from scratch.
+- whichever attempt connects serves the first request still waiting; once none waits, the
+  attempts still under way are abandoned (as Happy Eyeballs closes the losers). One that
+  connects after its request gave up (a probe's deadline) is kept ``SPARE_KEEP_S`` for the
+  next request, which the sender sends at once: a deadline no longer restarts the race.
 
 simlink/vhttp.py ``SimRace`` models this race in virtual time.
 """
@@ -32,6 +33,7 @@ MIN_STEP_S = 0.05
 # A connection no request took is closed after this long (ground's edge closes one without a
 # request after 30 s, and keeps at most 96 a station; the sender's next probe comes at once).
 SPARE_KEEP_S = 2.0
+SPARE_MAX = 8
 # Attempts open at once, at most (each ends after a SYN and one retry, ~3 s: TCP_SYNCNT=1).
 MAX_OPEN = 64
 REFUSALS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET})
@@ -65,7 +67,7 @@ class ConnectRace:
             self._drop_spares()
             self._addr = addr_info
         self._every_s = max(MIN_STEP_S, every_s)
-        sock = self._take_spare()
+        sock = self.take(addr_info)
         if sock is not None:
             return sock
         fut: asyncio.Future[socket.socket] = loop.create_future()
@@ -81,6 +83,17 @@ class ConnectRace:
         finally:
             with contextlib.suppress(ValueError):
                 self._waiting.remove(fut)
+
+    def take(self, addr_info: AddrInfo) -> socket.socket | None:
+        """A connection the race made that no request took yet (None: none left open)."""
+        if addr_info != self._addr:
+            return None
+        while self._spare:
+            sock, _ = self._spare.pop(0)
+            if _alive(sock):
+                return sock
+            sock.close()
+        return None
 
     def close(self) -> None:
         """Stop racing; close the attempts under way and the spare connections."""
@@ -131,8 +144,15 @@ class ConnectRace:
             fut = self._waiting.pop(0)
             if not fut.done():
                 fut.set_result(sock)
+                if not self._waiting:
+                    self._abandon()  # every request served: the rest would only load ground
                 return
         self._keep(sock)
+
+    def _abandon(self) -> None:
+        for t in list(self._attempts):
+            if t is not asyncio.current_task():
+                t.cancel()
 
     def _refused(self, exc: OSError) -> None:
         """Ground's host answered with a refusal: every waiting request fails with it."""
@@ -143,13 +163,14 @@ class ConnectRace:
         for fut in waiting:
             if not fut.done():
                 fut.set_exception(type(exc)(exc.errno, exc.strerror))
-        for t in list(self._attempts):
-            if t is not asyncio.current_task():
-                t.cancel()
+        self._abandon()
 
     # -- spare connections -----------------------------------------------------------------
 
     def _keep(self, sock: socket.socket) -> None:
+        if len(self._spare) >= SPARE_MAX:
+            sock.close()
+            return
         self._spare.append((sock, self._clock()))
         asyncio.get_running_loop().call_later(SPARE_KEEP_S, self._expire)
 
@@ -162,14 +183,6 @@ class ConnectRace:
             else:
                 keep.append((sock, at))
         self._spare = keep
-
-    def _take_spare(self) -> socket.socket | None:
-        while self._spare:
-            sock, _ = self._spare.pop(0)
-            if _alive(sock):
-                return sock
-            sock.close()
-        return None
 
     def _drop_spares(self) -> None:
         for sock, _ in self._spare:

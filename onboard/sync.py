@@ -142,15 +142,23 @@ class _WatchedConnector(aiohttp.TCPConnector):
         **kwargs: Any,
     ) -> tuple[asyncio.Transport, Any]:
         every_s = self.race_every_s
-        if every_s is None or not addr_infos:
-            return await super()._wrap_create_connection(
-                *args, addr_infos=addr_infos, req=req, timeout=timeout, client_error=client_error, **kwargs
-            )
-        try:
-            # Ground's one address (a name with several: the next after a refusal, as aiohttp).
-            sock = await self.race.connect(addr_infos[0], every_s)
-        except OSError as exc:
-            raise client_error(req.connection_key, exc) from exc
+        # A connection the race made as the link returned, if one is left: no handshake.
+        sock = self.race.take(addr_infos[0]) if addr_infos else None
+        if sock is None:
+            if every_s is None or not addr_infos:
+                return await super()._wrap_create_connection(
+                    *args,
+                    addr_infos=addr_infos,
+                    req=req,
+                    timeout=timeout,
+                    client_error=client_error,
+                    **kwargs,
+                )
+            try:
+                # Ground's one address (a name with several: the next after a refusal, as aiohttp).
+                sock = await self.race.connect(addr_infos[0], every_s)
+            except OSError as exc:
+                raise client_error(req.connection_key, exc) from exc
         try:
             return await self._wrap_existing_connection(
                 *args, req=req, timeout=timeout, client_error=client_error, sock=sock, **kwargs

@@ -41,6 +41,7 @@ from protocol.codecs import Codec
 from protocol.dictionary import shipped_ids
 from protocol.rangeset import RangeSet
 from protocol.transfer import (
+    LinkDown,
     LinkFatal,
     ReceiptsReceived,
     SenderConfig,
@@ -432,6 +433,10 @@ class TransferDriver:
                     self.receipts_pending = False
                     self.poll.answered(self.loop.now, self.receipts_changed)
                     self.receipts_changed = 0
+            elif isinstance(ev, LinkDown):
+                # sync rescans every second: text held behind a bundle (Nagle's rule, only
+                # while the link is up) is planned on its own now, and races for the return.
+                self.dirty = True
             elif isinstance(ev, LinkFatal):
                 self.fatal = f"[{ev.code}] {ev.message}"
 

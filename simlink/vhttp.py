@@ -44,6 +44,7 @@ LINK_SERVER_HEADERS = SERVER_HEADERS[:1]
 # retry, 3 s); a connection no request took is closed after this long.
 RACE_SYNS = 2
 RACE_SPARE_KEEP_S = 2.0
+RACE_SPARE_MAX = 8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,10 +130,13 @@ class HttpClient:
             self.close_timer = None
         if self.conn is None or self.conn.closed:
             self._arm_idle(None if self.idle_timeout_s is None else max(self.idle_timeout_s, 70.0))
-            if race_every_s is not None and race is not None:
+            spare = race.take() if race is not None else None
+            if spare is not None:
+                self.adopt(spare)  # the race made it as the link returned: no handshake
+            elif race_every_s is not None and race is not None:
                 self.conn = None
                 self.racing = race
-                race.join(self, race_every_s)  # may hand over a connection at once
+                race.join(self, race_every_s)
             else:
                 self.conn = self.link.connect(self, self.server_factory())
         elif self.conn.established:
@@ -248,7 +252,8 @@ class SimRace:
     for a new connection while the link is down. An attempt starts every ``every_s`` while
     a request waits (a failed one does not bring the next forward); whichever connects serves
     the first waiting request, and one no request waits for is kept ``RACE_SPARE_KEEP_S``
-    for the next (a probe that reached its deadline is followed at once and takes it)."""
+    for the next (a probe that reached its deadline is followed at once and takes it); once
+    every waiting request is served, the attempts under way are abandoned."""
 
     def __init__(self, loop: EventLoop, link: SimLink, server_factory: Callable[[], ServerConn]) -> None:
         self.loop = loop
@@ -262,13 +267,16 @@ class SimRace:
         self.timer: Timer | None = None
         self.started = 0  # attempts, for the tests
 
-    def join(self, client: HttpClient, every_s: float) -> None:
-        self.every_s = every_s
+    def take(self) -> SimConnection | None:
+        """A connection the race made that no request took yet."""
         while self.spare:
             conn = self.spare.pop(0)
             if not conn.closed:
-                client.adopt(conn)
-                return
+                return conn
+        return None
+
+    def join(self, client: HttpClient, every_s: float) -> None:
+        self.every_s = every_s
         self.waiting.append(client)
         if self.timer is None:
             self.timer = self.loop.at(max(self.loop.now, self.next_at), self._attempt)
@@ -291,9 +299,15 @@ class SimRace:
         self.attempts.discard(conn)
         if self.waiting:
             self.waiting.pop(0).adopt(conn)
-        else:
+            if not self.waiting:  # every request served: abandon the rest, as onboard does
+                for c in list(self.attempts):
+                    c.abort("the race is over")
+                self.attempts.clear()
+        elif len(self.spare) < RACE_SPARE_MAX:
             self.spare.append(conn)
             self.loop.after(RACE_SPARE_KEEP_S, self._expire, conn)
+        else:
+            conn.abort("no request took the raced connection")
 
     def _expire(self, conn: SimConnection) -> None:
         if conn in self.spare:
