@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import socket
 import time
 from pathlib import Path
@@ -201,3 +202,33 @@ async def test_sync_watch_against_a_closed_port_stays_calm(
     # Backoff 0.5, 1, 2, 4 s: ~5 rounds of refused requests in 6 s, each a few attempts
     # (the request, the warm-up); racing through a refusal made hundreds.
     assert len(attempts) <= 30
+
+
+@pytest.mark.parametrize("posts", [1, 2, 5, 8, 12, 16, 30])
+def test_the_race_step_is_shared_among_the_racing_requests(posts: int) -> None:
+    """While down, the sender's race step is 0.2 RTT divided among the requests racing (every
+    small upload probes, ≤ 16), at most 40 attempts a RTT and 20 a second: the last of several
+    waiting posts still gets its connection within ~0.2 RTT of the return (docs/link.md)."""
+    from protocol.transfer import SenderConfig, TransferSender, TransferSpec
+    from protocol.transfer_wire import TransferKey, TransferKind
+
+    s = TransferSender(SenderConfig(), 0.0)
+    for i in range(posts):
+        body = f"post {i}".encode()
+        key = TransferKey(kind=TransferKind.BUNDLE, sha256=hashlib.sha256(body).digest())
+        s.add(
+            TransferSpec(key=key, size_bytes=len(body), owner="a", priority=0),
+            lambda o, n, b=body: b[o : o + n],
+            0.0,
+        )
+    first = s.data_to_send(0.0)
+    for o in first:
+        s.request_failed(o.seq, 0.0, "connect: no answer")
+    assert not s.link_up
+    at = s.next_deadline()
+    assert at is not None
+    probes = s.data_to_send(at)
+    racing = min(posts, 1 + s.config.down_small_probes)
+    assert len(probes) == racing
+    step = max(0.05, s.srtt_s * max(0.2 / racing, 1 / 40))
+    assert all(p.race_every_s == pytest.approx(step) for p in probes)
