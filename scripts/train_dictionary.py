@@ -118,7 +118,7 @@ def train(size: int, texts: Sequence[Text]) -> zstandard.ZstdCompressionDict:
     """The dictionary of ``size`` bytes: every group's texts as sections of 10 posts, but every
     LONE_EVERY-th text alone (the lone urgent post's own framing is worth learning); the
     tweets TWEET_PASSES times, split and timed differently each time."""
-    samples: list[bytes] = []
+    samples: list[bytes | bytearray | memoryview] = []
     for n, (key, group) in enumerate(sorted(training_texts(texts).items())):
         crews = CREWS[n % len(CREWS) :] + CREWS[: n % len(CREWS)]
         for r in range(TWEET_PASSES if key[0] == "tweets" else 1):
@@ -139,8 +139,7 @@ def ratio(d: zstandard.ZstdCompressionDict | None, texts: Sequence[str], batch: 
     texts = texts[:EVAL_TEXTS]
     batch = min(batch, len(texts))
     texts = texts[: len(texts) // batch * batch]
-    kw = {"dict_data": d, "write_dict_id": True} if d is not None else {}
-    c = zstandard.ZstdCompressor(level=19, write_checksum=True, write_content_size=True, **kw)
+    c = zstandard.ZstdCompressor(level=19, dict_data=d, write_checksum=True, write_content_size=True)
     stored = sum(len(c.compress(raw)) for raw in sections(texts, [ASTRONAUTS], batch, seed=7, photo_every=0))
     return stored / sum(len(t.encode()) for t in texts)
 
