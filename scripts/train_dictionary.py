@@ -13,7 +13,8 @@ current ground) of 10 posts by a crew of three, each section in one language, bu
 training part of three sources (benchmarks/text_sources.py): the real English tweets without
 their corpus artifacts, the UDHR in ~450 languages and Django's translated messages in ~90.
 Every (source, language) contributes at most :data:`CAP_BYTES` of text, so no one language or
-register drowns the rest. v1 and v2 (English tweets only) were trained by this script's
+register drowns the rest, bar the tweets (all of them, twice: English social posts are the
+crews' commonest register); every 5th text also goes alone, as a lone post's section. v1 and v2 (English tweets only) were trained by this script's
 earlier revisions (git history). Training is deterministic for given archives, zstandard
 version and parameters; shipped files are pinned by sha256 anyway.
 
@@ -54,7 +55,7 @@ SIZES = (110 * 1024, 256 * 1024, 512 * 1024)
 # Chosen on the validation text (run with --sources alone to see the table): each step up
 # made both the fortunes and the English tweets smaller at every bundle size (most for a lone
 # post); 1 MiB was not tried. The size costs nothing on the wire; loading it into level-19
-# tables (~0.15 s) is paid once per process (protocol/dictionary.py).
+# tables (0.15-0.35 s on this shared machine) is paid once per process (protocol/dictionary.py).
 DEFAULT_SIZE = 512 * 1024
 TRAIN_BATCH = 10
 LONE_EVERY = 5
