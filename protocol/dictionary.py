@@ -37,10 +37,10 @@ DICT_V3_ID = 0x6F700003
 _SHIPPED: Mapping[int, tuple[str, str]] = {
     DICT_V1_ID: ("posts-v1.zdict", "8ca0fa152917e666d4a00977e01dab758345ff643378933ed9932d943b02b571"),
     DICT_V2_ID: ("posts-v2.zdict", "d175d241bdccabc0ef102cf43d61b081f0a8e6e078f3cf985341855dfb6a2ceb"),
-    DICT_V3_ID: ("posts-v3.zdict", "7a1202bd0b2b10aac584036191d00fb92c91f0abc62910a59bb591bc6717dcac"),
+    DICT_V3_ID: ("posts-v3.zdict", "dce95a4f05f26b534ca23c6e976446c9f3d25b441f07bccca8ec4edaccaa1950"),
 }
 
-# The dictionary new bundles are written with when the receiver has it: v3 (512 KiB, real short
+# The dictionary new bundles are written with when the receiver has it: v3 (256 KiB, real short
 # text in many languages and scripts, format-3 sections, docs/PROTOCOL.md §5.2). v2 (110 KiB,
 # English tweets, format-2 sections) and v1 (32 KiB, format-1 items) stay for reading and for
 # a peer that lists only them: onboard/export.py items_encoding picks the newest both have.

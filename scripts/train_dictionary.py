@@ -53,14 +53,17 @@ from protocol.dictionary import DICT_V2_ID, DICT_V3_ID, dictionary  # noqa: E402
 OUT = ROOT / "protocol" / "data" / "posts-v3.zdict"
 SIZES = (110 * 1024, 256 * 1024, 512 * 1024)
 # Chosen on the validation text (run with --sources alone to see the table): each step up
-# made both the fortunes and the English tweets smaller at every bundle size (most for a lone
-# post); 1 MiB was not tried. The size costs nothing on the wire; loading it into level-19
-# tables (0.15-0.35 s on this shared machine) is paid once per process (protocol/dictionary.py).
-DEFAULT_SIZE = 512 * 1024
+# made both the fortunes and the English tweets smaller (most for a lone post), but the
+# compressor's level-19 tables grow with the dictionary: peak memory while compressing a
+# 200-post section is +4 MiB with 110 KiB, +17 MiB with 256 KiB, +34 MiB with 512 KiB, against
+# onboard's 256 MiB budget (docs/scale.md), and 512 KiB saved only a further 1.5-2 %.
+# 256 KiB it is. The size costs nothing on the wire; loading it into level-19 tables is paid
+# once per process (protocol/dictionary.py).
+DEFAULT_SIZE = 256 * 1024
 TRAIN_BATCH = 10
 LONE_EVERY = 5
 # English social posts are the crews' commonest register: the tweets count twice. Measured on
-# validation text, this made English 2-4 % smaller at 10-200 posts, the fortunes no larger.
+# validation text (256 KiB), this made English 1-4 % smaller, the fortunes at most 0.3 % larger.
 TWEET_PASSES = 2
 FORMAT = 3
 # Text per (source, language) in the training samples, bar the tweets: about the whole UDHR
