@@ -37,10 +37,10 @@ DICT_V3_ID = 0x6F700003
 _SHIPPED: Mapping[int, tuple[str, str]] = {
     DICT_V1_ID: ("posts-v1.zdict", "8ca0fa152917e666d4a00977e01dab758345ff643378933ed9932d943b02b571"),
     DICT_V2_ID: ("posts-v2.zdict", "d175d241bdccabc0ef102cf43d61b081f0a8e6e078f3cf985341855dfb6a2ceb"),
-    DICT_V3_ID: ("posts-v3.zdict", "dce95a4f05f26b534ca23c6e976446c9f3d25b441f07bccca8ec4edaccaa1950"),
+    DICT_V3_ID: ("posts-v3.zdict", "7a1202bd0b2b10aac584036191d00fb92c91f0abc62910a59bb591bc6717dcac"),
 }
 
-# The dictionary new bundles are written with when the receiver has it: v3 (256 KiB, real short
+# The dictionary new bundles are written with when the receiver has it: v3 (512 KiB, real short
 # text in many languages and scripts, format-3 sections, docs/PROTOCOL.md §5.2). v2 (110 KiB,
 # English tweets, format-2 sections) and v1 (32 KiB, format-1 items) stay for reading and for
 # a peer that lists only them: onboard/export.py items_encoding picks the newest both have.
@@ -49,6 +49,7 @@ CURRENT_DICT_ID = DICT_V3_ID
 # Level 19: the items section is small (kilobytes), so even zstd's slow levels cost
 # milliseconds, and every byte saved crosses a ~10 kbit/s link.
 ITEMS_LEVEL = 19
+_TABLE_LOG = 20  # see table_params
 
 
 def shipped_ids() -> frozenset[int]:
@@ -71,10 +72,31 @@ def dictionary(dict_id: int = CURRENT_DICT_ID) -> zstandard.ZstdCompressionDict:
     d = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
     if d.dict_id() != dict_id:
         raise LocalProtocolError(f"text dictionary {name} has id {d.dict_id():#x}, expected {dict_id:#x}")
-    # Digest it for level 19 once per process: loading a dictionary into level-19 tables costs
-    # tens of milliseconds, which would otherwise be paid again by every bundle, even a lone post.
-    d.precompute_compress(level=ITEMS_LEVEL)
+    # Digest it once per process: loading a dictionary into level-19 tables costs tens of
+    # milliseconds, which would otherwise be paid again by every bundle, even a lone post.
+    d.precompute_compress(compression_params=table_params(len(data)))
     return d
+
+
+def table_params(dict_size: int) -> zstandard.ZstdCompressionParameters:
+    """Level 19's parameters for a dictionary of ``dict_size`` bytes, its match tables capped.
+
+    Level 19 sizes the hash and chain tables for v3 (512 KiB) at 2**22 and 2**24 entries:
+    +34 MiB while compressing, against onboard's 256 MiB budget (docs/scale.md). 2**20
+    entries still index every position of the dictionary and of an items section: the output
+    was byte for byte the same on 318 sections of held-out tweets (1 to 1,050 posts, up to
+    90 KB), at +16 MiB. v1's and v2's tables are below the cap, so nothing changes for them.
+    """
+    p = zstandard.ZstdCompressionParameters.from_level(ITEMS_LEVEL, dict_size=dict_size)
+    return zstandard.ZstdCompressionParameters(
+        window_log=p.window_log,
+        chain_log=min(p.chain_log, _TABLE_LOG),
+        hash_log=min(p.hash_log, _TABLE_LOG),
+        search_log=p.search_log,
+        min_match=p.min_match,
+        target_length=p.target_length,
+        strategy=p.strategy,
+    )
 
 
 def compress_items(raw: bytes, dict_id: int = CURRENT_DICT_ID) -> bytes:

@@ -48,22 +48,19 @@ from benchmarks import multilingual, text_sources  # noqa: E402
 from benchmarks.corpus import ASTRONAUTS, astronaut_key, load_tweets, make_posts, split  # noqa: E402
 from benchmarks.text_sources import UNSEEN_LANGUAGES, Text  # noqa: E402
 from protocol.compact_items import encode_compact_items  # noqa: E402
-from protocol.dictionary import DICT_V2_ID, DICT_V3_ID, dictionary  # noqa: E402
+from protocol.dictionary import DICT_V2_ID, DICT_V3_ID, dictionary, table_params  # noqa: E402
 
 OUT = ROOT / "protocol" / "data" / "posts-v3.zdict"
 SIZES = (110 * 1024, 256 * 1024, 512 * 1024)
 # Chosen on the validation text (run with --sources alone to see the table): each step up
-# made both the fortunes and the English tweets smaller (most for a lone post), but the
-# compressor's level-19 tables grow with the dictionary: peak memory while compressing a
-# 200-post section is +4 MiB with 110 KiB, +17 MiB with 256 KiB, +34 MiB with 512 KiB, against
-# onboard's 256 MiB budget (docs/scale.md), and 512 KiB saved only a further 1.5-2 %.
-# 256 KiB it is. The size costs nothing on the wire; loading it into level-19 tables is paid
-# once per process (protocol/dictionary.py).
-DEFAULT_SIZE = 256 * 1024
+# made both the fortunes and the English tweets smaller (most for a lone post). The size costs
+# nothing on the wire; the compressor's tables are capped (protocol/dictionary.py
+# table_params), so 512 KiB needs +16 MiB while compressing, as 256 KiB would uncapped.
+DEFAULT_SIZE = 512 * 1024
 TRAIN_BATCH = 10
 LONE_EVERY = 5
 # English social posts are the crews' commonest register: the tweets count twice. Measured on
-# validation text (256 KiB), this made English 1-4 % smaller, the fortunes at most 0.3 % larger.
+# validation text, this made English 1-4 % smaller, the fortunes at most 0.3 % larger.
 TWEET_PASSES = 2
 FORMAT = 3
 # Text per (source, language) in the training samples, bar the tweets: about the whole UDHR
@@ -133,7 +130,7 @@ def train(size: int, texts: Sequence[Text]) -> zstandard.ZstdCompressionDict:
                 rest, crews, TRAIN_BATCH, seed=seed
             )
     d = zstandard.train_dictionary(size, samples, dict_id=DICT_V3_ID, level=19, k=K, d=D)
-    d.precompute_compress(level=19)  # as protocol/dictionary.py uses it
+    d.precompute_compress(compression_params=table_params(size))  # as protocol/dictionary.py does
     return d
 
 

@@ -283,6 +283,37 @@ def test_v3_beats_v2_on_held_out_text_in_other_languages() -> None:
     assert totals[(10, DICT_V3_ID)] < totals[(10, DICT_V2_ID)], totals
 
 
+def test_capped_tables_compress_as_level_19_does() -> None:
+    """table_params caps v3's match tables (memory); on held-out sections the bytes are the same
+    as with level 19's own, larger tables, and v1's and v2's tables are not touched."""
+    from protocol.dictionary import ITEMS_LEVEL, table_params
+
+    data = dictionary(DICT_V3_ID).as_bytes()
+    own = zstandard.ZstdCompressionParameters.from_level(ITEMS_LEVEL, dict_size=len(data))
+    capped = table_params(len(data))
+    assert capped.hash_log < own.hash_log and capped.chain_log < own.chain_log
+    for small in (DICT_V1_ID, DICT_V2_ID):
+        n = len(dictionary(small).as_bytes())
+        mine = zstandard.ZstdCompressionParameters.from_level(ITEMS_LEVEL, dict_size=n)
+        assert (table_params(n).hash_log, table_params(n).chain_log) == (mine.hash_log, mine.chain_log)
+    full = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
+    full.precompute_compress(level=ITEMS_LEVEL)
+    posts = make_posts(HELD_OUT[:60], seed=6)
+    keys = {p.author: astronaut_key(p.author) for p in posts}
+    sections = [
+        encode_compact_items(posts[i : i + n], keys, format_version=3) for i, n in ((0, 1), (1, 9), (10, 50))
+    ]
+    for raw in sections:
+        reference = zstandard.ZstdCompressor(
+            level=ITEMS_LEVEL,
+            dict_data=full,
+            write_content_size=True,
+            write_checksum=True,
+            write_dict_id=True,
+        ).compress(raw)
+        assert compress_items(raw, DICT_V3_ID) == reference
+
+
 # Capability tokens -------------------------------------------------------------------
 
 

@@ -91,7 +91,7 @@ def s(v: Any) -> str:
 DICTIONARIES = {
     0x6F700001: ("posts-v1.zdict", "8ca0fa152917e666d4a00977e01dab758345ff643378933ed9932d943b02b571"),
     0x6F700002: ("posts-v2.zdict", "d175d241bdccabc0ef102cf43d61b081f0a8e6e078f3cf985341855dfb6a2ceb"),
-    0x6F700003: ("posts-v3.zdict", "dce95a4f05f26b534ca23c6e976446c9f3d25b441f07bccca8ec4edaccaa1950"),
+    0x6F700003: ("posts-v3.zdict", "7a1202bd0b2b10aac584036191d00fb92c91f0abc62910a59bb591bc6717dcac"),
 }
 DICTIONARY_DIR = Path(__file__).parent.parent / "protocol" / "data"
 
