@@ -14,7 +14,7 @@ training part of three sources (benchmarks/text_sources.py): the real English tw
 their corpus artifacts, the UDHR in ~450 languages and Django's translated messages in ~90.
 Every (source, language) contributes at most :data:`CAP_BYTES` of text, so no one language or
 register drowns the rest, bar the tweets (all of them, twice: English social posts are the
-crews' commonest register); every 5th text also goes alone, as a lone post's section. v1 and v2 (English tweets only) were trained by this script's
+crews' commonest register); every 5th text goes alone instead, as a lone post's section. v1 and v2 (English tweets only) were trained by this script's
 earlier revisions (git history). Training is deterministic for given archives, zstandard
 version and parameters; shipped files are pinned by sha256 anyway.
 
