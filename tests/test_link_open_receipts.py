@@ -263,7 +263,9 @@ async def test_a_lone_post_is_one_request_and_comes_back_published(cli: Cli, tmp
 
 async def test_with_an_older_grounds_token_the_old_path_still_works(cli: Cli, tmp_path: Path) -> None:
     n, queue = await _one_lone_post(cli, tmp_path, older_token=True)
-    assert n == 2  # the OPEN, then a RECEIPTS request
+    # The OPEN, then RECEIPTS requests: one, or more when the first came before the publisher
+    # had tried the post (an older ground does not hold the OPEN's answer for it).
+    assert n >= 2
     assert "published" in queue
 
 
