@@ -16,6 +16,7 @@ from protocol import SigningKey, format_public_key
 from protocol.ids import ulid_to_bytes
 from protocol.receipts import (
     MAX_READ_BACK_CHARS,
+    RECEIPTS_VERSION_COMPACT,
     BundleReceipt,
     CommandOutcome,
     CommandReceipt,
@@ -24,7 +25,6 @@ from protocol.receipts import (
     PhotoNote,
     PublicationReceipt,
     Receipt,
-    RECEIPTS_VERSION_COMPACT,
     RenditionNote,
     UrlTemplateReceipt,
     answer_version,

@@ -34,10 +34,14 @@ def _wire(parts: Parts | None) -> str:
 
 def receipt(conn: sqlite3.Connection, number: str, seq: int) -> UrlTemplateReceipt | None:
     """The template change row ``number`` describes."""
-    row = conn.execute("SELECT account, url, remote_id FROM url_templates WHERE id = ?", (int(number),)).fetchone()
+    row = conn.execute(
+        "SELECT account, url, remote_id FROM url_templates WHERE id = ?", (int(number),)
+    ).fetchone()
     if row is None:
         return None
-    return UrlTemplateReceipt(number=int(number), account=row[0], url=_parts(row[1]), remote_id=_parts(row[2]), seq=seq)
+    return UrlTemplateReceipt(
+        number=int(number), account=row[0], url=_parts(row[1]), remote_id=_parts(row[2]), seq=seq
+    )
 
 
 def of_accounts(conn: sqlite3.Connection, accounts: Iterable[str]) -> list[UrlTemplateReceipt]:
@@ -50,7 +54,9 @@ def of_accounts(conn: sqlite3.Connection, accounts: Iterable[str]) -> list[UrlTe
             (account,),
         ):
             out.append(
-                UrlTemplateReceipt(number=number, account=account, url=_parts(url), remote_id=_parts(remote), seq=seq)
+                UrlTemplateReceipt(
+                    number=number, account=account, url=_parts(url), remote_id=_parts(remote), seq=seq
+                )
             )
     return out
 
@@ -101,7 +107,9 @@ def note_reader(conn: sqlite3.Connection, station: str, version: int, since: int
         conn.execute(
             "INSERT OR IGNORE INTO receipt_readers (station, v4_from) VALUES (?, ?)", (station, since)
         )
-        (v4_from,) = conn.execute("SELECT v4_from FROM receipt_readers WHERE station = ?", (station,)).fetchone()
+        (v4_from,) = conn.execute(
+            "SELECT v4_from FROM receipt_readers WHERE station = ?", (station,)
+        ).fetchone()
     return int(v4_from)
 
 

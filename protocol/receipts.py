@@ -343,7 +343,8 @@ def _encode_entries(
         return [_entry(r, version) for r in receipts if not isinstance(r, UrlTemplateReceipt)]
     templates = [*held, *(r for r in receipts if isinstance(r, UrlTemplateReceipt))]
     templates.sort(key=lambda t: -t.number)  # the newest first where two give the same key
-    out, bundle_items = [], []
+    out: list[list[Any]] = []
+    bundle_items: list[str] = []
     for r in receipts:
         if isinstance(r, UrlTemplateReceipt):
             out.append(
@@ -519,7 +520,8 @@ def _decode_compact_publication(
     if isinstance(f[1], int) and not isinstance(f[1], bool):
         if not 0 <= f[1] < len(bundle_items):
             raise RemoteProtocolError(
-                ErrorCode.MALFORMED, f"publication receipt names post {f[1]} of a bundle entry that has no such post"
+                ErrorCode.MALFORMED,
+                f"publication receipt names post {f[1]} of a bundle entry that has no such post",
             )
         item_id = bundle_items[f[1]]
     else:
@@ -567,7 +569,9 @@ def _where(
         )
     key = expect(w[1], str, what="publication URL key")
     if len(key) > MAX_KEY_CHARS:
-        raise RemoteProtocolError(ErrorCode.MALFORMED, f"publication URL key is over {MAX_KEY_CHARS} characters")
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, f"publication URL key is over {MAX_KEY_CHARS} characters"
+        )
     return expand(t.url, item_id, key), expand(t.remote_id, item_id, key)
 
 

@@ -305,6 +305,11 @@ def _nonneg(value: Any, what: str) -> int:
     return int(n)
 
 
+def _receipt_versions(value: Any) -> tuple[int, ...]:
+    listed = expect_list(value, what="receipts versions", min_len=1, max_len=MAX_RECEIPT_VERSIONS)
+    return tuple(_nonneg(x, "receipts version") for x in listed)
+
+
 def decode_request(data: bytes) -> Request:
     """Decode one request frame or raise RemoteProtocolError saying what is wrong."""
     v = _head(data, "request frame")
@@ -320,10 +325,6 @@ def decode_request(data: bytes) -> Request:
         if len(v) == 8 and not inline:
             raise RemoteProtocolError(ErrorCode.MALFORMED, "OPEN inline data, when present, is not empty")
         since = _nonneg(v[8], "receipts since") if len(v) >= 9 else None
-        versions: tuple[int, ...] = ()
-        if len(v) == 10:
-            listed = expect_list(v[9], what="receipts versions", min_len=1, max_len=MAX_RECEIPT_VERSIONS)
-            versions = tuple(_nonneg(x, "receipts version") for x in listed)
         return Open(
             seq=seq,
             key=_key(v, 3),
@@ -331,7 +332,7 @@ def decode_request(data: bytes) -> Request:
             owner=owner,
             data=inline,
             receipts_since=since,
-            receipts_versions=versions,
+            receipts_versions=_receipt_versions(v[9]) if len(v) == 10 else (),
         )
     if t == FrameType.CHUNK:
         expect_list(v, what="CHUNK frame", min_len=7, max_len=7)

@@ -62,7 +62,10 @@ class _AddressedPlatform:
                 remote_id=f"at://did:plc:ewvi7nxzyoun6zhxrhs64oiz/app.bsky.feed.post/{rkey}",
             )
         if self.name == "mastodon":  # a status id: a Snowflake-like 18-digit number
-            return Published(url=f"https://mastodon.social/@alice/{113 * 10**15 + n % 10**15}", remote_id=str(113 * 10**15 + n % 10**15))
+            return Published(
+                url=f"https://mastodon.social/@alice/{113 * 10**15 + n % 10**15}",
+                remote_id=str(113 * 10**15 + n % 10**15),
+            )
         status = str(1862 * 10**15 + n % 10**15)  # X: a 19-digit post id
         return Published(url=f"https://x.com/alice/status/{status}", remote_id=status)
 
@@ -106,7 +109,9 @@ def _lone_posts(texts: list[str], accounts: int = 1, seed: int = 7, platform: st
     async def publish_due(home: Any, now_ms: int, platforms: Any = None, **kw: Any) -> Any:
         archive = default_platforms(home, {"archive"})  # the further accounts' platform
         try:
-            return await real_publish_due(home, now_ms, {**archive, platform: _AddressedPlatform(platform)}, **kw)
+            return await real_publish_due(
+                home, now_ms, {**archive, platform: _AddressedPlatform(platform)}, **kw
+            )
         finally:
             for p in archive.values():
                 close = getattr(p, "close", None)
@@ -134,7 +139,9 @@ def _check_each_post(r: RunResult, texts: list[str], accounts: int = 1) -> list[
     for text, (bundle, up, down) in zip(texts, r.bundle_opens[1:], strict=True):
         rows.append((len(text.encode()), bundle, up, down))
         assert up <= 2 * bundle, f"{len(text.encode())} B text: bundle {bundle} B, up {up} B"
-        assert down <= 2 * bundle, f"{len(text.encode())} B text, {accounts} account(s): bundle {bundle} B, down {down} B"
+        assert down <= 2 * bundle, (
+            f"{len(text.encode())} B text, {accounts} account(s): bundle {bundle} B, down {down} B"
+        )
     return rows
 
 

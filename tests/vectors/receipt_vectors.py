@@ -346,7 +346,9 @@ def receipt_vectors() -> list[ReceiptVector]:
         ),
     ):
         out.append(
-            ReceiptVector(name, description, _resigned(changed(change, good4)), {"ok": False, "code": "malformed"})
+            ReceiptVector(
+                name, description, _resigned(changed(change, good4)), {"ok": False, "code": "malformed"}
+            )
         )
     doc = unpack(out[1].data, what="doc", max_bytes=1 << 20)
     body = doc[0].replace(b"re-encoded", b"re-encodeD")
