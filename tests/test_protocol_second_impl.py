@@ -956,3 +956,52 @@ def test_both_implementations_agree_on_any_signed_publication_entry(version: int
     except Reject as r:
         mine = r.code
     assert mine == ref, entry
+
+
+_v4_field = st.one_of(
+    st.none(),
+    st.integers(-2, 12),
+    st.integers(2**32 - 1, 2**33),
+    st.booleans(),
+    st.binary(min_size=15, max_size=17),
+    st.sampled_from(["x:alice", "bluesky:a.test", "published", "later", "42", ""]),
+    st.lists(
+        st.none() | st.integers(-1, 9) | st.booleans() | st.sampled_from(["42", "https://x/", ""]), max_size=3
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.lists(_v4_field, min_size=0, max_size=11),
+    template=st.lists(_v4_field, min_size=0, max_size=6),
+    held=st.booleans(),
+)
+def test_both_implementations_agree_on_any_version_4_entry(
+    fields: list[Any], template: list[Any], held: bool
+) -> None:
+    """Differential (§9.5): a signed version-4 document with a good template, a bundle entry,
+    any template entry and any publication entry; the reader may hold template 0 besides."""
+    from protocol import RemoteProtocolError, SigningKey
+    from protocol.receipts import UrlTemplateReceipt, verify_receipts
+
+    ground = SigningKey.from_seed(hashlib.sha256(b"differential receipts").digest())
+    good = [6, 3, "x:alice", ["https://x.com/alice/status/", 1], [1], 1]
+    bundle = [2, bytes(32), bytes(16), True, "", "", [b"\x01" * 16], 2]
+    body = msgpack.packb([4, 1, [good, bundle, [6, *template], [1, *fields]]], use_bin_type=True)
+    kid = hashlib.sha256(ground.public_key).digest()[:8]
+    data = msgpack.packb([body, kid, ground.sign(RECEIPTS_TAG + body)], use_bin_type=True)
+    mine_held = [{"kind": "url_template", "number": 0, "account": "x:alice", "url": ["x/", 1], "remote_id": None,
+                  "seq": 0}] if held else []  # fmt: skip
+    ref_held = {0: UrlTemplateReceipt(number=0, account="x:alice", url=("x/", 1), remote_id=None, seq=0)}
+    try:
+        verify_receipts(data, ground.public_key, templates=ref_held if held else None)
+        ref = "ok"
+    except RemoteProtocolError as exc:
+        ref = str(exc.code)
+    try:
+        verify_receipts_doc(data, ground.public_key, mine_held)
+        mine = "ok"
+    except Reject as r:
+        mine = r.code
+    assert mine == ref, (template, fields)

@@ -390,3 +390,36 @@ def test_the_queue_json_is_the_same_after_version_4_as_after_version_3(cli: Cli,
         views[version] = json.loads(laptop.onboard("queue", "--json").output)
     assert views["3"] == views["4"]
     assert "/.packs/" in json.dumps(views["4"])  # the URL, rebuilt from the archive's template
+
+
+def test_a_bundle_open_asking_version_4_gets_it_and_one_asking_nothing_gets_3() -> None:
+    from protocol.transfer_receiver import ReceiptsWanted, TransferReceiver
+    from protocol.transfer_wire import UploadState
+
+    data = b"a text bundle"
+    key = TransferKey(kind=TransferKind.BUNDLE, sha256=hashlib.sha256(data).digest())
+    for listed, asked in (((2, 3, 4), (2, 3, 4)), ((), (2, 3))):
+        r = TransferReceiver()
+        req = Open(
+            seq=1,
+            key=key,
+            size_bytes=len(data),
+            owner="a",
+            data=data,
+            receipts_since=0,
+            receipts_versions=listed,
+        )
+        r.receive(encode_request(req), 0.0, station="iss")
+        wanted = []
+        while (ev := r.next_event()) is not None:
+            name = type(ev).__name__
+            if name == "WriteChunk":
+                r.chunk_stored(ev.rid, 0.0)  # type: ignore[union-attr]
+            elif name == "CommitUpload":
+                r.commit_done(ev.rid, 0.0, state=UploadState.COMMITTED)  # type: ignore[union-attr]
+            elif isinstance(ev, ReceiptsWanted):
+                wanted.append(ev.versions)
+        assert wanted == [asked]
+    bad = [1, 1, 1, 2, bytes(32), 3, "a", b"abc", 0, []]  # an empty versions list
+    with pytest.raises(RemoteProtocolError):
+        decode_request(pack(bad))
