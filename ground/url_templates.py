@@ -99,11 +99,16 @@ def make_missing(conn: sqlite3.Connection, since: int, limit: int) -> int:
 
 def note_reader(conn: sqlite3.Connection, station: str, version: int, since: int) -> int | None:
     """Record which version ``station`` reads at cursor ``since``; returns its ``v4_from``
-    (None: it holds no template for sure)."""
+    (None: it holds no template for sure). Writes only when that changes."""
+    row = conn.execute("SELECT v4_from FROM receipt_readers WHERE station = ?", (station,)).fetchone()
+    if version < 4:
+        if row is not None:
+            with transaction(conn):
+                conn.execute("DELETE FROM receipt_readers WHERE station = ?", (station,))
+        return None
+    if row is not None:
+        return int(row[0])
     with transaction(conn):
-        if version < 4:
-            conn.execute("DELETE FROM receipt_readers WHERE station = ?", (station,))
-            return None
         conn.execute(
             "INSERT OR IGNORE INTO receipt_readers (station, v4_from) VALUES (?, ?)", (station, since)
         )
