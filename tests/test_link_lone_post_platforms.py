@@ -63,8 +63,8 @@ def _check(rows: list[tuple[int, int, int, int]], name: str) -> None:
 async def test_real_bytes_of_lone_posts_to_a_fake_platform(
     cli: Cli,
     tmp_path: Path,
-    fakes: dict[str, Any],
-    platform: str,  # noqa: F811
+    fakes: dict[str, Any],  # noqa: F811
+    platform: str,
 ) -> None:
     fake = fakes[platform]
     if platform == "mastodon":
