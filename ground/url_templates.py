@@ -22,6 +22,11 @@ from durable.sqlitedb import transaction
 from protocol.receipt_templates import Parts, best, infer
 from protocol.receipts import PublicationReceipt, UrlTemplateReceipt
 
+# Templates one account may have: one or two in practice (the archive's lone and shared packs,
+# a Bluesky web app changed); past this, URLs that fit none are spelled out, so a platform
+# whose URLs vary in a way ``infer`` does not see cannot grow a template per post.
+MAX_TEMPLATES_PER_ACCOUNT = 16
+
 
 def _parts(text: str) -> Parts | None:
     v = json.loads(text)
@@ -78,7 +83,8 @@ def make_missing(conn: sqlite3.Connection, since: int, limit: int) -> int:
         known.setdefault(t.account, []).append((t.number, t.url, t.remote_id))
     new: list[tuple[str, Parts | None, Parts | None]] = []
     for item_id, account, url, remote in rows:
-        if best(known.get(account, []), item_id, url, remote) is not None:
+        mine = known.get(account, [])
+        if len(mine) >= MAX_TEMPLATES_PER_ACCOUNT or best(mine, item_id, url, remote) is not None:
             continue
         guess = infer(item_id, url, remote)
         if guess is None:

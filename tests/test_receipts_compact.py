@@ -423,3 +423,23 @@ def test_a_bundle_open_asking_version_4_gets_it_and_one_asking_nothing_gets_3() 
     bad = [1, 1, 1, 2, bytes(32), 3, "a", b"abc", 0, []]  # an empty versions list
     with pytest.raises(RemoteProtocolError):
         decode_request(pack(bad))
+
+
+def test_urls_that_vary_beyond_the_key_stop_making_templates(tmp_path: Path) -> None:
+    """Each URL fits only its own template: past MAX_TEMPLATES_PER_ACCOUNT they are spelled out,
+    and onboard still shows each one exactly."""
+    from ground.url_templates import MAX_TEMPLATES_PER_ACCOUNT
+
+    home, q, ids = _ground(tmp_path, MAX_TEMPLATES_PER_ACCOUNT + 4, ("webhook:alice",))
+    with ground_db.transaction(home.conn):
+        for n, i in enumerate(ids):
+            home.conn.execute(
+                "UPDATE publications SET state = 'published', url = ?, remote_id = ? WHERE item_id = ?",
+                (f"https://odd.example/{n * 7 + 1000}/{n}", str(n), i),
+            )
+    _sync(home, q, 0, (2, 3, 4))
+    (made,) = home.conn.execute("SELECT COUNT(*) FROM url_templates").fetchone()
+    assert made == MAX_TEMPLATES_PER_ACCOUNT
+    assert_converged(home.conn, q, photos=False, urls=True)
+    q.close()
+    home.close()
