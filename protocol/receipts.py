@@ -3,7 +3,7 @@
 A receipts document is ``[body, key_id(8), signature(64)]`` where the signature is
 ground's Ed25519 signature over ``RECEIPTS_DOMAIN + body`` and body is canonical msgpack::
 
-    [version=2|3, issued_ms, [entry, ...]]
+    [version=2|3|4, issued_ms, [entry, ...]]
     entry = [1, item_id(16), account, state, url|nil, error|nil, seq, remote_id|nil,
              [rendition, ...]?]                                        publication (version 2)
           | [1, item_id(16), account, state, url|nil, error|nil, seq, remote_id|nil,
@@ -38,6 +38,14 @@ reading the copy back, in words. Both are nil until the account holds the post, 
 for a post without photos. Fields after the 11th are ignored (still signed). Ground writes
 version 3 only to a station that asked for it (``versions`` in its RECEIPTS request, §9.3, or
 ``ground receipts --version 3``), so an older onboard still gets version 2, which it reads.
+
+Version 4 (docs/PROTOCOL.md §9.5) says what version 3 says in fewer bytes: URL templates
+``[6, number, account, url_parts|nil, id_parts|nil, seq, ...]`` (protocol/receipt_templates.py),
+and publication entries ``[1, post, account, state, seq, where?, error?, renditions?, photos?,
+read_back?, ...]`` — the post as its index in the bundle entry before it (or its id), the
+state by number (or its string), ``where`` nil, ``[url|nil, id|nil]`` or ``[template number,
+key]``, nils at the end left off. The reader passes the templates it holds to
+``verify_receipts`` and gets full URLs back; the compact bytes are what is signed.
 
 The station pins ground's public key when the link is set up and refuses documents signed
 by anything else, so receipts read from a file hand-off are as trustworthy as live ones.
