@@ -203,9 +203,10 @@ def _racing_socket(addr_info: Any) -> socket.socket:
 
 @dataclass(slots=True)
 class _Timing:
-    """When a request began on an open connection (aiohttp's trace context)."""
+    """When a request began on an open connection (aiohttp's trace context), and whom to tell."""
 
     started_at: float | None = None
+    on_begin: Callable[[float], None] | None = None
 
 
 async def _headers_sent(
@@ -213,8 +214,11 @@ async def _headers_sent(
 ) -> None:
     """A request began on an open connection: its round trip is measured from here, so a TCP
     handshake does not count as path delay (the sender sizes its streams from these)."""
-    if isinstance(ctx.trace_request_ctx, _Timing):
-        ctx.trace_request_ctx.started_at = time.monotonic()
+    timing = ctx.trace_request_ctx
+    if isinstance(timing, _Timing):
+        timing.started_at = time.monotonic()
+        if timing.on_begin is not None:
+            timing.on_begin(timing.started_at)
 
 
 def _trace_config() -> aiohttp.TraceConfig:
@@ -335,12 +339,28 @@ class _Requests:
 
     async def _carry(self, session: aiohttp.ClientSession, seq: int, data: bytes, deadline: float) -> None:
         sender = self._sender
+        loop = asyncio.get_running_loop()
+        # The deadline, as a timeout the sender may push back once the request is on a
+        # connection (a probe that raced for most of it: TransferSender.request_began).
+        limit = asyncio.timeout(max(0.5, deadline - time.monotonic()))
+
+        def began(at: float) -> None:
+            later = sender.request_began(seq, at)
+            if later is not None:
+                limit.reschedule(loop.time() + max(0.5, later - time.monotonic()))
+
         try:
-            timeout = aiohttp.ClientTimeout(total=max(0.5, deadline - time.monotonic()))
-            timing = _Timing()
-            async with session.post(
-                self._url, data=data, headers=self._headers, timeout=timeout, trace_request_ctx=timing
-            ) as resp:
+            timing = _Timing(on_begin=began)
+            async with (
+                limit,
+                session.post(
+                    self._url,
+                    data=data,
+                    headers=self._headers,
+                    timeout=aiohttp.ClientTimeout(total=None),
+                    trace_request_ctx=timing,
+                ) as resp,
+            ):
                 body = await resp.read()
                 now = self.answered_at = time.monotonic()
                 self._on_contact()

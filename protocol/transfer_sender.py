@@ -255,6 +255,7 @@ class _Req:
     is_receipts: bool = False
     ahead: int = 0  # requests already in flight when this one was handed out
     asks_receipts: bool = False  # an OPEN asking for receipts with its answer (link version 2)
+    probe: bool = False  # handed out while the link was down (its connection raced)
 
 
 @dataclass(slots=True)
@@ -298,6 +299,9 @@ class TransferSender:
         self._epoch_at = now  # the stream rule's measuring interval began here
         self._window_limited = False  # the window, not the queue, held requests back
         self._rtts: deque[tuple[float, float]] = deque()  # (when, a small request's round trip)
+        # The least small-request round trip ever seen: the path's own, which sets the race
+        # step while the link is down (the window's least may be one stale, slow sample then).
+        self._least_rtt_s: float | None = None
         self._standing_rtt: float | None = None  # least small-request round trip this interval
         self._found_queue = False  # the stream count has once filled the link's queue
         self._busy_cap = self.config.max_window  # requests ground last held when it said busy
@@ -423,7 +427,7 @@ class TransferSender:
         c = self.config
         racing = 1 + self._small_probes()  # the requests racing while down (the window)
         step = max(c.race_down_rtts / racing, 1 / c.race_attempts_per_rtt)
-        return max(c.race_min_s, (self.base_rtt_s or self.srtt_s) * step)
+        return max(c.race_min_s, (self._least_rtt_s or self.srtt_s) * step)
 
     @property
     def base_rtt_s(self) -> float | None:
@@ -445,6 +449,7 @@ class TransferSender:
         if rtt <= 0:
             return
         self._rtts.append((now, rtt))
+        self._least_rtt_s = rtt if self._least_rtt_s is None else min(self._least_rtt_s, rtt)
         while self._rtts[0][0] < now - self.config.rtt_window_s:
             self._rtts.popleft()
         self._standing_rtt = rtt if self._standing_rtt is None else min(self._standing_rtt, rtt)
@@ -669,6 +674,7 @@ class TransferSender:
             is_receipts=isinstance(req, ReceiptsRequest),
             ahead=len(self._requests),
             asks_receipts=isinstance(req, Open) and req.receipts_since is not None,
+            probe=not self._up,
         )
         self.stats.requests += 1
         self.stats.request_bytes += len(data)
@@ -680,6 +686,18 @@ class TransferSender:
             payload_bytes=payload,
             race_every_s=self.race_every_s,
         )
+
+    def request_began(self, seq: int, now: float) -> float | None:
+        """The request began on an open connection (the driver says when): one sent while the
+        link was down may have raced for most of its 300 s deadline, and giving up now would
+        throw away the connection the link's return just gave it (docs/link.md). It gets at
+        least a request's own timeout from now. Returns its deadline (None: not a probe)."""
+        req = self._requests.get(seq)
+        if req is None or not req.probe:
+            return None
+        payload = 0 if req.span is None else req.span[1] - req.span[0]
+        req.deadline = max(req.deadline, now + self._timeout_s(payload))
+        return req.deadline
 
     # -- incoming ----------------------------------------------------------------------
 

@@ -370,6 +370,7 @@ class TransferDriver:
             total_timeout_s=max(0.5, deadline - self.loop.now),
             race_every_s=None if self.v1 else race_every_s,
             race=self.race,
+            on_begin=None if self.v1 else (lambda now: self.sender.request_began(seq, now)),
         )
         t = self.traffic.setdefault(
             kind, {"requests": 0, "answered": 0, "request_bytes": 0, "response_bytes": 0}

@@ -83,6 +83,7 @@ class HttpClient:
         self.rx = 0
         self.started_at: float | None = None
         self.racing: SimRace | None = None  # waiting on the shared race for a connection
+        self.on_begin: Callable[[float], float | None] | None = None
         self.close_timer: Timer | None = None
         # aiohttp's connector closes a keep-alive connection idle this long (keepalive_timeout).
         self.keepalive_s = 15.0
@@ -106,9 +107,12 @@ class HttpClient:
         total_timeout_s: float | None = None,
         race_every_s: float | None = None,
         race: SimRace | None = None,
+        on_begin: Callable[[float], float | None] | None = None,
     ) -> None:
         """Send one request; with ``race_every_s`` and ``race`` a new connection comes from the
-        shared race (onboard/race.py) instead of one connect with the kernel's SYN retries."""
+        shared race (onboard/race.py) instead of one connect with the kernel's SYN retries.
+        ``on_begin(now)``, told when the request begins on a connection, may return a later
+        deadline (onboard/sync.py reschedules its timeout alike)."""
         assert self.pending is None, "one request at a time"
         h = h11.Connection(h11.CLIENT)
         hdrs = [*self.auto_headers, *headers]
@@ -117,6 +121,7 @@ class HttpClient:
         raw = h.send(h11.Request(method=method, target=target, headers=hdrs)) or b""
         raw += (h.send(h11.Data(data=body)) or b"") + (h.send(h11.EndOfMessage()) or b"")
         self.pending = (raw, on_done, on_error)
+        self.on_begin = on_begin
         self.request_wire_bytes = len(raw)
         self.rx = 0
         self.h = h
@@ -159,6 +164,11 @@ class HttpClient:
         assert self.pending and self.conn
         raw = self.pending[0]
         self.started_at = self.loop.now
+        if self.on_begin is not None:
+            later = self.on_begin(self.loop.now)
+            if later is not None and self.total_timer is not None and later > self.total_timer.when:
+                self.total_timer.cancel()
+                self.total_timer = self.loop.at(later, self._fail, "request timed out")
         self.bytes_sent += len(raw)
         self._arm_idle(self.idle_timeout_s)
         self.conn.send(True, raw)
