@@ -184,6 +184,15 @@ def _check_common(author: str, created_ms: int, limits: Limits, err: Callable[[s
 def encode_item(item: Item, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """The canonical body bytes of ``item`` (what gets signed), checked against ``limits``."""
     check_item(item, limits)
+    return checked_body(item)
+
+
+def checked_body(item: Item) -> bytes:
+    """The canonical body bytes of an item :func:`check_item` already accepted (its id aside).
+
+    For a caller that checks once and then needs the bodies of the same item under two ids
+    (compact_items: the all-zero one that derives the id, then the item's own).
+    """
     version = item.body_version if isinstance(item, Post) else BODY_VERSION
     head: list[Any] = [version, int(item.kind), ulid_to_bytes(item.id), item.author, item.created_ms]
     if isinstance(item, Post):
@@ -202,8 +211,18 @@ ID_DOMAIN = b"orbitpost/id/v1\x00"
 def derived_id(item: Item, limits: Limits = DEFAULT_LIMITS) -> str:
     """The content-derived id of ``item``: its created time, then 80 bits of the sha256 of
     its body written with an all-zero id (docs/PROTOCOL.md §14). Ignores ``item.id``."""
-    blank = replace(item, id=new_ulid(item.created_ms, bytes(10)))
-    return derived_ulid(item.created_ms, hashlib.sha256(ID_DOMAIN + encode_item(blank, limits)).digest())
+    blank = replace(item, id=blank_id(item.created_ms))
+    return id_from_blank_body(item.created_ms, encode_item(blank, limits))
+
+
+def blank_id(created_ms: int) -> str:
+    """The all-zero id an item's body is written with to derive its id (docs/PROTOCOL.md §14)."""
+    return new_ulid(created_ms, bytes(10))
+
+
+def id_from_blank_body(created_ms: int, blank_body: bytes) -> str:
+    """:func:`derived_id` from the item's body written with :func:`blank_id`."""
+    return derived_ulid(created_ms, hashlib.sha256(ID_DOMAIN + blank_body).digest())
 
 
 ItemT = TypeVar("ItemT", bound=Item)
