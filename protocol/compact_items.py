@@ -50,7 +50,7 @@ from .model import (
     checked_body,
     derived_id,
     encode_item,
-    id_from_blank_body,
+    id_entropy,
     media_from_wire,
 )
 from .signing import BATCH_DOMAIN, SignedItem, VerifiedItem, batch_statement, sign_batch
@@ -368,24 +368,24 @@ def _rebuild(sec: _Section, count: int, limits: Limits) -> tuple[list[Item], lis
             cmd_no += 1
             cls = Cancel if sec.kinds[i] == ItemKind.CANCEL else Retract
             it = cls(id=placeholder, author=author, created_ms=now, target_id=target_id)
-        # derived_id, with the check (encode_item's) done once for both bodies (issue 18).
+        # derived_id, with the check (encode_item's) done once for both bodies and each id
+        # written as bytes once (issue 18).
         try:
             check_item(it, limits)
         except LocalProtocolError as exc:
             raise _malformed(f"item {i}: {exc}") from exc
-        derived = id_from_blank_body(now, checked_body(it))
+        stamp = now.to_bytes(6, "big")  # in range: checked above
+        raw_id = stamp + id_entropy(checked_body(it, stamp + bytes(10)))  # the derived id
         explicit = sec.explicit_ids.get(i)
         if explicit is not None:
             if len(explicit) != 16:
                 raise _malformed(f"item {i} id must be 16 bytes, got {len(explicit)}")
-            item_id = ulid_from_bytes(explicit)
-            if item_id == derived:
+            if explicit == raw_id:
                 raise _malformed(f"item {i} carries the id the receiver derives; leave it out")
-        else:
-            item_id = derived
-        it = replace(it, id=item_id)
+            raw_id = explicit
+        it = replace(it, id=ulid_from_bytes(raw_id))
         items.append(it)
-        bodies.append(checked_body(it))  # checked above; the id is 16 bytes whichever it is
+        bodies.append(checked_body(it, raw_id))  # checked above
     return items, bodies
 
 
