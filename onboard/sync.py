@@ -40,7 +40,7 @@ from protocol.transfer import (
     TransferProgress,
     TransferSender,
 )
-from protocol.transfer_wire import TransferKind, UploadState
+from protocol.transfer_wire import FIRST_FLIGHT_LINK_VERSION, TransferKind, UploadState
 
 from . import link, link_status, queue
 from .errors import OnboardError
@@ -558,6 +558,8 @@ class _Sync:
             give_up_after_s=give_up_after_s, publish_deadline=time.monotonic() + wait_published_s
         )
         self.sender = TransferSender(config, time.monotonic())
+        # Ground speaks link version 3: a new upload's OPEN carries its first chunk (issue 14).
+        self.sender.first_flight = self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
         self.wake = asyncio.Event()
         self.progress = _Progress(SyncStatus())
         self.requests = _Requests(

@@ -12,6 +12,7 @@ Sender (station side), one per link::
     s.add(spec, source, now)              # source(offset, length) -> bytes, read lazily
     s.request_receipts(since, claims)
     s.open_receipts_since = since         # link version 2: a bundle's OPEN asks for them too
+    s.first_flight = True                 # link version 3: a new upload's OPEN carries its first chunk
     for out in s.data_to_send(now):       # Outgoing(seq, data, deadline, ...)
         ...carry out.data; later either
         s.receive(response_bytes, now)    # a response frame (it names its seq)
@@ -250,6 +251,7 @@ class _Req:
     is_receipts: bool = False
     ahead: int = 0  # requests already in flight when this one was handed out
     asks_receipts: bool = False  # an OPEN asking for receipts with its answer (link version 2)
+    first_flight: bool = False  # an OPEN carrying its upload's first chunk (link version 3)
 
 
 @dataclass(slots=True)
@@ -302,6 +304,11 @@ class TransferSender:
         # it, so a lone text post costs one request (docs/PROTOCOL.md §8.2). None: never ask.
         self.open_receipts_since: int | None = None
         self._open_receipts_refused = False  # ground refused such an OPEN: an older ground
+        # Link version 3 (the token lists link=3): the driver sets this and a new upload's first
+        # OPEN carries its first chunk when it takes a data stream, so its data leaves in the
+        # first flight instead of a round trip after the OPEN (docs/PROTOCOL.md §8.2).
+        self.first_flight = False
+        self._first_flight_refused = False  # ground refused such an OPEN: an older ground
 
     # -- what the driver asks ----------------------------------------------------------
 
@@ -494,6 +501,7 @@ class TransferSender:
         best: tuple[tuple[int, int, int], _Transfer] | None = None
         owners = max(1, len(self._active_owners()))
         ready: dict[str, bool] = {}
+        sample = self._needs_sample()
         for t in self._transfers.values():
             if not self._sendable(t, now) or not (data_ok or self._query_next(t)):
                 continue
@@ -501,7 +509,7 @@ class TransferSender:
                 o = t.spec.owner
                 if o not in ready:
                     ready[o] = self._ready_enough(o, owners)
-                if ready[o]:
+                if ready[o] and not sample:
                     continue  # enough of this owner is open: opening more now only costs state
             rank = (t.spec.priority, self._served.get(t.spec.owner, 0), t.order)
             if best is None or rank < best[0]:
@@ -532,6 +540,8 @@ class TransferSender:
                     receipts_since=self._receipts_with(t),
                 )
                 return self._emit(req_, now, t.spec.key, (0, size))
+            if data_ok and self._first_flight_for(t):
+                return self._first_flight_open(t, seq, now)
             t.opened = True
             req: Request = Open(
                 seq=seq,
@@ -553,6 +563,39 @@ class TransferSender:
             Chunk(seq=seq, key=t.spec.key, offset=start, data=data), now, t.spec.key, (start, stop)
         )
 
+    def _first_flight_for(self, t: _Transfer) -> bool:
+        """May ``t``'s OPEN carry its first chunk (link version 3)? Only its first OPEN: after a
+        cut ground may hold part of that chunk already, so the next OPEN asks first."""
+        return (
+            self.first_flight
+            and not self._first_flight_refused
+            and t.state is TState.OPENING
+            and not t.opened
+            and t.acked.total == 0
+        )
+
+    def _first_flight_open(self, t: _Transfer, seq: int, now: float) -> Outgoing:
+        """A new upload's OPEN carrying its first chunk: it takes a data stream, and the chunk
+        crosses in the OPEN's round trip instead of one after it."""
+        t.opened = True
+        start, stop = self._next_gap(t)
+        data = t.source(start, stop - start)
+        if start != 0 or len(data) != stop - start:
+            raise ValueError(f"source for {t.spec.key.name} gave {len(data)} bytes, wanted {stop - start}")
+        t.inflight[seq] = (start, stop)
+        self._served[t.spec.owner] = self._served.get(t.spec.owner, 0) + stop
+        self.stats.chunk_bytes += stop
+        self.stats.max_chunk_bytes = max(self.stats.max_chunk_bytes, stop)
+        req = Open(
+            seq=seq,
+            key=t.spec.key,
+            size_bytes=t.spec.size_bytes,
+            owner=t.spec.owner,
+            data=data,
+            receipts_since=self._receipts_with(t),
+        )
+        return self._emit(req, now, t.spec.key, (start, stop))
+
     def _opens_ahead(self, t: _Transfer) -> bool:
         """Would ``t``'s next request open it for the first time, without data (not inline)?"""
         return (
@@ -561,6 +604,17 @@ class TransferSender:
             and t.open_seq is None
             and t.spec.size_bytes > self.config.inline_bytes
         )
+
+    def _needs_sample(self) -> bool:
+        """Is no small request in flight? Then one photo more is opened ahead (a bare OPEN, a
+        small request), so the stream count always has a round trip to measure by within the
+        next interval (``_size_streams``): when every stream carries a chunk (at the start
+        link version 3 sends the first ones inside their OPENs) the count held at 8 streams
+        for ~15 s at 2.6 s RTT for want of one."""
+        if not self._up:
+            return False
+        small = self.config.small_request_bytes
+        return not any(r.span is None or r.span[1] - r.span[0] <= small for r in self._requests.values())
 
     def _ready_enough(self, owner: str, owners: int) -> bool:
         """Does ``owner`` have its share of ``open_ahead_rounds`` chunks for every stream open (bytes not yet
@@ -575,7 +629,11 @@ class TransferSender:
             if t.state is TState.SENDING and t.open_seq is None:
                 have += sum(b - a for a, b in self._gaps(t))
             elif t.state is TState.OPENING and t.open_seq is not None and t.acked.total == 0:
-                have += t.spec.size_bytes
+                # Not an OPEN carrying its first chunk (it took a data stream): at the start
+                # every open photo is one, and the bare OPENs opened ahead beside them are
+                # the small requests the stream count is sized by (``_size_streams``).
+                r = self._requests.get(t.open_seq)
+                have += 0 if r is not None and r.first_flight else t.spec.size_bytes
             if have >= want:
                 return True
         return False
@@ -652,6 +710,7 @@ class TransferSender:
             is_receipts=isinstance(req, ReceiptsRequest),
             ahead=len(self._requests),
             asks_receipts=isinstance(req, Open) and req.receipts_since is not None,
+            first_flight=isinstance(req, Open) and 0 < len(req.data) < req.size_bytes,
         )
         self.stats.requests += 1
         self.stats.request_bytes += len(data)
@@ -784,6 +843,22 @@ class TransferSender:
             t.inflight.pop(req.seq, None)
             if t.open_seq == req.seq:
                 t.open_seq = None
+            t.state = TState.OPENING
+            return
+        if (
+            t is not None
+            and req.first_flight
+            and err.code in (LinkErrorCode.BAD_OFFSET, LinkErrorCode.BAD_FRAME)
+            and not err.retryable
+        ):
+            # A ground before link version 3 refuses an OPEN carrying less than the whole
+            # upload (``bad_offset``): open the old way, and never send one again this sync.
+            self._first_flight_refused = True
+            self._on_success(req, now)
+            t.inflight.pop(req.seq, None)
+            if t.open_seq == req.seq:
+                t.open_seq = None
+            t.opened = False
             t.state = TState.OPENING
             return
         if t is not None and err.code in TRANSFER_FATAL_CODES:

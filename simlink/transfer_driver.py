@@ -49,6 +49,7 @@ from protocol.transfer import (
     TransferSender,
 )
 from protocol.transfer_wire import (
+    FIRST_FLIGHT_LINK_VERSION,
     HTTP_STATUS,
     LINK_VERSIONS,
     Chunk,
@@ -154,6 +155,9 @@ class TransferDriver:
             self.headers.append(("Content-Type", FRAME_TYPE))
         # -- station side --
         self.sender = TransferSender(V1_CONFIG if v1 else SHARED_CONFIG if shared else SenderConfig(), 0.0)
+        # onboard/sync.py: a new upload's OPEN carries its first chunk (link version 3); not in
+        # the transfers before it.
+        self.sender.first_flight = not (v1 or shared) and self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
         self.pool: list[HttpClient] = []
         c = self.sender.config  # onboard/sync.py's TCPConnector(limit=max_window + query_streams + 2)
         self.limit = c.max_window + c.query_streams + 2

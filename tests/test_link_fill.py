@@ -169,9 +169,10 @@ def test_salvage_gives_every_data_byte_that_arrived() -> None:
             assert got is None  # nothing of the data yet, or the whole frame (decode it instead)
 
 
-def test_salvage_refuses_what_is_not_a_chunk() -> None:
+def test_salvage_refuses_what_carries_no_data() -> None:
     for req in (
-        Open(seq=1, key=KEY, size_bytes=10_000, owner="a", data=b"y" * 5000),
+        Open(seq=1, key=KEY, size_bytes=10_000, owner="a"),
+        Open(seq=1, key=KEY, size_bytes=10_000, owner="a", receipts_since=3),
         ReceiptsRequest(seq=2, since=5),
     ):
         frame = encode_request(req)

@@ -510,10 +510,18 @@ def test_small_upload_rides_inside_its_open() -> None:
     assert pair.sent == 1  # one request, one round trip
     frame = encode_request(Open(seq=1, key=k, size_bytes=3, owner="a", data=b"abc"))
     assert decode_request(frame) == Open(seq=1, key=k, size_bytes=3, owner="a", data=b"abc")
-    # Inline data must be the whole upload; anything else is refused and stores nothing.
+    # Link version 3: shorter inline data is the upload's first chunk, kept like a CHUNK at
+    # offset 0; data past the upload's end is refused (as a CHUNK's) and stores nothing.
     ground = Ground(TransferReceiver())
-    err = _err(ground, encode_request(Open(seq=2, key=k, size_bytes=10, owner="a", data=b"abc")))
-    assert err.code == LinkErrorCode.BAD_OFFSET and ground.writes == 0
+    got = decode_response(
+        ground.handle(encode_request(Open(seq=2, key=k, size_bytes=10, owner="a", data=b"abc")), 0.0, "iss")
+    )  # type: ignore[arg-type]
+    assert isinstance(got, Status) and got.ranges == RangeSet([(0, 3)]) and ground.writes == 1
+    err = _err(ground, encode_request(Open(seq=3, key=k, size_bytes=2, owner="a", data=b"abc")))
+    assert err.code == LinkErrorCode.SIZE_CONFLICT and ground.writes == 1
+    other = key_of(b"another")
+    err = _err(ground, encode_request(Open(seq=4, key=other, size_bytes=2, owner="a", data=b"abc")))
+    assert err.code == LinkErrorCode.BAD_OFFSET and ground.writes == 1
 
 
 def test_lost_inline_open_resumes() -> None:
