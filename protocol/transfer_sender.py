@@ -91,6 +91,11 @@ class SenderConfig:
     rtt_window_s: float = 300.0
     # RTT this far above the base: the link's queue is filling (the link is the limit).
     queue_rtt_ratio: float = 1.5
+    # Streams added per interval until the queue is first seen, as a fraction of ``streams``.
+    start_growth: float = 0.5
+    # Small requests kept in flight (a photo opened ahead when fewer fly): the round trips
+    # the stream count is sized by (``_needs_sample``).
+    sample_requests: int = 1
     # A request carrying at most this much (an OPEN, a commit poll, receipts, a small bundle
     # inline) crosses in a few segments, so its round trip is the path's RTT plus the queue
     # ahead of it at the link: the end-to-end sample the stream count is sized from.
@@ -139,6 +144,18 @@ class SenderConfig:
     # Uploads up to this size go whole inside their first OPEN (a text bundle is ~1 KiB);
     # if ground already had it, at most this much was sent for nothing.
     inline_bytes: int = 16 * 1024
+    # End game (BitTorrent's, bbcp's): once nothing is left to send but bytes in flight, a
+    # stream that would idle sends again a chunk that has been in flight this many base RTTs
+    # (a loss-slowed stream crawling with it), in pieces of ``end_game_piece_bytes`` (about
+    # one initial TCP window: each crosses in one round trip on a fresh stream). Ground keeps
+    # ranges, so whichever copy lands first counts and the other changes nothing. The whole
+    # chunk, not its second half: ground stores a request's bytes only once its body is whole
+    # (or cut), so half a crawling chunk sent again would still wait for the crawling first half.
+    end_game: bool = True
+    end_game_after_rtts: float = 1.5
+    end_game_piece_bytes: int = 12 * 1024
+    # Duplicate bytes in flight at once at most this many base RTTs of the estimated rate.
+    end_game_max_rtts: float = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,6 +269,9 @@ class _Req:
     ahead: int = 0  # requests already in flight when this one was handed out
     asks_receipts: bool = False  # an OPEN asking for receipts with its answer (link version 2)
     first_flight: bool = False  # an OPEN carrying its upload's first chunk (link version 3)
+    chunk: bool = False  # a CHUNK frame (the end game may send its range again)
+    copied_to: int = 0  # the end game has sent again this chunk's bytes up to here
+    copy: bool = False  # an end-game copy of bytes already in flight
 
 
 @dataclass(slots=True)
@@ -262,6 +282,7 @@ class SenderStats:
     failures: int = 0
     max_chunk_bytes: int = 0
     chunks_resent_bytes: int = 0
+    end_game_bytes: int = 0  # bytes sent again by the end game (duplicates of bytes in flight)
 
 
 class TransferSender:
@@ -472,8 +493,8 @@ class TransferSender:
                 self.streams = max(min(c.window, cap), self.streams - max(1, self.streams // 8))
                 self._found_queue = True
             else:
-                # Half more until the queue is first seen (as slow start), then an eighth.
-                grow = self.streams // 8 if self._found_queue else self.streams // 2
+                # Until the queue is first seen (as slow start) ``start_growth`` more, then an eighth.
+                grow = self.streams // 8 if self._found_queue else int(self.streams * c.start_growth)
                 self.streams = min(cap, self.streams + max(1, grow))
         self._epoch_at = now
         self._window_limited = False
@@ -515,7 +536,7 @@ class TransferSender:
             if best is None or rank < best[0]:
                 best = (rank, t)
         if best is None:
-            return None
+            return self._end_game_copy(now) if data_ok and self._up else None
         t = best[1]
         seq = self._seq()
         if t.state in (TState.OPENING, TState.SETTLING):
@@ -562,6 +583,53 @@ class TransferSender:
         return self._emit(
             Chunk(seq=seq, key=t.spec.key, offset=start, data=data), now, t.spec.key, (start, stop)
         )
+
+    def _end_game_copy(self, now: float) -> Outgoing | None:
+        """Nothing is left to send: a piece of the oldest chunk still crawling after
+        ``end_game_after_rtts``, sent again on this free stream (None if none is due or the
+        duplicates in flight are at their bound)."""
+        c = self.config
+        base = self.base_rtt_s
+        if base is None or not c.end_game:
+            return None
+        flying = sum(r.span[1] - r.span[0] for r in self._requests.values() if r.copy and r.span)
+        if flying >= max(c.end_game_piece_bytes, self.rate_bytes_s * base * c.end_game_max_rtts):
+            return None
+        due = [
+            r
+            for r in self._requests.values()
+            if r.chunk
+            and r.span is not None
+            and r.copied_to < r.span[1]
+            and now - r.sent_at >= c.end_game_after_rtts * base
+            and r.key in self._transfers
+            and self._transfers[r.key].state is TState.SENDING
+        ]
+        if not due:
+            return None
+        r = min(due, key=lambda q: q.sent_at)
+        assert r.span is not None and r.key is not None
+        t = self._transfers[r.key]
+        start = max(r.copied_to, r.span[0])
+        # Bytes ground already acknowledged (another copy landed) are not sent again.
+        gaps = t.acked.gaps(start, r.span[1])
+        if not gaps:
+            r.copied_to = r.span[1]
+            return self._end_game_copy(now)
+        start = gaps[0][0]
+        stop = min(gaps[0][1], start + c.end_game_piece_bytes)
+        if gaps[0][1] - stop < c.end_game_piece_bytes // 4:
+            stop = gaps[0][1]  # a short rest rides with this piece rather than costing a request
+        r.copied_to = stop
+        data = t.source(start, stop - start)
+        seq = self._seq()
+        t.inflight[seq] = (start, stop)
+        self.stats.end_game_bytes += stop - start
+        out = self._emit(
+            Chunk(seq=seq, key=t.spec.key, offset=start, data=data), now, t.spec.key, (start, stop)
+        )
+        self._requests[seq].copy = True
+        return out
 
     def _first_flight_for(self, t: _Transfer) -> bool:
         """May ``t``'s OPEN carry its first chunk (link version 3)? Only its first OPEN: after a
@@ -614,7 +682,8 @@ class TransferSender:
         if not self._up:
             return False
         small = self.config.small_request_bytes
-        return not any(r.span is None or r.span[1] - r.span[0] <= small for r in self._requests.values())
+        flying = sum(1 for r in self._requests.values() if r.span is None or r.span[1] - r.span[0] <= small)
+        return flying < self.config.sample_requests
 
     def _ready_enough(self, owner: str, owners: int) -> bool:
         """Does ``owner`` have its share of ``open_ahead_rounds`` chunks for every stream open (bytes not yet
@@ -711,6 +780,8 @@ class TransferSender:
             ahead=len(self._requests),
             asks_receipts=isinstance(req, Open) and req.receipts_since is not None,
             first_flight=isinstance(req, Open) and 0 < len(req.data) < req.size_bytes,
+            chunk=isinstance(req, Chunk),
+            copied_to=span[0] if span else 0,
         )
         self.stats.requests += 1
         self.stats.request_bytes += len(data)
@@ -779,7 +850,9 @@ class TransferSender:
             self._fail(req, now, reason)
 
     def _on_status(self, t: _Transfer, req: _Req, resp: Status, now: float, held_s: float = 0.0) -> None:
-        if req.span is not None:
+        if req.span is not None and req.copy:
+            t.inflight.pop(req.seq, None)  # a duplicate: the delivery rate counts the first copy
+        elif req.span is not None:
             t.inflight.pop(req.seq, None)
             self._delivered += req.span[1] - req.span[0]
             dt = now - held_s - req.sent_at
