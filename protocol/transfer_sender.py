@@ -66,6 +66,8 @@ class SenderConfig:
     # its Mathis bound and idles a round trip between requests). Starting at 8 fills a clean
     # link sooner after a loss of signal (8 initial TCP windows: 112 kB in the first round trip).
     window: int = 8
+    # Streams at the start (and after a restart), before any round trip has been measured.
+    initial_streams: int = 8
     # 64 at most (with ``query_streams``, 80 requests: ground's edge allows 96 connections per
     # address, `ground serve --conns-per-address`), and ...
     max_window: int = 64
@@ -312,7 +314,7 @@ class TransferSender:
         self._cut_scale = 1.0
         self.stats = SenderStats()
         self._done: dict[TransferKey, UploadState] = {}
-        self.streams = self.config.window  # requests in flight at once while the link is up
+        self.streams = max(self.config.window, self.config.initial_streams)  # requests in flight while up
         self._epoch_at = now  # the stream rule's measuring interval began here
         self._window_limited = False  # the window, not the queue, held requests back
         self._rtts: deque[tuple[float, float]] = deque()  # (when, a small request's round trip)

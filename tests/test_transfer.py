@@ -64,8 +64,15 @@ class Ground:
         return self.receiver.response_for(rid)
 
     def drain(self, now: float) -> None:
-        while (ev := self.receiver.next_event()) is not None:
-            if isinstance(ev, WriteChunk):
+        # As ground/server.py: a request's writes all done, then chunk_stored once for it (a
+        # chunk overlapping stored bytes is written as several pieces, one WriteChunk each).
+        stored: list[int] = []
+        while (ev := self.receiver.next_event()) is not None or stored:
+            if ev is None:
+                for rid in stored:
+                    self.receiver.chunk_stored(rid, now)
+                stored = []
+            elif isinstance(ev, WriteChunk):
                 buf = self.files.setdefault(ev.key, bytearray())
                 end = ev.offset + len(ev.data)
                 if len(buf) < end:
@@ -74,8 +81,8 @@ class Ground:
                 self.writes += 1
                 if self.defer_store:
                     self.deferred.append(ev.rid)
-                else:
-                    self.receiver.chunk_stored(ev.rid, now)
+                elif ev.rid not in stored:
+                    stored.append(ev.rid)
             elif isinstance(ev, CommitUpload):
                 self.commits += 1
                 data = bytes(self.files[ev.key][: ev.size_bytes])
