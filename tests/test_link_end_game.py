@@ -19,6 +19,7 @@ from protocol.transfer_wire import TransferKey
 
 CFG = SenderConfig(
     window=4,
+    initial_streams=4,
     max_window=8,
     query_streams=2,
     initial_chunk_bytes=4096,

@@ -158,7 +158,9 @@ class Pair:
 
 
 def make_pair(**kw: object) -> Pair:
-    cfg = SenderConfig(initial_chunk_bytes=4096, min_chunk_bytes=1024, max_chunk_bytes=8192, window=2)
+    cfg = SenderConfig(
+        initial_chunk_bytes=4096, min_chunk_bytes=1024, max_chunk_bytes=8192, window=2, initial_streams=2
+    )
     ground = Ground(TransferReceiver(ReceiverConfig(), have=lambda k: False))
     pair = Pair(sender=TransferSender(cfg, 0.0), ground=ground, **kw)  # type: ignore[arg-type]
     ground.receiver._have = lambda k: k in ground.committed  # noqa: SLF001
