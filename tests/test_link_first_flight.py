@@ -266,3 +266,26 @@ async def test_with_an_older_grounds_token_photos_open_the_old_way(
 ) -> None:
     opens = _photo_opens(await _photo_post(cli, tmp_path, photo, monkeypatch, token_link=token_link))
     assert opens and all(not o.data for o in opens)
+
+
+def test_the_receiver_stores_what_the_link_vectors_say() -> None:
+    """tests/vectors/link-*.bin (docs §8.2, the second implementation reads them too): ground
+    stores each frame's range, keeps a cut one's data bytes, refuses the bad one."""
+    vectors = Path(__file__).parent / "vectors"
+    manifest = json.loads((vectors / "manifest.json").read_text(encoding="utf-8"))
+    for v in manifest["link_frames"]:
+        data, expect = (vectors / v["file"]).read_bytes(), v["expect"]
+        r = TransferReceiver()
+        if "salvage" in expect:
+            kept = salvage_chunk(data)
+            assert kept is not None
+            data = encode_request(kept)
+        req = decode_request(data)
+        if isinstance(req, Chunk):  # a CHUNK needs its upload open first
+            _store(r, encode_request(Open(seq=1, key=req.key, size_bytes=100_000, owner="a")))
+        resp = decode_response(_store(r, data) or b"")
+        if expect.get("code"):
+            assert isinstance(resp, ErrorFrame) and resp.code == expect["code"], v["file"]
+            continue
+        want = expect.get("salvage") or expect["stores"]
+        assert isinstance(resp, Status) and list(resp.ranges) == [tuple(want)], v["file"]
