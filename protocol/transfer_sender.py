@@ -151,7 +151,8 @@ class SenderConfig:
     inline_bytes: int = 16 * 1024
     # End game (BitTorrent's, bbcp's): once nothing is left to send but bytes in flight, a
     # stream that would idle sends again a chunk that has been in flight this many base RTTs
-    # (a loss-slowed stream crawling with it), in pieces of ``end_game_piece_bytes`` (about
+    # more than the bytes in flight need at the estimated rate (a loss-slowed stream crawling
+    # with it, not a queue), in pieces of ``end_game_piece_bytes`` (about
     # one initial TCP window: each crosses in one round trip on a fresh stream). Ground keeps
     # ranges, so whichever copy lands first counts and the other changes nothing. The whole
     # chunk, not its second half: ground stores a request's bytes only once its body is whole
@@ -602,13 +603,19 @@ class TransferSender:
         flying = sum(r.span[1] - r.span[0] for r in self._requests.values() if r.copy and r.span)
         if flying >= max(c.end_game_piece_bytes, self.rate_bytes_s * base * c.end_game_max_rtts):
             return None
+        # Late, not queued: a chunk is crawling once it has taken longer than a round trip and a
+        # half plus what every data request in flight needs of the link at the estimated rate
+        # (behind a full link's queue each waits its turn; a copy would only add to the queue).
+        ahead_s = sum(r.span[1] - r.span[0] for r in self._requests.values() if r.span and not r.copy) / max(
+            self.rate_bytes_s, 1.0
+        )
         due = [
             r
             for r in self._requests.values()
             if r.chunk
             and r.span is not None
             and r.copied_to < r.span[1]
-            and now - r.sent_at >= c.end_game_after_rtts * base
+            and now - r.sent_at >= c.end_game_after_rtts * base + ahead_s
             and r.key in self._transfers
             and self._transfers[r.key].state is TState.SENDING
         ]
