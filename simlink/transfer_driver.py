@@ -86,11 +86,16 @@ NOTICE_S = 1.0
 # The transfer as it was before issue 14 (a fixed window of 4, each chunk 2 s of the whole
 # link's rate, ground dropping what arrived of a cut chunk), kept to measure the new one against.
 V1_CONFIG = SenderConfig(
-    window=4, max_window=4, chunk_time_s=8.0, initial_chunk_bytes=16 * 1024, query_streams=0
+    window=4,
+    max_window=4,
+    initial_streams=4,
+    chunk_time_s=8.0,
+    initial_chunk_bytes=16 * 1024,
+    query_streams=0,
 )
 # The transfer before query streams (docs/link.md): an OPEN or a commit poll takes one of the
 # streams for its round trip, and up to 64 streams; kept to measure today's against.
-SHARED_CONFIG = SenderConfig(max_window=64, query_streams=0)
+SHARED_CONFIG = SenderConfig(max_window=64, query_streams=0, initial_streams=8)
 HEALTH = b'{"ok": true}'  # ground's GET /v1/health answer, byte for byte (web.json_response)
 
 

@@ -26,6 +26,7 @@ CFG = SenderConfig(
     min_chunk_bytes=1024,
     max_chunk_bytes=8192,
     end_game_piece_bytes=2048,
+    end_game=True,
 )
 
 
