@@ -55,12 +55,14 @@ _STAMPED = (
         "OLD.fidelity IS NOT NEW.fidelity OR OLD.fidelity_note IS NOT NEW.fidelity_note "
         "OR OLD.renditions IS NOT NEW.renditions",
     ),
+    # Appended (receipts version 4, docs/PROTOCOL.md §9.5): an account's URL template, made once.
+    ("template", "url_templates", ("id",), "INSERT", None),
 )
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS changes (
     seq   INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused, only grows (docs/PROTOCOL.md §9)
-    kind  TEXT NOT NULL,                       -- pub | bundle | rejection | limits | enrolled | command
+    kind  TEXT NOT NULL,                       -- pub | bundle | rejection | limits | enrolled | command | template
     k1    TEXT NOT NULL,
     k2    TEXT NOT NULL DEFAULT '',
     UNIQUE (kind, k1, k2)
@@ -71,6 +73,21 @@ CREATE TABLE IF NOT EXISTS station_claims (
     sha256      TEXT NOT NULL,
     claimed_ms  INTEGER NOT NULL,
     PRIMARY KEY (station, sha256)
+);
+-- URL templates (receipts version 4, docs/PROTOCOL.md §9.5): an account's fixed URL parts, as
+-- JSON (protocol/receipt_templates.py; 'null': none). Never changed: a new one gets a new id.
+CREATE TABLE IF NOT EXISTS url_templates (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    account     TEXT NOT NULL,
+    url         TEXT NOT NULL,
+    remote_id   TEXT NOT NULL,
+    UNIQUE (account, url, remote_id)
+);
+-- The change seq from which each station has read version-4 documents only: it holds every
+-- template stamped after it up to its cursor (ground/receipts.py `_held`).
+CREATE TABLE IF NOT EXISTS receipt_readers (
+    station     TEXT PRIMARY KEY,
+    v4_from     INTEGER NOT NULL
 );
 -- Cancel/retract outcomes (ground/publish.py); created here too because its triggers need it.
 CREATE TABLE IF NOT EXISTS commands (

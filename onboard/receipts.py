@@ -26,6 +26,7 @@ from protocol.receipts import (
     PhotoFidelity,
     PublicationReceipt,
     ReceiptDocument,
+    UrlTemplateReceipt,
     verify_receipts,
 )
 from protocol.rules import PlatformRules, rules_for, with_limits
@@ -125,6 +126,15 @@ CREATE TABLE IF NOT EXISTS account_limits (
     media_types     TEXT,
     updated_ms      INTEGER NOT NULL      -- ground's change seq since receipts v2 (§9)
 );
+-- URL templates from receipts version 4 (docs/PROTOCOL.md §9.5), by ground's number: a
+-- publication names its URL by one and a key; deliveries keep the URL rebuilt in full.
+CREATE TABLE IF NOT EXISTS url_templates (
+    number      INTEGER PRIMARY KEY,
+    account     TEXT NOT NULL,
+    url         TEXT NOT NULL,        -- JSON parts (protocol/receipt_templates.py), 'null': none
+    remote_id   TEXT NOT NULL,
+    seq         INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS enrolled_accounts (
     astronaut   TEXT PRIMARY KEY,
     accounts    TEXT NOT NULL,            -- newline-separated platform:account
@@ -146,10 +156,29 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     conn.executescript(LIMITS_SCHEMA)
 
 
+def templates(conn: sqlite3.Connection) -> dict[int, UrlTemplateReceipt]:
+    """The URL templates ground sent in earlier version-4 documents, by number."""
+    ensure_schema(conn)
+    out = {}
+    for number, account, url, remote, seq in conn.execute(
+        "SELECT number, account, url, remote_id, seq FROM url_templates"
+    ):
+        u, r = json.loads(url), json.loads(remote)
+        out[number] = UrlTemplateReceipt(
+            number=number,
+            account=account,
+            url=None if u is None else tuple(u),
+            remote_id=None if r is None else tuple(r),
+            seq=seq,
+        )
+    return out
+
+
 def verify_document(conn: sqlite3.Connection, data: bytes, ground_key: bytes) -> ReceiptDocument:
-    """Check a receipts document's signature and decode it; keeps the log checkpoint it carries."""
+    """Check a receipts document's signature and decode it (URLs rebuilt from the templates
+    held, version 4); keeps the log checkpoint it carries."""
     try:
-        doc = verify_receipts(data, ground_key)
+        doc = verify_receipts(data, ground_key, templates=templates(conn))
     except RemoteProtocolError as exc:
         raise OnboardError(f"receipts refused: {exc}") from exc
     logcheck.ensure_schema(conn)
@@ -173,9 +202,23 @@ def apply_document(conn: sqlite3.Connection, doc: ReceiptDocument) -> Applied:
                 changed += _apply_enrolled(conn, r)
             elif isinstance(r, CommandReceipt):
                 changed += _apply_command(conn, r)
+            elif isinstance(r, UrlTemplateReceipt):
+                _apply_template(conn, r)  # what it names is in the publications it rebuilt
             else:
                 changed += _apply_bundle(conn, r, now, refused)
     return Applied(receipts=len(doc.receipts), changed=changed, refused=tuple(refused))
+
+
+def _apply_template(conn: sqlite3.Connection, r: UrlTemplateReceipt) -> None:
+    """Keep a template for later documents (ground never reuses a number for other parts)."""
+
+    def wire(parts: tuple[str | int, ...] | None) -> str:
+        return json.dumps(None if parts is None else list(parts), ensure_ascii=False)
+
+    conn.execute(
+        "INSERT OR REPLACE INTO url_templates (number, account, url, remote_id, seq) VALUES (?, ?, ?, ?, ?)",
+        (r.number, r.account, wire(r.url), wire(r.remote_id), r.seq),
+    )
 
 
 def remedy(item_id: str, account: str, state: str) -> str:

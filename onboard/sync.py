@@ -40,7 +40,12 @@ from protocol.transfer import (
     TransferProgress,
     TransferSender,
 )
-from protocol.transfer_wire import FIRST_FLIGHT_LINK_VERSION, TransferKind, UploadState
+from protocol.transfer_wire import (
+    FIRST_FLIGHT_LINK_VERSION,
+    OPEN_RECEIPTS_VERSIONS,
+    TransferKind,
+    UploadState,
+)
 
 from . import link, link_status, queue
 from .errors import OnboardError
@@ -358,6 +363,14 @@ def receipt_versions(ground: Capabilities) -> tuple[int, ...]:
     return tuple(both) if any(v != RECEIPTS_VERSION for v in both) else ()
 
 
+def open_receipt_versions(ground: Capabilities) -> tuple[int, ...]:
+    """The receipts versions a bundle's OPEN lists (docs/PROTOCOL.md §9.5): those both sides know
+    when that goes beyond what link version 2 implies (2 and 3); () otherwise, so a ground that
+    does not list version 4 gets the OPEN it reads."""
+    both = receipt_versions(ground)
+    return both if set(both) - set(OPEN_RECEIPTS_VERSIONS) else ()
+
+
 class _ReceiptsExchange:
     """Receipts polling: asks ground only while deliveries await receipts (``ReceiptsPoll``
     says when), follows ``more`` pages, applies each verified document to the queue."""
@@ -377,6 +390,8 @@ class _ReceiptsExchange:
         self._ground_key = ground_key
         # Receipts versions to ask for (docs/PROTOCOL.md §9.3): () keeps the frame of before.
         self._versions = versions
+        # ... and what a bundle's OPEN lists beside its cursor: () when that is link 2's own (2, 3).
+        self._open_versions = versions if set(versions) - set(OPEN_RECEIPTS_VERSIONS) else ()
         # Ground speaks link version 2: a bundle's OPEN brings its receipts back (issue 14).
         self._with_open = with_open
         self.poll = poll
@@ -391,6 +406,7 @@ class _ReceiptsExchange:
         with_open = self._with_open and not self.pending
         since = int(link.get_state(self._conn, RECEIPTS_CURSOR, "0") or 0) if with_open else None
         self._sender.open_receipts_since = since
+        self._sender.open_receipts_versions = self._open_versions
         if self.pending or not self.poll.due(now):
             return
         if awaiting_news(self._conn):

@@ -334,6 +334,9 @@ class TransferSender:
         # receipts cursor and every bundle's OPEN asks ground to answer with the receipts after
         # it, so a lone text post costs one request (docs/PROTOCOL.md §8.2). None: never ask.
         self.open_receipts_since: int | None = None
+        # ... and the receipts versions those OPENs list (§9.5): only to a ground whose token
+        # lists a version beyond link version 2's own (2, 3); () otherwise.
+        self.open_receipts_versions: tuple[int, ...] = ()
         self._open_receipts_refused = False  # ground refused such an OPEN: an older ground
         # Link version 3 (the token lists link=3): the driver sets this and a new upload's first
         # OPEN carries its first chunk when it takes a data stream, so its data leaves in the
@@ -569,6 +572,7 @@ class TransferSender:
                     owner=t.spec.owner,
                     data=data,
                     receipts_since=self._receipts_with(t),
+                    receipts_versions=self._versions_with(t),
                 )
                 return self._emit(req_, now, t.spec.key, (0, size))
             if data_ok and self._first_flight_for(t):
@@ -580,6 +584,7 @@ class TransferSender:
                 size_bytes=size,
                 owner=t.spec.owner,
                 receipts_since=self._receipts_with(t),
+                receipts_versions=self._versions_with(t),
             )
             return self._emit(req, now, t.spec.key, None)
         start, stop = self._next_gap(t)
@@ -677,6 +682,7 @@ class TransferSender:
             owner=t.spec.owner,
             data=data,
             receipts_since=self._receipts_with(t),
+            receipts_versions=self._versions_with(t),
         )
         return self._emit(req, now, t.spec.key, (start, stop))
 
@@ -735,6 +741,10 @@ class TransferSender:
         if t.spec.key.kind is not TransferKind.BUNDLE or self._open_receipts_refused:
             return None
         return self.open_receipts_since
+
+    def _versions_with(self, t: _Transfer) -> tuple[int, ...]:
+        """The receipts versions that OPEN lists: only beside a receipts cursor."""
+        return self.open_receipts_versions if self._receipts_with(t) is not None else ()
 
     def _sendable(self, t: _Transfer, now: float) -> bool:
         if t.state is TState.BLOCKED:

@@ -4,7 +4,7 @@ Every frame is one canonical msgpack array ``[version, type, seq, ...fields]``
 (docs/PROTOCOL.md §8). Requests go from the station (sender) to ground (receiver); each
 response echoes the request's ``seq``. New fields are only ever appended.
 
-    OPEN      [1, 1, seq, kind, sha256, size_bytes, owner, data?, receipts_since?]
+    OPEN      [1, 1, seq, kind, sha256, size_bytes, owner, data?, receipts_since?, [version, ...]?]
                                                                    open or query an upload
                                                                    (data: the whole upload, or
                                                                    link version 3 its first chunk)
@@ -152,6 +152,10 @@ class Open:
     # answers with the receipts after this change seq inside its STATUS, so a lone text post
     # costs one request, not an OPEN and a RECEIPTS (issue 14). None: not asked.
     receipts_since: int | None = None
+    # Appended (receipts version 4, §9.5): the receipts versions the station reads, sent with a
+    # ``receipts_since`` only to a ground whose token lists a version beyond
+    # OPEN_RECEIPTS_VERSIONS. Empty: those, as link version 2 first said.
+    receipts_versions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -234,7 +238,8 @@ def encode_request(req: Request) -> bytes:
         # The optional fields are only present when used, so a plain OPEN has one byte form;
         # ``data`` is then empty when only ``receipts_since`` is wanted.
         if req.receipts_since is not None:
-            return pack(head + [req.data, req.receipts_since])
+            extra = [list(req.receipts_versions)] if req.receipts_versions else []
+            return pack(head + [req.data, req.receipts_since, *extra])
         return pack(head + [req.data] if req.data else head)
     if isinstance(req, Chunk):
         return pack([WIRE_VERSION, FrameType.CHUNK, req.seq, *_key_fields(req.key), req.offset, req.data])
@@ -307,12 +312,17 @@ def _nonneg(value: Any, what: str) -> int:
     return int(n)
 
 
+def _receipt_versions(value: Any) -> tuple[int, ...]:
+    listed = expect_list(value, what="receipts versions", min_len=1, max_len=MAX_RECEIPT_VERSIONS)
+    return tuple(_nonneg(x, "receipts version") for x in listed)
+
+
 def decode_request(data: bytes) -> Request:
     """Decode one request frame or raise RemoteProtocolError saying what is wrong."""
     v = _head(data, "request frame")
     t, seq = v[1], v[2]
     if t == FrameType.OPEN:
-        expect_list(v, what="OPEN frame", min_len=7, max_len=9)
+        expect_list(v, what="OPEN frame", min_len=7, max_len=10)
         owner = expect(v[6], str, what="owner")
         if len(owner.encode()) > MAX_OWNER_BYTES:
             raise RemoteProtocolError(
@@ -321,7 +331,7 @@ def decode_request(data: bytes) -> Request:
         inline = expect(v[7], bytes, what="inline data") if len(v) >= 8 else b""
         if len(v) == 8 and not inline:
             raise RemoteProtocolError(ErrorCode.MALFORMED, "OPEN inline data, when present, is not empty")
-        since = _nonneg(v[8], "receipts since") if len(v) == 9 else None
+        since = _nonneg(v[8], "receipts since") if len(v) >= 9 else None
         return Open(
             seq=seq,
             key=_key(v, 3),
@@ -329,6 +339,7 @@ def decode_request(data: bytes) -> Request:
             owner=owner,
             data=inline,
             receipts_since=since,
+            receipts_versions=_receipt_versions(v[9]) if len(v) == 10 else (),
         )
     if t == FrameType.CHUNK:
         expect_list(v, what="CHUNK frame", min_len=7, max_len=7)
@@ -361,8 +372,13 @@ def decode_request(data: bytes) -> Request:
 # A CHUNK or OPEN frame's data is a msgpack bin after a fixed head: bin 8/16/32 length bytes.
 _BIN_LENGTH_BYTES = {0xC4: 1, 0xC5: 2, 0xC6: 4}
 # Frame array headers whose data field follows this many head fields: CHUNK's 7 fields (data
-# last), OPEN's 8 or 9 (data, then receipts_since: a cut OPEN never shows the cursor).
-_SALVAGE_HEADS = {0x97: (FrameType.CHUNK, 6), 0x98: (FrameType.OPEN, 7), 0x99: (FrameType.OPEN, 7)}
+# last), OPEN's 8 to 10 (data, then receipts_since and its versions: a cut OPEN never shows them).
+_SALVAGE_HEADS = {
+    0x97: (FrameType.CHUNK, 6),
+    0x98: (FrameType.OPEN, 7),
+    0x99: (FrameType.OPEN, 7),
+    0x9A: (FrameType.OPEN, 7),
+}
 
 
 def salvage_chunk(prefix: bytes) -> Chunk | Open | None:

@@ -34,12 +34,15 @@ from onboard.sync import (
     WARM_RETRY_S,
     WARM_TIMEOUT_S,
     awaiting_news,
+    open_receipt_versions,
+    receipt_versions,
 )
 from protocol.bundle import FORMATS
 from protocol.capabilities import Capabilities
 from protocol.codecs import Codec
 from protocol.dictionary import shipped_ids
 from protocol.rangeset import RangeSet
+from protocol.receipts import RECEIPTS_VERSIONS
 from protocol.transfer import (
     LinkFatal,
     ReceiptsReceived,
@@ -145,6 +148,8 @@ class TransferDriver:
             formats=FORMATS,
             # A bundle's OPEN brings its receipts back (issue 14); not in the transfer before it.
             link=frozenset({1}) if v1 else LINK_VERSIONS,
+            # Compact receipts (version 4, docs/PROTOCOL.md §9.5) as a ground of this release lists.
+            receipts=frozenset({2}) if v1 else RECEIPTS_VERSIONS,
         )
         write_token_file(
             token_file,
@@ -236,10 +241,11 @@ class TransferDriver:
         with_open = self.cfg.peer.speaks_link(2) and not self.receipts_pending
         since = int(onboard_link.get_state(self.station.conn, RECEIPTS_CURSOR, "0")) if with_open else None
         self.sender.open_receipts_since = since
+        self.sender.open_receipts_versions = open_receipt_versions(self.cfg.peer)
         if not self.receipts_pending and self.poll.due(now):
             if awaiting_news(self.station.conn):
                 cursor = int(onboard_link.get_state(self.station.conn, RECEIPTS_CURSOR, "0"))
-                self.sender.request_receipts(cursor)
+                self.sender.request_receipts(cursor, versions=receipt_versions(self.cfg.peer))
                 self.receipts_pending, self.receipts_changed = True, 0
                 self.poll.next_at = now + self.poll.interval_s
             else:

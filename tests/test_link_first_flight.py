@@ -143,10 +143,20 @@ def test_an_older_station_gets_what_it_always_got() -> None:
 # -- ground keeps the carried chunk exactly as a CHUNK ---------------------------------
 
 
-@pytest.mark.parametrize("receipts_since", [None, 7])
-def test_salvage_of_an_open_gives_every_data_byte_that_arrived(receipts_since: int | None) -> None:
+@pytest.mark.parametrize(("receipts_since", "versions"), [(None, ()), (7, ()), (7, (3, 4))])
+def test_salvage_of_an_open_gives_every_data_byte_that_arrived(
+    receipts_since: int | None, versions: tuple[int, ...]
+) -> None:
     data = bytes(range(256)) * 60
-    req = Open(seq=5, key=KEY, size_bytes=50_000, owner="alice", data=data, receipts_since=receipts_since)
+    req = Open(
+        seq=5,
+        key=KEY,
+        size_bytes=50_000,
+        owner="alice",
+        data=data,
+        receipts_since=receipts_since,
+        receipts_versions=versions,
+    )
     frame = encode_request(req)
     header = frame.index(data[:64])
     whole_data_end = header + len(data)
