@@ -157,13 +157,15 @@ class SenderConfig:
     # ranges, so whichever copy lands first counts and the other changes nothing. The whole
     # chunk, not its second half: ground stores a request's bytes only once its body is whole
     # (or cut), so half a crawling chunk sent again would still wait for the crawling first half.
-    # Off: through linkemu (a real-time, app-limited link) it sent copies of chunks that were
-    # queued behind the others, not crawling: ~62-86 kB on 320 kB (docs/link.md).
-    end_game: bool = False
+    end_game: bool = True
     end_game_after_rtts: float = 1.5
     end_game_piece_bytes: int = 12 * 1024
-    # Duplicate bytes in flight at once at most this many base RTTs of the estimated rate.
+    # Duplicate bytes in flight at once at most this many base RTTs of the estimated rate, and
+    # in all at most this share of the bytes sent: through linkemu, a small app-limited
+    # workload's chunks waited behind one another long enough to look crawling, and copies
+    # added ~80 kB to 320 kB (docs/link.md); the tail of a large backlog needs < 1 %.
     end_game_max_rtts: float = 1.0
+    end_game_budget: float = 0.02
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -610,6 +612,8 @@ class TransferSender:
         flying = sum(r.span[1] - r.span[0] for r in self._requests.values() if r.copy and r.span)
         if flying >= max(c.end_game_piece_bytes, self.rate_bytes_s * base * c.end_game_max_rtts):
             return None
+        if self.stats.end_game_bytes + c.end_game_piece_bytes > c.end_game_budget * self.stats.chunk_bytes:
+            return None  # the end of a large backlog pays for copies; a trickle of posts does not
         # Late, not queued: a chunk is crawling once it has taken longer than a round trip and a
         # half plus what every data request in flight needs of the link at the estimated rate
         # (behind a full link's queue each waits its turn; a copy would only add to the queue).

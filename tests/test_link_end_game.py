@@ -27,6 +27,7 @@ CFG = SenderConfig(
     max_chunk_bytes=8192,
     end_game_piece_bytes=2048,
     end_game=True,
+    end_game_budget=0.5,
 )
 
 
@@ -107,6 +108,8 @@ def test_the_end_game_never_loses_or_rewrites_a_stored_byte(delays: list[float])
     assert {k: run.ground.committed.get(k) for k in run.keys} == run.keys  # every byte, once committed
     assert run.written == sum(map(len, PHOTOS))  # no stored byte written twice
     assert run.copies_over_bound == 0
+    s = run.sender
+    assert s.stats.end_game_bytes <= s.config.end_game_budget * s.stats.chunk_bytes  # and in all
 
 
 def test_a_crawling_chunk_is_sent_again_and_the_upload_ends_sooner() -> None:
@@ -144,3 +147,12 @@ def test_no_copy_while_a_stream_has_new_bytes_to_carry() -> None:
     run.run()
     assert run.ground.committed == run.keys and copies > 0
     assert run.written == 12 * 30_000
+
+
+def test_a_trickle_of_uploads_pays_for_no_copies() -> None:
+    """The default budget (2 % of the bytes sent): one small photo whose chunk crawls gets no
+    copy; the end game is for the tail of a large backlog."""
+    cfg = dataclasses.replace(CFG, end_game_budget=SenderConfig().end_game_budget)
+    run = _Run(cfg, PHOTOS[:1], [0.5] * 4 + [9.0] + [0.5] * 200)
+    run.run()
+    assert run.ground.committed == run.keys and run.sender.stats.end_game_bytes == 0
