@@ -165,7 +165,7 @@ class SenderConfig:
     # workload's chunks waited behind one another long enough to look crawling, and copies
     # added ~80 kB to 320 kB (docs/link.md); the tail of a large backlog needs < 1 %.
     end_game_max_rtts: float = 1.0
-    end_game_budget: float = 0.02
+    end_game_budget: float = 0.01
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
