@@ -299,3 +299,36 @@ def test_the_receiver_stores_what_the_link_vectors_say() -> None:
             continue
         want = expect.get("salvage") or expect["stores"]
         assert isinstance(resp, Status) and list(resp.ranges) == [tuple(want)], v["file"]
+
+
+async def test_real_ground_keeps_the_first_chunk_of_an_open_cut_mid_body(cli: Cli, tmp_path: Path) -> None:
+    """ground/server.py: an OPEN carrying its upload's first chunk, cut mid-body, leaves the
+    upload opened and every data byte that reached ground stored, as a cut CHUNK does."""
+    import asyncio
+    import sqlite3
+
+    token = json.loads(setup_station(cli, tmp_path).read_text())["token"]
+    data = bytes(range(256)) * 400  # 102,400 bytes
+    key = TransferKey(kind=TransferKind.BLOB, sha256=hashlib.sha256(data).digest())
+    frame = encode_request(Open(seq=1, key=key, size_bytes=len(data) * 2, owner="alice", data=data))
+    async with running_ground(cli.ground_home) as url:
+        host, port = url.removeprefix("http://").split(":")
+        r, w = await asyncio.open_connection(host, int(port))
+        head = (
+            f"POST /v1/link HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Length: {len(frame)}\r\n\r\n"
+        ).encode()
+        w.write(head + frame[: len(frame) - 40_000])
+        await w.drain()
+        await asyncio.sleep(0.3)
+        w.transport.abort()  # the link drops mid-request
+        stored = 0
+        for _ in range(100):
+            conn = sqlite3.connect(cli.ground_home / "ground.db")
+            row = conn.execute("SELECT received_bytes FROM transfers").fetchone()
+            conn.close()
+            stored = row[0] if row else 0
+            if stored:
+                break
+            await asyncio.sleep(0.05)
+    assert stored == len(data) - 40_000
