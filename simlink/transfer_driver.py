@@ -353,12 +353,14 @@ class TransferDriver:
     def _carry(self, seq: int, data: bytes, deadline: float, race_every_s: float | None = None) -> None:
         req = decode_request(data)
         kind = "chunk" if isinstance(req, Chunk) else "open" if isinstance(req, Open) else "receipts"
-        if isinstance(req, Chunk):
-            # Chunk bytes of a transfer handed to the link a second time (after a cut or a timeout).
+        if isinstance(req, Chunk | Open) and req.data:
+            # Upload bytes handed to the link a second time (after a cut or a timeout; an OPEN
+            # carries some too, link version 3). End-game copies are counted apart (stats()).
+            offset = req.offset if isinstance(req, Chunk) else 0
             sent = self.sent.setdefault(req.key.name, RangeSet())
-            end = req.offset + len(req.data)
-            self.resent_bytes += len(req.data) - sum(b - a for a, b in sent.gaps(req.offset, end))
-            sent.add(req.offset, end)
+            end = offset + len(req.data)
+            self.resent_bytes += len(req.data) - sum(b - a for a, b in sent.gaps(offset, end))
+            sent.add(offset, end)
         c = self._client()
         if c is None:
             self.sender.request_failed(seq, self.loop.now, "no connection available")
@@ -516,4 +518,9 @@ class TransferDriver:
         for key in self.keys.values():
             got = self.sender.progress(key)
             acked += got[0] if got is not None else 0
-        return {"requests": self.requests, "app_resent_bytes": self.resent_bytes, "acked_bytes": acked}
+        copies = self.sender.stats.end_game_bytes
+        return {
+            "requests": self.requests,
+            "app_resent_bytes": self.resent_bytes - copies,
+            "acked_bytes": acked,
+        }
