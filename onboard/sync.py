@@ -40,7 +40,12 @@ from protocol.transfer import (
     TransferProgress,
     TransferSender,
 )
-from protocol.transfer_wire import OPEN_RECEIPTS_VERSIONS, TransferKind, UploadState
+from protocol.transfer_wire import (
+    FIRST_FLIGHT_LINK_VERSION,
+    OPEN_RECEIPTS_VERSIONS,
+    TransferKind,
+    UploadState,
+)
 
 from . import link, link_status, queue
 from .errors import OnboardError
@@ -569,6 +574,8 @@ class _Sync:
             give_up_after_s=give_up_after_s, publish_deadline=time.monotonic() + wait_published_s
         )
         self.sender = TransferSender(config, time.monotonic())
+        # Ground speaks link version 3: a new upload's OPEN carries its first chunk (issue 14).
+        self.sender.first_flight = self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
         self.wake = asyncio.Event()
         self.progress = _Progress(SyncStatus())
         self.requests = _Requests(

@@ -27,6 +27,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # run from anywhere in a checkout
 sys.path.insert(0, str(HERE))  # receipt_vectors.py beside this file, also when imported by a test
 
+from link_vectors import link_vectors  # noqa: E402
+from link_vectors import manifest_part as link_manifest  # noqa: E402
 from receipt_vectors import manifest_part as receipts_manifest  # noqa: E402
 from receipt_vectors import receipt_vectors  # noqa: E402
 
@@ -989,6 +991,8 @@ def write(vectors: list[Vector]) -> None:
         (HERE / f"{v.name}.opb").write_bytes(v.data)
     for r in receipt_vectors():
         (HERE / f"{r.name}.bin").write_bytes(r.data)
+    for lv in link_vectors():
+        (HERE / f"{lv.name}.bin").write_bytes(lv.data)
     MANIFEST.write_text(json.dumps(manifest(vectors), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -1020,7 +1024,14 @@ def manifest(vectors: list[Vector]) -> dict[str, Any]:
         "vectors": [v.manifest_entry() for v in vectors],
         # Signed receipts documents (docs/PROTOCOL.md §9, §9.4): receipt_vectors.py.
         **receipts_manifest(receipt_vectors()),
+        # Live-link request frames (docs/PROTOCOL.md §8.2, link version 3): link_vectors.py.
+        **link_manifest(link_vectors()),
     }
+
+
+def on_disk_link(here: Path) -> Any:
+    """The manifest's live-link frames as written."""
+    return json.loads((here / "manifest.json").read_text(encoding="utf-8")).get("link_frames")
 
 
 def main(argv: list[str]) -> int:
@@ -1038,6 +1049,12 @@ def main(argv: list[str]) -> int:
         p = HERE / f"{r.name}.bin"
         if not p.exists() or p.read_bytes() != r.data:
             stale.append(p.name)
+    for lv in link_vectors():
+        p = HERE / f"{lv.name}.bin"
+        if not p.exists() or p.read_bytes() != lv.data:
+            stale.append(p.name)
+    if on_disk_link(HERE) != link_manifest(link_vectors())["link_frames"]:
+        stale.append(MANIFEST.name)
     on_disk = json.loads(MANIFEST.read_text(encoding="utf-8"))
     if on_disk["keys"] != manifest(vectors)["keys"]:
         stale.append(MANIFEST.name)
