@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import socket
 import sqlite3
@@ -47,13 +48,19 @@ from .errors import OnboardError
 from .home import Home
 from .receipts import (
     CURSOR_KEY,
+    MissingTemplate,
     ReceiptsPoll,
     apply_document,
     awaiting_receipts,
     claims,
     cursor,
+    heal_applied,
+    heal_begins,
     verify_document,
+    versions_to_ask,
 )
+
+log = logging.getLogger(__name__)
 
 FRAME_TYPE = "application/x-orbitpost-frame"
 RECEIPTS_CURSOR = CURSOR_KEY  # a change seq (docs/PROTOCOL.md §9)
@@ -383,10 +390,10 @@ class _ReceiptsExchange:
         self._conn = conn
         self._sender = sender
         self._ground_key = ground_key
-        # Receipts versions to ask for (docs/PROTOCOL.md §9.3): () keeps the frame of before.
-        self._versions = versions
-        # ... and what a bundle's OPEN lists beside its cursor: () when that is link 2's own (2, 3).
-        self._open_versions = versions if set(versions) - set(OPEN_RECEIPTS_VERSIONS) else ()
+        # Receipts versions to ask for (docs/PROTOCOL.md §9.3): () keeps the frame of before;
+        # less version 4 while a heal is due (§9.5, ``versions_to_ask``).
+        self._all_versions = versions
+        self._versions = versions_to_ask(conn, versions)
         # Ground speaks link version 2: a bundle's OPEN brings its receipts back (issue 14).
         self._with_open = with_open
         self.poll = poll
@@ -401,7 +408,9 @@ class _ReceiptsExchange:
         with_open = self._with_open and not self.pending
         since = int(link.get_state(self._conn, RECEIPTS_CURSOR, "0") or 0) if with_open else None
         self._sender.open_receipts_since = since
-        self._sender.open_receipts_versions = self._open_versions
+        # What a bundle's OPEN lists beside its cursor: () when that is link 2's own (2, 3).
+        v = self._versions
+        self._sender.open_receipts_versions = v if set(v) - set(OPEN_RECEIPTS_VERSIONS) else ()
         if self.pending or not self.poll.due(now):
             return
         if awaiting_news(self._conn):
@@ -413,8 +422,13 @@ class _ReceiptsExchange:
 
     def received(self, ev: ReceiptsReceived) -> int:
         """Apply one page; returns how many receipts it held."""
-        doc = verify_document(self._conn, ev.document, self._ground_key)
+        try:
+            doc = verify_document(self._conn, ev.document, self._ground_key)
+        except MissingTemplate as exc:
+            return self._heal(ev, exc)
         applied = apply_document(self._conn, doc)
+        heal_applied(self._conn, doc.version)
+        self._versions = versions_to_ask(self._conn, self._all_versions)
         self._changed += applied.changed
         self.refused += applied.refused
         # Never backwards: a bundle's OPEN and a RECEIPTS request may both bring documents,
@@ -431,6 +445,17 @@ class _ReceiptsExchange:
             self.poll.answered(time.monotonic(), self._changed)
             self._changed = 0
         return applied.receipts
+
+    def _heal(self, ev: ReceiptsReceived, exc: MissingTemplate) -> int:
+        """A document named a URL template this laptop lacks (§9.5): not applied, the cursor
+        stays; ask again at once without version 4, unless an exchange under way will."""
+        log.info("%s", heal_begins(self._conn, exc))
+        self._versions = versions_to_ask(self._conn, self._all_versions)
+        if ev.with_open and self.pending:
+            return 0  # the exchange under way asks its next page without version 4
+        self._sender.request_receipts(cursor(self._conn), claims(self._conn), self._versions)
+        self.pending = True
+        return 0
 
     def settled(self) -> bool:
         """Nothing more to ask ground for now (the one-shot sync may stop)."""
