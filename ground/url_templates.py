@@ -14,7 +14,7 @@ range. Any other template a document needs goes in that document.
 
 That is ground's inference; a station whose own rows were lost (a restored or edited
 onboard.db, two laptops sharing one station's token) finds a template it does not hold, does
-not apply that document and asks once without version 4 (onboard/receipts.py ``TemplateHeal``):
+not apply that document and asks once without version 4 (onboard/receipts.py ``heal_begins``):
 the older document raises ``v4_from`` to its cursor, and from there on every template it needs
 comes in the document.
 """

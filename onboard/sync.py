@@ -30,7 +30,7 @@ from typing import Any
 import aiohttp
 
 from protocol.capabilities import Capabilities
-from protocol.receipts import RECEIPTS_VERSION, RECEIPTS_VERSIONS
+from protocol.receipts import RECEIPTS_VERSION, RECEIPTS_VERSION_COMPACT, RECEIPTS_VERSIONS
 from protocol.transfer import (
     LinkDown,
     LinkFatal,
@@ -394,6 +394,7 @@ class _ReceiptsExchange:
         # less version 4 while a heal is due (§9.5, ``versions_to_ask``).
         self._all_versions = versions
         self._versions = versions_to_ask(conn, versions)
+        self._asked = versions  # what the last RECEIPTS request listed
         # Ground speaks link version 2: a bundle's OPEN brings its receipts back (issue 14).
         self._with_open = with_open
         self.poll = poll
@@ -414,11 +415,15 @@ class _ReceiptsExchange:
         if self.pending or not self.poll.due(now):
             return
         if awaiting_news(self._conn):
-            self._sender.request_receipts(cursor(self._conn), claims(self._conn), self._versions)
+            self._request(cursor(self._conn))
             self.pending, self._changed = True, 0
             self.poll.next_at = now + self.poll.interval_s  # if the answer never comes
         else:
             self.poll.idle(now)
+
+    def _request(self, since: int) -> None:
+        self._asked = self._versions
+        self._sender.request_receipts(since, claims(self._conn), self._versions)
 
     def received(self, ev: ReceiptsReceived) -> int:
         """Apply one page; returns how many receipts it held."""
@@ -437,7 +442,7 @@ class _ReceiptsExchange:
         if ev.with_open and self.pending:
             return applied.receipts  # the exchange under way finishes as it would have
         if ev.more:
-            self._sender.request_receipts(ev.next_since, claims(self._conn), self._versions)
+            self._request(ev.next_since)
             self.pending = True
         else:
             self.pending = False
@@ -449,11 +454,17 @@ class _ReceiptsExchange:
     def _heal(self, ev: ReceiptsReceived, exc: MissingTemplate) -> int:
         """A document named a URL template this laptop lacks (§9.5): not applied, the cursor
         stays; ask again at once without version 4, unless an exchange under way will."""
+        if not ev.with_open and RECEIPTS_VERSION_COMPACT not in self._asked:
+            raise SyncError(
+                f"ground answered a receipts request that left version 4 out with version 4 ({exc}); "
+                "this ground does not follow docs/PROTOCOL.md §9.3: upgrade it, or link again with a token "
+                "file from it (`onboard link add`)"
+            )
         log.info("%s", heal_begins(self._conn, exc))
         self._versions = versions_to_ask(self._conn, self._all_versions)
         if ev.with_open and self.pending:
             return 0  # the exchange under way asks its next page without version 4
-        self._sender.request_receipts(cursor(self._conn), claims(self._conn), self._versions)
+        self._request(cursor(self._conn))
         self.pending = True
         return 0
 

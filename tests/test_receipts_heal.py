@@ -33,7 +33,7 @@ from conftest import Cli
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from link_support import link_to, running_ground, setup_station
-from test_receipts_compact import GROUND, _ground, _publish, _shapes
+from test_receipts_compact import GROUND, _ground, _publish
 from test_receipts_converge import assert_converged
 
 from ground.home import GroundHome
@@ -398,3 +398,65 @@ async def test_two_laptops_on_one_token_alternating_versions_3_and_4(cli: Cli, t
         for laptop in (cli, b):
             await _post_and_sync(laptop, "last")
             _views(cli, laptop.onboard_home)
+
+
+# --- onboard sync's receipts exchange -----------------------------------------------------------
+
+
+def test_sync_asks_without_version_4_by_both_paths_until_an_older_document_comes(tmp_path: Path) -> None:
+    """onboard/sync.py: a page naming an unknown template is not applied; a RECEIPTS request
+    goes at once listing 2,3, a bundle's OPEN lists nothing (link 2's own 2,3); a racing
+    OPEN answer failing alike asks nothing more; the version-3 answer ends the detour."""
+    from types import SimpleNamespace
+
+    from onboard.receipts import ReceiptsPoll
+    from onboard.sync import _ReceiptsExchange
+    from protocol.transfer_sender import ReceiptsReceived
+
+    q = queue.connect(tmp_path / "q.db")
+    item = new_ulid(1_790_000_000_000, b"\x01" * 10)
+    q.execute("INSERT INTO items (id, kind, author, body, key_id, signature, created_ms, status) "
+              "VALUES (?, 'post', 'alice', x'00', x'00', x'00', 0, 'received')", (item,))  # fmt: skip
+    q.execute("INSERT INTO deliveries (item_id, target, state) VALUES (?, 'x:alice', 'received')", (item,))
+    asked: list[tuple[int, tuple[int, ...]]] = []
+    sender = SimpleNamespace(
+        open_receipts_since=None,
+        open_receipts_versions=(),
+        request_receipts=lambda since, claims, versions: asked.append((since, versions)),
+    )
+    ex = _ReceiptsExchange(q, sender, ReceiptsPoll(), GROUND.public_key, V4, with_open=True)  # type: ignore[arg-type]
+    ex.step(0.0)
+    assert asked == [(0, V4)] and ex.pending
+    t = UrlTemplateReceipt(number=9, account="x:alice", url=("https://x.com/alice/status/", KEY), remote_id=(KEY,), seq=1)  # fmt: skip
+    pub = PublicationReceipt(item_id=item, account="x:alice", state="published", url="https://x.com/alice/status/5", error=None, seq=3, remote_id="5")  # fmt: skip
+    unknown = sign_receipts(GROUND, 1, [pub], version=4, held_templates=[t])
+    assert ex.received(ReceiptsReceived(document=unknown, next_since=7, more=False)) == 0
+    assert asked[-1] == (0, V3) and ex.pending and cursor(q) == 0  # asked again, nothing applied
+    ex.step(0.0)
+    assert sender.open_receipts_since is None  # an exchange is under way: OPENs do not ask
+    assert ex.received(ReceiptsReceived(document=unknown, next_since=7, more=False, with_open=True)) == 0
+    assert len(asked) == 2 and heal_state(q).detours == 1  # the racing answer: one episode
+    ex.pending = False
+    ex.step(0.0)
+    assert sender.open_receipts_versions == ()  # an OPEN now asks link 2's own versions
+    whole = sign_receipts(GROUND, 1, [pub], version=3)
+    ex.pending = True
+    ex.received(ReceiptsReceived(document=whole, next_since=7, more=False))
+    assert cursor(q) == 7 and not heal_state(q).due
+    assert q.execute("SELECT state, url FROM deliveries").fetchone() == (
+        "published",
+        "https://x.com/alice/status/5",
+    )
+    ex.step(0.0)
+    assert sender.open_receipts_versions == V4  # version 4 again, by both paths
+    # A ground answering version 4 to a request without it would loop: an error names it.
+    from onboard.sync import SyncError
+
+    heal_begins(q, MissingTemplate("m", number=9, account="x:alice"))
+    q.execute("UPDATE deliveries SET state = 'received'")  # something awaits receipts again
+    ex = _ReceiptsExchange(q, sender, ReceiptsPoll(), GROUND.public_key, V4, with_open=True)  # type: ignore[arg-type]
+    ex.step(0.0)
+    assert asked[-1] == (7, V3)
+    with pytest.raises(SyncError, match="left version 4 out with version 4"):
+        ex.received(ReceiptsReceived(document=unknown, next_since=9, more=False))
+    q.close()
