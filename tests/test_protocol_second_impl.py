@@ -4,8 +4,10 @@ It imports nothing from protocol/: only hashlib, struct, msgpack, zstandard and 
 If it and the manifest disagree, either the document or the vectors are wrong (§12).
 Bundle formats 1 (§4, §6), 2 (§14) and 3 (§17, its RFC 9162 Merkle tree hashing and audit
 paths written out here from the RFC, not taken from pymerkle), with rendition consents (item
-body version 2, §3.1) in format 1 and in the compact section's 15th field (§14.8). Codec 2 (shipped dictionary) and 3 (JPEG XL) are out
-of its scope: it answers unknown_codec.
+body version 2, §3.1) in format 1 and in the compact section's 15th field (§14.8). Codec 2 (a
+shipped text dictionary, §5.1) it decodes with the dictionary files of §5.2, read as data from
+protocol/data and checked against the sha256 that §5.2 pins; codec 3 (JPEG XL) is out of its
+scope: it answers unknown_codec.
 """
 
 from __future__ import annotations
@@ -85,12 +87,50 @@ def s(v: Any) -> str:
     return v
 
 
+# §5.2: dictionary id -> (file, sha256).
+DICTIONARIES = {
+    0x6F700001: ("posts-v1.zdict", "8ca0fa152917e666d4a00977e01dab758345ff643378933ed9932d943b02b571"),
+    0x6F700002: ("posts-v2.zdict", "d175d241bdccabc0ef102cf43d61b081f0a8e6e078f3cf985341855dfb6a2ceb"),
+    0x6F700003: ("posts-v3.zdict", "7a1202bd0b2b10aac584036191d00fb92c91f0abc62910a59bb591bc6717dcac"),
+}
+DICTIONARY_DIR = Path(__file__).parent.parent / "protocol" / "data"
+
+
+def decode_dictionary(stored: bytes, raw: int) -> bytes:
+    """§5.1: one whole frame naming a shipped dictionary, content size = raw, checksummed."""
+    try:
+        params = zstandard.get_frame_parameters(stored)
+    except zstandard.ZstdError as exc:
+        raise Reject("malformed") from exc
+    if params.dict_id == 0:
+        raise Reject("malformed")
+    if params.dict_id not in DICTIONARIES:
+        raise Reject("unknown_codec")
+    if params.content_size != raw:
+        raise Reject("decompression_bomb" if params.content_size > raw else "malformed")
+    name, pinned = DICTIONARIES[params.dict_id]
+    data = (DICTIONARY_DIR / name).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == pinned, name
+    d = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
+    try:
+        out = zstandard.ZstdDecompressor(dict_data=d).decompress(
+            stored, max_output_size=max(raw, 1), allow_extra_data=False
+        )
+    except zstandard.ZstdError as exc:
+        raise Reject("malformed") from exc
+    if len(out) != raw or not params.has_checksum:
+        raise Reject("malformed")
+    return out
+
+
 def decode(codec: int, stored: bytes, raw: int) -> bytes:
-    """§5, codecs 0 and 1."""
+    """§5, codecs 0, 1 and 2."""
     if codec == 0:
         if len(stored) != raw:
             raise Reject("malformed")
         return stored
+    if codec == 2:
+        return decode_dictionary(stored, raw)
     if codec != 1:
         raise Reject("unknown_codec")
     try:
@@ -584,6 +624,7 @@ def test_second_implementation_agrees(vector: dict[str, Any]) -> None:
         "ok-f3-text-two-astronauts.opb",
         "ok-rendition-consent.opb",
         "ok-f3-rendition-consent.opb",
+        "ok-f3-dictionary-v3.opb",
     ],
 )
 def test_both_implementations_agree_on_every_flip_and_truncation(name: str) -> None:

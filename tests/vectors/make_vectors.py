@@ -14,6 +14,7 @@ revoked), then for each file either the verified content or the error code to ex
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -48,6 +49,7 @@ from protocol.bundle import CompactItems  # noqa: E402
 from protocol.canonical import pack, unpack  # noqa: E402
 from protocol.codecs import Codec, zstd_compress  # noqa: E402
 from protocol.compact_items import encode_compact_items  # noqa: E402
+from protocol.dictionary import DICT_V3_ID, compress_items  # noqa: E402
 from protocol.ids import new_ulid, ulid_to_bytes  # noqa: E402
 from protocol.model import (  # noqa: E402
     BODY_VERSION,
@@ -531,6 +533,51 @@ def build_vectors() -> list[Vector]:
     out.extend(rendition_vectors())
     out.extend(format3_vectors())
     out.extend(compact_rendition_vectors())
+    out.extend(dictionary_vectors())
+    return out
+
+
+def dictionary_vectors() -> list[Vector]:
+    """The items section under codec 2 with text dictionary v3 (docs/PROTOCOL.md §5.1, §5.2),
+    and the same frame naming a dictionary nobody ships."""
+    texts = ["Привет с орбиты! Восход через 20 минут 🌅", "軌道から見た富士山、最高です。",
+             "مرحبا من المدار، الأرض جميلة الليلة", "Guten Morgen aus der Schwerelosigkeit ☕",
+             "Hello from orbit: the Nile at night 🌍"]  # fmt: skip
+    items: list[Item] = [
+        with_derived_id(
+            replace(post(110 + i, ("alice", "bob")[i % 2], t), created_ms=T0 + 110_000 + i * 60_000)
+        )
+        for i, t in enumerate(texts)
+    ]
+    v3 = functools.partial(compress_items, dict_id=DICT_V3_ID)
+    out = [
+        Vector(
+            "ok-f3-dictionary-v3",
+            "format 3: posts in Russian, Japanese, Arabic, German and English by alice and bob; items "
+            "section under codec 2 with text dictionary v3 (id 0x6f700003, protocol/data/posts-v3.zdict)",
+            bundle(110, compact(items, 3), items_codec=Codec.ZSTD_DICT, encode_items=v3),
+            uses_zstd=True,
+            format=3,
+            items=f3_proofs(items),
+        )
+    ]
+
+    def unknown(raw: bytes) -> bytes:
+        frame = bytearray(v3(raw))
+        at = frame.index(DICT_V3_ID.to_bytes(4, "little"), 4)  # Dictionary_ID follows the descriptor
+        frame[at : at + 4] = (DICT_V3_ID + 1).to_bytes(4, "little")
+        return bytes(frame)
+
+    out.append(
+        Vector(
+            "err-f3-unknown-dictionary",
+            "ok-f3-dictionary-v3 with the frame's Dictionary_ID changed to 0x6f700004, which no side ships",
+            bundle(111, compact(items, 3), items_codec=Codec.ZSTD_DICT, encode_items=unknown),
+            uses_zstd=True,
+            error="unknown_codec",
+            format=3,
+        )
+    )
     return out
 
 
