@@ -479,3 +479,31 @@ def test_sync_asks_without_version_4_by_both_paths_until_an_older_document_comes
     with pytest.raises(SyncError, match="left version 4 out with version 4"):
         ex.received(ReceiptsReceived(document=unknown, next_since=9, more=False))
     q.close()
+
+
+async def test_a_laptop_on_a_shared_token_past_a_template_ground_never_recorded_heals(
+    cli: Cli, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The one case ground's record cannot see, for real: a template made for a file
+    (`ground receipts --version 4`) before any laptop read version 4; laptop B passes it in
+    version 3 (nothing recorded yet); laptop A, on the same token, then registers below it; B,
+    upgraded, gets a document naming it. B heals with one detour; both end equal to ground."""
+    token = setup_station(cli, tmp_path)
+    caplog.set_level(logging.INFO, logger="onboard.sync")
+    older = _older_token(token, tmp_path / "T3")
+    async with running_ground(cli.ground_home) as url:
+        link_to(cli, url, older)
+        await _post_and_sync(cli, "from A, v3")
+        cli.ground("receipts", "--out", str(tmp_path / "r.bin"), "--version", "4")  # makes the template
+        b = Cli(cli.runner, tmp_path / "B", cli.ground_home)
+        shutil.copytree(cli.onboard_home, b.onboard_home)
+        await _post_and_sync(b, "from B, v3")  # B's cursor passes the template
+        link_to(cli, url, token)
+        await _post_and_sync(cli, "from A, v4")  # A registers the station at its older cursor
+        link_to(b, url, token)
+        assert "asking again" not in caplog.text
+        await _post_and_sync(b, "from B, v4")
+        assert "asking again without templates" in caplog.text
+        for laptop in (cli, b):
+            await _post_and_sync(laptop, "last")
+            _views(cli, laptop.onboard_home)
