@@ -89,7 +89,8 @@ CREATE TABLE IF NOT EXISTS url_templates (
     UNIQUE (account, url, remote_id)
 );
 -- The change seq from which each station has read version-4 documents only: it holds every
--- template stamped after it up to its cursor (ground/receipts.py `_held`).
+-- template stamped after it up to its cursor; raised by every live document of an older
+-- version (ground/url_templates.py).
 CREATE TABLE IF NOT EXISTS receipt_readers (
     station     TEXT PRIMARY KEY,
     v4_from     INTEGER NOT NULL

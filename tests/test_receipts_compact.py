@@ -48,6 +48,7 @@ from protocol.receipts import (
     BundleReceipt,
     PublicationReceipt,
     Receipt,
+    UnknownTemplateError,
     UrlTemplateReceipt,
     sign_receipts,
     verify_receipts,
@@ -233,7 +234,7 @@ def test_any_signed_entry_decodes_or_raises_the_remote_error(kind: int, fields: 
         pass
 
 
-def test_an_unknown_template_names_what_to_do() -> None:
+def test_an_unknown_template_names_what_to_do(tmp_path: Path) -> None:
     pub = PublicationReceipt(
         item_id=ID, account="x:alice", state="published", url="https://x.com/alice/status/42", error=None, seq=2,
         remote_id="42",
@@ -242,8 +243,17 @@ def test_an_unknown_template_names_what_to_do() -> None:
         number=7, account="x:alice", url=("https://x.com/alice/status/", KEY), remote_id=(KEY,), seq=1
     )
     data = sign_receipts(GROUND, 1, [pub], version=4, held_templates=[t])
-    with pytest.raises(RemoteProtocolError, match="URL template 7.*ground receipts --out F --version 4"):
+    with pytest.raises(UnknownTemplateError, match="URL template 7, which this reader was never sent") as e:
         verify_receipts(data, GROUND.public_key)
+    assert (e.value.number, e.value.account, e.value.code) == (7, "x:alice", "malformed")
+    # A live reader heals (tests/test_receipts_heal.py); a file carries its templates, so there
+    # onboard says to make it again.
+    from onboard.receipts import MissingTemplate, verify_document
+
+    q = queue.connect(tmp_path / "q.db")
+    with pytest.raises(MissingTemplate, match="template 7.*make it again"):
+        verify_document(q, data, GROUND.public_key)
+    q.close()
 
 
 # --- ground's side ----------------------------------------------------------------------------
