@@ -11,10 +11,11 @@ Workload: one bundle of N text posts by 3 astronauts (round-robin), format 3 (on
 signature per astronaut over a Merkle root of the batch, compact columns, text dictionary;
 format 2 signed the list of hashes instead, see batch_proofs.py), encoded with the
 functions onboard's file export uses (onboard/export.py: CURRENT_GROUND, items_encoding and
-encode_compact_items). Two corpora, each reported in its own rows, both held out (never seen
-by the text dictionary, which is trained on English tweets): ``english``, the 1,050 held-out
-tweets of benchmarks/corpus.py; ``multilingual``, the 8,833 held-out short texts in 11
-languages of benchmarks/multilingual.py (Debian's fortunes-* packages, read where installed).
+encode_compact_items). Two corpora, each reported in its own rows, both held out (never seen by
+the text dictionary: v3 trains on other tweets, the UDHR and Django's translations, never on
+the fortunes): ``english``, the 1,050 held-out tweets of benchmarks/corpus.py;
+``multilingual``, the 8,833 held-out short texts in 11 languages of benchmarks/multilingual.py
+(Debian's fortunes-* packages, read where installed).
 Texts are cycled when N is larger than a corpus; each post has its own time and so its own id.
 
 Measured on a fresh ground home per run, each timed step run 3 times (``--repeat``) and the
