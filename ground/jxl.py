@@ -163,7 +163,11 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.communicate()  # reap it and close the pipes
+    # A second communicate() never closes stdin: after a timeout mid-write (a photo larger
+    # than the pipe's buffer) it would stay open until garbage-collected.
+    if proc.stdin is not None:
+        proc.stdin.close()
+    proc.communicate()  # reap it and close the other pipes
 
 
 def _child_env() -> dict[str, str]:

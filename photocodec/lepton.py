@@ -87,7 +87,7 @@ def encode(jpeg: bytes) -> bytes:
     except BaseException as exc:  # RuntimeError, or pyo3's PanicException (a BaseException)
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        raise LeptonError(f"Lepton cannot code this JPEG: {exc}") from exc
+        raise LeptonError(f"Lepton cannot code this JPEG: {_first_line(exc)}") from exc
 
 
 def decode(data: bytes, max_bytes: int) -> bytes:
@@ -102,10 +102,15 @@ def decode(data: bytes, max_bytes: int) -> bytes:
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
-        raise LeptonError(f"Lepton cannot rebuild a JPEG from this data: {exc}") from exc
+        raise LeptonError(f"Lepton cannot rebuild a JPEG from this data: {_first_line(exc)}") from exc
     if len(out) > max_bytes:
         raise LeptonError(f"Lepton rebuilt {len(out)} bytes, more than the {max_bytes} allowed")
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    # The library appends a Rust source backtrace ("at .../lepton_file_reader.rs:421:28").
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def transcode(jpeg: bytes) -> bytes | None:

@@ -32,7 +32,7 @@ MIB = 1024 * 1024
 # and library, 2 bytes a DCT coefficient (4 for a progressive JPEG, whose scans are all held
 # before coding), and the JPEG, its Lepton form and the checked copy. Rounded up so it
 # over-predicts every measured photo.
-_LEPTON_FIXED_BYTES = 16 * MIB
+_LEPTON_FIXED_BYTES = 20 * MIB
 _LEPTON_BYTES_PER_COEFFICIENT = 2
 _LEPTON_BYTES_PER_COEFFICIENT_PROGRESSIVE = 4
 _LEPTON_BYTES_PER_JPEG_BYTE = 3
