@@ -357,7 +357,7 @@ def plan(
     """Turn every queued item into transfers (durably), and mark those items 'sending'.
 
     ``peer`` is what ground decodes (the link's capability token): it picks the items codec
-    (the shipped text dictionary) and whether photos travel as JPEG XL.
+    (the shipped text dictionary) and whether photos travel as Lepton or JPEG XL.
 
     Text posts wait while an earlier text bundle is still on its way (Nagle's rule): posts
     written during a loss of signal, or while a bundle crosses, then leave together as one
