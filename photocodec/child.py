@@ -74,6 +74,9 @@ POLL_S = 0.005
 _PEAK_FIXED_BYTES = 52 * MIB
 _PEAK_BYTES_PER_PIXEL = 15
 _PEAK_BYTES_PER_JPEG_BYTE = 34
+# What a codec tried after another on the same photo may find still resident from the first
+# (the JPEG, the first's result, library state): measured 1-2 MiB with _child_env's malloc settings.
+_AFTER_ANOTHER_BYTES = 4 * MIB
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,9 +152,12 @@ def _fitting(
     """The codecs predicted to fit ``memory_bytes`` for this photo, and why the others do not."""
     from photocodec import jxl, transport
 
-    keep, why = [], []
+    keep: list[int] = []
+    why: list[str] = []
     for codec in codecs:
         need = transport.predicted_peak_bytes(codec, head, size)
+        if need is not None and keep:
+            need += _AFTER_ANOTHER_BYTES
         if need is None or need <= memory_bytes:
             keep.append(codec)  # unknown: try it; the watchdog still holds the bound
             continue
@@ -342,6 +348,10 @@ def _child_env() -> dict[str, str]:
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     # Fewer malloc arenas: less address space reserved per libjxl thread (not less resident).
     env.setdefault("MALLOC_ARENA_MAX", "2")
+    # A fixed mmap threshold: every large buffer is mapped and given back when freed. glibc's
+    # default threshold grows after the first such free, so what Lepton freed stayed resident
+    # (+9-11 MiB) under JPEG XL's peak when both are tried on one photo; now +1-2 MiB.
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
     return env
 
 
