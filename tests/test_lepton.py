@@ -361,3 +361,18 @@ async def test_photos_cross_the_live_link_as_lepton_and_publish_byte_identical(
             assert size != len(lep) + 9  # never Lepton for a ground that does not list it
     published = {f.read_bytes() for d in archive_posts(cli.ground_home) for f in d.media}
     assert published == set(photos.values())
+
+
+def test_the_laptop_client_checks_for_lepton_without_loading_it(subprocess_env: dict[str, str]) -> None:
+    # Only the encoder child loads the library: `onboard sync` itself stays small (issue 18).
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from photocodec import transport; "
+        "print(transport.usable(lambda c: True), 'lepton_jpeg_python' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=subprocess_env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split("\n")[0] == "(4, 3) False"
