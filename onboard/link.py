@@ -333,10 +333,13 @@ def prepared_waiting(home: Home) -> int:
 def photos_to_prepare(home: Home, conn: sqlite3.Connection, peer: Capabilities) -> list[bytes]:
     """JPEGs of queued posts that still need their transport form worked out."""
     out: list[bytes] = []
+    # Asked once, not per photo: whether a codec is installed looks at the disk.
+    if not _codable("image/jpeg", peer):
+        return out
     for q in queue.items(conn, status="queued"):
         if isinstance(q.item, Post):
             for m in q.item.media:
-                if _codable(m.media_type, peer) and m.sha256 not in out:
+                if m.media_type == "image/jpeg" and m.sha256 not in out:
                     coded, plain = _prepared_paths(home, m.sha256)
                     known = conn.execute(
                         "SELECT 1 FROM link_transfers WHERE sha256 = ?", (m.sha256,)
