@@ -87,6 +87,15 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _not_yet_exec(child: int, parent: int) -> bool:
+    """A child caught between fork and exec shares its parent's pages (and reports them as its
+    own VmRSS and VmHWM): counting it would add the parent twice (seen: an 81 MiB "encoder")."""
+    try:
+        return Path(f"/proc/{child}/cmdline").read_bytes() == Path(f"/proc/{parent}/cmdline").read_bytes()
+    except OSError:
+        return True
+
+
 @dataclass
 class Peaks:
     """Peaks of one process and its children, sampled until stopped (KiB)."""
@@ -108,6 +117,8 @@ class Peaks:
             self.own_kib = max(self.own_kib, _status_kib(self.pid, "VmHWM"))
             tree = _status_kib(self.pid, "VmRSS")
             for c in _children(self.pid):
+                if _not_yet_exec(c, self.pid):
+                    continue
                 self.child_kib = max(self.child_kib, _status_kib(c, "VmHWM"))
                 tree += _status_kib(c, "VmRSS")
             self.tree_kib = max(self.tree_kib, tree)
