@@ -194,7 +194,7 @@ def test_the_default_bound_keeps_the_laptop_within_256_mib() -> None:
     assert child.fits(12_000_000, 3_300_000, child.DEFAULT_MEMORY_MIB * MIB) is not None
     assert child.fits(12_000_000, 3_300_000, 352 * MIB) is None
     # Lepton fits it with room to spare, progressive or 4:4:4 (a 12-MP photo of 5 MB); only a
-    # progressive 4:4:4 one does not (it needs ~176 MiB: it travels as it is).
+    # progressive 4:4:4 one does not (it needs ~172 MiB: it travels as it is).
     sub420, full = ((2, 2), (1, 1), (1, 1)), ((1, 1),) * 3
     for sampling, progressive in ((sub420, False), (sub420, True), (full, False)):
         frame = lepton.Frame(width=4000, height=3000, sampling=sampling, progressive=progressive)
