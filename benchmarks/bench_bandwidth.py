@@ -14,7 +14,8 @@ Workloads (all real content):
 Raw payload = UTF-8 of every text and alt text + the photo files' bytes.
 Contenders:
 - orbitpost: the bundles onboard writes today: format 2 (one Ed25519 signature per astronaut
-  per bundle, compact columns, docs/PROTOCOL.md §14), JPEG XL photos, text dictionary v2;
+  per bundle, compact columns, docs/PROTOCOL.md §14), JPEG XL photos, text dictionary v3
+  (the newest; docs/PROTOCOL.md §5.2 compares it with v2 language by language);
 - (a) one HTTP/1.1 POST per post: JSON body, photo and signature in base64, request line and
   usual headers counted, responses and TCP/TLS not counted;
 - (b) tar of the same text and photo files, zstd -19 (no signatures, no ids: a floor for a
@@ -36,7 +37,7 @@ import sys
 import tarfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -47,6 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.corpus import BASE_MS, astronaut_key, split, targets_for  # noqa: E402
+from benchmarks.text_sources import clean_tweet  # noqa: E402
 from ground.ingest import decoders  # noqa: E402
 from onboard.export import CURRENT_GROUND, choose_blob_encoding, items_encoding  # noqa: E402
 from protocol import (  # noqa: E402
@@ -64,7 +66,7 @@ from protocol.bundle import CompactItems  # noqa: E402
 from protocol.capabilities import Capabilities  # noqa: E402
 from protocol.codecs import Codec  # noqa: E402
 from protocol.compact_items import encode_compact_items  # noqa: E402
-from protocol.dictionary import DICT_V1_ID, compress_items  # noqa: E402
+from protocol.dictionary import CURRENT_DICT_ID, DICT_V1_ID, DICT_V2_ID, compress_items  # noqa: E402
 from protocol.ids import new_ulid  # noqa: E402
 from protocol.model import with_derived_id  # noqa: E402
 
@@ -313,6 +315,30 @@ def by_batch_size(samples: Sequence[Sample], sizes: Sequence[int] = BATCH_SIZES)
     return lines
 
 
+def by_dictionary(texts: Sequence[str], sizes: Sequence[int] = (1, 10, 50, 200)) -> list[str]:
+    """Text-only × raw UTF-8 by bundle size with dictionary v2 and with the current one, on the
+    held-out tweets as the corpus has them and without its ``@anonymous``/``url_removed``
+    stand-ins (v2 learnt them; real posts have names and links instead)."""
+    v2_ground = replace(CURRENT_GROUND, dictionaries=frozenset({DICT_V1_ID, DICT_V2_ID}))
+    lines = [
+        f"Text-only × raw UTF-8 by dictionary (format 2; bundles of 1 and 10 on the first {min(len(texts), 200)} tweets):",
+        f"  {'tweets':8} {'posts/bundle':>12} {'dict v2':>8} {f'dict v{CURRENT_DICT_ID & 0xFF}':>8}",
+    ]
+    clean = [c for c in map(clean_tweet, texts) if c]
+    for name, corpus in (("raw", texts), ("clean", clean)):
+        for size in sizes:
+            some = corpus if size >= 50 else corpus[:200]
+            samples = make_samples(some, [], [""])
+            raw = sum(s.raw_bytes for s in samples)
+            batches = [samples[i : i + size] for i in range(0, len(samples), size)]
+            old, new = (
+                sum(len(b) for b in orbitpost_bundles(batches, peer)) / raw
+                for peer in (v2_ground, CURRENT_GROUND)
+            )
+            lines.append(f"  {name:8} {size:>12} {old:>8.3f} {new:>8.3f}")
+    return lines
+
+
 def framing_report(texts: Sequence[str]) -> list[str]:
     """Where the bytes of a format-2 text bundle go, per post: each part compressed alone
     with the same dictionary, so the figures show what each field costs on the wire."""
@@ -328,7 +354,7 @@ def framing_report(texts: Sequence[str]) -> list[str]:
     signers = len({p.author for p in posts})
     lines = [
         f"Where a format-2 text bundle's bytes go ({n} posts by {signers} astronauts, {text_bytes / n:.1f} B of text each):",
-        f"  {'texts alone, zstd + dictionary v2':46} {texts_alone / n:6.1f} B/post",
+        f"  {f'texts alone, zstd + dictionary v{CURRENT_DICT_ID & 0xFF}':46} {texts_alone / n:6.1f} B/post",
         f"  {'Ed25519 batch signatures (64 B × astronauts)':46} {64 * signers / n:6.1f} B/post",
         f"  {'everything else in the items section':46} {(stored - texts_alone - 64 * signers) / n:6.1f} B/post"
         "  (time deltas, lengths, kinds, signer and target-list indexes, zstd frame)",
@@ -421,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     print()
     for line in by_batch_size(text_samples):
+        print(line)
+    print()
+    for line in by_dictionary(texts):
         print(line)
     print()
     for line in framing_report(texts):

@@ -634,8 +634,8 @@ def receipts(
         typer.Option(
             "--version",
             metavar="V",
-            help="Receipts version: 2 (every onboard reads it) or 3 (adds each account's photo fidelity; "
-            "an onboard of this release or later; docs/PROTOCOL.md §9.4).",
+            help="Receipts version: 2 (every onboard reads it), 3 (adds each account's photo fidelity; "
+            "docs/PROTOCOL.md §9.4) or 4 (the same as 3, compact: §9.5; an onboard of this release or later).",
         ),
     ] = 2,
 ) -> None:
@@ -658,9 +658,12 @@ def receipts(
     from protocol.receipts import RECEIPTS_VERSIONS
 
     if version not in RECEIPTS_VERSIONS:
-        raise GroundError(f"--version {version}: this ground writes receipts versions 2 and 3")
+        raise GroundError(
+            f"--version {version}: this ground writes receipts versions "
+            + ", ".join(map(str, sorted(RECEIPTS_VERSIONS)))
+        )
     doc, _next, more = build_document(
-        state.home, since, _now_ms(), limit=10_000, station=station, versions=(version,)
+        state.home, since, _now_ms(), limit=10_000, station=station, versions=(version,), live=False
     )
     write_atomic(out, doc)
     console.print(

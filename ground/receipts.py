@@ -16,6 +16,7 @@ from protocol import SigningKey, format_public_key
 from protocol.ids import ulid_to_bytes
 from protocol.receipts import (
     MAX_READ_BACK_CHARS,
+    RECEIPTS_VERSION_COMPACT,
     BundleReceipt,
     CommandOutcome,
     CommandReceipt,
@@ -25,11 +26,12 @@ from protocol.receipts import (
     PublicationReceipt,
     Receipt,
     RenditionNote,
+    UrlTemplateReceipt,
     answer_version,
     sign_receipts,
 )
 
-from . import account_limits, changes
+from . import account_limits, changes, url_templates
 from .errors import GroundError
 from .home import GroundHome
 
@@ -72,11 +74,11 @@ def station_source(station: str) -> str:
 
 
 # Which changes a station may read (docs/PROTOCOL.md §9): its own bundles (uploaded over the
-# link, or claimed by sha256 after a file hand-off) and what they carried; enrolled accounts and
-# account limits (ground's configuration, no post in them) go to every station.
+# link, or claimed by sha256 after a file hand-off) and what they carried; enrolled accounts,
+# account limits and URL templates (ground's configuration, no post in them) go to every station.
 _MINE = "(b.source = :source OR b.sha256 IN (SELECT sha256 FROM station_claims WHERE station = :station))"
 _VISIBLE = (
-    ":source IS NULL OR c.kind IN ('limits', 'enrolled') "
+    ":source IS NULL OR c.kind IN ('limits', 'enrolled', 'template') "
     f"OR (c.kind = 'bundle' AND EXISTS (SELECT 1 FROM bundles b WHERE b.bundle_id = c.k1 AND {_MINE})) "
     "OR (c.kind IN ('pub', 'command') AND EXISTS (SELECT 1 FROM items i JOIN bundles b "
     f"ON b.bundle_id = i.bundle_id WHERE i.id = c.k1 AND {_MINE})) "
@@ -228,6 +230,8 @@ def _receipt(
         )
     if kind == "limits":
         return account_limits.receipt(conn, k1, seq)
+    if kind == "template":
+        return url_templates.receipt(conn, k1, seq)
     if kind == "enrolled":
         accounts = tuple(
             a
@@ -260,6 +264,7 @@ def build_document(
     claims: Iterable[bytes] = (),
     versions: Iterable[int] = (),
     checkpoint: bool = True,
+    live: bool = True,
 ) -> tuple[bytes, int, bool]:
     """A signed receipts document (bytes), the cursor (change seq) for the next one, and whether
     more remain.
@@ -270,14 +275,30 @@ def build_document(
     of them this ground knows, version 2 (no photo fidelity) when it asked for none.
     ``checkpoint``: carry ground's latest log checkpoint (§15), as every document did before
     link version 2 (whose OPEN answers carry it once a day, ground/server.py).
+    ``live``: the document answers a station's request over the link (its cursor moves once it
+    is applied); False for a file, which carries every URL template it uses (§9.5).
     """
+    version = answer_version(versions)
     if station is not None:
         changes.claim(home.conn, station, claims, now_ms)
+    v4_from = None
+    if version >= RECEIPTS_VERSION_COMPACT:
+        url_templates.make_missing(home.conn, since, limit)
+    if station is not None and live:
+        v4_from = url_templates.note_reader(home.conn, station, version, since)
     receipts, next_since, more = collect(home.conn, since, limit, station=station)
+    if station is not None and live and version < RECEIPTS_VERSION_COMPACT:
+        url_templates.note_older(home.conn, station, next_since)  # before the document goes
+    held: list[UrlTemplateReceipt] = []
+    if version >= RECEIPTS_VERSION_COMPACT:
+        held, missing = url_templates.needed(home.conn, receipts, v4_from, since)
+        receipts = [*missing, *receipts]
     from . import translog  # late: translog imports this module for ground's key
 
     note = (translog.latest(home) or "") if checkpoint else ""
-    doc = sign_receipts(ground_key(home), now_ms, receipts, checkpoint=note, version=answer_version(versions))
+    doc = sign_receipts(
+        ground_key(home), now_ms, receipts, checkpoint=note, version=version, held_templates=held
+    )
     return doc, next_since, more
 
 

@@ -365,7 +365,7 @@ def plan(
     Text posts wait while an earlier text bundle is still on its way (Nagle's rule): posts
     written during a loss of signal, or while a bundle crosses, then leave together as one
     bundle, which shares one signature per astronaut and one compression context (§14) —
-    on real tweets 0.47 × their UTF-8 in a bundle of 200 against 3.3 × alone. The cost is
+    on held-out tweets 0.44 × their UTF-8 in a bundle of 200 against ~3 × alone (docs/performance.md). The cost is
     at most one bundle's transfer time of extra latency for the waiting posts. While the link
     is down (``hold_text`` False, sync's sender says so) text is not held: a bundle stuck in the
     dark would cost the posts behind it a round trip after the link returns (issue 14: a post

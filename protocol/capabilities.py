@@ -6,7 +6,7 @@ section is also marked in the bundle header, so a bundle is self-describing eith
 (docs/PROTOCOL.md §5, §10).
 
 Token form:
-``codecs=0,1,2,3;dicts=6f700001;formats=1,2;bodies=1,2;compact_bodies=1,2;receipts=2,3;link=1,2``
+``codecs=0,1,2,3;dicts=6f700001,6f700002,6f700003;formats=1,2;bodies=1,2;compact_bodies=1,2;receipts=2,3;link=1,2``
 — codec ids in decimal, dictionary ids in hex, bundle format versions, item body versions,
 receipts versions and live-link versions in decimal (a token without ``formats`` means format 1
 only, without ``bodies`` body version 1 only, without ``compact_bodies`` that the compact items

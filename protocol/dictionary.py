@@ -1,12 +1,13 @@
 """The shipped zstd text dictionary: codec ZSTD_DICT for the items section (docs/PROTOCOL.md §5).
 
 Short posts barely compress alone: a tweet-length text has too little history for zstd to
-find matches in. A dictionary trained on real short social posts (and on our own msgpack
-item framing) gives every items section that history up front.
+find matches in. A dictionary trained on real short texts (and on our own msgpack item
+framing) gives every items section that history up front. v1 and v2 learnt English tweets
+only; v3 learnt real short text in many languages and scripts (docs/PROTOCOL.md §5.2).
 
 Versioning: every dictionary has a zstd dictionary id, and the compressor writes it into the
-zstd frame header, so the bundle names the dictionary its items need. A v2 dictionary is
-added beside v1 in ``_SHIPPED``; the decoder picks by id, and a side that lacks the id says
+zstd frame header, so the bundle names the dictionary its items need. Each new dictionary is
+added beside the older ones in ``_SHIPPED``; the decoder picks by id, and a side that lacks the id says
 so (UNKNOWN_CODEC) instead of guessing. Never change a shipped file: its sha256 is pinned.
 
 The dictionary is package data read once with importlib.resources: immutable bytes that
@@ -29,22 +30,26 @@ from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 # Ids below 32768 and at or above 2**31 are reserved by the zstd format; "op" + version.
 DICT_V1_ID = 0x6F700001
 DICT_V2_ID = 0x6F700002
+DICT_V3_ID = 0x6F700003
 
 
 # id -> (file in protocol/data, sha256 of that file). Append new versions; never edit one.
 _SHIPPED: Mapping[int, tuple[str, str]] = {
     DICT_V1_ID: ("posts-v1.zdict", "8ca0fa152917e666d4a00977e01dab758345ff643378933ed9932d943b02b571"),
     DICT_V2_ID: ("posts-v2.zdict", "d175d241bdccabc0ef102cf43d61b081f0a8e6e078f3cf985341855dfb6a2ceb"),
+    DICT_V3_ID: ("posts-v3.zdict", "7a1202bd0b2b10aac584036191d00fb92c91f0abc62910a59bb591bc6717dcac"),
 }
 
-# The dictionary new bundles are written with: v2 (110 KiB, trained on format-2 sections,
-# docs/PROTOCOL.md §14); v1 (32 KiB, format-1 items) stays for reading, and for a peer
-# that has only v1 (onboard/export.py items_encoding).
-CURRENT_DICT_ID = DICT_V2_ID
+# The dictionary new bundles are written with when the receiver has it: v3 (512 KiB, real short
+# text in many languages and scripts, format-3 sections, docs/PROTOCOL.md §5.2). v2 (110 KiB,
+# English tweets, format-2 sections) and v1 (32 KiB, format-1 items) stay for reading and for
+# a peer that lists only them: onboard/export.py items_encoding picks the newest both have.
+CURRENT_DICT_ID = DICT_V3_ID
 
 # Level 19: the items section is small (kilobytes), so even zstd's slow levels cost
 # milliseconds, and every byte saved crosses a ~10 kbit/s link.
 ITEMS_LEVEL = 19
+_TABLE_LOG = 20  # see table_params
 
 
 def shipped_ids() -> frozenset[int]:
@@ -67,7 +72,31 @@ def dictionary(dict_id: int = CURRENT_DICT_ID) -> zstandard.ZstdCompressionDict:
     d = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
     if d.dict_id() != dict_id:
         raise LocalProtocolError(f"text dictionary {name} has id {d.dict_id():#x}, expected {dict_id:#x}")
+    # Digest it once per process: loading a dictionary into level-19 tables costs tens of
+    # milliseconds, which would otherwise be paid again by every bundle, even a lone post.
+    d.precompute_compress(compression_params=table_params(len(data)))
     return d
+
+
+def table_params(dict_size: int) -> zstandard.ZstdCompressionParameters:
+    """Level 19's parameters for a dictionary of ``dict_size`` bytes, its match tables capped.
+
+    Level 19 sizes the hash and chain tables for v3 (512 KiB) at 2**22 and 2**24 entries:
+    +34 MiB while compressing, against onboard's 256 MiB budget (docs/scale.md). 2**20
+    entries still index every position of the dictionary and of an items section: the output
+    was byte for byte the same on 318 sections of held-out tweets (1 to 1,050 posts, up to
+    90 KB), at +16 MiB. v1's and v2's tables are below the cap, so nothing changes for them.
+    """
+    p = zstandard.ZstdCompressionParameters.from_level(ITEMS_LEVEL, dict_size=dict_size)
+    return zstandard.ZstdCompressionParameters(
+        window_log=p.window_log,
+        chain_log=min(p.chain_log, _TABLE_LOG),
+        hash_log=min(p.hash_log, _TABLE_LOG),
+        search_log=p.search_log,
+        min_match=p.min_match,
+        target_length=p.target_length,
+        strategy=p.strategy,
+    )
 
 
 def compress_items(raw: bytes, dict_id: int = CURRENT_DICT_ID) -> bytes:
@@ -132,8 +161,8 @@ def _frame_end(stored: bytes, has_checksum: bool) -> int:
     except zstandard.ZstdError as exc:
         raise RemoteProtocolError(ErrorCode.MALFORMED, f"not a zstd frame: {exc}") from exc
     while True:
-        if pos + 3 > len(stored):
-            raise RemoteProtocolError(ErrorCode.TRUNCATED, "zstd frame ends inside a block header")
+        if pos + 3 > len(stored):  # a frame cut short is malformed (docs/PROTOCOL.md §5)
+            raise RemoteProtocolError(ErrorCode.MALFORMED, "zstd frame ends inside a block header")
         header = int.from_bytes(stored[pos : pos + 3], "little")
         last, block_type, size = header & 1, (header >> 1) & 3, header >> 3
         if block_type == 3:

@@ -3,7 +3,7 @@
 A receipts document is ``[body, key_id(8), signature(64)]`` where the signature is
 ground's Ed25519 signature over ``RECEIPTS_DOMAIN + body`` and body is canonical msgpack::
 
-    [version=2|3, issued_ms, [entry, ...]]
+    [version=2|3|4, issued_ms, [entry, ...]]
     entry = [1, item_id(16), account, state, url|nil, error|nil, seq, remote_id|nil,
              [rendition, ...]?]                                        publication (version 2)
           | [1, item_id(16), account, state, url|nil, error|nil, seq, remote_id|nil,
@@ -39,13 +39,21 @@ for a post without photos. Fields after the 11th are ignored (still signed). Gro
 version 3 only to a station that asked for it (``versions`` in its RECEIPTS request, §9.3, or
 ``ground receipts --version 3``), so an older onboard still gets version 2, which it reads.
 
+Version 4 (docs/PROTOCOL.md §9.5) says what version 3 says in fewer bytes: URL templates
+``[6, number, account, url_parts|nil, id_parts|nil, seq, ...]`` (protocol/receipt_templates.py),
+and publication entries ``[1, post, account, state, seq, where?, error?, renditions?, photos?,
+read_back?, ...]`` — the post as its index in the bundle entry before it (or its id), the
+state by number (or its string), ``where`` nil, ``[url|nil, id|nil]`` or ``[template number,
+key]``, nils at the end left off. The reader passes the templates it holds to
+``verify_receipts`` and gets full URLs back; the compact bytes are what is signed.
+
 The station pins ground's public key when the link is set up and refuses documents signed
 by anything else, so receipts read from a file hand-off are as trustworthy as live ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -54,12 +62,32 @@ from .canonical import expect, expect_list, pack, unpack
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
 from .ids import ulid_from_bytes, ulid_to_bytes
 from .keys import KEY_ID_BYTES, SigningKey, key_id, verify_signature
+from .receipt_templates import MAX_KEY_CHARS, Parts, best, check_parts, expand
 
 RECEIPTS_DOMAIN = b"orbitpost/receipts/v1\x00"
 RECEIPTS_VERSION = 2
 # Version 3 adds photo fidelity to publication entries; written only to a station asking for it.
 RECEIPTS_VERSION_FIDELITY = 3
-RECEIPTS_VERSIONS = frozenset({RECEIPTS_VERSION, RECEIPTS_VERSION_FIDELITY})
+# Version 4 (§9.5) says the same as 3 in fewer bytes: URL templates sent once per account, the
+# post named by its place in the bundle entry before it, the state as a number, nils left off.
+RECEIPTS_VERSION_COMPACT = 4
+RECEIPTS_VERSIONS = frozenset({RECEIPTS_VERSION, RECEIPTS_VERSION_FIDELITY, RECEIPTS_VERSION_COMPACT})
+# Version 4's publication states by number (a state not listed goes as its string).
+PUBLICATION_STATES = (
+    "pending",
+    "publishing",
+    "scheduled",
+    "published",
+    "failed",
+    "rejected",
+    "cancelled",
+    "retracting",
+    "retracted",
+    "retract_failed",
+)
+_STATE_NUMBER = {s: i for i, s in enumerate(PUBLICATION_STATES)}
+# Templates ground may number (one or a few per account; 500+ accounts at one agency).
+MAX_TEMPLATE_NUMBER = 2**32
 # Ground's words on a read-back are a sentence or two; more is not a read-back note.
 MAX_READ_BACK_CHARS = 4096
 # Accounts per astronaut in one enrolled-accounts entry (one agency runs 500+ accounts in all).
@@ -71,12 +99,27 @@ MAX_ENTRIES = 10_000
 MAX_CHECKPOINT_CHARS = 16 * 1024
 
 
+class UnknownTemplateError(RemoteProtocolError):
+    """A version-4 publication names a URL template the reader does not hold (§9.5): neither in
+    the document nor among the ``templates`` passed in. A live reader asks again without
+    version 4 (onboard/receipts.py); a file carries its templates, so there it is malformed."""
+
+    def __init__(self, number: int, account: str) -> None:
+        super().__init__(
+            ErrorCode.MALFORMED,
+            f"publication receipt of {account} names URL template {number}, which this reader was never sent",
+        )
+        self.number = number
+        self.account = account
+
+
 class EntryKind(IntEnum):
     PUBLICATION = 1
     BUNDLE = 2
     ACCOUNT_LIMITS = 3
     ENROLLED = 4
     COMMAND = 5
+    URL_TEMPLATE = 6  # version 4 only
 
 
 class CommandOutcome(StrEnum):
@@ -193,7 +236,26 @@ class CommandReceipt:
     seq: int
 
 
-Receipt = PublicationReceipt | BundleReceipt | AccountLimitsReceipt | EnrolledReceipt | CommandReceipt
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UrlTemplateReceipt:
+    """One account's URL template (version 4, §9.5): ``number`` is ground's, never reused for
+    other parts; ``url`` / ``remote_id`` are the parts (protocol/receipt_templates.py), None: none."""
+
+    number: int
+    account: str
+    url: Parts | None
+    remote_id: Parts | None
+    seq: int
+
+
+Receipt = (
+    PublicationReceipt
+    | BundleReceipt
+    | AccountLimitsReceipt
+    | EnrolledReceipt
+    | CommandReceipt
+    | UrlTemplateReceipt
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,6 +317,7 @@ def _entry(r: Receipt, version: int) -> list[Any]:
             r.detail,
             r.seq,
         ]
+    assert isinstance(r, BundleReceipt), r  # templates are written by _encode_entries (version 4)
     return [
         EntryKind.BUNDLE,
         r.bundle_sha256,
@@ -265,6 +328,64 @@ def _entry(r: Receipt, version: int) -> list[Any]:
         [ulid_to_bytes(i) for i in r.item_ids],
         r.seq,
     ]
+
+
+def _compact_publication(
+    r: PublicationReceipt, bundle_items: list[str], templates: Sequence[UrlTemplateReceipt]
+) -> list[Any]:
+    """A version-4 publication entry (§9.5): the post by its place in the bundle entry before
+    it, the state by number, URL and id by template and key when one fits, nils at the end left off."""
+    item: Any = bundle_items.index(r.item_id) if r.item_id in bundle_items else ulid_to_bytes(r.item_id)
+    where: list[Any] | None = None
+    if r.url is not None or r.remote_id is not None:
+        mine = [(t.number, t.url, t.remote_id) for t in templates if t.account == r.account]
+        found = best(mine, r.item_id, r.url, r.remote_id)
+        where = list(found) if found is not None else [r.url, r.remote_id]
+    fields = [
+        EntryKind.PUBLICATION,
+        item,
+        r.account,
+        _STATE_NUMBER.get(r.state, r.state),
+        r.seq,
+        where,
+        r.error,
+        _renditions_wire(r) or None,
+        [[str(p.fidelity), p.original_sha256] for p in r.photos] or None,
+        r.read_back or None,
+    ]
+    while fields[-1] is None:
+        fields.pop()
+    return fields
+
+
+def _encode_entries(
+    receipts: Sequence[Receipt], version: int, held: Sequence[UrlTemplateReceipt]
+) -> list[list[Any]]:
+    if version < RECEIPTS_VERSION_COMPACT:
+        return [_entry(r, version) for r in receipts if not isinstance(r, UrlTemplateReceipt)]
+    templates = [*held, *(r for r in receipts if isinstance(r, UrlTemplateReceipt))]
+    templates.sort(key=lambda t: -t.number)  # the newest first where two give the same key
+    out: list[list[Any]] = []
+    bundle_items: list[str] = []
+    for r in receipts:
+        if isinstance(r, UrlTemplateReceipt):
+            out.append(
+                [
+                    EntryKind.URL_TEMPLATE,
+                    r.number,
+                    r.account,
+                    None if r.url is None else list(r.url),
+                    None if r.remote_id is None else list(r.remote_id),
+                    r.seq,
+                ]
+            )
+        elif isinstance(r, PublicationReceipt):
+            out.append(_compact_publication(r, bundle_items, templates))
+        else:
+            if isinstance(r, BundleReceipt):
+                bundle_items = list(r.item_ids)
+            out.append(_entry(r, version))
+    return out
 
 
 def answer_version(asked: Iterable[int]) -> int:
@@ -280,15 +401,22 @@ def sign_receipts(
     *,
     checkpoint: str = "",
     version: int = RECEIPTS_VERSION,
+    held_templates: Iterable[UrlTemplateReceipt] = (),
 ) -> bytes:
     """Encode and sign a receipts document with ground's key (``checkpoint``: its latest log head).
 
     ``version`` 2 (what every onboard reads) leaves out each publication's ``photos`` and
-    ``read_back``; 3 carries them — write it only to a station that asked for it (§9.3).
+    ``read_back``; 3 carries them; 4 says the same as 3 compactly (§9.5) — write 3 or 4 only to a
+    station that asked for it (§9.3). Version 4 names a URL by a template in the document or in
+    ``held_templates`` (those the reader already holds); versions 2 and 3 leave templates out.
+    Template entries go first in a version-4 document (the decoder reads them before the rest).
     """
     if version not in RECEIPTS_VERSIONS:
         raise LocalProtocolError(f"receipts version {version} is not one this side writes")
-    fields: list[Any] = [version, issued_ms, [_entry(r, version) for r in receipts]]
+    rs = list(receipts)
+    if version >= RECEIPTS_VERSION_COMPACT:
+        rs.sort(key=lambda r: not isinstance(r, UrlTemplateReceipt))  # stable: the rest keep their order
+    fields: list[Any] = [version, issued_ms, _encode_entries(rs, version, list(held_templates))]
     if checkpoint:
         fields.append(checkpoint)
     body = pack(fields)
@@ -391,6 +519,106 @@ def _decode_entry(v: Any, version: int) -> Receipt:
     raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown receipt kind {kind}")
 
 
+def _decode_template(e: list[Any]) -> UrlTemplateReceipt:
+    expect_list(e, what="URL template receipt", min_len=6)  # later fields ignored (still signed)
+    number = expect(e[1], int, what="URL template number")
+    if not 0 <= number < MAX_TEMPLATE_NUMBER:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"URL template number {number} is out of range")
+    return UrlTemplateReceipt(
+        number=number,
+        account=expect(e[2], str, what="URL template account"),
+        url=check_parts(e[3], "URL template"),
+        remote_id=check_parts(e[4], "platform id template"),
+        seq=_seq(e[5]),
+    )
+
+
+def _decode_compact_publication(
+    e: list[Any], bundle_items: tuple[str, ...], templates: Mapping[int, UrlTemplateReceipt]
+) -> PublicationReceipt:
+    """A version-4 publication entry (§9.5), its URL and platform id rebuilt from the template."""
+    expect_list(e, what="publication receipt", min_len=5)  # later fields ignored (still signed)
+    f = [*e, *[None] * (10 - len(e))]
+    if isinstance(f[1], int) and not isinstance(f[1], bool):
+        if not 0 <= f[1] < len(bundle_items):
+            raise RemoteProtocolError(
+                ErrorCode.MALFORMED,
+                f"publication receipt names post {f[1]} of a bundle entry that has no such post",
+            )
+        item_id = bundle_items[f[1]]
+    else:
+        item_id = _id(f[1], "receipt item id")
+    account = expect(f[2], str, what="receipt account")
+    state = f[3]
+    if isinstance(state, int) and not isinstance(state, bool):
+        if not 0 <= state < len(PUBLICATION_STATES):
+            raise RemoteProtocolError(ErrorCode.MALFORMED, f"publication state number {state} is unknown")
+        state = PUBLICATION_STATES[state]
+    url, remote_id = _where(f[5], item_id, account, templates)
+    return PublicationReceipt(
+        item_id=item_id,
+        account=account,
+        state=expect(state, str, what="receipt state"),
+        url=url,
+        error=_opt_str(f[6], "receipt error"),
+        seq=_seq(f[4]),
+        remote_id=remote_id,
+        renditions=() if f[7] is None else _renditions(f[7]),
+        photos=() if f[8] is None else _photos(f[8]),
+        read_back=_read_back(f[9]),
+    )
+
+
+def _where(
+    v: Any, item_id: str, account: str, templates: Mapping[int, UrlTemplateReceipt]
+) -> tuple[str | None, str | None]:
+    """A publication's (url, remote_id): spelled out, or rebuilt from a template and its key."""
+    if v is None:
+        return None, None
+    w = expect_list(v, what="publication URL", min_len=2, max_len=2)
+    if not isinstance(w[0], int) or isinstance(w[0], bool):
+        return _opt_str(w[0], "receipt url"), _opt_str(w[1], "receipt remote id")
+    t = templates.get(w[0])
+    if t is None:
+        raise UnknownTemplateError(w[0], account)
+    if t.account != account:
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, f"URL template {w[0]} is {t.account}'s, not {account}'s"
+        )
+    key = expect(w[1], str, what="publication URL key")
+    if len(key) > MAX_KEY_CHARS:
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, f"publication URL key is over {MAX_KEY_CHARS} characters"
+        )
+    return expand(t.url, item_id, key), expand(t.remote_id, item_id, key)
+
+
+def _decode_compact(entries: list[Any], known: Mapping[int, UrlTemplateReceipt]) -> tuple[Receipt, ...]:
+    """Version 4's entries: its templates first (with those the reader holds), then the rest in order."""
+    templates = dict(known)
+    out: list[Receipt] = []
+    bundle_items: tuple[str, ...] = ()
+    for v in entries:
+        e = expect_list(v, what="receipt entry", min_len=1)
+        kind = expect(e[0], int, what="receipt kind")
+        if kind == EntryKind.URL_TEMPLATE:
+            t = _decode_template(e)
+            templates[t.number] = t
+    for v in entries:
+        e = v
+        kind = e[0]
+        if kind == EntryKind.URL_TEMPLATE:
+            out.append(_decode_template(e))
+        elif kind == EntryKind.PUBLICATION:
+            out.append(_decode_compact_publication(e, bundle_items, templates))
+        else:
+            r = _decode_entry(e, RECEIPTS_VERSION_FIDELITY)
+            if isinstance(r, BundleReceipt):
+                bundle_items = r.item_ids
+            out.append(r)
+    return tuple(out)
+
+
 # A post has at most 16 photos (docs/PROTOCOL.md §11).
 MAX_RENDITIONS = 16
 
@@ -464,10 +692,16 @@ def _opt_limit(v: Any, what: str) -> int | None:
 
 
 def verify_receipts(
-    data: bytes, ground_public_key: bytes, *, max_bytes: int = MAX_RECEIPTS_BYTES
+    data: bytes,
+    ground_public_key: bytes,
+    *,
+    max_bytes: int = MAX_RECEIPTS_BYTES,
+    templates: Mapping[int, UrlTemplateReceipt] | None = None,
 ) -> ReceiptDocument:
     """Check the signature by the pinned ground key first, then decode the entries.
 
+    ``templates``: the URL templates the reader holds from earlier documents (version 4, §9.5),
+    by number; the document's publications come back with their URL and id rebuilt.
     Raises RemoteProtocolError (BAD_SIGNATURE, UNKNOWN_KEY or a decoding code).
     """
     outer = expect_list(
@@ -508,7 +742,9 @@ def verify_receipts(
         raise RemoteProtocolError(ErrorCode.MALFORMED, "log checkpoint in receipts is too long")
     return ReceiptDocument(
         issued_ms=expect(v[1], int, what="issued time"),
-        receipts=tuple(_decode_entry(e, version) for e in entries),
+        receipts=_decode_compact(entries, templates or {})
+        if version >= RECEIPTS_VERSION_COMPACT
+        else tuple(_decode_entry(e, version) for e in entries),
         checkpoint=checkpoint,
         version=version,
     )

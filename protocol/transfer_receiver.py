@@ -160,6 +160,8 @@ class _Pending:
     writes: list[tuple[int, int]]
     receipts_since: int | None = None  # the OPEN asked for receipts with its answer
     held: Status | None = None  # that answer, waiting for its receipts
+    # The receipts versions that OPEN listed (§9.3); (): link version 2's own, OPEN_RECEIPTS_VERSIONS.
+    receipts_versions: tuple[int, ...] = ()  # that answer, waiting for its receipts
 
 
 class TransferReceiver:
@@ -296,26 +298,34 @@ class TransferReceiver:
             self._uploads[k] = rec
             self._events.append(UploadChanged(record=_snapshot(rec)))
         if req.data and rec.state is UploadState.RECEIVING:
-            if len(req.data) != rec.size_bytes:
-                self._error(
-                    rid,
-                    station,
-                    req.seq,
-                    LinkErrorCode.BAD_OFFSET,
-                    f"OPEN inline data is {len(req.data)} bytes; it must be the whole upload ({rec.size_bytes})",
-                    False,
-                )
-                return
+            # The whole upload inline, or (link version 3) its first chunk: either way a CHUNK
+            # at offset 0, with every check and limit a CHUNK gets (data past the end of the
+            # upload is refused there, ``bad_offset``).
             chunk = Chunk(seq=req.seq, key=req.key, offset=0, data=req.data)
-            self._chunk(rid, station, chunk, now, receipts_since=req.receipts_since)
+            self._chunk(
+                rid, station, chunk, now, receipts_since=req.receipts_since, versions=req.receipts_versions
+            )
             return
         self._pending[rid] = _Pending(
-            rid=rid, station=station, seq=req.seq, key=req.key, writes=[], receipts_since=req.receipts_since
+            rid=rid,
+            station=station,
+            seq=req.seq,
+            key=req.key,
+            writes=[],
+            receipts_since=req.receipts_since,
+            receipts_versions=req.receipts_versions,
         )
         self._maybe_commit(rid, rec)
 
     def _chunk(
-        self, rid: int, station: str, req: Chunk, now: float, *, receipts_since: int | None = None
+        self,
+        rid: int,
+        station: str,
+        req: Chunk,
+        now: float,
+        *,
+        receipts_since: int | None = None,
+        versions: tuple[int, ...] = (),
     ) -> None:
         rec = self._uploads.get((station, req.key))
         n = len(req.data)
@@ -350,7 +360,13 @@ class TransferReceiver:
             )
             return
         p = _Pending(
-            rid=rid, station=station, seq=req.seq, key=req.key, writes=[], receipts_since=receipts_since
+            rid=rid,
+            station=station,
+            seq=req.seq,
+            key=req.key,
+            writes=[],
+            receipts_since=receipts_since,
+            receipts_versions=versions,
         )
         self._pending[rid] = p
         if rec.state is not UploadState.RECEIVING:
@@ -514,7 +530,7 @@ class TransferReceiver:
                     station=p.station,
                     since=p.receipts_since,
                     limit=self.config.max_receipts,
-                    versions=OPEN_RECEIPTS_VERSIONS,
+                    versions=p.receipts_versions or OPEN_RECEIPTS_VERSIONS,
                     key=rec.key,
                 )
             )

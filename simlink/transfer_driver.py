@@ -34,12 +34,15 @@ from onboard.sync import (
     WARM_RETRY_S,
     WARM_TIMEOUT_S,
     awaiting_news,
+    open_receipt_versions,
+    receipt_versions,
 )
 from protocol.bundle import FORMATS
 from protocol.capabilities import Capabilities
 from protocol.codecs import Codec
 from protocol.dictionary import shipped_ids
 from protocol.rangeset import RangeSet
+from protocol.receipts import RECEIPTS_VERSIONS
 from protocol.transfer import (
     LinkFatal,
     ReceiptsReceived,
@@ -49,6 +52,7 @@ from protocol.transfer import (
     TransferSender,
 )
 from protocol.transfer_wire import (
+    FIRST_FLIGHT_LINK_VERSION,
     HTTP_STATUS,
     LINK_VERSIONS,
     Chunk,
@@ -85,11 +89,16 @@ NOTICE_S = 1.0
 # The transfer as it was before issue 14 (a fixed window of 4, each chunk 2 s of the whole
 # link's rate, ground dropping what arrived of a cut chunk), kept to measure the new one against.
 V1_CONFIG = SenderConfig(
-    window=4, max_window=4, chunk_time_s=8.0, initial_chunk_bytes=16 * 1024, query_streams=0
+    window=4,
+    max_window=4,
+    initial_streams=4,
+    chunk_time_s=8.0,
+    initial_chunk_bytes=16 * 1024,
+    query_streams=0,
 )
 # The transfer before query streams (docs/link.md): an OPEN or a commit poll takes one of the
 # streams for its round trip, and up to 64 streams; kept to measure today's against.
-SHARED_CONFIG = SenderConfig(max_window=64, query_streams=0)
+SHARED_CONFIG = SenderConfig(max_window=64, query_streams=0, initial_streams=8)
 HEALTH = b'{"ok": true}'  # ground's GET /v1/health answer, byte for byte (web.json_response)
 
 
@@ -139,6 +148,8 @@ class TransferDriver:
             formats=FORMATS,
             # A bundle's OPEN brings its receipts back (issue 14); not in the transfer before it.
             link=frozenset({1}) if v1 else LINK_VERSIONS,
+            # Compact receipts (version 4, docs/PROTOCOL.md §9.5) as a ground of this release lists.
+            receipts=frozenset({2}) if v1 else RECEIPTS_VERSIONS,
         )
         write_token_file(
             token_file,
@@ -154,6 +165,9 @@ class TransferDriver:
             self.headers.append(("Content-Type", FRAME_TYPE))
         # -- station side --
         self.sender = TransferSender(V1_CONFIG if v1 else SHARED_CONFIG if shared else SenderConfig(), 0.0)
+        # onboard/sync.py: a new upload's OPEN carries its first chunk (link version 3); not in
+        # the transfers before it.
+        self.sender.first_flight = not (v1 or shared) and self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
         self.pool: list[HttpClient] = []
         c = self.sender.config  # onboard/sync.py's TCPConnector(limit=max_window + query_streams + 2)
         self.limit = c.max_window + c.query_streams + 2
@@ -227,10 +241,11 @@ class TransferDriver:
         with_open = self.cfg.peer.speaks_link(2) and not self.receipts_pending
         since = int(onboard_link.get_state(self.station.conn, RECEIPTS_CURSOR, "0")) if with_open else None
         self.sender.open_receipts_since = since
+        self.sender.open_receipts_versions = open_receipt_versions(self.cfg.peer)
         if not self.receipts_pending and self.poll.due(now):
             if awaiting_news(self.station.conn):
                 cursor = int(onboard_link.get_state(self.station.conn, RECEIPTS_CURSOR, "0"))
-                self.sender.request_receipts(cursor)
+                self.sender.request_receipts(cursor, versions=receipt_versions(self.cfg.peer))
                 self.receipts_pending, self.receipts_changed = True, 0
                 self.poll.next_at = now + self.poll.interval_s
             else:
@@ -338,12 +353,14 @@ class TransferDriver:
     def _carry(self, seq: int, data: bytes, deadline: float, race_every_s: float | None = None) -> None:
         req = decode_request(data)
         kind = "chunk" if isinstance(req, Chunk) else "open" if isinstance(req, Open) else "receipts"
-        if isinstance(req, Chunk):
-            # Chunk bytes of a transfer handed to the link a second time (after a cut or a timeout).
+        if isinstance(req, Chunk | Open) and req.data:
+            # Upload bytes handed to the link a second time (after a cut or a timeout; an OPEN
+            # carries some too, link version 3). End-game copies are counted apart (stats()).
+            offset = req.offset if isinstance(req, Chunk) else 0
             sent = self.sent.setdefault(req.key.name, RangeSet())
-            end = req.offset + len(req.data)
-            self.resent_bytes += len(req.data) - sum(b - a for a, b in sent.gaps(req.offset, end))
-            sent.add(req.offset, end)
+            end = offset + len(req.data)
+            self.resent_bytes += len(req.data) - sum(b - a for a, b in sent.gaps(offset, end))
+            sent.add(offset, end)
         c = self._client()
         if c is None:
             self.sender.request_failed(seq, self.loop.now, "no connection available")
@@ -501,4 +518,9 @@ class TransferDriver:
         for key in self.keys.values():
             got = self.sender.progress(key)
             acked += got[0] if got is not None else 0
-        return {"requests": self.requests, "app_resent_bytes": self.resent_bytes, "acked_bytes": acked}
+        copies = self.sender.stats.end_game_bytes
+        return {
+            "requests": self.requests,
+            "app_resent_bytes": self.resent_bytes - copies,
+            "acked_bytes": acked,
+        }

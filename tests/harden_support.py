@@ -42,13 +42,28 @@ async def ground(home: Path, limits: EdgeLimits = FAST, **serve_kw: Any) -> Asyn
 
 
 async def raw(port: int, data: bytes, *, src: str = "127.0.0.2", wait_s: float = 5.0) -> bytes:
-    """Send ``data`` on a fresh connection from ``src``; everything ground answers until it closes."""
-    r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0))
-    w.write(data)
-    try:
-        return await asyncio.wait_for(r.read(), wait_s)
-    finally:
-        w.close()
+    """Send ``data`` on a fresh connection from ``src``; everything ground answers until it closes.
+
+    Ground may answer and close before the whole of ``data`` is written (a refused head with a
+    body behind it): the write then fails with a broken pipe, and the answer is still what came.
+    """
+    loop = asyncio.get_running_loop()
+    with socket.socket() as sock:
+        sock.setblocking(False)
+        sock.bind((src, 0))
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait_for(loop.sock_sendall(sock, data), wait_s)
+        return await asyncio.wait_for(_recv_all(loop, sock), wait_s)
+
+
+async def _recv_all(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
+    # Linux hands over what was received before a reset, then reports the reset.
+    out = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := await loop.sock_recv(sock, 65536):
+            out += chunk
+    return out
 
 
 def raw_blocking(port: int, request: bytes) -> bytes:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from benchmarks.bench_bandwidth import by_batch_size, framing_report, make_samples, measure, real_photos
+from benchmarks.bench_bandwidth import (
+    by_batch_size,
+    by_dictionary,
+    framing_report,
+    make_samples,
+    measure,
+    real_photos,
+)
 from benchmarks.corpus import split
 
 
@@ -23,3 +30,10 @@ def test_format_2_framing_beats_format_1_on_text() -> None:
     assert row.orbitpost < 0.5 * row.format1
     lines = by_batch_size(make_samples(texts, [], [""]), sizes=(1, 60))
     assert len(lines) == 4 and lines[-1].split()[0] == "60"
+
+
+def test_dictionary_table_compares_v2_with_the_current_one() -> None:
+    lines = by_dictionary(split()[1][:20], sizes=(1, 10))
+    rows = [line.split() for line in lines[2:]]
+    assert [r[:2] for r in rows] == [["raw", "1"], ["raw", "10"], ["clean", "1"], ["clean", "10"]]
+    assert all(0 < float(x) < 10 for r in rows for x in r[2:])

@@ -258,7 +258,8 @@ def test_sigkill_at_random_points_loses_and_doubles_nothing(
 ) -> None:
     env = {**subprocess_env, "PYTHONUNBUFFERED": "1"}
     seed = int(os.environ.get("ORBITPOST_CRASH_SEED", random.randrange(2**32)))
-    _crash_test(tmp_path, alice_key, env, fake_mastodon, kills=50, seed=seed)
+    # 25 kills here; the 200-kill soak (-m slow) is the long form.
+    _crash_test(tmp_path, alice_key, env, fake_mastodon, kills=25, seed=seed)
 
 
 @pytest.mark.slow
@@ -315,7 +316,8 @@ def test_sigkill_loop_over_x_linkedin_flickr(
     tmp_path: Path, alice_key: SigningKey, subprocess_env: dict[str, str], sample_jpegs: list[Path]
 ) -> None:
     """Posts with a photo to X, LinkedIn and Flickr under random SIGKILLs: each once, photo included."""
-    _new_platforms_crash_test(tmp_path, alice_key, subprocess_env, sample_jpegs, kills=20)
+    # 10 kills here; the 100-kill soak (-m slow) is the long form.
+    _new_platforms_crash_test(tmp_path, alice_key, subprocess_env, sample_jpegs, kills=10)
 
 
 @pytest.mark.slow

@@ -88,7 +88,7 @@ def test_a_status_with_part_of_the_receipts_is_malformed() -> None:
 def test_capability_token_says_which_link_versions() -> None:
     assert Capabilities.from_token("codecs=0,1").link == {1}  # an older ground's token
     caps = Capabilities(codecs=frozenset({0, 1}), link=LINK_VERSIONS)
-    assert caps.to_token() == "codecs=0,1;dicts=;formats=1;link=1,2"
+    assert caps.to_token() == "codecs=0,1;dicts=;formats=1;link=1,2,3"
     assert Capabilities.from_token(caps.to_token()) == caps and caps.speaks_link(2)
     # Left out when it says nothing new, so older tokens stay what they were.
     assert "link" not in Capabilities(codecs=frozenset({0, 1})).to_token()
@@ -244,8 +244,8 @@ async def _one_lone_post(cli: Cli, tmp_path: Path, *, older_token: bool) -> tupl
     token = setup_station(cli, tmp_path)
     if older_token:  # the token file a ground before link version 2 wrote: no link=… part
         doc = json.loads(token.read_text())
-        assert ";link=1,2" in doc["ground_decodes"]
-        doc["ground_decodes"] = doc["ground_decodes"].replace(";link=1,2", "")
+        assert ";link=1,2,3" in doc["ground_decodes"]
+        doc["ground_decodes"] = doc["ground_decodes"].replace(";link=1,2,3", "")
         token.write_text(json.dumps(doc))
     cli.onboard("post", "--as", "alice", "--to", "archive:alice", "a lone post")
     async with running_ground(cli.ground_home) as url:
@@ -263,17 +263,18 @@ async def test_a_lone_post_is_one_request_and_comes_back_published(cli: Cli, tmp
 
 async def test_with_an_older_grounds_token_the_old_path_still_works(cli: Cli, tmp_path: Path) -> None:
     n, queue = await _one_lone_post(cli, tmp_path, older_token=True)
-    assert n == 2  # the OPEN, then a RECEIPTS request
+    # The OPEN, then RECEIPTS requests: one, or more when the first came before the publisher
+    # had tried the post (an older ground does not hold the OPEN's answer for it).
+    assert n >= 2
     assert "published" in queue
 
 
 async def test_real_bytes_of_lone_posts_through_the_link_emulator(cli: Cli, tmp_path: Path) -> None:
     """The real ground server and `onboard sync` through linkemu, bytes counted on the wire:
-    each lone post (after the station's first, which also brings the enrolled accounts and the
-    day's log checkpoint) costs ≤ 2 × its bundle up, the shortest texts included, and down too
-    but for the receipt's URL and platform id: they say where the post went, and beyond ~80
-    characters together (the archive's file:// URL under pytest's tmp is ~120; Mastodon's and
-    X's are ~65, Bluesky's web URL and at:// URI ~130) the shortest texts' answers exceed 2 ×."""
+    each lone post (after the station's first, which also brings the enrolled accounts, the
+    account's URL template and the day's log checkpoint) costs ≤ 2 × its bundle each way, the
+    shortest texts included: receipts version 4 (§9.5) sends the archive's ~180 characters of
+    URL and post id as the pack's 9-character key."""
     token = setup_station(cli, tmp_path)
     rows = []
     async with running_ground(cli.ground_home) as url:
@@ -295,7 +296,7 @@ async def test_real_bytes_of_lone_posts_through_the_link_emulator(cli: Cli, tmp_
             (named,) = names.fetchone()
             rows.append((len(text.encode()), bundle, proxy.stats.bytes_up, proxy.stats.bytes_down, named))
     print("\n(text B, bundle B, up B, down B, URL + id chars):", rows)
-    for text_bytes, bundle, up, down, named in rows[1:]:
+    for text_bytes, bundle, up, down, _named in rows[1:]:
         assert up <= 2 * bundle, (text_bytes, bundle, up)
-        assert down <= 2 * bundle + max(0, named - 80), (text_bytes, bundle, down, named)
+        assert down <= 2 * bundle, (text_bytes, bundle, down)
     assert "published" in cli.onboard("queue").output

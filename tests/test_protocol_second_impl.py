@@ -4,10 +4,12 @@ It imports nothing from protocol/: only hashlib, struct, msgpack, zstandard and 
 If it and the manifest disagree, either the document or the vectors are wrong (§12).
 Bundle formats 1 (§4, §6), 2 (§14) and 3 (§17, its RFC 9162 Merkle tree hashing and audit
 paths written out here from the RFC, not taken from pymerkle), with rendition consents (item
-body version 2, §3.1) in format 1 and in the compact section's 15th field (§14.8). Codec 2 (shipped dictionary) and 3 (JPEG XL) are out
-of its scope: it answers unknown_codec. Codec 4 (Lepton, §10.5) it checks from the document —
-the Lepton header, the declared size, the frame the JPEG header declares — and decodes with
-``lepton_jpeg_python`` itself (when installed; otherwise it answers unknown_codec too).
+body version 2, §3.1) in format 1 and in the compact section's 15th field (§14.8). Codec 2 (a
+shipped text dictionary, §5.1) it decodes with the dictionary files of §5.2, read as data from
+protocol/data and checked against the sha256 that §5.2 pins; codec 3 (JPEG XL) is out of its
+scope: it answers unknown_codec. Codec 4 (Lepton, §10.5) it checks from the document — the
+Lepton header, the declared size, the frame the JPEG header declares — and decodes with
+``lepton_jpeg_python`` itself (when installed; otherwise it answers unknown_codec).
 """
 
 from __future__ import annotations
@@ -151,12 +153,50 @@ def s(v: Any) -> str:
     return v
 
 
+# §5.2: dictionary id -> (file, sha256).
+DICTIONARIES = {
+    0x6F700001: ("posts-v1.zdict", "8ca0fa152917e666d4a00977e01dab758345ff643378933ed9932d943b02b571"),
+    0x6F700002: ("posts-v2.zdict", "d175d241bdccabc0ef102cf43d61b081f0a8e6e078f3cf985341855dfb6a2ceb"),
+    0x6F700003: ("posts-v3.zdict", "7a1202bd0b2b10aac584036191d00fb92c91f0abc62910a59bb591bc6717dcac"),
+}
+DICTIONARY_DIR = Path(__file__).parent.parent / "protocol" / "data"
+
+
+def decode_dictionary(stored: bytes, raw: int) -> bytes:
+    """§5.1: one whole frame naming a shipped dictionary, content size = raw, checksummed."""
+    try:
+        params = zstandard.get_frame_parameters(stored)
+    except zstandard.ZstdError as exc:
+        raise Reject("malformed") from exc
+    if params.dict_id == 0:
+        raise Reject("malformed")
+    if params.dict_id not in DICTIONARIES:
+        raise Reject("unknown_codec")
+    if params.content_size != raw:
+        raise Reject("decompression_bomb" if params.content_size > raw else "malformed")
+    name, pinned = DICTIONARIES[params.dict_id]
+    data = (DICTIONARY_DIR / name).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == pinned, name
+    d = zstandard.ZstdCompressionDict(data, dict_type=zstandard.DICT_TYPE_FULLDICT)
+    try:
+        out = zstandard.ZstdDecompressor(dict_data=d).decompress(
+            stored, max_output_size=max(raw, 1), allow_extra_data=False
+        )
+    except zstandard.ZstdError as exc:
+        raise Reject("malformed") from exc
+    if len(out) != raw or not params.has_checksum:
+        raise Reject("malformed")
+    return out
+
+
 def decode(codec: int, stored: bytes, raw: int) -> bytes:
-    """§5, codecs 0 and 1; §10.5, codec 4."""
+    """§5, codecs 0, 1 and 2; §10.5, codec 4."""
     if codec == 0:
         if len(stored) != raw:
             raise Reject("malformed")
         return stored
+    if codec == 2:
+        return decode_dictionary(stored, raw)
     if codec == 4 and importlib.util.find_spec("lepton_jpeg_python") is not None:
         return lepton_decode(stored, raw)
     if codec != 1:
@@ -652,6 +692,7 @@ def test_second_implementation_agrees(vector: dict[str, Any]) -> None:
         "ok-f3-text-two-astronauts.opb",
         "ok-rendition-consent.opb",
         "ok-f3-rendition-consent.opb",
+        "ok-f3-dictionary-v3.opb",
     ],
 )
 def test_both_implementations_agree_on_every_flip_and_truncation(name: str) -> None:
@@ -761,6 +802,101 @@ def _publication(e: list[Any], version: int) -> dict[str, Any]:
     return out
 
 
+# §9.5: version 4's publication states by number.
+STATES_V4 = ("pending", "publishing", "scheduled", "published", "failed", "rejected", "cancelled",
+             "retracting", "retracted", "retract_failed")  # fmt: skip
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _template(e: list[Any]) -> dict[str, Any]:
+    """§9.5: [6, number, account, url parts|nil, id parts|nil, seq, ...]."""
+    if len(e) < 6 or not _is_int(e[1]) or not 0 <= e[1] < 2**32:
+        raise Reject("malformed")
+
+    def parts(v: Any) -> list[Any] | None:
+        if v is None:
+            return None
+        if not 1 <= len(arr(v)) <= 16:
+            raise Reject("malformed")
+        for p in v:
+            if not ((isinstance(p, str) and 1 <= len(p) <= 8192) or (_is_int(p) and p in (0, 1))):
+                raise Reject("malformed")
+        return list(v)
+
+    return {"kind": "url_template", "number": e[1], "account": s(e[2]), "url": parts(e[3]),
+            "remote_id": parts(e[4]), "seq": _seq(e[5])}  # fmt: skip
+
+
+def _fill(parts: list[Any] | None, post: str, key: str) -> str | None:
+    return None if parts is None else "".join(post if p == 0 else key if p == 1 else p for p in parts)
+
+
+def _publication_v4(e: list[Any], items: list[str], templates: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """§9.5: [1, post, account, state, seq, where?, error?, renditions?, photos?, read_back?, ...]."""
+    if len(e) < 5:
+        raise Reject("malformed")
+    f = e + [None] * (10 - len(e))
+    if _is_int(f[1]):
+        if not 0 <= f[1] < len(items):
+            raise Reject("malformed")
+        post = items[f[1]]
+    else:
+        post = _ulid_text(f[1])
+    account = s(f[2])
+    state = f[3]
+    if _is_int(state):
+        if not 0 <= state < len(STATES_V4):
+            raise Reject("malformed")
+        state = STATES_V4[state]
+    url = remote = None
+    if f[5] is not None:
+        first, second = arr(f[5], 2)
+        if _is_int(first):
+            t = templates.get(first)
+            if t is None or t["account"] != account or len(s(second)) > 256:
+                raise Reject("malformed")
+            url, remote = _fill(t["url"], post, second), _fill(t["remote_id"], post, second)
+        else:
+            url, remote = _opt(first, s), _opt(second, s)
+    out: dict[str, Any] = {"kind": "publication", "item_id": post, "account": account, "state": s(state),
+                           "url": url, "error": _opt(f[6], s), "seq": _seq(f[4]), "remote_id": remote,
+                           "renditions": [], "photos": [], "read_back": None}  # fmt: skip
+    if f[7] is not None:
+        out["renditions"] = [_rendition(n) for n in _list_1_16(f[7])]
+    if f[8] is not None:
+        out["photos"] = [_photo(p) for p in _list_1_16(f[8])]
+    if f[9] is not None:
+        if not 1 <= len(s(f[9])) <= 4096:
+            raise Reject("malformed")
+        out["read_back"] = f[9]
+    return out
+
+
+def _entries_v4(entries: list[Any], held: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """§9.5: the document's templates (and those held) first, then every entry in order."""
+    templates = {t["number"]: t for t in held}
+    for v in entries:
+        if not arr(v):
+            raise Reject("malformed")
+        if uint(v[0]) == 6:
+            t = _template(v)
+            templates[t["number"]] = t
+    out, items = [], []
+    for v in entries:
+        if v[0] == 6:
+            out.append(_template(v))
+        elif v[0] == 1:
+            out.append(_publication_v4(v, items, templates))
+        else:
+            out.append(_receipt_entry(v, 3))
+            if out[-1]["kind"] == "bundle":
+                items = out[-1]["item_ids"]
+    return out
+
+
 def _receipt_entry(v: Any, version: int) -> dict[str, Any]:
     e = arr(v)
     if not e:
@@ -803,7 +939,9 @@ def _receipt_entry(v: Any, version: int) -> dict[str, Any]:
     raise Reject("malformed")
 
 
-def verify_receipts_doc(data: bytes, ground_public: bytes) -> dict[str, Any]:
+def verify_receipts_doc(
+    data: bytes, ground_public: bytes, held: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """§9: [body, key_id, signature]; the pinned key first, then the signature, then decoding."""
     body, kid, sig = arr(canonical(data), 3)
     body, kid, sig = b(body), b(kid), b(sig)
@@ -821,13 +959,15 @@ def verify_receipts_doc(data: bytes, ground_public: bytes) -> dict[str, Any]:
     if isinstance(v[0], bool) or not isinstance(v[0], int):
         raise Reject("malformed")
     version = v[0]
-    if version not in (2, 3):
+    if version not in (2, 3, 4):
         raise Reject("unsupported_version")
     entries = arr(v[2])
     if len(v) == 4 and len(s(v[3])) > 16 * 1024:
         raise Reject("malformed")
     if isinstance(v[1], bool) or not isinstance(v[1], int):
         raise Reject("malformed")
+    if version == 4:
+        return {"version": 4, "issued_ms": v[1], "entries": _entries_v4(entries, held or [])}
     return {"version": version, "issued_ms": v[1], "entries": [_receipt_entry(e, version) for e in entries]}
 
 
@@ -844,7 +984,7 @@ def test_second_implementation_reads_the_receipts_vectors(vector: dict[str, Any]
     data = (VECTORS / vector["file"]).read_bytes()
     expect = vector["expect"]
     try:
-        got = verify_receipts_doc(data, _receipts_key())
+        got = verify_receipts_doc(data, _receipts_key(), expect.get("held_templates"))
     except Reject as r:
         assert not expect["ok"], f"refused with {r.code}"
         assert r.code == expect["code"]
@@ -853,7 +993,7 @@ def test_second_implementation_reads_the_receipts_vectors(vector: dict[str, Any]
     assert got == {k: expect[k] for k in ("version", "issued_ms", "entries")}
 
 
-@pytest.mark.parametrize("name", ["receipts-v2.bin", "receipts-v3.bin"])
+@pytest.mark.parametrize("name", ["receipts-v2.bin", "receipts-v3.bin", "receipts-v4.bin"])
 def test_both_implementations_agree_on_every_receipts_flip_and_truncation(name: str) -> None:
     """Every single-byte flip and truncation of a receipts document: the same verdict and code."""
     from protocol import RemoteProtocolError
@@ -925,3 +1065,156 @@ def test_both_implementations_agree_on_any_signed_publication_entry(version: int
     except Reject as r:
         mine = r.code
     assert mine == ref, entry
+
+
+_v4_field = st.one_of(
+    st.none(),
+    st.integers(-2, 12),
+    st.integers(2**32 - 1, 2**33),
+    st.booleans(),
+    st.binary(min_size=15, max_size=17),
+    st.sampled_from(["x:alice", "bluesky:a.test", "published", "later", "42", ""]),
+    st.lists(
+        st.none() | st.integers(-1, 9) | st.booleans() | st.sampled_from(["42", "https://x/", ""]), max_size=3
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    fields=st.lists(_v4_field, min_size=0, max_size=11),
+    template=st.lists(_v4_field, min_size=0, max_size=6),
+    held=st.booleans(),
+)
+def test_both_implementations_agree_on_any_version_4_entry(
+    fields: list[Any], template: list[Any], held: bool
+) -> None:
+    """Differential (§9.5): a signed version-4 document with a good template, a bundle entry,
+    any template entry and any publication entry; the reader may hold template 0 besides."""
+    from protocol import RemoteProtocolError, SigningKey
+    from protocol.receipts import UrlTemplateReceipt, verify_receipts
+
+    ground = SigningKey.from_seed(hashlib.sha256(b"differential receipts").digest())
+    good = [6, 3, "x:alice", ["https://x.com/alice/status/", 1], [1], 1]
+    bundle = [2, bytes(32), bytes(16), True, "", "", [b"\x01" * 16], 2]
+    body = msgpack.packb([4, 1, [good, bundle, [6, *template], [1, *fields]]], use_bin_type=True)
+    kid = hashlib.sha256(ground.public_key).digest()[:8]
+    data = msgpack.packb([body, kid, ground.sign(RECEIPTS_TAG + body)], use_bin_type=True)
+    mine_held = [{"kind": "url_template", "number": 0, "account": "x:alice", "url": ["x/", 1], "remote_id": None,
+                  "seq": 0}] if held else []  # fmt: skip
+    ref_held = {0: UrlTemplateReceipt(number=0, account="x:alice", url=("x/", 1), remote_id=None, seq=0)}
+    try:
+        verify_receipts(data, ground.public_key, templates=ref_held if held else None)
+        ref = "ok"
+    except RemoteProtocolError as exc:
+        ref = str(exc.code)
+    try:
+        verify_receipts_doc(data, ground.public_key, mine_held)
+        mine = "ok"
+    except Reject as r:
+        mine = r.code
+    assert mine == ref, (template, fields)
+
+
+# -- live-link request frames (§8.2, link version 3), written from the document alone ----
+
+OPEN, CHUNK = 1, 2
+
+
+def link_request(data: bytes) -> dict[str, Any]:
+    """§8.2: an OPEN or CHUNK request frame, the fields a receiver reads and the byte range it
+    stores (an OPEN's data, whole upload or, link version 3, its first chunk, at offset 0)."""
+    v = arr(canonical(data))
+    if len(v) < 3 or uint(v[0]) != 1:
+        raise Reject("malformed")
+    t, seq = uint(v[1]), uint(v[2])
+    if t == OPEN and 7 <= len(v) <= 10:
+        kind, sha, size, owner = uint(v[3]), b(v[4], 32), uint(v[5]), s(v[6])
+        if len(owner.encode()) > 256:
+            raise Reject("limit_exceeded")
+        payload = b(v[7]) if len(v) >= 8 else b""
+        if len(v) == 8 and not payload:
+            raise Reject("malformed")  # data, when present alone, is not empty
+        since = uint(v[8]) if len(v) >= 9 else None
+        if len(v) == 10 and not 1 <= len(arr(v[9])) <= 16:
+            raise Reject("malformed")  # receipts versions (§9.5), not read here
+        got = {"type": "open", "size_bytes": size, "owner": owner, "receipts_since": since}
+        offset = 0
+        link = 3 if 0 < len(payload) < size else 1
+    elif t == CHUNK and len(v) == 7:
+        kind, sha, offset, payload = uint(v[3]), b(v[4], 32), uint(v[5]), b(v[6])
+        got, link, size = {"type": "chunk"}, 1, None
+    else:
+        raise Reject("malformed")
+    if kind not in (1, 2, 3):
+        raise Reject("malformed")
+    got |= {
+        "ok": True,
+        "seq": seq,
+        "kind": kind,
+        "sha256": sha.hex(),
+        "data_sha256": hashlib.sha256(payload).hexdigest(),
+        "stores": [offset, offset + len(payload)] if payload else None,
+        "link_version": link,
+    }
+    if size is not None and len(payload) > size:
+        raise Reject("bad_offset")  # §8.3: data past the upload's end, as a CHUNK's
+    return got
+
+
+def link_salvage(prefix: bytes) -> list[int] | None:
+    """§8.4: the range ground stores of an OPEN or CHUNK cut mid-body: the data bytes that
+    arrived, after a head that passes every check a whole frame's would."""
+    heads = {0x97: (CHUNK, 6), 0x98: (OPEN, 7), 0x99: (OPEN, 7), 0x9A: (OPEN, 7)}
+    if len(prefix) < 2 or prefix[0] not in heads:
+        return None
+    ftype, n = heads[prefix[0]]
+    up = msgpack.Unpacker(raw=False)
+    up.feed(prefix[1:])
+    try:
+        head = [up.unpack() for _ in range(n)]
+    except msgpack.OutOfData:
+        return None
+    pos = 1 + up.tell()
+    width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(prefix[pos]) if pos < len(prefix) else None
+    if width is None or head[1] != ftype:
+        return None
+    declared = int.from_bytes(prefix[pos + 1 : pos + 1 + width], "big")
+    got = prefix[pos + 1 + width : pos + 1 + width + declared]
+    if not got or len(got) >= declared:
+        return None
+    try:
+        link_request(msgpack.packb([*head, bytes(got)], use_bin_type=True))
+    except Reject:
+        return None
+    offset = head[5] if ftype == CHUNK else 0
+    return [offset, offset + len(got)]
+
+
+@pytest.mark.parametrize("vector", MANIFEST["link_frames"], ids=lambda v: v["file"])
+def test_second_implementation_reads_the_link_frames(vector: dict[str, Any]) -> None:
+    data = (VECTORS / vector["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == vector["sha256"]
+    expect = vector["expect"]
+    if "salvage" in expect:
+        with pytest.raises(Reject):
+            link_request(data)
+        assert link_salvage(data) == expect["salvage"]
+        return
+    try:
+        got = link_request(data)
+    except Reject as r:
+        assert not expect["ok"] and r.code == expect["code"]
+        return
+    assert expect["ok"] and got == expect
+
+
+@pytest.mark.parametrize("name", ["link-open-first-chunk.bin", "link-open-first-chunk-receipts.bin"])
+def test_both_implementations_salvage_every_cut_alike(name: str) -> None:
+    """Every prefix of an OPEN carrying its first chunk: the same range kept (or none)."""
+    from protocol.transfer_wire import salvage_chunk
+
+    frame = (VECTORS / name).read_bytes()
+    for n in range(len(frame) + 1):
+        mine = salvage_chunk(frame[:n])
+        assert link_salvage(frame[:n]) == (None if mine is None else [0, len(mine.data)]), n

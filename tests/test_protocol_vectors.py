@@ -197,26 +197,36 @@ def test_rfc8032_has_all_five_section_7_1_vectors() -> None:
 
 def test_every_receipts_file_is_in_the_manifest() -> None:
     assert {p.name for p in VECTORS.glob("receipts-*.bin")} == {v["file"] for v in MANIFEST["receipts"]}
-    assert {v["expect"]["version"] for v in MANIFEST["receipts"] if v["expect"]["ok"]} == {2, 3}
+    assert {v["expect"]["version"] for v in MANIFEST["receipts"] if v["expect"]["ok"]} == {2, 3, 4}
 
 
 @pytest.mark.parametrize("vector", MANIFEST["receipts"], ids=lambda v: v["file"])
 def test_receipts_vector_decodes_as_stated(vector: dict[str, Any]) -> None:
     from protocol import RemoteProtocolError
     from protocol.keys import parse_public_key
-    from protocol.receipts import RECEIPTS_DOMAIN, verify_receipts
+    from protocol.receipts import RECEIPTS_DOMAIN, UrlTemplateReceipt, verify_receipts
 
     assert bytes.fromhex(MANIFEST["receipts_domain_hex"]) == RECEIPTS_DOMAIN
     ground = parse_public_key(MANIFEST["receipts_key"]["public_key"])
     data = (VECTORS / vector["file"]).read_bytes()
     assert len(data) == vector["size_bytes"] and hashlib.sha256(data).hexdigest() == vector["sha256"]
     expect = vector["expect"]
+    held = {  # version 4: the URL templates the reader holds from earlier documents (§9.5)
+        t["number"]: UrlTemplateReceipt(
+            number=t["number"],
+            account=t["account"],
+            url=None if t["url"] is None else tuple(t["url"]),
+            remote_id=None if t["remote_id"] is None else tuple(t["remote_id"]),
+            seq=t["seq"],
+        )
+        for t in expect.get("held_templates", [])
+    }
     if not expect["ok"]:
         with pytest.raises(RemoteProtocolError) as err:
             verify_receipts(data, ground)
         assert str(err.value.code) == expect["code"]
         return
-    doc = verify_receipts(data, ground)
+    doc = verify_receipts(data, ground, templates=held)
     _generator()  # puts tests/vectors on the path, where receipt_vectors.py is
     gen = importlib.import_module("receipt_vectors")
     assert (doc.version, doc.issued_ms) == (expect["version"], expect["issued_ms"])

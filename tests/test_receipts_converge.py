@@ -75,9 +75,20 @@ def ground_photos(gconn: sqlite3.Connection, item_id: str, account: str) -> tupl
     return as_stored, note or None
 
 
-def assert_converged(gconn: sqlite3.Connection, qconn: sqlite3.Connection, *, photos: bool = True) -> None:
+def assert_converged(
+    gconn: sqlite3.Connection, qconn: sqlite3.Connection, *, photos: bool = True, urls: bool = False
+) -> None:
     """The property of §9: onboard's view of every post equals ground's — each account's state,
-    each post's status, and (receipts version 3, §9.4) how faithfully each photo went out."""
+    each post's status, (receipts version 3, §9.4) how faithfully each photo went out, and with
+    ``urls`` (version 4 rebuilds them, §9.5) each published post's URL and platform id."""
+    if urls:
+        for item_id, account, url, remote in gconn.execute(
+            "SELECT item_id, account, url, remote_id FROM publications WHERE state = 'published'"
+        ):
+            seen = qconn.execute(
+                "SELECT url, remote_id FROM deliveries WHERE item_id = ? AND target = ?", (item_id, account)
+            ).fetchone()
+            assert seen == (url, remote), (item_id, account)
     ground: dict[str, dict[str, str]] = {}
     for item_id, account, state in gconn.execute("SELECT item_id, account, state FROM publications"):
         ground.setdefault(item_id, {})[account] = onboard_state(state)

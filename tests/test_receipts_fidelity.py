@@ -167,8 +167,8 @@ def test_a_version_2_document_still_refuses_a_10th_field() -> None:
 
 def test_an_unknown_version_is_refused_naming_both() -> None:
     with pytest.raises(RemoteProtocolError) as err:
-        verify_receipts(_signed([*BASE, None, None, None], version=4), GROUND.public_key)
-    assert err.value.code == ErrorCode.UNSUPPORTED_VERSION and "versions 2, 3" in str(err.value)
+        verify_receipts(_signed([*BASE, None, None, None], version=5), GROUND.public_key)
+    assert err.value.code == ErrorCode.UNSUPPORTED_VERSION and "versions 2, 3, 4" in str(err.value)
 
 
 _field = st.one_of(
@@ -236,10 +236,10 @@ def test_tokens_carry_receipts_and_compact_bodies() -> None:
     from onboard.sync import receipt_versions
 
     token = capabilities().to_token()
-    assert ";compact_bodies=1,2;receipts=2,3" in token
+    assert ";compact_bodies=1,2;receipts=2,3,4" in token
     caps = Capabilities.from_token(token)
     assert caps.writes_receipts(3) and caps.compact_carries(2) and caps == capabilities()
-    assert receipt_versions(caps) == (2, 3)
+    assert receipt_versions(caps) == (2, 3, 4)
     assert CURRENT_GROUND.writes_receipts(3) and CURRENT_GROUND.compact_carries(2)
     # The token of the previous release: no receipts=, no compact_bodies=.
     old = Capabilities.from_token("codecs=0,1,2;dicts=6f700001;formats=1,2,3;bodies=1,2")
@@ -381,8 +381,8 @@ def test_file_hand_off_version_3(cli: Cli, tmp_path: Path, photo: Path) -> None:
     cli.onboard("export", str(tmp_path / "OUT"))
     cli.ground("ingest", str(tmp_path / "OUT"))
     cli.ground("publish")
-    bad = cli.ground("receipts", "--out", str(tmp_path / "r.bin"), "--version", "4", ok=False)
-    assert bad.exit_code == 1 and "versions 2 and 3" in str(bad.exception or bad.output)
+    bad = cli.ground("receipts", "--out", str(tmp_path / "r.bin"), "--version", "5", ok=False)
+    assert bad.exit_code == 1 and "versions 2, 3, 4" in str(bad.exception or bad.output)
     cli.ground("receipts", "--out", str(tmp_path / "r2.bin"))
     cli.onboard("receipts", "import", str(tmp_path / "r2.bin"))
     assert _onboard_photos(cli, post_id) is None  # version 2 (the default) says nothing of photos

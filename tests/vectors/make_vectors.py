@@ -15,6 +15,7 @@ revoked), then for each file either the verified content or the error code to ex
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import struct
@@ -28,6 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # run from anywhere in a checkout
 sys.path.insert(0, str(HERE))  # receipt_vectors.py beside this file, also when imported by a test
 
+from link_vectors import link_vectors  # noqa: E402
+from link_vectors import manifest_part as link_manifest  # noqa: E402
 from receipt_vectors import manifest_part as receipts_manifest  # noqa: E402
 from receipt_vectors import receipt_vectors  # noqa: E402
 
@@ -50,6 +53,7 @@ from protocol.bundle import CompactItems  # noqa: E402
 from protocol.canonical import pack, unpack  # noqa: E402
 from protocol.codecs import Codec, zstd_compress  # noqa: E402
 from protocol.compact_items import encode_compact_items  # noqa: E402
+from protocol.dictionary import DICT_V3_ID, compress_items  # noqa: E402
 from protocol.ids import new_ulid, ulid_to_bytes  # noqa: E402
 from protocol.model import (  # noqa: E402
     BODY_VERSION,
@@ -567,7 +571,52 @@ def build_vectors() -> list[Vector]:
     out.extend(rendition_vectors())
     out.extend(format3_vectors())
     out.extend(compact_rendition_vectors())
+    out.extend(dictionary_vectors())
     out.extend(lepton_vectors())
+    return out
+
+
+def dictionary_vectors() -> list[Vector]:
+    """The items section under codec 2 with text dictionary v3 (docs/PROTOCOL.md §5.1, §5.2),
+    and the same frame naming a dictionary nobody ships."""
+    texts = ["Привет с орбиты! Восход через 20 минут 🌅", "軌道から見た富士山、最高です。",
+             "مرحبا من المدار، الأرض جميلة الليلة", "Guten Morgen aus der Schwerelosigkeit ☕",
+             "Hello from orbit: the Nile at night 🌍"]  # fmt: skip
+    items: list[Item] = [
+        with_derived_id(
+            replace(post(110 + i, ("alice", "bob")[i % 2], t), created_ms=T0 + 110_000 + i * 60_000)
+        )
+        for i, t in enumerate(texts)
+    ]
+    v3 = functools.partial(compress_items, dict_id=DICT_V3_ID)
+    out = [
+        Vector(
+            "ok-f3-dictionary-v3",
+            "format 3: posts in Russian, Japanese, Arabic, German and English by alice and bob; items "
+            "section under codec 2 with text dictionary v3 (id 0x6f700003, protocol/data/posts-v3.zdict)",
+            bundle(110, compact(items, 3), items_codec=Codec.ZSTD_DICT, encode_items=v3),
+            uses_zstd=True,
+            format=3,
+            items=f3_proofs(items),
+        )
+    ]
+
+    def unknown(raw: bytes) -> bytes:
+        frame = bytearray(v3(raw))
+        at = frame.index(DICT_V3_ID.to_bytes(4, "little"), 4)  # Dictionary_ID follows the descriptor
+        frame[at : at + 4] = (DICT_V3_ID + 1).to_bytes(4, "little")
+        return bytes(frame)
+
+    out.append(
+        Vector(
+            "err-f3-unknown-dictionary",
+            "ok-f3-dictionary-v3 with the frame's Dictionary_ID changed to 0x6f700004, which no side ships",
+            bundle(111, compact(items, 3), items_codec=Codec.ZSTD_DICT, encode_items=unknown),
+            uses_zstd=True,
+            error="unknown_codec",
+            format=3,
+        )
+    )
     return out
 
 
@@ -1051,6 +1100,8 @@ def write(vectors: list[Vector]) -> None:
         (HERE / f"{v.name}.opb").write_bytes(v.data)
     for r in receipt_vectors():
         (HERE / f"{r.name}.bin").write_bytes(r.data)
+    for lv in link_vectors():
+        (HERE / f"{lv.name}.bin").write_bytes(lv.data)
     MANIFEST.write_text(json.dumps(manifest(vectors), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -1082,7 +1133,14 @@ def manifest(vectors: list[Vector]) -> dict[str, Any]:
         "vectors": [v.manifest_entry() for v in vectors],
         # Signed receipts documents (docs/PROTOCOL.md §9, §9.4): receipt_vectors.py.
         **receipts_manifest(receipt_vectors()),
+        # Live-link request frames (docs/PROTOCOL.md §8.2, link version 3): link_vectors.py.
+        **link_manifest(link_vectors()),
     }
+
+
+def on_disk_link(here: Path) -> Any:
+    """The manifest's live-link frames as written."""
+    return json.loads((here / "manifest.json").read_text(encoding="utf-8")).get("link_frames")
 
 
 def main(argv: list[str]) -> int:
@@ -1100,6 +1158,12 @@ def main(argv: list[str]) -> int:
         p = HERE / f"{r.name}.bin"
         if not p.exists() or p.read_bytes() != r.data:
             stale.append(p.name)
+    for lv in link_vectors():
+        p = HERE / f"{lv.name}.bin"
+        if not p.exists() or p.read_bytes() != lv.data:
+            stale.append(p.name)
+    if on_disk_link(HERE) != link_manifest(link_vectors())["link_frames"]:
+        stale.append(MANIFEST.name)
     on_disk = json.loads(MANIFEST.read_text(encoding="utf-8"))
     if on_disk["keys"] != manifest(vectors)["keys"]:
         stale.append(MANIFEST.name)

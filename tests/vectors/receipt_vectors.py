@@ -1,7 +1,10 @@
-"""Golden receipts documents (docs/PROTOCOL.md §9, §9.4), written by make_vectors.py.
+"""Golden receipts documents (docs/PROTOCOL.md §9, §9.4, §9.5), written by make_vectors.py.
 
-The same receipts as a version-2 and a version-3 document (only version 3 carries each
-account's photo fidelity and read-back), and five refusals. Each manifest entry (``receipts``)
+The same receipts as a version-2, a version-3 and a version-4 document (only versions 3 and 4
+carry each account's photo fidelity and read-back; version 4 names URLs by templates, the post
+by its place in the bundle entry, the state by number), a version-4 lone post whose template
+the reader already holds (``held_templates`` in its manifest entry: give them to the decoder),
+and refusals. Each manifest entry (``receipts``)
 gives the file, its sha256 and what a decoder must get out of it: the version, issue time and
 every entry as JSON, or the error code. Ground's key is the seed ``sha256("orbitpost test
 ground receipt key")`` (``receipts_key`` in the manifest).
@@ -25,6 +28,7 @@ from protocol.receipts import (
     PublicationReceipt,
     Receipt,
     RenditionNote,
+    UrlTemplateReceipt,
     sign_receipts,
 )
 
@@ -121,8 +125,61 @@ def receipts() -> list[Receipt]:
     ]
 
 
+POST_2 = new_ulid(T0 + 700_000, b"\x0a" * 10)
+BUNDLE_2 = new_ulid(T0 + 700_010, b"\x0b" * 10)
+
+
+def templates() -> list[UrlTemplateReceipt]:
+    """X's and Bluesky's URL templates for alice (version 4, §9.5)."""
+    return [
+        UrlTemplateReceipt(
+            number=3, account="x:alice", url=("https://x.com/alice/status/", 1), remote_id=(1,), seq=5
+        ),
+        UrlTemplateReceipt(
+            number=4,
+            account="bluesky:alice.test",
+            url=("https://bsky.app/profile/alice.test/post/", 1),
+            remote_id=("at://did:plc:abc/app.bsky.feed.post/", 1),
+            seq=6,
+        ),
+    ]
+
+
+def lone_post() -> list[Receipt]:
+    """A later text post of alice's to X alone: its bundle and its publication."""
+    return [
+        BundleReceipt(
+            bundle_sha256=hashlib.sha256(b"the second bundle").digest(),
+            bundle_id=BUNDLE_2,
+            accepted=True,
+            code="",
+            message="",
+            item_ids=(POST_2,),
+            seq=21,
+        ),
+        PublicationReceipt(
+            item_id=POST_2,
+            account="x:alice",
+            state="published",
+            url="https://x.com/alice/status/1790000000000000777",
+            error=None,
+            seq=22,
+            remote_id="1790000000000000777",
+        ),
+    ]
+
+
 def entry_json(r: Receipt, version: int) -> dict[str, Any]:
     """What a decoder must get out of one entry (hex for bytes, text ids)."""
+    if isinstance(r, UrlTemplateReceipt):
+        return {
+            "kind": "url_template",
+            "number": r.number,
+            "account": r.account,
+            "url": None if r.url is None else list(r.url),
+            "remote_id": None if r.remote_id is None else list(r.remote_id),
+            "seq": r.seq,
+        }
     if isinstance(r, PublicationReceipt):
         return {
             "kind": "publication",
@@ -190,10 +247,39 @@ def receipt_vectors() -> list[ReceiptVector]:
                 },
             )
         )
+    v4 = [*templates(), *rs]
+    out.append(
+        ReceiptVector(
+            "receipts-v4",
+            "receipts version 4: the version-3 receipts with X's and Bluesky's URL templates first; "
+            "each publication names its post by its place in the bundle entry, its state by number, "
+            "its URL and platform id by template and key (Mastodon's failed one has none)",
+            sign_receipts(GROUND, ISSUED, v4, version=4),
+            {"ok": True, "version": 4, "issued_ms": ISSUED, "entries": [entry_json(r, 4) for r in v4]},
+        )
+    )
+    lone = lone_post()
+    held = templates()[:1]
+    out.append(
+        ReceiptVector(
+            "receipts-v4-held",
+            "receipts version 4, a lone post to X: the bundle and one publication naming X's URL template 3, "
+            "which the reader holds from an earlier document (held_templates)",
+            sign_receipts(GROUND, ISSUED + 1, lone, version=4, held_templates=held),
+            {
+                "ok": True,
+                "version": 4,
+                "issued_ms": ISSUED + 1,
+                "held_templates": [entry_json(t, 4) for t in held],
+                "entries": [entry_json(r, 4) for r in lone],
+            },
+        )
+    )
     good = unpack(unpack(out[1].data, what="doc", max_bytes=1 << 20)[0], what="body", max_bytes=1 << 20)
+    good4 = unpack(unpack(out[2].data, what="doc", max_bytes=1 << 20)[0], what="body", max_bytes=1 << 20)
 
-    def changed(change: Any) -> list[Any]:
-        body = unpack(pack(good), what="body", max_bytes=1 << 20)  # a deep copy
+    def changed(change: Any, base: Any = good) -> list[Any]:
+        body = unpack(pack(base), what="body", max_bytes=1 << 20)  # a deep copy
         change(body)
         return body  # type: ignore[no-any-return]
 
@@ -218,13 +304,52 @@ def receipt_vectors() -> list[ReceiptVector]:
             lambda b: b.__setitem__(0, 2),
         ),
         (
-            "receipts-err-version-4",
+            "receipts-err-version-5",
             "unsupported_version",
-            "receipts-v3 re-signed as version 4",
-            lambda b: b.__setitem__(0, 4),
+            "receipts-v3 re-signed as version 5",
+            lambda b: b.__setitem__(0, 5),
         ),
     ):
         out.append(ReceiptVector(name, description, _resigned(changed(change)), {"ok": False, "code": code}))
+    x4 = 3  # the X publication entry in receipts-v4 (after two templates and the bundle)
+    for name, description, change in (
+        (
+            "receipts-err-v4-unknown-template",
+            "receipts-v4 re-signed with X's publication naming URL template 9 (in neither the document "
+            "nor what the reader holds)",
+            lambda b: b[2][x4][5].__setitem__(0, 9),
+        ),
+        (
+            "receipts-err-v4-other-accounts-template",
+            "receipts-v4 re-signed with X's publication naming template 4 (Bluesky's)",
+            lambda b: b[2][x4][5].__setitem__(0, 4),
+        ),
+        (
+            "receipts-err-v4-post-index",
+            "receipts-v4 re-signed with X's publication naming post 1 of a bundle entry that has one post",
+            lambda b: b[2][x4].__setitem__(1, 1),
+        ),
+        (
+            "receipts-err-v4-state-number",
+            "receipts-v4 re-signed with X's publication in state number 10 (0..9 are known)",
+            lambda b: b[2][x4].__setitem__(3, 10),
+        ),
+        (
+            "receipts-err-v4-template-part",
+            "receipts-v4 re-signed with a part 2 in X's URL template (0 is the post id, 1 the key)",
+            lambda b: b[2][0][3].__setitem__(1, 2),
+        ),
+        (
+            "receipts-err-v4-short-publication",
+            "receipts-v4 re-signed with X's publication cut to 4 fields (version 4 has at least 5)",
+            lambda b: b[2].__setitem__(x4, b[2][x4][:4]),
+        ),
+    ):
+        out.append(
+            ReceiptVector(
+                name, description, _resigned(changed(change, good4)), {"ok": False, "code": "malformed"}
+            )
+        )
     doc = unpack(out[1].data, what="doc", max_bytes=1 << 20)
     body = doc[0].replace(b"re-encoded", b"re-encodeD")
     out.append(
