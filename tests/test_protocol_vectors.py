@@ -15,7 +15,8 @@ import pytest
 
 from protocol import KnownKey, RemoteProtocolError, SigningKey, parse_public_key, verify_bundle
 from protocol.batch_tree import TREE_DOMAIN, BatchInclusion, batch_head, root_from_inclusion
-from protocol.codecs import DEFAULT_DECODERS, Codec, Decoder
+from protocol.bundle import PROTOCOL_DECODERS
+from protocol.codecs import Codec, Decoder
 from protocol.keys import format_public_key, key_id, verify_signature
 from protocol.model import ID_DOMAIN, derived_id
 from protocol.signing import BATCH_DOMAIN, SIGNATURE_DOMAIN
@@ -95,8 +96,8 @@ def _item_json(v: Any, fmt: int) -> dict[str, Any]:
 
 
 def _decoders(needs: list[int]) -> dict[int, Decoder]:
-    """The protocol's default decoders, plus ground's for the codecs a vector needs (4: Lepton)."""
-    found: dict[int, Decoder] = dict(DEFAULT_DECODERS)
+    """verify_bundle's own decoders, plus ground's for the codecs a vector needs (4: Lepton)."""
+    found: dict[int, Decoder] = dict(PROTOCOL_DECODERS)
     if needs:
         from ground import lepton
 
