@@ -539,7 +539,7 @@ class _Planner:
             # Only JPEG XL forms count (a photo that travels as-is costs no second copy).
             if link.prepared_waiting(self._home) >= link.PREPARE_AHEAD:
                 break
-            why = link.prepare_photo(self._home, sha)
+            why = link.prepare_photo(self._home, sha, self._peer)
             if why is not None:
                 self.as_is.append(f"photo {sha.hex()[:12]}: {why}")
 

@@ -7,15 +7,19 @@ paths written out here from the RFC, not taken from pymerkle), with rendition co
 body version 2, §3.1) in format 1 and in the compact section's 15th field (§14.8). Codec 2 (a
 shipped text dictionary, §5.1) it decodes with the dictionary files of §5.2, read as data from
 protocol/data and checked against the sha256 that §5.2 pins; codec 3 (JPEG XL) is out of its
-scope: it answers unknown_codec.
+scope: it answers unknown_codec. Codec 4 (Lepton, §10.5) it checks from the document — the
+Lepton header, the declared size, the frame the JPEG header declares — and decodes with
+``lepton_jpeg_python`` itself (when installed; otherwise it answers unknown_codec).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +85,68 @@ def b(v: Any, n: int | None = None) -> bytes:
     return v
 
 
+LEPTON_MAX_PIXELS = 100_000_000  # §10.5 (as §10.2)
+LEPTON_MAX_HEADER = 16 * 1024 * 1024  # §10.5: inflate at most this much of the JPEG header
+
+
+def lepton_frame(segments: bytes) -> tuple[int, int] | None:
+    """§10.5: (width, height) from the first SOFn among JPEG header segments, or None."""
+    pos = 0
+    while pos + 4 <= len(segments):
+        if segments[pos] != 0xFF:
+            return None
+        marker = segments[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+        elif marker in (0x01, *range(0xD0, 0xD9)):
+            pos += 2
+        elif marker == 0xDA:
+            return None
+        else:
+            length = struct.unpack(">H", segments[pos + 2 : pos + 4])[0]
+            if length < 2 or pos + 2 + length > len(segments):
+                return None
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                if length < 8:
+                    return None
+                height, width = struct.unpack(">HH", segments[pos + 5 : pos + 9])
+                return width, height
+            pos += 2 + length
+    return None
+
+
+def lepton_decode(stored: bytes, raw: int) -> bytes:
+    """§10.5: refuse what the header gives away, then decode with the Lepton library."""
+    if len(stored) < 28 or stored[:3] != b"\xcf\x84\x01" or stored[3:4] not in (b"Z", b"X"):
+        raise Reject("malformed")
+    declared, head_size = struct.unpack("<II", stored[20:28])
+    if declared != raw:
+        raise Reject("malformed")
+    try:
+        head = zlib.decompressobj().decompress(stored[28 : 28 + head_size], LEPTON_MAX_HEADER + 7)
+    except zlib.error as exc:
+        raise Reject("malformed") from exc
+    if len(head) < 7 or head[:3] != b"HDR":
+        raise Reject("malformed")
+    frame = lepton_frame(head[7 : 7 + struct.unpack("<I", head[3:7])[0]])
+    if frame is None or 0 in frame:
+        raise Reject("malformed")
+    width, height = frame
+    if width * height > LEPTON_MAX_PIXELS or width * height > 512 * raw:
+        raise Reject("decompression_bomb")
+    import lepton_jpeg_python
+
+    try:
+        out = bytes(
+            lepton_jpeg_python.decompress_bytes(stored, {"max_jpeg_file_size": raw, "threads": "single"})
+        )
+    except Exception as exc:
+        raise Reject("malformed") from exc
+    if len(out) != raw:
+        raise Reject("malformed")
+    return out
+
+
 def s(v: Any) -> str:
     if not isinstance(v, str):
         raise Reject("malformed")
@@ -124,13 +190,15 @@ def decode_dictionary(stored: bytes, raw: int) -> bytes:
 
 
 def decode(codec: int, stored: bytes, raw: int) -> bytes:
-    """§5, codecs 0, 1 and 2."""
+    """§5, codecs 0, 1 and 2; §10.5, codec 4."""
     if codec == 0:
         if len(stored) != raw:
             raise Reject("malformed")
         return stored
     if codec == 2:
         return decode_dictionary(stored, raw)
+    if codec == 4 and importlib.util.find_spec("lepton_jpeg_python") is not None:
+        return lepton_decode(stored, raw)
     if codec != 1:
         raise Reject("unknown_codec")
     try:
