@@ -139,7 +139,12 @@ def _proxy(port: int, p: Profile, seed: int) -> LinkProxy:
 # The transfer before issue 14: a fixed window of 4 streams, chunks of 2 s of the link's rate.
 # (In real time ground keeps a cut chunk's bytes and the request headers are trimmed for both.)
 V1_CONFIG = SenderConfig(
-    window=4, max_window=4, chunk_time_s=8.0, initial_chunk_bytes=16 * 1024, query_streams=0
+    window=4,
+    max_window=4,
+    initial_streams=4,
+    chunk_time_s=8.0,
+    initial_chunk_bytes=16 * 1024,
+    query_streams=0,
 )
 
 

@@ -2,29 +2,35 @@
 
     python benchmarks/bench_memory.py                  # 1 GB of photos (~300 photos; long)
     python benchmarks/bench_memory.py --total-mb 100   # a shorter run
-    python benchmarks/bench_memory.py --total-mb 40 --encoder-mib 352   # 12-MP photos as JPEG XL
+    python benchmarks/bench_memory.py --total-mb 100 --compare   # Lepton, JPEG XL, as-is: same photos
+    python benchmarks/bench_memory.py --total-mb 40 --ground-decodes jxl --encoder-mib 352
     python benchmarks/bench_memory.py --dir /tmp/mem   # keep the homes and photos
     python benchmarks/bench_memory.py --tradeoff 4     # encoder settings: peak vs bytes saved vs time
 
 Workload: distinct 12-MP JPEGs made from scikit-image's sample images (benchmarks/photos.py,
 never committed), one photo post each by one astronaut to its archive account, queued on a
 fresh onboard home; a real `ground serve` on loopback; then one `onboard sync` (a child
-process) sends everything (photos as JPEG XL, rebuilt on ground) and waits until published.
+process) sends everything (photos as Lepton or JPEG XL, whichever is smaller and fits the
+encoder's bound, rebuilt on ground) and waits until published. ``--ground-decodes`` makes
+ground a JPEG-XL-only one (``jxl``: the release before Lepton) or a codec-less one (``none``:
+photos as-is); ``--compare`` runs all three on the same photos, one after the other. CPU
+seconds are the kernel's (user + system) for `onboard sync` with its encoder children and for
+`ground serve` with its decoder children, per MiB of photos.
 
 Sampled every 50 ms from /proc (VmHWM: a process's own peak resident set; VmRSS summed over a
 process and its children for the tree): the `onboard sync` process itself, its JPEG XL encoder
 children (photocodec/child.py, one photo at a time), the two together at any moment, and the
-same for `ground serve` and its JPEG XL decoder children (ground/jxl.py). Floors in the same
-run: an idle `onboard` start (the interpreter and its imports) and one 12-MP JPEG XL encode
-alone in a fresh process. The encoder runs under its memory bound (``--encoder-mib``, else
+same for `ground serve` and its decoder children (ground/lepton.py, ground/jxl.py). Floors in
+the same run: an idle `onboard` start (the interpreter and its imports) and one 12-MP encode
+alone in a fresh process, as Lepton and as JPEG XL. The encoder runs under its memory bound (``--encoder-mib``, else
 onboard's default, photocodec/child.py); the bytes `onboard sync` sent, against the photos'
 own bytes, show what the bound costs on the link.
 
 ``--tradeoff N`` measures instead how each way of encoding N held-out 12-MP photos trades peak
-resident memory against bytes saved and time (docs/scale.md): onboard's child (libjxl through
-imagecodecs, encode and byte-exact check), Debian's ``cjxl`` at several efforts and thread
-counts, and — with ``--lepton-python`` naming an interpreter that has ``lepton_jpeg_python`` —
-Lepton's lossless JPEG recompression. Each peak is the kernel's (wait4) for that program alone.
+resident memory against bytes saved and time (docs/scale.md): onboard's child with Lepton
+(lepton_jpeg_python) and with libjxl (imagecodecs), each with its byte-exact check, and
+Debian's ``cjxl`` at several efforts and thread counts. Each peak is the kernel's (wait4) for
+that program alone.
 """
 
 from __future__ import annotations
@@ -81,6 +87,15 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _not_yet_exec(child: int, parent: int) -> bool:
+    """A child caught between fork and exec shares its parent's pages (and reports them as its
+    own VmRSS and VmHWM): counting it would add the parent twice (seen: an 81 MiB "encoder")."""
+    try:
+        return Path(f"/proc/{child}/cmdline").read_bytes() == Path(f"/proc/{parent}/cmdline").read_bytes()
+    except OSError:
+        return True
+
+
 @dataclass
 class Peaks:
     """Peaks of one process and its children, sampled until stopped (KiB)."""
@@ -102,6 +117,8 @@ class Peaks:
             self.own_kib = max(self.own_kib, _status_kib(self.pid, "VmHWM"))
             tree = _status_kib(self.pid, "VmRSS")
             for c in _children(self.pid):
+                if _not_yet_exec(c, self.pid):
+                    continue
                 self.child_kib = max(self.child_kib, _status_kib(c, "VmHWM"))
                 tree += _status_kib(c, "VmRSS")
             self.tree_kib = max(self.tree_kib, tree)
@@ -121,12 +138,12 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _cli(app_module: str, home: Path, *args: str) -> str:
+def _cli(app_module: str, home: Path, *args: str, env: dict[str, str] | None = None) -> str:
     r = subprocess.run(
         [sys.executable, "-m", app_module, "--home", str(home), *args],
         capture_output=True,
         text=True,
-        env=_env(),
+        env={**_env(), **(env or {})},
         timeout=600,
     )
     if r.returncode != 0:
@@ -134,7 +151,15 @@ def _cli(app_module: str, home: Path, *args: str) -> str:
     return r.stdout
 
 
-def _setup(work: Path, photos: list[Path]) -> tuple[Path, Path, Path]:
+# What ground decodes (--ground-decodes): the environment `ground` runs with.
+GROUND_MODES = {
+    "lepton": {},  # this release: Lepton and JPEG XL
+    "jxl": {"ORBITPOST_LEPTON": "none"},  # the release before Lepton
+    "none": {"ORBITPOST_LEPTON": "none", "ORBITPOST_JXL": "none"},  # photos as-is
+}
+
+
+def _setup(work: Path, photos: list[Path], ground_env: dict[str, str]) -> tuple[Path, Path, Path]:
     """Onboard and ground homes, alice enrolled, a station token, every photo queued."""
     a, g, token = work / "A", work / "G", work / "T"
     _cli("onboard", a, "init")
@@ -142,7 +167,8 @@ def _setup(work: Path, photos: list[Path]) -> tuple[Path, Path, Path]:
     _cli("onboard", a, "keys", "new", "alice")
     key = _cli("onboard", a, "keys", "show", "alice").strip()
     _cli("ground", g, "enroll", "alice", "--key", key, "--account", "archive:alice")
-    _cli("ground", g, "station", "add", "iss", "--token-out", str(token))
+    # The token carries ground's capability token: what it decodes decides what onboard sends.
+    _cli("ground", g, "station", "add", "iss", "--token-out", str(token), env=ground_env)
     # One `onboard post` per photo would start an interpreter each; queue them in-process.
     from typer.testing import CliRunner
 
@@ -188,13 +214,33 @@ def _floor_idle() -> int:
     return peaks.stop().own_kib
 
 
-def _floor_encode(photo: Path) -> int:
-    """Peak KiB of one JPEG XL transcode of ``photo`` alone (photocodec/child.py, no bound)."""
+def _floor_encode(photo: Path, codec: int) -> int:
+    """Peak KiB of one transcode of ``photo`` alone with ``codec`` (photocodec/child.py, no bound)."""
     with tempfile.TemporaryDirectory() as d:
-        kib, _ = _peak_of(
-            [sys.executable, "-m", "photocodec.child", str(photo), str(Path(d) / "o.jxl"), str(1 << 40)]
-        )
+        argv = [
+            sys.executable,
+            "-m",
+            "photocodec.child",
+            str(photo),
+            str(Path(d) / "o"),
+            str(1 << 40),
+            str(codec),
+        ]
+        kib, _ = _peak_of(argv)
         return kib
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process and the children it has reaped."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu_s() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 # Runs one program and reports the kernel's peak resident set for it (wait4). A small
@@ -226,6 +272,7 @@ def _peak_of(argv: list[str], env: dict[str, str] | None = None) -> tuple[int, i
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Result:
+    ground_decodes: str
     photos: int
     photo_bytes: int
     sent_bytes: int
@@ -233,19 +280,48 @@ class Result:
     sync_s: float
     onboard: Peaks
     ground: Peaks
+    onboard_cpu_s: float
+    ground_cpu_s: float
     idle_kib: int
-    encode_kib: int
+    encode_kib: int  # one 12-MP photo alone, as JPEG XL
+    lepton_kib: int  # the same, as Lepton
     published: int
 
 
-def run(work: Path, total_bytes: int, encoder_mib: int | None = None) -> Result:
-    from photocodec.child import DEFAULT_MEMORY_MIB, ENV_MEMORY
-
+def _photos(work: Path, total_bytes: int) -> list[Path]:
+    """The first photos (0, 1, ...) up to ``total_bytes``: reused from an earlier run in ``work``."""
+    folder = work / "photos"
+    chosen, size = [], 0
+    for p in sorted(folder.glob("photo-*.jpg")) if folder.is_dir() else []:
+        if size >= total_bytes:
+            return chosen
+        chosen.append(p)
+        size += p.stat().st_size
+    if size >= total_bytes:
+        return chosen
     print(f"making {total_bytes / MIB:,.0f} MiB of 12-MP photos from scikit-image's samples…", flush=True)
-    photos = list(write_photos(work / "photos", total_bytes))
+    return list(write_photos(folder, total_bytes))
+
+
+def run(
+    work: Path, total_bytes: int, encoder_mib: int | None = None, ground_decodes: str = "lepton"
+) -> Result:
+    from photocodec.child import DEFAULT_MEMORY_MIB, ENV_MEMORY
+    from protocol.codecs import Codec
+
+    ground_env = GROUND_MODES[ground_decodes]
+    photos = _photos(work, total_bytes)
     photo_bytes = sum(p.stat().st_size for p in photos)
-    print(f"  {len(photos)} photos, {photo_bytes / MIB:,.0f} MiB; queueing them", flush=True)
-    a, g, token = _setup(work, photos)
+    print(
+        f"  {len(photos)} photos, {photo_bytes / MIB:,.0f} MiB; ground decodes: {ground_decodes}", flush=True
+    )
+    work = work / ground_decodes
+    if work.exists():
+        import shutil
+
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    a, g, token = _setup(work, photos, ground_env)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
@@ -261,7 +337,7 @@ def run(work: Path, total_bytes: int, encoder_mib: int | None = None) -> Result:
             "--port",
             str(port),
         ],
-        env=_env(),
+        env={**_env(), **ground_env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -273,6 +349,7 @@ def run(work: Path, total_bytes: int, encoder_mib: int | None = None) -> Result:
         ground = Peaks(server.pid).start()
         _cli("onboard", a, "link", "add", "--ground", url, "--token-file", str(token))
         print("  syncing…", flush=True)
+        cpu0 = _children_cpu_s()
         t0 = time.monotonic()
         sync = subprocess.Popen(
             [sys.executable, "-m", "onboard", "--home", str(a), "sync", "--json"],
@@ -284,15 +361,18 @@ def run(work: Path, total_bytes: int, encoder_mib: int | None = None) -> Result:
         out, err = sync.communicate(timeout=4 * 3600)
         onboard.stop()
         sync_s = time.monotonic() - t0
+        onboard_cpu_s = _children_cpu_s() - cpu0
         if sync.returncode != 0:
             raise RuntimeError(f"onboard sync exited {sync.returncode}: {err.decode()[-2000:]}")
         ground.stop()
+        ground_cpu_s = _cpu_s(server.pid)
     finally:
         server.terminate()
         server.wait(30)
     published = sum(1 for _ in (g / "archive" / "alice").glob("*/media-1.jpg"))
     sent = json.loads(out)["request_bytes"] if out.strip() else 0
     return Result(
+        ground_decodes=ground_decodes,
         photos=len(photos),
         photo_bytes=photo_bytes,
         sent_bytes=int(sent),
@@ -300,42 +380,46 @@ def run(work: Path, total_bytes: int, encoder_mib: int | None = None) -> Result:
         sync_s=sync_s,
         onboard=onboard,
         ground=ground,
+        onboard_cpu_s=onboard_cpu_s,
+        ground_cpu_s=ground_cpu_s,
         idle_kib=_floor_idle(),
-        encode_kib=_floor_encode(photos[0]),
+        encode_kib=_floor_encode(photos[0], Codec.JPEG_XL),
+        lepton_kib=_floor_encode(photos[0], Codec.LEPTON),
         published=published,
     )
 
 
-def report(r: Result) -> list[str]:
+def report(results: list[Result]) -> list[str]:
     def mib(kib: int) -> str:
         return f"{kib / 1024:,.0f} MiB"
 
-    return [
-        "| photos | encoder bound | synced | sent / photo bytes | `onboard sync` own peak "
+    rows = [
+        "| ground decodes | photos | encoder bound | synced | sent / photo bytes | `onboard sync` own peak "
         "| its encoder child (peak) | onboard tree (peak) "
         "| `ground serve` own peak | its decoder children (peak) | ground tree (peak) "
-        "| floor: idle `onboard` | floor: one 12-MP encode alone |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {r.photos} ({r.photo_bytes / MIB:,.0f} MiB) | {r.encoder_mib} MiB | {r.published} in {r.sync_s:,.0f} s "
-        f"| {r.sent_bytes / r.photo_bytes:.3f} "
-        f"| {mib(r.onboard.own_kib)} | {mib(r.onboard.child_kib)} | {mib(r.onboard.tree_kib)} "
-        f"| {mib(r.ground.own_kib)} | {mib(r.ground.child_kib)} | {mib(r.ground.tree_kib)} "
-        f"| {mib(r.idle_kib)} | {mib(r.encode_kib)} |",
+        "| CPU s/MiB onboard | CPU s/MiB ground "
+        "| floor: idle `onboard` | floor: one 12-MP encode alone, Lepton / JPEG XL |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    for r in results:
+        per_mib = r.photo_bytes / MIB
+        rows.append(
+            f"| {r.ground_decodes} | {r.photos} ({r.photo_bytes / MIB:,.0f} MiB) | {r.encoder_mib} MiB "
+            f"| {r.published} in {r.sync_s:,.0f} s | {r.sent_bytes / r.photo_bytes:.3f} "
+            f"| {mib(r.onboard.own_kib)} | {mib(r.onboard.child_kib)} | {mib(r.onboard.tree_kib)} "
+            f"| {mib(r.ground.own_kib)} | {mib(r.ground.child_kib)} | {mib(r.ground.tree_kib)} "
+            f"| {r.onboard_cpu_s / per_mib:.2f} | {r.ground_cpu_s / per_mib:.2f} "
+            f"| {mib(r.idle_kib)} | {mib(r.lepton_kib)} / {mib(r.encode_kib)} |"
+        )
+    return rows
 
 
 # -- how to encode: peak memory vs bytes saved vs time (--tradeoff) ---------------------
 
-# Held-out photos for the trade-off: indices far from those the sync run and the memory model
-# used (0-330 and 700-706), so no setting is judged on a photo it was tuned on.
-TRADEOFF_FIRST_PHOTO = 5000
-_LEPTON_ENCODE = """
-import sys, lepton_jpeg_python as lep
-raw = open(sys.argv[1], "rb").read()
-out = lep.compress_bytes(raw)
-assert lep.decompress_bytes(out) == raw  # the same byte-exact proof onboard asks of JPEG XL
-open(sys.argv[2], "wb").write(out)
-"""
+# Held-out photos for the trade-off: indices far from those the sync run and the memory models
+# used (0-330 and 700-706 for JPEG XL; 5000-5002, resized, for Lepton), so no setting is judged
+# on a photo it was tuned on.
+TRADEOFF_FIRST_PHOTO = 6000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -345,11 +429,15 @@ class Way:
     env: dict[str, str] | None = None
 
 
-def _ways(lepton_python: str | None) -> list[Way]:
+def _ways() -> list[Way]:
     import shutil
 
     child = [sys.executable, "-m", "photocodec.child", "{src}", "{dst}", str(1 << 40)]
-    ways = [Way(name="onboard's child: libjxl 0.11 (imagecodecs), encode + exact check", argv=child)]
+    ways = [
+        Way(name="onboard's child: Lepton (lepton_jpeg_python 0.5, one thread), encode + exact check", argv=[*child, "4"]),
+        Way(name="onboard's child: libjxl 0.11 (imagecodecs), encode + exact check", argv=[*child, "3"]),
+        Way(name="onboard's child: both, the smaller kept (a ground of this release)", argv=[*child, "4,3"]),
+    ]  # fmt: skip
     cjxl = shutil.which("cjxl")
     if cjxl:
         version = subprocess.run([cjxl, "--version"], capture_output=True, text=True).stdout.split()
@@ -361,12 +449,10 @@ def _ways(lepton_python: str | None) -> list[Way]:
                     argv=[cjxl, "{src}", "{dst}", "--lossless_jpeg=1", f"--effort={effort}", f"--num_threads={threads}", "--quiet"],
                 )
             )  # fmt: skip
-    if lepton_python:
-        ways.append(Way(name="Lepton (lepton_jpeg_python), encode + exact check", argv=[lepton_python, "-c", _LEPTON_ENCODE, "{src}", "{dst}"]))  # fmt: skip
     return ways
 
 
-def tradeoff(work: Path, count: int, lepton_python: str | None) -> list[str]:
+def tradeoff(work: Path, count: int) -> list[str]:
     from benchmarks.photos import photo
 
     folder = work / "tradeoff"
@@ -379,10 +465,10 @@ def tradeoff(work: Path, count: int, lepton_python: str | None) -> list[str]:
     total = sum(p.stat().st_size for p in photos)
     rows = [
         f"{count} held-out 12-MP photos, {total / MIB:,.1f} MiB",
-        "| how | peak resident (max over photos) | bytes saved | seconds per photo |",
+        "| how | peak resident (max over photos) | bytes saved | seconds per photo (wall) |",
         "|---|---:|---:|---:|",
     ]
-    for way in _ways(lepton_python):
+    for way in _ways():
         peak_kib, out_bytes, seconds, failed = 0, 0, 0.0, 0
         for p in photos:
             dst = folder / "out.bin"
@@ -415,16 +501,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--tradeoff", type=int, metavar="N", help="only compare ways of encoding N held-out photos"
     )
-    ap.add_argument("--lepton-python", help="with --tradeoff: an interpreter that has lepton_jpeg_python")
+    ap.add_argument(
+        "--ground-decodes", choices=sorted(GROUND_MODES), default="lepton",
+        help="what ground decodes: lepton (this release, and JPEG XL), jxl (the release before), none",
+    )  # fmt: skip
+    ap.add_argument("--compare", action="store_true", help="run lepton, jxl and none on the same photos")
     args = ap.parse_args(argv)
     with contextlib.ExitStack() as stack:
         work = args.dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-memory-")))
         work.mkdir(parents=True, exist_ok=True)
         if args.tradeoff:
-            print("\n".join(tradeoff(work, args.tradeoff, args.lepton_python)))
+            print("\n".join(tradeoff(work, args.tradeoff)))
             return 0
-        r = run(work, int(args.total_mb * MIB), args.encoder_mib)
-    print("\n".join(report(r)))
+        modes = ["lepton", "jxl", "none"] if args.compare else [args.ground_decodes]
+        results = [run(work, int(args.total_mb * MIB), args.encoder_mib, m) for m in modes]
+    print("\n".join(report(results)))
+    r = results[0]
     ok = r.onboard.tree_kib * 1024 <= GOAL_RSS_BYTES
     print(
         f"goal: `onboard sync` and its encoder together ≤ {GOAL_RSS_BYTES // MIB} MiB — "
@@ -434,6 +526,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             json.dumps(
                 {
+                    "ground_decodes": r.ground_decodes,
+                    "onboard_cpu_s": r.onboard_cpu_s,
+                    "ground_cpu_s": r.ground_cpu_s,
+                    "lepton_kib": r.lepton_kib,
                     "photos": r.photos,
                     "photo_bytes": r.photo_bytes,
                     "sent_bytes": r.sent_bytes,

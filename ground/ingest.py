@@ -24,7 +24,7 @@ from protocol.codecs import DEFAULT_DECODERS, Decoder
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.model import Cancel, Retract
 
-from . import db, decoded
+from . import changes, db, decoded
 from .db import audit, transaction
 from .enroll import accounts_of, keyring
 from .errors import BundleRejected
@@ -260,11 +260,13 @@ def _accept(home: GroundHome, vb: VerifiedBundle, data: bytes, *, source: str, n
             "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             item_rows,
         )
-        conn.executemany(
-            "INSERT INTO publications (item_id, account, state, updated_ms, next_attempt_ms, "
-            "last_error, retryable) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            pub_rows,
-        )
+        # The change log stamped once for the group, not by a trigger per row.
+        with changes.stamping_inserts_by_group(conn, [r[:2] for r in pub_rows]):
+            conn.executemany(
+                "INSERT INTO publications (item_id, account, state, updated_ms, next_attempt_ms, "
+                "last_error, retryable) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                pub_rows,
+            )
         audit(
             conn,
             now_ms,

@@ -77,11 +77,31 @@ def decode_jpeg(
     the signed JPEG can hold (checked before decoding) and for a child that ran out of time
     or memory or overshot the size, UNKNOWN_CODEC if this ground has no JPEG XL codec.
     """
+    return run_decoder_child(
+        "ground.jxl", "JPEG XL", stored, raw_size,
+        memory_bytes=memory_bytes, timeout_s=timeout_s, max_pixels=max_pixels,
+    )  # fmt: skip
+
+
+def run_decoder_child(
+    module: str,
+    name: str,
+    stored: bytes,
+    raw_size: int,
+    *,
+    memory_bytes: int,
+    timeout_s: float | None,
+    max_pixels: int,
+) -> bytes:
+    """Run ``python -m MODULE RAW_SIZE MEMORY_BYTES CPU_S MAX_PIXELS`` on ``stored`` (a photo
+    codec's decoder child, exit codes as above) and return exactly ``raw_size`` bytes, or raise
+    RemoteProtocolError with the code each way of failing gets (``name``: the codec, for messages).
+    """
     timeout_s = timeout_for(raw_size) if timeout_s is None else timeout_s
     argv = [
         sys.executable,
         "-m",
-        "ground.jxl",
+        module,
         str(raw_size),
         str(memory_bytes),
         str(int(timeout_s) + 1),
@@ -100,7 +120,7 @@ def decode_jpeg(
         )
     except OSError as exc:
         raise RemoteProtocolError(
-            ErrorCode.UNKNOWN_CODEC, f"this ground cannot start its JPEG XL decoder: {exc}"
+            ErrorCode.UNKNOWN_CODEC, f"this ground cannot start its {name} decoder: {exc}"
         ) from exc
     try:
         stdout, stderr = proc.communicate(stored, timeout=timeout_s)
@@ -108,7 +128,7 @@ def decode_jpeg(
         _kill_group(proc)
         raise RemoteProtocolError(
             ErrorCode.DECOMPRESSION_BOMB,
-            f"JPEG XL data did not rebuild within {timeout_s:.1f} s; refusing it",
+            f"{name} data did not rebuild within {timeout_s:.1f} s; refusing it",
         ) from exc
     except BaseException:
         _kill_group(proc)
@@ -118,24 +138,22 @@ def decode_jpeg(
     if r.returncode == _EXIT_CORRUPT:
         raise RemoteProtocolError(
             ErrorCode.MALFORMED,
-            f"JPEG XL data is corrupt (or needs more than the decoder's memory limit): {why}",
+            f"{name} data is corrupt (or needs more than the decoder's memory limit): {why}",
         )
     if r.returncode == _EXIT_TOO_LARGE:
-        raise RemoteProtocolError(
-            ErrorCode.DECOMPRESSION_BOMB, f"JPEG XL data refused before decoding: {why}"
-        )
+        raise RemoteProtocolError(ErrorCode.DECOMPRESSION_BOMB, f"{name} data refused before decoding: {why}")
     if r.returncode == _EXIT_NO_CODEC:
-        raise RemoteProtocolError(ErrorCode.UNKNOWN_CODEC, f"this ground cannot decode JPEG XL: {why}")
+        raise RemoteProtocolError(ErrorCode.UNKNOWN_CODEC, f"this ground cannot decode {name}: {why}")
     if r.returncode != 0:
         # Killed by its limits (negative: signal; MemoryError in Python: 1) or crashed.
         raise RemoteProtocolError(
             ErrorCode.DECOMPRESSION_BOMB,
-            f"JPEG XL decoder stopped (exit {r.returncode}) rebuilding a {raw_size}-byte JPEG: "
+            f"{name} decoder stopped (exit {r.returncode}) rebuilding a {raw_size}-byte JPEG: "
             f"{why or 'killed by its memory or CPU limit'}",
         )
     if len(r.stdout) != raw_size:
         raise RemoteProtocolError(
-            ErrorCode.MALFORMED, f"JPEG XL data rebuilt {len(r.stdout)} bytes, header says {raw_size}"
+            ErrorCode.MALFORMED, f"{name} data rebuilt {len(r.stdout)} bytes, header says {raw_size}"
         )
     return r.stdout
 
@@ -145,7 +163,11 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.communicate()  # reap it and close the pipes
+    # A second communicate() never closes stdin: after a timeout mid-write (a photo larger
+    # than the pipe's buffer) it would stay open until garbage-collected.
+    if proc.stdin is not None:
+        proc.stdin.close()
+    proc.communicate()  # reap it and close the other pipes
 
 
 def _child_env() -> dict[str, str]:
@@ -202,6 +224,7 @@ def check_dimensions(width: int, height: int, raw_size: int, max_pixels: int) ->
 
 def capabilities() -> Capabilities:
     """What this ground decodes, for onboard (``ground capabilities``, the live link's token)."""
+    from ground import lepton
     from protocol.bundle import FORMATS
     from protocol.compact_items import COMPACT_BODY_VERSIONS
     from protocol.dictionary import shipped_ids
@@ -212,6 +235,8 @@ def capabilities() -> Capabilities:
     codecs = set(DEFAULT_DECODERS) | {Codec.ZSTD_DICT}
     if available():
         codecs.add(Codec.JPEG_XL)
+    if lepton.available():
+        codecs.add(Codec.LEPTON)
     return Capabilities(
         codecs=frozenset(codecs),
         dictionaries=shipped_ids(),
@@ -224,13 +249,18 @@ def capabilities() -> Capabilities:
 
 
 def _decoders() -> Mapping[int, Decoder]:
-    return {Codec.JPEG_XL: decode_jpeg} if available() else {}
+    from ground import lepton
+
+    found: dict[int, Decoder] = {Codec.JPEG_XL: decode_jpeg} if available() else {}
+    if lepton.available():
+        found[Codec.LEPTON] = lepton.decode_jpeg
+    return found
 
 
 def __getattr__(name: str) -> Mapping[int, Decoder]:
-    # ``DECODERS`` (merged in by ground/ingest.py) is computed on first use, not at import,
-    # so the decoder child does not probe for codecs before it has capped itself. It is
-    # empty when the codec is missing, so a JPEG XL blob is then refused as UNKNOWN_CODEC.
+    # ``DECODERS`` (merged in by ground/ingest.py; JPEG XL and Lepton, ground/lepton.py) is
+    # computed on first use, not at import, so the decoder child does not probe for codecs
+    # before it has capped itself. A codec missing here is refused as UNKNOWN_CODEC.
     if name == "DECODERS":
         return _decoders()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

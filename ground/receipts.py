@@ -287,6 +287,8 @@ def build_document(
     if station is not None and live:
         v4_from = url_templates.note_reader(home.conn, station, version, since)
     receipts, next_since, more = collect(home.conn, since, limit, station=station)
+    if station is not None and live and version < RECEIPTS_VERSION_COMPACT:
+        url_templates.note_older(home.conn, station, next_since)  # before the document goes
     held: list[UrlTemplateReceipt] = []
     if version >= RECEIPTS_VERSION_COMPACT:
         held, missing = url_templates.needed(home.conn, receipts, v4_from, since)

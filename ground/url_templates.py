@@ -5,11 +5,18 @@ account's (``protocol.receipt_templates.infer``): a row in ``url_templates``, st
 change log like an account's limits, so every station reading version 4 gets it once. A
 document names a URL by a template only where it rebuilds the strings exactly.
 
-What a station holds: every template stamped after the cursor of its first version-4 request
-(``receipt_readers.v4_from``) and at or below its cursor now, because it has applied every
-version-4 document in between (a station's cursor moves only once a document is applied).
-Any other template a document needs goes in that document; a station that reads an older
-version again loses its ``v4_from`` (its cursor then moves past templates it never saw).
+What a station holds: every template stamped after ``receipt_readers.v4_from`` and at or below
+its cursor now. ``v4_from`` is the cursor of its first version-4 request, raised to the
+``next_since`` of every live document of an older version it is sent since (its cursor may
+move past templates that document did not carry): every document that moved its cursor above
+``v4_from`` was version 4, and a version-4 document carries every template stamped in its
+range. Any other template a document needs goes in that document.
+
+That is ground's inference; a station whose own rows were lost (a restored or edited
+onboard.db, two laptops sharing one station's token) finds a template it does not hold, does
+not apply that document and asks once without version 4 (onboard/receipts.py ``heal_begins``):
+the older document raises ``v4_from`` to its cursor, and from there on every template it needs
+comes in the document.
 """
 
 from __future__ import annotations
@@ -104,14 +111,12 @@ def make_missing(conn: sqlite3.Connection, since: int, limit: int) -> int:
 
 
 def note_reader(conn: sqlite3.Connection, station: str, version: int, since: int) -> int | None:
-    """Record which version ``station`` reads at cursor ``since``; returns its ``v4_from``
-    (None: it holds no template for sure). Writes only when that changes."""
-    row = conn.execute("SELECT v4_from FROM receipt_readers WHERE station = ?", (station,)).fetchone()
+    """``station``'s ``v4_from`` for a request at cursor ``since`` (None: an older version, or
+    it holds no template for sure); registers it at ``since`` on its first version-4 request.
+    Writes only then."""
     if version < 4:
-        if row is not None:
-            with transaction(conn):
-                conn.execute("DELETE FROM receipt_readers WHERE station = ?", (station,))
         return None
+    row = conn.execute("SELECT v4_from FROM receipt_readers WHERE station = ?", (station,)).fetchone()
     if row is not None:
         return int(row[0])
     with transaction(conn):
@@ -122,6 +127,23 @@ def note_reader(conn: sqlite3.Connection, station: str, version: int, since: int
             "SELECT v4_from FROM receipt_readers WHERE station = ?", (station,)
         ).fetchone()
     return int(v4_from)
+
+
+def note_older(conn: sqlite3.Connection, station: str, next_since: int) -> None:
+    """A live document of an older version goes to ``station``, covering changes up to
+    ``next_since``: a station applying it moves its cursor past templates it is not sent, so
+    from now on it holds none stamped at or below ``next_since``.
+
+    The floor only rises, never goes (deleting it once let a version-4 request still on its way
+    register again below a version-3 document's cursor, and the station stuck, §9.5). Writes
+    only for a station that reads version 4 too and only when ground has changed since."""
+    row = conn.execute("SELECT v4_from FROM receipt_readers WHERE station = ?", (station,)).fetchone()
+    if row is None or int(row[0]) >= next_since:
+        return
+    with transaction(conn):
+        conn.execute(
+            "UPDATE receipt_readers SET v4_from = MAX(v4_from, ?) WHERE station = ?", (next_since, station)
+        )
 
 
 def needed(

@@ -700,7 +700,7 @@ def sync(
     if result.photos_as_is:
         # Not an error (each photo still arrives byte for byte), but bandwidth the astronaut may want back.
         err_console.print(
-            f"note: {len(result.photos_as_is)} photo(s) sent as they are, not smaller as JPEG XL:"
+            f"note: {len(result.photos_as_is)} photo(s) sent as they are, not smaller as Lepton or JPEG XL:"
         )
         for line in result.photos_as_is[:5]:
             err_console.print(f"  {visible(line)}")

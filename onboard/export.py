@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from durable.files import BlobStore, write_atomic
-from photocodec import jxl
+from photocodec import jxl, transport
 from photocodec.child import transcode_file
 from protocol import BlobPayload, Post, SignedItem, SigningKey, build_bundle, key_id
 from protocol.bundle import FORMATS, CompactItems
@@ -63,11 +63,11 @@ def plan_batches(items: list[queue.QueuedItem], target_bytes: int) -> list[list[
     return batches
 
 
-# What a ground of this release decodes: every codec, the shipped text dictionaries, and
-# JPEG XL (imagecodecs is a dependency). A file hand-off to an older or codec-less ground
+# What a ground of this release decodes: every codec, the shipped text dictionaries, JPEG XL
+# and Lepton (imagecodecs and lepton_jpeg_python are dependencies). A file hand-off to an older or codec-less ground
 # passes that ground's own token (`ground capabilities`) as `onboard export --ground-decodes`.
 CURRENT_GROUND = Capabilities(
-    codecs=frozenset({Codec.IDENTITY, Codec.ZSTD, Codec.ZSTD_DICT, Codec.JPEG_XL}),
+    codecs=frozenset({Codec.IDENTITY, Codec.ZSTD, Codec.ZSTD_DICT, Codec.JPEG_XL, Codec.LEPTON}),
     dictionaries=shipped_ids(),
     formats=FORMATS,
     bodies=BODY_VERSIONS,
@@ -79,19 +79,20 @@ CURRENT_GROUND = Capabilities(
 def choose_blob_encoding(
     raw: bytes, media_type: str, peer: Capabilities = CURRENT_GROUND, *, path: Path | None = None
 ) -> tuple[int, bytes]:
-    """How one blob travels: JPEG XL when the peer decodes it and the round trip proved
-    byte-exact here (docs/PROTOCOL.md §10), else zstd if that saves, else as-is.
+    """How one blob travels: Lepton or JPEG XL (the smaller) when the peer decodes it and the
+    round trip proved byte-exact here (docs/PROTOCOL.md §10), else zstd if that saves, else as-is.
 
-    ``path``: the stored file holding ``raw``; the JPEG XL encode then runs in a child
-    process (photocodec/child.py), so libjxl's memory is not this process's (issue 18).
+    ``path``: the stored file holding ``raw``; the encode then runs in a bounded child process
+    (photocodec/child.py), so the codec's memory is not this process's (issue 18).
     """
-    if media_type == "image/jpeg" and peer.decodes(Codec.JPEG_XL):
-        if path is not None and jxl.worth_transcoding(raw[: jxl.HEAD_BYTES], len(raw)):
-            coded = transcode_file(path)
+    codecs = transport.usable(peer.decodes) if media_type == "image/jpeg" else ()
+    if codecs:
+        if path is not None and transport.worth_encoding(raw[: jxl.HEAD_BYTES], len(raw), codecs):
+            found = transcode_file(path, codecs=codecs)
         else:
-            coded = jxl.transcode(raw) if path is None else None
-        if coded is not None:
-            return Codec.JPEG_XL, coded
+            found = transport.best(raw, codecs) if path is None else None
+        if found is not None:
+            return found
     codec, stored = choose_generic_encoding(raw)
     if not peer.decodes(codec):
         return Codec.IDENTITY, raw

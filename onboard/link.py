@@ -34,10 +34,9 @@ import aiohttp
 from durable.files import BlobStore, fsync_dir, write_atomic
 from protocol import LocalProtocolError, Post, RemoteProtocolError, build_bundle, parse_public_key
 from protocol.capabilities import Capabilities
-from protocol.codecs import Codec
 from protocol.ids import new_ulid
 from protocol.transfer import TransferSpec
-from protocol.transfer_wire import TransferKey, TransferKind, pack_coded_blob
+from protocol.transfer_wire import TransferKey, TransferKind
 
 from . import queue
 from .errors import OnboardError
@@ -237,8 +236,8 @@ def _blob_transfer(
 ) -> tuple[str, str, int, str | None]:
     """(name, kind, size, spool path) for one photo: reuse a planned one, else choose its form.
 
-    A JPEG travels as JPEG XL when ground decodes it and the rebuild here was byte-exact
-    (docs §10); otherwise the original bytes are read straight from the blob store.
+    A JPEG travels as Lepton or JPEG XL when ground decodes it and the rebuild here was
+    byte-exact (docs §10); otherwise the original bytes are read straight from the blob store.
     """
     row = conn.execute(
         "SELECT name, kind, size_bytes, path FROM link_transfers WHERE sha256 = ? AND kind IN ('blob', 'coded_blob')",
@@ -250,33 +249,43 @@ def _blob_transfer(
     if _codable(media_type, peer):
         coded, plain = _prepared_paths(home, sha)
         if not coded.exists() and not plain.exists():
-            prepare_photo(home, sha)
+            prepare_photo(home, sha, peer)
         if coded.exists():
             return f"coded_blob:{sha.hex()}", "coded_blob", coded.stat().st_size, str(coded)
     return f"blob:{sha.hex()}", "blob", store.path(sha).stat().st_size, None
 
 
 def _codable(media_type: str, peer: Capabilities) -> bool:
-    return media_type == "image/jpeg" and peer.decodes(Codec.JPEG_XL)
+    from photocodec.transport import usable
+
+    return media_type == "image/jpeg" and bool(usable(peer.decodes))
 
 
 def _prepared_paths(home: Home, sha: bytes) -> tuple[Path, Path]:
-    """Where a photo's JPEG XL form goes, and the marker saying it has none (travels as-is)."""
+    """Where a photo's coded form goes, and the marker saying it has none (travels as-is)."""
     out = _outbox(home)
     return out / f"{sha.hex()}.cblob", out / f"{sha.hex()}.plain"
 
 
-def prepare_photo(home: Home, sha: bytes) -> str | None:
-    """Transcode one JPEG to its JPEG XL upload form (or mark it as-is); touches files only,
-    so a driver can run it in a thread while the link keeps moving text.
+def prepare_photo(home: Home, sha: bytes, peer: Capabilities | None = None) -> str | None:
+    """Transcode one JPEG to its Lepton or JPEG XL upload form for ``peer`` (default: the
+    linked ground's token), or mark it as-is; touches files only, so a driver can run it in
+    a thread while the link keeps moving text.
 
-    Returns None when the photo gets a JPEG XL form (or is simply not a JPEG that can gain),
+    Returns None when the photo gets a coded form (or is simply not a JPEG that can gain),
     else why a JPEG that could have gained travels as-is (too large for the encoder's memory
     bound, ...): the astronaut is told (docs/scale.md). The reason is also kept in its marker.
     """
-    from photocodec import jxl
+    from photocodec import jxl, transport
     from photocodec.child import encode_file
 
+    if peer is None:
+        try:
+            peer = load_link(home).peer
+        except OnboardError:
+            peer = None
+    # No link yet: what a ground of this release decodes (onboard.export.CURRENT_GROUND).
+    codecs = transport.usable(peer.decodes) if peer is not None else transport.usable(lambda _c: True)
     store = BlobStore(home.blobs_dir)
     coded_path, plain_path = _prepared_paths(home, sha)
     with store.path(sha).open("rb") as f:
@@ -284,15 +293,15 @@ def prepare_photo(home: Home, sha: bytes) -> str | None:
         size = os.fstat(f.fileno()).st_size
     # Judge the photo by its header first: one that cannot gain travels as-is and is never
     # read whole here (the sender streams it from disk, chunk by chunk).
-    if not jxl.worth_transcoding(head, size):
+    if not transport.worth_encoding(head, size, codecs):
         write_atomic(plain_path, b"")
         return None
     # Checked in pieces and transcoded in a bounded child process (photocodec/child.py),
-    # which writes the upload form itself: this process never holds the photo, its JPEG XL
-    # form, nor libjxl's memory (issue 18).
-    raw_size = store.check(sha)
+    # which writes the upload form (CODED_BLOB header included) itself: this process never
+    # holds the photo, its coded form, nor the codec's memory (issue 18).
+    store.check(sha)
     tmp = coded_path.with_name(f"{coded_path.name}.{os.getpid()}.tmp")
-    done = encode_file(store.path(sha), tmp, prefix=pack_coded_blob(Codec.JPEG_XL, raw_size, b""))
+    done = encode_file(store.path(sha), tmp, codecs=codecs, framed=True)
     if done.written:
         os.replace(tmp, coded_path)
         fsync_dir(coded_path.parent)
@@ -302,7 +311,7 @@ def prepare_photo(home: Home, sha: bytes) -> str | None:
 
 
 def as_is_reason(home: Home, sha: bytes) -> str:
-    """Why a prepared photo travels as-is ("" if it simply cannot gain, or has a JPEG XL form)."""
+    """Why a prepared photo travels as-is ("" if it simply cannot gain, or has a coded form)."""
     _, plain = _prepared_paths(home, sha)
     try:
         return plain.read_text("utf-8", "replace")
@@ -310,24 +319,27 @@ def as_is_reason(home: Home, sha: bytes) -> str:
         return ""
 
 
-# JPEG XL forms are made this many photos ahead of the sender, not for the whole queue: each
+# Coded (Lepton or JPEG XL) forms are made this many photos ahead of the sender, not for the whole queue: each
 # is a second copy of its photo on the laptop until ground has it (then it is deleted), so a
 # gigabyte queued costs its originals plus a few photos, not 1.77× (issue 18, docs/scale.md).
 PREPARE_AHEAD = 3
 
 
 def prepared_waiting(home: Home) -> int:
-    """JPEG XL forms on disk now (made, not yet committed by ground)."""
+    """Coded forms on disk now (made, not yet committed by ground)."""
     return sum(1 for f in _outbox(home).iterdir() if f.suffix == ".cblob")
 
 
 def photos_to_prepare(home: Home, conn: sqlite3.Connection, peer: Capabilities) -> list[bytes]:
     """JPEGs of queued posts that still need their transport form worked out."""
     out: list[bytes] = []
+    # Asked once, not per photo: whether a codec is installed looks at the disk.
+    if not _codable("image/jpeg", peer):
+        return out
     for q in queue.items(conn, status="queued"):
         if isinstance(q.item, Post):
             for m in q.item.media:
-                if _codable(m.media_type, peer) and m.sha256 not in out:
+                if m.media_type == "image/jpeg" and m.sha256 not in out:
                     coded, plain = _prepared_paths(home, m.sha256)
                     known = conn.execute(
                         "SELECT 1 FROM link_transfers WHERE sha256 = ?", (m.sha256,)
@@ -348,12 +360,12 @@ def plan(
     """Turn every queued item into transfers (durably), and mark those items 'sending'.
 
     ``peer`` is what ground decodes (the link's capability token): it picks the items codec
-    (the shipped text dictionary) and whether photos travel as JPEG XL.
+    (the shipped text dictionary) and whether photos travel as Lepton or JPEG XL.
 
     Text posts wait while an earlier text bundle is still on its way (Nagle's rule): posts
     written during a loss of signal, or while a bundle crosses, then leave together as one
     bundle, which shares one signature per astronaut and one compression context (§14) —
-    on real tweets 0.47 × their UTF-8 in a bundle of 200 against 3.3 × alone. The cost is
+    on held-out tweets 0.44 × their UTF-8 in a bundle of 200 against ~3 × alone (docs/performance.md). The cost is
     at most one bundle's transfer time of extra latency for the waiting posts. While the link
     is down (``hold_text`` False, sync's sender says so) text is not held: a bundle stuck in the
     dark would cost the posts behind it a round trip after the link returns (issue 14: a post

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from protocol import RemoteProtocolError
 from protocol.receipts import (
+    RECEIPTS_VERSION_COMPACT,
     AccountLimitsReceipt,
     BundleReceipt,
     CommandReceipt,
@@ -26,6 +27,7 @@ from protocol.receipts import (
     PhotoFidelity,
     PublicationReceipt,
     ReceiptDocument,
+    UnknownTemplateError,
     UrlTemplateReceipt,
     verify_receipts,
 )
@@ -174,16 +176,112 @@ def templates(conn: sqlite3.Connection) -> dict[int, UrlTemplateReceipt]:
     return out
 
 
+class MissingTemplate(OnboardError):
+    """A version-4 document names a URL template this laptop does not hold (§9.5)."""
+
+    def __init__(self, message: str, *, number: int, account: str) -> None:
+        super().__init__(message)
+        self.number, self.account = number, account
+
+
 def verify_document(conn: sqlite3.Connection, data: bytes, ground_key: bytes) -> ReceiptDocument:
     """Check a receipts document's signature and decode it (URLs rebuilt from the templates
-    held, version 4); keeps the log checkpoint it carries."""
+    held, version 4); keeps the log checkpoint it carries. Raises OnboardError (MissingTemplate
+    when it names a template this laptop does not hold)."""
     try:
         doc = verify_receipts(data, ground_key, templates=templates(conn))
+    except UnknownTemplateError as exc:
+        raise MissingTemplate(
+            f"receipts refused: {exc} (a file from `ground receipts --out F --version 4` carries every "
+            "template it uses: make it again with this ground)",
+            number=exc.number,
+            account=exc.account,
+        ) from exc
     except RemoteProtocolError as exc:
         raise OnboardError(f"receipts refused: {exc}") from exc
     logcheck.ensure_schema(conn)
     logcheck.keep(conn, doc.checkpoint, ground_key, int(time.time() * 1000))
     return doc
+
+
+# --- version 4 heals itself (docs/PROTOCOL.md §9.5 "When ground is wrong") ----------------------
+
+# Ground infers which URL templates a laptop holds; when it is wrong (rows lost, a restored
+# onboard.db, two laptops on one station's token), a live document names one this laptop lacks.
+# It is not applied (the cursor stays) and the next request leaves version 4 out: that older
+# document comes whole, and ground then stops counting any template at or below its cursor as
+# held. HEAL_KEY keeps "detours,due": detours begun since the last version-4 document applied,
+# and 1 while the next request must leave version 4 out (kept across runs: a crash mid-heal
+# resumes it).
+HEAL_KEY = "receipts_v4_heal"
+# Ground's own records make one detour enough; a second covers an older ground (which forgot
+# the reader on a version-3 request and let one still on its way register it again). Past that
+# ground keeps naming templates after being told: an error that says so, never a loop.
+MAX_DETOURS = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HealState:
+    detours: int = 0
+    due: bool = False
+
+
+def heal_state(conn: sqlite3.Connection) -> HealState:
+    """Where this laptop's version-4 heal stands (HEAL_KEY)."""
+    link.ensure_schema(conn)
+    raw = link.get_state(conn, HEAL_KEY, "0,0").split(",")
+    try:
+        return HealState(detours=int(raw[0]), due=raw[1] == "1")
+    except (ValueError, IndexError):
+        return HealState()
+
+
+def _set_heal(conn: sqlite3.Connection, st: HealState) -> None:
+    with queue.transaction(conn):
+        link.set_state(conn, HEAL_KEY, f"{st.detours},{int(st.due)}")
+
+
+def versions_to_ask(conn: sqlite3.Connection, versions: tuple[int, ...]) -> tuple[int, ...]:
+    """The receipts versions the next live request lists: ``versions``, less version 4 while a
+    heal is due."""
+    if RECEIPTS_VERSION_COMPACT in versions and heal_state(conn).due:
+        return tuple(v for v in versions if v != RECEIPTS_VERSION_COMPACT)
+    return versions
+
+
+def heal_begins(conn: sqlite3.Connection, exc: MissingTemplate) -> str:
+    """A live document named a template this laptop lacks and was not applied: the next
+    request leaves version 4 out. Returns the log line; raises OnboardError when ground still
+    names one after MAX_DETOURS detours (the next sync begins with another detour)."""
+    st = heal_state(conn)
+    if st.due:
+        return (
+            f"receipts: {exc.account}'s URL template {exc.number} is not on this laptop; already asking again"
+        )
+    if st.detours >= MAX_DETOURS:
+        _set_heal(conn, HealState(detours=0, due=True))
+        raise OnboardError(
+            f"ground's receipts still name URL template {exc.number} ({exc.account}), which this laptop was "
+            f"never sent, after asking {MAX_DETOURS} times for receipts without templates: ground keeps a wrong "
+            "record of what this laptop holds — is another laptop syncing with this station's token (each "
+            "needs its own: `ground station add`), or was ground's database restored? Nothing was skipped; "
+            "`onboard sync` again asks without templates first"
+        )
+    _set_heal(conn, HealState(detours=st.detours + 1, due=True))
+    return (
+        f"receipts: {exc.account}'s URL template {exc.number} is not on this laptop; "
+        "asking again without templates (receipts version 3), nothing skipped"
+    )
+
+
+def heal_applied(conn: sqlite3.Connection, version: int) -> None:
+    """A live document of ``version`` was applied: an older one completes a detour, a
+    version-4 one shows ground's record right again."""
+    st = heal_state(conn)
+    if version < RECEIPTS_VERSION_COMPACT and st.due:
+        _set_heal(conn, HealState(detours=st.detours, due=False))
+    elif version >= RECEIPTS_VERSION_COMPACT and st.detours and not st.due:
+        _set_heal(conn, HealState())
 
 
 def apply_document(conn: sqlite3.Connection, doc: ReceiptDocument) -> Applied:

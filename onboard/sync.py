@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import sqlite3
 import time
@@ -28,7 +29,7 @@ from typing import Any
 import aiohttp
 
 from protocol.capabilities import Capabilities
-from protocol.receipts import RECEIPTS_VERSION, RECEIPTS_VERSIONS
+from protocol.receipts import RECEIPTS_VERSION, RECEIPTS_VERSION_COMPACT, RECEIPTS_VERSIONS
 from protocol.transfer import (
     LinkDown,
     LinkFatal,
@@ -39,7 +40,12 @@ from protocol.transfer import (
     TransferProgress,
     TransferSender,
 )
-from protocol.transfer_wire import OPEN_RECEIPTS_VERSIONS, TransferKind, UploadState
+from protocol.transfer_wire import (
+    FIRST_FLIGHT_LINK_VERSION,
+    OPEN_RECEIPTS_VERSIONS,
+    TransferKind,
+    UploadState,
+)
 
 from . import link, link_status, queue
 from .errors import OnboardError
@@ -47,13 +53,19 @@ from .home import Home
 from .race import ConnectRace
 from .receipts import (
     CURSOR_KEY,
+    MissingTemplate,
     ReceiptsPoll,
     apply_document,
     awaiting_receipts,
     claims,
     cursor,
+    heal_applied,
+    heal_begins,
     verify_document,
+    versions_to_ask,
 )
+
+log = logging.getLogger(__name__)
 
 FRAME_TYPE = "application/x-orbitpost-frame"
 RECEIPTS_CURSOR = CURSOR_KEY  # a change seq (docs/PROTOCOL.md §9)
@@ -424,10 +436,11 @@ class _ReceiptsExchange:
         self._conn = conn
         self._sender = sender
         self._ground_key = ground_key
-        # Receipts versions to ask for (docs/PROTOCOL.md §9.3): () keeps the frame of before.
-        self._versions = versions
-        # ... and what a bundle's OPEN lists beside its cursor: () when that is link 2's own (2, 3).
-        self._open_versions = versions if set(versions) - set(OPEN_RECEIPTS_VERSIONS) else ()
+        # Receipts versions to ask for (docs/PROTOCOL.md §9.3): () keeps the frame of before;
+        # less version 4 while a heal is due (§9.5, ``versions_to_ask``).
+        self._all_versions = versions
+        self._versions = versions_to_ask(conn, versions)
+        self._asked = versions  # what the last RECEIPTS request listed
         # Ground speaks link version 2: a bundle's OPEN brings its receipts back (issue 14).
         self._with_open = with_open
         self.poll = poll
@@ -442,20 +455,31 @@ class _ReceiptsExchange:
         with_open = self._with_open and not self.pending
         since = int(link.get_state(self._conn, RECEIPTS_CURSOR, "0") or 0) if with_open else None
         self._sender.open_receipts_since = since
-        self._sender.open_receipts_versions = self._open_versions
+        # What a bundle's OPEN lists beside its cursor: () when that is link 2's own (2, 3).
+        v = self._versions
+        self._sender.open_receipts_versions = v if set(v) - set(OPEN_RECEIPTS_VERSIONS) else ()
         if self.pending or not self.poll.due(now):
             return
         if awaiting_news(self._conn):
-            self._sender.request_receipts(cursor(self._conn), claims(self._conn), self._versions)
+            self._request(cursor(self._conn))
             self.pending, self._changed = True, 0
             self.poll.next_at = now + self.poll.interval_s  # if the answer never comes
         else:
             self.poll.idle(now)
 
+    def _request(self, since: int) -> None:
+        self._asked = self._versions
+        self._sender.request_receipts(since, claims(self._conn), self._versions)
+
     def received(self, ev: ReceiptsReceived) -> int:
         """Apply one page; returns how many receipts it held."""
-        doc = verify_document(self._conn, ev.document, self._ground_key)
+        try:
+            doc = verify_document(self._conn, ev.document, self._ground_key)
+        except MissingTemplate as exc:
+            return self._heal(ev, exc)
         applied = apply_document(self._conn, doc)
+        heal_applied(self._conn, doc.version)
+        self._versions = versions_to_ask(self._conn, self._all_versions)
         self._changed += applied.changed
         self.refused += applied.refused
         # Never backwards: a bundle's OPEN and a RECEIPTS request may both bring documents,
@@ -464,7 +488,7 @@ class _ReceiptsExchange:
         if ev.with_open and self.pending:
             return applied.receipts  # the exchange under way finishes as it would have
         if ev.more:
-            self._sender.request_receipts(ev.next_since, claims(self._conn), self._versions)
+            self._request(ev.next_since)
             self.pending = True
         else:
             self.pending = False
@@ -472,6 +496,23 @@ class _ReceiptsExchange:
             self.poll.answered(time.monotonic(), self._changed)
             self._changed = 0
         return applied.receipts
+
+    def _heal(self, ev: ReceiptsReceived, exc: MissingTemplate) -> int:
+        """A document named a URL template this laptop lacks (§9.5): not applied, the cursor
+        stays; ask again at once without version 4, unless an exchange under way will."""
+        if not ev.with_open and RECEIPTS_VERSION_COMPACT not in self._asked:
+            raise SyncError(
+                f"ground answered a receipts request that left version 4 out with version 4 ({exc}); "
+                "this ground does not follow docs/PROTOCOL.md §9.3: upgrade it, or link again with a token "
+                "file from it (`onboard link add`)"
+            )
+        log.info("%s", heal_begins(self._conn, exc))
+        self._versions = versions_to_ask(self._conn, self._all_versions)
+        if ev.with_open and self.pending:
+            return 0  # the exchange under way asks its next page without version 4
+        self._request(cursor(self._conn))
+        self.pending = True
+        return 0
 
     def settled(self) -> bool:
         """Nothing more to ask ground for now (the one-shot sync may stop)."""
@@ -539,7 +580,7 @@ class _Planner:
             # Only JPEG XL forms count (a photo that travels as-is costs no second copy).
             if link.prepared_waiting(self._home) >= link.PREPARE_AHEAD:
                 break
-            why = link.prepare_photo(self._home, sha)
+            why = link.prepare_photo(self._home, sha, self._peer)
             if why is not None:
                 self.as_is.append(f"photo {sha.hex()[:12]}: {why}")
 
@@ -610,6 +651,8 @@ class _Sync:
             give_up_after_s=give_up_after_s, publish_deadline=time.monotonic() + wait_published_s
         )
         self.sender = TransferSender(config, time.monotonic())
+        # Ground speaks link version 3: a new upload's OPEN carries its first chunk (issue 14).
+        self.sender.first_flight = self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
         self.wake = asyncio.Event()
         self.progress = _Progress(SyncStatus())
         self.requests = _Requests(

@@ -1,6 +1,8 @@
 """Transcode one photo in a child process, under a memory bound (issue 18, docs/scale.md).
 
-libjxl's lossless JPEG recompression (the only JPEG XL mode that rebuilds the original bytes)
+The child tries each photo codec the receiving ground decodes whose predicted peak fits the
+bound (photocodec/transport.py: Lepton, ~55 MiB for a 12-MP photo; JPEG XL, below) and keeps
+the smallest proven form. libjxl's lossless JPEG recompression (the only JPEG XL mode that rebuilds the original bytes)
 holds the whole frame's DCT coefficients as 32-bit integers plus its tokens: measured here
 (libjxl 0.11.2 through imagecodecs) a child needs about 45 MiB + 14.6 bytes a pixel + 34 bytes
 a JPEG byte — 320–327 MiB for a 12-MP photo — whatever the effort or thread count. No libjxl
@@ -22,10 +24,12 @@ So the bound is on *which* photos are encoded, and it is enforced:
   space for 318 MiB resident on a 12-MP photo), so an address-space cap at the bound would
   refuse photos whose memory fits.
 
-``python -m photocodec.child SRC DST MEMORY_BYTES [PREFIX_HEX]`` reads SRC, transcodes it with the
-same proof as :func:`photocodec.jxl.transcode` (a byte-exact round trip) and writes PREFIX + the
-JPEG XL bytes to DST (synced), then exits, returning every page. One photo at a time. The
-parent never reads the photo, and with :func:`encode_file` never holds the result either.
+``python -m photocodec.child SRC DST MEMORY_BYTES [CODECS [FRAMED]]`` reads SRC, transcodes it
+with each codec in CODECS (ids, comma-separated, default JPEG XL) with the same proof as
+:func:`photocodec.jxl.transcode` (a byte-exact round trip), writes the smallest form to DST
+(synced; preceded by the live link's CODED_BLOB header when FRAMED is 1), says ``codec N`` on
+stderr, then exits, returning every page. One photo at a time. The parent never reads the
+photo, and with :func:`encode_file` never holds the result either.
 
 Exit codes: 0 written; 1 no gain or not provable (send as-is); 2 the file is unreadable.
 """
@@ -41,6 +45,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from photocodec.transport import JPEG_XL, coded_header
 
 _EXIT_AS_IS = 1
 _EXIT_UNREADABLE = 2
@@ -68,6 +74,9 @@ POLL_S = 0.005
 _PEAK_FIXED_BYTES = 52 * MIB
 _PEAK_BYTES_PER_PIXEL = 15
 _PEAK_BYTES_PER_JPEG_BYTE = 34
+# What a codec tried after another on the same photo may find still resident from the first
+# (the JPEG, the first's result, library state): measured 1-2 MiB with _child_env's malloc settings.
+_AFTER_ANOTHER_BYTES = 4 * MIB
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +89,7 @@ class Encoded:
     reason: str
     peak_bytes: int
     memory_bytes: int
+    codec: int = 0  # the codec id of what DST holds (protocol.codecs.Codec) when ``written``
 
 
 class EncoderConfigError(ValueError):
@@ -136,24 +146,53 @@ def fits(pixels: int, size_bytes: int, memory_bytes: int) -> str | None:
     )
 
 
+def _fitting(
+    head: bytes, size: int, codecs: tuple[int, ...], memory_bytes: int
+) -> tuple[tuple[int, ...], str]:
+    """The codecs predicted to fit ``memory_bytes`` for this photo, and why the others do not."""
+    from photocodec import jxl, transport
+
+    keep: list[int] = []
+    why: list[str] = []
+    for codec in codecs:
+        need = transport.predicted_peak_bytes(codec, head, size)
+        if need is not None and keep:
+            need += _AFTER_ANOTHER_BYTES
+        if need is None or need <= memory_bytes:
+            keep.append(codec)  # unknown: try it; the watchdog still holds the bound
+            continue
+        pixels = jxl.pixel_count(head) or 0
+        why.append(
+            f"a {pixels / 1e6:.1f}-megapixel photo needs about {_mib(need)} to encode as "
+            f"{transport.NAMES.get(codec, codec)}, over the encoder's {_mib(memory_bytes)} bound "
+            f"({ENV_MEMORY}); it travels as it is"
+        )
+    return tuple(keep), "; ".join(why)
+
+
 def encode_file(
     src: Path,
     dst: Path,
     *,
-    prefix: bytes = b"",
+    codecs: tuple[int, ...] = (JPEG_XL,),
+    framed: bool = False,
     memory_bytes: int | None = None,
     timeout_s: float = TIMEOUT_S,
     predict: bool = True,
 ) -> Encoded:
-    """Write ``prefix`` + JPEG XL bytes proven to rebuild the file ``src`` exactly to ``dst``,
-    made in a child whose resident set stays within ``memory_bytes`` (default: the configured bound).
+    """Write the smallest form among ``codecs`` proven to rebuild the file ``src`` exactly to
+    ``dst`` (after the CODED_BLOB header when ``framed``), made in a child whose resident set
+    stays within ``memory_bytes`` (default: the configured bound).
 
-    Returns Encoded; ``written`` False means "send it as-is" and ``reason`` says why (not a JPEG,
-    no gain, too large for the bound — predicted from its header when ``predict``, or the child
-    went over and was killed —, no codec, failed or timed out). ``dst`` then does not exist.
+    Returns Encoded (``codec`` says which); ``written`` False means "send it as-is" and
+    ``reason`` says why (not a JPEG, no gain, too large for the bound — predicted from its
+    header when ``predict``, or the child went over and was killed —, no codec, failed or timed
+    out). ``dst`` then does not exist.
     """
     from photocodec import jxl
 
+    if not codecs:
+        return _as_is("no photo codec both here and on ground; it travels as it is", memory_bytes or 0)
     if memory_bytes is None:
         try:
             memory_bytes = encoder_memory_bytes()
@@ -166,15 +205,19 @@ def encode_file(
                 size = os.fstat(f.fileno()).st_size
         except OSError as exc:
             return _as_is(f"cannot read the photo: {exc}", memory_bytes)
-        pixels = jxl.pixel_count(head)
-        why = fits(pixels, size, memory_bytes) if pixels is not None else None
-        if why is not None:
+        codecs, why = _fitting(head, size, codecs, memory_bytes)
+        if not codecs:
             return _as_is(why, memory_bytes)
-    return _run_child(src, dst, prefix, memory_bytes, timeout_s)
+    return _run_child(src, dst, codecs, framed, memory_bytes, timeout_s)
 
 
-def _run_child(src: Path, dst: Path, prefix: bytes, memory_bytes: int, timeout_s: float) -> Encoded:
-    argv = [sys.executable, "-m", "photocodec.child", str(src), str(dst), str(memory_bytes), prefix.hex()]
+def _run_child(
+    src: Path, dst: Path, codecs: tuple[int, ...], framed: bool, memory_bytes: int, timeout_s: float
+) -> Encoded:
+    argv = [
+        sys.executable, "-m", "photocodec.child", str(src), str(dst), str(memory_bytes),
+        ",".join(str(int(c)) for c in codecs), "1" if framed else "0",
+    ]  # fmt: skip
     with tempfile.TemporaryFile() as err:
         try:
             # A session of its own, so a kill takes the child's whole group (the CLI backend
@@ -189,19 +232,23 @@ def _run_child(src: Path, dst: Path, prefix: bytes, memory_bytes: int, timeout_s
         err.seek(0)
         said = err.read().decode("utf-8", "replace")
     peak = max(sampled, _reported_peak(said))
-    detail = "\n".join(line for line in said.strip().splitlines() if not line.startswith("peak_kib "))[-300:]
+    detail = "\n".join(
+        line for line in said.strip().splitlines() if not line.startswith(("peak_kib ", "codec "))
+    )[-300:]
     if over is not None or proc.returncode != 0:
         dst.unlink(missing_ok=True)
         why = over or _exit_reason(proc.returncode, detail)
         return _as_is(why, memory_bytes, peak)
-    if not dst.exists():
+    codec = _reported("codec", said)
+    if not dst.exists() or codec not in codecs:
+        dst.unlink(missing_ok=True)
         return _as_is("the encoder wrote nothing", memory_bytes, peak)
-    return Encoded(written=True, reason="", peak_bytes=peak, memory_bytes=memory_bytes)
+    return Encoded(written=True, reason="", peak_bytes=peak, memory_bytes=memory_bytes, codec=codec)
 
 
 def _exit_reason(code: int | None, detail: str) -> str:
     if code == _EXIT_AS_IS:
-        return "JPEG XL would not make it smaller, or could not rebuild it exactly; it travels as it is"
+        return "no codec would make it smaller, or rebuild it exactly; it travels as it is"
     if code == _EXIT_UNREADABLE:
         return f"the encoder could not read the photo: {detail}"
     return f"the encoder stopped (exit {code}): {detail or 'no message'}; the photo travels as it is"
@@ -239,10 +286,15 @@ def _reported_peak(stderr: str) -> int:
     Not wait4's ru_maxrss: for a child started by vfork (as subprocess does) that figure also
     counts the parent's resident set at the moment of exec.
     """
+    return _reported("peak_kib", stderr) * 1024
+
+
+def _reported(key: str, stderr: str) -> int:
+    """N from the child's last ``KEY N`` line on stderr; 0 if none."""
     for line in reversed(stderr.splitlines()):
-        if line.startswith("peak_kib "):
+        if line.startswith(key + " "):
             try:
-                return int(line.split()[1]) * 1024
+                return int(line.split()[1])
             except (IndexError, ValueError):
                 return 0
     return 0
@@ -273,17 +325,20 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
-def transcode_file(src: Path, *, timeout_s: float = TIMEOUT_S) -> bytes | None:
-    """JPEG XL bytes proven to rebuild the file ``src`` exactly, made in a bounded child; else None.
+def transcode_file(
+    src: Path, *, codecs: tuple[int, ...] = (JPEG_XL,), timeout_s: float = TIMEOUT_S
+) -> tuple[int, bytes] | None:
+    """(codec, bytes) proven to rebuild the file ``src`` exactly, made in a bounded child; else None.
 
     None means "send it as-is" (see encode_file). For callers that need the bytes in memory
     (a file hand-off builds its bundle there); the live link uses encode_file and never reads them.
     """
-    with tempfile.TemporaryDirectory(prefix="orbitpost-jxl-") as d:
-        dst = Path(d) / "out.jxl"
-        if not encode_file(src, dst, timeout_s=timeout_s).written:
+    with tempfile.TemporaryDirectory(prefix="orbitpost-photo-") as d:
+        dst = Path(d) / "out.coded"
+        done = encode_file(src, dst, codecs=codecs, timeout_s=timeout_s)
+        if not done.written:
             return None
-        return dst.read_bytes()
+        return done.codec, dst.read_bytes()
 
 
 def _child_env() -> dict[str, str]:
@@ -293,6 +348,10 @@ def _child_env() -> dict[str, str]:
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     # Fewer malloc arenas: less address space reserved per libjxl thread (not less resident).
     env.setdefault("MALLOC_ARENA_MAX", "2")
+    # A fixed mmap threshold: every large buffer is mapped and given back when freed. glibc's
+    # default threshold grows after the first such free, so what Lepton freed stayed resident
+    # (+9-11 MiB) under JPEG XL's peak when both are tried on one photo; now +1-2 MiB.
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(128 * 1024))
     return env
 
 
@@ -313,12 +372,13 @@ def _main(argv: list[str]) -> int:
 def _encode(argv: list[str]) -> int:
     src, dst = Path(argv[0]), Path(argv[1])
     memory_bytes = int(argv[2]) if len(argv) > 2 else DEFAULT_MEMORY_MIB * MIB
-    prefix = bytes.fromhex(argv[3]) if len(argv) > 3 else b""
+    codecs = tuple(int(c) for c in argv[3].split(",") if c) if len(argv) > 3 else (JPEG_XL,)
+    framed = len(argv) > 4 and argv[4] == "1"
     cap = address_space_cap(memory_bytes)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
-    from photocodec.jxl import transcode
+    from photocodec.transport import best
 
     try:
         jpeg = src.read_bytes()
@@ -326,12 +386,14 @@ def _encode(argv: list[str]) -> int:
         sys.stderr.write(f"cannot read {src}: {exc}\n")
         return _EXIT_UNREADABLE
     try:
-        coded = transcode(jpeg)
+        found = best(jpeg, codecs)
     except MemoryError:
         sys.stderr.write("out of address space (RLIMIT_AS) while encoding\n")
         return _EXIT_AS_IS
-    if coded is None:
+    if found is None:
         return _EXIT_AS_IS
+    codec, coded = found
+    prefix = coded_header(codec, len(jpeg)) if framed else b""
     del jpeg
     # Private like every file onboard writes (the photo may be embargoed).
     with open(os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
@@ -339,6 +401,7 @@ def _encode(argv: list[str]) -> int:
         f.write(coded)
         f.flush()
         os.fsync(f.fileno())
+    sys.stderr.write(f"codec {codec}\n")
     return 0
 
 

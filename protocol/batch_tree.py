@@ -54,9 +54,15 @@ class _LevelTree(BaseMerkleTree):  # type: ignore[misc]
 
     pymerkle's storage interface (``_get_leaf``, ``_get_leaves``, ``_get_size``) plus
     ``_get_subroot``/``_get_root`` that read a subtree's root from its level (or fold it once)
-    instead of recomputing it: proofs for all 10,000 items of a bundle then take ~0.5 s, not
-    ~2.5 s with InmemoryTree. The proof layout and checks stay pymerkle's;
-    tests/test_batch_tree.py checks roots and paths against InmemoryTree.
+    instead of recomputing it. The root is pymerkle's (``get_root``).
+
+    Level ``h + 1`` pairs the nodes of level ``h`` and carries an odd last node up unchanged,
+    so node ``j`` of level ``h`` is the RFC 9162 root of leaves ``j·2ʰ … min((j+1)·2ʰ, n) − 1``
+    (a perfect subtree, or the right edge's last one). Leaf ``m``'s audit path is then its
+    sibling at each level, where there is one (RFC 9162 §2.1.3's PATH, bottom up): all n paths
+    in one pass over the levels (~10 ms for 10,000 items) instead of one pymerkle proof call
+    per item (~120 ms). tests/test_batch_tree.py checks roots and every path against
+    pymerkle's InmemoryTree for random sizes; verifying stays pymerkle's (root_from_inclusion).
     """
 
     def __init__(self, entries: Sequence[bytes]) -> None:
@@ -65,8 +71,36 @@ class _LevelTree(BaseMerkleTree):  # type: ignore[misc]
         level = [self.hash_buff(e) for e in entries]
         self.levels = [level]
         while len(level) > 1:
-            level = [self.hash_pair(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+            up = [self.hash_pair(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+            if len(level) % 2:
+                up.append(level[-1])  # no sibling at this level: carried up as it is
+            level = up
             self.levels.append(level)
+
+    def path(self, index: int) -> tuple[bytes, ...]:
+        """The audit path of leaf ``index`` (0-based), bottom up: its sibling at each level."""
+        out = []
+        for level in self.levels[:-1]:
+            sibling = index ^ 1
+            if sibling < len(level):
+                out.append(level[sibling])
+            index >>= 1
+        return tuple(out)
+
+    def paths(self) -> list[tuple[bytes, ...]]:
+        """Every leaf's audit path, in leaf order: each level's siblings, read once per level."""
+        paths: list[list[bytes]] = [[] for _ in self.levels[0]]
+        for height, level in enumerate(self.levels[:-1]):
+            width = 1 << height
+            last = len(level) - 1
+            for j in range(len(level)):
+                sibling = j ^ 1
+                if sibling > last:
+                    continue  # the carried-up node: no hash at this level for its leaves
+                node = level[sibling]
+                for path in paths[j * width : (j + 1) * width]:
+                    path.append(node)
+        return [tuple(p) for p in paths]
 
     def _encode_entry(self, data: bytes) -> bytes:
         return data
@@ -189,7 +223,10 @@ class BatchTree:
         if not bodies:
             raise ValueError("a batch tree needs at least one body")
         tree = _LevelTree([leaf_entry(b) for b in bodies])
-        return cls(root=tree.get_root(), size=len(bodies), _tree=tree)
+        root: bytes = tree.get_root()
+        if tree.levels[-1][0] != root:  # the levels the paths are read from are pymerkle's tree
+            raise AssertionError("batch tree levels disagree with pymerkle's root")
+        return cls(root=root, size=len(bodies), _tree=tree)
 
     @property
     def head(self) -> bytes:
@@ -197,11 +234,17 @@ class BatchTree:
 
     def inclusion(self, leaf_index: int) -> BatchInclusion:
         """The audit path of body ``leaf_index`` (0-based) in this tree."""
-        proof = self._tree.prove_inclusion(leaf_index + 1, self.size)
-        return BatchInclusion(tree_size=self.size, leaf_index=leaf_index, path=tuple(proof.path[1:]))
+        if not 0 <= leaf_index < self.size:
+            raise IndexError(f"leaf {leaf_index} is not in a tree of {self.size}")
+        return BatchInclusion(tree_size=self.size, leaf_index=leaf_index, path=self._tree.path(leaf_index))
 
     def inclusions(self) -> list[BatchInclusion]:
-        return [self.inclusion(i) for i in range(self.size)]
+        """Every body's inclusion proof, in order (one pass over the tree's levels)."""
+        size = self.size
+        return [
+            BatchInclusion(tree_size=size, leaf_index=i, path=path)
+            for i, path in enumerate(self._tree.paths())
+        ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

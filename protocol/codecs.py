@@ -21,6 +21,7 @@ class Codec(IntEnum):
     ZSTD = 1
     ZSTD_DICT = 2  # zstd with the shipped text dictionary (docs/PROTOCOL.md §5)
     JPEG_XL = 3  # lossless JPEG transcode, rebuilt bit-exact on ground
+    LEPTON = 4  # Lepton lossless JPEG recompression, rebuilt bit-exact on ground (§10.5)
 
 
 # A decoder takes the stored bytes and the declared raw size and returns the raw bytes.

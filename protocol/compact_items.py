@@ -33,7 +33,7 @@ from typing import Any
 from .batch_tree import BatchTree, sign_tree, verify_tree_signature
 from .canonical import expect, expect_list, pack, unpack
 from .errors import ErrorCode, LocalProtocolError, RemoteProtocolError
-from .ids import new_ulid, ulid_from_bytes, ulid_to_bytes
+from .ids import ulid_from_bytes, ulid_to_bytes
 from .keys import KEY_ID_BYTES, KnownKey, SigningKey, verify_signature
 from .limits import DEFAULT_LIMITS, Limits
 from .model import (
@@ -44,10 +44,13 @@ from .model import (
     MediaRef,
     Post,
     Retract,
+    blank_id,
     check_item,
     check_renditions,
+    checked_body,
     derived_id,
     encode_item,
+    id_entropy,
     media_from_wire,
 )
 from .signing import BATCH_DOMAIN, SignedItem, VerifiedItem, batch_statement, sign_batch
@@ -170,10 +173,10 @@ def decode_compact_items(
     if format_version not in COMPACT_FORMATS:
         raise LocalProtocolError(f"bundle format {format_version} has no compact items section")
     section = _parse(raw, count, keyring, limits)
-    items = _rebuild(section, count, limits)
+    items, bodies = _rebuild(section, count, limits)
     if format_version == 3:
-        return _verify_trees(section, items, limits)
-    return _verify_batches(section, items, limits)
+        return _verify_trees(section, items, bodies)
+    return _verify_batches(section, items, bodies)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -313,9 +316,11 @@ def _parse(raw: bytes, count: int, keyring: Mapping[bytes, KnownKey], limits: Li
     )
 
 
-def _rebuild(sec: _Section, count: int, limits: Limits) -> list[Item]:
-    """Every item as the astronaut wrote it: author from the signer, id derived unless given."""
+def _rebuild(sec: _Section, count: int, limits: Limits) -> tuple[list[Item], list[bytes]]:
+    """Every item as the astronaut wrote it (author from the signer, id derived unless given)
+    and its body: what the signatures cover."""
     items: list[Item] = []
+    bodies: list[bytes] = []
     second = sec.base_s
     pos = 0
     post_no = 0
@@ -326,7 +331,7 @@ def _rebuild(sec: _Section, count: int, limits: Limits) -> list[Item]:
         if not 0 <= now <= MAX_TIME_MS:
             raise _malformed(f"item {i} created time {now} is outside 0..{MAX_TIME_MS} ms")
         author = sec.signers[sec.signer_of[i]][2].astronaut
-        placeholder = new_ulid(now, bytes(10))  # any id: derived_id replaces it
+        placeholder = blank_id(now)  # the id the body that derives the real one is written with
         it: Item
         if sec.kinds[i] == ItemKind.POST:
             n = sec.text_lengths[post_no]
@@ -363,29 +368,33 @@ def _rebuild(sec: _Section, count: int, limits: Limits) -> list[Item]:
             cmd_no += 1
             cls = Cancel if sec.kinds[i] == ItemKind.CANCEL else Retract
             it = cls(id=placeholder, author=author, created_ms=now, target_id=target_id)
+        # derived_id, with the check (encode_item's) done once for both bodies and each id
+        # written as bytes once (issue 18).
         try:
-            derived = derived_id(it, limits)
+            check_item(it, limits)
         except LocalProtocolError as exc:
             raise _malformed(f"item {i}: {exc}") from exc
+        stamp = now.to_bytes(6, "big")  # in range: checked above
+        raw_id = stamp + id_entropy(checked_body(it, stamp + bytes(10)))  # the derived id
         explicit = sec.explicit_ids.get(i)
         if explicit is not None:
             if len(explicit) != 16:
                 raise _malformed(f"item {i} id must be 16 bytes, got {len(explicit)}")
-            item_id = ulid_from_bytes(explicit)
-            if item_id == derived:
+            if explicit == raw_id:
                 raise _malformed(f"item {i} carries the id the receiver derives; leave it out")
-        else:
-            item_id = derived
-        items.append(replace(it, id=item_id))
-    return items
+            raw_id = explicit
+        it = replace(it, id=ulid_from_bytes(raw_id))
+        items.append(it)
+        bodies.append(checked_body(it, raw_id))  # checked above
+    return items, bodies
 
 
-def _verify_batches(sec: _Section, items: list[Item], limits: Limits) -> list[VerifiedItem]:
-    """Each signer's batch signature over its items' rebuilt bodies, then revocation."""
+def _verify_batches(sec: _Section, items: list[Item], bodies: list[bytes]) -> list[VerifiedItem]:
+    """Each signer's batch signature over its items' rebuilt bodies, then revocation.
+
+    The bodies were checked against the limits by check_item when _rebuild derived each id
+    (the rules and limits a format-1 body meets in decode_item)."""
     signers, signer_of = sec.signers, sec.signer_of
-    # Already checked against ``limits`` by check_item when _rebuild derived each id (the
-    # rules and limits a format-1 body meets in decode_item), so encoding cannot fail here.
-    bodies = [encode_item(it, limits) for it in items]
     statements: list[bytes] = []
     for s, (kid, sig, known) in enumerate(signers):
         mine = [b for b, who in zip(bodies, signer_of, strict=True) if who == s]
@@ -414,10 +423,9 @@ def _verify_batches(sec: _Section, items: list[Item], limits: Limits) -> list[Ve
     ]
 
 
-def _verify_trees(sec: _Section, items: list[Item], limits: Limits) -> list[VerifiedItem]:
+def _verify_trees(sec: _Section, items: list[Item], bodies: list[bytes]) -> list[VerifiedItem]:
     """Format 3: each signer's signature over the Merkle root of its items' rebuilt bodies
     (docs/PROTOCOL.md §17), then revocation; every item gets its audit path."""
-    bodies = [encode_item(it, limits) for it in items]  # cannot fail: see _verify_batches
     proofs: list[SignedItem | None] = [None] * len(items)
     for s, (kid, sig, known) in enumerate(sec.signers):
         mine = [i for i, who in enumerate(sec.signer_of) if who == s]
@@ -434,8 +442,8 @@ def _verify_trees(sec: _Section, items: list[Item], limits: Limits) -> list[Veri
                 ErrorCode.REVOKED_KEY,
                 f"{len(mine)} item(s) signed by revoked key {kid.hex()} ({known.astronaut})",
             )
-        for leaf, i in enumerate(mine):
-            proofs[i] = SignedItem(body=bodies[i], key_id=kid, signature=sig, inclusion=tree.inclusion(leaf))
+        for i, inclusion in zip(mine, tree.inclusions(), strict=True):
+            proofs[i] = SignedItem(body=bodies[i], key_id=kid, signature=sig, inclusion=inclusion)
     return [
         VerifiedItem(item=it, signed=signed, astronaut=sec.signers[s][2].astronaut)
         for it, signed, s in zip(items, proofs, sec.signer_of, strict=True)

@@ -184,8 +184,19 @@ def _check_common(author: str, created_ms: int, limits: Limits, err: Callable[[s
 def encode_item(item: Item, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """The canonical body bytes of ``item`` (what gets signed), checked against ``limits``."""
     check_item(item, limits)
+    return checked_body(item)
+
+
+def checked_body(item: Item, id_bytes: bytes | None = None) -> bytes:
+    """The canonical body bytes of an item :func:`check_item` already accepted (its id aside).
+
+    For a caller that checks once and then needs the bodies of the same item under two ids
+    (compact_items: the all-zero one that derives the id, then the item's own); ``id_bytes``
+    is ``ulid_to_bytes(item.id)`` when the caller already has it.
+    """
     version = item.body_version if isinstance(item, Post) else BODY_VERSION
-    head: list[Any] = [version, int(item.kind), ulid_to_bytes(item.id), item.author, item.created_ms]
+    raw_id = ulid_to_bytes(item.id) if id_bytes is None else id_bytes
+    head: list[Any] = [version, int(item.kind), raw_id, item.author, item.created_ms]
     if isinstance(item, Post):
         media = [[m.sha256, m.size_bytes, m.media_type, m.alt] for m in item.media]
         fields = [*head, item.text, media, list(item.targets), item.publish_at_ms]
@@ -202,8 +213,18 @@ ID_DOMAIN = b"orbitpost/id/v1\x00"
 def derived_id(item: Item, limits: Limits = DEFAULT_LIMITS) -> str:
     """The content-derived id of ``item``: its created time, then 80 bits of the sha256 of
     its body written with an all-zero id (docs/PROTOCOL.md §14). Ignores ``item.id``."""
-    blank = replace(item, id=new_ulid(item.created_ms, bytes(10)))
-    return derived_ulid(item.created_ms, hashlib.sha256(ID_DOMAIN + encode_item(blank, limits)).digest())
+    blank = replace(item, id=blank_id(item.created_ms))
+    return derived_ulid(item.created_ms, id_entropy(encode_item(blank, limits)))
+
+
+def blank_id(created_ms: int) -> str:
+    """The all-zero id an item's body is written with to derive its id (docs/PROTOCOL.md §14)."""
+    return new_ulid(created_ms, bytes(10))
+
+
+def id_entropy(blank_body: bytes) -> bytes:
+    """The 80 bits a derived id takes after its time: from the body written with :func:`blank_id`."""
+    return hashlib.sha256(ID_DOMAIN + blank_body).digest()[:10]
 
 
 ItemT = TypeVar("ItemT", bound=Item)

@@ -99,6 +99,20 @@ MAX_ENTRIES = 10_000
 MAX_CHECKPOINT_CHARS = 16 * 1024
 
 
+class UnknownTemplateError(RemoteProtocolError):
+    """A version-4 publication names a URL template the reader does not hold (§9.5): neither in
+    the document nor among the ``templates`` passed in. A live reader asks again without
+    version 4 (onboard/receipts.py); a file carries its templates, so there it is malformed."""
+
+    def __init__(self, number: int, account: str) -> None:
+        super().__init__(
+            ErrorCode.MALFORMED,
+            f"publication receipt of {account} names URL template {number}, which this reader was never sent",
+        )
+        self.number = number
+        self.account = account
+
+
 class EntryKind(IntEnum):
     PUBLICATION = 1
     BUNDLE = 2
@@ -566,11 +580,7 @@ def _where(
         return _opt_str(w[0], "receipt url"), _opt_str(w[1], "receipt remote id")
     t = templates.get(w[0])
     if t is None:
-        raise RemoteProtocolError(
-            ErrorCode.MALFORMED,
-            f"publication receipt of {account} names URL template {w[0]}, which this station was never "
-            "sent; import a full document (`ground receipts --out F --version 4`) or sync again",
-        )
+        raise UnknownTemplateError(w[0], account)
     if t.account != account:
         raise RemoteProtocolError(
             ErrorCode.MALFORMED, f"URL template {w[0]} is {t.account}'s, not {account}'s"

@@ -298,16 +298,9 @@ class TransferReceiver:
             self._uploads[k] = rec
             self._events.append(UploadChanged(record=_snapshot(rec)))
         if req.data and rec.state is UploadState.RECEIVING:
-            if len(req.data) != rec.size_bytes:
-                self._error(
-                    rid,
-                    station,
-                    req.seq,
-                    LinkErrorCode.BAD_OFFSET,
-                    f"OPEN inline data is {len(req.data)} bytes; it must be the whole upload ({rec.size_bytes})",
-                    False,
-                )
-                return
+            # The whole upload inline, or (link version 3) its first chunk: either way a CHUNK
+            # at offset 0, with every check and limit a CHUNK gets (data past the end of the
+            # upload is refused there, ``bad_offset``).
             chunk = Chunk(seq=req.seq, key=req.key, offset=0, data=req.data)
             self._chunk(
                 rid, station, chunk, now, receipts_since=req.receipts_since, versions=req.receipts_versions

@@ -12,6 +12,7 @@ Sender (station side), one per link::
     s.add(spec, source, now)              # source(offset, length) -> bytes, read lazily
     s.request_receipts(since, claims)
     s.open_receipts_since = since         # link version 2: a bundle's OPEN asks for them too
+    s.first_flight = True                 # link version 3: a new upload's OPEN carries its first chunk
     for out in s.data_to_send(now):       # Outgoing(seq, data, deadline, ...)
         ...carry out.data; later either
         s.receive(response_bytes, now)    # a response frame (it names its seq)
@@ -65,6 +66,11 @@ class SenderConfig:
     # its Mathis bound and idles a round trip between requests). Starting at 8 fills a clean
     # link sooner after a loss of signal (8 initial TCP windows: 112 kB in the first round trip).
     window: int = 8
+    # Streams at the start, before any round trip has been measured (within window..max_window).
+    # 16 fills a long path sooner: 16 initial TCP windows, ~224 kB in the first round trip,
+    # against 8's ~112 kB: at 2.6 s RTT, 1 % loss the start idled ~11 s with 8 (docs/link.md).
+    # A short clean path sheds the excess within a few round trips.
+    initial_streams: int = 16
     # 64 at most (with ``query_streams``, 80 requests: ground's edge allows 96 connections per
     # address, `ground serve --conns-per-address`), and ...
     max_window: int = 64
@@ -90,6 +96,11 @@ class SenderConfig:
     rtt_window_s: float = 300.0
     # RTT this far above the base: the link's queue is filling (the link is the limit).
     queue_rtt_ratio: float = 1.5
+    # Streams added per interval until the queue is first seen, as a fraction of ``streams``.
+    start_growth: float = 0.5
+    # Small requests kept in flight (a photo opened ahead when fewer fly): the round trips
+    # the stream count is sized by (``_needs_sample``).
+    sample_requests: int = 1
     # A request carrying at most this much (an OPEN, a commit poll, receipts, a small bundle
     # inline) crosses in a few segments, so its round trip is the path's RTT plus the queue
     # ahead of it at the link: the end-to-end sample the stream count is sized from.
@@ -143,6 +154,24 @@ class SenderConfig:
     # Uploads up to this size go whole inside their first OPEN (a text bundle is ~1 KiB);
     # if ground already had it, at most this much was sent for nothing.
     inline_bytes: int = 16 * 1024
+    # End game (BitTorrent's, bbcp's): once nothing is left to send but bytes in flight, a
+    # stream that would idle sends again a chunk that has been in flight this many base RTTs
+    # more than the bytes in flight need at the estimated rate (a loss-slowed stream crawling
+    # with it, not a queue), in pieces of ``end_game_piece_bytes`` (about
+    # one initial TCP window: each crosses in one round trip on a fresh stream). Ground keeps
+    # ranges, so whichever copy lands first counts and the other changes nothing. The whole
+    # chunk, not its second half: ground stores a request's bytes only once its body is whole
+    # (or cut), so half a crawling chunk sent again would still wait for the crawling first half.
+    end_game: bool = True
+    end_game_after_rtts: float = 1.5
+    end_game_piece_bytes: int = 12 * 1024
+    # Duplicate bytes in flight at once at most this many base RTTs of the estimated rate, and
+    # in all at most this share of the bytes sent: through linkemu, a small app-limited
+    # workload's chunks waited behind one another long enough to look crawling, and copies
+    # added ~80 kB to 320 kB (docs/link.md). A 97 MB backlog at 2.6 s / 1 % loss copied
+    # 1.2 % with a 2 % budget; 2 % let a CPU-loaded real-time run copy 15 kB of 765 kB.
+    end_game_max_rtts: float = 1.0
+    end_game_budget: float = 0.01
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,6 +285,10 @@ class _Req:
     ahead: int = 0  # requests already in flight when this one was handed out
     asks_receipts: bool = False  # an OPEN asking for receipts with its answer (link version 2)
     probe: bool = False  # handed out while the link was down (its connection raced)
+    first_flight: bool = False  # an OPEN carrying its upload's first chunk (link version 3)
+    chunk: bool = False  # a CHUNK frame (the end game may send its range again)
+    copied_to: int = 0  # the end game has sent again this chunk's bytes up to here
+    copy: bool = False  # an end-game copy of bytes already in flight
 
 
 @dataclass(slots=True)
@@ -266,6 +299,7 @@ class SenderStats:
     failures: int = 0
     max_chunk_bytes: int = 0
     chunks_resent_bytes: int = 0
+    end_game_bytes: int = 0  # bytes sent again by the end game (duplicates of bytes in flight)
 
 
 class TransferSender:
@@ -295,7 +329,9 @@ class TransferSender:
         self._cut_scale = 1.0
         self.stats = SenderStats()
         self._done: dict[TransferKey, UploadState] = {}
-        self.streams = self.config.window  # requests in flight at once while the link is up
+        c = self.config
+        # Requests in flight at once while the link is up (``_size_streams`` moves it).
+        self.streams = min(c.max_window, max(c.window, c.initial_streams))
         self._epoch_at = now  # the stream rule's measuring interval began here
         self._window_limited = False  # the window, not the queue, held requests back
         self._rtts: deque[tuple[float, float]] = deque()  # (when, a small request's round trip)
@@ -314,6 +350,11 @@ class TransferSender:
         # lists a version beyond link version 2's own (2, 3); () otherwise.
         self.open_receipts_versions: tuple[int, ...] = ()
         self._open_receipts_refused = False  # ground refused such an OPEN: an older ground
+        # Link version 3 (the token lists link=3): the driver sets this and a new upload's first
+        # OPEN carries its first chunk when it takes a data stream, so its data leaves in the
+        # first flight instead of a round trip after the OPEN (docs/PROTOCOL.md §8.2).
+        self.first_flight = False
+        self._first_flight_refused = False  # ground refused such an OPEN: an older ground
 
     # -- what the driver asks ----------------------------------------------------------
 
@@ -481,8 +522,8 @@ class TransferSender:
                 self.streams = max(min(c.window, cap), self.streams - max(1, self.streams // 8))
                 self._found_queue = True
             else:
-                # Half more until the queue is first seen (as slow start), then an eighth.
-                grow = self.streams // 8 if self._found_queue else self.streams // 2
+                # Until the queue is first seen (as slow start) ``start_growth`` more, then an eighth.
+                grow = self.streams // 8 if self._found_queue else int(self.streams * c.start_growth)
                 self.streams = min(cap, self.streams + max(1, grow))
         self._epoch_at = now
         self._window_limited = False
@@ -510,6 +551,7 @@ class TransferSender:
         best: tuple[tuple[int, int, int], _Transfer] | None = None
         owners = max(1, len(self._active_owners()))
         ready: dict[str, bool] = {}
+        sample = self._needs_sample()
         for t in self._transfers.values():
             if not self._sendable(t, now) or not (data_ok or self._query_next(t)):
                 continue
@@ -517,13 +559,13 @@ class TransferSender:
                 o = t.spec.owner
                 if o not in ready:
                     ready[o] = self._ready_enough(o, owners)
-                if ready[o]:
+                if ready[o] and not sample:
                     continue  # enough of this owner is open: opening more now only costs state
             rank = (t.spec.priority, self._served.get(t.spec.owner, 0), t.order)
             if best is None or rank < best[0]:
                 best = (rank, t)
         if best is None:
-            return None
+            return self._end_game_copy(now) if data_ok and self._up else None
         t = best[1]
         seq = self._seq()
         if t.state in (TState.OPENING, TState.SETTLING):
@@ -549,6 +591,8 @@ class TransferSender:
                     receipts_versions=self._versions_with(t),
                 )
                 return self._emit(req_, now, t.spec.key, (0, size))
+            if data_ok and self._first_flight_for(t):
+                return self._first_flight_open(t, seq, now)
             t.opened = True
             req: Request = Open(
                 seq=seq,
@@ -571,6 +615,95 @@ class TransferSender:
             Chunk(seq=seq, key=t.spec.key, offset=start, data=data), now, t.spec.key, (start, stop)
         )
 
+    def _end_game_copy(self, now: float) -> Outgoing | None:
+        """Nothing is left to send: a piece of the oldest chunk still crawling after
+        ``end_game_after_rtts``, sent again on this free stream (None if none is due or the
+        duplicates in flight are at their bound)."""
+        c = self.config
+        base = self.base_rtt_s
+        if base is None or not c.end_game:
+            return None
+        flying = sum(r.span[1] - r.span[0] for r in self._requests.values() if r.copy and r.span)
+        if flying >= max(c.end_game_piece_bytes, self.rate_bytes_s * base * c.end_game_max_rtts):
+            return None
+        if self.stats.end_game_bytes + c.end_game_piece_bytes > c.end_game_budget * self.stats.chunk_bytes:
+            return None  # the end of a large backlog pays for copies; a trickle of posts does not
+        # Late, not queued: a chunk is crawling once it has taken longer than a round trip and a
+        # half plus what every data request in flight needs of the link at the estimated rate
+        # (behind a full link's queue each waits its turn; a copy would only add to the queue).
+        ahead_s = sum(r.span[1] - r.span[0] for r in self._requests.values() if r.span and not r.copy) / max(
+            self.rate_bytes_s, 1.0
+        )
+        due = [
+            r
+            for r in self._requests.values()
+            if r.chunk
+            and r.span is not None
+            and r.copied_to < r.span[1]
+            and now - r.sent_at >= c.end_game_after_rtts * base + ahead_s
+            and r.key in self._transfers
+            and self._transfers[r.key].state is TState.SENDING
+        ]
+        if not due:
+            return None
+        r = min(due, key=lambda q: q.sent_at)
+        assert r.span is not None and r.key is not None
+        t = self._transfers[r.key]
+        start = max(r.copied_to, r.span[0])
+        # Bytes ground already acknowledged (another copy landed) are not sent again.
+        gaps = t.acked.gaps(start, r.span[1])
+        if not gaps:
+            r.copied_to = r.span[1]
+            return self._end_game_copy(now)
+        start = gaps[0][0]
+        stop = min(gaps[0][1], start + c.end_game_piece_bytes)
+        if gaps[0][1] - stop < c.end_game_piece_bytes // 4:
+            stop = gaps[0][1]  # a short rest rides with this piece rather than costing a request
+        r.copied_to = stop
+        data = t.source(start, stop - start)
+        seq = self._seq()
+        t.inflight[seq] = (start, stop)
+        self.stats.end_game_bytes += stop - start
+        out = self._emit(
+            Chunk(seq=seq, key=t.spec.key, offset=start, data=data), now, t.spec.key, (start, stop)
+        )
+        self._requests[seq].copy = True
+        return out
+
+    def _first_flight_for(self, t: _Transfer) -> bool:
+        """May ``t``'s OPEN carry its first chunk (link version 3)? Only its first OPEN: after a
+        cut ground may hold part of that chunk already, so the next OPEN asks first."""
+        return (
+            self.first_flight
+            and not self._first_flight_refused
+            and t.state is TState.OPENING
+            and not t.opened
+            and t.acked.total == 0
+        )
+
+    def _first_flight_open(self, t: _Transfer, seq: int, now: float) -> Outgoing:
+        """A new upload's OPEN carrying its first chunk: it takes a data stream, and the chunk
+        crosses in the OPEN's round trip instead of one after it."""
+        t.opened = True
+        start, stop = self._next_gap(t)
+        data = t.source(start, stop - start)
+        if start != 0 or len(data) != stop - start:
+            raise ValueError(f"source for {t.spec.key.name} gave {len(data)} bytes, wanted {stop - start}")
+        t.inflight[seq] = (start, stop)
+        self._served[t.spec.owner] = self._served.get(t.spec.owner, 0) + stop
+        self.stats.chunk_bytes += stop
+        self.stats.max_chunk_bytes = max(self.stats.max_chunk_bytes, stop)
+        req = Open(
+            seq=seq,
+            key=t.spec.key,
+            size_bytes=t.spec.size_bytes,
+            owner=t.spec.owner,
+            data=data,
+            receipts_since=self._receipts_with(t),
+            receipts_versions=self._versions_with(t),
+        )
+        return self._emit(req, now, t.spec.key, (start, stop))
+
     def _opens_ahead(self, t: _Transfer) -> bool:
         """Would ``t``'s next request open it for the first time, without data (not inline)?"""
         return (
@@ -579,6 +712,18 @@ class TransferSender:
             and t.open_seq is None
             and t.spec.size_bytes > self.config.inline_bytes
         )
+
+    def _needs_sample(self) -> bool:
+        """Is no small request in flight? Then one photo more is opened ahead (a bare OPEN, a
+        small request), so the stream count always has a round trip to measure by within the
+        next interval (``_size_streams``): when every stream carries a chunk (at the start
+        link version 3 sends the first ones inside their OPENs) the count held at 8 streams
+        for ~15 s at 2.6 s RTT for want of one."""
+        if not self._up:
+            return False
+        small = self.config.small_request_bytes
+        flying = sum(1 for r in self._requests.values() if r.span is None or r.span[1] - r.span[0] <= small)
+        return flying < self.config.sample_requests
 
     def _ready_enough(self, owner: str, owners: int) -> bool:
         """Does ``owner`` have its share of ``open_ahead_rounds`` chunks for every stream open (bytes not yet
@@ -593,7 +738,11 @@ class TransferSender:
             if t.state is TState.SENDING and t.open_seq is None:
                 have += sum(b - a for a, b in self._gaps(t))
             elif t.state is TState.OPENING and t.open_seq is not None and t.acked.total == 0:
-                have += t.spec.size_bytes
+                # Not an OPEN carrying its first chunk (it took a data stream): at the start
+                # every open photo is one, and the bare OPENs opened ahead beside them are
+                # the small requests the stream count is sized by (``_size_streams``).
+                r = self._requests.get(t.open_seq)
+                have += 0 if r is not None and r.first_flight else t.spec.size_bytes
             if have >= want:
                 return True
         return False
@@ -675,6 +824,9 @@ class TransferSender:
             ahead=len(self._requests),
             asks_receipts=isinstance(req, Open) and req.receipts_since is not None,
             probe=not self._up,
+            first_flight=isinstance(req, Open) and 0 < len(req.data) < req.size_bytes,
+            chunk=isinstance(req, Chunk),
+            copied_to=span[0] if span else 0,
         )
         self.stats.requests += 1
         self.stats.request_bytes += len(data)
@@ -755,7 +907,9 @@ class TransferSender:
             self._fail(req, now, reason)
 
     def _on_status(self, t: _Transfer, req: _Req, resp: Status, now: float, held_s: float = 0.0) -> None:
-        if req.span is not None:
+        if req.span is not None and req.copy:
+            t.inflight.pop(req.seq, None)  # a duplicate: the delivery rate counts the first copy
+        elif req.span is not None:
             t.inflight.pop(req.seq, None)
             self._delivered += req.span[1] - req.span[0]
             dt = now - held_s - req.sent_at
@@ -819,6 +973,22 @@ class TransferSender:
             t.inflight.pop(req.seq, None)
             if t.open_seq == req.seq:
                 t.open_seq = None
+            t.state = TState.OPENING
+            return
+        if (
+            t is not None
+            and req.first_flight
+            and err.code in (LinkErrorCode.BAD_OFFSET, LinkErrorCode.BAD_FRAME)
+            and not err.retryable
+        ):
+            # A ground before link version 3 refuses an OPEN carrying less than the whole
+            # upload (``bad_offset``): open the old way, and never send one again this sync.
+            self._first_flight_refused = True
+            self._on_success(req, now)
+            t.inflight.pop(req.seq, None)
+            if t.open_seq == req.seq:
+                t.open_seq = None
+            t.opened = False
             t.state = TState.OPENING
             return
         if t is not None and err.code in TRANSFER_FATAL_CODES:

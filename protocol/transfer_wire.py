@@ -6,6 +6,8 @@ response echoes the request's ``seq``. New fields are only ever appended.
 
     OPEN      [1, 1, seq, kind, sha256, size_bytes, owner, data?, receipts_since?, [version, ...]?]
                                                                    open or query an upload
+                                                                   (data: the whole upload, or
+                                                                   link version 3 its first chunk)
     CHUNK     [1, 2, seq, kind, sha256, offset, data]              bytes at an offset
     RECEIPTS  [1, 3, seq, since, cursor=2, [claim sha256, ...], [version, ...]?]
                                                                    signed receipts after change `since`
@@ -30,9 +32,12 @@ from .rangeset import RangeSet
 
 WIRE_VERSION = 1
 # Live-link versions this code speaks (capability token ``link=``, docs §5.3): 1 is §8 as first
-# shipped; 2 adds an OPEN's receipts cursor answered inside its STATUS (issue 14). Frames keep
-# WIRE_VERSION 1: the new fields are appended, and sent only to a ground that lists 2.
-LINK_VERSIONS = frozenset({1, 2})
+# shipped; 2 adds an OPEN's receipts cursor answered inside its STATUS (issue 14); 3 lets an
+# OPEN's ``data`` be the upload's first chunk (shorter than the upload, kept as a CHUNK at
+# offset 0), so a new upload's data leaves in its first flight (issue 14). Frames keep
+# WIRE_VERSION 1: the new fields are appended, and sent only to a ground that lists them.
+LINK_VERSIONS = frozenset({1, 2, 3})
+FIRST_FLIGHT_LINK_VERSION = 3
 # Receipts versions a station speaking link version 2 reads (the release that added it also
 # added version 3, §9.4): the receipts in an OPEN's answer are written in the newest of these
 # ground knows, as a RECEIPTS frame's appended versions would ask.
@@ -139,7 +144,9 @@ class Open:
     key: TransferKey
     size_bytes: int
     owner: str
-    # The whole upload inline (small uploads only): saves a round trip for a text bundle.
+    # The whole upload inline (small uploads only): saves a round trip for a text bundle. To a
+    # ground listing link version 3 it may be shorter: the upload's first chunk (offset 0),
+    # so a photo's data leaves with its OPEN instead of a round trip after it.
     data: bytes = b""
     # Link version 2 (a ground whose capability token lists ``link=2``, docs §8.2): ground
     # answers with the receipts after this change seq inside its STATUS, so a lone text post
@@ -362,28 +369,39 @@ def decode_request(data: bytes) -> Request:
     raise RemoteProtocolError(ErrorCode.MALFORMED, f"unknown request frame type {t}")
 
 
-# A CHUNK frame's data is a msgpack bin, the frame's last field: bin 8/16/32 length bytes.
+# A CHUNK or OPEN frame's data is a msgpack bin after a fixed head: bin 8/16/32 length bytes.
 _BIN_LENGTH_BYTES = {0xC4: 1, 0xC5: 2, 0xC6: 4}
-_FIXARRAY_7 = 0x97
+# Frame array headers whose data field follows this many head fields: CHUNK's 7 fields (data
+# last), OPEN's 8 to 10 (data, then receipts_since and its versions: a cut OPEN never shows them).
+_SALVAGE_HEADS = {
+    0x97: (FrameType.CHUNK, 6),
+    0x98: (FrameType.OPEN, 7),
+    0x99: (FrameType.OPEN, 7),
+    0x9A: (FrameType.OPEN, 7),
+}
 
 
-def salvage_chunk(prefix: bytes) -> Chunk | None:
-    """What arrived of a CHUNK frame cut short (the link dropped mid-request): the chunk with
-    the data bytes that made it, or None if the prefix is not a CHUNK frame's, holds no data
-    byte yet, or is the whole frame (decode that with ``decode_request``).
+def salvage_chunk(prefix: bytes) -> Chunk | Open | None:
+    """What arrived of a CHUNK frame (or an OPEN carrying data) cut short (the link dropped
+    mid-request): the request with the data bytes that made it, or None if the prefix is not
+    such a frame's, holds no data byte yet, or is the whole frame (decode that with
+    ``decode_request``). A salvaged OPEN's data is a prefix of its upload (link version 3).
 
     Like tus keeping every byte of an interrupted PATCH, ground stores what reached it, so a
     cut costs only what was still in the network. Nothing here is trusted more than a whole
     chunk: the upload's sha256, signed in its bundle, is checked at commit (docs §8.4)."""
-    if len(prefix) < 2 or prefix[0] != _FIXARRAY_7:
+    if len(prefix) < 2 or prefix[0] not in _SALVAGE_HEADS:
         return None
+    frame_type, n_head = _SALVAGE_HEADS[prefix[0]]
     unpacker = msgpack.Unpacker(raw=False, use_list=True, max_buffer_size=MAX_FRAME_BYTES)
     unpacker.feed(prefix[1:])
     head: list[Any] = []
     try:
-        for _ in range(6):
+        for _ in range(n_head):
             head.append(unpacker.unpack())
     except (msgpack.OutOfData, ValueError):
+        return None
+    if len(head) < 2 or head[1] != frame_type:
         return None
     pos = 1 + unpacker.tell()
     n = _BIN_LENGTH_BYTES.get(prefix[pos]) if pos < len(prefix) else None
@@ -398,7 +416,7 @@ def salvage_chunk(prefix: bytes) -> Chunk | None:
         req = decode_request(pack([*head, bytes(data)]))
     except RemoteProtocolError:
         return None
-    return req if isinstance(req, Chunk) else None
+    return req if isinstance(req, Chunk | Open) else None
 
 
 def _batch(seq: int, v: list[Any]) -> ReceiptsBatch:

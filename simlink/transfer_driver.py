@@ -53,6 +53,7 @@ from protocol.transfer import (
     TransferSender,
 )
 from protocol.transfer_wire import (
+    FIRST_FLIGHT_LINK_VERSION,
     HTTP_STATUS,
     LINK_VERSIONS,
     Chunk,
@@ -90,11 +91,16 @@ NOTICE_S = 1.0
 # The transfer as it was before issue 14 (a fixed window of 4, each chunk 2 s of the whole
 # link's rate, ground dropping what arrived of a cut chunk), kept to measure the new one against.
 V1_CONFIG = SenderConfig(
-    window=4, max_window=4, chunk_time_s=8.0, initial_chunk_bytes=16 * 1024, query_streams=0
+    window=4,
+    max_window=4,
+    initial_streams=4,
+    chunk_time_s=8.0,
+    initial_chunk_bytes=16 * 1024,
+    query_streams=0,
 )
 # The transfer before query streams (docs/link.md): an OPEN or a commit poll takes one of the
 # streams for its round trip, and up to 64 streams; kept to measure today's against.
-SHARED_CONFIG = SenderConfig(max_window=64, query_streams=0)
+SHARED_CONFIG = SenderConfig(max_window=64, query_streams=0, initial_streams=8)
 HEALTH = b'{"ok": true}'  # ground's GET /v1/health answer, byte for byte (web.json_response)
 
 
@@ -161,6 +167,9 @@ class TransferDriver:
             self.headers.append(("Content-Type", FRAME_TYPE))
         # -- station side --
         self.sender = TransferSender(V1_CONFIG if v1 else SHARED_CONFIG if shared else SenderConfig(), 0.0)
+        # onboard/sync.py: a new upload's OPEN carries its first chunk (link version 3); not in
+        # the transfers before it.
+        self.sender.first_flight = not (v1 or shared) and self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
         self.pool: list[HttpClient] = []
         # onboard/race.py: while the link is down, new connections come from one shared race.
         self.race = SimRace(loop, link, self._server)
@@ -348,12 +357,14 @@ class TransferDriver:
     def _carry(self, seq: int, data: bytes, deadline: float, race_every_s: float | None = None) -> None:
         req = decode_request(data)
         kind = "chunk" if isinstance(req, Chunk) else "open" if isinstance(req, Open) else "receipts"
-        if isinstance(req, Chunk):
-            # Chunk bytes of a transfer handed to the link a second time (after a cut or a timeout).
+        if isinstance(req, Chunk | Open) and req.data:
+            # Upload bytes handed to the link a second time (after a cut or a timeout; an OPEN
+            # carries some too, link version 3). End-game copies are counted apart (stats()).
+            offset = req.offset if isinstance(req, Chunk) else 0
             sent = self.sent.setdefault(req.key.name, RangeSet())
-            end = req.offset + len(req.data)
-            self.resent_bytes += len(req.data) - sum(b - a for a, b in sent.gaps(req.offset, end))
-            sent.add(req.offset, end)
+            end = offset + len(req.data)
+            self.resent_bytes += len(req.data) - sum(b - a for a, b in sent.gaps(offset, end))
+            sent.add(offset, end)
         c = self._client()
         if c is None:
             self.sender.request_failed(seq, self.loop.now, "no connection available")
@@ -517,4 +528,9 @@ class TransferDriver:
         for key in self.keys.values():
             got = self.sender.progress(key)
             acked += got[0] if got is not None else 0
-        return {"requests": self.requests, "app_resent_bytes": self.resent_bytes, "acked_bytes": acked}
+        copies = self.sender.stats.end_game_bytes
+        return {
+            "requests": self.requests,
+            "app_resent_bytes": self.resent_bytes - copies,
+            "acked_bytes": acked,
+        }

@@ -89,7 +89,9 @@ class _Path:
         return seen
 
 
-CFG = SenderConfig(window=4, max_window=24, initial_chunk_bytes=16_384, max_chunk_bytes=65_536)
+CFG = SenderConfig(
+    window=4, initial_streams=4, max_window=24, initial_chunk_bytes=16_384, max_chunk_bytes=65_536
+)
 
 
 def test_streams_grow_while_the_queue_stays_empty_and_shed_when_it_fills() -> None:
@@ -127,7 +129,7 @@ def test_streams_follow_the_queue_behind_a_proxy() -> None:
 
 def test_streams_do_not_grow_when_the_queue_not_the_window_holds_requests() -> None:
     """App-limited (one small text bundle): more streams would carry nothing more."""
-    s = TransferSender(SenderConfig(window=4), 0.0)
+    s = TransferSender(SenderConfig(window=4, initial_streams=4), 0.0)
     data = b"x" * 100
     key = TransferKey(kind=TransferKind.BUNDLE, sha256=hashlib.sha256(data).digest())
     s.add(
@@ -139,7 +141,7 @@ def test_streams_do_not_grow_when_the_queue_not_the_window_holds_requests() -> N
         for out in s.data_to_send(now):
             s.request_failed(out.seq, now + 1.4, "cut")
     assert s.streams == 4
-    path = _Path(SenderConfig(window=4), photos=1, photo_bytes=2000)
+    path = _Path(SenderConfig(window=4, initial_streams=4), photos=1, photo_bytes=2000)
     path.run(60.0)
     assert path.sender.streams == 4
 
@@ -147,7 +149,9 @@ def test_streams_do_not_grow_when_the_queue_not_the_window_holds_requests() -> N
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.tuples(st.floats(0.0, 30.0), st.floats(0.1, 3.0)), min_size=1, max_size=8))
 def test_streams_stay_within_their_bounds(queues: list[tuple[float, float]]) -> None:
-    cfg = SenderConfig(window=3, max_window=9, initial_chunk_bytes=4096, max_chunk_bytes=8192)
+    cfg = SenderConfig(
+        window=3, initial_streams=3, max_window=9, initial_chunk_bytes=4096, max_chunk_bytes=8192
+    )
     path = _Path(cfg, photos=60, photo_bytes=40_000)
     for span, queue in queues:
         seen = path.run(path.now + span, rtt=0.8, queue_s=lambda now, q=queue: q)  # type: ignore[misc]
@@ -169,9 +173,10 @@ def test_salvage_gives_every_data_byte_that_arrived() -> None:
             assert got is None  # nothing of the data yet, or the whole frame (decode it instead)
 
 
-def test_salvage_refuses_what_is_not_a_chunk() -> None:
+def test_salvage_refuses_what_carries_no_data() -> None:
     for req in (
-        Open(seq=1, key=KEY, size_bytes=10_000, owner="a", data=b"y" * 5000),
+        Open(seq=1, key=KEY, size_bytes=10_000, owner="a"),
+        Open(seq=1, key=KEY, size_bytes=10_000, owner="a", receipts_since=3),
         ReceiptsRequest(seq=2, since=5),
     ):
         frame = encode_request(req)
@@ -254,7 +259,9 @@ async def test_real_ground_keeps_the_bytes_of_a_request_cut_mid_body(cli: Cli, t
 def test_ground_busy_caps_the_streams_without_calling_the_link_down() -> None:
     """Ground answers ``503 busy`` past the requests it holds for a station: the sender keeps
     to that many, resends what was refused, and never reports the link down."""
-    path = _Path(SenderConfig(window=8, max_window=24, initial_chunk_bytes=16_384), photos=30)
+    path = _Path(
+        SenderConfig(window=8, initial_streams=8, max_window=24, initial_chunk_bytes=16_384), photos=30
+    )
     s, ground = path.sender, path.pair.ground
     held = 5
     now = 0.0

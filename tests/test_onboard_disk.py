@@ -1,4 +1,4 @@
-"""Onboard keeps one copy of each photo (issue 18): JPEG XL forms only a few photos ahead.
+"""Onboard keeps one copy of each photo (issue 18): coded (Lepton or JPEG XL) forms only a few photos ahead.
 
 Eight distinct real JPEGs are queued and synced over the live link to a real ground. While the
 sync runs, the JPEG XL forms in the outbox (second copies of photos, each deleted once ground
@@ -86,8 +86,8 @@ async def test_onboard_keeps_one_copy_of_each_photo(
             await sync(Home(cli.onboard_home), config=FAST, give_up_after_s=60, wait_published_s=60)
         finally:
             most = watch.stop()
-    assert 1 <= most <= link.PREPARE_AHEAD, f"{most} JPEG XL copies on the laptop at once"
-    assert not list(outbox.glob("*.cblob")), "a JPEG XL copy outlived its transfer"
+    assert 1 <= most <= link.PREPARE_AHEAD, f"{most} coded copies on the laptop at once"
+    assert not list(outbox.glob("*.cblob")), "a coded copy outlived its transfer"
     # The astronaut's originals, once each: the blob store holds exactly the queued photos.
     assert _bytes_under(cli.onboard_home / "blobs") == originals
     published = {d.media[0].read_bytes() for d in archive_posts(cli.ground_home)}

@@ -7,15 +7,19 @@ paths written out here from the RFC, not taken from pymerkle), with rendition co
 body version 2, §3.1) in format 1 and in the compact section's 15th field (§14.8). Codec 2 (a
 shipped text dictionary, §5.1) it decodes with the dictionary files of §5.2, read as data from
 protocol/data and checked against the sha256 that §5.2 pins; codec 3 (JPEG XL) is out of its
-scope: it answers unknown_codec.
+scope: it answers unknown_codec. Codec 4 (Lepton, §10.5) it checks from the document — the
+Lepton header, the declared size, the frame the JPEG header declares — and decodes with
+``lepton_jpeg_python`` itself (when installed; otherwise it answers unknown_codec).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import json
 import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +85,68 @@ def b(v: Any, n: int | None = None) -> bytes:
     return v
 
 
+LEPTON_MAX_PIXELS = 100_000_000  # §10.5 (as §10.2)
+LEPTON_MAX_HEADER = 16 * 1024 * 1024  # §10.5: inflate at most this much of the JPEG header
+
+
+def lepton_frame(segments: bytes) -> tuple[int, int] | None:
+    """§10.5: (width, height) from the first SOFn among JPEG header segments, or None."""
+    pos = 0
+    while pos + 4 <= len(segments):
+        if segments[pos] != 0xFF:
+            return None
+        marker = segments[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+        elif marker in (0x01, *range(0xD0, 0xD9)):
+            pos += 2
+        elif marker == 0xDA:
+            return None
+        else:
+            length = struct.unpack(">H", segments[pos + 2 : pos + 4])[0]
+            if length < 2 or pos + 2 + length > len(segments):
+                return None
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                if length < 8:
+                    return None
+                height, width = struct.unpack(">HH", segments[pos + 5 : pos + 9])
+                return width, height
+            pos += 2 + length
+    return None
+
+
+def lepton_decode(stored: bytes, raw: int) -> bytes:
+    """§10.5: refuse what the header gives away, then decode with the Lepton library."""
+    if len(stored) < 28 or stored[:3] != b"\xcf\x84\x01" or stored[3:4] not in (b"Z", b"X"):
+        raise Reject("malformed")
+    declared, head_size = struct.unpack("<II", stored[20:28])
+    if declared != raw:
+        raise Reject("malformed")
+    try:
+        head = zlib.decompressobj().decompress(stored[28 : 28 + head_size], LEPTON_MAX_HEADER + 7)
+    except zlib.error as exc:
+        raise Reject("malformed") from exc
+    if len(head) < 7 or head[:3] != b"HDR":
+        raise Reject("malformed")
+    frame = lepton_frame(head[7 : 7 + struct.unpack("<I", head[3:7])[0]])
+    if frame is None or 0 in frame:
+        raise Reject("malformed")
+    width, height = frame
+    if width * height > LEPTON_MAX_PIXELS or width * height > 512 * raw:
+        raise Reject("decompression_bomb")
+    import lepton_jpeg_python
+
+    try:
+        out = bytes(
+            lepton_jpeg_python.decompress_bytes(stored, {"max_jpeg_file_size": raw, "threads": "single"})
+        )
+    except Exception as exc:
+        raise Reject("malformed") from exc
+    if len(out) != raw:
+        raise Reject("malformed")
+    return out
+
+
 def s(v: Any) -> str:
     if not isinstance(v, str):
         raise Reject("malformed")
@@ -124,13 +190,15 @@ def decode_dictionary(stored: bytes, raw: int) -> bytes:
 
 
 def decode(codec: int, stored: bytes, raw: int) -> bytes:
-    """§5, codecs 0, 1 and 2."""
+    """§5, codecs 0, 1 and 2; §10.5, codec 4."""
     if codec == 0:
         if len(stored) != raw:
             raise Reject("malformed")
         return stored
     if codec == 2:
         return decode_dictionary(stored, raw)
+    if codec == 4 and importlib.util.find_spec("lepton_jpeg_python") is not None:
+        return lepton_decode(stored, raw)
     if codec != 1:
         raise Reject("unknown_codec")
     try:
@@ -1046,3 +1114,107 @@ def test_both_implementations_agree_on_any_version_4_entry(
     except Reject as r:
         mine = r.code
     assert mine == ref, (template, fields)
+
+
+# -- live-link request frames (§8.2, link version 3), written from the document alone ----
+
+OPEN, CHUNK = 1, 2
+
+
+def link_request(data: bytes) -> dict[str, Any]:
+    """§8.2: an OPEN or CHUNK request frame, the fields a receiver reads and the byte range it
+    stores (an OPEN's data, whole upload or, link version 3, its first chunk, at offset 0)."""
+    v = arr(canonical(data))
+    if len(v) < 3 or uint(v[0]) != 1:
+        raise Reject("malformed")
+    t, seq = uint(v[1]), uint(v[2])
+    if t == OPEN and 7 <= len(v) <= 10:
+        kind, sha, size, owner = uint(v[3]), b(v[4], 32), uint(v[5]), s(v[6])
+        if len(owner.encode()) > 256:
+            raise Reject("limit_exceeded")
+        payload = b(v[7]) if len(v) >= 8 else b""
+        if len(v) == 8 and not payload:
+            raise Reject("malformed")  # data, when present alone, is not empty
+        since = uint(v[8]) if len(v) >= 9 else None
+        if len(v) == 10 and not 1 <= len(arr(v[9])) <= 16:
+            raise Reject("malformed")  # receipts versions (§9.5), not read here
+        got = {"type": "open", "size_bytes": size, "owner": owner, "receipts_since": since}
+        offset = 0
+        link = 3 if 0 < len(payload) < size else 1
+    elif t == CHUNK and len(v) == 7:
+        kind, sha, offset, payload = uint(v[3]), b(v[4], 32), uint(v[5]), b(v[6])
+        got, link, size = {"type": "chunk"}, 1, None
+    else:
+        raise Reject("malformed")
+    if kind not in (1, 2, 3):
+        raise Reject("malformed")
+    got |= {
+        "ok": True,
+        "seq": seq,
+        "kind": kind,
+        "sha256": sha.hex(),
+        "data_sha256": hashlib.sha256(payload).hexdigest(),
+        "stores": [offset, offset + len(payload)] if payload else None,
+        "link_version": link,
+    }
+    if size is not None and len(payload) > size:
+        raise Reject("bad_offset")  # §8.3: data past the upload's end, as a CHUNK's
+    return got
+
+
+def link_salvage(prefix: bytes) -> list[int] | None:
+    """§8.4: the range ground stores of an OPEN or CHUNK cut mid-body: the data bytes that
+    arrived, after a head that passes every check a whole frame's would."""
+    heads = {0x97: (CHUNK, 6), 0x98: (OPEN, 7), 0x99: (OPEN, 7), 0x9A: (OPEN, 7)}
+    if len(prefix) < 2 or prefix[0] not in heads:
+        return None
+    ftype, n = heads[prefix[0]]
+    up = msgpack.Unpacker(raw=False)
+    up.feed(prefix[1:])
+    try:
+        head = [up.unpack() for _ in range(n)]
+    except msgpack.OutOfData:
+        return None
+    pos = 1 + up.tell()
+    width = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(prefix[pos]) if pos < len(prefix) else None
+    if width is None or head[1] != ftype:
+        return None
+    declared = int.from_bytes(prefix[pos + 1 : pos + 1 + width], "big")
+    got = prefix[pos + 1 + width : pos + 1 + width + declared]
+    if not got or len(got) >= declared:
+        return None
+    try:
+        link_request(msgpack.packb([*head, bytes(got)], use_bin_type=True))
+    except Reject:
+        return None
+    offset = head[5] if ftype == CHUNK else 0
+    return [offset, offset + len(got)]
+
+
+@pytest.mark.parametrize("vector", MANIFEST["link_frames"], ids=lambda v: v["file"])
+def test_second_implementation_reads_the_link_frames(vector: dict[str, Any]) -> None:
+    data = (VECTORS / vector["file"]).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == vector["sha256"]
+    expect = vector["expect"]
+    if "salvage" in expect:
+        with pytest.raises(Reject):
+            link_request(data)
+        assert link_salvage(data) == expect["salvage"]
+        return
+    try:
+        got = link_request(data)
+    except Reject as r:
+        assert not expect["ok"] and r.code == expect["code"]
+        return
+    assert expect["ok"] and got == expect
+
+
+@pytest.mark.parametrize("name", ["link-open-first-chunk.bin", "link-open-first-chunk-receipts.bin"])
+def test_both_implementations_salvage_every_cut_alike(name: str) -> None:
+    """Every prefix of an OPEN carrying its first chunk: the same range kept (or none)."""
+    from protocol.transfer_wire import salvage_chunk
+
+    frame = (VECTORS / name).read_bytes()
+    for n in range(len(frame) + 1):
+        mine = salvage_chunk(frame[:n])
+        assert link_salvage(frame[:n]) == (None if mine is None else [0, len(mine.data)]), n

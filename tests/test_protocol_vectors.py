@@ -15,6 +15,8 @@ import pytest
 
 from protocol import KnownKey, RemoteProtocolError, SigningKey, parse_public_key, verify_bundle
 from protocol.batch_tree import TREE_DOMAIN, BatchInclusion, batch_head, root_from_inclusion
+from protocol.bundle import PROTOCOL_DECODERS
+from protocol.codecs import Codec, Decoder
 from protocol.keys import format_public_key, key_id, verify_signature
 from protocol.model import ID_DOMAIN, derived_id
 from protocol.signing import BATCH_DOMAIN, SIGNATURE_DOMAIN
@@ -93,18 +95,32 @@ def _item_json(v: Any, fmt: int) -> dict[str, Any]:
     return out
 
 
+def _decoders(needs: list[int]) -> dict[int, Decoder]:
+    """verify_bundle's own decoders, plus ground's for the codecs a vector needs (4: Lepton)."""
+    found: dict[int, Decoder] = dict(PROTOCOL_DECODERS)
+    if needs:
+        from ground import lepton
+
+        assert needs == [Codec.LEPTON]
+        if not lepton.available():
+            pytest.skip("no Lepton codec (lepton_jpeg_python) here")
+        found[Codec.LEPTON] = lepton.decode_jpeg
+    return found
+
+
 @pytest.mark.parametrize("vector", MANIFEST["vectors"], ids=lambda v: v["file"])
 def test_vector_verifies_as_stated(vector: dict[str, Any]) -> None:
     data = (VECTORS / vector["file"]).read_bytes()
     assert len(data) == vector["size_bytes"] and hashlib.sha256(data).hexdigest() == vector["sha256"]
     expect = vector["expect"]
     ring = manifest_keyring()
+    decoders = _decoders(vector.get("needs_codecs", []))
     if not expect["ok"]:
         with pytest.raises(RemoteProtocolError) as e:
-            verify_bundle(data, ring)
+            verify_bundle(data, ring, decoders=decoders)
         assert e.value.code == expect["code"], str(e.value)
         return
-    vb = verify_bundle(data, ring)
+    vb = verify_bundle(data, ring, decoders=decoders)
     assert vb.header.format_version == vector["format"]
     assert vb.header.bundle_id == expect["bundle_id"]
     assert [_item_json(v, vector["format"]) for v in vb.items] == expect["items"]
@@ -147,7 +163,7 @@ def test_generator_reproduces_the_vectors() -> None:
     assert [f"{v.name}.opb" for v in vectors] == [v["file"] for v in MANIFEST["vectors"]]
     for v, stored in zip(vectors, MANIFEST["vectors"], strict=True):
         entry = v.manifest_entry()
-        if v.uses_zstd:
+        if v.volatile:
             for volatile in ("size_bytes", "sha256"):
                 entry.pop(volatile)
                 stored = {k: x for k, x in stored.items() if k != volatile}

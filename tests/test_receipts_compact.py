@@ -24,6 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from conftest import Cli
 from hypothesis import given, settings
@@ -47,6 +48,7 @@ from protocol.receipts import (
     BundleReceipt,
     PublicationReceipt,
     Receipt,
+    UnknownTemplateError,
     UrlTemplateReceipt,
     sign_receipts,
     verify_receipts,
@@ -174,8 +176,18 @@ def test_any_version_4_document_round_trips(doc: tuple[list[Receipt], list[UrlTe
     data = sign_receipts(GROUND, 5, receipts, version=4, held_templates=held)
     got = verify_receipts(data, GROUND.public_key, templates={t.number: t for t in held})
     assert got.version == 4 and list(got.receipts) == receipts
+    # Never larger than version 3 but for the templates it carries (each spelled out once).
     v3 = [r for r in receipts if not isinstance(r, UrlTemplateReceipt)]
-    assert len(data) <= len(sign_receipts(GROUND, 5, v3, version=3)) + 64 * len(receipts)
+    carried = sum(
+        len(
+            msgpack.packb(
+                [6, t.number, t.account, t.url and list(t.url), t.remote_id and list(t.remote_id), t.seq]
+            )
+        )
+        for t in receipts
+        if isinstance(t, UrlTemplateReceipt)
+    )
+    assert len(data) <= len(sign_receipts(GROUND, 5, v3, version=3)) + carried + 16 * len(receipts)
 
 
 def test_the_compact_form_is_what_is_signed_and_expanded() -> None:
@@ -222,7 +234,7 @@ def test_any_signed_entry_decodes_or_raises_the_remote_error(kind: int, fields: 
         pass
 
 
-def test_an_unknown_template_names_what_to_do() -> None:
+def test_an_unknown_template_names_what_to_do(tmp_path: Path) -> None:
     pub = PublicationReceipt(
         item_id=ID, account="x:alice", state="published", url="https://x.com/alice/status/42", error=None, seq=2,
         remote_id="42",
@@ -231,8 +243,17 @@ def test_an_unknown_template_names_what_to_do() -> None:
         number=7, account="x:alice", url=("https://x.com/alice/status/", KEY), remote_id=(KEY,), seq=1
     )
     data = sign_receipts(GROUND, 1, [pub], version=4, held_templates=[t])
-    with pytest.raises(RemoteProtocolError, match="URL template 7.*ground receipts --out F --version 4"):
+    with pytest.raises(UnknownTemplateError, match="URL template 7, which this reader was never sent") as e:
         verify_receipts(data, GROUND.public_key)
+    assert (e.value.number, e.value.account, e.value.code) == (7, "x:alice", "malformed")
+    # A live reader heals (tests/test_receipts_heal.py); a file carries its templates, so there
+    # onboard says to make it again.
+    from onboard.receipts import MissingTemplate, verify_document
+
+    q = queue.connect(tmp_path / "q.db")
+    with pytest.raises(MissingTemplate, match="template 7.*make it again"):
+        verify_document(q, data, GROUND.public_key)
+    q.close()
 
 
 # --- ground's side ----------------------------------------------------------------------------

@@ -64,8 +64,15 @@ class Ground:
         return self.receiver.response_for(rid)
 
     def drain(self, now: float) -> None:
-        while (ev := self.receiver.next_event()) is not None:
-            if isinstance(ev, WriteChunk):
+        # As ground/server.py: a request's writes all done, then chunk_stored once for it (a
+        # chunk overlapping stored bytes is written as several pieces, one WriteChunk each).
+        stored: list[int] = []
+        while (ev := self.receiver.next_event()) is not None or stored:
+            if ev is None:
+                for rid in stored:
+                    self.receiver.chunk_stored(rid, now)
+                stored = []
+            elif isinstance(ev, WriteChunk):
                 buf = self.files.setdefault(ev.key, bytearray())
                 end = ev.offset + len(ev.data)
                 if len(buf) < end:
@@ -74,8 +81,8 @@ class Ground:
                 self.writes += 1
                 if self.defer_store:
                     self.deferred.append(ev.rid)
-                else:
-                    self.receiver.chunk_stored(ev.rid, now)
+                elif ev.rid not in stored:
+                    stored.append(ev.rid)
             elif isinstance(ev, CommitUpload):
                 self.commits += 1
                 data = bytes(self.files[ev.key][: ev.size_bytes])
@@ -151,7 +158,9 @@ class Pair:
 
 
 def make_pair(**kw: object) -> Pair:
-    cfg = SenderConfig(initial_chunk_bytes=4096, min_chunk_bytes=1024, max_chunk_bytes=8192, window=2)
+    cfg = SenderConfig(
+        initial_chunk_bytes=4096, min_chunk_bytes=1024, max_chunk_bytes=8192, window=2, initial_streams=2
+    )
     ground = Ground(TransferReceiver(ReceiverConfig(), have=lambda k: False))
     pair = Pair(sender=TransferSender(cfg, 0.0), ground=ground, **kw)  # type: ignore[arg-type]
     ground.receiver._have = lambda k: k in ground.committed  # noqa: SLF001
@@ -510,10 +519,18 @@ def test_small_upload_rides_inside_its_open() -> None:
     assert pair.sent == 1  # one request, one round trip
     frame = encode_request(Open(seq=1, key=k, size_bytes=3, owner="a", data=b"abc"))
     assert decode_request(frame) == Open(seq=1, key=k, size_bytes=3, owner="a", data=b"abc")
-    # Inline data must be the whole upload; anything else is refused and stores nothing.
+    # Link version 3: shorter inline data is the upload's first chunk, kept like a CHUNK at
+    # offset 0; data past the upload's end is refused (as a CHUNK's) and stores nothing.
     ground = Ground(TransferReceiver())
-    err = _err(ground, encode_request(Open(seq=2, key=k, size_bytes=10, owner="a", data=b"abc")))
-    assert err.code == LinkErrorCode.BAD_OFFSET and ground.writes == 0
+    got = decode_response(
+        ground.handle(encode_request(Open(seq=2, key=k, size_bytes=10, owner="a", data=b"abc")), 0.0, "iss")
+    )  # type: ignore[arg-type]
+    assert isinstance(got, Status) and got.ranges == RangeSet([(0, 3)]) and ground.writes == 1
+    err = _err(ground, encode_request(Open(seq=3, key=k, size_bytes=2, owner="a", data=b"abc")))
+    assert err.code == LinkErrorCode.SIZE_CONFLICT and ground.writes == 1
+    other = key_of(b"another")
+    err = _err(ground, encode_request(Open(seq=4, key=other, size_bytes=2, owner="a", data=b"abc")))
+    assert err.code == LinkErrorCode.BAD_OFFSET and ground.writes == 1
 
 
 def test_lost_inline_open_resumes() -> None:

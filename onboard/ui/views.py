@@ -15,12 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from photocodec import jxl
+from photocodec import transport
 from photocodec.child import encode_file
 from protocol import Item, LocalProtocolError, MediaRef, Post, decode_item
 from protocol import rules as platform_rules
 from protocol.capabilities import Capabilities
-from protocol.codecs import Codec
 from protocol.model import parse_target
 
 from .. import keystore, link, link_status, receipts
@@ -47,17 +46,19 @@ def peer(home: Home) -> Capabilities:
 
 
 def wire_size(raw: bytes, media_type: str, ground: Capabilities) -> tuple[str, int]:
-    """How a photo crosses the live link (onboard.link.prepare_photo's choice): JPEG XL when
-    ground decodes it and the lossless round trip works within the encoder's memory bound
+    """How a photo crosses the live link (onboard.link.prepare_photo's choice): Lepton or JPEG XL
+    when ground decodes it and the lossless round trip works within the encoder's memory bound
     (made in the same bounded child, photocodec/child.py), else as chosen — with the reason
     when a JPEG that could have gained does not (e.g. too large for the bound)."""
-    if media_type == "image/jpeg" and ground.decodes(Codec.JPEG_XL) and jxl.worth_transcoding(raw, len(raw)):
+    codecs = transport.usable(ground.decodes) if media_type == "image/jpeg" else ()
+    if transport.worth_encoding(raw, len(raw), codecs):
         with tempfile.TemporaryDirectory(prefix="orbitpost-wire-") as d:
-            src, dst = Path(d, "in.jpg"), Path(d, "out.jxl")
+            src, dst = Path(d, "in.jpg"), Path(d, "out.coded")
             src.write_bytes(raw)
-            done = encode_file(src, dst)
+            done = encode_file(src, dst, codecs=codecs)
             if done.written:
-                return "JPEG XL (lossless, rebuilt byte for byte on ground)", dst.stat().st_size
+                name = transport.NAMES.get(done.codec, "coded")
+                return f"{name} (lossless, rebuilt byte for byte on ground)", dst.stat().st_size
         return f"as chosen — {done.reason}", len(raw)
     return "as chosen", len(raw)
 

@@ -6,7 +6,8 @@
 Everything is deterministic: keys come from fixed seeds (the same as tests/conftest.py),
 ids and times are fixed, Ed25519 signatures are deterministic. Only zstd output could
 change with a different libzstd, so vectors that use zstd are marked ``"uses_zstd": true``
-and are compared by content, not bytes, by tests/test_protocol_vectors.py.
+and are compared by content, not bytes, by tests/test_protocol_vectors.py; so are the Lepton
+vectors (``"needs_codecs": [4]``: Lepton writes its build's revision into its header).
 
 A second implementation reads manifest.json: the keyring (which keys are enrolled, which
 revoked), then for each file either the verified content or the error code to expect.
@@ -19,6 +20,7 @@ import hashlib
 import json
 import struct
 import sys
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # run from anywhere in a checkout
 sys.path.insert(0, str(HERE))  # receipt_vectors.py beside this file, also when imported by a test
 
+from link_vectors import link_vectors  # noqa: E402
+from link_vectors import manifest_part as link_manifest  # noqa: E402
 from receipt_vectors import manifest_part as receipts_manifest  # noqa: E402
 from receipt_vectors import receipt_vectors  # noqa: E402
 
@@ -79,6 +83,30 @@ GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c000
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a73000000104944415478da63f8cf00"
     "04ff192014001bf203fd3e975da40000000049454e44ae426082"
+)
+
+
+# A real photo, tiny: a 48×32 crop of scikit-image's rocket.jpg as a baseline JPEG (853 bytes),
+# for the Lepton vectors (codec 4, docs/PROTOCOL.md §10.5).
+JPEG = bytes.fromhex(
+    "ffd8ffe000104a46494600010100000100010000fffe001c636d70332e31302e332e324c713320307837353666666266"
+    "3700ffdb00430006040506050406060506070706080a100a0a09090a140e0f0c1017141818171416161a1d251f1a1b23"
+    "1c1616202c20232627292a29191f2d302d283025282928ffdb0043010707070a080a130a0a13281a161a282828282828"
+    "2828282828282828282828282828282828282828282828282828282828282828282828282828282828282828ffc00011"
+    "080020003003012200021101031101ffc4001f0000010501010101010100000000000000000102030405060708090a0b"
+    "ffc400b5100002010303020403050504040000017d01020300041105122131410613516107227114328191a1082342b1"
+    "c11552d1f02433627282090a161718191a25262728292a3435363738393a434445464748494a535455565758595a6364"
+    "65666768696a737475767778797a838485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9"
+    "bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4f5f6f7f8f9faffc4001f0100030101"
+    "010101010101010000000000000102030405060708090a0bffc400b51100020102040403040705040400010277000102"
+    "031104052131061241510761711322328108144291a1b1c109233352f0156272d10a162434e125f11718191a26272829"
+    "2a35363738393a434445464748494a535455565758595a636465666768696a737475767778797a82838485868788898a"
+    "92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae2e3e4"
+    "e5e6e7e8e9eaf2f3f4f5f6f7f8f9faffda000c03010002110311003f00f1efa51c53a9f146d2ca91c632cc702bd638c8"
+    "090012c4003b9a5c8c0e78357f50b31147e5a0ce3a9f53eb5990828769e9dbdab25593958d1d376b8f38a4a79a422b53"
+    "325adcf0bda8964b8b83d22508bf56cf3f9035898aea7c3b28b5f0dea370177309d401d32768007e66b3aced065d3579"
+    "220bfb7241c29ac392dcacb8c564df6a57f7eb25c7daf0579f2631d0138ebd3f2e29fa55fdd2cd0c77619924206ec70a"
+    "4f6af324dad4ed8c6fb169976b11e9486a7bc18b97e3bff41509af560ef14ce092b368ffd9"
 )
 
 
@@ -221,6 +249,14 @@ class Vector:
     format: int = 1  # the bundle format version written in the file
     items: list[tuple[Item, SignedItem]] = field(default_factory=list)
     blobs: list[bytes] = field(default_factory=list)
+    # Codecs beyond 0 and 1 a verifier needs (4: Lepton, §10.5). Lepton's output names the
+    # library's build in its header, so these vectors too are compared by content only.
+    needs_codecs: tuple[int, ...] = ()
+
+    @property
+    def volatile(self) -> bool:
+        """Bytes another zstd or Lepton build may write differently (compare by content)."""
+        return self.uses_zstd or bool(self.needs_codecs)
 
     def manifest_entry(self) -> dict[str, Any]:
         e: dict[str, Any] = {
@@ -231,6 +267,8 @@ class Vector:
             "uses_zstd": self.uses_zstd,
             "format": self.format,
         }
+        if self.needs_codecs:
+            e["needs_codecs"] = list(self.needs_codecs)
         if self.error is not None:
             e["expect"] = {"ok": False, "code": self.error}
             return e
@@ -534,6 +572,7 @@ def build_vectors() -> list[Vector]:
     out.extend(format3_vectors())
     out.extend(compact_rendition_vectors())
     out.extend(dictionary_vectors())
+    out.extend(lepton_vectors())
     return out
 
 
@@ -578,6 +617,78 @@ def dictionary_vectors() -> list[Vector]:
             format=3,
         )
     )
+    return out
+
+
+def lepton_vectors() -> list[Vector]:
+    """Codec 4, Lepton (docs/PROTOCOL.md §10.5): a JPEG stored as Lepton, and three stored forms
+    a verifier must refuse without publishing anything (format 1, items uncompressed)."""
+    import lepton_jpeg_python
+
+    stored = bytes(lepton_jpeg_python.compress_bytes(JPEG, {"threads": "single"}))
+    assert bytes(lepton_jpeg_python.decompress_bytes(stored)) == JPEG and stored[20:24] == struct.pack(
+        "<I", len(JPEG)
+    )
+    p = post(140, "alice", "Rocket, close up", media=(media(JPEG, "image/jpeg", "A rocket's flank"),))
+    s = sign_item(key("alice"), p)
+
+    def with_blob(n: int, blob: bytes) -> bytes:
+        return bundle(
+            n, [s], [BlobPayload(sha256=sha(JPEG), raw=JPEG, codec=Codec.LEPTON, stored=blob)], items_codec=0
+        )
+
+    out = [
+        Vector(
+            "ok-lepton-photo",
+            "alice's post with an 853-byte JPEG stored as Lepton (codec 4): rebuild it (§10.5) and "
+            "check its sha256; items uncompressed",
+            with_blob(140, stored),
+            uses_zstd=False,
+            items=[(p, s)],
+            blobs=[JPEG],
+            needs_codecs=(Codec.LEPTON,),
+        )
+    ]
+    head_size = struct.unpack_from("<I", stored, 24)[0]
+    header = bytearray(zlib.decompress(stored[28 : 28 + head_size]))
+    sof = header.index(b"\xff\xc0")
+    struct.pack_into(">HH", header, sof + 5, 65535, 65535)
+    packed = zlib.compress(bytes(header))
+    bomb = stored[:24] + struct.pack("<I", len(packed)) + packed + stored[28 + head_size :]
+    for name, code, description, n, blob in (
+        (
+            "err-lepton-size-mismatch",
+            "malformed",
+            "ok-lepton-photo with the Lepton header's JPEG size (bytes 20-23) one more than the signed size",
+            141,
+            stored[:20] + struct.pack("<I", len(JPEG) + 1) + stored[24:],
+        ),
+        (
+            "err-lepton-frame-bomb",
+            "decompression_bomb",
+            "ok-lepton-photo whose Lepton header's JPEG frame declares 65535×65535 pixels: refused "
+            "before decoding (more pixels than 853 JPEG bytes can code)",
+            142,
+            bomb,
+        ),
+        (
+            "err-lepton-not-lepton",
+            "malformed",
+            "ok-lepton-photo with the JPEG itself stored under codec 4 (no Lepton header)",
+            143,
+            JPEG,
+        ),
+    ):
+        out.append(
+            Vector(
+                name,
+                description,
+                with_blob(n, blob),
+                uses_zstd=False,
+                error=code,
+                needs_codecs=(Codec.LEPTON,),
+            )
+        )
     return out
 
 
@@ -989,6 +1100,8 @@ def write(vectors: list[Vector]) -> None:
         (HERE / f"{v.name}.opb").write_bytes(v.data)
     for r in receipt_vectors():
         (HERE / f"{r.name}.bin").write_bytes(r.data)
+    for lv in link_vectors():
+        (HERE / f"{lv.name}.bin").write_bytes(lv.data)
     MANIFEST.write_text(json.dumps(manifest(vectors), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -1020,7 +1133,14 @@ def manifest(vectors: list[Vector]) -> dict[str, Any]:
         "vectors": [v.manifest_entry() for v in vectors],
         # Signed receipts documents (docs/PROTOCOL.md §9, §9.4): receipt_vectors.py.
         **receipts_manifest(receipt_vectors()),
+        # Live-link request frames (docs/PROTOCOL.md §8.2, link version 3): link_vectors.py.
+        **link_manifest(link_vectors()),
     }
+
+
+def on_disk_link(here: Path) -> Any:
+    """The manifest's live-link frames as written."""
+    return json.loads((here / "manifest.json").read_text(encoding="utf-8")).get("link_frames")
 
 
 def main(argv: list[str]) -> int:
@@ -1032,12 +1152,18 @@ def main(argv: list[str]) -> int:
     stale: list[str] = []
     for v in vectors:
         p = HERE / f"{v.name}.opb"
-        if not p.exists() or (not v.uses_zstd and p.read_bytes() != v.data):
+        if not p.exists() or (not v.volatile and p.read_bytes() != v.data):
             stale.append(p.name)
     for r in receipt_vectors():
         p = HERE / f"{r.name}.bin"
         if not p.exists() or p.read_bytes() != r.data:
             stale.append(p.name)
+    for lv in link_vectors():
+        p = HERE / f"{lv.name}.bin"
+        if not p.exists() or p.read_bytes() != lv.data:
+            stale.append(p.name)
+    if on_disk_link(HERE) != link_manifest(link_vectors())["link_frames"]:
+        stale.append(MANIFEST.name)
     on_disk = json.loads(MANIFEST.read_text(encoding="utf-8"))
     if on_disk["keys"] != manifest(vectors)["keys"]:
         stale.append(MANIFEST.name)
