@@ -55,6 +55,7 @@ from onboard.home import Home  # noqa: E402
 from onboard.link import add_link  # noqa: E402
 from onboard.sync import sync  # noqa: E402
 from protocol.transfer import SenderConfig  # noqa: E402
+from simlink.transfer_driver import V1_CONFIG  # noqa: E402  (the transfer before issue 14)
 
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
 
@@ -134,18 +135,6 @@ def _proxy(port: int, p: Profile, seed: int) -> LinkProxy:
     return LinkProxy(
         "127.0.0.1", port, up=d, down=d, cut_every_bytes=p.cuts, max_cuts=p.max_cuts or None, seed=seed
     )
-
-
-# The transfer before issue 14: a fixed window of 4 streams, chunks of 2 s of the link's rate.
-# (In real time ground keeps a cut chunk's bytes and the request headers are trimmed for both.)
-V1_CONFIG = SenderConfig(
-    window=4,
-    max_window=4,
-    initial_streams=4,
-    chunk_time_s=8.0,
-    initial_chunk_bytes=16 * 1024,
-    query_streams=0,
-)
 
 
 async def run_orbitpost(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import socket
 import time
@@ -24,30 +23,15 @@ import pytest
 from conftest import Cli
 from link_support import free_port
 
-from simlink.profile import load_profile
-from simlink.virtual import run_virtual, transfer_available
-from simlink.workload import load_workload
+from benchmarks.bench_link_return import run_dark_posts
+from simlink.virtual import transfer_available
 
 pytestmark = pytest.mark.skipif(not transfer_available(), reason="needs the transfer machines")
 
 
 def _after_return_rtts(profile_name: str, hours: float, seed: int, **change: float) -> list[float]:
     """For each text post queued inside a dark window: (published − window end) / RTT."""
-    prof = dataclasses.replace(load_profile(profile_name), cuts_per_hour=0.0, **change)  # type: ignore[arg-type]
-    wl = dataclasses.replace(
-        load_workload("burst"),
-        photo_post_fraction=0.0,
-        backlog_posts_per_astronaut=0,
-        posts_per_astronaut_per_hour=3,
-    )
-    r = run_virtual(prof, wl, astronauts=4, duration_s=hours * 3600, seed=seed)
-    out = []
-    for p in r.posts:
-        for start, end in r.dark_windows:
-            if start <= p.queued_s < end:
-                assert p.published_s is not None, "a post written in the dark was never published"
-                out.append((p.published_s - end) / prof.rtt_s)
-    return sorted(out)
+    return run_dark_posts(profile_name, hours, seed, **change)[0]
 
 
 def test_text_written_in_the_dark_is_published_within_2_rtt_of_the_return() -> None:

@@ -11,8 +11,9 @@ a cut prefix leaves stored, or the error code.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
+
+from file_vector import FileVector
 
 from protocol.transfer_wire import Chunk, Open, Request, TransferKey, TransferKind, encode_request
 
@@ -23,21 +24,7 @@ TEXT_KEY = TransferKey(kind=TransferKind.BUNDLE, sha256=hashlib.sha256(TEXT).dig
 FIRST = 4096  # the first chunk's length
 
 
-@dataclass(frozen=True)
-class LinkVector:
-    name: str
-    description: str
-    data: bytes
-    expect: dict[str, Any]
-
-    def manifest_entry(self) -> dict[str, Any]:
-        return {
-            "file": f"{self.name}.bin",
-            "description": self.description,
-            "size_bytes": len(self.data),
-            "sha256": hashlib.sha256(self.data).hexdigest(),
-            "expect": self.expect,
-        }
+LinkVector = FileVector
 
 
 def _fields(req: Request, link: int) -> dict[str, Any]:

@@ -13,8 +13,9 @@ ground receipt key")`` (``receipts_key`` in the manifest).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import Any
+
+from file_vector import FileVector
 
 from protocol import SigningKey, format_public_key, key_id
 from protocol.canonical import pack, unpack
@@ -43,21 +44,7 @@ PHOTO_2 = hashlib.sha256(b"photo 2 as the astronaut chose it").digest()
 SENT = hashlib.sha256(b"rendition/v1 of photo 2").digest()
 
 
-@dataclass(frozen=True)
-class ReceiptVector:
-    name: str
-    description: str
-    data: bytes
-    expect: dict[str, Any]
-
-    def manifest_entry(self) -> dict[str, Any]:
-        return {
-            "file": f"{self.name}.bin",
-            "description": self.description,
-            "size_bytes": len(self.data),
-            "sha256": hashlib.sha256(self.data).hexdigest(),
-            "expect": self.expect,
-        }
+ReceiptVector = FileVector
 
 
 def receipts() -> list[Receipt]:
