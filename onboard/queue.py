@@ -156,9 +156,12 @@ def deliveries(conn: sqlite3.Connection, item_id: str) -> list[tuple[str, str, s
     ]
 
 
-def mark_exported(conn: sqlite3.Connection, item_ids: list[str], bundle_id: str, path: str) -> None:
-    """The items left in the bundle file at ``path`` (written already: its hash is kept, §9)."""
-    sha = hashlib.sha256(Path(path).read_bytes()).digest()
+def mark_exported(
+    conn: sqlite3.Connection, item_ids: list[str], bundle_id: str, path: str, sha256: bytes | None = None
+) -> None:
+    """The items left in the bundle file at ``path`` (written already: its hash is kept, §9);
+    ``sha256`` is the bundle's hash where it never was a file (the simulator's bundle POST)."""
+    sha = sha256 if sha256 is not None else hashlib.sha256(Path(path).read_bytes()).digest()
     with transaction(conn):
         for i in item_ids:
             conn.execute(

@@ -6,6 +6,7 @@ mid-bundle means the whole bundle goes again, which the report counts as bytes r
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 
@@ -84,10 +85,10 @@ class BundlePostDriver:
 
     def _done(self, resp: HttpResponse) -> None:
         assert self.current is not None
-        bundle_id, ids, _ = self.current
+        bundle_id, ids, data = self.current
         if resp.status != 200:
             self.tracker.rejected.append(f"bundle {bundle_id}: HTTP {resp.status} {resp.body[:200]!r}")
-        queue.mark_exported(self.station.conn, ids, bundle_id, "link")
+        queue.mark_exported(self.station.conn, ids, bundle_id, "link", hashlib.sha256(data).digest())
         self.current = None
         self.kick()
 
