@@ -107,6 +107,109 @@ def workload_summary(w: Workload) -> dict[str, object]:
     }
 
 
+TRANSFERS = ("transfer", "transfer-v1", "transfer-shared", "bundle-post")
+
+
+def _check_transfer(transfer: str) -> str:
+    """The transfer to run ("auto" resolved); SimError for one this tree cannot run."""
+    if transfer == "auto":
+        transfer = "transfer" if transfer_available() else "bundle-post"
+    if transfer in ("transfer", "transfer-v1") and not transfer_available():
+        raise SimError(f"--transfer {transfer} needs protocol/transfer.py and ground/server.py (issue #3)")
+    if transfer not in TRANSFERS:
+        raise SimError(
+            f"--transfer must be auto, transfer, transfer-v1, transfer-shared or bundle-post, not {transfer!r}"
+        )
+    return transfer
+
+
+class _Publisher:
+    """Wakes ground's publisher once after anything arrives (PUBLISH_WAKE_S later), not per post."""
+
+    def __init__(self, loop: EventLoop, ground: Ground) -> None:
+        self.loop, self.ground = loop, ground
+        self.timer: object | None = None
+
+    def schedule(self) -> None:
+        if self.timer is None:
+            self.timer = self.loop.after(PUBLISH_WAKE_S, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        self.ground.publish(self.loop.now)
+
+
+class _Sampler:
+    """The report's per-minute samples and the count of seconds posts waited on an up link."""
+
+    def __init__(self, loop: EventLoop, link: SimLink, tracker: Tracker, duration_s: float) -> None:
+        self.loop, self.link, self.tracker, self.duration_s = loop, link, tracker, duration_s
+        self.samples: list[Sample] = []
+        self.backlogged = 0
+        loop.at(SAMPLE_S, self._sample)
+        loop.at(BACKLOG_SAMPLE_S / 2, self._sample_backlog)
+
+    def _sample(self) -> None:
+        waiting, awaiting, done = self.tracker.counts()
+        minute = int(self.loop.now // 60) - 1
+        self.samples.append(
+            Sample(
+                t_s=self.loop.now,
+                waiting=waiting,
+                awaiting_publication=awaiting,
+                published=done,
+                to_ground_bytes=self.link.to_ground.stats.per_minute.get(minute, 0),
+            )
+        )
+        if self.loop.now + SAMPLE_S <= self.duration_s:
+            self.loop.after(SAMPLE_S, self._sample)
+
+    def _sample_backlog(self) -> None:
+        if not self.link.is_dark(self.loop.now) and self.tracker.counts()[0] > 0:
+            self.backlogged += 1
+        if self.loop.now + BACKLOG_SAMPLE_S < self.duration_s:
+            self.loop.after(BACKLOG_SAMPLE_S, self._sample_backlog)
+
+
+def _make_driver(
+    transfer: str,
+    loop: EventLoop,
+    link: SimLink,
+    station: Station,
+    ground: Ground,
+    tracker: Tracker,
+    publisher: _Publisher,
+    tmp: Path,
+) -> Any:
+    """The station's sender for ``transfer``, driving the real protocol code over ``link``."""
+    if transfer == "bundle-post":
+        return BundlePostDriver(loop, link, station, ground, tracker, publisher.schedule)
+    from .transfer_driver import TransferDriver
+
+    return TransferDriver(
+        loop,
+        link,
+        station,
+        ground,
+        tracker,
+        publisher.schedule,
+        tmp,
+        v1=transfer == "transfer-v1",
+        shared=transfer == "transfer-shared",
+    )
+
+
+def _run_clock(loop: EventLoop, tracker: Tracker, duration_s: float, progress: Progress | None) -> None:
+    # In steps of 10 virtual minutes, so a long run can report progress.
+    t = 0.0
+    while t < duration_s:
+        t = min(duration_s, t + 600.0)
+        loop.run_until(t)
+        if progress:
+            _, _, done = tracker.counts()
+            progress(t, len(tracker.posts), done)
+
+
 def run_virtual(
     profile: LinkProfile,
     workload: Workload,
@@ -124,16 +227,7 @@ def run_virtual(
     loop = EventLoop()
     link = SimLink(loop, profile, duration_s=duration_s, seed=seed, orbit_offset_s=orbit_offset_s)
     tracker = Tracker()
-    if transfer == "auto":
-        transfer = "transfer" if transfer_available() else "bundle-post"
-    if transfer == "transfer" and not transfer_available():
-        raise SimError("--transfer transfer needs protocol/transfer.py and ground/server.py (issue #3)")
-    if transfer == "transfer-v1" and not transfer_available():
-        raise SimError("--transfer transfer-v1 needs protocol/transfer.py and ground/server.py (issue #3)")
-    if transfer not in ("transfer", "transfer-v1", "transfer-shared", "bundle-post"):
-        raise SimError(
-            f"--transfer must be auto, transfer, transfer-v1, transfer-shared or bundle-post, not {transfer!r}"
-        )
+    transfer = _check_transfer(transfer)
     with (
         tempfile.TemporaryDirectory(prefix="orbitpost-sim-", dir=_scratch_dir()) as tmp,
         virtual_wall_clock(loop, seed),
@@ -145,35 +239,8 @@ def run_virtual(
             {n: accounts_for(n, workload.accounts_per_post) for n in names},
             tracker,
         )
-        publish_timer = None
-
-        def publish_tick() -> None:
-            nonlocal publish_timer
-            publish_timer = None
-            ground.publish(loop.now)
-
-        def schedule_publish() -> None:
-            nonlocal publish_timer
-            if publish_timer is None:
-                publish_timer = loop.after(PUBLISH_WAKE_S, publish_tick)
-
-        driver: Any
-        if transfer in ("transfer", "transfer-v1", "transfer-shared"):
-            from .transfer_driver import TransferDriver
-
-            driver = TransferDriver(
-                loop,
-                link,
-                station,
-                ground,
-                tracker,
-                schedule_publish,
-                Path(tmp),
-                v1=transfer == "transfer-v1",
-                shared=transfer == "transfer-shared",
-            )
-        else:
-            driver = BundlePostDriver(loop, link, station, ground, tracker, schedule_publish)
+        publisher = _Publisher(loop, ground)
+        driver = _make_driver(transfer, loop, link, station, ground, tracker, publisher, Path(tmp))
 
         def on_post(p: object) -> None:
             station.post(p, loop.now)  # type: ignore[arg-type]
@@ -181,45 +248,25 @@ def run_virtual(
 
         for p in plan:
             loop.at(p.at_s, on_post, p)
-
-        samples: list[Sample] = []
-        backlogged = 0
-
-        def sample() -> None:
-            waiting, awaiting, done = tracker.counts()
-            minute = int(loop.now // 60) - 1
-            samples.append(
-                Sample(
-                    t_s=loop.now,
-                    waiting=waiting,
-                    awaiting_publication=awaiting,
-                    published=done,
-                    to_ground_bytes=link.to_ground.stats.per_minute.get(minute, 0),
-                )
-            )
-            if loop.now + SAMPLE_S <= duration_s:
-                loop.after(SAMPLE_S, sample)
-
-        def sample_backlog() -> None:
-            nonlocal backlogged
-            if not link.is_dark(loop.now) and tracker.counts()[0] > 0:
-                backlogged += 1
-            if loop.now + BACKLOG_SAMPLE_S < duration_s:
-                loop.after(BACKLOG_SAMPLE_S, sample_backlog)
-
-        loop.at(SAMPLE_S, sample)
-        loop.at(BACKLOG_SAMPLE_S / 2, sample_backlog)
-        step = 600.0
-        t = 0.0
-        while t < duration_s:
-            t = min(duration_s, t + step)
-            loop.run_until(t)
-            if progress:
-                _, _, done = tracker.counts()
-                progress(t, len(tracker.posts), done)
+        sampler = _Sampler(loop, link, tracker, duration_s)
+        _run_clock(loop, tracker, duration_s, progress)
         station.close()
         ground.close()
+    return _result(profile, workload, astronauts, seed, duration_s, link, tracker, driver, sampler)
 
+
+def _result(
+    profile: LinkProfile,
+    workload: Workload,
+    astronauts: int,
+    seed: int,
+    duration_s: float,
+    link: SimLink,
+    tracker: Tracker,
+    driver: Any,
+    sampler: _Sampler,
+) -> RunResult:
+    """What the run measured, as the report reads it."""
     dark = tuple((s, min(e, duration_s)) for s, e in link.dark if s < duration_s)
     dark_s = sum(e - s for s, e in dark)
     outcomes = tuple(
@@ -260,9 +307,9 @@ def run_virtual(
         cuts_random=link.cuts_random,
         dark_windows=dark,
         up_s=duration_s - dark_s,
-        backlogged_up_s=backlogged * BACKLOG_SAMPLE_S,
+        backlogged_up_s=sampler.backlogged * BACKLOG_SAMPLE_S,
         sample_s=SAMPLE_S,
-        samples=tuple(samples),
+        samples=tuple(sampler.samples),
         traffic_by_kind=getattr(driver, "traffic", None),
         bundle_opens=tuple(getattr(driver, "bundle_opens", ())),
         notes=NOTES,
