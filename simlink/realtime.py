@@ -19,6 +19,7 @@ import socket
 import sqlite3
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,99 @@ def _ground_state(db: Path) -> dict[str, tuple[int | None, int, int, int | None]
     return {r[0]: (r[1], r[2] or 0, r[3] or 0, r[4]) for r in rows}
 
 
+@dataclass(frozen=True)
+class _Watched:
+    """The run's processes and proxy, as the sampling loop watches them."""
+
+    ground: asyncio.subprocess.Process
+    ground_log: Path
+    sync: asyncio.subprocess.Process
+    sync_log: Path
+    proxy: Any
+    ground_db: Path
+
+
+async def _sample_until(
+    w: _Watched,
+    ids: dict[str, tuple[str, float, int, int]],
+    posting: asyncio.Future[None],
+    dark: list[tuple[float, float]],
+    t0: float,
+    duration_s: float,
+    progress: Progress | None,
+) -> tuple[list[Sample], float]:
+    """Sample ground's database and the proxy every SAMPLE_S until ``duration_s``: (samples,
+    seconds posts waited on an up link); RunError as soon as a process exits or posting fails."""
+    samples: list[Sample] = []
+    backlogged = 0.0
+    last_up = 0
+    next_t = SAMPLE_S
+    while True:
+        await asyncio.sleep(max(0.0, t0 + next_t - time.monotonic()))
+        if posting.done() and posting.exception():
+            raise RunError(f"posting failed: {posting.exception()}")
+        for proc, name, log in (
+            (w.ground, "ground serve", w.ground_log),
+            (w.sync, "onboard sync", w.sync_log),
+        ):
+            if proc.returncode is not None:
+                raise RunError(f"`{name}` exited with {proc.returncode} during the run; see {log}")
+        state = await asyncio.to_thread(_ground_state, w.ground_db)
+        waiting = sum(1 for i in ids if i not in state)
+        published = sum(1 for i in ids if i in state and state[i][1] and state[i][2] == state[i][1])
+        up_bytes = w.proxy.stats.bytes_up
+        samples.append(
+            Sample(
+                t_s=next_t,
+                waiting=waiting,
+                awaiting_publication=len(ids) - waiting - published,
+                published=published,
+                to_ground_bytes=up_bytes - last_up,
+            )
+        )
+        last_up = up_bytes
+        if waiting and not any(s <= next_t - SAMPLE_S / 2 < e for s, e in dark):
+            backlogged += SAMPLE_S
+        if progress:
+            progress(next_t, len(ids), published)
+        if next_t >= duration_s:
+            return samples, backlogged
+        next_t = min(duration_s, next_t + SAMPLE_S)
+
+
+def _outcomes(
+    ids: dict[str, tuple[str, float, int, int]],
+    state: dict[str, tuple[int | None, int, int, int | None]],
+    wall0: float,
+) -> list[PostOutcome]:
+    """Each post's times on ground (seconds from the run's start), in the order they were queued."""
+    posts = []
+    for pid, (author, queued_s, payload, n_photos) in sorted(ids.items(), key=lambda kv: (kv[1][1], kv[0])):
+        st = state.get(pid)
+        received = None if st is None or st[0] is None else st[0] / 1000 - wall0
+        pub = None
+        if st is not None and st[1] and st[2] == st[1] and st[3] is not None:
+            pub = st[3] / 1000 - wall0
+        posts.append(
+            PostOutcome(
+                author=author,
+                queued_s=round(queued_s, 3),
+                payload_bytes=payload,
+                photos=n_photos,
+                received_s=received,
+                published_s=pub,
+            )
+        )
+    return posts
+
+
+def _link_requests(db: Path) -> int:
+    """Link requests ground counted over the run (0 where its database cannot say)."""
+    with contextlib.closing(sqlite3.connect(db)) as gc, contextlib.suppress(sqlite3.Error):
+        return int(gc.execute("SELECT COALESCE(SUM(requests), 0) FROM link_contacts").fetchone()[0])
+    return 0
+
+
 async def _run(
     profile: LinkProfile,
     wl: Workload,
@@ -216,38 +310,16 @@ async def _run(
                 ids[post.id] = (p.author, time.monotonic() - t0, p.payload_bytes, len(p.photos))
 
         posting = asyncio.ensure_future(poster())
-        samples: list[Sample] = []
-        backlogged = 0.0
-        last_up = 0
-        next_t = SAMPLE_S
-        while True:
-            await asyncio.sleep(max(0.0, t0 + next_t - time.monotonic()))
-            if posting.done() and posting.exception():
-                raise RunError(f"posting failed: {posting.exception()}")
-            for proc, name, log in ((ground, "ground serve", glog), (sync, "onboard sync", slog)):
-                if proc.returncode is not None:
-                    raise RunError(f"`{name}` exited with {proc.returncode} during the run; see {log}")
-            state = await asyncio.to_thread(_ground_state, g / "ground.db")
-            waiting = sum(1 for i in ids if i not in state)
-            published = sum(1 for i in ids if i in state and state[i][1] and state[i][2] == state[i][1])
-            up_bytes = proxy.stats.bytes_up
-            samples.append(
-                Sample(
-                    t_s=next_t,
-                    waiting=waiting,
-                    awaiting_publication=len(ids) - waiting - published,
-                    published=published,
-                    to_ground_bytes=up_bytes - last_up,
-                )
-            )
-            last_up = up_bytes
-            if waiting and not any(s <= next_t - SAMPLE_S / 2 < e for s, e in dark):
-                backlogged += SAMPLE_S
-            if progress:
-                progress(next_t, len(ids), published)
-            if next_t >= duration_s:
-                break
-            next_t = min(duration_s, next_t + SAMPLE_S)
+        assert sync is not None
+        samples, backlogged = await _sample_until(
+            _Watched(ground, glog, sync, slog, proxy, g / "ground.db"),
+            ids,
+            posting,
+            dark,
+            t0,
+            duration_s,
+            progress,
+        )
         posting.cancel()
         cutter.cancel()
         stats = proxy.stats
@@ -260,27 +332,8 @@ async def _run(
         # Let the proxy's per-connection handlers finish before asyncio.run cancels them.
         await asyncio.sleep(0.2)
 
-    state = _ground_state(g / "ground.db")
-    requests = 0
-    with contextlib.closing(sqlite3.connect(g / "ground.db")) as gc, contextlib.suppress(sqlite3.Error):
-        requests = int(gc.execute("SELECT COALESCE(SUM(requests), 0) FROM link_contacts").fetchone()[0])
-    posts = []
-    for pid, (author, queued_s, payload, n_photos) in sorted(ids.items(), key=lambda kv: (kv[1][1], kv[0])):
-        st = state.get(pid)
-        received = None if st is None or st[0] is None else st[0] / 1000 - wall0
-        pub = None
-        if st is not None and st[1] and st[2] == st[1] and st[3] is not None:
-            pub = st[3] / 1000 - wall0
-        posts.append(
-            PostOutcome(
-                author=author,
-                queued_s=round(queued_s, 3),
-                payload_bytes=payload,
-                photos=n_photos,
-                received_s=received,
-                published_s=pub,
-            )
-        )
+    posts = _outcomes(ids, _ground_state(g / "ground.db"), wall0)
+    requests = _link_requests(g / "ground.db")
     dark_s = sum(e - s for s, e in dark)
     return RunResult(
         mode="realtime",
