@@ -85,6 +85,15 @@ class EdgeLimits:
     max_body_bytes: Callable[[bytes], int] = default_max_body_bytes
 
 
+# asyncio accepts up to `backlog` sockets per wakeup before any connection_made runs, and an
+# evicted connection's descriptor is freed only on the loop's next turn: a kernel queue of 1,024
+# (a flood that piled up while ground was busy) took 1,024 descriptors at once and hit EMFILE
+# (measured at 512 descriptors: "socket.accept() out of system resource" hundreds of times). The
+# queue, and so the burst, stays well inside the reserve fd_budget keeps; connections beyond it
+# wait in their SYN retries instead.
+ACCEPT_BURST = 64
+
+
 def fd_budget(reserve: int = 256) -> int:
     """Raise the soft descriptor limit to the hard one; return the connections that leave room for.
 
@@ -592,7 +601,7 @@ class EdgeSite(web.BaseSite):
             self._host,
             self._port,
             ssl=self._ssl_context,
-            backlog=self._backlog,
+            backlog=min(self._backlog, ACCEPT_BURST),
             reuse_address=True,
             **kw,
         )

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import gzip
 import json
+import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -332,3 +334,43 @@ async def test_a_connection_flood_never_exhausts_descriptors_at_a_low_limit(
     assert probe.failures == 0 and probe.n >= 2, (probe.failures, probe.n, log[-2000:])
     assert "accept(" not in log and "Too many open files" not in log, log[-2000:]  # no accept() failure
     assert "edge: at 256 connections: dropped an idle one" in log
+
+
+async def test_a_flood_that_piled_up_while_ground_was_busy_never_fails_an_accept(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """Ground stopped (SIGSTOP: what heavy load looks like from outside) while 700 connections
+    arrive, then resumed: whatever the kernel queued is accepted in bursts its 512 descriptors
+    hold (once, 1,024 at a time hit EMFILE hundreds of times), and ground still answers."""
+    port = free_port()
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+
+    proc = _start_serve(tmp_path / "G", port, subprocess_env, preexec_fn=low_limit)
+    mine = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(mine[0], min(mine[1], 4096)), mine[1]))
+    held: list[asyncio.StreamWriter] = []
+
+    async def connect(i: int) -> None:
+        with contextlib.suppress(OSError, TimeoutError):
+            conn = asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.4.{i % 20 + 1}", 0))
+            held.append((await asyncio.wait_for(conn, 1.0))[1])
+
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await _until_healthy(url)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            await asyncio.gather(*(connect(i) for i in range(700)))
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            async with s.get(url + "/v1/health", timeout=aiohttp.ClientTimeout(total=30)) as r:
+                assert r.status == 200
+    finally:
+        for w in held:
+            w.close()
+        log = _stop(proc)
+        resource.setrlimit(resource.RLIMIT_NOFILE, mine)
+    assert "accept(" not in log and "Too many open files" not in log, log[-2000:]
