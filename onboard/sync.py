@@ -412,11 +412,14 @@ def receipt_versions(ground: Capabilities) -> tuple[int, ...]:
 
 
 def open_receipt_versions(ground: Capabilities) -> tuple[int, ...]:
-    """The receipts versions a bundle's OPEN lists (docs/PROTOCOL.md §9.5): those both sides know
-    when that goes beyond what link version 2 implies (2 and 3); () otherwise, so a ground that
-    does not list version 4 gets the OPEN it reads."""
-    both = receipt_versions(ground)
-    return both if set(both) - set(OPEN_RECEIPTS_VERSIONS) else ()
+    """The receipts versions a bundle's OPEN lists (docs/PROTOCOL.md §9.5) to this ground."""
+    return _open_listing(receipt_versions(ground))
+
+
+def _open_listing(versions: tuple[int, ...]) -> tuple[int, ...]:
+    """``versions`` when they go beyond what link version 2 implies (2 and 3); () otherwise, so
+    a ground that does not list version 4 gets the OPEN it reads."""
+    return versions if set(versions) - set(OPEN_RECEIPTS_VERSIONS) else ()
 
 
 class _ReceiptsExchange:
@@ -456,8 +459,7 @@ class _ReceiptsExchange:
         since = int(link.get_state(self._conn, RECEIPTS_CURSOR, "0") or 0) if with_open else None
         self._sender.open_receipts_since = since
         # What a bundle's OPEN lists beside its cursor: () when that is link 2's own (2, 3).
-        v = self._versions
-        self._sender.open_receipts_versions = v if set(v) - set(OPEN_RECEIPTS_VERSIONS) else ()
+        self._sender.open_receipts_versions = _open_listing(self._versions)
         if self.pending or not self.poll.due(now):
             return
         if awaiting_news(self._conn):

@@ -576,11 +576,7 @@ class TransferSender:
                 # after a cut or a probe into the dark (ground said nothing of it yet), so a
                 # text post leaves in the first request after a loss of signal.
                 t.opened = True
-                data = t.source(0, size)
-                t.inflight[seq] = (0, size)
-                self.stats.chunk_bytes += size
-                self.stats.max_chunk_bytes = max(self.stats.max_chunk_bytes, size)
-                self._served[t.spec.owner] = self._served.get(t.spec.owner, 0) + size
+                data = self._take_data(t, seq, 0, size)
                 req_: Request = Open(
                     seq=seq,
                     key=t.spec.key,
@@ -604,6 +600,14 @@ class TransferSender:
             )
             return self._emit(req, now, t.spec.key, None)
         start, stop = self._next_gap(t)
+        data = self._take_data(t, seq, start, stop)
+        return self._emit(
+            Chunk(seq=seq, key=t.spec.key, offset=start, data=data), now, t.spec.key, (start, stop)
+        )
+
+    def _take_data(self, t: _Transfer, seq: int, start: int, stop: int) -> bytes:
+        """Bytes ``start``–``stop`` of ``t`` for request ``seq``: read, counted in flight, served
+        to its owner and in the stats (every first sending of data: inline, first flight, CHUNK)."""
         data = t.source(start, stop - start)
         if len(data) != stop - start:
             raise ValueError(f"source for {t.spec.key.name} gave {len(data)} bytes, wanted {stop - start}")
@@ -611,9 +615,7 @@ class TransferSender:
         self._served[t.spec.owner] = self._served.get(t.spec.owner, 0) + (stop - start)
         self.stats.chunk_bytes += stop - start
         self.stats.max_chunk_bytes = max(self.stats.max_chunk_bytes, stop - start)
-        return self._emit(
-            Chunk(seq=seq, key=t.spec.key, offset=start, data=data), now, t.spec.key, (start, stop)
-        )
+        return data
 
     def _end_game_copy(self, now: float) -> Outgoing | None:
         """Nothing is left to send: a piece of the oldest chunk still crawling after
@@ -686,13 +688,9 @@ class TransferSender:
         crosses in the OPEN's round trip instead of one after it."""
         t.opened = True
         start, stop = self._next_gap(t)
-        data = t.source(start, stop - start)
-        if start != 0 or len(data) != stop - start:
-            raise ValueError(f"source for {t.spec.key.name} gave {len(data)} bytes, wanted {stop - start}")
-        t.inflight[seq] = (start, stop)
-        self._served[t.spec.owner] = self._served.get(t.spec.owner, 0) + stop
-        self.stats.chunk_bytes += stop
-        self.stats.max_chunk_bytes = max(self.stats.max_chunk_bytes, stop)
+        if start != 0:
+            raise ValueError(f"{t.spec.key.name}: a first flight starts at 0, not {start}")
+        data = self._take_data(t, seq, start, stop)
         req = Open(
             seq=seq,
             key=t.spec.key,
@@ -959,6 +957,15 @@ class TransferSender:
             TransferDone(key=t.spec.key, state=state, code=code, message=message, with_receipts=with_receipts)
         )
 
+    def _reopen_plainly(self, t: _Transfer, req: _Req, now: float) -> None:
+        """An older ground refused a newer OPEN (the flag set by the caller says which): the
+        upload is opened again the old way; the refusal says nothing of the link."""
+        self._on_success(req, now)
+        t.inflight.pop(req.seq, None)
+        if t.open_seq == req.seq:
+            t.open_seq = None
+        t.state = TState.OPENING
+
     def _on_error(self, req: _Req, err: ErrorFrame, now: float) -> None:
         t = self._transfers.get(req.key) if req.key else None
         if err.code in FATAL_CODES:
@@ -969,11 +976,7 @@ class TransferSender:
             # A ground older than link version 2 refuses an OPEN with a receipts cursor
             # (its token did not list link=2, or it was downgraded): open the old way.
             self._open_receipts_refused = True
-            self._on_success(req, now)
-            t.inflight.pop(req.seq, None)
-            if t.open_seq == req.seq:
-                t.open_seq = None
-            t.state = TState.OPENING
+            self._reopen_plainly(t, req, now)
             return
         if (
             t is not None
@@ -984,12 +987,8 @@ class TransferSender:
             # A ground before link version 3 refuses an OPEN carrying less than the whole
             # upload (``bad_offset``): open the old way, and never send one again this sync.
             self._first_flight_refused = True
-            self._on_success(req, now)
-            t.inflight.pop(req.seq, None)
-            if t.open_seq == req.seq:
-                t.open_seq = None
+            self._reopen_plainly(t, req, now)
             t.opened = False
-            t.state = TState.OPENING
             return
         if t is not None and err.code in TRANSFER_FATAL_CODES:
             self._finish(t, UploadState.REJECTED, err.code, err.message)
