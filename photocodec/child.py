@@ -138,10 +138,13 @@ def fits(pixels: int, size_bytes: int, memory_bytes: int) -> str | None:
     """None if a JPEG of ``pixels`` and ``size_bytes`` can be encoded within ``memory_bytes``,
     else the reason it travels as-is (for the astronaut: what, how much, which setting)."""
     need = predicted_peak_bytes(pixels, size_bytes)
-    if need <= memory_bytes:
-        return None
+    return None if need <= memory_bytes else _over_bound(pixels, need, "JPEG XL", memory_bytes)
+
+
+def _over_bound(pixels: int, need: int, codec_name: str, memory_bytes: int) -> str:
+    """Why a photo travels as-is, for the astronaut: what, how much, which setting."""
     return (
-        f"a {pixels / 1e6:.1f}-megapixel photo needs about {_mib(need)} to encode as JPEG XL, "
+        f"a {pixels / 1e6:.1f}-megapixel photo needs about {_mib(need)} to encode as {codec_name}, "
         f"over the encoder's {_mib(memory_bytes)} bound ({ENV_MEMORY}); it travels as it is"
     )
 
@@ -162,11 +165,7 @@ def _fitting(
             keep.append(codec)  # unknown: try it; the watchdog still holds the bound
             continue
         pixels = jxl.pixel_count(head) or 0
-        why.append(
-            f"a {pixels / 1e6:.1f}-megapixel photo needs about {_mib(need)} to encode as "
-            f"{transport.NAMES.get(codec, codec)}, over the encoder's {_mib(memory_bytes)} bound "
-            f"({ENV_MEMORY}); it travels as it is"
-        )
+        why.append(_over_bound(pixels, need, transport.NAMES.get(codec, str(codec)), memory_bytes))
     return tuple(keep), "; ".join(why)
 
 

@@ -191,7 +191,13 @@ def worth_transcoding(head: bytes, size_bytes: int) -> bool:
     False (send as-is, without reading the whole file) for anything that is not a JPEG,
     whose frame header is unreadable, too many pixels, or far more bytes than its pixels.
     """
-    if not codec_present() or not is_jpeg(head):
+    return codec_present() and plausible_jpeg(head, size_bytes)
+
+
+def plausible_jpeg(head: bytes, size_bytes: int) -> bool:
+    """Is this a JPEG worth a lossless transcode by any codec: a readable frame header, at most
+    ``MAX_PIXELS``, and not far more bytes than its pixels (from its first ``HEAD_BYTES``)."""
+    if not is_jpeg(head):
         return False
     pixels = pixel_count(head)
     if pixels is None or pixels > MAX_PIXELS:

@@ -57,14 +57,9 @@ def worth_encoding(head: bytes, size_bytes: int, codecs: Iterable[int]) -> bool:
 
     False (send as-is, without reading the whole file) when no codec is usable, or for anything
     that is not a JPEG, whose frame header is unreadable, has too many pixels, or far more bytes
-    than its pixels (jxl.worth_transcoding's rules, codec-neutral).
+    than its pixels (jxl.plausible_jpeg).
     """
-    if not tuple(codecs) or not jxl.is_jpeg(head):
-        return False
-    pixels = jxl.pixel_count(head)
-    if pixels is None or pixels > jxl.MAX_PIXELS:
-        return False
-    return size_bytes <= pixels * jxl.MAX_BYTES_PER_PIXEL + jxl.HEAD_BYTES
+    return bool(tuple(codecs)) and jxl.plausible_jpeg(head, size_bytes)
 
 
 def lepton_peak_bytes(frame: lepton.Frame, size_bytes: int) -> int:
