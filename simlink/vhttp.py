@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 import h11
 
+from onboard.race import SPARE_KEEP_S as RACE_SPARE_KEEP_S
+from onboard.race import SPARE_MAX as RACE_SPARE_MAX
+
 from .clock import EventLoop, Timer
 from .link import SimConnection, SimLink
 
@@ -41,10 +44,8 @@ LINK_SERVER_HEADERS = SERVER_HEADERS[:1]
 
 
 # onboard/race.py's race: each attempt gives up after 2 SYNs (TCP_SYNCNT=1: a SYN and one
-# retry, 3 s); a connection no request took is closed after this long.
+# retry, 3 s); a connection no request took is kept as long and as many as there.
 RACE_SYNS = 2
-RACE_SPARE_KEEP_S = 2.0
-RACE_SPARE_MAX = 8
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
