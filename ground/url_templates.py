@@ -21,27 +21,17 @@ comes in the document.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 
 from durable.sqlitedb import transaction
-from protocol.receipt_templates import Parts, best, infer
+from protocol.receipt_templates import Parts, best, infer, parts_from_text, parts_to_text
 from protocol.receipts import PublicationReceipt, UrlTemplateReceipt
 
 # Templates one account may have: one or two in practice (the archive's lone and shared packs,
 # a Bluesky web app changed); past this, URLs that fit none are spelled out, so a platform
 # whose URLs vary in a way ``infer`` does not see cannot grow a template per post.
 MAX_TEMPLATES_PER_ACCOUNT = 16
-
-
-def _parts(text: str) -> Parts | None:
-    v = json.loads(text)
-    return None if v is None else tuple(v)
-
-
-def _wire(parts: Parts | None) -> str:
-    return json.dumps(None if parts is None else list(parts), ensure_ascii=False, separators=(",", ":"))
 
 
 def receipt(conn: sqlite3.Connection, number: str, seq: int) -> UrlTemplateReceipt | None:
@@ -52,7 +42,11 @@ def receipt(conn: sqlite3.Connection, number: str, seq: int) -> UrlTemplateRecei
     if row is None:
         return None
     return UrlTemplateReceipt(
-        number=int(number), account=row[0], url=_parts(row[1]), remote_id=_parts(row[2]), seq=seq
+        number=int(number),
+        account=row[0],
+        url=parts_from_text(row[1]),
+        remote_id=parts_from_text(row[2]),
+        seq=seq,
     )
 
 
@@ -67,7 +61,11 @@ def of_accounts(conn: sqlite3.Connection, accounts: Iterable[str]) -> list[UrlTe
         ):
             out.append(
                 UrlTemplateReceipt(
-                    number=number, account=account, url=_parts(url), remote_id=_parts(remote), seq=seq
+                    number=number,
+                    account=account,
+                    url=parts_from_text(url),
+                    remote_id=parts_from_text(remote),
+                    seq=seq,
                 )
             )
     return out
@@ -105,7 +103,7 @@ def make_missing(conn: sqlite3.Connection, since: int, limit: int) -> int:
         for account, url_parts, remote_parts in new:
             made += conn.execute(
                 "INSERT OR IGNORE INTO url_templates (account, url, remote_id) VALUES (?, ?, ?)",
-                (account, _wire(url_parts), _wire(remote_parts)),
+                (account, parts_to_text(url_parts), parts_to_text(remote_parts)),
             ).rowcount
     return made
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol import RemoteProtocolError
+from protocol.receipt_templates import parts_from_text, parts_to_text
 from protocol.receipts import (
     RECEIPTS_VERSION_COMPACT,
     AccountLimitsReceipt,
@@ -165,12 +166,11 @@ def templates(conn: sqlite3.Connection) -> dict[int, UrlTemplateReceipt]:
     for number, account, url, remote, seq in conn.execute(
         "SELECT number, account, url, remote_id, seq FROM url_templates"
     ):
-        u, r = json.loads(url), json.loads(remote)
         out[number] = UrlTemplateReceipt(
             number=number,
             account=account,
-            url=None if u is None else tuple(u),
-            remote_id=None if r is None else tuple(r),
+            url=parts_from_text(url),
+            remote_id=parts_from_text(remote),
             seq=seq,
         )
     return out
@@ -309,13 +309,9 @@ def apply_document(conn: sqlite3.Connection, doc: ReceiptDocument) -> Applied:
 
 def _apply_template(conn: sqlite3.Connection, r: UrlTemplateReceipt) -> None:
     """Keep a template for later documents (ground never reuses a number for other parts)."""
-
-    def wire(parts: tuple[str | int, ...] | None) -> str:
-        return json.dumps(None if parts is None else list(parts), ensure_ascii=False)
-
     conn.execute(
         "INSERT OR REPLACE INTO url_templates (number, account, url, remote_id, seq) VALUES (?, ?, ?, ?, ?)",
-        (r.number, r.account, wire(r.url), wire(r.remote_id), r.seq),
+        (r.number, r.account, parts_to_text(r.url), parts_to_text(r.remote_id), r.seq),
     )
 
 

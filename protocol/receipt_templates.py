@@ -20,6 +20,7 @@ costs bytes, never a wrong URL.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 
@@ -37,6 +38,17 @@ MAX_EXPANDED_CHARS = 8192
 # Where ground looks for a key when the platform id is the post id itself (the archive, a
 # webhook): the last path segment's first run of these (URL-unreserved but '.' and '~').
 _KEY_RUN = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def parts_to_text(parts: Parts | None) -> str:
+    """Template parts as the JSON text both sides store them in ('null': none)."""
+    return json.dumps(None if parts is None else list(parts), ensure_ascii=False, separators=(",", ":"))
+
+
+def parts_from_text(text: str) -> Parts | None:
+    """Template parts from :func:`parts_to_text`'s JSON text."""
+    v = json.loads(text)
+    return None if v is None else tuple(v)
 
 
 def expand(parts: Parts | None, post_id: str, key: str) -> str | None:
