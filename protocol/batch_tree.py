@@ -60,8 +60,8 @@ class _LevelTree(BaseMerkleTree):  # type: ignore[misc]
     so node ``j`` of level ``h`` is the RFC 9162 root of leaves ``j·2ʰ … min((j+1)·2ʰ, n) − 1``
     (a perfect subtree, or the right edge's last one). Leaf ``m``'s audit path is then its
     sibling at each level, where there is one (RFC 9162 §2.1.3's PATH, bottom up): all n paths
-    in one pass over the levels (~10 ms for 10,000 items) instead of one pymerkle proof call
-    per item (~120 ms). tests/test_batch_tree.py checks roots and every path against
+    read from the levels (~20 ms for 10,000 items) instead of one pymerkle proof call per
+    item (~120 ms). tests/test_batch_tree.py checks roots and every path against
     pymerkle's InmemoryTree for random sizes; verifying stays pymerkle's (root_from_inclusion).
     """
 
@@ -88,19 +88,8 @@ class _LevelTree(BaseMerkleTree):  # type: ignore[misc]
         return tuple(out)
 
     def paths(self) -> list[tuple[bytes, ...]]:
-        """Every leaf's audit path, in leaf order: each level's siblings, read once per level."""
-        paths: list[list[bytes]] = [[] for _ in self.levels[0]]
-        for height, level in enumerate(self.levels[:-1]):
-            width = 1 << height
-            last = len(level) - 1
-            for j in range(len(level)):
-                sibling = j ^ 1
-                if sibling > last:
-                    continue  # the carried-up node: no hash at this level for its leaves
-                node = level[sibling]
-                for path in paths[j * width : (j + 1) * width]:
-                    path.append(node)
-        return [tuple(p) for p in paths]
+        """Every leaf's audit path, in leaf order (~20 ms for 10,000 leaves)."""
+        return [self.path(i) for i in range(len(self.levels[0]))]
 
     def _encode_entry(self, data: bytes) -> bytes:
         return data

@@ -161,7 +161,7 @@ class _Pending:
     receipts_since: int | None = None  # the OPEN asked for receipts with its answer
     held: Status | None = None  # that answer, waiting for its receipts
     # The receipts versions that OPEN listed (§9.3); (): link version 2's own, OPEN_RECEIPTS_VERSIONS.
-    receipts_versions: tuple[int, ...] = ()  # that answer, waiting for its receipts
+    receipts_versions: tuple[int, ...] = ()
 
 
 class TransferReceiver:
