@@ -17,6 +17,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -275,35 +277,55 @@ async def test_concurrent_link_bodies_are_capped_per_station(
     assert grown < 100, grown  # 8 bodies of 4 MiB, not 40 (160 MiB); generous for the allocator
 
 
-async def test_a_connection_flood_never_exhausts_descriptors_at_a_low_limit(
-    tmp_path: Path, subprocess_env: dict[str, str]
-) -> None:
-    """The probe's 20,000 idle connections, scaled to a 512-descriptor `ground serve`: 1,000 from
-    20 addresses. Ground stays inside its budget, never fails an accept(), and still answers."""
+@dataclass
+class _Fenced:
+    """A `ground serve` held to 512 descriptors, the connections a test holds to it, and (once
+    the block has ended) its log."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    held: list[asyncio.StreamWriter] = field(default_factory=list)
+    log: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def _ground_at_512_descriptors(home: Path, env: dict[str, str]) -> AsyncIterator[_Fenced]:
+    """Start ground with 512 descriptors (this process may open 4,096 to flood it) and wait until
+    it answers; at the end close what the test held, stop ground and keep its log."""
     port = free_port()
 
     def low_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
 
-    proc = _start_serve(tmp_path / "G", port, subprocess_env, preexec_fn=low_limit)
+    g = _Fenced(proc=_start_serve(home, port, env, preexec_fn=low_limit), port=port)
     mine = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(mine[0], min(mine[1], 4096)), mine[1]))
-    held: list[asyncio.StreamWriter] = []
     try:
-        url = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as s:
-            for _ in range(200):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with s.get(url + "/v1/health") as r:
-                        if r.status == 200:
-                            break
-                await asyncio.sleep(0.1)
+        await _until_healthy(g.url)
+        yield g
+    finally:
+        for w in g.held:
+            w.close()
+        g.log = _stop(g.proc)
+        resource.setrlimit(resource.RLIMIT_NOFILE, mine)
+
+
+async def test_a_connection_flood_never_exhausts_descriptors_at_a_low_limit(
+    tmp_path: Path, subprocess_env: dict[str, str]
+) -> None:
+    """The probe's 20,000 idle connections, scaled to a 512-descriptor `ground serve`: 1,000 from
+    20 addresses. Ground stays inside its budget, never fails an accept(), and still answers."""
+    async with _ground_at_512_descriptors(tmp_path / "G", subprocess_env) as g:
         for i in range(1000):
             with contextlib.suppress(OSError):
                 _, w = await asyncio.open_connection(
-                    "127.0.0.1", port, local_addr=(f"127.0.3.{i % 20 + 1}", 0)
+                    "127.0.0.1", g.port, local_addr=(f"127.0.3.{i % 20 + 1}", 0)
                 )
-                held.append(w)
+                g.held.append(w)
         # Ground first works through the flood's backlog (dropping idle connections to stay in
         # budget); on a loaded machine that takes seconds. Then every newcomer must be answered.
         # Latency is reported, not asserted: speed belongs to benchmarks, not to this test.
@@ -314,22 +336,18 @@ async def test_a_connection_flood_never_exhausts_descriptors_at_a_low_limit(
             for _ in range(60):
                 ok = False
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with s.get(url + "/v1/health", timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    async with s.get(g.url + "/v1/health", timeout=aiohttp.ClientTimeout(total=5)) as r:
                         ok = r.status == 200
                 in_a_row = in_a_row + 1 if ok else 0
                 if in_a_row >= 3:
                     break
-        probe = Probe(url)
+        probe = Probe(g.url)
         ptask = asyncio.ensure_future(probe.run())
         await asyncio.sleep(1.5)
         probe.stop()
         await ptask
         print(f"\n1,000 idle connections at 512 fds: /v1/health worst {probe.worst * 1000:.0f} ms")
-    finally:
-        for w in held:
-            w.close()
-        log = _stop(proc)
-        resource.setrlimit(resource.RLIMIT_NOFILE, mine)
+    log = g.log
     print(f"ground's log: {len(log.splitlines())} lines")
     assert probe.failures == 0 and probe.n >= 2, (probe.failures, probe.n, log[-2000:])
     assert "accept(" not in log and "Too many open files" not in log, log[-2000:]  # no accept() failure
@@ -342,35 +360,19 @@ async def test_a_flood_that_piled_up_while_ground_was_busy_never_fails_an_accept
     """Ground stopped (SIGSTOP: what heavy load looks like from outside) while 700 connections
     arrive, then resumed: whatever the kernel queued is accepted in bursts its 512 descriptors
     hold (once, 1,024 at a time hit EMFILE hundreds of times), and ground still answers."""
-    port = free_port()
+    async with _ground_at_512_descriptors(tmp_path / "G", subprocess_env) as g:
 
-    def low_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (512, 512))
+        async def connect(i: int) -> None:
+            with contextlib.suppress(OSError, TimeoutError):
+                conn = asyncio.open_connection("127.0.0.1", g.port, local_addr=(f"127.0.4.{i % 20 + 1}", 0))
+                g.held.append((await asyncio.wait_for(conn, 1.0))[1])
 
-    proc = _start_serve(tmp_path / "G", port, subprocess_env, preexec_fn=low_limit)
-    mine = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(mine[0], min(mine[1], 4096)), mine[1]))
-    held: list[asyncio.StreamWriter] = []
-
-    async def connect(i: int) -> None:
-        with contextlib.suppress(OSError, TimeoutError):
-            conn = asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.4.{i % 20 + 1}", 0))
-            held.append((await asyncio.wait_for(conn, 1.0))[1])
-
-    try:
-        url = f"http://127.0.0.1:{port}"
-        await _until_healthy(url)
-        os.kill(proc.pid, signal.SIGSTOP)
+        os.kill(g.proc.pid, signal.SIGSTOP)
         try:
             await asyncio.gather(*(connect(i) for i in range(700)))
         finally:
-            os.kill(proc.pid, signal.SIGCONT)
+            os.kill(g.proc.pid, signal.SIGCONT)
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
-            async with s.get(url + "/v1/health", timeout=aiohttp.ClientTimeout(total=30)) as r:
+            async with s.get(g.url + "/v1/health", timeout=aiohttp.ClientTimeout(total=30)) as r:
                 assert r.status == 200
-    finally:
-        for w in held:
-            w.close()
-        log = _stop(proc)
-        resource.setrlimit(resource.RLIMIT_NOFILE, mine)
-    assert "accept(" not in log and "Too many open files" not in log, log[-2000:]
+    assert "accept(" not in g.log and "Too many open files" not in g.log, g.log[-2000:]
