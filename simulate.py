@@ -3,10 +3,12 @@
 
     python simulate.py --profile iss-ku --astronauts 4 --hours 24 --seed 7 --report out/virtual   # virtual time
     python simulate.py --profile iss-ku --realtime --minutes 5 --report out/realtime             # real processes
+    python simulate.py --profile iss-ku --realtime --packet --minutes 5 --report out/packet      # ... with real loss
 
 Virtual time drives the project's real code (onboard queue and bundler, ground verifier,
 ingest and publisher) over a simulated link with a virtual clock: deterministic for a seed.
-Real time runs the real `ground serve` and `onboard sync` processes through linkemu's proxy.
+Real time runs the real `ground serve` and `onboard sync` processes through linkemu's proxy
+(no packet loss) or, with --packet, its packet link (network namespaces, the profile's loss).
 Profiles: profiles/*.toml; workloads: workloads/*.toml; the report: REPORT/report.json,
 REPORT/report.png and a summary printed at the end. See docs/simulation.md.
 """
@@ -60,6 +62,13 @@ def main(
     realtime: Annotated[
         bool, typer.Option("--realtime", help="Run the real processes over the proxy.")
     ] = False,
+    packet: Annotated[
+        bool,
+        typer.Option(
+            "--packet",
+            help="With --realtime: through linkemu's packet link (network namespaces, real packet loss; root and TUN).",
+        ),
+    ] = False,
     orbit_offset_min: Annotated[
         float | None,
         typer.Option(
@@ -85,6 +94,8 @@ def main(
     )
     if duration_s <= 0:
         raise SimError("the duration must be positive")
+    if packet and not realtime:
+        raise SimError("--packet is a real-time link: give --realtime too")
     prof = load_profile(profile)
     wl = load_workload(workload or ("burst" if realtime else "crew-day"))
     if orbit_offset_min is None:
@@ -117,6 +128,7 @@ def main(
                 orbit_offset_s=orbit_offset_min * 60,
                 workdir=report / "realtime",
                 progress=progress,
+                packet=packet,
             )
         else:
             from simlink.virtual import run_virtual

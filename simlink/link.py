@@ -56,6 +56,15 @@ class WayStats:
     per_minute: dict[int, int] = field(default_factory=dict)  # ip bytes by minute of the run
 
 
+def default_buffer_bytes(rate_bps: float, delay_s: float, mss: int) -> int:
+    """The bottleneck queue of one way when a profile gives no ``buffer_kb``."""
+    # Two bandwidth-delay products, at least 64 full packets (a modem's queue; four
+    # connections' initial windows must fit in it). Beyond it packets are dropped, which is
+    # what makes TCP back off instead of queueing forever.
+    bdp = rate_bps / 8 * max(2 * delay_s, 0.05)
+    return int(max(64 * (mss + TCP_IP_HEADER_BYTES), 2 * bdp))
+
+
 class Way:
     """One direction of the physical link: a FIFO that serialises packets at the rate."""
 
@@ -68,14 +77,8 @@ class Way:
         self.delay_s = delay_s
         self.busy_until = 0.0
         self.stats = WayStats()
-        if not buffer_bytes:
-            # Default bottleneck buffer: two bandwidth-delay products, at least 64 full packets
-            # (a modem's queue; four connections' initial windows must fit in it). Beyond it
-            # packets are dropped, which is what makes TCP back off instead of queueing forever.
-            bdp = rate_bps / 8 * max(2 * delay_s, 0.05)
-            buffer_bytes = int(max(64 * (mss + TCP_IP_HEADER_BYTES), 2 * bdp))
-        self.buffer_bytes = buffer_bytes
-        self.queue_limit_s = buffer_bytes * 8 / rate_bps
+        self.buffer_bytes = buffer_bytes or default_buffer_bytes(rate_bps, delay_s, mss)
+        self.queue_limit_s = self.buffer_bytes * 8 / rate_bps
 
     def transmit(
         self, now: float, ip_bytes: int, app_bytes: int = 0, first: bool = True

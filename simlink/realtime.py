@@ -1,11 +1,16 @@
 """The real-time run: the real `ground serve` and `onboard sync --watch` processes, talking
-through linkemu's proxy configured from the same profile, fed the same planned posts.
+through an emulated link configured from the same profile, fed the same planned posts.
 
 Setup uses the project's library calls (keys, enrolment, station token, `onboard link add`);
 the two long-running sides are separate processes started with this interpreter, so what is
-measured is the shipped code over loopback TCP. The proxy honours rate, delay, dark windows
-(stall, then cut ``cut_after_s`` in) and the same random-cut times as virtual time; it cannot
-drop packets inside TCP, so ``loss_percent`` is not applied here (see profiles/README.md).
+measured is the shipped code over real TCP. Two links (simlink/realtime_link.py):
+
+- linkemu's TCP proxy on loopback (the default): rate, delay, dark windows (stall, then cut
+  ``cut_after_s`` in) and the same random-cut times as virtual time; it cannot drop packets
+  inside TCP, so ``loss_percent`` is not applied (see profiles/README.md);
+- with ``packet=True``, linkemu's packet link: ground and the station in two network
+  namespaces, every IP packet through the emulator, which also applies ``loss_percent`` and
+  the bottleneck queue (``buffer_kb``). Needs root and /dev/net/tun.
 """
 
 from __future__ import annotations
@@ -26,13 +31,15 @@ from typing import Any
 from .errors import RunError, SimError
 from .link import random_cut_times
 from .profile import LinkProfile
+from .realtime_link import LinkCounts, ProxyRunLink, open_link, packet_mode_problem
 from .result import PostOutcome, RunResult, Sample
 from .virtual import Progress, profile_summary, transfer_available, workload_summary
-from .workload import NAMES, Workload, accounts_for, plan_posts
+from .workload import NAMES, PlannedPost, Workload, accounts_for, plan_posts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_S = 5.0
 STATION = "iss"
+_Queued = tuple[str, float, int, int]  # a post's (author, queued_s, payload bytes, photos)
 
 
 def _free_port() -> int:
@@ -58,12 +65,17 @@ def run_realtime(
     workdir: Path,
     orbit_offset_s: float = 0.0,
     progress: Progress | None = None,
+    packet: bool = False,
 ) -> RunResult:
-    """Run the real processes for ``duration_s`` of wall time and measure them."""
+    """Run the real processes for ``duration_s`` of wall time and measure them; ``packet``:
+    through linkemu's packet link (real packet loss) instead of its TCP proxy."""
     if not transfer_available():
         raise SimError("real-time mode needs `ground serve` and `onboard sync` (issue #3) in this checkout")
+    if packet and (problem := packet_mode_problem()):
+        raise SimError(problem)
+    link = open_link(profile, seed, packet=packet)
     return asyncio.run(
-        _run(profile, workload, astronauts, duration_s, seed, workdir, orbit_offset_s, progress)
+        _run(profile, workload, astronauts, duration_s, seed, workdir, orbit_offset_s, progress, link)
     )
 
 
@@ -100,17 +112,16 @@ def _compose(a: Path, author: str, text: str, targets: list[str], photos: list[A
         return compose_post(Home(a), conn, author=author, text=text, targets=targets, photos=photos)
 
 
-async def _wait_port(port: int, proc: asyncio.subprocess.Process, log: Path, timeout_s: float = 30.0) -> None:
+async def _wait_port(
+    link: ProxyRunLink, port: int, proc: asyncio.subprocess.Process, log: Path, timeout_s: float = 30.0
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.returncode is not None:
             raise RunError(f"`ground serve` exited with {proc.returncode}; see {log}")
-        try:
-            _, w = await asyncio.open_connection("127.0.0.1", port)
-            w.close()
+        if await link.ground_listens(port):
             return
-        except OSError:
-            await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)
     raise RunError(f"`ground serve` did not listen on port {port} within {timeout_s:.0f} s; see {log}")
 
 
@@ -151,22 +162,24 @@ class _Watched:
     ground_log: Path
     sync: asyncio.subprocess.Process
     sync_log: Path
-    proxy: Any
+    link: ProxyRunLink
     ground_db: Path
 
 
 async def _sample_until(
     w: _Watched,
-    ids: dict[str, tuple[str, float, int, int]],
+    ids: dict[str, _Queued],
     posting: asyncio.Future[None],
     dark: list[tuple[float, float]],
     t0: float,
     duration_s: float,
     progress: Progress | None,
-) -> tuple[list[Sample], float]:
-    """Sample ground's database and the proxy every SAMPLE_S until ``duration_s``: (samples,
-    seconds posts waited on an up link); RunError as soon as a process exits or posting fails."""
+) -> tuple[list[Sample], float, list[int]]:
+    """Sample ground's database and the link every SAMPLE_S until ``duration_s``: (samples,
+    seconds posts waited on an up link, busy connections at each sample where the link can
+    say); RunError as soon as a process exits or posting fails."""
     samples: list[Sample] = []
+    busy: list[int] = []
     backlogged = 0.0
     last_up = 0
     next_t = SAMPLE_S
@@ -183,7 +196,9 @@ async def _sample_until(
         state = await asyncio.to_thread(_ground_state, w.ground_db)
         waiting = sum(1 for i in ids if i not in state)
         published = sum(1 for i in ids if i in state and state[i][1] and state[i][2] == state[i][1])
-        up_bytes = w.proxy.stats.bytes_up
+        up_bytes = w.link.counts().up_bytes
+        if (n := await w.link.busy_connections()) is not None:
+            busy.append(n)
         samples.append(
             Sample(
                 t_s=next_t,
@@ -199,12 +214,12 @@ async def _sample_until(
         if progress:
             progress(next_t, len(ids), published)
         if next_t >= duration_s:
-            return samples, backlogged
+            return samples, backlogged, busy
         next_t = min(duration_s, next_t + SAMPLE_S)
 
 
 def _outcomes(
-    ids: dict[str, tuple[str, float, int, int]],
+    ids: dict[str, _Queued],
     state: dict[str, tuple[int | None, int, int, int | None]],
     wall0: float,
 ) -> list[PostOutcome]:
@@ -236,6 +251,76 @@ def _link_requests(db: Path) -> int:
     return 0
 
 
+def _stored_upload_bytes(db: Path) -> int | None:
+    """Upload bytes ground has stored (whole uploads and the received ranges of the rest):
+    the link's goodput even while a backlog is not cleared, as virtual time's acked bytes."""
+    with contextlib.closing(sqlite3.connect(db)) as gc, contextlib.suppress(sqlite3.Error):
+        return int(gc.execute("SELECT COALESCE(SUM(received_bytes), 0) FROM transfers").fetchone()[0])
+    return None
+
+
+async def _compose_planned(a: Path, photos_dir: Path, i: int, p: PlannedPost) -> str:
+    """Write the planned post's photos to files and queue it onboard; its id."""
+    from onboard.compose import PhotoInput
+
+    files = []
+    for k, ph in enumerate(p.photos):
+        f = photos_dir / f"{i}-{k}{'.jpg' if ph.media_type == 'image/jpeg' else '.png'}"
+        f.write_bytes(ph.data)
+        files.append(PhotoInput(path=f, alt=ph.alt))
+    post = await asyncio.to_thread(_compose, a, p.author, p.text, list(p.targets), files)
+    return str(post.id)
+
+
+async def _post_later(
+    a: Path, photos_dir: Path, plan: list[PlannedPost], first: int, ids: dict[str, _Queued], t0: float
+) -> None:
+    """Queue each planned post at its time in the run."""
+    for i, p in enumerate(plan, start=first):
+        await asyncio.sleep(max(0.0, t0 + p.at_s - time.monotonic()))
+        pid = await _compose_planned(a, photos_dir, i, p)
+        ids[pid] = (p.author, time.monotonic() - t0, p.payload_bytes, len(p.photos))
+
+
+async def _random_cuts(
+    link: ProxyRunLink, profile: LinkProfile, duration_s: float, seed: int, t0: float
+) -> None:
+    """Cut every connection at virtual time's random-cut times (not while dark)."""
+    for t in random_cut_times(profile, duration_s, seed):
+        await asyncio.sleep(max(0.0, t0 + t - time.monotonic()))
+        if not link.dark:
+            link.cut_all()
+
+
+async def _start(
+    prefix: list[str], args: list[str], log: Path, env: dict[str, str], cwd: Path
+) -> asyncio.subprocess.Process:
+    """One of the run's processes (``prefix``: the namespace to run it in), output to ``log``."""
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return await asyncio.create_subprocess_exec(
+            *prefix,
+            sys.executable,
+            *args,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+            cwd=str(cwd),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Measured:
+    """What the run measured, for its RunResult."""
+
+    ids: dict[str, _Queued]
+    samples: list[Sample]
+    backlogged: float
+    counts: LinkCounts
+    dark: list[tuple[float, float]]
+    wall0: float
+    busy_mean: float | None  # station connections with unacknowledged bytes, mean over samples
+
+
 async def _run(
     profile: LinkProfile,
     wl: Workload,
@@ -245,96 +330,92 @@ async def _run(
     workdir: Path,
     orbit_offset_s: float,
     progress: Progress | None,
+    link: ProxyRunLink,
 ) -> RunResult:
-    from linkemu.proxy import Direction, LinkProxy, LossWindow
-    from onboard.compose import PhotoInput
+    from linkemu.proxy import LossWindow
     from onboard.home import Home
     from onboard.link import add_link
 
-    names = list(NAMES[:astronauts])
     plan = plan_posts(wl, astronauts, duration_s, seed)
     workdir = workdir.resolve()  # the children run with cwd=workdir: hand them absolute paths
-    a, g, token = _setup(workdir, names, wl)
+    a, g, token = _setup(workdir, list(NAMES[:astronauts]), wl)
     photos_dir = workdir / "photos"
     photos_dir.mkdir()
-    port = _free_port()
-    env = _env()
+    # Posts queued at the start are onboard before sync starts, as in virtual time (and
+    # composing them does not compete with the link's forwarder for the CPU mid-run).
+    ids: dict[str, _Queued] = {}
+    backlog = [p for p in plan if p.at_s <= 0]
+    for i, p in enumerate(backlog):
+        ids[await _compose_planned(a, photos_dir, i, p)] = (p.author, 0.0, p.payload_bytes, len(p.photos))
+    port, env = _free_port(), _env()
     glog, slog = workdir / "ground.log", workdir / "sync.log"
-    with glog.open("wb") as out:  # the child keeps its own copy of the descriptor
-        ground = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "ground", "--home", str(g), "serve", "--host", "127.0.0.1", "--port", str(port),
-            stdout=out, stderr=asyncio.subprocess.STDOUT, env=env, cwd=str(workdir),
-        )  # fmt: skip
+    ground: asyncio.subprocess.Process | None = None
     sync: asyncio.subprocess.Process | None = None
-    proxy = LinkProxy(
-        "127.0.0.1",
-        port,
-        up=Direction(rate_bps=profile.to_ground_bps, delay_s=profile.one_way_delay_s),
-        down=Direction(rate_bps=profile.to_station_bps, delay_s=profile.one_way_delay_s),
-        seed=seed,
-    )
+    await link.open()
     try:
-        await _wait_port(port, ground, glog)
-        await proxy.start()
-        add_link(Home(a), proxy.url, token)
-        with slog.open("wb") as out:
-            sync = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "onboard", "--home", str(a), "sync", "--watch",
-                stdout=out, stderr=asyncio.subprocess.STDOUT, env=env, cwd=str(workdir),
-            )  # fmt: skip
-        t0 = time.monotonic()
-        wall0 = time.time()
+        serve = ["serve", "--host", link.ground_host, "--port", str(port)]
+        ground = await _start(
+            link.ground_argv(), ["-m", "ground", "--home", str(g), *serve], glog, env, workdir
+        )
+        await _wait_port(link, port, ground, glog)
+        add_link(Home(a), await link.connect(port), token)
+        sync_args = ["-m", "onboard", "--home", str(a), "sync", "--watch"]
+        sync = await _start(link.station_argv(), sync_args, slog, env, workdir)
+        t0, wall0 = time.monotonic(), time.time()
         dark = profile.dark_windows(duration_s, orbit_offset_s)
-        proxy.schedule_loss(
+        link.schedule_loss(
             LossWindow(start_s=s, duration_s=e - s, cut_after_s=profile.cut_after_s) for s, e in dark
         )
-
-        async def random_cuts() -> None:
-            for t in random_cut_times(profile, duration_s, seed):
-                await asyncio.sleep(max(0.0, t0 + t - time.monotonic()))
-                if not proxy.dark:
-                    proxy.cut_all()
-
-        cutter = asyncio.ensure_future(random_cuts())
-        ids: dict[str, tuple[str, float, int, int]] = {}  # id -> (author, queued_s, payload, photos)
-
-        async def poster() -> None:
-            for i, p in enumerate(plan):
-                await asyncio.sleep(max(0.0, t0 + p.at_s - time.monotonic()))
-                files = []
-                for k, ph in enumerate(p.photos):
-                    f = photos_dir / f"{i}-{k}{'.jpg' if ph.media_type == 'image/jpeg' else '.png'}"
-                    f.write_bytes(ph.data)
-                    files.append(PhotoInput(path=f, alt=ph.alt))
-                post = await asyncio.to_thread(_compose, a, p.author, p.text, list(p.targets), files)
-                ids[post.id] = (p.author, time.monotonic() - t0, p.payload_bytes, len(p.photos))
-
-        posting = asyncio.ensure_future(poster())
-        assert sync is not None
-        samples, backlogged = await _sample_until(
-            _Watched(ground, glog, sync, slog, proxy, g / "ground.db"),
-            ids,
-            posting,
-            dark,
-            t0,
-            duration_s,
-            progress,
+        cutter = asyncio.ensure_future(_random_cuts(link, profile, duration_s, seed, t0))
+        posting = asyncio.ensure_future(
+            _post_later(a, photos_dir, plan[len(backlog) :], len(backlog), ids, t0)
         )
+        watched = _Watched(ground, glog, sync, slog, link, g / "ground.db")
+        samples, backlogged, busy = await _sample_until(watched, ids, posting, dark, t0, duration_s, progress)
         posting.cancel()
         cutter.cancel()
-        stats = proxy.stats
-        wire_up, wire_down = stats.bytes_up, stats.bytes_down
+        measured = _Measured(
+            ids=ids,
+            samples=samples,
+            backlogged=backlogged,
+            counts=link.counts(),
+            dark=dark,
+            wall0=wall0,
+            busy_mean=sum(busy) / len(busy) if busy else None,
+        )
     finally:
         if sync is not None:
             await _stop(sync, signal.SIGINT)
-        await _stop(ground, signal.SIGTERM)
-        await proxy.close()
-        # Let the proxy's per-connection handlers finish before asyncio.run cancels them.
-        await asyncio.sleep(0.2)
+        if ground is not None:
+            await _stop(ground, signal.SIGTERM)
+        await link.close()
+    return _result(profile, wl, astronauts, duration_s, seed, link.kind, g / "ground.db", measured)
 
-    posts = _outcomes(ids, _ground_state(g / "ground.db"), wall0)
-    requests = _link_requests(g / "ground.db")
-    dark_s = sum(e - s for s, e in dark)
+
+def _notes(profile: LinkProfile, kind: str, counts: LinkCounts) -> tuple[str, ...]:
+    if kind == "proxy":
+        return (
+            f"loss_percent={profile.loss * 100:g} % is not applied by linkemu's proxy: a userspace proxy cannot "
+            "drop packets inside TCP; run with --packet (root, TUN) or in virtual time to see its cost",
+        )
+    drops = ", ".join(f"{n:,} {cause}" for cause, n in sorted(counts.drops.items()) if n) or "none"
+    return (
+        f"loss_percent={profile.loss * 100:g} % applied to every IP packet by linkemu's packet link "
+        f"(kernel TCP, both ways); packets dropped: {drops}",
+    )
+
+
+def _result(
+    profile: LinkProfile,
+    wl: Workload,
+    astronauts: int,
+    duration_s: float,
+    seed: int,
+    kind: str,
+    db: Path,
+    m: _Measured,
+) -> RunResult:
+    dark_s = sum(e - s for s, e in m.dark)
     return RunResult(
         mode="realtime",
         profile=profile_summary(profile),
@@ -342,25 +423,25 @@ async def _run(
         astronauts=astronauts,
         seed=seed,
         duration_s=duration_s,
-        transfer="transfer: `onboard sync --watch` and `ground serve` processes through linkemu's proxy",
-        posts=tuple(posts),
+        transfer=f"transfer: `onboard sync --watch` and `ground serve` processes through linkemu's {kind} link",
+        posts=tuple(_outcomes(m.ids, _ground_state(db), m.wall0)),
         refused_onboard=0,
         rejected=0,
-        wire_to_ground_bytes=wire_up,
-        wire_to_station_bytes=wire_down,
+        wire_to_ground_bytes=m.counts.up_bytes,
+        wire_to_station_bytes=m.counts.down_bytes,
         tcp_retransmitted_bytes=None,
         ip_bytes=None,
         app_resent_bytes=None,
-        requests=requests,
-        cuts_dark=stats.loss_cuts,
-        cuts_random=stats.random_cuts,
-        dark_windows=tuple(dark),
+        requests=_link_requests(db),
+        cuts_dark=m.counts.cuts_dark,
+        cuts_random=m.counts.cuts_random,
+        dark_windows=tuple(m.dark),
         up_s=duration_s - dark_s,
-        backlogged_up_s=backlogged,
+        backlogged_up_s=m.backlogged,
         sample_s=SAMPLE_S,
-        samples=tuple(samples),
-        notes=(
-            f"loss_percent={profile.loss * 100:g} % is not applied in real time: a userspace proxy cannot drop "
-            "packets inside TCP; run the same profile in virtual time to see its cost",
-        ),
+        samples=tuple(m.samples),
+        notes=_notes(profile, kind, m.counts),
+        transfer_acked_bytes=_stored_upload_bytes(db),
+        link_drops=dict(m.counts.drops) if kind == "packet" else None,
+        busy_connections_mean=m.busy_mean,
     )

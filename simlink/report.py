@@ -104,6 +104,8 @@ def build_report(r: RunResult) -> dict[str, Any]:
             # Transfer bytes stored by ground per backlogged second: counts a backlog not yet cleared.
             "cut_events": r.cut_events,
             "cut_in_network_bytes": r.cut_in_network_bytes,
+            "packets_dropped_by_emulator": r.link_drops,
+            "busy_connections_mean": _r(r.busy_connections_mean, 2),
             "transfer_goodput_per_rate_while_backlogged": _r(
                 r.transfer_acked_bytes * 8 / r.backlogged_up_s / rate
                 if r.transfer_acked_bytes is not None and r.backlogged_up_s

@@ -65,3 +65,7 @@ class RunResult:
     cut_in_network_bytes: int = 0  # station → ground bytes sent but not delivered when cut
     syns: int = 0  # SYNs the station sent (virtual time)
     syns_dark: int = 0  # of them, into a dark link (the connection race's cost, docs/link.md)
+    # Real time through linkemu's packet link: IP packets its emulator dropped, by cause.
+    link_drops: dict[str, int] | None = None
+    # ... and the station's connections with bytes not yet acknowledged, mean over the samples.
+    busy_connections_mean: float | None = None

@@ -1,0 +1,206 @@
+"""The link a real-time run goes through, behind one small interface (simlink/realtime.py).
+
+- **proxy** (the default): linkemu's TCP proxy on loopback. Rate, delay, gaps and cuts; it sees
+  only the byte stream TCP has already repaired, so a profile's ``loss_percent`` is not applied.
+- **packet**: linkemu's packet link (linkemu/packet.py). `ground serve` runs in one network
+  namespace, `onboard sync` in another, and every IP packet between them crosses a user-space
+  forwarder applying rate, delay, a bounded queue, the profile's random loss, gaps and cuts:
+  the kernel's own TCP sees real loss. Needs root and /dev/net/tun.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import SimError
+from .link import default_buffer_bytes
+from .profile import LinkProfile
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkCounts:
+    """What crossed the emulated link so far, each way, and what it cut or dropped."""
+
+    up_bytes: int  # station → ground
+    down_bytes: int
+    cuts_dark: int
+    cuts_random: int
+    drops: dict[str, int] = field(default_factory=dict)  # packet mode: packets dropped, by cause
+
+
+def packet_mode_problem() -> str | None:
+    """Why packet mode cannot run on this machine (None: it can)."""
+    if os.geteuid() != 0:
+        return "packet mode needs root (it creates network namespaces and TUN devices); run as root or drop --packet"
+    if not Path("/dev/net/tun").exists():
+        return "packet mode needs /dev/net/tun (the tun module, or --device /dev/net/tun in a container)"
+    if shutil.which("ip") is None:
+        return "packet mode needs iproute2's `ip` command"
+    try:
+        import linkemu.packet  # noqa: F401
+    except ImportError:
+        return "packet mode needs linkemu/packet.py (PacketLink) in this checkout"
+    return None
+
+
+class ProxyRunLink:
+    """linkemu's TCP proxy, started once ground listens on loopback."""
+
+    kind = "proxy"
+    ground_host = "127.0.0.1"
+
+    def __init__(self, profile: LinkProfile, seed: int) -> None:
+        self.profile = profile
+        self.seed = seed
+        self._proxy: Any = None
+
+    async def open(self) -> None:
+        """Nothing to set up before ground starts: the proxy needs ground's port."""
+
+    def ground_argv(self) -> list[str]:
+        return []
+
+    def station_argv(self) -> list[str]:
+        return []
+
+    async def ground_listens(self, port: int) -> bool:
+        try:
+            _, w = await asyncio.open_connection(self.ground_host, port)
+        except OSError:
+            return False
+        w.close()
+        return True
+
+    async def connect(self, port: int) -> str:
+        """Start the proxy towards ground's ``port``; the URL the station uses."""
+        from linkemu.proxy import Direction, LinkProxy
+
+        p = self.profile
+        self._proxy = LinkProxy(
+            self.ground_host,
+            port,
+            up=Direction(rate_bps=p.to_ground_bps, delay_s=p.one_way_delay_s),
+            down=Direction(rate_bps=p.to_station_bps, delay_s=p.one_way_delay_s),
+            seed=self.seed,
+        )
+        await self._proxy.start()
+        return str(self._proxy.url)
+
+    @property
+    def dark(self) -> bool:
+        return bool(self._proxy is not None and self._proxy.dark)
+
+    def schedule_loss(self, windows: Iterable[Any]) -> None:
+        self._proxy.schedule_loss(windows)
+
+    def cut_all(self) -> None:
+        self._proxy.cut_all()
+
+    async def busy_connections(self) -> int | None:
+        """Station connections with bytes not yet acknowledged (None: this link cannot say)."""
+        return None
+
+    def counts(self) -> LinkCounts:
+        s = self._proxy.stats
+        return LinkCounts(
+            up_bytes=s.bytes_up, down_bytes=s.bytes_down, cuts_dark=s.loss_cuts, cuts_random=s.random_cuts
+        )
+
+    async def close(self) -> None:
+        if self._proxy is not None:
+            await self._proxy.close()
+            # Let the proxy's per-connection handlers finish before asyncio.run cancels them.
+            await asyncio.sleep(0.2)
+
+
+class PacketRunLink(ProxyRunLink):
+    """linkemu's packet link: two namespaces, every IP packet through the emulator."""
+
+    kind = "packet"
+
+    async def open(self) -> None:
+        """Create the namespaces and start forwarding (ground starts inside one of them)."""
+        problem = packet_mode_problem()
+        if problem:
+            raise SimError(problem)
+        self._proxy = _packet_link(self.profile, self.seed)
+        await self._proxy.__aenter__()
+        self.ground_host = str(self._proxy.ground_addr)
+
+    def ground_argv(self) -> list[str]:
+        return list(self._proxy.netns_argv(self._proxy.ground_ns))
+
+    def station_argv(self) -> list[str]:
+        return list(self._proxy.netns_argv(self._proxy.station_ns))
+
+    async def ground_listens(self, port: int) -> bool:
+        # Asked inside ground's namespace, so the probe does not cross (nor count on) the link.
+        proc = await asyncio.create_subprocess_exec(
+            *self.ground_argv(), "ss", "-Hltn", f"sport = :{port}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        return bool(out.strip())
+
+    async def connect(self, port: int) -> str:
+        return f"http://{self.ground_host}:{port}"
+
+    async def busy_connections(self) -> int | None:
+        """Station connections to ground with a non-empty send queue (ss's Send-Q): the
+        parallel streams actually carrying data, as the Mathis bound counts them."""
+        proc = await asyncio.create_subprocess_exec(
+            *self.station_argv(), "ss", "-Htn", "state", "established", "dst", self.ground_host,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        out, _ = await proc.communicate()
+        return sum(1 for line in out.decode().splitlines() if _send_queue(line) > 0)
+
+    def counts(self) -> LinkCounts:
+        return _packet_counts(self._proxy.stats)
+
+    async def close(self) -> None:
+        if self._proxy is not None:
+            await self._proxy.__aexit__(None, None, None)
+
+
+def _packet_link(profile: LinkProfile, seed: int) -> Any:
+    """A PacketLink configured from the profile: rate, delay, random loss (both ways, as
+    virtual time draws it) and the bottleneck queue (``buffer_kb``, or virtual time's default)."""
+    from linkemu.packet import PacketLink
+    from linkemu.packet_schedule import WayConfig
+
+    def way(rate_bps: float) -> Any:
+        p = profile
+        queue = p.buffer_bytes or default_buffer_bytes(rate_bps, p.one_way_delay_s, p.mss_bytes)
+        return WayConfig(rate_bps=rate_bps, delay_s=p.one_way_delay_s, loss=p.loss, queue_bytes=queue)
+
+    return PacketLink(up=way(profile.to_ground_bps), down=way(profile.to_station_bps), seed=seed)
+
+
+def _packet_counts(s: Any) -> LinkCounts:
+    return LinkCounts(
+        up_bytes=s.bytes_up,
+        down_bytes=s.bytes_down,
+        cuts_dark=s.loss_cuts,
+        cuts_random=s.random_cuts,
+        drops=dict(s.drops),
+    )
+
+
+def _send_queue(ss_line: str) -> int:
+    """Send-Q of one line of ``ss -Htn state established``: Recv-Q, Send-Q, local, peer."""
+    cols = ss_line.split()
+    if cols and not cols[0].isdigit():  # some ss versions keep the State column
+        cols = cols[1:]
+    return int(cols[1]) if len(cols) >= 2 and cols[1].isdigit() else 0
+
+
+def open_link(profile: LinkProfile, seed: int, *, packet: bool) -> ProxyRunLink:
+    """The link for a run: the packet link if asked for, else the TCP proxy."""
+    return PacketRunLink(profile, seed) if packet else ProxyRunLink(profile, seed)
