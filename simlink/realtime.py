@@ -402,6 +402,8 @@ def _notes(profile: LinkProfile, kind: str, counts: LinkCounts) -> tuple[str, ..
     return (
         f"loss_percent={profile.loss * 100:g} % applied to every IP packet by linkemu's packet link "
         f"(kernel TCP, both ways); packets dropped: {drops}",
+        "bytes on the wire are whole IP packets here (headers, acks, retransmissions; MTU 1500), not "
+        "the HTTP bytes linkemu's proxy counts; gaps drop packets and leave cutting to TCP's timers",
     )
 
 
@@ -430,7 +432,8 @@ def _result(
         wire_to_ground_bytes=m.counts.up_bytes,
         wire_to_station_bytes=m.counts.down_bytes,
         tcp_retransmitted_bytes=None,
-        ip_bytes=None,
+        # The packet link counts whole IP packets (headers, acks, retransmissions): virtual time's ip_bytes.
+        ip_bytes=m.counts.up_bytes + m.counts.down_bytes if kind == "packet" else None,
         app_resent_bytes=None,
         requests=_link_requests(db),
         cuts_dark=m.counts.cuts_dark,

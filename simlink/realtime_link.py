@@ -11,16 +11,15 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .errors import SimError
 from .link import default_buffer_bytes
 from .profile import LinkProfile
+
+NS_PREFIX = "pktbench"  # network namespaces are named <prefix>-<pid>-<n>-sta|gnd (linkemu/packet.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,16 +35,14 @@ class LinkCounts:
 
 def packet_mode_problem() -> str | None:
     """Why packet mode cannot run on this machine (None: it can)."""
-    if os.geteuid() != 0:
-        return "packet mode needs root (it creates network namespaces and TUN devices); run as root or drop --packet"
-    if not Path("/dev/net/tun").exists():
-        return "packet mode needs /dev/net/tun (the tun module, or --device /dev/net/tun in a container)"
-    if shutil.which("ip") is None:
-        return "packet mode needs iproute2's `ip` command"
     try:
-        import linkemu.packet  # noqa: F401
+        from linkemu.packet import PacketLinkError, check_environment
     except ImportError:
         return "packet mode needs linkemu/packet.py (PacketLink) in this checkout"
+    try:
+        check_environment()
+    except PacketLinkError as exc:
+        return f"packet mode cannot run here: {exc}; drop --packet for linkemu's TCP proxy (no packet loss)"
     return None
 
 
@@ -180,16 +177,22 @@ def _packet_link(profile: LinkProfile, seed: int) -> Any:
         queue = p.buffer_bytes or default_buffer_bytes(rate_bps, p.one_way_delay_s, p.mss_bytes)
         return WayConfig(rate_bps=rate_bps, delay_s=p.one_way_delay_s, loss=p.loss, queue_bytes=queue)
 
-    return PacketLink(up=way(profile.to_ground_bps), down=way(profile.to_station_bps), seed=seed)
+    return PacketLink(
+        up=way(profile.to_ground_bps), down=way(profile.to_station_bps), seed=seed, prefix=NS_PREFIX
+    )
 
 
 def _packet_counts(s: Any) -> LinkCounts:
+    drops = {}
+    for name, way in (("up", s.up), ("down", s.down)):
+        for cause in ("loss", "queue_full", "dark"):
+            drops[f"{cause}_{name}"] = int(getattr(way, f"{cause}_packets"))
     return LinkCounts(
         up_bytes=s.bytes_up,
         down_bytes=s.bytes_down,
         cuts_dark=s.loss_cuts,
         cuts_random=s.random_cuts,
-        drops=dict(s.drops),
+        drops=drops,
     )
 
 
