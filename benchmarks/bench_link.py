@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import base64
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -336,17 +337,20 @@ def _virtual_one(args: tuple[str, str, float, int]) -> dict[str, Any]:
     }
 
 
-def bounds(prof_name: str) -> tuple[float, float, float]:
-    """(one TCP stream's Mathis bound / rate, physical ceiling / rate, BDP bytes) for a profile."""
+def bounds(
+    prof_name: str, mss: int | None = None, header: int = TCP_IP_HEADER_BYTES
+) -> tuple[float, float, float]:
+    """(one TCP stream's Mathis bound / rate, physical ceiling / rate, BDP bytes) for a profile
+    (``mss``/``header``: the segment's payload and headers, default the profile's MSS + 40)."""
     from simlink.profile import load_profile
 
     prof = load_profile(prof_name)
     rate_Bps = prof.to_ground_bps / 8
     rtt_s = prof.rtt_s
     p = prof.loss
-    mss = prof.mss_bytes
+    mss = mss or prof.mss_bytes
     mathis = (mss / rtt_s * 1.22 / p**0.5) / rate_Bps if p else float("inf")
-    ceiling = (1 - p) * mss / (mss + TCP_IP_HEADER_BYTES)
+    ceiling = (1 - p) * mss / (mss + header)
     return mathis, ceiling, rate_Bps * rtt_s
 
 
@@ -433,6 +437,162 @@ def print_table(
             )
 
 
+REALTIME_RTTS = ("0.6", "1.4")
+REALTIME_LOSSES = ("0", "1", "3")
+# Linux over the packet link's 1500-byte MTU: 1448 payload bytes per full segment (TCP
+# timestamps take 12 of the 1460), 52 bytes of IP and TCP headers.
+KERNEL_MSS_BYTES = 1448
+KERNEL_HEADER_BYTES = 52
+BASELINE_PORT = 8480
+BASELINE = Path(__file__).resolve().parent / "baseline_post.py"
+
+
+async def _baseline_packet(prof_name: str, duration_s: float, seed: int, root: Path) -> dict[str, Any]:
+    """The baseline (benchmarks/baseline_post.py) through the packet link for ``duration_s``:
+    payload bytes it got across (whole posts, and the read share of the one under way)."""
+    from simlink.profile import load_profile
+    from simlink.realtime import SAMPLE_S, _env
+    from simlink.realtime_link import open_link
+
+    root.mkdir(parents=True, exist_ok=True)
+    link = open_link(load_profile(prof_name), seed, packet=True)
+    counts_file, env = root / "baseline-counts.json", _env()
+    await link.open()
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        with (root / "baseline-serve.log").open("wb") as log:
+            serve_args = [
+                "serve",
+                "--host",
+                link.ground_host,
+                "--port",
+                str(BASELINE_PORT),
+                "--counts",
+                str(counts_file),
+            ]
+            procs.append(await asyncio.create_subprocess_exec(
+                *link.ground_argv(), sys.executable, str(BASELINE), *serve_args, stdout=log, stderr=log, env=env
+            ))  # fmt: skip
+        for _ in range(150):  # ≤ 30 s
+            if await link.ground_listens(BASELINE_PORT):
+                break
+            await asyncio.sleep(0.2)
+        url = f"http://{link.ground_host}:{BASELINE_PORT}/post"
+        send_args = ["send", "--url", url, "--seed", str(seed), "--minutes", str(duration_s / 60)]
+        with (root / "baseline-send.log").open("wb") as log:
+            procs.append(await asyncio.create_subprocess_exec(
+                *link.station_argv(), sys.executable, str(BASELINE), *send_args, stdout=log, stderr=log, env=env
+            ))  # fmt: skip
+        t0, busy = time.monotonic(), []
+        while (left := t0 + duration_s - time.monotonic()) > 0:
+            await asyncio.sleep(min(SAMPLE_S, left))
+            busy.append(await link.busy_connections() or 0)
+        procs[0].send_signal(signal.SIGTERM)  # serve writes its counts, then is killed below
+        for _ in range(100):  # ≤ 10 s
+            if counts_file.exists():
+                break
+            await asyncio.sleep(0.1)
+        c = link.counts()
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        await link.close()
+    got = json.loads(counts_file.read_text())
+    payload = got["payload_done"] + got["payload_partial"]
+    return {
+        "goodput": payload / duration_s / (load_profile(prof_name).to_ground_bps / 8),
+        "posts": got["posts_done"],
+        "busy": sum(busy) / len(busy) if busy else None,
+        "drops": c.drops,
+    }
+
+
+def _realtime_cell(prof_name: str, minutes: float, seed: int, root: Path) -> dict[str, Any]:
+    """One profile and seed: today's transfer and the baseline through the packet link, then
+    the simulator on the same profile, workload and seed."""
+    import os
+
+    from simlink.profile import load_profile
+    from simlink.realtime import run_realtime
+    from simlink.report import build_report
+    from simlink.workload import load_workload
+
+    load = os.getloadavg()[0]
+    r = run_realtime(
+        load_profile(prof_name),
+        load_workload("photo-backlog"),
+        astronauts=4,
+        duration_s=minutes * 60,
+        seed=seed,
+        workdir=root / f"{prof_name}-{seed}",
+        packet=True,
+    )
+    rep = build_report(r)
+    base = asyncio.run(_baseline_packet(prof_name, minutes * 60, seed, root / f"{prof_name}-{seed}-baseline"))
+    virt = _virtual_one((prof_name, "transfer", minutes, seed))
+    return {
+        "profile": prof_name,
+        "seed": seed,
+        "minutes": minutes,
+        "goodput": rep["link"]["transfer_goodput_per_rate_while_backlogged"],
+        "post_goodput": rep["link"]["goodput_per_rate_while_backlogged"],
+        "busy": rep["link"]["busy_connections_mean"],
+        "drops": rep["link"]["packets_dropped_by_emulator"],
+        "published": rep["posts"]["published"],
+        "baseline": base,
+        "virtual": virt["goodput"],
+        "load_before": round(load, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+    }
+
+
+def realtime_matrix(minutes: float, seeds: list[int], profiles: list[str]) -> None:
+    """Every (profile, seed) in real time through the packet link, one after another (real
+    time wants the CPU to itself), printing each as one JSON line as it ends, then the table."""
+    from simlink.errors import SimError
+    from simlink.realtime_link import packet_mode_problem
+
+    if problem := packet_mode_problem():
+        raise SimError(problem)
+    rows = []
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
+        for seed in seeds:
+            for pr in profiles:
+                row = _realtime_cell(pr, minutes, seed, Path(tmp))
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    print_realtime_table(rows)
+
+
+def print_realtime_table(rows: list[dict[str, Any]]) -> None:
+    """The docs/link.md table of real time with real loss: goodput / link rate while posts
+    wait, real (today's transfer, the baseline) beside virtual, with the bounds."""
+    from simlink.profile import load_profile
+
+    print(
+        "\nreal time through linkemu's packet link (kernel TCP, real packet loss), photo-backlog workload, "
+        "4 astronauts; goodput / link rate while posts wait\n"
+    )
+    print(
+        "| profile | RTT | loss | seed | min | Mathis, 1 stream | ceiling | baseline (1 POST at a time) "
+        "| **now, real** | busy streams | Mathis × busy | now, virtual | dropped up: loss / queue | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        prof = load_profile(r["profile"])
+        mathis, ceiling, _ = bounds(r["profile"], KERNEL_MSS_BYTES, KERNEL_HEADER_BYTES)
+        busy = r["busy"] or 0.0
+        d = r["drops"] or {}
+        print(
+            f"| {prof.name} | {prof.rtt_s:g} s | {prof.loss * 100:g} % | {r['seed']} | {r['minutes']:g} "
+            f"| {min(mathis, 9.99):.2f} | {ceiling:.2f} | {r['baseline']['goodput']:.3f} "
+            f"| **{r['goodput'] or 0:.3f}** | {busy:.1f} | {min(mathis * busy, 9.99):.2f} | {r['virtual'] or 0:.3f} "
+            f"| {d.get('loss_up', 0):,} / {d.get('queue_full_up', 0):,} | {r['load_before']:.1f}–{r['load_after']:.1f} |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -454,7 +614,24 @@ def main() -> None:
         help="variants side by side (--virtual)",
     )
     ap.add_argument("--table", type=Path, help="print the table from a file of the JSON lines a run printed")
+    ap.add_argument(
+        "--realtime-matrix",
+        action="store_true",
+        help="real time with real loss through linkemu's packet link (root, TUN); --minutes per run (default 2), "
+        "--profiles, --seeds (default 11)",
+    )
     args = ap.parse_args()
+    if args.realtime_matrix:
+        rt_names = args.profiles or [f"fill-rtt{r}-loss{p}" for r in REALTIME_RTTS for p in REALTIME_LOSSES]
+        minutes = args.minutes if "--minutes" in sys.argv else 2.0
+        seeds = args.seeds if "--seeds" in sys.argv else [11]
+        if args.table:
+            print_realtime_table(
+                [json.loads(x) for x in args.table.read_text().splitlines() if x.startswith("{")]
+            )
+        else:
+            realtime_matrix(minutes, seeds, rt_names)
+        return
     names = args.profiles or [
         *(f"fill-rtt{r}-loss{p}" for r in MATRIX_RTTS for p in MATRIX_LOSSES),
         "fill-rtt1.4-loss1-cuts",
