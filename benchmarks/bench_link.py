@@ -16,12 +16,21 @@ where payload = the bytes the astronauts wrote (text + each distinct photo once)
     python benchmarks/bench_link.py --long     # 256 kbit/s, 600 ms, random cuts, a loss of signal
     python benchmarks/bench_link.py --virtual  # issue 14's matrix in virtual time (simlink), long:
         # 13 profiles x 3 variants x 6 seeds; narrow it with --profiles/--transfers/--seeds
+    python benchmarks/bench_link.py --realtime-matrix --minutes 3 --seeds 11   # real loss (root, TUN)
+        # ~8 min per profile: fill-rtt{0.6,1.4}-loss{0,1,3} unless --profiles
 
 ``--virtual`` runs the simulator (its TCP model, with random segment loss a real-time proxy
 cannot produce) on ``profiles/fill-rtt*-loss*.toml`` with the ``photo-backlog`` workload, the
 transfer before issue 14 (``transfer-v1``) and before query streams (``transfer-shared``)
 beside today's, on tuned-on and held-out seeds, and prints goodput / link rate while
 posts wait next to one TCP stream's Mathis bound and the physical ceiling (docs/link.md).
+
+``--realtime-matrix`` runs real time with real packet loss: for each profile and seed, today's
+transfer (`simulate.py --realtime --packet`'s run, photo-backlog) and the baseline
+(benchmarks/baseline_post.py, one JSON POST at a time) each through linkemu's packet link for
+``--minutes`` of wall time, then the simulator on the same profile, workload and seed; it
+prints goodput / link rate while posts wait beside the Mathis bound (Linux's 1448-byte
+segments) times the busy streams measured, the ceiling, the drops and the machine's load.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Definitions (also in docs/simulation.md, "Reading a report"):
 - latency: a post's queued → published on every one of its accounts, in seconds.
 - bytes on the wire: application bytes carried by TCP both ways (HTTP headers and bodies,
   what a proxy or a packet capture's TCP payload shows). ``ip_bytes`` adds TCP/IP headers,
-  ACKs, handshakes and TCP retransmissions (virtual time only).
+  ACKs, handshakes and TCP retransmissions (virtual time, and real time through linkemu's
+  packet link, whose bytes on the wire are these IP bytes).
 - payload: the text and photo bytes of the posts that reached ground.
 - goodput / link rate while up: payload bits delivered / (seconds the link was up × rate).
   "while backlogged" divides by the up-seconds during which something was waiting onboard,

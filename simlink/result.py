@@ -42,7 +42,7 @@ class RunResult:
     wire_to_ground_bytes: int  # application bytes carried by TCP (what a proxy counts)
     wire_to_station_bytes: int
     tcp_retransmitted_bytes: int | None  # virtual time only
-    ip_bytes: int | None  # virtual time only: headers, acks, handshakes, retransmissions
+    ip_bytes: int | None  # virtual time and packet link: headers, acks, handshakes, retransmissions
     app_resent_bytes: int | None  # chunk bytes handed to the link again (virtual time only)
     requests: int
     cuts_dark: int

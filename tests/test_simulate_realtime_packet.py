@@ -80,3 +80,13 @@ def test_packet_mode_refuses_clearly_where_it_cannot_run(
             packet=True,
         )
     assert not (tmp_path / "w").exists()
+
+
+def test_busy_connections_are_read_from_ss_send_queue() -> None:
+    """`ss -Htn state established` lines (with or without the State column): Send-Q > 0 = busy."""
+    from simlink.realtime_link import _send_queue
+
+    assert _send_queue("0      1448   10.64.0.1:40000   10.64.0.2:8470") == 1448
+    assert _send_queue("ESTAB 0 0 10.64.0.1:40000 10.64.0.2:8470") == 0
+    assert _send_queue("ESTAB 12 3000 10.64.0.1:40000 10.64.0.2:8470") == 3000
+    assert _send_queue("") == 0
