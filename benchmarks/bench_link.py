@@ -594,10 +594,11 @@ def print_realtime_table(rows: list[dict[str, Any]]) -> None:
         mathis, ceiling, _ = bounds(r["profile"], KERNEL_MSS_BYTES, KERNEL_HEADER_BYTES)
         busy = r["busy"] or 0.0
         d = r["drops"] or {}
+        one, many = (f"{mathis:.2f}", f"{mathis * busy:.2f}") if prof.loss else ("–", "–")
         print(
             f"| {prof.name} | {prof.rtt_s:g} s | {prof.loss * 100:g} % | {r['seed']} | {r['minutes']:g} "
-            f"| {min(mathis, 9.99):.2f} | {ceiling:.2f} | {r['baseline']['goodput']:.3f} "
-            f"| **{r['goodput'] or 0:.3f}** | {busy:.1f} | {min(mathis * busy, 9.99):.2f} | {r['virtual'] or 0:.3f} "
+            f"| {one} | {ceiling:.3f} | {r['baseline']['goodput']:.3f} "
+            f"| **{r['goodput'] or 0:.3f}** | {busy:.1f} | {many} | {r['virtual'] or 0:.3f} "
             f"| {d.get('loss_up', 0):,} / {d.get('queue_full_up', 0):,} | {r['load_before']:.1f}–{r['load_after']:.1f} |"
         )
 
