@@ -69,6 +69,12 @@ def main(
             help="With --realtime: through linkemu's packet link (network namespaces, real packet loss; root and TUN).",
         ),
     ] = False,
+    tcp_cc: Annotated[
+        str | None,
+        typer.Option(
+            help="With --packet: the namespaces' TCP congestion control (cubic, bbr, reno; default: the machine's)."
+        ),
+    ] = None,
     orbit_offset_min: Annotated[
         float | None,
         typer.Option(
@@ -129,6 +135,7 @@ def main(
                 workdir=report / "realtime",
                 progress=progress,
                 packet=packet,
+                tcp_cc=tcp_cc,
             )
         else:
             from simlink.virtual import run_virtual

@@ -456,7 +456,9 @@ BASELINE_PORT = 8480
 BASELINE = Path(__file__).resolve().parent / "baseline_post.py"
 
 
-async def _baseline_packet(prof_name: str, duration_s: float, seed: int, root: Path) -> dict[str, Any]:
+async def _baseline_packet(
+    prof_name: str, duration_s: float, seed: int, root: Path, tcp_cc: str | None
+) -> dict[str, Any]:
     """The baseline (benchmarks/baseline_post.py) through the packet link for ``duration_s``:
     payload bytes it got across (whole posts, and the read share of the one under way)."""
     from simlink.profile import load_profile
@@ -464,7 +466,7 @@ async def _baseline_packet(prof_name: str, duration_s: float, seed: int, root: P
     from simlink.realtime_link import open_link
 
     root.mkdir(parents=True, exist_ok=True)
-    link = open_link(load_profile(prof_name), seed, packet=True)
+    link = open_link(load_profile(prof_name), seed, packet=True, tcp_cc=tcp_cc)
     counts_file, env = root / "baseline-counts.json", _env()
     await link.open()
     procs: list[asyncio.subprocess.Process] = []
@@ -518,7 +520,9 @@ async def _baseline_packet(prof_name: str, duration_s: float, seed: int, root: P
     }
 
 
-def _realtime_cell(prof_name: str, minutes: float, seed: int, root: Path) -> dict[str, Any]:
+def _realtime_cell(
+    prof_name: str, minutes: float, seed: int, root: Path, tcp_cc: str | None
+) -> dict[str, Any]:
     """One profile and seed: today's transfer and the baseline through the packet link, then
     the simulator on the same profile, workload and seed."""
     import os
@@ -537,14 +541,18 @@ def _realtime_cell(prof_name: str, minutes: float, seed: int, root: Path) -> dic
         seed=seed,
         workdir=root / f"{prof_name}-{seed}",
         packet=True,
+        tcp_cc=tcp_cc,
     )
     rep = build_report(r)
-    base = asyncio.run(_baseline_packet(prof_name, minutes * 60, seed, root / f"{prof_name}-{seed}-baseline"))
+    base = asyncio.run(
+        _baseline_packet(prof_name, minutes * 60, seed, root / f"{prof_name}-{seed}-baseline", tcp_cc)
+    )
     virt = _virtual_one((prof_name, "transfer", minutes, seed))
     return {
         "profile": prof_name,
         "seed": seed,
         "minutes": minutes,
+        "tcp_cc": tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip(),
         "goodput": rep["link"]["transfer_goodput_per_rate_while_backlogged"],
         "post_goodput": rep["link"]["goodput_per_rate_while_backlogged"],
         "busy": rep["link"]["busy_connections_mean"],
@@ -557,7 +565,7 @@ def _realtime_cell(prof_name: str, minutes: float, seed: int, root: Path) -> dic
     }
 
 
-def realtime_matrix(minutes: float, seeds: list[int], profiles: list[str]) -> None:
+def realtime_matrix(minutes: float, seeds: list[int], profiles: list[str], tcp_cc: str | None) -> None:
     """Every (profile, seed) in real time through the packet link, one after another (real
     time wants the CPU to itself), printing each as one JSON line as it ends, then the table."""
     from simlink.errors import SimError
@@ -569,7 +577,7 @@ def realtime_matrix(minutes: float, seeds: list[int], profiles: list[str]) -> No
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         for seed in seeds:
             for pr in profiles:
-                row = _realtime_cell(pr, minutes, seed, Path(tmp))
+                row = _realtime_cell(pr, minutes, seed, Path(tmp), tcp_cc)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     print_realtime_table(rows)
@@ -585,10 +593,10 @@ def print_realtime_table(rows: list[dict[str, Any]]) -> None:
         "4 astronauts; goodput / link rate while posts wait\n"
     )
     print(
-        "| profile | RTT | loss | seed | min | Mathis, 1 stream | ceiling | baseline (1 POST at a time) "
+        "| profile | RTT | loss | TCP | seed | min | Mathis, 1 stream | ceiling | baseline (1 POST at a time) "
         "| **now, real** | busy streams | Mathis × busy | now, virtual | dropped up: loss / queue | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         prof = load_profile(r["profile"])
         mathis, ceiling, _ = bounds(r["profile"], KERNEL_MSS_BYTES, KERNEL_HEADER_BYTES)
@@ -596,7 +604,7 @@ def print_realtime_table(rows: list[dict[str, Any]]) -> None:
         d = r["drops"] or {}
         one, many = (f"{mathis:.2f}", f"{mathis * busy:.2f}") if prof.loss else ("–", "–")
         print(
-            f"| {prof.name} | {prof.rtt_s:g} s | {prof.loss * 100:g} % | {r['seed']} | {r['minutes']:g} "
+            f"| {prof.name} | {prof.rtt_s:g} s | {prof.loss * 100:g} % | {r.get('tcp_cc', '?')} | {r['seed']} | {r['minutes']:g} "
             f"| {one} | {ceiling:.3f} | {r['baseline']['goodput']:.3f} "
             f"| **{r['goodput'] or 0:.3f}** | {busy:.1f} | {many} | {r['virtual'] or 0:.3f} "
             f"| {d.get('loss_up', 0):,} / {d.get('queue_full_up', 0):,} | {r['load_before']:.1f}–{r['load_after']:.1f} |"
@@ -630,6 +638,10 @@ def main() -> None:
         help="real time with real loss through linkemu's packet link (root, TUN); --minutes per run (default 2), "
         "--profiles, --seeds (default 11)",
     )
+    ap.add_argument(
+        "--tcp-cc",
+        help="--realtime-matrix: the namespaces' TCP congestion control (cubic, bbr; default: the machine's)",
+    )
     args = ap.parse_args()
     if args.realtime_matrix:
         rt_names = args.profiles or [f"fill-rtt{r}-loss{p}" for r in REALTIME_RTTS for p in REALTIME_LOSSES]
@@ -640,7 +652,7 @@ def main() -> None:
                 [json.loads(x) for x in args.table.read_text().splitlines() if x.startswith("{")]
             )
         else:
-            realtime_matrix(minutes, seeds, rt_names)
+            realtime_matrix(minutes, seeds, rt_names, args.tcp_cc)
         return
     names = args.profiles or [
         *(f"fill-rtt{r}-loss{p}" for r in MATRIX_RTTS for p in MATRIX_LOSSES),

@@ -66,6 +66,7 @@ def run_realtime(
     orbit_offset_s: float = 0.0,
     progress: Progress | None = None,
     packet: bool = False,
+    tcp_cc: str | None = None,
 ) -> RunResult:
     """Run the real processes for ``duration_s`` of wall time and measure them; ``packet``:
     through linkemu's packet link (real packet loss) instead of its TCP proxy."""
@@ -73,7 +74,7 @@ def run_realtime(
         raise SimError("real-time mode needs `ground serve` and `onboard sync` (issue #3) in this checkout")
     if packet and (problem := packet_mode_problem()):
         raise SimError(problem)
-    link = open_link(profile, seed, packet=packet)
+    link = open_link(profile, seed, packet=packet, tcp_cc=tcp_cc)
     return asyncio.run(
         _run(profile, workload, astronauts, duration_s, seed, workdir, orbit_offset_s, progress, link)
     )
@@ -389,11 +390,11 @@ async def _run(
         if ground is not None:
             await _stop(ground, signal.SIGTERM)
         await link.close()
-    return _result(profile, wl, astronauts, duration_s, seed, link.kind, g / "ground.db", measured)
+    return _result(profile, wl, astronauts, duration_s, seed, link, g / "ground.db", measured)
 
 
-def _notes(profile: LinkProfile, kind: str, counts: LinkCounts) -> tuple[str, ...]:
-    if kind == "proxy":
+def _notes(profile: LinkProfile, link: ProxyRunLink, counts: LinkCounts) -> tuple[str, ...]:
+    if link.kind == "proxy":
         return (
             f"loss_percent={profile.loss * 100:g} % is not applied by linkemu's proxy: a userspace proxy cannot "
             "drop packets inside TCP; run with --packet (root, TUN) or in virtual time to see its cost",
@@ -401,7 +402,7 @@ def _notes(profile: LinkProfile, kind: str, counts: LinkCounts) -> tuple[str, ..
     drops = ", ".join(f"{n:,} {cause}" for cause, n in sorted(counts.drops.items()) if n) or "none"
     return (
         f"loss_percent={profile.loss * 100:g} % applied to every IP packet by linkemu's packet link "
-        f"(kernel TCP, both ways); packets dropped: {drops}",
+        f"(kernel TCP, congestion control {link.tcp_cc}, both ways); packets dropped: {drops}",
         "bytes on the wire are whole IP packets here (headers, acks, retransmissions; MTU 1500), not "
         "the HTTP bytes linkemu's proxy counts; gaps drop packets and leave cutting to TCP's timers",
     )
@@ -413,10 +414,11 @@ def _result(
     astronauts: int,
     duration_s: float,
     seed: int,
-    kind: str,
+    link: ProxyRunLink,
     db: Path,
     m: _Measured,
 ) -> RunResult:
+    kind = link.kind
     dark_s = sum(e - s for s, e in m.dark)
     return RunResult(
         mode="realtime",
@@ -443,7 +445,7 @@ def _result(
         backlogged_up_s=m.backlogged,
         sample_s=SAMPLE_S,
         samples=tuple(m.samples),
-        notes=_notes(profile, kind, m.counts),
+        notes=_notes(profile, link, m.counts),
         transfer_acked_bytes=_stored_upload_bytes(db),
         link_drops=dict(m.counts.drops) if kind == "packet" else None,
         busy_connections_mean=m.busy_mean,

@@ -52,9 +52,10 @@ class ProxyRunLink:
     kind = "proxy"
     ground_host = "127.0.0.1"
 
-    def __init__(self, profile: LinkProfile, seed: int) -> None:
+    def __init__(self, profile: LinkProfile, seed: int, tcp_cc: str | None = None) -> None:
         self.profile = profile
         self.seed = seed
+        self.tcp_cc = tcp_cc  # packet link: the kernel's TCP congestion control (None: as the machine's)
         self._proxy: Any = None
 
     async def open(self) -> None:
@@ -129,6 +130,31 @@ class PacketRunLink(ProxyRunLink):
         self._proxy = _packet_link(self.profile, self.seed)
         await self._proxy.__aenter__()
         self.ground_host = str(self._proxy.ground_addr)
+        # Each namespace starts with the machine's default (Linux: cubic; some hosts: bbr,
+        # which does not back off on random loss). A namespace other than the first may not
+        # change its default to a restricted algorithm, but a route may name one (congctl):
+        # set it on each side's route to the other, which every connection of the run takes.
+        p = self._proxy
+        if self.tcp_cc:
+            for ns, dev, peer, me in (
+                (p.station_ns, p.station_dev, p.ground_addr, p.station_addr),
+                (p.ground_ns, p.ground_dev, p.station_addr, p.ground_addr),
+            ):
+                await self._run(
+                    ns, "ip", "route", "replace", f"{peer}/32", "dev", dev, "src", me, "congctl", self.tcp_cc
+                )
+        else:
+            self.tcp_cc = await self._run(p.station_ns, "sysctl", "-n", "net.ipv4.tcp_congestion_control")
+
+    async def _run(self, ns: str, *argv: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            *self._proxy.netns_argv(ns), *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await proc.communicate()
+        if proc.returncode:
+            await self.close()
+            raise SimError(f"`{' '.join(argv)}` in {ns} failed: {err.decode().strip()}")
+        return out.decode().strip()
 
     def ground_argv(self) -> list[str]:
         return list(self._proxy.netns_argv(self._proxy.ground_ns))
@@ -204,6 +230,9 @@ def _send_queue(ss_line: str) -> int:
     return int(cols[1]) if len(cols) >= 2 and cols[1].isdigit() else 0
 
 
-def open_link(profile: LinkProfile, seed: int, *, packet: bool) -> ProxyRunLink:
-    """The link for a run: the packet link if asked for, else the TCP proxy."""
-    return PacketRunLink(profile, seed) if packet else ProxyRunLink(profile, seed)
+def open_link(profile: LinkProfile, seed: int, *, packet: bool, tcp_cc: str | None = None) -> ProxyRunLink:
+    """The link for a run: the packet link if asked for (``tcp_cc``: its namespaces' TCP
+    congestion control, e.g. cubic or bbr; None keeps the machine's), else the TCP proxy."""
+    if tcp_cc and not packet:
+        raise SimError("a TCP congestion control can be chosen on the packet link only (--packet)")
+    return PacketRunLink(profile, seed, tcp_cc) if packet else ProxyRunLink(profile, seed)
