@@ -521,7 +521,7 @@ async def _baseline_packet(
 
 
 def _realtime_cell(
-    prof_name: str, minutes: float, seed: int, root: Path, tcp_cc: str | None
+    prof_name: str, minutes: float, seed: int, root: Path, tcp_cc: str | None, parts: list[str]
 ) -> dict[str, Any]:
     """One profile and seed: today's transfer and the baseline through the packet link, then
     the simulator on the same profile, workload and seed."""
@@ -544,10 +544,14 @@ def _realtime_cell(
         tcp_cc=tcp_cc,
     )
     rep = build_report(r)
-    base = asyncio.run(
-        _baseline_packet(prof_name, minutes * 60, seed, root / f"{prof_name}-{seed}-baseline", tcp_cc)
+    base = (
+        asyncio.run(
+            _baseline_packet(prof_name, minutes * 60, seed, root / f"{prof_name}-{seed}-baseline", tcp_cc)
+        )
+        if "baseline" in parts
+        else {"goodput": None}
     )
-    virt = _virtual_one((prof_name, "transfer", minutes, seed))
+    virt = _virtual_one((prof_name, "transfer", minutes, seed)) if "virtual" in parts else {"goodput": None}
     return {
         "profile": prof_name,
         "seed": seed,
@@ -565,7 +569,9 @@ def _realtime_cell(
     }
 
 
-def realtime_matrix(minutes: float, seeds: list[int], profiles: list[str], tcp_cc: str | None) -> None:
+def realtime_matrix(
+    minutes: float, seeds: list[int], profiles: list[str], tcp_cc: str | None, parts: list[str]
+) -> None:
     """Every (profile, seed) in real time through the packet link, one after another (real
     time wants the CPU to itself), printing each as one JSON line as it ends, then the table."""
     from simlink.errors import SimError
@@ -577,10 +583,14 @@ def realtime_matrix(minutes: float, seeds: list[int], profiles: list[str], tcp_c
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         for seed in seeds:
             for pr in profiles:
-                row = _realtime_cell(pr, minutes, seed, Path(tmp), tcp_cc)
+                row = _realtime_cell(pr, minutes, seed, Path(tmp), tcp_cc, parts)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     print_realtime_table(rows)
+
+
+def _fig(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
 
 
 def print_realtime_table(rows: list[dict[str, Any]]) -> None:
@@ -605,8 +615,8 @@ def print_realtime_table(rows: list[dict[str, Any]]) -> None:
         one, many = (f"{mathis:.2f}", f"{mathis * busy:.2f}") if prof.loss else ("–", "–")
         print(
             f"| {prof.name} | {prof.rtt_s:g} s | {prof.loss * 100:g} % | {r.get('tcp_cc', '?')} | {r['seed']} | {r['minutes']:g} "
-            f"| {one} | {ceiling:.3f} | {r['baseline']['goodput']:.3f} "
-            f"| **{r['goodput'] or 0:.3f}** | {busy:.1f} | {many} | {r['virtual'] or 0:.3f} "
+            f"| {one} | {ceiling:.3f} | {_fig(r['baseline']['goodput'])} "
+            f"| **{_fig(r['goodput'])}** | {busy:.1f} | {many} | {_fig(r['virtual'])} "
             f"| {d.get('loss_up', 0):,} / {d.get('queue_full_up', 0):,} | {r['load_before']:.1f}–{r['load_after']:.1f} |"
         )
 
@@ -642,6 +652,13 @@ def main() -> None:
         "--tcp-cc",
         help="--realtime-matrix: the namespaces' TCP congestion control (cubic, bbr; default: the machine's)",
     )
+    ap.add_argument(
+        "--parts",
+        nargs="*",
+        default=["baseline", "virtual"],
+        choices=["baseline", "virtual"],
+        help="--realtime-matrix: what runs beside today's transfer per profile (default both)",
+    )
     args = ap.parse_args()
     if args.realtime_matrix:
         rt_names = args.profiles or [f"fill-rtt{r}-loss{p}" for r in REALTIME_RTTS for p in REALTIME_LOSSES]
@@ -652,7 +669,7 @@ def main() -> None:
                 [json.loads(x) for x in args.table.read_text().splitlines() if x.startswith("{")]
             )
         else:
-            realtime_matrix(minutes, seeds, rt_names, args.tcp_cc)
+            realtime_matrix(minutes, seeds, rt_names, args.tcp_cc, args.parts)
         return
     names = args.profiles or [
         *(f"fill-rtt{r}-loss{p}" for r in MATRIX_RTTS for p in MATRIX_LOSSES),

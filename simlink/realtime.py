@@ -320,6 +320,7 @@ class _Measured:
     dark: list[tuple[float, float]]
     wall0: float
     busy_mean: float | None  # station connections with unacknowledged bytes, mean over samples
+    stored: int | None  # upload bytes ground had stored at the run's end
 
 
 async def _run(
@@ -375,6 +376,8 @@ async def _run(
         samples, backlogged, busy = await _sample_until(watched, ids, posting, dark, t0, duration_s, progress)
         posting.cancel()
         cutter.cancel()
+        # What ground stored by the run's end: the processes keep moving data while they stop.
+        stored = await asyncio.to_thread(_stored_upload_bytes, g / "ground.db")
         measured = _Measured(
             ids=ids,
             samples=samples,
@@ -383,6 +386,7 @@ async def _run(
             dark=dark,
             wall0=wall0,
             busy_mean=sum(busy) / len(busy) if busy else None,
+            stored=stored,
         )
     finally:
         if sync is not None:
@@ -446,7 +450,7 @@ def _result(
         sample_s=SAMPLE_S,
         samples=tuple(m.samples),
         notes=_notes(profile, link, m.counts),
-        transfer_acked_bytes=_stored_upload_bytes(db),
+        transfer_acked_bytes=m.stored,
         link_drops=dict(m.counts.drops) if kind == "packet" else None,
         busy_connections_mean=m.busy_mean,
     )
