@@ -172,6 +172,15 @@ class SenderConfig:
     # 1.2 % with a 2 % budget; 2 % let a CPU-loaded real-time run copy 15 kB of 765 kB.
     end_game_max_rtts: float = 1.0
     end_game_budget: float = 0.01
+    # Hedged requests after a loss of signal (Dean & Barroso, "The Tail at Scale", 2013): a
+    # text post written in the dark (a bundle whole inside its OPEN, a probe sent while the
+    # link is down) is marked ``hedge`` so the driver sends it a second time on a spare
+    # connection the race made at the link's return, if one comes. A lost segment of one
+    # copy then costs nothing, not TCP's retransmission timeout (≥ 1.14 RTT); ground takes
+    # the same OPEN twice exactly once (docs/link.md "After a loss of signal"). Only frames
+    # up to ``small_request_bytes``; never while the link is up, so a lone post on a live
+    # link costs what it did.
+    hedge_dark_posts: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -200,6 +209,11 @@ class Outgoing:
     # If the request needs a new connection: the shared race's step (``race_every_s``): another
     # attempt this often while any request waits; whichever connects serves the next one.
     race_every_s: float | None = None
+    # A text post written in the dark (``SenderConfig.hedge_dark_posts``): the driver may send
+    # the same bytes again on a spare connection the race made, never on a new one; the first
+    # answer counts (the sender ignores a second with the same seq), and the request failed
+    # only once every copy did.
+    hedge: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -835,6 +849,20 @@ class TransferSender:
             key=key,
             payload_bytes=payload,
             race_every_s=self.race_every_s,
+            hedge=self._hedged(req, len(data)),
+        )
+
+    def _hedged(self, req: Request, frame_bytes: int) -> bool:
+        """Is ``req`` a text post written in the dark: a bundle whole inside its OPEN, sent while
+        the link is down, small enough to send twice (``hedge_dark_posts``)?"""
+        c = self.config
+        return (
+            c.hedge_dark_posts
+            and not self._up
+            and isinstance(req, Open)
+            and req.key.kind is TransferKind.BUNDLE
+            and len(req.data) == req.size_bytes
+            and frame_bytes <= c.small_request_bytes
         )
 
     def request_began(self, seq: int, now: float) -> float | None:
