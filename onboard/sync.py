@@ -390,7 +390,7 @@ class _Requests:
             racing = isinstance(connector, _WatchedConnector) and out.race_every_s is not None
             if isinstance(connector, _WatchedConnector):
                 connector.race_every_s = out.race_every_s
-            copies = _Copies(left=2) if out.hedge and racing else None
+            copies = _Copies(left=2) if out.hedge is not None and racing else None
             timing = _Timing()
             task = asyncio.ensure_future(
                 self._carry(session, out.seq, out.data, out.deadline, timing, copies)
@@ -399,7 +399,9 @@ class _Requests:
             if copies is not None:
                 copy_timing = _Timing()
                 copy = asyncio.ensure_future(
-                    self._carry(session, out.seq, out.data, out.deadline, copy_timing, copies, copy=True)
+                    self._carry(
+                        session, out.seq, out.hedge or b"", out.deadline, copy_timing, copies, copy=True
+                    )
                 )
                 self.copy_tasks.add(copy)
                 copy.add_done_callback(self.copy_tasks.discard)

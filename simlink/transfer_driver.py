@@ -359,7 +359,12 @@ class TransferDriver:
         self.warm_retry_s = min(self.warm_retry_s * 2, WARM_RETRY_MAX_S)
 
     def _carry(
-        self, seq: int, data: bytes, deadline: float, race_every_s: float | None = None, hedge: bool = False
+        self,
+        seq: int,
+        data: bytes,
+        deadline: float,
+        race_every_s: float | None = None,
+        hedge: bytes | None = None,
     ) -> None:
         req = decode_request(data)
         kind = "chunk" if isinstance(req, Chunk) else "open" if isinstance(req, Open) else "receipts"
@@ -396,8 +401,8 @@ class TransferDriver:
         t["request_bytes"] += c.request_wire_bytes
         if isinstance(req, Open) and req.key.kind is TransferKind.BUNDLE:
             self._open_sizes[seq] = (req.size_bytes, c.request_wire_bytes)
-        if hedge and race_every_s is not None and not self.v1:
-            self._hedge(seq, data, deadline, c)
+        if hedge is not None and race_every_s is not None and not self.v1:
+            self._hedge(seq, hedge, deadline, c)
 
     def _hedge(self, seq: int, data: bytes, deadline: float, first: HttpClient) -> None:
         """onboard/sync.py's copy of a post written in the dark: the same request on a spare

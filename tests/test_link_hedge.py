@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import socket
@@ -87,7 +88,7 @@ def test_only_text_posts_sent_into_the_dark_are_hedged(
         s.add(*_spec(i, size, kind), 0.0)
     now = 0.0
     live = s.data_to_send(now)
-    assert live and not any(o.hedge for o in live)
+    assert live and all(o.hedge is None for o in live)
     for o in live:
         s.request_failed(o.seq, now, "connect: no answer")
     assert not s.link_up
@@ -104,7 +105,11 @@ def test_only_text_posts_sent_into_the_dark_are_hedged(
                 and req.key.kind is TransferKind.BUNDLE
                 and len(req.data) == req.size_bytes
             )
-            assert o.hedge == (hedge and whole_post and len(o.data) <= small), (req, len(o.data))
+            assert (o.hedge is not None) == (hedge and whole_post and len(o.data) <= small), req
+            if o.hedge is not None:  # the same OPEN, asking for no receipts
+                assert isinstance(req, Open)
+                copy = decode_request(o.hedge)
+                assert copy == dataclasses.replace(req, receipts_since=None, receipts_versions=())
         for o in probes:
             s.request_failed(o.seq, now, "connect: no answer")
 
@@ -124,7 +129,7 @@ def test_a_second_answer_to_a_hedged_request_changes_nothing(n: int, order: Any,
     at = s.next_deadline()
     assert at is not None
     probes = s.data_to_send(at)
-    assert probes and all(o.hedge for o in probes)
+    assert probes and all(o.hedge is not None for o in probes)
     answers = []
     for o in probes:
         req = decode_request(o.data)
@@ -160,9 +165,9 @@ def test_a_second_answer_to_a_hedged_request_changes_nothing(n: int, order: Any,
 # -- ground: the same OPEN twice, exactly once ----------------------------------------------
 
 
-def _dark_post_frame(cli: Cli, url: str, token: Path, text: str) -> tuple[bytes, TransferSender, Any]:
-    """The OPEN a text post written in the dark goes in (its bundle whole, receipts asked),
-    built by onboard's own planner and sender, and the sender that built it."""
+def _dark_post_frames(cli: Cli, url: str, token: Path, text: str) -> tuple[bytes, bytes, TransferSender, Any]:
+    """The OPEN a text post written in the dark goes in (its bundle whole, receipts asked) and
+    its copy, built by onboard's own planner and sender, and the sender that built them."""
     link_to(cli, url, token)
     cli.onboard("post", "--as", "alice", "--to", "archive:alice", text)
     home = Home(cli.onboard_home)
@@ -180,8 +185,8 @@ def _dark_post_frame(cli: Cli, url: str, token: Path, text: str) -> tuple[bytes,
     at = s.next_deadline()
     assert at is not None
     [probe] = s.data_to_send(at)
-    assert probe.hedge
-    return probe.data, s, (conn, cfg)
+    assert probe.hedge is not None
+    return probe.data, probe.hedge, s, (conn, cfg)
 
 
 async def _post_raw(
@@ -215,26 +220,29 @@ async def _post_raw(
     return int(status_line.split()[1]), data
 
 
+@pytest.mark.parametrize("copy_first", [False, True])
 @pytest.mark.parametrize("overlap", ["together", "one_then_the_other", "one_inside_the_other"])
-async def test_ground_takes_the_same_post_twice_exactly_once(cli: Cli, tmp_path: Path, overlap: str) -> None:
-    """The real `ground serve` on loopback gets both copies of a hedged OPEN: at the same time,
-    one after the other, or the first to begin finishing last (its body held while the other
-    is answered). Both are answered COMMITTED; the post is stored and published once; the
-    station applies whatever receipts either answer carries, and learns the outcome once."""
+async def test_ground_takes_the_same_post_twice_exactly_once(
+    cli: Cli, tmp_path: Path, overlap: str, copy_first: bool
+) -> None:
+    """The real `ground serve` on loopback gets both copies of a hedged OPEN (the request, with
+    its receipts cursor, and the copy, without), either first: at the same time, one after
+    the other, or the first to begin finishing last (its body held while the other is
+    answered). Both are answered COMMITTED; the post is stored and published once; the
+    station applies whatever receipts the answers carry, and learns the outcome once."""
     token_file = setup_station(cli, tmp_path)
     token = json.loads(token_file.read_text())["token"]
     async with running_ground(cli.ground_home, publish_interval_s=0.1) as url:
-        frame, sender, (conn, cfg) = _dark_post_frame(cli, url, token_file, "written in the dark")
+        request, copy, sender, (conn, cfg) = _dark_post_frames(cli, url, token_file, "written in the dark")
+        a, b = (copy, request) if copy_first else (request, copy)
         if overlap == "together":
-            answers = await asyncio.gather(_post_raw(url, token, frame), _post_raw(url, token, frame))
+            answers = list(await asyncio.gather(_post_raw(url, token, a), _post_raw(url, token, b)))
         elif overlap == "one_then_the_other":
-            answers = [await _post_raw(url, token, frame), await _post_raw(url, token, frame)]
+            answers = [await _post_raw(url, token, a), await _post_raw(url, token, b)]
         else:
-            slow = asyncio.ensure_future(
-                _post_raw(url, token, frame, pause_after=len(frame) // 2, pause_s=1.0)
-            )
+            slow = asyncio.ensure_future(_post_raw(url, token, a, pause_after=len(a) // 2, pause_s=1.0))
             await asyncio.sleep(0.2)  # the slow copy's head and half its body are in
-            fast = await _post_raw(url, token, frame)
+            fast = await _post_raw(url, token, b)
             assert not slow.done()
             answers = [fast, await slow]
         for status, data in answers:
