@@ -272,8 +272,10 @@ class SimRace:
     for a new connection while the link is down. An attempt starts every ``every_s`` while
     a request waits (a failed one does not bring the next forward); whichever connects serves
     the first waiting request, and one no request waits for is kept ``RACE_SPARE_KEEP_S``
-    for the next (a probe that reached its deadline is followed at once and takes it); once
-    every waiting request is served, the attempts under way are abandoned."""
+    for the next (a probe that reached its deadline is followed at once and takes it). A copy
+    of a request (``join_hedge``: a post written in the dark, sent twice) takes a connection
+    only once every waiting request has one, and starts no attempt; once every waiting
+    request and copy is served, the attempts under way are abandoned."""
 
     def __init__(self, loop: EventLoop, link: SimLink, server_factory: Callable[[], ServerConn]) -> None:
         self.loop = loop
