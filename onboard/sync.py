@@ -381,7 +381,6 @@ class _Requests:
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.copy_tasks: set[asyncio.Task[None]] = set()  # the second copies of hedged frames
         self.answered_at = 0.0  # when ground last answered a transfer request
-        self.copies_sent = 0  # copies that went on a connection (tests and the log count them)
 
     def send_due(self, session: aiohttp.ClientSession, now: float) -> None:
         """Start a request for every frame the sender has ready."""
@@ -427,8 +426,6 @@ class _Requests:
         limit = asyncio.timeout(max(0.5, deadline - time.monotonic()))
 
         def began(at: float) -> None:
-            if copy:
-                self.copies_sent += 1
             later = sender.request_began(seq, at)
             if later is not None:
                 limit.reschedule(loop.time() + max(0.5, later - time.monotonic()))
