@@ -456,3 +456,17 @@ async def test_sync_sends_posts_written_in_the_dark_twice_and_ground_keeps_each_
         assert db.execute("SELECT count(*) FROM items").fetchone()[0] == 3
     finally:
         db.close()
+
+
+@pytest.mark.slow
+def test_in_the_simulator_no_post_waits_out_a_retransmission_timeout() -> None:
+    """lunar with its 1 % loss, 12 h, tuning seed 7 (docs/link.md): without copies one post
+    lost a segment and waited TCP's RTO (2.77 RTT); with them every post makes 2 RTT, and
+    about one copy goes per post written in the dark."""
+    from benchmarks.bench_link_return import run_dark_posts
+
+    lat, r, _ = run_dark_posts("lunar", 12.0, 7)
+    print(f"\nafter the link's return, in RTTs: max {max(lat):.2f} of {len(lat)}")
+    assert len(lat) >= 30 and max(lat) <= 2.0
+    copies = (r.traffic_by_kind or {}).get("hedge", {})
+    assert 0 < copies.get("requests", 0) <= len(lat) + 2  # (a probe or two may go twice)
