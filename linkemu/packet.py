@@ -400,6 +400,9 @@ async def _amain(args: argparse.Namespace) -> int:
         )
         rc = await station.wait()
         for p in procs:
+            # What the station sent last is still crossing: give the ground a few RTTs to finish.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(p.wait(), 1.0 + 4 * args.delay_ms / 1000)
             if p.returncode is None:
                 p.terminate()
             await p.wait()

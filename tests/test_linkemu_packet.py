@@ -247,3 +247,22 @@ def test_stale_namespaces_of_dead_processes_are_removed() -> None:
 def test_bad_prefix_is_refused(prefix: str) -> None:
     with pytest.raises(PacketLinkError, match="prefix"):
         PacketLink(prefix=prefix)
+
+
+def test_cli_runs_a_command_across_the_link() -> None:
+    try:
+        check_environment()
+    except PacketLinkError as exc:
+        pytest.skip(str(exc))
+    ground = 'python3 -c \'import os, socket; s = socket.socket(); s.bind((os.environ["GROUND_ADDR"], 9000)); s.listen(); c, _ = s.accept(); print("ground got", c.recv(100).decode())\''
+    station = (
+        "import os, socket; socket.create_connection((os.environ['GROUND_ADDR'], 9000)).sendall(b'hello')"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "linkemu.packet", "--delay-ms", "50", "--loss-percent", "0", "--prefix", PREFIX,
+         "--ground", ground, "--", sys.executable, "-c", station],
+        capture_output=True, text=True, timeout=WAIT_S, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "ground got hello" in r.stdout
+    assert "linkemu.packet: up " in r.stderr
