@@ -97,6 +97,16 @@ class PacketStats:
         return self.random_cuts + self.loss_cuts
 
 
+def congestion_controls(which: str = "available") -> list[str]:
+    """TCP congestion controls this kernel has (``available``) or lets namespaces default to
+    (``allowed``); empty if it does not say."""
+    try:
+        with open(f"/proc/sys/net/ipv4/tcp_{which}_congestion_control") as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
 def check_environment() -> None:
     """Raise PacketLinkError saying why the packet link cannot run here (tests skip with it)."""
     if os.geteuid() != 0:
@@ -165,6 +175,12 @@ class PacketLink:
     ``up`` is station → ground, ``down`` ground → station; ``seed`` picks the random losses
     (one stream per direction); ``prefix`` names the namespaces (use your test's or tool's
     name, so parallel users never collide); ``cut_dark_s`` is how long cut_all() darkens it.
+    ``congestion_control``: the TCP congestion control both namespaces' kernels use by default
+    (None: this host's, BBR on this machine, which ignores random loss). Default ``reno``
+    (with SACK and RACK: the NewReno that simlink models): loss-based, like the CUBIC a
+    station's kernel runs. A namespace may only default to what the host allows
+    (net.ipv4.tcp_allowed_congestion_control: here reno and bbr); a root process inside can
+    still pick any available one per socket (setsockopt TCP_CONGESTION, e.g. ``cubic``).
     """
 
     def __init__(
@@ -175,6 +191,7 @@ class PacketLink:
         seed: int = 0,
         prefix: str = "pktlink",
         cut_dark_s: float = 0.5,
+        congestion_control: str | None = "reno",
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_]{1,16}", prefix):
             raise PacketLinkError(f"prefix must be 1–16 letters, digits or _, not {prefix!r}")
@@ -184,6 +201,14 @@ class PacketLink:
         self.stats = PacketStats(up=self.schedule.up.counters, down=self.schedule.down.counters)
         self.prefix = prefix
         self.cut_dark_s = cut_dark_s
+        allowed = congestion_controls("allowed")
+        if congestion_control is not None and congestion_control not in allowed:
+            raise PacketLinkError(
+                f"a network namespace may default only to the TCP congestion controls this host "
+                f"allows ({', '.join(allowed) or 'none listed'}), not {congestion_control!r}; "
+                f"set others per socket (TCP_CONGESTION)"
+            )
+        self.congestion_control = congestion_control
         n = next(_instances)
         pid = os.getpid()
         self.station_ns = f"{prefix}-{pid}-{n}-sta"
@@ -228,6 +253,16 @@ class PacketLink:
                 _ip("-n", ns, "addr", "add", addr, "peer", peer, "dev", dev)
                 _ip("-n", ns, "link", "set", "dev", dev, "mtu", str(MTU_BYTES), "up")
                 _ip("-n", ns, "link", "set", "dev", "lo", "up")
+                if self.congestion_control is not None:
+                    # per namespace since Linux 4.15; sockets opened in it default to this
+                    _ip(
+                        "netns",
+                        "exec",
+                        ns,
+                        "sysctl",
+                        "-qw",
+                        f"net.ipv4.tcp_congestion_control={self.congestion_control}",
+                    )
                 if side == "sta":
                     self.station_dev = dev
                 else:

@@ -17,31 +17,32 @@ import sys
 from .errors import PacketLinkError
 from .packet import PacketLink, WayConfig
 
-# Ground: accept connections for `seconds` after the first and count the bytes that arrive.
+# Ground: accept connections; count the bytes that arrive in `seconds` after `warmup` s from the first.
 SINK = r"""
 import selectors, socket, sys, time
 sel = selectors.DefaultSelector(); s = socket.socket()
 s.bind((sys.argv[1], 9000)); s.listen(256); s.setblocking(False); sel.register(s, selectors.EVENT_READ)
 print("ready", flush=True)
-t0 = None; n = 0; seconds = float(sys.argv[2])
-while t0 is None or time.monotonic() < t0 + seconds:
+t0 = None; n = 0; seconds, warmup = float(sys.argv[2]), float(sys.argv[3])
+while t0 is None or time.monotonic() < t0 + warmup + seconds:
     for key, _ in sel.select(0.2):
         if key.fileobj is s:
             c, _ = s.accept(); c.setblocking(False); sel.register(c, selectors.EVENT_READ)
             t0 = t0 or time.monotonic()
         elif d := key.fileobj.recv(65536):
-            n += len(d)
+            n += len(d) if time.monotonic() >= t0 + warmup else 0
         else:
             sel.unregister(key.fileobj); key.fileobj.close()
 print(n, flush=True)
 """
-# Station: `streams` connections, each sending as fast as TCP lets it until the time is up.
+# Station: `streams` connections with congestion control `cc`, each sending as fast as TCP lets it.
 SOURCE = r"""
 import os, socket, sys, threading, time
-addr, seconds, streams = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+addr, seconds, streams, cc = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), sys.argv[4].encode()
 end = time.monotonic() + seconds + 1; chunk = b"x" * 65536
 def send():
-    s = socket.create_connection((addr, 9000), timeout=30); s.settimeout(1)
+    s = socket.socket(); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc)
+    s.settimeout(30); s.connect((addr, 9000)); s.settimeout(1)
     while time.monotonic() < end:
         try:
             s.send(chunk)
@@ -71,12 +72,15 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
 
-        sink = await run(link.ground_ns, SINK, link.ground_addr, args.seconds)
+        sink = await run(link.ground_ns, SINK, link.ground_addr, args.seconds, args.warmup_s)
         assert sink.stdout is not None
         if await sink.stdout.readline() != b"ready\n":
             raise PacketLinkError("the ground's sink did not start")
-        source = await run(link.station_ns, SOURCE, link.ground_addr, args.seconds, args.streams)
-        received = int((await asyncio.wait_for(sink.stdout.readline(), args.seconds + 60)).decode())
+        seconds = args.warmup_s + args.seconds
+        cc = args.congestion_control
+        source = await run(link.station_ns, SOURCE, link.ground_addr, seconds, args.streams, cc)
+        wait_s = args.warmup_s + args.seconds + 60
+        received = int((await asyncio.wait_for(sink.stdout.readline(), wait_s)).decode())
         await source.wait()
         await sink.wait()
         s = link.stats
@@ -90,6 +94,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "loss_percent": args.loss_percent,
         "streams": args.streams,
         "seconds": args.seconds,
+        "warmup_s": args.warmup_s,
+        "congestion_control": args.congestion_control,
         "seed": args.seed,
         "goodput_over_rate": round(goodput_bps / up_bps, 3),
         "mathis_over_rate": None if math.isinf(mathis_bps) else round(min(mathis_bps, up_bps) / up_bps, 3),
@@ -108,11 +114,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--loss-percent", type=float, default=0, help="chance each packet is lost, each way")
     p.add_argument("--streams", type=int, default=1)
     p.add_argument("--seconds", type=float, default=30)
+    p.add_argument("--warmup-s", type=float, default=0, help="not counted: slow start, the first losses")
+    p.add_argument("--congestion-control", default="cubic", help="the station's sockets': cubic, reno, bbr …")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prefix", default="pktbulk", help="namespace name prefix")
     args = p.parse_args(argv)
-    if args.streams < 1 or args.seconds <= 0:
-        p.error("--streams must be ≥ 1 and --seconds > 0")
+    if args.streams < 1 or args.seconds <= 0 or args.warmup_s < 0:
+        p.error("--streams must be ≥ 1, --seconds > 0 and --warmup-s ≥ 0")
     try:
         print(json.dumps(asyncio.run(measure(args))))
     except PacketLinkError as exc:

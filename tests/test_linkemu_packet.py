@@ -46,7 +46,8 @@ while d := s.recv(100):
     digest += d
 info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
 # struct tcp_info: tcpi_total_retrans is the u32 at byte 100
-print(json.dumps({"digest": digest.decode(), "retrans": struct.unpack_from("I", info, 100)[0]}))
+cc = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).split(b"\0")[0].decode()
+print(json.dumps({"digest": digest.decode(), "retrans": struct.unpack_from("I", info, 100)[0], "cc": cc}))
 """
 TCP_ECHO = r"""
 import socket, sys
@@ -144,6 +145,7 @@ async def test_tcp_transfer_arrives_whole_at_3_percent_loss() -> None:
         s = link.stats
     assert report["digest"] == hashlib.sha256(random.Random(1).randbytes(size)).hexdigest()
     assert report["retrans"] > 0, "the kernel's TCP saw the loss and retransmitted"
+    assert report["cc"] == "reno", "loss-based, not this host's BBR"
     sent = s.up.sent_packets + s.down.sent_packets
     lost = s.up.loss_packets + s.down.loss_packets
     assert sent > size / 1500 and within_binomial(lost, sent, loss)
