@@ -268,7 +268,8 @@ class PacketLink:
                 else:
                     self.ground_dev = dev
         except BaseException:
-            self._teardown()
+            with contextlib.suppress(PacketLinkError):  # the error that stopped set-up says more
+                self._teardown()
             raise
         self._loop.add_reader(self._fds["sta"], self._on_readable, "up")
         self._loop.add_reader(self._fds["gnd"], self._on_readable, "down")

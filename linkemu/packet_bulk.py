@@ -17,23 +17,25 @@ import sys
 from .errors import PacketLinkError
 from .packet import PacketLink, WayConfig
 
-# Ground: accept connections; count the bytes that arrive in `seconds` after `warmup` s from the first.
+# Ground: accept connections; count the bytes read in `seconds` after `warmup` s from the first, and in
+# all. Bytes are read when TCP makes them readable: a retransmission that fills a hole releases
+# up to a window of bytes that crossed earlier, so a window's count is right to about ±1 BDP.
 SINK = r"""
 import selectors, socket, sys, time
 sel = selectors.DefaultSelector(); s = socket.socket()
 s.bind((sys.argv[1], 9000)); s.listen(256); s.setblocking(False); sel.register(s, selectors.EVENT_READ)
 print("ready", flush=True)
-t0 = None; n = 0; seconds, warmup = float(sys.argv[2]), float(sys.argv[3])
+t0 = None; n = total = 0; seconds, warmup = float(sys.argv[2]), float(sys.argv[3])
 while t0 is None or time.monotonic() < t0 + warmup + seconds:
     for key, _ in sel.select(0.2):
         if key.fileobj is s:
             c, _ = s.accept(); c.setblocking(False); sel.register(c, selectors.EVENT_READ)
             t0 = t0 or time.monotonic()
         elif d := key.fileobj.recv(65536):
-            n += len(d) if time.monotonic() >= t0 + warmup else 0
+            n += len(d) if time.monotonic() >= t0 + warmup else 0; total += len(d)
         else:
             sel.unregister(key.fileobj); key.fileobj.close()
-print(n, flush=True)
+print(n, total, flush=True)
 """
 # Station: `streams` connections with congestion control `cc`, each sending as fast as TCP lets it.
 SOURCE = r"""
@@ -80,7 +82,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         cc = args.congestion_control
         source = await run(link.station_ns, SOURCE, link.ground_addr, seconds, args.streams, cc)
         wait_s = args.warmup_s + args.seconds + 60
-        received = int((await asyncio.wait_for(sink.stdout.readline(), wait_s)).decode())
+        received, total = map(int, (await asyncio.wait_for(sink.stdout.readline(), wait_s)).split())
         await source.wait()
         await sink.wait()
         s = link.stats
@@ -98,6 +100,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "congestion_control": args.congestion_control,
         "seed": args.seed,
         "goodput_over_rate": round(goodput_bps / up_bps, 3),
+        "with_warmup_over_rate": round(total * 8 / (args.seconds + args.warmup_s) / up_bps, 3),
         "mathis_over_rate": None if math.isinf(mathis_bps) else round(min(mathis_bps, up_bps) / up_bps, 3),
         "ceiling_over_rate": round(ceiling_bps / up_bps, 3),
         "lost_up": s.up.loss_packets,
