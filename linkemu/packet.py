@@ -202,7 +202,7 @@ class PacketLink:
         self.prefix = prefix
         self.cut_dark_s = cut_dark_s
         allowed = congestion_controls("allowed")
-        if congestion_control is not None and congestion_control not in allowed:
+        if congestion_control is not None and allowed and congestion_control not in allowed:
             raise PacketLinkError(
                 f"a network namespace may default only to the TCP congestion controls this host "
                 f"allows ({', '.join(allowed) or 'none listed'}), not {congestion_control!r}; "

@@ -268,3 +268,8 @@ def test_cli_runs_a_command_across_the_link() -> None:
     assert r.returncode == 0, r.stderr
     assert "ground got hello" in r.stdout
     assert "linkemu.packet: up " in r.stderr
+
+
+def test_a_congestion_control_the_host_does_not_allow_namespaces_is_refused() -> None:
+    with pytest.raises(PacketLinkError, match="per socket"):
+        PacketLink(congestion_control="no-such-cc")
