@@ -175,12 +175,11 @@ class PacketLink:
     ``up`` is station → ground, ``down`` ground → station; ``seed`` picks the random losses
     (one stream per direction); ``prefix`` names the namespaces (use your test's or tool's
     name, so parallel users never collide); ``cut_dark_s`` is how long cut_all() darkens it.
-    ``congestion_control``: the TCP congestion control both namespaces' kernels use by default
-    (None: this host's, BBR on this machine, which ignores random loss). Default ``reno``
-    (with SACK and RACK: the NewReno that simlink models): loss-based, like the CUBIC a
-    station's kernel runs. A namespace may only default to what the host allows
-    (net.ipv4.tcp_allowed_congestion_control: here reno and bbr); a root process inside can
-    still pick any available one per socket (setsockopt TCP_CONGESTION, e.g. ``cubic``).
+    ``congestion_control``: the TCP congestion control of every connection between the two
+    sides (set on each side's route to the other, ``congctl``, and as the namespace's default
+    where the host allows it). None: this host's default, BBR on this machine, which does not
+    back off on random loss. Default ``reno`` (with SACK and RACK: the NewReno simlink models,
+    so real and virtual time compare); ``cubic`` is what a station's Linux kernel runs.
     """
 
     def __init__(
@@ -201,12 +200,11 @@ class PacketLink:
         self.stats = PacketStats(up=self.schedule.up.counters, down=self.schedule.down.counters)
         self.prefix = prefix
         self.cut_dark_s = cut_dark_s
-        allowed = congestion_controls("allowed")
-        if congestion_control is not None and allowed and congestion_control not in allowed:
+        available = congestion_controls("available")
+        if congestion_control is not None and available and congestion_control not in available:
             raise PacketLinkError(
-                f"a network namespace may default only to the TCP congestion controls this host "
-                f"allows ({', '.join(allowed) or 'none listed'}), not {congestion_control!r}; "
-                f"set others per socket (TCP_CONGESTION)"
+                f"TCP congestion control {congestion_control!r} is not available in this kernel "
+                f"(available: {', '.join(available)})"
             )
         self.congestion_control = congestion_control
         n = next(_instances)
@@ -254,15 +252,7 @@ class PacketLink:
                 _ip("-n", ns, "link", "set", "dev", dev, "mtu", str(MTU_BYTES), "up")
                 _ip("-n", ns, "link", "set", "dev", "lo", "up")
                 if self.congestion_control is not None:
-                    # per namespace since Linux 4.15; sockets opened in it default to this
-                    _ip(
-                        "netns",
-                        "exec",
-                        ns,
-                        "sysctl",
-                        "-qw",
-                        f"net.ipv4.tcp_congestion_control={self.congestion_control}",
-                    )
+                    self._set_congestion_control(ns, dev, addr, peer)
                 if side == "sta":
                     self.station_dev = dev
                 else:
@@ -311,6 +301,19 @@ class PacketLink:
                 failed.append(str(exc))
         if failed:
             raise PacketLinkError("; ".join(failed))
+
+    def _set_congestion_control(self, ns: str, dev: str, addr: str, peer: str) -> None:
+        """Make ``congestion_control`` what every connection between the two sides uses."""
+        cc = self.congestion_control
+        assert cc is not None
+        # The route to the other side names it (congctl), which every connection of the link
+        # takes; a route may name any available algorithm, while a namespace may default only
+        # to what the host allows (net.ipv4.tcp_allowed_congestion_control).
+        _ip("-n", ns, "route", "replace", f"{peer}/32", "dev", dev, "src", addr, "congctl", cc)
+        if cc in congestion_controls("allowed"):
+            # and the namespace's default too, so `sysctl net.ipv4.tcp_congestion_control` inside
+            # says what runs (per namespace since Linux 4.15)
+            _ip("netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={cc}")
 
     # -- forwarding ------------------------------------------------------------------
 

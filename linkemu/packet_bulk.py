@@ -66,7 +66,10 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     delay_s, loss = args.delay_ms / 1000, args.loss_percent / 100
     up = WayConfig(rate_bps=up_bps, delay_s=delay_s, loss=loss)
     down = WayConfig(rate_bps=down_bps, delay_s=delay_s, loss=loss)
-    async with PacketLink(up=up, down=down, seed=args.seed, prefix=args.prefix) as link:
+    cc = args.congestion_control
+    async with PacketLink(
+        up=up, down=down, seed=args.seed, prefix=args.prefix, congestion_control=cc
+    ) as link:
 
         async def run(ns: str, program: str, *argv: object) -> asyncio.subprocess.Process:
             return await asyncio.create_subprocess_exec(
@@ -79,7 +82,6 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         if await sink.stdout.readline() != b"ready\n":
             raise PacketLinkError("the ground's sink did not start")
         seconds = args.warmup_s + args.seconds
-        cc = args.congestion_control
         source = await run(link.station_ns, SOURCE, link.ground_addr, seconds, args.streams, cc)
         wait_s = args.warmup_s + args.seconds + 60
         received, total = map(int, (await asyncio.wait_for(sink.stdout.readline(), wait_s)).split())
