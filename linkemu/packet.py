@@ -418,7 +418,10 @@ class PacketLink:
 async def _amain(args: argparse.Namespace) -> int:
     rate = args.rate_kbps * 1000 if args.rate_kbps else None
     way = WayConfig(rate_bps=rate, delay_s=args.delay_ms / 1000, loss=args.loss_percent / 100)
-    async with PacketLink(up=way, down=way, seed=args.seed, prefix=args.prefix) as link:
+    cc = None if args.congestion_control == "host" else args.congestion_control
+    async with PacketLink(
+        up=way, down=way, seed=args.seed, prefix=args.prefix, congestion_control=cc
+    ) as link:
         print(
             f"linkemu.packet: station {link.station_ns} {link.station_addr}, "
             f"ground {link.ground_ns} {link.ground_addr}",
@@ -467,6 +470,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--loss-percent", type=float, default=0, help="chance each packet is lost, each way")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prefix", default="pktlink", help="namespace name prefix")
+    p.add_argument(
+        "--congestion-control", default="reno", help="TCP's on the link: reno, cubic, bbr … or host"
+    )
     p.add_argument("--ground", help="shell command run in the ground namespace first (e.g. a server)")
     p.add_argument("command", nargs="+", help="command run in the station namespace (after --)")
     args = p.parse_args(argv)
