@@ -96,14 +96,6 @@ class SenderConfig:
     rtt_window_s: float = 300.0
     # RTT this far above the base: the link's queue is filling (the link is the limit).
     queue_rtt_ratio: float = 1.5
-    # ... and this far once the link has been cut (a request failed before its deadline while
-    # the link was up) in the last ``cut_memory_s``: a cut throws away the bytes in the
-    # network, the link's queue with them (issue 14: a cut costs at most what was in the
-    # network, ~1 BDP). Where cuts come, the queue is held lower; a link never cut keeps the
-    # fuller queue that its goodput needs (1.25 everywhere cost 2.6 s RTT, 1 % loss ~1 point
-    # of goodput, under 0.9 on two seeds of three; docs/link.md).
-    cut_queue_rtt_ratio: float = 1.2
-    cut_memory_s: float = 3600.0
     # Streams added per interval until the queue is first seen, as a fraction of ``streams``.
     start_growth: float = 0.5
     # Small requests kept in flight (a photo opened ahead when fewer fly): the round trips
@@ -348,7 +340,6 @@ class TransferSender:
         self._least_rtt_s: float | None = None
         self._standing_rtt: float | None = None  # least small-request round trip this interval
         self._found_queue = False  # the stream count has once filled the link's queue
-        self._cut_at: float | None = None  # the link was last cut then (``_note_cut``)
         self._busy_cap = self.config.max_window  # requests ground last held when it said busy
         self._busy_until = now  # ... a cap kept until then
         # Link version 2 (ground's capability token lists link=2): the driver sets this to its
@@ -447,8 +438,6 @@ class TransferSender:
             if o is None:
                 break
             out.append(o)
-        if self._least_rtt_s is None:
-            out.sort(key=self._measured_first)
         if self._up and (len(self._requests) >= window + queries or self._data_requests() >= window):
             # Something could go now but the window holds it back (an OPEN counts: a backlog of
             # photos smaller than a chunk is all OPENs and single chunks).
@@ -458,14 +447,6 @@ class TransferSender:
                 for t in self._transfers.values()
             )
         return out
-
-    def _measured_first(self, o: Outgoing) -> int:
-        """Until a round trip has been measured, the small requests (the samples the stream
-        count is sized by) leave first, ahead of the first flight: behind 16 initial TCP windows
-        the first sample took their queue (1.1 s at 1.5 Mbit/s) for the path's base RTT, and
-        while the streams kept that queue the base stayed 1.8 x too long for minutes (61
-        streams at 1.4 s RTT instead of 34; docs/link.md). Only the order changes."""
-        return 0 if o.payload_bytes <= self.config.small_request_bytes else 1
 
     def _small_probes(self) -> int:
         """While down, one probe at a time, plus one for each small upload waiting to open
@@ -525,11 +506,10 @@ class TransferSender:
         interval, as Copa's: a retransmitted or slow sample does not move it) against the
         base: while the window holds requests back and the standing RTT stays near the base,
         the link has room the streams do not use: add half (an eighth once the queue has been
-        seen, so the count does not swing about where it fills the link). Once it rises
-        ``queue_target_ratio`` × the base (1.5; 1.2 on a link that cuts), the link's queue is
-        filling: the link is the limit, so shed an eighth. The count settles where the queue
-        holds about half a bandwidth-delay product (a fifth where the link cuts; docs/link.md
-        has the measurements). An interval without a sample decides nothing."""
+        seen, so the count does not swing about where it fills the link). Once it rises ``queue_rtt_ratio``
+        × the base, the link's queue is filling: the link is the limit, so shed an eighth.
+        The count settles where the queue holds about half a bandwidth-delay product
+        (docs/link.md has the measurements). An interval without a sample decides nothing."""
         c = self.config
         base = self.base_rtt_s
         standing = self._standing_rtt
@@ -537,9 +517,8 @@ class TransferSender:
             return
         top = min(c.max_window, max(c.streams_floor_max, round(c.streams_per_rtt_s * base)))
         cap = top if now >= self._busy_until else min(top, self._busy_cap)
-        ratio = self.queue_target_ratio(now)
         if self._window_limited:
-            if standing > ratio * base:
+            if standing > c.queue_rtt_ratio * base:
                 self.streams = max(min(c.window, cap), self.streams - max(1, self.streams // 8))
                 self._found_queue = True
             else:
@@ -923,23 +902,7 @@ class TransferSender:
         self._now = max(self._now, now)
         req = self._requests.pop(seq, None)
         if req is not None:
-            self._note_cut(req, now)
             self._fail(req, now, reason)
-
-    def _note_cut(self, req: _Req, now: float) -> None:
-        """A request that failed well before its deadline while the link was up was cut (its
-        connection dropped or was refused), not slow: the link cuts, so the stream count holds
-        its queue lower from now (``queue_target_ratio``)."""
-        if self._up and now - req.sent_at < 0.9 * (req.deadline - req.sent_at):
-            self._cut_at = now
-
-    def queue_target_ratio(self, now: float) -> float:
-        """The standing RTT over the base above which the streams are shed: lower for
-        ``cut_memory_s`` after a cut (each throws away the queue), else ``queue_rtt_ratio``."""
-        c = self.config
-        if self._cut_at is not None and now - self._cut_at < c.cut_memory_s:
-            return min(c.queue_rtt_ratio, c.cut_queue_rtt_ratio)
-        return c.queue_rtt_ratio
 
     def _on_status(self, t: _Transfer, req: _Req, resp: Status, now: float, held_s: float = 0.0) -> None:
         if req.span is not None and req.copy:
