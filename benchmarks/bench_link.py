@@ -341,6 +341,13 @@ def _virtual_one(args: tuple[str, str, float, int]) -> dict[str, Any]:
         "resent_per_cut": by["resent_by_application"] / cuts if cuts else None,
         # Station → ground bytes a cut threw away in the network (sent, not delivered).
         "in_network_per_cut": lk["cut_in_network_bytes"] / cuts if cuts else None,
+        # The costliest cut; cuts that found bytes in the network (a cut of an idle link costs
+        # nothing and would pull the mean down); bytes of the cuts held out of order at ground.
+        "in_network_max_cut": lk["cut_in_network_max_bytes"] if cuts else None,
+        "busy_cuts": lk["cuts_with_bytes_in_network"],
+        "out_of_order_per_cut": lk["cut_out_of_order_bytes"] / cuts if cuts else None,
+        # Thrown away by connections aborted for another reason (timeouts): not counted per cut.
+        "aborted_in_network": lk["aborted_in_network_bytes"],
         "left": rep["posts"]["still_queued_onboard"],
         "seed": seed,
     }
@@ -436,13 +443,22 @@ def print_table(
     if cut_rows:
         print(
             "\nper cut, in BDP: chunk bytes handed to TCP again; station → ground bytes lost in the network"
+            " (mean per cut; per cut that found bytes in it, and the costliest)"
         )
         for r in sorted(cut_rows, key=lambda r: (r["profile"], r["transfer"], r["seed"])):
             bdp = bounds(r["profile"])[2]
+            extra = ""
+            if r.get("in_network_max_cut") is not None:  # JSON lines of older runs lack these
+                busy = r["busy_cuts"]
+                per_busy = (r["in_network_per_cut"] or 0) * r["cuts"] / busy / bdp if busy else 0.0
+                extra = (
+                    f" ({busy} cuts with bytes in it: mean {per_busy:.2f}, max {r['in_network_max_cut'] / bdp:.2f};"
+                    f" out of order at ground {r['out_of_order_per_cut'] / bdp:.2f} per cut)"
+                )
             print(
                 f"- {r['profile']} {LABELS.get(r['transfer'], r['transfer'])} seed {r['seed']}: {r['cuts']} cuts, "
-                f"resent {r['resent_per_cut'] / bdp:.2f}, in the network {(r['in_network_per_cut'] or 0) / bdp:.2f} "
-                f"(BDP {bdp / 1000:,.0f} kB)"
+                f"resent {r['resent_per_cut'] / bdp:.2f}, in the network {(r['in_network_per_cut'] or 0) / bdp:.2f}"
+                f"{extra} (BDP {bdp / 1000:,.0f} kB)"
             )
 
 

@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         _patch_sender(dict(kv.split("=", 1) for kv in args.sender))
     pooled: dict[str, list[float]] = {}
     syns: dict[str, list[int]] = {}
+    cost: dict[str, list[int]] = {}  # dark windows, copies, copy bytes up, down
     for name in args.profiles:
         for seed in args.seeds:
             t0 = time.monotonic()
@@ -111,22 +112,41 @@ def main(argv: list[str] | None = None) -> int:
                 "syns": r.syns,
                 "syns_dark": r.syns_dark,
                 "syns_dark_per_min": round(r.syns_dark / max(dark_s / 60, 1e-9), 1),
+                # What hedging cost (docs/link.md): copies that crossed, their bytes, and the
+                # run's bytes each way (app bytes on TCP; IP bytes with headers and handshakes).
+                "dark_windows": len(r.dark_windows),
+                "hedge": (r.traffic_by_kind or {}).get("hedge", {}),
+                "wire_up": r.wire_to_ground_bytes,
+                "wire_down": r.wire_to_station_bytes,
+                "ip_bytes": r.ip_bytes,
                 "rtts": [round(x, 3) for x in lat],
                 "wall_s": round(time.monotonic() - t0, 1),
             }
             print(json.dumps(line), flush=True)
             pooled.setdefault(name, []).extend(lat)
             syns.setdefault(name, []).append(r.syns_dark)
+            h = line["hedge"]
+            assert isinstance(h, dict)
+            add = [
+                len(r.dark_windows),
+                h.get("requests", 0),
+                h.get("request_bytes", 0),
+                h.get("response_bytes", 0),
+            ]
+            cost[name] = [a + b for a, b in zip(cost.get(name, [0, 0, 0, 0]), add, strict=True)]
     seeds = ", ".join(map(str, args.seeds))
     print(
-        f"\n| profile (seeds {seeds}) | posts | median | 90th pct | above 2 RTT | max | SYNs into the dark |"
+        f"\n| profile (seeds {seeds}) | posts | median | 90th pct | above 2 RTT | max | SYNs into the dark "
+        "| copies sent | copy bytes up / down per dark window |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, lat in pooled.items():
         s = summary(lat)
+        windows, copies, up, down = cost[name]
         print(
             f"| `{name}` | {s['posts']} | {s.get('median')} | {s.get('p90')} | {s.get('above_2')} | "
-            f"{s.get('max')} | {sum(syns[name])} |"
+            f"{s.get('max')} | {sum(syns[name])} | {copies} | {up / max(windows, 1):.0f} / "
+            f"{down / max(windows, 1):.0f} B |"
         )
     return 0
 

@@ -27,9 +27,14 @@ from contextlib import contextmanager
 
 from durable.sqlitedb import transaction
 
-# (kind, table, key columns as SQL over NEW/OLD, trigger events). One place for all of them.
+# What makes the publications' INSERT trigger stand aside for a group stamp
+# (stamping_inserts_by_group).
+_UNLESS_BY_GROUP = "NOT EXISTS (SELECT 1 FROM changes_by_group)"
+
+# (kind, table, key columns as SQL over NEW/OLD, trigger events, condition). One place for all
+# of them; a database whose trigger reads otherwise (an earlier release's) gets this one.
 _STAMPED = (
-    ("pub", "publications", ("item_id", "account"), "INSERT", None),
+    ("pub", "publications", ("item_id", "account"), "INSERT", _UNLESS_BY_GROUP),
     (
         "pub",
         "publications",
@@ -108,21 +113,15 @@ CREATE TABLE IF NOT EXISTS commands (
 MAX_CLAIMS = 256
 
 
-# What makes the publications' INSERT trigger stand aside for a group stamp
-# (stamping_inserts_by_group).
-_UNLESS_BY_GROUP = "NOT EXISTS (SELECT 1 FROM changes_by_group)"
-
-
 def _trigger(n: int, kind: str, table: str, keys: tuple[str, ...], event: str, when: str | None) -> str:
     row = "OLD" if event == "DELETE" else "NEW"
     k = [f"CAST({row}.{c} AS TEXT)" for c in keys] + ["''"] * (2 - len(keys))
-    if (table, event) == ("publications", "INSERT"):
-        when = f"({when}) AND {_UNLESS_BY_GROUP}" if when else _UNLESS_BY_GROUP
+    # Written as SQLite keeps it in sqlite_master, so ensure_schema can compare the two.
     return (
-        f"CREATE TRIGGER IF NOT EXISTS changes_{table}_{n} AFTER {event} ON {table} "
+        f"CREATE TRIGGER changes_{table}_{n} AFTER {event} ON {table} "
         + (f"WHEN {when} " if when else "")
         + f"BEGIN DELETE FROM changes WHERE kind = '{kind}' AND k1 = {k[0]} AND k2 = {k[1]}; "
-        f"INSERT INTO changes (kind, k1, k2) VALUES ('{kind}', {k[0]}, {k[1]}); END;"
+        f"INSERT INTO changes (kind, k1, k2) VALUES ('{kind}', {k[0]}, {k[1]}); END"
     )
 
 
@@ -133,10 +132,11 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     for n, (kind, table, keys, event, when) in enumerate(_STAMPED):
         name = f"changes_{table}_{n}"
         found = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?", (name,))
-        old = found.fetchone()
-        if (table, event) == ("publications", "INSERT") and old and "changes_by_group" not in old[0]:
-            conn.execute(f"DROP TRIGGER {name}")  # an earlier release's: stamps row by row only
-        conn.execute(_trigger(n, kind, table, keys, event, when))
+        old, sql = found.fetchone(), _trigger(n, kind, table, keys, event, when)
+        if old and old[0] != sql:
+            conn.execute(f"DROP TRIGGER {name}")  # an earlier release's (e.g. stamping row by row only)
+        if not old or old[0] != sql:
+            conn.execute(sql)
     if fresh:
         _backfill(conn)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -538,10 +539,8 @@ def serve(
     import sys
 
     from . import logs
-    from .credentials import store_for
     from .edge import EdgeLimits
     from .server import serve as run
-    from .tls import TlsFiles, home_files, make_self_signed, server_context
 
     if log_format not in ("text", "json"):
         raise GroundError(f"--log-format must be text or json, not {log_format!r}")
@@ -549,16 +548,7 @@ def serve(
     logs.setup(log_format)
     # Whatever a library prints straight to stderr goes through the same redaction.
     sys.stderr = logs.RedactingStream(sys.stderr)
-    store = store_for(home.root)
-    for cred in store.all():
-        logs.register_secret(cred.secret)
-        with contextlib.suppress(
-            GroundError
-        ):  # OAuth tokens at start (they rotate; the shapes catch later ones)
-            tokens = store.load_tokens(cred.target)
-            if tokens is not None:
-                logs.register_secret(tokens.access_token)
-                logs.register_secret(tokens.refresh_token)
+    _register_secrets(home, logs)
     _warn_without_operators(home, logs, logging.WARNING)
     if public_base_url is not None:
         from .public_media import set_base_url
@@ -568,21 +558,7 @@ def serve(
             f"photos for Instagram/Threads served under {set_base_url(home.root, public_base_url)}/public/media/",
         )
 
-    ctx = None
-    if tls_cert is not None or tls_key is not None:
-        if tls_cert is None or tls_key is None:
-            raise GroundError("--tls-cert and --tls-key go together")
-        ctx = server_context(TlsFiles(cert=tls_cert, key=tls_key))
-    elif tls:
-        files = home_files(home.root)
-        if not files.cert.exists():
-            files = make_self_signed(home.root, [host, "localhost", "127.0.0.1"])
-            logs.event(
-                "tls_certificate",
-                f"made a self-signed certificate {files.cert}; re-issue station tokens to pin it",
-            )
-        ctx = server_context(files)
-        logs.event("tls_certificate", f"TLS certificate SHA-256 {files.sha256}", sha256=files.sha256)
+    ctx = _tls_context(home, host, tls, tls_cert, tls_key, logs)
     try:
         asyncio.run(
             run(
@@ -596,6 +572,46 @@ def serve(
         )
     except OSError as exc:
         raise GroundError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def _register_secrets(home: GroundHome, logs: Any) -> None:
+    """Tell the log redaction every credential and OAuth token this ground holds now."""
+    from .credentials import store_for
+
+    store = store_for(home.root)
+    for cred in store.all():
+        logs.register_secret(cred.secret)
+        # OAuth tokens as they are at start: they rotate, and the redaction's shapes catch later ones.
+        with contextlib.suppress(GroundError):
+            tokens = store.load_tokens(cred.target)
+            if tokens is not None:
+                logs.register_secret(tokens.access_token)
+                logs.register_secret(tokens.refresh_token)
+
+
+def _tls_context(
+    home: GroundHome, host: str, tls: bool, cert: Path | None, key: Path | None, logs: Any
+) -> ssl.SSLContext | None:
+    """The server's TLS context: the operator's files, or (``--tls``) the home's own, made
+    self-signed the first time; None for plain HTTP."""
+    from .tls import TlsFiles, home_files, make_self_signed, server_context
+
+    if cert is not None or key is not None:
+        if cert is None or key is None:
+            raise GroundError("--tls-cert and --tls-key go together")
+        return server_context(TlsFiles(cert=cert, key=key))
+    if not tls:
+        return None
+    files = home_files(home.root)
+    if not files.cert.exists():
+        files = make_self_signed(home.root, [host, "localhost", "127.0.0.1"])
+        logs.event(
+            "tls_certificate",
+            f"made a self-signed certificate {files.cert}; re-issue station tokens to pin it",
+        )
+    ctx = server_context(files)
+    logs.event("tls_certificate", f"TLS certificate SHA-256 {files.sha256}", sha256=files.sha256)
+    return ctx
 
 
 def _warn_without_operators(home: GroundHome, logs: Any, level: int) -> None:

@@ -17,9 +17,10 @@ import hashlib
 import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from durable.files import FileBatch
-from protocol import ErrorCode, Post, RemoteProtocolError, VerifiedBundle, verify_bundle
+from protocol import ErrorCode, Post, RemoteProtocolError, VerifiedBundle, VerifiedItem, verify_bundle
 from protocol.codecs import DEFAULT_DECODERS, Decoder
 from protocol.limits import DEFAULT_LIMITS, Limits
 from protocol.model import Cancel, Retract
@@ -200,7 +201,6 @@ def _accept(home: GroundHome, vb: VerifiedBundle, data: bytes, *, source: str, n
 
     if conn.execute("SELECT 1 FROM bundles WHERE sha256 = ?", (vb.sha256,)).fetchone():
         return result(Outcome.DUPLICATE, 0)
-    n_pubs = 0
     # A format-2 signer's statement is one object shared by all their items: hash and store it
     # once per bundle, not once per item (that was quadratic in the bundle size; issue 18).
     statement_sha: dict[bytes, bytes | None] = {}
@@ -212,47 +212,20 @@ def _accept(home: GroundHome, vb: VerifiedBundle, data: bytes, *, source: str, n
         )
         item_rows, pub_rows = [], []
         for v in vb.items:
-            it = v.item
             proof = None if v.signed.inclusion is None else v.signed.inclusion.to_bytes()
             item_rows.append(
-                (
-                    it.id,
+                _item_row(
                     vb.header.bundle_id,
-                    it.kind.name.lower(),
-                    it.author,
-                    v.signed.key_id,
-                    v.signed.body,
-                    v.signed.signature,
+                    v,
                     _statement_sha(conn, statement_sha, v.signed.statement),
-                    it.created_ms,
-                    it.publish_at_ms if isinstance(it, Post) else None,
-                    None if isinstance(it, Post) else it.target_id,
-                    now_ms,
-                    # Format 3: this item's own proof, bounded (docs/PROTOCOL.md §17).
                     proof,
+                    now_ms,
                 )
             )
-            if isinstance(it, Post):
-                decoded.remember(v.signed.body, it, proof, v.signed.inclusion)  # publishing reuses them
-                for account in it.targets:
-                    if (it.author, account) not in refusals:  # one query per signer and account
-                        refusals[it.author, account] = refusal(conn, it.author, account)
-                    why = refusals[it.author, account]
-                    pub_rows.append(
-                        (
-                            it.id,
-                            account,
-                            "pending" if why is None else "rejected",
-                            now_ms,
-                            it.publish_at_ms if why is None else None,
-                            why,
-                            None if why is None else 0,
-                        )
-                    )
-                    if why is None:
-                        n_pubs += 1
-                    else:
-                        audit(conn, now_ms, "ingest", "reject-item", f"{it.id} → {account}: {why}")
+            if isinstance(v.item, Post):
+                decoded.remember(v.signed.body, v.item, proof, v.signed.inclusion)  # publishing reuses them
+                pub_rows += _publication_rows(conn, v.item, refusals, now_ms)
+        n_pubs = sum(1 for r in pub_rows if r[2] == "pending")
         # All rows in two statements (one INSERT per row was most of this transaction's time).
         conn.executemany(
             "INSERT INTO items (id, bundle_id, kind, author, key_id, body, signature, statement_sha256, "
@@ -275,6 +248,53 @@ def _accept(home: GroundHome, vb: VerifiedBundle, data: bytes, *, source: str, n
             f"bundle {vb.header.bundle_id} from {source}: {len(posts)} post(s), {len(commands)} command(s)",
         )
     return result(Outcome.ACCEPTED, n_pubs)
+
+
+def _item_row(
+    bundle_id: str, v: VerifiedItem, statement_sha256: bytes | None, proof: bytes | None, now_ms: int
+) -> tuple[Any, ...]:
+    """The items row of one verified item."""
+    it = v.item
+    return (
+        it.id,
+        bundle_id,
+        it.kind.name.lower(),
+        it.author,
+        v.signed.key_id,
+        v.signed.body,
+        v.signed.signature,
+        statement_sha256,
+        it.created_ms,
+        it.publish_at_ms if isinstance(it, Post) else None,
+        None if isinstance(it, Post) else it.target_id,
+        now_ms,
+        proof,  # format 3: this item's own proof, bounded (docs/PROTOCOL.md §17)
+    )
+
+
+def _publication_rows(
+    conn: sqlite3.Connection, post: Post, refusals: dict[tuple[str, str], str | None], now_ms: int
+) -> list[tuple[Any, ...]]:
+    """A post's publications rows: pending, or rejected (and audited) where the account refuses its author."""
+    rows = []
+    for account in post.targets:
+        if (post.author, account) not in refusals:  # one query per signer and account
+            refusals[post.author, account] = refusal(conn, post.author, account)
+        why = refusals[post.author, account]
+        rows.append(
+            (
+                post.id,
+                account,
+                "pending" if why is None else "rejected",
+                now_ms,
+                post.publish_at_ms if why is None else None,
+                why,
+                None if why is None else 0,
+            )
+        )
+        if why is not None:
+            audit(conn, now_ms, "ingest", "reject-item", f"{post.id} → {account}: {why}")
+    return rows
 
 
 def _statement_sha(

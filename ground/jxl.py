@@ -30,7 +30,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from protocol.capabilities import Capabilities
@@ -266,14 +266,44 @@ def __getattr__(name: str) -> Mapping[int, Decoder]:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _child_main(argv: list[str]) -> int:
-    """The limited child: argv RAW_SIZE MEMORY_BYTES CPU_S MAX_PIXELS; stdin JPEG XL, stdout the JPEG."""
+def limit_child(argv: list[str]) -> tuple[int, int]:
+    """In a decoder child: apply argv's MEMORY_BYTES and CPU_S limits; return (RAW_SIZE, MAX_PIXELS)."""
     import resource
 
     raw_size, memory_bytes, cpu_s, max_pixels = (int(a) for a in argv[:4])
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return raw_size, max_pixels
+
+
+def decode_within(
+    dims: tuple[int, int],
+    raw_size: int,
+    max_pixels: int,
+    decode: Callable[[], bytes],
+    errors: type[Exception] | tuple[type[Exception], ...],
+) -> int:
+    """In a decoder child: refuse a frame too large for the signed size, else decode to stdout; the exit code."""
+    try:
+        check_dimensions(*dims, raw_size, max_pixels)
+    except ImageTooLarge as exc:
+        sys.stderr.write(f"{exc}\n")
+        return _EXIT_TOO_LARGE
+    try:
+        out = decode()
+    except errors as exc:
+        sys.stderr.write(f"{exc}\n")
+        return _EXIT_CORRUPT
+    # One byte past the signed size is enough for the parent to see a wrong length.
+    sys.stdout.buffer.write(out[: raw_size + 1])
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _child_main(argv: list[str]) -> int:
+    """The limited child: argv RAW_SIZE MEMORY_BYTES CPU_S MAX_PIXELS; stdin JPEG XL, stdout the JPEG."""
+    raw_size, max_pixels = limit_child(argv)
 
     from photocodec.jxl import JxlError, default_backend, rebuild
 
@@ -293,19 +323,7 @@ def _child_main(argv: list[str]) -> int:
     if dims is None:
         sys.stderr.write("not JPEG XL, or its size header is unreadable\n")
         return _EXIT_CORRUPT
-    try:
-        check_dimensions(*dims, raw_size, max_pixels)
-    except ImageTooLarge as exc:
-        sys.stderr.write(f"{exc}\n")
-        return _EXIT_TOO_LARGE
-    try:
-        out = rebuild(stored, raw_size, backend)
-    except JxlError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return _EXIT_CORRUPT
-    sys.stdout.buffer.write(out[: raw_size + 1])
-    sys.stdout.buffer.flush()
-    return 0
+    return decode_within(dims, raw_size, max_pixels, lambda: rebuild(stored, raw_size, backend), JxlError)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,9 @@ import sys
 from ground.jxl import (
     _EXIT_CORRUPT,
     _EXIT_NO_CODEC,
-    _EXIT_TOO_LARGE,
     MAX_PIXELS,
-    ImageTooLarge,
-    check_dimensions,
+    decode_within,
+    limit_child,
     run_decoder_child,
 )
 
@@ -69,12 +68,7 @@ def decode_jpeg(
 
 def _child_main(argv: list[str]) -> int:
     """The limited child: argv RAW_SIZE MEMORY_BYTES CPU_S MAX_PIXELS; stdin Lepton, stdout the JPEG."""
-    import resource
-
-    raw_size, memory_bytes, cpu_s, max_pixels = (int(a) for a in argv[:4])
-    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    raw_size, max_pixels = limit_child(argv)
 
     from photocodec import lepton
 
@@ -93,19 +87,10 @@ def _child_main(argv: list[str]) -> int:
     if frame is None:
         sys.stderr.write("its JPEG header is corrupt, cut short or has no frame header\n")
         return _EXIT_CORRUPT
-    try:
-        check_dimensions(frame.width, frame.height, raw_size, max_pixels)
-    except ImageTooLarge as exc:
-        sys.stderr.write(f"{exc}\n")
-        return _EXIT_TOO_LARGE
-    try:
-        out = lepton.decode(stored, raw_size)
-    except lepton.LeptonError as exc:
-        sys.stderr.write(f"{exc}\n")
-        return _EXIT_CORRUPT
-    sys.stdout.buffer.write(out[: raw_size + 1])
-    sys.stdout.buffer.flush()
-    return 0
+    dims = (frame.width, frame.height)
+    return decode_within(
+        dims, raw_size, max_pixels, lambda: lepton.decode(stored, raw_size), lepton.LeptonError
+    )
 
 
 if __name__ == "__main__":

@@ -97,6 +97,16 @@ class PacketStats:
         return self.random_cuts + self.loss_cuts
 
 
+def congestion_controls(which: str = "available") -> list[str]:
+    """TCP congestion controls this kernel has (``available``) or lets namespaces default to
+    (``allowed``); empty if it does not say."""
+    try:
+        with open(f"/proc/sys/net/ipv4/tcp_{which}_congestion_control") as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
 def check_environment() -> None:
     """Raise PacketLinkError saying why the packet link cannot run here (tests skip with it)."""
     if os.geteuid() != 0:
@@ -165,6 +175,11 @@ class PacketLink:
     ``up`` is station → ground, ``down`` ground → station; ``seed`` picks the random losses
     (one stream per direction); ``prefix`` names the namespaces (use your test's or tool's
     name, so parallel users never collide); ``cut_dark_s`` is how long cut_all() darkens it.
+    ``congestion_control``: the TCP congestion control of every connection between the two
+    sides (set on each side's route to the other, ``congctl``, and as the namespace's default
+    where the host allows it). None: this host's default, BBR on this machine, which does not
+    back off on random loss. Default ``reno`` (with SACK and RACK: the NewReno simlink models,
+    so real and virtual time compare); ``cubic`` is what a station's Linux kernel runs.
     """
 
     def __init__(
@@ -175,6 +190,7 @@ class PacketLink:
         seed: int = 0,
         prefix: str = "pktlink",
         cut_dark_s: float = 0.5,
+        congestion_control: str | None = "reno",
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_]{1,16}", prefix):
             raise PacketLinkError(f"prefix must be 1–16 letters, digits or _, not {prefix!r}")
@@ -184,6 +200,13 @@ class PacketLink:
         self.stats = PacketStats(up=self.schedule.up.counters, down=self.schedule.down.counters)
         self.prefix = prefix
         self.cut_dark_s = cut_dark_s
+        available = congestion_controls("available")
+        if congestion_control is not None and available and congestion_control not in available:
+            raise PacketLinkError(
+                f"TCP congestion control {congestion_control!r} is not available in this kernel "
+                f"(available: {', '.join(available)})"
+            )
+        self.congestion_control = congestion_control
         n = next(_instances)
         pid = os.getpid()
         self.station_ns = f"{prefix}-{pid}-{n}-sta"
@@ -228,12 +251,15 @@ class PacketLink:
                 _ip("-n", ns, "addr", "add", addr, "peer", peer, "dev", dev)
                 _ip("-n", ns, "link", "set", "dev", dev, "mtu", str(MTU_BYTES), "up")
                 _ip("-n", ns, "link", "set", "dev", "lo", "up")
+                if self.congestion_control is not None:
+                    self._set_congestion_control(ns, dev, addr, peer)
                 if side == "sta":
                     self.station_dev = dev
                 else:
                     self.ground_dev = dev
         except BaseException:
-            self._teardown()
+            with contextlib.suppress(PacketLinkError):  # the error that stopped set-up says more
+                self._teardown()
             raise
         self._loop.add_reader(self._fds["sta"], self._on_readable, "up")
         self._loop.add_reader(self._fds["gnd"], self._on_readable, "down")
@@ -275,6 +301,19 @@ class PacketLink:
                 failed.append(str(exc))
         if failed:
             raise PacketLinkError("; ".join(failed))
+
+    def _set_congestion_control(self, ns: str, dev: str, addr: str, peer: str) -> None:
+        """Make ``congestion_control`` what every connection between the two sides uses."""
+        cc = self.congestion_control
+        assert cc is not None
+        # The route to the other side names it (congctl), which every connection of the link
+        # takes; a route may name any available algorithm, while a namespace may default only
+        # to what the host allows (net.ipv4.tcp_allowed_congestion_control).
+        _ip("-n", ns, "route", "replace", f"{peer}/32", "dev", dev, "src", addr, "congctl", cc)
+        if cc in congestion_controls("allowed"):
+            # and the namespace's default too, so `sysctl net.ipv4.tcp_congestion_control` inside
+            # says what runs (per namespace since Linux 4.15)
+            _ip("netns", "exec", ns, "sysctl", "-qw", f"net.ipv4.tcp_congestion_control={cc}")
 
     # -- forwarding ------------------------------------------------------------------
 
@@ -379,7 +418,10 @@ class PacketLink:
 async def _amain(args: argparse.Namespace) -> int:
     rate = args.rate_kbps * 1000 if args.rate_kbps else None
     way = WayConfig(rate_bps=rate, delay_s=args.delay_ms / 1000, loss=args.loss_percent / 100)
-    async with PacketLink(up=way, down=way, seed=args.seed, prefix=args.prefix) as link:
+    cc = None if args.congestion_control == "host" else args.congestion_control
+    async with PacketLink(
+        up=way, down=way, seed=args.seed, prefix=args.prefix, congestion_control=cc
+    ) as link:
         print(
             f"linkemu.packet: station {link.station_ns} {link.station_addr}, "
             f"ground {link.ground_ns} {link.ground_addr}",
@@ -400,6 +442,9 @@ async def _amain(args: argparse.Namespace) -> int:
         )
         rc = await station.wait()
         for p in procs:
+            # What the station sent last is still crossing: give the ground a few RTTs to finish.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(p.wait(), 1.0 + 4 * args.delay_ms / 1000)
             if p.returncode is None:
                 p.terminate()
             await p.wait()
@@ -425,6 +470,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--loss-percent", type=float, default=0, help="chance each packet is lost, each way")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--prefix", default="pktlink", help="namespace name prefix")
+    p.add_argument(
+        "--congestion-control", default="reno", help="TCP's on the link: reno, cubic, bbr … or host"
+    )
     p.add_argument("--ground", help="shell command run in the ground namespace first (e.g. a server)")
     p.add_argument("command", nargs="+", help="command run in the station namespace (after --)")
     args = p.parse_args(argv)

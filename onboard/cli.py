@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -37,6 +38,11 @@ from .export import CURRENT_GROUND, export_queue
 from .home import Home
 from .receipts import Photos, account_words, fidelity_sentence, photo_fidelity
 from .renditions import plan_for as rendition_plan
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from .sync import SyncResult, SyncStatus
 
 app = typer.Typer(
     help="orbitpost onboard client: queue, sign and send posts from the station.\n\n"
@@ -623,6 +629,35 @@ def sync(
     """
 
     home = state.home  # a missing home is refused before any progress is drawn
+    from .sync import sync as run_sync
+
+    progress, on_status = _sync_progress()
+    with stop_on_sigterm(), progress:
+        try:
+            result = run_stoppable(
+                run_sync(
+                    home,
+                    watch=watch,
+                    give_up_after_s=give_up_after,
+                    wait_published_s=wait_published,
+                    on_status=on_status,
+                )
+            )
+        except KeyboardInterrupt as exc:
+            progress.stop()
+            err_console.print(
+                f"sync stopped by {stop_reason(exc)}; nothing is lost: "
+                "run `onboard sync` again to resume where it left off"
+            )
+            return
+    if json_out:
+        dump_json("orbitpost.onboard.sync", 1, _sync_json(result))
+        return
+    _print_sync_result(result)
+
+
+def _sync_progress() -> tuple[Progress, Callable[[SyncStatus], None]]:
+    """The sync progress bar on stderr and the callback that moves it."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -631,9 +666,6 @@ def sync(
         TimeRemainingColumn,
         TransferSpeedColumn,
     )
-
-    from .sync import SyncStatus
-    from .sync import sync as run_sync
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -656,42 +688,27 @@ def sync(
             description=f"{link_txt} · {s.transfers_left} transfer(s) left",
         )
 
-    with stop_on_sigterm(), progress:
-        try:
-            result = run_stoppable(
-                run_sync(
-                    home,
-                    watch=watch,
-                    give_up_after_s=give_up_after,
-                    wait_published_s=wait_published,
-                    on_status=on_status,
-                )
-            )
-        except KeyboardInterrupt as exc:
-            progress.stop()
-            err_console.print(
-                f"sync stopped by {stop_reason(exc)}; nothing is lost: "
-                "run `onboard sync` again to resume where it left off"
-            )
-            return
-    if json_out:
-        dump_json(
-            "orbitpost.onboard.sync",
-            1,
-            {
-                "committed": result.committed,
-                "rejected": result.rejected,
-                "receipts": result.receipts,
-                "requests": result.requests,
-                "request_bytes": result.request_bytes,
-                "chunk_bytes": result.chunk_bytes,
-                "retried": result.failures,
-                "duration_s": round(result.duration_s, 3),
-                "pending_items": result.pending_items,
-                "photos_as_is": list(result.photos_as_is),
-            },
-        )
-        return
+    return progress, on_status
+
+
+def _sync_json(result: SyncResult) -> dict[str, Any]:
+    """`onboard sync --json`'s fields (docs/cli-json.md)."""
+    return {
+        "committed": result.committed,
+        "rejected": result.rejected,
+        "receipts": result.receipts,
+        "requests": result.requests,
+        "request_bytes": result.request_bytes,
+        "chunk_bytes": result.chunk_bytes,
+        "retried": result.failures,
+        "duration_s": round(result.duration_s, 3),
+        "pending_items": result.pending_items,
+        "photos_as_is": list(result.photos_as_is),
+    }
+
+
+def _print_sync_result(result: SyncResult) -> None:
+    """The summary line, photos sent as they are, and (exit 1) what ground refused."""
     console.print(
         f"sync done: {result.committed} transfer(s) committed, {result.rejected} rejected, "
         f"{result.receipts} receipt(s); {result.request_bytes:,} bytes sent in {result.requests} request(s), "

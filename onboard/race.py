@@ -15,6 +15,9 @@ instead of at the kernel's next SYN retry (1, 2, 4 s … after the first). Unlik
   attempts still under way are abandoned (as Happy Eyeballs closes the losers). One that
   connects after its request gave up (a probe's deadline) is kept ``SPARE_KEEP_S`` for the
   next request, which the sender sends at once: a deadline no longer restarts the race.
+- a copy of a request (``hedge``: a text post written in the dark, sent twice) takes a
+  connection only from attempts already under way, once every request waiting on ``connect``
+  has one; it starts no attempt of its own, and gets None at once when none is under way.
 
 simlink/vhttp.py ``SimRace`` models this race in virtual time.
 """
@@ -49,6 +52,7 @@ class ConnectRace:
         self._factory = socket_factory
         self._clock = clock
         self._waiting: list[asyncio.Future[socket.socket]] = []
+        self._hedges: list[asyncio.Future[socket.socket | None]] = []  # copies (``hedge``)
         self._attempts: set[asyncio.Task[None]] = set()
         self._spare: list[tuple[socket.socket, float]] = []
         self._addr: AddrInfo | None = None
@@ -84,6 +88,25 @@ class ConnectRace:
             with contextlib.suppress(ValueError):
                 self._waiting.remove(fut)
 
+    async def hedge(self, addr_info: AddrInfo) -> socket.socket | None:
+        """A connection for a copy of a request: a spare one, or one the attempts already under
+        way make after every request waiting on ``connect`` has its own. None when none is
+        under way (or the race ends without one): the copy is not sent."""
+        sock = self.take(addr_info)
+        if sock is not None or addr_info != self._addr or not (self._attempts or self._waiting):
+            return sock
+        fut: asyncio.Future[socket.socket | None] = asyncio.get_running_loop().create_future()
+        self._hedges.append(fut)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and (got := fut.result()) is not None:
+                self._keep(got)  # it connected as the copy was withdrawn: the next takes it
+            raise
+        finally:
+            with contextlib.suppress(ValueError):
+                self._hedges.remove(fut)
+
     def take(self, addr_info: AddrInfo) -> socket.socket | None:
         """A connection the race made that no request took yet (None: none left open)."""
         if addr_info != self._addr:
@@ -102,6 +125,7 @@ class ConnectRace:
             self._timer = None
         for t in list(self._attempts):
             t.cancel()
+        self._release_hedges()
         self._drop_spares()
 
     # -- the race --------------------------------------------------------------------------
@@ -114,7 +138,7 @@ class ConnectRace:
         if len(self._attempts) < MAX_OPEN:
             task = loop.create_task(self._try(self._addr))
             self._attempts.add(task)
-            task.add_done_callback(self._attempts.discard)
+            task.add_done_callback(self._attempt_ended)
             self.started += 1
         self._next_at = loop.time() + self._every_s
         self._timer = loop.call_at(self._next_at, self._attempt)
@@ -139,15 +163,34 @@ class ConnectRace:
             raise
         self._connected(sock)
 
+    def _attempt_ended(self, task: asyncio.Task[None]) -> None:
+        self._attempts.discard(task)
+        if not self._attempts and not self._waiting:
+            self._release_hedges()  # no connection is coming for the copies
+
     def _connected(self, sock: socket.socket) -> None:
-        while self._waiting:
-            fut = self._waiting.pop(0)
+        """A request waiting on ``connect`` takes ``sock``, else a copy (``hedge``), else it is
+        kept for the next request; once none waits, the attempts under way are abandoned."""
+        if not self._serve(self._waiting, sock) and not self._serve(self._hedges, sock):
+            self._keep(sock)
+            return
+        if not self._waiting and not self._hedges:
+            self._abandon()  # every request and copy served: the rest would only load ground
+
+    @staticmethod
+    def _serve(queue: list[Any], sock: socket.socket) -> bool:
+        while queue:
+            fut = queue.pop(0)
             if not fut.done():
                 fut.set_result(sock)
-                if not self._waiting:
-                    self._abandon()  # every request served: the rest would only load ground
-                return
-        self._keep(sock)
+                return True
+        return False
+
+    def _release_hedges(self) -> None:
+        hedges, self._hedges = self._hedges, []
+        for fut in hedges:
+            if not fut.done():
+                fut.set_result(None)
 
     def _abandon(self) -> None:
         for t in list(self._attempts):
@@ -163,6 +206,7 @@ class ConnectRace:
         for fut in waiting:
             if not fut.done():
                 fut.set_exception(type(exc)(exc.errno, exc.strerror))
+        self._release_hedges()
         self._abandon()
 
     # -- spare connections -----------------------------------------------------------------

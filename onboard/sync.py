@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import errno
 import json
 import logging
 import socket
@@ -90,6 +92,11 @@ WARM_RETRY_S = 30.0
 WARM_RETRY_MAX_S = 300.0
 
 
+# Set in the task carrying a copy of a request (Outgoing.hedge): its connection comes only from
+# the race's attempts already under way (ConnectRace.hedge), never from a new attempt.
+_COPY: contextvars.ContextVar[bool] = contextvars.ContextVar("orbitpost_link_copy", default=False)
+
+
 class SyncError(OnboardError):
     """The sync could not finish (link down too long, credential refused)."""
 
@@ -156,6 +163,11 @@ class _WatchedConnector(aiohttp.TCPConnector):
         every_s = self.race_every_s
         # A connection the race made as the link returned, if one is left: no handshake.
         sock = self.race.take(addr_infos[0]) if addr_infos else None
+        if sock is None and _COPY.get():
+            sock = await self.race.hedge(addr_infos[0]) if addr_infos else None
+            if sock is None:
+                exc = OSError(errno.ECONNABORTED, "no spare connection for the copy")
+                raise client_error(req.connection_key, exc)
         if sock is None:
             if every_s is None or not addr_infos:
                 return await super()._wrap_create_connection(
@@ -320,9 +332,37 @@ class _ConnectionKeeper:
                 await self._task
 
 
+@dataclass(slots=True)
+class _Copies:
+    """The copies of one hedged request (Outgoing.hedge) under way: the first answer goes to
+    the sender, a failure only once no copy is left."""
+
+    left: int = 0
+    answered: bool = False
+    waiting: dict[asyncio.Task[None], _Timing] = field(default_factory=dict)
+
+    def answer(self) -> bool:
+        """A copy was answered: True for the first (a copy still without a connection is
+        withdrawn; one on a connection finishes, its answer ignored)."""
+        if self.answered:
+            return False
+        self.answered = True
+        me = asyncio.current_task()
+        for task, timing in self.waiting.items():
+            if task is not me and timing.started_at is None:
+                task.cancel()
+        return True
+
+    def failed(self) -> bool:
+        """A copy failed: True if the sender should hear of it (no other copy is left)."""
+        self.left -= 1
+        return not self.answered and self.left <= 0
+
+
 class _Requests:
     """The request loop's I/O: each frame the sender emits is one ``POST /v1/link`` on its own
-    task; answers, errors and failures go back into the sender."""
+    task; answers, errors and failures go back into the sender. A hedged frame (a text post
+    written in the dark) goes a second time, on a connection the race makes anyway."""
 
     def __init__(
         self,
@@ -339,19 +379,48 @@ class _Requests:
         self._headers = {"Authorization": f"Bearer {token}"}
         self._wake = wake
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.copy_tasks: set[asyncio.Task[None]] = set()  # the second copies of hedged frames
         self.answered_at = 0.0  # when ground last answered a transfer request
 
     def send_due(self, session: aiohttp.ClientSession, now: float) -> None:
         """Start a request for every frame the sender has ready."""
         for out in self._sender.data_to_send(now):
             connector = session.connector
+            racing = isinstance(connector, _WatchedConnector) and out.race_every_s is not None
             if isinstance(connector, _WatchedConnector):
                 connector.race_every_s = out.race_every_s
-            self.tasks[out.seq] = asyncio.ensure_future(self._carry(session, out.seq, out.data, out.deadline))
+            copies = _Copies(left=2) if out.hedge is not None and racing else None
+            timing = _Timing()
+            task = asyncio.ensure_future(
+                self._carry(session, out.seq, out.data, out.deadline, timing, copies)
+            )
+            self.tasks[out.seq] = task
+            if copies is not None:
+                copy_timing = _Timing()
+                copy = asyncio.ensure_future(
+                    self._carry(
+                        session, out.seq, out.hedge or b"", out.deadline, copy_timing, copies, copy=True
+                    )
+                )
+                self.copy_tasks.add(copy)
+                copy.add_done_callback(self.copy_tasks.discard)
+                copies.waiting = {task: timing, copy: copy_timing}
 
-    async def _carry(self, session: aiohttp.ClientSession, seq: int, data: bytes, deadline: float) -> None:
+    async def _carry(
+        self,
+        session: aiohttp.ClientSession,
+        seq: int,
+        data: bytes,
+        deadline: float,
+        timing: _Timing,
+        copies: _Copies | None = None,
+        *,
+        copy: bool = False,
+    ) -> None:
         sender = self._sender
         loop = asyncio.get_running_loop()
+        if copy:
+            _COPY.set(True)  # (this task's context only) a connection the race makes anyway
         # The deadline, as a timeout the sender may push back once the request is on a
         # connection (a probe that raced for most of it: TransferSender.request_began).
         limit = asyncio.timeout(max(0.5, deadline - time.monotonic()))
@@ -361,8 +430,8 @@ class _Requests:
             if later is not None:
                 limit.reschedule(loop.time() + max(0.5, later - time.monotonic()))
 
+        timing.on_begin = began
         try:
-            timing = _Timing(on_begin=began)
             async with (
                 limit,
                 session.post(
@@ -376,6 +445,8 @@ class _Requests:
                 body = await resp.read()
                 now = self.answered_at = time.monotonic()
                 self._on_contact()
+                if copies is not None and not copies.answer():
+                    return  # the other copy was answered first
                 if resp.status == 200:
                     sender.receive(body, now, started_at=timing.started_at)
                 elif resp.content_type == "application/json":
@@ -393,15 +464,18 @@ class _Requests:
                 else:
                     sender.request_failed(seq, now, f"HTTP {resp.status}")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            sender.request_failed(seq, time.monotonic(), f"{type(exc).__name__}: {exc}".rstrip(": "))
+            if copies is None or copies.failed():
+                sender.request_failed(seq, time.monotonic(), f"{type(exc).__name__}: {exc}".rstrip(": "))
         finally:
-            self.tasks.pop(seq, None)
+            if not copy:
+                self.tasks.pop(seq, None)
             self._wake.set()
 
     async def close(self) -> None:
-        for t in list(self.tasks.values()):
+        every = [*self.tasks.values(), *self.copy_tasks]
+        for t in every:
             t.cancel()
-        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await asyncio.gather(*every, return_exceptions=True)
 
 
 def receipt_versions(ground: Capabilities) -> tuple[int, ...]:

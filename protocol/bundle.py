@@ -340,6 +340,38 @@ def verify_bundle(
     items_raw = decode_section(
         header.items_codec, items_stored, header.items_raw_bytes, decoders, "items section"
     )
+    verified = _verify_items(header, items_raw, keyring, limits)
+    wanted = _signed_media_sizes(verified)
+    blobs: dict[bytes, bytes] = {}
+    seen_blobs: set[bytes] = set()
+    for entry in header.blobs:
+        stored = bytes(view[pos : pos + entry.stored_bytes])
+        pos += entry.stored_bytes
+        raw = _verify_blob(entry, stored, wanted, seen_blobs, decoders)
+        seen_blobs.add(entry.sha256)
+        if store_blob is None:
+            blobs[entry.sha256] = raw
+        else:
+            store_blob(entry.sha256, raw)
+        del raw, stored
+    for sha in wanted:
+        if sha not in seen_blobs and not have_blob(sha):
+            raise RemoteProtocolError(
+                ErrorCode.MEDIA_MISSING,
+                f"media {sha.hex()[:12]} is neither in the bundle nor already on ground",
+            )
+    return VerifiedBundle(
+        header=header,
+        sha256=hashlib.sha256(view).hexdigest(),
+        items=tuple(verified),
+        blobs=blobs,
+    )
+
+
+def _verify_items(
+    header: BundleHeader, items_raw: bytes, keyring: Mapping[bytes, KnownKey], limits: Limits
+) -> list[VerifiedItem]:
+    """Every declared item's signature checked, and no item id twice."""
     if header.format_version in COMPACT_FORMATS:
         items = decode_compact_items(
             items_raw, header.item_count, keyring, limits, format_version=header.format_version
@@ -359,7 +391,6 @@ def verify_bundle(
             max_len=header.item_count,
         )
         items = [verify_item(signed_item_from_wire(raw_item), keyring, limits) for raw_item in items_v]
-    verified: list[VerifiedItem] = []
     seen_ids: set[str] = set()
     for v in items:
         if v.item.id in seen_ids:
@@ -367,8 +398,11 @@ def verify_bundle(
                 ErrorCode.DUPLICATE_ITEM, f"item {v.item.id} appears twice in the bundle"
             )
         seen_ids.add(v.item.id)
-        verified.append(v)
+    return list(items)
 
+
+def _signed_media_sizes(verified: list[VerifiedItem]) -> dict[bytes, int]:
+    """sha256 → size of every photo a signed post names; one photo signed with two sizes is refused."""
     wanted: dict[bytes, int] = {}
     for v in verified:
         if isinstance(v.item, Post):
@@ -378,43 +412,30 @@ def verify_bundle(
                         ErrorCode.MEDIA_SIZE_MISMATCH,
                         f"media {m.sha256.hex()[:12]} is signed with two different sizes",
                     )
-    blobs: dict[bytes, bytes] = {}
-    seen_blobs: set[bytes] = set()
-    for entry in header.blobs:
-        stored = bytes(view[pos : pos + entry.stored_bytes])
-        pos += entry.stored_bytes
-        short = entry.sha256.hex()[:12]
-        if entry.sha256 in seen_blobs:
-            raise RemoteProtocolError(ErrorCode.DUPLICATE_ITEM, f"blob {short} appears twice in the bundle")
-        if entry.sha256 not in wanted:
-            raise RemoteProtocolError(
-                ErrorCode.MALFORMED, f"blob {short} is not referenced by any signed post"
-            )
-        if entry.raw_bytes != wanted[entry.sha256]:
-            raise RemoteProtocolError(
-                ErrorCode.MEDIA_SIZE_MISMATCH,
-                f"blob {short} is {entry.raw_bytes} bytes but its post signed {wanted[entry.sha256]}",
-            )
-        raw = decode_section(entry.codec, stored, entry.raw_bytes, decoders, f"blob {short}")
-        if hashlib.sha256(raw).digest() != entry.sha256:
-            raise RemoteProtocolError(
-                ErrorCode.MEDIA_HASH_MISMATCH, f"blob {short} does not match the sha256 its post signed"
-            )
-        seen_blobs.add(entry.sha256)
-        if store_blob is None:
-            blobs[entry.sha256] = raw
-        else:
-            store_blob(entry.sha256, raw)
-        del raw, stored
-    for sha in wanted:
-        if sha not in seen_blobs and not have_blob(sha):
-            raise RemoteProtocolError(
-                ErrorCode.MEDIA_MISSING,
-                f"media {sha.hex()[:12]} is neither in the bundle nor already on ground",
-            )
-    return VerifiedBundle(
-        header=header,
-        sha256=hashlib.sha256(view).hexdigest(),
-        items=tuple(verified),
-        blobs=blobs,
-    )
+    return wanted
+
+
+def _verify_blob(
+    entry: BlobEntry,
+    stored: bytes,
+    wanted: Mapping[bytes, int],
+    seen: set[bytes],
+    decoders: Mapping[int, Decoder],
+) -> bytes:
+    """One blob decoded and checked against what its post signed: once, referenced, size, sha256."""
+    short = entry.sha256.hex()[:12]
+    if entry.sha256 in seen:
+        raise RemoteProtocolError(ErrorCode.DUPLICATE_ITEM, f"blob {short} appears twice in the bundle")
+    if entry.sha256 not in wanted:
+        raise RemoteProtocolError(ErrorCode.MALFORMED, f"blob {short} is not referenced by any signed post")
+    if entry.raw_bytes != wanted[entry.sha256]:
+        raise RemoteProtocolError(
+            ErrorCode.MEDIA_SIZE_MISMATCH,
+            f"blob {short} is {entry.raw_bytes} bytes but its post signed {wanted[entry.sha256]}",
+        )
+    raw = decode_section(entry.codec, stored, entry.raw_bytes, decoders, f"blob {short}")
+    if hashlib.sha256(raw).digest() != entry.sha256:
+        raise RemoteProtocolError(
+            ErrorCode.MEDIA_HASH_MISMATCH, f"blob {short} does not match the sha256 its post signed"
+        )
+    return raw

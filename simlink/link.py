@@ -151,6 +151,13 @@ class SimLink:
         self.cuts_dark = 0
         self.cut_events = 0
         self.cut_in_network_bytes = 0
+        # Each cut's station → ground bytes in the network (sent, not delivered to ground in
+        # order), and of them the bytes that had crossed but waited in ground's reassembly
+        # queue behind a lost segment (the kernel drops them with the connection).
+        self.cut_costs: list[tuple[int, int]] = []
+        # The same bytes thrown away when a connection is aborted for another reason (a request
+        # timed out, a raced connection left over): not a cut's cost, counted apart.
+        self.aborted_in_network_bytes = 0
         self.syns = 0  # SYNs the station sent (first and retried)
         self.syns_dark = 0  # of them, sent while the link was dark (docs/link.md: their cost)
         for s, e in self.dark:
@@ -176,8 +183,12 @@ class SimLink:
             self.cuts_random += len(live)
         else:
             self.cuts_dark += len(live)
+        lost = [c.in_network() for c in live]
+        if live:
+            self.cut_costs.append((sum(n for n, _ in lost), sum(o for _, o in lost)))
+            self.cut_in_network_bytes += self.cut_costs[-1][0]
         for c in live:
-            c.abort(reason)
+            c.abort(reason, cut=True)
 
     def connect(self, client: Endpoint, server: Endpoint, *, syns: int = len(SYN_RETRIES_S)) -> SimConnection:
         """Open a connection from the station (client) to ground (server); the client is told
@@ -265,16 +276,24 @@ class SimConnection:
             return
         (self.up if from_client else self.down).write(data)
 
-    def abort(self, reason: str) -> None:
-        """Cut both ways now; what is in flight is lost; both ends are told."""
+    def in_network(self) -> tuple[int, int]:
+        """Station → ground bytes sent but not delivered to ground in order (what a cut now
+        would throw away of the link's work; bytes still in the station's send buffer cost no
+        link time), and of them those waiting in ground's reassembly queue."""
+        up = self.up
+        held = sum(len(p) for s, p in up.ooo.items() if s >= up.rcv_nxt)
+        return max(0, up.nxt - up.rcv_nxt), held
+
+    def abort(self, reason: str, *, cut: bool = False) -> None:
+        """Cut both ways now; what is in flight is lost; both ends are told. ``cut``: the
+        link's cut (``SimLink._cut_all`` counts its cost); else the bytes count as aborted."""
         if self.closed:
             return
         self.closed = True
         if self._syn_timer:
             self._syn_timer.cancel()
-        # Station → ground bytes sent but not delivered to ground in order: what this cut threw
-        # away of the link's work (bytes still in the station's send buffer cost no link time).
-        self.link.cut_in_network_bytes += max(0, self.up.nxt - self.up.rcv_nxt)
+        if not cut:
+            self.link.aborted_in_network_bytes += self.in_network()[0]
         self.up.stop()
         self.down.stop()
         if self.server_knows:

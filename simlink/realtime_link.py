@@ -127,24 +127,15 @@ class PacketRunLink(ProxyRunLink):
         problem = packet_mode_problem()
         if problem:
             raise SimError(problem)
-        self._proxy = _packet_link(self.profile, self.seed)
+        self._proxy = _packet_link(self.profile, self.seed, self.tcp_cc)
         await self._proxy.__aenter__()
         self.ground_host = str(self._proxy.ground_addr)
-        # Each namespace starts with the machine's default (Linux: cubic; some hosts: bbr,
-        # which does not back off on random loss). A namespace other than the first may not
-        # change its default to a restricted algorithm, but a route may name one (congctl):
-        # set it on each side's route to the other, which every connection of the run takes.
-        p = self._proxy
-        if self.tcp_cc:
-            for ns, dev, peer, me in (
-                (p.station_ns, p.station_dev, p.ground_addr, p.station_addr),
-                (p.ground_ns, p.ground_dev, p.station_addr, p.ground_addr),
-            ):
-                await self._run(
-                    ns, "ip", "route", "replace", f"{peer}/32", "dev", dev, "src", me, "congctl", self.tcp_cc
-                )
-        else:
-            self.tcp_cc = await self._run(p.station_ns, "sysctl", "-n", "net.ipv4.tcp_congestion_control")
+        # linkemu sets the congestion control asked for on each side's route to the other;
+        # None keeps the machine's default (Linux: cubic; this project's test host: bbr, which
+        # does not back off on random loss). Say which ran.
+        if not self.tcp_cc:
+            ns = self._proxy.station_ns
+            self.tcp_cc = await self._run(ns, "sysctl", "-n", "net.ipv4.tcp_congestion_control")
 
     async def _run(self, ns: str, *argv: str) -> str:
         proc = await asyncio.create_subprocess_exec(
@@ -192,7 +183,7 @@ class PacketRunLink(ProxyRunLink):
             await self._proxy.__aexit__(None, None, None)
 
 
-def _packet_link(profile: LinkProfile, seed: int) -> Any:
+def _packet_link(profile: LinkProfile, seed: int, tcp_cc: str | None) -> Any:
     """A PacketLink configured from the profile: rate, delay, random loss (both ways, as
     virtual time draws it) and the bottleneck queue (``buffer_kb``, or virtual time's default)."""
     from linkemu.packet import PacketLink
@@ -204,7 +195,11 @@ def _packet_link(profile: LinkProfile, seed: int) -> Any:
         return WayConfig(rate_bps=rate_bps, delay_s=p.one_way_delay_s, loss=p.loss, queue_bytes=queue)
 
     return PacketLink(
-        up=way(profile.to_ground_bps), down=way(profile.to_station_bps), seed=seed, prefix=NS_PREFIX
+        up=way(profile.to_ground_bps),
+        down=way(profile.to_station_bps),
+        seed=seed,
+        prefix=NS_PREFIX,
+        congestion_control=tcp_cc,  # None: the machine's default
     )
 
 

@@ -107,6 +107,12 @@ def build_report(r: RunResult) -> dict[str, Any]:
             "cut_in_network_bytes": r.cut_in_network_bytes,
             "packets_dropped_by_emulator": r.link_drops,
             "busy_connections_mean": _r(r.busy_connections_mean, 2),
+            # The costliest cut, and the bytes of all cuts that had crossed but waited in
+            # ground's reassembly queue behind a lost segment (lost with the connection).
+            "cut_in_network_max_bytes": max((n for n, _ in r.cut_costs), default=0),
+            "cut_out_of_order_bytes": sum(o for _, o in r.cut_costs),
+            "cuts_with_bytes_in_network": sum(1 for n, _ in r.cut_costs if n),
+            "aborted_in_network_bytes": r.aborted_in_network_bytes,
             "transfer_goodput_per_rate_while_backlogged": _r(
                 r.transfer_acked_bytes * 8 / r.backlogged_up_s / rate
                 if r.transfer_acked_bytes is not None and r.backlogged_up_s

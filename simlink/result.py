@@ -63,6 +63,10 @@ class RunResult:
     transfer_acked_bytes: int | None = None
     cut_events: int = 0  # cuts of the link that dropped at least one connection
     cut_in_network_bytes: int = 0  # station → ground bytes sent but not delivered when cut
+    # Per cut that dropped a connection: (bytes in the network, of them held out of order at ground).
+    cut_costs: tuple[tuple[int, int], ...] = ()
+    # Bytes in the network of connections aborted for another reason (a request's timeout).
+    aborted_in_network_bytes: int = 0
     syns: int = 0  # SYNs the station sent (virtual time)
     syns_dark: int = 0  # of them, into a dark link (the connection race's cost, docs/link.md)
     # Real time through linkemu's packet link: IP packets its emulator dropped, by cause.

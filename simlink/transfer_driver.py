@@ -185,6 +185,10 @@ class TransferDriver:
         self.fatal: str | None = None
         self.requests = 0
         self.inflight: dict[int, HttpClient] = {}
+        # Hedged requests (Outgoing.hedge): the copies of each seq still under way, and the
+        # seqs already answered (a later copy's answer is only counted).
+        self.copies: dict[int, list[HttpClient]] = {}
+        self.hedges_answered: set[int] = set()
         self.warming = False
         self.warm_next = 0.0
         self.warm_retry_s = WARM_RETRY_S
@@ -260,7 +264,7 @@ class TransferDriver:
         if d is not None and d <= now:
             self.sender.handle_timeout(now)
         for out in self.sender.data_to_send(now):
-            self._carry(out.seq, out.data, out.deadline, out.race_every_s)
+            self._carry(out.seq, out.data, out.deadline, out.race_every_s, out.hedge)
         self._events()
         self._warm(now)
         times = [self.poll.next_at]
@@ -354,7 +358,14 @@ class TransferDriver:
         self.warm_next = self.loop.now + self.warm_retry_s
         self.warm_retry_s = min(self.warm_retry_s * 2, WARM_RETRY_MAX_S)
 
-    def _carry(self, seq: int, data: bytes, deadline: float, race_every_s: float | None = None) -> None:
+    def _carry(
+        self,
+        seq: int,
+        data: bytes,
+        deadline: float,
+        race_every_s: float | None = None,
+        hedge: bytes | None = None,
+    ) -> None:
         req = decode_request(data)
         kind = "chunk" if isinstance(req, Chunk) else "open" if isinstance(req, Open) else "receipts"
         if isinstance(req, Chunk | Open) and req.data:
@@ -376,8 +387,8 @@ class TransferDriver:
             "/v1/link",
             data,
             self.headers,
-            lambda resp: self._answered(seq, resp, kind),
-            lambda reason: self._failed(seq, reason),
+            lambda resp: self._first_answered(seq, c, resp, kind),
+            lambda reason: self._first_failed(seq, c, reason),
             total_timeout_s=max(0.5, deadline - self.loop.now),
             race_every_s=None if self.v1 else race_every_s,
             race=self.race,
@@ -390,6 +401,83 @@ class TransferDriver:
         t["request_bytes"] += c.request_wire_bytes
         if isinstance(req, Open) and req.key.kind is TransferKind.BUNDLE:
             self._open_sizes[seq] = (req.size_bytes, c.request_wire_bytes)
+        if hedge is not None and race_every_s is not None and not self.v1:
+            self._hedge(seq, hedge, deadline, c)
+
+    def _hedge(self, seq: int, data: bytes, deadline: float, first: HttpClient) -> None:
+        """onboard/sync.py's copy of a post written in the dark: the same request on a spare
+        connection the race makes at the link's return (never a new attempt)."""
+        c = self._client()
+        if c is None:  # pragma: no cover - the pool has room beyond the window
+            return
+        self.copies[seq] = [first, c]
+        t = self.traffic.setdefault(
+            "hedge", {"requests": 0, "answered": 0, "request_bytes": 0, "response_bytes": 0}
+        )
+
+        def began(now: float) -> float | None:
+            t["requests"] += 1  # a copy that found a connection: its bytes cross
+            t["request_bytes"] += c.request_wire_bytes
+            return self.sender.request_began(seq, now)
+
+        c.request(
+            "POST",
+            "/v1/link",
+            data,
+            self.headers,
+            lambda resp: self._copy_answered(seq, c, resp, "open"),
+            lambda reason: self._copy_failed(seq, c, reason),
+            total_timeout_s=max(0.5, deadline - self.loop.now),
+            race=self.race,
+            on_begin=began,
+            hedge=True,
+        )
+
+    def _first_answered(self, seq: int, c: HttpClient, resp: HttpResponse, kind: str) -> None:
+        if seq in self.copies or seq in self.hedges_answered:
+            self._copy_answered(seq, c, resp, kind)
+        else:
+            self._answered(seq, resp, kind)
+
+    def _first_failed(self, seq: int, c: HttpClient, reason: str) -> None:
+        if seq in self.copies or seq in self.hedges_answered:
+            self._copy_failed(seq, c, reason)
+        else:
+            self._failed(seq, reason)
+
+    def _copy_answered(self, seq: int, c: HttpClient, resp: HttpResponse, kind: str) -> None:
+        """A hedged request (or its copy) was answered: the first answer goes to the sender and
+        a copy still waiting for a connection leaves the race; a later one is only counted
+        (the cost of hedging)."""
+        if seq in self.hedges_answered:
+            self.hedges_answered.discard(seq)
+            self.traffic["hedge"]["response_bytes"] += resp.wire_bytes
+            return
+        left = self.copies.pop(seq, [])
+        for other in left:
+            if other is c:
+                continue
+            if other.racing is not None:
+                other._fail("the other copy was answered")  # (copies is popped: not told)
+            elif other.busy:
+                self.hedges_answered.add(seq)  # it is on a connection: its answer will come
+        if left and c is not left[0]:
+            self.traffic["hedge"]["answered"] += 1  # the copy, not the request, was answered
+        self._answered(seq, resp, kind)
+
+    def _copy_failed(self, seq: int, c: HttpClient, reason: str) -> None:
+        """A copy failed: the sender hears of it only once no copy is left."""
+        if seq in self.hedges_answered:
+            self.hedges_answered.discard(seq)
+            return
+        left = self.copies.get(seq)
+        if left is None:
+            return  # answered already (by the other copy)
+        if c in left:
+            left.remove(c)
+        if not left:
+            del self.copies[seq]
+            self._failed(seq, reason)
 
     def _answered(self, seq: int, resp: HttpResponse, kind: str) -> None:
         self.inflight.pop(seq, None)

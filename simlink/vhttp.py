@@ -109,11 +109,14 @@ class HttpClient:
         race_every_s: float | None = None,
         race: SimRace | None = None,
         on_begin: Callable[[float], float | None] | None = None,
+        hedge: bool = False,
     ) -> None:
         """Send one request; with ``race_every_s`` and ``race`` a new connection comes from the
         shared race (onboard/race.py) instead of one connect with the kernel's SYN retries.
         ``on_begin(now)``, told when the request begins on a connection, may return a later
-        deadline (onboard/sync.py reschedules its timeout alike)."""
+        deadline (onboard/sync.py reschedules its timeout alike). ``hedge`` (with ``race``): a
+        copy of a request that only takes a connection the race makes anyway, never a new
+        attempt; it fails at once when the race has none coming."""
         assert self.pending is None, "one request at a time"
         h = h11.Connection(h11.CLIENT)
         hdrs = [*self.auto_headers, *headers]
@@ -139,6 +142,12 @@ class HttpClient:
             spare = race.take() if race is not None else None
             if spare is not None:
                 self.adopt(spare)  # the race made it as the link returned: no handshake
+            elif hedge and race is not None:
+                self.conn = None
+                if race.join_hedge(self):
+                    self.racing = race
+                else:
+                    self._fail("no spare connection for the copy")
             elif race_every_s is not None and race is not None:
                 self.conn = None
                 self.racing = race
@@ -263,14 +272,19 @@ class SimRace:
     for a new connection while the link is down. An attempt starts every ``every_s`` while
     a request waits (a failed one does not bring the next forward); whichever connects serves
     the first waiting request, and one no request waits for is kept ``RACE_SPARE_KEEP_S``
-    for the next (a probe that reached its deadline is followed at once and takes it); once
-    every waiting request is served, the attempts under way are abandoned."""
+    for the next (a probe that reached its deadline is followed at once and takes it). A copy
+    of a request (``join_hedge``: a post written in the dark, sent twice) takes a connection
+    only once every waiting request has one, and starts no attempt; once every waiting
+    request and copy is served, the attempts under way are abandoned."""
 
     def __init__(self, loop: EventLoop, link: SimLink, server_factory: Callable[[], ServerConn]) -> None:
         self.loop = loop
         self.link = link
         self.server_factory = server_factory
         self.waiting: list[HttpClient] = []
+        # Copies of requests (hedges) waiting for a connection the race makes after every
+        # request above has one; they start no attempt of their own.
+        self.hedges: list[HttpClient] = []
         self.attempts: set[SimConnection] = set()
         self.spare: list[SimConnection] = []
         self.every_s = 1.0
@@ -292,9 +306,18 @@ class SimRace:
         if self.timer is None:
             self.timer = self.loop.at(max(self.loop.now, self.next_at), self._attempt)
 
+    def join_hedge(self, client: HttpClient) -> bool:
+        """Wait for a connection from attempts already under way (False: none is)."""
+        if not self.attempts and not self.waiting:
+            return False
+        self.hedges.append(client)
+        return True
+
     def leave(self, client: HttpClient) -> None:
         if client in self.waiting:
             self.waiting.remove(client)
+        if client in self.hedges:
+            self.hedges.remove(client)
 
     def _attempt(self) -> None:
         self.timer = None
@@ -308,9 +331,10 @@ class SimRace:
     # Endpoint interface, while connecting -------------------------------------------
     def connection_made(self, conn: SimConnection) -> None:
         self.attempts.discard(conn)
-        if self.waiting:
-            self.waiting.pop(0).adopt(conn)
-            if not self.waiting:  # every request served: abandon the rest, as onboard does
+        if self.waiting or self.hedges:
+            (self.waiting or self.hedges).pop(0).adopt(conn)
+            if not self.waiting and not self.hedges:
+                # Every request and copy served: abandon the rest, as onboard does.
                 for c in list(self.attempts):
                     c.abort("the race is over")
                 self.attempts.clear()
@@ -332,6 +356,9 @@ class SimRace:
         self.attempts.discard(conn)
         if conn in self.spare:
             self.spare.remove(conn)
+        if not self.attempts and not self.waiting:
+            for c in list(self.hedges):  # no connection is coming for them
+                c._fail("no spare connection for the copy")
 
 
 Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, str, bytes]]

@@ -301,6 +301,8 @@ def _result(
         transfer_acked_bytes=driver.stats().get("acked_bytes"),
         cut_events=link.cut_events,
         cut_in_network_bytes=link.cut_in_network_bytes,
+        cut_costs=tuple(link.cut_costs),
+        aborted_in_network_bytes=link.aborted_in_network_bytes,
         syns=link.syns,
         syns_dark=link.syns_dark,
         cuts_dark=link.cuts_dark,

@@ -20,7 +20,6 @@ import json
 import random
 import shutil
 import sqlite3
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import pytest
 from conftest import Cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_receipts_converge import _pair, assert_converged
+from test_receipts_converge import _pair, assert_converged, read_while_writing
 
 from ground import db as ground_db
 from ground.home import GroundHome
@@ -331,25 +330,18 @@ def test_views_converge_with_every_url_shape_and_versions_mixed(tmp_path: Path) 
     home, q, ids = _ground(tmp_path, 12, accounts)
     writer = ground_db.connect(tmp_path / "ground.db")
     rng = random.Random(4)
-    done = threading.Event()
-    errors: list[BaseException] = []
 
     def publish() -> None:
-        try:
-            for round_ in range(5):
-                for n, i in enumerate(ids):
-                    for k, a in enumerate(accounts):
-                        state = rng.choice(("published", "published", "failed", "pending"))
-                        _publish(writer, i, a, n * 24 + round_ * 6 + (k if rng.random() < 0.8 else 5), state)
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            done.set()
+        for round_ in range(5):
+            for n, i in enumerate(ids):
+                for k, a in enumerate(accounts):
+                    state = rng.choice(("published", "published", "failed", "pending"))
+                    _publish(writer, i, a, n * 24 + round_ * 6 + (k if rng.random() < 0.8 else 5), state)
 
-    t = threading.Thread(target=publish)
-    t.start()
     since = 0
-    while not done.is_set():
+
+    def read() -> None:
+        nonlocal since
         r = rng.random()
         if r < 0.15:
             since, _ = _sync(home, q, since, rng.choice(((2, 3), ())), limit=3)
@@ -357,8 +349,8 @@ def test_views_converge_with_every_url_shape_and_versions_mixed(tmp_path: Path) 
             _sync(home, q, 0, (rng.choice((2, 3, 4)),), live=False, limit=10_000)
         else:
             since, _ = _sync(home, q, since, (2, 3, 4), limit=3)
-    t.join()
-    assert not errors
+
+    read_while_writing(publish, read)
     more = True
     while more:
         doc, since, more = build_document(

@@ -14,6 +14,7 @@ import random
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,32 @@ def _pair(tmp_path: Path, n_posts: int, accounts: tuple[str, ...]) -> tuple[sqli
     return g, ids
 
 
+def read_while_writing(write: Callable[[], None], read_once: Callable[[], object]) -> int:
+    """Run ``write`` in a thread and ``read_once`` over and over until it ends; re-raise what
+    the writer raised; return how many reads ran beside it."""
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            write()
+        except BaseException as exc:  # pragma: no cover - re-raised below
+            errors.append(exc)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    rounds = 0
+    while not done.is_set():
+        read_once()
+        rounds += 1
+    t.join()
+    if errors:
+        raise errors[0]
+    return rounds
+
+
 def test_publisher_committing_while_documents_are_built_skips_nothing(tmp_path: Path) -> None:
     """A writer on its own connection moves every publication through its states, with a wall
     clock that steps back and repeats, while another thread builds small documents and applies
@@ -149,35 +176,27 @@ def test_publisher_committing_while_documents_are_built_skips_nothing(tmp_path: 
     q = queue.connect(tmp_path / "q.db")
     rng = random.Random(11)
     clock = iter([5_000 - 7 * (n % 13) for n in range(10_000)])  # steps back, repeats
-    done = threading.Event()
-    errors: list[BaseException] = []
 
     def publish() -> None:
-        try:
-            jobs = [(i, a) for i in ids for a in accounts]
-            rng.shuffle(jobs)
-            for i, a in jobs:
-                for state in ("publishing", rng.choice(("published", "failed", "pending", "published"))):
-                    with ground_db.transaction(writer):
-                        writer.execute(
-                            "UPDATE publications SET state = ?, updated_ms = ?, url = ? WHERE item_id = ? "
-                            "AND account = ?",
-                            (state, next(clock), f"https://x/{i}" if state == "published" else None, i, a),
-                        )
-                    time.sleep(rng.uniform(0, 0.002))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            done.set()
+        jobs = [(i, a) for i in ids for a in accounts]
+        rng.shuffle(jobs)
+        for i, a in jobs:
+            for state in ("publishing", rng.choice(("published", "failed", "pending", "published"))):
+                with ground_db.transaction(writer):
+                    writer.execute(
+                        "UPDATE publications SET state = ?, updated_ms = ?, url = ? WHERE item_id = ? "
+                        "AND account = ?",
+                        (state, next(clock), f"https://x/{i}" if state == "published" else None, i, a),
+                    )
+                time.sleep(rng.uniform(0, 0.002))
 
-    t = threading.Thread(target=publish)
-    t.start()
-    since, rounds = 0, 0
-    while not done.is_set():
+    since = 0
+
+    def read() -> None:
+        nonlocal since
         since = drain(g, q, since, limit=5, station="iss")
-        rounds += 1
-    t.join()
-    assert not errors
+
+    rounds = read_while_writing(publish, read)
     drain(g, q, since, limit=5, station="iss")
     assert rounds > 3  # the reader really ran alongside the writer
     assert_converged(g, q)
@@ -264,8 +283,6 @@ def test_photo_fidelity_converges_while_ground_keeps_changing_it(
     writer = ground_db.connect(cli.ground_home / "ground.db")
     q = queue.connect(Home(cli.onboard_home).db_path)
     rng = random.Random(13)
-    done = threading.Event()
-    errors: list[BaseException] = []
 
     def made() -> str | None:
         if rng.random() < 0.5:
@@ -274,50 +291,45 @@ def test_photo_fidelity_converges_while_ground_keeps_changing_it(
                             "recipe": "rendition/v1", "width": 8, "height": 8}])  # fmt: skip
 
     def publish() -> None:
-        try:
-            for _ in range(6):
-                for i in ids:
-                    for a in accounts:
-                        state = rng.choice(("published", "published", "failed", "pending"))
-                        published = state == "published"
+        for _ in range(6):
+            for i in ids:
+                for a in accounts:
+                    state = rng.choice(("published", "published", "failed", "pending"))
+                    published = state == "published"
+                    with ground_db.transaction(writer):
+                        writer.execute(
+                            "UPDATE publications SET state = ?, url = ?, fidelity = ?, fidelity_note = ?, "
+                            "renditions = ? WHERE item_id = ? AND account = ?",
+                            (
+                                state,
+                                f"https://x/{i}" if published else None,
+                                rng.choice(("exact", "re-encoded")) if published else None,
+                                rng.choice((None, "read back: sha256 matches", "text read back: exact")),
+                                made() if published else None,
+                                i,
+                                a,
+                            ),
+                        )
+                    if published and rng.random() < 0.3:
+                        # Only the fidelity changes (a later read-back): still a change (§9.4).
                         with ground_db.transaction(writer):
                             writer.execute(
-                                "UPDATE publications SET state = ?, url = ?, fidelity = ?, fidelity_note = ?, "
-                                "renditions = ? WHERE item_id = ? AND account = ?",
-                                (
-                                    state,
-                                    f"https://x/{i}" if published else None,
-                                    rng.choice(("exact", "re-encoded")) if published else None,
-                                    rng.choice((None, "read back: sha256 matches", "text read back: exact")),
-                                    made() if published else None,
-                                    i,
-                                    a,
-                                ),
+                                "UPDATE publications SET fidelity = 're-encoded', fidelity_note = ? "
+                                "WHERE item_id = ? AND account = ?",
+                                (f"read back {rng.random():.6f}: differs", i, a),
                             )
-                        if published and rng.random() < 0.3:
-                            # Only the fidelity changes (a later read-back): still a change (§9.4).
-                            with ground_db.transaction(writer):
-                                writer.execute(
-                                    "UPDATE publications SET fidelity = 're-encoded', fidelity_note = ? "
-                                    "WHERE item_id = ? AND account = ?",
-                                    (f"read back {rng.random():.6f}: differs", i, a),
-                                )
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            done.set()
 
-    t = threading.Thread(target=publish)
-    t.start()
     since = 0
-    while not done.is_set():
+
+    def read() -> None:
+        nonlocal since
         since = drain(home.conn, q, since, limit=3, station="iss")
         if rng.random() < 0.3:
             # A version-2 file carried by hand (`ground receipts --out F`, no cursor moved): it
             # says nothing of photos, and must leave nothing stale behind.
             drain(home.conn, q, 0, version=2, station="iss", limit=10_000)
-    t.join()
-    assert not errors
+
+    read_while_writing(publish, read)
     drain(home.conn, q, 0, version=2, station="iss", limit=10_000)  # last, a file from before
     drain(home.conn, q, since, limit=3, station="iss")
     assert_converged(home.conn, q)

@@ -132,3 +132,30 @@ def test_parallel_flows_share_a_lossless_link_without_collapse() -> None:
     done = [s.done_at for s in servers]
     assert all(t is not None for t in done) and max(done) < 1.5 * ideal + 2 * p.rtt_s, (done, ideal)  # type: ignore[operator,type-var]
     assert link.to_ground.stats.retransmitted_bytes < 0.02 * 1_600_000
+
+
+def test_a_cut_counts_its_bytes_in_the_network_and_a_timeout_apart() -> None:
+    """Per cut: station → ground bytes sent but not delivered to ground in order, of them those
+    held out of order at ground (behind a lost segment), both exactly; bytes of a connection
+    aborted for another reason (a request's timeout) are not a cut's (docs/link.md, "Cuts")."""
+    p = _profile(loss=0.05)
+    loop = EventLoop()
+    link = SimLink(loop, p, duration_s=600, seed=3)
+    slow, cut = Sink(), Sink()
+    a = link.connect(slow, Sink())
+    b = link.connect(cut, Sink())
+    loop.run_until(5)
+    a.send(True, b"a" * 200_000)
+    b.send(True, b"b" * 200_000)
+    loop.run_until(8)
+    a_net, _ = a.in_network()
+    a.abort("request timed out")
+    assert link.aborted_in_network_bytes == a_net > 0 and link.cut_costs == []
+    b_net, b_held = b.in_network()
+    assert b_net == b.up.nxt - b.up.rcv_nxt > 0
+    assert b_held == sum(len(x) for s, x in b.up.ooo.items() if s >= b.up.rcv_nxt) <= b_net
+    link._cut_all("random cut")  # noqa: SLF001
+    assert link.cut_costs == [(b_net, b_held)] and link.cut_in_network_bytes == b_net
+    assert link.cut_events == 1 and link.aborted_in_network_bytes == a_net
+    link._cut_all("random cut")  # nothing live: no cut, nothing counted  # noqa: SLF001
+    assert link.cut_events == 1 and len(link.cut_costs) == 1
