@@ -224,13 +224,12 @@ def check_dimensions(width: int, height: int, raw_size: int, max_pixels: int) ->
 
 def capabilities() -> Capabilities:
     """What this ground decodes, for onboard (``ground capabilities``, the live link's token)."""
-    from ground import lepton
+    from ground import lepton, window
     from protocol.bundle import FORMATS
     from protocol.compact_items import COMPACT_BODY_VERSIONS
     from protocol.dictionary import shipped_ids
     from protocol.model import BODY_VERSIONS
     from protocol.receipts import RECEIPTS_VERSIONS
-    from protocol.transfer_wire import LINK_VERSIONS
 
     codecs = set(DEFAULT_DECODERS) | {Codec.ZSTD_DICT}
     if available():
@@ -244,7 +243,7 @@ def capabilities() -> Capabilities:
         bodies=BODY_VERSIONS,
         compact_bodies=COMPACT_BODY_VERSIONS,
         receipts=RECEIPTS_VERSIONS,
-        link=LINK_VERSIONS,
+        link=window.link_versions(),
     )
 
 

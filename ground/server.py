@@ -51,8 +51,9 @@ from protocol.transfer_wire import (
     encode_request,
     salvage_chunk,
 )
+from protocol.window_clamp import WINDOW_HEADER, parse_window
 
-from . import logs, public, publish
+from . import logs, public, publish, window
 from .body_limits import BodyGate
 from .db import audit, transaction
 from .edge import Edge, EdgeLimits, EdgeSite, refusal_middleware
@@ -167,6 +168,11 @@ class LinkService:
             return json_error(
                 413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
             )
+        if (asked := request.headers.get(WINDOW_HEADER)) is not None:
+            try:
+                window.clamp(request.transport, parse_window(asked))
+            except RemoteProtocolError as exc:
+                return json_error(400, LinkErrorCode.BAD_FRAME, exc.message)
         with self.bodies.slot(station.name, request.content_length) as admitted:
             if not admitted:
                 return json_error(

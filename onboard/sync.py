@@ -48,8 +48,10 @@ from protocol.transfer_wire import (
     TransferKind,
     UploadState,
 )
+from protocol.window_clamp import WINDOW_CLAMP_LINK_VERSION, WINDOW_HEADER, carries_window
 
 from . import link, link_status, queue
+from .delivery import DeliveryMeter
 from .errors import OnboardError
 from .home import Home
 from .race import ConnectRace
@@ -371,9 +373,11 @@ class _Requests:
         token: str,
         wake: asyncio.Event,
         on_contact: Callable[[], None] = lambda: None,
+        window: Callable[[int], dict[str, str]] = lambda payload_bytes: {},
     ) -> None:
         self._sender = sender
         self._on_contact = on_contact  # ground answered (the compose page's link status)
+        self._window = window  # the window header for a request with this many upload bytes
         self._url = url
         # Only what ground reads (no Content-Type: a frame says what it is): see LINK_SKIP_HEADERS.
         self._headers = {"Authorization": f"Bearer {token}"}
@@ -391,8 +395,9 @@ class _Requests:
                 connector.race_every_s = out.race_every_s
             copies = _Copies(left=2) if out.hedge is not None and racing else None
             timing = _Timing()
+            headers = {**self._headers, **self._window(out.payload_bytes)}
             task = asyncio.ensure_future(
-                self._carry(session, out.seq, out.data, out.deadline, timing, copies)
+                self._carry(session, out.seq, out.data, out.deadline, timing, copies, headers=headers)
             )
             self.tasks[out.seq] = task
             if copies is not None:
@@ -416,6 +421,7 @@ class _Requests:
         copies: _Copies | None = None,
         *,
         copy: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> None:
         sender = self._sender
         loop = asyncio.get_running_loop()
@@ -437,7 +443,7 @@ class _Requests:
                 session.post(
                     self._url,
                     data=data,
-                    headers=self._headers,
+                    headers=headers or self._headers,
                     timeout=aiohttp.ClientTimeout(total=None),
                     trace_request_ctx=timing,
                 ) as resp,
@@ -731,8 +737,16 @@ class _Sync:
         self.sender.first_flight = self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
         self.wake = asyncio.Event()
         self.progress = _Progress(SyncStatus())
+        # Link version 4: each request carrying upload bytes asks ground to clamp its connection's
+        # receive window (protocol/window_clamp.py), from what the sockets deliver (TCP_INFO).
+        self.meter = DeliveryMeter() if self.cfg.peer.speaks_link(WINDOW_CLAMP_LINK_VERSION) else None
         self.requests = _Requests(
-            self.sender, self.cfg.ground_url + "/v1/link", self.cfg.token, self.wake, self.seen.contact
+            self.sender,
+            self.cfg.ground_url + "/v1/link",
+            self.cfg.token,
+            self.wake,
+            self.seen.contact,
+            window=self._window,
         )
         poll = ReceiptsPoll(every_s=receipts_every_s, max_s=max(receipts_max_s, receipts_every_s))
         self.receipts = _ReceiptsExchange(
@@ -750,7 +764,7 @@ class _Sync:
             limit=self.sender.config.max_window + self.sender.config.query_streams + 2,
             keepalive_timeout=KEEPALIVE_S,
             ssl=self.cfg.ssl(),
-            socket_factory=_racing_socket,
+            socket_factory=self.meter.watch(_racing_socket) if self.meter else _racing_socket,
         )
         self.keeper = _ConnectionKeeper(
             self.cfg.ground_url + "/v1/health", self.connector, self.wake, self.seen.contact
@@ -763,12 +777,17 @@ class _Sync:
         async with aiohttp.ClientSession(
             connector=self.connector, skip_auto_headers=LINK_SKIP_HEADERS, trace_configs=[_trace_config()]
         ) as session:
+            metering = (
+                asyncio.ensure_future(self.meter.run(lambda: self.sender.base_rtt_s)) if self.meter else None
+            )
             try:
                 while not self.stop.is_set():
                     if self._step(session):
                         break
                     await self._sleep()
             finally:
+                if metering is not None:
+                    metering.cancel()
                 await self.planner.close()
                 await self.keeper.close()
                 await self.requests.close()
@@ -792,6 +811,13 @@ class _Sync:
             refused=tuple(self.receipts.refused),
             photos_as_is=tuple(self.planner.as_is),
         )
+
+    def _window(self, payload_bytes: int) -> dict[str, str]:
+        """The window header for a request with ``payload_bytes`` upload bytes (link version 4)."""
+        if self.meter is None or not carries_window(payload_bytes, self.sender.config):
+            return {}
+        w = self.meter.window(self.sender.base_rtt_s)
+        return {} if w is None else {WINDOW_HEADER: str(w)}
 
     def _step(self, session: aiohttp.ClientSession) -> bool:
         """One turn of the request loop; True when a one-shot sync is finished."""

@@ -34,9 +34,11 @@ WIRE_VERSION = 1
 # Live-link versions this code speaks (capability token ``link=``, docs §5.3): 1 is §8 as first
 # shipped; 2 adds an OPEN's receipts cursor answered inside its STATUS (issue 14); 3 lets an
 # OPEN's ``data`` be the upload's first chunk (shorter than the upload, kept as a CHUNK at
-# offset 0), so a new upload's data leaves in its first flight (issue 14). Frames keep
+# offset 0), so a new upload's data leaves in its first flight (issue 14); 4: a request may
+# carry the ``Orbitpost-Window`` header and ground clamps that connection's receive window to
+# it (protocol/window_clamp.py; listed only by a ground that can, ground/window.py). Frames keep
 # WIRE_VERSION 1: the new fields are appended, and sent only to a ground that lists them.
-LINK_VERSIONS = frozenset({1, 2, 3})
+LINK_VERSIONS = frozenset({1, 2, 3, 4})
 FIRST_FLIGHT_LINK_VERSION = 3
 # Receipts versions a station speaking link version 2 reads (the release that added it also
 # added version 3, §9.4): the receipts in an OPEN's answer are written in the newest of these

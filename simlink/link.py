@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -158,6 +159,10 @@ class SimLink:
         # The same bytes thrown away when a connection is aborted for another reason (a request
         # timed out, a raced connection left over): not a cut's cost, counted apart.
         self.aborted_in_network_bytes = 0
+        # Station → ground bytes acknowledged (SACKed included) on every connection so far:
+        # what Linux's TCP_INFO tcpi_delivered adds up to; ``on_delivered`` hears each rise.
+        self.up_delivered = 0
+        self.on_delivered: Callable[[float, int], None] | None = None
         self.syns = 0  # SYNs the station sent (first and retried)
         self.syns_dark = 0  # of them, sent while the link was dark (docs/link.md: their cost)
         for s, e in self.dark:
@@ -189,6 +194,15 @@ class SimLink:
             self.cut_in_network_bytes += self.cut_costs[-1][0]
         for c in live:
             c.abort(reason, cut=True)
+
+    def established_count(self) -> int:
+        """The station's open connections (what it counts its streams by, link version 4)."""
+        return sum(1 for c in self.conns if c.established and not c.closed)
+
+    def _delivered(self, n: int) -> None:
+        self.up_delivered += n
+        if self.on_delivered is not None:
+            self.on_delivered(self.loop.now, self.up_delivered)
 
     def connect(self, client: Endpoint, server: Endpoint, *, syns: int = len(SYN_RETRIES_S)) -> SimConnection:
         """Open a connection from the station (client) to ground (server); the client is told
@@ -332,6 +346,9 @@ class _Half:
         self.retx: list[int] = []
         self.pipe = 0
         self.cwnd = float(INITIAL_WINDOW_SEGMENTS * self.mss)
+        # The receiver's window, as ground's TCP_WINDOW_CLAMP sets it (link version 4): new
+        # data leaves only while the unacknowledged bytes stay under it.
+        self.rwnd = float(MAX_WINDOW_BYTES)
         self.ssthresh = math.inf
         self.recover = -1
         self.srtt: float | None = None
@@ -378,6 +395,8 @@ class _Half:
                 seg.lost = False
             elif self.nxt < self.end:
                 n = min(self.mss, self.end - self.nxt)
+                if self.nxt + n - self.una > self.rwnd:
+                    break  # the receiver's window is full: its acks pump again
                 off = self.nxt - self.una
                 seg = _Seg(seq=self.nxt, length=n, payload=bytes(self.data[off : off + n]))
                 self.segs[seg.seq] = seg
@@ -459,6 +478,8 @@ class _Half:
             self.una = cum
             self.backoff = 1
             self.stop()
+        if newly and self is self.conn.up:
+            self.link._delivered(newly)
         if newly and self.una > self.recover:
             if self.cwnd < self.ssthresh:
                 self.cwnd += newly

@@ -66,6 +66,13 @@ from protocol.transfer_wire import (
     encode_request,
     salvage_chunk,
 )
+from protocol.window_clamp import (
+    WINDOW_CLAMP_LINK_VERSION,
+    WINDOW_HEADER,
+    DeliveryRate,
+    carries_window,
+    window_bytes,
+)
 
 from .clock import EventLoop, Timer
 from .link import SimLink
@@ -170,6 +177,10 @@ class TransferDriver:
         # onboard/sync.py: a new upload's OPEN carries its first chunk (link version 3); not in
         # the transfers before it.
         self.sender.first_flight = not (v1 or shared) and self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
+        # Link version 4: ground clamps each connection's receive window to what the station asks.
+        self.clamps = not (v1 or shared) and self.cfg.peer.speaks_link(WINDOW_CLAMP_LINK_VERSION)
+        self.delivery = DeliveryRate()
+        link.on_delivered = self._on_delivered
         self.pool: list[HttpClient] = []
         # onboard/race.py: while the link is down, new connections come from one shared race.
         self.race = SimRace(loop, link, self._server)
@@ -264,7 +275,7 @@ class TransferDriver:
         if d is not None and d <= now:
             self.sender.handle_timeout(now)
         for out in self.sender.data_to_send(now):
-            self._carry(out.seq, out.data, out.deadline, out.race_every_s, out.hedge)
+            self._carry(out.seq, out.data, out.deadline, out.race_every_s, out.hedge, out.payload_bytes)
         self._events()
         self._warm(now)
         times = [self.poll.next_at]
@@ -365,6 +376,7 @@ class TransferDriver:
         deadline: float,
         race_every_s: float | None = None,
         hedge: bytes | None = None,
+        payload_bytes: int = 0,
     ) -> None:
         req = decode_request(data)
         kind = "chunk" if isinstance(req, Chunk) else "open" if isinstance(req, Open) else "receipts"
@@ -386,7 +398,7 @@ class TransferDriver:
             "POST",
             "/v1/link",
             data,
-            self.headers,
+            self.headers + self._window_header(payload_bytes),
             lambda resp: self._first_answered(seq, c, resp, kind),
             lambda reason: self._first_failed(seq, c, reason),
             total_timeout_s=max(0.5, deadline - self.loop.now),
@@ -403,6 +415,20 @@ class TransferDriver:
             self._open_sizes[seq] = (req.size_bytes, c.request_wire_bytes)
         if hedge is not None and race_every_s is not None and not self.v1:
             self._hedge(seq, hedge, deadline, c)
+
+    def _on_delivered(self, now: float, delivered: int) -> None:
+        base = self.sender.base_rtt_s
+        if base is not None:
+            self.delivery.observe(now, delivered, base)
+
+    def _window_header(self, payload_bytes: int) -> list[tuple[str, str]]:
+        """onboard/sync.py's window for a request carrying upload bytes (link version 4)."""
+        if not self.clamps or not carries_window(payload_bytes, self.sender.config):
+            return []
+        rate, base = self.delivery.rate(), self.sender.base_rtt_s
+        if rate is None or base is None:
+            return []
+        return [(WINDOW_HEADER, str(window_bytes(rate, base, self.link.established_count())))]
 
     def _hedge(self, seq: int, data: bytes, deadline: float, first: HttpClient) -> None:
         """onboard/sync.py's copy of a post written in the dark: the same request on a spare

@@ -8,6 +8,7 @@ which keeps virtual-time byte counts within a few percent of the real processes'
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ import h11
 
 from onboard.race import SPARE_KEEP_S as RACE_SPARE_KEEP_S
 from onboard.race import SPARE_MAX as RACE_SPARE_MAX
+from protocol.errors import RemoteProtocolError
+from protocol.window_clamp import WINDOW_HEADER, parse_window
 
 from .clock import EventLoop, Timer
 from .link import SimConnection, SimLink
@@ -364,6 +367,15 @@ class SimRace:
 Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, str, bytes]]
 
 
+def _clamp_window(conn: SimConnection, req: h11.Request) -> None:
+    """ground/server.py's TCP_WINDOW_CLAMP on the request's connection (link version 4)."""
+    name = WINDOW_HEADER.lower().encode()
+    for k, v in req.headers:
+        if k == name:
+            with contextlib.suppress(RemoteProtocolError):
+                conn.up.rwnd = float(parse_window(v.decode("latin-1")))
+
+
 class ServerConn:
     """Ground's side of one connection: parses requests with h11 and answers with ``handler``."""
 
@@ -407,6 +419,7 @@ class ServerConn:
             if isinstance(ev, h11.Request):
                 self.req = ev
                 self.body = bytearray()
+                _clamp_window(conn, ev)
             elif isinstance(ev, h11.Data):
                 self.body += ev.data
             elif isinstance(ev, h11.EndOfMessage):

@@ -1,7 +1,7 @@
 """Link version 3 (issue 14, docs/PROTOCOL.md §8.2): a new upload's OPEN carries its first
 chunk, so its data leaves in the first flight instead of a round trip after the OPEN. Ground
 keeps the carried chunk exactly as a CHUNK (same checks, limits and salvage on a cut);
-negotiated by ground's capability token (``link=1,2,3``), and an older ground that refuses it
+negotiated by ground's capability token (``link=1,2,3``, now ``link=1,2,3,4``), and an older ground that refuses it
 gets today's exchange.
 """
 
@@ -61,7 +61,7 @@ def _spy(pair: Pair) -> list[Request]:
 
 def test_the_token_lists_link_version_3_and_an_older_one_does_not() -> None:
     assert FIRST_FLIGHT_LINK_VERSION in LINK_VERSIONS
-    assert Capabilities(codecs=frozenset({0}), link=LINK_VERSIONS).to_token().endswith(";link=1,2,3")
+    assert Capabilities(codecs=frozenset({0}), link=LINK_VERSIONS).to_token().endswith(";link=1,2,3,4")
     assert not Capabilities.from_token("codecs=0;link=1,2").speaks_link(FIRST_FLIGHT_LINK_VERSION)
     assert not Capabilities.from_token("codecs=0").speaks_link(FIRST_FLIGHT_LINK_VERSION)
 

@@ -1,0 +1,115 @@
+"""What the station's connections deliver, read from Linux's TCP_INFO (link version 4).
+
+Every socket sync makes to ground comes through :meth:`DeliveryMeter.watch`'s factory; a
+poll every 50 ms adds up the bytes each has had acknowledged (``tcpi_delivered``, SACKed
+segments included, × its MSS) and feeds the sum to protocol/window_clamp.py's rate filter.
+The window each request asks ground to clamp its connection to comes from that rate, the
+base RTT the sender measured and the connections open. Where TCP_INFO is not there (not
+Linux) the meter gives no window and requests carry none: the link works as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.window_clamp import DeliveryRate, WindowRule, window_bytes
+
+# struct tcp_info (include/uapi/linux/tcp.h): tcpi_state is its first byte, tcpi_snd_mss a
+# u32 at 16, tcpi_delivered (Linux 4.18+) a u32 at 192.
+_TCP_INFO = getattr(socket, "TCP_INFO", None)
+_INFO_BYTES = 232
+_STATE, _SND_MSS, _DELIVERED = 0, 16, 192
+_ESTABLISHED = 1
+POLL_EVERY_S = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class TcpCounters:
+    """One connection's view: is it established, and segments delivered (× ``mss`` bytes)."""
+
+    established: bool
+    delivered_segments: int
+    mss: int
+
+
+def read_counters(sock: socket.socket) -> TcpCounters | None:
+    """The socket's TCP_INFO counters, or None (closed, not TCP, or a kernel without them)."""
+    if _TCP_INFO is None or sock.fileno() < 0:
+        return None
+    try:
+        raw = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _INFO_BYTES)
+    except OSError:
+        return None
+    if len(raw) < _DELIVERED + 4:
+        return None
+    (mss,) = struct.unpack_from("=I", raw, _SND_MSS)
+    (delivered,) = struct.unpack_from("=I", raw, _DELIVERED)
+    return TcpCounters(established=raw[_STATE] == _ESTABLISHED, delivered_segments=delivered, mss=mss)
+
+
+class DeliveryMeter:
+    """The station's sockets to ground, and what they have delivered together."""
+
+    def __init__(
+        self,
+        rule: WindowRule | None = None,
+        read: Callable[[socket.socket], TcpCounters | None] = read_counters,
+    ) -> None:
+        self.rate = DeliveryRate(rule)
+        self._rule = rule
+        self._read = read
+        self._sockets: dict[socket.socket, int] = {}  # socket → delivered segments last read
+        self.delivered = 0  # bytes, over every socket ever watched
+        self.established = 0  # connections established at the last poll
+
+    def watch(self, factory: Callable[[Any], socket.socket]) -> Callable[[Any], socket.socket]:
+        """``factory`` (aiohttp's socket_factory), remembering every socket it makes."""
+
+        def make(addr_info: Any) -> socket.socket:
+            sock = factory(addr_info)
+            self._sockets[sock] = 0
+            return sock
+
+        return make
+
+    def poll(self, now: float, base_rtt_s: float | None) -> None:
+        """Read every watched socket once; forget the closed ones."""
+        established = 0
+        grew = False
+        for sock, seen in list(self._sockets.items()):
+            c = self._read(sock)
+            if c is None:
+                if sock.fileno() < 0:
+                    del self._sockets[sock]
+                continue
+            established += c.established
+            if c.delivered_segments > seen:
+                self.delivered += (c.delivered_segments - seen) * c.mss
+                self._sockets[sock] = c.delivered_segments
+                grew = True
+        self.established = established
+        # Sampled only when something was delivered, as the simulator samples at each ack: a
+        # dark link leaves the filter as it was until the first bytes after it.
+        if grew and base_rtt_s is not None:
+            self.rate.observe(now, self.delivered, base_rtt_s)
+
+    def window(self, base_rtt_s: float | None) -> int | None:
+        """The window to ask for a connection, or None before a rate or a base RTT is known."""
+        rate = self.rate.rate()
+        if rate is None or base_rtt_s is None:
+            return None
+        return window_bytes(rate, base_rtt_s, max(1, self.established), self._rule)
+
+    async def run(self, base_rtt_s: Callable[[], float | None]) -> None:
+        """Poll every ``POLL_EVERY_S`` until cancelled."""
+        while True:
+            with contextlib.suppress(OSError):
+                self.poll(time.monotonic(), base_rtt_s())
+            await asyncio.sleep(POLL_EVERY_S)

@@ -1,0 +1,107 @@
+"""How much of a station's upload may be in the network at once (link version 4, issue 14).
+
+A cut throws away what was in the network: the link's queue and pipe, and what reached ground
+out of order behind a lost segment. Many loss-limited TCP streams together let the link's
+queue swing up to a BDP and more between two reads of the standing RTT, so a cut cost up to
+~2 BDP. The station measures the rate the link delivers (the most delivered over any half
+round trip of the last ten), and asks ground to clamp each of its connections' receive
+window to a share of ``gain`` × that rate × the base RTT: Linux then keeps each stream's
+unacknowledged bytes under it (``TCP_WINDOW_CLAMP``), whatever its congestion window says.
+The shares add up to ``share`` × that budget, since a stream recovering from a loss leaves
+part of its share unused. docs/link.md "A window per connection" has the measurements.
+
+Sans-IO: delivered byte counts and times in, a window in bytes out.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from .errors import ErrorCode, RemoteProtocolError
+from .transfer_sender import SenderConfig
+
+# The request header carrying the window a connection should be clamped to (link version 4).
+WINDOW_HEADER = "Orbitpost-Window"
+# Ground clamps to no less (a stream must carry a few segments to recover from a loss by
+# duplicate acks, not timeouts) and no more (a clamp that never binds is none).
+MIN_WINDOW_BYTES = 8 * 1024
+MAX_WINDOW_BYTES = 4 * 1024 * 1024
+WINDOW_CLAMP_LINK_VERSION = 4
+
+
+@dataclass(frozen=True, slots=True)
+class WindowRule:
+    """The constants of the rule (tuned on seeds 7 and 9 only; docs/link.md)."""
+
+    gain: float = 1.25  # budget = gain × delivery rate × base RTT
+    share: float = 1.5  # each of n streams may hold share × budget / n
+    sample_every_s: float = 0.05  # at most one delivery sample this often
+    rate_window_rtts: float = 0.5  # a rate sample spans at least this many base RTTs
+    max_over_rtts: float = 10.0  # the rate is the most seen over this many base RTTs
+
+
+class DeliveryRate:
+    """The most bytes per second the link delivered over any ``rate_window_rtts`` of the
+    last ``max_over_rtts`` base RTTs (BBR's bottleneck bandwidth filter)."""
+
+    def __init__(self, rule: WindowRule | None = None) -> None:
+        self.rule = rule or WindowRule()
+        self._samples: deque[tuple[float, int]] = deque()  # (time, delivered so far)
+        self._best: deque[tuple[float, float]] = deque()  # (time, rate), rates falling
+
+    def observe(self, now: float, delivered: int, base_rtt_s: float) -> None:
+        """``delivered``: bytes the station's connections have had acknowledged (SACKed
+        included) since it began counting; it only grows."""
+        r = self.rule
+        q = self._samples
+        if q and now - q[-1][0] < r.sample_every_s:
+            return
+        q.append((now, delivered))
+        span = r.rate_window_rtts * base_rtt_s
+        while len(q) > 1 and now - q[1][0] >= span:
+            q.popleft()
+        t0, d0 = q[0]
+        if now - t0 >= span and now > t0:
+            rate = (delivered - d0) / (now - t0)
+            best = self._best
+            while best and best[-1][1] <= rate:
+                best.pop()
+            best.append((now, rate))
+        horizon = r.max_over_rtts * base_rtt_s
+        while self._best and now - self._best[0][0] > horizon:
+            self._best.popleft()
+
+    def rate(self) -> float | None:
+        """Bytes per second, or None before a whole sample."""
+        return self._best[0][1] if self._best else None
+
+
+def window_bytes(rate_bytes_s: float, base_rtt_s: float, streams: int, rule: WindowRule | None = None) -> int:
+    """The receive window each of ``streams`` connections should be clamped to."""
+    r = rule or WindowRule()
+    budget = r.gain * rate_bytes_s * base_rtt_s
+    w = int(r.share * budget / max(1, streams))
+    return max(MIN_WINDOW_BYTES, min(MAX_WINDOW_BYTES, w))
+
+
+def carries_window(payload_bytes: int, config: SenderConfig) -> bool:
+    """Does a request with this many upload bytes carry the window header? Not a small one:
+    a lone text post's OPEN pays for no header (issue 14's 2 × bound)."""
+    return payload_bytes > config.small_request_bytes
+
+
+def parse_window(value: str) -> int:
+    """A request's window header, checked: a decimal byte count within ground's bounds."""
+    text = value.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 10:
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED, f"{WINDOW_HEADER} must be a decimal byte count, got {value[:40]!r}"
+        )
+    n = int(text)
+    if not MIN_WINDOW_BYTES <= n <= MAX_WINDOW_BYTES:
+        raise RemoteProtocolError(
+            ErrorCode.MALFORMED,
+            f"{WINDOW_HEADER} {n} is outside {MIN_WINDOW_BYTES}..{MAX_WINDOW_BYTES} bytes",
+        )
+    return n
