@@ -1,8 +1,9 @@
 """What the station's connections deliver, read from Linux's TCP_INFO (link version 4).
 
 Every socket sync makes to ground comes through :meth:`DeliveryMeter.watch`'s factory; a
-poll every 50 ms adds up the bytes each has had acknowledged (``tcpi_delivered``, SACKed
-segments included, × its MSS) and feeds the sum to protocol/window_clamp.py's rate filter.
+poll every 50 ms adds up the bytes each has had acknowledged (``tcpi_bytes_acked``, plus its
+SACKed segments × its MSS, as the simulator counts an ack's newly delivered bytes) and feeds
+the sum to protocol/window_clamp.py's rate filter.
 The window each request asks ground to clamp its connection to comes from that rate, the
 base RTT the sender measured and the connections open. Where TCP_INFO is not there (not
 Linux) the meter gives no window and requests carry none: the link works as before.
@@ -22,21 +23,21 @@ from typing import Any
 from protocol.window_clamp import DeliveryRate, WindowRule, window_bytes
 
 # struct tcp_info (include/uapi/linux/tcp.h): tcpi_state is its first byte, tcpi_snd_mss a
-# u32 at 16, tcpi_delivered (Linux 4.18+) a u32 at 192.
+# u32 at 16, tcpi_sacked (segments) a u32 at 28, tcpi_bytes_acked (Linux 4.1+) a u64 at 120.
+# (Not tcpi_delivered: it counts segments, and a segment of 100 bytes is one as much as a full one.)
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
 _INFO_BYTES = 232
-_STATE, _SND_MSS, _DELIVERED = 0, 16, 192
+_STATE, _SND_MSS, _SACKED, _BYTES_ACKED = 0, 16, 28, 120
 _ESTABLISHED = 1
 POLL_EVERY_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
 class TcpCounters:
-    """One connection's view: is it established, and segments delivered (× ``mss`` bytes)."""
+    """One connection's view: is it established, and the bytes it has had acknowledged."""
 
     established: bool
-    delivered_segments: int
-    mss: int
+    delivered_bytes: int
 
 
 def read_counters(sock: socket.socket) -> TcpCounters | None:
@@ -47,11 +48,12 @@ def read_counters(sock: socket.socket) -> TcpCounters | None:
         raw = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _INFO_BYTES)
     except OSError:
         return None
-    if len(raw) < _DELIVERED + 4:
+    if len(raw) < _BYTES_ACKED + 8:
         return None
     (mss,) = struct.unpack_from("=I", raw, _SND_MSS)
-    (delivered,) = struct.unpack_from("=I", raw, _DELIVERED)
-    return TcpCounters(established=raw[_STATE] == _ESTABLISHED, delivered_segments=delivered, mss=mss)
+    (sacked,) = struct.unpack_from("=I", raw, _SACKED)
+    (acked,) = struct.unpack_from("=Q", raw, _BYTES_ACKED)
+    return TcpCounters(established=raw[_STATE] == _ESTABLISHED, delivered_bytes=acked + sacked * mss)
 
 
 class DeliveryMeter:
@@ -65,7 +67,7 @@ class DeliveryMeter:
         self.rate = DeliveryRate(rule)
         self._rule = rule
         self._read = read
-        self._sockets: dict[socket.socket, int] = {}  # socket → delivered segments last read
+        self._sockets: dict[socket.socket, int] = {}  # socket → the most delivered bytes read
         self.delivered = 0  # bytes, over every socket ever watched
         self.established = 0  # connections established at the last poll
 
@@ -90,9 +92,10 @@ class DeliveryMeter:
                     del self._sockets[sock]
                 continue
             established += c.established
-            if c.delivered_segments > seen:
-                self.delivered += (c.delivered_segments - seen) * c.mss
-                self._sockets[sock] = c.delivered_segments
+            # SACKed segments turn into acked bytes (the sum wobbles by a segment): count rises only.
+            if c.delivered_bytes > seen:
+                self.delivered += c.delivered_bytes - seen
+                self._sockets[sock] = c.delivered_bytes
                 grew = True
         self.established = established
         # Sampled only when something was delivered, as the simulator samples at each ack: a

@@ -1,0 +1,339 @@
+"""Issue 14, link version 4: a cut costs at most what the windows let into the network.
+
+The station reads what its connections deliver (TCP_INFO), asks with each request carrying
+upload bytes for a receive window per connection (protocol/window_clamp.py), and ground clamps
+that connection to it (TCP_WINDOW_CLAMP, ground/window.py). docs/link.md "A window per
+connection" has the figures; here: the rule's properties, the kernel's counters and clamp on
+real sockets, the real ground and onboard end to end, and the simulator's model of the clamp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import socket
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from conftest import Cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from link_support import archive_posts, link_to, running_ground, setup_station
+
+import ground.window
+import simlink.link
+from linkemu import Direction, LinkProxy
+from onboard.delivery import DeliveryMeter, TcpCounters, read_counters
+from onboard.home import Home
+from onboard.sync import sync
+from protocol.errors import RemoteProtocolError
+from protocol.transfer import SenderConfig
+from protocol.transfer_wire import LINK_VERSIONS
+from protocol.window_clamp import (
+    MAX_WINDOW_BYTES,
+    MIN_WINDOW_BYTES,
+    WINDOW_CLAMP_LINK_VERSION,
+    WINDOW_HEADER,
+    DeliveryRate,
+    WindowRule,
+    carries_window,
+    parse_window,
+    window_bytes,
+)
+from simlink.profile import load_profile
+from simlink.virtual import run_virtual, transfer_available
+from simlink.workload import load_workload
+
+FAST = SenderConfig(backoff_initial_s=0.05, backoff_max_s=0.5, min_timeout_s=5.0)
+linux_only = pytest.mark.skipif(not ground.window.available(), reason="TCP_WINDOW_CLAMP is Linux's")
+
+
+# -- the rule (sans-IO) ---------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.floats(1_000, 50_000_000),
+    base=st.floats(0.05, 5.0),
+    jitter=st.lists(st.floats(0.0, 0.04), min_size=400, max_size=400),
+)
+def test_a_steady_link_reads_as_its_rate(rate: float, base: float, jitter: list[float]) -> None:
+    """Bytes delivered at a steady rate, sampled at uneven times: the filter reads that rate
+    (within the rounding of a sample's span), never more than what any span delivered."""
+    meter = DeliveryRate()
+    now = 0.0
+    for j in jitter:
+        now += WindowRule().sample_every_s + j
+        meter.observe(now, int(rate * now), base)
+    got = meter.rate()
+    if now < WindowRule().rate_window_rtts * base + 0.2:
+        return
+    assert got is not None
+    assert abs(got - rate) <= rate * 0.02 + 2 / (WindowRule().rate_window_rtts * base)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    steps=st.lists(st.tuples(st.floats(0.0, 3.0), st.integers(0, 2_000_000)), min_size=1, max_size=80),
+    base=st.floats(0.1, 3.0),
+)
+def test_the_rate_is_the_most_any_recent_span_delivered(steps: list[tuple[float, int]], base: float) -> None:
+    """Any delivery pattern (bursts, silences, a long dark): the rate is one a span of at least
+    half a base RTT in the last ten delivered; it is never negative, and None before any."""
+    meter = DeliveryRate()
+    now, delivered = 0.0, 0
+    seen: list[tuple[float, int]] = []
+    for dt, n in steps:
+        now += dt
+        delivered += n
+        meter.observe(now, delivered, base)
+        seen.append((now, delivered))
+    got = meter.rate()
+    if got is None:
+        return
+    r = WindowRule()
+    spans = [
+        (d1 - d0) / (t1 - t0)
+        for i, (t0, d0) in enumerate(seen)
+        for t1, d1 in seen[i + 1 :]
+        if t1 - t0 >= r.rate_window_rtts * base
+    ]
+    assert got >= 0 and spans and got <= max(spans) + 1e-6
+
+
+@given(rate=st.floats(0, 1e9), base=st.floats(0, 10), streams=st.integers(-3, 500), more=st.floats(1.0, 4.0))
+def test_the_window_stays_in_bounds_and_moves_the_right_way(
+    rate: float, base: float, streams: int, more: float
+) -> None:
+    w = window_bytes(rate, base, streams)
+    assert MIN_WINDOW_BYTES <= w <= MAX_WINDOW_BYTES
+    assert window_bytes(rate * more, base, streams) >= w
+    assert window_bytes(rate, base * more, streams) >= w
+    assert window_bytes(rate, base, max(1, streams) + 5) <= w
+
+
+def test_the_windows_add_up_to_share_times_gain_times_the_bdp() -> None:
+    rate, base = 187_500.0, 1.4  # 1.5 Mbit/s, iss-ku-like
+    r = WindowRule()
+    total = 30 * window_bytes(rate, base, 30)
+    assert abs(total - r.share * r.gain * rate * base) < 30
+
+
+@given(st.integers(MIN_WINDOW_BYTES, MAX_WINDOW_BYTES))
+def test_a_window_header_reads_back(n: int) -> None:
+    assert parse_window(str(n)) == n
+    assert parse_window(f" {n} ") == n
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "lots",
+        "-5",
+        "1e6",
+        "0x10000",
+        "65536.0",
+        "٣٣٣٣٣",
+        str(MIN_WINDOW_BYTES - 1),
+        str(MAX_WINDOW_BYTES + 1),
+        "9" * 40,
+    ],
+)
+def test_a_bad_window_header_says_what_is_wrong(bad: str) -> None:
+    with pytest.raises(RemoteProtocolError) as e:
+        parse_window(bad)
+    assert WINDOW_HEADER in e.value.message
+
+
+@given(st.integers(0, 300))
+def test_a_lone_text_post_carries_no_window(bundle_bytes: int) -> None:
+    """Issue 14's bound on a lone post's bytes: its OPEN pays for no header."""
+    assert not carries_window(bundle_bytes, SenderConfig())
+    assert carries_window(SenderConfig().small_request_bytes + 1, SenderConfig())
+
+
+def test_link_version_4_is_listed_only_by_a_ground_that_can_clamp(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert WINDOW_CLAMP_LINK_VERSION in LINK_VERSIONS
+    assert ground.window.link_versions() == (
+        LINK_VERSIONS if ground.window.available() else LINK_VERSIONS - {4}
+    )
+    monkeypatch.setattr(ground.window, "_CLAMP", None)
+    assert WINDOW_CLAMP_LINK_VERSION not in ground.window.link_versions()
+    assert not ground.window.clamp(None, 65536)
+
+
+# -- the station's meter ---------------------------------------------------------------------
+
+
+class _FakeSock:
+    def __init__(self) -> None:
+        self.open = True
+
+    def fileno(self) -> int:
+        return 3 if self.open else -1
+
+
+def test_the_meter_adds_what_every_socket_delivered_and_forgets_closed_ones() -> None:
+    socks = [_FakeSock(), _FakeSock()]
+    counters = {id(socks[0]): TcpCounters(True, 0), id(socks[1]): TcpCounters(True, 0)}
+    meter = DeliveryMeter(read=lambda s: counters.get(id(s)) if s.fileno() >= 0 else None)  # type: ignore[arg-type,attr-defined]
+    it = iter(socks)
+    make = meter.watch(lambda addr: next(it))  # type: ignore[arg-type,return-value]
+    make(None), make(None)
+    assert meter.window(1.0) is None  # nothing measured yet
+    for step in range(1, 41):
+        counters[id(socks[0])] = TcpCounters(True, 10_000 * step)
+        counters[id(socks[1])] = TcpCounters(step < 20, 5_000 * step if step < 20 else 95_000)
+        if step == 20:
+            socks[1].open = False
+        meter.poll(step * 0.1, 1.0)
+    assert meter.delivered == (400 + 95) * 1000
+    assert meter.established == 1 and len(meter._sockets) == 1  # noqa: SLF001
+    w = meter.window(1.0)
+    assert w is not None and w == window_bytes(meter.rate.rate() or 0, 1.0, 1)
+
+
+def test_tcp_info_counts_what_a_real_connection_delivered() -> None:
+    """Linux's counters on a loopback connection: established, and after the peer has read a
+    megabyte, at least that many bytes delivered; a closed socket has none."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    try:
+        c = socket.create_connection(srv.getsockname())
+        s, _ = srv.accept()
+        sent = 1_000_000
+        c.sendall(b"x" * 100_000 * 10)
+        got = 0
+        while got < sent:
+            got += len(s.recv(1 << 20))
+        info = None
+        for _ in range(100):
+            info = read_counters(c)
+            if info is not None and info.delivered_bytes >= sent:
+                break
+            time.sleep(0.01)  # (the last acks may still be on their way)
+        if info is None:
+            pytest.skip("no TCP_INFO here")
+        assert info.established and sent <= info.delivered_bytes <= sent + 1  # (+1: the SYN)
+        c.close()
+        assert read_counters(c) is None
+        s.close()
+    finally:
+        srv.close()
+
+
+@linux_only
+def test_ground_clamps_a_real_connection() -> None:
+    srv = socket.create_server(("127.0.0.1", 0))
+    try:
+        c = socket.create_connection(srv.getsockname())
+        s, _ = srv.accept()
+
+        class _T:
+            def get_extra_info(self, name: str) -> Any:
+                return s if name == "socket" else None
+
+        assert ground.window.clamp(_T(), 48 * 1024)
+        clamp_opt = socket.TCP_WINDOW_CLAMP  # type: ignore[attr-defined]
+        (got,) = struct.unpack("=i", s.getsockopt(socket.IPPROTO_TCP, clamp_opt, 4))
+        assert got == 48 * 1024
+        s.close()
+        c.close()
+    finally:
+        srv.close()
+
+
+# -- end to end: the real ground and onboard ----------------------------------------------------
+
+
+@linux_only
+async def test_a_photo_crosses_with_its_connections_clamped(
+    cli: Cli, tmp_path: Path, sample_jpegs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`onboard sync` through a slow proxy to the real ground: requests carrying upload bytes
+    ask for a window once a rate is measured, ground clamps their connections, the photo is
+    published once, byte for byte."""
+    clamps: list[int] = []
+    real = ground.window.clamp
+
+    def recording(transport: Any, n: int) -> bool:
+        clamps.append(n)
+        return real(transport, n)
+
+    monkeypatch.setattr(ground.window, "clamp", recording)
+    token = setup_station(cli, tmp_path)
+    photo = sample_jpegs[2]
+    # A text post too: its small OPEN measures the base RTT (a photo's chunks cannot).
+    cli.onboard("post", "--as", "alice", "--to", "archive:alice", "first light")
+    cli.onboard("post", "--as", "alice", "--to", "archive:alice", "--photo", str(photo), "hubble")
+    async with running_ground(cli.ground_home) as url:
+        port = int(url.rsplit(":", 1)[1])
+        up = Direction(rate_bps=800_000, delay_s=0.05)
+        async with LinkProxy("127.0.0.1", port, up=up) as proxy:
+            link_to(cli, proxy.url, token)
+            # Two streams and small first chunks, so most of the photo leaves after a rate is known.
+            config = dataclasses.replace(
+                FAST, window=2, initial_streams=2, initial_chunk_bytes=16 * 1024, chunk_time_s=0.5
+            )
+            await asyncio.wait_for(
+                sync(Home(cli.onboard_home), config=config, wait_published_s=30, rescan_s=0.2), 120
+            )
+    assert clamps and all(MIN_WINDOW_BYTES <= n <= MAX_WINDOW_BYTES for n in clamps)
+    posts = {p.text: p for p in archive_posts(cli.ground_home)}
+    assert sorted(posts) == [b"first light", b"hubble"]
+    assert [m.read_bytes() for m in posts[b"hubble"].media] == [photo.read_bytes()]
+
+
+async def test_ground_refuses_a_bad_window_and_changes_nothing(cli: Cli, tmp_path: Path) -> None:
+    token_file = setup_station(cli, tmp_path)
+    token = json.loads(token_file.read_text())["token"]
+    async with running_ground(cli.ground_home) as url, aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bearer {token}", WINDOW_HEADER: "a lot"}
+        async with session.post(url + "/v1/link", data=b"\x00" * 10, headers=headers) as resp:
+            body = await resp.json()
+            assert resp.status == 400 and body["error"] == "bad_frame"
+            assert WINDOW_HEADER in body["message"] and "decimal" in body["message"]
+    assert archive_posts(cli.ground_home) == []
+
+
+# -- the simulator's model --------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not transfer_available(), reason="needs the transfer machines")
+def test_in_the_simulator_no_connection_sends_past_its_window_and_a_cut_costs_at_most_the_windows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A photo backlog over 1.4 s / 1 % loss with cuts: every new segment leaves within its
+    connection's window, and what every cut finds in the network is within the windows."""
+    over: list[tuple[int, float]] = []
+    cuts: list[tuple[int, int]] = []  # per cut: bytes in the network, of them on clamped connections
+    transmit, cut_all = simlink.link._Half._transmit, simlink.link.SimLink._cut_all  # noqa: SLF001
+
+    def checked_transmit(self: Any, seg: Any) -> None:
+        if seg.sends == 0 and self is self.conn.up and seg.seq + seg.length - self.una > self.rwnd:
+            over.append((seg.seq + seg.length - self.una, self.rwnd))
+        transmit(self, seg)
+
+    def counted_cut(self: Any, reason: str) -> None:
+        live = [c for c in self.conns if not c.closed]
+        for c in live:  # what each connection loses is within its window
+            assert c.in_network()[0] <= c.up.rwnd
+        costs = [(c.in_network()[0], c.up.rwnd < simlink.link.MAX_WINDOW_BYTES) for c in live]
+        cuts.append((sum(n for n, _ in costs), sum(n for n, clamped in costs if clamped)))
+        cut_all(self, reason)
+
+    monkeypatch.setattr(simlink.link._Half, "_transmit", checked_transmit)  # noqa: SLF001
+    monkeypatch.setattr(simlink.link.SimLink, "_cut_all", counted_cut)
+    profile = load_profile("fill-rtt1.4-loss1-cuts")
+    profile = dataclasses.replace(profile, cuts_per_hour=60.0)
+    run_virtual(profile, load_workload("photo-backlog"), astronauts=2, duration_s=300, seed=7)
+    assert over == []
+    # The windows were asked for and set: nearly all bytes a cut found were on clamped connections.
+    busy = [(n, clamped) for n, clamped in cuts if n > 0]
+    assert len(busy) >= 3, cuts
+    assert sum(c for _, c in busy) >= 0.9 * sum(n for n, _ in busy), busy
