@@ -23,21 +23,24 @@ from typing import Any
 from protocol.window_clamp import DeliveryRate, WindowRule, window_bytes
 
 # struct tcp_info (include/uapi/linux/tcp.h): tcpi_state is its first byte, tcpi_snd_mss a
-# u32 at 16, tcpi_sacked (segments) a u32 at 28, tcpi_bytes_acked (Linux 4.1+) a u64 at 120.
+# u32 at 16, tcpi_unacked and tcpi_sacked (segments) u32s at 24 and 28, tcpi_bytes_acked
+# (Linux 4.1+) a u64 at 120, tcpi_notsent_bytes (4.6+) a u32 at 144.
 # (Not tcpi_delivered: it counts segments, and a segment of 100 bytes is one as much as a full one.)
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
 _INFO_BYTES = 232
-_STATE, _SND_MSS, _SACKED, _BYTES_ACKED = 0, 16, 28, 120
+_STATE, _SND_MSS, _UNACKED, _SACKED, _BYTES_ACKED, _NOTSENT = 0, 16, 24, 28, 120, 144
 _ESTABLISHED = 1
 POLL_EVERY_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
 class TcpCounters:
-    """One connection's view: is it established, and the bytes it has had acknowledged."""
+    """One connection's view: is it established, the bytes it has had acknowledged, and does
+    it hold bytes not yet acknowledged (sent or not)?"""
 
     established: bool
     delivered_bytes: int
+    busy: bool = False
 
 
 def read_counters(sock: socket.socket) -> TcpCounters | None:
@@ -48,12 +51,20 @@ def read_counters(sock: socket.socket) -> TcpCounters | None:
         raw = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, _INFO_BYTES)
     except OSError:
         return None
-    if len(raw) < _BYTES_ACKED + 8:
+    if len(raw) < _NOTSENT + 4:
         return None
-    (mss,) = struct.unpack_from("=I", raw, _SND_MSS)
-    (sacked,) = struct.unpack_from("=I", raw, _SACKED)
+    mss, unacked, sacked = (
+        struct.unpack_from("=III", raw, _SND_MSS)[0],
+        *struct.unpack_from("=II", raw, _UNACKED),
+    )
     (acked,) = struct.unpack_from("=Q", raw, _BYTES_ACKED)
-    return TcpCounters(established=raw[_STATE] == _ESTABLISHED, delivered_bytes=acked + sacked * mss)
+    (notsent,) = struct.unpack_from("=I", raw, _NOTSENT)
+    established = raw[_STATE] == _ESTABLISHED
+    return TcpCounters(
+        established=established,
+        delivered_bytes=acked + sacked * mss,
+        busy=established and (unacked > 0 or notsent > 0),
+    )
 
 
 class DeliveryMeter:
@@ -70,6 +81,7 @@ class DeliveryMeter:
         self._sockets: dict[socket.socket, int] = {}  # socket → the most delivered bytes read
         self.delivered = 0  # bytes, over every socket ever watched
         self.established = 0  # connections established at the last poll
+        self.busy = 0  # of them, those holding bytes not yet acknowledged
 
     def watch(self, factory: Callable[[Any], socket.socket]) -> Callable[[Any], socket.socket]:
         """``factory`` (aiohttp's socket_factory), remembering every socket it makes."""
@@ -83,7 +95,7 @@ class DeliveryMeter:
 
     def poll(self, now: float, base_rtt_s: float | None) -> None:
         """Read every watched socket once; forget the closed ones."""
-        established = 0
+        established = busy = 0
         grew = False
         for sock, seen in list(self._sockets.items()):
             c = self._read(sock)
@@ -92,23 +104,25 @@ class DeliveryMeter:
                     del self._sockets[sock]
                 continue
             established += c.established
+            busy += c.busy
             # SACKed segments turn into acked bytes (the sum wobbles by a segment): count rises only.
             if c.delivered_bytes > seen:
                 self.delivered += c.delivered_bytes - seen
                 self._sockets[sock] = c.delivered_bytes
                 grew = True
-        self.established = established
+        self.established, self.busy = established, busy
         # Sampled only when something was delivered, as the simulator samples at each ack: a
         # dark link leaves the filter as it was until the first bytes after it.
         if grew and base_rtt_s is not None:
             self.rate.observe(now, self.delivered, base_rtt_s)
 
-    def window(self, base_rtt_s: float | None) -> int | None:
-        """The window to ask for a connection, or None before a rate or a base RTT is known."""
+    def window(self, base_rtt_s: float | None, standing_ratio: float | None = None) -> int | None:
+        """The window to ask for the connection a request takes, shared with the busy ones; None
+        before a rate or a base RTT is known (simlink's TransferDriver asks the same)."""
         rate = self.rate.rate()
         if rate is None or base_rtt_s is None:
             return None
-        return window_bytes(rate, base_rtt_s, max(1, self.established), self._rule)
+        return window_bytes(rate, base_rtt_s, self.busy + 1, self._rule, standing_ratio=standing_ratio)
 
     async def run(self, base_rtt_s: Callable[[], float | None]) -> None:
         """Poll every ``POLL_EVERY_S`` until cancelled."""

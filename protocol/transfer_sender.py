@@ -356,6 +356,9 @@ class TransferSender:
         self._least_rtt_s: float | None = None
         self._standing_rtt: float | None = None  # least small-request round trip this interval
         self._found_queue = False  # the stream count has once filled the link's queue
+        # The last interval's standing RTT over the base: above 1 the link holds a queue, so
+        # its rate, not random loss, is the limit (protocol/window_clamp.py clamps only then).
+        self.standing_ratio = 1.0
         self._busy_cap = self.config.max_window  # requests ground last held when it said busy
         self._busy_until = now  # ... a cap kept until then
         # Link version 2 (ground's capability token lists link=2): the driver sets this to its
@@ -553,6 +556,7 @@ class TransferSender:
                 self.streams = min(cap, self.streams + max(1, grow))
         self._epoch_at = now
         self._window_limited = False
+        self.standing_ratio = standing / base
         self._standing_rtt = None
 
     def _data_requests(self) -> int:

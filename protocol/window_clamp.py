@@ -4,11 +4,15 @@ A cut throws away what was in the network: the link's queue and pipe, and what r
 out of order behind a lost segment. Many loss-limited TCP streams together let the link's
 queue swing up to a BDP and more between two reads of the standing RTT, so a cut cost up to
 ~2 BDP. The station measures the rate the link delivers (the most delivered over any half
-round trip of the last ten), and asks ground to clamp each of its connections' receive
-window to a share of ``gain`` × that rate × the base RTT: Linux then keeps each stream's
+round trip of the last ten), and while the link holds a queue (the standing RTT above
+``queue_ratio`` × the base) asks ground to clamp each of its busy connections' receive window
+to a share of ``gain`` × that rate × the base RTT: Linux then keeps each stream's
 unacknowledged bytes under it (``TCP_WINDOW_CLAMP``), whatever its congestion window says.
 The shares add up to ``share`` × that budget, since a stream recovering from a loss leaves
-part of its share unused. docs/link.md "A window per connection" has the measurements.
+part of its share unused. Without a queue the streams are held by random loss, not the
+link, and a clamp would only slow them (3 % loss: 2–5 points of goodput): the window asked
+is then the largest, which lifts an earlier clamp. docs/link.md "A window per connection"
+has the measurements.
 
 Sans-IO: delivered byte counts and times in, a window in bytes out.
 """
@@ -36,6 +40,7 @@ class WindowRule:
 
     gain: float = 1.25  # budget = gain × delivery rate × base RTT
     share: float = 1.5  # each of n streams may hold share × budget / n
+    queue_ratio: float = 1.1  # clamp only while the standing RTT is above this × the base
     sample_every_s: float = 0.05  # at most one delivery sample this often
     rate_window_rtts: float = 0.5  # a rate sample spans at least this many base RTTs
     max_over_rtts: float = 10.0  # the rate is the most seen over this many base RTTs
@@ -77,9 +82,19 @@ class DeliveryRate:
         return self._best[0][1] if self._best else None
 
 
-def window_bytes(rate_bytes_s: float, base_rtt_s: float, streams: int, rule: WindowRule | None = None) -> int:
-    """The receive window each of ``streams`` connections should be clamped to."""
+def window_bytes(
+    rate_bytes_s: float,
+    base_rtt_s: float,
+    streams: int,
+    rule: WindowRule | None = None,
+    *,
+    standing_ratio: float | None = None,
+) -> int:
+    """The receive window each of ``streams`` busy connections should be clamped to; the
+    largest (no clamp) while ``standing_ratio`` (standing RTT / base) shows no queue."""
     r = rule or WindowRule()
+    if standing_ratio is not None and standing_ratio < r.queue_ratio:
+        return MAX_WINDOW_BYTES
     budget = r.gain * rate_bytes_s * base_rtt_s
     w = int(r.share * budget / max(1, streams))
     return max(MIN_WINDOW_BYTES, min(MAX_WINDOW_BYTES, w))

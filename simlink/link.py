@@ -195,9 +195,10 @@ class SimLink:
         for c in live:
             c.abort(reason, cut=True)
 
-    def established_count(self) -> int:
-        """The station's open connections (what it counts its streams by, link version 4)."""
-        return sum(1 for c in self.conns if c.established and not c.closed)
+    def busy_count(self) -> int:
+        """The station's connections with bytes not yet acknowledged (sent or not), as it counts
+        them from TCP_INFO (onboard/delivery.py): the streams sharing the window budget."""
+        return sum(1 for c in self.conns if c.established and not c.closed and c.up.end > c.up.una)
 
     def _delivered(self, n: int) -> None:
         self.up_delivered += n
@@ -349,6 +350,7 @@ class _Half:
         # The receiver's window, as ground's TCP_WINDOW_CLAMP sets it (link version 4): new
         # data leaves only while the unacknowledged bytes stay under it.
         self.rwnd = float(MAX_WINDOW_BYTES)
+        self.rwnd_limited = False  # the last pump stopped at the receiver's window
         self.ssthresh = math.inf
         self.recover = -1
         self.srtt: float | None = None
@@ -387,6 +389,7 @@ class _Half:
         if not self.segs and now - self.last_send > self.rto:
             # RFC 2861 / Linux tcp_slow_start_after_idle: an idle connection starts slow again.
             self.cwnd = min(self.cwnd, float(INITIAL_WINDOW_SEGMENTS * self.mss))
+        self.rwnd_limited = False
         while self.pipe == 0 or self.pipe + self.mss <= self.cwnd:
             if self.retx:
                 seg = self.segs.get(self.retx.pop(0))
@@ -396,6 +399,7 @@ class _Half:
             elif self.nxt < self.end:
                 n = min(self.mss, self.end - self.nxt)
                 if self.nxt + n - self.una > self.rwnd:
+                    self.rwnd_limited = True
                     break  # the receiver's window is full: its acks pump again
                 off = self.nxt - self.una
                 seg = _Seg(seq=self.nxt, length=n, payload=bytes(self.data[off : off + n]))
@@ -480,7 +484,9 @@ class _Half:
             self.stop()
         if newly and self is self.conn.up:
             self.link._delivered(newly)
-        if newly and self.una > self.recover:
+        # Linux grows the window only while it limits sending (tcp_is_cwnd_limited): not while
+        # the receiver's clamp does, or lifting the clamp would release a burst.
+        if newly and self.una > self.recover and not self.rwnd_limited:
             if self.cwnd < self.ssthresh:
                 self.cwnd += newly
             else:

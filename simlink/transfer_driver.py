@@ -428,7 +428,9 @@ class TransferDriver:
         rate, base = self.delivery.rate(), self.sender.base_rtt_s
         if rate is None or base is None:
             return []
-        return [(WINDOW_HEADER, str(window_bytes(rate, base, self.link.established_count())))]
+        busy = self.link.busy_count() + 1  # (+1: the connection this request takes)
+        w = window_bytes(rate, base, busy, standing_ratio=self.sender.standing_ratio)
+        return [(WINDOW_HEADER, str(w))]
 
     def _hedge(self, seq: int, data: bytes, deadline: float, first: HttpClient) -> None:
         """onboard/sync.py's copy of a post written in the dark: the same request on a spare

@@ -117,6 +117,17 @@ def test_the_window_stays_in_bounds_and_moves_the_right_way(
     assert window_bytes(rate, base, max(1, streams) + 5) <= w
 
 
+@given(rate=st.floats(0, 1e9), base=st.floats(0, 10), streams=st.integers(1, 64), ratio=st.floats(0, 5))
+def test_without_a_queue_the_window_is_lifted(rate: float, base: float, streams: int, ratio: float) -> None:
+    """Streams held by random loss, not the link, are not slowed: the largest window (which
+    lifts an earlier clamp) unless the standing RTT shows a queue."""
+    w = window_bytes(rate, base, streams, standing_ratio=ratio)
+    if ratio < WindowRule().queue_ratio:
+        assert w == MAX_WINDOW_BYTES
+    else:
+        assert w == window_bytes(rate, base, streams)
+
+
 def test_the_windows_add_up_to_share_times_gain_times_the_bdp() -> None:
     rate, base = 187_500.0, 1.4  # 1.5 Mbit/s, iss-ku-like
     r = WindowRule()
@@ -195,8 +206,9 @@ def test_the_meter_adds_what_every_socket_delivered_and_forgets_closed_ones() ->
         meter.poll(step * 0.1, 1.0)
     assert meter.delivered == (400 + 95) * 1000
     assert meter.established == 1 and len(meter._sockets) == 1  # noqa: SLF001
-    w = meter.window(1.0)
-    assert w is not None and w == window_bytes(meter.rate.rate() or 0, 1.0, 1)
+    assert meter.window(1.0, standing_ratio=1.0) == MAX_WINDOW_BYTES  # no queue: no clamp
+    w = meter.window(1.0, standing_ratio=1.5)
+    assert w is not None and w == window_bytes(meter.rate.rate() or 0, 1.0, meter.busy + 1)
 
 
 def test_tcp_info_counts_what_a_real_connection_delivered() -> None:
@@ -305,11 +317,12 @@ async def test_ground_refuses_a_bad_window_and_changes_nothing(cli: Cli, tmp_pat
 
 
 @pytest.mark.skipif(not transfer_available(), reason="needs the transfer machines")
-def test_in_the_simulator_no_connection_sends_past_its_window_and_a_cut_costs_at_most_the_windows(
+def test_in_the_simulator_no_connection_sends_past_its_window(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A photo backlog over 1.4 s / 1 % loss with cuts: every new segment leaves within its
-    connection's window, and what every cut finds in the network is within the windows."""
+    connection's window (a window lowered under bytes already sent holds the next ones back,
+    as Linux does not shrink one), and cuts find bytes on clamped connections."""
     over: list[tuple[int, float]] = []
     cuts: list[tuple[int, int]] = []  # per cut: bytes in the network, of them on clamped connections
     transmit, cut_all = simlink.link._Half._transmit, simlink.link.SimLink._cut_all  # noqa: SLF001
@@ -321,8 +334,6 @@ def test_in_the_simulator_no_connection_sends_past_its_window_and_a_cut_costs_at
 
     def counted_cut(self: Any, reason: str) -> None:
         live = [c for c in self.conns if not c.closed]
-        for c in live:  # what each connection loses is within its window
-            assert c.in_network()[0] <= c.up.rwnd
         costs = [(c.in_network()[0], c.up.rwnd < simlink.link.MAX_WINDOW_BYTES) for c in live]
         cuts.append((sum(n for n, _ in costs), sum(n for n, clamped in costs if clamped)))
         cut_all(self, reason)
@@ -333,7 +344,6 @@ def test_in_the_simulator_no_connection_sends_past_its_window_and_a_cut_costs_at
     profile = dataclasses.replace(profile, cuts_per_hour=60.0)
     run_virtual(profile, load_workload("photo-backlog"), astronauts=2, duration_s=300, seed=7)
     assert over == []
-    # The windows were asked for and set: nearly all bytes a cut found were on clamped connections.
+    # The windows were asked for and set (while the link held a queue): cuts found clamped bytes.
     busy = [(n, clamped) for n, clamped in cuts if n > 0]
-    assert len(busy) >= 3, cuts
-    assert sum(c for _, c in busy) >= 0.9 * sum(n for n, _ in busy), busy
+    assert len(busy) >= 3 and any(c for _, c in busy), cuts
