@@ -131,6 +131,7 @@ class LinkService:
         self.limiter = limiter or AuthFailureLimiter()
         self.store = UploadStore(home)
         self.bodies = BodyGate()
+        self.windows = window.StationWindows()  # link version 4: each station's connections
         self.receiver = TransferReceiver(
             config, have=self.store.have, quota_for=self._quota, uploads=self.store.load_records()
         )
@@ -168,11 +169,12 @@ class LinkService:
             return json_error(
                 413, LinkErrorCode.CHUNK_TOO_LARGE, f"request body over {MAX_FRAME_BYTES} bytes"
             )
-        if (asked := request.headers.get(WINDOW_HEADER)) is not None:
-            try:
-                window.clamp(request.transport, parse_window(asked))
-            except RemoteProtocolError as exc:
-                return json_error(400, LinkErrorCode.BAD_FRAME, exc.message)
+        asked = request.headers.get(WINDOW_HEADER)
+        try:
+            wanted = None if asked is None else parse_window(asked)
+        except RemoteProtocolError as exc:
+            return json_error(400, LinkErrorCode.BAD_FRAME, exc.message)
+        self.windows.request(station.name, request.transport, wanted)
         with self.bodies.slot(station.name, request.content_length) as admitted:
             if not admitted:
                 return json_error(

@@ -2,9 +2,11 @@
 
 The station measures what its link delivers and sends, with each request carrying upload
 bytes, the window each of its connections should keep (protocol/window_clamp.py). Ground
-sets it with Linux's ``TCP_WINDOW_CLAMP`` on that request's connection, so the station's
-kernel keeps no more than that unacknowledged on it, and a cut throws away at most what the
-windows allow (issue 14). Only a ground that can set it lists link version 4.
+sets it with Linux's ``TCP_WINDOW_CLAMP`` on every open connection of that station at once
+(a chunk keeps its connection for 8 s and more: a window set only on the next request's
+connection would reach the others that late), so the station's kernel keeps no more than
+that unacknowledged on each, and a cut throws away at most what the windows allow (issue 14).
+Only a ground that can set it lists link version 4.
 """
 
 from __future__ import annotations
@@ -26,6 +28,24 @@ def available() -> bool:
 def link_versions() -> frozenset[int]:
     """The live-link versions this ground lists: version 4 only where it can clamp."""
     return LINK_VERSIONS if available() else LINK_VERSIONS - {WINDOW_CLAMP_LINK_VERSION}
+
+
+class StationWindows:
+    """Each station's open connections, so that a window it asks for applies to all of them."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, list[Any]] = {}
+
+    def request(self, station: str, transport: Any, window_bytes: int | None) -> int:
+        """Note ``transport`` as ``station``'s; with a window, clamp every open connection of
+        the station to it. Returns how many were clamped."""
+        live = [t for t in self._open.get(station, ()) if not t.is_closing()]
+        if transport is not None and not transport.is_closing() and transport not in live:
+            live.append(transport)
+        self._open[station] = live
+        if window_bytes is None:
+            return 0
+        return sum(clamp(t, window_bytes) for t in live)
 
 
 def clamp(transport: Any, window_bytes: int) -> bool:

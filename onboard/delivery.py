@@ -116,13 +116,13 @@ class DeliveryMeter:
         if grew and base_rtt_s is not None:
             self.rate.observe(now, self.delivered, base_rtt_s)
 
-    def window(self, base_rtt_s: float | None, standing_ratio: float | None = None) -> int | None:
+    def window(self, base_rtt_s: float | None, queue: bool = True) -> int | None:
         """The window to ask for the connection a request takes, shared with the busy ones; None
         before a rate or a base RTT is known (simlink's TransferDriver asks the same)."""
         rate = self.rate.rate()
         if rate is None or base_rtt_s is None:
             return None
-        return window_bytes(rate, base_rtt_s, self.busy + 1, self._rule, standing_ratio=standing_ratio)
+        return window_bytes(rate, base_rtt_s, self.busy + 1, self._rule, queue=queue)
 
     async def run(self, base_rtt_s: Callable[[], float | None]) -> None:
         """Poll every ``POLL_EVERY_S`` until cancelled."""

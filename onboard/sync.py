@@ -816,7 +816,7 @@ class _Sync:
         """The window header for a request with ``payload_bytes`` upload bytes (link version 4)."""
         if self.meter is None or not carries_window(payload_bytes, self.sender.config):
             return {}
-        w = self.meter.window(self.sender.base_rtt_s, self.sender.standing_ratio)
+        w = self.meter.window(self.sender.base_rtt_s, self.sender.queue_recent(time.monotonic()))
         return {} if w is None else {WINDOW_HEADER: str(w)}
 
     def _step(self, session: aiohttp.ClientSession) -> bool:

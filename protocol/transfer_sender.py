@@ -24,6 +24,7 @@ Sender (station side), one per link::
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -96,6 +97,12 @@ class SenderConfig:
     rtt_window_s: float = 300.0
     # RTT this far above the base: the link's queue is filling (the link is the limit).
     queue_rtt_ratio: float = 1.5
+    # Link version 4 (protocol/window_clamp.py): connections are clamped while the link holds a
+    # queue (the last interval's standing RTT ≥ this × the base), and for ``clamp_hold_rtts``
+    # base RTTs after the link's return (every stream starting again at once). Streams held by
+    # random loss alone are not clamped.
+    clamp_queue_ratio: float = 1.1
+    clamp_hold_rtts: float = 10.0
     # Streams added per interval until the queue is first seen, as a fraction of ``streams``.
     start_growth: float = 0.5
     # Small requests kept in flight (a photo opened ahead when fewer fly): the round trips
@@ -356,9 +363,12 @@ class TransferSender:
         self._least_rtt_s: float | None = None
         self._standing_rtt: float | None = None  # least small-request round trip this interval
         self._found_queue = False  # the stream count has once filled the link's queue
-        # The last interval's standing RTT over the base: above 1 the link holds a queue, so
-        # its rate, not random loss, is the limit (protocol/window_clamp.py clamps only then).
-        self.standing_ratio = 1.0
+        # Did the last interval's standing RTT show a queue (the link's rate, not random loss,
+        # the limit)? And when did the link last come back (every stream starting again at
+        # once)? Link version 4 clamps windows only then (``queue_recent``). Not at the very
+        # start: no rate is measured yet, and at 2.6 s / 3 % loss a clamped start cost 1-2 points.
+        self._queue_now = False
+        self._returned_at = -math.inf
         self._busy_cap = self.config.max_window  # requests ground last held when it said busy
         self._busy_until = now  # ... a cap kept until then
         # Link version 2 (ground's capability token lists link=2): the driver sets this to its
@@ -499,6 +509,14 @@ class TransferSender:
         step = max(c.race_down_rtts / racing, 1 / c.race_attempts_per_rtt)
         return max(c.race_min_s, (self._least_rtt_s or self.srtt_s) * step)
 
+    def queue_recent(self, now: float) -> bool:
+        """Does the link hold a queue, or has it just come back? (Link version 4 clamps
+        connections' windows only then.)"""
+        base = self.base_rtt_s
+        if base is None:
+            return False
+        return self._queue_now or now - self._returned_at <= self.config.clamp_hold_rtts * base
+
     @property
     def base_rtt_s(self) -> float | None:
         """The least round trip of a small request in ``rtt_window_s`` (None before one)."""
@@ -556,7 +574,7 @@ class TransferSender:
                 self.streams = min(cap, self.streams + max(1, grow))
         self._epoch_at = now
         self._window_limited = False
-        self.standing_ratio = standing / base
+        self._queue_now = standing >= c.clamp_queue_ratio * base
         self._standing_rtt = None
 
     def _data_requests(self) -> int:
@@ -1081,6 +1099,7 @@ class TransferSender:
     def _on_success(self, req: _Req, now: float) -> None:
         if not self._up:
             self._up = True
+            self._returned_at = now  # every stream starts again at once: a burst
             self._events.append(LinkUp(at=now))
         self._backoff_s = 0.0
         self._cut_scale = min(1.0, self._cut_scale * 1.1)

@@ -4,8 +4,9 @@ A cut throws away what was in the network: the link's queue and pipe, and what r
 out of order behind a lost segment. Many loss-limited TCP streams together let the link's
 queue swing up to a BDP and more between two reads of the standing RTT, so a cut cost up to
 ~2 BDP. The station measures the rate the link delivers (the most delivered over any half
-round trip of the last ten), and while the link holds a queue (the standing RTT above
-``queue_ratio`` × the base) asks ground to clamp each of its busy connections' receive window
+round trip of the last ten), and while the link has lately held a queue (the sender's
+``queue_recent``: a standing RTT above 1.1 × the base within ten base RTTs, or a start or a
+return of the link, when every stream starts at once) asks ground to clamp each of its busy connections' receive window
 to a share of ``gain`` × that rate × the base RTT: Linux then keeps each stream's
 unacknowledged bytes under it (``TCP_WINDOW_CLAMP``), whatever its congestion window says.
 The shares add up to ``share`` × that budget, since a stream recovering from a loss leaves
@@ -40,7 +41,6 @@ class WindowRule:
 
     gain: float = 1.25  # budget = gain × delivery rate × base RTT
     share: float = 1.5  # each of n streams may hold share × budget / n
-    queue_ratio: float = 1.1  # clamp only while the standing RTT is above this × the base
     sample_every_s: float = 0.05  # at most one delivery sample this often
     rate_window_rtts: float = 0.5  # a rate sample spans at least this many base RTTs
     max_over_rtts: float = 10.0  # the rate is the most seen over this many base RTTs
@@ -88,12 +88,12 @@ def window_bytes(
     streams: int,
     rule: WindowRule | None = None,
     *,
-    standing_ratio: float | None = None,
+    queue: bool = True,
 ) -> int:
     """The receive window each of ``streams`` busy connections should be clamped to; the
-    largest (no clamp) while ``standing_ratio`` (standing RTT / base) shows no queue."""
+    largest (no clamp) without a ``queue`` lately (TransferSender.queue_recent)."""
     r = rule or WindowRule()
-    if standing_ratio is not None and standing_ratio < r.queue_ratio:
+    if not queue:
         return MAX_WINDOW_BYTES
     budget = r.gain * rate_bytes_s * base_rtt_s
     w = int(r.share * budget / max(1, streams))

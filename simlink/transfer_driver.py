@@ -429,7 +429,7 @@ class TransferDriver:
         if rate is None or base is None:
             return []
         busy = self.link.busy_count() + 1  # (+1: the connection this request takes)
-        w = window_bytes(rate, base, busy, standing_ratio=self.sender.standing_ratio)
+        w = window_bytes(rate, base, busy, queue=self.sender.queue_recent(self.loop.now))
         return [(WINDOW_HEADER, str(w))]
 
     def _hedge(self, seq: int, data: bytes, deadline: float, first: HttpClient) -> None:

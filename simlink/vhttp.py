@@ -368,12 +368,16 @@ Handler = Callable[[str, str, dict[str, str], bytes], tuple[int, str, bytes]]
 
 
 def _clamp_window(conn: SimConnection, req: h11.Request) -> None:
-    """ground/server.py's TCP_WINDOW_CLAMP on the request's connection (link version 4)."""
+    """ground/server.py's TCP_WINDOW_CLAMP on every open connection of the station (link
+    version 4; ground/window.py StationWindows): the simulator runs one station."""
     name = WINDOW_HEADER.lower().encode()
     for k, v in req.headers:
         if k == name:
             with contextlib.suppress(RemoteProtocolError):
-                conn.up.rwnd = float(parse_window(v.decode("latin-1")))
+                n = float(parse_window(v.decode("latin-1")))
+                for c in conn.link.conns:
+                    if not c.closed:
+                        c.up.rwnd = n
 
 
 class ServerConn:

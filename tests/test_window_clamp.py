@@ -24,6 +24,7 @@ from conftest import Cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from link_support import archive_posts, link_to, running_ground, setup_station
+from test_link_fill import _Path
 
 import ground.window
 import simlink.link
@@ -117,15 +118,12 @@ def test_the_window_stays_in_bounds_and_moves_the_right_way(
     assert window_bytes(rate, base, max(1, streams) + 5) <= w
 
 
-@given(rate=st.floats(0, 1e9), base=st.floats(0, 10), streams=st.integers(1, 64), ratio=st.floats(0, 5))
-def test_without_a_queue_the_window_is_lifted(rate: float, base: float, streams: int, ratio: float) -> None:
+@given(rate=st.floats(0, 1e9), base=st.floats(0, 10), streams=st.integers(1, 64))
+def test_without_a_queue_the_window_is_lifted(rate: float, base: float, streams: int) -> None:
     """Streams held by random loss, not the link, are not slowed: the largest window (which
-    lifts an earlier clamp) unless the standing RTT shows a queue."""
-    w = window_bytes(rate, base, streams, standing_ratio=ratio)
-    if ratio < WindowRule().queue_ratio:
-        assert w == MAX_WINDOW_BYTES
-    else:
-        assert w == window_bytes(rate, base, streams)
+    lifts an earlier clamp) unless the link held a queue lately."""
+    assert window_bytes(rate, base, streams, queue=False) == MAX_WINDOW_BYTES
+    assert window_bytes(rate, base, streams, queue=True) == window_bytes(rate, base, streams)
 
 
 def test_the_windows_add_up_to_share_times_gain_times_the_bdp() -> None:
@@ -206,8 +204,8 @@ def test_the_meter_adds_what_every_socket_delivered_and_forgets_closed_ones() ->
         meter.poll(step * 0.1, 1.0)
     assert meter.delivered == (400 + 95) * 1000
     assert meter.established == 1 and len(meter._sockets) == 1  # noqa: SLF001
-    assert meter.window(1.0, standing_ratio=1.0) == MAX_WINDOW_BYTES  # no queue: no clamp
-    w = meter.window(1.0, standing_ratio=1.5)
+    assert meter.window(1.0, queue=False) == MAX_WINDOW_BYTES  # no queue lately: no clamp
+    w = meter.window(1.0, queue=True)
     assert w is not None and w == window_bytes(meter.rate.rate() or 0, 1.0, meter.busy + 1)
 
 
@@ -347,3 +345,35 @@ def test_in_the_simulator_no_connection_sends_past_its_window(
     # The windows were asked for and set (while the link held a queue): cuts found clamped bytes.
     busy = [(n, clamped) for n, clamped in cuts if n > 0]
     assert len(busy) >= 3 and any(c for _, c in busy), cuts
+
+
+# -- when the sender asks for a clamp ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rtt", [0.6, 1.4, 2.6])
+@pytest.mark.parametrize("queue", [0.0, 0.02, 0.3, 1.0])
+def test_the_sender_asks_for_a_clamp_only_while_the_link_holds_a_queue(queue: float, rtt: float) -> None:
+    """A scripted path whose queue grows to ``queue`` × the RTT once the base is measured (a
+    queue there from the first sample is the path's RTT to any sender): clamps are asked for
+    while an interval measures it above 1.1 × the base, never on a path without one (random
+    loss alone is not the link's limit), and for ten base RTTs after the link comes back."""
+    path = _Path(SenderConfig())
+    s = path.sender
+    assert not s.queue_recent(0.0)  # nothing measured: no window
+    path.run(60.0, rtt=rtt, queue_s=lambda now: queue * rtt if now > 20 else 0.0)
+    base = s.base_rtt_s
+    assert base is not None
+    assert s.queue_recent(path.now) == (queue > 0.1)
+    # Every connection drops; the link is called down, then comes back.
+    for _, _, seq, _ in path.flying:
+        s.request_failed(seq, path.now, "connection reset")
+    path.flying.clear()
+    while s.link_up:
+        path.now += 1.0
+        for out in s.data_to_send(path.now):
+            s.request_failed(out.seq, path.now, "connection reset")
+    back = path.now
+    path.run(back + 3 * rtt, rtt=rtt, queue_s=lambda now: queue * rtt)
+    assert s.link_up and s.queue_recent(path.now)
+    path.run(back + (s.config.clamp_hold_rtts + 4) * rtt, rtt=rtt, queue_s=lambda now: queue * rtt)
+    assert s.queue_recent(path.now) == (queue > 0.1)
