@@ -98,7 +98,16 @@ def _setup(workdir: Path, names: list[str], wl: Workload) -> tuple[Path, Path, P
         key = keystore.new_key(home, n)
         enroll(gh.conn, n, keystore.public_line(key), list(accounts_for(n, wl.accounts_per_post)), now_ms)
     tok = add_station(gh.conn, STATION, now_ms)
-    write_token_file(token, station=STATION, token=tok, ground_key_line=ground_key_line(gh))
+    # The token the simulator's ground gives (before, none: the real processes spoke link
+    # version 1 and receipts version 2 only, while virtual time ran what ships).
+    from ground.window import link_versions
+
+    from .transfer_driver import simulated_ground_decodes
+
+    decodes = simulated_ground_decodes(link=link_versions()).to_token()
+    write_token_file(
+        token, station=STATION, token=tok, ground_key_line=ground_key_line(gh), ground_decodes=decodes
+    )
     gh.close()
     return a, g, token
 

@@ -111,6 +111,22 @@ SHARED_CONFIG = SenderConfig(max_window=64, query_streams=0, initial_streams=8)
 HEALTH = b'{"ok": true}'  # ground's GET /v1/health answer, byte for byte (web.json_response)
 
 
+def simulated_ground_decodes(*, v1: bool = False, link: frozenset[int] = LINK_VERSIONS) -> Capabilities:
+    """What the simulated ground decodes (its token to the station; simlink/realtime.py gives
+    the real processes the same): bundle formats up to 3 and the text dictionaries, as a real
+    ground does; not JPEG XL (transcoding costs real seconds a photo, and virtual time would
+    hide them; the photo codec is measured in benchmarks/bench_bandwidth.py)."""
+    return Capabilities(
+        codecs=frozenset({Codec.IDENTITY, Codec.ZSTD, Codec.ZSTD_DICT}),
+        dictionaries=shipped_ids(),
+        formats=FORMATS,
+        # A bundle's OPEN brings its receipts back (issue 14); not in the transfer before it.
+        link=frozenset({1}) if v1 else link,
+        # Compact receipts (version 4, docs/PROTOCOL.md §9.5) as a ground of this release lists.
+        receipts=frozenset({2}) if v1 else RECEIPTS_VERSIONS,
+    )
+
+
 class TransferDriver:
     """`onboard sync --watch` on the station and `ground serve`'s link endpoint, in virtual time."""
 
@@ -148,18 +164,7 @@ class TransferDriver:
         # -- the real setup path: `ground station add` then `onboard link add` --
         token = add_station(ground.home.conn, STATION, EPOCH_MS)
         token_file = workdir / "station.token"
-        # What the simulated ground decodes: bundle formats up to 3 and the text dictionaries, as a real
-        # ground does; not JPEG XL (transcoding costs real seconds a photo, and virtual time
-        # would hide them; the photo codec is measured in benchmarks/bench_bandwidth.py).
-        decodes = Capabilities(
-            codecs=frozenset({Codec.IDENTITY, Codec.ZSTD, Codec.ZSTD_DICT}),
-            dictionaries=shipped_ids(),
-            formats=FORMATS,
-            # A bundle's OPEN brings its receipts back (issue 14); not in the transfer before it.
-            link=frozenset({1}) if v1 else LINK_VERSIONS,
-            # Compact receipts (version 4, docs/PROTOCOL.md §9.5) as a ground of this release lists.
-            receipts=frozenset({2}) if v1 else RECEIPTS_VERSIONS,
-        )
+        decodes = simulated_ground_decodes(v1=v1)
         write_token_file(
             token_file,
             station=STATION,
