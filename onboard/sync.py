@@ -23,7 +23,7 @@ import logging
 import socket
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -52,7 +52,7 @@ from protocol.transfer_wire import (
 from . import link, link_status, queue
 from .errors import OnboardError
 from .home import Home
-from .race import ConnectRace
+from .race import REFUSALS, ConnectRace
 from .receipts import (
     CURSOR_KEY,
     MissingTemplate,
@@ -95,6 +95,22 @@ WARM_RETRY_MAX_S = 300.0
 # Set in the task carrying a copy of a request (Outgoing.hedge): its connection comes only from
 # the race's attempts already under way (ConnectRace.hedge), never from a new attempt.
 _COPY: contextvars.ContextVar[bool] = contextvars.ContextVar("orbitpost_link_copy", default=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Suspect:
+    """A request sent while the link is believed up (Outgoing.race_after_s): its new
+    connection unanswered ``after_s``, ``unanswered()`` (the sender's ``connect_unanswered``)
+    gives the step to join the shared race at, or None."""
+
+    after_s: float
+    unanswered: Callable[[], float | None]
+
+
+# Set in the task carrying such a request (its context only), read where it connects.
+_SUSPECT: contextvars.ContextVar[_Suspect | None] = contextvars.ContextVar(
+    "orbitpost_link_suspect", default=None
+)
 
 
 class SyncError(OnboardError):
@@ -170,7 +186,7 @@ class _WatchedConnector(aiohttp.TCPConnector):
                 raise client_error(req.connection_key, exc)
         if sock is None:
             if every_s is None or not addr_infos:
-                return await super()._wrap_create_connection(
+                plain = super()._wrap_create_connection(
                     *args,
                     addr_infos=addr_infos,
                     req=req,
@@ -178,11 +194,19 @@ class _WatchedConnector(aiohttp.TCPConnector):
                     client_error=client_error,
                     **kwargs,
                 )
-            try:
-                # Ground's one address (a name with several: the next after a refusal, as aiohttp).
-                sock = await self.race.connect(addr_infos[0], every_s)
-            except OSError as exc:
-                raise client_error(req.connection_key, exc) from exc
+                suspect = _SUSPECT.get()
+                if suspect is None or not addr_infos:
+                    return await plain
+                got = await self._plain_or_raced(plain, suspect, addr_infos[0], req, client_error)
+                if not isinstance(got, socket.socket):
+                    return got
+                sock = got
+            else:
+                try:
+                    # Ground's one address (a name with several: the next after a refusal, as aiohttp).
+                    sock = await self.race.connect(addr_infos[0], every_s)
+                except OSError as exc:
+                    raise client_error(req.connection_key, exc) from exc
         try:
             return await self._wrap_existing_connection(
                 *args, req=req, timeout=timeout, client_error=client_error, sock=sock, **kwargs
@@ -190,6 +214,45 @@ class _WatchedConnector(aiohttp.TCPConnector):
         except BaseException:
             sock.close()
             raise
+
+    async def _plain_or_raced(
+        self,
+        plain_connect: Coroutine[Any, Any, tuple[asyncio.Transport, Any]],
+        suspect: _Suspect,
+        addr_info: Any,
+        req: Any,
+        client_error: type[Exception],
+    ) -> tuple[asyncio.Transport, Any] | socket.socket:
+        """aiohttp's own connect for a request sent while the link is believed up; unanswered
+        after ``suspect.after_s`` and if the sender says so (the link may have gone dark with
+        nothing in flight to tell), the shared race as well (docs/link.md "After a loss of
+        signal"). The first to connect serves the request and the other is dropped; a refusal
+        from either fails it at once. Returns aiohttp's connection, or the race's socket."""
+        plain = asyncio.ensure_future(plain_connect)
+        raced: asyncio.Future[socket.socket] | None = None
+        try:
+            await asyncio.wait({plain}, timeout=suspect.after_s)
+            every_s = None if plain.done() else suspect.unanswered()
+            if every_s is None:
+                return await plain
+            raced = asyncio.ensure_future(self.race.connect(addr_info, every_s))
+            await asyncio.wait({plain, raced}, return_when=asyncio.FIRST_COMPLETED)
+            if plain.done() and not _no_answer(plain):
+                return plain.result()  # connected (or refused, or a TLS error) plainly
+            try:  # the race connected, or the kernel gave up on the SYNs: the race goes on
+                return await raced
+            except OSError as exc:
+                raise client_error(req.connection_key, exc) from exc
+        finally:
+            for task in (plain, raced):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+            if raced is not None and plain.done() and not plain.cancelled() and plain.exception() is None:
+                if raced.done() and not raced.cancelled() and raced.exception() is None:
+                    raced.result().close()  # both at once: the plain one serves
+                self.race.settle()  # the link answered: the attempts under way would only load ground
 
     def _close(self, *args: Any, **kwargs: Any) -> Any:
         self.race.close()  # (both aiohttp's close() and the session's end come through here)
@@ -211,6 +274,19 @@ class _WatchedConnector(aiohttp.TCPConnector):
         """The connections still open."""
         self._transports = [x for x in self._transports if not x.is_closing()]
         return list(self._transports)
+
+
+def _no_answer(connect: asyncio.Future[Any]) -> bool:
+    """Did a plain connect fail for want of an answer (its SYN retries ran out), not by a
+    refusal or a TLS error? Then the race may still connect (onboard/race.py's rule)."""
+    exc = connect.exception()
+    err = getattr(exc, "os_error", exc)
+    return (
+        isinstance(exc, OSError)
+        and not isinstance(exc, aiohttp.ClientSSLError)
+        and not isinstance(err, ConnectionRefusedError | ConnectionResetError)
+        and getattr(err, "errno", None) not in REFUSALS
+    )
 
 
 def _racing_socket(addr_info: Any) -> socket.socket:
@@ -392,7 +468,9 @@ class _Requests:
             copies = _Copies(left=2) if out.hedge is not None and racing else None
             timing = _Timing()
             task = asyncio.ensure_future(
-                self._carry(session, out.seq, out.data, out.deadline, timing, copies)
+                self._carry(
+                    session, out.seq, out.data, out.deadline, timing, copies, race_after_s=out.race_after_s
+                )
             )
             self.tasks[out.seq] = task
             if copies is not None:
@@ -416,11 +494,14 @@ class _Requests:
         copies: _Copies | None = None,
         *,
         copy: bool = False,
+        race_after_s: float | None = None,
     ) -> None:
         sender = self._sender
         loop = asyncio.get_running_loop()
         if copy:
             _COPY.set(True)  # (this task's context only) a connection the race makes anyway
+        if race_after_s is not None:  # (likewise) a new connection unanswered that long races
+            _SUSPECT.set(_Suspect(race_after_s, lambda: sender.connect_unanswered(seq, time.monotonic())))
         # The deadline, as a timeout the sender may push back once the request is on a
         # connection (a probe that raced for most of it: TransferSender.request_began).
         limit = asyncio.timeout(max(0.5, deadline - time.monotonic()))

@@ -17,6 +17,7 @@ Sender (station side), one per link::
         ...carry out.data; later either
         s.receive(response_bytes, now)    # a response frame (it names its seq)
         s.request_failed(out.seq, now, reason)   # connection cut / timeout / HTTP error
+        s.connect_unanswered(out.seq, now)       # its new connection unanswered out.race_after_s
     s.next_event()                        # TransferProgress, TransferDone, ReceiptsReceived,
                                           # LinkUp, LinkDown, LinkFatal
     s.next_deadline(); s.handle_timeout(now)
@@ -147,6 +148,17 @@ class SenderConfig:
     # attempt then under way, so the link's return must not fall in its last RTT: at 300 s
     # that is ~1 % of returns on a 2.6 s path (at 60 s it was 4 %, measured).
     down_probe_timeout_s: float = 300.0
+    # While the link is believed up, a new connection for a request that has no answer after
+    # ``suspect_after_rtts`` least small-request round trips (at least ``suspect_min_s``) makes
+    # the request *suspect*: the link may have gone dark with nothing in flight to notice it
+    # (docs/link.md "After a loss of signal"), so it joins the shared race, and so does every
+    # request needing a connection after it, until ground answers anything. 2 RTT: a SYN-ACK
+    # behind the queue the stream rule allows (≤ 1.5 × the base RTT) still comes in time.
+    # 1 s: TCP's initial RTO (RFC 6298 §2.1), when the kernel sends the SYN again itself; a
+    # shorter path's lost SYN is then raced once the kernel's retry is under way, not before.
+    # The link is called down only as before (a request's failure).
+    suspect_after_rtts: float = 2.0
+    suspect_min_s: float = 1.0
     # While down, small uploads (text) probing at once besides the first (``_small_probes``).
     down_small_probes: int = 15
     # While every byte is acked but ground has not committed yet, ask again this often.
@@ -209,6 +221,11 @@ class Outgoing:
     # If the request needs a new connection: the shared race's step (``race_every_s``): another
     # attempt this often while any request waits; whichever connects serves the next one.
     race_every_s: float | None = None
+    # While the link is believed up (no ``race_every_s``): if the request's new connection has
+    # no answer after this long, the driver asks ``TransferSender.connect_unanswered``; given a
+    # step, the request also joins the shared race (its first connect still under way: the
+    # first to connect serves it). None: no such timer (racing from the start).
+    race_after_s: float | None = None
     # A text post written in the dark (``SenderConfig.hedge_dark_posts``): a copy of the request
     # the driver may send as well, on a spare connection the race made, never on a new one.
     # The same OPEN without the receipts cursor, so its answer is a bare STATUS (the station
@@ -305,6 +322,7 @@ class _Req:
     chunk: bool = False  # a CHUNK frame (the end game may send its range again)
     copied_to: int = 0  # the end game has sent again this chunk's bytes up to here
     copy: bool = False  # an end-game copy of bytes already in flight
+    suspect: bool = False  # racing while the link is believed up, not yet on a connection
 
 
 @dataclass(slots=True)
@@ -487,14 +505,27 @@ class TransferSender:
 
     @property
     def race_every_s(self) -> float | None:
-        """How far apart the shared race's connection attempts start while the link is down
-        (None: up, no race)."""
+        """How far apart the shared race's connection attempts start while the link is down,
+        or believed up with a request suspect (``connect_unanswered``); None: no race."""
         if self._up:
-            return None
+            racing = self._suspects()  # the requests racing while believed up (none: no race)
+            if not racing:
+                return None
+        else:
+            racing = 1 + self._small_probes()  # the requests racing while down (the window)
         c = self.config
-        racing = 1 + self._small_probes()  # the requests racing while down (the window)
         step = max(c.race_down_rtts / racing, 1 / c.race_attempts_per_rtt)
         return max(c.race_min_s, (self._least_rtt_s or self.srtt_s) * step)
+
+    def _suspects(self) -> int:
+        return sum(1 for r in self._requests.values() if r.suspect)
+
+    @property
+    def race_after_s(self) -> float:
+        """How long a new connection for a request sent while the link is believed up may go
+        unanswered before the request is suspect (``SenderConfig.suspect_after_rtts``)."""
+        c = self.config
+        return max(c.suspect_min_s, c.suspect_after_rtts * (self._least_rtt_s or self.srtt_s))
 
     @property
     def base_rtt_s(self) -> float | None:
@@ -837,6 +868,8 @@ class TransferSender:
         payload = 0 if span is None else span[1] - span[0]
         timeout = self._timeout_s(payload)
         deadline = now + (timeout if self._up else max(timeout, self.config.down_probe_timeout_s))
+        # A request after one suspect races at once (a connect of its own would wait as long).
+        suspect = self._up and self._suspects() > 0
         self._requests[req.seq] = _Req(
             seq=req.seq,
             sent_at=now,
@@ -847,20 +880,23 @@ class TransferSender:
             is_receipts=isinstance(req, ReceiptsRequest),
             ahead=len(self._requests),
             asks_receipts=isinstance(req, Open) and req.receipts_since is not None,
-            probe=not self._up,
+            probe=not self._up or suspect,
+            suspect=suspect,
             first_flight=isinstance(req, Open) and 0 < len(req.data) < req.size_bytes,
             chunk=isinstance(req, Chunk),
             copied_to=span[0] if span else 0,
         )
         self.stats.requests += 1
         self.stats.request_bytes += len(data)
+        race_every_s = self.race_every_s
         return Outgoing(
             seq=req.seq,
             data=data,
             deadline=deadline,
             key=key,
             payload_bytes=payload,
-            race_every_s=self.race_every_s,
+            race_every_s=race_every_s,
+            race_after_s=self.race_after_s if race_every_s is None else None,
             hedge=self._hedged(req, len(data)),
         )
 
@@ -880,6 +916,20 @@ class TransferSender:
             return encode_request(replace(req, receipts_since=None, receipts_versions=()))
         return None
 
+    def connect_unanswered(self, seq: int, now: float) -> float | None:
+        """Request ``seq``'s new connection has had no answer for its ``race_after_s``: while
+        the link is believed up, it is *suspect* (the link may have gone dark unnoticed) and
+        joins the shared race. Returns the race step (None: no race; it was answered or given
+        up, or the link is known down and its probes race already). The link is not called
+        down: only a request's failure does that, as before."""
+        self._now = max(self._now, now)
+        req = self._requests.get(seq)
+        if req is None or not self._up:
+            return None
+        req.suspect = True
+        req.probe = True  # once on a connection it gets its own timeout (``request_began``)
+        return self.race_every_s
+
     def request_began(self, seq: int, now: float) -> float | None:
         """The request began on an open connection (the driver says when): one sent while the
         link was down may have raced for most of its 300 s deadline, and giving up now would
@@ -888,6 +938,7 @@ class TransferSender:
         req = self._requests.get(seq)
         if req is None or not req.probe:
             return None
+        req.suspect = False  # it has a connection
         payload = 0 if req.span is None else req.span[1] - req.span[0]
         req.deadline = max(req.deadline, now + self._timeout_s(payload))
         return req.deadline
@@ -1075,6 +1126,8 @@ class TransferSender:
         self._retry_at = max(self._retry_at, now + self.config.backoff_initial_s)
 
     def _on_success(self, req: _Req, now: float) -> None:
+        for r in self._requests.values():
+            r.suspect = False  # ground answered: the link works; new connections connect plainly
         if not self._up:
             self._up = True
             self._events.append(LinkUp(at=now))

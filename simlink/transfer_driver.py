@@ -264,7 +264,7 @@ class TransferDriver:
         if d is not None and d <= now:
             self.sender.handle_timeout(now)
         for out in self.sender.data_to_send(now):
-            self._carry(out.seq, out.data, out.deadline, out.race_every_s, out.hedge)
+            self._carry(out.seq, out.data, out.deadline, out.race_every_s, out.hedge, out.race_after_s)
         self._events()
         self._warm(now)
         times = [self.poll.next_at]
@@ -365,6 +365,7 @@ class TransferDriver:
         deadline: float,
         race_every_s: float | None = None,
         hedge: bytes | None = None,
+        race_after_s: float | None = None,
     ) -> None:
         req = decode_request(data)
         kind = "chunk" if isinstance(req, Chunk) else "open" if isinstance(req, Open) else "receipts"
@@ -393,6 +394,9 @@ class TransferDriver:
             race_every_s=None if self.v1 else race_every_s,
             race=self.race,
             on_begin=None if self.v1 else (lambda now: self.sender.request_began(seq, now)),
+            # onboard/sync.py: a plain connect unanswered race_after_s joins the race if suspect.
+            race_after_s=None if self.v1 else race_after_s,
+            on_unanswered=lambda: self.sender.connect_unanswered(seq, self.loop.now),
         )
         t = self.traffic.setdefault(
             kind, {"requests": 0, "answered": 0, "request_bytes": 0, "response_bytes": 0}
