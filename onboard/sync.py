@@ -756,7 +756,10 @@ class _Planner:
                 # answers keep moving meanwhile.
                 self.prep = asyncio.ensure_future(asyncio.to_thread(self._prepare_all, todo))
                 self.prep.add_done_callback(lambda _f: self._wake.set())
-        link.plan(self._home, self._conn, self._peer, defer=self._preparing, hold_text=self._sender.link_up)
+        # Text is held behind a text bundle in flight only while the link is believed up and
+        # no connect is suspect (a bundle stuck in a dark would hold it past the return).
+        hold = self._sender.link_up and not self._sender.link_suspect
+        link.plan(self._home, self._conn, self._peer, defer=self._preparing, hold_text=hold)
         for p in link.active_transfers(self._home, self._conn):
             name = p.spec.key.name
             if name in self._added:

@@ -434,6 +434,13 @@ class TransferSender:
         return self._up
 
     @property
+    def link_suspect(self) -> bool:
+        """Believed up, but a request's new connection went unanswered too long and it races
+        (``connect_unanswered``) until ground answers: text is not held behind a bundle that
+        may be stuck in the dark (onboard/link.py ``plan``), as while down."""
+        return self._up and self._suspects() > 0
+
+    @property
     def chunk_bytes(self) -> int:
         """The chunk size the next CHUNK will use: rate × chunk_time shared by the streams,
         shrunk after cuts. Shared, so each of many loss-limited streams carries a small chunk

@@ -236,9 +236,8 @@ class TransferDriver:
             # arrived); the result is the same, minus 86,400 empty scans a day.
             self.dirty = False
             self.next_scan = now + RESCAN_S
-            onboard_link.plan(
-                self.station.home, self.station.conn, self.cfg.peer, hold_text=self.sender.link_up
-            )
+            hold = self.sender.link_up and not self.sender.link_suspect  # as onboard/sync.py
+            onboard_link.plan(self.station.home, self.station.conn, self.cfg.peer, hold_text=hold)
             for p in onboard_link.active_transfers(self.station.home, self.station.conn):
                 if p.spec.key.name not in self.added:
                     self.added.add(p.spec.key.name)
@@ -396,7 +395,7 @@ class TransferDriver:
             on_begin=None if self.v1 else (lambda now: self.sender.request_began(seq, now)),
             # onboard/sync.py: a plain connect unanswered race_after_s joins the race if suspect.
             race_after_s=None if self.v1 else race_after_s,
-            on_unanswered=lambda: self.sender.connect_unanswered(seq, self.loop.now),
+            on_unanswered=lambda: self._unanswered(seq),
         )
         t = self.traffic.setdefault(
             kind, {"requests": 0, "answered": 0, "request_bytes": 0, "response_bytes": 0}
@@ -407,6 +406,14 @@ class TransferDriver:
             self._open_sizes[seq] = (req.size_bytes, c.request_wire_bytes)
         if hedge is not None and race_every_s is not None and not self.v1:
             self._hedge(seq, hedge, deadline, c)
+
+    def _unanswered(self, seq: int) -> float | None:
+        """A plain connect unanswered ``race_after_s``: the sender's step, if it is suspect;
+        text held behind a bundle is planned again at the next rescan (sync's, within 1 s)."""
+        step = self.sender.connect_unanswered(seq, self.loop.now)
+        if step is not None:
+            self.kick()
+        return step
 
     def _hedge(self, seq: int, data: bytes, deadline: float, first: HttpClient) -> None:
         """onboard/sync.py's copy of a post written in the dark: the same request on a spare
