@@ -149,14 +149,15 @@ class SenderConfig:
     # that is ~1 % of returns on a 2.6 s path (at 60 s it was 4 %, measured).
     down_probe_timeout_s: float = 300.0
     # While the link is believed up, a new connection for a request that has no answer after
-    # ``suspect_after_rtts`` least small-request round trips (at least ``suspect_min_s``) makes
-    # the request *suspect*: the link may have gone dark with nothing in flight to notice it
-    # (docs/link.md "After a loss of signal"), so it joins the shared race, and so does every
-    # request needing a connection after it, until ground answers anything. 2 RTT: a SYN-ACK
-    # behind the queue the stream rule allows (≤ 1.5 × the base RTT) still comes in time.
-    # 1 s: TCP's initial RTO (RFC 6298 §2.1), when the kernel sends the SYN again itself; a
-    # shorter path's lost SYN is then raced once the kernel's retry is under way, not before.
-    # The link is called down only as before (a request's failure).
+    # ``suspect_after_rtts`` small-request round trips (the path's least, or the last one's
+    # if longer: ``race_after_s``; at least ``suspect_min_s``) makes the request *suspect*:
+    # the link may have gone dark with nothing in flight to notice it (docs/link.md "After a
+    # loss of signal"), so it joins the shared race, and so does every request needing a
+    # connection after it, until ground answers anything. 2 round trips: a SYN-ACK behind a
+    # queue that grew since the last sample still comes in time. 1 s: TCP's initial RTO (RFC
+    # 6298 §2.1), when the kernel sends the SYN again itself; a short path's lost SYN is then
+    # raced once the kernel's own retry is under way, not before. The link is called down
+    # only as before (a request's failure).
     suspect_after_rtts: float = 2.0
     suspect_min_s: float = 1.0
     # While down, small uploads (text) probing at once besides the first (``_small_probes``).
@@ -372,6 +373,7 @@ class TransferSender:
         # The least small-request round trip ever seen: the path's own, which sets the race
         # step while the link is down (the window's least may be one stale, slow sample then).
         self._least_rtt_s: float | None = None
+        self._last_rtt_s: float | None = None  # the latest (with the queue it found)
         self._standing_rtt: float | None = None  # least small-request round trip this interval
         self._found_queue = False  # the stream count has once filled the link's queue
         self._busy_cap = self.config.max_window  # requests ground last held when it said busy
@@ -528,11 +530,18 @@ class TransferSender:
         return sum(1 for r in self._requests.values() if r.suspect)
 
     @property
-    def race_after_s(self) -> float:
+    def race_after_s(self) -> float | None:
         """How long a new connection for a request sent while the link is believed up may go
-        unanswered before the request is suspect (``SenderConfig.suspect_after_rtts``)."""
+        unanswered before the request is suspect: ``suspect_after_rtts`` × the path's least
+        small-request round trip, or the last one's if longer (a SYN waits behind the same
+        queue at the link as a small request: on a filled 2.6 s link that was 4.7–6.2 s),
+        at least ``suspect_min_s``. None before any round trip was measured: nothing is
+        implausible yet, and a request's deadline calls the link down as before."""
+        if self._least_rtt_s is None:
+            return None
         c = self.config
-        return max(c.suspect_min_s, c.suspect_after_rtts * (self._least_rtt_s or self.srtt_s))
+        rtt = max(self._least_rtt_s, self._last_rtt_s or 0.0)
+        return max(c.suspect_min_s, c.suspect_after_rtts * rtt)
 
     @property
     def base_rtt_s(self) -> float | None:
@@ -555,6 +564,7 @@ class TransferSender:
             return
         self._rtts.append((now, rtt))
         self._least_rtt_s = rtt if self._least_rtt_s is None else min(self._least_rtt_s, rtt)
+        self._last_rtt_s = rtt
         while self._rtts[0][0] < now - self.config.rtt_window_s:
             self._rtts.popleft()
         self._standing_rtt = rtt if self._standing_rtt is None else min(self._standing_rtt, rtt)

@@ -72,28 +72,37 @@ def _live_sender(rtt_s: float, cfg: SenderConfig | None = None) -> TransferSende
 
 @settings(max_examples=200, deadline=None)
 @given(
-    rtt=st.floats(0.001, 10.0),
+    rtts=st.lists(st.floats(0.001, 10.0), min_size=1, max_size=6),
     after_rtts=st.floats(1.0, 4.0),
     floor=st.floats(0.0, 5.0),
 )
-def test_a_request_sent_while_up_may_race_after_twice_the_least_round_trip(
-    rtt: float, after_rtts: float, floor: float
+def test_a_request_sent_while_up_may_race_after_twice_the_round_trip(
+    rtts: list[float], after_rtts: float, floor: float
 ) -> None:
     """Sent while believed up, a request comes with no race step and ``race_after_s`` =
-    max(floor, suspect_after_rtts × the least small-request round trip); no copy."""
+    max(floor, suspect_after_rtts × the least small-request round trip, or the last one if
+    longer: the queue a SYN now waits behind); no copy."""
     cfg = SenderConfig(suspect_after_rtts=after_rtts, suspect_min_s=floor)
-    s = _live_sender(rtt, cfg)
+    s = _live_sender(rtts[0], cfg)
+    now = rtts[0]
+    for i, rtt in enumerate(rtts[1:]):
+        key = _post(s, 100 + i, now)
+        (o,) = s.data_to_send(now)
+        s.receive(_committed(o.seq, key, len(f"post {100 + i}")), now + rtt, started_at=now)
+        now += rtt
     _post(s, 0)
-    (o,) = s.data_to_send(rtt)
+    (o,) = s.data_to_send(now)
     assert o.race_every_s is None and o.hedge is None
-    assert o.race_after_s == pytest.approx(max(floor, after_rtts * rtt))
+    assert o.race_after_s == pytest.approx(max(floor, after_rtts * max(min(rtts), rtts[-1])))
 
 
-def test_before_any_round_trip_the_initial_estimate_sets_it() -> None:
+def test_before_any_round_trip_nothing_is_suspect() -> None:
+    """Nothing measured, nothing implausible: no timer (a request's deadline calls the link
+    down, as before)."""
     s = TransferSender(SenderConfig(), 0.0)
     _post(s, 0)
     (o,) = s.data_to_send(0.0)
-    assert o.race_after_s == pytest.approx(max(1.0, 2 * s.config.initial_rtt_s))
+    assert o.race_after_s is None and o.race_every_s is None
 
 
 def test_a_suspect_request_races_and_those_after_it_race_at_once_until_ground_answers() -> None:
