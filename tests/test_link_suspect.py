@@ -380,9 +380,9 @@ async def test_sync_watch_races_a_post_sent_into_an_unnoticed_dark(
     """`onboard sync --watch` publishes a first post (the link works, the sender learns the
     round trip), then the link goes dark with nothing in flight: the sender still believes
     it up. A post written then connects plainly; unanswered after 1 s (the floor) it joins
-    the race, without the link being called down; the link returns 2.5 s after the post was
-    written, before the kernel's next SYN retry (3 s after the first, then 7 s), and the race's
-    next attempt carries it. Published once; no copy."""
+    the race, without the link being called down; the link returns 3.5 s after the post was
+    written, 3.5 s before the kernel's next SYN retry (1, 3, then 7 s after the first), and
+    the race's next attempt carries it. Published once; no copy."""
     import onboard.sync as sync_mod
     import protocol.transfer_sender as ts
     from onboard.home import Home
@@ -439,7 +439,7 @@ async def test_sync_watch_races_a_post_sent_into_an_unnoticed_dark(
             await asyncio.sleep(0.5)  # the keep-alive's GET goes into the dark (it tells nothing)
             cli.onboard("post", "--as", "alice", "--to", "archive:alice", "into an unnoticed dark")
             written = time.monotonic()
-            await asyncio.sleep(2.5)
+            await asyncio.sleep(3.5)
             assert len(archive_posts(cli.ground_home)) == 1
             await relay.light()
             back = time.monotonic()
