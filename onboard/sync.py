@@ -23,11 +23,12 @@ import logging
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import aiohappyeyeballs
 import aiohttp
 
 from protocol.capabilities import Capabilities
@@ -185,8 +186,12 @@ class _WatchedConnector(aiohttp.TCPConnector):
                 exc = OSError(errno.ECONNABORTED, "no spare connection for the copy")
                 raise client_error(req.connection_key, exc)
         if sock is None:
-            if every_s is None or not addr_infos:
-                plain = super()._wrap_create_connection(
+            suspect = _SUSPECT.get()
+            if every_s is None and suspect is not None and addr_infos:
+                # Believed up: a plain TCP connect, and the race too if it goes unanswered.
+                sock = await self._plain_or_raced(addr_infos, suspect, req, client_error)
+            elif every_s is None or not addr_infos:
+                return await super()._wrap_create_connection(
                     *args,
                     addr_infos=addr_infos,
                     req=req,
@@ -194,13 +199,6 @@ class _WatchedConnector(aiohttp.TCPConnector):
                     client_error=client_error,
                     **kwargs,
                 )
-                suspect = _SUSPECT.get()
-                if suspect is None or not addr_infos:
-                    return await plain
-                got = await self._plain_or_raced(plain, suspect, addr_infos[0], req, client_error)
-                if not isinstance(got, socket.socket):
-                    return got
-                sock = got
             else:
                 try:
                     # Ground's one address (a name with several: the next after a refusal, as aiohttp).
@@ -216,42 +214,50 @@ class _WatchedConnector(aiohttp.TCPConnector):
             raise
 
     async def _plain_or_raced(
-        self,
-        plain_connect: Coroutine[Any, Any, tuple[asyncio.Transport, Any]],
-        suspect: _Suspect,
-        addr_info: Any,
-        req: Any,
-        client_error: type[Exception],
-    ) -> tuple[asyncio.Transport, Any] | socket.socket:
-        """aiohttp's own connect for a request sent while the link is believed up; unanswered
-        after ``suspect.after_s`` and if the sender says so (the link may have gone dark with
-        nothing in flight to tell), the shared race as well (docs/link.md "After a loss of
-        signal"). The first to connect serves the request and the other is dropped; a refusal
-        from either fails it at once. Returns aiohttp's connection, or the race's socket."""
-        plain = asyncio.ensure_future(plain_connect)
+        self, addr_infos: list[Any], suspect: _Suspect, req: Any, client_error: type[Exception]
+    ) -> socket.socket:
+        """A TCP connect as aiohttp makes it, for a request sent while the link is believed
+        up; unanswered after ``suspect.after_s`` and if the sender says so (the link may have
+        gone dark with nothing in flight to tell), the shared race as well (docs/link.md
+        "After a loss of signal"). The first to connect serves the request and the other is
+        dropped; a refusal from either fails it at once. Only TCP is timed: TLS follows on
+        the socket returned (``_wrap_existing_connection``), as after the race."""
+        plain: asyncio.Future[socket.socket] = asyncio.ensure_future(
+            aiohappyeyeballs.start_connection(
+                addr_infos=addr_infos,
+                local_addr_infos=self._local_addr_infos,
+                happy_eyeballs_delay=self._happy_eyeballs_delay,
+                interleave=self._interleave,
+                loop=self._loop,
+                socket_factory=self._socket_factory,
+            )
+        )
         raced: asyncio.Future[socket.socket] | None = None
+        won: asyncio.Future[socket.socket] | None = None
         try:
             await asyncio.wait({plain}, timeout=suspect.after_s)
             every_s = None if plain.done() else suspect.unanswered()
-            if every_s is None:
-                return await plain
-            raced = asyncio.ensure_future(self.race.connect(addr_info, every_s))
-            await asyncio.wait({plain, raced}, return_when=asyncio.FIRST_COMPLETED)
-            if plain.done() and not _no_answer(plain):
-                return plain.result()  # connected (or refused, or a TLS error) plainly
-            try:  # the race connected, or the kernel gave up on the SYNs: the race goes on
-                return await raced
+            if every_s is not None:
+                raced = asyncio.ensure_future(self.race.connect(addr_infos[0], every_s))
+                await asyncio.wait({plain, raced}, return_when=asyncio.FIRST_COMPLETED)
+            # The plain connect's answer (connected or refused) counts; once it has none (its
+            # SYN retries ran out) the race goes on.
+            won = plain if raced is None or (plain.done() and not _no_answer(plain)) else raced
+            try:
+                return await won
             except OSError as exc:
                 raise client_error(req.connection_key, exc) from exc
         finally:
             for task in (plain, raced):
-                if task is not None and not task.done():
+                if task is None or task is won:
+                    continue
+                if not task.done():
                     task.cancel()
                     with contextlib.suppress(BaseException):
                         await task
-            if raced is not None and plain.done() and not plain.cancelled() and plain.exception() is None:
-                if raced.done() and not raced.cancelled() and raced.exception() is None:
-                    raced.result().close()  # both at once: the plain one serves
+                elif not task.cancelled() and task.exception() is None:
+                    task.result().close()  # both connected at once: the other serves
+            if raced is not None and won is plain and plain.done() and plain.exception() is None:
                 self.race.settle()  # the link answered: the attempts under way would only load ground
 
     def _close(self, *args: Any, **kwargs: Any) -> Any:
@@ -277,15 +283,13 @@ class _WatchedConnector(aiohttp.TCPConnector):
 
 
 def _no_answer(connect: asyncio.Future[Any]) -> bool:
-    """Did a plain connect fail for want of an answer (its SYN retries ran out), not by a
-    refusal or a TLS error? Then the race may still connect (onboard/race.py's rule)."""
+    """Did a plain TCP connect fail for want of an answer (its SYN retries ran out), not by a
+    refusal? Then the race may still connect (onboard/race.py's rule)."""
     exc = connect.exception()
-    err = getattr(exc, "os_error", exc)
     return (
         isinstance(exc, OSError)
-        and not isinstance(exc, aiohttp.ClientSSLError)
-        and not isinstance(err, ConnectionRefusedError | ConnectionResetError)
-        and getattr(err, "errno", None) not in REFUSALS
+        and not isinstance(exc, ConnectionRefusedError | ConnectionResetError)
+        and exc.errno not in REFUSALS
     )
 
 
