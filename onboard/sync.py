@@ -53,7 +53,7 @@ from protocol.transfer_wire import (
 from . import link, link_status, queue
 from .errors import OnboardError
 from .home import Home
-from .race import REFUSALS, ConnectRace
+from .race import ConnectRace
 from .receipts import (
     CURSOR_KEY,
     MissingTemplate,
@@ -220,8 +220,8 @@ class _WatchedConnector(aiohttp.TCPConnector):
         up; unanswered after ``suspect.after_s`` and if the sender says so (the link may have
         gone dark with nothing in flight to tell), the shared race as well (docs/link.md
         "After a loss of signal"). The first to connect serves the request and the other is
-        dropped; a refusal from either fails it at once. Only TCP is timed: TLS follows on
-        the socket returned (``_wrap_existing_connection``), as after the race."""
+        dropped; a refusal from either, or the plain connect giving up, fails it at once. Only
+        TCP is timed: TLS follows on the socket returned (``_wrap_existing_connection``)."""
         plain: asyncio.Future[socket.socket] = asyncio.ensure_future(
             aiohappyeyeballs.start_connection(
                 addr_infos=addr_infos,
@@ -240,9 +240,10 @@ class _WatchedConnector(aiohttp.TCPConnector):
             if every_s is not None:
                 raced = asyncio.ensure_future(self.race.connect(addr_infos[0], every_s))
                 await asyncio.wait({plain, raced}, return_when=asyncio.FIRST_COMPLETED)
-            # The plain connect's answer (connected or refused) counts; once it has none (its
-            # SYN retries ran out) the race goes on.
-            won = plain if raced is None or (plain.done() and not _no_answer(plain)) else raced
+            # Whatever the plain connect came to counts: connected, refused, or given up (a
+            # SYN and one retry unanswered, ~3 s: the request fails and the link is called
+            # down as before; the race's attempts go on for the next request, a probe).
+            won = plain if raced is None or plain.done() else raced
             try:
                 return await won
             except OSError as exc:
@@ -280,17 +281,6 @@ class _WatchedConnector(aiohttp.TCPConnector):
         """The connections still open."""
         self._transports = [x for x in self._transports if not x.is_closing()]
         return list(self._transports)
-
-
-def _no_answer(connect: asyncio.Future[Any]) -> bool:
-    """Did a plain TCP connect fail for want of an answer (its SYN retries ran out), not by a
-    refusal? Then the race may still connect (onboard/race.py's rule)."""
-    exc = connect.exception()
-    return (
-        isinstance(exc, OSError)
-        and not isinstance(exc, ConnectionRefusedError | ConnectionResetError)
-        and exc.errno not in REFUSALS
-    )
 
 
 def _racing_socket(addr_info: Any) -> socket.socket:

@@ -288,8 +288,7 @@ class HttpClient:
         if conn is not self.conn:
             return
         self.conn = None
-        if self.racing is not None and self.pending is not None:
-            return  # the plain connect's SYNs ran out; the race goes on (onboard/sync.py)
+        self._leave_race()  # the plain connect gave up: the request fails (onboard/sync.py)
         cbs = self._finish()
         if cbs:
             cbs[1](reason)

@@ -380,9 +380,11 @@ async def test_sync_watch_races_a_post_sent_into_an_unnoticed_dark(
     """`onboard sync --watch` publishes a first post (the link works, the sender learns the
     round trip), then the link goes dark with nothing in flight: the sender still believes
     it up. A post written then connects plainly; unanswered after 1 s (the floor) it joins
-    the race, without the link being called down; the link returns 3.5 s after the post was
-    written, 3.5 s before the kernel's next SYN retry (1, 3, then 7 s after the first), and
-    the race's next attempt carries it. Published once; no copy."""
+    the race, without the link being called down (before, its plain connect gave up after a
+    SYN and one retry, ~3 s, and the failure called the link down); the link returns 2 s
+    after the post was written. Published once; no copy. (On loopback the plain connect
+    also completes the moment the listener's queue empties, so which of the two carries the
+    post is the kernel's timing; the simulator test measures the time.)"""
     import onboard.sync as sync_mod
     import protocol.transfer_sender as ts
     from onboard.home import Home
@@ -398,10 +400,12 @@ async def test_sync_watch_races_a_post_sent_into_an_unnoticed_dark(
         return step
 
     monkeypatch.setattr(ts.TransferSender, "connect_unanswered", counted)
-    served: list[float] = []  # the race handed a request a connection
+    joined: list[float] = []  # a request joined the race
+    served: list[float] = []  # ... and the race connected for it
     race_connect = ConnectRace.connect
 
     async def racing(self: Any, addr_info: Any, every_s: float) -> socket.socket:
+        joined.append(time.monotonic())
         sock = await race_connect(self, addr_info, every_s)
         served.append(time.monotonic())
         return sock
@@ -439,7 +443,7 @@ async def test_sync_watch_races_a_post_sent_into_an_unnoticed_dark(
             await asyncio.sleep(0.5)  # the keep-alive's GET goes into the dark (it tells nothing)
             cli.onboard("post", "--as", "alice", "--to", "archive:alice", "into an unnoticed dark")
             written = time.monotonic()
-            await asyncio.sleep(3.5)
+            await asyncio.sleep(2.0)
             assert len(archive_posts(cli.ground_home)) == 1
             await relay.light()
             back = time.monotonic()
@@ -447,6 +451,7 @@ async def test_sync_watch_races_a_post_sent_into_an_unnoticed_dark(
             print(
                 f"\nwritten {back - written:.2f} s before the return, published "
                 f"{time.monotonic() - back:.2f} s after it; suspect {suspected}; raced {len(served)}"
+                f" (the first {min(served, default=back) - back:+.2f} s after the return)"
             )
             await asyncio.sleep(0.5)
             stop.set()
@@ -458,7 +463,8 @@ async def test_sync_watch_races_a_post_sent_into_an_unnoticed_dark(
     assert texts == [b"before the dark", b"into an unnoticed dark"], texts
     assert result.rejected == 0 and result.pending_items == 0
     assert any(step is not None and up for _, step, up in suspected), suspected
-    assert served and min(served) >= back  # the race carried it at the return
+    assert joined and max(joined) < back  # it joined the race in the dark
+    assert all(t >= back for t in served)  # nothing connected before the return
     assert hedged == [] and downs == []  # no copy, and the link was never called down
     assert link_requests(cli.ground_home) >= 2
     db = sqlite3.connect(cli.ground_home / "ground.db")
