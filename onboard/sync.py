@@ -153,6 +153,20 @@ class SyncResult:
     photos_as_is: tuple[str, ...] = ()
 
 
+def _connector(config: SenderConfig, ssl: aiohttp.Fingerprint | bool) -> _WatchedConnector:
+    """sync's connection pool: one connection per stream (parallel streams, docs/link.md) and
+    per request carrying no data (query_streams), plus the warm-up's. Its own connects keep
+    the kernel's SYN retries; only the race's attempts give up after one (``_racing_socket``):
+    on a long path behind a queue a SYN-ACK takes over 3 s (4.7-6.2 s on a filled 2.6 s link),
+    and a plain connect that gave up then would fail its request and call the link down."""
+    return _WatchedConnector(
+        limit=config.max_window + config.query_streams + 2,
+        keepalive_timeout=KEEPALIVE_S,
+        ssl=ssl,
+        race_socket_factory=_racing_socket,
+    )
+
+
 class _WatchedConnector(aiohttp.TCPConnector):
     """aiohttp's pool, remembering the transports it hands out, so sync can tell whether a
     connection to ground is still open (a response releases its connection before sync sees it).
@@ -162,11 +176,14 @@ class _WatchedConnector(aiohttp.TCPConnector):
     ``race_every_s``, whichever connects serves the next waiting request, a refusal fails them
     all at once. Otherwise aiohttp connects as usual."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self, *, race_socket_factory: Callable[[Any], socket.socket] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._transports: list[asyncio.BaseTransport] = []
         self.race_every_s: float | None = None
-        self.race = ConnectRace(kwargs.get("socket_factory") or _racing_socket)
+        # The race's attempts only (not aiohttp's own connects): one SYN retry each.
+        self.race = ConnectRace(race_socket_factory or _racing_socket)
 
     async def _wrap_create_connection(
         self,
@@ -285,7 +302,7 @@ class _WatchedConnector(aiohttp.TCPConnector):
 
 def _racing_socket(addr_info: Any) -> socket.socket:
     """A connection attempt's socket: one SYN retry (Linux TCP_SYNCNT), so each raced attempt
-    ends after 3 s and the next ones carry on probing (aiohttp's socket_factory)."""
+    ends after 3 s and the next ones carry on probing (ConnectRace's socket factory)."""
     family, type_, proto, _, _ = addr_info
     sock = socket.socket(family=family, type=type_, proto=proto)
     syncnt = getattr(socket, "TCP_SYNCNT", None)
@@ -822,14 +839,7 @@ class _Sync:
             with_open=self.cfg.peer.speaks_link(2),
         )
         self.planner = _Planner(home, self.conn, self.cfg.peer, self.sender, self.progress, self.wake)
-        # One connection per stream (parallel streams, docs/link.md) and per request carrying
-        # no data (query_streams), plus the warm-up's.
-        self.connector = _WatchedConnector(
-            limit=self.sender.config.max_window + self.sender.config.query_streams + 2,
-            keepalive_timeout=KEEPALIVE_S,
-            ssl=self.cfg.ssl(),
-            socket_factory=_racing_socket,
-        )
+        self.connector = _connector(self.sender.config, self.cfg.ssl())
         self.keeper = _ConnectionKeeper(
             self.cfg.ground_url + "/v1/health", self.connector, self.wake, self.seen.contact
         )

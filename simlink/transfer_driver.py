@@ -73,7 +73,6 @@ from .system import EPOCH_MS, Ground, Station, Tracker
 from .vhttp import (
     LINK_CLIENT_HEADERS,
     LINK_SERVER_HEADERS,
-    RACE_SYNS,
     SERVER_HEADERS,
     HttpClient,
     HttpResponse,
@@ -292,10 +291,6 @@ class TransferDriver:
             if not self.v1:
                 c.auto_headers = LINK_CLIENT_HEADERS  # sync's skip_auto_headers
             c.keepalive_s = KEEPALIVE_S  # sync's TCPConnector(keepalive_timeout=KEEPALIVE_S)
-            if not self.v1:
-                # sync's connector makes every socket with _racing_socket (TCP_SYNCNT=1), its
-                # plain connects too: a SYN and one retry, then the connect fails (~3 s).
-                c.connect_syns = RACE_SYNS
             c.on_idle_lost = self._idle_lost
             self.pool.append(c)
             return c

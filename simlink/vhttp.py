@@ -17,7 +17,7 @@ from onboard.race import SPARE_KEEP_S as RACE_SPARE_KEEP_S
 from onboard.race import SPARE_MAX as RACE_SPARE_MAX
 
 from .clock import EventLoop, Timer
-from .link import SYN_RETRIES_S, SimConnection, SimLink
+from .link import SimConnection, SimLink
 
 AIOHTTP_VERSION = "3.13"
 try:  # the real version string aiohttp puts in User-Agent / Server, when installed
@@ -85,7 +85,6 @@ class HttpClient:
         self.started_at: float | None = None
         self.racing: SimRace | None = None  # waiting on the shared race for a connection
         self.suspect_timer: Timer | None = None  # a plain connect joins the race after this
-        self.connect_syns = len(SYN_RETRIES_S)  # SYNs a plain connect sends before it gives up
         self.on_begin: Callable[[float], float | None] | None = None
         self.close_timer: Timer | None = None
         # aiohttp's connector closes a keep-alive connection idle this long (keepalive_timeout).
@@ -159,7 +158,7 @@ class HttpClient:
                 self.racing = race
                 race.join(self, race_every_s)
             else:
-                self.conn = self.link.connect(self, self.server_factory(), syns=self.connect_syns)
+                self.conn = self.link.connect(self, self.server_factory())
                 if race_after_s is not None and race is not None and on_unanswered is not None:
                     self.suspect_timer = self.loop.after(race_after_s, self._suspect, race, on_unanswered)
         elif self.conn.established:
