@@ -4,6 +4,7 @@ ground), and what the connection race costs in SYNs sent into the dark.
 
     python benchmarks/bench_link_return.py --profiles lunar iss-ku degraded --seeds 7 8 9
     python benchmarks/bench_link_return.py --profiles lunar --seeds 11 12 13 --hours 12
+    python benchmarks/bench_link_return.py --before 0.3 1.3 3.8   # one post, believed up
 
 Each run prints one JSON line (profile, seed, the posts' times in RTTs, SYNs); the table at the
 end pools the seeds of each profile: posts, median, 90th percentile, above 2 RTT, max. Tune on
@@ -54,6 +55,36 @@ def run_dark_posts(
     return sorted(out), r, prof.rtt_s
 
 
+def post_before_return(profile_name: str, before_s: float, *, suspect: bool = True) -> float:
+    """A post written ``before_s`` before the first dark window's end while the sender believes
+    the link up (one post 10 minutes before the window taught it the round trip), no random
+    loss or cuts: (published − window end) / RTT. ``suspect=False``: the suspect-connect rule
+    off (docs/link.md "After a loss of signal")."""
+    import simlink.transfer_driver as td
+    import simlink.virtual as virtual
+    from protocol.transfer import SenderConfig
+    from simlink.workload import PlannedPost, accounts_for
+
+    prof = dataclasses.replace(load_profile(profile_name), loss=0.0, cuts_per_hour=0.0)
+    start, end = prof.dark_windows(20000.0)[0]
+    wl = dataclasses.replace(load_workload("burst"), photo_post_fraction=0.0, backlog_posts_per_astronaut=0)
+    plan = [
+        PlannedPost(at_s=t, author="alice", text=f"post at {t}", photos=(), targets=accounts_for("alice", 1))
+        for t in (max(1.0, start - 600.0), end - before_s)
+    ]
+    saved = virtual.plan_posts, td.SenderConfig
+    try:
+        virtual.plan_posts = lambda *a: plan  # type: ignore[assignment]
+        if not suspect:
+            td.SenderConfig = lambda **kw: SenderConfig(suspect_min_s=1e9, **kw)  # type: ignore[assignment,misc]
+        r = run_virtual(prof, wl, astronauts=1, duration_s=end + 120.0, seed=7)
+    finally:
+        virtual.plan_posts, td.SenderConfig = saved
+    (p,) = [p for p in r.posts if p.queued_s > start]
+    assert p.published_s is not None
+    return (p.published_s - end) / prof.rtt_s
+
+
 def summary(lat: list[float]) -> dict[str, float | int]:
     """Posts, median, 90th percentile, above 2 RTT, max (RTTs)."""
     if not lat:
@@ -92,7 +123,23 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FIELD=VALUE",
         help="SenderConfig fields to change for the simulated station (tuning), e.g. race_down_rtts=0.3",
     )
+    ap.add_argument(
+        "--before",
+        nargs="+",
+        type=float,
+        metavar="S",
+        help="instead: a post written S s before a return while the link is believed up, "
+        "the suspect-connect rule off and on (RTT after the return)",
+    )
     args = ap.parse_args(argv)
+    if args.before:
+        for name in args.profiles:
+            cells = [
+                f"{x:g} s: {post_before_return(name, x, suspect=False):.2f} → {post_before_return(name, x):.2f}"
+                for x in args.before
+            ]
+            print(f"{name}: " + " | ".join(cells), flush=True)
+        return 0
     if args.sender:
         _patch_sender(dict(kv.split("=", 1) for kv in args.sender))
     pooled: dict[str, list[float]] = {}

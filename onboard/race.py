@@ -18,6 +18,9 @@ instead of at the kernel's next SYN retry (1, 2, 4 s … after the first). Unlik
 - a copy of a request (``hedge``: a text post written in the dark, sent twice) takes a
   connection only from attempts already under way, once every request waiting on ``connect``
   has one; it starts no attempt of its own, and gets None at once when none is under way.
+- a request sent while the link is believed up joins the race only once its own connect has
+  gone unanswered longer than the path makes plausible (onboard/sync.py; the sender's
+  ``connect_unanswered``); if that connect answers first, ``settle`` stops the attempts.
 
 simlink/vhttp.py ``SimRace`` models this race in virtual time.
 """
@@ -117,6 +120,16 @@ class ConnectRace:
                 return sock
             sock.close()
         return None
+
+    def settle(self) -> None:
+        """A request's own connect was answered (the link works): unless a request or a copy
+        still waits, stop the attempts under way (connections already made stay spare)."""
+        if self._waiting or self._hedges:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._abandon()
 
     def close(self) -> None:
         """Stop racing; close the attempts under way and the spare connections."""

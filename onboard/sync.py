@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import aiohappyeyeballs
 import aiohttp
 
 from protocol.capabilities import Capabilities
@@ -99,6 +100,22 @@ WARM_RETRY_MAX_S = 300.0
 _COPY: contextvars.ContextVar[bool] = contextvars.ContextVar("orbitpost_link_copy", default=False)
 
 
+@dataclass(frozen=True, slots=True)
+class _Suspect:
+    """A request sent while the link is believed up (Outgoing.race_after_s): its new
+    connection unanswered ``after_s``, ``unanswered()`` (the sender's ``connect_unanswered``)
+    gives the step to join the shared race at, or None."""
+
+    after_s: float
+    unanswered: Callable[[], float | None]
+
+
+# Set in the task carrying such a request (its context only), read where it connects.
+_SUSPECT: contextvars.ContextVar[_Suspect | None] = contextvars.ContextVar(
+    "orbitpost_link_suspect", default=None
+)
+
+
 class SyncError(OnboardError):
     """The sync could not finish (link down too long, credential refused)."""
 
@@ -138,6 +155,34 @@ class SyncResult:
     photos_as_is: tuple[str, ...] = ()
 
 
+def _connector(
+    config: SenderConfig, ssl: aiohttp.Fingerprint | bool, meter: DeliveryMeter | None = None
+) -> _WatchedConnector:
+    """sync's connection pool: one connection per stream (parallel streams, docs/link.md) and
+    per request carrying no data (query_streams), plus the warm-up's. Its own connects keep
+    the kernel's SYN retries; only the race's attempts give up after one (``_racing_socket``):
+    on a long path behind a queue a SYN-ACK takes over 3 s (4.7-6.2 s on a filled 2.6 s link),
+    and a plain connect that gave up then would fail its request and call the link down.
+    With ``meter`` (link version 4) every socket of both kinds is watched for what it delivers."""
+    plain: Callable[[Any], socket.socket] = _plain_socket
+    racing: Callable[[Any], socket.socket] = _racing_socket
+    if meter is not None:
+        plain, racing = meter.watch(plain), meter.watch(racing)
+    return _WatchedConnector(
+        limit=config.max_window + config.query_streams + 2,
+        keepalive_timeout=KEEPALIVE_S,
+        ssl=ssl,
+        socket_factory=plain,
+        race_socket_factory=racing,
+    )
+
+
+def _plain_socket(addr_info: Any) -> socket.socket:
+    """A socket for aiohttp's own connects, as aiohttp makes one (the kernel's SYN retries)."""
+    family, type_, proto, _, _ = addr_info
+    return socket.socket(family=family, type=type_, proto=proto)
+
+
 class _WatchedConnector(aiohttp.TCPConnector):
     """aiohttp's pool, remembering the transports it hands out, so sync can tell whether a
     connection to ground is still open (a response releases its connection before sync sees it).
@@ -147,11 +192,14 @@ class _WatchedConnector(aiohttp.TCPConnector):
     ``race_every_s``, whichever connects serves the next waiting request, a refusal fails them
     all at once. Otherwise aiohttp connects as usual."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(
+        self, *, race_socket_factory: Callable[[Any], socket.socket] | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._transports: list[asyncio.BaseTransport] = []
         self.race_every_s: float | None = None
-        self.race = ConnectRace(kwargs.get("socket_factory") or _racing_socket)
+        # The race's attempts only (not aiohttp's own connects): one SYN retry each.
+        self.race = ConnectRace(race_socket_factory or _racing_socket)
 
     async def _wrap_create_connection(
         self,
@@ -171,7 +219,11 @@ class _WatchedConnector(aiohttp.TCPConnector):
                 exc = OSError(errno.ECONNABORTED, "no spare connection for the copy")
                 raise client_error(req.connection_key, exc)
         if sock is None:
-            if every_s is None or not addr_infos:
+            suspect = _SUSPECT.get()
+            if every_s is None and suspect is not None and addr_infos:
+                # Believed up: a plain TCP connect, and the race too if it goes unanswered.
+                sock = await self._plain_or_raced(addr_infos, suspect, req, client_error)
+            elif every_s is None or not addr_infos:
                 return await super()._wrap_create_connection(
                     *args,
                     addr_infos=addr_infos,
@@ -180,11 +232,12 @@ class _WatchedConnector(aiohttp.TCPConnector):
                     client_error=client_error,
                     **kwargs,
                 )
-            try:
-                # Ground's one address (a name with several: the next after a refusal, as aiohttp).
-                sock = await self.race.connect(addr_infos[0], every_s)
-            except OSError as exc:
-                raise client_error(req.connection_key, exc) from exc
+            else:
+                try:
+                    # Ground's one address (a name with several: the next after a refusal, as aiohttp).
+                    sock = await self.race.connect(addr_infos[0], every_s)
+                except OSError as exc:
+                    raise client_error(req.connection_key, exc) from exc
         try:
             return await self._wrap_existing_connection(
                 *args, req=req, timeout=timeout, client_error=client_error, sock=sock, **kwargs
@@ -192,6 +245,54 @@ class _WatchedConnector(aiohttp.TCPConnector):
         except BaseException:
             sock.close()
             raise
+
+    async def _plain_or_raced(
+        self, addr_infos: list[Any], suspect: _Suspect, req: Any, client_error: type[Exception]
+    ) -> socket.socket:
+        """A TCP connect as aiohttp makes it, for a request sent while the link is believed
+        up; unanswered after ``suspect.after_s`` and if the sender says so (the link may have
+        gone dark with nothing in flight to tell), the shared race as well (docs/link.md
+        "After a loss of signal"). The first to connect serves the request and the other is
+        dropped; a refusal from either, or the plain connect giving up, fails it at once. Only
+        TCP is timed: TLS follows on the socket returned (``_wrap_existing_connection``)."""
+        plain: asyncio.Future[socket.socket] = asyncio.ensure_future(
+            aiohappyeyeballs.start_connection(
+                addr_infos=addr_infos,
+                local_addr_infos=self._local_addr_infos,
+                happy_eyeballs_delay=self._happy_eyeballs_delay,
+                interleave=self._interleave,
+                loop=self._loop,
+                socket_factory=self._socket_factory,
+            )
+        )
+        raced: asyncio.Future[socket.socket] | None = None
+        won: asyncio.Future[socket.socket] | None = None
+        try:
+            await asyncio.wait({plain}, timeout=suspect.after_s)
+            every_s = None if plain.done() else suspect.unanswered()
+            if every_s is not None:
+                raced = asyncio.ensure_future(self.race.connect(addr_infos[0], every_s))
+                await asyncio.wait({plain, raced}, return_when=asyncio.FIRST_COMPLETED)
+            # Whatever the plain connect came to counts: connected, refused, or given up (a
+            # SYN and one retry unanswered, ~3 s: the request fails and the link is called
+            # down as before; the race's attempts go on for the next request, a probe).
+            won = plain if raced is None or plain.done() else raced
+            try:
+                return await won
+            except OSError as exc:
+                raise client_error(req.connection_key, exc) from exc
+        finally:
+            for task in (plain, raced):
+                if task is None or task is won:
+                    continue
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+                elif not task.cancelled() and task.exception() is None:
+                    task.result().close()  # both connected at once: the other serves
+            if raced is not None and won is plain and plain.done() and plain.exception() is None:
+                self.race.settle()  # the link answered: the attempts under way would only load ground
 
     def _close(self, *args: Any, **kwargs: Any) -> Any:
         self.race.close()  # (both aiohttp's close() and the session's end come through here)
@@ -217,7 +318,7 @@ class _WatchedConnector(aiohttp.TCPConnector):
 
 def _racing_socket(addr_info: Any) -> socket.socket:
     """A connection attempt's socket: one SYN retry (Linux TCP_SYNCNT), so each raced attempt
-    ends after 3 s and the next ones carry on probing (aiohttp's socket_factory)."""
+    ends after 3 s and the next ones carry on probing (ConnectRace's socket factory)."""
     family, type_, proto, _, _ = addr_info
     sock = socket.socket(family=family, type=type_, proto=proto)
     syncnt = getattr(socket, "TCP_SYNCNT", None)
@@ -397,7 +498,16 @@ class _Requests:
             timing = _Timing()
             headers = {**self._headers, **self._window(out.payload_bytes)}
             task = asyncio.ensure_future(
-                self._carry(session, out.seq, out.data, out.deadline, timing, copies, headers=headers)
+                self._carry(
+                    session,
+                    out.seq,
+                    out.data,
+                    out.deadline,
+                    timing,
+                    copies,
+                    headers=headers,
+                    race_after_s=out.race_after_s,
+                )
             )
             self.tasks[out.seq] = task
             if copies is not None:
@@ -422,11 +532,14 @@ class _Requests:
         *,
         copy: bool = False,
         headers: dict[str, str] | None = None,
+        race_after_s: float | None = None,
     ) -> None:
         sender = self._sender
         loop = asyncio.get_running_loop()
         if copy:
             _COPY.set(True)  # (this task's context only) a connection the race makes anyway
+        if race_after_s is not None:  # (likewise) a new connection unanswered that long races
+            _SUSPECT.set(_Suspect(race_after_s, lambda: sender.connect_unanswered(seq, time.monotonic())))
         # The deadline, as a timeout the sender may push back once the request is on a
         # connection (a probe that raced for most of it: TransferSender.request_began).
         limit = asyncio.timeout(max(0.5, deadline - time.monotonic()))
@@ -681,7 +794,10 @@ class _Planner:
                 # answers keep moving meanwhile.
                 self.prep = asyncio.ensure_future(asyncio.to_thread(self._prepare_all, todo))
                 self.prep.add_done_callback(lambda _f: self._wake.set())
-        link.plan(self._home, self._conn, self._peer, defer=self._preparing, hold_text=self._sender.link_up)
+        # Text is held behind a text bundle in flight only while the link is believed up and
+        # no connect is suspect (a bundle stuck in a dark would hold it past the return).
+        hold = self._sender.link_up and not self._sender.link_suspect
+        link.plan(self._home, self._conn, self._peer, defer=self._preparing, hold_text=hold)
         for p in link.active_transfers(self._home, self._conn):
             name = p.spec.key.name
             if name in self._added:
@@ -758,14 +874,7 @@ class _Sync:
             with_open=self.cfg.peer.speaks_link(2),
         )
         self.planner = _Planner(home, self.conn, self.cfg.peer, self.sender, self.progress, self.wake)
-        # One connection per stream (parallel streams, docs/link.md) and per request carrying
-        # no data (query_streams), plus the warm-up's.
-        self.connector = _WatchedConnector(
-            limit=self.sender.config.max_window + self.sender.config.query_streams + 2,
-            keepalive_timeout=KEEPALIVE_S,
-            ssl=self.cfg.ssl(),
-            socket_factory=self.meter.watch(_racing_socket) if self.meter else _racing_socket,
-        )
+        self.connector = _connector(self.sender.config, self.cfg.ssl(), self.meter)
         self.keeper = _ConnectionKeeper(
             self.cfg.ground_url + "/v1/health", self.connector, self.wake, self.seen.contact
         )

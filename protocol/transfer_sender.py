@@ -17,6 +17,7 @@ Sender (station side), one per link::
         ...carry out.data; later either
         s.receive(response_bytes, now)    # a response frame (it names its seq)
         s.request_failed(out.seq, now, reason)   # connection cut / timeout / HTTP error
+        s.connect_unanswered(out.seq, now)       # its new connection unanswered out.race_after_s
     s.next_event()                        # TransferProgress, TransferDone, ReceiptsReceived,
                                           # LinkUp, LinkDown, LinkFatal
     s.next_deadline(); s.handle_timeout(now)
@@ -154,6 +155,18 @@ class SenderConfig:
     # attempt then under way, so the link's return must not fall in its last RTT: at 300 s
     # that is ~1 % of returns on a 2.6 s path (at 60 s it was 4 %, measured).
     down_probe_timeout_s: float = 300.0
+    # While the link is believed up, a new connection for a request that has no answer after
+    # ``suspect_after_rtts`` small-request round trips (the path's least, or the last one's
+    # if longer: ``race_after_s``; at least ``suspect_min_s``) makes the request *suspect*:
+    # the link may have gone dark with nothing in flight to notice it (docs/link.md "After a
+    # loss of signal"), so it joins the shared race, and so does every request needing a
+    # connection after it, until ground answers anything. 2 round trips: a SYN-ACK behind a
+    # queue that grew since the last sample still comes in time. 1 s: TCP's initial RTO (RFC
+    # 6298 §2.1), when the kernel sends the SYN again itself; a short path's lost SYN is then
+    # raced once the kernel's own retry is under way, not before. The link is called down
+    # only as before (a request's failure).
+    suspect_after_rtts: float = 2.0
+    suspect_min_s: float = 1.0
     # While down, small uploads (text) probing at once besides the first (``_small_probes``).
     down_small_probes: int = 15
     # While every byte is acked but ground has not committed yet, ask again this often.
@@ -216,6 +229,11 @@ class Outgoing:
     # If the request needs a new connection: the shared race's step (``race_every_s``): another
     # attempt this often while any request waits; whichever connects serves the next one.
     race_every_s: float | None = None
+    # While the link is believed up (no ``race_every_s``): if the request's new connection has
+    # no answer after this long, the driver asks ``TransferSender.connect_unanswered``; given a
+    # step, the request also joins the shared race (its first connect still under way: the
+    # first to connect serves it). None: no such timer (racing from the start).
+    race_after_s: float | None = None
     # A text post written in the dark (``SenderConfig.hedge_dark_posts``): a copy of the request
     # the driver may send as well, on a spare connection the race made, never on a new one.
     # The same OPEN without the receipts cursor, so its answer is a bare STATUS (the station
@@ -312,6 +330,7 @@ class _Req:
     chunk: bool = False  # a CHUNK frame (the end game may send its range again)
     copied_to: int = 0  # the end game has sent again this chunk's bytes up to here
     copy: bool = False  # an end-game copy of bytes already in flight
+    suspect: bool = False  # racing while the link is believed up, not yet on a connection
 
 
 @dataclass(slots=True)
@@ -361,6 +380,7 @@ class TransferSender:
         # The least small-request round trip ever seen: the path's own, which sets the race
         # step while the link is down (the window's least may be one stale, slow sample then).
         self._least_rtt_s: float | None = None
+        self._last_rtt_s: float | None = None  # the latest (with the queue it found)
         self._standing_rtt: float | None = None  # least small-request round trip this interval
         self._found_queue = False  # the stream count has once filled the link's queue
         # Did the last interval's standing RTT show a queue (the link's rate, not random loss,
@@ -427,6 +447,13 @@ class TransferSender:
     @property
     def link_up(self) -> bool:
         return self._up
+
+    @property
+    def link_suspect(self) -> bool:
+        """Believed up, but a request's new connection went unanswered too long and it races
+        (``connect_unanswered``) until ground answers: text is not held behind a bundle that
+        may be stuck in the dark (onboard/link.py ``plan``), as while down."""
+        return self._up and self._suspects() > 0
 
     @property
     def chunk_bytes(self) -> int:
@@ -500,12 +527,15 @@ class TransferSender:
 
     @property
     def race_every_s(self) -> float | None:
-        """How far apart the shared race's connection attempts start while the link is down
-        (None: up, no race)."""
+        """How far apart the shared race's connection attempts start while the link is down,
+        or believed up with a request suspect (``connect_unanswered``); None: no race."""
         if self._up:
-            return None
+            racing = self._suspects()  # the requests racing while believed up (none: no race)
+            if not racing:
+                return None
+        else:
+            racing = 1 + self._small_probes()  # the requests racing while down (the window)
         c = self.config
-        racing = 1 + self._small_probes()  # the requests racing while down (the window)
         step = max(c.race_down_rtts / racing, 1 / c.race_attempts_per_rtt)
         return max(c.race_min_s, (self._least_rtt_s or self.srtt_s) * step)
 
@@ -516,6 +546,23 @@ class TransferSender:
         if base is None:
             return False
         return self._queue_now or now - self._returned_at <= self.config.clamp_hold_rtts * base
+
+    def _suspects(self) -> int:
+        return sum(1 for r in self._requests.values() if r.suspect)
+
+    @property
+    def race_after_s(self) -> float | None:
+        """How long a new connection for a request sent while the link is believed up may go
+        unanswered before the request is suspect: ``suspect_after_rtts`` × the path's least
+        small-request round trip, or the last one's if longer (a SYN waits behind the same
+        queue at the link as a small request: on a filled 2.6 s link that was 4.7–6.2 s),
+        at least ``suspect_min_s``. None before any round trip was measured: nothing is
+        implausible yet, and a request's deadline calls the link down as before."""
+        if self._least_rtt_s is None:
+            return None
+        c = self.config
+        rtt = max(self._least_rtt_s, self._last_rtt_s or 0.0)
+        return max(c.suspect_min_s, c.suspect_after_rtts * rtt)
 
     @property
     def base_rtt_s(self) -> float | None:
@@ -538,6 +585,7 @@ class TransferSender:
             return
         self._rtts.append((now, rtt))
         self._least_rtt_s = rtt if self._least_rtt_s is None else min(self._least_rtt_s, rtt)
+        self._last_rtt_s = rtt
         while self._rtts[0][0] < now - self.config.rtt_window_s:
             self._rtts.popleft()
         self._standing_rtt = rtt if self._standing_rtt is None else min(self._standing_rtt, rtt)
@@ -859,6 +907,8 @@ class TransferSender:
         payload = 0 if span is None else span[1] - span[0]
         timeout = self._timeout_s(payload)
         deadline = now + (timeout if self._up else max(timeout, self.config.down_probe_timeout_s))
+        # A request after one suspect races at once (a connect of its own would wait as long).
+        suspect = self._up and self._suspects() > 0
         self._requests[req.seq] = _Req(
             seq=req.seq,
             sent_at=now,
@@ -869,20 +919,23 @@ class TransferSender:
             is_receipts=isinstance(req, ReceiptsRequest),
             ahead=len(self._requests),
             asks_receipts=isinstance(req, Open) and req.receipts_since is not None,
-            probe=not self._up,
+            probe=not self._up or suspect,
+            suspect=suspect,
             first_flight=isinstance(req, Open) and 0 < len(req.data) < req.size_bytes,
             chunk=isinstance(req, Chunk),
             copied_to=span[0] if span else 0,
         )
         self.stats.requests += 1
         self.stats.request_bytes += len(data)
+        race_every_s = self.race_every_s
         return Outgoing(
             seq=req.seq,
             data=data,
             deadline=deadline,
             key=key,
             payload_bytes=payload,
-            race_every_s=self.race_every_s,
+            race_every_s=race_every_s,
+            race_after_s=self.race_after_s if race_every_s is None else None,
             hedge=self._hedged(req, len(data)),
         )
 
@@ -902,6 +955,20 @@ class TransferSender:
             return encode_request(replace(req, receipts_since=None, receipts_versions=()))
         return None
 
+    def connect_unanswered(self, seq: int, now: float) -> float | None:
+        """Request ``seq``'s new connection has had no answer for its ``race_after_s``: while
+        the link is believed up, it is *suspect* (the link may have gone dark unnoticed) and
+        joins the shared race. Returns the race step (None: no race; it was answered or given
+        up, or the link is known down and its probes race already). The link is not called
+        down: only a request's failure does that, as before."""
+        self._now = max(self._now, now)
+        req = self._requests.get(seq)
+        if req is None or not self._up:
+            return None
+        req.suspect = True
+        req.probe = True  # once on a connection it gets its own timeout (``request_began``)
+        return self.race_every_s
+
     def request_began(self, seq: int, now: float) -> float | None:
         """The request began on an open connection (the driver says when): one sent while the
         link was down may have raced for most of its 300 s deadline, and giving up now would
@@ -910,6 +977,7 @@ class TransferSender:
         req = self._requests.get(seq)
         if req is None or not req.probe:
             return None
+        req.suspect = False  # it has a connection
         payload = 0 if req.span is None else req.span[1] - req.span[0]
         req.deadline = max(req.deadline, now + self._timeout_s(payload))
         return req.deadline
@@ -1097,6 +1165,8 @@ class TransferSender:
         self._retry_at = max(self._retry_at, now + self.config.backoff_initial_s)
 
     def _on_success(self, req: _Req, now: float) -> None:
+        for r in self._requests.values():
+            r.suspect = False  # ground answered: the link works; new connections connect plainly
         if not self._up:
             self._up = True
             self._returned_at = now  # every stream starts again at once: a burst

@@ -252,9 +252,8 @@ class TransferDriver:
             # arrived); the result is the same, minus 86,400 empty scans a day.
             self.dirty = False
             self.next_scan = now + RESCAN_S
-            onboard_link.plan(
-                self.station.home, self.station.conn, self.cfg.peer, hold_text=self.sender.link_up
-            )
+            hold = self.sender.link_up and not self.sender.link_suspect  # as onboard/sync.py
+            onboard_link.plan(self.station.home, self.station.conn, self.cfg.peer, hold_text=hold)
             for p in onboard_link.active_transfers(self.station.home, self.station.conn):
                 if p.spec.key.name not in self.added:
                     self.added.add(p.spec.key.name)
@@ -280,7 +279,15 @@ class TransferDriver:
         if d is not None and d <= now:
             self.sender.handle_timeout(now)
         for out in self.sender.data_to_send(now):
-            self._carry(out.seq, out.data, out.deadline, out.race_every_s, out.hedge, out.payload_bytes)
+            self._carry(
+                out.seq,
+                out.data,
+                out.deadline,
+                out.race_every_s,
+                out.hedge,
+                out.race_after_s,
+                out.payload_bytes,
+            )
         self._events()
         self._warm(now)
         times = [self.poll.next_at]
@@ -381,6 +388,7 @@ class TransferDriver:
         deadline: float,
         race_every_s: float | None = None,
         hedge: bytes | None = None,
+        race_after_s: float | None = None,
         payload_bytes: int = 0,
     ) -> None:
         req = decode_request(data)
@@ -410,6 +418,9 @@ class TransferDriver:
             race_every_s=None if self.v1 else race_every_s,
             race=self.race,
             on_begin=None if self.v1 else (lambda now: self.sender.request_began(seq, now)),
+            # onboard/sync.py: a plain connect unanswered race_after_s joins the race if suspect.
+            race_after_s=None if self.v1 else race_after_s,
+            on_unanswered=lambda: self._unanswered(seq),
         )
         t = self.traffic.setdefault(
             kind, {"requests": 0, "answered": 0, "request_bytes": 0, "response_bytes": 0}
@@ -436,6 +447,14 @@ class TransferDriver:
         busy = self.link.busy_count() + 1  # (+1: the connection this request takes)
         w = window_bytes(rate, base, busy, queue=self.sender.queue_recent(self.loop.now))
         return [(WINDOW_HEADER, str(w))]
+
+    def _unanswered(self, seq: int) -> float | None:
+        """A plain connect unanswered ``race_after_s``: the sender's step, if it is suspect;
+        text held behind a bundle is planned again at the next rescan (sync's, within 1 s)."""
+        step = self.sender.connect_unanswered(seq, self.loop.now)
+        if step is not None:
+            self.kick()
+        return step
 
     def _hedge(self, seq: int, data: bytes, deadline: float, first: HttpClient) -> None:
         """onboard/sync.py's copy of a post written in the dark: the same request on a spare

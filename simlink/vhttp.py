@@ -87,6 +87,7 @@ class HttpClient:
         self.rx = 0
         self.started_at: float | None = None
         self.racing: SimRace | None = None  # waiting on the shared race for a connection
+        self.suspect_timer: Timer | None = None  # a plain connect joins the race after this
         self.on_begin: Callable[[float], float | None] | None = None
         self.close_timer: Timer | None = None
         # aiohttp's connector closes a keep-alive connection idle this long (keepalive_timeout).
@@ -113,13 +114,17 @@ class HttpClient:
         race: SimRace | None = None,
         on_begin: Callable[[float], float | None] | None = None,
         hedge: bool = False,
+        race_after_s: float | None = None,
+        on_unanswered: Callable[[], float | None] | None = None,
     ) -> None:
         """Send one request; with ``race_every_s`` and ``race`` a new connection comes from the
         shared race (onboard/race.py) instead of one connect with the kernel's SYN retries.
         ``on_begin(now)``, told when the request begins on a connection, may return a later
         deadline (onboard/sync.py reschedules its timeout alike). ``hedge`` (with ``race``): a
         copy of a request that only takes a connection the race makes anyway, never a new
-        attempt; it fails at once when the race has none coming."""
+        attempt; it fails at once when the race has none coming. ``race_after_s`` (with
+        ``race``): a plain connect unanswered that long asks ``on_unanswered()`` for a race
+        step and joins the race too, the first to connect serving (onboard/sync.py)."""
         assert self.pending is None, "one request at a time"
         h = h11.Connection(h11.CLIENT)
         hdrs = [*self.auto_headers, *headers]
@@ -157,14 +162,29 @@ class HttpClient:
                 race.join(self, race_every_s)
             else:
                 self.conn = self.link.connect(self, self.server_factory())
+                if race_after_s is not None and race is not None and on_unanswered is not None:
+                    self.suspect_timer = self.loop.after(race_after_s, self._suspect, race, on_unanswered)
         elif self.conn.established:
             self._write()
 
+    def _suspect(self, race: SimRace, on_unanswered: Callable[[], float | None]) -> None:
+        """The plain connect is unanswered after ``race_after_s``: join the race if told to."""
+        self.suspect_timer = None
+        if self.pending is None or self.racing is not None or self.conn is None or self.conn.established:
+            return
+        every_s = on_unanswered()
+        if every_s is not None:
+            self.racing = race
+            race.join(self, every_s)
+
     def adopt(self, conn: SimConnection) -> None:
-        """The race's connection carries this client's request from now on."""
+        """The race's connection carries this client's request from now on (a plain connect
+        still under way is dropped)."""
         self.racing = None
+        plain, self.conn = self.conn, conn
         conn.adopt(self)
-        self.conn = conn
+        if plain is not None and plain is not conn and not plain.closed:
+            plain.abort("the race connected first")
         if self.pending:
             self._write()
 
@@ -200,10 +220,10 @@ class HttpClient:
         self.conn = None
 
     def _finish(self) -> tuple[Callable[[HttpResponse], None], Callable[[str], None]] | None:
-        for t in (self.idle_timer, self.total_timer):
+        for t in (self.idle_timer, self.total_timer, self.suspect_timer):
             if t:
                 t.cancel()
-        self.idle_timer = self.total_timer = None
+        self.idle_timer = self.total_timer = self.suspect_timer = None
         if self.pending is None:
             return None
         _, ok, err = self.pending
@@ -222,6 +242,13 @@ class HttpClient:
     # Endpoint interface -------------------------------------------------------------
     def connection_made(self, conn: SimConnection) -> None:
         if conn is self.conn and self.pending:
+            if self.suspect_timer is not None:
+                self.suspect_timer.cancel()
+                self.suspect_timer = None
+            if self.racing is not None:  # the plain connect answered first: the link works
+                race = self.racing
+                self._leave_race()
+                race.settle()
             self._write()
 
     def data_received(self, conn: SimConnection, data: bytes) -> None:
@@ -263,6 +290,7 @@ class HttpClient:
         if conn is not self.conn:
             return
         self.conn = None
+        self._leave_race()  # the plain connect gave up: the request fails (onboard/sync.py)
         cbs = self._finish()
         if cbs:
             cbs[1](reason)
@@ -315,6 +343,18 @@ class SimRace:
             return False
         self.hedges.append(client)
         return True
+
+    def settle(self) -> None:
+        """A request's own connect was answered (the link works): unless a request or a copy
+        still waits, abandon the attempts under way (connections already made stay spare)."""
+        if self.waiting or self.hedges:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for c in list(self.attempts):
+            c.abort("the race is over")
+        self.attempts.clear()
 
     def leave(self, client: HttpClient) -> None:
         if client in self.waiting:

@@ -426,7 +426,9 @@ async def test_sync_sends_posts_written_in_the_dark_twice_and_ground_keeps_each_
         try:
             link_to(cli, f"http://127.0.0.1:{relay.port}", token)
             cli.onboard("post", "--as", "alice", "--to", "archive:alice", "written in the dark 0")
-            cfg = SenderConfig(min_timeout_s=1.0, backoff_initial_s=0.1, backoff_max_s=0.5)
+            # The copies go only once the link is known down: the first request's deadline
+            # (1 s: its plain connect keeps the kernel's SYN retries) calls it down.
+            cfg = SenderConfig(min_timeout_s=1.0, initial_rtt_s=0.2, backoff_initial_s=0.1, backoff_max_s=0.5)
             run = asyncio.ensure_future(
                 sync(Home(cli.onboard_home), watch=True, stop=stop, config=cfg, rescan_s=0.2)
             )
