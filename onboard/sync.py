@@ -923,7 +923,9 @@ class _Sync:
 
     def _window(self, payload_bytes: int) -> dict[str, str]:
         """The window header for a request with ``payload_bytes`` upload bytes (link version 4)."""
-        if self.meter is None or not carries_window(payload_bytes, self.sender.config):
+        if self.meter is None or not carries_window(
+            payload_bytes, self.sender.config, self.sender.bulk_in_flight
+        ):
             return {}
         w = self.meter.window(self.sender.base_rtt_s, self.sender.queue_recent(time.monotonic()))
         return {} if w is None else {WINDOW_HEADER: str(w)}

@@ -384,11 +384,11 @@ class TransferSender:
         self._standing_rtt: float | None = None  # least small-request round trip this interval
         self._found_queue = False  # the stream count has once filled the link's queue
         # Did the last interval's standing RTT show a queue (the link's rate, not random loss,
-        # the limit)? And when did the link last come back (every stream starting again at
-        # once)? Link version 4 clamps windows only then (``queue_recent``). Not at the very
-        # start: no rate is measured yet, and at 2.6 s / 3 % loss a clamped start cost 1-2 points.
+        # the limit)? And when did every stream last start at once (the link came back, or a
+        # backlog began with no upload bytes in flight: slow start in every stream, a burst)?
+        # Link version 4 clamps windows only then (``queue_recent``).
         self._queue_now = False
-        self._returned_at = -math.inf
+        self._burst_at = -math.inf
         self._busy_cap = self.config.max_window  # requests ground last held when it said busy
         self._busy_until = now  # ... a cap kept until then
         # Link version 2 (ground's capability token lists link=2): the driver sets this to its
@@ -545,7 +545,14 @@ class TransferSender:
         base = self.base_rtt_s
         if base is None:
             return False
-        return self._queue_now or now - self._returned_at <= self.config.clamp_hold_rtts * base
+        return self._queue_now or now - self._burst_at <= self.config.clamp_hold_rtts * base
+
+    @property
+    def bulk_in_flight(self) -> bool:
+        """Is a request carrying more than ``small_request_bytes`` of upload in flight (a
+        backlog moving, not a lone text post)?"""
+        small = self.config.small_request_bytes
+        return any(r.span and r.span[1] - r.span[0] > small for r in self._requests.values())
 
     def _suspects(self) -> int:
         return sum(1 for r in self._requests.values() if r.suspect)
@@ -909,6 +916,8 @@ class TransferSender:
         deadline = now + (timeout if self._up else max(timeout, self.config.down_probe_timeout_s))
         # A request after one suspect races at once (a connect of its own would wait as long).
         suspect = self._up and self._suspects() > 0
+        if self._up and payload > self.config.small_request_bytes and not self.bulk_in_flight:
+            self._burst_at = now  # a backlog begins: its streams start together, in slow start
         self._requests[req.seq] = _Req(
             seq=req.seq,
             sent_at=now,
@@ -1169,7 +1178,7 @@ class TransferSender:
             r.suspect = False  # ground answered: the link works; new connections connect plainly
         if not self._up:
             self._up = True
-            self._returned_at = now  # every stream starts again at once: a burst
+            self._burst_at = now  # every stream starts again at once: a burst
             self._events.append(LinkUp(at=now))
         self._backoff_s = 0.0
         self._cut_scale = min(1.0, self._cut_scale * 1.1)

@@ -44,6 +44,10 @@ class WindowRule:
     sample_every_s: float = 0.05  # at most one delivery sample this often
     rate_window_rtts: float = 0.5  # a rate sample spans at least this many base RTTs
     max_over_rtts: float = 10.0  # the rate is the most seen over this many base RTTs
+    # Nothing delivered for this many base RTTs (and this long: the meter polls every 50 ms)
+    # is a silence (the link dark or idle), not a slow link: it neither samples nor ages.
+    silence_rtts: float = 1.0
+    silence_min_s: float = 0.25
 
 
 class DeliveryRate:
@@ -62,8 +66,16 @@ class DeliveryRate:
         q = self._samples
         if q and now - q[-1][0] < r.sample_every_s:
             return
-        q.append((now, delivered))
         span = r.rate_window_rtts * base_rtt_s
+        if q and now - q[-1][0] > max(r.silence_rtts * base_rtt_s, r.silence_min_s):
+            # Nothing delivered for a while (a loss of signal, an idle link): a sample across
+            # the silence measures the silence, not the link. As BBR counts its filter in round
+            # trips of delivery, the silence does not age the estimate: the rate of the last
+            # pass is the best guess for the next one's start.
+            gap = now - q[-1][0]
+            self._best = deque((t + gap, rate) for t, rate in self._best)
+            q.clear()
+        q.append((now, delivered))
         while len(q) > 1 and now - q[1][0] >= span:
             q.popleft()
         t0, d0 = q[0]
@@ -100,10 +112,12 @@ def window_bytes(
     return max(MIN_WINDOW_BYTES, min(MAX_WINDOW_BYTES, w))
 
 
-def carries_window(payload_bytes: int, config: SenderConfig) -> bool:
-    """Does a request with this many upload bytes carry the window header? Not a small one:
-    a lone text post's OPEN pays for no header (issue 14's 2 × bound)."""
-    return payload_bytes > config.small_request_bytes
+def carries_window(payload_bytes: int, config: SenderConfig, bulk_in_flight: bool) -> bool:
+    """Does a request carry the window header? One with upload bytes beyond a small request's,
+    and any request while such bytes are in flight (ground clamps every connection of the
+    station at once, so the first request after a rate is measured should carry it). A lone
+    text post's OPEN pays for no header (issue 14's 2 × bound)."""
+    return bulk_in_flight or payload_bytes > config.small_request_bytes
 
 
 def parse_window(value: str) -> int:

@@ -439,7 +439,7 @@ class TransferDriver:
 
     def _window_header(self, payload_bytes: int) -> list[tuple[str, str]]:
         """onboard/sync.py's window for a request carrying upload bytes (link version 4)."""
-        if not self.clamps or not carries_window(payload_bytes, self.sender.config):
+        if not self.clamps or not carries_window(payload_bytes, self.sender.config, self.sender.bulk_in_flight):
             return []
         rate, base = self.delivery.rate(), self.sender.base_rtt_s
         if rate is None or base is None:

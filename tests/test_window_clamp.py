@@ -162,9 +162,44 @@ def test_a_bad_window_header_says_what_is_wrong(bad: str) -> None:
 
 @given(st.integers(0, 300))
 def test_a_lone_text_post_carries_no_window(bundle_bytes: int) -> None:
-    """Issue 14's bound on a lone post's bytes: its OPEN pays for no header."""
-    assert not carries_window(bundle_bytes, SenderConfig())
-    assert carries_window(SenderConfig().small_request_bytes + 1, SenderConfig())
+    """Issue 14's bound on a lone post's bytes: its OPEN pays for no header. While upload
+    bytes are in flight any request carries it (ground clamps every connection at once)."""
+    c = SenderConfig()
+    assert not carries_window(bundle_bytes, c, bulk_in_flight=False)
+    assert carries_window(bundle_bytes, c, bulk_in_flight=True)
+    assert carries_window(c.small_request_bytes + 1, c, bulk_in_flight=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.floats(10_000, 10_000_000),
+    base=st.floats(0.1, 3.0),
+    dark_s=st.floats(0.0, 3600.0),
+    after=st.floats(1_000, 20_000_000),
+)
+def test_a_silence_neither_samples_nor_ages_the_rate(rate: float, base: float, dark_s: float, after: float) -> None:
+    """A loss of signal or an idle link between two passes: the rate read before it stays the
+    estimate after it (as BBR's filter counts round trips of delivery, not the clock), and the
+    first bytes after it are not read as a slow link; a faster link after it raises it."""
+    meter = DeliveryRate()
+    now, delivered = 0.0, 0
+    while now < 5 * base:
+        now += 0.05
+        delivered = int(rate * now)
+        meter.observe(now, delivered, base)
+    before = meter.rate()
+    assert before is not None
+    now += max(dark_s, 1.01 * base, 0.26)
+    delivered += 1400  # the first segment after the silence
+    meter.observe(now, delivered, base)
+    assert meter.rate() == before
+    end = now + 3 * base
+    while now < end:
+        now += 0.05
+        delivered += int(after * 0.05)
+        meter.observe(now, delivered, base)
+    got = meter.rate()
+    assert got is not None and got >= min(before, after * 0.95) - 1
 
 
 def test_link_version_4_is_listed_only_by_a_ground_that_can_clamp(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -377,3 +412,31 @@ def test_the_sender_asks_for_a_clamp_only_while_the_link_holds_a_queue(queue: fl
     assert s.link_up and s.queue_recent(path.now)
     path.run(back + (s.config.clamp_hold_rtts + 4) * rtt, rtt=rtt, queue_s=lambda now: queue * rtt)
     assert s.queue_recent(path.now) == (queue > 0.1)
+
+
+@pytest.mark.parametrize("rtt", [0.6, 1.4, 2.6])
+def test_a_backlog_start_is_clamped_like_a_return_and_a_lone_post_never(rtt: float) -> None:
+    """Every stream of a new backlog starts at once, in slow start, as after a return: the
+    sender asks for clamps for ten base RTTs from its start (once a base is measured), then
+    only while a queue is read; upload bytes are in flight meanwhile, so small requests carry
+    the window too. A lone text post starts no burst and never carries one."""
+    path = _Path(SenderConfig())
+    s = path.sender
+    path.run(3 * rtt, rtt=rtt)
+    assert s.base_rtt_s is not None and s.bulk_in_flight and s.queue_recent(path.now)
+    path.run((s.config.clamp_hold_rtts + 4) * rtt, rtt=rtt)
+    assert s.bulk_in_flight and not s.queue_recent(path.now)
+
+    lone = _Path(SenderConfig(), photos=1, photo_bytes=200)
+    seen_bulk = []
+    orig = lone.sender.data_to_send
+
+    def watching(now: float) -> list[Any]:
+        out = orig(now)
+        seen_bulk.append(lone.sender.bulk_in_flight)
+        return out
+
+    lone.sender.data_to_send = watching  # type: ignore[method-assign]
+    lone.run(10 * rtt, rtt=rtt)
+    assert lone.sender.base_rtt_s is not None and not any(seen_bulk)
+    assert not lone.sender.queue_recent(lone.now)
