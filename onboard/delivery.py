@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.window_clamp import DeliveryRate, WindowRule, window_bytes
+from protocol.window_clamp import DeliveryRate, WindowAsk, WindowRule
 
 # struct tcp_info (include/uapi/linux/tcp.h): tcpi_state is its first byte, tcpi_snd_mss a
 # u32 at 16, tcpi_unacked and tcpi_sacked (segments) u32s at 24 and 28, tcpi_bytes_acked
@@ -76,6 +76,7 @@ class DeliveryMeter:
         read: Callable[[socket.socket], TcpCounters | None] = read_counters,
     ) -> None:
         self.rate = DeliveryRate(rule)
+        self._ask = WindowAsk(rule)
         self._rule = rule
         self._read = read
         self._sockets: dict[socket.socket, int] = {}  # socket → the most delivered bytes read
@@ -116,13 +117,12 @@ class DeliveryMeter:
         if grew and base_rtt_s is not None:
             self.rate.observe(now, self.delivered, base_rtt_s)
 
-    def window(self, base_rtt_s: float | None, queue: bool = True) -> int | None:
+    def window(self, now: float, base_rtt_s: float | None, queue: bool = True) -> int | None:
         """The window to ask for the connection a request takes, shared with the busy ones; None
-        before a rate or a base RTT is known (simlink's TransferDriver asks the same)."""
-        rate = self.rate.rate()
-        if rate is None or base_rtt_s is None:
+        before a base RTT is known (simlink's TransferDriver asks the same)."""
+        if base_rtt_s is None:
             return None
-        return window_bytes(rate, base_rtt_s, self.busy + 1, self._rule, queue=queue)
+        return self._ask.ask(now, self.rate.rate(), base_rtt_s, self.busy + 1, queue)
 
     async def run(self, base_rtt_s: Callable[[], float | None]) -> None:
         """Poll every ``POLL_EVERY_S`` until cancelled."""

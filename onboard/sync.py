@@ -927,7 +927,8 @@ class _Sync:
             payload_bytes, self.sender.config, self.sender.bulk_in_flight
         ):
             return {}
-        w = self.meter.window(self.sender.base_rtt_s, self.sender.queue_recent(time.monotonic()))
+        now = time.monotonic()
+        w = self.meter.window(now, self.sender.base_rtt_s, self.sender.queue_recent(now))
         return {} if w is None else {WINDOW_HEADER: str(w)}
 
     def _step(self, session: aiohttp.ClientSession) -> bool:

@@ -114,15 +114,16 @@ class Way:
 
 
 def random_cut_times(profile: LinkProfile, duration_s: float, seed: int) -> list[float]:
-    """When random cuts strike (Poisson at ``cuts_per_hour``); the same in virtual and real time."""
-    out: list[float] = []
+    """When cuts strike: at random (Poisson at ``cuts_per_hour``) and at the profile's fixed
+    times (``cuts_at_s``); the same in virtual and real time."""
+    out: list[float] = [t for t in profile.cuts_at_s if t < duration_s]
     if profile.cuts_per_hour > 0:
         rng = random.Random(f"cuts-{seed}")
         t = rng.expovariate(profile.cuts_per_hour / 3600)
         while t < duration_s:
             out.append(t)
             t += rng.expovariate(profile.cuts_per_hour / 3600)
-    return out
+    return sorted(out)
 
 
 class SimLink:

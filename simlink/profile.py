@@ -38,6 +38,7 @@ class LinkProfile:
     dark: tuple[DarkWindow, ...]
     cut_after_s: float  # how long into a dark window connections stall before they are cut
     cuts_per_hour: float  # random cuts while the link is up
+    cuts_at_s: tuple[float, ...] = ()  # and cuts at these times into the run (docs/link.md)
 
     @property
     def rtt_s(self) -> float:
@@ -125,6 +126,9 @@ def parse_profile(data: object, source: str) -> LinkProfile:
 
     cuts = top.table("cuts")
     per_hour = cuts.number("per_hour", 0.0, min=0, max=3600)
+    at_s = cuts.array("at_s")
+    if any(isinstance(t, bool) or not isinstance(t, int | float) or t < 0 for t in at_s):
+        raise cuts.error("at_s", f"must list times in seconds ≥ 0, got {at_s!r}")
     cuts.done()
     top.done()
     return LinkProfile(
@@ -140,4 +144,5 @@ def parse_profile(data: object, source: str) -> LinkProfile:
         dark=tuple(windows),
         cut_after_s=cut_after_s,
         cuts_per_hour=per_hour,
+        cuts_at_s=tuple(sorted(float(t) for t in at_s)),
     )

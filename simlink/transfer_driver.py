@@ -70,8 +70,8 @@ from protocol.window_clamp import (
     WINDOW_CLAMP_LINK_VERSION,
     WINDOW_HEADER,
     DeliveryRate,
+    WindowAsk,
     carries_window,
-    window_bytes,
 )
 
 from .clock import EventLoop, Timer
@@ -185,6 +185,7 @@ class TransferDriver:
         # Link version 4: ground clamps each connection's receive window to what the station asks.
         self.clamps = not (v1 or shared) and self.cfg.peer.speaks_link(WINDOW_CLAMP_LINK_VERSION)
         self.delivery = DeliveryRate()
+        self.window_ask = WindowAsk()  # onboard/delivery.py DeliveryMeter's
         link.on_delivered = self._on_delivered
         self.pool: list[HttpClient] = []
         # onboard/race.py: while the link is down, new connections come from one shared race.
@@ -439,13 +440,15 @@ class TransferDriver:
 
     def _window_header(self, payload_bytes: int) -> list[tuple[str, str]]:
         """onboard/sync.py's window for a request carrying upload bytes (link version 4)."""
-        if not self.clamps or not carries_window(payload_bytes, self.sender.config, self.sender.bulk_in_flight):
+        if not self.clamps or not carries_window(
+            payload_bytes, self.sender.config, self.sender.bulk_in_flight
+        ):
             return []
         rate, base = self.delivery.rate(), self.sender.base_rtt_s
-        if rate is None or base is None:
+        if base is None:
             return []
         busy = self.link.busy_count() + 1  # (+1: the connection this request takes)
-        w = window_bytes(rate, base, busy, queue=self.sender.queue_recent(self.loop.now))
+        w = self.window_ask.ask(self.loop.now, rate, base, busy, self.sender.queue_recent(self.loop.now))
         return [(WINDOW_HEADER, str(w))]
 
     def _unanswered(self, seq: int) -> float | None:

@@ -41,6 +41,7 @@ from protocol.window_clamp import (
     WINDOW_CLAMP_LINK_VERSION,
     WINDOW_HEADER,
     DeliveryRate,
+    WindowAsk,
     WindowRule,
     carries_window,
     parse_window,
@@ -177,29 +178,72 @@ def test_a_lone_text_post_carries_no_window(bundle_bytes: int) -> None:
     dark_s=st.floats(0.0, 3600.0),
     after=st.floats(1_000, 20_000_000),
 )
-def test_a_silence_neither_samples_nor_ages_the_rate(rate: float, base: float, dark_s: float, after: float) -> None:
-    """A loss of signal or an idle link between two passes: the rate read before it stays the
-    estimate after it (as BBR's filter counts round trips of delivery, not the clock), and the
-    first bytes after it are not read as a slow link; a faster link after it raises it."""
+def test_after_a_silence_the_rate_is_measured_afresh(
+    rate: float, base: float, dark_s: float, after: float
+) -> None:
+    """A loss of signal or an idle link: the first bytes after it are not read as a slow link
+    (a sample across the silence), nor is the link before it taken for the link after it; the
+    rate is unknown until a new sample, then what the link delivers now."""
     meter = DeliveryRate()
     now, delivered = 0.0, 0
     while now < 5 * base:
         now += 0.05
         delivered = int(rate * now)
         meter.observe(now, delivered, base)
-    before = meter.rate()
-    assert before is not None
+    assert meter.rate() is not None
     now += max(dark_s, 1.01 * base, 0.26)
     delivered += 1400  # the first segment after the silence
     meter.observe(now, delivered, base)
-    assert meter.rate() == before
+    assert meter.rate() is None
     end = now + 3 * base
     while now < end:
         now += 0.05
         delivered += int(after * 0.05)
         meter.observe(now, delivered, base)
     got = meter.rate()
-    assert got is not None and got >= min(before, after * 0.95) - 1
+    assert got is not None and abs(got - after) <= after * 0.05 + 2 / (0.5 * base)
+
+
+@given(base=st.floats(0.05, 5.0), streams=st.integers(1, 200))
+def test_a_burst_before_any_rate_is_clamped_to_the_floor(base: float, streams: int) -> None:
+    """Every stream starting at once (a backlog's start, a return) before a rate is measured:
+    the least window, which grows with what the link then delivers; no clamp without a queue."""
+    assert window_bytes(None, base, streams, queue=True) == MIN_WINDOW_BYTES
+    assert window_bytes(None, base, streams, queue=False) == MAX_WINDOW_BYTES
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    base=st.floats(0.1, 3.0),
+    steps=st.lists(
+        st.tuples(st.floats(0.0, 2.0), st.floats(1_000, 5_000_000), st.integers(1, 64), st.booleans()),
+        min_size=1,
+        max_size=60,
+    ),
+)
+def test_a_clamp_is_released_no_faster_than_the_rule_allows(
+    base: float, steps: list[tuple[float, float, int, bool]]
+) -> None:
+    """Whatever the rule asks next (a tighter clamp at once, a lift), a window grows at most
+    ``release`` × per base RTT after a clamp: a lift to the largest window at once let every
+    clamped stream send its whole congestion window together. Never outside ground's bounds."""
+    ask = WindowAsk()
+    now, last = 0.0, None
+    for dt, rate, streams, queue in steps:
+        now += dt
+        w = ask.ask(now, rate, base, streams, queue)
+        assert MIN_WINDOW_BYTES <= w <= MAX_WINDOW_BYTES
+        assert w <= window_bytes(rate, base, streams, queue=queue)  # never looser than the rule
+        if last is not None and last[1] < MAX_WINDOW_BYTES:
+            allowed = last[1] * WindowRule().release ** ((now - last[0]) / base)
+            assert w <= max(last[1], allowed) + 1
+        last = (now, w)
+    # With no queue for long enough the clamp is gone (also after days without a request).
+    ask.ask(now, 1e6, base, 4, True)
+    now += 60 * base
+    assert ask.ask(now, 1e6, base, 4, False) == MAX_WINDOW_BYTES
+    ask.ask(now, 1e6, base, 4, True)
+    assert ask.ask(now + 1e7, 1e6, base, 4, False) == MAX_WINDOW_BYTES
 
 
 def test_link_version_4_is_listed_only_by_a_ground_that_can_clamp(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,7 +274,8 @@ def test_the_meter_adds_what_every_socket_delivered_and_forgets_closed_ones() ->
     it = iter(socks)
     make = meter.watch(lambda addr: next(it))  # type: ignore[arg-type,return-value]
     make(None), make(None)
-    assert meter.window(1.0) is None  # nothing measured yet
+    assert meter.window(0.0, None) is None  # no round trip measured yet
+    assert DeliveryMeter().window(0.0, 1.0) == MIN_WINDOW_BYTES  # a burst, no rate yet: the floor
     for step in range(1, 41):
         counters[id(socks[0])] = TcpCounters(True, 10_000 * step)
         counters[id(socks[1])] = TcpCounters(step < 20, 5_000 * step if step < 20 else 95_000)
@@ -239,9 +284,11 @@ def test_the_meter_adds_what_every_socket_delivered_and_forgets_closed_ones() ->
         meter.poll(step * 0.1, 1.0)
     assert meter.delivered == (400 + 95) * 1000
     assert meter.established == 1 and len(meter._sockets) == 1  # noqa: SLF001
-    assert meter.window(1.0, queue=False) == MAX_WINDOW_BYTES  # no queue lately: no clamp
-    w = meter.window(1.0, queue=True)
+    w = meter.window(4.0, 1.0, queue=True)
     assert w is not None and w == window_bytes(meter.rate.rate() or 0, 1.0, meter.busy + 1)
+    # No queue lately: the clamp is released at the rule's pace, then gone.
+    assert w < meter.window(4.5, 1.0, queue=False) < MAX_WINDOW_BYTES  # type: ignore[operator]
+    assert meter.window(100.0, 1.0, queue=False) == MAX_WINDOW_BYTES
 
 
 def test_tcp_info_counts_what_a_real_connection_delivered() -> None:

@@ -1,0 +1,114 @@
+"""What a cut costs by when it strikes: seconds after a photo backlog starts, or after the link
+comes back from a loss of signal (issue 14: at most the bytes in the network, ≤ 1 BDP), in
+virtual time (simlink drives the shipped sender, windows and ground).
+
+    python benchmarks/bench_cut_timing.py --profiles fill-rtt1.4-loss1 --at 2 4 6 8 10 14 20 30
+    python benchmarks/bench_cut_timing.py --after return --profiles fill-rtt0.6-loss1 --at 6 14 30
+
+A random cut (the `-cuts` profiles) mostly finds a backlog in its steady state; these runs put
+one cut where every stream has just started at once, in slow start. ``--after return``: the
+backlog is written at the start, the link goes dark at 2 min for 3 min (connections cut 20 s
+in), and the cut strikes that long after it comes back. Each run prints one JSON line; the
+table gives, per profile and time, the bytes lost in the network per cut in BDP (mean and
+max over seeds) and the goodput of the run. Seeds 31–36 were new when this was written
+(docs/link.md "A window per connection").
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from simlink.profile import DarkWindow, LinkProfile, load_profile  # noqa: E402
+from simlink.report import build_report  # noqa: E402
+from simlink.virtual import run_virtual  # noqa: E402
+from simlink.workload import load_workload  # noqa: E402
+
+DARK_AT_S, DARK_S, CUT_AFTER_S = 120.0, 180.0, 20.0
+TAIL_S = 15.0  # the run goes on this long after the cut (goodput counts it)
+
+
+def with_cut(profile: LinkProfile, after: str, at_s: float) -> tuple[LinkProfile, float]:
+    """The profile with one cut ``at_s`` after the start or the return, and the run's length."""
+    if after == "start":
+        return dataclasses.replace(profile, cuts_per_hour=0.0, cuts_at_s=(at_s,)), at_s + TAIL_S
+    back = DARK_AT_S + DARK_S
+    p = dataclasses.replace(
+        profile,
+        cuts_per_hour=0.0,
+        cuts_at_s=(back + at_s,),
+        orbit_s=92 * 60.0,
+        dark=(DarkWindow(start_s=DARK_AT_S, duration_s=DARK_S),),
+        cut_after_s=CUT_AFTER_S,
+    )
+    return p, back + at_s + TAIL_S
+
+
+def one(args: tuple[str, str, float, int]) -> dict[str, Any]:
+    """One run (in a worker process): the cut's cost in BDP and the run's goodput."""
+    name, after, at_s, seed = args
+    base = load_profile(name)
+    profile, duration = with_cut(base, after, at_s)
+    r = run_virtual(profile, load_workload("photo-backlog"), astronauts=4, duration_s=duration, seed=seed)
+    bdp = base.to_ground_bps / 8 * base.rtt_s
+    costs = list(r.cut_costs)
+    if after == "return":
+        costs = costs[1:]  # the first is the loss of signal's own cut
+    cost, held = costs[-1] if costs else (0, 0)  # a cut that found no connection cost nothing
+    link = build_report(r)["link"]
+    return {
+        "profile": name,
+        "after": after,
+        "at_s": at_s,
+        "seed": seed,
+        "bdp": round(cost / bdp, 3),
+        "out_of_order_bdp": round(held / bdp, 3),
+        "goodput": link["transfer_goodput_per_rate_while_backlogged"],
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Per profile and time: lost per cut in BDP (mean, max over seeds) and goodput (mean)."""
+    out = [
+        "| profile | after | cut at | seeds | lost per cut, BDP: mean | max | goodput |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["profile"], r["after"], r["at_s"]), []).append(r)
+    for (name, after, at_s), rs in sorted(groups.items()):
+        costs = [r["bdp"] for r in rs]
+        gp = [r["goodput"] for r in rs if r["goodput"] is not None]
+        out.append(
+            f"| {name} | {after} | {at_s:g} s | {len(rs)} | {sum(costs) / len(costs):.2f} | {max(costs):.2f} "
+            f"| {sum(gp) / len(gp) if gp else float('nan'):.3f} |"
+        )
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profiles", nargs="+", default=["fill-rtt1.4-loss1"])
+    ap.add_argument("--after", choices=["start", "return"], default="start")
+    ap.add_argument("--at", nargs="+", type=float, default=[2, 4, 6, 8, 10, 14, 20, 30], help="seconds")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[31, 32, 33])
+    ap.add_argument("--jobs", type=int, default=2)
+    a = ap.parse_args()
+    runs = [(p, a.after, t, s) for p in a.profiles for t in a.at for s in a.seeds]
+    rows = []
+    with ProcessPoolExecutor(a.jobs) as ex:
+        for row in ex.map(one, runs):
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
