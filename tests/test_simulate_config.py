@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,9 @@ def test_dark_windows_repeat_every_orbit() -> None:
         ("duration_min = 5", "duration_min = 90", "loss_of_signal.windows[0].duration_min"),
         ("orbit_min = 92", "orbit_min = 0", "loss_of_signal.orbit_min"),
         ("per_hour = 1", "per_hour = true", "cuts.per_hour"),
+        ("per_hour = 1", "per_hour = 1\nat_s = 5", "cuts.at_s"),
+        ("per_hour = 1", 'per_hour = 1\nat_s = [5, "x"]', "cuts.at_s"),
+        ("per_hour = 1", "per_hour = 1\nat_s = [-1]", "cuts.at_s"),
         ('name = "t"', "", "name"),
     ],
 )
@@ -155,5 +159,18 @@ def test_profiles_readme_documents_every_field() -> None:
         "orbit_min",
         "cut_after_s",
         "per_hour",
+        "at_s",
     ):
         assert f in readme
+
+
+def test_fixed_cuts_strike_when_the_profile_says_beside_the_random_ones(tmp_path: Path) -> None:
+    from simlink.link import random_cut_times
+
+    f = tmp_path / "p.toml"
+    f.write_text(GOOD_PROFILE.replace("per_hour = 1", "per_hour = 0\nat_s = [30, 4.5, 9000]"))
+    p = load_profile(str(f))
+    assert p.cuts_at_s == (4.5, 30.0, 9000.0)
+    assert random_cut_times(p, 3600, seed=1) == [4.5, 30.0]
+    times = random_cut_times(dataclasses.replace(p, cuts_per_hour=60.0), 3600, seed=1)
+    assert {4.5, 30.0} <= set(times) and times == sorted(times) and len(times) > 10

@@ -487,3 +487,15 @@ def test_a_backlog_start_is_clamped_like_a_return_and_a_lone_post_never(rtt: flo
     lone.run(10 * rtt, rtt=rtt)
     assert lone.sender.base_rtt_s is not None and not any(seen_bulk)
     assert not lone.sender.queue_recent(lone.now)
+
+
+@pytest.mark.parametrize("at_s", [4.0, 6.0, 10.0, 14.0])
+def test_a_cut_soon_after_a_backlog_starts_costs_at_most_a_bdp(at_s: float) -> None:
+    """Issue 14's bound where it was broken: every stream of a backlog starts at once, in slow
+    start, before any rate is measured. A cut 4-14 s in (iss-ku rates, 1.4 s RTT, 1 % loss)
+    threw away 1.4-1.8 BDP on this seed before the start was clamped; now at most one BDP
+    (bench_cut_timing.py; docs/link.md "A window per connection")."""
+    from benchmarks.bench_cut_timing import one
+
+    row = one(("fill-rtt1.4-loss1", "start", at_s, 5))
+    assert 0 < row["bdp"] <= 1.0, row
