@@ -27,6 +27,7 @@ from link_support import archive_posts, link_to, running_ground, setup_station
 from test_link_fill import _Path
 
 import ground.window
+import onboard.sync
 import simlink.link
 from linkemu import Direction, LinkProxy
 from onboard.delivery import DeliveryMeter, TcpCounters, read_counters
@@ -34,7 +35,7 @@ from onboard.home import Home
 from onboard.sync import sync
 from protocol.errors import RemoteProtocolError
 from protocol.transfer import SenderConfig
-from protocol.transfer_wire import LINK_VERSIONS
+from protocol.transfer_wire import LINK_VERSIONS, ReceiptsRequest, decode_response, encode_request
 from protocol.window_clamp import (
     MAX_WINDOW_BYTES,
     MIN_WINDOW_BYTES,
@@ -358,6 +359,15 @@ async def test_a_photo_crosses_with_its_connections_clamped(
         return real(transport, n)
 
     monkeypatch.setattr(ground.window, "clamp", recording)
+    asked: list[tuple[int, bool]] = []  # (upload bytes of a request, did it carry a window)
+    real_window = onboard.sync._Sync._window  # noqa: SLF001
+
+    def window(self: Any, payload_bytes: int) -> dict[str, str]:
+        out = real_window(self, payload_bytes)
+        asked.append((payload_bytes, WINDOW_HEADER in out))
+        return out
+
+    monkeypatch.setattr(onboard.sync._Sync, "_window", window)  # noqa: SLF001
     token = setup_station(cli, tmp_path)
     photo = sample_jpegs[2]
     # A text post too: its small OPEN measures the base RTT (a photo's chunks cannot).
@@ -376,6 +386,9 @@ async def test_a_photo_crosses_with_its_connections_clamped(
                 sync(Home(cli.onboard_home), config=config, wait_published_s=30, rescan_s=0.2), 120
             )
     assert clamps and all(MIN_WINDOW_BYTES <= n <= MAX_WINDOW_BYTES for n in clamps)
+    # The lone text post's OPEN (first, nothing in flight) carried none; chunks did.
+    small = SenderConfig().small_request_bytes
+    assert not asked[0][1] and any(carried for n, carried in asked if n > small), repr(asked)
     posts = {p.text: p for p in archive_posts(cli.ground_home)}
     assert sorted(posts) == [b"first light", b"hubble"]
     assert [m.read_bytes() for m in posts[b"hubble"].media] == [photo.read_bytes()]
@@ -391,6 +404,25 @@ async def test_ground_refuses_a_bad_window_and_changes_nothing(cli: Cli, tmp_pat
             assert resp.status == 400 and body["error"] == "bad_frame"
             assert WINDOW_HEADER in body["message"] and "decimal" in body["message"]
     assert archive_posts(cli.ground_home) == []
+
+
+@linux_only
+async def test_a_small_request_carrying_a_window_clamps_the_stations_connections(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While upload bytes fly, a small request (here a receipts request) may bring the window:
+    ground answers it as ever and clamps every open connection of the station to it."""
+    clamps: list[int] = []
+    real = ground.window.clamp
+    monkeypatch.setattr(ground.window, "clamp", lambda t, n: clamps.append(n) or real(t, n))
+    token = json.loads(setup_station(cli, tmp_path).read_text())["token"]
+    frame = encode_request(ReceiptsRequest(seq=1, since=0))
+    async with running_ground(cli.ground_home) as url, aiohttp.ClientSession() as session:
+        headers = {"Authorization": f"Bearer {token}", WINDOW_HEADER: str(MIN_WINDOW_BYTES)}
+        async with session.post(url + "/v1/link", data=frame, headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+            decode_response(await resp.read())
+    assert clamps == [MIN_WINDOW_BYTES]
 
 
 # -- the simulator's model --------------------------------------------------------------------
