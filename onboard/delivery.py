@@ -77,7 +77,6 @@ class DeliveryMeter:
     ) -> None:
         self.rate = DeliveryRate(rule)
         self._ask = WindowAsk(rule)
-        self._rule = rule
         self._read = read
         self._sockets: dict[socket.socket, int] = {}  # socket → the most delivered bytes read
         self.delivered = 0  # bytes, over every socket ever watched
