@@ -62,6 +62,7 @@ class ConnectRace:
         self._every_s = 1.0
         self._next_at = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
         self.started = 0  # attempts started (tests count them)
 
     async def connect(self, addr_info: AddrInfo, every_s: float) -> socket.socket:
@@ -132,7 +133,9 @@ class ConnectRace:
         self._abandon()
 
     def close(self) -> None:
-        """Stop racing; close the attempts under way and the spare connections."""
+        """Stop racing; close the attempts under way and the spare connections (and any handed
+        back later, by a request cancelled as the session ends)."""
+        self._closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -225,7 +228,8 @@ class ConnectRace:
     # -- spare connections -----------------------------------------------------------------
 
     def _keep(self, sock: socket.socket) -> None:
-        if len(self._spare) >= SPARE_MAX:
+        # Closed: no request will take it, and no loop may be left to run the expiry.
+        if self._closed or len(self._spare) >= SPARE_MAX:
             sock.close()
             return
         self._spare.append((sock, self._clock()))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +158,15 @@ def _no_ambient_home(monkeypatch: pytest.MonkeyPatch) -> None:
     # A developer's ORBITPOST_HOME must never leak into a test.
     monkeypatch.delenv("ORBITPOST_HOME", raising=False)
     os.environ.pop("ORBITPOST_HOME", None)
+
+
+@pytest.fixture(autouse=True)
+def _leaks_fail_their_own_test() -> Iterator[None]:
+    # Collect after each test, so an unclosed socket or file left behind warns (an error here)
+    # in the test that leaked it, not in whichever later test the collector happens to run
+    # in (a flake once: a socket handed back to a closed connection race, onboard/race.py).
+    yield
+    gc.collect()
 
 
 @pytest.fixture

@@ -125,6 +125,47 @@ async def test_the_race_steps_while_dark_and_keeps_its_attempts_past_a_deadline(
         _held.clear()
 
 
+async def test_a_connection_handed_back_after_the_race_closed_is_closed_not_kept() -> None:
+    """The session ends the moment an attempt connects: the race is closed and the request
+    cancelled before it resumes, so the connection comes back to the race. It must be closed
+    then, not kept as a spare whose expiry no loop will run (a leaked socket; a
+    ResourceWarning in whichever later test the garbage collector happens to run)."""
+    from onboard.race import ConnectRace
+    from onboard.sync import _racing_socket
+
+    made: list[socket.socket] = []
+
+    def factory(addr_info: Any) -> socket.socket:
+        made.append(_racing_socket(addr_info))
+        return made[-1]
+
+    request: asyncio.Future[socket.socket] | None = None
+
+    class EndsAsItConnects(ConnectRace):
+        def _connected(self, sock: socket.socket) -> None:
+            super()._connected(sock)
+            self.close()
+            assert request is not None
+            request.cancel()
+
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(8)
+    info = (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", lst.getsockname())
+    race = EndsAsItConnects(factory)
+    try:
+        request = asyncio.ensure_future(race.connect(info, 0.05))
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(request, 2.0)
+        assert made and all(s.fileno() == -1 for s in made), "every connection the race made is closed"
+        assert race.take(info) is None
+    finally:
+        race.close()
+        lst.close()
+        for s in made:
+            s.close()
+
+
 async def test_a_refusal_stops_the_race_for_every_waiting_request() -> None:
     """A closed port answers a SYN with a reset: ground's host is reachable, racing cannot
     help. One attempt, and every request waiting on the race fails with the refusal at once."""
