@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from simlink.profile import DarkWindow, LinkProfile, load_profile  # noqa: E402
+from simlink.realtime import run_realtime  # noqa: E402
 from simlink.report import build_report  # noqa: E402
+from simlink.result import RunResult  # noqa: E402
 from simlink.virtual import run_virtual  # noqa: E402
 from simlink.workload import load_workload  # noqa: E402
 
@@ -51,12 +55,16 @@ def with_cut(profile: LinkProfile, after: str, at_s: float) -> tuple[LinkProfile
     return p, back + at_s + TAIL_S
 
 
-def one(args: tuple[str, str, float, int]) -> dict[str, Any]:
-    """One run (in a worker process): the cut's cost in BDP and the run's goodput."""
+def one(args: tuple[str, str, float, int], tcp_cc: str | None = None) -> dict[str, Any]:
+    """One run (in a worker process): the cut's cost in BDP and the run's goodput; with
+    ``tcp_cc``, in real time through linkemu's packet link with that congestion control."""
     name, after, at_s, seed = args
     base = load_profile(name)
     profile, duration = with_cut(base, after, at_s)
-    r = run_virtual(profile, load_workload("photo-backlog"), astronauts=4, duration_s=duration, seed=seed)
+    if tcp_cc is None:
+        r = run_virtual(profile, load_workload("photo-backlog"), astronauts=4, duration_s=duration, seed=seed)
+    else:
+        r = _realtime(profile, duration, seed, tcp_cc)
     bdp = base.to_ground_bps / 8 * base.rtt_s
     costs = list(r.cut_costs)
     if after == "return":
@@ -64,6 +72,7 @@ def one(args: tuple[str, str, float, int]) -> dict[str, Any]:
     cost, held = costs[-1] if costs else (0, 0)  # a cut that found no connection cost nothing
     link = build_report(r)["link"]
     return {
+        "mode": r.mode if tcp_cc is None else f"realtime {tcp_cc}",
         "profile": name,
         "after": after,
         "at_s": at_s,
@@ -74,20 +83,36 @@ def one(args: tuple[str, str, float, int]) -> dict[str, Any]:
     }
 
 
+def _realtime(profile: LinkProfile, duration_s: float, seed: int, tcp_cc: str) -> RunResult:
+    """The real processes through the packet link: a cut is a short dark spell there
+    (linkemu/packet.py), and its cost is what the emulator held when it fell."""
+    with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
+        return run_realtime(
+            profile,
+            load_workload("photo-backlog"),
+            astronauts=4,
+            duration_s=duration_s,
+            seed=seed,
+            workdir=Path(tmp) / "run",
+            packet=True,
+            tcp_cc=tcp_cc,
+        )
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     """Per profile and time: lost per cut in BDP (mean, max over seeds) and goodput (mean)."""
     out = [
-        "| profile | after | cut at | seeds | lost per cut, BDP: mean | max | goodput |",
-        "|---|---|---|---|---|---|---|",
+        "| time | profile | after | cut at | seeds | lost per cut, BDP: mean | max | goodput |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    groups: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str, str, float], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["profile"], r["after"], r["at_s"]), []).append(r)
-    for (name, after, at_s), rs in sorted(groups.items()):
+        groups.setdefault((r.get("mode", "virtual"), r["profile"], r["after"], r["at_s"]), []).append(r)
+    for (mode, name, after, at_s), rs in sorted(groups.items()):
         costs = [r["bdp"] for r in rs]
         gp = [r["goodput"] for r in rs if r["goodput"] is not None]
         out.append(
-            f"| {name} | {after} | {at_s:g} s | {len(rs)} | {sum(costs) / len(costs):.2f} | {max(costs):.2f} "
+            f"| {mode} | {name} | {after} | {at_s:g} s | {len(rs)} | {sum(costs) / len(costs):.2f} | {max(costs):.2f} "
             f"| {sum(gp) / len(gp) if gp else float('nan'):.3f} |"
         )
     return "\n".join(out)
@@ -100,11 +125,18 @@ def main() -> None:
     ap.add_argument("--at", nargs="+", type=float, default=[2, 4, 6, 8, 10, 14, 20, 30], help="seconds")
     ap.add_argument("--seeds", nargs="+", type=int, default=[31, 32, 33])
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument(
+        "--realtime",
+        metavar="TCP_CC",
+        help="real time with real loss through linkemu's packet link (root, TUN), kernel TCP "
+        "congestion control TCP_CC (cubic, bbr, reno); runs one at a time",
+    )
     a = ap.parse_args()
     runs = [(p, a.after, t, s) for p in a.profiles for t in a.at for s in a.seeds]
     rows = []
-    with ProcessPoolExecutor(a.jobs) as ex:
-        for row in ex.map(one, runs):
+    # Real time wants the CPU to itself: one run at a time.
+    with ProcessPoolExecutor(1 if a.realtime else a.jobs) as ex:
+        for row in ex.map(functools.partial(one, tcp_cc=a.realtime), runs):
             print(json.dumps(row), flush=True)
             rows.append(row)
     print(table(rows))

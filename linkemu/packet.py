@@ -43,13 +43,14 @@ import struct
 import subprocess
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import PacketLinkError
 from .packet_schedule import MTU_BYTES, LinkSchedule, WayConfig, WayCounters, WaySchedule
 from .proxy import LossWindow
 
 __all__ = [
+    "DarkFall",
     "LossWindow",
     "PacketLink",
     "PacketLinkError",
@@ -73,6 +74,17 @@ _instances = itertools.count()
 UNLIMITED = WayConfig()  # no rate limit, no delay, no loss
 
 
+@dataclass(frozen=True, slots=True)
+class DarkFall:
+    """One dark spell's fall: when (the loop's clock), why, and the IP bytes it threw away
+    each way (queued at the bottleneck or on the line): what was in the network."""
+
+    at: float
+    cause: str  # "loss" (start_loss) or "cut" (cut_all)
+    up_bytes: int
+    down_bytes: int
+
+
 @dataclass(slots=True)
 class PacketStats:
     """Counters of a PacketLink: per direction (``up`` = station → ground) and dark spells."""
@@ -81,6 +93,7 @@ class PacketStats:
     down: WayCounters
     loss_cuts: int = 0  # loss-of-signal spells begun (start_loss, schedule_loss)
     random_cuts: int = 0  # cut_all() spells begun
+    falls: list[DarkFall] = field(default_factory=list)  # every spell begun, in order
 
     @property
     def bytes_up(self) -> int:
@@ -374,7 +387,8 @@ class PacketLink:
         if self._fds:  # what was due before the dark fell still arrives
             for way in ("up", "down"):
                 self._deliver(way, now)
-        self.schedule.set_dark(True, now)
+        up, down = self.schedule.set_dark(True, now)
+        self.stats.falls.append(DarkFall(now, "loss" if why == "loss" else "cut", up, down))
         if self._fds:
             for way in ("up", "down"):
                 self._arm(way)

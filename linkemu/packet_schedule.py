@@ -192,20 +192,25 @@ class WaySchedule:
         """When the next packet is due out of due() (None: nothing in the network)."""
         return self._line[0][0] if self._line else None
 
-    def set_dark(self, dark: bool, now: float) -> None:
-        """Loss of signal begins (``True``) or ends at ``now``.
+    def set_dark(self, dark: bool, now: float) -> int:
+        """Loss of signal begins (``True``) or ends at ``now``; returns the bytes it threw away.
 
         When it begins, every packet not due by ``now`` is dropped (counted as dark) and the
-        bottleneck is emptied; call due(now) first to hand out what was due before.
+        bottleneck is emptied; call due(now) first to hand out what was due before. Those
+        bytes, queued or on the line, are what the fall cost: what was in the network.
         """
         self._advance(now)
+        lost = 0
         if dark and not self.dark:
             while self._line and self._line[-1][0] > now:
-                self.counters._drop(Verdict.DARK, len(self._line.pop()[1]))
+                n = len(self._line.pop()[1])
+                self.counters._drop(Verdict.DARK, n)
+                lost += n
             self._tx.clear()
             self._tx_bytes = 0
             self._busy_until = now
         self.dark = dark
+        return lost
 
 
 class LinkSchedule:
@@ -220,7 +225,7 @@ class LinkSchedule:
     def dark(self) -> bool:
         return self.up.dark
 
-    def set_dark(self, dark: bool, now: float) -> None:
-        """Loss of signal begins or ends on both directions (see WaySchedule.set_dark)."""
-        self.up.set_dark(dark, now)
-        self.down.set_dark(dark, now)
+    def set_dark(self, dark: bool, now: float) -> tuple[int, int]:
+        """Loss of signal begins or ends on both directions (see WaySchedule.set_dark); the
+        bytes thrown away (up, down)."""
+        return self.up.set_dark(dark, now), self.down.set_dark(dark, now)

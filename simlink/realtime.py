@@ -462,4 +462,9 @@ def _result(
         transfer_acked_bytes=m.stored,
         link_drops=dict(m.counts.drops) if kind == "packet" else None,
         busy_connections_mean=m.busy_mean,
+        # Packet mode: a fall throws away what the emulator held (TCP's out-of-order queue at
+        # ground outlives a short spell, so none of it is counted as held).
+        cut_events=len(m.counts.in_network_at_falls),
+        cut_in_network_bytes=sum(m.counts.in_network_at_falls),
+        cut_costs=tuple((n, 0) for n in m.counts.in_network_at_falls),
     )

@@ -31,6 +31,9 @@ class LinkCounts:
     cuts_dark: int
     cuts_random: int
     drops: dict[str, int] = field(default_factory=dict)  # packet mode: packets dropped, by cause
+    # Packet mode: station → ground IP bytes in the network (queued or on the line) when each
+    # dark spell fell, loss of signal or cut, in order: what the fall threw away.
+    in_network_at_falls: tuple[int, ...] = ()
 
 
 def packet_mode_problem() -> str | None:
@@ -214,6 +217,7 @@ def _packet_counts(s: Any) -> LinkCounts:
         cuts_dark=s.loss_cuts,
         cuts_random=s.random_cuts,
         drops=drops,
+        in_network_at_falls=tuple(f.up_bytes for f in s.falls),
     )
 
 

@@ -190,6 +190,9 @@ async def test_dark_drops_everything_and_tcp_survives_a_short_one() -> None:
     assert report["digest"] == hashlib.sha256(random.Random(2).randbytes(size)).hexdigest()
     assert s.up.dark_packets + s.down.dark_packets > 0
     assert s.loss_cuts == 1 and report["retrans"] > 0
+    # The fall threw away what the emulator held mid-transfer: the spell's cost, counted once.
+    [fall] = s.falls
+    assert fall.cause == "loss" and 0 < fall.up_bytes <= s.up.dark_bytes
 
 
 async def test_udp_datagrams_are_lost_at_the_set_rate() -> None:
@@ -216,6 +219,10 @@ async def test_scheduled_windows_and_cuts_darken_the_link_for_a_while() -> None:
         assert link.dark and link.stats.random_cuts == 1
         await asyncio.sleep(0.8)
         assert not link.dark
+        assert [(f.cause, f.up_bytes, f.down_bytes) for f in link.stats.falls] == [
+            ("loss", 0, 0),
+            ("cut", 0, 0),
+        ]
 
 
 async def test_namespaces_are_gone_after_exit_even_after_an_exception() -> None:

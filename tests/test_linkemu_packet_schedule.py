@@ -205,7 +205,8 @@ def test_dark_keeps_what_was_already_due_and_drops_the_rest() -> None:
     way = _way(WayConfig(rate_bps=8_000, delay_s=1.0), 0)  # 1000 B/s
     assert way.offer(bytes(100), 0.0) is Verdict.QUEUED  # due at 0.1 + 1.0
     assert way.offer(bytes(100), 0.0) is Verdict.QUEUED  # due at 0.2 + 1.0
-    way.set_dark(True, 1.15)
+    assert way.set_dark(True, 1.15) == 100, "the fall throws away what was in the network"
+    assert way.set_dark(True, 1.16) == 0, "already dark"
     assert way.offer(bytes(100), 1.2) is Verdict.DARK
     assert way.due(5.0) == [bytes(100)]
     assert (way.counters.dark_packets, way.counters.delivered_packets) == (2, 1)
@@ -238,3 +239,25 @@ def test_time_must_not_go_backwards() -> None:
     with pytest.raises(ScheduleError, match="backwards"):
         way.offer(bytes(40), 0.5)
     assert way.counters.offered_packets == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(configs, scripts(), st.integers(0, 2**32))
+def test_a_fall_returns_exactly_the_bytes_it_threw_away_in_the_network(
+    cfg: WayConfig, events: list[Offer | Dark], seed: int
+) -> None:
+    # What a cut cost in real time (bench_cut_timing --realtime) is this figure: it must be
+    # every byte queued or on the line and not due, no more (offers in the dark cost no link time).
+    way = _way(cfg, seed)
+    for ev in sorted(events, key=lambda e: e.at):
+        while (due := way.next_due_time()) is not None and due <= ev.at:
+            way.due(due)
+        if isinstance(ev, Offer):
+            way.offer(bytes(ev.size), ev.at)
+            continue
+        was_dark = way.dark
+        before = way.counters.dark_bytes
+        held = sum(len(p) for t, p in way._line if t > ev.at)
+        lost = way.set_dark(ev.dark, ev.at)
+        assert lost == way.counters.dark_bytes - before
+        assert lost == (held if ev.dark and not was_dark else 0)
