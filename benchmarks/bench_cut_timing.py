@@ -4,6 +4,7 @@ virtual time (simlink drives the shipped sender, windows and ground).
 
     python benchmarks/bench_cut_timing.py --profiles fill-rtt1.4-loss1 --at 2 4 6 8 10 14 20 30
     python benchmarks/bench_cut_timing.py --after return --profiles fill-rtt0.6-loss1 --at 6 14 30
+    python benchmarks/bench_cut_timing.py --realtime cubic --at 6 14 30   # real time, real loss (root, TUN)
 
 A random cut (the `-cuts` profiles) mostly finds a backlog in its steady state; these runs put
 one cut where every stream has just started at once, in slow start. ``--after return``: the
@@ -11,7 +12,9 @@ backlog is written at the start, the link goes dark at 2 min for 3 min (connecti
 in), and the cut strikes that long after it comes back. Each run prints one JSON line; the
 table gives, per profile and time, the bytes lost in the network per cut in BDP (mean and
 max over seeds) and the goodput of the run. Seeds 31–36 were new when this was written
-(docs/link.md "A window per connection").
+(docs/link.md "A window per connection"). ``--realtime``: the real processes through
+linkemu's packet link, where a cut is a short dark spell and its cost the IP bytes the
+emulator held when it fell (docs/link.md "A cut in real time").
 """
 
 from __future__ import annotations

@@ -90,3 +90,17 @@ def test_busy_connections_are_read_from_ss_send_queue() -> None:
     assert _send_queue("ESTAB 0 0 10.64.0.1:40000 10.64.0.2:8470") == 0
     assert _send_queue("ESTAB 12 3000 10.64.0.1:40000 10.64.0.2:8470") == 3000
     assert _send_queue("") == 0
+
+
+def test_a_real_time_cut_costs_what_the_emulator_threw_away_when_it_fell() -> None:
+    """Each dark spell's station → ground bytes in the network at its fall become the run's
+    cut costs, in order, as virtual time reports them (bench_cut_timing.py --realtime)."""
+    from linkemu.packet import DarkFall, PacketStats
+    from linkemu.packet_schedule import WayCounters
+    from simlink.realtime_link import _packet_counts
+
+    stats = PacketStats(up=WayCounters(), down=WayCounters(), loss_cuts=1, random_cuts=2)
+    stats.falls += [DarkFall(1.0, "cut", 52_000, 900), DarkFall(5.0, "loss", 0, 0), DarkFall(9.0, "cut", 7, 1)]
+    counts = _packet_counts(stats)
+    assert counts.in_network_at_falls == (52_000, 0, 7)
+    assert (counts.cuts_dark, counts.cuts_random) == (1, 2)
