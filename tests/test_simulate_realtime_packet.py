@@ -100,7 +100,11 @@ def test_a_real_time_cut_costs_what_the_emulator_threw_away_when_it_fell() -> No
     from simlink.realtime_link import _packet_counts
 
     stats = PacketStats(up=WayCounters(), down=WayCounters(), loss_cuts=1, random_cuts=2)
-    stats.falls += [DarkFall(1.0, "cut", 52_000, 900), DarkFall(5.0, "loss", 0, 0), DarkFall(9.0, "cut", 7, 1)]
+    stats.falls += [
+        DarkFall(1.0, "cut", 52_000, 900),
+        DarkFall(5.0, "loss", 0, 0),
+        DarkFall(9.0, "cut", 7, 1),
+    ]
     counts = _packet_counts(stats)
     assert counts.in_network_at_falls == (52_000, 0, 7)
     assert (counts.cuts_dark, counts.cuts_random) == (1, 2)
