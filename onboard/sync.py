@@ -294,6 +294,21 @@ class _WatchedConnector(aiohttp.TCPConnector):
             if raced is not None and won is plain and plain.done() and plain.exception() is None:
                 self.race.settle()  # the link answered: the attempts under way would only load ground
 
+    async def _get(self, key: Any, *args: Any, **kwargs: Any) -> aiohttp.connector.Connection | None:
+        """A pooled connection for the request, unless the link is down: then none, and the
+        idle ones are closed (docs/link.md "After a loss of signal").
+
+        A pooled connection lived through what brought the link down. A dark spell drops
+        packets without closing connections, so a probe written into one waits out TCP's
+        backed-off retransmission timer after the return (seconds to over a minute), while
+        the race's new connections are answered within a round trip."""
+        if self.race_every_s is not None:
+            for proto, _ in self._conns.pop(key, ()):
+                proto.close()
+            return None
+        got: aiohttp.connector.Connection | None = await super()._get(key, *args, **kwargs)
+        return got
+
     def _close(self, *args: Any, **kwargs: Any) -> Any:
         self.race.close()  # (both aiohttp's close() and the session's end come through here)
         return super()._close(*args, **kwargs)

@@ -402,6 +402,9 @@ class TransferDriver:
             end = offset + len(req.data)
             self.resent_bytes += len(req.data) - sum(b - a for a, b in sent.gaps(offset, end))
             sent.add(offset, end)
+        if race_every_s is not None and not self.v1:
+            for idle in self.pool:  # sync takes no pooled connection while the link is down
+                idle.drop_idle()
         c = self._client()
         if c is None:
             self.sender.request_failed(seq, self.loop.now, "no connection available")

@@ -219,6 +219,18 @@ class HttpClient:
             self.conn.abort("keep-alive timeout")  # connection_lost tells on_idle_lost
         self.conn = None
 
+    def drop_idle(self) -> None:
+        """Close this client's idle keep-alive connection (onboard/sync.py closes the pooled
+        ones when a request is made while the link is down), without telling on_idle_lost."""
+        if self.pending is not None or self.conn is None:
+            return
+        if self.close_timer:
+            self.close_timer.cancel()
+            self.close_timer = None
+        conn, self.conn = self.conn, None
+        if not conn.closed:
+            conn.abort("pooled connection dropped while the link is down")
+
     def _finish(self) -> tuple[Callable[[HttpResponse], None], Callable[[str], None]] | None:
         for t in (self.idle_timer, self.total_timer, self.suspect_timer):
             if t:
