@@ -7,6 +7,10 @@ the sum to protocol/window_clamp.py's rate filter.
 The window each request asks ground to clamp its connection to comes from that rate, the
 base RTT the sender measured and the connections open. Where TCP_INFO is not there (not
 Linux) the meter gives no window and requests carry none: the link works as before.
+
+The same poll feeds the send gate (:meth:`DeliveryMeter.gated`): while every stream has just
+started, sync writes a body carrying a window only as the windows' total allows, because
+ground's clamp binds a real connection seconds late (docs/link.md "A cut in real time").
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import contextlib
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +35,9 @@ _INFO_BYTES = 232
 _STATE, _SND_MSS, _UNACKED, _SACKED, _BYTES_ACKED, _NOTSENT = 0, 16, 24, 28, 120, 144
 _ESTABLISHED = 1
 POLL_EVERY_S = 0.05
+# A gated request body is written this much at a time (docs/link.md "A cut in real time").
+GATE_SLICE_BYTES = 8 * 1024
+GATE_WAIT_MAX_S = 1.0  # no poll for this long: the gate opens rather than hold a request
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +48,7 @@ class TcpCounters:
     established: bool
     delivered_bytes: int
     busy: bool = False
+    outstanding_bytes: int = 0  # written and not yet acknowledged: sent (segments × MSS) or not
 
 
 def read_counters(sock: socket.socket) -> TcpCounters | None:
@@ -64,6 +72,7 @@ def read_counters(sock: socket.socket) -> TcpCounters | None:
         established=established,
         delivered_bytes=acked + sacked * mss,
         busy=established and (unacked > 0 or notsent > 0),
+        outstanding_bytes=unacked * mss + notsent,
     )
 
 
@@ -82,6 +91,13 @@ class DeliveryMeter:
         self.delivered = 0  # bytes, over every socket ever watched
         self.established = 0  # connections established at the last poll
         self.busy = 0  # of them, those holding bytes not yet acknowledged
+        # The send gate (``gated``): bytes outstanding on every socket at the last poll, bytes
+        # admitted since, the station's budget (``gate``; None: open), and who waits for the
+        # next poll.
+        self.outstanding = 0
+        self._admitted = 0
+        self.budget: int | None = None
+        self._polled: asyncio.Event | None = None
 
     def watch(self, factory: Callable[[Any], socket.socket]) -> Callable[[Any], socket.socket]:
         """``factory`` (aiohttp's socket_factory), remembering every socket it makes."""
@@ -95,7 +111,7 @@ class DeliveryMeter:
 
     def poll(self, now: float, base_rtt_s: float | None) -> None:
         """Read every watched socket once; forget the closed ones."""
-        established = busy = 0
+        established = busy = outstanding = 0
         grew = False
         for sock, seen in list(self._sockets.items()):
             c = self._read(sock)
@@ -105,12 +121,17 @@ class DeliveryMeter:
                 continue
             established += c.established
             busy += c.busy
+            outstanding += c.outstanding_bytes if c.established else 0
             # SACKed segments turn into acked bytes (the sum wobbles by a segment): count rises only.
             if c.delivered_bytes > seen:
                 self.delivered += c.delivered_bytes - seen
                 self._sockets[sock] = c.delivered_bytes
                 grew = True
         self.established, self.busy = established, busy
+        self.outstanding, self._admitted = outstanding, 0
+        if self._polled is not None:
+            self._polled.set()
+            self._polled = None
         # Sampled only when something was delivered, as the simulator samples at each ack: a
         # dark link leaves the filter as it was until the first bytes after it.
         if grew and base_rtt_s is not None:
@@ -122,6 +143,33 @@ class DeliveryMeter:
         if base_rtt_s is None:
             return None
         return self._ask.ask(now, self.rate.rate(), base_rtt_s, self.busy + 1, queue)
+
+    def gate(self, window_bytes: int | None) -> None:
+        """Hold the station's outstanding bytes to ``window_bytes`` × the connections it was
+        shared among (the windows' total), or not at all (None)."""
+        self.budget = None if window_bytes is None else window_bytes * (self.busy + 1)
+
+    async def admit(self, n: int) -> None:
+        """Wait until ``n`` more upload bytes keep the station's outstanding bytes within its
+        budget (or nothing is outstanding: a write larger than the budget still goes)."""
+        while True:
+            held = self.outstanding + self._admitted
+            if self.budget is None or held == 0 or held + n <= self.budget:
+                self._admitted += n
+                return
+            if self._polled is None:
+                self._polled = asyncio.Event()
+            try:  # (a meter not polling, as in a test without its run(), never holds a write)
+                await asyncio.wait_for(self._polled.wait(), GATE_WAIT_MAX_S)
+            except TimeoutError:
+                self.outstanding = self._admitted = 0
+
+    async def gated(self, data: bytes, slice_bytes: int = GATE_SLICE_BYTES) -> AsyncIterator[bytes]:
+        """``data`` as a request body written a slice at a time, each once ``admit`` lets it."""
+        for i in range(0, len(data), slice_bytes):
+            piece = data[i : i + slice_bytes]
+            await self.admit(len(piece))
+            yield piece
 
     async def run(self, base_rtt_s: Callable[[], float | None]) -> None:
         """Poll every ``POLL_EVERY_S`` until cancelled."""

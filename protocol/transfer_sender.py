@@ -545,7 +545,13 @@ class TransferSender:
         base = self.base_rtt_s
         if base is None:
             return False
-        return self._queue_now or now - self._burst_at <= self.config.clamp_hold_rtts * base
+        return self._queue_now or self.burst_recent(now)
+
+    def burst_recent(self, now: float) -> bool:
+        """Did every stream start at once lately (a backlog began, or the link came back)?
+        Within ``clamp_hold_rtts`` base RTTs of it (onboard/sync.py gates uploads then)."""
+        base = self.base_rtt_s
+        return base is not None and now - self._burst_at <= self.config.clamp_hold_rtts * base
 
     @property
     def bulk_in_flight(self) -> bool:

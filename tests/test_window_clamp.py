@@ -292,6 +292,88 @@ def test_the_meter_adds_what_every_socket_delivered_and_forgets_closed_ones() ->
     assert meter.window(100.0, 1.0, queue=False) == MAX_WINDOW_BYTES
 
 
+def _gate_meter(outstanding: list[int]) -> tuple[DeliveryMeter, _FakeSock]:
+    """A meter watching one fake socket whose outstanding bytes the test sets."""
+    sock = _FakeSock()
+    meter = DeliveryMeter(read=lambda s: TcpCounters(True, 0, True, outstanding[0]))  # type: ignore[arg-type]
+    meter.watch(lambda addr: sock)(None)  # type: ignore[arg-type,return-value]
+    return meter, sock
+
+
+async def test_the_send_gate_holds_a_write_past_the_budget_until_a_poll_shows_room() -> None:
+    """onboard/delivery.py's gate: a body slice goes while the station's outstanding bytes (at
+    the last poll) plus those admitted since stay within its budget; past it, the slice waits
+    for a poll showing room. Nothing outstanding: a slice goes whatever its size."""
+    out = [0]
+    meter, _ = _gate_meter(out)
+    w = meter.window(0.0, 1.0)  # the floor
+    assert w is not None and meter.budget is None  # open until told to gate
+    meter.gate(w)
+    assert meter.budget == w * (meter.busy + 1)
+    budget = meter.budget
+    await asyncio.wait_for(meter.admit(budget + 1), 0.1)  # nothing outstanding: it goes
+    waiting = asyncio.ensure_future(meter.admit(1))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    out[0] = budget - 1  # acks arrive, but not enough room yet
+    meter.poll(1.0, 1.0)
+    await asyncio.sleep(0.01)
+    assert waiting.done()  # budget − 1 outstanding + 1 fits
+    late = asyncio.ensure_future(meter.admit(1))
+    await asyncio.sleep(0.01)
+    assert not late.done()
+    out[0] = 0
+    meter.poll(1.05, 1.0)
+    await asyncio.wait_for(late, 0.1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    slices=st.lists(st.integers(1, 40_000), min_size=1, max_size=30),
+    acked=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30),
+    bodies=st.integers(1, 6),
+)
+def test_the_gate_never_lets_the_station_hold_more_than_its_budget(
+    slices: list[int], acked: list[float], bodies: int
+) -> None:
+    """Any bodies written at once, any acks between polls: every slice the gate lets go finds
+    the bytes held (outstanding at the last poll + admitted since) within the budget with it,
+    or nothing held; every body is written whole, in order."""
+    out = [0]
+    meter, _ = _gate_meter(out)
+    meter.gate(meter.window(0.0, 1.0))
+    budget = meter.budget or 0
+    seen: list[tuple[int, int]] = []  # (bytes held before the slice, the slice)
+    real_admit = meter.admit
+
+    async def admit(n: int) -> None:
+        await real_admit(n)
+        seen.append((meter.outstanding + meter._admitted - n, n))  # noqa: SLF001
+
+    meter.admit = admit  # type: ignore[method-assign]
+    datas = [bytes([i]) * sum(slices[i::bodies]) for i in range(bodies)]
+
+    async def drain(data: bytes) -> bytes:
+        return b"".join([piece async for piece in meter.gated(data, slice_bytes=max(slices))])
+
+    async def run() -> list[bytes]:
+        tasks = [asyncio.ensure_future(drain(d)) for d in datas]
+        i = 0
+        while not all(t.done() for t in tasks):
+            await asyncio.sleep(0)
+            held = meter.outstanding + meter._admitted  # noqa: SLF001
+            # Some of it acknowledged at each poll; once the draws run out, all of it.
+            out[0] = int(held * (1 - acked[i])) if i < len(acked) else 0
+            meter.poll(float(i), 1.0)
+            i += 1
+            assert i < 1_000
+        return [t.result() for t in tasks]
+
+    assert asyncio.run(run()) == datas
+    for held, n in seen:
+        assert held == 0 or held + n <= budget, (held, n, budget)
+
+
 def test_tcp_info_counts_what_a_real_connection_delivered() -> None:
     """Linux's counters on a loopback connection: established, and after the peer has read a
     megabyte, at least that many bytes delivered; a closed socket has none."""
@@ -368,6 +450,14 @@ async def test_a_photo_crosses_with_its_connections_clamped(
         return out
 
     monkeypatch.setattr(onboard.sync._Sync, "_window", window)  # noqa: SLF001
+    gated: list[int] = []  # bodies written through the send gate (those carrying a window)
+    real_gated = DeliveryMeter.gated
+
+    def counting(self: DeliveryMeter, data: bytes, slice_bytes: int = 8192) -> Any:
+        gated.append(len(data))
+        return real_gated(self, data, slice_bytes)
+
+    monkeypatch.setattr(DeliveryMeter, "gated", counting)
     token = setup_station(cli, tmp_path)
     photo = sample_jpegs[2]
     # A text post too: its small OPEN measures the base RTT (a photo's chunks cannot).
@@ -389,6 +479,9 @@ async def test_a_photo_crosses_with_its_connections_clamped(
     # The lone text post's OPEN (first, nothing in flight) carried none; chunks did.
     small = SenderConfig().small_request_bytes
     assert not asked[0][1] and any(carried for n, carried in asked if n > small), repr(asked)
+    # Bodies carrying a window while every stream had just started went through the send gate.
+    print(f"\n{len(gated)} of {sum(c for _, c in asked)} bodies carrying a window gated")
+    assert 0 < len(gated) <= sum(carried for _, carried in asked)
     posts = {p.text: p for p in archive_posts(cli.ground_home)}
     assert sorted(posts) == [b"first light", b"hubble"]
     assert [m.read_bytes() for m in posts[b"hubble"].media] == [photo.read_bytes()]
@@ -503,8 +596,9 @@ def test_a_backlog_start_is_clamped_like_a_return_and_a_lone_post_never(rtt: flo
     s = path.sender
     path.run(3 * rtt, rtt=rtt)
     assert s.base_rtt_s is not None and s.bulk_in_flight and s.queue_recent(path.now)
+    assert s.burst_recent(path.now)  # onboard's send gate holds uploads now
     path.run((s.config.clamp_hold_rtts + 4) * rtt, rtt=rtt)
-    assert s.bulk_in_flight and not s.queue_recent(path.now)
+    assert s.bulk_in_flight and not s.queue_recent(path.now) and not s.burst_recent(path.now)
 
     lone = _Path(SenderConfig(), photos=1, photo_bytes=200)
     seen_bulk = []
@@ -518,7 +612,7 @@ def test_a_backlog_start_is_clamped_like_a_return_and_a_lone_post_never(rtt: flo
     lone.sender.data_to_send = watching  # type: ignore[method-assign]
     lone.run(10 * rtt, rtt=rtt)
     assert lone.sender.base_rtt_s is not None and not any(seen_bulk)
-    assert not lone.sender.queue_recent(lone.now)
+    assert not lone.sender.queue_recent(lone.now) and not lone.sender.burst_recent(lone.now)
 
 
 @pytest.mark.parametrize("at_s", [4.0, 6.0, 10.0, 14.0])
