@@ -38,6 +38,10 @@ POLL_EVERY_S = 0.05
 # A gated request body is written this much at a time (docs/link.md "A cut in real time").
 GATE_SLICE_BYTES = 8 * 1024
 GATE_WAIT_MAX_S = 1.0  # no poll for this long: the gate opens rather than hold a request
+# Opening, the budget grows this much per base RTT (protocol/window_clamp.py's release) until
+# it reaches GATE_OPEN_BYTES (the largest window ground clamps to: no longer a limit).
+GATE_RELEASE = 1.25
+GATE_OPEN_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +100,8 @@ class DeliveryMeter:
         # next poll.
         self.outstanding = 0
         self._admitted = 0
-        self.budget: int | None = None
+        self._budget: int | None = None
+        self._opening: tuple[float, int, float] | None = None  # (since, budget then, base RTT)
         self._polled: asyncio.Event | None = None
 
     def watch(self, factory: Callable[[Any], socket.socket]) -> Callable[[Any], socket.socket]:
@@ -144,17 +149,36 @@ class DeliveryMeter:
             return None
         return self._ask.ask(now, self.rate.rate(), base_rtt_s, self.busy + 1, queue)
 
-    def gate(self, window_bytes: int | None) -> None:
+    def gate(self, window_bytes: int | None, now: float = 0.0, base_rtt_s: float | None = None) -> None:
         """Hold the station's outstanding bytes to ``window_bytes`` × the connections it was
-        shared among (the windows' total), or not at all (None)."""
-        self.budget = None if window_bytes is None else window_bytes * (self.busy + 1)
+        shared among (the windows' total); with None, open the gate gradually from ``now``:
+        its budget grows ``GATE_RELEASE`` × per base RTT until it no longer binds (opened at
+        once, the streams wrote ~9 BDP in half a second at 0.6 s: docs/link.md)."""
+        if window_bytes is not None:
+            self._budget, self._opening = window_bytes * (self.busy + 1), None
+        elif self._budget is not None and self._opening is None:
+            self._opening = (now, self._budget, base_rtt_s or 1.0)
+
+    @property
+    def budget(self) -> int | None:
+        """The bytes the station may hold outstanding now (None: the gate is open)."""
+        if self._opening is None or self._budget is None:
+            return self._budget
+        since, start, base = self._opening
+        rtts = max(0.0, time.monotonic() - since) / max(base, 1e-3)
+        grown = start * GATE_RELEASE ** min(rtts, 100.0)
+        if grown >= GATE_OPEN_BYTES:
+            self._budget = self._opening = None
+            return None
+        return int(grown)
 
     async def admit(self, n: int) -> None:
         """Wait until ``n`` more upload bytes keep the station's outstanding bytes within its
         budget (or nothing is outstanding: a write larger than the budget still goes)."""
         while True:
             held = self.outstanding + self._admitted
-            if self.budget is None or held == 0 or held + n <= self.budget:
+            budget = self.budget
+            if budget is None or held == 0 or held + n <= budget:
                 self._admitted += n
                 return
             if self._polled is None:

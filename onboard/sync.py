@@ -949,7 +949,7 @@ class _Sync:
         w = self.meter.window(now, self.sender.base_rtt_s, self.sender.queue_recent(now))
         # Only while every stream has just started at once: gated always, 1.4 s / 1 % carried
         # 0.894 of the link in real time against 0.934 (docs/link.md "What ships" 8).
-        self.meter.gate(w if self.sender.burst_recent(now) else None)
+        self.meter.gate(w if self.sender.burst_recent(now) else None, now, self.sender.base_rtt_s)
         return {} if w is None else {WINDOW_HEADER: str(w)}
 
     def _gated(self, data: bytes, headers: dict[str, str]) -> bytes | AsyncIterator[bytes]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import math
 import socket
 import struct
 import time
@@ -325,6 +326,31 @@ async def test_the_send_gate_holds_a_write_past_the_budget_until_a_poll_shows_ro
     out[0] = 0
     meter.poll(1.05, 1.0)
     await asyncio.wait_for(late, 0.1)
+
+
+async def test_the_gate_opens_gradually_when_the_start_ends() -> None:
+    """Told to open (None), the gate's budget grows 1.25 × per base RTT from where it was and
+    is gone once it reaches the largest window: opened at once, the streams wrote ~9 BDP in
+    half a second at 0.6 s (docs/link.md)."""
+    from onboard.delivery import GATE_OPEN_BYTES, GATE_RELEASE
+
+    meter, _ = _gate_meter([0])
+    meter.gate(MIN_WINDOW_BYTES)
+    start = meter.budget
+    assert start == MIN_WINDOW_BYTES
+    base = 0.01
+    meter.gate(None, time.monotonic(), base)
+    first = meter.budget
+    assert first is not None and start <= first < start * GATE_RELEASE**3  # not open at once
+    meter.gate(None, time.monotonic() + 5, base)  # a second "open" does not restart the clock
+    await asyncio.sleep(5 * base)
+    later = meter.budget
+    assert later is not None and later > first
+    rtts = math.log(GATE_OPEN_BYTES / start) / math.log(GATE_RELEASE)
+    await asyncio.sleep(rtts * base + 0.05)
+    assert meter.budget is None
+    meter.gate(MIN_WINDOW_BYTES)  # a new start closes it again
+    assert meter.budget == MIN_WINDOW_BYTES
 
 
 @settings(max_examples=40, deadline=None)
