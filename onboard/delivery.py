@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.window_clamp import DeliveryRate, WindowAsk, WindowRule
+from protocol.window_clamp import MAX_WINDOW_BYTES, DeliveryRate, WindowAsk, WindowRule
 
 # struct tcp_info (include/uapi/linux/tcp.h): tcpi_state is its first byte, tcpi_snd_mss a
 # u32 at 16, tcpi_unacked and tcpi_sacked (segments) u32s at 24 and 28, tcpi_bytes_acked
@@ -38,10 +38,6 @@ POLL_EVERY_S = 0.05
 # A gated request body is written this much at a time (docs/link.md "A cut in real time").
 GATE_SLICE_BYTES = 8 * 1024
 GATE_WAIT_MAX_S = 1.0  # no poll for this long: the gate opens rather than hold a request
-# Opening, the budget grows this much per base RTT (protocol/window_clamp.py's release) until
-# it reaches GATE_OPEN_BYTES (the largest window ground clamps to: no longer a limit).
-GATE_RELEASE = 1.25
-GATE_OPEN_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,8 +148,9 @@ class DeliveryMeter:
     def gate(self, window_bytes: int | None, now: float = 0.0, base_rtt_s: float | None = None) -> None:
         """Hold the station's outstanding bytes to ``window_bytes`` × the connections it was
         shared among (the windows' total); with None, open the gate gradually from ``now``:
-        its budget grows ``GATE_RELEASE`` × per base RTT until it no longer binds (opened at
-        once, the streams wrote ~9 BDP in half a second at 0.6 s: docs/link.md)."""
+        its budget grows as a clamped window is lifted (``WindowRule.release`` × per base RTT)
+        until it reaches the largest window ground clamps to (opened at once, the streams
+        wrote ~9 BDP in half a second at 0.6 s: docs/link.md)."""
         if window_bytes is not None:
             self._budget, self._opening = window_bytes * (self.busy + 1), None
         elif self._budget is not None and self._opening is None:
@@ -166,8 +163,8 @@ class DeliveryMeter:
             return self._budget
         since, start, base = self._opening
         rtts = max(0.0, time.monotonic() - since) / max(base, 1e-3)
-        grown = start * GATE_RELEASE ** min(rtts, 100.0)
-        if grown >= GATE_OPEN_BYTES:
+        grown = start * self.rate.rule.release ** min(rtts, 100.0)
+        if grown >= MAX_WINDOW_BYTES:
             self._budget = self._opening = None
             return None
         return int(grown)

@@ -293,12 +293,12 @@ def test_the_meter_adds_what_every_socket_delivered_and_forgets_closed_ones() ->
     assert meter.window(100.0, 1.0, queue=False) == MAX_WINDOW_BYTES
 
 
-def _gate_meter(outstanding: list[int]) -> tuple[DeliveryMeter, _FakeSock]:
+def _gate_meter(outstanding: list[int]) -> DeliveryMeter:
     """A meter watching one fake socket whose outstanding bytes the test sets."""
     sock = _FakeSock()
     meter = DeliveryMeter(read=lambda s: TcpCounters(True, 0, True, outstanding[0]))  # type: ignore[arg-type]
     meter.watch(lambda addr: sock)(None)  # type: ignore[arg-type,return-value]
-    return meter, sock
+    return meter
 
 
 async def test_the_send_gate_holds_a_write_past_the_budget_until_a_poll_shows_room() -> None:
@@ -306,7 +306,7 @@ async def test_the_send_gate_holds_a_write_past_the_budget_until_a_poll_shows_ro
     the last poll) plus those admitted since stay within its budget; past it, the slice waits
     for a poll showing room. Nothing outstanding: a slice goes whatever its size."""
     out = [0]
-    meter, _ = _gate_meter(out)
+    meter = _gate_meter(out)
     w = meter.window(0.0, 1.0)  # the floor
     assert w is not None and meter.budget is None  # open until told to gate
     meter.gate(w)
@@ -332,21 +332,19 @@ async def test_the_gate_opens_gradually_when_the_start_ends() -> None:
     """Told to open (None), the gate's budget grows 1.25 × per base RTT from where it was and
     is gone once it reaches the largest window: opened at once, the streams wrote ~9 BDP in
     half a second at 0.6 s (docs/link.md)."""
-    from onboard.delivery import GATE_OPEN_BYTES, GATE_RELEASE
-
-    meter, _ = _gate_meter([0])
+    meter = _gate_meter([0])
     meter.gate(MIN_WINDOW_BYTES)
     start = meter.budget
     assert start == MIN_WINDOW_BYTES
     base = 0.01
     meter.gate(None, time.monotonic(), base)
     first = meter.budget
-    assert first is not None and start <= first < start * GATE_RELEASE**3  # not open at once
+    assert first is not None and start <= first < start * WindowRule().release ** 3  # not open at once
     meter.gate(None, time.monotonic() + 5, base)  # a second "open" does not restart the clock
     await asyncio.sleep(5 * base)
     later = meter.budget
     assert later is not None and later > first
-    rtts = math.log(GATE_OPEN_BYTES / start) / math.log(GATE_RELEASE)
+    rtts = math.log(MAX_WINDOW_BYTES / start) / math.log(WindowRule().release)
     await asyncio.sleep(rtts * base + 0.05)
     assert meter.budget is None
     meter.gate(MIN_WINDOW_BYTES)  # a new start closes it again
@@ -366,7 +364,7 @@ def test_the_gate_never_lets_the_station_hold_more_than_its_budget(
     the bytes held (outstanding at the last poll + admitted since) within the budget with it,
     or nothing held; every body is written whole, in order."""
     out = [0]
-    meter, _ = _gate_meter(out)
+    meter = _gate_meter(out)
     meter.gate(meter.window(0.0, 1.0))
     budget = meter.budget or 0
     seen: list[tuple[int, int]] = []  # (bytes held before the slice, the slice)
