@@ -121,8 +121,15 @@ class SenderConfig:
     # link gives 32 streams 64 KiB each, not 512 KiB, so the station's memory and ground's
     # held request bodies (ground/body_limits.py) stay small; at 1.5 Mbit/s × 8 s it never binds.
     max_inflight_bytes: int = 2 * 1024 * 1024
-    # Before the first rate sample: 8 × 64 KiB ≈ one bandwidth-delay product of 1.5 Mbit/s × 0.6 s.
+    # Before the first rate sample (64 KiB ≈ 0.35 s of a 1.5 Mbit/s link on one stream).
     initial_chunk_bytes: int = 64 * 1024
+    # A first flight's chunk (an OPEN carrying its upload's first bytes) at most this: with its
+    # request it fits one fresh connection's initial window (RFC 6928: 10 segments, ~14.5 kB),
+    # so the first round trip puts no more in the network than TCP itself would. Those bytes
+    # leave before any round trip is measured, so no window can hold them: 16 × 64 KiB was
+    # 1 MiB, ~9 BDP at 0.6 s RTT, and a cut 6 s into a 1.4 s start cost ~1.1 BDP in real
+    # time (docs/link.md "A cut in real time").
+    first_flight_bytes: int = 12 * 1024
     # Aim for chunks that take this long to cross on one of ``streams`` at the estimated rate.
     # 8 s: a loss-limited stream spends most of its time sending, not idle a round trip
     # between requests; a cut costs only what is in the network (ground keeps the rest).
@@ -796,7 +803,7 @@ class TransferSender:
         """A new upload's OPEN carrying its first chunk: it takes a data stream, and the chunk
         crosses in the OPEN's round trip instead of one after it."""
         t.opened = True
-        start, stop = self._next_gap(t)
+        start, stop = self._next_gap(t, self.config.first_flight_bytes)
         if start != 0:
             raise ValueError(f"{t.spec.key.name}: a first flight starts at 0, not {start}")
         data = self._take_data(t, seq, start, stop)
@@ -888,8 +895,10 @@ class TransferSender:
         busy = RangeSet(t.inflight.values()).union(t.acked)
         return busy.gaps(0, t.spec.size_bytes)
 
-    def _next_gap(self, t: _Transfer) -> tuple[int, int]:
+    def _next_gap(self, t: _Transfer, most: int | None = None) -> tuple[int, int]:
         start, stop = self._gaps(t)[0]
+        if most is not None:  # a first flight: no tail rides along (it must fit a first window)
+            return start, min(stop, start + max(1, min(most, self.chunk_bytes)))
         n = self.chunk_bytes
         # A tail under a quarter chunk rides with this chunk rather than costing a request.
         if stop - start <= n + n // 4:

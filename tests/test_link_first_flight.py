@@ -17,13 +17,13 @@ from conftest import Cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from link_support import link_to, running_ground, setup_station
-from test_transfer import PHOTO, Pair, add, make_pair
+from test_transfer import PHOTO, Pair, add, key_of, make_pair
 
 from onboard.home import Home
 from onboard.sync import sync
 from protocol import transfer_receiver
 from protocol.capabilities import Capabilities
-from protocol.transfer import ReceiverConfig, TransferReceiver
+from protocol.transfer import ReceiverConfig, SenderConfig, TransferReceiver, TransferSender, TransferSpec
 from protocol.transfer_wire import (
     FIRST_FLIGHT_LINK_VERSION,
     LINK_VERSIONS,
@@ -332,3 +332,47 @@ async def test_real_ground_keeps_the_first_chunk_of_an_open_cut_mid_body(cli: Cl
                 break
             await asyncio.sleep(0.05)
     assert stored == len(data) - 40_000
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.integers(16 * 1024 + 1, 3_000_000), min_size=1, max_size=40),
+    st.integers(1, 32),
+    st.integers(1024, 64 * 1024),
+)
+def test_the_first_flight_puts_no_more_than_initial_windows_in_the_network(
+    sizes: list[int], streams: int, most: int
+) -> None:
+    """Before any round trip is measured no window can hold the station's bytes, so each first
+    flight carries at most ``first_flight_bytes`` (one fresh connection's initial window with
+    its request): the whole first round trip is at most the streams × that, not × a chunk
+    (16 × 64 KiB was ~9 BDP at 0.6 s RTT; docs/link.md "A cut in real time")."""
+    cfg = SenderConfig(initial_streams=streams, window=min(8, streams), first_flight_bytes=most)
+    s = TransferSender(cfg, 0.0)
+    s.first_flight = True
+    for i, n in enumerate(sizes):
+        body = i.to_bytes(4, "big") * (n // 4 + 1)
+        s.add(
+            TransferSpec(key=key_of(body[:n], TransferKind.BLOB), size_bytes=n, owner="alice", priority=1),
+            lambda off, k, b=body: b[off : off + k],
+            0.0,
+        )
+    frames = [decode_request(o.data) for o in s.data_to_send(0.0)]
+    carried = [len(f.data) for f in frames if isinstance(f, Open) and f.data]
+    assert carried, "a backlog's first requests carry its first bytes"
+    assert max(carried) <= min(most, s.chunk_bytes)
+    assert sum(carried) <= s.streams * most
+
+
+def test_a_capped_first_flight_still_delivers_every_byte_once() -> None:
+    """The smaller first chunk changes where the next one starts, nothing else."""
+    pair = make_pair()
+    pair.sender = TransferSender(dataclasses.replace(pair.sender.config, first_flight_bytes=1500), 0.0)
+    pair.sender.first_flight = True
+    seen = _spy(pair)
+    k = add(pair, PHOTO)
+    pair.run()
+    assert pair.ground.committed[k] == PHOTO
+    first = seen[0]
+    assert isinstance(first, Open) and first.data == PHOTO[:1500]
+    assert pair.sender.stats.chunk_bytes == len(PHOTO)
