@@ -14,7 +14,12 @@ table gives, per profile and time, the bytes lost in the network per cut in BDP 
 max over seeds) and the goodput of the run. Seeds 31–36 were new when this was written
 (docs/link.md "A window per connection"). ``--realtime``: the real processes through
 linkemu's packet link, where a cut is a short dark spell and its cost the IP bytes the
-emulator held when it fell (docs/link.md "A cut in real time").
+emulator held when it fell (docs/link.md "A cut in real time"). ``--trace SECONDS``: no cut;
+the bytes in the network are read every 0.1 s for that long after the start (or the return)
+and reported per span of time (mean, 90th percentile, max, in BDP): what a cut at any moment
+of those spans would cost, from one run instead of one run per moment.
+
+    python benchmarks/bench_cut_timing.py --trace 40 --realtime cubic --profiles fill-rtt0.6-loss1
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import itertools
 import json
 import sys
 import tempfile
@@ -42,20 +48,27 @@ DARK_AT_S, DARK_S, CUT_AFTER_S = 120.0, 180.0, 20.0
 TAIL_S = 15.0  # the run goes on this long after the cut (goodput counts it)
 
 
-def with_cut(profile: LinkProfile, after: str, at_s: float) -> tuple[LinkProfile, float]:
-    """The profile with one cut ``at_s`` after the start or the return, and the run's length."""
+TRACE_S = 0.1
+SPANS_S = (0.0, 2.0, 4.0, 6.0, 10.0, 14.0, 20.0, 30.0, 60.0, 120.0, 300.0, 720.0)
+
+
+def with_cut(profile: LinkProfile, after: str, at_s: float, *, cut: bool = True) -> tuple[LinkProfile, float]:
+    """The profile with one cut ``at_s`` after the start or the return, and the run's length
+    (without ``cut``: no cut, the run ending ``at_s`` after the start or the return)."""
+    tail = TAIL_S if cut else 0.0
     if after == "start":
-        return dataclasses.replace(profile, cuts_per_hour=0.0, cuts_at_s=(at_s,)), at_s + TAIL_S
+        cuts = (at_s,) if cut else ()
+        return dataclasses.replace(profile, cuts_per_hour=0.0, cuts_at_s=cuts), at_s + tail
     back = DARK_AT_S + DARK_S
     p = dataclasses.replace(
         profile,
         cuts_per_hour=0.0,
-        cuts_at_s=(back + at_s,),
+        cuts_at_s=(back + at_s,) if cut else (),
         orbit_s=92 * 60.0,
         dark=(DarkWindow(start_s=DARK_AT_S, duration_s=DARK_S),),
         cut_after_s=CUT_AFTER_S,
     )
-    return p, back + at_s + TAIL_S
+    return p, back + at_s + tail
 
 
 def one(args: tuple[str, str, float, int], tcp_cc: str | None = None) -> dict[str, Any]:
@@ -84,6 +97,63 @@ def one(args: tuple[str, str, float, int], tcp_cc: str | None = None) -> dict[st
         "out_of_order_bdp": round(held / bdp, 3),
         "goodput": link["transfer_goodput_per_rate_while_backlogged"],
     }
+
+
+def traced(args: tuple[str, str, float, int], tcp_cc: str | None = None) -> dict[str, Any]:
+    """One run without a cut (in a worker process): the bytes in the network per span of time
+    after the start or the return, in BDP: [mean, 90th percentile, max] (``SPANS_S``)."""
+    name, after, span_s, seed = args
+    base = load_profile(name)
+    profile, duration = with_cut(base, after, span_s, cut=False)
+    if tcp_cc is None:
+        wl = load_workload("photo-backlog")
+        r = run_virtual(profile, wl, astronauts=4, duration_s=duration, seed=seed, trace_s=TRACE_S)
+    else:
+        r = _realtime(profile, duration, seed, tcp_cc)
+    bdp = base.to_ground_bps / 8 * base.rtt_s
+    since = 0.0 if after == "start" else DARK_AT_S + DARK_S
+    return {
+        "mode": r.mode if tcp_cc is None else f"realtime {tcp_cc}",
+        "profile": name,
+        "after": after,
+        "seed": seed,
+        "spans": spans([(t - since, n / bdp) for t, n in r.in_network_trace if t >= since], span_s),
+        "goodput": build_report(r)["link"]["transfer_goodput_per_rate_while_backlogged"],
+    }
+
+
+def spans(trace: list[tuple[float, float]], until_s: float) -> dict[str, list[float]]:
+    """``trace`` (seconds, BDP) cut into ``SPANS_S`` up to ``until_s``: "a-b s" → [mean, p90, max]."""
+    out: dict[str, list[float]] = {}
+    edges = [e for e in SPANS_S if e < until_s] + [until_s]
+    for lo, hi in itertools.pairwise(edges):
+        xs = sorted(v for t, v in trace if lo <= t < hi)
+        if xs:
+            p90 = xs[min(len(xs) - 1, int(0.9 * len(xs)))]
+            out[f"{lo:g}-{hi:g} s"] = [round(sum(xs) / len(xs), 3), round(p90, 3), round(xs[-1], 3)]
+    return out
+
+
+def trace_table(rows: list[dict[str, Any]]) -> str:
+    """Per profile and span: bytes in the network in BDP, mean / p90 over seeds' figures, max."""
+    out = [
+        "| time | profile | after | span | seeds | in the network, BDP: mean | p90 | max | goodput |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["mode"], r["profile"], r["after"]), []).append(r)
+    for (mode, name, after), rs in sorted(groups.items()):
+        gp = [r["goodput"] for r in rs if r["goodput"] is not None]
+        for span in rs[0]["spans"]:
+            xs = [r["spans"][span] for r in rs if span in r["spans"]]
+            mean = sum(x[0] for x in xs) / len(xs)
+            p90 = sum(x[1] for x in xs) / len(xs)
+            out.append(
+                f"| {mode} | {name} | {after} | {span} | {len(xs)} | {mean:.2f} | {p90:.2f} "
+                f"| {max(x[2] for x in xs):.2f} | {sum(gp) / len(gp) if gp else float('nan'):.3f} |"
+            )
+    return "\n".join(out)
 
 
 def _realtime(profile: LinkProfile, duration_s: float, seed: int, tcp_cc: str) -> RunResult:
@@ -134,15 +204,26 @@ def main() -> None:
         help="real time with real loss through linkemu's packet link (root, TUN), kernel TCP "
         "congestion control TCP_CC (cubic, bbr, reno); runs one at a time",
     )
+    ap.add_argument(
+        "--trace",
+        metavar="SECONDS",
+        type=float,
+        help="no cut: read the bytes in the network for SECONDS after the start or the return",
+    )
     a = ap.parse_args()
-    runs = [(p, a.after, t, s) for p in a.profiles for t in a.at for s in a.seeds]
+    if a.trace is not None:
+        runs = [(p, a.after, a.trace, s) for p in a.profiles for s in a.seeds]
+        run, show = traced, trace_table
+    else:
+        runs = [(p, a.after, t, s) for p in a.profiles for t in a.at for s in a.seeds]
+        run, show = one, table
     rows = []
     # Real time wants the CPU to itself: one run at a time.
     with ProcessPoolExecutor(1 if a.realtime else a.jobs) as ex:
-        for row in ex.map(functools.partial(one, tcp_cc=a.realtime), runs):
+        for row in ex.map(functools.partial(run, tcp_cc=a.realtime), runs):
             print(json.dumps(row), flush=True)
             rows.append(row)
-    print(table(rows))
+    print(show(rows))
 
 
 if __name__ == "__main__":

@@ -399,6 +399,11 @@ class PacketLink:
         if not self._dark_for:
             self.schedule.set_dark(False, self._loop.time() if self._loop else 0.0)
 
+    def in_network_up(self) -> int:
+        """Station → ground IP bytes in the network now: what a cut now would cost."""
+        now = self._loop.time() if self._loop is not None else 0.0
+        return self.schedule.up.in_network_bytes(now)
+
     def start_loss(self) -> None:
         """The station leaves coverage: every packet, both ways, is dropped until end_loss()."""
         self.stats.loss_cuts += self._darken("loss")

@@ -149,6 +149,12 @@ class WaySchedule:
         self._advance(now)
         return self._tx_bytes
 
+    def in_network_bytes(self, now: float) -> int:
+        """Bytes of packets sent and not yet due at ``now`` (queued at the bottleneck or on
+        the line): what a dark spell falling now would throw away (``set_dark``)."""
+        self._advance(now)
+        return sum(len(p) for due, p in self._line if due > now)
+
     def offer(self, packet: bytes, now: float) -> Verdict:
         """A packet enters the link at ``now``; the verdict says whether it will come out of due()."""
         self._advance(now)

@@ -196,6 +196,12 @@ class SimLink:
         for c in live:
             c.abort(reason, cut=True)
 
+    def in_network_bytes(self) -> int:
+        """Station → ground bytes on the line or in the link's queue now, over every live
+        connection (not those held out of order at ground: the packet emulator's figure)."""
+        held = (c.in_network() for c in self.conns if not c.closed)
+        return sum(n - ooo for n, ooo in held)
+
     def busy_count(self) -> int:
         """The station's connections with bytes not yet acknowledged (sent or not), as it counts
         them from TCP_INFO (onboard/delivery.py): the streams sharing the window budget."""

@@ -38,6 +38,7 @@ from .workload import NAMES, PlannedPost, Workload, accounts_for, plan_posts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_S = 5.0
+TRACE_S = 0.1  # the packet link's bytes in the network are read this often (in_network_trace)
 STATION = "iss"
 _Queued = tuple[str, float, int, int]  # a post's (author, queued_s, payload bytes, photos)
 
@@ -228,6 +229,19 @@ async def _sample_until(
         next_t = min(duration_s, next_t + SAMPLE_S)
 
 
+async def _trace_in_network(
+    link: ProxyRunLink, t0: float, duration_s: float, out: list[tuple[float, int]]
+) -> None:
+    """Append (seconds since ``t0``, station → ground bytes in the network) every TRACE_S until
+    ``duration_s``; nothing on a link that cannot say (the TCP proxy)."""
+    for i in range(int(duration_s / TRACE_S) + 1):
+        await asyncio.sleep(max(0.0, t0 + i * TRACE_S - time.monotonic()))
+        n = link.in_network_bytes()
+        if n is None:
+            return
+        out.append((round(time.monotonic() - t0, 3), n))
+
+
 def _outcomes(
     ids: dict[str, _Queued],
     state: dict[str, tuple[int | None, int, int, int | None]],
@@ -330,6 +344,7 @@ class _Measured:
     wall0: float
     busy_mean: float | None  # station connections with unacknowledged bytes, mean over samples
     stored: int | None  # upload bytes ground had stored at the run's end
+    trace: tuple[tuple[float, int], ...] = ()  # _trace_in_network's readings
 
 
 async def _run(
@@ -381,10 +396,13 @@ async def _run(
         posting = asyncio.ensure_future(
             _post_later(a, photos_dir, plan[len(backlog) :], len(backlog), ids, t0)
         )
+        trace: list[tuple[float, int]] = []
+        tracer = asyncio.ensure_future(_trace_in_network(link, t0, duration_s, trace))
         watched = _Watched(ground, glog, sync, slog, link, g / "ground.db")
         samples, backlogged, busy = await _sample_until(watched, ids, posting, dark, t0, duration_s, progress)
         posting.cancel()
         cutter.cancel()
+        tracer.cancel()
         # What ground stored by the run's end: the processes keep moving data while they stop.
         stored = await asyncio.to_thread(_stored_upload_bytes, g / "ground.db")
         measured = _Measured(
@@ -396,6 +414,7 @@ async def _run(
             wall0=wall0,
             busy_mean=sum(busy) / len(busy) if busy else None,
             stored=stored,
+            trace=tuple(trace),
         )
     finally:
         if sync is not None:
@@ -467,4 +486,5 @@ def _result(
         cut_events=len(m.counts.in_network_at_falls),
         cut_in_network_bytes=sum(m.counts.in_network_at_falls),
         cut_costs=tuple((n, 0) for n in m.counts.in_network_at_falls),
+        in_network_trace=m.trace,
     )

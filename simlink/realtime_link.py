@@ -107,6 +107,10 @@ class ProxyRunLink:
         """Station connections with bytes not yet acknowledged (None: this link cannot say)."""
         return None
 
+    def in_network_bytes(self) -> int | None:
+        """Station → ground bytes in the network now (None: a TCP proxy cannot say)."""
+        return None
+
     def counts(self) -> LinkCounts:
         s = self._proxy.stats
         return LinkCounts(
@@ -180,6 +184,9 @@ class PacketRunLink(ProxyRunLink):
 
     def counts(self) -> LinkCounts:
         return _packet_counts(self._proxy.stats)
+
+    def in_network_bytes(self) -> int | None:
+        return int(self._proxy.in_network_up())
 
     async def close(self) -> None:
         if self._proxy is not None:

@@ -73,3 +73,6 @@ class RunResult:
     link_drops: dict[str, int] | None = None
     # ... and the station's connections with bytes not yet acknowledged, mean over the samples.
     busy_connections_mean: float | None = None
+    # (seconds since the start, station → ground bytes in the network) every TRACE_S: what a
+    # cut at that moment would cost (the packet link, and virtual time).
+    in_network_trace: tuple[tuple[float, int], ...] = ()

@@ -142,12 +142,23 @@ class _Publisher:
 class _Sampler:
     """The report's per-minute samples and the count of seconds posts waited on an up link."""
 
-    def __init__(self, loop: EventLoop, link: SimLink, tracker: Tracker, duration_s: float) -> None:
+    def __init__(
+        self,
+        loop: EventLoop,
+        link: SimLink,
+        tracker: Tracker,
+        duration_s: float,
+        trace_s: float | None = None,
+    ) -> None:
         self.loop, self.link, self.tracker, self.duration_s = loop, link, tracker, duration_s
         self.samples: list[Sample] = []
         self.backlogged = 0
+        self.trace: list[tuple[float, int]] = []
+        self.trace_s = trace_s
         loop.at(SAMPLE_S, self._sample)
         loop.at(BACKLOG_SAMPLE_S / 2, self._sample_backlog)
+        if trace_s is not None:
+            loop.at(0.0, self._trace)
 
     def _sample(self) -> None:
         waiting, awaiting, done = self.tracker.counts()
@@ -163,6 +174,11 @@ class _Sampler:
         )
         if self.loop.now + SAMPLE_S <= self.duration_s:
             self.loop.after(SAMPLE_S, self._sample)
+
+    def _trace(self) -> None:
+        self.trace.append((round(self.loop.now, 3), self.link.in_network_bytes()))
+        if self.trace_s is not None and self.loop.now + self.trace_s <= self.duration_s + 1e-9:
+            self.loop.after(self.trace_s, self._trace)
 
     def _sample_backlog(self) -> None:
         if not self.link.is_dark(self.loop.now) and self.tracker.counts()[0] > 0:
@@ -220,8 +236,10 @@ def run_virtual(
     orbit_offset_s: float = 0.0,
     transfer: str = "auto",
     progress: Progress | None = None,
+    trace_s: float | None = None,
 ) -> RunResult:
-    """Simulate ``duration_s`` of the whole system; same arguments, same result."""
+    """Simulate ``duration_s`` of the whole system; same arguments, same result. With
+    ``trace_s``, the bytes in the network are read that often (``in_network_trace``)."""
     plan = plan_posts(workload, astronauts, duration_s, seed)
     names = list(NAMES[:astronauts])
     loop = EventLoop()
@@ -248,7 +266,7 @@ def run_virtual(
 
         for p in plan:
             loop.at(p.at_s, on_post, p)
-        sampler = _Sampler(loop, link, tracker, duration_s)
+        sampler = _Sampler(loop, link, tracker, duration_s, trace_s)
         _run_clock(loop, tracker, duration_s, progress)
         station.close()
         ground.close()
@@ -315,4 +333,5 @@ def _result(
         traffic_by_kind=getattr(driver, "traffic", None),
         bundle_opens=tuple(getattr(driver, "bundle_opens", ())),
         notes=NOTES,
+        in_network_trace=tuple(sampler.trace),
     )

@@ -258,6 +258,8 @@ def test_a_fall_returns_exactly_the_bytes_it_threw_away_in_the_network(
         was_dark = way.dark
         before = way.counters.dark_bytes
         held = sum(len(p) for t, p in way._line if t > ev.at)
+        # The trace of a run (bench_cut_timing --trace) reads the same figure without a fall.
+        assert way.in_network_bytes(ev.at) == held
         lost = way.set_dark(ev.dark, ev.at)
         assert lost == way.counters.dark_bytes - before
         assert lost == (held if ev.dark and not was_dark else 0)

@@ -36,7 +36,8 @@ def test_realtime_packet_run_at_2_percent_loss(tmp_path: Path) -> None:
     wl = dataclasses.replace(load_workload("burst"), posts_per_astronaut_per_hour=0.0)
     kw = dict(astronauts=4, duration_s=40.0, seed=3)
     work = tmp_path / "rt"
-    real = build_report(run_realtime(prof, wl, workdir=work, packet=True, **kw))  # type: ignore[arg-type]
+    real_result = run_realtime(prof, wl, workdir=work, packet=True, **kw)  # type: ignore[arg-type]
+    real = build_report(real_result)
     virt = build_report(run_virtual(prof, wl, **kw))  # type: ignore[arg-type]
 
     assert real["posts"]["queued"] == virt["posts"]["queued"] == 12
@@ -50,6 +51,10 @@ def test_realtime_packet_run_at_2_percent_loss(tmp_path: Path) -> None:
     held = Counter(p.post_id for p in archived_posts(work / "ground" / "archive"))
     assert set(held) == queued and set(held.values()) == {1}  # each post once, on its one account
 
+    run_trace = real_result.in_network_trace
+    trace = run_trace
+    assert len(trace) >= 300 and all(n >= 0 for _, n in trace) and max(n for _, n in trace) > 0
+    assert [t for t, _ in run_trace] == sorted(t for t, _ in run_trace)  # every 0.1 s, in order
     drops = real["link"]["packets_dropped_by_emulator"]
     assert drops["loss_up"] > 0 and drops["loss_down"] > 0, drops
     rb, vb = real["bytes"], virt["bytes"]
@@ -108,3 +113,28 @@ def test_a_real_time_cut_costs_what_the_emulator_threw_away_when_it_fell() -> No
     counts = _packet_counts(stats)
     assert counts.in_network_at_falls == (52_000, 0, 7)
     assert (counts.cuts_dark, counts.cuts_random) == (1, 2)
+
+
+def test_the_trace_reads_what_a_cut_then_would_cost() -> None:
+    """Virtual time's trace (``trace_s``, bench_cut_timing.py --trace) reads the bytes a cut
+    would throw away of the network, as the packet emulator counts them: at each cut it
+    equals the cut's cost less what waited out of order at ground; one reading per step."""
+    import simlink.link as simlink_link
+
+    prof = dataclasses.replace(load_profile("fill-rtt1.4-loss1"), cuts_per_hour=0.0, cuts_at_s=(6.0, 11.0))
+    seen: list[int] = []
+    cut_all = simlink_link.SimLink._cut_all
+
+    def spy(self: simlink_link.SimLink, reason: str) -> None:
+        seen.append(self.in_network_bytes())
+        cut_all(self, reason)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(simlink_link.SimLink, "_cut_all", spy)
+        r = run_virtual(
+            prof, load_workload("photo-backlog"), astronauts=4, duration_s=20.0, seed=5, trace_s=0.1
+        )
+    assert len(seen) == 2 and seen == [n - ooo for n, ooo in r.cut_costs]
+    assert max(seen) > 0
+    assert len(r.in_network_trace) == 200 and r.in_network_trace[0][0] == 0.0  # 0, 0.1, ... 19.9 s
+    assert all(n >= 0 for _, n in r.in_network_trace) and max(n for _, n in r.in_network_trace) > 0
