@@ -8,9 +8,11 @@ The window each request asks ground to clamp its connection to comes from that r
 base RTT the sender measured and the connections open. Where TCP_INFO is not there (not
 Linux) the meter gives no window and requests carry none: the link works as before.
 
-The same poll feeds the send gate (:meth:`DeliveryMeter.gated`): while every stream has just
-started, sync writes a body carrying a window only as the windows' total allows, because
-ground's clamp binds a real connection seconds late (docs/link.md "A cut in real time").
+The same poll feeds the send gate (:meth:`DeliveryMeter.gated`): sync writes a body carrying a
+window only as the station's budget allows, because ground's clamp binds a real connection
+seconds late (docs/link.md "A cut in real time"): while every stream has just started, the
+rule's budget without its share (``gain`` × rate × base RTT); after that the windows' total
+the rule allows (``share`` × that), reached gradually.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.window_clamp import MAX_WINDOW_BYTES, DeliveryRate, WindowAsk, WindowRule
+from protocol.window_clamp import MAX_WINDOW_BYTES, MIN_WINDOW_BYTES, DeliveryRate, WindowAsk, WindowRule
 
 # struct tcp_info (include/uapi/linux/tcp.h): tcpi_state is its first byte, tcpi_snd_mss a
-# u32 at 16, tcpi_unacked and tcpi_sacked (segments) u32s at 24 and 28, tcpi_bytes_acked
-# (Linux 4.1+) a u64 at 120, tcpi_notsent_bytes (4.6+) a u32 at 144.
+# u32 at 16, tcpi_unacked, tcpi_sacked, tcpi_lost and tcpi_retrans (segments) u32s at 24-36,
+# tcpi_bytes_acked (Linux 4.1+) a u64 at 120, tcpi_notsent_bytes (4.6+) a u32 at 144.
 # (Not tcpi_delivered: it counts segments, and a segment of 100 bytes is one as much as a full one.)
 _TCP_INFO = getattr(socket, "TCP_INFO", None)
 _INFO_BYTES = 232
@@ -48,7 +50,9 @@ class TcpCounters:
     established: bool
     delivered_bytes: int
     busy: bool = False
-    outstanding_bytes: int = 0  # written and not yet acknowledged: sent (segments × MSS) or not
+    # In the network (Linux's packets in flight: unacked − SACKed − lost + retransmitted, × MSS)
+    # plus written and not yet sent: a segment SACKed or lost holds no link capacity.
+    outstanding_bytes: int = 0
 
 
 def read_counters(sock: socket.socket) -> TcpCounters | None:
@@ -61,10 +65,8 @@ def read_counters(sock: socket.socket) -> TcpCounters | None:
         return None
     if len(raw) < _NOTSENT + 4:
         return None
-    mss, unacked, sacked = (
-        struct.unpack_from("=III", raw, _SND_MSS)[0],
-        *struct.unpack_from("=II", raw, _UNACKED),
-    )
+    (mss,) = struct.unpack_from("=I", raw, _SND_MSS)
+    unacked, sacked, lost, retrans = struct.unpack_from("=IIII", raw, _UNACKED)
     (acked,) = struct.unpack_from("=Q", raw, _BYTES_ACKED)
     (notsent,) = struct.unpack_from("=I", raw, _NOTSENT)
     established = raw[_STATE] == _ESTABLISHED
@@ -72,7 +74,7 @@ def read_counters(sock: socket.socket) -> TcpCounters | None:
         established=established,
         delivered_bytes=acked + sacked * mss,
         busy=established and (unacked > 0 or notsent > 0),
-        outstanding_bytes=unacked * mss + notsent,
+        outstanding_bytes=max(0, unacked - sacked - lost + retrans) * mss + notsent,
     )
 
 
@@ -98,6 +100,7 @@ class DeliveryMeter:
         self._admitted = 0
         self._budget: int | None = None
         self._opening: tuple[float, int, float] | None = None  # (since, budget then, base RTT)
+        self._steady: int | None = None  # where the opening stops (None: it opens entirely)
         self._polled: asyncio.Event | None = None
 
     def watch(self, factory: Callable[[Any], socket.socket]) -> Callable[[Any], socket.socket]:
@@ -147,14 +150,32 @@ class DeliveryMeter:
 
     def gate(self, window_bytes: int | None, now: float = 0.0, base_rtt_s: float | None = None) -> None:
         """Hold the station's outstanding bytes to ``window_bytes`` × the connections it was
-        shared among (the windows' total); with None, open the gate gradually from ``now``:
-        its budget grows as a clamped window is lifted (``WindowRule.release`` × per base RTT)
-        until it reaches the largest window ground clamps to (opened at once, the streams
-        wrote ~9 BDP in half a second at 0.6 s: docs/link.md)."""
+        shared among (the windows' total; ``_held_total``); with None, open the gate gradually
+        from ``now``: its budget grows as a clamped window is lifted (``WindowRule.release`` ×
+        per base RTT; opened at once, the streams wrote ~9 BDP in half a second at 0.6 s) up
+        to the windows' total the rule allows, ``share`` × ``gain`` × rate × base RTT, and
+        stays there, following the rate (opened entirely, the queue filled to ~2 BDP 20-30 s
+        into a start: docs/link.md "The gate stays"). Nothing measured yet: it opens entirely."""
         if window_bytes is not None:
-            self._budget, self._opening = window_bytes * (self.busy + 1), None
-        elif self._budget is not None and self._opening is None:
+            self._budget, self._opening = self._held_total(window_bytes, base_rtt_s), None
+            return
+        if self._budget is not None and self._opening is None:
             self._opening = (now, self._budget, base_rtt_s or 1.0)
+        rate = self.rate.rate()
+        if rate is not None and base_rtt_s is not None:  # (none measured: keep the last)
+            r = self.rate.rule
+            self._steady = max(MIN_WINDOW_BYTES, int(r.share * r.gain * rate * base_rtt_s))
+
+    def _held_total(self, window_bytes: int, base_rtt_s: float | None) -> int:
+        """The windows' total, but once a rate is measured no more than ``gain`` × rate × base
+        RTT: each window is at least 8 KiB (a stream must recover a loss by duplicate acks),
+        and at 0.6 s RTT 30 streams' least windows were 2.1 BDP (docs/link.md "A cut in real
+        time"); the gate holds the sum, so no stream needs that floor here."""
+        total = window_bytes * (self.busy + 1)
+        rate = self.rate.rate()
+        if rate is None or base_rtt_s is None:
+            return total
+        return min(total, max(MIN_WINDOW_BYTES, int(self.rate.rule.gain * rate * base_rtt_s)))
 
     @property
     def budget(self) -> int | None:
@@ -164,6 +185,8 @@ class DeliveryMeter:
         since, start, base = self._opening
         rtts = max(0.0, time.monotonic() - since) / max(base, 1e-3)
         grown = start * self.rate.rule.release ** min(rtts, 100.0)
+        if self._steady is not None and grown >= self._steady:
+            return self._steady
         if grown >= MAX_WINDOW_BYTES:
             self._budget = self._opening = None
             return None

@@ -947,8 +947,8 @@ class _Sync:
             return {}
         now = time.monotonic()
         w = self.meter.window(now, self.sender.base_rtt_s, self.sender.queue_recent(now))
-        # Only while every stream has just started at once: gated always, 1.4 s / 1 % carried
-        # 0.894 of the link in real time against 0.934 (docs/link.md "What ships" 8).
+        # Every stream just started at once: the start's budget; then the rule's, reached gradually
+        # (DeliveryMeter.gate; docs/link.md "What ships" 8).
         self.meter.gate(w if self.sender.burst_recent(now) else None, now, self.sender.base_rtt_s)
         return {} if w is None else {WINDOW_HEADER: str(w)}
 

@@ -328,6 +328,35 @@ async def test_the_send_gate_holds_a_write_past_the_budget_until_a_poll_shows_ro
     await asyncio.wait_for(late, 0.1)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    busy=st.integers(0, 64),
+    rate=st.floats(1_000.0, 2_000_000.0),
+    base=st.floats(0.2, 3.0),
+)
+def test_the_gate_holds_the_rules_budget_not_every_streams_least_window(
+    busy: int, rate: float, base: float
+) -> None:
+    """Once a rate is measured the gate's total is the windows' total but no more than
+    ``gain`` × rate × base RTT, however many connections share it: each asked window keeps an
+    8 KiB floor (a stream recovers a loss by duplicate acks), and 30 floors were 2.1 BDP at
+    0.6 s RTT in real time (docs/link.md). Before a rate, the windows' total as before."""
+    meter = DeliveryMeter()
+    meter.busy = busy
+    meter.gate(MIN_WINDOW_BYTES, 0.0, base)
+    assert meter.budget == MIN_WINDOW_BYTES * (busy + 1)  # nothing measured yet
+    for i in range(40):  # the link delivers ``rate`` for 40 samples
+        meter.rate.observe(i * base / 4, int(rate * i * base / 4), base)
+    measured = meter.rate.rate()
+    assert measured is not None
+    w = meter.window(10 * base, base)
+    assert w is not None
+    meter.gate(w, 10 * base, base)
+    rule = int(WindowRule().gain * measured * base)
+    assert meter.budget == min(w * (busy + 1), max(MIN_WINDOW_BYTES, rule))
+    assert meter.budget is not None and meter.budget <= max(MIN_WINDOW_BYTES, rule)
+
+
 async def test_the_gate_opens_gradually_when_the_start_ends() -> None:
     """Told to open (None), the gate's budget grows 1.25 × per base RTT from where it was and
     is gone once it reaches the largest window: opened at once, the streams wrote ~9 BDP in
@@ -349,6 +378,34 @@ async def test_the_gate_opens_gradually_when_the_start_ends() -> None:
     assert meter.budget is None
     meter.gate(MIN_WINDOW_BYTES)  # a new start closes it again
     assert meter.budget == MIN_WINDOW_BYTES
+
+
+async def test_after_the_start_the_gate_holds_the_rules_total_and_follows_the_rate() -> None:
+    """Once a rate is measured the gate does not open entirely: it grows to ``share`` ×
+    ``gain`` × rate × base RTT and stays there, following the rate (opened entirely, a real
+    link's queue filled to ~2 BDP 20-30 s into a start; docs/link.md "The gate stays")."""
+    meter = _gate_meter([0])
+    base = 0.01
+    for i in range(40):
+        meter.rate.observe(i * base / 4, 1000 * i, base)
+    rate = meter.rate.rate()
+    assert rate is not None
+    rule = WindowRule()
+    meter.gate(MIN_WINDOW_BYTES, 0.0, base)  # the start: held
+    start = meter.budget
+    assert start is not None
+    meter.gate(None, time.monotonic(), base)  # the start is over
+    steady = max(MIN_WINDOW_BYTES, int(rule.share * rule.gain * rate * base))
+    assert start <= (meter.budget or 0) <= max(start, steady)
+    await asyncio.sleep(60 * base)  # long enough to have opened entirely before
+    assert meter.budget == steady
+    for i in range(40, 80):  # the link gets twice as fast
+        meter.rate.observe(i * base / 4, 1000 * 40 + 2000 * (i - 40), base)
+    meter.gate(None, time.monotonic(), base)
+    assert meter.budget == max(
+        MIN_WINDOW_BYTES, int(rule.share * rule.gain * (meter.rate.rate() or 0) * base)
+    )
+    assert (meter.budget or 0) > steady
 
 
 @settings(max_examples=40, deadline=None)
@@ -396,6 +453,46 @@ def test_the_gate_never_lets_the_station_hold_more_than_its_budget(
     assert asyncio.run(run()) == datas
     for held, n in seen:
         assert held == 0 or held + n <= budget, (held, n, budget)
+
+
+class _InfoSock(_FakeSock):
+    """A socket whose TCP_INFO is the bytes the test made."""
+
+    def __init__(self, raw: bytes) -> None:
+        super().__init__()
+        self.raw = raw
+
+    def getsockopt(self, level: int, opt: int, size: int) -> bytes:
+        return self.raw
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    mss=st.integers(500, 9000),
+    unacked=st.integers(0, 400),
+    sacked=st.integers(0, 400),
+    lost=st.integers(0, 400),
+    retrans=st.integers(0, 50),
+    notsent=st.integers(0, 1 << 20),
+)
+def test_outstanding_bytes_are_linuxs_packets_in_flight_plus_unsent(
+    mss: int, unacked: int, sacked: int, lost: int, retrans: int, notsent: int
+) -> None:
+    """The gate counts what holds the link: unacked − SACKed − lost + retransmitted segments
+    (the kernel's tcp_packets_in_flight) × MSS, plus bytes written and not yet sent; a SACKed
+    or lost segment is not in the network. Offsets as include/uapi/linux/tcp.h lays them out."""
+    raw = bytearray(232)
+    raw[0] = 1  # TCP_ESTABLISHED
+    struct.pack_into("=I", raw, 16, mss)
+    struct.pack_into("=IIII", raw, 24, unacked, sacked, lost, retrans)
+    struct.pack_into("=Q", raw, 120, 12_345)
+    struct.pack_into("=I", raw, 144, notsent)
+    c = read_counters(_InfoSock(bytes(raw)))  # type: ignore[arg-type]
+    if c is None:
+        pytest.skip("no TCP_INFO here")
+    assert c.outstanding_bytes == max(0, unacked - sacked - lost + retrans) * mss + notsent
+    assert c.delivered_bytes == 12_345 + sacked * mss
+    assert c.busy == (unacked > 0 or notsent > 0)
 
 
 def test_tcp_info_counts_what_a_real_connection_delivered() -> None:
