@@ -123,13 +123,13 @@ class SenderConfig:
     max_inflight_bytes: int = 2 * 1024 * 1024
     # Before the first rate sample (64 KiB ≈ 0.35 s of a 1.5 Mbit/s link on one stream).
     initial_chunk_bytes: int = 64 * 1024
-    # A first flight's chunk (an OPEN carrying its upload's first bytes) at most this: with its
-    # request it fits one fresh connection's initial window (RFC 6928: 10 segments, ~14.5 kB),
-    # so the first round trip puts no more in the network than TCP itself would. Those bytes
-    # leave before any round trip is measured, so no window can hold them: 16 × 64 KiB was
-    # 1 MiB, ~9 BDP at 0.6 s RTT, and a cut 6 s into a 1.4 s start cost ~1.1 BDP in real
-    # time (docs/link.md "A cut in real time").
-    first_flight_bytes: int = 12 * 1024
+    # A first flight's chunk (an OPEN carrying its upload's first bytes) at most this (None:
+    # a chunk). 12 KiB fits one fresh connection's initial window with its request, so the
+    # first round trip, sent before anything is measured and so held by no window, puts no
+    # more in the network than TCP would: a cut 6 s into a 1.4 s start fell from ~1.1 to
+    # 0.2-0.4 BDP in real time, but the link idles through the first round trips and at 2.6 s
+    # / 1 % goodput fell under 0.9 (virtual 0.906 -> 0.900; docs/link.md). Not the default.
+    first_flight_bytes: int | None = None
     # Aim for chunks that take this long to cross on one of ``streams`` at the estimated rate.
     # 8 s: a loss-limited stream spends most of its time sending, not idle a round trip
     # between requests; a cut costs only what is in the network (ground keeps the rest).
