@@ -152,8 +152,8 @@ class DeliveryMeter:
         from ``now``: its budget grows as a clamped window is lifted (``WindowRule.release`` ×
         per base RTT) until it reaches the largest window ground clamps to (opened at once, the
         streams wrote ~9 BDP in half a second at 0.6 s). Holding the rule's total after the
-        start as well cost 2.3 points of goodput at 2.6 s / 1 % (docs/link.md "The gate stays,
-        tried")."""
+        start as well cost 2.3 points of goodput at 2.6 s / 1 % (docs/link.md "The first
+        flight and the gate's total")."""
         if window_bytes is not None:
             self._budget, self._opening = self._held_total(window_bytes, base_rtt_s), None
             return
@@ -163,8 +163,8 @@ class DeliveryMeter:
     def _held_total(self, window_bytes: int, base_rtt_s: float | None) -> int:
         """The windows' total, but once a rate is measured no more than ``gain`` × rate × base
         RTT: each window is at least 8 KiB (a stream must recover a loss by duplicate acks),
-        and at 0.6 s RTT 30 streams' least windows were 2.1 BDP (docs/link.md "A cut in real
-        time"); the gate holds the sum, so no stream needs that floor here."""
+        and at 0.6 s RTT 30 streams' least windows were 2.1 BDP (docs/link.md "The first
+        flight and the gate's total"); the gate holds the sum, so no stream needs the floor."""
         total = window_bytes * (self.busy + 1)
         rate = self.rate.rate()
         if rate is None or base_rtt_s is None:
