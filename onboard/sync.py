@@ -948,7 +948,7 @@ class _Sync:
         now = time.monotonic()
         w = self.meter.window(now, self.sender.base_rtt_s, self.sender.queue_recent(now))
         # Every stream just started at once: held to the start's budget, then opened gradually
-        # (held after the start too, it cost goodput: DeliveryMeter.gate; docs/link.md "What ships" 8).
+        # (DeliveryMeter.gate; docs/link.md "What ships" 8).
         self.meter.gate(w if self.sender.burst_recent(now) else None, now, self.sender.base_rtt_s)
         return {} if w is None else {WINDOW_HEADER: str(w)}
 
