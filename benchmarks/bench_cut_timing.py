@@ -38,7 +38,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from simlink.profile import DarkWindow, LinkProfile, load_profile  # noqa: E402
-from simlink.realtime import run_realtime  # noqa: E402
+from simlink.realtime import TRACE_S, run_realtime  # noqa: E402
 from simlink.report import build_report  # noqa: E402
 from simlink.result import RunResult  # noqa: E402
 from simlink.virtual import run_virtual  # noqa: E402
@@ -48,7 +48,6 @@ DARK_AT_S, DARK_S, CUT_AFTER_S = 120.0, 180.0, 20.0
 TAIL_S = 15.0  # the run goes on this long after the cut (goodput counts it)
 
 
-TRACE_S = 0.1
 SPANS_S = (0.0, 2.0, 4.0, 6.0, 10.0, 14.0, 20.0, 30.0, 60.0, 120.0, 300.0, 720.0)
 
 
