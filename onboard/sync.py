@@ -947,9 +947,13 @@ class _Sync:
             return {}
         now = time.monotonic()
         w = self.meter.window(now, self.sender.base_rtt_s, self.sender.queue_recent(now))
-        # Every stream just started at once: held to the start's budget, then opened gradually
-        # (DeliveryMeter.gate; docs/link.md "What ships" 8).
-        self.meter.gate(w if self.sender.burst_recent(now) else None, now, self.sender.base_rtt_s)
+        # Every stream just started at once: held to the start's budget until the start ends,
+        # then opened gradually, with or without another request (DeliveryMeter.gate; docs/link.md
+        # "What ships" 8).
+        burst = self.sender.burst_recent(now)
+        self.meter.gate(
+            w if burst else None, now, self.sender.base_rtt_s, self.sender.burst_ends_at if burst else None
+        )
         return {} if w is None else {WINDOW_HEADER: str(w)}
 
     def _gated(self, data: bytes, headers: dict[str, str]) -> bytes | AsyncIterator[bytes]:

@@ -557,8 +557,14 @@ class TransferSender:
     def burst_recent(self, now: float) -> bool:
         """Did every stream start at once lately (a backlog began, or the link came back)?
         Within ``clamp_hold_rtts`` base RTTs of it (onboard/sync.py gates uploads then)."""
+        ends = self.burst_ends_at
+        return ends is not None and now <= ends
+
+    @property
+    def burst_ends_at(self) -> float | None:
+        """When the last burst stops being recent (``burst_recent``); None before a base RTT."""
         base = self.base_rtt_s
-        return base is not None and now - self._burst_at <= self.config.clamp_hold_rtts * base
+        return None if base is None else self._burst_at + self.config.clamp_hold_rtts * base
 
     @property
     def bulk_in_flight(self) -> bool:

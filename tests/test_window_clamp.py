@@ -313,6 +313,7 @@ async def test_the_send_gate_holds_a_write_past_the_budget_until_a_poll_shows_ro
     assert meter.budget == w * (meter.busy + 1)
     budget = meter.budget
     await asyncio.wait_for(meter.admit(budget + 1), 0.1)  # nothing outstanding: it goes
+    out[0] = budget + 1  # the socket holds what was written
     waiting = asyncio.ensure_future(meter.admit(1))
     await asyncio.sleep(0.01)
     assert not waiting.done()
@@ -320,12 +321,45 @@ async def test_the_send_gate_holds_a_write_past_the_budget_until_a_poll_shows_ro
     meter.poll(1.0, 1.0)
     await asyncio.sleep(0.01)
     assert waiting.done()  # budget − 1 outstanding + 1 fits
+    out[0] = budget
     late = asyncio.ensure_future(meter.admit(1))
     await asyncio.sleep(0.01)
     assert not late.done()
     out[0] = 0
     meter.poll(1.05, 1.0)
     await asyncio.wait_for(late, 0.1)
+
+
+async def test_past_the_budget_the_gate_reads_the_sockets_again_before_waiting_for_a_poll() -> None:
+    """A path that drains as fast as it is written (loopback, a LAN) is never held to the
+    budget per 50 ms poll: 8 KiB a poll paced a 160 MiB photo backlog on loopback to
+    160 KB/s. Bytes admitted since the last poll that the sockets no longer hold let the
+    next write go at once."""
+    out = [0]
+    meter = _gate_meter(out)
+    meter.gate(MIN_WINDOW_BYTES)
+    for _ in range(50):  # no poll runs: each write finds the socket drained
+        await asyncio.wait_for(meter.admit(MIN_WINDOW_BYTES), 0.1)
+    out[0] = MIN_WINDOW_BYTES  # now the last write is still in the socket: the next waits
+    held = asyncio.ensure_future(meter.admit(MIN_WINDOW_BYTES))
+    await asyncio.sleep(0.01)
+    assert not held.done()
+    out[0] = 0
+    meter.poll(1.0, 1.0)
+    await asyncio.wait_for(held, 0.1)
+
+
+async def test_a_gate_held_until_the_start_ends_then_opens_without_another_request() -> None:
+    """One long body written through the start is not held at the start's budget to its end:
+    the gate given an end opens gradually from it by itself (a photo backlog on loopback, one
+    8 MiB body per photo, was paced at 8 KiB a poll for minutes)."""
+    meter = _gate_meter([0])
+    base = 0.01
+    meter.gate(MIN_WINDOW_BYTES, time.monotonic(), base, until=time.monotonic() + 3 * base)
+    assert meter.budget == MIN_WINDOW_BYTES  # held while the start lasts
+    rtts = math.log(MAX_WINDOW_BYTES / MIN_WINDOW_BYTES) / math.log(WindowRule().release)
+    await asyncio.sleep(3 * base + rtts * base + 0.05)
+    assert meter.budget is None  # opened, and nobody called gate() again
 
 
 @settings(max_examples=60, deadline=None)
@@ -495,10 +529,15 @@ def test_tcp_info_counts_what_a_real_connection_delivered() -> None:
         srv.close()
 
 
-@linux_only
-def test_ground_clamps_a_real_connection() -> None:
-    srv = socket.create_server(("127.0.0.1", 0))
+def _clamped(window_bytes: int, mss: int | None) -> tuple[int, int]:
+    """Clamp a real loopback connection (its MSS set to ``mss`` if given) to ``window_bytes``:
+    (the clamp the kernel holds, the connection's MSS)."""
+    srv = socket.socket()
     try:
+        if mss is not None:
+            srv.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, mss)
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
         c = socket.create_connection(srv.getsockname())
         s, _ = srv.accept()
 
@@ -506,14 +545,34 @@ def test_ground_clamps_a_real_connection() -> None:
             def get_extra_info(self, name: str) -> Any:
                 return s if name == "socket" else None
 
-        assert ground.window.clamp(_T(), 48 * 1024)
+        assert ground.window.clamp(_T(), window_bytes)
         clamp_opt = socket.TCP_WINDOW_CLAMP  # type: ignore[attr-defined]
         (got,) = struct.unpack("=i", s.getsockopt(socket.IPPROTO_TCP, clamp_opt, 4))
-        assert got == 48 * 1024
+        seg = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
         s.close()
         c.close()
+        return got, seg
     finally:
         srv.close()
+
+
+@linux_only
+def test_ground_clamps_a_real_connection() -> None:
+    """A space link's segments (~1.4 kB): the window asked is the window held."""
+    got, seg = _clamped(48 * 1024, 1400)
+    assert seg <= 1400 and got == 48 * 1024
+    got, _ = _clamped(MIN_WINDOW_BYTES, 1400)
+    assert got == MIN_WINDOW_BYTES
+
+
+@linux_only
+def test_ground_never_clamps_a_connection_below_a_few_of_its_segments() -> None:
+    """Loopback's 64 KiB segments: a window of one segment or less stalls each connection on
+    delayed acks (a 160 MiB backlog on loopback crawled at ~2 MB/s), so ground holds at least
+    ``MIN_WINDOW_SEGMENTS`` of them whatever the station asks."""
+    got, seg = _clamped(MIN_WINDOW_BYTES, None)
+    assert seg > MIN_WINDOW_BYTES  # loopback's MTU is 64 KiB
+    assert got == ground.window.MIN_WINDOW_SEGMENTS * seg
 
 
 # -- end to end: the real ground and onboard ----------------------------------------------------
