@@ -11,7 +11,8 @@ Linux) the meter gives no window and requests carry none: the link works as befo
 The same poll feeds the send gate (:meth:`DeliveryMeter.gated`): sync writes a body carrying a
 window only as the station's budget allows, because ground's clamp binds a real connection
 seconds late (docs/link.md "A cut in real time"): while every stream has just started, at
-most the rule's budget without its share (``gain`` × rate × base RTT); then it opens gradually.
+most the rule's budget without its share (``gain`` × rate × base RTT); then it grows
+gradually to the rule's total (``share`` × ``gain`` × rate × base RTT) and stays there.
 """
 
 from __future__ import annotations
@@ -157,18 +158,18 @@ class DeliveryMeter:
         shared among (the windows' total; ``_held_total``), until ``until`` (monotonic time)
         if given, and from then open gradually without being told again: one long body must
         not stay held at the start's budget (on loopback that paced 160 MiB to 8 KiB a poll).
-        With None, open the gate gradually from ``now``: its budget grows as a clamped
-        window is lifted (``WindowRule.release`` × per base RTT) until it reaches the largest
-        window ground clamps to (opened at once, the streams wrote ~9 BDP in half a second at
-        0.6 s). Held at the rule's total after the start it gave 0.894 of the link at 2.6 s /
-        1 %, measured only beside a first-flight cap that alone gave the same (docs/link.md
-        "The first flight and the gate's total")."""
+        With None, open gradually from ``now``. Opening, the budget grows as a clamped window
+        is lifted (``WindowRule.release`` × per base RTT; opened at once, the streams wrote
+        ~9 BDP in half a second at 0.6 s) up to the rule's total (``_steady_total``) and stays
+        there, following the rate; before any rate is measured it opens entirely."""
         if window_bytes is not None:
             self._budget = self._held_total(window_bytes, base_rtt_s)
             self._opening = None if until is None else (until, self._budget, base_rtt_s or 1.0)
             return
         if self._budget is not None and self._opening is None:
             self._opening = (now, self._budget, base_rtt_s or 1.0)
+        elif self._opening is not None and base_rtt_s is not None:
+            self._opening = (*self._opening[:2], base_rtt_s)  # the steady total follows the base RTT
 
     def _held_total(self, window_bytes: int, base_rtt_s: float | None) -> int:
         """The windows' total, but once a rate is measured no more than ``gain`` × rate × base
@@ -189,10 +190,24 @@ class DeliveryMeter:
         since, start, base = self._opening
         rtts = max(0.0, time.monotonic() - since) / max(base, 1e-3)
         grown = start * self.rate.rule.release ** min(rtts, 100.0)
+        steady = self._steady_total(base)
+        if steady is not None:
+            return int(min(grown, steady))
         if grown >= MAX_WINDOW_BYTES:
             self._budget = self._opening = None
             return None
         return int(grown)
+
+    def _steady_total(self, base_rtt_s: float) -> int | None:
+        """After the start, the windows' total the rule allows: ``share`` × ``gain`` × rate ×
+        base RTT, following the rate (None before a rate is measured: the gate opens). Opened
+        entirely, the streams filled a real link's queue to ~2.2-2.5 BDP 10-30 s into a start
+        and held ~1.1 BDP after (docs/link.md "The gate stays")."""
+        rate = self.rate.rate()
+        if rate is None:
+            return None
+        r = self.rate.rule
+        return max(MIN_WINDOW_BYTES, int(r.share * r.gain * rate * base_rtt_s))
 
     def _reread_outstanding(self) -> None:
         """The bytes outstanding on every socket now, as a poll reads them (the rate is left

@@ -948,8 +948,8 @@ class _Sync:
         now = time.monotonic()
         w = self.meter.window(now, self.sender.base_rtt_s, self.sender.queue_recent(now))
         # Every stream just started at once: held to the start's budget until the start ends,
-        # then opened gradually, with or without another request (DeliveryMeter.gate; docs/link.md
-        # "What ships" 8).
+        # then grown gradually to the rule's total, with or without another request
+        # (DeliveryMeter.gate; docs/link.md "What ships" 8).
         burst = self.sender.burst_recent(now)
         self.meter.gate(
             w if burst else None, now, self.sender.base_rtt_s, self.sender.burst_ends_at if burst else None

@@ -414,6 +414,33 @@ async def test_the_gate_opens_gradually_when_the_start_ends() -> None:
     assert meter.budget == MIN_WINDOW_BYTES
 
 
+async def test_after_the_start_the_gate_holds_the_rules_total_and_follows_the_rate() -> None:
+    """Once a rate is measured the gate does not open entirely: it grows to ``share`` ×
+    ``gain`` × rate × base RTT and stays there, following the rate and the base RTT (opened
+    entirely, a real link's queue filled to ~2.2-2.5 BDP 10-30 s into a start; docs/link.md
+    "The gate stays")."""
+    meter = _gate_meter([0])
+    base = 0.01
+    for i in range(40):
+        meter.rate.observe(i * base / 4, 1000 * i, base)
+    rate = meter.rate.rate()
+    assert rate is not None
+    rule = WindowRule()
+    meter.gate(MIN_WINDOW_BYTES, time.monotonic(), base, until=time.monotonic() + base)  # the start
+    start = meter.budget
+    assert start is not None
+    steady = max(MIN_WINDOW_BYTES, int(rule.share * rule.gain * rate * base))
+    assert start <= (meter.budget or 0) <= max(start, steady)
+    await asyncio.sleep(60 * base)  # long enough to have opened entirely before
+    assert meter.budget == steady
+    for i in range(40, 80):  # the link gets twice as fast
+        meter.rate.observe(i * base / 4, 1000 * 40 + 2000 * (i - 40), base)
+    faster = max(MIN_WINDOW_BYTES, int(rule.share * rule.gain * (meter.rate.rate() or 0) * base))
+    assert meter.budget == faster > steady
+    meter.gate(None, time.monotonic(), 2 * base)  # a longer base RTT: a larger total
+    assert meter.budget == max(MIN_WINDOW_BYTES, int(rule.share * rule.gain * (meter.rate.rate() or 0) * 2 * base))
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     slices=st.lists(st.integers(1, 40_000), min_size=1, max_size=30),
