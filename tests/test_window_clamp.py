@@ -438,7 +438,9 @@ async def test_after_the_start_the_gate_holds_the_rules_total_and_follows_the_ra
     faster = max(MIN_WINDOW_BYTES, int(rule.share * rule.gain * (meter.rate.rate() or 0) * base))
     assert meter.budget == faster > steady
     meter.gate(None, time.monotonic(), 2 * base)  # a longer base RTT: a larger total
-    assert meter.budget == max(MIN_WINDOW_BYTES, int(rule.share * rule.gain * (meter.rate.rate() or 0) * 2 * base))
+    assert meter.budget == max(
+        MIN_WINDOW_BYTES, int(rule.share * rule.gain * (meter.rate.rate() or 0) * 2 * base)
+    )
 
 
 @settings(max_examples=40, deadline=None)
