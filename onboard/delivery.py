@@ -112,26 +112,36 @@ class DeliveryMeter:
 
         return make
 
+    def _read_sockets(self) -> list[tuple[socket.socket, TcpCounters]]:
+        """Every watched socket's counters now; the closed ones are forgotten."""
+        read = []
+        for sock in list(self._sockets):
+            c = self._read(sock)
+            if c is not None:
+                read.append((sock, c))
+            elif sock.fileno() < 0:
+                del self._sockets[sock]
+        return read
+
+    def _note_outstanding(self, read: list[tuple[socket.socket, TcpCounters]]) -> None:
+        """The bytes outstanding on the established sockets ``read``: what was admitted since
+        the last reading is in them, sent or not yet sent."""
+        self.outstanding = sum(c.outstanding_bytes for _, c in read if c.established)
+        self._admitted = 0
+
     def poll(self, now: float, base_rtt_s: float | None) -> None:
         """Read every watched socket once; forget the closed ones."""
-        established = busy = outstanding = 0
+        read = self._read_sockets()
         grew = False
-        for sock, seen in list(self._sockets.items()):
-            c = self._read(sock)
-            if c is None:
-                if sock.fileno() < 0:
-                    del self._sockets[sock]
-                continue
-            established += c.established
-            busy += c.busy
-            outstanding += c.outstanding_bytes if c.established else 0
+        for sock, c in read:
             # SACKed segments turn into acked bytes (the sum wobbles by a segment): count rises only.
-            if c.delivered_bytes > seen:
-                self.delivered += c.delivered_bytes - seen
+            if c.delivered_bytes > self._sockets[sock]:
+                self.delivered += c.delivered_bytes - self._sockets[sock]
                 self._sockets[sock] = c.delivered_bytes
                 grew = True
-        self.established, self.busy = established, busy
-        self.outstanding, self._admitted = outstanding, 0
+        self.established = sum(c.established for _, c in read)
+        self.busy = sum(c.busy for _, c in read)
+        self._note_outstanding(read)
         if self._polled is not None:
             self._polled.set()
             self._polled = None
@@ -158,10 +168,11 @@ class DeliveryMeter:
         shared among (the windows' total; ``_held_total``), until ``until`` (monotonic time)
         if given, and from then open gradually without being told again: one long body must
         not stay held at the start's budget (on loopback that paced 160 MiB to 8 KiB a poll).
-        With None, open gradually from ``now``. Opening, the budget grows as a clamped window
-        is lifted (``WindowRule.release`` × per base RTT; opened at once, the streams wrote
-        ~9 BDP in half a second at 0.6 s) up to the rule's total (``_steady_total``) and stays
-        there, following the rate; before any rate is measured it opens entirely."""
+        With None (``until`` unused), open gradually from ``now``. Opening, the budget grows
+        as a clamped window is lifted (``WindowRule.release`` × per base RTT; opened at once,
+        the streams wrote ~9 BDP in half a second at 0.6 s) up to the rule's total
+        (``_steady_total``) and stays there, following the rate; before any rate is measured
+        it opens entirely."""
         if window_bytes is not None:
             self._budget = self._held_total(window_bytes, base_rtt_s)
             self._opening = None if until is None else (until, self._budget, base_rtt_s or 1.0)
@@ -209,16 +220,6 @@ class DeliveryMeter:
         r = self.rate.rule
         return max(MIN_WINDOW_BYTES, int(r.share * r.gain * rate * base_rtt_s))
 
-    def _reread_outstanding(self) -> None:
-        """The bytes outstanding on every socket now, as a poll reads them (the rate is left
-        to the poll): what was admitted since is in them, sent or not yet sent."""
-        outstanding = 0
-        for sock in list(self._sockets):
-            c = self._read(sock)
-            if c is not None and c.established:
-                outstanding += c.outstanding_bytes
-        self.outstanding, self._admitted = outstanding, 0
-
     async def admit(self, n: int) -> None:
         """Wait until ``n`` more upload bytes keep the station's outstanding bytes within its
         budget (or nothing is outstanding: a write larger than the budget still goes). Past
@@ -233,7 +234,7 @@ class DeliveryMeter:
                 return
             if not reread:
                 reread = True
-                self._reread_outstanding()
+                self._note_outstanding(self._read_sockets())  # (the rate is left to the poll)
                 continue
             if self._polled is None:
                 self._polled = asyncio.Event()

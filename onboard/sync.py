@@ -951,9 +951,7 @@ class _Sync:
         # then grown gradually to the rule's total, with or without another request
         # (DeliveryMeter.gate; docs/link.md "What ships" 8).
         burst = self.sender.burst_recent(now)
-        self.meter.gate(
-            w if burst else None, now, self.sender.base_rtt_s, self.sender.burst_ends_at if burst else None
-        )
+        self.meter.gate(w if burst else None, now, self.sender.base_rtt_s, self.sender.burst_ends_at)
         return {} if w is None else {WINDOW_HEADER: str(w)}
 
     def _gated(self, data: bytes, headers: dict[str, str]) -> bytes | AsyncIterator[bytes]:
