@@ -20,6 +20,10 @@ and reported per span of time (mean, 90th percentile, max, in BDP): what a cut a
 of those spans would cost, from one run instead of one run per moment.
 
     python benchmarks/bench_cut_timing.py --trace 40 --realtime cubic --profiles fill-rtt0.6-loss1
+
+``--warm SECONDS`` (real time): a station that has been on this link before. A pass of that
+long comes first (another seed, from nothing), and the run's station starts with the link
+memory it left (protocol/link_memory.py: its first flights sized by that pass's BDP).
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ def with_cut(profile: LinkProfile, after: str, at_s: float, *, cut: bool = True)
     return p, back + at_s + tail
 
 
-def one(args: tuple[str, str, float, int], tcp_cc: str | None = None) -> dict[str, Any]:
+def one(args: tuple[str, str, float, int], tcp_cc: str | None = None, warm_s: float = 0.0) -> dict[str, Any]:
     """One run (in a worker process): the cut's cost in BDP and the run's goodput; with
     ``tcp_cc``, in real time through linkemu's packet link with that congestion control."""
     name, after, at_s, seed = args
@@ -79,7 +83,7 @@ def one(args: tuple[str, str, float, int], tcp_cc: str | None = None) -> dict[st
     if tcp_cc is None:
         r = run_virtual(profile, load_workload("photo-backlog"), astronauts=4, duration_s=duration, seed=seed)
     else:
-        r = _realtime(profile, duration, seed, tcp_cc)
+        r = _realtime(profile, duration, seed, tcp_cc, warm_s)
     bdp = base.to_ground_bps / 8 * base.rtt_s
     costs = list(r.cut_costs)
     if after == "return":
@@ -87,7 +91,7 @@ def one(args: tuple[str, str, float, int], tcp_cc: str | None = None) -> dict[st
     cost, held = costs[-1] if costs else (0, 0)  # a cut that found no connection cost nothing
     link = build_report(r)["link"]
     return {
-        "mode": r.mode if tcp_cc is None else f"realtime {tcp_cc}",
+        "mode": _mode(r, tcp_cc, warm_s),
         "profile": name,
         "after": after,
         "at_s": at_s,
@@ -98,7 +102,9 @@ def one(args: tuple[str, str, float, int], tcp_cc: str | None = None) -> dict[st
     }
 
 
-def traced(args: tuple[str, str, float, int], tcp_cc: str | None = None) -> dict[str, Any]:
+def traced(
+    args: tuple[str, str, float, int], tcp_cc: str | None = None, warm_s: float = 0.0
+) -> dict[str, Any]:
     """One run without a cut (in a worker process): the bytes in the network per span of time
     after the start or the return, in BDP: [mean, 90th percentile, max] (``SPANS_S``)."""
     name, after, span_s, seed = args
@@ -108,14 +114,15 @@ def traced(args: tuple[str, str, float, int], tcp_cc: str | None = None) -> dict
         wl = load_workload("photo-backlog")
         r = run_virtual(profile, wl, astronauts=4, duration_s=duration, seed=seed, trace_s=TRACE_S)
     else:
-        r = _realtime(profile, duration, seed, tcp_cc)
+        r = _realtime(profile, duration, seed, tcp_cc, warm_s)
     bdp = base.to_ground_bps / 8 * base.rtt_s
     since = 0.0 if after == "start" else DARK_AT_S + DARK_S
     return {
-        "mode": r.mode if tcp_cc is None else f"realtime {tcp_cc}",
+        "mode": _mode(r, tcp_cc, warm_s),
         "profile": name,
         "after": after,
         "seed": seed,
+        "remembered": r.link_memory,
         "spans": spans([(t - since, n / bdp) for t, n in r.in_network_trace if t >= since], span_s),
         "goodput": build_report(r)["link"]["transfer_goodput_per_rate_while_backlogged"],
     }
@@ -155,9 +162,22 @@ def trace_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def _realtime(profile: LinkProfile, duration_s: float, seed: int, tcp_cc: str) -> RunResult:
+WARM_SEED = 1000  # a warm-up pass's seed is the run's + this: another backlog, another loss pattern
+
+
+def _realtime(
+    profile: LinkProfile, duration_s: float, seed: int, tcp_cc: str, warm_s: float = 0.0
+) -> RunResult:
     """The real processes through the packet link: a cut is a short dark spell there
-    (linkemu/packet.py), and its cost is what the emulator held when it fell."""
+    (linkemu/packet.py), and its cost is what the emulator held when it fell. With
+    ``warm_s``, a station that has been on this link before: a pass of ``warm_s`` first
+    (another seed, from nothing), and the link memory it left kept onboard for the run."""
+    remembered = None
+    if warm_s > 0:
+        warm = dataclasses.replace(profile, cuts_per_hour=0.0, cuts_at_s=(), dark=())
+        remembered = _realtime(warm, warm_s, seed + WARM_SEED, tcp_cc).link_memory
+        if remembered is None:
+            raise SystemExit(f"the warm-up pass of {warm_s:g} s measured no link to remember")
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         return run_realtime(
             profile,
@@ -168,7 +188,15 @@ def _realtime(profile: LinkProfile, duration_s: float, seed: int, tcp_cc: str) -
             workdir=Path(tmp) / "run",
             packet=True,
             tcp_cc=tcp_cc,
+            remembered=remembered,
         )
+
+
+def _mode(r: RunResult, tcp_cc: str | None, warm_s: float) -> str:
+    """The table's mode: virtual, real time with its congestion control, warmed or not."""
+    if tcp_cc is None:
+        return r.mode
+    return f"realtime {tcp_cc}" + (f", remembering a {warm_s:g} s pass" if warm_s > 0 else "")
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -209,6 +237,14 @@ def main() -> None:
         type=float,
         help="no cut: read the bytes in the network for SECONDS after the start or the return",
     )
+    ap.add_argument(
+        "--warm",
+        metavar="SECONDS",
+        type=float,
+        default=0.0,
+        help="real time: before each run, a pass of SECONDS on the same link (another seed); "
+        "the run's station starts remembering it (protocol/link_memory.py)",
+    )
     a = ap.parse_args()
     if a.trace is not None:
         runs = [(p, a.after, a.trace, s) for p in a.profiles for s in a.seeds]
@@ -219,7 +255,7 @@ def main() -> None:
     rows = []
     # Real time wants the CPU to itself: one run at a time.
     with ProcessPoolExecutor(1 if a.realtime else a.jobs) as ex:
-        for row in ex.map(functools.partial(run, tcp_cc=a.realtime), runs):
+        for row in ex.map(functools.partial(run, tcp_cc=a.realtime, warm_s=a.warm), runs):
             print(json.dumps(row), flush=True)
             rows.append(row)
     print(show(rows))

@@ -35,6 +35,7 @@ from durable.files import BlobStore, fsync_dir, write_atomic
 from protocol import LocalProtocolError, Post, RemoteProtocolError, build_bundle, parse_public_key
 from protocol.capabilities import Capabilities
 from protocol.ids import new_ulid
+from protocol.link_memory import LinkMemory
 from protocol.transfer import TransferSpec
 from protocol.transfer_wire import TransferKey, TransferKind
 
@@ -203,6 +204,27 @@ def set_state(conn: sqlite3.Connection, k: str, v: str) -> None:
     conn.execute(
         "INSERT INTO link_state (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v", (k, v)
     )
+
+
+LINK_MEMORY_KEY = "link_memory"
+
+
+def recall_memory(conn: sqlite3.Connection, now: float) -> LinkMemory | None:
+    """The link as the last pass measured it, if stored, readable and recent at Unix ``now``
+    (a damaged or stale memory is ignored: a start then sizes itself as with none)."""
+    text = get_state(conn, LINK_MEMORY_KEY, "")
+    if not text:
+        return None
+    try:
+        memory = LinkMemory.decode(text)
+    except LocalProtocolError:
+        return None
+    return memory if memory.usable(now) else None
+
+
+def remember(conn: sqlite3.Connection, memory: LinkMemory) -> None:
+    """Keep ``memory`` for the next start (one row, replaced)."""
+    set_state(conn, LINK_MEMORY_KEY, memory.encode())
 
 
 # -- planning ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import errno
 import json
 import logging
@@ -32,6 +33,7 @@ import aiohappyeyeballs
 import aiohttp
 
 from protocol.capabilities import Capabilities
+from protocol.link_memory import LinkMemory, first_flight_bytes
 from protocol.receipts import RECEIPTS_VERSION, RECEIPTS_VERSION_COMPACT, RECEIPTS_VERSIONS
 from protocol.transfer import (
     LinkDown,
@@ -93,6 +95,9 @@ WARM_TIMEOUT_S = 60.0
 RACE_SYN_RETRIES = 1
 WARM_RETRY_S = 30.0
 WARM_RETRY_MAX_S = 300.0
+# The link as measured is kept for the next start this often (and at the end): a sync killed
+# mid-pass still leaves a memory at most this old (protocol/link_memory.py).
+REMEMBER_EVERY_S = 30.0
 
 
 # Set in the task carrying a copy of a request (Outgoing.hedge): its connection comes only from
@@ -830,6 +835,16 @@ class _Planner:
                 await asyncio.wait([self.prep], timeout=30)
 
 
+def _sized_by_memory(config: SenderConfig, memory: LinkMemory | None) -> SenderConfig:
+    """``config`` with its first flights sized from the last pass's link (about one BDP
+    together, protocol/link_memory.py), unless it sets their size itself or nothing is remembered."""
+    if memory is None or config.first_flight_bytes is not None:
+        return config
+    streams = min(config.max_window, max(config.window, config.initial_streams))
+    each = first_flight_bytes(memory, streams, config.min_chunk_bytes, config.initial_chunk_bytes)
+    return dataclasses.replace(config, first_flight_bytes=each)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _StopRules:
     """When a one-shot sync (no ``watch``) stops: done, or the link down too long."""
@@ -865,7 +880,9 @@ class _Sync:
         self.stop_rules = _StopRules(
             give_up_after_s=give_up_after_s, publish_deadline=time.monotonic() + wait_published_s
         )
-        self.sender = TransferSender(config, time.monotonic())
+        self.sender = TransferSender(
+            _sized_by_memory(config, link.recall_memory(self.conn, time.time())), time.monotonic()
+        )
         # Ground speaks link version 3: a new upload's OPEN carries its first chunk (issue 14).
         self.sender.first_flight = self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
         self.wake = asyncio.Event()
@@ -899,6 +916,8 @@ class _Sync:
         self.down_since: float | None = None
         self.next_scan = 0.0
         self.fatal: LinkFatal | None = None
+        self.remembered_at = time.monotonic()
+        self.measured: LinkMemory | None = None  # measured since the last written (``_remember``)
 
     async def run(self) -> SyncResult:
         async with aiohttp.ClientSession(
@@ -920,6 +939,7 @@ class _Sync:
                 await self.requests.close()
                 self._handle_events()
                 self.seen.flush(force=True)
+                self._remember(force=True)
                 left = _pending_items(self.conn)
                 self.conn.close()
         s = self.sender.stats
@@ -988,9 +1008,24 @@ class _Sync:
         if not self.sender.pending:
             self.seen.idle()
         self.seen.flush()
+        self._remember()
         if self.on_status is not None:
             self.on_status(status)
         return not self.watch and self._one_shot_done(now)
+
+    def _remember(self, force: bool = False) -> None:
+        """Keep the link as last measured for the next start (protocol/link_memory.py): noted
+        whenever a delivery rate and a base RTT are known (the rate filter forgets itself after
+        a silence, as at a sync's quiet end), written every ``REMEMBER_EVERY_S`` and at the end."""
+        rate = None if self.meter is None else self.meter.rate.rate()
+        base = self.sender.base_rtt_s
+        if rate is not None and base is not None and rate > 0 and base > 0:
+            self.measured = LinkMemory(rate_bytes_s=rate, base_rtt_s=base, measured_at=time.time())
+        now = time.monotonic()
+        if self.measured is None or (not force and now - self.remembered_at < REMEMBER_EVERY_S):
+            return
+        link.remember(self.conn, self.measured)
+        self.remembered_at, self.measured = now, None
 
     def _one_shot_done(self, now: float) -> bool:
         """Stopping a sync without ``watch``: True once everything is across (and, within

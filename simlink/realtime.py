@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -68,16 +69,30 @@ def run_realtime(
     progress: Progress | None = None,
     packet: bool = False,
     tcp_cc: str | None = None,
+    remembered: str | None = None,
 ) -> RunResult:
     """Run the real processes for ``duration_s`` of wall time and measure them; ``packet``:
-    through linkemu's packet link (real packet loss) instead of its TCP proxy."""
+    through linkemu's packet link (real packet loss) instead of its TCP proxy; ``remembered``:
+    the link memory a station left on an earlier pass (a RunResult's ``link_memory``), kept
+    onboard before sync starts (without it the station starts as new, remembering nothing)."""
     if not transfer_available():
         raise SimError("real-time mode needs `ground serve` and `onboard sync` (issue #3) in this checkout")
     if packet and (problem := packet_mode_problem()):
         raise SimError(problem)
     link = open_link(profile, seed, packet=packet, tcp_cc=tcp_cc)
     return asyncio.run(
-        _run(profile, workload, astronauts, duration_s, seed, workdir, orbit_offset_s, progress, link)
+        _run(
+            profile,
+            workload,
+            astronauts,
+            duration_s,
+            seed,
+            workdir,
+            orbit_offset_s,
+            progress,
+            link,
+            remembered,
+        )
     )
 
 
@@ -357,6 +372,7 @@ async def _run(
     orbit_offset_s: float,
     progress: Progress | None,
     link: ProxyRunLink,
+    remembered: str | None = None,
 ) -> RunResult:
     from linkemu.proxy import LossWindow
     from onboard.home import Home
@@ -385,6 +401,8 @@ async def _run(
         )
         await _wait_port(link, port, ground, glog)
         add_link(Home(a), await link.connect(port), token)
+        if remembered is not None:
+            _set_memory(Home(a), remembered)
         sync_args = ["-m", "onboard", "--home", str(a), "sync", "--watch"]
         sync = await _start(link.station_argv(), sync_args, slog, env, workdir)
         t0, wall0 = time.monotonic(), time.time()
@@ -422,7 +440,34 @@ async def _run(
         if ground is not None:
             await _stop(ground, signal.SIGTERM)
         await link.close()
-    return _result(profile, wl, astronauts, duration_s, seed, link, g / "ground.db", measured)
+    result = _result(profile, wl, astronauts, duration_s, seed, link, g / "ground.db", measured)
+    return dataclasses.replace(result, link_memory=_get_memory(Home(a)))
+
+
+def _set_memory(home: Any, encoded: str) -> None:
+    """Keep ``encoded`` (a LinkMemory) in the station's database, dated now."""
+    from onboard import link, queue
+    from protocol.link_memory import LinkMemory
+
+    memory = dataclasses.replace(LinkMemory.decode(encoded), measured_at=time.time())
+    conn = queue.connect(home.db_path)
+    try:
+        link.ensure_schema(conn)
+        link.remember(conn, memory)
+    finally:
+        conn.close()
+
+
+def _get_memory(home: Any) -> str | None:
+    """The link memory the station wrote, encoded (None: it measured nothing to keep)."""
+    from onboard import link, queue
+
+    conn = queue.connect(home.db_path)
+    try:
+        memory = link.recall_memory(conn, time.time())
+    finally:
+        conn.close()
+    return None if memory is None else memory.encode()
 
 
 def _notes(profile: LinkProfile, link: ProxyRunLink, counts: LinkCounts) -> tuple[str, ...]:

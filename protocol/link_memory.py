@@ -1,0 +1,88 @@
+"""What the station remembers of its link between passes, and the first flight sized from it.
+
+A new sync has measured nothing when its first requests leave: each OPEN carries its
+upload's first chunk (link version 3), sixteen at once, before any round trip. Sized as a
+chunk (64 KiB) that first flight was ~9 bandwidth-delay products on a 0.6 s, 1.5 Mbit/s
+link and held the link's queue at 2-2.5 BDP for the start's first seconds in real time
+(docs/link.md "The first flight and the gate's total"); a fixed 12 KiB idled a 2.6 s link.
+The link of the last pass (its delivery rate and base RTT, kept onboard) says how much the
+network holds, so the first flight together comes to about one BDP of that link.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+from .errors import LocalProtocolError
+
+# A memory older than this is not trusted (another relay, another rate): a week covers a
+# station that syncs every orbit or once a day.
+MAX_AGE_S = 7 * 86400.0
+# A memory dated this far ahead of the clock is not trusted either (the clock stepped back
+# after it was written, or it was written by a machine with a wrong clock).
+MAX_AHEAD_S = 86400.0
+# What the first flights of a start hold together, in BDPs of the remembered link: a cut
+# then costs at most what the network held (issue 14), and the link is full from the first
+# round trip on, not idle behind a first flight far smaller than the path.
+FIRST_FLIGHT_BDP = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkMemory:
+    """The link as the station last measured it: bytes per second delivered (the delivery
+    rate filter's), the least round trip of a small request, and when (Unix seconds)."""
+
+    rate_bytes_s: float
+    base_rtt_s: float
+    measured_at: float
+
+    def __post_init__(self) -> None:
+        for name in ("rate_bytes_s", "base_rtt_s", "measured_at"):
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
+                raise LocalProtocolError(f"link memory: {name} must be a positive finite number, not {v!r}")
+
+    @property
+    def bdp_bytes(self) -> float:
+        """The bandwidth-delay product of the remembered link."""
+        return self.rate_bytes_s * self.base_rtt_s
+
+    def usable(self, now: float) -> bool:
+        """Recent enough (and not from the future) to size a start by, at Unix time ``now``."""
+        age = now - self.measured_at
+        return -MAX_AHEAD_S <= age <= MAX_AGE_S
+
+    def encode(self) -> str:
+        """The memory as stored (a JSON object)."""
+        return json.dumps(
+            {
+                "rate_bytes_s": self.rate_bytes_s,
+                "base_rtt_s": self.base_rtt_s,
+                "measured_at": self.measured_at,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def decode(cls, text: str) -> LinkMemory:
+        """The memory ``encode`` wrote; LocalProtocolError on anything else."""
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise LocalProtocolError(f"link memory is not JSON ({exc})") from exc
+        if not isinstance(doc, dict) or set(doc) != {"rate_bytes_s", "base_rtt_s", "measured_at"}:
+            raise LocalProtocolError(
+                f"link memory must hold rate_bytes_s, base_rtt_s and measured_at, not {text[:80]!r}"
+            )
+        return cls(**doc)
+
+
+def first_flight_bytes(memory: LinkMemory, streams: int, least: int, most: int) -> int:
+    """Each first flight's bytes when ``streams`` leave at once: together ``FIRST_FLIGHT_BDP``
+    of the remembered link, within ``least``..``most`` (a chunk's bounds)."""
+    if streams < 1 or least < 1 or most < least:
+        raise LocalProtocolError(f"first flight bounds: streams={streams}, least={least}, most={most}")
+    each = FIRST_FLIGHT_BDP * memory.bdp_bytes / streams
+    return int(min(most, max(least, each)))

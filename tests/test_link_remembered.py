@@ -1,0 +1,196 @@
+"""The link the station remembers between passes (issue 14, protocol/link_memory.py): a new
+sync's first flights come to about one bandwidth-delay product of the last pass's link, not
+sixteen chunks whatever the path; a memory that is damaged, stale or from the future is
+ignored, never used, and never stops a sync.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Cli
+from hypothesis import given
+from hypothesis import strategies as st
+from link_support import link_to, running_ground, setup_station
+from test_link_memory import MIB, _fake_photo, _jpeg_header
+
+from onboard import link, queue
+from onboard.home import Home
+from onboard.sync import _sized_by_memory, sync
+from protocol import LocalProtocolError, transfer_receiver
+from protocol.link_memory import FIRST_FLIGHT_BDP, MAX_AGE_S, MAX_AHEAD_S, LinkMemory, first_flight_bytes
+from protocol.transfer import SenderConfig
+from protocol.transfer_wire import Open, Request, TransferKind
+
+NOW = 1_800_000_000.0
+rates = st.floats(min_value=1.0, max_value=1e9, allow_nan=False)
+rtts = st.floats(min_value=1e-4, max_value=30.0, allow_nan=False)
+memories = st.builds(
+    LinkMemory, rate_bytes_s=rates, base_rtt_s=rtts, measured_at=st.floats(min_value=1.0, max_value=4e9)
+)
+
+
+@given(memories)
+def test_a_memory_reads_back_as_written(m: LinkMemory) -> None:
+    assert LinkMemory.decode(m.encode()) == m
+
+
+@given(st.text(max_size=200))
+def test_anything_else_stored_is_refused_with_a_reason(text: str) -> None:
+    try:
+        LinkMemory.decode(text)
+    except LocalProtocolError as exc:
+        assert "link memory" in str(exc)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"rate_bytes_s": 0, "base_rtt_s": 1.0, "measured_at": NOW},
+        {"rate_bytes_s": -5.0, "base_rtt_s": 1.0, "measured_at": NOW},
+        {"rate_bytes_s": 1e5, "base_rtt_s": float("nan"), "measured_at": NOW},
+        {"rate_bytes_s": 1e5, "base_rtt_s": float("inf"), "measured_at": NOW},
+        {"rate_bytes_s": True, "base_rtt_s": 1.0, "measured_at": NOW},
+        {"rate_bytes_s": "1e5", "base_rtt_s": 1.0, "measured_at": NOW},
+        {"rate_bytes_s": 1e5, "base_rtt_s": 1.0},
+        {"rate_bytes_s": 1e5, "base_rtt_s": 1.0, "measured_at": NOW, "extra": 1},
+        [1e5, 1.0, NOW],
+    ],
+)
+def test_a_damaged_memory_says_what_is_wrong(doc: object) -> None:
+    with pytest.raises(LocalProtocolError, match="link memory"):
+        LinkMemory.decode(json.dumps(doc))
+
+
+@given(memories, st.floats(min_value=-3 * MAX_AGE_S, max_value=3 * MAX_AGE_S))
+def test_only_a_recent_memory_is_usable(m: LinkMemory, age: float) -> None:
+    assert m.usable(m.measured_at + age) == (-MAX_AHEAD_S <= age <= MAX_AGE_S)
+
+
+@given(memories, st.integers(1, 64), st.integers(1, 64 * 1024), st.integers(0, 512 * 1024))
+def test_the_first_flights_hold_one_bdp_together_within_a_chunks_bounds(
+    m: LinkMemory, streams: int, least: int, extra: int
+) -> None:
+    most = least + extra
+    each = first_flight_bytes(m, streams, least, most)
+    assert least <= each <= most
+    total = FIRST_FLIGHT_BDP * m.bdp_bytes
+    if each > least:  # not raised to the least: never more than one BDP together
+        assert each * streams <= total
+    if each < most:  # not held to the most: one BDP together, to a byte per stream
+        assert each * streams >= total - streams
+
+
+def test_the_bounds_must_make_sense() -> None:
+    m = LinkMemory(rate_bytes_s=1e5, base_rtt_s=1.0, measured_at=NOW)
+    for streams, least, most in ((0, 1024, 65536), (16, 0, 65536), (16, 4096, 1024)):
+        with pytest.raises(LocalProtocolError, match="first flight bounds"):
+            first_flight_bytes(m, streams, least, most)
+
+
+def test_sixteen_first_flights_on_the_links_of_issue_14() -> None:
+    """1.5 Mbit/s (~185 kB/s delivered at 1 % loss): 0.6 s gives ~7 kB each, 2.6 s ~30 kB,
+    where a chunk (64 KiB each, 1 MiB together) was 9 and 2 BDP."""
+    c = SenderConfig()
+    for rtt, expect in ((0.6, 6_937), (1.4, 16_187), (2.6, 30_062)):
+        m = LinkMemory(rate_bytes_s=185_000.0, base_rtt_s=rtt, measured_at=NOW)
+        assert _sized_by_memory(c, m).first_flight_bytes == expect
+    slow = LinkMemory(rate_bytes_s=2_000.0, base_rtt_s=0.6, measured_at=NOW)
+    assert _sized_by_memory(c, slow).first_flight_bytes == c.min_chunk_bytes
+    fast = LinkMemory(rate_bytes_s=1e9, base_rtt_s=0.6, measured_at=NOW)
+    assert _sized_by_memory(c, fast).first_flight_bytes == c.initial_chunk_bytes
+
+
+def test_without_a_memory_or_with_a_size_given_the_config_stands() -> None:
+    m = LinkMemory(rate_bytes_s=185_000.0, base_rtt_s=0.6, measured_at=NOW)
+    assert _sized_by_memory(SenderConfig(), None) == SenderConfig()
+    given_size = SenderConfig(first_flight_bytes=12 * 1024)
+    assert _sized_by_memory(given_size, m) == given_size
+
+
+def _db(tmp_path: Path) -> sqlite3.Connection:
+    conn = queue.connect(tmp_path / "q.db")
+    link.ensure_schema(conn)
+    return conn
+
+
+def test_a_memory_is_recalled_while_recent_and_replaced_by_the_next(tmp_path: Path) -> None:
+    conn = _db(tmp_path)
+    assert link.recall_memory(conn, NOW) is None
+    first = LinkMemory(rate_bytes_s=1e5, base_rtt_s=0.7, measured_at=NOW)
+    link.remember(conn, first)
+    assert link.recall_memory(conn, NOW + 60) == first
+    later = dataclasses.replace(first, rate_bytes_s=2e5, measured_at=NOW + 3600)
+    link.remember(conn, later)
+    assert link.recall_memory(conn, NOW + 3700) == later
+    assert link.recall_memory(conn, NOW + 3600 + MAX_AGE_S + 1) is None  # stale
+    assert link.recall_memory(conn, NOW + 3600 - MAX_AHEAD_S - 1) is None  # the clock stepped back a lot
+
+
+@pytest.mark.parametrize(
+    "stored", ["", "{", "null", '{"rate_bytes_s": -1, "base_rtt_s": 1, "measured_at": 1}']
+)
+def test_a_damaged_row_is_ignored(tmp_path: Path, stored: str) -> None:
+    conn = _db(tmp_path)
+    link.set_state(conn, link.LINK_MEMORY_KEY, stored)
+    assert link.recall_memory(conn, NOW) is None
+
+
+# -- the real ground and `onboard sync` --------------------------------------------------
+
+
+def _spy_opens(monkeypatch: pytest.MonkeyPatch) -> list[Open]:
+    """Every photo OPEN ground decodes, in order."""
+    seen: list[Open] = []
+    decode = transfer_receiver.decode_request
+
+    def spy(data: bytes) -> Request:
+        req = decode(data)
+        if isinstance(req, Open) and req.key.kind is not TransferKind.BUNDLE:
+            seen.append(req)
+        return req
+
+    monkeypatch.setattr(transfer_receiver, "decode_request", spy)
+    return seen
+
+
+def _post_photo(cli: Cli, photo: Path, text: str) -> None:
+    cli.onboard("post", "--as", "alice", "--to", "archive:alice", "--photo", str(photo), "--alt", "x", text)
+
+
+async def test_a_sync_remembers_its_link_and_the_next_start_sizes_its_first_flight_by_it(
+    cli: Cli, tmp_path: Path, sample_jpegs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real sync on loopback leaves a memory of what it measured (a text post's small
+    request gives the base RTT, a 24 MiB photo a delivery rate); a later sync started with a remembered 0.6 s, 100 kB/s link
+    sends each photo's first flight as 1/16 of its BDP."""
+    token = setup_station(cli, tmp_path)
+    home = Home(cli.onboard_home)
+    opens = _spy_opens(monkeypatch)
+    big = tmp_path / "big.jpg"
+    _fake_photo(big, _jpeg_header(sample_jpegs[0].read_bytes()), 24 * MIB)
+    cli.onboard("post", "--as", "alice", "--to", "archive:alice", "a text post: a small request, timed")
+    _post_photo(cli, big, "first pass")
+    async with running_ground(cli.ground_home) as url:
+        link_to(cli, url, token)
+        assert (await sync(home, wait_published_s=20)).committed == 3
+        conn = queue.connect(home.db_path)
+        measured = link.recall_memory(conn, time.time())
+        assert measured is not None and measured.rate_bytes_s > 0 and 0 < measured.base_rtt_s < 1.0
+        assert opens[0].data and len(opens[0].data) > 16 * 1024  # no memory yet: a chunk
+
+        remembered = LinkMemory(rate_bytes_s=100_000.0, base_rtt_s=0.6, measured_at=measured.measured_at)
+        link.remember(conn, remembered)
+        conn.close()
+        opens.clear()
+        monkeypatch.setattr(link, "remember", lambda conn, memory: None)  # keep this one for the start
+        _post_photo(cli, sample_jpegs[1], "second pass")
+        assert (await sync(home, wait_published_s=20)).committed == 2
+    expected = math.floor(100_000.0 * 0.6 / SenderConfig().initial_streams)
+    assert opens and all(len(o.data) == min(expected, o.size_bytes) for o in opens)
