@@ -42,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from simlink.profile import DarkWindow, LinkProfile, load_profile  # noqa: E402
-from simlink.realtime import TRACE_S, run_realtime  # noqa: E402
+from simlink.realtime import TRACE_S, remembered_after_pass, run_realtime  # noqa: E402
 from simlink.report import build_report  # noqa: E402
 from simlink.result import RunResult  # noqa: E402
 from simlink.virtual import run_virtual  # noqa: E402
@@ -162,22 +162,16 @@ def trace_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-WARM_SEED = 1000  # a warm-up pass's seed is the run's + this: another backlog, another loss pattern
-
-
 def _realtime(
     profile: LinkProfile, duration_s: float, seed: int, tcp_cc: str, warm_s: float = 0.0
 ) -> RunResult:
     """The real processes through the packet link: a cut is a short dark spell there
     (linkemu/packet.py), and its cost is what the emulator held when it fell. With
-    ``warm_s``, a station that has been on this link before: a pass of ``warm_s`` first
-    (another seed, from nothing), and the link memory it left kept onboard for the run."""
+    ``warm_s``, a station that has been on this link before (simlink's ``remembered_after_pass``)."""
     remembered = None
     if warm_s > 0:
-        warm = dataclasses.replace(profile, cuts_per_hour=0.0, cuts_at_s=(), dark=())
-        remembered = _realtime(warm, warm_s, seed + WARM_SEED, tcp_cc).link_memory
-        if remembered is None:
-            raise SystemExit(f"the warm-up pass of {warm_s:g} s measured no link to remember")
+        with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
+            remembered = remembered_after_pass(profile, warm_s, seed, Path(tmp) / "warm", tcp_cc)
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         return run_realtime(
             profile,

@@ -537,17 +537,29 @@ async def _baseline_packet(
 
 
 def _realtime_cell(
-    prof_name: str, minutes: float, seed: int, root: Path, tcp_cc: str | None, parts: list[str]
+    prof_name: str,
+    minutes: float,
+    seed: int,
+    root: Path,
+    tcp_cc: str | None,
+    parts: list[str],
+    warm_s: float = 0.0,
 ) -> dict[str, Any]:
     """One profile and seed: today's transfer and the baseline through the packet link, then
-    the simulator on the same profile, workload and seed."""
+    the simulator on the same profile, workload and seed. With ``warm_s``, the station has
+    been on this link before: it starts remembering a pass of that long (another seed)."""
     import os
 
     from simlink.profile import load_profile
-    from simlink.realtime import run_realtime
+    from simlink.realtime import remembered_after_pass, run_realtime
     from simlink.report import build_report
     from simlink.workload import load_workload
 
+    remembered = None
+    if warm_s > 0:
+        remembered = remembered_after_pass(
+            load_profile(prof_name), warm_s, seed, root / f"{prof_name}-{seed}-warm", tcp_cc
+        )
     load = os.getloadavg()[0]
     r = run_realtime(
         load_profile(prof_name),
@@ -558,6 +570,7 @@ def _realtime_cell(
         workdir=root / f"{prof_name}-{seed}",
         packet=True,
         tcp_cc=tcp_cc,
+        remembered=remembered,
     )
     rep = build_report(r)
     base = (
@@ -582,11 +595,17 @@ def _realtime_cell(
         "virtual": virt["goodput"],
         "load_before": round(load, 2),
         "load_after": round(os.getloadavg()[0], 2),
+        "remembered": remembered,
     }
 
 
 def realtime_matrix(
-    minutes: float, seeds: list[int], profiles: list[str], tcp_cc: str | None, parts: list[str]
+    minutes: float,
+    seeds: list[int],
+    profiles: list[str],
+    tcp_cc: str | None,
+    parts: list[str],
+    warm_s: float = 0.0,
 ) -> None:
     """Every (profile, seed) in real time through the packet link, one after another (real
     time wants the CPU to itself), printing each as one JSON line as it ends, then the table."""
@@ -599,7 +618,7 @@ def realtime_matrix(
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         for seed in seeds:
             for pr in profiles:
-                row = _realtime_cell(pr, minutes, seed, Path(tmp), tcp_cc, parts)
+                row = _realtime_cell(pr, minutes, seed, Path(tmp), tcp_cc, parts, warm_s)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     print_realtime_table(rows)
@@ -675,6 +694,14 @@ def main() -> None:
         choices=["baseline", "virtual"],
         help="--realtime-matrix: what runs beside today's transfer per profile (default both)",
     )
+    ap.add_argument(
+        "--warm",
+        metavar="SECONDS",
+        type=float,
+        default=0.0,
+        help="--realtime-matrix: before each run, a pass of SECONDS on the same link (another seed); "
+        "the run's station starts remembering it (protocol/link_memory.py)",
+    )
     args = ap.parse_args()
     if args.realtime_matrix:
         rt_names = args.profiles or [f"fill-rtt{r}-loss{p}" for r in REALTIME_RTTS for p in REALTIME_LOSSES]
@@ -685,7 +712,7 @@ def main() -> None:
                 [json.loads(x) for x in args.table.read_text().splitlines() if x.startswith("{")]
             )
         else:
-            realtime_matrix(minutes, seeds, rt_names, args.tcp_cc, args.parts)
+            realtime_matrix(minutes, seeds, rt_names, args.tcp_cc, args.parts, args.warm)
         return
     names = args.profiles or [
         *(f"fill-rtt{r}-loss{p}" for r in MATRIX_RTTS for p in MATRIX_LOSSES),

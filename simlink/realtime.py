@@ -35,7 +35,7 @@ from .profile import LinkProfile
 from .realtime_link import LinkCounts, ProxyRunLink, open_link, packet_mode_problem
 from .result import PostOutcome, RunResult, Sample
 from .virtual import Progress, profile_summary, transfer_available, workload_summary
-from .workload import NAMES, PlannedPost, Workload, accounts_for, plan_posts
+from .workload import NAMES, PlannedPost, Workload, accounts_for, load_workload, plan_posts
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_S = 5.0
@@ -94,6 +94,31 @@ def run_realtime(
             remembered,
         )
     )
+
+
+WARM_SEED = 1000  # a warm-up pass's seed is the run's + this: another backlog, another loss pattern
+
+
+def remembered_after_pass(
+    profile: LinkProfile, warm_s: float, seed: int, workdir: Path, tcp_cc: str | None
+) -> str:
+    """The link memory a station leaves after a pass of ``warm_s`` on ``profile`` (no dark
+    spell, no cut; seed ``seed`` + ``WARM_SEED``, starting from nothing), for ``run_realtime``'s
+    ``remembered``: a run of a station that has been on this link before."""
+    steady = dataclasses.replace(profile, cuts_per_hour=0.0, cuts_at_s=(), dark=())
+    r = run_realtime(
+        steady,
+        load_workload("photo-backlog"),
+        astronauts=4,
+        duration_s=warm_s,
+        seed=seed + WARM_SEED,
+        workdir=workdir,
+        packet=True,
+        tcp_cc=tcp_cc,
+    )
+    if r.link_memory is None:
+        raise SimError(f"the warm-up pass of {warm_s:g} s on {profile.name} measured no link to remember")
+    return r.link_memory
 
 
 def _setup(workdir: Path, names: list[str], wl: Workload) -> tuple[Path, Path, Path]:

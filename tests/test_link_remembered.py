@@ -95,10 +95,10 @@ def test_the_bounds_must_make_sense() -> None:
 
 
 def test_sixteen_first_flights_on_the_links_of_issue_14() -> None:
-    """1.5 Mbit/s (~185 kB/s delivered at 1 % loss): 0.6 s gives ~7 kB each, 2.6 s ~30 kB,
+    """1.5 Mbit/s (~185 kB/s delivered at 1 % loss): 0.6 s gives ~6 kB each, 2.6 s ~27 kB,
     where a chunk (64 KiB each, 1 MiB together) was 9 and 2 BDP."""
     c = SenderConfig()
-    for rtt, expect in ((0.6, 6_937), (1.4, 16_187), (2.6, 30_062)):
+    for rtt, expect in ((0.6, 6_243), (1.4, 14_568), (2.6, 27_056)):
         m = LinkMemory(rate_bytes_s=185_000.0, base_rtt_s=rtt, measured_at=NOW)
         assert _sized_by_memory(c, m).first_flight_bytes == expect
     slow = LinkMemory(rate_bytes_s=2_000.0, base_rtt_s=0.6, measured_at=NOW)
@@ -169,7 +169,7 @@ async def test_a_sync_remembers_its_link_and_the_next_start_sizes_its_first_flig
 ) -> None:
     """A real sync on loopback leaves a memory of what it measured (a text post's small
     request gives the base RTT, a 24 MiB photo a delivery rate); a later sync started with a remembered 0.6 s, 100 kB/s link
-    sends each photo's first flight as 1/16 of its BDP."""
+    sends each photo's first flight as 1/16 of ``FIRST_FLIGHT_BDP`` of its BDP."""
     token = setup_station(cli, tmp_path)
     home = Home(cli.onboard_home)
     opens = _spy_opens(monkeypatch)
@@ -192,5 +192,5 @@ async def test_a_sync_remembers_its_link_and_the_next_start_sizes_its_first_flig
         monkeypatch.setattr(link, "remember", lambda conn, memory: None)  # keep this one for the start
         _post_photo(cli, sample_jpegs[1], "second pass")
         assert (await sync(home, wait_published_s=20)).committed == 2
-    expected = math.floor(100_000.0 * 0.6 / SenderConfig().initial_streams)
+    expected = math.floor(FIRST_FLIGHT_BDP * 100_000.0 * 0.6 / SenderConfig().initial_streams)
     assert opens and all(len(o.data) == min(expected, o.size_bytes) for o in opens)
