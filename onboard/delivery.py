@@ -40,6 +40,13 @@ POLL_EVERY_S = 0.05
 # A gated request body is written this much at a time (docs/link.md "A cut in real time").
 GATE_SLICE_BYTES = 8 * 1024
 GATE_WAIT_MAX_S = 1.0  # no poll for this long: the gate opens rather than hold a request
+# The gate sizes its budget by the base RTT, but never by less than this: it learns that bytes
+# left only when it reads the sockets (every poll, or once before a slice waits), so a budget
+# of rate × a base RTT far shorter than a poll admits that much per poll, the rate measured
+# falls to it, and the budget with it. On loopback (1.7 ms) a start with small first flights
+# spiralled down to ~8 KiB a poll (160 MiB took 227 s, not 20 s). Two polls: polls come late
+# on a busy event loop. A space link's base RTT (0.6 s and more) is far above it.
+GATE_RTT_FLOOR_S = 2 * POLL_EVERY_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +92,10 @@ class DeliveryMeter:
         self,
         rule: WindowRule | None = None,
         read: Callable[[socket.socket], TcpCounters | None] = read_counters,
+        rtt_floor_s: float = GATE_RTT_FLOOR_S,
     ) -> None:
         self.rate = DeliveryRate(rule)
+        self._rtt_floor_s = rtt_floor_s  # the gate's least base RTT (GATE_RTT_FLOOR_S)
         self._ask = WindowAsk(rule)
         self._read = read
         self._sockets: dict[socket.socket, int] = {}  # socket → the most delivered bytes read
@@ -172,7 +181,9 @@ class DeliveryMeter:
         as a clamped window is lifted (``WindowRule.release`` × per base RTT; opened at once,
         the streams wrote ~9 BDP in half a second at 0.6 s) up to the rule's total
         (``_steady_total``) and stays there, following the rate; before any rate is measured
-        it opens entirely."""
+        it opens entirely. A base RTT under ``GATE_RTT_FLOOR_S`` counts as that."""
+        if base_rtt_s is not None:
+            base_rtt_s = max(base_rtt_s, self._rtt_floor_s)
         if window_bytes is not None:
             self._budget = self._held_total(window_bytes, base_rtt_s)
             self._opening = None if until is None else (until, self._budget, base_rtt_s or 1.0)

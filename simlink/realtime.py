@@ -489,6 +489,7 @@ def _get_memory(home: Any) -> str | None:
 
     conn = queue.connect(home.db_path)
     try:
+        link.ensure_schema(conn)
         memory = link.recall_memory(conn, time.time())
     finally:
         conn.close()

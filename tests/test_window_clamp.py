@@ -31,7 +31,7 @@ import ground.window
 import onboard.sync
 import simlink.link
 from linkemu import Direction, LinkProxy
-from onboard.delivery import DeliveryMeter, TcpCounters, read_counters
+from onboard.delivery import GATE_RTT_FLOOR_S, POLL_EVERY_S, DeliveryMeter, TcpCounters, read_counters
 from onboard.home import Home
 from onboard.sync import sync
 from protocol.errors import RemoteProtocolError
@@ -293,10 +293,14 @@ def test_the_meter_adds_what_every_socket_delivered_and_forgets_closed_ones() ->
     assert meter.window(100.0, 1.0, queue=False) == MAX_WINDOW_BYTES
 
 
-def _gate_meter(outstanding: list[int]) -> DeliveryMeter:
-    """A meter watching one fake socket whose outstanding bytes the test sets."""
+def _gate_meter(outstanding: list[int], rtt_floor_s: float = 0.0) -> DeliveryMeter:
+    """A meter watching one fake socket whose outstanding bytes the test sets (the gate's
+    least base RTT ``rtt_floor_s``: none, so a test's short base RTT keeps its clock short)."""
     sock = _FakeSock()
-    meter = DeliveryMeter(read=lambda s: TcpCounters(True, 0, True, outstanding[0]))  # type: ignore[arg-type]
+    meter = DeliveryMeter(
+        read=lambda s: TcpCounters(True, 0, True, outstanding[0]),  # type: ignore[arg-type]
+        rtt_floor_s=rtt_floor_s,
+    )
     meter.watch(lambda addr: sock)(None)  # type: ignore[arg-type,return-value]
     return meter
 
@@ -441,6 +445,28 @@ async def test_after_the_start_the_gate_holds_the_rules_total_and_follows_the_ra
     assert meter.budget == max(
         MIN_WINDOW_BYTES, int(rule.share * rule.gain * (meter.rate.rate() or 0) * 2 * base)
     )
+
+
+@given(
+    base=st.floats(1e-4, 1.0),
+    rate=st.floats(1e3, 1e9),
+    held=st.integers(MIN_WINDOW_BYTES, 4 * 1024 * 1024),
+)
+def test_the_gate_never_sizes_its_budget_by_less_than_two_polls(base: float, rate: float, held: int) -> None:
+    """The gate learns that bytes left only when it reads the sockets: its budget is never
+    below ``gain`` × rate × two polls however short the base RTT, or on loopback (1.7 ms) the
+    rate it lets through fell poll by poll to the floor (160 MiB took 227 s, not 20 s)."""
+    meter = _gate_meter([0], rtt_floor_s=GATE_RTT_FLOOR_S)
+    for i in range(40):
+        meter.rate.observe(i * 0.05, int(rate * i * 0.05), base)
+    measured = meter.rate.rate()
+    assert measured is not None
+    rule = WindowRule()
+    meter.gate(held, 0.0, base)  # the start: held
+    assert (meter.budget or 0) >= min(held * (meter.busy + 1), int(rule.gain * measured * GATE_RTT_FLOOR_S))
+    meter.gate(None, 0.0, base)  # after the start: the rule's total
+    assert (meter.budget or 0) >= int(rule.share * rule.gain * measured * max(base, GATE_RTT_FLOOR_S))
+    assert GATE_RTT_FLOOR_S >= 2 * POLL_EVERY_S
 
 
 @settings(max_examples=40, deadline=None)
