@@ -367,6 +367,10 @@ class _DarkRelay:
         self.ground_port = ground_port
         self.server: asyncio.AbstractServer | None = None
         self.accepted = 0
+        # Every piped connection's writers: Python 3.11's server.close() leaves accepted
+        # connections open, and one still piping when the test's loop closed leaked its
+        # socket into a later test's collection (CI, test_mastodon.py).
+        self._pipes: list[asyncio.StreamWriter] = []
 
     async def light(self) -> None:
         _light(self.lst, self._held)
@@ -374,7 +378,9 @@ class _DarkRelay:
 
     async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        self._pipes.append(w)
         gr, gw = await asyncio.open_connection("127.0.0.1", self.ground_port)
+        self._pipes.append(gw)
 
         async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay_s: float = 0.0) -> None:
             with contextlib.suppress(ConnectionError, OSError):
@@ -392,6 +398,10 @@ class _DarkRelay:
             self.server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2.0)
+        for w in self._pipes:
+            w.transport.abort()
+        self._pipes.clear()
+        await asyncio.sleep(0)  # the aborted transports close on the loop's next turn
         self.lst.close()
         for s in self._held:
             s.close()
