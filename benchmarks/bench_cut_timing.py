@@ -168,11 +168,10 @@ def _realtime(
     """The real processes through the packet link: a cut is a short dark spell there
     (linkemu/packet.py), and its cost is what the emulator held when it fell. With
     ``warm_s``, a station that has been on this link before (simlink's ``remembered_after_pass``)."""
-    remembered = None
-    if warm_s > 0:
-        with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
-            remembered = remembered_after_pass(profile, warm_s, seed, Path(tmp) / "warm", tcp_cc)
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
+        remembered = None
+        if warm_s > 0:
+            remembered = remembered_after_pass(profile, warm_s, seed, Path(tmp) / "warm", tcp_cc)
         return run_realtime(
             profile,
             load_workload("photo-backlog"),

@@ -840,8 +840,9 @@ def _sized_by_memory(config: SenderConfig, memory: LinkMemory | None) -> SenderC
     together, protocol/link_memory.py), unless it sets their size itself or nothing is remembered."""
     if memory is None or config.first_flight_bytes is not None:
         return config
-    streams = min(config.max_window, max(config.window, config.initial_streams))
-    each = first_flight_bytes(memory, streams, config.min_chunk_bytes, config.initial_chunk_bytes)
+    each = first_flight_bytes(
+        memory, config.start_streams, config.min_chunk_bytes, config.initial_chunk_bytes
+    )
     return dataclasses.replace(config, first_flight_bytes=each)
 
 

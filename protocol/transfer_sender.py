@@ -209,6 +209,11 @@ class SenderConfig:
     # link costs what it did.
     hedge_dark_posts: bool = True
 
+    @property
+    def start_streams(self) -> int:
+        """Streams at a sender's start: ``initial_streams`` within ``window``..``max_window``."""
+        return min(self.max_window, max(self.window, self.initial_streams))
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransferSpec:
@@ -380,7 +385,7 @@ class TransferSender:
         self._done: dict[TransferKey, UploadState] = {}
         c = self.config
         # Requests in flight at once while the link is up (``_size_streams`` moves it).
-        self.streams = min(c.max_window, max(c.window, c.initial_streams))
+        self.streams = c.start_streams
         self._epoch_at = now  # the stream rule's measuring interval began here
         self._window_limited = False  # the window, not the queue, held requests back
         self._rtts: deque[tuple[float, float]] = deque()  # (when, a small request's round trip)

@@ -10,10 +10,13 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pytest
 from conftest import Cli
 
 from ground.home import GroundHome
 from ground.platforms.archive import ArchivedPost, archived_posts
+from protocol import transfer_receiver
+from protocol.transfer_wire import Request
 
 
 async def until(check, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
@@ -80,3 +83,17 @@ def setup_station(cli: Cli, tmp_path: Path, *, astronauts: tuple[str, ...] = ("a
 
 def link_to(cli: Cli, url: str, token: Path) -> None:
     cli.onboard("link", "add", "--ground", url, "--token-file", str(token))
+
+
+def spy_link_requests(monkeypatch: pytest.MonkeyPatch) -> list[Request]:
+    """Every link request frame the real ground decodes from now on, in order."""
+    seen: list[Request] = []
+    decode = transfer_receiver.decode_request
+
+    def spy(data: bytes) -> Request:
+        req = decode(data)
+        seen.append(req)
+        return req
+
+    monkeypatch.setattr(transfer_receiver, "decode_request", spy)
+    return seen

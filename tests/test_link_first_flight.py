@@ -16,12 +16,11 @@ import pytest
 from conftest import Cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from link_support import link_to, running_ground, setup_station
+from link_support import link_to, running_ground, setup_station, spy_link_requests
 from test_transfer import PHOTO, Pair, add, key_of, make_pair
 
 from onboard.home import Home
 from onboard.sync import sync
-from protocol import transfer_receiver
 from protocol.capabilities import Capabilities
 from protocol.transfer import ReceiverConfig, SenderConfig, TransferReceiver, TransferSender, TransferSpec
 from protocol.transfer_wire import (
@@ -239,15 +238,7 @@ async def _photo_post(
         assert now in doc["ground_decodes"]
         doc["ground_decodes"] = doc["ground_decodes"].replace(now, token_link)
         token.write_text(json.dumps(doc))
-    seen: list[Request] = []
-    decode = transfer_receiver.decode_request
-
-    def spy(data: bytes) -> Request:
-        req = decode(data)
-        seen.append(req)
-        return req
-
-    monkeypatch.setattr(transfer_receiver, "decode_request", spy)
+    seen = spy_link_requests(monkeypatch)
     cli.onboard(
         "post", "--as", "alice", "--to", "archive:alice", "--photo", str(photo), "--alt", "x", "a photo"
     )

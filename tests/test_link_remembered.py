@@ -17,16 +17,16 @@ import pytest
 from conftest import Cli
 from hypothesis import given
 from hypothesis import strategies as st
-from link_support import link_to, running_ground, setup_station
+from link_support import link_to, running_ground, setup_station, spy_link_requests
+from test_link_first_flight import _photo_opens
 from test_link_memory import MIB, _fake_photo, _jpeg_header
 
 from onboard import link, queue
 from onboard.home import Home
 from onboard.sync import _sized_by_memory, sync
-from protocol import LocalProtocolError, transfer_receiver
+from protocol import LocalProtocolError
 from protocol.link_memory import FIRST_FLIGHT_BDP, MAX_AGE_S, MAX_AHEAD_S, LinkMemory, first_flight_bytes
 from protocol.transfer import SenderConfig
-from protocol.transfer_wire import Open, Request, TransferKind
 
 NOW = 1_800_000_000.0
 rates = st.floats(min_value=1.0, max_value=1e9, allow_nan=False)
@@ -145,21 +145,6 @@ def test_a_damaged_row_is_ignored(tmp_path: Path, stored: str) -> None:
 # -- the real ground and `onboard sync` --------------------------------------------------
 
 
-def _spy_opens(monkeypatch: pytest.MonkeyPatch) -> list[Open]:
-    """Every photo OPEN ground decodes, in order."""
-    seen: list[Open] = []
-    decode = transfer_receiver.decode_request
-
-    def spy(data: bytes) -> Request:
-        req = decode(data)
-        if isinstance(req, Open) and req.key.kind is not TransferKind.BUNDLE:
-            seen.append(req)
-        return req
-
-    monkeypatch.setattr(transfer_receiver, "decode_request", spy)
-    return seen
-
-
 def _post_photo(cli: Cli, photo: Path, text: str) -> None:
     cli.onboard("post", "--as", "alice", "--to", "archive:alice", "--photo", str(photo), "--alt", "x", text)
 
@@ -172,7 +157,7 @@ async def test_a_sync_remembers_its_link_and_the_next_start_sizes_its_first_flig
     sends each photo's first flight as 1/16 of ``FIRST_FLIGHT_BDP`` of its BDP."""
     token = setup_station(cli, tmp_path)
     home = Home(cli.onboard_home)
-    opens = _spy_opens(monkeypatch)
+    seen = spy_link_requests(monkeypatch)
     big = tmp_path / "big.jpg"
     _fake_photo(big, _jpeg_header(sample_jpegs[0].read_bytes()), 24 * MIB)
     cli.onboard("post", "--as", "alice", "--to", "archive:alice", "a text post: a small request, timed")
@@ -183,14 +168,16 @@ async def test_a_sync_remembers_its_link_and_the_next_start_sizes_its_first_flig
         conn = queue.connect(home.db_path)
         measured = link.recall_memory(conn, time.time())
         assert measured is not None and measured.rate_bytes_s > 0 and 0 < measured.base_rtt_s < 1.0
-        assert opens[0].data and len(opens[0].data) > 16 * 1024  # no memory yet: a chunk
+        first = _photo_opens(seen)
+        assert first[0].data and len(first[0].data) > 16 * 1024  # no memory yet: a chunk
 
         remembered = LinkMemory(rate_bytes_s=100_000.0, base_rtt_s=0.6, measured_at=measured.measured_at)
         link.remember(conn, remembered)
         conn.close()
-        opens.clear()
+        seen.clear()
         monkeypatch.setattr(link, "remember", lambda conn, memory: None)  # keep this one for the start
         _post_photo(cli, sample_jpegs[1], "second pass")
         assert (await sync(home, wait_published_s=20)).committed == 2
     expected = math.floor(FIRST_FLIGHT_BDP * 100_000.0 * 0.6 / SenderConfig().initial_streams)
+    opens = _photo_opens(seen)
     assert opens and all(len(o.data) == min(expected, o.size_bytes) for o in opens)
