@@ -1220,7 +1220,11 @@ class TransferSender:
             if t.state in (TState.SENDING, TState.SETTLING):
                 t.state = TState.OPENING
         # Frequent cuts → smaller chunks, so each cut wastes less (floor: min_chunk_bytes).
-        self._cut_scale = max(1 / 64, self._cut_scale / 2)
+        # A cut is the link going down: the requests dying with it and the probes failing in
+        # a dark after it are the same cut. Halved per failure, one loss of signal took the
+        # chunks to the floor (1 KiB) and the link refilled ~4 s late at 1.4 s RTT.
+        if self._up:
+            self._cut_scale = max(1 / 64, self._cut_scale / 2)
         c = self.config
         # Several requests die together in one cut: only a request sent after the previous
         # failure says the link is still bad, so only that escalates the backoff.

@@ -410,18 +410,54 @@ def test_silence_times_out_backs_off_and_probes() -> None:
         assert len(probes) == 1
 
 
+def _cut_every_request(s: TransferSender, now: float) -> float:
+    """Fail every request the sender wants to send now (a cut); the time after its backoff."""
+    for o in s.data_to_send(now):
+        s.request_failed(o.seq, now, "cut")
+    return s.next_deadline() or now + 5
+
+
 def test_chunks_shrink_when_cuts_are_frequent() -> None:
-    s = TransferSender(SenderConfig(initial_rate_bytes_s=100_000), 0.0)
-    before = s.chunk_bytes
-    s.add(
-        TransferSpec(key=key_of(PHOTO), size_bytes=len(PHOTO), owner="a"), lambda o, n: PHOTO[o : o + n], 0.0
+    # Cuts with the link up between them: each cut halves the chunk.
+    cfg = SenderConfig(
+        initial_chunk_bytes=64 * 1024, initial_rate_bytes_s=100_000, window=2, initial_streams=2
     )
-    now = 0.0
+    pair = Pair(sender=TransferSender(cfg, 0.0), ground=Ground(TransferReceiver(ReceiverConfig())), rtt=0.1)
+    s = pair.sender
+    for k in range(12):
+        data = PHOTO[k * 97 :] + bytes([k])
+        s.add(
+            TransferSpec(key=key_of(data), size_bytes=len(data), owner="a"),
+            lambda o, n, d=data: d[o : o + n],
+            0,
+        )
+    before = s.chunk_bytes
     for _ in range(4):
-        for o in s.data_to_send(now):
-            s.request_failed(o.seq, now, "cut")
-        now = s.next_deadline() or now + 5
+        assert pair.step()  # the link answers: up
+        assert s.link_up
+        pair.now = _cut_every_request(s, pair.now)
+        assert not s.link_up
     assert s.chunk_bytes < before / 4
+
+
+@given(st.integers(1, 40))
+def test_a_long_dark_is_one_cut(failed_probes: int) -> None:
+    """The requests dying in a loss of signal and every probe failing in the dark after it halve
+    the chunk once, not once each: one dark used to take chunks to the floor (1 KiB), and the
+    link refilled seconds late after a return."""
+    s = TransferSender(SenderConfig(initial_rate_bytes_s=100_000), 0.0)
+    for k in range(8):
+        data = PHOTO[k * 101 :] + bytes([k])
+        s.add(
+            TransferSpec(key=key_of(data), size_bytes=len(data), owner="a"),
+            lambda o, n, d=data: d[o : o + n],
+            0.0,
+        )
+    before = s.chunk_bytes
+    now = 0.0
+    for _ in range(failed_probes):
+        now = _cut_every_request(s, now)
+    assert s.chunk_bytes == before // 2
 
 
 def test_receipts_request_round_trip() -> None:
