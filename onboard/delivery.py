@@ -26,7 +26,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.window_clamp import MAX_WINDOW_BYTES, MIN_WINDOW_BYTES, DeliveryRate, WindowAsk, WindowRule
+from protocol.window_clamp import (
+    MAX_WINDOW_BYTES,
+    MIN_WINDOW_BYTES,
+    DeliveryRate,
+    WindowAsk,
+    WindowRule,
+    restart_budget_bytes,
+)
 
 # struct tcp_info (include/uapi/linux/tcp.h): tcpi_state is its first byte, tcpi_snd_mss a
 # u32 at 16, tcpi_unacked, tcpi_sacked, tcpi_lost and tcpi_retrans (segments) u32s at 24-36,
@@ -93,8 +100,12 @@ class DeliveryMeter:
         rule: WindowRule | None = None,
         read: Callable[[socket.socket], TcpCounters | None] = read_counters,
         rtt_floor_s: float = GATE_RTT_FLOOR_S,
+        remembered_rate: float | None = None,
     ) -> None:
         self.rate = DeliveryRate(rule)
+        # The last pass's delivery rate (protocol/link_memory.py), until a silence in this one
+        # leaves a newer (``restart_rate``).
+        self._remembered_rate = remembered_rate
         self._rtt_floor_s = rtt_floor_s  # the gate's least base RTT (GATE_RTT_FLOOR_S)
         self._ask = WindowAsk(rule)
         self._read = read
@@ -193,16 +204,28 @@ class DeliveryMeter:
         elif self._opening is not None and base_rtt_s is not None:
             self._opening = (*self._opening[:2], base_rtt_s)  # the steady total follows the base RTT
 
+    @property
+    def restart_rate(self) -> float | None:
+        """The delivery rate the link had before this start or return: before the last silence
+        in this sync, else the last pass's; None if neither was measured."""
+        before = self.rate.before
+        return before if before is not None else self._remembered_rate
+
     def _held_total(self, window_bytes: int, base_rtt_s: float | None) -> int:
         """The windows' total, but once a rate is measured no more than ``gain`` × rate × base
         RTT: each window is at least 8 KiB (a stream must recover a loss by duplicate acks),
         and at 0.6 s RTT 30 streams' least windows were 2.1 BDP (docs/link.md "The first
-        flight and the gate's total"); the gate holds the sum, so no stream needs the floor."""
+        flight and the gate's total"); the gate holds the sum, so no stream needs the floor.
+        With the link known from before (``restart_rate``), never under ``FIRST_FLIGHT_BDP``
+        of it: the rate measured in a restart's first round trips is what the gate let
+        through, and a budget following it alone grew 1.25× a round trip from a few KiB."""
         total = window_bytes * (self.busy + 1)
         rate = self.rate.rate()
+        restart = None if base_rtt_s is None else restart_budget_bytes(self.restart_rate, base_rtt_s)
         if rate is None or base_rtt_s is None:
-            return total
-        return min(total, max(MIN_WINDOW_BYTES, int(self.rate.rule.gain * rate * base_rtt_s)))
+            return total if restart is None else restart
+        measured = min(total, max(MIN_WINDOW_BYTES, int(self.rate.rule.gain * rate * base_rtt_s)))
+        return measured if restart is None else max(measured, restart)
 
     @property
     def budget(self) -> int | None:

@@ -881,16 +881,19 @@ class _Sync:
         self.stop_rules = _StopRules(
             give_up_after_s=give_up_after_s, publish_deadline=time.monotonic() + wait_published_s
         )
-        self.sender = TransferSender(
-            _sized_by_memory(config, link.recall_memory(self.conn, time.time())), time.monotonic()
-        )
+        memory = link.recall_memory(self.conn, time.time())
+        self.sender = TransferSender(_sized_by_memory(config, memory), time.monotonic())
         # Ground speaks link version 3: a new upload's OPEN carries its first chunk (issue 14).
         self.sender.first_flight = self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
         self.wake = asyncio.Event()
         self.progress = _Progress(SyncStatus())
         # Link version 4: each request carrying upload bytes asks ground to clamp its connection's
         # receive window (protocol/window_clamp.py), from what the sockets deliver (TCP_INFO).
-        self.meter = DeliveryMeter() if self.cfg.peer.speaks_link(WINDOW_CLAMP_LINK_VERSION) else None
+        self.meter = (
+            DeliveryMeter(remembered_rate=None if memory is None else memory.rate_bytes_s)
+            if self.cfg.peer.speaks_link(WINDOW_CLAMP_LINK_VERSION)
+            else None
+        )
         self.requests = _Requests(
             self.sender,
             self.cfg.ground_url + "/v1/link",

@@ -26,6 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from .errors import ErrorCode, RemoteProtocolError
+from .link_memory import FIRST_FLIGHT_BDP
 from .transfer_sender import SenderConfig
 
 # The request header carrying the window a connection should be clamped to (link version 4).
@@ -63,6 +64,10 @@ class DeliveryRate:
         self.rule = rule or WindowRule()
         self._samples: deque[tuple[float, int]] = deque()  # (time, delivered so far)
         self._best: deque[tuple[float, float]] = deque()  # (time, rate), rates falling
+        # The rate measured when a silence last cleared the filter (None: none yet): what the
+        # link delivered before a loss of signal, for the gate to restart from
+        # (``restart_budget_bytes``), not for the windows, which measure afresh.
+        self.before: float | None = None
 
     def observe(self, now: float, delivered: int, base_rtt_s: float) -> None:
         """``delivered``: bytes the station's connections have had acknowledged (SACKed
@@ -79,6 +84,8 @@ class DeliveryRate:
             # new sample the window is the floor (``window_bytes``), then it grows with what
             # the link delivers (BBR's start-up from nothing), so the burst of every stream
             # restarting at once meets a clamp at once.
+            if self._best:
+                self.before = self._best[0][1]
             self._best.clear()
             q.clear()
         q.append((now, delivered))
@@ -98,6 +105,17 @@ class DeliveryRate:
     def rate(self) -> float | None:
         """Bytes per second, or None before a whole sample."""
         return self._best[0][1] if self._best else None
+
+
+def restart_budget_bytes(rate_before_bytes_s: float | None, base_rtt_s: float) -> int | None:
+    """What the station may hold outstanding while every stream restarts at once, before it
+    has measured the link again: ``FIRST_FLIGHT_BDP`` of the link as last measured (before a
+    loss of signal, or the last pass's); None if nothing was. From the delivery rate alone the
+    gate restarted at a few KiB and grew 1.25× a round trip: under 0.2 BDP in the network for
+    10 s after a return at 1.4 s RTT (docs/link.md "After a return")."""
+    if rate_before_bytes_s is None or rate_before_bytes_s <= 0 or base_rtt_s <= 0:
+        return None
+    return max(MIN_WINDOW_BYTES, int(FIRST_FLIGHT_BDP * rate_before_bytes_s * base_rtt_s))
 
 
 def window_bytes(

@@ -12,6 +12,7 @@ import math
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Cli
@@ -21,7 +22,9 @@ from link_support import link_to, running_ground, setup_station, spy_link_reques
 from test_link_first_flight import _photo_opens
 from test_link_memory import MIB, _fake_photo, _jpeg_header
 
+import onboard.sync
 from onboard import link, queue
+from onboard.delivery import DeliveryMeter
 from onboard.home import Home
 from onboard.sync import _sized_by_memory, sync
 from protocol import LocalProtocolError
@@ -158,6 +161,14 @@ async def test_a_sync_remembers_its_link_and_the_next_start_sizes_its_first_flig
     token = setup_station(cli, tmp_path)
     home = Home(cli.onboard_home)
     seen = spy_link_requests(monkeypatch)
+    restarts: list[float | None] = []  # the remembered rate each sync's send gate restarts from
+
+    class _Meter(DeliveryMeter):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            restarts.append(self.restart_rate)
+
+    monkeypatch.setattr(onboard.sync, "DeliveryMeter", _Meter)
     big = tmp_path / "big.jpg"
     _fake_photo(big, _jpeg_header(sample_jpegs[0].read_bytes()), 24 * MIB)
     cli.onboard("post", "--as", "alice", "--to", "archive:alice", "a text post: a small request, timed")
@@ -181,3 +192,4 @@ async def test_a_sync_remembers_its_link_and_the_next_start_sizes_its_first_flig
     expected = math.floor(FIRST_FLIGHT_BDP * 100_000.0 * 0.6 / SenderConfig().initial_streams)
     opens = _photo_opens(seen)
     assert opens and all(len(o.data) == min(expected, o.size_bytes) for o in opens)
+    assert restarts == [None, 100_000.0]  # and the gate restarts from that link (test_link_restart)
