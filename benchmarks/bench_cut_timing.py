@@ -21,7 +21,7 @@ of those spans would cost, from one run instead of one run per moment.
 
     python benchmarks/bench_cut_timing.py --trace 40 --realtime cubic --profiles fill-rtt0.6-loss1
 
-``--warm SECONDS`` (real time): a station that has been on this link before. A pass of that
+``--warm SECONDS`` (virtual or real time): a station that has been on this link before. A pass of that
 long comes first (another seed, from nothing), and the run's station starts with the link
 memory it left (protocol/link_memory.py: its first flights sized by that pass's BDP).
 """
@@ -45,7 +45,7 @@ from simlink.profile import DarkWindow, LinkProfile, load_profile  # noqa: E402
 from simlink.realtime import TRACE_S, remembered_after_pass, run_realtime  # noqa: E402
 from simlink.report import build_report  # noqa: E402
 from simlink.result import RunResult  # noqa: E402
-from simlink.virtual import run_virtual  # noqa: E402
+from simlink.virtual import remembered_after_virtual_pass, run_virtual  # noqa: E402
 from simlink.workload import load_workload  # noqa: E402
 
 DARK_AT_S, DARK_S, CUT_AFTER_S = 120.0, 180.0, 20.0
@@ -81,7 +81,7 @@ def one(args: tuple[str, str, float, int], tcp_cc: str | None = None, warm_s: fl
     base = load_profile(name)
     profile, duration = with_cut(base, after, at_s)
     if tcp_cc is None:
-        r = run_virtual(profile, load_workload("photo-backlog"), astronauts=4, duration_s=duration, seed=seed)
+        r = _virtual(profile, duration, seed, warm_s)
     else:
         r = _realtime(profile, duration, seed, tcp_cc, warm_s)
     bdp = base.to_ground_bps / 8 * base.rtt_s
@@ -111,8 +111,7 @@ def traced(
     base = load_profile(name)
     profile, duration = with_cut(base, after, span_s, cut=False)
     if tcp_cc is None:
-        wl = load_workload("photo-backlog")
-        r = run_virtual(profile, wl, astronauts=4, duration_s=duration, seed=seed, trace_s=TRACE_S)
+        r = _virtual(profile, duration, seed, warm_s, trace_s=TRACE_S)
     else:
         r = _realtime(profile, duration, seed, tcp_cc, warm_s)
     bdp = base.to_ground_bps / 8 * base.rtt_s
@@ -162,6 +161,18 @@ def trace_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def _virtual(
+    profile: LinkProfile, duration_s: float, seed: int, warm_s: float, trace_s: float | None = None
+) -> RunResult:
+    """The simulator; with ``warm_s``, a station that has been on this link before
+    (``remembered_after_virtual_pass``)."""
+    remembered = remembered_after_virtual_pass(profile, warm_s, seed) if warm_s > 0 else None
+    wl = load_workload("photo-backlog")
+    return run_virtual(
+        profile, wl, astronauts=4, duration_s=duration_s, seed=seed, trace_s=trace_s, remembered=remembered
+    )
+
+
 def _realtime(
     profile: LinkProfile, duration_s: float, seed: int, tcp_cc: str, warm_s: float = 0.0
 ) -> RunResult:
@@ -187,9 +198,8 @@ def _realtime(
 
 def _mode(r: RunResult, tcp_cc: str | None, warm_s: float) -> str:
     """The table's mode: virtual, real time with its congestion control, warmed or not."""
-    if tcp_cc is None:
-        return r.mode
-    return f"realtime {tcp_cc}" + (f", remembering a {warm_s:g} s pass" if warm_s > 0 else "")
+    warmed = f", remembering a {warm_s:g} s pass" if warm_s > 0 else ""
+    return (r.mode if tcp_cc is None else f"realtime {tcp_cc}") + warmed
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -235,7 +245,7 @@ def main() -> None:
         metavar="SECONDS",
         type=float,
         default=0.0,
-        help="real time: before each run, a pass of SECONDS on the same link (another seed); "
+        help="before each run, a pass of SECONDS on the same link (another seed); "
         "the run's station starts remembering it (protocol/link_memory.py)",
     )
     a = ap.parse_args()

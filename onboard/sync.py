@@ -71,6 +71,7 @@ from .receipts import (
     verify_document,
     versions_to_ask,
 )
+from .remembered import LinkRecorder
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +96,6 @@ WARM_TIMEOUT_S = 60.0
 RACE_SYN_RETRIES = 1
 WARM_RETRY_S = 30.0
 WARM_RETRY_MAX_S = 300.0
-# The link as measured is kept for the next start this often (and at the end): a sync killed
-# mid-pass still leaves a memory at most this old (protocol/link_memory.py).
-REMEMBER_EVERY_S = 30.0
 
 
 # Set in the task carrying a copy of a request (Outgoing.hedge): its connection comes only from
@@ -835,7 +833,7 @@ class _Planner:
                 await asyncio.wait([self.prep], timeout=30)
 
 
-def _sized_by_memory(config: SenderConfig, memory: LinkMemory | None) -> SenderConfig:
+def sized_by_memory(config: SenderConfig, memory: LinkMemory | None) -> SenderConfig:
     """``config`` with its first flights sized from the last pass's link (about one BDP
     together, protocol/link_memory.py), unless it sets their size itself or nothing is remembered."""
     if memory is None or config.first_flight_bytes is not None:
@@ -881,8 +879,9 @@ class _Sync:
         self.stop_rules = _StopRules(
             give_up_after_s=give_up_after_s, publish_deadline=time.monotonic() + wait_published_s
         )
-        memory = link.recall_memory(self.conn, time.time())
-        self.sender = TransferSender(_sized_by_memory(config, memory), time.monotonic())
+        self.memory = LinkRecorder(self.conn, time.time(), time.monotonic())
+        memory = self.memory.kept
+        self.sender = TransferSender(sized_by_memory(config, memory), time.monotonic())
         # Ground speaks link version 3: a new upload's OPEN carries its first chunk (issue 14).
         self.sender.first_flight = self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
         self.wake = asyncio.Event()
@@ -920,8 +919,6 @@ class _Sync:
         self.down_since: float | None = None
         self.next_scan = 0.0
         self.fatal: LinkFatal | None = None
-        self.remembered_at = time.monotonic()
-        self.measured: LinkMemory | None = None  # measured since the last written (``_remember``)
 
     async def run(self) -> SyncResult:
         async with aiohttp.ClientSession(
@@ -1018,18 +1015,18 @@ class _Sync:
         return not self.watch and self._one_shot_done(now)
 
     def _remember(self, force: bool = False) -> None:
-        """Keep the link as last measured for the next start (protocol/link_memory.py): noted
+        """Keep the link as last measured for the next start (onboard/remembered.py): noted
         whenever a delivery rate and a base RTT are known (the rate filter forgets itself after
-        a silence, as at a sync's quiet end), written every ``REMEMBER_EVERY_S`` and at the end."""
-        rate = None if self.meter is None else self.meter.rate.rate()
-        base = self.sender.base_rtt_s
-        if rate is not None and base is not None and rate > 0 and base > 0:
-            self.measured = LinkMemory(rate_bytes_s=rate, base_rtt_s=base, measured_at=time.time())
+        a silence, as at a sync's quiet end), the link the limit only while a backlog moves
+        past its start."""
         now = time.monotonic()
-        if self.measured is None or (not force and now - self.remembered_at < REMEMBER_EVERY_S):
-            return
-        link.remember(self.conn, self.measured)
-        self.remembered_at, self.measured = now, None
+        self.memory.note(
+            None if self.meter is None else self.meter.rate.rate(),
+            self.sender.base_rtt_s,
+            wall_now=time.time(),
+            link_limited=self.sender.bulk_in_flight and not self.sender.burst_recent(now),
+        )
+        self.memory.flush(now, force=force)
 
     def _one_shot_done(self, now: float) -> bool:
         """Stopping a sync without ``watch``: True once everything is across (and, within

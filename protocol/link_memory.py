@@ -89,3 +89,13 @@ def first_flight_bytes(memory: LinkMemory, streams: int, least: int, most: int) 
         raise LocalProtocolError(f"first flight bounds: streams={streams}, least={least}, most={most}")
     each = FIRST_FLIGHT_BDP * memory.bdp_bytes / streams
     return int(min(most, max(least, each)))
+
+
+def replaces(new: LinkMemory, kept: LinkMemory | None, *, now: float, link_limited: bool) -> bool:
+    """Does ``new`` replace the memory ``kept`` (at Unix ``now``)? Always when the link was the
+    limit (``link_limited``: a backlog moving, past its start) or nothing usable is kept;
+    otherwise only if faster: a pass that sent a few text posts measured what it sent, not
+    what the link carries, and would have the next start's first flights sized by it."""
+    if link_limited or kept is None or not kept.usable(now):
+        return True
+    return new.rate_bytes_s >= kept.rate_bytes_s

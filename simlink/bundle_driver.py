@@ -122,5 +122,8 @@ class BundlePostDriver:
             json.dumps({"outcome": str(r.outcome), "bundle_id": r.bundle_id}).encode(),
         )
 
+    def finish(self) -> None:
+        """The run is over (a transfer driver keeps its link memory here; this one has none)."""
+
     def stats(self) -> dict[str, int]:
         return {"requests": self.requests, "app_resent_bytes": self.app_resent_bytes}

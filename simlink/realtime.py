@@ -31,6 +31,7 @@ from typing import Any
 
 from .errors import RunError, SimError
 from .link import random_cut_times
+from .memory import WARM_SEED, get_memory, set_memory
 from .profile import LinkProfile
 from .realtime_link import LinkCounts, ProxyRunLink, open_link, packet_mode_problem
 from .result import PostOutcome, RunResult, Sample
@@ -94,9 +95,6 @@ def run_realtime(
             remembered,
         )
     )
-
-
-WARM_SEED = 1000  # a warm-up pass's seed is the run's + this: another backlog, another loss pattern
 
 
 def remembered_after_pass(
@@ -427,7 +425,7 @@ async def _run(
         await _wait_port(link, port, ground, glog)
         add_link(Home(a), await link.connect(port), token)
         if remembered is not None:
-            _set_memory(Home(a), remembered)
+            set_memory(Home(a), remembered)
         sync_args = ["-m", "onboard", "--home", str(a), "sync", "--watch"]
         sync = await _start(link.station_argv(), sync_args, slog, env, workdir)
         t0, wall0 = time.monotonic(), time.time()
@@ -466,34 +464,7 @@ async def _run(
             await _stop(ground, signal.SIGTERM)
         await link.close()
     result = _result(profile, wl, astronauts, duration_s, seed, link, g / "ground.db", measured)
-    return dataclasses.replace(result, link_memory=_get_memory(Home(a)))
-
-
-def _set_memory(home: Any, encoded: str) -> None:
-    """Keep ``encoded`` (a LinkMemory) in the station's database, dated now."""
-    from onboard import link, queue
-    from protocol.link_memory import LinkMemory
-
-    memory = dataclasses.replace(LinkMemory.decode(encoded), measured_at=time.time())
-    conn = queue.connect(home.db_path)
-    try:
-        link.ensure_schema(conn)
-        link.remember(conn, memory)
-    finally:
-        conn.close()
-
-
-def _get_memory(home: Any) -> str | None:
-    """The link memory the station wrote, encoded (None: it measured nothing to keep)."""
-    from onboard import link, queue
-
-    conn = queue.connect(home.db_path)
-    try:
-        link.ensure_schema(conn)
-        memory = link.recall_memory(conn, time.time())
-    finally:
-        conn.close()
-    return None if memory is None else memory.encode()
+    return dataclasses.replace(result, link_memory=get_memory(Home(a)))
 
 
 def _notes(profile: LinkProfile, link: ProxyRunLink, counts: LinkCounts) -> tuple[str, ...]:

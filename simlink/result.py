@@ -76,6 +76,6 @@ class RunResult:
     # (seconds since the start, station → ground bytes in the network) every TRACE_S: what a
     # cut at that moment would cost (the packet link, and virtual time).
     in_network_trace: tuple[tuple[float, int], ...] = ()
-    # Real time: the link the station remembered when it stopped (protocol/link_memory.py's
-    # encoding), what a next start would size its first flights by.
+    # The link the station remembered when it stopped (protocol/link_memory.py's encoding),
+    # what a next start would size its first flights and its gate's restart by.
     link_memory: str | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,6 +28,7 @@ from ground.server import FRAME_TYPE, LinkService
 from ground.stations import add_station, authenticate, write_token_file
 from onboard import link as onboard_link
 from onboard.receipts import ReceiptsPoll, apply_document, verify_document
+from onboard.remembered import LinkRecorder
 from onboard.sync import (
     KEEPALIVE_S,
     RECEIPTS_CURSOR,
@@ -36,6 +38,7 @@ from onboard.sync import (
     awaiting_news,
     open_receipt_versions,
     receipt_versions,
+    sized_by_memory,
 )
 from protocol.bundle import FORMATS
 from protocol.capabilities import Capabilities
@@ -178,7 +181,14 @@ class TransferDriver:
         if v1:
             self.headers.append(("Content-Type", FRAME_TYPE))
         # -- station side --
-        self.sender = TransferSender(V1_CONFIG if v1 else SHARED_CONFIG if shared else SenderConfig(), 0.0)
+        # onboard/sync.py: the link the last pass measured sizes the first flights and the send
+        # gate's restart (a run's ``remembered``); this run's is kept for the next. Not in the
+        # transfers before link memory.
+        self.memory = None if v1 or shared else LinkRecorder(station.conn, time.time(), loop.now)
+        config = V1_CONFIG if v1 else SHARED_CONFIG if shared else SenderConfig()
+        self.sender = TransferSender(
+            sized_by_memory(config, None if self.memory is None else self.memory.kept), 0.0
+        )
         # onboard/sync.py: a new upload's OPEN carries its first chunk (link version 3); not in
         # the transfers before it.
         self.sender.first_flight = not (v1 or shared) and self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
@@ -290,6 +300,7 @@ class TransferDriver:
                 out.payload_bytes,
             )
         self._events()
+        self._remember(now)
         self._warm(now)
         times = [self.poll.next_at]
         if self.dirty:
@@ -435,6 +446,22 @@ class TransferDriver:
             self._open_sizes[seq] = (req.size_bytes, c.request_wire_bytes)
         if hedge is not None and race_every_s is not None and not self.v1:
             self._hedge(seq, hedge, deadline, c)
+
+    def _remember(self, now: float, *, force: bool = False) -> None:
+        """onboard/sync.py ``_remember``: the link as measured, kept for the next start."""
+        if self.memory is None:
+            return
+        self.memory.note(
+            self.delivery.rate(),
+            self.sender.base_rtt_s,
+            wall_now=time.time(),
+            link_limited=self.sender.bulk_in_flight and not self.sender.burst_recent(now),
+        )
+        self.memory.flush(now, force=force)
+
+    def finish(self) -> None:
+        """The run is over: keep what was measured, as sync does when it stops."""
+        self._remember(self.loop.now, force=True)
 
     def _on_delivered(self, now: float, delivered: int) -> None:
         base = self.sender.base_rtt_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import random
@@ -16,10 +17,11 @@ from .bundle_driver import BundlePostDriver
 from .clock import EventLoop
 from .errors import SimError
 from .link import SimLink
+from .memory import WARM_SEED, get_memory, set_memory
 from .profile import LinkProfile
 from .result import PostOutcome, RunResult, Sample
 from .system import EPOCH_MS, Ground, Station, Tracker
-from .workload import NAMES, Workload, accounts_for, plan_posts
+from .workload import NAMES, Workload, accounts_for, load_workload, plan_posts
 
 SAMPLE_S = 60.0
 NOTES = (
@@ -237,9 +239,11 @@ def run_virtual(
     transfer: str = "auto",
     progress: Progress | None = None,
     trace_s: float | None = None,
+    remembered: str | None = None,
 ) -> RunResult:
     """Simulate ``duration_s`` of the whole system; same arguments, same result. With
-    ``trace_s``, the bytes in the network are read that often (``in_network_trace``)."""
+    ``trace_s``, the bytes in the network are read that often (``in_network_trace``);
+    ``remembered``: the link memory a station left on an earlier pass (``run_realtime``'s)."""
     plan = plan_posts(workload, astronauts, duration_s, seed)
     names = list(NAMES[:astronauts])
     loop = EventLoop()
@@ -251,6 +255,8 @@ def run_virtual(
         virtual_wall_clock(loop, seed),
     ):
         station = Station(Path(tmp) / "onboard", names, seed, tracker)
+        if remembered is not None:
+            set_memory(station.home, remembered)
         ground = Ground(
             Path(tmp) / "ground",
             station,
@@ -268,9 +274,12 @@ def run_virtual(
             loop.at(p.at_s, on_post, p)
         sampler = _Sampler(loop, link, tracker, duration_s, trace_s)
         _run_clock(loop, tracker, duration_s, progress)
+        driver.finish()
+        memory = get_memory(station.home)
         station.close()
         ground.close()
-    return _result(profile, workload, astronauts, seed, duration_s, link, tracker, driver, sampler)
+    result = _result(profile, workload, astronauts, seed, duration_s, link, tracker, driver, sampler)
+    return dataclasses.replace(result, link_memory=memory)
 
 
 def _result(
@@ -335,3 +344,16 @@ def _result(
         notes=NOTES,
         in_network_trace=tuple(sampler.trace),
     )
+
+
+def remembered_after_virtual_pass(profile: LinkProfile, warm_s: float, seed: int) -> str:
+    """The link memory a station leaves after a virtual pass of ``warm_s`` on ``profile`` (no
+    dark spell, no cut; seed ``seed`` + ``WARM_SEED``), for ``run_virtual``'s ``remembered``
+    (``remembered_after_pass`` in real time)."""
+    steady = dataclasses.replace(profile, cuts_per_hour=0.0, cuts_at_s=(), dark=())
+    r = run_virtual(
+        steady, load_workload("photo-backlog"), astronauts=4, duration_s=warm_s, seed=seed + WARM_SEED
+    )
+    if r.link_memory is None:
+        raise SimError(f"the warm-up pass of {warm_s:g} s on {profile.name} measured no link to remember")
+    return r.link_memory

@@ -26,10 +26,22 @@ import onboard.sync
 from onboard import link, queue
 from onboard.delivery import DeliveryMeter
 from onboard.home import Home
-from onboard.sync import _sized_by_memory, sync
+from onboard.remembered import REMEMBER_EVERY_S, LinkRecorder
+from onboard.sync import sized_by_memory, sync
 from protocol import LocalProtocolError
-from protocol.link_memory import FIRST_FLIGHT_BDP, MAX_AGE_S, MAX_AHEAD_S, LinkMemory, first_flight_bytes
+from protocol.link_memory import (
+    FIRST_FLIGHT_BDP,
+    MAX_AGE_S,
+    MAX_AHEAD_S,
+    LinkMemory,
+    first_flight_bytes,
+    replaces,
+)
 from protocol.transfer import SenderConfig
+from simlink.profile import load_profile
+from simlink.result import RunResult
+from simlink.virtual import run_virtual
+from simlink.workload import load_workload
 
 NOW = 1_800_000_000.0
 rates = st.floats(min_value=1.0, max_value=1e9, allow_nan=False)
@@ -103,18 +115,31 @@ def test_sixteen_first_flights_on_the_links_of_issue_14() -> None:
     c = SenderConfig()
     for rtt, expect in ((0.6, 6_243), (1.4, 14_568), (2.6, 27_056)):
         m = LinkMemory(rate_bytes_s=185_000.0, base_rtt_s=rtt, measured_at=NOW)
-        assert _sized_by_memory(c, m).first_flight_bytes == expect
+        assert sized_by_memory(c, m).first_flight_bytes == expect
     slow = LinkMemory(rate_bytes_s=2_000.0, base_rtt_s=0.6, measured_at=NOW)
-    assert _sized_by_memory(c, slow).first_flight_bytes == c.min_chunk_bytes
+    assert sized_by_memory(c, slow).first_flight_bytes == c.min_chunk_bytes
     fast = LinkMemory(rate_bytes_s=1e9, base_rtt_s=0.6, measured_at=NOW)
-    assert _sized_by_memory(c, fast).first_flight_bytes == c.initial_chunk_bytes
+    assert sized_by_memory(c, fast).first_flight_bytes == c.initial_chunk_bytes
 
 
 def test_without_a_memory_or_with_a_size_given_the_config_stands() -> None:
     m = LinkMemory(rate_bytes_s=185_000.0, base_rtt_s=0.6, measured_at=NOW)
-    assert _sized_by_memory(SenderConfig(), None) == SenderConfig()
+    assert sized_by_memory(SenderConfig(), None) == SenderConfig()
     given_size = SenderConfig(first_flight_bytes=12 * 1024)
-    assert _sized_by_memory(given_size, m) == given_size
+    assert sized_by_memory(given_size, m) == given_size
+
+
+@given(memories, st.one_of(st.none(), memories), st.booleans(), st.floats(min_value=1.0, max_value=4e9))
+def test_a_pass_that_sent_little_never_lowers_the_memory(
+    new: LinkMemory, kept: LinkMemory | None, limited: bool, now: float
+) -> None:
+    """A measurement taken while the link was the limit replaces what is kept; one taken while
+    the station sent little (a few text posts) only if it is faster, or nothing usable is kept."""
+    got = replaces(new, kept, now=now, link_limited=limited)
+    if limited or kept is None or not kept.usable(now):
+        assert got
+    else:
+        assert got == (new.rate_bytes_s >= kept.rate_bytes_s)
 
 
 def _db(tmp_path: Path) -> sqlite3.Connection:
@@ -193,3 +218,57 @@ async def test_a_sync_remembers_its_link_and_the_next_start_sizes_its_first_flig
     opens = _photo_opens(seen)
     assert opens and all(len(o.data) == min(expected, o.size_bytes) for o in opens)
     assert restarts == [None, 100_000.0]  # and the gate restarts from that link (test_link_restart)
+
+
+def test_the_recorder_writes_every_30_s_and_never_lowers_the_memory_from_a_pass_sending_little(
+    tmp_path: Path,
+) -> None:
+    """onboard/remembered.py, on a real SQLite file: what a sync notes is written every
+    ``REMEMBER_EVERY_S`` (and when it stops); a slower link replaces the memory only when it
+    was measured with the link the limit, a faster one always."""
+    conn = _db(tmp_path)
+    kept = LinkMemory(rate_bytes_s=2e5, base_rtt_s=0.6, measured_at=NOW)
+    link.remember(conn, kept)
+    rec = LinkRecorder(conn, NOW + 10, 100.0)
+    assert rec.kept == kept
+    rec.note(1e3, 0.6, wall_now=NOW + 20, link_limited=False)  # a few text posts
+    rec.note(None, 0.6, wall_now=NOW + 21, link_limited=True)  # no rate measured
+    rec.flush(101.0, force=True)  # nothing noted: nothing written
+    assert link.recall_memory(conn, NOW + 30) == kept
+    rec.note(1e5, 0.7, wall_now=NOW + 40, link_limited=True)  # a backlog moving: the link is slower
+    rec.flush(100.0 + REMEMBER_EVERY_S - 1)
+    assert link.recall_memory(conn, NOW + 50) == kept  # not yet: within REMEMBER_EVERY_S of the start
+    rec.flush(100.0 + REMEMBER_EVERY_S)
+    slower = LinkMemory(rate_bytes_s=1e5, base_rtt_s=0.7, measured_at=NOW + 40)
+    assert link.recall_memory(conn, NOW + 50) == slower == rec.kept
+    rec.note(3e5, 0.7, wall_now=NOW + 60, link_limited=False)  # faster, even sending little
+    rec.flush(0.0, force=True)
+    faster = LinkMemory(rate_bytes_s=3e5, base_rtt_s=0.7, measured_at=NOW + 60)
+    assert link.recall_memory(conn, NOW + 70) == faster
+
+
+# -- the simulator keeps it as sync does ------------------------------------------------
+
+
+def _first_seconds_max_bdp(r: RunResult, bdp: float, until_s: float = 2.0) -> float:
+    return max(n / bdp for t, n in r.in_network_trace if t < until_s)
+
+
+def test_the_simulator_remembers_the_link_and_starts_from_it() -> None:
+    """A virtual run leaves the link it measured (onboard/remembered.py, as sync does), and a
+    run started with it sizes its first flights by it: at 0.6 s the first 2 s then hold under
+    ~1 BDP (0.9 BDP of first flights, plus headers) where a station's first start held ~2.6."""
+    profile = dataclasses.replace(load_profile("fill-rtt0.6-loss1"), cuts_per_hour=0.0)
+    bdp = profile.to_ground_bps / 8 * profile.rtt_s
+    wl = load_workload("photo-backlog")
+    warm = run_virtual(profile, wl, astronauts=2, duration_s=40, seed=5)
+    assert warm.link_memory is not None
+    m = LinkMemory.decode(warm.link_memory)
+    assert 0.9 * profile.to_ground_bps / 8 < m.rate_bytes_s <= profile.to_ground_bps / 8
+    assert profile.rtt_s <= m.base_rtt_s < 1.1 * profile.rtt_s
+    warmed = run_virtual(
+        profile, wl, astronauts=2, duration_s=6, seed=6, trace_s=0.1, remembered=warm.link_memory
+    )
+    new = run_virtual(profile, wl, astronauts=2, duration_s=6, seed=6, trace_s=0.1)
+    assert _first_seconds_max_bdp(warmed, bdp) <= 1.05
+    assert _first_seconds_max_bdp(new, bdp) > 1.5

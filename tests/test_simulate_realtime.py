@@ -146,20 +146,20 @@ def test_documented_realtime_command_with_a_relative_report_folder(
 
 
 def test_a_run_can_start_remembering_an_earlier_pass(tmp_path: Path) -> None:
-    """``run_realtime(remembered=...)`` keeps the memory onboard, dated now (an earlier pass's
+    """``run_realtime(remembered=...)`` (and ``run_virtual``'s) keeps the memory onboard, dated now (an earlier pass's
     date may be past the 7 days a station trusts), and reads back what the station left."""
     import time
 
     from onboard.home import Home
     from protocol.link_memory import LinkMemory
-    from simlink.realtime import _get_memory, _set_memory
+    from simlink.memory import get_memory, set_memory
 
     home = Home(tmp_path / "onboard").ensure()
-    assert _get_memory(home) is None
+    assert get_memory(home) is None
     earlier = LinkMemory(rate_bytes_s=184_000.0, base_rtt_s=2.6, measured_at=1_000_000.0)
     before = time.time()
-    _set_memory(home, earlier.encode())
-    kept = _get_memory(home)
+    set_memory(home, earlier.encode())
+    kept = get_memory(home)
     assert kept is not None
     got = LinkMemory.decode(kept)
     assert (got.rate_bytes_s, got.base_rtt_s) == (184_000.0, 2.6) and got.measured_at >= before
