@@ -879,8 +879,8 @@ class _Sync:
         self.stop_rules = _StopRules(
             give_up_after_s=give_up_after_s, publish_deadline=time.monotonic() + wait_published_s
         )
-        self.memory = LinkRecorder(self.conn, time.time(), time.monotonic())
-        memory = self.memory.kept
+        self.recorder = LinkRecorder(self.conn, time.time(), time.monotonic())
+        memory = self.recorder.kept  # the last pass's link (None: nothing usable)
         self.sender = TransferSender(sized_by_memory(config, memory), time.monotonic())
         # Ground speaks link version 3: a new upload's OPEN carries its first chunk (issue 14).
         self.sender.first_flight = self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
@@ -1020,13 +1020,13 @@ class _Sync:
         a silence, as at a sync's quiet end), the link the limit only while a backlog moves
         past its start."""
         now = time.monotonic()
-        self.memory.note(
+        self.recorder.note(
             None if self.meter is None else self.meter.rate.rate(),
             self.sender.base_rtt_s,
             wall_now=time.time(),
             link_limited=self.sender.bulk_in_flight and not self.sender.burst_recent(now),
         )
-        self.memory.flush(now, force=force)
+        self.recorder.flush(now, force=force)
 
     def _one_shot_done(self, now: float) -> bool:
         """Stopping a sync without ``watch``: True once everything is across (and, within

@@ -184,10 +184,10 @@ class TransferDriver:
         # onboard/sync.py: the link the last pass measured sizes the first flights and the send
         # gate's restart (a run's ``remembered``); this run's is kept for the next. Not in the
         # transfers before link memory.
-        self.memory = None if v1 or shared else LinkRecorder(station.conn, time.time(), loop.now)
+        self.recorder = None if v1 or shared else LinkRecorder(station.conn, time.time(), loop.now)
         config = V1_CONFIG if v1 else SHARED_CONFIG if shared else SenderConfig()
         self.sender = TransferSender(
-            sized_by_memory(config, None if self.memory is None else self.memory.kept), 0.0
+            sized_by_memory(config, None if self.recorder is None else self.recorder.kept), 0.0
         )
         # onboard/sync.py: a new upload's OPEN carries its first chunk (link version 3); not in
         # the transfers before it.
@@ -449,15 +449,15 @@ class TransferDriver:
 
     def _remember(self, now: float, *, force: bool = False) -> None:
         """onboard/sync.py ``_remember``: the link as measured, kept for the next start."""
-        if self.memory is None:
+        if self.recorder is None:
             return
-        self.memory.note(
+        self.recorder.note(
             self.delivery.rate(),
             self.sender.base_rtt_s,
             wall_now=time.time(),
             link_limited=self.sender.bulk_in_flight and not self.sender.burst_recent(now),
         )
-        self.memory.flush(now, force=force)
+        self.recorder.flush(now, force=force)
 
     def finish(self) -> None:
         """The run is over: keep what was measured, as sync does when it stops."""
