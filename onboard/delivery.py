@@ -26,14 +26,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.window_clamp import (
-    MAX_WINDOW_BYTES,
-    MIN_WINDOW_BYTES,
-    DeliveryRate,
-    WindowAsk,
-    WindowRule,
-    restart_budget_bytes,
-)
+from protocol.send_gate import SendGate
+from protocol.window_clamp import DeliveryRate, WindowAsk, WindowRule
 
 # struct tcp_info (include/uapi/linux/tcp.h): tcpi_state is its first byte, tcpi_snd_mss a
 # u32 at 16, tcpi_unacked, tcpi_sacked, tcpi_lost and tcpi_retrans (segments) u32s at 24-36,
@@ -103,10 +97,9 @@ class DeliveryMeter:
         remembered_rate: float | None = None,
     ) -> None:
         self.rate = DeliveryRate(rule)
-        # The last pass's delivery rate (protocol/link_memory.py), until a silence in this one
-        # leaves a newer (``restart_rate``).
-        self._remembered_rate = remembered_rate
-        self._rtt_floor_s = rtt_floor_s  # the gate's least base RTT (GATE_RTT_FLOOR_S)
+        # The send gate's budget (protocol/send_gate.py), sized by the base RTT but never by
+        # less than ``rtt_floor_s`` (GATE_RTT_FLOOR_S); the last pass's rate until a silence.
+        self.send_gate = SendGate(self.rate, rtt_floor_s=rtt_floor_s, remembered_rate=remembered_rate)
         self._ask = WindowAsk(rule)
         self._read = read
         self._sockets: dict[socket.socket, int] = {}  # socket → the most delivered bytes read
@@ -114,12 +107,9 @@ class DeliveryMeter:
         self.established = 0  # connections established at the last poll
         self.busy = 0  # of them, those holding bytes not yet acknowledged
         # The send gate (``gated``): bytes outstanding on every socket at the last poll, bytes
-        # admitted since, the station's budget (``gate``; None: open), and who waits for the
-        # next poll.
+        # admitted since, and who waits for the next poll.
         self.outstanding = 0
         self._admitted = 0
-        self._budget: int | None = None
-        self._opening: tuple[float, int, float] | None = None  # (since, budget then, base RTT)
         self._polled: asyncio.Event | None = None
 
     def watch(self, factory: Callable[[Any], socket.socket]) -> Callable[[Any], socket.socket]:
@@ -185,74 +175,19 @@ class DeliveryMeter:
         until: float | None = None,
     ) -> None:
         """Hold the station's outstanding bytes to ``window_bytes`` × the connections it was
-        shared among (the windows' total; ``_held_total``), until ``until`` (monotonic time)
-        if given, and from then open gradually without being told again: one long body must
-        not stay held at the start's budget (on loopback that paced 160 MiB to 8 KiB a poll).
-        With None (``until`` unused), open gradually from ``now``. Opening, the budget grows
-        as a clamped window is lifted (``WindowRule.release`` × per base RTT; opened at once,
-        the streams wrote ~9 BDP in half a second at 0.6 s) up to the rule's total
-        (``_steady_total``) and stays there, following the rate; before any rate is measured
-        it opens entirely. A base RTT under ``GATE_RTT_FLOOR_S`` counts as that."""
-        if base_rtt_s is not None:
-            base_rtt_s = max(base_rtt_s, self._rtt_floor_s)
-        if window_bytes is not None:
-            self._budget = self._held_total(window_bytes, base_rtt_s)
-            self._opening = None if until is None else (until, self._budget, base_rtt_s or 1.0)
-            return
-        if self._budget is not None and self._opening is None:
-            self._opening = (now, self._budget, base_rtt_s or 1.0)
-        elif self._opening is not None and base_rtt_s is not None:
-            self._opening = (*self._opening[:2], base_rtt_s)  # the steady total follows the base RTT
+        shared among, until ``until`` (monotonic time) if given, then open gradually
+        (protocol/send_gate.py ``SendGate.hold``)."""
+        self.send_gate.hold(window_bytes, self.busy, now, base_rtt_s, until)
 
     @property
     def restart_rate(self) -> float | None:
-        """The delivery rate the link had before this start or return: before the last silence
-        in this sync, else the last pass's; None if neither was measured."""
-        before = self.rate.before
-        return before if before is not None else self._remembered_rate
-
-    def _held_total(self, window_bytes: int, base_rtt_s: float | None) -> int:
-        """The windows' total, but once a rate is measured no more than ``gain`` × rate × base
-        RTT: each window is at least 8 KiB (a stream must recover a loss by duplicate acks),
-        and at 0.6 s RTT 30 streams' least windows were 2.1 BDP (docs/link.md "The first
-        flight and the gate's total"); the gate holds the sum, so no stream needs the floor.
-        With the link known from before (``restart_rate``), never under ``FIRST_FLIGHT_BDP``
-        of it: the rate measured in a restart's first round trips is what the gate let
-        through, and a budget following it alone grew 1.25× a round trip from a few KiB."""
-        total = window_bytes * (self.busy + 1)
-        rate = self.rate.rate()
-        restart = None if base_rtt_s is None else restart_budget_bytes(self.restart_rate, base_rtt_s)
-        if rate is None or base_rtt_s is None:
-            return total if restart is None else restart
-        measured = min(total, max(MIN_WINDOW_BYTES, int(self.rate.rule.gain * rate * base_rtt_s)))
-        return measured if restart is None else max(measured, restart)
+        """The delivery rate the link had before this start or return (``SendGate.restart_rate``)."""
+        return self.send_gate.restart_rate
 
     @property
     def budget(self) -> int | None:
         """The bytes the station may hold outstanding now (None: the gate is open)."""
-        if self._opening is None or self._budget is None:
-            return self._budget
-        since, start, base = self._opening
-        rtts = max(0.0, time.monotonic() - since) / max(base, 1e-3)
-        grown = start * self.rate.rule.release ** min(rtts, 100.0)
-        steady = self._steady_total(base)
-        if steady is not None:
-            return int(min(grown, steady))
-        if grown >= MAX_WINDOW_BYTES:
-            self._budget = self._opening = None
-            return None
-        return int(grown)
-
-    def _steady_total(self, base_rtt_s: float) -> int | None:
-        """After the start, the windows' total the rule allows: ``share`` × ``gain`` × rate ×
-        base RTT, following the rate (None before a rate is measured: the gate opens). Opened
-        entirely, the streams filled a real link's queue to ~2.2-2.5 BDP 10-30 s into a start
-        and held ~1.1 BDP after (docs/link.md "The gate stays")."""
-        rate = self.rate.rate()
-        if rate is None:
-            return None
-        r = self.rate.rule
-        return max(MIN_WINDOW_BYTES, int(r.share * r.gain * rate * base_rtt_s))
+        return self.send_gate.budget(time.monotonic())
 
     async def admit(self, n: int) -> None:
         """Wait until ``n`` more upload bytes keep the station's outstanding bytes within its

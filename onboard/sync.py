@@ -494,8 +494,10 @@ class _Requests:
         on_contact: Callable[[], None] = lambda: None,
         window: Callable[[int], dict[str, str]] = lambda payload_bytes: {},
         body: Callable[[bytes, dict[str, str]], bytes | AsyncIterator[bytes]] = lambda data, headers: data,
+        link_back: Callable[[float], None] = lambda now: None,
     ) -> None:
         self._sender = sender
+        self._link_back = link_back  # a probe's connection called the link back (request_began)
         self._on_contact = on_contact  # ground answered (the compose page's link status)
         self._window = window  # the window header for a request with this many upload bytes
         self._body = body  # a request's body as written (the send gate may pace it)
@@ -565,9 +567,15 @@ class _Requests:
         limit = asyncio.timeout(max(0.5, deadline - time.monotonic()))
 
         def began(at: float) -> None:
+            was_up = sender.link_up
             later = sender.request_began(seq, at)
             if later is not None:
                 limit.reschedule(loop.time() + max(0.5, later - time.monotonic()))
+            if sender.link_up and not was_up:
+                # A probe's raced connection called the link back: the streams go now, their
+                # windows and the gate measuring afresh as after the first bytes of a return.
+                self._link_back(at)
+                self._wake.set()
 
         timing.on_begin = began
         try:
@@ -901,6 +909,7 @@ class _Sync:
             self.seen.contact,
             window=self._window,
             body=self._gated,
+            link_back=self._link_back,
         )
         poll = ReceiptsPoll(every_s=receipts_every_s, max_s=max(receipts_max_s, receipts_every_s))
         self.receipts = _ReceiptsExchange(
@@ -974,6 +983,13 @@ class _Sync:
         burst = self.sender.burst_recent(now)
         self.meter.gate(w if burst else None, now, self.sender.base_rtt_s, self.sender.burst_ends_at)
         return {} if w is None else {WINDOW_HEADER: str(w)}
+
+    def _link_back(self, now: float) -> None:
+        """The link is back before any byte crossed (a probe's raced connection): the windows
+        and the gate measure afresh now, not from the rate before the dark."""
+        base = self.sender.base_rtt_s
+        if self.meter is not None and base is not None:
+            self.meter.rate.link_back(now, base)
 
     def _gated(self, data: bytes, headers: dict[str, str]) -> bytes | AsyncIterator[bytes]:
         """The body of a request carrying a window, written only as the station's budget allows

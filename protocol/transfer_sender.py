@@ -176,6 +176,13 @@ class SenderConfig:
     suspect_min_s: float = 1.0
     # While down, small uploads (text) probing at once besides the first (``_small_probes``).
     down_small_probes: int = 15
+    # While down, a probe's new connection answered across the path (it began at least
+    # ``up_on_connect_rtts`` × the least round trip after the probe was handed out) calls the
+    # link back at once: ground's host answered a SYN, so every stream may start a round trip
+    # before the probe's own answer would say so (docs/link.md "After a loss of signal"). A
+    # connection made sooner proves nothing (a local TCP proxy accepts at once, dark or not):
+    # the answer does, as before. None: only an answer calls the link up.
+    up_on_connect_rtts: float | None = 0.5
     # While every byte is acked but ground has not committed yet, ask again this often.
     commit_poll_s: float = 1.0
     # Uploads up to this size go whole inside their first OPEN (a text bundle is ~1 KiB);
@@ -1013,6 +1020,8 @@ class TransferSender:
         if req is None or not req.probe:
             return None
         req.suspect = False  # it has a connection
+        if not self._up and self._connected_across(req, now):
+            self._link_back(now)
         payload = 0 if req.span is None else req.span[1] - req.span[0]
         req.deadline = max(req.deadline, now + self._timeout_s(payload))
         return req.deadline
@@ -1203,11 +1212,21 @@ class TransferSender:
         for r in self._requests.values():
             r.suspect = False  # ground answered: the link works; new connections connect plainly
         if not self._up:
-            self._up = True
-            self._burst_at = now  # every stream starts again at once: a burst
-            self._events.append(LinkUp(at=now))
+            self._link_back(now)
         self._backoff_s = 0.0
         self._cut_scale = min(1.0, self._cut_scale * 1.1)
+
+    def _connected_across(self, req: _Req, now: float) -> bool:
+        """Did a probe's connection take long enough to have crossed the path (``up_on_connect_rtts``)?"""
+        k = self.config.up_on_connect_rtts
+        least = self._least_rtt_s
+        return k is not None and least is not None and now - req.sent_at >= k * least
+
+    def _link_back(self, now: float) -> None:
+        self._up = True
+        self._burst_at = now  # every stream starts again at once: a burst
+        self._backoff_s = 0.0
+        self._events.append(LinkUp(at=now))
 
     def _fail(self, req: _Req, now: float, reason: str) -> None:
         self.stats.failures += 1

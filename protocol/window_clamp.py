@@ -77,17 +77,7 @@ class DeliveryRate:
         if q and now - q[-1][0] < r.sample_every_s:
             return
         span = r.rate_window_rtts * base_rtt_s
-        if q and now - q[-1][0] > max(r.silence_rtts * base_rtt_s, r.silence_min_s):
-            # Nothing delivered for a while (a loss of signal, an idle link): a sample across
-            # the silence measures the silence, not the link, and the link after a dark may
-            # not be the one before it (another relay, another rate). Measure afresh: until a
-            # new sample the window is the floor (``window_bytes``), then it grows with what
-            # the link delivers (BBR's start-up from nothing), so the burst of every stream
-            # restarting at once meets a clamp at once.
-            if self._best:
-                self.before = self._best[0][1]
-            self._best.clear()
-            q.clear()
+        self.link_back(now, base_rtt_s)
         q.append((now, delivered))
         while len(q) > 1 and now - q[1][0] >= span:
             q.popleft()
@@ -101,6 +91,24 @@ class DeliveryRate:
         horizon = r.max_over_rtts * base_rtt_s
         while self._best and now - self._best[0][0] > horizon:
             self._best.popleft()
+
+    def link_back(self, now: float, base_rtt_s: float) -> None:
+        """Nothing delivered for a while (a loss of signal, an idle link): measure afresh.
+
+        A sample across the silence measures the silence, not the link, and the link after a
+        dark may not be the one before it (another relay, another rate). Until a new sample
+        the window is the floor (``window_bytes``), then it grows with what the link delivers
+        (BBR's start-up from nothing), so the burst of every stream restarting at once meets a
+        clamp at once. Called at each sample, and by the drivers when a raced connection calls
+        the link back before any byte crossed (TransferSender.request_began)."""
+        r = self.rule
+        q = self._samples
+        if not q or now - q[-1][0] <= max(r.silence_rtts * base_rtt_s, r.silence_min_s):
+            return
+        if self._best:
+            self.before = self._best[0][1]
+        self._best.clear()
+        q.clear()
 
     def rate(self) -> float | None:
         """Bytes per second, or None before a whole sample."""

@@ -164,6 +164,12 @@ class SimLink:
         # what Linux's TCP_INFO tcpi_delivered adds up to; ``on_delivered`` hears each rise.
         self.up_delivered = 0
         self.on_delivered: Callable[[float, int], None] | None = None
+        # The station's send gate (onboard/delivery.py, protocol/send_gate.py): the bytes it may
+        # hold outstanding on every connection together now (None: open). A connection whose
+        # request carries a window (``gated``) sends new data only within it; those it holds
+        # wait for the next ack on any connection.
+        self.send_budget: Callable[[], int | None] | None = None
+        self._gate_waiting: list[SimConnection] = []
         self.syns = 0  # SYNs the station sent (first and retried)
         self.syns_dark = 0  # of them, sent while the link was dark (docs/link.md: their cost)
         for s, e in self.dark:
@@ -211,6 +217,29 @@ class SimLink:
         self.up_delivered += n
         if self.on_delivered is not None:
             self.on_delivered(self.loop.now, self.up_delivered)
+        if self._gate_waiting:
+            waiting, self._gate_waiting = self._gate_waiting, []
+            for c in waiting:
+                c.up.pump()
+
+    def gate_holds(self, conn: SimConnection, n: int) -> bool:
+        """Does the send gate hold ``n`` more bytes of ``conn``'s request? As the station's gate
+        (DeliveryMeter.admit): the bytes in flight on every connection (sent, neither acked,
+        SACKed nor marked lost, as TCP_INFO's packets in flight) plus ``n`` within the budget,
+        or nothing in flight at all. Unlike it, the gate admits a segment as it is sent, not
+        an 8 KiB slice into the socket (a byte waiting for the congestion window is not held
+        here), and it learns of each ack at once, not at its next 50 ms poll of TCP_INFO."""
+        if not conn.gated or self.send_budget is None:
+            return False
+        budget = self.send_budget()
+        if budget is None:
+            return False
+        held = sum(c.up.pipe for c in self.conns if not c.closed)  # Linux's packets in flight
+        if held == 0 or held + n <= budget:
+            return False
+        if conn not in self._gate_waiting:
+            self._gate_waiting.append(conn)
+        return True
 
     def connect(self, client: Endpoint, server: Endpoint, *, syns: int = len(SYN_RETRIES_S)) -> SimConnection:
         """Open a connection from the station (client) to ground (server); the client is told
@@ -235,6 +264,7 @@ class SimConnection:
         self.established = False
         self.server_knows = False
         self.closed = False
+        self.gated = False  # its request carries a window: the station's send gate paces it
         self.up = _Half(self, link.to_ground, link.to_station, server)  # station → ground
         self.down = _Half(self, link.to_station, link.to_ground, client)  # ground → station
         self._syn_timer: Timer | None = None
@@ -408,6 +438,9 @@ class _Half:
                 if self.nxt + n - self.una > self.rwnd:
                     self.rwnd_limited = True
                     break  # the receiver's window is full: its acks pump again
+                if self is self.conn.up and self.link.gate_holds(self.conn, n):
+                    self.rwnd_limited = True  # held by the station, not by cwnd: no growth (Linux)
+                    break  # the next ack on any connection pumps it again
                 off = self.nxt - self.una
                 seg = _Seg(seq=self.nxt, length=n, payload=bytes(self.data[off : off + n]))
                 self.segs[seg.seq] = seg

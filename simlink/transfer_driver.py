@@ -27,6 +27,7 @@ from ground.receipts import ground_key_line
 from ground.server import FRAME_TYPE, LinkService
 from ground.stations import add_station, authenticate, write_token_file
 from onboard import link as onboard_link
+from onboard.delivery import GATE_RTT_FLOOR_S
 from onboard.receipts import ReceiptsPoll, apply_document, verify_document
 from onboard.remembered import LinkRecorder
 from onboard.sync import (
@@ -46,6 +47,7 @@ from protocol.codecs import Codec
 from protocol.dictionary import shipped_ids
 from protocol.rangeset import RangeSet
 from protocol.receipts import RECEIPTS_VERSIONS
+from protocol.send_gate import SendGate
 from protocol.transfer import (
     LinkDown,
     LinkFatal,
@@ -196,7 +198,16 @@ class TransferDriver:
         self.clamps = not (v1 or shared) and self.cfg.peer.speaks_link(WINDOW_CLAMP_LINK_VERSION)
         self.delivery = DeliveryRate()
         self.window_ask = WindowAsk()  # onboard/delivery.py DeliveryMeter's
+        # onboard/delivery.py's send gate: bodies carrying a window leave within its budget.
+        kept = None if self.recorder is None else self.recorder.kept
+        self.gate = SendGate(
+            self.delivery,
+            rtt_floor_s=GATE_RTT_FLOOR_S,
+            remembered_rate=None if kept is None else kept.rate_bytes_s,
+        )
         link.on_delivered = self._on_delivered
+        if self.clamps:
+            link.send_budget = lambda: self.gate.budget(self.loop.now)
         self.pool: list[HttpClient] = []
         # onboard/race.py: while the link is down, new connections come from one shared race.
         self.race = SimRace(loop, link, self._server)
@@ -422,20 +433,22 @@ class TransferDriver:
             return
         self.requests += 1
         self.inflight[seq] = c
+        window = self._window_header(payload_bytes)
         c.request(
             "POST",
             "/v1/link",
             data,
-            self.headers + self._window_header(payload_bytes),
+            self.headers + window,
             lambda resp: self._first_answered(seq, c, resp, kind),
             lambda reason: self._first_failed(seq, c, reason),
             total_timeout_s=max(0.5, deadline - self.loop.now),
             race_every_s=None if self.v1 else race_every_s,
             race=self.race,
-            on_begin=None if self.v1 else (lambda now: self.sender.request_began(seq, now)),
+            on_begin=None if self.v1 else (lambda now: self._began(seq, now)),
             # onboard/sync.py: a plain connect unanswered race_after_s joins the race if suspect.
             race_after_s=None if self.v1 else race_after_s,
             on_unanswered=lambda: self._unanswered(seq),
+            gated=bool(window),  # onboard/sync.py gates the bodies carrying a window
         )
         t = self.traffic.setdefault(
             kind, {"requests": 0, "answered": 0, "request_bytes": 0, "response_bytes": 0}
@@ -477,8 +490,13 @@ class TransferDriver:
         rate, base = self.delivery.rate(), self.sender.base_rtt_s
         if base is None:
             return []
-        busy = self.link.busy_count() + 1  # (+1: the connection this request takes)
-        w = self.window_ask.ask(self.loop.now, rate, base, busy, self.sender.queue_recent(self.loop.now))
+        now = self.loop.now
+        busy = self.link.busy_count()
+        w = self.window_ask.ask(now, rate, base, busy + 1, self.sender.queue_recent(now))  # (+1: its own)
+        # onboard/sync.py ``_window``: held to the start's budget while the burst lasts, then
+        # opening gradually to the rule's total (DeliveryMeter.gate).
+        burst = self.sender.burst_recent(now)
+        self.gate.hold(w if burst else None, busy, now, base, self.sender.burst_ends_at)
         return [(WINDOW_HEADER, str(w))]
 
     def _unanswered(self, seq: int) -> float | None:
@@ -503,7 +521,7 @@ class TransferDriver:
         def began(now: float) -> float | None:
             t["requests"] += 1  # a copy that found a connection: its bytes cross
             t["request_bytes"] += c.request_wire_bytes
-            return self.sender.request_began(seq, now)
+            return self._began(seq, now)
 
         c.request(
             "POST",
@@ -517,6 +535,18 @@ class TransferDriver:
             on_begin=began,
             hedge=True,
         )
+
+    def _began(self, seq: int, now: float) -> float | None:
+        """A request began on a connection; a probe's raced connection may call the link back
+        (TransferSender.request_began), and the streams then start at once, as sync's loop wakes."""
+        was_up = self.sender.link_up
+        later = self.sender.request_began(seq, now)
+        base = self.sender.base_rtt_s
+        if self.sender.link_up and not was_up:
+            if base is not None:
+                self.delivery.link_back(now, base)  # the windows measure afresh, as after the first bytes
+            self._schedule(now)
+        return later
 
     def _first_answered(self, seq: int, c: HttpClient, resp: HttpResponse, kind: str) -> None:
         if seq in self.copies or seq in self.hedges_answered:

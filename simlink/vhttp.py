@@ -89,6 +89,7 @@ class HttpClient:
         self.racing: SimRace | None = None  # waiting on the shared race for a connection
         self.suspect_timer: Timer | None = None  # a plain connect joins the race after this
         self.on_begin: Callable[[float], float | None] | None = None
+        self.gated = False  # the request carries a window: the station's send gate paces it
         self.close_timer: Timer | None = None
         # aiohttp's connector closes a keep-alive connection idle this long (keepalive_timeout).
         self.keepalive_s = 15.0
@@ -116,6 +117,7 @@ class HttpClient:
         hedge: bool = False,
         race_after_s: float | None = None,
         on_unanswered: Callable[[], float | None] | None = None,
+        gated: bool = False,
     ) -> None:
         """Send one request; with ``race_every_s`` and ``race`` a new connection comes from the
         shared race (onboard/race.py) instead of one connect with the kernel's SYN retries.
@@ -124,8 +126,11 @@ class HttpClient:
         copy of a request that only takes a connection the race makes anyway, never a new
         attempt; it fails at once when the race has none coming. ``race_after_s`` (with
         ``race``): a plain connect unanswered that long asks ``on_unanswered()`` for a race
-        step and joins the race too, the first to connect serving (onboard/sync.py)."""
+        step and joins the race too, the first to connect serving (onboard/sync.py).
+        ``gated``: the station's send gate paces it (SimLink.gate_holds; onboard/sync.py gates
+        the bodies of requests carrying a window)."""
         assert self.pending is None, "one request at a time"
+        self.gated = gated
         h = h11.Connection(h11.CLIENT)
         hdrs = [*self.auto_headers, *headers]
         if body or method != "GET":  # aiohttp sends no Content-Length on a bodiless GET
@@ -204,6 +209,7 @@ class HttpClient:
                 self.total_timer = self.loop.at(later, self._fail, "request timed out")
         self.bytes_sent += len(raw)
         self._arm_idle(self.idle_timeout_s)
+        self.conn.gated = self.gated
         self.conn.send(True, raw)
 
     def _arm_idle(self, s: float | None) -> None:
