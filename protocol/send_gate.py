@@ -88,6 +88,13 @@ class SendGate:
         if self._opening is None or self._budget is None:
             return self._budget
         since, start, base = self._opening
+        if now < since:
+            # Still held (every stream started at once): the held budget keeps the restart's
+            # floor (``_held_total``). Capped by the steady total here too, it followed a rate
+            # measured only since the return, whose first sample spans the round trip before
+            # any data was acknowledged: in real time 16 kB/s on a 187 kB/s link, a budget of
+            # 0.17 BDP, and less sent kept the rate low (data 10-14 s after a 2.6 s return).
+            return start
         rtts = max(0.0, now - since) / max(base, 1e-3)
         grown = start * self.rate.rule.release ** min(rtts, 100.0)
         steady = self._steady_total(base)

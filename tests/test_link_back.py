@@ -146,6 +146,39 @@ def test_the_gate_restarts_from_the_rate_before_and_opens_by_the_clock_it_is_giv
     assert gate.budget(now + 70.0 + 100 * base) is None  # nothing measured since: it opens
 
 
+@settings(max_examples=120, deadline=None)
+@given(
+    rate=st.floats(2e4, 2e6),
+    base=st.floats(0.3, 3.0),
+    steps=st.lists(
+        st.tuples(st.floats(0.01, 0.5), st.floats(0.0, 1.5), st.integers(0, 80)), min_size=1, max_size=60
+    ),
+)
+def test_while_a_return_is_held_the_gate_never_falls_under_its_restart_budget(
+    rate: float, base: float, steps: list[tuple[float, float, int]]
+) -> None:
+    """Held after a return, the budget stays at least the restart's (0.9 × the BDP before),
+    whatever the link delivers meanwhile: the first samples after a link back span the round
+    trip before any data was acknowledged (real time at 2.6 s: 16 kB/s on a 187 kB/s link),
+    and a budget following them held the data back for ~10 s (docs/link.md)."""
+    r, now = _measured(rate, base)
+    back = now + 60.0
+    r.link_back(back, base)
+    gate = SendGate(r)
+    until = back + 10 * base
+    restart = restart_budget_bytes(r.before, base)
+    assert restart is not None
+    t, delivered = back, 10**9
+    for dt, share, busy in steps:  # each: time passes, the link delivers a share of the rate, a request asks
+        t += dt
+        delivered += int(share * rate * dt)
+        r.observe(t, delivered, base)
+        if t < until:
+            gate.hold(MIN_WINDOW_BYTES, busy=busy, now=t, base_rtt_s=base, until=until)
+            got = gate.budget(t)
+            assert got is not None and got >= restart
+
+
 # -- the simulated link's gate -------------------------------------------------------------
 
 
