@@ -105,7 +105,8 @@ class DeliveryRate:
         q = self._samples
         if not q or now - q[-1][0] <= max(r.silence_rtts * base_rtt_s, r.silence_min_s):
             return
-        if self._best:
+        if self._best and self._best[0][1] > 0:
+            # (A filter that saw nothing delivered measured no link: the rate before stays.)
             self.before = self._best[0][1]
         self._best.clear()
         q.clear()
