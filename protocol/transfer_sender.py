@@ -73,14 +73,21 @@ class SenderConfig:
     # against 8's ~112 kB: at 2.6 s RTT, 1 % loss the start idled ~11 s with 8 (docs/link.md).
     # A short clean path sheds the excess within a few round trips.
     initial_streams: int = 16
-    # 64 at most (with ``query_streams``, 80 requests: ground's edge allows 96 connections per
-    # address, `ground serve --conns-per-address`), and ...
-    max_window: int = 64
-    # ... at most this many per second of base RTT (at least ``streams_floor_max``): one
-    # stream's Mathis bound falls as 1/RTT, so a longer path needs more for the same loss. A
-    # flat 32 held 2.6 s RTT, 1 % loss to 0.68 of 1.5 Mbit/s; this (62 there) reaches ~0.89-0.90
-    # with ``query_streams``, and 1.4 s keeps 34, where a flat 64 had cost 0.91 -> 0.85 (docs/link.md).
+    # 96 at most (with ``query_streams``, 112 requests: ground's edge allows 128 connections
+    # per address, `ground serve --conns-per-address`), and ...
+    max_window: int = 96
+    # ... at most this many per second of the least round trip (at least ``streams_floor_max``):
+    # one stream's Mathis bound falls as 1/RTT, so a longer path needs more for the same loss.
+    # A flat 32 held 2.6 s RTT, 1 % loss to 0.68 of 1.5 Mbit/s; this (62 there) reaches
+    # ~0.90 with ``query_streams``, and 1.4 s keeps 34, where a flat 64 had cost 0.91 -> 0.85.
     streams_per_rtt_s: float = 24.0
+    # ... and up to this many while the link shows no queue at all (the standing round trip
+    # under ``lossy_queue_ratio`` × the base): every stream is held by random loss, and the
+    # link idles (3 %: 62 streams left 2.6 s at 0.79-0.83, docs/link.md "More streams where
+    # every stream is loss-bound"); where a queue forms the extra streams only share it (2.6 s
+    # / 1 % lost a point with them always on), so they are shed again. 1.25 and 1.05 did worse.
+    lossy_streams_per_rtt_s: float = 32.0
+    lossy_queue_ratio: float = 1.1
     streams_floor_max: int = 32
     # Requests that carry no data (an OPEN asking what ground has, a commit poll, receipts)
     # may be in flight this many beyond ``streams``, so a stream never idles a round trip
@@ -399,6 +406,7 @@ class TransferSender:
         # The least small-request round trip ever seen: the path's own, which sets the race
         # step while the link is down (the window's least may be one stale, slow sample then).
         self._least_rtt_s: float | None = None
+        self._path_rtt_s: float | None = None  # the least since the link last came back
         self._last_rtt_s: float | None = None  # the latest (with the queue it found)
         self._standing_rtt: float | None = None  # least small-request round trip this interval
         self._found_queue = False  # the stream count has once filled the link's queue
@@ -623,6 +631,7 @@ class TransferSender:
             return
         self._rtts.append((now, rtt))
         self._least_rtt_s = rtt if self._least_rtt_s is None else min(self._least_rtt_s, rtt)
+        self._path_rtt_s = rtt if self._path_rtt_s is None else min(self._path_rtt_s, rtt)
         self._last_rtt_s = rtt
         while self._rtts[0][0] < now - self.config.rtt_window_s:
             self._rtts.popleft()
@@ -641,6 +650,8 @@ class TransferSender:
         the link has room the streams do not use: add half (an eighth once the queue has been
         seen, so the count does not swing about where it fills the link). Once it rises ``queue_rtt_ratio``
         × the base, the link's queue is filling: the link is the limit, so shed an eighth.
+        Streams beyond the nominal count per RTT are kept only while no queue shows at all
+        (``_stream_caps``).
         The count settles where the queue holds about half a bandwidth-delay product
         (docs/link.md has the measurements). An interval without a sample decides nothing."""
         c = self.config
@@ -648,20 +659,41 @@ class TransferSender:
         standing = self._standing_rtt
         if base is None or standing is None or now - self._epoch_at < max(1.0, 2 * base):
             return
-        top = min(c.max_window, max(c.streams_floor_max, round(c.streams_per_rtt_s * base)))
-        cap = top if now >= self._busy_until else min(top, self._busy_cap)
+        nominal, most = self._stream_caps(now, base)
         if self._window_limited:
             if standing > c.queue_rtt_ratio * base:
-                self.streams = max(min(c.window, cap), self.streams - max(1, self.streams // 8))
+                self.streams = max(min(c.window, nominal), self.streams - max(1, self.streams // 8))
                 self._found_queue = True
+            elif standing >= c.lossy_queue_ratio * base and self.streams > nominal:
+                # Beyond the nominal count only while the link shows no queue at all.
+                self.streams = max(nominal, self.streams - max(1, self.streams // 8))
             else:
                 # Until the queue is first seen (as slow start) ``start_growth`` more, then an eighth.
                 grow = self.streams // 8 if self._found_queue else int(self.streams * c.start_growth)
-                self.streams = min(cap, self.streams + max(1, grow))
+                top = most if standing < c.lossy_queue_ratio * base else nominal
+                self.streams = min(top, self.streams + max(1, grow))
         self._epoch_at = now
         self._window_limited = False
         self._queue_now = standing >= c.clamp_queue_ratio * base
         self._standing_rtt = None
+
+    def _stream_caps(self, now: float, base: float) -> tuple[int, int]:
+        """The most streams while the link holds any queue, and while it holds none.
+
+        Both follow the least round trip since the link last came back, or the base if less: a
+        queue standing past the base's window becomes the base, and a cap following it grew
+        with the queue its own streams made (2.6 s / 1 %: 83 -> 93 streams as the base crept to
+        2.9 s); a return (a relay's handover) may bring a longer path, learnt as the base. Streams
+        beyond the nominal count are for links whose every stream is held by random loss
+        (3 %: the link idle at 62 streams, 2.6 s); where a queue forms they cost goodput."""
+        c = self.config
+        least = base if self._path_rtt_s is None else min(base, self._path_rtt_s)
+
+        def per_rtt(n: float) -> int:
+            top = min(c.max_window, max(c.streams_floor_max, round(n * least)))
+            return top if now >= self._busy_until else min(top, self._busy_cap)
+
+        return per_rtt(c.streams_per_rtt_s), per_rtt(max(c.streams_per_rtt_s, c.lossy_streams_per_rtt_s))
 
     def _data_requests(self) -> int:
         """Requests in flight that carry upload bytes (chunks, small uploads inside an OPEN)."""
@@ -1224,6 +1256,7 @@ class TransferSender:
 
     def _link_back(self, now: float) -> None:
         self._up = True
+        self._path_rtt_s = None  # the path after a dark may not be the one before
         self._burst_at = now  # every stream starts again at once: a burst
         self._backoff_s = 0.0
         self._events.append(LinkUp(at=now))

@@ -4,6 +4,7 @@ on ground (docs/link.md)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import random
@@ -125,6 +126,37 @@ def test_streams_follow_the_queue_behind_a_proxy() -> None:
     seen = path.run(300.0, queue_s=lambda now: max(0, path.sender.streams - 12) * 1.4)
     settled = seen[len(seen) // 2 :]
     assert 11 <= min(settled) and max(settled) <= 15, sorted(set(settled))
+
+
+# 10 streams per second of the 1.4 s path: a cap of 14 the tests can reach in seconds.
+CAPS_CFG = dataclasses.replace(CFG, max_window=96, streams_per_rtt_s=10.0, streams_floor_max=4)
+
+
+def test_a_standing_queue_that_becomes_the_base_does_not_raise_the_cap() -> None:
+    """The cap (streams per second of round trip) follows the least round trip measured, not
+    the windowed base: a queue standing past ``rtt_window_s`` becomes the base, and a cap
+    following it grew with the queue the streams made (2.6 s / 1 %: 83 -> 93 streams)."""
+    cfg = dataclasses.replace(CAPS_CFG, lossy_streams_per_rtt_s=10.0, rtt_window_s=60.0)
+    path = _Path(cfg, photos=3000, photo_bytes=60_000)
+    assert path.run(100.0)[-1] == 14  # 10 per second of the 1.4 s path
+    # 0.6 s of queue: under 1.5 x the base, so nothing sheds; past 60 s the base reads 2.0 s.
+    seen = path.run(path.now + 200.0, queue_s=lambda now: 0.6)
+    assert path.sender.base_rtt_s is not None and path.sender.base_rtt_s > 1.9
+    assert max(seen) == 14
+
+
+def test_streams_beyond_the_nominal_count_only_while_the_link_shows_no_queue() -> None:
+    """Loss-limited streams and no queue at all: up to ``lossy_streams_per_rtt_s``; once a
+    queue shows (the standing round trip 1.1-1.5 x the base, where the nominal rule still
+    grows) the extra streams are shed back to the nominal count, and no further."""
+    cfg = dataclasses.replace(CAPS_CFG, lossy_streams_per_rtt_s=20.0)
+    path = _Path(cfg, photos=3000, photo_bytes=60_000)
+    seen = path.run(150.0)
+    assert seen[-1] == 28 and max(seen) == 28  # 20 per second of the 1.4 s path
+    seen = path.run(path.now + 100.0, queue_s=lambda now: 0.3)  # 1.21 x the base
+    assert path.sender.streams == 14 and min(seen[len(seen) // 2 :]) == 14
+    seen = path.run(path.now + 100.0)  # the queue drains: the extra streams come back
+    assert path.sender.streams == 28
 
 
 def test_streams_do_not_grow_when_the_queue_not_the_window_holds_requests() -> None:
