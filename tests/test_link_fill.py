@@ -145,6 +145,22 @@ def test_a_standing_queue_that_becomes_the_base_does_not_raise_the_cap() -> None
     assert max(seen) == 14
 
 
+def test_after_a_dark_a_longer_path_is_learnt_once_the_base_has() -> None:
+    """The caps' least round trip starts afresh when the link comes back: a return onto a
+    path twice as long (a relay's handover) keeps the old caps only while the old base is in
+    its window, then sizes by the new path (the least ever measured would keep 14 for good)."""
+    cfg = dataclasses.replace(CAPS_CFG, lossy_streams_per_rtt_s=10.0, rtt_window_s=60.0)
+    path = _Path(cfg, photos=3000, photo_bytes=60_000)
+    assert path.run(100.0)[-1] == 14
+    for _, _, seq, _ in path.flying:  # the dark: every request in flight dies with the link
+        path.sender.request_failed(seq, path.now, "cut")
+    path.flying.clear()
+    assert not path.sender.link_up
+    seen = path.run(path.now + 200.0, rtt=2.8)
+    assert path.sender.link_up and path.sender.base_rtt_s is not None and path.sender.base_rtt_s > 2.7
+    assert seen[-1] == 28 and max(seen) == 28
+
+
 def test_streams_beyond_the_nominal_count_only_while_the_link_shows_no_queue() -> None:
     """Loss-limited streams and no queue at all: up to ``lossy_streams_per_rtt_s``; once a
     queue shows (the standing round trip 1.1-1.5 x the base, where the nominal rule still
