@@ -95,7 +95,7 @@ class SendGate:
             # any data was acknowledged: in real time 16 kB/s on a 187 kB/s link, a budget of
             # 0.17 BDP, and less sent kept the rate low (data 10-14 s after a 2.6 s return).
             return start
-        rtts = max(0.0, now - since) / max(base, 1e-3)
+        rtts = (now - since) / max(base, 1e-3)
         grown = start * self.rate.rule.release ** min(rtts, 100.0)
         steady = self._steady_total(base)
         if steady is not None:

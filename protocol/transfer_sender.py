@@ -660,17 +660,18 @@ class TransferSender:
         if base is None or standing is None or now - self._epoch_at < max(1.0, 2 * base):
             return
         nominal, most = self._stream_caps(now, base)
+        queue_shows = standing >= c.lossy_queue_ratio * base
         if self._window_limited:
             if standing > c.queue_rtt_ratio * base:
                 self.streams = max(min(c.window, nominal), self.streams - max(1, self.streams // 8))
                 self._found_queue = True
-            elif standing >= c.lossy_queue_ratio * base and self.streams > nominal:
+            elif queue_shows and self.streams > nominal:
                 # Beyond the nominal count only while the link shows no queue at all.
                 self.streams = max(nominal, self.streams - max(1, self.streams // 8))
             else:
                 # Until the queue is first seen (as slow start) ``start_growth`` more, then an eighth.
                 grow = self.streams // 8 if self._found_queue else int(self.streams * c.start_growth)
-                top = most if standing < c.lossy_queue_ratio * base else nominal
+                top = nominal if queue_shows else most
                 self.streams = min(top, self.streams + max(1, grow))
         self._epoch_at = now
         self._window_limited = False
