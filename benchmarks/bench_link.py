@@ -312,18 +312,18 @@ MATRIX_LOSSES = ("0", "0.1", "1", "3")
 TCP_IP_HEADER_BYTES = 40
 
 
-def _virtual_one(args: tuple[str, str, float, int]) -> dict[str, Any]:
+def _virtual_one(args: tuple[str, str, float, int, str]) -> dict[str, Any]:
     """One simulator run (in a worker process): its report's figures."""
     from simlink.profile import load_profile
     from simlink.report import build_report
     from simlink.virtual import run_virtual
     from simlink.workload import load_workload
 
-    profile_name, transfer, minutes, seed = args
+    profile_name, transfer, minutes, seed, workload = args
     prof = load_profile(profile_name)
     r = run_virtual(
         prof,
-        load_workload("photo-backlog"),
+        load_workload(workload),
         astronauts=4,
         duration_s=minutes * 60,
         seed=seed,
@@ -350,6 +350,7 @@ def _virtual_one(args: tuple[str, str, float, int]) -> dict[str, Any]:
         "aborted_in_network": lk["aborted_in_network_bytes"],
         "left": rep["posts"]["still_queued_onboard"],
         "seed": seed,
+        "workload": workload,
     }
 
 
@@ -381,19 +382,22 @@ def virtual_matrix(
     jobs: int,
     profiles: list[str],
     transfers: list[str],
+    workload: str = "photo-backlog",
 ) -> None:
     """Run every (profile, transfer, seed) in worker processes, printing each run as one JSON
     line as it ends (a long matrix keeps what it did), then the table."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    work = [(pr, tr, minutes, sd) for sd in [*seeds, *held_out] for pr in profiles for tr in transfers]
+    work = [
+        (pr, tr, minutes, sd, workload) for sd in [*seeds, *held_out] for pr in profiles for tr in transfers
+    ]
     got: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=jobs) as ex:
         for fut in as_completed([ex.submit(_virtual_one, w) for w in work]):
             r = fut.result()
             got.append(r)
             print(json.dumps(r), flush=True)
-    print_table(got, minutes, seeds, held_out, profiles, transfers)
+    print_table(got, minutes, seeds, held_out, profiles, transfers, workload)
 
 
 def print_table(
@@ -403,6 +407,7 @@ def print_table(
     held_out: list[int],
     profiles: list[str],
     transfers: list[str],
+    workload: str = "photo-backlog",
 ) -> None:
     """The docs/link.md table: goodput / link rate while posts wait, per transfer and seed
     (tuned-on seeds, then held-out ones), next to the Mathis bound and the ceiling."""
@@ -416,7 +421,7 @@ def print_table(
         return " / ".join("–" if v is None else f"{v['goodput'] or 0:.3f}" for v in vals)
 
     print(
-        f"virtual time, photo-backlog workload ({load_workload('photo-backlog').description}), 4 astronauts, "
+        f"virtual time, {workload} workload ({load_workload(workload).description}), 4 astronauts, "
         f"{minutes:g} min; goodput / link rate while posts wait; seeds {', '.join(map(str, seeds))}"
         + (f" | held out {', '.join(map(str, held_out))}" if held_out else "")
         + "\n"
@@ -580,7 +585,11 @@ def _realtime_cell(
         if "baseline" in parts
         else {"goodput": None}
     )
-    virt = _virtual_one((prof_name, "transfer", minutes, seed)) if "virtual" in parts else {"goodput": None}
+    virt = (
+        _virtual_one((prof_name, "transfer", minutes, seed, "photo-backlog"))
+        if "virtual" in parts
+        else {"goodput": None}
+    )
     return {
         "profile": prof_name,
         "seed": seed,
@@ -668,6 +677,11 @@ def main() -> None:
         "--held-out", type=int, nargs="*", default=[11, 12, 13], help="seeds never tuned on (--virtual)"
     )
     ap.add_argument("--jobs", type=int, default=2, help="simulator runs at once (--virtual)")
+    ap.add_argument(
+        "--workload",
+        default="photo-backlog",
+        help="workload name or file (--virtual; large-photos: a few ~6 MB camera frames)",
+    )
     ap.add_argument("--profiles", nargs="*", help="profiles to run (--virtual; default: the matrix)")
     ap.add_argument(
         "--transfers",
@@ -720,10 +734,12 @@ def main() -> None:
     ]
     if args.table:
         runs = [json.loads(line) for line in args.table.read_text().splitlines() if line.startswith("{")]
-        print_table(runs, args.minutes, args.seeds, args.held_out, names, args.transfers)
+        print_table(runs, args.minutes, args.seeds, args.held_out, names, args.transfers, args.workload)
         return
     if args.virtual:
-        virtual_matrix(args.minutes, args.seeds, args.held_out, args.jobs, names, args.transfers)
+        virtual_matrix(
+            args.minutes, args.seeds, args.held_out, args.jobs, names, args.transfers, args.workload
+        )
         return
     asyncio.run(main_async(LONG if args.long else QUICK))
 

@@ -338,6 +338,13 @@ class _Transfer:
     open_seq: int | None = None
     poll_at: float = 0.0
     opened: bool = False  # an OPEN was sent at least once
+    # Ground has answered that it holds this upload (RECEIVING): bytes never sent may go
+    # while a new OPEN asks what it stored of the rest.
+    known: bool = False
+    # Ranges of requests that failed (a cut): ground may hold any part of them, so they wait
+    # for the next OPEN's answer; every other gap was never sent and cannot be there.
+    unsure: RangeSet = field(default_factory=RangeSet)
+    unsure_after: int = 0  # the last request sent before the latest failure
 
 
 @dataclass(slots=True)
@@ -593,6 +600,13 @@ class TransferSender:
         small = self.config.small_request_bytes
         return any(r.span and r.span[1] - r.span[0] > small for r in self._requests.values())
 
+    def _moving(self) -> bool:
+        """Are more than ``small_request_bytes`` of upload in flight in all? Many chunks each
+        under it (a cut's halved chunks over 80 streams) are a backlog moving all the same: a
+        larger one among them is no new start."""
+        small = self.config.small_request_bytes
+        return sum(r.span[1] - r.span[0] for r in self._requests.values() if r.span) > small
+
     def _suspects(self) -> int:
         return sum(1 for r in self._requests.values() if r.suspect)
 
@@ -719,6 +733,10 @@ class TransferSender:
         owners = max(1, len(self._active_owners()))
         ready: dict[str, bool] = {}
         sample = self._needs_sample()
+        if sample and not any(self._opens_ahead(t) for t in self._transfers.values()):
+            probe = self._sample_open(now)
+            if probe is not None:
+                return probe
         for t in self._transfers.values():
             if not self._sendable(t, now) or not (data_ok or self._query_next(t)):
                 continue
@@ -735,7 +753,7 @@ class TransferSender:
             return self._end_game_copy(now) if data_ok and self._up else None
         t = best[1]
         seq = self._seq()
-        if t.state in (TState.OPENING, TState.SETTLING):
+        if t.open_seq is None and t.state in (TState.OPENING, TState.SETTLING):
             t.open_seq = seq
             size = t.spec.size_bytes
             if t.state is TState.OPENING and t.acked.total == 0 and size <= self.config.inline_bytes:
@@ -890,6 +908,24 @@ class TransferSender:
         flying = sum(1 for r in self._requests.values() if r.span is None or r.span[1] - r.span[0] <= small)
         return flying < self.config.sample_requests
 
+    def _sample_open(self, now: float) -> Outgoing | None:
+        """An OPEN of an upload already sending, asked only for its round trip: with every
+        photo open (a backlog of a few large ones) no small request was left to size the
+        streams by, the count froze and a standing queue became the base RTT (1.86 s on a
+        1.4 s path, ~1.7 BDP in the network). Its chunks keep flowing meanwhile."""
+        sending = [
+            t
+            for t in self._transfers.values()
+            if t.state is TState.SENDING and t.known and t.open_seq is None and self._gaps(t)
+        ]
+        if not sending:
+            return None
+        t = max(sending, key=lambda x: x.spec.size_bytes - x.acked.total)
+        seq = self._seq()
+        t.open_seq = seq
+        req = Open(seq=seq, key=t.spec.key, size_bytes=t.spec.size_bytes, owner=t.spec.owner)
+        return self._emit(req, now, t.spec.key, None)
+
     def _ready_enough(self, owner: str, owners: int) -> bool:
         """Does ``owner`` have its share of ``open_ahead_rounds`` chunks for every stream open (bytes not yet
         sent, or behind an OPEN on its way)? Then nothing more of its is opened ahead: the
@@ -917,7 +953,7 @@ class TransferSender:
         if t.state is TState.SETTLING:
             return True
         inline = t.acked.total == 0 and t.spec.size_bytes <= self.config.inline_bytes
-        return t.state is TState.OPENING and not inline
+        return t.state is TState.OPENING and t.open_seq is None and not inline
 
     def _receipts_with(self, t: _Transfer) -> int | None:
         """The receipts cursor a bundle's OPEN carries (link version 2), or None."""
@@ -935,15 +971,23 @@ class TransferSender:
                 return False
             t.state = TState.OPENING
         if t.open_seq is not None:
-            return False  # wait for what ground says before sending more of it
+            return self._sure_sendable(t)
         if t.state is TState.OPENING:
             return True
         if t.state is TState.SETTLING:
             return now >= t.poll_at and not t.inflight
         return t.state is TState.SENDING and bool(self._gaps(t))
 
+    def _sure_sendable(self, t: _Transfer) -> bool:
+        """While ``t``'s OPEN asks what ground stored after a cut, may bytes it never sent go?
+        Only of an upload ground holds, on a live link: the OPEN's round trip is no longer
+        idle for every stream after a cut or a return (the re-OPEN waited for it before)."""
+        return self._up and t.known and t.state in (TState.OPENING, TState.SENDING) and bool(self._gaps(t))
+
     def _gaps(self, t: _Transfer) -> list[tuple[int, int]]:
-        busy = RangeSet(t.inflight.values()).union(t.acked)
+        """What of ``t`` may be sent now: neither acknowledged, nor in flight, nor perhaps on
+        ground already (a failed request's range, until the next OPEN's answer)."""
+        busy = RangeSet(t.inflight.values()).union(t.acked).union(t.unsure)
         return busy.gaps(0, t.spec.size_bytes)
 
     def _next_gap(self, t: _Transfer, most: int | None = None) -> tuple[int, int]:
@@ -982,7 +1026,7 @@ class TransferSender:
         deadline = now + (timeout if self._up else max(timeout, self.config.down_probe_timeout_s))
         # A request after one suspect races at once (a connect of its own would wait as long).
         suspect = self._up and self._suspects() > 0
-        if self._up and payload > self.config.small_request_bytes and not self.bulk_in_flight:
+        if self._up and payload > self.config.small_request_bytes and not self._moving():
             self._burst_at = now  # a backlog begins: its streams start together, in slow start
         self._requests[req.seq] = _Req(
             seq=req.seq,
@@ -1144,12 +1188,17 @@ class TransferSender:
             return
         # Ground's durable ranges only grow; answers may arrive out of order, so merge.
         t.acked = t.acked.union(resp.ranges)
+        t.known = True
+        if req.seq > t.unsure_after:
+            t.unsure = RangeSet()  # sent after the failures: ground said what it kept of them
         self._events.append(
             TransferProgress(key=t.spec.key, acked_bytes=t.acked.total, size_bytes=t.spec.size_bytes)
         )
         if t.acked.covers(0, t.spec.size_bytes):
             t.state = TState.SETTLING
             t.poll_at = now + self.config.commit_poll_s
+        elif t.unsure and t.open_seq is None:
+            t.state = TState.OPENING  # an answer from before a failure: ask what ground kept
         elif t.state is not TState.SETTLING or req.span is None:
             t.state = TState.SENDING
 
@@ -1208,6 +1257,8 @@ class TransferSender:
             self._on_success(req, now)
             t.inflight.pop(req.seq, None)
             t.acked = RangeSet()
+            t.unsure = RangeSet()
+            t.known = False
             t.state = TState.OPENING
             return
         if not err.retryable and t is not None:
@@ -1229,7 +1280,7 @@ class TransferSender:
         self._on_success(req, now)
         t = self._transfers.get(req.key) if req.key else None
         if t is not None:
-            t.inflight.pop(req.seq, None)
+            self._unsure(t, req)
             if t.open_seq == req.seq:
                 t.open_seq = None
             if t.state in (TState.SENDING, TState.SETTLING):
@@ -1262,14 +1313,21 @@ class TransferSender:
         self._backoff_s = 0.0
         self._events.append(LinkUp(at=now))
 
+    def _unsure(self, t: _Transfer, req: _Req) -> None:
+        """``req`` of ``t`` failed: its range waits for the answer to an OPEN sent after now."""
+        span = t.inflight.pop(req.seq, None)
+        if span is not None:
+            t.unsure.add(*span)
+        t.unsure_after = self._next_seq - 1
+
     def _fail(self, req: _Req, now: float, reason: str) -> None:
         self.stats.failures += 1
         t = self._transfers.get(req.key) if req.key else None
         if t is not None:
-            t.inflight.pop(req.seq, None)
+            self._unsure(t, req)
             if t.open_seq == req.seq:
                 t.open_seq = None
-            # What ground stored of a cut chunk is unknown: ask before sending more of it.
+            # What ground stored of a cut chunk is unknown: ask before sending it again.
             if t.state in (TState.SENDING, TState.SETTLING):
                 t.state = TState.OPENING
         # Frequent cuts → smaller chunks, so each cut wastes less (floor: min_chunk_bytes).

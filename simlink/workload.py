@@ -128,6 +128,8 @@ def parse_workload(data: object, source: str, base: Path) -> Workload:
         pt = Table(source, p, f"photos[{i}]")
         f = pt.string("file")
         weight = pt.number("weight", 1.0, min=0, min_exclusive=True)
+        enlarge = pt.integer("enlarge", 1, min=1, max=8)
+        grain = pt.integer("grain", 0, min=0, max=64)
         pt.done()
         path = _skimage_data() / f.removeprefix("skimage:") if f.startswith("skimage:") else base / f
         try:
@@ -137,6 +139,8 @@ def parse_workload(data: object, source: str, base: Path) -> Workload:
         mt = sniff_media_type(blob[:64])
         if mt not in ("image/jpeg", "image/png"):
             raise pt.error("file", f"{path} is not a JPEG or PNG photo (found {mt or 'unknown data'})")
+        if enlarge > 1 or grain:
+            blob, mt = _camera_frame(blob, enlarge, grain), "image/jpeg"
         photos.append(PhotoSource(name=path.name, data=blob, media_type=mt, weight=weight))
     if photo_fraction > 0 and not photos:
         raise top.error("photos", "is missing or empty while photo_post_fraction > 0")
@@ -155,6 +159,27 @@ def parse_workload(data: object, source: str, base: Path) -> Workload:
         lines_max=lines_max,
         photos=tuple(photos),
     )
+
+
+def _camera_frame(blob: bytes, enlarge: int, grain: int) -> bytes:
+    """A sample photo as a camera's full frame: ``enlarge`` x its size, a seeded sensor grain of
+    +-``grain`` levels, JPEG quality 95 (hubble_deep_field.jpg x4, grain 12: 4000 x 3488, ~6 MB).
+    The sample photos are a few hundred kB; a crew's camera writes megabytes a frame, and a
+    backlog of a few large photos leaves the sender few small requests to measure the path by."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(blob)).convert("RGB")
+    im = im.resize((im.width * enlarge, im.height * enlarge), Image.Resampling.BICUBIC)
+    if grain:
+        px = np.asarray(im).astype(np.int16)
+        px += np.random.default_rng(1).integers(-grain, grain, px.shape, dtype=np.int16)
+        im = Image.fromarray(np.clip(px, 0, 255).astype(np.uint8))
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=95)
+    return out.getvalue()
 
 
 def tag_photo(data: bytes, media_type: str, tag: str) -> bytes:

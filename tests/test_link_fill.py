@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from link_support import running_ground, setup_station
 from test_transfer import PHOTO, add, make_pair
 
-from protocol.transfer import LinkDown, SenderConfig, TransferSender, TransferSpec
+from protocol.transfer import LinkDown, Outgoing, SenderConfig, TransferSender, TransferSpec
 from protocol.transfer_wire import (
     Chunk,
     ErrorFrame,
@@ -175,6 +175,41 @@ def test_streams_beyond_the_nominal_count_only_while_the_link_shows_no_queue() -
     assert path.sender.streams == 28
 
 
+def test_a_backlog_of_a_few_large_photos_still_sizes_its_streams() -> None:
+    """Every photo open and nothing left to open ahead: an OPEN of a photo already sending
+    samples the round trip, so the count still follows the queue (without it no small request
+    was left, the count froze where it was and a standing queue became the base RTT: 1.86 s
+    on a 1.4 s path, ~1.7 BDP in the network, in the simulator)."""
+    path = _Path(CFG, photos=2, photo_bytes=40_000_000)
+    seen = path.run(300.0, queue_s=lambda now: max(0, path.sender.streams - 12) * 1.4)
+    settled = seen[len(seen) // 2 :]
+    assert 11 <= min(settled) and max(settled) <= 15, sorted(set(settled))
+    assert path.sender.base_rtt_s is not None and path.sender.base_rtt_s < 1.5
+
+
+def test_a_sampling_open_holds_back_no_chunk() -> None:
+    """The OPEN that samples the round trip asks about a photo ground holds: whenever the
+    sender hands out requests while such an OPEN is on its way, every data stream still gets
+    a chunk (the photo's own included), and one such OPEN flies at a time."""
+    path = _Path(CFG, photos=1, photo_bytes=40_000_000)
+    s = path.sender
+    real = s.data_to_send
+    opens: list[float] = []
+
+    def recording(now: float) -> list[Outgoing]:
+        out = real(now)
+        opens.extend(now for o in out if isinstance(decode_request(o.data), Open))
+        asking = [r for r in s._requests.values() if r.span is None]  # noqa: SLF001
+        assert len(asking) <= 1
+        if asking and now > 10.0:  # (the photo's first OPEN: nothing of it is known yet)
+            assert s._data_requests() == s.streams  # noqa: SLF001
+        return out
+
+    s.data_to_send = recording  # type: ignore[method-assign]
+    path.run(120.0)
+    assert len(opens) > 30  # about one a round trip, not one for the photo alone
+
+
 def test_streams_do_not_grow_when_the_queue_not_the_window_holds_requests() -> None:
     """App-limited (one small text bundle): more streams would carry nothing more."""
     s = TransferSender(SenderConfig(window=4, initial_streams=4), 0.0)
@@ -248,10 +283,11 @@ def test_ground_keeps_what_reached_it_so_resume_sends_only_the_rest() -> None:
     k = add(pair, PHOTO)
     pair.step()  # OPEN answered
     out = pair.sender.data_to_send(pair.now)
-    first = decode_request(out[0].data)
+    frame = next(o.data for o in out if isinstance(decode_request(o.data), Chunk))  # (beside a sampling OPEN)
+    first = decode_request(frame)
     assert isinstance(first, Chunk)
-    cut = len(out[0].data) - len(first.data) // 2
-    partial = salvage_chunk(out[0].data[:cut])
+    cut = len(frame) - len(first.data) // 2
+    partial = salvage_chunk(frame[:cut])
     assert partial is not None and len(partial.data) == len(first.data) - len(first.data) // 2
     pair.ground.handle(encode_request(partial), pair.now)  # ground stores it; nobody hears back
     for o in out:

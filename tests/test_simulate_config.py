@@ -119,6 +119,8 @@ def _workload(tmp_path: Path, replace: tuple[str, str] | None = None) -> Path:
         ('file = "skimage:retina.jpg"', 'file = "skimage:nope.jpg"', "photos[1].file"),
         ("{ count = 2, weight = 20 }", "{ count = 2, weight = 20, colour = 1 }", "photos_per_post[1].colour"),
         ("unique_photos = true", "unique_photos = 1", "unique_photos"),
+        ('file = "skimage:retina.jpg"', 'file = "skimage:retina.jpg"\nenlarge = 9', "photos[1].enlarge"),
+        ('file = "skimage:retina.jpg"', 'file = "skimage:retina.jpg"\ngrain = -1', "photos[1].grain"),
     ],
 )
 def test_bad_workload_names_the_field(tmp_path: Path, old: str, new: str, field: str) -> None:
@@ -147,6 +149,24 @@ def test_plan_is_deterministic_and_photos_real_and_unique() -> None:
     assert photos and len(set(photos)) == len(photos)
     for data in photos[:6]:
         Image.open(BytesIO(data)).load()  # still a valid, decodable image after the tag
+
+
+def test_a_camera_frame_is_the_sample_enlarged() -> None:
+    """large-photos: the sample photo at 4 x its size with grain, a decodable ~6 MB JPEG."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from simlink.workload import _skimage_data
+
+    (frame,) = load_workload("large-photos").photos
+    with (
+        Image.open(_skimage_data() / "hubble_deep_field.jpg") as sample,
+        Image.open(BytesIO(frame.data)) as im,
+    ):
+        assert im.format == "JPEG" and im.size == (sample.width * 4, sample.height * 4)
+        im.load()
+    assert frame.media_type == "image/jpeg" and 4_000_000 < len(frame.data) < 9_000_000
 
 
 def test_profiles_readme_documents_every_field() -> None:
