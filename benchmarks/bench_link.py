@@ -549,6 +549,7 @@ def _realtime_cell(
     tcp_cc: str | None,
     parts: list[str],
     warm_s: float = 0.0,
+    workload: str = "photo-backlog",
 ) -> dict[str, Any]:
     """One profile and seed: today's transfer and the baseline through the packet link, then
     the simulator on the same profile, workload and seed. With ``warm_s``, the station has
@@ -568,7 +569,7 @@ def _realtime_cell(
     load = os.getloadavg()[0]
     r = run_realtime(
         load_profile(prof_name),
-        load_workload("photo-backlog"),
+        load_workload(workload),
         astronauts=4,
         duration_s=minutes * 60,
         seed=seed,
@@ -586,7 +587,7 @@ def _realtime_cell(
         else {"goodput": None}
     )
     virt = (
-        _virtual_one((prof_name, "transfer", minutes, seed, "photo-backlog"))
+        _virtual_one((prof_name, "transfer", minutes, seed, workload))
         if "virtual" in parts
         else {"goodput": None}
     )
@@ -594,6 +595,7 @@ def _realtime_cell(
         "profile": prof_name,
         "seed": seed,
         "minutes": minutes,
+        "workload": workload,
         "tcp_cc": tcp_cc or Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip(),
         "goodput": rep["link"]["transfer_goodput_per_rate_while_backlogged"],
         "post_goodput": rep["link"]["goodput_per_rate_while_backlogged"],
@@ -615,6 +617,7 @@ def realtime_matrix(
     tcp_cc: str | None,
     parts: list[str],
     warm_s: float = 0.0,
+    workload: str = "photo-backlog",
 ) -> None:
     """Every (profile, seed) in real time through the packet link, one after another (real
     time wants the CPU to itself), printing each as one JSON line as it ends, then the table."""
@@ -627,7 +630,7 @@ def realtime_matrix(
     with tempfile.TemporaryDirectory(dir="/dev/shm" if Path("/dev/shm").is_dir() else None) as tmp:
         for seed in seeds:
             for pr in profiles:
-                row = _realtime_cell(pr, minutes, seed, Path(tmp), tcp_cc, parts, warm_s)
+                row = _realtime_cell(pr, minutes, seed, Path(tmp), tcp_cc, parts, warm_s, workload)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     print_realtime_table(rows)
@@ -643,7 +646,8 @@ def print_realtime_table(rows: list[dict[str, Any]]) -> None:
     from simlink.profile import load_profile
 
     print(
-        "\nreal time through linkemu's packet link (kernel TCP, real packet loss), photo-backlog workload, "
+        "\nreal time through linkemu's packet link (kernel TCP, real packet loss), "
+        f"{rows[0].get('workload', 'photo-backlog') if rows else 'photo-backlog'} workload, "
         "4 astronauts; goodput / link rate while posts wait\n"
     )
     print(
@@ -680,7 +684,7 @@ def main() -> None:
     ap.add_argument(
         "--workload",
         default="photo-backlog",
-        help="workload name or file (--virtual; large-photos: a few ~6 MB camera frames)",
+        help="workload name or file (--virtual, --realtime-matrix; large-photos: a few ~6 MB camera frames)",
     )
     ap.add_argument("--profiles", nargs="*", help="profiles to run (--virtual; default: the matrix)")
     ap.add_argument(
@@ -726,7 +730,7 @@ def main() -> None:
                 [json.loads(x) for x in args.table.read_text().splitlines() if x.startswith("{")]
             )
         else:
-            realtime_matrix(minutes, seeds, rt_names, args.tcp_cc, args.parts, args.warm)
+            realtime_matrix(minutes, seeds, rt_names, args.tcp_cc, args.parts, args.warm, args.workload)
         return
     names = args.profiles or [
         *(f"fill-rtt{r}-loss{p}" for r in MATRIX_RTTS for p in MATRIX_LOSSES),
