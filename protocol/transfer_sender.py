@@ -89,6 +89,15 @@ class SenderConfig:
     lossy_streams_per_rtt_s: float = 32.0
     lossy_queue_ratio: float = 1.1
     streams_floor_max: int = 32
+    # ... or, on a faster link, as many as leave each stream this share of what the last
+    # interval delivered in the least round trip (nominal; with no queue,
+    # ``lossy_stream_share_bytes``): 1.5 x the share the counts per second above leave each
+    # stream of 1.5 Mbit/s, where they were measured, so there those still bind (an interval
+    # of bunched answers after a start read 1.5 x the link's rate). The per-second caps alone
+    # held a 6 Mbit/s link at 1.4 s / 1 % to 45 streams and 0.52-0.55 of its rate (docs/link.md
+    # "A faster link").
+    stream_share_bytes: int = 11_719
+    lossy_stream_share_bytes: int = 8_789
     # Requests that carry no data (an OPEN asking what ground has, a commit poll, receipts)
     # may be in flight this many beyond ``streams``, so a stream never idles a round trip
     # behind a request that moves nothing: the next photos are opened while the last ones'
@@ -408,6 +417,8 @@ class TransferSender:
         # Requests in flight at once while the link is up (``_size_streams`` moves it).
         self.streams = c.start_streams
         self._epoch_at = now  # the stream rule's measuring interval began here
+        self._epoch_delivered = 0  # ``_delivered`` when it began
+        self._interval_rate = 0.0  # bytes answered a second over the last interval
         self._window_limited = False  # the window, not the queue, held requests back
         self._rtts: deque[tuple[float, float]] = deque()  # (when, a small request's round trip)
         # The least small-request round trip ever seen: the path's own, which sets the race
@@ -673,6 +684,7 @@ class TransferSender:
         standing = self._standing_rtt
         if base is None or standing is None or now - self._epoch_at < max(1.0, 2 * base):
             return
+        self._interval_rate = (self._delivered - self._epoch_delivered) / (now - self._epoch_at)
         nominal, most = self._stream_caps(now, base)
         queue_shows = standing >= c.lossy_queue_ratio * base
         if self._window_limited:
@@ -688,6 +700,7 @@ class TransferSender:
                 top = nominal if queue_shows else most
                 self.streams = min(top, self.streams + max(1, grow))
         self._epoch_at = now
+        self._epoch_delivered = self._delivered
         self._window_limited = False
         self._queue_now = standing >= c.clamp_queue_ratio * base
         self._standing_rtt = None
@@ -704,11 +717,18 @@ class TransferSender:
         c = self.config
         least = base if self._path_rtt_s is None else min(base, self._path_rtt_s)
 
-        def per_rtt(n: float) -> int:
-            top = min(c.max_window, max(c.streams_floor_max, round(n * least)))
+        # The interval's average, not ``rate_bytes_s``: that rises fast on bunched answers.
+        delivered = self._interval_rate * least
+
+        def per_rtt(n: float, share: int) -> int:
+            top = min(c.max_window, max(c.streams_floor_max, round(n * least), int(delivered / share)))
             return top if now >= self._busy_until else min(top, self._busy_cap)
 
-        return per_rtt(c.streams_per_rtt_s), per_rtt(max(c.streams_per_rtt_s, c.lossy_streams_per_rtt_s))
+        lossy = max(c.streams_per_rtt_s, c.lossy_streams_per_rtt_s)
+        return (
+            per_rtt(c.streams_per_rtt_s, c.stream_share_bytes),
+            per_rtt(lossy, min(c.stream_share_bytes, c.lossy_stream_share_bytes)),
+        )
 
     def _data_requests(self) -> int:
         """Requests in flight that carry upload bytes (chunks, small uploads inside an OPEN)."""

@@ -129,7 +129,32 @@ def test_streams_follow_the_queue_behind_a_proxy() -> None:
 
 
 # 10 streams per second of the 1.4 s path: a cap of 14 the tests can reach in seconds.
-CAPS_CFG = dataclasses.replace(CFG, max_window=96, streams_per_rtt_s=10.0, streams_floor_max=4)
+CAPS_CFG = dataclasses.replace(
+    CFG,
+    max_window=96,
+    streams_per_rtt_s=10.0,
+    streams_floor_max=4,
+    # (no cap by the rate delivered: these paths have no link rate, every stream adds 12 kB/s)
+    stream_share_bytes=10**9,
+    lossy_stream_share_bytes=10**9,
+)
+
+
+def test_a_faster_link_is_not_held_to_the_streams_per_second() -> None:
+    """The caps are the larger of so many streams per second of round trip and as many as
+    leave each stream its share of what the last interval delivered in that round trip: on
+    1.5 Mbit/s (where the per-second caps were measured) the first binds, on a faster link the
+    second (a 6 Mbit/s link at 1.4 s / 1 % sat at 45 streams and 0.52-0.55 of its rate)."""
+    s = TransferSender(SenderConfig(), 0.0)
+    s._path_rtt_s = 1.4  # noqa: SLF001
+    for rate, nominal, most in (
+        (0.0, 34, 45),  # nothing delivered yet: 24 and 32 a second of 1.4 s
+        (1_500_000 / 8 * 1.25, 34, 45),  # a 1.5 Mbit/s interval read high: still those
+        (6_000_000 / 8 * 0.5, 44, 59),  # half of 6 Mbit/s delivered: its shares
+        (6_000_000 / 8, 89, 96),  # all of it (``max_window`` 96)
+    ):
+        s._interval_rate = rate  # noqa: SLF001
+        assert s._stream_caps(100.0, 1.4) == (nominal, most)  # noqa: SLF001
 
 
 def test_a_standing_queue_that_becomes_the_base_does_not_raise_the_cap() -> None:
