@@ -418,7 +418,6 @@ class TransferSender:
         self.streams = c.start_streams
         self._epoch_at = now  # the stream rule's measuring interval began here
         self._epoch_delivered = 0  # ``_delivered`` when it began
-        self._interval_rate = 0.0  # bytes answered a second over the last interval
         self._window_limited = False  # the window, not the queue, held requests back
         self._rtts: deque[tuple[float, float]] = deque()  # (when, a small request's round trip)
         # The least small-request round trip ever seen: the path's own, which sets the race
@@ -684,8 +683,8 @@ class TransferSender:
         standing = self._standing_rtt
         if base is None or standing is None or now - self._epoch_at < max(1.0, 2 * base):
             return
-        self._interval_rate = (self._delivered - self._epoch_delivered) / (now - self._epoch_at)
-        nominal, most = self._stream_caps(now, base)
+        rate = (self._delivered - self._epoch_delivered) / (now - self._epoch_at)
+        nominal, most = self._stream_caps(now, base, rate)
         queue_shows = standing >= c.lossy_queue_ratio * base
         if self._window_limited:
             if standing > c.queue_rtt_ratio * base:
@@ -705,8 +704,9 @@ class TransferSender:
         self._queue_now = standing >= c.clamp_queue_ratio * base
         self._standing_rtt = None
 
-    def _stream_caps(self, now: float, base: float) -> tuple[int, int]:
-        """The most streams while the link holds any queue, and while it holds none.
+    def _stream_caps(self, now: float, base: float, rate: float) -> tuple[int, int]:
+        """The most streams while the link holds any queue, and while it holds none, given the
+        bytes a second the interval just ended delivered (``rate``).
 
         Both follow the least round trip since the link last came back, or the base if less: a
         queue standing past the base's window becomes the base, and a cap following it grew
@@ -718,7 +718,7 @@ class TransferSender:
         least = base if self._path_rtt_s is None else min(base, self._path_rtt_s)
 
         # The interval's average, not ``rate_bytes_s``: that rises fast on bunched answers.
-        delivered = self._interval_rate * least
+        delivered = rate * least
 
         def per_rtt(n: float, share: int) -> int:
             top = min(c.max_window, max(c.streams_floor_max, round(n * least), int(delivered / share)))

@@ -153,8 +153,7 @@ def test_a_faster_link_is_not_held_to_the_streams_per_second() -> None:
         (6_000_000 / 8 * 0.5, 44, 59),  # half of 6 Mbit/s delivered: its shares
         (6_000_000 / 8, 89, 96),  # all of it (``max_window`` 96)
     ):
-        s._interval_rate = rate  # noqa: SLF001
-        assert s._stream_caps(100.0, 1.4) == (nominal, most)  # noqa: SLF001
+        assert s._stream_caps(100.0, 1.4, rate) == (nominal, most)  # noqa: SLF001
 
 
 def test_a_standing_queue_that_becomes_the_base_does_not_raise_the_cap() -> None:
