@@ -6,8 +6,11 @@ only sees bytes TCP already repaired), yet on a 600 ms, lossy link it sets the g
 each direction carries MSS-sized segments, one at a time at the link rate, each lost with
 the profile's probability (or when sent into a dark window); the sender keeps a congestion
 window (slow start with HyStart's delay exit, halve on loss: NewReno with SACK), retransmits what was lost (RACK:
-as soon as a later-sent segment is acknowledged, else on its RTO, which backs off while dark), and
-restarts slow start after idle. The receiver delivers bytes in order. Simplifications, said
+as soon as a later-sent segment is acknowledged; a lost tail by Linux's tail loss probe, 2 RTTs
+after the last ack; else on its RTO, which backs off while dark), and restarts slow start after
+idle. The RTO is Linux's (tcp_rtt_estimator: seeded by the handshake, its variance falling once a
+round trip), not RFC 6298's per-ack one, whose variance vanished within a window of acks and
+fired spurious timeouts on every queue that grew (docs/link.md "The simulator's TCP timers"). The receiver delivers bytes in order. Simplifications, said
 plainly: one ACK per segment (40 bytes), no receive-window limit below 4 MB, no ECN, no
 Nagle/delayed-ACK timing, and NewReno's growth rather than Linux's CUBIC (which recovers faster
 after a loss on a long round trip, so loss costs are, if anything, overstated here).
@@ -269,8 +272,6 @@ class SimConnection:
         self.down = _Half(self, link.to_station, link.to_ground, client)  # ground → station
         self._syn_timer: Timer | None = None
         self.max_syns = len(SYN_RETRIES_S)
-        self._syn_attempts = 0
-        self._syn_first_at = 0.0
 
     # -- handshake ---------------------------------------------------------------------
     def _send_syn(self, attempt: int) -> None:
@@ -280,16 +281,13 @@ class SimConnection:
             self.abort("connect timed out (no answer to SYN)")
             return
         self._syn_timer = self.loop.after(SYN_RETRIES_S[attempt], self._send_syn, attempt + 1)
-        self._syn_attempts = attempt + 1
-        if attempt == 0:
-            self._syn_first_at = self.loop.now
         self.link.syns += 1
         self.link.syns_dark += self.link.is_dark(self.loop.now)
         r = self.link.to_ground.transmit(self.loop.now, HANDSHAKE_PACKET_BYTES)
         if r and not self.link.lost(*r):
-            self.loop.at(r[1], self._syn_arrived)
+            self.loop.at(r[1], self._syn_arrived, self.loop.now)
 
-    def _syn_arrived(self) -> None:
+    def _syn_arrived(self, syn_sent_at: float) -> None:
         if self.closed:
             return
         if not self.server_knows:
@@ -297,22 +295,20 @@ class SimConnection:
             self.server.connection_made(self)
         r = self.link.to_station.transmit(self.loop.now, HANDSHAKE_PACKET_BYTES)
         if r and not self.link.lost(*r):
-            self.loop.at(r[1], self._synack_arrived)
+            self.loop.at(r[1], self._synack_arrived, syn_sent_at)
 
-    def _synack_arrived(self) -> None:
+    def _synack_arrived(self, syn_sent_at: float) -> None:
         if self.closed or self.established:
             return
         self.established = True
         if self._syn_timer:
             self._syn_timer.cancel()
         # Like Linux, the handshake's round trip seeds both directions' RTO, so a 2.6 s lunar
-        # round trip does not fire the 1 s initial RTO on the first data.
-        # Karn: a retransmitted SYN gives no sample; RFC 6298 §5.7 then says start at 3 s.
+        # round trip does not fire the 1 s initial RTO on the first data. The SYN-ACK echoes
+        # the timestamp of the SYN it answers (RFC 7323, on by default in Linux), so a SYN
+        # retransmitted after 1 s on a longer path still gives a sample (tcp_ack_update_rtt).
         for half in (self.up, self.down):
-            if self._syn_attempts == 1:
-                half._rtt_sample(self.loop.now - self._syn_first_at)
-            else:
-                half.rto = 3.0
+            half._estimate(self.loop.now - syn_sent_at)
         self.client.connection_made(self)
         self.up.pump()
 
@@ -390,11 +386,19 @@ class _Half:
         self.rwnd_limited = False  # the last pump stopped at the receiver's window
         self.ssthresh = math.inf
         self.recover = -1
+        # Linux's estimator (tcp_rtt_estimator): ``mdev`` and ``rttvar`` are 4 × the mean
+        # deviation; ``rttvar`` falls only once per round trip (at ``rtt_seq``) towards the
+        # round's largest ``mdev``, never below the 200 ms floor.
         self.srtt: float | None = None
+        self.mdev = 0.0
+        self.mdev_max = 0.0
         self.rttvar = 0.0
+        self.rtt_seq = 0
         self.rto = 1.0
         self.backoff = 1
         self.rto_timer: Timer | None = None
+        self.pto_armed = False  # the timer is a tail loss probe's, not the RTO's
+        self.tlp_high: int | None = None  # a probe flies, sent when nxt was this (Linux tlp_high_seq)
         self.last_send = -math.inf
         self.rack_sent_at = -math.inf
         self.frto_at: float | None = None
@@ -413,6 +417,7 @@ class _Half:
         if self.rto_timer:
             self.rto_timer.cancel()
             self.rto_timer = None
+        self.pto_armed = False
 
     def write(self, data: bytes) -> None:
         self.data += data
@@ -427,29 +432,41 @@ class _Half:
             # RFC 2861 / Linux tcp_slow_start_after_idle: an idle connection starts slow again.
             self.cwnd = min(self.cwnd, float(INITIAL_WINDOW_SEGMENTS * self.mss))
         self.rwnd_limited = False
+        sent_new = False
         while self.pipe == 0 or self.pipe + self.mss <= self.cwnd:
             if self.retx:
                 seg = self.segs.get(self.retx.pop(0))
                 if seg is None or seg.sacked or not seg.lost:
                     continue
                 seg.lost = False
-            elif self.nxt < self.end:
-                n = min(self.mss, self.end - self.nxt)
-                if self.nxt + n - self.una > self.rwnd:
-                    self.rwnd_limited = True
-                    break  # the receiver's window is full: its acks pump again
-                if self is self.conn.up and self.link.gate_holds(self.conn, n):
-                    self.rwnd_limited = True  # held by the station, not by cwnd: no growth (Linux)
-                    break  # the next ack on any connection pumps it again
-                off = self.nxt - self.una
-                seg = _Seg(seq=self.nxt, length=n, payload=bytes(self.data[off : off + n]))
-                self.segs[seg.seq] = seg
-                self.nxt += n
+                if seg.seq == self.una:
+                    # Linux restarts the RTO when it retransmits the head, so the timer does
+                    # not fire before the fast retransmission's own ack can be back.
+                    self.stop()
             else:
-                break
+                seg = self._new_segment()
+                if seg is None:
+                    break
+                sent_new = True
             self._transmit(seg)
-        if self.segs and self.rto_timer is None:
-            self._arm_rto()
+        self._arm_timer(sent_new)
+
+    def _new_segment(self) -> _Seg | None:
+        """The next segment of new data, if the receiver's window and the station's gate let it go."""
+        if self.nxt >= self.end:
+            return None
+        n = min(self.mss, self.end - self.nxt)
+        if self.nxt + n - self.una > self.rwnd:
+            self.rwnd_limited = True
+            return None  # the receiver's window is full: its acks pump again
+        if self is self.conn.up and self.link.gate_holds(self.conn, n):
+            self.rwnd_limited = True  # held by the station, not by cwnd: no growth (Linux)
+            return None  # the next ack on any connection pumps it again
+        off = self.nxt - self.una
+        seg = _Seg(seq=self.nxt, length=n, payload=bytes(self.data[off : off + n]))
+        self.segs[seg.seq] = seg
+        self.nxt += n
+        return seg
 
     def _transmit(self, seg: _Seg) -> None:
         now = self.loop.now
@@ -508,7 +525,7 @@ class _Half:
                 self.pipe -= seg.length
             newly += seg.length
             if seg.sends == 1:
-                self._rtt_sample(self.loop.now - seg.sent_at)
+                self._rtt_sample(self.loop.now - seg.sent_at, acked_to=cum)
         if cum > self.una:
             for s in list(self.segs):
                 if s >= cum:
@@ -520,6 +537,8 @@ class _Half:
                     newly += done.length
             del self.data[: cum - self.una]
             self.una = cum
+            if self.tlp_high is not None and cum >= self.tlp_high:
+                self.tlp_high = None
             self.backoff = 1
             self.stop()
         if newly and self is self.conn.up:
@@ -575,22 +594,102 @@ class _Half:
             ):
                 self.ssthresh = self.cwnd
 
-    def _rtt_sample(self, r: float) -> None:
+    def _rtt_sample(self, r: float, acked_to: int = 0) -> None:
+        """Linux's RTT estimator, sample by sample. (RFC 6298's per-sample rttvar, used until
+        4 Dec, fell to nothing within a window of acks at a steady queue, so an RTO of srtt +
+        200 ms fired on every queue that grew by more: 1,279 spurious RTOs in one 14-min
+        2.6 s run, docs/link.md "The simulator's TCP timers".)"""
         self._hystart(r)
+        self._estimate(r, acked_to)
+
+    def _estimate(self, r: float, acked_to: int = 0) -> None:
+        """srtt, rttvar and the RTO from one sample (the handshake's too: HyStart begins with
+        the congestion control, after it, so only ``_rtt_sample`` feeds it)."""
         if self.srtt is None:
-            self.srtt, self.rttvar = r, r / 2
+            self.srtt, self.mdev = r, 2 * r  # so the first RTO is 3 × the sample
+            self.rttvar = self.mdev_max = max(self.mdev, MIN_RTO_S)
+            self.rtt_seq = self.nxt
         else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
-            self.srtt = 0.875 * self.srtt + 0.125 * r
-        self.rto = min(MAX_RTO_S, max(MIN_RTO_S, self.srtt + max(4 * self.rttvar, MIN_RTO_S)))
+            m = r - self.srtt
+            self.srtt += m / 8
+            if m < 0:
+                # A falling RTT moves mdev with a finer gain (Linux's variant of Eifel), so the
+                # RTO does not shrink at once after a queue drains.
+                m = -m - self.mdev / 4
+                if m > 0:
+                    m /= 8
+            else:
+                m -= self.mdev / 4
+            self.mdev += m
+            if self.mdev > self.mdev_max:
+                self.mdev_max = self.mdev
+                self.rttvar = max(self.rttvar, self.mdev_max)
+            if max(acked_to, self.una) > self.rtt_seq:
+                if self.mdev_max < self.rttvar:
+                    self.rttvar -= (self.rttvar - self.mdev_max) / 4
+                self.rtt_seq = self.nxt
+                self.mdev_max = MIN_RTO_S
+        self.rto = min(MAX_RTO_S, max(MIN_RTO_S, self.srtt + self.rttvar))
 
     def _arm_rto(self) -> None:
+        self.pto_armed = False
         self.rto_timer = self.loop.after(min(MAX_RTO_S, self.rto * self.backoff), self._on_rto)
+
+    def _arm_timer(self, sent_new: bool) -> None:
+        """After a send or an ack: a tail loss probe's timer where Linux would set one (RFC 8985
+        §7, tcp_schedule_loss_probe: moved on by new data), else the RTO's if none runs."""
+        if not self.segs:
+            return
+        probe = (
+            self.srtt is not None
+            and self.tlp_high is None
+            and self.una > self.recover  # Linux's Open state: no loss being repaired
+            and not self.retx
+            and self.backoff == 1
+        )
+        if not probe:
+            if self.rto_timer is None:
+                self._arm_rto()
+            return
+        if self.rto_timer is not None and not (self.pto_armed and sent_new):
+            return
+        # No timer: an ack moved una (stop()) and the RTO would run afresh from now; new data
+        # moves a probe's timer on, but not past the RTO of the oldest segment.
+        advancing = self.rto_timer is None
+        self.stop()
+        assert self.srtt is not None
+        flight = sum(1 for g in self.segs.values() if not g.sacked)
+        pto = 2 * self.srtt + (MIN_RTO_S if flight == 1 else 0.002)
+        head = next((g for g in self.segs.values() if not g.sacked), None)
+        rto_left = self.rto if advancing or head is None else head.sent_at + self.rto - self.loop.now
+        if rto_left > 0:
+            pto = min(pto, rto_left)
+        self.pto_armed = True
+        self.rto_timer = self.loop.after(pto, self._on_pto)
+
+    def _on_pto(self) -> None:
+        """The tail loss probe: a new segment if there is one, else the last one again, so its
+        ack lets RACK find a lost tail without waiting for the RTO."""
+        self.rto_timer = None
+        self.pto_armed = False
+        if self.conn.closed or not self.segs:
+            return
+        seg = self._new_segment()
+        if seg is None:
+            seg = next((g for g in reversed(self.segs.values()) if not g.sacked), None)
+            if seg is not None and not seg.lost:
+                self.pipe -= seg.length  # the copy takes the original's place in the pipe
+        if seg is not None:
+            self.tlp_high = self.nxt
+            self._transmit(seg)
+        self._arm_rto()
 
     def _on_rto(self) -> None:
         self.rto_timer = None
+        self.pto_armed = False
         if self.conn.closed or not self.segs:
             return
+        self.tlp_high = None
         self.backoff = min(self.backoff * 2, 64)
         if self.frto_at is None:  # remember the window, in case this timeout proves spurious
             self.frto_saved = (self.cwnd, self.ssthresh)

@@ -148,6 +148,10 @@ def test_a_cut_counts_its_bytes_in_the_network_and_a_timeout_apart() -> None:
     a.send(True, b"a" * 200_000)
     b.send(True, b"b" * 200_000)
     loop.run_until(8)
+    for _ in range(40):  # to a moment when both have bytes on the way (not between flights)
+        if a.in_network()[0] and b.in_network()[0]:
+            break
+        loop.run_until(loop.now + 0.05)
     a_net, _ = a.in_network()
     a.abort("request timed out")
     assert link.aborted_in_network_bytes == a_net > 0 and link.cut_costs == []
@@ -159,3 +163,80 @@ def test_a_cut_counts_its_bytes_in_the_network_and_a_timeout_apart() -> None:
     assert link.cut_events == 1 and link.aborted_in_network_bytes == a_net
     link._cut_all("random cut")  # nothing live: no cut, nothing counted  # noqa: SLF001
     assert link.cut_events == 1 and len(link.cut_costs) == 1
+
+
+def test_a_queue_that_grows_fires_no_timeout_on_a_lossless_link() -> None:
+    """Requests joining one by one on a 2.6 s path stand each other in a growing queue. Linux's
+    RTO (its rttvar falls once per round trip, not per ack) waits that out: on a lossless link
+    every retransmission is a spurious timeout. With RFC 6298's per-ack rttvar the RTO came
+    down to srtt + 200 ms and fired on every queue that grew by more."""
+    p = _profile("lunar", loss=0.0)
+    loop = EventLoop()
+    link = SimLink(loop, p, duration_s=600, seed=1)
+    servers: list[Sink] = []
+    for i in range(24):  # a request every 1.5 s, ~1.5 s of link time each: the queue builds
+        server = Sink()
+        servers.append(server)
+        loop.at(i * 1.5, link.connect, Sink(b"x" * 100_000), server)
+    loop.run_until(600)
+    assert all(len(s.got) == 100_000 for s in servers)
+    assert link.to_ground.stats.retransmitted_bytes == 0
+
+
+def test_a_lost_tail_is_probed_before_the_timeout() -> None:
+    """A request's last segment lost has no later segment to reveal it: Linux's tail loss
+    probe (RFC 8985 §7) resends it 2 round trips (+ 200 ms for a lone segment) after the last
+    ack, or at the RTO if that comes first, without the timeout's window cut and backoff.
+    On a fresh connection the RTO is 3 round trips."""
+    p = _profile("lunar", loss=0.0)
+    loop = EventLoop()
+    link = SimLink(loop, p, duration_s=600, seed=1)
+    server = Sink()
+    conn = link.connect(Sink(b"x" * 14_000), server)  # one initial window: 10 segments
+    transmit = conn.up._transmit  # noqa: SLF001
+    dropped: list[float] = []
+    lost = link.lost
+
+    def drop_the_last_once(seg):  # type: ignore[no-untyped-def]
+        if seg.seq + seg.length == 14_000 and not dropped:
+            dropped.append(loop.now)
+            link.lost = lambda start, arrive: True  # type: ignore[method-assign]
+            transmit(seg)
+            link.lost = lost  # type: ignore[method-assign]
+            return
+        transmit(seg)
+
+    conn.up._transmit = drop_the_last_once  # type: ignore[method-assign]  # noqa: SLF001
+    loop.run_until(60)
+    assert dropped and len(server.got) == 14_000 and server.done_at is not None
+    rtt = p.rtt_s
+    # Sent 1 RTT in (after the handshake), the other segments acked 1 RTT later; the probe
+    # leaves 2 RTTs + 200 ms after that ack and crosses in half of one: ~4.6 RTTs in. The
+    # RTO, 3 RTTs after that ack, would land it ~5.5 RTTs in.
+    assert server.done_at < dropped[0] + 4 * rtt, (server.done_at, dropped[0], rtt)
+    assert conn.up.backoff == 1 and conn.up.cwnd >= 10 * p.mss_bytes  # no timeout fired
+
+
+def test_the_rto_follows_linux_estimator() -> None:
+    """tcp_rtt_estimator: the first sample gives 3 × itself; rttvar falls by a quarter of its
+    excess over the round's deviation once per round trip (not per ack), never under 200 ms."""
+    p = _profile("lunar", loss=0.0)
+    link = SimLink(EventLoop(), p, duration_s=60, seed=1)
+    half = link.connect(Sink(), Sink()).up
+    half._estimate(2.0)  # noqa: SLF001
+    assert half.rto == pytest.approx(6.0)
+    for _ in range(50):  # a window of acks within one round trip: una never passes rtt_seq
+        half._estimate(2.0, acked_to=0)  # noqa: SLF001
+    assert half.rto == pytest.approx(6.0, rel=0.01)
+    half.nxt = 1000
+    rtos = []
+    for k in range(1, 30):  # one ack per round trip
+        half._estimate(2.0, acked_to=k * 1000)  # noqa: SLF001
+        half.nxt = (k + 1) * 1000
+        rtos.append(half.rto)
+    # The first round trip's deviation is the first sample's (mdev_max); from the next on it
+    # is the 200 ms floor.
+    assert rtos[0] == pytest.approx(6.0)
+    assert rtos[1] == pytest.approx(2.0 + 0.2 + (4.0 - 0.2) * 0.75)
+    assert all(a >= b for a, b in zip(rtos, rtos[1:], strict=False)) and rtos[-1] >= 2.2
+    assert rtos[-1] == pytest.approx(2.2, abs=0.01)
