@@ -373,6 +373,7 @@ class _Req:
     copied_to: int = 0  # the end game has sent again this chunk's bytes up to here
     copy: bool = False  # an end-game copy of bytes already in flight
     suspect: bool = False  # racing while the link is believed up, not yet on a connection
+    first_sample: bool = False  # a bare OPEN sent ahead of the first flight to measure by
 
 
 @dataclass(slots=True)
@@ -757,6 +758,10 @@ class TransferSender:
             probe = self._sample_open(now)
             if probe is not None:
                 return probe
+        elif sample and self._least_rtt_s is None:
+            probe = self._first_sample(now)
+            if probe is not None:
+                return probe
         for t in self._transfers.values():
             if not self._sendable(t, now) or not (data_ok or self._query_next(t)):
                 continue
@@ -794,21 +799,51 @@ class TransferSender:
                 return self._emit(req_, now, t.spec.key, (0, size))
             if data_ok and self._first_flight_for(t):
                 return self._first_flight_open(t, seq, now)
-            t.opened = True
-            req: Request = Open(
-                seq=seq,
-                key=t.spec.key,
-                size_bytes=size,
-                owner=t.spec.owner,
-                receipts_since=self._receipts_with(t),
-                receipts_versions=self._versions_with(t),
-            )
-            return self._emit(req, now, t.spec.key, None)
+            return self._bare_open(t, seq, now)
         start, stop = self._next_gap(t)
         data = self._take_data(t, seq, start, stop)
         return self._emit(
             Chunk(seq=seq, key=t.spec.key, offset=start, data=data), now, t.spec.key, (start, stop)
         )
+
+    def _bare_open(self, t: _Transfer, seq: int, now: float) -> Outgoing:
+        """``t``'s OPEN without data: ground says what it holds, and the round trip is a sample."""
+        t.opened = True
+        req = Open(
+            seq=seq,
+            key=t.spec.key,
+            size_bytes=t.spec.size_bytes,
+            owner=t.spec.owner,
+            receipts_since=self._receipts_with(t),
+            receipts_versions=self._versions_with(t),
+        )
+        return self._emit(req, now, t.spec.key, None)
+
+    def _first_sample(self, now: float) -> Outgoing | None:
+        """Before any round trip is measured, if every upload to open would take a stream with
+        its first chunk (and none is a text post), the last in line opens bare instead, ahead of
+        the first flights, so the stream count has a base RTT by the first answer.
+        With every photo's OPEN carrying its first chunk (a backlog of a few large photos) the
+        first sample was the first answer after the sampling rule could run: 13 s into a 2.6 s
+        start, and the count sat at 16 streams until then."""
+        if not self.first_flight or self._first_flight_refused:
+            return None  # every OPEN ahead is bare, and a sample, already
+        inline = self.config.inline_bytes
+        if any(
+            t.state is TState.OPENING and t.spec.size_bytes <= inline and self._sendable(t, now)
+            for t in self._transfers.values()
+        ):
+            return None  # a text post's OPEN (small, inline) goes first and is the sample
+        ahead = [t for t in self._transfers.values() if self._opens_ahead(t) and self._sendable(t, now)]
+        if len(ahead) < 2:
+            return None  # a lone upload's first flight matters more than the count
+        if len(ahead) > self.streams - self._data_requests():
+            return None  # more to open than streams: the rest open bare ahead, each a sample
+        t = max(ahead, key=lambda x: (x.spec.priority, self._served.get(x.spec.owner, 0), x.order))
+        t.open_seq = seq = self._seq()
+        out = self._bare_open(t, seq, now)
+        self._requests[seq].first_sample = True
+        return out
 
     def _take_data(self, t: _Transfer, seq: int, start: int, stop: int) -> bytes:
         """Bytes ``start``–``stop`` of ``t`` for request ``seq``: read, counted in flight, served
@@ -962,8 +997,9 @@ class TransferSender:
                 # Not an OPEN carrying its first chunk (it took a data stream): at the start
                 # every open photo is one, and the bare OPENs opened ahead beside them are
                 # the small requests the stream count is sized by (``_size_streams``).
+                # Nor the start's sample: it measures, and the first flights still go.
                 r = self._requests.get(t.open_seq)
-                have += 0 if r is not None and r.first_flight else t.spec.size_bytes
+                have += 0 if r is not None and (r.first_flight or r.first_sample) else t.spec.size_bytes
             if have >= want:
                 return True
         return False

@@ -211,6 +211,30 @@ def test_a_backlog_of_a_few_large_photos_still_sizes_its_streams() -> None:
     assert path.sender.base_rtt_s is not None and path.sender.base_rtt_s < 1.5
 
 
+def test_a_start_whose_every_open_carries_a_chunk_samples_ahead_of_them() -> None:
+    """Every photo's OPEN carrying its first chunk (link version 3), no small request was left
+    at the start: the first round trip came from the first answers, behind every first flight
+    (13 s into a 2.6 s start in the simulator, the count at 16 streams until then). One photo,
+    the last in line, opens bare and leaves first; every other stream still takes a first flight."""
+    cfg = dataclasses.replace(CFG, initial_streams=16, window=8, max_window=96)
+    path = _Path(cfg, photos=16, photo_bytes=6_000_000)
+    s = path.sender
+    s.first_flight = True
+    first = [decode_request(o.data) for o in s.data_to_send(0.0)]
+    bare = [f for f in first if isinstance(f, Open) and not f.data]
+    assert len(bare) == 1 and first[0] is bare[0]
+    last = max(s._transfers.values(), key=lambda t: t.order)  # noqa: SLF001
+    assert bare[0].key == last.spec.key
+    assert sum(1 for f in first if isinstance(f, Open) and f.data) == 15
+    for o in first:  # answered like the rest: 1.4 s plus the payload at 12 kB/s
+        resp = path.pair.ground.handle(encode_request(o), 0.7)
+        assert resp is not None
+        path.flying.append((1.4 + (len(o.data) if isinstance(o, Open) else 0) / 12_000, 0.0, o.seq, resp))
+    path.flying.sort()
+    path.run(1.5)
+    assert s.base_rtt_s == 1.4  # by the bare OPEN's answer, before any first flight's
+
+
 def test_a_sampling_open_holds_back_no_chunk() -> None:
     """The OPEN that samples the round trip asks about a photo ground holds: whenever the
     sender hands out requests while such an OPEN is on its way, every data stream still gets
