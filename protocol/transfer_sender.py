@@ -771,7 +771,7 @@ class TransferSender:
                     ready[o] = self._ready_enough(o, owners)
                 if ready[o] and not sample:
                     continue  # enough of this owner is open: opening more now only costs state
-            rank = (t.spec.priority, self._served.get(t.spec.owner, 0), t.order)
+            rank = self._rank(t)
             if best is None or rank < best[0]:
                 best = (rank, t)
         if best is None:
@@ -806,6 +806,10 @@ class TransferSender:
             Chunk(seq=seq, key=t.spec.key, offset=start, data=data), now, t.spec.key, (start, stop)
         )
 
+    def _rank(self, t: _Transfer) -> tuple[int, int, int]:
+        """Who goes first: the lowest (priority, bytes already sent for its owner, age)."""
+        return (t.spec.priority, self._served.get(t.spec.owner, 0), t.order)
+
     def _bare_open(self, t: _Transfer, seq: int, now: float) -> Outgoing:
         """``t``'s OPEN without data: ground says what it holds, and the round trip is a sample."""
         t.opened = True
@@ -839,7 +843,7 @@ class TransferSender:
             return None  # a lone upload's first flight matters more than the count
         if len(ahead) > self.streams - self._data_requests():
             return None  # more to open than streams: the rest open bare ahead, each a sample
-        t = max(ahead, key=lambda x: (x.spec.priority, self._served.get(x.spec.owner, 0), x.order))
+        t = max(ahead, key=self._rank)
         t.open_seq = seq = self._seq()
         out = self._bare_open(t, seq, now)
         self._requests[seq].first_sample = True

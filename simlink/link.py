@@ -658,9 +658,10 @@ class _Half:
         advancing = self.rto_timer is None
         self.stop()
         assert self.srtt is not None
-        flight = sum(1 for g in self.segs.values() if not g.sacked)
-        pto = 2 * self.srtt + (MIN_RTO_S if flight == 1 else 0.002)
-        head = next((g for g in self.segs.values() if not g.sacked), None)
+        unsacked = (g for g in self.segs.values() if not g.sacked)
+        head = next(unsacked, None)
+        lone = head is not None and next(unsacked, None) is None  # one segment in flight
+        pto = 2 * self.srtt + (MIN_RTO_S if lone else 0.002)
         rto_left = self.rto if advancing or head is None else head.sent_at + self.rto - self.loop.now
         if rto_left > 0:
             pto = min(pto, rto_left)
