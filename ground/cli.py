@@ -513,7 +513,7 @@ def serve(
             min=1,
             help="Open connections allowed from one client address (raise it behind a proxy or a large NAT).",
         ),
-    ] = 128,
+    ] = 192,  # ground/edge.py EdgeLimits.max_conns_per_addr
     public_base_url: Annotated[
         str | None,
         typer.Option(

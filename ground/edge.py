@@ -75,9 +75,9 @@ class EdgeLimits:
     body_idle_s: float = 60.0
     # aiohttp refuses a line over 8 KiB; the whole head is bounded too.
     max_head_bytes: int = 16 * 1024
-    # A station keeps up to 114 (96 streams + 16 requests carrying no data + 2, issue 14,
+    # A station keeps up to 178 (160 streams + 16 requests carrying no data + 2, issue 14,
     # docs/link.md); a NAT of operators a few dozen.
-    max_conns_per_addr: int = 128
+    max_conns_per_addr: int = 192
     # None: from the descriptor limit (see fd_budget).
     max_conns: int | None = None
     # How long a refused or timed-out connection may take to receive its answer.

@@ -73,9 +73,12 @@ class SenderConfig:
     # against 8's ~112 kB: at 2.6 s RTT, 1 % loss the start idled ~11 s with 8 (docs/link.md).
     # A short clean path sheds the excess within a few round trips.
     initial_streams: int = 16
-    # 96 at most (with ``query_streams``, 112 requests: ground's edge allows 128 connections
-    # per address, `ground serve --conns-per-address`), and ...
-    max_window: int = 96
+    # 160 at most (with ``query_streams`` and the pool's 2, 178 connections: ground's edge
+    # allows 192 per address, `ground serve --conns-per-address`). 96 held a 6 Mbit/s, 2.6 s,
+    # 1 % link to 0.57-0.61 of its rate (~130 loss-bound streams fill it); 160 reaches
+    # 0.68-0.70, and 192 or 256 did no better (docs/link.md "A faster link: more streams").
+    # On 1.5 Mbit/s the caps below bind long before. And ...
+    max_window: int = 160
     # ... at most this many per second of the least round trip (at least ``streams_floor_max``):
     # one stream's Mathis bound falls as 1/RTT, so a longer path needs more for the same loss.
     # A flat 32 held 2.6 s RTT, 1 % loss to 0.68 of 1.5 Mbit/s; this (62 there) reaches

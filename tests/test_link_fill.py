@@ -151,7 +151,8 @@ def test_a_faster_link_is_not_held_to_the_streams_per_second() -> None:
         (0.0, 34, 45),  # nothing delivered yet: 24 and 32 a second of 1.4 s
         (1_500_000 / 8 * 1.25, 34, 45),  # a 1.5 Mbit/s interval read high: still those
         (6_000_000 / 8 * 0.5, 44, 59),  # half of 6 Mbit/s delivered: its shares
-        (6_000_000 / 8, 89, 96),  # all of it (``max_window`` 96)
+        (6_000_000 / 8, 89, 119),  # all of it
+        (12_000_000 / 8, 160, 160),  # twice that: ``max_window``
     ):
         assert s._stream_caps(100.0, 1.4, rate) == (nominal, most)  # noqa: SLF001
 

@@ -5,11 +5,13 @@ receipts) ride beside the data streams instead of holding one for a round trip
 from __future__ import annotations
 
 import hashlib
+import inspect
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_transfer import Pair, add, make_pair
 
+from ground import cli as ground_cli
 from ground.edge import EdgeLimits
 from protocol.transfer import Outgoing, SenderConfig, TransferSender, TransferSpec
 from protocol.transfer_wire import Chunk, Open, TransferKey, TransferKind, decode_request
@@ -132,6 +134,9 @@ def test_the_station_stays_within_grounds_connections_per_address() -> None:
     (beyond it ground answers 503 busy), the warm-up's and a spare being the pool's + 2."""
     c = SenderConfig()
     assert c.max_window + c.query_streams + 2 <= EdgeLimits().max_conns_per_addr
+    # ... and `ground serve --conns-per-address` defaults to the same.
+    default = inspect.signature(ground_cli.serve).parameters["conns_per_address"].default
+    assert default == EdgeLimits().max_conns_per_addr
 
 
 @settings(max_examples=25, deadline=None)
