@@ -56,6 +56,11 @@ class WayStats:
     ip_bytes: int = 0  # everything on the radio: segments with headers, ACKs, handshakes
     segments: int = 0
     lost_segments: int = 0
+    # The sending side's TCP events, as Linux counts them (bench_tcp_model.py sets them beside
+    # the kernel's): data segments sent again, timeouts with data outstanding, tail probes.
+    resent_segments: int = 0
+    timeouts: int = 0
+    loss_probes: int = 0
     busy_s: float = 0.0  # time spent serialising
     per_minute: dict[int, int] = field(default_factory=dict)  # ip bytes by minute of the run
 
@@ -473,6 +478,7 @@ class _Half:
         st = self.fwd.stats
         st.segments += 1
         seg.sends += 1
+        st.resent_segments += seg.sends > 1
         self.segs_out += 1
         self.total_retrans += seg.sends > 1
         seg.sent_at = now
@@ -681,6 +687,7 @@ class _Half:
             if seg is not None and not seg.lost:
                 self.pipe -= seg.length  # the copy takes the original's place in the pipe
         if seg is not None:
+            self.fwd.stats.loss_probes += 1
             self.tlp_high = self.nxt
             self._transmit(seg)
         self._arm_rto()
@@ -690,6 +697,7 @@ class _Half:
         self.pto_armed = False
         if self.conn.closed or not self.segs:
             return
+        self.fwd.stats.timeouts += 1
         self.tlp_high = None
         self.backoff = min(self.backoff * 2, 64)
         if self.frto_at is None:  # remember the window, in case this timeout proves spurious

@@ -462,9 +462,12 @@ async def _run(
             await _stop(sync, signal.SIGINT)
         if ground is not None:
             await _stop(ground, signal.SIGTERM)
+        tcp_station, tcp_ground = await link.tcp_counts()
         await link.close()
     result = _result(profile, wl, astronauts, duration_s, seed, link, g / "ground.db", measured)
-    return dataclasses.replace(result, link_memory=get_memory(Home(a)))
+    return dataclasses.replace(
+        result, link_memory=get_memory(Home(a)), tcp_station=tcp_station, tcp_ground=tcp_ground
+    )
 
 
 def _notes(profile: LinkProfile, link: ProxyRunLink, counts: LinkCounts) -> tuple[str, ...]:

@@ -18,6 +18,7 @@ from typing import Any
 from .errors import SimError
 from .link import default_buffer_bytes
 from .profile import LinkProfile
+from .result import TcpCounts
 
 NS_PREFIX = "pktbench"  # network namespaces are named <prefix>-<pid>-<n>-sta|gnd (linkemu/packet.py)
 
@@ -111,6 +112,11 @@ class ProxyRunLink:
         """Station → ground bytes in the network now (None: a TCP proxy cannot say)."""
         return None
 
+    async def tcp_counts(self) -> tuple[TcpCounts | None, TcpCounts | None]:
+        """The station's and ground's kernel TCP counters so far (None: a TCP proxy's
+        loopback sockets are not the link's)."""
+        return None, None
+
     def counts(self) -> LinkCounts:
         s = self._proxy.stats
         return LinkCounts(
@@ -188,6 +194,18 @@ class PacketRunLink(ProxyRunLink):
     def in_network_bytes(self) -> int | None:
         return int(self._proxy.in_network_up())
 
+    async def tcp_counts(self) -> tuple[TcpCounts | None, TcpCounts | None]:
+        """Each namespace's /proc/net/snmp and netstat: its own TCP, and nothing else's."""
+        out: list[TcpCounts | None] = []
+        for ns in (self._proxy.station_ns, self._proxy.ground_ns):
+            proc = await asyncio.create_subprocess_exec(
+                *self._proxy.netns_argv(ns), "cat", "/proc/net/snmp", "/proc/net/netstat",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            text, _ = await proc.communicate()
+            out.append(kernel_tcp_counts(text.decode()) if proc.returncode == 0 else None)
+        return out[0], out[1]
+
     async def close(self) -> None:
         if self._proxy is not None:
             await self._proxy.__aexit__(None, None, None)
@@ -225,6 +243,27 @@ def _packet_counts(s: Any) -> LinkCounts:
         cuts_random=s.random_cuts,
         drops=drops,
         in_network_at_falls=tuple(f.up_bytes for f in s.falls),
+    )
+
+
+def kernel_tcp_counts(proc_text: str) -> TcpCounts:
+    """TcpCounts from /proc/net/snmp and /proc/net/netstat (each a header line of names and a
+    line of values per group): SYN and SYN-ACK retries (``TCPSynRetrans``) are taken out of the
+    retransmissions and the timeouts, which count them too."""
+    values: dict[str, int] = {}
+    lines = proc_text.splitlines()
+    for names, nums in zip(lines[::2], lines[1::2], strict=False):
+        group, _, keys = names.partition(":")
+        if nums.partition(":")[0] != group:
+            raise SimError(f"unexpected /proc/net line pair: {names[:40]!r} / {nums[:40]!r}")
+        for k, v in zip(keys.split(), nums.partition(":")[2].split(), strict=True):
+            values[f"{group}.{k}"] = int(v)
+    syn = values.get("TcpExt.TCPSynRetrans", 0)
+    return TcpCounts(
+        segments=values["Tcp.OutSegs"],
+        resent_segments=max(0, values["Tcp.RetransSegs"] - syn),
+        timeouts=max(0, values.get("TcpExt.TCPTimeouts", 0) - syn),
+        loss_probes=values.get("TcpExt.TCPLossProbes", 0),
     )
 
 

@@ -19,7 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .result import PostOutcome, RunResult
+from .result import PostOutcome, RunResult, TcpCounts
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -107,6 +107,9 @@ def build_report(r: RunResult) -> dict[str, Any]:
             "cut_in_network_bytes": r.cut_in_network_bytes,
             "packets_dropped_by_emulator": r.link_drops,
             "busy_connections_mean": _r(r.busy_connections_mean, 2),
+            # Each side's TCP senders (the model's, or the kernel's through the packet link).
+            "tcp_station": _tcp(r.tcp_station),
+            "tcp_ground": _tcp(r.tcp_ground),
             # The costliest cut, and the bytes of all cuts that had crossed but waited in
             # ground's reassembly queue behind a lost segment (lost with the connection).
             "cut_in_network_max_bytes": max((n for n, _ in r.cut_costs), default=0),
@@ -256,3 +259,14 @@ def plot(rep: dict[str, Any], path: Path) -> None:
     ax2.legend(loc="upper right", fontsize=8)
     fig.savefig(path, dpi=90, metadata={"Software": None})
     plt.close(fig)
+
+
+def _tcp(c: TcpCounts | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {
+        "segments": c.segments,
+        "resent_share": _r(c.resent_share, 4),
+        "timeouts": c.timeouts,
+        "loss_probes": c.loss_probes,
+    }

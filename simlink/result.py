@@ -28,6 +28,23 @@ class Sample:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TcpCounts:
+    """One side's TCP senders over a run, as Linux counts them (the namespace's
+    /proc/net/snmp and netstat) or as the simulator's model does. SYN retries are left out of
+    ``resent_segments`` and ``timeouts``; real time's ``segments`` include SYNs and pure acks."""
+
+    segments: int
+    resent_segments: int
+    timeouts: int  # retransmission timeouts with data outstanding
+    loss_probes: int  # tail loss probes sent
+
+    @property
+    def resent_share(self) -> float:
+        """Resent segments per segment sent."""
+        return self.resent_segments / self.segments if self.segments else 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunResult:
     mode: str  # "virtual" or "realtime"
     profile: dict[str, object]
@@ -79,3 +96,7 @@ class RunResult:
     # The link the station remembered when it stopped (protocol/link_memory.py's encoding),
     # what a next start would size its first flights and its gate's restart by.
     link_memory: str | None = None
+    # The station's and ground's TCP senders (virtual time: the model's; real time: the
+    # kernel's, through the packet link only).
+    tcp_station: TcpCounts | None = None
+    tcp_ground: TcpCounts | None = None

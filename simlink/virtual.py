@@ -16,10 +16,10 @@ from typing import Any
 from .bundle_driver import BundlePostDriver
 from .clock import EventLoop
 from .errors import SimError
-from .link import SimLink
+from .link import SimLink, WayStats
 from .memory import WARM_SEED, get_memory, set_memory
 from .profile import LinkProfile
-from .result import PostOutcome, RunResult, Sample
+from .result import PostOutcome, RunResult, Sample, TcpCounts
 from .system import EPOCH_MS, Ground, Station, Tracker
 from .workload import NAMES, Workload, accounts_for, load_workload, plan_posts
 
@@ -332,6 +332,8 @@ def _result(
         aborted_in_network_bytes=link.aborted_in_network_bytes,
         syns=link.syns,
         syns_dark=link.syns_dark,
+        tcp_station=_tcp_counts(up),
+        tcp_ground=_tcp_counts(down),
         cuts_dark=link.cuts_dark,
         cuts_random=link.cuts_random,
         dark_windows=dark,
@@ -357,3 +359,13 @@ def remembered_after_virtual_pass(profile: LinkProfile, warm_s: float, seed: int
     if r.link_memory is None:
         raise SimError(f"the warm-up pass of {warm_s:g} s on {profile.name} measured no link to remember")
     return r.link_memory
+
+
+def _tcp_counts(way: WayStats) -> TcpCounts:
+    """The model's TCP events on one way (its acks are not counted as segments)."""
+    return TcpCounts(
+        segments=way.segments,
+        resent_segments=way.resent_segments,
+        timeouts=way.timeouts,
+        loss_probes=way.loss_probes,
+    )

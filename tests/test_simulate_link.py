@@ -7,8 +7,10 @@ import dataclasses
 import pytest
 
 from simlink.clock import EventLoop
+from simlink.errors import SimError
 from simlink.link import SimConnection, SimLink
 from simlink.profile import LinkProfile, load_profile
+from simlink.realtime_link import kernel_tcp_counts
 
 
 class Sink:
@@ -180,7 +182,8 @@ def test_a_queue_that_grows_fires_no_timeout_on_a_lossless_link() -> None:
         loop.at(i * 1.5, link.connect, Sink(b"x" * 100_000), server)
     loop.run_until(600)
     assert all(len(s.got) == 100_000 for s in servers)
-    assert link.to_ground.stats.retransmitted_bytes == 0
+    st = link.to_ground.stats
+    assert st.retransmitted_bytes == 0 and st.resent_segments == st.timeouts == st.loss_probes == 0
 
 
 def test_a_lost_tail_is_probed_before_the_timeout() -> None:
@@ -215,6 +218,9 @@ def test_a_lost_tail_is_probed_before_the_timeout() -> None:
     # RTO, 3 RTTs after that ack, would land it ~5.5 RTTs in.
     assert server.done_at < dropped[0] + 4 * rtt, (server.done_at, dropped[0], rtt)
     assert conn.up.backoff == 1 and conn.up.cwnd >= 10 * p.mss_bytes  # no timeout fired
+    st = link.to_ground.stats  # counted as Linux counts them (benchmarks/bench_tcp_model.py)
+    assert (st.loss_probes, st.timeouts, st.resent_segments) == (1, 0, 1)
+    assert st.segments == 11
 
 
 def test_the_rto_follows_linux_estimator() -> None:
@@ -240,3 +246,18 @@ def test_the_rto_follows_linux_estimator() -> None:
     assert rtos[1] == pytest.approx(2.0 + 0.2 + (4.0 - 0.2) * 0.75)
     assert all(a >= b for a, b in zip(rtos, rtos[1:], strict=False)) and rtos[-1] >= 2.2
     assert rtos[-1] == pytest.approx(2.2, abs=0.01)
+
+
+def test_the_kernels_counters_read_as_the_models() -> None:
+    """/proc/net/snmp and netstat as a namespace's `cat` prints them: SYN retries (counted by
+    Linux among retransmissions and timeouts) are taken out, as the model never counts them."""
+    text = (
+        "Ip: Forwarding DefaultTTL\nIp: 1 64\n"
+        "Tcp: RtoAlgorithm ActiveOpens OutSegs RetransSegs InErrs\nTcp: 1 40 10000 180 0\n"
+        "TcpExt: SyncookiesSent TCPTimeouts TCPLossProbes TCPSynRetrans\nTcpExt: 0 176 19 173\n"
+        "IpExt: InNoRoutes\nIpExt: 0\n"
+    )
+    c = kernel_tcp_counts(text)
+    assert (c.segments, c.resent_segments, c.timeouts, c.loss_probes) == (10_000, 7, 3, 19)
+    with pytest.raises(SimError, match="unexpected"):
+        kernel_tcp_counts("Tcp: OutSegs\nUdp: 5\n")

@@ -65,6 +65,10 @@ def test_realtime_packet_run_at_2_percent_loss(tmp_path: Path) -> None:
     assert rb["payload"] == vb["payload"]
     assert rb["ip_total"] > rb["payload"]
     assert vb["ip_total"] == pytest.approx(rb["ip_total"], rel=0.25)
+    # Each side's kernel TCP counters, read from its namespace (bench_tcp_model.py compares them).
+    for side in (real_result.tcp_station, real_result.tcp_ground):
+        assert side is not None and side.segments > 0 and side.resent_segments > 0, side
+    assert real["link"]["tcp_station"]["resent_share"] > 0
 
 
 def test_packet_mode_refuses_clearly_where_it_cannot_run(
