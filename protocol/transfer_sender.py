@@ -128,6 +128,12 @@ class SenderConfig:
     # Small requests kept in flight (a photo opened ahead when fewer fly): the round trips
     # the stream count is sized by (``_needs_sample``).
     sample_requests: int = 1
+    # Bare OPENs a start sends ahead of its first flights when every upload would otherwise take
+    # a stream with its first chunk (``_first_sample``), while no round trip is measured. Sent
+    # together, the first answer to come back sets the base: with one, a segment of its answer
+    # lost read the first base up to 3 s long on a 1.4 s path, and a cut seconds later then
+    # looked like a slow link to the send gate (docs/link.md "The first sample").
+    first_samples: int = 2
     # A request carrying at most this much (an OPEN, a commit poll, receipts, a small bundle
     # inline) crosses in a few segments, so its round trip is the path's RTT plus the queue
     # ahead of it at the link: the end-to-end sample the stream count is sized from.
@@ -761,7 +767,7 @@ class TransferSender:
             probe = self._sample_open(now)
             if probe is not None:
                 return probe
-        elif sample and self._least_rtt_s is None:
+        elif self._least_rtt_s is None and (sample or self._first_samples_flying()):
             probe = self._first_sample(now)
             if probe is not None:
                 return probe
@@ -826,10 +832,16 @@ class TransferSender:
         )
         return self._emit(req, now, t.spec.key, None)
 
+    def _first_samples_flying(self) -> int:
+        """First samples in flight, if fewer than ``first_samples`` (else 0: enough)."""
+        n = sum(1 for r in self._requests.values() if r.first_sample)
+        return n if 0 < n < self.config.first_samples else 0
+
     def _first_sample(self, now: float) -> Outgoing | None:
         """Before any round trip is measured, if every upload to open would take a stream with
         its first chunk (and none is a text post), the last in line opens bare instead, ahead of
-        the first flights, so the stream count has a base RTT by the first answer.
+        the first flights, so the stream count has a base RTT by the first answer; then the next
+        (up to ``first_samples``), as long as one upload keeps its first flight.
         With every photo's OPEN carrying its first chunk (a backlog of a few large photos) the
         first sample was the first answer after the sampling rule could run: 13 s into a 2.6 s
         start, and the count sat at 16 streams until then."""

@@ -72,7 +72,8 @@ def test_until_measured_the_small_requests_go_first(
     """Any backlog at the start: the small requests (<= small_request_bytes) first, then the
     rest, each in the order a sender that has measured a round trip hands them out. The uploads
     opened are the same, but where that sender would hand out no small request at all (every
-    OPEN carries a first chunk), the last upload in line opens bare to be one."""
+    OPEN carries a first chunk), the last uploads in line (``first_samples``, leaving one a
+    first flight) open bare to be them."""
     got = {}
     for measured in (False, True):
         pair = make_pair()
@@ -84,19 +85,22 @@ def test_until_measured_the_small_requests_go_first(
             add(pair, b"text %d" % i, kind=TransferKind.BUNDLE)
         if measured:
             s._least_rtt_s = 1.0  # noqa: SLF001
-        last = max(s._transfers.values(), key=lambda t: t.order, default=None)  # noqa: SLF001
+        in_line = [t.spec.key for t in sorted(s._transfers.values(), key=lambda t: t.order)]  # noqa: SLF001
         frames = [(decode_request(o.data), o.payload_bytes) for o in s.data_to_send(0.0)]
         got[measured] = [(f.key, n <= s.config.small_request_bytes) for f, n in frames]  # type: ignore[union-attr]
     early, late = got[False], got[True]
     small = [k for k, sm in early if sm]
     assert early == [(k, True) for k in small] + [(k, False) for k, sm in early if not sm]
     early_data, late_data = [k for k, sm in early if not sm], [k for k, sm in late if not sm]
-    assert early_data == [k for k in late_data if k in early_data] and len(late_data) <= len(early_data) + 1
+    n = SenderConfig().first_samples
+    assert early_data == [k for k in late_data if k in early_data] and len(late_data) <= len(early_data) + n
     if any(sm for _, sm in late) or early == [] or set(early) == set(late):
         assert sorted(early, key=str) == sorted(late, key=str)
-    else:  # the start's sample: the last upload opens bare, not with its first chunk
-        assert first_flight and last is not None and early[0] == (last.spec.key, True)
-        assert set(early) - {early[0]} <= set(late) and len(early) <= len(late) + 1
+    else:  # the start's samples: the last uploads open bare, not with their first chunks
+        samples = [k for k, sm in early if sm]
+        assert first_flight and 1 <= len(samples) <= n and early_data
+        assert sorted(samples, key=str) == sorted(in_line[-len(samples) :], key=str)
+        assert set(early) - {(k, True) for k in samples} <= set(late) and len(early) <= len(late) + n
 
 
 _EVENT = st.tuples(

@@ -215,25 +215,40 @@ def test_a_backlog_of_a_few_large_photos_still_sizes_its_streams() -> None:
 def test_a_start_whose_every_open_carries_a_chunk_samples_ahead_of_them() -> None:
     """Every photo's OPEN carrying its first chunk (link version 3), no small request was left
     at the start: the first round trip came from the first answers, behind every first flight
-    (13 s into a 2.6 s start in the simulator, the count at 16 streams until then). One photo,
-    the last in line, opens bare and leaves first; every other stream still takes a first flight."""
+    (13 s into a 2.6 s start in the simulator, the count at 16 streams until then). The last
+    two photos in line open bare and leave first; every other stream still takes a first
+    flight. The first answer back sets the base: one whose answer lost a segment (3 s late)
+    does not make a 1.4 s path read 4.4 s."""
     cfg = dataclasses.replace(CFG, initial_streams=16, window=8, max_window=96)
     path = _Path(cfg, photos=16, photo_bytes=6_000_000)
     s = path.sender
     s.first_flight = True
     first = [decode_request(o.data) for o in s.data_to_send(0.0)]
     bare = [f for f in first if isinstance(f, Open) and not f.data]
-    assert len(bare) == 1 and first[0] is bare[0]
-    last = max(s._transfers.values(), key=lambda t: t.order)  # noqa: SLF001
-    assert bare[0].key == last.spec.key
-    assert sum(1 for f in first if isinstance(f, Open) and f.data) == 15
-    for o in first:  # answered like the rest: 1.4 s plus the payload at 12 kB/s
+    assert len(bare) == 2 and first[:2] == bare
+    last_two = sorted(s._transfers.values(), key=lambda t: t.order)[-2:]  # noqa: SLF001
+    assert {b.key for b in bare} == {t.spec.key for t in last_two}
+    assert sum(1 for f in first if isinstance(f, Open) and f.data) == 14
+    for o in first:  # answered like the rest: 1.4 s plus the payload at 12 kB/s ...
         resp = path.pair.ground.handle(encode_request(o), 0.7)
         assert resp is not None
-        path.flying.append((1.4 + (len(o.data) if isinstance(o, Open) else 0) / 12_000, 0.0, o.seq, resp))
+        late = 3.0 if o is first[0] else 0.0  # ... but the first sample's answer lost a segment
+        path.flying.append(
+            (1.4 + late + (len(o.data) if isinstance(o, Open) else 0) / 12_000, 0.0, o.seq, resp)
+        )
     path.flying.sort()
     path.run(1.5)
-    assert s.base_rtt_s == 1.4  # by the bare OPEN's answer, before any first flight's
+    assert s.base_rtt_s == 1.4  # by the second bare OPEN's answer, before any first flight's
+
+
+def test_a_start_of_two_uploads_keeps_a_first_flight() -> None:
+    """The samples never take every upload's first flight: of two photos, one opens bare."""
+    cfg = dataclasses.replace(CFG, initial_streams=16, window=8, max_window=96)
+    path = _Path(cfg, photos=2, photo_bytes=6_000_000)
+    path.sender.first_flight = True
+    first = [decode_request(o.data) for o in path.sender.data_to_send(0.0)]
+    opens = [f for f in first if isinstance(f, Open)]
+    assert len(opens) == 2 and sorted(bool(f.data) for f in opens) == [False, True]
 
 
 def test_a_sampling_open_holds_back_no_chunk() -> None:
