@@ -33,7 +33,7 @@ import aiohappyeyeballs
 import aiohttp
 
 from protocol.capabilities import Capabilities
-from protocol.link_memory import LinkMemory, first_flight_bytes
+from protocol.link_memory import LinkMemory, first_flight_bytes, start_streams
 from protocol.receipts import RECEIPTS_VERSION, RECEIPTS_VERSION_COMPACT, RECEIPTS_VERSIONS
 from protocol.transfer import (
     LinkDown,
@@ -842,9 +842,14 @@ class _Planner:
 
 
 def sized_by_memory(config: SenderConfig, memory: LinkMemory | None) -> SenderConfig:
-    """``config`` with its first flights sized from the last pass's link (about one BDP
-    together, protocol/link_memory.py), unless it sets their size itself or nothing is remembered."""
-    if memory is None or config.first_flight_bytes is not None:
+    """``config`` started on the last pass's link (protocol/link_memory.py): as many streams as
+    its bandwidth-delay product gives (never fewer than ``initial_streams``), and first flights
+    of about one BDP together, unless it sets their size itself; as is if nothing is remembered."""
+    if memory is None:
+        return config
+    streams = start_streams(memory, config.stream_share_bytes, config.start_streams, config.max_window)
+    config = dataclasses.replace(config, initial_streams=streams)
+    if config.first_flight_bytes is not None:
         return config
     each = first_flight_bytes(
         memory, config.start_streams, config.min_chunk_bytes, config.initial_chunk_bytes

@@ -91,6 +91,17 @@ def first_flight_bytes(memory: LinkMemory, streams: int, least: int, most: int) 
     return int(min(most, max(least, each)))
 
 
+def start_streams(memory: LinkMemory, share_bytes: int, least: int, most: int) -> int:
+    """Streams a start opens with on the remembered link: as many as leave each ``share_bytes``
+    of its bandwidth-delay product (the share the stream rule's caps give a faster link,
+    TransferSender._stream_caps), within ``least``..``most``. From 16 the count grows by half
+    every 2 round trips: at 6 Mbit/s and 2.6 s it took ~60 s to reach the ~130 streams the
+    path needs at 1 % loss (docs/link.md "A remembered link starts with its streams")."""
+    if share_bytes < 1 or least < 1 or most < least:
+        raise LocalProtocolError(f"start streams bounds: share={share_bytes}, least={least}, most={most}")
+    return int(min(most, max(least, memory.bdp_bytes // share_bytes)))
+
+
 def replaces(new: LinkMemory, kept: LinkMemory | None, *, now: float, link_limited: bool) -> bool:
     """Does ``new`` replace the memory ``kept`` (at Unix ``now``)? Always when the link was the
     limit (``link_limited``: a backlog moving, past its start) or nothing usable is kept;

@@ -36,6 +36,7 @@ from protocol.link_memory import (
     LinkMemory,
     first_flight_bytes,
     replaces,
+    start_streams,
 )
 from protocol.transfer import SenderConfig
 from simlink.profile import load_profile
@@ -109,17 +110,46 @@ def test_the_bounds_must_make_sense() -> None:
             first_flight_bytes(m, streams, least, most)
 
 
-def test_sixteen_first_flights_on_the_links_of_issue_14() -> None:
-    """1.5 Mbit/s (~185 kB/s delivered at 1 % loss): 0.6 s gives ~6 kB each, 2.6 s ~27 kB,
-    where a chunk (64 KiB each, 1 MiB together) was 9 and 2 BDP."""
+def test_a_start_on_the_links_of_issue_14() -> None:
+    """1.5 Mbit/s (~185 kB/s delivered at 1 % loss): 0.6 s starts with 16 streams and ~6 kB
+    first flights each, 1.4 s 22 and 2.6 s 41 streams, ~10.6 kB each, where a chunk (64 KiB
+    each, 1 MiB together) was 9 and 2 BDP; 6 Mbit/s starts with 86 and 159 streams, where 16
+    took ~60 s to grow to what 2.6 s needs."""
     c = SenderConfig()
-    for rtt, expect in ((0.6, 6_243), (1.4, 14_568), (2.6, 27_056)):
-        m = LinkMemory(rate_bytes_s=185_000.0, base_rtt_s=rtt, measured_at=NOW)
-        assert sized_by_memory(c, m).first_flight_bytes == expect
+    for rate, rtt, streams, each in (
+        (185_000.0, 0.6, 16, 6_243),
+        (185_000.0, 1.4, 22, 10_595),
+        (185_000.0, 2.6, 41, 10_558),
+        (720_000.0, 1.4, 86, 10_548),
+        (720_000.0, 2.6, 159, 10_596),
+    ):
+        m = LinkMemory(rate_bytes_s=rate, base_rtt_s=rtt, measured_at=NOW)
+        sized = sized_by_memory(c, m)
+        assert (sized.start_streams, sized.first_flight_bytes) == (streams, each)
     slow = LinkMemory(rate_bytes_s=2_000.0, base_rtt_s=0.6, measured_at=NOW)
     assert sized_by_memory(c, slow).first_flight_bytes == c.min_chunk_bytes
+    assert sized_by_memory(c, slow).start_streams == c.initial_streams
     fast = LinkMemory(rate_bytes_s=1e9, base_rtt_s=0.6, measured_at=NOW)
     assert sized_by_memory(c, fast).first_flight_bytes == c.initial_chunk_bytes
+    assert sized_by_memory(c, fast).start_streams == c.max_window
+
+
+@given(memories, st.integers(1, 100_000), st.integers(1, 64), st.integers(0, 200))
+def test_start_streams_stay_within_bounds_and_grow_with_the_path(
+    m: LinkMemory, share: int, least: int, extra: int
+) -> None:
+    most = least + extra
+    n = start_streams(m, share, least, most)
+    assert least <= n <= most
+    longer = LinkMemory(rate_bytes_s=m.rate_bytes_s, base_rtt_s=m.base_rtt_s * 2, measured_at=m.measured_at)
+    assert start_streams(longer, share, least, most) >= n
+
+
+def test_start_streams_bounds_must_make_sense() -> None:
+    m = LinkMemory(rate_bytes_s=1e5, base_rtt_s=1.0, measured_at=NOW)
+    for share, least, most in ((0, 16, 160), (11_719, 0, 160), (11_719, 16, 8)):
+        with pytest.raises(LocalProtocolError, match="start streams bounds"):
+            start_streams(m, share, least, most)
 
 
 def test_without_a_memory_or_with_a_size_given_the_config_stands() -> None:
