@@ -76,8 +76,8 @@ class SenderConfig:
     # 160 at most (with ``query_streams`` and the pool's 2, 178 connections: ground's edge
     # allows 192 per address, `ground serve --conns-per-address`). 96 held a 6 Mbit/s, 2.6 s,
     # 1 % link to 0.57-0.61 of its rate (~130 loss-bound streams fill it); 160 reaches
-    # 0.68-0.70, and 192 or 256 did no better (docs/link.md "A faster link: more streams").
-    # On 1.5 Mbit/s the caps below bind long before. And ...
+    # 0.67-0.69, 128 less (192 and 256 were tried on one seed only; docs/link.md "A faster
+    # link: 160 streams"). On 1.5 Mbit/s the caps below bind long before. And ...
     max_window: int = 160
     # ... at most this many per second of the least round trip (at least ``streams_floor_max``):
     # one stream's Mathis bound falls as 1/RTT, so a longer path needs more for the same loss.

@@ -258,6 +258,8 @@ def kernel_tcp_counts(proc_text: str) -> TcpCounts:
             raise SimError(f"unexpected /proc/net line pair: {names[:40]!r} / {nums[:40]!r}")
         for k, v in zip(keys.split(), nums.partition(":")[2].split(), strict=True):
             values[f"{group}.{k}"] = int(v)
+    if "Tcp.OutSegs" not in values or "Tcp.RetransSegs" not in values:
+        raise SimError("/proc/net/snmp gave no Tcp OutSegs and RetransSegs")
     syn = values.get("TcpExt.TCPSynRetrans", 0)
     return TcpCounts(
         segments=values["Tcp.OutSegs"],

@@ -261,3 +261,5 @@ def test_the_kernels_counters_read_as_the_models() -> None:
     assert (c.segments, c.resent_segments, c.timeouts, c.loss_probes) == (10_000, 7, 3, 19)
     with pytest.raises(SimError, match="unexpected"):
         kernel_tcp_counts("Tcp: OutSegs\nUdp: 5\n")
+    with pytest.raises(SimError, match="no Tcp OutSegs"):
+        kernel_tcp_counts("Udp: InDatagrams\nUdp: 5\n")
