@@ -6,6 +6,7 @@ ships"; docs/link.md "The simulator's TCP timers").
 
     python benchmarks/bench_tcp_model.py                          # 2.6 s / 1 %, seed 11, 3 min
     python benchmarks/bench_tcp_model.py --profiles fill-rtt1.4-loss1 --seeds 12 13 --cc reno
+    python benchmarks/bench_tcp_model.py --warm 120   # a station that remembers a pass first
 
 Needs root and /dev/net/tun (the packet link); elsewhere it says why and exits 2. Real time
 takes the run's minutes. Counted: segments sent (real time also counts SYNs and pure acks),
@@ -29,19 +30,24 @@ from simlink.profile import load_profile  # noqa: E402
 from simlink.realtime_link import packet_mode_problem  # noqa: E402
 from simlink.report import build_report  # noqa: E402
 from simlink.result import RunResult, TcpCounts  # noqa: E402
-from simlink.virtual import run_virtual  # noqa: E402
+from simlink.virtual import remembered_after_virtual_pass, run_virtual  # noqa: E402
 from simlink.workload import load_workload  # noqa: E402
 
 
-def run_pair(profile: str, seed: int, minutes: float, workload: str, cc: str) -> dict[str, RunResult]:
-    """The same run in virtual and in real time (the packet link, kernel congestion control ``cc``)."""
-    from simlink.realtime import run_realtime
+def run_pair(
+    profile: str, seed: int, minutes: float, workload: str, cc: str, warm_s: float = 0.0
+) -> dict[str, RunResult]:
+    """The same run in virtual and in real time (the packet link, kernel congestion control
+    ``cc``); with ``warm_s``, each starts remembering a pass of that long in its own time."""
+    from simlink.realtime import remembered_after_pass, run_realtime
 
     prof, wl = load_profile(profile), load_workload(workload)
     kw: dict[str, Any] = dict(astronauts=4, duration_s=minutes * 60, seed=seed)
-    virtual = run_virtual(prof, wl, transfer="transfer", **kw)
+    mem = remembered_after_virtual_pass(prof, warm_s, seed) if warm_s > 0 else None
+    virtual = run_virtual(prof, wl, transfer="transfer", remembered=mem, **kw)
     with tempfile.TemporaryDirectory() as tmp:
-        real = run_realtime(prof, wl, workdir=Path(tmp), packet=True, tcp_cc=cc, **kw)
+        mem = remembered_after_pass(prof, warm_s, seed, Path(tmp) / "warm", cc) if warm_s > 0 else None
+        real = run_realtime(prof, wl, workdir=Path(tmp) / "run", packet=True, tcp_cc=cc, remembered=mem, **kw)
     return {"virtual": virtual, f"real ({cc})": real}
 
 
@@ -61,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--workload", default="large-photos")
     ap.add_argument("--cc", default="cubic", help="the kernel's congestion control (the model is NewReno)")
+    ap.add_argument("--warm", type=float, default=0.0, help="seconds of a pass the station remembers first")
     args = ap.parse_args(argv)
     problem = packet_mode_problem()
     if problem:
@@ -72,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for profile in args.profiles:
         for seed in args.seeds:
-            for how, r in run_pair(profile, seed, args.minutes, args.workload, args.cc).items():
+            for how, r in run_pair(profile, seed, args.minutes, args.workload, args.cc, args.warm).items():
                 rep = build_report(r)
                 goodput = rep["link"]["transfer_goodput_per_rate_while_backlogged"]
                 print(
