@@ -767,7 +767,7 @@ class TransferSender:
             probe = self._sample_open(now)
             if probe is not None:
                 return probe
-        elif self._least_rtt_s is None and (sample or self._first_samples_flying()):
+        elif self._least_rtt_s is None and (sample or self._first_samples_short()):
             probe = self._first_sample(now)
             if probe is not None:
                 return probe
@@ -832,10 +832,10 @@ class TransferSender:
         )
         return self._emit(req, now, t.spec.key, None)
 
-    def _first_samples_flying(self) -> int:
-        """First samples in flight, if fewer than ``first_samples`` (else 0: enough)."""
+    def _first_samples_short(self) -> bool:
+        """Are some first samples in flight, but fewer than ``first_samples``?"""
         n = sum(1 for r in self._requests.values() if r.first_sample)
-        return n if 0 < n < self.config.first_samples else 0
+        return 0 < n < self.config.first_samples
 
     def _first_sample(self, now: float) -> Outgoing | None:
         """Before any round trip is measured, if every upload to open would take a stream with

@@ -254,9 +254,10 @@ def kernel_tcp_counts(proc_text: str) -> TcpCounts:
     lines = proc_text.splitlines()
     for names, nums in zip(lines[::2], lines[1::2], strict=False):
         group, _, keys = names.partition(":")
-        if nums.partition(":")[0] != group:
+        num_group, _, counts = nums.partition(":")
+        if num_group != group:
             raise SimError(f"unexpected /proc/net line pair: {names[:40]!r} / {nums[:40]!r}")
-        for k, v in zip(keys.split(), nums.partition(":")[2].split(), strict=True):
+        for k, v in zip(keys.split(), counts.split(), strict=True):
             values[f"{group}.{k}"] = int(v)
     if "Tcp.OutSegs" not in values or "Tcp.RetransSegs" not in values:
         raise SimError("/proc/net/snmp gave no Tcp OutSegs and RetransSegs")
