@@ -146,6 +146,15 @@ class SenderConfig:
     # link gives 32 streams 64 KiB each, not 512 KiB, so the station's memory and ground's
     # held request bodies (ground/body_limits.py) stay small; at 1.5 Mbit/s × 8 s it never binds.
     max_inflight_bytes: int = 2 * 1024 * 1024
+    # ... or ``inflight_bdps`` round trips of what the last interval delivered, if more (at most
+    # ``inflight_ceiling_bytes``): a request holds its bytes from its first byte sent until its
+    # answer, a round trip after its last, and a loss-bound stream sends its chunk over several,
+    # so ~1 BDP in flight (2 MiB at 6 Mbit/s and 2.6 s) leaves the link idle. 3: 2 and 4
+    # gained less there (docs/link.md "In flight: round trips of the rate"); on 1.5 Mbit/s
+    # links 2 MiB stays the more up to a 3.7 s round trip.
+    inflight_bdps: float = 3.0
+    # Half ground's body budget for one station (ground/body_limits.py: 8 × 4 MiB).
+    inflight_ceiling_bytes: int = 16 * 1024 * 1024
     # Before the first rate sample (64 KiB ≈ 0.35 s of a 1.5 Mbit/s link on one stream).
     initial_chunk_bytes: int = 64 * 1024
     # A first flight's chunk (an OPEN carrying its upload's first bytes) at most this (None:
@@ -428,6 +437,7 @@ class TransferSender:
         self.streams = c.start_streams
         self._epoch_at = now  # the stream rule's measuring interval began here
         self._epoch_delivered = 0  # ``_delivered`` when it began
+        self._interval_rate_bytes_s = 0.0  # what the last interval delivered a second
         self._window_limited = False  # the window, not the queue, held requests back
         self._rtts: deque[tuple[float, float]] = deque()  # (when, a small request's round trip)
         # The least small-request round trip ever seen: the path's own, which sets the race
@@ -520,8 +530,15 @@ class TransferSender:
             if self._rate_samples
             else c.initial_chunk_bytes
         )
-        top = min(c.max_chunk_bytes, c.max_inflight_bytes // self.streams)
+        top = min(c.max_chunk_bytes, self._inflight_budget() // self.streams)
         return int(max(c.min_chunk_bytes, min(top, base * self._cut_scale)))
+
+    def _inflight_budget(self) -> int:
+        """The most chunk bytes all streams may hold at once: ``max_inflight_bytes``, or
+        ``inflight_bdps`` round trips of the last interval's delivery rate if more."""
+        c = self.config
+        bdp = self._interval_rate_bytes_s * (self.base_rtt_s or 0.0)
+        return max(c.max_inflight_bytes, min(c.inflight_ceiling_bytes, int(c.inflight_bdps * bdp)))
 
     def _chunk_time_s(self) -> float:
         """``chunk_time_s``, or 4 base RTTs if longer: a stream idles a round trip between its
@@ -694,6 +711,7 @@ class TransferSender:
         if base is None or standing is None or now - self._epoch_at < max(1.0, 2 * base):
             return
         rate = (self._delivered - self._epoch_delivered) / (now - self._epoch_at)
+        self._interval_rate_bytes_s = rate
         nominal, most = self._stream_caps(now, base, rate)
         queue_shows = standing >= c.lossy_queue_ratio * base
         if self._window_limited:

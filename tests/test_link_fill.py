@@ -157,6 +157,61 @@ def test_a_faster_link_is_not_held_to_the_streams_per_second() -> None:
         assert s._stream_caps(100.0, 1.4, rate) == (nominal, most)  # noqa: SLF001
 
 
+MIB = 1024 * 1024
+
+
+def test_chunks_in_flight_reach_round_trips_of_a_fast_long_link() -> None:
+    """All chunks in flight together: 2 MiB, or ``inflight_bdps`` round trips of what the last
+    interval delivered if more, up to the ceiling: a request holds its bytes a round trip past
+    its last one, and at 6 Mbit/s and 2.6 s 2 MiB is 1.07 BDP (docs/link.md "In flight: round
+    trips of the rate"). On 1.5 Mbit/s links nothing changes."""
+    s = TransferSender(SenderConfig(), 0.0)
+    s._rtts.append((0.0, 2.6))  # noqa: SLF001
+    bdps = s.config.inflight_bdps
+    for rate, budget in (
+        (0.0, 2 * MIB),  # nothing delivered yet
+        (1_500_000 / 8, 2 * MIB),  # 1.5 Mbit/s: 2 MiB is the more
+        (6_000_000 / 8, int(bdps * 6_000_000 / 8 * 2.6)),
+        (1e9, 16 * MIB),  # the ceiling: half ground's body budget for one station
+    ):
+        s._interval_rate_bytes_s = rate  # noqa: SLF001
+        assert s._inflight_budget() == budget  # noqa: SLF001
+    s.streams, s._rate_samples, s.rate_bytes_s = 160, 1, 6_000_000 / 8  # noqa: SLF001
+    s._interval_rate_bytes_s = 6_000_000 / 8  # noqa: SLF001
+    assert s.chunk_bytes == int(bdps * 6_000_000 / 8 * 2.6) // 160
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(0, 1e8),
+    st.floats(0.01, 10.0),
+    st.integers(1, 160),
+    st.floats(0, 1e8),
+)
+def test_chunks_in_flight_stay_within_the_budget(
+    interval_rate: float, rtt: float, streams: int, rate: float
+) -> None:
+    """Whatever the rates and the round trip: every stream's chunk together stay within the
+    budget (or the least chunk each), and the budget within 2 MiB .. the ceiling."""
+    s = TransferSender(SenderConfig(), 0.0)
+    s._rtts.append((0.0, rtt))  # noqa: SLF001
+    s._interval_rate_bytes_s = interval_rate  # noqa: SLF001
+    s.streams, s._rate_samples, s.rate_bytes_s = streams, 1, rate  # noqa: SLF001
+    budget = s._inflight_budget()  # noqa: SLF001
+    c = s.config
+    assert c.max_inflight_bytes <= budget <= max(c.max_inflight_bytes, c.inflight_ceiling_bytes)
+    assert s.chunk_bytes * streams <= max(budget, c.min_chunk_bytes * streams)
+
+
+def test_the_interval_records_what_it_delivered() -> None:
+    """The budget follows the stream rule's own interval (not ``rate_bytes_s``, which rises
+    fast on bunched answers)."""
+    path = _Path(CFG)
+    path.run(60.0)
+    s = path.sender
+    assert 0 < s._interval_rate_bytes_s <= s.stats.chunk_bytes / 60.0 * 2  # noqa: SLF001
+
+
 def test_a_standing_queue_that_becomes_the_base_does_not_raise_the_cap() -> None:
     """The cap (streams per second of round trip) follows the least round trip measured, not
     the windowed base: a queue standing past ``rtt_window_s`` becomes the base, and a cap

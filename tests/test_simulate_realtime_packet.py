@@ -66,8 +66,12 @@ def test_realtime_packet_run_at_2_percent_loss(tmp_path: Path) -> None:
     assert rb["ip_total"] > rb["payload"]
     assert vb["ip_total"] == pytest.approx(rb["ip_total"], rel=0.25)
     # Each side's kernel TCP counters, read from its namespace (bench_tcp_model.py compares them).
-    for side in (real_result.tcp_station, real_result.tcp_ground):
-        assert side is not None and side.segments > 0 and side.resent_segments > 0, side
+    # Ground sends few data segments here (answers; ~400 segments, most of them acks, which are
+    # never resent): at 2 % loss a run in which none of its data was lost is likely enough
+    # (one was seen), so only the station's side, with thousands, must show resends.
+    station, ground = real_result.tcp_station, real_result.tcp_ground
+    assert station is not None and station.segments > 0 and station.resent_segments > 0, station
+    assert ground is not None and ground.segments > 0 and ground.resent_segments >= 0, ground
     assert real["link"]["tcp_station"]["resent_share"] > 0
 
 
