@@ -94,13 +94,16 @@ class SenderConfig:
     streams_floor_max: int = 32
     # ... or, on a faster link, as many as leave each stream this share of what the last
     # interval delivered in the least round trip (nominal; with no queue,
-    # ``lossy_stream_share_bytes``): 1.5 x the share the counts per second above leave each
-    # stream of 1.5 Mbit/s, where they were measured, so there those still bind (an interval
-    # of bunched answers after a start read 1.5 x the link's rate). The per-second caps alone
-    # held a 6 Mbit/s link at 1.4 s / 1 % to 45 streams and 0.52-0.55 of its rate (docs/link.md
-    # "A faster link").
+    # ``lossy_stream_share_bytes``). Nominal: 1.5 x the share 24 a second leave each stream of
+    # 1.5 Mbit/s, where they were measured, so there those still bind (an interval of bunched
+    # answers after a start read 1.5 x the link's rate). The per-second caps alone held a 6
+    # Mbit/s link at 1.4 s / 1 % to 45 streams and 0.52-0.55 of its rate (docs/link.md "A
+    # faster link"). With no queue, a stream at 3 % loss holds ~7 segments a round trip
+    # (Mathis) and idles one between its requests, ~5 kB: 8.8 kB (1.5 x, as nominal) pinned a
+    # 6 Mbit/s link at 0.6 s / 3 % to the 32-stream floor at 0.57-0.59 of its rate while it
+    # showed no queue at all (docs/link.md "No queue: a smaller share").
     stream_share_bytes: int = 11_719
-    lossy_stream_share_bytes: int = 8_789
+    lossy_stream_share_bytes: int = 4_400
     # Requests that carry no data (an OPEN asking what ground has, a commit poll, receipts)
     # may be in flight this many beyond ``streams``, so a stream never idles a round trip
     # behind a request that moves nothing: the next photos are opened while the last ones'

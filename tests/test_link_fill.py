@@ -143,15 +143,17 @@ CAPS_CFG = dataclasses.replace(
 def test_a_faster_link_is_not_held_to_the_streams_per_second() -> None:
     """The caps are the larger of so many streams per second of round trip and as many as
     leave each stream its share of what the last interval delivered in that round trip: on
-    1.5 Mbit/s (where the per-second caps were measured) the first binds, on a faster link the
-    second (a 6 Mbit/s link at 1.4 s / 1 % sat at 45 streams and 0.52-0.55 of its rate)."""
+    1.5 Mbit/s (where the per-second caps were measured) the first binds the nominal count, on
+    a faster link the second (a 6 Mbit/s link at 1.4 s / 1 % sat at 45 streams and 0.52-0.55
+    of its rate). With no queue the share is smaller (4.4 kB: a stream at 3 % loss carries ~5
+    kB a round trip), so there it binds on 1.5 Mbit/s at 1.4 s too."""
     s = TransferSender(SenderConfig(), 0.0)
     s._path_rtt_s = 1.4  # noqa: SLF001
     for rate, nominal, most in (
         (0.0, 34, 45),  # nothing delivered yet: 24 and 32 a second of 1.4 s
-        (1_500_000 / 8 * 1.25, 34, 45),  # a 1.5 Mbit/s interval read high: still those
-        (6_000_000 / 8 * 0.5, 44, 59),  # half of 6 Mbit/s delivered: its shares
-        (6_000_000 / 8, 89, 119),  # all of it
+        (1_500_000 / 8 * 1.25, 34, 74),  # a 1.5 Mbit/s interval read high: 24 a second; its small shares
+        (6_000_000 / 8 * 0.5, 44, 119),  # half of 6 Mbit/s delivered: its shares
+        (6_000_000 / 8, 89, 160),  # all of it (``max_window`` with no queue)
         (12_000_000 / 8, 160, 160),  # twice that: ``max_window``
     ):
         assert s._stream_caps(100.0, 1.4, rate) == (nominal, most)  # noqa: SLF001
