@@ -71,7 +71,7 @@ def test_realtime_packet_run_at_2_percent_loss(tmp_path: Path) -> None:
     # (one was seen), so only the station's side, with thousands, must show resends.
     station, ground = real_result.tcp_station, real_result.tcp_ground
     assert station is not None and station.segments > 0 and station.resent_segments > 0, station
-    assert ground is not None and ground.segments > 0 and ground.resent_segments >= 0, ground
+    assert ground is not None and ground.segments > 0, ground
     assert real["link"]["tcp_station"]["resent_share"] > 0
 
 
