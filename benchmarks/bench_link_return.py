@@ -55,17 +55,22 @@ def run_dark_posts(
     return sorted(out), r, prof.rtt_s
 
 
-def post_before_return(profile_name: str, before_s: float, *, suspect: bool = True) -> float:
+def post_before_return(
+    profile_name: str, before_s: float, *, cut_after_s: float | None = None, **changes: float | None
+) -> float:
     """A post written ``before_s`` before the first dark window's end while the sender believes
     the link up (one post 10 minutes before the window taught it the round trip), no random
-    loss or cuts: (published − window end) / RTT. ``suspect=False``: the suspect-connect rule
-    off (docs/link.md "After a loss of signal")."""
+    loss or cuts: (published − window end) / RTT. ``cut_after_s``: when the dark drops the
+    connections (None: the profile's; 1e6: never, as a real link). ``changes``: SenderConfig
+    fields, e.g. ``heartbeat_s=None`` (docs/link.md "A dark with nothing in flight")."""
     import simlink.transfer_driver as td
     import simlink.virtual as virtual
     from protocol.transfer import SenderConfig
     from simlink.workload import PlannedPost, accounts_for
 
     prof = dataclasses.replace(load_profile(profile_name), loss=0.0, cuts_per_hour=0.0)
+    if cut_after_s is not None:
+        prof = dataclasses.replace(prof, cut_after_s=cut_after_s)
     start, end = prof.dark_windows(20000.0)[0]
     wl = dataclasses.replace(load_workload("burst"), photo_post_fraction=0.0, backlog_posts_per_astronaut=0)
     plan = [
@@ -75,8 +80,8 @@ def post_before_return(profile_name: str, before_s: float, *, suspect: bool = Tr
     saved = virtual.plan_posts, td.SenderConfig
     try:
         virtual.plan_posts = lambda *a: plan  # type: ignore[assignment]
-        if not suspect:
-            td.SenderConfig = lambda **kw: SenderConfig(suspect_min_s=1e9, **kw)  # type: ignore[assignment,misc]
+        if changes:
+            td.SenderConfig = lambda **kw: SenderConfig(**changes, **kw)  # type: ignore[assignment,misc,arg-type]
         r = run_virtual(prof, wl, astronauts=1, duration_s=end + 120.0, seed=7)
     finally:
         virtual.plan_posts, td.SenderConfig = saved
@@ -105,7 +110,7 @@ def _patch_sender(changes: dict[str, str]) -> None:
     from protocol.transfer import SenderConfig
 
     def config(**kw: Any) -> SenderConfig:
-        numbers: dict[str, Any] = {k: float(v) for k, v in changes.items()}
+        numbers: dict[str, Any] = {k: None if v == "none" else float(v) for k, v in changes.items()}
         return SenderConfig(**numbers, **kw)
 
     setattr(td, "SenderConfig", config)  # noqa: B010 (the driver builds its config by this name)
@@ -121,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=[],
         metavar="FIELD=VALUE",
-        help="SenderConfig fields to change for the simulated station (tuning), e.g. race_down_rtts=0.3",
+        help="SenderConfig fields to change for the simulated station (tuning), e.g. race_down_rtts=0.3 "
+        "(none: None, e.g. heartbeat_s=none)",
     )
     ap.add_argument(
         "--before",
@@ -129,13 +135,21 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         metavar="S",
         help="instead: a post written S s before a return while the link is believed up, "
-        "the suspect-connect rule off and on (RTT after the return)",
+        "the heartbeat off → on (RTT after the return)",
+    )
+    ap.add_argument(
+        "--cut-after",
+        type=float,
+        metavar="S",
+        help="--before: the dark drops the connections S s in (default: the profile's; 1e6: never)",
     )
     args = ap.parse_args(argv)
     if args.before:
         for name in args.profiles:
+            cut = args.cut_after
             cells = [
-                f"{x:g} s: {post_before_return(name, x, suspect=False):.2f} → {post_before_return(name, x):.2f}"
+                f"{x:g} s: {post_before_return(name, x, cut_after_s=cut, heartbeat_s=None):.2f} → "
+                f"{post_before_return(name, x, cut_after_s=cut):.2f}"
                 for x in args.before
             ]
             print(f"{name}: " + " | ".join(cells), flush=True)

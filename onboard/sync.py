@@ -393,19 +393,23 @@ def _unsettled_deliveries(conn: sqlite3.Connection) -> int:
 class _ConnectionKeeper:
     """Connection keeping for `sync --watch`: one connection to ground stays open so a post
     never waits a TCP handshake; when it is lost, a GET /v1/health opens another, attempts
-    spaced as the module docstring's WARM_* constants say."""
+    spaced as the module docstring's WARM_* constants say. With one open and nothing in
+    flight, the same GET is the sender's heartbeat (``TransferSender.heartbeat_at``): either
+    unanswered the sender's ``race_after_s`` tells it the link may be dark."""
 
     def __init__(
         self,
         health_url: str,
         connector: _WatchedConnector,
         wake: asyncio.Event,
+        sender: TransferSender,
         on_contact: Callable[[], None] = lambda: None,
     ) -> None:
         self._health_url = health_url
         self._on_contact = on_contact  # ground answered (the compose page's link status)
         self._connector = connector
         self._wake = wake
+        self._sender = sender
         self._task: asyncio.Task[None] | None = None
         self._started_at = 0.0  # when the last warm-up started
         self._ok_at: float | None = None  # when the last one succeeded (None: it failed)
@@ -415,10 +419,16 @@ class _ConnectionKeeper:
     def step(
         self, session: aiohttp.ClientSession, now: float, *, requests_open: bool, answered_at: float
     ) -> None:
-        """Start a warm-up if no request and no connection is open and one is due.
+        """Start a warm-up if no request and no connection is open and one is due, or the
+        heartbeat if a connection is open and the sender says it is due.
 
         ``answered_at``: when ground last answered a transfer request."""
-        if self._task is not None or requests_open or self._connector.open():
+        if self._task is not None or requests_open:
+            return
+        if self._connector.open():
+            due = self._sender.heartbeat_at
+            if due is not None and now >= due:
+                self._task = asyncio.ensure_future(self._warm(session, beat=True))
             return
         # The link worked since the last attempt: the connection was lost to a cut.
         fresh = answered_at > self._started_at or (
@@ -428,23 +438,35 @@ class _ConnectionKeeper:
             if fresh:
                 self._retry_s = WARM_RETRY_S
             self._started_at = now
-            self._task = asyncio.ensure_future(self._warm(session))
+            self._task = asyncio.ensure_future(self._warm(session, beat=False))
 
-    async def _warm(self, session: aiohttp.ClientSession) -> None:
-        """Open a connection for the next post: GET /v1/health, kept alive by the pool."""
+    async def _warm(self, session: aiohttp.ClientSession, *, beat: bool) -> None:
+        """GET /v1/health: a warm-up opens a connection for the next post (kept alive by the
+        pool); a heartbeat asks on the one open. Unanswered ``race_after_s``, the sender is told."""
+        late = self._sender.race_after_s
+        timer = None if late is None else asyncio.get_running_loop().call_later(late, self._late)
         try:
             timeout = aiohttp.ClientTimeout(total=WARM_TIMEOUT_S)
             async with session.get(self._health_url, timeout=timeout) as resp:
                 await resp.read()
+            self._sender.ground_heard(time.monotonic())
             self._ok_at = time.monotonic()
             self._on_contact()
         except (aiohttp.ClientError, TimeoutError, OSError):
             self._ok_at = None  # link down: the next attempt comes after the backoff
         finally:
-            self._next_at = time.monotonic() + self._retry_s
-            self._retry_s = min(self._retry_s * 2, WARM_RETRY_MAX_S)
+            if timer is not None:
+                timer.cancel()
+            if not beat:  # a heartbeat leaves the warm-ups' backoff as it was
+                self._next_at = time.monotonic() + self._retry_s
+                self._retry_s = min(self._retry_s * 2, WARM_RETRY_MAX_S)
             self._task = None
             self._wake.set()
+
+    def _late(self) -> None:
+        """The GET is unanswered the sender's ``race_after_s``: the link may be dark."""
+        if self._sender.ground_unanswered(time.monotonic()) is not None:
+            self._wake.set()  # a post held by Nagle's rule may race now
 
     async def close(self) -> None:
         if self._task is not None:
@@ -928,7 +950,7 @@ class _Sync:
         self.planner = _Planner(home, self.conn, self.cfg.peer, self.sender, self.progress, self.wake)
         self.connector = _connector(self.sender.config, self.cfg.ssl(), self.meter)
         self.keeper = _ConnectionKeeper(
-            self.cfg.ground_url + "/v1/health", self.connector, self.wake, self.seen.contact
+            self.cfg.ground_url + "/v1/health", self.connector, self.wake, self.sender, self.seen.contact
         )
         self.down_since: float | None = None
         self.next_scan = 0.0
@@ -1070,9 +1092,9 @@ class _Sync:
         """Sleep until something happens: an answer, a deadline, a rescan."""
         self.wake.clear()
         times = [self.next_scan, self.receipts.poll.next_at]
-        d = self.sender.next_deadline()
-        if d is not None:
-            times.append(d)
+        for d in (self.sender.next_deadline(), self.sender.heartbeat_at if self.watch else None):
+            if d is not None:
+                times.append(d)
         delay = max(0.01, min(times) - time.monotonic())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), min(delay, 1.0))

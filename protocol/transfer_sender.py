@@ -18,6 +18,8 @@ Sender (station side), one per link::
         s.receive(response_bytes, now)    # a response frame (it names its seq)
         s.request_failed(out.seq, now, reason)   # connection cut / timeout / HTTP error
         s.connect_unanswered(out.seq, now)       # its new connection unanswered out.race_after_s
+    s.heartbeat_at                        # idle: when to ask ground (GET /v1/health) if it is there;
+    s.ground_heard(now) / s.ground_unanswered(now)   # that ask answered / unanswered race_after_s
     s.next_event()                        # TransferProgress, TransferDone, ReceiptsReceived,
                                           # LinkUp, LinkDown, LinkFatal
     s.next_deadline(); s.handle_timeout(now)
@@ -211,6 +213,18 @@ class SenderConfig:
     # only as before (a request's failure).
     suspect_after_rtts: float = 2.0
     suspect_min_s: float = 1.0
+    # A dark that begins while nothing is in flight is noticed by nothing: a post written just
+    # before the link's return left on a plain connect whose SYN the dark took, and waited
+    # for the kernel's retry (up to 2.7 RTT after the return on ``iss-ku``). So while the
+    # link is believed up and nothing is in flight, the driver asks ground something small
+    # (GET /v1/health on its kept connection) once it has heard nothing from ground for this
+    # long (``heartbeat_at``). That ask, or the driver's warm-up connect, unanswered for
+    # ``race_after_s`` makes the link *silent* (``ground_unanswered``): every request needing
+    # a connection races from its first attempt, as after a suspect connect, until ground
+    # answers anything (docs/link.md "A dark with nothing in flight"). ~300 B each way every
+    # 30 s of an idle link (~100 bit/s with TCP/IP headers). None: no heartbeat, and the
+    # driver's asks unanswered tell the sender nothing (as before 6 Dec).
+    heartbeat_s: float | None = 30.0
     # While down, small uploads (text) probing at once besides the first (``_small_probes``).
     down_small_probes: int = 15
     # While down, a probe's new connection answered across the path (it began at least
@@ -428,6 +442,8 @@ class TransferSender:
         self._retry_at = now
         self._last_fail_at = -1e18
         self._now = now
+        self._heard_at = now  # ground last answered anything (a request, the driver's asks)
+        self._silent = False  # an ask of the driver's went unanswered (``ground_unanswered``)
         self.srtt_s = self.config.initial_rtt_s
         self.rate_bytes_s = self.config.initial_rate_bytes_s
         self._delivered = 0  # chunk bytes acked so far (delivery-rate samples)
@@ -648,7 +664,39 @@ class TransferSender:
         return sum(r.span[1] - r.span[0] for r in self._requests.values() if r.span) > small
 
     def _suspects(self) -> int:
-        return sum(1 for r in self._requests.values() if r.suspect)
+        """Requests racing while the link is believed up, and the silence as one more."""
+        return sum(1 for r in self._requests.values() if r.suspect) + self._silent
+
+    @property
+    def heartbeat_at(self) -> float | None:
+        """When the driver should ask an idle ground whether the link is still there, unless
+        ground answers something first (``heartbeat_s`` after it last did). None: not now (the
+        link down or already silent, requests in flight, or no round trip measured yet)."""
+        every_s = self.config.heartbeat_s
+        if every_s is None or not self._up or self._silent or self._requests or self.race_after_s is None:
+            return None
+        return self._heard_at + every_s
+
+    def ground_heard(self, now: float) -> None:
+        """Ground answered one of the driver's own asks (the warm-up, the heartbeat)."""
+        self._now = max(self._now, now)
+        self._heard(now)
+
+    def ground_unanswered(self, now: float) -> float | None:
+        """One of the driver's own asks has had no answer for ``race_after_s``: while the link
+        is believed up it is *silent* (it may have gone dark with nothing in flight), and every
+        request needing a connection races until ground answers anything. Returns the race step
+        (None: the link is known down, its probes race already, or ``heartbeat_s`` is None).
+        Not called down: as before, only a request's failure does that."""
+        self._now = max(self._now, now)
+        if not self._up or self.config.heartbeat_s is None:
+            return None
+        self._silent = True
+        return self.race_every_s
+
+    def _heard(self, now: float) -> None:
+        self._heard_at = max(self._heard_at, now)
+        self._silent = False
 
     @property
     def race_after_s(self) -> float | None:
@@ -1193,6 +1241,7 @@ class TransferSender:
         if req is None or not req.probe:
             return None
         req.suspect = False  # it has a connection
+        self._silent = False  # (a new one: while silent no request takes a kept connection)
         if not self._up and self._connected_across(req, now):
             self._link_back(now)
         payload = 0 if req.span is None else req.span[1] - req.span[0]
@@ -1215,6 +1264,7 @@ class TransferSender:
         req = self._requests.pop(resp.seq, None)
         if req is None:
             return  # late answer to a request already given up on
+        self._heard(now)
         if isinstance(resp, ErrorFrame):
             self._on_error(req, resp, now)
             return
@@ -1404,6 +1454,7 @@ class TransferSender:
 
     def _link_back(self, now: float) -> None:
         self._up = True
+        self._heard(now)
         self._path_rtt_s = None  # the path after a dark may not be the one before
         self._burst_at = now  # every stream starts again at once: a burst
         self._backoff_s = 0.0

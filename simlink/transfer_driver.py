@@ -232,6 +232,8 @@ class TransferDriver:
         self.warm_retry_s = WARM_RETRY_S
         self.warm_at = 0.0
         self.warm_ok_at: float | None = None
+        self.warm_beat = False  # the GET under way is a heartbeat on the kept connection
+        self.warm_timer: Timer | None = None  # its answer is late (the sender's race_after_s)
         self.answered_at = 0.0
         self.warm_request_bytes = 0
         self.sent: dict[str, RangeSet] = {}
@@ -318,6 +320,9 @@ class TransferDriver:
             times.append(self.next_scan)
         if not self.warming and self.warm_next > now:
             times.append(self.warm_next)
+        beat = self.sender.heartbeat_at
+        if beat is not None and not self.warming:
+            times.append(beat)
         d = self.sender.next_deadline()
         if d is not None:
             times.append(d)
@@ -359,36 +364,58 @@ class TransferDriver:
         self._schedule(self.loop.now + NOTICE_S)
 
     def _warm(self, now: float) -> None:
-        """onboard/sync.py's ``warm``: nothing in flight and no connection open, so open one
-        with ``GET /v1/health`` (the next post's OPEN then skips the TCP handshake)."""
-        if self.warming or self.inflight or self._connected():
+        """onboard/sync.py's ``_ConnectionKeeper``: nothing in flight and no connection open, so
+        open one with ``GET /v1/health`` (the next post's OPEN then skips the TCP handshake);
+        with one open, the same GET as the sender's heartbeat (``heartbeat_at``)."""
+        if self.warming or self.inflight:
             return
-        # The link worked since the last attempt: the connection was lost to a cut.
-        fresh = self.answered_at > self.warm_at or (
-            self.warm_ok_at is not None and now - self.warm_ok_at > 2 * WARM_RETRY_MAX_S
-        )
-        if not fresh and now < self.warm_next:
-            return
+        beat = self._connected()
+        if beat:
+            due = self.sender.heartbeat_at
+            if due is None or now < due:
+                return
+        else:
+            # The link worked since the last attempt: the connection was lost to a cut.
+            fresh = self.answered_at > self.warm_at or (
+                self.warm_ok_at is not None and now - self.warm_ok_at > 2 * WARM_RETRY_MAX_S
+            )
+            if not fresh and now < self.warm_next:
+                return
+            if fresh:
+                self.warm_retry_s = WARM_RETRY_S
+            self.warm_at = now
         c = self._client()
         if c is None:  # pragma: no cover - nothing is in flight, so the pool has room
             return
-        if fresh:
-            self.warm_retry_s = WARM_RETRY_S
-        self.warm_at = now
-        self.warming = True
+        self.warming, self.warm_beat = True, beat
+        late = self.sender.race_after_s
+        if late is not None:
+            self.warm_timer = self.loop.after(late, self._warm_late)
         c.request(
             "GET", "/v1/health", b"", [], self._warmed, self._warm_failed, total_timeout_s=WARM_TIMEOUT_S
         )
         t = self.traffic.setdefault(
-            "health", {"requests": 0, "answered": 0, "request_bytes": 0, "response_bytes": 0}
+            self._warm_kind(), {"requests": 0, "answered": 0, "request_bytes": 0, "response_bytes": 0}
         )
         t["requests"] += 1
         self.warm_request_bytes = c.request_wire_bytes
 
+    def _warm_kind(self) -> str:
+        """The traffic kind of the GET under way: a warm-up's, or the heartbeat's."""
+        return "heartbeat" if self.warm_beat else "health"
+
+    def _warm_late(self) -> None:
+        """The GET is unanswered the sender's ``race_after_s``: the link may be dark."""
+        self.warm_timer = None
+        if self.warming and self.sender.ground_unanswered(self.loop.now) is not None:
+            self._schedule(self.loop.now)  # a post held by Nagle's rule may race now
+
     def _warmed(self, resp: HttpResponse) -> None:
         self.warm_ok_at = self.loop.now
+        self.sender.ground_heard(self.loop.now)
         self._warm_done()
-        t = self.traffic["health"]
+        self._schedule(self.loop.now)  # the next heartbeat's time moved
+        t = self.traffic[self._warm_kind()]
         t["answered"] += 1
         # Bytes counted once answered: an attempt into a dark sky sends SYNs, not the request.
         t["request_bytes"] += self.warm_request_bytes
@@ -397,10 +424,15 @@ class TransferDriver:
     def _warm_failed(self, reason: str) -> None:
         self.warm_ok_at = None
         self._warm_done()
-        self._schedule(self.warm_next)
+        self._schedule(max(self.loop.now, self.warm_next))
 
     def _warm_done(self) -> None:
         self.warming = False
+        if self.warm_timer is not None:
+            self.warm_timer.cancel()
+            self.warm_timer = None
+        if self.warm_beat:
+            return  # a heartbeat: the warm-up's backoff is its own
         self.warm_next = self.loop.now + self.warm_retry_s
         self.warm_retry_s = min(self.warm_retry_s * 2, WARM_RETRY_MAX_S)
 

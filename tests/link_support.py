@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Cli
@@ -16,7 +19,16 @@ from conftest import Cli
 from ground.home import GroundHome
 from ground.platforms.archive import ArchivedPost, archived_posts
 from protocol import transfer_receiver
-from protocol.transfer_wire import Request
+from protocol.rangeset import RangeSet
+from protocol.transfer import SenderConfig, TransferSender, TransferSpec
+from protocol.transfer_wire import (
+    Request,
+    Status,
+    TransferKey,
+    TransferKind,
+    UploadState,
+    encode_response,
+)
 
 
 async def until(check, timeout_s: float) -> bool:  # type: ignore[no-untyped-def]
@@ -97,3 +109,202 @@ def spy_link_requests(monkeypatch: pytest.MonkeyPatch) -> list[Request]:
 
     monkeypatch.setattr(transfer_receiver, "decode_request", spy)
     return seen
+
+
+# -- a sender on its own (sans-IO) -----------------------------------------------------------
+
+
+def text_post(s: TransferSender, i: int, now: float = 0.0) -> TransferKey:
+    """Add a small bundle (a text post) of ``i`` to ``s``."""
+    body = f"post {i}".encode()
+    key = TransferKey(kind=TransferKind.BUNDLE, sha256=hashlib.sha256(body).digest())
+    s.add(
+        TransferSpec(key=key, size_bytes=len(body), owner="a", priority=0),
+        lambda o, n, b=body: b[o : o + n],
+        now,
+    )
+    return key
+
+
+def committed_answer(seq: int, key: TransferKey, size: int) -> bytes:
+    """Ground's answer to request ``seq``: the upload ``key`` committed whole."""
+    return encode_response(
+        Status(seq=seq, key=key, state=UploadState.COMMITTED, size_bytes=size, ranges=RangeSet([(0, size)]))
+    )
+
+
+def live_sender(rtt_s: float, cfg: SenderConfig | None = None) -> TransferSender:
+    """A sender that has measured one small request's round trip of ``rtt_s`` on a live link."""
+    s = TransferSender(cfg or SenderConfig(), 0.0)
+    key = text_post(s, -1)
+    (o,) = s.data_to_send(0.0)
+    s.receive(committed_answer(o.seq, key, len(b"post -1")), rtt_s, started_at=0.0)
+    while s.next_event() is not None:
+        pass
+    assert s.link_up
+    return s
+
+
+# -- the simulator: posts around a dark window --------------------------------------------
+
+
+def run_posts_around_a_dark(
+    at_s: list[float],
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    cut_after_s: float | None = None,
+    **config: float | None,
+) -> tuple[Any, float]:
+    """iss-ku without random loss or cuts (0.6 s RTT; a dark window 1,500–1,860 s), one post
+    at 60 s (the sender learns the round trip) and one at each of ``at_s``; the run and its
+    dark window's end. ``cut_after_s``: when the dark drops the connections (None: the
+    profile's 20 s; 1e6: never, as a real link). ``config``: SenderConfig fields."""
+    import simlink.transfer_driver as td
+    import simlink.virtual as virtual
+    from simlink.profile import load_profile
+    from simlink.workload import PlannedPost, accounts_for, load_workload
+
+    prof = dataclasses.replace(load_profile("iss-ku"), loss=0.0, cuts_per_hour=0.0)
+    if cut_after_s is not None:
+        prof = dataclasses.replace(prof, cut_after_s=cut_after_s)
+    wl = dataclasses.replace(load_workload("burst"), photo_post_fraction=0.0, backlog_posts_per_astronaut=0)
+    plan = [
+        PlannedPost(at_s=t, author="alice", text=f"post at {t}", photos=(), targets=accounts_for("alice", 1))
+        for t in [60.0, *at_s]
+    ]
+    monkeypatch.setattr(virtual, "plan_posts", lambda *a: plan)
+    if config:
+        monkeypatch.setattr(td, "SenderConfig", lambda **kw: SenderConfig(**config, **kw))
+    r = virtual.run_virtual(prof, wl, astronauts=1, duration_s=2000.0, seed=7)
+    (end,) = [e for s, e in r.dark_windows if s < 1856.0 < e]
+    return r, end
+
+
+# -- a relay to ground that goes dark (onboard sync --watch on loopback) -------------------
+
+
+class DarkRelay:
+    """A TCP relay to ground that can go dark: while dark its listener's accept queue is full
+    (the kernel drops SYNs, as across a dark link) and the connections it piped are cut, or
+    with ``darken(cut=False)`` kept open with nothing crossing them until the light returns
+    (a dark that closes nothing, as a real link's)."""
+
+    def __init__(self, ground_port: int) -> None:
+        self.ground_port = ground_port
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.lst: socket.socket | None = None
+        self.server: asyncio.AbstractServer | None = None
+        self._held: list[socket.socket] = []
+        self._pipes: list[asyncio.StreamWriter] = []
+        self._lit = asyncio.Event()
+        self.accepted = 0
+
+    def _listener(self) -> socket.socket:
+        lst = socket.socket()
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lst.bind(("127.0.0.1", self.port))
+        return lst
+
+    async def light(self) -> None:
+        """The link is up: every connection is piped to ground."""
+        self._lit.set()
+        if self.lst is not None:
+            self.lst.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    self.lst.accept()[0].close()
+            for s in self._held:
+                s.close()
+            self._held.clear()
+        else:
+            self.lst = self._listener()
+        self.lst.listen(64)
+        self.server = await asyncio.start_server(self._pipe, sock=self.lst)
+
+    async def darken(self, *, cut: bool = True) -> None:
+        """Loss of signal: new SYNs are dropped, and the piped connections cut (or, not
+        ``cut``, stalled: what is sent on them waits for the light)."""
+        self._lit.clear()
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        if cut:
+            for w in self._pipes:
+                w.transport.abort()
+            self._pipes.clear()
+        self.lst = self._listener()  # (the server closed the old one)
+        self.lst.listen(0)
+        for _ in range(2):  # fill the accept queue
+            s = socket.socket()
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(("127.0.0.1", self.port))
+            self._held.append(s)
+        await asyncio.sleep(0.1)
+
+    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self._pipes.append(w)
+        gr, gw = await asyncio.open_connection("127.0.0.1", self.ground_port)
+        self._pipes.append(gw)
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await src.read(65536):
+                    await self._lit.wait()
+                    dst.write(data)
+                    await dst.drain()
+            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+                dst.close()
+
+        await asyncio.gather(copy(r, gw), copy(gr, w))
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for w in self._pipes:
+            w.transport.abort()
+        if self.lst is not None:
+            self.lst.close()
+        for s in self._held:
+            s.close()
+
+
+@dataclasses.dataclass
+class WatchRun:
+    """`onboard sync --watch` running in the test's loop, to ground through ``relay``."""
+
+    relay: DarkRelay
+    stop: asyncio.Event
+    task: asyncio.Future[Any]
+
+    async def finish(self) -> Any:
+        """Stop the sync and return its SyncResult."""
+        self.stop.set()
+        return await asyncio.wait_for(self.task, 15)
+
+
+@contextlib.asynccontextmanager
+async def watching_via_relay(cli: Cli, tmp_path: Path, *, config: Any = None) -> AsyncIterator[WatchRun]:
+    """A station linked to a real ground through a lit DarkRelay, `sync --watch` running
+    (rescans every 0.2 s; ``config``: its SenderConfig). Stopped and closed on the way out."""
+    from onboard.home import Home
+    from onboard.sync import sync
+
+    token = setup_station(cli, tmp_path)
+    stop = asyncio.Event()
+    async with running_ground(cli.ground_home, publish_interval_s=0.1) as url:
+        relay = DarkRelay(int(url.rsplit(":", 1)[1]))
+        await relay.light()
+        try:
+            link_to(cli, f"http://127.0.0.1:{relay.port}", token)
+            task = asyncio.ensure_future(
+                sync(Home(cli.onboard_home), watch=True, stop=stop, rescan_s=0.2, config=config)
+            )
+            yield WatchRun(relay, stop, task)
+        finally:
+            stop.set()
+            await relay.close()

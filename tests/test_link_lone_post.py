@@ -133,7 +133,8 @@ def _check_each_post(r: RunResult, texts: list[str], accounts: int = 1) -> list[
     assert r.refused_onboard == 0 and r.rejected == 0
     assert len(r.posts) == len(texts) + 1 and all(p.published_s is not None for p in r.posts)
     kinds = r.traffic_by_kind or {}
-    assert set(kinds) <= {"open", "health"}, kinds  # no RECEIPTS request: the OPEN's answer had them
+    # No RECEIPTS request (the OPEN's answer had them); the GETs keep the connection and the heartbeat.
+    assert set(kinds) <= {"open", "health", "heartbeat"}, kinds
     assert kinds["open"]["requests"] == len(texts) + 1
     rows = []
     for text, (bundle, up, down) in zip(texts, r.bundle_opens[1:], strict=True):
@@ -149,8 +150,10 @@ def _print(rows: list[tuple[int, int, int, int]], r: RunResult) -> None:
     print("\ntext B  bundle B  up B (x)      down B (x)")
     for text, bundle, up, down in rows:
         print(f"{text:6}  {bundle:8}  {up:4} ({up / bundle:.2f})  {down:4} ({down / bundle:.2f})")
-    h = (r.traffic_by_kind or {}).get("health", {"requests": 0, "request_bytes": 0, "response_bytes": 0})
-    print(f"keep-warm: {h['requests']} GET /v1/health, {h['request_bytes'] + h['response_bytes']} B")
+    none = {"requests": 0, "request_bytes": 0, "response_bytes": 0}
+    for kind in ("health", "heartbeat"):
+        h = (r.traffic_by_kind or {}).get(kind, none)
+        print(f"{kind}: {h['requests']} GET /v1/health, {h['request_bytes'] + h['response_bytes']} B")
 
 
 def _held_out_spread() -> list[str]:

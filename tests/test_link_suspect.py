@@ -12,9 +12,6 @@ Three layers: the sender's rule (sans-IO, with properties), the simulator (a pos
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import hashlib
 import socket
 import sqlite3
 import time
@@ -25,47 +22,23 @@ import pytest
 from conftest import Cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from link_support import archive_posts, link_requests, link_to, running_ground, setup_station, until
+from link_support import (
+    archive_posts,
+    committed_answer,
+    link_requests,
+    live_sender,
+    run_posts_around_a_dark,
+    text_post,
+    until,
+    watching_via_relay,
+)
 
-from protocol.rangeset import RangeSet
 from protocol.transfer import (
     LinkDown,
     SenderConfig,
     TransferSender,
-    TransferSpec,
 )
-from protocol.transfer_wire import Status, TransferKey, TransferKind, UploadState, encode_response
 from simlink.virtual import transfer_available
-
-
-def _post(s: TransferSender, i: int, now: float = 0.0) -> TransferKey:
-    body = f"post {i}".encode()
-    key = TransferKey(kind=TransferKind.BUNDLE, sha256=hashlib.sha256(body).digest())
-    s.add(
-        TransferSpec(key=key, size_bytes=len(body), owner="a", priority=0),
-        lambda o, n, b=body: b[o : o + n],
-        now,
-    )
-    return key
-
-
-def _committed(seq: int, key: TransferKey, size: int) -> bytes:
-    return encode_response(
-        Status(seq=seq, key=key, state=UploadState.COMMITTED, size_bytes=size, ranges=RangeSet([(0, size)]))
-    )
-
-
-def _live_sender(rtt_s: float, cfg: SenderConfig | None = None) -> TransferSender:
-    """A sender that has measured one small request's round trip of ``rtt_s`` on a live link."""
-    s = TransferSender(cfg or SenderConfig(), 0.0)
-    key = _post(s, -1)
-    (o,) = s.data_to_send(0.0)
-    s.receive(_committed(o.seq, key, len(b"post -1")), rtt_s, started_at=0.0)
-    while s.next_event() is not None:
-        pass
-    assert s.link_up
-    return s
-
 
 # -- the rule (sans-IO) ---------------------------------------------------------------------
 
@@ -83,14 +56,14 @@ def test_a_request_sent_while_up_may_race_after_twice_the_round_trip(
     max(floor, suspect_after_rtts × the least small-request round trip, or the last one if
     longer: the queue a SYN now waits behind); no copy."""
     cfg = SenderConfig(suspect_after_rtts=after_rtts, suspect_min_s=floor)
-    s = _live_sender(rtts[0], cfg)
+    s = live_sender(rtts[0], cfg)
     now = rtts[0]
     for i, rtt in enumerate(rtts[1:]):
-        key = _post(s, 100 + i, now)
+        key = text_post(s, 100 + i, now)
         (o,) = s.data_to_send(now)
-        s.receive(_committed(o.seq, key, len(f"post {100 + i}")), now + rtt, started_at=now)
+        s.receive(committed_answer(o.seq, key, len(f"post {100 + i}")), now + rtt, started_at=now)
         now += rtt
-    _post(s, 0)
+    text_post(s, 0)
     (o,) = s.data_to_send(now)
     assert o.race_every_s is None and o.hedge is None
     assert o.race_after_s == pytest.approx(max(floor, after_rtts * max(min(rtts), rtts[-1])))
@@ -100,7 +73,7 @@ def test_before_any_round_trip_nothing_is_suspect() -> None:
     """Nothing measured, nothing implausible: no timer (a request's deadline calls the link
     down, as before)."""
     s = TransferSender(SenderConfig(), 0.0)
-    _post(s, 0)
+    text_post(s, 0)
     (o,) = s.data_to_send(0.0)
     assert o.race_after_s is None and o.race_every_s is None
 
@@ -110,13 +83,13 @@ def test_a_suspect_request_races_and_those_after_it_race_at_once_until_ground_an
     down); requests sent after it race from the start (no timer); the link stays up and
     nothing is copied; ground's next answer ends the suspicion."""
     rtt = 0.6
-    s = _live_sender(rtt)
-    k0 = _post(s, 0)
+    s = live_sender(rtt)
+    k0 = text_post(s, 0)
     (o0,) = s.data_to_send(1.0)
     step = s.connect_unanswered(o0.seq, 1.0 + o0.race_after_s)  # type: ignore[operator]
     assert step == pytest.approx(max(0.05, rtt * 0.2))
     assert s.link_up and not any(isinstance(e, LinkDown) for e in iter(s.next_event, None))
-    _post(s, 1)
+    text_post(s, 1)
     (o1,) = s.data_to_send(2.5)
     assert o1.race_every_s == pytest.approx(max(0.05, rtt * 0.1))  # two suspect: shared step
     assert o1.race_after_s is None and o1.hedge is None
@@ -124,25 +97,25 @@ def test_a_suspect_request_races_and_those_after_it_race_at_once_until_ground_an
     later = s.request_began(o0.seq, 3.0)
     assert later is not None and later >= 3.0 + s.config.min_timeout_s
     assert s.race_every_s == pytest.approx(max(0.05, rtt * 0.2))
-    s.receive(_committed(o0.seq, k0, len(b"post 0")), 3.3, started_at=3.0)
+    s.receive(committed_answer(o0.seq, k0, len(b"post 0")), 3.3, started_at=3.0)
     assert s.race_every_s is None  # ground answered: the link works, connects are plain again
-    _post(s, 2)
+    text_post(s, 2)
     (o2,) = s.data_to_send(3.4)
     assert o2.race_every_s is None and o2.race_after_s is not None
 
 
 def test_no_race_for_a_request_already_answered_given_up_or_while_down() -> None:
-    s = _live_sender(0.6)
-    key = _post(s, 0)
+    s = live_sender(0.6)
+    key = text_post(s, 0)
     (o,) = s.data_to_send(1.0)
-    s.receive(_committed(o.seq, key, len(b"post 0")), 1.7)
+    s.receive(committed_answer(o.seq, key, len(b"post 0")), 1.7)
     assert s.connect_unanswered(o.seq, 3.0) is None  # answered
-    _post(s, 1)
+    text_post(s, 1)
     (o,) = s.data_to_send(4.0)
     s.request_failed(o.seq, 5.0, "connect: no answer")
     assert not s.link_up
     assert s.connect_unanswered(o.seq, 6.0) is None  # given up; and the link is known down
-    _post(s, 2)
+    text_post(s, 2)
     probes = s.data_to_send(s.next_deadline() or 6.0)
     assert probes and all(p.race_every_s is not None and p.race_after_s is None for p in probes)
     assert s.connect_unanswered(probes[0].seq, 9.0) is None  # down: its probe races already
@@ -166,14 +139,14 @@ def test_suspicion_never_calls_the_link_down_nor_copies_nor_races_unbounded(
     either races from the start (a step) or carries the timer (``race_after_s``), never both;
     every race step is ≥ 50 ms and ≥ RTT / 40 (bounded attempts); and once ground answers,
     nothing races until a connect is suspect again."""
-    s = _live_sender(rtt)
+    s = live_sender(rtt)
     now, posts = rtt, 0
     flying: dict[int, Any] = {}
     for op, n in ops:
         now += 0.1 + n * 0.3
         was_up = s.link_up
         if op == "post":
-            _post(s, posts, now)
+            text_post(s, posts, now)
             posts += 1
         elif op == "send":
             for o in s.data_to_send(now):
@@ -190,7 +163,7 @@ def test_suspicion_never_calls_the_link_down_nor_copies_nor_races_unbounded(
                 s.request_began(seq, now)
             elif op == "answer":
                 assert o.key is not None
-                s.receive(_committed(seq, o.key, len(f"post {0}".encode())), now)
+                s.receive(committed_answer(seq, o.key, len(f"post {0}".encode())), now)
                 del flying[seq]
                 if s.link_up:
                     assert s.race_every_s is None
@@ -210,37 +183,13 @@ def test_suspicion_never_calls_the_link_down_nor_copies_nor_races_unbounded(
 # -- the simulator: a post written 3.8 s before the return, the link believed up ------------
 
 
-def _run_posts(at_s: list[float], monkeypatch: pytest.MonkeyPatch, **config: float) -> tuple[Any, float]:
-    """iss-ku without random loss or cuts (0.6 s RTT; a dark window 1,500–1,860 s), one post
-    at 60 s (the sender learns the round trip) and one at each of ``at_s``; the run and its
-    dark window's end. ``config``: SenderConfig fields for the station."""
-    import simlink.transfer_driver as td
-    import simlink.virtual as virtual
-    from simlink.profile import load_profile
-    from simlink.workload import PlannedPost, accounts_for, load_workload
-
-    prof = dataclasses.replace(load_profile("iss-ku"), loss=0.0, cuts_per_hour=0.0)
-    wl = dataclasses.replace(load_workload("burst"), photo_post_fraction=0.0, backlog_posts_per_astronaut=0)
-    plan = [
-        PlannedPost(at_s=t, author="alice", text=f"post at {t}", photos=(), targets=accounts_for("alice", 1))
-        for t in [60.0, *at_s]
-    ]
-    monkeypatch.setattr(virtual, "plan_posts", lambda *a: plan)
-    if config:
-        made = td.SenderConfig
-        monkeypatch.setattr(td, "SenderConfig", lambda **kw: made(**config, **kw))
-    r = virtual.run_virtual(prof, wl, astronauts=1, duration_s=2000.0, seed=7)
-    (end,) = [e for s, e in r.dark_windows if s < 1856.0 < e]
-    return r, end
-
-
 @pytest.mark.skipif(not transfer_available(), reason="needs the transfer machines")
 def test_in_the_simulator_a_post_sent_into_an_unnoticed_dark_is_published_within_2_rtt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Nothing in flight since the dark began (the keep-alive's failed GET tells the sender
-    nothing), so the sender believes the link up: posts written 5, 2 and 0.5 s before the
-    return. Each is published within 2 RTT of the return. Without the rule the one 2 s before
+    """Nothing in flight since the dark began and no heartbeat (``heartbeat_s=None``: the
+    keep-alive's failed GET tells the sender nothing; tests/test_link_heartbeat.py has it on),
+    so the sender believes the link up: posts written 5, 2 and 0.5 s before the return. Each is published within 2 RTT of the return. Without the rule the one 2 s before
     waited for the kernel's SYN retry 3 s after its first SYN, a second after the return
     (> 3 RTT; `iss-ku` seed 29's 6.77 RTT was one written 3.8 s before: its retry at 7 s)."""
     import protocol.transfer_sender as ts
@@ -255,7 +204,7 @@ def test_in_the_simulator_a_post_sent_into_an_unnoticed_dark_is_published_within
 
     monkeypatch.setattr(ts.TransferSender, "connect_unanswered", counted)
     before = [1860.0 - 5.0, 1860.0 - 2.0, 1860.0 - 0.5]
-    r, end = _run_posts(before, monkeypatch)
+    r, end = run_posts_around_a_dark(before, monkeypatch, heartbeat_s=None)
     rtt = 0.6
     after = {p.queued_s: (p.published_s - end) / rtt for p in r.posts if p.published_s and p.queued_s > 1000}
     print(f"\npublished after the return, in RTTs: {after}; suspect at {suspected}")
@@ -264,7 +213,9 @@ def test_in_the_simulator_a_post_sent_into_an_unnoticed_dark_is_published_within
     assert any(ok for _, ok in suspected)  # raced while believed up
 
     monkeypatch.setattr(ts.TransferSender, "connect_unanswered", unanswered)
-    r0, _ = _run_posts([1860.0 - 2.0], monkeypatch, suspect_min_s=1e9)  # the rule off
+    r0, _ = run_posts_around_a_dark(
+        [1860.0 - 2.0], monkeypatch, suspect_min_s=1e9, heartbeat_s=None
+    )  # the rule off
     (late,) = [(p.published_s - end) / rtt for p in r0.posts if p.published_s and p.queued_s > 1000]
     print(f"without the rule: {late:.2f} RTT")
     assert late > 3.0
@@ -284,94 +235,12 @@ def test_in_the_simulator_a_lone_post_on_a_live_link_never_races(monkeypatch: py
         return unanswered(self, seq, now)
 
     monkeypatch.setattr(ts.TransferSender, "connect_unanswered", counted)
-    r, _ = _run_posts([600.0, 1200.0], monkeypatch)
+    r, _ = run_posts_around_a_dark([600.0, 1200.0], monkeypatch)
     assert suspected == []
     assert all(p.published_s is not None for p in r.posts)
 
 
 # -- onboard sync --watch, a loopback listener that drops SYNs for a few seconds ------------
-
-
-class _Relay:
-    """A TCP relay to ground that can go dark: while dark its listener's accept queue is full
-    (the kernel drops SYNs, as across a dark link) and the connections it piped are cut."""
-
-    def __init__(self, ground_port: int) -> None:
-        self.ground_port = ground_port
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = probe.getsockname()[1]
-        probe.close()
-        self.lst: socket.socket | None = None
-        self.server: asyncio.AbstractServer | None = None
-        self._held: list[socket.socket] = []
-        self._pipes: list[asyncio.StreamWriter] = []
-        self.accepted = 0
-
-    def _listener(self) -> socket.socket:
-        lst = socket.socket()
-        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lst.bind(("127.0.0.1", self.port))
-        return lst
-
-    async def light(self) -> None:
-        """The link is up: every connection is piped to ground."""
-        if self.lst is not None:
-            self.lst.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                while True:
-                    self.lst.accept()[0].close()
-            for s in self._held:
-                s.close()
-            self._held.clear()
-        else:
-            self.lst = self._listener()
-        self.lst.listen(64)
-        self.server = await asyncio.start_server(self._pipe, sock=self.lst)
-
-    async def darken(self) -> None:
-        """Loss of signal: the piped connections are cut and new SYNs are dropped."""
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        for w in self._pipes:
-            w.transport.abort()
-        self._pipes.clear()
-        self.lst = self._listener()  # (the server closed the old one)
-        self.lst.listen(0)
-        for _ in range(2):  # fill the accept queue
-            s = socket.socket()
-            s.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                s.connect(("127.0.0.1", self.port))
-            self._held.append(s)
-        await asyncio.sleep(0.1)
-
-    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        self._pipes.append(w)
-        gr, gw = await asyncio.open_connection("127.0.0.1", self.ground_port)
-        self._pipes.append(gw)
-
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-                dst.close()
-
-        await asyncio.gather(copy(r, gw), copy(gr, w))
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-        for w in self._pipes:
-            w.transport.abort()
-        if self.lst is not None:
-            self.lst.close()
-        for s in self._held:
-            s.close()
 
 
 async def test_sync_watch_races_a_post_sent_into_an_unnoticed_dark(
@@ -384,12 +253,9 @@ async def test_sync_watch_races_a_post_sent_into_an_unnoticed_dark(
     kernel's SYN retries, 1, 3, 7 s …); the link returns 2 s after the post was written. Published once; no copy. (On loopback the plain connect
     also completes the moment the listener's queue empties, so which of the two carries the
     post is the kernel's timing; the simulator test measures the time.)"""
-    import onboard.sync as sync_mod
     import protocol.transfer_sender as ts
-    from onboard.home import Home
     from onboard.race import ConnectRace
 
-    token = setup_station(cli, tmp_path)
     suspected: list[tuple[float, float | None, bool]] = []
     unanswered = ts.TransferSender.connect_unanswered
 
@@ -426,38 +292,28 @@ async def test_sync_watch_races_a_post_sent_into_an_unnoticed_dark(
         on_fail(self, req, now, reason)
 
     monkeypatch.setattr(ts.TransferSender, "_fail", failed)
-    stop = asyncio.Event()
-    async with running_ground(cli.ground_home, publish_interval_s=0.1) as url:
-        relay = _Relay(int(url.rsplit(":", 1)[1]))
-        await relay.light()
-        try:
-            link_to(cli, f"http://127.0.0.1:{relay.port}", token)
-            cli.onboard("post", "--as", "alice", "--to", "archive:alice", "before the dark")
-            run = asyncio.ensure_future(
-                sync_mod.sync(Home(cli.onboard_home), watch=True, stop=stop, rescan_s=0.2)
-            )
-            assert await until(lambda: len(archive_posts(cli.ground_home)) >= 1, 15.0)
-            await asyncio.sleep(0.5)
-            await relay.darken()
-            await asyncio.sleep(0.5)  # the keep-alive's GET goes into the dark (it tells nothing)
-            cli.onboard("post", "--as", "alice", "--to", "archive:alice", "into an unnoticed dark")
-            written = time.monotonic()
-            await asyncio.sleep(2.0)
-            assert len(archive_posts(cli.ground_home)) == 1
-            await relay.light()
-            back = time.monotonic()
-            assert await until(lambda: len(archive_posts(cli.ground_home)) >= 2, 15.0)
-            print(
-                f"\nwritten {back - written:.2f} s before the return, published "
-                f"{time.monotonic() - back:.2f} s after it; suspect {suspected}; raced {len(served)}"
-                f" (the first {min(served, default=back) - back:+.2f} s after the return)"
-            )
-            await asyncio.sleep(0.5)
-            stop.set()
-            result = await asyncio.wait_for(run, 15)
-        finally:
-            stop.set()
-            await relay.close()
+    # No heartbeat: the keep-warm GET into the dark would make the link silent (the post
+    # then races at once, tests/test_link_heartbeat.py); this is the suspect rule's own test.
+    async with watching_via_relay(cli, tmp_path, config=SenderConfig(heartbeat_s=None)) as w:
+        cli.onboard("post", "--as", "alice", "--to", "archive:alice", "before the dark")
+        assert await until(lambda: len(archive_posts(cli.ground_home)) >= 1, 15.0)
+        await asyncio.sleep(0.5)
+        await w.relay.darken()
+        await asyncio.sleep(0.5)  # the keep-alive's GET goes into the dark (it tells nothing)
+        cli.onboard("post", "--as", "alice", "--to", "archive:alice", "into an unnoticed dark")
+        written = time.monotonic()
+        await asyncio.sleep(2.0)
+        assert len(archive_posts(cli.ground_home)) == 1
+        await w.relay.light()
+        back = time.monotonic()
+        assert await until(lambda: len(archive_posts(cli.ground_home)) >= 2, 15.0)
+        print(
+            f"\nwritten {back - written:.2f} s before the return, published "
+            f"{time.monotonic() - back:.2f} s after it; suspect {suspected}; raced {len(served)}"
+            f" (the first {min(served, default=back) - back:+.2f} s after the return)"
+        )
+        await asyncio.sleep(0.5)
+        result = await w.finish()
     texts = sorted(p.text for p in archive_posts(cli.ground_home))
     assert texts == [b"before the dark", b"into an unnoticed dark"], texts
     assert result.rejected == 0 and result.pending_items == 0

@@ -1,4 +1,4 @@
-"""onboard/sync.py's parts on their own: progress sums, connection keeping's spacing."""
+"""onboard/sync.py's parts on their own: progress sums, connection keeping's spacing, the heartbeat."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import time
 from typing import Any
 
 import aiohttp
+from link_support import live_sender
 
 from onboard import sync
 from onboard.sync import SyncStatus, _ConnectionKeeper, _Progress
+from protocol.transfer import SenderConfig, TransferSender
 
 
 def test_progress_sums_acked_and_counts_outcomes() -> None:
@@ -43,7 +45,7 @@ class _DeadSession:
 
 async def test_keeper_spaces_failed_warmups_and_restarts_after_an_answer() -> None:
     wake = asyncio.Event()
-    keeper = _ConnectionKeeper("http://ground/v1/health", _ClosedConnector(), wake)  # type: ignore[arg-type]
+    keeper = _ConnectionKeeper("http://ground/v1/health", _ClosedConnector(), wake, TransferSender())  # type: ignore[arg-type]
     session = _DeadSession()
 
     async def step(now: float, answered_at: float = 0.0, busy: bool = False) -> None:
@@ -67,4 +69,75 @@ async def test_keeper_spaces_failed_warmups_and_restarts_after_an_answer() -> No
     await step(t0 + 2 * sync.WARM_RETRY_S - 5, answered_at=t0 + sync.WARM_RETRY_S + 6)
     assert session.gets == 3
     assert sync.WARM_RETRY_S < sync.WARM_RETRY_MAX_S
+    await keeper.close()
+
+
+class _OpenConnector:
+    def open(self) -> bool:
+        return True
+
+
+class _QuietSession:
+    """A kept connection into a dark that cuts nothing: each GET waits until ``answer`` is set."""
+
+    def __init__(self) -> None:
+        self.gets = 0
+        self.answer = asyncio.Event()
+
+    def get(self, *_a: Any, **_k: Any) -> Any:
+        self.gets += 1
+        return _QuietResponse(self.answer)
+
+
+class _QuietResponse:
+    def __init__(self, answer: asyncio.Event) -> None:
+        self._answer = answer
+
+    async def __aenter__(self) -> _QuietResponse:
+        await self._answer.wait()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
+
+    async def read(self) -> bytes:
+        return b"{}"
+
+
+async def test_keeper_heartbeat_on_the_kept_connection_tells_the_sender_of_a_silence() -> None:
+    """With a connection open and nothing in flight, the keeper asks ground once the sender's
+    heartbeat is due; unanswered the sender's race_after_s, the sender is *silent* (requests
+    race, the link is not called down); the answer ends it and sets the next heartbeat."""
+    sender = live_sender(0.02, SenderConfig(suspect_min_s=0.05, heartbeat_s=30.0))
+    wake = asyncio.Event()
+    keeper = _ConnectionKeeper("http://ground/v1/health", _OpenConnector(), wake, sender)  # type: ignore[arg-type]
+    session = _QuietSession()
+    due = sender.heartbeat_at
+    assert due == 30.02 and sender.race_after_s == 0.05
+    keeper.step(session, due - 1.0, requests_open=False, answered_at=0.0)  # type: ignore[arg-type]
+    keeper.step(session, due + 1.0, requests_open=True, answered_at=0.0)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert session.gets == 0  # not yet due; then requests in flight say enough
+    keeper.step(session, due, requests_open=False, answered_at=0.0)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert session.gets == 1 and not sender.link_suspect
+    await asyncio.wait_for(wake.wait(), 2.0)  # woken by the silence
+    assert sender.link_suspect and sender.link_up and sender.race_every_s is not None
+    assert sender.heartbeat_at is None  # silent: no further heartbeat, the race asks now
+    session.answer.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not sender.link_suspect and sender.race_every_s is None
+    assert sender.heartbeat_at is not None and sender.heartbeat_at >= time.monotonic() + 29.0
+    await keeper.close()
+
+
+async def test_keeper_without_a_heartbeat_leaves_a_kept_connection_alone() -> None:
+    sender = live_sender(0.02, SenderConfig(heartbeat_s=None))
+    keeper = _ConnectionKeeper("http://ground/v1/health", _OpenConnector(), asyncio.Event(), sender)  # type: ignore[arg-type]
+    session = _QuietSession()
+    keeper.step(session, time.monotonic() + 3600.0, requests_open=False, answered_at=0.0)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert session.gets == 0 and sender.heartbeat_at is None
+    assert sender.ground_unanswered(1.0) is None and not sender.link_suspect
     await keeper.close()
