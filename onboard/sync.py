@@ -78,7 +78,8 @@ log = logging.getLogger(__name__)
 FRAME_TYPE = "application/x-orbitpost-frame"
 RECEIPTS_CURSOR = CURSOR_KEY  # a change seq (docs/PROTOCOL.md §9)
 # A post after a quiet spell should not wait a round trip for a TCP handshake (0.6 s through
-# a GEO relay), so `sync --watch` keeps one connection to ground open: idle, it costs no bytes.
+# a GEO relay), so `sync --watch` keeps one connection to ground open: idle, it carries only the
+# sender's heartbeat (a GET /v1/health per 60 s heard nothing; TransferSender.heartbeat_at).
 # aiohttp's default keep-alive is 15 s; an hour stays under ground's keepalive_timeout
 # (ground/server.py, so the client, not ground, closes an idle connection). When the connection
 # is lost (a cut, loss of signal, that hour), a GET /v1/health (~300 bytes) opens another.

@@ -215,16 +215,19 @@ class SenderConfig:
     suspect_min_s: float = 1.0
     # A dark that begins while nothing is in flight is noticed by nothing: a post written just
     # before the link's return left on a plain connect whose SYN the dark took, and waited
-    # for the kernel's retry (up to 2.7 RTT after the return on ``iss-ku``). So while the
-    # link is believed up and nothing is in flight, the driver asks ground something small
-    # (GET /v1/health on its kept connection) once it has heard nothing from ground for this
-    # long (``heartbeat_at``). That ask, or the driver's warm-up connect, unanswered for
-    # ``race_after_s`` makes the link *silent* (``ground_unanswered``): every request needing
-    # a connection races from its first attempt, as after a suspect connect, until ground
-    # answers anything (docs/link.md "A dark with nothing in flight"). ~300 B each way every
-    # 30 s of an idle link (~100 bit/s with TCP/IP headers). None: no heartbeat, and the
-    # driver's asks unanswered tell the sender nothing (as before 6 Dec).
-    heartbeat_s: float | None = 30.0
+    # for the kernel's retry (up to 2.7 RTT after the return on ``iss-ku``), or, where the
+    # dark closed nothing, on the kept connection for TCP's backed-off retransmission (5.5
+    # RTT). So while the link is believed up and nothing is in flight, the driver asks ground
+    # something small (GET /v1/health on its kept connection) once it has heard nothing from
+    # ground for this long (``heartbeat_at``). That ask, or the driver's warm-up connect,
+    # unanswered for ``race_after_s`` makes the link *silent* (``ground_unanswered``): every
+    # request needing a connection races from its first attempt, as after a suspect connect,
+    # until ground answers anything (docs/link.md "A dark with nothing in flight"). 60 s, as
+    # keep-alive pings usually are: darks last minutes (4-45 in the profiles), and each
+    # heartbeat costs ~343 B with TCP/IP headers (~45 bit/s of an idle link; 30 s cost 6
+    # points of `iss-ku`'s wire on a light day, 60 s 4, 120 s 2). None: no heartbeat, and the
+    # driver's asks unanswered tell the sender nothing (as before 5 Dec, ninth session).
+    heartbeat_s: float | None = 60.0
     # While down, small uploads (text) probing at once besides the first (``_small_probes``).
     down_small_probes: int = 15
     # While down, a probe's new connection answered across the path (it began at least
