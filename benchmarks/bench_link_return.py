@@ -5,6 +5,7 @@ ground), and what the connection race costs in SYNs sent into the dark.
     python benchmarks/bench_link_return.py --profiles lunar iss-ku degraded --seeds 7 8 9
     python benchmarks/bench_link_return.py --profiles lunar --seeds 11 12 13 --hours 12
     python benchmarks/bench_link_return.py --before 0.3 1.3 3.8   # one post, believed up
+    python benchmarks/bench_link_return.py --before 3.8 --profiles iss-ku --realtime   # root
 
 Each run prints one JSON line (profile, seed, the posts' times in RTTs, SYNs); the table at the
 end pools the seeds of each profile: posts, median, 90th percentile, above 2 RTT, max. Tune on
@@ -90,6 +91,51 @@ def post_before_return(
     return (p.published_s - end) / prof.rtt_s
 
 
+def post_before_return_realtime(profile_name: str, before_s: float, *, heartbeat: bool = True) -> float:
+    """``post_before_return`` with the real `ground serve` and `onboard sync --watch` through
+    linkemu's packet link (root, TUN), whose dark drops packets and closes nothing: the run
+    starts 6 minutes before the first dark window (a post at 60 s teaches the round trip) and
+    ends a minute after it, so it lasts the window + 7 min. ``heartbeat=False``: `sync
+    --heartbeat 0`."""
+    import tempfile
+
+    import simlink.realtime as realtime
+    from simlink.workload import PlannedPost, accounts_for
+
+    prof = dataclasses.replace(load_profile(profile_name), loss=0.0, cuts_per_hour=0.0)
+    first, _ = prof.dark_windows(prof.orbit_s or 1e9)[0]
+    offset = first - 360.0
+    start, end = prof.dark_windows(first + 7200.0, offset)[0]
+    wl = dataclasses.replace(load_workload("burst"), photo_post_fraction=0.0, backlog_posts_per_astronaut=0)
+    plan = [
+        PlannedPost(
+            at_s=t, author="alice", text=f"post at {t:.1f}", photos=(), targets=accounts_for("alice", 1)
+        )
+        for t in (60.0, end - before_s)
+    ]
+    saved = realtime.plan_posts
+    try:
+        realtime.plan_posts = lambda *a: plan  # type: ignore[assignment]
+        with tempfile.TemporaryDirectory() as d:
+            r = realtime.run_realtime(
+                prof,
+                wl,
+                astronauts=1,
+                duration_s=end + 60.0,
+                seed=7,
+                workdir=Path(d),
+                orbit_offset_s=offset,
+                packet=True,
+                sync_options=() if heartbeat else ("--heartbeat", "0"),
+            )
+    finally:
+        realtime.plan_posts = saved
+    (p,) = [p for p in r.posts if p.queued_s > start]
+    if p.published_s is None:
+        raise AssertionError(f"the post written {before_s:g} s before the return was never published")
+    return (p.published_s - end) / prof.rtt_s
+
+
 def summary(lat: list[float]) -> dict[str, float | int]:
     """Posts, median, 90th percentile, above 2 RTT, max (RTTs)."""
     if not lat:
@@ -138,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         "the heartbeat off → on (RTT after the return)",
     )
     ap.add_argument(
+        "--realtime",
+        action="store_true",
+        help="--before: the real processes through linkemu's packet link (root, TUN; the dark closes "
+        "nothing; each run lasts the profile's first dark window + 7 min)",
+    )
+    ap.add_argument(
         "--cut-after",
         type=float,
         metavar="S",
@@ -147,11 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.before:
         for name in args.profiles:
             cut = args.cut_after
-            cells = [
-                f"{x:g} s: {post_before_return(name, x, cut_after_s=cut, heartbeat_s=None):.2f} → "
-                f"{post_before_return(name, x, cut_after_s=cut):.2f}"
-                for x in args.before
-            ]
+            if args.realtime:
+                cells = [
+                    f"{x:g} s: {post_before_return_realtime(name, x, heartbeat=False):.2f} → "
+                    f"{post_before_return_realtime(name, x):.2f}"
+                    for x in args.before
+                ]
+            else:
+                cells = [
+                    f"{x:g} s: {post_before_return(name, x, cut_after_s=cut, heartbeat_s=None):.2f} → "
+                    f"{post_before_return(name, x, cut_after_s=cut):.2f}"
+                    for x in args.before
+                ]
             print(f"{name}: " + " | ".join(cells), flush=True)
         return 0
     if args.sender:

@@ -17,6 +17,7 @@ from protocol import Post, ProtocolError
 from protocol.capabilities import Capabilities
 from protocol.model import Cancel, Retract
 from protocol.rules import fidelity_summary
+from protocol.transfer import SenderConfig
 from termtext import dump_json, row, visible, write_lines
 from termtext.cli import (
     CONTEXT_SETTINGS,
@@ -352,6 +353,8 @@ def post(
 
 
 POST_ID_HELP = "The post's id (see `onboard queue`)."
+HEARTBEAT_DEFAULT_S = SenderConfig().heartbeat_s or 0.0  # docs/link.md "A dark with nothing in flight"
+HEARTBEAT_MIN_S = 5.0
 
 
 @app.command()
@@ -595,6 +598,13 @@ def link_check_log() -> None:
     )
 
 
+def _heartbeat_seconds(value: float) -> float:
+    """0 (no heartbeat) or at least HEARTBEAT_MIN_S: more often only loads the link and ground."""
+    if value != 0 and not value >= HEARTBEAT_MIN_S:
+        raise typer.BadParameter(f"{value:g} s: give 0 (never) or at least {HEARTBEAT_MIN_S:g} seconds")
+    return value
+
+
 @app.command()
 def sync(
     watch: Annotated[
@@ -616,6 +626,16 @@ def sync(
             help="Keep fetching receipts up to this long until everything sent is published.",
         ),
     ] = 0.0,
+    heartbeat: Annotated[
+        float,
+        typer.Option(
+            "--heartbeat",
+            metavar="SECONDS",
+            callback=_heartbeat_seconds,
+            help="With --watch: ask an idle ground this often whether the link is still there, so "
+            "a post after an unnoticed loss of signal races for the link's return (0: never).",
+        ),
+    ] = HEARTBEAT_DEFAULT_S,
     json_out: Annotated[bool, typer.Option("--json", help=JSON_HELP + " Progress stays on stderr.")] = False,
 ) -> None:
     """Send everything queued to ground, resuming where the last cut stopped; fetch receipts.
@@ -631,6 +651,7 @@ def sync(
     home = state.home  # a missing home is refused before any progress is drawn
     from .sync import sync as run_sync
 
+    config = SenderConfig(heartbeat_s=heartbeat or None)
     progress, on_status = _sync_progress()
     with stop_on_sigterm(), progress:
         try:
@@ -640,6 +661,7 @@ def sync(
                     watch=watch,
                     give_up_after_s=give_up_after,
                     wait_published_s=wait_published,
+                    config=config,
                     on_status=on_status,
                 )
             )

@@ -71,11 +71,13 @@ def run_realtime(
     packet: bool = False,
     tcp_cc: str | None = None,
     remembered: str | None = None,
+    sync_options: tuple[str, ...] = (),
 ) -> RunResult:
     """Run the real processes for ``duration_s`` of wall time and measure them; ``packet``:
     through linkemu's packet link (real packet loss) instead of its TCP proxy; ``remembered``:
     the link memory a station left on an earlier pass (a RunResult's ``link_memory``), kept
-    onboard before sync starts (without it the station starts as new, remembering nothing)."""
+    onboard before sync starts (without it the station starts as new, remembering nothing);
+    ``sync_options``: more options for `onboard sync --watch` (e.g. ``--heartbeat 0``)."""
     if not transfer_available():
         raise SimError("real-time mode needs `ground serve` and `onboard sync` (issue #3) in this checkout")
     if packet and (problem := packet_mode_problem()):
@@ -93,6 +95,7 @@ def run_realtime(
             progress,
             link,
             remembered,
+            sync_options,
         )
     )
 
@@ -396,6 +399,7 @@ async def _run(
     progress: Progress | None,
     link: ProxyRunLink,
     remembered: str | None = None,
+    sync_options: tuple[str, ...] = (),
 ) -> RunResult:
     from linkemu.proxy import LossWindow
     from onboard.home import Home
@@ -426,7 +430,7 @@ async def _run(
         add_link(Home(a), await link.connect(port), token)
         if remembered is not None:
             set_memory(Home(a), remembered)
-        sync_args = ["-m", "onboard", "--home", str(a), "sync", "--watch"]
+        sync_args = ["-m", "onboard", "--home", str(a), "sync", "--watch", *sync_options]
         sync = await _start(link.station_argv(), sync_args, slog, env, workdir)
         t0, wall0 = time.monotonic(), time.time()
         dark = profile.dark_windows(duration_s, orbit_offset_s)
