@@ -110,7 +110,14 @@ async def test_keeper_heartbeat_on_the_kept_connection_tells_the_sender_of_a_sil
     race, the link is not called down); the answer ends it and sets the next heartbeat."""
     sender = live_sender(0.02, SenderConfig(suspect_min_s=0.05, heartbeat_s=30.0))
     wake = asyncio.Event()
-    keeper = _ConnectionKeeper("http://ground/v1/health", _OpenConnector(), wake, sender)  # type: ignore[arg-type]
+    contacts: list[float] = []  # the compose page's "last contact with ground"
+    keeper = _ConnectionKeeper(
+        "http://ground/v1/health",
+        _OpenConnector(),  # type: ignore[arg-type]
+        wake,
+        sender,
+        on_contact=lambda: contacts.append(time.monotonic()),
+    )
     session = _QuietSession()
     due = sender.heartbeat_at
     assert due == 30.02 and sender.race_after_s == 0.05
@@ -129,6 +136,7 @@ async def test_keeper_heartbeat_on_the_kept_connection_tells_the_sender_of_a_sil
         await asyncio.sleep(0)
     assert not sender.link_suspect and sender.race_every_s is None
     assert sender.heartbeat_at is not None and sender.heartbeat_at >= time.monotonic() + 29.0
+    assert len(contacts) == 1  # an answered heartbeat is a contact with ground
     await keeper.close()
 
 
