@@ -200,6 +200,7 @@ class DarkRelay:
         self._held: list[socket.socket] = []
         self._pipes: list[asyncio.StreamWriter] = []
         self._lit = asyncio.Event()
+        self._queued_pipes: set[asyncio.Task[None]] = set()
         self.accepted = 0
 
     def _listener(self) -> socket.socket:
@@ -209,13 +210,21 @@ class DarkRelay:
         return lst
 
     async def light(self) -> None:
-        """The link is up: every connection is piped to ground."""
+        """The link is up: every connection is piped to ground, those the kernel queued in the
+        dark too (a SYN that slipped in before the queue was full was answered by the kernel,
+        so the station holds it as connected: closing it would be a reset no dark sends)."""
         self._lit.set()
+        queued: list[socket.socket] = []
         if self.lst is not None:
+            fillers = {s.getsockname() for s in self._held}
             self.lst.setblocking(False)
             with contextlib.suppress(BlockingIOError):
                 while True:
-                    self.lst.accept()[0].close()
+                    conn, peer = self.lst.accept()
+                    if peer in fillers:
+                        conn.close()
+                    else:
+                        queued.append(conn)
             for s in self._held:
                 s.close()
             self._held.clear()
@@ -223,6 +232,12 @@ class DarkRelay:
             self.lst = self._listener()
         self.lst.listen(64)
         self.server = await asyncio.start_server(self._pipe, sock=self.lst)
+        for conn in queued:
+            conn.setblocking(False)
+            r, w = await asyncio.open_connection(sock=conn)
+            task = asyncio.ensure_future(self._pipe(r, w))
+            self._queued_pipes.add(task)
+            task.add_done_callback(self._queued_pipes.discard)
 
     async def darken(self, *, cut: bool = True) -> None:
         """Loss of signal: new SYNs are dropped, and the piped connections cut (or, not
