@@ -303,9 +303,12 @@ class WatchRun:
 
 
 @contextlib.asynccontextmanager
-async def watching_via_relay(cli: Cli, tmp_path: Path, *, config: Any = None) -> AsyncIterator[WatchRun]:
+async def watching_via_relay(
+    cli: Cli, tmp_path: Path, *, config: Any = None, rescan_s: float = 0.2
+) -> AsyncIterator[WatchRun]:
     """A station linked to a real ground through a lit DarkRelay, `sync --watch` running
-    (rescans every 0.2 s; ``config``: its SenderConfig). Stopped and closed on the way out."""
+    (rescanning every ``rescan_s``; ``config``: its SenderConfig). Stopped and closed on the
+    way out."""
     from onboard.home import Home
     from onboard.sync import sync
 
@@ -317,7 +320,7 @@ async def watching_via_relay(cli: Cli, tmp_path: Path, *, config: Any = None) ->
         try:
             link_to(cli, f"http://127.0.0.1:{relay.port}", token)
             task = asyncio.ensure_future(
-                sync(Home(cli.onboard_home), watch=True, stop=stop, rescan_s=0.2, config=config)
+                sync(Home(cli.onboard_home), watch=True, stop=stop, rescan_s=rescan_s, config=config)
             )
             yield WatchRun(relay, stop, task)
         finally:

@@ -294,3 +294,20 @@ def test_sync_heartbeat_option_sets_the_senders_and_refuses_a_flood(
         out = cli.onboard("sync", "--heartbeat", bad, ok=False).output
         assert "give 0 (never) or at least 5 seconds" in out, out
     assert len(seen) == 3
+
+
+async def test_sync_watch_plans_a_post_from_another_process_at_once(cli: Cli, tmp_path: Path) -> None:
+    """A post committed by another process (`onboard post`) wakes `sync --watch` within
+    QUEUE_POLL_S (SQLite's data_version), not at its next rescan (30 s here): a post written
+    just before a link's return must not wait a rescan before its race begins."""
+    async with watching_via_relay(cli, tmp_path, rescan_s=30.0) as w:
+        cli.onboard("post", "--as", "alice", "--to", "archive:alice", "first")
+        assert await until(lambda: len(archive_posts(cli.ground_home)) >= 1, 15.0)
+        await asyncio.sleep(0.5)
+        written = time.monotonic()
+        cli.onboard("post", "--as", "alice", "--to", "archive:alice", "second")
+        assert await until(lambda: len(archive_posts(cli.ground_home)) >= 2, 10.0)
+        took = time.monotonic() - written
+        print(f"\npublished {took:.2f} s after it was written (rescan every 30 s)")
+        result = await w.finish()
+    assert took < 5.0 and result.pending_items == 0
