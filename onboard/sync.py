@@ -455,8 +455,8 @@ class _ConnectionKeeper:
             timeout = aiohttp.ClientTimeout(total=WARM_TIMEOUT_S)
             async with session.get(self._health_url, timeout=timeout) as resp:
                 await resp.read()
-            self._sender.ground_heard(time.monotonic())
             self._ok_at = time.monotonic()
+            self._sender.ground_heard(self._ok_at)
             self._on_contact()
         except (aiohttp.ClientError, TimeoutError, OSError):
             self._ok_at = None  # link down: the next attempt comes after the backoff

@@ -296,6 +296,20 @@ class WatchRun:
     stop: asyncio.Event
     task: asyncio.Future[Any]
 
+    async def post_in_the_dark(
+        self, cli: Cli, text: str, *, published: int, dark_for_s: float = 2.0
+    ) -> float:
+        """Post ``text`` while the relay is dark, check it stays unpublished ``dark_for_s``
+        (``published`` before it), light the relay and wait until it is published. Returns
+        when the light came back (monotonic)."""
+        cli.onboard("post", "--as", "alice", "--to", "archive:alice", text)
+        await asyncio.sleep(dark_for_s)
+        assert len(archive_posts(cli.ground_home)) == published
+        await self.relay.light()
+        back = time.monotonic()
+        assert await until(lambda: len(archive_posts(cli.ground_home)) > published, 15.0)
+        return back
+
     async def finish(self) -> Any:
         """Stop the sync and return its SyncResult."""
         self.stop.set()

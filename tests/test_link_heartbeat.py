@@ -244,12 +244,7 @@ async def test_sync_watch_hears_a_silent_kept_connection_and_races_the_next_post
         # Heartbeat 2 s + race_after_s 1 s (a silence before the dark, a loaded machine's
         # late answer, does not count: it ended with that answer).
         assert await until(lambda: any(t > dark for t in silences), 10.0)
-        cli.onboard("post", "--as", "alice", "--to", "archive:alice", "into a dark that closed nothing")
-        await asyncio.sleep(2.0)
-        assert len(archive_posts(cli.ground_home)) == 1
-        await w.relay.light()
-        back = time.monotonic()
-        assert await until(lambda: len(archive_posts(cli.ground_home)) >= 2, 15.0)
+        back = await w.post_in_the_dark(cli, "into a dark that closed nothing", published=1)
         print(
             f"\nsilent {max(silences) - dark:.2f} s into the dark; published "
             f"{time.monotonic() - back:.2f} s after the return; raced {len(joined)}"
