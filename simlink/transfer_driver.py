@@ -32,6 +32,7 @@ from onboard.receipts import ReceiptsPoll, apply_document, verify_document
 from onboard.remembered import LinkRecorder
 from onboard.sync import (
     KEEPALIVE_S,
+    QUEUE_POLL_S,
     RECEIPTS_CURSOR,
     WARM_RETRY_MAX_S,
     WARM_RETRY_S,
@@ -253,7 +254,14 @@ class TransferDriver:
 
     # ------------------------------------------------------------------ station side
     def kick(self) -> None:
-        """A post was queued: the next rescan (within RESCAN_S, like sync's loop) picks it up."""
+        """A post was queued: sync plans it at its next look at the queue (``_watch_queue``,
+        every QUEUE_POLL_S), not at its next rescan."""
+        self.dirty = True
+        self.next_scan = min(self.next_scan, math.ceil(self.loop.now / QUEUE_POLL_S) * QUEUE_POLL_S)
+        self._schedule(max(self.loop.now, self.next_scan))
+
+    def _rescan(self) -> None:
+        """Something the plan depends on changed: the next rescan (within RESCAN_S) sees it."""
         self.dirty = True
         self._schedule(max(self.loop.now, self.next_scan))
 
@@ -536,7 +544,7 @@ class TransferDriver:
         text held behind a bundle is planned again at the next rescan (sync's, within 1 s)."""
         step = self.sender.connect_unanswered(seq, self.loop.now)
         if step is not None:
-            self.kick()
+            self._rescan()
         return step
 
     def _hedge(self, seq: int, data: bytes, deadline: float, first: HttpClient) -> None:

@@ -187,10 +187,12 @@ class DarkRelay:
     """A TCP relay to ground that can go dark: while dark its listener's accept queue is full
     (the kernel drops SYNs, as across a dark link) and the connections it piped are cut, or
     with ``darken(cut=False)`` kept open with nothing crossing them until the light returns
-    (a dark that closes nothing, as a real link's)."""
+    (a dark that closes nothing, as a real link's). ``answer_delay_s`` holds ground's bytes
+    back that long (a long path)."""
 
-    def __init__(self, ground_port: int) -> None:
+    def __init__(self, ground_port: int, *, answer_delay_s: float = 0.0) -> None:
         self.ground_port = ground_port
+        self.answer_delay_s = answer_delay_s
         probe = socket.socket()
         probe.bind(("127.0.0.1", 0))
         self.port = probe.getsockname()[1]
@@ -198,10 +200,13 @@ class DarkRelay:
         self.lst: socket.socket | None = None
         self.server: asyncio.AbstractServer | None = None
         self._held: list[socket.socket] = []
-        self._pipes: list[asyncio.StreamWriter] = []
         self._lit = asyncio.Event()
         self._queued_pipes: set[asyncio.Task[None]] = set()
         self.accepted = 0
+        # Every piped connection's writers: Python 3.11's server.close() leaves accepted
+        # connections open, and one still piping when the test's loop closed leaked its
+        # socket into a later test's collection (CI, test_mastodon.py).
+        self._pipes: list[asyncio.StreamWriter] = []
 
     def _listener(self) -> socket.socket:
         lst = socket.socket()
@@ -266,22 +271,27 @@ class DarkRelay:
         gr, gw = await asyncio.open_connection("127.0.0.1", self.ground_port)
         self._pipes.append(gw)
 
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay_s: float = 0.0) -> None:
             with contextlib.suppress(ConnectionError, OSError):
                 while data := await src.read(65536):
+                    await asyncio.sleep(delay_s)
                     await self._lit.wait()
                     dst.write(data)
                     await dst.drain()
             with contextlib.suppress(ConnectionError, OSError, RuntimeError):
                 dst.close()
 
-        await asyncio.gather(copy(r, gw), copy(gr, w))
+        await asyncio.gather(copy(r, gw), copy(gr, w, self.answer_delay_s))
 
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2.0)
         for w in self._pipes:
             w.transport.abort()
+        self._pipes.clear()
+        await asyncio.sleep(0)  # the aborted transports close on the loop's next turn
         if self.lst is not None:
             self.lst.close()
         for s in self._held:

@@ -187,6 +187,40 @@ def test_in_the_simulator_an_idle_live_link_is_asked_every_60_s(monkeypatch: pyt
     assert all(p.published_s is not None for p in r.posts)
 
 
+@pytest.mark.skipif(not transfer_available(), reason="needs the transfer machines")
+def test_in_the_simulator_a_post_is_planned_at_syncs_next_look_at_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As `sync --watch` (its ``_watch_queue``), the simulator plans a post within QUEUE_POLL_S
+    of its writing, not at the next rescan: posts written 0.3 s after a scan, and a second
+    after one, are each planned within the poll."""
+    import onboard.link as onboard_link
+    import simlink.transfer_driver as td
+    from onboard.sync import QUEUE_POLL_S
+
+    planned: list[float] = []
+    plan = onboard_link.plan
+    clock: list[Any] = []
+
+    def recorded(*a: Any, **kw: Any) -> Any:
+        planned.append(clock[0].now)
+        return plan(*a, **kw)
+
+    made = td.TransferDriver.__init__
+
+    def keep_clock(self: Any, loop: Any, *a: Any, **kw: Any) -> None:
+        clock.append(loop)
+        made(self, loop, *a, **kw)
+
+    monkeypatch.setattr(onboard_link, "plan", recorded)
+    monkeypatch.setattr(td.TransferDriver, "__init__", keep_clock)
+    written = [300.0, 300.3, 301.0, 400.05, 400.55, 401.45]
+    r, _ = run_posts_around_a_dark(written, monkeypatch)
+    for t in written:
+        assert any(t <= p <= t + QUEUE_POLL_S + 1e-6 for p in planned), (t, planned)
+    assert all(p.published_s is not None for p in r.posts)
+
+
 # -- onboard sync --watch through a loopback relay whose dark closes nothing -----------------
 
 

@@ -26,7 +26,15 @@ import pytest
 from conftest import Cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from link_support import archive_posts, link_requests, link_to, running_ground, setup_station, until
+from link_support import (
+    DarkRelay,
+    archive_posts,
+    link_requests,
+    link_to,
+    running_ground,
+    setup_station,
+    until,
+)
 
 from onboard import link as onboard_link
 from onboard import queue
@@ -355,58 +363,6 @@ async def test_copies_waiting_when_the_race_ends_get_none() -> None:
 # -- end to end: `onboard sync --watch` across a loopback loss of signal ------------------
 
 
-class _DarkRelay:
-    """A TCP relay to ground behind a dark listener: SYNs are dropped until ``light()``, then
-    every connection is piped to ground (the station's raced attempts connect as they would
-    at a real link's return: their SYN retries, then the next attempts)."""
-
-    def __init__(self, ground_port: int, *, answer_delay_s: float = 0.0) -> None:
-        self.answer_delay_s = answer_delay_s  # ground's bytes wait this long (a long path)
-        self.lst, self.info, self._held = _dark_listener()
-        self.port = self.info[-1][1]
-        self.ground_port = ground_port
-        self.server: asyncio.AbstractServer | None = None
-        self.accepted = 0
-        # Every piped connection's writers: Python 3.11's server.close() leaves accepted
-        # connections open, and one still piping when the test's loop closed leaked its
-        # socket into a later test's collection (CI, test_mastodon.py).
-        self._pipes: list[asyncio.StreamWriter] = []
-
-    async def light(self) -> None:
-        _light(self.lst, self._held)
-        self.server = await asyncio.start_server(self._pipe, sock=self.lst)
-
-    async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        self.accepted += 1
-        self._pipes.append(w)
-        gr, gw = await asyncio.open_connection("127.0.0.1", self.ground_port)
-        self._pipes.append(gw)
-
-        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay_s: float = 0.0) -> None:
-            with contextlib.suppress(ConnectionError, OSError):
-                while data := await src.read(65536):
-                    await asyncio.sleep(delay_s)
-                    dst.write(data)
-                    await dst.drain()
-            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-                dst.close()
-
-        await asyncio.gather(copy(r, gw), copy(gr, w, self.answer_delay_s))
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2.0)
-        for w in self._pipes:
-            w.transport.abort()
-        self._pipes.clear()
-        await asyncio.sleep(0)  # the aborted transports close on the loop's next turn
-        self.lst.close()
-        for s in self._held:
-            s.close()
-
-
 async def test_sync_sends_posts_written_in_the_dark_twice_and_ground_keeps_each_once(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -432,8 +388,9 @@ async def test_sync_sends_posts_written_in_the_dark_twice_and_ground_keeps_each_
     stop = asyncio.Event()
     async with running_ground(cli.ground_home, publish_interval_s=0.1) as url:
         # Answers 0.5 s late: the copies get their raced connections before the first answer.
-        relay = _DarkRelay(int(url.rsplit(":", 1)[1]), answer_delay_s=0.5)
+        relay = DarkRelay(int(url.rsplit(":", 1)[1]), answer_delay_s=0.5)
         try:
+            await relay.darken()
             link_to(cli, f"http://127.0.0.1:{relay.port}", token)
             cli.onboard("post", "--as", "alice", "--to", "archive:alice", "written in the dark 0")
             # The copies go only once the link is known down: the first request's deadline
