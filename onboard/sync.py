@@ -123,6 +123,11 @@ class _Suspect:
 _SUSPECT: contextvars.ContextVar[_Suspect | None] = contextvars.ContextVar(
     "orbitpost_link_suspect", default=None
 )
+# The connection a request got from the pool (set in its task by _WatchedConnector.connect):
+# its gated body writes a slice only once the last has left that socket (DeliveryMeter.gated).
+_TRANSPORT: contextvars.ContextVar[asyncio.BaseTransport | None] = contextvars.ContextVar(
+    "orbitpost_link_transport", default=None
+)
 
 
 class SyncError(OnboardError):
@@ -325,6 +330,7 @@ class _WatchedConnector(aiohttp.TCPConnector):
     async def connect(self, *args: Any, **kwargs: Any) -> aiohttp.connector.Connection:
         conn = await super().connect(*args, **kwargs)
         t = conn.transport
+        _TRANSPORT.set(t)  # (the request's task: its gated body waits on this connection)
         self._transports = [x for x in self._transports if not x.is_closing()]
         if t is not None and t not in self._transports:
             self._transports.append(t)
@@ -1050,7 +1056,7 @@ class _Sync:
         if self.meter is None or self.meter.budget is None or WINDOW_HEADER not in headers:
             return data
         headers["Content-Length"] = str(len(data))
-        return self.meter.gated(data)
+        return self.meter.gated(data, transport=_TRANSPORT.get)
 
     def _step(self, session: aiohttp.ClientSession) -> bool:
         """One turn of the request loop; True when a one-shot sync is finished."""

@@ -5,8 +5,8 @@ offered: docs/link.md "A cut in real time"), so the station writes a body carryi
 as its own budget allows. While every stream has just started (a backlog's start or the link's
 return) the budget is the windows' total, no more than ``gain`` × rate × base RTT once a rate
 is measured, and never under ``FIRST_FLIGHT_BDP`` of the link as last measured; after that it
-grows gradually (``release`` × per base RTT) to the rule's total (``share`` × ``gain`` × rate
-× base RTT) and stays there, following the rate.
+grows gradually (``release`` × per base RTT) to the gate's total (``gate_share`` × ``gain`` ×
+rate × base RTT) and stays there, following the rate.
 
 Sans-IO: windows, connection counts and times in, a budget in bytes out. onboard/delivery.py
 feeds it from TCP_INFO and paces request bodies by it; simlink holds its simulated
@@ -46,7 +46,7 @@ class SendGate:
         stay held at the start's budget (on loopback that paced 160 MiB to 8 KiB a poll). With
         None (``until`` unused), open gradually from ``now``. Opening, the budget grows as a
         clamped window is lifted (``WindowRule.release`` × per base RTT; opened at once, the
-        streams wrote ~9 BDP in half a second at 0.6 s) up to the rule's total
+        streams wrote ~9 BDP in half a second at 0.6 s) up to the gate's total
         (``_steady_total``) and stays there, following the rate; before any rate is measured
         it opens entirely. A base RTT under ``rtt_floor_s`` counts as that."""
         if base_rtt_s is not None:
@@ -106,12 +106,13 @@ class SendGate:
         return int(grown)
 
     def _steady_total(self, base_rtt_s: float) -> int | None:
-        """After the start, the windows' total the rule allows: ``share`` × ``gain`` × rate ×
-        base RTT, following the rate (None before a rate is measured: the gate opens). Opened
-        entirely, the streams filled a real link's queue to ~2.2-2.5 BDP 10-30 s into a start
-        and held ~1.1 BDP after (docs/link.md "The gate stays")."""
+        """After the start, ``gate_share`` × ``gain`` × rate × base RTT, following the rate
+        (None before a rate is measured: the gate opens). Opened entirely, the streams filled a
+        real link's queue to ~2.2-2.5 BDP 10-30 s into a start and held ~1.1 BDP after
+        (docs/link.md "The gate stays"); at the windows' total (``share``) up to 1.24 BDP
+        ("A slice once the last has left")."""
         rate = self.rate.rate()
         if rate is None:
             return None
         r = self.rate.rule
-        return max(MIN_WINDOW_BYTES, int(r.share * r.gain * rate * base_rtt_s))
+        return max(MIN_WINDOW_BYTES, int(r.gate_share * r.gain * rate * base_rtt_s))

@@ -29,8 +29,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from onboard.delivery import GATE_SLICE_BYTES
+
 from .clock import EventLoop, Timer
 from .profile import LinkProfile
+
+# The station's gate as it really writes a body, a slice at a time (SimLink.gate_slices; off:
+# the gate admits each segment as it is sent). With the slices, a slice goes into its socket
+# only while no more than GATE_UNSENT_MAX bytes written before it wait there (onboard's gate:
+# 0, DeliveryMeter._sent; None: the gate before 5 Dec, tenth session, which wrote regardless).
+GATE_SLICES = False
+GATE_UNSENT_MAX: int | None = 0
 
 TCP_IP_HEADER_BYTES = 40
 HANDSHAKE_PACKET_BYTES = 60
@@ -178,6 +187,12 @@ class SimLink:
         # wait for the next ack on any connection.
         self.send_budget: Callable[[], int | None] | None = None
         self._gate_waiting: list[SimConnection] = []
+        # The gate as the station's really is (``gate_slices``, off by default: docs/link.md
+        # "A slice once the last has left"): a gated body goes into its socket a slice at a
+        # time, each admitted while every socket's bytes in flight *and written but not yet
+        # sent* stay within the budget, and (GATE_UNSENT_MAX) once its own socket has sent
+        # what was written before it.
+        self.gate_slices = GATE_SLICES
         self.syns = 0  # SYNs the station sent (first and retried)
         self.syns_dark = 0  # of them, sent while the link was dark (docs/link.md: their cost)
         for s, e in self.dark:
@@ -229,6 +244,20 @@ class SimLink:
             waiting, self._gate_waiting = self._gate_waiting, []
             for c in waiting:
                 c.up.pump()
+
+    def gate_admits(self, conn: SimConnection, n: int) -> bool:
+        """``gate_slices``: may ``n`` more bytes of ``conn``'s request go into its socket? As
+        DeliveryMeter.admit: Linux's packets in flight plus the bytes written and not yet sent
+        on every connection, plus ``n``, within the budget, or nothing outstanding at all."""
+        budget = None if self.send_budget is None else self.send_budget()
+        if budget is None:
+            return True
+        held = sum(c.up.pipe + c.up.unsent() for c in self.conns if not c.closed)
+        if held == 0 or held + n <= budget:
+            return True
+        if conn not in self._gate_waiting:
+            self._gate_waiting.append(conn)
+        return False
 
     def gate_holds(self, conn: SimConnection, n: int) -> bool:
         """Does the send gate hold ``n`` more bytes of ``conn``'s request? As the station's gate
@@ -381,6 +410,7 @@ class _Half:
         self.una = 0
         self.nxt = 0
         self.end = 0
+        self.admitted = 0  # ``gate_slices``: bytes the station's gate let into the socket
         self.segs: dict[int, _Seg] = {}  # outstanding, in seq order (insertion order)
         self.retx: list[int] = []
         self.pipe = 0
@@ -429,6 +459,29 @@ class _Half:
         self.end += len(data)
         self.pump()
 
+    def _slices(self) -> bool:
+        return self is self.conn.up and self.conn.gated and self.link.gate_slices
+
+    def written(self) -> int:
+        """The bytes in the socket: all of them, or (``gate_slices``) those the gate admitted."""
+        return self.admitted if self._slices() else self.end
+
+    def unsent(self) -> int:
+        """Bytes in the socket not yet sent (Linux's tcpi_notsent_bytes)."""
+        return max(0, self.written() - self.nxt)
+
+    def _admit(self) -> None:
+        """``gate_slices``: write the request's next slices while the gate admits them."""
+        while self.admitted < self.end:
+            if GATE_UNSENT_MAX is not None and self.unsent() > GATE_UNSENT_MAX:
+                if self.conn not in self.link._gate_waiting:
+                    self.link._gate_waiting.append(self.conn)
+                return
+            n = min(GATE_SLICE_BYTES, self.end - self.admitted)
+            if not self.link.gate_admits(self.conn, n):
+                return
+            self.admitted += n
+
     def pump(self) -> None:
         if self.conn.closed or not self.conn.established:
             return
@@ -437,6 +490,8 @@ class _Half:
             # RFC 2861 / Linux tcp_slow_start_after_idle: an idle connection starts slow again.
             self.cwnd = min(self.cwnd, float(INITIAL_WINDOW_SEGMENTS * self.mss))
         self.rwnd_limited = False
+        if self._slices():
+            self._admit()
         sent_new = False
         while self.pipe == 0 or self.pipe + self.mss <= self.cwnd:
             if self.retx:
@@ -458,13 +513,16 @@ class _Half:
 
     def _new_segment(self) -> _Seg | None:
         """The next segment of new data, if the receiver's window and the station's gate let it go."""
-        if self.nxt >= self.end:
+        written = self.written()
+        if self.nxt >= written:
+            if written < self.end:
+                self.rwnd_limited = True  # held by the station's gate, not by cwnd (Linux)
             return None
-        n = min(self.mss, self.end - self.nxt)
+        n = min(self.mss, written - self.nxt)
         if self.nxt + n - self.una > self.rwnd:
             self.rwnd_limited = True
             return None  # the receiver's window is full: its acks pump again
-        if self is self.conn.up and self.link.gate_holds(self.conn, n):
+        if self is self.conn.up and not self._slices() and self.link.gate_holds(self.conn, n):
             self.rwnd_limited = True  # held by the station, not by cwnd: no growth (Linux)
             return None  # the next ack on any connection pumps it again
         off = self.nxt - self.una

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import assume, given, settings
@@ -205,26 +206,49 @@ class _Sink:
         pass
 
 
+_GATED = {
+    "budget": st.integers(MIN_WINDOW_BYTES, 400_000),
+    "sizes": st.lists(st.integers(1, 300_000), min_size=1, max_size=12),
+    "profile": st.sampled_from(["fill-rtt0.6-loss1", "fill-rtt2.6-loss1", "iss-ku"]),
+}
+
+
+def _gated_run(
+    budget: int, sizes: list[int], profile: str, watch: Callable[[SimLink], None], *, slices: bool = False
+) -> tuple[list[int], int]:
+    """Gated connections carrying ``sizes`` bytes to ground under ``budget`` on ``profile``
+    (no darks or cuts), ``watch`` called at every segment sent: the bytes each delivered and
+    the profile's MSS."""
+    p = dataclasses.replace(load_profile(profile), dark=(), orbit_s=0.0, cuts_per_hour=0.0)
+    loop = EventLoop()
+    link = SimLink(loop, p, duration_s=3600, seed=1)
+    link.gate_slices = slices
+    link.send_budget = lambda: budget
+    transmit = link.to_ground.transmit
+
+    def counted(now: float, *args, **kw):  # type: ignore[no-untyped-def]
+        watch(link)
+        return transmit(now, *args, **kw)
+
+    link.to_ground.transmit = counted  # type: ignore[method-assign]
+    sinks = [_Sink() for _ in sizes]
+    for n, sink in zip(sizes, sinks, strict=True):
+        link.connect(_Sink(bytes(n)), sink)
+    loop.run_until(3600)
+    return [s.got for s in sinks], p.mss_bytes
+
+
 @settings(max_examples=25, deadline=None)
-@given(
-    budget=st.integers(MIN_WINDOW_BYTES, 400_000),
-    sizes=st.lists(st.integers(1, 300_000), min_size=1, max_size=12),
-    profile=st.sampled_from(["fill-rtt0.6-loss1", "fill-rtt2.6-loss1", "iss-ku"]),
-)
+@given(**_GATED)
 def test_the_simulated_gate_never_holds_more_than_its_budget_and_strands_nothing(
     budget: int, sizes: list[int], profile: str
 ) -> None:
     """Gated connections together never have more new data in flight than the budget (sent
     once, neither acked, SACKed nor lost: a segment may go when nothing is), whatever the
     loss, and every byte arrives."""
-    p = dataclasses.replace(load_profile(profile), dark=(), orbit_s=0.0, cuts_per_hour=0.0)
-    loop = EventLoop()
-    link = SimLink(loop, p, duration_s=3600, seed=1)
-    link.send_budget = lambda: budget
     worst = [0]
-    transmit = link.to_ground.transmit
 
-    def counted(now: float, *args, **kw):  # type: ignore[no-untyped-def]
+    def watch(link: SimLink) -> None:
         # In flight and sent once (a retransmission is not the gate's: Linux resends alone).
         held = sum(
             g.length
@@ -234,15 +258,34 @@ def test_the_simulated_gate_never_holds_more_than_its_budget_and_strands_nothing
             if g.sends == 1 and not g.sacked and not g.lost
         )
         worst[0] = max(worst[0], held)
-        return transmit(now, *args, **kw)
 
-    link.to_ground.transmit = counted  # type: ignore[method-assign]
-    sinks = [_Sink() for _ in sizes]
-    for n, sink in zip(sizes, sinks, strict=True):
-        link.connect(_Sink(bytes(n)), sink)
-    loop.run_until(3600)
-    assert [s.got for s in sinks] == sizes
-    assert worst[0] <= max(budget, p.mss_bytes)
+    got, mss = _gated_run(budget, sizes, profile, watch)
+    assert got == sizes
+    assert worst[0] <= max(budget, mss)
+
+
+@settings(max_examples=25, deadline=None)
+@given(**_GATED)
+def test_the_simulated_gate_in_slices_writes_one_once_the_last_has_left(
+    budget: int, sizes: list[int], profile: str
+) -> None:
+    """``gate_slices`` (the station's gate as it writes a body): a gated socket never holds
+    more than one slice written and not yet sent, every socket's bytes in flight and unsent
+    stay within the budget but for a slice admitted with nothing outstanding, and every byte
+    arrives (a socket waiting for its last slice to leave is woken by its own acks)."""
+    from onboard.delivery import GATE_SLICE_BYTES
+
+    worst_unsent, worst_held = [0], [0]
+
+    def watch(link: SimLink) -> None:
+        live = [c for c in link.conns if not c.closed]
+        worst_unsent[0] = max([worst_unsent[0], *(c.up.unsent() for c in live)])
+        worst_held[0] = max(worst_held[0], sum(c.up.pipe + c.up.unsent() for c in live))
+
+    got, _ = _gated_run(budget, sizes, profile, watch, slices=True)
+    assert got == sizes
+    assert worst_unsent[0] <= GATE_SLICE_BYTES
+    assert worst_held[0] <= max(budget, GATE_SLICE_BYTES) + GATE_SLICE_BYTES
 
 
 # -- the simulator: a return on a 2.6 s path --------------------------------------------------

@@ -31,7 +31,14 @@ import ground.window
 import onboard.sync
 import simlink.link
 from linkemu import Direction, LinkProxy
-from onboard.delivery import GATE_RTT_FLOOR_S, POLL_EVERY_S, DeliveryMeter, TcpCounters, read_counters
+from onboard.delivery import (
+    GATE_RTT_FLOOR_S,
+    GATE_WAIT_MAX_S,
+    POLL_EVERY_S,
+    DeliveryMeter,
+    TcpCounters,
+    read_counters,
+)
 from onboard.home import Home
 from onboard.sync import sync
 from protocol.errors import RemoteProtocolError
@@ -353,6 +360,56 @@ async def test_past_the_budget_the_gate_reads_the_sockets_again_before_waiting_f
     await asyncio.wait_for(held, 0.1)
 
 
+class _FakeTransport:
+    """A connection whose socket holds ``unsent`` bytes written and not yet sent (and its own
+    buffer ``buffered``), as DeliveryMeter._sent reads them."""
+
+    def __init__(self, sock: _FakeSock) -> None:
+        self.sock, self.buffered, self.closing = sock, 0, False
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def get_extra_info(self, name: str) -> Any:
+        return self.sock if name == "socket" else None
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+async def test_a_gated_body_writes_a_slice_only_once_the_last_has_left_its_socket() -> None:
+    """With the request's connection known, the next slice waits while that socket (or its
+    transport's buffer) still holds bytes not sent, whatever the budget, and goes at the poll
+    that shows them gone: a slice behind a full congestion window would sit there counted
+    against the budget (docs/link.md "A slice once the last has left"). A meter that stops
+    polling, or a closing connection, never holds a write."""
+    sock = _FakeSock()
+    unsent = {id(sock): 0}
+    meter = DeliveryMeter(read=lambda s: TcpCounters(True, 0, True, unsent[id(s)], unsent[id(s)]))  # type: ignore[arg-type]
+    meter.watch(lambda addr: sock)(None)  # type: ignore[arg-type,return-value]
+    way = _FakeTransport(sock)
+    body = meter.gated(b"x" * 4 * 8192, transport=lambda: way)  # type: ignore[arg-type,return-value]
+    assert len(await asyncio.wait_for(body.__anext__(), 0.1)) == 8192  # nothing unsent: at once
+    unsent[id(sock)] = 5000  # the first slice's tail waits for the congestion window
+    second = asyncio.ensure_future(body.__anext__())
+    await asyncio.sleep(0.05)
+    assert not second.done()
+    meter.poll(1.0, 1.0)  # still there
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    unsent[id(sock)], way.buffered = 0, 100  # left the socket, but the transport holds some
+    meter.poll(1.1, 1.0)
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    way.buffered = 0
+    meter.poll(1.2, 1.0)
+    assert len(await asyncio.wait_for(second, 0.1)) == 8192
+    unsent[id(sock)] = 5000  # no poll comes (the meter stopped): held at most GATE_WAIT_MAX_S
+    assert len(await asyncio.wait_for(body.__anext__(), GATE_WAIT_MAX_S + 0.5)) == 8192
+    way.closing = True  # a connection closing: nothing to wait for
+    assert len(await asyncio.wait_for(body.__anext__(), 0.1)) == 8192
+
+
 async def test_a_gate_held_until_the_start_ends_then_opens_without_another_request() -> None:
     """One long body written through the start is not held at the start's budget to its end:
     the gate given an end opens gradually from it by itself (a photo backlog on loopback, one
@@ -419,7 +476,7 @@ async def test_the_gate_opens_gradually_when_the_start_ends() -> None:
 
 
 async def test_after_the_start_the_gate_holds_the_rules_total_and_follows_the_rate() -> None:
-    """Once a rate is measured the gate does not open entirely: it grows to ``share`` ×
+    """Once a rate is measured the gate does not open entirely: it grows to ``gate_share`` ×
     ``gain`` × rate × base RTT and stays there, following the rate and the base RTT (opened
     entirely, a real link's queue filled to ~2.2-2.5 BDP 10-30 s into a start; docs/link.md
     "The gate stays")."""
@@ -433,17 +490,17 @@ async def test_after_the_start_the_gate_holds_the_rules_total_and_follows_the_ra
     meter.gate(MIN_WINDOW_BYTES, time.monotonic(), base, until=time.monotonic() + base)  # the start
     start = meter.budget
     assert start is not None
-    steady = max(MIN_WINDOW_BYTES, int(rule.share * rule.gain * rate * base))
+    steady = max(MIN_WINDOW_BYTES, int(rule.gate_share * rule.gain * rate * base))
     assert start <= (meter.budget or 0) <= max(start, steady)
     await asyncio.sleep(60 * base)  # long enough to have opened entirely before
     assert meter.budget == steady
     for i in range(40, 80):  # the link gets twice as fast
         meter.rate.observe(i * base / 4, 1000 * 40 + 2000 * (i - 40), base)
-    faster = max(MIN_WINDOW_BYTES, int(rule.share * rule.gain * (meter.rate.rate() or 0) * base))
+    faster = max(MIN_WINDOW_BYTES, int(rule.gate_share * rule.gain * (meter.rate.rate() or 0) * base))
     assert meter.budget == faster > steady
     meter.gate(None, time.monotonic(), 2 * base)  # a longer base RTT: a larger total
     assert meter.budget == max(
-        MIN_WINDOW_BYTES, int(rule.share * rule.gain * (meter.rate.rate() or 0) * 2 * base)
+        MIN_WINDOW_BYTES, int(rule.gate_share * rule.gain * (meter.rate.rate() or 0) * 2 * base)
     )
 
 
@@ -465,7 +522,7 @@ def test_the_gate_never_sizes_its_budget_by_less_than_two_polls(base: float, rat
     meter.gate(held, 0.0, base)  # the start: held
     assert (meter.budget or 0) >= min(held * (meter.busy + 1), int(rule.gain * measured * GATE_RTT_FLOOR_S))
     meter.gate(None, 0.0, base)  # after the start: the rule's total
-    assert (meter.budget or 0) >= int(rule.share * rule.gain * measured * max(base, GATE_RTT_FLOOR_S))
+    assert (meter.budget or 0) >= int(rule.gate_share * rule.gain * measured * max(base, GATE_RTT_FLOOR_S))
     assert GATE_RTT_FLOOR_S >= 2 * POLL_EVERY_S
 
 
@@ -660,9 +717,16 @@ async def test_a_photo_crosses_with_its_connections_clamped(
     gated: list[int] = []  # bodies written through the send gate (those carrying a window)
     real_gated = DeliveryMeter.gated
 
-    def counting(self: DeliveryMeter, data: bytes, slice_bytes: int = 8192) -> Any:
+    ways: list[Any] = []  # the connection each gated body found when it was written
+
+    def counting(self: DeliveryMeter, data: bytes, slice_bytes: int = 8192, transport: Any = None) -> Any:
         gated.append(len(data))
-        return real_gated(self, data, slice_bytes)
+
+        def seen() -> Any:
+            ways.append(None if transport is None else transport())
+            return ways[-1]
+
+        return real_gated(self, data, slice_bytes, transport=seen)
 
     monkeypatch.setattr(DeliveryMeter, "gated", counting)
     token = setup_station(cli, tmp_path)
@@ -689,6 +753,8 @@ async def test_a_photo_crosses_with_its_connections_clamped(
     # Bodies carrying a window while every stream had just started went through the send gate.
     print(f"\n{len(gated)} of {sum(c for _, c in asked)} bodies carrying a window gated")
     assert 0 < len(gated) <= sum(carried for _, carried in asked)
+    # Each found its own connection (a slice goes once the last has left that socket).
+    assert ways and all(w is not None for w in ways), ways
     posts = {p.text: p for p in archive_posts(cli.ground_home)}
     assert sorted(posts) == [b"first light", b"hubble"]
     assert [m.read_bytes() for m in posts[b"hubble"].media] == [photo.read_bytes()]
