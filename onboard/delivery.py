@@ -207,11 +207,7 @@ class DeliveryMeter:
                 reread = True
                 self._note_outstanding(self._read_sockets())  # (the rate is left to the poll)
                 continue
-            if self._polled is None:
-                self._polled = asyncio.Event()
-            try:  # (a meter not polling, as in a test without its run(), never holds a write)
-                await asyncio.wait_for(self._polled.wait(), GATE_WAIT_MAX_S)
-            except TimeoutError:
+            if not await self._next_poll():
                 self.outstanding = self._admitted = 0
 
     async def gated(
@@ -246,12 +242,19 @@ class DeliveryMeter:
         held the link to 0.78 of its rate in the simulator, against 0.94 so (docs/link.md
         "A slice once the last has left")."""
         while not transport.is_closing() and self._unsent(transport) > 0:
-            if self._polled is None:
-                self._polled = asyncio.Event()
-            try:  # (a meter not polling never holds a write)
-                await asyncio.wait_for(self._polled.wait(), GATE_WAIT_MAX_S)
-            except TimeoutError:
+            if not await self._next_poll():
                 return
+
+    async def _next_poll(self) -> bool:
+        """Wait for the next poll of the sockets; False if none came within GATE_WAIT_MAX_S
+        (a meter not polling, as in a test without its run(), never holds a write)."""
+        if self._polled is None:
+            self._polled = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._polled.wait(), GATE_WAIT_MAX_S)
+        except TimeoutError:
+            return False
+        return True
 
     async def run(self, base_rtt_s: Callable[[], float | None]) -> None:
         """Poll every ``POLL_EVERY_S`` until cancelled."""

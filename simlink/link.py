@@ -245,19 +245,28 @@ class SimLink:
             for c in waiting:
                 c.up.pump()
 
+    def wait_for_ack(self, conn: SimConnection) -> None:
+        """``conn`` is held by the send gate: the next ack on any connection pumps it again."""
+        if conn not in self._gate_waiting:
+            self._gate_waiting.append(conn)
+
+    def _gate_fits(self, conn: SimConnection, n: int, held: Callable[[SimConnection], int]) -> bool:
+        """Do ``n`` more bytes of ``conn``'s request fit the send gate, every live connection
+        holding ``held`` of it (or nothing held at all)? If not, ``conn`` waits for an ack."""
+        budget = None if self.send_budget is None else self.send_budget()
+        if budget is None:
+            return True
+        total = sum(held(c) for c in self.conns if not c.closed)
+        if total == 0 or total + n <= budget:
+            return True
+        self.wait_for_ack(conn)
+        return False
+
     def gate_admits(self, conn: SimConnection, n: int) -> bool:
         """``gate_slices``: may ``n`` more bytes of ``conn``'s request go into its socket? As
         DeliveryMeter.admit: Linux's packets in flight plus the bytes written and not yet sent
         on every connection, plus ``n``, within the budget, or nothing outstanding at all."""
-        budget = None if self.send_budget is None else self.send_budget()
-        if budget is None:
-            return True
-        held = sum(c.up.pipe + c.up.unsent() for c in self.conns if not c.closed)
-        if held == 0 or held + n <= budget:
-            return True
-        if conn not in self._gate_waiting:
-            self._gate_waiting.append(conn)
-        return False
+        return self._gate_fits(conn, n, lambda c: c.up.pipe + c.up.unsent())
 
     def gate_holds(self, conn: SimConnection, n: int) -> bool:
         """Does the send gate hold ``n`` more bytes of ``conn``'s request? As the station's gate
@@ -266,17 +275,9 @@ class SimLink:
         or nothing in flight at all. Unlike it, the gate admits a segment as it is sent, not
         an 8 KiB slice into the socket (a byte waiting for the congestion window is not held
         here), and it learns of each ack at once, not at its next 50 ms poll of TCP_INFO."""
-        if not conn.gated or self.send_budget is None:
+        if not conn.gated:
             return False
-        budget = self.send_budget()
-        if budget is None:
-            return False
-        held = sum(c.up.pipe for c in self.conns if not c.closed)  # Linux's packets in flight
-        if held == 0 or held + n <= budget:
-            return False
-        if conn not in self._gate_waiting:
-            self._gate_waiting.append(conn)
-        return True
+        return not self._gate_fits(conn, n, lambda c: c.up.pipe)  # Linux's packets in flight
 
     def connect(self, client: Endpoint, server: Endpoint, *, syns: int = len(SYN_RETRIES_S)) -> SimConnection:
         """Open a connection from the station (client) to ground (server); the client is told
@@ -474,8 +475,7 @@ class _Half:
         """``gate_slices``: write the request's next slices while the gate admits them."""
         while self.admitted < self.end:
             if GATE_UNSENT_MAX is not None and self.unsent() > GATE_UNSENT_MAX:
-                if self.conn not in self.link._gate_waiting:
-                    self.link._gate_waiting.append(self.conn)
+                self.link.wait_for_ack(self.conn)
                 return
             n = min(GATE_SLICE_BYTES, self.end - self.admitted)
             if not self.link.gate_admits(self.conn, n):

@@ -183,6 +183,20 @@ def run_posts_around_a_dark(
 # -- a relay to ground that goes dark (onboard sync --watch on loopback) -------------------
 
 
+def fill_accept_queue(port: int) -> list[socket.socket]:
+    """Connections filling the accept queue of a loopback listener on ``port`` that listens
+    with a backlog of 0: the kernel then drops further SYNs, as a dark link does. Close them
+    (and empty the queue) to let SYNs in again."""
+    held = []
+    for _ in range(2):
+        s = socket.socket()
+        s.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            s.connect(("127.0.0.1", port))
+        held.append(s)
+    return held
+
+
 class DarkRelay:
     """A TCP relay to ground that can go dark: while dark its listener's accept queue is full
     (the kernel drops SYNs, as across a dark link) and the connections it piped are cut, or
@@ -257,12 +271,7 @@ class DarkRelay:
             self._pipes.clear()
         self.lst = self._listener()  # (the server closed the old one)
         self.lst.listen(0)
-        for _ in range(2):  # fill the accept queue
-            s = socket.socket()
-            s.setblocking(False)
-            with contextlib.suppress(BlockingIOError):
-                s.connect(("127.0.0.1", self.port))
-            self._held.append(s)
+        self._held.extend(fill_accept_queue(self.port))
         await asyncio.sleep(0.1)
 
     async def _pipe(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:

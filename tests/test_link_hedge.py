@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 from link_support import (
     DarkRelay,
     archive_posts,
+    fill_accept_queue,
     link_requests,
     link_to,
     running_ground,
@@ -289,13 +290,7 @@ def _dark_listener() -> tuple[socket.socket, tuple[Any, ...], list[socket.socket
     lst.bind(("127.0.0.1", 0))
     lst.listen(0)
     port = lst.getsockname()[1]
-    held = []
-    for _ in range(2):
-        s = socket.socket()
-        s.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            s.connect(("127.0.0.1", port))
-        held.append(s)
+    held = fill_accept_queue(port)
     return lst, (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port)), held
 
 
