@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import Cli
-from link_support import free_port
+from link_support import fill_accept_queue, free_port
 
 from benchmarks.bench_link_return import run_dark_posts
 from simlink.virtual import transfer_available
@@ -146,12 +146,7 @@ def _dark_listener() -> tuple[socket.socket, tuple[Any, ...]]:
     lst.bind(("127.0.0.1", 0))
     lst.listen(0)
     port = lst.getsockname()[1]
-    for _ in range(2):
-        s = socket.socket()
-        s.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            s.connect(("127.0.0.1", port))
-        _held.append(s)
+    _held.extend(fill_accept_queue(port))
     return lst, (socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))
 
 
