@@ -5,6 +5,9 @@ ground), and what the connection race costs in SYNs sent into the dark.
     python benchmarks/bench_link_return.py --profiles lunar iss-ku degraded --seeds 7 8 9
     python benchmarks/bench_link_return.py --profiles lunar --seeds 11 12 13 --hours 12
     python benchmarks/bench_link_return.py --before 0.3 1.3 3.8   # one post, believed up
+    python benchmarks/bench_link_return.py --before 2 3.8 6.5 --dark 10 --first 610 --cut-after 1e6 \
+        --off hedge_kept_posts=0   # a short dark nothing noticed: the kept connection's copy
+    python benchmarks/bench_link_return.py --short-darks --off hedge_kept_posts=0   # all of them
     python benchmarks/bench_link_return.py --before 3.8 --profiles iss-ku --realtime   # root
 
 Each run prints one JSON line (profile, seed, the posts' times in RTTs, SYNs); the table at the
@@ -57,13 +60,21 @@ def run_dark_posts(
 
 
 def post_before_return(
-    profile_name: str, before_s: float, *, cut_after_s: float | None = None, **changes: float | None
+    profile_name: str,
+    before_s: float,
+    *,
+    cut_after_s: float | None = None,
+    dark_s: float | None = None,
+    first_s: float = 600.0,
+    **changes: float | None,
 ) -> float:
     """A post written ``before_s`` before the first dark window's end while the sender believes
     the link up (one post 10 minutes before the window taught it the round trip), no random
     loss or cuts: (published − window end) / RTT. ``cut_after_s``: when the dark drops the
-    connections (None: the profile's; 1e6: never, as a real link). ``changes``: SenderConfig
-    fields, e.g. ``heartbeat_s=None`` (docs/link.md "A dark with nothing in flight")."""
+    connections (None: the profile's; 1e6: never, as a real link). ``dark_s``: the first window
+    lasts this long instead (a short dropout the heartbeat may not notice). ``first_s``: how
+    long before the window the first post is written (the heartbeats' phase). ``changes``:
+    SenderConfig fields, e.g. ``heartbeat_s=None`` (docs/link.md "A dark with nothing in flight")."""
     import simlink.transfer_driver as td
     import simlink.virtual as virtual
     from protocol.transfer import SenderConfig
@@ -72,11 +83,14 @@ def post_before_return(
     prof = dataclasses.replace(load_profile(profile_name), loss=0.0, cuts_per_hour=0.0)
     if cut_after_s is not None:
         prof = dataclasses.replace(prof, cut_after_s=cut_after_s)
+    if dark_s is not None:
+        first = prof.dark[0]
+        prof = dataclasses.replace(prof, dark=(dataclasses.replace(first, duration_s=dark_s), *prof.dark[1:]))
     start, end = prof.dark_windows(20000.0)[0]
     wl = dataclasses.replace(load_workload("burst"), photo_post_fraction=0.0, backlog_posts_per_astronaut=0)
     plan = [
         PlannedPost(at_s=t, author="alice", text=f"post at {t}", photos=(), targets=accounts_for("alice", 1))
-        for t in (max(1.0, start - 600.0), end - before_s)
+        for t in (max(1.0, start - first_s), end - before_s)
     ]
     saved = virtual.plan_posts, td.SenderConfig
     try:
@@ -91,18 +105,30 @@ def post_before_return(
     return (p.published_s - end) / prof.rtt_s
 
 
-def post_before_return_realtime(profile_name: str, before_s: float, *, heartbeat: bool = True) -> float:
+def post_before_return_realtime(
+    profile_name: str,
+    before_s: float,
+    *,
+    heartbeat: bool = True,
+    dark_s: float | None = None,
+    first_at_s: float = 60.0,
+) -> float:
     """``post_before_return`` with the real `ground serve` and `onboard sync --watch` through
     linkemu's packet link (root, TUN), whose dark drops packets and closes nothing: the run
-    starts 6 minutes before the first dark window (a post at 60 s teaches the round trip) and
-    ends a minute after it, so it lasts the window + 7 min. ``heartbeat=False``: `sync
-    --heartbeat 0`."""
+    starts 6 minutes before the first dark window (a post at ``first_at_s`` teaches the round
+    trip and sets the heartbeats' phase) and ends a minute after it, so it lasts the window +
+    7 min. ``heartbeat=False``: `sync --heartbeat 0`. ``dark_s``: the window lasts this long."""
     import tempfile
 
     import simlink.realtime as realtime
     from simlink.workload import PlannedPost, accounts_for
 
     prof = dataclasses.replace(load_profile(profile_name), loss=0.0, cuts_per_hour=0.0)
+    if dark_s is not None:
+        window = prof.dark[0]
+        prof = dataclasses.replace(
+            prof, dark=(dataclasses.replace(window, duration_s=dark_s), *prof.dark[1:])
+        )
     first, _ = prof.dark_windows(prof.orbit_s or 1e9)[0]
     offset = first - 360.0
     start, end = prof.dark_windows(first + 7200.0, offset)[0]
@@ -111,7 +137,7 @@ def post_before_return_realtime(profile_name: str, before_s: float, *, heartbeat
         PlannedPost(
             at_s=t, author="alice", text=f"post at {t:.1f}", photos=(), targets=accounts_for("alice", 1)
         )
-        for t in (60.0, end - before_s)
+        for t in (first_at_s, end - before_s)
     ]
     saved = realtime.plan_posts
     try:
@@ -134,6 +160,39 @@ def post_before_return_realtime(profile_name: str, before_s: float, *, heartbeat
     if p.published_s is None:
         raise AssertionError(f"the post written {before_s:g} s before the return was never published")
     return (p.published_s - end) / prof.rtt_s
+
+
+SHORT_DARKS_S = (10.0, 20.0, 30.0, 45.0, 58.0)
+SHORT_PHASES_S = (5.0, 10.0, 30.0)  # the first post this much more than 600 s before the dark
+SHORT_BEFORE_S = tuple(round(0.1 * k, 1) for k in range(1, 20)) + tuple(2.0 + 0.5 * k for k in range(37))
+
+
+def short_darks(profile_name: str, cut_after_s: float | None, **changes: float | None) -> dict[str, Any]:
+    """Darks shorter than the heartbeat's minute (``SHORT_DARKS_S``), each at three heartbeat
+    phases, and a post written 0.1-20 s before the end of each while the link is believed up:
+    how many were published more than 2 RTT after the return, and the latest (with its dark,
+    phase and seconds before the end)."""
+    times = [
+        (
+            post_before_return(
+                profile_name, x, cut_after_s=cut_after_s, dark_s=d, first_s=600.0 + ph, **changes
+            ),
+            d,
+            ph,
+            x,
+        )
+        for d in SHORT_DARKS_S
+        for ph in SHORT_PHASES_S
+        for x in SHORT_BEFORE_S
+        if x < d
+    ]
+    worst = max(times)
+    return {
+        "posts": len(times),
+        "above_2": sum(t > 2.0 for t, *_ in times),
+        "max": round(worst[0], 2),
+        "max_at": {"dark_s": worst[1], "phase_s": worst[2], "before_s": worst[3]},
+    }
 
 
 def summary(lat: list[float]) -> dict[str, float | int]:
@@ -190,25 +249,78 @@ def main(argv: list[str] | None = None) -> int:
         "nothing; each run lasts the profile's first dark window + 7 min)",
     )
     ap.add_argument(
+        "--off",
+        nargs="*",
+        default=["heartbeat_s=none"],
+        metavar="FIELD=VALUE",
+        help="--before: the SenderConfig fields of the 'off' column (default: heartbeat_s=none; "
+        "e.g. hedge_kept_posts=0 for the kept connection's copy)",
+    )
+    ap.add_argument(
+        "--dark",
+        type=float,
+        metavar="S",
+        help="--before: the first dark window lasts S s (a short dark the heartbeat may not see)",
+    )
+    ap.add_argument(
+        "--first",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="--before: the first post is written S s before the window (the heartbeats' phase)",
+    )
+    ap.add_argument(
+        "--short-darks",
+        action="store_true",
+        help="instead: darks of 10-58 s, three heartbeat phases, a post 0.1-20 s before each end "
+        "(the dark cutting nothing, then the profile's cut); --off's column, then this tree's",
+    )
+    ap.add_argument(
+        "--now-only",
+        action="store_true",
+        help="--before --realtime: only this tree's figure (run the same script from an older tree "
+        "for the one before), with --dark and --first-at",
+    )
+    ap.add_argument(
+        "--first-at",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="--before --realtime --now-only: the first post at S s into the run (the heartbeats' phase)",
+    )
+    ap.add_argument(
         "--cut-after",
         type=float,
         metavar="S",
         help="--before: the dark drops the connections S s in (default: the profile's; 1e6: never)",
     )
     args = ap.parse_args(argv)
+    if args.short_darks:
+        off = {k: None if v == "none" else float(v) for k, v in (kv.split("=", 1) for kv in args.off)}
+        for name in args.profiles:
+            for cut in (1e6, None):
+                row = {"profile": name, "cut_after_s": cut}
+                print(json.dumps({**row, "off": args.off, **short_darks(name, cut, **off)}), flush=True)
+                print(json.dumps({**row, **short_darks(name, cut)}), flush=True)
+        return 0
     if args.before:
         for name in args.profiles:
             cut = args.cut_after
-            if args.realtime:
+            if args.realtime and args.now_only:
+                kw: dict[str, Any] = {"dark_s": args.dark, "first_at_s": args.first_at}
+                cells = [f"{x:g} s: {post_before_return_realtime(name, x, **kw):.2f}" for x in args.before]
+            elif args.realtime:
                 cells = [
                     f"{x:g} s: {post_before_return_realtime(name, x, heartbeat=False):.2f} → "
                     f"{post_before_return_realtime(name, x):.2f}"
                     for x in args.before
                 ]
             else:
+                off = {k: None if v == "none" else float(v) for k, v in (kv.split("=", 1) for kv in args.off)}
+                where = {"cut_after_s": cut, "dark_s": args.dark, "first_s": args.first}
                 cells = [
-                    f"{x:g} s: {post_before_return(name, x, cut_after_s=cut, heartbeat_s=None):.2f} → "
-                    f"{post_before_return(name, x, cut_after_s=cut):.2f}"
+                    f"{x:g} s: {post_before_return(name, x, **where, **off):.2f} → "
+                    f"{post_before_return(name, x, **where):.2f}"
                     for x in args.before
                 ]
             print(f"{name}: " + " | ".join(cells), flush=True)

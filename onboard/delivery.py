@@ -88,6 +88,21 @@ def read_counters(sock: socket.socket) -> TcpCounters | None:
     )
 
 
+def unacked(
+    transport: asyncio.BaseTransport, read: Callable[[socket.socket], TcpCounters | None] = read_counters
+) -> bool | None:
+    """Does ``transport`` hold bytes ground's TCP has not acknowledged (in its own buffer, or
+    its socket's sent or unsent)? None: it cannot tell (closed, or no TCP_INFO)."""
+    if transport.is_closing():
+        return None
+    size = getattr(transport, "get_write_buffer_size", None)
+    if callable(size) and size() > 0:
+        return True
+    sock = transport.get_extra_info("socket")
+    c = None if sock is None else read(sock)
+    return None if c is None else c.busy
+
+
 class DeliveryMeter:
     """The station's sockets to ground, and what they have delivered together."""
 

@@ -54,7 +54,7 @@ from protocol.transfer_wire import (
 from protocol.window_clamp import WINDOW_CLAMP_LINK_VERSION, WINDOW_HEADER, carries_window
 
 from . import link, link_status, queue
-from .delivery import DeliveryMeter
+from .delivery import DeliveryMeter, unacked
 from .errors import OnboardError
 from .home import Home
 from .race import ConnectRace
@@ -128,6 +128,9 @@ _SUSPECT: contextvars.ContextVar[_Suspect | None] = contextvars.ContextVar(
 _TRANSPORT: contextvars.ContextVar[asyncio.BaseTransport | None] = contextvars.ContextVar(
     "orbitpost_link_transport", default=None
 )
+# Whether that connection was kept from an earlier request (the pool's), not made for this one:
+# a text post on a kept connection is copied if its bytes go unacknowledged (_Requests).
+_KEPT: contextvars.ContextVar[bool] = contextvars.ContextVar("orbitpost_link_kept", default=False)
 
 
 class SyncError(OnboardError):
@@ -211,6 +214,7 @@ class _WatchedConnector(aiohttp.TCPConnector):
     ) -> None:
         super().__init__(**kwargs)
         self._transports: list[asyncio.BaseTransport] = []
+        self._silence: set[asyncio.Future[None]] = set()  # plain connects waiting out after_s
         self.race_every_s: float | None = None
         # The race's attempts only (not aiohttp's own connects): one SYN retry each.
         self.race = ConnectRace(race_socket_factory or _racing_socket)
@@ -281,8 +285,13 @@ class _WatchedConnector(aiohttp.TCPConnector):
         )
         raced: asyncio.Future[socket.socket] | None = None
         won: asyncio.Future[socket.socket] | None = None
+        silence: asyncio.Future[None] = self._loop.create_future()
+        self._silence.add(silence)
         try:
-            await asyncio.wait({plain}, timeout=suspect.after_s)
+            # Unanswered after_s, or the link went silent first (``silenced``): race too.
+            either: set[asyncio.Future[Any]] = {plain, silence}
+            await asyncio.wait(either, timeout=suspect.after_s, return_when=asyncio.FIRST_COMPLETED)
+            self._silence.discard(silence)
             every_s = None if plain.done() else suspect.unanswered()
             if every_s is not None:
                 raced = asyncio.ensure_future(self.race.connect(addr_infos[0], every_s))
@@ -296,6 +305,7 @@ class _WatchedConnector(aiohttp.TCPConnector):
             except OSError as exc:
                 raise client_error(req.connection_key, exc) from exc
         finally:
+            self._silence.discard(silence)
             for task in (plain, raced):
                 if task is None or task is won:
                     continue
@@ -307,6 +317,15 @@ class _WatchedConnector(aiohttp.TCPConnector):
                     task.result().close()  # both connected at once: the other serves
             if raced is not None and won is plain and plain.done() and plain.exception() is None:
                 self.race.settle()  # the link answered: the attempts under way would only load ground
+
+    def silenced(self) -> None:
+        """The sender calls the link silent (an ask of ours unanswered): a plain connect still
+        waiting out its ``after_s`` joins the race now. Its SYN may be one the dark took, and
+        the kernel's next comes a second after it (docs/link.md "A short dark")."""
+        waiting, self._silence = self._silence, set()
+        for fut in waiting:
+            if not fut.done():
+                fut.set_result(None)
 
     async def _get(self, key: Any, *args: Any, **kwargs: Any) -> aiohttp.connector.Connection | None:
         """A pooled connection for the request, unless the link is down: then none, and the
@@ -332,6 +351,7 @@ class _WatchedConnector(aiohttp.TCPConnector):
         t = conn.transport
         _TRANSPORT.set(t)  # (the request's task: its gated body waits on this connection)
         self._transports = [x for x in self._transports if not x.is_closing()]
+        _KEPT.set(t is not None and t in self._transports)
         if t is not None and t not in self._transports:
             self._transports.append(t)
         return conn
@@ -478,6 +498,7 @@ class _ConnectionKeeper:
     def _late(self) -> None:
         """The GET is unanswered the sender's ``race_after_s``: the link may be dark."""
         if self._sender.ground_unanswered(time.monotonic()) is not None:
+            self._connector.silenced()
             self._wake.set()  # a post held by Nagle's rule may race now
 
     async def close(self) -> None:
@@ -551,6 +572,9 @@ class _Requests:
             if isinstance(connector, _WatchedConnector):
                 connector.race_every_s = out.race_every_s
             copies = _Copies(left=2) if out.hedge is not None and racing else None
+            kept_copy = None if racing else out.copy_if_unacked
+            if kept_copy is not None:
+                copies = _Copies(left=1)  # a copy joins only if the kept connection is silent
             timing = _Timing()
             headers = {**self._headers, **self._window(out.payload_bytes)}
             task = asyncio.ensure_future(
@@ -563,10 +587,13 @@ class _Requests:
                     copies,
                     headers=headers,
                     race_after_s=out.race_after_s,
+                    kept_copy=kept_copy,
                 )
             )
             self.tasks[out.seq] = task
-            if copies is not None:
+            if kept_copy is not None and copies is not None:
+                copies.waiting = {task: timing}
+            elif copies is not None:
                 copy_timing = _Timing()
                 copy = asyncio.ensure_future(
                     self._carry(
@@ -589,10 +616,12 @@ class _Requests:
         copy: bool = False,
         headers: dict[str, str] | None = None,
         race_after_s: float | None = None,
+        kept_copy: bytes | None = None,
+        own_race: bool = False,
     ) -> None:
         sender = self._sender
         loop = asyncio.get_running_loop()
-        if copy:
+        if copy and not own_race:
             _COPY.set(True)  # (this task's context only) a connection the race makes anyway
         if race_after_s is not None:  # (likewise) a new connection unanswered that long races
             _SUSPECT.set(_Suspect(race_after_s, lambda: sender.connect_unanswered(seq, time.monotonic())))
@@ -610,6 +639,8 @@ class _Requests:
                 # windows and the gate measuring afresh as after the first bytes of a return.
                 self._link_back(at)
                 self._wake.set()
+            if kept_copy is not None and copies is not None and _KEPT.get():
+                self._watch_kept(session, seq, kept_copy, deadline, copies, _TRANSPORT.get())
 
         timing.on_begin = began
         try:
@@ -651,6 +682,45 @@ class _Requests:
             if not copy:
                 self.tasks.pop(seq, None)
             self._wake.set()
+
+    def _watch_kept(
+        self,
+        session: aiohttp.ClientSession,
+        seq: int,
+        data: bytes,
+        deadline: float,
+        copies: _Copies,
+        transport: asyncio.BaseTransport | None,
+    ) -> None:
+        """A text post began on a kept connection: if ground's TCP has not acknowledged its
+        bytes after the sender's ``race_after_s``, the link may have gone dark unnoticed, and
+        a copy races on a new connection (TransferSender.kept_unacked; docs/link.md "A short
+        dark"). Where TCP_INFO cannot tell, the post waits on its connection as before."""
+        after_s = self._sender.race_after_s
+        if transport is None or after_s is None:
+            return
+
+        def late() -> None:
+            if copies.answered or seq not in self.tasks or not unacked(transport):
+                return
+            step = self._sender.kept_unacked(seq, time.monotonic())
+            if step is None:
+                return
+            connector = session.connector
+            if isinstance(connector, _WatchedConnector):
+                connector.race_every_s = step  # silent: no kept connection, the race's instead
+                connector.silenced()
+            timing = _Timing()
+            coro = self._carry(session, seq, data, deadline, timing, copies, copy=True, own_race=True)
+            # A fresh context: the copy is no suspect and no copy of the race's (_SUSPECT, _COPY).
+            task = asyncio.get_running_loop().create_task(coro, context=contextvars.Context())
+            copies.left += 1
+            copies.waiting[task] = timing
+            self.copy_tasks.add(task)
+            task.add_done_callback(self.copy_tasks.discard)
+            self._wake.set()  # a post held by Nagle's rule may race now
+
+        asyncio.get_running_loop().call_later(after_s, late)
 
     async def close(self) -> None:
         every = [*self.tasks.values(), *self.copy_tasks]

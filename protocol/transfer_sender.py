@@ -18,6 +18,7 @@ Sender (station side), one per link::
         s.receive(response_bytes, now)    # a response frame (it names its seq)
         s.request_failed(out.seq, now, reason)   # connection cut / timeout / HTTP error
         s.connect_unanswered(out.seq, now)       # its new connection unanswered out.race_after_s
+        s.kept_unacked(out.seq, now)      # on a kept connection, unacknowledged race_after_s
     s.heartbeat_at                        # idle: when to ask ground (GET /v1/health) if it is there;
     s.ground_heard(now) / s.ground_unanswered(now)   # that ask answered / unanswered race_after_s
     s.next_event()                        # TransferProgress, TransferDone, ReceiptsReceived,
@@ -269,6 +270,16 @@ class SenderConfig:
     # up to ``small_request_bytes``; never while the link is up, so a lone post on a live
     # link costs what it did.
     hedge_dark_posts: bool = True
+    # A short dark the heartbeat did not see (docs/link.md "A short dark"): a text post sent
+    # while the link is believed up went on the kept connection, the dark took its segments,
+    # and TCP's backed-off retransmission left it up to 6 RTT after the link's return. So a
+    # text post on a kept connection whose bytes ground's TCP has not acknowledged after
+    # ``race_after_s`` (``kept_unacked``) makes the link *silent*, as an unanswered heartbeat
+    # does, and its copy (``Outgoing.copy_if_unacked``) races on a new connection; whichever
+    # answer comes first counts. An acknowledgement, not an answer: ground holds a bundle's
+    # answer until its publisher has tried the post (up to 2 s). False: the post waits on the
+    # kept connection (as before 5 Dec, eleventh session).
+    hedge_kept_posts: bool = True
 
     @property
     def start_streams(self) -> int:
@@ -314,6 +325,11 @@ class Outgoing:
     # counts (the sender ignores a second with the same seq); the request failed only once
     # every copy did. None: no copy.
     hedge: bytes | None = None
+    # A text post sent while the link is believed up (``SenderConfig.hedge_kept_posts``): the
+    # copy the driver sends on a new connection if the request went on a kept connection and
+    # its bytes are still unacknowledged ``race_after_s`` after they were written (ask
+    # ``TransferSender.kept_unacked`` for the race's step first). The same OPEN as ``hedge``.
+    copy_if_unacked: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1194,6 +1210,7 @@ class TransferSender:
         self.stats.requests += 1
         self.stats.request_bytes += len(data)
         race_every_s = self.race_every_s
+        copy = self._copy_of_post(req, len(data))
         return Outgoing(
             seq=req.seq,
             data=data,
@@ -1202,21 +1219,18 @@ class TransferSender:
             payload_bytes=payload,
             race_every_s=race_every_s,
             race_after_s=self.race_after_s if race_every_s is None else None,
-            hedge=self._hedged(req, len(data)),
+            hedge=copy if not self._up and self.config.hedge_dark_posts else None,
+            copy_if_unacked=copy if self._up and self.config.hedge_kept_posts else None,
         )
 
-    def _hedged(self, req: Request, frame_bytes: int) -> bytes | None:
-        """The copy of ``req`` if it is a text post written in the dark: a bundle whole inside
-        its OPEN, sent while the link is down, small enough to send twice (``hedge_dark_posts``);
-        the copy asks for no receipts. None otherwise."""
-        c = self.config
+    def _copy_of_post(self, req: Request, frame_bytes: int) -> bytes | None:
+        """The copy of ``req`` if it is a text post: a bundle whole inside its OPEN, small
+        enough to send twice; the copy asks for no receipts. None otherwise."""
         if (
-            c.hedge_dark_posts
-            and not self._up
-            and isinstance(req, Open)
+            isinstance(req, Open)
             and req.key.kind is TransferKind.BUNDLE
             and len(req.data) == req.size_bytes
-            and frame_bytes <= c.small_request_bytes
+            and frame_bytes <= self.config.small_request_bytes
         ):
             return encode_request(replace(req, receipts_since=None, receipts_versions=()))
         return None
@@ -1233,6 +1247,20 @@ class TransferSender:
             return None
         req.suspect = True
         req.probe = True  # once on a connection it gets its own timeout (``request_began``)
+        return self.race_every_s
+
+    def kept_unacked(self, seq: int, now: float) -> float | None:
+        """Request ``seq`` (a text post) went on a kept connection, and ground's TCP has not
+        acknowledged its bytes ``race_after_s`` after they were written: the link may have gone
+        dark with nothing in flight to tell. While believed up the link is then *silent* (as
+        ``ground_unanswered``) and the request's ``copy_if_unacked`` races on a new connection.
+        Returns the race step (None: no copy; answered or given up, or the link known down)."""
+        self._now = max(self._now, now)
+        req = self._requests.get(seq)
+        if req is None or not self._up or not self.config.hedge_kept_posts:
+            return None
+        self._silent = True
+        req.probe = True  # the copy's connection gets its own timeout (``request_began``)
         return self.race_every_s
 
     def request_began(self, seq: int, now: float) -> float | None:

@@ -319,6 +319,7 @@ class TransferDriver:
                 out.hedge,
                 out.race_after_s,
                 out.payload_bytes,
+                out.copy_if_unacked,
             )
         self._events()
         self._remember(now)
@@ -416,7 +417,14 @@ class TransferDriver:
         """The GET is unanswered the sender's ``race_after_s``: the link may be dark."""
         self.warm_timer = None
         if self.warming and self.sender.ground_unanswered(self.loop.now) is not None:
+            self._silenced()
             self._schedule(self.loop.now)  # a post held by Nagle's rule may race now
+
+    def _silenced(self) -> None:
+        """The link went silent: plain connects under way join the race now, not once their
+        own ``race_after_s`` is up (onboard/sync.py ``_WatchedConnector.silenced``)."""
+        for c in list(self.pool):
+            c.suspect_now()
 
     def _warmed(self, resp: HttpResponse) -> None:
         self.warm_ok_at = self.loop.now
@@ -453,6 +461,7 @@ class TransferDriver:
         hedge: bytes | None = None,
         race_after_s: float | None = None,
         payload_bytes: int = 0,
+        copy_if_unacked: bytes | None = None,
     ) -> None:
         req = decode_request(data)
         kind = "chunk" if isinstance(req, Chunk) else "open" if isinstance(req, Open) else "receipts"
@@ -473,6 +482,7 @@ class TransferDriver:
             return
         self.requests += 1
         self.inflight[seq] = c
+        kept = c.conn is not None and not c.conn.closed and c.conn.established
         window = self._window_header(payload_bytes)
         c.request(
             "POST",
@@ -499,6 +509,9 @@ class TransferDriver:
             self._open_sizes[seq] = (req.size_bytes, c.request_wire_bytes)
         if hedge is not None and race_every_s is not None and not self.v1:
             self._hedge(seq, hedge, deadline, c)
+        after_s = self.sender.race_after_s
+        if copy_if_unacked is not None and race_every_s is None and kept and after_s is not None:
+            self.loop.after(after_s, self._kept_late, seq, c, copy_if_unacked, deadline)
 
     def _remember(self, now: float, *, force: bool = False) -> None:
         """onboard/sync.py ``_remember``: the link as measured, kept for the next start."""
@@ -547,9 +560,29 @@ class TransferDriver:
             self._rescan()
         return step
 
-    def _hedge(self, seq: int, data: bytes, deadline: float, first: HttpClient) -> None:
+    def _kept_late(self, seq: int, c: HttpClient, data: bytes, deadline: float) -> None:
+        """onboard/sync.py ``_Requests._watch_kept``: a text post on a kept connection whose
+        bytes ground's TCP has not acknowledged after ``race_after_s`` gets a copy that races
+        on a new connection, the link silent (TransferSender.kept_unacked)."""
+        if self.inflight.get(seq) is not c or not c.busy or c.conn is None or c.conn.closed:
+            return
+        if c.conn.up.una >= c.conn.up.end:
+            return  # acknowledged: ground has it, and holds the answer while it publishes
+        step = self.sender.kept_unacked(seq, self.loop.now)
+        if step is None:
+            return
+        for idle in self.pool:  # silent: sync takes no pooled connection
+            idle.drop_idle()
+        self._silenced()
+        self._hedge(seq, data, deadline, c, race_every_s=step)
+        self._rescan()  # text held behind it is planned again at sync's next rescan
+
+    def _hedge(
+        self, seq: int, data: bytes, deadline: float, first: HttpClient, *, race_every_s: float | None = None
+    ) -> None:
         """onboard/sync.py's copy of a post written in the dark: the same request on a spare
-        connection the race makes at the link's return (never a new attempt)."""
+        connection the race makes at the link's return (never a new attempt); with
+        ``race_every_s``, a kept connection's post: on the race's own attempts."""
         c = self._client()
         if c is None:  # pragma: no cover - the pool has room beyond the window
             return
@@ -572,8 +605,9 @@ class TransferDriver:
             lambda reason: self._copy_failed(seq, c, reason),
             total_timeout_s=max(0.5, deadline - self.loop.now),
             race=self.race,
+            race_every_s=race_every_s,
             on_begin=began,
-            hedge=True,
+            hedge=race_every_s is None,
         )
 
     def _began(self, seq: int, now: float) -> float | None:

@@ -182,6 +182,14 @@ class HttpClient:
             self.racing = race
             race.join(self, every_s)
 
+    def suspect_now(self) -> None:
+        """The link went silent: a plain connect still waiting out ``race_after_s`` asks to
+        join the race now (onboard/sync.py ``_WatchedConnector.silenced``)."""
+        timer = self.suspect_timer
+        if timer is not None and not timer.cancelled:
+            timer.cancel()
+            timer.fn(*timer.args)
+
     def adopt(self, conn: SimConnection) -> None:
         """The race's connection carries this client's request from now on (a plain connect
         still under way is dropped)."""

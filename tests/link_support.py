@@ -153,12 +153,15 @@ def run_posts_around_a_dark(
     monkeypatch: pytest.MonkeyPatch,
     *,
     cut_after_s: float | None = None,
-    **config: float | None,
+    dark_s: float | None = None,
+    first_at_s: float = 60.0,
+    **config: float | bool | None,
 ) -> tuple[Any, float]:
     """iss-ku without random loss or cuts (0.6 s RTT; a dark window 1,500–1,860 s), one post
-    at 60 s (the sender learns the round trip) and one at each of ``at_s``; the run and its
-    dark window's end. ``cut_after_s``: when the dark drops the connections (None: the
-    profile's 20 s; 1e6: never, as a real link). ``config``: SenderConfig fields."""
+    at ``first_at_s`` (the sender learns the round trip; the heartbeats follow it every 60 s)
+    and one at each of ``at_s``; the run and its dark window's end. ``cut_after_s``: when the
+    dark drops the connections (None: the profile's 20 s; 1e6: never, as a real link).
+    ``dark_s``: the window lasts this long instead. ``config``: SenderConfig fields."""
     import simlink.transfer_driver as td
     import simlink.virtual as virtual
     from simlink.profile import load_profile
@@ -167,17 +170,49 @@ def run_posts_around_a_dark(
     prof = dataclasses.replace(load_profile("iss-ku"), loss=0.0, cuts_per_hour=0.0)
     if cut_after_s is not None:
         prof = dataclasses.replace(prof, cut_after_s=cut_after_s)
+    if dark_s is not None:
+        first = prof.dark[0]
+        prof = dataclasses.replace(prof, dark=(dataclasses.replace(first, duration_s=dark_s), *prof.dark[1:]))
     wl = dataclasses.replace(load_workload("burst"), photo_post_fraction=0.0, backlog_posts_per_astronaut=0)
     plan = [
         PlannedPost(at_s=t, author="alice", text=f"post at {t}", photos=(), targets=accounts_for("alice", 1))
-        for t in [60.0, *at_s]
+        for t in [first_at_s, *at_s]
     ]
     monkeypatch.setattr(virtual, "plan_posts", lambda *a: plan)
     if config:
         monkeypatch.setattr(td, "SenderConfig", lambda **kw: SenderConfig(**config, **kw))
     r = virtual.run_virtual(prof, wl, astronauts=1, duration_s=2000.0, seed=7)
-    (end,) = [e for s, e in r.dark_windows if s < 1856.0 < e]
+    (end,) = [e for s, e in r.dark_windows if s <= 1500.0 < e]
     return r, end
+
+
+def record_races(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """When each request joined the connection race (``ConnectRace.connect``), appended as it joins."""
+    from onboard.race import ConnectRace
+
+    joined: list[float] = []
+    race_connect = ConnectRace.connect
+
+    async def racing(self: Any, addr_info: Any, every_s: float) -> socket.socket:
+        joined.append(time.monotonic())
+        return await race_connect(self, addr_info, every_s)
+
+    monkeypatch.setattr(ConnectRace, "connect", racing)
+    return joined
+
+
+def record_link_downs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Why each request failed (``TransferSender._fail``: what calls the link down)."""
+    import protocol.transfer_sender as ts
+
+    downs: list[str] = []
+    on_fail = ts.TransferSender._fail
+    monkeypatch.setattr(
+        ts.TransferSender,
+        "_fail",
+        lambda self, req, now, why: downs.append(why) or on_fail(self, req, now, why),
+    )
+    return downs
 
 
 # -- a relay to ground that goes dark (onboard sync --watch on loopback) -------------------
@@ -227,6 +262,11 @@ class DarkRelay:
         lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         lst.bind(("127.0.0.1", self.port))
         return lst
+
+    @property
+    def dark(self) -> bool:
+        """Is the relay dark (nothing crosses)?"""
+        return not self._lit.is_set()
 
     async def light(self) -> None:
         """The link is up: every connection is piped to ground, those the kernel queued in the

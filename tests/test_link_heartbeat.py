@@ -11,7 +11,6 @@ The onboard keeper's part is in tests/test_sync_parts.py.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from link_support import (
     archive_posts,
     committed_answer,
     live_sender,
+    record_link_downs,
+    record_races,
     run_posts_around_a_dark,
     setup_station,
     text_post,
@@ -235,7 +236,6 @@ async def test_sync_watch_hears_a_silent_kept_connection_and_races_the_next_post
     relay returns. (The time it takes is the simulator's to measure: on loopback a stalled
     connection loses nothing, so TCP's backed-off retransmissions are not there to wait on.)"""
     import protocol.transfer_sender as ts
-    from onboard.race import ConnectRace
 
     suspected: list[float] = []
     unanswered = ts.TransferSender.connect_unanswered
@@ -254,21 +254,8 @@ async def test_sync_watch_hears_a_silent_kept_connection_and_races_the_next_post
         return step
 
     monkeypatch.setattr(ts.TransferSender, "ground_unanswered", noted)
-    joined: list[float] = []
-    race_connect = ConnectRace.connect
-
-    async def racing(self: Any, addr_info: Any, every_s: float) -> socket.socket:
-        joined.append(time.monotonic())
-        return await race_connect(self, addr_info, every_s)
-
-    monkeypatch.setattr(ConnectRace, "connect", racing)
-    downs: list[str] = []
-    on_fail = ts.TransferSender._fail
-    monkeypatch.setattr(
-        ts.TransferSender,
-        "_fail",
-        lambda self, req, now, why: downs.append(why) or on_fail(self, req, now, why),
-    )
+    joined = record_races(monkeypatch)
+    downs = record_link_downs(monkeypatch)
     async with watching_via_relay(cli, tmp_path, config=SenderConfig(heartbeat_s=2.0)) as w:
         cli.onboard("post", "--as", "alice", "--to", "archive:alice", "before the dark")
         assert await until(lambda: len(archive_posts(cli.ground_home)) >= 1, 15.0)

@@ -123,7 +123,8 @@ def test_no_race_for_a_request_already_answered_given_up_or_while_down() -> None
 
 _OPS = st.lists(
     st.tuples(
-        st.sampled_from(["post", "send", "unanswered", "began", "answer", "fail", "tick"]), st.integers(0, 7)
+        st.sampled_from(["post", "send", "unanswered", "kept", "began", "answer", "fail", "tick"]),
+        st.integers(0, 7),
     ),
     max_size=60,
 )
@@ -134,8 +135,10 @@ _OPS = st.lists(
 def test_suspicion_never_calls_the_link_down_nor_copies_nor_races_unbounded(
     ops: list[tuple[str, int]], rtt: float
 ) -> None:
-    """Any mix of posts, sends, unanswered connects, connections, answers, failures and time:
-    only a failure brings the link down; while believed up no request is copied; a request
+    """Any mix of posts, sends, unanswered connects (new or kept: ``kept_unacked``),
+    connections, answers, failures and time: only a failure brings the link down; while
+    believed up no request is hedged, and only a text post carries its copy for a kept
+    connection (never while down); a request
     either races from the start (a step) or carries the timer (``race_after_s``), never both;
     every race step is ≥ 50 ms and ≥ RTT / 40 (bounded attempts); and once ground answers,
     nothing races until a connect is suspect again."""
@@ -153,12 +156,17 @@ def test_suspicion_never_calls_the_link_down_nor_copies_nor_races_unbounded(
                 assert (o.race_every_s is None) != (o.race_after_s is None)
                 if was_up:
                     assert o.hedge is None
+                else:
+                    assert o.copy_if_unacked is None
                 flying[o.seq] = o
         elif flying:
             seq = sorted(flying)[n % len(flying)]
             o = flying[seq]
             if op == "unanswered":
                 s.connect_unanswered(seq, now)
+            elif op == "kept":
+                step = s.kept_unacked(seq, now)
+                assert step is None or (s.link_up and s.link_suspect)  # silent while up, never down
             elif op == "began":
                 s.request_began(seq, now)
             elif op == "answer":

@@ -10,12 +10,16 @@ import pytest
 
 from linkemu.proxy import LinkProxy, LossWindow
 from simlink.profile import load_profile
+from simlink.realtime_link import packet_mode_problem
 from simlink.report import build_report
 from simlink.virtual import run_virtual, transfer_available
 from simlink.workload import load_workload
 
 needs_live_link = pytest.mark.skipif(
     not transfer_available(), reason="needs ground serve / onboard sync (issue #3) in this checkout"
+)
+PACKET_PROBLEM = packet_mode_problem() or (
+    None if transfer_available() else "needs ground serve / onboard sync"
 )
 
 
@@ -68,6 +72,7 @@ def _agreement(
     offset_min: float,
     profile_name: str = "iss-ku",
     rel: float = 0.03,
+    packet: bool = False,
     **change: float,
 ) -> tuple[dict, dict]:  # type: ignore[type-arg]
     from simlink.realtime import run_realtime
@@ -77,7 +82,7 @@ def _agreement(
         prof = dataclasses.replace(prof, dark=(), orbit_s=0.0, cuts_per_hour=0.0)
     wl = load_workload("burst")
     kw = dict(astronauts=4, duration_s=minutes * 60, seed=3, orbit_offset_s=offset_min * 60)
-    real = build_report(run_realtime(prof, wl, workdir=tmp_path / "rt", **kw))  # type: ignore[arg-type]
+    real = build_report(run_realtime(prof, wl, workdir=tmp_path / "rt", packet=packet, **kw))  # type: ignore[arg-type]
     virt = build_report(run_virtual(prof, wl, **kw))  # type: ignore[arg-type]
     rb, vb = real["bytes"], virt["bytes"]
     print(
@@ -109,13 +114,16 @@ def test_realtime_and_virtual_agree_across_loss_of_signal(tmp_path: Path) -> Non
     _agreement(tmp_path, minutes=3.0, offset_min=24.0)
 
 
-@needs_live_link
+@pytest.mark.skipif(PACKET_PROBLEM is not None, reason=PACKET_PROBLEM or "")
 @pytest.mark.slow
 def test_realtime_and_virtual_agree_on_a_narrow_link_mid_transfer(tmp_path: Path) -> None:
     """degraded (64 kbit/s, 1.3 s RTT) for one minute, stopped while photos are still crossing:
-    the bytes that crossed agree too, with TCP dynamics in play (lossless: the proxy cannot
-    drop packets, so the comparison leaves loss out)."""
-    _agreement(tmp_path, minutes=1.0, offset_min=0, profile_name="degraded", rel=0.05, loss=0.0)
+    the bytes that crossed agree too, with TCP dynamics in play. Through the packet emulator
+    (kernel TCP over the emulated path, as the simulator models it): behind the TCP proxy the
+    station's TCP ends at a local hop, so a start crosses with no handshake, slow start or
+    send gate on the path, and it moved ~7 % more in the minute than virtual time (the
+    virtual start slowed with the gate; 5 Dec). Lossless, to leave the loss draws out."""
+    _agreement(tmp_path, minutes=1.0, offset_min=0, profile_name="degraded", rel=0.05, packet=True, loss=0.0)
 
 
 @needs_live_link

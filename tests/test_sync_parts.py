@@ -73,8 +73,14 @@ async def test_keeper_spaces_failed_warmups_and_restarts_after_an_answer() -> No
 
 
 class _OpenConnector:
+    def __init__(self) -> None:
+        self.silences = 0
+
     def open(self) -> bool:
         return True
+
+    def silenced(self) -> None:
+        self.silences += 1  # (the real one brings plain connects under way into the race)
 
 
 class _QuietSession:
@@ -111,9 +117,10 @@ async def test_keeper_heartbeat_on_the_kept_connection_tells_the_sender_of_a_sil
     sender = live_sender(0.02, SenderConfig(suspect_min_s=0.05, heartbeat_s=30.0))
     wake = asyncio.Event()
     contacts: list[float] = []  # the compose page's "last contact with ground"
+    connector = _OpenConnector()
     keeper = _ConnectionKeeper(
         "http://ground/v1/health",
-        _OpenConnector(),  # type: ignore[arg-type]
+        connector,  # type: ignore[arg-type]
         wake,
         sender,
         on_contact=lambda: contacts.append(time.monotonic()),
@@ -130,6 +137,7 @@ async def test_keeper_heartbeat_on_the_kept_connection_tells_the_sender_of_a_sil
     assert session.gets == 1 and not sender.link_suspect
     await asyncio.wait_for(wake.wait(), 2.0)  # woken by the silence
     assert sender.link_suspect and sender.link_up and sender.race_every_s is not None
+    assert connector.silences == 1  # a plain connect under way would join the race now
     assert sender.heartbeat_at is None  # silent: no further heartbeat, the race asks now
     session.answer.set()
     for _ in range(5):
