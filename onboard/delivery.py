@@ -88,6 +88,16 @@ def read_counters(sock: socket.socket) -> TcpCounters | None:
     )
 
 
+def _transport_view(
+    transport: asyncio.BaseTransport, read: Callable[[socket.socket], TcpCounters | None]
+) -> tuple[int, TcpCounters | None]:
+    """The bytes waiting in ``transport``'s own buffer, and its socket's counters (None: none)."""
+    size = getattr(transport, "get_write_buffer_size", None)
+    buffered = size() if callable(size) else 0
+    sock = transport.get_extra_info("socket")
+    return buffered, None if sock is None else read(sock)
+
+
 def unacked(
     transport: asyncio.BaseTransport, read: Callable[[socket.socket], TcpCounters | None] = read_counters
 ) -> bool | None:
@@ -95,11 +105,9 @@ def unacked(
     its socket's sent or unsent)? None: it cannot tell (closed, or no TCP_INFO)."""
     if transport.is_closing():
         return None
-    size = getattr(transport, "get_write_buffer_size", None)
-    if callable(size) and size() > 0:
+    buffered, c = _transport_view(transport, read)
+    if buffered > 0:
         return True
-    sock = transport.get_extra_info("socket")
-    c = None if sock is None else read(sock)
     return None if c is None else c.busy
 
 
@@ -244,10 +252,7 @@ class DeliveryMeter:
 
     def _unsent(self, transport: asyncio.BaseTransport) -> int:
         """Bytes written to ``transport`` not yet sent: in its own buffer and in its socket."""
-        size = getattr(transport, "get_write_buffer_size", None)
-        buffered = size() if callable(size) else 0
-        sock = transport.get_extra_info("socket")
-        c = None if sock is None else self._read(sock)
+        buffered, c = _transport_view(transport, self._read)
         return buffered + (0 if c is None else c.unsent_bytes)
 
     async def _sent(self, transport: asyncio.BaseTransport) -> None:

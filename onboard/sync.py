@@ -571,10 +571,10 @@ class _Requests:
             racing = isinstance(connector, _WatchedConnector) and out.race_every_s is not None
             if isinstance(connector, _WatchedConnector):
                 connector.race_every_s = out.race_every_s
-            copies = _Copies(left=2) if out.hedge is not None and racing else None
+            hedged = out.hedge is not None and racing
             kept_copy = None if racing else out.copy_if_unacked
-            if kept_copy is not None:
-                copies = _Copies(left=1)  # a copy joins only if the kept connection is silent
+            # A kept connection's post starts alone: its copy joins only if that connection is silent.
+            copies = _Copies(left=2) if hedged else _Copies(left=1) if kept_copy is not None else None
             timing = _Timing()
             headers = {**self._headers, **self._window(out.payload_bytes)}
             task = asyncio.ensure_future(
@@ -591,9 +591,9 @@ class _Requests:
                 )
             )
             self.tasks[out.seq] = task
-            if kept_copy is not None and copies is not None:
-                copies.waiting = {task: timing}
-            elif copies is not None:
+            if copies is not None:
+                copies.waiting[task] = timing
+            if hedged and copies is not None:
                 copy_timing = _Timing()
                 copy = asyncio.ensure_future(
                     self._carry(
@@ -602,7 +602,7 @@ class _Requests:
                 )
                 self.copy_tasks.add(copy)
                 copy.add_done_callback(self.copy_tasks.discard)
-                copies.waiting = {task: timing, copy: copy_timing}
+                copies.waiting[copy] = copy_timing
 
     async def _carry(
         self,

@@ -272,7 +272,7 @@ class SenderConfig:
     hedge_dark_posts: bool = True
     # A short dark the heartbeat did not see (docs/link.md "A short dark"): a text post sent
     # while the link is believed up went on the kept connection, the dark took its segments,
-    # and TCP's backed-off retransmission left it up to 6 RTT after the link's return. So a
+    # and TCP's backed-off retransmission left it up to 7 RTT after the link's return. So a
     # text post on a kept connection whose bytes ground's TCP has not acknowledged after
     # ``race_after_s`` (``kept_unacked``) makes the link *silent*, as an unanswered heartbeat
     # does, and its copy (``Outgoing.copy_if_unacked``) races on a new connection; whichever
@@ -1210,7 +1210,9 @@ class TransferSender:
         self.stats.requests += 1
         self.stats.request_bytes += len(data)
         race_every_s = self.race_every_s
-        copy = self._copy_of_post(req, len(data))
+        c = self.config
+        wanted = c.hedge_kept_posts if self._up else c.hedge_dark_posts
+        copy = self._copy_of_post(req, len(data)) if wanted else None
         return Outgoing(
             seq=req.seq,
             data=data,
@@ -1219,8 +1221,8 @@ class TransferSender:
             payload_bytes=payload,
             race_every_s=race_every_s,
             race_after_s=self.race_after_s if race_every_s is None else None,
-            hedge=copy if not self._up and self.config.hedge_dark_posts else None,
-            copy_if_unacked=copy if self._up and self.config.hedge_kept_posts else None,
+            hedge=None if self._up else copy,
+            copy_if_unacked=copy if self._up else None,
         )
 
     def _copy_of_post(self, req: Request, frame_bytes: int) -> bytes | None:

@@ -474,8 +474,7 @@ class TransferDriver:
             self.resent_bytes += len(req.data) - sum(b - a for a, b in sent.gaps(offset, end))
             sent.add(offset, end)
         if race_every_s is not None and not self.v1:
-            for idle in self.pool:  # sync takes no pooled connection while the link is down
-                idle.drop_idle()
+            self._drop_pooled()
         c = self._client()
         if c is None:
             self.sender.request_failed(seq, self.loop.now, "no connection available")
@@ -560,6 +559,12 @@ class TransferDriver:
             self._rescan()
         return step
 
+    def _drop_pooled(self) -> None:
+        """While a request races (the link down, or silent) sync takes no pooled connection
+        and closes the idle ones (``_WatchedConnector._get``)."""
+        for idle in self.pool:
+            idle.drop_idle()
+
     def _kept_late(self, seq: int, c: HttpClient, data: bytes, deadline: float) -> None:
         """onboard/sync.py ``_Requests._watch_kept``: a text post on a kept connection whose
         bytes ground's TCP has not acknowledged after ``race_after_s`` gets a copy that races
@@ -571,8 +576,7 @@ class TransferDriver:
         step = self.sender.kept_unacked(seq, self.loop.now)
         if step is None:
             return
-        for idle in self.pool:  # silent: sync takes no pooled connection
-            idle.drop_idle()
+        self._drop_pooled()
         self._silenced()
         self._hedge(seq, data, deadline, c, race_every_s=step)
         self._rescan()  # text held behind it is planned again at sync's next rescan

@@ -186,6 +186,12 @@ def run_posts_around_a_dark(
     return r, end
 
 
+def rtts_after_the_return(r: Any, end: float, rtt_s: float = 0.6) -> dict[float, float]:
+    """For ``run_posts_around_a_dark``: each post written after the first (past 1,000 s) and
+    published, by when it was written: its publication in RTTs after the dark's ``end``."""
+    return {p.queued_s: (p.published_s - end) / rtt_s for p in r.posts if p.published_s and p.queued_s > 1000}
+
+
 def record_races(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """When each request joined the connection race (``ConnectRace.connect``), appended as it joins."""
     from onboard.race import ConnectRace

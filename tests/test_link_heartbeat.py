@@ -25,6 +25,7 @@ from link_support import (
     live_sender,
     record_link_downs,
     record_races,
+    rtts_after_the_return,
     run_posts_around_a_dark,
     setup_station,
     text_post,
@@ -165,7 +166,7 @@ def test_in_the_simulator_a_post_just_before_the_return_is_published_within_2_rt
 
     def published(before_s: float, **config: float | None) -> float:
         r, end = run_posts_around_a_dark([1860.0 - before_s], monkeypatch, cut_after_s=cut_after_s, **config)
-        (late,) = [(p.published_s - end) / rtt for p in r.posts if p.published_s and p.queued_s > 1000]
+        (late,) = rtts_after_the_return(r, end, rtt).values()
         return late
 
     now = {x: published(x) for x in (3.8, 0.3)}

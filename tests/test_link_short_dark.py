@@ -27,6 +27,7 @@ from link_support import (
     live_sender,
     record_link_downs,
     record_races,
+    rtts_after_the_return,
     run_posts_around_a_dark,
     text_post,
     until,
@@ -106,14 +107,26 @@ def test_no_copy_for_an_answered_or_unknown_request_while_down_or_when_off() -> 
 # -- the simulator: posts written before the end of a 10 s dark nothing noticed ---------------
 
 
-def _published(monkeypatch: pytest.MonkeyPatch, before_s: float, **config: Any) -> float:
-    """RTTs from the end of a 10 s dark (iss-ku, 0.6 s RTT, no loss, the dark cutting
-    nothing; the last heartbeat answered ~10 s before it) to the publication of a post
-    written ``before_s`` before that end."""
+def _published(
+    monkeypatch: pytest.MonkeyPatch,
+    before_s: float,
+    dark_s: float = 10.0,
+    first_at_s: float = 70.0,
+    **config: Any,
+) -> float:
+    """RTTs from the end of a dark of ``dark_s`` from 1,500 s (iss-ku, 0.6 s RTT, no loss,
+    the dark cutting nothing; the heartbeats following a first post at ``first_at_s``) to the
+    publication of a post written ``before_s`` before that end. (The default: the last
+    heartbeat answered ~10 s before a 10 s dark.)"""
     r, end = run_posts_around_a_dark(
-        [1510.0 - before_s], monkeypatch, cut_after_s=1e6, dark_s=10.0, first_at_s=70.0, **config
+        [1500.0 + dark_s - before_s],
+        monkeypatch,
+        cut_after_s=1e6,
+        dark_s=dark_s,
+        first_at_s=first_at_s,
+        **config,
     )
-    (late,) = [(p.published_s - end) / 0.6 for p in r.posts if p.published_s and p.queued_s > 1000]
+    (late,) = rtts_after_the_return(r, end).values()
     monkeypatch.undo()
     return float(late)
 
@@ -142,18 +155,10 @@ def test_in_the_simulator_a_silence_brings_a_plain_connect_into_the_race(
     then, not once its own ``race_after_s`` is up (a round trip and more later)."""
     import simlink.transfer_driver as td
 
-    def published() -> float:
-        # The heartbeat leaves 0.75 s before the end of a 58 s dark; the post 0.65 s after it.
-        r, end = run_posts_around_a_dark(
-            [1557.9], monkeypatch, cut_after_s=1e6, dark_s=58.0, first_at_s=890.0
-        )
-        (late,) = [(p.published_s - end) / 0.6 for p in r.posts if p.published_s and p.queued_s > 1000]
-        monkeypatch.undo()
-        return float(late)
-
-    now = published()
+    # The heartbeat leaves 0.75 s before the end of a 58 s dark; the post 0.65 s after it.
+    now = _published(monkeypatch, 0.1, dark_s=58.0, first_at_s=890.0)
     monkeypatch.setattr(td.TransferDriver, "_silenced", lambda self: None)
-    before = published()
+    before = _published(monkeypatch, 0.1, dark_s=58.0, first_at_s=890.0)
     print(f"\npublished {now:.2f} RTT after the return; {before:.2f} when it waited out its own timer")
     assert now <= before - 0.5, (now, before)
 

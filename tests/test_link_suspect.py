@@ -27,6 +27,7 @@ from link_support import (
     committed_answer,
     link_requests,
     live_sender,
+    rtts_after_the_return,
     run_posts_around_a_dark,
     text_post,
     until,
@@ -214,7 +215,7 @@ def test_in_the_simulator_a_post_sent_into_an_unnoticed_dark_is_published_within
     before = [1860.0 - 5.0, 1860.0 - 2.0, 1860.0 - 0.5]
     r, end = run_posts_around_a_dark(before, monkeypatch, heartbeat_s=None)
     rtt = 0.6
-    after = {p.queued_s: (p.published_s - end) / rtt for p in r.posts if p.published_s and p.queued_s > 1000}
+    after = rtts_after_the_return(r, end, rtt)
     print(f"\npublished after the return, in RTTs: {after}; suspect at {suspected}")
     assert sorted(after) == before
     assert all(x <= 2.0 for x in after.values()), after
@@ -224,7 +225,7 @@ def test_in_the_simulator_a_post_sent_into_an_unnoticed_dark_is_published_within
     r0, _ = run_posts_around_a_dark(
         [1860.0 - 2.0], monkeypatch, suspect_min_s=1e9, heartbeat_s=None
     )  # the rule off
-    (late,) = [(p.published_s - end) / rtt for p in r0.posts if p.published_s and p.queued_s > 1000]
+    (late,) = rtts_after_the_return(r0, end, rtt).values()
     print(f"without the rule: {late:.2f} RTT")
     assert late > 3.0
 
