@@ -312,14 +312,15 @@ MATRIX_LOSSES = ("0", "0.1", "1", "3")
 TCP_IP_HEADER_BYTES = 40
 
 
-def _virtual_one(args: tuple[str, str, float, int, str]) -> dict[str, Any]:
-    """One simulator run (in a worker process): its report's figures."""
+def _virtual_one(args: tuple[str, str, float, int, str, float]) -> dict[str, Any]:
+    """One simulator run (in a worker process): its report's figures. With a warm-up, the
+    station starts remembering a pass of that many seconds on the same link (another seed)."""
     from simlink.profile import load_profile
     from simlink.report import build_report
-    from simlink.virtual import run_virtual
+    from simlink.virtual import remembered_after_virtual_pass, run_virtual
     from simlink.workload import load_workload
 
-    profile_name, transfer, minutes, seed, workload = args
+    profile_name, transfer, minutes, seed, workload, warm_s = args
     prof = load_profile(profile_name)
     r = run_virtual(
         prof,
@@ -328,6 +329,7 @@ def _virtual_one(args: tuple[str, str, float, int, str]) -> dict[str, Any]:
         duration_s=minutes * 60,
         seed=seed,
         transfer=transfer,
+        remembered=remembered_after_virtual_pass(prof, warm_s, seed) if warm_s > 0 else None,
     )
     rep = build_report(r)
     lk, by = rep["link"], rep["bytes"]
@@ -351,6 +353,7 @@ def _virtual_one(args: tuple[str, str, float, int, str]) -> dict[str, Any]:
         "left": rep["posts"]["still_queued_onboard"],
         "seed": seed,
         "workload": workload,
+        "warm_s": warm_s,
     }
 
 
@@ -383,13 +386,17 @@ def virtual_matrix(
     profiles: list[str],
     transfers: list[str],
     workload: str = "photo-backlog",
+    warm_s: float = 0.0,
 ) -> None:
     """Run every (profile, transfer, seed) in worker processes, printing each run as one JSON
     line as it ends (a long matrix keeps what it did), then the table."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     work = [
-        (pr, tr, minutes, sd, workload) for sd in [*seeds, *held_out] for pr in profiles for tr in transfers
+        (pr, tr, minutes, sd, workload, warm_s)
+        for sd in [*seeds, *held_out]
+        for pr in profiles
+        for tr in transfers
     ]
     got: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=jobs) as ex:
@@ -415,6 +422,7 @@ def print_table(
     from simlink.workload import load_workload
 
     got = {(r["profile"], r["transfer"], r["seed"]): r for r in runs}
+    warm = max((r.get("warm_s") or 0.0 for r in runs), default=0.0)
 
     def cell(pr: str, tr: str, sds: list[int]) -> str:
         vals = [got.get((pr, tr, sd)) for sd in sds]
@@ -424,6 +432,7 @@ def print_table(
         f"virtual time, {workload} workload ({load_workload(workload).description}), 4 astronauts, "
         f"{minutes:g} min; goodput / link rate while posts wait; seeds {', '.join(map(str, seeds))}"
         + (f" | held out {', '.join(map(str, held_out))}" if held_out else "")
+        + (f"; the station remembering a {warm:g} s pass on the same link" if warm else "")
         + "\n"
     )
     cols = [f"{LABELS.get(tr, tr)} {'/'.join(map(str, seeds))}" for tr in transfers]
@@ -717,8 +726,8 @@ def main() -> None:
         metavar="SECONDS",
         type=float,
         default=0.0,
-        help="--realtime-matrix: before each run, a pass of SECONDS on the same link (another seed); "
-        "the run's station starts remembering it (protocol/link_memory.py)",
+        help="--virtual, --realtime-matrix: before each run, a pass of SECONDS on the same link (another "
+        "seed); the run's station starts remembering it (protocol/link_memory.py)",
     )
     args = ap.parse_args()
     if args.realtime_matrix:
@@ -742,7 +751,14 @@ def main() -> None:
         return
     if args.virtual:
         virtual_matrix(
-            args.minutes, args.seeds, args.held_out, args.jobs, names, args.transfers, args.workload
+            args.minutes,
+            args.seeds,
+            args.held_out,
+            args.jobs,
+            names,
+            args.transfers,
+            args.workload,
+            args.warm,
         )
         return
     asyncio.run(main_async(LONG if args.long else QUICK))

@@ -947,12 +947,13 @@ class _Planner:
 
 def sized_by_memory(config: SenderConfig, memory: LinkMemory | None) -> SenderConfig:
     """``config`` started on the last pass's link (protocol/link_memory.py): as many streams as
-    its bandwidth-delay product gives (never fewer than ``initial_streams``), and first flights
+    its bandwidth-delay product gives (never fewer than ``initial_streams``), its rate as the
+    one chunks are sized by until one is measured, and first flights
     of about one BDP together, unless it sets their size itself; as is if nothing is remembered."""
     if memory is None:
         return config
     streams = start_streams(memory, config.stream_share_bytes, config.start_streams, config.max_window)
-    config = dataclasses.replace(config, initial_streams=streams)
+    config = dataclasses.replace(config, initial_streams=streams, initial_rate_bytes_s=memory.rate_bytes_s)
     if config.first_flight_bytes is not None:
         return config
     each = first_flight_bytes(

@@ -54,6 +54,9 @@ from .transfer_wire import (
 
 ChunkSource = Callable[[int, int], bytes]
 
+# The sender's rate estimate falls by at most this much a round trip (``_rate_sample``).
+RATE_FALL_PER_RTT = 0.7
+
 # Codes after which retrying cannot help the whole link (the driver should stop and say so).
 FATAL_CODES = frozenset({LinkErrorCode.UNAUTHORIZED})
 # Codes that end one transfer but leave the link usable.
@@ -176,6 +179,10 @@ class SenderConfig:
     chunk_time_s: float = 8.0
     # A geostationary relay: 500–1400 ms RTT; start pessimistic.
     initial_rtt_s: float = 1.5
+    # The rate chunks are sized by before one is measured (and the last interval's, which
+    # sizes the chunk bytes in flight): a start on a remembered link begins at its rate
+    # (onboard/sync.py ``sized_by_memory``), not 4 kB/s (at 6 Mbit/s and 2.6 s its chunks
+    # stayed at 13 kB, 2 MiB among 160 streams, for 11 s).
     initial_rate_bytes_s: float = 4000.0
     # No request is given less than this before it is declared lost.
     min_timeout_s: float = 10.0
@@ -465,6 +472,7 @@ class TransferSender:
         self._silent = False  # an ask of the driver's went unanswered (``ground_unanswered``)
         self.srtt_s = self.config.initial_rtt_s
         self.rate_bytes_s = self.config.initial_rate_bytes_s
+        self._rate_round = (now, self.rate_bytes_s)  # (began, the rate then): ``_rate_sample``
         self._delivered = 0  # chunk bytes acked so far (delivery-rate samples)
         self._rate_samples = 0
         self._cut_scale = 1.0
@@ -475,7 +483,7 @@ class TransferSender:
         self.streams = c.start_streams
         self._epoch_at = now  # the stream rule's measuring interval began here
         self._epoch_delivered = 0  # ``_delivered`` when it began
-        self._interval_rate_bytes_s = 0.0  # what the last interval delivered a second
+        self._interval_rate_bytes_s = c.initial_rate_bytes_s  # what the last interval delivered a second
         self._window_limited = False  # the window, not the queue, held requests back
         self._rtts: deque[tuple[float, float]] = deque()  # (when, a small request's round trip)
         # The least small-request round trip ever seen: the path's own, which sets the race
@@ -781,8 +789,14 @@ class TransferSender:
         if base is None or standing is None or now - self._epoch_at < max(1.0, 2 * base):
             return
         rate = (self._delivered - self._epoch_delivered) / (now - self._epoch_at)
-        self._interval_rate_bytes_s = rate
+        if rate > 0:
+            self._interval_rate_bytes_s = rate
         nominal, most = self._stream_caps(now, base, rate)
+        if rate <= 0:
+            # Nothing answered yet (a start's first interval): no measure of what the streams
+            # carry, so the caps cannot take back a count remembered from the last pass (at
+            # 6 Mbit/s and 2.6 s a start's 160 streams fell to 83 here, and took 12 s back).
+            nominal, most = max(nominal, self.streams), max(most, self.streams)
         queue_shows = standing >= c.lossy_queue_ratio * base
         if self._window_limited:
             if standing > c.queue_rtt_ratio * base:
@@ -1337,6 +1351,24 @@ class TransferSender:
         if req is not None:
             self._fail(req, now, reason)
 
+    def _rate_sample(self, sample: float, now: float) -> None:
+        """Fold one delivery-rate sample into ``rate_bytes_s``: rise fast (at most doubling per
+        sample), fall smoothly, and by at most ``RATE_FALL_PER_RTT`` a round trip. A link that
+        got faster is used at once, one slow sample does not shrink every chunk, and a burst
+        of answers to requests sent together (a start's first flights: each saw only the
+        answers ahead of it) is one round's fall, not one per answer (160 of them took a
+        remembered 729 kB/s to 63 kB/s in half a second at 6 Mbit/s and 2.6 s)."""
+        if not self._rate_samples:
+            self.rate_bytes_s = max(sample, self.rate_bytes_s)
+        else:
+            smooth = 0.7 * self.rate_bytes_s + 0.3 * sample
+            since, then = self._rate_round
+            if now - since >= (self.base_rtt_s or self.srtt_s):
+                self._rate_round = since, then = now, self.rate_bytes_s
+            floor = RATE_FALL_PER_RTT * then
+            self.rate_bytes_s = max(smooth, floor, min(sample, 2 * self.rate_bytes_s))
+        self._rate_samples += 1
+
     def _on_status(self, t: _Transfer, req: _Req, resp: Status, now: float, held_s: float = 0.0) -> None:
         if req.span is not None and req.copy:
             t.inflight.pop(req.seq, None)  # a duplicate: the delivery rate counts the first copy
@@ -1345,15 +1377,7 @@ class TransferSender:
             self._delivered += req.span[1] - req.span[0]
             dt = now - held_s - req.sent_at
             if dt > 0:
-                sample = (self._delivered - req.delivered_at_send) / dt
-                # Rise fast (at most doubling per sample), fall smoothly: a link that got
-                # faster is used at once, one slow sample does not shrink every chunk.
-                smooth = 0.7 * self.rate_bytes_s + 0.3 * sample
-                if not self._rate_samples:
-                    self.rate_bytes_s = max(sample, self.rate_bytes_s)
-                else:
-                    self.rate_bytes_s = max(smooth, min(sample, 2 * self.rate_bytes_s))
-                self._rate_samples += 1
+                self._rate_sample((self._delivered - req.delivered_at_send) / dt, now)
         elif now - held_s > req.sent_at:
             self.srtt_s = 0.8 * self.srtt_s + 0.2 * (now - held_s - req.sent_at)
         if t.open_seq == req.seq:

@@ -143,15 +143,21 @@ def window_bytes(
     rule: WindowRule | None = None,
     *,
     queue: bool = True,
+    restart_bytes: int | None = None,
 ) -> int:
     """The receive window each of ``streams`` busy connections should be clamped to; the
-    largest (no clamp) without a ``queue`` lately (TransferSender.queue_recent)."""
+    largest (no clamp) without a ``queue`` lately (TransferSender.queue_recent). Before a
+    rate is measured, the least, or a share of ``restart_bytes`` (``restart_budget_bytes``:
+    the link as last measured) if that is more."""
     r = rule or WindowRule()
     if not queue:
         return MAX_WINDOW_BYTES
     if rate_bytes_s is None:
-        return MIN_WINDOW_BYTES  # every stream starting at once, nothing measured yet
-    budget = r.gain * rate_bytes_s * base_rtt_s
+        if restart_bytes is None:
+            return MIN_WINDOW_BYTES  # every stream starting at once, nothing measured yet
+        budget = float(restart_bytes)
+    else:
+        budget = r.gain * rate_bytes_s * base_rtt_s
     w = int(r.share * budget / max(1, streams))
     return max(MIN_WINDOW_BYTES, min(MAX_WINDOW_BYTES, w))
 
@@ -169,10 +175,18 @@ class WindowAsk:
         self._last: tuple[float, int] | None = None  # (when, window) of the last clamp asked
 
     def ask(
-        self, now: float, rate_bytes_s: float | None, base_rtt_s: float, streams: int, queue: bool
+        self,
+        now: float,
+        rate_bytes_s: float | None,
+        base_rtt_s: float,
+        streams: int,
+        queue: bool,
+        restart_bytes: int | None = None,
     ) -> int:
         """The window for a request sent at ``now`` (see ``window_bytes``)."""
-        w = window_bytes(rate_bytes_s, base_rtt_s, streams, self.rule, queue=queue)
+        w = window_bytes(
+            rate_bytes_s, base_rtt_s, streams, self.rule, queue=queue, restart_bytes=restart_bytes
+        )
         if self._last is not None:
             t, last = self._last
             rtts = min(100.0, max(0.0, now - t) / max(base_rtt_s, 1e-3))  # 1.25 ** 100: no clamp

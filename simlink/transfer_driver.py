@@ -78,6 +78,7 @@ from protocol.window_clamp import (
     DeliveryRate,
     WindowAsk,
     carries_window,
+    restart_budget_bytes,
 )
 
 from .clock import EventLoop, Timer
@@ -544,7 +545,10 @@ class TransferDriver:
             return []
         now = self.loop.now
         busy = self.link.busy_count()
-        w = self.window_ask.ask(now, rate, base, busy + 1, self.sender.queue_recent(now))  # (+1: its own)
+        restart = restart_budget_bytes(self.gate.restart_rate, base)
+        w = self.window_ask.ask(
+            now, rate, base, busy + 1, self.sender.queue_recent(now), restart
+        )  # (+1: its own)
         # onboard/sync.py ``_window``: held to the start's budget while the burst lasts, then
         # opening gradually to the rule's total (DeliveryMeter.gate).
         burst = self.sender.burst_recent(now)

@@ -19,6 +19,7 @@ from link_support import running_ground, setup_station
 from test_transfer import PHOTO, add, make_pair
 
 from protocol.transfer import LinkDown, Outgoing, SenderConfig, TransferSender, TransferSpec
+from protocol.transfer_sender import RATE_FALL_PER_RTT
 from protocol.transfer_wire import (
     Chunk,
     ErrorFrame,
@@ -157,6 +158,57 @@ def test_a_faster_link_is_not_held_to_the_streams_per_second() -> None:
         (12_000_000 / 8, 160, 160),  # twice that: ``max_window``
     ):
         assert s._stream_caps(100.0, 1.4, rate) == (nominal, most)  # noqa: SLF001
+
+
+def _interval_with(s: TransferSender, now: float, delivered: int) -> None:
+    """End one interval of the stream rule at ``now``: window-limited, no queue, ``delivered``
+    bytes answered since it began."""
+    s._standing_rtt = s.base_rtt_s  # noqa: SLF001
+    s._window_limited = True  # noqa: SLF001
+    s._delivered += delivered  # noqa: SLF001
+    s._size_streams(now)  # noqa: SLF001
+
+
+def test_an_interval_that_delivered_nothing_keeps_a_remembered_count() -> None:
+    """A start's first interval ends before any chunk is answered: it measured nothing of what
+    the streams carry, so its caps (the per-second counts alone) cannot take back the count a
+    remembered link started with (6 Mbit/s, 2.6 s: 160 fell to 83 at 5.2 s and took 12 s to
+    come back). Once an interval delivers, its caps decide as before; a start from nothing
+    still grows."""
+    s = TransferSender(SenderConfig(initial_streams=160, initial_rate_bytes_s=728_000.0), 0.0)
+    s._rtts.append((0.0, 2.6))  # noqa: SLF001
+    _interval_with(s, 5.2, 0)
+    assert s.streams == 160
+    assert s._interval_rate_bytes_s == 728_000.0  # noqa: SLF001  (kept: nothing measured)
+    _interval_with(s, 10.4, 100_000)  # ~19 kB/s: a slow link after all
+    assert s.streams < 160
+    assert s._interval_rate_bytes_s == 100_000 / 5.2  # noqa: SLF001
+    cold = TransferSender(SenderConfig(), 0.0)
+    cold._rtts.append((0.0, 2.6))  # noqa: SLF001
+    _interval_with(cold, 5.2, 0)
+    assert cold.streams == 24  # 16 and half again, as before
+
+
+def test_a_burst_of_answers_lowers_the_rate_by_one_round_at_most() -> None:
+    """The chunks' rate falls by at most ``RATE_FALL_PER_RTT`` a round trip: 160 first flights
+    sent at once are answered within half a second, each sample seeing only the answers ahead
+    of it, and one fall per answer took a remembered 729 kB/s to 63 kB/s. It still falls
+    round after round on a slower link, and rises at once."""
+    rate = 728_000.0
+    s = TransferSender(SenderConfig(initial_rate_bytes_s=rate), 0.0)
+    s._rtts.append((0.0, 2.6))  # noqa: SLF001
+    for i in range(160):
+        s._rate_sample(i * 11_000 / 2.6, 5.2 + i / 320)  # noqa: SLF001
+    assert s.rate_bytes_s >= RATE_FALL_PER_RTT * rate
+    now = 5.7
+    for _ in range(10):  # ten round trips of a link at a tenth of that
+        for k in range(20):
+            s._rate_sample(rate / 10, now + k * 0.1)  # noqa: SLF001
+        now += 2.6
+    low = s.rate_bytes_s
+    assert low < 0.15 * rate
+    s._rate_sample(rate, now)  # noqa: SLF001
+    assert s.rate_bytes_s >= 2 * low  # rises at once
 
 
 MIB = 1024 * 1024

@@ -54,6 +54,7 @@ from protocol.window_clamp import (
     WindowRule,
     carries_window,
     parse_window,
+    restart_budget_bytes,
     window_bytes,
 )
 from simlink.profile import load_profile
@@ -219,6 +220,39 @@ def test_a_burst_before_any_rate_is_clamped_to_the_floor(base: float, streams: i
     the least window, which grows with what the link then delivers; no clamp without a queue."""
     assert window_bytes(None, base, streams, queue=True) == MIN_WINDOW_BYTES
     assert window_bytes(None, base, streams, queue=False) == MAX_WINDOW_BYTES
+
+
+@given(
+    base=st.floats(0.05, 5.0),
+    streams=st.integers(1, 200),
+    restart=st.one_of(st.none(), st.integers(MIN_WINDOW_BYTES, 64 * 1024 * 1024)),
+)
+def test_a_restart_shares_the_link_as_last_measured(base: float, streams: int, restart: int | None) -> None:
+    """Before a rate is measured on a link the station knows (the last pass's, or the one
+    before a silence: ``restart_budget_bytes``), the windows together are ``share`` × that
+    budget, within ground's bounds, as the gate's: at the least window each, 83 streams of a
+    6 Mbit/s, 2.6 s link held 0.35 BDP for 10 s after their first flights (docs/link.md
+    "A start on a fast, long link"). With nothing known, the least; no clamp without a queue."""
+    w = window_bytes(None, base, streams, queue=True, restart_bytes=restart)
+    if restart is None:
+        assert w == MIN_WINDOW_BYTES
+    else:
+        share = int(WindowRule().share * restart / streams)
+        assert w == max(MIN_WINDOW_BYTES, min(MAX_WINDOW_BYTES, share))
+    assert window_bytes(None, base, streams, queue=False, restart_bytes=restart) == MAX_WINDOW_BYTES
+    # A measured rate decides, whatever was known before.
+    assert window_bytes(1e5, base, streams, restart_bytes=restart) == window_bytes(1e5, base, streams)
+
+
+def test_a_meter_restarting_on_a_known_link_asks_its_share() -> None:
+    """onboard/delivery.py asks the restart's share too (simlink's TransferDriver the same)."""
+    base, rate = 2.6, 728_000.0
+    meter = DeliveryMeter(remembered_rate=rate)
+    meter.busy = 159
+    restart = restart_budget_bytes(rate, base)
+    assert restart is not None
+    assert meter.window(0.0, base) == window_bytes(None, base, 160, restart_bytes=restart)
+    assert DeliveryMeter().window(0.0, base) == MIN_WINDOW_BYTES
 
 
 @settings(max_examples=80, deadline=None)
