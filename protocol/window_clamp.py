@@ -12,7 +12,8 @@ that rate × the base RTT: Linux then keeps each stream's unacknowledged bytes u
 (``TCP_WINDOW_CLAMP``), whatever its congestion window says. The shares add up to ``share``
 × that budget, since a stream recovering from a loss leaves part of its share unused. At a
 start with nothing measured yet (a silence clears the measurement) the window is the least,
-and it grows with what the link delivers. Without a queue the streams are held by random
+or, on a link the station knows from before, a share of the send gate's restart budget, and
+it grows with what the link delivers. Without a queue the streams are held by random
 loss, not the link, and a clamp would only slow them (3 % loss: 2–5 points of goodput): the
 window asked is then lifted, at most ``release`` × per base RTT (``WindowAsk``).
 docs/link.md "A window per connection" has the measurements.
