@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from protocol.send_gate import SendGate
-from protocol.window_clamp import DeliveryRate, WindowAsk, WindowRule, restart_budget_bytes
+from protocol.window_clamp import DeliveryRate, WindowAsk, WindowRule
 
 # struct tcp_info (include/uapi/linux/tcp.h): tcpi_state is its first byte, tcpi_snd_mss a
 # u32 at 16, tcpi_unacked, tcpi_sacked, tcpi_lost and tcpi_retrans (segments) u32s at 24-36,
@@ -190,7 +190,7 @@ class DeliveryMeter:
         before a base RTT is known (simlink's TransferDriver asks the same)."""
         if base_rtt_s is None:
             return None
-        restart = restart_budget_bytes(self.restart_rate, base_rtt_s)
+        restart = self.send_gate.restart_budget(base_rtt_s)
         return self._ask.ask(now, self.rate.rate(), base_rtt_s, self.busy + 1, queue, restart)
 
     def gate(

@@ -67,6 +67,12 @@ class SendGate:
         before = self.rate.before
         return before if before is not None else self._remembered_rate
 
+    def restart_budget(self, base_rtt_s: float) -> int | None:
+        """``restart_budget_bytes`` of ``restart_rate`` at ``base_rtt_s``: what a restart may
+        hold outstanding (the gate's floor), and what the windows share until a rate is
+        measured (DeliveryMeter.window, simlink's TransferDriver); None if nothing is known."""
+        return restart_budget_bytes(self.restart_rate, base_rtt_s)
+
     def _held_total(self, window_bytes: int, busy: int, base_rtt_s: float | None) -> int:
         """The windows' total, but once a rate is measured no more than ``gain`` × rate × base
         RTT: each window is at least 8 KiB (a stream must recover a loss by duplicate acks),
@@ -77,7 +83,7 @@ class SendGate:
         through, and a budget following it alone grew 1.25× a round trip from a few KiB."""
         total = window_bytes * (busy + 1)
         rate = self.rate.rate()
-        restart = None if base_rtt_s is None else restart_budget_bytes(self.restart_rate, base_rtt_s)
+        restart = None if base_rtt_s is None else self.restart_budget(base_rtt_s)
         if rate is None or base_rtt_s is None:
             return total if restart is None else restart
         measured = min(total, max(MIN_WINDOW_BYTES, int(self.rate.rule.gain * rate * base_rtt_s)))

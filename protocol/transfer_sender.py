@@ -789,10 +789,10 @@ class TransferSender:
         if base is None or standing is None or now - self._epoch_at < max(1.0, 2 * base):
             return
         rate = (self._delivered - self._epoch_delivered) / (now - self._epoch_at)
+        nominal, most = self._stream_caps(now, base, rate)
         if rate > 0:
             self._interval_rate_bytes_s = rate
-        nominal, most = self._stream_caps(now, base, rate)
-        if rate <= 0:
+        else:
             # Nothing answered yet (a start's first interval): no measure of what the streams
             # carry, so the caps cannot take back a count remembered from the last pass (at
             # 6 Mbit/s and 2.6 s a start's 160 streams fell to 83 here, and took 12 s back).

@@ -75,8 +75,8 @@ class DeliveryRate:
         self._samples: deque[tuple[float, int]] = deque()  # (time, delivered so far)
         self._best: deque[tuple[float, float]] = deque()  # (time, rate), rates falling
         # The rate measured when a silence last cleared the filter (None: none yet): what the
-        # link delivered before a loss of signal, for the gate to restart from
-        # (``restart_budget_bytes``), not for the windows, which measure afresh.
+        # link delivered before a loss of signal, for the gate to restart from and the
+        # windows to share until they measure afresh (``restart_budget_bytes``).
         self.before: float | None = None
 
     def observe(self, now: float, delivered: int, base_rtt_s: float) -> None:

@@ -78,7 +78,6 @@ from protocol.window_clamp import (
     DeliveryRate,
     WindowAsk,
     carries_window,
-    restart_budget_bytes,
 )
 
 from .clock import EventLoop, Timer
@@ -545,7 +544,7 @@ class TransferDriver:
             return []
         now = self.loop.now
         busy = self.link.busy_count()
-        restart = restart_budget_bytes(self.gate.restart_rate, base)
+        restart = self.gate.restart_budget(base)
         w = self.window_ask.ask(
             now, rate, base, busy + 1, self.sender.queue_recent(now), restart
         )  # (+1: its own)
