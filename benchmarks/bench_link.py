@@ -312,15 +312,17 @@ MATRIX_LOSSES = ("0", "0.1", "1", "3")
 TCP_IP_HEADER_BYTES = 40
 
 
-def _virtual_one(args: tuple[str, str, float, int, str, float]) -> dict[str, Any]:
+def _virtual_one(args: tuple[str, str, float, int, str, float, str | None]) -> dict[str, Any]:
     """One simulator run (in a worker process): its report's figures. With a warm-up, the
-    station starts remembering a pass of that many seconds on the same link (another seed)."""
+    station starts remembering a pass of that many seconds on the same link (another seed);
+    the last item is the modelled TCP's congestion control (None: the model's default, cubic)."""
+    from simlink.link import CONGESTION_CONTROL
     from simlink.profile import load_profile
     from simlink.report import build_report
     from simlink.virtual import remembered_after_virtual_pass, run_virtual
     from simlink.workload import load_workload
 
-    profile_name, transfer, minutes, seed, workload, warm_s = args
+    profile_name, transfer, minutes, seed, workload, warm_s, tcp_cc = args
     prof = load_profile(profile_name)
     r = run_virtual(
         prof,
@@ -330,6 +332,7 @@ def _virtual_one(args: tuple[str, str, float, int, str, float]) -> dict[str, Any
         seed=seed,
         transfer=transfer,
         remembered=remembered_after_virtual_pass(prof, warm_s, seed) if warm_s > 0 else None,
+        tcp_cc=tcp_cc,
     )
     rep = build_report(r)
     lk, by = rep["link"], rep["bytes"]
@@ -354,7 +357,15 @@ def _virtual_one(args: tuple[str, str, float, int, str, float]) -> dict[str, Any
         "seed": seed,
         "workload": workload,
         "warm_s": warm_s,
+        "tcp_cc": tcp_cc or CONGESTION_CONTROL,
     }
+
+
+def _modelled(tcp_cc: str | None) -> str | None:
+    """The model's congestion control beside a real run's: the same where simlink models it."""
+    from simlink.congestion import MODELLED
+
+    return tcp_cc if tcp_cc in MODELLED else None
 
 
 def bounds(
@@ -387,13 +398,14 @@ def virtual_matrix(
     transfers: list[str],
     workload: str = "photo-backlog",
     warm_s: float = 0.0,
+    tcp_cc: str | None = None,
 ) -> None:
     """Run every (profile, transfer, seed) in worker processes, printing each run as one JSON
     line as it ends (a long matrix keeps what it did), then the table."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     work = [
-        (pr, tr, minutes, sd, workload, warm_s)
+        (pr, tr, minutes, sd, workload, warm_s, tcp_cc)
         for sd in [*seeds, *held_out]
         for pr in profiles
         for tr in transfers
@@ -596,7 +608,7 @@ def _realtime_cell(
         else {"goodput": None}
     )
     virt = (
-        _virtual_one((prof_name, "transfer", minutes, seed, workload))
+        _virtual_one((prof_name, "transfer", minutes, seed, workload, warm_s, _modelled(tcp_cc)))
         if "virtual" in parts
         else {"goodput": None}
     )
@@ -712,7 +724,8 @@ def main() -> None:
     )
     ap.add_argument(
         "--tcp-cc",
-        help="--realtime-matrix: the namespaces' TCP congestion control (cubic, bbr; default: the machine's)",
+        help="--realtime-matrix: the namespaces' TCP congestion control (cubic, bbr; default: the machine's), "
+        "and the model's beside it where it has one; --virtual: the model's (cubic, reno; default cubic)",
     )
     ap.add_argument(
         "--parts",
@@ -759,6 +772,7 @@ def main() -> None:
             args.transfers,
             args.workload,
             args.warm,
+            args.tcp_cc,
         )
         return
     asyncio.run(main_async(LONG if args.long else QUICK))

@@ -44,7 +44,7 @@ def run_pair(
     prof, wl = load_profile(profile), load_workload(workload)
     kw: dict[str, Any] = dict(astronauts=4, duration_s=minutes * 60, seed=seed)
     mem = remembered_after_virtual_pass(prof, warm_s, seed) if warm_s > 0 else None
-    virtual = run_virtual(prof, wl, transfer="transfer", remembered=mem, **kw)
+    virtual = run_virtual(prof, wl, transfer="transfer", remembered=mem, tcp_cc=cc, **kw)
     with tempfile.TemporaryDirectory() as tmp:
         mem = remembered_after_pass(prof, warm_s, seed, Path(tmp) / "warm", cc) if warm_s > 0 else None
         real = run_realtime(prof, wl, workdir=Path(tmp) / "run", packet=True, tcp_cc=cc, remembered=mem, **kw)
@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[11])
     ap.add_argument("--minutes", type=float, default=3.0)
     ap.add_argument("--workload", default="large-photos")
-    ap.add_argument("--cc", default="cubic", help="the kernel's congestion control (the model is NewReno)")
+    ap.add_argument(
+        "--cc", default="cubic", help="the congestion control, the kernel's and the model's (cubic or reno)"
+    )
     ap.add_argument("--warm", type=float, default=0.0, help="seconds of a pass the station remembers first")
     args = ap.parse_args(argv)
     problem = packet_mode_problem()

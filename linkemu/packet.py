@@ -191,8 +191,9 @@ class PacketLink:
     ``congestion_control``: the TCP congestion control of every connection between the two
     sides (set on each side's route to the other, ``congctl``, and as the namespace's default
     where the host allows it). None: this host's default, BBR on this machine, which does not
-    back off on random loss. Default ``reno`` (with SACK and RACK: the NewReno simlink models,
-    so real and virtual time compare); ``cubic`` is what a station's Linux kernel runs.
+    back off on random loss. Default ``reno`` (loss-based, with SACK and RACK); ``cubic`` is
+    what a station's Linux kernel runs and what simlink's model runs by default (its ``reno``
+    compares with this one).
     """
 
     def __init__(

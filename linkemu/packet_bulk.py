@@ -87,6 +87,11 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         received, total = map(int, (await asyncio.wait_for(sink.stdout.readline(), wait_s)).split())
         await source.wait()
         await sink.wait()
+        counters = await asyncio.create_subprocess_exec(
+            *link.netns_argv(link.station_ns), "cat", "/proc/net/snmp", "/proc/net/netstat",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        station_tcp, _ = await counters.communicate()
         s = link.stats
     goodput_bps = received * 8 / args.seconds
     rtt_s = 2 * delay_s
@@ -108,6 +113,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "lost_up": s.up.loss_packets,
         "queue_full_up": s.up.queue_full_packets,
         "sent_up": s.up.sent_packets,
+        # The station namespace's TCP counters (/proc/net/snmp and netstat, as the kernel
+        # prints them): its retransmissions, timeouts and loss probes.
+        "station_tcp": station_tcp.decode(),
     }
 
 
@@ -127,7 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.streams < 1 or args.seconds <= 0 or args.warmup_s < 0:
         p.error("--streams must be ≥ 1, --seconds > 0 and --warmup-s ≥ 0")
     try:
-        print(json.dumps(asyncio.run(measure(args))))
+        figures = asyncio.run(measure(args))
+        del figures["station_tcp"]
+        print(json.dumps(figures))
     except PacketLinkError as exc:
         print(f"linkemu.packet_bulk: {exc}", file=sys.stderr)
         sys.exit(2)

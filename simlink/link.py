@@ -5,15 +5,18 @@ Why model TCP at all: packet loss *inside* TCP cannot be produced by a userspace
 only sees bytes TCP already repaired), yet on a 600 ms, lossy link it sets the goodput. So
 each direction carries MSS-sized segments, one at a time at the link rate, each lost with
 the profile's probability (or when sent into a dark window); the sender keeps a congestion
-window (slow start with HyStart's delay exit, halve on loss: NewReno with SACK), retransmits what was lost (RACK:
-as soon as a later-sent segment is acknowledged; a lost tail by Linux's tail loss probe, 2 RTTs
-after the last ack; else on its RTO, which backs off while dark), and restarts slow start after
-idle. The RTO is Linux's (tcp_rtt_estimator: seeded by the handshake, its variance falling once a
-round trip), not RFC 6298's per-ack one, whose variance vanished within a window of acks and
-fired spurious timeouts on every queue that grew (docs/link.md "The simulator's TCP timers"). The receiver delivers bytes in order. Simplifications, said
-plainly: one ACK per segment (40 bytes), no receive-window limit below 4 MB, no ECN, no
-Nagle/delayed-ACK timing, and NewReno's growth rather than Linux's CUBIC (which recovers faster
-after a loss on a long round trip, so loss costs are, if anything, overstated here).
+window (Linux's CUBIC by default, simlink/congestion.py: slow start with HyStart's delay exit,
+0.7 of the window kept on a loss, then the cubic curve; "reno" halves and adds a segment a round
+trip), retransmits what was lost (RACK: as soon as a later-sent segment is acknowledged; a lost
+tail by Linux's tail loss probe, 2 RTTs after the last ack; else on its RTO, which backs off
+while dark), and halves its window for each RTO idle, as Linux does. The RTO is Linux's
+(tcp_rtt_estimator: seeded by the handshake, its variance falling once a round trip), not RFC
+6298's per-ack one, whose variance vanished within a window of acks and fired spurious
+timeouts on every queue that grew (docs/link.md "The simulator's TCP timers"). The receiver
+delivers bytes in order. Simplifications, said plainly: one ACK per segment (40 bytes), no
+receive-window limit below 4 MB, no ECN, no Nagle/delayed-ACK timing, no proportional rate
+reduction (the window falls to ssthresh at once) and no HyStart ack-train test (at these rates
+acks are further apart than its 2 ms).
 
 Cuts follow the real-time proxy (``linkemu/proxy.py``): a dark window stalls everything and
 cuts every connection ``cut_after_s`` into it; random cuts hit while the link is up. A cut
@@ -32,6 +35,7 @@ from typing import Protocol
 from onboard.delivery import GATE_SLICE_BYTES
 
 from .clock import EventLoop, Timer
+from .congestion import congestion_control
 from .profile import LinkProfile
 
 # The station's gate as it really writes a body, a slice at a time (SimLink.gate_slices; off:
@@ -40,6 +44,10 @@ from .profile import LinkProfile
 # 0, DeliveryMeter._sent; None: the gate before 5 Dec, tenth session, which wrote regardless).
 GATE_SLICES = False
 GATE_UNSENT_MAX: int | None = 0
+# The congestion control every modelled connection runs (simlink/congestion.py): Linux's
+# default, what the station's and ground's kernels run. "reno": Linux's reno (the model before
+# 5 Dec, thirteenth session, was Reno's growth with CUBIC's HyStart).
+CONGESTION_CONTROL = "cubic"
 
 TCP_IP_HEADER_BYTES = 40
 HANDSHAKE_PACKET_BYTES = 60
@@ -48,6 +56,7 @@ MAX_WINDOW_BYTES = 4 * 1024**2  # receive-window cap: far above any BDP in the s
 MIN_RTO_S = 0.2  # Linux's floor
 MAX_RTO_S = 120.0
 SYN_RETRIES_S = (1, 2, 4, 8, 16, 32)  # Linux tcp_syn_retries=6: gives up ~63 s after the first SYN
+SACK_BLOCKS = 3  # an ack's SACK blocks at most (4 without TCP timestamps; Linux uses them)
 
 
 class Endpoint(Protocol):
@@ -154,9 +163,12 @@ class SimLink:
         duration_s: float,
         seed: int,
         orbit_offset_s: float = 0.0,
+        tcp_cc: str | None = None,
     ) -> None:
         self.loop = loop
         self.profile = profile
+        self.tcp_cc = tcp_cc or CONGESTION_CONTROL  # each connection's (congestion_control)
+        congestion_control(self.tcp_cc)  # an unknown name fails here, not mid-run
         self.rng = random.Random(f"link-{seed}")
         mss = profile.mss_bytes
         buf = profile.buffer_bytes
@@ -397,7 +409,8 @@ class _Seg:
 
 
 class _Half:
-    """One direction of a connection: a NewReno/SACK sender and an in-order receiver."""
+    """One direction of a connection: a SACK/RACK sender (its congestion control: ``cc``) and an
+    in-order receiver."""
 
     def __init__(self, conn: SimConnection, fwd: Way, rev: Way, receiver: Endpoint) -> None:
         self.conn = conn
@@ -421,6 +434,7 @@ class _Half:
         self.rwnd = float(MAX_WINDOW_BYTES)
         self.rwnd_limited = False  # the last pump stopped at the receiver's window
         self.ssthresh = math.inf
+        self.cc = congestion_control(conn.link.tcp_cc)
         self.recover = -1
         # Linux's estimator (tcp_rtt_estimator): ``mdev`` and ``rttvar`` are 4 × the mean
         # deviation; ``rttvar`` falls only once per round trip (at ``rtt_seq``) towards the
@@ -439,10 +453,6 @@ class _Half:
         self.rack_sent_at = -math.inf
         self.frto_at: float | None = None
         self.frto_saved: tuple[float, float] | None = None
-        self.round_end = 0
-        self.round_min = math.inf
-        self.last_round_min = math.inf
-        self.round_samples = 0
         self.rcv_nxt = 0
         self.ooo: dict[int, bytes] = {}
         # What Linux's TCP_INFO would report (tcpi_segs_out, tcpi_total_retrans).
@@ -487,8 +497,7 @@ class _Half:
             return
         now = self.loop.now
         if not self.segs and now - self.last_send > self.rto:
-            # RFC 2861 / Linux tcp_slow_start_after_idle: an idle connection starts slow again.
-            self.cwnd = min(self.cwnd, float(INITIAL_WINDOW_SEGMENTS * self.mss))
+            self._restart_after_idle(now - self.last_send)
         self.rwnd_limited = False
         if self._slices():
             self._admit()
@@ -510,6 +519,16 @@ class _Half:
                 sent_new = True
             self._transmit(seg)
         self._arm_timer(sent_new)
+
+    def _restart_after_idle(self, idle_s: float) -> None:
+        """RFC 2861 as Linux does it (tcp_cwnd_restart): an idle connection's window halves for
+        each RTO it idled past the first, down to the initial window, and ssthresh keeps ¾ of it."""
+        restart = min(float(INITIAL_WINDOW_SEGMENTS * self.mss), self.cwnd)
+        self.ssthresh = max(self.ssthresh, 0.75 * self.cwnd)
+        cwnd = self.cwnd
+        while (idle_s := idle_s - self.rto) > 0 and cwnd > restart:
+            cwnd /= 2
+        self.cwnd = max(cwnd, restart)
 
     def _new_segment(self) -> _Seg | None:
         """The next segment of new data, if the receiver's window and the station's gate let it go."""
@@ -540,6 +559,8 @@ class _Half:
         self.segs_out += 1
         self.total_retrans += seg.sends > 1
         seg.sent_at = now
+        if self.pipe == 0:
+            self.cc.tx_start(now - self.last_send, now)  # Linux's CA_EVENT_TX_START
         self.pipe += seg.length
         self.last_send = now
         r = self.fwd.transmit(now, seg.length + TCP_IP_HEADER_BYTES, seg.length, first=not seg.crossed)
@@ -563,12 +584,31 @@ class _Half:
             self.rcv_nxt += len(chunk)
         r = self.rev.transmit(self.loop.now, TCP_IP_HEADER_BYTES)
         if r is not None and not self.link.lost(*r):
-            self.loop.at(r[1], self._on_ack, self.rcv_nxt, seq, sent_at)
+            self.loop.at(r[1], self._on_ack, self.rcv_nxt, self._sack_blocks(seq), seq, sent_at)
         if chunks:
             self.receiver.data_received(self.conn, b"".join(chunks))
 
+    def _sack_blocks(self, seq: int) -> tuple[tuple[int, int], ...]:
+        """The SACK blocks of an ack (RFC 2018): the block holding the segment just arrived
+        first, then the highest others, three at most (Linux's with timestamps). One lost ack
+        no longer hides a segment's arrival: the next ack repeats it, where an ack naming only
+        its own segment let RACK resend every one whose ack was lost (~0.3 % more segments
+        resent than lost at 1 %, each a spurious retransmission)."""
+        if not self.ooo:
+            return ()
+        blocks: list[tuple[int, int]] = []
+        for s in sorted(self.ooo):
+            end = s + len(self.ooo[s])
+            if blocks and blocks[-1][1] == s:
+                blocks[-1] = (blocks[-1][0], end)
+            else:
+                blocks.append((s, end))
+        first = [b for b in blocks if b[0] <= seq < b[1]]
+        rest = [b for b in reversed(blocks) if not b[0] <= seq < b[1]]
+        return tuple((first + rest)[:SACK_BLOCKS])
+
     # -- sender side: acks, loss recovery, timers ----------------------------------------
-    def _on_ack(self, cum: int, sack_seq: int, sent_at: float) -> None:
+    def _on_ack(self, cum: int, blocks: tuple[tuple[int, int], ...], sack_seq: int, sent_at: float) -> None:
         if self.conn.closed:
             return
         # RACK (RFC 8985): this ack proves delivery of a copy sent at ``sent_at``; the link keeps
@@ -583,13 +623,10 @@ class _Half:
             self.frto_saved = None
         newly = 0
         seg = self.segs.get(sack_seq)
-        if seg is not None and not seg.sacked:
-            seg.sacked = True
-            if not seg.lost:
-                self.pipe -= seg.length
-            newly += seg.length
-            if seg.sends == 1:
-                self._rtt_sample(self.loop.now - seg.sent_at, acked_to=cum)
+        if seg is not None and not seg.sacked and seg.sends == 1:
+            self._rtt_sample(self.loop.now - seg.sent_at, acked_to=cum)
+        for start, end in blocks:
+            newly += self._sack(start, end)
         if cum > self.una:
             for s in list(self.segs):
                 if s >= cum:
@@ -610,15 +647,35 @@ class _Half:
         # Linux grows the window only while it limits sending (tcp_is_cwnd_limited): not while
         # the receiver's clamp does, or lifting the clamp would release a burst.
         if newly and self.una > self.recover and not self.rwnd_limited:
-            if self.cwnd < self.ssthresh:
-                self.cwnd += newly
-            else:
-                self.cwnd += self.mss * newly / self.cwnd
-            self.cwnd = min(self.cwnd, float(MAX_WINDOW_BYTES))
+            self._grow(newly)
         self._detect_loss()
         self.pump()
         if not self.segs:
             self.stop()
+
+    def _sack(self, start: int, end: int) -> int:
+        """Mark the segments in [start, end) SACKed; the bytes newly so."""
+        newly = 0
+        while start < end and (seg := self.segs.get(start)) is not None:
+            if not seg.sacked:
+                seg.sacked = True
+                if not seg.lost:
+                    self.pipe -= seg.length
+                newly += seg.length
+            start += seg.length
+        return newly
+
+    def _grow(self, acked: int) -> None:
+        """Slow start up to ssthresh, then the congestion control's growth for the rest (Linux's
+        tcp_slow_start, then cong_avoid with what it left)."""
+        rest = float(acked)
+        if self.cwnd < self.ssthresh:
+            step = min(rest, self.ssthresh - self.cwnd)
+            self.cwnd += step
+            rest -= step
+        if rest > 0:
+            self.cwnd += self.mss * self.cc.increase(self.cwnd / self.mss, rest / self.mss, self.loop.now)
+        self.cwnd = min(self.cwnd, float(MAX_WINDOW_BYTES))
 
     def _detect_loss(self) -> None:
         newly_lost = [
@@ -627,7 +684,7 @@ class _Half:
         if not newly_lost:
             return
         if self.una > self.recover:  # one window reduction per loss episode
-            self.ssthresh = max(self.cwnd / 2, 2.0 * self.mss)
+            self.ssthresh = self.mss * self.cc.ssthresh(self.cwnd / self.mss)
             self.cwnd = self.ssthresh
             self.recover = self.nxt
         for s in newly_lost:
@@ -636,34 +693,14 @@ class _Half:
             self.retx.append(s.seq)
         self.retx.sort()
 
-    def _hystart(self, r: float) -> None:
-        """HyStart's delay test (on by default with Linux CUBIC): when a round's smallest RTT
-        grows past the last round's, the queue is filling, so leave slow start before it overflows."""
-        if self.cwnd >= self.ssthresh:
-            return
-        if self.una >= self.round_end:  # a new round of the window begins
-            self.last_round_min = self.round_min
-            self.round_min = math.inf
-            self.round_samples = 0
-            self.round_end = self.nxt
-        if self.round_samples < 8:
-            self.round_samples += 1
-            self.round_min = min(self.round_min, r)
-            last = self.last_round_min
-            if (
-                self.round_samples == 8
-                and self.cwnd >= 16 * self.mss
-                and math.isfinite(last)
-                and self.round_min >= last + min(max(last / 8, 0.004), 0.016)
-            ):
-                self.ssthresh = self.cwnd
-
     def _rtt_sample(self, r: float, acked_to: int = 0) -> None:
         """Linux's RTT estimator, sample by sample. (RFC 6298's per-sample rttvar, used until
         4 Dec, fell to nothing within a window of acks at a steady queue, so an RTO of srtt +
         200 ms fired on every queue that grew by more: 1,279 spurious RTOs in one 14-min
         2.6 s run, docs/link.md "The simulator's TCP timers".)"""
-        self._hystart(r)
+        self.cc.rtt_sample(r, self.loop.now)
+        if self.cwnd < self.ssthresh and self.cc.slow_start_over(r, self.una, self.nxt, self.cwnd / self.mss):
+            self.ssthresh = self.cwnd  # HyStart: the queue is filling, leave slow start
         self._estimate(r, acked_to)
 
     def _estimate(self, r: float, acked_to: int = 0) -> None:
@@ -757,11 +794,15 @@ class _Half:
             return
         self.fwd.stats.timeouts += 1
         self.tlp_high = None
-        self.backoff = min(self.backoff * 2, 64)
         if self.frto_at is None:  # remember the window, in case this timeout proves spurious
             self.frto_saved = (self.cwnd, self.ssthresh)
         self.frto_at = self.loop.now
-        self.ssthresh = max(self.cwnd / 2, 2.0 * self.mss)
+        if self.backoff == 1:
+            # The first timeout of an episode sets ssthresh; Linux's tcp_enter_loss leaves it
+            # alone at the next ones (a dark's backed-off RTOs do not grind it to 2 segments).
+            self.ssthresh = self.mss * self.cc.ssthresh(self.cwnd / self.mss)
+        self.cc.on_timeout()
+        self.backoff = min(self.backoff * 2, 64)
         self.cwnd = float(self.mss)
         self.recover = self.nxt
         # Retransmit the oldest segment only: if it was truly lost (a dark window), its ack

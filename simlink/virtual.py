@@ -25,7 +25,7 @@ from .workload import NAMES, Workload, accounts_for, load_workload, plan_posts
 
 SAMPLE_S = 60.0
 NOTES = (
-    "virtual time: TCP is modelled (NewReno with SACK/RACK loss recovery, HyStart, slow start after idle; CUBIC would recover faster on long round trips); "
+    "virtual time: TCP is modelled (Linux's CUBIC with HyStart, SACK/RACK loss recovery, tail loss probes, slow start after idle); "
     "CPU time on either side is not (ground verifies and stores instantly on the virtual clock)",
 )
 BACKLOG_SAMPLE_S = 1.0
@@ -240,14 +240,18 @@ def run_virtual(
     progress: Progress | None = None,
     trace_s: float | None = None,
     remembered: str | None = None,
+    tcp_cc: str | None = None,
 ) -> RunResult:
     """Simulate ``duration_s`` of the whole system; same arguments, same result. With
     ``trace_s``, the bytes in the network are read that often (``in_network_trace``);
-    ``remembered``: the link memory a station left on an earlier pass (``run_realtime``'s)."""
+    ``remembered``: the link memory a station left on an earlier pass (``run_realtime``'s);
+    ``tcp_cc``: the modelled TCP's congestion control (None: simlink.link's, cubic)."""
     plan = plan_posts(workload, astronauts, duration_s, seed)
     names = list(NAMES[:astronauts])
     loop = EventLoop()
-    link = SimLink(loop, profile, duration_s=duration_s, seed=seed, orbit_offset_s=orbit_offset_s)
+    link = SimLink(
+        loop, profile, duration_s=duration_s, seed=seed, orbit_offset_s=orbit_offset_s, tcp_cc=tcp_cc
+    )
     tracker = Tracker()
     transfer = _check_transfer(transfer)
     with (
