@@ -64,8 +64,12 @@ class SendGate:
     def restart_rate(self) -> float | None:
         """The delivery rate the link had before this start or return: before the last silence
         in this sync, else the last pass's; None if neither was measured."""
-        before = self.rate.before
-        return before if before is not None else self._remembered_rate
+        before, remembered = self.rate.before, self._remembered_rate
+        if before is None:
+            return remembered
+        if self.rate.before_brief and remembered is not None:
+            return max(before, remembered)  # a restart's first samples cannot lower the last pass's
+        return before
 
     def restart_budget(self, base_rtt_s: float) -> int | None:
         """``restart_budget_bytes`` of ``restart_rate`` at ``base_rtt_s``: what a restart may

@@ -52,6 +52,10 @@ class WindowRule:
     # is a silence (the link dark or idle), not a slow link: the rate is measured afresh.
     silence_rtts: float = 1.0
     silence_min_s: float = 0.25
+    # A filter that ran under this many base RTTs before a silence saw a restart's first round
+    # trips (its first sample spans the one before anything was acknowledged), not the link:
+    # it may raise the rate known from before, not lower it (``DeliveryRate._keep_before``).
+    brief_rtts: float = 2.0
     # After a clamp a window grows at most this much per base RTT (× 2, slow start's pace,
     # still let 3.6 BDP in at 0.6 s; chosen on cuts timed after starts, seeds 31-36).
     release: float = 1.25
@@ -78,6 +82,10 @@ class DeliveryRate:
         # link delivered before a loss of signal, for the gate to restart from and the
         # windows to share until they measure afresh (``restart_budget_bytes``).
         self.before: float | None = None
+        # ``before`` came from a filter that ran under ``brief_rtts``: a restart's first
+        # samples, not the link (SendGate.restart_rate then keeps a remembered rate).
+        self.before_brief = False
+        self._since: float | None = None  # the filter's first sample since it was cleared
 
     def observe(self, now: float, delivered: int, base_rtt_s: float) -> None:
         """``delivered``: bytes the station's connections have had acknowledged (SACKed
@@ -88,6 +96,8 @@ class DeliveryRate:
             return
         span = r.rate_window_rtts * base_rtt_s
         self.link_back(now, base_rtt_s)
+        if not q:
+            self._since = now
         q.append((now, delivered))
         while len(q) > 1 and now - q[1][0] >= span:
             q.popleft()
@@ -117,9 +127,23 @@ class DeliveryRate:
             return
         if self._best and self._best[0][1] > 0:
             # (A filter that saw nothing delivered measured no link: the rate before stays.)
-            self.before = self._best[0][1]
+            self._keep_before(
+                self._best[0][1], q[-1][0] - (self._since or q[0][0]) < r.brief_rtts * base_rtt_s
+            )
         self._best.clear()
         q.clear()
+        self._since = None
+
+    def _keep_before(self, best: float, brief: bool) -> None:
+        """What a silence leaves of the link. A filter that ran under ``brief_rtts`` saw a
+        restart, whose first sample spans the round trip before anything was acknowledged: it
+        may raise the rate known from before, not lower it. (Cut again seconds after a cut,
+        the cuts profile's seed 36 restarted from 0.2 kB/s of a 184 kB/s link, its gate at
+        8 KiB for 35 s; docs/link.md "A restart's first samples".)"""
+        if brief and self.before is not None:
+            self.before = max(self.before, best)
+            return
+        self.before, self.before_brief = best, brief
 
     def rate(self) -> float | None:
         """Bytes per second, or None before a whole sample."""

@@ -42,6 +42,7 @@ from onboard.delivery import (
 from onboard.home import Home
 from onboard.sync import sync
 from protocol.errors import RemoteProtocolError
+from protocol.send_gate import SendGate
 from protocol.transfer import SenderConfig
 from protocol.transfer_wire import LINK_VERSIONS, ReceiptsRequest, decode_response, encode_request
 from protocol.window_clamp import (
@@ -212,6 +213,71 @@ def test_after_a_silence_the_rate_is_measured_afresh(
         meter.observe(now, delivered, base)
     got = meter.rate()
     assert got is not None and abs(got - after) <= after * 0.05 + 2 / (0.5 * base)
+
+
+def _run(
+    meter: DeliveryRate, now: float, delivered: int, rate: float, seconds: float, base: float
+) -> tuple[float, int]:
+    """Feed ``meter`` a link delivering ``rate`` for ``seconds`` (a sample every 50 ms)."""
+    end = now + seconds
+    while now + 0.05 <= end + 1e-9:  # never past ``seconds``: a brief run stays brief
+        now += 0.05
+        delivered += int(rate * 0.05)
+        meter.observe(now, delivered, base)
+    return now, delivered
+
+
+def _silence(meter: DeliveryRate, now: float, delivered: int, base: float) -> tuple[float, int]:
+    now += max(1.01 * base, 0.26)
+    meter.observe(now, delivered + 1400, base)
+    return now, delivered + 1400
+
+
+@given(
+    rate=st.floats(20_000, 5_000_000),
+    base=st.floats(0.1, 3.0),
+    first=st.floats(0.0, 0.2),  # what a restart's first samples read, as a share of the link
+    brief_rtts=st.floats(0.6, 1.9),
+    slower=st.floats(0.05, 0.9),
+    remembered=st.one_of(st.none(), st.floats(20_000, 5_000_000)),
+)
+def test_a_restart_cut_again_keeps_the_link_it_knew(
+    rate: float, base: float, first: float, brief_rtts: float, slower: float, remembered: float | None
+) -> None:
+    """A silence, a restart that measured only its first, near-empty round trips, and another
+    silence: the gate restarts from the link as it was (or the last pass's), not from the
+    restart's first samples; a link that ran slower for two round trips and more is learnt."""
+    meter = DeliveryRate()
+    gate = SendGate(meter, remembered_rate=remembered)
+    now, delivered = _run(meter, 0.0, 0, rate, 12 * base, base)
+    known = meter.rate()
+    assert known is not None
+    now, delivered = _silence(meter, now, delivered, base)
+    assert meter.before == known and gate.restart_rate == known
+    now, delivered = _run(meter, now, delivered, first * rate, brief_rtts * base, base)
+    now, delivered = _silence(meter, now, delivered, base)
+    assert gate.restart_rate is not None and gate.restart_rate >= known
+    # Two round trips and more at a slower rate are the link now, whatever was known.
+    now, delivered = _run(meter, now, delivered, slower * rate, 3 * base, base)
+    slow = meter.rate()
+    _silence(meter, now, delivered, base)
+    assert slow is not None and meter.before == slow and gate.restart_rate == slow
+
+
+def test_a_first_restart_cut_at_once_keeps_the_last_pass() -> None:
+    """No silence yet in this sync: a restart's brief first samples do not replace the rate
+    the last pass left (link memory), only a higher one does."""
+    base = 1.4
+    meter = DeliveryRate()
+    gate = SendGate(meter, remembered_rate=180_000.0)
+    now, delivered = _run(meter, 0.0, 0, 200.0, 1.5 * base, base)
+    _silence(meter, now, delivered, base)
+    assert meter.before_brief and gate.restart_rate == 180_000.0
+    meter = DeliveryRate()
+    gate = SendGate(meter, remembered_rate=180_000.0)
+    now, delivered = _run(meter, 0.0, 0, 250_000.0, 1.5 * base, base)
+    _silence(meter, now, delivered, base)
+    assert gate.restart_rate is not None and gate.restart_rate > 200_000.0
 
 
 @given(base=st.floats(0.05, 5.0), streams=st.integers(1, 200))
