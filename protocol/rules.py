@@ -29,6 +29,7 @@ with each Unicode release); the standard library has no grapheme segmentation.
 
 from __future__ import annotations
 
+import sys
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -311,15 +312,20 @@ def x_weighted_length(text: str, url_length: int = 23) -> int:
 
     The loop is parseTweet's (NFC text; a URL weighs ``url_length``, an emoji sequence 2, other
     characters by the v3 ranges). Finding URLs and emoji is the hard part; it is done by
-    twitter-text-parser (a Python port of twitter-text) with two corrections where that port
-    strays from the official library: line endings are not rewritten, and an emoji is only an
+    twitter-text-parser (a Python port of twitter-text) with three corrections where that port
+    strays from the official library: line endings are not rewritten, an emoji is only an
     emoji where twemoji-parser says so (© and ® need U+FE0F; a following U+FE0F belongs to the
-    emoji). tests/test_official_clients.py checks the result against the official library.
+    emoji), and a domain is checked as twitter-text's own idna.toAscii checks it
+    (``_idna_as_twitter_text``). tests/test_official_clients.py checks the result against the
+    official library.
     """
     # Imported here: twitter-text-parser takes ~1 s to import (pkg_resources, emoji tables), a
     # cost every `ground` and `onboard` start paid though only X's posts need it.
     from twitter_text.extract_emojis import extract_emojis_with_indices
     from twitter_text.extract_urls import extract_urls_with_indices
+
+    # The module itself (the package's attribute of that name is the function extract_urls).
+    sys.modules["twitter_text.extract_urls"].idna_to_ascii = _idna_as_twitter_text  # type: ignore[attr-defined]
 
     text = unicodedata.normalize("NFC", text)
     entities = {e["indices"][0]: (e["indices"][1], url_length * 100) for e in extract_urls_with_indices(text)}
@@ -340,6 +346,22 @@ def x_weighted_length(text: str, url_length: int = 23) -> int:
         total += 100 if any(lo <= cp <= hi for lo, hi in _X_LIGHT_RANGES) else 200
         i += 1
     return (total + 99) // 100
+
+
+def _idna_as_twitter_text(domain: str) -> str | None:
+    """twitter-text's ``idna.toAscii``: each label punycoded (RFC 3492, no nameprep) must be
+    1-63 characters; the domain comes back as it was. The port used Python's IDNA 2003 codec,
+    which refuses what nameprep refuses (a noncharacter such as U+2FFFE before ``-0.AL``), so
+    a URL the official library counts as 23 went uncounted; hypothesis found it."""
+    from twitter_text.regexp.valid_ascii_domain import valid_ascii_domain
+
+    if domain.startswith("xn--") and not valid_ascii_domain.search(domain):
+        return None
+    for label in domain.split("."):
+        encoded = label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
+        if not 1 <= len(encoded) <= 63:
+            return None
+    return domain
 
 
 def text_length(text: str, rules: PlatformRules) -> int:
