@@ -210,11 +210,16 @@ def test_garbage_is_malformed_with_a_reason(tiny_jpeg: bytes) -> None:
 def test_the_child_is_held_to_its_memory_and_time(tiny_jpeg: bytes) -> None:
     raw = _jpeg(_rocket().resize((2400, 1600)), quality=95, subsampling=0, progressive=True)
     coded = _exact(raw)
-    # Decoding this 3.8-MP progressive 4:4:4 photo needs ~100 MiB: Lepton's allocation fails
-    # cleanly under the cap (as libjxl's does, it is refused as malformed, with the reason).
+    # Decoding this 3.8-MP progressive 4:4:4 photo needs ~100 MiB: under the cap it is refused,
+    # with a reason naming memory. Which allocation fails first varies from run to run (the
+    # child's address space differs): one of Lepton's own, which fails cleanly (malformed,
+    # "OutOfMemory"), or one of Rust's infallible ones, which aborts the child (a decoder
+    # stopped by its limits: decompression_bomb; seen once in a fresh-clone CI run, 5 Dec).
     with pytest.raises(RemoteProtocolError) as e:
         ground_lepton.decode_jpeg(coded, len(raw), memory_bytes=60 * MiB)
-    assert e.value.code == ErrorCode.MALFORMED and "OutOfMemory" in str(e.value), str(e.value)
+    assert (e.value.code == ErrorCode.MALFORMED and "OutOfMemory" in str(e.value)) or (
+        e.value.code == ErrorCode.DECOMPRESSION_BOMB and "memory allocation" in str(e.value)
+    ), str(e.value)
     with pytest.raises(RemoteProtocolError) as e:
         ground_lepton.decode_jpeg(coded, len(raw), timeout_s=0.01)
     assert e.value.code == ErrorCode.DECOMPRESSION_BOMB and "did not rebuild within" in str(e.value)
