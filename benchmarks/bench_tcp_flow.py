@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from simlink.clock import EventLoop  # noqa: E402
 from simlink.link import SimConnection, SimLink  # noqa: E402
 from simlink.profile import LinkProfile, load_profile  # noqa: E402
+from simlink.result import TcpCounts  # noqa: E402
+from simlink.virtual import tcp_counts  # noqa: E402
 
 # The kernel's MSS on the packet link (MTU 1500, 20 + 20 bytes of headers, 12 of timestamps):
 # the model runs it too, so a segment carries what the kernel's does.
@@ -88,9 +90,9 @@ def run_virtual_flows(profile: LinkProfile, flows: int, seconds: float, seed: in
     loop.run_until(10 * p.rtt_s)
     starts = [s.first_at for s in sinks if s.first_at is not None]
     loop.run_until(min(starts, default=0.0) + seconds)
-    st = link.to_ground.stats
-    return _row(p, "virtual", cc, flows, seed, seconds, sum(s.got for s in sinks),
-                st.segments, st.resent_segments, st.timeouts, st.loss_probes)  # fmt: skip
+    return _row(
+        p, "virtual", cc, flows, seed, seconds, sum(s.got for s in sinks), tcp_counts(link.to_ground.stats)
+    )
 
 
 async def run_real_flows(
@@ -107,32 +109,20 @@ async def run_real_flows(
         seconds=seconds, warmup_s=0.0, congestion_control=cc, seed=seed, prefix="tcpflow",
     )  # fmt: skip
     got = await measure(args)
-    c = kernel_tcp_counts(str(got["station_tcp"]))
-    received = round(float(got["goodput_over_rate"]) * p.to_ground_bps * seconds / 8)  # type: ignore[arg-type]
-    return _row(
-        p,
-        "real",
-        cc,
-        flows,
-        seed,
-        seconds,
-        received,
-        c.segments,
-        c.resent_segments,
-        c.timeouts,
-        c.loss_probes,
-    )
+    counts = kernel_tcp_counts(str(got["station_tcp"]))
+    return _row(p, "real", cc, flows, seed, seconds, int(got["received_bytes"]), counts)  # type: ignore[call-overload]
 
 
 def _row(
-    p: LinkProfile, how: str, cc: str, flows: int, seed: int, seconds: float, got: int,
-    segments: int, resent: int, timeouts: int, probes: int,
-) -> dict[str, Any]:  # fmt: skip
+    p: LinkProfile, how: str, cc: str, flows: int, seed: int, seconds: float, got: int, c: TcpCounts
+) -> dict[str, Any]:
+    """One run's figures: bytes ground received in ``seconds``, their share of the link rate,
+    and the station's TCP events."""
     return {
         "profile": p.name, "run": how, "cc": cc, "flows": flows, "seed": seed, "seconds": seconds,
         "bytes": got, "goodput": round(got * 8 / seconds / p.to_ground_bps, 4),
-        "segments": segments, "resent": round(resent / segments, 4) if segments else 0.0,
-        "timeouts": timeouts, "loss_probes": probes,
+        "segments": c.segments, "resent": round(c.resent_share, 4),
+        "timeouts": c.timeouts, "loss_probes": c.loss_probes,
     }  # fmt: skip
 
 

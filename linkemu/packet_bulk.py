@@ -106,6 +106,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "warmup_s": args.warmup_s,
         "congestion_control": args.congestion_control,
         "seed": args.seed,
+        "received_bytes": received,
         "goodput_over_rate": round(goodput_bps / up_bps, 3),
         "with_warmup_over_rate": round(total * 8 / (args.seconds + args.warmup_s) / up_bps, 3),
         "mathis_over_rate": None if math.isinf(mathis_bps) else round(min(mathis_bps, up_bps) / up_bps, 3),

@@ -29,11 +29,13 @@ with each Unicode release); the standard library has no grapheme segmentation.
 
 from __future__ import annotations
 
+import functools
 import sys
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 import regex
 
@@ -319,14 +321,7 @@ def x_weighted_length(text: str, url_length: int = 23) -> int:
     (``_idna_as_twitter_text``). tests/test_official_clients.py checks the result against the
     official library.
     """
-    # Imported here: twitter-text-parser takes ~1 s to import (pkg_resources, emoji tables), a
-    # cost every `ground` and `onboard` start paid though only X's posts need it.
-    from twitter_text.extract_emojis import extract_emojis_with_indices
-    from twitter_text.extract_urls import extract_urls_with_indices
-
-    # The module itself (the package's attribute of that name is the function extract_urls).
-    sys.modules["twitter_text.extract_urls"].idna_to_ascii = _idna_as_twitter_text  # type: ignore[attr-defined]
-
+    extract_urls_with_indices, extract_emojis_with_indices = _twitter_text()
     text = unicodedata.normalize("NFC", text)
     entities = {e["indices"][0]: (e["indices"][1], url_length * 100) for e in extract_urls_with_indices(text)}
     for e in extract_emojis_with_indices(text):
@@ -348,12 +343,25 @@ def x_weighted_length(text: str, url_length: int = 23) -> int:
     return (total + 99) // 100
 
 
+@functools.cache
+def _twitter_text() -> tuple[Callable[[str], list[dict[str, Any]]], Callable[[str], list[dict[str, Any]]]]:
+    """twitter-text-parser's URL and emoji extractors, its domain check made the official
+    library's. Imported on first use: the port takes ~1 s to import (pkg_resources, emoji
+    tables), a cost every `ground` and `onboard` start paid though only X's posts need it."""
+    from twitter_text.extract_emojis import extract_emojis_with_indices
+    from twitter_text.extract_urls import extract_urls_with_indices
+
+    # The module itself (the package's attribute of that name is the function extract_urls).
+    sys.modules["twitter_text.extract_urls"].idna_to_ascii = _idna_as_twitter_text  # type: ignore[attr-defined]
+    return extract_urls_with_indices, extract_emojis_with_indices
+
+
 def _idna_as_twitter_text(domain: str) -> str | None:
     """twitter-text's ``idna.toAscii``: each label punycoded (RFC 3492, no nameprep) must be
     1-63 characters; the domain comes back as it was. The port used Python's IDNA 2003 codec,
     which refuses what nameprep refuses (a noncharacter such as U+2FFFE before ``-0.AL``), so
     a URL the official library counts as 23 went uncounted; hypothesis found it."""
-    from twitter_text.regexp.valid_ascii_domain import valid_ascii_domain
+    from twitter_text.regexp.valid_ascii_domain import valid_ascii_domain  # imported already
 
     if domain.startswith("xn--") and not valid_ascii_domain.search(domain):
         return None

@@ -85,7 +85,7 @@ class DeliveryRate:
         # ``before`` came from a filter that ran under ``brief_rtts``: a restart's first
         # samples, not the link (SendGate.restart_rate then keeps a remembered rate).
         self.before_brief = False
-        self._since: float | None = None  # the filter's first sample since it was cleared
+        self._since = 0.0  # the filter's first sample since it was last cleared
 
     def observe(self, now: float, delivered: int, base_rtt_s: float) -> None:
         """``delivered``: bytes the station's connections have had acknowledged (SACKed
@@ -127,12 +127,9 @@ class DeliveryRate:
             return
         if self._best and self._best[0][1] > 0:
             # (A filter that saw nothing delivered measured no link: the rate before stays.)
-            self._keep_before(
-                self._best[0][1], q[-1][0] - (self._since or q[0][0]) < r.brief_rtts * base_rtt_s
-            )
+            self._keep_before(self._best[0][1], q[-1][0] - self._since < r.brief_rtts * base_rtt_s)
         self._best.clear()
         q.clear()
-        self._since = None
 
     def _keep_before(self, best: float, brief: bool) -> None:
         """What a silence leaves of the link. A filter that ran under ``brief_rtts`` saw a

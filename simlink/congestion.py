@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import Protocol
 
+from .errors import SimError
+
 BETA = 717 / 1024  # Linux's beta: the window kept after a loss
 C = 410 / 1024  # Linux's bic_scale × 10 / 1024: the curve's scale, segments per second³
 # Reno's growth as CUBIC emulates it (tcp_friendliness): one segment per FRIENDLY_ACKS × cwnd
@@ -164,13 +166,13 @@ class Cubic:
             self.epoch_start = min(self.epoch_start + idle_s, now)
 
 
-MODELLED = ("cubic", "reno")
+_MODELS: dict[str, type[Cubic] | type[Reno]] = {"cubic": Cubic, "reno": Reno}
+MODELLED = tuple(_MODELS)
 
 
 def congestion_control(name: str) -> CongestionAvoidance:
     """The model of Linux's congestion control ``name`` (one of MODELLED)."""
-    if name == "cubic":
-        return Cubic()
-    if name == "reno":
-        return Reno()
-    raise ValueError(f"the simulator models TCP congestion control 'cubic' or 'reno', not {name!r}")
+    model = _MODELS.get(name)
+    if model is None:
+        raise SimError(f"the simulator models TCP congestion control 'cubic' or 'reno', not {name!r}")
+    return model()

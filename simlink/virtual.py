@@ -336,8 +336,8 @@ def _result(
         aborted_in_network_bytes=link.aborted_in_network_bytes,
         syns=link.syns,
         syns_dark=link.syns_dark,
-        tcp_station=_tcp_counts(up),
-        tcp_ground=_tcp_counts(down),
+        tcp_station=tcp_counts(up),
+        tcp_ground=tcp_counts(down),
         cuts_dark=link.cuts_dark,
         cuts_random=link.cuts_random,
         dark_windows=dark,
@@ -365,7 +365,7 @@ def remembered_after_virtual_pass(profile: LinkProfile, warm_s: float, seed: int
     return r.link_memory
 
 
-def _tcp_counts(way: WayStats) -> TcpCounts:
+def tcp_counts(way: WayStats) -> TcpCounts:
     """The model's TCP events on one way (its acks are not counted as segments)."""
     return TcpCounts(
         segments=way.segments,
