@@ -71,37 +71,58 @@ def mastodon_shown_form(text: str) -> str:
 
 
 class _Embed(HTMLParser):
-    """The first ``<p>`` of an X embed: its text, and how many photo links end it."""
+    """The first ``<p>`` of an X embed: its text, and how many photo links end it.
+
+    A photo is a link whose text is ``pic.twitter.com/…`` or ``pic.x.com/…`` among the links
+    that end the paragraph; the same words written as text, or a link followed by more text,
+    are the post's own."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
-        self.out: list[str] = []
-        self.photos = 0
+        self.parts: list[tuple[bool, str]] = []  # (is a link, its text)
         self.depth = 0  # inside the <p> (1) or not yet / done (0, -1)
-        self.in_photo = False
+        self.in_link = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "p" and self.depth == 0:
             self.depth = 1
         elif tag == "br" and self.depth == 1:
-            self.out.append("\n")
+            self.parts.append((False, "\n"))
+        elif tag == "a" and self.depth == 1:
+            self.in_link = True
+            self.parts.append((True, ""))
 
     def handle_endtag(self, tag: str) -> None:
         if tag == "p" and self.depth == 1:
             self.depth = -1
         elif tag == "a":
-            self.in_photo = False
+            self.in_link = False
 
     def handle_data(self, data: str) -> None:
-        if self.depth != 1 or self.in_photo:
+        if self.depth != 1:
             return
-        if data.startswith(("pic.twitter.com/", "pic.x.com/")):
-            self.photos += 1
-            self.in_photo = True
-            if self.out and self.out[-1].endswith(" "):
-                self.out[-1] = self.out[-1][:-1]  # the space X puts before each photo link
-            return
-        self.out.append(data)
+        if self.in_link:
+            self.parts[-1] = (True, self.parts[-1][1] + data)
+        else:
+            self.parts.append((False, data))
+
+    def shown(self) -> tuple[str, int]:
+        """The text with the trailing photo links (and the space X puts before each) removed."""
+        parts, photos = list(self.parts), 0
+        while parts:
+            is_link, text = parts[-1]
+            if not (is_link and text.startswith(_PHOTO_LINK)):
+                break
+            parts.pop()
+            photos += 1
+            if parts and not parts[-1][0] and parts[-1][1].endswith(" "):
+                parts[-1] = (False, parts[-1][1][:-1])
+                if not parts[-1][1]:
+                    parts.pop()
+        return "".join(text for _, text in parts), photos
+
+
+_PHOTO_LINK = ("pic.twitter.com/", "pic.x.com/")
 
 
 def x_embed_text(embed_html: str) -> tuple[str, int]:
@@ -109,7 +130,7 @@ def x_embed_text(embed_html: str) -> tuple[str, int]:
     parser = _Embed()
     parser.feed(embed_html)
     parser.close()
-    return "".join(parser.out), parser.photos
+    return parser.shown()
 
 
 def x_embed_matches(ours: str, shown: str) -> bool:

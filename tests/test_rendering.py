@@ -61,3 +61,13 @@ def test_x_embed_shows_its_own_text_and_photo_count(text: str, photos: int) -> N
     assert n == photos
     assert x_embed_matches(text, shown)
     assert not x_embed_matches(text + "!", shown)
+
+
+def test_x_embed_counts_only_the_photo_links_that_end_it() -> None:
+    # Words that look like a photo link are the post's own unless they are a link ending the <p>.
+    for text in ["pic.twitter.com/", "see pic.x.com/abc here", "", "two  spaces "]:
+        for photos in range(3):
+            tweet = {"id": "1", "text": text, "media_ids": [str(i) for i in range(photos)], "created": 0}
+            assert x_embed_text(FakeX().embed_html(tweet)) == (text, photos)
+    early = '<p>a <a href="https://t.co/P">pic.x.com/P</a> b</p>'
+    assert x_embed_text(early) == ("a pic.x.com/P b", 0)
