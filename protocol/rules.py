@@ -316,31 +316,63 @@ def x_weighted_length(text: str, url_length: int = 23) -> int:
     characters by the v3 ranges). Finding URLs and emoji is the hard part; it is done by
     twitter-text-parser (a Python port of twitter-text) with three corrections where that port
     strays from the official library: line endings are not rewritten, an emoji is only an
-    emoji where twemoji-parser says so (© and ® need U+FE0F; a following U+FE0F belongs to the
-    emoji), and a domain is checked as twitter-text's own idna.toAscii checks it
-    (``_idna_as_twitter_text``). tests/test_official_clients.py checks the result against the
-    official library.
+    emoji where twemoji-parser says so (© and ® only with a U+FE0F, which is then part of them;
+    after any other emoji a U+FE0F is a character of its own), a domain is checked as
+    twitter-text's own idna.toAscii checks it (``_idna_as_twitter_text``), and URLs are found in
+    UTF-16 units as JavaScript holds the text. tests/test_official_clients.py checks the result
+    against the official library. NFC is Python's Unicode version (14.0 on 3.11): a pair that
+    composes only under a later version counts as two characters, more than X counts, never less.
     """
     extract_urls_with_indices, extract_emojis_with_indices = _twitter_text()
     text = unicodedata.normalize("NFC", text)
-    entities = {e["indices"][0]: (e["indices"][1], url_length * 100) for e in extract_urls_with_indices(text)}
+    # parseTweet walks UTF-16 code units, and twitter-text's URL regexes (no /u flag) see an
+    # astral character as two: a URL may begin right after its high surrogate. So the URLs are
+    # found, and the loop runs, on the text's UTF-16 units (one str character each).
+    units = _utf16_units(text)
+    offset = _utf16_offsets(text)
+    entities = {
+        e["indices"][0]: (e["indices"][1], url_length * 100) for e in extract_urls_with_indices(units)
+    }
     for e in extract_emojis_with_indices(text):
         start, end = e["indices"]
-        if end < len(text) and text[end] == "\ufe0f":
+        if e["emoji"] in _X_TEXT_DEFAULT:
+            if text[end : end + 1] != "\ufe0f":
+                continue
             end += 1
-        elif e["emoji"] in _X_TEXT_DEFAULT:
-            continue
-        entities.setdefault(start, (end, 200))
+        entities.setdefault(offset[start], (offset[end], 200))
     total, i = 0, 0
-    while i < len(text):
+    while i < len(units):
         if i in entities:
             i, weight = entities[i]
             total += weight
             continue
-        cp = ord(text[i])
+        if _is_surrogate_pair(units, i):
+            i += 1  # parseTweet weighs a pair by its low surrogate's code unit
+        cp = ord(units[i])
         total += 100 if any(lo <= cp <= hi for lo, hi in _X_LIGHT_RANGES) else 200
         i += 1
     return (total + 99) // 100
+
+
+def _is_surrogate_pair(units: str, i: int) -> bool:
+    return "\ud800" <= units[i] <= "\udbff" and i + 1 < len(units) and "\udc00" <= units[i + 1] <= "\udfff"
+
+
+def _utf16_units(text: str) -> str:
+    """``text`` with each astral character as its two surrogates, as a JavaScript string holds it."""
+    return "".join(
+        c if ord(c) < 0x10000 else chr(0xD7C0 + (ord(c) >> 10)) + chr(0xDC00 + (ord(c) & 0x3FF)) for c in text
+    )
+
+
+def _utf16_offsets(text: str) -> list[int]:
+    """For each code point index of ``text`` (and its end), the UTF-16 unit index."""
+    out, n = [], 0
+    for c in text:
+        out.append(n)
+        n += 2 if ord(c) >= 0x10000 else 1
+    out.append(n)
+    return out
 
 
 @functools.cache
@@ -366,6 +398,8 @@ def _idna_as_twitter_text(domain: str) -> str | None:
     if domain.startswith("xn--") and not valid_ascii_domain.search(domain):
         return None
     for label in domain.split("."):
+        # The domain is UTF-16 units (x_weighted_length); punycode.js pairs surrogates first.
+        label = label.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
         encoded = label if label.isascii() else "xn--" + label.encode("punycode").decode("ascii")
         if not 1 <= len(encoded) <= 63:
             return None

@@ -12,10 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 from typer.testing import CliRunner
 
 from protocol import BlobPayload, KnownKey, MediaRef, Post, SigningKey, build_bundle, key_id, sign_item
 from protocol.ids import new_ulid
+
+# The landing gate (CI=true) must not fail at random: there each property test runs the same
+# examples every time (seeded by the test), so a run on a clean clone predicts the gate. Random
+# exploration, which found every bug these tests caught, is the default everywhere else.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI") == "true":
+    settings.load_profile("ci")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,13 @@ CURATED = [
     # A noncharacter before a bare domain: Python's IDNA codec refused the domain, the official
     # library's own idna.toAscii does not (hypothesis found it; protocol/rules.py).
     "\U0002fffe-0.AL and \U0002fffe-ab.AL",
+    # An astral character after a link's path: twitter-text sees its two UTF-16 halves, and a
+    # bare domain may begin after the first (hypothesis found it; protocol/rules.py).
+    "https://example.com/\U00010000-0.AL and a.com/😀-b.io 𝒳.example/𝒴",
+    # After an emoji other than © and ®, U+FE0F is a character of its own to twemoji-parser.
+    "🚀\ufe0f 👩🏽\u200d🚀\ufe0f ©\ufe0f ® ❤\ufe0f\ufe0f",
+    # Kirat Rai (Unicode 16) composes under NFC in Node, not in Python 3.11: over-counted.
+    "\U00016d67\U00016d67",
 ]
 
 
@@ -141,6 +149,12 @@ def check_text(oracle: Oracle, text: str) -> None:
     answer = oracle.ask(text)
     assert graphemes(text) == answer["graphemes"], f"grapheme count differs for {text!r}"
     assert _ours_bluesky(text) == _theirs_bluesky(answer), f"Bluesky facets differ for {text!r}"
+    if answer["nfc"] != unicodedata.normalize("NFC", text):
+        # Node's Unicode (17.0) composes pairs Python 3.11's (14.0) does not know, so we count
+        # such a pair as two characters where X counts one (protocol/rules.py): a post at the
+        # limit may be refused that X would take, never the other way round.
+        assert x_weighted_length(text) >= answer["x_weighted"], f"X weighted length under-counts {text!r}"
+        return
     assert x_weighted_length(text) == answer["x_weighted"], f"X weighted length differs for {text!r}"
 
 
@@ -198,11 +212,32 @@ _pieces = st.sampled_from(
         "-",
         "/",
         "’",
+        "😀",
+        "\U00010000",
+        "𝒳",
+        "-0.AL",
+        "x.io",
     ]
 )
 
 
+def _assigned_everywhere(c: str) -> bool:
+    """Not a code point Python's Unicode (14.0) leaves unassigned, which the oracle's later one
+    (Node 22: 17.0) may have assigned: there the versions, not the rules, differ. Noncharacters
+    stay: they are unassigned in every version."""
+    cp = ord(c)
+    return unicodedata.category(c) != "Cn" or 0xFDD0 <= cp <= 0xFDEF or cp & 0xFFFE == 0xFFFE
+
+
+TEXTS = st.lists(
+    st.one_of(
+        _pieces, st.text(st.characters(blacklist_categories=["Cs"]).filter(_assigned_everywhere), max_size=4)
+    ),
+    max_size=25,
+).map("".join)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.one_of(_pieces, st.text(max_size=4)), max_size=25).map("".join))
+@given(TEXTS)
 def test_generated_texts_count_and_link_as_the_official_clients_do(oracle: Oracle, text: str) -> None:
     check_text(oracle, text)

@@ -23,6 +23,7 @@ rl.on("line", (line) => {
     utf8: rt.length,
     facets,
     x_weighted: tweet.weightedLength,
+    nfc: text.normalize(),
     x_valid: tweet.valid,
     x_urls: urls,
   }) + "\n");
