@@ -1104,12 +1104,13 @@ class _Sync:
         ):
             return {}
         now = time.monotonic()
-        w = self.meter.window(now, self.sender.base_rtt_s, self.sender.queue_recent(now))
+        path = self.sender.path_rtt_s  # not the base: a standing queue may have become that
+        w = self.meter.window(now, path, self.sender.queue_recent(now))
         # Every stream just started at once: held to the start's budget until the start ends,
         # then grown gradually to the rule's total, with or without another request
         # (DeliveryMeter.gate; docs/link.md "What ships" 8).
         burst = self.sender.burst_recent(now)
-        self.meter.gate(w if burst else None, now, self.sender.base_rtt_s, self.sender.burst_ends_at)
+        self.meter.gate(w if burst else None, now, path, self.sender.burst_ends_at)
         return {} if w is None else {WINDOW_HEADER: str(w)}
 
     def _link_back(self, now: float) -> None:

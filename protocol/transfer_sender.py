@@ -744,6 +744,19 @@ class TransferSender:
         """The least round trip of a small request in ``rtt_window_s`` (None before one)."""
         return min((r for _, r in self._rtts), default=None)
 
+    @property
+    def path_rtt_s(self) -> float | None:
+        """The round trip the windows, the gate and the stream caps are sized by: the least
+        since the link last came back, or ``base_rtt_s`` if less. A queue standing longer than
+        ``rtt_window_s`` becomes the base; sized by it, the budget grew with the queue it made
+        (1.4 s path, base crept to 1.56 s: 1.19 BDP in the network at a cut; docs/link.md "The
+        base RTT a queue makes"). A return may bring a longer path (a relay's handover):
+        learnt afresh from then."""
+        base = self.base_rtt_s
+        if base is None or self._path_rtt_s is None:
+            return base
+        return min(base, self._path_rtt_s)
+
     def _observe_rtt(self, req: _Req, now: float, started_at: float | None) -> None:
         """Take a small request's round trip as a sample of the path's RTT plus its queue.
 
@@ -827,7 +840,7 @@ class TransferSender:
         beyond the nominal count are for links whose every stream is held by random loss
         (3 %: the link idle at 62 streams, 2.6 s); where a queue forms they cost goodput."""
         c = self.config
-        least = base if self._path_rtt_s is None else min(base, self._path_rtt_s)
+        least = self.path_rtt_s or base
 
         # The interval's average, not ``rate_bytes_s``: that rises fast on bunched answers.
         delivered = rate * least

@@ -539,7 +539,7 @@ class TransferDriver:
             payload_bytes, self.sender.config, self.sender.bulk_in_flight
         ):
             return []
-        rate, base = self.delivery.rate(), self.sender.base_rtt_s
+        rate, base = self.delivery.rate(), self.sender.path_rtt_s  # as sync's: not the base
         if base is None:
             return []
         now = self.loop.now

@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import Cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -108,6 +109,22 @@ def test_streams_grow_while_the_queue_stays_empty_and_shed_when_it_fills() -> No
     assert all(CFG.window <= n <= CFG.max_window for n in seen)
     assert path.sender.streams == CFG.window
     assert len(path.sender.data_to_send(path.now)) <= path.sender.streams
+
+
+def test_a_queue_standing_past_the_base_window_does_not_size_the_path() -> None:
+    """A queue that stands longer than ``rtt_window_s`` becomes the base RTT; the windows, the
+    gate and the stream caps are sized by ``path_rtt_s`` (the least since the link came back),
+    which stays the path's own. A return learns it afresh (a relay's handover may bring a
+    longer path)."""
+    path = _Path(dataclasses.replace(CFG, max_window=4), photos=400, photo_bytes=60_000)
+    path.run(20.0)
+    assert path.sender.base_rtt_s == path.sender.path_rtt_s == pytest.approx(1.4)
+    path.run(20.0 + CFG.rtt_window_s + 30.0, queue_s=lambda now: 0.16)
+    base, least = path.sender.base_rtt_s, path.sender.path_rtt_s
+    assert base is not None and least is not None
+    assert (base, least) == (pytest.approx(1.56), pytest.approx(1.4))
+    path.sender._link_back(path.now)  # noqa: SLF001
+    assert path.sender.path_rtt_s == base  # nothing learnt since the return: the base
 
 
 def test_a_handshake_is_not_taken_for_a_queue() -> None:
