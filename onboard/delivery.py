@@ -58,8 +58,9 @@ class TcpCounters:
     established: bool
     delivered_bytes: int
     busy: bool = False
-    # In the network (Linux's packets in flight: unacked − SACKed − lost + retransmitted, × MSS)
-    # plus written and not yet sent: a segment SACKed or lost holds no link capacity.
+    # What a cut would lose (unacked − lost + retransmitted segments, × MSS: Linux's packets
+    # in flight plus the SACKed ones ground holds behind a hole, unreadable until it fills)
+    # plus written and not yet sent. A segment marked lost is in the network no more.
     outstanding_bytes: int = 0
     unsent_bytes: int = 0  # of them, written and not yet sent (tcpi_notsent_bytes)
 
@@ -83,7 +84,7 @@ def read_counters(sock: socket.socket) -> TcpCounters | None:
         established=established,
         delivered_bytes=acked + sacked * mss,
         busy=established and (unacked > 0 or notsent > 0),
-        outstanding_bytes=max(0, unacked - sacked - lost + retrans) * mss + notsent,
+        outstanding_bytes=max(0, unacked - lost + retrans) * mss + notsent,
         unsent_bytes=notsent,
     )
 

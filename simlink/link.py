@@ -276,20 +276,21 @@ class SimLink:
 
     def gate_admits(self, conn: SimConnection, n: int) -> bool:
         """``gate_slices``: may ``n`` more bytes of ``conn``'s request go into its socket? As
-        DeliveryMeter.admit: Linux's packets in flight plus the bytes written and not yet sent
-        on every connection, plus ``n``, within the budget, or nothing outstanding at all."""
-        return self._gate_fits(conn, n, lambda c: c.up.pipe + c.up.unsent())
+        DeliveryMeter.admit: Linux's packets in flight, the SACKed bytes ground holds behind a
+        hole and the bytes written and not yet sent on every connection, plus ``n``, within
+        the budget, or nothing outstanding at all."""
+        return self._gate_fits(conn, n, lambda c: c.up.pipe + c.up.sacked_bytes + c.up.unsent())
 
     def gate_holds(self, conn: SimConnection, n: int) -> bool:
         """Does the send gate hold ``n`` more bytes of ``conn``'s request? As the station's gate
-        (DeliveryMeter.admit): the bytes in flight on every connection (sent, neither acked,
-        SACKed nor marked lost, as TCP_INFO's packets in flight) plus ``n`` within the budget,
-        or nothing in flight at all. Unlike it, the gate admits a segment as it is sent, not
+        (DeliveryMeter.admit): what a cut would lose on every connection (sent and neither
+        acked nor marked lost: TCP_INFO's packets in flight plus its SACKed segments) plus
+        ``n`` within the budget, or nothing in flight at all. Unlike it, the gate admits a segment as it is sent, not
         an 8 KiB slice into the socket (a byte waiting for the congestion window is not held
         here), and it learns of each ack at once, not at its next 50 ms poll of TCP_INFO."""
         if not conn.gated:
             return False
-        return not self._gate_fits(conn, n, lambda c: c.up.pipe)  # Linux's packets in flight
+        return not self._gate_fits(conn, n, lambda c: c.up.pipe + c.up.sacked_bytes)
 
     def connect(self, client: Endpoint, server: Endpoint, *, syns: int = len(SYN_RETRIES_S)) -> SimConnection:
         """Open a connection from the station (client) to ground (server); the client is told
@@ -428,6 +429,9 @@ class _Half:
         self.segs: dict[int, _Seg] = {}  # outstanding, in seq order (insertion order)
         self.retx: list[int] = []
         self.pipe = 0
+        # SACKed and not yet cumulatively acknowledged: at ground, but held in its TCP's
+        # reassembly queue behind a hole, where a cut loses them (Linux's tcpi_sacked).
+        self.sacked_bytes = 0
         self.cwnd = float(INITIAL_WINDOW_SEGMENTS * self.mss)
         # The receiver's window, as ground's TCP_WINDOW_CLAMP sets it (link version 4): new
         # data leaves only while the unacknowledged bytes stay under it.
@@ -632,7 +636,9 @@ class _Half:
                 if s >= cum:
                     break
                 done = self.segs.pop(s)
-                if not done.sacked:
+                if done.sacked:
+                    self.sacked_bytes -= done.length
+                else:
                     if not done.lost:
                         self.pipe -= done.length
                     newly += done.length
@@ -659,6 +665,7 @@ class _Half:
         while start < end and (seg := self.segs.get(start)) is not None:
             if not seg.sacked:
                 seg.sacked = True
+                self.sacked_bytes += seg.length
                 if not seg.lost:
                     self.pipe -= seg.length
                 newly += seg.length

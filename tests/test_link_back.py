@@ -243,20 +243,18 @@ def _gated_run(
 def test_the_simulated_gate_never_holds_more_than_its_budget_and_strands_nothing(
     budget: int, sizes: list[int], profile: str
 ) -> None:
-    """Gated connections together never have more new data in flight than the budget (sent
-    once, neither acked, SACKed nor lost: a segment may go when nothing is), whatever the
-    loss, and every byte arrives."""
+    """Gated connections together never hold more new data a cut would lose than the budget
+    (sent once, neither acked nor marked lost: in flight, or SACKed and held at ground behind
+    a hole; a segment may go when nothing is), whatever the loss, and every byte arrives. The
+    SACKed-bytes counter the gate reads is the scoreboard's sum throughout."""
     worst = [0]
 
     def watch(link: SimLink) -> None:
-        # In flight and sent once (a retransmission is not the gate's: Linux resends alone).
-        held = sum(
-            g.length
-            for c in link.conns
-            if not c.closed
-            for g in c.up.segs.values()
-            if g.sends == 1 and not g.sacked and not g.lost
-        )
+        live = [c for c in link.conns if not c.closed]
+        for c in live:
+            assert c.up.sacked_bytes == sum(g.length for g in c.up.segs.values() if g.sacked)
+        # Sent once (a retransmission is not the gate's: Linux resends alone).
+        held = sum(g.length for c in live for g in c.up.segs.values() if g.sends == 1 and not g.lost)
         worst[0] = max(worst[0], held)
 
     got, mss = _gated_run(budget, sizes, profile, watch)
@@ -271,7 +269,7 @@ def test_the_simulated_gate_in_slices_writes_one_once_the_last_has_left(
 ) -> None:
     """``gate_slices`` (the station's gate as it writes a body): a gated socket never holds
     more than one slice written and not yet sent, every socket's bytes in flight and unsent
-    stay within the budget but for a slice admitted with nothing outstanding, and every byte
+    (SACKed included) stay within the budget but for a slice admitted with nothing outstanding, and every byte
     arrives (a socket waiting for its last slice to leave is woken by its own acks)."""
     from onboard.delivery import GATE_SLICE_BYTES
 
@@ -280,7 +278,7 @@ def test_the_simulated_gate_in_slices_writes_one_once_the_last_has_left(
     def watch(link: SimLink) -> None:
         live = [c for c in link.conns if not c.closed]
         worst_unsent[0] = max([worst_unsent[0], *(c.up.unsent() for c in live)])
-        worst_held[0] = max(worst_held[0], sum(c.up.pipe + c.up.unsent() for c in live))
+        worst_held[0] = max(worst_held[0], sum(c.up.pipe + c.up.sacked_bytes + c.up.unsent() for c in live))
 
     got, _ = _gated_run(budget, sizes, profile, watch, slices=True)
     assert got == sizes

@@ -693,12 +693,13 @@ class _InfoSock(_FakeSock):
     retrans=st.integers(0, 50),
     notsent=st.integers(0, 1 << 20),
 )
-def test_outstanding_bytes_are_linuxs_packets_in_flight_plus_unsent(
+def test_outstanding_bytes_are_what_a_cut_would_lose_plus_unsent(
     mss: int, unacked: int, sacked: int, lost: int, retrans: int, notsent: int
 ) -> None:
-    """The gate counts what holds the link: unacked − SACKed − lost + retransmitted segments
-    (the kernel's tcp_packets_in_flight) × MSS, plus bytes written and not yet sent; a SACKed
-    or lost segment is not in the network. Offsets as include/uapi/linux/tcp.h lays them out."""
+    """The gate counts what a cut would lose: unacked − lost + retransmitted segments (the
+    kernel's tcp_packets_in_flight plus the SACKed ones, held at ground behind a hole) × MSS,
+    plus bytes written and not yet sent; a segment marked lost is in the network no more.
+    Offsets as include/uapi/linux/tcp.h lays them out."""
     raw = bytearray(232)
     raw[0] = 1  # TCP_ESTABLISHED
     struct.pack_into("=I", raw, 16, mss)
@@ -708,7 +709,7 @@ def test_outstanding_bytes_are_linuxs_packets_in_flight_plus_unsent(
     c = read_counters(_InfoSock(bytes(raw)))  # type: ignore[arg-type]
     if c is None:
         pytest.skip("no TCP_INFO here")
-    assert c.outstanding_bytes == max(0, unacked - sacked - lost + retrans) * mss + notsent
+    assert c.outstanding_bytes == max(0, unacked - lost + retrans) * mss + notsent
     assert c.delivered_bytes == 12_345 + sacked * mss
     assert c.busy == (unacked > 0 or notsent > 0)
 
