@@ -198,6 +198,9 @@ class SimLink:
         # request carries a window (``gated``) sends new data only within it; those it holds
         # wait for the next ack on any connection.
         self.send_budget: Callable[[], int | None] | None = None
+        # The gate counts SACKed bytes too (the driver sets it as the station's
+        # DeliveryMeter.queue: while the link holds a queue or every stream just started).
+        self.gate_counts_held = True
         self._gate_waiting: list[SimConnection] = []
         # The gate as the station's really is (``gate_slices``, off by default: docs/link.md
         # "A slice once the last has left"): a gated body goes into its socket a slice at a
@@ -277,20 +280,24 @@ class SimLink:
     def gate_admits(self, conn: SimConnection, n: int) -> bool:
         """``gate_slices``: may ``n`` more bytes of ``conn``'s request go into its socket? As
         DeliveryMeter.admit: Linux's packets in flight, the SACKed bytes ground holds behind a
-        hole and the bytes written and not yet sent on every connection, plus ``n``, within
-        the budget, or nothing outstanding at all."""
-        return self._gate_fits(conn, n, lambda c: c.up.pipe + c.up.sacked_bytes + c.up.unsent())
+        hole (``gate_counts_held``) and the bytes written and not yet sent on every
+        connection, plus ``n``, within the budget, or nothing outstanding at all."""
+        return self._gate_fits(conn, n, lambda c: c.up.pipe + self._held(c) + c.up.unsent())
 
     def gate_holds(self, conn: SimConnection, n: int) -> bool:
         """Does the send gate hold ``n`` more bytes of ``conn``'s request? As the station's gate
-        (DeliveryMeter.admit): what a cut would lose on every connection (sent and neither
-        acked nor marked lost: TCP_INFO's packets in flight plus its SACKed segments) plus
-        ``n`` within the budget, or nothing in flight at all. Unlike it, the gate admits a segment as it is sent, not
+        (DeliveryMeter.admit): the bytes in flight on every connection (TCP_INFO's packets in
+        flight) and, while ``gate_counts_held``, its SACKed segments (what a cut would lose)
+        plus ``n`` within the budget, or nothing in flight at all. Unlike it, the gate admits a segment as it is sent, not
         an 8 KiB slice into the socket (a byte waiting for the congestion window is not held
         here), and it learns of each ack at once, not at its next 50 ms poll of TCP_INFO."""
         if not conn.gated:
             return False
-        return not self._gate_fits(conn, n, lambda c: c.up.pipe + c.up.sacked_bytes)
+        return not self._gate_fits(conn, n, lambda c: c.up.pipe + self._held(c))
+
+    def _held(self, conn: SimConnection) -> int:
+        """``conn``'s SACKed bytes if the gate counts them (DeliveryMeter.gated_bytes)."""
+        return conn.up.sacked_bytes if self.gate_counts_held else 0
 
     def connect(self, client: Endpoint, server: Endpoint, *, syns: int = len(SYN_RETRIES_S)) -> SimConnection:
         """Open a connection from the station (client) to ground (server); the client is told

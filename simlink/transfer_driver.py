@@ -545,9 +545,9 @@ class TransferDriver:
         now = self.loop.now
         busy = self.link.busy_count()
         restart = self.gate.restart_budget(base)
-        w = self.window_ask.ask(
-            now, rate, base, busy + 1, self.sender.queue_recent(now), restart
-        )  # (+1: its own)
+        queue = self.sender.queue_recent(now)
+        self.link.gate_counts_held = queue  # as DeliveryMeter.window notes it
+        w = self.window_ask.ask(now, rate, base, busy + 1, queue, restart)  # (+1: its own)
         # onboard/sync.py ``_window``: held to the start's budget while the burst lasts, then
         # opening gradually to the rule's total (DeliveryMeter.gate).
         burst = self.sender.burst_recent(now)

@@ -441,6 +441,29 @@ async def test_the_send_gate_holds_a_write_past_the_budget_until_a_poll_shows_ro
     await asyncio.wait_for(late, 0.1)
 
 
+async def test_the_gate_counts_what_ground_holds_behind_holes_only_while_the_link_holds_a_queue() -> None:
+    """SACKed bytes (across, held by ground's TCP behind a hole) are lost with a cut, so while
+    the last window asked saw a queue or a start the gate counts them with the bytes in the
+    network; without a queue (streams held by random loss) it does not (docs/link.md "SACKed
+    bytes are a cut's too")."""
+    sock = _FakeSock()
+    meter = DeliveryMeter(read=lambda s: TcpCounters(True, 0, True, 10_000, 0, 30_000))  # type: ignore[arg-type]
+    meter.watch(lambda addr: sock)(None)  # type: ignore[arg-type,return-value]
+    meter.poll(0.0, 1.0)
+    assert (meter.outstanding, meter.held) == (10_000, 30_000)
+    meter.window(0.0, 1.0, queue=True)
+    assert meter.gated_bytes == 40_000
+    meter.window(0.1, 1.0, queue=False)
+    assert meter.gated_bytes == 10_000
+    meter.gate(20_000 // (meter.busy + 1))
+    await asyncio.wait_for(meter.admit(8_192), 0.1)  # 10,000 + 8,192 fit 20,000 without a queue
+    meter.window(0.2, 1.0, queue=True)
+    waiting = asyncio.ensure_future(meter.admit(1))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # with one, 40,000 held: over the budget
+    waiting.cancel()
+
+
 async def test_past_the_budget_the_gate_reads_the_sockets_again_before_waiting_for_a_poll() -> None:
     """A path that drains as fast as it is written (loopback, a LAN) is never held to the
     budget per 50 ms poll: 8 KiB a poll paced a 160 MiB photo backlog on loopback to
@@ -693,13 +716,13 @@ class _InfoSock(_FakeSock):
     retrans=st.integers(0, 50),
     notsent=st.integers(0, 1 << 20),
 )
-def test_outstanding_bytes_are_what_a_cut_would_lose_plus_unsent(
+def test_outstanding_bytes_are_linuxs_packets_in_flight_plus_unsent_and_held_the_sacked(
     mss: int, unacked: int, sacked: int, lost: int, retrans: int, notsent: int
 ) -> None:
-    """The gate counts what a cut would lose: unacked − lost + retransmitted segments (the
-    kernel's tcp_packets_in_flight plus the SACKed ones, held at ground behind a hole) × MSS,
-    plus bytes written and not yet sent; a segment marked lost is in the network no more.
-    Offsets as include/uapi/linux/tcp.h lays them out."""
+    """What holds the link: unacked − SACKed − lost + retransmitted segments (the kernel's
+    tcp_packets_in_flight) × MSS, plus bytes written and not yet sent; apart, what ground holds
+    behind a hole (SACKed × MSS), which the gate adds while the link holds a queue. Offsets as
+    include/uapi/linux/tcp.h lays them out."""
     raw = bytearray(232)
     raw[0] = 1  # TCP_ESTABLISHED
     struct.pack_into("=I", raw, 16, mss)
@@ -709,7 +732,8 @@ def test_outstanding_bytes_are_what_a_cut_would_lose_plus_unsent(
     c = read_counters(_InfoSock(bytes(raw)))  # type: ignore[arg-type]
     if c is None:
         pytest.skip("no TCP_INFO here")
-    assert c.outstanding_bytes == max(0, unacked - lost + retrans) * mss + notsent
+    assert c.outstanding_bytes == max(0, unacked - sacked - lost + retrans) * mss + notsent
+    assert c.held_bytes == sacked * mss
     assert c.delivered_bytes == 12_345 + sacked * mss
     assert c.busy == (unacked > 0 or notsent > 0)
 
