@@ -314,7 +314,7 @@ def x_weighted_length(text: str, url_length: int = 23) -> int:
 
     The loop is parseTweet's (NFC text; a URL weighs ``url_length``, an emoji sequence 2, other
     characters by the v3 ranges). Finding URLs and emoji is the hard part; it is done by
-    twitter-text-parser (a Python port of twitter-text) with three corrections where that port
+    twitter-text-parser (a Python port of twitter-text) with four corrections where that port
     strays from the official library: line endings are not rewritten, an emoji is only an
     emoji where twemoji-parser says so (© and ® only with a U+FE0F, which is then part of them;
     after any other emoji a U+FE0F is a character of its own), a domain is checked as

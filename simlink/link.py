@@ -288,9 +288,10 @@ class SimLink:
         """Does the send gate hold ``n`` more bytes of ``conn``'s request? As the station's gate
         (DeliveryMeter.admit): the bytes in flight on every connection (TCP_INFO's packets in
         flight) and, while ``gate_counts_held``, its SACKed segments (what a cut would lose)
-        plus ``n`` within the budget, or nothing in flight at all. Unlike it, the gate admits a segment as it is sent, not
-        an 8 KiB slice into the socket (a byte waiting for the congestion window is not held
-        here), and it learns of each ack at once, not at its next 50 ms poll of TCP_INFO."""
+        plus ``n`` within the budget, or nothing in flight at all. Unlike it, the gate admits
+        a segment as it is sent, not an 8 KiB slice into the socket (a byte waiting for the
+        congestion window is not held here), and it learns of each ack at once, not at its
+        next 50 ms poll of TCP_INFO."""
         if not conn.gated:
             return False
         return not self._gate_fits(conn, n, lambda c: c.up.pipe + self._held(c))

@@ -269,8 +269,9 @@ def test_the_simulated_gate_in_slices_writes_one_once_the_last_has_left(
 ) -> None:
     """``gate_slices`` (the station's gate as it writes a body): a gated socket never holds
     more than one slice written and not yet sent, every socket's bytes in flight and unsent
-    (SACKed included) stay within the budget but for a slice admitted with nothing outstanding, and every byte
-    arrives (a socket waiting for its last slice to leave is woken by its own acks)."""
+    (SACKed included) stay within the budget but for a slice admitted with nothing
+    outstanding, and every byte arrives (a socket waiting for its last slice to leave is woken
+    by its own acks)."""
     from onboard.delivery import GATE_SLICE_BYTES
 
     worst_unsent, worst_held = [0], [0]
