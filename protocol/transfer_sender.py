@@ -469,6 +469,7 @@ class TransferSender:
         self._last_fail_at = -1e18
         self._now = now
         self._heard_at = now  # ground last answered anything (a request, the driver's asks)
+        self._down_heard_at = now  # ``_heard_at`` when the link was last called down
         self._silent = False  # an ask of the driver's went unanswered (``ground_unanswered``)
         self.srtt_s = self.config.initial_rtt_s
         self.rate_bytes_s = self.config.initial_rate_bytes_s
@@ -750,8 +751,8 @@ class TransferSender:
         since the link last came back, or ``base_rtt_s`` if less. A queue standing longer than
         ``rtt_window_s`` becomes the base; sized by it, the budget grew with the queue it made
         (1.4 s path, base crept to 1.56 s: 1.19 BDP in the network at a cut; docs/link.md "The
-        base RTT a queue makes"). A return may bring a longer path (a relay's handover):
-        learnt afresh from then."""
+        base RTT a queue makes"). A return after a silence longer than the path's round trip
+        may bring a longer path (a relay's handover): learnt afresh from then."""
         base = self.base_rtt_s
         if base is None or self._path_rtt_s is None:
             return base
@@ -1524,8 +1525,13 @@ class TransferSender:
 
     def _link_back(self, now: float) -> None:
         self._up = True
+        path = self.path_rtt_s
+        if path is None or now - self._down_heard_at > path:
+            # The path after a dark may not be the one before (a relay's handover). A link
+            # called down by one request's deadline while others were answered was never
+            # dark: forgotten there, the path became the base a standing queue had made.
+            self._path_rtt_s = None
         self._heard(now)
-        self._path_rtt_s = None  # the path after a dark may not be the one before
         self._burst_at = now  # every stream starts again at once: a burst
         self._backoff_s = 0.0
         self._events.append(LinkUp(at=now))
@@ -1565,6 +1571,7 @@ class TransferSender:
         self._retry_at = max(self._retry_at, min(now, req.sent_at) + self._backoff_s)
         if self._up:
             self._up = False
+            self._down_heard_at = self._heard_at
             self._events.append(LinkDown(at=now, reason=reason, retry_at=self._retry_at))
 
     # -- events and time ---------------------------------------------------------------

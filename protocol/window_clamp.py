@@ -60,14 +60,16 @@ class WindowRule:
     # still let 3.6 BDP in at 0.6 s; chosen on cuts timed after starts, seeds 31-36).
     release: float = 1.25
     # After the start the station's send gate (protocol/send_gate.py) holds its outstanding
-    # bytes, all its connections together, to this × ``gain`` × rate × base RTT (1.5 × the
+    # bytes, all its connections together, to this × ``gain`` × rate × base RTT (1.375 × the
     # rate × base RTT). Not ``share``: the gate holds a sum, so no stream's unused share needs
-    # covering, and what is over a BDP outstanding is the link's queue, which a cut throws
-    # away. At ``share`` (1.875 ×), once a slice went only after the last had left its
-    # socket, a real 0.6 s / 1 % link held up to 1.24 BDP in the network; at 1.2, 0.92, for
-    # the same goodput (0.936 / 0.937). 1.0 starved it (docs/link.md "A slice once the last
-    # has left", 5 Dec, tenth session).
-    gate_share: float = 1.2
+    # covering. A cut loses what is outstanding less what has reached ground in order and
+    # waits for its ack (about half a round trip of the rate on a full link), so at 1.5 × a
+    # gate-bound link's cut cost a BDP with no margin: 10 of 27 seeds' costliest cut went over
+    # it, what ground held in order reading 0.42-0.59 BDP at those cuts. 1.375 × leaves an
+    # eighth of a BDP for that spread (docs/link.md "A cut's margin", 6 Dec, fifteenth
+    # session). At ``share`` (1.875 ×) a real 0.6 s / 1 % link held up to 1.24 BDP in the
+    # network; 1.0 (1.25 ×) starved it (docs/link.md "A slice once the last has left").
+    gate_share: float = 1.1
 
 
 class DeliveryRate:

@@ -114,8 +114,9 @@ def test_streams_grow_while_the_queue_stays_empty_and_shed_when_it_fills() -> No
 def test_a_queue_standing_past_the_base_window_does_not_size_the_path() -> None:
     """A queue that stands longer than ``rtt_window_s`` becomes the base RTT; the windows, the
     gate and the stream caps are sized by ``path_rtt_s`` (the least since the link came back),
-    which stays the path's own. A return learns it afresh (a relay's handover may bring a
-    longer path)."""
+    which stays the path's own. A return after a silence learns it afresh (a relay's handover
+    may bring a longer path); a link called down with no silence (one request's deadline while
+    others were answered) keeps it."""
     path = _Path(dataclasses.replace(CFG, max_window=4), photos=400, photo_bytes=60_000)
     path.run(20.0)
     assert path.sender.base_rtt_s == path.sender.path_rtt_s == pytest.approx(1.4)
@@ -123,7 +124,14 @@ def test_a_queue_standing_past_the_base_window_does_not_size_the_path() -> None:
     base, least = path.sender.base_rtt_s, path.sender.path_rtt_s
     assert base is not None and least is not None
     assert (base, least) == (pytest.approx(1.56), pytest.approx(1.4))
-    path.sender._link_back(path.now)  # noqa: SLF001
+    seqs = [seq for _, _, seq, _ in path.flying]
+    path.sender.request_failed(seqs[0], path.now, "no answer before the deadline")
+    assert not path.sender.link_up  # one request's deadline calls the link down ...
+    path.sender._link_back(path.now + 0.1)  # noqa: SLF001  (... and the next answer back)
+    assert path.sender.path_rtt_s == pytest.approx(1.4)  # no silence: the path is kept
+    for seq in seqs[1:]:
+        path.sender.request_failed(seq, path.now + 0.2, "cut")
+    path.sender._link_back(path.now + 0.2 + 2 * 1.4)  # noqa: SLF001  (two round trips unheard)
     assert path.sender.path_rtt_s == base  # nothing learnt since the return: the base
 
 
