@@ -1527,12 +1527,16 @@ class TransferSender:
         self._up = True
         path = self.path_rtt_s
         if path is None or now - self._down_heard_at > path:
-            # The path after a dark may not be the one before (a relay's handover). A link
-            # called down by one request's deadline while others were answered was never
-            # dark: forgotten there, the path became the base a standing queue had made.
+            # The path after a dark may not be the one before (a relay's handover).
             self._path_rtt_s = None
+            self._burst_at = now  # every stream starts again at once: a burst
+        # Else ground went unheard for less than the path's round trip: one request's
+        # deadline called the link down while ground answered the others (a dark that has
+        # just begun looks the same then). The link was never dark and its streams never
+        # stopped: no burst (taken for one, the send gate restarted as after a start), and
+        # the path is kept (forgotten, it became the base a standing queue had made; 1.09 ×
+        # the path sized the gate in the cuts profile's seed 33; docs/link.md "A lone deadline").
         self._heard(now)
-        self._burst_at = now  # every stream starts again at once: a burst
         self._backoff_s = 0.0
         self._events.append(LinkUp(at=now))
 
