@@ -9,7 +9,8 @@ carries request bytes one way and response bytes back, and advances time
 This module only re-exports; the code lives in modules named for what they hold:
 
 - protocol/transfer_sender.py — the station side (``TransferSender``): windows, chunk
-  sizing, resume after a cut, backoff, receipts requests; its config, specs and events.
+  sizing, resume after a cut, backoff, receipts requests; its config in
+  protocol/sender_config.py, its specs, requests and events in protocol/sender_events.py.
 - protocol/transfer_receiver.py — the ground side (``TransferReceiver``): staging records,
   durable ranges, commit, expiry; its config and events.
 - protocol/transfer_wire.py — the frames both exchange; protocol/rangeset.py — byte ranges.
@@ -17,6 +18,18 @@ This module only re-exports; the code lives in modules named for what they hold:
 
 from __future__ import annotations
 
+from .sender_config import SenderConfig
+from .sender_events import (
+    LinkDown,
+    LinkFatal,
+    LinkUp,
+    Outgoing,
+    ReceiptsReceived,
+    SenderEvent,
+    TransferDone,
+    TransferProgress,
+    TransferSpec,
+)
 from .transfer_receiver import (
     BadRequest,
     CommitUpload,
@@ -33,18 +46,8 @@ from .transfer_sender import (
     FATAL_CODES,
     TRANSFER_FATAL_CODES,
     ChunkSource,
-    LinkDown,
-    LinkFatal,
-    LinkUp,
-    Outgoing,
-    ReceiptsReceived,
-    SenderConfig,
-    SenderEvent,
     SenderStats,
-    TransferDone,
-    TransferProgress,
     TransferSender,
-    TransferSpec,
     TState,
 )
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 from .errors import ErrorCode, RemoteProtocolError
 from .link_memory import FIRST_FLIGHT_BDP
-from .transfer_sender import SenderConfig
+from .sender_config import SenderConfig
 
 # The request header carrying the window a connection should be clamped to (link version 4).
 WINDOW_HEADER = "Orbitpost-Window"

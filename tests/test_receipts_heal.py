@@ -430,7 +430,7 @@ def test_sync_asks_without_version_4_by_both_paths_until_an_older_document_comes
 
     from onboard.receipts import ReceiptsPoll
     from onboard.sync import _ReceiptsExchange
-    from protocol.transfer_sender import ReceiptsReceived
+    from protocol.sender_events import ReceiptsReceived
 
     q = queue.connect(tmp_path / "q.db")
     item = new_ulid(1_790_000_000_000, b"\x01" * 10)
