@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -572,6 +573,89 @@ def link_add(
     console.print(
         f"link to {visible(cfg.ground_url)} as station {visible(cfg.station)}; ground receipt key pinned"
     )
+
+
+# The bounds ``link expect`` takes: a modem's 300 bit/s to a 10 Gbit/s optical terminal, and a
+# loopback's millisecond to a minute (Mars at closest approach is ~6 light-minutes each way:
+# nothing this link does suits it).
+EXPECT_RATE_KBIT_S = (0.3, 10_000_000.0)
+EXPECT_RTT_MS = (1.0, 60_000.0)
+
+
+def _bounded(flag: str, metavar: str, bounds: tuple[float, float], help: str) -> Any:
+    """An optional number option refused, with its range named, outside ``bounds``."""
+    lo, hi = bounds
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not lo <= value <= hi:  # (NaN fails too)
+            raise typer.BadParameter(f"{value:g}: {flag} must be from {lo:g} to {hi:,.0f}")
+        return value
+
+    return typer.Option(flag, metavar=metavar, help=help, callback=check)
+
+
+@link_app.command("expect")
+def link_expect(
+    rate_kbit: Annotated[
+        float | None,
+        _bounded(
+            "--rate-kbit",
+            "KBIT/S",
+            EXPECT_RATE_KBIT_S,
+            "The station-to-ground rate the crew's share of the link carries, in kbit/s.",
+        ),
+    ] = None,
+    rtt_ms: Annotated[
+        float | None,
+        _bounded(
+            "--rtt-ms",
+            "MS",
+            EXPECT_RTT_MS,
+            "The link's round trip, in milliseconds (e.g. 600 through a GEO relay).",
+        ),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Forget the link set here.")] = False,
+) -> None:
+    """Tell the station what link to expect before it has measured one of its own.
+
+    A sync sizes its start (first requests, streams, send gate) by the link it measured on its
+    last pass. A station's first sync, or one after a week without any, has nothing measured
+    and sends a fixed first flight: on a short, slow link more than the link holds, which a
+    cut in the first seconds loses. Set here, the link sizes such a start instead; anything
+    the station measures itself takes its place. With no option, shows what is set.
+
+    Example:
+
+    \b
+        onboard --home A link expect --rate-kbit 1500 --rtt-ms 600
+    """
+    from protocol.link_memory import LinkMemory
+
+    from .link import ensure_schema, expect_link, expected_link
+
+    conn = _conn()
+    ensure_schema(conn)
+    if clear and (rate_kbit is not None or rtt_ms is not None):
+        raise typer.BadParameter("give --clear alone, or --rate-kbit and --rtt-ms")
+    if (rate_kbit is None) != (rtt_ms is None):
+        raise typer.BadParameter("give both --rate-kbit and --rtt-ms")
+    if clear:
+        expect_link(conn, None)
+        console.print("no link expected: a start with nothing measured sizes itself")
+        return
+    if rate_kbit is not None and rtt_ms is not None:
+        expected = LinkMemory(
+            rate_bytes_s=rate_kbit * 1000 / 8, base_rtt_s=rtt_ms / 1000, measured_at=time.time()
+        )
+        expect_link(conn, expected)
+    shown = expected_link(conn)
+    if shown is None:
+        console.print("no link expected: a start with nothing measured sizes itself")
+    else:
+        console.print(
+            f"expected link: {shown.rate_bytes_s * 8 / 1000:g} kbit/s, round trip {shown.base_rtt_s * 1000:g} ms"
+            f" (a bandwidth-delay product of {shown.bdp_bytes / 1000:,.1f} kB)"
+        )
 
 
 @link_app.command("check-log")

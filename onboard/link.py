@@ -227,6 +227,30 @@ def remember(conn: sqlite3.Connection, memory: LinkMemory) -> None:
     set_state(conn, LINK_MEMORY_KEY, memory.encode())
 
 
+LINK_EXPECTED_KEY = "link_expected"
+
+
+def expected_link(conn: sqlite3.Connection) -> LinkMemory | None:
+    """The link an operator said to expect (``onboard link expect``), if set and readable; its
+    ``measured_at`` is when it was set (it never ages: protocol/link_memory.py ``start_link``)."""
+    text = get_state(conn, LINK_EXPECTED_KEY, "")
+    if not text:
+        return None
+    try:
+        return LinkMemory.decode(text)
+    except LocalProtocolError:
+        return None
+
+
+def expect_link(conn: sqlite3.Connection, expected: LinkMemory | None) -> None:
+    """Set the link a start without a memory of its own is sized by (None: forget it)."""
+    with conn:
+        if expected is None:
+            conn.execute("DELETE FROM link_state WHERE k = ?", (LINK_EXPECTED_KEY,))
+        else:
+            set_state(conn, LINK_EXPECTED_KEY, expected.encode())
+
+
 # -- planning ------------------------------------------------------------------------------
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from protocol.link_memory import LinkMemory, replaces
+from protocol.link_memory import LinkMemory, replaces, start_link
 
 from . import link
 
@@ -23,6 +23,8 @@ class LinkRecorder:
     def __init__(self, conn: sqlite3.Connection, wall_now: float, mono_now: float) -> None:
         self._conn = conn
         self.kept = link.recall_memory(conn, wall_now)  # as stored now (None: nothing usable)
+        # What this sync starts on: the memory, else the link an operator said to expect.
+        self.start = start_link(self.kept, link.expected_link(conn), wall_now)
         self._written_at = mono_now
         self._noted: LinkMemory | None = None  # measured since the last write
 

@@ -998,7 +998,7 @@ class _Sync:
             give_up_after_s=give_up_after_s, publish_deadline=time.monotonic() + wait_published_s
         )
         self.recorder = LinkRecorder(self.conn, time.time(), time.monotonic())
-        memory = self.recorder.kept  # the last pass's link (None: nothing usable)
+        memory = self.recorder.start  # the last pass's link, or the one expected (None: neither)
         self.sender = TransferSender(sized_by_memory(config, memory), time.monotonic())
         # Ground speaks link version 3: a new upload's OPEN carries its first chunk (issue 14).
         self.sender.first_flight = self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)

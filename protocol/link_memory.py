@@ -82,6 +82,17 @@ class LinkMemory:
         return cls(**doc)
 
 
+def start_link(measured: LinkMemory | None, expected: LinkMemory | None, now: float) -> LinkMemory | None:
+    """The link a start is sized by: the last pass's if ``usable`` at Unix ``now``, else the link
+    an operator said to expect (``onboard link expect``: it never ages, and any pass's own
+    measurement replaces it), else None (a first start then sizes itself as with nothing known)."""
+    if measured is not None and measured.usable(now):
+        return measured
+    if expected is None:
+        return None
+    return LinkMemory(rate_bytes_s=expected.rate_bytes_s, base_rtt_s=expected.base_rtt_s, measured_at=now)
+
+
 def first_flight_bytes(memory: LinkMemory, streams: int, least: int, most: int) -> int:
     """Each first flight's bytes when ``streams`` leave at once: together ``FIRST_FLIGHT_BDP``
     of the remembered link, within ``least``..``most`` (a chunk's bounds)."""

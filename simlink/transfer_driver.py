@@ -190,7 +190,7 @@ class TransferDriver:
         self.recorder = None if v1 or shared else LinkRecorder(station.conn, time.time(), loop.now)
         config = V1_CONFIG if v1 else SHARED_CONFIG if shared else SenderConfig()
         self.sender = TransferSender(
-            sized_by_memory(config, None if self.recorder is None else self.recorder.kept), 0.0
+            sized_by_memory(config, None if self.recorder is None else self.recorder.start), 0.0
         )
         # onboard/sync.py: a new upload's OPEN carries its first chunk (link version 3); not in
         # the transfers before it.
@@ -200,7 +200,7 @@ class TransferDriver:
         self.delivery = DeliveryRate()
         self.window_ask = WindowAsk()  # onboard/delivery.py DeliveryMeter's
         # onboard/delivery.py's send gate: bodies carrying a window leave within its budget.
-        kept = None if self.recorder is None else self.recorder.kept
+        kept = None if self.recorder is None else self.recorder.start
         self.gate = SendGate(
             self.delivery,
             rtt_floor_s=GATE_RTT_FLOOR_S,

@@ -1,0 +1,134 @@
+"""The link an operator tells a station to expect (`onboard link expect`; issue 14): a start
+with nothing measured of its own (a station's first sync, or one after a week without any) is
+sized by it as by a memory, so a cut in its first seconds costs what the link holds, not a
+fixed first flight of 16 initial TCP windows (2.1 BDP at 0.6 s, 1.24 at 1.0 s). Anything the
+station measures itself takes its place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+
+import pytest
+from conftest import Cli
+from hypothesis import given
+from hypothesis import strategies as st
+from test_link_remembered import _first_seconds_max_bdp
+
+from onboard import link, queue
+from onboard.home import Home
+from onboard.remembered import LinkRecorder
+from protocol.link_memory import MAX_AGE_S, LinkMemory, start_link
+from simlink.profile import load_profile
+from simlink.virtual import run_virtual
+from simlink.workload import load_workload
+
+NOW = 1_800_000_000.0
+links = st.builds(
+    LinkMemory,
+    rate_bytes_s=st.floats(min_value=1.0, max_value=1e9),
+    base_rtt_s=st.floats(min_value=1e-3, max_value=60.0),
+    measured_at=st.floats(min_value=1.0, max_value=4e9),
+)
+
+
+@given(st.none() | links, st.none() | links, st.floats(min_value=1.0, max_value=4e9))
+def test_a_start_takes_the_usable_memory_else_the_expected_link_at_any_age(
+    measured: LinkMemory | None, expected: LinkMemory | None, now: float
+) -> None:
+    got = start_link(measured, expected, now)
+    if measured is not None and measured.usable(now):
+        assert got == measured
+    elif expected is None:
+        assert got is None
+    else:  # the expected link never ages: it reads as measured now
+        assert got is not None and got.usable(now)
+        assert (got.rate_bytes_s, got.base_rtt_s, got.measured_at) == (
+            expected.rate_bytes_s,
+            expected.base_rtt_s,
+            now,
+        )
+
+
+def _db(tmp_path: Path) -> sqlite3.Connection:
+    conn = queue.connect(tmp_path / "q.sqlite")
+    link.ensure_schema(conn)
+    return conn
+
+
+def test_the_recorder_starts_on_the_expected_link_until_the_station_measures_its_own(
+    tmp_path: Path,
+) -> None:
+    conn = _db(tmp_path)
+    expected = LinkMemory(rate_bytes_s=187_500.0, base_rtt_s=0.6, measured_at=NOW - 10 * MAX_AGE_S)
+    link.expect_link(conn, expected)
+    first = LinkRecorder(conn, NOW, 0.0)
+    assert first.kept is None  # nothing measured: the expected link sizes the start
+    assert first.start is not None and (first.start.rate_bytes_s, first.start.base_rtt_s) == (187_500.0, 0.6)
+    # What a pass measures is kept whatever it reads (the expected link is no memory to beat).
+    first.note(90_000.0, 0.65, wall_now=NOW + 60, link_limited=False)
+    first.flush(0.0, force=True)
+    second = LinkRecorder(conn, NOW + 120, 0.0)
+    assert second.kept is not None and second.start == second.kept
+    assert second.kept.rate_bytes_s == 90_000.0
+    link.expect_link(conn, None)
+    assert link.expected_link(conn) is None
+
+
+@pytest.mark.parametrize("stored", ["{", "null", '{"rate_bytes_s": 0, "base_rtt_s": 1, "measured_at": 1}'])
+def test_a_damaged_expected_link_is_ignored(tmp_path: Path, stored: str) -> None:
+    conn = _db(tmp_path)
+    link.set_state(conn, link.LINK_EXPECTED_KEY, stored)
+    assert link.expected_link(conn) is None
+    assert LinkRecorder(conn, NOW, 0.0).start is None
+
+
+def test_onboard_link_expect_sets_shows_and_clears_it(cli: Cli) -> None:
+    cli.onboard("init")
+    assert "no link expected" in cli.onboard("link", "expect").output
+    out = cli.onboard("link", "expect", "--rate-kbit", "1500", "--rtt-ms", "600").output
+    assert "1500 kbit/s, round trip 600 ms" in out and "112.5 kB" in out
+    conn = queue.connect(Home(cli.onboard_home).db_path)
+    got = link.expected_link(conn)
+    assert got is not None and (got.rate_bytes_s, got.base_rtt_s) == (187_500.0, 0.6)
+    assert "no link expected" in cli.onboard("link", "expect", "--clear").output
+    assert link.expected_link(conn) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--rate-kbit", "1500"), "give both"),
+        (("--rtt-ms", "600"), "give both"),
+        (("--rate-kbit", "0", "--rtt-ms", "600"), "--rate-kbit must be from 0.3"),
+        (("--rate-kbit", "nan", "--rtt-ms", "600"), "--rate-kbit must be from"),
+        (("--rate-kbit", "1500", "--rtt-ms", "120000"), "--rtt-ms must be from 1 to 60,000"),
+        (("--clear", "--rate-kbit", "1500", "--rtt-ms", "600"), "give --clear alone"),
+        (("--rate-kbit", "fast", "--rtt-ms", "600"), "'--rate-kbit': Input should be a valid number"),
+    ],
+)
+def test_bad_input_says_what_is_wrong_and_changes_nothing(cli: Cli, args: tuple[str, ...], says: str) -> None:
+    cli.onboard("init")
+    cli.onboard("link", "expect", "--rate-kbit", "500", "--rtt-ms", "2600")
+    r = cli.onboard("link", "expect", *args, ok=False)
+    assert r.exit_code == 2 and says in r.output, r.output
+    assert "500 kbit/s, round trip 2600 ms" in cli.onboard("link", "expect").output
+
+
+def test_in_the_simulator_a_first_start_on_the_expected_link_holds_one_bdp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """0.6 s / 1 %, a station's first start: with the link expected (the profile's nominal
+    rate and round trip, as an operator would give them) the first seconds hold ~1 BDP,
+    without it more than 1.5 (its 16 first flights)."""
+    profile = dataclasses.replace(load_profile("fill-rtt0.6-loss1"), cuts_per_hour=0.0)
+    bdp = profile.to_ground_bps / 8 * profile.rtt_s
+    wl = load_workload("photo-backlog")
+    new = run_virtual(profile, wl, astronauts=2, duration_s=6, seed=6, trace_s=0.1)
+    nominal = LinkMemory(rate_bytes_s=profile.to_ground_bps / 8, base_rtt_s=profile.rtt_s, measured_at=NOW)
+    monkeypatch.setattr(link, "expected_link", lambda conn: nominal)
+    told = run_virtual(profile, wl, astronauts=2, duration_s=6, seed=6, trace_s=0.1)
+    assert _first_seconds_max_bdp(new, bdp) > 1.5
+    assert _first_seconds_max_bdp(told, bdp) <= 1.05
