@@ -8,19 +8,25 @@ station measures itself takes its place.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 from conftest import Cli
 from hypothesis import given
 from hypothesis import strategies as st
+from link_support import link_to, running_ground, setup_station, spy_link_requests
+from test_link_first_flight import _photo_opens
 from test_link_remembered import _first_seconds_max_bdp
 
 from onboard import link, queue
 from onboard.home import Home
 from onboard.remembered import LinkRecorder
-from protocol.link_memory import MAX_AGE_S, LinkMemory, start_link
+from onboard.sync import sync
+from protocol.link_memory import FIRST_FLIGHT_BDP, MAX_AGE_S, LinkMemory, start_link
+from protocol.transfer import SenderConfig
 from simlink.profile import load_profile
 from simlink.virtual import run_virtual
 from simlink.workload import load_workload
@@ -115,6 +121,32 @@ def test_bad_input_says_what_is_wrong_and_changes_nothing(cli: Cli, args: tuple[
     r = cli.onboard("link", "expect", *args, ok=False)
     assert r.exit_code == 2 and says in r.output, r.output
     assert "500 kbit/s, round trip 2600 ms" in cli.onboard("link", "expect").output
+
+
+async def test_a_real_first_sync_sizes_its_first_flights_by_the_link_it_was_told(
+    cli: Cli, tmp_path: Path, sample_jpegs: list[Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real `onboard sync` against the real ground on loopback, nothing measured before:
+    told a 0.6 s, 800 kbit/s link, each photo's first OPEN carries 1/16 of ``FIRST_FLIGHT_BDP``
+    of its BDP (without it, a whole chunk: tests/test_link_remembered.py); the link it then
+    measures is kept as its memory, and the expected link stays set for a later week-old start."""
+    token = setup_station(cli, tmp_path)
+    cli.onboard("link", "expect", "--rate-kbit", "800", "--rtt-ms", "600")
+    seen = spy_link_requests(monkeypatch)
+    cli.onboard(
+        "post", "--as", "alice", "--to", "archive:alice", "--photo", str(sample_jpegs[1]), "--alt", "x", "p"
+    )
+    home = Home(cli.onboard_home)
+    async with running_ground(cli.ground_home) as url:
+        link_to(cli, url, token)
+        assert (await sync(home, wait_published_s=20)).committed == 2
+    each = math.floor(FIRST_FLIGHT_BDP * 100_000.0 * 0.6 / SenderConfig().initial_streams)
+    firsts = {o.key: o for o in reversed(_photo_opens(seen))}.values()  # each photo's first OPEN
+    assert firsts and all(o.data is not None and len(o.data) == min(each, o.size_bytes) for o in firsts)
+    conn = queue.connect(home.db_path)
+    measured = link.recall_memory(conn, time.time())
+    assert measured is not None and measured.base_rtt_s < 0.6  # loopback's, not the one told
+    assert link.expected_link(conn) is not None
 
 
 def test_in_the_simulator_a_first_start_on_the_expected_link_holds_one_bdp(
