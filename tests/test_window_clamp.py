@@ -861,7 +861,10 @@ async def test_a_photo_crosses_with_its_connections_clamped(
     cli.onboard("post", "--as", "alice", "--to", "archive:alice", "--photo", str(photo), "hubble")
     async with running_ground(cli.ground_home) as url:
         port = int(url.rsplit(":", 1)[1])
-        up = Direction(rate_bps=800_000, delay_s=0.05)
+        # 0.4 s up: the start's burst (10 base RTTs) then lasts seconds, so a loaded machine's
+        # event-loop stall after the first chunk (1.5 s reproduced CI's "0 of 55 gated" at
+        # 0.05 s) still finds the first windows inside it.
+        up = Direction(rate_bps=800_000, delay_s=0.4)
         async with LinkProxy("127.0.0.1", port, up=up) as proxy:
             link_to(cli, proxy.url, token)
             # Two streams and small first chunks, so most of the photo leaves after a rate is known.
