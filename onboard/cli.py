@@ -641,9 +641,7 @@ def link_expect(
         raise typer.BadParameter("give both --rate-kbit and --rtt-ms")
     if clear:
         expect_link(conn, None)
-        console.print("no link expected: a start with nothing measured sizes itself")
-        return
-    if rate_kbit is not None and rtt_ms is not None:
+    elif rate_kbit is not None and rtt_ms is not None:
         expected = LinkMemory(
             rate_bytes_s=rate_kbit * 1000 / 8, base_rtt_s=rtt_ms / 1000, measured_at=time.time()
         )

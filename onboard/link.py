@@ -209,17 +209,22 @@ def set_state(conn: sqlite3.Connection, k: str, v: str) -> None:
 LINK_MEMORY_KEY = "link_memory"
 
 
-def recall_memory(conn: sqlite3.Connection, now: float) -> LinkMemory | None:
-    """The link as the last pass measured it, if stored, readable and recent at Unix ``now``
-    (a damaged or stale memory is ignored: a start then sizes itself as with none)."""
-    text = get_state(conn, LINK_MEMORY_KEY, "")
+def _stored_link(conn: sqlite3.Connection, key: str) -> LinkMemory | None:
+    """The link kept under ``key``, if stored and readable (a damaged row reads as none)."""
+    text = get_state(conn, key, "")
     if not text:
         return None
     try:
-        memory = LinkMemory.decode(text)
+        return LinkMemory.decode(text)
     except LocalProtocolError:
         return None
-    return memory if memory.usable(now) else None
+
+
+def recall_memory(conn: sqlite3.Connection, now: float) -> LinkMemory | None:
+    """The link as the last pass measured it, if stored, readable and recent at Unix ``now``
+    (a damaged or stale memory is ignored: a start then sizes itself as with none)."""
+    memory = _stored_link(conn, LINK_MEMORY_KEY)
+    return memory if memory is not None and memory.usable(now) else None
 
 
 def remember(conn: sqlite3.Connection, memory: LinkMemory) -> None:
@@ -233,13 +238,7 @@ LINK_EXPECTED_KEY = "link_expected"
 def expected_link(conn: sqlite3.Connection) -> LinkMemory | None:
     """The link an operator said to expect (``onboard link expect``), if set and readable; its
     ``measured_at`` is when it was set (it never ages: protocol/link_memory.py ``start_link``)."""
-    text = get_state(conn, LINK_EXPECTED_KEY, "")
-    if not text:
-        return None
-    try:
-        return LinkMemory.decode(text)
-    except LocalProtocolError:
-        return None
+    return _stored_link(conn, LINK_EXPECTED_KEY)
 
 
 def expect_link(conn: sqlite3.Connection, expected: LinkMemory | None) -> None:

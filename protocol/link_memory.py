@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import LocalProtocolError
 
@@ -90,7 +90,7 @@ def start_link(measured: LinkMemory | None, expected: LinkMemory | None, now: fl
         return measured
     if expected is None:
         return None
-    return LinkMemory(rate_bytes_s=expected.rate_bytes_s, base_rtt_s=expected.base_rtt_s, measured_at=now)
+    return replace(expected, measured_at=now)
 
 
 def first_flight_bytes(memory: LinkMemory, streams: int, least: int, most: int) -> int:

@@ -200,11 +200,11 @@ class TransferDriver:
         self.delivery = DeliveryRate()
         self.window_ask = WindowAsk()  # onboard/delivery.py DeliveryMeter's
         # onboard/delivery.py's send gate: bodies carrying a window leave within its budget.
-        kept = None if self.recorder is None else self.recorder.start
+        start = None if self.recorder is None else self.recorder.start
         self.gate = SendGate(
             self.delivery,
             rtt_floor_s=GATE_RTT_FLOOR_S,
-            remembered_rate=None if kept is None else kept.rate_bytes_s,
+            remembered_rate=None if start is None else start.rate_bytes_s,
         )
         link.on_delivered = self._on_delivered
         if self.clamps:
