@@ -620,16 +620,18 @@ def link_expect(
 
     A sync sizes its start (first requests, streams, send gate) by the link it measured on its
     last pass. A station's first sync, or one after a week without any, has nothing measured
-    and sends a fixed first flight: on a short, slow link more than the link holds, which a
-    cut in the first seconds loses. Set here, the link sizes such a start instead; anything
-    the station measures itself takes its place. With no option, shows what is set.
+    and assumes the reference link (1500 kbit/s, 600 ms: ISS Ku-band through a GEO relay)
+    until the link shows a queue: on a longer path it fills the link a few round trips late,
+    on a slower one it holds more than the link does for its first seconds, which a cut then
+    loses. Set here, the link sizes such a start instead; anything the station measures itself
+    takes its place. With no option, shows what is set.
 
     Example:
 
     \b
         onboard --home A link expect --rate-kbit 1500 --rtt-ms 600
     """
-    from protocol.link_memory import LinkMemory
+    from protocol.link_memory import LinkMemory, reference_link
 
     from .link import ensure_schema, expect_link, expected_link
 
@@ -648,7 +650,11 @@ def link_expect(
         expect_link(conn, expected)
     shown = expected_link(conn)
     if shown is None:
-        console.print("no link expected: a start with nothing measured sizes itself")
+        ref = reference_link(time.time())
+        console.print(
+            "no link expected: a start with nothing measured assumes the reference link, "
+            f"{ref.rate_bytes_s * 8 / 1000:g} kbit/s, round trip {ref.base_rtt_s * 1000:g} ms"
+        )
     else:
         console.print(
             f"expected link: {shown.rate_bytes_s * 8 / 1000:g} kbit/s, round trip {shown.base_rtt_s * 1000:g} ms"

@@ -124,11 +124,15 @@ class DeliveryMeter:
         read: Callable[[socket.socket], TcpCounters | None] = read_counters,
         rtt_floor_s: float = GATE_RTT_FLOOR_S,
         remembered_rate: float | None = None,
+        guessed: bool = False,
     ) -> None:
         self.rate = DeliveryRate(rule)
         # The send gate's budget (protocol/send_gate.py), sized by the base RTT but never by
-        # less than ``rtt_floor_s`` (GATE_RTT_FLOOR_S); the last pass's rate until a silence.
-        self.send_gate = SendGate(self.rate, rtt_floor_s=rtt_floor_s, remembered_rate=remembered_rate)
+        # less than ``rtt_floor_s`` (GATE_RTT_FLOOR_S); the last pass's rate until a silence
+        # (``guessed``: the reference link's, until the link shows a queue).
+        self.send_gate = SendGate(
+            self.rate, rtt_floor_s=rtt_floor_s, remembered_rate=remembered_rate, guessed=guessed
+        )
         self._ask = WindowAsk(rule)
         self._read = read
         self._sockets: dict[socket.socket, int] = {}  # socket → the most delivered bytes read
@@ -193,10 +197,15 @@ class DeliveryMeter:
         if grew and base_rtt_s is not None:
             self.rate.observe(now, self.delivered, base_rtt_s)
 
-    def window(self, now: float, base_rtt_s: float | None, queue: bool = True) -> int | None:
+    def window(
+        self, now: float, base_rtt_s: float | None, queue: bool = True, queued: bool = False
+    ) -> int | None:
         """The window to ask for the connection a request takes, shared with the busy ones; None
-        before a base RTT is known (simlink's TransferDriver asks the same)."""
+        before a base RTT is known (simlink's TransferDriver asks the same). ``queued``: the
+        link's own queue shows (TransferSender.queue_now; ``queue`` is that or a start)."""
         self.queue = queue
+        if queued:
+            self.send_gate.link_queued()
         if base_rtt_s is None:
             return None
         restart = self.send_gate.restart_budget(base_rtt_s)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from protocol.link_memory import LinkMemory, replaces, start_link
+from protocol.link_memory import LinkMemory, reference_link, replaces, start_link
 
 from . import link
 
@@ -23,8 +23,11 @@ class LinkRecorder:
     def __init__(self, conn: sqlite3.Connection, wall_now: float, mono_now: float) -> None:
         self._conn = conn
         self.kept = link.recall_memory(conn, wall_now)  # as stored now (None: nothing usable)
-        # What this sync starts on: the memory, else the link an operator said to expect.
-        self.start = start_link(self.kept, link.expected_link(conn), wall_now)
+        # What this sync starts on: the memory, else the link an operator said to expect, else
+        # the reference link, only ``guessed`` (a queue on the link ends the guess: SendGate).
+        known = start_link(self.kept, link.expected_link(conn), wall_now)
+        self.guessed = known is None
+        self.start = reference_link(wall_now) if known is None else known
         self._written_at = mono_now
         self._noted: LinkMemory | None = None  # measured since the last write
 

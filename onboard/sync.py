@@ -998,7 +998,7 @@ class _Sync:
             give_up_after_s=give_up_after_s, publish_deadline=time.monotonic() + wait_published_s
         )
         self.recorder = LinkRecorder(self.conn, time.time(), time.monotonic())
-        memory = self.recorder.start  # the last pass's link, or the one expected (None: neither)
+        memory = self.recorder.start  # the last pass's link, the one expected, or the reference
         self.sender = TransferSender(sized_by_memory(config, memory), time.monotonic())
         # Ground speaks link version 3: a new upload's OPEN carries its first chunk (issue 14).
         self.sender.first_flight = self.cfg.peer.speaks_link(FIRST_FLIGHT_LINK_VERSION)
@@ -1007,7 +1007,7 @@ class _Sync:
         # Link version 4: each request carrying upload bytes asks ground to clamp its connection's
         # receive window (protocol/window_clamp.py), from what the sockets deliver (TCP_INFO).
         self.meter = (
-            DeliveryMeter(remembered_rate=None if memory is None else memory.rate_bytes_s)
+            DeliveryMeter(remembered_rate=memory.rate_bytes_s, guessed=self.recorder.guessed)
             if self.cfg.peer.speaks_link(WINDOW_CLAMP_LINK_VERSION)
             else None
         )
@@ -1105,7 +1105,7 @@ class _Sync:
             return {}
         now = time.monotonic()
         path = self.sender.path_rtt_s  # not the base: a standing queue may have become that
-        w = self.meter.window(now, path, self.sender.queue_recent(now))
+        w = self.meter.window(now, path, self.sender.queue_recent(now), self.sender.queue_now)
         # Every stream just started at once: held to the start's budget until the start ends,
         # then grown gradually to the rule's total, with or without another request
         # (DeliveryMeter.gate; docs/link.md "What ships" 8).

@@ -30,6 +30,15 @@ MAX_AHEAD_S = 86400.0
 # 1500-byte MTU) and each OPEN's own (~300 bytes): at 1.0, 0-2 s into a 0.6 s start the
 # packet emulator held up to 1.13 BDP (real time, seeds 32/33; docs/link.md).
 FIRST_FLIGHT_BDP = 0.9
+# The link a station that neither remembers nor was told its link starts on (``reference_link``):
+# iss-ku's, 1.5 Mbit/s and a 0.6 s round trip, the shortest path issue 14 names at its rate and
+# so the least BDP among its links (112.5 kB). With nothing assumed, the 16 first flights were
+# the connections' initial TCP windows, ~232 kB whatever the path, and the chunks' rest
+# followed before any rate held them: 2.0-3.2 BDP in the network for a 0.6 s start's first 4 s
+# (docs/link.md "A start that knows nothing"). Only a guess: a queue on the link ends it
+# (protocol/send_gate.py ``SendGate.link_queued``).
+REFERENCE_RATE_BYTES_S = 1_500_000 / 8
+REFERENCE_RTT_S = 0.6
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,12 +94,18 @@ class LinkMemory:
 def start_link(measured: LinkMemory | None, expected: LinkMemory | None, now: float) -> LinkMemory | None:
     """The link a start is sized by: the last pass's if ``usable`` at Unix ``now``, else the link
     an operator said to expect (``onboard link expect``: it never ages, and any pass's own
-    measurement replaces it), else None (a first start then sizes itself as with nothing known)."""
+    measurement replaces it), else None (the start then assumes ``reference_link``)."""
     if measured is not None and measured.usable(now):
         return measured
     if expected is None:
         return None
     return replace(expected, measured_at=now)
+
+
+def reference_link(now: float) -> LinkMemory:
+    """The link a start assumes when ``start_link`` has none (``REFERENCE_RATE_BYTES_S``,
+    ``REFERENCE_RTT_S``), dated ``now``."""
+    return LinkMemory(rate_bytes_s=REFERENCE_RATE_BYTES_S, base_rtt_s=REFERENCE_RTT_S, measured_at=now)
 
 
 def first_flight_bytes(memory: LinkMemory, streams: int, least: int, most: int) -> int:

@@ -22,15 +22,29 @@ class SendGate:
     """The budget of upload bytes outstanding on every connection together (None: open)."""
 
     def __init__(
-        self, rate: DeliveryRate, *, rtt_floor_s: float = 0.0, remembered_rate: float | None = None
+        self,
+        rate: DeliveryRate,
+        *,
+        rtt_floor_s: float = 0.0,
+        remembered_rate: float | None = None,
+        guessed: bool = False,
     ) -> None:
         self.rate = rate
         self._rtt_floor_s = rtt_floor_s  # the least base RTT the budget is sized by
         # The last pass's delivery rate (protocol/link_memory.py), until a silence in this one
-        # leaves a newer (``restart_rate``).
+        # leaves a newer (``restart_rate``); ``guessed``: only the reference link's, until the
+        # link shows a queue (``link_queued``).
         self._remembered_rate = remembered_rate
+        self._guessed = guessed
         self._budget: int | None = None
         self._opening: tuple[float, int, float] | None = None  # (since, budget then, base RTT)
+
+    def link_queued(self) -> None:
+        """The link holds a queue of its own: the rate measured now is the link's, so a guessed
+        rate (the reference link's, protocol/link_memory.py) no longer floors the budget. On a
+        256 kbit/s link it held 4-5 BDP in the network through a first start's first 20 s."""
+        if self._guessed:
+            self._remembered_rate, self._guessed = None, False
 
     def hold(
         self,

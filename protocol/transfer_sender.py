@@ -348,6 +348,11 @@ class TransferSender:
         step = max(c.race_down_rtts / racing, 1 / c.race_attempts_per_rtt)
         return max(c.race_min_s, (self._least_rtt_s or self.srtt_s) * step)
 
+    @property
+    def queue_now(self) -> bool:
+        """Did the last interval's standing RTT show a queue (``clamp_queue_ratio`` × the base)?"""
+        return self._queue_now
+
     def queue_recent(self, now: float) -> bool:
         """Does the link hold a queue, or has it just come back? (Link version 4 clamps
         connections' windows only then.)"""

@@ -205,6 +205,7 @@ class TransferDriver:
             self.delivery,
             rtt_floor_s=GATE_RTT_FLOOR_S,
             remembered_rate=None if start is None else start.rate_bytes_s,
+            guessed=self.recorder is not None and self.recorder.guessed,
         )
         link.on_delivered = self._on_delivered
         if self.clamps:
@@ -544,6 +545,8 @@ class TransferDriver:
             return []
         now = self.loop.now
         busy = self.link.busy_count()
+        if self.sender.queue_now:
+            self.gate.link_queued()  # as DeliveryMeter.window does
         restart = self.gate.restart_budget(base)
         queue = self.sender.queue_recent(now)
         self.link.gate_counts_held = queue  # as DeliveryMeter.window notes it

@@ -19,6 +19,7 @@ from conftest import Cli
 from ground.home import GroundHome
 from ground.platforms.archive import ArchivedPost, archived_posts
 from protocol import transfer_receiver
+from protocol.link_memory import FIRST_FLIGHT_BDP, REFERENCE_RATE_BYTES_S, REFERENCE_RTT_S
 from protocol.rangeset import RangeSet
 from protocol.transfer import SenderConfig, TransferSender, TransferSpec
 from protocol.transfer_wire import (
@@ -28,6 +29,12 @@ from protocol.transfer_wire import (
     TransferKind,
     UploadState,
     encode_response,
+)
+
+# Each first flight of a station that neither remembers nor was told its link: 16 streams
+# together 0.9 of the reference link's BDP (protocol/link_memory.py ``reference_link``).
+REFERENCE_EACH = int(
+    FIRST_FLIGHT_BDP * REFERENCE_RATE_BYTES_S * REFERENCE_RTT_S / SenderConfig().start_streams
 )
 
 

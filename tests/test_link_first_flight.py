@@ -16,7 +16,7 @@ import pytest
 from conftest import Cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from link_support import link_to, running_ground, setup_station, spy_link_requests
+from link_support import REFERENCE_EACH, link_to, running_ground, setup_station, spy_link_requests
 from test_transfer import PHOTO, Pair, add, key_of, make_pair
 
 from onboard.home import Home
@@ -261,8 +261,11 @@ def _photo_opens(seen: list[Request]) -> list[Open]:
 async def test_real_photo_leaves_with_its_open(
     cli: Cli, tmp_path: Path, photo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A station's first sync, knowing nothing of its link, sends a first flight sized on the
+    reference link (protocol/link_memory.py ``reference_link``), not a 64 KiB chunk."""
     opens = _photo_opens(await _photo_post(cli, tmp_path, photo, monkeypatch, token_link=None))
     assert opens and opens[0].data and opens[0].size_bytes > 16 * 1024
+    assert len(opens[0].data) == REFERENCE_EACH == 6_328
 
 
 @pytest.mark.parametrize("token_link", [";link=1,2", ""])
