@@ -477,16 +477,21 @@ class _ConnectionKeeper:
         pool); a heartbeat asks on the one open. Unanswered ``race_after_s``, the sender is told."""
         late = self._sender.race_after_s
         timer = None if late is None else asyncio.get_running_loop().call_later(late, self._late)
+        self._sender.ground_asked(time.monotonic())
+        heard = False
         try:
             timeout = aiohttp.ClientTimeout(total=WARM_TIMEOUT_S)
             async with session.get(self._health_url, timeout=timeout) as resp:
                 await resp.read()
             self._ok_at = time.monotonic()
             self._sender.ground_heard(self._ok_at)
+            heard = True
             self._on_contact()
         except (aiohttp.ClientError, TimeoutError, OSError):
             self._ok_at = None  # link down: the next attempt comes after the backoff
         finally:
+            if not heard:
+                self._sender.ground_ask_ended(time.monotonic())
             if timer is not None:
                 timer.cancel()
             if not beat:  # a heartbeat leaves the warm-ups' backoff as it was

@@ -229,6 +229,15 @@ class SenderConfig:
     # answer until its publisher has tried the post (up to 2 s). False: the post waits on the
     # kept connection (as before 5 Dec, eleventh session).
     hedge_kept_posts: bool = True
+    # A text post written while one of the driver's own asks (the heartbeat, a warm-up) is
+    # unanswered finds the kept connection busy and needs a new one. If a dark took the ask,
+    # it takes that SYN too, and the kernel's next comes 1 s later: published up to 2.29 RTT
+    # after a short dark's return on `iss-ku` (11 of 4,644 posts over 2 RTT, docs/link.md "A
+    # short dark"). Such a connect is suspect after this many least round trips instead of
+    # ``race_after_s``, so the race sends a SYN every ``race_down_rtts`` from then on and one
+    # crosses within half a round trip of any return: a few SYNs more for a post written in
+    # the ~1 RTT a heartbeat is out (each minute of an idle link). None: as any other connect.
+    race_beside_ask_rtts: float | None = 0.3
 
     @property
     def start_streams(self) -> int:

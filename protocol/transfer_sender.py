@@ -162,6 +162,7 @@ class TransferSender:
         self._heard_at = now  # ground last answered anything (a request, the driver's asks)
         self._down_heard_at = now  # ``_heard_at`` when the link was last called down
         self._silent = False  # an ask of the driver's went unanswered (``ground_unanswered``)
+        self._asking = False  # one of the driver's asks is out, unanswered (``ground_asked``)
         self.srtt_s = self.config.initial_rtt_s
         self.rate_bytes_s = self.config.initial_rate_bytes_s
         self._rate_round = (now, self.rate_bytes_s)  # (began, the rate then): ``_rate_sample``
@@ -401,9 +402,21 @@ class TransferSender:
             return None
         return self._heard_at + every_s
 
+    def ground_asked(self, now: float) -> None:
+        """The driver sent one of its own asks (the warm-up, the heartbeat): until it is
+        answered or ends, a text post's new connection races early (``race_beside_ask_rtts``)."""
+        self._now = max(self._now, now)
+        self._asking = True
+
+    def ground_ask_ended(self, now: float) -> None:
+        """The driver's ask ended without an answer (failed, or given up)."""
+        self._now = max(self._now, now)
+        self._asking = False
+
     def ground_heard(self, now: float) -> None:
         """Ground answered one of the driver's own asks (the warm-up, the heartbeat)."""
         self._now = max(self._now, now)
+        self._asking = False
         self._heard(now)
 
     def ground_unanswered(self, now: float) -> float | None:
@@ -944,10 +957,19 @@ class TransferSender:
             key=key,
             payload_bytes=payload,
             race_every_s=race_every_s,
-            race_after_s=self.race_after_s if race_every_s is None else None,
+            race_after_s=None if race_every_s is not None else self._race_after_for(copy is not None),
             hedge=None if self._up else copy,
             copy_if_unacked=copy if self._up else None,
         )
+
+    def _race_after_for(self, text_post: bool) -> float | None:
+        """``race_after_s`` for a request's new connection; for a text post while one of the
+        driver's asks is out, ``race_beside_ask_rtts`` least round trips if that is sooner."""
+        after, beside = self.race_after_s, self.config.race_beside_ask_rtts
+        if after is None or beside is None or not (text_post and self._asking):
+            return after
+        least = self._least_rtt_s or after
+        return min(after, max(self.config.race_min_s, beside * least))
 
     def _copy_of_post(self, req: Request, frame_bytes: int) -> bytes | None:
         """The copy of ``req`` if it is a text post: a bundle whole inside its OPEN, small

@@ -398,6 +398,7 @@ class TransferDriver:
         if c is None:  # pragma: no cover - nothing is in flight, so the pool has room
             return
         self.warming, self.warm_beat = True, beat
+        self.sender.ground_asked(now)
         late = self.sender.race_after_s
         if late is not None:
             self.warm_timer = self.loop.after(late, self._warm_late)
@@ -440,6 +441,7 @@ class TransferDriver:
 
     def _warm_failed(self, reason: str) -> None:
         self.warm_ok_at = None
+        self.sender.ground_ask_ended(self.loop.now)
         self._warm_done()
         self._schedule(max(self.loop.now, self.warm_next))
 

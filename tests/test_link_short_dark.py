@@ -152,13 +152,14 @@ def test_in_the_simulator_a_silence_brings_a_plain_connect_into_the_race(
 ) -> None:
     """The kept connection carries a heartbeat into the dark; a post written after it connects
     plainly and its SYN is lost. The heartbeat's silence comes first: the post joins the race
-    then, not once its own ``race_after_s`` is up (a round trip and more later)."""
+    then, not once its own ``race_after_s`` is up (a round trip and more later). (Without the
+    post's own early race beside the heartbeat, ``race_beside_ask_rtts``, which comes sooner.)"""
     import simlink.transfer_driver as td
 
     # The heartbeat leaves 0.75 s before the end of a 58 s dark; the post 0.65 s after it.
-    now = _published(monkeypatch, 0.1, dark_s=58.0, first_at_s=890.0)
+    now = _published(monkeypatch, 0.1, dark_s=58.0, first_at_s=890.0, race_beside_ask_rtts=None)
     monkeypatch.setattr(td.TransferDriver, "_silenced", lambda self: None)
-    before = _published(monkeypatch, 0.1, dark_s=58.0, first_at_s=890.0)
+    before = _published(monkeypatch, 0.1, dark_s=58.0, first_at_s=890.0, race_beside_ask_rtts=None)
     print(f"\npublished {now:.2f} RTT after the return; {before:.2f} when it waited out its own timer")
     assert now <= before - 0.5, (now, before)
 

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import aiohttp
-from link_support import live_sender
+from link_support import live_sender, text_post
 
 from onboard import sync
 from onboard.sync import SyncStatus, _ConnectionKeeper, _Progress
@@ -157,3 +157,33 @@ async def test_keeper_without_a_heartbeat_leaves_a_kept_connection_alone() -> No
     assert session.gets == 0 and sender.heartbeat_at is None
     assert sender.ground_unanswered(1.0) is None and not sender.link_suspect
     await keeper.close()
+
+
+async def test_keeper_tells_the_sender_while_its_ask_is_out() -> None:
+    """While the heartbeat is out, a text post's new connection races early (the sender's
+    ``race_beside_ask_rtts``); once it is answered, or a warm-up fails, as any other."""
+    sender = live_sender(0.6, SenderConfig(heartbeat_s=30.0))
+    normal = sender.race_after_s
+    keeper = _ConnectionKeeper("http://ground/v1/health", _OpenConnector(), asyncio.Event(), sender)  # type: ignore[arg-type]
+    session = _QuietSession()
+    due = sender.heartbeat_at
+    assert due is not None and normal is not None
+    keeper.step(session, due, requests_open=False, answered_at=0.0)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert session.gets == 1
+    text_post(sender, 0)
+    (o,) = sender.data_to_send(due + 0.1)
+    assert o.race_after_s is not None and o.race_after_s < normal
+    session.answer.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    text_post(sender, 1)
+    assert [o.race_after_s for o in sender.data_to_send(due + 0.3)] == [normal]
+    await keeper.close()
+    dead = _ConnectionKeeper("http://ground/v1/health", _ClosedConnector(), asyncio.Event(), sender)  # type: ignore[arg-type]
+    dead.step(_DeadSession(), time.monotonic(), requests_open=False, answered_at=0.0)  # type: ignore[arg-type]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    text_post(sender, 2)
+    assert [o.race_after_s for o in sender.data_to_send(due + 0.5)] == [normal]
+    await dead.close()
