@@ -949,7 +949,8 @@ class TransferSender:
         race_every_s = self.race_every_s
         c = self.config
         wanted = c.hedge_kept_posts if self._up else c.hedge_dark_posts
-        copy = self._copy_of_post(req, len(data)) if wanted else None
+        post = self._copy_of_post(req, len(data))  # a text post's copy (None: not a text post)
+        copy = post if wanted else None
         return Outgoing(
             seq=req.seq,
             data=data,
@@ -957,7 +958,7 @@ class TransferSender:
             key=key,
             payload_bytes=payload,
             race_every_s=race_every_s,
-            race_after_s=None if race_every_s is not None else self._race_after_for(copy is not None),
+            race_after_s=None if race_every_s is not None else self._race_after_for(post is not None),
             hedge=None if self._up else copy,
             copy_if_unacked=copy if self._up else None,
         )

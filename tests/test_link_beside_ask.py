@@ -63,12 +63,17 @@ def test_a_text_post_beside_an_ask_races_early_until_the_ask_ends() -> None:
     assert o.race_after_s == normal
 
 
-def test_off_the_rule_changes_nothing() -> None:
+def test_off_the_rule_changes_nothing_and_it_holds_without_the_kept_posts_copy() -> None:
     s = live_sender(RTT, SenderConfig(race_beside_ask_rtts=None))
     s.ground_asked(2.0)
     text_post(s, 0)
     (o,) = s.data_to_send(2.1)
     assert o.race_after_s == s.race_after_s
+    uncopied = live_sender(RTT, SenderConfig(hedge_kept_posts=False))
+    uncopied.ground_asked(2.0)
+    text_post(uncopied, 0)
+    (o,) = uncopied.data_to_send(2.1)
+    assert o.copy_if_unacked is None and o.race_after_s == pytest.approx(_early(uncopied))
 
 
 @dataclass(frozen=True)
