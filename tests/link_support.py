@@ -18,6 +18,7 @@ from conftest import Cli
 
 from ground.home import GroundHome
 from ground.platforms.archive import ArchivedPost, archived_posts
+from onboard import link, queue
 from protocol import transfer_receiver
 from protocol.link_memory import FIRST_FLIGHT_BDP, REFERENCE_RATE_BYTES_S, REFERENCE_RTT_S
 from protocol.rangeset import RangeSet
@@ -46,6 +47,13 @@ async def until(check, timeout_s: float) -> bool:  # type: ignore[no-untyped-def
             return True
         await asyncio.sleep(0.05)
     return bool(check())
+
+
+def station_db(tmp_path: Path) -> sqlite3.Connection:
+    """A station's queue database on a real SQLite file, with the link's tables."""
+    conn = queue.connect(tmp_path / "q.sqlite")
+    link.ensure_schema(conn)
+    return conn
 
 
 def link_requests(ground_home: Path, station: str = "iss") -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sqlite3
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from conftest import Cli
 from hypothesis import given
 from hypothesis import strategies as st
-from link_support import link_to, running_ground, setup_station, spy_link_requests
+from link_support import link_to, running_ground, setup_station, spy_link_requests, station_db
 from test_link_first_flight import _photo_opens
 from test_link_remembered import _first_seconds_max_bdp
 
@@ -59,16 +58,10 @@ def test_a_start_takes_the_usable_memory_else_the_expected_link_at_any_age(
         )
 
 
-def _db(tmp_path: Path) -> sqlite3.Connection:
-    conn = queue.connect(tmp_path / "q.sqlite")
-    link.ensure_schema(conn)
-    return conn
-
-
 def test_the_recorder_starts_on_the_expected_link_until_the_station_measures_its_own(
     tmp_path: Path,
 ) -> None:
-    conn = _db(tmp_path)
+    conn = station_db(tmp_path)
     expected = LinkMemory(rate_bytes_s=125_000.0, base_rtt_s=0.8, measured_at=NOW - 10 * MAX_AGE_S)
     link.expect_link(conn, expected)
     first = LinkRecorder(conn, NOW, 0.0)
@@ -86,7 +79,7 @@ def test_the_recorder_starts_on_the_expected_link_until_the_station_measures_its
 
 @pytest.mark.parametrize("stored", ["{", "null", '{"rate_bytes_s": 0, "base_rtt_s": 1, "measured_at": 1}'])
 def test_a_damaged_expected_link_is_ignored(tmp_path: Path, stored: str) -> None:
-    conn = _db(tmp_path)
+    conn = station_db(tmp_path)
     link.set_state(conn, link.LINK_EXPECTED_KEY, stored)
     assert link.expected_link(conn) is None
     rec = LinkRecorder(conn, NOW, 0.0)

@@ -9,15 +9,15 @@ the chunks behind them held 2.0-3.2 BDP in the network through a 0.6 s start's f
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from link_support import station_db
 from test_link_remembered import _first_seconds_max_bdp
 
-from onboard import link, queue
+from onboard import link
 from onboard.delivery import DeliveryMeter
 from onboard.remembered import LinkRecorder
 from protocol.link_memory import MAX_AGE_S, REFERENCE_RATE_BYTES_S, LinkMemory, reference_link
@@ -31,16 +31,10 @@ from simlink.workload import load_workload
 NOW = 1_800_000_000.0
 
 
-def _db(tmp_path: Path) -> sqlite3.Connection:
-    conn = queue.connect(tmp_path / "q.sqlite")
-    link.ensure_schema(conn)
-    return conn
-
-
 def test_the_recorder_guesses_the_reference_link_only_when_nothing_else_is_known(tmp_path: Path) -> None:
     """On a real SQLite file: nothing stored, or a memory older than a week, is a guess; a
     usable memory or an expected link is not."""
-    conn = _db(tmp_path)
+    conn = station_db(tmp_path)
     nothing = LinkRecorder(conn, NOW, 0.0)
     assert nothing.start == reference_link(NOW) and nothing.guessed
     link.remember(conn, LinkMemory(rate_bytes_s=50_000.0, base_rtt_s=1.2, measured_at=NOW - 2 * MAX_AGE_S))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 from conftest import Cli
 from hypothesis import given
 from hypothesis import strategies as st
-from link_support import REFERENCE_EACH, link_to, running_ground, setup_station, spy_link_requests
+from link_support import REFERENCE_EACH, link_to, running_ground, setup_station, spy_link_requests, station_db
 from test_link_first_flight import _photo_opens
 from test_link_memory import MIB, _fake_photo, _jpeg_header
 
@@ -177,14 +176,8 @@ def test_a_pass_that_sent_little_never_lowers_the_memory(
         assert got == (new.rate_bytes_s >= kept.rate_bytes_s)
 
 
-def _db(tmp_path: Path) -> sqlite3.Connection:
-    conn = queue.connect(tmp_path / "q.db")
-    link.ensure_schema(conn)
-    return conn
-
-
 def test_a_memory_is_recalled_while_recent_and_replaced_by_the_next(tmp_path: Path) -> None:
-    conn = _db(tmp_path)
+    conn = station_db(tmp_path)
     assert link.recall_memory(conn, NOW) is None
     first = LinkMemory(rate_bytes_s=1e5, base_rtt_s=0.7, measured_at=NOW)
     link.remember(conn, first)
@@ -200,7 +193,7 @@ def test_a_memory_is_recalled_while_recent_and_replaced_by_the_next(tmp_path: Pa
     "stored", ["", "{", "null", '{"rate_bytes_s": -1, "base_rtt_s": 1, "measured_at": 1}']
 )
 def test_a_damaged_row_is_ignored(tmp_path: Path, stored: str) -> None:
-    conn = _db(tmp_path)
+    conn = station_db(tmp_path)
     link.set_state(conn, link.LINK_MEMORY_KEY, stored)
     assert link.recall_memory(conn, NOW) is None
 
@@ -262,7 +255,7 @@ def test_the_recorder_writes_every_30_s_and_never_lowers_the_memory_from_a_pass_
     """onboard/remembered.py, on a real SQLite file: what a sync notes is written every
     ``REMEMBER_EVERY_S`` (and when it stops); a slower link replaces the memory only when it
     was measured with the link the limit, a faster one always."""
-    conn = _db(tmp_path)
+    conn = station_db(tmp_path)
     kept = LinkMemory(rate_bytes_s=2e5, base_rtt_s=0.6, measured_at=NOW)
     link.remember(conn, kept)
     rec = LinkRecorder(conn, NOW + 10, 100.0)
