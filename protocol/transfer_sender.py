@@ -966,10 +966,9 @@ class TransferSender:
     def _race_after_for(self, text_post: bool) -> float | None:
         """``race_after_s`` for a request's new connection; for a text post while one of the
         driver's asks is out, ``race_beside_ask_rtts`` least round trips if that is sooner."""
-        after, beside = self.race_after_s, self.config.race_beside_ask_rtts
-        if after is None or beside is None or not (text_post and self._asking):
+        after, beside, least = self.race_after_s, self.config.race_beside_ask_rtts, self._least_rtt_s
+        if after is None or least is None or beside is None or not (text_post and self._asking):
             return after
-        least = self._least_rtt_s or after
         return min(after, max(self.config.race_min_s, beside * least))
 
     def _copy_of_post(self, req: Request, frame_bytes: int) -> bytes | None:
